@@ -1,0 +1,62 @@
+# The README's two commands are `make demo` and `make test`; everything else is a step of those.
+# Every target installs what it needs into ./.venv, so a fresh machine needs only Rust and Python.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+VPY         := $(VENV)/bin/python
+DEPS_STAMP  := $(VENV)/.deps-installed
+CARGO_DIR   := rust_core
+
+.PHONY: help venv develop protos check-protos test test-rust test-python lint fmt demo bench clean
+
+help:
+	@echo "make demo   - build, start index + manager + workers locally, run the main job"
+	@echo "make test   - cargo test + pytest (installs everything it needs)"
+	@echo "make protos - regenerate services/common/proto from protos/"
+	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, mypy"
+	@echo "make bench  - benchmark figures (see docs/benchmarks.md)"
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# Dependencies change only with pyproject.toml: install them once per change.
+$(DEPS_STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q "maturin>=1.7,<2"
+	$(VPY) -m pip install -q -e ".[test,dev,postgres]"
+	touch $@
+
+venv: $(DEPS_STAMP)
+
+# Rebuilds rust_core (incrementally) and installs the package into the venv in editable mode.
+develop: $(DEPS_STAMP)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --skip-install -q
+
+protos: $(DEPS_STAMP)
+	$(VPY) scripts/gen_protos.py
+
+check-protos: $(DEPS_STAMP)
+	$(VPY) scripts/gen_protos.py --check
+
+test-rust:
+	cd $(CARGO_DIR) && cargo test --release
+
+test-python: develop
+	$(VPY) -m pytest
+
+test: lint test-rust test-python
+
+lint: $(DEPS_STAMP)
+	cd $(CARGO_DIR) && cargo fmt --check
+	cd $(CARGO_DIR) && cargo clippy --all-targets -- -D warnings
+	cd $(CARGO_DIR) && cargo clippy --all-targets --features python -- -D warnings
+	$(VPY) -m mypy
+
+demo: develop
+	$(VPY) -m services.cli.demo
+
+bench: develop
+	$(VPY) -m bench
+
+clean:
+	rm -rf $(VENV) $(CARGO_DIR)/target .pytest_cache .mypy_cache .demo

@@ -1,0 +1,1 @@
+"""sectorstorage manager service."""

@@ -1,0 +1,1 @@
+"""sectorstorage worker service."""
