@@ -30,7 +30,7 @@ venv: $(DEPS_STAMP)
 
 # Rebuilds rust_core (incrementally) and installs the package into the venv in editable mode.
 develop: $(DEPS_STAMP)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --skip-install -q
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
 
 protos: $(DEPS_STAMP)
 	$(VPY) scripts/gen_protos.py

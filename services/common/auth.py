@@ -65,8 +65,8 @@ def load_or_create_secret(path: Path) -> bytes:
     """Reads the signing key, creating a random one (mode 0600) on first start."""
     if path.exists():
         key = path.read_bytes().strip()
-        if len(key) < 16:
-            raise AuthError(f"signing key in {path} is shorter than 16 bytes; delete it to regenerate")
+        if len(key) < 32:
+            raise AuthError(f"signing key in {path} is shorter than 32 bytes; delete it to regenerate")
         return key
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(32).encode()
@@ -136,13 +136,13 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | No
     return None
 
 
-def _aborting_handler(template: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
+def _aborting_handler(template: grpc.RpcMethodHandler[Any, Any], code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler of the same streaming shape as `template` that fails with `code`."""
 
-    async def abort(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def abort(request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(code, details)
 
-    async def abort_stream(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def abort_stream(request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(code, details)
         yield  # pragma: no cover - makes this an async generator
 
@@ -189,9 +189,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler

@@ -94,8 +94,8 @@ class AuthConfig(BaseModel):
     @field_validator("secret")
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
-        if value is not None and len(value) < 16:
-            raise ValueError("must be at least 16 characters (a random key, not a password)")
+        if value is not None and len(value) < 32:
+            raise ValueError("must be at least 32 characters (a random key, not a password)")
         return value
 
 

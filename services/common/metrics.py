@@ -37,7 +37,7 @@ def _split(method: str) -> tuple[str, str]:
     return service, name
 
 
-def _code_of(context: grpc.aio.ServicerContext, default: str = "OK") -> str:
+def _code_of(context: grpc.aio.ServicerContext[Any, Any], default: str = "OK") -> str:
     code = context.code()
     if code is None:
         return default
@@ -47,17 +47,18 @@ def _code_of(context: grpc.aio.ServicerContext, default: str = "OK") -> str:
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
         service, name = _split(handler_call_details.method)
         if handler.unary_unary:
-            inner = handler.unary_unary
+            # aio handlers are coroutines; the stubs type them as sync ones.
+            inner: Callable[..., Any] = handler.unary_unary
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 RPC_STARTED.labels(service, name).inc()
                 start = time.perf_counter()
                 code = "UNKNOWN"

@@ -11,12 +11,12 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -27,7 +27,7 @@ from services.common.metrics import MetricsInterceptor, start_metrics_server
 log = logging.getLogger(__name__)
 
 # Large enough for one streamed chunk plus framing; streams carry bigger payloads.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 GRPC_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -159,10 +159,32 @@ def run_service(service: Service, config: ServiceConfig) -> int:
     return 0
 
 
+def _unimplemented(method: MethodDescriptor) -> Callable[..., Any]:
+    details = f"{method.containing_service.name}/{method.name} is not implemented in this version"
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, details)
+
+    async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, details)
+        yield  # pragma: no cover - makes this an async generator
+
+    return streaming if method.server_streaming else unary
+
+
 def registration(pb2: Any, pb2_grpc: Any, service_name: str, servicer: object) -> Registration:
-    """The Registration for a generated service `service_name` from its `_pb2`/`_pb2_grpc` modules."""
+    """The Registration for a generated service `service_name` from its `_pb2`/`_pb2_grpc` modules.
+
+    Methods the servicer does not override answer UNIMPLEMENTED with a clear message (the
+    generated base class raises NotImplementedError, which grpc.aio logs as a crash).
+    """
+    descriptor = pb2.DESCRIPTOR.services_by_name[service_name]
+    base = getattr(pb2_grpc, f"{service_name}Servicer")
+    for method in descriptor.methods:
+        if getattr(type(servicer), method.name) is getattr(base, method.name):
+            setattr(servicer, method.name, _unimplemented(method))
     return Registration(
         servicer=servicer,
         add_to_server=getattr(pb2_grpc, f"add_{service_name}Servicer_to_server"),
-        descriptor=pb2.DESCRIPTOR.services_by_name[service_name],
+        descriptor=descriptor,
     )

@@ -18,7 +18,8 @@ class IndexApp(Service):
 
     def __init__(self, config: IndexConfig) -> None:
         self.config = config
-        self.servicer = IndexServicer()
+        # Unimplemented RPCs are filled in by registration(), so the class is complete at run time.
+        self.servicer = IndexServicer()  # type: ignore[abstract]
 
     def registrations(self) -> Sequence[Registration]:
         return [registration(index_pb2, index_pb2_grpc, "IndexService", self.servicer)]

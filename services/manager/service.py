@@ -18,7 +18,8 @@ class ManagerApp(Service):
 
     def __init__(self, config: ManagerConfig) -> None:
         self.config = config
-        self.servicer = ManagerServicer()
+        # Unimplemented RPCs are filled in by registration(), so the class is complete at run time.
+        self.servicer = ManagerServicer()  # type: ignore[abstract]
 
     def registrations(self) -> Sequence[Registration]:
         return [registration(manager_pb2, manager_pb2_grpc, "ManagerService", self.servicer)]

@@ -59,7 +59,7 @@ class ManagerLink:
                     )
                     await _sleep_unless(stopping, delay)
 
-    async def _session(self, stub: manager_pb2_grpc.ManagerServiceStub, stopping: asyncio.Event) -> None:
+    async def _session(self, stub: manager_pb2_grpc.ManagerServiceAsyncStub, stopping: asyncio.Event) -> None:
         self.attempts += 1
         info = self.worker_info()
         reply = await stub.RegisterWorker(

@@ -8,6 +8,8 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from typing import Any
+
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -47,10 +49,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self.identity = identity
         self.resources = resources
 
-    async def Info(self, request: worker_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> worker_pb2.InfoResponse:
+    async def Info(self, request: worker_pb2.InfoRequest, context: grpc.aio.ServicerContext[Any, Any]) -> worker_pb2.InfoResponse:
         return worker_pb2.InfoResponse(info=worker_info_message(self.identity, self.resources))
 
-    async def Session(self, request: worker_pb2.SessionRequest, context: grpc.aio.ServicerContext) -> worker_pb2.SessionResponse:
+    async def Session(self, request: worker_pb2.SessionRequest, context: grpc.aio.ServicerContext[Any, Any]) -> worker_pb2.SessionResponse:
         started = Timestamp()
         started.FromNanoseconds(int(self.identity.started_at * 1e9))
         return worker_pb2.SessionResponse(session_id=self.identity.session_id, started_at=started, worker_id=self.identity.worker_id)
@@ -66,7 +68,8 @@ class WorkerApp(Service):
         if not self.identity.name:
             self.identity = WorkerIdentity(worker_id=worker_id, name=self.identity.hostname)
         self.resources = detect_resources()
-        self.servicer = WorkerServicer(self.identity, self.resources)
+        # Unimplemented RPCs are filled in by registration(), so the class is complete at run time.
+        self.servicer = WorkerServicer(self.identity, self.resources)  # type: ignore[abstract]
         self.link: ManagerLink | None = None
         self._link_task: asyncio.Task[None] | None = None
 

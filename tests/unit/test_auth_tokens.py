@@ -8,7 +8,7 @@ import pytest
 
 from services.common.auth import AuthError, Permission, create_token, load_or_create_secret, verify_token
 
-SECRET = b"0123456789abcdef0123456789abcdef"
+SECRET = b"0123456789abcdef0123456789abcdef0123456789abcdef"
 
 
 def test_permission_includes_lower() -> None:
@@ -19,7 +19,7 @@ def test_permission_includes_lower() -> None:
 
 
 def test_other_key_expired_and_malformed_refused() -> None:
-    other = create_token(b"another-key-another-key-another", Permission.ADMIN)
+    other = create_token(b"another-key-another-key-another-key-another", Permission.ADMIN)
     with pytest.raises(AuthError, match="signature"):
         verify_token(SECRET, other)
     expired = jwt.encode({"perms": ["admin"], "exp": int(time.time()) - 10}, SECRET, algorithm="HS256")
@@ -30,7 +30,7 @@ def test_other_key_expired_and_malformed_refused() -> None:
     no_perms = jwt.encode({"sub": "x"}, SECRET, algorithm="HS256")
     with pytest.raises(AuthError, match="malformed"):
         verify_token(SECRET, no_perms)
-    wrong_alg = jwt.encode({"perms": ["admin"]}, SECRET, algorithm="HS512")
+    wrong_alg = jwt.encode({"perms": ["admin"]}, SECRET, algorithm="HS384")
     with pytest.raises(AuthError):
         verify_token(SECRET, wrong_alg)
 
@@ -47,5 +47,5 @@ def test_secret_file_created_once_private(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert load_or_create_secret(path) == first
     path.write_text("short\n")
-    with pytest.raises(AuthError, match="shorter than 16"):
+    with pytest.raises(AuthError, match="shorter than 32"):
         load_or_create_secret(path)
