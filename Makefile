@@ -29,8 +29,9 @@ $(DEPS_STAMP): pyproject.toml | $(VPY)
 venv: $(DEPS_STAMP)
 
 # Rebuilds rust_core (incrementally) and installs the package into the venv in editable mode.
+# (No --skip-install: with this layout it builds the wheel but leaves the old extension installed.)
 develop: $(DEPS_STAMP)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --skip-install -q
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
 
 protos: $(DEPS_STAMP)
 	$(VPY) scripts/gen_protos.py
