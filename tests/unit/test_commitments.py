@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rust_core
-from go_math_rand import stream as go_rand_stream
+from tests.unit.go_math_rand import stream as go_rand_stream
 
 
 def load(vectors_dir: Path, section: str) -> list[dict[str, Any]]:
@@ -213,6 +213,7 @@ pieces = st.integers(min_value=0, max_value=7).flatmap(
 )
 
 
+@settings(deadline=None)
 @given(pieces, st.lists(st.integers(min_value=1, max_value=20_000), max_size=6))
 def test_streaming_equals_in_memory(data: bytes, cuts: list[int]) -> None:
     hasher = rust_core.PieceHasher()
@@ -236,6 +237,7 @@ def test_streaming_large_piece_in_odd_slices() -> None:
     )
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=4000), st.integers(min_value=0, max_value=3))
 def test_zero_extension_equals_explicit_zeros(data: bytes, extra: int) -> None:
     piece = rust_core.padded_to_unpadded(rust_core.padded_size_for_payload(len(data))) << extra
@@ -244,6 +246,7 @@ def test_zero_extension_equals_explicit_zeros(data: bytes, extra: int) -> None:
     assert rust_core.piece_commitment(data, pad_to=piece // 127 * 128) == want
 
 
+@settings(deadline=None)
 @given(pieces)
 def test_commd_of_one_full_sector_piece_is_its_commp(data: bytes) -> None:
     commp = rust_core.piece_commitment(data)
