@@ -43,6 +43,20 @@ def fr32_pad_file(
 def fr32_pad_stream(reader: BinaryIO, writer: BinaryIO, pad_to: _PadTo = None) -> int:
     """Pads everything ``reader.read()`` yields into ``writer.write()``; returns bytes written."""
 
+def add_piece_file(
+    src: _Path, dst: _Path, pad_to: _PadTo = None, dst_offset: int | None = None
+) -> tuple[int, bytes]:
+    """AddPiece in one pass: fr32_pad_file plus the piece's commP from the same reads.
+
+    Returns ``(padded bytes written, commP)``. ``src`` must be a whole piece (127·2^k bytes)
+    unless ``pad_to`` zero-extends it; ``dst`` and ``dst_offset`` as for fr32_pad_file.
+    """
+
+def add_piece_stream(
+    reader: BinaryIO, writer: BinaryIO, pad_to: _PadTo = None
+) -> tuple[int, bytes]:
+    """add_piece_file for file-like objects: ``(padded bytes written, commP)``."""
+
 def fr32_unpad_range(path: _Path, offset: int, length: int) -> bytes:
     """Unpadded bytes ``[offset, offset + length)`` of a padded file, reading only their blocks.
 
