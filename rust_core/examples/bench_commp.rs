@@ -17,13 +17,11 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use rust_core::commp::{piece_commitment, piece_commitment_file};
+use rust_core::hash::{PAD_BLOCK_64, SHA256_IV};
 use rust_core::piece_size::PieceTarget;
 use sha2::digest::generic_array::GenericArray;
 
 const RUNS: usize = 3;
-const SHA256_IV: [u32; 8] = [
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-];
 
 fn best_secs(mut f: impl FnMut()) -> f64 {
     (0..RUNS)
@@ -37,10 +35,7 @@ fn best_secs(mut f: impl FnMut()) -> f64 {
 
 /// Hashes `messages` 64-byte messages (2 compressions each) taken round-robin from `pool`.
 fn sha256_limit(pool: &[[u8; 64]], messages: usize) -> u32 {
-    let mut pad = [0u8; 64];
-    pad[0] = 0x80;
-    pad[62] = 0x02;
-    let pad = GenericArray::from(pad);
+    let pad = GenericArray::from(PAD_BLOCK_64);
     let mut acc = 0u32;
     for i in 0..messages {
         let mut state = SHA256_IV;
