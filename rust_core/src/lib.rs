@@ -13,6 +13,7 @@ pub mod io;
 pub mod merkle;
 pub mod piece_cid;
 pub mod piece_size;
+pub mod stream_store;
 pub mod zero_comm;
 
 #[cfg(feature = "python")]
