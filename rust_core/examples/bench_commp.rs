@@ -22,7 +22,7 @@ use rust_core::piece_size::PieceTarget;
 use sha2::digest::generic_array::GenericArray;
 
 /// Rounds; each measurement reports its best round (least disturbed by other load).
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 /// Wall-clock seconds of one call.
 fn time<T>(f: impl FnOnce() -> T) -> f64 {

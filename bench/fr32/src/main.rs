@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use rust_core::fr32;
 
 /// Rounds of measurements; each operation reports its best round (least disturbed by other load).
-const RUNS: usize = 5;
+const RUNS: usize = 9;
 /// Blocks per task when the fr32 crate is run on all cores (8 MiB padded, as rust_core uses).
 const CRATE_TASK_BLOCKS: usize = 1 << 16;
 
