@@ -4,7 +4,9 @@
 //! feature, which maturin enables) only converts types and maps errors.
 
 pub mod error;
+pub mod gpu;
 pub mod hash;
+pub mod porep;
 
 #[cfg(feature = "python")]
 mod python;
