@@ -17,7 +17,7 @@ use crate::porep::ids::{porep_challenge, replica_id};
 use crate::porep::params::SectorParams;
 use crate::porep::pc1::tree_d_layout;
 use crate::porep::pc2::tree_c_layout;
-use crate::porep::pieces::{check_against_tree_d, Piece};
+use crate::porep::pieces::{check_pieces, Piece};
 use crate::porep::replica_tree::ReplicaTree;
 use crate::porep::tree_file::StoredTree;
 use crate::porep::vanilla::{ChallengeProof, ColumnProof};
@@ -130,7 +130,7 @@ pub fn seal_commit_phase1(
             "comm_d does not match the cache's tree_d (wrong sector or cache)",
         ));
     }
-    check_against_tree_d(params, pieces, &tree_d)?;
+    check_pieces(params, pieces, &tree_d)?;
     let (comm_c, comm_r_last) = files::read_p_aux(cache_dir)?;
     if hash_pair(&comm_c, &comm_r_last) != *comm_r {
         return Err(Error::invalid(

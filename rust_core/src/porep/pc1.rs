@@ -17,7 +17,7 @@ use crate::porep::files;
 use crate::porep::ids::replica_id;
 use crate::porep::labels::label_all_layers;
 use crate::porep::params::SectorParams;
-use crate::porep::pieces::{check_against_tree_d, Piece};
+use crate::porep::pieces::{check_pieces, Piece};
 use crate::porep::tree_file::{self, Layout, StoredTree};
 
 const MAGIC: &[u8; 4] = b"SSP1";
@@ -136,7 +136,7 @@ pub fn seal_pre_commit_phase1(
         }
     })?;
     let tree_d = StoredTree::open(&tree_d_path, layout)?;
-    check_against_tree_d(params, pieces, &tree_d)?;
+    check_pieces(params, pieces, &tree_d)?;
     let rid = replica_id(sector_size, prover_id, sector_number, ticket, &comm_d);
     label_all_layers(params, &rid, Some(cache_dir))?;
     Ok(Phase1Output {

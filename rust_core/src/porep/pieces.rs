@@ -5,7 +5,8 @@
 //! tail are zero. A piece of size s at padded offset o is then exactly node o/s at level
 //! log2(s/32) of tree_d, so checking each piece (and each aligned zero run) against that node
 //! proves that the commD computed from the pieces equals tree_d's root, and names the first
-//! piece that does not match when it does not.
+//! piece that does not match when it does not. [`check_pieces`] runs the fr32 branch's
+//! `unsealed_commitment` first and uses this comparison to explain a mismatch.
 
 use crate::error::{Error, Result};
 use crate::hash::{hash_pair, Node, NODE_SIZE};
@@ -83,6 +84,23 @@ fn layout(params: &SectorParams, pieces: &[Piece]) -> Result<Vec<Run>> {
 
 fn hex(n: &Node) -> String {
     n.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The PC1/C1 pieces check: commD computed from `pieces` (`commd::unsealed_commitment`) must
+/// equal tree_d's root. When it does not, the per-piece comparison below names the culprit.
+pub fn check_pieces(params: &SectorParams, pieces: &[Piece], tree_d: &StoredTree) -> Result<()> {
+    let pairs: Vec<(u64, Node)> = pieces.iter().map(|p| (p.padded_size, p.comm_p)).collect();
+    let comm_d = crate::commd::unsealed_commitment(params.sector_size, &pairs)?;
+    let root = tree_d.root()?;
+    if comm_d == root {
+        return Ok(());
+    }
+    check_against_tree_d(params, pieces, tree_d)?;
+    Err(Error::invalid(format!(
+        "commD of the pieces {} does not match the unsealed file's {}",
+        hex(&comm_d),
+        hex(&root)
+    )))
 }
 
 /// Checks every piece (and zero run) against tree_d; `Ok` means the commD of `pieces` equals
