@@ -19,6 +19,8 @@ pub mod zero_comm;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_porep;
 
 pub use error::{Error, Result};
 
