@@ -50,6 +50,7 @@ lint: $(DEPS_STAMP)
 	cd $(CARGO_DIR) && cargo fmt --check
 	cd $(CARGO_DIR) && cargo clippy --all-targets -- -D warnings
 	cd $(CARGO_DIR) && cargo clippy --all-targets --features python -- -D warnings
+	cd $(CARGO_DIR) && cargo clippy --all-targets --features cuda -- -D warnings
 	$(VPY) -m mypy
 
 demo: develop

@@ -2,16 +2,15 @@
 //! cores, a full PC1/PC2/C1/C2/verify run of one sector with wall time and peak memory, and 32 GiB
 //! figures extrapolated from the measured rates.
 //!
-//! `cargo run --release --example bench_porep -- [--size 8MiB|512MiB] [--workdir DIR]`
+//! `cargo run --release --example bench_porep -- [--size 8MiB|512MiB] [--workdir DIR] [--labeling-only]`
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rust_core::gpu::cpu::CpuBackend;
-use rust_core::hash::Node;
 use rust_core::porep::c2::{seal_commit_phase2, verify_seal, SealPublic};
 use rust_core::porep::graph::Graph;
-use rust_core::porep::labels::{label_layer, LabelHasher};
+use rust_core::porep::labels::{label_layer, zeroed_layer, LabelHasher};
 use rust_core::porep::params::SectorParams;
 use rust_core::porep::parents_cache::{self, ParentsStream};
 use rust_core::porep::pieces::Piece;
@@ -39,10 +38,11 @@ fn label_rate(size: u64, replica: u8) -> f64 {
     let graph = Graph::new(size);
     let cache = parents_cache::ensure(&graph, size).expect("parents cache");
     let nodes = graph.nodes() as usize;
-    let prev: Vec<Node> = (0..nodes as u64)
-        .map(|i| rust_core::porep::ids::hash_parts_trunc254(&[&i.to_le_bytes()]))
-        .collect();
-    let mut out = vec![[0u8; 32]; nodes];
+    let mut prev = zeroed_layer(nodes);
+    for (i, p) in prev.iter_mut().enumerate() {
+        *p = rust_core::porep::ids::hash_parts_trunc254(&[&(i as u64).to_le_bytes()]);
+    }
+    let mut out = zeroed_layer(nodes);
     let mut hasher = LabelHasher::new(&[replica; 32]);
     let mut stream = ParentsStream::open(&cache, graph.nodes()).expect("stream");
     let start = Instant::now();
@@ -153,6 +153,10 @@ fn main() {
             total / 1e6,
             total / one_core
         );
+    }
+
+    if args.iter().any(|a| a == "--labeling-only") {
+        return;
     }
 
     // Full pipeline.
