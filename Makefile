@@ -7,7 +7,7 @@ VPY         := $(VENV)/bin/python
 DEPS_STAMP  := $(VENV)/.deps-installed
 CARGO_DIR   := rust_core
 
-.PHONY: help venv develop protos check-protos test test-rust test-python lint fmt demo bench clean
+.PHONY: help venv develop protos check-protos test test-rust test-python lint fmt demo bench bench-fr32 bench-commp clean
 
 help:
 	@echo "make demo   - build, start index + manager + workers locally, run the main job"
@@ -29,8 +29,9 @@ $(DEPS_STAMP): pyproject.toml | $(VPY)
 venv: $(DEPS_STAMP)
 
 # Rebuilds rust_core (incrementally) and installs the package into the venv in editable mode.
+# (No --skip-install: with this layout it builds the wheel but leaves the old extension installed.)
 develop: $(DEPS_STAMP)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --skip-install -q
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
 
 protos: $(DEPS_STAMP)
 	$(VPY) scripts/gen_protos.py
@@ -58,6 +59,13 @@ demo: develop
 
 bench: develop
 	$(VPY) -m bench
+
+# rust_core hot paths against their limits (bench/README.md; figures in docs/benchmarks.md).
+bench-fr32:
+	cd bench/fr32 && cargo run --release -q
+
+bench-commp:
+	cd $(CARGO_DIR) && cargo run --release -q --example bench_commp
 
 clean:
 	rm -rf $(VENV) $(CARGO_DIR)/target .pytest_cache .mypy_cache .demo

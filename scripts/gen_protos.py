@@ -40,8 +40,12 @@ def generate(out_dir: Path) -> None:
     if not files:
         raise SystemExit(f"no .proto files under {PROTO_ROOT}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The mypy plugins live next to this interpreter (the venv's bin/), which need not be on PATH.
+    bin_dir = Path(sys.executable).parent
     args = [
         "grpc_tools.protoc",
+        f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
         f"-I{PROTO_ROOT}",
         f"-I{well_known}",
         f"--python_out={out_dir}",

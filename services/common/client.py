@@ -1,0 +1,90 @@
+"""Channels to other services that carry a bearer token on every call (sync for the CLI and
+tests, aio for services calling each other)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from services.common.server import GRPC_OPTIONS
+
+_HEADER = "authorization"
+
+
+def _with_token(metadata: Any, token: str) -> list[tuple[str, str]]:
+    items = [(k, v) for k, v in (metadata or ()) if k.lower() != _HEADER]
+    items.append((_HEADER, f"Bearer {token}"))
+    return items
+
+
+class _SyncToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def _details(self, d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _SyncDetails(d.method, d.timeout, _with_token(d.metadata, self._token), d.credentials, d.wait_for_ready, d.compression)
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], d: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._details(d), request)
+
+    def intercept_unary_stream(self, continuation: Callable[..., Any], d: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._details(d), request)
+
+    def intercept_stream_unary(self, continuation: Callable[..., Any], d: grpc.ClientCallDetails, requests: Iterator[Any]) -> Any:
+        return continuation(self._details(d), requests)
+
+    def intercept_stream_stream(self, continuation: Callable[..., Any], d: grpc.ClientCallDetails, requests: Iterator[Any]) -> Any:
+        return continuation(self._details(d), requests)
+
+
+class _SyncDetails(grpc.ClientCallDetails):
+    def __init__(self, method: str, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: Any, compression: Any) -> None:
+        self.method = method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.credentials = credentials
+        self.wait_for_ready = wait_for_ready
+        self.compression = compression
+
+
+class _AioToken(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def _details(self, d: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*_with_token(d.metadata, self._token))
+        return grpc.aio.ClientCallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready)
+
+    async def intercept_unary_unary(self, continuation: Any, d: grpc.aio.ClientCallDetails, request: Any) -> Any:
+        return await continuation(self._details(d), request)
+
+    async def intercept_unary_stream(self, continuation: Any, d: grpc.aio.ClientCallDetails, request: Any) -> Any:
+        return await continuation(self._details(d), request)
+
+    async def intercept_stream_unary(self, continuation: Any, d: grpc.aio.ClientCallDetails, request_iterator: Any) -> Any:
+        return await continuation(self._details(d), request_iterator)
+
+    async def intercept_stream_stream(self, continuation: Any, d: grpc.aio.ClientCallDetails, request_iterator: Any) -> Any:
+        return await continuation(self._details(d), request_iterator)
+
+
+def sync_channel(target: str, token: str | None) -> grpc.Channel:
+    channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
+    return grpc.intercept_channel(channel, _SyncToken(token)) if token else channel
+
+
+def aio_channel(target: str, token: str | None) -> grpc.aio.Channel:
+    interceptors = [_AioToken(token)] if token else None
+    return grpc.aio.insecure_channel(target, options=GRPC_OPTIONS, interceptors=interceptors)

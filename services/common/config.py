@@ -1,0 +1,250 @@
+"""Service configuration: defaults, then a TOML file, then `SECTORSTORAGE_*` environment variables,
+then command-line flags, validated in one place.
+
+A bad value stops start-up with a message that names the key both ways (`auth.secret_file` /
+`SECTORSTORAGE_AUTH_SECRET_FILE`), so an operator can fix it without reading code.
+
+Environment names are the dotted key upper-cased with `_` for `.`: `metrics.listen` is
+`SECTORSTORAGE_METRICS_LISTEN`, `worker.manager` is `SECTORSTORAGE_WORKER_MANAGER`. Values are
+parsed as TOML scalars/arrays when they look like one (`true`, `42`, `["a","b"]`), else as strings.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "SECTORSTORAGE_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """Splits `HOST:PORT` (IPv6 as `[::1]:PORT`); port 0 means "pick a free one"."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"port must be a number, got {port_text!r} in {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0..65535, got {port} in {value!r}")
+    return host, port
+
+
+def _check_listen(value: str) -> str:
+    parse_host_port(value)
+    return value
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class LogConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: str = "info"
+    format: LogFormat = LogFormat.JSON
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        allowed = {"debug", "info", "warning", "error", "critical"}
+        if value.lower() not in allowed:
+            raise ValueError(f"must be one of {sorted(allowed)}")
+        return value.lower()
+
+
+class MetricsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Prometheus /metrics HTTP endpoint on its own port; "" turns it off.
+    listen: str = "127.0.0.1:0"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return value if value == "" else _check_listen(value)
+
+
+class AuthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # HMAC key (HS256) that signs the bearer tokens. Every service of one fleet shares it.
+    secret: str | None = Field(default=None, repr=False)
+    # File holding the key; created with a random key on first start when missing and
+    # `secret` is unset. Relative paths are under the data dir.
+    secret_file: str = "auth.key"
+    # Off only for debugging on a trusted host; health and reflection are always open.
+    required: bool = True
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 32:
+            raise ValueError("must be at least 32 characters (a random key, not a password)")
+        return value
+
+
+class ServiceConfig(BaseModel):
+    """What every service shares; each service extends it with its own section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str = "127.0.0.1:0"
+    data_dir: Path = Path("./data")
+    # Seconds in-flight calls get to finish on SIGTERM before they are cancelled.
+    shutdown_grace: float = Field(default=10.0, ge=0, le=3600)
+    log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    auth: AuthConfig = AuthConfig()
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _check_listen(value)
+
+    def secret_path(self) -> Path:
+        path = Path(self.auth.secret_file)
+        return path if path.is_absolute() else self.data_dir / path
+
+
+ConfigT = TypeVar("ConfigT", bound=ServiceConfig)
+
+
+def _env_value(text: str) -> Any:
+    """Reads an environment value as a TOML literal when it is one, else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_dotted(target: dict[str, Any], dotted: list[str], value: Any) -> None:
+    node = target
+    for part in dotted[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[dotted[-1]] = value
+
+
+def _env_overrides(model: type[BaseModel], env: Mapping[str, str], prefix: str = ENV_PREFIX) -> dict[str, Any]:
+    """Maps `SECTORSTORAGE_A_B` onto the model's known keys (`a.b`), nested sections included."""
+    keys: dict[str, list[str]] = {}
+
+    def walk(m: type[BaseModel], path: list[str]) -> None:
+        for name, field in m.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, [*path, name])
+            else:
+                keys[(prefix + "_".join([*path, name])).upper()] = [*path, name]
+
+    walk(model, [])
+    overrides: dict[str, Any] = {}
+    for env_name, dotted in keys.items():
+        if env_name in env:
+            _set_dotted(overrides, dotted, _env_value(env[env_name]))
+    return overrides
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(error: ValidationError, source: dict[str, str]) -> str:
+    lines = []
+    for item in error.errors():
+        dotted = ".".join(str(p) for p in item["loc"])
+        env_name = ENV_PREFIX + dotted.replace(".", "_").upper()
+        origin = source.get(dotted, "")
+        where = f" (from {origin})" if origin else ""
+        if item["type"] == "extra_forbidden":
+            lines.append(f"unknown config key '{dotted}'{where}: remove it or check its spelling")
+        else:
+            lines.append(f"config key '{dotted}' / {env_name}{where}: {item['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _sources(data: Mapping[str, Any], label: str, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_sources(value, label, dotted + "."))
+        else:
+            out[dotted] = label
+    return out
+
+
+def load_config(
+    model: type[ConfigT],
+    config_file: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ConfigT:
+    """Builds a validated config; raises ConfigError naming every bad key."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    if config_file is not None:
+        try:
+            file_data = tomllib.loads(config_file.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {config_file} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+        data = _merge(data, file_data)
+        source.update(_sources(file_data, str(config_file)))
+    env_data = _env_overrides(model, env)
+    data = _merge(data, env_data)
+    source.update(_sources(env_data, "environment"))
+    flag_data: dict[str, Any] = {}
+    for dotted, value in (flags or {}).items():
+        if value is not None:
+            _set_dotted(flag_data, dotted.split("."), value)
+    data = _merge(data, flag_data)
+    source.update(_sources(flag_data, "command line"))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+class DatabaseConfig(BaseModel):
+    """Where a service keeps durable state: embedded SQLite by default, PostgreSQL for a fleet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # `sqlite:///ABSOLUTE/PATH.db`, `sqlite:RELATIVE.db` (under the data dir), or a PostgreSQL DSN
+    # `postgresql://user:pass@host:5432/db`. Empty: SQLite file named after the service in the data dir.
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:", "postgresql://", "postgres://")):
+            raise ValueError("must start with 'sqlite:' or 'postgresql://'")
+        return value

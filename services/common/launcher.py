@@ -1,0 +1,63 @@
+"""The command line every service shares: `--listen HOST:PORT --data-dir DIR [--config FILE]`
+plus a few per-service flags, turned into a validated config and a running server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.config import ConfigError, ConfigT, load_config
+from services.common.log import setup_logging
+from services.common.server import Service, run_service
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A service-specific command-line flag and the config key it sets."""
+
+    name: str
+    key: str
+    help: str
+
+
+COMMON_FLAGS = (
+    Flag("--listen", "listen", "HOST:PORT to serve gRPC on (port 0 picks a free one; default 127.0.0.1:0)"),
+    Flag("--data-dir", "data_dir", "directory for this service's state (databases, keys, call records)"),
+    Flag("--metrics-listen", "metrics.listen", "HOST:PORT for the Prometheus /metrics endpoint ('' disables)"),
+    Flag("--log-format", "log.format", "json (default) or text"),
+    Flag("--log-level", "log.level", "debug, info (default), warning, error"),
+)
+
+
+def launch(
+    name: str,
+    config_model: type[ConfigT],
+    build: Callable[[ConfigT], Service],
+    argv: Sequence[str] | None = None,
+    extra_flags: Sequence[Flag] = (),
+) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"sectorstorage-{name}",
+        description=f"sectorstorage {name} service. Config: defaults < --config TOML < SECTORSTORAGE_* env < flags.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML config file")
+    flags = [*COMMON_FLAGS, *extra_flags]
+    for flag in flags:
+        parser.add_argument(flag.name, dest=flag.key, default=None, help=flag.help)
+    args = vars(parser.parse_args(argv))
+    config_file = args.pop("config")
+    try:
+        config = load_config(config_model, config_file, flags=args)
+    except ConfigError as exc:
+        print(f"sectorstorage-{name}: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(name, config.log)
+    try:
+        service = build(config)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"sectorstorage-{name}: cannot start: {exc}", file=sys.stderr)
+        return 2
+    return run_service(service, config)

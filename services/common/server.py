@@ -1,0 +1,190 @@
+"""One bootstrap for every service: a grpc.aio server with auth and metrics interceptors,
+grpc.health.v1 (SERVING once ready, NOT_SERVING while draining), server reflection (grpcurl
+needs no proto files), a Prometheus endpoint, and a graceful stop on SIGTERM/SIGINT.
+
+A service is plain domain code plus thin servicers; it plugs in through `Service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.auth import AuthInterceptor, Permission, create_token, load_or_create_secret, method_permissions
+from services.common.config import ServiceConfig
+from services.common.metrics import MetricsInterceptor, start_metrics_server
+
+log = logging.getLogger(__name__)
+
+# Large enough for one streamed chunk plus framing; streams carry bigger payloads.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+GRPC_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One gRPC service to serve: the servicer, its generated `add_..._to_server`, its descriptor."""
+
+    servicer: object
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    descriptor: ServiceDescriptor
+
+
+@dataclass
+class Runtime:
+    """What a running service knows about itself once the server is bound."""
+
+    name: str
+    config: ServiceConfig
+    address: str
+    secret: bytes
+    metrics_address: str | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def token(self, permission: Permission = Permission.ADMIN) -> str:
+        """A token for this service's own calls to its peers (they share the fleet key)."""
+        return create_token(self.secret, permission, subject=f"{self.name}@{self.address}")
+
+
+class Service:
+    """What a service plugs into the bootstrap. Subclasses override what they need."""
+
+    name: str = "service"
+
+    def registrations(self) -> Sequence[Registration]:
+        raise NotImplementedError
+
+    async def start(self, runtime: Runtime) -> None:
+        """Called once the server is listening (start background loops here)."""
+
+    async def drain(self) -> None:
+        """Called on SIGTERM after health turns NOT_SERVING, before the server stops."""
+
+    async def stop(self) -> None:
+        """Called after the server stopped: close databases, cancel loops."""
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class ServiceHost:
+    def __init__(self, service: Service, config: ServiceConfig) -> None:
+        self.service = service
+        self.config = config
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.runtime: Runtime | None = None
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        await self.health.set("", status)
+        for reg in self.service.registrations():
+            await self.health.set(reg.descriptor.full_name, status)
+
+    async def run(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = config.auth.secret.encode() if config.auth.secret else load_or_create_secret(config.secret_path())
+        regs = list(self.service.registrations())
+        interceptors = [
+            MetricsInterceptor(),
+            AuthInterceptor(secret, method_permissions(r.descriptor for r in regs), required=config.auth.required),
+        ]
+        server = grpc.aio.server(interceptors=interceptors, options=GRPC_OPTIONS)
+        self.server = server
+        for reg in regs:
+            reg.add_to_server(reg.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        reflection.enable_server_reflection(
+            [r.descriptor.full_name for r in regs] + [health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        host = config.listen.rpartition(":")[0].strip("[]")
+        port = server.add_insecure_port(config.listen)
+        if port == 0:
+            raise RuntimeError(f"could not bind {config.listen}")
+        await server.start()
+        address = format_address(host, port)
+        metrics = start_metrics_server(config.metrics.listen)
+        metrics_address = format_address(*metrics) if metrics else None
+        runtime = Runtime(self.service.name, config, address, secret, metrics_address)
+        self.runtime = runtime
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runtime.stopping.set)
+        await self.service.start(runtime)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        # The one line a supervisor or a test reads to learn the bound ports.
+        print(
+            f"sectorstorage-{self.service.name} listening on {address}"
+            + (f" metrics on {metrics_address}" if metrics_address else ""),
+            flush=True,
+        )
+        log.info("serving", extra={"address": address, "metrics": metrics_address, "data_dir": str(config.data_dir)})
+        await runtime.stopping.wait()
+        log.info("draining: health NOT_SERVING, finishing in-flight calls", extra={"grace_s": config.shutdown_grace})
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.service.drain()
+        await server.stop(config.shutdown_grace)
+        await self.service.stop()
+        log.info("stopped")
+
+
+def run_service(service: Service, config: ServiceConfig) -> int:
+    """Runs until SIGTERM/SIGINT; returns the process exit code."""
+    try:
+        asyncio.run(ServiceHost(service, config).run())
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"sectorstorage-{service.name}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _unimplemented(method: MethodDescriptor) -> Callable[..., Any]:
+    details = f"{method.containing_service.name}/{method.name} is not implemented in this version"
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, details)
+
+    async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, details)
+        yield  # pragma: no cover - makes this an async generator
+
+    return streaming if method.server_streaming else unary
+
+
+def registration(pb2: Any, pb2_grpc: Any, service_name: str, servicer: object) -> Registration:
+    """The Registration for a generated service `service_name` from its `_pb2`/`_pb2_grpc` modules.
+
+    Methods the servicer does not override answer UNIMPLEMENTED with a clear message (the
+    generated base class raises NotImplementedError, which grpc.aio logs as a crash).
+    """
+    descriptor = pb2.DESCRIPTOR.services_by_name[service_name]
+    base = getattr(pb2_grpc, f"{service_name}Servicer")
+    for method in descriptor.methods:
+        if getattr(type(servicer), method.name) is getattr(base, method.name):
+            setattr(servicer, method.name, _unimplemented(method))
+    return Registration(
+        servicer=servicer,
+        add_to_server=getattr(pb2_grpc, f"add_{service_name}Servicer_to_server"),
+        descriptor=descriptor,
+    )

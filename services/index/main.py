@@ -1,0 +1,18 @@
+"""`sectorstorage-index`: serve the storage index."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from services.common.launcher import launch
+from services.index.config import IndexConfig
+from services.index.service import IndexApp
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return launch("index", IndexConfig, IndexApp, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""`sectorstorage-manager`: serve the sealing API and run the scheduler."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from services.common.launcher import Flag, launch
+from services.manager.config import ManagerConfig
+from services.manager.service import ManagerApp
+
+FLAGS = (Flag("--index", "manager.index", "HOST:PORT of the index service"),)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return launch("manager", ManagerConfig, ManagerApp, argv, FLAGS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The worker's link to the manager: register, then heartbeat; when the manager is missing,
+down or restarted, keep retrying with back-off while the worker goes on serving its peers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import grpc
+
+from services.common.backoff import Backoff
+from services.common.client import aio_channel
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+
+log = logging.getLogger(__name__)
+RPC_TIMEOUT_S = 10.0
+
+
+async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+
+
+class ManagerLink:
+    def __init__(
+        self,
+        manager: str,
+        token: str,
+        address: str,
+        session_id: str,
+        worker_info: Callable[[], common_pb2.WorkerInfo],
+        backoff: Backoff,
+        heartbeat_interval_s: float,
+    ) -> None:
+        self.manager = manager
+        self.token = token
+        self.address = address
+        self.session_id = session_id
+        self.worker_info = worker_info
+        self.backoff = backoff
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.registered = False
+        self.attempts = 0
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        async with aio_channel(self.manager, self.token) as channel:
+            stub = manager_pb2_grpc.ManagerServiceStub(channel)
+            while not stopping.is_set():
+                try:
+                    await self._session(stub, stopping)
+                except grpc.aio.AioRpcError as exc:
+                    self.registered = False
+                    delay = self.backoff.next_delay()
+                    log.warning(
+                        "manager registration failed; retrying",
+                        extra={"manager": self.manager, "code": exc.code().name, "error": exc.details(), "retry_in_s": round(delay, 2), "attempt": self.attempts},
+                    )
+                    await _sleep_unless(stopping, delay)
+
+    async def _session(self, stub: manager_pb2_grpc.ManagerServiceAsyncStub, stopping: asyncio.Event) -> None:
+        self.attempts += 1
+        info = self.worker_info()
+        reply = await stub.RegisterWorker(
+            manager_pb2.RegisterWorkerRequest(info=info, address=self.address, session_id=self.session_id), timeout=RPC_TIMEOUT_S
+        )
+        self.registered = True
+        self.backoff.reset()
+        interval = reply.heartbeat_interval.ToTimedelta().total_seconds() or self.heartbeat_interval_s
+        log.info("registered with manager", extra={"manager": self.manager, "heartbeat_s": interval})
+        while not stopping.is_set():
+            await _sleep_unless(stopping, interval)
+            if stopping.is_set():
+                return
+            beat = await stub.WorkerHeartbeat(
+                manager_pb2.WorkerHeartbeatRequest(worker_id=info.worker_id, session_id=self.session_id), timeout=RPC_TIMEOUT_S
+            )
+            if beat.manager_session_id != reply.manager_session_id:
+                log.info("manager restarted; registering again", extra={"manager": self.manager})
+                return

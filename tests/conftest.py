@@ -1,0 +1,51 @@
+"""Fixtures shared by all tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.cli.local_fleet import ServiceProcess
+
+REPO = Path(__file__).resolve().parent.parent
+# The known-answer vectors live beside the repository checkout, in ../shared/vectors.
+VECTORS_DIR = REPO.parent / "shared" / "vectors"
+# The fleet key every test service shares (tests sign their own tokens with it).
+TEST_SECRET = "test-fleet-key-0123456789abcdef-0123456789abcdef"
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[object]:
+    """Starts real service processes; all are stopped (killed if need be) at teardown."""
+    started: list[ServiceProcess] = []
+
+    def start(name: str, *args: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServiceProcess:
+        proc = ServiceProcess(
+            name=name,
+            data_dir=data_dir or tmp_path / f"{name}-{len(started)}",
+            args=args,
+            env=env or {},
+            secret=TEST_SECRET,
+        )
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        try:
+            proc.stop(timeout=10)
+        except Exception:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def vectors_dir() -> Path:
+    """The shared known-answer vectors (fr32, commP, commD, CIDs); fails if they are missing."""
+    if not (VECTORS_DIR / "vectors.json").is_file():
+        pytest.fail(
+            f"known-answer vectors not found at {VECTORS_DIR}: "
+            "check the repository out with ../shared beside it"
+        )
+    return VECTORS_DIR

@@ -1,0 +1,51 @@
+"""Token creation and verification (the interceptor is tested against live services)."""
+
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from services.common.auth import AuthError, Permission, create_token, load_or_create_secret, verify_token
+
+SECRET = b"0123456789abcdef0123456789abcdef0123456789abcdef"
+
+
+def test_permission_includes_lower() -> None:
+    caller = verify_token(SECRET, create_token(SECRET, Permission.WRITE, subject="w"))
+    assert caller.subject == "w"
+    assert caller.allows(Permission.READ) and caller.allows(Permission.WRITE)
+    assert not caller.allows(Permission.ADMIN)
+
+
+def test_other_key_expired_and_malformed_refused() -> None:
+    other = create_token(b"another-key-another-key-another-key-another", Permission.ADMIN)
+    with pytest.raises(AuthError, match="signature"):
+        verify_token(SECRET, other)
+    expired = jwt.encode({"perms": ["admin"], "exp": int(time.time()) - 10}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError, match="expired"):
+        verify_token(SECRET, expired)
+    with pytest.raises(AuthError, match="malformed"):
+        verify_token(SECRET, "not-a-jwt")
+    no_perms = jwt.encode({"sub": "x"}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError, match="malformed"):
+        verify_token(SECRET, no_perms)
+    wrong_alg = jwt.encode({"perms": ["admin"]}, SECRET, algorithm="HS384")
+    with pytest.raises(AuthError):
+        verify_token(SECRET, wrong_alg)
+
+
+def test_parse_permission() -> None:
+    assert Permission.parse(" Admin ") is Permission.ADMIN
+    with pytest.raises(ValueError, match="read, write, admin"):
+        Permission.parse("root")
+
+
+def test_secret_file_created_once_private(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "auth.key"
+    first = load_or_create_secret(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_secret(path) == first
+    path.write_text("short\n")
+    with pytest.raises(AuthError, match="shorter than 32"):
+        load_or_create_secret(path)
