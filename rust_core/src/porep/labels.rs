@@ -15,7 +15,7 @@ use std::path::Path;
 
 use sha2::digest::generic_array::{typenum::U64, GenericArray};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hash::{trim_to_fr32, Node};
 use crate::porep::files;
 use crate::porep::graph::Graph;
@@ -146,6 +146,11 @@ pub fn label_layer(
     prev: Option<&[Node]>,
     out: &mut [Node],
 ) -> Result<()> {
+    if prev.is_some_and(|p| p.len() != out.len()) {
+        return Err(Error::invalid(
+            "label_layer: previous layer has another size",
+        ));
+    }
     for i in 0..out.len() {
         if let Some(ahead) = parents.peek(PREFETCH_AHEAD) {
             for (k, &p) in ahead.iter().enumerate() {
@@ -160,8 +165,19 @@ pub fn label_layer(
             out[0] = hasher.label(layer, 0, &[]);
             continue;
         }
-        // Parent indices come from a validated cache of this size, all < nodes; base parents
-        // are < i, so `out[..i]` holds them.
+        // A cache record is input: a base parent must precede `i`, an expander parent must lie
+        // in the previous layer. Checked here (two compares per parent) so that a corrupt cache
+        // is an error, never an out-of-bounds panic.
+        let bad = record[..BASE_DEGREE].iter().any(|&p| p as usize >= i)
+            || (prev.is_some()
+                && record[BASE_DEGREE..]
+                    .iter()
+                    .any(|&p| p as usize >= out.len()));
+        if bad {
+            return Err(Error::invalid(format!(
+                "parents cache is corrupt at node {i}: {record:?} (delete it to regenerate)"
+            )));
+        }
         let (done, _) = out.split_at(i);
         let label = match prev {
             None => {
@@ -302,6 +318,31 @@ mod tests {
             assert_eq!(label_from_parents(&rid, 1, i, &b1, &e), l1[i as usize]);
             assert_eq!(label_from_parents(&rid, 2, i, &b2, &e), l2[i as usize]);
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_parents_record_is_an_error_not_a_panic() {
+        use std::os::unix::fs::FileExt;
+        let dir = std::env::temp_dir().join(format!("ss-labels-corrupt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let graph = Graph::new(2048);
+        let path = parents_cache::ensure_at(dir.join("p.cache"), &graph, 2048).unwrap();
+        // Node 5's first base parent := 60 (not earlier than 5).
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&60u32.to_le_bytes(), 64 + 5 * 56).unwrap();
+        let mut stream = ParentsStream::open(&path, 64).unwrap();
+        let mut out = vec![[0u8; 32]; 64];
+        let e = label_layer(
+            &mut LabelHasher::new(&[1; 32]),
+            1,
+            &mut stream,
+            None,
+            &mut out,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("corrupt at node 5"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
