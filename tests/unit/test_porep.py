@@ -294,3 +294,16 @@ def test_partial_unsealed_file_with_trailer(tmp_path: Path) -> None:
     target.write_bytes(bytes(KIB2) + trailer)
     rc.unseal_range(KIB2, str(cache), str(sealed), str(target), PROVER, 11, TICKET, comm_d, 0, 2032)
     assert target.read_bytes() == padded + trailer
+
+
+@pytest.mark.parametrize("name", ["s2k", "s8m"])
+def test_reference_verifier_written_from_the_doc_agrees(name: str, request: pytest.FixtureRequest) -> None:
+    from tests.unit.porep_reference_verifier import verify_seal as ref_verify
+
+    s: Sector = request.getfixturevalue(name)
+    args = [s.size, s.comm_r, s.comm_d, PROVER, s.number, TICKET, SEED]
+    assert ref_verify(*args, s.proof)
+    for i in (20, len(s.proof) // 2, len(s.proof) - 5):
+        bad = flipped(s.proof, i)
+        assert ref_verify(*args, bad) == rust_core.verify_seal(*args, bad) is False
+    assert not ref_verify(s.size, s.comm_r, s.comm_d, PROVER, s.number + 1, TICKET, SEED, s.proof)
