@@ -5,5 +5,6 @@ use pyo3::prelude::*;
 #[pymodule]
 fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", crate::VERSION)?;
+    crate::python_porep::register(m)?;
     Ok(())
 }

@@ -1,0 +1,366 @@
+//! fr32 padding: every 127 bytes (1016 bits) become four 32-byte nodes of 254 data bits each, the
+//! two top bits of every node's last byte zero, so that each node is a BLS12-381 field element.
+//! Bits are read little-endian (bit 0 = LSB of byte 0); vectors/README.md §0 has the byte form.
+//!
+//! Speed: memory bandwidth is the limit, so a block is handled as sixteen `u64` lanes. Node `k`
+//! starts at bit `254·k = 64·q + r` of the block, so it is four lanes read at lane `q` and shifted
+//! right by `r` (0, 62, 60, 58): a handful of shifts per 32 bytes instead of per-bit work. Large
+//! buffers are split into fixed-size runs of blocks and processed on all cores with rayon; the
+//! output does not depend on the split.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::hash::Node;
+
+/// Unpadded bytes in one fr32 block.
+pub const UNPADDED_BLOCK: usize = 127;
+/// Padded bytes in one fr32 block.
+pub const PADDED_BLOCK: usize = 128;
+
+/// Blocks per parallel task: 8 MiB padded (64 Ki blocks), large enough that scheduling costs
+/// nothing, small enough that 256 MiB splits over 32 cores.
+const BLOCKS_PER_TASK: usize = 1 << 16;
+
+/// Below this many blocks (4 MiB padded) the work stays on the calling thread.
+const PARALLEL_MIN_BLOCKS: usize = 1 << 15;
+
+/// Mask of the 62 data bits in a node's top lane.
+const TOP_LANE_MASK: u64 = (1 << 62) - 1;
+
+/// Bit offsets of the four nodes in a block, as (lane, shift): 254·k = 64·lane + shift.
+const NODE_OFFSETS: [(usize, u32); 4] = [(0, 0), (3, 62), (7, 60), (11, 58)];
+
+#[inline(always)]
+fn load_lanes(bytes: &[u8; 128]) -> [u64; 16] {
+    let mut lanes = [0u64; 16];
+    for (lane, word) in lanes.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(word);
+        *lane = u64::from_le_bytes(le);
+    }
+    lanes
+}
+
+#[inline(always)]
+fn store_lanes(lanes: &[u64; 16], bytes: &mut [u8; 128]) {
+    for (lane, word) in lanes.iter().zip(bytes.chunks_exact_mut(8)) {
+        word.copy_from_slice(&lane.to_le_bytes());
+    }
+}
+
+/// The 1016-bit block as lanes, each node's 254 bits spread to 256 with two zero bits on top.
+#[inline(always)]
+fn spread(input: &[u8; UNPADDED_BLOCK]) -> [u64; 16] {
+    let mut bytes = [0u8; 128];
+    bytes[..UNPADDED_BLOCK].copy_from_slice(input);
+    let src = load_lanes(&bytes);
+    let mut out = [0u64; 16];
+    for (node, &(q, r)) in out.chunks_exact_mut(4).zip(NODE_OFFSETS.iter()) {
+        for (j, lane) in node.iter_mut().enumerate() {
+            let lo = src[q + j] >> r;
+            // `(x << (63 - r)) << 1` is `x << (64 - r)` without overflowing when r = 0.
+            let hi = src.get(q + j + 1).map_or(0, |&x| (x << (63 - r)) << 1);
+            *lane = lo | hi;
+        }
+        node[3] &= TOP_LANE_MASK;
+    }
+    out
+}
+
+/// Pads one 127-byte block into 128 bytes.
+#[inline(always)]
+pub fn pad_block(input: &[u8; UNPADDED_BLOCK], out: &mut [u8; PADDED_BLOCK]) {
+    store_lanes(&spread(input), out);
+}
+
+/// Pads one 127-byte block into its four tree leaves.
+#[inline(always)]
+pub fn pad_block_nodes(input: &[u8; UNPADDED_BLOCK]) -> [Node; 4] {
+    let mut bytes = [0u8; PADDED_BLOCK];
+    pad_block(input, &mut bytes);
+    let mut nodes = [[0u8; 32]; 4];
+    for (node, src) in nodes.iter_mut().zip(bytes.chunks_exact(32)) {
+        node.copy_from_slice(src);
+    }
+    nodes
+}
+
+/// Unpads one 128-byte block into 127 bytes. Returns false if any of the eight pad bits is set
+/// (the output then holds the data bits only, as Lotus' unpad would).
+#[inline(always)]
+pub fn unpad_block(input: &[u8; PADDED_BLOCK], out: &mut [u8; UNPADDED_BLOCK]) -> bool {
+    let src = load_lanes(input);
+    let mut dst = [0u64; 16];
+    let mut pad_bits = 0u64;
+    for (node, &(q, r)) in src.chunks_exact(4).zip(NODE_OFFSETS.iter()) {
+        pad_bits |= node[3] >> 62;
+        for (j, &lane) in node.iter().enumerate() {
+            let lane = if j == 3 { lane & TOP_LANE_MASK } else { lane };
+            dst[q + j] |= lane << r;
+            if r != 0 {
+                if let Some(next) = dst.get_mut(q + j + 1) {
+                    *next |= lane >> (64 - r);
+                }
+            }
+        }
+    }
+    let mut bytes = [0u8; 128];
+    store_lanes(&dst, &mut bytes);
+    out.copy_from_slice(&bytes[..UNPADDED_BLOCK]);
+    pad_bits == 0
+}
+
+/// Iterates `data` as fixed-size arrays; `data.len()` must be a multiple of `N` (checked by the
+/// callers), a tail shorter than `N` is skipped.
+#[inline(always)]
+pub(crate) fn blocks<const N: usize>(data: &[u8]) -> impl Iterator<Item = &[u8; N]> {
+    data.chunks_exact(N).filter_map(|c| c.try_into().ok())
+}
+
+#[inline(always)]
+fn blocks_mut<const N: usize>(data: &mut [u8]) -> impl Iterator<Item = &mut [u8; N]> {
+    data.chunks_exact_mut(N).filter_map(|c| c.try_into().ok())
+}
+
+fn pad_serial(input: &[u8], out: &mut [u8]) {
+    for (src, dst) in blocks(input).zip(blocks_mut(out)) {
+        pad_block(src, dst);
+    }
+}
+
+/// Unpads whole blocks; returns the index of the first block with non-zero pad bits, if any.
+fn unpad_serial(input: &[u8], out: &mut [u8]) -> Option<usize> {
+    let mut first_bad = None;
+    for (i, (src, dst)) in blocks(input).zip(blocks_mut(out)).enumerate() {
+        if !unpad_block(src, dst) && first_bad.is_none() {
+            first_bad = Some(i);
+        }
+    }
+    first_bad
+}
+
+/// Padded length of `unpadded` bytes, which must be a multiple of 127.
+pub fn padded_len(unpadded: usize) -> Result<usize> {
+    if unpadded % UNPADDED_BLOCK != 0 {
+        return Err(Error::invalid(format!(
+            "unpadded length {unpadded} is not a multiple of {UNPADDED_BLOCK} bytes"
+        )));
+    }
+    Ok(unpadded / UNPADDED_BLOCK * PADDED_BLOCK)
+}
+
+/// Unpadded length of `padded` bytes, which must be a multiple of 128.
+pub fn unpadded_len(padded: usize) -> Result<usize> {
+    if padded % PADDED_BLOCK != 0 {
+        return Err(Error::invalid(format!(
+            "padded length {padded} is not a multiple of {PADDED_BLOCK} bytes"
+        )));
+    }
+    Ok(padded / PADDED_BLOCK * UNPADDED_BLOCK)
+}
+
+/// Pads `input` (a multiple of 127 bytes) into `out` (exactly 128/127 of it), on all cores when
+/// large.
+pub fn pad_into(input: &[u8], out: &mut [u8]) -> Result<()> {
+    let want = padded_len(input.len())?;
+    if out.len() != want {
+        return Err(Error::invalid(format!(
+            "output buffer is {} bytes, padding {} bytes needs {want}",
+            out.len(),
+            input.len()
+        )));
+    }
+    let blocks = input.len() / UNPADDED_BLOCK;
+    if blocks < PARALLEL_MIN_BLOCKS {
+        pad_serial(input, out);
+    } else {
+        input
+            .par_chunks(BLOCKS_PER_TASK * UNPADDED_BLOCK)
+            .zip(out.par_chunks_mut(BLOCKS_PER_TASK * PADDED_BLOCK))
+            .for_each(|(src, dst)| pad_serial(src, dst));
+    }
+    Ok(())
+}
+
+/// Unpads `input` (a multiple of 128 bytes) into `out` (exactly 127/128 of it), on all cores when
+/// large. Rejects input whose pad bits are not all zero: it was not produced by fr32 padding.
+pub fn unpad_into(input: &[u8], out: &mut [u8]) -> Result<()> {
+    unpad_into_at(input, out, 0)
+}
+
+/// [`unpad_into`] for a slice that starts `base` padded bytes into a larger stream, so that an
+/// error names the offset in the stream.
+pub(crate) fn unpad_into_at(input: &[u8], out: &mut [u8], base: u64) -> Result<()> {
+    let want = unpadded_len(input.len())?;
+    if out.len() != want {
+        return Err(Error::invalid(format!(
+            "output buffer is {} bytes, unpadding {} bytes needs {want}",
+            out.len(),
+            input.len()
+        )));
+    }
+    let blocks = input.len() / PADDED_BLOCK;
+    let first_bad = if blocks < PARALLEL_MIN_BLOCKS {
+        unpad_serial(input, out)
+    } else {
+        input
+            .par_chunks(BLOCKS_PER_TASK * PADDED_BLOCK)
+            .zip(out.par_chunks_mut(BLOCKS_PER_TASK * UNPADDED_BLOCK))
+            .enumerate()
+            .filter_map(|(task, (src, dst))| {
+                unpad_serial(src, dst).map(|b| task * BLOCKS_PER_TASK + b)
+            })
+            .min()
+    };
+    match first_bad {
+        None => Ok(()),
+        Some(block) => Err(Error::invalid(format!(
+            "not fr32-padded data: the 128-byte block at padded offset {} has non-zero padding \
+             bits (the top two bits of each 32-byte node must be zero)",
+            base + block as u64 * PADDED_BLOCK as u64
+        ))),
+    }
+}
+
+/// Pads `input` zero-extended to fill `out`: `out` is a multiple of 128 bytes and `input` at most
+/// 127/128 of it. Used to pad a payload up to its piece size without copying it first.
+pub fn pad_zero_extended(input: &[u8], out: &mut [u8]) -> Result<()> {
+    let capacity = unpadded_len(out.len())?;
+    if input.len() > capacity {
+        return Err(Error::invalid(format!(
+            "{} bytes do not fit in {} padded bytes ({capacity} unpadded)",
+            input.len(),
+            out.len()
+        )));
+    }
+    let whole = input.len() / UNPADDED_BLOCK;
+    let (head, tail) = input.split_at(whole * UNPADDED_BLOCK);
+    let (out_head, out_tail) = out.split_at_mut(whole * PADDED_BLOCK);
+    pad_into(head, out_head)?;
+    let mut rest = out_tail.chunks_exact_mut(PADDED_BLOCK);
+    if let Some(dst) = rest.next().filter(|_| !tail.is_empty()) {
+        let mut block = [0u8; UNPADDED_BLOCK];
+        block[..tail.len()].copy_from_slice(tail);
+        let mut padded = [0u8; PADDED_BLOCK];
+        pad_block(&block, &mut padded);
+        dst.copy_from_slice(&padded);
+        for dst in rest {
+            dst.fill(0);
+        }
+    } else {
+        out_tail.fill(0);
+    }
+    Ok(())
+}
+
+/// Pads `input` (a multiple of 127 bytes) into a new buffer.
+pub fn pad(input: &[u8]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; padded_len(input.len())?];
+    pad_into(input, &mut out)?;
+    Ok(out)
+}
+
+/// Unpads `input` (a multiple of 128 bytes with zero pad bits) into a new buffer.
+pub fn unpad(input: &[u8]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; unpadded_len(input.len())?];
+    unpad_into(input, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reference: the bit-by-bit definition (254 bits per node, little-endian).
+    fn pad_bitwise(input: &[u8]) -> Vec<u8> {
+        let bit = |i: usize| (input[i / 8] >> (i % 8)) & 1;
+        let mut out = vec![0u8; input.len() / 127 * 128];
+        for block in 0..input.len() / 127 {
+            for k in 0..4 {
+                for b in 0..254 {
+                    let src = block * 1016 + k * 254 + b;
+                    let dst = block * 1024 + k * 256 + b;
+                    out[dst / 8] |= bit(src) << (dst % 8);
+                }
+            }
+        }
+        out
+    }
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_bitwise_definition() {
+        for seed in 1..20 {
+            let input = pseudo_random(127 * 5, seed);
+            assert_eq!(pad(&input).ok(), Some(pad_bitwise(&input)));
+        }
+        let ones = vec![0xffu8; 127];
+        assert_eq!(pad(&ones).ok(), Some(pad_bitwise(&ones)));
+    }
+
+    #[test]
+    fn round_trip_and_top_bits() {
+        let input = pseudo_random(127 * 33, 7);
+        let padded = pad(&input).unwrap_or_default();
+        assert!(padded.chunks(32).all(|node| node[31] & 0xc0 == 0));
+        assert_eq!(unpad(&padded).ok(), Some(input));
+    }
+
+    #[test]
+    fn parallel_path_equals_serial() {
+        let input = pseudo_random(127 * (PARALLEL_MIN_BLOCKS * 3 + 17), 3);
+        let mut serial = vec![0u8; input.len() / 127 * 128];
+        pad_serial(&input, &mut serial);
+        let parallel = pad(&input).unwrap_or_default();
+        assert!(serial == parallel);
+        assert!(unpad(&parallel).ok() == Some(input));
+    }
+
+    #[test]
+    fn rejects_set_pad_bits_with_offset() {
+        let mut padded = pad(&pseudo_random(127 * 4, 5)).unwrap_or_default();
+        padded[2 * 128 + 63] |= 0x80;
+        let msg = unpad(&padded)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("padded offset 256"), "{msg}");
+        let big = vec![0xffu8; 128 * (PARALLEL_MIN_BLOCKS + 5)];
+        let msg = unpad(&big).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("padded offset 0 "), "{msg}");
+    }
+
+    #[test]
+    fn zero_extended_equals_padding_zeros() {
+        for len in [0, 1, 30, 126, 127, 128, 300, 508] {
+            let input = pseudo_random(len, 11);
+            let mut full = input.clone();
+            full.resize(508, 0);
+            let mut out = vec![0xaau8; 512];
+            assert!(pad_zero_extended(&input, &mut out).is_ok());
+            assert_eq!(pad(&full).ok(), Some(out), "{len}");
+        }
+        assert!(pad_zero_extended(&[0u8; 128], &mut [0u8; 128]).is_err());
+    }
+
+    #[test]
+    fn rejects_wrong_lengths() {
+        assert!(pad(&[0u8; 126]).is_err());
+        assert!(unpad(&[0u8; 127]).is_err());
+        let mut out = [0u8; 127];
+        assert!(pad_into(&[0u8; 127], &mut out).is_err());
+        assert_eq!(pad(&[]).ok(), Some(vec![]));
+    }
+}
