@@ -29,6 +29,7 @@ $(DEPS_STAMP): pyproject.toml | $(VPY)
 venv: $(DEPS_STAMP)
 
 # Rebuilds rust_core (incrementally) and installs the package into the venv in editable mode.
+# (No --skip-install: with this layout it builds the wheel but leaves the old extension installed.)
 develop: $(DEPS_STAMP)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
 

@@ -12,6 +12,18 @@ from services.cli.local_fleet import ServiceProcess
 REPO = Path(__file__).resolve().parent.parent
 # The fleet key every test service shares (tests sign their own tokens with it).
 TEST_SECRET = "test-fleet-key-0123456789abcdef-0123456789abcdef"
+# The known-answer vectors live beside the repository checkout, in ../shared/vectors.
+VECTORS_DIR = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+
+
+@pytest.fixture(scope="session")
+def vectors_dir() -> Path:
+    if not (VECTORS_DIR / "vectors.json").is_file():
+        pytest.fail(
+            f"known-answer vectors not found at {VECTORS_DIR}: "
+            "check the repository out with ../shared beside it"
+        )
+    return VECTORS_DIR
 
 
 @pytest.fixture

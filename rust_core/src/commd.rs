@@ -120,7 +120,8 @@ mod tests {
         };
         assert!(err(2000, &[]).contains("sector size"));
         assert!(err(2048, &[(100, p)]).contains("piece 0"));
-        assert!(err(2048, &[(127, p)]).contains("power of two"));
+        assert!(err(2048, &[(127, p)]).contains("unpadded size; padded it is 128"));
+        assert!(err(2048, &[(1000, p)]).contains("power of two"));
         assert!(err(2048, &[(4096, p)]).contains("larger than the sector"));
         let msg = err(2048, &[(128, p), (1024, p), (1024, p)]);
         assert!(

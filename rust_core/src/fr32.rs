@@ -189,9 +189,20 @@ pub fn unpad_into(input: &[u8], out: &mut [u8]) -> Result<()> {
     unpad_into_at(input, out, 0)
 }
 
+/// [`unpad_into`] that ignores the pad bits instead of rejecting them, as Lotus' `Unpad` does
+/// (vectors F10: 128 × `ff` unpads to 127 × `ff`). For data known to come from elsewhere.
+pub fn unpad_into_lenient(input: &[u8], out: &mut [u8]) -> Result<()> {
+    unpad_checked(input, out, None)
+}
+
 /// [`unpad_into`] for a slice that starts `base` padded bytes into a larger stream, so that an
 /// error names the offset in the stream.
 pub(crate) fn unpad_into_at(input: &[u8], out: &mut [u8], base: u64) -> Result<()> {
+    unpad_checked(input, out, Some(base))
+}
+
+/// Unpads; `check` = `Some(base)` rejects set pad bits, naming the padded offset `base + …`.
+fn unpad_checked(input: &[u8], out: &mut [u8], check: Option<u64>) -> Result<()> {
     let want = unpadded_len(input.len())?;
     if out.len() != want {
         return Err(Error::invalid(format!(
@@ -213,13 +224,13 @@ pub(crate) fn unpad_into_at(input: &[u8], out: &mut [u8], base: u64) -> Result<(
             })
             .min()
     };
-    match first_bad {
-        None => Ok(()),
-        Some(block) => Err(Error::invalid(format!(
+    match (first_bad, check) {
+        (Some(block), Some(base)) => Err(Error::invalid(format!(
             "not fr32-padded data: the 128-byte block at padded offset {} has non-zero padding \
              bits (the top two bits of each 32-byte node must be zero)",
             base + block as u64 * PADDED_BLOCK as u64
         ))),
+        _ => Ok(()),
     }
 }
 
@@ -340,6 +351,9 @@ mod tests {
         let big = vec![0xffu8; 128 * (PARALLEL_MIN_BLOCKS + 5)];
         let msg = unpad(&big).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("padded offset 0 "), "{msg}");
+        let mut out = vec![0u8; 127 * (PARALLEL_MIN_BLOCKS + 5)];
+        assert!(unpad_into_lenient(&big, &mut out).is_ok());
+        assert!(out.iter().all(|&b| b == 0xff));
     }
 
     #[test]

@@ -16,19 +16,23 @@ pub const MAX_UNPADDED: u64 = MAX_PADDED / 128 * 127;
 
 /// Checks that `size` is a valid padded piece size: a power of two of at least 128 bytes.
 pub fn check_padded(size: u64) -> Result<()> {
-    if size < MIN_PADDED || !size.is_power_of_two() {
-        let hint = match check_unpadded(size) {
-            Ok(()) => format!(
-                " ({size} is an unpadded size; padded it is {})",
-                size / 127 * 128
-            ),
-            Err(_) => String::new(),
-        };
-        return Err(Error::invalid(format!(
-            "padded piece size {size} is not a power of two of at least {MIN_PADDED} bytes{hint}"
-        )));
-    }
-    Ok(())
+    let problem = if size < MIN_PADDED {
+        format!("is smaller than the smallest piece ({MIN_PADDED} bytes)")
+    } else if !size.is_power_of_two() {
+        "is not a power of two".to_string()
+    } else {
+        return Ok(());
+    };
+    let hint = match check_unpadded(size) {
+        Ok(()) => format!(
+            " ({size} is an unpadded size; padded it is {})",
+            size / 127 * 128
+        ),
+        Err(_) => String::new(),
+    };
+    Err(Error::invalid(format!(
+        "padded piece size {size} {problem}{hint}"
+    )))
 }
 
 /// Checks that `size` is a valid unpadded piece size: `127·2^k` bytes.
@@ -177,6 +181,8 @@ mod tests {
             msg.contains("1000") && msg.contains("power of two"),
             "{msg}"
         );
+        let msg = check_padded(64).err().map(|e| e.to_string());
+        assert!(msg.unwrap_or_default().contains("smallest piece"));
     }
 
     #[test]
