@@ -695,7 +695,8 @@ class WorkerApp(Service):
         address = section.advertise or runtime.address
         p.peers = Peers(runtime.token(Permission.ADMIN))
         if section.index:
-            channel = aio_channel(section.index, runtime.token(Permission.WRITE))
+            # ADMIN: detaching a path (StorageDetach) needs it; everything else WRITE.
+            channel = aio_channel(section.index, runtime.token(Permission.ADMIN))
             self._channels.append(channel)
             p.index = IndexClient(channel, owner_prefix=f"worker:{p.identity.worker_id}")
             p.remote = RemoteStore(p.local, p.index, p.peers, section.parallel_fetch_limit)

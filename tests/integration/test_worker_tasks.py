@@ -5,6 +5,7 @@ effect on disk, in the index, and in the returned result (proofs verified with r
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +173,127 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
     for t in ("unsealed", "sealed", "cache"):
         assert not (tmp_path / "store" / t / name).exists()
     assert find(index, number, *types) == []
+
+
+def test_add_piece_aligns_pieces_and_rejects_bad_streams(fleet: tuple[object, WorkerHandle], tmp_path: Path) -> None:
+    _, w = fleet
+    number, size = 2, 2048
+    unsealed = tmp_path / "seal" / "unsealed" / f"s-t0{MINER}-{number}"
+    small, big = os.urandom(127), os.urandom(254)
+    p1 = w.ok(add_piece(w, number, size, small))
+    assert (p1.size, p1.commp) == (128, rust_core.piece_commitment(small))
+    # The 256-byte piece goes to padded offset 256; the gap 128..256 is a zero piece.
+    p2 = w.ok(add_piece(w, number, size, big, existing=[127]))
+    assert p2.commp == rust_core.piece_commitment(big)
+    with PartialFile.open(unsealed, size) as pf:
+        assert pf.allocated() == [(0, 512)]
+        assert pf.read_at(128, 128) == bytes(128)
+        assert pf.read_at(256, 256) == rust_core.fr32_pad(big)
+
+    # A stream with too few bytes fails the RPC and marks nothing; no Return is sent.
+    a = assignment(number)
+    header = worker_pb2.WorkerServiceAddPieceHeader(assignment=a, sector=sector_ref(number, size), existing_piece_sizes=[127, 254, 127], piece_size=508)
+    short = [worker_pb2.WorkerServiceAddPieceRequest(header=header), worker_pb2.WorkerServiceAddPieceRequest(chunk=common_pb2.Chunk(offset=0, data=b"x" * 100))]
+    with pytest.raises(grpc.RpcError) as err:
+        w.stub.AddPiece(iter(short), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    long = [*short, worker_pb2.WorkerServiceAddPieceRequest(chunk=common_pb2.Chunk(offset=100, data=b"x" * 500))]
+    with pytest.raises(grpc.RpcError) as err:
+        w.stub.AddPiece(iter(long), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with PartialFile.open(unsealed, size) as pf:
+        assert pf.allocated() == [(0, 512)]
+    assert a.call_id.id not in w.manager.results  # type: ignore[union-attr]
+
+    # Header errors: not 127*2^k, does not fit.
+    for existing, piece in (([], 100), ([1016], 2032)):
+        h = worker_pb2.WorkerServiceAddPieceHeader(assignment=assignment(number), sector=sector_ref(number, size), existing_piece_sizes=existing, piece_size=piece)
+        with pytest.raises(grpc.RpcError) as err:
+            w.stub.AddPiece(iter([worker_pb2.WorkerServiceAddPieceRequest(header=h)]), timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+
+
+def test_task_failures_come_back_as_task_errors(fleet: tuple[object, WorkerHandle]) -> None:
+    _, w = fleet
+    size = 2048
+    data = os.urandom(2032)
+    w.ok(add_piece(w, 3, size, data))
+    # PC1 with a commP that does not match the unsealed data: permanent.
+    a = assignment(3)
+    wrong = [common_pb2.PieceInfo(size=size, commp=bytes(32))]
+    w.stub.SealPreCommit1(worker_pb2.WorkerServiceSealPreCommit1Request(assignment=a, sector=sector_ref(3, size), ticket=TICKET, pieces=wrong), timeout=10)
+    kind, error = w.result(a.call_id)
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_PERMANENT and "does not match the unsealed file" in error.message
+    # PC2 of a sector that has no files anywhere: sector not found.
+    a = assignment(4)
+    w.stub.SealPreCommit2(worker_pb2.WorkerServiceSealPreCommit2Request(assignment=a, sector=sector_ref(4, size), pre_commit1_output=b"x"), timeout=10)
+    kind, error = w.result(a.call_id)
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND
+    # C2 of garbage: permanent.
+    a = assignment(4)
+    w.stub.SealCommit2(worker_pb2.WorkerServiceSealCommit2Request(assignment=a, sector=sector_ref(4, size), commit1_output=b"garbage"), timeout=10)
+    kind, error = w.result(a.call_id)
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_PERMANENT
+
+
+def test_dispatch_contract(fleet: tuple[object, WorkerHandle]) -> None:
+    _, w = fleet
+    ref = sector_ref(5, 2048)
+    req = worker_pb2.WorkerServiceSealCommit2Request(sector=ref, commit1_output=b"c1")
+
+    def code(request: worker_pb2.WorkerServiceSealCommit2Request) -> grpc.StatusCode:
+        with pytest.raises(grpc.RpcError) as err:
+            w.stub.SealCommit2(request, timeout=10)
+        return err.value.code()
+
+    assert code(req) == grpc.StatusCode.INVALID_ARGUMENT  # no call id
+    other = worker_pb2.WorkerServiceSealCommit2Request(assignment=assignment(6), sector=ref, commit1_output=b"c1")
+    assert code(other) == grpc.StatusCode.INVALID_ARGUMENT  # call id of another sector
+    gpu = worker_pb2.WorkerServiceSealCommit2Request(assignment=assignment(5), sector=ref, commit1_output=b"c1")
+    gpu.assignment.gpu_ordinals.append(7)
+    assert code(gpu) == grpc.StatusCode.INVALID_ARGUMENT  # no such GPU here
+
+    # Disabled task type: FAILED_PRECONDITION, and visible in TaskTypes/Info.
+    w.stub.DisableTaskType(worker_pb2.DisableTaskTypeRequest(task_types=[TT.TASK_TYPE_COMMIT_2]), timeout=10)
+    assert TT.TASK_TYPE_COMMIT_2 not in w.stub.TaskTypes(worker_pb2.TaskTypesRequest(), timeout=10).task_types
+    ok = worker_pb2.WorkerServiceSealCommit2Request(assignment=assignment(5), sector=ref, commit1_output=b"c1")
+    assert code(ok) == grpc.StatusCode.FAILED_PRECONDITION
+    info = w.stub.Info(worker_pb2.InfoRequest(), timeout=10).info
+    assert TT.TASK_TYPE_COMMIT_2 not in info.task_types and len(info.paths) == 2
+    assert all(p.stat.capacity > 0 for p in info.paths)
+    enabled = w.stub.EnableTaskType(worker_pb2.EnableTaskTypeRequest(task_types=[TT.TASK_TYPE_COMMIT_2]), timeout=10)
+    assert TT.TASK_TYPE_COMMIT_2 in enabled.task_types
+
+    # Idempotent per CallId: the same dispatch twice starts one task and returns once.
+    first = w.stub.SealCommit2(ok, timeout=10).call_id
+    again = w.stub.SealCommit2(ok, timeout=10).call_id
+    assert first == again == ok.assignment.call_id
+    w.result(first)
+    assert w.manager is not None
+    time.sleep(0.5)
+    assert w.manager.returns.count(first.id) == 1
+
+
+def test_timeout_and_abort(fleet: tuple[object, WorkerHandle]) -> None:
+    _, w = fleet
+    size = 8 << 20
+    data = os.urandom(size // 128 * 127)
+    piece = w.ok(add_piece(w, 7, size, data))
+    pieces = [common_pb2.PieceInfo(size=size, commp=piece.commp)]
+    ref = sector_ref(7, size)
+    # A timeout far below PC1's run time: TIMED_OUT.
+    a = assignment(7, timeout_s=0.2)
+    w.stub.SealPreCommit1(worker_pb2.WorkerServiceSealPreCommit1Request(assignment=a, sector=ref, ticket=TICKET, pieces=pieces), timeout=10)
+    kind, error = w.result(a.call_id)
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_TIMED_OUT
+    # AbortCall on a running task: ABORTED with the reason; unknown calls: found = False.
+    a = assignment(7)
+    w.stub.SealPreCommit1(worker_pb2.WorkerServiceSealPreCommit1Request(assignment=a, sector=ref, ticket=TICKET, pieces=pieces), timeout=10)
+    assert w.stub.AbortCall(worker_pb2.AbortCallRequest(call_id=a.call_id, reason="operator says stop"), timeout=10).found
+    kind, error = w.result(a.call_id)
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_ABORTED and "operator says stop" in error.message
+    assert not w.stub.AbortCall(worker_pb2.AbortCallRequest(call_id=a.call_id), timeout=10).found
+    # The locks were released: the next PC1 runs to the end.
+    a = assignment(7)
+    w.stub.SealPreCommit1(worker_pb2.WorkerServiceSealPreCommit1Request(assignment=a, sector=ref, ticket=TICKET, pieces=pieces), timeout=10)
+    assert w.result(a.call_id)[0] == "pre_commit1_output"
