@@ -333,8 +333,12 @@ class LocalStore:
         return removed
 
     def scan(self, storage_id: str) -> list[tuple[SectorId, FileType]]:
+        """The finished sector files in a path: files a running task is still writing (those it
+        reserved space for) are left out, so a rescan never declares half-written files."""
         path = self.get(storage_id)
-        return [(f.sector, f.file_type) for f in scan_path(path.root)]
+        with self._lock:
+            writing = {(h.sector, h.file_type) for h in self._held if h.path_id == storage_id}
+        return [(f.sector, f.file_type) for f in scan_path(path.root) if (f.sector, f.file_type) not in writing]
 
 
 def remove_file_or_dir(target: Path) -> None:

@@ -53,6 +53,7 @@ from services.worker.sealer import PAD_BLOCK
 from services.worker.sectors import FileType, PathType, post_proof_info, sector_size_of, unpadded
 from services.worker.storage_control import StorageControl, fs_stat_message
 from services.worker.tarstream import TarError, stream_tar
+from services.worker.wire import encode_chunk_response
 
 log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -524,7 +525,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
     # --- serving files -------------------------------------------------------------------------
 
-    async def ReadSectorFile(self, request: worker_pb2.ReadSectorFileRequest, context: Context) -> AsyncIterator[worker_pb2.ReadSectorFileResponse]:
+    async def read_sector_file_wire(self, request: worker_pb2.ReadSectorFileRequest, context: Context) -> AsyncIterator[bytes]:
+        """ReadSectorFile, yielding serialised ReadSectorFileResponse messages (see wire.py)."""
         async with _statuses(context, "ReadSectorFile"):
             sector = validation.sector_id(request.sector, request.HasField("sector"))
             file_type = validation.one_file_type(request.type)
@@ -532,6 +534,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the cache is a directory: use ReadSectorDir")
             copy = await asyncio.to_thread(serving.locate, self.p.local, sector, file_type, request.storage_id)
             fd, size = await asyncio.to_thread(serving.open_file, copy)
+            pending: asyncio.Future[list[bytes]] | None = None
             try:
                 length = request.length or max(0, size - request.offset)
                 if request.offset > size or request.offset + length > size:
@@ -539,22 +542,30 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                         grpc.StatusCode.OUT_OF_RANGE, f"range [{request.offset}, {request.offset + length}) is beyond the file's {size} bytes"
                     )
                 chunk = self.p.config.worker.fetch_chunk_bytes
+                if length == 0:
+                    yield encode_chunk_response(0, b"", size)
+                batch = chunk * 8
+
+                def read(start: int) -> asyncio.Future[list[bytes]]:
+                    want = min(length - start, batch)
+                    return asyncio.ensure_future(asyncio.to_thread(serving.read_all_chunks, fd, request.offset + start, want, chunk))
+
+                # The next batch is read while this one is sent.
+                pending = read(0) if length else None
                 sent = 0
-                first = True
-                # Several chunks per thread hop: the read and the send overlap.
-                batch = 4
-                while sent < length or first:
-                    want = min(length - sent, chunk * batch)
-                    datas = await asyncio.to_thread(lambda: list(serving.read_chunks(fd, request.offset + sent, want, chunk))) if want else [b""]
+                while pending is not None:
+                    datas = await pending
+                    queued = sent + sum(len(d) for d in datas)
+                    pending = read(queued) if queued < length else None
                     for data in datas:
-                        reply = worker_pb2.ReadSectorFileResponse(chunk=common_pb2.Chunk(offset=sent, data=data))
-                        if first:
-                            reply.file_size = size
-                            first = False
-                        yield reply
+                        yield encode_chunk_response(sent, data, size if sent == 0 else None)
                         sent += len(data)
                         self.p.fault.count(len(data))
             finally:
+                # A read may still be running in its thread: it must not see the fd closed.
+                if pending is not None:
+                    with contextlib.suppress(BaseException):
+                        await pending
                 os.close(fd)
 
     async def StatSectorFile(self, request: worker_pb2.StatSectorFileRequest, context: Context) -> worker_pb2.StatSectorFileResponse:
@@ -574,7 +585,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 entries=[worker_pb2.DirEntry(name=e.name, size=e.size) for e in st.entries],
             )
 
-    async def ReadSectorDir(self, request: worker_pb2.ReadSectorDirRequest, context: Context) -> AsyncIterator[worker_pb2.ReadSectorDirResponse]:
+    async def read_sector_dir_wire(self, request: worker_pb2.ReadSectorDirRequest, context: Context) -> AsyncIterator[bytes]:
+        """ReadSectorDir, yielding serialised ReadSectorDirResponse messages (see wire.py)."""
         async with _statuses(context, "ReadSectorDir"):
             sector = validation.sector_id(request.sector, request.HasField("sector"))
             validation.one_file_type(request.type, allowed=FileType.CACHE)
@@ -589,10 +601,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 data = await asyncio.to_thread(next, chunks, None)
                 if data is None:
                     break
-                reply = worker_pb2.ReadSectorDirResponse(chunk=common_pb2.Chunk(offset=sent, data=data))
-                if sent == 0:
-                    reply.tar_size = total
-                yield reply
+                yield encode_chunk_response(sent, data, total if sent == 0 else None)
                 sent += len(data)
                 self.p.fault.count(len(data))
 
@@ -644,6 +653,38 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                     sent += n
 
 
+SERVICE_NAME = "sectorstorage.v1.WorkerService"
+
+
+class _CaptureHandlers:
+    """Stands in for a server to collect the generated method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
+        self.handlers = dict(handlers)
+
+
+def add_worker_service(servicer: Any, server: grpc.aio.Server) -> None:
+    """The generated handlers, except that the two file streams send pre-serialised messages
+    (wire.py) instead of message objects: same bytes on the wire, fewer copies."""
+    capture = _CaptureHandlers()
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, capture)  # type: ignore[arg-type]
+    handlers = capture.handlers
+    handlers["ReadSectorFile"] = grpc.unary_stream_rpc_method_handler(
+        servicer.read_sector_file_wire, request_deserializer=worker_pb2.ReadSectorFileRequest.FromString
+    )
+    handlers["ReadSectorDir"] = grpc.unary_stream_rpc_method_handler(
+        servicer.read_sector_dir_wire, request_deserializer=worker_pb2.ReadSectorDirRequest.FromString
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 class WorkerApp(Service):
     name = "worker"
 
@@ -673,7 +714,8 @@ class WorkerApp(Service):
         restarted = self.parts.runner.recover()
         if restarted:
             log.warning("calls interrupted by the last stop will be returned as WORKER_RESTARTED", extra={"calls": restarted})
-        self.servicer = WorkerServicer(self.parts)
+        # ReadSectorFile/ReadSectorDir are served by their wire versions (add_worker_service).
+        self.servicer = WorkerServicer(self.parts)  # type: ignore[abstract]
         self.link: ManagerLink | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._channels: list[grpc.aio.Channel] = []
@@ -687,7 +729,8 @@ class WorkerApp(Service):
             self.parts.sender.wake()
 
     def registrations(self) -> Sequence[Registration]:
-        return [registration(worker_pb2, worker_pb2_grpc, "WorkerService", self.servicer)]
+        reg = registration(worker_pb2, worker_pb2_grpc, "WorkerService", self.servicer)
+        return [Registration(reg.servicer, add_worker_service, reg.descriptor)]
 
     async def start(self, runtime: Runtime) -> None:
         section = self.config.worker

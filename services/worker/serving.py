@@ -67,6 +67,10 @@ def read_chunks(fd: int, offset: int, length: int, chunk: int) -> Iterator[bytes
         offset += len(data)
 
 
+def read_all_chunks(fd: int, offset: int, length: int, chunk: int) -> list[bytes]:
+    return list(read_chunks(fd, offset, length, chunk))
+
+
 @dataclass(frozen=True)
 class FileStat:
     storage_id: str

@@ -64,6 +64,7 @@ class StorageControl:
         self.index = index
         self.urls = urls
         self.version = 0  # moves when paths change, so the manager link resends WorkerInfo
+        self.announced: set[str] = set()
 
     def require_index(self) -> IndexClient:
         if self.index is None:
@@ -86,6 +87,7 @@ class StorageControl:
         except BaseException:
             await asyncio.to_thread(self.local.detach, path.id, True)
             raise
+        self.announced.add(path.id)
         self.version += 1
         log.info("storage path attached", extra={"storage_id": path.id, "path": str(root), "declared": result.declared})
         return path, result.declared + result.unchanged
@@ -118,13 +120,14 @@ class StorageControl:
         know (any more) is announced again. Index outages are retried on the next beat."""
         if self.index is None:
             return
-        announced: set[str] = set()
         while not stopping.is_set():
             for path in list(self.local.paths.values()):
                 try:
-                    if path.id not in announced:
+                    if path.id not in self.announced:
+                        # First announce of a path opened at start: the disk is the truth, so
+                        # declarations of files deleted while the worker was down are dropped.
                         await self._announce(self.index, path, drop_missing=True)
-                        announced.add(path.id)
+                        self.announced.add(path.id)
                         continue
                     error = ""
                     try:

@@ -127,7 +127,7 @@ class TarExtractor:
         self._zero_blocks = 0
         self.files: list[str] = []
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             if self._ended:
