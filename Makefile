@@ -7,7 +7,7 @@ VPY         := $(VENV)/bin/python
 DEPS_STAMP  := $(VENV)/.deps-installed
 CARGO_DIR   := rust_core
 
-.PHONY: help venv develop protos check-protos test test-rust test-python lint fmt demo bench clean
+.PHONY: help venv develop protos check-protos test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep clean
 
 help:
 	@echo "make demo   - build, start index + manager + workers locally, run the main job"
@@ -51,6 +51,7 @@ lint: $(DEPS_STAMP)
 	cd $(CARGO_DIR) && cargo fmt --check
 	cd $(CARGO_DIR) && cargo clippy --all-targets -- -D warnings
 	cd $(CARGO_DIR) && cargo clippy --all-targets --features python -- -D warnings
+	cd $(CARGO_DIR) && cargo clippy --all-targets --features cuda -- -D warnings
 	$(VPY) -m mypy
 
 demo: develop
@@ -58,6 +59,16 @@ demo: develop
 
 bench: develop
 	$(VPY) -m bench
+
+# rust_core hot paths against their limits (bench/README.md; figures in docs/benchmarks.md).
+bench-fr32:
+	cd bench/fr32 && cargo run --release -q
+
+bench-commp:
+	cd $(CARGO_DIR) && cargo run --release -q --example bench_commp
+
+bench-porep:
+	cd $(CARGO_DIR) && cargo run --release -q --example bench_porep -- $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(CARGO_DIR)/target .pytest_cache .mypy_cache .demo

@@ -26,88 +26,97 @@ const BLOCKS_PER_TASK: usize = 1 << 16;
 const PARALLEL_MIN_BLOCKS: usize = 1 << 15;
 
 /// Mask of the 62 data bits in a node's top lane.
-const TOP_LANE_MASK: u64 = (1 << 62) - 1;
+const M62: u64 = (1 << 62) - 1;
 
-/// Bit offsets of the four nodes in a block, as (lane, shift): 254·k = 64·lane + shift.
-const NODE_OFFSETS: [(usize, u32); 4] = [(0, 0), (3, 62), (7, 60), (11, 58)];
-
+/// Little-endian `u64` at byte `at` of a block (constant offsets: no runtime bounds checks).
 #[inline(always)]
-fn load_lanes(bytes: &[u8; 128]) -> [u64; 16] {
-    let mut lanes = [0u64; 16];
-    for (lane, word) in lanes.iter_mut().zip(bytes.chunks_exact(8)) {
-        let mut le = [0u8; 8];
-        le.copy_from_slice(word);
-        *lane = u64::from_le_bytes(le);
-    }
-    lanes
+fn le<const N: usize>(bytes: &[u8; N], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
 }
 
+/// Pads one 127-byte block into its sixteen output lanes. With `a` the input lanes, node `k`
+/// starts at input bit `254·k = 64·q + r`, (q, r) = (0, 0), (3, 62), (7, 60), (11, 58), so its
+/// lane `j` is `a[q+j] >> r | a[q+j+1] << (64 - r)`, the top lane masked to 62 bits.
 #[inline(always)]
-fn store_lanes(lanes: &[u64; 16], bytes: &mut [u8; 128]) {
-    for (lane, word) in lanes.iter().zip(bytes.chunks_exact_mut(8)) {
-        word.copy_from_slice(&lane.to_le_bytes());
-    }
-}
-
-/// The 1016-bit block as lanes, each node's 254 bits spread to 256 with two zero bits on top.
-#[inline(always)]
-fn spread(input: &[u8; UNPADDED_BLOCK]) -> [u64; 16] {
-    let mut bytes = [0u8; 128];
-    bytes[..UNPADDED_BLOCK].copy_from_slice(input);
-    let src = load_lanes(&bytes);
-    let mut out = [0u64; 16];
-    for (node, &(q, r)) in out.chunks_exact_mut(4).zip(NODE_OFFSETS.iter()) {
-        for (j, lane) in node.iter_mut().enumerate() {
-            let lo = src[q + j] >> r;
-            // `(x << (63 - r)) << 1` is `x << (64 - r)` without overflowing when r = 0.
-            let hi = src.get(q + j + 1).map_or(0, |&x| (x << (63 - r)) << 1);
-            *lane = lo | hi;
-        }
-        node[3] &= TOP_LANE_MASK;
-    }
-    out
+fn pad_lanes(input: &[u8; UNPADDED_BLOCK]) -> [u64; 16] {
+    let a: [u64; 15] = core::array::from_fn(|i| le(input, 8 * i));
+    // Lane 15 holds bytes 120..127: load 119..127 and drop byte 119.
+    let a15 = le(input, 119) >> 8;
+    [
+        a[0],
+        a[1],
+        a[2],
+        a[3] & M62,
+        a[3] >> 62 | a[4] << 2,
+        a[4] >> 62 | a[5] << 2,
+        a[5] >> 62 | a[6] << 2,
+        (a[6] >> 62 | a[7] << 2) & M62,
+        a[7] >> 60 | a[8] << 4,
+        a[8] >> 60 | a[9] << 4,
+        a[9] >> 60 | a[10] << 4,
+        (a[10] >> 60 | a[11] << 4) & M62,
+        a[11] >> 58 | a[12] << 6,
+        a[12] >> 58 | a[13] << 6,
+        a[13] >> 58 | a[14] << 6,
+        (a[14] >> 58 | a15 << 6) & M62,
+    ]
 }
 
 /// Pads one 127-byte block into 128 bytes.
 #[inline(always)]
 pub fn pad_block(input: &[u8; UNPADDED_BLOCK], out: &mut [u8; PADDED_BLOCK]) {
-    store_lanes(&spread(input), out);
+    let lanes = pad_lanes(input);
+    for (lane, word) in lanes.iter().zip(out.chunks_exact_mut(8)) {
+        word.copy_from_slice(&lane.to_le_bytes());
+    }
 }
 
 /// Pads one 127-byte block into its four tree leaves.
 #[inline(always)]
 pub fn pad_block_nodes(input: &[u8; UNPADDED_BLOCK]) -> [Node; 4] {
-    let mut bytes = [0u8; PADDED_BLOCK];
-    pad_block(input, &mut bytes);
+    let lanes = pad_lanes(input);
     let mut nodes = [[0u8; 32]; 4];
-    for (node, src) in nodes.iter_mut().zip(bytes.chunks_exact(32)) {
-        node.copy_from_slice(src);
+    for (node, four) in nodes.iter_mut().zip(lanes.chunks_exact(4)) {
+        for (word, lane) in node.chunks_exact_mut(8).zip(four) {
+            word.copy_from_slice(&lane.to_le_bytes());
+        }
     }
     nodes
 }
 
 /// Unpads one 128-byte block into 127 bytes. Returns false if any of the eight pad bits is set
-/// (the output then holds the data bits only, as Lotus' unpad would).
+/// (the output then holds the data bits only, as Lotus' unpad would). The inverse of
+/// [`pad_lanes`]: output lane `i` joins the tail of one node's lane with the head of the next.
 #[inline(always)]
 pub fn unpad_block(input: &[u8; PADDED_BLOCK], out: &mut [u8; UNPADDED_BLOCK]) -> bool {
-    let src = load_lanes(input);
-    let mut dst = [0u64; 16];
-    let mut pad_bits = 0u64;
-    for (node, &(q, r)) in src.chunks_exact(4).zip(NODE_OFFSETS.iter()) {
-        pad_bits |= node[3] >> 62;
-        for (j, &lane) in node.iter().enumerate() {
-            let lane = if j == 3 { lane & TOP_LANE_MASK } else { lane };
-            dst[q + j] |= lane << r;
-            if r != 0 {
-                if let Some(next) = dst.get_mut(q + j + 1) {
-                    *next |= lane >> (64 - r);
-                }
-            }
-        }
+    let b: [u64; 16] = core::array::from_fn(|i| le(input, 8 * i));
+    let pad_bits = (b[3] | b[7] | b[11] | b[15]) >> 62;
+    let (c3, c7, c11, c15) = (b[3] & M62, b[7] & M62, b[11] & M62, b[15] & M62);
+    let u = [
+        b[0],
+        b[1],
+        b[2],
+        c3 | b[4] << 62,
+        b[4] >> 2 | b[5] << 62,
+        b[5] >> 2 | b[6] << 62,
+        b[6] >> 2 | c7 << 62,
+        c7 >> 2 | b[8] << 60,
+        b[8] >> 4 | b[9] << 60,
+        b[9] >> 4 | b[10] << 60,
+        b[10] >> 4 | c11 << 60,
+        c11 >> 4 | b[12] << 58,
+        b[12] >> 6 | b[13] << 58,
+        b[13] >> 6 | b[14] << 58,
+        b[14] >> 6 | c15 << 58,
+    ];
+    for (lane, word) in u.iter().zip(out.chunks_exact_mut(8)) {
+        word.copy_from_slice(&lane.to_le_bytes());
     }
-    let mut bytes = [0u8; 128];
-    store_lanes(&dst, &mut bytes);
-    out.copy_from_slice(&bytes[..UNPADDED_BLOCK]);
+    // The last 7 bytes (56 bits of node 3): store 8 bytes at 119, rewriting byte 119 unchanged.
+    let last = (c15 >> 6) << 8 | u[14] >> 56;
+    out[119..].copy_from_slice(&last.to_le_bytes());
     pad_bits == 0
 }
 

@@ -6,8 +6,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
+use crate::commp::PieceHasher;
 use crate::error::{Error, Result};
 use crate::fr32::{pad_into, unpad_into_at, PADDED_BLOCK, UNPADDED_BLOCK};
+use crate::hash::Node;
 use crate::io::read_full;
 use crate::piece_size::PieceTarget;
 
@@ -26,9 +28,34 @@ fn padded(unpadded: u64) -> u64 {
 /// `what` names the source and destination in I/O errors.
 pub fn pad_stream(
     reader: &mut impl Read,
-    writer: &mut impl Write,
+    writer: &mut (impl Write + Send),
     target: PieceTarget,
     what: &str,
+) -> Result<u64> {
+    pad_and_hash(reader, writer, target, what, None)
+}
+
+/// AddPiece in one pass: pads the stream into `writer` like [`pad_stream`] and computes the
+/// piece's commP from the same reads, hashing each batch while the previous one is padded and
+/// written. The stream must make a whole piece (`127·2^k` bytes) or be zero-extended by
+/// `target`. Returns (padded bytes written, commP).
+pub fn add_piece_stream(
+    reader: &mut impl Read,
+    writer: &mut (impl Write + Send),
+    target: PieceTarget,
+    what: &str,
+) -> Result<(u64, Node)> {
+    let mut hasher = PieceHasher::new();
+    let written = pad_and_hash(reader, writer, target, what, Some(&mut hasher))?;
+    Ok((written, hasher.finish(target)?))
+}
+
+fn pad_and_hash(
+    reader: &mut impl Read,
+    writer: &mut (impl Write + Send),
+    target: PieceTarget,
+    what: &str,
+    mut hasher: Option<&mut PieceHasher>,
 ) -> Result<u64> {
     let mut input = vec![0u8; BATCH_UNPADDED];
     let mut output = vec![0u8; BATCH_PADDED];
@@ -37,20 +64,34 @@ pub fn pad_stream(
         let n =
             read_full(reader, &mut input).map_err(|e| Error::io(format!("reading {what}"), e))?;
         total += n as u64;
-        if n < BATCH_UNPADDED {
-            // The end of the stream: settle the final length, zero-fill the last block.
+        let last = n < BATCH_UNPADDED;
+        let final_len = if last {
             let final_len = target.fr32_len(total)?;
-            let whole = n.div_ceil(UNPADDED_BLOCK) * UNPADDED_BLOCK;
-            input[n..whole].fill(0);
-            let out = &mut output[..whole / UNPADDED_BLOCK * PADDED_BLOCK];
-            pad_into(&input[..whole], out)?;
-            write(writer, out, what)?;
+            if hasher.is_some() {
+                target.piece_size(total)?;
+            }
+            Some(final_len)
+        } else {
+            None
+        };
+        // Zero-fill the last block; the hasher sees only the real bytes.
+        let whole = n.div_ceil(UNPADDED_BLOCK) * UNPADDED_BLOCK;
+        input[n..whole].fill(0);
+        let (hashed, written) = rayon::join(
+            || hasher.as_mut().map_or(Ok(()), |h| h.update(&input[..n])),
+            || {
+                let out = &mut output[..whole / UNPADDED_BLOCK * PADDED_BLOCK];
+                pad_into(&input[..whole], out)?;
+                write(writer, out, what)
+            },
+        );
+        hashed?;
+        written?;
+        if let Some(final_len) = final_len {
             let written = padded(total - n as u64 + whole as u64);
             write_zeros(writer, padded(final_len) - written, &mut output, what)?;
             return Ok(padded(final_len));
         }
-        pad_into(&input, &mut output)?;
-        write(writer, &output, what)?;
     }
 }
 
@@ -87,16 +128,37 @@ pub fn pad_file(
     target: PieceTarget,
     dst_offset: Option<u64>,
 ) -> Result<u64> {
-    let what = format!("{} into {}", src.display(), dst.display());
-    let mut reader =
-        File::open(src).map_err(|e| Error::io(format!("opening {}", src.display()), e))?;
+    let (mut reader, mut writer, what) =
+        open_pair(src, dst, dst_offset, |len| target.fr32_len(len))?;
+    pad_stream(&mut reader, &mut writer, target, &what)
+}
+
+/// [`pad_file`] that also returns the piece's commP, computed from the same reads (AddPiece).
+pub fn add_piece_file(
+    src: &Path,
+    dst: &Path,
+    target: PieceTarget,
+    dst_offset: Option<u64>,
+) -> Result<(u64, Node)> {
+    let (mut reader, mut writer, what) =
+        open_pair(src, dst, dst_offset, |len| target.piece_size(len))?;
+    add_piece_stream(&mut reader, &mut writer, target, &what)
+}
+
+/// Opens `src` and `dst` for padding after `check` accepts the source length and `dst_offset`
+/// is block-aligned, so that bad input fails before `dst` is created or truncated.
+fn open_pair(
+    src: &Path,
+    dst: &Path,
+    dst_offset: Option<u64>,
+    check: impl FnOnce(u64) -> Result<u64>,
+) -> Result<(File, File, String)> {
+    let reader = File::open(src).map_err(|e| Error::io(format!("opening {}", src.display()), e))?;
     let len = reader
         .metadata()
         .map_err(|e| Error::io(format!("reading the size of {}", src.display()), e))?
         .len();
-    target
-        .fr32_len(len)
-        .map_err(|e| Error::invalid(format!("{}: {e}", src.display())))?;
+    check(len).map_err(|e| Error::invalid(format!("{}: {e}", src.display())))?;
     if let Some(offset) = dst_offset {
         if offset % PADDED_BLOCK as u64 != 0 {
             return Err(Error::invalid(format!(
@@ -105,18 +167,20 @@ pub fn pad_file(
             )));
         }
     }
-    let mut options = OpenOptions::new();
-    options
+    let mut writer = OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(dst_offset.is_none());
-    let mut writer = options
+        .truncate(dst_offset.is_none())
         .open(dst)
         .map_err(|e| Error::io(format!("opening {}", dst.display()), e))?;
     writer
         .seek(SeekFrom::Start(dst_offset.unwrap_or(0)))
         .map_err(|e| Error::io(format!("seeking in {}", dst.display()), e))?;
-    pad_stream(&mut reader, &mut writer, target, &what)
+    Ok((
+        reader,
+        writer,
+        format!("{} into {}", src.display(), dst.display()),
+    ))
 }
 
 /// Writes unpadded bytes `[offset, offset + len)` of the padded file at `path` into `out`,
@@ -307,6 +371,36 @@ mod tests {
         assert_eq!(std::fs::metadata(&sector).map(|m| m.len()).ok(), Some(4096));
         assert_eq!(unpad_range(&sector, 1016, 127).ok(), Some(data(127)));
         assert!(pad_file(&small, &sector, PieceTarget::Exact, Some(100)).is_err());
+    }
+
+    #[test]
+    fn add_piece_pads_and_hashes_in_one_pass() {
+        let dir = TempDir::new("add_piece");
+        for (len, target) in [
+            (127 << 18, PieceTarget::Exact),
+            (1000, PieceTarget::Smallest),
+            (5, PieceTarget::Unpadded(127 * 1024)),
+        ] {
+            let input = data(len);
+            let src = dir.file("src", &input);
+            let dst = dir.0.join("dst");
+            let (written, commp) = add_piece_file(&src, &dst, target, None).unwrap_or_default();
+            let piece = target.piece_size(len as u64).unwrap_or_default();
+            assert_eq!(written, piece / 127 * 128);
+            let padded = std::fs::read(&dst).unwrap_or_default();
+            let mut full = input.clone();
+            full.resize(piece as usize, 0);
+            assert!(fr32::pad(&full).ok() == Some(padded));
+            let want = crate::commp::piece_commitment(&input, target).ok();
+            assert_eq!(Some(commp), want);
+        }
+        let src = dir.file("src", &data(127 * 3));
+        let err = add_piece_file(&src, &dir.0.join("x"), PieceTarget::Exact, None);
+        assert!(err.is_err() && !dir.0.join("x").exists());
+        let mut sink = Vec::new();
+        let input = data(127 * 3);
+        let err = add_piece_stream(&mut input.as_slice(), &mut sink, PieceTarget::Exact, "t");
+        assert!(err.is_err());
     }
 
     #[test]

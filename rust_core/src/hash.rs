@@ -27,12 +27,12 @@ pub fn hash_pair(left: &Node, right: &Node) -> Node {
 }
 
 /// SHA-256 initial state (FIPS 180-4 §5.3.3).
-const SHA256_IV: [u32; 8] = [
+pub const SHA256_IV: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 ];
 
 /// The padding block of every 64-byte message: `0x80`, zeros, then the bit length 512 big-endian.
-const PAD_BLOCK_64: [u8; 64] = {
+pub const PAD_BLOCK_64: [u8; 64] = {
     let mut block = [0u8; 64];
     block[0] = 0x80;
     block[62] = 0x02;

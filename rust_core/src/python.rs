@@ -165,6 +165,39 @@ fn fr32_pad_stream(
     Ok(py.detach(|| fr32_file::pad_stream(&mut reader, &mut writer, target, "the stream"))?)
 }
 
+/// AddPiece in one pass: pads file `src` into `dst` and returns (padded bytes written, commP).
+#[pyfunction]
+#[pyo3(signature = (src, dst, pad_to=None, dst_offset=None))]
+fn add_piece_file<'py>(
+    py: Python<'py>,
+    src: PathBuf,
+    dst: PathBuf,
+    pad_to: Option<&Bound<'py, PyAny>>,
+    dst_offset: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+    let target = pad_target(pad_to)?;
+    let dst_offset = dst_offset.map(|v| size_arg(v, "dst_offset")).transpose()?;
+    let (written, commp) =
+        py.detach(|| fr32_file::add_piece_file(&src, &dst, target, dst_offset))?;
+    Ok((written, node_bytes(py, commp)))
+}
+
+/// AddPiece in one pass from binary file-like `reader` into `writer`: (padded bytes, commP).
+#[pyfunction]
+#[pyo3(signature = (reader, writer, pad_to=None))]
+fn add_piece_stream<'py>(
+    py: Python<'py>,
+    reader: Py<PyAny>,
+    writer: Py<PyAny>,
+    pad_to: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+    let target = pad_target(pad_to)?;
+    let (mut reader, mut writer) = (PyReader(reader), PyWriter(writer));
+    let (written, commp) =
+        py.detach(|| fr32_file::add_piece_stream(&mut reader, &mut writer, target, "the stream"))?;
+    Ok((written, node_bytes(py, commp)))
+}
+
 /// Unpadded bytes `[offset, offset + length)` of the padded file at `path`.
 #[pyfunction]
 fn fr32_unpad_range<'py>(
@@ -383,6 +416,8 @@ fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fr32_unpad, m)?)?;
     m.add_function(wrap_pyfunction!(fr32_pad_file, m)?)?;
     m.add_function(wrap_pyfunction!(fr32_pad_stream, m)?)?;
+    m.add_function(wrap_pyfunction!(add_piece_file, m)?)?;
+    m.add_function(wrap_pyfunction!(add_piece_stream, m)?)?;
     m.add_function(wrap_pyfunction!(fr32_unpad_range, m)?)?;
     m.add_function(wrap_pyfunction!(fr32_unpad_file, m)?)?;
     m.add_function(wrap_pyfunction!(piece_commitment, m)?)?;

@@ -1,5 +1,5 @@
-"""Helpers for the PoRep tests: fr32 pad/unpad and commP, from rust_core when it exposes them
-(fr32 branch), else a small pure-Python reference written from shared/vectors/README.md §0."""
+"""Helpers for the PoRep tests: sealing a sector end to end through the Python API, with the
+pieces fr32-padded and committed by rust_core's own fr32 and commP functions."""
 
 from __future__ import annotations
 
@@ -16,44 +16,12 @@ TICKET = bytes([0x11] * 31 + [0x05])
 SEED = bytes([0x22] * 31 + [0x07])
 
 
-def _ref_pad_block(b: bytes) -> bytes:
-    out = bytearray(128)
-    out[0:32] = b[0:32]
-    out[31] = b[31] & 0x3F
-    for i in range(32):
-        out[32 + i] = ((b[31 + i] >> 6) | (b[32 + i] << 2)) & 0xFF
-    out[63] &= 0x3F
-    for i in range(32):
-        out[64 + i] = ((b[63 + i] >> 4) | (b[64 + i] << 4)) & 0xFF
-    out[95] &= 0x3F
-    for i in range(31):
-        out[96 + i] = ((b[95 + i] >> 2) | (b[96 + i] << 6)) & 0xFF
-    out[127] = b[126] >> 2
-    return bytes(out)
-
-
-def _ref_unpad_block(p: bytes) -> bytes:
-    bits = 0
-    for k in range(4):
-        node = int.from_bytes(p[32 * k : 32 * k + 32], "little") & ((1 << 254) - 1)
-        bits |= node << (254 * k)
-    return bits.to_bytes(127, "little")
-
-
 def fr32_pad(data: bytes) -> bytes:
-    fn = getattr(rust_core, "fr32_pad", None)
-    if fn is not None:
-        return bytes(fn(data))
-    assert len(data) % 127 == 0
-    return b"".join(_ref_pad_block(data[i : i + 127]) for i in range(0, len(data), 127))
+    return bytes(rust_core.fr32_pad(data))
 
 
 def fr32_unpad(data: bytes) -> bytes:
-    fn = getattr(rust_core, "fr32_unpad", None)
-    if fn is not None:
-        return bytes(fn(data))
-    assert len(data) % 128 == 0
-    return b"".join(_ref_unpad_block(data[i : i + 128]) for i in range(0, len(data), 128))
+    return bytes(rust_core.fr32_unpad(data))
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
@@ -116,7 +84,7 @@ def make_unsealed(size: int, piece_sizes: list[int], rng_seed: int) -> tuple[byt
         raw = rng.randbytes(ps // 128 * 127)
         p = fr32_pad(raw)
         padded[offset : offset + ps] = p
-        pieces.append((ps, merkle_root(p)))
+        pieces.append((ps, bytes(rust_core.piece_commitment(raw))))
         offset += ps
     return bytes(padded), pieces
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rust_core
-from go_math_rand import stream as go_rand_stream
+from tests.unit.go_math_rand import stream as go_rand_stream
 
 
 def load(vectors_dir: Path, section: str) -> list[dict[str, Any]]:
@@ -41,7 +41,8 @@ def four_runs() -> bytes:
 
 def payload_of(v: dict[str, Any]) -> bytes | Iterator[bytes] | None:
     """The payload of a commP vector, from its input recipe (None: not reproducible offline)."""
-    recipe, n = v["input"], v["payload_size"]
+    recipe: str = v["input"]
+    n: int = v["payload_size"]
     if not v["reverified_here"]:
         return None
     if recipe.startswith("payload_size bytes of 0x00"):
@@ -213,6 +214,7 @@ pieces = st.integers(min_value=0, max_value=7).flatmap(
 )
 
 
+@settings(deadline=None)
 @given(pieces, st.lists(st.integers(min_value=1, max_value=20_000), max_size=6))
 def test_streaming_equals_in_memory(data: bytes, cuts: list[int]) -> None:
     hasher = rust_core.PieceHasher()
@@ -236,6 +238,7 @@ def test_streaming_large_piece_in_odd_slices() -> None:
     )
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=4000), st.integers(min_value=0, max_value=3))
 def test_zero_extension_equals_explicit_zeros(data: bytes, extra: int) -> None:
     piece = rust_core.padded_to_unpadded(rust_core.padded_size_for_payload(len(data))) << extra
@@ -244,6 +247,7 @@ def test_zero_extension_equals_explicit_zeros(data: bytes, extra: int) -> None:
     assert rust_core.piece_commitment(data, pad_to=piece // 127 * 128) == want
 
 
+@settings(deadline=None)
 @given(pieces)
 def test_commd_of_one_full_sector_piece_is_its_commp(data: bytes) -> None:
     commp = rust_core.piece_commitment(data)
@@ -293,6 +297,38 @@ def test_large_file_equals_in_memory(tmp_path: Path) -> None:
     assert rust_core.piece_commitment_file(path) == rust_core.piece_commitment(data)
     with path.open("rb") as f:
         assert rust_core.piece_commitment_stream(f) == rust_core.piece_commitment(data)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.binary(max_size=3000), st.integers(min_value=0, max_value=2))
+def test_add_piece_equals_pad_plus_commp(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes, extra: int
+) -> None:
+    piece = rust_core.padded_size_for_payload(len(data)) << extra
+    d = tmp_path_factory.mktemp("add")
+    src, dst = d / "src", d / "dst"
+    src.write_bytes(data)
+    want = (piece, rust_core.piece_commitment(data, pad_to=piece))
+    assert rust_core.add_piece_file(src, dst, pad_to=piece) == want
+    assert dst.read_bytes() == rust_core.fr32_pad(data, pad_to=piece)
+    sink = io.BytesIO()
+    assert rust_core.add_piece_stream(io.BytesIO(data), sink, pad_to=piece) == want
+    assert sink.getvalue() == dst.read_bytes()
+
+
+def test_add_piece_into_sector_file_and_errors(tmp_path: Path) -> None:
+    data = os.urandom(127 << 17)  # 16 MiB padded: two read batches
+    src, sector = tmp_path / "piece", tmp_path / "unsealed"
+    src.write_bytes(data)
+    sector.write_bytes(bytes(64 << 20))
+    size, commp = rust_core.add_piece_file(src, sector, dst_offset=32 << 20)
+    assert (size, commp) == (16 << 20, rust_core.piece_commitment(data))
+    assert sector.stat().st_size == 64 << 20
+    assert rust_core.fr32_unpad_range(sector, (32 << 20) // 128 * 127, len(data)) == data
+    src.write_bytes(b"x" * 381)  # a multiple of 127 but not a piece
+    with pytest.raises(ValueError, match=r"127·2\^k"):
+        rust_core.add_piece_file(src, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
 
 
 def test_result_does_not_depend_on_thread_count() -> None:

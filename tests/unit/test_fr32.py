@@ -67,6 +67,7 @@ blocks = st.integers(min_value=0, max_value=24).flatmap(
 )
 
 
+@settings(deadline=None)
 @given(blocks)
 def test_unpad_inverts_pad(data: bytes) -> None:
     padded = rust_core.fr32_pad(data)
@@ -74,6 +75,7 @@ def test_unpad_inverts_pad(data: bytes) -> None:
     assert rust_core.fr32_unpad(padded) == data
 
 
+@settings(deadline=None)
 @given(blocks)
 def test_pad_matches_reference_and_clears_top_bits(data: bytes) -> None:
     padded = rust_core.fr32_pad(data)
@@ -81,6 +83,7 @@ def test_pad_matches_reference_and_clears_top_bits(data: bytes) -> None:
     assert all(padded[i + 31] & 0xC0 == 0 for i in range(0, len(padded), 32))
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=3000))
 def test_pad_to_zero_extends(data: bytes) -> None:
     piece = rust_core.padded_to_unpadded(rust_core.padded_size_for_payload(len(data)))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rust_core
@@ -82,6 +82,7 @@ def test_piece_cid_v2_of_zero_sectors(padded: int, payload: int, v1: str, v2: st
     assert rust_core.piece_cid_v2_info(v2) == (zero, payload, padded)
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=32, max_size=32))
 def test_sealed_cid_round_trip(commr: bytes) -> None:
     cid = rust_core.sealed_cid(commr)
@@ -91,6 +92,7 @@ def test_sealed_cid_round_trip(commr: bytes) -> None:
         rust_core.commp_from_cid(cid)
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=32, max_size=32), st.integers(min_value=0, max_value=1 << 40))
 def test_v1_and_v2_round_trip(commp: bytes, payload: int) -> None:
     assert rust_core.commp_from_cid(rust_core.piece_cid(commp)) == commp
@@ -138,12 +140,14 @@ def test_bad_commitment_lengths() -> None:
 # Piece sizes ------------------------------------------------------------------------------------
 
 
+@settings(deadline=None)
 @given(st.integers(min_value=0, max_value=56))
 def test_size_conversions_round_trip(k: int) -> None:
     assert rust_core.unpadded_to_padded(127 << k) == 128 << k
     assert rust_core.padded_to_unpadded(128 << k) == 127 << k
 
 
+@settings(deadline=None)
 @given(st.integers(min_value=0, max_value=127 << 40))
 def test_padded_size_for_payload_is_smallest_fit(payload: int) -> None:
     padded = rust_core.padded_size_for_payload(payload)

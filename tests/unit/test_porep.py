@@ -13,8 +13,7 @@ import pytest
 
 import rust_core
 
-sys.path.insert(0, str(Path(__file__).parent))
-from porep_helpers import (  # noqa: E402
+from tests.unit.porep_helpers import (
     PROVER, SEED, TICKET, Sector, flip, flipped, fr32_pad, fr32_unpad, make_unsealed,
     merkle_root, seal_sector,
 )
@@ -34,10 +33,11 @@ def s8m(tmp_path_factory: pytest.TempPathFactory) -> Sector:
     return seal_sector(tmp_path_factory.mktemp("s8m"), MIB8, 42, [4 << 20, 1 << 20, 2 << 20], rng_seed=42)
 
 
-def test_reference_pad_matches_vector_f9() -> None:
-    padded = fr32_pad(bytes(range(127)))
-    assert padded[32:64].hex() == "8084888c9094989ca0a4a8acb0b4b8bcc0c4c8ccd0d4d8dce0e4e8ecf0f4f83c"
-    assert fr32_unpad(padded) == bytes(range(127))
+def test_piece_commitments_are_subtrees_of_the_unsealed_tree() -> None:
+    padded, pieces = make_unsealed(KIB2, [128, 1024], rng_seed=3)
+    assert pieces[0][1] == merkle_root(padded[:128])
+    assert pieces[1][1] == merkle_root(padded[1024:2048])
+    assert merkle_root(padded) == bytes(rust_core.unsealed_commitment(KIB2, pieces))
 
 
 def test_params_table() -> None:
@@ -56,6 +56,7 @@ def test_params_table() -> None:
 def test_seal_verifies(name: str, request: pytest.FixtureRequest) -> None:
     s: Sector = request.getfixturevalue(name)
     assert s.comm_d == merkle_root(fr32_pad(s.payload))
+    assert s.comm_d == bytes(rust_core.unsealed_commitment(s.size, s.pieces))
     assert s.sealed.stat().st_size == s.size
     assert s.verify()
 

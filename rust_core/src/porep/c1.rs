@@ -182,3 +182,74 @@ pub fn seal_commit_phase1(
     }
     .encode())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(params: &SectorParams, v: u8) -> ColumnProof {
+        ColumnProof {
+            labels: vec![[v; 32]; params.layers],
+            path: vec![[v + 1; 32]; params.tree_height() as usize],
+        }
+    }
+
+    fn sample() -> Commit1Output {
+        let params = SectorParams::lookup(2048).unwrap();
+        let h = params.tree_height() as usize;
+        let proof = ChallengeProof {
+            challenge: 5,
+            data: [1; 32],
+            data_path: vec![[2; 32]; h],
+            replica: [3; 32],
+            replica_path: vec![[4; 32]; h],
+            column: column(params, 5),
+            parents: (0..14).map(|k| column(params, 10 + k)).collect(),
+        };
+        Commit1Output {
+            sector_size: 2048,
+            prover_id: [7; 32],
+            sector_number: 9,
+            ticket: [8; 32],
+            seed: [9; 32],
+            comm_d: [10; 32],
+            comm_r: [11; 32],
+            comm_c: [12; 32],
+            comm_r_last: [13; 32],
+            proofs: vec![proof.clone(), proof],
+        }
+    }
+
+    #[test]
+    fn blob_round_trips_with_the_documented_size() {
+        let out = sample();
+        let blob = out.encode();
+        // header 4+2+8+32+8+32+32 + 4 commitments + count, then 2 × (8 + 32·(2·7 + 15·8)).
+        assert_eq!(blob.len(), 118 + 128 + 4 + 2 * (8 + 32 * (14 + 120)));
+        assert_eq!(Commit1Output::decode(&blob).unwrap(), out);
+    }
+
+    #[test]
+    fn malformed_blobs_are_input_errors() {
+        let blob = sample().encode();
+        for cut in [0, 3, 10, 200, blob.len() - 1] {
+            let e = Commit1Output::decode(&blob[..cut]).unwrap_err().to_string();
+            assert!(e.contains("commit phase-1 output"), "{e}");
+        }
+        let mut long = blob.clone();
+        long.push(0);
+        assert!(Commit1Output::decode(&long).is_err());
+        let mut wrong_count = blob.clone();
+        wrong_count[246..250].copy_from_slice(&3u32.to_le_bytes());
+        assert!(Commit1Output::decode(&wrong_count)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 2"));
+        let mut magic = blob;
+        magic[0] = b'X';
+        assert!(Commit1Output::decode(&magic)
+            .unwrap_err()
+            .to_string()
+            .contains("bad magic"));
+    }
+}

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use sha2::digest::generic_array::{typenum::U64, GenericArray};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hash::{trim_to_fr32, Node};
 use crate::porep::files;
 use crate::porep::graph::Graph;
@@ -86,6 +86,57 @@ impl LabelHasher {
     }
 }
 
+/// Nodes ahead of the one being labeled whose parents are prefetched into cache: on layers far
+/// larger than the CPU caches, parents' labels are random DRAM reads, and fetching them early hides
+/// that latency behind the hashing (the job of SDR's parent-producer threads).
+const PREFETCH_AHEAD: usize = 8;
+
+#[inline]
+fn prefetch(node: &Node) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint with no architectural effect; the address is a valid reference.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(node.as_ptr().cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = node;
+}
+
+/// A zeroed layer buffer. On Linux it is advised to use transparent huge pages: a layer is read
+/// at random (parents), and with 4 KiB pages nearly every parent read is also a TLB miss, which
+/// costs more than the prefetch can hide (most of all in a VM, with nested page tables).
+pub fn zeroed_layer(nodes: usize) -> Vec<Node> {
+    let layer = vec![[0u8; 32]; nodes];
+    advise_huge_pages(&layer);
+    layer
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(layer: &[Node]) {
+    const HUGE_PAGE: usize = 2 << 20;
+    let start = layer.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(layer);
+    let (first, last) = (
+        start.div_ceil(HUGE_PAGE) * HUGE_PAGE,
+        end / HUGE_PAGE * HUGE_PAGE,
+    );
+    if last > first {
+        // SAFETY: madvise is advisory; [first, last) lies inside the live allocation `layer`,
+        // whose pages are not yet touched (a fresh zeroed allocation), and no memory is changed.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_layer: &[Node]) {}
+
 /// Labels one layer sequentially. `prev` is layer `layer − 1` (None for layer 1); parents are
 /// streamed from the parents cache in node order.
 pub fn label_layer(
@@ -95,14 +146,38 @@ pub fn label_layer(
     prev: Option<&[Node]>,
     out: &mut [Node],
 ) -> Result<()> {
+    if prev.is_some_and(|p| p.len() != out.len()) {
+        return Err(Error::invalid(
+            "label_layer: previous layer has another size",
+        ));
+    }
     for i in 0..out.len() {
+        if let Some(ahead) = parents.peek(PREFETCH_AHEAD) {
+            for (k, &p) in ahead.iter().enumerate() {
+                let layer_nodes = if k < BASE_DEGREE { Some(&*out) } else { prev };
+                if let Some(n) = layer_nodes.and_then(|l| l.get(p as usize)) {
+                    prefetch(n);
+                }
+            }
+        }
         let record = parents.next_parents()?;
         if i == 0 {
             out[0] = hasher.label(layer, 0, &[]);
             continue;
         }
-        // Parent indices come from a validated cache of this size, all < nodes; base parents
-        // are < i, so `out[..i]` holds them.
+        // A cache record is input: a base parent must precede `i`, an expander parent must lie
+        // in the previous layer. Checked here (two compares per parent) so that a corrupt cache
+        // is an error, never an out-of-bounds panic.
+        let bad = record[..BASE_DEGREE].iter().any(|&p| p as usize >= i)
+            || (prev.is_some()
+                && record[BASE_DEGREE..]
+                    .iter()
+                    .any(|&p| p as usize >= out.len()));
+        if bad {
+            return Err(Error::invalid(format!(
+                "parents cache is corrupt at node {i}: {record:?} (delete it to regenerate)"
+            )));
+        }
         let (done, _) = out.split_at(i);
         let label = match prev {
             None => {
@@ -138,7 +213,7 @@ pub fn label_all_layers(
     let nodes = params.nodes() as usize;
     let mut hasher = LabelHasher::new(replica_id);
     let mut prev: Vec<Node> = Vec::new();
-    let mut cur: Vec<Node> = vec![[0u8; 32]; nodes];
+    let mut cur: Vec<Node> = zeroed_layer(nodes);
     for layer in 1..=params.layers as u32 {
         let mut stream = ParentsStream::open(&cache, params.nodes())?;
         let prev_ref = if layer == 1 { None } else { Some(&prev[..]) };
@@ -149,7 +224,7 @@ pub fn label_all_layers(
         if layer < params.layers as u32 {
             std::mem::swap(&mut prev, &mut cur);
             if cur.len() != nodes {
-                cur = vec![[0u8; 32]; nodes];
+                cur = zeroed_layer(nodes);
             }
         }
     }
@@ -243,6 +318,31 @@ mod tests {
             assert_eq!(label_from_parents(&rid, 1, i, &b1, &e), l1[i as usize]);
             assert_eq!(label_from_parents(&rid, 2, i, &b2, &e), l2[i as usize]);
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_parents_record_is_an_error_not_a_panic() {
+        use std::os::unix::fs::FileExt;
+        let dir = std::env::temp_dir().join(format!("ss-labels-corrupt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let graph = Graph::new(2048);
+        let path = parents_cache::ensure_at(dir.join("p.cache"), &graph, 2048).unwrap();
+        // Node 5's first base parent := 60 (not earlier than 5).
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&60u32.to_le_bytes(), 64 + 5 * 56).unwrap();
+        let mut stream = ParentsStream::open(&path, 64).unwrap();
+        let mut out = vec![[0u8; 32]; 64];
+        let e = label_layer(
+            &mut LabelHasher::new(&[1; 32]),
+            1,
+            &mut stream,
+            None,
+            &mut out,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("corrupt at node 5"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -189,6 +189,23 @@ impl ParentsStream {
         })
     }
 
+    /// The parents of the node `ahead` nodes after the next one, when that record is already in
+    /// the current batch (for prefetching; None near a batch boundary).
+    pub fn peek(&self, ahead: usize) -> Option<[u32; TOTAL_PARENTS]> {
+        let idx = (self.next_node - self.batch_start) as usize + ahead;
+        if self.next_node < self.batch_start || idx >= self.batch_len {
+            return None;
+        }
+        let rec = self.buf.get(idx * RECORD_LEN..(idx + 1) * RECORD_LEN)?;
+        let mut out = [0u32; TOTAL_PARENTS];
+        for (p, chunk) in out.iter_mut().zip(rec.chunks_exact(4)) {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(chunk);
+            *p = u32::from_le_bytes(w);
+        }
+        Some(out)
+    }
+
     /// The parents of the next node, in order; call once per node.
     pub fn next_parents(&mut self) -> Result<[u32; TOTAL_PARENTS]> {
         let in_batch = (self.next_node - self.batch_start) as usize;
