@@ -19,6 +19,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from services.common.db import Database, Mode, Tx
@@ -72,7 +73,9 @@ class _PathRow:
     error: str
 
 
+@lru_cache(maxsize=8192)
 def _json_list(text: str) -> tuple[Any, ...]:
+    """A stored JSON list; cached because the same few path rows are read over and over."""
     return tuple(json.loads(text))
 
 
@@ -123,8 +126,12 @@ def _not_attached(storage_id: str) -> NotFound:
     return NotFound(f"storage path {storage_id} is not attached (StorageAttach it first)")
 
 
+_TYPE_LISTS = tuple(", ".join(str(int(t)) for t in file_types_of(m)) for m in range(8))
+
+
 def _type_list(types: FileType) -> str:
-    return ", ".join(str(int(t)) for t in file_types_of(types))
+    """`1, 4` for SQL `IN (...)`: only ever one of 7 fixed strings, so statements stay cacheable."""
+    return _TYPE_LISTS[int(types) & 7]
 
 
 # -- page tokens ------------------------------------------------------------------------------
@@ -398,9 +405,9 @@ class IndexStore:
             for row in rows:
                 entry = grouped.get(row[0])
                 if entry is None:
-                    grouped[row[0]] = [row, FileType(int(row[9])), bool(row[10])]
+                    grouped[row[0]] = [row, int(row[9]), bool(row[10])]
                 else:
-                    entry[1] |= FileType(int(row[9]))
+                    entry[1] |= int(row[9])
                     entry[2] = entry[2] or bool(row[10])
             holders = []
             holder_allow_to = []
@@ -409,11 +416,11 @@ class IndexStore:
                     SectorLocation(
                         id=row[1],
                         urls=_json_list(row[2]),
-                        weight=int(row[3]) * len(file_types_of(found)),
+                        weight=int(row[3]) * int(found).bit_count(),
                         can_seal=bool(row[4]),
                         can_store=bool(row[5]),
                         primary=primary,
-                        types=found,
+                        types=FileType(found),
                         fetch_candidate=False,
                         healthy=health_problem(float(row[7]), str(row[8]), now, self.heartbeat_timeout) is None,
                     )
