@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from services.common.proto.sectorstorage.v1 import index_pb2 as ipb
 from tests.integration.index.conftest import BACKENDS
-from tests.integration.index.helpers import CACHE, SEALED, UNSEALED, Index, all_declarations, attach, declare, find, sector
+from tests.integration.index.helpers import CACHE, SEALED, UNSEALED, Index, all_declarations, attach, declare_many, find, sector
 
 MakeIndex = Callable[..., Index]
 SECTORS = 10_000
@@ -34,11 +33,7 @@ def test_kill_9_loses_nothing(make_index: MakeIndex, backend: str, tmp_path_fact
         plan.append((path, number, types, primary))
         expected |= {(path, 1000, number, t, primary) for t in types}
 
-    def run(item: tuple[str, int, list[int], bool]) -> None:
-        declare(stub, item[0], item[1], item[2], primary=item[3])
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(run, plan))
+    declare_many(first.address, plan)
     lease = stub.StorageTryLock(ipb.StorageTryLockRequest(sector=sector(1), write_types=[SEALED], owner="survivor"), timeout=10).lease
     info_before = {p.info.id: p for p in stub.StorageList(ipb.StorageListRequest(), timeout=30).paths}
 
