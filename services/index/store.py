@@ -324,11 +324,11 @@ class IndexStore:
             raise InvalidArgument("types is empty: name the file types present (UNSEALED, SEALED, CACHE)")
 
         def run(tx: Tx) -> None:
-            pk = tx.scalar("SELECT pk FROM storage_paths WHERE id = ?{for_key_share}", (storage_id,))
+            pk = tx.scalar(DECLARE_PATH_SQL, (storage_id,))
             if pk is None:
                 raise _not_attached(storage_id)
             rows = [(sector.miner, sector.number, int(t), pk, primary) for t in file_types_of(types)]
-            tx.executemany(_upsert_sql(primary), rows)
+            tx.executemany(upsert_sql(primary), rows)
 
         await self.db.run(run)
 
@@ -375,7 +375,7 @@ class IndexStore:
             new = [(m, n, t, pk, p) for (m, n, t), p in declarations.items() if (m, n, t) not in existing]
             upgrade = [(m, n, t, pk) for (m, n, t), p in declarations.items() if p and existing.get((m, n, t)) is False]
             missing = [(m, n, t, pk) for (m, n, t) in existing if (m, n, t) not in declarations] if drop_missing else []
-            tx.executemany(_upsert_sql(True), new)
+            tx.executemany(upsert_sql(True), new)
             tx.executemany(
                 "UPDATE sector_files SET is_primary = TRUE WHERE miner = ? AND number = ? AND file_type = ? AND path_pk = ?", upgrade
             )
@@ -394,13 +394,7 @@ class IndexStore:
 
         def run(tx: Tx) -> list[SectorLocation]:
             now = self.clock()
-            rows = tx.query(
-                "SELECT p.pk, p.id, p.urls, p.weight, p.can_seal, p.can_store, p.allow_to, p.last_heartbeat,"
-                " p.heartbeat_error, f.file_type, f.is_primary"
-                " FROM sector_files f JOIN storage_paths p ON p.pk = f.path_pk"
-                f" WHERE f.miner = ? AND f.number = ? AND f.file_type IN ({_type_list(types)})",
-                (sector.miner, sector.number),
-            )
+            rows = tx.query(find_holders_sql(types), (sector.miner, sector.number))
             grouped: dict[int, list[Any]] = {}
             for row in rows:
                 entry = grouped.get(row[0])
@@ -515,7 +509,21 @@ class IndexStore:
         return await self.db.run(run, Mode.READ)
 
 
-def _upsert_sql(primary: bool) -> str:
+def find_holders_sql(types: FileType) -> str:
+    """FindSector's one query: the declarations of a sector's requested types, with their paths."""
+    return (
+        "SELECT p.pk, p.id, p.urls, p.weight, p.can_seal, p.can_store, p.allow_to, p.last_heartbeat,"
+        " p.heartbeat_error, f.file_type, f.is_primary"
+        " FROM sector_files f JOIN storage_paths p ON p.pk = f.path_pk"
+        f" WHERE f.miner = ? AND f.number = ? AND f.file_type IN ({_type_list(types)})"
+    )
+
+
+# DeclareSector: the path, locked against a concurrent detach until commit.
+DECLARE_PATH_SQL = "SELECT pk FROM storage_paths WHERE id = ?{for_key_share}"
+
+
+def upsert_sql(primary: bool) -> str:
     """Insert a declaration; an existing one is left alone, or upgraded to primary."""
     insert = "INSERT INTO sector_files (miner, number, file_type, path_pk, is_primary) VALUES (?, ?, ?, ?, ?)"
     if primary:
