@@ -15,6 +15,7 @@ pub mod merkle;
 pub mod piece_cid;
 pub mod piece_size;
 pub mod porep;
+pub mod stream_store;
 pub mod zero_comm;
 
 #[cfg(feature = "python")]
