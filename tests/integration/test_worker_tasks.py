@@ -97,7 +97,7 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
     a = assignment(number)
     w.stub.SealCommit2(worker_pb2.WorkerServiceSealCommit2Request(assignment=a, sector=ref, commit1_output=c1), timeout=10)
     proof = w.ok(a.call_id)
-    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, PROVER, number, TICKET, SEED, proof)  # type: ignore[attr-defined]
+    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, PROVER, number, TICKET, SEED, proof)
 
     # Finalize keeping the whole piece unsealed: the cache loses its layers.
     cache = tmp_path / "seal" / "cache" / name
@@ -163,7 +163,7 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
         )
     )
     assert len(replies) == 1 and replies[0].WhichOneof("outcome") == "vanilla_proof"
-    assert rust_core.verify_single_vanilla_proof(  # type: ignore[attr-defined]
+    assert rust_core.verify_single_vanilla_proof(
         size, randomness, PROVER, (number, cids.comm_r), replies[0].vanilla_proof, "window"
     )
 
