@@ -162,3 +162,14 @@ def test_sector_names_and_prover_id() -> None:
     # Filecoin's prover id: the ID address payload (LEB128 actor id) zero-padded to 32 bytes.
     assert prover_id(1000) == bytes([0xE8, 0x07]) + bytes(30)
     assert prover_id(1) == b"\x01" + bytes(31)
+
+
+def test_gpus_follow_cuda_visible_devices() -> None:
+    from services.worker.resources import detect_gpus
+
+    assert detect_gpus({"CUDA_VISIBLE_DEVICES": ""}) == ()
+    assert detect_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == ()
+    # Otherwise the driver's own list (empty on a machine without CUDA).
+    import rust_core
+
+    assert len(detect_gpus({})) == len(rust_core.gpu_devices())
