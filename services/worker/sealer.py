@@ -15,6 +15,8 @@ from typing import BinaryIO
 import rust_core
 from services.worker.sectors import PostKind
 
+# Unpadded bytes rust_core's add_piece_stream processes per step (65536 fr32 blocks).
+ADD_PIECE_BATCH = 127 << 16
 # Unpadded bytes per ReadPiece unpad step: 8192 fr32 blocks = 1 MiB padded.
 PAD_BLOCK = 127 * 8192
 
@@ -33,7 +35,7 @@ class QueueReader:
     add_piece_stream reads from while the event loop receives the stream. `None` ends the data;
     `fail()` makes the next read raise, which stops the reader's consumer."""
 
-    def __init__(self, depth: int = 16) -> None:
+    def __init__(self, depth: int = 4) -> None:
         self._queue: queue.Queue[bytes | None | BaseException] = queue.Queue(maxsize=depth)
         self._view = memoryview(b"")
         self._eof = False

@@ -172,6 +172,7 @@ class PieceSink:
         self.offset = offset
         self.size = size
         self.received = 0
+        self.pending = bytearray()
         self.reader = sealer.QueueReader()
         self.out = open(target.path, "r+b", buffering=0)  # noqa: SIM115 - closed in finish/abort
         self.out.seek(offset)
@@ -184,12 +185,22 @@ class PieceSink:
         if self.job.done():
             await self.job  # it failed: raise its error
             raise RuntimeError("AddPiece stopped reading before the end of the piece")
-        if not self.reader.offer(data):
-            await asyncio.to_thread(self.reader.put, data)
+        # Hand rust_core whole batches: each read from its thread takes the GIL, which the event
+        # loop holds most of the time, so few large reads beat many small ones.
+        self.pending += data
+        if len(self.pending) >= sealer.ADD_PIECE_BATCH:
+            await self._hand_over()
+
+    async def _hand_over(self) -> None:
+        batch, self.pending = bytes(self.pending), bytearray()
+        if not self.reader.offer(batch):
+            await asyncio.to_thread(self.reader.put, batch)
 
     async def finish(self) -> common_pb2.PieceInfo:
         if self.received != unpadded(self.size):
             raise BadStream(f"the stream carried {self.received} bytes, the piece has {unpadded(self.size)}")
+        if self.pending:
+            await self._hand_over()
         await asyncio.to_thread(self.reader.put, None)
         try:
             written, commp = await self.job
