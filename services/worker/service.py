@@ -387,6 +387,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             randomness = validation.bytes32("randomness", request.randomness)
             if not request.sectors:
                 raise validation.Invalid("sectors must not be empty")
+            if not request.HasField("assignment") or not request.assignment.call_id.id:
+                raise validation.Invalid("assignment.call_id is required")
             sectors = []
             miners = set()
             for i, s in enumerate(request.sectors):

@@ -232,7 +232,8 @@ async def add_piece(
         raise ValueError(f"can't add a {piece_size}-byte piece at padded offset {offset} to a {sector.size}-byte sector")
     async with _lock(env, ctx, sector.id, FileType(0), FileType.UNSEALED):
         if not existing:
-            await remove_local(env, sector.id, FileType.UNSEALED)
+            # A first piece starts the sector over: older unsealed copies anywhere are stale.
+            await remove_everywhere(env, sector.id, FileType.UNSEALED)
             acquire = env.remote.acquire(sector.id, sector.size, FileType(0), FileType.UNSEALED, PathType.SEALING)
         else:
             acquire = env.remote.acquire(sector.id, sector.size, FileType.UNSEALED, FileType(0), PathType.SEALING)
