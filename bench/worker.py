@@ -16,6 +16,7 @@ busy moment hits both); prints the ratios and the load average. docs/benchmarks.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import secrets
 import shutil
@@ -34,8 +35,9 @@ import grpc  # noqa: E402
 import rust_core  # noqa: E402
 from services.cli.local_fleet import ServiceProcess  # noqa: E402
 from services.common.auth import Permission, create_token  # noqa: E402
-from services.common.client import sync_channel  # noqa: E402
+from services.common.client import aio_channel, sync_channel  # noqa: E402
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc  # noqa: E402
+from services.worker.wire import decode_chunk_response  # noqa: E402
 
 MINER = 1000
 PROOF_BY_MIB = {
@@ -52,7 +54,7 @@ class Fleet:
         self.token = create_token(self.secret.encode(), Permission.ADMIN, subject="bench")
 
     def start(self, name: str, label: str, *args: str) -> ServiceProcess:
-        proc = ServiceProcess(name, self.root / label, args=args, secret=self.secret, env={"SECTORSTORAGE_LOG_LEVEL": "warning"})
+        proc = ServiceProcess(name, self.root / label, args=args, secret=self.secret, env={"SECTORSTORAGE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning")})
         proc.start()
         self.procs.append(proc)
         return proc
@@ -118,8 +120,13 @@ def bench_fetch(fleet: Fleet, index: ServiceProcess, work: Path, size_mib: int, 
     sa.StorageRedeclareLocal(worker_pb2.StorageRedeclareLocalRequest(), timeout=60)
     ref = common_pb2.SectorRef(id=common_pb2.SectorId(miner=MINER, number=number), proof_type=PROOF_BY_MIB[size_mib])
 
-    cp_times, cp_sync_times, fetch_times = [], [], []
+    cp_times, cp_sync_times, fetch_times, stream_times = [], [], [], []
     for _ in range(runs):
+        # The transport alone: worker A's ReadSectorFile stream read by this process and dropped.
+        t = time.perf_counter()
+        received = asyncio.run(drain_stream(a.address, fleet.token, ref.id))
+        stream_times.append(time.perf_counter() - t)
+        assert received == size
         target = work / "cp-copy"
         t = time.perf_counter()
         subprocess.run(["cp", str(sealed), str(target)], check=True)
@@ -148,13 +155,27 @@ def bench_fetch(fleet: Fleet, index: ServiceProcess, work: Path, size_mib: int, 
         assert fetched.stat().st_size == size, "fetched file has the wrong size"
         sb.Remove(worker_pb2.WorkerServiceRemoveRequest(sector=ref.id, types=[common_pb2.SECTOR_FILE_TYPE_SEALED]), timeout=60)
 
-    cp, cp_sync, fetch = (min(x) for x in (cp_times, cp_sync_times, fetch_times))
+    cp, cp_sync, fetch, stream = (min(x) for x in (cp_times, cp_sync_times, fetch_times, stream_times))
     print(f"fetch {size_mib} MiB sealed file, worker B <- worker A over loopback (best of {runs}; load {load()})")
     print(f"  Fetch task (incl. fsync)      {fetch:7.3f} s  {rate(size, fetch):8.1f} MiB/s")
+    print(f"  ReadSectorFile stream alone   {stream:7.3f} s  {rate(size, stream):8.1f} MiB/s   (bench process reads, discards)")
     print(f"  cp (page cache, no fsync)     {cp:7.3f} s  {rate(size, cp):8.1f} MiB/s")
     print(f"  cp + fsync                    {cp_sync:7.3f} s  {rate(size, cp_sync):8.1f} MiB/s")
     print(f"  ratio fetch / cp              {cp / fetch:7.2f}x   (target >= 0.5)")
     print(f"  ratio fetch / (cp + fsync)    {cp_sync / fetch:7.2f}x")
+
+
+async def drain_stream(address: str, token: str, sector: common_pb2.SectorId) -> int:
+    async with aio_channel(address, token) as channel:
+        call = channel.unary_stream(
+            "/sectorstorage.v1.WorkerService/ReadSectorFile",
+            request_serializer=worker_pb2.ReadSectorFileRequest.SerializeToString,
+            response_deserializer=None,
+        )
+        received = 0
+        async for raw in call(worker_pb2.ReadSectorFileRequest(sector=sector, type=common_pb2.SECTOR_FILE_TYPE_SEALED)):
+            received += len(decode_chunk_response(raw).data)
+        return received
 
 
 def piece_messages(header: worker_pb2.WorkerServiceAddPieceHeader, data: bytes) -> Iterator[worker_pb2.WorkerServiceAddPieceRequest]:
