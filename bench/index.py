@@ -200,7 +200,7 @@ def direct_worker(spec: dict[str, Any]) -> dict[str, Any]:
             try:
                 if op == "find":
                     number = rng.randrange(sectors)
-                    db.transact(lambda tx: tx.query(find_sql, (MINER, number)), Mode.READ)
+                    db.transact(lambda tx: tx.query(find_sql, (MINER, number)), Mode.READ_ONE)
                 else:
                     next_new += 1
                     sid, number = rng.choice(ids), next_new

@@ -332,7 +332,7 @@ class LockManager:
                 )
             return [_lease(r) for r in rows]
 
-        return await self.db.run(run, Mode.READ)
+        return await self.db.run(run, Mode.READ_ONE)
 
     async def sweep(self) -> int:
         """Deletes expired leases and wakes their sectors' waiters; returns how many."""

@@ -196,3 +196,19 @@ def test_postgres_unreachable_is_reported(tmp_path: Path) -> None:
     with pytest.raises(DatabaseUnavailable, match="cannot connect to postgresql://nobody@127.0.0.1:1/none"):
         apply_migrations(db, "unit", MIGRATIONS)
     db.close()
+
+
+def test_read_one_runs_exactly_one_statement(db: Database) -> None:
+    assert db.transact(lambda tx: tx.scalar("SELECT COUNT(*) FROM items"), Mode.READ_ONE) == 0
+
+    def two(tx: Tx) -> None:
+        tx.query("SELECT 1")
+        tx.query("SELECT 2")
+
+    with pytest.raises(RuntimeError, match="exactly one statement"):
+        db.transact(two, Mode.READ_ONE)
+
+    async def inline() -> int:
+        return int(await db.run(lambda tx: tx.scalar("SELECT COUNT(*) FROM items"), Mode.READ_ONE))
+
+    assert asyncio.run(inline()) == 0
