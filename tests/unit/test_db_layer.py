@@ -209,6 +209,6 @@ def test_read_one_runs_exactly_one_statement(db: Database) -> None:
         db.transact(two, Mode.READ_ONE)
 
     async def inline() -> int:
-        return int(await db.run(lambda tx: tx.scalar("SELECT COUNT(*) FROM items"), Mode.READ_ONE))
+        return int(await db.run(lambda tx: tx.scalar("SELECT COUNT(*) FROM items"), Mode.READ_ONE, quick=True))
 
     assert asyncio.run(inline()) == 0

@@ -34,10 +34,19 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from prometheus_client import Counter
+
 from services.common.db.dialect import Dialect
 from services.common.db.url import DatabaseTarget, parse_database_url
 
 log = logging.getLogger(__name__)
+
+DB_RETRIES = Counter(
+    "sectorstorage_db_retries_total",
+    "Transactions re-run after a conflict (serialization failure, deadlock, database is locked)",
+    ["db"],
+)
+DB_UNAVAILABLE = Counter("sectorstorage_db_unavailable_total", "Transactions failed because the database could not be reached", ["db"])
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -230,6 +239,7 @@ class Database:
 
     def __init__(self, target: DatabaseTarget, *, threads: int = 4, application_name: str = "sectorstorage") -> None:
         self.target = target
+        self.name = application_name
         self.dialect = target.dialect
         self._backend: _Backend = _Sqlite(target) if target.dialect is Dialect.SQLITE else _Postgres(target, application_name)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"db-{application_name}")
@@ -271,9 +281,18 @@ class Database:
 
     def transact(self, fn: Callable[[Tx], T], mode: Mode = Mode.WRITE) -> T:
         """Runs fn(tx) in one transaction on the calling thread; blocking."""
+        try:
+            return self._transact(fn, mode)
+        except DatabaseUnavailable:
+            DB_UNAVAILABLE.labels(self.name).inc()
+            raise
+
+    def _transact(self, fn: Callable[[Tx], T], mode: Mode) -> T:
         attempt = 0
         while True:
             attempt += 1
+            if attempt > 1:
+                DB_RETRIES.labels(self.name).inc()
             conn = self._connection()
             try:
                 return self._once(conn, fn, mode)
@@ -336,16 +355,17 @@ class Database:
     def _pause(attempt: int) -> None:
         time.sleep(min(0.002 * 2 ** min(attempt, 6), 0.1) * random.uniform(0.5, 1.0))
 
-    async def run(self, fn: Callable[[Tx], T], mode: Mode = Mode.WRITE) -> T:
+    async def run(self, fn: Callable[[Tx], T], mode: Mode = Mode.WRITE, *, quick: bool = False) -> T:
         """Runs fn(tx) in one transaction on the pool; the event loop only awaits the result.
 
-        Exception: SQLite reads run on the calling (event-loop) thread. A WAL reader never waits
-        for a lock and its pages come from the page cache or mmap, so it costs microseconds,
-        while the hop to a pool thread and back costs ~100 us of latency and most of the CPU of
-        a small query. Should a read ever meet a busy database (WAL recovery), it goes to the
-        pool instead of blocking the loop.
+        `quick` marks a small read (a few indexed rows): on SQLite it runs on the calling
+        (event-loop) thread. A WAL reader never waits for a lock and its pages come from the page
+        cache or mmap, so such a read costs microseconds, while the hop to a pool thread and back
+        costs ~100 us of latency and most of the CPU of the query. Should it ever meet a busy
+        database (WAL recovery), it goes to the pool instead of blocking the loop. Reads that scan
+        (listings, counts) must not be marked quick: they would stall every other call.
         """
-        if mode is not Mode.WRITE and self.inline_reads:
+        if quick and mode is not Mode.WRITE and self.inline_reads:
             try:
                 return self._inline_read(fn, mode)
             except _InlineBusy:
