@@ -425,8 +425,10 @@ class IndexStore:
                 return holders
             return holders + self._fetch_candidates(tx, now, sector, types, sector_size, set(grouped), fetch_groups(holder_allow_to))
 
-        # Without allow_fetch it is one query: no transaction around it.
-        return await self.db.run(run, Mode.READ if allow_fetch else Mode.READ_ONE, quick=True)
+        if allow_fetch:  # reads every path: on the pool
+            return await self.db.run(run, Mode.READ)
+        # One indexed query: no transaction around it, and on SQLite no thread hop.
+        return await self.db.run(run, Mode.READ_ONE, quick=True)
 
     def _fetch_candidates(
         self, tx: Tx, now: float, sector: SectorId, types: FileType, sector_size: int, holders: set[int], allowed: frozenset[str] | None
@@ -507,7 +509,7 @@ class IndexStore:
             rejected.sort(key=lambda r: r.storage_id)
             return AllocResult([info for _, info in ranked], rejected if include_rejected else [])
 
-        return await self.db.run(run, Mode.READ_ONE, quick=True)
+        return await self.db.run(run, Mode.READ_ONE)  # reads every path: on the pool
 
 
 def find_holders_sql(types: FileType) -> str:
