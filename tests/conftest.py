@@ -49,3 +49,7 @@ def vectors_dir() -> Path:
             "check the repository out with ../shared beside it"
         )
     return VECTORS_DIR
+
+
+# A PostgreSQL server for the tests that need one (session-scoped; see tests/postgres.py).
+from tests.postgres import postgres  # noqa: E402, F401

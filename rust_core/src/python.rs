@@ -435,5 +435,6 @@ fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unpadded_to_padded, m)?)?;
     m.add_function(wrap_pyfunction!(padded_to_unpadded, m)?)?;
     m.add_function(wrap_pyfunction!(padded_size_for_payload, m)?)?;
+    crate::python_porep::register(m)?;
     Ok(())
 }
