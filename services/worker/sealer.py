@@ -78,7 +78,7 @@ class QueueReader:
 def add_piece_stream(reader: QueueReader, out: BinaryIO) -> tuple[int, bytes]:
     """fr32-pads everything `reader` yields into `out` (at its position) and returns (padded
     bytes written, commP), padding and hashing the same reads in parallel."""
-    written, commp = rust_core.add_piece_stream(reader, out)  # type: ignore[arg-type]  # any object with read(n)
+    written, commp = rust_core.add_piece_stream(reader, out)
     return written, bytes(commp)
 
 
