@@ -262,7 +262,7 @@ class Run:
     server_cpu_us: float  # per request, when a server pid was given
 
 
-def run_workers(kind: str, spec: dict[str, Any], processes: int, server_pid: int | None = None) -> Run:
+def run_workers(kind: str, spec: dict[str, Any], processes: int, server_pids: Sequence[int] = ()) -> Run:
     """Starts `processes` worker processes splitting spec['clients']; merges their latencies and
     measures CPU per request of the workers and (over the measured window) of the server."""
     procs = []
@@ -279,9 +279,9 @@ def run_workers(kind: str, spec: dict[str, Any], processes: int, server_pid: int
         procs[-1].stdin.write(json.dumps(child))
         procs[-1].stdin.close()
     server_before = 0.0
-    if server_pid is not None:
+    if server_pids:
         time.sleep(spec["warmup"])
-        server_before = _process_cpu(server_pid)
+        server_before = sum(_process_cpu(pid) for pid in server_pids)
     latencies: list[float] = []
     errors = 0
     cpu = 0.0
@@ -294,7 +294,8 @@ def run_workers(kind: str, spec: dict[str, Any], processes: int, server_pid: int
         errors += out["errors"]
         cpu += out["cpu"]
         total += out["total"]
-    server_us = (_process_cpu(server_pid) - server_before) / len(latencies) * 1e6 if server_pid is not None and latencies else 0.0
+    server_cpu = sum(_process_cpu(pid) for pid in server_pids) - server_before
+    server_us = server_cpu / len(latencies) * 1e6 if server_pids and latencies else 0.0
     return Run(latencies, spec["seconds"], errors, cpu / total * 1e6 if total else 0.0, server_us)
 
 
@@ -305,15 +306,23 @@ def result(backend: str, op: str, via: str, run: Run, load: float) -> Result:
 # -- orchestration ---------------------------------------------------------------------------------
 
 
-def start_index(data_dir: Path, url: str) -> Any:
+def start_index(data_dir: Path, url: str, processes: int = 1, extra_env: dict[str, str] | None = None) -> list[Any]:
+    """One index process, or several sharing one port (SO_REUSEPORT, on by default in gRPC: the
+    kernel spreads client connections over them) and one database."""
     from services.cli.local_fleet import ServiceProcess
 
     env = {
         "SECTORSTORAGE_DATABASE_URL": url,
         "SECTORSTORAGE_INDEX_HEARTBEAT_TIMEOUT_S": "86400",
         "SECTORSTORAGE_LOG_LEVEL": "warning",
+        **(extra_env or {}),
     }
-    return ServiceProcess(name="index", data_dir=data_dir, env=env, secret=SECRET).start(timeout=120)
+    first = ServiceProcess(name="index", data_dir=data_dir, env=env, secret=SECRET).start(timeout=120)
+    procs = [first]
+    for _ in range(processes - 1):  # the later --listen wins over local_fleet's port 0
+        more = ServiceProcess(name="index", data_dir=data_dir, env=env, secret=SECRET, args=("--listen", first.address))
+        procs.append(more.start(timeout=120))
+    return procs
 
 
 def measure(backend: str, args: argparse.Namespace, out: list[Result], log: Callable[[str], None]) -> None:
@@ -334,36 +343,31 @@ def measure(backend: str, args: argparse.Namespace, out: list[Result], log: Call
         log(f"{backend}: loaded {args.paths} paths and {args.files:,} sector files in {time.monotonic() - started:.1f}s")
         sectors = args.files // 2
         base = {"sectors": sectors, "path_ids": ids, "clients": args.clients, "seconds": args.seconds, "warmup": args.warmup}
-        index = start_index(root, url)
         token = create_token(SECRET.encode(), Permission.WRITE, subject="bench")
-        try:
-            for op in args.ops:
-                load = os.getloadavg()[0]
-                run = run_workers("grpc", {**base, "op": op, "address": index.address, "token": token}, args.client_procs, index.proc.pid)
-                out.append(result(backend, op, "grpc", run, load))
-                log(f"{backend} {op} grpc: {out[-1].rate:,.0f} req/s")
-                load = os.getloadavg()[0]
-                run = run_workers("direct", {**base, "op": op, "url": url, "data_dir": str(root)}, 1)
-                out.append(result(backend, op, "direct", run, load))
-                log(f"{backend} {op} direct: {out[-1].rate:,.0f} req/s")
-        finally:
-            index.stop(timeout=30)
+        # (label, extra environment, ops, also run the direct limit)
+        variants: list[tuple[str, dict[str, str], list[str], bool]] = [("grpc", {}, args.ops, True)]
         if backend == "sqlite" and args.no_auth_variant and "find" in args.ops:
             # Same server without token verification: how much of the RPC cost is the JWT check.
-            from services.cli.local_fleet import ServiceProcess
-
-            plain = ServiceProcess(
-                name="index", data_dir=root,
-                env={"SECTORSTORAGE_DATABASE_URL": url, "SECTORSTORAGE_LOG_LEVEL": "warning", "SECTORSTORAGE_AUTH_REQUIRED": "false"},
-                secret=SECRET,
-            ).start(timeout=120)
+            variants.append(("grpc, auth off", {"SECTORSTORAGE_AUTH_REQUIRED": "false"}, ["find"], False))
+        for via, extra_env, ops, with_direct in variants:
+            if args.index_procs > 1:
+                via += f", {args.index_procs} processes"
+            procs = start_index(root, url, args.index_procs, extra_env)
+            pids = [p.proc.pid for p in procs]
             try:
-                load = os.getloadavg()[0]
-                assert plain.proc is not None
-                run = run_workers("grpc", {**base, "op": "find", "address": plain.address, "token": token}, args.client_procs, plain.proc.pid)
-                out.append(result(backend, "find", "grpc, auth off", run, load))
+                for op in ops:
+                    load = os.getloadavg()[0]
+                    run = run_workers("grpc", {**base, "op": op, "address": procs[0].address, "token": token}, args.client_procs, pids)
+                    out.append(result(backend, op, via, run, load))
+                    log(f"{backend} {op} {via}: {out[-1].rate:,.0f} req/s")
+                    if with_direct:
+                        load = os.getloadavg()[0]
+                        run = run_workers("direct", {**base, "op": op, "url": url, "data_dir": str(root)}, 1)
+                        out.append(result(backend, op, "direct", run, load))
+                        log(f"{backend} {op} direct: {out[-1].rate:,.0f} req/s")
             finally:
-                plain.stop(timeout=30)
+                for proc in procs:
+                    proc.stop(timeout=30)
     finally:
         if server is not None:
             server.stop()
@@ -398,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--client-procs", type=int, default=2, help="processes the clients are spread over")
+    parser.add_argument("--index-procs", type=int, default=1, help="index processes sharing the port and the database")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--no-auth-variant", action="store_true", help="also FindSector on SQLite with auth.required=false")

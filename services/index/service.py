@@ -83,4 +83,4 @@ class IndexApp(Service):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.locks.finish_background()
-        self.db.close()
+        await self.db.aclose()

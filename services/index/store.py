@@ -231,14 +231,11 @@ class IndexStore:
     async def get_info(self, storage_id: str) -> PathState:
         storage_id = check_uuid(storage_id, "storage_id")
 
-        def run(tx: Tx) -> PathState:
-            row = tx.one(f"SELECT {_PATH_COLUMNS} FROM storage_paths WHERE id = ?", (storage_id,))
-            if row is None:
-                raise _not_attached(storage_id)
-            path = _path_row(row)
-            return PathState(path.info, path.stat, self._health(path.last_heartbeat, path.error, self.clock()))
-
-        return await self.db.run(run, Mode.READ_ONE, quick=True)
+        rows = await self.db.query(f"SELECT {_PATH_COLUMNS} FROM storage_paths WHERE id = ?", (storage_id,))
+        if not rows:
+            raise _not_attached(storage_id)
+        path = _path_row(rows[0])
+        return PathState(path.info, path.stat, self._health(path.last_heartbeat, path.error, self.clock()))
 
     async def list_paths(self) -> list[PathState]:
         """Every path with stat, health and file counts; largest capacity first, then id."""
@@ -350,11 +347,8 @@ class IndexStore:
         """The normalized id of an attached path, else NotFound (checked early by redeclare)."""
         storage_id = check_uuid(storage_id, "storage_id")
 
-        def run(tx: Tx) -> None:
-            if tx.scalar("SELECT pk FROM storage_paths WHERE id = ?", (storage_id,)) is None:
-                raise _not_attached(storage_id)
-
-        await self.db.run(run, Mode.READ_ONE, quick=True)
+        if not await self.db.query("SELECT pk FROM storage_paths WHERE id = ?", (storage_id,)):
+            raise _not_attached(storage_id)
         return storage_id
 
     async def redeclare(
@@ -392,43 +386,50 @@ class IndexStore:
         if not types:
             raise InvalidArgument("types is empty: name the file types looked for (UNSEALED, SEALED, CACHE)")
 
+        if not allow_fetch:  # one indexed query: no transaction, no thread hop
+            holders, _, _ = self._holders(await self.db.query(find_holders_sql(types), (sector.miner, sector.number)))
+            return holders
+
         def run(tx: Tx) -> list[SectorLocation]:
             now = self.clock()
-            rows = tx.query(find_holders_sql(types), (sector.miner, sector.number))
-            grouped: dict[int, list[Any]] = {}
-            for row in rows:
-                entry = grouped.get(row[0])
-                if entry is None:
-                    grouped[row[0]] = [row, int(row[9]), bool(row[10])]
-                else:
-                    entry[1] |= int(row[9])
-                    entry[2] = entry[2] or bool(row[10])
-            holders = []
-            holder_allow_to = []
-            for row, found, primary in grouped.values():
-                holders.append(
-                    SectorLocation(
-                        id=row[1],
-                        urls=_json_list(row[2]),
-                        weight=int(row[3]) * int(found).bit_count(),
-                        can_seal=bool(row[4]),
-                        can_store=bool(row[5]),
-                        primary=primary,
-                        types=FileType(found),
-                        fetch_candidate=False,
-                        healthy=health_problem(float(row[7]), str(row[8]), now, self.heartbeat_timeout) is None,
-                    )
-                )
-                holder_allow_to.append(_json_list(row[6]))
-            holders.sort(key=lambda loc: (-loc.weight, loc.id))
-            if not allow_fetch or not holders:
+            holders, pks, holder_allow_to = self._holders(tx.query(find_holders_sql(types), (sector.miner, sector.number)))
+            if not holders:
                 return holders
-            return holders + self._fetch_candidates(tx, now, sector, types, sector_size, set(grouped), fetch_groups(holder_allow_to))
+            return holders + self._fetch_candidates(tx, now, sector, types, sector_size, pks, fetch_groups(holder_allow_to))
 
-        if allow_fetch:  # reads every path: on the pool
-            return await self.db.run(run, Mode.READ)
-        # One indexed query: no transaction around it, and on SQLite no thread hop.
-        return await self.db.run(run, Mode.READ_ONE, quick=True)
+        return await self.db.run(run, Mode.READ)  # reads every path: on the pool
+
+    def _holders(self, rows: list[tuple[Any, ...]]) -> tuple[list[SectorLocation], set[int], list[tuple[str, ...]]]:
+        """FindSector's holders from find_holders_sql rows: (locations by weight, their path keys,
+        their allow_to lists)."""
+        now = self.clock()
+        grouped: dict[int, list[Any]] = {}
+        for row in rows:
+            entry = grouped.get(row[0])
+            if entry is None:
+                grouped[row[0]] = [row, int(row[9]), bool(row[10])]
+            else:
+                entry[1] |= int(row[9])
+                entry[2] = entry[2] or bool(row[10])
+        holders = []
+        holder_allow_to = []
+        for row, found, primary in grouped.values():
+            holders.append(
+                SectorLocation(
+                    id=row[1],
+                    urls=_json_list(row[2]),
+                    weight=int(row[3]) * int(found).bit_count(),
+                    can_seal=bool(row[4]),
+                    can_store=bool(row[5]),
+                    primary=primary,
+                    types=FileType(found),
+                    fetch_candidate=False,
+                    healthy=health_problem(float(row[7]), str(row[8]), now, self.heartbeat_timeout) is None,
+                )
+            )
+            holder_allow_to.append(_json_list(row[6]))
+        holders.sort(key=lambda loc: (-loc.weight, loc.id))
+        return holders, set(grouped), holder_allow_to
 
     def _fetch_candidates(
         self, tx: Tx, now: float, sector: SectorId, types: FileType, sector_size: int, holders: set[int], allowed: frozenset[str] | None

@@ -252,3 +252,16 @@ def test_closed_database_refuses_writes(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(DatabaseUnavailable, match="closed"):
         db.transact(lambda tx: tx.execute("INSERT INTO items (name, n) VALUES ('late', 1)"))
+
+
+def test_query_runs_one_read_statement(db: Database) -> None:
+    db.transact(lambda tx: tx.execute("INSERT INTO items (name, n) VALUES ('q', 7)"))
+
+    async def read() -> list[tuple[object, ...]]:
+        try:
+            return await db.query("SELECT name, n FROM items WHERE n = ?", (7,))
+        finally:
+            if db._async_pool is not None:  # asyncio connections belong to this loop
+                await db._async_pool.close()
+
+    assert asyncio.run(read()) == [("q", 7)]

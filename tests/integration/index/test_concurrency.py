@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pytest
@@ -56,10 +57,18 @@ class Occupancy:
 
 
 @pytest.mark.slow
-def test_two_replicas_32_threads_exact_state_and_exclusive_locks(make_index: MakeIndex, postgres: object) -> None:
-    dsn = postgres.new_database()  # type: ignore[attr-defined]
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_two_replicas_32_threads_exact_state_and_exclusive_locks(
+    make_index: MakeIndex, backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """PostgreSQL: two replicas on one database. SQLite: two processes on one file (as when
+    several index processes share one port on a host)."""
+    if backend == "postgres":
+        url, shared_dir = request.getfixturevalue("postgres").new_database(), None
+    else:
+        url, shared_dir = "", tmp_path / "shared"
     with ThreadPoolExecutor(2) as starter:  # both migrate the same empty database at once
-        replicas = list(starter.map(lambda _: make_index("postgres", db_url=dsn), range(2)))
+        replicas = list(starter.map(lambda _: make_index(backend, db_url=url, data_dir=shared_dir), range(2)))
     stubs = [r.stub() for r in replicas]
     shared = info(urls=["10.1.0.0:1"])
     stubs[0].StorageAttach(ipb.StorageAttachRequest(info=shared, stat=stat()), timeout=10)
@@ -139,3 +148,19 @@ def test_two_replicas_32_threads_exact_state_and_exclusive_locks(make_index: Mak
         assert stub.StorageGetLocks(ipb.StorageGetLocksRequest(), timeout=10).locks == []
     urls = stubs[1].StorageGetInfo(ipb.StorageGetInfoRequest(storage_id=shared.id), timeout=10).info.urls
     assert sorted(urls) == sorted(f"10.1.0.{i}:1" for i in range(THREADS + 1))  # no merge lost
+
+
+def test_unlock_on_one_replica_wakes_a_waiter_on_another(make_index: MakeIndex, postgres: object) -> None:
+    """Waiters poll only every 30 s here: a prompt grant proves PostgreSQL NOTIFY woke it."""
+    dsn = postgres.new_database()  # type: ignore[attr-defined]
+    env = {"SECTORSTORAGE_INDEX_LOCK_RETRY_MAX_S": "30"}
+    a = make_index("postgres", db_url=dsn, env=env).stub()
+    b = make_index("postgres", db_url=dsn, env=env).stub()
+    held = b.StorageTryLock(ipb.StorageTryLockRequest(sector=sector(42), write_types=[SEALED], owner="on-b"), timeout=10)
+    assert held.acquired
+    call = a.StorageLock(ipb.StorageLockRequest(sector=sector(42), write_types=[SEALED], owner="on-a"), timeout=60)
+    assert next(call).WhichOneof("state") == "waiting"
+    released_at = time.monotonic()
+    assert b.StorageUnlock(ipb.StorageUnlockRequest(lease_id=held.lease.lease_id), timeout=10).released
+    granted = next(call)
+    assert granted.WhichOneof("state") == "acquired" and time.monotonic() - released_at < 5
