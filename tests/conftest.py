@@ -36,3 +36,7 @@ def start_service(tmp_path: Path) -> Iterator[object]:
             proc.stop(timeout=10)
         except Exception:
             proc.kill()
+
+
+# A PostgreSQL server for the tests that need one (session-scoped; see tests/postgres.py).
+from tests.postgres import postgres  # noqa: E402, F401

@@ -1,0 +1,519 @@
+"""The storage map: paths, their health, and which sector file is in which path.
+
+Every public method is one database transaction (`Database.run`), so an RPC either happens
+completely or not at all. Decisions that depend on what was read take the locks that make them
+safe with several index processes on one PostgreSQL database:
+- attach/report health lock the path row against other writers of that row (a URL merge can
+  not lose a concurrent merge), without blocking declarations into the path;
+- declare locks the path row in share mode (the path cannot be detached under it);
+- detach and redeclare lock the path row exclusively (no declaration slips in between reading
+  the path's declarations and rewriting them).
+On SQLite every write transaction is exclusive anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from services.common.db import Database, Mode, Tx
+from services.index.domain import (
+    FILE_TYPES,
+    AllocResult,
+    Declaration,
+    FileType,
+    FsStat,
+    Health,
+    InvalidArgument,
+    NotFound,
+    PathInfo,
+    PathState,
+    PathType,
+    RedeclareResult,
+    RejectedPath,
+    SectorId,
+    SectorLocation,
+    check_uuid,
+    dedupe,
+    file_types_of,
+)
+from services.index.policy import (
+    alloc_rank,
+    fetch_groups,
+    group_problem,
+    health_problem,
+    miner_problem,
+    purpose_problem,
+    space_needed,
+    space_problem,
+    type_problem,
+)
+
+DEFAULT_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 10_000
+
+_PATH_COLUMNS = (
+    "pk, id, urls, weight, max_storage, can_seal, can_store, path_groups, allow_to, allow_types, deny_types, "
+    "allow_miners, deny_miners, capacity, available, fs_available, reserved, max_bytes, used, last_heartbeat, heartbeat_error"
+)
+
+
+@dataclass(frozen=True)
+class _PathRow:
+    pk: int
+    info: PathInfo
+    stat: FsStat
+    last_heartbeat: float
+    error: str
+
+
+def _json_list(text: str) -> tuple[Any, ...]:
+    return tuple(json.loads(text))
+
+
+def _path_row(row: Sequence[Any]) -> _PathRow:
+    info = PathInfo(
+        id=row[1],
+        urls=_json_list(row[2]),
+        weight=int(row[3]),
+        max_storage=int(row[4]),
+        can_seal=bool(row[5]),
+        can_store=bool(row[6]),
+        groups=_json_list(row[7]),
+        allow_to=_json_list(row[8]),
+        allow_types=FileType(int(row[9])),
+        deny_types=FileType(int(row[10])),
+        allow_miners=_json_list(row[11]),
+        deny_miners=_json_list(row[12]),
+    )
+    stat = FsStat(int(row[13]), int(row[14]), int(row[15]), int(row[16]), int(row[17]), int(row[18]))
+    return _PathRow(int(row[0]), info, stat, float(row[19]), str(row[20]))
+
+
+def _dump(values: Sequence[Any]) -> str:
+    return json.dumps(list(values), separators=(",", ":"))
+
+
+def _info_columns(info: PathInfo) -> tuple[Any, ...]:
+    return (
+        _dump(info.urls),
+        info.weight,
+        info.max_storage,
+        info.can_seal,
+        info.can_store,
+        _dump(info.groups),
+        _dump(info.allow_to),
+        int(info.allow_types),
+        int(info.deny_types),
+        _dump(info.allow_miners),
+        _dump(info.deny_miners),
+    )
+
+
+def _stat_columns(stat: FsStat) -> tuple[int, ...]:
+    return (stat.capacity, stat.available, stat.fs_available, stat.reserved, stat.max, stat.used)
+
+
+def _not_attached(storage_id: str) -> NotFound:
+    return NotFound(f"storage path {storage_id} is not attached (StorageAttach it first)")
+
+
+def _type_list(types: FileType) -> str:
+    return ", ".join(str(int(t)) for t in file_types_of(types))
+
+
+# -- page tokens ------------------------------------------------------------------------------
+
+
+def encode_page_token(decl: Declaration) -> str:
+    raw = json.dumps([decl.storage_id, decl.sector.miner, decl.sector.number, int(decl.file_type)], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[str, int, int, int]:
+    bad = InvalidArgument("page_token is not a token this server issued: pass next_page_token unchanged, or empty for the first page")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad from None
+    if (
+        not isinstance(value, list)
+        or len(value) != 4
+        or not isinstance(value[0], str)
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value[1:])
+    ):
+        raise bad
+    return value[0], value[1], value[2], value[3]
+
+
+class IndexStore:
+    """Paths, health and sector file declarations over the database."""
+
+    def __init__(self, db: Database, heartbeat_timeout: float, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.heartbeat_timeout = heartbeat_timeout
+        self.clock = clock
+
+    def _health(self, last_heartbeat: float, error: str, now: float) -> Health:
+        healthy = health_problem(last_heartbeat, error, now, self.heartbeat_timeout) is None
+        return Health(healthy=healthy, last_heartbeat=last_heartbeat, error=error)
+
+    # -- paths ----------------------------------------------------------------------------------
+
+    async def attach(self, info: PathInfo, stat: FsStat) -> tuple[bool, PathInfo]:
+        """Adds a path (recording stat and a heartbeat) or updates one (merging urls)."""
+        info = info.checked()
+        stat = stat.checked()
+
+        def run(tx: Tx) -> tuple[bool, PathInfo]:
+            now = self.clock()
+            select = f"SELECT {_PATH_COLUMNS} FROM storage_paths WHERE id = ?{{for_no_key_update}}"
+            row = tx.one(select, (info.id,))
+            if row is None:
+                created = tx.execute(
+                    "INSERT INTO storage_paths (id, urls, weight, max_storage, can_seal, can_store, path_groups, allow_to,"
+                    " allow_types, deny_types, allow_miners, deny_miners, capacity, available, fs_available, reserved,"
+                    " max_bytes, used, last_heartbeat, heartbeat_error, attached_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?) ON CONFLICT (id) DO NOTHING",
+                    (info.id, *_info_columns(info), *_stat_columns(stat), now, now),
+                )
+                if created == 1:
+                    return True, info
+                row = tx.one(select, (info.id,))  # another replica attached it meanwhile
+                assert row is not None
+            existing = _path_row(row)
+            merged = replace(info, urls=dedupe((*existing.info.urls, *info.urls)))
+            tx.execute(
+                "UPDATE storage_paths SET urls = ?, weight = ?, max_storage = ?, can_seal = ?, can_store = ?, path_groups = ?,"
+                " allow_to = ?, allow_types = ?, deny_types = ?, allow_miners = ?, deny_miners = ? WHERE pk = ?",
+                (*_info_columns(merged), existing.pk),
+            )
+            return False, merged
+
+        return await self.db.run(run)
+
+    async def detach(self, storage_id: str, url: str = "") -> tuple[bool, int]:
+        """Removes one url, or the path with its declarations; returns (path removed, dropped)."""
+        storage_id = check_uuid(storage_id, "storage_id")
+
+        def run(tx: Tx) -> tuple[bool, int]:
+            row = tx.one("SELECT pk, urls FROM storage_paths WHERE id = ?{for_update}", (storage_id,))
+            if row is None:
+                raise _not_attached(storage_id)
+            pk, urls = int(row[0]), list(json.loads(row[1]))
+            if url:
+                if url not in urls:
+                    raise NotFound(f"storage path {storage_id} is not served from {url!r}; its urls are {', '.join(urls)}")
+                remaining = [u for u in urls if u != url]
+                if remaining:
+                    tx.execute("UPDATE storage_paths SET urls = ? WHERE pk = ?", (_dump(remaining), pk))
+                    return False, 0
+            dropped = int(tx.scalar("SELECT COUNT(*) FROM sector_files WHERE path_pk = ?", (pk,)))
+            tx.execute("DELETE FROM sector_files WHERE path_pk = ?", (pk,))
+            tx.execute("DELETE FROM storage_paths WHERE pk = ?", (pk,))
+            return True, dropped
+
+        return await self.db.run(run)
+
+    async def get_info(self, storage_id: str) -> PathState:
+        storage_id = check_uuid(storage_id, "storage_id")
+
+        def run(tx: Tx) -> PathState:
+            row = tx.one(f"SELECT {_PATH_COLUMNS} FROM storage_paths WHERE id = ?", (storage_id,))
+            if row is None:
+                raise _not_attached(storage_id)
+            path = _path_row(row)
+            return PathState(path.info, path.stat, self._health(path.last_heartbeat, path.error, self.clock()))
+
+        return await self.db.run(run, Mode.READ)
+
+    async def list_paths(self) -> list[PathState]:
+        """Every path with stat, health and file counts; largest capacity first, then id."""
+
+        def run(tx: Tx) -> list[PathState]:
+            now = self.clock()
+            counts: dict[int, dict[FileType, int]] = {}
+            for pk, file_type, count in tx.query("SELECT path_pk, file_type, COUNT(*) FROM sector_files GROUP BY path_pk, file_type"):
+                counts.setdefault(int(pk), {})[FileType(int(file_type))] = int(count)
+            states = []
+            for row in tx.query(f"SELECT {_PATH_COLUMNS} FROM storage_paths"):
+                path = _path_row(row)
+                per_type = counts.get(path.pk, {})
+                ordered = {t: per_type[t] for t in FILE_TYPES if per_type.get(t)}
+                states.append(PathState(path.info, path.stat, self._health(path.last_heartbeat, path.error, now), ordered))
+            states.sort(key=lambda s: (-s.stat.capacity, s.info.id))
+            return states
+
+        return await self.db.run(run, Mode.READ)
+
+    async def list_sectors(
+        self, storage_id: str = "", sector: SectorId | None = None, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[Declaration], str]:
+        """One page of declarations ordered by (storage id, miner, number, type)."""
+        storage_id = check_uuid(storage_id, "storage_id") if storage_id else ""
+        limit = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
+        after = decode_page_token(page_token) if page_token else None
+
+        def run(tx: Tx) -> tuple[list[Declaration], str]:
+            if storage_id:
+                paths = tx.query("SELECT pk, id FROM storage_paths WHERE id = ?", (storage_id,))
+                if not paths:
+                    raise _not_attached(storage_id)
+            else:
+                paths = tx.query("SELECT pk, id FROM storage_paths ORDER BY id")
+            out: list[Declaration] = []
+            for pk, sid in paths:
+                if after is not None and sid < after[0]:
+                    continue
+                where, params = ["path_pk = ?"], [pk]
+                if sector is not None:
+                    where.append("miner = ? AND number = ?")
+                    params += [sector.miner, sector.number]
+                if after is not None and sid == after[0]:
+                    where.append("(miner, number, file_type) > (?, ?, ?)")
+                    params += [after[1], after[2], after[3]]
+                rows = tx.query(
+                    f"SELECT miner, number, file_type, is_primary FROM sector_files WHERE {' AND '.join(where)}"
+                    " ORDER BY miner, number, file_type LIMIT ?",
+                    (*params, limit + 1 - len(out)),
+                )
+                out += [Declaration(sid, SectorId(int(m), int(n)), FileType(int(t)), bool(p)) for m, n, t, p in rows]
+                if len(out) > limit:
+                    break
+            if len(out) > limit:
+                return out[:limit], encode_page_token(out[limit - 1])
+            return out, ""
+
+        return await self.db.run(run, Mode.READ)
+
+    async def report_health(self, storage_id: str, stat: FsStat, error: str) -> Health:
+        storage_id = check_uuid(storage_id, "storage_id")
+        stat = stat.checked("report.stat")
+
+        def run(tx: Tx) -> Health:
+            now = self.clock()
+            changed = tx.execute(
+                "UPDATE storage_paths SET capacity = ?, available = ?, fs_available = ?, reserved = ?, max_bytes = ?, used = ?,"
+                " last_heartbeat = ?, heartbeat_error = ? WHERE id = ?",
+                (*_stat_columns(stat), now, error, storage_id),
+            )
+            if changed == 0:
+                raise NotFound(f"storage path {storage_id} is not attached: StorageAttach it again (it may have been detached)")
+            return self._health(now, error, now)
+
+        return await self.db.run(run)
+
+    # -- declarations ---------------------------------------------------------------------------
+
+    async def declare(self, storage_id: str, sector: SectorId, types: FileType, primary: bool) -> None:
+        storage_id = check_uuid(storage_id, "storage_id")
+        if not types:
+            raise InvalidArgument("types is empty: name the file types present (UNSEALED, SEALED, CACHE)")
+
+        def run(tx: Tx) -> None:
+            pk = tx.scalar("SELECT pk FROM storage_paths WHERE id = ?{for_key_share}", (storage_id,))
+            if pk is None:
+                raise _not_attached(storage_id)
+            rows = [(sector.miner, sector.number, int(t), pk, primary) for t in file_types_of(types)]
+            tx.executemany(_upsert_sql(primary), rows)
+
+        await self.db.run(run)
+
+    async def drop(self, storage_id: str, sector: SectorId, types: FileType) -> None:
+        storage_id = check_uuid(storage_id, "storage_id")
+        if not types:
+            raise InvalidArgument("types is empty: name the file types to forget (UNSEALED, SEALED, CACHE)")
+
+        def run(tx: Tx) -> None:
+            tx.execute(
+                "DELETE FROM sector_files WHERE path_pk = (SELECT pk FROM storage_paths WHERE id = ?)"
+                f" AND miner = ? AND number = ? AND file_type IN ({_type_list(types)})",
+                (storage_id, sector.miner, sector.number),
+            )
+
+        await self.db.run(run)
+
+    async def require_path(self, storage_id: str) -> str:
+        """The normalized id of an attached path, else NotFound (checked early by redeclare)."""
+        storage_id = check_uuid(storage_id, "storage_id")
+
+        def run(tx: Tx) -> None:
+            if tx.scalar("SELECT pk FROM storage_paths WHERE id = ?", (storage_id,)) is None:
+                raise _not_attached(storage_id)
+
+        await self.db.run(run, Mode.READ)
+        return storage_id
+
+    async def redeclare(
+        self, storage_id: str, declarations: dict[tuple[int, int, int], bool], drop_missing: bool
+    ) -> RedeclareResult:
+        """Makes the path's declarations match `declarations` ((miner, number, type) -> primary),
+        adding and upgrading, and with drop_missing removing the rest, in one transaction."""
+        storage_id = check_uuid(storage_id, "storage_id")
+
+        def run(tx: Tx) -> RedeclareResult:
+            pk = tx.scalar("SELECT pk FROM storage_paths WHERE id = ?{for_update}", (storage_id,))
+            if pk is None:
+                raise _not_attached(storage_id)
+            existing = {
+                (int(m), int(n), int(t)): bool(p)
+                for m, n, t, p in tx.query("SELECT miner, number, file_type, is_primary FROM sector_files WHERE path_pk = ?", (pk,))
+            }
+            new = [(m, n, t, pk, p) for (m, n, t), p in declarations.items() if (m, n, t) not in existing]
+            upgrade = [(m, n, t, pk) for (m, n, t), p in declarations.items() if p and existing.get((m, n, t)) is False]
+            missing = [(m, n, t, pk) for (m, n, t) in existing if (m, n, t) not in declarations] if drop_missing else []
+            tx.executemany(_upsert_sql(True), new)
+            tx.executemany(
+                "UPDATE sector_files SET is_primary = TRUE WHERE miner = ? AND number = ? AND file_type = ? AND path_pk = ?", upgrade
+            )
+            tx.executemany("DELETE FROM sector_files WHERE miner = ? AND number = ? AND file_type = ? AND path_pk = ?", missing)
+            declared = len(new) + len(upgrade)
+            return RedeclareResult(declared=declared, unchanged=len(declarations) - declared, dropped=len(missing))
+
+        return await self.db.run(run)
+
+    # -- queries for placement ------------------------------------------------------------------
+
+    async def find(self, sector: SectorId, types: FileType, sector_size: int, allow_fetch: bool) -> list[SectorLocation]:
+        """Holders of any of `types` (by weight), then, with allow_fetch, paths to fetch into."""
+        if not types:
+            raise InvalidArgument("types is empty: name the file types looked for (UNSEALED, SEALED, CACHE)")
+
+        def run(tx: Tx) -> list[SectorLocation]:
+            now = self.clock()
+            rows = tx.query(
+                "SELECT p.pk, p.id, p.urls, p.weight, p.can_seal, p.can_store, p.allow_to, p.last_heartbeat,"
+                " p.heartbeat_error, f.file_type, f.is_primary"
+                " FROM sector_files f JOIN storage_paths p ON p.pk = f.path_pk"
+                f" WHERE f.miner = ? AND f.number = ? AND f.file_type IN ({_type_list(types)})",
+                (sector.miner, sector.number),
+            )
+            grouped: dict[int, list[Any]] = {}
+            for row in rows:
+                entry = grouped.get(row[0])
+                if entry is None:
+                    grouped[row[0]] = [row, FileType(int(row[9])), bool(row[10])]
+                else:
+                    entry[1] |= FileType(int(row[9]))
+                    entry[2] = entry[2] or bool(row[10])
+            holders = []
+            holder_allow_to = []
+            for row, found, primary in grouped.values():
+                holders.append(
+                    SectorLocation(
+                        id=row[1],
+                        urls=_json_list(row[2]),
+                        weight=int(row[3]) * len(file_types_of(found)),
+                        can_seal=bool(row[4]),
+                        can_store=bool(row[5]),
+                        primary=primary,
+                        types=found,
+                        fetch_candidate=False,
+                        healthy=health_problem(float(row[7]), str(row[8]), now, self.heartbeat_timeout) is None,
+                    )
+                )
+                holder_allow_to.append(_json_list(row[6]))
+            holders.sort(key=lambda loc: (-loc.weight, loc.id))
+            if not allow_fetch or not holders:
+                return holders
+            return holders + self._fetch_candidates(tx, now, sector, types, sector_size, set(grouped), fetch_groups(holder_allow_to))
+
+        return await self.db.run(run, Mode.READ)
+
+    def _fetch_candidates(
+        self, tx: Tx, now: float, sector: SectorId, types: FileType, sector_size: int, holders: set[int], allowed: frozenset[str] | None
+    ) -> list[SectorLocation]:
+        need = space_needed(types, sector_size, PathType.SEALING)
+        rows = tx.query(
+            f"SELECT {_PATH_COLUMNS} FROM storage_paths WHERE can_seal AND weight > 0 AND heartbeat_error = ''"
+            " AND last_heartbeat >= ? AND available >= ?",
+            (now - self.heartbeat_timeout, need),
+        )
+        ranked = []
+        for row in rows:
+            path = _path_row(row)
+            if path.pk in holders:
+                continue
+            info = path.info
+            if group_problem(allowed, info.groups) or type_problem(info, types) or miner_problem(info, sector.miner):
+                continue
+            ranked.append((alloc_rank(info.weight, path.stat.available, info.id), info))
+        ranked.sort(key=lambda item: item[0])
+        return [
+            SectorLocation(
+                id=info.id,
+                urls=info.urls,
+                weight=0,
+                can_seal=info.can_seal,
+                can_store=info.can_store,
+                primary=False,
+                types=FileType(0),
+                fetch_candidate=True,
+                healthy=True,
+            )
+            for _, info in ranked
+        ]
+
+    async def best_alloc(
+        self,
+        types: FileType,
+        sector_size: int,
+        path_type: PathType,
+        miner: int | None = None,
+        storage_ids: Sequence[str] = (),
+        include_rejected: bool = False,
+    ) -> AllocResult:
+        """Paths that can take new files of `types`, best first (available x weight)."""
+        if not types:
+            raise InvalidArgument("types is empty: name the file types to allocate (UNSEALED, SEALED, CACHE)")
+        wanted = dedupe(check_uuid(s, "storage_ids") for s in storage_ids)
+        need = space_needed(types, sector_size, path_type)
+
+        def run(tx: Tx) -> AllocResult:
+            now = self.clock()
+            if wanted:
+                marks = ", ".join("?" for _ in wanted)
+                rows = tx.query(f"SELECT {_PATH_COLUMNS} FROM storage_paths WHERE id IN ({marks})", wanted)
+            else:
+                rows = tx.query(f"SELECT {_PATH_COLUMNS} FROM storage_paths")
+            ranked = []
+            rejected = []
+            seen = set()
+            for row in rows:
+                path = _path_row(row)
+                info = path.info
+                seen.add(info.id)
+                problem = (
+                    purpose_problem(info, path_type)
+                    or health_problem(path.last_heartbeat, path.error, now, self.heartbeat_timeout)
+                    or type_problem(info, types)
+                    or miner_problem(info, miner)
+                    or space_problem(need, path.stat.available)
+                )
+                if problem:
+                    rejected.append(RejectedPath(info.id, problem))
+                else:
+                    ranked.append((alloc_rank(info.weight, path.stat.available, info.id), info))
+            rejected += [RejectedPath(s, "not attached") for s in wanted if s not in seen]
+            ranked.sort(key=lambda item: item[0])
+            rejected.sort(key=lambda r: r.storage_id)
+            return AllocResult([info for _, info in ranked], rejected if include_rejected else [])
+
+        return await self.db.run(run, Mode.READ)
+
+
+def _upsert_sql(primary: bool) -> str:
+    """Insert a declaration; an existing one is left alone, or upgraded to primary."""
+    insert = "INSERT INTO sector_files (miner, number, file_type, path_pk, is_primary) VALUES (?, ?, ?, ?, ?)"
+    if primary:
+        return (
+            insert + " ON CONFLICT (miner, number, file_type, path_pk) DO UPDATE SET is_primary = TRUE"
+            " WHERE excluded.is_primary AND NOT sector_files.is_primary"
+        )
+    return insert + " ON CONFLICT (miner, number, file_type, path_pk) DO NOTHING"
