@@ -54,12 +54,7 @@ class _SyncDetails(grpc.ClientCallDetails):
         self.compression = compression
 
 
-class _AioToken(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class _AioTokenBase:
     def __init__(self, token: str) -> None:
         self._token = token
 
@@ -67,15 +62,25 @@ class _AioToken(
         metadata = grpc.aio.Metadata(*_with_token(d.metadata, self._token))
         return grpc.aio.ClientCallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready)
 
+
+# grpc.aio files each interceptor object under exactly one call kind (the first matching base
+# class), so one class per kind: otherwise streaming calls would go out without the token.
+class _AioTokenUnaryUnary(_AioTokenBase, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, d: grpc.aio.ClientCallDetails, request: Any) -> Any:
         return await continuation(self._details(d), request)
 
+
+class _AioTokenUnaryStream(_AioTokenBase, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, d: grpc.aio.ClientCallDetails, request: Any) -> Any:
         return await continuation(self._details(d), request)
 
+
+class _AioTokenStreamUnary(_AioTokenBase, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, d: grpc.aio.ClientCallDetails, request_iterator: Any) -> Any:
         return await continuation(self._details(d), request_iterator)
 
+
+class _AioTokenStreamStream(_AioTokenBase, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, d: grpc.aio.ClientCallDetails, request_iterator: Any) -> Any:
         return await continuation(self._details(d), request_iterator)
 
@@ -86,5 +91,12 @@ def sync_channel(target: str, token: str | None) -> grpc.Channel:
 
 
 def aio_channel(target: str, token: str | None) -> grpc.aio.Channel:
-    interceptors = [_AioToken(token)] if token else None
+    interceptors: list[grpc.aio.ClientInterceptor] | None = None
+    if token:
+        interceptors = [
+            _AioTokenUnaryUnary(token),
+            _AioTokenUnaryStream(token),
+            _AioTokenStreamUnary(token),
+            _AioTokenStreamStream(token),
+        ]
     return grpc.aio.insecure_channel(target, options=GRPC_OPTIONS, interceptors=interceptors)
