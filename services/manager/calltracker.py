@@ -24,7 +24,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
 from typing import Protocol
@@ -141,7 +141,7 @@ class Decision:
 class CallStore(Protocol):
     """The repository the tracker writes through (store.ManagerStore)."""
 
-    async def save(self, work: WorkRecord | None = None, calls: Iterable[CallRecord] = ()) -> None: ...
+    async def save(self, work: WorkRecord | None = None, calls: Sequence[CallRecord] = ()) -> None: ...
     async def load_live(self) -> tuple[list[WorkRecord], list[CallRecord]]: ...
     async def get_call(self, call_id: str) -> CallRecord | None: ...
 
@@ -199,6 +199,7 @@ class CallTracker:
         priority: int,
         dedup: bool = True,
         key_extra: bytes = b"",
+        selector: str = "",
     ) -> tuple[LiveWork, bool]:
         """The live work for this request, and whether it was created now (False: attached to
         one in flight or finished and not yet collected)."""
@@ -211,7 +212,7 @@ class CallTracker:
         record = WorkRecord(
             work_id=work_id, method=method, task_type=task_type, miner=sector.miner, number=sector.number,
             seal_proof=sector.seal_proof, priority=priority, params=params, status=WorkStatus.QUEUED, attempt=1,
-            call_id=call_id, dedup=dedup, created_at=now, updated_at=now,
+            call_id=call_id, dedup=dedup, selector=selector, created_at=now, updated_at=now,
         )
         call = CallRecord(
             call_id=call_id, work_id=work_id, method=method, task_type=task_type, miner=sector.miner,

@@ -62,6 +62,12 @@ class StorageIndex(Protocol):
         """Storage ids that can take new files of these types, best first."""
         ...
 
+    async def try_read_lock(self, miner: int, number: int, types: Iterable[FileType], owner: str) -> str | None:
+        """A short read lease on the files, or None when a writer holds them."""
+        ...
+
+    async def unlock(self, lease_id: str) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -111,6 +117,20 @@ class GrpcStorageIndex:
             request.miner = miner
         reply = await self._stub.StorageBestAlloc(request, timeout=INDEX_RPC_TIMEOUT_S)
         return [p.id for p in reply.paths]
+
+    async def try_read_lock(self, miner: int, number: int, types: Iterable[FileType], owner: str) -> str | None:
+        reply = await self._stub.StorageTryLock(
+            index_pb2.StorageTryLockRequest(
+                sector=common_pb2.SectorId(miner=miner, number=number),
+                read_types=[common_pb2.SectorFileType.ValueType(t) for t in types],
+                owner=owner,
+            ),
+            timeout=INDEX_RPC_TIMEOUT_S,
+        )
+        return reply.lease.lease_id if reply.acquired else None
+
+    async def unlock(self, lease_id: str) -> None:
+        await self._stub.StorageUnlock(index_pb2.StorageUnlockRequest(lease_id=lease_id), timeout=INDEX_RPC_TIMEOUT_S)
 
     async def close(self) -> None:
         await self._channel.close()

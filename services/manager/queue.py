@@ -10,6 +10,7 @@ lanes that worker can serve need a look, and a lane whose shape does not fit is 
 from __future__ import annotations
 
 import heapq
+import itertools
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -20,6 +21,9 @@ from services.manager.tasks import QueueKey
 if TYPE_CHECKING:
     from services.manager.accounting import Grant
     from services.manager.selectors import Candidates
+
+
+_tiebreak = itertools.count()
 
 
 class RequestState(Enum):
@@ -57,15 +61,16 @@ class Lane:
     A heap with lazy deletion: placed or cancelled requests stay in the heap until they reach
     its head, where `peek` drops them."""
 
-    heap: list[tuple[QueueKey, SchedRequest]] = field(default_factory=list)
+    heap: list[tuple[QueueKey, int, SchedRequest]] = field(default_factory=list)
 
     def push(self, request: SchedRequest) -> None:
-        heapq.heappush(self.heap, (request.key, request))
+        # A re-filed request (new candidates) shares its key with the stale entry it replaces.
+        heapq.heappush(self.heap, (request.key, next(_tiebreak), request))
 
     def peek(self) -> SchedRequest | None:
         heap = self.heap
         while heap:
-            request = heap[0][1]
+            request = heap[0][2]
             if request.state is RequestState.QUEUED:
                 return request
             heapq.heappop(heap)

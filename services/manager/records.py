@@ -77,6 +77,8 @@ class WorkRecord:
     error_message: str = ""
     # False for work that cannot be asked for again (AddPiece: its data was a stream).
     dedup: bool = True
+    # Where it may run (selectors.selector_to_json).
+    selector: str = ""
     created_at: float = 0.0
     updated_at: float = 0.0
     # Earliest time the current call may be scheduled (retry back-off).

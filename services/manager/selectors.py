@@ -18,6 +18,7 @@ sealed replica), so files move only when they must.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -205,3 +206,42 @@ class AllocSelector:
 
     def describe(self) -> str:
         return f"alloc({_types(self.types)}, {self.path_type.name.lower()})"
+
+
+def selector_to_json(selector: Selector) -> str:
+    """A selector as JSON, stored with its work so that a restarted manager can schedule it."""
+    if isinstance(selector, TaskSelector):
+        data: dict[str, object] = {"kind": "task"}
+    elif isinstance(selector, FixedSelector):
+        data = {"kind": "fixed", "workers": list(selector.workers)}
+    elif isinstance(selector, ExistingSelector):
+        data = {
+            "kind": "existing", "miner": selector.sector.miner, "number": selector.sector.number,
+            "size": selector.sector.sector_size, "types": sorted(int(t) for t in selector.types),
+            "allow_fetch": selector.allow_fetch,
+        }
+    elif isinstance(selector, AllocSelector):
+        data = {
+            "kind": "alloc", "miner": selector.sector.miner, "number": selector.sector.number,
+            "size": selector.sector.sector_size, "types": sorted(int(t) for t in selector.types),
+            "path_type": int(selector.path_type), "prefer": sorted(int(t) for t in selector.prefer_holders_of),
+        }
+    else:
+        raise TypeError(f"cannot store selector {selector!r}")
+    return json.dumps(data, sort_keys=True)
+
+
+def selector_from_json(text: str) -> Selector:
+    data = json.loads(text)
+    kind = data["kind"]
+    if kind == "task":
+        return TaskSelector()
+    if kind == "fixed":
+        return FixedSelector(tuple(data["workers"]))
+    sector = SectorKey(int(data["miner"]), int(data["number"]), int(data["size"]))
+    types = frozenset(FileType(t) for t in data["types"])
+    if kind == "existing":
+        return ExistingSelector(sector, types, bool(data["allow_fetch"]))
+    if kind == "alloc":
+        return AllocSelector(sector, types, PathType(data["path_type"]), frozenset(FileType(t) for t in data["prefer"]))
+    raise ValueError(f"unknown selector kind {kind!r}")

@@ -39,6 +39,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 error_code INTEGER NOT NULL,
                 error_message TEXT NOT NULL,
                 dedup BOOLEAN NOT NULL,
+                selector TEXT NOT NULL,
                 created_at DOUBLE PRECISION NOT NULL,
                 updated_at DOUBLE PRECISION NOT NULL,
                 not_before DOUBLE PRECISION NOT NULL
@@ -82,7 +83,8 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 _WORK_COLUMNS = (
     "work_id", "method", "task_type", "miner", "number", "seal_proof", "priority", "params", "status", "attempt",
-    "call_id", "outcome", "result", "error_code", "error_message", "dedup", "created_at", "updated_at", "not_before",
+    "call_id", "outcome", "result", "error_code", "error_message", "dedup", "selector", "created_at", "updated_at",
+    "not_before",
 )
 _CALL_COLUMNS = (
     "call_id", "work_id", "method", "task_type", "miner", "number", "seal_proof", "attempt", "status", "priority",
@@ -107,8 +109,8 @@ _SELECT_CALL = f"SELECT {', '.join(_CALL_COLUMNS)} FROM manager_calls"
 def _work_row(w: WorkRecord) -> tuple[Any, ...]:
     return (
         w.work_id, w.method, w.task_type, w.miner, w.number, w.seal_proof, w.priority, w.params, w.status.value,
-        w.attempt, w.call_id, w.outcome.value, w.result, w.error_code, w.error_message, w.dedup, w.created_at,
-        w.updated_at, w.not_before,
+        w.attempt, w.call_id, w.outcome.value, w.result, w.error_code, w.error_message, w.dedup, w.selector,
+        w.created_at, w.updated_at, w.not_before,
     )
 
 
@@ -117,8 +119,8 @@ def _work(row: Sequence[Any]) -> WorkRecord:
         work_id=row[0], method=row[1], task_type=int(row[2]), miner=int(row[3]), number=int(row[4]),
         seal_proof=int(row[5]), priority=int(row[6]), params=bytes(row[7]), status=WorkStatus(row[8]),
         attempt=int(row[9]), call_id=row[10], outcome=OutcomeKind(row[11]), result=bytes(row[12]),
-        error_code=int(row[13]), error_message=row[14], dedup=bool(row[15]), created_at=float(row[16]),
-        updated_at=float(row[17]), not_before=float(row[18]),
+        error_code=int(row[13]), error_message=row[14], dedup=bool(row[15]), selector=row[16],
+        created_at=float(row[17]), updated_at=float(row[18]), not_before=float(row[19]),
     )
 
 
