@@ -514,10 +514,10 @@ class Scheduler:
                 static = worker.capacity.check_idle(shape, row)
                 if static is None:
                     ever = True
-                if not worker.schedulable:
-                    reason, detail = WaitReason.WORKER_UNAVAILABLE, "disabled, cordoned or disconnected"
-                elif static is not None:
+                if static is not None:
                     reason, detail = static
+                elif not worker.schedulable:
+                    reason, detail = WaitReason.WORKER_UNAVAILABLE, "disabled, cordoned or disconnected"
                 elif not request.candidates.accepts(worker.id):
                     reason = request.candidates.reason
                     detail = "no path can take the new files" if reason is WaitReason.NO_STORAGE else "does not hold the sector's files"

@@ -535,8 +535,6 @@ class InProcessManager:
     async def crash(self) -> None:
         """Stops serving at once without any clean-up (kill -9 as seen from the database: what
         is written is what a new process finds)."""
-        if self.channel is not None:
-            await self.channel.close()
         assert self.task is not None and self.host is not None and self.host.server is not None and self.app is not None
         self.task.cancel()
         for loop_task in self.app._loops:
@@ -544,3 +542,7 @@ class InProcessManager:
         await self.host.server.stop(0)
         await self.app.runner.close()
         self.app.db.close()
+
+    async def close_client(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
