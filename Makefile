@@ -7,7 +7,7 @@ VPY         := $(VENV)/bin/python
 DEPS_STAMP  := $(VENV)/.deps-installed
 CARGO_DIR   := rust_core
 
-.PHONY: help venv develop protos check-protos test test-rust test-python lint fmt demo bench clean
+.PHONY: help venv develop protos check-protos postgres test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep clean
 
 help:
 	@echo "make demo   - build, start index + manager + workers locally, run the main job"
@@ -29,6 +29,7 @@ $(DEPS_STAMP): pyproject.toml | $(VPY)
 venv: $(DEPS_STAMP)
 
 # Rebuilds rust_core (incrementally) and installs the package into the venv in editable mode.
+# (No --skip-install: with this layout it builds the wheel but leaves the old extension installed.)
 develop: $(DEPS_STAMP)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
 
@@ -41,7 +42,18 @@ check-protos: $(DEPS_STAMP)
 test-rust:
 	cd $(CARGO_DIR) && cargo test --release
 
-test-python: develop
+# PostgreSQL for the database tests (index, manager): the fixtures start a throwaway server from
+# its binaries. Installed with apt-get when missing and we may (root or passwordless sudo), as in
+# CI; otherwise those tests skip, saying why.
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	else echo "PostgreSQL is not installed and cannot be installed here: its tests will be skipped"; fi
+
+test-python: develop postgres
 	$(VPY) -m pytest
 
 test: lint test-rust test-python
@@ -50,6 +62,7 @@ lint: $(DEPS_STAMP)
 	cd $(CARGO_DIR) && cargo fmt --check
 	cd $(CARGO_DIR) && cargo clippy --all-targets -- -D warnings
 	cd $(CARGO_DIR) && cargo clippy --all-targets --features python -- -D warnings
+	cd $(CARGO_DIR) && cargo clippy --all-targets --features cuda -- -D warnings
 	$(VPY) -m mypy
 
 demo: develop
@@ -57,6 +70,16 @@ demo: develop
 
 bench: develop
 	$(VPY) -m bench
+
+# rust_core hot paths against their limits (bench/README.md; figures in docs/benchmarks.md).
+bench-fr32:
+	cd bench/fr32 && cargo run --release -q
+
+bench-commp:
+	cd $(CARGO_DIR) && cargo run --release -q --example bench_commp
+
+bench-porep:
+	cd $(CARGO_DIR) && cargo run --release -q --example bench_porep -- $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(CARGO_DIR)/target .pytest_cache .mypy_cache .demo

@@ -10,6 +10,8 @@ import pytest
 from services.cli.local_fleet import ServiceProcess
 
 REPO = Path(__file__).resolve().parent.parent
+# The known-answer vectors live beside the repository checkout, in ../shared/vectors.
+VECTORS_DIR = REPO.parent / "shared" / "vectors"
 # The fleet key every test service shares (tests sign their own tokens with it).
 TEST_SECRET = "test-fleet-key-0123456789abcdef-0123456789abcdef"
 
@@ -36,6 +38,17 @@ def start_service(tmp_path: Path) -> Iterator[object]:
             proc.stop(timeout=10)
         except Exception:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def vectors_dir() -> Path:
+    """The shared known-answer vectors (fr32, commP, commD, CIDs); fails if they are missing."""
+    if not (VECTORS_DIR / "vectors.json").is_file():
+        pytest.fail(
+            f"known-answer vectors not found at {VECTORS_DIR}: "
+            "check the repository out with ../shared beside it"
+        )
+    return VECTORS_DIR
 
 
 # A PostgreSQL server for the tests that need one (session-scoped; see tests/postgres.py).

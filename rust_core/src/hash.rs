@@ -20,10 +20,41 @@ pub fn trim_to_fr32(node: &mut Node) {
 /// `H(left, right)`: the parent of two nodes.
 #[inline]
 pub fn hash_pair(left: &Node, right: &Node) -> Node {
-    let mut hasher = Sha256::new();
-    hasher.update(left);
-    hasher.update(right);
-    finish(hasher)
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(left);
+    block[32..].copy_from_slice(right);
+    hash_block(&block)
+}
+
+/// SHA-256 initial state (FIPS 180-4 §5.3.3).
+pub const SHA256_IV: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+/// The padding block of every 64-byte message: `0x80`, zeros, then the bit length 512 big-endian.
+pub const PAD_BLOCK_64: [u8; 64] = {
+    let mut block = [0u8; 64];
+    block[0] = 0x80;
+    block[62] = 0x02;
+    block
+};
+
+/// `H` of one 64-byte message (two nodes side by side). Every tree node is exactly this, so the
+/// message and its constant padding block go straight to the compression function (SHA-NI when
+/// the CPU has it): two compressions, no hasher state to set up or finalize.
+#[inline]
+pub fn hash_block(block: &[u8; 64]) -> Node {
+    let mut state = SHA256_IV;
+    sha2::compress256(
+        &mut state,
+        &[GenericArray::from(*block), GenericArray::from(PAD_BLOCK_64)],
+    );
+    let mut out: Node = [0u8; 32];
+    for (bytes, word) in out.chunks_exact_mut(4).zip(state) {
+        bytes.copy_from_slice(&word.to_be_bytes());
+    }
+    trim_to_fr32(&mut out);
+    out
 }
 
 /// SHA-256 over arbitrary bytes, trimmed to 254 bits (for labels and derived ids).
@@ -80,6 +111,18 @@ mod tests {
             hex(&hash_pair(&l, &[0u8; 32])),
             "16abab341fb7f370e27e4dadcf81766dd0dfd0ae64469477bb2cf6614938b22f"
         );
+    }
+
+    #[test]
+    fn block_hash_equals_generic_sha256() {
+        let mut block = [0u8; 64];
+        for (i, b) in block.iter_mut().enumerate() {
+            *b = (i * 7 + 3) as u8;
+        }
+        assert_eq!(hash_block(&block), hash_trunc254(&block));
+        let (l, r) = block.split_at(32);
+        let (l, r): (Node, Node) = (l.try_into().unwrap(), r.try_into().unwrap());
+        assert_eq!(hash_pair(&l, &r), hash_trunc254(&block));
     }
 
     #[test]

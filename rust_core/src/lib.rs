@@ -3,11 +3,25 @@
 //! Pure Rust modules hold the computation; the `python` module (behind the `python`
 //! feature, which maturin enables) only converts types and maps errors.
 
+pub mod commd;
+pub mod commp;
 pub mod error;
+pub mod fr32;
+pub mod fr32_file;
+pub mod gpu;
 pub mod hash;
+pub mod io;
+pub mod merkle;
+pub mod piece_cid;
+pub mod piece_size;
+pub mod porep;
+pub mod stream_store;
+pub mod zero_comm;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_porep;
 
 pub use error::{Error, Result};
 

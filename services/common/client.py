@@ -63,8 +63,9 @@ class _AioTokenBase:
         return grpc.aio.ClientCallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready)
 
 
-# grpc.aio files each interceptor object under exactly one call kind (the first matching base
-# class), so one class per kind: otherwise streaming calls would go out without the token.
+# grpc.aio files an interceptor under the first call kind it implements (an if/elif chain on
+# isinstance), so one class implementing all four kinds would only see unary-unary calls and
+# streaming calls would go out without a token: one class per kind.
 class _AioTokenUnaryUnary(_AioTokenBase, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, d: grpc.aio.ClientCallDetails, request: Any) -> Any:
         return await continuation(self._details(d), request)
@@ -91,12 +92,9 @@ def sync_channel(target: str, token: str | None) -> grpc.Channel:
 
 
 def aio_channel(target: str, token: str | None) -> grpc.aio.Channel:
-    interceptors: list[grpc.aio.ClientInterceptor] | None = None
-    if token:
-        interceptors = [
-            _AioTokenUnaryUnary(token),
-            _AioTokenUnaryStream(token),
-            _AioTokenStreamUnary(token),
-            _AioTokenStreamStream(token),
-        ]
+    interceptors: list[Any] | None = (
+        [_AioTokenUnaryUnary(token), _AioTokenUnaryStream(token), _AioTokenStreamUnary(token), _AioTokenStreamStream(token)]
+        if token
+        else None
+    )
     return grpc.aio.insecure_channel(target, options=GRPC_OPTIONS, interceptors=interceptors)

@@ -118,8 +118,11 @@ def duration(seconds: float) -> Duration:
     return d
 
 
+_TYPE_VALUES = tuple([common_pb2.SectorFileType.ValueType(int(t)) for t in file_types_of(m)] for m in range(8))
+
+
 def type_values(mask: FileType) -> list[common_pb2.SectorFileType.ValueType]:
-    return [common_pb2.SectorFileType.ValueType(int(t)) for t in file_types_of(mask)]
+    return list(_TYPE_VALUES[int(mask) & 7])
 
 
 def sector_msg(value: SectorId) -> common_pb2.SectorId:

@@ -72,19 +72,24 @@ FILE_TYPES: tuple[FileType, ...] = (FileType.UNSEALED, FileType.SEALED, FileType
 NO_TYPES = FileType(0)
 
 
-def file_types_of(mask: int) -> list[FileType]:
+# Flag arithmetic on IntFlag members is slow in CPython; hot paths use these tables instead.
+_MASKS: tuple[FileType, ...] = tuple(FileType(m) for m in range(8))
+_SPLIT: tuple[tuple[FileType, ...], ...] = tuple(tuple(t for t in FILE_TYPES if m & t) for m in range(8))
+
+
+def file_types_of(mask: int) -> tuple[FileType, ...]:
     """The single types in a mask, in the reference's order (unsealed, sealed, cache)."""
-    return [t for t in FILE_TYPES if mask & t]
+    return _SPLIT[mask & 7]
 
 
 def parse_file_types(values: Iterable[int], what: str = "types") -> FileType:
     """A set of proto SectorFileType values as one mask; duplicates are ignored."""
-    mask = NO_TYPES
+    mask = 0
     for value in values:
         if value not in (1, 2, 4):
             raise InvalidArgument(f"{what}: {value} is not a sector file type (use UNSEALED, SEALED or CACHE)")
-        mask |= FileType(value)
-    return mask
+        mask |= value
+    return _MASKS[mask]
 
 
 @dataclass(frozen=True, order=True)

@@ -19,6 +19,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from services.common.db import Database, Mode, Tx
@@ -72,7 +73,9 @@ class _PathRow:
     error: str
 
 
+@lru_cache(maxsize=8192)
 def _json_list(text: str) -> tuple[Any, ...]:
+    """A stored JSON list; cached because the same few path rows are read over and over."""
     return tuple(json.loads(text))
 
 
@@ -123,8 +126,12 @@ def _not_attached(storage_id: str) -> NotFound:
     return NotFound(f"storage path {storage_id} is not attached (StorageAttach it first)")
 
 
+_TYPE_LISTS = tuple(", ".join(str(int(t)) for t in file_types_of(m)) for m in range(8))
+
+
 def _type_list(types: FileType) -> str:
-    return ", ".join(str(int(t)) for t in file_types_of(types))
+    """`1, 4` for SQL `IN (...)`: only ever one of 7 fixed strings, so statements stay cacheable."""
+    return _TYPE_LISTS[int(types) & 7]
 
 
 # -- page tokens ------------------------------------------------------------------------------
@@ -317,11 +324,11 @@ class IndexStore:
             raise InvalidArgument("types is empty: name the file types present (UNSEALED, SEALED, CACHE)")
 
         def run(tx: Tx) -> None:
-            pk = tx.scalar("SELECT pk FROM storage_paths WHERE id = ?{for_key_share}", (storage_id,))
+            pk = tx.scalar(DECLARE_PATH_SQL, (storage_id,))
             if pk is None:
                 raise _not_attached(storage_id)
             rows = [(sector.miner, sector.number, int(t), pk, primary) for t in file_types_of(types)]
-            tx.executemany(_upsert_sql(primary), rows)
+            tx.executemany(upsert_sql(primary), rows)
 
         await self.db.run(run)
 
@@ -368,7 +375,7 @@ class IndexStore:
             new = [(m, n, t, pk, p) for (m, n, t), p in declarations.items() if (m, n, t) not in existing]
             upgrade = [(m, n, t, pk) for (m, n, t), p in declarations.items() if p and existing.get((m, n, t)) is False]
             missing = [(m, n, t, pk) for (m, n, t) in existing if (m, n, t) not in declarations] if drop_missing else []
-            tx.executemany(_upsert_sql(True), new)
+            tx.executemany(upsert_sql(True), new)
             tx.executemany(
                 "UPDATE sector_files SET is_primary = TRUE WHERE miner = ? AND number = ? AND file_type = ? AND path_pk = ?", upgrade
             )
@@ -387,20 +394,14 @@ class IndexStore:
 
         def run(tx: Tx) -> list[SectorLocation]:
             now = self.clock()
-            rows = tx.query(
-                "SELECT p.pk, p.id, p.urls, p.weight, p.can_seal, p.can_store, p.allow_to, p.last_heartbeat,"
-                " p.heartbeat_error, f.file_type, f.is_primary"
-                " FROM sector_files f JOIN storage_paths p ON p.pk = f.path_pk"
-                f" WHERE f.miner = ? AND f.number = ? AND f.file_type IN ({_type_list(types)})",
-                (sector.miner, sector.number),
-            )
+            rows = tx.query(find_holders_sql(types), (sector.miner, sector.number))
             grouped: dict[int, list[Any]] = {}
             for row in rows:
                 entry = grouped.get(row[0])
                 if entry is None:
-                    grouped[row[0]] = [row, FileType(int(row[9])), bool(row[10])]
+                    grouped[row[0]] = [row, int(row[9]), bool(row[10])]
                 else:
-                    entry[1] |= FileType(int(row[9]))
+                    entry[1] |= int(row[9])
                     entry[2] = entry[2] or bool(row[10])
             holders = []
             holder_allow_to = []
@@ -409,11 +410,11 @@ class IndexStore:
                     SectorLocation(
                         id=row[1],
                         urls=_json_list(row[2]),
-                        weight=int(row[3]) * len(file_types_of(found)),
+                        weight=int(row[3]) * int(found).bit_count(),
                         can_seal=bool(row[4]),
                         can_store=bool(row[5]),
                         primary=primary,
-                        types=found,
+                        types=FileType(found),
                         fetch_candidate=False,
                         healthy=health_problem(float(row[7]), str(row[8]), now, self.heartbeat_timeout) is None,
                     )
@@ -508,7 +509,21 @@ class IndexStore:
         return await self.db.run(run, Mode.READ)
 
 
-def _upsert_sql(primary: bool) -> str:
+def find_holders_sql(types: FileType) -> str:
+    """FindSector's one query: the declarations of a sector's requested types, with their paths."""
+    return (
+        "SELECT p.pk, p.id, p.urls, p.weight, p.can_seal, p.can_store, p.allow_to, p.last_heartbeat,"
+        " p.heartbeat_error, f.file_type, f.is_primary"
+        " FROM sector_files f JOIN storage_paths p ON p.pk = f.path_pk"
+        f" WHERE f.miner = ? AND f.number = ? AND f.file_type IN ({_type_list(types)})"
+    )
+
+
+# DeclareSector: the path, locked against a concurrent detach until commit.
+DECLARE_PATH_SQL = "SELECT pk FROM storage_paths WHERE id = ?{for_key_share}"
+
+
+def upsert_sql(primary: bool) -> str:
     """Insert a declaration; an existing one is left alone, or upgraded to primary."""
     insert = "INSERT INTO sector_files (miner, number, file_type, path_pk, is_primary) VALUES (?, ?, ?, ?, ?)"
     if primary:

@@ -1,10 +1,34 @@
-"""Configuration of the worker service."""
+"""Configuration of the worker service.
+
+Section `[worker]` (environment `SECTORSTORAGE_WORKER_<KEY>`):
+
+manager, index          HOST:PORT of the manager (register, heartbeat, Return results) and of
+                        the index (paths, declarations, locks). Without an index the worker
+                        serves but cannot attach storage or run tasks.
+advertise               Address peers and the manager use to reach this worker.
+task_types              Task types accepted at start (short names AP PC1 PC2 C1 C2 FIN GET UNS
+                        WDP WNP); empty = all. Changeable at run time (Enable/DisableTaskType).
+parallel_fetch_limit    Most sector files fetched from peers at once (the reference's 5).
+max_tasks               Most asynchronous tasks running at once; 0 = no limit (the manager
+                        accounts resources; this is a safety net). Per-type caps: resources.
+resources               Resource-table overrides, `{PC1_32G_MAX_CONCURRENT = 4, ...}` (see
+                        services/worker/resources.py); the process environment may also set them.
+cpus, memory            Override the detected CPU count / physical memory (0 = detect).
+no_swap                 Report no swap to the scheduler.
+ignore_resources        Ask the scheduler to skip resource accounting for this worker.
+compute_backend         `auto` (a GPU when the scheduler grants one, else the CPU), `cpu`, or
+                        `cuda:N` to pin every GPU-capable step to one device.
+lock_ttl_s              Lease length of the sector locks tasks hold (renewed every third).
+storage_heartbeat_s     How often each path's stat goes to the index (the reference's 10 s).
+fetch_chunk_bytes       Size of the chunks this worker sends when serving files.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.common.config import ServiceConfig
+from services.worker.resources import is_override_key, parse_overrides, parse_task_type
 
 
 class WorkerSection(BaseModel):
@@ -23,6 +47,42 @@ class WorkerSection(BaseModel):
     register_retry_max_s: float = Field(default=30.0, gt=0, le=3600)
     # Seconds between heartbeats to the manager once registered.
     heartbeat_interval_s: float = Field(default=5.0, gt=0, le=300)
+    task_types: list[str] = Field(default_factory=list)
+    parallel_fetch_limit: int = Field(default=5, ge=1, le=256)
+    max_tasks: int = Field(default=0, ge=0, le=100_000)
+    resources: dict[str, str | int | float] = Field(default_factory=dict)
+    cpus: int = Field(default=0, ge=0)
+    memory: int = Field(default=0, ge=0)
+    no_swap: bool = False
+    ignore_resources: bool = False
+    compute_backend: str = "auto"
+    lock_ttl_s: float = Field(default=60.0, ge=5, le=600)
+    storage_heartbeat_s: float = Field(default=10.0, gt=0, le=300)
+    fetch_chunk_bytes: int = Field(default=1 << 20, ge=4096, le=4 << 20)
+
+    @field_validator("task_types")
+    @classmethod
+    def _task_types(cls, value: list[str]) -> list[str]:
+        for name in value:
+            parse_task_type(name)
+        return value
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, value: dict[str, str | int | float]) -> dict[str, str | int | float]:
+        bad = [k for k in value if not is_override_key(k)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: keys must look like PC1_32G_MAX_CONCURRENT (TASK[_SIZE]_FIELD)")
+        parse_overrides(value)
+        return value
+
+    @field_validator("compute_backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        text = value.strip().lower()
+        if text not in ("auto", "cpu") and not (text.startswith("cuda:") and text[5:].isdigit()):
+            raise ValueError("must be auto, cpu or cuda:N")
+        return text
 
 
 class WorkerConfig(ServiceConfig):

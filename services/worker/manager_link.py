@@ -1,12 +1,17 @@
 """The worker's link to the manager: register, then heartbeat; when the manager is missing,
-down or restarted, keep retrying with back-off while the worker goes on serving its peers."""
+down or restarted, keep retrying with back-off while the worker goes on serving its peers.
+
+Each heartbeat carries the calls running now, and the full WorkerInfo when it changed (task
+types enabled/disabled, paths attached/detached). Running calls the manager says it does not
+know are stopped; a manager restart makes the worker redeclare its storage and register again.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -23,6 +28,10 @@ async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stopping.wait(), timeout=seconds)
 
 
+async def _nothing() -> None:
+    return None
+
+
 class ManagerLink:
     def __init__(
         self,
@@ -30,9 +39,13 @@ class ManagerLink:
         token: str,
         address: str,
         session_id: str,
-        worker_info: Callable[[], common_pb2.WorkerInfo],
+        worker_info: Callable[[], Awaitable[common_pb2.WorkerInfo]],
         backoff: Backoff,
         heartbeat_interval_s: float,
+        info_version: Callable[[], int] = lambda: 0,
+        running_calls: Callable[[], list[common_pb2.CallId]] = list,
+        on_unknown_calls: Callable[[list[common_pb2.CallId]], None] = lambda calls: None,
+        on_manager_restart: Callable[[], Awaitable[None]] = _nothing,
     ) -> None:
         self.manager = manager
         self.token = token
@@ -41,8 +54,13 @@ class ManagerLink:
         self.worker_info = worker_info
         self.backoff = backoff
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.info_version = info_version
+        self.running_calls = running_calls
+        self.on_unknown_calls = on_unknown_calls
+        self.on_manager_restart = on_manager_restart
         self.registered = False
         self.attempts = 0
+        self.manager_session = ""
 
     async def run(self, stopping: asyncio.Event) -> None:
         async with aio_channel(self.manager, self.token) as channel:
@@ -61,10 +79,14 @@ class ManagerLink:
 
     async def _session(self, stub: manager_pb2_grpc.ManagerServiceAsyncStub, stopping: asyncio.Event) -> None:
         self.attempts += 1
-        info = self.worker_info()
+        version = self.info_version()
+        info = await self.worker_info()
         reply = await stub.RegisterWorker(
             manager_pb2.RegisterWorkerRequest(info=info, address=self.address, session_id=self.session_id), timeout=RPC_TIMEOUT_S
         )
+        if self.manager_session and reply.manager_session_id != self.manager_session:
+            await self.on_manager_restart()
+        self.manager_session = reply.manager_session_id
         self.registered = True
         self.backoff.reset()
         interval = reply.heartbeat_interval.ToTimedelta().total_seconds() or self.heartbeat_interval_s
@@ -73,9 +95,22 @@ class ManagerLink:
             await _sleep_unless(stopping, interval)
             if stopping.is_set():
                 return
-            beat = await stub.WorkerHeartbeat(
-                manager_pb2.WorkerHeartbeatRequest(worker_id=info.worker_id, session_id=self.session_id), timeout=RPC_TIMEOUT_S
+            request = manager_pb2.WorkerHeartbeatRequest(
+                worker_id=info.worker_id, session_id=self.session_id, running_calls=self.running_calls()
             )
+            now = self.info_version()
+            if now != version:
+                request.info.CopyFrom(await self.worker_info())
+            try:
+                beat = await stub.WorkerHeartbeat(request, timeout=RPC_TIMEOUT_S)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    log.info("manager does not know this session; registering again", extra={"manager": self.manager})
+                    return
+                raise
+            version = now
+            if beat.unknown_calls:
+                self.on_unknown_calls(list(beat.unknown_calls))
             if beat.manager_session_id != reply.manager_session_id:
                 log.info("manager restarted; registering again", extra={"manager": self.manager})
                 return

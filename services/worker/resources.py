@@ -1,11 +1,121 @@
 """The hardware a worker offers the scheduler: CPUs, memory and GPUs, as the reference's
-worker reports them (reserved memory = what other processes already use)."""
+worker reports them (reserved memory = what other processes already use), and the per-task
+resource overrides an operator sets on the worker.
+
+Overrides use the later Lotus names, `<TASK>[_<SIZE>]_<FIELD>` (PC1_32G_MAX_CONCURRENT,
+PC2_GPU_UTILIZATION, C2_MIN_MEMORY, AP_MAX_PARALLELISM, ...), read from the worker config's
+`[worker.resources]` table and from the process environment (as lotus-worker reads them), the
+environment winning. Task names: AP PC1 PC2 C1 C2 FIN GET UNS WDP WNP; sizes: 2K 8M 512M 32G 64G;
+fields: MIN_MEMORY MAX_MEMORY MAX_PARALLELISM MAX_PARALLELISM_GPU GPU_UTILIZATION
+BASE_MIN_MEMORY MAX_CONCURRENT. Memory accepts a byte count or a KiB/MiB/GiB/TiB suffix.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from services.common.proto.sectorstorage.v1 import common_pb2
+from services.worker.sectors import SEAL_PROOF_SIZES, SIZE_LABELS
+
+TT = common_pb2.TaskType
+TASK_SHORT_NAMES: dict[str, int] = {
+    "AP": TT.TASK_TYPE_ADD_PIECE,
+    "PC1": TT.TASK_TYPE_PRE_COMMIT_1,
+    "PC2": TT.TASK_TYPE_PRE_COMMIT_2,
+    "C1": TT.TASK_TYPE_COMMIT_1,
+    "C2": TT.TASK_TYPE_COMMIT_2,
+    "FIN": TT.TASK_TYPE_FINALIZE,
+    "GET": TT.TASK_TYPE_FETCH,
+    "UNS": TT.TASK_TYPE_UNSEAL,
+    "WDP": TT.TASK_TYPE_GENERATE_WINDOW_POST,
+    "WNP": TT.TASK_TYPE_GENERATE_WINNING_POST,
+}
+ALL_TASK_TYPES = tuple(sorted(TASK_SHORT_NAMES.values()))
+_PROOF_BY_LABEL = {SIZE_LABELS[size]: proof for proof, size in SEAL_PROOF_SIZES.items()}
+_FIELDS = {
+    "MIN_MEMORY": "min_memory",
+    "MAX_MEMORY": "max_memory",
+    "MAX_PARALLELISM": "max_parallelism",
+    "MAX_PARALLELISM_GPU": "max_parallelism_gpu",
+    "GPU_UTILIZATION": "gpu_utilization",
+    "BASE_MIN_MEMORY": "base_min_memory",
+    "MAX_CONCURRENT": "max_concurrent",
+}
+_KEY = re.compile(
+    r"^(" + "|".join(TASK_SHORT_NAMES) + r")(?:_(" + "|".join(_PROOF_BY_LABEL) + r"))?_(" + "|".join(sorted(_FIELDS, key=len, reverse=True)) + r")$"
+)
+_UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+
+
+def parse_task_type(name: str) -> int:
+    """A task type from its short name (PC1), its proto name (TASK_TYPE_PRE_COMMIT_1 or
+    PRE_COMMIT_1) or its number."""
+    text = name.strip().upper()
+    if text in TASK_SHORT_NAMES:
+        return TASK_SHORT_NAMES[text]
+    if text.isdigit() and int(text) in ALL_TASK_TYPES:
+        return int(text)
+    full = text if text.startswith("TASK_TYPE_") else f"TASK_TYPE_{text}"
+    if full in TT.keys() and TT.Value(full) in ALL_TASK_TYPES:
+        return int(TT.Value(full))
+    raise ValueError(f"unknown task type {name!r}; use one of {', '.join(TASK_SHORT_NAMES)}")
+
+
+def _memory(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?I?B?)\s*", text.upper())
+    if not match or match.group(2) not in _UNITS:
+        raise ValueError(f"{text!r} is not a byte size (e.g. 1073741824 or 1GiB)")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def is_override_key(key: str) -> bool:
+    return bool(_KEY.match(key.upper()))
+
+
+def parse_overrides(values: Mapping[str, Any]) -> list[common_pb2.TaskResources]:
+    """TaskResources overrides from `NAME: value` pairs; names that do not match the pattern are
+    ignored (the environment has many other variables), bad values are ValueError."""
+    rows: dict[tuple[int, int], common_pb2.TaskResources] = {}
+    for key, raw in values.items():
+        match = _KEY.match(key.upper())
+        if not match:
+            continue
+        task = TASK_SHORT_NAMES[match.group(1)]
+        proof = _PROOF_BY_LABEL[match.group(2)] if match.group(2) else 0
+        attr = _FIELDS[match.group(3)]
+        row = rows.setdefault((task, proof), common_pb2.TaskResources(task_type=TT.ValueType(task), seal_proof=common_pb2.RegisteredSealProof.ValueType(proof)))
+        text = str(raw)
+        try:
+            if attr in ("min_memory", "max_memory", "base_min_memory"):
+                setattr(row, attr, _memory(text))
+            elif attr == "gpu_utilization":
+                value = float(text)
+                if value < 0:
+                    raise ValueError("must not be negative")
+                row.gpu_utilization = value
+            elif attr in ("max_parallelism", "max_parallelism_gpu"):
+                value_i = int(text)
+                if value_i < -1:
+                    raise ValueError("must be -1 (all but 8% of the CPUs), 0 or more")
+                setattr(row, attr, value_i)
+            else:
+                value_u = int(text)
+                if value_u < 0:
+                    raise ValueError("must not be negative")
+                row.max_concurrent = value_u
+        except ValueError as exc:
+            raise ValueError(f"resource override {key}={raw!r}: {exc}") from None
+    return [rows[k] for k in sorted(rows)]
+
+
+def concurrency_caps(overrides: list[common_pb2.TaskResources]) -> dict[tuple[int, int], int]:
+    """(task type, seal proof or 0 for every size) -> most tasks at once."""
+    return {(r.task_type, r.seal_proof): r.max_concurrent for r in overrides if r.HasField("max_concurrent")}
 
 
 @dataclass(frozen=True)
@@ -37,8 +147,14 @@ def _meminfo(path: Path = Path("/proc/meminfo")) -> dict[str, int]:
     return values
 
 
-def detect_gpus() -> tuple[Gpu, ...]:
-    """GPUs from rust_core's device list (empty on a machine without a usable driver)."""
+def detect_gpus(env: Mapping[str, str] | None = None) -> tuple[Gpu, ...]:
+    """GPUs from rust_core's device list. The CUDA driver already hides what CUDA_VISIBLE_DEVICES
+    excludes (and renumbers the rest from 0), so ordinals are the ones this process uses; an
+    empty or "-1" CUDA_VISIBLE_DEVICES means no GPU at all."""
+    env = os.environ if env is None else env
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1", "NoDevFiles"):
+        return ()
     try:
         import rust_core
     except ImportError:
@@ -47,24 +163,57 @@ def detect_gpus() -> tuple[Gpu, ...]:
     if lister is None:
         return ()
     gpus = []
-    for ordinal, device in enumerate(lister()):
-        name = device.get("name", f"gpu{ordinal}") if isinstance(device, dict) else str(device)
-        memory = int(device.get("memory", 0)) if isinstance(device, dict) else 0
+    for index, device in enumerate(lister()):
+        if isinstance(device, dict):
+            ordinal = int(device["ordinal"]) if "ordinal" in device else index
+            name = str(device.get("name", f"gpu{ordinal}"))
+            memory = int(device.get("memory_bytes") or device.get("memory") or 0)
+        else:
+            ordinal, name, memory = index, str(device), 0
         gpus.append(Gpu(name=name, ordinal=ordinal, memory=memory))
     return tuple(gpus)
 
 
-def detect_resources() -> Resources:
+def detect_resources(no_swap: bool = False, cpus: int = 0, memory: int = 0) -> Resources:
+    """What this machine has; `cpus`/`memory` (when non-zero) override the detected values, and
+    `no_swap` reports no swap (a worker that must never page its tasks out)."""
     info = _meminfo()
     physical = info.get("MemTotal", 0)
     available = info.get("MemAvailable", physical)
-    swap_total = info.get("SwapTotal", 0)
-    swap_used = swap_total - info.get("SwapFree", swap_total)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    swap_total = 0 if no_swap else info.get("SwapTotal", 0)
+    swap_used = 0 if no_swap else swap_total - info.get("SwapFree", swap_total)
+    detected_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return Resources(
-        mem_physical=physical,
+        mem_physical=memory or physical,
         mem_swap=swap_total,
         mem_reserved=max(0, physical - available) + swap_used,
-        cpus=cpus,
+        cpus=cpus or detected_cpus,
         gpus=detect_gpus(),
     )
+
+
+class EnabledTaskTypes:
+    """The task types the worker accepts; changeable at run time. `version` moves on every
+    change so the manager link knows to send the new WorkerInfo."""
+
+    def __init__(self, initial: tuple[int, ...] | list[int]) -> None:
+        self._types = set(initial)
+        self.version = 0
+
+    def __contains__(self, task_type: int) -> bool:
+        return task_type in self._types
+
+    def sorted(self) -> list[int]:
+        return sorted(self._types)
+
+    def enable(self, types: list[int]) -> None:
+        before = set(self._types)
+        self._types.update(types)
+        if self._types != before:
+            self.version += 1
+
+    def disable(self, types: list[int]) -> None:
+        before = set(self._types)
+        self._types.difference_update(types)
+        if self._types != before:
+            self.version += 1

@@ -1,14 +1,22 @@
-"""The worker service process: the WorkerService servicer on the common bootstrap, and the
-link that keeps it registered with the manager."""
+"""The worker service process: builds the worker's parts (stores, call store, runner, links to the
+index and the manager) and serves WorkerService on the common bootstrap.
+
+The servicer is thin: it validates a request into domain values (validation.py), asks the
+runner to admit and start the task (tasks.py), or calls the serving functions (serving.py), and
+maps domain errors to the status codes worker.proto documents.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-
-from typing import Any
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -16,14 +24,41 @@ from google.protobuf.timestamp_pb2 import Timestamp
 import rust_core
 from services.common.auth import Permission
 from services.common.backoff import Backoff
+from services.common.client import aio_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from services.common.server import Registration, Runtime, Service, registration
+from services.worker import serving, tasks, validation
+from services.worker.callstore import CallStore, call_key
 from services.worker.config import WorkerConfig
+from services.worker.faults import ServeFault
 from services.worker.identity import WorkerIdentity, load_or_create_worker_id
+from services.worker.index_client import IndexClient
+from services.worker.local_store import LocalStore, NoSpace, PathBusy, PathExists, PathNotFound
 from services.worker.manager_link import ManagerLink
-from services.worker.resources import Resources, detect_resources
+from services.worker.paths import STORAGE_FILE, MetaError, PathMeta, StorageList
+from services.worker.peers import Peers
+from services.worker.remote_store import RemoteStore
+from services.worker.resources import (
+    ALL_TASK_TYPES,
+    EnabledTaskTypes,
+    Resources,
+    concurrency_caps,
+    detect_resources,
+    parse_overrides,
+    parse_task_type,
+)
+from services.worker.returns import ReturnSender
+from services.worker.runner import CallRunner, Exhausted
+from services.worker.sealer import PAD_BLOCK
+from services.worker.sectors import FileType, PathType, post_proof_info, sector_size_of, unpadded
+from services.worker.storage_control import StorageControl, fs_stat_message
+from services.worker.tarstream import TarError, stream_tar
+from services.worker.wire import encode_chunk_response
 
 log = logging.getLogger(__name__)
+Context = grpc.aio.ServicerContext[Any, Any]
+TT = common_pb2.TaskType
+CT = worker_pb2.CallType
 
 
 def worker_info_message(identity: WorkerIdentity, resources: Resources) -> common_pb2.WorkerInfo:
@@ -42,20 +77,612 @@ def worker_info_message(identity: WorkerIdentity, resources: Resources) -> commo
     )
 
 
+class Unavailable(Exception):
+    """UNAVAILABLE: a dependency (the index) is not configured or not up yet."""
+
+
+class Disabled(Exception):
+    """FAILED_PRECONDITION: the task type is disabled or the worker is shutting down."""
+
+
+# Domain error -> status code, for every handler.
+_CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
+    (validation.Invalid, grpc.StatusCode.INVALID_ARGUMENT),
+    (tasks.BadStream, grpc.StatusCode.INVALID_ARGUMENT),
+    (Disabled, grpc.StatusCode.FAILED_PRECONDITION),
+    (Exhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (serving.NotServed, grpc.StatusCode.NOT_FOUND),
+    (PathNotFound, grpc.StatusCode.NOT_FOUND),
+    (PathExists, grpc.StatusCode.ALREADY_EXISTS),
+    (PathBusy, grpc.StatusCode.FAILED_PRECONDITION),
+    (MetaError, grpc.StatusCode.FAILED_PRECONDITION),
+]
+
+
+async def _fail(context: Context, exc: BaseException, method: str) -> NoReturn:
+    for kind, code in _CODES:
+        if isinstance(exc, kind):
+            await context.abort(code, str(exc))
+    if isinstance(exc, grpc.aio.AioRpcError):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"a dependency failed: {exc.code().name}: {exc.details()}")
+    log.exception("internal error", extra={"method": method})
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(exc).__name__}: {exc}")
+
+
+@contextlib.asynccontextmanager
+async def _statuses(context: Context, method: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except (grpc.aio.AbortError, asyncio.CancelledError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every error becomes a status
+        await _fail(context, exc, method)
+
+
+@dataclass
+class Parts:
+    """The worker's running parts; the ones that need the bound address and tokens are made
+    in WorkerApp.start()."""
+
+    config: WorkerConfig
+    identity: WorkerIdentity
+    resources: Resources
+    overrides: list[common_pb2.TaskResources]
+    task_types: EnabledTaskTypes
+    local: LocalStore
+    calls: CallStore
+    runner: CallRunner
+    fault: ServeFault
+    index: IndexClient | None = None
+    peers: Peers | None = None
+    remote: RemoteStore | None = None
+    storage: StorageControl | None = None
+    sender: ReturnSender | None = None
+
+    def env(self) -> tasks.TaskEnv:
+        if self.index is None or self.remote is None or self.peers is None:
+            raise Unavailable("no index configured (worker.index): this worker cannot run tasks")
+        section = self.config.worker
+        return tasks.TaskEnv(self.local, self.remote, self.index, self.peers, section.compute_backend, section.lock_ttl_s)
+
+    def storage_control(self) -> StorageControl:
+        if self.storage is None or self.storage.index is None:
+            raise Unavailable("no index configured (worker.index): storage paths cannot be attached")
+        return self.storage
+
+    def info_version(self) -> int:
+        return self.task_types.version + (self.storage.version if self.storage else 0)
+
+    async def info(self) -> common_pb2.WorkerInfo:
+        info = worker_info_message(self.identity, self.resources)
+        info.ignore_resources = self.config.worker.ignore_resources
+        info.task_types.extend(TT.ValueType(t) for t in self.task_types.sorted())
+        info.resource_overrides.extend(self.overrides)
+        if self.storage is not None:
+            for path in list(self.local.paths.values()):
+                info.paths.append(await self.storage.path_message(path))
+        return info
+
+
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
-    """Identity RPCs; tasks and file serving answer UNIMPLEMENTED until the worker issue lands."""
+    def __init__(self, parts: Parts) -> None:
+        self.p = parts
 
-    def __init__(self, identity: WorkerIdentity, resources: Resources) -> None:
-        self.identity = identity
-        self.resources = resources
+    # --- helpers -------------------------------------------------------------------------------
 
-    async def Info(self, request: worker_pb2.InfoRequest, context: grpc.aio.ServicerContext[Any, Any]) -> worker_pb2.InfoResponse:
-        return worker_pb2.InfoResponse(info=worker_info_message(self.identity, self.resources))
+    def _check_enabled(self, task_type: int) -> None:
+        if self.p.runner.shutting_down:
+            raise Disabled("the worker is shutting down")
+        if task_type not in self.p.task_types:
+            raise Disabled(f"task type {TT.Name(TT.ValueType(task_type))} is disabled on this worker")
 
-    async def Session(self, request: worker_pb2.SessionRequest, context: grpc.aio.ServicerContext[Any, Any]) -> worker_pb2.SessionResponse:
+    def _check_gpus(self, ordinals: Sequence[int]) -> None:
+        have = {g.ordinal for g in self.p.resources.gpus}
+        for o in ordinals:
+            if o not in have:
+                raise validation.Invalid(f"GPU ordinal {o} does not exist on this worker (it has {sorted(have) or 'none'})")
+
+    def _dispatch(
+        self,
+        call_type: int,
+        task_type: int,
+        sector: tasks.SectorRef,
+        seal_proof: int,
+        assignment: worker_pb2.TaskAssignment,
+        has_assignment: bool,
+        work: Callable[[tasks.TaskEnv, tasks.TaskContext], Awaitable[tasks.Outcome]],
+    ) -> common_pb2.CallId:
+        """The common path of every asynchronous task RPC (after its own checks)."""
+        call = validation.assignment_call(assignment, has_assignment, sector.id)
+        self._check_gpus(assignment.gpu_ordinals)
+        if self.p.runner.known(call):
+            return call
+        self._check_enabled(task_type)
+        env = self.p.env()
+        self.p.runner.admit(task_type, seal_proof)
+        ctx = self.p.runner.context_for(call, list(assignment.gpu_ordinals))
+        self.p.runner.start(call, call_type, task_type, seal_proof, validation.timeout_s(assignment), ctx, lambda c: work(env, c))
+        log.info("task started", extra={"call": call_key(call), "task": TT.Name(TT.ValueType(task_type))})
+        return call
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    async def AddPiece(
+        self, request_iterator: AsyncIterator[worker_pb2.WorkerServiceAddPieceRequest], context: Context
+    ) -> worker_pb2.WorkerServiceAddPieceResponse:
+        async with _statuses(context, "AddPiece"):
+            try:
+                first = await anext(aiter(request_iterator))
+            except StopAsyncIteration:
+                raise validation.Invalid("empty stream: the first message must be the header") from None
+            if not first.HasField("header"):
+                raise validation.Invalid("the first message must be the header")
+            h = first.header
+            sector = validation.sector_ref(h.sector, h.HasField("sector"))
+            call = validation.assignment_call(h.assignment, h.HasField("assignment"), sector.id)
+            existing = list(h.existing_piece_sizes)
+            validation.piece_sizes(existing, h.piece_size)
+            _, offset = tasks.piece_offset(existing, h.piece_size)
+            if offset + h.piece_size + h.piece_size // 127 > sector.size:
+                raise validation.Invalid(f"a {h.piece_size}-byte piece does not fit after the existing pieces in a {sector.size}-byte sector")
+            if self.p.runner.known(call):
+                return worker_pb2.WorkerServiceAddPieceResponse(call_id=call)
+            self._check_enabled(TT.TASK_TYPE_ADD_PIECE)
+            env = self.p.env()
+            self.p.runner.admit(TT.TASK_TYPE_ADD_PIECE, h.sector.proof_type)
+            ctx = self.p.runner.context_for(call, [])
+            with self.p.runner.inline(call, CT.CALL_TYPE_ADD_PIECE, TT.TASK_TYPE_ADD_PIECE, h.sector.proof_type) as running:
+                try:
+                    async with tasks.add_piece(env, ctx, sector, existing, h.piece_size) as sink:
+                        async for msg in request_iterator:
+                            if not msg.HasField("chunk"):
+                                raise tasks.BadStream("only the first message may be a header")
+                            if msg.chunk.offset != sink.received:
+                                raise tasks.BadStream(f"chunk at offset {msg.chunk.offset}, expected {sink.received}")
+                            await sink.feed(msg.chunk.data)
+                        piece = await sink.finish()
+                except (tasks.BadStream, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the task failed: its outcome is returned
+                    self.p.runner.record(running, tasks.classify(exc))
+                    return worker_pb2.WorkerServiceAddPieceResponse(call_id=call)
+                self.p.runner.record(running, ("piece", piece))
+            return worker_pb2.WorkerServiceAddPieceResponse(call_id=call)
+
+    async def SealPreCommit1(self, request: worker_pb2.WorkerServiceSealPreCommit1Request, context: Context) -> worker_pb2.WorkerServiceSealPreCommit1Response:
+        async with _statuses(context, "SealPreCommit1"):
+            sector = validation.sector_ref(request.sector, request.HasField("sector"))
+            ticket = validation.bytes32("ticket", request.ticket)
+            pieces = validation.pieces(list(request.pieces))
+            total = sum(p.padded_size for p in pieces)
+            if total != sector.size:
+                raise validation.Invalid(f"the pieces' padded sizes add up to {total}, not the sector size {sector.size}")
+            call = self._dispatch(
+                CT.CALL_TYPE_SEAL_PRE_COMMIT_1, TT.TASK_TYPE_PRE_COMMIT_1, sector, request.sector.proof_type,
+                request.assignment, request.HasField("assignment"),
+                lambda env, ctx: tasks.pre_commit1(env, ctx, sector, ticket, pieces),
+            )
+            return worker_pb2.WorkerServiceSealPreCommit1Response(call_id=call)
+
+    async def SealPreCommit2(self, request: worker_pb2.WorkerServiceSealPreCommit2Request, context: Context) -> worker_pb2.WorkerServiceSealPreCommit2Response:
+        async with _statuses(context, "SealPreCommit2"):
+            sector = validation.sector_ref(request.sector, request.HasField("sector"))
+            if not request.pre_commit1_output:
+                raise validation.Invalid("pre_commit1_output is required")
+            p1 = bytes(request.pre_commit1_output)
+            call = self._dispatch(
+                CT.CALL_TYPE_SEAL_PRE_COMMIT_2, TT.TASK_TYPE_PRE_COMMIT_2, sector, request.sector.proof_type,
+                request.assignment, request.HasField("assignment"),
+                lambda env, ctx: tasks.pre_commit2(env, ctx, sector, p1),
+            )
+            return worker_pb2.WorkerServiceSealPreCommit2Response(call_id=call)
+
+    async def SealCommit1(self, request: worker_pb2.WorkerServiceSealCommit1Request, context: Context) -> worker_pb2.WorkerServiceSealCommit1Response:
+        async with _statuses(context, "SealCommit1"):
+            sector = validation.sector_ref(request.sector, request.HasField("sector"))
+            ticket = validation.bytes32("ticket", request.ticket)
+            seed = validation.bytes32("seed", request.seed)
+            comm_r = validation.bytes32("comm_r", request.comm_r)
+            comm_d = validation.bytes32("comm_d", request.comm_d)
+            pieces = validation.pieces(list(request.pieces))
+            call = self._dispatch(
+                CT.CALL_TYPE_SEAL_COMMIT_1, TT.TASK_TYPE_COMMIT_1, sector, request.sector.proof_type,
+                request.assignment, request.HasField("assignment"),
+                lambda env, ctx: tasks.commit1(env, ctx, sector, ticket, seed, pieces, comm_r, comm_d),
+            )
+            return worker_pb2.WorkerServiceSealCommit1Response(call_id=call)
+
+    async def SealCommit2(self, request: worker_pb2.WorkerServiceSealCommit2Request, context: Context) -> worker_pb2.WorkerServiceSealCommit2Response:
+        async with _statuses(context, "SealCommit2"):
+            sector = validation.sector_ref(request.sector, request.HasField("sector"))
+            if not request.commit1_output:
+                raise validation.Invalid("commit1_output is required")
+            c1 = bytes(request.commit1_output)
+            call = self._dispatch(
+                CT.CALL_TYPE_SEAL_COMMIT_2, TT.TASK_TYPE_COMMIT_2, sector, request.sector.proof_type,
+                request.assignment, request.HasField("assignment"),
+                lambda env, ctx: tasks.commit2(env, ctx, sector, c1),
+            )
+            return worker_pb2.WorkerServiceSealCommit2Response(call_id=call)
+
+    async def FinalizeSector(self, request: worker_pb2.WorkerServiceFinalizeSectorRequest, context: Context) -> worker_pb2.WorkerServiceFinalizeSectorResponse:
+        async with _statuses(context, "FinalizeSector"):
+            sector = validation.sector_ref(request.sector, request.HasField("sector"))
+            keep = [validation.unpadded_range(r, sector.size) for r in request.keep_unsealed]
+            call = self._dispatch(
+                CT.CALL_TYPE_FINALIZE_SECTOR, TT.TASK_TYPE_FINALIZE, sector, request.sector.proof_type,
+                request.assignment, request.HasField("assignment"),
+                lambda env, ctx: tasks.finalize(env, ctx, sector, keep),
+            )
+            return worker_pb2.WorkerServiceFinalizeSectorResponse(call_id=call)
+
+    async def ReleaseUnsealed(self, request: worker_pb2.WorkerServiceReleaseUnsealedRequest, context: Context) -> worker_pb2.WorkerServiceReleaseUnsealedResponse:
+        async with _statuses(context, "ReleaseUnsealed"):
+            sector = validation.sector_ref(request.sector, request.HasField("sector"))
+            if bool(request.ranges) == request.all:
+                raise validation.Invalid("give exactly one of ranges (non-empty) and all")
+            ranges = [validation.unpadded_range(r, sector.size) for r in request.ranges]
+            everything = request.all
+            call = self._dispatch(
+                CT.CALL_TYPE_RELEASE_UNSEALED, TT.TASK_TYPE_FINALIZE, sector, request.sector.proof_type,
+                request.assignment, request.HasField("assignment"),
+                lambda env, ctx: tasks.release_unsealed(env, ctx, sector, ranges, everything),
+            )
+            return worker_pb2.WorkerServiceReleaseUnsealedResponse(call_id=call)
+
+    async def MoveStorage(self, request: worker_pb2.MoveStorageRequest, context: Context) -> worker_pb2.MoveStorageResponse:
+        async with _statuses(context, "MoveStorage"):
+            sector = validation.sector_ref(request.sector, request.HasField("sector"))
+            types = validation.file_types(list(request.types))
+            call = self._dispatch(
+                CT.CALL_TYPE_MOVE_STORAGE, TT.TASK_TYPE_FETCH, sector, request.sector.proof_type,
+                request.assignment, request.HasField("assignment"),
+                lambda env, ctx: tasks.move_storage(env, ctx, sector, types),
+            )
+            return worker_pb2.MoveStorageResponse(call_id=call)
+
+    async def UnsealPiece(self, request: worker_pb2.WorkerServiceUnsealPieceRequest, context: Context) -> worker_pb2.WorkerServiceUnsealPieceResponse:
+        async with _statuses(context, "UnsealPiece"):
+            sector = validation.sector_ref(request.sector, request.HasField("sector"))
+            if not request.HasField("range"):
+                raise validation.Invalid("range is required")
+            offset, size = validation.unpadded_range(request.range, sector.size)
+            ticket = validation.bytes32("ticket", request.ticket)
+            comm_d = validation.bytes32("comm_d", request.comm_d)
+            call = self._dispatch(
+                CT.CALL_TYPE_UNSEAL_PIECE, TT.TASK_TYPE_UNSEAL, sector, request.sector.proof_type,
+                request.assignment, request.HasField("assignment"),
+                lambda env, ctx: tasks.unseal_piece(env, ctx, sector, offset, size, ticket, comm_d),
+            )
+            return worker_pb2.WorkerServiceUnsealPieceResponse(call_id=call)
+
+    async def Fetch(self, request: worker_pb2.FetchRequest, context: Context) -> worker_pb2.FetchResponse:
+        async with _statuses(context, "Fetch"):
+            sector = validation.sector_ref(request.sector, request.HasField("sector"))
+            types = validation.file_types(list(request.types))
+            if request.path_type not in (common_pb2.PATH_TYPE_SEALING, common_pb2.PATH_TYPE_STORAGE):
+                raise validation.Invalid("path_type must be SEALING or STORAGE")
+            if request.mode not in (worker_pb2.FETCH_MODE_MOVE, worker_pb2.FETCH_MODE_COPY):
+                raise validation.Invalid("mode must be MOVE or COPY")
+            path_type = PathType(request.path_type)
+            move = request.mode == worker_pb2.FETCH_MODE_MOVE
+            call = self._dispatch(
+                CT.CALL_TYPE_FETCH, TT.TASK_TYPE_FETCH, sector, request.sector.proof_type,
+                request.assignment, request.HasField("assignment"),
+                lambda env, ctx: tasks.fetch(env, ctx, sector, types, path_type, move),
+            )
+            return worker_pb2.FetchResponse(call_id=call)
+
+    # --- synchronous work ----------------------------------------------------------------------
+
+    async def GenerateVanillaProofs(
+        self, request: worker_pb2.GenerateVanillaProofsRequest, context: Context
+    ) -> AsyncIterator[worker_pb2.GenerateVanillaProofsResponse]:
+        async with _statuses(context, "GenerateVanillaProofs"):
+            try:
+                kind, size = post_proof_info(request.proof_type)
+            except ValueError as exc:
+                raise validation.Invalid(str(exc)) from None
+            randomness = validation.bytes32("randomness", request.randomness)
+            if not request.sectors:
+                raise validation.Invalid("sectors must not be empty")
+            sectors = []
+            miners = set()
+            for i, s in enumerate(request.sectors):
+                ref = validation.sector_ref(s.sector, s.HasField("sector"))
+                if ref.size != size:
+                    raise validation.Invalid(f"sectors[{i}] has {ref.size}-byte sectors; the proof type is for {size}")
+                sectors.append((ref.id, validation.bytes32(f"sectors[{i}].comm_r", s.comm_r)))
+                miners.add(ref.id.miner)
+            if len(miners) > 1:
+                raise validation.Invalid("all sectors must belong to one miner")
+            task_type = TT.TASK_TYPE_GENERATE_WINDOW_POST if kind.name == "WINDOW" else TT.TASK_TYPE_GENERATE_WINNING_POST
+            self._check_enabled(task_type)
+            env = self.p.env()
+            owner = f"post:{request.assignment.call_id.id or 'adhoc'}"
+            ctx = tasks.TaskContext(owner=owner, gpu_ordinals=list(request.assignment.gpu_ordinals))
+            async for sector, outcome in tasks.vanilla_proofs(env, ctx, kind, size, randomness, sectors):
+                reply = worker_pb2.GenerateVanillaProofsResponse(sector=sector.to_proto())
+                if isinstance(outcome, tasks.TaskFailure):
+                    reply.error.CopyFrom(common_pb2.TaskError(code=outcome.code, message=outcome.message))
+                else:
+                    reply.vanilla_proof = outcome
+                yield reply
+
+    async def Remove(self, request: worker_pb2.WorkerServiceRemoveRequest, context: Context) -> worker_pb2.WorkerServiceRemoveResponse:
+        async with _statuses(context, "Remove"):
+            sector = validation.sector_id(request.sector, request.HasField("sector"))
+            types = validation.file_types(list(request.types), default=FileType.UNSEALED | FileType.SEALED | FileType.CACHE)
+            removed = await tasks.remove_sector(self.p.env(), sector, types)
+            return worker_pb2.WorkerServiceRemoveResponse(
+                removed=[common_pb2.RemovedSectorFile(storage_id=sid, type=common_pb2.SectorFileType.ValueType(int(t))) for sid, t in removed]
+            )
+
+    async def AbortCall(self, request: worker_pb2.AbortCallRequest, context: Context) -> worker_pb2.AbortCallResponse:
+        async with _statuses(context, "AbortCall"):
+            if not request.HasField("call_id"):
+                raise validation.Invalid("call_id is required")
+            return worker_pb2.AbortCallResponse(found=self.p.runner.abort(request.call_id, request.reason))
+
+    # --- call results --------------------------------------------------------------------------
+
+    async def ListCallResults(self, request: worker_pb2.ListCallResultsRequest, context: Context) -> AsyncIterator[worker_pb2.ListCallResultsResponse]:
+        async with _statuses(context, "ListCallResults"):
+            for result in await asyncio.to_thread(self.p.calls.pending):
+                yield worker_pb2.ListCallResultsResponse(result=result)
+
+    async def AckCallResult(self, request: worker_pb2.AckCallResultRequest, context: Context) -> worker_pb2.AckCallResultResponse:
+        async with _statuses(context, "AckCallResult"):
+            if not request.call_ids:
+                raise validation.Invalid("call_ids must not be empty")
+            deleted = 0
+            for call in request.call_ids:
+                deleted += await asyncio.to_thread(self.p.calls.ack, call_key(call))
+            return worker_pb2.AckCallResultResponse(deleted=deleted)
+
+    # --- information and control --------------------------------------------------------------
+
+    async def Info(self, request: worker_pb2.InfoRequest, context: Context) -> worker_pb2.InfoResponse:
+        async with _statuses(context, "Info"):
+            return worker_pb2.InfoResponse(info=await self.p.info())
+
+    async def Session(self, request: worker_pb2.SessionRequest, context: Context) -> worker_pb2.SessionResponse:
         started = Timestamp()
-        started.FromNanoseconds(int(self.identity.started_at * 1e9))
-        return worker_pb2.SessionResponse(session_id=self.identity.session_id, started_at=started, worker_id=self.identity.worker_id)
+        started.FromNanoseconds(int(self.p.identity.started_at * 1e9))
+        return worker_pb2.SessionResponse(session_id=self.p.identity.session_id, started_at=started, worker_id=self.p.identity.worker_id)
+
+    async def Paths(self, request: worker_pb2.PathsRequest, context: Context) -> worker_pb2.PathsResponse:
+        async with _statuses(context, "Paths"):
+            info = await self.p.info()
+            return worker_pb2.PathsResponse(paths=info.paths)
+
+    async def TaskTypes(self, request: worker_pb2.TaskTypesRequest, context: Context) -> worker_pb2.TaskTypesResponse:
+        return worker_pb2.TaskTypesResponse(task_types=[TT.ValueType(t) for t in self.p.task_types.sorted()])
+
+    def _task_type_list(self, values: Sequence[int]) -> list[int]:
+        if not values:
+            raise validation.Invalid("task_types must not be empty")
+        for v in values:
+            if v not in ALL_TASK_TYPES:
+                raise validation.Invalid(f"unknown task type {v}")
+        return list(values)
+
+    async def EnableTaskType(self, request: worker_pb2.EnableTaskTypeRequest, context: Context) -> worker_pb2.EnableTaskTypeResponse:
+        async with _statuses(context, "EnableTaskType"):
+            self.p.task_types.enable(self._task_type_list(request.task_types))
+            return worker_pb2.EnableTaskTypeResponse(task_types=[TT.ValueType(t) for t in self.p.task_types.sorted()])
+
+    async def DisableTaskType(self, request: worker_pb2.DisableTaskTypeRequest, context: Context) -> worker_pb2.DisableTaskTypeResponse:
+        async with _statuses(context, "DisableTaskType"):
+            self.p.task_types.disable(self._task_type_list(request.task_types))
+            return worker_pb2.DisableTaskTypeResponse(task_types=[TT.ValueType(t) for t in self.p.task_types.sorted()])
+
+    async def StorageAttachLocal(self, request: worker_pb2.StorageAttachLocalRequest, context: Context) -> worker_pb2.StorageAttachLocalResponse:
+        async with _statuses(context, "StorageAttachLocal"):
+            root = Path(request.path)
+            if not request.path or not root.is_absolute() or ".." in root.parts:
+                raise validation.Invalid(f"path {request.path!r} must be absolute (and without '..')")
+            init = None
+            if request.HasField("init"):
+                c = request.init
+                if not c.can_seal and not c.can_store:
+                    raise validation.Invalid("init needs can_seal or can_store (or both)")
+                try:
+                    init = PathMeta(
+                        id="00000000-0000-0000-0000-000000000000",
+                        weight=c.weight if c.HasField("weight") else 10,
+                        can_seal=c.can_seal,
+                        can_store=c.can_store,
+                        max_storage=c.max_storage,
+                        groups=tuple(c.groups),
+                        allow_to=tuple(c.allow_to),
+                        allow_types=validation.file_types(list(c.allow_types), default=FileType(0)),
+                        deny_types=validation.file_types(list(c.deny_types), default=FileType(0)),
+                        allow_miners=tuple(c.allow_miners),
+                        deny_miners=tuple(c.deny_miners),
+                    )
+                except MetaError as exc:
+                    raise validation.Invalid(str(exc)) from None
+            path, declared = await self.p.storage_control().attach(root, init)
+            return worker_pb2.StorageAttachLocalResponse(path=await self.p.storage_control().path_message(path), declared=declared)
+
+    async def StorageDetachLocal(self, request: worker_pb2.StorageDetachLocalRequest, context: Context) -> worker_pb2.StorageDetachLocalResponse:
+        async with _statuses(context, "StorageDetachLocal"):
+            target = request.WhichOneof("target")
+            if target is None:
+                raise validation.Invalid("give storage_id or local_path")
+            storage_id = request.storage_id if target == "storage_id" else self.p.local.by_root(request.local_path).id
+            detached = await self.p.storage_control().detach(storage_id, request.force)
+            return worker_pb2.StorageDetachLocalResponse(storage_id=detached)
+
+    async def StorageRedeclareLocal(self, request: worker_pb2.StorageRedeclareLocalRequest, context: Context) -> worker_pb2.StorageRedeclareLocalResponse:
+        async with _statuses(context, "StorageRedeclareLocal"):
+            results = await self.p.storage_control().redeclare(request.storage_id, request.drop_missing)
+            return worker_pb2.StorageRedeclareLocalResponse(
+                paths=[worker_pb2.RedeclaredPath(storage_id=r.storage_id, declared=r.declared, unchanged=r.unchanged, dropped=r.dropped) for r in results]
+            )
+
+    # --- serving files -------------------------------------------------------------------------
+
+    async def read_sector_file_wire(self, request: worker_pb2.ReadSectorFileRequest, context: Context) -> AsyncIterator[bytes]:
+        """ReadSectorFile, yielding serialised ReadSectorFileResponse messages (see wire.py)."""
+        async with _statuses(context, "ReadSectorFile"):
+            sector = validation.sector_id(request.sector, request.HasField("sector"))
+            file_type = validation.one_file_type(request.type)
+            if file_type == FileType.CACHE:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the cache is a directory: use ReadSectorDir")
+            copy = await asyncio.to_thread(serving.locate, self.p.local, sector, file_type, request.storage_id)
+            fd, size = await asyncio.to_thread(serving.open_file, copy)
+            pending: asyncio.Future[list[bytes]] | None = None
+            try:
+                length = request.length or max(0, size - request.offset)
+                if request.offset > size or request.offset + length > size:
+                    await context.abort(
+                        grpc.StatusCode.OUT_OF_RANGE, f"range [{request.offset}, {request.offset + length}) is beyond the file's {size} bytes"
+                    )
+                chunk = self.p.config.worker.fetch_chunk_bytes
+                if length == 0:
+                    yield encode_chunk_response(0, b"", size)
+                batch = chunk * 8
+
+                def read(start: int) -> asyncio.Future[list[bytes]]:
+                    want = min(length - start, batch)
+                    return asyncio.ensure_future(asyncio.to_thread(serving.read_all_chunks, fd, request.offset + start, want, chunk))
+
+                # The next batch is read while this one is sent.
+                pending = read(0) if length else None
+                sent = 0
+                while pending is not None:
+                    datas = await pending
+                    queued = sent + sum(len(d) for d in datas)
+                    pending = read(queued) if queued < length else None
+                    for data in datas:
+                        yield encode_chunk_response(sent, data, size if sent == 0 else None)
+                        sent += len(data)
+                        self.p.fault.count(len(data))
+            finally:
+                # A read may still be running in its thread: it must not see the fd closed.
+                if pending is not None:
+                    with contextlib.suppress(BaseException):
+                        await pending
+                os.close(fd)
+
+    async def StatSectorFile(self, request: worker_pb2.StatSectorFileRequest, context: Context) -> worker_pb2.StatSectorFileResponse:
+        async with _statuses(context, "StatSectorFile"):
+            sector = validation.sector_id(request.sector, request.HasField("sector"))
+            file_type = validation.one_file_type(request.type)
+            copy = await asyncio.to_thread(serving.locate, self.p.local, sector, file_type, request.storage_id)
+            st = await asyncio.to_thread(serving.stat_file, copy)
+            modified = Timestamp()
+            modified.FromNanoseconds(int(st.mtime * 1e9))
+            return worker_pb2.StatSectorFileResponse(
+                storage_id=st.storage_id,
+                is_dir=st.is_dir,
+                size=st.size,
+                allocated=st.allocated,
+                modified_at=modified,
+                entries=[worker_pb2.DirEntry(name=e.name, size=e.size) for e in st.entries],
+            )
+
+    async def read_sector_dir_wire(self, request: worker_pb2.ReadSectorDirRequest, context: Context) -> AsyncIterator[bytes]:
+        """ReadSectorDir, yielding serialised ReadSectorDirResponse messages (see wire.py)."""
+        async with _statuses(context, "ReadSectorDir"):
+            sector = validation.sector_id(request.sector, request.HasField("sector"))
+            validation.one_file_type(request.type, allowed=FileType.CACHE)
+            copy = await asyncio.to_thread(serving.locate, self.p.local, sector, FileType.CACHE, request.storage_id)
+            try:
+                entries, total = await asyncio.to_thread(serving.plan_dir, copy, list(request.names))
+            except (FileNotFoundError, TarError) as exc:
+                raise serving.NotServed(str(exc)) from None
+            chunks = stream_tar(entries, self.p.config.worker.fetch_chunk_bytes)
+            sent = 0
+            while True:
+                data = await asyncio.to_thread(next, chunks, None)
+                if data is None:
+                    break
+                yield encode_chunk_response(sent, data, total if sent == 0 else None)
+                sent += len(data)
+                self.p.fault.count(len(data))
+
+    async def StatPath(self, request: worker_pb2.StatPathRequest, context: Context) -> worker_pb2.StatPathResponse:
+        async with _statuses(context, "StatPath"):
+            stat = await asyncio.to_thread(self.p.local.stat, request.storage_id)
+            return worker_pb2.StatPathResponse(stat=fs_stat_message(stat))
+
+    async def IsAllocated(self, request: worker_pb2.IsAllocatedRequest, context: Context) -> worker_pb2.IsAllocatedResponse:
+        async with _statuses(context, "IsAllocated"):
+            sector = validation.sector_ref(request.sector, request.HasField("sector"))
+            offset, size = validation.unpadded_range(request.range, sector.size, piece_sized=False)
+            try:
+                path = await asyncio.to_thread(serving.unsealed_with_range, self.p.local, sector.id, sector.size, offset, size, request.storage_id)
+            except serving.NotServed:
+                return worker_pb2.IsAllocatedResponse(allocated=False, file_present=False)
+            except serving.WrongKind:
+                return worker_pb2.IsAllocatedResponse(allocated=False, file_present=True)
+            return worker_pb2.IsAllocatedResponse(allocated=bool(path), file_present=True)
+
+    async def RemoveSectorFile(self, request: worker_pb2.RemoveSectorFileRequest, context: Context) -> worker_pb2.RemoveSectorFileResponse:
+        async with _statuses(context, "RemoveSectorFile"):
+            sector = validation.sector_id(request.sector, request.HasField("sector"))
+            file_type = validation.one_file_type(request.type)
+            removed = await tasks.remove_local(self.p.env(), sector, file_type, request.storage_id)
+            if not removed:
+                raise serving.NotServed(f"no local {file_type.dirname} file of sector {sector}")
+            return worker_pb2.RemoveSectorFileResponse(
+                removed=[common_pb2.RemovedSectorFile(storage_id=p.id, type=common_pb2.SectorFileType.ValueType(int(file_type))) for p in removed]
+            )
+
+    async def ReadPiece(self, request: worker_pb2.WorkerServiceReadPieceRequest, context: Context) -> AsyncIterator[worker_pb2.WorkerServiceReadPieceResponse]:
+        async with _statuses(context, "ReadPiece"):
+            sector = validation.sector_ref(request.sector, request.HasField("sector"))
+            if not request.HasField("range"):
+                raise validation.Invalid("range is required")
+            offset, size = validation.unpadded_range(request.range, sector.size)
+            env = self.p.env()
+            async with env.index.lock(sector.id, FileType.UNSEALED, FileType(0), "read-piece", env.lock_ttl_s):
+                try:
+                    path = await asyncio.to_thread(serving.unsealed_with_range, self.p.local, sector.id, sector.size, offset, size, request.storage_id)
+                except serving.WrongKind as exc:
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+                sent = 0
+                while sent < size:
+                    n = min(PAD_BLOCK, size - sent)
+                    data = await asyncio.to_thread(rust_core.fr32_unpad_range, path, offset + sent, n)
+                    yield worker_pb2.WorkerServiceReadPieceResponse(chunk=common_pb2.Chunk(offset=sent, data=data))
+                    sent += n
+
+
+SERVICE_NAME = "sectorstorage.v1.WorkerService"
+
+
+class _CaptureHandlers:
+    """Stands in for a server to collect the generated method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
+        self.handlers = dict(handlers)
+
+
+def add_worker_service(servicer: Any, server: grpc.aio.Server) -> None:
+    """The generated handlers, except that the two file streams send pre-serialised messages
+    (wire.py) instead of message objects: same bytes on the wire, fewer copies."""
+    capture = _CaptureHandlers()
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, capture)  # type: ignore[arg-type]
+    handlers = capture.handlers
+    handlers["ReadSectorFile"] = grpc.unary_stream_rpc_method_handler(
+        servicer.read_sector_file_wire, request_deserializer=worker_pb2.ReadSectorFileRequest.FromString
+    )
+    handlers["ReadSectorDir"] = grpc.unary_stream_rpc_method_handler(
+        servicer.read_sector_dir_wire, request_deserializer=worker_pb2.ReadSectorDirRequest.FromString
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class WorkerApp(Service):
@@ -63,37 +690,105 @@ class WorkerApp(Service):
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
+        section = config.worker
         worker_id = load_or_create_worker_id(config.data_dir)
-        self.identity = WorkerIdentity(worker_id=worker_id, name=config.worker.name)
-        if not self.identity.name:
-            self.identity = WorkerIdentity(worker_id=worker_id, name=self.identity.hostname)
-        self.resources = detect_resources()
-        # Unimplemented RPCs are filled in by registration(), so the class is complete at run time.
-        self.servicer = WorkerServicer(self.identity, self.resources)  # type: ignore[abstract]
+        identity = WorkerIdentity(worker_id=worker_id, name=section.name)
+        if not identity.name:
+            identity = WorkerIdentity(worker_id=worker_id, name=identity.hostname)
+        overrides = parse_overrides({**section.resources, **os.environ})
+        enabled = [parse_task_type(t) for t in section.task_types] or list(ALL_TASK_TYPES)
+        local = LocalStore(StorageList.load(config.data_dir / STORAGE_FILE))
+        local.open_configured()
+        calls = CallStore(config.data_dir / "calls.db")
+        self.parts = Parts(
+            config=config,
+            identity=identity,
+            resources=detect_resources(section.no_swap, section.cpus, section.memory),
+            overrides=overrides,
+            task_types=EnabledTaskTypes(enabled),
+            local=local,
+            calls=calls,
+            runner=CallRunner(calls, lambda: self._wake_sender(), worker_id, section.max_tasks, concurrency_caps(overrides)),
+            fault=ServeFault(),
+        )
+        restarted = self.parts.runner.recover()
+        if restarted:
+            log.warning("calls interrupted by the last stop will be returned as WORKER_RESTARTED", extra={"calls": restarted})
+        # ReadSectorFile/ReadSectorDir are served by their wire versions (add_worker_service).
+        self.servicer = WorkerServicer(self.parts)  # type: ignore[abstract]
         self.link: ManagerLink | None = None
-        self._link_task: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._channels: list[grpc.aio.Channel] = []
+
+    @property
+    def identity(self) -> WorkerIdentity:
+        return self.parts.identity
+
+    def _wake_sender(self) -> None:
+        if self.parts.sender is not None:
+            self.parts.sender.wake()
 
     def registrations(self) -> Sequence[Registration]:
-        return [registration(worker_pb2, worker_pb2_grpc, "WorkerService", self.servicer)]
+        reg = registration(worker_pb2, worker_pb2_grpc, "WorkerService", self.servicer)
+        return [Registration(reg.servicer, add_worker_service, reg.descriptor)]
 
     async def start(self, runtime: Runtime) -> None:
         section = self.config.worker
+        p = self.parts
+        address = section.advertise or runtime.address
+        p.peers = Peers(runtime.token(Permission.ADMIN))
+        if section.index:
+            # ADMIN: detaching a path (StorageDetach) needs it; everything else WRITE.
+            channel = aio_channel(section.index, runtime.token(Permission.ADMIN))
+            self._channels.append(channel)
+            p.index = IndexClient(channel, owner_prefix=f"worker:{p.identity.worker_id}")
+            p.remote = RemoteStore(p.local, p.index, p.peers, section.parallel_fetch_limit)
+        else:
+            log.warning("no index configured (worker.index): serving, but storage and tasks are unavailable")
+        p.storage = StorageControl(p.local, p.index, [address])
+        self._loops.append(asyncio.create_task(p.storage.run(runtime.stopping, section.storage_heartbeat_s), name="storage-heartbeat"))
         if not section.manager:
             log.warning("no manager configured (worker.manager): serving files and RPCs without registering")
             return
+        backoff = Backoff(section.register_retry_initial_s, section.register_retry_max_s)
+        p.sender = ReturnSender(p.calls, p.identity.worker_id, section.manager, runtime.token(Permission.WRITE), Backoff(0.2, 5.0))
+        self._loops.append(asyncio.create_task(p.sender.run(runtime.stopping), name="return-sender"))
+
+        async def manager_restarted() -> None:
+            if p.storage is not None and p.index is not None:
+                await p.storage.redeclare("", drop_missing=False)
+
+        def unknown_calls(calls: list[common_pb2.CallId]) -> None:
+            for call in calls:
+                p.runner.abort(call, "the manager does not know this call")
+
         self.link = ManagerLink(
             manager=section.manager,
             token=runtime.token(Permission.WRITE),
-            address=section.advertise or runtime.address,
-            session_id=self.identity.session_id,
-            worker_info=lambda: worker_info_message(self.identity, self.resources),
-            backoff=Backoff(section.register_retry_initial_s, section.register_retry_max_s),
+            address=address,
+            session_id=p.identity.session_id,
+            worker_info=p.info,
+            backoff=backoff,
             heartbeat_interval_s=section.heartbeat_interval_s,
+            info_version=p.info_version,
+            running_calls=p.runner.running_call_ids,
+            on_unknown_calls=unknown_calls,
+            on_manager_restart=manager_restarted,
         )
-        self._link_task = asyncio.create_task(self.link.run(runtime.stopping), name="manager-link")
+        self._loops.append(asyncio.create_task(self.link.run(runtime.stopping), name="manager-link"))
+
+    async def drain(self) -> None:
+        self.parts.runner.shutting_down = True
 
     async def stop(self) -> None:
-        if self._link_task is not None:
-            self._link_task.cancel()
+        await self.parts.runner.shutdown()
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._link_task
+                await task
+        if self.parts.peers is not None:
+            await self.parts.peers.close()
+        for channel in self._channels:
+            await channel.close()
+        self.parts.calls.close()

@@ -123,6 +123,10 @@ def _fold32(value: int) -> int:
     return value % (2 * _INT32) - _INT32
 
 
+class _InlineBusy(Exception):
+    """An inline read found the database busy; it is re-run on the pool."""
+
+
 class _CommitFailed(Exception):
     """COMMIT itself failed: whether the transaction took effect is unknown."""
 
@@ -226,6 +230,8 @@ class Database:
         self._write_lock: AbstractContextManager[Any] = threading.Lock() if self.dialect is Dialect.SQLITE else nullcontext()
         self._closed = False
         self._listeners: list[_Listener] = []
+        self.inline_reads = self.dialect is Dialect.SQLITE and target.inline_reads
+        self._inline_conn: Any = None
 
     # -- connections -------------------------------------------------------------------------
 
@@ -318,9 +324,38 @@ class Database:
         time.sleep(min(0.002 * 2 ** min(attempt, 6), 0.1) * random.uniform(0.5, 1.0))
 
     async def run(self, fn: Callable[[Tx], T], mode: Mode = Mode.WRITE) -> T:
-        """Runs fn(tx) in one transaction on the pool; the event loop only awaits the result."""
+        """Runs fn(tx) in one transaction on the pool; the event loop only awaits the result.
+
+        Exception: SQLite reads run on the calling (event-loop) thread. A WAL reader never waits
+        for a lock and its pages come from the page cache or mmap, so it costs microseconds,
+        while the hop to a pool thread and back costs ~100 us of latency and most of the CPU of
+        a small query. Should a read ever meet a busy database (WAL recovery), it goes to the
+        pool instead of blocking the loop.
+        """
+        if mode is Mode.READ and self.inline_reads:
+            try:
+                return self._inline_read(fn)
+            except _InlineBusy:
+                pass
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.transact, fn, mode)
+
+    def _inline_read(self, fn: Callable[[Tx], T]) -> T:
+        conn = self._inline_conn
+        if conn is None:
+            if self._closed:
+                raise DatabaseUnavailable("database is closed (the service is stopping)")
+            conn = self._backend.connect()
+            conn.execute("PRAGMA busy_timeout=0")  # never wait on the event loop
+            self._inline_conn = conn
+            with self._conns_lock:
+                self._conns.add(conn)
+        try:
+            return self._once(conn, fn, Mode.READ)
+        except Exception as exc:
+            if self._backend.retryable(exc):
+                raise _InlineBusy() from exc
+            raise
 
     # -- notifications -----------------------------------------------------------------------
 

@@ -6,10 +6,11 @@ Accepted forms (the same as `DatabaseConfig.url` documents):
   "sqlite:///ABSOLUTE/PATH.db"    SQLite file at an absolute path
   "postgresql://user:pw@host:5432/db" (or postgres://)  a PostgreSQL DSN, passed to libpq as is
 
-SQLite takes two options as a query string: `?synchronous=full|normal` (default full: every commit
-is on disk before the RPC answers, like PostgreSQL's default; `normal` still survives a killed
-process but may lose the last commits on power loss) and `busy_timeout_ms=N` (default 5000: how
-long a writer waits for another process holding the file).
+SQLite takes options as a query string: `?synchronous=full|normal` (default full: every commit is
+on disk before the RPC answers, like PostgreSQL's default; `normal` still survives a killed
+process but may lose the last commits on power loss), `busy_timeout_ms=N` (default 5000: how
+long a writer waits for another process holding the file) and `inline_reads=0|1` (default 1:
+read transactions run on the event-loop thread, see `Database.run`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class DatabaseTarget:
     dsn: str = ""
     synchronous: Synchronous = Synchronous.FULL
     busy_timeout_ms: int = 5000
+    # Run read transactions on the event-loop thread (see Database.run).
+    inline_reads: bool = True
 
     def describe(self) -> str:
         """For logs: the file, or the DSN without its password."""
@@ -73,6 +76,7 @@ def parse_database_url(url: str, data_dir: Path, default_name: str) -> DatabaseT
     options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
     synchronous = Synchronous.FULL
     busy = 5000
+    inline = True
     for key, value in options.items():
         if key == "synchronous":
             try:
@@ -83,6 +87,10 @@ def parse_database_url(url: str, data_dir: Path, default_name: str) -> DatabaseT
             if not value.isdigit() or not 0 < int(value) <= 600_000:
                 raise ValueError(f"database url {url!r}: busy_timeout_ms must be 1..600000, got {value!r}")
             busy = int(value)
+        elif key == "inline_reads":
+            if value not in ("0", "1"):
+                raise ValueError(f"database url {url!r}: inline_reads must be 0 or 1, got {value!r}")
+            inline = value == "1"
         else:
-            raise ValueError(f"database url {url!r}: unknown option {key!r} (known: synchronous, busy_timeout_ms)")
-    return DatabaseTarget(Dialect.SQLITE, path=path, synchronous=synchronous, busy_timeout_ms=busy)
+            raise ValueError(f"database url {url!r}: unknown option {key!r} (known: synchronous, busy_timeout_ms, inline_reads)")
+    return DatabaseTarget(Dialect.SQLITE, path=path, synchronous=synchronous, busy_timeout_ms=busy, inline_reads=inline)

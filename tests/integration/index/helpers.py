@@ -135,3 +135,27 @@ def reset(stub: index_pb2_grpc.IndexServiceStub) -> None:
         stub.StorageDetach(ipb.StorageDetachRequest(storage_id=entry.info.id), timeout=30)
     for lease in stub.StorageGetLocks(ipb.StorageGetLocksRequest(), timeout=30).locks:
         stub.StorageUnlock(ipb.StorageUnlockRequest(lease_id=lease.lease_id), timeout=30)
+
+
+def declare_many(address: str, items: Sequence[tuple[str, int, Sequence[int], bool]], concurrency: int = 32) -> None:
+    """Declares (path, sector number, types, primary) items one StorageDeclareSector RPC each,
+    `concurrency` at a time, from an asyncio client (far less client CPU than threads)."""
+    import asyncio
+
+    from services.common.client import aio_channel
+
+    async def run() -> None:
+        async with aio_channel(address, token()) as channel:
+            stub = index_pb2_grpc.IndexServiceStub(channel)
+            pending = iter(items)
+
+            async def worker() -> None:
+                for storage_id, number, types, primary in pending:
+                    await stub.StorageDeclareSector(
+                        ipb.StorageDeclareSectorRequest(storage_id=storage_id, sector=sector(number), types=list(types), primary=primary),
+                        timeout=60,
+                    )
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    asyncio.run(run())

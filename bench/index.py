@@ -1,0 +1,377 @@
+"""Index benchmark: StorageFindSector and StorageDeclareSector over gRPC against the same
+transaction run directly on the database (the limit), on SQLite and on PostgreSQL.
+
+Setup per backend: a fresh database (SQLite file; PostgreSQL: a throwaway server with its default,
+durable settings), the index schema, then 100 paths and 1,000,000 declared sector files
+bulk-loaded directly (500,000 sectors with sealed + cache each, spread over the paths), then one
+`sectorstorage-index` process on it with the default config (auth on, SQLite synchronous=full).
+
+Load: 16 concurrent clients (asyncio tasks, each on its own channel, spread over client
+processes) over loopback for a fixed time after a warm-up; each request's latency is measured at
+the client. FindSector asks for (sealed, cache) of a random loaded sector; DeclareSector declares
+the unsealed file of a new sector in a random path. The direct limit runs the servicer's own
+transaction (same SQL, same BEGIN/COMMIT, through services/common/db) from 16 threads in one
+process, with no gRPC, so the ratio shows what the RPC layer costs.
+
+    python -m bench.index                       # both backends, the figures of docs/benchmarks.md
+    python -m bench.index --backends sqlite --seconds 5 --files 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+MINER = 1000
+SEALED, CACHE, UNSEALED = 2, 4, 1
+SECRET = "bench-fleet-key-0123456789abcdef-0123456789abcdef"
+DECLARE_BASE = 10_000_000  # new sectors for DeclareSector start here
+
+
+@dataclass
+class Result:
+    backend: str
+    op: str
+    via: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    load: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def summarize(latencies: list[float]) -> tuple[float, float]:
+    if not latencies:
+        return 0.0, 0.0
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return statistics.median(ordered) * 1000, p99 * 1000
+
+
+# -- setup ---------------------------------------------------------------------------------------
+
+
+def bulk_load(url: str, data_dir: Path, paths: int, files: int) -> list[str]:
+    """Creates the schema and loads `paths` healthy paths and `files` sector files directly."""
+    from services.common.db import Tx, apply_migrations, open_database
+    from services.common.db.dialect import Dialect
+    from services.index.schema import COMPONENT, MIGRATIONS
+
+    db = open_database(url, data_dir, "index", threads=1)
+    apply_migrations(db, COMPONENT, MIGRATIONS)
+    ids = [str(uuid.UUID(int=random.Random(i).getrandbits(128))) for i in range(paths)]
+    now = time.time()
+
+    def add_paths(tx: Tx) -> None:
+        tx.executemany(
+            "INSERT INTO storage_paths (id, urls, weight, max_storage, can_seal, can_store, path_groups, allow_to, allow_types,"
+            " deny_types, allow_miners, deny_miners, capacity, available, fs_available, reserved, max_bytes, used,"
+            " last_heartbeat, heartbeat_error, attached_at) VALUES (?, ?, 10, 0, TRUE, TRUE, '[]', '[]', 0, 0, '[]', '[]',"
+            " ?, ?, ?, 0, 0, 0, ?, '', ?)",
+            [(sid, json.dumps([f"10.0.{i // 250}.{i % 250}:3456"]), 1 << 44, 1 << 43, 1 << 43, now, now) for i, sid in enumerate(ids)],
+        )
+
+    db.transact(add_paths)
+    pks = {sid: pk for sid, pk in db.transact(lambda tx: tx.query("SELECT id, pk FROM storage_paths"))}
+    sectors = files // 2
+    rows = ((MINER, n, t, pks[ids[n % paths]], True) for n in range(sectors) for t in (SEALED, CACHE))
+    if db.dialect is Dialect.POSTGRESQL:
+        import psycopg
+
+        with psycopg.connect(url) as conn, conn.cursor() as cur:
+            with cur.copy("COPY sector_files (miner, number, file_type, path_pk, is_primary) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            conn.commit()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+    else:
+        batch: list[tuple[Any, ...]] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == 200_000:
+                db.transact(lambda tx, b=batch: tx.executemany("INSERT INTO sector_files VALUES (?, ?, ?, ?, ?)", b))  # type: ignore[misc]
+                batch = []
+        if batch:
+            db.transact(lambda tx: tx.executemany("INSERT INTO sector_files VALUES (?, ?, ?, ?, ?)", batch))
+        db.transact(lambda tx: tx.execute("ANALYZE"))
+    db.close()
+    return ids
+
+
+# -- load workers (run in their own processes) --------------------------------------------------
+
+
+def grpc_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs spec['clients'] concurrent clients against the index; returns latencies."""
+    from services.common.client import aio_channel
+    from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, index_pb2_grpc
+
+    op, sectors, ids = spec["op"], spec["sectors"], spec["path_ids"]
+    latencies: list[float] = []
+    errors = 0
+
+    async def client(k: int, stop_at: float, record_from: float) -> None:
+        nonlocal errors
+        rng = random.Random(spec["seed"] * 1000 + k)
+        next_new = DECLARE_BASE + spec["seed"] * 10_000_000 + k * 100_000
+        async with aio_channel(spec["address"], spec["token"]) as channel:
+            stub = index_pb2_grpc.IndexServiceStub(channel)
+            while True:
+                start = time.perf_counter()
+                if start >= stop_at:
+                    return
+                try:
+                    if op == "find":
+                        await stub.StorageFindSector(
+                            index_pb2.StorageFindSectorRequest(
+                                sector=common_pb2.SectorId(miner=MINER, number=rng.randrange(sectors)), types=[SEALED, CACHE]
+                            ),
+                            timeout=30,
+                        )
+                    else:
+                        next_new += 1
+                        await stub.StorageDeclareSector(
+                            index_pb2.StorageDeclareSectorRequest(
+                                storage_id=rng.choice(ids), sector=common_pb2.SectorId(miner=MINER, number=next_new), types=[UNSEALED], primary=True
+                            ),
+                            timeout=30,
+                        )
+                except Exception:  # noqa: BLE001 - counted, reported
+                    errors += 1
+                    continue
+                end = time.perf_counter()
+                if start >= record_from:
+                    latencies.append(end - start)
+
+    async def run() -> float:
+        now = time.perf_counter()
+        record_from = now + spec["warmup"]
+        stop_at = record_from + spec["seconds"]
+        await asyncio.gather(*(client(k, stop_at, record_from) for k in range(spec["clients"])))
+        return spec["seconds"]
+
+    seconds = asyncio.run(run())
+    return {"latencies": latencies, "seconds": seconds, "errors": errors}
+
+
+def direct_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """The servicer's transaction, straight on the database from `clients` threads."""
+    from services.common.db import Mode, Tx, open_database
+    from services.index.domain import FileType
+    from services.index.store import DECLARE_PATH_SQL, find_holders_sql, upsert_sql
+
+    db = open_database(spec["url"], Path(spec["data_dir"]), "index", threads=1)
+    op, sectors, ids = spec["op"], spec["sectors"], spec["path_ids"]
+    find_sql = find_holders_sql(FileType(SEALED | CACHE))
+    latencies: list[list[float]] = [[] for _ in range(spec["clients"])]
+    errors = [0]
+    begin = time.perf_counter()
+    record_from = begin + spec["warmup"]
+    stop_at = record_from + spec["seconds"]
+
+    def thread(k: int) -> None:
+        rng = random.Random(spec["seed"] * 1000 + k)
+        next_new = DECLARE_BASE + 500_000_000 + spec["seed"] * 10_000_000 + k * 100_000
+        mine = latencies[k]
+        while True:
+            start = time.perf_counter()
+            if start >= stop_at:
+                return
+            try:
+                if op == "find":
+                    number = rng.randrange(sectors)
+                    db.transact(lambda tx: tx.query(find_sql, (MINER, number)), Mode.READ)
+                else:
+                    next_new += 1
+                    sid, number = rng.choice(ids), next_new
+
+                    def declare(tx: Tx) -> None:
+                        pk = tx.scalar(DECLARE_PATH_SQL, (sid,))
+                        tx.executemany(upsert_sql(True), [(MINER, number, UNSEALED, pk, True)])
+
+                    db.transact(declare)
+            except Exception:  # noqa: BLE001
+                errors[0] += 1
+                continue
+            if start >= record_from:
+                mine.append(time.perf_counter() - start)
+
+    # Threads, not the event loop: SQLite reads would otherwise run inline on one thread.
+    db.inline_reads = False
+    threads = [threading.Thread(target=thread, args=(k,)) for k in range(spec["clients"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    db.close()
+    return {"latencies": [x for per in latencies for x in per], "seconds": spec["seconds"], "errors": errors[0]}
+
+
+def run_workers(kind: str, spec: dict[str, Any], processes: int) -> tuple[list[float], float, int]:
+    """Starts `processes` worker processes splitting spec['clients']; merges their latencies."""
+    procs = []
+    per = [spec["clients"] // processes + (1 if i < spec["clients"] % processes else 0) for i in range(processes)]
+    for i, clients in enumerate(per):
+        child = {**spec, "clients": clients, "seed": i + 1}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.index", "--worker", kind],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )
+        )
+        assert procs[-1].stdin is not None
+        procs[-1].stdin.write(json.dumps(child))
+        procs[-1].stdin.close()
+    latencies: list[float] = []
+    errors = 0
+    seconds = spec["seconds"]
+    for proc in procs:
+        assert proc.stdout is not None
+        out = json.loads(proc.stdout.read())
+        proc.wait()
+        latencies += out["latencies"]
+        errors += out["errors"]
+    return latencies, seconds, errors
+
+
+# -- orchestration ---------------------------------------------------------------------------------
+
+
+def start_index(data_dir: Path, url: str) -> Any:
+    from services.cli.local_fleet import ServiceProcess
+
+    env = {
+        "SECTORSTORAGE_DATABASE_URL": url,
+        "SECTORSTORAGE_INDEX_HEARTBEAT_TIMEOUT_S": "86400",
+        "SECTORSTORAGE_LOG_LEVEL": "warning",
+    }
+    return ServiceProcess(name="index", data_dir=data_dir, env=env, secret=SECRET).start(timeout=120)
+
+
+def measure(backend: str, args: argparse.Namespace, out: list[Result], log: Callable[[str], None]) -> None:
+    from services.common.auth import Permission, create_token
+
+    root = Path(tempfile.mkdtemp(prefix=f"bench-index-{backend}-"))
+    server = None
+    if backend == "postgres":
+        from services.common.db.pgserver import start_postgres
+
+        server = start_postgres(fast=False)  # durable defaults: fsync on, synchronous_commit on
+        url = server.create_database("bench")
+    else:
+        url = ""
+    try:
+        started = time.monotonic()
+        ids = bulk_load(url, root, args.paths, args.files)
+        log(f"{backend}: loaded {args.paths} paths and {args.files:,} sector files in {time.monotonic() - started:.1f}s")
+        sectors = args.files // 2
+        base = {"sectors": sectors, "path_ids": ids, "clients": args.clients, "seconds": args.seconds, "warmup": args.warmup}
+        index = start_index(root, url)
+        token = create_token(SECRET.encode(), Permission.WRITE, subject="bench")
+        try:
+            for op in args.ops:
+                load = os.getloadavg()[0]
+                lat, secs, errs = run_workers("grpc", {**base, "op": op, "address": index.address, "token": token}, args.client_procs)
+                out.append(Result(backend, op, "grpc", len(lat), secs, *summarize(lat), errs, load))
+                log(f"{backend} {op} grpc: {out[-1].rate:,.0f} req/s")
+                load = os.getloadavg()[0]
+                lat, secs, errs = run_workers("direct", {**base, "op": op, "url": url, "data_dir": str(root)}, 1)
+                out.append(Result(backend, op, "direct", len(lat), secs, *summarize(lat), errs, load))
+                log(f"{backend} {op} direct: {out[-1].rate:,.0f} req/s")
+        finally:
+            index.stop(timeout=30)
+        if backend == "sqlite" and args.no_auth_variant and "find" in args.ops:
+            # Same server without token verification: how much of the RPC cost is the JWT check.
+            from services.cli.local_fleet import ServiceProcess
+
+            plain = ServiceProcess(
+                name="index", data_dir=root,
+                env={"SECTORSTORAGE_DATABASE_URL": url, "SECTORSTORAGE_LOG_LEVEL": "warning", "SECTORSTORAGE_AUTH_REQUIRED": "false"},
+                secret=SECRET,
+            ).start(timeout=120)
+            try:
+                load = os.getloadavg()[0]
+                lat, secs, errs = run_workers("grpc", {**base, "op": "find", "address": plain.address, "token": token}, args.client_procs)
+                out.append(Result(backend, "find", "grpc, auth off", len(lat), secs, *summarize(lat), errs, load))
+            finally:
+                plain.stop(timeout=30)
+    finally:
+        if server is not None:
+            server.stop()
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def table(results: Sequence[Result]) -> str:
+    names = {"find": "StorageFindSector", "declare": "StorageDeclareSector"}
+    lines = [
+        "| backend | RPC | via | req/s | p50 ms | p99 ms | gRPC / direct | errors | load avg |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    direct = {(r.backend, r.op): r for r in results if r.via == "direct"}
+    for r in results:
+        limit = direct.get((r.backend, r.op))
+        ratio = f"{r.rate / limit.rate:.2f}" if limit and r.via != "direct" and limit.rate else ""
+        lines.append(
+            f"| {r.backend} | {names[r.op]} | {r.via} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {ratio} | {r.errors} | {r.load:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--ops", default="find,declare")
+    parser.add_argument("--paths", type=int, default=100)
+    parser.add_argument("--files", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--client-procs", type=int, default=2, help="processes the clients are spread over")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--no-auth-variant", action="store_true", help="also FindSector on SQLite with auth.required=false")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--worker", choices=["grpc", "direct"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        spec = json.loads(sys.stdin.read())
+        result = grpc_worker(spec) if args.worker == "grpc" else direct_worker(spec)
+        sys.stdout.write(json.dumps(result))
+        return 0
+    args.ops = [op for op in args.ops.split(",") if op]
+    results: list[Result] = []
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    log(f"{os.cpu_count()} CPUs; {args.clients} clients over {args.client_procs} processes; {args.seconds}s per run after {args.warmup}s warm-up")
+    for backend in [b for b in args.backends.split(",") if b]:
+        measure(backend, args, results, log)
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps([{**asdict(r), "rate": r.rate} for r in results], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Worker benchmarks, each against its baseline, on real processes over loopback:
+
+  fetch     a 512 MiB sealed file fetched by worker B from worker A (the Fetch task: index
+            lookup, lock, gRPC stream, fsync, rename, declare) vs `cp` of the same file on this
+            disk (page cache warm, as the fetch's source read is).
+  addpiece  a 512 MiB piece (532,676,608 unpadded bytes) streamed into AddPiece (fr32 padding
+            into the unsealed file + commP) vs rust_core's in-memory fr32_pad + piece_commitment
+            of the same bytes.
+
+    python bench/worker.py [--size-mib 512] [--runs 3] [--workdir DIR]
+
+Prints each figure and its ratio to the baseline; docs/benchmarks.md records measured runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import grpc  # noqa: E402
+
+import rust_core  # noqa: E402
+from services.cli.local_fleet import ServiceProcess  # noqa: E402
+from services.common.auth import Permission, create_token  # noqa: E402
+from services.common.client import sync_channel  # noqa: E402
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc  # noqa: E402
+
+MINER = 1000
+PROOF_BY_MIB = {
+    8: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_8MIB_V1_1,
+    512: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1,
+}
+
+
+class Fleet:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.secret = secrets.token_hex(32)
+        self.procs: list[ServiceProcess] = []
+        self.token = create_token(self.secret.encode(), Permission.ADMIN, subject="bench")
+
+    def start(self, name: str, label: str, *args: str) -> ServiceProcess:
+        proc = ServiceProcess(name, self.root / label, args=args, secret=self.secret, env={"SECTORSTORAGE_LOG_LEVEL": "warning"})
+        proc.start()
+        self.procs.append(proc)
+        return proc
+
+    def stub(self, proc: ServiceProcess) -> worker_pb2_grpc.WorkerServiceStub:
+        return worker_pb2_grpc.WorkerServiceStub(sync_channel(proc.address, self.token))
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            try:
+                proc.stop()
+            except Exception:  # noqa: BLE001
+                proc.kill()
+
+
+def attach(stub: worker_pb2_grpc.WorkerServiceStub, root: Path, seal: bool, store: bool) -> str:
+    reply = stub.StorageAttachLocal(
+        worker_pb2.StorageAttachLocalRequest(path=str(root), init=worker_pb2.StoragePathConfig(can_seal=seal, can_store=store)), timeout=60
+    )
+    return reply.path.info.id
+
+
+def assignment(number: int) -> worker_pb2.TaskAssignment:
+    call = common_pb2.CallId(sector=common_pb2.SectorId(miner=MINER, number=number), id=str(uuid.uuid4()))
+    return worker_pb2.TaskAssignment(call_id=call, attempt=1)
+
+
+def wait_result(stub: worker_pb2_grpc.WorkerServiceStub, call: common_pb2.CallId, timeout: float = 600) -> worker_pb2.StoredCallResult:
+    """No manager in the bench: results stay in the worker's call store; poll the pull side."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for item in stub.ListCallResults(worker_pb2.ListCallResultsRequest(), timeout=30):
+            if item.result.call_id.id == call.id:
+                stub.AckCallResult(worker_pb2.AckCallResultRequest(call_ids=[call]), timeout=30)
+                if item.result.HasField("error"):
+                    raise RuntimeError(f"task failed: {item.result.error.message}")
+                return item.result
+        time.sleep(0.01)
+    raise TimeoutError(call.id)
+
+
+def rate(nbytes: int, seconds: float) -> float:
+    return nbytes / seconds / (1 << 20)
+
+
+def bench_fetch(fleet: Fleet, index: ServiceProcess, work: Path, size_mib: int, runs: int) -> None:
+    size = size_mib << 20
+    a = fleet.start("worker", "worker-a", "--index", index.address)
+    b = fleet.start("worker", "worker-b", "--index", index.address)
+    sa, sb = fleet.stub(a), fleet.stub(b)
+    attach(sa, work / "a", seal=True, store=True)
+    attach(sb, work / "b", seal=True, store=False)
+    number = 1
+    name = f"s-t0{MINER}-{number}"
+    sealed = work / "a" / "sealed" / name
+    with open(sealed, "wb") as f:
+        for _ in range(size_mib):
+            f.write(os.urandom(1 << 20))
+    sa.StorageRedeclareLocal(worker_pb2.StorageRedeclareLocalRequest(), timeout=60)
+    ref = common_pb2.SectorRef(id=common_pb2.SectorId(miner=MINER, number=number), proof_type=PROOF_BY_MIB[size_mib])
+
+    cp_times, cp_sync_times, fetch_times = [], [], []
+    for _ in range(runs):
+        target = work / "cp-copy"
+        t = time.perf_counter()
+        subprocess.run(["cp", str(sealed), str(target)], check=True)
+        cp_times.append(time.perf_counter() - t)
+        target.unlink()
+        t = time.perf_counter()
+        subprocess.run(["cp", str(sealed), str(target)], check=True)
+        fd = os.open(target, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        cp_sync_times.append(time.perf_counter() - t)
+        target.unlink()
+
+        call = assignment(number)
+        t = time.perf_counter()
+        sb.Fetch(
+            worker_pb2.FetchRequest(
+                assignment=call, sector=ref, types=[common_pb2.SECTOR_FILE_TYPE_SEALED],
+                path_type=common_pb2.PATH_TYPE_SEALING, mode=worker_pb2.FETCH_MODE_COPY,
+            ),
+            timeout=30,
+        )
+        wait_result(sb, call.call_id)
+        fetch_times.append(time.perf_counter() - t)
+        fetched = work / "b" / "sealed" / name
+        assert fetched.stat().st_size == size, "fetched file has the wrong size"
+        sb.Remove(worker_pb2.WorkerServiceRemoveRequest(sector=ref.id, types=[common_pb2.SECTOR_FILE_TYPE_SEALED]), timeout=60)
+
+    cp, cp_sync, fetch = (statistics.median(x) for x in (cp_times, cp_sync_times, fetch_times))
+    print(f"fetch {size_mib} MiB sealed file, worker B <- worker A over loopback (median of {runs})")
+    print(f"  Fetch task (incl. fsync)      {fetch:7.3f} s  {rate(size, fetch):8.1f} MiB/s")
+    print(f"  cp (page cache, no fsync)     {cp:7.3f} s  {rate(size, cp):8.1f} MiB/s")
+    print(f"  cp + fsync                    {cp_sync:7.3f} s  {rate(size, cp_sync):8.1f} MiB/s")
+    print(f"  ratio fetch / cp              {cp / fetch:7.2f}x   (target >= 0.5)")
+    print(f"  ratio fetch / (cp + fsync)    {cp_sync / fetch:7.2f}x")
+
+
+def piece_messages(header: worker_pb2.WorkerServiceAddPieceHeader, data: bytes) -> Iterator[worker_pb2.WorkerServiceAddPieceRequest]:
+    yield worker_pb2.WorkerServiceAddPieceRequest(header=header)
+    chunk = 1 << 20
+    view = memoryview(data)
+    for offset in range(0, len(data), chunk):
+        yield worker_pb2.WorkerServiceAddPieceRequest(chunk=common_pb2.Chunk(offset=offset, data=bytes(view[offset : offset + chunk])))
+
+
+def bench_addpiece(fleet: Fleet, index: ServiceProcess, work: Path, size_mib: int, runs: int) -> None:
+    size = size_mib << 20
+    unpadded = size // 128 * 127
+    data = os.urandom(unpadded)
+    mem_times, commp_times = [], []
+    expected = b""
+    for _ in range(runs):
+        t = time.perf_counter()
+        rust_core.fr32_pad(data)
+        expected = rust_core.piece_commitment(data)
+        mem_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        rust_core.piece_commitment(data)
+        commp_times.append(time.perf_counter() - t)
+
+    w = fleet.start("worker", "worker-ap", "--index", index.address)
+    stub = fleet.stub(w)
+    attach(stub, work / "ap", seal=True, store=False)
+    ap_times = []
+    for run in range(runs):
+        number = 100 + run
+        call = assignment(number)
+        header = worker_pb2.WorkerServiceAddPieceHeader(
+            assignment=call,
+            sector=common_pb2.SectorRef(id=common_pb2.SectorId(miner=MINER, number=number), proof_type=PROOF_BY_MIB[size_mib]),
+            piece_size=unpadded,
+        )
+        t = time.perf_counter()
+        stub.AddPiece(piece_messages(header, data), timeout=600)
+        ap_times.append(time.perf_counter() - t)
+        result = wait_result(stub, call.call_id)
+        assert result.piece.commp == expected, "AddPiece commP differs from rust_core's"
+        stub.Remove(worker_pb2.WorkerServiceRemoveRequest(sector=header.sector.id), timeout=60)
+
+    mem, commp, ap = (statistics.median(x) for x in (mem_times, commp_times, ap_times))
+    print(f"AddPiece of a {size_mib} MiB piece ({unpadded} unpadded bytes; median of {runs})")
+    print(f"  AddPiece RPC (stream, pad, write, commP)   {ap:7.3f} s  {rate(unpadded, ap):8.1f} MiB/s")
+    print(f"  rust_core in memory: fr32_pad + commP      {mem:7.3f} s  {rate(unpadded, mem):8.1f} MiB/s")
+    print(f"  rust_core in memory: commP alone           {commp:7.3f} s  {rate(unpadded, commp):8.1f} MiB/s")
+    print(f"  ratio AddPiece / in-memory pad+commP       {mem / ap:7.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=512, choices=sorted(PROOF_BY_MIB))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None, help="where files go (default: a temporary dir on /tmp's disk)")
+    parser.add_argument("--only", choices=["fetch", "addpiece"], default=None)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="bench-worker-", dir=args.workdir))
+    fleet = Fleet(work / "fleet")
+    print(f"cpus {os.cpu_count()}, workdir {work}, rust_core {rust_core.__version__}")
+    try:
+        index = fleet.start("index", "index")
+        if args.only in (None, "fetch"):
+            bench_fetch(fleet, index, work, args.size_mib, args.runs)
+        if args.only in (None, "addpiece"):
+            bench_addpiece(fleet, index, work, args.size_mib, args.runs)
+    except grpc.RpcError as exc:
+        print(f"bench failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    finally:
+        fleet.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+//! PoRep emulation benchmark: labeling rate against the SHA-256 compression limit, scaling over
+//! cores, a full PC1/PC2/C1/C2/verify run of one sector with wall time and peak memory, and 32 GiB
+//! figures extrapolated from the measured rates.
+//!
+//! `cargo run --release --example bench_porep -- [--size 8MiB|512MiB] [--workdir DIR] [--labeling-only]`
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rust_core::gpu::cpu::CpuBackend;
+use rust_core::porep::c2::{seal_commit_phase2, verify_seal, SealPublic};
+use rust_core::porep::graph::Graph;
+use rust_core::porep::labels::{label_layer, zeroed_layer, LabelHasher};
+use rust_core::porep::params::SectorParams;
+use rust_core::porep::parents_cache::{self, ParentsStream};
+use rust_core::porep::pieces::Piece;
+use rust_core::porep::{c1, merkle, pc1, pc2};
+use sha2::digest::generic_array::{typenum::U64, GenericArray};
+
+/// Compressions per label of a node with parents (64 + 37·32 bytes, padded).
+const COMPRESSIONS_PER_LABEL: f64 = 20.0;
+
+fn sha_limit_single_core() -> f64 {
+    let blocks = vec![GenericArray::<u8, U64>::default(); 1024];
+    let mut state = [0u32; 8];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
+        sha2::compress256(&mut state, &blocks);
+        n += blocks.len() as u64;
+    }
+    std::hint::black_box(state);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Labels layer 2 of a sector of `size` (layer 1 given as random labels), single-threaded.
+fn label_rate(size: u64, replica: u8) -> f64 {
+    let graph = Graph::new(size);
+    let cache = parents_cache::ensure(&graph, size).expect("parents cache");
+    let nodes = graph.nodes() as usize;
+    let mut prev = zeroed_layer(nodes);
+    for (i, p) in prev.iter_mut().enumerate() {
+        *p = rust_core::porep::ids::hash_parts_trunc254(&[&(i as u64).to_le_bytes()]);
+    }
+    let mut out = zeroed_layer(nodes);
+    let mut hasher = LabelHasher::new(&[replica; 32]);
+    let mut stream = ParentsStream::open(&cache, graph.nodes()).expect("stream");
+    let start = Instant::now();
+    label_layer(&mut hasher, 2, &mut stream, Some(&prev), &mut out).expect("label");
+    std::hint::black_box(&out);
+    nodes as f64 / start.elapsed().as_secs_f64()
+}
+
+fn peak_rss_reset() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn parse_size(s: &str) -> u64 {
+    match s.to_ascii_lowercase().as_str() {
+        "2kib" | "2048" => 2048,
+        "8mib" => 8 << 20,
+        "512mib" => 512 << 20,
+        other => other.parse().expect("size: 2KiB, 8MiB, 512MiB or bytes"),
+    }
+}
+
+struct Phase {
+    name: &'static str,
+    secs: f64,
+    peak_mib: f64,
+}
+
+fn timed<T>(phases: &mut Vec<Phase>, name: &'static str, f: impl FnOnce() -> T) -> T {
+    peak_rss_reset();
+    let start = Instant::now();
+    let out = f();
+    phases.push(Phase {
+        name,
+        secs: start.elapsed().as_secs_f64(),
+        peak_mib: peak_rss_mib(),
+    });
+    out
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let size = arg("--size").map_or(8 << 20, |s| parse_size(&s));
+    let workdir = arg("--workdir").map_or_else(
+        || std::env::temp_dir().join(format!("ss-bench-porep-{}", std::process::id())),
+        PathBuf::from,
+    );
+    let params = SectorParams::lookup(size).expect("size");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    println!("# PoRep emulation benchmark (sector {size} bytes, {cores} cores)");
+    // The machine may be shared: measure the limit and the labeling rate interleaved, three
+    // times, and keep the best of each, so both see the same conditions.
+    let mut label_sizes = vec![8u64 << 20];
+    if size > 8 << 20 {
+        label_sizes.push(size);
+    }
+    let mut limit: f64 = 0.0;
+    let mut best = vec![0.0f64; label_sizes.len()];
+    for _ in 0..3 {
+        limit = limit.max(sha_limit_single_core());
+        for (b, &label_size) in best.iter_mut().zip(&label_sizes) {
+            *b = b.max(label_rate(label_size, 1));
+        }
+    }
+    println!(
+        "sha256 limit, 1 core: {:.2} M compressions/s (best of 3)",
+        limit / 1e6
+    );
+    for (rate, label_size) in best.iter().zip(&label_sizes) {
+        let comp = rate * COMPRESSIONS_PER_LABEL;
+        println!(
+            "labeling, 1 core, {} MiB layer: {:.3} M labels/s = {:.2} M compressions/s = {:.2}x the limit (best of 3)",
+            label_size >> 20,
+            rate / 1e6,
+            comp / 1e6,
+            comp / limit
+        );
+    }
+    let mut one_core = 0.0;
+    for k in 1..=cores {
+        let rates: Vec<f64> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..k)
+                .map(|t| s.spawn(move || label_rate(8 << 20, t as u8 + 10)))
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        let total: f64 = rates.iter().sum();
+        if k == 1 {
+            one_core = total;
+        }
+        println!(
+            "labeling, {k} sector(s) in parallel on {k} core(s), 8 MiB layers: {:.3} M labels/s total = {:.2}x one core",
+            total / 1e6,
+            total / one_core
+        );
+    }
+
+    if args.iter().any(|a| a == "--labeling-only") {
+        return;
+    }
+
+    // Full pipeline.
+    let _ = std::fs::remove_dir_all(&workdir);
+    std::fs::create_dir_all(&workdir).expect("workdir");
+    let unsealed = workdir.join("unsealed");
+    let sealed = workdir.join("sealed");
+    let cache = workdir.join("cache");
+    let mut data = vec![[0u8; 32]; params.nodes() as usize];
+    for (i, n) in data.iter_mut().enumerate() {
+        *n = rust_core::porep::ids::hash_parts_trunc254(&[b"data", &(i as u64).to_le_bytes()]);
+    }
+    std::fs::write(&unsealed, data.as_flattened()).expect("write unsealed");
+    let comm_p = merkle::root(data);
+    let pieces = [Piece {
+        padded_size: size,
+        comm_p,
+    }];
+    let (prover, ticket, seed) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    let mut phases = Vec::new();
+    let p1 = timed(&mut phases, "PC1", || {
+        pc1::seal_pre_commit_phase1(size, &cache, &unsealed, &prover, 1, &ticket, &pieces)
+            .expect("pc1")
+    });
+    let (comm_r, comm_d) = timed(&mut phases, "PC2", || {
+        pc2::seal_pre_commit_phase2(&p1, &cache, &sealed, &CpuBackend).expect("pc2")
+    });
+    let c1o = timed(&mut phases, "C1", || {
+        c1::seal_commit_phase1(
+            size, &cache, &sealed, &prover, 1, &ticket, &seed, &pieces, &comm_r, &comm_d,
+        )
+        .expect("c1")
+    });
+    let proof = timed(&mut phases, "C2", || {
+        seal_commit_phase2(&c1o, &prover, 1, &CpuBackend).expect("c2")
+    });
+    let ok = timed(&mut phases, "verify", || {
+        let public = SealPublic {
+            sector_size: size,
+            comm_r: &comm_r,
+            comm_d: &comm_d,
+            prover_id: &prover,
+            sector_number: 1,
+            ticket: &ticket,
+            seed: &seed,
+        };
+        verify_seal(&public, &proof).expect("verify")
+    });
+    assert!(ok, "proof must verify");
+    println!("\n| step | wall time (s) | peak RSS (MiB) |\n|---|---|---|");
+    for p in &phases {
+        println!("| {} | {:.2} | {:.0} |", p.name, p.secs, p.peak_mib);
+    }
+    println!(
+        "proof: {} bytes, C1 output: {} bytes",
+        proof.len(),
+        c1o.len()
+    );
+
+    // Extrapolation to 32 GiB from the measured rates.
+    let p32 = SectorParams::lookup(32 << 30).expect("32G");
+    let secs = |name: &str| {
+        phases
+            .iter()
+            .find(|p| p.name == name)
+            .map_or(0.0, |p| p.secs)
+    };
+    let pc1_label_rate = (params.layers as u64 * params.nodes()) as f64 / secs("PC1");
+    let pc1_32 = (p32.layers as u64 * p32.nodes()) as f64 / pc1_label_rate;
+    // PC2 compressions: columns (ceil((32L + 9) / 64) each), tree_c and tree_r_last (2 per node).
+    let pc2_comp = |p: &SectorParams| {
+        let n = p.nodes() as f64;
+        n * ((32 * p.layers + 9) as f64 / 64.0).ceil() + 4.0 * n
+    };
+    let pc2_32 = secs("PC2") * pc2_comp(p32) / pc2_comp(params);
+    let c2_32 =
+        secs("C2") * (1u64 << p32.c2_witness_log2) as f64 / (1u64 << params.c2_witness_log2) as f64;
+    println!("\n32 GiB extrapolated on this machine ({cores} cores, CPU backend):");
+    println!(
+        "PC1 {:.1} h (one sector per core, sequential labeling), PC2 {:.1} min, C2 {:.1} min",
+        pc1_32 / 3600.0,
+        pc2_32 / 60.0,
+        c2_32 / 60.0
+    );
+    let _ = std::fs::remove_dir_all(&workdir);
+}

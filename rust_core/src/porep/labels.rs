@@ -1,0 +1,348 @@
+//! SDR-style labeling: every node of every layer gets a label, a SHA-256 (trimmed to 254 bits)
+//! over the replica_id, the layer, the node index and its parents' labels.
+//!
+//! Message of node `i > 0` in layer `l` (1-based): a 64-byte prefix block
+//! `replica_id ‖ l (u32 LE) ‖ i (u64 LE) ‖ 20 zero bytes`, then 37 parent slots of 32 bytes,
+//! slot `s` holding the label of parent `s mod d` of the parent list (d = 6 base parents in layer
+//! 1; d = 14 in later layers: 6 base parents' labels of this layer, then 8 expander parents'
+//! labels of layer l − 1). 1248 bytes: with SHA-256 padding exactly 20 compressions, the cost of
+//! an SDR label. Node 0 has no parents: its message is the prefix alone.
+//!
+//! The hasher drives the SHA-256 block function directly on a reused 20-block buffer (SHA-NI when
+//! the CPU has it), which is what keeps labeling near the raw compression rate.
+
+use std::path::Path;
+
+use sha2::digest::generic_array::{typenum::U64, GenericArray};
+
+use crate::error::{Error, Result};
+use crate::hash::{trim_to_fr32, Node};
+use crate::porep::files;
+use crate::porep::graph::Graph;
+use crate::porep::params::{SectorParams, BASE_DEGREE, LABEL_PARENT_SLOTS, TOTAL_PARENTS};
+use crate::porep::parents_cache::{self, ParentsStream};
+
+type Block = GenericArray<u8, U64>;
+
+const IV: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+/// Blocks after the prefix for a node with parents: 18 full blocks of two slots, then the last
+/// slot with the padding.
+const PARENT_BLOCKS: usize = LABEL_PARENT_SLOTS / 2 + 1;
+/// Bit length of a message with parents: 64 + 37 · 32 bytes.
+const MESSAGE_BITS: u64 = ((64 + LABEL_PARENT_SLOTS * 32) * 8) as u64;
+
+/// Reusable label hasher for one replica.
+pub struct LabelHasher {
+    prefix: Block,
+    parents: Vec<Block>,
+    /// The padding block of a prefix-only message (node 0).
+    empty_tail: Block,
+}
+
+impl LabelHasher {
+    pub fn new(replica_id: &Node) -> Self {
+        let mut prefix = Block::default();
+        prefix[..32].copy_from_slice(replica_id);
+        let mut parents = vec![Block::default(); PARENT_BLOCKS];
+        if let Some(last) = parents.last_mut() {
+            last[32] = 0x80;
+            last[56..].copy_from_slice(&MESSAGE_BITS.to_be_bytes());
+        }
+        let mut empty_tail = Block::default();
+        empty_tail[0] = 0x80;
+        empty_tail[56..].copy_from_slice(&512u64.to_be_bytes());
+        Self {
+            prefix,
+            parents,
+            empty_tail,
+        }
+    }
+
+    /// Label of `node` in `layer` given its parents' labels in list order (0, 6 or 14 of them).
+    pub fn label(&mut self, layer: u32, node: u64, parent_labels: &[&Node]) -> Node {
+        self.prefix[32..36].copy_from_slice(&layer.to_le_bytes());
+        self.prefix[36..44].copy_from_slice(&node.to_le_bytes());
+        let mut state = IV;
+        sha2::compress256(&mut state, std::slice::from_ref(&self.prefix));
+        if parent_labels.is_empty() {
+            sha2::compress256(&mut state, std::slice::from_ref(&self.empty_tail));
+        } else {
+            let d = parent_labels.len();
+            for s in 0..LABEL_PARENT_SLOTS {
+                let block = &mut self.parents[s / 2];
+                let at = (s % 2) * 32;
+                block[at..at + 32].copy_from_slice(parent_labels[s % d]);
+            }
+            sha2::compress256(&mut state, &self.parents);
+        }
+        let mut out = [0u8; 32];
+        for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        trim_to_fr32(&mut out);
+        out
+    }
+}
+
+/// Nodes ahead of the one being labeled whose parents are prefetched into cache: on layers far
+/// larger than the CPU caches, parents' labels are random DRAM reads, and fetching them early hides
+/// that latency behind the hashing (the job of SDR's parent-producer threads).
+const PREFETCH_AHEAD: usize = 8;
+
+#[inline]
+fn prefetch(node: &Node) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint with no architectural effect; the address is a valid reference.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(node.as_ptr().cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = node;
+}
+
+/// A zeroed layer buffer. On Linux it is advised to use transparent huge pages: a layer is read
+/// at random (parents), and with 4 KiB pages nearly every parent read is also a TLB miss, which
+/// costs more than the prefetch can hide (most of all in a VM, with nested page tables).
+pub fn zeroed_layer(nodes: usize) -> Vec<Node> {
+    let layer = vec![[0u8; 32]; nodes];
+    advise_huge_pages(&layer);
+    layer
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(layer: &[Node]) {
+    const HUGE_PAGE: usize = 2 << 20;
+    let start = layer.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(layer);
+    let (first, last) = (
+        start.div_ceil(HUGE_PAGE) * HUGE_PAGE,
+        end / HUGE_PAGE * HUGE_PAGE,
+    );
+    if last > first {
+        // SAFETY: madvise is advisory; [first, last) lies inside the live allocation `layer`,
+        // whose pages are not yet touched (a fresh zeroed allocation), and no memory is changed.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_layer: &[Node]) {}
+
+/// Labels one layer sequentially. `prev` is layer `layer − 1` (None for layer 1); parents are
+/// streamed from the parents cache in node order.
+pub fn label_layer(
+    hasher: &mut LabelHasher,
+    layer: u32,
+    parents: &mut ParentsStream,
+    prev: Option<&[Node]>,
+    out: &mut [Node],
+) -> Result<()> {
+    if prev.is_some_and(|p| p.len() != out.len()) {
+        return Err(Error::invalid(
+            "label_layer: previous layer has another size",
+        ));
+    }
+    for i in 0..out.len() {
+        if let Some(ahead) = parents.peek(PREFETCH_AHEAD) {
+            for (k, &p) in ahead.iter().enumerate() {
+                let layer_nodes = if k < BASE_DEGREE { Some(&*out) } else { prev };
+                if let Some(n) = layer_nodes.and_then(|l| l.get(p as usize)) {
+                    prefetch(n);
+                }
+            }
+        }
+        let record = parents.next_parents()?;
+        if i == 0 {
+            out[0] = hasher.label(layer, 0, &[]);
+            continue;
+        }
+        // A cache record is input: a base parent must precede `i`, an expander parent must lie
+        // in the previous layer. Checked here (two compares per parent) so that a corrupt cache
+        // is an error, never an out-of-bounds panic.
+        let bad = record[..BASE_DEGREE].iter().any(|&p| p as usize >= i)
+            || (prev.is_some()
+                && record[BASE_DEGREE..]
+                    .iter()
+                    .any(|&p| p as usize >= out.len()));
+        if bad {
+            return Err(Error::invalid(format!(
+                "parents cache is corrupt at node {i}: {record:?} (delete it to regenerate)"
+            )));
+        }
+        let (done, _) = out.split_at(i);
+        let label = match prev {
+            None => {
+                let p: [&Node; BASE_DEGREE] = std::array::from_fn(|k| &done[record[k] as usize]);
+                hasher.label(layer, i as u64, &p)
+            }
+            Some(prev) => {
+                let p: [&Node; TOTAL_PARENTS] = std::array::from_fn(|k| {
+                    if k < BASE_DEGREE {
+                        &done[record[k] as usize]
+                    } else {
+                        &prev[record[k] as usize]
+                    }
+                });
+                hasher.label(layer, i as u64, &p)
+            }
+        };
+        out[i] = label;
+    }
+    Ok(())
+}
+
+/// Labels every layer of a replica and returns the last one (the encoding key). When
+/// `cache_dir` is given, each layer is also written there as `sc-02-data-layer-<l>.dat`.
+/// Holds two layers in memory at a time.
+pub fn label_all_layers(
+    params: &SectorParams,
+    replica_id: &Node,
+    cache_dir: Option<&Path>,
+) -> Result<Vec<Node>> {
+    let graph = Graph::new(params.sector_size);
+    let cache = parents_cache::ensure(&graph, params.sector_size)?;
+    let nodes = params.nodes() as usize;
+    let mut hasher = LabelHasher::new(replica_id);
+    let mut prev: Vec<Node> = Vec::new();
+    let mut cur: Vec<Node> = zeroed_layer(nodes);
+    for layer in 1..=params.layers as u32 {
+        let mut stream = ParentsStream::open(&cache, params.nodes())?;
+        let prev_ref = if layer == 1 { None } else { Some(&prev[..]) };
+        label_layer(&mut hasher, layer, &mut stream, prev_ref, &mut cur)?;
+        if let Some(dir) = cache_dir {
+            files::write_nodes(&files::layer_path(dir, layer), &cur)?;
+        }
+        if layer < params.layers as u32 {
+            std::mem::swap(&mut prev, &mut cur);
+            if cur.len() != nodes {
+                cur = zeroed_layer(nodes);
+            }
+        }
+    }
+    Ok(cur)
+}
+
+/// Recomputes the label of `node` in `layer` from its parents' labels (the verifier's path).
+/// `base` are labels in `layer`, `expander` labels in `layer − 1` (ignored in layer 1).
+pub fn label_from_parents(
+    replica_id: &Node,
+    layer: u32,
+    node: u64,
+    base: &[Node; BASE_DEGREE],
+    expander: &[Node; TOTAL_PARENTS - BASE_DEGREE],
+) -> Node {
+    let mut hasher = LabelHasher::new(replica_id);
+    if node == 0 {
+        return hasher.label(layer, 0, &[]);
+    }
+    if layer == 1 {
+        let p: [&Node; BASE_DEGREE] = std::array::from_fn(|k| &base[k]);
+        hasher.label(layer, node, &p)
+    } else {
+        let p: [&Node; TOTAL_PARENTS] = std::array::from_fn(|k| {
+            if k < BASE_DEGREE {
+                &base[k]
+            } else {
+                &expander[k - BASE_DEGREE]
+            }
+        });
+        hasher.label(layer, node, &p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::porep::ids::hash_parts_trunc254;
+
+    /// The label written as plain SHA-256 over the documented message.
+    fn reference_label(replica_id: &Node, layer: u32, node: u64, parents: &[Node]) -> Node {
+        let mut msg = Vec::new();
+        msg.extend_from_slice(replica_id);
+        msg.extend_from_slice(&layer.to_le_bytes());
+        msg.extend_from_slice(&node.to_le_bytes());
+        msg.extend_from_slice(&[0u8; 20]);
+        if !parents.is_empty() {
+            for s in 0..LABEL_PARENT_SLOTS {
+                msg.extend_from_slice(&parents[s % parents.len()]);
+            }
+        }
+        hash_parts_trunc254(&[&msg])
+    }
+
+    #[test]
+    fn block_driven_hasher_equals_plain_sha256_of_the_message() {
+        let rid = [9u8; 32];
+        let base: Vec<Node> = (0..6u8).map(|k| [k + 1; 32]).collect();
+        let exp: Vec<Node> = (0..8u8).map(|k| [k + 100; 32]).collect();
+        let mut h = LabelHasher::new(&rid);
+        assert_eq!(h.label(1, 0, &[]), reference_label(&rid, 1, 0, &[]));
+        let refs: Vec<&Node> = base.iter().collect();
+        assert_eq!(h.label(1, 5, &refs), reference_label(&rid, 1, 5, &base));
+        let all: Vec<Node> = base.iter().chain(exp.iter()).copied().collect();
+        let refs: Vec<&Node> = all.iter().collect();
+        assert_eq!(h.label(3, 77, &refs), reference_label(&rid, 3, 77, &all));
+        let b: [Node; 6] = std::array::from_fn(|k| base[k]);
+        let e: [Node; 8] = std::array::from_fn(|k| exp[k]);
+        assert_eq!(
+            label_from_parents(&rid, 3, 77, &b, &e),
+            reference_label(&rid, 3, 77, &all)
+        );
+    }
+
+    #[test]
+    fn layers_match_per_node_recomputation_from_the_graph() {
+        let params = SectorParams::lookup(2048).unwrap();
+        let rid = [4u8; 32];
+        let dir = std::env::temp_dir().join(format!("ss-labels-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = label_all_layers(params, &rid, Some(&dir)).unwrap();
+        let l1 = files::read_nodes(&files::layer_path(&dir, 1), 0, 64).unwrap();
+        let l2 = files::read_nodes(&files::layer_path(&dir, 2), 0, 64).unwrap();
+        assert_eq!(key, l2);
+        let g = Graph::new(2048);
+        for i in 0..64u64 {
+            let p = g.parents(i);
+            let b1: [Node; 6] = std::array::from_fn(|k| l1[p[k] as usize]);
+            let b2: [Node; 6] = std::array::from_fn(|k| l2[p[k] as usize]);
+            let e: [Node; 8] = std::array::from_fn(|k| l1[p[6 + k] as usize]);
+            assert_eq!(label_from_parents(&rid, 1, i, &b1, &e), l1[i as usize]);
+            assert_eq!(label_from_parents(&rid, 2, i, &b2, &e), l2[i as usize]);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_parents_record_is_an_error_not_a_panic() {
+        use std::os::unix::fs::FileExt;
+        let dir = std::env::temp_dir().join(format!("ss-labels-corrupt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let graph = Graph::new(2048);
+        let path = parents_cache::ensure_at(dir.join("p.cache"), &graph, 2048).unwrap();
+        // Node 5's first base parent := 60 (not earlier than 5).
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&60u32.to_le_bytes(), 64 + 5 * 56).unwrap();
+        let mut stream = ParentsStream::open(&path, 64).unwrap();
+        let mut out = vec![[0u8; 32]; 64];
+        let e = label_layer(
+            &mut LabelHasher::new(&[1; 32]),
+            1,
+            &mut stream,
+            None,
+            &mut out,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("corrupt at node 5"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

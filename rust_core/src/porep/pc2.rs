@@ -1,0 +1,135 @@
+//! PreCommit phase 2: tree_c over the column hashes, the encoding (replica = data + key in the
+//! BLS12-381 scalar field) written to the sealed file, tree_r_last over the replica, and
+//! comm_r = H(comm_c, comm_r_last). The GPU-eligible step: all bulk hashing goes through the
+//! selected [`Backend`].
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::gpu::Backend;
+use crate::hash::{hash_pair, Node};
+use crate::porep::field;
+use crate::porep::files;
+use crate::porep::merkle;
+use crate::porep::params::SectorParams;
+use crate::porep::pc1::{tree_d_layout, Phase1Output};
+use crate::porep::tree_file::{self, Layout, StoredTree};
+
+/// Layout of tree_c: every level stored, leaves = column hashes.
+pub fn tree_c_layout(params: &SectorParams) -> Layout {
+    Layout {
+        leaves: params.nodes(),
+        skip: 0,
+    }
+}
+
+/// Layout of one tree_r_last part file.
+pub fn tree_r_last_part_layout(params: &SectorParams) -> Layout {
+    Layout {
+        leaves: params.nodes() / params.tree_r_last_parts as u64,
+        skip: params.tree_r_rows_to_discard,
+    }
+}
+
+fn open_sized(path: &Path, want: u64, what: &str) -> Result<std::fs::File> {
+    match files::file_len(path) {
+        None => Err(Error::invalid(format!(
+            "{what} {} is missing (run PC1 first, and before clear_cache)",
+            path.display()
+        ))),
+        Some(len) if len != want => Err(Error::invalid(format!(
+            "{what} {} is {len} bytes, expected {want}",
+            path.display()
+        ))),
+        Some(_) => files::open_read(path),
+    }
+}
+
+/// Runs PC2; returns (comm_r, comm_d).
+pub fn seal_pre_commit_phase2(
+    phase1_output: &[u8],
+    cache_dir: &Path,
+    sealed_path: &Path,
+    backend: &dyn Backend,
+) -> Result<(Node, Node)> {
+    let p1 = Phase1Output::decode(phase1_output)?;
+    let params = SectorParams::lookup(p1.sector_size)?;
+    let nodes = params.nodes();
+
+    let tree_d_path = cache_dir.join(files::TREE_D);
+    let tree_d_file = open_sized(&tree_d_path, tree_d_layout(params).file_len(), "tree_d")?;
+    if StoredTree::open(&tree_d_path, tree_d_layout(params))?.root()? != p1.comm_d {
+        return Err(Error::invalid(format!(
+            "{} does not match the phase-1 output's comm_d (cache from another sector?)",
+            tree_d_path.display()
+        )));
+    }
+    let layer_paths: Vec<_> = (1..=params.layers as u32)
+        .map(|l| files::layer_path(cache_dir, l))
+        .collect();
+    let layer_files = layer_paths
+        .iter()
+        .map(|p| open_sized(p, params.sector_size, "layer file"))
+        .collect::<Result<Vec<_>>>()?;
+
+    // tree_c over column hashes.
+    let mut columns: Vec<Vec<Node>> = Vec::new();
+    let comm_c = tree_file::build(
+        &cache_dir.join(files::TREE_C),
+        tree_c_layout(params),
+        backend,
+        |first, buf| {
+            columns.resize(layer_files.len(), Vec::new());
+            for ((col, f), p) in columns.iter_mut().zip(&layer_files).zip(&layer_paths) {
+                col.resize(buf.len(), [0u8; 32]);
+                files::read_nodes_at(f, p, first, col)?;
+            }
+            let refs: Vec<&[Node]> = columns.iter().map(Vec::as_slice).collect();
+            backend.hash_columns(&refs, buf)
+        },
+    )?;
+    drop(columns);
+
+    // Encoding and tree_r_last.
+    let sealed = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .read(true)
+        .open(sealed_path)
+        .map_err(|e| Error::io(format!("create sealed file {}", sealed_path.display()), e))?;
+    sealed
+        .set_len(params.sector_size)
+        .map_err(|e| Error::io(format!("size sealed file {}", sealed_path.display()), e))?;
+    let key_file = layer_files
+        .last()
+        .ok_or_else(|| Error::invalid("sector has no layers"))?;
+    let key_path = &layer_paths[layer_paths.len() - 1];
+    let part_layout = tree_r_last_part_layout(params);
+    let mut part_roots = Vec::with_capacity(params.tree_r_last_parts);
+    let mut key = Vec::new();
+    for (k, part_path) in files::tree_r_last_paths(cache_dir, params)
+        .iter()
+        .enumerate()
+    {
+        let base = k as u64 * part_layout.leaves;
+        let root = tree_file::build(part_path, part_layout, backend, |first, buf| {
+            let at = base + first;
+            files::read_nodes_at(&tree_d_file, &tree_d_path, at, buf)?;
+            key.resize(buf.len(), [0u8; 32]);
+            files::read_nodes_at(key_file, key_path, at, &mut key)?;
+            for (d, k) in buf.iter_mut().zip(&key) {
+                *d = field::add(d, k);
+            }
+            files::write_nodes_at(&sealed, sealed_path, at, buf)
+        })?;
+        part_roots.push(root);
+    }
+    debug_assert_eq!(part_roots.len() as u64 * part_layout.leaves, nodes);
+    sealed
+        .sync_all()
+        .map_err(|e| Error::io(format!("sync {}", sealed_path.display()), e))?;
+    let comm_r_last = merkle::root(part_roots);
+    files::write_p_aux(cache_dir, &comm_c, &comm_r_last)?;
+    Ok((hash_pair(&comm_c, &comm_r_last), p1.comm_d))
+}

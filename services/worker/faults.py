@@ -1,0 +1,31 @@
+"""Test-only fault injection, off unless its environment variable is set.
+
+SECTORSTORAGE_TEST_FAULT_SERVE_EXIT_AFTER_BYTES=N: the process exits at once (as a crash would,
+no clean-up) after it has sent more than N bytes of sector files to peers. Lets the tests
+make a fetch source die in the middle of a stream, deterministically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+ENV_SERVE_EXIT = "SECTORSTORAGE_TEST_FAULT_SERVE_EXIT_AFTER_BYTES"
+
+
+class ServeFault:
+    def __init__(self) -> None:
+        raw = os.environ.get(ENV_SERVE_EXIT, "")
+        self.limit = int(raw) if raw.isdigit() else None
+        self.sent = 0
+        if self.limit is not None:
+            log.warning("test fault armed: exit after serving bytes", extra={"bytes": self.limit})
+
+    def count(self, n: int) -> None:
+        if self.limit is None:
+            return
+        self.sent += n
+        if self.sent > self.limit:
+            log.error("test fault: exiting in the middle of a stream", extra={"sent": self.sent})
+            os._exit(17)

@@ -1,0 +1,263 @@
+"""The worker's one door to the IndexService: every index call the worker makes goes through
+this class, so the rest of the worker deals in domain types and the wire stays in one place.
+
+Locks are leases: `lock()` waits for the grant, renews the lease every third of its ttl while
+the block runs and releases it on exit (also when the grant raced with a cancellation: the lease
+id is chosen here, so it can always be released).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, index_pb2_grpc
+from services.worker.sectors import FileType, PathType, SectorId, types_to_proto
+
+log = logging.getLogger(__name__)
+RPC_TIMEOUT_S = 15.0
+
+
+class IndexUnavailable(Exception):
+    """The index could not be reached or answered with an error we cannot act on."""
+
+
+class LockLost(Exception):
+    """A lease expired or was released under us: the files may no longer be ours."""
+
+
+@dataclass(frozen=True)
+class SectorLocation:
+    """A path holding (some of) a sector's files, as StorageFindSector reports it."""
+
+    storage_id: str
+    urls: tuple[str, ...]
+    weight: int
+    primary: bool
+    types: FileType
+    healthy: bool
+    can_store: bool
+
+
+@dataclass(frozen=True)
+class Declaration:
+    sector: SectorId
+    file_type: FileType
+    primary: bool
+
+
+def _types(values: Sequence[int]) -> FileType:
+    out = FileType(0)
+    for v in values:
+        if v in (1, 2, 4):
+            out |= FileType(v)
+    return out
+
+
+class IndexClient:
+    def __init__(self, channel: grpc.aio.Channel, owner_prefix: str) -> None:
+        self.stub = index_pb2_grpc.IndexServiceStub(channel)
+        self.owner_prefix = owner_prefix
+
+    # --- paths -------------------------------------------------------------------------------
+
+    async def attach(self, info: common_pb2.StorageInfo, stat: common_pb2.FsStat) -> None:
+        await self.stub.StorageAttach(index_pb2.StorageAttachRequest(info=info, stat=stat), timeout=RPC_TIMEOUT_S)
+
+    async def detach(self, storage_id: str, url: str) -> None:
+        try:
+            await self.stub.StorageDetach(index_pb2.StorageDetachRequest(storage_id=storage_id, url=url), timeout=RPC_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+
+    async def report_health(self, storage_id: str, stat: common_pb2.FsStat, error: str) -> bool:
+        """False when the index does not know the path (it must be attached again)."""
+        try:
+            await self.stub.StorageReportHealth(
+                index_pb2.StorageReportHealthRequest(
+                    storage_id=storage_id, report=common_pb2.HealthReport(stat=stat, error=error)
+                ),
+                timeout=RPC_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    # --- declarations ------------------------------------------------------------------------
+
+    async def declare(self, storage_id: str, sector: SectorId, types: FileType, primary: bool) -> None:
+        if not types:
+            return
+        await self.stub.StorageDeclareSector(
+            index_pb2.StorageDeclareSectorRequest(
+                storage_id=storage_id, sector=sector.to_proto(), types=types_to_proto(types), primary=primary
+            ),
+            timeout=RPC_TIMEOUT_S,
+        )
+
+    async def drop(self, storage_id: str, sector: SectorId, types: FileType) -> None:
+        if not types:
+            return
+        await self.stub.StorageDropSector(
+            index_pb2.StorageDropSectorRequest(storage_id=storage_id, sector=sector.to_proto(), types=types_to_proto(types)),
+            timeout=RPC_TIMEOUT_S,
+        )
+
+    async def redeclare(self, storage_id: str, found: Sequence[Declaration], drop_missing: bool) -> tuple[int, int, int]:
+        """Reconciles a path's declarations with `found` in one transaction; returns
+        (declared, unchanged, dropped)."""
+
+        async def requests() -> AsyncIterator[index_pb2.StorageRedeclareRequest]:
+            yield index_pb2.StorageRedeclareRequest(
+                header=index_pb2.StorageRedeclareHeader(storage_id=storage_id, drop_missing=drop_missing)
+            )
+            for start in range(0, len(found), 10_000):
+                batch = [
+                    index_pb2.SectorDeclaration(
+                        storage_id=storage_id,
+                        sector=d.sector.to_proto(),
+                        type=common_pb2.SectorFileType.ValueType(int(d.file_type)),
+                        primary=d.primary,
+                    )
+                    for d in found[start : start + 10_000]
+                ]
+                yield index_pb2.StorageRedeclareRequest(batch=index_pb2.StorageRedeclareBatch(declarations=batch))
+
+        reply = await self.stub.StorageRedeclare(requests(), timeout=RPC_TIMEOUT_S * 4)
+        return reply.declared, reply.unchanged, reply.dropped
+
+    async def find_sector(
+        self, sector: SectorId, types: FileType, sector_size: int = 0, allow_fetch: bool = False
+    ) -> list[SectorLocation]:
+        reply = await self.stub.StorageFindSector(
+            index_pb2.StorageFindSectorRequest(
+                sector=sector.to_proto(), types=types_to_proto(types), sector_size=sector_size, allow_fetch=allow_fetch
+            ),
+            timeout=RPC_TIMEOUT_S,
+        )
+        return [
+            SectorLocation(
+                storage_id=loc.id,
+                urls=tuple(loc.urls),
+                weight=loc.weight,
+                primary=loc.primary,
+                types=_types(loc.types),
+                healthy=loc.healthy,
+                can_store=loc.can_store,
+            )
+            for loc in reply.locations
+            if not loc.fetch_candidate
+        ]
+
+    async def best_alloc(self, types: FileType, sector_size: int, path_type: PathType, storage_ids: Sequence[str]) -> list[str]:
+        reply = await self.stub.StorageBestAlloc(
+            index_pb2.StorageBestAllocRequest(
+                types=types_to_proto(types),
+                sector_size=sector_size,
+                path_type=common_pb2.PathType.ValueType(int(path_type)),
+                storage_ids=list(storage_ids),
+            ),
+            timeout=RPC_TIMEOUT_S,
+        )
+        return [p.id for p in reply.paths]
+
+    # --- locks -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lock(
+        self,
+        sector: SectorId,
+        read: FileType,
+        write: FileType,
+        owner: str,
+        ttl_s: float = 60.0,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> AsyncIterator[None]:
+        """Holds a lock on some file types of a sector for the block. `on_lost` is called (once)
+        if the lease cannot be renewed before it expires."""
+        read = read & ~write
+        if not read and not write:
+            yield
+            return
+        lease_id = str(uuid.uuid4())
+        request = index_pb2.StorageLockRequest(
+            sector=sector.to_proto(),
+            read_types=types_to_proto(read),
+            write_types=types_to_proto(write),
+            owner=f"{self.owner_prefix}/{owner}",
+            ttl=Duration(seconds=int(ttl_s)),
+            lease_id=lease_id,
+        )
+        renewer: asyncio.Task[None] | None = None
+        try:
+            ttl = ttl_s
+            async for msg in self.stub.StorageLock(request):
+                if msg.HasField("acquired"):
+                    ttl = msg.acquired.ttl.ToTimedelta().total_seconds() or ttl_s
+                    break
+            else:
+                raise IndexUnavailable(f"StorageLock for sector {sector} ended without a grant")
+            renewer = asyncio.create_task(self._renew(lease_id, ttl, sector, on_lost), name=f"renew-{lease_id}")
+            yield
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+            await asyncio.shield(self._unlock(lease_id))
+
+    async def try_lock(self, sector: SectorId, read: FileType, write: FileType, owner: str, ttl_s: float = 60.0) -> str | None:
+        """A lease id when granted at once, else None (never waits)."""
+        reply = await self.stub.StorageTryLock(
+            index_pb2.StorageTryLockRequest(
+                sector=sector.to_proto(),
+                read_types=types_to_proto(read & ~write),
+                write_types=types_to_proto(write),
+                owner=f"{self.owner_prefix}/{owner}",
+                ttl=Duration(seconds=int(ttl_s)),
+                lease_id=str(uuid.uuid4()),
+            ),
+            timeout=RPC_TIMEOUT_S,
+        )
+        return reply.lease.lease_id if reply.acquired else None
+
+    async def unlock(self, lease_id: str) -> None:
+        await asyncio.shield(self._unlock(lease_id))
+
+    async def _unlock(self, lease_id: str) -> None:
+        for attempt in range(3):
+            try:
+                await self.stub.StorageUnlock(index_pb2.StorageUnlockRequest(lease_id=lease_id), timeout=RPC_TIMEOUT_S)
+                return
+            except grpc.aio.AioRpcError as exc:
+                log.warning("unlock failed", extra={"lease_id": lease_id, "code": exc.code().name, "attempt": attempt})
+                await asyncio.sleep(0.5 * (attempt + 1))
+        log.error("could not release lock lease; it expires by itself", extra={"lease_id": lease_id})
+
+    async def _renew(self, lease_id: str, ttl: float, sector: SectorId, on_lost: Callable[[str], None] | None) -> None:
+        loop = asyncio.get_running_loop()
+        expires = loop.time() + ttl
+        while True:
+            await asyncio.sleep(max(1.0, ttl / 3))
+            try:
+                reply = await self.stub.StorageRenewLock(
+                    index_pb2.StorageRenewLockRequest(lease_id=lease_id), timeout=min(RPC_TIMEOUT_S, ttl / 3)
+                )
+                expires = loop.time() + (reply.lease.ttl.ToTimedelta().total_seconds() or ttl)
+            except grpc.aio.AioRpcError as exc:
+                lost = exc.code() == grpc.StatusCode.NOT_FOUND or loop.time() >= expires
+                log.warning("lock renewal failed", extra={"lease_id": lease_id, "sector": str(sector), "code": exc.code().name, "lost": lost})
+                if lost:
+                    if on_lost is not None:
+                        on_lost(f"lock lease on sector {sector} lost: {exc.details()}")
+                    return

@@ -1,0 +1,227 @@
+"""On-disk layout of storage paths, as the reference keeps it so operators can move disks between
+the two systems: each path has `sectorstore.json` (its id and settings) and the folders
+`unsealed/`, `sealed/`, `cache/` holding `s-t0<miner>-<number>` (a file, a file, a directory);
+downloads land in `<type>/fetching/` first. The worker's `storage.json` lists its paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.worker.sectors import FILE_TYPES, TYPE_BY_NAME, FileType, SectorId
+
+META_FILE = "sectorstore.json"
+STORAGE_FILE = "storage.json"
+FETCHING = "fetching"
+DEFAULT_WEIGHT = 10
+
+
+class MetaError(ValueError):
+    """A sectorstore.json or storage.json that cannot be used; the message names the file."""
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Writes JSON so that a crash leaves either the old or the new file, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass(frozen=True)
+class PathMeta:
+    """The contents of a path's `sectorstore.json` (the reference's keys, plus the later
+    Lotus/Curio filters)."""
+
+    id: str
+    weight: int = DEFAULT_WEIGHT
+    can_seal: bool = False
+    can_store: bool = False
+    max_storage: int = 0
+    groups: tuple[str, ...] = ()
+    allow_to: tuple[str, ...] = ()
+    allow_types: FileType = FileType(0)
+    deny_types: FileType = FileType(0)
+    allow_miners: tuple[int, ...] = ()
+    deny_miners: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        try:
+            uuid.UUID(self.id)
+        except ValueError:
+            raise MetaError(f"path id {self.id!r} is not a UUID") from None
+        if self.allow_types & self.deny_types:
+            both = ", ".join(t.dirname for t in (self.allow_types & self.deny_types).singles())
+            raise MetaError(f"file types both allowed and denied: {both}")
+        if self.weight < 0 or self.max_storage < 0:
+            raise MetaError("weight and max_storage must not be negative")
+
+    def accepts(self, types: FileType, miner: int | None) -> str | None:
+        """Why new files of `types` for `miner` may not go here, or None when they may."""
+        for t in types.singles():
+            if self.allow_types and not t & self.allow_types:
+                return f"{t.dirname} not in allow_types"
+            if t & self.deny_types:
+                return f"{t.dirname} denied by deny_types"
+        if miner is not None:
+            if self.allow_miners and miner not in self.allow_miners:
+                return f"miner {miner} not in allow_miners"
+            if miner in self.deny_miners:
+                return f"miner {miner} denied by deny_miners"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ID": self.id,
+            "Weight": self.weight,
+            "CanSeal": self.can_seal,
+            "CanStore": self.can_store,
+            "MaxStorage": self.max_storage,
+            "Groups": list(self.groups),
+            "AllowTo": list(self.allow_to),
+            "AllowTypes": [t.dirname for t in self.allow_types.singles()],
+            "DenyTypes": [t.dirname for t in self.deny_types.singles()],
+            "AllowMiners": list(self.allow_miners),
+            "DenyMiners": list(self.deny_miners),
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, source: Path) -> PathMeta:
+        if not isinstance(value, dict) or "ID" not in value:
+            raise MetaError(f"{source}: expected an object with at least an ID")
+
+        def types(key: str) -> FileType:
+            out = FileType(0)
+            for name in value.get(key) or []:
+                if name not in TYPE_BY_NAME:
+                    raise MetaError(f"{source}: {key} has unknown file type {name!r}")
+                out |= TYPE_BY_NAME[name]
+            return out
+
+        try:
+            return cls(
+                id=str(value["ID"]),
+                weight=int(value.get("Weight", DEFAULT_WEIGHT)),
+                can_seal=bool(value.get("CanSeal", False)),
+                can_store=bool(value.get("CanStore", False)),
+                max_storage=int(value.get("MaxStorage", 0)),
+                groups=tuple(str(g) for g in value.get("Groups") or []),
+                allow_to=tuple(str(g) for g in value.get("AllowTo") or []),
+                allow_types=types("AllowTypes"),
+                deny_types=types("DenyTypes"),
+                allow_miners=tuple(int(m) for m in value.get("AllowMiners") or []),
+                deny_miners=tuple(int(m) for m in value.get("DenyMiners") or []),
+            )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, MetaError):
+                raise MetaError(f"{source}: {exc}") from None
+            raise MetaError(f"{source}: {exc}") from None
+
+
+def read_meta(root: Path) -> PathMeta:
+    path = root / META_FILE
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MetaError(f"{path}: {exc}") from None
+    return PathMeta.from_json(value, path)
+
+
+def init_path(root: Path, meta: PathMeta) -> None:
+    """Creates the directory, its type folders and `sectorstore.json`; FileExistsError when
+    the path is already initialised (its id must never change under a running fleet)."""
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / META_FILE).exists():
+        raise FileExistsError(f"{root / META_FILE} already exists")
+    ensure_layout(root)
+    write_json_atomic(root / META_FILE, meta.to_json())
+
+
+def ensure_layout(root: Path) -> None:
+    for t in FILE_TYPES:
+        (root / t.dirname).mkdir(mode=0o755, exist_ok=True)
+
+
+def sector_path(root: Path, file_type: FileType, sector: SectorId) -> Path:
+    return root / file_type.dirname / sector.name
+
+
+def fetching_path(root: Path, file_type: FileType, sector: SectorId) -> Path:
+    return root / file_type.dirname / FETCHING / sector.name
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    sector: SectorId
+    file_type: FileType
+
+
+def scan_path(root: Path) -> list[ScannedFile]:
+    """The sector files in a path. `fetching/` and dot-files (temporaries) are skipped; any
+    other name that is not a sector file name is an error, as in the reference, because a
+    stray file in a sector folder means someone put it there by hand."""
+    found: list[ScannedFile] = []
+    for t in FILE_TYPES:
+        folder = root / t.dirname
+        try:
+            names = sorted(os.listdir(folder))
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name == FETCHING or name.startswith("."):
+                continue
+            try:
+                found.append(ScannedFile(SectorId.parse_name(name), t))
+            except ValueError:
+                raise MetaError(f"{folder / name}: not a sector file name (s-t0<miner>-<number>)") from None
+    return found
+
+
+@dataclass
+class StorageList:
+    """The worker's `storage.json`: `{"StoragePaths": [{"Path": ...}]}`."""
+
+    file: Path
+    paths: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, file: Path) -> StorageList:
+        try:
+            value = json.loads(file.read_text())
+        except FileNotFoundError:
+            return cls(file)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MetaError(f"{file}: {exc}") from None
+        entries = value.get("StoragePaths") if isinstance(value, dict) else None
+        if not isinstance(entries, list):
+            raise MetaError(f"{file}: expected {{\"StoragePaths\": [{{\"Path\": ...}}]}}")
+        return cls(file, [str(e["Path"]) for e in entries if isinstance(e, dict) and "Path" in e])
+
+    def save(self) -> None:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.file, {"StoragePaths": [{"Path": p} for p in self.paths]})
+
+    def add(self, path: str) -> None:
+        if path not in self.paths:
+            self.paths.append(path)
+            self.save()
+
+    def remove(self, path: str) -> None:
+        if path in self.paths:
+            self.paths.remove(path)
+            self.save()

@@ -1,0 +1,168 @@
+"""Sector files for a task: the local copies, plus the missing ones fetched from the peers the
+index names, plus new files allocated (with reserved space) in local paths.
+
+Fetching (the reference's Remote store, over gRPC streams instead of HTTP): for each missing
+type, the holders from StorageFindSector are tried best first (healthy, then highest weight);
+each download goes to `<type>/fetching/<name>` in the destination path, is checked against the
+size the peer announced, and only then renamed into place and declared in the index. A failed
+source leaves nothing behind and the next one is tried. A semaphore bounds parallel fetches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from services.worker.fsutil import fsync_dir
+from services.worker.index_client import IndexClient
+from services.worker.local_store import LocalPath, LocalStore, Reservation, remove_file_or_dir
+from services.worker.paths import fetching_path
+from services.worker.peers import Peers, TransferError
+from services.worker.sectors import FileType, PathType, SectorId
+from services.worker.tarstream import TarError
+
+log = logging.getLogger(__name__)
+
+
+class SectorNotFound(Exception):
+    """No copy of a needed file exists anywhere in the fleet."""
+
+
+class FetchFailed(Exception):
+    """Copies exist but none could be fetched; the message lists each source's failure."""
+
+
+@dataclass
+class Acquired:
+    """A task's sector files: paths per type, the local path each is in, what was fetched."""
+
+    sector: SectorId
+    paths: dict[FileType, Path] = field(default_factory=dict)
+    storage: dict[FileType, LocalPath] = field(default_factory=dict)
+    fetched: FileType = FileType(0)
+
+    def path(self, file_type: FileType) -> Path:
+        return self.paths[file_type]
+
+
+class RemoteStore:
+    def __init__(self, local: LocalStore, index: IndexClient, peers: Peers, fetch_limit: int) -> None:
+        self.local = local
+        self.index = index
+        self.peers = peers
+        self.fetch_slots = asyncio.Semaphore(fetch_limit)
+        self._sector_locks: dict[SectorId, asyncio.Lock] = {}
+
+    def _sector_lock(self, sector: SectorId) -> asyncio.Lock:
+        lock = self._sector_locks.get(sector)
+        if lock is None:
+            lock = self._sector_locks[sector] = asyncio.Lock()
+        return lock
+
+    @asynccontextmanager
+    async def acquire(
+        self,
+        sector: SectorId,
+        sector_size: int,
+        existing: FileType,
+        allocate: FileType,
+        path_type: PathType,
+        move: bool = False,
+    ) -> AsyncIterator[Acquired]:
+        """Finds (fetching when needed) the `existing` files and allocates the `allocate` ones;
+        space for everything written here is reserved until the block ends."""
+        if existing & allocate:
+            raise ValueError("can't both find and allocate the same sector file types")
+        acq = Acquired(sector)
+        reservations: list[Reservation] = []
+        try:
+            async with self._sector_lock(sector):
+                missing = FileType(0)
+                for t in existing.singles():
+                    copies = await asyncio.to_thread(self.local.find, sector, t)
+                    if copies:
+                        acq.paths[t], acq.storage[t] = copies[0].file, copies[0].path
+                    else:
+                        missing |= t
+                if missing:
+                    targets, res = await asyncio.to_thread(self.local.allocate, sector, missing, sector_size, path_type)
+                    reservations.append(res)
+                    for t in missing.singles():
+                        await self.fetch(sector, t, sector_size, targets[t], move)
+                        acq.paths[t], acq.storage[t] = targets[t].file(t, sector), targets[t]
+                        acq.fetched |= t
+                if allocate:
+                    targets, res = await asyncio.to_thread(self.local.allocate, sector, allocate, sector_size, path_type)
+                    reservations.append(res)
+                    for t in allocate.singles():
+                        acq.paths[t], acq.storage[t] = targets[t].file(t, sector), targets[t]
+            with self.local.using(sorted({p.id for p in acq.storage.values()})):
+                yield acq
+        finally:
+            for res in reservations:
+                res.release()
+
+    async def fetch(self, sector: SectorId, file_type: FileType, sector_size: int, dest: LocalPath, move: bool) -> None:
+        """Brings one file into `dest` from the best source that works, then declares it (primary
+        when moving, and then the source copy is removed)."""
+        locations = await self.index.find_sector(sector, file_type)
+        sources = [loc for loc in locations if loc.storage_id not in self.local.paths and loc.urls]
+        if not sources:
+            raise SectorNotFound(f"no copy of the {file_type.dirname} file of sector {sector} in the fleet")
+        sources.sort(key=lambda loc: (not loc.healthy, -loc.weight, loc.storage_id))
+        errors = []
+        for loc in sources:
+            for url in loc.urls:
+                try:
+                    await self._download(url, loc.storage_id, sector, file_type, sector_size, dest)
+                except (grpc.aio.AioRpcError, TransferError, TarError, OSError) as exc:
+                    detail = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                    log.warning(
+                        "fetch from a source failed; trying the next",
+                        extra={"sector": str(sector), "type": file_type.dirname, "source": url, "storage_id": loc.storage_id, "error": detail},
+                    )
+                    errors.append(f"{url} ({loc.storage_id}): {detail}")
+                    continue
+                await self.index.declare(dest.id, sector, file_type, primary=move)
+                if move:
+                    try:
+                        await self.peers.remove(url, sector, file_type, loc.storage_id)
+                    except grpc.aio.AioRpcError as exc:
+                        log.warning("could not remove the source copy after a move", extra={"source": url, "error": exc.details()})
+                log.info("fetched", extra={"sector": str(sector), "type": file_type.dirname, "source": url, "dest": dest.id})
+                return
+        raise FetchFailed(f"could not fetch the {file_type.dirname} file of sector {sector}: " + "; ".join(errors))
+
+    async def _download(
+        self, url: str, storage_id: str, sector: SectorId, file_type: FileType, sector_size: int, dest: LocalPath
+    ) -> None:
+        tmp = fetching_path(dest.root, file_type, sector)
+        final = dest.file(file_type, sector)
+        tmp.parent.mkdir(exist_ok=True)
+        async with self.fetch_slots:
+            await asyncio.to_thread(remove_file_or_dir, tmp)
+            try:
+                if file_type == FileType.CACHE:
+                    tmp.mkdir()
+                    await self.peers.download_dir(url, sector, storage_id, tmp)
+                else:
+                    expect = sector_size if file_type == FileType.SEALED else None
+                    await self.peers.download_file(
+                        url, sector, file_type, storage_id, tmp, expect_size=expect, sparse=file_type == FileType.UNSEALED
+                    )
+                await asyncio.to_thread(_replace, tmp, final)
+            except BaseException:
+                await asyncio.shield(asyncio.to_thread(remove_file_or_dir, tmp))
+                raise
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    remove_file_or_dir(final)
+    tmp.rename(final)
+    fsync_dir(final.parent)

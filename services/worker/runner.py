@@ -1,0 +1,216 @@
+"""Running asynchronous calls: admission (per-type caps, a total cap), one asyncio task per call
+with its timeout, abort, and the durable record of each outcome before it is returned.
+
+Ordering that makes returns reliable: the call is recorded (`running`) before the task starts;
+its outcome is written (`done`) before the sender is woken; a process that dies in between
+leaves `running` rows, which the next start turns into WORKER_RESTARTED outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.worker.callstore import CallStore, call_key
+from services.worker.tasks import Outcome, TaskContext, TaskFailure, classify
+
+log = logging.getLogger(__name__)
+Code = common_pb2.TaskErrorCode
+
+
+class Exhausted(Exception):
+    """The worker cannot start another call of this type now."""
+
+
+def _ts(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def stored_result(
+    call_id: common_pb2.CallId, call_type: int, started_at: float, outcome: Outcome | TaskFailure
+) -> worker_pb2.StoredCallResult:
+    result = worker_pb2.StoredCallResult(
+        call_id=call_id,
+        call_type=worker_pb2.CallType.ValueType(call_type),
+        started_at=_ts(started_at),
+        finished_at=_ts(time.time()),
+    )
+    if isinstance(outcome, TaskFailure):
+        result.error.CopyFrom(common_pb2.TaskError(code=outcome.code, message=outcome.message or "task failed"))
+    else:
+        name, value = outcome
+        if isinstance(value, Message):
+            getattr(result, name).CopyFrom(value)
+        else:
+            setattr(result, name, value)
+    return result
+
+
+@dataclass
+class RunningCall:
+    call_id: common_pb2.CallId
+    call_type: int
+    task_type: int
+    seal_proof: int
+    started_at: float
+    task: asyncio.Task[None] | None = None
+    stop_reason: TaskFailure | None = None
+    context: TaskContext = field(default_factory=lambda: TaskContext(owner=""))
+
+
+class CallRunner:
+    def __init__(
+        self,
+        store: CallStore,
+        on_result: Callable[[], None],
+        worker_id: str,
+        max_tasks: int = 0,
+        type_caps: dict[tuple[int, int], int] | None = None,
+    ) -> None:
+        self.store = store
+        self.on_result = on_result
+        self.worker_id = worker_id
+        self.max_tasks = max_tasks
+        self.type_caps = dict(type_caps or {})
+        self.running: dict[str, RunningCall] = {}
+        self.shutting_down = False
+
+    def recover(self) -> int:
+        """Calls left `running` by a previous process end as WORKER_RESTARTED."""
+        keys = self.store.running_keys()
+        for key in keys:
+            record = self.store.get(key)
+            if record is None:
+                continue
+            miner, number, uuid_ = key.split("-", 2)
+            call_id = common_pb2.CallId(sector=common_pb2.SectorId(miner=int(miner), number=int(number)), id=uuid_)
+            failure = TaskFailure(Code.TASK_ERROR_CODE_WORKER_RESTARTED, "the worker restarted while the call was running")
+            self.store.finish(key, stored_result(call_id, record.call_type, time.time(), failure))
+        self.store.prune()
+        return len(keys)
+
+    def known(self, call_id: common_pb2.CallId) -> bool:
+        key = call_key(call_id)
+        return key in self.running or self.store.get(key) is not None
+
+    def admit(self, task_type: int, seal_proof: int = 0) -> None:
+        """Raises Exhausted when one more task of this type (and sector size) would pass the
+        worker's total limit or a MAX_CONCURRENT cap (per size, or for every size)."""
+        if self.max_tasks and len(self.running) >= self.max_tasks:
+            raise Exhausted(f"{len(self.running)} tasks running, the worker's limit is {self.max_tasks}")
+        name = common_pb2.TaskType.Name(common_pb2.TaskType.ValueType(task_type))
+        for proof in {seal_proof, 0}:
+            cap = self.type_caps.get((task_type, proof))
+            if cap is None:
+                continue
+            same = sum(1 for r in self.running.values() if r.task_type == task_type and (proof == 0 or r.seal_proof == proof))
+            if same >= cap:
+                scope = "" if proof == 0 else f" of this sector size"
+                raise Exhausted(f"{same} {name} tasks{scope} running, the worker's cap is {cap}")
+
+    def context_for(self, call_id: common_pb2.CallId, gpu_ordinals: list[int]) -> TaskContext:
+        key = call_key(call_id)
+
+        def lost(why: str) -> None:
+            self._stop(key, TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, why))
+
+        return TaskContext(owner=f"call:{key}", gpu_ordinals=list(gpu_ordinals), on_lost=lost)
+
+    def start(
+        self,
+        call_id: common_pb2.CallId,
+        call_type: int,
+        task_type: int,
+        seal_proof: int,
+        timeout_s: float | None,
+        context: TaskContext,
+        work: Callable[[TaskContext], Awaitable[Outcome]],
+    ) -> None:
+        """Records the call and starts it; the caller has checked `known` and `admit`."""
+        key = call_key(call_id)
+        started = time.time()
+        if not self.store.start(key, call_type, started):
+            return
+        running = RunningCall(call_id, call_type, task_type, seal_proof, started, context=context)
+        self.running[key] = running
+        running.task = asyncio.create_task(self._run(key, running, timeout_s, work), name=f"call-{key}")
+
+    @contextlib.contextmanager
+    def inline(self, call_id: common_pb2.CallId, call_type: int, task_type: int, seal_proof: int) -> Iterator[RunningCall]:
+        """Counts a call that runs inside its dispatch RPC (AddPiece) as running while it does."""
+        key = call_key(call_id)
+        running = RunningCall(call_id, call_type, task_type, seal_proof, time.time())
+        self.running[key] = running
+        try:
+            yield running
+        finally:
+            self.running.pop(key, None)
+
+    def record(self, running: RunningCall, outcome: Outcome | TaskFailure) -> None:
+        """Stores the outcome of an inline call; it is returned like any other."""
+        key = call_key(running.call_id)
+        if self.store.start(key, running.call_type, running.started_at):
+            self.store.finish(key, stored_result(running.call_id, running.call_type, running.started_at, outcome))
+            self.on_result()
+
+    async def _run(
+        self, key: str, running: RunningCall, timeout_s: float | None, work: Callable[[TaskContext], Awaitable[Outcome]]
+    ) -> None:
+        outcome: Outcome | TaskFailure
+        try:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    outcome = await work(running.context)
+            except TimeoutError:
+                outcome = TaskFailure(Code.TASK_ERROR_CODE_TIMED_OUT, f"the task ran past its timeout of {timeout_s:g} s and was stopped")
+            except asyncio.CancelledError:
+                if self.shutting_down and running.stop_reason is None:
+                    raise  # left `running`: the next start reports WORKER_RESTARTED
+                outcome = running.stop_reason or TaskFailure(Code.TASK_ERROR_CODE_ABORTED, "task cancelled")
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a TaskError
+                outcome = classify(exc)
+                if outcome.code in (Code.TASK_ERROR_CODE_UNSPECIFIED,):
+                    log.exception("task failed unexpectedly", extra={"call": key})
+            if isinstance(outcome, TaskFailure):
+                log.warning("task failed", extra={"call": key, "code": Code.Name(outcome.code), "error": outcome.message})
+            else:
+                log.info("task done", extra={"call": key, "seconds": round(time.time() - running.started_at, 3)})
+            self.store.finish(key, stored_result(running.call_id, running.call_type, running.started_at, outcome))
+            self.on_result()
+        finally:
+            self.running.pop(key, None)
+
+    def _stop(self, key: str, reason: TaskFailure) -> bool:
+        running = self.running.get(key)
+        if running is None or running.task is None or running.task.done():
+            return False
+        if running.stop_reason is None:
+            running.stop_reason = reason
+        running.task.cancel()
+        return True
+
+    def abort(self, call_id: common_pb2.CallId, reason: str) -> bool:
+        return self._stop(call_key(call_id), TaskFailure(Code.TASK_ERROR_CODE_ABORTED, f"task aborted: {reason or 'by an operator'}"))
+
+    def running_call_ids(self) -> list[common_pb2.CallId]:
+        return [r.call_id for r in self.running.values()]
+
+    async def shutdown(self) -> None:
+        """Stops every running task without recording an outcome (they become WORKER_RESTARTED
+        at the next start, since their work is lost with this process)."""
+        self.shutting_down = True
+        tasks = [r.task for r in self.running.values() if r.task is not None]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

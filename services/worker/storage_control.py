@@ -1,0 +1,147 @@
+"""Keeping the index in step with this worker's disks: attach and detach paths, declare what is
+on them, and report each path's health on a heartbeat (re-attaching a path the index forgot,
+e.g. after an operator detached it or the index lost its database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from services.common.proto.sectorstorage.v1 import common_pb2
+from services.worker.index_client import Declaration, IndexClient
+from services.worker.local_store import FsStat, LocalPath, LocalStore
+from services.worker.paths import PathMeta
+
+log = logging.getLogger(__name__)
+
+
+def fs_stat_message(stat: FsStat) -> common_pb2.FsStat:
+    return common_pb2.FsStat(
+        capacity=stat.capacity,
+        available=stat.available,
+        fs_available=stat.fs_available,
+        reserved=stat.reserved,
+        max=stat.max,
+        used=stat.used,
+    )
+
+
+def storage_info_message(path: LocalPath, urls: list[str]) -> common_pb2.StorageInfo:
+    m = path.meta
+    return common_pb2.StorageInfo(
+        id=m.id,
+        urls=urls,
+        weight=m.weight,
+        max_storage=m.max_storage,
+        can_seal=m.can_seal,
+        can_store=m.can_store,
+        groups=list(m.groups),
+        allow_to=list(m.allow_to),
+        allow_types=[common_pb2.SectorFileType.ValueType(int(t)) for t in m.allow_types.singles()],
+        deny_types=[common_pb2.SectorFileType.ValueType(int(t)) for t in m.deny_types.singles()],
+        allow_miners=list(m.allow_miners),
+        deny_miners=list(m.deny_miners),
+    )
+
+
+@dataclass(frozen=True)
+class Redeclared:
+    storage_id: str
+    declared: int
+    unchanged: int
+    dropped: int
+
+
+class StorageControl:
+    def __init__(self, local: LocalStore, index: IndexClient | None, urls: list[str]) -> None:
+        self.local = local
+        self.index = index
+        self.urls = urls
+        self.version = 0  # moves when paths change, so the manager link resends WorkerInfo
+        self.announced: set[str] = set()
+
+    def require_index(self) -> IndexClient:
+        if self.index is None:
+            raise RuntimeError("no index configured (worker.index): storage cannot be attached or used")
+        return self.index
+
+    async def stat_message(self, path: LocalPath) -> common_pb2.FsStat:
+        return fs_stat_message(await asyncio.to_thread(self.local.stat, path.id))
+
+    async def path_message(self, path: LocalPath) -> common_pb2.StoragePath:
+        return common_pb2.StoragePath(
+            info=storage_info_message(path, self.urls), local_path=str(path.root), stat=await self.stat_message(path)
+        )
+
+    async def attach(self, root: Path, init: PathMeta | None) -> tuple[LocalPath, int]:
+        index = self.require_index()
+        path = await asyncio.to_thread(self.local.attach, root, init)
+        try:
+            result = await self._announce(index, path, drop_missing=False)
+        except BaseException:
+            await asyncio.to_thread(self.local.detach, path.id, True)
+            raise
+        self.announced.add(path.id)
+        self.version += 1
+        log.info("storage path attached", extra={"storage_id": path.id, "path": str(root), "declared": result.declared})
+        return path, result.declared + result.unchanged
+
+    async def detach(self, storage_id: str, force: bool) -> str:
+        index = self.require_index()
+        path = await asyncio.to_thread(self.local.detach, storage_id, force)
+        for url in self.urls:
+            await index.detach(path.id, url)
+        self.version += 1
+        log.info("storage path detached", extra={"storage_id": path.id, "path": str(path.root)})
+        return path.id
+
+    async def redeclare(self, storage_id: str, drop_missing: bool) -> list[Redeclared]:
+        index = self.require_index()
+        paths = [self.local.get(storage_id)] if storage_id else list(self.local.paths.values())
+        return [await self._announce(index, p, drop_missing) for p in paths]
+
+    async def _announce(self, index: IndexClient, path: LocalPath, drop_missing: bool) -> Redeclared:
+        """Attach (or refresh) the path in the index and declare every sector file on it."""
+        stat = await self.stat_message(path)
+        await index.attach(storage_info_message(path, self.urls), stat)
+        found = await asyncio.to_thread(self.local.scan, path.id)
+        decls = [Declaration(sector, t, primary=path.meta.can_store) for sector, t in found]
+        declared, unchanged, dropped = await index.redeclare(path.id, decls, drop_missing)
+        return Redeclared(path.id, declared, unchanged, dropped)
+
+    async def run(self, stopping: asyncio.Event, interval_s: float) -> None:
+        """Announces every path, then reports health every interval; a path the index does not
+        know (any more) is announced again. Index outages are retried on the next beat."""
+        if self.index is None:
+            return
+        while not stopping.is_set():
+            for path in list(self.local.paths.values()):
+                try:
+                    if path.id not in self.announced:
+                        # First announce of a path opened at start: the disk is the truth, so
+                        # declarations of files deleted while the worker was down are dropped.
+                        await self._announce(self.index, path, drop_missing=True)
+                        self.announced.add(path.id)
+                        continue
+                    error = ""
+                    try:
+                        stat = await self.stat_message(path)
+                    except OSError as exc:
+                        stat, error = common_pb2.FsStat(), f"stat failed: {exc}"
+                    if not await self.index.report_health(path.id, stat, error):
+                        log.warning("index forgot a storage path; attaching it again", extra={"storage_id": path.id})
+                        await self._announce(self.index, path, drop_missing=False)
+                except grpc.aio.AioRpcError as exc:
+                    log.warning(
+                        "storage heartbeat failed", extra={"storage_id": path.id, "code": exc.code().name, "error": exc.details()}
+                    )
+                except Exception:  # noqa: BLE001 - one path's problem must not stop the loop
+                    log.exception("storage heartbeat failed", extra={"storage_id": path.id})
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=interval_s)

@@ -1,0 +1,529 @@
+"""The sealing tasks: what each one locks, which files it finds, fetches or allocates, what it
+runs in rust_core, and what it declares or drops in the index afterwards.
+
+Every task is a coroutine over plain domain arguments returning an Outcome (the name of the
+StoredCallResult field and its value) or raising TaskFailure; the runner turns both into the
+stored result. Heavy rust_core work runs in a thread through `blocking()`, which never lets a
+lock or a reservation go while the thread still touches the files (see its docstring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.empty_pb2 import Empty
+
+from services.common.proto.sectorstorage.v1 import common_pb2
+from services.worker import sealer
+from services.worker.index_client import IndexClient, IndexUnavailable, LockLost
+from services.worker.local_store import LocalPath, LocalStore, NoSpace, PathNotFound, move_into_place, remove_file_or_dir
+from services.worker.partialfile import PartialFile, PartialFileError
+from services.worker.peers import Peers
+from services.worker.remote_store import FetchFailed, RemoteStore, SectorNotFound
+from services.worker.rleplus import Runs, complement, normalize
+from services.worker.sealer import Piece, PieceWriter
+from services.worker.sectors import FileType, PathType, PostKind, SectorId, padded, prover_id, unpadded
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Outcome = tuple[str, Any]
+DONE: Outcome = ("done", Empty())
+Code = common_pb2.TaskErrorCode
+
+
+class TaskFailure(Exception):
+    def __init__(self, code: common_pb2.TaskErrorCode.ValueType, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def classify(exc: BaseException) -> TaskFailure:
+    """The TaskError a failure becomes: temporary where a retry (here or elsewhere) may work."""
+    if isinstance(exc, TaskFailure):
+        return exc
+    if isinstance(exc, NoSpace):
+        return TaskFailure(Code.TASK_ERROR_CODE_ALLOCATE_SPACE, str(exc))
+    if isinstance(exc, SectorNotFound):
+        return TaskFailure(Code.TASK_ERROR_CODE_SECTOR_NOT_FOUND, str(exc))
+    if isinstance(exc, (FetchFailed, IndexUnavailable, LockLost)):
+        return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, str(exc))
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, f"index or peer call failed: {exc.code().name}: {exc.details()}")
+    if isinstance(exc, (ValueError, PartialFileError)):
+        return TaskFailure(Code.TASK_ERROR_CODE_PERMANENT, str(exc))
+    if isinstance(exc, OSError):
+        return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, f"I/O error: {exc}")
+    return TaskFailure(Code.TASK_ERROR_CODE_UNSPECIFIED, f"{type(exc).__name__}: {exc}")
+
+
+async def blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Runs blocking work in a thread. A rust_core call cannot be interrupted, so when the task is
+    cancelled (abort, timeout, lost lock) this waits for the thread to finish before the
+    cancellation goes on: locks and reservations are released only once nothing touches the
+    files any more."""
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        try:
+            await future
+        except BaseException:  # noqa: BLE001 - the task is being cancelled anyway
+            pass
+        raise
+
+
+@dataclass(frozen=True)
+class SectorRef:
+    id: SectorId
+    size: int
+
+
+@dataclass
+class TaskEnv:
+    """What tasks work with; built once by the service."""
+
+    local: LocalStore
+    remote: RemoteStore
+    index: IndexClient
+    peers: Peers
+    compute_backend: str = "auto"
+    lock_ttl_s: float = 60.0
+
+
+@dataclass
+class TaskContext:
+    """Per-call facts: who holds the locks, the GPUs granted, how to stop on a lost lease."""
+
+    owner: str
+    gpu_ordinals: list[int] = field(default_factory=list)
+    on_lost: Callable[[str], None] | None = None
+
+
+def _lock(env: TaskEnv, ctx: TaskContext, sector: SectorId, read: FileType, write: FileType) -> Any:
+    return env.index.lock(sector, read, write, ctx.owner, env.lock_ttl_s, ctx.on_lost)
+
+
+# --- removal helpers ---------------------------------------------------------------------------
+
+
+async def remove_local(env: TaskEnv, sector: SectorId, file_type: FileType, storage_id: str = "") -> list[LocalPath]:
+    """Deletes local copies and drops them from the index."""
+    removed = await blocking(env.local.remove, sector, file_type, storage_id)
+    for path in removed:
+        await env.index.drop(path.id, sector, file_type)
+    return removed
+
+
+async def remove_everywhere(env: TaskEnv, sector: SectorId, file_type: FileType) -> None:
+    """Deletes every copy in the fleet: local ones here, others through the peers serving them
+    (a peer that cannot be reached keeps its copy and its declaration, and a warning is logged)."""
+    await remove_local(env, sector, file_type)
+    for loc in await env.index.find_sector(sector, file_type):
+        if loc.storage_id in env.local.paths:
+            continue
+        for url in loc.urls:
+            try:
+                await env.peers.remove(url, sector, file_type, loc.storage_id)
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    await env.index.drop(loc.storage_id, sector, file_type)
+                    break
+                log.warning(
+                    "could not remove a remote copy",
+                    extra={"sector": str(sector), "type": file_type.dirname, "source": url, "error": exc.details()},
+                )
+
+
+# --- AddPiece ----------------------------------------------------------------------------------
+
+
+def piece_offset(existing_unpadded: list[int], piece_unpadded: int) -> tuple[int, int]:
+    """(end of the existing pieces, offset of the new piece), padded: the new piece starts at the
+    next multiple of its own padded size."""
+    end = sum(padded(s) for s in existing_unpadded)
+    size = padded(piece_unpadded)
+    return end, -(-end // size) * size
+
+
+class BadStream(ValueError):
+    """The AddPiece stream itself is wrong (too many or too few bytes, bad offsets): the RPC
+    fails with INVALID_ARGUMENT and no outcome is recorded."""
+
+
+class PieceSink:
+    """Receives one piece's bytes during an AddPiece stream."""
+
+    def __init__(self, target: PartialFile, offset: int, size: int, sector_size: int) -> None:
+        self.writer = PieceWriter(target, offset)
+        self.target = target
+        self.offset = offset
+        self.size = size
+        self.received = 0
+
+    async def feed(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > unpadded(self.size):
+            raise BadStream(f"the stream carries more than the piece's {unpadded(self.size)} bytes")
+        await blocking(self.writer.feed, data)
+
+    async def finish(self) -> common_pb2.PieceInfo:
+        if self.received != unpadded(self.size):
+            raise BadStream(f"the stream carried {self.received} bytes, the piece has {unpadded(self.size)}")
+        commp = await blocking(self.writer.finish)
+        await blocking(self.target.mark_allocated, self.offset, self.size)
+        return common_pb2.PieceInfo(size=self.size, commp=commp, piece_cid=sealer.piece_cid(commp))
+
+
+@asynccontextmanager
+async def add_piece(
+    env: TaskEnv, ctx: TaskContext, sector: SectorRef, existing: list[int], piece_size: int
+) -> AsyncIterator[PieceSink]:
+    """Opens (first piece: creates) the unsealed file under a write lock and yields the sink the
+    stream feeds. On an exception nothing is marked allocated, and a file created here is
+    removed again."""
+    end, offset = piece_offset(existing, piece_size)
+    size = padded(piece_size)
+    if offset + size > sector.size:
+        raise ValueError(f"can't add a {piece_size}-byte piece at padded offset {offset} to a {sector.size}-byte sector")
+    async with _lock(env, ctx, sector.id, FileType(0), FileType.UNSEALED):
+        if not existing:
+            await remove_local(env, sector.id, FileType.UNSEALED)
+            acquire = env.remote.acquire(sector.id, sector.size, FileType(0), FileType.UNSEALED, PathType.SEALING)
+        else:
+            acquire = env.remote.acquire(sector.id, sector.size, FileType.UNSEALED, FileType(0), PathType.SEALING)
+        async with acquire as acq:
+            path = acq.path(FileType.UNSEALED)
+            created = not existing
+            pf = await blocking(PartialFile.create if created else PartialFile.open, path, sector.size)
+            try:
+                if offset > end:
+                    await blocking(_fill_zeros, pf, end, offset - end)
+                yield PieceSink(pf, offset, size, sector.size)
+            except BaseException:
+                pf.close()
+                if created:
+                    await asyncio.shield(blocking(remove_file_or_dir, path))
+                raise
+            pf.close()
+            if created:
+                await env.index.declare(acq.storage[FileType.UNSEALED].id, sector.id, FileType.UNSEALED, primary=False)
+
+
+def _fill_zeros(pf: PartialFile, offset: int, size: int) -> None:
+    """Zero pieces between the existing pieces and an aligned new one."""
+    step = 1 << 20
+    for start in range(offset, offset + size, step):
+        pf.write_at(start, bytes(min(step, offset + size - start)))
+    pf.mark_allocated(offset, size)
+
+
+# --- PreCommit / Commit --------------------------------------------------------------------------
+
+
+def _check_pieces(pieces: list[Piece], sector_size: int) -> None:
+    total = sum(p.padded_size for p in pieces)
+    if total != sector_size:
+        raise ValueError(f"the pieces' padded sizes add up to {total}, not the sector size {sector_size}")
+
+
+async def pre_commit1(env: TaskEnv, ctx: TaskContext, sector: SectorRef, ticket: bytes, pieces: list[Piece]) -> Outcome:
+    _check_pieces(pieces, sector.size)
+    async with _lock(env, ctx, sector.id, FileType.UNSEALED, FileType.SEALED | FileType.CACHE):
+        # Leftovers of an earlier attempt, wherever they are, would be stale copies.
+        for t in (FileType.SEALED, FileType.CACHE):
+            await remove_everywhere(env, sector.id, t)
+        async with env.remote.acquire(
+            sector.id, sector.size, FileType.UNSEALED, FileType.SEALED | FileType.CACHE, PathType.SEALING
+        ) as acq:
+            sealed, cache = acq.path(FileType.SEALED), acq.path(FileType.CACHE)
+            await blocking(_fresh_outputs, sealed, cache)
+            try:
+                out = await blocking(
+                    sealer.pre_commit1,
+                    sector.size,
+                    cache,
+                    acq.path(FileType.UNSEALED),
+                    prover_id(sector.id.miner),
+                    sector.id.number,
+                    ticket,
+                    pieces,
+                )
+            except BaseException:
+                await asyncio.shield(blocking(_remove_all, [sealed, cache]))
+                raise
+            for t in (FileType.SEALED, FileType.CACHE):
+                await env.index.declare(acq.storage[t].id, sector.id, t, primary=False)
+    return ("pre_commit1_output", out)
+
+
+def _fresh_outputs(sealed: Path, cache: Path) -> None:
+    remove_file_or_dir(cache)
+    cache.mkdir()
+    fd = os.open(sealed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    os.close(fd)
+
+
+def _remove_all(paths: list[Path]) -> None:
+    for p in paths:
+        remove_file_or_dir(p)
+
+
+async def pre_commit2(env: TaskEnv, ctx: TaskContext, sector: SectorRef, p1_output: bytes) -> Outcome:
+    types = FileType.SEALED | FileType.CACHE
+    async with _lock(env, ctx, sector.id, FileType(0), types):
+        async with env.remote.acquire(sector.id, sector.size, types, FileType(0), PathType.SEALING) as acq:
+            backend = sealer.backend_for(ctx.gpu_ordinals, env.compute_backend)
+            comm_r, comm_d = await blocking(
+                sealer.pre_commit2, p1_output, acq.path(FileType.CACHE), acq.path(FileType.SEALED), backend
+            )
+    return (
+        "commitments",
+        common_pb2.SectorCommitments(
+            comm_d=comm_d, comm_r=comm_r, unsealed_cid=sealer.piece_cid(comm_d), sealed_cid=sealer.sealed_cid(comm_r)
+        ),
+    )
+
+
+async def commit1(
+    env: TaskEnv,
+    ctx: TaskContext,
+    sector: SectorRef,
+    ticket: bytes,
+    seed: bytes,
+    pieces: list[Piece],
+    comm_r: bytes,
+    comm_d: bytes,
+) -> Outcome:
+    types = FileType.SEALED | FileType.CACHE
+    async with _lock(env, ctx, sector.id, types, FileType(0)):
+        async with env.remote.acquire(sector.id, sector.size, types, FileType(0), PathType.SEALING) as acq:
+            out = await blocking(
+                sealer.commit1,
+                sector.size,
+                acq.path(FileType.CACHE),
+                acq.path(FileType.SEALED),
+                prover_id(sector.id.miner),
+                sector.id.number,
+                ticket,
+                seed,
+                pieces,
+                comm_r,
+                comm_d,
+            )
+    return ("commit1_output", out)
+
+
+async def commit2(env: TaskEnv, ctx: TaskContext, sector: SectorRef, c1_output: bytes) -> Outcome:
+    backend = sealer.backend_for(ctx.gpu_ordinals, env.compute_backend)
+    proof = await blocking(sealer.commit2, c1_output, prover_id(sector.id.miner), sector.id.number, backend)
+    return ("proof", proof)
+
+
+# --- Finalize, release, move, unseal, fetch -------------------------------------------------------
+
+
+def _padded_runs(ranges: list[tuple[int, int]]) -> Runs:
+    return normalize([(padded(off), padded(off) + padded(size)) for off, size in ranges])
+
+
+def _free_runs(path: Path, sector_size: int, runs: Runs) -> None:
+    with PartialFile.open(path, sector_size) as pf:
+        for start, end in runs:
+            pf.free(start, end - start)
+
+
+async def finalize(env: TaskEnv, ctx: TaskContext, sector: SectorRef, keep_unsealed: list[tuple[int, int]]) -> Outcome:
+    async with _lock(env, ctx, sector.id, FileType(0), FileType.UNSEALED | FileType.SEALED | FileType.CACHE):
+        async with env.remote.acquire(sector.id, sector.size, FileType.CACHE, FileType(0), PathType.SEALING) as acq:
+            await blocking(sealer.clear_cache, acq.path(FileType.CACHE), sector.size)
+        if keep_unsealed:
+            # Free what is not kept, in padded bytes over the whole data area (the reference mixed
+            # unpadded ranges with a padded length here).
+            doomed = complement(_padded_runs(keep_unsealed), 0, sector.size)
+            for copy in await blocking(env.local.find, sector.id, FileType.UNSEALED):
+                await blocking(_free_runs, copy.file, sector.size, doomed)
+        else:
+            await remove_everywhere(env, sector.id, FileType.UNSEALED)
+    return DONE
+
+
+async def release_unsealed(
+    env: TaskEnv, ctx: TaskContext, sector: SectorRef, ranges: list[tuple[int, int]], everything: bool
+) -> Outcome:
+    async with _lock(env, ctx, sector.id, FileType(0), FileType.UNSEALED):
+        if everything:
+            await remove_everywhere(env, sector.id, FileType.UNSEALED)
+        else:
+            runs = _padded_runs(ranges)
+            for copy in await blocking(env.local.find, sector.id, FileType.UNSEALED):
+                await blocking(_free_runs, copy.file, sector.size, runs)
+    return DONE
+
+
+async def move_storage(env: TaskEnv, ctx: TaskContext, sector: SectorRef, types: FileType) -> Outcome:
+    async with _lock(env, ctx, sector.id, FileType(0), types):
+        for t in types.singles():
+            copies = await blocking(env.local.find, sector.id, t)
+            stored = [c for c in copies if c.path.meta.can_store]
+            if stored:
+                await env.index.declare(stored[0].path.id, sector.id, t, primary=True)
+                continue
+            targets, reservation = await blocking(env.local.allocate, sector.id, t, sector.size, PathType.STORAGE)
+            dest = targets[t]
+            try:
+                with env.local.using([dest.id]):
+                    if copies:
+                        src = copies[0]
+                        await env.index.drop(src.path.id, sector.id, t)
+                        await blocking(move_into_place, src.file, dest.file(t, sector.id))
+                        await env.index.declare(dest.id, sector.id, t, primary=True)
+                    else:
+                        await env.remote.fetch(sector.id, t, sector.size, dest, move=True)
+            finally:
+                reservation.release()
+    return DONE
+
+
+async def unseal_piece(
+    env: TaskEnv, ctx: TaskContext, sector: SectorRef, offset: int, size: int, ticket: bytes, comm_d: bytes
+) -> Outcome:
+    want = (padded(offset), padded(offset) + padded(size))
+    async with _lock(env, ctx, sector.id, FileType.SEALED | FileType.CACHE, FileType.UNSEALED):
+        unsealed_path, unsealed_store, created = await _unsealed_for_unseal(env, sector)
+        reservation = None
+        try:
+            if created:
+                targets, reservation = await blocking(env.local.allocate, sector.id, FileType.UNSEALED, sector.size, PathType.STORAGE)
+                unsealed_store = targets[FileType.UNSEALED]
+                unsealed_path = unsealed_store.file(FileType.UNSEALED, sector.id)
+                await blocking(lambda: PartialFile.create(unsealed_path, sector.size).close())
+            with PartialFile.open(unsealed_path, sector.size, writable=False) as pf:
+                todo = complement(pf.allocated(), *want)
+            if todo:
+                # One unseal call per span: each regenerates the whole key, so never split it.
+                start = todo[0][0] // 128 * 128
+                end = -(-todo[-1][1] // 128) * 128
+                async with env.remote.acquire(
+                    sector.id, sector.size, FileType.SEALED | FileType.CACHE, FileType(0), PathType.STORAGE
+                ) as acq:
+                    await blocking(
+                        sealer.unseal,
+                        sector.size,
+                        acq.path(FileType.CACHE),
+                        acq.path(FileType.SEALED),
+                        unsealed_path,
+                        prover_id(sector.id.miner),
+                        sector.id.number,
+                        ticket,
+                        comm_d,
+                        unpadded(start),
+                        unpadded(end - start),
+                    )
+
+                    def mark() -> None:
+                        with PartialFile.open(unsealed_path, sector.size) as pf:
+                            pf.mark_allocated(start, end - start)
+
+                    await blocking(mark)
+                    fetched = acq.fetched
+                # The working copies of sealed/cache fetched for this unseal are not kept.
+                for t in fetched.singles():
+                    copies = await blocking(env.local.find, sector.id, t)
+                    for copy in copies:
+                        await remove_local(env, sector.id, t, copy.path.id)
+            if created:
+                await env.index.declare(unsealed_store.id, sector.id, FileType.UNSEALED, primary=True)
+        except BaseException:
+            if created:
+                await asyncio.shield(blocking(remove_file_or_dir, unsealed_path))
+            raise
+        finally:
+            if reservation is not None:
+                reservation.release()
+    return DONE
+
+
+async def _unsealed_for_unseal(env: TaskEnv, sector: SectorRef) -> tuple[Path, LocalPath, bool]:
+    """The unsealed file to unseal into: a local copy, else one fetched from a peer, else a new
+    one (created=True, path chosen by the caller)."""
+    copies = await blocking(env.local.find, sector.id, FileType.UNSEALED)
+    if copies:
+        return copies[0].file, copies[0].path, False
+    try:
+        async with env.remote.acquire(sector.id, sector.size, FileType.UNSEALED, FileType(0), PathType.STORAGE) as acq:
+            return acq.path(FileType.UNSEALED), acq.storage[FileType.UNSEALED], False
+    except SectorNotFound:
+        placeholder = next(iter(env.local.paths.values()), None)
+        if placeholder is None:
+            raise NoSpace("no local storage paths attached") from None
+        return Path(), placeholder, True
+
+
+async def fetch(env: TaskEnv, ctx: TaskContext, sector: SectorRef, types: FileType, path_type: PathType, move: bool) -> Outcome:
+    async with _lock(env, ctx, sector.id, FileType(0) if move else types, types if move else FileType(0)):
+        async with env.remote.acquire(sector.id, sector.size, types, FileType(0), path_type, move=move):
+            pass
+    return DONE
+
+
+# --- synchronous work -------------------------------------------------------------------------------
+
+
+async def remove_sector(env: TaskEnv, sector: SectorId, types: FileType) -> list[tuple[str, FileType]]:
+    removed: list[tuple[str, FileType]] = []
+    for t in types.singles():
+        for path in await remove_local(env, sector, t):
+            removed.append((path.id, t))
+    return removed
+
+
+def find_local_or_fail(local: LocalStore, sector: SectorId, file_type: FileType, storage_id: str = "") -> Path:
+    try:
+        copies = local.find(sector, file_type, storage_id)
+    except PathNotFound:
+        raise
+    if not copies:
+        raise FileNotFoundError(f"no local {file_type.dirname} file of sector {sector}")
+    return copies[0].file
+
+
+async def vanilla_proofs(
+    env: TaskEnv,
+    ctx: TaskContext,
+    kind: PostKind,
+    sector_size: int,
+    randomness: bytes,
+    sectors: list[tuple[SectorId, bytes]],
+) -> AsyncIterator[tuple[SectorId, bytes | TaskFailure]]:
+    """One vanilla proof per sector, in order, from local files only (PoSt never waits for a
+    fetch). Each sector is read-locked with a try-lock, as the reference's PoSt prover does, so
+    a sector being rewritten is reported instead of delaying the deadline."""
+    for sector, comm_r in sectors:
+        try:
+            lease = await env.index.try_lock(sector, FileType.SEALED | FileType.CACHE, FileType(0), ctx.owner, env.lock_ttl_s)
+            if lease is None:
+                raise TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, "can't acquire read lock")
+            try:
+                sealed = await blocking(find_local_or_fail, env.local, sector, FileType.SEALED)
+                cache = await blocking(find_local_or_fail, env.local, sector, FileType.CACHE)
+                proof = await blocking(
+                    sealer.vanilla_proof, kind, sector_size, randomness, prover_id(sector.miner), sector.number, comm_r, sealed, cache
+                )
+            finally:
+                await env.index.unlock(lease)
+            yield sector, proof
+        except Exception as exc:  # noqa: BLE001 - one sector's failure does not stop the others
+            failure = classify(exc)
+            if isinstance(exc, FileNotFoundError):
+                failure = TaskFailure(Code.TASK_ERROR_CODE_SECTOR_NOT_FOUND, str(exc))
+            yield sector, failure

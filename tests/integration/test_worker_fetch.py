@@ -1,0 +1,183 @@
+"""Fetching sector files between real worker processes through the real index: a sealed file
+and a cache directory (as tar), reads by range, a move that removes the source, and a source
+that dies in the middle of a stream (the fetch fails cleanly or goes on from another source,
+and never leaves a partial file)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+import rust_core
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.worker.faults import ENV_SERVE_EXIT
+from services.worker.sectors import prover_id
+from tests.integration.worker_helpers import (
+    MINER,
+    SEED,
+    TICKET,
+    ManagerEndpoint,
+    StartService,
+    WorkerHandle,
+    add_piece,
+    assignment,
+    find,
+    sector_ref,
+    start_worker,
+)
+
+ST = common_pb2.SectorFileType
+
+
+@pytest.fixture
+def manager() -> Iterator[ManagerEndpoint]:
+    endpoint = ManagerEndpoint()
+    yield endpoint
+    endpoint.stop()
+
+
+def fetch(w: WorkerHandle, number: int, size: int, types: list[int], mode: int = worker_pb2.FETCH_MODE_COPY) -> tuple[str, object]:
+    a = assignment(number)
+    w.stub.Fetch(
+        worker_pb2.FetchRequest(assignment=a, sector=sector_ref(number, size), types=types, path_type=common_pb2.PATH_TYPE_SEALING, mode=mode),
+        timeout=10,
+    )
+    return w.result(a.call_id)
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    return {n: (directory / n).read_bytes() for n in sorted(os.listdir(directory))}
+
+
+def test_fetch_sealed_and_cache_between_workers(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+    index = start_service("index")
+    a = start_worker(start_service, index, manager)
+    b = start_worker(start_service, index, manager)
+    a.attach("seal", tmp_path / "a", seal=True, store=False)
+    b.attach("seal", tmp_path / "b", seal=True, store=False)
+    size, number = 2048, 1
+    name = f"s-t0{MINER}-{number}"
+    ref = sector_ref(number, size)
+    data = os.urandom(2032)
+    piece = a.ok(add_piece(a, number, size, data))
+    pieces = [common_pb2.PieceInfo(size=size, commp=piece.commp)]
+    call = assignment(number)
+    a.stub.SealPreCommit1(worker_pb2.WorkerServiceSealPreCommit1Request(assignment=call, sector=ref, ticket=TICKET, pieces=pieces), timeout=10)
+    p1 = a.ok(call.call_id)
+    call = assignment(number)
+    a.stub.SealPreCommit2(worker_pb2.WorkerServiceSealPreCommit2Request(assignment=call, sector=ref, pre_commit1_output=p1), timeout=10)
+    cids = a.ok(call.call_id)
+
+    # Reads by range, straight from A.
+    sealed_a = (tmp_path / "a" / "sealed" / name).read_bytes()
+    stream = a.stub.ReadSectorFile(worker_pb2.ReadSectorFileRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_SEALED, offset=100, length=1000), timeout=10)
+    messages = list(stream)
+    assert messages[0].file_size == size and b"".join(m.chunk.data for m in messages) == sealed_a[100:1100]
+    with pytest.raises(grpc.RpcError) as err:
+        list(a.stub.ReadSectorFile(worker_pb2.ReadSectorFileRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_SEALED, offset=2000, length=100), timeout=10))
+    assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+    # The cache as a tar stream: flat, sorted, of exactly the announced size.
+    msgs = list(a.stub.ReadSectorDir(worker_pb2.ReadSectorDirRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE), timeout=10))
+    archive = b"".join(m.chunk.data for m in msgs)
+    assert len(archive) == msgs[0].tar_size and len(archive) % 512 == 0
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == sorted(os.listdir(tmp_path / "a" / "cache" / name))
+        assert all(m.isreg() for m in members)
+    subset = list(a.stub.ReadSectorDir(worker_pb2.ReadSectorDirRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE, names=["p_aux"]), timeout=10))
+    assert subset[0].tar_size == 512 + 512 + 1024  # p_aux is 64 bytes
+
+    # B fetches sealed + cache (copy): identical files, declared (not primary) in B's path.
+    kind, _ = fetch(b, number, size, [ST.SECTOR_FILE_TYPE_SEALED, ST.SECTOR_FILE_TYPE_CACHE])
+    assert kind == "done"
+    assert (tmp_path / "b" / "sealed" / name).read_bytes() == sealed_a
+    assert tree(tmp_path / "b" / "cache" / name) == tree(tmp_path / "a" / "cache" / name)
+    assert os.listdir(tmp_path / "b" / "sealed" / "fetching") == []
+    holders = {loc.id: loc for loc in find(index, number, ST.SECTOR_FILE_TYPE_SEALED)}
+    assert set(holders) == {a.ids["seal"], b.ids["seal"]} and not holders[b.ids["seal"]].primary
+
+    # B proves the sector from its copies.
+    call = assignment(number)
+    b.stub.SealCommit1(
+        worker_pb2.WorkerServiceSealCommit1Request(assignment=call, sector=ref, ticket=TICKET, seed=SEED, pieces=pieces, comm_r=cids.comm_r, comm_d=cids.comm_d),
+        timeout=10,
+    )
+    c1 = b.ok(call.call_id)
+    call = assignment(number)
+    b.stub.SealCommit2(worker_pb2.WorkerServiceSealCommit2Request(assignment=call, sector=ref, commit1_output=c1), timeout=10)
+    proof = b.ok(call.call_id)
+    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, prover_id(MINER), number, TICKET, SEED, proof)  # type: ignore[attr-defined]
+
+    # A move of the unsealed file: B gets the primary copy, A's copy is removed and dropped.
+    unsealed_a = (tmp_path / "a" / "unsealed" / name).read_bytes()
+    kind, _ = fetch(b, number, size, [ST.SECTOR_FILE_TYPE_UNSEALED], mode=worker_pb2.FETCH_MODE_MOVE)
+    assert kind == "done"
+    assert (tmp_path / "b" / "unsealed" / name).read_bytes() == unsealed_a
+    assert not (tmp_path / "a" / "unsealed" / name).exists()
+    assert [(loc.id, loc.primary) for loc in find(index, number, ST.SECTOR_FILE_TYPE_UNSEALED)] == [(b.ids["seal"], True)]
+
+
+def plant(w: WorkerHandle, label: str, number: int, sealed: bytes, cache: dict[str, bytes]) -> None:
+    """Puts sector files into a worker's path by hand and has it declare them."""
+    root = w.paths[label]
+    name = f"s-t0{MINER}-{number}"
+    (root / "sealed" / name).write_bytes(sealed)
+    (root / "cache" / name).mkdir()
+    for n, content in cache.items():
+        (root / "cache" / name / n).write_bytes(content)
+    w.stub.StorageRedeclareLocal(worker_pb2.StorageRedeclareLocalRequest(storage_id=w.ids[label]), timeout=30)
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(os.listdir(root / "sealed" / "fetching")) + sorted(os.listdir(root / "cache" / "fetching"))
+
+
+def test_source_dying_mid_stream(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+    size = 8 << 20
+    sealed = os.urandom(size)
+    cache = {"p_aux": os.urandom(64), "sc-02-data-tree-r-last.dat": os.urandom(3 << 20), "t_aux": os.urandom(1000)}
+    index = start_service("index")
+    # A serves first (higher weight) and crashes after 2 MiB of any stream; B is healthy.
+    dying = start_worker(start_service, index, manager, env={ENV_SERVE_EXIT: str(2 << 20)})
+    healthy = start_worker(start_service, index, manager)
+    dest = start_worker(start_service, index, manager)
+    dying.attach("p", tmp_path / "dying", seal=True, store=True, weight=20)
+    healthy.attach("p", tmp_path / "healthy", seal=True, store=True, weight=10)
+    dest.attach("p", tmp_path / "dest", seal=True, store=False)
+    plant(dying, "p", 10, sealed, cache)
+    plant(healthy, "p", 10, sealed, cache)
+
+    # The cache first: A dies in the middle of the tar stream, B's copy is fetched instead.
+    kind, _ = fetch(dest, 10, size, [ST.SECTOR_FILE_TYPE_CACHE])
+    assert kind == "done"
+    assert dying.proc.proc is not None and dying.proc.proc.wait(10) == 17  # it really died mid-stream
+    kind, _ = fetch(dest, 10, size, [ST.SECTOR_FILE_TYPE_SEALED])
+    assert kind == "done"
+    name = f"s-t0{MINER}-10"
+    assert (tmp_path / "dest" / "sealed" / name).read_bytes() == sealed
+    assert tree(tmp_path / "dest" / "cache" / name) == cache
+    assert leftovers(tmp_path / "dest") == []
+    assert "fetch from a source failed; trying the next" in dest.proc.log()
+
+    # Only a source that dies in the middle of the sealed file: the fetch fails (temporary), and
+    # nothing is left behind.
+    lone = start_worker(start_service, index, manager, env={ENV_SERVE_EXIT: str(2 << 20)})
+    lone.attach("p", tmp_path / "lone", seal=True, store=True)
+    plant(lone, "p", 11, sealed, cache)
+    kind, error = fetch(dest, 11, size, [ST.SECTOR_FILE_TYPE_SEALED])
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_TEMPORARY, error  # type: ignore[attr-defined]
+    assert lone.proc.proc is not None and lone.proc.proc.wait(10) == 17
+    assert not (tmp_path / "dest" / "sealed" / f"s-t0{MINER}-11").exists()
+    assert leftovers(tmp_path / "dest") == []
+    assert dest.ids["p"] not in {loc.id for loc in find(index, 11, ST.SECTOR_FILE_TYPE_SEALED)}
+
+    # A sector nobody has: SECTOR_NOT_FOUND.
+    kind, error = fetch(dest, 12, size, [ST.SECTOR_FILE_TYPE_SEALED])
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND  # type: ignore[attr-defined]

@@ -1,0 +1,164 @@
+"""The worker's domain modules on their own: local store reservations and stats, the tar stream
+both ways, the call store across reopen, resource overrides, sector names and prover ids."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.worker.callstore import CallStore, call_key
+from services.worker.local_store import LocalStore, NoSpace, PathExists
+from services.worker.paths import PathMeta, StorageList, scan_path
+from services.worker.resources import concurrency_caps, parse_overrides, parse_task_type
+from services.worker.sectors import FileType, PathType, SectorId, prover_id, space_needed
+from services.worker.tarstream import TarError, TarExtractor, plan_directory, stream_tar, tar_size
+
+ID = "0c6f3b1c-5d4e-4a57-9b8e-111111111111"
+
+
+def store_with_path(tmp_path: Path, **meta: object) -> tuple[LocalStore, str]:
+    store = LocalStore(StorageList(tmp_path / "storage.json"))
+    init = PathMeta(id=ID, can_seal=True, **meta)  # type: ignore[arg-type]
+    path = store.attach(tmp_path / "p", init)
+    return store, path.id
+
+
+def test_reservations_never_overcommit_a_capped_path(tmp_path: Path) -> None:
+    size = 8 << 20
+    need = space_needed(FileType.SEALED | FileType.CACHE, size, PathType.SEALING)
+    store, pid = store_with_path(tmp_path, max_storage=need + need // 2)
+    s1, s2 = SectorId(1000, 1), SectorId(1000, 2)
+    _, r1 = store.allocate(s1, FileType.SEALED | FileType.CACHE, size, PathType.SEALING)
+    assert store.stat(pid).reserved == need
+    with pytest.raises(NoSpace, match="available"):
+        store.allocate(s2, FileType.SEALED | FileType.CACHE, size, PathType.SEALING)
+    # Bytes written into a reserved file count once: used goes up, reserved goes down.
+    sealed = tmp_path / "p" / "sealed" / s1.name
+    sealed.write_bytes(os.urandom(size))
+    st = store.stat(pid)
+    assert st.used >= size and st.reserved <= need - size + 4096
+    r1.release()
+    assert store.stat(pid).reserved == 0
+    _, r2 = store.allocate(s2, FileType.SEALED, size, PathType.SEALING)
+    r2.release()
+
+
+def test_stat_counts_sparse_files_by_blocks(tmp_path: Path) -> None:
+    store, pid = store_with_path(tmp_path, max_storage=1 << 40)
+    sparse = tmp_path / "p" / "unsealed" / "s-t01000-1"
+    with open(sparse, "wb") as f:
+        f.truncate(512 << 20)
+        f.write(b"x" * 4096)
+    assert store.stat(pid).used < 1 << 20
+
+
+def test_allocation_respects_purpose_filters_and_weight(tmp_path: Path) -> None:
+    store = LocalStore(StorageList(tmp_path / "storage.json"))
+    a = store.attach(tmp_path / "a", PathMeta(id=ID, can_seal=True, weight=10))
+    b = store.attach(tmp_path / "b", PathMeta(id=ID, can_seal=True, weight=20, deny_types=FileType.CACHE))
+    store.attach(tmp_path / "c", PathMeta(id=ID, can_store=True, weight=100))
+    sector = SectorId(1000, 1)
+    chosen, res = store.allocate(sector, FileType.SEALED | FileType.CACHE, 2048, PathType.SEALING)
+    assert chosen[FileType.SEALED].id == b.id and chosen[FileType.CACHE].id == a.id
+    res.release()
+    with pytest.raises(PathExists):
+        store.attach(tmp_path / "a", None)
+    assert StorageList.load(tmp_path / "storage.json").paths == [str(tmp_path / n) for n in "abc"]
+
+
+def test_scan_rejects_stray_names(tmp_path: Path) -> None:
+    store, pid = store_with_path(tmp_path)
+    (tmp_path / "p" / "sealed" / "s-t01000-7").write_bytes(b"")
+    (tmp_path / "p" / "sealed" / "fetching").mkdir()
+    assert [(f.sector, f.file_type) for f in scan_path(tmp_path / "p")] == [(SectorId(1000, 7), FileType.SEALED)]
+    (tmp_path / "p" / "cache" / "notes.txt").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a sector file name"):
+        scan_path(tmp_path / "p")
+
+
+def test_tar_round_trip_exact_size(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {"p_aux": os.urandom(64), "t_aux": b"", "sc-02-data-tree-r-last.dat": os.urandom(5000)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    entries = plan_directory(src)
+    archive = b"".join(stream_tar(entries, 1000))
+    assert len(archive) == tar_size(entries)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        assert [m.name for m in tar.getmembers()] == sorted(files)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    ex = TarExtractor(dest)
+    for i in range(0, len(archive), 777):
+        ex.feed(archive[i : i + 777])
+    ex.finish()
+    assert {n: (dest / n).read_bytes() for n in os.listdir(dest)} == files
+
+
+def test_tar_extractor_refuses_escapes(tmp_path: Path) -> None:
+    for name, kind in (("../evil", tarfile.REGTYPE), ("/abs", tarfile.REGTYPE), ("d/x", tarfile.REGTYPE), ("link", tarfile.SYMTYPE)):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.linkname = "/etc/passwd" if kind == tarfile.SYMTYPE else ""
+            tar.addfile(info, io.BytesIO(b""))
+        dest = tmp_path / f"d{abs(hash(name))}"
+        dest.mkdir()
+        with pytest.raises(TarError):
+            TarExtractor(dest).feed(buf.getvalue())
+        assert os.listdir(dest) == []
+    truncated = TarExtractor(tmp_path)
+    with pytest.raises(TarError):
+        truncated.finish()
+
+
+def test_call_store_survives_reopen(tmp_path: Path) -> None:
+    call = common_pb2.CallId(sector=common_pb2.SectorId(miner=1000, number=3), id="7f6d1c2e-0000-4000-8000-000000000001")
+    key = call_key(call)
+    assert key == "1000-3-7f6d1c2e-0000-4000-8000-000000000001"
+    store = CallStore(tmp_path / "calls.db")
+    assert store.start(key, worker_pb2.CALL_TYPE_SEAL_COMMIT_2, 1.0)
+    assert not store.start(key, worker_pb2.CALL_TYPE_SEAL_COMMIT_2, 1.0)
+    store.close()
+    store = CallStore(tmp_path / "calls.db")
+    assert store.running_keys() == [key]
+    store.finish(key, worker_pb2.StoredCallResult(call_id=call, call_type=worker_pb2.CALL_TYPE_SEAL_COMMIT_2, proof=b"p"))
+    store.close()
+    store = CallStore(tmp_path / "calls.db")
+    assert [r.proof for r in store.pending()] == [b"p"]
+    assert store.ack(key) and not store.ack(key)
+    assert store.pending() == [] and store.get(key) is not None  # tombstone: a repeat is recognised
+
+
+def test_resource_overrides() -> None:
+    rows = parse_overrides({"PC1_32G_MAX_CONCURRENT": "4", "PC2_GPU_UTILIZATION": "0.5", "C2_MIN_MEMORY": "2GiB", "PATH": "/usr/bin", "AP_MAX_PARALLELISM": -1})
+    by = {(r.task_type, r.seal_proof): r for r in rows}
+    TT = common_pb2.TaskType
+    assert by[(TT.TASK_TYPE_PRE_COMMIT_1, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1)].max_concurrent == 4
+    assert by[(TT.TASK_TYPE_PRE_COMMIT_2, 0)].gpu_utilization == 0.5
+    assert by[(TT.TASK_TYPE_COMMIT_2, 0)].min_memory == 2 << 30
+    assert by[(TT.TASK_TYPE_ADD_PIECE, 0)].max_parallelism == -1
+    assert concurrency_caps(rows) == {(TT.TASK_TYPE_PRE_COMMIT_1, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1): 4}
+    with pytest.raises(ValueError, match="C2_MIN_MEMORY"):
+        parse_overrides({"C2_MIN_MEMORY": "lots"})
+    assert parse_task_type("pc1") == parse_task_type("PRE_COMMIT_1") == TT.TASK_TYPE_PRE_COMMIT_1
+    with pytest.raises(ValueError):
+        parse_task_type("PC3")
+
+
+def test_sector_names_and_prover_id() -> None:
+    assert SectorId(1000, 5).name == "s-t01000-5"
+    assert SectorId.parse_name("s-t01000-5") == SectorId(1000, 5)
+    for bad in ("s-t01000-05", "s-t0-1", "s-t01000-1/..", "../s-t01000-1", "s-t01000-1 "):
+        with pytest.raises(ValueError):
+            SectorId.parse_name(bad)
+    # Filecoin's prover id: the ID address payload (LEB128 actor id) zero-padded to 32 bytes.
+    assert prover_id(1000) == bytes([0xE8, 0x07]) + bytes(30)
+    assert prover_id(1) == b"\x01" + bytes(31)
