@@ -504,6 +504,13 @@ class JobRunner:
             if isinstance(payload, LiveWork):
                 await self._fail(payload, request.id, CallStatus.REQUEUED, ErrorCode.TEMPORARY, f"worker {handle.worker_id} gone: {reason}")
 
+    def can_run(self, worker_id: str, task_type: TaskType) -> bool:
+        """Whether a worker could run a task type at all now: registered, connected, enabled
+        by the operator and for the type (busy or not)."""
+        handle = self.registry.get(worker_id)
+        sched = self.scheduler.workers.get(worker_id)
+        return handle is not None and handle.schedulable and sched is not None and task_type in sched.task_types
+
     def set_operator_state(self, handle: WorkerHandle) -> None:
         self.scheduler.set_schedulable(handle.worker_id, handle.schedulable)
 

@@ -212,7 +212,7 @@ class Sealing:
         if not req.pre_commit1_output:
             raise invalid("pre_commit1_output is required (SealPreCommit1's output)")
         worker_req = worker_pb2.WorkerServiceSealPreCommit2Request(sector=req.sector, pre_commit1_output=req.pre_commit1_output)
-        selector = ExistingSelector(_key(req.sector), SEALED_CACHE, allow_fetch=True)
+        selector = ExistingSelector(_key(req.sector), SEALED_CACHE, allow_fetch=True, task_type=TaskType.PRE_COMMIT_2)
         out: common_pb2.SectorCommitments = await self.run(BY_METHOD["SealPreCommit2"], req.sector, worker_req, req.priority, selector, deadline)
         return out
 
@@ -283,7 +283,7 @@ class Sealing:
             raise invalid(f"unsealed_cid: {exc}") from None
         whole = common_pb2.UnpaddedByteRange(offset=0, size=unpadded_capacity(proof))
         worker_req = worker_pb2.WorkerServiceUnsealPieceRequest(sector=sector, range=whole, ticket=ticket, comm_d=comm_d)
-        selector = ExistingSelector(_key(sector), SEALED_CACHE, allow_fetch=True)
+        selector = ExistingSelector(_key(sector), SEALED_CACHE, allow_fetch=True, task_type=TaskType.UNSEAL)
         await self.run(BY_METHOD["UnsealPiece"], sector, worker_req, priority, selector, deadline)
 
     # --- reading pieces ----------------------------------------------------------------------

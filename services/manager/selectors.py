@@ -9,7 +9,11 @@ The three selectors are the reference's (§3.7 of lotus-detail.md):
 - task: the worker enables the task type (C2 needs no sector files); prefer workers with fewer
   task types so general-purpose workers stay free;
 - existing: a path of the worker holds the sector's files of the given types; with allow_fetch
-  also any worker with a sealing path that can receive them (it fetches first);
+  also any worker with a sealing path that can receive them (it fetches first). Unlike the
+  reference (which ranks holders and fetchers alike by utilization), the fetchers are offered
+  only while no holder can run the task at all (task type off, worker disabled or gone): moving
+  a 32 GiB sector's cache (14x the sector) costs more than waiting for the holder to be free.
+  The periodic selector refresh re-decides when a holder's state changes;
 - alloc: a path of the worker can take new files of the given types (the index's BestAlloc).
 Beyond the reference, alloc can prefer the workers that already hold some of the sector's
 files (PC1 on the worker that has the unsealed data, MoveStorage on the worker that has the
@@ -27,6 +31,7 @@ from typing import Protocol
 
 from services.manager.accounting import WaitReason
 from services.manager.index_client import FileType, PathType, StorageIndex, is_unavailable
+from services.manager.tasks import TaskType
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +76,19 @@ class SectorKey:
     sector_size: int
 
 
+def _always(worker_id: str, task_type: TaskType) -> bool:
+    return True
+
+
 @dataclass
 class SelectorContext:
-    """What resolving a selector needs: the index (None when not configured) and which workers
-    own a storage path (from their registrations)."""
+    """What resolving a selector needs: the index (None when not configured), which workers
+    own a storage path (from their registrations), and whether a worker could run a task type
+    at all (connected, enabled, type enabled, big enough)."""
 
     index: StorageIndex | None
     workers_of_path: Callable[[str], Iterable[str]]
+    can_run: Callable[[str, TaskType], bool] = _always
     clock: Callable[[], float] = time.monotonic
     _alloc_cache: dict[tuple[frozenset[FileType], int, PathType, int | None], tuple[float, list[str]]] = field(default_factory=dict)
 
@@ -147,6 +158,8 @@ class ExistingSelector:
     sector: SectorKey
     types: frozenset[FileType]
     allow_fetch: bool
+    # The task it selects for: fetchers are offered only when no holder can run it.
+    task_type: TaskType | None = None
 
     async def resolve(self, ctx: SelectorContext) -> Candidates:
         if ctx.index is None:
@@ -164,7 +177,8 @@ class ExistingSelector:
         holders.sort(key=lambda loc: (not loc.healthy, -loc.weight))
         preferred = ctx.owners(loc.storage_id for loc in holders)
         pool: frozenset[str] | None = None
-        if self.allow_fetch:
+        holders_can_run = self.task_type is not None and any(ctx.can_run(w, self.task_type) for w in preferred)
+        if self.allow_fetch and not holders_can_run:
             # Not minus the holders: pools are shared between requests (the scheduler keeps one
             # lane per distinct pool), and the holders are tried first anyway.
             pool = frozenset(ctx.owners(loc.storage_id for loc in locations if loc.fetch_candidate)) or None
@@ -218,7 +232,7 @@ def selector_to_json(selector: Selector) -> str:
         data = {
             "kind": "existing", "miner": selector.sector.miner, "number": selector.sector.number,
             "size": selector.sector.sector_size, "types": sorted(int(t) for t in selector.types),
-            "allow_fetch": selector.allow_fetch,
+            "allow_fetch": selector.allow_fetch, "task": int(selector.task_type) if selector.task_type else 0,
         }
     elif isinstance(selector, AllocSelector):
         data = {
@@ -241,7 +255,8 @@ def selector_from_json(text: str) -> Selector:
     sector = SectorKey(int(data["miner"]), int(data["number"]), int(data["size"]))
     types = frozenset(FileType(t) for t in data["types"])
     if kind == "existing":
-        return ExistingSelector(sector, types, bool(data["allow_fetch"]))
+        task = int(data.get("task", 0))
+        return ExistingSelector(sector, types, bool(data["allow_fetch"]), TaskType(task) if task else None)
     if kind == "alloc":
         return AllocSelector(sector, types, PathType(data["path_type"]), frozenset(FileType(t) for t in data["prefer"]))
     raise ValueError(f"unknown selector kind {kind!r}")

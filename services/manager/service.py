@@ -63,6 +63,7 @@ class ManagerApp(Service):
         policy = RetryPolicy(settings.max_attempts, settings.retry_backoff_initial_s, settings.retry_backoff_max_s)
         self.tracker = CallTracker(self.store, policy)
         self.runner = JobRunner(self.tracker, self.registry, self.selectors, settings)
+        self.selectors.can_run = self.runner.can_run
         self.sealing = Sealing(self.runner, None, self._worker_token)
         self.proving = Proving(self.runner, self.sealing, None)
         self.ready = asyncio.Event()
