@@ -461,3 +461,48 @@ def test_read_piece_unseals_finalized_sector(fleet: Fleet) -> None:
     # Read again: no unseal needed now.
     again = fleet.stub().ReadPiece(manager_pb2.ReadPieceRequest(sector=ref, range=whole), timeout=60)
     assert not next(again).header.did_unseal
+
+
+def test_post_and_check_provable(fleet: Fleet) -> None:
+    """Window and Winning PoSt fanned out to the worker holding the sectors, assembled by the
+    manager and verified; CheckProvable and PoSt report a sector whose replica was truncated."""
+    fleet.add_worker(WorkerSpec("a", cpus=4))
+    fleet.wait_registered()
+    stub = fleet.stub()
+    proving: list[common_pb2.ProvingSector] = []
+    for n in (1, 2):
+        ref = sector(n)
+        piece, p1o = precommit(fleet, ref)
+        p2 = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=60)
+        commit(fleet, ref, piece, p2.commitments)
+        stub.FinalizeSector(manager_pb2.FinalizeSectorRequest(sector=ref), timeout=60)
+        proving.append(common_pb2.ProvingSector(sector=ref, comm_r=p2.commitments.comm_r))
+    randomness = bytes(range(32))
+    window = common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_2KIB_V1
+    winning = common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINNING_2KIB_V1
+
+    post = stub.GenerateWindowPoSt(manager_pb2.GenerateWindowPoStRequest(proof_type=window, randomness=randomness, sectors=proving), timeout=60)
+    assert len(post.proofs) == 1 and not post.skipped
+    check = stub.VerifyWindowPoSt(manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=proving, proofs=post.proofs), timeout=30)
+    assert check.valid, check.reason
+    other = stub.VerifyWindowPoSt(manager_pb2.VerifyWindowPoStRequest(randomness=bytes(32), sectors=proving, proofs=post.proofs), timeout=30)
+    assert not other.valid
+
+    challenge = stub.GenerateWinningPoStSectorChallenge(
+        manager_pb2.GenerateWinningPoStSectorChallengeRequest(proof_type=winning, miner=MINER, randomness=randomness, eligible_sector_count=2),
+        timeout=30,
+    )
+    chosen = [proving[i] for i in challenge.indices]
+    won = stub.GenerateWinningPoSt(manager_pb2.GenerateWinningPoStRequest(proof_type=winning, randomness=randomness, sectors=chosen), timeout=60)
+    assert stub.VerifyWinningPoSt(manager_pb2.VerifyWinningPoStRequest(randomness=randomness, sectors=chosen, proofs=won.proofs), timeout=30).valid
+
+    assert not stub.CheckProvable(manager_pb2.CheckProvableRequest(proof_type=window, sectors=proving, expensive=True), timeout=60).bad_sectors
+    sealed = fleet.tmp / "store-a" / "sealed" / "s-t01000-2"
+    with open(sealed, "r+b") as f:
+        f.truncate(1024)
+    bad = stub.CheckProvable(manager_pb2.CheckProvableRequest(proof_type=window, sectors=proving), timeout=60).bad_sectors
+    assert [(b.sector.number, b.reason) for b in bad] == [(2, "sealed/s-t01000-2 is wrong size (got 1024, expect 2048)")]
+    post = stub.GenerateWindowPoSt(manager_pb2.GenerateWindowPoStRequest(proof_type=window, randomness=randomness, sectors=proving), timeout=60)
+    assert not post.proofs and [s.sector.number for s in post.skipped] == [2]
+    jobs = stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs
+    assert not jobs  # PoSt jobs end with their calls
