@@ -1,4 +1,4 @@
-"""The durable call tracker against SQLite files: states, WorkID dedup, first outcome wins,
+"""The durable call tracker against SQLite files and PostgreSQL: states, WorkID dedup, first outcome wins,
 retries with a limit, abort, late results, and recovery after a restart (reference behaviours
 7, 8 and 10)."""
 
@@ -19,22 +19,26 @@ SECTOR = SectorRefKey(miner=1000, number=7, seal_proof=5)
 PC1 = "SealPreCommit1"
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "manager.db"
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The manager's database: an SQLite file or a fresh PostgreSQL database. A second tracker
+    on the same URL is the manager after a restart."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'manager.db'}"
+    return str(request.getfixturevalue("postgres").new_database())
 
 
 @pytest.fixture
-def databases(db_path: Path) -> Iterator[list[Database]]:
+def databases() -> Iterator[list[Database]]:
     opened: list[Database] = []
     yield opened
     for db in opened:
         db.close()
 
 
-def make_tracker(db_path: Path, databases: list[Database], policy: RetryPolicy | None = None) -> CallTracker:
-    """A tracker on the file; a second call on the same file is the manager after a restart."""
-    db = open_database(f"sqlite:///{db_path}", db_path.parent, "manager")
+def make_tracker(db_url: str, databases: list[Database], policy: RetryPolicy | None = None) -> CallTracker:
+    """A tracker on the database (a fresh process's view of it)."""
+    db = open_database(db_url, Path("/nonexistent"), "manager")
     databases.append(db)
     store = ManagerStore(db)
     store.migrate()
@@ -53,9 +57,9 @@ def test_work_id_is_method_plus_hash() -> None:
     assert a != work_id_for(PC1, b"params2")
 
 
-def test_same_work_is_attached_not_started_twice(db_path: Path, databases: list[Database]) -> None:
+def test_same_work_is_attached_not_started_twice(db_url: str, databases: list[Database]) -> None:
     async def main() -> None:
-        tracker = make_tracker(db_path, databases)
+        tracker = make_tracker(db_url, databases)
         first, created = await tracker.open(PC1, 2, SECTOR, b"p", 0)
         again, created_again = await tracker.open(PC1, 2, SECTOR, b"p", 5)
         other, created_other = await tracker.open(PC1, 2, SECTOR, b"q", 0)
@@ -78,9 +82,9 @@ def test_same_work_is_attached_not_started_twice(db_path: Path, databases: list[
     run(main())
 
 
-def test_first_outcome_wins_and_wrong_method(db_path: Path, databases: list[Database]) -> None:
+def test_first_outcome_wins_and_wrong_method(db_url: str, databases: list[Database]) -> None:
     async def main() -> None:
-        tracker = make_tracker(db_path, databases)
+        tracker = make_tracker(db_url, databases)
         live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
         call_id = live.call.call_id
         await tracker.mark_dispatching(live, "w1", "h", "s", (), 1)
@@ -95,9 +99,9 @@ def test_first_outcome_wins_and_wrong_method(db_path: Path, databases: list[Data
     run(main())
 
 
-def test_temporary_errors_retry_with_new_calls_up_to_the_limit(db_path: Path, databases: list[Database]) -> None:
+def test_temporary_errors_retry_with_new_calls_up_to_the_limit(db_url: str, databases: list[Database]) -> None:
     async def main() -> None:
-        tracker = make_tracker(db_path, databases)
+        tracker = make_tracker(db_url, databases)
         live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
         seen = []
         for attempt in (1, 2, 3):
@@ -116,9 +120,9 @@ def test_temporary_errors_retry_with_new_calls_up_to_the_limit(db_path: Path, da
     run(main())
 
 
-def test_permanent_error_is_not_retried(db_path: Path, databases: list[Database]) -> None:
+def test_permanent_error_is_not_retried(db_url: str, databases: list[Database]) -> None:
     async def main() -> None:
-        tracker = make_tracker(db_path, databases)
+        tracker = make_tracker(db_url, databases)
         live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
         decision = await tracker.fail_call(live, live.call.call_id, CallStatus.FAILED, ErrorCode.PERMANENT, "bad ticket")
         assert not decision.retry
@@ -127,9 +131,9 @@ def test_permanent_error_is_not_retried(db_path: Path, databases: list[Database]
     run(main())
 
 
-def test_abort_queued_and_running(db_path: Path, databases: list[Database]) -> None:
+def test_abort_queued_and_running(db_url: str, databases: list[Database]) -> None:
     async def main() -> None:
-        tracker = make_tracker(db_path, databases)
+        tracker = make_tracker(db_url, databases)
         queued, _ = await tracker.open(PC1, 2, SECTOR, b"a", 0)
         running, _ = await tracker.open(PC1, 2, SECTOR, b"b", 0)
         await tracker.mark_dispatching(running, "w1", "h", "s", (), 1)
@@ -149,12 +153,12 @@ def test_abort_queued_and_running(db_path: Path, databases: list[Database]) -> N
     run(main())
 
 
-def test_restart_recovers_running_work_and_keeps_results(db_path: Path, databases: list[Database]) -> None:
+def test_restart_recovers_running_work_and_keeps_results(db_url: str, databases: list[Database]) -> None:
     """Manager restart mid-task, both orders: the result returned before the caller comes back,
     and the caller coming back before the result (reference behaviour 7)."""
 
     async def before() -> tuple[str, str, str]:
-        tracker = make_tracker(db_path, databases)
+        tracker = make_tracker(db_url, databases)
         a, _ = await tracker.open(PC1, 2, SECTOR, b"return-first", 0)
         b, _ = await tracker.open(PC1, 2, SECTOR, b"recall-first", 0)
         q, _ = await tracker.open(PC1, 2, SECTOR, b"never-dispatched", 0)
@@ -166,7 +170,7 @@ def test_restart_recovers_running_work_and_keeps_results(db_path: Path, database
     a_call, b_call, q_call = run(before())  # type: ignore[misc]
 
     async def after() -> None:
-        tracker = make_tracker(db_path, databases)  # a fresh process on the same file
+        tracker = make_tracker(db_url, databases)  # a fresh process on the same file
         recovered = {live.call.call_id: live for live in await tracker.recover()}
         assert set(recovered) == {a_call, b_call, q_call}
         assert recovered[a_call].record.status is WorkStatus.RUNNING
@@ -189,16 +193,16 @@ def test_restart_recovers_running_work_and_keeps_results(db_path: Path, database
     run(after())
 
     async def third() -> None:
-        tracker = make_tracker(db_path, databases)
+        tracker = make_tracker(db_url, databases)
         left = await tracker.recover()
         assert [live.call.call_id for live in left] == [q_call]
 
     run(third())
 
 
-def test_result_kept_across_restart_until_collected(db_path: Path, databases: list[Database]) -> None:
+def test_result_kept_across_restart_until_collected(db_url: str, databases: list[Database]) -> None:
     async def first() -> str:
-        tracker = make_tracker(db_path, databases)
+        tracker = make_tracker(db_url, databases)
         live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
         await tracker.mark_dispatching(live, "w", "h", "s", (), 1)
         await tracker.complete(live.call.call_id, PC1, Outcome.success(b"kept"))
@@ -207,7 +211,7 @@ def test_result_kept_across_restart_until_collected(db_path: Path, databases: li
     work_id = run(first())
 
     async def second() -> None:
-        tracker = make_tracker(db_path, databases)
+        tracker = make_tracker(db_url, databases)
         await tracker.recover()
         assert tracker.works[work_id].record.status is WorkStatus.DONE  # type: ignore[index]
         live, created = await tracker.open(PC1, 2, SECTOR, b"p", 0)
@@ -217,9 +221,9 @@ def test_result_kept_across_restart_until_collected(db_path: Path, databases: li
     run(second())
 
 
-def test_late_result_of_requeued_call_is_used(db_path: Path, databases: list[Database]) -> None:
+def test_late_result_of_requeued_call_is_used(db_url: str, databases: list[Database]) -> None:
     async def main() -> None:
-        tracker = make_tracker(db_path, databases)
+        tracker = make_tracker(db_url, databases)
         live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
         lost_call = live.call.call_id
         await tracker.mark_dispatching(live, "w1", "h", "s", (), 1)
@@ -235,9 +239,9 @@ def test_late_result_of_requeued_call_is_used(db_path: Path, databases: list[Dat
     run(main())
 
 
-def test_non_dedup_work_never_retried(db_path: Path, databases: list[Database]) -> None:
+def test_non_dedup_work_never_retried(db_url: str, databases: list[Database]) -> None:
     async def main() -> None:
-        tracker = make_tracker(db_path, databases)
+        tracker = make_tracker(db_url, databases)
         a, _ = await tracker.open("AddPiece", 1, SECTOR, b"h", 0, dedup=False)
         b, _ = await tracker.open("AddPiece", 1, SECTOR, b"h", 0, dedup=False)
         assert a is not b
@@ -247,9 +251,9 @@ def test_non_dedup_work_never_retried(db_path: Path, databases: list[Database]) 
     run(main())
 
 
-def test_caller_deadline_does_not_stop_work(db_path: Path, databases: list[Database]) -> None:
+def test_caller_deadline_does_not_stop_work(db_url: str, databases: list[Database]) -> None:
     async def main() -> None:
-        tracker = make_tracker(db_path, databases)
+        tracker = make_tracker(db_url, databases)
         live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
         with pytest.raises(TimeoutError):
             await tracker.wait(live, 0.01)
