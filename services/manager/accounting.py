@@ -223,7 +223,7 @@ class WorkerCapacity:
         self.cpu_used += threads
         self.running[shape] += 1
         self._bases.setdefault(shape[0], Counter())[row.base_min_memory] += 1
-        self._recount_base()
+        self._recount_base(shape[0])
         ordinals = tuple(hw.gpu_ordinals[i] for i in indices)
         return Grant(shape, row, threads, ordinals, shares)
 
@@ -242,14 +242,20 @@ class WorkerCapacity:
                 del bases[row.base_min_memory]
             if not bases:
                 del self._bases[grant.shape[0]]
-        self._recount_base()
+        self._recount_base(grant.shape[0])
         for ordinal, share in zip(grant.gpu_ordinals, grant.gpu_shares, strict=True):
             i = self.hardware.gpu_ordinals.index(ordinal)
             self.gpu_used[i] = max(0.0, self.gpu_used[i] - share)
 
-    def _recount_base(self) -> None:
-        self._held = {tt: max(bases) for tt, bases in self._bases.items() if bases}
-        self.used_base = sum(self._held.values())
+    def _recount_base(self, task_type: TaskType) -> None:
+        """The base a task type holds changed (only that type's entry needs recomputing)."""
+        bases = self._bases.get(task_type)
+        held = max(bases) if bases else 0
+        self.used_base += held - self._held.get(task_type, 0)
+        if held:
+            self._held[task_type] = held
+        else:
+            self._held.pop(task_type, None)
 
     # --- views ---------------------------------------------------------------------------------
 

@@ -478,14 +478,13 @@ class Scheduler:
     def _changed(self, worker: SchedWorker, freed: bool) -> None:
         """A worker's utilization, state or description changed."""
         worker.version += 1
-        if worker.schedulable:
+        if worker.schedulable and self._rankings:
             util = worker.capacity.utilization()
             n_types = len(worker.task_types)
-            for task_type in worker.task_types:
-                for specialized in (False, True):
-                    heap = self._rankings.get((task_type, specialized))
-                    if heap is not None:
-                        heapq.heappush(heap, (n_types if specialized else 0, util, worker.version, worker.id))
+            task_types = worker.task_types
+            for (task_type, specialized), heap in self._rankings.items():
+                if task_type in task_types:
+                    heapq.heappush(heap, (n_types if specialized else 0, util, worker.version, worker.id))
         if freed:
             self._generation += 1
             if self._exhausted:

@@ -432,3 +432,126 @@ def test_return_rpc_codes_and_heartbeat_protocol(tmp_path: Path) -> None:
             await manager.stop()
 
     run(test)
+
+
+def test_cordon_drain_and_uncordon(tmp_path: Path) -> None:
+    async def test() -> None:
+        manager = await InProcessManager(tmp_path).start()
+        worker = await FakeWorker("w", manager.address).start()
+        worker.gate.methods.add("SealCommit2")
+        try:
+            assert manager.stub is not None
+            busy = asyncio.ensure_future(manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=30))
+            await asyncio.wait_for(worker.gate.reached.wait(), 5)
+            reply = await manager.stub.DrainWorker(
+                manager_pb2.DrainWorkerRequest(worker_id=worker.worker_id, timeout={"nanos": 300_000_000}), timeout=10
+            )
+            assert not reply.drained and [j.sector.id.number for j in reply.remaining] == [1] and reply.state.cordoned
+            # Cordoned: new work waits; the running task finishes.
+            waiting = asyncio.ensure_future(manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(2), commit1_output=b"c"), timeout=30))
+            await until(lambda: len(manager.runner.scheduler.queue) == 1, what="queued while cordoned")
+            worker.gate.event.set()
+            await busy
+            drained = await manager.stub.DrainWorker(manager_pb2.DrainWorkerRequest(worker_id=worker.worker_id), timeout=10)
+            assert drained.drained and not drained.remaining
+            assert not waiting.done()
+            await manager.stub.UncordonWorker(manager_pb2.UncordonWorkerRequest(worker_id=worker.worker_id), timeout=5)
+            await waiting
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await manager.stub.CordonWorker(manager_pb2.CordonWorkerRequest(worker_id="nobody"), timeout=5)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        finally:
+            await worker.stop()
+            await manager.stop()
+
+    run(test)
+
+
+def test_overdue_task_is_stopped_and_retried(tmp_path: Path) -> None:
+    async def test() -> None:
+        settings = ManagerSection(
+            heartbeat_interval_s=0.2, heartbeat_timeout_s=5, task_timeouts={"C2": 0.3}, timeout_grace_s=0.2,
+            retry_backoff_initial_s=0.05, retry_backoff_max_s=0.1,
+        )
+        manager = await InProcessManager(tmp_path, settings).start()
+        worker = await FakeWorker("w", manager.address).start()
+        worker.gate.methods.add("SealCommit2")  # hangs until released
+        try:
+            assert manager.stub is not None
+            call = asyncio.ensure_future(manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=30))
+            await asyncio.wait_for(worker.gate.reached.wait(), 5)
+            first = worker.ran[0][1]
+            assert worker.assignments[first].timeout.ToNanoseconds() == 300_000_000
+            await until(lambda: first in worker.aborted, what="overdue call stopped on the worker")
+            worker.gate.methods.clear()
+            worker.gate.event.set()  # the stopped call returns ABORTED; the retry runs normally
+            reply = await call
+            assert len(reply.proof) == 192
+            history = await manager.stub.TaskHistory(manager_pb2.TaskHistoryRequest(), timeout=5)
+            assert [r.outcome for r in history.runs] == [manager_pb2.TASK_OUTCOME_SUCCEEDED, manager_pb2.TASK_OUTCOME_TIMED_OUT]
+            await until(lambda: not manager.runner.scheduler.assigned, what="resources of the stopped call released")
+        finally:
+            await worker.stop()
+            await manager.stop()
+
+    run(test)
+
+
+def test_history_pages_and_jobs_views(tmp_path: Path) -> None:
+    async def test() -> None:
+        manager = await InProcessManager(tmp_path).start()
+        worker = await FakeWorker("w", manager.address).start()
+        try:
+            stub = manager.stub
+            assert stub is not None
+            await asyncio.gather(*[
+                stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(n), commit1_output=b"c"), timeout=20) for n in range(25)
+            ])
+            seen: list[str] = []
+            token = ""
+            while True:
+                page = await stub.TaskHistory(manager_pb2.TaskHistoryRequest(page_size=10, page_token=token), timeout=5)
+                seen.extend(r.call_id.id for r in page.runs)
+                if not page.next_page_token:
+                    break
+                token = page.next_page_token
+            assert len(seen) == len(set(seen)) == 25
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.TaskHistory(manager_pb2.TaskHistoryRequest(page_size=10, page_token=token or "x", failed_only=True), timeout=5)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            only = await stub.TaskHistory(manager_pb2.TaskHistoryRequest(sector=ref(3).id), timeout=5)
+            assert [r.sector.id.number for r in only.runs] == [3]
+            delivered = await stub.SealingJobs(manager_pb2.SealingJobsRequest(include_delivered=True), timeout=5)
+            assert len(delivered.jobs) == 25 and all(j.state == manager_pb2.JOB_STATE_DELIVERED for j in delivered.jobs)
+            assert not (await stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5)).jobs
+            stats = await stub.WorkerStats(manager_pb2.WorkerStatsRequest(), timeout=5)
+            assert stats.workers[0].tasks_running == 0 and stats.workers[0].info.hostname == "host-w"
+        finally:
+            await worker.stop()
+            await manager.stop()
+
+    run(test)
+
+
+def test_metrics_gauges(tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY, generate_latest
+
+    async def test() -> None:
+        manager = await InProcessManager(tmp_path).start()
+        worker = await FakeWorker("w", manager.address, task_types=[T.COMMIT_1]).start()
+        try:
+            assert manager.stub is not None
+            waiting = asyncio.ensure_future(manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=30))
+            await until(lambda: len(manager.runner.scheduler.queue) == 1, what="queued")
+            text = generate_latest(REGISTRY).decode()
+            assert 'sectorstorage_manager_queue_length{task="C2"} 1.0' in text
+            assert 'sectorstorage_manager_unsatisfiable_requests{task="C2"} 1.0' in text
+            assert 'sectorstorage_manager_jobs{state="queued",task="C2"} 1.0' in text
+            assert 'sectorstorage_manager_workers{state="enabled"} 1.0' in text
+            assert f'sectorstorage_manager_worker_cpu_used{{hostname="host-w",worker="{worker.worker_id}"}} 0.0' in text
+            waiting.cancel()
+        finally:
+            await worker.stop()
+            await manager.stop()
+
+    run(test)
