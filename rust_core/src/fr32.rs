@@ -6,7 +6,8 @@
 //! starts at bit `254·k = 64·q + r` of the block, so it is four lanes read at lane `q` and shifted
 //! right by `r` (0, 62, 60, 58): a handful of shifts per 32 bytes instead of per-bit work. Large
 //! buffers are split into fixed-size runs of blocks and processed on all cores with rayon; the
-//! output does not depend on the split.
+//! output does not depend on the split. Outputs far larger than the caches are written with
+//! streaming stores (`stream_store`), which saves the read-for-ownership of every output line.
 
 use rayon::prelude::*;
 
