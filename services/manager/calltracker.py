@@ -440,6 +440,8 @@ class CallTracker:
 def _failed_status(code: ErrorCode) -> CallStatus:
     if code is ErrorCode.ABORTED:
         return CallStatus.ABORTED
+    if code is ErrorCode.WORKER_RESTARTED:
+        return CallStatus.REQUEUED  # its worker was lost; the task goes back to the queue
     if code is ErrorCode.TIMED_OUT:
         return CallStatus.TIMED_OUT
     return CallStatus.FAILED

@@ -506,3 +506,73 @@ def test_post_and_check_provable(fleet: Fleet) -> None:
     assert not post.proofs and [s.sector.number for s in post.skipped] == [2]
     jobs = stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs
     assert not jobs  # PoSt jobs end with their calls
+
+
+def test_unseal_release_and_remove(fleet: Fleet) -> None:
+    fleet.add_worker(WorkerSpec("a", cpus=4))
+    fleet.wait_registered()
+    stub = fleet.stub()
+    ref = sector(11)
+    piece, p1o = precommit(fleet, ref)
+    p2 = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=60)
+    whole = common_pb2.UnpaddedByteRange(offset=0, size=2032)
+
+    def unsealed() -> bool:
+        return bool(stub.IsUnsealed(manager_pb2.IsUnsealedRequest(sector=ref, range=whole), timeout=30).unsealed)
+
+    assert unsealed()
+    stub.ReleaseUnsealed(manager_pb2.ReleaseUnsealedRequest(sector=ref, all=True), timeout=60)
+    assert not unsealed()
+    stub.UnsealPiece(
+        manager_pb2.UnsealPieceRequest(sector=ref, range=whole, ticket=TICKET, unsealed_cid=p2.commitments.unsealed_cid), timeout=60
+    )
+    assert unsealed()
+    removed = stub.Remove(manager_pb2.RemoveRequest(sector=ref.id), timeout=60).removed
+    assert {r.type for r in removed} == {common_pb2.SECTOR_FILE_TYPE_UNSEALED, common_pb2.SECTOR_FILE_TYPE_SEALED, common_pb2.SECTOR_FILE_TYPE_CACHE}
+    assert not unsealed()
+    assert not stub.Remove(manager_pb2.RemoveRequest(sector=ref.id), timeout=60).removed  # nothing left: not an error
+    with pytest.raises(grpc.RpcError) as err:
+        next(iter(stub.ReadPiece(manager_pb2.ReadPieceRequest(sector=ref, range=whole, ticket=TICKET, unsealed_cid=p2.commitments.unsealed_cid), timeout=30)))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ReleaseUnsealed(manager_pb2.ReleaseUnsealedRequest(sector=ref), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+
+
+def test_worker_restart_mid_task_is_retried(fleet: Fleet) -> None:
+    """A worker process dies mid-C2 and starts again with the same identity (new session): the
+    call it lost is failed as WORKER_RESTARTED and run again; the client gets its proof."""
+    fleet.add_worker(WorkerSpec("a", cpus=2))
+    fleet.wait_registered()
+    stub = fleet.stub()
+    ref = sector(1, P8M)
+    piece, p1o = precommit(fleet, ref)
+    p2 = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=120)
+    c1 = stub.SealCommit1(
+        manager_pb2.SealCommit1Request(sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=p2.commitments.comm_r, comm_d=p2.commitments.comm_d),
+        timeout=120,
+    )
+    future = stub.SealCommit2.future(manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=120)
+    deadline = time.monotonic() + 60
+    while not any(
+        j.task_type == common_pb2.TASK_TYPE_COMMIT_2 and j.state == J.JOB_STATE_RUNNING
+        for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
+    ):
+        assert time.monotonic() < deadline and not future.done(), "C2 never seen running"
+        time.sleep(0.01)
+    old = fleet.workers["a"]
+    assert old.proc is not None
+    os.kill(old.proc.pid, signal.SIGSTOP)
+    old.kill()
+    env = {**FAST_WORKER_ENV, "SECTORSTORAGE_WORKER_CPUS": "2"}
+    fleet.workers["a"] = fleet.start_service("worker", "--index", fleet.index.address, "--manager", fleet.address, env=env, data_dir=fleet.tmp / "w-a")
+    proof = future.result().proof
+    verdict = stub.VerifySeal(
+        manager_pb2.VerifySealRequest(sector=ref, comm_r=p2.commitments.comm_r, comm_d=p2.commitments.comm_d, ticket=TICKET, seed=SEED, proof=proof),
+        timeout=30,
+    )
+    assert verdict.valid
+    runs = sorted(fleet.history(task_type=common_pb2.TASK_TYPE_COMMIT_2), key=lambda r: r.attempt)
+    assert [r.outcome for r in runs] == [manager_pb2.TASK_OUTCOME_REQUEUED, manager_pb2.TASK_OUTCOME_SUCCEEDED]
+    assert runs[0].error.code == common_pb2.TASK_ERROR_CODE_WORKER_RESTARTED
+    assert {r.worker_id for r in runs} == {fleet.worker_ids["a"]}
