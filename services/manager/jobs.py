@@ -504,6 +504,17 @@ class JobRunner:
             if isinstance(payload, LiveWork):
                 await self._fail(payload, request.id, CallStatus.REQUEUED, ErrorCode.TEMPORARY, f"worker {handle.worker_id} gone: {reason}")
 
+    async def requeue_worker_calls(self, worker_id: str, reason: str) -> None:
+        """Stops every call placed on a worker and sends it back to the queue (a drain that
+        ran out of time with abort_remaining)."""
+        sched = self.scheduler.workers.get(worker_id)
+        for call_id in list(sched.assigned if sched else ()):
+            live = self.tracker.by_call.get(call_id)
+            if live is not None and live.call.call_id == call_id and not live.call.status.final:
+                await self._stop_call(live.call, reason)
+                await self._fail(live, call_id, CallStatus.REQUEUED, ErrorCode.TEMPORARY, f"worker {worker_id}: {reason}")
+            self.scheduler.release(call_id)
+
     def can_run(self, worker_id: str, task_type: TaskType) -> bool:
         """Whether a worker could run a task type at all now: registered, connected, enabled
         by the operator and for the type (busy or not)."""

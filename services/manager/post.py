@@ -29,7 +29,7 @@ from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, work
 from services.manager.index_client import FileType, StorageIndex
 from services.manager.jobs import JobRunner
 from services.manager.resources import SealProof
-from services.manager.sealing import SEALED_CACHE, Deadline, Sealing, _name
+from services.manager.sealing import SEALED_CACHE, Deadline, Sealing, sector_name
 from services.manager.selectors import Candidates, SectorKey
 from services.manager.tasks import TaskType
 from services.manager.validation import RpcFailure, bytes32, invalid, sector_ref
@@ -169,7 +169,7 @@ class Proving:
                         break
             else:
                 key = SectorKey(s.sector.id.miner, s.sector.id.number, seal.sector_size)
-                for loc in await self.sealing._find(key, SEALED_CACHE):
+                for loc in await self.sealing.find(key, SEALED_CACHE):
                     if not SEALED_CACHE <= loc.types:
                         continue
                     for wid in registry.workers_of_path(loc.storage_id):
@@ -182,7 +182,7 @@ class Proving:
             if chosen is None:
                 skipped.append(common_pb2.BadSector(
                     sector=s.sector.id,
-                    reason=f"no connected worker running {task.short} holds the sealed and cache files of {_name(s.sector)}",
+                    reason=f"no connected worker running {task.short} holds the sealed and cache files of {sector_name(s.sector)}",
                 ))
                 continue
             handle = registry.get(chosen)
@@ -308,15 +308,15 @@ class Proving:
 
     async def _check_files(self, s: common_pb2.ProvingSector, seal: SealProof, proof_type: int, expensive: bool, deadline: Deadline) -> str | None:
         sid = s.sector.id
-        name = _name(sid)
+        name = sector_name(sid)
         holders: list[tuple[worker_pb2_grpc.WorkerServiceAsyncStub, str]] = []
         if self.index is None:
             holders = [(h.client.stub, "") for h in self.runner.registry.workers.values() if h.connected and h.client]
         else:
             key = SectorKey(sid.miner, sid.number, seal.sector_size)
-            for loc in await self.sealing._find(key, SEALED_CACHE):
+            for loc in await self.sealing.find(key, SEALED_CACHE):
                 if SEALED_CACHE <= loc.types:
-                    holders.extend((stub, loc.storage_id) for stub in self.sealing._stubs_for(loc.storage_id, loc.urls))
+                    holders.extend((stub, loc.storage_id) for stub in self.sealing.stubs_for(loc.storage_id, loc.urls))
         last = f"cache and/or sealed paths not found for {name}"
         for stub, storage_id in holders:
             try:

@@ -69,7 +69,7 @@ def _key(ref: common_pb2.SectorRef) -> SectorKey:
     return SectorKey(ref.id.miner, ref.id.number, SealProof(ref.proof_type).sector_size)
 
 
-def _name(ref: common_pb2.SectorRef | common_pb2.SectorId) -> str:
+def sector_name(ref: common_pb2.SectorRef | common_pb2.SectorId) -> str:
     sid = ref.id if isinstance(ref, common_pb2.SectorRef) else ref
     return f"s-t0{sid.miner}-{sid.number}"
 
@@ -166,7 +166,7 @@ class Sealing:
         except TimeoutError:
             raise RpcFailure(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"{spec.method} of {_name(sector)} is still in progress (work {live.work_id}); it goes on: "
+                f"{spec.method} of {sector_name(sector)} is still in progress (work {live.work_id}); it goes on: "
                 "repeat the same request to wait for (or collect) its result",
             ) from None
         if not outcome.ok:
@@ -244,7 +244,7 @@ class Sealing:
         fin = worker_pb2.WorkerServiceFinalizeSectorRequest(sector=req.sector, keep_unsealed=req.keep_unsealed)
         await self.run(BY_METHOD["FinalizeSector"], req.sector, fin, req.priority, ExistingSelector(key, SEALED_CACHE, False), deadline)
         types = [FileType.SEALED, FileType.CACHE]
-        if req.keep_unsealed and (self.index is None or await self._holders(key, UNSEALED)):
+        if req.keep_unsealed and (self.index is None or await self.find(key, UNSEALED)):
             types.insert(0, FileType.UNSEALED)
         move = worker_pb2.MoveStorageRequest(sector=req.sector, types=[common_pb2.SectorFileType.ValueType(t) for t in types])
         selector = AllocSelector(key, frozenset(types), PathType.STORAGE, prefer_holders_of=SEALED_CACHE)
@@ -300,19 +300,19 @@ class Sealing:
         source = await self._unsealed_copy(req.sector, req.range)
         did_unseal = False
         if source is None:
-            if self.index is not None and not await self._holders(_key(req.sector), frozenset({FileType.SEALED})):
-                raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"{_name(req.sector)} has neither unsealed data nor a sealed replica anywhere")
+            if self.index is not None and not await self.find(_key(req.sector), frozenset({FileType.SEALED})):
+                raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"{sector_name(req.sector)} has neither unsealed data nor a sealed replica anywhere")
             if not req.unsealed_cid:
                 raise RpcFailure(
                     grpc.StatusCode.FAILED_PRECONDITION,
-                    f"the range of {_name(req.sector)} is not unsealed anywhere: unsealing needs unsealed_cid (and ticket)",
+                    f"the range of {sector_name(req.sector)} is not unsealed anywhere: unsealing needs unsealed_cid (and ticket)",
                 )
             bytes32(req.ticket, "ticket")
             await self._unseal(req.sector, proof, req.ticket, req.unsealed_cid, req.priority, deadline)
             did_unseal = True
             source = await self._unsealed_copy(req.sector, req.range)
             if source is None:
-                raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"{_name(req.sector)} was unsealed but no worker serves the range now; retry")
+                raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"{sector_name(req.sector)} was unsealed but no worker serves the range now; retry")
         stub, storage_id = source
         return self._stream_piece(stub, req, storage_id, did_unseal, deadline)
 
@@ -347,8 +347,8 @@ class Sealing:
         if self.index is None:
             candidates = [(h.client.stub, "") for h in self.runner.registry.workers.values() if h.connected and h.client]
         else:
-            for loc in await self._find(_key(sector), UNSEALED):
-                for stub in self._stubs_for(loc.storage_id, loc.urls):
+            for loc in await self.find(_key(sector), UNSEALED):
+                for stub in self.stubs_for(loc.storage_id, loc.urls):
                     candidates.append((stub, loc.storage_id))
         for stub, storage_id in candidates:
             try:
@@ -356,7 +356,7 @@ class Sealing:
                     worker_pb2.IsAllocatedRequest(sector=sector, range=r, storage_id=storage_id), timeout=_RPC_TIMEOUT_S
                 )
             except grpc.aio.AioRpcError as exc:
-                log.info("a holder could not answer IsAllocated", extra={"sector": _name(sector), "error": exc.details()})
+                log.info("a holder could not answer IsAllocated", extra={"sector": sector_name(sector), "error": exc.details()})
                 continue
             if reply.allocated:
                 return stub, storage_id
@@ -368,31 +368,30 @@ class Sealing:
         if not req.HasField("sector"):
             raise invalid("sector is required")
         sector_id(req.sector)
-        targets: dict[str, tuple[worker_pb2_grpc.WorkerServiceAsyncStub, set[int], list[str]]] = {}
+        targets: dict[str, tuple[worker_pb2_grpc.WorkerServiceAsyncStub | None, set[int], list[str]]] = {}
         if self.index is None:
             for h in self.runner.registry.workers.values():
                 if h.connected and h.client:
                     targets[h.worker_id] = (h.client.stub, set(), [])
         else:
-            locations = await self._find(SectorKey(req.sector.miner, req.sector.number, 0), frozenset(FileType))
+            locations = await self.find(SectorKey(req.sector.miner, req.sector.number, 0), frozenset(FileType))
             for loc in locations:
                 owners = self._owners(loc.storage_id, loc.urls)
                 if not owners:
-                    key = f"unreachable:{loc.storage_id}"
-                    targets[key] = (None, set(), [loc.storage_id])  # type: ignore[assignment]
+                    targets[f"unreachable:{loc.storage_id}"] = (None, set(), [loc.storage_id])
                     continue
-                name, stub = owners[0]
-                entry = targets.setdefault(name, (stub, set(), []))
+                name, owner_stub = owners[0]
+                entry = targets.setdefault(name, (owner_stub, set(), []))
                 entry[1].update(int(t) for t in loc.types)
                 entry[2].append(loc.storage_id)
         removed: list[common_pb2.RemovedSectorFile] = []
         failed: list[str] = []
-        for name, (stub, types, paths) in targets.items():
-            if stub is None:
+        for name, (target, types, paths) in targets.items():
+            if target is None:
                 failed.append(f"{', '.join(paths)} (no worker serves it)")
                 continue
             try:
-                reply = await stub.Remove(
+                reply = await target.Remove(
                     worker_pb2.WorkerServiceRemoveRequest(sector=req.sector, types=[common_pb2.SectorFileType.ValueType(t) for t in sorted(types)]),
                     timeout=_RPC_TIMEOUT_S,
                 )
@@ -402,14 +401,14 @@ class Sealing:
         if failed:
             raise RpcFailure(
                 grpc.StatusCode.UNAVAILABLE,
-                f"could not remove every file of {_name(req.sector)}; still declared: {'; '.join(failed)}"
+                f"could not remove every file of {sector_name(req.sector)}; still declared: {'; '.join(failed)}"
                 + (f" (removed {len(removed)} other files)" if removed else ""),
             )
         return removed
 
     # --- where files are ---------------------------------------------------------------------
 
-    async def _find(self, key: SectorKey, types: frozenset[FileType]) -> list[Any]:
+    async def find(self, key: SectorKey, types: frozenset[FileType]) -> list[Any]:
         assert self.index is not None
         try:
             return [loc for loc in await self.index.find_sector(key.miner, key.number, sorted(types), key.sector_size, False) if not loc.fetch_candidate]
@@ -417,9 +416,6 @@ class Sealing:
             if is_unavailable(exc):
                 raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"the index is unavailable: {exc}") from None
             raise
-
-    async def _holders(self, key: SectorKey, types: frozenset[FileType]) -> list[Any]:
-        return await self._find(key, types)
 
     async def _holder_workers(self, key: SectorKey, types: frozenset[FileType], task_type: TaskType) -> list[str]:
         registry = self.runner.registry
@@ -429,7 +425,7 @@ class Sealing:
                 if h.connected and int(task_type) in h.info.task_types
             )
         out: dict[str, None] = {}
-        for loc in await self._find(key, types):
+        for loc in await self.find(key, types):
             for wid in registry.workers_of_path(loc.storage_id):
                 out.setdefault(wid, None)
         return list(out)
@@ -454,7 +450,7 @@ class Sealing:
                 out.append((url, peer.stub))
         return out
 
-    def _stubs_for(self, storage_id: str, urls: tuple[str, ...]) -> list[worker_pb2_grpc.WorkerServiceAsyncStub]:
+    def stubs_for(self, storage_id: str, urls: tuple[str, ...]) -> list[worker_pb2_grpc.WorkerServiceAsyncStub]:
         return [stub for _, stub in self._owners(storage_id, urls)]
 
     async def close(self) -> None:

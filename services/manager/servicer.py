@@ -16,10 +16,9 @@ from services.common.db import DatabaseUnavailable
 from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc
 from services.manager import views
 from services.manager.calls import BY_METHOD, SPECS
-from services.manager.calltracker import ErrorCode, ReturnStatus
+from services.manager.calltracker import ReturnStatus
 from services.manager.jobs import JobRunner
 from services.manager.post import Proving
-from services.manager.records import CallStatus
 from services.manager.sealing import Deadline, Sealing
 from services.manager.store import ManagerStore, WorkerOperatorState
 from services.manager.validation import RpcFailure, call_id, invalid, worker_id
@@ -306,7 +305,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
                     break
                 await asyncio.sleep(0.2)
             if self._busy(handle) and request.abort_remaining:
-                await self._requeue_all(handle)
+                await self.runner.requeue_worker_calls(handle.worker_id, "drained")
         finally:
             handle.draining = False
             self.runner.set_operator_state(handle)
@@ -316,15 +315,6 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     def _busy(self, handle: WorkerHandle) -> bool:
         sched = self.runner.scheduler.workers.get(handle.worker_id)
         return bool(sched and sched.assigned)
-
-    async def _requeue_all(self, handle: WorkerHandle) -> None:
-        sched = self.runner.scheduler.workers.get(handle.worker_id)
-        for cid in list(sched.assigned if sched else ()):
-            live = self.runner.tracker.by_call.get(cid)
-            if live is not None and live.call.call_id == cid and not live.call.status.final:
-                await self.runner._stop_call(live.call, "drained")
-                await self.runner._fail(live, cid, CallStatus.REQUEUED, ErrorCode.TEMPORARY, f"worker {handle.worker_id} drained")
-            self.runner.scheduler.release(cid)
 
     @handled
     async def TaskHistory(self, request: manager_pb2.TaskHistoryRequest, context: Context) -> manager_pb2.TaskHistoryResponse:
