@@ -12,13 +12,23 @@ Heavy functions release the GIL and use all cores; results do not depend on the 
 """
 
 import os
-from typing import BinaryIO, Sequence, TypedDict
+from typing import Protocol, Sequence, TypedDict
 
 __version__: str
 
 _Bytes = bytes | bytearray
 _Path = str | os.PathLike[str]
 _PadTo = int | bool | None
+
+class _Reader(Protocol):
+    """Any binary source: ``read(n)`` returns at most n bytes, b"" (or None) at the end."""
+
+    def read(self, n: int, /) -> bytes | bytearray | None: ...
+
+class _Writer(Protocol):
+    """Any binary sink: ``write(b)`` takes bytes (returning the count written, or None)."""
+
+    def write(self, b: bytes, /) -> int | None: ...
 
 # fr32 padding: every 127 bytes become 128 (four 32-byte nodes, top two bits of each zero).
 
@@ -40,7 +50,7 @@ def fr32_pad_file(
     padded bytes there and keeps the rest of ``dst`` (a piece inside an unsealed sector file).
     """
 
-def fr32_pad_stream(reader: BinaryIO, writer: BinaryIO, pad_to: _PadTo = None) -> int:
+def fr32_pad_stream(reader: _Reader, writer: _Writer, pad_to: _PadTo = None) -> int:
     """Pads everything ``reader.read()`` yields into ``writer.write()``; returns bytes written."""
 
 def add_piece_file(
@@ -53,7 +63,7 @@ def add_piece_file(
     """
 
 def add_piece_stream(
-    reader: BinaryIO, writer: BinaryIO, pad_to: _PadTo = None
+    reader: _Reader, writer: _Writer, pad_to: _PadTo = None
 ) -> tuple[int, bytes]:
     """add_piece_file for file-like objects: ``(padded bytes written, commP)``."""
 
@@ -80,7 +90,7 @@ def piece_commitment(data: _Bytes, pad_to: _PadTo = None) -> bytes:
 def piece_commitment_file(path: _Path, pad_to: _PadTo = None) -> bytes:
     """commP of a file's contents, with constant memory."""
 
-def piece_commitment_stream(reader: BinaryIO, pad_to: _PadTo = None) -> bytes:
+def piece_commitment_stream(reader: _Reader, pad_to: _PadTo = None) -> bytes:
     """commP of everything ``reader.read()`` yields, with constant memory."""
 
 class PieceHasher:

@@ -53,6 +53,9 @@ class Result:
     p99_ms: float
     errors: int
     load: float
+    # CPU time per request: the index process (gRPC runs) and the load generators / direct runner.
+    server_cpu_us: float = 0.0
+    client_cpu_us: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -129,9 +132,10 @@ def grpc_worker(spec: dict[str, Any]) -> dict[str, Any]:
     op, sectors, ids = spec["op"], spec["sectors"], spec["path_ids"]
     latencies: list[float] = []
     errors = 0
+    total = 0
 
     async def client(k: int, stop_at: float, record_from: float) -> None:
-        nonlocal errors
+        nonlocal errors, total
         rng = random.Random(spec["seed"] * 1000 + k)
         next_new = DECLARE_BASE + spec["seed"] * 10_000_000 + k * 100_000
         async with aio_channel(spec["address"], spec["token"]) as channel:
@@ -160,6 +164,7 @@ def grpc_worker(spec: dict[str, Any]) -> dict[str, Any]:
                     errors += 1
                     continue
                 end = time.perf_counter()
+                total += 1
                 if start >= record_from:
                     latencies.append(end - start)
 
@@ -171,7 +176,20 @@ def grpc_worker(spec: dict[str, Any]) -> dict[str, Any]:
         return spec["seconds"]
 
     seconds = asyncio.run(run())
-    return {"latencies": latencies, "seconds": seconds, "errors": errors}
+    return {"latencies": latencies, "seconds": seconds, "errors": errors, "cpu": _cpu_seconds(), "total": total}
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def direct_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +203,7 @@ def direct_worker(spec: dict[str, Any]) -> dict[str, Any]:
     find_sql = find_holders_sql(FileType(SEALED | CACHE))
     latencies: list[list[float]] = [[] for _ in range(spec["clients"])]
     errors = [0]
+    totals = [0] * spec["clients"]
     begin = time.perf_counter()
     record_from = begin + spec["warmup"]
     stop_at = record_from + spec["seconds"]
@@ -200,7 +219,7 @@ def direct_worker(spec: dict[str, Any]) -> dict[str, Any]:
             try:
                 if op == "find":
                     number = rng.randrange(sectors)
-                    db.transact(lambda tx: tx.query(find_sql, (MINER, number)), Mode.READ)
+                    db.transact(lambda tx: tx.query(find_sql, (MINER, number)), Mode.READ_ONE)
                 else:
                     next_new += 1
                     sid, number = rng.choice(ids), next_new
@@ -213,6 +232,7 @@ def direct_worker(spec: dict[str, Any]) -> dict[str, Any]:
             except Exception:  # noqa: BLE001
                 errors[0] += 1
                 continue
+            totals[k] += 1
             if start >= record_from:
                 mine.append(time.perf_counter() - start)
 
@@ -224,11 +244,27 @@ def direct_worker(spec: dict[str, Any]) -> dict[str, Any]:
     for t in threads:
         t.join()
     db.close()
-    return {"latencies": [x for per in latencies for x in per], "seconds": spec["seconds"], "errors": errors[0]}
+    return {
+        "latencies": [x for per in latencies for x in per],
+        "seconds": spec["seconds"],
+        "errors": errors[0],
+        "cpu": _cpu_seconds(),
+        "total": sum(totals),
+    }
 
 
-def run_workers(kind: str, spec: dict[str, Any], processes: int) -> tuple[list[float], float, int]:
-    """Starts `processes` worker processes splitting spec['clients']; merges their latencies."""
+@dataclass
+class Run:
+    latencies: list[float]
+    seconds: float
+    errors: int
+    client_cpu_us: float  # per request
+    server_cpu_us: float  # per request, when a server pid was given
+
+
+def run_workers(kind: str, spec: dict[str, Any], processes: int, server_pid: int | None = None) -> Run:
+    """Starts `processes` worker processes splitting spec['clients']; merges their latencies and
+    measures CPU per request of the workers and (over the measured window) of the server."""
     procs = []
     per = [spec["clients"] // processes + (1 if i < spec["clients"] % processes else 0) for i in range(processes)]
     for i, clients in enumerate(per):
@@ -242,16 +278,28 @@ def run_workers(kind: str, spec: dict[str, Any], processes: int) -> tuple[list[f
         assert procs[-1].stdin is not None
         procs[-1].stdin.write(json.dumps(child))
         procs[-1].stdin.close()
+    server_before = 0.0
+    if server_pid is not None:
+        time.sleep(spec["warmup"])
+        server_before = _process_cpu(server_pid)
     latencies: list[float] = []
     errors = 0
-    seconds = spec["seconds"]
+    cpu = 0.0
+    total = 0
     for proc in procs:
         assert proc.stdout is not None
         out = json.loads(proc.stdout.read())
         proc.wait()
         latencies += out["latencies"]
         errors += out["errors"]
-    return latencies, seconds, errors
+        cpu += out["cpu"]
+        total += out["total"]
+    server_us = (_process_cpu(server_pid) - server_before) / len(latencies) * 1e6 if server_pid is not None and latencies else 0.0
+    return Run(latencies, spec["seconds"], errors, cpu / total * 1e6 if total else 0.0, server_us)
+
+
+def result(backend: str, op: str, via: str, run: Run, load: float) -> Result:
+    return Result(backend, op, via, len(run.latencies), run.seconds, *summarize(run.latencies), run.errors, load, run.server_cpu_us, run.client_cpu_us)
 
 
 # -- orchestration ---------------------------------------------------------------------------------
@@ -291,12 +339,12 @@ def measure(backend: str, args: argparse.Namespace, out: list[Result], log: Call
         try:
             for op in args.ops:
                 load = os.getloadavg()[0]
-                lat, secs, errs = run_workers("grpc", {**base, "op": op, "address": index.address, "token": token}, args.client_procs)
-                out.append(Result(backend, op, "grpc", len(lat), secs, *summarize(lat), errs, load))
+                run = run_workers("grpc", {**base, "op": op, "address": index.address, "token": token}, args.client_procs, index.proc.pid)
+                out.append(result(backend, op, "grpc", run, load))
                 log(f"{backend} {op} grpc: {out[-1].rate:,.0f} req/s")
                 load = os.getloadavg()[0]
-                lat, secs, errs = run_workers("direct", {**base, "op": op, "url": url, "data_dir": str(root)}, 1)
-                out.append(Result(backend, op, "direct", len(lat), secs, *summarize(lat), errs, load))
+                run = run_workers("direct", {**base, "op": op, "url": url, "data_dir": str(root)}, 1)
+                out.append(result(backend, op, "direct", run, load))
                 log(f"{backend} {op} direct: {out[-1].rate:,.0f} req/s")
         finally:
             index.stop(timeout=30)
@@ -311,8 +359,9 @@ def measure(backend: str, args: argparse.Namespace, out: list[Result], log: Call
             ).start(timeout=120)
             try:
                 load = os.getloadavg()[0]
-                lat, secs, errs = run_workers("grpc", {**base, "op": "find", "address": plain.address, "token": token}, args.client_procs)
-                out.append(Result(backend, "find", "grpc, auth off", len(lat), secs, *summarize(lat), errs, load))
+                assert plain.proc is not None
+                run = run_workers("grpc", {**base, "op": "find", "address": plain.address, "token": token}, args.client_procs, plain.proc.pid)
+                out.append(result(backend, "find", "grpc, auth off", run, load))
             finally:
                 plain.stop(timeout=30)
     finally:
@@ -326,15 +375,17 @@ def measure(backend: str, args: argparse.Namespace, out: list[Result], log: Call
 def table(results: Sequence[Result]) -> str:
     names = {"find": "StorageFindSector", "declare": "StorageDeclareSector"}
     lines = [
-        "| backend | RPC | via | req/s | p50 ms | p99 ms | gRPC / direct | errors | load avg |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| backend | RPC | via | req/s | p50 ms | p99 ms | gRPC / direct | index CPU µs/req | client CPU µs/req | errors | load avg |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     direct = {(r.backend, r.op): r for r in results if r.via == "direct"}
     for r in results:
         limit = direct.get((r.backend, r.op))
         ratio = f"{r.rate / limit.rate:.2f}" if limit and r.via != "direct" and limit.rate else ""
+        server = f"{r.server_cpu_us:,.0f}" if r.server_cpu_us else ""
         lines.append(
-            f"| {r.backend} | {names[r.op]} | {r.via} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {ratio} | {r.errors} | {r.load:.1f} |"
+            f"| {r.backend} | {names[r.op]} | {r.via} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {ratio} | {server} |"
+            f" {r.client_cpu_us:,.0f} | {r.errors} | {r.load:.1f} |"
         )
     return "\n".join(lines)
 

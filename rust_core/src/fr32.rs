@@ -155,8 +155,10 @@ fn blocks_mut<const N: usize>(data: &mut [u8]) -> impl Iterator<Item = &mut [u8;
 /// Pads whole blocks; `streaming` writes around the caches (see [`STREAMING_MIN_BYTES`]).
 fn pad_serial(input: &[u8], out: &mut [u8], streaming: bool) {
     if streaming {
+        let mut staged = [0u8; PADDED_BLOCK];
         for (src, dst) in blocks(input).zip(out.chunks_exact_mut(PADDED_BLOCK)) {
-            stream_store::store(dst, &pad_lanes(src));
+            pad_block(src, &mut staged);
+            stream_store::store(dst, &staged);
         }
         stream_store::fence();
     } else {
@@ -167,9 +169,10 @@ fn pad_serial(input: &[u8], out: &mut [u8], streaming: bool) {
 }
 
 /// Unpads whole blocks; returns false if any block has pad bits set (all blocks are written).
-/// `streaming` writes around the caches, eight blocks (127 whole words) at a time.
+/// `streaming` writes around the caches, sixteen blocks (2032 bytes, 127 aligned 16-byte
+/// stores) at a time.
 fn unpad_serial(input: &[u8], out: &mut [u8], streaming: bool) -> bool {
-    const GROUP: usize = 8;
+    const GROUP: usize = 16;
     let (mut input, mut out) = (input, out);
     let mut bad = 0u64;
     if streaming {
@@ -184,8 +187,7 @@ fn unpad_serial(input: &[u8], out: &mut [u8], streaming: bool) -> bool {
             for (s, d) in blocks(src).zip(blocks_mut(&mut staged)) {
                 bad |= unpad_block_bits(s, d);
             }
-            let words: [u64; UNPADDED_BLOCK] = core::array::from_fn(|i| le(&staged, 8 * i));
-            stream_store::store(dst, &words);
+            stream_store::store(dst, &staged);
         }
         stream_store::fence();
         (input, out) = (tail_in, tail_out);
@@ -406,19 +408,19 @@ mod tests {
         let mut plain = vec![0u8; 128 * 1003];
         pad_serial(&input, &mut plain, false);
         // Output buffers at every alignment: streaming falls back to plain stores when unaligned.
-        let mut buf = vec![0u8; 128 * 1003 + 8];
-        for shift in 0..8 {
+        let mut buf = vec![0u8; 128 * 1003 + 16];
+        for shift in 0..16 {
             let out = &mut buf[shift..shift + 128 * 1003];
             pad_serial(&input, out, true);
             assert!(out == &plain[..], "pad, shift {shift}");
         }
-        let mut back = vec![0u8; 127 * 1003 + 8];
-        for shift in 0..8 {
+        let mut back = vec![0u8; 127 * 1003 + 16];
+        for shift in 0..16 {
             let out = &mut back[shift..shift + 127 * 1003];
             assert!(unpad_serial(&plain, out, true));
             assert!(out == &input[..], "unpad, shift {shift}");
         }
-        // A bad block in the tail (after the groups of 8), then one inside the groups.
+        // A bad block in the tail (after the groups of 16), then one inside the groups.
         plain[128 * 1001 + 31] |= 0x40;
         assert!(!unpad_serial(&plain, &mut back[..127 * 1003], true));
         assert_eq!(first_bad_block(&plain), Some(1001));

@@ -4,25 +4,26 @@
 //! large buffer that removes a third of the memory traffic. The one `unsafe` of the crate lives
 //! here, behind checks that make it sound; other targets get plain stores.
 
-/// Writes `words` (little-endian) over `out`, bypassing the caches when `out` is exactly
-/// `8 * N` bytes and 8-byte aligned; otherwise with plain stores. Call [`fence`] once the run of
-/// streaming stores is complete.
+/// Copies `bytes` over `out`, bypassing the caches when `out` is exactly `M` bytes, `M` is a
+/// multiple of 16 and `out` is 16-byte aligned; otherwise with a plain copy. Call [`fence`] once
+/// the run of streaming stores is complete. `bytes` is a small staging buffer (in L1).
 #[inline(always)]
-pub fn store<const N: usize>(out: &mut [u8], words: &[u64; N]) {
+pub fn store<const M: usize>(out: &mut [u8], bytes: &[u8; M]) {
     #[cfg(target_arch = "x86_64")]
-    if out.len() == 8 * N && out.as_ptr().align_offset(8) == 0 {
-        let ptr = out.as_mut_ptr().cast::<i64>();
-        for (i, &word) in words.iter().enumerate() {
-            // SAFETY: `out` is 8·N bytes long and 8-byte aligned (checked above), so for i < N
-            // `ptr.add(i)` is an aligned i64 inside it that we hold exclusively (`&mut`). MOVNTI
-            // needs SSE2, which every x86_64 CPU has; x86_64 is little-endian, as `words` are.
-            unsafe { core::arch::x86_64::_mm_stream_si64(ptr.add(i), word as i64) };
+    if M % 16 == 0 && out.len() == M && out.as_ptr().align_offset(16) == 0 {
+        use core::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+        let dst = out.as_mut_ptr().cast::<__m128i>();
+        let src = bytes.as_ptr().cast::<__m128i>();
+        for i in 0..M / 16 {
+            // SAFETY: both buffers are M = 16·(M/16) bytes long, so for i < M/16 `src.add(i)` and
+            // `dst.add(i)` are 16-byte slots inside them; MOVDQU reads any alignment, MOVNTDQ
+            // writes to `dst`, which is 16-byte aligned (checked above) and exclusively ours
+            // (`&mut`). Both need only SSE2, which every x86_64 CPU has.
+            unsafe { _mm_stream_si128(dst.add(i), _mm_loadu_si128(src.add(i))) };
         }
         return;
     }
-    for (bytes, word) in out.chunks_exact_mut(8).zip(words) {
-        bytes.copy_from_slice(&word.to_le_bytes());
-    }
+    out.copy_from_slice(bytes);
 }
 
 /// Makes the streaming stores so far visible before any later store (and so before the thread
@@ -41,17 +42,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn writes_the_words_aligned_or_not() {
-        let words: [u64; 3] = [0x0102030405060708, u64::MAX, 7];
-        let want: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let mut buf = [0u8; 48];
-        let aligned = buf.as_ptr().align_offset(8);
-        for offset in [aligned, aligned + 1, aligned + 3, aligned + 8] {
-            let out = &mut buf[offset..offset + 24];
+    fn writes_the_bytes_aligned_or_not() {
+        let bytes: [u8; 32] = core::array::from_fn(|i| (i * 7 + 1) as u8);
+        let mut buf = [0u8; 64];
+        let aligned = buf.as_ptr().align_offset(16);
+        for offset in [aligned, aligned + 1, aligned + 8, aligned + 16] {
+            let out = &mut buf[offset..offset + 32];
             out.fill(0);
-            store(out, &words);
+            store(out, &bytes);
             fence();
-            assert_eq!(out, &want[..], "offset {offset}");
+            assert_eq!(out, &bytes[..], "offset {offset}");
         }
     }
 }

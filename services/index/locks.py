@@ -27,6 +27,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from prometheus_client import Counter, Gauge
+
 from services.common.db import Database, Mode, Tx
 from services.index.domain import (
     AlreadyExists,
@@ -44,6 +46,10 @@ from services.index.domain import (
 )
 
 log = logging.getLogger(__name__)
+
+LEASES_GRANTED = Counter("sectorstorage_index_leases_granted_total", "Sector lock leases granted")
+LEASES_EXPIRED = Counter("sectorstorage_index_leases_expired_total", "Sector lock leases deleted by the sweeper after they lapsed")
+LOCK_WAITERS = Gauge("sectorstorage_index_lock_waiters", "StorageLock calls of this process waiting for a lock")
 
 NOTIFY_CHANNEL = "sectorstorage_index_locks"
 _SECTOR_LOCK_NAMESPACE = 0x5353_4C4B  # "SSLK"
@@ -125,6 +131,7 @@ class LockManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
         self._background: set[asyncio.Task[Any]] = set()
+        LOCK_WAITERS.set_function(self.wakeups.waiting)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -217,7 +224,10 @@ class LockManager:
     async def try_lock(self, request: LockRequest) -> LockAttempt:
         """One try, never waits."""
         req = self.prepare(request)
-        return await self.db.run(lambda tx: self._attempt(tx, req))
+        attempt = await self.db.run(lambda tx: self._attempt(tx, req))
+        if attempt.lease is not None:
+            LEASES_GRANTED.inc()
+        return attempt
 
     async def acquire(self, request: LockRequest, deadline: float | None = None) -> AsyncGenerator[Waiting | Lease, None]:
         """Yields Waiting (at once when blocked, then every `waiting_repeat`) until the lock is
@@ -257,7 +267,10 @@ class LockManager:
     async def _shielded_attempt(self, req: LockRequest) -> LockAttempt:
         task = asyncio.ensure_future(self.db.run(lambda tx: self._attempt(tx, req)))
         try:
-            return await asyncio.shield(task)
+            attempt = await asyncio.shield(task)
+            if attempt.lease is not None:
+                LEASES_GRANTED.inc()
+            return attempt
         except asyncio.CancelledError:
             self._spawn(self._release_when_done(task, req.lease_id))
             raise
@@ -332,19 +345,20 @@ class LockManager:
                 )
             return [_lease(r) for r in rows]
 
-        return await self.db.run(run, Mode.READ)
+        return await self.db.run(run, Mode.READ_ONE)
 
     async def sweep(self) -> int:
         """Deletes expired leases and wakes their sectors' waiters; returns how many."""
 
-        def run(tx: Tx) -> list[SectorId]:
+        def run(tx: Tx) -> tuple[list[SectorId], int]:
             rows = tx.query("DELETE FROM sector_locks WHERE expires_at <= ? RETURNING miner, number", (self.clock(),))
             sectors = sorted({SectorId(int(m), int(n)) for m, n in rows})
             for sector in sectors:
                 tx.notify(NOTIFY_CHANNEL, f"{sector.miner}:{sector.number}")
-            return sectors
+            return sectors, len(rows)
 
-        sectors = await self.db.run(run)
+        sectors, expired = await self.db.run(run)
+        LEASES_EXPIRED.inc(expired)
         for sector in sectors:
             self.wakeups.wake(sector)
         return len(sectors)

@@ -144,7 +144,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         storage_id = ""
         drop_missing = False
         listed: dict[tuple[int, int, int], bool] = {}
-        seen_header = False
+        seen_header = complete = False
         async for message in request_iterator:
             kind = message.WhichOneof("payload")
             if not seen_header:
@@ -156,6 +156,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                 continue
             if kind != "batch":
                 raise InvalidArgument("only the first StorageRedeclare message may be a header; send batches after it")
+            if complete:
+                raise InvalidArgument("a StorageRedeclare message came after the batch with last = true; nothing was changed")
+            complete = message.batch.last
             for i, decl in enumerate(message.batch.declarations):
                 what = f"declarations[{i}]"
                 if decl.storage_id and check_uuid(decl.storage_id, f"{what}.storage_id") != storage_id:
@@ -166,6 +169,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                 listed[key] = listed.get(key, False) or decl.primary
         if not seen_header:
             raise InvalidArgument("empty StorageRedeclare stream: send a header first")
+        if not complete:
+            # Also what a cancelled stream can look like here: never apply a partial listing.
+            raise InvalidArgument("the StorageRedeclare stream ended without a batch with last = true; nothing was changed")
         result = await self.store.redeclare(storage_id, listed, drop_missing)
         return index_pb2.StorageRedeclareResponse(declared=result.declared, unchanged=result.unchanged, dropped=result.dropped)
 

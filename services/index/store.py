@@ -238,7 +238,7 @@ class IndexStore:
             path = _path_row(row)
             return PathState(path.info, path.stat, self._health(path.last_heartbeat, path.error, self.clock()))
 
-        return await self.db.run(run, Mode.READ)
+        return await self.db.run(run, Mode.READ_ONE, quick=True)
 
     async def list_paths(self) -> list[PathState]:
         """Every path with stat, health and file counts; largest capacity first, then id."""
@@ -354,7 +354,7 @@ class IndexStore:
             if tx.scalar("SELECT pk FROM storage_paths WHERE id = ?", (storage_id,)) is None:
                 raise _not_attached(storage_id)
 
-        await self.db.run(run, Mode.READ)
+        await self.db.run(run, Mode.READ_ONE, quick=True)
         return storage_id
 
     async def redeclare(
@@ -425,7 +425,10 @@ class IndexStore:
                 return holders
             return holders + self._fetch_candidates(tx, now, sector, types, sector_size, set(grouped), fetch_groups(holder_allow_to))
 
-        return await self.db.run(run, Mode.READ)
+        if allow_fetch:  # reads every path: on the pool
+            return await self.db.run(run, Mode.READ)
+        # One indexed query: no transaction around it, and on SQLite no thread hop.
+        return await self.db.run(run, Mode.READ_ONE, quick=True)
 
     def _fetch_candidates(
         self, tx: Tx, now: float, sector: SectorId, types: FileType, sector_size: int, holders: set[int], allowed: frozenset[str] | None
@@ -506,7 +509,7 @@ class IndexStore:
             rejected.sort(key=lambda r: r.storage_id)
             return AllocResult([info for _, info in ranked], rejected if include_rejected else [])
 
-        return await self.db.run(run, Mode.READ)
+        return await self.db.run(run, Mode.READ_ONE)  # reads every path: on the pool
 
 
 def find_holders_sql(types: FileType) -> str:

@@ -121,7 +121,10 @@ class IndexClient:
             yield index_pb2.StorageRedeclareRequest(
                 header=index_pb2.StorageRedeclareHeader(storage_id=storage_id, drop_missing=drop_missing)
             )
-            for start in range(0, len(found), 10_000):
+            # Batches of 10,000; the final one (possibly empty) carries last = true, which is what
+            # tells the index the listing is complete.
+            starts = list(range(0, len(found), 10_000)) or [0]
+            for start in starts:
                 batch = [
                     index_pb2.SectorDeclaration(
                         storage_id=storage_id,
@@ -131,7 +134,9 @@ class IndexClient:
                     )
                     for d in found[start : start + 10_000]
                 ]
-                yield index_pb2.StorageRedeclareRequest(batch=index_pb2.StorageRedeclareBatch(declarations=batch))
+                yield index_pb2.StorageRedeclareRequest(
+                    batch=index_pb2.StorageRedeclareBatch(declarations=batch, last=start == starts[-1])
+                )
 
         reply = await self.stub.StorageRedeclare(requests(), timeout=RPC_TIMEOUT_S * 4)
         return reply.declared, reply.unchanged, reply.dropped

@@ -8,7 +8,11 @@ caller owns the temporary name and deletes it on failure.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import queue
+import threading
+import time
 from pathlib import Path
 
 from typing import Any
@@ -24,6 +28,7 @@ from services.worker.tarstream import TarExtractor
 from services.worker.wire import ChunkResponse, WireError, decode_chunk_response
 
 
+log = logging.getLogger(__name__)
 SERVICE_NAME = "sectorstorage.v1.WorkerService"
 # Dirty bytes after which a download asks the kernel to start writing them out.
 WRITEBACK_BYTES = 32 << 20
@@ -50,6 +55,61 @@ def _is_zero(data: memoryview) -> bool:
         if len(_ZEROS) < 8:
             _ZEROS[len(data)] = zeros
     return data.tobytes() == zeros
+
+
+class FileWriter:
+    """Writes a download's chunks from a thread, so the event loop keeps receiving while a
+    write waits on the page cache (the kernel throttles writers once enough pages are dirty),
+    and asks the kernel to start writeback every WRITEBACK_BYTES so the final fsync is short."""
+
+    def __init__(self, fd: int, sparse: bool, depth: int = 32) -> None:
+        self.fd = fd
+        self.sparse = sparse
+        self._queue: queue.Queue[tuple[int, memoryview] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="download-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        flushed = 0
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue
+            offset, data = item
+            end = offset + len(data)
+            try:
+                if not (self.sparse and _is_zero(data)):
+                    view = data
+                    while view:
+                        n = os.pwrite(self.fd, view, offset)
+                        view, offset = view[n:], offset + n
+                if end - flushed >= WRITEBACK_BYTES:
+                    start_writeback(self.fd, flushed, end - flushed)
+                    flushed = end
+            except BaseException as exc:  # noqa: BLE001 - reported to the coroutine
+                self._error = exc
+
+    async def write(self, offset: int, data: memoryview) -> None:
+        if self._error is not None:
+            raise self._error
+        try:
+            self._queue.put_nowait((offset, data))
+        except queue.Full:
+            await asyncio.to_thread(self._queue.put, (offset, data))
+
+    async def close(self) -> None:
+        """Waits for every queued write; raises the first write error."""
+        await self.stop()
+        if self._error is not None:
+            raise self._error
+
+    async def stop(self) -> None:
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._queue.put, None)
+            await asyncio.to_thread(self._thread.join)
 
 
 class Peers:
@@ -99,7 +159,9 @@ class Peers:
         )
         call = self._raw_stream(target, "ReadSectorFile", request, timeout)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        received = flushed = 0
+        writer = FileWriter(fd, sparse)
+        started = time.monotonic()
+        received = 0
         size: int | None = None
         try:
             async for raw in call:
@@ -110,28 +172,25 @@ class Peers:
                     size = msg.size
                     if expect_size is not None and size != expect_size:
                         raise TransferError(f"{target}: {file_type.dirname} file is {size} bytes, expected {expect_size}")
-                data = msg.data
                 if msg.offset != received:
                     raise TransferError(f"{target}: chunk at offset {msg.offset}, expected {received}")
-                if received + len(data) > size:
+                if received + len(msg.data) > size:
                     raise TransferError(f"{target}: sent more than the announced {size} bytes")
-                if data and not (sparse and _is_zero(data)):
-                    view, offset = data, received
-                    while view:
-                        n = os.pwrite(fd, view, offset)
-                        view, offset = view[n:], offset + n
-                received += len(data)
-                if received - flushed >= WRITEBACK_BYTES:
-                    start_writeback(fd, flushed, received - flushed)
-                    flushed = received
+                if msg.data:
+                    await writer.write(received, msg.data)
+                received += len(msg.data)
             if size is None or received != size:
                 raise TransferError(f"{target}: stream ended after {received} of {size} bytes")
+            await writer.close()
             os.ftruncate(fd, size)
+            streamed = time.monotonic()
             await asyncio.to_thread(os.fsync, fd)
+            log.debug("downloaded", extra={"bytes": size, "stream_s": round(streamed - started, 3), "fsync_s": round(time.monotonic() - streamed, 3)})
             return size
         finally:
-            os.close(fd)
             call.cancel()
+            await asyncio.shield(writer.stop())
+            os.close(fd)
 
     async def download_dir(
         self, target: str, sector: SectorId, storage_id: str, dest: Path, timeout: float | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ class RemoteStore:
         errors = []
         for loc in sources:
             for url in loc.urls:
+                started = time.monotonic()
                 try:
                     await self._download(url, loc.storage_id, sector, file_type, sector_size, dest)
                 except (grpc.aio.AioRpcError, TransferError, TarError, OSError) as exc:
@@ -135,7 +137,10 @@ class RemoteStore:
                         await self.peers.remove(url, sector, file_type, loc.storage_id)
                     except grpc.aio.AioRpcError as exc:
                         log.warning("could not remove the source copy after a move", extra={"source": url, "error": exc.details()})
-                log.info("fetched", extra={"sector": str(sector), "type": file_type.dirname, "source": url, "dest": dest.id})
+                log.info(
+                    "fetched",
+                    extra={"sector": str(sector), "type": file_type.dirname, "source": url, "dest": dest.id, "seconds": round(time.monotonic() - started, 3)},
+                )
                 return
         raise FetchFailed(f"could not fetch the {file_type.dirname} file of sector {sector}: " + "; ".join(errors))
 

@@ -205,12 +205,16 @@ class CallRunner:
     def running_call_ids(self) -> list[common_pb2.CallId]:
         return [r.call_id for r in self.running.values()]
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, wait_s: float) -> bool:
         """Stops every running task without recording an outcome (they become WORKER_RESTARTED
-        at the next start, since their work is lost with this process)."""
+        at the next start, since their work is lost with this process). A task inside a
+        rust_core call ends only when the call does; returns False if some had not ended after
+        `wait_s`."""
         self.shutting_down = True
         tasks = [r.task for r in self.running.values() if r.task is not None]
         for t in tasks:
             t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if not tasks:
+            return True
+        _, pending = await asyncio.wait(tasks, timeout=wait_s)
+        return not pending

@@ -7,19 +7,17 @@ edit here.
 
 from __future__ import annotations
 
+import contextlib
+import queue
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
+from typing import BinaryIO
 import rust_core
-from services.worker.partialfile import PartialFile
 from services.worker.sectors import PostKind
 
-# The PoRep bindings are typed in rust_core.pyi by their own branch; until that stub lands they
-# are reached through an untyped alias so mypy strict stays clean here.
-_rc: Any = rust_core
-
-# Unpadded bytes per fr32/commP step of AddPiece: 8192 fr32 blocks = 1 MiB padded.
+# Unpadded bytes rust_core's add_piece_stream processes per step (65536 fr32 blocks).
+ADD_PIECE_BATCH = 127 << 16
+# Unpadded bytes per ReadPiece unpad step: 8192 fr32 blocks = 1 MiB padded.
 PAD_BLOCK = 127 * 8192
 
 
@@ -32,39 +30,56 @@ class Piece:
         return (self.padded_size, self.commp)
 
 
-class PieceWriter:
-    """fr32-pads a piece's bytes into a partial file at a padded offset while computing its
-    commP, in one pass over the data with constant memory."""
+class QueueReader:
+    """A binary reader over chunks put into a bounded queue by another thread: what rust_core's
+    add_piece_stream reads from while the event loop receives the stream. `None` ends the data;
+    `fail()` makes the next read raise, which stops the reader's consumer."""
 
-    def __init__(self, target: PartialFile, padded_offset: int) -> None:
-        self.target = target
-        self.offset = padded_offset
-        self.hasher = rust_core.PieceHasher()
-        self.pending = bytearray()
-        self.consumed = 0
+    def __init__(self, depth: int = 4) -> None:
+        self._queue: queue.Queue[bytes | None | BaseException] = queue.Queue(maxsize=depth)
+        self._view = memoryview(b"")
+        self._eof = False
 
-    def feed(self, data: bytes) -> None:
-        self.pending += data
-        whole = len(self.pending) // PAD_BLOCK * PAD_BLOCK
-        if whole:
-            self._write(self.pending[:whole])
-            del self.pending[:whole]
+    def offer(self, data: bytes) -> bool:
+        try:
+            self._queue.put_nowait(data)
+        except queue.Full:
+            return False
+        return True
 
-    def _write(self, block: bytes | bytearray) -> None:
-        padded = rust_core.fr32_pad(block)
-        self.hasher.update(block)
-        self.target.write_at(self.offset, padded)
-        self.offset += len(padded)
-        self.consumed += len(block)
+    def put(self, data: bytes | None) -> None:
+        self._queue.put(data)
 
-    def finish(self) -> bytes:
-        """Writes the rest (a multiple of 127 bytes, as piece sizes are) and returns commP."""
-        if self.pending:
-            if len(self.pending) % 127:
-                raise ValueError(f"piece data ends with {len(self.pending) % 127} bytes that are not a whole fr32 block")
-            self._write(bytes(self.pending))
-            self.pending.clear()
-        return self.hasher.finish()
+    def fail(self) -> None:
+        while True:
+            try:
+                self._queue.put_nowait(ConnectionAbortedError("the AddPiece stream was abandoned"))
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._view and not self._eof:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item is None:
+                self._eof = True
+            else:
+                self._view = memoryview(item)
+        if n < 0:
+            n = len(self._view)
+        out = self._view[:n].tobytes()
+        self._view = self._view[n:]
+        return out
+
+
+def add_piece_stream(reader: QueueReader, out: BinaryIO) -> tuple[int, bytes]:
+    """fr32-pads everything `reader` yields into `out` (at its position) and returns (padded
+    bytes written, commP), padding and hashing the same reads in parallel."""
+    written, commp = rust_core.add_piece_stream(reader, out)
+    return written, bytes(commp)
 
 
 def zero_commp(padded_size: int) -> bytes:
@@ -87,13 +102,13 @@ def pre_commit1(
     sector_size: int, cache: Path, unsealed: Path, prover: bytes, number: int, ticket: bytes, pieces: list[Piece]
 ) -> bytes:
     return bytes(
-        _rc.seal_pre_commit_phase1(sector_size, str(cache), str(unsealed), prover, number, ticket, [p.as_tuple() for p in pieces])
+        rust_core.seal_pre_commit_phase1(sector_size, str(cache), str(unsealed), prover, number, ticket, [p.as_tuple() for p in pieces])
     )
 
 
 def pre_commit2(p1_output: bytes, cache: Path, sealed: Path, backend: str) -> tuple[bytes, bytes]:
     """(comm_r, comm_d)."""
-    comm_r, comm_d = _rc.seal_pre_commit_phase2(p1_output, str(cache), str(sealed), backend)
+    comm_r, comm_d = rust_core.seal_pre_commit_phase2(p1_output, str(cache), str(sealed), backend)
     return bytes(comm_r), bytes(comm_d)
 
 
@@ -110,20 +125,20 @@ def commit1(
     comm_d: bytes,
 ) -> bytes:
     return bytes(
-        _rc.seal_commit_phase1(
+        rust_core.seal_commit_phase1(
             sector_size, str(cache), str(sealed), prover, number, ticket, seed, [p.as_tuple() for p in pieces], comm_r, comm_d
         )
     )
 
 
 def commit2(c1_output: bytes, prover: bytes, number: int, backend: str) -> bytes:
-    return bytes(_rc.seal_commit_phase2(c1_output, prover, number, backend))
+    return bytes(rust_core.seal_commit_phase2(c1_output, prover, number, backend))
 
 
 def verify_seal(
     sector_size: int, comm_r: bytes, comm_d: bytes, prover: bytes, number: int, ticket: bytes, seed: bytes, proof: bytes
 ) -> bool:
-    return bool(_rc.verify_seal(sector_size, comm_r, comm_d, prover, number, ticket, seed, proof))
+    return bool(rust_core.verify_seal(sector_size, comm_r, comm_d, prover, number, ticket, seed, proof))
 
 
 def unseal(
@@ -139,20 +154,20 @@ def unseal(
     unpadded_length: int,
 ) -> None:
     """Writes the padded data of the unpadded range into the unsealed file's data area."""
-    _rc.unseal_range(
+    rust_core.unseal_range(
         sector_size, str(cache), str(sealed), str(unsealed), prover, number, ticket, comm_d, unpadded_offset, unpadded_length
     )
 
 
 def clear_cache(cache: Path, sector_size: int) -> None:
-    _rc.clear_cache(str(cache), sector_size)
+    rust_core.clear_cache(str(cache), sector_size)
 
 
 def vanilla_proof(
     kind: PostKind, sector_size: int, randomness: bytes, prover: bytes, number: int, comm_r: bytes, sealed: Path, cache: Path
 ) -> bytes:
     return bytes(
-        _rc.generate_single_vanilla_proof(
+        rust_core.generate_single_vanilla_proof(
             sector_size,
             randomness,
             prover,

@@ -387,6 +387,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             randomness = validation.bytes32("randomness", request.randomness)
             if not request.sectors:
                 raise validation.Invalid("sectors must not be empty")
+            if not request.HasField("assignment") or not request.assignment.call_id.id:
+                raise validation.Invalid("assignment.call_id is required")
             sectors = []
             miners = set()
             for i, s in enumerate(request.sectors):
@@ -719,6 +721,7 @@ class WorkerApp(Service):
         self.link: ManagerLink | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._channels: list[grpc.aio.Channel] = []
+        self._abandon_threads = False
 
     @property
     def identity(self) -> WorkerIdentity:
@@ -781,7 +784,8 @@ class WorkerApp(Service):
         self.parts.runner.shutting_down = True
 
     async def stop(self) -> None:
-        await self.parts.runner.shutdown()
+        finished = await self.parts.runner.shutdown(max(1.0, self.config.shutdown_grace))
+        self._abandon_threads = not finished
         for task in self._loops:
             task.cancel()
         for task in self._loops:
@@ -792,3 +796,10 @@ class WorkerApp(Service):
         for channel in self._channels:
             await channel.close()
         self.parts.calls.close()
+        if self._abandon_threads:
+            # A rust_core call cannot be interrupted and Python would wait for its thread at
+            # exit (hours for a 32 GiB PC1). Its call stays `running` in the call store and is
+            # returned as WORKER_RESTARTED by the next process, so nothing is lost by leaving now.
+            log.warning("exiting with rust_core calls still running; they will be reported as WORKER_RESTARTED")
+            logging.shutdown()
+            os._exit(0)

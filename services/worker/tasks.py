@@ -10,6 +10,7 @@ lock or a reservation go while the thread still touches the files (see its docst
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -29,7 +30,7 @@ from services.worker.partialfile import PartialFile, PartialFileError
 from services.worker.peers import Peers
 from services.worker.remote_store import FetchFailed, RemoteStore, SectorNotFound
 from services.worker.rleplus import Runs, complement, normalize
-from services.worker.sealer import Piece, PieceWriter
+from services.worker.sealer import Piece
 from services.worker.sectors import FileType, PathType, PostKind, SectorId, padded, prover_id, unpadded
 
 log = logging.getLogger(__name__)
@@ -161,27 +162,61 @@ class BadStream(ValueError):
 
 
 class PieceSink:
-    """Receives one piece's bytes during an AddPiece stream."""
+    """Receives one piece's bytes during an AddPiece stream and hands them to rust_core's
+    one-pass AddPiece (fr32 padding written to the unsealed file and commP hashing of the same
+    bytes, in parallel), which runs in a thread reading from a bounded queue: the network, the
+    padding and the hashing all overlap."""
 
-    def __init__(self, target: PartialFile, offset: int, size: int, sector_size: int) -> None:
-        self.writer = PieceWriter(target, offset)
+    def __init__(self, target: PartialFile, offset: int, size: int) -> None:
         self.target = target
         self.offset = offset
         self.size = size
         self.received = 0
+        self.pending = bytearray()
+        self.reader = sealer.QueueReader()
+        self.out = open(target.path, "r+b", buffering=0)  # noqa: SIM115 - closed in finish/abort
+        self.out.seek(offset)
+        self.job = asyncio.ensure_future(asyncio.to_thread(sealer.add_piece_stream, self.reader, self.out))
 
     async def feed(self, data: bytes) -> None:
         self.received += len(data)
         if self.received > unpadded(self.size):
             raise BadStream(f"the stream carries more than the piece's {unpadded(self.size)} bytes")
-        await blocking(self.writer.feed, data)
+        if self.job.done():
+            await self.job  # it failed: raise its error
+            raise RuntimeError("AddPiece stopped reading before the end of the piece")
+        # Hand rust_core whole batches: each read from its thread takes the GIL, which the event
+        # loop holds most of the time, so few large reads beat many small ones.
+        self.pending += data
+        if len(self.pending) >= sealer.ADD_PIECE_BATCH:
+            await self._hand_over()
+
+    async def _hand_over(self) -> None:
+        batch, self.pending = bytes(self.pending), bytearray()
+        if not self.reader.offer(batch):
+            await asyncio.to_thread(self.reader.put, batch)
 
     async def finish(self) -> common_pb2.PieceInfo:
         if self.received != unpadded(self.size):
             raise BadStream(f"the stream carried {self.received} bytes, the piece has {unpadded(self.size)}")
-        commp = await blocking(self.writer.finish)
+        if self.pending:
+            await self._hand_over()
+        await asyncio.to_thread(self.reader.put, None)
+        try:
+            written, commp = await self.job
+        finally:
+            self.out.close()
+        if written != self.size:
+            raise RuntimeError(f"AddPiece wrote {written} padded bytes, expected {self.size}")
         await blocking(self.target.mark_allocated, self.offset, self.size)
         return common_pb2.PieceInfo(size=self.size, commp=commp, piece_cid=sealer.piece_cid(commp))
+
+    async def abort(self) -> None:
+        """Stops the rust_core thread (its next read fails) and waits for it to end."""
+        self.reader.fail()
+        with contextlib.suppress(BaseException):
+            await self.job
+        self.out.close()
 
 
 @asynccontextmanager
@@ -197,7 +232,8 @@ async def add_piece(
         raise ValueError(f"can't add a {piece_size}-byte piece at padded offset {offset} to a {sector.size}-byte sector")
     async with _lock(env, ctx, sector.id, FileType(0), FileType.UNSEALED):
         if not existing:
-            await remove_local(env, sector.id, FileType.UNSEALED)
+            # A first piece starts the sector over: older unsealed copies anywhere are stale.
+            await remove_everywhere(env, sector.id, FileType.UNSEALED)
             acquire = env.remote.acquire(sector.id, sector.size, FileType(0), FileType.UNSEALED, PathType.SEALING)
         else:
             acquire = env.remote.acquire(sector.id, sector.size, FileType.UNSEALED, FileType(0), PathType.SEALING)
@@ -208,7 +244,12 @@ async def add_piece(
             try:
                 if offset > end:
                     await blocking(_fill_zeros, pf, end, offset - end)
-                yield PieceSink(pf, offset, size, sector.size)
+                sink = PieceSink(pf, offset, size)
+                try:
+                    yield sink
+                except BaseException:
+                    await asyncio.shield(sink.abort())
+                    raise
             except BaseException:
                 pf.close()
                 if created:

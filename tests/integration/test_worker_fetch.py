@@ -113,7 +113,7 @@ def test_fetch_sealed_and_cache_between_workers(start_service: StartService, man
     call = assignment(number)
     b.stub.SealCommit2(worker_pb2.WorkerServiceSealCommit2Request(assignment=call, sector=ref, commit1_output=c1), timeout=10)
     proof = b.ok(call.call_id)
-    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, prover_id(MINER), number, TICKET, SEED, proof)  # type: ignore[attr-defined]
+    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, prover_id(MINER), number, TICKET, SEED, proof)
 
     # A move of the unsealed file: B gets the primary copy, A's copy is removed and dropped.
     unsealed_a = (tmp_path / "a" / "unsealed" / name).read_bytes()
@@ -172,7 +172,7 @@ def test_source_dying_mid_stream(start_service: StartService, manager: ManagerEn
     lone.attach("p", tmp_path / "lone", seal=True, store=True)
     plant(lone, "p", 11, sealed, cache)
     kind, error = fetch(dest, 11, size, [ST.SECTOR_FILE_TYPE_SEALED])
-    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_TEMPORARY, error  # type: ignore[attr-defined]
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_TEMPORARY, error
     assert lone.proc.proc is not None and lone.proc.proc.wait(10) == 17
     assert not (tmp_path / "dest" / "sealed" / f"s-t0{MINER}-11").exists()
     assert leftovers(tmp_path / "dest") == []
@@ -180,4 +180,4 @@ def test_source_dying_mid_stream(start_service: StartService, manager: ManagerEn
 
     # A sector nobody has: SECTOR_NOT_FOUND.
     kind, error = fetch(dest, 12, size, [ST.SECTOR_FILE_TYPE_SEALED])
-    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND  # type: ignore[attr-defined]
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND

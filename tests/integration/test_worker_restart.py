@@ -68,7 +68,8 @@ def test_results_redelivered_after_restart(start_service: StartService, manager:
     assert reply.call_id == calls[1]
 
 
-def test_running_call_returns_worker_restarted(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["kill", "sigterm"])
+def test_running_call_returns_worker_restarted(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path, stop: str) -> None:
     index = start_service("index")
     w = start_worker(start_service, index, manager)
     w.attach("p", tmp_path / "p", seal=True, store=False)
@@ -82,7 +83,10 @@ def test_running_call_returns_worker_restarted(start_service: StartService, mana
         timeout=10,
     )
     time.sleep(0.3)
-    w.proc.kill()  # a crash in the middle of PC1
+    if stop == "kill":
+        w.proc.kill()  # a crash in the middle of PC1
+    else:
+        assert w.proc.stop(timeout=30) == 0  # a clean stop in the middle of PC1: not a success either
     assert a.call_id.id not in manager.results
     again = start_worker(start_service, index, manager, data_dir=w.proc.data_dir)
     kind, error = again.result(a.call_id, timeout=30)

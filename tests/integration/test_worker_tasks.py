@@ -97,7 +97,7 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
     a = assignment(number)
     w.stub.SealCommit2(worker_pb2.WorkerServiceSealCommit2Request(assignment=a, sector=ref, commit1_output=c1), timeout=10)
     proof = w.ok(a.call_id)
-    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, PROVER, number, TICKET, SEED, proof)  # type: ignore[attr-defined]
+    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, PROVER, number, TICKET, SEED, proof)
 
     # Finalize keeping the whole piece unsealed: the cache loses its layers.
     cache = tmp_path / "seal" / "cache" / name
@@ -157,13 +157,16 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
                 assignment=assignment(number),
                 proof_type=ref.proof_type,  # window ids equal the seal proof ids (5..9)
                 randomness=randomness,
-                sectors=[common_pb2.ProvingSector(sector=ref, comm_r=cids.comm_r)],
+                sectors=[common_pb2.ProvingSector(sector=ref, comm_r=cids.comm_r), common_pb2.ProvingSector(sector=sector_ref(99, size), comm_r=cids.comm_r)],
             ),
             timeout=60,
         )
     )
-    assert len(replies) == 1 and replies[0].WhichOneof("outcome") == "vanilla_proof"
-    assert rust_core.verify_single_vanilla_proof(  # type: ignore[attr-defined]
+    # One message per sector in order; the missing sector's error does not stop the others.
+    assert [r.sector.number for r in replies] == [number, 99]
+    assert replies[0].WhichOneof("outcome") == "vanilla_proof"
+    assert replies[1].WhichOneof("outcome") == "error" and replies[1].error.code == common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND
+    assert rust_core.verify_single_vanilla_proof(
         size, randomness, PROVER, (number, cids.comm_r), replies[0].vanilla_proof, "window"
     )
 

@@ -8,7 +8,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -196,3 +196,59 @@ def test_postgres_unreachable_is_reported(tmp_path: Path) -> None:
     with pytest.raises(DatabaseUnavailable, match="cannot connect to postgresql://nobody@127.0.0.1:1/none"):
         apply_migrations(db, "unit", MIGRATIONS)
     db.close()
+
+
+def test_read_one_runs_exactly_one_statement(db: Database) -> None:
+    assert db.transact(lambda tx: tx.scalar("SELECT COUNT(*) FROM items"), Mode.READ_ONE) == 0
+
+    def two(tx: Tx) -> None:
+        tx.query("SELECT 1")
+        tx.query("SELECT 2")
+
+    with pytest.raises(RuntimeError, match="exactly one statement"):
+        db.transact(two, Mode.READ_ONE)
+
+    async def inline() -> int:
+        return int(await db.run(lambda tx: tx.scalar("SELECT COUNT(*) FROM items"), Mode.READ_ONE, quick=True))
+
+    assert asyncio.run(inline()) == 0
+
+
+def test_concurrent_writes_fail_or_commit_one_by_one(db: Database) -> None:
+    """Many writes at once (on SQLite: committed in groups): each is atomic on its own; a failing
+    one leaves no trace and does not take the others down."""
+
+    def write(i: int) -> Callable[[Tx], int]:
+        def fn(tx: Tx) -> int:
+            tx.execute("INSERT INTO items (name, n) VALUES (?, ?)", (f"w{i}", i))
+            tx.execute("INSERT INTO tags (item, tag) VALUES (?, 'x')", (i,))
+            if i % 5 == 0:
+                raise ValueError(f"write {i} refused")
+            return i
+
+        return fn
+
+    async def many() -> list[object]:
+        return list(await asyncio.gather(*(db.run(write(i)) for i in range(100)), return_exceptions=True))
+
+    results = asyncio.run(many())
+    assert [r for r in results if isinstance(r, ValueError)] and all(
+        isinstance(r, ValueError) == (i % 5 == 0) for i, r in enumerate(results)
+    )
+    names = {n for (n,) in db.transact(lambda tx: tx.query("SELECT name FROM items"), Mode.READ)}
+    tags = {i for (i,) in db.transact(lambda tx: tx.query("SELECT item FROM tags"), Mode.READ)}
+    assert names == {f"w{i}" for i in range(100) if i % 5} and tags == {i for i in range(100) if i % 5}
+    # A constraint violation is one call's failure too.
+    with pytest.raises(Exception, match="(?i)unique"):
+        db.transact(lambda tx: tx.execute("INSERT INTO items (name, n) VALUES ('w1', 0)"))
+    assert db.transact(lambda tx: tx.scalar("SELECT COUNT(*) FROM items"), Mode.READ) == 80
+
+
+def test_closed_database_refuses_writes(tmp_path: Path) -> None:
+    from services.common.db import DatabaseUnavailable
+
+    db = open_database("", tmp_path, "unit")
+    apply_migrations(db, "unit", MIGRATIONS)
+    db.close()
+    with pytest.raises(DatabaseUnavailable, match="closed"):
+        db.transact(lambda tx: tx.execute("INSERT INTO items (name, n) VALUES ('late', 1)"))

@@ -162,3 +162,55 @@ def test_sector_names_and_prover_id() -> None:
     # Filecoin's prover id: the ID address payload (LEB128 actor id) zero-padded to 32 bytes.
     assert prover_id(1000) == bytes([0xE8, 0x07]) + bytes(30)
     assert prover_id(1) == b"\x01" + bytes(31)
+
+
+def test_gpus_follow_cuda_visible_devices() -> None:
+    from services.worker.resources import detect_gpus
+
+    assert detect_gpus({"CUDA_VISIBLE_DEVICES": ""}) == ()
+    assert detect_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == ()
+    # Otherwise the driver's own list (empty on a machine without CUDA).
+    import rust_core
+
+    assert len(detect_gpus({})) == len(rust_core.gpu_devices())
+
+
+def test_runner_admission_caps(tmp_path: Path) -> None:
+    import asyncio
+
+    from services.worker.runner import CallRunner, Exhausted
+    from services.worker.tasks import TaskContext
+
+    TT = common_pb2.TaskType
+    p32 = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1
+    p2k = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1
+    caps = {(TT.TASK_TYPE_PRE_COMMIT_1, p32): 1, (TT.TASK_TYPE_COMMIT_2, 0): 0}
+
+    async def scenario() -> None:
+        runner = CallRunner(CallStore(tmp_path / "calls.db"), lambda: None, "w", max_tasks=3, type_caps=caps)
+        gate = asyncio.Event()
+
+        async def work(ctx: TaskContext) -> tuple[str, object]:
+            await gate.wait()
+            return ("proof", b"x")
+
+        def start(n: int, task: int, proof: int) -> None:
+            call = common_pb2.CallId(sector=common_pb2.SectorId(miner=1000, number=n), id=f"00000000-0000-4000-8000-{n:012d}")
+            runner.admit(task, proof)
+            runner.start(call, worker_pb2.CALL_TYPE_SEAL_PRE_COMMIT_1, task, proof, None, TaskContext(owner="t"), work)
+
+        with pytest.raises(Exhausted, match="cap is 0"):
+            runner.admit(TT.TASK_TYPE_COMMIT_2, p2k)  # MAX_CONCURRENT = 0 for every size
+        start(1, TT.TASK_TYPE_PRE_COMMIT_1, p32)
+        with pytest.raises(Exhausted, match="of this sector size"):
+            runner.admit(TT.TASK_TYPE_PRE_COMMIT_1, p32)
+        start(2, TT.TASK_TYPE_PRE_COMMIT_1, p2k)  # the cap is for 32 GiB only
+        start(3, TT.TASK_TYPE_PRE_COMMIT_1, p2k)
+        with pytest.raises(Exhausted, match="limit is 3"):
+            runner.admit(TT.TASK_TYPE_PRE_COMMIT_1, p2k)
+        gate.set()
+        while runner.running:
+            await asyncio.sleep(0.01)
+        assert len(runner.store.pending()) == 3
+
+    asyncio.run(scenario())

@@ -3,8 +3,8 @@
 //! a CUDA GPU (cargo feature `cuda`, driver and NVRTC loaded at run time).
 //!
 //! Selection by a config string, so a worker can pin a task to the GPU slot the scheduler gave
-//! it: `auto` (the first CUDA device when there is one, else the CPU), `cpu`, `cuda` (= `cuda:0`)
-//! or `cuda:N`. Asking for CUDA explicitly where there is none is an error rather than a silent
+//! it: `auto` (the first CUDA device when there is one, else the CPU), `cpu`, `cuda` (= `cuda:0`),
+//! `cuda:N` or a bare ordinal `N`. Asking for CUDA explicitly where there is none is an error rather than a silent
 //! fallback, so a misconfigured GPU worker is noticed. Both backends produce identical bytes;
 //! the tests compare them wherever a device exists.
 
@@ -61,8 +61,8 @@ pub enum Selection {
     Cuda(usize),
 }
 
-/// Parses `auto`, `cpu`, `cuda`, `cuda:N` (case-insensitive, surrounding spaces ignored; empty
-/// means auto).
+/// Parses `auto`, `cpu`, `cuda`, `cuda:N` or a bare device ordinal `N` (case-insensitive,
+/// surrounding spaces ignored; empty means auto).
 pub fn parse_selection(spec: &str) -> Result<Selection> {
     let s = spec.trim().to_ascii_lowercase();
     match s.as_str() {
@@ -73,10 +73,12 @@ pub fn parse_selection(spec: &str) -> Result<Selection> {
             let ordinal = s
                 .strip_prefix("cuda:")
                 .or_else(|| s.strip_prefix("gpu:"))
-                .and_then(|n| n.parse::<usize>().ok());
+                .unwrap_or(&s)
+                .parse::<usize>()
+                .ok();
             ordinal.map(Selection::Cuda).ok_or_else(|| {
                 Error::invalid(format!(
-                    "unknown compute backend {spec:?}: expected auto, cpu, cuda or cuda:N"
+                    "unknown compute backend {spec:?}: expected auto, cpu, cuda, cuda:N or a device ordinal"
                 ))
             })
         }
@@ -147,6 +149,7 @@ mod tests {
         assert_eq!(parse_selection("cpu").unwrap(), Selection::Cpu);
         assert_eq!(parse_selection("cuda").unwrap(), Selection::Cuda(0));
         assert_eq!(parse_selection("cuda:3").unwrap(), Selection::Cuda(3));
+        assert_eq!(parse_selection("1").unwrap(), Selection::Cuda(1));
         assert!(parse_selection("cuda:x").is_err());
         assert!(parse_selection("tpu")
             .unwrap_err()

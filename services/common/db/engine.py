@@ -8,10 +8,12 @@ serialization failures and deadlocks, SQLite `database is locked`). `fn` must th
 nothing outside the transaction.
 
 Isolation, and why it is enough:
-- SQLite: write transactions start with BEGIN IMMEDIATE and, inside one process, also take a
-  Python lock, so writers never wait in SQLite's sleep-and-retry busy handler (which would cost
-  milliseconds); other processes on the same file wait up to `busy_timeout_ms`. Writers are
-  serialized, hence serializable. WAL lets readers run beside the writer.
+- SQLite: the writes of a process all run on one writer thread, in groups committed together
+  (`_GroupCommitter`: one BEGIN IMMEDIATE ... COMMIT and one fsync for all the writes queued at
+  that moment, each in its own savepoint). So writers of this process never wait in SQLite's
+  sleep-and-retry busy handler (which costs milliseconds); other processes on the same file wait
+  up to `busy_timeout_ms`. Writers are serialized, hence serializable. WAL lets readers run
+  beside the writer.
 - PostgreSQL: write transactions run at READ COMMITTED and take explicit locks where a decision
   depends on what they read: row locks (`{for_update}` ...) for read-modify-write of a row, and
   `Tx.advisory_lock` for decisions over a set of rows (e.g. granting a sector lock); a statement
@@ -23,21 +25,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import random
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from concurrent.futures import Future, ThreadPoolExecutor
 from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+from prometheus_client import Counter
 
 from services.common.db.dialect import Dialect
 from services.common.db.url import DatabaseTarget, parse_database_url
 
 log = logging.getLogger(__name__)
+
+DB_RETRIES = Counter(
+    "sectorstorage_db_retries_total",
+    "Transactions re-run after a conflict (serialization failure, deadlock, database is locked)",
+    ["db"],
+)
+DB_UNAVAILABLE = Counter("sectorstorage_db_unavailable_total", "Transactions failed because the database could not be reached", ["db"])
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -52,6 +63,9 @@ class Mode(Enum):
 
     READ = "read"
     WRITE = "write"
+    # A read that is one statement: no BEGIN/COMMIT (a statement is its own snapshot), which on
+    # PostgreSQL saves two round trips. Tx refuses a second statement.
+    READ_ONE = "read-one"
 
 
 class DatabaseUnavailable(Exception):
@@ -79,23 +93,31 @@ class Tx:
         self.dialect = dialect
         self.mode = mode
         self._cur = cursor
+        self._statements = 0
+
+    def _run(self, sql: str, params: Sequence[Any]) -> None:
+        self._statements += 1
+        if self.mode is Mode.READ_ONE and self._statements > 1:
+            raise RuntimeError("a READ_ONE transaction runs exactly one statement; use Mode.READ")
+        self._cur.execute(self.dialect.sql(sql), tuple(params))
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Runs one statement; returns the number of rows it changed (DML) or -1."""
-        self._cur.execute(self.dialect.sql(sql), tuple(params))
+        self._run(sql, params)
         return int(self._cur.rowcount)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         batch = [tuple(r) for r in rows]
         if batch:
+            self._statements += 1
             self._cur.executemany(self.dialect.sql(sql), batch)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        self._cur.execute(self.dialect.sql(sql), tuple(params))
+        self._run(sql, params)
         return [tuple(r) for r in self._cur.fetchall()]
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        self._cur.execute(self.dialect.sql(sql), tuple(params))
+        self._run(sql, params)
         row = self._cur.fetchone()
         return None if row is None else tuple(row)
 
@@ -219,15 +241,17 @@ class Database:
 
     def __init__(self, target: DatabaseTarget, *, threads: int = 4, application_name: str = "sectorstorage") -> None:
         self.target = target
+        self.name = application_name
         self.dialect = target.dialect
         self._backend: _Backend = _Sqlite(target) if target.dialect is Dialect.SQLITE else _Postgres(target, application_name)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"db-{application_name}")
         self._local = threading.local()
         self._conns: set[Any] = set()
         self._conns_lock = threading.Lock()
-        # SQLite has one writer at a time; queueing writers here is far cheaper than SQLite's
-        # busy handler (which sleeps in steps of milliseconds).
-        self._write_lock: AbstractContextManager[Any] = threading.Lock() if self.dialect is Dialect.SQLITE else nullcontext()
+        # SQLite has one writer at a time: all writes of this process go through one thread that
+        # commits them in groups (see _GroupCommitter), which never meets SQLite's busy handler
+        # (it sleeps in steps of milliseconds) for writers of this process.
+        self._committer = _GroupCommitter(self) if self.dialect is Dialect.SQLITE else None
         self._closed = False
         self._listeners: list[_Listener] = []
         self.inline_reads = self.dialect is Dialect.SQLITE and target.inline_reads
@@ -259,10 +283,21 @@ class Database:
     # -- transactions ------------------------------------------------------------------------
 
     def transact(self, fn: Callable[[Tx], T], mode: Mode = Mode.WRITE) -> T:
-        """Runs fn(tx) in one transaction on the calling thread; blocking."""
+        """Runs fn(tx) in one transaction; blocking. SQLite writes run on the writer thread."""
+        if mode is Mode.WRITE and self._committer is not None:
+            return self._committer.submit(fn).result()
+        try:
+            return self._transact(fn, mode)
+        except DatabaseUnavailable:
+            DB_UNAVAILABLE.labels(self.name).inc()
+            raise
+
+    def _transact(self, fn: Callable[[Tx], T], mode: Mode) -> T:
         attempt = 0
         while True:
             attempt += 1
+            if attempt > 1:
+                DB_RETRIES.labels(self.name).inc()
             conn = self._connection()
             try:
                 return self._once(conn, fn, mode)
@@ -290,27 +325,61 @@ class Database:
                 raise
 
     def _once(self, conn: Any, fn: Callable[[Tx], T], mode: Mode) -> T:
-        lock = self._write_lock if mode is Mode.WRITE else nullcontext()
-        with lock:
-            cur = conn.cursor()
+        cur = conn.cursor()
+        try:
+            if mode is Mode.READ_ONE:
+                return fn(Tx(self.dialect, cur, mode))
+            cur.execute(self._backend.begin(mode))
             try:
-                cur.execute(self._backend.begin(mode))
-                try:
-                    result = fn(Tx(self.dialect, cur, mode))
-                except BaseException:
-                    self._rollback(cur)
-                    raise
-                try:
-                    cur.execute("COMMIT")
-                except Exception as exc:
-                    self._rollback(cur)
-                    raise _CommitFailed() from exc
-                return result
-            finally:
-                try:
-                    cur.close()
-                except Exception:  # noqa: BLE001
-                    pass
+                result = fn(Tx(self.dialect, cur, mode))
+            except BaseException:
+                self._rollback(cur)
+                raise
+            try:
+                cur.execute("COMMIT")
+            except Exception as exc:
+                self._rollback(cur)
+                raise _CommitFailed() from exc
+            return result
+        finally:
+            try:
+                cur.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _group(self, conn: Any, fns: Sequence[Callable[[Tx], Any]]) -> list[tuple[bool, Any]]:
+        """Runs each fn in its own SAVEPOINT of one write transaction and commits once; returns
+        (True, result) or (False, exception) per fn. A fn that fails is rolled back alone; a
+        conflict (busy/locked) or a failed COMMIT fails the whole group, to be re-run."""
+        cur = conn.cursor()
+        try:
+            cur.execute(self._backend.begin(Mode.WRITE))
+            outcomes: list[tuple[bool, Any]] = []
+            try:
+                for fn in fns:
+                    cur.execute("SAVEPOINT one_call")
+                    try:
+                        outcomes.append((True, fn(Tx(self.dialect, cur, Mode.WRITE))))
+                    except Exception as exc:
+                        if self._backend.retryable(exc):
+                            raise
+                        cur.execute("ROLLBACK TO one_call")
+                        outcomes.append((False, exc))
+                    cur.execute("RELEASE one_call")
+            except BaseException:
+                self._rollback(cur)
+                raise
+            try:
+                cur.execute("COMMIT")
+            except Exception as exc:
+                self._rollback(cur)
+                raise _CommitFailed() from exc
+            return outcomes
+        finally:
+            try:
+                cur.close()
+            except Exception:  # noqa: BLE001
+                pass
 
     @staticmethod
     def _rollback(cur: _Cursor) -> None:
@@ -323,24 +392,27 @@ class Database:
     def _pause(attempt: int) -> None:
         time.sleep(min(0.002 * 2 ** min(attempt, 6), 0.1) * random.uniform(0.5, 1.0))
 
-    async def run(self, fn: Callable[[Tx], T], mode: Mode = Mode.WRITE) -> T:
+    async def run(self, fn: Callable[[Tx], T], mode: Mode = Mode.WRITE, *, quick: bool = False) -> T:
         """Runs fn(tx) in one transaction on the pool; the event loop only awaits the result.
 
-        Exception: SQLite reads run on the calling (event-loop) thread. A WAL reader never waits
-        for a lock and its pages come from the page cache or mmap, so it costs microseconds,
-        while the hop to a pool thread and back costs ~100 us of latency and most of the CPU of
-        a small query. Should a read ever meet a busy database (WAL recovery), it goes to the
-        pool instead of blocking the loop.
+        `quick` marks a small read (a few indexed rows): on SQLite it runs on the calling
+        (event-loop) thread. A WAL reader never waits for a lock and its pages come from the page
+        cache or mmap, so such a read costs microseconds, while the hop to a pool thread and back
+        costs ~100 us of latency and most of the CPU of the query. Should it ever meet a busy
+        database (WAL recovery), it goes to the pool instead of blocking the loop. Reads that scan
+        (listings, counts) must not be marked quick: they would stall every other call.
         """
-        if mode is Mode.READ and self.inline_reads:
+        if quick and mode is not Mode.WRITE and self.inline_reads:
             try:
-                return self._inline_read(fn)
+                return self._inline_read(fn, mode)
             except _InlineBusy:
                 pass
+        if mode is Mode.WRITE and self._committer is not None:
+            return await asyncio.wrap_future(self._committer.submit(fn))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.transact, fn, mode)
 
-    def _inline_read(self, fn: Callable[[Tx], T]) -> T:
+    def _inline_read(self, fn: Callable[[Tx], T], mode: Mode) -> T:
         conn = self._inline_conn
         if conn is None:
             if self._closed:
@@ -351,7 +423,7 @@ class Database:
             with self._conns_lock:
                 self._conns.add(conn)
         try:
-            return self._once(conn, fn, Mode.READ)
+            return self._once(conn, fn, mode)
         except Exception as exc:
             if self._backend.retryable(exc):
                 raise _InlineBusy() from exc
@@ -374,6 +446,8 @@ class Database:
         self._closed = True
         for listener in self._listeners:
             listener.stop()
+        if self._committer is not None:
+            self._committer.stop()
         self._executor.shutdown(wait=True, cancel_futures=True)
         with self._conns_lock:
             conns, self._conns = list(self._conns), set()
@@ -382,6 +456,112 @@ class Database:
                 conn.close()
             except Exception:  # noqa: BLE001
                 pass
+
+
+class _GroupCommitter:
+    """Group commit for SQLite: one thread runs every write transaction of the process. It takes
+    all the writes queued at that moment (up to `max_group`), runs each in its own SAVEPOINT of a
+    single BEGIN IMMEDIATE ... COMMIT, and answers them all after that one COMMIT. Each call stays
+    atomic and isolated (the calls run one after another; a failing call is rolled back to its
+    savepoint alone) and is answered only once durable, while N concurrent writes cost one fsync
+    and one thread hand-off instead of N. A lone write is simply its own group."""
+
+    max_group = 256
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._queue: queue.SimpleQueue[tuple[Callable[[Tx], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, fn: Callable[[Tx], T]) -> Future[T]:
+        future: Future[T] = Future()
+        if self._db._closed:
+            future.set_exception(DatabaseUnavailable("database is closed (the service is stopping)"))
+            return future
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name=f"db-writer-{self._db.name}", daemon=True)
+                    self._thread.start()
+        self._queue.put((fn, future))
+        return future
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+        while True:  # anything queued after the stop: refuse
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None and item[1].set_running_or_notify_cancel():
+                item[1].set_exception(DatabaseUnavailable("database is closed (the service is stopping)"))
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            group = [item]
+            stopping = False
+            while len(group) < self.max_group:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                group.append(more)
+            live = [(fn, fut) for fn, fut in group if fut.set_running_or_notify_cancel()]
+            if live:
+                self._run(live)
+            if stopping:
+                return
+
+    def _run(self, group: list[tuple[Callable[[Tx], Any], Future[Any]]]) -> None:
+        db = self._db
+        fns = [fn for fn, _ in group]
+        attempt = 0
+        while True:
+            attempt += 1
+            if attempt > 1:
+                DB_RETRIES.labels(db.name).inc()
+            try:
+                conn = db._connection()
+                outcomes = db._group(conn, fns)
+            except _CommitFailed as failed:
+                cause = failed.__cause__
+                if cause is not None and db._backend.retryable(cause) and attempt < db.max_attempts:
+                    db._pause(attempt)
+                    continue
+                self._fail(group, cause if isinstance(cause, Exception) else failed)
+                return
+            except Exception as exc:
+                if db._backend.retryable(exc) and attempt < db.max_attempts:
+                    db._pause(attempt)
+                    continue
+                if db._backend.retryable(exc):
+                    exc = RetryExhausted(f"transaction still conflicting after {attempt} attempts: {exc}")
+                self._fail(group, exc)
+                return
+            except BaseException as exc:  # noqa: BLE001 - must answer every caller
+                self._fail(group, RuntimeError(f"write failed: {exc!r}"))
+                return
+            for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+            return
+
+    def _fail(self, group: list[tuple[Callable[[Tx], Any], Future[Any]]], exc: Exception) -> None:
+        if isinstance(exc, DatabaseUnavailable):
+            DB_UNAVAILABLE.labels(self._db.name).inc()
+        for _, future in group:
+            future.set_exception(exc)
 
 
 class _Listener:

@@ -105,21 +105,32 @@ class PostgresServer:
             raise PostgresUnavailable(f"initdb failed:\n{init.stdout}\n{init.stderr}")
         for attempt in range(5):
             self.port = _free_port()
-            options = {
-                "listen_addresses": "127.0.0.1",
-                "port": str(self.port),
-                "unix_socket_directories": "",
-                "max_connections": "300",
-                **self.settings,
-            }
-            opt_text = " ".join(f"-c {key}={value!r}" if value == "" else f"-c {key}={value}" for key, value in options.items())
-            started = self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-o", opt_text, "-w", "-t", "60", "start")
-            if started.returncode == 0:
+            if self._launch():
                 return self
             if attempt == 4 or "could not bind" not in self._log():
-                raise PostgresUnavailable(f"PostgreSQL did not start:\n{started.stdout}\n{started.stderr}\n{self._log()}")
+                raise PostgresUnavailable(f"PostgreSQL did not start:\n{self._log()}")
             time.sleep(0.2)
         raise AssertionError("unreachable")
+
+    def halt(self) -> None:
+        """Stops the server abruptly, keeping its data (to test outages); `resume()` restarts it."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop", timeout=60)
+
+    def resume(self) -> None:
+        if not self._launch():
+            raise PostgresUnavailable(f"PostgreSQL did not restart on port {self.port}:\n{self._log()}")
+
+    def _launch(self) -> bool:
+        options = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": "",
+            "max_connections": "300",
+            **self.settings,
+        }
+        opt_text = " ".join(f"-c {key}={value!r}" if value == "" else f"-c {key}={value}" for key, value in options.items())
+        started = self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-o", opt_text, "-w", "-t", "60", "start")
+        return started.returncode == 0
 
     def _log(self) -> str:
         try:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Callable
 
 import grpc
@@ -117,3 +118,7 @@ def test_renewed_lease_outlives_its_ttl(make_index: MakeIndex, backend: str) -> 
     time.sleep(1.5)  # stops renewing: lapses, and the sweeper deletes the row
     assert stub.StorageGetLocks(ipb.StorageGetLocksRequest(), timeout=10).locks == []
     assert stub.StorageUnlock(ipb.StorageUnlockRequest(lease_id=lease.lease_id), timeout=10).released is False
+    metrics = urllib.request.urlopen(f"http://{index.proc.metrics_address}/metrics", timeout=10).read().decode()
+    assert "sectorstorage_index_leases_granted_total 1.0" in metrics
+    assert "sectorstorage_index_leases_expired_total 1.0" in metrics
+    assert "sectorstorage_index_lock_waiters 0.0" in metrics

@@ -101,12 +101,16 @@ def test_drop_is_idempotent(clean: Index) -> None:
 # -- redeclare ------------------------------------------------------------------------------------
 
 
-def redeclare_stream(storage_id: str, batches: list[list[tuple[int, int, bool]]], drop_missing: bool = False, header_id: str | None = None) -> Iterator[ipb.StorageRedeclareRequest]:
-    yield ipb.StorageRedeclareRequest(header=ipb.StorageRedeclareHeader(storage_id=header_id or storage_id, drop_missing=drop_missing))
-    for batch in batches:
+def redeclare_stream(
+    storage_id: str, batches: list[list[tuple[int, int, bool]]], drop_missing: bool = False, last: bool = True
+) -> Iterator[ipb.StorageRedeclareRequest]:
+    """Header, the batches, the final one marked last (an empty final batch when there are none)."""
+    yield ipb.StorageRedeclareRequest(header=ipb.StorageRedeclareHeader(storage_id=storage_id, drop_missing=drop_missing))
+    for i, batch in enumerate(batches or [[]]):
         yield ipb.StorageRedeclareRequest(
             batch=ipb.StorageRedeclareBatch(
-                declarations=[ipb.SectorDeclaration(sector=sector(n), type=t, primary=p) for n, t, p in batch]
+                declarations=[ipb.SectorDeclaration(sector=sector(n), type=t, primary=p) for n, t, p in batch],
+                last=last and i == max(len(batches) - 1, 0),
             )
         )
 
@@ -160,7 +164,11 @@ def test_redeclare_errors_change_nothing(clean: Index) -> None:
         batch=ipb.StorageRedeclareBatch(declarations=[ipb.SectorDeclaration(storage_id=new_id(), sector=sector(1), type=SEALED)])
     )
     with rpc_error(INVALID, "differs from the header"):
-        stub.StorageRedeclare(iter([*redeclare_stream(sid, [], drop_missing=True), foreign]), timeout=10)
+        stub.StorageRedeclare(iter([*redeclare_stream(sid, [], drop_missing=True, last=False), foreign]), timeout=10)
+    with rpc_error(INVALID, "ended without a batch with last = true", "nothing was changed"):
+        stub.StorageRedeclare(redeclare_stream(sid, [[(7, SEALED, False)], [(8, SEALED, False)]], drop_missing=True, last=False), timeout=10)
+    with rpc_error(INVALID, "came after the batch with last = true"):
+        stub.StorageRedeclare(iter([*redeclare_stream(sid, [[(7, SEALED, False)]], drop_missing=True), foreign]), timeout=10)
     assert decls(clean, sid) == before
 
 
@@ -170,11 +178,12 @@ def test_redeclare_cancelled_stream_changes_nothing(clean: Index) -> None:
     declare(stub, sid, 1, [SEALED])
 
     def broken() -> Iterator[ipb.StorageRedeclareRequest]:
-        yield from redeclare_stream(sid, [[(2, SEALED, False)]], drop_missing=True)
+        yield from redeclare_stream(sid, [[(2, SEALED, False)]], drop_missing=True, last=False)
         raise RuntimeError("client failed mid-stream")
 
-    with pytest.raises(grpc.RpcError):
-        stub.StorageRedeclare(broken(), timeout=10)
+    for _ in range(5):  # the server may see the cancellation as an early end of stream: never applied
+        with pytest.raises(grpc.RpcError):
+            stub.StorageRedeclare(broken(), timeout=10)
     assert decls(clean, sid) == {(1, SEALED, False)}
 
 

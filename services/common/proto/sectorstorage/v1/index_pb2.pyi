@@ -698,6 +698,11 @@ class StorageRedeclareBatch(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DECLARATIONS_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    last: _builtins.bool
+    """True on the final batch of the stream (it may carry no declarations). Required: without it
+    the server changes nothing.
+    """
     @_builtins.property
     def declarations(self) -> _containers.RepeatedCompositeFieldContainer[Global___SectorDeclaration]:
         """Each with its storage_id empty or equal to the header's (INVALID_ARGUMENT otherwise)."""
@@ -706,10 +711,11 @@ class StorageRedeclareBatch(_message.Message):
         self,
         *,
         declarations: _abc.Iterable[Global___SectorDeclaration] | None = ...,
+        last: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["declarations", b"declarations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["declarations", b"declarations", "last", b"last"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

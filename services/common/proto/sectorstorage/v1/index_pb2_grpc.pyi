@@ -84,11 +84,14 @@ class IndexServiceStub:
     StorageRedeclare: _grpc.StreamUnaryMultiCallable[_index_pb2.StorageRedeclareRequest, _index_pb2.StorageRedeclareResponse]
     """Reconciles one path's declarations with what is on disk, in one transaction. Client-streaming:
     the first message is the header, then any number of messages with batches of declarations
-    (keep each message well under 4 MiB, e.g. 10,000 declarations). When the client half-closes,
-    every listed file is declared (as StorageDeclareSector would) and, with drop_missing, every
-    declaration of that path not listed is dropped. Nothing changes if the stream fails.
+    (keep each message well under 4 MiB, e.g. 10,000 declarations), the final one with
+    last = true. When the client half-closes after that final batch, every listed file is declared
+    (as StorageDeclareSector would) and, with drop_missing, every declaration of that path not
+    listed is dropped. Nothing changes if the stream fails: a stream that ends without a batch
+    with last = true is refused (a server may see a client's cancellation as an early
+    half-close, so the marker is what tells a complete listing from a broken one).
     Errors: INVALID_ARGUMENT (first message not a header, a later one is, a declaration without
-    type), NOT_FOUND (unknown path).
+    type, a message after the last batch, no batch with last = true), NOT_FOUND (unknown path).
     """
     StorageFindSector: _grpc.UnaryUnaryMultiCallable[_index_pb2.StorageFindSectorRequest, _index_pb2.StorageFindSectorResponse]
     """The paths that hold any of the requested file types of a sector, sorted by weight (highest
@@ -198,11 +201,14 @@ class IndexServiceAsyncStub(IndexServiceStub):
     StorageRedeclare: _aio.StreamUnaryMultiCallable[_index_pb2.StorageRedeclareRequest, _index_pb2.StorageRedeclareResponse]  # type: ignore[assignment]
     """Reconciles one path's declarations with what is on disk, in one transaction. Client-streaming:
     the first message is the header, then any number of messages with batches of declarations
-    (keep each message well under 4 MiB, e.g. 10,000 declarations). When the client half-closes,
-    every listed file is declared (as StorageDeclareSector would) and, with drop_missing, every
-    declaration of that path not listed is dropped. Nothing changes if the stream fails.
+    (keep each message well under 4 MiB, e.g. 10,000 declarations), the final one with
+    last = true. When the client half-closes after that final batch, every listed file is declared
+    (as StorageDeclareSector would) and, with drop_missing, every declaration of that path not
+    listed is dropped. Nothing changes if the stream fails: a stream that ends without a batch
+    with last = true is refused (a server may see a client's cancellation as an early
+    half-close, so the marker is what tells a complete listing from a broken one).
     Errors: INVALID_ARGUMENT (first message not a header, a later one is, a declaration without
-    type), NOT_FOUND (unknown path).
+    type, a message after the last batch, no batch with last = true), NOT_FOUND (unknown path).
     """
     StorageFindSector: _aio.UnaryUnaryMultiCallable[_index_pb2.StorageFindSectorRequest, _index_pb2.StorageFindSectorResponse]  # type: ignore[assignment]
     """The paths that hold any of the requested file types of a sector, sorted by weight (highest
@@ -363,11 +369,14 @@ class IndexServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_index_pb2.StorageRedeclareResponse, _abc.Awaitable[_index_pb2.StorageRedeclareResponse]]:
         """Reconciles one path's declarations with what is on disk, in one transaction. Client-streaming:
         the first message is the header, then any number of messages with batches of declarations
-        (keep each message well under 4 MiB, e.g. 10,000 declarations). When the client half-closes,
-        every listed file is declared (as StorageDeclareSector would) and, with drop_missing, every
-        declaration of that path not listed is dropped. Nothing changes if the stream fails.
+        (keep each message well under 4 MiB, e.g. 10,000 declarations), the final one with
+        last = true. When the client half-closes after that final batch, every listed file is declared
+        (as StorageDeclareSector would) and, with drop_missing, every declaration of that path not
+        listed is dropped. Nothing changes if the stream fails: a stream that ends without a batch
+        with last = true is refused (a server may see a client's cancellation as an early
+        half-close, so the marker is what tells a complete listing from a broken one).
         Errors: INVALID_ARGUMENT (first message not a header, a later one is, a declaration without
-        type), NOT_FOUND (unknown path).
+        type, a message after the last batch, no batch with last = true), NOT_FOUND (unknown path).
         """
 
     @_abc_1.abstractmethod
