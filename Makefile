@@ -7,7 +7,7 @@ VPY         := $(VENV)/bin/python
 DEPS_STAMP  := $(VENV)/.deps-installed
 CARGO_DIR   := rust_core
 
-.PHONY: help venv develop protos check-protos postgres test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep clean
+.PHONY: help venv develop protos check-protos postgres test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep bench-scheduler clean
 
 help:
 	@echo "make demo   - build, start index + manager + workers locally, run the main job"
@@ -80,6 +80,10 @@ bench-commp:
 
 bench-porep:
 	cd $(CARGO_DIR) && cargo run --release -q --example bench_porep -- $(ARGS)
+
+# The manager's scheduler with simulated workers (bench/README.md; figures in docs/benchmarks.md).
+bench-scheduler: develop
+	$(VPY) bench/scheduler.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(CARGO_DIR)/target .pytest_cache .mypy_cache .demo

@@ -1,17 +1,64 @@
-"""Configuration of the manager service."""
+"""Configuration of the manager service (TOML section `[manager]`, env `SECTORSTORAGE_MANAGER_*`)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.common.config import DatabaseConfig, ServiceConfig
+from services.manager.tasks import TaskType, parse_task_type
+
+DAY_S = 86400.0
 
 
 class ManagerSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # HOST:PORT of the index service the scheduler asks about sector locations.
+    # HOST:PORT of the index service the selectors ask where sector files are. Empty: no index;
+    # every worker enabling a task type is acceptable for it (single-machine setups, tests).
     index: str = ""
+    # Workers heartbeat this often (told in RegisterWorker) ...
+    heartbeat_interval_s: float = Field(default=5.0, gt=0, le=300)
+    # ... and are marked gone, their tasks re-queued, after this long without one.
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # After a manager restart, calls recorded as running on a worker that has not registered
+    # again within this long are re-queued. Unset: heartbeat_timeout_s.
+    startup_grace_s: float | None = Field(default=None, gt=0, le=3600)
+    # Runs of one work (first attempt included) before a temporary failure is final.
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    # Retry back-off: doubles from the first delay up to the maximum, jittered.
+    retry_backoff_initial_s: float = Field(default=1.0, gt=0, le=3600)
+    retry_backoff_max_s: float = Field(default=60.0, gt=0, le=86400)
+    # Deadline of one dispatch RPC (the worker answers at once; the task runs afterwards).
+    dispatch_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # Per task type (short name: AP, PC1, PC2, C1, C2, FIN, GET, UNS, WDP, WNP) the longest a task
+    # may run; then it is stopped and retried under the retry budget. Absent: no limit.
+    task_timeouts: dict[str, float] = Field(default_factory=dict)
+    # Extra time past a task's timeout before the manager itself gives up on the worker.
+    timeout_grace_s: float = Field(default=30.0, ge=0, le=3600)
+    # How often waiting requests ask the index again where they could run.
+    selector_refresh_s: float = Field(default=10.0, gt=0, le=3600)
+    # How often a full scheduling pass runs (events normally keep the queue settled).
+    sched_pass_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    # Results nobody collected, and delivered works, are forgotten after this long.
+    result_retention_s: float = Field(default=30 * DAY_S, gt=0)
+    # Finished calls (the task history) are kept this long.
+    history_retention_s: float = Field(default=30 * DAY_S, gt=0)
+    # Database threads.
+    db_threads: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("task_timeouts")
+    @classmethod
+    def _task_timeouts(cls, value: dict[str, float]) -> dict[str, float]:
+        out = {}
+        for name, seconds in value.items():
+            tt = parse_task_type(name)
+            if seconds <= 0:
+                raise ValueError(f"timeout of {name} must be > 0 seconds")
+            out[tt.short] = float(seconds)
+        return out
+
+    def timeout_of(self, task_type: TaskType) -> float | None:
+        return self.task_timeouts.get(task_type.short)
 
 
 class ManagerConfig(ServiceConfig):

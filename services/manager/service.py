@@ -1,25 +1,139 @@
-"""The manager service process: the ManagerService servicer on the common bootstrap."""
+"""The manager service process: database, call tracker, scheduler, worker registry and the
+ManagerService servicer on the common bootstrap, plus the upkeep loops (heartbeat timeouts,
+orphaned and overdue calls, selector refresh, full scheduling passes, retention)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
 from collections.abc import Sequence
 
+from services.common.auth import Permission
+from services.common.db import Database, DatabaseUnavailable, SchemaTooNew, open_database
 from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc
-from services.common.server import Registration, Service, registration
+from services.common.server import Registration, Runtime, Service, registration
+from services.manager import metrics, views
+from services.manager.calltracker import CallTracker, RetryPolicy
 from services.manager.config import ManagerConfig
+from services.manager.index_client import GrpcStorageIndex, StorageIndex
+from services.manager.jobs import JobRunner
+from services.manager.post import Proving
+from services.manager.sealing import Sealing
+from services.manager.selectors import SelectorContext
+from services.manager.servicer import ManagerServicer
+from services.manager.store import ManagerStore
+from services.manager.workers import WorkerRegistry
+
+log = logging.getLogger(__name__)
 
 
-class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
-    """RPCs not implemented yet answer UNIMPLEMENTED (the generated base class's behaviour)."""
+def open_manager_database(config: ManagerConfig) -> tuple[Database, ManagerStore]:
+    """Opens and migrates the manager's database; raises OSError (start-up fails with the
+    message) when it cannot be reached or was written by a newer build."""
+    db = open_database(config.database.url, config.data_dir, "manager", threads=config.manager.db_threads)
+    store = ManagerStore(db)
+    try:
+        store.migrate()
+    except (DatabaseUnavailable, SchemaTooNew) as exc:
+        db.close()
+        raise OSError(f"manager database {db.target.describe()}: {exc}") from exc
+    except Exception:
+        db.close()
+        raise
+    return db, store
 
 
 class ManagerApp(Service):
     name = "manager"
 
-    def __init__(self, config: ManagerConfig) -> None:
+    def __init__(self, config: ManagerConfig, index: StorageIndex | None = None) -> None:
+        """`index` replaces the gRPC index client (tests plug in an in-memory one)."""
         self.config = config
+        self._injected_index = index
+        settings = config.manager
+        self.db, self.store = open_manager_database(config)
+        self.session_id = str(uuid.uuid4())
+        self.runtime: Runtime | None = None
+        self.index: StorageIndex | None = None
+        self.registry = WorkerRegistry(self._worker_token, settings.heartbeat_timeout_s)
+        self.selectors = SelectorContext(index=None, workers_of_path=self.registry.workers_of_path)
+        policy = RetryPolicy(settings.max_attempts, settings.retry_backoff_initial_s, settings.retry_backoff_max_s)
+        self.tracker = CallTracker(self.store, policy)
+        self.runner = JobRunner(self.tracker, self.registry, self.selectors, settings)
+        self.selectors.can_run = self.runner.can_run
+        self.sealing = Sealing(self.runner, None, self._worker_token)
+        self.proving = Proving(self.runner, self.sealing, None)
+        self.ready = asyncio.Event()
         # Unimplemented RPCs are filled in by registration(), so the class is complete at run time.
-        self.servicer = ManagerServicer()  # type: ignore[abstract]
+        self.servicer = ManagerServicer(self.runner, self.sealing, self.proving, self.store, self.session_id, self.ready)  # type: ignore[abstract]
+        self._loops: list[asyncio.Task[None]] = []
+        log.info("manager database ready", extra={"database": self.db.target.describe()})
+
+    def _worker_token(self) -> str:
+        assert self.runtime is not None
+        return self.runtime.token(Permission.ADMIN)
 
     def registrations(self) -> Sequence[Registration]:
         return [registration(manager_pb2, manager_pb2_grpc, "ManagerService", self.servicer)]
+
+    async def start(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        settings = self.config.manager
+        if self._injected_index is not None:
+            self.index = self._injected_index
+        elif settings.index:
+            self.index = GrpcStorageIndex(settings.index, runtime.token(Permission.WRITE))
+        else:
+            log.warning("no index configured (manager.index): selectors accept any worker that enables the task type")
+        self.selectors.index = self.index
+        self.sealing.index = self.index
+        self.proving.index = self.index
+        self.servicer.operator_states = await self.store.worker_states()
+        self.runner.started_at = time.monotonic()
+        await self.runner.recover()
+        metrics.register_collector(lambda: views.snapshot(self.runner))
+        self.ready.set()
+        self._loops = [
+            asyncio.create_task(self._every(min(1.0, settings.heartbeat_interval_s / 2), self.runner.tick, "upkeep")),
+            asyncio.create_task(self._every(settings.sched_pass_interval_s, self._full_pass, "full-pass")),
+            asyncio.create_task(self._every(3600.0, self._purge, "retention")),
+        ]
+
+    async def _full_pass(self) -> None:
+        placed = self.runner.scheduler.full_pass()
+        if placed:
+            log.info("full scheduling pass placed requests the events had not", extra={"placed": placed})
+
+    async def _purge(self) -> None:
+        settings = self.config.manager
+        now = time.time()
+        works, calls = await self.store.purge(now - settings.result_retention_s, now - settings.history_retention_s)
+        if works or calls:
+            log.info("retention: forgot old works and calls", extra={"works": works, "calls": calls})
+
+    @staticmethod
+    async def _every(seconds: float, step: object, name: str) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await step()  # type: ignore[operator]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("manager loop step failed", extra={"loop": name})
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.runner.close()
+        await self.sealing.close()
+        await self.registry.close()
+        if self.index is not None:
+            await self.index.close()
+        self.db.close()

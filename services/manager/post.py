@@ -1,0 +1,388 @@
+"""Proving: Window/Winning PoSt fanned out to the workers that hold the sectors, the proof
+assembled here; CheckProvable; and the pure verifications (VerifySeal, Verify*PoSt, the winning
+sector challenge) through rust_core.
+
+PoSt work is placed through the scheduler like any task, but in the queue's first classes
+(Winning, then Window, ahead of every sealing task), and it is not tracked durably: a PoSt is
+only worth anything before its deadline, so the caller's call is the whole life of the job.
+
+The proof format is rust_core's PoSt emulation (rust_core/src/porep/post.rs): a worker's vanilla
+proof is `"SSPV" | u16 version | u8 kind | u64 sector size | sector section`; a PoSt proof is
+`"SSPT" | u16 version | u8 kind | u64 sector size | u32 count | sections` in the order of the
+request's sectors, all little endian. Assembling is concatenation, so the manager needs no
+sector files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
+from services.manager.index_client import FileType, StorageIndex
+from services.manager.jobs import JobRunner
+from services.manager.resources import SealProof
+from services.manager.sealing import SEALED_CACHE, Deadline, Sealing, sector_name
+from services.manager.selectors import Candidates, SectorKey
+from services.manager.tasks import TaskType
+from services.manager.validation import RpcFailure, bytes32, invalid, sector_ref
+
+log = logging.getLogger(__name__)
+
+_rust: Any
+try:  # rust_core's PoRep functions (porep branch); absent in builds without them
+    import rust_core as _rust
+except ImportError:  # pragma: no cover
+    _rust = None
+
+VANILLA_MAGIC = b"SSPV"
+POST_MAGIC = b"SSPT"
+POST_VERSION = 1
+_HEADER = struct.Struct("<4sHBQ")
+KIND_CODE = {"window": 1, "winning": 2}
+_RPC_TIMEOUT_S = 60.0
+
+
+def prover_id(miner: int) -> bytes:
+    """Filecoin's prover id: the payload of the miner's ID address (the actor id as an unsigned
+    LEB128 varint), zero-padded to 32 bytes."""
+    out = bytearray()
+    value = miner
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            break
+    return bytes(out).ljust(32, b"\x00")
+
+
+def post_proof_info(proof_type: int) -> tuple[str, SealProof]:
+    """('window' | 'winning', the seal proof of the sector size) of a RegisteredPoStProof."""
+    if 5 <= proof_type <= 9:
+        return "window", SealProof(proof_type)
+    if 10 <= proof_type <= 14:
+        return "winning", SealProof(proof_type - 5)
+    raise invalid(f"proof_type must be a supported Window or Winning PoSt type, got {proof_type}")
+
+
+def assemble(kind: str, sector_size: int, vanilla: Sequence[bytes]) -> bytes:
+    """The PoSt proof from per-sector vanilla proofs, in order."""
+    sections = []
+    for i, proof in enumerate(vanilla):
+        if len(proof) < _HEADER.size:
+            raise ValueError(f"vanilla proof {i} is truncated")
+        magic, version, code, size = _HEADER.unpack_from(proof)
+        if magic != VANILLA_MAGIC or version != POST_VERSION or code != KIND_CODE[kind] or size != sector_size:
+            raise ValueError(f"vanilla proof {i} is not a {kind} proof for {sector_size}-byte sectors")
+        sections.append(proof[_HEADER.size :])
+    return POST_MAGIC + struct.pack("<HBQI", POST_VERSION, KIND_CODE[kind], sector_size, len(sections)) + b"".join(sections)
+
+
+def _rust_fn(name: str) -> Any:
+    fn = getattr(_rust, name, None) if _rust is not None else None
+    if fn is None:
+        raise RpcFailure(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"this build's rust_core has no {name} (the PoRep emulation is not in it yet)",
+        )
+    return fn
+
+
+@dataclass
+class _Group:
+    worker_id: str
+    stub: worker_pb2_grpc.WorkerServiceAsyncStub
+    sectors: list[common_pb2.ProvingSector]
+
+
+class Proving:
+    def __init__(self, runner: JobRunner, sealing: Sealing, index: StorageIndex | None) -> None:
+        self.runner = runner
+        self.sealing = sealing
+        self.index = index
+
+    # --- PoSt --------------------------------------------------------------------------------
+
+    def _check_post_request(
+        self, proof_type: int, randomness: bytes, sectors: Sequence[common_pb2.ProvingSector], need_comm_r: bool = True
+    ) -> tuple[str, SealProof]:
+        kind, seal = post_proof_info(proof_type)
+        bytes32(randomness, "randomness")
+        if not sectors:
+            raise invalid("sectors is required (non-empty)")
+        miners = set()
+        for i, s in enumerate(sectors):
+            proof = sector_ref(s.sector, s.HasField("sector"), f"sectors[{i}].sector")
+            if proof is not seal:
+                raise invalid(f"sectors[{i}] is a {proof.label} sector, the proof type is for {seal.label}")
+            if need_comm_r:
+                bytes32(s.comm_r, f"sectors[{i}].comm_r")
+            miners.add(s.sector.id.miner)
+        if len(miners) > 1:
+            raise invalid("all sectors must belong to one miner")
+        return kind, seal
+
+    async def generate_post(
+        self, proof_type: int, randomness: bytes, sectors: Sequence[common_pb2.ProvingSector], deadline: Deadline
+    ) -> tuple[list[common_pb2.PoStProof], list[common_pb2.BadSector]]:
+        kind, seal = self._check_post_request(proof_type, randomness, sectors)
+        task = TaskType.GENERATE_WINNING_POST if kind == "winning" else TaskType.GENERATE_WINDOW_POST
+        groups, skipped = await self._group_by_holder(sectors, seal, task)
+        vanilla: dict[int, bytes] = {}
+        results = await asyncio.gather(*[self._vanilla(g, task, proof_type, randomness, deadline) for g in groups])
+        for group, outcome in zip(groups, results, strict=True):
+            for sector in group.sectors:
+                got = outcome.get(sector.sector.id.number)
+                if isinstance(got, bytes):
+                    vanilla[sector.sector.id.number] = got
+                else:
+                    skipped.append(common_pb2.BadSector(sector=sector.sector.id, reason=got or "no vanilla proof returned"))
+        if skipped:
+            skipped.sort(key=lambda b: b.sector.number)
+            return [], skipped
+        try:
+            proof = assemble(kind, seal.sector_size, [vanilla[s.sector.id.number] for s in sectors])
+        except ValueError as exc:
+            raise RpcFailure(grpc.StatusCode.INTERNAL, f"workers returned unusable vanilla proofs: {exc}") from None
+        return [common_pb2.PoStProof(proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type), proof=proof)], []
+
+    async def _group_by_holder(
+        self, sectors: Sequence[common_pb2.ProvingSector], seal: SealProof, task: TaskType
+    ) -> tuple[list[_Group], list[common_pb2.BadSector]]:
+        registry = self.runner.registry
+        groups: dict[str, _Group] = {}
+        skipped: list[common_pb2.BadSector] = []
+        for s in sectors:
+            chosen: str | None = None
+            if self.index is None:
+                for candidate in registry.workers.values():
+                    if candidate.connected and candidate.client and int(task) in candidate.info.task_types:
+                        chosen = candidate.worker_id
+                        break
+            else:
+                key = SectorKey(s.sector.id.miner, s.sector.id.number, seal.sector_size)
+                for loc in await self.sealing.find(key, SEALED_CACHE):
+                    if not SEALED_CACHE <= loc.types:
+                        continue
+                    for wid in registry.workers_of_path(loc.storage_id):
+                        owner = registry.get(wid)
+                        if owner is not None and owner.connected and int(task) in owner.info.task_types:
+                            chosen = wid
+                            break
+                    if chosen:
+                        break
+            if chosen is None:
+                skipped.append(common_pb2.BadSector(
+                    sector=s.sector.id,
+                    reason=f"no connected worker running {task.short} holds the sealed and cache files of {sector_name(s.sector)}",
+                ))
+                continue
+            handle = registry.get(chosen)
+            assert handle is not None and handle.client is not None
+            groups.setdefault(chosen, _Group(chosen, handle.client.stub, [])).sectors.append(s)
+        return list(groups.values()), skipped
+
+    async def _vanilla(
+        self, group: _Group, task: TaskType, proof_type: int, randomness: bytes, deadline: Deadline
+    ) -> dict[int, bytes | str]:
+        first = group.sectors[0].sector
+        out: dict[int, bytes | str] = {}
+        try:
+            call_id, worker = await self.runner.place(task, first, 0, Candidates(preferred=(group.worker_id,)), deadline.remaining())
+        except TimeoutError:
+            return {s.sector.id.number: f"no room for {task.short} on worker {group.worker_id} before the deadline" for s in group.sectors}
+        except asyncio.CancelledError:
+            return {s.sector.id.number: "aborted" for s in group.sectors}
+        try:
+            request = self.runner.scheduler.assigned.get(call_id)
+            grant = request.grant if request is not None else None
+            assignment = worker_pb2.TaskAssignment(
+                call_id=common_pb2.CallId(sector=first.id, id=call_id),
+                attempt=1,
+                gpu_ordinals=list(grant.gpu_ordinals) if grant else [],
+                threads=grant.threads if grant else 0,
+            )
+            stream = group.stub.GenerateVanillaProofs(
+                worker_pb2.GenerateVanillaProofsRequest(
+                    assignment=assignment, proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type),
+                    randomness=randomness, sectors=group.sectors,
+                ),
+                timeout=deadline.remaining() or _RPC_TIMEOUT_S * 10,
+            )
+            async for reply in stream:
+                if reply.WhichOneof("outcome") == "vanilla_proof":
+                    out[reply.sector.number] = reply.vanilla_proof
+                else:
+                    out[reply.sector.number] = f"{common_pb2.TaskErrorCode.Name(reply.error.code)}: {reply.error.message}"
+        except grpc.aio.AioRpcError as exc:
+            reason = f"worker {group.worker_id} failed: {exc.code().name}: {exc.details()}"
+            for s in group.sectors:
+                out.setdefault(s.sector.id.number, reason)
+        finally:
+            self.runner.release(call_id)
+        return out
+
+    def winning_challenge(self, req: manager_pb2.GenerateWinningPoStSectorChallengeRequest) -> list[int]:
+        kind, seal = post_proof_info(req.proof_type)
+        if kind != "winning":
+            raise invalid("proof_type must be a Winning PoSt type")
+        if req.miner == 0:
+            raise invalid("miner is required")
+        bytes32(req.randomness, "randomness")
+        if req.eligible_sector_count == 0:
+            raise invalid("eligible_sector_count must be > 0")
+        fn = _rust_fn("generate_winning_post_sector_challenge")
+        return [int(i) for i in fn(seal.sector_size, req.randomness, prover_id(req.miner), req.eligible_sector_count)]
+
+    def verify_post(self, kind: str, randomness: bytes, sectors: Sequence[common_pb2.ProvingSector], proofs: Sequence[common_pb2.PoStProof]) -> tuple[bool, str]:
+        if not proofs:
+            return False, "no proof"
+        if len(proofs) != 1:
+            return False, f"expected one proof, got {len(proofs)}"
+        proof = proofs[0]
+        got_kind, seal = post_proof_info(proof.proof_type)
+        if got_kind != kind:
+            return False, f"proof_type {proof.proof_type} is a {got_kind} PoSt"
+        self._check_post_request(proof.proof_type, randomness, sectors)
+        fn = _rust_fn(f"verify_{kind}_post")
+        public = [(s.sector.id.number, bytes(s.comm_r)) for s in sectors]
+        try:
+            ok = bool(fn(seal.sector_size, randomness, prover_id(sectors[0].sector.id.miner), public, proof.proof))
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+        return ok, "" if ok else "the proof does not verify against these sectors and randomness"
+
+    def verify_seal(self, req: manager_pb2.VerifySealRequest) -> tuple[bool, str]:
+        proof = sector_ref(req.sector, req.HasField("sector"))
+        for name in ("comm_r", "comm_d", "ticket", "seed"):
+            bytes32(getattr(req, name), name)
+        fn = _rust_fn("verify_seal")
+        try:
+            ok = bool(fn(proof.sector_size, req.comm_r, req.comm_d, prover_id(req.sector.id.miner), req.sector.id.number, req.ticket, req.seed, req.proof))
+        except ValueError as exc:
+            return False, str(exc)
+        return ok, "" if ok else "the proof does not verify"
+
+    # --- CheckProvable -----------------------------------------------------------------------
+
+    async def check_provable(self, req: manager_pb2.CheckProvableRequest, deadline: Deadline) -> list[common_pb2.BadSector]:
+        kind, seal = self._check_post_request(req.proof_type, bytes(32), req.sectors, need_comm_r=req.expensive)
+        if kind != "window":
+            raise invalid("proof_type must be a Window PoSt type")
+        semaphore = asyncio.Semaphore(16)
+
+        async def one(s: common_pb2.ProvingSector) -> common_pb2.BadSector | None:
+            async with semaphore:
+                reason = await self._check_one(s, seal, req.proof_type, req.expensive, deadline)
+            return None if reason is None else common_pb2.BadSector(sector=s.sector.id, reason=reason)
+
+        results = await asyncio.gather(*[one(s) for s in req.sectors])
+        return [r for r in results if r is not None]
+
+    async def _check_one(self, s: common_pb2.ProvingSector, seal: SealProof, proof_type: int, expensive: bool, deadline: Deadline) -> str | None:
+        sid = s.sector.id
+        lease: str | None = None
+        if self.index is not None:
+            try:
+                lease = await self.index.try_read_lock(sid.miner, sid.number, [FileType.SEALED, FileType.CACHE], "manager:check-provable")
+            except grpc.aio.AioRpcError as exc:
+                raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"the index is unavailable: {exc.details()}") from None
+            if lease is None:
+                return "can't acquire read lock"
+        try:
+            return await self._check_files(s, seal, proof_type, expensive, deadline)
+        finally:
+            if lease is not None and self.index is not None:
+                try:
+                    await self.index.unlock(lease)
+                except grpc.aio.AioRpcError:
+                    pass  # the lease expires on its own
+
+    async def _check_files(self, s: common_pb2.ProvingSector, seal: SealProof, proof_type: int, expensive: bool, deadline: Deadline) -> str | None:
+        sid = s.sector.id
+        name = sector_name(sid)
+        holders: list[tuple[worker_pb2_grpc.WorkerServiceAsyncStub, str]] = []
+        if self.index is None:
+            holders = [(h.client.stub, "") for h in self.runner.registry.workers.values() if h.connected and h.client]
+        else:
+            key = SectorKey(sid.miner, sid.number, seal.sector_size)
+            for loc in await self.sealing.find(key, SEALED_CACHE):
+                if SEALED_CACHE <= loc.types:
+                    holders.extend((stub, loc.storage_id) for stub in self.sealing.stubs_for(loc.storage_id, loc.urls))
+        last = f"cache and/or sealed paths not found for {name}"
+        for stub, storage_id in holders:
+            try:
+                sealed = await stub.StatSectorFile(
+                    worker_pb2.StatSectorFileRequest(sector=sid, type=common_pb2.SECTOR_FILE_TYPE_SEALED, storage_id=storage_id), timeout=_RPC_TIMEOUT_S
+                )
+                cache = await stub.StatSectorFile(
+                    worker_pb2.StatSectorFileRequest(sector=sid, type=common_pb2.SECTOR_FILE_TYPE_CACHE, storage_id=storage_id), timeout=_RPC_TIMEOUT_S
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is grpc.StatusCode.NOT_FOUND:
+                    continue
+                last = f"stat failed on a holder: {exc.code().name}: {exc.details()}"
+                continue
+            if sealed.size != seal.sector_size:
+                return f"sealed/{name} is wrong size (got {sealed.size}, expect {seal.sector_size})"
+            entries = {e.name: e.size for e in cache.entries}
+            if "p_aux" not in entries:
+                return f"cache/{name}/p_aux is missing"
+            trees = sorted(n for n in entries if n.startswith("sc-02-data-tree-r-last"))
+            parts = _tree_r_last_parts(seal)
+            if not trees or (parts is not None and len(trees) != parts):
+                return f"cache/{name}: tree-r-last files missing (found {len(trees)}, expect {parts or 'at least 1'})"
+            if expensive:
+                return await self._check_vanilla(stub, s, seal, proof_type, deadline)
+            return None
+        return last
+
+    async def _check_vanilla(
+        self, stub: worker_pb2_grpc.WorkerServiceAsyncStub, s: common_pb2.ProvingSector, seal: SealProof, proof_type: int, deadline: Deadline
+    ) -> str | None:
+        randomness = bytearray(os.urandom(32))
+        randomness[31] &= 0x3F
+        try:
+            stream = stub.GenerateVanillaProofs(
+                worker_pb2.GenerateVanillaProofsRequest(
+                    assignment=worker_pb2.TaskAssignment(call_id=common_pb2.CallId(sector=s.sector.id, id=_uuid()), attempt=1),
+                    proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type), randomness=bytes(randomness), sectors=[s],
+                ),
+                timeout=deadline.remaining() or _RPC_TIMEOUT_S,
+            )
+            async for reply in stream:
+                if reply.WhichOneof("outcome") == "error":
+                    return f"generating vanilla proof: {reply.error.message}"
+                verify = getattr(_rust, "verify_single_vanilla_proof", None) if _rust is not None else None
+                if verify is not None and not verify(
+                    seal.sector_size, bytes(randomness), prover_id(s.sector.id.miner), (s.sector.id.number, bytes(s.comm_r)), reply.vanilla_proof, "window"
+                ):
+                    return "generating vanilla proof: the proof does not verify against comm_r"
+        except grpc.aio.AioRpcError as exc:
+            return f"generating vanilla proof: {exc.code().name}: {exc.details()}"
+        return None
+
+
+def _tree_r_last_parts(seal: SealProof) -> int | None:
+    params = getattr(_rust, "sector_params", None) if _rust is not None else None
+    if params is not None:
+        try:
+            value = params(seal.sector_size).get("tree_r_last_parts")
+            return int(value) if value is not None else None
+        except (ValueError, AttributeError):
+            return None
+    return {SealProof.STACKED_DRG_32GIB_V1_1: 8, SealProof.STACKED_DRG_64GIB_V1_1: 16}.get(seal, 1)
+
+
+def _uuid() -> str:
+    import uuid
+
+    return str(uuid.uuid4())

@@ -1,0 +1,459 @@
+"""The sealing operations: for each client call, which task(s) it becomes, on which workers they
+may run (selector), and what comes back (reference §1.5, with the worker fetching its own inputs:
+the manager does not schedule separate Fetch steps).
+
+| call            | task(s)                    | selector                                                      |
+|-----------------|----------------------------|---------------------------------------------------------------|
+| AddPiece        | AP                         | first piece: alloc(unsealed, sealing); else existing(unsealed) |
+| SealPreCommit1  | PC1                        | alloc(sealed+cache, sealing), holders of the unsealed first    |
+| SealPreCommit2  | PC2                        | existing(sealed+cache, fetch allowed)                          |
+| SealCommit1     | C1                         | existing(sealed+cache), never fetched                          |
+| SealCommit2     | C2                         | task (needs no files; specialized workers first)               |
+| FinalizeSector  | FIN, then GET (MoveStorage)| existing(sealed+cache); alloc(types, storage), holders first   |
+| ReleaseUnsealed | FIN on each holder         | that worker                                                    |
+| UnsealPiece     | UNS (whole sector)         | existing(sealed+cache, fetch allowed)                          |
+| ReadPiece       | (UNS when needed), read    | a worker holding the range unsealed                            |
+| Remove          | WorkerService.Remove       | every worker holding a file                                    |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
+from services.manager.calls import BY_METHOD, CallSpec
+from services.manager.calltracker import ErrorCode
+from services.manager.cid import CidError, parse_unsealed_cid
+from services.manager.index_client import FileType, PathType, StorageIndex, is_unavailable
+from services.manager.jobs import DispatchFailed, JobRunner
+from services.manager.resources import SealProof
+from services.manager.selectors import (
+    AllocSelector,
+    ExistingSelector,
+    FixedSelector,
+    SectorKey,
+    Selector,
+    TaskSelector,
+)
+from services.manager.tasks import TaskType
+from services.manager.validation import (
+    RpcFailure,
+    byte_range,
+    bytes32,
+    failure_of,
+    invalid,
+    piece_layout,
+    pieces,
+    sector_id,
+    sector_ref,
+    unpadded_capacity,
+)
+from services.manager.workers import WorkerClient, WorkerHandle
+
+log = logging.getLogger(__name__)
+
+SEALED_CACHE = frozenset({FileType.SEALED, FileType.CACHE})
+UNSEALED = frozenset({FileType.UNSEALED})
+_RPC_TIMEOUT_S = 30.0
+
+
+def _key(ref: common_pb2.SectorRef) -> SectorKey:
+    return SectorKey(ref.id.miner, ref.id.number, SealProof(ref.proof_type).sector_size)
+
+
+def sector_name(ref: common_pb2.SectorRef | common_pb2.SectorId) -> str:
+    sid = ref.id if isinstance(ref, common_pb2.SectorRef) else ref
+    return f"s-t0{sid.miner}-{sid.number}"
+
+
+class Deadline:
+    """The caller's deadline (monotonic), for calls made of several steps."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.at = None if seconds is None else time.monotonic() + seconds
+
+    def remaining(self) -> float | None:
+        return None if self.at is None else max(0.0, self.at - time.monotonic())
+
+
+@dataclass
+class PieceRelay:
+    """AddPiece's dispatch: relays the client's chunks to the chosen worker as they arrive. Each
+    write waits for the worker's flow control, and the next chunk is read from the client only
+    then, so the manager holds at most one chunk of the piece."""
+
+    chunks: AsyncIterator[manager_pb2.AddPieceRequest]
+    header: worker_pb2.WorkerServiceAddPieceHeader
+    size: int
+
+    async def __call__(self, handle: WorkerHandle, assignment: worker_pb2.TaskAssignment) -> None:
+        assert handle.client is not None
+        header = worker_pb2.WorkerServiceAddPieceHeader()
+        header.CopyFrom(self.header)
+        header.assignment.CopyFrom(assignment)
+        call = handle.client.stub.AddPiece()
+        try:
+            await call.write(worker_pb2.WorkerServiceAddPieceRequest(header=header))
+            received = 0
+            try:
+                async for message in self.chunks:
+                    if message.WhichOneof("payload") != "chunk":
+                        raise DispatchFailed(ErrorCode.PERMANENT, "only the first AddPiece message may be a header", grpc.StatusCode.INVALID_ARGUMENT)
+                    chunk = message.chunk
+                    if chunk.offset != received:
+                        raise DispatchFailed(
+                            ErrorCode.PERMANENT, f"chunk offset {chunk.offset} but {received} bytes were sent so far", grpc.StatusCode.INVALID_ARGUMENT
+                        )
+                    received += len(chunk.data)
+                    if received > self.size:
+                        raise DispatchFailed(
+                            ErrorCode.PERMANENT, f"more than piece_size ({self.size}) bytes were sent; nothing was written",
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                        )
+                    if chunk.data:
+                        await call.write(worker_pb2.WorkerServiceAddPieceRequest(chunk=chunk))
+            except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+                if isinstance(exc, grpc.aio.AioRpcError) and call.done():
+                    raise  # the worker failed the stream: handled as a dispatch failure
+                raise DispatchFailed(ErrorCode.PERMANENT, "the client's piece stream ended early; nothing was written", grpc.StatusCode.CANCELLED) from None
+            if received != self.size:
+                raise DispatchFailed(
+                    ErrorCode.PERMANENT, f"only {received} of piece_size {self.size} bytes were sent; nothing was written",
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                )
+            await call.done_writing()
+            reply = await call
+            if reply.call_id.id and reply.call_id.id != assignment.call_id.id:
+                raise DispatchFailed(ErrorCode.TEMPORARY, f"worker answered with call {reply.call_id.id}")
+        except BaseException:
+            call.cancel()
+            raise
+
+
+class Sealing:
+    def __init__(self, runner: JobRunner, index: StorageIndex | None, token: Callable[[], str]) -> None:
+        self.runner = runner
+        self.index = index
+        self._token = token
+        self._peers: dict[str, WorkerClient] = {}
+
+    # --- running one task --------------------------------------------------------------------
+
+    async def run(
+        self,
+        spec: CallSpec,
+        sector: common_pb2.SectorRef,
+        request: Message,
+        priority: int,
+        selector: Selector,
+        deadline: Deadline,
+        dedup: bool = True,
+        dispatch: Any = None,
+        key_extra: bytes = b"",
+    ) -> Any:
+        """Runs (or attaches to) one work and returns its decoded result."""
+        live, _ = await self.runner.open(spec, sector, request, priority, selector, dedup=dedup, dispatch=dispatch, key_extra=key_extra)
+        try:
+            outcome = await self.runner.tracker.wait(live, deadline.remaining())
+        except TimeoutError:
+            raise RpcFailure(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{spec.method} of {sector_name(sector)} is still in progress (work {live.work_id}); it goes on: "
+                "repeat the same request to wait for (or collect) its result",
+            ) from None
+        if not outcome.ok:
+            error = live.extra.get("dispatch_error")
+            if isinstance(error, DispatchFailed) and error.status is not None:
+                raise RpcFailure(error.status, str(error))
+            raise failure_of(outcome)
+        return spec.decode_result(outcome.result)
+
+    # --- sealing calls -----------------------------------------------------------------------
+
+    async def add_piece(
+        self, header: manager_pb2.AddPieceHeader, chunks: AsyncIterator[manager_pb2.AddPieceRequest], deadline: Deadline
+    ) -> common_pb2.PieceInfo:
+        proof = sector_ref(header.sector, header.HasField("sector"))
+        piece_layout(list(header.existing_piece_sizes), header.piece_size, proof)
+        worker_header = worker_pb2.WorkerServiceAddPieceHeader(
+            sector=header.sector, existing_piece_sizes=header.existing_piece_sizes, piece_size=header.piece_size
+        )
+        key = _key(header.sector)
+        selector: Selector = (
+            ExistingSelector(key, UNSEALED, allow_fetch=False)
+            if header.existing_piece_sizes
+            else AllocSelector(key, UNSEALED, PathType.SEALING)
+        )
+        relay = PieceRelay(chunks, worker_header, header.piece_size)
+        result: common_pb2.PieceInfo = await self.run(
+            BY_METHOD["AddPiece"], header.sector, worker_header, header.priority, selector, deadline, dedup=False, dispatch=relay
+        )
+        return result
+
+    async def seal_pre_commit1(self, req: manager_pb2.SealPreCommit1Request, deadline: Deadline) -> bytes:
+        proof = sector_ref(req.sector, req.HasField("sector"))
+        bytes32(req.ticket, "ticket")
+        normalized = pieces(req.pieces, proof, full=True)
+        worker_req = worker_pb2.WorkerServiceSealPreCommit1Request(sector=req.sector, ticket=req.ticket, pieces=normalized)
+        selector = AllocSelector(_key(req.sector), SEALED_CACHE, PathType.SEALING, prefer_holders_of=UNSEALED)
+        out: bytes = await self.run(BY_METHOD["SealPreCommit1"], req.sector, worker_req, req.priority, selector, deadline)
+        return out
+
+    async def seal_pre_commit2(self, req: manager_pb2.SealPreCommit2Request, deadline: Deadline) -> common_pb2.SectorCommitments:
+        sector_ref(req.sector, req.HasField("sector"))
+        if not req.pre_commit1_output:
+            raise invalid("pre_commit1_output is required (SealPreCommit1's output)")
+        worker_req = worker_pb2.WorkerServiceSealPreCommit2Request(sector=req.sector, pre_commit1_output=req.pre_commit1_output)
+        selector = ExistingSelector(_key(req.sector), SEALED_CACHE, allow_fetch=True, task_type=TaskType.PRE_COMMIT_2)
+        out: common_pb2.SectorCommitments = await self.run(BY_METHOD["SealPreCommit2"], req.sector, worker_req, req.priority, selector, deadline)
+        return out
+
+    async def seal_commit1(self, req: manager_pb2.SealCommit1Request, deadline: Deadline) -> bytes:
+        proof = sector_ref(req.sector, req.HasField("sector"))
+        for name in ("ticket", "seed", "comm_r", "comm_d"):
+            bytes32(getattr(req, name), name)
+        normalized = pieces(req.pieces, proof, full=True)
+        worker_req = worker_pb2.WorkerServiceSealCommit1Request(
+            sector=req.sector, ticket=req.ticket, seed=req.seed, pieces=normalized, comm_r=req.comm_r, comm_d=req.comm_d
+        )
+        selector = ExistingSelector(_key(req.sector), SEALED_CACHE, allow_fetch=False)
+        out: bytes = await self.run(BY_METHOD["SealCommit1"], req.sector, worker_req, req.priority, selector, deadline)
+        return out
+
+    async def seal_commit2(self, req: manager_pb2.SealCommit2Request, deadline: Deadline) -> bytes:
+        sector_ref(req.sector, req.HasField("sector"))
+        if not req.commit1_output:
+            raise invalid("commit1_output is required (SealCommit1's output)")
+        worker_req = worker_pb2.WorkerServiceSealCommit2Request(sector=req.sector, commit1_output=req.commit1_output)
+        out: bytes = await self.run(BY_METHOD["SealCommit2"], req.sector, worker_req, req.priority, TaskSelector(), deadline)
+        return out
+
+    async def finalize_sector(self, req: manager_pb2.FinalizeSectorRequest, deadline: Deadline) -> None:
+        proof = sector_ref(req.sector, req.HasField("sector"))
+        for i, r in enumerate(req.keep_unsealed):
+            byte_range(r, True, proof, f"keep_unsealed[{i}]")
+        key = _key(req.sector)
+        fin = worker_pb2.WorkerServiceFinalizeSectorRequest(sector=req.sector, keep_unsealed=req.keep_unsealed)
+        await self.run(BY_METHOD["FinalizeSector"], req.sector, fin, req.priority, ExistingSelector(key, SEALED_CACHE, False), deadline)
+        types = [FileType.SEALED, FileType.CACHE]
+        if req.keep_unsealed and (self.index is None or await self.find(key, UNSEALED)):
+            types.insert(0, FileType.UNSEALED)
+        move = worker_pb2.MoveStorageRequest(sector=req.sector, types=[common_pb2.SectorFileType.ValueType(t) for t in types])
+        selector = AllocSelector(key, frozenset(types), PathType.STORAGE, prefer_holders_of=SEALED_CACHE)
+        await self.run(BY_METHOD["MoveStorage"], req.sector, move, req.priority, selector, deadline)
+
+    async def release_unsealed(self, req: manager_pb2.ReleaseUnsealedRequest, deadline: Deadline) -> None:
+        proof = sector_ref(req.sector, req.HasField("sector"))
+        if bool(req.ranges) == req.all:
+            raise invalid("give exactly one of ranges (non-empty) and all")
+        for i, r in enumerate(req.ranges):
+            byte_range(r, True, proof, f"ranges[{i}]")
+        workers = await self._holder_workers(_key(req.sector), UNSEALED, TaskType.FINALIZE)
+        worker_req = worker_pb2.WorkerServiceReleaseUnsealedRequest(sector=req.sector, ranges=req.ranges, all=req.all)
+        await asyncio.gather(*[
+            self.run(
+                BY_METHOD["ReleaseUnsealed"], req.sector, worker_req, req.priority, FixedSelector((wid,)), deadline,
+                key_extra=b"\x00worker:" + wid.encode(),
+            )
+            for wid in workers
+        ])
+
+    async def unseal_piece(self, req: manager_pb2.UnsealPieceRequest, deadline: Deadline) -> None:
+        proof = sector_ref(req.sector, req.HasField("sector"))
+        byte_range(req.range, req.HasField("range"), proof)
+        bytes32(req.ticket, "ticket")
+        await self._unseal(req.sector, proof, req.ticket, req.unsealed_cid, req.priority, deadline)
+
+    async def _unseal(
+        self, sector: common_pb2.SectorRef, proof: SealProof, ticket: bytes, cid: str, priority: int, deadline: Deadline
+    ) -> None:
+        if not cid:
+            raise invalid("unsealed_cid is required (the sector's CommD as a CID)")
+        try:
+            comm_d = parse_unsealed_cid(cid)
+        except CidError as exc:
+            raise invalid(f"unsealed_cid: {exc}") from None
+        whole = common_pb2.UnpaddedByteRange(offset=0, size=unpadded_capacity(proof))
+        worker_req = worker_pb2.WorkerServiceUnsealPieceRequest(sector=sector, range=whole, ticket=ticket, comm_d=comm_d)
+        selector = ExistingSelector(_key(sector), SEALED_CACHE, allow_fetch=True, task_type=TaskType.UNSEAL)
+        await self.run(BY_METHOD["UnsealPiece"], sector, worker_req, priority, selector, deadline)
+
+    # --- reading pieces ----------------------------------------------------------------------
+
+    async def is_unsealed(self, req: manager_pb2.IsUnsealedRequest) -> bool:
+        proof = sector_ref(req.sector, req.HasField("sector"))
+        byte_range(req.range, req.HasField("range"), proof)
+        return await self._unsealed_copy(req.sector, req.range) is not None
+
+    async def read_piece(self, req: manager_pb2.ReadPieceRequest, deadline: Deadline) -> AsyncIterator[manager_pb2.ReadPieceResponse]:
+        """Streams the range; unseals the sector first when no worker holds the range unsealed."""
+        proof = sector_ref(req.sector, req.HasField("sector"))
+        byte_range(req.range, req.HasField("range"), proof)
+        source = await self._unsealed_copy(req.sector, req.range)
+        did_unseal = False
+        if source is None:
+            if self.index is not None and not await self.find(_key(req.sector), frozenset({FileType.SEALED})):
+                raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"{sector_name(req.sector)} has neither unsealed data nor a sealed replica anywhere")
+            if not req.unsealed_cid:
+                raise RpcFailure(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"the range of {sector_name(req.sector)} is not unsealed anywhere: unsealing needs unsealed_cid (and ticket)",
+                )
+            bytes32(req.ticket, "ticket")
+            await self._unseal(req.sector, proof, req.ticket, req.unsealed_cid, req.priority, deadline)
+            did_unseal = True
+            source = await self._unsealed_copy(req.sector, req.range)
+            if source is None:
+                raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"{sector_name(req.sector)} was unsealed but no worker serves the range now; retry")
+        stub, storage_id = source
+        return self._stream_piece(stub, req, storage_id, did_unseal, deadline)
+
+    async def _stream_piece(
+        self,
+        stub: worker_pb2_grpc.WorkerServiceAsyncStub,
+        req: manager_pb2.ReadPieceRequest,
+        storage_id: str,
+        did_unseal: bool,
+        deadline: Deadline,
+    ) -> AsyncIterator[manager_pb2.ReadPieceResponse]:
+        yield manager_pb2.ReadPieceResponse(header=manager_pb2.ReadPieceHeader(did_unseal=did_unseal, size=req.range.size))
+        stream = stub.ReadPiece(
+            worker_pb2.WorkerServiceReadPieceRequest(sector=req.sector, range=req.range, storage_id=storage_id),
+            timeout=deadline.remaining(),
+        )
+        sent = 0
+        async for reply in stream:
+            chunk = reply.chunk
+            if chunk.offset != sent:
+                raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"worker sent a chunk at {chunk.offset}, expected {sent}; retry")
+            sent += len(chunk.data)
+            yield manager_pb2.ReadPieceResponse(chunk=chunk)
+        if sent != req.range.size:
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"worker sent {sent} of {req.range.size} bytes; retry")
+
+    async def _unsealed_copy(
+        self, sector: common_pb2.SectorRef, r: common_pb2.UnpaddedByteRange
+    ) -> tuple[worker_pb2_grpc.WorkerServiceAsyncStub, str] | None:
+        """A worker (and path) that holds the range unsealed."""
+        candidates: list[tuple[worker_pb2_grpc.WorkerServiceAsyncStub, str]] = []
+        if self.index is None:
+            candidates = [(h.client.stub, "") for h in self.runner.registry.workers.values() if h.connected and h.client]
+        else:
+            for loc in await self.find(_key(sector), UNSEALED):
+                for stub in self.stubs_for(loc.storage_id, loc.urls):
+                    candidates.append((stub, loc.storage_id))
+        for stub, storage_id in candidates:
+            try:
+                reply = await stub.IsAllocated(
+                    worker_pb2.IsAllocatedRequest(sector=sector, range=r, storage_id=storage_id), timeout=_RPC_TIMEOUT_S
+                )
+            except grpc.aio.AioRpcError as exc:
+                log.info("a holder could not answer IsAllocated", extra={"sector": sector_name(sector), "error": exc.details()})
+                continue
+            if reply.allocated:
+                return stub, storage_id
+        return None
+
+    # --- removing ----------------------------------------------------------------------------
+
+    async def remove(self, req: manager_pb2.RemoveRequest) -> list[common_pb2.RemovedSectorFile]:
+        if not req.HasField("sector"):
+            raise invalid("sector is required")
+        sector_id(req.sector)
+        targets: dict[str, tuple[worker_pb2_grpc.WorkerServiceAsyncStub | None, set[int], list[str]]] = {}
+        if self.index is None:
+            for h in self.runner.registry.workers.values():
+                if h.connected and h.client:
+                    targets[h.worker_id] = (h.client.stub, set(), [])
+        else:
+            locations = await self.find(SectorKey(req.sector.miner, req.sector.number, 0), frozenset(FileType))
+            for loc in locations:
+                owners = self._owners(loc.storage_id, loc.urls)
+                if not owners:
+                    targets[f"unreachable:{loc.storage_id}"] = (None, set(), [loc.storage_id])
+                    continue
+                name, owner_stub = owners[0]
+                entry = targets.setdefault(name, (owner_stub, set(), []))
+                entry[1].update(int(t) for t in loc.types)
+                entry[2].append(loc.storage_id)
+        removed: list[common_pb2.RemovedSectorFile] = []
+        failed: list[str] = []
+        for name, (target, types, paths) in targets.items():
+            if target is None:
+                failed.append(f"{', '.join(paths)} (no worker serves it)")
+                continue
+            try:
+                reply = await target.Remove(
+                    worker_pb2.WorkerServiceRemoveRequest(sector=req.sector, types=[common_pb2.SectorFileType.ValueType(t) for t in sorted(types)]),
+                    timeout=_RPC_TIMEOUT_S,
+                )
+                removed.extend(reply.removed)
+            except grpc.aio.AioRpcError as exc:
+                failed.append(f"{', '.join(paths) or name} on {name}: {exc.code().name} {exc.details()}")
+        if failed:
+            raise RpcFailure(
+                grpc.StatusCode.UNAVAILABLE,
+                f"could not remove every file of {sector_name(req.sector)}; still declared: {'; '.join(failed)}"
+                + (f" (removed {len(removed)} other files)" if removed else ""),
+            )
+        return removed
+
+    # --- where files are ---------------------------------------------------------------------
+
+    async def find(self, key: SectorKey, types: frozenset[FileType]) -> list[Any]:
+        assert self.index is not None
+        try:
+            return [loc for loc in await self.index.find_sector(key.miner, key.number, sorted(types), key.sector_size, False) if not loc.fetch_candidate]
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"the index is unavailable: {exc}") from None
+            raise
+
+    async def _holder_workers(self, key: SectorKey, types: frozenset[FileType], task_type: TaskType) -> list[str]:
+        registry = self.runner.registry
+        if self.index is None:
+            return sorted(
+                h.worker_id for h in registry.workers.values()
+                if h.connected and int(task_type) in h.info.task_types
+            )
+        out: dict[str, None] = {}
+        for loc in await self.find(key, types):
+            for wid in registry.workers_of_path(loc.storage_id):
+                out.setdefault(wid, None)
+        return list(out)
+
+    def _owners(self, storage_id: str, urls: tuple[str, ...]) -> list[tuple[str, worker_pb2_grpc.WorkerServiceAsyncStub]]:
+        registry = self.runner.registry
+        out = []
+        for wid in registry.workers_of_path(storage_id):
+            handle = registry.get(wid)
+            if handle is not None and handle.connected and handle.client is not None:
+                out.append((wid, handle.client.stub))
+        if out:
+            return out
+        for url in urls:
+            handle = registry.by_address(url)
+            if handle is not None and handle.client is not None:
+                out.append((handle.worker_id, handle.client.stub))
+            else:
+                peer = self._peers.get(url)
+                if peer is None:
+                    peer = self._peers[url] = WorkerClient(url, self._token())
+                out.append((url, peer.stub))
+        return out
+
+    def stubs_for(self, storage_id: str, urls: tuple[str, ...]) -> list[worker_pb2_grpc.WorkerServiceAsyncStub]:
+        return [stub for _, stub in self._owners(storage_id, urls)]
+
+    async def close(self) -> None:
+        for peer in self._peers.values():
+            await peer.close()
+        self._peers.clear()

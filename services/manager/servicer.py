@@ -1,0 +1,354 @@
+"""ManagerService over grpc.aio: unpacks requests, calls the domain code, packs replies. Errors
+raised as `RpcFailure` become the RPC's status."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from services.common.db import DatabaseUnavailable
+from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc
+from services.manager import views
+from services.manager.calls import BY_METHOD, SPECS
+from services.manager.calltracker import ReturnStatus
+from services.manager.jobs import JobRunner
+from services.manager.post import Proving
+from services.manager.sealing import Deadline, Sealing
+from services.manager.store import ManagerStore, WorkerOperatorState
+from services.manager.validation import RpcFailure, call_id, invalid, worker_id
+from services.manager.workers import WorkerHandle
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+R = TypeVar("R")
+J = manager_pb2.JobState
+_STATE_NAMES = {"queued": J.JOB_STATE_QUEUED, "assigned": J.JOB_STATE_ASSIGNED, "running": J.JOB_STATE_RUNNING}
+
+
+def _duration(seconds: float) -> Duration:
+    return Duration(seconds=int(seconds), nanos=int(round((seconds % 1) * 1e9)))
+
+
+def handled(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Maps domain failures to statuses; waits until the manager finished starting."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: ManagerServicer, request: Any, context: Context) -> R:
+        await self.ready.wait()
+        try:
+            return await fn(self, request, context)
+        except RpcFailure as failure:
+            await context.abort(failure.code, failure.message)
+        except DatabaseUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the manager's database is unavailable: {exc}")
+        raise AssertionError("unreachable")  # pragma: no cover - abort raises
+
+    return wrapper
+
+
+def _deadline(context: Context) -> Deadline:
+    return Deadline(context.time_remaining())
+
+
+def _ts_seconds(ts: Any) -> float:
+    return float(ts.ToNanoseconds()) / 1e9 if ts.seconds or ts.nanos else 0.0
+
+
+class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
+    def __init__(
+        self,
+        runner: JobRunner,
+        sealing: Sealing,
+        proving: Proving,
+        store: ManagerStore,
+        session_id: str,
+        ready: asyncio.Event,
+    ) -> None:
+        self.runner = runner
+        self.sealing = sealing
+        self.proving = proving
+        self.store = store
+        self.session_id = session_id
+        self.ready = ready
+        self.operator_states: dict[str, WorkerOperatorState] = {}
+
+    # --- sealing API -------------------------------------------------------------------------
+
+    @handled
+    async def AddPiece(self, request_iterator: AsyncIterator[manager_pb2.AddPieceRequest], context: Context) -> manager_pb2.AddPieceResponse:
+        first = None
+        async for message in request_iterator:
+            first = message
+            break
+        if first is None or first.WhichOneof("payload") != "header":
+            raise invalid("the first AddPiece message must be a header")
+        piece = await self.sealing.add_piece(first.header, request_iterator, _deadline(context))
+        return manager_pb2.AddPieceResponse(piece=piece)
+
+    @handled
+    async def SealPreCommit1(self, request: manager_pb2.SealPreCommit1Request, context: Context) -> manager_pb2.SealPreCommit1Response:
+        return manager_pb2.SealPreCommit1Response(pre_commit1_output=await self.sealing.seal_pre_commit1(request, _deadline(context)))
+
+    @handled
+    async def SealPreCommit2(self, request: manager_pb2.SealPreCommit2Request, context: Context) -> manager_pb2.SealPreCommit2Response:
+        return manager_pb2.SealPreCommit2Response(commitments=await self.sealing.seal_pre_commit2(request, _deadline(context)))
+
+    @handled
+    async def SealCommit1(self, request: manager_pb2.SealCommit1Request, context: Context) -> manager_pb2.SealCommit1Response:
+        return manager_pb2.SealCommit1Response(commit1_output=await self.sealing.seal_commit1(request, _deadline(context)))
+
+    @handled
+    async def SealCommit2(self, request: manager_pb2.SealCommit2Request, context: Context) -> manager_pb2.SealCommit2Response:
+        return manager_pb2.SealCommit2Response(proof=await self.sealing.seal_commit2(request, _deadline(context)))
+
+    @handled
+    async def FinalizeSector(self, request: manager_pb2.FinalizeSectorRequest, context: Context) -> manager_pb2.FinalizeSectorResponse:
+        await self.sealing.finalize_sector(request, _deadline(context))
+        return manager_pb2.FinalizeSectorResponse()
+
+    @handled
+    async def ReleaseUnsealed(self, request: manager_pb2.ReleaseUnsealedRequest, context: Context) -> manager_pb2.ReleaseUnsealedResponse:
+        await self.sealing.release_unsealed(request, _deadline(context))
+        return manager_pb2.ReleaseUnsealedResponse()
+
+    @handled
+    async def Remove(self, request: manager_pb2.RemoveRequest, context: Context) -> manager_pb2.RemoveResponse:
+        return manager_pb2.RemoveResponse(removed=await self.sealing.remove(request))
+
+    @handled
+    async def UnsealPiece(self, request: manager_pb2.UnsealPieceRequest, context: Context) -> manager_pb2.UnsealPieceResponse:
+        await self.sealing.unseal_piece(request, _deadline(context))
+        return manager_pb2.UnsealPieceResponse()
+
+    async def ReadPiece(self, request: manager_pb2.ReadPieceRequest, context: Context) -> AsyncIterator[manager_pb2.ReadPieceResponse]:
+        await self.ready.wait()
+        try:
+            stream = await self.sealing.read_piece(request, _deadline(context))
+            async for message in stream:
+                yield message
+        except RpcFailure as failure:
+            await context.abort(failure.code, failure.message)
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"reading from the worker failed: {exc.code().name}: {exc.details()}")
+
+    @handled
+    async def IsUnsealed(self, request: manager_pb2.IsUnsealedRequest, context: Context) -> manager_pb2.IsUnsealedResponse:
+        return manager_pb2.IsUnsealedResponse(unsealed=await self.sealing.is_unsealed(request))
+
+    @handled
+    async def CheckProvable(self, request: manager_pb2.CheckProvableRequest, context: Context) -> manager_pb2.CheckProvableResponse:
+        bad = await self.proving.check_provable(request, _deadline(context))
+        return manager_pb2.CheckProvableResponse(bad_sectors=bad)
+
+    @handled
+    async def GenerateWindowPoSt(self, request: manager_pb2.GenerateWindowPoStRequest, context: Context) -> manager_pb2.GenerateWindowPoStResponse:
+        if not 5 <= request.proof_type <= 9:
+            raise invalid("proof_type must be a Window PoSt type")
+        proofs, skipped = await self.proving.generate_post(request.proof_type, request.randomness, request.sectors, _deadline(context))
+        return manager_pb2.GenerateWindowPoStResponse(proofs=proofs, skipped=skipped)
+
+    @handled
+    async def GenerateWinningPoSt(self, request: manager_pb2.GenerateWinningPoStRequest, context: Context) -> manager_pb2.GenerateWinningPoStResponse:
+        if not 10 <= request.proof_type <= 14:
+            raise invalid("proof_type must be a Winning PoSt type")
+        proofs, skipped = await self.proving.generate_post(request.proof_type, request.randomness, request.sectors, _deadline(context))
+        return manager_pb2.GenerateWinningPoStResponse(proofs=proofs, skipped=skipped)
+
+    @handled
+    async def GenerateWinningPoStSectorChallenge(
+        self, request: manager_pb2.GenerateWinningPoStSectorChallengeRequest, context: Context
+    ) -> manager_pb2.GenerateWinningPoStSectorChallengeResponse:
+        return manager_pb2.GenerateWinningPoStSectorChallengeResponse(indices=self.proving.winning_challenge(request))
+
+    @handled
+    async def VerifySeal(self, request: manager_pb2.VerifySealRequest, context: Context) -> manager_pb2.VerifySealResponse:
+        valid, reason = await asyncio.to_thread(self.proving.verify_seal, request)
+        return manager_pb2.VerifySealResponse(valid=valid, reason=reason)
+
+    @handled
+    async def VerifyWindowPoSt(self, request: manager_pb2.VerifyWindowPoStRequest, context: Context) -> manager_pb2.VerifyWindowPoStResponse:
+        valid, reason = await asyncio.to_thread(self.proving.verify_post, "window", request.randomness, request.sectors, request.proofs)
+        return manager_pb2.VerifyWindowPoStResponse(valid=valid, reason=reason)
+
+    @handled
+    async def VerifyWinningPoSt(self, request: manager_pb2.VerifyWinningPoStRequest, context: Context) -> manager_pb2.VerifyWinningPoStResponse:
+        valid, reason = await asyncio.to_thread(self.proving.verify_post, "winning", request.randomness, request.sectors, request.proofs)
+        return manager_pb2.VerifyWinningPoStResponse(valid=valid, reason=reason)
+
+    # --- worker side -------------------------------------------------------------------------
+
+    @handled
+    async def RegisterWorker(self, request: manager_pb2.RegisterWorkerRequest, context: Context) -> manager_pb2.RegisterWorkerResponse:
+        wid = request.info.worker_id
+        if not wid or not request.session_id or not request.address:
+            raise invalid("info.worker_id, session_id and address are required")
+        address = request.address
+        if " " in address or (":" not in address and "/" not in address):
+            raise invalid(f"address {address!r} is not a gRPC target (HOST:PORT, dns:///host:port, unix:path)")
+        state = self.operator_states.get(wid) or WorkerOperatorState(wid)
+        handle = await self.runner.register_worker(wid, request.session_id, address, request.info, state.enabled, state.cordoned)
+        settings = self.runner.settings
+        return manager_pb2.RegisterWorkerResponse(
+            manager_session_id=self.session_id,
+            heartbeat_interval=_duration(settings.heartbeat_interval_s),
+            heartbeat_timeout=_duration(settings.heartbeat_timeout_s),
+            state=views.worker_state(handle),
+        )
+
+    @handled
+    async def WorkerHeartbeat(self, request: manager_pb2.WorkerHeartbeatRequest, context: Context) -> manager_pb2.WorkerHeartbeatResponse:
+        if not request.worker_id or not request.session_id:
+            raise invalid("worker_id and session_id are required")
+        result = self.runner.heartbeat(
+            request.worker_id, request.session_id, list(request.running_calls), request.info if request.HasField("info") else None
+        )
+        if result is None:
+            raise RpcFailure(
+                grpc.StatusCode.NOT_FOUND,
+                f"worker {request.worker_id} with session {request.session_id} is not registered (or was marked gone): register again",
+            )
+        handle, unknown = result
+        return manager_pb2.WorkerHeartbeatResponse(
+            manager_session_id=self.session_id, state=views.worker_state(handle), unknown_calls=unknown
+        )
+
+    async def _return(self, method: str, request: Any, context: Context) -> None:
+        cid = call_id(request.call_id, request.HasField("call_id"))
+        spec = BY_METHOD[method]
+        outcome = spec.outcome_of(request)
+        if outcome is None:
+            raise invalid(f"Return{method} needs exactly one of {spec.result_field} or error")
+        meta = request.meta
+        status = await self.runner.handle_return(method, cid, outcome, _ts_seconds(meta.started_at), _ts_seconds(meta.finished_at))
+        if status is ReturnStatus.NOT_FOUND:
+            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no record of call {cid}: drop its result")
+        if status is ReturnStatus.WRONG_METHOD:
+            raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, f"call {cid} was not dispatched as {method}: drop its result")
+
+    # --- operator ----------------------------------------------------------------------------
+
+    @handled
+    async def SealingJobs(self, request: manager_pb2.SealingJobsRequest, context: Context) -> manager_pb2.SealingJobsResponse:
+        delivered = await self.store.delivered_works() if request.include_delivered else []
+        return manager_pb2.SealingJobsResponse(jobs=views.sealing_jobs(self.runner, request, delivered))
+
+    @handled
+    async def WorkerStats(self, request: manager_pb2.WorkerStatsRequest, context: Context) -> manager_pb2.WorkerStatsResponse:
+        handles = sorted(self.runner.registry.workers.values(), key=lambda h: h.worker_id)
+        if request.worker_id:
+            handles = [h for h in handles if h.worker_id == request.worker_id]
+            if not handles:
+                raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"unknown worker {request.worker_id}")
+        return manager_pb2.WorkerStatsResponse(workers=[views.worker_stat(h, self.runner) for h in handles])
+
+    @handled
+    async def SchedDiag(self, request: manager_pb2.SchedDiagRequest, context: Context) -> manager_pb2.SchedDiagResponse:
+        return views.sched_diag(self.runner, request.force_sched)
+
+    @handled
+    async def Abort(self, request: manager_pb2.AbortRequest, context: Context) -> manager_pb2.AbortResponse:
+        cid = call_id(request.call_id, request.HasField("call_id"))
+        result = await self.runner.abort(cid, request.reason)
+        if result is None:
+            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no live call {cid} (unknown or already finished)")
+        return manager_pb2.AbortResponse(previous_state=_STATE_NAMES.get(result[0], J.JOB_STATE_UNSPECIFIED))
+
+    def _handle(self, wid: str) -> WorkerHandle:
+        handle = self.runner.registry.get(worker_id(wid))
+        if handle is None:
+            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"unknown worker {wid}")
+        return handle
+
+    async def _set_state(self, handle: WorkerHandle, **changes: bool) -> manager_pb2.WorkerState:
+        for name, value in changes.items():
+            setattr(handle, name, value)
+        state = WorkerOperatorState(handle.worker_id, handle.enabled, handle.cordoned)
+        await self.store.set_worker_state(state)
+        self.operator_states[handle.worker_id] = state
+        self.runner.set_operator_state(handle)
+        log.info("worker state changed", extra={"worker": handle.worker_id, "enabled": handle.enabled, "cordoned": handle.cordoned})
+        return views.worker_state(handle)
+
+    @handled
+    async def EnableWorker(self, request: manager_pb2.EnableWorkerRequest, context: Context) -> manager_pb2.EnableWorkerResponse:
+        return manager_pb2.EnableWorkerResponse(state=await self._set_state(self._handle(request.worker_id), enabled=True))
+
+    @handled
+    async def DisableWorker(self, request: manager_pb2.DisableWorkerRequest, context: Context) -> manager_pb2.DisableWorkerResponse:
+        return manager_pb2.DisableWorkerResponse(state=await self._set_state(self._handle(request.worker_id), enabled=False))
+
+    @handled
+    async def CordonWorker(self, request: manager_pb2.CordonWorkerRequest, context: Context) -> manager_pb2.CordonWorkerResponse:
+        return manager_pb2.CordonWorkerResponse(state=await self._set_state(self._handle(request.worker_id), cordoned=True))
+
+    @handled
+    async def UncordonWorker(self, request: manager_pb2.UncordonWorkerRequest, context: Context) -> manager_pb2.UncordonWorkerResponse:
+        return manager_pb2.UncordonWorkerResponse(state=await self._set_state(self._handle(request.worker_id), cordoned=False, draining=False))
+
+    @handled
+    async def DrainWorker(self, request: manager_pb2.DrainWorkerRequest, context: Context) -> manager_pb2.DrainWorkerResponse:
+        handle = self._handle(request.worker_id)
+        await self._set_state(handle, cordoned=True, draining=True)
+        limit = request.timeout.ToNanoseconds() / 1e9 if request.HasField("timeout") else context.time_remaining()
+        loop = asyncio.get_running_loop()
+        until = None if limit is None else loop.time() + limit
+        try:
+            while self._busy(handle):
+                if until is not None and loop.time() >= until:
+                    break
+                await asyncio.sleep(0.2)
+            if self._busy(handle) and request.abort_remaining:
+                await self.runner.requeue_worker_calls(handle.worker_id, "drained")
+        finally:
+            handle.draining = False
+            self.runner.set_operator_state(handle)
+        remaining = [j for j in views.sealing_jobs(self.runner, manager_pb2.SealingJobsRequest(worker_id=handle.worker_id), []) if j.state in (J.JOB_STATE_ASSIGNED, J.JOB_STATE_RUNNING)]
+        return manager_pb2.DrainWorkerResponse(drained=not self._busy(handle), remaining=remaining, state=views.worker_state(handle))
+
+    def _busy(self, handle: WorkerHandle) -> bool:
+        sched = self.runner.scheduler.workers.get(handle.worker_id)
+        return bool(sched and sched.assigned)
+
+    @handled
+    async def TaskHistory(self, request: manager_pb2.TaskHistoryRequest, context: Context) -> manager_pb2.TaskHistoryResponse:
+        size = request.page_size or 100
+        size = min(size, 1000)
+        filters = views.history_filters(request)
+        before = views.decode_page_token(request.page_token, filters) if request.page_token else None
+        calls = await self.store.history(
+            size + 1,
+            before=before,
+            miner=request.sector.miner if request.HasField("sector") else None,
+            number=request.sector.number if request.HasField("sector") else None,
+            failed_only=request.failed_only,
+            task_type=int(request.task_type) or None,
+            worker_id=request.worker_id or None,
+            since=_ts_seconds(request.since) if request.HasField("since") else None,
+        )
+        page, more = calls[:size], len(calls) > size
+        return manager_pb2.TaskHistoryResponse(
+            runs=[views.task_run(c) for c in page], next_page_token=views.encode_page_token(page[-1], filters) if more else ""
+        )
+
+
+def _return_rpc(method: str) -> Callable[..., Awaitable[Any]]:
+    response_type = getattr(manager_pb2, f"Return{method}Response")
+
+    @handled
+    async def rpc(self: ManagerServicer, request: Any, context: Context) -> Any:
+        await self._return(method, request, context)
+        return response_type()
+
+    rpc.__name__ = f"Return{method}"
+    return rpc
+
+
+for _spec in SPECS:
+    setattr(ManagerServicer, _spec.return_rpc, _return_rpc(_spec.method))

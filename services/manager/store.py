@@ -1,0 +1,291 @@
+"""The manager's durable state on the shared data-access layer (`services/common/db`): works,
+calls, and the operator state of workers. SQLite by default, PostgreSQL as an option.
+
+Every change is one transaction that upserts whole rows; the tracker decides what the rows say.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.db import Database, Migration, Mode, Tx, apply_migrations
+from services.manager.records import CallRecord, CallStatus, OutcomeKind, WorkRecord, WorkStatus
+
+COMPONENT = "manager"
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "works, calls, worker operator state",
+        (
+            """CREATE TABLE manager_works (
+                work_id TEXT NOT NULL PRIMARY KEY,
+                method TEXT NOT NULL,
+                task_type INTEGER NOT NULL,
+                miner BIGINT NOT NULL,
+                number BIGINT NOT NULL,
+                seal_proof INTEGER NOT NULL,
+                priority INTEGER NOT NULL,
+                params BYTEA NOT NULL,
+                status TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                call_id TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                result BYTEA NOT NULL,
+                error_code INTEGER NOT NULL,
+                error_message TEXT NOT NULL,
+                dedup BOOLEAN NOT NULL,
+                selector TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                not_before DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX manager_works_by_status ON manager_works (status, updated_at)",
+            """CREATE TABLE manager_calls (
+                call_id TEXT NOT NULL PRIMARY KEY,
+                work_id TEXT NOT NULL,
+                method TEXT NOT NULL,
+                task_type INTEGER NOT NULL,
+                miner BIGINT NOT NULL,
+                number BIGINT NOT NULL,
+                seal_proof INTEGER NOT NULL,
+                attempt INTEGER NOT NULL,
+                status TEXT NOT NULL,
+                priority INTEGER NOT NULL,
+                worker_id TEXT NOT NULL,
+                hostname TEXT NOT NULL,
+                session_id TEXT NOT NULL,
+                gpu_ordinals TEXT NOT NULL,
+                threads INTEGER NOT NULL,
+                queued_at DOUBLE PRECISION NOT NULL,
+                dispatched_at DOUBLE PRECISION NOT NULL,
+                started_at DOUBLE PRECISION NOT NULL,
+                finished_at DOUBLE PRECISION NOT NULL,
+                error_code INTEGER NOT NULL,
+                error_message TEXT NOT NULL
+            )""",
+            "CREATE INDEX manager_calls_by_work ON manager_calls (work_id)",
+            "CREATE INDEX manager_calls_by_status ON manager_calls (status)",
+            "CREATE INDEX manager_calls_by_sector ON manager_calls (miner, number, queued_at)",
+            """CREATE TABLE manager_worker_state (
+                worker_id TEXT NOT NULL PRIMARY KEY,
+                enabled BOOLEAN NOT NULL,
+                cordoned BOOLEAN NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )""",
+        ),
+    ),
+)
+
+_WORK_COLUMNS = (
+    "work_id", "method", "task_type", "miner", "number", "seal_proof", "priority", "params", "status", "attempt",
+    "call_id", "outcome", "result", "error_code", "error_message", "dedup", "selector", "created_at", "updated_at",
+    "not_before",
+)
+_CALL_COLUMNS = (
+    "call_id", "work_id", "method", "task_type", "miner", "number", "seal_proof", "attempt", "status", "priority",
+    "worker_id", "hostname", "session_id", "gpu_ordinals", "threads", "queued_at", "dispatched_at", "started_at",
+    "finished_at", "error_code", "error_message",
+)
+
+
+def _upsert_sql(table: str, columns: Sequence[str]) -> str:
+    names = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+    return f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT ({columns[0]}) DO UPDATE SET {updates}"
+
+
+_UPSERT_WORK = _upsert_sql("manager_works", _WORK_COLUMNS)
+_UPSERT_CALL = _upsert_sql("manager_calls", _CALL_COLUMNS)
+_SELECT_WORK = f"SELECT {', '.join(_WORK_COLUMNS)} FROM manager_works"
+_SELECT_CALL = f"SELECT {', '.join(_CALL_COLUMNS)} FROM manager_calls"
+
+
+def _work_row(w: WorkRecord) -> tuple[Any, ...]:
+    return (
+        w.work_id, w.method, w.task_type, w.miner, w.number, w.seal_proof, w.priority, w.params, w.status.value,
+        w.attempt, w.call_id, w.outcome.value, w.result, w.error_code, w.error_message, w.dedup, w.selector,
+        w.created_at, w.updated_at, w.not_before,
+    )
+
+
+def _work(row: Sequence[Any]) -> WorkRecord:
+    return WorkRecord(
+        work_id=row[0], method=row[1], task_type=int(row[2]), miner=int(row[3]), number=int(row[4]),
+        seal_proof=int(row[5]), priority=int(row[6]), params=bytes(row[7]), status=WorkStatus(row[8]),
+        attempt=int(row[9]), call_id=row[10], outcome=OutcomeKind(row[11]), result=bytes(row[12]),
+        error_code=int(row[13]), error_message=row[14], dedup=bool(row[15]), selector=row[16],
+        created_at=float(row[17]), updated_at=float(row[18]), not_before=float(row[19]),
+    )
+
+
+def _call_row(c: CallRecord) -> tuple[Any, ...]:
+    return (
+        c.call_id, c.work_id, c.method, c.task_type, c.miner, c.number, c.seal_proof, c.attempt, c.status.value,
+        c.priority, c.worker_id, c.hostname, c.session_id, json.dumps(list(c.gpu_ordinals)), c.threads, c.queued_at,
+        c.dispatched_at, c.started_at, c.finished_at, c.error_code, c.error_message,
+    )
+
+
+def _call(row: Sequence[Any]) -> CallRecord:
+    return CallRecord(
+        call_id=row[0], work_id=row[1], method=row[2], task_type=int(row[3]), miner=int(row[4]), number=int(row[5]),
+        seal_proof=int(row[6]), attempt=int(row[7]), status=CallStatus(row[8]), priority=int(row[9]),
+        worker_id=row[10], hostname=row[11], session_id=row[12], gpu_ordinals=tuple(json.loads(row[13])),
+        threads=int(row[14]), queued_at=float(row[15]), dispatched_at=float(row[16]), started_at=float(row[17]),
+        finished_at=float(row[18]), error_code=int(row[19]), error_message=row[20],
+    )
+
+
+@dataclass(frozen=True)
+class WorkerOperatorState:
+    worker_id: str
+    enabled: bool = True
+    cordoned: bool = False
+
+
+class ManagerStore:
+    """Works, calls and worker operator state in the manager's database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def migrate(self) -> int:
+        return apply_migrations(self.db, COMPONENT, MIGRATIONS)
+
+    async def save(self, work: WorkRecord | None = None, calls: Sequence[CallRecord] = ()) -> None:
+        """Upserts a work and calls in one transaction."""
+        work_row = _work_row(work) if work is not None else None
+        call_rows = [_call_row(c) for c in calls]
+
+        def run(tx: Tx) -> None:
+            if work_row is not None:
+                tx.execute(_UPSERT_WORK, work_row)
+            for row in call_rows:
+                tx.execute(_UPSERT_CALL, row)
+
+        await self.db.run(run)
+
+    async def load_live(self) -> tuple[list[WorkRecord], list[CallRecord]]:
+        """Works not yet delivered, and their current calls (what a restart resumes)."""
+
+        def run(tx: Tx) -> tuple[list[WorkRecord], list[CallRecord]]:
+            works = [_work(r) for r in tx.query(_SELECT_WORK + " WHERE status <> ?", (WorkStatus.DELIVERED.value,))]
+            calls = [
+                _call(r)
+                for r in tx.query(
+                    _SELECT_CALL + " WHERE call_id IN (SELECT call_id FROM manager_works WHERE status <> ?)",
+                    (WorkStatus.DELIVERED.value,),
+                )
+            ]
+            return works, calls
+
+        return await self.db.run(run, Mode.READ)
+
+    async def get_work(self, work_id: str) -> WorkRecord | None:
+        def run(tx: Tx) -> WorkRecord | None:
+            row = tx.one(_SELECT_WORK + " WHERE work_id = ?", (work_id,))
+            return None if row is None else _work(row)
+
+        return await self.db.run(run, Mode.READ)
+
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        def run(tx: Tx) -> CallRecord | None:
+            row = tx.one(_SELECT_CALL + " WHERE call_id = ?", (call_id,))
+            return None if row is None else _call(row)
+
+        return await self.db.run(run, Mode.READ)
+
+    async def calls_of_work(self, work_id: str) -> list[CallRecord]:
+        def run(tx: Tx) -> list[CallRecord]:
+            return [_call(r) for r in tx.query(_SELECT_CALL + " WHERE work_id = ? ORDER BY attempt", (work_id,))]
+
+        return await self.db.run(run, Mode.READ)
+
+    async def delivered_works(self, limit: int = 1000) -> list[WorkRecord]:
+        def run(tx: Tx) -> list[WorkRecord]:
+            rows = tx.query(_SELECT_WORK + " WHERE status = ? ORDER BY updated_at DESC LIMIT ?", (WorkStatus.DELIVERED.value, limit))
+            return [_work(r) for r in rows]
+
+        return await self.db.run(run, Mode.READ)
+
+    async def history(
+        self,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        miner: int | None = None,
+        number: int | None = None,
+        failed_only: bool = False,
+        task_type: int | None = None,
+        worker_id: str | None = None,
+        since: float | None = None,
+    ) -> list[CallRecord]:
+        """Calls newest first (by queued_at, then call id), for the task history."""
+        where: list[str] = []
+        params: list[Any] = []
+        if before is not None:
+            where.append("(queued_at < ? OR (queued_at = ? AND call_id < ?))")
+            params.extend([before[0], before[0], before[1]])
+        if miner is not None and number is not None:
+            where.append("miner = ? AND number = ?")
+            params.extend([miner, number])
+        if failed_only:
+            where.append("status IN (?, ?, ?, ?)")
+            params.extend([CallStatus.FAILED.value, CallStatus.ABORTED.value, CallStatus.TIMED_OUT.value, CallStatus.REQUEUED.value])
+        if task_type is not None:
+            where.append("task_type = ?")
+            params.append(task_type)
+        if worker_id:
+            where.append("worker_id = ?")
+            params.append(worker_id)
+        if since is not None:
+            where.append("queued_at >= ?")
+            params.append(since)
+        sql = _SELECT_CALL + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY queued_at DESC, call_id DESC LIMIT ?"
+        params.append(limit)
+
+        def run(tx: Tx) -> list[CallRecord]:
+            return [_call(r) for r in tx.query(sql, params)]
+
+        return await self.db.run(run, Mode.READ)
+
+    async def purge(self, delivered_before: float, calls_before: float) -> tuple[int, int]:
+        """Drops delivered works and finished calls older than the retention."""
+
+        def run(tx: Tx) -> tuple[int, int]:
+            works = tx.execute(
+                "DELETE FROM manager_works WHERE status = ? AND updated_at < ?", (WorkStatus.DELIVERED.value, delivered_before)
+            )
+            calls = tx.execute(
+                "DELETE FROM manager_calls WHERE status NOT IN (?, ?, ?) AND queued_at < ?"
+                " AND call_id NOT IN (SELECT call_id FROM manager_works)",
+                (CallStatus.QUEUED.value, CallStatus.DISPATCHING.value, CallStatus.RUNNING.value, calls_before),
+            )
+            return works, calls
+
+        return await self.db.run(run)
+
+    # --- worker operator state ---------------------------------------------------------------
+
+    async def worker_states(self) -> dict[str, WorkerOperatorState]:
+        def run(tx: Tx) -> dict[str, WorkerOperatorState]:
+            rows = tx.query("SELECT worker_id, enabled, cordoned FROM manager_worker_state")
+            return {r[0]: WorkerOperatorState(r[0], bool(r[1]), bool(r[2])) for r in rows}
+
+        return await self.db.run(run, Mode.READ)
+
+    async def set_worker_state(self, state: WorkerOperatorState) -> None:
+        def run(tx: Tx) -> None:
+            tx.execute(
+                "INSERT INTO manager_worker_state (worker_id, enabled, cordoned, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (worker_id) DO UPDATE SET enabled = excluded.enabled, cordoned = excluded.cordoned,"
+                " updated_at = excluded.updated_at",
+                (state.worker_id, state.enabled, state.cordoned, time.time()),
+            )
+
+        await self.db.run(run)

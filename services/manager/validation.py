@@ -1,0 +1,164 @@
+"""Request checks shared by the manager's RPCs, and the error they (and the domain code) raise:
+`RpcFailure` carries the gRPC status and a message saying what to fix; the servicer turns it
+into the RPC's status."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import grpc
+
+from services.common.proto.sectorstorage.v1 import common_pb2
+from services.manager.calltracker import ErrorCode, Outcome
+from services.manager.cid import CidError, parse_unsealed_cid, unsealed_cid
+from services.manager.resources import SealProof
+
+MAX_SECTOR_NUMBER = 2**63 - 1
+
+
+class RpcFailure(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> RpcFailure:
+    return RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+# TaskErrorCode -> the sealing call's status (manager.proto, ManagerService comment).
+_STATUS_OF_ERROR = {
+    ErrorCode.UNSPECIFIED: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.PERMANENT: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.SECTOR_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.ALLOCATE_SPACE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.TEMPORARY: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.WORKER_RESTARTED: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.TIMED_OUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorCode.ABORTED: grpc.StatusCode.ABORTED,
+}
+
+
+def failure_of(outcome: Outcome) -> RpcFailure:
+    """The status a caller gets for a work that failed for good; the message starts with the
+    TaskErrorCode name."""
+    name = common_pb2.TaskErrorCode.Name(common_pb2.TaskErrorCode.ValueType(outcome.error_code))
+    return RpcFailure(_STATUS_OF_ERROR[outcome.error_code], f"{name}: {outcome.error_message}")
+
+
+def sector_id(sid: common_pb2.SectorId, what: str = "sector") -> None:
+    if sid.miner == 0:
+        raise invalid(f"{what}: miner is required (the actor id, > 0)")
+    if sid.miner > MAX_SECTOR_NUMBER:
+        raise invalid(f"{what}: miner {sid.miner} is larger than 2^63-1")
+    if sid.number > MAX_SECTOR_NUMBER:
+        raise invalid(f"{what}: number {sid.number} is larger than 2^63-1 (Filecoin's MaxSectorNumber)")
+
+
+def sector_ref(ref: common_pb2.SectorRef, present: bool, what: str = "sector") -> SealProof:
+    """Checks a SectorRef; returns its seal proof."""
+    if not present:
+        raise invalid(f"{what} is required")
+    sector_id(ref.id, what)
+    if ref.proof_type not in SealProof._value2member_map_:
+        raise invalid(
+            f"{what}.proof_type must be a supported seal proof "
+            f"({', '.join(common_pb2.RegisteredSealProof.Name(common_pb2.RegisteredSealProof.ValueType(p)) for p in SealProof)}), got {ref.proof_type}"
+        )
+    return SealProof(ref.proof_type)
+
+
+def bytes32(value: bytes, name: str) -> None:
+    if len(value) != 32:
+        raise invalid(f"{name} must be 32 bytes, got {len(value)}")
+
+
+def is_unpadded_piece_size(size: int) -> bool:
+    if size < 127 or size % 127:
+        return False
+    k = size // 127
+    return k & (k - 1) == 0
+
+
+def is_padded_piece_size(size: int) -> bool:
+    return size >= 128 and size & (size - 1) == 0
+
+
+def unpadded_capacity(proof: SealProof) -> int:
+    return proof.sector_size // 128 * 127
+
+
+def padded(unpadded: int) -> int:
+    return unpadded + unpadded // 127
+
+
+def piece_layout(existing: Sequence[int], size: int, proof: SealProof) -> int:
+    """Checks AddPiece sizes; returns the padded offset where the new piece goes (each piece at
+    the next offset aligned to its own padded size, as the reference writes them)."""
+    for i, s in enumerate(existing):
+        if not is_unpadded_piece_size(s):
+            raise invalid(f"existing_piece_sizes[{i}] = {s} is not an unpadded piece size (127 * 2^k)")
+    if not is_unpadded_piece_size(size):
+        raise invalid(f"piece_size {size} is not an unpadded piece size (127 * 2^k bytes, e.g. 127, 254, 508, 1016)")
+    offset = 0
+    for s in [*existing, size]:
+        p = padded(s)
+        offset = -(-offset // p) * p
+        start = offset
+        offset += p
+    if offset > proof.sector_size:
+        raise invalid(f"the piece does not fit: it would end at padded byte {offset}, the sector has {proof.sector_size}")
+    return start
+
+
+def pieces(infos: Iterable[common_pb2.PieceInfo], proof: SealProof | None, full: bool) -> list[common_pb2.PieceInfo]:
+    """Checks PieceInfos (size, and piece_cid/commp agreeing); returns them with both set.
+    With full, their padded sizes must add up to the sector size."""
+    out = []
+    total = 0
+    for i, info in enumerate(infos):
+        if not is_padded_piece_size(info.size):
+            raise invalid(f"pieces[{i}].size {info.size} is not a padded piece size (a power of two >= 128)")
+        commp = bytes(info.commp)
+        if info.piece_cid:
+            try:
+                from_cid = parse_unsealed_cid(info.piece_cid)
+            except CidError as exc:
+                raise invalid(f"pieces[{i}].piece_cid: {exc}") from None
+            if commp and commp != from_cid:
+                raise invalid(f"pieces[{i}]: piece_cid and commp disagree")
+            commp = from_cid
+        elif not commp:
+            raise invalid(f"pieces[{i}]: piece_cid or commp is required")
+        bytes32(commp, f"pieces[{i}].commp")
+        out.append(common_pb2.PieceInfo(size=info.size, piece_cid=unsealed_cid(commp), commp=commp))
+        total += info.size
+    if full and proof is not None and total != proof.sector_size:
+        raise invalid(f"the pieces' padded sizes add up to {total}, the sector size is {proof.sector_size}")
+    if full and not out:
+        raise invalid("pieces is required (all pieces of the sector, in order)")
+    return out
+
+
+def byte_range(r: common_pb2.UnpaddedByteRange, present: bool, proof: SealProof, what: str = "range") -> None:
+    if not present:
+        raise invalid(f"{what} is required")
+    if r.offset % 127:
+        raise invalid(f"{what}.offset {r.offset} is not a multiple of 127")
+    if not is_unpadded_piece_size(r.size):
+        raise invalid(f"{what}.size {r.size} is not an unpadded piece size (127 * 2^k)")
+    if r.offset + r.size > unpadded_capacity(proof):
+        raise invalid(f"{what} ends at {r.offset + r.size}, beyond the sector's {unpadded_capacity(proof)} unpadded bytes")
+
+
+def worker_id(value: str) -> str:
+    if not value:
+        raise invalid("worker_id is required")
+    return value
+
+
+def call_id(cid: common_pb2.CallId, present: bool) -> str:
+    if not present or not cid.id:
+        raise invalid("call_id is required")
+    return cid.id

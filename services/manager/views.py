@@ -1,0 +1,328 @@
+"""What operators see: SealingJobs, WorkerStats, SchedDiag and TaskHistory, built from the live
+state (tracker, scheduler, registry) and, for delivered jobs and history, the database."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections import Counter
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
+from services.manager import metrics
+from services.manager.calltracker import LiveWork
+from services.manager.jobs import Ephemeral, JobRunner, job_state_of
+from services.manager.queue import SchedRequest
+from services.manager.records import CallRecord, CallStatus, WorkRecord, WorkStatus
+from services.manager.tasks import TaskType
+from services.manager.validation import invalid
+from services.manager.workers import WorkerHandle
+
+J = manager_pb2.JobState
+_STATE_ORDER = {
+    J.JOB_STATE_RUNNING: 0,
+    J.JOB_STATE_PREPARING: 1,
+    J.JOB_STATE_ASSIGNED: 1,
+    J.JOB_STATE_QUEUED: 2,
+    J.JOB_STATE_RET_WAIT: 3,
+    J.JOB_STATE_RETURNED: 4,
+    J.JOB_STATE_DELIVERED: 5,
+}
+# SchedDiag lists per-worker rejections for this many requests at the head of the queue (each
+# costs one line per worker; 10,000 requests x 200 workers would not fit in a message).
+DIAG_REJECTIONS_FOR = 200
+
+
+def ts(seconds: float) -> Timestamp:
+    out = Timestamp()
+    if seconds:
+        out.FromNanoseconds(int(seconds * 1e9))
+    return out
+
+
+def _set_ts(field: Timestamp, seconds: float) -> None:
+    if seconds:
+        field.FromNanoseconds(int(seconds * 1e9))
+
+
+def mono_to_wall(value: float) -> float:
+    return time.time() - (time.monotonic() - value) if value else 0.0
+
+
+def sector_ref(miner: int, number: int, proof: int) -> common_pb2.SectorRef:
+    return common_pb2.SectorRef(
+        id=common_pb2.SectorId(miner=miner, number=number), proof_type=common_pb2.RegisteredSealProof.ValueType(proof)
+    )
+
+
+def call_id_msg(miner: int, number: int, call_id: str) -> common_pb2.CallId:
+    return common_pb2.CallId(sector=common_pb2.SectorId(miner=miner, number=number), id=call_id)
+
+
+# --- SealingJobs -------------------------------------------------------------------------------
+
+
+def _job_of_live(live: LiveWork, runner: JobRunner) -> manager_pb2.SealingJob:
+    record, call = live.record, live.call
+    job = manager_pb2.SealingJob(
+        call_id=call_id_msg(record.miner, record.number, call.call_id),
+        work_id=record.work_id,
+        sector=sector_ref(record.miner, record.number, record.seal_proof),
+        task_type=common_pb2.TaskType.ValueType(record.task_type),
+        worker_id=call.worker_id,
+        hostname=call.hostname,
+        state=job_state_of(live, runner),  # type: ignore[arg-type]
+        priority=record.priority,
+        attempt=record.attempt,
+    )
+    placed = runner.scheduler.assigned.get(call.call_id)
+    if placed is not None and not job.worker_id:
+        job.worker_id = placed.worker_id
+        handle = runner.registry.get(placed.worker_id)
+        job.hostname = handle.hostname if handle else ""
+    _set_ts(job.queued_at, call.queued_at)
+    _set_ts(job.started_at, call.started_at or call.dispatched_at)
+    return job
+
+
+def _job_of_ephemeral(job: Ephemeral, runner: JobRunner) -> manager_pb2.SealingJob:
+    handle = runner.registry.get(job.worker_id) if job.worker_id else None
+    out = manager_pb2.SealingJob(
+        call_id=common_pb2.CallId(sector=job.sector.id, id=job.call_id),
+        sector=job.sector,
+        task_type=common_pb2.TaskType.ValueType(int(job.task_type)),
+        worker_id=job.worker_id,
+        hostname=handle.hostname if handle else "",
+        state=J.JOB_STATE_RUNNING if job.worker_id else J.JOB_STATE_QUEUED,
+        priority=job.priority,
+        attempt=1,
+    )
+    _set_ts(out.queued_at, job.queued_at)
+    _set_ts(out.started_at, job.started_at)
+    return out
+
+
+def _job_of_delivered(record: WorkRecord) -> manager_pb2.SealingJob:
+    job = manager_pb2.SealingJob(
+        call_id=call_id_msg(record.miner, record.number, record.call_id),
+        work_id=record.work_id,
+        sector=sector_ref(record.miner, record.number, record.seal_proof),
+        task_type=common_pb2.TaskType.ValueType(record.task_type),
+        state=J.JOB_STATE_DELIVERED,
+        priority=record.priority,
+        attempt=record.attempt,
+    )
+    _set_ts(job.queued_at, record.created_at)
+    return job
+
+
+def sealing_jobs(runner: JobRunner, req: manager_pb2.SealingJobsRequest, delivered: list[WorkRecord]) -> list[manager_pb2.SealingJob]:
+    jobs = [_job_of_live(live, runner) for live in runner.tracker.live()]
+    jobs.extend(_job_of_ephemeral(e, runner) for e in runner.ephemeral.values())
+    jobs.extend(_job_of_delivered(r) for r in delivered)
+    if req.worker_id:
+        jobs = [j for j in jobs if j.worker_id == req.worker_id]
+    if req.HasField("sector"):
+        jobs = [j for j in jobs if j.sector.id.miner == req.sector.miner and j.sector.id.number == req.sector.number]
+    jobs.sort(key=lambda j: (_STATE_ORDER.get(j.state, 9), (j.started_at.ToNanoseconds() or j.queued_at.ToNanoseconds())))
+    return jobs
+
+
+# --- WorkerStats -------------------------------------------------------------------------------
+
+
+def worker_state(handle: WorkerHandle) -> manager_pb2.WorkerState:
+    return manager_pb2.WorkerState(
+        enabled=handle.enabled, cordoned=handle.cordoned or handle.draining, draining=handle.draining, connected=handle.connected
+    )
+
+
+def worker_stat(handle: WorkerHandle, runner: JobRunner) -> manager_pb2.WorkerStat:
+    stat = manager_pb2.WorkerStat(
+        info=handle.info, address=handle.address, session_id=handle.session_id if handle.connected else "", state=worker_state(handle)
+    )
+    _set_ts(stat.registered_at, mono_to_wall(handle.registered_at))
+    _set_ts(stat.last_heartbeat, mono_to_wall(handle.last_heartbeat))
+    sched = runner.scheduler.workers.get(handle.worker_id)
+    gpus = list(handle.info.resources.gpus)
+    if sched is None:
+        stat.gpus.extend(manager_pb2.GpuUsage(ordinal=g.ordinal, name=g.name, used=0.0) for g in gpus)
+        return stat
+    cap = sched.capacity
+    stat.mem_used_min = cap.used_min + cap.used_base
+    stat.mem_used_max = cap.used_max + cap.used_base
+    stat.cpu_used = cap.cpu_used
+    for g, used in zip(gpus, cap.gpu_used, strict=False):
+        stat.gpus.append(manager_pb2.GpuUsage(ordinal=g.ordinal, name=g.name, used=round(used, 6)))
+    caps = {shape: row.max_concurrent for shape, row in sched.table.items() if row.max_concurrent is not None}
+    for shape in sorted(set(caps) | set(cap.running), key=lambda s: (int(s[0]), int(s[1]))):
+        usage = manager_pb2.TaskCapUsage(
+            task_type=common_pb2.TaskType.ValueType(int(shape[0])),
+            seal_proof=common_pb2.RegisteredSealProof.ValueType(int(shape[1])),
+            running=cap.running.get(shape, 0),
+        )
+        if shape in caps:
+            usage.max_concurrent = caps[shape] or 0
+        stat.tasks.append(usage)
+    for call_id in sched.assigned:
+        live = runner.tracker.by_call.get(call_id)
+        if live is not None and live.call.call_id == call_id and live.call.status is CallStatus.QUEUED:
+            stat.tasks_assigned += 1
+        else:
+            stat.tasks_running += 1
+    return stat
+
+
+# --- SchedDiag ---------------------------------------------------------------------------------
+
+
+def _queued(request: SchedRequest, runner: JobRunner, with_rejections: bool) -> manager_pb2.QueuedRequest:
+    payload = request.payload
+    if isinstance(payload, LiveWork):
+        record = payload.record
+        sector = sector_ref(record.miner, record.number, record.seal_proof)
+        work_id = record.work_id
+    elif isinstance(payload, Ephemeral):
+        sector, work_id = payload.sector, ""
+    else:
+        sector, work_id = sector_ref(0, request.sector_number, int(request.shape[1])), ""
+    diagnosis = runner.scheduler.diagnose(request, with_rejections)
+    out = manager_pb2.QueuedRequest(
+        call_id=common_pb2.CallId(sector=sector.id, id=request.id),
+        work_id=work_id,
+        sector=sector,
+        task_type=common_pb2.TaskType.ValueType(int(request.shape[0])),
+        priority=request.priority,
+        reason=manager_pb2.WaitReason.ValueType(int(diagnosis.reason)),
+        unsatisfiable=diagnosis.unsatisfiable,
+        rejections=[
+            manager_pb2.WorkerRejection(worker_id=wid, reason=manager_pb2.WaitReason.ValueType(int(reason)), detail=detail)
+            for wid, reason, detail in diagnosis.rejections
+        ],
+    )
+    _set_ts(out.queued_at, mono_to_wall(request.queued_at))
+    return out
+
+
+def sched_diag(runner: JobRunner, force: bool) -> manager_pb2.SchedDiagResponse:
+    if force:
+        runner.scheduler.full_pass()
+    out = manager_pb2.SchedDiagResponse()
+    for i, request in enumerate(runner.scheduler.queue.ordered()):
+        out.requests.append(_queued(request, runner, i < DIAG_REJECTIONS_FOR))
+    for handle in sorted(runner.registry.workers.values(), key=lambda h: h.worker_id):
+        sched = runner.scheduler.workers.get(handle.worker_id)
+        assigned = running = 0
+        if sched is not None:
+            for call_id in sched.assigned:
+                live = runner.tracker.by_call.get(call_id)
+                if live is not None and live.call.call_id == call_id and live.call.status is CallStatus.QUEUED:
+                    assigned += 1
+                else:
+                    running += 1
+        out.workers.append(
+            manager_pb2.SchedWorker(
+                worker_id=handle.worker_id, hostname=handle.hostname, state=worker_state(handle), assigned=assigned, running=running
+            )
+        )
+    for live in runner.tracker.live():
+        if live.call.status in (CallStatus.DISPATCHING, CallStatus.RUNNING):
+            out.awaiting_return.append(call_id_msg(live.record.miner, live.record.number, live.call.call_id))
+        elif live.record.status is WorkStatus.DONE:
+            out.returned_work.append(live.work_id)
+    return out
+
+
+def snapshot(runner: JobRunner) -> metrics.Snapshot:
+    """The gauges' values (called from the metrics HTTP thread: copies before iterating)."""
+    snap = metrics.Snapshot()
+    for request in list(runner.scheduler.queue.values()):
+        snap.queued[request.shape[0].short] += 1
+    unsatisfiable = runner.unsatisfiable_shapes() if snap.queued else set()
+    if unsatisfiable:
+        for request in list(runner.scheduler.queue.values()):
+            if request.shape in unsatisfiable:
+                snap.unsatisfiable[request.shape[0].short] += 1
+    state_names: dict[int, str] = {int(v): k.removeprefix("JOB_STATE_").lower() for k, v in J.items()}
+    for live in list(runner.tracker.works.values()):
+        snap.jobs[(TaskType(live.record.task_type).short, state_names[job_state_of(live, runner)])] += 1
+    counts: Counter[str] = Counter()
+    for handle in list(runner.registry.workers.values()):
+        if not handle.connected:
+            counts["disconnected"] += 1
+        elif not handle.enabled:
+            counts["disabled"] += 1
+        elif handle.cordoned or handle.draining:
+            counts["cordoned"] += 1
+        else:
+            counts["enabled"] += 1
+        sched = runner.scheduler.workers.get(handle.worker_id)
+        if sched is not None:
+            cap = sched.capacity
+            snap.worker_use[handle.worker_id] = (
+                handle.hostname, cap.used_min + cap.used_base, cap.used_max + cap.used_base, cap.cpu_used, sum(cap.gpu_used), len(sched.assigned)
+            )
+    snap.workers = counts
+    snap.placements = runner.scheduler.stats.placements
+    return snap
+
+
+# --- TaskHistory -------------------------------------------------------------------------------
+
+_OUTCOME_OF = {
+    CallStatus.QUEUED: manager_pb2.TASK_OUTCOME_RUNNING,
+    CallStatus.DISPATCHING: manager_pb2.TASK_OUTCOME_RUNNING,
+    CallStatus.RUNNING: manager_pb2.TASK_OUTCOME_RUNNING,
+    CallStatus.SUCCEEDED: manager_pb2.TASK_OUTCOME_SUCCEEDED,
+    CallStatus.FAILED: manager_pb2.TASK_OUTCOME_FAILED,
+    CallStatus.ABORTED: manager_pb2.TASK_OUTCOME_ABORTED,
+    CallStatus.TIMED_OUT: manager_pb2.TASK_OUTCOME_TIMED_OUT,
+    CallStatus.REQUEUED: manager_pb2.TASK_OUTCOME_REQUEUED,
+    CallStatus.CANCELLED: manager_pb2.TASK_OUTCOME_ABORTED,
+}
+
+
+def task_run(call: CallRecord) -> manager_pb2.TaskRun:
+    run = manager_pb2.TaskRun(
+        call_id=call_id_msg(call.miner, call.number, call.call_id),
+        work_id=call.work_id,
+        sector=sector_ref(call.miner, call.number, call.seal_proof),
+        task_type=common_pb2.TaskType.ValueType(call.task_type),
+        attempt=call.attempt,
+        worker_id=call.worker_id,
+        hostname=call.hostname,
+        outcome=_OUTCOME_OF[call.status],
+    )
+    _set_ts(run.queued_at, call.queued_at)
+    _set_ts(run.started_at, call.started_at or call.dispatched_at)
+    _set_ts(run.finished_at, call.finished_at if call.status.final else 0.0)
+    if call.error_message:
+        run.error.CopyFrom(common_pb2.TaskError(code=common_pb2.TaskErrorCode.ValueType(call.error_code), message=call.error_message))
+    return run
+
+
+def history_filters(req: manager_pb2.TaskHistoryRequest) -> str:
+    copy = manager_pb2.TaskHistoryRequest()
+    copy.CopyFrom(req)
+    copy.ClearField("page_token")
+    copy.ClearField("page_size")
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
+def encode_page_token(last: CallRecord, filters: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"q": last.queued_at, "c": last.call_id, "f": filters}).encode()).decode()
+
+
+def decode_page_token(token: str, filters: str) -> tuple[float, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        position = (float(data["q"]), str(data["c"]))
+        same = data["f"] == filters
+    except (ValueError, KeyError, TypeError):
+        raise invalid("page_token is not one TaskHistory returned") from None
+    if not same:
+        raise invalid("the filters changed since the first page: start again without page_token")
+    return position

@@ -1,0 +1,210 @@
+"""The worker registry: who is registered, with which session, when each was last heard from,
+how to reach it, and the operator's state for it (enabled, cordoned, draining).
+
+A worker is identified by its stable worker id; its session id changes with every process start,
+which is how a restart is told apart from a reconnect. A worker that misses heartbeats for the
+timeout is marked gone: it stays listed (disconnected) but its session is dropped, so its next
+heartbeat answers NOT_FOUND and it registers again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+import grpc
+
+from services.common.client import aio_channel
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2_grpc
+from services.manager.accounting import Hardware
+from services.manager.resources import ResourceTable, RowOverride, SealProof
+from services.manager.tasks import TaskType
+
+
+class WorkerClient:
+    """The manager's channel to one worker."""
+
+    def __init__(self, address: str, token: str) -> None:
+        self.address = address
+        self.channel: grpc.aio.Channel = aio_channel(address, token)
+        self.stub: worker_pb2_grpc.WorkerServiceAsyncStub = worker_pb2_grpc.WorkerServiceStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class Registration(Enum):
+    NEW = "new"
+    # Same worker id and session: a repeated registration (manager restarted, or a retry).
+    SAME_SESSION = "same_session"
+    # Same worker id, new session: the worker process restarted.
+    RESTARTED = "restarted"
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    worker_id: str
+    session_id: str
+    address: str
+    info: common_pb2.WorkerInfo
+    registered_at: float
+    last_heartbeat: float
+    connected: bool = True
+    enabled: bool = True
+    cordoned: bool = False
+    draining: bool = False
+    client: WorkerClient | None = None
+    # When the heartbeat before the last one arrived (calls dispatched before it must show up
+    # in the worker's running list).
+    previous_heartbeat: float = 0.0
+    # Calls the manager holds resources for that the worker's heartbeats did not list, and how
+    # many heartbeats in a row.
+    missing: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def hostname(self) -> str:
+        return self.info.hostname or self.info.name
+
+    @property
+    def schedulable(self) -> bool:
+        return self.connected and self.enabled and not self.cordoned and not self.draining
+
+    @property
+    def path_ids(self) -> list[str]:
+        return [p.info.id for p in self.info.paths if p.info.id]
+
+
+def hardware_of(info: common_pb2.WorkerInfo) -> Hardware:
+    r = info.resources
+    return Hardware(
+        mem_physical=r.mem_physical,
+        mem_swap=r.mem_swap,
+        mem_reserved=r.mem_reserved,
+        cpus=r.cpus,
+        gpu_ordinals=tuple(g.ordinal for g in r.gpus),
+        ignore_resources=info.ignore_resources,
+    )
+
+
+def task_types_of(info: common_pb2.WorkerInfo) -> frozenset[TaskType]:
+    return frozenset(TaskType(t) for t in info.task_types if t in TaskType._value2member_map_)
+
+
+def overrides_of(info: common_pb2.WorkerInfo) -> list[RowOverride]:
+    out = []
+    for o in info.resource_overrides:
+        if o.task_type not in TaskType._value2member_map_:
+            continue
+        proof = SealProof(o.seal_proof) if o.seal_proof in SealProof._value2member_map_ else None
+        out.append(
+            RowOverride(
+                task_type=TaskType(o.task_type),
+                proof=proof,
+                min_memory=o.min_memory if o.HasField("min_memory") else None,
+                max_memory=o.max_memory if o.HasField("max_memory") else None,
+                max_parallelism=o.max_parallelism if o.HasField("max_parallelism") else None,
+                max_parallelism_gpu=o.max_parallelism_gpu if o.HasField("max_parallelism_gpu") else None,
+                gpu_utilization=o.gpu_utilization if o.HasField("gpu_utilization") else None,
+                base_min_memory=o.base_min_memory if o.HasField("base_min_memory") else None,
+                max_concurrent=o.max_concurrent if o.HasField("max_concurrent") else None,
+            )
+        )
+    return out
+
+
+def table_of(info: common_pb2.WorkerInfo) -> ResourceTable:
+    return ResourceTable(overrides=overrides_of(info))
+
+
+class WorkerRegistry:
+    def __init__(self, token: Callable[[], str], heartbeat_timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._token = token
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.clock = clock
+        self.workers: dict[str, WorkerHandle] = {}
+        self._paths: dict[str, set[str]] = {}
+
+    def get(self, worker_id: str) -> WorkerHandle | None:
+        return self.workers.get(worker_id)
+
+    def register(
+        self, worker_id: str, session_id: str, address: str, info: common_pb2.WorkerInfo, enabled: bool, cordoned: bool
+    ) -> tuple[WorkerHandle, Registration, WorkerClient | None]:
+        """Records a registration; returns the handle, what kind it was, and a client that the
+        caller must close (the old one, when the address changed)."""
+        now = self.clock()
+        handle = self.workers.get(worker_id)
+        stale: WorkerClient | None = None
+        if handle is None:
+            handle = WorkerHandle(worker_id, session_id, address, info, now, now, enabled=enabled, cordoned=cordoned)
+            kind = Registration.NEW
+            self.workers[worker_id] = handle
+        else:
+            # The same session after being marked gone is the same process: its calls may still run.
+            kind = Registration.SAME_SESSION if handle.session_id == session_id else Registration.RESTARTED
+            if handle.address != address and handle.client is not None:
+                stale, handle.client = handle.client, None
+            handle.session_id = session_id
+            handle.address = address
+            handle.registered_at = now
+            handle.last_heartbeat = now
+            handle.previous_heartbeat = 0.0
+            handle.connected = True
+            handle.missing.clear()
+            self._unindex(handle)
+            handle.info = info
+        if handle.client is None:
+            handle.client = WorkerClient(address, self._token())
+        self._index(handle)
+        return handle, kind, stale
+
+    def heartbeat(self, worker_id: str, session_id: str, info: common_pb2.WorkerInfo | None) -> WorkerHandle | None:
+        handle = self.workers.get(worker_id)
+        if handle is None or not handle.connected or handle.session_id != session_id:
+            return None
+        handle.previous_heartbeat = handle.last_heartbeat
+        handle.last_heartbeat = self.clock()
+        if info is not None:
+            self._unindex(handle)
+            handle.info = info
+            self._index(handle)
+        return handle
+
+    def expired(self) -> list[WorkerHandle]:
+        """Connected workers whose last heartbeat is older than the timeout."""
+        limit = self.clock() - self.heartbeat_timeout_s
+        return [h for h in self.workers.values() if h.connected and h.last_heartbeat < limit]
+
+    def mark_gone(self, handle: WorkerHandle) -> None:
+        handle.connected = False
+        handle.missing.clear()
+        self._unindex(handle)
+
+    def _index(self, handle: WorkerHandle) -> None:
+        for path_id in handle.path_ids:
+            self._paths.setdefault(path_id, set()).add(handle.worker_id)
+
+    def _unindex(self, handle: WorkerHandle) -> None:
+        for path_id in handle.path_ids:
+            owners = self._paths.get(path_id)
+            if owners is not None:
+                owners.discard(handle.worker_id)
+                if not owners:
+                    del self._paths[path_id]
+
+    def workers_of_path(self, path_id: str) -> Iterable[str]:
+        return sorted(self._paths.get(path_id, ()))
+
+    def by_address(self, address: str) -> WorkerHandle | None:
+        for handle in self.workers.values():
+            if handle.address == address and handle.connected:
+                return handle
+        return None
+
+    async def close(self) -> None:
+        for handle in self.workers.values():
+            if handle.client is not None:
+                await handle.client.close()
+                handle.client = None

@@ -1,0 +1,266 @@
+"""The durable call tracker against SQLite files and PostgreSQL: states, WorkID dedup, first outcome wins,
+retries with a limit, abort, late results, and recovery after a restart (reference behaviours
+7, 8 and 10)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.db import Database, open_database
+from services.manager.calltracker import CallTracker, ErrorCode, Outcome, RetryPolicy, ReturnStatus, SectorRefKey
+from services.manager.records import CallStatus, WorkStatus, work_id_for
+from services.manager.store import ManagerStore
+
+SECTOR = SectorRefKey(miner=1000, number=7, seal_proof=5)
+PC1 = "SealPreCommit1"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The manager's database: an SQLite file or a fresh PostgreSQL database. A second tracker
+    on the same URL is the manager after a restart."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'manager.db'}"
+    return str(request.getfixturevalue("postgres").new_database())
+
+
+@pytest.fixture
+def databases() -> Iterator[list[Database]]:
+    opened: list[Database] = []
+    yield opened
+    for db in opened:
+        db.close()
+
+
+def make_tracker(db_url: str, databases: list[Database], policy: RetryPolicy | None = None) -> CallTracker:
+    """A tracker on the database (a fresh process's view of it)."""
+    db = open_database(db_url, Path("/nonexistent"), "manager")
+    databases.append(db)
+    store = ManagerStore(db)
+    store.migrate()
+    return CallTracker(store, policy or RetryPolicy(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.02))
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_work_id_is_method_plus_hash() -> None:
+    a = work_id_for(PC1, b"params")
+    assert a.startswith("SealPreCommit1:") and len(a.split(":")[1]) == 64
+    assert a == work_id_for(PC1, b"params")
+    assert a != work_id_for("SealPreCommit2", b"params")
+    assert a != work_id_for(PC1, b"params2")
+
+
+def test_same_work_is_attached_not_started_twice(db_url: str, databases: list[Database]) -> None:
+    async def main() -> None:
+        tracker = make_tracker(db_url, databases)
+        first, created = await tracker.open(PC1, 2, SECTOR, b"p", 0)
+        again, created_again = await tracker.open(PC1, 2, SECTOR, b"p", 5)
+        other, created_other = await tracker.open(PC1, 2, SECTOR, b"q", 0)
+        assert created and not created_again and created_other
+        assert again is first and other is not first
+        # Both callers get the one result; the work is then forgotten.
+        waiters = [asyncio.create_task(tracker.wait(first, 5)), asyncio.create_task(tracker.wait(again, 5))]
+        await asyncio.sleep(0)
+        assert await tracker.mark_dispatching(first, "w1", "host1", "s1", (), 1)
+        await tracker.mark_running(first, first.call.call_id)
+        decision = await tracker.complete(first.call.call_id, PC1, Outcome.success(b"p1out"))
+        assert decision.status is ReturnStatus.STORED
+        results = await asyncio.gather(*waiters)
+        assert [r.result for r in results] == [b"p1out", b"p1out"]
+        assert first.work_id not in tracker.works
+        # The next identical request runs again.
+        rerun, created = await tracker.open(PC1, 2, SECTOR, b"p", 0)
+        assert created and rerun.call.call_id != first.call.call_id
+
+    run(main())
+
+
+def test_first_outcome_wins_and_wrong_method(db_url: str, databases: list[Database]) -> None:
+    async def main() -> None:
+        tracker = make_tracker(db_url, databases)
+        live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
+        call_id = live.call.call_id
+        await tracker.mark_dispatching(live, "w1", "h", "s", (), 1)
+        assert (await tracker.complete(call_id, "SealCommit1", Outcome.success(b"x"))).status is ReturnStatus.WRONG_METHOD
+        assert (await tracker.complete(call_id, PC1, Outcome.success(b"one"))).status is ReturnStatus.STORED
+        assert (await tracker.complete(call_id, PC1, Outcome.success(b"two"))).status is ReturnStatus.DUPLICATE
+        assert (await tracker.complete("00000000-0000-0000-0000-000000000000", PC1, Outcome.success(b"x"))).status is ReturnStatus.NOT_FOUND
+        assert (await tracker.wait(live, 1)).result == b"one"
+        # A repeated Return after delivery is still a harmless duplicate.
+        assert (await tracker.complete(call_id, PC1, Outcome.success(b"one"))).status is ReturnStatus.DUPLICATE
+
+    run(main())
+
+
+def test_temporary_errors_retry_with_new_calls_up_to_the_limit(db_url: str, databases: list[Database]) -> None:
+    async def main() -> None:
+        tracker = make_tracker(db_url, databases)
+        live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
+        seen = []
+        for attempt in (1, 2, 3):
+            assert live.record.attempt == attempt
+            call_id = live.call.call_id
+            seen.append(call_id)
+            await tracker.mark_dispatching(live, "w1", "h", "s", (), 1)
+            decision = await tracker.complete(call_id, PC1, Outcome.failure(ErrorCode.TEMPORARY, f"flaky {attempt}"))
+            assert decision.retry is (attempt < 3)
+        assert len(set(seen)) == 3
+        outcome = await tracker.wait(live, 1)
+        assert outcome.error_code is ErrorCode.TEMPORARY and outcome.error_message == "flaky 3"
+        calls = await tracker.store.calls_of_work(live.work_id)  # type: ignore[attr-defined]
+        assert [c.status for c in calls] == [CallStatus.FAILED] * 3
+
+    run(main())
+
+
+def test_permanent_error_is_not_retried(db_url: str, databases: list[Database]) -> None:
+    async def main() -> None:
+        tracker = make_tracker(db_url, databases)
+        live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
+        decision = await tracker.fail_call(live, live.call.call_id, CallStatus.FAILED, ErrorCode.PERMANENT, "bad ticket")
+        assert not decision.retry
+        assert (await tracker.wait(live, 1)).error_message == "bad ticket"
+
+    run(main())
+
+
+def test_abort_queued_and_running(db_url: str, databases: list[Database]) -> None:
+    async def main() -> None:
+        tracker = make_tracker(db_url, databases)
+        queued, _ = await tracker.open(PC1, 2, SECTOR, b"a", 0)
+        running, _ = await tracker.open(PC1, 2, SECTOR, b"b", 0)
+        await tracker.mark_dispatching(running, "w1", "h", "s", (), 1)
+        prev, _ = await tracker.abort(queued.call.call_id, "operator said so")  # type: ignore[misc]
+        assert prev is CallStatus.QUEUED
+        prev, _ = await tracker.abort(running.call.call_id, "")  # type: ignore[misc]
+        assert prev is CallStatus.DISPATCHING
+        assert await tracker.abort(running.call.call_id, "") is None
+        outcome = await tracker.wait(queued, 1)
+        assert outcome.error_code is ErrorCode.ABORTED and outcome.error_message == "operator said so"
+        # The worker's own ABORTED return afterwards is a duplicate, not retried.
+        late = await tracker.complete(running.call.call_id, PC1, Outcome.failure(ErrorCode.ABORTED, "stopped"))
+        assert late.status is ReturnStatus.DUPLICATE
+        # A dispatch that races with the abort does not happen.
+        assert not await tracker.mark_dispatching(queued, "w1", "h", "s", (), 1)
+
+    run(main())
+
+
+def test_restart_recovers_running_work_and_keeps_results(db_url: str, databases: list[Database]) -> None:
+    """Manager restart mid-task, both orders: the result returned before the caller comes back,
+    and the caller coming back before the result (reference behaviour 7)."""
+
+    async def before() -> tuple[str, str, str]:
+        tracker = make_tracker(db_url, databases)
+        a, _ = await tracker.open(PC1, 2, SECTOR, b"return-first", 0)
+        b, _ = await tracker.open(PC1, 2, SECTOR, b"recall-first", 0)
+        q, _ = await tracker.open(PC1, 2, SECTOR, b"never-dispatched", 0)
+        for live in (a, b):
+            await tracker.mark_dispatching(live, "w1", "h", "s1", (0,), 4)
+            await tracker.mark_running(live, live.call.call_id)
+        return a.call.call_id, b.call.call_id, q.call.call_id
+
+    a_call, b_call, q_call = run(before())  # type: ignore[misc]
+
+    async def after() -> None:
+        tracker = make_tracker(db_url, databases)  # a fresh process on the same file
+        recovered = {live.call.call_id: live for live in await tracker.recover()}
+        assert set(recovered) == {a_call, b_call, q_call}
+        assert recovered[a_call].record.status is WorkStatus.RUNNING
+        assert recovered[a_call].call.status is CallStatus.RUNNING
+        assert recovered[a_call].call.gpu_ordinals == (0,) and recovered[a_call].call.threads == 4
+        assert recovered[q_call].record.status is WorkStatus.QUEUED
+        # Order 1: the worker's Return lands first, the caller asks later and gets it.
+        assert (await tracker.complete(a_call, PC1, Outcome.success(b"A"))).status is ReturnStatus.STORED
+        again, created = await tracker.open(PC1, 2, SECTOR, b"return-first", 0)
+        assert not created and (await tracker.wait(again, 1)).result == b"A"
+        # Order 2: the caller re-issues first and waits; the Return lands afterwards.
+        waiting, created = await tracker.open(PC1, 2, SECTOR, b"recall-first", 0)
+        assert not created and waiting.call.call_id == b_call
+        task = asyncio.create_task(tracker.wait(waiting, 5))
+        await asyncio.sleep(0.01)
+        assert (await tracker.complete(b_call, PC1, Outcome.success(b"B"))).status is ReturnStatus.STORED
+        assert (await task).result == b"B"
+        assert not tracker.running_on("w1")
+
+    run(after())
+
+    async def third() -> None:
+        tracker = make_tracker(db_url, databases)
+        left = await tracker.recover()
+        assert [live.call.call_id for live in left] == [q_call]
+
+    run(third())
+
+
+def test_result_kept_across_restart_until_collected(db_url: str, databases: list[Database]) -> None:
+    async def first() -> str:
+        tracker = make_tracker(db_url, databases)
+        live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
+        await tracker.mark_dispatching(live, "w", "h", "s", (), 1)
+        await tracker.complete(live.call.call_id, PC1, Outcome.success(b"kept"))
+        return live.work_id  # nobody collected it: the caller went away
+
+    work_id = run(first())
+
+    async def second() -> None:
+        tracker = make_tracker(db_url, databases)
+        await tracker.recover()
+        assert tracker.works[work_id].record.status is WorkStatus.DONE  # type: ignore[index]
+        live, created = await tracker.open(PC1, 2, SECTOR, b"p", 0)
+        assert not created
+        assert (await tracker.wait(live, 1)).result == b"kept"
+
+    run(second())
+
+
+def test_late_result_of_requeued_call_is_used(db_url: str, databases: list[Database]) -> None:
+    async def main() -> None:
+        tracker = make_tracker(db_url, databases)
+        live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
+        lost_call = live.call.call_id
+        await tracker.mark_dispatching(live, "w1", "h", "s", (), 1)
+        decision = await tracker.fail_call(live, lost_call, CallStatus.REQUEUED, ErrorCode.WORKER_RESTARTED, "worker gone")
+        assert decision.retry and live.call.call_id != lost_call
+        late = await tracker.complete(lost_call, PC1, Outcome.success(b"late"))
+        assert late.status is ReturnStatus.STORED and late.superseded is not None
+        assert (await tracker.wait(live, 1)).result == b"late"
+        statuses = {c.call_id: c.status for c in await tracker.store.calls_of_work(live.work_id)}  # type: ignore[attr-defined]
+        assert statuses[lost_call] is CallStatus.SUCCEEDED
+        assert CallStatus.CANCELLED in statuses.values()
+
+    run(main())
+
+
+def test_non_dedup_work_never_retried(db_url: str, databases: list[Database]) -> None:
+    async def main() -> None:
+        tracker = make_tracker(db_url, databases)
+        a, _ = await tracker.open("AddPiece", 1, SECTOR, b"h", 0, dedup=False)
+        b, _ = await tracker.open("AddPiece", 1, SECTOR, b"h", 0, dedup=False)
+        assert a is not b
+        decision = await tracker.fail_call(a, a.call.call_id, CallStatus.FAILED, ErrorCode.TEMPORARY, "stream broke")
+        assert not decision.retry
+
+    run(main())
+
+
+def test_caller_deadline_does_not_stop_work(db_url: str, databases: list[Database]) -> None:
+    async def main() -> None:
+        tracker = make_tracker(db_url, databases)
+        live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
+        with pytest.raises(TimeoutError):
+            await tracker.wait(live, 0.01)
+        assert live.work_id in tracker.works
+        await tracker.mark_dispatching(live, "w", "h", "s", (), 1)
+        await tracker.complete(live.call.call_id, PC1, Outcome.success(b"r"))
+        again, created = await tracker.open(PC1, 2, SECTOR, b"p", 0)
+        assert not created and (await tracker.wait(again, 1)).result == b"r"
+
+    run(main())
