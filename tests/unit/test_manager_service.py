@@ -555,3 +555,38 @@ def test_metrics_gauges(tmp_path: Path) -> None:
             await manager.stop()
 
     run(test)
+
+
+def test_add_piece_back_pressure_no_buffering_before_placement(tmp_path: Path) -> None:
+    """The manager reads the piece from the client only as fast as the chosen worker takes it:
+    while no worker can take the AddPiece, the client's stream stalls once the HTTP/2 flow
+    control window is full (a few MiB held by the transport), however large the piece; nothing
+    is read into the manager."""
+
+    async def test() -> None:
+        manager = await InProcessManager(tmp_path).start()
+        try:
+            assert manager.stub is not None
+            size = 512 * 1024 * 1024 // 128 * 127  # a 512 MiB sector's whole piece: 508 MiB
+            chunk = 64 * 1024
+            pulled = 0
+
+            async def messages() -> Any:
+                nonlocal pulled
+                yield manager_pb2.AddPieceRequest(header=manager_pb2.AddPieceHeader(
+                    sector=ref(1, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1), piece_size=size))
+                for start in range(0, size, chunk):
+                    pulled += 1
+                    yield manager_pb2.AddPieceRequest(chunk=common_pb2.Chunk(offset=start, data=bytes(chunk)))
+
+            call = asyncio.ensure_future(manager.stub.AddPiece(messages(), timeout=30))
+            await asyncio.sleep(1.5)
+            first = pulled
+            await asyncio.sleep(1.0)
+            assert pulled == first, "the client kept sending with nobody reading"
+            assert pulled * chunk <= 16 * 1024 * 1024, f"{pulled * chunk} bytes let through before placement"
+            call.cancel()
+        finally:
+            await manager.stop()
+
+    run(test)
