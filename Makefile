@@ -68,8 +68,16 @@ lint: $(DEPS_STAMP)
 demo: develop
 	$(VPY) -m services.cli.demo
 
-bench: develop
-	$(VPY) -m bench
+# Each benchmark prints its figures and ratios against its baseline (bench/README.md);
+# recorded results are in docs/benchmarks.md.
+bench:
+	@echo "benchmarks (figures in docs/benchmarks.md):"
+	@echo "  make bench-fr32        fr32 pad/unpad vs memcpy and the fr32 crate"
+	@echo "  make bench-commp       commP vs the SHA-256 limit; 1 GiB file peak RSS"
+	@echo "  make bench-porep       PoRep labeling vs SHA-256 limit; sector pipeline (ARGS=\"--size 512MiB\")"
+	@echo "  make bench-index       index FindSector/DeclareSector over gRPC vs the database"
+	@echo "  make bench-worker      fetch between workers vs cp; AddPiece vs rust_core"
+	@echo "  make bench-scheduler   scheduler placement with simulated workers"
 
 # rust_core hot paths against their limits (bench/README.md; figures in docs/benchmarks.md).
 bench-fr32:
@@ -80,6 +88,14 @@ bench-commp:
 
 bench-porep:
 	cd $(CARGO_DIR) && cargo run --release -q --example bench_porep -- $(ARGS)
+
+# The index over gRPC against the same queries on the database (SQLite and PostgreSQL).
+bench-index: develop
+	$(VPY) -m bench.index $(ARGS)
+
+# Sector file fetch between two workers against cp; AddPiece against rust_core's pad+commP.
+bench-worker: develop
+	$(VPY) bench/worker.py $(ARGS)
 
 # The manager's scheduler with simulated workers (bench/README.md; figures in docs/benchmarks.md).
 bench-scheduler: develop

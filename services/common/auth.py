@@ -10,6 +10,7 @@ reflection stay open so probes and grpcurl work without a token.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -56,6 +57,8 @@ class Caller:
 
     subject: str
     permissions: frozenset[Permission]
+    # Unix time the token expires at; None for a token without expiry.
+    expires_at: float | None = None
 
     def allows(self, needed: Permission) -> bool:
         return needed in self.permissions
@@ -107,7 +110,8 @@ def verify_token(secret: bytes, token: str) -> Caller:
             granted.add(Permission.parse(name))
         except ValueError:
             continue  # a permission from a newer version: ignore, grant nothing extra
-    return Caller(subject=str(claims.get("sub", "")), permissions=frozenset(granted))
+    exp = claims.get("exp")
+    return Caller(subject=str(claims.get("sub", "")), permissions=frozenset(granted), expires_at=float(exp) if isinstance(exp, (int, float)) else None)
 
 
 def method_permissions(services: Iterable[ServiceDescriptor]) -> dict[str, Permission]:
@@ -162,10 +166,28 @@ def _aborting_handler(template: grpc.RpcMethodHandler[Any, Any], code: grpc.Stat
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Checks the bearer token and the method's permission before any servicer code runs."""
 
+    # Verified tokens are remembered (a fleet uses a handful of long-lived tokens, and checking a
+    # JWT signature costs more than a typical index lookup). Bounded, and an entry is trusted only
+    # until the token's own expiry.
+    CACHE_SIZE = 1024
+
     def __init__(self, secret: bytes, permissions: Mapping[str, Permission], required: bool = True) -> None:
         self._secret = secret
         self._permissions = dict(permissions)
         self._required = required
+        self._verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
+
+    def _caller(self, token: str) -> Caller:
+        cached = self._verified.get(token)
+        now = time.time()
+        if cached is not None and now < cached[1]:
+            self._verified.move_to_end(token)
+            return cached[0]
+        caller = verify_token(self._secret, token)
+        self._verified[token] = (caller, caller.expires_at if caller.expires_at is not None else float("inf"))
+        if len(self._verified) > self.CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return caller
 
     def check(self, method: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> tuple[grpc.StatusCode, str] | None:
         """None when the call may go on, else the status to fail it with."""
@@ -176,7 +198,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if token is None:
             return grpc.StatusCode.UNAUTHENTICATED, "missing bearer token: send 'authorization: Bearer <token>' (sectorctl auth create-token)"
         try:
-            caller = verify_token(self._secret, token)
+            caller = self._caller(token)
         except AuthError as exc:
             return grpc.StatusCode.UNAUTHENTICATED, str(exc)
         if not caller.allows(needed):

@@ -49,3 +49,30 @@ def test_secret_file_created_once_private(tmp_path: Path) -> None:
     path.write_text("short\n")
     with pytest.raises(AuthError, match="shorter than 32"):
         load_or_create_secret(path)
+
+
+def test_interceptor_caches_verified_tokens_until_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.common import auth as auth_module
+    from services.common.auth import AuthInterceptor
+
+    calls = []
+    real = auth_module.verify_token
+
+    def counting(secret: bytes, token: str) -> object:
+        calls.append(token)
+        return real(secret, token)
+
+    monkeypatch.setattr(auth_module, "verify_token", counting)
+    interceptor = AuthInterceptor(SECRET, {"/s/M": Permission.READ})
+    token = create_token(SECRET, Permission.READ, ttl_seconds=2)
+    metadata = (("authorization", f"Bearer {token}"),)
+    assert interceptor.check("/s/M", metadata) is None
+    assert interceptor.check("/s/M", metadata) is None
+    assert len(calls) == 1  # the second call used the cache
+    # Past its expiry the cached entry is not trusted: the token is verified again.
+    later = time.time() + 10
+    monkeypatch.setattr(auth_module.time, "time", lambda: later)
+    interceptor.check("/s/M", metadata)
+    assert len(calls) == 2
+    # A bad token is never cached as good.
+    assert interceptor.check("/s/M", (("authorization", "Bearer junk"),)) is not None
