@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
 from services.common.proto.sectorstorage.v1 import common_pb2
+from services.worker.wire import varint
 
 NODE_SIZE = 32
 MAX_SECTOR_NUMBER = 2**63 - 1
@@ -150,17 +151,7 @@ def prover_id(miner: int) -> bytes:
     """The 32-byte prover id of a miner actor, as Filecoin derives it: the payload of its ID
     address (the actor id as an unsigned LEB128 varint) zero-padded to 32 bytes. The manager
     must use the same bytes to verify seals and PoSts."""
-    out = bytearray()
-    value = miner
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            break
-    return bytes(out).ljust(32, b"\0")
+    return varint(miner).ljust(32, b"\0")
 
 
 def is_unpadded_piece_size(size: int) -> bool:

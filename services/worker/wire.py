@@ -17,7 +17,8 @@ class WireError(ValueError):
     pass
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """Unsigned LEB128, the varint of protobuf and of Filecoin ID addresses."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -34,11 +35,11 @@ def encode_chunk_response(offset: int, data: bytes, size: int | None = None) -> 
     given; fields at their default value are omitted, as protobuf does."""
     inner = b""
     if offset:
-        inner += b"\x08" + _varint(offset)
+        inner += b"\x08" + varint(offset)
     if data:
-        inner += b"\x12" + _varint(len(data))
-    head = b"\x0a" + _varint(len(inner) + len(data)) + inner
-    tail = b"\x10" + _varint(size) if size is not None else b""
+        inner += b"\x12" + varint(len(data))
+    head = b"\x0a" + varint(len(inner) + len(data)) + inner
+    tail = b"\x10" + varint(size) if size is not None else b""
     return b"".join((head, data, tail))
 
 
