@@ -32,6 +32,7 @@ import grpc
 import pytest
 
 from services.cli.local_fleet import ServiceProcess
+from services.cli.sealing import add_piece
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc, worker_pb2, worker_pb2_grpc
 from tests.integration.worker_helpers import FAST_WORKER_ENV, MINER, SEED, TICKET, token
@@ -194,16 +195,6 @@ def retrying(call: Callable[[], Any], timeout: float = 120) -> Any:
             if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) or time.monotonic() > deadline:  # type: ignore[attr-defined]
                 raise
             time.sleep(0.2)
-
-
-def add_piece(stub: manager_pb2_grpc.ManagerServiceStub, ref: common_pb2.SectorRef, data: bytes) -> common_pb2.PieceInfo:
-    def messages() -> Iterator[manager_pb2.AddPieceRequest]:
-        yield manager_pb2.AddPieceRequest(header=manager_pb2.AddPieceHeader(sector=ref, piece_size=len(data)))
-        step = 1 << 20
-        for start in range(0, len(data), step):
-            yield manager_pb2.AddPieceRequest(chunk=common_pb2.Chunk(offset=start, data=data[start : start + step]))
-
-    return stub.AddPiece(messages(), timeout=120).piece
 
 
 def precommit(fleet: Fleet, ref: common_pb2.SectorRef) -> tuple[common_pb2.PieceInfo, bytes]:
