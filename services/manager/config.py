@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.common.config import DatabaseConfig, ServiceConfig
+from services.manager.scheduler import ASSIGNERS
 from services.manager.tasks import TaskType, parse_task_type
 
 DAY_S = 86400.0
@@ -43,6 +44,9 @@ class ManagerSection(BaseModel):
     result_retention_s: float = Field(default=30 * DAY_S, gt=0)
     # Finished calls (the task history) are kept this long.
     history_retention_s: float = Field(default=30 * DAY_S, gt=0)
+    # How the scheduler chooses among the workers a task fits on: "utilization" (the least
+    # loaded first) or "spread" (round-robin: the least recently placed-on first).
+    assigner: str = "utilization"
     # Database threads.
     db_threads: int = Field(default=4, ge=1, le=64)
 
@@ -56,6 +60,14 @@ class ManagerSection(BaseModel):
                 raise ValueError(f"timeout of {name} must be > 0 seconds")
             out[tt.short] = float(seconds)
         return out
+
+    @field_validator("assigner")
+    @classmethod
+    def _assigner(cls, value: str) -> str:
+        text = value.strip().lower()
+        if text not in ASSIGNERS:
+            raise ValueError(f"unknown assigner {value!r}: use one of {', '.join(ASSIGNERS)}")
+        return text
 
     def timeout_of(self, task_type: TaskType) -> float | None:
         return self.task_timeouts.get(task_type.short)

@@ -101,7 +101,7 @@ class JobRunner:
         self.selectors = selectors
         self.settings = settings
         self.clock = clock or RunnerClock()
-        self.scheduler = Scheduler(self._on_assign, self.clock.mono)
+        self.scheduler = Scheduler(self._on_assign, self.clock.mono, settings.assigner)
         self.ephemeral: dict[str, Ephemeral] = {}
         self.started_at = self.clock.mono()
         self._tasks: set[asyncio.Task[Any]] = set()

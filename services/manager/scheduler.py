@@ -15,6 +15,12 @@ Scheduling is event-driven, and each event costs about what it changes:
   for the rest of that fill.
 The invariant after every event: no queued request fits on any worker it accepts. That is what
 the reference's full `trySched` pass establishes, at a cost independent of the queue length.
+
+Which fitting worker wins is the assigner's one ranking key (`Scheduler._load`), used by the
+preferred-worker loop, the small-pool scan and the ranking heaps alike:
+- `utilization` (default): the least loaded worker (busiest of CPU, RAM, RAM+swap, GPU);
+- `spread`: the least recently placed-on worker, i.e. round-robin over the fitting workers, so a
+  batch lands evenly even when tasks are so light that utilization barely moves.
 """
 
 from __future__ import annotations
@@ -35,7 +41,11 @@ from services.manager.tasks import TaskType, queue_key
 
 Anchor = tuple[str, object]
 LaneKey = tuple[Shape, Anchor]
-RankEntry = tuple[int, float, int, str]
+# (specialized rank, assigner key, worker id, worker version): ties go to the lowest id, as in
+# the small-pool scan; entries of an older version are stale and skipped.
+RankEntry = tuple[int, float, str, int]
+
+ASSIGNERS = ("utilization", "spread")
 
 # Pools this small are scanned directly; larger ones use the ranking heaps.
 SMALL_POOL = 24
@@ -67,6 +77,8 @@ class SchedWorker:
     # Enabled, not cordoned, connected.
     schedulable: bool = True
     version: int = 0
+    # Placement sequence number of the last task placed here (0: never); the spread key.
+    last_placed: int = 0
     assigned: dict[str, SchedRequest] = field(default_factory=dict)
     _needs: dict[Shape, Need] = field(default_factory=dict)
 
@@ -113,7 +125,14 @@ class Scheduler:
     the work to the event loop instead).
     """
 
-    def __init__(self, on_assign: AssignFn, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, on_assign: AssignFn, clock: Callable[[], float] = time.monotonic, assigner: str = "utilization"
+    ) -> None:
+        if assigner not in ASSIGNERS:
+            raise ValueError(f"unknown assigner {assigner!r}: use one of {', '.join(ASSIGNERS)}")
+        self.assigner = assigner
+        self._spread = assigner == "spread"
+        self._placement_seq = itertools.count(1)
         self._on_assign = on_assign
         self._clock = clock
         self.workers: dict[str, SchedWorker] = {}
@@ -286,7 +305,7 @@ class Scheduler:
             if worker is None or not worker.schedulable or task_type not in worker.task_types:
                 continue
             if worker.fits(shape):
-                util = worker.capacity.utilization()
+                util = self._load(worker)
                 if util < best_util:
                     best, best_util = worker, util
         if best is not None:
@@ -317,7 +336,7 @@ class Scheduler:
                     continue
                 if not worker.fits(shape):
                     continue
-                key = (len(worker.task_types) if specialized else 0, worker.capacity.utilization(), worker_id)
+                key = (len(worker.task_types) if specialized else 0, self._load(worker), worker_id)
                 if best_key is None or key < best_key:
                     best, best_key = worker, key
             return best
@@ -326,8 +345,8 @@ class Scheduler:
         chosen: SchedWorker | None = None
         while heap:
             entry = heap[0]
-            worker = self.workers.get(entry[3])
-            if worker is None or worker.version != entry[2]:
+            worker = self.workers.get(entry[2])
+            if worker is None or worker.version != entry[3]:
                 heapq.heappop(heap)
                 continue
             skipped.append(heapq.heappop(heap))
@@ -348,6 +367,7 @@ class Scheduler:
         self.queue.discard(request.id)
         self.assigned[request.id] = request
         worker.assigned[request.id] = request
+        worker.last_placed = next(self._placement_seq)
         self.stats.placements += 1
         self._changed(worker, freed=False)
         self._on_assign(request, worker)
@@ -459,8 +479,14 @@ class Scheduler:
                 self._pools_of_worker[worker_id].add(pid)
         return pid
 
+    def _load(self, worker: SchedWorker) -> float:
+        """The assigner's ranking key among fitting workers: lower is chosen first."""
+        if self._spread:
+            return float(worker.last_placed)
+        return worker.capacity.utilization()
+
     def _rank_entry(self, worker: SchedWorker, specialized: bool) -> RankEntry:
-        return (len(worker.task_types) if specialized else 0, worker.capacity.utilization(), worker.version, worker.id)
+        return (len(worker.task_types) if specialized else 0, self._load(worker), worker.id, worker.version)
 
     def _ranking(self, task_type: TaskType, specialized: bool) -> list[RankEntry]:
         key = (task_type, specialized)
@@ -479,12 +505,12 @@ class Scheduler:
         """A worker's utilization, state or description changed."""
         worker.version += 1
         if worker.schedulable and self._rankings:
-            util = worker.capacity.utilization()
+            util = self._load(worker)
             n_types = len(worker.task_types)
             task_types = worker.task_types
             for (task_type, specialized), heap in self._rankings.items():
                 if task_type in task_types:
-                    heapq.heappush(heap, (n_types if specialized else 0, util, worker.version, worker.id))
+                    heapq.heappush(heap, (n_types if specialized else 0, util, worker.id, worker.version))
         if freed:
             self._generation += 1
             if self._exhausted:

@@ -76,6 +76,8 @@ class WorkerSpec:
     cpus: int
     task_types: list[str] = field(default_factory=list)
     resources: dict[str, int] = field(default_factory=dict)
+    # Extra environment of the worker process (fault hooks, drain timeout...).
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,6 +90,8 @@ class Fleet:
     workers: dict[str, ServiceProcess] = field(default_factory=dict)
     worker_ids: dict[str, str] = field(default_factory=dict)
     cpus: dict[str, int] = field(default_factory=dict)
+    # Extra environment of the manager process (assigner, task timeouts...).
+    manager_env: dict[str, str] = field(default_factory=dict)
     _channel: grpc.Channel | None = None
 
     @property
@@ -101,12 +105,12 @@ class Fleet:
 
     def start_manager(self) -> ServiceProcess:
         self.manager = self.start_service(
-            "manager", "--listen", self.address, "--index", self.index.address, env=MANAGER_ENV, data_dir=self.tmp / "manager"
+            "manager", "--listen", self.address, "--index", self.index.address, env={**MANAGER_ENV, **self.manager_env}, data_dir=self.tmp / "manager"
         )
         return self.manager
 
     def add_worker(self, spec: WorkerSpec) -> None:
-        env = {**FAST_WORKER_ENV, "SECTORSTORAGE_WORKER_CPUS": str(spec.cpus), "SECTORSTORAGE_WORKER_NAME": spec.name}
+        env = {**FAST_WORKER_ENV, "SECTORSTORAGE_WORKER_CPUS": str(spec.cpus), "SECTORSTORAGE_WORKER_NAME": spec.name, **spec.env}
         if spec.task_types:
             env["SECTORSTORAGE_WORKER_TASK_TYPES"] = json.dumps(spec.task_types)
         if spec.resources:

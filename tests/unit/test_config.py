@@ -78,3 +78,13 @@ def test_parse_host_port(text: str, expected: tuple[str, int]) -> None:
 def test_parse_host_port_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_host_port(text)
+
+
+def test_manager_assigner_from_env_and_validated() -> None:
+    from services.manager.config import ManagerConfig
+
+    assert load_config(ManagerConfig, env={}).manager.assigner == "utilization"
+    assert load_config(ManagerConfig, env={"SECTORSTORAGE_MANAGER_ASSIGNER": "Spread"}).manager.assigner == "spread"
+    with pytest.raises(ConfigError) as err:
+        load_config(ManagerConfig, env={"SECTORSTORAGE_MANAGER_ASSIGNER": "random"})
+    assert "manager.assigner" in str(err.value) and "utilization, spread" in str(err.value)

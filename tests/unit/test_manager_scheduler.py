@@ -427,3 +427,55 @@ def test_full_pass_places_nothing_new_when_settled() -> None:
 def test_decent_worker_table_defaults() -> None:
     assert DECENT.cpus == 32
     assert DEFAULT_TABLE.row((T.PRE_COMMIT_2, P32G)).gpu_utilization == 1.0
+
+
+# --- assigners ------------------------------------------------------------------------------
+
+
+def _batch_placements(assigner: str, concurrent: bool, pool: bool) -> list[str]:
+    """Eight AddPiece on two idle identical workers: all submitted at once (concurrent) or each
+    ending before the next arrives; candidates as a small pool (alloc selector) or anywhere."""
+    rec = Recorder()
+    sched = Scheduler(rec, assigner=assigner)
+    add_worker(sched, "a")
+    add_worker(sched, "b")
+    candidates = Candidates(pool=frozenset({"a", "b"})) if pool else Candidates(anywhere=True)
+    for number in range(8):
+        req = request(T.ADD_PIECE, P2K, number=number, candidates=candidates)
+        assert sched.submit(req)
+        if not concurrent:
+            sched.release(req.id)
+    return [w.id for _, w in rec.placed]
+
+
+@pytest.mark.parametrize("pool", [True, False])
+def test_spread_alternates_even_when_each_task_ends_first(pool: bool) -> None:
+    assert _batch_placements("spread", concurrent=False, pool=pool) == ["a", "b"] * 4
+    assert _batch_placements("spread", concurrent=True, pool=pool) == ["a", "b"] * 4
+
+
+@pytest.mark.parametrize("pool", [True, False])
+def test_utilization_takes_the_least_loaded(pool: bool) -> None:
+    # Sequential: both idle at each arrival, the tie goes to the same (first) worker every time.
+    assert _batch_placements("utilization", concurrent=False, pool=pool) == ["a"] * 8
+    # Concurrent: each placement loads its worker, so the other one is the least loaded next.
+    assert _batch_placements("utilization", concurrent=True, pool=pool) == ["a", "b"] * 4
+
+
+def test_spread_only_among_fitting_workers_and_preferred_first() -> None:
+    rec = Recorder()
+    sched = Scheduler(rec, assigner="spread")
+    add_worker(sched, "a")
+    add_worker(sched, "b", task_types={T.PRE_COMMIT_1})
+    add_worker(sched, "c")
+    for number in range(4):
+        assert sched.submit(request(T.ADD_PIECE, P2K, number=number))
+    assert [w.id for _, w in rec.placed] == ["a", "c", "a", "c"]
+    # A holder of the sector's files still wins over a less recently used worker.
+    assert sched.submit(request(T.ADD_PIECE, P2K, candidates=Candidates(preferred=("c",), anywhere=True)))
+    assert rec.placed[-1][1].id == "c"
+
+
+def test_unknown_assigner_is_refused() -> None:
+    with pytest.raises(ValueError, match="utilization, spread"):
+        Scheduler(Recorder(), assigner="random")
