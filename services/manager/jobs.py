@@ -443,13 +443,23 @@ class JobRunner:
         return len(acked)
 
     def heartbeat(
-        self, worker_id: str, session_id: str, running: list[common_pb2.CallId], info: common_pb2.WorkerInfo | None
+        self,
+        worker_id: str,
+        session_id: str,
+        running: list[common_pb2.CallId],
+        info: common_pb2.WorkerInfo | None,
+        shutting_down: bool = False,
     ) -> tuple[WorkerHandle, list[common_pb2.CallId]] | None:
         """Records a heartbeat; returns the handle and the running calls the manager has no live
-        record of (the worker should stop them), or None for an unknown worker/session."""
+        record of (the worker should stop them), or None for an unknown worker/session. A worker
+        that reports it is shutting down becomes unschedulable at once (its SIGTERM drain)."""
         handle = self.registry.heartbeat(worker_id, session_id, info)
         if handle is None:
             return None
+        if shutting_down and not handle.shutting_down:
+            handle.shutting_down = True
+            log.info("worker is shutting down: placing nothing new on it", extra={"worker": worker_id, "running": len(running)})
+            self.set_operator_state(handle)
         if info is not None:
             self.scheduler.upsert_worker(worker_id, handle.hostname, hardware_of(info), task_types_of(info), table_of(info), handle.schedulable)
         reported = {c.id for c in running}

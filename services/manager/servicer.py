@@ -207,7 +207,8 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         if not request.worker_id or not request.session_id:
             raise invalid("worker_id and session_id are required")
         result = self.runner.heartbeat(
-            request.worker_id, request.session_id, list(request.running_calls), request.info if request.HasField("info") else None
+            request.worker_id, request.session_id, list(request.running_calls), request.info if request.HasField("info") else None,
+            request.shutting_down,
         )
         if result is None:
             raise RpcFailure(

@@ -136,7 +136,10 @@ def sealing_jobs(runner: JobRunner, req: manager_pb2.SealingJobsRequest, deliver
 
 def worker_state(handle: WorkerHandle) -> manager_pb2.WorkerState:
     return manager_pb2.WorkerState(
-        enabled=handle.enabled, cordoned=handle.cordoned or handle.draining, draining=handle.draining, connected=handle.connected
+        enabled=handle.enabled,
+        cordoned=handle.cordoned or handle.draining or handle.shutting_down,
+        draining=handle.draining or handle.shutting_down,
+        connected=handle.connected,
     )
 
 
@@ -255,7 +258,7 @@ def snapshot(runner: JobRunner) -> metrics.Snapshot:
             counts["disconnected"] += 1
         elif not handle.enabled:
             counts["disabled"] += 1
-        elif handle.cordoned or handle.draining:
+        elif handle.cordoned or handle.draining or handle.shutting_down:
             counts["cordoned"] += 1
         else:
             counts["enabled"] += 1

@@ -55,6 +55,9 @@ class WorkerHandle:
     enabled: bool = True
     cordoned: bool = False
     draining: bool = False
+    # The worker process reported it is stopping (SIGTERM): nothing new goes to it. Not an
+    # operator state: the next process's registration clears it.
+    shutting_down: bool = False
     client: WorkerClient | None = None
     # When the heartbeat before the last one arrived (calls dispatched before it must show up
     # in the worker's running list).
@@ -69,7 +72,7 @@ class WorkerHandle:
 
     @property
     def schedulable(self) -> bool:
-        return self.connected and self.enabled and not self.cordoned and not self.draining
+        return self.connected and self.enabled and not self.cordoned and not self.draining and not self.shutting_down
 
     @property
     def path_ids(self) -> list[str]:
@@ -144,6 +147,8 @@ class WorkerRegistry:
         else:
             # The same session after being marked gone is the same process: its calls may still run.
             kind = Registration.SAME_SESSION if handle.session_id == session_id else Registration.RESTARTED
+            if kind is Registration.RESTARTED:
+                handle.shutting_down = False
             if handle.address != address and handle.client is not None:
                 stale, handle.client = handle.client, None
             handle.session_id = session_id

@@ -21,6 +21,8 @@ compute_backend         `auto` (a GPU when the scheduler grants one, else the CP
 lock_ttl_s              Lease length of the sector locks tasks hold (renewed every third).
 storage_heartbeat_s     How often each path's stat goes to the index (the reference's 10 s).
 fetch_chunk_bytes       Size of the chunks this worker sends when serving files.
+drain_timeout_s         On SIGTERM, how long running tasks may go on before they are stopped and
+                        handed back to the manager for a retry (services/worker/drain.py).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class WorkerSection(BaseModel):
     lock_ttl_s: float = Field(default=60.0, ge=5, le=600)
     storage_heartbeat_s: float = Field(default=10.0, gt=0, le=300)
     fetch_chunk_bytes: int = Field(default=1 << 20, ge=4096, le=4 << 20)
+    drain_timeout_s: float = Field(default=60.0, ge=0, le=86400)
 
     @field_validator("task_types")
     @classmethod

@@ -4,6 +4,8 @@ down or restarted, keep retrying with back-off while the worker goes on serving 
 Each heartbeat carries the calls running now, and the full WorkerInfo when it changed (task
 types enabled/disabled, paths attached/detached). Running calls the manager says it does not
 know are stopped; a manager restart makes the worker redeclare its storage and register again.
+A worker that is stopping says so in its heartbeats (`shutting_down`), and `wake()` sends one at
+once, so the manager stops placing work on it before the next interval.
 """
 
 from __future__ import annotations
@@ -28,6 +30,16 @@ async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stopping.wait(), timeout=seconds)
 
 
+async def _sleep_or_wake(stopping: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    waiters = {asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(wake.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    wake.clear()
+
+
 async def _nothing() -> None:
     return None
 
@@ -46,6 +58,7 @@ class ManagerLink:
         running_calls: Callable[[], list[common_pb2.CallId]] = list,
         on_unknown_calls: Callable[[list[common_pb2.CallId]], None] = lambda calls: None,
         on_manager_restart: Callable[[], Awaitable[None]] = _nothing,
+        shutting_down: Callable[[], bool] = lambda: False,
     ) -> None:
         self.manager = manager
         self.token = token
@@ -58,9 +71,15 @@ class ManagerLink:
         self.running_calls = running_calls
         self.on_unknown_calls = on_unknown_calls
         self.on_manager_restart = on_manager_restart
+        self.shutting_down = shutting_down
+        self._wake = asyncio.Event()
         self.registered = False
         self.attempts = 0
         self.manager_session = ""
+
+    def wake(self) -> None:
+        """Sends the next heartbeat now (the worker's state changed: it is shutting down)."""
+        self._wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
         async with aio_channel(self.manager, self.token) as channel:
@@ -92,11 +111,12 @@ class ManagerLink:
         interval = reply.heartbeat_interval.ToTimedelta().total_seconds() or self.heartbeat_interval_s
         log.info("registered with manager", extra={"manager": self.manager, "heartbeat_s": interval})
         while not stopping.is_set():
-            await _sleep_unless(stopping, interval)
+            await _sleep_or_wake(stopping, self._wake, interval)
             if stopping.is_set():
                 return
             request = manager_pb2.WorkerHeartbeatRequest(
-                worker_id=info.worker_id, session_id=self.session_id, running_calls=self.running_calls()
+                worker_id=info.worker_id, session_id=self.session_id, running_calls=self.running_calls(),
+                shutting_down=self.shutting_down(),
             )
             now = self.info_version()
             if now != version:

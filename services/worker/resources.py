@@ -36,6 +36,7 @@ TASK_SHORT_NAMES: dict[str, int] = {
     "WNP": TT.TASK_TYPE_GENERATE_WINNING_POST,
 }
 ALL_TASK_TYPES = tuple(sorted(TASK_SHORT_NAMES.values()))
+SHORT_NAME_OF: dict[int, str] = {value: name for name, value in TASK_SHORT_NAMES.items()}
 _PROOF_BY_LABEL = {SIZE_LABELS[size]: proof for proof, size in SEAL_PROOF_SIZES.items()}
 _FIELDS = {
     "MIN_MEMORY": "min_memory",

@@ -190,6 +190,10 @@ class CallRunner:
         finally:
             self.running.pop(key, None)
 
+    def stop(self, key: str, reason: TaskFailure) -> bool:
+        """Cancels a running (asynchronous) call; its outcome is recorded as `reason`."""
+        return self._stop(key, reason)
+
     def _stop(self, key: str, reason: TaskFailure) -> bool:
         running = self.running.get(key)
         if running is None or running.task is None or running.task.done():

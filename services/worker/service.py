@@ -30,7 +30,8 @@ from services.common.server import Registration, Runtime, Service, registration
 from services.worker import serving, tasks, validation
 from services.worker.callstore import CallStore, call_key
 from services.worker.config import WorkerConfig
-from services.worker.faults import ServeFault
+from services.worker.drain import drain_for_stop
+from services.worker.faults import ServeFault, TaskFault
 from services.worker.identity import WorkerIdentity, load_or_create_worker_id
 from services.worker.index_client import IndexClient
 from services.worker.local_store import LocalStore, NoSpace, PathBusy, PathExists, PathNotFound
@@ -40,6 +41,7 @@ from services.worker.peers import Peers
 from services.worker.remote_store import RemoteStore
 from services.worker.resources import (
     ALL_TASK_TYPES,
+    SHORT_NAME_OF,
     EnabledTaskTypes,
     Resources,
     concurrency_caps,
@@ -134,6 +136,7 @@ class Parts:
     calls: CallStore
     runner: CallRunner
     fault: ServeFault
+    task_fault: TaskFault
     index: IndexClient | None = None
     peers: Peers | None = None
     remote: RemoteStore | None = None
@@ -202,7 +205,13 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         env = self.p.env()
         self.p.runner.admit(task_type, seal_proof)
         ctx = self.p.runner.context_for(call, list(assignment.gpu_ordinals))
-        self.p.runner.start(call, call_type, task_type, seal_proof, validation.timeout_s(assignment), ctx, lambda c: work(env, c))
+        fault, short, attempt = self.p.task_fault, SHORT_NAME_OF.get(task_type, ""), assignment.attempt
+
+        async def run(c: tasks.TaskContext) -> tasks.Outcome:
+            await fault.before(short, attempt)
+            return await work(env, c)
+
+        self.p.runner.start(call, call_type, task_type, seal_proof, validation.timeout_s(assignment), ctx, run)
         log.info("task started", extra={"call": call_key(call), "task": TT.Name(TT.ValueType(task_type))})
         return call
 
@@ -234,6 +243,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             ctx = self.p.runner.context_for(call, [])
             with self.p.runner.inline(call, CT.CALL_TYPE_ADD_PIECE, TT.TASK_TYPE_ADD_PIECE, h.sector.proof_type) as running:
                 try:
+                    await self.p.task_fault.before("AP", h.assignment.attempt)
                     async with tasks.add_piece(env, ctx, sector, existing, h.piece_size) as sink:
                         async for msg in request_iterator:
                             if not msg.HasField("chunk"):
@@ -712,6 +722,7 @@ class WorkerApp(Service):
             calls=calls,
             runner=CallRunner(calls, lambda: self._wake_sender(), worker_id, section.max_tasks, concurrency_caps(overrides)),
             fault=ServeFault(),
+            task_fault=TaskFault(),
         )
         restarted = self.parts.runner.recover()
         if restarted:
@@ -722,6 +733,9 @@ class WorkerApp(Service):
         self._loops: list[asyncio.Task[None]] = []
         self._channels: list[grpc.aio.Channel] = []
         self._abandon_threads = False
+        # The background loops (manager link, result sender, storage heartbeat) outlive the
+        # SIGTERM: they run through the drain and end in stop().
+        self._quit = asyncio.Event()
 
     @property
     def identity(self) -> WorkerIdentity:
@@ -749,13 +763,13 @@ class WorkerApp(Service):
         else:
             log.warning("no index configured (worker.index): serving, but storage and tasks are unavailable")
         p.storage = StorageControl(p.local, p.index, [address])
-        self._loops.append(asyncio.create_task(p.storage.run(runtime.stopping, section.storage_heartbeat_s), name="storage-heartbeat"))
+        self._loops.append(asyncio.create_task(p.storage.run(self._quit, section.storage_heartbeat_s), name="storage-heartbeat"))
         if not section.manager:
             log.warning("no manager configured (worker.manager): serving files and RPCs without registering")
             return
         backoff = Backoff(section.register_retry_initial_s, section.register_retry_max_s)
         p.sender = ReturnSender(p.calls, p.identity.worker_id, section.manager, runtime.token(Permission.WRITE), Backoff(0.2, 5.0))
-        self._loops.append(asyncio.create_task(p.sender.run(runtime.stopping), name="return-sender"))
+        self._loops.append(asyncio.create_task(p.sender.run(self._quit), name="return-sender"))
 
         async def manager_restarted() -> None:
             if p.storage is not None and p.index is not None:
@@ -777,13 +791,27 @@ class WorkerApp(Service):
             running_calls=p.runner.running_call_ids,
             on_unknown_calls=unknown_calls,
             on_manager_restart=manager_restarted,
+            shutting_down=lambda: p.runner.shutting_down,
         )
-        self._loops.append(asyncio.create_task(self.link.run(runtime.stopping), name="manager-link"))
+        self._loops.append(asyncio.create_task(self.link.run(self._quit), name="manager-link"))
 
     async def drain(self) -> None:
-        self.parts.runner.shutting_down = True
+        """SIGTERM: refuse new tasks, tell the manager, let running ones end, return results."""
+        p = self.parts
+        link = self.link
+        if link is None or p.sender is None:
+            p.runner.shutting_down = True
+            return
+        await drain_for_stop(
+            p.runner,
+            announce=link.wake,
+            undelivered=lambda: len(p.calls.pending()),
+            timeout_s=self.config.worker.drain_timeout_s,
+            deliver_timeout_s=max(1.0, self.config.shutdown_grace),
+        )
 
     async def stop(self) -> None:
+        self._quit.set()
         finished = await self.parts.runner.shutdown(max(1.0, self.config.shutdown_grace))
         self._abandon_threads = not finished
         for task in self._loops:

@@ -1,22 +1,57 @@
 """Fleet operations (issue 9) with real processes: an index, a manager and workers talking gRPC.
 
 - assigners: a batch of AddPiece on two idle identical workers lands round-robin under
-  `spread`, and on the least loaded (the same idle worker each time) under `utilization`.
+  `spread`, and on the least loaded (the same idle worker each time) under `utilization`;
+- SIGTERM drain: a worker told to stop in the middle of a task finishes it, its result reaches
+  the manager, nothing new is placed on it meanwhile, and it exits 0.
 """
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
 from services.cli.local_fleet import ServiceProcess
 from services.cli.sealing import add_piece
-from services.common.proto.sectorstorage.v1 import common_pb2
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from tests.integration.test_manager_e2e import P2K, Fleet, WorkerSpec, free_port, piece_data, sector
+from tests.integration.worker_helpers import TICKET
 
 StartService = Callable[..., ServiceProcess]
+J = manager_pb2.JobState
+PC1 = common_pb2.TASK_TYPE_PRE_COMMIT_1
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def pc1_future(fleet: Fleet, number: int, piece: common_pb2.PieceInfo, timeout: float = 60) -> "grpc.Future[Any]":
+    request = manager_pb2.SealPreCommit1Request(sector=sector(number), ticket=TICKET, pieces=[piece])
+    return fleet.stub().SealPreCommit1.future(request, timeout=timeout)  # type: ignore[no-any-return]
+
+
+def jobs_on(fleet: Fleet, name: str, state: int) -> list[manager_pb2.SealingJob]:
+    jobs = fleet.stub().SealingJobs(manager_pb2.SealingJobsRequest(worker_id=fleet.worker_ids[name]), timeout=10).jobs
+    return [j for j in jobs if j.state == state]
+
+
+def worker_stat(fleet: Fleet, name: str) -> manager_pb2.WorkerStat:
+    stats = fleet.stub().WorkerStats(manager_pb2.WorkerStatsRequest(), timeout=10).workers
+    return next(s for s in stats if s.info.worker_id == fleet.worker_ids[name])
 
 
 def make_fleet(start_service: StartService, tmp: Path, manager_env: dict[str, str], workers: list[WorkerSpec]) -> Fleet:
@@ -47,3 +82,34 @@ def test_assigner_placement_of_a_batch(start_service: StartService, tmp_path: Pa
     else:
         # Least loaded first; equal loads (both idle) go to the same worker every time.
         assert len(set(placed)) == 1, placed
+
+
+def test_sigterm_drains_the_worker_then_exits(start_service: StartService, tmp_path: Path) -> None:
+    slow = {"SECTORSTORAGE_TEST_FAULT_TASK_DELAY": "PC1=3", "SECTORSTORAGE_WORKER_DRAIN_TIMEOUT_S": "30"}
+    fleet = make_fleet(start_service, tmp_path, {}, [WorkerSpec("a", cpus=2, env=slow)])
+    piece = add_piece(fleet.stub(), sector(1), piece_data(1, P2K))
+    pc1 = pc1_future(fleet, 1, piece)
+    wait_for(lambda: jobs_on(fleet, "a", J.JOB_STATE_RUNNING), "PC1 running on a")
+    fleet.add_worker(WorkerSpec("b", cpus=2))
+    fleet.wait_registered()
+
+    proc = fleet.workers["a"].proc
+    assert proc is not None
+    proc.send_signal(signal.SIGTERM)
+    sigterm_at = time.time()
+    # Its immediate heartbeat makes it unschedulable (shown draining) while still connected.
+    wait_for(lambda: worker_stat(fleet, "a").state.draining, "a reported draining", timeout=5)
+    assert worker_stat(fleet, "a").state.connected
+    # New work goes elsewhere while a finishes its PC1.
+    add_piece(fleet.stub(), sector(2), piece_data(2, P2K))
+    assert pc1.result().pre_commit1_output
+    assert proc.wait(30) == 0
+
+    runs = fleet.history()
+    pc1_runs = [r for r in runs if r.task_type == PC1]
+    assert [(fleet.name_of(r.worker_id), r.outcome) for r in pc1_runs] == [("a", manager_pb2.TASK_OUTCOME_SUCCEEDED)]
+    [ap2] = [r for r in runs if r.sector.id.number == 2]
+    assert fleet.name_of(ap2.worker_id) == "b"
+    late = [r for r in runs if fleet.name_of(r.worker_id) == "a" and r.started_at.ToNanoseconds() / 1e9 > sigterm_at]
+    assert not late
+    assert any('"stopping: drained"' in line and '"finished": true' in line for line in fleet.workers["a"].output)

@@ -252,6 +252,10 @@ def test_ports_probes_and_metrics_agree_with_config(overlay: Rendered, component
     assert annotations.get("prometheus.io/path") == "/metrics"
     # SIGTERM drains for shutdown_grace seconds; the kubelet must wait longer before SIGKILL.
     assert workload.pod["terminationGracePeriodSeconds"] > config.shutdown_grace
+    worker = getattr(config, "worker", None)
+    if worker is not None:
+        # The worker drains its running tasks first, then returns results, then stops RPCs.
+        assert workload.pod["terminationGracePeriodSeconds"] > worker.drain_timeout_s + 2 * config.shutdown_grace
 
 
 def test_services_target_container_ports(overlay: Rendered) -> None:

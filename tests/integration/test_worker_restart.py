@@ -68,10 +68,11 @@ def test_results_redelivered_after_restart(start_service: StartService, manager:
     assert reply.call_id == calls[1]
 
 
-@pytest.mark.parametrize("stop", ["kill", "sigterm"])
+@pytest.mark.parametrize("stop", ["kill", "sigterm", "sigterm-drain-timeout"])
 def test_running_call_returns_worker_restarted(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path, stop: str) -> None:
     index = start_service("index")
-    w = start_worker(start_service, index, manager)
+    env = {"SECTORSTORAGE_WORKER_DRAIN_TIMEOUT_S": "0", "SECTORSTORAGE_TEST_FAULT_TASK_HANG": "PC1=1"} if stop == "sigterm-drain-timeout" else {}
+    w = start_worker(start_service, index, manager, env=env)
     w.attach("p", tmp_path / "p", seal=True, store=False)
     size = 8 << 20
     piece = w.ok(add_piece(w, 1, size, os.urandom(size // 128 * 127)))
@@ -85,12 +86,21 @@ def test_running_call_returns_worker_restarted(start_service: StartService, mana
     time.sleep(0.3)
     if stop == "kill":
         w.proc.kill()  # a crash in the middle of PC1
+        assert a.call_id.id not in manager.results
     else:
-        assert w.proc.stop(timeout=30) == 0  # a clean stop in the middle of PC1: not a success either
-    assert a.call_id.id not in manager.results
+        # A clean stop drains first (docs/worker.md, "Stopping"): the running PC1 finishes, or is
+        # stopped as TEMPORARY once drain_timeout_s ran out, and that outcome is returned
+        # before the process exits 0.
+        assert w.proc.stop(timeout=30) == 0
+        kind, value = manager.results[a.call_id.id]
+        if stop == "sigterm":
+            assert kind != "error", value
+        else:
+            assert kind == "error" and value.code == common_pb2.TASK_ERROR_CODE_TEMPORARY and "drain_timeout_s" in value.message
     again = start_worker(start_service, index, manager, data_dir=w.proc.data_dir)
-    kind, error = again.result(a.call_id, timeout=30)
-    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_WORKER_RESTARTED
+    if stop == "kill":
+        kind, error = again.result(a.call_id, timeout=30)
+        assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_WORKER_RESTARTED
     # The manager learns of the new session by registration.
     deadline = time.monotonic() + 10
     while len({r.session_id for r in manager.registrations}) < 2 and time.monotonic() < deadline:

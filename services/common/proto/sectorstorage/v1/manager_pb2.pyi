@@ -1334,10 +1334,16 @@ class WorkerHeartbeatRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     RUNNING_CALLS_FIELD_NUMBER: _builtins.int
     INFO_FIELD_NUMBER: _builtins.int
+    SHUTTING_DOWN_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Required."""
     session_id: _builtins.str
     """Required; must be the registered session."""
+    shutting_down: _builtins.bool
+    """The worker is stopping (SIGTERM): the manager places nothing new on it (WorkerState shows it
+    draining) while it finishes or aborts its running calls, returns their results and exits.
+    Cleared by the next process's registration.
+    """
     @_builtins.property
     def running_calls(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.CallId]:
         """Calls running on the worker now (dispatched and not yet finished)."""
@@ -1355,10 +1361,11 @@ class WorkerHeartbeatRequest(_message.Message):
         session_id: _builtins.str = ...,
         running_calls: _abc.Iterable[_common_pb2.CallId] | None = ...,
         info: _common_pb2.WorkerInfo | None = ...,
+        shutting_down: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "running_calls", b"running_calls", "session_id", b"session_id", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "running_calls", b"running_calls", "session_id", b"session_id", "shutting_down", b"shutting_down", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
