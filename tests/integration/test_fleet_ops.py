@@ -3,13 +3,16 @@
 - assigners: a batch of AddPiece on two idle identical workers lands round-robin under
   `spread`, and on the least loaded (the same idle worker each time) under `utilization`;
 - SIGTERM drain: a worker told to stop in the middle of a task finishes it, its result reaches
-  the manager, nothing new is placed on it meanwhile, and it exits 0.
+  the manager, nothing new is placed on it meanwhile, and it exits 0;
+- per-task timeout: a PC1 that hangs on its first attempt is stopped on the worker at its
+  `task_timeouts` limit, its resources are freed, and the retry seals the sector.
 """
 
 from __future__ import annotations
 
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import pytest
 from services.cli.local_fleet import ServiceProcess
 from services.cli.sealing import add_piece
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
-from tests.integration.test_manager_e2e import P2K, Fleet, WorkerSpec, free_port, piece_data, sector
+from tests.integration.test_manager_e2e import P2K, Fleet, WorkerSpec, free_port, piece_data, seal_sector, sector
 from tests.integration.worker_helpers import TICKET
 
 StartService = Callable[..., ServiceProcess]
@@ -113,3 +116,29 @@ def test_sigterm_drains_the_worker_then_exits(start_service: StartService, tmp_p
     late = [r for r in runs if fleet.name_of(r.worker_id) == "a" and r.started_at.ToNanoseconds() / 1e9 > sigterm_at]
     assert not late
     assert any('"stopping: drained"' in line and '"finished": true' in line for line in fleet.workers["a"].output)
+
+
+def test_task_timeout_stops_a_hung_task_and_the_retry_seals(start_service: StartService, tmp_path: Path) -> None:
+    manager_env = {"SECTORSTORAGE_MANAGER_TASK_TIMEOUTS": "{PC1 = 2}", "SECTORSTORAGE_MANAGER_RETRY_BACKOFF_INITIAL_S": "1.5"}
+    hang = {"SECTORSTORAGE_TEST_FAULT_TASK_HANG": "PC1=1"}  # only the first attempt hangs
+    fleet = make_fleet(start_service, tmp_path, manager_env, [WorkerSpec("a", cpus=2, env=hang)])
+    with ThreadPoolExecutor(1) as pool:
+        sealed = pool.submit(seal_sector, fleet, sector(1))
+        wait_for(lambda: jobs_on(fleet, "a", J.JOB_STATE_RUNNING), "PC1 running")
+        started = time.monotonic()
+        timed_out = wait_for(
+            lambda: [r for r in fleet.history(task_type=PC1) if r.outcome == manager_pb2.TASK_OUTCOME_TIMED_OUT], "the timed-out run"
+        )
+        # The worker stopped it at its limit (2 s), well before the manager's own grace (30 s).
+        assert time.monotonic() - started < 10
+        # Its resources are freed while the retry waits out its back-off.
+        stat = worker_stat(fleet, "a")
+        assert stat.tasks_running == 0 and stat.cpu_used == 0 and stat.mem_used_min == 0, stat
+        sealed.result(timeout=60)
+    [failed] = timed_out
+    assert failed.attempt == 1 and failed.error.code == common_pb2.TASK_ERROR_CODE_TIMED_OUT
+    runs = sorted(fleet.history(task_type=PC1), key=lambda r: r.attempt)
+    assert [(r.attempt, r.outcome) for r in runs] == [
+        (1, manager_pb2.TASK_OUTCOME_TIMED_OUT), (2, manager_pb2.TASK_OUTCOME_SUCCEEDED)
+    ]
+    assert worker_stat(fleet, "a").tasks_running == 0
