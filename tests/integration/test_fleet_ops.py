@@ -5,12 +5,16 @@
 - SIGTERM drain: a worker told to stop in the middle of a task finishes it, its result reaches
   the manager, nothing new is placed on it meanwhile, and it exits 0;
 - per-task timeout: a PC1 that hangs on its first attempt is stopped on the worker at its
-  `task_timeouts` limit, its resources are freed, and the retry seals the sector.
+  `task_timeouts` limit, its resources are freed, and the retry seals the sector;
+- caps under a burst: 50 sectors' AddPiece + PC1 on two workers capped at 2 PC1 each (one cap
+  from the worker's config, one from its environment): WorkerStats never shows more, the runs'
+  start/end overlaps never exceed it, no worker refused a task, every sector got its PC1.
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
@@ -23,7 +27,16 @@ import pytest
 from services.cli.local_fleet import ServiceProcess
 from services.cli.sealing import add_piece
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
-from tests.integration.test_manager_e2e import P2K, Fleet, WorkerSpec, free_port, piece_data, seal_sector, sector
+from tests.integration.test_manager_e2e import (
+    P2K,
+    Fleet,
+    WorkerSpec,
+    check_no_overcommit,
+    free_port,
+    piece_data,
+    seal_sector,
+    sector,
+)
 from tests.integration.worker_helpers import TICKET
 
 StartService = Callable[..., ServiceProcess]
@@ -142,3 +155,44 @@ def test_task_timeout_stops_a_hung_task_and_the_retry_seals(start_service: Start
         (1, manager_pb2.TASK_OUTCOME_TIMED_OUT), (2, manager_pb2.TASK_OUTCOME_SUCCEEDED)
     ]
     assert worker_stat(fleet, "a").tasks_running == 0
+
+
+def test_caps_hold_under_a_burst_of_50_sectors(start_service: StartService, tmp_path: Path) -> None:
+    slow = {"SECTORSTORAGE_TEST_FAULT_TASK_DELAY": "PC1=0.15"}  # PC1s overlap
+    fleet = make_fleet(start_service, tmp_path, {}, [
+        WorkerSpec("cfg", cpus=4, resources={"PC1_2K_MAX_CONCURRENT": 2}, env=slow),
+        WorkerSpec("env", cpus=4, env={**slow, "PC1_2K_MAX_CONCURRENT": "2"}),
+    ])
+    seen: dict[str, int] = {}
+    caps: set[int] = set()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for stat in fleet.stub().WorkerStats(manager_pb2.WorkerStatsRequest(), timeout=10).workers:
+                for usage in stat.tasks:
+                    if usage.task_type == PC1:
+                        name = fleet.name_of(stat.info.worker_id)
+                        seen[name] = max(seen.get(name, 0), usage.running)
+                        caps.add(usage.max_concurrent)
+            time.sleep(0.02)
+
+    def pc1(n: int) -> bytes:
+        piece = add_piece(fleet.stub(), sector(n), piece_data(n, P2K))
+        return bytes(pc1_future(fleet, n, piece, timeout=120).result().pre_commit1_output)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with ThreadPoolExecutor(25) as pool:
+            outputs = list(pool.map(pc1, range(1, 51)))
+    finally:
+        stop.set()
+        sampler.join()
+    assert all(outputs) and len(outputs) == 50
+    assert caps == {2}
+    assert seen and max(seen.values()) == 2, seen  # the cap was reached, never passed
+    runs = fleet.history()
+    assert all(r.outcome == manager_pb2.TASK_OUTCOME_SUCCEEDED for r in runs)  # no worker refused one
+    assert sorted(r.sector.id.number for r in runs if r.task_type == PC1) == list(range(1, 51))
+    check_no_overcommit(fleet, runs, {("cfg", PC1): 2, ("env", PC1): 2})
