@@ -6,6 +6,11 @@ quirks fixed: BaseMinMemory is held once per task type while tasks of that type 
 reference adds it to the need but never accounts it, so two types with large bases could
 overcommit RAM), and GPUs are counted per device with fractional use (the reference lets a worker
 with N GPUs run only one GPU task at a time).
+
+PoSt first: Window/Winning PoSt work is checked only against the worker's hardware and the other
+PoSt tasks it runs, never against what sealing tasks hold, so a worker full of sealing work still
+takes a PoSt at once (its vanilla-proof step is short and light; missing its deadline costs the
+miner far more than a moment of overcommit). Sealing tasks do see the PoSt's use.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from services.manager.resources import ResourceRow, Shape
 from services.manager.tasks import TaskType
 
 _GPU_EPS = 1e-9
+POST_TASKS = frozenset({TaskType.GENERATE_WINDOW_POST, TaskType.GENERATE_WINNING_POST})
 
 
 class WaitReason(IntEnum):
@@ -90,6 +96,10 @@ class WorkerCapacity:
     running: Counter[Shape] = field(default_factory=Counter)
     _bases: dict[TaskType, Counter[int]] = field(default_factory=dict)
     _held: dict[TaskType, int] = field(default_factory=dict)
+    # What PoSt tasks hold (also counted above): the only use a PoSt is checked against.
+    post_min: int = 0
+    post_max: int = 0
+    post_cpu: int = 0
 
     def __post_init__(self) -> None:
         if not self.gpu_used:
@@ -121,6 +131,8 @@ class WorkerCapacity:
         hw = self.hardware
         if hw.ignore_resources:
             return None
+        if need.shape[0] in POST_TASKS:
+            return self._post_check(need)
         extra_base = need.base - self._held.get(need.shape[0], 0)
         if extra_base < 0:
             extra_base = 0
@@ -144,6 +156,8 @@ class WorkerCapacity:
         hw = self.hardware
         if hw.ignore_resources:
             return True
+        if need.shape[0] in POST_TASKS:
+            return self._post_check(need) is None
         extra_base = need.base - self._held.get(need.shape[0], 0)
         held = hw.mem_reserved + self.used_base + (extra_base if extra_base > 0 else 0)
         if need.min_memory > hw.mem_physical - held - self.used_min:
@@ -153,6 +167,19 @@ class WorkerCapacity:
         if self.cpu_used + need.threads > hw.cpus:
             return False
         return not need.gpu or self._pick_gpus(need.gpu) is not None
+
+    def _post_check(self, need: Need) -> Rejection | None:
+        """A PoSt task against the hardware less what other PoSt tasks hold (module docstring)."""
+        hw = self.hardware
+        free_min = hw.mem_physical - hw.mem_reserved - self.post_min
+        if need.min_memory > free_min:
+            return WaitReason.RESOURCES_BUSY, f"needs {need.min_memory} bytes min memory, {max(0, free_min)} free for PoSt"
+        free_max = hw.mem_physical + hw.mem_swap - hw.mem_reserved - self.post_max
+        if need.max_memory > free_max:
+            return WaitReason.RESOURCES_BUSY, f"needs {need.max_memory} bytes max memory, {max(0, free_max)} free for PoSt"
+        if self.post_cpu + need.threads > hw.cpus:
+            return WaitReason.RESOURCES_BUSY, f"needs {need.threads} threads, {max(0, hw.cpus - self.post_cpu)} free for PoSt"
+        return None
 
     def check_idle(self, shape: Shape, row: ResourceRow) -> Rejection | None:
         """None when the task would fit on this worker with nothing running; else why never."""
@@ -221,6 +248,10 @@ class WorkerCapacity:
         self.used_min += row.min_memory
         self.used_max += row.max_memory
         self.cpu_used += threads
+        if shape[0] in POST_TASKS:
+            self.post_min += row.min_memory
+            self.post_max += row.max_memory
+            self.post_cpu += threads
         self.running[shape] += 1
         self._bases.setdefault(shape[0], Counter())[row.base_min_memory] += 1
         self._recount_base(shape[0])
@@ -232,6 +263,10 @@ class WorkerCapacity:
         self.used_min -= row.min_memory
         self.used_max -= row.max_memory
         self.cpu_used -= grant.threads
+        if grant.shape[0] in POST_TASKS:
+            self.post_min -= row.min_memory
+            self.post_max -= row.max_memory
+            self.post_cpu -= grant.threads
         self.running[grant.shape] -= 1
         if self.running[grant.shape] <= 0:
             del self.running[grant.shape]

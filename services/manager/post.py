@@ -3,8 +3,11 @@ assembled here; CheckProvable; and the pure verifications (VerifySeal, Verify*Po
 sector challenge) through rust_core.
 
 PoSt work is placed through the scheduler like any task, but in the queue's first classes
-(Winning, then Window, ahead of every sealing task), and it is not tracked durably: a PoSt is
-only worth anything before its deadline, so the caller's call is the whole life of the job.
+(Winning, then Window, ahead of every sealing task), never waiting for resources sealing tasks
+hold (accounting.py), and it is not tracked durably: a PoSt is only worth anything before its
+deadline, so the caller's call is the whole life of the job. Among the workers that hold a
+sector, dedicated PoSt workers (fewest task types: e.g. only WDP/WNP, on shared storage) are
+chosen first, then any schedulable holder.
 
 The proof format is rust_core's PoSt emulation (rust_core/src/porep/post.rs): a worker's vanilla
 proof is `"SSPV" | u16 version | u8 kind | u64 sector size | sector section`; a PoSt proof is
@@ -161,24 +164,15 @@ class Proving:
         groups: dict[str, _Group] = {}
         skipped: list[common_pb2.BadSector] = []
         for s in sectors:
-            chosen: str | None = None
+            holders: list[str] = []
             if self.index is None:
-                for candidate in registry.workers.values():
-                    if candidate.connected and candidate.client and int(task) in candidate.info.task_types:
-                        chosen = candidate.worker_id
-                        break
+                holders = list(registry.workers)
             else:
                 key = SectorKey(s.sector.id.miner, s.sector.id.number, seal.sector_size)
                 for loc in await self.sealing.find(key, SEALED_CACHE):
-                    if not SEALED_CACHE <= loc.types:
-                        continue
-                    for wid in registry.workers_of_path(loc.storage_id):
-                        owner = registry.get(wid)
-                        if owner is not None and owner.connected and int(task) in owner.info.task_types:
-                            chosen = wid
-                            break
-                    if chosen:
-                        break
+                    if SEALED_CACHE <= loc.types:
+                        holders.extend(registry.workers_of_path(loc.storage_id))
+            chosen = self._best_prover(holders, task)
             if chosen is None:
                 skipped.append(common_pb2.BadSector(
                     sector=s.sector.id,
@@ -189,6 +183,19 @@ class Proving:
             assert handle is not None and handle.client is not None
             groups.setdefault(chosen, _Group(chosen, handle.client.stub, [])).sectors.append(s)
         return list(groups.values()), skipped
+
+    def _best_prover(self, holders: Sequence[str], task: TaskType) -> str | None:
+        """The holder to prove on: connected with the task type enabled; schedulable ones first,
+        then the most specialized (a dedicated PoSt worker), then the worker id."""
+        best: tuple[bool, int, str] | None = None
+        for wid in holders:
+            handle = self.runner.registry.get(wid)
+            if handle is None or not handle.connected or handle.client is None or int(task) not in handle.info.task_types:
+                continue
+            key = (not handle.schedulable, len(handle.info.task_types), wid)
+            if best is None or key < best:
+                best = key
+        return best[2] if best is not None else None
 
     async def _vanilla(
         self, group: _Group, task: TaskType, proof_type: int, randomness: bytes, deadline: Deadline

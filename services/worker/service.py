@@ -413,6 +413,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             self._check_enabled(task_type)
             env = self.p.env()
             owner = f"post:{request.assignment.call_id.id or 'adhoc'}"
+            log.info("vanilla proofs", extra={"call": request.assignment.call_id.id, "kind": kind.name, "sectors": len(sectors)})
             ctx = tasks.TaskContext(owner=owner, gpu_ordinals=list(request.assignment.gpu_ordinals))
             async for sector, outcome in tasks.vanilla_proofs(env, ctx, kind, size, randomness, sectors):
                 reply = worker_pb2.GenerateVanillaProofsResponse(sector=sector.to_proto())

@@ -8,7 +8,10 @@
   `task_timeouts` limit, its resources are freed, and the retry seals the sector;
 - caps under a burst: 50 sectors' AddPiece + PC1 on two workers capped at 2 PC1 each (one cap
   from the worker's config, one from its environment): WorkerStats never shows more, the runs'
-  start/end overlaps never exceed it, no worker refused a task, every sector got its PC1.
+  start/end overlaps never exceed it, no worker refused a task, every sector got its PC1;
+- PoSt first: with 100 PC1s waiting behind a worker whose CPUs are all held by hung PC1s, a
+  Window PoSt on a sector that worker holds is answered within its deadline; once a dedicated
+  PoSt worker (only WDP/WNP, same storage) joins, the PoSt work goes to it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import pytest
 
 from services.cli.local_fleet import ServiceProcess
 from services.cli.sealing import add_piece
-from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
+from services.common.client import sync_channel
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from tests.integration.test_manager_e2e import (
     P2K,
     Fleet,
@@ -34,10 +38,12 @@ from tests.integration.test_manager_e2e import (
     check_no_overcommit,
     free_port,
     piece_data,
-    seal_sector,
+    precommit,
     sector,
+    seal_sector,
 )
-from tests.integration.worker_helpers import TICKET
+from tests.integration.worker_helpers import token
+from tests.integration.worker_helpers import FAST_WORKER_ENV, TICKET
 
 StartService = Callable[..., ServiceProcess]
 J = manager_pb2.JobState
@@ -196,3 +202,65 @@ def test_caps_hold_under_a_burst_of_50_sectors(start_service: StartService, tmp_
     assert all(r.outcome == manager_pb2.TASK_OUTCOME_SUCCEEDED for r in runs)  # no worker refused one
     assert sorted(r.sector.id.number for r in runs if r.task_type == PC1) == list(range(1, 51))
     check_no_overcommit(fleet, runs, {("cfg", PC1): 2, ("env", PC1): 2})
+
+
+def start_worker(fleet: Fleet, name: str, env: dict[str, str], data_dir: Path, task_types: str = "") -> worker_pb2_grpc.WorkerServiceStub:
+    """A worker process under `name` (a restart when data_dir is an existing worker's)."""
+    env = {**FAST_WORKER_ENV, "SECTORSTORAGE_WORKER_CPUS": "2", "SECTORSTORAGE_WORKER_NAME": name, **env}
+    if task_types:
+        env["SECTORSTORAGE_WORKER_TASK_TYPES"] = task_types
+    proc = fleet.start_service("worker", "--index", fleet.index.address, "--manager", fleet.address, env=env, data_dir=data_dir)
+    stub = worker_pb2_grpc.WorkerServiceStub(sync_channel(proc.address, token()))
+    fleet.workers[name] = proc
+    fleet.worker_ids[name] = stub.Info(worker_pb2.InfoRequest(), timeout=10).info.worker_id
+    fleet.cpus[fleet.worker_ids[name]] = 2
+    return stub
+
+
+def test_post_is_answered_within_its_deadline_behind_a_sealing_backlog(start_service: StartService, tmp_path: Path) -> None:
+    fleet = make_fleet(start_service, tmp_path, {}, [WorkerSpec("seal", cpus=2)])
+    stub = fleet.stub()
+    ref = sector(1)
+    piece, p1o = precommit(fleet, ref)
+    p2 = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=60)
+    proving = [common_pb2.ProvingSector(sector=ref, comm_r=p2.commitments.comm_r)]
+    window = common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_2KIB_V1
+    randomness = bytes(range(32))
+
+    # The holder comes back with every PC1 hanging: its 2 CPUs get held by 2 PC1s, 100 wait.
+    assert fleet.workers["seal"].stop(timeout=30) == 0
+    hang = {"SECTORSTORAGE_TEST_FAULT_TASK_HANG": "PC1=1", "SECTORSTORAGE_WORKER_DRAIN_TIMEOUT_S": "0"}
+    start_worker(fleet, "seal", hang, tmp_path / "w-seal")
+    fleet.wait_registered()
+    backlog = [pc1_future(fleet, n, common_pb2.PieceInfo(size=2048, commp=piece.commp), timeout=120) for n in range(100, 202)]
+    wait_for(lambda: len(jobs_on(fleet, "seal", J.JOB_STATE_RUNNING)) == 2, "2 PC1s holding the CPUs")
+    wait_for(
+        lambda: sum(j.state == J.JOB_STATE_QUEUED for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs) == 100,
+        "100 PC1s queued",
+    )
+
+    def window_post(deadline_s: float) -> float:
+        started = time.monotonic()
+        post = stub.GenerateWindowPoSt(
+            manager_pb2.GenerateWindowPoStRequest(proof_type=window, randomness=randomness, sectors=proving), timeout=deadline_s
+        )
+        took = time.monotonic() - started
+        assert len(post.proofs) == 1 and not post.skipped
+        verdict = stub.VerifyWindowPoSt(manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=proving, proofs=post.proofs), timeout=30)
+        assert verdict.valid, verdict.reason
+        return took
+
+    assert window_post(deadline_s=5) < 5
+    assert fleet.worker_log_events("vanilla proofs")  # on "seal", beside its sealing work
+
+    # A dedicated PoSt worker on the same (shared) storage takes the PoSt work from now on.
+    post_stub = start_worker(fleet, "post", {}, tmp_path / "w-post", task_types='["WDP", "WNP"]')
+    post_stub.StorageAttachLocal(worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "store-seal")), timeout=30)
+    fleet.wait_registered()
+    window_post(deadline_s=5)
+    assert [name for name, _ in fleet.worker_log_events("vanilla proofs")] == ["seal", "post"]
+    assert sum(j.state == J.JOB_STATE_QUEUED for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs) == 100
+    for future in backlog:
+        future.cancel()
+    # SIGTERM with drain_timeout_s = 0: the hung PC1s are stopped and handed back at once.
+    assert fleet.workers["seal"].stop(timeout=30) == 0

@@ -479,3 +479,23 @@ def test_spread_only_among_fitting_workers_and_preferred_first() -> None:
 def test_unknown_assigner_is_refused() -> None:
     with pytest.raises(ValueError, match="utilization, spread"):
         Scheduler(Recorder(), assigner="random")
+
+
+def test_post_never_waits_for_sealing_resources() -> None:
+    """A worker whose CPUs are all held by PC1s, with more PC1s queued, still takes a Window and
+    a Winning PoSt at once; PoSt counts only against other PoSt work, sealing sees its use."""
+    rec = Recorder()
+    sched = Scheduler(rec)
+    add_worker(sched, "w", hardware=Hardware(mem_physical=8 * GiB, mem_swap=0, mem_reserved=0, cpus=2))
+    for number in range(5):
+        sched.submit(request(T.PRE_COMMIT_1, P2K, number=number))
+    assert rec.names() == ["PC1@w", "PC1@w"] and len(sched.queue) == 3
+    assert sched.submit(request(T.GENERATE_WINDOW_POST, P2K))
+    assert sched.submit(request(T.GENERATE_WINNING_POST, P2K))
+    # Two PoSt threads on two CPUs: a third PoSt waits for one of them, not for the PC1s.
+    third = request(T.GENERATE_WINDOW_POST, P2K)
+    assert not sched.submit(third)
+    post = next(r for r, _ in rec.placed if r.shape[0] is T.GENERATE_WINDOW_POST)
+    sched.release(post.id)
+    assert third.id in sched.assigned
+    assert sched.queue.ordered()[0].shape[0] is T.PRE_COMMIT_1 and len(sched.queue) == 3
