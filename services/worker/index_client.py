@@ -141,6 +141,26 @@ class IndexClient:
         reply = await self.stub.StorageRedeclare(requests(), timeout=RPC_TIMEOUT_S * 4)
         return reply.declared, reply.unchanged, reply.dropped
 
+    async def declared_on(self, storage_id: str, sector: SectorId | None = None) -> set[tuple[SectorId, FileType]]:
+        """Every (sector, type) the index declares on one path (all pages), or of one sector."""
+        out: set[tuple[SectorId, FileType]] = set()
+        token = ""
+        while True:
+            request = index_pb2.StorageListSectorsRequest(storage_id=storage_id, page_size=10_000, page_token=token)
+            if sector is not None:
+                request.sector.CopyFrom(sector.to_proto())
+            reply = await self.stub.StorageListSectors(request, timeout=RPC_TIMEOUT_S)
+            for d in reply.declarations:
+                out.add((SectorId.from_proto(d.sector), _types([d.type])))
+            token = reply.next_page_token
+            if not token:
+                return out
+
+    async def locked_sectors(self) -> dict[SectorId, str]:
+        """Sectors with a live lease in the index, and who holds one."""
+        reply = await self.stub.StorageGetLocks(index_pb2.StorageGetLocksRequest(), timeout=RPC_TIMEOUT_S)
+        return {SectorId.from_proto(lease.sector): lease.owner for lease in reply.locks}
+
     async def find_sector(
         self, sector: SectorId, types: FileType, sector_size: int = 0, allow_fetch: bool = False
     ) -> list[SectorLocation]:

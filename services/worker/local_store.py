@@ -332,6 +332,11 @@ class LocalStore:
             removed.append(copy.path)
         return removed
 
+    def writing(self, storage_id: str) -> set[tuple[SectorId, FileType]]:
+        """Files running tasks reserved space for in a path (they are being written)."""
+        with self._lock:
+            return {(h.sector, h.file_type) for h in self._held if h.path_id == storage_id}
+
     def scan(self, storage_id: str) -> list[tuple[SectorId, FileType]]:
         """The finished sector files in a path: files a running task is still writing (those it
         reserved space for) are left out, so a rescan never declares half-written files."""

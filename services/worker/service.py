@@ -27,7 +27,7 @@ from services.common.backoff import Backoff
 from services.common.client import aio_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from services.common.server import Registration, Runtime, Service, registration
-from services.worker import serving, tasks, validation
+from services.worker import cleanup, serving, tasks, validation
 from services.worker.callstore import CallStore, call_key
 from services.worker.config import WorkerConfig
 from services.worker.drain import drain_for_stop
@@ -52,7 +52,7 @@ from services.worker.resources import (
 from services.worker.returns import ReturnSender
 from services.worker.runner import CallRunner, Exhausted
 from services.worker.sealer import PAD_BLOCK
-from services.worker.sectors import FileType, PathType, post_proof_info, sector_size_of, unpadded
+from services.worker.sectors import FileType, PathType, post_proof_info, sector_size_of, types_to_proto, unpadded
 from services.worker.storage_control import StorageControl, fs_stat_message
 from services.worker.tarstream import TarError, stream_tar
 from services.worker.wire import encode_chunk_response
@@ -528,6 +528,21 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             storage_id = request.storage_id if target == "storage_id" else self.p.local.by_root(request.local_path).id
             detached = await self.p.storage_control().detach(storage_id, request.force)
             return worker_pb2.StorageDetachLocalResponse(storage_id=detached)
+
+    async def StorageCleanup(self, request: worker_pb2.StorageCleanupRequest, context: Context) -> worker_pb2.StorageCleanupResponse:
+        async with _statuses(context, "StorageCleanup"):
+            control = self.p.storage_control()
+            found = await cleanup.cleanup(self.p.local, control.require_index(), request.storage_id, request.apply)
+            reply = worker_pb2.StorageCleanupResponse()
+            for o in found:
+                entry = reply.entries.add(
+                    storage_id=o.storage_id, path=str(o.path), type=types_to_proto(o.file_type)[0], size=o.size, removed=o.removed, skipped=o.skipped
+                )
+                if o.sector is not None:
+                    entry.sector.CopyFrom(o.sector.to_proto())
+                if o.removed or (not request.apply and not o.skipped):
+                    reply.reclaimable_bytes += o.size
+            return reply
 
     async def StorageRedeclareLocal(self, request: worker_pb2.StorageRedeclareLocalRequest, context: Context) -> worker_pb2.StorageRedeclareLocalResponse:
         async with _statuses(context, "StorageRedeclareLocal"):

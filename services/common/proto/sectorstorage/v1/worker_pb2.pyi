@@ -1581,6 +1581,100 @@ class StorageRedeclareLocalResponse(_message.Message):
 Global___StorageRedeclareLocalResponse: _TypeAlias = StorageRedeclareLocalResponse  # noqa: Y015
 
 @_typing.final
+class StorageCleanupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORAGE_ID_FIELD_NUMBER: _builtins.int
+    APPLY_FIELD_NUMBER: _builtins.int
+    storage_id: _builtins.str
+    """Only this local path; empty = every local path."""
+    apply: _builtins.bool
+    """false (the default): a dry run that only lists; true: remove what is listed as removable."""
+    def __init__(
+        self,
+        *,
+        storage_id: _builtins.str = ...,
+        apply: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply", b"apply", "storage_id", b"storage_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageCleanupRequest: _TypeAlias = StorageCleanupRequest  # noqa: Y015
+
+@_typing.final
+class CleanupEntry(_message.Message):
+    """One entry under a sector folder of a local path that the index does not declare there."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORAGE_ID_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    SECTOR_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    storage_id: _builtins.str
+    path: _builtins.str
+    """Absolute path on the worker's host."""
+    type: _common_pb2.SectorFileType.ValueType
+    size: _builtins.int
+    """Bytes on disk (a cache directory: the sum of its files)."""
+    removed: _builtins.bool
+    """Removed by this call (apply only)."""
+    skipped: _builtins.str
+    """Why it is (or would be) left alone: empty = removable."""
+    @_builtins.property
+    def sector(self) -> _common_pb2.SectorId:
+        """Unset for a name that is not a sector file name."""
+
+    def __init__(
+        self,
+        *,
+        storage_id: _builtins.str = ...,
+        path: _builtins.str = ...,
+        sector: _common_pb2.SectorId | None = ...,
+        type: _common_pb2.SectorFileType.ValueType = ...,
+        size: _builtins.int = ...,
+        removed: _builtins.bool = ...,
+        skipped: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sector", b"sector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "removed", b"removed", "sector", b"sector", "size", b"size", "skipped", b"skipped", "storage_id", b"storage_id", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CleanupEntry: _TypeAlias = CleanupEntry  # noqa: Y015
+
+@_typing.final
+class StorageCleanupResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    RECLAIMABLE_BYTES_FIELD_NUMBER: _builtins.int
+    reclaimable_bytes: _builtins.int
+    """Bytes removed (apply) or that apply would remove (dry run)."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___CleanupEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___CleanupEntry] | None = ...,
+        reclaimable_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "reclaimable_bytes", b"reclaimable_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageCleanupResponse: _TypeAlias = StorageCleanupResponse  # noqa: Y015
+
+@_typing.final
 class ReadSectorFileRequest(_message.Message):
     """---------------------------------------------------------------------------------------------
     File serving messages

@@ -175,6 +175,11 @@ class WorkerServiceStub:
                 request_serializer=sectorstorage_dot_v1_dot_worker__pb2.StorageRedeclareLocalRequest.SerializeToString,
                 response_deserializer=sectorstorage_dot_v1_dot_worker__pb2.StorageRedeclareLocalResponse.FromString,
                 _registered_method=True)
+        self.StorageCleanup = channel.unary_unary(
+                '/sectorstorage.v1.WorkerService/StorageCleanup',
+                request_serializer=sectorstorage_dot_v1_dot_worker__pb2.StorageCleanupRequest.SerializeToString,
+                response_deserializer=sectorstorage_dot_v1_dot_worker__pb2.StorageCleanupResponse.FromString,
+                _registered_method=True)
         self.ReadSectorFile = channel.unary_stream(
                 '/sectorstorage.v1.WorkerService/ReadSectorFile',
                 request_serializer=sectorstorage_dot_v1_dot_worker__pb2.ReadSectorFileRequest.SerializeToString,
@@ -464,6 +469,19 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StorageCleanup(self, request, context):
+        """Lists, and with apply removes, the files under local paths that no sector declaration in the
+        index owns on that path (leftovers of crashes, aborted moves, files copied by hand). Only
+        entries of the sector file layout are considered (`unsealed/`, `sealed/`, `cache/` named
+        s-t0<miner>-<number>); any other name is reported and left alone, and so are files a running
+        task is writing and sectors locked in the index. Removal holds a write lock on the file and
+        checks the index again first. Errors: NOT_FOUND (storage_id not a local path),
+        UNAVAILABLE (no index configured, or the index unreachable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReadSectorFile(self, request, context):
         """--- Serving files to peers ------------------------------------------------------------------
         Only files of known types named by sector id are served; the worker builds the file name
@@ -656,6 +674,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.StorageRedeclareLocal,
                     request_deserializer=sectorstorage_dot_v1_dot_worker__pb2.StorageRedeclareLocalRequest.FromString,
                     response_serializer=sectorstorage_dot_v1_dot_worker__pb2.StorageRedeclareLocalResponse.SerializeToString,
+            ),
+            'StorageCleanup': grpc.unary_unary_rpc_method_handler(
+                    servicer.StorageCleanup,
+                    request_deserializer=sectorstorage_dot_v1_dot_worker__pb2.StorageCleanupRequest.FromString,
+                    response_serializer=sectorstorage_dot_v1_dot_worker__pb2.StorageCleanupResponse.SerializeToString,
             ),
             'ReadSectorFile': grpc.unary_stream_rpc_method_handler(
                     servicer.ReadSectorFile,
@@ -1362,6 +1385,33 @@ class WorkerService:
             '/sectorstorage.v1.WorkerService/StorageRedeclareLocal',
             sectorstorage_dot_v1_dot_worker__pb2.StorageRedeclareLocalRequest.SerializeToString,
             sectorstorage_dot_v1_dot_worker__pb2.StorageRedeclareLocalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StorageCleanup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sectorstorage.v1.WorkerService/StorageCleanup',
+            sectorstorage_dot_v1_dot_worker__pb2.StorageCleanupRequest.SerializeToString,
+            sectorstorage_dot_v1_dot_worker__pb2.StorageCleanupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -190,6 +190,15 @@ class WorkerServiceStub:
     every sector file found and, with drop_missing, drops declarations of files that are gone.
     Errors: NOT_FOUND (storage_id not a local path).
     """
+    StorageCleanup: _grpc.UnaryUnaryMultiCallable[_worker_pb2.StorageCleanupRequest, _worker_pb2.StorageCleanupResponse]
+    """Lists, and with apply removes, the files under local paths that no sector declaration in the
+    index owns on that path (leftovers of crashes, aborted moves, files copied by hand). Only
+    entries of the sector file layout are considered (`unsealed/`, `sealed/`, `cache/` named
+    s-t0<miner>-<number>); any other name is reported and left alone, and so are files a running
+    task is writing and sectors locked in the index. Removal holds a write lock on the file and
+    checks the index again first. Errors: NOT_FOUND (storage_id not a local path),
+    UNAVAILABLE (no index configured, or the index unreachable).
+    """
     ReadSectorFile: _grpc.UnaryStreamMultiCallable[_worker_pb2.ReadSectorFileRequest, _worker_pb2.ReadSectorFileResponse]
     """--- Serving files to peers ------------------------------------------------------------------
     Only files of known types named by sector id are served; the worker builds the file name
@@ -387,6 +396,15 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """Rescans local paths and reconciles the index with the disk: re-attaches each path, declares
     every sector file found and, with drop_missing, drops declarations of files that are gone.
     Errors: NOT_FOUND (storage_id not a local path).
+    """
+    StorageCleanup: _aio.UnaryUnaryMultiCallable[_worker_pb2.StorageCleanupRequest, _worker_pb2.StorageCleanupResponse]  # type: ignore[assignment]
+    """Lists, and with apply removes, the files under local paths that no sector declaration in the
+    index owns on that path (leftovers of crashes, aborted moves, files copied by hand). Only
+    entries of the sector file layout are considered (`unsealed/`, `sealed/`, `cache/` named
+    s-t0<miner>-<number>); any other name is reported and left alone, and so are files a running
+    task is writing and sectors locked in the index. Removal holds a write lock on the file and
+    checks the index again first. Errors: NOT_FOUND (storage_id not a local path),
+    UNAVAILABLE (no index configured, or the index unreachable).
     """
     ReadSectorFile: _aio.UnaryStreamMultiCallable[_worker_pb2.ReadSectorFileRequest, _worker_pb2.ReadSectorFileResponse]  # type: ignore[assignment]
     """--- Serving files to peers ------------------------------------------------------------------
@@ -726,6 +744,21 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Rescans local paths and reconciles the index with the disk: re-attaches each path, declares
         every sector file found and, with drop_missing, drops declarations of files that are gone.
         Errors: NOT_FOUND (storage_id not a local path).
+        """
+
+    @_abc_1.abstractmethod
+    def StorageCleanup(
+        self,
+        request: _worker_pb2.StorageCleanupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.StorageCleanupResponse, _abc.Awaitable[_worker_pb2.StorageCleanupResponse]]:
+        """Lists, and with apply removes, the files under local paths that no sector declaration in the
+        index owns on that path (leftovers of crashes, aborted moves, files copied by hand). Only
+        entries of the sector file layout are considered (`unsealed/`, `sealed/`, `cache/` named
+        s-t0<miner>-<number>); any other name is reported and left alone, and so are files a running
+        task is writing and sectors locked in the index. Removal holds a write lock on the file and
+        checks the index again first. Errors: NOT_FOUND (storage_id not a local path),
+        UNAVAILABLE (no index configured, or the index unreachable).
         """
 
     @_abc_1.abstractmethod

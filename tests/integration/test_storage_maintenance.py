@@ -1,0 +1,121 @@
+"""Storage maintenance with real processes (index, manager, worker): redeclare after sector files
+were moved by hand between two paths, and StorageCleanup of files no declaration owns.
+
+- redeclare with drop_missing: the index ends up matching the disk (the moved files on their
+  new path, nothing left on the old one), and C1 then runs on the files where they now are;
+- cleanup: a dry run lists an undeclared copy (removable), a stray non-sector name and an
+  undeclared cache of a sector locked in the index (both left alone), and removes nothing;
+  apply removes only the removable one; declared files are never touched; once the lock is
+  released the cache goes too. Per-path filters show in the path's StorageInfo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from services.cli import storage_cleanup
+from services.cli.local_fleet import ServiceProcess
+from services.common.client import sync_channel
+from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
+from tests.integration.test_fleet_ops import make_fleet
+from tests.integration.test_manager_e2e import WorkerSpec, precommit, sector
+from tests.integration.worker_helpers import MINER, SEED, TICKET, index_stub, token
+
+StartService = Callable[..., ServiceProcess]
+ST = common_pb2.SectorFileType
+UNSEALED, SEALED, CACHE = ST.SECTOR_FILE_TYPE_UNSEALED, ST.SECTOR_FILE_TYPE_SEALED, ST.SECTOR_FILE_TYPE_CACHE
+NAME = f"s-t0{MINER}-1"
+
+
+def holders(index: object, number: int, file_type: int) -> set[str]:
+    reply = index.StorageFindSector(  # type: ignore[attr-defined]
+        index_pb2.StorageFindSectorRequest(sector=common_pb2.SectorId(miner=MINER, number=number), types=[file_type]), timeout=10
+    )
+    return {loc.id for loc in reply.locations}
+
+
+def test_redeclare_after_a_hand_move_and_cleanup(start_service: StartService, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fleet = make_fleet(start_service, tmp_path, {}, [WorkerSpec("a", cpus=2)])
+    worker = worker_pb2_grpc.WorkerServiceStub(sync_channel(fleet.workers["a"].address, token()))
+    index = index_stub(fleet.index)
+    old, new = tmp_path / "store-a", tmp_path / "p2"
+    config = worker_pb2.StoragePathConfig(can_store=True, weight=1, deny_miners=[4242], deny_types=[UNSEALED])
+    p2 = worker.StorageAttachLocal(worker_pb2.StorageAttachLocalRequest(path=str(new), init=config), timeout=30).path.info
+    assert list(p2.deny_miners) == [4242] and list(p2.deny_types) == [UNSEALED]  # filters reported in StorageInfo
+    old_id = next(p.info.id for p in worker.Paths(worker_pb2.PathsRequest(), timeout=10).paths if p.info.id != p2.id)
+
+    ref = sector(1)
+    piece, p1o = precommit(fleet, ref)
+    p2out = fleet.stub().SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=60)
+    assert holders(index, 1, SEALED) == holders(index, 1, CACHE) == {old_id}
+
+    # An operator moves sealed + cache to the other path by hand, then redeclares.
+    for folder in ("sealed", "cache"):
+        (new / folder).mkdir(exist_ok=True)
+        os.rename(old / folder / NAME, new / folder / NAME)
+    reply = worker.StorageRedeclareLocal(worker_pb2.StorageRedeclareLocalRequest(drop_missing=True), timeout=30)
+    by_path = {p.storage_id: p for p in reply.paths}
+    assert by_path[p2.id].declared == 2 and by_path[old_id].dropped == 2
+    assert holders(index, 1, SEALED) == holders(index, 1, CACHE) == {p2.id}
+    assert holders(index, 1, UNSEALED) == {old_id}
+    c1 = fleet.stub().SealCommit1(
+        manager_pb2.SealCommit1Request(
+            sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=p2out.commitments.comm_r, comm_d=p2out.commitments.comm_d
+        ),
+        timeout=60,
+    )
+    assert c1.commit1_output
+
+    # Leftovers: a hand-made copy of the unsealed file, a stray file, the cache of a sector the
+    # index knows nothing of but that a task holds a lock on.
+    (new / "unsealed").mkdir(exist_ok=True)
+    shutil.copyfile(old / "unsealed" / NAME, new / "unsealed" / NAME)
+    (new / "unsealed" / "notes.txt").write_text("operator notes\n")
+    (new / "cache" / f"s-t0{MINER}-7").mkdir()
+    (new / "cache" / f"s-t0{MINER}-7" / "p_aux").write_bytes(b"x" * 64)
+    lock = index.StorageTryLock(
+        index_pb2.StorageTryLockRequest(sector=common_pb2.SectorId(miner=MINER, number=7), write_types=[CACHE], owner="test/task"),
+        timeout=10,
+    )
+    assert lock.acquired
+    unsealed_size = (new / "unsealed" / NAME).stat().st_size
+
+    def run(apply: bool) -> tuple[dict[str, worker_pb2.CleanupEntry], int]:
+        got = worker.StorageCleanup(worker_pb2.StorageCleanupRequest(apply=apply), timeout=30)
+        return {Path(e.path).relative_to(new).as_posix(): e for e in got.entries}, got.reclaimable_bytes
+
+    dry, reclaimable = run(apply=False)
+    assert sorted(dry) == ["cache/s-t01000-7", "unsealed/notes.txt", f"unsealed/{NAME}"]
+    assert all(e.storage_id == p2.id for e in dry.values())
+    assert dry[f"unsealed/{NAME}"].skipped == "" and dry[f"unsealed/{NAME}"].sector.number == 1
+    assert "not a sector file name" in dry["unsealed/notes.txt"].skipped and not dry["unsealed/notes.txt"].HasField("sector")
+    assert "locked by" in dry["cache/s-t01000-7"].skipped and dry["cache/s-t01000-7"].size == 64
+    assert reclaimable == unsealed_size and not any(e.removed for e in dry.values())
+    assert (new / "unsealed" / NAME).exists()
+
+    applied, removed_bytes = run(apply=True)
+    assert [k for k, e in applied.items() if e.removed] == [f"unsealed/{NAME}"] and removed_bytes == unsealed_size
+    assert not (new / "unsealed" / NAME).exists()
+    assert (new / "unsealed" / "notes.txt").exists() and (new / "cache" / f"s-t0{MINER}-7").exists()
+    assert (old / "unsealed" / NAME).exists() and (new / "sealed" / NAME).exists() and (new / "cache" / NAME).is_dir()
+
+    index.StorageUnlock(index_pb2.StorageUnlockRequest(lease_id=lock.lease.lease_id), timeout=10)
+    final, _ = run(apply=True)
+    assert final["cache/s-t01000-7"].removed and not (new / "cache" / f"s-t0{MINER}-7").exists()
+    assert sorted(run(apply=False)[0]) == ["unsealed/notes.txt"]
+
+    # The sectorctl verb (wired by the lead under `sectorctl storage`), against the same worker.
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true")
+    storage_cleanup.register(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(["--json", "cleanup", "--worker", fleet.workers["a"].address, "--token", token()])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["apply"] is False and [Path(e["path"]).name for e in out["entries"]] == ["notes.txt"]
