@@ -11,7 +11,10 @@
   start/end overlaps never exceed it, no worker refused a task, every sector got its PC1;
 - PoSt first: with 100 PC1s waiting behind a worker whose CPUs are all held by hung PC1s, a
   Window PoSt on a sector that worker holds is answered within its deadline; once a dedicated
-  PoSt worker (only WDP/WNP, same storage) joins, the PoSt work goes to it.
+  PoSt worker (only WDP/WNP, same storage) joins, the PoSt work goes to it;
+- cordon/drain during a batch: DrainWorker returns once the worker's running tasks ended, nothing
+  is placed on it from then on (PC1s of sectors whose piece it holds run elsewhere, fetching
+  the piece), every sector of the batch completes, and after UncordonWorker it takes work again.
 """
 
 from __future__ import annotations
@@ -264,3 +267,37 @@ def test_post_is_answered_within_its_deadline_behind_a_sealing_backlog(start_ser
         future.cancel()
     # SIGTERM with drain_timeout_s = 0: the hung PC1s are stopped and handed back at once.
     assert fleet.workers["seal"].stop(timeout=30) == 0
+
+
+def test_drain_during_a_batch_loses_nothing(start_service: StartService, tmp_path: Path) -> None:
+    slow = {"SECTORSTORAGE_TEST_FAULT_TASK_DELAY": "PC1=0.6"}
+    fleet = make_fleet(start_service, tmp_path, {"SECTORSTORAGE_MANAGER_ASSIGNER": "spread"}, [
+        WorkerSpec("a", cpus=2, env=slow), WorkerSpec("b", cpus=2, env=slow),
+    ])
+    stub = fleet.stub()
+
+    def pc1(n: int) -> bytes:
+        piece = add_piece(fleet.stub(), sector(n), piece_data(n, P2K))
+        return bytes(pc1_future(fleet, n, piece, timeout=120).result().pre_commit1_output)
+
+    with ThreadPoolExecutor(12) as pool:
+        batch = [pool.submit(pc1, n) for n in range(1, 13)]
+        wait_for(lambda: jobs_on(fleet, "a", J.JOB_STATE_RUNNING), "a busy with the batch")
+        reply = stub.DrainWorker(manager_pb2.DrainWorkerRequest(worker_id=fleet.worker_ids["a"]), timeout=60)
+        drained_at = time.time()
+        assert reply.drained and not reply.remaining and reply.state.cordoned
+        assert not jobs_on(fleet, "a", J.JOB_STATE_RUNNING) and not jobs_on(fleet, "a", J.JOB_STATE_ASSIGNED)
+        outputs = [f.result() for f in batch]
+    assert all(outputs)
+    runs = fleet.history()
+    assert all(r.outcome == manager_pb2.TASK_OUTCOME_SUCCEEDED for r in runs)
+    assert sorted(r.sector.id.number for r in runs if r.task_type == PC1) == list(range(1, 13))
+    on_a = [r for r in runs if fleet.name_of(r.worker_id) == "a"]
+    assert on_a and all(r.finished_at.ToNanoseconds() / 1e9 <= drained_at for r in on_a)
+    after = [r for r in runs if r.started_at.ToNanoseconds() / 1e9 > drained_at]
+    assert after and {fleet.name_of(r.worker_id) for r in after} == {"b"}
+
+    stub.UncordonWorker(manager_pb2.UncordonWorkerRequest(worker_id=fleet.worker_ids["a"]), timeout=10)
+    for n in (20, 21):  # spread: b was placed on last, so a gets the next one
+        add_piece(stub, sector(n), piece_data(n, P2K))
+    assert "a" in {fleet.name_of(r.worker_id) for r in fleet.history() if r.sector.id.number in (20, 21)}
