@@ -6,7 +6,8 @@ heartbeats. Instead, on SIGTERM the worker:
    nothing new is placed on it;
 2. lets its running calls finish, up to `[worker] drain_timeout_s`;
 3. stops what still runs then with a TEMPORARY error, which the manager retries elsewhere;
-4. waits (up to `deliver_timeout_s`) until every stored result was returned to the manager;
+4. waits (up to `deliver_timeout_s`, and only while the manager answers) until every stored
+   result was returned to the manager;
 then the process exits. Results not delivered by then stay in the call store and are collected
 when the worker starts again.
 """
@@ -49,9 +50,11 @@ async def drain_for_stop(
     undelivered: Callable[[], int],
     timeout_s: float,
     deliver_timeout_s: float,
+    manager_failing: Callable[[], bool] = lambda: False,
 ) -> DrainReport:
     """Runs steps 1-4 of the module docstring. `announce` tells the manager (wakes the
-    heartbeat); `undelivered` counts stored results not yet acknowledged by the manager."""
+    heartbeat); `undelivered` counts stored results not yet acknowledged by the manager;
+    `manager_failing` says the last delivery attempt failed."""
     runner.shutting_down = True
     announce()
     log.info("stopping: draining running calls", extra={"running": len(runner.running), "timeout_s": timeout_s})
@@ -67,7 +70,8 @@ async def drain_for_stop(
         await _until(lambda: not any(r.task is not None for r in runner.running.values()), 5.0)
     left = undelivered()
     if left:
-        await _until(lambda: undelivered() == 0, deliver_timeout_s)
+        await asyncio.sleep(POLL_S)  # let the sender try once
+        await _until(lambda: manager_failing() or undelivered() == 0, deliver_timeout_s)
         left = undelivered()
     log.info("stopping: drained", extra={"finished": finished, "aborted": aborted, "undelivered": left})
     return DrainReport(finished, aborted, left)

@@ -68,6 +68,9 @@ class ReturnSender:
         self.backoff = backoff
         self._wake = asyncio.Event()
         self.delivered = 0
+        # The last delivery attempt failed (the manager is down or unreachable); a stopping
+        # worker does not wait for deliveries then: the results stay stored for the next start.
+        self.failing = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -113,7 +116,9 @@ class ReturnSender:
                 )
             else:
                 log.warning("returning a result failed; will retry", extra={"call": key, "method": method, "code": exc.code().name, "error": exc.details()})
+                self.failing = True
                 return False
+        self.failing = False
         await asyncio.to_thread(self.store.ack, key)
         self.delivered += 1
         log.info("result delivered", extra={"call": key, "method": method})

@@ -824,6 +824,7 @@ class WorkerApp(Service):
             undelivered=lambda: len(p.calls.pending()),
             timeout_s=self.config.worker.drain_timeout_s,
             deliver_timeout_s=max(1.0, self.config.shutdown_grace),
+            manager_failing=lambda: p.sender is not None and p.sender.failing,
         )
 
     async def stop(self) -> None:
