@@ -124,6 +124,42 @@ def test_fetch_sealed_and_cache_between_workers(start_service: StartService, man
     assert [(loc.id, loc.primary) for loc in find(index, number, ST.SECTOR_FILE_TYPE_UNSEALED)] == [(b.ids["seal"], True)]
 
 
+def test_pc2_on_another_worker_than_pc1(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+    """PC1 on A, then PC2, C1 and C2 on B: B moves the cache over (A keeps no stale copy without
+    trees), writes the sealed file itself, and the proof verifies."""
+    index = start_service("index")
+    a = start_worker(start_service, index, manager)
+    b = start_worker(start_service, index, manager)
+    a.attach("seal", tmp_path / "a", seal=True, store=False)
+    b.attach("seal", tmp_path / "b", seal=True, store=False)
+    size, number = 2048, 2
+    name = f"s-t0{MINER}-{number}"
+    ref = sector_ref(number, size)
+    piece = a.ok(add_piece(a, number, size, os.urandom(2032)))
+    pieces = [common_pb2.PieceInfo(size=size, commp=piece.commp)]
+    call = assignment(number)
+    a.stub.SealPreCommit1(worker_pb2.WorkerServiceSealPreCommit1Request(assignment=call, sector=ref, ticket=TICKET, pieces=pieces), timeout=10)
+    p1 = a.ok(call.call_id)
+    call = assignment(number)
+    b.stub.SealPreCommit2(worker_pb2.WorkerServiceSealPreCommit2Request(assignment=call, sector=ref, pre_commit1_output=p1), timeout=10)
+    cids = b.ok(call.call_id)
+    assert not (tmp_path / "a" / "cache" / name).exists() and not (tmp_path / "a" / "sealed" / name).exists()
+    assert (tmp_path / "b" / "sealed" / name).stat().st_size == size
+    assert [(loc.id, loc.primary) for loc in find(index, number, ST.SECTOR_FILE_TYPE_CACHE)] == [(b.ids["seal"], True)]
+    assert [loc.id for loc in find(index, number, ST.SECTOR_FILE_TYPE_SEALED)] == [b.ids["seal"]]
+
+    call = assignment(number)
+    b.stub.SealCommit1(
+        worker_pb2.WorkerServiceSealCommit1Request(assignment=call, sector=ref, ticket=TICKET, seed=SEED, pieces=pieces, comm_r=cids.comm_r, comm_d=cids.comm_d),
+        timeout=10,
+    )
+    c1 = b.ok(call.call_id)
+    call = assignment(number)
+    b.stub.SealCommit2(worker_pb2.WorkerServiceSealCommit2Request(assignment=call, sector=ref, commit1_output=c1), timeout=10)
+    proof = b.ok(call.call_id)
+    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, prover_id(MINER), number, TICKET, SEED, proof)
+
+
 def plant(w: WorkerHandle, label: str, number: int, sealed: bytes, cache: dict[str, bytes]) -> None:
     """Puts sector files into a worker's path by hand and has it declare them."""
     root = w.paths[label]
