@@ -21,13 +21,19 @@ compute_backend         `auto` (a GPU when the scheduler grants one, else the CP
 lock_ttl_s              Lease length of the sector locks tasks hold (renewed every third).
 storage_heartbeat_s     How often each path's stat goes to the index (the reference's 10 s).
 fetch_chunk_bytes       Size of the chunks this worker sends when serving files.
+bulk_transfer           Serve sector files over the bulk side channel (OpenTransfer: a one-time
+                        ticket, then a plain TCP connection fed by sendfile) and use peers'
+                        channels when fetching; false: gRPC streams only, both ways.
+bulk_listen             HOST:PORT the side channel binds; default: the listen host, a free port.
+bulk_advertise          HOST:PORT peers are told to connect to; default: the advertised host
+                        (advertise, else the listen address) with the bound port.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.common.config import ServiceConfig
+from services.common.config import ServiceConfig, parse_host_port
 from services.worker.resources import is_override_key, parse_overrides, parse_task_type
 
 
@@ -59,6 +65,16 @@ class WorkerSection(BaseModel):
     lock_ttl_s: float = Field(default=60.0, ge=5, le=600)
     storage_heartbeat_s: float = Field(default=10.0, gt=0, le=300)
     fetch_chunk_bytes: int = Field(default=1 << 20, ge=4096, le=4 << 20)
+    bulk_transfer: bool = True
+    bulk_listen: str = ""
+    bulk_advertise: str = ""
+
+    @field_validator("bulk_listen", "bulk_advertise")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            parse_host_port(value)
+        return value
 
     @field_validator("task_types")
     @classmethod
