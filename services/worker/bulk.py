@@ -146,6 +146,7 @@ class BulkServer:
             try:
                 conn, peer = self._sock.accept()
             except TimeoutError:
+                self.book.sweep()  # tickets never redeemed give their files back
                 continue
             except OSError:
                 if self._stopped.is_set():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 log = logging.getLogger(__name__)
 ENV_SERVE_EXIT = "SECTORSTORAGE_TEST_FAULT_SERVE_EXIT_AFTER_BYTES"
@@ -21,6 +22,7 @@ class ServeFault:
         raw = os.environ.get(ENV_SERVE_EXIT, "")
         self.limit = int(raw) if raw.isdigit() else None
         self.sent = 0
+        self._lock = threading.Lock()  # side channel connections count from their threads
         if self.limit is not None:
             log.warning("test fault armed: exit after serving bytes", extra={"bytes": self.limit})
 
@@ -31,7 +33,9 @@ class ServeFault:
     def count(self, n: int) -> None:
         if self.limit is None:
             return
-        self.sent += n
-        if self.sent > self.limit:
+        with self._lock:
+            self.sent += n
+            over = self.sent > self.limit
+        if over:
             log.error("test fault: exiting in the middle of a stream", extra={"sent": self.sent})
             os._exit(17)
