@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "sectorstorage.v1.WorkerService"
 # Dirty bytes after which a download asks the kernel to start writing them out.
 WRITEBACK_BYTES = 32 << 20
+# How long a peer whose side channel could not be connected is fetched from over gRPC only.
+UNREACHABLE_RETRY_S = 300.0
 
 
 class TransferError(Exception):
@@ -128,6 +130,9 @@ class Peers:
         self.token = token
         # Try the peers' bulk side channel before the gRPC stream.
         self.bulk = bulk
+        # Peer -> until when its side channel is not tried again (it could not be connected:
+        # each try would cost the connect timeout).
+        self._unreachable: dict[str, float] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _channel(self, target: str) -> grpc.aio.Channel:
@@ -164,7 +169,7 @@ class Peers:
         """Brings a whole file into `dest` (created); returns how: "bulk" (the side channel) or
         "grpc" (the stream). With `sparse`, chunks of zeros are skipped (the file keeps its
         holes, as partial files have)."""
-        if self.bulk and await self._download_bulk(target, sector, file_type, storage_id, dest, expect_size, sparse):
+        if self.bulk and self._unreachable.get(target, 0.0) < time.monotonic() and await self._download_bulk(target, sector, file_type, storage_id, dest, expect_size, sparse):
             return "bulk"
         await self._download_stream(target, sector, file_type, storage_id, dest, expect_size, sparse, timeout)
         return "grpc"
@@ -189,7 +194,11 @@ class Peers:
         try:
             sock = await asyncio.to_thread(bulk_client.connect, grant.address)
         except bulk_client.ChannelUnreachable as exc:
-            log.warning("side channel unreachable; using the gRPC stream", extra={"source": target, "error": str(exc)})
+            self._unreachable[target] = time.monotonic() + UNREACHABLE_RETRY_S
+            log.warning(
+                "side channel unreachable; using the gRPC stream",
+                extra={"source": target, "error": str(exc), "retry_in_s": UNREACHABLE_RETRY_S},
+            )
             return False
         try:
             job = asyncio.ensure_future(asyncio.to_thread(bulk_client.receive, sock, grant.ticket, dest, grant.length, sparse))

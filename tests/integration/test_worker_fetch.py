@@ -262,14 +262,15 @@ def test_side_channel_off_or_unreachable_falls_back_to_grpc(start_service: Start
     for number, (label, w) in enumerate([("off", off), ("walled", walled), ("dying", dying)], start=20):
         w.attach("p", tmp_path / label, seal=True, store=True)
         plant(w, "p", number, sealed, {"p_aux": b"x" * 64})
+    plant(walled, "p", 23, sealed, {"p_aux": b"x" * 64})
 
     # Channel off at the source (OpenTransfer: FAILED_PRECONDITION), then advertised where
-    # nothing answers (as behind a firewall): both fetches take the gRPC stream.
-    assert fetch(dest, 20, size, [ST.SECTOR_FILE_TYPE_SEALED])[0] == "done"
-    assert fetch(dest, 21, size, [ST.SECTOR_FILE_TYPE_SEALED])[0] == "done"
-    for number in (20, 21):
+    # nothing answers (as behind a firewall): the fetches take the gRPC stream, and the
+    # unreachable channel is not tried again for the next fetch from that worker.
+    for number in (20, 21, 23):
+        assert fetch(dest, number, size, [ST.SECTOR_FILE_TYPE_SEALED])[0] == "done"
         assert (tmp_path / "dest" / "sealed" / f"s-t0{MINER}-{number}").read_bytes() == sealed
-    assert routes(dest) == [("sealed", "grpc"), ("sealed", "grpc")]
+    assert routes(dest) == [("sealed", "grpc")] * 3
     assert len(log_entries(dest, "side channel unreachable; using the gRPC stream")) == 1
 
     # A source dying in the middle of the gRPC stream: the fetch fails, nothing is left behind.
