@@ -1,8 +1,9 @@
 """Worker benchmarks, each against its baseline, on real processes over loopback:
 
   fetch     a 512 MiB sealed file fetched by worker B from worker A (the Fetch task: index
-            lookup, lock, gRPC stream, fsync, rename, declare) vs `cp` of the same file on this
-            disk (page cache warm, as the fetch's source read is).
+            lookup, lock, OpenTransfer + the bulk side channel, fsync, rename, declare) vs `cp`
+            of the same file on this disk (page cache warm, as the fetch's source read is); also
+            the same Fetch by worker C, which has the side channel off (the gRPC stream).
   addpiece  a 512 MiB piece (532,676,608 unpadded bytes) streamed into AddPiece (fr32 padding
             into the unsealed file + commP) vs rust_core's in-memory fr32_pad + piece_commitment
             of the same bytes.
@@ -53,8 +54,9 @@ class Fleet:
         self.procs: list[ServiceProcess] = []
         self.token = create_token(self.secret.encode(), Permission.ADMIN, subject="bench")
 
-    def start(self, name: str, label: str, *args: str) -> ServiceProcess:
-        proc = ServiceProcess(name, self.root / label, args=args, secret=self.secret, env={"SECTORSTORAGE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning")})
+    def start(self, name: str, label: str, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
+        env = {"SECTORSTORAGE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"), **(env or {})}
+        proc = ServiceProcess(name, self.root / label, args=args, secret=self.secret, env=env)
         proc.start()
         self.procs.append(proc)
         return proc
@@ -109,9 +111,11 @@ def bench_fetch(fleet: Fleet, index: ServiceProcess, work: Path, size_mib: int, 
     size = size_mib << 20
     a = fleet.start("worker", "worker-a", "--index", index.address)
     b = fleet.start("worker", "worker-b", "--index", index.address)
-    sa, sb = fleet.stub(a), fleet.stub(b)
+    c = fleet.start("worker", "worker-c", "--index", index.address, env={"SECTORSTORAGE_WORKER_BULK_TRANSFER": "false"})
+    sa, sb, sc = fleet.stub(a), fleet.stub(b), fleet.stub(c)
     attach(sa, work / "a", seal=True, store=True)
     attach(sb, work / "b", seal=True, store=False)
+    attach(sc, work / "c", seal=True, store=False)
     number = 1
     name = f"s-t0{MINER}-{number}"
     sealed = work / "a" / "sealed" / name
@@ -121,7 +125,7 @@ def bench_fetch(fleet: Fleet, index: ServiceProcess, work: Path, size_mib: int, 
     sa.StorageRedeclareLocal(worker_pb2.StorageRedeclareLocalRequest(), timeout=60)
     ref = common_pb2.SectorRef(id=common_pb2.SectorId(miner=MINER, number=number), proof_type=PROOF_BY_MIB[size_mib])
 
-    cp_times, cp_sync_times, fetch_times, stream_times = [], [], [], []
+    cp_times, cp_sync_times, fetch_times, grpc_times, stream_times = [], [], [], [], []
     for _ in range(runs):
         # The transport alone: worker A's ReadSectorFile stream read by this process and dropped.
         t = time.perf_counter()
@@ -141,29 +145,32 @@ def bench_fetch(fleet: Fleet, index: ServiceProcess, work: Path, size_mib: int, 
         cp_sync_times.append(time.perf_counter() - t)
         target.unlink()
 
-        call = assignment(number)
-        t = time.perf_counter()
-        sb.Fetch(
-            worker_pb2.FetchRequest(
-                assignment=call, sector=ref, types=[common_pb2.SECTOR_FILE_TYPE_SEALED],
-                path_type=common_pb2.PATH_TYPE_SEALING, mode=worker_pb2.FETCH_MODE_COPY,
-            ),
-            timeout=30,
-        )
-        wait_result(sb, call.call_id)
-        fetch_times.append(time.perf_counter() - t)
-        fetched = work / "b" / "sealed" / name
-        assert fetched.stat().st_size == size, "fetched file has the wrong size"
-        sb.Remove(worker_pb2.WorkerServiceRemoveRequest(sector=ref.id, types=[common_pb2.SECTOR_FILE_TYPE_SEALED]), timeout=60)
+        for stub, label, times in ((sb, "b", fetch_times), (sc, "c", grpc_times)):
+            call = assignment(number)
+            t = time.perf_counter()
+            stub.Fetch(
+                worker_pb2.FetchRequest(
+                    assignment=call, sector=ref, types=[common_pb2.SECTOR_FILE_TYPE_SEALED],
+                    path_type=common_pb2.PATH_TYPE_SEALING, mode=worker_pb2.FETCH_MODE_COPY,
+                ),
+                timeout=30,
+            )
+            wait_result(stub, call.call_id)
+            times.append(time.perf_counter() - t)
+            fetched = work / label / "sealed" / name
+            assert fetched.stat().st_size == size, "fetched file has the wrong size"
+            stub.Remove(worker_pb2.WorkerServiceRemoveRequest(sector=ref.id, types=[common_pb2.SECTOR_FILE_TYPE_SEALED]), timeout=60)
 
-    cp, cp_sync, fetch, stream = (min(x) for x in (cp_times, cp_sync_times, fetch_times, stream_times))
+    cp, cp_sync, fetch, via_grpc, stream = (min(x) for x in (cp_times, cp_sync_times, fetch_times, grpc_times, stream_times))
     print(f"fetch {size_mib} MiB sealed file, worker B <- worker A over loopback (best of {runs}; load {load()})")
-    print(f"  Fetch task (incl. fsync)      {fetch:7.3f} s  {rate(size, fetch):8.1f} MiB/s")
+    print(f"  Fetch task (incl. fsync)      {fetch:7.3f} s  {rate(size, fetch):8.1f} MiB/s   (side channel)")
+    print(f"  Fetch task, gRPC stream       {via_grpc:7.3f} s  {rate(size, via_grpc):8.1f} MiB/s   (worker C, bulk_transfer = false)")
     print(f"  ReadSectorFile stream alone   {stream:7.3f} s  {rate(size, stream):8.1f} MiB/s   (bench process reads, discards)")
     print(f"  cp (page cache, no fsync)     {cp:7.3f} s  {rate(size, cp):8.1f} MiB/s")
     print(f"  cp + fsync                    {cp_sync:7.3f} s  {rate(size, cp_sync):8.1f} MiB/s")
     print(f"  ratio fetch / cp              {cp / fetch:7.2f}x   (target >= 0.5)")
     print(f"  ratio fetch / (cp + fsync)    {cp_sync / fetch:7.2f}x")
+    print(f"  ratio gRPC fetch / cp         {cp / via_grpc:7.2f}x")
 
 
 async def drain_stream(address: str, token: str, sector: common_pb2.SectorId) -> int:

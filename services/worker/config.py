@@ -23,13 +23,19 @@ storage_heartbeat_s     How often each path's stat goes to the index (the refere
 fetch_chunk_bytes       Size of the chunks this worker sends when serving files.
 drain_timeout_s         On SIGTERM, how long running tasks may go on before they are stopped and
                         handed back to the manager for a retry (services/worker/drain.py).
+bulk_transfer           Serve sector files over the bulk side channel (OpenTransfer: a one-time
+                        ticket, then a plain TCP connection fed by sendfile) and use peers'
+                        channels when fetching; false: gRPC streams only, both ways.
+bulk_listen             HOST:PORT the side channel binds; default: the listen host, a free port.
+bulk_advertise          HOST:PORT peers are told to connect to; default: the advertised host
+                        (advertise, else the listen address) with the bound port.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.common.config import ServiceConfig
+from services.common.config import ServiceConfig, parse_host_port
 from services.worker.resources import is_override_key, parse_overrides, parse_task_type
 
 
@@ -62,6 +68,16 @@ class WorkerSection(BaseModel):
     storage_heartbeat_s: float = Field(default=10.0, gt=0, le=300)
     fetch_chunk_bytes: int = Field(default=1 << 20, ge=4096, le=4 << 20)
     drain_timeout_s: float = Field(default=60.0, ge=0, le=86400)
+    bulk_transfer: bool = True
+    bulk_listen: str = ""
+    bulk_advertise: str = ""
+
+    @field_validator("bulk_listen", "bulk_advertise")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            parse_host_port(value)
+        return value
 
     @field_validator("task_types")
     @classmethod

@@ -1,6 +1,10 @@
 """Client side of file serving: download one sector file (or a range) or a cache directory from
 a peer worker into a local temporary name, checking offsets and sizes as the bytes arrive.
 
+Files go over the peer's bulk side channel when it offers one (OpenTransfer, bulk_client.py),
+else (channel off, not reachable) over the ReadSectorFile gRPC stream; cache directories go
+as tar over ReadSectorDir.
+
 A download either returns having written exactly the bytes the peer announced, or raises; the
 caller owns the temporary name and deletes it on failure.
 """
@@ -8,9 +12,11 @@ caller owns the temporary name and deletes it on failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 from pathlib import Path
@@ -22,6 +28,7 @@ from google.protobuf.message import Message
 
 from services.common.client import aio_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from services.worker import bulk_client
 from services.worker.fsutil import start_writeback
 from services.worker.sectors import FileType, SectorId
 from services.worker.tarstream import TarExtractor
@@ -32,6 +39,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "sectorstorage.v1.WorkerService"
 # Dirty bytes after which a download asks the kernel to start writing them out.
 WRITEBACK_BYTES = 32 << 20
+# How long a peer whose side channel could not be connected is fetched from over gRPC only.
+UNREACHABLE_RETRY_S = 300.0
 
 
 class TransferError(Exception):
@@ -117,8 +126,13 @@ class Peers:
     are read as raw bytes and parsed by wire.py (one copy less per chunk than the generated
     classes; the bytes on the wire are the same)."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, bulk: bool = True) -> None:
         self.token = token
+        # Try the peers' bulk side channel before the gRPC stream.
+        self.bulk = bulk
+        # Peer -> until when its side channel is not tried again (it could not be connected:
+        # each try would cost the connect timeout).
+        self._unreachable: dict[str, float] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _channel(self, target: str) -> grpc.aio.Channel:
@@ -151,9 +165,69 @@ class Peers:
         expect_size: int | None = None,
         sparse: bool = False,
         timeout: float | None = None,
+    ) -> str:
+        """Brings a whole file into `dest` (created); returns how: "bulk" (the side channel) or
+        "grpc" (the stream). With `sparse`, chunks of zeros are skipped (the file keeps its
+        holes, as partial files have)."""
+        if self.bulk and self._unreachable.get(target, 0.0) < time.monotonic() and await self._download_bulk(target, sector, file_type, storage_id, dest, expect_size, sparse):
+            return "bulk"
+        await self._download_stream(target, sector, file_type, storage_id, dest, expect_size, sparse, timeout)
+        return "grpc"
+
+    async def _download_bulk(
+        self, target: str, sector: SectorId, file_type: FileType, storage_id: str, dest: Path, expect_size: int | None, sparse: bool
+    ) -> bool:
+        """The side channel; False (nothing written) when the peer has none or it cannot be
+        reached, so the caller uses the gRPC stream."""
+        request = worker_pb2.OpenTransferRequest(
+            sector=sector.to_proto(), type=common_pb2.SectorFileType.ValueType(int(file_type)), storage_id=storage_id
+        )
+        try:
+            grant = await self.stub(target).OpenTransfer(request, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                log.info("no side channel; using the gRPC stream", extra={"source": target, "reason": f"{exc.code().name}: {exc.details()}"})
+                return False
+            raise
+        if expect_size is not None and grant.file_size != expect_size:
+            raise TransferError(f"{target}: {file_type.dirname} file is {grant.file_size} bytes, expected {expect_size}")
+        try:
+            sock = await asyncio.to_thread(bulk_client.connect, grant.address)
+        except bulk_client.ChannelUnreachable as exc:
+            self._unreachable[target] = time.monotonic() + UNREACHABLE_RETRY_S
+            log.warning(
+                "side channel unreachable; using the gRPC stream",
+                extra={"source": target, "error": str(exc), "retry_in_s": UNREACHABLE_RETRY_S},
+            )
+            return False
+        try:
+            job = asyncio.ensure_future(asyncio.to_thread(bulk_client.receive, sock, grant.ticket, dest, grant.length, sparse))
+            try:
+                await asyncio.shield(job)
+            except asyncio.CancelledError:
+                # The thread is blocked in recv or write: break the connection and wait for it.
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(BaseException):
+                    await job
+                raise
+        except bulk_client.TransferError as exc:
+            raise TransferError(f"{target}: {exc}") from None
+        finally:
+            sock.close()
+        return True
+
+    async def _download_stream(
+        self,
+        target: str,
+        sector: SectorId,
+        file_type: FileType,
+        storage_id: str,
+        dest: Path,
+        expect_size: int | None,
+        sparse: bool,
+        timeout: float | None,
     ) -> int:
-        """Streams a whole file into `dest` (created); returns its size. With `sparse`, chunks
-        of zeros are skipped (the file keeps its holes, as partial files have)."""
         request = worker_pb2.ReadSectorFileRequest(
             sector=sector.to_proto(), type=common_pb2.SectorFileType.ValueType(int(file_type)), storage_id=storage_id
         )

@@ -122,7 +122,7 @@ class RemoteStore:
             for url in loc.urls:
                 started = time.monotonic()
                 try:
-                    await self._download(url, loc.storage_id, sector, file_type, sector_size, dest)
+                    via = await self._download(url, loc.storage_id, sector, file_type, sector_size, dest)
                 except (grpc.aio.AioRpcError, TransferError, TarError, OSError) as exc:
                     detail = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                     log.warning(
@@ -139,14 +139,23 @@ class RemoteStore:
                         log.warning("could not remove the source copy after a move", extra={"source": url, "error": exc.details()})
                 log.info(
                     "fetched",
-                    extra={"sector": str(sector), "type": file_type.dirname, "source": url, "dest": dest.id, "seconds": round(time.monotonic() - started, 3)},
+                    extra={
+                        "sector": str(sector),
+                        "type": file_type.dirname,
+                        "source": url,
+                        "dest": dest.id,
+                        "via": via,
+                        "seconds": round(time.monotonic() - started, 3),
+                    },
                 )
                 return
         raise FetchFailed(f"could not fetch the {file_type.dirname} file of sector {sector}: " + "; ".join(errors))
 
     async def _download(
         self, url: str, storage_id: str, sector: SectorId, file_type: FileType, sector_size: int, dest: LocalPath
-    ) -> None:
+    ) -> str:
+        """Downloads into the temporary name, then renames into place; returns how the bytes
+        came ("bulk", "grpc" or "tar")."""
         tmp = fetching_path(dest.root, file_type, sector)
         final = dest.file(file_type, sector)
         tmp.parent.mkdir(exist_ok=True)
@@ -156,12 +165,14 @@ class RemoteStore:
                 if file_type == FileType.CACHE:
                     tmp.mkdir()
                     await self.peers.download_dir(url, sector, storage_id, tmp)
+                    via = "tar"
                 else:
                     expect = sector_size if file_type == FileType.SEALED else None
-                    await self.peers.download_file(
+                    via = await self.peers.download_file(
                         url, sector, file_type, storage_id, tmp, expect_size=expect, sparse=file_type == FileType.UNSEALED
                     )
                 await asyncio.to_thread(_replace, tmp, final)
+                return via
             except BaseException:
                 await asyncio.shield(asyncio.to_thread(remove_file_or_dir, tmp))
                 raise

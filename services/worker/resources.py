@@ -1,5 +1,6 @@
 """The hardware a worker offers the scheduler: CPUs, memory and GPUs, as the reference's
-worker reports them (reserved memory = what other processes already use), and the per-task
+worker reports them (reserved memory = what other processes already use; in a container with
+cgroup v2 limits lower than the host's, the limits: see cgroup.py), and the per-task
 resource overrides an operator sets on the worker.
 
 Overrides use the later Lotus names, `<TASK>[_<SIZE>]_<FIELD>` (PC1_32G_MAX_CONCURRENT,
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.proto.sectorstorage.v1 import common_pb2
+from services.worker.cgroup import CgroupLimits, read_limits
 from services.worker.sectors import SEAL_PROOF_SIZES, SIZE_LABELS
 
 TT = common_pb2.TaskType
@@ -175,19 +177,28 @@ def detect_gpus(env: Mapping[str, str] | None = None) -> tuple[Gpu, ...]:
     return tuple(gpus)
 
 
-def detect_resources(no_swap: bool = False, cpus: int = 0, memory: int = 0) -> Resources:
+def detect_resources(no_swap: bool = False, cpus: int = 0, memory: int = 0, limits: CgroupLimits | None = None) -> Resources:
     """What this machine has; `cpus`/`memory` (when non-zero) override the detected values, and
-    `no_swap` reports no swap (a worker that must never page its tasks out)."""
+    `no_swap` reports no swap (a worker that must never page its tasks out). Inside a container
+    the cgroup v2 limits (`limits`, read from /sys/fs/cgroup when None) replace the host's figures
+    where they are lower: then reserved memory is what the cgroup itself already uses."""
+    limits = read_limits() if limits is None else limits
     info = _meminfo()
     physical = info.get("MemTotal", 0)
     available = info.get("MemAvailable", physical)
     swap_total = 0 if no_swap else info.get("SwapTotal", 0)
     swap_used = 0 if no_swap else swap_total - info.get("SwapFree", swap_total)
+    reserved = max(0, physical - available) + swap_used
+    if limits.memory is not None and limits.memory < physical:
+        physical = limits.memory
+        reserved = min(limits.memory_used if limits.memory_used is not None else reserved, physical)
     detected_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if limits.cpus is not None:
+        detected_cpus = min(detected_cpus, limits.cpus)
     return Resources(
         mem_physical=memory or physical,
         mem_swap=swap_total,
-        mem_reserved=max(0, physical - available) + swap_used,
+        mem_reserved=reserved,
         cpus=cpus or detected_cpus,
         gpus=detect_gpus(),
     )

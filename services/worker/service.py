@@ -26,8 +26,9 @@ from services.common.auth import Permission
 from services.common.backoff import Backoff
 from services.common.client import aio_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from services.common.server import Registration, Runtime, Service, registration
-from services.worker import cleanup, serving, tasks, validation
+from services.common.config import parse_host_port
+from services.common.server import Registration, Runtime, Service, format_address, registration
+from services.worker import bulk, cleanup, serving, tasks, validation
 from services.worker.callstore import CallStore, call_key
 from services.worker.config import WorkerConfig
 from services.worker.drain import drain_for_stop
@@ -95,6 +96,8 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (Exhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (serving.NotServed, grpc.StatusCode.NOT_FOUND),
+    (bulk.ChannelOff, grpc.StatusCode.FAILED_PRECONDITION),
+    (bulk.TooManyTickets, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (PathNotFound, grpc.StatusCode.NOT_FOUND),
     (PathExists, grpc.StatusCode.ALREADY_EXISTS),
     (PathBusy, grpc.StatusCode.FAILED_PRECONDITION),
@@ -142,6 +145,9 @@ class Parts:
     remote: RemoteStore | None = None
     storage: StorageControl | None = None
     sender: ReturnSender | None = None
+    # The bulk side channel and the HOST:PORT peers reach it at; None/"" when off.
+    bulk_server: bulk.BulkServer | None = None
+    bulk_address: str = ""
 
     def env(self) -> tasks.TaskEnv:
         if self.index is None or self.remote is None or self.peers is None:
@@ -162,6 +168,7 @@ class Parts:
         info.ignore_resources = self.config.worker.ignore_resources
         info.task_types.extend(TT.ValueType(t) for t in self.task_types.sorted())
         info.resource_overrides.extend(self.overrides)
+        info.transfer_address = self.bulk_address
         if self.storage is not None:
             for path in list(self.local.paths.values()):
                 info.paths.append(await self.storage.path_message(path))
@@ -596,6 +603,30 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                         await pending
                 os.close(fd)
 
+    async def OpenTransfer(self, request: worker_pb2.OpenTransferRequest, context: Context) -> worker_pb2.OpenTransferResponse:
+        async with _statuses(context, "OpenTransfer"):
+            sector = validation.sector_id(request.sector, request.HasField("sector"))
+            file_type = validation.one_file_type(request.type)
+            if file_type == FileType.CACHE:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the cache is a directory: use ReadSectorDir")
+            server = self.p.bulk_server
+            if server is None:
+                raise bulk.ChannelOff("this worker runs no bulk side channel (worker.bulk_transfer = false): use ReadSectorFile")
+            copy = await asyncio.to_thread(serving.locate, self.p.local, sector, file_type, request.storage_id)
+            fd, size = await asyncio.to_thread(serving.open_file, copy)
+            length = request.length or max(0, size - request.offset)
+            if request.offset > size or request.offset + length > size:
+                os.close(fd)
+                await context.abort(
+                    grpc.StatusCode.OUT_OF_RANGE, f"range [{request.offset}, {request.offset + length}) is beyond the file's {size} bytes"
+                )
+            ticket, expires = server.book.issue(fd, request.offset, length)
+            expires_at = Timestamp()
+            expires_at.FromNanoseconds(int(expires * 1e9))
+            return worker_pb2.OpenTransferResponse(
+                ticket=ticket, address=self.p.bulk_address, offset=request.offset, length=length, file_size=size, expires_at=expires_at
+            )
+
     async def StatSectorFile(self, request: worker_pb2.StatSectorFileRequest, context: Context) -> worker_pb2.StatSectorFileResponse:
         async with _statuses(context, "StatSectorFile"):
             sector = validation.sector_id(request.sector, request.HasField("sector"))
@@ -769,7 +800,9 @@ class WorkerApp(Service):
         section = self.config.worker
         p = self.parts
         address = section.advertise or runtime.address
-        p.peers = Peers(runtime.token(Permission.ADMIN))
+        if section.bulk_transfer:
+            self._start_bulk(address)
+        p.peers = Peers(runtime.token(Permission.ADMIN), bulk=section.bulk_transfer)
         if section.index:
             # ADMIN: detaching a path (StorageDetach) needs it; everything else WRITE.
             channel = aio_channel(section.index, runtime.token(Permission.ADMIN))
@@ -811,6 +844,17 @@ class WorkerApp(Service):
         )
         self._loops.append(asyncio.create_task(self.link.run(self._quit), name="manager-link"))
 
+    def _start_bulk(self, advertise: str) -> None:
+        """The side channel listens on worker.bulk_listen (default: the gRPC listen host, a free
+        port) and is advertised as worker.bulk_advertise (default: the advertised host)."""
+        section = self.config.worker
+        host, port = parse_host_port(section.bulk_listen) if section.bulk_listen else (parse_host_port(self.config.listen)[0], 0)
+        server = bulk.BulkServer(bulk.TicketBook(), self.parts.fault, host, port)
+        server.start()
+        self.parts.bulk_server = server
+        self.parts.bulk_address = section.bulk_advertise or format_address(parse_host_port(advertise)[0], server.port)
+        log.info("bulk side channel listening", extra={"address": format_address(host, server.port), "advertised": self.parts.bulk_address})
+
     async def drain(self) -> None:
         """SIGTERM: refuse new tasks, tell the manager, let running ones end, return results."""
         p = self.parts
@@ -838,6 +882,8 @@ class WorkerApp(Service):
                 await task
         if self.parts.peers is not None:
             await self.parts.peers.close()
+        if self.parts.bulk_server is not None:
+            await asyncio.to_thread(self.parts.bulk_server.stop)
         for channel in self._channels:
             await channel.close()
         self.parts.calls.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -278,16 +277,17 @@ def _check_pieces(pieces: list[Piece], sector_size: int) -> None:
 
 
 async def pre_commit1(env: TaskEnv, ctx: TaskContext, sector: SectorRef, ticket: bytes, pieces: list[Piece]) -> Outcome:
+    """Labels the unsealed data into a fresh cache directory. Unlike Lotus's PC1 it creates no
+    empty sealed file: a declared zero-byte placeholder would be fetched (and rejected, or worse,
+    used) by a PC2 or C1 placed on another worker; PC2 creates the sealed file where it runs."""
     _check_pieces(pieces, sector.size)
     async with _lock(env, ctx, sector.id, FileType.UNSEALED, FileType.SEALED | FileType.CACHE):
         # Leftovers of an earlier attempt, wherever they are, would be stale copies.
         for t in (FileType.SEALED, FileType.CACHE):
             await remove_everywhere(env, sector.id, t)
-        async with env.remote.acquire(
-            sector.id, sector.size, FileType.UNSEALED, FileType.SEALED | FileType.CACHE, PathType.SEALING
-        ) as acq:
-            sealed, cache = acq.path(FileType.SEALED), acq.path(FileType.CACHE)
-            await blocking(_fresh_outputs, sealed, cache)
+        async with env.remote.acquire(sector.id, sector.size, FileType.UNSEALED, FileType.CACHE, PathType.SEALING) as acq:
+            cache = acq.path(FileType.CACHE)
+            await blocking(_fresh_cache, cache)
             try:
                 out = await blocking(
                     sealer.pre_commit1,
@@ -300,33 +300,33 @@ async def pre_commit1(env: TaskEnv, ctx: TaskContext, sector: SectorRef, ticket:
                     pieces,
                 )
             except BaseException:
-                await asyncio.shield(blocking(_remove_all, [sealed, cache]))
+                await asyncio.shield(blocking(remove_file_or_dir, cache))
                 raise
-            for t in (FileType.SEALED, FileType.CACHE):
-                await env.index.declare(acq.storage[t].id, sector.id, t, primary=False)
+            await env.index.declare(acq.storage[FileType.CACHE].id, sector.id, FileType.CACHE, primary=False)
     return ("pre_commit1_output", out)
 
 
-def _fresh_outputs(sealed: Path, cache: Path) -> None:
+def _fresh_cache(cache: Path) -> None:
     remove_file_or_dir(cache)
     cache.mkdir()
-    fd = os.open(sealed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    os.close(fd)
-
-
-def _remove_all(paths: list[Path]) -> None:
-    for p in paths:
-        remove_file_or_dir(p)
 
 
 async def pre_commit2(env: TaskEnv, ctx: TaskContext, sector: SectorRef, p1_output: bytes) -> Outcome:
-    types = FileType.SEALED | FileType.CACHE
-    async with _lock(env, ctx, sector.id, FileType(0), types):
-        async with env.remote.acquire(sector.id, sector.size, types, FileType(0), PathType.SEALING) as acq:
+    """Builds the trees in the cache and writes the sealed replica. The cache is the only input
+    (tree_d holds the data, the layers the key): it is fetched when elsewhere, moved rather than
+    copied so the stale copy without trees cannot serve a later C1; the sealed file is allocated
+    here, and any older sealed copy in the fleet is removed first."""
+    async with _lock(env, ctx, sector.id, FileType(0), FileType.SEALED | FileType.CACHE):
+        await remove_everywhere(env, sector.id, FileType.SEALED)
+        async with env.remote.acquire(sector.id, sector.size, FileType.CACHE, FileType.SEALED, PathType.SEALING, move=True) as acq:
+            sealed = acq.path(FileType.SEALED)
             backend = sealer.backend_for(ctx.gpu_ordinals, env.compute_backend)
-            comm_r, comm_d = await blocking(
-                sealer.pre_commit2, p1_output, acq.path(FileType.CACHE), acq.path(FileType.SEALED), backend
-            )
+            try:
+                comm_r, comm_d = await blocking(sealer.pre_commit2, p1_output, acq.path(FileType.CACHE), sealed, backend)
+            except BaseException:
+                await asyncio.shield(blocking(remove_file_or_dir, sealed))
+                raise
+            await env.index.declare(acq.storage[FileType.SEALED].id, sector.id, FileType.SEALED, primary=False)
     return (
         "commitments",
         common_pb2.SectorCommitments(

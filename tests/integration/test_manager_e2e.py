@@ -431,12 +431,6 @@ def test_worker_killed_mid_task_reruns_elsewhere(fleet: Fleet) -> None:
     assert not stats.workers[0].state.connected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker defect: PC1 leaves an empty sealed file, and a PC2 on another worker fetches sealed+cache "
-    "and rejects the sealed file for not being sector-sized (services/worker/peers.py), so PC2 can only run "
-    "where PC1 ran; remove this marker when the worker fetches only the cache for PC2",
-)
 def test_pc2_fetches_to_another_worker_when_the_holder_cannot_run_it(fleet: Fleet) -> None:
     fleet.add_worker(WorkerSpec("pc1", cpus=2, task_types=["AP", "PC1"]))
     fleet.add_worker(WorkerSpec("pc2", cpus=2, task_types=["PC2", "C1", "C2", "FIN", "GET"]))

@@ -1,12 +1,16 @@
 """Fetching sector files between real worker processes through the real index: a sealed file
-and a cache directory (as tar), reads by range, a move that removes the source, and a source
-that dies in the middle of a stream (the fetch fails cleanly or goes on from another source,
-and never leaves a partial file)."""
+(over the bulk side channel, or the gRPC stream when the channel is off or unreachable) and a
+cache directory (as tar), reads by range, a move that removes the source, the side channel's
+tickets, and a source that dies in the middle of a stream on either path (the fetch fails
+cleanly or goes on from another source, and never leaves a partial file)."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import socket
+import struct
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +57,22 @@ def fetch(w: WorkerHandle, number: int, size: int, types: list[int], mode: int =
 
 def tree(directory: Path) -> dict[str, bytes]:
     return {n: (directory / n).read_bytes() for n in sorted(os.listdir(directory))}
+
+
+def log_entries(w: WorkerHandle, msg: str) -> list[dict[str, object]]:
+    """The worker's JSON log lines with this message."""
+    entries = []
+    for line in w.proc.log().splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("msg") == msg:
+                entries.append(entry)
+    return entries
+
+
+def routes(w: WorkerHandle) -> list[tuple[object, object]]:
+    """(file type, how it came) of each completed fetch, in order."""
+    return [(e["type"], e["via"]) for e in log_entries(w, "fetched")]
 
 
 def test_fetch_sealed_and_cache_between_workers(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
@@ -102,6 +122,7 @@ def test_fetch_sealed_and_cache_between_workers(start_service: StartService, man
     assert os.listdir(tmp_path / "b" / "sealed" / "fetching") == []
     holders = {loc.id: loc for loc in find(index, number, ST.SECTOR_FILE_TYPE_SEALED)}
     assert set(holders) == {a.ids["seal"], b.ids["seal"]} and not holders[b.ids["seal"]].primary
+    assert routes(b) == [("sealed", "bulk"), ("cache", "tar")]
 
     # B proves the sector from its copies.
     call = assignment(number)
@@ -122,6 +143,42 @@ def test_fetch_sealed_and_cache_between_workers(start_service: StartService, man
     assert (tmp_path / "b" / "unsealed" / name).read_bytes() == unsealed_a
     assert not (tmp_path / "a" / "unsealed" / name).exists()
     assert [(loc.id, loc.primary) for loc in find(index, number, ST.SECTOR_FILE_TYPE_UNSEALED)] == [(b.ids["seal"], True)]
+
+
+def test_pc2_on_another_worker_than_pc1(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+    """PC1 on A, then PC2, C1 and C2 on B: B moves the cache over (A keeps no stale copy without
+    trees), writes the sealed file itself, and the proof verifies."""
+    index = start_service("index")
+    a = start_worker(start_service, index, manager)
+    b = start_worker(start_service, index, manager)
+    a.attach("seal", tmp_path / "a", seal=True, store=False)
+    b.attach("seal", tmp_path / "b", seal=True, store=False)
+    size, number = 2048, 2
+    name = f"s-t0{MINER}-{number}"
+    ref = sector_ref(number, size)
+    piece = a.ok(add_piece(a, number, size, os.urandom(2032)))
+    pieces = [common_pb2.PieceInfo(size=size, commp=piece.commp)]
+    call = assignment(number)
+    a.stub.SealPreCommit1(worker_pb2.WorkerServiceSealPreCommit1Request(assignment=call, sector=ref, ticket=TICKET, pieces=pieces), timeout=10)
+    p1 = a.ok(call.call_id)
+    call = assignment(number)
+    b.stub.SealPreCommit2(worker_pb2.WorkerServiceSealPreCommit2Request(assignment=call, sector=ref, pre_commit1_output=p1), timeout=10)
+    cids = b.ok(call.call_id)
+    assert not (tmp_path / "a" / "cache" / name).exists() and not (tmp_path / "a" / "sealed" / name).exists()
+    assert (tmp_path / "b" / "sealed" / name).stat().st_size == size
+    assert [(loc.id, loc.primary) for loc in find(index, number, ST.SECTOR_FILE_TYPE_CACHE)] == [(b.ids["seal"], True)]
+    assert [loc.id for loc in find(index, number, ST.SECTOR_FILE_TYPE_SEALED)] == [b.ids["seal"]]
+
+    call = assignment(number)
+    b.stub.SealCommit1(
+        worker_pb2.WorkerServiceSealCommit1Request(assignment=call, sector=ref, ticket=TICKET, seed=SEED, pieces=pieces, comm_r=cids.comm_r, comm_d=cids.comm_d),
+        timeout=10,
+    )
+    c1 = b.ok(call.call_id)
+    call = assignment(number)
+    b.stub.SealCommit2(worker_pb2.WorkerServiceSealCommit2Request(assignment=call, sector=ref, commit1_output=c1), timeout=10)
+    proof = b.ok(call.call_id)
+    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, prover_id(MINER), number, TICKET, SEED, proof)
 
 
 def plant(w: WorkerHandle, label: str, number: int, sealed: bytes, cache: dict[str, bytes]) -> None:
@@ -165,6 +222,7 @@ def test_source_dying_mid_stream(start_service: StartService, manager: ManagerEn
     assert tree(tmp_path / "dest" / "cache" / name) == cache
     assert leftovers(tmp_path / "dest") == []
     assert "fetch from a source failed; trying the next" in dest.proc.log()
+    assert routes(dest) == [("cache", "tar"), ("sealed", "bulk")]
 
     # Only a source that dies in the middle of the sealed file: the fetch fails (temporary), and
     # nothing is left behind.
@@ -174,6 +232,9 @@ def test_source_dying_mid_stream(start_service: StartService, manager: ManagerEn
     kind, error = fetch(dest, 11, size, [ST.SECTOR_FILE_TYPE_SEALED])
     assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_TEMPORARY, error
     assert lone.proc.proc is not None and lone.proc.proc.wait(10) == 17
+    # It died on the side channel, in the middle of the file.
+    failures = [str(e["error"]) for e in log_entries(dest, "fetch from a source failed; trying the next") if e["sector"] == f"{MINER}-11"]
+    assert failures and "side channel closed after" in failures[-1], failures
     assert not (tmp_path / "dest" / "sealed" / f"s-t0{MINER}-11").exists()
     assert leftovers(tmp_path / "dest") == []
     assert dest.ids["p"] not in {loc.id for loc in find(index, 11, ST.SECTOR_FILE_TYPE_SEALED)}
@@ -181,3 +242,84 @@ def test_source_dying_mid_stream(start_service: StartService, manager: ManagerEn
     # A sector nobody has: SECTOR_NOT_FOUND.
     kind, error = fetch(dest, 12, size, [ST.SECTOR_FILE_TYPE_SEALED])
     assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_side_channel_off_or_unreachable_falls_back_to_grpc(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+    size = 8 << 20
+    sealed = os.urandom(size)
+    index = start_service("index")
+    dest = start_worker(start_service, index, manager)
+    off = start_worker(start_service, index, manager, env={"SECTORSTORAGE_WORKER_BULK_TRANSFER": "false"})
+    walled = start_worker(start_service, index, manager, env={"SECTORSTORAGE_WORKER_BULK_ADVERTISE": f"127.0.0.1:{closed_port()}"})
+    dying = start_worker(start_service, index, manager, env={"SECTORSTORAGE_WORKER_BULK_TRANSFER": "false", ENV_SERVE_EXIT: str(2 << 20)})
+    dest.attach("p", tmp_path / "dest", seal=True, store=False)
+    for number, (label, w) in enumerate([("off", off), ("walled", walled), ("dying", dying)], start=20):
+        w.attach("p", tmp_path / label, seal=True, store=True)
+        plant(w, "p", number, sealed, {"p_aux": b"x" * 64})
+    plant(walled, "p", 23, sealed, {"p_aux": b"x" * 64})
+
+    # Channel off at the source (OpenTransfer: FAILED_PRECONDITION), then advertised where
+    # nothing answers (as behind a firewall): the fetches take the gRPC stream, and the
+    # unreachable channel is not tried again for the next fetch from that worker.
+    for number in (20, 21, 23):
+        assert fetch(dest, number, size, [ST.SECTOR_FILE_TYPE_SEALED])[0] == "done"
+        assert (tmp_path / "dest" / "sealed" / f"s-t0{MINER}-{number}").read_bytes() == sealed
+    assert routes(dest) == [("sealed", "grpc")] * 3
+    assert len(log_entries(dest, "side channel unreachable; using the gRPC stream")) == 1
+
+    # A source dying in the middle of the gRPC stream: the fetch fails, nothing is left behind.
+    kind, error = fetch(dest, 22, size, [ST.SECTOR_FILE_TYPE_SEALED])
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_TEMPORARY, error
+    assert dying.proc.proc is not None and dying.proc.proc.wait(10) == 17
+    assert not (tmp_path / "dest" / "sealed" / f"s-t0{MINER}-22").exists()
+    assert os.listdir(tmp_path / "dest" / "sealed" / "fetching") == []
+
+
+def bulk_read(address: str, ticket: bytes) -> bytes:
+    """One side channel connection: the ticket out, everything the server sends back."""
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(ticket)
+        data = bytearray()
+        while part := conn.recv(1 << 20):
+            data += part
+    return bytes(data)
+
+
+def test_open_transfer_tickets(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+    index = start_service("index")
+    w = start_worker(start_service, index, manager)
+    w.attach("p", tmp_path / "p", seal=True, store=True)
+    sealed = os.urandom(2048)
+    plant(w, "p", 30, sealed, {"p_aux": b"x" * 64})
+    sector = sector_ref(30, 2048).id
+
+    def open_transfer(**kw: object) -> worker_pb2.OpenTransferResponse:
+        fields = {"sector": sector, "type": ST.SECTOR_FILE_TYPE_SEALED, **kw}
+        reply: worker_pb2.OpenTransferResponse = w.stub.OpenTransfer(worker_pb2.OpenTransferRequest(**fields), timeout=10)
+        return reply
+
+    grant = open_transfer(offset=100, length=1000)
+    assert (grant.offset, grant.length, grant.file_size, len(grant.ticket)) == (100, 1000, 2048, 32)
+    assert grant.address == w.stub.Info(worker_pb2.InfoRequest(), timeout=10).info.transfer_address
+    assert bulk_read(grant.address, grant.ticket) == struct.pack(">Q", 1000) + sealed[100:1100]
+    # One connection per ticket; a made-up ticket gets nothing either.
+    assert bulk_read(grant.address, grant.ticket) == b""
+    assert bulk_read(grant.address, os.urandom(32)) == b""
+    whole = open_transfer()
+    assert whole.length == 2048 and bulk_read(whole.address, whole.ticket) == struct.pack(">Q", 2048) + sealed
+
+    for kw, code in [
+        ({"offset": 2000, "length": 100}, grpc.StatusCode.OUT_OF_RANGE),
+        ({"type": ST.SECTOR_FILE_TYPE_CACHE}, grpc.StatusCode.FAILED_PRECONDITION),
+        ({"sector": sector_ref(31, 2048).id}, grpc.StatusCode.NOT_FOUND),
+    ]:
+        with pytest.raises(grpc.RpcError) as err:
+            open_transfer(**kw)
+        assert err.value.code() == code, kw

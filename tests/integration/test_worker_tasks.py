@@ -77,13 +77,16 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
     a = assignment(number)
     w.stub.SealPreCommit1(worker_pb2.WorkerServiceSealPreCommit1Request(assignment=a, sector=ref, ticket=TICKET, pieces=pieces), timeout=10)
     p1 = w.ok(a.call_id)
-    assert (tmp_path / "seal" / "sealed" / name).exists() and (tmp_path / "seal" / "cache" / name).is_dir()
+    # PC1 makes the cache only; the sealed file is PC2's output (no empty placeholder to fetch).
+    assert not (tmp_path / "seal" / "sealed" / name).exists() and (tmp_path / "seal" / "cache" / name).is_dir()
+    assert find(index, number, ST.SECTOR_FILE_TYPE_SEALED) == []
     a = assignment(number)
     w.stub.SealPreCommit2(worker_pb2.WorkerServiceSealPreCommit2Request(assignment=a, sector=ref, pre_commit1_output=p1), timeout=10)
     cids = w.ok(a.call_id)
     assert cids.comm_d == rust_core.unsealed_commitment(size, [(size, piece.commp)])
     assert cids.sealed_cid == rust_core.sealed_cid(cids.comm_r)
     assert (tmp_path / "seal" / "sealed" / name).stat().st_size == size
+    assert [loc.id for loc in find(index, number, ST.SECTOR_FILE_TYPE_SEALED)] == [w.ids["seal"]]
 
     # C1, C2: the proof verifies.
     a = assignment(number)

@@ -1088,6 +1088,7 @@ class WorkerInfo(_message.Message):
     PATHS_FIELD_NUMBER: _builtins.int
     RESOURCE_OVERRIDES_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    TRANSFER_ADDRESS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Stable worker id (a UUID kept in the worker's data directory); survives restarts. Operators
     address a worker by it (or a unique prefix, in the CLI).
@@ -1102,6 +1103,10 @@ class WorkerInfo(_message.Message):
     """
     version: _builtins.str
     """Software version of the worker, e.g. "0.1.0"."""
+    transfer_address: _builtins.str
+    """HOST:PORT of the worker's bulk transfer side channel (WorkerService.OpenTransfer); empty
+    when it is off.
+    """
     @_builtins.property
     def resources(self) -> Global___WorkerResources:
         """Hardware available to tasks."""
@@ -1130,10 +1135,11 @@ class WorkerInfo(_message.Message):
         paths: _abc.Iterable[Global___StoragePath] | None = ...,
         resource_overrides: _abc.Iterable[Global___TaskResources] | None = ...,
         version: _builtins.str = ...,
+        transfer_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "ignore_resources", b"ignore_resources", "name", b"name", "paths", b"paths", "resource_overrides", b"resource_overrides", "resources", b"resources", "task_types", b"task_types", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "ignore_resources", b"ignore_resources", "name", b"name", "paths", b"paths", "resource_overrides", b"resource_overrides", "resources", b"resources", "task_types", b"task_types", "transfer_address", b"transfer_address", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1746,6 +1746,87 @@ class ReadSectorFileResponse(_message.Message):
 Global___ReadSectorFileResponse: _TypeAlias = ReadSectorFileResponse  # noqa: Y015
 
 @_typing.final
+class OpenTransferRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECTOR_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    STORAGE_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    type: _common_pb2.SectorFileType.ValueType
+    """UNSEALED or SEALED. Required."""
+    storage_id: _builtins.str
+    """The copy in this local path; empty = the worker picks (primary first)."""
+    offset: _builtins.int
+    """First byte to send (raw file offset)."""
+    length: _builtins.int
+    """Bytes to send; 0 = up to the end of the file."""
+    @_builtins.property
+    def sector(self) -> _common_pb2.SectorId:
+        """Required."""
+
+    def __init__(
+        self,
+        *,
+        sector: _common_pb2.SectorId | None = ...,
+        type: _common_pb2.SectorFileType.ValueType = ...,
+        storage_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sector", b"sector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "offset", b"offset", "sector", b"sector", "storage_id", b"storage_id", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenTransferRequest: _TypeAlias = OpenTransferRequest  # noqa: Y015
+
+@_typing.final
+class OpenTransferResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    FILE_SIZE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    ticket: _builtins.bytes
+    """One-time secret (32 bytes) the client sends first on the side channel connection."""
+    address: _builtins.str
+    """HOST:PORT of the worker's side channel listener."""
+    offset: _builtins.int
+    """The range the connection will carry: raw file offset, and byte count (a request's 0
+    resolved to the rest of the file).
+    """
+    length: _builtins.int
+    file_size: _builtins.int
+    """Total size of the file in bytes."""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """The ticket is refused after this time."""
+
+    def __init__(
+        self,
+        *,
+        ticket: _builtins.bytes = ...,
+        address: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
+        file_size: _builtins.int = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "expires_at", b"expires_at", "file_size", b"file_size", "length", b"length", "offset", b"offset", "ticket", b"ticket"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenTransferResponse: _TypeAlias = OpenTransferResponse  # noqa: Y015
+
+@_typing.final
 class StatSectorFileRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

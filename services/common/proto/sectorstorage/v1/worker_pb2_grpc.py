@@ -185,6 +185,11 @@ class WorkerServiceStub:
                 request_serializer=sectorstorage_dot_v1_dot_worker__pb2.ReadSectorFileRequest.SerializeToString,
                 response_deserializer=sectorstorage_dot_v1_dot_worker__pb2.ReadSectorFileResponse.FromString,
                 _registered_method=True)
+        self.OpenTransfer = channel.unary_unary(
+                '/sectorstorage.v1.WorkerService/OpenTransfer',
+                request_serializer=sectorstorage_dot_v1_dot_worker__pb2.OpenTransferRequest.SerializeToString,
+                response_deserializer=sectorstorage_dot_v1_dot_worker__pb2.OpenTransferResponse.FromString,
+                _registered_method=True)
         self.StatSectorFile = channel.unary_unary(
                 '/sectorstorage.v1.WorkerService/StatSectorFile',
                 request_serializer=sectorstorage_dot_v1_dot_worker__pb2.StatSectorFileRequest.SerializeToString,
@@ -497,6 +502,24 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenTransfer(self, request, context):
+        """Opens a one-time bulk transfer of one sector file (or a byte range of it) on the worker's
+        side channel, the fast path for fetches (gRPC streaming in Python tops out well below disk
+        speed). The caller connects a plain TCP socket to `address`, sends the 32-byte ticket, and
+        reads an 8-byte big-endian length (equal to `length`) followed by exactly that many bytes of
+        the file from `offset`; the server then closes the connection. A ticket is valid for one
+        connection until `expires_at`; an unknown, used or expired ticket gets the connection closed
+        without a byte. The file is opened when the ticket is issued, so the bytes sent are those of
+        the file this answer describes. Callers fall back to ReadSectorFile when this fails with
+        FAILED_PRECONDITION or UNIMPLEMENTED, or when `address` cannot be reached (firewall).
+        Errors: NOT_FOUND (no local copy), FAILED_PRECONDITION (the type is a directory, or the side
+        channel is off on this worker: worker.bulk_transfer), OUT_OF_RANGE (offset or offset+length
+        beyond the end of the file), RESOURCE_EXHAUSTED (too many open tickets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StatSectorFile(self, request, context):
         """Size, allocation and kind of one local sector file or directory (with its entries).
         Errors: NOT_FOUND (no local copy).
@@ -684,6 +707,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.ReadSectorFile,
                     request_deserializer=sectorstorage_dot_v1_dot_worker__pb2.ReadSectorFileRequest.FromString,
                     response_serializer=sectorstorage_dot_v1_dot_worker__pb2.ReadSectorFileResponse.SerializeToString,
+            ),
+            'OpenTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenTransfer,
+                    request_deserializer=sectorstorage_dot_v1_dot_worker__pb2.OpenTransferRequest.FromString,
+                    response_serializer=sectorstorage_dot_v1_dot_worker__pb2.OpenTransferResponse.SerializeToString,
             ),
             'StatSectorFile': grpc.unary_unary_rpc_method_handler(
                     servicer.StatSectorFile,
@@ -1439,6 +1467,33 @@ class WorkerService:
             '/sectorstorage.v1.WorkerService/ReadSectorFile',
             sectorstorage_dot_v1_dot_worker__pb2.ReadSectorFileRequest.SerializeToString,
             sectorstorage_dot_v1_dot_worker__pb2.ReadSectorFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sectorstorage.v1.WorkerService/OpenTransfer',
+            sectorstorage_dot_v1_dot_worker__pb2.OpenTransferRequest.SerializeToString,
+            sectorstorage_dot_v1_dot_worker__pb2.OpenTransferResponse.FromString,
             options,
             channel_credentials,
             insecure,

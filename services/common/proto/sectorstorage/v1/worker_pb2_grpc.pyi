@@ -210,6 +210,20 @@ class WorkerServiceStub:
     Errors: NOT_FOUND (no local copy), FAILED_PRECONDITION (the type is a directory: use
     ReadSectorDir), OUT_OF_RANGE (offset or offset+length beyond the end of the file).
     """
+    OpenTransfer: _grpc.UnaryUnaryMultiCallable[_worker_pb2.OpenTransferRequest, _worker_pb2.OpenTransferResponse]
+    """Opens a one-time bulk transfer of one sector file (or a byte range of it) on the worker's
+    side channel, the fast path for fetches (gRPC streaming in Python tops out well below disk
+    speed). The caller connects a plain TCP socket to `address`, sends the 32-byte ticket, and
+    reads an 8-byte big-endian length (equal to `length`) followed by exactly that many bytes of
+    the file from `offset`; the server then closes the connection. A ticket is valid for one
+    connection until `expires_at`; an unknown, used or expired ticket gets the connection closed
+    without a byte. The file is opened when the ticket is issued, so the bytes sent are those of
+    the file this answer describes. Callers fall back to ReadSectorFile when this fails with
+    FAILED_PRECONDITION or UNIMPLEMENTED, or when `address` cannot be reached (firewall).
+    Errors: NOT_FOUND (no local copy), FAILED_PRECONDITION (the type is a directory, or the side
+    channel is off on this worker: worker.bulk_transfer), OUT_OF_RANGE (offset or offset+length
+    beyond the end of the file), RESOURCE_EXHAUSTED (too many open tickets).
+    """
     StatSectorFile: _grpc.UnaryUnaryMultiCallable[_worker_pb2.StatSectorFileRequest, _worker_pb2.StatSectorFileResponse]
     """Size, allocation and kind of one local sector file or directory (with its entries).
     Errors: NOT_FOUND (no local copy).
@@ -416,6 +430,20 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     message also carries the file's size.
     Errors: NOT_FOUND (no local copy), FAILED_PRECONDITION (the type is a directory: use
     ReadSectorDir), OUT_OF_RANGE (offset or offset+length beyond the end of the file).
+    """
+    OpenTransfer: _aio.UnaryUnaryMultiCallable[_worker_pb2.OpenTransferRequest, _worker_pb2.OpenTransferResponse]  # type: ignore[assignment]
+    """Opens a one-time bulk transfer of one sector file (or a byte range of it) on the worker's
+    side channel, the fast path for fetches (gRPC streaming in Python tops out well below disk
+    speed). The caller connects a plain TCP socket to `address`, sends the 32-byte ticket, and
+    reads an 8-byte big-endian length (equal to `length`) followed by exactly that many bytes of
+    the file from `offset`; the server then closes the connection. A ticket is valid for one
+    connection until `expires_at`; an unknown, used or expired ticket gets the connection closed
+    without a byte. The file is opened when the ticket is issued, so the bytes sent are those of
+    the file this answer describes. Callers fall back to ReadSectorFile when this fails with
+    FAILED_PRECONDITION or UNIMPLEMENTED, or when `address` cannot be reached (firewall).
+    Errors: NOT_FOUND (no local copy), FAILED_PRECONDITION (the type is a directory, or the side
+    channel is off on this worker: worker.bulk_transfer), OUT_OF_RANGE (offset or offset+length
+    beyond the end of the file), RESOURCE_EXHAUSTED (too many open tickets).
     """
     StatSectorFile: _aio.UnaryUnaryMultiCallable[_worker_pb2.StatSectorFileRequest, _worker_pb2.StatSectorFileResponse]  # type: ignore[assignment]
     """Size, allocation and kind of one local sector file or directory (with its entries).
@@ -776,6 +804,26 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         message also carries the file's size.
         Errors: NOT_FOUND (no local copy), FAILED_PRECONDITION (the type is a directory: use
         ReadSectorDir), OUT_OF_RANGE (offset or offset+length beyond the end of the file).
+        """
+
+    @_abc_1.abstractmethod
+    def OpenTransfer(
+        self,
+        request: _worker_pb2.OpenTransferRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.OpenTransferResponse, _abc.Awaitable[_worker_pb2.OpenTransferResponse]]:
+        """Opens a one-time bulk transfer of one sector file (or a byte range of it) on the worker's
+        side channel, the fast path for fetches (gRPC streaming in Python tops out well below disk
+        speed). The caller connects a plain TCP socket to `address`, sends the 32-byte ticket, and
+        reads an 8-byte big-endian length (equal to `length`) followed by exactly that many bytes of
+        the file from `offset`; the server then closes the connection. A ticket is valid for one
+        connection until `expires_at`; an unknown, used or expired ticket gets the connection closed
+        without a byte. The file is opened when the ticket is issued, so the bytes sent are those of
+        the file this answer describes. Callers fall back to ReadSectorFile when this fails with
+        FAILED_PRECONDITION or UNIMPLEMENTED, or when `address` cannot be reached (firewall).
+        Errors: NOT_FOUND (no local copy), FAILED_PRECONDITION (the type is a directory, or the side
+        channel is off on this worker: worker.bulk_transfer), OUT_OF_RANGE (offset or offset+length
+        beyond the end of the file), RESOURCE_EXHAUSTED (too many open tickets).
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,153 @@
+"""The bulk transfer side channel, client side: receive the bytes an OpenTransfer ticket grants
+into a new file (see bulk.py for the wire format). Blocking functions; callers run them in a
+thread.
+
+A receive either returns having written exactly the announced bytes (and fsynced them), or
+raises TransferError; the caller owns the destination name and deletes it on failure. Only
+ChannelUnreachable (the connection could not be made: channel behind a firewall, wrong
+advertised address) means "use the gRPC stream instead": once bytes flow, a broken connection
+is the source's failure, as it would be on the gRPC stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import struct
+from pathlib import Path
+
+from services.common.config import parse_host_port
+from services.worker.bulk import HEADER, IDLE_TIMEOUT_S
+from services.worker.fsutil import start_writeback
+
+# Bytes received before each write: large writes, few system calls.
+BUFFER_BYTES = 8 << 20
+# Dirty bytes after which the kernel is asked to start writing them out (the final fsync is short).
+WRITEBACK_BYTES = 32 << 20
+CONNECT_TIMEOUT_S = 5.0
+# The pipe between socket and file when splicing (1 MiB: the unprivileged maximum by default).
+PIPE_BYTES = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+class ChannelUnreachable(Exception):
+    """No connection to the side channel: fall back to the gRPC stream."""
+
+
+class TransferError(Exception):
+    """The side channel delivered something other than what OpenTransfer announced."""
+
+
+def connect(address: str, timeout: float = CONNECT_TIMEOUT_S) -> socket.socket:
+    try:
+        host, port = parse_host_port(address)
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except (OSError, ValueError) as exc:
+        raise ChannelUnreachable(f"side channel {address} unreachable: {exc}") from None
+    sock.settimeout(IDLE_TIMEOUT_S)
+    return sock
+
+
+def _fill(sock: socket.socket, view: memoryview, want: int, received: int, length: int) -> int:
+    filled = 0
+    while filled < want:
+        n = sock.recv_into(view[filled:want])
+        if n == 0:
+            raise TransferError(f"the side channel closed after {received + filled} of {length} bytes")
+        filled += n
+    return filled
+
+
+def _handshake(sock: socket.socket, ticket: bytes, length: int) -> None:
+    header = bytearray(HEADER.size)
+    try:
+        sock.sendall(ticket)
+        _fill(sock, memoryview(header), HEADER.size, 0, HEADER.size)
+    except TransferError:
+        raise TransferError("the side channel refused the ticket (expired or already used)") from None
+    except OSError as exc:
+        raise TransferError(f"side channel: {exc}") from None
+    (announced,) = HEADER.unpack(header)
+    if announced != length:
+        raise TransferError(f"the side channel announced {announced} bytes, OpenTransfer {length}")
+
+
+class _Progress:
+    """Bytes received so far, and the kernel asked to write them out every WRITEBACK_BYTES."""
+
+    def __init__(self, fd: int, start: int = 0) -> None:
+        self.fd = fd
+        self.received = self.flushed = start
+
+    def add(self, n: int) -> None:
+        self.received += n
+        if self.received - self.flushed >= WRITEBACK_BYTES:
+            start_writeback(self.fd, self.flushed, self.received - self.flushed)
+            self.flushed = self.received
+
+
+def _splice(sock: socket.socket, fd: int, length: int, progress: _Progress) -> None:
+    """Socket -> pipe -> file inside the kernel (no copy through this process). The socket is
+    made blocking with a receive timeout, which splice honours."""
+    sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(IDLE_TIMEOUT_S), 0))
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_BYTES)
+        while progress.received < length:
+            n = os.splice(sock.fileno(), w, min(PIPE_BYTES, length - progress.received), flags=os.SPLICE_F_MOVE | os.SPLICE_F_MORE)
+            if n == 0:
+                raise TransferError(f"the side channel closed after {progress.received} of {length} bytes")
+            left = n
+            while left:
+                left -= os.splice(r, fd, left, offset_dst=progress.received + n - left, flags=os.SPLICE_F_MOVE)
+            progress.add(n)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _copy(sock: socket.socket, fd: int, length: int, sparse: bool, progress: _Progress) -> None:
+    """recv into a buffer, pwrite it; with `sparse`, all-zero blocks are not written."""
+    buf = bytearray(min(BUFFER_BYTES, max(length, 1)))
+    view = memoryview(buf)
+    zeros = bytes(len(buf)) if sparse else b""
+    while progress.received < length:
+        n = _fill(sock, view, min(len(buf), length - progress.received), progress.received, length)
+        if not (sparse and buf[:n] == zeros[:n]):
+            part, offset = view[:n], progress.received
+            while part:
+                written = os.pwrite(fd, part, offset)
+                part, offset = part[written:], offset + written
+        progress.add(n)
+
+
+def receive(sock: socket.socket, ticket: bytes, dest: Path, length: int, sparse: bool = False) -> int:
+    """Sends the ticket, receives `length` bytes into the new file `dest`, fsyncs it; returns
+    the byte count. With `sparse`, all-zero blocks are not written (the file keeps its holes, as
+    partial files have); otherwise the bytes are spliced (a file system that cannot take a
+    splice gets them copied)."""
+    _handshake(sock, ticket, length)
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        progress = _Progress(fd)
+        try:
+            if not sparse:
+                try:
+                    _splice(sock, fd, length, progress)
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.ENOSYS) or progress.received:
+                        raise
+            if progress.received < length:
+                _copy(sock, fd, length, sparse, progress)
+        except OSError as exc:
+            raise TransferError(f"side channel broken after {progress.received} of {length} bytes: {exc}") from None
+        os.ftruncate(fd, length)
+        os.fsync(fd)
+        return length
+    finally:
+        os.close(fd)
