@@ -34,6 +34,13 @@ def _sector(ref: common_pb2.SectorRef) -> str:
     return f"{ref.id.miner}/{ref.id.number}"
 
 
+def _worker(hostname: str, worker_id: str) -> str:
+    """'host:1a2b3c4d': hosts often run several workers, so the id's start tells them apart."""
+    if not worker_id:
+        return "-"
+    return f"{hostname}:{worker_id[:8]}" if hostname else worker_id
+
+
 def jobs(args: argparse.Namespace, conn: Connection) -> int:
     request = manager_pb2.SealingJobsRequest(include_delivered=args.all, worker_id=args.worker or "")
     if args.sector is not None:
@@ -44,7 +51,7 @@ def jobs(args: argparse.Namespace, conn: Connection) -> int:
         return 0
     now = time.time()
     rows = [
-        (j.call_id.id, _sector(j.sector), task_short(j.task_type), _job_state(j.state), j.hostname or j.worker_id or "-", j.attempt, _age(j.started_at, now), _age(j.queued_at, now))
+        (j.call_id.id, _sector(j.sector), task_short(j.task_type), _job_state(j.state), _worker(j.hostname, j.worker_id), j.attempt, _age(j.started_at, now), _age(j.queued_at, now))
         for j in reply.jobs
     ]
     render.emit(render.table(("CALL", "SECTOR", "TASK", "STATE", "WORKER", "TRY", "RUN", "QUEUED"), rows) if rows else "no jobs")
@@ -188,7 +195,7 @@ def history(args: argparse.Namespace, conn: Connection) -> int:
             took = f"{(r.finished_at.ToNanoseconds() - r.started_at.ToNanoseconds()) / 1e9:.2f}s"
         error = f"{common_pb2.TaskErrorCode.Name(r.error.code).removeprefix('TASK_ERROR_CODE_')}: {r.error.message}" if r.error.message or r.error.code else ""
         started = r.started_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S") if r.started_at.seconds else "-"
-        rows.append((r.call_id.id, _sector(r.sector), task_short(r.task_type), r.attempt, r.hostname or r.worker_id or "-", started, took, _outcome(r.outcome), error))
+        rows.append((r.call_id.id, _sector(r.sector), task_short(r.task_type), r.attempt, _worker(r.hostname, r.worker_id), started, took, _outcome(r.outcome), error))
     render.emit(render.table(("CALL", "SECTOR", "TASK", "TRY", "WORKER", "STARTED", "TOOK", "OUTCOME", "ERROR"), rows) if rows else "no task runs")
     return 0
 
