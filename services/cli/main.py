@@ -18,13 +18,13 @@ from collections.abc import Sequence
 import grpc
 
 from services.cli import connection
-from services.cli.commands import auth, proving, sealing, sectors, storage, worker
+from services.cli.commands import auth, proving, sealing, sectors, storage, wait, worker
 from services.common.auth import AuthError
 
 EXIT_RPC_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
-GROUPS = (auth, sealing, worker, storage, sectors, proving)
+GROUPS = (auth, sealing, worker, storage, sectors, proving, wait)
 
 
 def global_flags(suppress: bool) -> argparse.ArgumentParser:
