@@ -228,6 +228,38 @@ def test_jobs_sched_diag_and_abort(fleet: CliFleet, sealed: dict[str, Any]) -> N
     assert proc.stderr.startswith("sectorctl: NOT_FOUND: no live call no-such-call")
 
 
+def test_a_queued_request_shows_in_sched_diag_and_jobs_and_aborts(fleet: CliFleet, sealed: dict[str, Any]) -> None:
+    """Both workers cordoned: a seal's first AddPiece waits (worker unavailable) until aborted."""
+    ids = [w["info"]["worker_id"] for w in fleet.json("sealing", "workers")["workers"]]
+    f = fleet.tmp / "queued.bin"
+    f.write_bytes(b"q" * 127)
+    try:
+        for wid in ids:
+            fleet.run("worker", "cordon", wid)
+        seal = subprocess.Popen([SECTORCTL, "sectors", "seal", "--size", "2KiB", "--sector", "9", str(f)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fleet.env)
+        deadline = time.monotonic() + 30
+        while not (requests := fleet.json("sealing", "sched-diag")["requests"]):
+            assert time.monotonic() < deadline and seal.poll() is None
+            time.sleep(0.2)
+        request = requests[0]
+        assert request["task_type"] == "TASK_TYPE_ADD_PIECE" and request["reason"] == "WAIT_REASON_WORKER_UNAVAILABLE"
+        assert {r["worker_id"] for r in request["rejections"]} == set(ids)
+        out = fleet.run("sealing", "sched-diag").stdout
+        call = request["call_id"]["id"]
+        assert f"{call}  1000/9  AP" in out and "worker-unavailable" in out and f"{call} not on {ids[0]}: worker-unavailable" in out
+        jobs = fleet.json("sealing", "jobs", "--sector", "9")["jobs"]
+        assert [(j["call_id"]["id"], j["state"]) for j in jobs] == [(call, "JOB_STATE_QUEUED")]
+        assert "queued" in fleet.run("sealing", "jobs").stdout
+
+        assert f"aborted call {call} (it was queued)" in fleet.run("sealing", "abort", call, "--reason", "test abort").stdout
+        out, err = seal.communicate(timeout=30)
+        assert seal.returncode == 1 and err.startswith("sectorctl: ABORTED: "), err
+        assert "AddPiece queued.bin" in out and "FAILED" in out
+    finally:
+        for wid in ids:
+            fleet.run("worker", "uncordon", wid)
+
+
 def test_workers_and_worker_controls(fleet: CliFleet) -> None:
     stats = fleet.json("sealing", "workers")["workers"]
     assert len(stats) == 2
