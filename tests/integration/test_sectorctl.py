@@ -66,8 +66,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliFleet]:
         index = start("index", "index")
         manager = start("manager", "manager", "--index", index.address, env=MANAGER_ENV)
         workers = [
-            start("worker", f"w{i}", "--index", index.address, "--manager", manager.address, env={**FAST_WORKER_ENV, "SECTORSTORAGE_WORKER_NAME": f"cli-w{i}"})
-            for i in (1, 2)
+            start("worker", f"w{i}", "--index", index.address, "--manager", manager.address, env={**FAST_WORKER_ENV, "SECTORSTORAGE_WORKER_NAME": f"cli-w{i}", **caps})
+            for i, caps in ((1, {"SECTORSTORAGE_WORKER_RESOURCES": "{PC1_MAX_CONCURRENT = 4}"}), (2, {}))
         ]
         env = {
             **os.environ,
@@ -268,6 +268,9 @@ def test_workers_and_worker_controls(fleet: CliFleet) -> None:
     wid = stats[0]["info"]["worker_id"]
     out = fleet.run("sealing", "workers").stdout
     assert f"Worker {wid}" in out and "CPU: [" in out and "RAM: [" in out and "enabled,connected" in out
+    assert "running/caps: PC1 0/4" in out  # worker 1's cap (PC1_MAX_CONCURRENT), nothing running
+    capped = next(w for w in stats if w["tasks"])["tasks"]  # one entry per sector size the cap covers
+    assert {t["task_type"] for t in capped} == {"TASK_TYPE_PRE_COMMIT_1"} and {(t["running"], t["max_concurrent"]) for t in capped} == {(0, 4)}
 
     assert "cordoned" in fleet.run("worker", "cordon", wid).stdout
     state = next(w for w in fleet.json("sealing", "workers")["workers"] if w["info"]["worker_id"] == wid)["state"]

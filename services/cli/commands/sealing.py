@@ -73,11 +73,22 @@ def _state_dict(s: manager_pb2.WorkerState) -> dict[str, bool]:
 
 
 def _caps(w: manager_pb2.WorkerStat) -> str:
-    parts = []
+    """'PC1 2/4' per task type; per size ('PC1(32GiB) 2/4 PC1(64GiB) 1/4') only when tasks of
+    several sizes run or caps differ between sizes (the manager reports every size a cap covers)."""
+    by_type: dict[int, list[manager_pb2.TaskCapUsage]] = {}
     for t in w.tasks:
-        cap = str(t.max_concurrent) if t.HasField("max_concurrent") else "-"
-        size = "" if t.seal_proof == common_pb2.REGISTERED_SEAL_PROOF_UNSPECIFIED else f"({_size_of(t.seal_proof)})"
-        parts.append(f"{task_short(t.task_type)}{size} {t.running}/{cap}")
+        by_type.setdefault(t.task_type, []).append(t)
+    parts = []
+    for entries in by_type.values():
+        caps = {str(t.max_concurrent) if t.HasField("max_concurrent") else "-" for t in entries}
+        busy = [t for t in entries if t.running]
+        if len(caps) == 1 and len(busy) <= 1:
+            parts.append(f"{task_short(entries[0].task_type)} {sum(t.running for t in entries)}/{caps.pop()}")
+            continue
+        for t in busy or entries:
+            cap = str(t.max_concurrent) if t.HasField("max_concurrent") else "-"
+            size = "" if t.seal_proof == common_pb2.REGISTERED_SEAL_PROOF_UNSPECIFIED else f"({_size_of(t.seal_proof)})"
+            parts.append(f"{task_short(t.task_type)}{size} {t.running}/{cap}")
     return " ".join(parts) or "-"
 
 
