@@ -7,8 +7,9 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TextIO, TypeVar
+import threading
+from dataclasses import dataclass, field
+from typing import Generic, TextIO, TypeVar
 
 import grpc
 
@@ -20,6 +21,28 @@ REDRAW_S = 0.2
 POLL_S = 1.0
 
 
+@dataclass
+class _Outcome(Generic[T]):
+    value: list[T] = field(default_factory=list)  # the result, once there is one
+    error: BaseException | None = None
+
+
+def _in_background(call: Callable[[], T]) -> tuple[threading.Thread, _Outcome[T]]:
+    """Runs call in a daemon thread, so Ctrl-C ends sectorctl at once (the manager carries on
+    with the work, and repeating the command attaches to it)."""
+    outcome: _Outcome[T] = _Outcome()
+
+    def target() -> None:
+        try:
+            outcome.value.append(call())
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.error = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
 class Progress:
     """A sealing.Runner that shows progress while each step runs in a background thread."""
 
@@ -29,7 +52,6 @@ class Progress:
         self._out = out
         self._tty = out.isatty()
         self.seconds: dict[str, float] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1)
 
     def _where(self) -> str:
         """The sector's live job as the manager sees it, e.g. 'PC1 running on host-1'."""
@@ -45,33 +67,26 @@ class Progress:
 
     def __call__(self, task: str, call: Callable[[], T]) -> T:
         start = time.monotonic()
-        future: Future[T] = self._pool.submit(call)
+        thread, outcome = _in_background(call)
         if not self._tty:
             print(f"  {task:<34} started", file=self._out, flush=True)
         where, polled = "", 0.0
-        while True:
-            try:
-                result = future.result(timeout=REDRAW_S)
-                break
-            except TimeoutError:
-                pass
-            except BaseException:
-                self._finish(task, start, "FAILED")
-                raise
-            if self._tty:
+        while thread.is_alive():
+            thread.join(REDRAW_S)
+            if self._tty and thread.is_alive():
                 if time.monotonic() - polled > POLL_S:
                     where, polled = self._where(), time.monotonic()
                 elapsed = time.monotonic() - start
                 self._out.write(f"\r\x1b[2K  {task:<34} {elapsed:7.1f}s  {where}")
                 self._out.flush()
+        if outcome.error is not None:
+            self._finish(task, start, "FAILED")
+            raise outcome.error
         self.seconds[task] = self._finish(task, start, "done")
-        return result
+        return outcome.value[0]
 
     def _finish(self, task: str, start: float, word: str) -> float:
         elapsed = time.monotonic() - start
         prefix = "\r\x1b[2K" if self._tty else ""
         print(f"{prefix}  {task:<34} {word} in {elapsed:.2f}s", file=self._out, flush=True)
         return elapsed
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)

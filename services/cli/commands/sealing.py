@@ -58,7 +58,7 @@ def jobs(args: argparse.Namespace, conn: Connection) -> int:
     return 0
 
 
-def _state(s: manager_pb2.WorkerState) -> str:
+def worker_state_text(s: manager_pb2.WorkerState) -> str:
     words = ["enabled" if s.enabled else "disabled"]
     if s.draining:
         words.append("draining")
@@ -68,7 +68,7 @@ def _state(s: manager_pb2.WorkerState) -> str:
     return ",".join(words)
 
 
-def _state_dict(s: manager_pb2.WorkerState) -> dict[str, bool]:
+def worker_state_dict(s: manager_pb2.WorkerState) -> dict[str, bool]:
     return {"enabled": s.enabled, "cordoned": s.cordoned, "draining": s.draining, "connected": s.connected}
 
 
@@ -99,12 +99,7 @@ def _size_of(proof: common_pb2.RegisteredSealProof.ValueType) -> str:
 def workers(args: argparse.Namespace, conn: Connection) -> int:
     reply = conn.manager().WorkerStats(manager_pb2.WorkerStatsRequest(worker_id=args.worker or ""), timeout=conn.timeout)
     if args.json:
-        out = []
-        for w in reply.workers:
-            d = render.message_dict(w)
-            d["state"] = _state_dict(w.state)  # booleans spelled out even when false
-            out.append(d)
-        render.emit_json({"workers": out})
+        render.emit_json({"workers": [render.message_dict(w) for w in reply.workers]})
         return 0
     blocks = []
     for w in reply.workers:
@@ -112,7 +107,7 @@ def workers(args: argparse.Namespace, conn: Connection) -> int:
         mem_total = res.mem_physical
         lines = [
             f"Worker {w.info.worker_id}, host {w.info.hostname} ({w.info.name or '-'}) at {w.address}",
-            f"  state: {_state(w.state)}   tasks: {w.tasks_running} running, {w.tasks_preparing} preparing, {w.tasks_assigned} assigned",
+            f"  state: {worker_state_text(w.state)}   tasks: {w.tasks_running} running, {w.tasks_preparing} preparing, {w.tasks_assigned} assigned",
             f"  CPU: {render.bar(w.cpu_used, res.cpus)}  {w.cpu_used}/{res.cpus} threads",
             f"  RAM: {render.bar(w.mem_used_min + res.mem_reserved, mem_total)}  {render.size(w.mem_used_min + res.mem_reserved)}/{render.size(mem_total)}",
             f"  VMEM: {render.bar(w.mem_used_max + res.mem_reserved, mem_total + res.mem_swap)}  {render.size(w.mem_used_max + res.mem_reserved)}/{render.size(mem_total + res.mem_swap)}",
@@ -170,7 +165,7 @@ def sched_diag(args: argparse.Namespace, conn: Connection) -> int:
     if unsatisfiable:
         out.append(f"{len(unsatisfiable)} request(s) no registered worker can ever run: " + ", ".join(r.call_id.id for r in unsatisfiable))
     if reply.workers:
-        rows2 = [(w.worker_id, w.hostname, _state(w.state), w.assigned, w.running) for w in reply.workers]
+        rows2 = [(w.worker_id, w.hostname, worker_state_text(w.state), w.assigned, w.running) for w in reply.workers]
         out.append("Workers:\n" + render.table(("WORKER", "HOST", "STATE", "ASSIGNED", "RUNNING"), rows2))
     out.append(f"Awaiting return: {', '.join(c.id for c in reply.awaiting_return) or 'none'}")
     out.append(f"Returned, not collected: {len(reply.returned_work)}")

@@ -4,6 +4,7 @@ piece range back (unsealing if needed), and check sectors are provable."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import sys
 import time
@@ -75,10 +76,7 @@ def seal(args: argparse.Namespace, conn: Connection) -> int:
     print(f"sealing {len(files)} file(s) into sector {miner}/{number} ({render.size(sector_size)}, {len(sources)} piece(s))", file=out, flush=True)
     progress = Progress(stub, ref.id, out)
     start = time.monotonic()
-    try:
-        result = seal_pieces(stub, ref, sources, ticket, seed, progress, keep_unsealed=args.keep_unsealed)
-    finally:
-        progress.close()
+    result = seal_pieces(stub, ref, sources, ticket, seed, progress, keep_unsealed=args.keep_unsealed)
     document = _sealed_dict(result, files, time.monotonic() - start, ticket, seed)
     document["seconds"].update({k: round(v, 3) for k, v in progress.seconds.items()})
     if args.json:
@@ -109,8 +107,7 @@ def read(args: argparse.Namespace, conn: Connection) -> int:
     header = next(stream).header
     digest = hashlib.sha256()
     size = 0
-    sink = open(args.out, "wb") if args.out else None  # noqa: SIM115 (closed below)
-    try:
+    with open(args.out, "wb") if args.out else contextlib.nullcontext() as sink:
         for message in stream:
             data = message.chunk.data
             digest.update(data)
@@ -119,12 +116,9 @@ def read(args: argparse.Namespace, conn: Connection) -> int:
                 sink.write(data)
             elif not args.json:
                 sys.stdout.buffer.write(data)
-    finally:
-        if sink is not None:
-            sink.close()
     if args.json:
         render.emit_json({"sector": args.sector, "offset": args.offset, "size": size, "did_unseal": header.did_unseal, "sha256": digest.hexdigest(), "out": args.out})
-    elif sink is not None:
+    elif args.out:
         print(f"wrote {size} bytes to {args.out} (sha256 {digest.hexdigest()}){'; unsealed first' if header.did_unseal else ''}")
     else:
         sys.stdout.buffer.flush()
@@ -175,7 +169,7 @@ def register(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("sector", type=int, metavar="SECTOR")
     p.add_argument("--offset", type=int, required=True, help="unpadded offset, a multiple of 127")
     p.add_argument("--length", type=int, required=True, help="unpadded length, 127*2^k")
-    p.add_argument("--out", help="write the bytes to this file (default: stdout)")
+    p.add_argument("--out", help="write the bytes to this file (default: stdout; with --json only their size and sha256 are printed)")
     p.add_argument("--miner", type=int, help=miner_help)
     p.add_argument("--size", help="sector size (default: from the task history)")
     p.add_argument("--ticket", help="the sealing ticket, needed to unseal (default: as `sectors seal` derives it)")

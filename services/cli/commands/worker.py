@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 
 from services.cli import render
-from services.cli.commands.sealing import _state, _state_dict
+from services.cli.commands.sealing import worker_state_dict, worker_state_text
 from services.cli.connection import Connection
 from services.cli.names import task_short
 from services.common.proto.sectorstorage.v1 import manager_pb2
@@ -17,9 +17,9 @@ from services.common.proto.sectorstorage.v1 import manager_pb2
 
 def _report(args: argparse.Namespace, action: str, state: manager_pb2.WorkerState) -> int:
     if args.json:
-        render.emit_json({"worker_id": args.worker_id, "action": action, "state": _state_dict(state)})
+        render.emit_json({"worker_id": args.worker_id, "action": action, "state": worker_state_dict(state)})
     else:
-        render.emit(f"worker {args.worker_id} {action}: {_state(state)}")
+        render.emit(f"worker {args.worker_id} {action}: {worker_state_text(state)}")
     return 0
 
 
@@ -58,11 +58,11 @@ def drain(args: argparse.Namespace, conn: Connection) -> int:
                 "worker_id": args.worker_id,
                 "drained": reply.drained,
                 "remaining": [render.message_dict(j) for j in reply.remaining],
-                "state": _state_dict(reply.state),
+                "state": worker_state_dict(reply.state),
             }
         )
     elif reply.drained:
-        render.emit(f"worker {args.worker_id} drained: {_state(reply.state)}")
+        render.emit(f"worker {args.worker_id} drained: {worker_state_text(reply.state)}")
     else:
         render.emit(f"worker {args.worker_id} not drained: {len(reply.remaining)} task(s) still there (they keep running; --abort-remaining re-queues them)")
         for j in reply.remaining:
