@@ -179,6 +179,8 @@ def _outcome(value: manager_pb2.TaskOutcome.ValueType) -> str:
 
 def history(args: argparse.Namespace, conn: Connection) -> int:
     """Follows next_page_token until --limit runs (or the end)."""
+    if args.limit < 1:
+        raise ValueError("--limit must be at least 1")
     stub = conn.manager()
     request = manager_pb2.TaskHistoryRequest(failed_only=args.failed, worker_id=args.worker or "")
     if args.sector is not None:
