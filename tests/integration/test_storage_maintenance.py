@@ -11,17 +11,15 @@ were moved by hand between two paths, and StorageCleanup of files no declaration
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 
-from services.cli import storage_cleanup
-from services.cli.local_fleet import ServiceProcess
+from services.cli.local_fleet import ServiceProcess, console_script
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from tests.integration.test_fleet_ops import make_fleet
@@ -32,6 +30,7 @@ StartService = Callable[..., ServiceProcess]
 ST = common_pb2.SectorFileType
 UNSEALED, SEALED, CACHE = ST.SECTOR_FILE_TYPE_UNSEALED, ST.SECTOR_FILE_TYPE_SEALED, ST.SECTOR_FILE_TYPE_CACHE
 NAME = f"s-t0{MINER}-1"
+SECTORCTL = console_script("sectorctl")
 
 
 def holders(index: object, number: int, file_type: int) -> set[str]:
@@ -41,7 +40,7 @@ def holders(index: object, number: int, file_type: int) -> set[str]:
     return {loc.id for loc in reply.locations}
 
 
-def test_redeclare_after_a_hand_move_and_cleanup(start_service: StartService, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_redeclare_after_a_hand_move_and_cleanup(start_service: StartService, tmp_path: Path) -> None:
     fleet = make_fleet(start_service, tmp_path, {}, [WorkerSpec("a", cpus=2)])
     worker = worker_pb2_grpc.WorkerServiceStub(sync_channel(fleet.workers["a"].address, token()))
     index = index_stub(fleet.index)
@@ -111,11 +110,11 @@ def test_redeclare_after_a_hand_move_and_cleanup(start_service: StartService, tm
     assert final["cache/s-t01000-7"].removed and not (new / "cache" / f"s-t0{MINER}-7").exists()
     assert sorted(run(apply=False)[0]) == ["unsealed/notes.txt"]
 
-    # The sectorctl verb (wired by the lead under `sectorctl storage`), against the same worker.
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--json", action="store_true")
-    storage_cleanup.register(parser.add_subparsers(dest="verb", required=True))
-    args = parser.parse_args(["--json", "cleanup", "--worker", fleet.workers["a"].address, "--token", token()])
-    assert args.func(args) == 0
-    out = json.loads(capsys.readouterr().out)
+    # The same through `sectorctl storage cleanup` (a real subprocess), by path and in both outputs.
+    cli = [SECTORCTL, "--token", token(), "storage", "cleanup", "--worker", fleet.workers["a"].address]
+    dry_json = subprocess.run([*cli, "--json", str(new)], capture_output=True, text=True, timeout=60, check=True)
+    out = json.loads(dry_json.stdout)
     assert out["apply"] is False and [Path(e["path"]).name for e in out["entries"]] == ["notes.txt"]
+    human = subprocess.run(cli, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "notes.txt" in human and "kept:" in human and "reclaimable with --apply" in human
+    assert (new / "unsealed" / "notes.txt").exists()

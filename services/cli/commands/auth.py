@@ -1,0 +1,44 @@
+"""`sectorctl auth`: API tokens, signed locally with the fleet's key (no service is called)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from services.cli import render
+from services.cli.connection import Connection
+from services.common.auth import AuthError, Permission, create_token, load_or_create_secret
+
+
+def _secret(args: argparse.Namespace) -> bytes:
+    if args.secret_file:
+        path = Path(args.secret_file)
+        if not path.exists():
+            raise AuthError(f"signing key file {path} does not exist")
+        return load_or_create_secret(path)
+    env = os.environ.get("SECTORSTORAGE_AUTH_SECRET")
+    if env:
+        return env.encode()
+    raise AuthError("no signing key: pass --secret-file (e.g. DATA_DIR/auth.key) or set SECTORSTORAGE_AUTH_SECRET")
+
+
+def create(args: argparse.Namespace, conn: Connection) -> int:
+    permission = Permission.parse(args.perm)
+    token = create_token(_secret(args), permission, subject=args.subject, ttl_seconds=args.ttl)
+    if args.json:
+        render.emit_json({"token": token, "permission": permission.name.lower(), "subject": args.subject})
+    else:
+        render.emit(token)
+    return 0
+
+
+def register(groups: Any, common: argparse.ArgumentParser) -> None:
+    verbs = groups.add_parser("auth", help="API tokens").add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = verbs.add_parser("create-token", parents=[common], help="print a token granting a permission (and the ones below it)")
+    p.add_argument("--perm", required=True, help="read, write or admin")
+    p.add_argument("--subject", default="sectorctl", help="who the token is for (shown in logs)")
+    p.add_argument("--ttl", type=float, default=None, help="seconds until it expires (default: never)")
+    p.add_argument("--secret-file", help="the fleet's signing key file (default: SECTORSTORAGE_AUTH_SECRET)")
+    p.set_defaults(func=create)

@@ -1,0 +1,184 @@
+"""`sectorctl sectors`: seal files into a sector through the manager with live progress, read a
+piece range back (unsealing if needed), and check sectors are provable."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from services.cli import pieces, render
+from services.cli.connection import Connection, miner_from
+from services.cli.names import SECTOR_SIZES, WINDOW_POST, seal_proof
+from services.cli.progress import Progress
+from services.cli.sealing import SealedSector, seal_pieces
+from services.cli.sector_args import bytes32, default_randomness, proof_for, proving_sector
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
+
+HISTORY_PAGES = 50
+
+
+def _next_free_number(conn: Connection, miner: int) -> int:
+    """One more than the miner's highest sector number in the task history and live jobs."""
+    stub = conn.manager()
+    highest = 0
+    for job in stub.SealingJobs(manager_pb2.SealingJobsRequest(include_delivered=True), timeout=conn.timeout).jobs:
+        if job.sector.id.miner == miner:
+            highest = max(highest, job.sector.id.number)
+    request = manager_pb2.TaskHistoryRequest(page_size=1000)
+    for _ in range(HISTORY_PAGES):
+        reply = stub.TaskHistory(request, timeout=conn.timeout)
+        highest = max([highest, *(r.sector.id.number for r in reply.runs if r.sector.id.miner == miner)])
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
+    return highest + 1
+
+
+def _sealed_dict(result: SealedSector, files: list[Path], total_s: float, ticket: bytes, seed: bytes) -> dict[str, Any]:
+    c = result.commitments
+    return {
+        "sector": {"miner": result.ref.id.miner, "number": result.ref.id.number, "proof_type": common_pb2.RegisteredSealProof.Name(result.ref.proof_type)},
+        "comm_r": c.comm_r.hex(),
+        "comm_d": c.comm_d.hex(),
+        "sealed_cid": c.sealed_cid,
+        "unsealed_cid": c.unsealed_cid,
+        "pieces": [{"piece_cid": p.piece_cid, "size": p.size} for p in result.pieces],
+        "files": [str(f) for f in files],
+        "ticket": ticket.hex(),
+        "seed": seed.hex(),
+        "proof_bytes": len(result.proof),
+        "verified": result.verified,
+        "verify_reason": result.verify_reason,
+        "seconds": {"total": round(total_s, 3)},
+    }
+
+
+def seal(args: argparse.Namespace, conn: Connection) -> int:
+    proof = seal_proof(args.size)
+    sector_size = SECTOR_SIZES[proof]
+    files = [Path(f) for f in args.files]
+    for f in files:
+        if not f.is_file():
+            raise ValueError(f"{f} is not a file")
+    sources = pieces.sources(files, sector_size)  # says clearly when they don't fit
+    miner = miner_from(args)
+    stub = conn.manager()
+    number = args.sector if args.sector is not None else _next_free_number(conn, miner)
+    ticket = bytes32(args.ticket, "--ticket") if args.ticket else default_randomness("ticket", miner, number)
+    seed = bytes32(args.seed, "--seed") if args.seed else default_randomness("seed", miner, number)
+    ref = common_pb2.SectorRef(id=common_pb2.SectorId(miner=miner, number=number), proof_type=proof)
+    out = sys.stderr if args.json else sys.stdout
+    print(f"sealing {len(files)} file(s) into sector {miner}/{number} ({render.size(sector_size)}, {len(sources)} piece(s))", file=out, flush=True)
+    progress = Progress(stub, ref.id, out)
+    start = time.monotonic()
+    result = seal_pieces(stub, ref, sources, ticket, seed, progress, keep_unsealed=args.keep_unsealed)
+    document = _sealed_dict(result, files, time.monotonic() - start, ticket, seed)
+    document["seconds"].update({k: round(v, 3) for k, v in progress.seconds.items()})
+    if args.json:
+        render.emit_json(document)
+    else:
+        lines = [
+            f"sector {miner}/{number} sealed in {document['seconds']['total']:.2f}s",
+            f"  comm_r  {result.commitments.sealed_cid}  ({document['comm_r']})",
+            f"  comm_d  {result.commitments.unsealed_cid}  ({document['comm_d']})",
+        ]
+        for slot_source, p in zip(sources, result.pieces, strict=True):
+            what = slot_source.label.removeprefix("AddPiece ")
+            lines.append(f"  piece   {p.piece_cid}  {render.size(p.size):>9}  {what}")
+        lines.append(f"  proof   {len(result.proof)} bytes; VerifySeal: {'VALID' if result.verified else 'INVALID: ' + result.verify_reason}")
+        render.emit("\n".join(lines))
+    return 0 if result.verified else 1
+
+
+def read(args: argparse.Namespace, conn: Connection) -> int:
+    miner = miner_from(args)
+    sector = common_pb2.SectorId(miner=miner, number=args.sector)
+    ref = common_pb2.SectorRef(id=sector, proof_type=proof_for(args, conn, sector))
+    ticket = bytes32(args.ticket, "--ticket") if args.ticket else default_randomness("ticket", miner, args.sector)
+    request = manager_pb2.ReadPieceRequest(
+        sector=ref, range=common_pb2.UnpaddedByteRange(offset=args.offset, size=args.length), ticket=ticket, unsealed_cid=args.unsealed_cid or ""
+    )
+    stream = conn.manager().ReadPiece(request, timeout=max(conn.timeout, 600.0))
+    header = next(stream).header
+    digest = hashlib.sha256()
+    size = 0
+    with open(args.out, "wb") if args.out else contextlib.nullcontext() as sink:
+        for message in stream:
+            data = message.chunk.data
+            digest.update(data)
+            size += len(data)
+            if sink is not None:
+                sink.write(data)
+            elif not args.json:
+                sys.stdout.buffer.write(data)
+    if args.json:
+        render.emit_json({"sector": args.sector, "offset": args.offset, "size": size, "did_unseal": header.did_unseal, "sha256": digest.hexdigest(), "out": args.out})
+    elif args.out:
+        print(f"wrote {size} bytes to {args.out} (sha256 {digest.hexdigest()}){'; unsealed first' if header.did_unseal else ''}")
+    else:
+        sys.stdout.buffer.flush()
+    return 0
+
+
+def check(args: argparse.Namespace, conn: Connection) -> int:
+    miner = miner_from(args)
+    parsed = [proving_sector(s) for s in args.sectors]
+    proof = proof_for(args, conn, common_pb2.SectorId(miner=miner, number=parsed[0][0]))
+    if args.expensive and any(c is None for _, c in parsed):
+        raise ValueError("--expensive needs each sector's CommR: give them as NUMBER=COMMR (the comm_r `sectors seal` printed)")
+    sectors = [common_pb2.ProvingSector(sector=common_pb2.SectorRef(id=common_pb2.SectorId(miner=miner, number=n), proof_type=proof), comm_r=c or b"") for n, c in parsed]
+    reply = conn.manager().CheckProvable(
+        manager_pb2.CheckProvableRequest(proof_type=WINDOW_POST[proof], sectors=sectors, expensive=args.expensive), timeout=max(conn.timeout, 300.0)
+    )
+    bad = {b.sector.number: b.reason for b in reply.bad_sectors}
+    if args.json:
+        render.emit_json(
+            {
+                "checked": [n for n, _ in parsed],
+                "provable": [n for n, _ in parsed if n not in bad],
+                "bad_sectors": [{"miner": miner, "number": n, "reason": r} for n, r in bad.items()],
+            }
+        )
+    else:
+        rows = [(f"{miner}/{n}", "FAULTY" if n in bad else "ok", bad.get(n, "")) for n, _ in parsed]
+        render.emit(render.table(("SECTOR", "STATUS", "REASON"), rows))
+        render.emit(f"{len(parsed) - len(bad)}/{len(parsed)} provable")
+    return 0
+
+
+def register(groups: Any, common: argparse.ArgumentParser) -> None:
+    verbs = groups.add_parser("sectors", help="seal, read and check sectors (manager)").add_subparsers(dest="verb", required=True, metavar="VERB")
+    miner_help = "miner actor id (default: SECTORSTORAGE_MINER or 1000)"
+
+    p = verbs.add_parser("seal", parents=[common], help="seal files into one sector (AddPiece ... C2, VerifySeal, Finalize)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="each becomes a piece, padded to the next 127*2^k bytes")
+    p.add_argument("--size", required=True, help="sector size: 2KiB, 8MiB, 512MiB (32GiB, 64GiB)")
+    p.add_argument("--miner", type=int, help=miner_help)
+    p.add_argument("--sector", type=int, help="sector number (default: one more than the highest the manager has seen)")
+    p.add_argument("--ticket", help="sealing ticket, 64 hex digits (default: derived from the sector id)")
+    p.add_argument("--seed", help="interactive seed, 64 hex digits (default: derived from the sector id)")
+    p.add_argument("--keep-unsealed", action="store_true", help="keep the unsealed copy (reads then need no unseal)")
+    p.set_defaults(func=seal)
+
+    p = verbs.add_parser("read", parents=[common], help="read unpadded bytes of a sector's pieces (unsealing first if needed)")
+    p.add_argument("sector", type=int, metavar="SECTOR")
+    p.add_argument("--offset", type=int, required=True, help="unpadded offset, a multiple of 127")
+    p.add_argument("--length", type=int, required=True, help="unpadded length, 127*2^k")
+    p.add_argument("--out", help="write the bytes to this file (default: stdout; with --json only their size and sha256 are printed)")
+    p.add_argument("--miner", type=int, help=miner_help)
+    p.add_argument("--size", help="sector size (default: from the task history)")
+    p.add_argument("--ticket", help="the sealing ticket, needed to unseal (default: as `sectors seal` derives it)")
+    p.add_argument("--unsealed-cid", help="the sector's CommD CID, needed to unseal (see `sectors seal`)")
+    p.set_defaults(func=read)
+
+    p = verbs.add_parser("check", parents=[common], help="which sectors could not be proven now, and why")
+    p.add_argument("sectors", nargs="+", metavar="SECTOR", help="sector number, or NUMBER=COMMR (needed with --expensive)")
+    p.add_argument("--miner", type=int, help=miner_help)
+    p.add_argument("--size", help="sector size (default: from the task history)")
+    p.add_argument("--expensive", action="store_true", help="also generate a vanilla proof for a random challenge")
+    p.set_defaults(func=check)

@@ -1,0 +1,64 @@
+"""Short names operators know (PC1, C2, 8MiB) for the protocol's enums and sizes, both ways."""
+
+from __future__ import annotations
+
+import re
+
+from services.common.proto.sectorstorage.v1 import common_pb2
+
+TASK_SHORT = {
+    common_pb2.TASK_TYPE_ADD_PIECE: "AP",
+    common_pb2.TASK_TYPE_PRE_COMMIT_1: "PC1",
+    common_pb2.TASK_TYPE_PRE_COMMIT_2: "PC2",
+    common_pb2.TASK_TYPE_COMMIT_1: "C1",
+    common_pb2.TASK_TYPE_COMMIT_2: "C2",
+    common_pb2.TASK_TYPE_FINALIZE: "FIN",
+    common_pb2.TASK_TYPE_FETCH: "GET",
+    common_pb2.TASK_TYPE_UNSEAL: "UNS",
+    common_pb2.TASK_TYPE_GENERATE_WINDOW_POST: "WDP",
+    common_pb2.TASK_TYPE_GENERATE_WINNING_POST: "WNP",
+}
+
+# Seal proof per sector size in bytes, and the Window PoSt type proving it.
+SEAL_PROOFS = {
+    2 << 10: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1,
+    8 << 20: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_8MIB_V1_1,
+    512 << 20: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1,
+    32 << 30: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1,
+    64 << 30: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_64GIB_V1_1,
+}
+SECTOR_SIZES = {proof: size for size, proof in SEAL_PROOFS.items()}
+WINDOW_POST = {
+    common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1: common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_2KIB_V1,
+    common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_8MIB_V1_1: common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_8MIB_V1,
+    common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1: common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_512MIB_V1,
+    common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1: common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_32GIB_V1,
+    common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_64GIB_V1_1: common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_64GIB_V1,
+}
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)\s*$", re.IGNORECASE)
+_MULT = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+
+
+def task_short(task_type: common_pb2.TaskType.ValueType) -> str:
+    return TASK_SHORT.get(task_type, common_pb2.TaskType.Name(task_type).removeprefix("TASK_TYPE_"))
+
+
+def parse_size(text: str) -> int:
+    """'2KiB', '8MiB', '1.5GiB', '4096' -> bytes (binary units: 1 KiB = 1024 B)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"can't parse size {text!r}: use bytes or a number with KiB, MiB, GiB, TiB (e.g. 8MiB)")
+    return int(float(match.group(1)) * _MULT[match.group(2).upper()])
+
+
+def seal_proof(text: str) -> common_pb2.RegisteredSealProof.ValueType:
+    """A sector size ('2KiB', '8MiB', '512MiB', '32GiB', '64GiB') -> its seal proof type."""
+    n = parse_size(text)
+    if n not in SEAL_PROOFS:
+        raise ValueError(f"no sector size {text!r}: use one of 2KiB, 8MiB, 512MiB, 32GiB, 64GiB")
+    return SEAL_PROOFS[n]
+
+
+def file_type_name(value: common_pb2.SectorFileType.ValueType) -> str:
+    return common_pb2.SectorFileType.Name(value).removeprefix("SECTOR_FILE_TYPE_").lower()

@@ -1,0 +1,59 @@
+"""Sector arguments of `sectors` and `proving`: the miner, the sector's size (given, or looked up
+in the manager's task history), tickets/seeds/randomness and CommR values from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+
+import rust_core
+from services.cli.connection import ConfigError, Connection
+from services.cli.names import SECTOR_SIZES, seal_proof
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
+
+
+def default_randomness(kind: str, miner: int, number: int) -> bytes:
+    """Deterministic 32 bytes per sector (chain randomness in a real deployment), so a later
+    `sectors read` can unseal with the ticket `sectors seal` used; the last byte is zero to stay
+    inside the BLS12-381 field, as the demo does."""
+    return hashlib.sha256(f"sectorctl {kind} {miner}/{number}".encode()).digest()[:31] + b"\x00"
+
+
+def bytes32(text: str, what: str) -> bytes:
+    try:
+        value = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise ValueError(f"{what} must be 32 bytes in hex (64 hex digits), got {text!r}") from None
+    if len(value) != 32:
+        raise ValueError(f"{what} must be 32 bytes in hex (64 hex digits), got {len(value)} bytes")
+    return value
+
+
+def comm_r(text: str, what: str) -> bytes:
+    """A CommR as its sealed CID (bagboea4b5abc...) or 64 hex digits."""
+    if text.startswith("b"):
+        try:
+            return bytes(rust_core.commr_from_cid(text))
+        except ValueError as exc:
+            raise ValueError(f"{what}: {text!r} is not a sealed CID ({exc})") from None
+    return bytes32(text, what)
+
+
+def proof_for(args: argparse.Namespace, conn: Connection, sector: common_pb2.SectorId) -> common_pb2.RegisteredSealProof.ValueType:
+    """The sector's seal proof: from --size, else from the sector's runs in the task history."""
+    if getattr(args, "size", None):
+        return seal_proof(args.size)
+    runs = conn.manager().TaskHistory(manager_pb2.TaskHistoryRequest(sector=sector, page_size=1), timeout=conn.timeout).runs
+    if runs and runs[0].sector.proof_type in SECTOR_SIZES:
+        return runs[0].sector.proof_type
+    raise ConfigError(f"can't tell the size of sector {sector.miner}/{sector.number} (no task history): pass --size (2KiB, 8MiB, 512MiB, ...)")
+
+
+def proving_sector(text: str) -> tuple[int, bytes | None]:
+    """'N' or 'N=COMMR' -> (number, comm_r or None)."""
+    number, _, commr = text.partition("=")
+    try:
+        n = int(number)
+    except ValueError:
+        raise ValueError(f"sector {text!r}: expected a sector number, optionally with its CommR as NUMBER=COMMR") from None
+    return n, (comm_r(commr, f"CommR of sector {n}") if commr else None)
