@@ -18,7 +18,6 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-
 from services.cli.local_fleet import ServiceProcess, console_script
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
