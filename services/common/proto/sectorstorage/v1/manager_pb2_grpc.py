@@ -322,8 +322,9 @@ class ManagerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SealCommit2(self, request, context):
-        """Commit phase 2; returns the seal proof (192 bytes for 2 KiB..512 MiB sectors, 1920 bytes for
-        32/64 GiB).
+        """Commit phase 2; returns the seal proof. The emulation's proof carries every challenge's
+        inclusion paths and parent labels (docs/porep-emulation.md), so unlike a real SNARK (192 bytes
+        per partition) its size grows with the challenge count: e.g. 13,826 bytes for 2 KiB.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -75,8 +75,9 @@ class ManagerServiceStub:
     receive messages of up to 64 MiB).
     """
     SealCommit2: _grpc.UnaryUnaryMultiCallable[_manager_pb2.SealCommit2Request, _manager_pb2.SealCommit2Response]
-    """Commit phase 2; returns the seal proof (192 bytes for 2 KiB..512 MiB sectors, 1920 bytes for
-    32/64 GiB).
+    """Commit phase 2; returns the seal proof. The emulation's proof carries every challenge's
+    inclusion paths and parent labels (docs/porep-emulation.md), so unlike a real SNARK (192 bytes
+    per partition) its size grows with the challenge count: e.g. 13,826 bytes for 2 KiB.
     """
     FinalizeSector: _grpc.UnaryUnaryMultiCallable[_manager_pb2.FinalizeSectorRequest, _manager_pb2.FinalizeSectorResponse]
     """Finalizes a sealed sector: clears the cache, frees unsealed data not kept, then moves sealed,
@@ -272,8 +273,9 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     receive messages of up to 64 MiB).
     """
     SealCommit2: _aio.UnaryUnaryMultiCallable[_manager_pb2.SealCommit2Request, _manager_pb2.SealCommit2Response]  # type: ignore[assignment]
-    """Commit phase 2; returns the seal proof (192 bytes for 2 KiB..512 MiB sectors, 1920 bytes for
-    32/64 GiB).
+    """Commit phase 2; returns the seal proof. The emulation's proof carries every challenge's
+    inclusion paths and parent labels (docs/porep-emulation.md), so unlike a real SNARK (192 bytes
+    per partition) its size grows with the challenge count: e.g. 13,826 bytes for 2 KiB.
     """
     FinalizeSector: _aio.UnaryUnaryMultiCallable[_manager_pb2.FinalizeSectorRequest, _manager_pb2.FinalizeSectorResponse]  # type: ignore[assignment]
     """Finalizes a sealed sector: clears the cache, frees unsealed data not kept, then moves sealed,
@@ -496,8 +498,9 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _manager_pb2.SealCommit2Request,
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.SealCommit2Response, _abc.Awaitable[_manager_pb2.SealCommit2Response]]:
-        """Commit phase 2; returns the seal proof (192 bytes for 2 KiB..512 MiB sectors, 1920 bytes for
-        32/64 GiB).
+        """Commit phase 2; returns the seal proof. The emulation's proof carries every challenge's
+        inclusion paths and parent labels (docs/porep-emulation.md), so unlike a real SNARK (192 bytes
+        per partition) its size grows with the challenge count: e.g. 13,826 bytes for 2 KiB.
         """
 
     @_abc_1.abstractmethod
