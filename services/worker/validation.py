@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from services.common import wellknown
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker import sealer
 from services.worker.sealer import Piece
@@ -59,7 +60,10 @@ def assignment_call(assignment: worker_pb2.TaskAssignment, has: bool, sector: Se
 def timeout_s(assignment: worker_pb2.TaskAssignment) -> float | None:
     if not assignment.HasField("timeout"):
         return None
-    seconds = assignment.timeout.ToTimedelta().total_seconds()
+    problem = wellknown.duration_problem(assignment.timeout)
+    if problem:
+        raise Invalid(f"assignment.timeout is not a valid duration: {problem}")
+    seconds = wellknown.duration_seconds(assignment.timeout)
     return seconds if seconds > 0 else None
 
 
