@@ -21,7 +21,7 @@ from services.manager.jobs import JobRunner
 from services.manager.post import Proving
 from services.manager.sealing import Deadline, Sealing
 from services.manager.store import ManagerStore, WorkerOperatorState
-from services.manager.validation import RpcFailure, call_id, duration_seconds, invalid, timestamp_seconds, worker_id
+from services.manager.validation import RpcFailure, call_id, duration_seconds, invalid, sector_id, timestamp_seconds, worker_id
 from services.manager.workers import WorkerHandle
 
 log = logging.getLogger(__name__)
@@ -318,6 +318,8 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     async def TaskHistory(self, request: manager_pb2.TaskHistoryRequest, context: Context) -> manager_pb2.TaskHistoryResponse:
         size = request.page_size or 100
         size = min(size, 1000)
+        if request.HasField("sector"):
+            sector_id(request.sector, "sector")
         filters = views.history_filters(request)
         before = views.decode_page_token(request.page_token, filters) if request.page_token else None
         calls = await self.store.history(

@@ -122,6 +122,16 @@ def crashes(lines: list[str]) -> list[str]:
     return found
 
 
+def logged(proc: ServiceProcess, text: str, timeout: float = 10.0) -> bool:
+    """Whether `proc` logs `text` within `timeout` (start-up lines come after the ready line)."""
+    deadline = time.monotonic() + timeout
+    while text not in proc.log():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _wait_registered(fleet: LiveFleet, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
