@@ -482,9 +482,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
     async def StorageAttachLocal(self, request: worker_pb2.StorageAttachLocalRequest, context: Context) -> worker_pb2.StorageAttachLocalResponse:
         async with _statuses(context, "StorageAttachLocal"):
-            root = Path(request.path)
-            if not request.path or not root.is_absolute() or ".." in root.parts:
-                raise validation.Invalid(f"path {request.path!r} must be absolute (and without '..')")
+            root = validation.storage_root(request.path)
             init = None
             if request.HasField("init"):
                 c = request.init

@@ -77,3 +77,13 @@ def test_worker_task_refuses_a_bad_assignment_timeout(fleet: LiveFleet) -> None:
             lambda: w.FinalizeSector(worker_pb2.WorkerServiceFinalizeSectorRequest(assignment=assignment, sector=sector), timeout=10),
             "assignment.timeout",
         )
+
+
+def test_attach_refuses_absurd_paths(fleet: LiveFleet) -> None:
+    w = fleet.worker_stub()
+    base = str(fleet.root / "attach")
+    init = worker_pb2.StoragePathConfig(can_seal=True)
+    # 2000 levels deep used to exhaust the recursion of mkdir(parents=True): INTERNAL.
+    for path, words in ((base + "/a" * 2000, "deep"), (base + "/" + "n" * 300, "longer than"), (base + "/x" * 2100, "bytes long"), (base + "/x\x00y", "NUL")):
+        invalid(lambda: w.StorageAttachLocal(worker_pb2.StorageAttachLocalRequest(path=path, init=init), timeout=10), words)
+    assert not (fleet.root / "attach").exists()
