@@ -34,7 +34,7 @@ from tests.reliability.live import LiveFleet, crashes, digest, start_fleet
 from tests.reliability.proto_strategies import messages
 from tests.reliability.rpcs import CRASH_CODES, Rpc, all_rpcs, invoke
 
-FUZZ_EXAMPLES = int(os.environ.get("SECTORSTORAGE_FUZZ_EXAMPLES", "8"))
+FUZZ_EXAMPLES = int(os.environ.get("SECTORSTORAGE_FUZZ_EXAMPLES", "16"))
 CALL_TIMEOUT_S = 1.0
 ST = common_pb2.SectorFileType
 # Files outside the fleet that a path-traversal bug would create or change.
