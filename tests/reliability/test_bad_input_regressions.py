@@ -26,10 +26,12 @@ BAD_TIMESTAMPS = [Timestamp(seconds=1, nanos=-1), Timestamp(seconds=2**62), Time
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFleet]:
     fleet = start_fleet(tmp_path_factory.mktemp("regressions"), seal=False)
-    yield fleet
-    for name, proc in fleet.processes.items():
-        assert not crashes(proc.output), f"{name} logged an unhandled exception"
-    fleet.stop()
+    try:
+        yield fleet
+        for name, proc in fleet.processes.items():
+            assert not crashes(proc.output), f"{name} logged an unhandled exception"
+    finally:
+        fleet.stop()
 
 
 def invalid(call: object, *words: str) -> None:
