@@ -55,7 +55,7 @@ class Fleet:
 
 
 def health_of(address: str) -> str:
-    with grpc.insecure_channel(address) as channel:
+    with sync_channel(address, None) as channel:  # TLS too when SECTORSTORAGE_TLS_* is set
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from services.common import tls
 from services.common.server import GRPC_OPTIONS
 
 _HEADER = "authorization"
@@ -86,15 +87,24 @@ class _AioTokenStreamStream(_AioTokenBase, grpc.aio.StreamStreamClientIntercepto
         return await continuation(self._details(d), request_iterator)
 
 
-def sync_channel(target: str, token: str | None) -> grpc.Channel:
-    channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
+def sync_channel(target: str, token: str | None, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    """A channel carrying `token`; TLS with `credentials`, else with the process's (tls.py)."""
+    credentials = credentials or tls.client_credentials()
+    if credentials is not None:
+        channel = grpc.secure_channel(target, credentials, options=GRPC_OPTIONS)
+    else:
+        channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
     return grpc.intercept_channel(channel, _SyncToken(token)) if token else channel
 
 
-def aio_channel(target: str, token: str | None) -> grpc.aio.Channel:
+def aio_channel(target: str, token: str | None, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+    """As sync_channel, for services calling each other."""
     interceptors: list[Any] | None = (
         [_AioTokenUnaryUnary(token), _AioTokenUnaryStream(token), _AioTokenStreamUnary(token), _AioTokenStreamStream(token)]
         if token
         else None
     )
+    credentials = credentials or tls.client_credentials()
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options=GRPC_OPTIONS, interceptors=interceptors)
     return grpc.aio.insecure_channel(target, options=GRPC_OPTIONS, interceptors=interceptors)

@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "SECTORSTORAGE_"
 
@@ -99,6 +99,39 @@ class AuthConfig(BaseModel):
         return value
 
 
+class TlsConfig(BaseModel):
+    """Optional TLS for the gRPC port and for calls to peers; off (plaintext) when `cert_file` is
+    empty. File paths are PEM files, read at start-up (services/common/tls.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # This service's certificate chain and private key for its listening port; both or neither.
+    cert_file: str = ""
+    key_file: str = ""
+    # Mutual TLS: callers must present a certificate signed by this CA (workers, the manager,
+    # sectorctl). Needs cert_file.
+    client_ca_file: str = ""
+    # CA that signed the peers' server certificates, for this service's outgoing calls (to the
+    # index, manager, workers). Set: outgoing calls use TLS; empty: plaintext.
+    ca_file: str = ""
+    # Certificate and key this service presents on outgoing calls to peers that require mutual
+    # TLS; both or neither, and only with ca_file.
+    client_cert_file: str = ""
+    client_key_file: str = ""
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        if self.client_ca_file and not self.cert_file:
+            raise ValueError("client_ca_file (mutual TLS) needs cert_file and key_file")
+        if bool(self.client_cert_file) != bool(self.client_key_file):
+            raise ValueError("client_cert_file and client_key_file go together: set both or neither")
+        if self.client_cert_file and not self.ca_file:
+            raise ValueError("client_cert_file needs ca_file (outgoing calls are plaintext without it)")
+        return self
+
+
 class ServiceConfig(BaseModel):
     """What every service shares; each service extends it with its own section."""
 
@@ -111,6 +144,7 @@ class ServiceConfig(BaseModel):
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
     auth: AuthConfig = AuthConfig()
+    tls: TlsConfig = TlsConfig()
 
     @field_validator("listen")
     @classmethod
@@ -123,6 +157,7 @@ class ServiceConfig(BaseModel):
 
 
 ConfigT = TypeVar("ConfigT", bound=ServiceConfig)
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
 def _env_value(text: str) -> Any:
@@ -162,6 +197,17 @@ def _env_overrides(model: type[BaseModel], env: Mapping[str, str], prefix: str =
         if env_name in env:
             _set_dotted(overrides, dotted, _env_value(env[env_name]))
     return overrides
+
+
+def section_from_env(model: type[SectionT], section: str, env: Mapping[str, str]) -> SectionT:
+    """One config section from `SECTORSTORAGE_<SECTION>_*` alone (for a process without a config
+    file, such as sectorctl); raises ConfigError naming the bad key."""
+    data = _env_overrides(model, env, f"{ENV_PREFIX}{section.upper()}_")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or section}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid {ENV_PREFIX}{section.upper()}_* environment: {detail}") from None
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

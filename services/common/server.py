@@ -20,6 +20,7 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import tls
 from services.common.auth import AuthInterceptor, Permission, create_token, load_or_create_secret, method_permissions
 from services.common.config import ServiceConfig
 from services.common.metrics import MetricsInterceptor, start_metrics_server
@@ -117,7 +118,10 @@ class ServiceHost:
             [r.descriptor.full_name for r in regs] + [health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         host = config.listen.rpartition(":")[0].strip("[]")
-        port = server.add_insecure_port(config.listen)
+        # TLS (optional): the listening port, and every channel this process opens to its peers.
+        tls.configure_client(config.tls)
+        credentials = tls.server_credentials(config.tls)
+        port = server.add_secure_port(config.listen, credentials) if credentials else server.add_insecure_port(config.listen)
         if port == 0:
             raise RuntimeError(f"could not bind {config.listen}")
         await server.start()
@@ -137,7 +141,10 @@ class ServiceHost:
             + (f" metrics on {metrics_address}" if metrics_address else ""),
             flush=True,
         )
-        log.info("serving", extra={"address": address, "metrics": metrics_address, "data_dir": str(config.data_dir)})
+        log.info(
+            "serving",
+            extra={"address": address, "metrics": metrics_address, "data_dir": str(config.data_dir), "tls": tls_mode(config)},
+        )
         await runtime.stopping.wait()
         log.info("draining: health NOT_SERVING, finishing in-flight calls", extra={"grace_s": config.shutdown_grace})
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -145,6 +152,13 @@ class ServiceHost:
         await server.stop(config.shutdown_grace)
         await self.service.stop()
         log.info("stopped")
+
+
+def tls_mode(config: ServiceConfig) -> str:
+    """For the start-up log line: how the listening port is protected."""
+    if not config.tls.cert_file:
+        return "off"
+    return "mutual" if config.tls.client_ca_file else "server"
 
 
 def run_service(service: Service, config: ServiceConfig) -> int:

@@ -21,7 +21,7 @@ from services.manager.jobs import JobRunner
 from services.manager.post import Proving
 from services.manager.sealing import Deadline, Sealing
 from services.manager.store import ManagerStore, WorkerOperatorState
-from services.manager.validation import RpcFailure, call_id, invalid, worker_id
+from services.manager.validation import RpcFailure, call_id, duration_seconds, invalid, sector_id, timestamp_seconds, worker_id
 from services.manager.workers import WorkerHandle
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,6 @@ def handled(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
 
 def _deadline(context: Context) -> Deadline:
     return Deadline(context.time_remaining())
-
-
-def _ts_seconds(ts: Any) -> float:
-    return float(ts.ToNanoseconds()) / 1e9 if ts.seconds or ts.nanos else 0.0
 
 
 class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
@@ -227,7 +223,9 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         if outcome is None:
             raise invalid(f"Return{method} needs exactly one of {spec.result_field} or error")
         meta = request.meta
-        status = await self.runner.handle_return(method, cid, outcome, _ts_seconds(meta.started_at), _ts_seconds(meta.finished_at))
+        status = await self.runner.handle_return(
+            method, cid, outcome, timestamp_seconds("meta.started_at", meta.started_at), timestamp_seconds("meta.finished_at", meta.finished_at)
+        )
         if status is ReturnStatus.NOT_FOUND:
             raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no record of call {cid}: drop its result")
         if status is ReturnStatus.WRONG_METHOD:
@@ -296,8 +294,8 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     @handled
     async def DrainWorker(self, request: manager_pb2.DrainWorkerRequest, context: Context) -> manager_pb2.DrainWorkerResponse:
         handle = self._handle(request.worker_id)
+        limit = duration_seconds("timeout", request.timeout) if request.HasField("timeout") else context.time_remaining()
         await self._set_state(handle, cordoned=True, draining=True)
-        limit = request.timeout.ToNanoseconds() / 1e9 if request.HasField("timeout") else context.time_remaining()
         loop = asyncio.get_running_loop()
         until = None if limit is None else loop.time() + limit
         try:
@@ -321,6 +319,8 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     async def TaskHistory(self, request: manager_pb2.TaskHistoryRequest, context: Context) -> manager_pb2.TaskHistoryResponse:
         size = request.page_size or 100
         size = min(size, 1000)
+        if request.HasField("sector"):
+            sector_id(request.sector, "sector")
         filters = views.history_filters(request)
         before = views.decode_page_token(request.page_token, filters) if request.page_token else None
         calls = await self.store.history(
@@ -331,7 +331,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             failed_only=request.failed_only,
             task_type=int(request.task_type) or None,
             worker_id=request.worker_id or None,
-            since=_ts_seconds(request.since) if request.HasField("since") else None,
+            since=timestamp_seconds("since", request.since) if request.HasField("since") else None,
         )
         page, more = calls[:size], len(calls) > size
         return manager_pb2.TaskHistoryResponse(

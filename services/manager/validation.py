@@ -7,7 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common import wellknown
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.manager.calltracker import ErrorCode, Outcome
 from services.manager.cid import CidError, parse_unsealed_cid, unsealed_cid
@@ -25,6 +28,29 @@ class RpcFailure(Exception):
 
 def invalid(message: str) -> RpcFailure:
     return RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def timestamp_seconds(name: str, ts: Timestamp) -> float:
+    """Unix seconds of a request timestamp; 0.0 when unset (all zero). A timestamp outside the
+    protobuf range (nanos not in [0, 1e9), seconds before year 1 or after 9999) is refused
+    instead of failing deep inside the handler."""
+    if not ts.seconds and not ts.nanos:
+        return 0.0
+    try:
+        return float(ts.ToNanoseconds()) / 1e9
+    except ValueError as exc:
+        raise invalid(f"{name}: {exc}") from None
+
+
+def duration_seconds(name: str, d: Duration) -> float:
+    """Seconds of a request duration, which must be valid and not negative."""
+    problem = wellknown.duration_problem(d)
+    if problem:
+        raise invalid(f"{name} is not a valid duration: {problem}")
+    seconds = wellknown.duration_seconds(d)
+    if seconds < 0:
+        raise invalid(f"{name} must not be negative, got {seconds} s")
+    return seconds
 
 
 # TaskErrorCode -> the sealing call's status (manager.proto, ManagerService comment).

@@ -317,10 +317,14 @@ class LocalStore:
             except FileNotFoundError:
                 continue
             want_dir = file_type == FileType.CACHE
-            if (stat_mod.S_ISDIR(st.st_mode) if want_dir else stat_mod.S_ISREG(st.st_mode)):
-                copies.append(LocalCopy(path, f))
-            else:
+            if not (stat_mod.S_ISDIR(st.st_mode) if want_dir else stat_mod.S_ISREG(st.st_mode)):
                 log.warning("ignoring a sector file of the wrong kind (symlink?)", extra={"file": str(f)})
+            elif not resolves_inside(path.root, f):
+                # The type folder (or the root's own layout) leads elsewhere: a copy found there
+                # would be served, used or deleted outside the attached path.
+                log.warning("ignoring a sector file outside its storage path (linked folder?)", extra={"file": str(f)})
+            else:
+                copies.append(LocalCopy(path, f))
         copies.sort(key=lambda c: (not c.path.meta.can_store, -c.path.meta.weight, c.path.id))
         return copies
 
@@ -344,6 +348,13 @@ class LocalStore:
         with self._lock:
             writing = {(h.sector, h.file_type) for h in self._held if h.path_id == storage_id}
         return [(f.sector, f.file_type) for f in scan_path(path.root) if (f.sector, f.file_type) not in writing]
+
+
+def resolves_inside(root: Path, file: Path) -> bool:
+    """Whether `file` (ROOT/<type folder>/<name>) really is in that folder of `root` once every
+    link is resolved: false when the type folder is a link out of the storage path."""
+    real_root = os.path.realpath(root)
+    return os.path.dirname(os.path.realpath(file)) == os.path.join(real_root, file.parent.name)
 
 
 def remove_file_or_dir(target: Path) -> None:

@@ -500,9 +500,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
     async def StorageAttachLocal(self, request: worker_pb2.StorageAttachLocalRequest, context: Context) -> worker_pb2.StorageAttachLocalResponse:
         async with _statuses(context, "StorageAttachLocal"):
-            root = Path(request.path)
-            if not request.path or not root.is_absolute() or ".." in root.parts:
-                raise validation.Invalid(f"path {request.path!r} must be absolute (and without '..')")
+            root = validation.storage_root(request.path)
             init = None
             if request.HasField("init"):
                 c = request.init
@@ -800,9 +798,15 @@ class WorkerApp(Service):
         section = self.config.worker
         p = self.parts
         address = section.advertise or runtime.address
-        if section.bulk_transfer:
+        # The side channel is plain TCP: under TLS (served or used) sector bytes stay on the TLS
+        # gRPC streams, whatever bulk_transfer says.
+        tls = self.config.tls
+        bulk_on = section.bulk_transfer and not (tls.cert_file or tls.ca_file)
+        if section.bulk_transfer and not bulk_on:
+            log.info("bulk side channel off: TLS is configured and the channel is plaintext")
+        if bulk_on:
             self._start_bulk(address)
-        p.peers = Peers(runtime.token(Permission.ADMIN), bulk=section.bulk_transfer)
+        p.peers = Peers(runtime.token(Permission.ADMIN), bulk=bulk_on)
         if section.index:
             # ADMIN: detaching a path (StorageDetach) needs it; everything else WRITE.
             channel = aio_channel(section.index, runtime.token(Permission.ADMIN))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.worker.fsutil import allocated_bytes
-from services.worker.local_store import LocalCopy, LocalStore, PathNotFound
+from services.worker.local_store import LocalCopy, LocalStore, PathNotFound, resolves_inside
 from services.worker.partialfile import PartialFile
 from services.worker.sectors import FileType, SectorId
 from services.worker.tarstream import TarEntry, plan_directory, tar_size
@@ -31,9 +31,8 @@ class WrongKind(Exception):
 
 
 def _inside(copy: LocalCopy) -> bool:
-    root = os.path.realpath(copy.path.root)
-    real = os.path.realpath(copy.file)
-    return os.path.dirname(real) == os.path.join(root, copy.file.parent.name)
+    # LocalStore.find checks this already; checked again where bytes leave the worker.
+    return resolves_inside(copy.path.root, copy.file)
 
 
 def locate(local: LocalStore, sector: SectorId, file_type: FileType, storage_id: str) -> LocalCopy:

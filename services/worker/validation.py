@@ -4,7 +4,9 @@ fix, and returns the domain value the tasks work with."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
+from services.common import wellknown
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker import sealer
 from services.worker.sealer import Piece
@@ -56,10 +58,36 @@ def assignment_call(assignment: worker_pb2.TaskAssignment, has: bool, sector: Se
     return call
 
 
+# Limits of a storage path an admin attaches: Linux's PATH_MAX and NAME_MAX, and a depth no real
+# mount layout reaches (creating a path thousands of levels deep exhausted Python's recursion).
+MAX_PATH_BYTES = 4095
+MAX_NAME_BYTES = 255
+MAX_PATH_DEPTH = 64
+
+
+def storage_root(path: str) -> Path:
+    """The root of a storage path to attach: absolute, without '..' or NUL, of sane length."""
+    if "\x00" in path:
+        raise Invalid("path contains a NUL byte")
+    root = Path(path)
+    if not path or not root.is_absolute() or ".." in root.parts:
+        raise Invalid(f"path {path[:200]!r} must be absolute (and without '..')")
+    if len(path.encode()) > MAX_PATH_BYTES:
+        raise Invalid(f"path is {len(path.encode())} bytes long; at most {MAX_PATH_BYTES}")
+    if any(len(part.encode()) > MAX_NAME_BYTES for part in root.parts[1:]):
+        raise Invalid(f"a component of the path is longer than {MAX_NAME_BYTES} bytes")
+    if len(root.parts) - 1 > MAX_PATH_DEPTH:
+        raise Invalid(f"path is {len(root.parts) - 1} directories deep; at most {MAX_PATH_DEPTH}")
+    return root
+
+
 def timeout_s(assignment: worker_pb2.TaskAssignment) -> float | None:
     if not assignment.HasField("timeout"):
         return None
-    seconds = assignment.timeout.ToTimedelta().total_seconds()
+    problem = wellknown.duration_problem(assignment.timeout)
+    if problem:
+        raise Invalid(f"assignment.timeout is not a valid duration: {problem}")
+    seconds = wellknown.duration_seconds(assignment.timeout)
     return seconds if seconds > 0 else None
 
 
