@@ -20,6 +20,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker.callstore import CallStore, call_key
+from services.worker.faults import TaskFault
+from services.worker.resources import TASK_SHORT_NAMES
 from services.worker.tasks import Outcome, TaskContext, TaskFailure, classify
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class CallRunner:
         worker_id: str,
         max_tasks: int = 0,
         type_caps: dict[tuple[int, int], int] | None = None,
+        fault: TaskFault | None = None,
     ) -> None:
         self.store = store
         self.on_result = on_result
@@ -84,6 +87,8 @@ class CallRunner:
         self.type_caps = dict(type_caps or {})
         self.running: dict[str, RunningCall] = {}
         self.shutting_down = False
+        self.fault = fault or TaskFault({})
+        self._short = {v: k for k, v in TASK_SHORT_NAMES.items()}
 
     def recover(self) -> int:
         """Calls left `running` by a previous process end as WORKER_RESTARTED."""
@@ -170,6 +175,7 @@ class CallRunner:
         try:
             try:
                 async with asyncio.timeout(timeout_s):
+                    await self._test_faults(running.task_type)
                     outcome = await work(running.context)
             except TimeoutError:
                 outcome = TaskFailure(Code.TASK_ERROR_CODE_TIMED_OUT, f"the task ran past its timeout of {timeout_s:g} s and was stopped")
@@ -189,6 +195,14 @@ class CallRunner:
             self.on_result()
         finally:
             self.running.pop(key, None)
+
+    async def _test_faults(self, task_type: int) -> None:
+        """The test-only fault hook (services/worker/faults.py): a delay, an injected failure."""
+        delay = self.fault.delay_of(self._short.get(task_type, ""))
+        if delay:
+            await asyncio.sleep(delay)
+        if self.fault.should_fail():
+            raise TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, f"test fault injected ({self.fault.injected} so far in this process)")
 
     def _stop(self, key: str, reason: TaskFailure) -> bool:
         running = self.running.get(key)

@@ -30,7 +30,7 @@ from services.common.server import Registration, Runtime, Service, registration
 from services.worker import serving, tasks, validation
 from services.worker.callstore import CallStore, call_key
 from services.worker.config import WorkerConfig
-from services.worker.faults import ServeFault
+from services.worker.faults import ServeFault, TaskFault
 from services.worker.identity import WorkerIdentity, load_or_create_worker_id
 from services.worker.index_client import IndexClient
 from services.worker.local_store import LocalStore, NoSpace, PathBusy, PathExists, PathNotFound
@@ -710,7 +710,7 @@ class WorkerApp(Service):
             task_types=EnabledTaskTypes(enabled),
             local=local,
             calls=calls,
-            runner=CallRunner(calls, lambda: self._wake_sender(), worker_id, section.max_tasks, concurrency_caps(overrides)),
+            runner=CallRunner(calls, lambda: self._wake_sender(), worker_id, section.max_tasks, concurrency_caps(overrides), TaskFault()),
             fault=ServeFault(),
         )
         restarted = self.parts.runner.recover()

@@ -23,6 +23,7 @@ from tests.faults.helpers import (
     ClientStats,
     Sealed,
     assert_sealed_once,
+    describe,
     file_digests,
     lapsed_locks,
     outcome_counts,
@@ -105,7 +106,7 @@ def test_kill9_index_manager_and_worker_mid_batch(fleet: Fleet, tmp_path: Path) 
     assert all(s.verified for s in sealed)
     assert all(verify_again(fleet, s) for s in sealed)
     runs = fleet.history()
-    assert_sealed_once(fleet, [r.id.number for r in refs], runs)
+    assert_sealed_once(fleet, [r.id.number for r in refs], runs, stats)
 
     # No lock is left: every task released its locks, and a killed worker's lapsed.
     assert not lapsed_locks(fleet)
@@ -117,6 +118,8 @@ def test_kill9_index_manager_and_worker_mid_batch(fleet: Fleet, tmp_path: Path) 
     before = file_digests(roots)
     for s in sealed:
         copies = [p for p in before if p.endswith(f"/sealed/s-t01000-{s.ref.id.number}")]
+        if len(copies) != 1:
+            print(f"sector {s.ref.id.number}: copies {copies}\n{describe(fleet, sector=s.ref.id)}")
         assert len(copies) == 1 and before[copies[0]][0] == 2048, copies
     for s in sealed:
         assert read_back(fleet, s) == s.data, s.ref.id.number
