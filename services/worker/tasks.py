@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -61,9 +62,24 @@ def classify(exc: BaseException) -> TaskFailure:
         return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, f"index or peer call failed: {exc.code().name}: {exc.details()}")
     if isinstance(exc, (ValueError, PartialFileError)):
         return TaskFailure(Code.TASK_ERROR_CODE_PERMANENT, str(exc))
+    if isinstance(exc, OSError) and disk_full(exc):
+        return TaskFailure(
+            Code.TASK_ERROR_CODE_ALLOCATE_SPACE,
+            f"the disk filled up while the task wrote its files ({exc}); they were removed: free space there or retry elsewhere",
+        )
     if isinstance(exc, OSError):
         return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, f"I/O error: {exc}")
     return TaskFailure(Code.TASK_ERROR_CODE_UNSPECIFIED, f"{type(exc).__name__}: {exc}")
+
+
+def disk_full(exc: OSError) -> bool:
+    """ENOSPC/EDQUOT, from Python (errno set) or from rust_core (an OSError whose message is
+    the Rust io::Error text, "... (os error 28)"): the space the task reserved was taken by
+    someone else. Reported as ALLOCATE_SPACE, so the manager retries where there is room."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return f"(os error {errno.ENOSPC})" in text or f"(os error {errno.EDQUOT})" in text
 
 
 async def blocking(fn: Callable[..., T], *args: Any) -> T:
