@@ -79,9 +79,9 @@ class Sealed:
 
 
 def seal(fleet: Fleet, ref: common_pb2.SectorRef, data: bytes, stats: ClientStats | None = None,
-         progress: Callable[[str], None] = lambda step: None) -> Sealed:
-    """AddPiece, PC1, PC2, C1, C2, VerifySeal, Finalize for a one-piece sector, each step
-    retried until the manager answers; `progress(step)` after each."""
+         progress: Callable[[str], None] = lambda step: None, finalize: bool = True) -> Sealed:
+    """AddPiece, PC1, PC2, C1, C2, VerifySeal, Finalize (unless not `finalize`) for a one-piece
+    sector, each step retried until the manager answers; `progress(step)` after each."""
 
     def step(name: str, call: Callable[[], T]) -> T:
         out = with_backoff(call, name, stats, number=ref.id.number)
@@ -98,7 +98,8 @@ def seal(fleet: Fleet, ref: common_pb2.SectorRef, data: bytes, stats: ClientStat
     c2 = step("C2", lambda: fleet.stub().SealCommit2(m.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=120))
     verdict = step("Verify", lambda: fleet.stub().VerifySeal(
         m.VerifySealRequest(sector=ref, comm_r=comm.comm_r, comm_d=comm.comm_d, ticket=TICKET, seed=SEED, proof=c2.proof), timeout=60))
-    step("Finalize", lambda: fleet.stub().FinalizeSector(m.FinalizeSectorRequest(sector=ref), timeout=120))
+    if finalize:
+        step("Finalize", lambda: fleet.stub().FinalizeSector(m.FinalizeSectorRequest(sector=ref), timeout=120))
     return Sealed(ref, data, piece, comm, bytes(c2.proof), verdict.valid)
 
 

@@ -53,8 +53,10 @@ class WorkerSpec:
     resources: dict[str, int] = field(default_factory=dict)
     # Extra environment (test fault hooks, timeouts).
     env: dict[str, str] = field(default_factory=dict)
-    # The storage path to attach (seal + store); default: tmp/store-<name>.
+    # The storage path to attach; default: tmp/store-<name>, for sealing and long-term storage.
     store: Path | None = None
+    can_seal: bool = True
+    can_store: bool = True
 
 
 @dataclass
@@ -73,11 +75,18 @@ class Fleet:
     index_port: int = 0
     # Every worker process started, killed ones included: (name, process).
     worker_runs: list[tuple[str, ServiceProcess]] = field(default_factory=list)
+    # Per role ("index", "manager" or a worker name): the address it listens on (default
+    # loopback) and a command it runs under (e.g. `ip netns exec NS` for the multi-host test).
+    hosts: dict[str, str] = field(default_factory=dict)
+    wrappers: dict[str, list[str]] = field(default_factory=dict)
     _channel: grpc.Channel | None = None
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host('manager')}:{self.port}"
+
+    def host(self, role: str) -> str:
+        return self.hosts.get(role, "127.0.0.1")
 
     def stub(self) -> manager_pb2_grpc.ManagerServiceStub:
         if self._channel is None:
@@ -88,12 +97,15 @@ class Fleet:
         """(Re)starts the index on its fixed port and data dir."""
         if not self.index_port:
             self.index_port = free_port()
-        self.index = self.start_service("index", "--listen", f"127.0.0.1:{self.index_port}", data_dir=self.tmp / "index")
+        self.index = self.start_service(
+            "index", "--listen", f"{self.host('index')}:{self.index_port}", data_dir=self.tmp / "index", wrapper=self.wrappers.get("index", [])
+        )
         return self.index
 
     def start_manager(self) -> ServiceProcess:
         self.manager = self.start_service(
-            "manager", "--listen", self.address, "--index", self.index.address, env=self.manager_env, data_dir=self.tmp / "manager"
+            "manager", "--listen", self.address, "--index", self.index.address, env=self.manager_env, data_dir=self.tmp / "manager",
+            wrapper=self.wrappers.get("manager", []),
         )
         return self.manager
 
@@ -104,7 +116,8 @@ class Fleet:
         stub = worker_pb2_grpc.WorkerServiceStub(sync_channel(proc.address, token()))
         root = spec.store or self.tmp / f"store-{spec.name}"
         stub.StorageAttachLocal(
-            worker_pb2.StorageAttachLocalRequest(path=str(root), init=worker_pb2.StoragePathConfig(can_seal=True, can_store=True)), timeout=30
+            worker_pb2.StorageAttachLocalRequest(path=str(root), init=worker_pb2.StoragePathConfig(can_seal=spec.can_seal, can_store=spec.can_store)),
+            timeout=30,
         )
         info = stub.Info(worker_pb2.InfoRequest(), timeout=10).info
         self.worker_ids[spec.name] = info.worker_id
@@ -119,8 +132,8 @@ class Fleet:
         if spec.resources:
             env["SECTORSTORAGE_WORKER_RESOURCES"] = "{" + ", ".join(f"{k} = {v}" for k, v in spec.resources.items()) + "}"
         proc = self.start_service(
-            "worker", "--listen", f"127.0.0.1:{self.worker_ports[name]}", "--index", self.index.address, "--manager", self.address,
-            env=env, data_dir=self.tmp / f"w-{spec.name}",
+            "worker", "--listen", f"{self.host(name)}:{self.worker_ports[name]}", "--index", self.index.address, "--manager", self.address,
+            env=env, data_dir=self.tmp / f"w-{spec.name}", wrapper=self.wrappers.get(name, []),
         )
         self.workers[name] = proc
         self.worker_runs.append((name, proc))
@@ -174,9 +187,15 @@ class Fleet:
         return out
 
 
-def make_fleet(start_service: StartService, tmp_path: Path, manager_env: dict[str, str] | None = None) -> Fleet:
+def make_fleet(
+    start_service: StartService,
+    tmp_path: Path,
+    manager_env: dict[str, str] | None = None,
+    hosts: dict[str, str] | None = None,
+    wrappers: dict[str, list[str]] | None = None,
+) -> Fleet:
     """An index and a manager on fixed ports; workers are added by the test."""
-    fleet = Fleet(start_service, tmp_path, None, None, free_port())  # type: ignore[arg-type]
+    fleet = Fleet(start_service, tmp_path, None, None, free_port(), hosts=dict(hosts or {}), wrappers=dict(wrappers or {}))  # type: ignore[arg-type]
     if manager_env is not None:
         fleet.manager_env = {**MANAGER_ENV, **manager_env}
     fleet.start_index()
