@@ -133,10 +133,15 @@ def _lock(env: TaskEnv, ctx: TaskContext, sector: SectorId, read: FileType, writ
 
 
 async def remove_local(env: TaskEnv, sector: SectorId, file_type: FileType, storage_id: str = "") -> list[LocalPath]:
-    """Deletes local copies and drops them from the index."""
-    removed = await blocking(env.local.remove, sector, file_type, storage_id)
-    for path in removed:
-        await env.index.drop(path.id, sector, file_type)
+    """Drops local copies from the index, then deletes them, one copy at a time. In this order
+    an index that cannot be reached leaves the file and its declaration both in place (the task
+    fails and its retry does both); the other order left a declaration of a deleted file, which
+    every later reader tried to fetch."""
+    removed = []
+    for copy in await blocking(env.local.find, sector, file_type, storage_id):
+        await env.index.drop(copy.path.id, sector, file_type)
+        await blocking(remove_file_or_dir, copy.file)
+        removed.append(copy.path)
     return removed
 
 
