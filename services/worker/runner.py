@@ -87,6 +87,8 @@ class CallRunner:
         self.type_caps = dict(type_caps or {})
         self.running: dict[str, RunningCall] = {}
         self.shutting_down = False
+        # (miner, sector number, call type) of the calls `recover` found cut off by the last stop.
+        self.interrupted: list[tuple[int, int, int]] = []
         self.fault = fault or TaskFault({})
         self._short = {v: k for k, v in TASK_SHORT_NAMES.items()}
 
@@ -98,6 +100,7 @@ class CallRunner:
             if record is None:
                 continue
             miner, number, uuid_ = key.split("-", 2)
+            self.interrupted.append((int(miner), int(number), record.call_type))
             call_id = common_pb2.CallId(sector=common_pb2.SectorId(miner=int(miner), number=int(number)), id=uuid_)
             failure = TaskFailure(Code.TASK_ERROR_CODE_WORKER_RESTARTED, "the worker restarted while the call was running")
             self.store.finish(key, stored_result(call_id, record.call_type, time.time(), failure))

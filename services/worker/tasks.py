@@ -328,6 +328,18 @@ async def pre_commit1(env: TaskEnv, ctx: TaskContext, sector: SectorRef, ticket:
     return ("pre_commit1_output", out)
 
 
+def discard_interrupted_pre_commit1(local: LocalStore, sector: SectorId) -> list[Path]:
+    """At start, for a PC1 the last process was killed in: its half-written sealed and cache
+    files are removed before the paths are announced (the scan would declare them as copies).
+    They can only be that PC1's: it removes every older copy before it starts."""
+    removed = []
+    for t in (FileType.SEALED, FileType.CACHE):
+        for copy in local.find(sector, t):
+            remove_file_or_dir(copy.file)
+            removed.append(copy.file)
+    return removed
+
+
 def _fresh_outputs(sealed: Path, cache: Path) -> None:
     remove_file_or_dir(cache)
     cache.mkdir()

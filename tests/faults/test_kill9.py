@@ -31,7 +31,10 @@ from tests.faults.helpers import (
     verify_again,
     wait_no_locks,
 )
-from tests.integration.fleet import P2K, StartService, WorkerSpec, make_fleet, piece_data, sector
+from services.cli.sealing import add_piece
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
+from tests.integration.fleet import P2K, P8M, Fleet, StartService, WorkerSpec, make_fleet, piece_data, sector
+from tests.integration.worker_helpers import TICKET
 
 SECTORS = int(os.environ.get("SECTORSTORAGE_FAULT_SECTORS", "8"))
 # A client whose reply died with the manager (killed right after it recorded the delivery) sends
@@ -135,3 +138,30 @@ def test_kill9_index_manager_and_worker_mid_batch(start_service: StartService, t
         f"kill -9: {len(killed)} faults {killed}, {SECTORS} sectors sealed in {wall:.1f} s, "
         f"client retries {dict(stats.retries)}, task outcomes {outcome_counts(runs)}, sectors lost 0"
     )
+
+
+def test_worker_killed_mid_pc1_leaves_no_half_written_copy(fleet: Fleet) -> None:
+    """kill -9 of the worker while its PC1 writes the cache: the restarted worker removes the
+    half-written sealed and cache files before it announces its paths (its scan would otherwise
+    declare them as a second copy), and the sector's PC1 is run again and seals."""
+    fleet.add_worker(WorkerSpec("a", cpus=2, env=WORKER_ENV))
+    fleet.wait_registered()
+    ref = sector(1, P8M)
+    data = piece_data(1, P8M)
+    stub = fleet.stub()
+    piece = add_piece(stub, ref, data)
+    future = stub.SealPreCommit1.future(manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=120)
+    cache = fleet.tmp / "store-a" / "cache" / "s-t01000-1"
+    deadline = time.monotonic() + 60
+    while not (cache.is_dir() and any(cache.iterdir())):
+        assert time.monotonic() < deadline and not future.done(), "PC1 never started writing its cache"
+        time.sleep(0.005)
+    fleet.workers["a"].kill()
+    assert (fleet.tmp / "store-a" / "sealed" / "s-t01000-1").exists()  # half-written outputs left
+    fleet.start_worker("a")
+    p1 = future.result()
+    runs = sorted(fleet.history(task_type=common_pb2.TASK_TYPE_PRE_COMMIT_1), key=lambda r: r.attempt)
+    assert [r.outcome for r in runs] == [manager_pb2.TASK_OUTCOME_REQUEUED, manager_pb2.TASK_OUTCOME_SUCCEEDED]
+    assert any("half-written outputs of an interrupted PC1" in line for line in fleet.workers["a"].output)
+    p2 = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=120)
+    assert len(p2.commitments.comm_r) == 32
