@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import grpc
@@ -60,9 +59,7 @@ def test_link_cut_mid_fetch_between_hosts(lab: Lab, start_service: object, tmp_p
 
     # A sends slowly (8 MiB takes ~4 s), so the cut lands inside the transfer.
     lab.limit("a", "16mbit")
-    future: Future[manager_pb2.FinalizeSectorResponse] = fleet.stub().FinalizeSector.future(
-        manager_pb2.FinalizeSectorRequest(sector=ref), timeout=180
-    )
+    future = fleet.stub().FinalizeSector.future(manager_pb2.FinalizeSectorRequest(sector=ref), timeout=180)
     store_b = tmp_path / "store-b"
     deadline = time.monotonic() + 60
     while fetched_bytes(store_b) < 256 << 10:

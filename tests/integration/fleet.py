@@ -27,7 +27,7 @@ from tests.integration.worker_helpers import FAST_WORKER_ENV, MINER, token
 StartService = Callable[..., ServiceProcess]
 P2K = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1
 P8M = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_8MIB_V1_1
-SIZE = {P2K: 2048, P8M: 8 << 20}
+SIZE: dict[int, int] = {P2K: 2048, P8M: 8 << 20}
 MANAGER_ENV = {
     "SECTORSTORAGE_MANAGER_HEARTBEAT_INTERVAL_S": "0.5",
     "SECTORSTORAGE_MANAGER_HEARTBEAT_TIMEOUT_S": "3",
