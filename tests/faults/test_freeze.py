@@ -72,11 +72,14 @@ def test_frozen_worker_is_replaced_and_its_late_result_is_not_applied_twice(flee
     )
     assert verdict.valid
 
-    # The resumed worker finishes (or is told to stop) its stale call and reports it; it is back.
-    def slow_ended_its_call() -> bool:
-        return bool(fleet.worker_log_events("task done") or fleet.worker_log_events("task failed"))
+    # The resumed worker finishes its stale C2 (or is told to stop it) and returns the late
+    # result to the manager, which takes it as a duplicate; the worker is back.
+    def slow_returned_its_call() -> bool:
+        return any(
+            name == "slow" and e.get("method") == "ReturnSealCommit2" for name, e in fleet.worker_log_events("result delivered")
+        )
 
-    wait_for("the resumed worker to end its stale C2", slow_ended_its_call)
+    wait_for("the resumed worker to return its late C2 result", slow_returned_its_call)
     wait_for("the resumed worker to reconnect", lambda: fleet.stub().WorkerStats(
         manager_pb2.WorkerStatsRequest(worker_id=fleet.worker_ids["slow"]), timeout=5).workers[0].state.connected)
     time.sleep(1.5)  # a few heartbeats and a result collection: time for a second application
