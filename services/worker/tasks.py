@@ -149,8 +149,14 @@ async def remove_everywhere(env: TaskEnv, sector: SectorId, file_type: FileType)
     """Deletes every copy in the fleet: local ones here, others through the peers serving them
     (a peer that cannot be reached keeps its copy and its declaration, and a warning is logged)."""
     await remove_local(env, sector, file_type)
+    await remove_remote(env, sector, file_type)
+
+
+async def remove_remote(env: TaskEnv, sector: SectorId, file_type: FileType, only_secondary: bool = False) -> None:
+    """Deletes the copies other workers hold (with `only_secondary`, only those not declared
+    primary), through the peers serving them."""
     for loc in await env.index.find_sector(sector, file_type):
-        if loc.storage_id in env.local.paths:
+        if loc.storage_id in env.local.paths or (only_secondary and loc.primary):
             continue
         for url in loc.urls:
             try:
@@ -451,20 +457,23 @@ async def move_storage(env: TaskEnv, ctx: TaskContext, sector: SectorRef, types:
             stored = [c for c in copies if c.path.meta.can_store]
             if stored:
                 await env.index.declare(stored[0].path.id, sector.id, t, primary=True)
-                continue
-            targets, reservation = await blocking(env.local.allocate, sector.id, t, sector.size, PathType.STORAGE)
-            dest = targets[t]
-            try:
-                with env.local.using([dest.id]):
-                    if copies:
-                        src = copies[0]
-                        await env.index.drop(src.path.id, sector.id, t)
-                        await blocking(move_into_place, src.file, dest.file(t, sector.id))
-                        await env.index.declare(dest.id, sector.id, t, primary=True)
-                    else:
-                        await env.remote.fetch(sector.id, t, sector.size, dest, move=True)
-            finally:
-                reservation.release()
+            else:
+                targets, reservation = await blocking(env.local.allocate, sector.id, t, sector.size, PathType.STORAGE)
+                dest = targets[t]
+                try:
+                    with env.local.using([dest.id]):
+                        if copies:
+                            src = copies[0]
+                            await env.index.drop(src.path.id, sector.id, t)
+                            await blocking(move_into_place, src.file, dest.file(t, sector.id))
+                            await env.index.declare(dest.id, sector.id, t, primary=True)
+                        else:
+                            await env.remote.fetch(sector.id, t, sector.size, dest, move=True)
+                finally:
+                    reservation.release()
+            # A move ends with the one primary copy: sealing copies left on other workers (a
+            # finalize that ran on another worker after a crash copied the files there) go.
+            await remove_remote(env, sector.id, t, only_secondary=True)
     return DONE
 
 
