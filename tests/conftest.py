@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,13 +21,16 @@ def start_service(tmp_path: Path) -> Iterator[object]:
     """Starts real service processes; all are stopped (killed if need be) at teardown."""
     started: list[ServiceProcess] = []
 
-    def start(name: str, *args: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServiceProcess:
+    def start(
+        name: str, *args: str, env: dict[str, str] | None = None, data_dir: Path | None = None, wrapper: Sequence[str] = ()
+    ) -> ServiceProcess:
         proc = ServiceProcess(
             name=name,
             data_dir=data_dir or tmp_path / f"{name}-{len(started)}",
             args=args,
             env=env or {},
             secret=TEST_SECRET,
+            wrapper=wrapper,
         )
         started.append(proc)
         return proc.start()

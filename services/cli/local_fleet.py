@@ -39,12 +39,15 @@ class ServiceProcess:
     address: str = ""
     metrics_address: str | None = None
     output: list[str] = field(default_factory=list)
+    # A command the service runs under, e.g. ("ip", "netns", "exec", "ns1") to start it in a
+    # network namespace (the multi-host tests).
+    wrapper: Sequence[str] = ()
 
     def start(self, timeout: float = 30.0) -> ServiceProcess:
         env = {**os.environ, "SECTORSTORAGE_LOG_FORMAT": "json", **self.env}
         if self.secret:
             env["SECTORSTORAGE_AUTH_SECRET"] = self.secret
-        cmd = [console_script(f"sectorstorage-{self.name}"), "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *self.args]
+        cmd = [*self.wrapper, console_script(f"sectorstorage-{self.name}"), "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *self.args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         found = threading.Event()
 

@@ -88,6 +88,9 @@ class RetryPolicy:
     max_attempts: int = 5
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0
+    # How long a delivered result still answers an identical request (see CallTracker.open);
+    # 0: the next identical request runs again at once.
+    redelivery_window_s: float = 0.0
 
     def delay(self, failed_attempt: int) -> float:
         base = min(self.backoff_max_s, self.backoff_initial_s * 2 ** max(0, failed_attempt - 1))
@@ -143,6 +146,7 @@ class CallStore(Protocol):
 
     async def save(self, work: WorkRecord | None = None, calls: Sequence[CallRecord] = ()) -> None: ...
     async def load_live(self) -> tuple[list[WorkRecord], list[CallRecord]]: ...
+    async def delivered_since(self, since: float) -> list[WorkRecord]: ...
     async def get_call(self, call_id: str) -> CallRecord | None: ...
 
 
@@ -161,6 +165,9 @@ class CallTracker:
         # Live works by work id, and by the id of their current call.
         self.works: dict[str, LiveWork] = {}
         self.by_call: dict[str, LiveWork] = {}
+        # Successful works delivered less than redelivery_window_s ago, oldest first: work id ->
+        # (work, forget at).
+        self.recent: dict[str, tuple[LiveWork, float]] = {}
 
     # --- start and recovery ------------------------------------------------------------------
 
@@ -185,6 +192,15 @@ class CallTracker:
             self.works[record.work_id] = live
             self.by_call[call.call_id] = live
             recovered.append(live)
+        window = self.policy.redelivery_window_s
+        if window > 0:
+            for record in sorted(await self.store.delivered_since(self.clock() - window), key=lambda r: r.updated_at):
+                if record.outcome is OutcomeKind.RESULT and record.work_id not in self.works:
+                    call = CallRecord(record.call_id, record.work_id, record.method, record.task_type, record.miner,
+                                      record.number, record.seal_proof, record.attempt, CallStatus.SUCCEEDED)
+                    delivered = LiveWork(record, call)
+                    delivered.done.set()
+                    self.recent[record.work_id] = (delivered, record.updated_at + window)
         return recovered
 
     def work_id(self, method: str, params: bytes, key_extra: bytes = b"") -> str:
@@ -204,7 +220,7 @@ class CallTracker:
         """The live work for this request, and whether it was created now (False: attached to
         one in flight or finished and not yet collected)."""
         work_id = self.work_id(method, params, key_extra) if dedup else f"{method}:{new_call_id()}"
-        existing = self.works.get(work_id)
+        existing = self.works.get(work_id) or self._recently_delivered(work_id)
         if existing is not None:
             return existing, False
         now = self.clock()
@@ -414,10 +430,28 @@ class CallTracker:
             if live.record.status is not WorkStatus.DONE:
                 return
             record = replace(live.record, status=WorkStatus.DELIVERED, updated_at=self.clock())
-            # Forgotten first: a request arriving during the write starts a new run.
+            # Forgotten first: a request arriving during the write starts a new run (or, within
+            # the redelivery window, gets this result again).
             self._forget(live)
             live.record = record
+            if self.policy.redelivery_window_s > 0 and record.outcome is OutcomeKind.RESULT:
+                self.recent[live.work_id] = (live, record.updated_at + self.policy.redelivery_window_s)
             await self.store.save(record)
+
+    def _recently_delivered(self, work_id: str) -> LiveWork | None:
+        """A successful result delivered within the redelivery window, for a caller that sends
+        the identical request again because it never saw the answer (its connection broke, or
+        the manager died between recording the delivery and the reply reaching the client):
+        it gets the same result instead of running the task a second time. Expired entries are
+        dropped here, oldest first."""
+        now = self.clock()
+        while self.recent:
+            oldest = next(iter(self.recent))
+            if self.recent[oldest][1] > now:
+                break
+            del self.recent[oldest]
+        entry = self.recent.get(work_id)
+        return entry[0] if entry is not None else None
 
     def _forget(self, live: LiveWork) -> None:
         if self.works.get(live.work_id) is live:

@@ -40,6 +40,10 @@ class ManagerSection(BaseModel):
     selector_refresh_s: float = Field(default=10.0, gt=0, le=3600)
     # How often a full scheduling pass runs (events normally keep the queue settled).
     sched_pass_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    # A result already handed to a caller still answers an identical request for this long
+    # (a client that lost the reply, e.g. to a manager crash, and sends the request again gets
+    # it instead of a second run). 0: the next identical request runs again at once.
+    redelivery_window_s: float = Field(default=0.0, ge=0, le=DAY_S)
     # Results nobody collected, and delivered works, are forgotten after this long.
     result_retention_s: float = Field(default=30 * DAY_S, gt=0)
     # Finished calls (the task history) are kept this long.

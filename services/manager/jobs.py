@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import grpc
@@ -181,7 +181,7 @@ class JobRunner:
         self._timers.pop(call_id, None)
         if self._closing or live.call.call_id != call_id or live.call.status is not CallStatus.QUEUED:
             return
-        candidates = await self._resolve(live)
+        candidates = avoid_full_workers(await self._resolve(live), live)
         if live.call.call_id != call_id or live.call.status is not CallStatus.QUEUED or call_id in self.scheduler.queue:
             return
         record = live.record
@@ -345,6 +345,8 @@ class JobRunner:
 
     async def handle_return(self, method: str, call_id: str, outcome: Outcome, started_at: float = 0.0, finished_at: float = 0.0) -> ReturnStatus:
         live = self.tracker.by_call.get(call_id)
+        if live is not None and not outcome.ok and outcome.error_code is ErrorCode.ALLOCATE_SPACE and live.call.call_id == call_id:
+            note_full_worker(live, live.call.worker_id)
         decision = await self.tracker.complete(call_id, method, outcome, started_at, finished_at)
         if decision.status in (ReturnStatus.STORED, ReturnStatus.DUPLICATE):
             # Whatever happened to the work, the worker is done with this call.
@@ -650,7 +652,7 @@ class JobRunner:
         for request in stale[:limit]:
             live = request.payload
             assert isinstance(live, LiveWork)
-            candidates = await self._resolve(live)
+            candidates = avoid_full_workers(await self._resolve(live), live)
             self._resolved_at[request.id] = self.clock.mono()
             current = self.scheduler.queue.get(request.id)
             if current is not None and current.state is RequestState.QUEUED:
@@ -680,6 +682,34 @@ class JobRunner:
                 extra={"task": shape[0].short, "sector_size": shape[1].label, "waiting": waiting},
             )
         self._warned_unsatisfiable = shapes
+
+
+FULL_WORKERS = "full_workers"
+
+
+def note_full_worker(live: LiveWork, worker_id: str) -> None:
+    """A call of this work failed for lack of space on this worker (its disk filled up, or it
+    could not reserve): its retries should go elsewhere."""
+    if worker_id:
+        full = live.extra.setdefault(FULL_WORKERS, set())
+        assert isinstance(full, set)
+        full.add(worker_id)
+
+
+def avoid_full_workers(candidates: Candidates, live: LiveWork) -> Candidates:
+    """Leaves out the workers where this work already ran out of space, while others remain:
+    the index's view of their free space lags behind (storage heartbeats), and a holder of the
+    sector's files would otherwise be preferred again and fail the same way. If only those
+    workers can take the work, they stay (space may be freed there)."""
+    full = live.extra.get(FULL_WORKERS)
+    if not full or candidates.anywhere:
+        return candidates
+    assert isinstance(full, set)
+    preferred = tuple(w for w in candidates.preferred if w not in full)
+    pool = None if candidates.pool is None else frozenset(w for w in candidates.pool if w not in full)
+    if not preferred and not pool:
+        return candidates
+    return replace(candidates, preferred=preferred, pool=pool)
 
 
 def job_state_of(live: LiveWork, runner: JobRunner) -> int:

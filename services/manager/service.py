@@ -60,7 +60,9 @@ class ManagerApp(Service):
         self.index: StorageIndex | None = None
         self.registry = WorkerRegistry(self._worker_token, settings.heartbeat_timeout_s)
         self.selectors = SelectorContext(index=None, workers_of_path=self.registry.workers_of_path)
-        policy = RetryPolicy(settings.max_attempts, settings.retry_backoff_initial_s, settings.retry_backoff_max_s)
+        policy = RetryPolicy(
+            settings.max_attempts, settings.retry_backoff_initial_s, settings.retry_backoff_max_s, settings.redelivery_window_s
+        )
         self.tracker = CallTracker(self.store, policy)
         self.runner = JobRunner(self.tracker, self.registry, self.selectors, settings)
         self.selectors.can_run = self.runner.can_run

@@ -207,6 +207,15 @@ class ManagerStore:
 
         return await self.db.run(run, Mode.READ)
 
+    async def delivered_since(self, since: float) -> list[WorkRecord]:
+        """Works delivered at or after `since` (the redelivery window after a restart)."""
+
+        def run(tx: Tx) -> list[WorkRecord]:
+            rows = tx.query(_SELECT_WORK + " WHERE status = ? AND updated_at >= ?", (WorkStatus.DELIVERED.value, since))
+            return [_work(r) for r in rows]
+
+        return await self.db.run(run, Mode.READ)
+
     async def delivered_works(self, limit: int = 1000) -> list[WorkRecord]:
         def run(tx: Tx) -> list[WorkRecord]:
             rows = tx.query(_SELECT_WORK + " WHERE status = ? ORDER BY updated_at DESC LIMIT ?", (WorkStatus.DELIVERED.value, limit))

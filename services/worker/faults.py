@@ -1,4 +1,4 @@
-"""Test-only fault injection, off unless its environment variable is set.
+"""Test-only fault injection, off unless its environment variables are set.
 
 SECTORSTORAGE_TEST_FAULT_SERVE_EXIT_AFTER_BYTES=N: the process exits at once (as a crash would,
 no clean-up) after it has sent more than N bytes of sector files to peers, over gRPC streams or
@@ -12,6 +12,10 @@ seconds before it runs (a slow task: lets the tests keep a worker busy, or make 
 SECTORSTORAGE_TEST_FAULT_TASK_HANG="PC1=1": attempts 1..N of each task of this type hang (until
 they are stopped: a timeout, an abort, a drain), later attempts run normally. Lets the tests
 make a task hang on its first attempt and see it timed out and retried.
+
+SECTORSTORAGE_TEST_FAULT_TASK_FAIL_P=p: each asynchronous task fails at its start with
+probability p, as a TEMPORARY error saying it was injected (the manager retries it, here or
+elsewhere); SECTORSTORAGE_TEST_FAULT_TASK_SEED=n seeds the draws, so a soak run can be replayed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import threading
 from collections.abc import Mapping
 
@@ -26,6 +31,8 @@ log = logging.getLogger(__name__)
 ENV_SERVE_EXIT = "SECTORSTORAGE_TEST_FAULT_SERVE_EXIT_AFTER_BYTES"
 ENV_TASK_DELAY = "SECTORSTORAGE_TEST_FAULT_TASK_DELAY"
 ENV_TASK_HANG = "SECTORSTORAGE_TEST_FAULT_TASK_HANG"
+ENV_TASK_FAIL_P = "SECTORSTORAGE_TEST_FAULT_TASK_FAIL_P"
+ENV_TASK_SEED = "SECTORSTORAGE_TEST_FAULT_TASK_SEED"
 
 
 class ServeFault:
@@ -68,14 +75,25 @@ def _per_type(raw: str, name: str) -> dict[str, float]:
 
 
 class TaskFault:
-    """Slows down or hangs tasks by type (module docstring); `before` runs ahead of each task."""
+    """Slows down, hangs or fails tasks by type (module docstring). `before` runs ahead of each
+    task, inside its timeout; `should_fail` draws the injected failures."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.delays = _per_type(env.get(ENV_TASK_DELAY, ""), ENV_TASK_DELAY)
         self.hangs = {task: int(n) for task, n in _per_type(env.get(ENV_TASK_HANG, ""), ENV_TASK_HANG).items()}
-        if self.delays or self.hangs:
-            log.warning("test fault armed: slow or hanging tasks", extra={"delays": self.delays, "hangs": self.hangs})
+        raw_p = env.get(ENV_TASK_FAIL_P, "")
+        try:
+            self.fail_p = float(raw_p) if raw_p else 0.0
+        except ValueError:
+            self.fail_p = -1.0
+        if not 0.0 <= self.fail_p <= 1.0:
+            raise ValueError(f"{ENV_TASK_FAIL_P}={raw_p}: must be a probability in [0, 1]")
+        raw_seed = env.get(ENV_TASK_SEED, "")
+        self.random = random.Random(int(raw_seed) if raw_seed else None)
+        self.injected = 0
+        if self.delays or self.hangs or self.fail_p:
+            log.warning("test fault armed: slow, hanging or failing tasks", extra={"delays": self.delays, "hangs": self.hangs, "fail_p": self.fail_p})
 
     async def before(self, task: str, attempt: int) -> None:
         delay = self.delays.get(task, 0.0)
@@ -84,3 +102,13 @@ class TaskFault:
         if attempt <= self.hangs.get(task, 0):
             log.warning("test fault: task hangs", extra={"task": task, "attempt": attempt})
             await asyncio.Event().wait()
+
+    def delay_of(self, task: str) -> float:
+        return self.delays.get(task, 0.0)
+
+    def should_fail(self) -> bool:
+        """Draws whether the task starting now fails; counts the failures injected."""
+        if not self.fail_p or self.random.random() >= self.fail_p:
+            return False
+        self.injected += 1
+        return True

@@ -31,6 +31,11 @@ from services.worker.tarstream import TarError
 log = logging.getLogger(__name__)
 
 
+# How a peer's NOT_FOUND begins when the path is its own but the file is not there
+# (serving.NotServed), as opposed to a path it does not have.
+MISSING_FILE = "no local "
+
+
 class SectorNotFound(Exception):
     """No copy of a needed file exists anywhere in the fleet."""
 
@@ -118,12 +123,29 @@ class RemoteStore:
             raise SectorNotFound(f"no copy of the {file_type.dirname} file of sector {sector} in the fleet")
         sources.sort(key=lambda loc: (not loc.healthy, -loc.weight, loc.storage_id))
         errors = []
+        stale = 0
         for loc in sources:
             for url in loc.urls:
                 started = time.monotonic()
                 try:
                     via = await self._download(url, loc.storage_id, sector, file_type, sector_size, dest)
-                except (grpc.aio.AioRpcError, TransferError, TarError, OSError) as exc:
+                except grpc.aio.AioRpcError as exc:
+                    missing = exc.code() == grpc.StatusCode.NOT_FOUND and (exc.details() or "").startswith(MISSING_FILE)
+                    if missing:
+                        # The holder is up, serves that path and has no such file: the index's
+                        # declaration is stale (e.g. the file was removed while the index was
+                        # down). Drop it, so that no reader tries it again, and look elsewhere.
+                        stale += 1
+                        await self._drop_stale(loc.storage_id, sector, file_type, url, exc.details() or "")
+                    errors.append(f"{url} ({loc.storage_id}): {exc.code().name}: {exc.details()}")
+                    log.warning(
+                        "fetch from a source failed; trying the next",
+                        extra={"sector": str(sector), "type": file_type.dirname, "source": url, "storage_id": loc.storage_id, "error": errors[-1]},
+                    )
+                    if missing:
+                        break  # the path has no copy: its other urls would say the same
+                    continue
+                except (TransferError, TarError, OSError) as exc:
                     detail = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                     log.warning(
                         "fetch from a source failed; trying the next",
@@ -149,7 +171,19 @@ class RemoteStore:
                     },
                 )
                 return
+        if stale == len(sources):
+            raise SectorNotFound(f"no copy of the {file_type.dirname} file of sector {sector} in the fleet (stale declarations dropped: " + "; ".join(errors) + ")")
         raise FetchFailed(f"could not fetch the {file_type.dirname} file of sector {sector}: " + "; ".join(errors))
+
+    async def _drop_stale(self, storage_id: str, sector: SectorId, file_type: FileType, url: str, detail: str) -> None:
+        try:
+            await self.index.drop(storage_id, sector, file_type)
+            log.warning(
+                "dropped a stale declaration: its holder has no such file",
+                extra={"sector": str(sector), "type": file_type.dirname, "source": url, "storage_id": storage_id, "error": detail},
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("could not drop a stale declaration", extra={"storage_id": storage_id, "error": exc.details()})
 
     async def _download(
         self, url: str, storage_id: str, sector: SectorId, file_type: FileType, sector_size: int, dest: LocalPath

@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker.callstore import CallStore, call_key
+from services.worker.faults import TaskFault
 from services.worker.tasks import Outcome, TaskContext, TaskFailure, classify
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class CallRunner:
         worker_id: str,
         max_tasks: int = 0,
         type_caps: dict[tuple[int, int], int] | None = None,
+        fault: TaskFault | None = None,
     ) -> None:
         self.store = store
         self.on_result = on_result
@@ -84,6 +86,9 @@ class CallRunner:
         self.type_caps = dict(type_caps or {})
         self.running: dict[str, RunningCall] = {}
         self.shutting_down = False
+        # (miner, sector number, call type) of the calls `recover` found cut off by the last stop.
+        self.interrupted: list[tuple[int, int, int]] = []
+        self.fault = fault or TaskFault({})
 
     def recover(self) -> int:
         """Calls left `running` by a previous process end as WORKER_RESTARTED."""
@@ -93,6 +98,7 @@ class CallRunner:
             if record is None:
                 continue
             miner, number, uuid_ = key.split("-", 2)
+            self.interrupted.append((int(miner), int(number), record.call_type))
             call_id = common_pb2.CallId(sector=common_pb2.SectorId(miner=int(miner), number=int(number)), id=uuid_)
             failure = TaskFailure(Code.TASK_ERROR_CODE_WORKER_RESTARTED, "the worker restarted while the call was running")
             self.store.finish(key, stored_result(call_id, record.call_type, time.time(), failure))
@@ -170,6 +176,7 @@ class CallRunner:
         try:
             try:
                 async with asyncio.timeout(timeout_s):
+                    self._test_fault()
                     outcome = await work(running.context)
             except TimeoutError:
                 outcome = TaskFailure(Code.TASK_ERROR_CODE_TIMED_OUT, f"the task ran past its timeout of {timeout_s:g} s and was stopped")
@@ -193,6 +200,12 @@ class CallRunner:
     def stop(self, key: str, reason: TaskFailure) -> bool:
         """Cancels a running (asynchronous) call; its outcome is recorded as `reason`."""
         return self._stop(key, reason)
+
+    def _test_fault(self) -> None:
+        """The test-only failure injection (services/worker/faults.py; delays and hangs run in
+        the task's own `before` hook)."""
+        if self.fault.should_fail():
+            raise TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, f"test fault injected ({self.fault.injected} so far in this process)")
 
     def _stop(self, key: str, reason: TaskFailure) -> bool:
         running = self.running.get(key)

@@ -53,7 +53,7 @@ from services.worker.resources import (
 from services.worker.returns import ReturnSender
 from services.worker.runner import CallRunner, Exhausted
 from services.worker.sealer import PAD_BLOCK
-from services.worker.sectors import FileType, PathType, post_proof_info, sector_size_of, types_to_proto, unpadded
+from services.worker.sectors import FileType, PathType, SectorId, post_proof_info, sector_size_of, types_to_proto, unpadded
 from services.worker.storage_control import StorageControl, fs_stat_message
 from services.worker.tarstream import TarError, stream_tar
 from services.worker.wire import encode_chunk_response
@@ -757,6 +757,7 @@ class WorkerApp(Service):
         local = LocalStore(StorageList.load(config.data_dir / STORAGE_FILE))
         local.open_configured()
         calls = CallStore(config.data_dir / "calls.db")
+        task_fault = TaskFault()
         self.parts = Parts(
             config=config,
             identity=identity,
@@ -765,13 +766,18 @@ class WorkerApp(Service):
             task_types=EnabledTaskTypes(enabled),
             local=local,
             calls=calls,
-            runner=CallRunner(calls, lambda: self._wake_sender(), worker_id, section.max_tasks, concurrency_caps(overrides)),
+            runner=CallRunner(calls, lambda: self._wake_sender(), worker_id, section.max_tasks, concurrency_caps(overrides), task_fault),
             fault=ServeFault(),
-            task_fault=TaskFault(),
+            task_fault=task_fault,
         )
         restarted = self.parts.runner.recover()
         if restarted:
             log.warning("calls interrupted by the last stop will be returned as WORKER_RESTARTED", extra={"calls": restarted})
+        for miner, number, call_type in self.parts.runner.interrupted:
+            if call_type == worker_pb2.CALL_TYPE_SEAL_PRE_COMMIT_1:
+                removed = tasks.discard_interrupted_pre_commit1(local, SectorId(miner, number))
+                if removed:
+                    log.warning("removed the half-written outputs of an interrupted PC1", extra={"files": [str(f) for f in removed]})
         # ReadSectorFile/ReadSectorDir are served by their wire versions (add_worker_service).
         self.servicer = WorkerServicer(self.parts)  # type: ignore[abstract]
         self.link: ManagerLink | None = None

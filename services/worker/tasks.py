@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -60,9 +61,24 @@ def classify(exc: BaseException) -> TaskFailure:
         return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, f"index or peer call failed: {exc.code().name}: {exc.details()}")
     if isinstance(exc, (ValueError, PartialFileError)):
         return TaskFailure(Code.TASK_ERROR_CODE_PERMANENT, str(exc))
+    if isinstance(exc, OSError) and disk_full(exc):
+        return TaskFailure(
+            Code.TASK_ERROR_CODE_ALLOCATE_SPACE,
+            f"the disk filled up while the task wrote its files ({exc}); they were removed: free space there or retry elsewhere",
+        )
     if isinstance(exc, OSError):
         return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, f"I/O error: {exc}")
     return TaskFailure(Code.TASK_ERROR_CODE_UNSPECIFIED, f"{type(exc).__name__}: {exc}")
+
+
+def disk_full(exc: OSError) -> bool:
+    """ENOSPC/EDQUOT, from Python (errno set) or from rust_core (an OSError whose message is
+    the Rust io::Error text, "... (os error 28)"): the space the task reserved was taken by
+    someone else. Reported as ALLOCATE_SPACE, so the manager retries where there is room."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return f"(os error {errno.ENOSPC})" in text or f"(os error {errno.EDQUOT})" in text
 
 
 async def blocking(fn: Callable[..., T], *args: Any) -> T:
@@ -116,10 +132,15 @@ def _lock(env: TaskEnv, ctx: TaskContext, sector: SectorId, read: FileType, writ
 
 
 async def remove_local(env: TaskEnv, sector: SectorId, file_type: FileType, storage_id: str = "") -> list[LocalPath]:
-    """Deletes local copies and drops them from the index."""
-    removed = await blocking(env.local.remove, sector, file_type, storage_id)
-    for path in removed:
-        await env.index.drop(path.id, sector, file_type)
+    """Drops local copies from the index, then deletes them, one copy at a time. In this order
+    an index that cannot be reached leaves the file and its declaration both in place (the task
+    fails and its retry does both); the other order left a declaration of a deleted file, which
+    every later reader tried to fetch."""
+    removed = []
+    for copy in await blocking(env.local.find, sector, file_type, storage_id):
+        await env.index.drop(copy.path.id, sector, file_type)
+        await blocking(remove_file_or_dir, copy.file)
+        removed.append(copy.path)
     return removed
 
 
@@ -127,8 +148,14 @@ async def remove_everywhere(env: TaskEnv, sector: SectorId, file_type: FileType)
     """Deletes every copy in the fleet: local ones here, others through the peers serving them
     (a peer that cannot be reached keeps its copy and its declaration, and a warning is logged)."""
     await remove_local(env, sector, file_type)
+    await remove_remote(env, sector, file_type)
+
+
+async def remove_remote(env: TaskEnv, sector: SectorId, file_type: FileType, only_secondary: bool = False) -> None:
+    """Deletes the copies other workers hold (with `only_secondary`, only those not declared
+    primary), through the peers serving them."""
     for loc in await env.index.find_sector(sector, file_type):
-        if loc.storage_id in env.local.paths:
+        if loc.storage_id in env.local.paths or (only_secondary and loc.primary):
             continue
         for url in loc.urls:
             try:
@@ -306,6 +333,17 @@ async def pre_commit1(env: TaskEnv, ctx: TaskContext, sector: SectorRef, ticket:
     return ("pre_commit1_output", out)
 
 
+def discard_interrupted_pre_commit1(local: LocalStore, sector: SectorId) -> list[Path]:
+    """At start, for a PC1 the last process was killed in: its half-written cache is removed
+    before the paths are announced (the scan would declare it as a copy). Only the cache: PC1
+    replaces any cache it finds, but it never touches a sealed file (PC2 writes that)."""
+    removed = []
+    for copy in local.find(sector, FileType.CACHE):
+        remove_file_or_dir(copy.file)
+        removed.append(copy.file)
+    return removed
+
+
 def _fresh_cache(cache: Path) -> None:
     remove_file_or_dir(cache)
     cache.mkdir()
@@ -418,20 +456,23 @@ async def move_storage(env: TaskEnv, ctx: TaskContext, sector: SectorRef, types:
             stored = [c for c in copies if c.path.meta.can_store]
             if stored:
                 await env.index.declare(stored[0].path.id, sector.id, t, primary=True)
-                continue
-            targets, reservation = await blocking(env.local.allocate, sector.id, t, sector.size, PathType.STORAGE)
-            dest = targets[t]
-            try:
-                with env.local.using([dest.id]):
-                    if copies:
-                        src = copies[0]
-                        await env.index.drop(src.path.id, sector.id, t)
-                        await blocking(move_into_place, src.file, dest.file(t, sector.id))
-                        await env.index.declare(dest.id, sector.id, t, primary=True)
-                    else:
-                        await env.remote.fetch(sector.id, t, sector.size, dest, move=True)
-            finally:
-                reservation.release()
+            else:
+                targets, reservation = await blocking(env.local.allocate, sector.id, t, sector.size, PathType.STORAGE)
+                dest = targets[t]
+                try:
+                    with env.local.using([dest.id]):
+                        if copies:
+                            src = copies[0]
+                            await env.index.drop(src.path.id, sector.id, t)
+                            await blocking(move_into_place, src.file, dest.file(t, sector.id))
+                            await env.index.declare(dest.id, sector.id, t, primary=True)
+                        else:
+                            await env.remote.fetch(sector.id, t, sector.size, dest, move=True)
+                finally:
+                    reservation.release()
+            # A move ends with the one primary copy: sealing copies left on other workers (a
+            # finalize that ran on another worker after a crash copied the files there) go.
+            await remove_remote(env, sector.id, t, only_secondary=True)
     return DONE
 
 

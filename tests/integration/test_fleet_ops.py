@@ -34,19 +34,10 @@ from services.cli.local_fleet import ServiceProcess
 from services.cli.sealing import add_piece
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
-from tests.integration.test_manager_e2e import (
-    P2K,
-    Fleet,
-    WorkerSpec,
-    check_no_overcommit,
-    free_port,
-    piece_data,
-    precommit,
-    sector,
-    seal_sector,
-)
-from tests.integration.worker_helpers import token
-from tests.integration.worker_helpers import FAST_WORKER_ENV, TICKET
+from tests.integration import fleet as fleet_helpers
+from tests.integration.fleet import P2K, Fleet, WorkerSpec, piece_data, sector
+from tests.integration.test_manager_e2e import check_no_overcommit, precommit, seal_sector
+from tests.integration.worker_helpers import FAST_WORKER_ENV, TICKET, token
 
 StartService = Callable[..., ServiceProcess]
 J = manager_pb2.JobState
@@ -81,9 +72,7 @@ def worker_stat(fleet: Fleet, name: str) -> manager_pb2.WorkerStat:
 
 def make_fleet(start_service: StartService, tmp: Path, manager_env: dict[str, str], workers: list[WorkerSpec]) -> Fleet:
     """An index, a manager with extra environment, and registered workers."""
-    index = start_service("index", data_dir=tmp / "index")
-    fleet = Fleet(start_service, tmp, index, None, free_port(), manager_env=manager_env)  # type: ignore[arg-type]
-    fleet.start_manager()
+    fleet = fleet_helpers.make_fleet(start_service, tmp, manager_env)
     for spec in workers:
         fleet.add_worker(spec)
     fleet.wait_registered()
@@ -215,6 +204,7 @@ def start_worker(fleet: Fleet, name: str, env: dict[str, str], data_dir: Path, t
     proc = fleet.start_service("worker", "--index", fleet.index.address, "--manager", fleet.address, env=env, data_dir=data_dir)
     stub = worker_pb2_grpc.WorkerServiceStub(sync_channel(proc.address, token()))
     fleet.workers[name] = proc
+    fleet.worker_runs.append((name, proc))
     fleet.worker_ids[name] = stub.Info(worker_pb2.InfoRequest(), timeout=10).info.worker_id
     fleet.cpus[fleet.worker_ids[name]] = 2
     return stub

@@ -15,42 +15,22 @@ different resources and task types (one without PC1, one small, one disabled), s
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 
-from services.cli.local_fleet import ServiceProcess
 from services.cli.sealing import add_piece
-from services.common.client import sync_channel
-from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc, worker_pb2, worker_pb2_grpc
-from tests.integration.worker_helpers import FAST_WORKER_ENV, MINER, SEED, TICKET, token
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
+from tests.integration.fleet import P2K, P8M, Fleet, WorkerSpec, fleet, log_time, piece_data, retrying, sector, summary  # noqa: F401
+from tests.integration.worker_helpers import FAST_WORKER_ENV, MINER, SEED, TICKET
 
-StartService = Callable[..., ServiceProcess]
-P2K = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1
-P8M = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_8MIB_V1_1
-SIZE = {P2K: 2048, P8M: 8 << 20}
 J = manager_pb2.JobState
-MANAGER_ENV = {
-    "SECTORSTORAGE_MANAGER_HEARTBEAT_INTERVAL_S": "0.5",
-    "SECTORSTORAGE_MANAGER_HEARTBEAT_TIMEOUT_S": "3",
-    "SECTORSTORAGE_MANAGER_STARTUP_GRACE_S": "10",
-    "SECTORSTORAGE_MANAGER_SELECTOR_REFRESH_S": "1",
-    "SECTORSTORAGE_MANAGER_SCHED_PASS_INTERVAL_S": "1",
-    "SECTORSTORAGE_MANAGER_RETRY_BACKOFF_INITIAL_S": "0.2",
-    "SECTORSTORAGE_MANAGER_RETRY_BACKOFF_MAX_S": "1",
-}
 # Threads one 2 KiB / 8 MiB task takes (the resource table) on a worker with `cpus` CPUs.
 THREADS = {
     common_pb2.TASK_TYPE_ADD_PIECE: lambda cpus: 1,
@@ -62,143 +42,6 @@ THREADS = {
     common_pb2.TASK_TYPE_FETCH: lambda cpus: 0,
     common_pb2.TASK_TYPE_UNSEAL: lambda cpus: 1,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class WorkerSpec:
-    name: str
-    cpus: int
-    task_types: list[str] = field(default_factory=list)
-    resources: dict[str, int] = field(default_factory=dict)
-    # Extra environment of the worker process (fault hooks, drain timeout...).
-    env: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Fleet:
-    start_service: StartService
-    tmp: Path
-    index: ServiceProcess
-    manager: ServiceProcess
-    port: int
-    workers: dict[str, ServiceProcess] = field(default_factory=dict)
-    worker_ids: dict[str, str] = field(default_factory=dict)
-    cpus: dict[str, int] = field(default_factory=dict)
-    # Extra environment of the manager process (assigner, task timeouts...).
-    manager_env: dict[str, str] = field(default_factory=dict)
-    _channel: grpc.Channel | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stub(self) -> manager_pb2_grpc.ManagerServiceStub:
-        if self._channel is None:
-            self._channel = sync_channel(self.address, token())
-        return manager_pb2_grpc.ManagerServiceStub(self._channel)
-
-    def start_manager(self) -> ServiceProcess:
-        self.manager = self.start_service(
-            "manager", "--listen", self.address, "--index", self.index.address, env={**MANAGER_ENV, **self.manager_env}, data_dir=self.tmp / "manager"
-        )
-        return self.manager
-
-    def add_worker(self, spec: WorkerSpec) -> None:
-        env = {**FAST_WORKER_ENV, "SECTORSTORAGE_WORKER_CPUS": str(spec.cpus), "SECTORSTORAGE_WORKER_NAME": spec.name, **spec.env}
-        if spec.task_types:
-            env["SECTORSTORAGE_WORKER_TASK_TYPES"] = json.dumps(spec.task_types)
-        if spec.resources:
-            env["SECTORSTORAGE_WORKER_RESOURCES"] = "{" + ", ".join(f"{k} = {v}" for k, v in spec.resources.items()) + "}"
-        proc = self.start_service("worker", "--index", self.index.address, "--manager", self.address, env=env, data_dir=self.tmp / f"w-{spec.name}")
-        stub = worker_pb2_grpc.WorkerServiceStub(sync_channel(proc.address, token()))
-        root = self.tmp / f"store-{spec.name}"
-        stub.StorageAttachLocal(
-            worker_pb2.StorageAttachLocalRequest(path=str(root), init=worker_pb2.StoragePathConfig(can_seal=True, can_store=True)), timeout=30
-        )
-        info = stub.Info(worker_pb2.InfoRequest(), timeout=10).info
-        self.workers[spec.name] = proc
-        self.worker_ids[spec.name] = info.worker_id
-        self.cpus[info.worker_id] = spec.cpus
-
-    def wait_registered(self, timeout: float = 30) -> None:
-        """Every worker registered, connected and reporting its storage path."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                stats = self.stub().WorkerStats(manager_pb2.WorkerStatsRequest(), timeout=5).workers
-                ready = {s.info.worker_id for s in stats if s.state.connected and s.info.paths}
-                if set(self.worker_ids.values()) <= ready:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("workers did not register with their paths")
-            time.sleep(0.1)
-
-    def name_of(self, worker_id: str) -> str:
-        return next(n for n, w in self.worker_ids.items() if w == worker_id)
-
-    def history(self, **filters: Any) -> list[manager_pb2.TaskRun]:
-        runs: list[manager_pb2.TaskRun] = []
-        token_ = ""
-        while True:
-            page = self.stub().TaskHistory(manager_pb2.TaskHistoryRequest(page_size=500, page_token=token_, **filters), timeout=10)
-            runs.extend(page.runs)
-            if not page.next_page_token:
-                return runs
-            token_ = page.next_page_token
-
-    def worker_log_events(self, msg: str) -> list[tuple[str, dict[str, Any]]]:
-        """(worker name, JSON log entry) for each log line with this message."""
-        out = []
-        for name, proc in self.workers.items():
-            for line in proc.output:
-                if not line.startswith("{"):
-                    continue
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if entry.get("msg") == msg:
-                    out.append((name, entry))
-        return out
-
-
-@pytest.fixture
-def fleet(start_service: StartService, tmp_path: Path) -> Iterator[Fleet]:
-    index = start_service("index", data_dir=tmp_path / "index")
-    fleet = Fleet(start_service, tmp_path, index, None, free_port())  # type: ignore[arg-type]
-    fleet.start_manager()
-    yield fleet
-
-
-def sector(number: int, proof: int = P2K) -> common_pb2.SectorRef:
-    return common_pb2.SectorRef(id=common_pb2.SectorId(miner=MINER, number=number), proof_type=proof)  # type: ignore[arg-type]
-
-
-def piece_data(number: int, proof: int) -> bytes:
-    size = SIZE[proof] // 128 * 127
-    block = bytes((number * 7 + i) % 256 for i in range(4064))
-    return (block * (size // len(block) + 1))[:size]
-
-
-def retrying(call: Callable[[], Any], timeout: float = 120) -> Any:
-    """Calls until the manager answers (it may be restarting): what a client does that lost its
-    manager and comes back with the same request."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except grpc.RpcError as exc:
-            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) or time.monotonic() > deadline:  # type: ignore[attr-defined]
-                raise
-            time.sleep(0.2)
 
 
 def precommit(fleet: Fleet, ref: common_pb2.SectorRef) -> tuple[common_pb2.PieceInfo, bytes]:
@@ -371,24 +214,8 @@ def test_manager_killed_mid_pc2_restarts_and_every_sector_completes(fleet: Fleet
     sector_of = {f"{r.call_id.sector.miner}-{r.call_id.sector.number}-{r.call_id.id}": r.sector.id.number for r in runs}
     done = [(name, e) for name, e in fleet.worker_log_events("task done") if e["call"] in sector_of]
     assert Counter(sector_of[e["call"]] for _, e in done) == {1: 1, 2: 1, 3: 1, 4: 1}, summary(fleet, runs)
-    finished_after_kill = [e for _, e in done if _log_time(e["ts"]) > killed_at]
+    finished_after_kill = [e for _, e in done if log_time(e["ts"]) > killed_at]
     assert finished_after_kill, "no PC2 was still running when the manager was killed"
-
-
-def summary(fleet: Fleet, runs: list[manager_pb2.TaskRun]) -> list[tuple[Any, ...]]:
-    """Runs as (sector, task, attempt, worker, outcome, error) for readable failures."""
-    return [
-        (r.sector.id.number, common_pb2.TaskType.Name(r.task_type), r.attempt, fleet.name_of(r.worker_id) if r.worker_id else "",
-         manager_pb2.TaskOutcome.Name(r.outcome), r.error.message)
-        for r in sorted(runs, key=lambda r: (r.sector.id.number, r.attempt))
-    ]
-
-
-def _log_time(ts: str) -> float:
-    import calendar
-
-    base, _, rest = ts.partition(".")
-    return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + int(rest.rstrip("Z")) / 1000
 
 
 def test_worker_killed_mid_task_reruns_elsewhere(fleet: Fleet) -> None:

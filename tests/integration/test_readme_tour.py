@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import REPO
-from tests.integration.test_manager_e2e import MANAGER_ENV, free_port
+from tests.integration.fleet import MANAGER_ENV, free_port
 from tests.integration.worker_helpers import FAST_WORKER_ENV
 
 README = REPO / "README.md"

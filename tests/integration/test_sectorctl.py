@@ -24,7 +24,7 @@ import pytest
 
 from services.cli.local_fleet import ServiceProcess, console_script
 from tests.conftest import TEST_SECRET
-from tests.integration.test_manager_e2e import MANAGER_ENV
+from tests.integration.fleet import MANAGER_ENV
 from tests.integration.worker_helpers import FAST_WORKER_ENV, token
 
 SECTORCTL = console_script("sectorctl")

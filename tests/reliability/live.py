@@ -33,7 +33,7 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2_grpc,
 )
 from tests.conftest import TEST_SECRET
-from tests.integration.test_manager_e2e import MANAGER_ENV, P2K, piece_data
+from tests.integration.fleet import MANAGER_ENV, P2K, piece_data
 from tests.integration.worker_helpers import FAST_WORKER_ENV, SEED, TICKET
 
 # The sector sealed before a test, under a miner id random inputs are unlikely to hit (the fuzz

@@ -82,6 +82,47 @@ def test_same_work_is_attached_not_started_twice(db_url: str, databases: list[Da
     run(main())
 
 
+def test_redelivery_window_answers_a_lost_reply_again_even_after_a_restart(db_url: str, databases: list[Database]) -> None:
+    """With redelivery_window_s, a delivered result answers the identical request again (a
+    client whose reply was lost, e.g. to a manager crash right after delivery, sends it again)
+    instead of running the task twice; also on a restarted tracker; then the window closes and
+    the request runs again. Errors are never redelivered."""
+
+    async def main() -> None:
+        now = [1000.0]
+        policy = RetryPolicy(max_attempts=1, backoff_initial_s=0.01, backoff_max_s=0.02, redelivery_window_s=60)
+        tracker = make_tracker(db_url, databases, policy)
+        tracker.clock = lambda: now[0]
+        first, created = await tracker.open(PC1, 2, SECTOR, b"p", 0)
+        assert created
+        assert await tracker.mark_dispatching(first, "w1", "h", "s", (), 1)
+        await tracker.complete(first.call.call_id, PC1, Outcome.success(b"out"))
+        assert (await tracker.wait(first, 1)).result == b"out"
+        again, created = await tracker.open(PC1, 2, SECTOR, b"p", 0)
+        assert not created and (await tracker.wait(again, 1)).result == b"out"
+
+        restarted = make_tracker(db_url, databases, policy)
+        restarted.clock = lambda: now[0] + 30
+        await restarted.recover()
+        assert not restarted.works  # nothing live: the work was delivered
+        after, created = await restarted.open(PC1, 2, SECTOR, b"p", 0)
+        assert not created and (await restarted.wait(after, 1)).result == b"out"
+
+        restarted.clock = lambda: now[0] + 61
+        rerun, created = await restarted.open(PC1, 2, SECTOR, b"p", 0)
+        assert created and rerun.call.call_id != first.call.call_id
+
+        # A final error is delivered once; the identical request runs again.
+        bad, _ = await restarted.open(PC1, 2, SECTOR, b"e", 0)
+        assert await restarted.mark_dispatching(bad, "w1", "h", "s", (), 1)
+        await restarted.fail_call(bad, bad.call.call_id, CallStatus.FAILED, ErrorCode.PERMANENT, "no")
+        assert not (await restarted.wait(bad, 1)).ok
+        _, created = await restarted.open(PC1, 2, SECTOR, b"e", 0)
+        assert created
+
+    run(main())
+
+
 def test_first_outcome_wins_and_wrong_method(db_url: str, databases: list[Database]) -> None:
     async def main() -> None:
         tracker = make_tracker(db_url, databases)
