@@ -219,7 +219,10 @@ def test_manager_killed_mid_pc2_restarts_and_every_sector_completes(fleet: Fleet
 
 
 def test_worker_killed_mid_task_reruns_elsewhere(fleet: Fleet) -> None:
-    for spec in (WorkerSpec("a", cpus=2), WorkerSpec("b", cpus=2)):
+    # The first C2 attempt hangs (test fault hook), wherever it lands: an 8 MiB C2 is quick
+    # enough to finish between being seen running and the SIGSTOP on a loaded machine.
+    hang = {"SECTORSTORAGE_TEST_FAULT_TASK_HANG": "C2=1"}
+    for spec in (WorkerSpec("a", cpus=2, env=hang), WorkerSpec("b", cpus=2, env=hang)):
         fleet.add_worker(spec)
     fleet.wait_registered()
     ref = sector(1, P8M)
