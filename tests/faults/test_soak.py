@@ -4,8 +4,8 @@ its proof verifying and its piece reading back, each task succeeding exactly onc
 times it failed first. Prints a summary (sectors, runs and retries per task type, failures
 injected, wall time).
 
-SECTORSTORAGE_SOAK_SECTORS sets the number of sectors (default 40 to fit the test budget; the
-200-sector run is recorded in docs/reliability.md), SECTORSTORAGE_SOAK_FAIL_P the probability
+SECTORSTORAGE_SOAK_SECTORS sets the number of sectors (default 200, as the issue asks: about 40 s
+on the 2-core VM), SECTORSTORAGE_SOAK_FAIL_P the probability
 (default 0.1) and SECTORSTORAGE_FAULT_SEED the seed.
 """
 
@@ -21,7 +21,7 @@ from services.common.proto.sectorstorage.v1 import manager_pb2
 from tests.faults.helpers import ClientStats, assert_sealed_once, lapsed_locks, outcome_counts, read_back, seal, wait_no_locks
 from tests.integration.fleet import P2K, Fleet, WorkerSpec, make_fleet, piece_data, sector
 
-SECTORS = int(os.environ.get("SECTORSTORAGE_SOAK_SECTORS", "40"))
+SECTORS = int(os.environ.get("SECTORSTORAGE_SOAK_SECTORS", "200"))
 FAIL_P = float(os.environ.get("SECTORSTORAGE_SOAK_FAIL_P", "0.1"))
 CLIENTS = 16
 INJECTED = "test fault injected"
