@@ -22,8 +22,8 @@ from pathlib import Path
 
 from services.worker.index_client import IndexClient
 from services.worker.local_store import LocalPath, LocalStore, remove_file_or_dir
-from services.worker.paths import FETCHING
-from services.worker.sectors import FILE_TYPES, FileType, SectorId
+from services.worker.paths import sector_folder_entries
+from services.worker.sectors import FileType, SectorId
 
 log = logging.getLogger(__name__)
 LOCK_OWNER = "storage-cleanup"
@@ -54,28 +54,20 @@ def _size(target: Path) -> int:
 def _on_disk(path: LocalPath) -> list[Orphan]:
     """Every entry of the path's sector folders, as a candidate (sector None: not a sector name)."""
     out: list[Orphan] = []
-    for t in FILE_TYPES:
-        folder = path.root / t.dirname
+    for t, name in sector_folder_entries(path.root):
+        target = path.root / t.dirname / name
         try:
-            names = sorted(os.listdir(folder))
-        except FileNotFoundError:
-            continue
-        for name in names:
-            if name == FETCHING or name.startswith("."):
-                continue
-            target = folder / name
-            try:
-                sector: SectorId | None = SectorId.parse_name(name)
-            except ValueError:
-                sector = None
-            st = os.lstat(target)
-            entry = Orphan(path.id, target, sector, t, _size(target))
-            want_dir = t == FileType.CACHE
-            if sector is None:
-                entry.skipped = "not a sector file name; left alone"
-            elif not (stat_mod.S_ISDIR(st.st_mode) if want_dir else stat_mod.S_ISREG(st.st_mode)):
-                entry.skipped = "not a regular " + ("directory" if want_dir else "file") + " (symlink?); left alone"
-            out.append(entry)
+            sector: SectorId | None = SectorId.parse_name(name)
+        except ValueError:
+            sector = None
+        st = os.lstat(target)
+        entry = Orphan(path.id, target, sector, t, _size(target))
+        want_dir = t == FileType.CACHE
+        if sector is None:
+            entry.skipped = "not a sector file name; left alone"
+        elif not (stat_mod.S_ISDIR(st.st_mode) if want_dir else stat_mod.S_ISREG(st.st_mode)):
+            entry.skipped = "not a regular " + ("directory" if want_dir else "file") + " (symlink?); left alone"
+        out.append(entry)
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,24 +172,28 @@ class ScannedFile:
     file_type: FileType
 
 
-def scan_path(root: Path) -> list[ScannedFile]:
-    """The sector files in a path. `fetching/` and dot-files (temporaries) are skipped; any
-    other name that is not a sector file name is an error, as in the reference, because a
-    stray file in a sector folder means someone put it there by hand."""
-    found: list[ScannedFile] = []
+def sector_folder_entries(root: Path) -> Iterator[tuple[FileType, str]]:
+    """(file type, name) of every entry in a path's sector folders, in name order; `fetching/`
+    and dot-files (temporaries) are not entries."""
     for t in FILE_TYPES:
-        folder = root / t.dirname
         try:
-            names = sorted(os.listdir(folder))
+            names = sorted(os.listdir(root / t.dirname))
         except FileNotFoundError:
             continue
         for name in names:
-            if name == FETCHING or name.startswith("."):
-                continue
-            try:
-                found.append(ScannedFile(SectorId.parse_name(name), t))
-            except ValueError:
-                raise MetaError(f"{folder / name}: not a sector file name (s-t0<miner>-<number>)") from None
+            if name != FETCHING and not name.startswith("."):
+                yield t, name
+
+
+def scan_path(root: Path) -> list[ScannedFile]:
+    """The sector files in a path. Any name that is not a sector file name is an error, as in
+    the reference, because a stray file in a sector folder means someone put it there by hand."""
+    found: list[ScannedFile] = []
+    for t, name in sector_folder_entries(root):
+        try:
+            found.append(ScannedFile(SectorId.parse_name(name), t))
+        except ValueError:
+            raise MetaError(f"{root / t.dirname / name}: not a sector file name (s-t0<miner>-<number>)") from None
     return found
 
 
