@@ -14,6 +14,7 @@ import struct
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -75,6 +76,21 @@ def routes(w: WorkerHandle) -> list[tuple[object, object]]:
     return [(e["type"], e["via"]) for e in log_entries(w, "fetched")]
 
 
+def prove_on(w: WorkerHandle, ref: common_pb2.SectorRef, pieces: list[common_pb2.PieceInfo], cids: Any, size: int) -> None:
+    """C1 and C2 on one worker from the files it can reach; the proof must verify."""
+    number = ref.id.number
+    call = assignment(number)
+    w.stub.SealCommit1(
+        worker_pb2.WorkerServiceSealCommit1Request(assignment=call, sector=ref, ticket=TICKET, seed=SEED, pieces=pieces, comm_r=cids.comm_r, comm_d=cids.comm_d),
+        timeout=10,
+    )
+    c1 = w.ok(call.call_id)
+    call = assignment(number)
+    w.stub.SealCommit2(worker_pb2.WorkerServiceSealCommit2Request(assignment=call, sector=ref, commit1_output=c1), timeout=10)
+    proof = w.ok(call.call_id)
+    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, prover_id(MINER), number, TICKET, SEED, proof)
+
+
 def test_fetch_sealed_and_cache_between_workers(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
     index = start_service("index")
     a = start_worker(start_service, index, manager)
@@ -125,16 +141,7 @@ def test_fetch_sealed_and_cache_between_workers(start_service: StartService, man
     assert routes(b) == [("sealed", "bulk"), ("cache", "tar")]
 
     # B proves the sector from its copies.
-    call = assignment(number)
-    b.stub.SealCommit1(
-        worker_pb2.WorkerServiceSealCommit1Request(assignment=call, sector=ref, ticket=TICKET, seed=SEED, pieces=pieces, comm_r=cids.comm_r, comm_d=cids.comm_d),
-        timeout=10,
-    )
-    c1 = b.ok(call.call_id)
-    call = assignment(number)
-    b.stub.SealCommit2(worker_pb2.WorkerServiceSealCommit2Request(assignment=call, sector=ref, commit1_output=c1), timeout=10)
-    proof = b.ok(call.call_id)
-    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, prover_id(MINER), number, TICKET, SEED, proof)
+    prove_on(b, ref, pieces, cids, size)
 
     # A move of the unsealed file: B gets the primary copy, A's copy is removed and dropped.
     unsealed_a = (tmp_path / "a" / "unsealed" / name).read_bytes()
@@ -169,16 +176,7 @@ def test_pc2_on_another_worker_than_pc1(start_service: StartService, manager: Ma
     assert [(loc.id, loc.primary) for loc in find(index, number, ST.SECTOR_FILE_TYPE_CACHE)] == [(b.ids["seal"], True)]
     assert [loc.id for loc in find(index, number, ST.SECTOR_FILE_TYPE_SEALED)] == [b.ids["seal"]]
 
-    call = assignment(number)
-    b.stub.SealCommit1(
-        worker_pb2.WorkerServiceSealCommit1Request(assignment=call, sector=ref, ticket=TICKET, seed=SEED, pieces=pieces, comm_r=cids.comm_r, comm_d=cids.comm_d),
-        timeout=10,
-    )
-    c1 = b.ok(call.call_id)
-    call = assignment(number)
-    b.stub.SealCommit2(worker_pb2.WorkerServiceSealCommit2Request(assignment=call, sector=ref, commit1_output=c1), timeout=10)
-    proof = b.ok(call.call_id)
-    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, prover_id(MINER), number, TICKET, SEED, proof)
+    prove_on(b, ref, pieces, cids, size)
 
 
 def plant(w: WorkerHandle, label: str, number: int, sealed: bytes, cache: dict[str, bytes]) -> None:
