@@ -106,24 +106,31 @@ fn prefetch(node: &Node) {
 /// A zeroed layer buffer. On Linux it is advised to use transparent huge pages: a layer is read
 /// at random (parents), and with 4 KiB pages nearly every parent read is also a TLB miss, which
 /// costs more than the prefetch can hide (most of all in a VM, with nested page tables).
+///
+/// The advice must come before the pages are first touched (a page faulted in as 4 KiB stays so
+/// until khugepaged collapses it, slowly), so the buffer is reserved untouched, advised, and only
+/// then zeroed. (`vec![[0u8; 32]; n]` would not do: for arrays longer than 16 bytes it is not
+/// specialised to a calloc and writes the zeros itself, before any madvise.)
 pub fn zeroed_layer(nodes: usize) -> Vec<Node> {
-    let layer = vec![[0u8; 32]; nodes];
-    advise_huge_pages(&layer);
+    let mut layer: Vec<Node> = Vec::with_capacity(nodes);
+    advise_huge_pages(layer.spare_capacity_mut());
+    layer.resize(nodes, [0u8; 32]);
     layer
 }
 
+/// Advises the whole 2 MiB pages inside `buf` to use transparent huge pages.
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(layer: &[Node]) {
+fn advise_huge_pages<T>(buf: &[T]) {
     const HUGE_PAGE: usize = 2 << 20;
-    let start = layer.as_ptr() as usize;
-    let end = start + std::mem::size_of_val(layer);
+    let start = buf.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(buf);
     let (first, last) = (
         start.div_ceil(HUGE_PAGE) * HUGE_PAGE,
         end / HUGE_PAGE * HUGE_PAGE,
     );
     if last > first {
-        // SAFETY: madvise is advisory; [first, last) lies inside the live allocation `layer`,
-        // whose pages are not yet touched (a fresh zeroed allocation), and no memory is changed.
+        // SAFETY: madvise is advisory; [first, last) lies inside the live allocation `buf`
+        // and no memory is changed.
         unsafe {
             libc::madvise(
                 first as *mut libc::c_void,
@@ -135,7 +142,7 @@ fn advise_huge_pages(layer: &[Node]) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_layer: &[Node]) {}
+fn advise_huge_pages<T>(_buf: &[T]) {}
 
 /// Labels one layer sequentially. `prev` is layer `layer − 1` (None for layer 1); parents are
 /// streamed from the parents cache in node order.
