@@ -30,60 +30,112 @@ const IV: [u32; 8] = [
 /// Blocks after the prefix for a node with parents: 18 full blocks of two slots, then the last
 /// slot with the padding.
 const PARENT_BLOCKS: usize = LABEL_PARENT_SLOTS / 2 + 1;
+/// All blocks of a message with parents: the prefix, then the parent blocks.
+const MESSAGE_BLOCKS: usize = 1 + PARENT_BLOCKS;
 /// Bit length of a message with parents: 64 + 37 · 32 bytes.
 const MESSAGE_BITS: u64 = ((64 + LABEL_PARENT_SLOTS * 32) * 8) as u64;
 
 /// Reusable label hasher for one replica.
+///
+/// The whole padded message of a node with parents lives in one buffer of 20 blocks, hashed by a
+/// single `compress256` call. Slot `s` holds parent `s mod d`, and `d` (6 or 14) is even, so the
+/// slot pattern repeats every `d / 2` whole blocks: only the first `d` slots are copied from the
+/// parents' labels, the later blocks are copies of those blocks (no division, no per-slot index).
 pub struct LabelHasher {
-    prefix: Block,
-    parents: Vec<Block>,
-    /// The padding block of a prefix-only message (node 0).
-    empty_tail: Block,
+    blocks: [Block; MESSAGE_BLOCKS],
+    /// The prefix-only message of node 0 (prefix and padding block).
+    empty: [Block; 2],
 }
 
 impl LabelHasher {
     pub fn new(replica_id: &Node) -> Self {
-        let mut prefix = Block::default();
-        prefix[..32].copy_from_slice(replica_id);
-        let mut parents = vec![Block::default(); PARENT_BLOCKS];
-        if let Some(last) = parents.last_mut() {
-            last[32] = 0x80;
-            last[56..].copy_from_slice(&MESSAGE_BITS.to_be_bytes());
-        }
-        let mut empty_tail = Block::default();
-        empty_tail[0] = 0x80;
-        empty_tail[56..].copy_from_slice(&512u64.to_be_bytes());
-        Self {
-            prefix,
-            parents,
-            empty_tail,
-        }
+        let mut blocks: [Block; MESSAGE_BLOCKS] = Default::default();
+        blocks[0][..32].copy_from_slice(replica_id);
+        blocks[MESSAGE_BLOCKS - 1][32] = 0x80;
+        blocks[MESSAGE_BLOCKS - 1][56..].copy_from_slice(&MESSAGE_BITS.to_be_bytes());
+        let mut empty: [Block; 2] = Default::default();
+        empty[0][..32].copy_from_slice(replica_id);
+        empty[1][0] = 0x80;
+        empty[1][56..].copy_from_slice(&512u64.to_be_bytes());
+        Self { blocks, empty }
     }
 
     /// Label of `node` in `layer` given its parents' labels in list order (0, 6 or 14 of them).
     pub fn label(&mut self, layer: u32, node: u64, parent_labels: &[&Node]) -> Node {
-        self.prefix[32..36].copy_from_slice(&layer.to_le_bytes());
-        self.prefix[36..44].copy_from_slice(&node.to_le_bytes());
-        let mut state = IV;
-        sha2::compress256(&mut state, std::slice::from_ref(&self.prefix));
-        if parent_labels.is_empty() {
-            sha2::compress256(&mut state, std::slice::from_ref(&self.empty_tail));
+        if let Ok(p) = <&[&Node; BASE_DEGREE]>::try_from(parent_labels) {
+            self.label_with(layer, node, p)
+        } else if let Ok(p) = <&[&Node; TOTAL_PARENTS]>::try_from(parent_labels) {
+            self.label_with(layer, node, p)
+        } else if parent_labels.is_empty() {
+            self.empty[0][32..36].copy_from_slice(&layer.to_le_bytes());
+            self.empty[0][36..44].copy_from_slice(&node.to_le_bytes());
+            let mut state = IV;
+            sha2::compress256(&mut state, &self.empty);
+            finish(state)
         } else {
+            // Not a list the construction has (6 or 14 parents): the generic slot rule.
             let d = parent_labels.len();
-            for s in 0..LABEL_PARENT_SLOTS {
-                let block = &mut self.parents[s / 2];
-                let at = (s % 2) * 32;
-                block[at..at + 32].copy_from_slice(parent_labels[s % d]);
+            let mut slots: [&Node; LABEL_PARENT_SLOTS] = [parent_labels[0]; LABEL_PARENT_SLOTS];
+            for (s, slot) in slots.iter_mut().enumerate() {
+                *slot = parent_labels[s % d];
             }
-            sha2::compress256(&mut state, &self.parents);
+            self.hash_slots(layer, node, &slots)
         }
-        let mut out = [0u8; 32];
-        for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
-            chunk.copy_from_slice(&word.to_be_bytes());
-        }
-        trim_to_fr32(&mut out);
-        out
     }
+
+    /// The label with `D` (even) parents.
+    #[inline]
+    pub fn label_with<const D: usize>(
+        &mut self,
+        layer: u32,
+        node: u64,
+        parents: &[&Node; D],
+    ) -> Node {
+        const { assert!(D % 2 == 0 && D > 0 && D <= LABEL_PARENT_SLOTS) };
+        self.set_prefix(layer, node);
+        for (k, p) in parents.iter().enumerate() {
+            let at = (k % 2) * 32;
+            self.blocks[1 + k / 2][at..at + 32].copy_from_slice(*p);
+        }
+        let period = D / 2;
+        for b in period..PARENT_BLOCKS - 1 {
+            self.blocks[1 + b] = self.blocks[1 + b % period];
+        }
+        // The last slot (36) is parent 36 mod D, in the first half of the padding block.
+        let last = (LABEL_PARENT_SLOTS - 1) % D;
+        self.blocks[MESSAGE_BLOCKS - 1][..32].copy_from_slice(parents[last]);
+        let mut state = IV;
+        sha2::compress256(&mut state, &self.blocks);
+        finish(state)
+    }
+
+    fn hash_slots(&mut self, layer: u32, node: u64, slots: &[&Node; LABEL_PARENT_SLOTS]) -> Node {
+        self.set_prefix(layer, node);
+        for (s, p) in slots.iter().enumerate() {
+            let at = (s % 2) * 32;
+            self.blocks[1 + s / 2][at..at + 32].copy_from_slice(*p);
+        }
+        let mut state = IV;
+        sha2::compress256(&mut state, &self.blocks);
+        finish(state)
+    }
+
+    #[inline]
+    fn set_prefix(&mut self, layer: u32, node: u64) {
+        self.blocks[0][32..36].copy_from_slice(&layer.to_le_bytes());
+        self.blocks[0][36..44].copy_from_slice(&node.to_le_bytes());
+    }
+}
+
+/// The digest of a final state, trimmed to 254 bits.
+#[inline]
+fn finish(state: [u32; 8]) -> Node {
+    let mut out = [0u8; 32];
+    for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+    trim_to_fr32(&mut out);
+    out
 }
 
 /// Nodes ahead of the one being labeled whose parents are prefetched into cache: on layers far
@@ -189,7 +241,7 @@ pub fn label_layer(
         let label = match prev {
             None => {
                 let p: [&Node; BASE_DEGREE] = std::array::from_fn(|k| &done[record[k] as usize]);
-                hasher.label(layer, i as u64, &p)
+                hasher.label_with(layer, i as u64, &p)
             }
             Some(prev) => {
                 let p: [&Node; TOTAL_PARENTS] = std::array::from_fn(|k| {
@@ -199,7 +251,7 @@ pub fn label_layer(
                         &prev[record[k] as usize]
                     }
                 });
-                hasher.label(layer, i as u64, &p)
+                hasher.label_with(layer, i as u64, &p)
             }
         };
         out[i] = label;
