@@ -140,8 +140,11 @@ fn finish(state: [u32; 8]) -> Node {
 
 /// Nodes ahead of the one being labeled whose parents are prefetched into cache: on layers far
 /// larger than the CPU caches, parents' labels are random DRAM reads, and fetching them early hides
-/// that latency behind the hashing (the job of SDR's parent-producer threads).
-const PREFETCH_AHEAD: usize = 8;
+/// that latency behind the hashing (the job of SDR's parent-producer threads). On the 512 MiB
+/// layer 8, 16, 32 and 64 were measured (docs/benchmarks.md): 16 was best, 8 and 32 within noise
+/// of it, 64 a little slower; the hint (T0 or T1), skipping the nearby base parents, or issuing
+/// the prefetches in the middle of the hash made no measurable difference.
+const PREFETCH_AHEAD: usize = 16;
 
 #[inline]
 fn prefetch(node: &Node) {
