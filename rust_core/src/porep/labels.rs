@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::hash::{trim_to_fr32, Node};
 use crate::porep::files;
 use crate::porep::graph::Graph;
-use crate::porep::params::{SectorParams, BASE_DEGREE, LABEL_PARENT_SLOTS, TOTAL_PARENTS};
+use crate::porep::params::{
+    SectorParams, BASE_DEGREE, EXPANDER_DEGREE, LABEL_PARENT_SLOTS, TOTAL_PARENTS,
+};
 use crate::porep::parents_cache::{self, ParentsStream};
 
 type Block = GenericArray<u8, U64>;
@@ -264,6 +266,142 @@ pub fn label_layer(
     Ok(())
 }
 
+/// Nodes per batch handed from the parent producer to the hashing thread.
+const PRODUCER_BATCH: usize = 1024;
+
+/// A batch of nodes' parents records and their expander parents' labels, gathered by the producer.
+struct ProducedBatch {
+    records: Vec<[u32; TOTAL_PARENTS]>,
+    expander: Vec<[Node; EXPANDER_DEGREE]>,
+}
+
+/// [`label_layer`] for layers ≥ 2 with a second thread, a *parent producer* (the idea of
+/// rust-fil-proofs' multicore SDR): the producer streams the parents cache and gathers each node's 8
+/// expander parents' labels (random reads in `prev`) into batches, the calling thread hashes,
+/// reading the expander labels sequentially and the base parents from `out`. Same labels as
+/// [`label_layer`]; it occupies two cores for one layer, so its rate is a "1 hashing core + 1
+/// producer" figure, not a one-core one (the bench reports it separately).
+pub fn label_layer_with_producer(
+    hasher: &mut LabelHasher,
+    layer: u32,
+    parents: &mut ParentsStream,
+    prev: &[Node],
+    out: &mut [Node],
+) -> Result<()> {
+    label_layer_produced(hasher, layer, parents, prev, out, PRODUCER_BATCH)
+}
+
+fn label_layer_produced(
+    hasher: &mut LabelHasher,
+    layer: u32,
+    parents: &mut ParentsStream,
+    prev: &[Node],
+    out: &mut [Node],
+    batch_nodes: usize,
+) -> Result<()> {
+    let batch_nodes = batch_nodes.max(1);
+    if prev.len() != out.len() {
+        return Err(Error::invalid(
+            "label_layer: previous layer has another size",
+        ));
+    }
+    let nodes = out.len();
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<ProducedBatch>>(4);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<ProducedBatch>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut start = 0usize;
+            while start < nodes {
+                let len = (nodes - start).min(batch_nodes);
+                let mut batch = empty_rx.try_recv().unwrap_or_else(|_| ProducedBatch {
+                    records: Vec::with_capacity(batch_nodes),
+                    expander: Vec::with_capacity(batch_nodes),
+                });
+                batch.records.clear();
+                batch.expander.clear();
+                for i in start..start + len {
+                    if let Some(ahead) = parents.peek(PREFETCH_AHEAD) {
+                        for &p in &ahead[BASE_DEGREE..] {
+                            if let Some(n) = prev.get(p as usize) {
+                                prefetch(n);
+                            }
+                        }
+                    }
+                    let record = match parents.next_parents() {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = full_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let mut labels = [[0u8; 32]; EXPANDER_DEGREE];
+                    if i > 0 {
+                        for (label, &p) in labels.iter_mut().zip(&record[BASE_DEGREE..]) {
+                            match prev.get(p as usize) {
+                                Some(l) => *label = *l,
+                                None => {
+                                    let _ = full_tx.send(Err(corrupt_record(i, &record)));
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    batch.records.push(record);
+                    batch.expander.push(labels);
+                }
+                if full_tx.send(Ok(batch)).is_err() {
+                    return; // the hashing thread stopped (an error)
+                }
+                start += len;
+            }
+        });
+        let mut i = 0usize;
+        for batch in full_rx {
+            let batch = batch?;
+            for (j, (record, expander)) in batch.records.iter().zip(&batch.expander).enumerate() {
+                if let Some(ahead) = batch.records.get(j + PREFETCH_AHEAD) {
+                    for &p in &ahead[..BASE_DEGREE] {
+                        if let Some(n) = out.get(p as usize) {
+                            prefetch(n);
+                        }
+                    }
+                }
+                if i == 0 {
+                    out[0] = hasher.label(layer, 0, &[]);
+                    i += 1;
+                    continue;
+                }
+                if record[..BASE_DEGREE].iter().any(|&p| p as usize >= i) {
+                    return Err(corrupt_record(i, record));
+                }
+                let (done, _) = out.split_at(i);
+                let p: [&Node; TOTAL_PARENTS] = std::array::from_fn(|k| {
+                    if k < BASE_DEGREE {
+                        &done[record[k] as usize]
+                    } else {
+                        &expander[k - BASE_DEGREE]
+                    }
+                });
+                out[i] = hasher.label_with(layer, i as u64, &p);
+                i += 1;
+            }
+            let _ = empty_tx.send(batch);
+        }
+        if i != nodes {
+            return Err(Error::invalid(format!(
+                "label_layer: the parent producer stopped at node {i} of {nodes}"
+            )));
+        }
+        Ok(())
+    })
+}
+
+fn corrupt_record(node: usize, record: &[u32; TOTAL_PARENTS]) -> Error {
+    Error::invalid(format!(
+        "parents cache is corrupt at node {node}: {record:?} (delete it to regenerate)"
+    ))
+}
+
 /// Labels every layer of a replica and returns the last one (the encoding key). When
 /// `cache_dir` is given, each layer is also written there as `sc-02-data-layer-<l>.dat`.
 /// Holds two layers in memory at a time.
@@ -382,6 +520,43 @@ mod tests {
             assert_eq!(label_from_parents(&rid, 1, i, &b1, &e), l1[i as usize]);
             assert_eq!(label_from_parents(&rid, 2, i, &b2, &e), l2[i as usize]);
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn producer_labels_equal_single_thread_labels_and_corruption_is_an_error() {
+        use std::os::unix::fs::FileExt;
+        let dir = std::env::temp_dir().join(format!("ss-labels-producer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let graph = Graph::new(2048);
+        let path = parents_cache::ensure_at(dir.join("p.cache"), &graph, 2048).unwrap();
+        let prev: Vec<Node> = (0..64u8).map(|k| [k; 32]).collect();
+        let mut want = vec![[0u8; 32]; 64];
+        let mut stream = ParentsStream::open(&path, 64).unwrap();
+        let mut hasher = LabelHasher::new(&[7; 32]);
+        label_layer(&mut hasher, 2, &mut stream, Some(&prev), &mut want).unwrap();
+        for batch in [1, 7, 64, 1024] {
+            let mut got = vec![[0u8; 32]; 64];
+            let mut stream = ParentsStream::open(&path, 64).unwrap();
+            label_layer_produced(&mut hasher, 2, &mut stream, &prev, &mut got, batch).unwrap();
+            assert_eq!(got, want, "batch {batch}");
+        }
+        // Node 9's first expander parent := 64 (outside the previous layer), then node 5's first
+        // base parent := 60 (not earlier than 5): errors, not panics.
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&64u32.to_le_bytes(), 64 + 9 * 56 + 6 * 4)
+            .unwrap();
+        let mut stream = ParentsStream::open(&path, 64).unwrap();
+        let e = label_layer_produced(&mut hasher, 2, &mut stream, &prev, &mut want, 7)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("corrupt at node 9"), "{e}");
+        f.write_all_at(&60u32.to_le_bytes(), 64 + 5 * 56).unwrap();
+        let mut stream = ParentsStream::open(&path, 64).unwrap();
+        let e = label_layer_produced(&mut hasher, 2, &mut stream, &prev, &mut want, 7)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("corrupt at node 5"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
