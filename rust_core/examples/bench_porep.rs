@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rust_core::gpu::cpu::CpuBackend;
 use rust_core::porep::c2::{seal_commit_phase2, verify_seal, SealPublic};
 use rust_core::porep::graph::Graph;
-use rust_core::porep::labels::{label_layer, zeroed_layer, LabelHasher};
+use rust_core::porep::labels::{label_layer, label_layer_with_producer, zeroed_layer, LabelHasher};
 use rust_core::porep::params::SectorParams;
 use rust_core::porep::parents_cache::{self, ParentsStream};
 use rust_core::porep::pieces::Piece;
@@ -33,8 +33,13 @@ fn sha_limit_single_core() -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Labels layer 2 of a sector of `size` (layer 1 given as random labels), single-threaded.
+/// Labels layer 2 of a sector of `size` (layer 1 given as random labels), single-threaded, or
+/// with a parent-producer thread (`producer`: one hashing core + one producer core).
 fn label_rate(size: u64, replica: u8) -> f64 {
+    label_rate_with(size, replica, false)
+}
+
+fn label_rate_with(size: u64, replica: u8, producer: bool) -> f64 {
     let graph = Graph::new(size);
     let cache = parents_cache::ensure(&graph, size).expect("parents cache");
     let nodes = graph.nodes() as usize;
@@ -46,7 +51,11 @@ fn label_rate(size: u64, replica: u8) -> f64 {
     let mut hasher = LabelHasher::new(&[replica; 32]);
     let mut stream = ParentsStream::open(&cache, graph.nodes()).expect("stream");
     let start = Instant::now();
-    label_layer(&mut hasher, 2, &mut stream, Some(&prev), &mut out).expect("label");
+    if producer {
+        label_layer_with_producer(&mut hasher, 2, &mut stream, &prev, &mut out).expect("label");
+    } else {
+        label_layer(&mut hasher, 2, &mut stream, Some(&prev), &mut out).expect("label");
+    }
     std::hint::black_box(&out);
     nodes as f64 / start.elapsed().as_secs_f64()
 }
@@ -116,10 +125,15 @@ fn main() {
     }
     let mut limit: f64 = 0.0;
     let mut best = vec![0.0f64; label_sizes.len()];
+    let mut best_producer = 0.0f64;
+    let largest = label_sizes.last().copied().unwrap_or(size);
     for _ in 0..3 {
         limit = limit.max(sha_limit_single_core());
         for (b, &label_size) in best.iter_mut().zip(&label_sizes) {
             *b = b.max(label_rate(label_size, 1));
+        }
+        if cores > 1 {
+            best_producer = best_producer.max(label_rate_with(largest, 1, true));
         }
     }
     println!(
@@ -132,6 +146,16 @@ fn main() {
             "labeling, 1 core, {} MiB layer: {:.3} M labels/s = {:.2} M compressions/s = {:.2}x the limit (best of 3)",
             label_size >> 20,
             rate / 1e6,
+            comp / 1e6,
+            comp / limit
+        );
+    }
+    if cores > 1 {
+        let comp = best_producer * COMPRESSIONS_PER_LABEL;
+        println!(
+            "labeling, 1 hashing core + 1 parent-producer core, {} MiB layer: {:.3} M labels/s = {:.2} M compressions/s = {:.2}x the one-core limit (best of 3; two cores, not a one-core figure)",
+            largest >> 20,
+            best_producer / 1e6,
             comp / 1e6,
             comp / limit
         );

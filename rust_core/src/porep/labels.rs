@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::hash::{trim_to_fr32, Node};
 use crate::porep::files;
 use crate::porep::graph::Graph;
-use crate::porep::params::{SectorParams, BASE_DEGREE, LABEL_PARENT_SLOTS, TOTAL_PARENTS};
+use crate::porep::params::{
+    SectorParams, BASE_DEGREE, EXPANDER_DEGREE, LABEL_PARENT_SLOTS, TOTAL_PARENTS,
+};
 use crate::porep::parents_cache::{self, ParentsStream};
 
 type Block = GenericArray<u8, U64>;
@@ -30,66 +32,121 @@ const IV: [u32; 8] = [
 /// Blocks after the prefix for a node with parents: 18 full blocks of two slots, then the last
 /// slot with the padding.
 const PARENT_BLOCKS: usize = LABEL_PARENT_SLOTS / 2 + 1;
+/// All blocks of a message with parents: the prefix, then the parent blocks.
+const MESSAGE_BLOCKS: usize = 1 + PARENT_BLOCKS;
 /// Bit length of a message with parents: 64 + 37 · 32 bytes.
 const MESSAGE_BITS: u64 = ((64 + LABEL_PARENT_SLOTS * 32) * 8) as u64;
 
 /// Reusable label hasher for one replica.
+///
+/// The whole padded message of a node with parents lives in one buffer of 20 blocks, hashed by a
+/// single `compress256` call. Slot `s` holds parent `s mod d`, and `d` (6 or 14) is even, so the
+/// slot pattern repeats every `d / 2` whole blocks: only the first `d` slots are copied from the
+/// parents' labels, the later blocks are copies of those blocks (no division, no per-slot index).
 pub struct LabelHasher {
-    prefix: Block,
-    parents: Vec<Block>,
-    /// The padding block of a prefix-only message (node 0).
-    empty_tail: Block,
+    blocks: [Block; MESSAGE_BLOCKS],
+    /// The prefix-only message of node 0 (prefix and padding block).
+    empty: [Block; 2],
 }
 
 impl LabelHasher {
     pub fn new(replica_id: &Node) -> Self {
-        let mut prefix = Block::default();
-        prefix[..32].copy_from_slice(replica_id);
-        let mut parents = vec![Block::default(); PARENT_BLOCKS];
-        if let Some(last) = parents.last_mut() {
-            last[32] = 0x80;
-            last[56..].copy_from_slice(&MESSAGE_BITS.to_be_bytes());
-        }
-        let mut empty_tail = Block::default();
-        empty_tail[0] = 0x80;
-        empty_tail[56..].copy_from_slice(&512u64.to_be_bytes());
-        Self {
-            prefix,
-            parents,
-            empty_tail,
-        }
+        let mut blocks: [Block; MESSAGE_BLOCKS] = Default::default();
+        blocks[0][..32].copy_from_slice(replica_id);
+        blocks[MESSAGE_BLOCKS - 1][32] = 0x80;
+        blocks[MESSAGE_BLOCKS - 1][56..].copy_from_slice(&MESSAGE_BITS.to_be_bytes());
+        let mut empty: [Block; 2] = Default::default();
+        empty[0][..32].copy_from_slice(replica_id);
+        empty[1][0] = 0x80;
+        empty[1][56..].copy_from_slice(&512u64.to_be_bytes());
+        Self { blocks, empty }
     }
 
     /// Label of `node` in `layer` given its parents' labels in list order (0, 6 or 14 of them).
     pub fn label(&mut self, layer: u32, node: u64, parent_labels: &[&Node]) -> Node {
-        self.prefix[32..36].copy_from_slice(&layer.to_le_bytes());
-        self.prefix[36..44].copy_from_slice(&node.to_le_bytes());
-        let mut state = IV;
-        sha2::compress256(&mut state, std::slice::from_ref(&self.prefix));
-        if parent_labels.is_empty() {
-            sha2::compress256(&mut state, std::slice::from_ref(&self.empty_tail));
+        if let Ok(p) = <&[&Node; BASE_DEGREE]>::try_from(parent_labels) {
+            self.label_with(layer, node, p)
+        } else if let Ok(p) = <&[&Node; TOTAL_PARENTS]>::try_from(parent_labels) {
+            self.label_with(layer, node, p)
+        } else if parent_labels.is_empty() {
+            self.empty[0][32..36].copy_from_slice(&layer.to_le_bytes());
+            self.empty[0][36..44].copy_from_slice(&node.to_le_bytes());
+            let mut state = IV;
+            sha2::compress256(&mut state, &self.empty);
+            finish(state)
         } else {
+            // Not a list the construction has (6 or 14 parents): the generic slot rule.
             let d = parent_labels.len();
-            for s in 0..LABEL_PARENT_SLOTS {
-                let block = &mut self.parents[s / 2];
-                let at = (s % 2) * 32;
-                block[at..at + 32].copy_from_slice(parent_labels[s % d]);
+            let mut slots: [&Node; LABEL_PARENT_SLOTS] = [parent_labels[0]; LABEL_PARENT_SLOTS];
+            for (s, slot) in slots.iter_mut().enumerate() {
+                *slot = parent_labels[s % d];
             }
-            sha2::compress256(&mut state, &self.parents);
+            self.hash_slots(layer, node, &slots)
         }
-        let mut out = [0u8; 32];
-        for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
-            chunk.copy_from_slice(&word.to_be_bytes());
-        }
-        trim_to_fr32(&mut out);
-        out
     }
+
+    /// The label with `D` (even) parents.
+    #[inline]
+    pub fn label_with<const D: usize>(
+        &mut self,
+        layer: u32,
+        node: u64,
+        parents: &[&Node; D],
+    ) -> Node {
+        const { assert!(D % 2 == 0 && D > 0 && D <= LABEL_PARENT_SLOTS) };
+        self.set_prefix(layer, node);
+        for (k, p) in parents.iter().enumerate() {
+            let at = (k % 2) * 32;
+            self.blocks[1 + k / 2][at..at + 32].copy_from_slice(*p);
+        }
+        let period = D / 2;
+        for b in period..PARENT_BLOCKS - 1 {
+            self.blocks[1 + b] = self.blocks[1 + b % period];
+        }
+        // The last slot (36) is parent 36 mod D, in the first half of the padding block.
+        let last = (LABEL_PARENT_SLOTS - 1) % D;
+        self.blocks[MESSAGE_BLOCKS - 1][..32].copy_from_slice(parents[last]);
+        let mut state = IV;
+        sha2::compress256(&mut state, &self.blocks);
+        finish(state)
+    }
+
+    fn hash_slots(&mut self, layer: u32, node: u64, slots: &[&Node; LABEL_PARENT_SLOTS]) -> Node {
+        self.set_prefix(layer, node);
+        for (s, p) in slots.iter().enumerate() {
+            let at = (s % 2) * 32;
+            self.blocks[1 + s / 2][at..at + 32].copy_from_slice(*p);
+        }
+        let mut state = IV;
+        sha2::compress256(&mut state, &self.blocks);
+        finish(state)
+    }
+
+    #[inline]
+    fn set_prefix(&mut self, layer: u32, node: u64) {
+        self.blocks[0][32..36].copy_from_slice(&layer.to_le_bytes());
+        self.blocks[0][36..44].copy_from_slice(&node.to_le_bytes());
+    }
+}
+
+/// The digest of a final state, trimmed to 254 bits.
+#[inline]
+fn finish(state: [u32; 8]) -> Node {
+    let mut out = [0u8; 32];
+    for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+    trim_to_fr32(&mut out);
+    out
 }
 
 /// Nodes ahead of the one being labeled whose parents are prefetched into cache: on layers far
 /// larger than the CPU caches, parents' labels are random DRAM reads, and fetching them early hides
-/// that latency behind the hashing (the job of SDR's parent-producer threads).
-const PREFETCH_AHEAD: usize = 8;
+/// that latency behind the hashing (the job of SDR's parent-producer threads). On the 512 MiB
+/// layer 8, 16, 32 and 64 were measured (docs/benchmarks.md): 16 was best, 8 and 32 within noise
+/// of it, 64 a little slower; the hint (T0 or T1), skipping the nearby base parents, or issuing
+/// the prefetches in the middle of the hash made no measurable difference.
+const PREFETCH_AHEAD: usize = 16;
 
 #[inline]
 fn prefetch(node: &Node) {
@@ -106,24 +163,33 @@ fn prefetch(node: &Node) {
 /// A zeroed layer buffer. On Linux it is advised to use transparent huge pages: a layer is read
 /// at random (parents), and with 4 KiB pages nearly every parent read is also a TLB miss, which
 /// costs more than the prefetch can hide (most of all in a VM, with nested page tables).
+///
+/// The advice must come before the pages are first touched (a page faulted in as 4 KiB stays so
+/// until khugepaged collapses it, slowly), so the buffer is reserved untouched, advised, and
+/// zeroed at once, which faults every 2 MiB page in as a huge page. (The former calloc, madvise,
+/// and first touch by the labeling itself got no huge page at all in the bench process, although
+/// strace showed the madvise before any touch; a standalone test of the same steps did get them.
+/// The eager zeroing gets them every time: check `AnonHugePages` in `/proc/<pid>/smaps`.)
 pub fn zeroed_layer(nodes: usize) -> Vec<Node> {
-    let layer = vec![[0u8; 32]; nodes];
-    advise_huge_pages(&layer);
+    let mut layer: Vec<Node> = Vec::with_capacity(nodes);
+    advise_huge_pages(layer.spare_capacity_mut());
+    layer.resize(nodes, [0u8; 32]);
     layer
 }
 
+/// Advises the whole 2 MiB pages inside `buf` to use transparent huge pages.
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(layer: &[Node]) {
+fn advise_huge_pages<T>(buf: &[T]) {
     const HUGE_PAGE: usize = 2 << 20;
-    let start = layer.as_ptr() as usize;
-    let end = start + std::mem::size_of_val(layer);
+    let start = buf.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(buf);
     let (first, last) = (
         start.div_ceil(HUGE_PAGE) * HUGE_PAGE,
         end / HUGE_PAGE * HUGE_PAGE,
     );
     if last > first {
-        // SAFETY: madvise is advisory; [first, last) lies inside the live allocation `layer`,
-        // whose pages are not yet touched (a fresh zeroed allocation), and no memory is changed.
+        // SAFETY: madvise is advisory; [first, last) lies inside the live allocation `buf`
+        // and no memory is changed.
         unsafe {
             libc::madvise(
                 first as *mut libc::c_void,
@@ -135,7 +201,7 @@ fn advise_huge_pages(layer: &[Node]) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_layer: &[Node]) {}
+fn advise_huge_pages<T>(_buf: &[T]) {}
 
 /// Labels one layer sequentially. `prev` is layer `layer − 1` (None for layer 1); parents are
 /// streamed from the parents cache in node order.
@@ -182,7 +248,7 @@ pub fn label_layer(
         let label = match prev {
             None => {
                 let p: [&Node; BASE_DEGREE] = std::array::from_fn(|k| &done[record[k] as usize]);
-                hasher.label(layer, i as u64, &p)
+                hasher.label_with(layer, i as u64, &p)
             }
             Some(prev) => {
                 let p: [&Node; TOTAL_PARENTS] = std::array::from_fn(|k| {
@@ -192,12 +258,148 @@ pub fn label_layer(
                         &prev[record[k] as usize]
                     }
                 });
-                hasher.label(layer, i as u64, &p)
+                hasher.label_with(layer, i as u64, &p)
             }
         };
         out[i] = label;
     }
     Ok(())
+}
+
+/// Nodes per batch handed from the parent producer to the hashing thread.
+const PRODUCER_BATCH: usize = 1024;
+
+/// A batch of nodes' parents records and their expander parents' labels, gathered by the producer.
+struct ProducedBatch {
+    records: Vec<[u32; TOTAL_PARENTS]>,
+    expander: Vec<[Node; EXPANDER_DEGREE]>,
+}
+
+/// [`label_layer`] for layers ≥ 2 with a second thread, a *parent producer* (the idea of
+/// rust-fil-proofs' multicore SDR): the producer streams the parents cache and gathers each node's 8
+/// expander parents' labels (random reads in `prev`) into batches, the calling thread hashes,
+/// reading the expander labels sequentially and the base parents from `out`. Same labels as
+/// [`label_layer`]; it occupies two cores for one layer, so its rate is a "1 hashing core + 1
+/// producer" figure, not a one-core one (the bench reports it separately).
+pub fn label_layer_with_producer(
+    hasher: &mut LabelHasher,
+    layer: u32,
+    parents: &mut ParentsStream,
+    prev: &[Node],
+    out: &mut [Node],
+) -> Result<()> {
+    label_layer_produced(hasher, layer, parents, prev, out, PRODUCER_BATCH)
+}
+
+fn label_layer_produced(
+    hasher: &mut LabelHasher,
+    layer: u32,
+    parents: &mut ParentsStream,
+    prev: &[Node],
+    out: &mut [Node],
+    batch_nodes: usize,
+) -> Result<()> {
+    let batch_nodes = batch_nodes.max(1);
+    if prev.len() != out.len() {
+        return Err(Error::invalid(
+            "label_layer: previous layer has another size",
+        ));
+    }
+    let nodes = out.len();
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<ProducedBatch>>(4);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<ProducedBatch>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut start = 0usize;
+            while start < nodes {
+                let len = (nodes - start).min(batch_nodes);
+                let mut batch = empty_rx.try_recv().unwrap_or_else(|_| ProducedBatch {
+                    records: Vec::with_capacity(batch_nodes),
+                    expander: Vec::with_capacity(batch_nodes),
+                });
+                batch.records.clear();
+                batch.expander.clear();
+                for i in start..start + len {
+                    if let Some(ahead) = parents.peek(PREFETCH_AHEAD) {
+                        for &p in &ahead[BASE_DEGREE..] {
+                            if let Some(n) = prev.get(p as usize) {
+                                prefetch(n);
+                            }
+                        }
+                    }
+                    let record = match parents.next_parents() {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = full_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let mut labels = [[0u8; 32]; EXPANDER_DEGREE];
+                    if i > 0 {
+                        for (label, &p) in labels.iter_mut().zip(&record[BASE_DEGREE..]) {
+                            match prev.get(p as usize) {
+                                Some(l) => *label = *l,
+                                None => {
+                                    let _ = full_tx.send(Err(corrupt_record(i, &record)));
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    batch.records.push(record);
+                    batch.expander.push(labels);
+                }
+                if full_tx.send(Ok(batch)).is_err() {
+                    return; // the hashing thread stopped (an error)
+                }
+                start += len;
+            }
+        });
+        let mut i = 0usize;
+        for batch in full_rx {
+            let batch = batch?;
+            for (j, (record, expander)) in batch.records.iter().zip(&batch.expander).enumerate() {
+                if let Some(ahead) = batch.records.get(j + PREFETCH_AHEAD) {
+                    for &p in &ahead[..BASE_DEGREE] {
+                        if let Some(n) = out.get(p as usize) {
+                            prefetch(n);
+                        }
+                    }
+                }
+                if i == 0 {
+                    out[0] = hasher.label(layer, 0, &[]);
+                    i += 1;
+                    continue;
+                }
+                if record[..BASE_DEGREE].iter().any(|&p| p as usize >= i) {
+                    return Err(corrupt_record(i, record));
+                }
+                let (done, _) = out.split_at(i);
+                let p: [&Node; TOTAL_PARENTS] = std::array::from_fn(|k| {
+                    if k < BASE_DEGREE {
+                        &done[record[k] as usize]
+                    } else {
+                        &expander[k - BASE_DEGREE]
+                    }
+                });
+                out[i] = hasher.label_with(layer, i as u64, &p);
+                i += 1;
+            }
+            let _ = empty_tx.send(batch);
+        }
+        if i != nodes {
+            return Err(Error::invalid(format!(
+                "label_layer: the parent producer stopped at node {i} of {nodes}"
+            )));
+        }
+        Ok(())
+    })
+}
+
+fn corrupt_record(node: usize, record: &[u32; TOTAL_PARENTS]) -> Error {
+    Error::invalid(format!(
+        "parents cache is corrupt at node {node}: {record:?} (delete it to regenerate)"
+    ))
 }
 
 /// Labels every layer of a replica and returns the last one (the encoding key). When
@@ -318,6 +520,43 @@ mod tests {
             assert_eq!(label_from_parents(&rid, 1, i, &b1, &e), l1[i as usize]);
             assert_eq!(label_from_parents(&rid, 2, i, &b2, &e), l2[i as usize]);
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn producer_labels_equal_single_thread_labels_and_corruption_is_an_error() {
+        use std::os::unix::fs::FileExt;
+        let dir = std::env::temp_dir().join(format!("ss-labels-producer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let graph = Graph::new(2048);
+        let path = parents_cache::ensure_at(dir.join("p.cache"), &graph, 2048).unwrap();
+        let prev: Vec<Node> = (0..64u8).map(|k| [k; 32]).collect();
+        let mut want = vec![[0u8; 32]; 64];
+        let mut stream = ParentsStream::open(&path, 64).unwrap();
+        let mut hasher = LabelHasher::new(&[7; 32]);
+        label_layer(&mut hasher, 2, &mut stream, Some(&prev), &mut want).unwrap();
+        for batch in [1, 7, 64, 1024] {
+            let mut got = vec![[0u8; 32]; 64];
+            let mut stream = ParentsStream::open(&path, 64).unwrap();
+            label_layer_produced(&mut hasher, 2, &mut stream, &prev, &mut got, batch).unwrap();
+            assert_eq!(got, want, "batch {batch}");
+        }
+        // Node 9's first expander parent := 64 (outside the previous layer), then node 5's first
+        // base parent := 60 (not earlier than 5): errors, not panics.
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&64u32.to_le_bytes(), 64 + 9 * 56 + 6 * 4)
+            .unwrap();
+        let mut stream = ParentsStream::open(&path, 64).unwrap();
+        let e = label_layer_produced(&mut hasher, 2, &mut stream, &prev, &mut want, 7)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("corrupt at node 9"), "{e}");
+        f.write_all_at(&60u32.to_le_bytes(), 64 + 5 * 56).unwrap();
+        let mut stream = ParentsStream::open(&path, 64).unwrap();
+        let e = label_layer_produced(&mut hasher, 2, &mut stream, &prev, &mut want, 7)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("corrupt at node 5"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
