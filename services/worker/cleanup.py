@@ -4,7 +4,10 @@ Crashes between writing a file and declaring it, moves interrupted half way, cop
 leave sector files the index does not know: nothing reads them and nothing frees their space.
 This lists them (a dry run) or removes them (apply), with these guards:
 - only entries of the sector file layout (`<type>/s-t0<miner>-<number>`) are candidates; any
-  other name, a symlink, or `fetching/` is never touched (other names are listed, left alone);
+  other name or a symlink is never touched (other names are listed, left alone);
+- downloads a killed worker left in `<type>/fetching/` are candidates too (never declared by
+  design), once nothing has written them for FETCH_STALE_S: a live fetch writes continuously,
+  and it also holds the sector's lock in the index;
 - files a running task is writing here (reserved space) and sectors holding a lease in the
   index are skipped;
 - removing takes a write lock on the file in the index and asks the index again under it, so a
@@ -17,16 +20,19 @@ import asyncio
 import logging
 import os
 import stat as stat_mod
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.worker.index_client import IndexClient
 from services.worker.local_store import LocalPath, LocalStore, remove_file_or_dir
-from services.worker.paths import sector_folder_entries
-from services.worker.sectors import FileType, SectorId
+from services.worker.paths import FETCHING, sector_folder_entries
+from services.worker.sectors import FILE_TYPES, FileType, SectorId
 
 log = logging.getLogger(__name__)
 LOCK_OWNER = "storage-cleanup"
+# A temporary download untouched this long is a leftover, not a fetch in progress.
+FETCH_STALE_S = 600.0
 
 
 @dataclass
@@ -38,6 +44,8 @@ class Orphan:
     size: int
     removed: bool = False
     skipped: str = ""
+    # Under `<type>/fetching/`: a download's temporary name, never a declared copy.
+    temporary: bool = False
 
 
 def _size(target: Path) -> int:
@@ -51,23 +59,35 @@ def _size(target: Path) -> int:
     return total
 
 
+def _candidate(path: LocalPath, t: FileType, target: Path, temporary: bool, now: float) -> Orphan:
+    try:
+        sector: SectorId | None = SectorId.parse_name(target.name)
+    except ValueError:
+        sector = None
+    st = os.lstat(target)
+    entry = Orphan(path.id, target, sector, t, _size(target), temporary=temporary)
+    want_dir = t == FileType.CACHE
+    if sector is None:
+        entry.skipped = "not a sector file name; left alone"
+    elif not (stat_mod.S_ISDIR(st.st_mode) if want_dir else stat_mod.S_ISREG(st.st_mode)):
+        entry.skipped = "not a regular " + ("directory" if want_dir else "file") + " (symlink?); left alone"
+    elif temporary and now - st.st_mtime < FETCH_STALE_S:
+        entry.skipped = f"a download written in the last {FETCH_STALE_S:.0f} s: a fetch may be running"
+    return entry
+
+
 def _on_disk(path: LocalPath) -> list[Orphan]:
-    """Every entry of the path's sector folders, as a candidate (sector None: not a sector name)."""
-    out: list[Orphan] = []
-    for t, name in sector_folder_entries(path.root):
-        target = path.root / t.dirname / name
+    """Every entry of the path's sector folders and of their `fetching/` folders, as a candidate
+    (sector None: not a sector name)."""
+    now = time.time()
+    out = [_candidate(path, t, path.root / t.dirname / name, False, now) for t, name in sector_folder_entries(path.root)]
+    for t in FILE_TYPES:
+        folder = path.root / t.dirname / FETCHING
         try:
-            sector: SectorId | None = SectorId.parse_name(name)
-        except ValueError:
-            sector = None
-        st = os.lstat(target)
-        entry = Orphan(path.id, target, sector, t, _size(target))
-        want_dir = t == FileType.CACHE
-        if sector is None:
-            entry.skipped = "not a sector file name; left alone"
-        elif not (stat_mod.S_ISDIR(st.st_mode) if want_dir else stat_mod.S_ISREG(st.st_mode)):
-            entry.skipped = "not a regular " + ("directory" if want_dir else "file") + " (symlink?); left alone"
-        out.append(entry)
+            names = sorted(os.listdir(folder))
+        except FileNotFoundError:
+            continue
+        out.extend(_candidate(path, t, folder / name, True, now) for name in names)
     return out
 
 
@@ -81,7 +101,7 @@ async def cleanup(local: LocalStore, index: IndexClient, storage_id: str, apply:
         writing = local.writing(path.id)
         for entry in await asyncio.to_thread(_on_disk, path):
             key = (entry.sector, entry.file_type)
-            if entry.sector is not None and key in declared:
+            if entry.sector is not None and key in declared and not entry.temporary:
                 continue
             if not entry.skipped and key in writing:
                 entry.skipped = "a running task is writing it"
@@ -100,7 +120,7 @@ async def _remove(local: LocalStore, index: IndexClient, path: LocalPath, entry:
         entry.skipped = "sector locked"
         return
     try:
-        if (entry.sector, entry.file_type) in await index.declared_on(path.id, entry.sector):
+        if not entry.temporary and (entry.sector, entry.file_type) in await index.declared_on(path.id, entry.sector):
             entry.skipped = "declared meanwhile"
             return
         if (entry.sector, entry.file_type) in local.writing(path.id):

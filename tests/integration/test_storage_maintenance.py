@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,3 +119,45 @@ def test_redeclare_after_a_hand_move_and_cleanup(start_service: StartService, tm
     human = subprocess.run(cli, capture_output=True, text=True, timeout=60, check=True).stdout
     assert "notes.txt" in human and "kept:" in human and "reclaimable with --apply" in human
     assert (new / "unsealed" / "notes.txt").exists()
+
+
+def test_cleanup_of_leftover_downloads(start_service: StartService, tmp_path: Path) -> None:
+    """A download a killed worker left in `fetching/` is removable once it has not been written
+    for FETCH_STALE_S; a recent one (a fetch may be running) and one of a locked sector are kept,
+    even when the sector's final file is declared on that path."""
+    fleet = make_fleet(start_service, tmp_path, {}, [WorkerSpec("a", cpus=2)])
+    worker = worker_pb2_grpc.WorkerServiceStub(sync_channel(fleet.workers["a"].address, token()))
+    index = index_stub(fleet.index)
+    root = tmp_path / "store-a"
+    ref = sector(1)
+    precommit(fleet, ref)  # the cache of sector 1 is declared on this path
+    fetching = root / "cache" / "fetching"
+    fetching.mkdir(exist_ok=True)
+    stale_cache = fetching / NAME  # a leftover of sector 1's cache, whose real cache is declared
+    stale_cache.mkdir()
+    (stale_cache / "p_aux").write_bytes(b"a" * 100)
+    (root / "sealed" / "fetching").mkdir(exist_ok=True)
+    stale_sealed = root / "sealed" / "fetching" / f"s-t0{MINER}-2"
+    stale_sealed.write_bytes(b"s" * 2048)
+    locked_one = root / "sealed" / "fetching" / f"s-t0{MINER}-3"
+    locked_one.write_bytes(b"l" * 2048)
+    fresh = root / "sealed" / "fetching" / f"s-t0{MINER}-4"
+    fresh.write_bytes(b"f" * 2048)
+    old = time.time() - 3600
+    for p in (stale_cache, stale_sealed, locked_one):
+        os.utime(p, (old, old))
+    lock = index.StorageTryLock(
+        index_pb2.StorageTryLockRequest(sector=common_pb2.SectorId(miner=MINER, number=3), write_types=[SEALED], owner="test/fetch"),
+        timeout=10,
+    )
+    assert lock.acquired
+
+    got = worker.StorageCleanup(worker_pb2.StorageCleanupRequest(apply=True), timeout=30)
+    entries = {Path(e.path).relative_to(root).as_posix(): e for e in got.entries}
+    assert sorted(entries) == [f"cache/fetching/{NAME}", f"sealed/fetching/s-t0{MINER}-2", f"sealed/fetching/s-t0{MINER}-3", f"sealed/fetching/s-t0{MINER}-4"]
+    assert entries[f"cache/fetching/{NAME}"].removed and entries[f"sealed/fetching/s-t0{MINER}-2"].removed
+    assert "locked by" in entries[f"sealed/fetching/s-t0{MINER}-3"].skipped
+    assert "a fetch may be running" in entries[f"sealed/fetching/s-t0{MINER}-4"].skipped
+    assert got.reclaimable_bytes == 100 + 2048
+    assert not stale_cache.exists() and not stale_sealed.exists() and locked_one.exists() and fresh.exists()
+    assert (root / "cache" / NAME).is_dir()  # the declared cache itself is untouched

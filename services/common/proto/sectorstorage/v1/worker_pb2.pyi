@@ -1606,7 +1606,9 @@ Global___StorageCleanupRequest: _TypeAlias = StorageCleanupRequest  # noqa: Y015
 
 @_typing.final
 class CleanupEntry(_message.Message):
-    """One entry under a sector folder of a local path that the index does not declare there."""
+    """One entry under a sector folder of a local path that the index does not declare there (or a
+    leftover download in a `fetching/` folder).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -478,8 +478,9 @@ class WorkerServiceServicer:
         """Lists, and with apply removes, the files under local paths that no sector declaration in the
         index owns on that path (leftovers of crashes, aborted moves, files copied by hand). Only
         entries of the sector file layout are considered (`unsealed/`, `sealed/`, `cache/` named
-        s-t0<miner>-<number>); any other name is reported and left alone, and so are files a running
-        task is writing and sectors locked in the index. Removal holds a write lock on the file and
+        s-t0<miner>-<number>, and downloads a killed worker left in their `fetching/` folders once
+        nothing has written them for 10 minutes); any other name is reported and left alone, and so
+        are files a running task is writing and sectors locked in the index. Removal holds a write lock on the file and
         checks the index again first. Errors: NOT_FOUND (storage_id not a local path),
         UNAVAILABLE (no index configured, or the index unreachable).
         """
