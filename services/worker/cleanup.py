@@ -59,15 +59,25 @@ def _size(target: Path) -> int:
     return total
 
 
-def _candidate(path: LocalPath, t: FileType, target: Path, temporary: bool, now: float) -> Orphan:
+def _candidate(path: LocalPath, t: FileType, target: Path, temporary: bool, now: float) -> Orphan | None:
+    """The entry as a cleanup candidate; None when it vanished meanwhile (a fetch renamed it into
+    place, a task removed it)."""
     try:
         sector: SectorId | None = SectorId.parse_name(target.name)
     except ValueError:
         sector = None
-    st = os.lstat(target)
-    entry = Orphan(path.id, target, sector, t, _size(target), temporary=temporary)
+    try:
+        st = os.lstat(target)
+        entry = Orphan(path.id, target, sector, t, _size(target), temporary=temporary)
+    except FileNotFoundError:
+        return None
     want_dir = t == FileType.CACHE
-    if sector is None:
+    # The folder the entry must really be in: a type folder (or its fetching/) that is a link
+    # out of the storage path must never make cleanup delete files elsewhere.
+    folder = os.path.join(os.path.realpath(path.root), t.dirname, *([FETCHING] if temporary else []))
+    if os.path.dirname(os.path.realpath(target)) != folder:
+        entry.skipped = "resolves outside its storage path (a linked folder?); left alone"
+    elif sector is None:
         entry.skipped = "not a sector file name; left alone"
     elif not (stat_mod.S_ISDIR(st.st_mode) if want_dir else stat_mod.S_ISREG(st.st_mode)):
         entry.skipped = "not a regular " + ("directory" if want_dir else "file") + " (symlink?); left alone"
@@ -80,15 +90,15 @@ def _on_disk(path: LocalPath) -> list[Orphan]:
     """Every entry of the path's sector folders and of their `fetching/` folders, as a candidate
     (sector None: not a sector name)."""
     now = time.time()
-    out = [_candidate(path, t, path.root / t.dirname / name, False, now) for t, name in sector_folder_entries(path.root)]
+    found = [_candidate(path, t, path.root / t.dirname / name, False, now) for t, name in sector_folder_entries(path.root)]
     for t in FILE_TYPES:
         folder = path.root / t.dirname / FETCHING
         try:
             names = sorted(os.listdir(folder))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             continue
-        out.extend(_candidate(path, t, folder / name, True, now) for name in names)
-    return out
+        found.extend(_candidate(path, t, folder / name, True, now) for name in names)
+    return [entry for entry in found if entry is not None]
 
 
 async def cleanup(local: LocalStore, index: IndexClient, storage_id: str, apply: bool) -> list[Orphan]:

@@ -161,3 +161,16 @@ def test_cleanup_of_leftover_downloads(start_service: StartService, tmp_path: Pa
     assert got.reclaimable_bytes == 100 + 2048
     assert not stale_cache.exists() and not stale_sealed.exists() and locked_one.exists() and fresh.exists()
     assert (root / "cache" / NAME).is_dir()  # the declared cache itself is untouched
+
+    # A path whose sealed/ folder links out of it: what the link reaches is never removed.
+    linked, outside = tmp_path / "linked", tmp_path / "outside"
+    worker.StorageAttachLocal(worker_pb2.StorageAttachLocalRequest(path=str(linked), init=worker_pb2.StoragePathConfig(can_store=True)), timeout=30)
+    outside.mkdir()
+    victim = outside / f"s-t0{MINER}-9"
+    victim.write_bytes(b"v" * 2048)
+    os.rmdir(linked / "sealed")
+    os.symlink(outside, linked / "sealed")
+    got = worker.StorageCleanup(worker_pb2.StorageCleanupRequest(apply=True), timeout=30)
+    through_link = [e for e in got.entries if Path(e.path).name == victim.name]
+    assert len(through_link) == 1 and not through_link[0].removed and "outside its storage path" in through_link[0].skipped
+    assert victim.read_bytes() == b"v" * 2048
