@@ -20,6 +20,7 @@ import grpc
 from services.cli import connection
 from services.cli.commands import auth, proving, sealing, sectors, storage, wait, worker
 from services.common.auth import AuthError
+from services.common.config import ConfigError as ServiceConfigError
 
 EXIT_RPC_ERROR = 1
 EXIT_USAGE = 2
@@ -86,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if status is grpc.StatusCode.UNAUTHENTICATED:
             print("sectorctl: hint: pass a valid token with --token / --token-file or SECTORSTORAGE_TOKEN", file=sys.stderr)
         return EXIT_RPC_ERROR
-    except (AuthError, ValueError, connection.ConfigError, OSError) as exc:
+    except (AuthError, ValueError, connection.ConfigError, ServiceConfigError, OSError) as exc:
         print(f"sectorctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

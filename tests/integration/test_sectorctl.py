@@ -325,6 +325,9 @@ def test_connection_and_auth_errors(fleet: CliFleet) -> None:
     assert proc.stderr.startswith("sectorctl: UNAVAILABLE: ")
     assert "hint: can't reach the manager at 127.0.0.1:1" in proc.stderr and "SECTORSTORAGE_MANAGER" in proc.stderr
 
+    proc = fleet.run("sealing", "jobs", env={**fleet.env, "SECTORSTORAGE_TLS_CLIENT_CERT_FILE": str(fleet.tmp / "none.pem")}, check=False)
+    assert proc.returncode == 2 and "SECTORSTORAGE_TLS" in proc.stderr and "Traceback" not in proc.stderr
+
     proc = fleet.run("sealing", "workers", "--token", "not-a-token", check=False)
     assert proc.returncode == 1 and proc.stderr.startswith("sectorctl: UNAUTHENTICATED: ")
 
