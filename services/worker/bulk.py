@@ -35,6 +35,10 @@ HEADER = struct.Struct(">Q")
 SEND_STEP = 64 << 20
 # A connection that sends no ticket, or stops reading, for this long is dropped.
 IDLE_TIMEOUT_S = 30.0
+# The ticket must arrive within this long of the connection.
+TICKET_DEADLINE_S = 5.0
+# Connections served at once; more are closed at once (the port is reachable without a token).
+MAX_CONNECTIONS = 64
 
 
 class ChannelOff(Exception):
@@ -106,9 +110,15 @@ class TicketBook:
             os.close(grant.fd)
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
+def _recv_exact(conn: socket.socket, n: int, deadline_s: float) -> bytes:
+    """Up to n bytes, within deadline_s in all (a peer trickling bytes cannot hold the thread)."""
     data = bytearray()
+    end = time.monotonic() + deadline_s
     while len(data) < n:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        conn.settimeout(left)
         part = conn.recv(n - len(data))
         if not part:
             break
@@ -130,6 +140,7 @@ class BulkServer:
         self._sock.settimeout(0.5)  # the accept loop looks at `_stopped` this often
         self.port: int = self._sock.getsockname()[1]
         self._stopped = threading.Event()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._thread = threading.Thread(target=self._accept_loop, name="bulk-accept", daemon=True)
 
     def start(self) -> None:
@@ -154,15 +165,30 @@ class BulkServer:
                 log.exception("bulk channel: accept failed")
                 time.sleep(0.1)
                 continue
-            threading.Thread(target=self._serve, args=(conn, peer), name="bulk-send", daemon=True).start()
+            if not self._slots.acquire(blocking=False):
+                log.warning("bulk channel: too many connections; closing one", extra={"peer": str(peer), "max": MAX_CONNECTIONS})
+                conn.close()
+                continue
+            try:
+                threading.Thread(target=self._serve, args=(conn, peer), name="bulk-send", daemon=True).start()
+            except RuntimeError:  # no thread to be had: refuse this one, keep accepting
+                self._slots.release()
+                conn.close()
+                log.exception("bulk channel: cannot start a thread")
 
     def _serve(self, conn: socket.socket, peer: object) -> None:
+        try:
+            self._serve_one(conn, peer)
+        finally:
+            self._slots.release()
+
+    def _serve_one(self, conn: socket.socket, peer: object) -> None:
         with conn:
-            conn.settimeout(IDLE_TIMEOUT_S)
             try:
-                grant = self.book.redeem(_recv_exact(conn, TICKET_BYTES))
+                grant = self.book.redeem(_recv_exact(conn, TICKET_BYTES, TICKET_DEADLINE_S))
             except OSError:
                 return
+            conn.settimeout(IDLE_TIMEOUT_S)
             if grant is None:
                 log.warning("bulk channel: connection without a valid ticket closed", extra={"peer": str(peer)})
                 return

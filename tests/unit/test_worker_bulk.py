@@ -5,12 +5,15 @@ themselves are tested between worker processes in tests/integration/test_worker_
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from services.worker import bulk
 from services.worker.bulk import TicketBook, TooManyTickets
+from services.worker.faults import ServeFault
 
 
 def is_open(fd: int) -> bool:
@@ -59,3 +62,39 @@ def test_cap_on_open_tickets_and_close(tmp_path: Path) -> None:
     assert not is_open(fds[2])
     book.close()
     assert not any(is_open(fd) for fd in fds[:2])
+
+
+def test_connections_without_tickets_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The port takes connections before any token: at most MAX_CONNECTIONS are served at once
+    (more are closed at once), and a peer that never sends its whole ticket is cut after
+    TICKET_DEADLINE_S however it trickles; a ticket then still gets its bytes."""
+    monkeypatch.setattr(bulk, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(bulk, "TICKET_DEADLINE_S", 0.6)
+    server = bulk.BulkServer(TicketBook(), ServeFault(), "127.0.0.1", 0)
+    server.start()
+    try:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+        time.sleep(0.2)  # both accepted and holding their slots
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        assert extra.recv(1) == b""  # closed without being served
+        started = time.monotonic()
+        for _ in range(3):  # trickle: one byte now and then, never the whole ticket
+            idle[0].sendall(b"x")
+            time.sleep(0.1)
+        assert idle[0].recv(1) == b"" and time.monotonic() - started < 3
+        for s in (*idle, extra):
+            s.close()
+        time.sleep(0.8)  # the slots are free again
+        fd = open_file(tmp_path)
+        ticket, _ = server.book.issue(fd, 0, 10)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as ok:
+            ok.sendall(ticket)
+            got = b""
+            while len(got) < bulk.HEADER.size + 10:
+                part = ok.recv(64)
+                if not part:
+                    break
+                got += part
+        assert got[bulk.HEADER.size :] == b"x" * 10
+    finally:
+        server.stop()
