@@ -99,16 +99,48 @@ def _splice(sock: socket.socket, fd: int, length: int, progress: _Progress) -> N
         with contextlib.suppress(OSError):
             fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_BYTES)
         while progress.received < length:
-            n = os.splice(sock.fileno(), w, min(PIPE_BYTES, length - progress.received), flags=os.SPLICE_F_MOVE | os.SPLICE_F_MORE)
+            try:
+                n = os.splice(sock.fileno(), w, min(PIPE_BYTES, length - progress.received), flags=os.SPLICE_F_MOVE | os.SPLICE_F_MORE)
+            except OSError as exc:
+                if exc.errno in NO_SPLICE:
+                    raise _NoSplice from None
+                raise
             if n == 0:
                 raise TransferError(f"the side channel closed after {progress.received} of {length} bytes")
             left = n
             while left:
-                left -= os.splice(r, fd, left, offset_dst=progress.received + n - left, flags=os.SPLICE_F_MOVE)
+                at = progress.received + n - left
+                try:
+                    left -= os.splice(r, fd, left, offset_dst=at, flags=os.SPLICE_F_MOVE)
+                except OSError as exc:
+                    if exc.errno not in NO_SPLICE:
+                        raise
+                    # The file takes no splice: what the pipe holds goes in by write (those bytes
+                    # have left the socket), the rest of the stream by _copy.
+                    while left:
+                        chunk = os.read(r, left)
+                        _pwrite_all(fd, chunk, at)
+                        at, left = at + len(chunk), left - len(chunk)
+                    progress.add(n)
+                    raise _NoSplice from None
             progress.add(n)
     finally:
         os.close(r)
         os.close(w)
+
+
+class _NoSplice(Exception):
+    """The socket or the file system cannot splice; the bytes so far are in the file."""
+
+
+NO_SPLICE = (errno.EINVAL, errno.ENOSYS)
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    part = memoryview(data)
+    while part:
+        written = os.pwrite(fd, part, offset)
+        part, offset = part[written:], offset + written
 
 
 def _copy(sock: socket.socket, fd: int, length: int, sparse: bool, progress: _Progress) -> None:
@@ -119,10 +151,7 @@ def _copy(sock: socket.socket, fd: int, length: int, sparse: bool, progress: _Pr
     while progress.received < length:
         n = _fill(sock, view, min(len(buf), length - progress.received), progress.received, length)
         if not (sparse and buf[:n] == zeros[:n]):
-            part, offset = view[:n], progress.received
-            while part:
-                written = os.pwrite(fd, part, offset)
-                part, offset = part[written:], offset + written
+            _pwrite_all(fd, view[:n], progress.received)
         progress.add(n)
 
 
@@ -145,11 +174,8 @@ def receive(sock: socket.socket, ticket: bytes, dest: Path, length: int, sparse:
                 except OSError as exc:
                     if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                         raise
-                try:
+                with contextlib.suppress(_NoSplice):
                     _splice(sock, fd, length, progress)
-                except OSError as exc:
-                    if exc.errno not in (errno.EINVAL, errno.ENOSYS) or progress.received:
-                        raise
             if progress.received < length:
                 _copy(sock, fd, length, sparse, progress)
         except OSError as exc:

@@ -4,14 +4,16 @@ themselves are tested between worker processes in tests/integration/test_worker_
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from services.worker import bulk
+from services.worker import bulk, bulk_client
 from services.worker.bulk import TicketBook, TooManyTickets
 from services.worker.faults import ServeFault
 
@@ -98,3 +100,30 @@ def test_connections_without_tickets_are_bounded(tmp_path: Path, monkeypatch: py
         assert got[bulk.HEADER.size :] == b"x" * 10
     finally:
         server.stop()
+
+
+def test_receive_falls_back_to_writes_without_losing_the_piped_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system that takes no splice: the bytes already moved from the socket into the pipe
+    are written, and the rest comes by recv + pwrite; the file is exactly what was sent."""
+    data = os.urandom(3 * (1 << 20) + 12345)
+    real_splice = os.splice
+
+    def file_refuses(src: int, dst: int, count: int, offset_src: int | None = None, offset_dst: int | None = None, flags: int = 0) -> int:
+        if offset_dst is not None:
+            raise OSError(errno.EINVAL, "splice to this file system is not supported")
+        return real_splice(src, dst, count, offset_src, offset_dst, flags)
+
+    monkeypatch.setattr(os, "splice", file_refuses)
+    client, server = socket.socketpair()
+
+    def serve() -> None:
+        with server:
+            assert len(server.recv(32, socket.MSG_WAITALL)) == 32
+            server.sendall(bulk.HEADER.pack(len(data)) + data)
+
+    sender = threading.Thread(target=serve)
+    sender.start()
+    with client:
+        assert bulk_client.receive(client, os.urandom(32), tmp_path / "got", len(data)) == len(data)
+    sender.join(10)
+    assert (tmp_path / "got").read_bytes() == data
