@@ -345,8 +345,7 @@ class LocalStore:
         """The finished sector files in a path: files a running task is still writing (those it
         reserved space for) are left out, so a rescan never declares half-written files."""
         path = self.get(storage_id)
-        with self._lock:
-            writing = {(h.sector, h.file_type) for h in self._held if h.path_id == storage_id}
+        writing = self.writing(storage_id)
         return [(f.sector, f.file_type) for f in scan_path(path.root) if (f.sector, f.file_type) not in writing]
 
 

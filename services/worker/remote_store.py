@@ -146,7 +146,7 @@ class RemoteStore:
                         break  # the path has no copy: its other urls would say the same
                     continue
                 except (TransferError, TarError, OSError) as exc:
-                    detail = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                    detail = str(exc)
                     log.warning(
                         "fetch from a source failed; trying the next",
                         extra={"sector": str(sector), "type": file_type.dirname, "source": url, "storage_id": loc.storage_id, "error": detail},

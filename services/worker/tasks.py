@@ -337,11 +337,7 @@ def discard_interrupted_pre_commit1(local: LocalStore, sector: SectorId) -> list
     """At start, for a PC1 the last process was killed in: its half-written cache is removed
     before the paths are announced (the scan would declare it as a copy). Only the cache: PC1
     replaces any cache it finds, but it never touches a sealed file (PC2 writes that)."""
-    removed = []
-    for copy in local.find(sector, FileType.CACHE):
-        remove_file_or_dir(copy.file)
-        removed.append(copy.file)
-    return removed
+    return [p.file(FileType.CACHE, sector) for p in local.remove(sector, FileType.CACHE)]
 
 
 def _fresh_cache(cache: Path) -> None:
