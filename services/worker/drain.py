@@ -50,11 +50,13 @@ async def drain_for_stop(
     undelivered: Callable[[], int],
     timeout_s: float,
     deliver_timeout_s: float,
-    manager_failing: Callable[[], bool] = lambda: False,
+    retry_deliveries: Callable[[], None] = lambda: None,
+    last_delivery_failure: Callable[[], float] = lambda: 0.0,
 ) -> DrainReport:
     """Runs steps 1-4 of the module docstring. `announce` tells the manager (wakes the
     heartbeat); `undelivered` counts stored results not yet acknowledged by the manager;
-    `manager_failing` says the last delivery attempt failed."""
+    `retry_deliveries` makes the sender try now (not after its back-off);
+    `last_delivery_failure` is when a delivery last failed (monotonic)."""
     runner.shutting_down = True
     announce()
     log.info("stopping: draining running calls", extra={"running": len(runner.running), "timeout_s": timeout_s})
@@ -70,8 +72,11 @@ async def drain_for_stop(
         await _until(lambda: not any(r.task is not None for r in runner.running.values()), 5.0)
     left = undelivered()
     if left:
-        await asyncio.sleep(POLL_S)  # let the sender try once
-        await _until(lambda: manager_failing() or undelivered() == 0, deliver_timeout_s)
+        # Only a failure from now on means the manager is not taking results: one from before the
+        # drain (an outage since over) must not cut the wait short.
+        since = time.monotonic()
+        retry_deliveries()
+        await _until(lambda: last_delivery_failure() > since or undelivered() == 0, deliver_timeout_s)
         left = undelivered()
     log.info("stopping: drained", extra={"finished": finished, "aborted": aborted, "undelivered": left})
     return DrainReport(finished, aborted, left)

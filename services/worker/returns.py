@@ -7,8 +7,8 @@ the call store, so delivery resumes where it stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -68,11 +68,19 @@ class ReturnSender:
         self.backoff = backoff
         self._wake = asyncio.Event()
         self.delivered = 0
-        # The last delivery attempt failed (the manager is down or unreachable); a stopping
-        # worker does not wait for deliveries then: the results stay stored for the next start.
-        self.failing = False
+        # When a delivery last failed (monotonic; 0: never): a stopping worker waits for its
+        # deliveries only until one fails after its drain began (the manager is down or
+        # unreachable); the results then stay stored for the next start.
+        self.last_failure = 0.0
+        self._retry_now = asyncio.Event()
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def retry_now(self) -> None:
+        """Cuts a failure back-off short (a stopping worker tries its deliveries once more now,
+        not after up to a minute); new results only `wake`, so an outage is not hammered."""
+        self._retry_now.set()
         self._wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -89,7 +97,12 @@ class ReturnSender:
                         break
                 if failed:
                     delay = self.backoff.next_delay()
-                    await _wait(stopping, delay)
+                    self._retry_now.clear()
+                    retry = asyncio.ensure_future(self._retry_now.wait())
+                    stopper = asyncio.ensure_future(stopping.wait())
+                    await asyncio.wait({retry, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                    retry.cancel()
+                    stopper.cancel()
                 else:
                     self.backoff.reset()
                     waiter = asyncio.ensure_future(self._wake.wait())
@@ -116,15 +129,9 @@ class ReturnSender:
                 )
             else:
                 log.warning("returning a result failed; will retry", extra={"call": key, "method": method, "code": exc.code().name, "error": exc.details()})
-                self.failing = True
+                self.last_failure = time.monotonic()
                 return False
-        self.failing = False
         await asyncio.to_thread(self.store.ack, key)
         self.delivered += 1
         log.info("result delivered", extra={"call": key, "method": method})
         return True
-
-
-async def _wait(stopping: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(stopping.wait(), timeout=seconds)

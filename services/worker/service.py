@@ -878,7 +878,8 @@ class WorkerApp(Service):
             undelivered=lambda: len(p.calls.pending()),
             timeout_s=self.config.worker.drain_timeout_s,
             deliver_timeout_s=max(1.0, self.config.shutdown_grace),
-            manager_failing=lambda: p.sender is not None and p.sender.failing,
+            retry_deliveries=p.sender.retry_now,
+            last_delivery_failure=lambda: p.sender.last_failure if p.sender is not None else 0.0,
         )
 
     async def stop(self) -> None:
