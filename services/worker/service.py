@@ -96,6 +96,7 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (Exhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (serving.NotServed, grpc.StatusCode.NOT_FOUND),
+    (serving.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (bulk.ChannelOff, grpc.StatusCode.FAILED_PRECONDITION),
     (bulk.TooManyTickets, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (PathNotFound, grpc.StatusCode.NOT_FOUND),
@@ -566,14 +567,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             if file_type == FileType.CACHE:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the cache is a directory: use ReadSectorDir")
             copy = await asyncio.to_thread(serving.locate, self.p.local, sector, file_type, request.storage_id)
-            fd, size = await asyncio.to_thread(serving.open_file, copy)
+            fd, size, length = await asyncio.to_thread(serving.open_range, copy, request.offset, request.length)
             pending: asyncio.Future[list[bytes]] | None = None
             try:
-                length = request.length or max(0, size - request.offset)
-                if request.offset > size or request.offset + length > size:
-                    await context.abort(
-                        grpc.StatusCode.OUT_OF_RANGE, f"range [{request.offset}, {request.offset + length}) is beyond the file's {size} bytes"
-                    )
                 chunk = self.p.config.worker.fetch_chunk_bytes
                 if length == 0:
                     yield encode_chunk_response(0, b"", size)
@@ -611,13 +607,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             if server is None:
                 raise bulk.ChannelOff("this worker runs no bulk side channel (worker.bulk_transfer = false): use ReadSectorFile")
             copy = await asyncio.to_thread(serving.locate, self.p.local, sector, file_type, request.storage_id)
-            fd, size = await asyncio.to_thread(serving.open_file, copy)
-            length = request.length or max(0, size - request.offset)
-            if request.offset > size or request.offset + length > size:
-                os.close(fd)
-                await context.abort(
-                    grpc.StatusCode.OUT_OF_RANGE, f"range [{request.offset}, {request.offset + length}) is beyond the file's {size} bytes"
-                )
+            fd, size, length = await asyncio.to_thread(serving.open_range, copy, request.offset, request.length)
             ticket, expires = server.book.issue(fd, request.offset, length)
             expires_at = Timestamp()
             expires_at.FromNanoseconds(int(expires * 1e9))

@@ -56,6 +56,21 @@ def open_file(copy: LocalCopy) -> tuple[int, int]:
     return fd, st.st_size
 
 
+class OutOfRange(Exception):
+    """A requested byte range reaches past the end of the file."""
+
+
+def open_range(copy: LocalCopy, offset: int, length: int) -> tuple[int, int, int]:
+    """(fd, file size, length) for reading [offset, offset + length) of a sector file; length 0
+    means to the end. The fd is the caller's to close; nothing is left open on an error."""
+    fd, size = open_file(copy)
+    length = length or max(0, size - offset)
+    if offset > size or offset + length > size:
+        os.close(fd)
+        raise OutOfRange(f"range [{offset}, {offset + length}) is beyond the file's {size} bytes")
+    return fd, size, length
+
+
 def read_chunks(fd: int, offset: int, length: int, chunk: int) -> Iterator[bytes]:
     end = offset + length
     while offset < end:
