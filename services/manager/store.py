@@ -12,7 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from services.common.db import Database, Migration, Mode, Tx, apply_migrations
+from services.common.proto.sectorstorage.v1 import common_pb2
 from services.manager.records import CallRecord, CallStatus, OutcomeKind, WorkRecord, WorkStatus
 
 COMPONENT = "manager"
@@ -79,6 +82,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "sector commitments (SealPreCommit2 results)",
+        (
+            """CREATE TABLE manager_sector_commitments (
+                miner BIGINT NOT NULL,
+                number BIGINT NOT NULL,
+                proof_type INTEGER NOT NULL,
+                comm_r BYTEA NOT NULL,
+                comm_d BYTEA NOT NULL,
+                recorded_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (miner, number)
+            )""",
+        ),
+    ),
 )
 
 _WORK_COLUMNS = (
@@ -104,6 +122,38 @@ _UPSERT_WORK = _upsert_sql("manager_works", _WORK_COLUMNS)
 _UPSERT_CALL = _upsert_sql("manager_calls", _CALL_COLUMNS)
 _SELECT_WORK = f"SELECT {', '.join(_WORK_COLUMNS)} FROM manager_works"
 _SELECT_CALL = f"SELECT {', '.join(_CALL_COLUMNS)} FROM manager_calls"
+_UPSERT_COMMITMENTS = (
+    "INSERT INTO manager_sector_commitments (miner, number, proof_type, comm_r, comm_d, recorded_at)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (miner, number) DO UPDATE SET proof_type = excluded.proof_type,"
+    " comm_r = excluded.comm_r, comm_d = excluded.comm_d, recorded_at = excluded.recorded_at"
+)
+PRE_COMMIT_2 = "SealPreCommit2"
+
+
+@dataclass(frozen=True)
+class SectorCommitmentsRecord:
+    """A sector's commitments, as its last successful SealPreCommit2 returned them."""
+
+    miner: int
+    number: int
+    proof_type: int
+    comm_r: bytes
+    comm_d: bytes
+    recorded_at: float
+
+
+def _commitments_row(w: WorkRecord) -> tuple[Any, ...] | None:
+    """The commitments row a work's outcome records: only a SealPreCommit2 that just succeeded
+    (status DONE with a result; the later DELIVERED save writes nothing again)."""
+    if w.method != PRE_COMMIT_2 or w.status is not WorkStatus.DONE or w.outcome is not OutcomeKind.RESULT:
+        return None
+    try:
+        out = common_pb2.SectorCommitments.FromString(w.result)
+    except DecodeError:
+        return None
+    if len(out.comm_r) != 32 or len(out.comm_d) != 32:
+        return None
+    return (w.miner, w.number, w.seal_proof, out.comm_r, out.comm_d, w.updated_at or time.time())
 
 
 def _work_row(w: WorkRecord) -> tuple[Any, ...]:
@@ -161,11 +211,14 @@ class ManagerStore:
     async def save(self, work: WorkRecord | None = None, calls: Sequence[CallRecord] = ()) -> None:
         """Upserts a work and calls in one transaction."""
         work_row = _work_row(work) if work is not None else None
+        commitments_row = _commitments_row(work) if work is not None else None
         call_rows = [_call_row(c) for c in calls]
 
         def run(tx: Tx) -> None:
             if work_row is not None:
                 tx.execute(_UPSERT_WORK, work_row)
+            if commitments_row is not None:
+                tx.execute(_UPSERT_COMMITMENTS, commitments_row)
             for row in call_rows:
                 tx.execute(_UPSERT_CALL, row)
 
@@ -276,6 +329,31 @@ class ManagerStore:
                 (CallStatus.QUEUED.value, CallStatus.DISPATCHING.value, CallStatus.RUNNING.value, calls_before),
             )
             return works, calls
+
+        return await self.db.run(run)
+
+    # --- sector commitments ------------------------------------------------------------------
+
+    async def sector_commitments(self, miner: int, number: int) -> SectorCommitmentsRecord | None:
+        """The commitments the last successful SealPreCommit2 of a sector returned; None if none."""
+
+        def run(tx: Tx) -> SectorCommitmentsRecord | None:
+            r = tx.one(
+                "SELECT miner, number, proof_type, comm_r, comm_d, recorded_at FROM manager_sector_commitments"
+                " WHERE miner = ? AND number = ?",
+                (miner, number),
+            )
+            if r is None:
+                return None
+            return SectorCommitmentsRecord(int(r[0]), int(r[1]), int(r[2]), bytes(r[3]), bytes(r[4]), float(r[5]))
+
+        return await self.db.run(run, Mode.READ)
+
+    async def forget_sector_commitments(self, miner: int, number: int) -> bool:
+        """Drops a removed sector's commitments; False when none were recorded (a repeat)."""
+
+        def run(tx: Tx) -> bool:
+            return tx.execute("DELETE FROM manager_sector_commitments WHERE miner = ? AND number = ?", (miner, number)) > 0
 
         return await self.db.run(run)
 
