@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from services.manager.calls import BY_METHOD, CallSpec
@@ -43,6 +44,7 @@ from services.manager.selectors import (
     Selector,
     TaskSelector,
 )
+from services.manager.store import ManagerStore
 from services.manager.tasks import TaskType
 from services.manager.validation import (
     RpcFailure,
@@ -139,9 +141,14 @@ class PieceRelay:
 
 
 class Sealing:
-    def __init__(self, runner: JobRunner, index: StorageIndex | None, token: Callable[[], str]) -> None:
+    def __init__(
+        self, runner: JobRunner, index: StorageIndex | None, token: Callable[[], str], store: ManagerStore | None = None
+    ) -> None:
         self.runner = runner
         self.index = index
+        # Where SealPreCommit2 results are remembered as the sector's commitments (the store
+        # records them with the work's outcome; see SectorCommitments and remove).
+        self.store = store
         self._token = token
         self._peers: dict[str, WorkerClient] = {}
 
@@ -404,7 +411,36 @@ class Sealing:
                 f"could not remove every file of {sector_name(req.sector)}; still declared: {'; '.join(failed)}"
                 + (f" (removed {len(removed)} other files)" if removed else ""),
             )
+        if self.store is not None:
+            await self.store.forget_sector_commitments(req.sector.miner, req.sector.number)
         return removed
+
+    # --- what a sector was sealed with ---------------------------------------------------------
+
+    async def sector_commitments(self, req: manager_pb2.SectorCommitmentsRequest) -> manager_pb2.SectorCommitmentsResponse:
+        if not req.HasField("sector"):
+            raise invalid("sector is required")
+        sector_id(req.sector)
+        rec = None
+        if self.store is not None:
+            rec = await self.store.sector_commitments(req.sector.miner, req.sector.number)
+        if rec is None:
+            raise RpcFailure(
+                grpc.StatusCode.NOT_FOUND,
+                f"no SealPreCommit2 result is known for {sector_name(req.sector)} "
+                "(never pre-committed through this manager, or removed since)",
+            )
+        recorded_at = Timestamp()
+        recorded_at.FromNanoseconds(int(rec.recorded_at * 1e9))
+        return manager_pb2.SectorCommitmentsResponse(
+            sector=common_pb2.SectorRef(
+                id=common_pb2.SectorId(miner=rec.miner, number=rec.number),
+                proof_type=common_pb2.RegisteredSealProof.ValueType(rec.proof_type),
+            ),
+            comm_r=rec.comm_r,
+            comm_d=rec.comm_d,
+            recorded_at=recorded_at,
+        )
 
     # --- where files are ---------------------------------------------------------------------
 

@@ -66,7 +66,7 @@ class ManagerApp(Service):
         self.tracker = CallTracker(self.store, policy)
         self.runner = JobRunner(self.tracker, self.registry, self.selectors, settings)
         self.selectors.can_run = self.runner.can_run
-        self.sealing = Sealing(self.runner, None, self._worker_token)
+        self.sealing = Sealing(self.runner, None, self._worker_token, self.store)
         self.proving = Proving(self.runner, self.sealing, None)
         self.ready = asyncio.Event()
         # Unimplemented RPCs are filled in by registration(), so the class is complete at run time.

@@ -119,6 +119,10 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return manager_pb2.RemoveResponse(removed=await self.sealing.remove(request))
 
     @handled
+    async def SectorCommitments(self, request: manager_pb2.SectorCommitmentsRequest, context: Context) -> manager_pb2.SectorCommitmentsResponse:
+        return await self.sealing.sector_commitments(request)
+
+    @handled
     async def UnsealPiece(self, request: manager_pb2.UnsealPieceRequest, context: Context) -> manager_pb2.UnsealPieceResponse:
         await self.sealing.unseal_piece(request, _deadline(context))
         return manager_pb2.UnsealPieceResponse()

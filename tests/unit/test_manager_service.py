@@ -590,3 +590,56 @@ def test_add_piece_back_pressure_no_buffering_before_placement(tmp_path: Path) -
             await manager.stop()
 
     run(test)
+
+
+def test_sector_commitments_rpc_from_pc2_until_remove(tmp_path: Path) -> None:
+    """SectorCommitments answers what the sector's SealPreCommit2 returned (also after a manager
+    restart), NOT_FOUND before PC2 and after a successful Remove, INVALID_ARGUMENT for no sector."""
+
+    async def test() -> None:
+        index = FakeIndex()
+        manager = await InProcessManager(tmp_path).start(index)
+        worker = await FakeWorker("w", manager.address, index, cpus=16).start()
+        restarted: InProcessManager | None = None
+        try:
+            assert manager.stub is not None
+            stub = manager.stub
+            sid = common_pb2.SectorId(miner=MINER, number=4)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=sid), timeout=5)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND and "no SealPreCommit2 result" in (err.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(), timeout=5)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+            for n in (4, 5):
+                await add_piece(stub, n, bytes([n]) * 2032)
+                p1 = await stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref(n), ticket=TICKET, pieces=[full_piece(n)]), timeout=20)
+                p2 = await stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref(n), pre_commit1_output=p1.pre_commit1_output), timeout=20)
+                got = await stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=ref(n).id), timeout=5)
+                assert got.sector == ref(n)
+                assert (got.comm_r, got.comm_d) == (p2.commitments.comm_r, p2.commitments.comm_d)
+                assert got.recorded_at.seconds > 0
+            kept = await stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=sid), timeout=5)
+
+            removed = common_pb2.SectorId(miner=MINER, number=5)
+            assert (await stub.Remove(manager_pb2.RemoveRequest(sector=removed), timeout=10)).removed
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=removed), timeout=5)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+            await manager.stop()
+            restarted = await InProcessManager(tmp_path).start(index)
+            assert restarted.stub is not None
+            assert await restarted.stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=sid), timeout=5) == kept
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await restarted.stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=removed), timeout=5)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        finally:
+            await worker.stop()
+            if restarted is not None:
+                await restarted.stop()
+            else:
+                await manager.stop()
+
+    run(test)

@@ -777,6 +777,64 @@ class ReadPieceResponse(_message.Message):
 Global___ReadPieceResponse: _TypeAlias = ReadPieceResponse  # noqa: Y015
 
 @_typing.final
+class SectorCommitmentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECTOR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sector(self) -> _common_pb2.SectorId:
+        """Required."""
+
+    def __init__(
+        self,
+        *,
+        sector: _common_pb2.SectorId | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sector", b"sector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sector", b"sector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SectorCommitmentsRequest: _TypeAlias = SectorCommitmentsRequest  # noqa: Y015
+
+@_typing.final
+class SectorCommitmentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECTOR_FIELD_NUMBER: _builtins.int
+    COMM_R_FIELD_NUMBER: _builtins.int
+    COMM_D_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    comm_r: _builtins.bytes
+    """CommR, the sealed-replica commitment: 32 bytes."""
+    comm_d: _builtins.bytes
+    """CommD, the unsealed-sector commitment: 32 bytes."""
+    @_builtins.property
+    def sector(self) -> _common_pb2.SectorRef:
+        """The sector with the seal proof type it was pre-committed with."""
+
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """When the manager recorded them (the SealPreCommit2 work's completion)."""
+
+    def __init__(
+        self,
+        *,
+        sector: _common_pb2.SectorRef | None = ...,
+        comm_r: _builtins.bytes = ...,
+        comm_d: _builtins.bytes = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at", "sector", b"sector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comm_d", b"comm_d", "comm_r", b"comm_r", "recorded_at", b"recorded_at", "sector", b"sector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SectorCommitmentsResponse: _TypeAlias = SectorCommitmentsResponse  # noqa: Y015
+
+@_typing.final
 class IsUnsealedRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -107,6 +107,11 @@ class ManagerServiceStub:
                 request_serializer=sectorstorage_dot_v1_dot_manager__pb2.ReadPieceRequest.SerializeToString,
                 response_deserializer=sectorstorage_dot_v1_dot_manager__pb2.ReadPieceResponse.FromString,
                 _registered_method=True)
+        self.SectorCommitments = channel.unary_unary(
+                '/sectorstorage.v1.ManagerService/SectorCommitments',
+                request_serializer=sectorstorage_dot_v1_dot_manager__pb2.SectorCommitmentsRequest.SerializeToString,
+                response_deserializer=sectorstorage_dot_v1_dot_manager__pb2.SectorCommitmentsResponse.FromString,
+                _registered_method=True)
         self.IsUnsealed = channel.unary_unary(
                 '/sectorstorage.v1.ManagerService/IsUnsealed',
                 request_serializer=sectorstorage_dot_v1_dot_manager__pb2.IsUnsealedRequest.SerializeToString,
@@ -369,6 +374,18 @@ class ManagerServiceServicer:
         Server-streaming: one header message (did_unseal, size), then Chunks with exactly size bytes.
         Errors also: NOT_FOUND (the sector has neither unsealed data nor a sealed replica anywhere),
         FAILED_PRECONDITION (unsealing is needed but unsealed_cid is empty).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SectorCommitments(self, request, context):
+        """The commitments (comm_r, comm_d) and seal proof type of a sector, as its last successful
+        SealPreCommit2 returned them: the manager records them durably when that work succeeds and
+        forgets them when a Remove of the sector succeeds. What `sectorctl proving window-post` and
+        `sectorctl sectors check` use to prove a sector given only its number.
+        Errors: INVALID_ARGUMENT (sector missing, or miner 0 / a number above 2^63-1), NOT_FOUND (no
+        SealPreCommit2 result is known for the sector: never pre-committed here, or removed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -683,6 +700,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.ReadPiece,
                     request_deserializer=sectorstorage_dot_v1_dot_manager__pb2.ReadPieceRequest.FromString,
                     response_serializer=sectorstorage_dot_v1_dot_manager__pb2.ReadPieceResponse.SerializeToString,
+            ),
+            'SectorCommitments': grpc.unary_unary_rpc_method_handler(
+                    servicer.SectorCommitments,
+                    request_deserializer=sectorstorage_dot_v1_dot_manager__pb2.SectorCommitmentsRequest.FromString,
+                    response_serializer=sectorstorage_dot_v1_dot_manager__pb2.SectorCommitmentsResponse.SerializeToString,
             ),
             'IsUnsealed': grpc.unary_unary_rpc_method_handler(
                     servicer.IsUnsealed,
@@ -1128,6 +1150,33 @@ class ManagerService:
             '/sectorstorage.v1.ManagerService/ReadPiece',
             sectorstorage_dot_v1_dot_manager__pb2.ReadPieceRequest.SerializeToString,
             sectorstorage_dot_v1_dot_manager__pb2.ReadPieceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SectorCommitments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sectorstorage.v1.ManagerService/SectorCommitments',
+            sectorstorage_dot_v1_dot_manager__pb2.SectorCommitmentsRequest.SerializeToString,
+            sectorstorage_dot_v1_dot_manager__pb2.SectorCommitmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

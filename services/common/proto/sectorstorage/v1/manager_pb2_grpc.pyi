@@ -102,6 +102,14 @@ class ManagerServiceStub:
     Errors also: NOT_FOUND (the sector has neither unsealed data nor a sealed replica anywhere),
     FAILED_PRECONDITION (unsealing is needed but unsealed_cid is empty).
     """
+    SectorCommitments: _grpc.UnaryUnaryMultiCallable[_manager_pb2.SectorCommitmentsRequest, _manager_pb2.SectorCommitmentsResponse]
+    """The commitments (comm_r, comm_d) and seal proof type of a sector, as its last successful
+    SealPreCommit2 returned them: the manager records them durably when that work succeeds and
+    forgets them when a Remove of the sector succeeds. What `sectorctl proving window-post` and
+    `sectorctl sectors check` use to prove a sector given only its number.
+    Errors: INVALID_ARGUMENT (sector missing, or miner 0 / a number above 2^63-1), NOT_FOUND (no
+    SealPreCommit2 result is known for the sector: never pre-committed here, or removed).
+    """
     IsUnsealed: _grpc.UnaryUnaryMultiCallable[_manager_pb2.IsUnsealedRequest, _manager_pb2.IsUnsealedResponse]
     """Whether some worker holds the range unsealed (readable by ReadPiece without unsealing)."""
     CheckProvable: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CheckProvableRequest, _manager_pb2.CheckProvableResponse]
@@ -299,6 +307,14 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     Server-streaming: one header message (did_unseal, size), then Chunks with exactly size bytes.
     Errors also: NOT_FOUND (the sector has neither unsealed data nor a sealed replica anywhere),
     FAILED_PRECONDITION (unsealing is needed but unsealed_cid is empty).
+    """
+    SectorCommitments: _aio.UnaryUnaryMultiCallable[_manager_pb2.SectorCommitmentsRequest, _manager_pb2.SectorCommitmentsResponse]  # type: ignore[assignment]
+    """The commitments (comm_r, comm_d) and seal proof type of a sector, as its last successful
+    SealPreCommit2 returned them: the manager records them durably when that work succeeds and
+    forgets them when a Remove of the sector succeeds. What `sectorctl proving window-post` and
+    `sectorctl sectors check` use to prove a sector given only its number.
+    Errors: INVALID_ARGUMENT (sector missing, or miner 0 / a number above 2^63-1), NOT_FOUND (no
+    SealPreCommit2 result is known for the sector: never pre-committed here, or removed).
     """
     IsUnsealed: _aio.UnaryUnaryMultiCallable[_manager_pb2.IsUnsealedRequest, _manager_pb2.IsUnsealedResponse]  # type: ignore[assignment]
     """Whether some worker holds the range unsealed (readable by ReadPiece without unsealing)."""
@@ -554,6 +570,20 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         Server-streaming: one header message (did_unseal, size), then Chunks with exactly size bytes.
         Errors also: NOT_FOUND (the sector has neither unsealed data nor a sealed replica anywhere),
         FAILED_PRECONDITION (unsealing is needed but unsealed_cid is empty).
+        """
+
+    @_abc_1.abstractmethod
+    def SectorCommitments(
+        self,
+        request: _manager_pb2.SectorCommitmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.SectorCommitmentsResponse, _abc.Awaitable[_manager_pb2.SectorCommitmentsResponse]]:
+        """The commitments (comm_r, comm_d) and seal proof type of a sector, as its last successful
+        SealPreCommit2 returned them: the manager records them durably when that work succeeds and
+        forgets them when a Remove of the sector succeeds. What `sectorctl proving window-post` and
+        `sectorctl sectors check` use to prove a sector given only its number.
+        Errors: INVALID_ARGUMENT (sector missing, or miner 0 / a number above 2^63-1), NOT_FOUND (no
+        SealPreCommit2 result is known for the sector: never pre-committed here, or removed).
         """
 
     @_abc_1.abstractmethod
