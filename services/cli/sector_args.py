@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from collections.abc import Sequence
+
+import grpc
 
 import rust_core
 from services.cli.connection import ConfigError, Connection
@@ -57,3 +60,37 @@ def proving_sector(text: str) -> tuple[int, bytes | None]:
     except ValueError:
         raise ValueError(f"sector {text!r}: expected a sector number, optionally with its CommR as NUMBER=COMMR") from None
     return n, (comm_r(commr, f"CommR of sector {n}") if commr else None)
+
+
+def sector_commitments(conn: Connection, sector: common_pb2.SectorId) -> manager_pb2.SectorCommitmentsResponse:
+    """The commitments the manager recorded from the sector's SealPreCommit2; a clear error when it
+    knows none."""
+    try:
+        return conn.manager().SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=sector), timeout=conn.timeout)
+    except grpc.RpcError as exc:
+        if exc.code() is grpc.StatusCode.NOT_FOUND:
+            raise ValueError(
+                f"sector {sector.miner}/{sector.number}: the manager knows no CommR for it (NOT_FOUND: {exc.details()}); "
+                "give it as NUMBER=COMMR (the comm_r sealed CID or hex `sectors seal` printed)"
+            ) from None
+        raise
+
+
+def with_comm_rs(
+    args: argparse.Namespace, conn: Connection, miner: int, parsed: Sequence[tuple[int, bytes | None]]
+) -> tuple[list[tuple[int, bytes]], common_pb2.RegisteredSealProof.ValueType]:
+    """Each sector with its CommR (given as NUMBER=COMMR, else looked up with SectorCommitments),
+    and the seal proof (--size, else the looked-up sector's, else the task history's)."""
+    proof: common_pb2.RegisteredSealProof.ValueType | None = seal_proof(args.size) if getattr(args, "size", None) else None
+    out: list[tuple[int, bytes]] = []
+    for number, given in parsed:
+        if given is not None:
+            out.append((number, given))
+            continue
+        known = sector_commitments(conn, common_pb2.SectorId(miner=miner, number=number))
+        if proof is None and known.sector.proof_type in SECTOR_SIZES:
+            proof = known.sector.proof_type
+        out.append((number, bytes(known.comm_r)))
+    if proof is None:
+        proof = proof_for(args, conn, common_pb2.SectorId(miner=miner, number=parsed[0][0]))
+    return out, proof

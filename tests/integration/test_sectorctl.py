@@ -207,8 +207,30 @@ def test_check_and_window_post(fleet: CliFleet, sealed: dict[str, Any]) -> None:
     assert post["valid"] is True and post["proofs"] == 1 and post["proof_bytes"] > 0 and post["skipped"] == []
     out = fleet.run("proving", "window-post", f"1={sealed['comm_r']}").stdout
     assert "verification: VALID" in out and "bytes, generated in" in out
-    proc = fleet.run("proving", "window-post", "1", check=False)
-    assert proc.returncode == 2 and "NUMBER=COMMR" in proc.stderr
+    # A bare number: the manager recorded the sector's CommR from its SealPreCommit2.
+    post = fleet.json("proving", "window-post", "1", "--randomness", "11" * 31 + "00")
+    assert post["valid"] is True and post["sectors"] == [1] and post["proofs"] == 1 and post["skipped"] == []
+    out = fleet.run("proving", "window-post", "1").stdout
+    assert "verification: VALID" in out
+    out = fleet.run("sectors", "check", "1", "--expensive").stdout
+    assert "1000/1  ok" in out and "1/1 provable" in out
+    proc = fleet.run("proving", "window-post", "1", "77", check=False)
+    assert proc.returncode == 2 and "1000/77" in proc.stderr and "NOT_FOUND" in proc.stderr and "NUMBER=COMMR" in proc.stderr
+
+
+def test_sectors_info_shows_the_recorded_commitments(fleet: CliFleet, sealed: dict[str, Any]) -> None:
+    doc = fleet.json("sectors", "info", "1")
+    assert doc["sector"] == sealed["sector"]
+    assert {k: doc[k] for k in ("comm_r", "comm_d", "sealed_cid", "unsealed_cid")} == {
+        k: sealed[k] for k in ("comm_r", "comm_d", "sealed_cid", "unsealed_cid")
+    }
+    assert doc["recorded_at"].endswith("Z")
+    out = fleet.run("sectors", "info", "1").stdout
+    assert "sector 1000/1" in out and "REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1 (2 KiB)" in out
+    assert f"comm_r  {sealed['sealed_cid']}  ({sealed['comm_r']})" in out
+    assert f"comm_d  {sealed['unsealed_cid']}  ({sealed['comm_d']})" in out
+    proc = fleet.run("sectors", "info", "77", check=False)
+    assert proc.returncode == 1 and "sectorctl: NOT_FOUND: no SealPreCommit2 result is known" in proc.stderr
 
 
 def test_jobs_sched_diag_and_abort(fleet: CliFleet, sealed: dict[str, Any]) -> None:

@@ -11,22 +11,15 @@ from typing import Any
 from services.cli import render
 from services.cli.connection import Connection, miner_from
 from services.cli.names import WINDOW_POST
-from services.cli.sector_args import bytes32, proof_for, proving_sector
+from services.cli.sector_args import bytes32, proving_sector, with_comm_rs
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 
 
 def window_post(args: argparse.Namespace, conn: Connection) -> int:
     miner = miner_from(args)
-    parsed = [proving_sector(s) for s in args.sectors]
-    missing = [n for n, c in parsed if c is None]
-    if missing:
-        raise ValueError(
-            f"sector(s) {', '.join(map(str, missing))} lack a CommR: give each as NUMBER=COMMR "
-            "(the comm_r sealed CID or hex `sectors seal` printed; on chain it is the sector's sealed CID)"
-        )
-    proof = proof_for(args, conn, common_pb2.SectorId(miner=miner, number=parsed[0][0]))
+    parsed, proof = with_comm_rs(args, conn, miner, [proving_sector(s) for s in args.sectors])
     randomness = bytes32(args.randomness, "--randomness") if args.randomness else secrets.token_bytes(31) + b"\x00"
-    sectors = [common_pb2.ProvingSector(sector=common_pb2.SectorRef(id=common_pb2.SectorId(miner=miner, number=n), proof_type=proof), comm_r=c or b"") for n, c in parsed]
+    sectors = [common_pb2.ProvingSector(sector=common_pb2.SectorRef(id=common_pb2.SectorId(miner=miner, number=n), proof_type=proof), comm_r=c) for n, c in parsed]
     stub = conn.manager()
     timeout = max(conn.timeout, 300.0)
     start = time.monotonic()
@@ -68,7 +61,10 @@ def window_post(args: argparse.Namespace, conn: Connection) -> int:
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
     verbs = groups.add_parser("proving", help="Window PoSt (manager)").add_subparsers(dest="verb", required=True, metavar="VERB")
     p = verbs.add_parser("window-post", parents=[common], help="generate a Window PoSt for sectors, then verify it")
-    p.add_argument("sectors", nargs="+", metavar="NUMBER=COMMR", help="each sector with its CommR (sealed CID or 64 hex digits)")
+    p.add_argument(
+        "sectors", nargs="+", metavar="SECTOR",
+        help="sector number (its CommR is looked up in the manager), or NUMBER=COMMR (sealed CID or 64 hex digits)",
+    )
     p.add_argument("--miner", type=int, help="miner actor id (default: SECTORSTORAGE_MINER or 1000)")
     p.add_argument("--size", help="sector size (default: from the task history)")
     p.add_argument("--randomness", help="32 bytes in hex (default: random)")

@@ -1,5 +1,6 @@
 """`sectorctl sectors`: seal files into a sector through the manager with live progress, read a
-piece range back (unsealing if needed), and check sectors are provable."""
+piece range back (unsealing if needed), show a sector's commitments, and check sectors are
+provable."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import contextlib
 import hashlib
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import rust_core
 from services.cli import pieces, render
 from services.cli.connection import Connection, miner_from
 from services.cli.names import SECTOR_SIZES, WINDOW_POST, seal_proof
 from services.cli.progress import Progress
 from services.cli.sealing import SealedSector, seal_pieces
-from services.cli.sector_args import bytes32, default_randomness, proof_for, proving_sector
+from services.cli.sector_args import bytes32, default_randomness, proof_for, proving_sector, with_comm_rs
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 
 HISTORY_PAGES = 50
@@ -37,6 +40,16 @@ def _next_free_number(conn: Connection, miner: int) -> int:
             break
         request.page_token = reply.next_page_token
     return highest + 1
+
+
+def commitment_lines(c: common_pb2.SectorCommitments) -> list[str]:
+    """comm_r and comm_d as `sectors seal` and `sectors info` print them: CID, then hex."""
+    return [f"  comm_r  {c.sealed_cid}  ({c.comm_r.hex()})", f"  comm_d  {c.unsealed_cid}  ({c.comm_d.hex()})"]
+
+
+def commitments_of(comm_r: bytes, comm_d: bytes) -> common_pb2.SectorCommitments:
+    """The SectorCommitments (with both CIDs) of a raw comm_r and comm_d."""
+    return common_pb2.SectorCommitments(comm_r=comm_r, comm_d=comm_d, sealed_cid=rust_core.sealed_cid(comm_r), unsealed_cid=rust_core.piece_cid(comm_d))
 
 
 def _sealed_dict(result: SealedSector, files: list[Path], total_s: float, ticket: bytes, seed: bytes) -> dict[str, Any]:
@@ -82,11 +95,7 @@ def seal(args: argparse.Namespace, conn: Connection) -> int:
     if args.json:
         render.emit_json(document)
     else:
-        lines = [
-            f"sector {miner}/{number} sealed in {document['seconds']['total']:.2f}s",
-            f"  comm_r  {result.commitments.sealed_cid}  ({document['comm_r']})",
-            f"  comm_d  {result.commitments.unsealed_cid}  ({document['comm_d']})",
-        ]
+        lines = [f"sector {miner}/{number} sealed in {document['seconds']['total']:.2f}s", *commitment_lines(result.commitments)]
         for slot_source, p in zip(sources, result.pieces, strict=True):
             what = slot_source.label.removeprefix("AddPiece ")
             lines.append(f"  piece   {p.piece_cid}  {render.size(p.size):>9}  {what}")
@@ -127,10 +136,12 @@ def read(args: argparse.Namespace, conn: Connection) -> int:
 
 def check(args: argparse.Namespace, conn: Connection) -> int:
     miner = miner_from(args)
-    parsed = [proving_sector(s) for s in args.sectors]
-    proof = proof_for(args, conn, common_pb2.SectorId(miner=miner, number=parsed[0][0]))
-    if args.expensive and any(c is None for _, c in parsed):
-        raise ValueError("--expensive needs each sector's CommR: give them as NUMBER=COMMR (the comm_r `sectors seal` printed)")
+    parsed: list[tuple[int, bytes | None]] = [proving_sector(s) for s in args.sectors]
+    if args.expensive:  # needs each sector's CommR: given, or looked up in the manager
+        with_comm_r, proof = with_comm_rs(args, conn, miner, parsed)
+        parsed = list(with_comm_r)
+    else:
+        proof = proof_for(args, conn, common_pb2.SectorId(miner=miner, number=parsed[0][0]))
     sectors = [common_pb2.ProvingSector(sector=common_pb2.SectorRef(id=common_pb2.SectorId(miner=miner, number=n), proof_type=proof), comm_r=c or b"") for n, c in parsed]
     reply = conn.manager().CheckProvable(
         manager_pb2.CheckProvableRequest(proof_type=WINDOW_POST[proof], sectors=sectors, expensive=args.expensive), timeout=max(conn.timeout, 300.0)
@@ -148,6 +159,36 @@ def check(args: argparse.Namespace, conn: Connection) -> int:
         rows = [(f"{miner}/{n}", "FAULTY" if n in bad else "ok", bad.get(n, "")) for n, _ in parsed]
         render.emit(render.table(("SECTOR", "STATUS", "REASON"), rows))
         render.emit(f"{len(parsed) - len(bad)}/{len(parsed)} provable")
+    return 0
+
+
+def info(args: argparse.Namespace, conn: Connection) -> int:
+    miner = miner_from(args)
+    request = manager_pb2.SectorCommitmentsRequest(sector=common_pb2.SectorId(miner=miner, number=args.sector))
+    known = conn.manager().SectorCommitments(request, timeout=conn.timeout)  # NOT_FOUND: no PC2 result known
+    c = commitments_of(bytes(known.comm_r), bytes(known.comm_d))
+    proof = common_pb2.RegisteredSealProof.Name(known.sector.proof_type)
+    recorded = datetime.fromtimestamp(known.recorded_at.ToNanoseconds() / 1e9, UTC)
+    if args.json:
+        render.emit_json(
+            {
+                "sector": {"miner": miner, "number": args.sector, "proof_type": proof},
+                "comm_r": c.comm_r.hex(),
+                "comm_d": c.comm_d.hex(),
+                "sealed_cid": c.sealed_cid,
+                "unsealed_cid": c.unsealed_cid,
+                "recorded_at": recorded.isoformat().replace("+00:00", "Z"),
+            }
+        )
+    else:
+        size = render.size(SECTOR_SIZES[known.sector.proof_type]) if known.sector.proof_type in SECTOR_SIZES else "?"
+        lines = [
+            f"sector {miner}/{args.sector}",
+            f"  proof   {proof} ({size})",
+            *commitment_lines(c),
+            f"  pc2     {recorded:%Y-%m-%d %H:%M:%S} UTC",
+        ]
+        render.emit("\n".join(lines))
     return 0
 
 
@@ -176,8 +217,16 @@ def register(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--unsealed-cid", help="the sector's CommD CID, needed to unseal (see `sectors seal`)")
     p.set_defaults(func=read)
 
+    p = verbs.add_parser("info", parents=[common], help="a sector's proof type and commitments (from its SealPreCommit2)")
+    p.add_argument("sector", type=int, metavar="SECTOR")
+    p.add_argument("--miner", type=int, help=miner_help)
+    p.set_defaults(func=info)
+
     p = verbs.add_parser("check", parents=[common], help="which sectors could not be proven now, and why")
-    p.add_argument("sectors", nargs="+", metavar="SECTOR", help="sector number, or NUMBER=COMMR (needed with --expensive)")
+    p.add_argument(
+        "sectors", nargs="+", metavar="SECTOR",
+        help="sector number, or NUMBER=COMMR (with --expensive a bare number's CommR is looked up in the manager)",
+    )
     p.add_argument("--miner", type=int, help=miner_help)
     p.add_argument("--size", help="sector size (default: from the task history)")
     p.add_argument("--expensive", action="store_true", help="also generate a vanilla proof for a random challenge")
