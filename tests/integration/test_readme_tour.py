@@ -51,6 +51,7 @@ def test_the_tour_runs_as_written(tmp_path: Path) -> None:
     assert "sealed, cache" in out  # storage find
     assert "use: seal/store; healthy" in out  # storage list
     assert " PC1 " in out and " C2 " in out and "succeeded" in out  # history
+    assert "sector 1000/2" in out and "comm_r  bagboea" in out  # sectors info
     assert "2/2 provable" in out
     assert "verification: VALID" in out
     assert "cordoned" in out and "Queue: empty" in out
