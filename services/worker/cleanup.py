@@ -59,9 +59,9 @@ def _size(target: Path) -> int:
     return total
 
 
-def _candidate(path: LocalPath, t: FileType, target: Path, temporary: bool, now: float) -> Orphan | None:
+def _candidate(path: LocalPath, t: FileType, target: Path, temporary: bool, now: float, real_root: str) -> Orphan | None:
     """The entry as a cleanup candidate; None when it vanished meanwhile (a fetch renamed it into
-    place, a task removed it)."""
+    place, a task removed it). `real_root` is the path's root with every link resolved."""
     try:
         sector: SectorId | None = SectorId.parse_name(target.name)
     except ValueError:
@@ -74,7 +74,7 @@ def _candidate(path: LocalPath, t: FileType, target: Path, temporary: bool, now:
     want_dir = t == FileType.CACHE
     # The folder the entry must really be in: a type folder (or its fetching/) that is a link
     # out of the storage path must never make cleanup delete files elsewhere.
-    folder = os.path.join(os.path.realpath(path.root), t.dirname, *([FETCHING] if temporary else []))
+    folder = os.path.join(real_root, t.dirname, *([FETCHING] if temporary else []))
     if os.path.dirname(os.path.realpath(target)) != folder:
         entry.skipped = "resolves outside its storage path (a linked folder?); left alone"
     elif sector is None:
@@ -89,15 +89,15 @@ def _candidate(path: LocalPath, t: FileType, target: Path, temporary: bool, now:
 def _on_disk(path: LocalPath) -> list[Orphan]:
     """Every entry of the path's sector folders and of their `fetching/` folders, as a candidate
     (sector None: not a sector name)."""
-    now = time.time()
-    found = [_candidate(path, t, path.root / t.dirname / name, False, now) for t, name in sector_folder_entries(path.root)]
+    now, real_root = time.time(), os.path.realpath(path.root)
+    found = [_candidate(path, t, path.root / t.dirname / name, False, now, real_root) for t, name in sector_folder_entries(path.root)]
     for t in FILE_TYPES:
         folder = path.root / t.dirname / FETCHING
         try:
             names = sorted(os.listdir(folder))
         except (FileNotFoundError, NotADirectoryError):
             continue
-        found.extend(_candidate(path, t, folder / name, True, now) for name in names)
+        found.extend(_candidate(path, t, folder / name, True, now, real_root) for name in names)
     return [entry for entry in found if entry is not None]
 
 
