@@ -206,6 +206,10 @@ class CallTracker:
     def work_id(self, method: str, params: bytes, key_extra: bytes = b"") -> str:
         return work_id_for(method, params + key_extra)
 
+    def work_id_of(self, method: str, params: bytes, key_extra: bytes, generation: int) -> str:
+        """The id `open` gives a deduplicated work of this sector generation."""
+        return self.work_id(method, params, key_extra + _generation_key(generation))
+
     async def open(
         self,
         method: str,
@@ -216,9 +220,12 @@ class CallTracker:
         dedup: bool = True,
         key_extra: bytes = b"",
         selector: str = "",
+        generation: int = 0,
     ) -> tuple[LiveWork, bool]:
         """The live work for this request, and whether it was created now (False: attached to
-        one in flight or finished and not yet collected)."""
+        one in flight or finished and not yet collected). Work of another sector generation
+        (lifecycle.py) is another work, even with the same parameters."""
+        key_extra += _generation_key(generation)
         work_id = self.work_id(method, params, key_extra) if dedup else f"{method}:{new_call_id()}"
         existing = self.works.get(work_id) or self._recently_delivered(work_id)
         if existing is not None:
@@ -228,7 +235,7 @@ class CallTracker:
         record = WorkRecord(
             work_id=work_id, method=method, task_type=task_type, miner=sector.miner, number=sector.number,
             seal_proof=sector.seal_proof, priority=priority, params=params, status=WorkStatus.QUEUED, attempt=1,
-            call_id=call_id, dedup=dedup, selector=selector, created_at=now, updated_at=now,
+            call_id=call_id, dedup=dedup, selector=selector, created_at=now, updated_at=now, generation=generation,
         )
         call = CallRecord(
             call_id=call_id, work_id=work_id, method=method, task_type=task_type, miner=sector.miner,
@@ -469,6 +476,10 @@ class CallTracker:
             w for w in self.works.values()
             if w.call.worker_id == worker_id and w.call.status in (CallStatus.DISPATCHING, CallStatus.RUNNING)
         ]
+
+
+def _generation_key(generation: int) -> bytes:
+    return b"\x00generation:" + str(generation).encode() if generation else b""
 
 
 def _failed_status(code: ErrorCode) -> CallStatus:

@@ -30,7 +30,7 @@ from services.manager.calls import BY_CALL_TYPE, BY_METHOD, CallSpec
 from services.manager.calltracker import CallTracker, Decision, ErrorCode, LiveWork, Outcome, ReturnStatus, SectorRefKey
 from services.manager.config import ManagerSection
 from services.manager.queue import RequestState, SchedRequest
-from services.manager.records import CallRecord, CallStatus, WorkStatus, new_call_id
+from services.manager.records import CallRecord, CallStatus, WorkRecord, WorkStatus, new_call_id
 from services.manager.resources import SealProof
 from services.manager.scheduler import Scheduler, SchedWorker
 from services.manager.selectors import Candidates, Selector, SelectorContext, selector_from_json, selector_to_json
@@ -64,6 +64,7 @@ class DispatchFailed(Exception):
 
 # A custom dispatch: (worker, assignment) -> sends the task. Raises DispatchFailed or AioRpcError.
 CustomDispatch = Callable[[WorkerHandle, worker_pb2.TaskAssignment], Awaitable[None]]
+WorkGuard = Callable[[WorkRecord], Awaitable[str | None]]
 
 
 @dataclass(eq=False)
@@ -110,6 +111,10 @@ class JobRunner:
         self._resolved_at: dict[str, float] = {}
         self._warned_unsatisfiable: set[tuple[TaskType, SealProof]] = set()
         self._closing = False
+        # Says why a work is no longer wanted (its sector was removed, or a newer pipeline
+        # started on it: lifecycle.py), or None; asked before it is queued and again before it
+        # is dispatched.
+        self.work_guard: WorkGuard | None = None
 
     # --- background tasks --------------------------------------------------------------------
 
@@ -151,12 +156,13 @@ class JobRunner:
         dedup: bool = True,
         dispatch: CustomDispatch | None = None,
         key_extra: bytes = b"",
+        generation: int = 0,
     ) -> tuple[LiveWork, bool]:
         """Finds or starts the work for a worker request; True when it was started now."""
         key = SectorRefKey(sector.id.miner, sector.id.number, sector.proof_type)
         live, created = await self.tracker.open(
             spec.method, int(spec.task_type), key, spec.params(request), priority, dedup=dedup, key_extra=key_extra,
-            selector=selector_to_json(selector),
+            selector=selector_to_json(selector), generation=generation,
         )
         if created:
             live.extra["selector"] = selector
@@ -180,6 +186,8 @@ class JobRunner:
     async def _queue(self, live: LiveWork, call_id: str) -> None:
         self._timers.pop(call_id, None)
         if self._closing or live.call.call_id != call_id or live.call.status is not CallStatus.QUEUED:
+            return
+        if await self._dropped(live, call_id):
             return
         candidates = avoid_full_workers(await self._resolve(live), live)
         if live.call.call_id != call_id or live.call.status is not CallStatus.QUEUED or call_id in self.scheduler.queue:
@@ -247,6 +255,9 @@ class JobRunner:
             self.scheduler.release(call_id)
             await self._fail(live, call_id, CallStatus.REQUEUED, ErrorCode.TEMPORARY, f"worker {worker.id} went away before dispatch")
             return
+        if await self._dropped(live, call_id):
+            self.scheduler.release(call_id)
+            return
         grant = request.grant
         ok = await self.tracker.mark_dispatching(
             live, handle.worker_id, handle.hostname, handle.session_id,
@@ -293,6 +304,22 @@ class JobRunner:
                     await self._fail(live, call_id, status, ErrorCode.TEMPORARY, message)
                 return
         await self.tracker.mark_running(live, call_id)
+
+    async def _dropped(self, live: LiveWork, call_id: str) -> bool:
+        """Ends the call (CANCELLED, the work ABORTED with the reason, which TaskHistory shows)
+        when the work guard says it is no longer wanted."""
+        if self.work_guard is None:
+            return False
+        try:
+            reason = await self.work_guard(live.record)
+        except Exception as exc:  # noqa: BLE001 - the dispatch's own database write will fail the same way
+            log.warning("could not check whether a work is still wanted", extra={"work_id": live.work_id, "error": str(exc)})
+            return False
+        if reason is None:
+            return False
+        log.info("dropping work that is no longer wanted", extra={"work_id": live.work_id, "reason": reason})
+        await self._fail(live, call_id, CallStatus.CANCELLED, ErrorCode.ABORTED, reason)
+        return True
 
     async def _send(self, handle: WorkerHandle, spec: CallSpec, params: bytes, assignment: worker_pb2.TaskAssignment) -> None:
         assert handle.client is not None and spec.worker_rpc is not None

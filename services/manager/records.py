@@ -83,6 +83,9 @@ class WorkRecord:
     updated_at: float = 0.0
     # Earliest time the current call may be scheduled (retry back-off).
     not_before: float = 0.0
+    # The sector's lifecycle generation the work belongs to (lifecycle.py); 0 for work on a
+    # sector the lifecycle has no record of (sealed before it existed).
+    generation: int = 0
 
 
 @dataclass

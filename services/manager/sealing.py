@@ -31,10 +31,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from services.manager.calls import BY_METHOD, CallSpec
-from services.manager.calltracker import ErrorCode
+from services.manager import lifecycle
+from services.manager.calltracker import ErrorCode, LiveWork
 from services.manager.cid import CidError, parse_unsealed_cid
 from services.manager.index_client import FileType, PathType, StorageIndex, is_unavailable
 from services.manager.jobs import DispatchFailed, JobRunner
+from services.manager.pipelines import Pipelines
 from services.manager.resources import SealProof
 from services.manager.selectors import (
     AllocSelector,
@@ -44,7 +46,7 @@ from services.manager.selectors import (
     Selector,
     TaskSelector,
 )
-from services.manager.store import ManagerStore
+from services.manager.store import ManagerStore, piece_refs
 from services.manager.tasks import TaskType
 from services.manager.validation import (
     RpcFailure,
@@ -65,6 +67,15 @@ log = logging.getLogger(__name__)
 SEALED_CACHE = frozenset({FileType.SEALED, FileType.CACHE})
 UNSEALED = frozenset({FileType.UNSEALED})
 _RPC_TIMEOUT_S = 30.0
+
+
+def _pc2_commitments(record: lifecycle.SectorRecord | None) -> tuple[bytes, bytes] | None:
+    """(comm_r, comm_d) as the sector's recorded SealPreCommit2 returned them."""
+    done = record.steps.get(lifecycle.Step.PRE_COMMIT_2) if record is not None else None
+    if done is None:
+        return None
+    out = common_pb2.SectorCommitments.FromString(done.output)
+    return bytes(out.comm_r), bytes(out.comm_d)
 
 
 def _key(ref: common_pb2.SectorRef) -> SectorKey:
@@ -140,17 +151,33 @@ class PieceRelay:
             raise
 
 
+_REFUSAL_STATUS = {
+    lifecycle.Refusal.PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    lifecycle.Refusal.CLAIMED: grpc.StatusCode.ALREADY_EXISTS,
+    lifecycle.Refusal.CONFLICT: grpc.StatusCode.ABORTED,
+}
+
+
+def refused(exc: lifecycle.LifecycleRefused) -> RpcFailure:
+    return RpcFailure(_REFUSAL_STATUS[exc.kind], exc.message)
+
+
+# Decides a step from the sector's record, its work in flight and the work id the call maps to.
+Decide = Callable[[lifecycle.SectorRecord | None, list[lifecycle.InFlight], str], lifecycle.Decision]
+
+
 class Sealing:
-    def __init__(
-        self, runner: JobRunner, index: StorageIndex | None, token: Callable[[], str], store: ManagerStore | None = None
-    ) -> None:
+    def __init__(self, runner: JobRunner, index: StorageIndex | None, token: Callable[[], str], store: ManagerStore) -> None:
         self.runner = runner
         self.index = index
-        # Where SealPreCommit2 results are remembered as the sector's commitments (the store
-        # records them with the work's outcome; see SectorCommitments and remove).
+        # The sector lifecycle records, and where SealPreCommit2 results are remembered as the
+        # sector's commitments (the store records both with the work's outcome).
         self.store = store
+        self.pipelines = Pipelines(store, runner.tracker)
+        runner.work_guard = self.pipelines.unwanted
         self._token = token
         self._peers: dict[str, WorkerClient] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- running one task --------------------------------------------------------------------
 
@@ -165,9 +192,43 @@ class Sealing:
         dedup: bool = True,
         dispatch: Any = None,
         key_extra: bytes = b"",
+        generation: int = 0,
     ) -> Any:
         """Runs (or attaches to) one work and returns its decoded result."""
-        live, _ = await self.runner.open(spec, sector, request, priority, selector, dedup=dedup, dispatch=dispatch, key_extra=key_extra)
+        live, _ = await self.runner.open(
+            spec, sector, request, priority, selector, dedup=dedup, dispatch=dispatch, key_extra=key_extra, generation=generation
+        )
+        return await self.wait(spec, sector, live, deadline)
+
+    async def step(
+        self,
+        spec: CallSpec,
+        sector: common_pb2.SectorRef,
+        request: Message,
+        priority: int,
+        selector: Selector,
+        deadline: Deadline,
+        decide: Decide,
+        key_extra: bytes = b"",
+    ) -> Any:
+        """A lifecycle step: checks the sector's record and queues the work as one step (under
+        the sector's lock), then waits for it outside the lock. A step done before with these
+        inputs answers its recorded result; a refused one raises before anything is queued."""
+        miner, number = sector.id.miner, sector.id.number
+        async with self.pipelines.locked(miner, number):
+            record = await self.pipelines.record(miner, number)
+            generation = record.generation if record is not None else 0
+            work_id = self.runner.tracker.work_id_of(spec.method, spec.params(request), key_extra, generation)
+            try:
+                decision = decide(record, self.pipelines.in_flight(record, miner, number), work_id)
+            except lifecycle.LifecycleRefused as exc:
+                raise refused(exc) from None
+            if isinstance(decision, lifecycle.Recorded):
+                return spec.decode_result(decision.output)
+            live, _ = await self.runner.open(spec, sector, request, priority, selector, key_extra=key_extra, generation=generation)
+        return await self.wait(spec, sector, live, deadline)
+
+    async def wait(self, spec: CallSpec, sector: common_pb2.SectorRef, live: LiveWork, deadline: Deadline) -> Any:
         try:
             outcome = await self.runner.tracker.wait(live, deadline.remaining())
         except TimeoutError:
@@ -200,9 +261,23 @@ class Sealing:
             else AllocSelector(key, UNSEALED, PathType.SEALING)
         )
         relay = PieceRelay(chunks, worker_header, header.piece_size)
-        result: common_pb2.PieceInfo = await self.run(
-            BY_METHOD["AddPiece"], header.sector, worker_header, header.priority, selector, deadline, dedup=False, dispatch=relay
-        )
+        miner, number = header.sector.id.miner, header.sector.id.number
+        spec = BY_METHOD["AddPiece"]
+        async with self.pipelines.locked(miner, number):
+            record = await self.pipelines.record(miner, number)
+            try:
+                claims = lifecycle.decide_add_piece(
+                    record, int(header.sector.proof_type), list(header.existing_piece_sizes), self.pipelines.in_flight(record, miner, number)
+                )
+                if claims:
+                    record = await self.store.claim_sector(miner, number, int(header.sector.proof_type), record.generation if record else 0)
+            except lifecycle.LifecycleRefused as exc:
+                raise refused(exc) from None
+            assert record is not None
+            live, _ = await self.runner.open(
+                spec, header.sector, worker_header, header.priority, selector, dedup=False, dispatch=relay, generation=record.generation
+            )
+        result: common_pb2.PieceInfo = await self.wait(spec, header.sector, live, deadline)
         return result
 
     async def seal_pre_commit1(self, req: manager_pb2.SealPreCommit1Request, deadline: Deadline) -> bytes:
@@ -211,7 +286,12 @@ class Sealing:
         normalized = pieces(req.pieces, proof, full=True)
         worker_req = worker_pb2.WorkerServiceSealPreCommit1Request(sector=req.sector, ticket=req.ticket, pieces=normalized)
         selector = AllocSelector(_key(req.sector), SEALED_CACHE, PathType.SEALING, prefer_holders_of=UNSEALED)
-        out: bytes = await self.run(BY_METHOD["SealPreCommit1"], req.sector, worker_req, req.priority, selector, deadline)
+        refs = piece_refs(normalized)
+
+        def decide(record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str) -> lifecycle.Decision:
+            return lifecycle.decide_pc1(record, int(req.sector.proof_type), proof.sector_size, req.ticket, refs, busy, work_id)
+
+        out: bytes = await self.step(BY_METHOD["SealPreCommit1"], req.sector, worker_req, req.priority, selector, deadline, decide)
         return out
 
     async def seal_pre_commit2(self, req: manager_pb2.SealPreCommit2Request, deadline: Deadline) -> common_pb2.SectorCommitments:
@@ -220,7 +300,13 @@ class Sealing:
             raise invalid("pre_commit1_output is required (SealPreCommit1's output)")
         worker_req = worker_pb2.WorkerServiceSealPreCommit2Request(sector=req.sector, pre_commit1_output=req.pre_commit1_output)
         selector = ExistingSelector(_key(req.sector), SEALED_CACHE, allow_fetch=True, task_type=TaskType.PRE_COMMIT_2)
-        out: common_pb2.SectorCommitments = await self.run(BY_METHOD["SealPreCommit2"], req.sector, worker_req, req.priority, selector, deadline)
+
+        def decide(record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str) -> lifecycle.Decision:
+            return lifecycle.decide_pc2(record, int(req.sector.proof_type), req.pre_commit1_output, busy, work_id)
+
+        out: common_pb2.SectorCommitments = await self.step(
+            BY_METHOD["SealPreCommit2"], req.sector, worker_req, req.priority, selector, deadline, decide
+        )
         return out
 
     async def seal_commit1(self, req: manager_pb2.SealCommit1Request, deadline: Deadline) -> bytes:
@@ -232,7 +318,15 @@ class Sealing:
             sector=req.sector, ticket=req.ticket, seed=req.seed, pieces=normalized, comm_r=req.comm_r, comm_d=req.comm_d
         )
         selector = ExistingSelector(_key(req.sector), SEALED_CACHE, allow_fetch=False)
-        out: bytes = await self.run(BY_METHOD["SealCommit1"], req.sector, worker_req, req.priority, selector, deadline)
+        refs = piece_refs(normalized)
+
+        def decide(record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str) -> lifecycle.Decision:
+            return lifecycle.decide_c1(
+                record, int(req.sector.proof_type), req.ticket, req.seed, refs, req.comm_r, req.comm_d, _pc2_commitments(record),
+                busy, work_id,
+            )
+
+        out: bytes = await self.step(BY_METHOD["SealCommit1"], req.sector, worker_req, req.priority, selector, deadline, decide)
         return out
 
     async def seal_commit2(self, req: manager_pb2.SealCommit2Request, deadline: Deadline) -> bytes:
@@ -240,7 +334,11 @@ class Sealing:
         if not req.commit1_output:
             raise invalid("commit1_output is required (SealCommit1's output)")
         worker_req = worker_pb2.WorkerServiceSealCommit2Request(sector=req.sector, commit1_output=req.commit1_output)
-        out: bytes = await self.run(BY_METHOD["SealCommit2"], req.sector, worker_req, req.priority, TaskSelector(), deadline)
+
+        def decide(record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str) -> lifecycle.Decision:
+            return lifecycle.decide_c2(record, int(req.sector.proof_type), req.commit1_output, busy, work_id)
+
+        out: bytes = await self.step(BY_METHOD["SealCommit2"], req.sector, worker_req, req.priority, TaskSelector(), deadline, decide)
         return out
 
     async def finalize_sector(self, req: manager_pb2.FinalizeSectorRequest, deadline: Deadline) -> None:
@@ -249,13 +347,28 @@ class Sealing:
             byte_range(r, True, proof, f"keep_unsealed[{i}]")
         key = _key(req.sector)
         fin = worker_pb2.WorkerServiceFinalizeSectorRequest(sector=req.sector, keep_unsealed=req.keep_unsealed)
-        await self.run(BY_METHOD["FinalizeSector"], req.sector, fin, req.priority, ExistingSelector(key, SEALED_CACHE, False), deadline)
+        keep = [(r.offset, r.size) for r in req.keep_unsealed]
+        fin_spec = BY_METHOD["FinalizeSector"]
+
+        def decide_fin(record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str) -> lifecycle.Decision:
+            # The move of this finalize may still be in flight: it is ours, not a conflict.
+            ours = [w for w in busy if w.method != "MoveStorage"]
+            run_fin, _ = lifecycle.decide_finalize(record, int(req.sector.proof_type), keep, ours, [work_id])
+            return lifecycle.Run() if run_fin else lifecycle.Recorded(b"")
+
+        await self.step(fin_spec, req.sector, fin, req.priority, ExistingSelector(key, SEALED_CACHE, False), deadline, decide_fin)
         types = [FileType.SEALED, FileType.CACHE]
         if req.keep_unsealed and (self.index is None or await self.find(key, UNSEALED)):
             types.insert(0, FileType.UNSEALED)
         move = worker_pb2.MoveStorageRequest(sector=req.sector, types=[common_pb2.SectorFileType.ValueType(t) for t in types])
         selector = AllocSelector(key, frozenset(types), PathType.STORAGE, prefer_holders_of=SEALED_CACHE)
-        await self.run(BY_METHOD["MoveStorage"], req.sector, move, req.priority, selector, deadline)
+
+        def decide_move(record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str) -> lifecycle.Decision:
+            ours = [w for w in busy if w.method != "MoveStorage" or w.work_id == work_id]
+            _, run_move = lifecycle.decide_finalize(record, int(req.sector.proof_type), keep, ours, [work_id])
+            return lifecycle.Run() if run_move else lifecycle.Recorded(b"")
+
+        await self.step(BY_METHOD["MoveStorage"], req.sector, move, req.priority, selector, deadline, decide_move)
 
     async def release_unsealed(self, req: manager_pb2.ReleaseUnsealedRequest, deadline: Deadline) -> None:
         proof = sector_ref(req.sector, req.HasField("sector"))
@@ -263,12 +376,13 @@ class Sealing:
             raise invalid("give exactly one of ranges (non-empty) and all")
         for i, r in enumerate(req.ranges):
             byte_range(r, True, proof, f"ranges[{i}]")
+        generation = await self._require_sealed(req.sector, "ReleaseUnsealed")
         workers = await self._holder_workers(_key(req.sector), UNSEALED, TaskType.FINALIZE)
         worker_req = worker_pb2.WorkerServiceReleaseUnsealedRequest(sector=req.sector, ranges=req.ranges, all=req.all)
         await asyncio.gather(*[
             self.run(
                 BY_METHOD["ReleaseUnsealed"], req.sector, worker_req, req.priority, FixedSelector((wid,)), deadline,
-                key_extra=b"\x00worker:" + wid.encode(),
+                key_extra=b"\x00worker:" + wid.encode(), generation=generation,
             )
             for wid in workers
         ])
@@ -277,10 +391,12 @@ class Sealing:
         proof = sector_ref(req.sector, req.HasField("sector"))
         byte_range(req.range, req.HasField("range"), proof)
         bytes32(req.ticket, "ticket")
-        await self._unseal(req.sector, proof, req.ticket, req.unsealed_cid, req.priority, deadline)
+        generation = await self._require_sealed(req.sector, "UnsealPiece")
+        await self._unseal(req.sector, proof, req.ticket, req.unsealed_cid, req.priority, deadline, generation)
 
     async def _unseal(
-        self, sector: common_pb2.SectorRef, proof: SealProof, ticket: bytes, cid: str, priority: int, deadline: Deadline
+        self, sector: common_pb2.SectorRef, proof: SealProof, ticket: bytes, cid: str, priority: int, deadline: Deadline,
+        generation: int = 0,
     ) -> None:
         if not cid:
             raise invalid("unsealed_cid is required (the sector's CommD as a CID)")
@@ -291,7 +407,7 @@ class Sealing:
         whole = common_pb2.UnpaddedByteRange(offset=0, size=unpadded_capacity(proof))
         worker_req = worker_pb2.WorkerServiceUnsealPieceRequest(sector=sector, range=whole, ticket=ticket, comm_d=comm_d)
         selector = ExistingSelector(_key(sector), SEALED_CACHE, allow_fetch=True, task_type=TaskType.UNSEAL)
-        await self.run(BY_METHOD["UnsealPiece"], sector, worker_req, priority, selector, deadline)
+        await self.run(BY_METHOD["UnsealPiece"], sector, worker_req, priority, selector, deadline, generation=generation)
 
     # --- reading pieces ----------------------------------------------------------------------
 
@@ -315,7 +431,8 @@ class Sealing:
                     f"the range of {sector_name(req.sector)} is not unsealed anywhere: unsealing needs unsealed_cid (and ticket)",
                 )
             bytes32(req.ticket, "ticket")
-            await self._unseal(req.sector, proof, req.ticket, req.unsealed_cid, req.priority, deadline)
+            generation = await self._require_sealed(req.sector, "ReadPiece (which must unseal first)")
+            await self._unseal(req.sector, proof, req.ticket, req.unsealed_cid, req.priority, deadline, generation)
             did_unseal = True
             source = await self._unsealed_copy(req.sector, req.range)
             if source is None:
@@ -375,6 +492,62 @@ class Sealing:
         if not req.HasField("sector"):
             raise invalid("sector is required")
         sector_id(req.sector)
+        miner, number = req.sector.miner, req.sector.number
+        async with self.pipelines.locked(miner, number):
+            record = await self.store.mark_removed(miner, number)
+            running = await self._end_work(miner, number, f"{record.name} was removed by an operator")
+        removed = await self._remove_files(req.sector)
+        if running:
+            self._spawn(self._remove_after(req.sector, record.generation, running), "remove-after-tasks")
+        return removed
+
+    async def _end_work(self, miner: int, number: int, reason: str) -> list[str]:
+        """Ends every queued or running work of the sector (their callers get ABORTED); returns
+        the call ids that were placed on a worker, whose tasks may still write files."""
+        placed = []
+        for live in self.pipelines.live_works(miner, number):
+            call_id = live.call.call_id
+            was_placed = call_id in self.runner.scheduler.assigned or bool(live.call.worker_id)
+            if await self.runner.abort(call_id, reason) is not None and was_placed:
+                placed.append(call_id)
+        return placed
+
+    async def _remove_after(self, sector: common_pb2.SectorId, generation: int, call_ids: list[str], limit_s: float = 3600.0) -> None:
+        """Removes again what tasks that were running at a Remove wrote, once their workers
+        confirmed the end (the scheduler released their resources), while the sector is still
+        removed in the same generation."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + limit_s
+        while any(c in self.runner.scheduler.assigned for c in call_ids) and loop.time() < until:
+            await asyncio.sleep(0.5)
+        record = await self.store.sector(sector.miner, sector.number)
+        if record is None or not record.removed or record.generation != generation:
+            return
+        try:
+            removed = await self._remove_files(sector)
+        except RpcFailure as exc:
+            log.warning("could not remove what a stopped task wrote; Remove again", extra={"sector": sector_name(sector), "error": exc.message})
+            return
+        if removed:
+            log.info("removed the files a stopped task wrote after Remove", extra={"sector": sector_name(sector), "files": len(removed)})
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _require_sealed(self, sector: common_pb2.SectorRef, what: str) -> int:
+        """Refuses calls that need the sealed replica before there is one; returns the
+        sector's generation (0 without a lifecycle record)."""
+        record = await self.store.sector(sector.id.miner, sector.id.number)
+        try:
+            lifecycle.require_sealed(record, int(sector.proof_type), what)
+        except lifecycle.LifecycleRefused as exc:
+            raise refused(exc) from None
+        return record.generation if record is not None else 0
+
+    async def _remove_files(self, sector: common_pb2.SectorId) -> list[common_pb2.RemovedSectorFile]:
+        req = manager_pb2.RemoveRequest(sector=sector)
         targets: dict[str, tuple[worker_pb2_grpc.WorkerServiceAsyncStub | None, set[int], list[str]]] = {}
         if self.index is None:
             for h in self.runner.registry.workers.values():
@@ -411,8 +584,7 @@ class Sealing:
                 f"could not remove every file of {sector_name(req.sector)}; still declared: {'; '.join(failed)}"
                 + (f" (removed {len(removed)} other files)" if removed else ""),
             )
-        if self.store is not None:
-            await self.store.forget_sector_commitments(req.sector.miner, req.sector.number)
+        await self.store.forget_sector_commitments(req.sector.miner, req.sector.number)
         return removed
 
     # --- what a sector was sealed with ---------------------------------------------------------
@@ -421,9 +593,7 @@ class Sealing:
         if not req.HasField("sector"):
             raise invalid("sector is required")
         sector_id(req.sector)
-        rec = None
-        if self.store is not None:
-            rec = await self.store.sector_commitments(req.sector.miner, req.sector.number)
+        rec = await self.store.sector_commitments(req.sector.miner, req.sector.number)
         if rec is None:
             raise RpcFailure(
                 grpc.StatusCode.NOT_FOUND,
@@ -490,6 +660,8 @@ class Sealing:
         return [stub for _, stub in self._owners(storage_id, urls)]
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         for peer in self._peers.values():
             await peer.close()
         self._peers.clear()

@@ -123,6 +123,20 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return await self.sealing.sector_commitments(request)
 
     @handled
+    async def SectorStatus(self, request: manager_pb2.SectorStatusRequest, context: Context) -> manager_pb2.SectorStatusResponse:
+        if not request.HasField("sector"):
+            raise invalid("sector is required")
+        sector_id(request.sector)
+        record = await self.store.sector(request.sector.miner, request.sector.number)
+        if record is None:
+            raise RpcFailure(
+                grpc.StatusCode.NOT_FOUND,
+                f"the manager has no lifecycle record of s-t0{request.sector.miner}-{request.sector.number} "
+                "(no AddPiece or Remove of it was recorded)",
+            )
+        return views.sector_status(record, self.runner)
+
+    @handled
     async def UnsealPiece(self, request: manager_pb2.UnsealPieceRequest, context: Context) -> manager_pb2.UnsealPieceResponse:
         await self.sealing.unseal_piece(request, _deadline(context))
         return manager_pb2.UnsealPieceResponse()

@@ -16,6 +16,9 @@ from google.protobuf.message import DecodeError
 
 from services.common.db import Database, Migration, Mode, Tx, apply_migrations
 from services.common.proto.sectorstorage.v1 import common_pb2
+from services.common.proto.sectorstorage.v1 import worker_pb2
+from services.manager import lifecycle
+from services.manager.calltracker import ErrorCode
 from services.manager.records import CallRecord, CallStatus, OutcomeKind, WorkRecord, WorkStatus
 
 COMPONENT = "manager"
@@ -97,12 +100,42 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        3,
+        "sector lifecycle: one record per sector, its steps, the generation of each work",
+        (
+            "ALTER TABLE manager_works ADD COLUMN generation BIGINT NOT NULL DEFAULT 0",
+            """CREATE TABLE manager_sectors (
+                miner BIGINT NOT NULL,
+                number BIGINT NOT NULL,
+                proof_type INTEGER NOT NULL,
+                generation BIGINT NOT NULL,
+                removed BOOLEAN NOT NULL,
+                pieces BYTEA NOT NULL,
+                last_error TEXT NOT NULL,
+                last_error_step TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (miner, number)
+            )""",
+            """CREATE TABLE manager_sector_steps (
+                miner BIGINT NOT NULL,
+                number BIGINT NOT NULL,
+                generation BIGINT NOT NULL,
+                step TEXT NOT NULL,
+                input_digest BYTEA NOT NULL,
+                output BYTEA NOT NULL,
+                done_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (miner, number, generation, step)
+            )""",
+        ),
+    ),
 )
 
 _WORK_COLUMNS = (
     "work_id", "method", "task_type", "miner", "number", "seal_proof", "priority", "params", "status", "attempt",
     "call_id", "outcome", "result", "error_code", "error_message", "dedup", "selector", "created_at", "updated_at",
-    "not_before",
+    "not_before", "generation",
 )
 _CALL_COLUMNS = (
     "call_id", "work_id", "method", "task_type", "miner", "number", "seal_proof", "attempt", "status", "priority",
@@ -156,11 +189,125 @@ def _commitments_row(w: WorkRecord) -> tuple[Any, ...] | None:
     return (w.miner, w.number, w.seal_proof, out.comm_r, out.comm_d, w.updated_at or time.time())
 
 
+# --- the sector lifecycle ------------------------------------------------------------------------
+
+_FINAL_ERRORS_NOT_RECORDED = (int(ErrorCode.ABORTED),)
+
+
+def lifecycle_effect(w: WorkRecord) -> lifecycle.Effect | None:
+    """What a work that just finished records in its sector's lifecycle (lifecycle.apply), from
+    its parameters and result alone; None for works that record nothing."""
+    if w.status is not WorkStatus.DONE:
+        return None
+    step = lifecycle.STEP_OF_METHOD.get(w.method)
+    if w.method != "AddPiece" and step is None:
+        return None
+    if w.outcome is OutcomeKind.ERROR:
+        if w.error_code in _FINAL_ERRORS_NOT_RECORDED:
+            return None
+        return lifecycle.StepFailed(step.value if step is not None else "add_piece", w.error_message)
+    if w.outcome is not OutcomeKind.RESULT:
+        return None
+    try:
+        return _step_effect(w, step)
+    except (DecodeError, ValueError):
+        return None
+
+
+def _step_effect(w: WorkRecord, step: lifecycle.Step | None) -> lifecycle.Effect | None:
+    if step is None:
+        header = worker_pb2.WorkerServiceAddPieceHeader.FromString(w.params)
+        info = common_pb2.PieceInfo.FromString(w.result)
+        return lifecycle.PieceAdded(tuple(header.existing_piece_sizes), lifecycle.PieceRef(info.size, bytes(info.commp)))
+    if step is lifecycle.Step.PRE_COMMIT_1:
+        pc1 = worker_pb2.WorkerServiceSealPreCommit1Request.FromString(w.params)
+        digest = lifecycle.digest_pc1(pc1.ticket, piece_refs(pc1.pieces))
+    elif step is lifecycle.Step.PRE_COMMIT_2:
+        digest = lifecycle.digest_blob(step, worker_pb2.WorkerServiceSealPreCommit2Request.FromString(w.params).pre_commit1_output)
+    elif step is lifecycle.Step.COMMIT_1:
+        c1 = worker_pb2.WorkerServiceSealCommit1Request.FromString(w.params)
+        digest = lifecycle.digest_c1(c1.ticket, c1.seed, piece_refs(c1.pieces), c1.comm_r, c1.comm_d)
+    elif step is lifecycle.Step.COMMIT_2:
+        digest = lifecycle.digest_blob(step, worker_pb2.WorkerServiceSealCommit2Request.FromString(w.params).commit1_output)
+    elif step is lifecycle.Step.FINALIZE:
+        fin = worker_pb2.WorkerServiceFinalizeSectorRequest.FromString(w.params)
+        digest = lifecycle.digest_finalize([(r.offset, r.size) for r in fin.keep_unsealed])
+    else:
+        digest = lifecycle.digest_blob(step, w.params)
+    return lifecycle.StepDone(step, digest, w.result)
+
+
+def piece_refs(infos: Sequence[common_pb2.PieceInfo]) -> tuple[lifecycle.PieceRef, ...]:
+    return tuple(lifecycle.PieceRef(int(p.size), bytes(p.commp)) for p in infos)
+
+
+def _pieces_of(blob: bytes) -> tuple[lifecycle.PieceRef, ...]:
+    return tuple(
+        lifecycle.PieceRef(int.from_bytes(blob[i:i + 8], "big"), bytes(blob[i + 8:i + 40])) for i in range(0, len(blob), 40)
+    )
+
+
+_SELECT_SECTOR = (
+    "SELECT miner, number, proof_type, generation, removed, pieces, last_error, last_error_step, created_at, updated_at"
+    " FROM manager_sectors WHERE miner = ? AND number = ?"
+)
+_UPSERT_SECTOR = (
+    "INSERT INTO manager_sectors (miner, number, proof_type, generation, removed, pieces, last_error, last_error_step,"
+    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (miner, number) DO UPDATE SET"
+    " proof_type = excluded.proof_type, generation = excluded.generation, removed = excluded.removed,"
+    " pieces = excluded.pieces, last_error = excluded.last_error, last_error_step = excluded.last_error_step,"
+    " updated_at = excluded.updated_at"
+)
+
+
+def _read_sector(tx: Tx, miner: int, number: int) -> lifecycle.SectorRecord | None:
+    r = tx.one(_SELECT_SECTOR, (miner, number))
+    if r is None:
+        return None
+    record = lifecycle.SectorRecord(
+        miner=int(r[0]), number=int(r[1]), proof_type=int(r[2]), generation=int(r[3]), removed=bool(r[4]),
+        pieces=_pieces_of(bytes(r[5])), last_error=r[6], last_error_step=r[7], created_at=float(r[8]), updated_at=float(r[9]),
+    )
+    rows = tx.query(
+        "SELECT step, input_digest, output, done_at FROM manager_sector_steps WHERE miner = ? AND number = ? AND generation = ?",
+        (miner, number, record.generation),
+    )
+    for step, digest, output, done_at in rows:
+        if step in lifecycle.Step._value2member_map_:
+            s = lifecycle.Step(step)
+            record.steps[s] = lifecycle.StepRecord(s, bytes(digest), bytes(output), float(done_at))
+    return record
+
+
+def _write_sector(tx: Tx, record: lifecycle.SectorRecord) -> None:
+    tx.execute(_UPSERT_SECTOR, (
+        record.miner, record.number, record.proof_type, record.generation, record.removed,
+        lifecycle.pieces_bytes(record.pieces), record.last_error, record.last_error_step, record.created_at, record.updated_at,
+    ))
+
+
+def _apply_effect(tx: Tx, w: WorkRecord, effect: lifecycle.Effect) -> None:
+    record = _read_sector(tx, w.miner, w.number)
+    if record is None:
+        return  # a sector sealed before the lifecycle existed
+    before = set(record.steps)
+    if not lifecycle.apply(record, w.generation, effect, w.updated_at or time.time()):
+        return
+    _write_sector(tx, record)
+    for step in set(record.steps) - before:
+        done = record.steps[step]
+        tx.execute(
+            "INSERT INTO manager_sector_steps (miner, number, generation, step, input_digest, output, done_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (miner, number, generation, step) DO NOTHING",
+            (record.miner, record.number, record.generation, step.value, done.input_digest, done.output, done.done_at),
+        )
+
+
 def _work_row(w: WorkRecord) -> tuple[Any, ...]:
     return (
         w.work_id, w.method, w.task_type, w.miner, w.number, w.seal_proof, w.priority, w.params, w.status.value,
         w.attempt, w.call_id, w.outcome.value, w.result, w.error_code, w.error_message, w.dedup, w.selector,
-        w.created_at, w.updated_at, w.not_before,
+        w.created_at, w.updated_at, w.not_before, w.generation,
     )
 
 
@@ -170,7 +317,7 @@ def _work(row: Sequence[Any]) -> WorkRecord:
         seal_proof=int(row[5]), priority=int(row[6]), params=bytes(row[7]), status=WorkStatus(row[8]),
         attempt=int(row[9]), call_id=row[10], outcome=OutcomeKind(row[11]), result=bytes(row[12]),
         error_code=int(row[13]), error_message=row[14], dedup=bool(row[15]), selector=row[16],
-        created_at=float(row[17]), updated_at=float(row[18]), not_before=float(row[19]),
+        created_at=float(row[17]), updated_at=float(row[18]), not_before=float(row[19]), generation=int(row[20]),
     )
 
 
@@ -212,6 +359,7 @@ class ManagerStore:
         """Upserts a work and calls in one transaction."""
         work_row = _work_row(work) if work is not None else None
         commitments_row = _commitments_row(work) if work is not None else None
+        effect = lifecycle_effect(work) if work is not None else None
         call_rows = [_call_row(c) for c in calls]
 
         def run(tx: Tx) -> None:
@@ -219,6 +367,8 @@ class ManagerStore:
                 tx.execute(_UPSERT_WORK, work_row)
             if commitments_row is not None:
                 tx.execute(_UPSERT_COMMITMENTS, commitments_row)
+            if effect is not None and work is not None:
+                _apply_effect(tx, work, effect)
             for row in call_rows:
                 tx.execute(_UPSERT_CALL, row)
 
@@ -354,6 +504,44 @@ class ManagerStore:
 
         def run(tx: Tx) -> bool:
             return tx.execute("DELETE FROM manager_sector_commitments WHERE miner = ? AND number = ?", (miner, number)) > 0
+
+        return await self.db.run(run)
+
+    # --- the sector lifecycle ------------------------------------------------------------------
+
+    async def sector(self, miner: int, number: int) -> lifecycle.SectorRecord | None:
+        """The sector's lifecycle record with the steps of its current generation."""
+        return await self.db.run(lambda tx: _read_sector(tx, miner, number), Mode.READ)
+
+    async def claim_sector(self, miner: int, number: int, proof_type: int, generation: int) -> lifecycle.SectorRecord:
+        """Starts a pipeline on a sector that has none (never seen, or removed): a new
+        generation, one above `generation` (the one the caller saw), with no pieces. Raises
+        LifecycleRefused when the row changed since the caller read it (another manager's claim)."""
+
+        def run(tx: Tx) -> lifecycle.SectorRecord:
+            current = _read_sector(tx, miner, number)
+            seen = current.generation if current is not None else 0
+            if current is not None and (seen != generation or not current.removed):
+                raise lifecycle.LifecycleRefused(
+                    lifecycle.Refusal.CLAIMED, f"AddPiece: {current.name} was claimed by another pipeline meanwhile; seal another sector number"
+                )
+            now = time.time()
+            record = lifecycle.SectorRecord(miner, number, proof_type, seen + 1, created_at=now, updated_at=now)
+            _write_sector(tx, record)
+            return record
+
+        return await self.db.run(run)
+
+    async def mark_removed(self, miner: int, number: int) -> lifecycle.SectorRecord:
+        """Records that the sector is removed (later steps are refused, older work dropped)."""
+
+        def run(tx: Tx) -> lifecycle.SectorRecord:
+            now = time.time()
+            record = _read_sector(tx, miner, number) or lifecycle.SectorRecord(miner, number, 0, 0, created_at=now)
+            record.removed = True
+            record.updated_at = now
+            _write_sector(tx, record)
+            return record
 
         return await self.db.run(run)
 

@@ -13,6 +13,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager import metrics
+from services.manager import lifecycle
+from services.manager.cid import unsealed_cid
 from services.manager.calltracker import LiveWork
 from services.manager.jobs import Ephemeral, JobRunner, job_state_of
 from services.manager.queue import SchedRequest
@@ -329,3 +331,35 @@ def decode_page_token(token: str, filters: str) -> tuple[float, str]:
     if not same:
         raise invalid("the filters changed since the first page: start again without page_token")
     return position
+
+
+_STEP_PROTO = {
+    lifecycle.Step.PRE_COMMIT_1: manager_pb2.SECTOR_STEP_PRE_COMMIT_1,
+    lifecycle.Step.PRE_COMMIT_2: manager_pb2.SECTOR_STEP_PRE_COMMIT_2,
+    lifecycle.Step.COMMIT_1: manager_pb2.SECTOR_STEP_COMMIT_1,
+    lifecycle.Step.COMMIT_2: manager_pb2.SECTOR_STEP_COMMIT_2,
+    lifecycle.Step.FINALIZE: manager_pb2.SECTOR_STEP_FINALIZE,
+    lifecycle.Step.MOVE_STORAGE: manager_pb2.SECTOR_STEP_MOVE_STORAGE,
+}
+
+
+def sector_status(record: lifecycle.SectorRecord, runner: JobRunner) -> manager_pb2.SectorStatusResponse:
+    """A sector's lifecycle record and its work not finished yet, for SectorStatus."""
+    out = manager_pb2.SectorStatusResponse(
+        sector=sector_ref(record.miner, record.number, record.proof_type),
+        state=manager_pb2.SectorLifecycleState.ValueType(int(record.state)),
+        generation=record.generation,
+        last_error=record.last_error,
+    )
+    for piece in record.pieces:
+        out.pieces.append(common_pb2.PieceInfo(size=piece.size, commp=piece.commp, piece_cid=unsealed_cid(piece.commp)))
+    for step in lifecycle.STEP_ORDER:
+        done = record.steps.get(step)
+        if done is not None:
+            out.steps.append(manager_pb2.SectorStepDone(step=_STEP_PROTO[step], done_at=ts(done.done_at)))
+    request = manager_pb2.SealingJobsRequest(sector=common_pb2.SectorId(miner=record.miner, number=record.number))
+    J = manager_pb2.JobState
+    out.jobs.extend(j for j in sealing_jobs(runner, request, []) if j.state not in (J.JOB_STATE_RETURNED, J.JOB_STATE_DELIVERED))
+    _set_ts(out.created_at, record.created_at)
+    _set_ts(out.updated_at, record.updated_at)
+    return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
@@ -31,7 +32,8 @@ from services.common.server import ServiceHost
 from services.manager.cid import sealed_cid, unsealed_cid
 from services.manager.config import ManagerConfig, ManagerSection
 from services.manager.index_client import FileType, PathType, SectorLocation
-from services.manager.resources import GiB
+from services.manager.records import OutcomeKind, WorkRecord, WorkStatus
+from services.manager.resources import GiB, SealProof
 from services.manager.service import ManagerApp
 from services.manager.tasks import TaskType
 from tests.conftest import TEST_SECRET
@@ -484,6 +486,21 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
 # --- the manager in-process -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SeededSector:
+    """What the requests of the next steps of a seeded sector must carry."""
+
+    ref: common_pb2.SectorRef
+    pieces: list[common_pb2.PieceInfo]
+    ticket: bytes
+    seed: bytes
+    pc1_output: bytes
+    comm_r: bytes
+    comm_d: bytes
+    c1_output: bytes
+    c2_proof: bytes
+
+
 class InProcessManager:
     """A ManagerApp on the common bootstrap in this event loop (for unit-level service tests)."""
 
@@ -542,6 +559,55 @@ class InProcessManager:
         await self.host.server.stop(0)
         await self.app.runner.close()
         self.app.db.close()
+
+    async def seed(
+        self,
+        ref: common_pb2.SectorRef,
+        through: str,
+        *,
+        ticket: bytes = bytes([0x11] * 32),
+        seed: bytes = bytes([0x22] * 32),
+        pc1_output: bytes = b"p1o",
+        comm_r: bytes = bytes(32),
+        comm_d: bytes = bytes(32),
+        c1_output: bytes = b"c1o",
+        c2_proof: bytes = bytes(192),
+    ) -> SeededSector:
+        """Puts a sector's lifecycle at a step without running the steps before it (for tests
+        of scheduling and recovery that start mid-pipeline): each step is stored as a finished
+        work through the store, as the tracker stores a real one, and the work row then dropped. `through` is the
+        last step done: "pieces", "pc1", "pc2", "c1" or "c2". Its one piece fills the sector,
+        with commP = SHA-256("piece-<number>")."""
+        assert self.app is not None
+        store = self.app.store
+        miner, number, proof = ref.id.miner, ref.id.number, int(ref.proof_type)
+        record = await store.sector(miner, number)
+        record = await store.claim_sector(miner, number, proof, record.generation if record else 0)
+        size = SealProof(proof).sector_size
+        commp = hashlib.sha256(f"piece-{number}".encode()).digest()
+        piece = common_pb2.PieceInfo(size=size, commp=commp, piece_cid=unsealed_cid(commp))
+        out = SeededSector(ref, [piece], ticket, seed, pc1_output, comm_r, comm_d, c1_output, c2_proof)
+        commitments = common_pb2.SectorCommitments(comm_r=comm_r, comm_d=comm_d, unsealed_cid=unsealed_cid(comm_d), sealed_cid=sealed_cid(comm_r))
+        steps: list[tuple[str, Any, bytes]] = [
+            ("AddPiece", worker_pb2.WorkerServiceAddPieceHeader(sector=ref, piece_size=size // 128 * 127), piece.SerializeToString()),
+            ("SealPreCommit1", worker_pb2.WorkerServiceSealPreCommit1Request(sector=ref, ticket=ticket, pieces=[piece]), pc1_output),
+            ("SealPreCommit2", worker_pb2.WorkerServiceSealPreCommit2Request(sector=ref, pre_commit1_output=pc1_output), commitments.SerializeToString()),
+            ("SealCommit1", worker_pb2.WorkerServiceSealCommit1Request(
+                sector=ref, ticket=ticket, seed=seed, pieces=[piece], comm_r=comm_r, comm_d=comm_d), c1_output),
+            ("SealCommit2", worker_pb2.WorkerServiceSealCommit2Request(sector=ref, commit1_output=c1_output), c2_proof),
+        ]
+        last = ["pieces", "pc1", "pc2", "c1", "c2"].index(through)
+        now = time.time()
+        for method, params, result in steps[: last + 1]:
+            work = WorkRecord(
+                work_id=f"seed:{method}:{uuid.uuid4()}", method=method, task_type=0, miner=miner, number=number, seal_proof=proof,
+                priority=0, params=params.SerializeToString(deterministic=True), status=WorkStatus.DONE, outcome=OutcomeKind.RESULT,
+                result=result, generation=record.generation, created_at=now, updated_at=now,
+            )
+            await store.save(work)
+            # Only the step stays recorded: the stand-in work is no job to list.
+            await store.db.run(lambda tx, wid=work.work_id: tx.execute("DELETE FROM manager_works WHERE work_id = ?", (wid,)))
+        return out
 
     async def close_client(self) -> None:
         if self.channel is not None:

@@ -65,8 +65,7 @@ async def add_piece(stub: Any, number: int, data: bytes, existing: list[int] | N
 
 async def seal(stub: Any, number: int) -> bytes:
     """The whole pipeline for one 2 KiB sector; returns the proof."""
-    await add_piece(stub, number, bytes([number % 251]) * 2032)
-    pieces = [full_piece(number)]
+    pieces = [await add_piece(stub, number, bytes([number % 251]) * 2032)]
     p1 = await stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref(number), ticket=TICKET, pieces=pieces), timeout=20)
     p2 = await stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref(number), pre_commit1_output=p1.pre_commit1_output), timeout=20)
     c1 = await stub.SealCommit1(
@@ -130,6 +129,7 @@ def test_identical_requests_run_once(tmp_path: Path) -> None:
         worker.gate.methods.add("SealPreCommit1")
         try:
             assert manager.stub is not None
+            await manager.seed(ref(5), "pieces")
             request = manager_pb2.SealPreCommit1Request(sector=ref(5), ticket=TICKET, pieces=[full_piece(5)])
             calls = [asyncio.ensure_future(manager.stub.SealPreCommit1(request, timeout=20)) for _ in range(3)]
             # Another client names the same piece by commp instead of CID, with another priority:
@@ -144,9 +144,10 @@ def test_identical_requests_run_once(tmp_path: Path) -> None:
             results = await asyncio.gather(*calls)
             assert len({r.pre_commit1_output for r in results}) == 1
             assert sum(n for (m, _), n in worker.executed.items() if m == "SealPreCommit1") == 1
-            # Delivered: a later identical request runs again.
-            await manager.stub.SealPreCommit1(request, timeout=20)
-            assert sum(n for (m, _), n in worker.executed.items() if m == "SealPreCommit1") == 2
+            # Delivered: a later identical request gets the sector's recorded output, and runs nothing.
+            again = await manager.stub.SealPreCommit1(request, timeout=20)
+            assert again.pre_commit1_output == results[0].pre_commit1_output
+            assert sum(n for (m, _), n in worker.executed.items() if m == "SealPreCommit1") == 1
         finally:
             await worker.stop()
             await manager.stop()
@@ -164,6 +165,8 @@ def test_manager_crash_mid_pc2_then_restart(tmp_path: Path) -> None:
         worker = await FakeWorker("w", first.address, cpus=1).start()
         worker.gate.methods.add("SealPreCommit2")
         assert first.stub is not None
+        await first.seed(ref(9), "pc1", pc1_output=b"p1o")
+        await first.seed(ref(10), "pc1", pc1_output=b"x")
         pc2 = manager_pb2.SealPreCommit2Request(sector=ref(9), pre_commit1_output=b"p1o")
         caller = asyncio.ensure_future(first.stub.SealPreCommit2(pc2, timeout=30))
         await asyncio.wait_for(worker.gate.reached.wait(), 5)
@@ -214,6 +217,7 @@ def test_result_returned_while_manager_down_is_collected(tmp_path: Path) -> None
         worker = await FakeWorker("w", first.address).start()
         worker.gate.methods.add("SealCommit2")
         assert first.stub is not None
+        await first.seed(ref(3), "c1", c1_output=b"c1o")
         request = manager_pb2.SealCommit2Request(sector=ref(3), commit1_output=b"c1o")
         caller = asyncio.ensure_future(first.stub.SealCommit2(request, timeout=30))
         await asyncio.wait_for(worker.gate.reached.wait(), 5)
@@ -246,6 +250,7 @@ def test_lost_worker_task_reruns_elsewhere(tmp_path: Path) -> None:
         doomed.gate.methods.add("SealCommit2")
         try:
             assert manager.stub is not None
+            await manager.seed(ref(4), "c1", c1_output=b"c")
             caller = asyncio.ensure_future(
                 manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(4), commit1_output=b"c"), timeout=30)
             )
@@ -276,6 +281,11 @@ def test_disabled_worker_gets_nothing_and_unsatisfiable_is_reported(tmp_path: Pa
         try:
             assert manager.stub is not None
             await manager.stub.DisableWorker(manager_pb2.DisableWorkerRequest(worker_id=off.worker_id), timeout=5)
+            for n in range(8):
+                await manager.seed(ref(n), "c1", c1_output=b"c")
+            await manager.seed(ref(20), "pieces")
+            big = ref(21, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_64GIB_V1_1)
+            whole = (await manager.seed(big, "pieces")).pieces[0]
             outs = await asyncio.gather(*[
                 manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(n), commit1_output=b"c"), timeout=20) for n in range(8)
             ])
@@ -284,8 +294,6 @@ def test_disabled_worker_gets_nothing_and_unsatisfiable_is_reported(tmp_path: Pa
             # fits nowhere -> unsatisfiable.
             pc1 = asyncio.ensure_future(manager.stub.SealPreCommit1(
                 manager_pb2.SealPreCommit1Request(sector=ref(20), ticket=TICKET, pieces=[full_piece(20)]), timeout=30))
-            big = ref(21, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_64GIB_V1_1)
-            whole = common_pb2.PieceInfo(size=64 << 30, commp=bytes(32))
             huge = asyncio.ensure_future(manager.stub.SealPreCommit1(
                 manager_pb2.SealPreCommit1Request(sector=big, ticket=TICKET, pieces=[whole]), timeout=30))
             await until(lambda: len(manager.runner.scheduler.queue) == 2, what="two queued")
@@ -324,6 +332,9 @@ def test_temporary_failures_retry_permanent_do_not(tmp_path: Path) -> None:
         worker = await FakeWorker("w", manager.address).start()
         try:
             assert manager.stub is not None
+            await manager.seed(ref(1), "c1", c1_output=b"c")
+            await manager.seed(ref(2), "pc2")
+            await manager.seed(ref(3), "pc1", pc1_output=b"p")
             worker.fail_next["SealCommit2"] = common_pb2.TaskError(code=common_pb2.TASK_ERROR_CODE_TEMPORARY, message="gpu hiccup")
             reply = await manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=20)
             assert len(reply.proof) == 192 and Counter_of(worker)["SealCommit2"] == 2
@@ -408,6 +419,7 @@ def test_return_rpc_codes_and_heartbeat_protocol(tmp_path: Path) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.ReturnSealCommit2(manager_pb2.ReturnSealCommit2Request(call_id=unknown), timeout=5)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            await manager.seed(ref(1), "c1", c1_output=b"c")
             await manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=10)
             call = worker.assignments[worker.ran[0][1]].call_id
             with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -441,6 +453,8 @@ def test_cordon_drain_and_uncordon(tmp_path: Path) -> None:
         worker.gate.methods.add("SealCommit2")
         try:
             assert manager.stub is not None
+            for n in (1, 2):
+                await manager.seed(ref(n), "c1", c1_output=b"c")
             busy = asyncio.ensure_future(manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=30))
             await asyncio.wait_for(worker.gate.reached.wait(), 5)
             reply = await manager.stub.DrainWorker(
@@ -478,6 +492,7 @@ def test_overdue_task_is_stopped_and_retried(tmp_path: Path) -> None:
         worker.gate.methods.add("SealCommit2")  # hangs until released
         try:
             assert manager.stub is not None
+            await manager.seed(ref(1), "c1", c1_output=b"c")
             call = asyncio.ensure_future(manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=30))
             await asyncio.wait_for(worker.gate.reached.wait(), 5)
             first = worker.ran[0][1]
@@ -504,6 +519,8 @@ def test_history_pages_and_jobs_views(tmp_path: Path) -> None:
         try:
             stub = manager.stub
             assert stub is not None
+            for n in range(25):
+                await manager.seed(ref(n), "c1", c1_output=b"c")
             await asyncio.gather(*[
                 stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(n), commit1_output=b"c"), timeout=20) for n in range(25)
             ])
@@ -541,6 +558,7 @@ def test_metrics_gauges(tmp_path: Path) -> None:
         worker = await FakeWorker("w", manager.address, task_types=[T.COMMIT_1]).start()
         try:
             assert manager.stub is not None
+            await manager.seed(ref(1), "c1", c1_output=b"c")
             waiting = asyncio.ensure_future(manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=30))
             await until(lambda: len(manager.runner.scheduler.queue) == 1, what="queued")
             text = generate_latest(REGISTRY).decode()
@@ -613,8 +631,8 @@ def test_sector_commitments_rpc_from_pc2_until_remove(tmp_path: Path) -> None:
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
             for n in (4, 5):
-                await add_piece(stub, n, bytes([n]) * 2032)
-                p1 = await stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref(n), ticket=TICKET, pieces=[full_piece(n)]), timeout=20)
+                piece = await add_piece(stub, n, bytes([n]) * 2032)
+                p1 = await stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref(n), ticket=TICKET, pieces=[piece]), timeout=20)
                 p2 = await stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref(n), pre_commit1_output=p1.pre_commit1_output), timeout=20)
                 got = await stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=ref(n).id), timeout=5)
                 assert got.sector == ref(n)

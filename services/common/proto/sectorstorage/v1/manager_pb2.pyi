@@ -23,6 +23,74 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _SectorLifecycleState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SectorLifecycleStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SectorLifecycleState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SECTOR_LIFECYCLE_STATE_UNSPECIFIED: _SectorLifecycleState.ValueType  # 0
+    SECTOR_LIFECYCLE_STATE_PIECES: _SectorLifecycleState.ValueType  # 1
+    """Claimed by a pipeline; pieces are being added."""
+    SECTOR_LIFECYCLE_STATE_PRE_COMMIT_1_DONE: _SectorLifecycleState.ValueType  # 2
+    SECTOR_LIFECYCLE_STATE_PRE_COMMIT_2_DONE: _SectorLifecycleState.ValueType  # 3
+    SECTOR_LIFECYCLE_STATE_COMMIT_1_DONE: _SectorLifecycleState.ValueType  # 4
+    SECTOR_LIFECYCLE_STATE_COMMIT_2_DONE: _SectorLifecycleState.ValueType  # 5
+    SECTOR_LIFECYCLE_STATE_FINALIZED: _SectorLifecycleState.ValueType  # 6
+    """Cache cleared and files moved to long-term storage."""
+    SECTOR_LIFECYCLE_STATE_REMOVED: _SectorLifecycleState.ValueType  # 7
+    """Removed by an operator; a new pipeline may claim the number again."""
+    SECTOR_LIFECYCLE_STATE_FAILED: _SectorLifecycleState.ValueType  # 8
+    """The next step failed for good (last_error says why); that step may be sent again."""
+
+class SectorLifecycleState(_SectorLifecycleState, metaclass=_SectorLifecycleStateEnumTypeWrapper):
+    """Where a sector is in its lifecycle (see ManagerService)."""
+
+SECTOR_LIFECYCLE_STATE_UNSPECIFIED: SectorLifecycleState.ValueType  # 0
+SECTOR_LIFECYCLE_STATE_PIECES: SectorLifecycleState.ValueType  # 1
+"""Claimed by a pipeline; pieces are being added."""
+SECTOR_LIFECYCLE_STATE_PRE_COMMIT_1_DONE: SectorLifecycleState.ValueType  # 2
+SECTOR_LIFECYCLE_STATE_PRE_COMMIT_2_DONE: SectorLifecycleState.ValueType  # 3
+SECTOR_LIFECYCLE_STATE_COMMIT_1_DONE: SectorLifecycleState.ValueType  # 4
+SECTOR_LIFECYCLE_STATE_COMMIT_2_DONE: SectorLifecycleState.ValueType  # 5
+SECTOR_LIFECYCLE_STATE_FINALIZED: SectorLifecycleState.ValueType  # 6
+"""Cache cleared and files moved to long-term storage."""
+SECTOR_LIFECYCLE_STATE_REMOVED: SectorLifecycleState.ValueType  # 7
+"""Removed by an operator; a new pipeline may claim the number again."""
+SECTOR_LIFECYCLE_STATE_FAILED: SectorLifecycleState.ValueType  # 8
+"""The next step failed for good (last_error says why); that step may be sent again."""
+Global___SectorLifecycleState: _TypeAlias = SectorLifecycleState  # noqa: Y015
+
+class _SectorStep:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SectorStepEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SectorStep.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SECTOR_STEP_UNSPECIFIED: _SectorStep.ValueType  # 0
+    SECTOR_STEP_PRE_COMMIT_1: _SectorStep.ValueType  # 1
+    SECTOR_STEP_PRE_COMMIT_2: _SectorStep.ValueType  # 2
+    SECTOR_STEP_COMMIT_1: _SectorStep.ValueType  # 3
+    SECTOR_STEP_COMMIT_2: _SectorStep.ValueType  # 4
+    SECTOR_STEP_FINALIZE: _SectorStep.ValueType  # 5
+    """FinalizeSector's first task: cache cleared, unsealed data not kept freed."""
+    SECTOR_STEP_MOVE_STORAGE: _SectorStep.ValueType  # 6
+    """FinalizeSector's second task: files moved to a storage path."""
+
+class SectorStep(_SectorStep, metaclass=_SectorStepEnumTypeWrapper):
+    """A lifecycle step the manager recorded."""
+
+SECTOR_STEP_UNSPECIFIED: SectorStep.ValueType  # 0
+SECTOR_STEP_PRE_COMMIT_1: SectorStep.ValueType  # 1
+SECTOR_STEP_PRE_COMMIT_2: SectorStep.ValueType  # 2
+SECTOR_STEP_COMMIT_1: SectorStep.ValueType  # 3
+SECTOR_STEP_COMMIT_2: SectorStep.ValueType  # 4
+SECTOR_STEP_FINALIZE: SectorStep.ValueType  # 5
+"""FinalizeSector's first task: cache cleared, unsealed data not kept freed."""
+SECTOR_STEP_MOVE_STORAGE: SectorStep.ValueType  # 6
+"""FinalizeSector's second task: files moved to a storage path."""
+Global___SectorStep: _TypeAlias = SectorStep  # noqa: Y015
+
 class _JobState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -833,6 +901,110 @@ class SectorCommitmentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SectorCommitmentsResponse: _TypeAlias = SectorCommitmentsResponse  # noqa: Y015
+
+@_typing.final
+class SectorStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECTOR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sector(self) -> _common_pb2.SectorId:
+        """Required."""
+
+    def __init__(
+        self,
+        *,
+        sector: _common_pb2.SectorId | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sector", b"sector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sector", b"sector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SectorStatusRequest: _TypeAlias = SectorStatusRequest  # noqa: Y015
+
+@_typing.final
+class SectorStepDone(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    DONE_AT_FIELD_NUMBER: _builtins.int
+    step: Global___SectorStep.ValueType
+    @_builtins.property
+    def done_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        step: Global___SectorStep.ValueType = ...,
+        done_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["done_at", b"done_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done_at", b"done_at", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SectorStepDone: _TypeAlias = SectorStepDone  # noqa: Y015
+
+@_typing.final
+class SectorStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECTOR_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    PIECES_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    state: Global___SectorLifecycleState.ValueType
+    generation: _builtins.int
+    """Starts at 1 with the first AddPiece; each new pipeline after a Remove adds one."""
+    last_error: _builtins.str
+    """The last failure of a step (state FAILED), empty otherwise."""
+    @_builtins.property
+    def sector(self) -> _common_pb2.SectorRef:
+        """The sector with the proof type its pipeline uses."""
+
+    @_builtins.property
+    def pieces(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.PieceInfo]:
+        """The pieces AddPiece recorded, in order (padded size, commP, piece CID)."""
+
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___SectorStepDone]:
+        """The steps of this generation done, in pipeline order."""
+
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealingJob]:
+        """Its work still queued, placed or running (any generation)."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sector: _common_pb2.SectorRef | None = ...,
+        state: Global___SectorLifecycleState.ValueType = ...,
+        generation: _builtins.int = ...,
+        pieces: _abc.Iterable[_common_pb2.PieceInfo] | None = ...,
+        steps: _abc.Iterable[Global___SectorStepDone] | None = ...,
+        last_error: _builtins.str = ...,
+        jobs: _abc.Iterable[Global___SealingJob] | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "sector", b"sector", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "generation", b"generation", "jobs", b"jobs", "last_error", b"last_error", "pieces", b"pieces", "sector", b"sector", "state", b"state", "steps", b"steps", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SectorStatusResponse: _TypeAlias = SectorStatusResponse  # noqa: Y015
 
 @_typing.final
 class IsUnsealedRequest(_message.Message):

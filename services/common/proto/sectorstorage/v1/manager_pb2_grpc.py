@@ -41,6 +41,35 @@ class ManagerServiceStub:
 
     The worker that runs a task takes the sector file locks in the index; the manager does not.
 
+    The sector lifecycle: the manager keeps one durable record per sector (SectorStatus shows it)
+    and checks it before anything is queued, so the sealing API is safe for any caller, in any
+    order, repeated or concurrent:
+
+    (none) --AddPiece (no existing pieces): claims the sector--> PIECES
+    PIECES --AddPiece (existing_piece_sizes = the recorded pieces)--> PIECES
+    PIECES (pieces fill the sector) --SealPreCommit1--> PRE_COMMIT_1_DONE
+    --SealPreCommit2--> PRE_COMMIT_2_DONE --SealCommit1--> COMMIT_1_DONE
+    --SealCommit2--> COMMIT_2_DONE --FinalizeSector--> FINALIZED
+    any state --Remove (ADMIN)--> REMOVED --AddPiece (no existing pieces)--> PIECES, generation + 1
+    a step that failed for good --> FAILED (the same step may be sent again, or Remove)
+
+    - A step already done with the same inputs returns its recorded result at once: no task
+    runs and no file is touched (a client retry after any crash is safe).
+    - The same step with other inputs, or a step whose prerequisite is missing, is refused at once
+    with FAILED_PRECONDITION and a message naming the sector's state and what to do; nothing is
+    queued that cannot run. Inputs that must equal a recorded value: pieces (as AddPiece returned
+    them), ticket, pre_commit1_output, comm_r/comm_d, commit1_output, keep_unsealed.
+    - One pipeline per sector: the first AddPiece claims the sector number; another first AddPiece
+    on it is refused with ALREADY_EXISTS while that pipeline lives (seal another number, or
+    Remove). A call that conflicts with work of the sector still in flight (a second AddPiece
+    while one runs, PC1 with another ticket while one runs) is refused with ABORTED: send it
+    again once that work ended.
+    - Nothing deletes a sector's files past SealPreCommit2 except Remove (ADMIN). Every queued
+    work carries the sector's generation; work of an older generation (the sector was removed,
+    or removed and started again) is dropped, not run, and TaskHistory records why.
+    Sectors sealed before the lifecycle existed have no record: their sealing steps are refused,
+    and Remove, UnsealPiece, ReadPiece and ReleaseUnsealed behave as before.
+
     Errors of sealing calls: INVALID_ARGUMENT (missing sector, UNSPECIFIED proof type, wrong
     sizes, lengths of tickets/seeds/commitments, invalid ranges), DEADLINE_EXCEEDED, CANCELLED, and
     for a task that failed for good (after the retry budget for temporary errors) a status mapped
@@ -111,6 +140,11 @@ class ManagerServiceStub:
                 '/sectorstorage.v1.ManagerService/SectorCommitments',
                 request_serializer=sectorstorage_dot_v1_dot_manager__pb2.SectorCommitmentsRequest.SerializeToString,
                 response_deserializer=sectorstorage_dot_v1_dot_manager__pb2.SectorCommitmentsResponse.FromString,
+                _registered_method=True)
+        self.SectorStatus = channel.unary_unary(
+                '/sectorstorage.v1.ManagerService/SectorStatus',
+                request_serializer=sectorstorage_dot_v1_dot_manager__pb2.SectorStatusRequest.SerializeToString,
+                response_deserializer=sectorstorage_dot_v1_dot_manager__pb2.SectorStatusResponse.FromString,
                 _registered_method=True)
         self.IsUnsealed = channel.unary_unary(
                 '/sectorstorage.v1.ManagerService/IsUnsealed',
@@ -280,6 +314,35 @@ class ManagerServiceServicer:
 
     The worker that runs a task takes the sector file locks in the index; the manager does not.
 
+    The sector lifecycle: the manager keeps one durable record per sector (SectorStatus shows it)
+    and checks it before anything is queued, so the sealing API is safe for any caller, in any
+    order, repeated or concurrent:
+
+    (none) --AddPiece (no existing pieces): claims the sector--> PIECES
+    PIECES --AddPiece (existing_piece_sizes = the recorded pieces)--> PIECES
+    PIECES (pieces fill the sector) --SealPreCommit1--> PRE_COMMIT_1_DONE
+    --SealPreCommit2--> PRE_COMMIT_2_DONE --SealCommit1--> COMMIT_1_DONE
+    --SealCommit2--> COMMIT_2_DONE --FinalizeSector--> FINALIZED
+    any state --Remove (ADMIN)--> REMOVED --AddPiece (no existing pieces)--> PIECES, generation + 1
+    a step that failed for good --> FAILED (the same step may be sent again, or Remove)
+
+    - A step already done with the same inputs returns its recorded result at once: no task
+    runs and no file is touched (a client retry after any crash is safe).
+    - The same step with other inputs, or a step whose prerequisite is missing, is refused at once
+    with FAILED_PRECONDITION and a message naming the sector's state and what to do; nothing is
+    queued that cannot run. Inputs that must equal a recorded value: pieces (as AddPiece returned
+    them), ticket, pre_commit1_output, comm_r/comm_d, commit1_output, keep_unsealed.
+    - One pipeline per sector: the first AddPiece claims the sector number; another first AddPiece
+    on it is refused with ALREADY_EXISTS while that pipeline lives (seal another number, or
+    Remove). A call that conflicts with work of the sector still in flight (a second AddPiece
+    while one runs, PC1 with another ticket while one runs) is refused with ABORTED: send it
+    again once that work ended.
+    - Nothing deletes a sector's files past SealPreCommit2 except Remove (ADMIN). Every queued
+    work carries the sector's generation; work of an older generation (the sector was removed,
+    or removed and started again) is dropped, not run, and TaskHistory records why.
+    Sectors sealed before the lifecycle existed have no record: their sealing steps are refused,
+    and Remove, UnsealPiece, ReadPiece and ReleaseUnsealed behave as before.
+
     Errors of sealing calls: INVALID_ARGUMENT (missing sector, UNSPECIFIED proof type, wrong
     sizes, lengths of tickets/seeds/commitments, invalid ranges), DEADLINE_EXCEEDED, CANCELLED, and
     for a task that failed for good (after the retry budget for temporary errors) a status mapped
@@ -296,8 +359,13 @@ class ManagerServiceServicer:
         raw (unpadded) piece data. The manager schedules the task from the header, then relays the
         chunks to the chosen worker with back-pressure (it never buffers the piece), so the first
         chunks may wait until a worker is found. Not deduplicated by work id (the data is a stream).
+        States: none or REMOVED with existing_piece_sizes empty (claims the sector: a new pipeline
+        starts); PIECES with existing_piece_sizes equal to the pieces recorded so far.
         Errors also: INVALID_ARGUMENT (first message not a header; a later one is; too few or too many
-        bytes: nothing is written then; piece_size not 127*2^k; the piece does not fit).
+        bytes: nothing is written then; piece_size not 127*2^k; the piece does not fit),
+        ALREADY_EXISTS (a first piece for a sector another pipeline holds), ABORTED (another AddPiece
+        of the sector is in flight, or the sector was removed meanwhile), FAILED_PRECONDITION
+        (existing_piece_sizes differ from the recorded pieces; the sector is past PIECES).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -305,6 +373,8 @@ class ManagerServiceServicer:
 
     def SealPreCommit1(self, request, context):
         """PreCommit phase 1 on a full sector; returns the opaque phase-1 output for SealPreCommit2.
+        States: PIECES whose pieces fill the sector (pieces must equal them, in order); in any later
+        state, the same ticket and pieces return the recorded output. FAILED_PRECONDITION otherwise.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -312,6 +382,8 @@ class ManagerServiceServicer:
 
     def SealPreCommit2(self, request, context):
         """PreCommit phase 2; returns CommD and CommR (raw and as CIDs).
+        States: PRE_COMMIT_1_DONE or later, pre_commit1_output byte-equal to the recorded one; from
+        PRE_COMMIT_2_DONE on it returns the recorded commitments. FAILED_PRECONDITION otherwise.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -321,6 +393,9 @@ class ManagerServiceServicer:
         """Commit phase 1, always on a worker that holds the sealed and cache files; returns the opaque
         phase-1 output for SealCommit2 (may be several MiB for 32/64 GiB sectors; clients should allow
         receive messages of up to 64 MiB).
+        States: PRE_COMMIT_2_DONE or later; ticket and pieces as in SealPreCommit1, comm_r/comm_d as
+        SealPreCommit2 returned them. From COMMIT_1_DONE on, the same seed returns the recorded
+        output and another seed is refused. FAILED_PRECONDITION otherwise.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -330,6 +405,8 @@ class ManagerServiceServicer:
         """Commit phase 2; returns the seal proof. The emulation's proof carries every challenge's
         inclusion paths and parent labels (docs/porep-emulation.md), so unlike a real SNARK (192 bytes
         per partition) its size grows with the challenge count: e.g. 13,826 bytes for 2 KiB.
+        States: COMMIT_1_DONE or later, commit1_output byte-equal to the recorded one; from
+        COMMIT_2_DONE on it returns the recorded proof. FAILED_PRECONDITION otherwise.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -338,6 +415,9 @@ class ManagerServiceServicer:
     def FinalizeSector(self, request, context):
         """Finalizes a sealed sector: clears the cache, frees unsealed data not kept, then moves sealed,
         cache (and the kept unsealed file) to a storage path. Returns when both steps are done.
+        States: COMMIT_2_DONE (finalizing clears what commit needs); FINALIZED with the same
+        keep_unsealed returns at once. Other keep_unsealed after the cache was cleared:
+        FAILED_PRECONDITION (use ReleaseUnsealed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -345,6 +425,8 @@ class ManagerServiceServicer:
 
     def ReleaseUnsealed(self, request, context):
         """Frees unsealed data of a sector on every worker that holds it.
+        States: PRE_COMMIT_2_DONE or later (before, the unsealed data is the only copy):
+        FAILED_PRECONDITION otherwise.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -352,9 +434,14 @@ class ManagerServiceServicer:
 
     def Remove(self, request, context):
         """Deletes every file of a sector (unsealed, sealed, cache) from every path in the fleet and
-        drops them from the index. Destroys data, hence ADMIN. Removing a sector with no files is not
-        an error (removed is empty). Errors also: UNAVAILABLE (a worker holding files could not be
-        reached: the files it holds are listed in the message and stay declared).
+        drops them from the index. Destroys data, hence ADMIN. Accepted in every state: it first
+        records the sector REMOVED (its later steps are refused), ends its queued and running work
+        (their callers get ABORTED; a running task is stopped on its worker), removes the files, and
+        removes again whatever a task that was still running wrote once that task has ended. The
+        sector number can then be sealed again (AddPiece with no existing pieces). Removing a sector
+        with no files is not an error (removed is empty). Errors also: UNAVAILABLE (a worker holding
+        files could not be reached: the files it holds are listed in the message and stay declared;
+        the sector stays REMOVED, and repeating Remove retries).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -363,6 +450,7 @@ class ManagerServiceServicer:
     def UnsealPiece(self, request, context):
         """Regenerates the sector's unsealed data from the replica (the whole sector, on a worker that
         holds or fetches a copy of the sealed and cache files).
+        States: PRE_COMMIT_2_DONE or later (FAILED_PRECONDITION before, or when REMOVED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -386,6 +474,16 @@ class ManagerServiceServicer:
         `sectorctl sectors check` use to prove a sector given only its number.
         Errors: INVALID_ARGUMENT (sector missing, or miner 0 / a number above 2^63-1), NOT_FOUND (no
         SealPreCommit2 result is known for the sector: never pre-committed here, or removed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SectorStatus(self, request, context):
+        """Where a sector is in its lifecycle: state, generation, pieces, the steps done (with when),
+        the last failure, and its work still queued or running.
+        Errors: INVALID_ARGUMENT (sector missing, miner 0 or number above 2^63-1), NOT_FOUND (the
+        manager has no lifecycle record of the sector).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -706,6 +804,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     request_deserializer=sectorstorage_dot_v1_dot_manager__pb2.SectorCommitmentsRequest.FromString,
                     response_serializer=sectorstorage_dot_v1_dot_manager__pb2.SectorCommitmentsResponse.SerializeToString,
             ),
+            'SectorStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SectorStatus,
+                    request_deserializer=sectorstorage_dot_v1_dot_manager__pb2.SectorStatusRequest.FromString,
+                    response_serializer=sectorstorage_dot_v1_dot_manager__pb2.SectorStatusResponse.SerializeToString,
+            ),
             'IsUnsealed': grpc.unary_unary_rpc_method_handler(
                     servicer.IsUnsealed,
                     request_deserializer=sectorstorage_dot_v1_dot_manager__pb2.IsUnsealedRequest.FromString,
@@ -879,6 +982,35 @@ class ManagerService:
     A request no worker can serve waits in the queue (visible in SchedDiag) until its deadline.
 
     The worker that runs a task takes the sector file locks in the index; the manager does not.
+
+    The sector lifecycle: the manager keeps one durable record per sector (SectorStatus shows it)
+    and checks it before anything is queued, so the sealing API is safe for any caller, in any
+    order, repeated or concurrent:
+
+    (none) --AddPiece (no existing pieces): claims the sector--> PIECES
+    PIECES --AddPiece (existing_piece_sizes = the recorded pieces)--> PIECES
+    PIECES (pieces fill the sector) --SealPreCommit1--> PRE_COMMIT_1_DONE
+    --SealPreCommit2--> PRE_COMMIT_2_DONE --SealCommit1--> COMMIT_1_DONE
+    --SealCommit2--> COMMIT_2_DONE --FinalizeSector--> FINALIZED
+    any state --Remove (ADMIN)--> REMOVED --AddPiece (no existing pieces)--> PIECES, generation + 1
+    a step that failed for good --> FAILED (the same step may be sent again, or Remove)
+
+    - A step already done with the same inputs returns its recorded result at once: no task
+    runs and no file is touched (a client retry after any crash is safe).
+    - The same step with other inputs, or a step whose prerequisite is missing, is refused at once
+    with FAILED_PRECONDITION and a message naming the sector's state and what to do; nothing is
+    queued that cannot run. Inputs that must equal a recorded value: pieces (as AddPiece returned
+    them), ticket, pre_commit1_output, comm_r/comm_d, commit1_output, keep_unsealed.
+    - One pipeline per sector: the first AddPiece claims the sector number; another first AddPiece
+    on it is refused with ALREADY_EXISTS while that pipeline lives (seal another number, or
+    Remove). A call that conflicts with work of the sector still in flight (a second AddPiece
+    while one runs, PC1 with another ticket while one runs) is refused with ABORTED: send it
+    again once that work ended.
+    - Nothing deletes a sector's files past SealPreCommit2 except Remove (ADMIN). Every queued
+    work carries the sector's generation; work of an older generation (the sector was removed,
+    or removed and started again) is dropped, not run, and TaskHistory records why.
+    Sectors sealed before the lifecycle existed have no record: their sealing steps are refused,
+    and Remove, UnsealPiece, ReadPiece and ReleaseUnsealed behave as before.
 
     Errors of sealing calls: INVALID_ARGUMENT (missing sector, UNSPECIFIED proof type, wrong
     sizes, lengths of tickets/seeds/commitments, invalid ranges), DEADLINE_EXCEEDED, CANCELLED, and
@@ -1177,6 +1309,33 @@ class ManagerService:
             '/sectorstorage.v1.ManagerService/SectorCommitments',
             sectorstorage_dot_v1_dot_manager__pb2.SectorCommitmentsRequest.SerializeToString,
             sectorstorage_dot_v1_dot_manager__pb2.SectorCommitmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SectorStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sectorstorage.v1.ManagerService/SectorStatus',
+            sectorstorage_dot_v1_dot_manager__pb2.SectorStatusRequest.SerializeToString,
+            sectorstorage_dot_v1_dot_manager__pb2.SectorStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
