@@ -220,12 +220,16 @@ def test_post_is_answered_within_its_deadline_behind_a_sealing_backlog(start_ser
     window = common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_2KIB_V1
     randomness = bytes(range(32))
 
+    # 102 sectors get their piece (a PC1 needs it: the sector lifecycle refuses PC1 before).
+    backlog_sectors = range(100, 202)
+    with ThreadPoolExecutor(8) as pool:
+        pieces = dict(zip(backlog_sectors, pool.map(lambda n: add_piece(fleet.stub(), sector(n), piece_data(n, P2K)), backlog_sectors)))
     # The holder comes back with every PC1 hanging: its 2 CPUs get held by 2 PC1s, 100 wait.
     assert fleet.workers["seal"].stop(timeout=30) == 0
     hang = {"SECTORSTORAGE_TEST_FAULT_TASK_HANG": "PC1=1", "SECTORSTORAGE_WORKER_DRAIN_TIMEOUT_S": "0"}
     start_worker(fleet, "seal", hang, tmp_path / "w-seal")
     fleet.wait_registered()
-    backlog = [pc1_future(fleet, n, common_pb2.PieceInfo(size=2048, commp=piece.commp), timeout=120) for n in range(100, 202)]
+    backlog = [pc1_future(fleet, n, pieces[n], timeout=120) for n in backlog_sectors]
     wait_for(lambda: len(jobs_on(fleet, "seal", J.JOB_STATE_RUNNING)) == 2, "2 PC1s holding the CPUs")
     wait_for(
         lambda: sum(j.state == J.JOB_STATE_QUEUED for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs) == 100,
