@@ -279,6 +279,7 @@ def test_read_piece_unseals_finalized_sector(fleet: Fleet) -> None:
     ref = sector(7)
     piece, p1o = precommit(fleet, ref)
     p2 = fleet.stub().SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=120)
+    commit(fleet, ref, piece, p2.commitments)  # the lifecycle finalizes only committed sectors
     fleet.stub().FinalizeSector(manager_pb2.FinalizeSectorRequest(sector=ref), timeout=120)
     whole = common_pb2.UnpaddedByteRange(offset=0, size=2032)
     assert not fleet.stub().IsUnsealed(manager_pb2.IsUnsealedRequest(sector=ref, range=whole), timeout=30).unsealed
