@@ -23,6 +23,8 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.cli.sealing import add_piece, add_piece_stream, read_piece, seal_sector
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
@@ -330,3 +332,73 @@ def test_manager_kill9_between_and_during_steps_keeps_the_lifecycle(fleet: Fleet
     ]
     assert provable(fleet, 20, p2.commitments.comm_r)
     pool.shutdown()
+
+
+CALLS = st.lists(
+    st.tuples(st.sampled_from(["add", "add_other", "pc1", "pc1_other_ticket", "pc2", "pc2_truncated", "c1", "c1_other_seed",
+                               "c2", "c2_truncated", "finalize", "release", "remove"]), st.booleans()),
+    min_size=1,
+    max_size=14,
+)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(calls=CALLS)
+def test_random_api_sequences_never_lose_a_sealed_sector(fleet: Fleet, calls: list[tuple[str, bool]]) -> None:
+    """Random sequences of sealing calls (right and wrong inputs, repeats, Remove) against one
+    sector each: afterwards a sector the API reported sealed is provable, a finalized one still
+    has its replica, and the data reads back byte-exact."""
+    if not fleet.workers:
+        fleet.add_worker(WorkerSpec("a", cpus=4))
+        fleet.wait_registered()
+    stub = fleet.stub()
+    number = 1000 + len(fleet.history(task_type=common_pb2.TASK_TYPE_ADD_PIECE))
+    ref = sector(number)
+    data = piece_data(number, P2K)
+    seen: dict[str, Any] = {}
+    sealed = finalized = False
+    for name, once_more in calls:
+        for _ in range(2 if once_more else 1):
+            try:
+                if name in ("add", "add_other"):
+                    seen["piece"] = add_piece(stub, ref, data if name == "add" else data[::-1])
+                    seen["data"] = data if name == "add" else data[::-1]
+                elif name.startswith("pc1") and "piece" in seen:
+                    ticket = TICKET if name == "pc1" else bytes(32)
+                    seen["p1"] = stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref, ticket=ticket, pieces=[seen["piece"]]), timeout=60)
+                elif name.startswith("pc2") and "p1" in seen:
+                    out = seen["p1"].pre_commit1_output
+                    seen["p2"] = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(
+                        sector=ref, pre_commit1_output=out if name == "pc2" else out[:-3]), timeout=60)
+                elif name.startswith("c1") and "p2" in seen:
+                    comm = seen["p2"].commitments
+                    seen["c1"] = stub.SealCommit1(manager_pb2.SealCommit1Request(
+                        sector=ref, ticket=TICKET, seed=SEED if name == "c1" else bytes(32), pieces=[seen["piece"]],
+                        comm_r=comm.comm_r, comm_d=comm.comm_d), timeout=60)
+                elif name.startswith("c2") and "c1" in seen:
+                    out = seen["c1"].commit1_output
+                    proof = stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref, commit1_output=out if name == "c2" else out[:50]), timeout=60).proof
+                    comm = seen["p2"].commitments
+                    verdict = stub.VerifySeal(manager_pb2.VerifySealRequest(
+                        sector=ref, comm_r=comm.comm_r, comm_d=comm.comm_d, ticket=TICKET, seed=SEED, proof=proof), timeout=30)
+                    sealed = sealed or verdict.valid
+                elif name == "finalize":
+                    stub.FinalizeSector(manager_pb2.FinalizeSectorRequest(sector=ref), timeout=60)
+                    finalized = True
+                elif name == "release":
+                    stub.ReleaseUnsealed(manager_pb2.ReleaseUnsealedRequest(sector=ref, all=True), timeout=60)
+                elif name == "remove":
+                    stub.Remove(manager_pb2.RemoveRequest(sector=ref.id), timeout=60)
+                    seen.clear()
+                    sealed = finalized = False
+            except grpc.RpcError as exc:
+                assert exc.code() in (  # type: ignore[attr-defined]
+                    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.ABORTED,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ), exc
+    if sealed or finalized:
+        comm = seen["p2"].commitments
+        assert provable(fleet, number, comm.comm_r), f"sector {number} was reported sealed but is not provable"
+        got, _ = read_piece(stub, ref, 0, 2032, TICKET, comm.unsealed_cid)
+        assert got == seen["data"]
+    assert not stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs

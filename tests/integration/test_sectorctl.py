@@ -233,6 +233,19 @@ def test_sectors_info_shows_the_recorded_commitments(fleet: CliFleet, sealed: di
     assert proc.returncode == 1 and "sectorctl: NOT_FOUND: no SealPreCommit2 result is known" in proc.stderr
 
 
+def test_sectors_status_shows_the_lifecycle(fleet: CliFleet, sealed: dict[str, Any]) -> None:
+    doc = fleet.json("sectors", "status", "1")
+    assert doc["sector"] == sealed["sector"]
+    assert doc["state"] == "FINALIZED" and doc["generation"] == 1 and doc["jobs"] == [] and not doc["last_error"]
+    assert [s["step"] for s in doc["steps"]] == ["PRE_COMMIT_1", "PRE_COMMIT_2", "COMMIT_1", "COMMIT_2", "FINALIZE", "MOVE_STORAGE"]
+    assert all(s["done_at"].endswith("Z") for s in doc["steps"])
+    assert [p["piece_cid"] for p in doc["pieces"]][0] == sealed["pieces"][0]["piece_cid"]
+    out = fleet.run("sectors", "status", "1").stdout
+    assert "state       FINALIZED (generation 1)" in out and "MOVE_STORAGE" in out
+    proc = fleet.run("sectors", "status", "77", check=False)
+    assert proc.returncode == 1 and "sectorctl: NOT_FOUND: the manager has no lifecycle record" in proc.stderr
+
+
 def test_jobs_sched_diag_and_abort(fleet: CliFleet, sealed: dict[str, Any]) -> None:
     assert fleet.json("sealing", "jobs")["jobs"] == []
     delivered = fleet.json("sealing", "jobs", "--all")["jobs"]

@@ -192,6 +192,57 @@ def info(args: argparse.Namespace, conn: Connection) -> int:
     return 0
 
 
+def _when(ts: Any) -> str:
+    return datetime.fromtimestamp(ts.ToNanoseconds() / 1e9, UTC).isoformat().replace("+00:00", "Z") if ts.seconds else ""
+
+
+def _short(name: str, prefix: str) -> str:
+    return name.removeprefix(prefix)
+
+
+def status(args: argparse.Namespace, conn: Connection) -> int:
+    """Where a sector is in its lifecycle: state, generation, pieces, steps done, its work."""
+    miner = miner_from(args)
+    request = manager_pb2.SectorStatusRequest(sector=common_pb2.SectorId(miner=miner, number=args.sector))
+    st = conn.manager().SectorStatus(request, timeout=conn.timeout)  # NOT_FOUND: no record
+    state = _short(manager_pb2.SectorLifecycleState.Name(st.state), "SECTOR_LIFECYCLE_STATE_")
+    steps = [(_short(manager_pb2.SectorStep.Name(s.step), "SECTOR_STEP_"), _when(s.done_at)) for s in st.steps]
+    jobs = [
+        (common_pb2.TaskType.Name(j.task_type).removeprefix("TASK_TYPE_"), manager_pb2.JobState.Name(j.state).removeprefix("JOB_STATE_"),
+         j.worker_id, j.call_id.id, j.attempt)
+        for j in st.jobs
+    ]
+    proof = common_pb2.RegisteredSealProof.Name(st.sector.proof_type) if st.sector.proof_type else "?"
+    if args.json:
+        render.emit_json({
+            "sector": {"miner": miner, "number": args.sector, "proof_type": proof},
+            "state": state,
+            "generation": st.generation,
+            "pieces": [{"size": p.size, "piece_cid": p.piece_cid} for p in st.pieces],
+            "steps": [{"step": name, "done_at": when} for name, when in steps],
+            "last_error": st.last_error,
+            "jobs": [{"task": t, "state": s_, "worker_id": w, "call_id": c, "attempt": a} for t, s_, w, c, a in jobs],
+            "created_at": _when(st.created_at),
+            "updated_at": _when(st.updated_at),
+        })
+        return 0
+    lines = [
+        f"sector {miner}/{args.sector}",
+        f"  state       {state} (generation {st.generation})",
+        f"  proof       {proof}",
+        f"  pieces      {len(st.pieces)}" + "".join(f"\n    {render.size(p.size):>9}  {p.piece_cid}" for p in st.pieces),
+    ]
+    if steps:
+        lines.append("  steps done")
+        lines.extend(f"    {name:<13} {when}" for name, when in steps)
+    if st.last_error:
+        lines.append(f"  last error  {st.last_error}")
+    render.emit("\n".join(lines))
+    if jobs:
+        render.emit(render.table(("TASK", "STATE", "WORKER", "CALL", "ATTEMPT"), [(t, s_, w or "-", c, str(a)) for t, s_, w, c, a in jobs]))
+    return 0
+
+
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
     verbs = groups.add_parser("sectors", help="seal, read and check sectors (manager)").add_subparsers(dest="verb", required=True, metavar="VERB")
     miner_help = "miner actor id (default: SECTORSTORAGE_MINER or 1000)"
@@ -221,6 +272,11 @@ def register(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("sector", type=int, metavar="SECTOR")
     p.add_argument("--miner", type=int, help=miner_help)
     p.set_defaults(func=info)
+
+    p = verbs.add_parser("status", parents=[common], help="where a sector is in its lifecycle: state, pieces, steps done, its work")
+    p.add_argument("sector", type=int, metavar="SECTOR")
+    p.add_argument("--miner", type=int, help=miner_help)
+    p.set_defaults(func=status)
 
     p = verbs.add_parser("check", parents=[common], help="which sectors could not be proven now, and why")
     p.add_argument(
