@@ -9,7 +9,7 @@ different resources and task types (one without PC1, one small, one disabled), s
 - kill -9 of the manager while PC2s run, restart on the same database: every sector completes,
   each PC2 ran once, and the clients that come back get their results;
 - kill -9 of a worker in the middle of a task: the task reruns on another worker;
-- a request no worker can ever run is reported by SchedDiag and ends at its deadline;
+- a PC1 for a sector without its pieces is refused at once (the sector lifecycle);
 - ReadPiece on a finalized sector without unsealed data unseals first and returns the piece.
 """
 
@@ -144,21 +144,16 @@ def test_batch_of_20_sectors(fleet: Fleet) -> None:
     assert len(done) == len(refs) * (len(expected_tasks) - 1)
     assert not fleet.worker_log_events("task failed")
 
-    # A request that no worker can ever run (64 GiB PC1 needs 112 GiB of RAM) is reported, and
-    # its caller gets DEADLINE_EXCEEDED, not a silent hang.
+    # A PC1 for a sector that never got its pieces (here a 64 GiB one, which no worker could run
+    # either) is refused at once by the sector lifecycle instead of waiting in the queue. A
+    # request that no worker can ever run is reported by SchedDiag: tests/unit/
+    # test_manager_service.py::test_disabled_worker_gets_nothing_and_unsatisfiable_is_reported.
     huge = sector(99, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_64GIB_V1_1)
     whole = common_pb2.PieceInfo(size=64 << 30, commp=bytes(32))
-    future = fleet.stub().SealPreCommit1.future(manager_pb2.SealPreCommit1Request(sector=huge, ticket=TICKET, pieces=[whole]), timeout=4)
-    time.sleep(1.0)
-    diag = fleet.stub().SchedDiag(manager_pb2.SchedDiagRequest(force_sched=True), timeout=10)
-    [waiting] = [r for r in diag.requests if r.sector.id.number == 99]
-    assert waiting.unsatisfiable
-    reasons = {fleet.name_of(r.worker_id): r.reason for r in waiting.rejections}
-    assert reasons["nopc1"] == manager_pb2.WAIT_REASON_TASK_TYPE_NOT_ENABLED
-    assert reasons["big"] == manager_pb2.WAIT_REASON_INSUFFICIENT_RESOURCES
     with pytest.raises(grpc.RpcError) as err:
-        future.result()
-    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+        fleet.stub().SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=huge, ticket=TICKET, pieces=[whole]), timeout=4)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    assert not [r for r in fleet.stub().SchedDiag(manager_pb2.SchedDiagRequest(force_sched=True), timeout=10).requests if r.sector.id.number == 99]
 
 
 def test_manager_killed_mid_pc2_restarts_and_every_sector_completes(fleet: Fleet) -> None:
