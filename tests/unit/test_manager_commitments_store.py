@@ -5,43 +5,18 @@ overwritten by a later PC2, untouched by failures, deleted by forget (a successf
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 
-from services.common.db import Database, open_database
+from services.common.db import Database
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.manager.calltracker import CallTracker, ErrorCode, Outcome, RetryPolicy, SectorRefKey
 from services.manager.store import ManagerStore
+from tests.unit.manager_db import databases, db_url, open_store  # noqa: F401 - fixtures
 
 SECTOR = SectorRefKey(miner=1000, number=7, seal_proof=5)
 PC2 = "SealPreCommit2"
 COMM_R = bytes(range(32))
 COMM_D = bytes(range(32, 64))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'manager.db'}"
-    return str(request.getfixturevalue("postgres").new_database())
-
-
-@pytest.fixture
-def databases() -> Iterator[list[Database]]:
-    opened: list[Database] = []
-    yield opened
-    for db in opened:
-        db.close()
-
-
-def open_store(db_url: str, databases: list[Database]) -> ManagerStore:
-    db = open_database(db_url, Path("/nonexistent"), "manager")
-    databases.append(db)
-    store = ManagerStore(db)
-    store.migrate()
-    return store
 
 
 def tracker_of(store: ManagerStore) -> CallTracker:

@@ -6,45 +6,20 @@ removals; and a property test driving random sequences of decisions."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.db import Database, open_database
+from services.common.db import Database
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.manager import lifecycle as lc
 from services.manager.calltracker import CallTracker, ErrorCode, Outcome, RetryPolicy, SectorRefKey
-from services.manager.store import ManagerStore
+from tests.unit.manager_db import databases, db_url, open_store  # noqa: F401 - fixtures
 
 MINER, NUMBER, P2K = 1000, 7, 5
 TICKET = bytes([0x11] * 32)
 PIECE = lc.PieceRef(2048, bytes(range(32)))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'manager.db'}"
-    return str(request.getfixturevalue("postgres").new_database())
-
-
-@pytest.fixture
-def databases() -> Iterator[list[Database]]:
-    opened: list[Database] = []
-    yield opened
-    for db in opened:
-        db.close()
-
-
-def open_store(db_url: str, databases: list[Database]) -> ManagerStore:
-    db = open_database(db_url, Path("/nonexistent"), "manager")
-    databases.append(db)
-    store = ManagerStore(db)
-    store.migrate()
-    return store
 
 
 async def finish(tracker: CallTracker, method: str, params: bytes, outcome: Outcome, generation: int) -> None:
