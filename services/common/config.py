@@ -287,6 +287,10 @@ class DatabaseConfig(BaseModel):
     # `sqlite:///ABSOLUTE/PATH.db`, `sqlite:RELATIVE.db` (under the data dir), or a PostgreSQL DSN
     # `postgresql://user:pass@host:5432/db`. Empty: SQLite file named after the service in the data dir.
     url: str = ""
+    # Start with an empty database even when the SQLite file exists but is empty (0 bytes or no
+    # tables). Off: such a file is refused at start, as it usually means a failed restore or a
+    # truncated copy of a database that had data. A missing file is always a fresh start.
+    init: bool = False
 
     @field_validator("url")
     @classmethod

@@ -21,6 +21,8 @@ class Flag:
     name: str
     key: str
     help: str
+    # A switch (sets the key to true) rather than a flag taking a value.
+    switch: bool = False
 
 
 COMMON_FLAGS = (
@@ -29,6 +31,14 @@ COMMON_FLAGS = (
     Flag("--metrics-listen", "metrics.listen", "HOST:PORT for the Prometheus /metrics endpoint ('' disables)"),
     Flag("--log-format", "log.format", "json (default) or text"),
     Flag("--log-level", "log.level", "debug, info (default), warning, error"),
+)
+# For the services with a database (index, manager).
+INIT_DATABASE = Flag(
+    "--init-database",
+    "database.init",
+    "start with an empty database even if the SQLite file exists but is empty (0 bytes or no tables); "
+    "without it such a file is refused",
+    switch=True,
 )
 
 
@@ -46,7 +56,10 @@ def launch(
     parser.add_argument("--config", type=Path, help="TOML config file")
     flags = [*COMMON_FLAGS, *extra_flags]
     for flag in flags:
-        parser.add_argument(flag.name, dest=flag.key, default=None, help=flag.help)
+        if flag.switch:
+            parser.add_argument(flag.name, dest=flag.key, action="store_const", const=True, default=None, help=flag.help)
+        else:
+            parser.add_argument(flag.name, dest=flag.key, default=None, help=flag.help)
     args = vars(parser.parse_args(argv))
     config_file = args.pop("config")
     try:
