@@ -132,6 +132,18 @@ class TlsConfig(BaseModel):
         return self
 
 
+class GrpcConfig(BaseModel):
+    """The gRPC port's socket options (services/common/grpc_options.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Let several processes bind the same `listen` address (SO_REUSEPORT: the kernel spreads
+    # connections over them), e.g. index processes on one database. Every process sharing the
+    # port must set it. Off (the default): the port is this process's alone, and a second
+    # service started on it is refused at start.
+    reuse_port: bool = False
+
+
 class ServiceConfig(BaseModel):
     """What every service shares; each service extends it with its own section."""
 
@@ -145,6 +157,7 @@ class ServiceConfig(BaseModel):
     metrics: MetricsConfig = MetricsConfig()
     auth: AuthConfig = AuthConfig()
     tls: TlsConfig = TlsConfig()
+    grpc: GrpcConfig = GrpcConfig()
 
     @field_validator("listen")
     @classmethod

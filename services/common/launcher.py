@@ -12,6 +12,7 @@ from pathlib import Path
 from services.common.config import ConfigError, ConfigT, load_config
 from services.common.log import setup_logging
 from services.common.server import Service, run_service
+from services.common.startup import EXIT_STARTUP, StartupError, check_data_dir, check_ports
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,15 @@ def launch(
         config = load_config(config_model, config_file, flags=args)
     except ConfigError as exc:
         print(f"sectorstorage-{name}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_STARTUP
     setup_logging(name, config.log)
     try:
+        # Everything that can be checked before the service opens its state: a second
+        # instance on a port in use must not touch the first one's database.
+        check_data_dir(config.data_dir)
+        check_ports(config)
         service = build(config)
-    except (ConfigError, ValueError, OSError) as exc:
+    except (ConfigError, StartupError, ValueError, OSError) as exc:
         print(f"sectorstorage-{name}: cannot start: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_STARTUP
     return run_service(service, config)
