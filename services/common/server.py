@@ -1,6 +1,6 @@
 """One bootstrap for every service: a grpc.aio server with auth and metrics interceptors,
 grpc.health.v1 (SERVING once ready, NOT_SERVING while draining), server reflection (grpcurl
-needs no proto files), a Prometheus endpoint, and a graceful stop on SIGTERM/SIGINT.
+needs no proto files; v1 and v1alpha), a Prometheus endpoint, and a graceful stop on SIGTERM/SIGINT.
 
 A service is plain domain code plus thin servicers; it plugs in through `Service`.
 """
@@ -18,9 +18,8 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from services.common import tls
+from services.common import reflection, tls
 from services.common.auth import AuthInterceptor, Permission, create_token, method_permissions
 from services.common.config import ServiceConfig
 from services.common.grpc_options import server_options
@@ -104,9 +103,7 @@ class ServiceHost:
             reg.add_to_server(reg.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        reflection.enable_server_reflection(
-            [r.descriptor.full_name for r in regs] + [health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        reflection.enable_server_reflection([r.descriptor.full_name for r in regs] + [health.SERVICE_NAME], server)
         host = config.listen.rpartition(":")[0].strip("[]")
         # TLS (optional): the listening port, and every channel this process opens to its peers.
         tls.configure_client(config.tls)

@@ -113,6 +113,15 @@ def test_health_and_reflection_are_open(bare: dict[str, grpc.Channel]) -> None:
         )
         services = {s.name for s in next(stream).list_services_response.service}
         assert f"sectorstorage.v1.{name.capitalize()}Service" in services
+        # v1 (the same messages on the wire), with no token and with a garbage one.
+        v1 = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        for metadata in ([], BAD_CREDENTIALS["garbage"]):
+            reply = next(v1(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5, metadata=metadata))
+            assert f"sectorstorage.v1.{name.capitalize()}Service" in {s.name for s in reply.list_services_response.service}
 
 
 def test_file_serving_only_serves_sector_files_inside_attached_paths(fleet: LiveFleet, tmp_path: Path) -> None:
