@@ -142,6 +142,12 @@ class GrpcConfig(BaseModel):
     # port must set it. Off (the default): the port is this process's alone, and a second
     # service started on it is refused at start.
     reuse_port: bool = False
+    # Keep-alive of every channel this process opens: a ping after this long without activity,
+    # and the connection is dropped when no answer comes within keepalive_timeout_s. A server
+    # accepts pings from clients this often (half of it, for slack), so clients and servers
+    # of one fleet must use the same value (services/common/grpc_options.py).
+    keepalive_time_s: float = Field(default=30.0, ge=0.1, le=7200)
+    keepalive_timeout_s: float = Field(default=10.0, ge=0.1, le=600)
 
 
 class ServiceConfig(BaseModel):

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common import grpc_options
 from services.common.config import ConfigError, ConfigT, load_config
 from services.common.log import setup_logging
 from services.common.server import Service, run_service
@@ -69,6 +70,8 @@ def launch(
         print(f"sectorstorage-{name}: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     setup_logging(name, config.log)
+    # Before build(): services open channels to their peers while they are built.
+    grpc_options.configure(config.grpc)
     try:
         # Everything that can be checked before the service opens its state: a second
         # instance on a port in use must not touch the first one's database.

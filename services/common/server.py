@@ -19,7 +19,7 @@ import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.common import reflection, tls
+from services.common import grpc_options, reflection, tls
 from services.common.auth import AuthInterceptor, Permission, create_token, method_permissions
 from services.common.config import ServiceConfig
 from services.common.grpc_options import server_options
@@ -137,6 +137,7 @@ class ServiceHost:
             MetricsInterceptor(),
             AuthInterceptor(secret, method_permissions(r.descriptor for r in regs), required=config.auth.required),
         ]
+        grpc_options.configure(config.grpc)
         server = grpc.aio.server(interceptors=interceptors, options=server_options(config.grpc))
         self.server = server
         try:
