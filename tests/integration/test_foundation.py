@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -69,6 +70,16 @@ def test_reflection_health_and_auth(start_service: StartService, name: str) -> N
     admin_method = {"index": "StorageDetach", "manager": "DisableWorker", "worker": "DisableTaskType"}[name]
     denied = grpcurl("-H", f"authorization: Bearer {token(Permission.READ)}", proc.address, f"{service}/{admin_method}")
     assert "PermissionDenied" in denied.stderr and "admin" in denied.stderr
+
+    # A token listing only one permission includes every lower one (read < write < admin): a
+    # read, a write and an admin RPC with tokens listing only `admin`, and a read RPC with one
+    # listing only `write`, all get past authorization.
+    read_method = {"index": "StorageList", "manager": "WorkerStats", "worker": "Paths"}[name]
+    for listed, methods in ((["admin"], (read_method, method, admin_method)), (["write"], (read_method,))):
+        bare = jwt.encode({"sub": "single", "perms": listed}, TEST_SECRET.encode(), algorithm="HS256")
+        for m in methods:
+            called = grpcurl("-H", f"authorization: Bearer {bare}", proc.address, f"{service}/{m}")
+            assert "PermissionDenied" not in called.stderr and "Unauthenticated" not in called.stderr, (listed, m, called.stderr)
 
 
 def _field(number: int, text: str) -> bytes:
