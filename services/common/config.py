@@ -250,7 +250,8 @@ def _describe(error: ValidationError, source: dict[str, str]) -> str:
             lines.append(f"unknown config key '{dotted}'{where}: remove it or check its spelling")
         else:
             lines.append(f"config key '{dotted}' / {env_name}{where}: {item['msg']}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+    # One line (a service prints it as its only line on stderr), every bad key in it.
+    return "invalid configuration: " + "; ".join(lines)
 
 
 def _sources(data: Mapping[str, Any], label: str, prefix: str = "") -> dict[str, str]:

@@ -13,7 +13,7 @@ from services.common import grpc_options
 from services.common.config import ConfigError, ConfigT, load_config
 from services.common.log import setup_logging
 from services.common.server import Service, run_service
-from services.common.startup import EXIT_STARTUP, StartupError, check_data_dir, check_ports
+from services.common.startup import EXIT_STARTUP, StartupError, check_data_dir, check_ports, load_secret
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def launch(
     try:
         config = load_config(config_model, config_file, flags=args)
     except ConfigError as exc:
-        print(f"sectorstorage-{name}: {exc}", file=sys.stderr)
+        print(f"sectorstorage-{name}: cannot start: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     setup_logging(name, config.log)
     # Before build(): services open channels to their peers while they are built.
@@ -76,6 +76,7 @@ def launch(
         # Everything that can be checked before the service opens its state: a second
         # instance on a port in use must not touch the first one's database.
         check_data_dir(config.data_dir)
+        load_secret(config)
         check_ports(config)
         service = build(config)
     except (ConfigError, StartupError, ValueError, OSError) as exc:

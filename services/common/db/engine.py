@@ -712,6 +712,8 @@ def check_sqlite_file(path: Path, component: str, *, init: bool) -> None:
             head = f.read(len(_SQLITE_MAGIC))
     except FileNotFoundError:
         return
+    except IsADirectoryError:
+        raise DatabaseRefused(f"{component} database {path} is a directory: move it away, or set database.url to the database file") from None
     except OSError as exc:
         raise DatabaseRefused(
             f"{component} database {path} cannot be read ({exc.strerror or exc}): fix its permissions or set database.url"
