@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 
+from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker.index_client import Declaration, IndexClient
 from services.worker.local_store import FsStat, LocalPath, LocalStore
@@ -145,9 +146,10 @@ class StorageControl:
                     else:
                         await self._beat(self.index, path)
                 except grpc.aio.AioRpcError as exc:
-                    log.warning(
-                        "storage heartbeat failed", extra={"storage_id": path.id, "code": exc.code().name, "error": exc.details()}
+                    message, extra = describe_failure(
+                        "index", self.index.address, exc, f"storage heartbeat failed; retrying in {interval_s:g} s"
                     )
+                    log.warning(message, extra={"storage_id": path.id, **extra})
                 except Exception as exc:  # noqa: BLE001 - one path's problem must not stop the loop
                     # Logged with its traceback once; the same failure on the next beats is not
                     # logged again (it would fill the log every interval) until it changes.
