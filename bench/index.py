@@ -307,14 +307,15 @@ def result(backend: str, op: str, via: str, run: Run, load: float) -> Result:
 
 
 def start_index(data_dir: Path, url: str, processes: int = 1, extra_env: dict[str, str] | None = None) -> list[Any]:
-    """One index process, or several sharing one port (SO_REUSEPORT, on by default in gRPC: the
-    kernel spreads client connections over them) and one database."""
+    """One index process, or several sharing one port (SO_REUSEPORT, which `grpc.reuse_port`
+    turns on: the kernel spreads client connections over them) and one database."""
     from services.cli.local_fleet import ServiceProcess
 
     env = {
         "SECTORSTORAGE_DATABASE_URL": url,
         "SECTORSTORAGE_INDEX_HEARTBEAT_TIMEOUT_S": "86400",
         "SECTORSTORAGE_LOG_LEVEL": "warning",
+        **({"SECTORSTORAGE_GRPC_REUSE_PORT": "true"} if processes > 1 else {}),
         **(extra_env or {}),
     }
     first = ServiceProcess(name="index", data_dir=data_dir, env=env, secret=SECRET).start(timeout=120)

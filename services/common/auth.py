@@ -61,7 +61,9 @@ class Caller:
     expires_at: float | None = None
 
     def allows(self, needed: Permission) -> bool:
-        return needed in self.permissions
+        """Permissions are ordered (read < write < admin): a token listing only `admin` may
+        call what needs `write` or `read`, as common.proto promises."""
+        return any(granted >= needed for granted in self.permissions)
 
 
 def load_or_create_secret(path: Path) -> bytes:

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from services.common import tls
-from services.common.server import GRPC_OPTIONS
+from services.common.grpc_options import client_options
 
 _HEADER = "authorization"
 
@@ -91,9 +91,9 @@ def sync_channel(target: str, token: str | None, credentials: grpc.ChannelCreden
     """A channel carrying `token`; TLS with `credentials`, else with the process's (tls.py)."""
     credentials = credentials or tls.client_credentials()
     if credentials is not None:
-        channel = grpc.secure_channel(target, credentials, options=GRPC_OPTIONS)
+        channel = grpc.secure_channel(target, credentials, options=client_options())
     else:
-        channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
+        channel = grpc.insecure_channel(target, options=client_options())
     return grpc.intercept_channel(channel, _SyncToken(token)) if token else channel
 
 
@@ -106,5 +106,5 @@ def aio_channel(target: str, token: str | None, credentials: grpc.ChannelCredent
     )
     credentials = credentials or tls.client_credentials()
     if credentials is not None:
-        return grpc.aio.secure_channel(target, credentials, options=GRPC_OPTIONS, interceptors=interceptors)
-    return grpc.aio.insecure_channel(target, options=GRPC_OPTIONS, interceptors=interceptors)
+        return grpc.aio.secure_channel(target, credentials, options=client_options(), interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=client_options(), interceptors=interceptors)

@@ -132,6 +132,24 @@ class TlsConfig(BaseModel):
         return self
 
 
+class GrpcConfig(BaseModel):
+    """The gRPC port's socket options (services/common/grpc_options.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Let several processes bind the same `listen` address (SO_REUSEPORT: the kernel spreads
+    # connections over them), e.g. index processes on one database. Every process sharing the
+    # port must set it. Off (the default): the port is this process's alone, and a second
+    # service started on it is refused at start.
+    reuse_port: bool = False
+    # Keep-alive of every channel this process opens: a ping after this long without activity,
+    # and the connection is dropped when no answer comes within keepalive_timeout_s. A server
+    # accepts pings from clients this often (half of it, for slack), so clients and servers
+    # of one fleet must use the same value (services/common/grpc_options.py).
+    keepalive_time_s: float = Field(default=30.0, ge=0.1, le=7200)
+    keepalive_timeout_s: float = Field(default=10.0, ge=0.1, le=600)
+
+
 class ServiceConfig(BaseModel):
     """What every service shares; each service extends it with its own section."""
 
@@ -145,6 +163,7 @@ class ServiceConfig(BaseModel):
     metrics: MetricsConfig = MetricsConfig()
     auth: AuthConfig = AuthConfig()
     tls: TlsConfig = TlsConfig()
+    grpc: GrpcConfig = GrpcConfig()
 
     @field_validator("listen")
     @classmethod
@@ -231,7 +250,8 @@ def _describe(error: ValidationError, source: dict[str, str]) -> str:
             lines.append(f"unknown config key '{dotted}'{where}: remove it or check its spelling")
         else:
             lines.append(f"config key '{dotted}' / {env_name}{where}: {item['msg']}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+    # One line (a service prints it as its only line on stderr), every bad key in it.
+    return "invalid configuration: " + "; ".join(lines)
 
 
 def _sources(data: Mapping[str, Any], label: str, prefix: str = "") -> dict[str, str]:
@@ -287,6 +307,10 @@ class DatabaseConfig(BaseModel):
     # `sqlite:///ABSOLUTE/PATH.db`, `sqlite:RELATIVE.db` (under the data dir), or a PostgreSQL DSN
     # `postgresql://user:pass@host:5432/db`. Empty: SQLite file named after the service in the data dir.
     url: str = ""
+    # Start with an empty database even when the SQLite file exists but is empty (0 bytes or no
+    # tables). Off: such a file is refused at start, as it usually means a failed restore or a
+    # truncated copy of a database that had data. A missing file is always a fresh start.
+    init: bool = False
 
     @field_validator("url")
     @classmethod

@@ -9,9 +9,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common import grpc_options
 from services.common.config import ConfigError, ConfigT, load_config
 from services.common.log import setup_logging
 from services.common.server import Service, run_service
+from services.common.startup import EXIT_STARTUP, StartupError, check_data_dir, check_ports, load_secret
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,8 @@ class Flag:
     name: str
     key: str
     help: str
+    # A switch (sets the key to true) rather than a flag taking a value.
+    switch: bool = False
 
 
 COMMON_FLAGS = (
@@ -29,6 +33,14 @@ COMMON_FLAGS = (
     Flag("--metrics-listen", "metrics.listen", "HOST:PORT for the Prometheus /metrics endpoint ('' disables)"),
     Flag("--log-format", "log.format", "json (default) or text"),
     Flag("--log-level", "log.level", "debug, info (default), warning, error"),
+)
+# For the services with a database (index, manager).
+INIT_DATABASE = Flag(
+    "--init-database",
+    "database.init",
+    "start with an empty database even if the SQLite file exists but is empty (0 bytes or no tables); "
+    "without it such a file is refused",
+    switch=True,
 )
 
 
@@ -46,18 +58,28 @@ def launch(
     parser.add_argument("--config", type=Path, help="TOML config file")
     flags = [*COMMON_FLAGS, *extra_flags]
     for flag in flags:
-        parser.add_argument(flag.name, dest=flag.key, default=None, help=flag.help)
+        if flag.switch:
+            parser.add_argument(flag.name, dest=flag.key, action="store_const", const=True, default=None, help=flag.help)
+        else:
+            parser.add_argument(flag.name, dest=flag.key, default=None, help=flag.help)
     args = vars(parser.parse_args(argv))
     config_file = args.pop("config")
     try:
         config = load_config(config_model, config_file, flags=args)
     except ConfigError as exc:
-        print(f"sectorstorage-{name}: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(name, config.log)
-    try:
-        service = build(config)
-    except (ConfigError, ValueError, OSError) as exc:
         print(f"sectorstorage-{name}: cannot start: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_STARTUP
+    setup_logging(name, config.log)
+    # Before build(): services open channels to their peers while they are built.
+    grpc_options.configure(config.grpc)
+    try:
+        # Everything that can be checked before the service opens its state: a second
+        # instance on a port in use must not touch the first one's database.
+        check_data_dir(config.data_dir)
+        load_secret(config)
+        check_ports(config)
+        service = build(config)
+    except (ConfigError, StartupError, ValueError, OSError) as exc:
+        print(f"sectorstorage-{name}: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
     return run_service(service, config)

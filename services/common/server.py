@@ -1,6 +1,6 @@
 """One bootstrap for every service: a grpc.aio server with auth and metrics interceptors,
 grpc.health.v1 (SERVING once ready, NOT_SERVING while draining), server reflection (grpcurl
-needs no proto files), a Prometheus endpoint, and a graceful stop on SIGTERM/SIGINT.
+needs no proto files; v1 and v1alpha), a Prometheus endpoint, and a graceful stop on SIGTERM/SIGINT.
 
 A service is plain domain code plus thin servicers; it plugs in through `Service`.
 """
@@ -18,26 +18,25 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from services.common import tls
-from services.common.auth import AuthInterceptor, Permission, create_token, load_or_create_secret, method_permissions
+from services.common import grpc_options, reflection, tls
+from services.common.auth import AuthInterceptor, Permission, create_token, method_permissions
 from services.common.config import ServiceConfig
+from services.common.grpc_options import server_options
 from services.common.metrics import MetricsInterceptor, start_metrics_server
+from services.common.startup import (
+    EXIT_STARTUP,
+    GRPC_LISTEN_KEY,
+    METRICS_LISTEN_KEY,
+    METRICS_OFF_HINT,
+    StartupError,
+    bind_failure,
+    check_data_dir,
+    check_port_free,
+    load_secret,
+)
 
 log = logging.getLogger(__name__)
-
-# Large enough for one streamed chunk plus framing; streams carry bigger payloads.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-GRPC_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.keepalive_permit_without_calls", 1),
-]
-
 
 @dataclass(frozen=True)
 class Registration:
@@ -93,6 +92,36 @@ class ServiceHost:
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.runtime: Runtime | None = None
+        # Set once the server listens: a failure before that is a start-up failure (exit 2).
+        self.started = False
+
+    async def _bind(self, server: grpc.aio.Server, regs: list[Registration]) -> tuple[str, str | None]:
+        """Registers the services, binds the gRPC and metrics ports and starts serving; returns
+        (gRPC address, metrics address). A port that cannot be bound is a StartupError."""
+        config = self.config
+        for reg in regs:
+            reg.add_to_server(reg.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        reflection.enable_server_reflection([r.descriptor.full_name for r in regs] + [health.SERVICE_NAME], server)
+        host = config.listen.rpartition(":")[0].strip("[]")
+        # TLS (optional): the listening port, and every channel this process opens to its peers.
+        tls.configure_client(config.tls)
+        credentials = tls.server_credentials(config.tls)
+        if not config.grpc.reuse_port:
+            check_port_free(config.listen, GRPC_LISTEN_KEY)
+        try:
+            port = server.add_secure_port(config.listen, credentials) if credentials else server.add_insecure_port(config.listen)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise StartupError(f"{GRPC_LISTEN_KEY} {config.listen}: cannot bind (in use, or not an address of this host): choose another port")
+        try:
+            metrics = start_metrics_server(config.metrics.listen)
+        except OSError as exc:
+            raise StartupError(bind_failure(config.metrics.listen, METRICS_LISTEN_KEY, exc) + METRICS_OFF_HINT) from None
+        await server.start()
+        return format_address(host, port), format_address(*metrics) if metrics else None
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         await self.health.set("", status)
@@ -101,40 +130,33 @@ class ServiceHost:
 
     async def run(self) -> None:
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        secret = config.auth.secret.encode() if config.auth.secret else load_or_create_secret(config.secret_path())
+        check_data_dir(config.data_dir)
+        secret = load_secret(config)
         regs = list(self.service.registrations())
         interceptors = [
             MetricsInterceptor(),
             AuthInterceptor(secret, method_permissions(r.descriptor for r in regs), required=config.auth.required),
         ]
-        server = grpc.aio.server(interceptors=interceptors, options=GRPC_OPTIONS)
+        grpc_options.configure(config.grpc)
+        server = grpc.aio.server(interceptors=interceptors, options=server_options(config.grpc))
         self.server = server
-        for reg in regs:
-            reg.add_to_server(reg.servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        reflection.enable_server_reflection(
-            [r.descriptor.full_name for r in regs] + [health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
-        host = config.listen.rpartition(":")[0].strip("[]")
-        # TLS (optional): the listening port, and every channel this process opens to its peers.
-        tls.configure_client(config.tls)
-        credentials = tls.server_credentials(config.tls)
-        port = server.add_secure_port(config.listen, credentials) if credentials else server.add_insecure_port(config.listen)
-        if port == 0:
-            raise RuntimeError(f"could not bind {config.listen}")
-        await server.start()
-        address = format_address(host, port)
-        metrics = start_metrics_server(config.metrics.listen)
-        metrics_address = format_address(*metrics) if metrics else None
+        try:
+            address, metrics_address = await self._bind(server, regs)
+        except BaseException:
+            await server.stop(None)
+            raise
         runtime = Runtime(self.service.name, config, address, secret, metrics_address)
         self.runtime = runtime
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runtime.stopping.set)
-        await self.service.start(runtime)
+        try:
+            await self.service.start(runtime)
+        except BaseException:
+            await server.stop(None)
+            raise
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self.started = True
         # The one line a supervisor or a test reads to learn the bound ports.
         print(
             f"sectorstorage-{self.service.name} listening on {address}"
@@ -162,12 +184,20 @@ def tls_mode(config: ServiceConfig) -> str:
 
 
 def run_service(service: Service, config: ServiceConfig) -> int:
-    """Runs until SIGTERM/SIGINT; returns the process exit code."""
+    """Runs until SIGTERM/SIGINT; returns the process exit code: 0 after a graceful stop, 2 when
+    it could not start (one line on stderr saying what to fix), 1 when it failed later."""
+    host = ServiceHost(service, config)
     try:
-        asyncio.run(ServiceHost(service, config).run())
+        asyncio.run(host.run())
     except KeyboardInterrupt:
         return 130
+    except StartupError as exc:
+        print(f"sectorstorage-{service.name}: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
     except OSError as exc:
+        if not host.started:
+            print(f"sectorstorage-{service.name}: cannot start: {exc}", file=sys.stderr)
+            return EXIT_STARTUP
         print(f"sectorstorage-{service.name}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from services.common.launcher import launch
+from services.common.launcher import INIT_DATABASE, launch
 from services.index.config import IndexConfig
 from services.index.service import IndexApp
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return launch("index", IndexConfig, IndexApp, argv)
+    return launch("index", IndexConfig, IndexApp, argv, (INIT_DATABASE,))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Sequence
 
-from services.common.db import Database, DatabaseUnavailable, SchemaTooNew, apply_migrations, open_database
+from services.common.db import Database, DatabaseRefused, DatabaseUnavailable, SchemaTooNew, apply_migrations, open_database
 from services.common.proto.sectorstorage.v1 import index_pb2, index_pb2_grpc
 from services.common.server import Registration, Runtime, Service, registration
 from services.index.config import IndexConfig
@@ -22,13 +23,20 @@ log = logging.getLogger(__name__)
 
 def open_index_database(config: IndexConfig) -> Database:
     """Opens the configured database and migrates it; raises OSError (start-up fails with the
-    message) when it cannot be reached or was written by a newer build."""
-    db = open_database(config.database.url, config.data_dir, "index", threads=config.index.db_threads)
+    message) when it cannot be reached, was written by a newer build, or is an SQLite file that
+    is corrupt or empty where data is expected (see check_sqlite_file)."""
+    try:
+        db = open_database(config.database.url, config.data_dir, "index", threads=config.index.db_threads, init=config.database.init)
+    except DatabaseRefused as exc:
+        raise OSError(str(exc)) from None
     try:
         apply_migrations(db, COMPONENT, MIGRATIONS)
     except (DatabaseUnavailable, SchemaTooNew) as exc:
         db.close()
         raise OSError(f"index database {db.target.describe()}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise OSError(f"index database {db.target.describe()} cannot be used ({exc}): restore it from a backup, or move it away to start with an empty index") from None
     except Exception:
         db.close()
         raise

@@ -75,6 +75,8 @@ class GrpcStorageIndex:
     """StorageIndex over the IndexService RPCs."""
 
     def __init__(self, target: str, token: str) -> None:
+        # HOST:PORT of the index, for log lines about failed calls.
+        self.address = target
         self._channel = aio_channel(target, token)
         self._stub = index_pb2_grpc.IndexServiceStub(self._channel)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from services.common.launcher import Flag, launch
+from services.common.launcher import INIT_DATABASE, Flag, launch
 from services.manager.config import ManagerConfig
 from services.manager.service import ManagerApp
 
-FLAGS = (Flag("--index", "manager.index", "HOST:PORT of the index service"),)
+FLAGS = (Flag("--index", "manager.index", "HOST:PORT of the index service"), INIT_DATABASE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

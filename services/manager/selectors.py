@@ -29,6 +29,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import grpc
+
+from services.common.dependency import describe_failure
 from services.manager.accounting import WaitReason
 from services.manager.index_client import FileType, PathType, StorageIndex, is_unavailable
 from services.manager.tasks import TaskType
@@ -171,7 +174,7 @@ class ExistingSelector:
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
-            log.warning("index unavailable for FindSector; accepting any worker", extra={"error": str(exc)})
+            _log_index_failure(ctx, exc, "FindSector failed; accepting any worker")
             return NO_INDEX
         holders = [loc for loc in locations if not loc.fetch_candidate]
         holders.sort(key=lambda loc: (not loc.healthy, -loc.weight))
@@ -212,7 +215,7 @@ class AllocSelector:
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
-            log.warning("index unavailable for BestAlloc; accepting any worker", extra={"error": str(exc)})
+            _log_index_failure(ctx, exc, "BestAlloc failed; accepting any worker")
             return NO_INDEX
         pool = frozenset(ctx.owners(paths))
         preferred = tuple(w for w in holders if w in pool)
@@ -220,6 +223,16 @@ class AllocSelector:
 
     def describe(self) -> str:
         return f"alloc({_types(self.types)}, {self.path_type.name.lower()})"
+
+
+def _log_index_failure(ctx: SelectorContext, exc: Exception, action: str) -> None:
+    """One line naming the index and its address (is_unavailable: exc is a gRPC error)."""
+    address = str(getattr(ctx.index, "address", ""))
+    if isinstance(exc, grpc.RpcError):
+        message, extra = describe_failure("index", address, exc, action)
+        log.warning(message, extra=extra)
+    else:
+        log.warning(f"index {address or '(in process)'} unavailable: {action}", extra={"dependency": "index", "address": address, "error": str(exc)})
 
 
 def selector_to_json(selector: Selector) -> str:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
 
 from services.common.auth import Permission
-from services.common.db import Database, DatabaseUnavailable, SchemaTooNew, open_database
+from services.common.db import Database, DatabaseRefused, DatabaseUnavailable, SchemaTooNew, open_database
 from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc
 from services.common.server import Registration, Runtime, Service, registration
 from services.manager import metrics, views
@@ -32,14 +33,21 @@ log = logging.getLogger(__name__)
 
 def open_manager_database(config: ManagerConfig) -> tuple[Database, ManagerStore]:
     """Opens and migrates the manager's database; raises OSError (start-up fails with the
-    message) when it cannot be reached or was written by a newer build."""
-    db = open_database(config.database.url, config.data_dir, "manager", threads=config.manager.db_threads)
+    message) when it cannot be reached, was written by a newer build, or is an SQLite file that
+    is corrupt or empty where data is expected (see check_sqlite_file)."""
+    try:
+        db = open_database(config.database.url, config.data_dir, "manager", threads=config.manager.db_threads, init=config.database.init)
+    except DatabaseRefused as exc:
+        raise OSError(str(exc)) from None
     store = ManagerStore(db)
     try:
         store.migrate()
     except (DatabaseUnavailable, SchemaTooNew) as exc:
         db.close()
         raise OSError(f"manager database {db.target.describe()}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise OSError(f"manager database {db.target.describe()} cannot be used ({exc}): restore it from a backup, or move it away to start with an empty manager") from None
     except Exception:
         db.close()
         raise

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, index_pb2_grpc
 from services.worker.sectors import FileType, PathType, SectorId, types_to_proto
 
@@ -62,9 +63,11 @@ def _types(values: Sequence[int]) -> FileType:
 
 
 class IndexClient:
-    def __init__(self, channel: grpc.aio.Channel, owner_prefix: str) -> None:
+    def __init__(self, channel: grpc.aio.Channel, owner_prefix: str, address: str = "") -> None:
         self.stub = index_pb2_grpc.IndexServiceStub(channel)
         self.owner_prefix = owner_prefix
+        # HOST:PORT of the index, for log lines about failed calls.
+        self.address = address
 
     # --- paths -------------------------------------------------------------------------------
 
@@ -265,7 +268,8 @@ class IndexClient:
                 await self.stub.StorageUnlock(index_pb2.StorageUnlockRequest(lease_id=lease_id), timeout=RPC_TIMEOUT_S)
                 return
             except grpc.aio.AioRpcError as exc:
-                log.warning("unlock failed", extra={"lease_id": lease_id, "code": exc.code().name, "attempt": attempt})
+                message, extra = describe_failure("index", self.address, exc, "unlock failed; retrying")
+                log.warning(message, extra={"lease_id": lease_id, "attempt": attempt, **extra})
                 await asyncio.sleep(0.5 * (attempt + 1))
         log.error("could not release lock lease; it expires by itself", extra={"lease_id": lease_id})
 
@@ -281,7 +285,8 @@ class IndexClient:
                 expires = loop.time() + (reply.lease.ttl.ToTimedelta().total_seconds() or ttl)
             except grpc.aio.AioRpcError as exc:
                 lost = exc.code() == grpc.StatusCode.NOT_FOUND or loop.time() >= expires
-                log.warning("lock renewal failed", extra={"lease_id": lease_id, "sector": str(sector), "code": exc.code().name, "lost": lost})
+                message, extra = describe_failure("index", self.address, exc, "lock lease lost" if lost else "lock renewal failed; retrying")
+                log.warning(message, extra={"lease_id": lease_id, "sector": str(sector), "lost": lost, **extra})
                 if lost:
                     if on_lost is not None:
                         on_lost(f"lock lease on sector {sector} lost: {exc.details()}")

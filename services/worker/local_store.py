@@ -28,6 +28,7 @@ from services.worker.fsutil import allocated_bytes, fsync_dir, statfs
 from services.worker.paths import (
     FETCHING,
     PathMeta,
+    SkippedEntry,
     StorageList,
     ensure_layout,
     fetching_path,
@@ -124,6 +125,8 @@ class LocalStore:
         self._held: list[_Held] = []
         # Paths in use by running tasks: id -> count (detach refuses busy paths unless forced).
         self._users: dict[str, int] = {}
+        # Per path: the entries its last scan skipped (each is logged when first seen).
+        self._skipped_seen: dict[str, set[tuple[str, str]]] = {}
 
     # --- paths -------------------------------------------------------------------------------
 
@@ -180,6 +183,7 @@ class LocalStore:
             if not force and (self._users.get(storage_id) or any(h.path_id == storage_id for h in self._held)):
                 raise PathBusy(f"running tasks use path {storage_id}; detach with force to do it anyway")
             del self.paths[storage_id]
+            self._skipped_seen.pop(storage_id, None)
             self.storage_list.remove(str(path.root))
             return path
 
@@ -341,12 +345,28 @@ class LocalStore:
         with self._lock:
             return {(h.sector, h.file_type) for h in self._held if h.path_id == storage_id}
 
-    def scan(self, storage_id: str) -> list[tuple[SectorId, FileType]]:
-        """The finished sector files in a path: files a running task is still writing (those it
-        reserved space for) are left out, so a rescan never declares half-written files."""
+    def scan(self, storage_id: str) -> tuple[list[tuple[SectorId, FileType]], bool]:
+        """The finished sector files in a path, and whether the scan could read every type
+        folder. Files a running task is still writing (those it reserved space for) are left
+        out, so a rescan never declares half-written files. What is not a sector file is
+        skipped and logged once (not on every heartbeat's rescan) until it goes away."""
         path = self.get(storage_id)
         writing = self.writing(storage_id)
-        return [(f.sector, f.file_type) for f in scan_path(path.root) if (f.sector, f.file_type) not in writing]
+        scan = scan_path(path.root)
+        self._report_skipped(path, scan.skipped)
+        return [(f.sector, f.file_type) for f in scan.files if (f.sector, f.file_type) not in writing], scan.complete
+
+    def _report_skipped(self, path: LocalPath, skipped: list[SkippedEntry]) -> None:
+        current = {(str(e.path), e.reason) for e in skipped}
+        with self._lock:
+            seen = self._skipped_seen.get(path.id, set())
+            self._skipped_seen[path.id] = current
+        for entry in skipped:
+            if (str(entry.path), entry.reason) not in seen:
+                log.warning(
+                    "storage scan skipped an entry that is not a sector file; move it out of the sector folders",
+                    extra={"storage_id": path.id, "file": str(entry.path), "reason": entry.reason},
+                )
 
 
 def resolves_inside(root: Path, file: Path) -> bool:

@@ -19,6 +19,7 @@ import grpc
 
 from services.common.backoff import Backoff
 from services.common.client import aio_channel
+from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,10 @@ class ManagerLink:
                 except grpc.aio.AioRpcError as exc:
                     self.registered = False
                     delay = self.backoff.next_delay()
-                    log.warning(
-                        "manager registration failed; retrying",
-                        extra={"manager": self.manager, "code": exc.code().name, "error": exc.details(), "retry_in_s": round(delay, 2), "attempt": self.attempts},
+                    message, extra = describe_failure(
+                        "manager", self.manager, exc, f"manager registration failed; retrying in {delay:.1f} s"
                     )
+                    log.warning(message, extra={"manager": self.manager, "retry_in_s": round(delay, 2), "attempt": self.attempts, **extra})
                     await _sleep_unless(stopping, delay)
 
     async def _session(self, stub: manager_pb2_grpc.ManagerServiceAsyncStub, stopping: asyncio.Event) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat as stat_mod
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -172,29 +173,92 @@ class ScannedFile:
     file_type: FileType
 
 
+@dataclass(frozen=True)
+class SkippedEntry:
+    """Something in a sector folder that is not a sector file (or a type folder that could not
+    be read): left alone, never declared."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class PathScan:
+    """What a scan found: the sector files, what it skipped, and whether every type folder
+    could be read (when one could not, its files are unknown rather than gone)."""
+
+    files: list[ScannedFile] = field(default_factory=list)
+    skipped: list[SkippedEntry] = field(default_factory=list)
+    complete: bool = True
+
+
 def sector_folder_entries(root: Path) -> Iterator[tuple[FileType, str]]:
     """(file type, name) of every entry in a path's sector folders, in name order; `fetching/`
-    and dot-files (temporaries) are not entries."""
+    and dot-files (temporaries) are not entries. A folder that is missing or not a folder has
+    no entries."""
     for t in FILE_TYPES:
         try:
             names = sorted(os.listdir(root / t.dirname))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             continue
         for name in names:
             if name != FETCHING and not name.startswith("."):
                 yield t, name
 
 
-def scan_path(root: Path) -> list[ScannedFile]:
-    """The sector files in a path. Any name that is not a sector file name is an error, as in
-    the reference, because a stray file in a sector folder means someone put it there by hand."""
-    found: list[ScannedFile] = []
-    for t, name in sector_folder_entries(root):
+def _entry_problem(folder: Path, file_type: FileType, name: str) -> str | None:
+    """Why an entry of a sector folder is not a sector file of that folder's type, or None when
+    it is one. Raises FileNotFoundError when it vanished meanwhile."""
+    try:
+        SectorId.parse_name(name)
+    except ValueError:
+        return "not a sector file name (s-t0<miner>-<number>, numbers below 2^63)"
+    st = os.lstat(folder / name)
+    if stat_mod.S_ISLNK(st.st_mode):
+        return "a symlink, not a sector file"
+    if file_type == FileType.CACHE:
+        return None if stat_mod.S_ISDIR(st.st_mode) else "not a directory (a cache must be a directory)"
+    if stat_mod.S_ISDIR(st.st_mode):
+        return f"a directory where a {file_type.dirname} file is expected"
+    return None if stat_mod.S_ISREG(st.st_mode) else "not a regular file"
+
+
+def scan_path(root: Path) -> PathScan:
+    """The sector files in a path. Anything else in a sector folder (a stray file someone put
+    there, a name that is not a sector's, a directory where a file belongs, a symlink) is
+    skipped and reported in `skipped`, never an error: one stray entry must not hide the
+    path's real sectors from the index. A type folder that cannot be read is reported too
+    and makes the scan incomplete; a missing one is simply empty."""
+    scan = PathScan()
+    real_root = os.path.realpath(root)
+    for t in FILE_TYPES:
+        folder = root / t.dirname
         try:
-            found.append(ScannedFile(SectorId.parse_name(name), t))
-        except ValueError:
-            raise MetaError(f"{root / t.dirname / name}: not a sector file name (s-t0<miner>-<number>)") from None
-    return found
+            names = sorted(os.listdir(folder))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            scan.skipped.append(SkippedEntry(folder, f"cannot list the {t.dirname} folder: {exc.strerror or exc}"))
+            scan.complete = False
+            continue
+        if os.path.realpath(folder) != os.path.join(real_root, t.dirname):
+            # The type folder is a link out of the path: its files are never served or used.
+            scan.skipped.append(SkippedEntry(folder, "the folder is a link out of the storage path; its files are ignored"))
+            continue
+        for name in names:
+            if name == FETCHING or name.startswith("."):
+                continue
+            try:
+                problem = _entry_problem(folder, t, name)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                problem = f"cannot stat it: {exc.strerror or exc}"
+            if problem is None:
+                scan.files.append(ScannedFile(SectorId.parse_name(name), t))
+            else:
+                scan.skipped.append(SkippedEntry(folder / name, problem))
+    return scan
 
 
 @dataclass

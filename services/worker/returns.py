@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 
 from services.common.backoff import Backoff
 from services.common.client import aio_channel
+from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc, worker_pb2
 from services.worker.callstore import CallStore, call_key
 
@@ -128,7 +129,8 @@ class ReturnSender:
                     extra={"call": key, "method": method, "code": exc.code().name, "error": exc.details()},
                 )
             else:
-                log.warning("returning a result failed; will retry", extra={"call": key, "method": method, "code": exc.code().name, "error": exc.details()})
+                message, extra = describe_failure("manager", self.manager, exc, "returning a result failed; will retry")
+                log.warning(message, extra={"call": key, "method": method, **extra})
                 self.last_failure = time.monotonic()
                 return False
         await asyncio.to_thread(self.store.ack, key)

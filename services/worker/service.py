@@ -807,7 +807,7 @@ class WorkerApp(Service):
             # ADMIN: detaching a path (StorageDetach) needs it; everything else WRITE.
             channel = aio_channel(section.index, runtime.token(Permission.ADMIN))
             self._channels.append(channel)
-            p.index = IndexClient(channel, owner_prefix=f"worker:{p.identity.worker_id}")
+            p.index = IndexClient(channel, owner_prefix=f"worker:{p.identity.worker_id}", address=section.index)
             p.remote = RemoteStore(p.local, p.index, p.peers, section.parallel_fetch_limit)
         else:
             log.warning("no index configured (worker.index): serving, but storage and tasks are unavailable")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 
+from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker.index_client import Declaration, IndexClient
 from services.worker.local_store import FsStat, LocalPath, LocalStore
@@ -65,6 +66,8 @@ class StorageControl:
         self.urls = urls
         self.version = 0  # moves when paths change, so the manager link resends WorkerInfo
         self.announced: set[str] = set()
+        # Path id -> the unexpected heartbeat failure last logged for it.
+        self._failing: dict[str, str] = {}
 
     def require_index(self) -> IndexClient:
         if self.index is None:
@@ -110,10 +113,22 @@ class StorageControl:
         """Attach (or refresh) the path in the index and declare every sector file on it."""
         stat = await self.stat_message(path)
         await index.attach(storage_info_message(path, self.urls), stat)
-        found = await asyncio.to_thread(self.local.scan, path.id)
+        found, complete = await asyncio.to_thread(self.local.scan, path.id)
         decls = [Declaration(sector, t, primary=path.meta.can_store) for sector, t in found]
-        declared, unchanged, dropped = await index.redeclare(path.id, decls, drop_missing)
+        # A type folder that could not be read hides its files: they are unknown, not gone, so
+        # nothing is dropped on such a scan.
+        declared, unchanged, dropped = await index.redeclare(path.id, decls, drop_missing and complete)
         return Redeclared(path.id, declared, unchanged, dropped)
+
+    async def _beat(self, index: IndexClient, path: LocalPath) -> None:
+        error = ""
+        try:
+            stat = await self.stat_message(path)
+        except OSError as exc:
+            stat, error = common_pb2.FsStat(), f"stat failed: {exc}"
+        if not await index.report_health(path.id, stat, error):
+            log.warning("index forgot a storage path; attaching it again", extra={"storage_id": path.id})
+            await self._announce(index, path, drop_missing=False)
 
     async def run(self, stopping: asyncio.Event, interval_s: float) -> None:
         """Announces every path, then reports health every interval; a path the index does not
@@ -128,20 +143,22 @@ class StorageControl:
                         # declarations of files deleted while the worker was down are dropped.
                         await self._announce(self.index, path, drop_missing=True)
                         self.announced.add(path.id)
-                        continue
-                    error = ""
-                    try:
-                        stat = await self.stat_message(path)
-                    except OSError as exc:
-                        stat, error = common_pb2.FsStat(), f"stat failed: {exc}"
-                    if not await self.index.report_health(path.id, stat, error):
-                        log.warning("index forgot a storage path; attaching it again", extra={"storage_id": path.id})
-                        await self._announce(self.index, path, drop_missing=False)
+                    else:
+                        await self._beat(self.index, path)
                 except grpc.aio.AioRpcError as exc:
-                    log.warning(
-                        "storage heartbeat failed", extra={"storage_id": path.id, "code": exc.code().name, "error": exc.details()}
+                    message, extra = describe_failure(
+                        "index", self.index.address, exc, f"storage heartbeat failed; retrying in {interval_s:g} s"
                     )
-                except Exception:  # noqa: BLE001 - one path's problem must not stop the loop
-                    log.exception("storage heartbeat failed", extra={"storage_id": path.id})
+                    log.warning(message, extra={"storage_id": path.id, **extra})
+                except Exception as exc:  # noqa: BLE001 - one path's problem must not stop the loop
+                    # Logged with its traceback once; the same failure on the next beats is not
+                    # logged again (it would fill the log every interval) until it changes.
+                    problem = f"{type(exc).__name__}: {exc}"
+                    if self._failing.get(path.id) != problem:
+                        self._failing[path.id] = problem
+                        log.error("storage heartbeat failed", extra={"storage_id": path.id, "error": problem}, exc_info=True)
+                    continue
+                if self._failing.pop(path.id, None) is not None:
+                    log.info("storage heartbeat works again", extra={"storage_id": path.id})
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=interval_s)

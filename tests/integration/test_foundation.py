@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -69,6 +70,57 @@ def test_reflection_health_and_auth(start_service: StartService, name: str) -> N
     admin_method = {"index": "StorageDetach", "manager": "DisableWorker", "worker": "DisableTaskType"}[name]
     denied = grpcurl("-H", f"authorization: Bearer {token(Permission.READ)}", proc.address, f"{service}/{admin_method}")
     assert "PermissionDenied" in denied.stderr and "admin" in denied.stderr
+
+    # A token listing only one permission includes every lower one (read < write < admin): a
+    # read, a write and an admin RPC with tokens listing only `admin`, and a read RPC with one
+    # listing only `write`, all get past authorization.
+    read_method = {"index": "StorageList", "manager": "WorkerStats", "worker": "Paths"}[name]
+    for listed, methods in ((["admin"], (read_method, method, admin_method)), (["write"], (read_method,))):
+        bare = jwt.encode({"sub": "single", "perms": listed}, TEST_SECRET.encode(), algorithm="HS256")
+        for m in methods:
+            called = grpcurl("-H", f"authorization: Bearer {bare}", proc.address, f"{service}/{m}")
+            assert "PermissionDenied" not in called.stderr and "Unauthenticated" not in called.stderr, (listed, m, called.stderr)
+
+
+def _field(number: int, text: str) -> bytes:
+    """One length-delimited protobuf field (short values), written by hand so the v1 check does
+    not lean on the server's own message classes."""
+    data = text.encode()
+    assert len(data) < 128
+    return bytes([number << 3 | 2, len(data)]) + data
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_reflection_v1_and_v1alpha_without_a_token(start_service: StartService, name: str) -> None:
+    """Both reflection protocols answer, with no token, the same services and descriptors; the
+    v1 service describes itself."""
+    from google.protobuf import descriptor_pb2
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    proc = start_service(name)
+    service = f"sectorstorage.v1.{SERVICES[name]}"
+    # ServerReflectionRequest: list_services = 7, file_containing_symbol = 4.
+    requests = [_field(7, "*"), _field(4, service), _field(4, "grpc.reflection.v1.ServerReflection")]
+    answers = {}
+    with grpc.insecure_channel(proc.address) as channel:
+        for version in ("v1", "v1alpha"):
+            call = channel.stream_stream(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo")
+            answers[version] = [reflection_pb2.ServerReflectionResponse.FromString(raw) for raw in call(iter(requests), timeout=10)]
+    for version, (listed, own, reflection) in answers.items():
+        names = {s.name for s in listed.list_services_response.service}
+        assert {service, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= names, version
+        files = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in own.file_descriptor_response.file_descriptor_proto]
+        assert any(f.package == "sectorstorage.v1" and SERVICES[name] in [s.name for s in f.service] for f in files), version
+        v1 = descriptor_pb2.FileDescriptorProto.FromString(reflection.file_descriptor_response.file_descriptor_proto[0])
+        assert v1.package == "grpc.reflection.v1" and [s.name for s in v1.service] == ["ServerReflection"], version
+    assert [a.SerializeToString() for a in answers["v1"]] == [a.SerializeToString() for a in answers["v1alpha"]]
+
+    # grpcurl (newer releases ask v1 first; the pinned one v1alpha) lists and describes the v1 service.
+    listed = grpcurl(proc.address, "list")
+    assert "grpc.reflection.v1.ServerReflection" in listed.stdout.split(), listed.stdout
+    described = grpcurl(proc.address, "describe", "grpc.reflection.v1.ServerReflection")
+    assert described.returncode == 0, described.stderr
+    assert "rpc ServerReflectionInfo ( stream .grpc.reflection.v1.ServerReflectionRequest )" in described.stdout, described.stdout
 
 
 def test_python_client_codes(start_service: StartService) -> None:

@@ -4,7 +4,8 @@
   without touching this file): no token, a token signed with another key, an expired one,
   malformed ones (garbage, wrong algorithm, `alg: none`, no permissions claim, wrong scheme) are
   UNAUTHENTICATED; a valid token one level below the RPC's `required_permission` is
-  PERMISSION_DENIED; an admin token gets past authentication. Requests are empty: the check
+  PERMISSION_DENIED; an admin token, and a token listing only the required permission or only a
+  higher one, gets past authentication. Requests are empty: the check
   must come before any validation. Health and reflection answer without a token.
 - The worker's file-serving RPCs serve, stat, report on or delete only real sector files of a
   known type inside attached paths: traversal and absolute storage ids, a symlink planted in
@@ -72,6 +73,11 @@ def below(permission: Permission) -> str:
     return create_token(SECRET, Permission(permission - 1), subject="one-level-below")
 
 
+def only(permission: Permission) -> str:
+    """A valid token whose `perms` lists this one permission and nothing below it."""
+    return jwt.encode({"sub": f"only-{permission.name.lower()}", "iat": int(time.time()), "perms": [permission.name.lower()]}, SECRET, algorithm="HS256")
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFleet]:
     fleet = start_fleet(tmp_path_factory.mktemp("security"), seal=False)
@@ -101,6 +107,12 @@ def test_every_rpc_needs_a_valid_token_with_its_permission(bare: dict[str, grpc.
     admin = [("authorization", "Bearer " + create_token(SECRET, Permission.ADMIN))]
     outcome = invoke(channel, rpc, empty, timeout=1, metadata=admin)
     assert outcome.code not in (UNAUTH, DENIED), f"{rpc.id} refused an admin token: {outcome.details}"
+    # A token listing one permission, the required one or a higher one, is enough: permissions
+    # are ordered (read < write < admin), whatever the token lists below its highest.
+    for granted in Permission:
+        if granted >= rpc.permission:
+            outcome = invoke(channel, rpc, empty, timeout=1, metadata=[("authorization", "Bearer " + only(granted))])
+            assert outcome.code not in (UNAUTH, DENIED), f"{rpc.id} refused a token listing only {granted.name}: {outcome.details}"
 
 
 def test_health_and_reflection_are_open(bare: dict[str, grpc.Channel]) -> None:
@@ -113,6 +125,15 @@ def test_health_and_reflection_are_open(bare: dict[str, grpc.Channel]) -> None:
         )
         services = {s.name for s in next(stream).list_services_response.service}
         assert f"sectorstorage.v1.{name.capitalize()}Service" in services
+        # v1 (the same messages on the wire), with no token and with a garbage one.
+        v1 = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        for metadata in ([], BAD_CREDENTIALS["garbage"]):
+            reply = next(v1(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5, metadata=metadata))
+            assert f"sectorstorage.v1.{name.capitalize()}Service" in {s.name for s in reply.list_services_response.service}
 
 
 def test_file_serving_only_serves_sector_files_inside_attached_paths(fleet: LiveFleet, tmp_path: Path) -> None:

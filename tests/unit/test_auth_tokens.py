@@ -18,6 +18,16 @@ def test_permission_includes_lower() -> None:
     assert not caller.allows(Permission.ADMIN)
 
 
+def test_permissions_are_ordered_whatever_the_token_lists() -> None:
+    """A token listing only its highest permission (as other tools write them) includes the
+    lower ones: read < write < admin."""
+    for listed, allowed in ((["admin"], set(Permission)), (["write"], {Permission.READ, Permission.WRITE}), (["read"], {Permission.READ})):
+        caller = verify_token(SECRET, jwt.encode({"perms": listed}, SECRET, algorithm="HS256"))
+        assert {p for p in Permission if caller.allows(p)} == allowed, listed
+    nothing = verify_token(SECRET, jwt.encode({"perms": ["superuser"]}, SECRET, algorithm="HS256"))
+    assert not any(nothing.allows(p) for p in Permission)
+
+
 def test_other_key_expired_and_malformed_refused() -> None:
     other = create_token(b"another-key-another-key-another-key-another", Permission.ADMIN)
     with pytest.raises(AuthError, match="signature"):

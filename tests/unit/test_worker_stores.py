@@ -13,7 +13,7 @@ import pytest
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker.callstore import CallStore, call_key
 from services.worker.local_store import LocalStore, NoSpace, PathExists
-from services.worker.paths import PathMeta, StorageList, scan_path
+from services.worker.paths import PathMeta, ScannedFile, StorageList, scan_path
 from services.worker.resources import concurrency_caps, parse_overrides, parse_task_type
 from services.worker.sectors import FileType, PathType, SectorId, prover_id, space_needed
 from services.worker.tarstream import TarError, TarExtractor, plan_directory, stream_tar, tar_size
@@ -71,14 +71,45 @@ def test_allocation_respects_purpose_filters_and_weight(tmp_path: Path) -> None:
     assert StorageList.load(tmp_path / "storage.json").paths == [str(tmp_path / n) for n in "abc"]
 
 
-def test_scan_rejects_stray_names(tmp_path: Path) -> None:
+def test_scan_skips_and_reports_what_is_not_a_sector_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store, pid = store_with_path(tmp_path)
-    (tmp_path / "p" / "sealed" / "s-t01000-7").write_bytes(b"")
-    (tmp_path / "p" / "sealed" / "fetching").mkdir()
-    assert [(f.sector, f.file_type) for f in scan_path(tmp_path / "p")] == [(SectorId(1000, 7), FileType.SEALED)]
-    (tmp_path / "p" / "cache" / "notes.txt").write_bytes(b"")
-    with pytest.raises(ValueError, match="not a sector file name"):
-        scan_path(tmp_path / "p")
+    root = tmp_path / "p"
+    (root / "sealed" / "s-t01000-7").write_bytes(b"")
+    (root / "sealed" / "fetching").mkdir()
+    (root / "cache" / "s-t01000-7").mkdir()
+    assert scan_path(root).files == [ScannedFile(SectorId(1000, 7), FileType.SEALED), ScannedFile(SectorId(1000, 7), FileType.CACHE)]
+    # Stray entries of every kind: none of them hides sector 7 or raises.
+    (root / "sealed" / "README.txt").write_bytes(b"notes")
+    (root / "sealed" / ("s-t01000-" + "9" * 200)).write_bytes(b"")  # number past 2^63
+    (root / "sealed" / ("x" * 255)).write_bytes(b"")
+    (root / "sealed" / "s-t01000-8").mkdir()  # a directory where a file belongs
+    (root / "cache" / "s-t01000-9").write_bytes(b"")  # a file where a directory belongs
+    (root / "unsealed" / "s-t01000-10").symlink_to(root / "sealed" / "s-t01000-7")
+    os.mkdir(os.path.join(os.fsencode(root / "cache"), b"s-t01000-\xff"))  # not UTF-8
+    scan = scan_path(root)
+    assert scan.complete
+    assert scan.files == [ScannedFile(SectorId(1000, 7), FileType.SEALED), ScannedFile(SectorId(1000, 7), FileType.CACHE)]
+    reasons = {e.path.name: e.reason for e in scan.skipped}
+    assert len(reasons) == 7, reasons
+    assert "not a sector file name" in reasons["README.txt"] and "not a sector file name" in reasons["x" * 255]
+    assert "directory where a sealed file is expected" in reasons["s-t01000-8"]
+    assert "not a directory" in reasons["s-t01000-9"] and "symlink" in reasons["s-t01000-10"]
+
+    # The store logs each skipped entry once, however often the path is rescanned.
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            found, complete = store.scan(pid)
+            assert found == [(SectorId(1000, 7), FileType.SEALED), (SectorId(1000, 7), FileType.CACHE)] and complete
+    skipped = [r for r in caplog.records if r.getMessage().startswith("storage scan skipped")]
+    assert len(skipped) == 7
+    # A sector folder that is not a folder is no error either; one that cannot be read makes
+    # the scan incomplete (its files are unknown, not gone).
+    (root / "unsealed" / "s-t01000-10").unlink()
+    (root / "unsealed").rmdir()
+    (root / "unsealed").write_bytes(b"")
+    scan = scan_path(root)
+    assert not scan.complete and any(e.path.name == "unsealed" for e in scan.skipped)
+    assert ScannedFile(SectorId(1000, 7), FileType.SEALED) in scan.files
 
 
 def test_tar_round_trip_exact_size(tmp_path: Path) -> None:
@@ -117,6 +148,56 @@ def test_tar_extractor_refuses_escapes(tmp_path: Path) -> None:
     truncated = TarExtractor(tmp_path)
     with pytest.raises(TarError):
         truncated.finish()
+
+
+def test_tar_carries_long_names_in_pax_headers_and_leaves_out_untravelable_ones(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {"p_aux": os.urandom(64), "n" * 101: os.urandom(700), "é" * 127: b"", "L" * 255: os.urandom(3)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    # Not UTF-8: no tar name can carry it; left out, the rest still travels.
+    (src / os.fsdecode(b"bad-\xff")).write_bytes(b"x")
+    entries = plan_directory(src)
+    assert sorted(e.name for e in entries) == sorted(files)
+    archive = b"".join(stream_tar(entries, 1000))
+    assert len(archive) == tar_size(entries)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:  # any tar reader sees the full names
+        assert sorted(m.name for m in tar.getmembers()) == sorted(files)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    ex = TarExtractor(dest)
+    for i in range(0, len(archive), 300):
+        ex.feed(archive[i : i + 300])
+    ex.finish()
+    assert {n: (dest / n).read_bytes() for n in os.listdir(dest)} == files
+    # A short name is still a plain ustar header, byte for byte as before.
+    short = [e for e in entries if e.name == "p_aux"]
+    assert tar_size(short) == 512 + 512 + 1024
+
+    def pax_archive(records: bytes, name: str = "x") -> bytes:
+        pax = tarfile.TarInfo("././@PaxHeader")
+        pax.type, pax.size = tarfile.XHDTYPE, len(records)
+        body = pax.tobuf(format=tarfile.USTAR_FORMAT) + records + b"\0" * (-len(records) % 512)
+        return body + tarfile.TarInfo(name).tobuf(format=tarfile.USTAR_FORMAT) + b"\0" * 1024
+
+    def record(field: str) -> bytes:
+        body = f" {field}\n".encode()
+        return f"{len(body) + 2}".encode() + body  # two-digit lengths here
+
+    bad = [record("path=../evil"), record("path=a/b"), record("path=.."), record("linkpath=/etc/x"), record("size=-1"), b"99 path=x\n", b"x path=y\n"]
+    for records in bad:
+        target = tmp_path / f"h{abs(hash(records))}"
+        target.mkdir()
+        with pytest.raises(TarError):
+            TarExtractor(target).feed(pax_archive(records))
+        assert os.listdir(target) == []
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    ex = TarExtractor(ok)
+    ex.feed(pax_archive(record("path=abc")))
+    ex.finish()
+    assert os.listdir(ok) == ["abc"]
 
 
 def test_call_store_survives_reopen(tmp_path: Path) -> None:

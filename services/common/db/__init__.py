@@ -11,12 +11,22 @@ SQL is written once, with `?` placeholders and a few `{name}` dialect macros (se
 """
 
 from services.common.db.dialect import Dialect
-from services.common.db.engine import Database, DatabaseUnavailable, Mode, RetryExhausted, Tx, open_database
+from services.common.db.engine import (
+    Database,
+    DatabaseRefused,
+    DatabaseUnavailable,
+    Mode,
+    RetryExhausted,
+    Tx,
+    check_sqlite_file,
+    open_database,
+)
 from services.common.db.migrations import Migration, SchemaTooNew, apply_migrations, schema_version
 from services.common.db.url import DatabaseTarget, parse_database_url
 
 __all__ = [
     "Database",
+    "DatabaseRefused",
     "DatabaseTarget",
     "DatabaseUnavailable",
     "Dialect",
@@ -26,6 +36,7 @@ __all__ = [
     "SchemaTooNew",
     "Tx",
     "apply_migrations",
+    "check_sqlite_file",
     "open_database",
     "parse_database_url",
     "schema_version",

@@ -693,7 +693,68 @@ class _Listener:
                         pass
 
 
-def open_database(url: str, data_dir: Path, default_name: str, *, threads: int = 4) -> Database:
+class DatabaseRefused(Exception):
+    """The database file exists but cannot be used as it is (empty where data is expected, not
+    SQLite, corrupt); the message names the file and what to do."""
+
+
+_SQLITE_MAGIC = b"SQLite format 3\0"
+
+
+def check_sqlite_file(path: Path, component: str, *, init: bool) -> None:
+    """Refuses an existing SQLite file that cannot be this component's database: not SQLite at
+    all (or corrupt), or empty (0 bytes, or no tables) where a database with data is expected,
+    as after a failed restore or a truncated copy. Starting there would silently begin an
+    empty database in place of the lost one; `init` allows that on purpose. A missing file is a
+    fresh start and fine."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise DatabaseRefused(f"{component} database {path} is a directory: move it away, or set database.url to the database file") from None
+    except OSError as exc:
+        raise DatabaseRefused(
+            f"{component} database {path} cannot be read ({exc.strerror or exc}): fix its permissions or set database.url"
+        ) from None
+    fresh = "or start once with --init-database (database.init = true) to begin with an empty one"
+    if not head:
+        if init:
+            return
+        raise DatabaseRefused(
+            f"{component} database {path} is empty (0 bytes), but an existing {component} database is expected there: "
+            f"restore it from a backup, {fresh}"
+        )
+    if head != _SQLITE_MAGIC:
+        raise DatabaseRefused(
+            f"{component} database {path} is not an SQLite database (or is corrupt): "
+            f"restore it from a backup, or move it away to start with an empty {component}"
+        )
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5)
+        try:
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseRefused(
+            f"{component} database {path} cannot be opened ({exc}): restore it from a backup, "
+            f"or move it away to start with an empty {component}"
+        ) from None
+    if not tables and not init:
+        raise DatabaseRefused(
+            f"{component} database {path} holds no tables, but an existing {component} database is expected there: "
+            f"restore it from a backup, {fresh}"
+        )
+
+
+def open_database(url: str, data_dir: Path, default_name: str, *, threads: int = 4, init: bool = False) -> Database:
     """The service's database from its `database.url` (see `url.py`). Connects lazily: call
-    `apply_migrations` (which connects) to fail fast on a bad DSN."""
-    return Database(parse_database_url(url, data_dir, default_name), threads=threads, application_name=f"sectorstorage-{default_name}")
+    `apply_migrations` (which connects) to fail fast on a bad DSN. An existing SQLite file is
+    checked first (`check_sqlite_file`; DatabaseRefused), so an empty or foreign file is never
+    silently taken for a new database unless `init`."""
+    target = parse_database_url(url, data_dir, default_name)
+    if target.path is not None:
+        check_sqlite_file(target.path, default_name, init=init)
+    return Database(target, threads=threads, application_name=f"sectorstorage-{default_name}")

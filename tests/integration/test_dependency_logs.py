@@ -1,0 +1,68 @@
+"""A worker whose index or manager is down keeps retrying, and every retry's log line names the
+dependency and its address (real processes; the dependency's address has nothing listening
+until the test starts it)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+from services.common.proto.sectorstorage.v1 import index_pb2
+from services.worker.paths import PathMeta, StorageList, init_path
+from tests.integration.fleet import free_port
+from tests.integration.worker_helpers import StartService, index_stub
+
+FAST = {
+    "SECTORSTORAGE_WORKER_STORAGE_HEARTBEAT_S": "0.5",
+    "SECTORSTORAGE_WORKER_REGISTER_RETRY_INITIAL_S": "0.1",
+    "SECTORSTORAGE_WORKER_REGISTER_RETRY_MAX_S": "0.4",
+}
+
+
+def warnings_of(log: str) -> list[str]:
+    out = []
+    for line in log.splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry["level"] in ("warning", "error"):
+                out.append(str(entry["msg"]))
+    return out
+
+
+def wait_for(predicate: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.1)
+
+
+def test_worker_names_the_index_it_cannot_reach_on_every_retry(start_service: StartService, tmp_path: Path) -> None:
+    index_address = f"127.0.0.1:{free_port()}"  # down until started below
+    manager = start_service("manager", "--index", index_address)
+    data = tmp_path / "worker"
+    root = tmp_path / "store"
+    storage_id = str(uuid.uuid4())
+    init_path(root, PathMeta(id=storage_id, can_seal=True, can_store=True))
+    StorageList(data / "storage.json").add(str(root))
+    worker = start_service("worker", "--index", index_address, "--manager", manager.address, env=FAST, data_dir=data)
+
+    expected = f"index {index_address} unavailable (UNAVAILABLE): storage heartbeat failed; retrying in 0.5 s"
+    wait_for(lambda: warnings_of(worker.log()).count(expected) >= 3)
+    # Every warning is that one: nothing blames the manager, which is up.
+    assert set(warnings_of(worker.log())) == {expected}, warnings_of(worker.log())
+
+    # The index comes up on that address: the path is attached and nothing more is logged.
+    index = start_service("index", "--listen", index_address)
+    wait_for(lambda: any(p.info.id == storage_id for p in index_stub(index).StorageList(index_pb2.StorageListRequest(), timeout=5).paths))
+
+
+def test_worker_names_the_manager_it_cannot_reach_on_every_retry(start_service: StartService) -> None:
+    manager_address = f"127.0.0.1:{free_port()}"
+    index = start_service("index")
+    worker = start_service("worker", "--index", index.address, "--manager", manager_address, env=FAST)
+    prefix = f"manager {manager_address} unavailable (UNAVAILABLE): manager registration failed; retrying in "
+    wait_for(lambda: sum(m.startswith(prefix) for m in warnings_of(worker.log())) >= 3)
+    assert all(m.startswith(prefix) for m in warnings_of(worker.log())), warnings_of(worker.log())
