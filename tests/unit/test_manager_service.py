@@ -661,3 +661,38 @@ def test_sector_commitments_rpc_from_pc2_until_remove(tmp_path: Path) -> None:
                 await manager.stop()
 
     run(test)
+
+
+def test_work_of_a_removed_or_older_generation_is_dropped_not_run(tmp_path: Path) -> None:
+    """The sector's record changes under queued work (a Remove seen only in the database, as from
+    another manager): before dispatch the work guard drops it; the caller gets ABORTED with the
+    reason, TaskHistory records it, and no worker ran it."""
+
+    async def test() -> None:
+        manager = await InProcessManager(tmp_path).start()
+        worker = await FakeWorker("w", manager.address).start()
+        try:
+            stub = manager.stub
+            assert stub is not None and manager.app is not None
+            await manager.seed(ref(1), "c1", c1_output=b"c")
+            await stub.DisableWorker(manager_pb2.DisableWorkerRequest(worker_id=worker.worker_id), timeout=5)
+            waiting = asyncio.ensure_future(stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=20))
+            await until(lambda: len(manager.runner.scheduler.queue) == 1, what="C2 queued")
+            await manager.app.store.mark_removed(MINER, 1)
+            # A new pipeline on the number (generation 2) does not revive the old work either.
+            record = await manager.app.store.claim_sector(MINER, 1, P2K, 1)
+            assert record.generation == 2
+            await stub.EnableWorker(manager_pb2.EnableWorkerRequest(worker_id=worker.worker_id), timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await waiting
+            assert err.value.code() == grpc.StatusCode.ABORTED
+            assert "generation 2" in (err.value.details() or "")
+            assert not [m for (m, _, _) in worker.ran if m == "SealCommit2"]
+            history = await stub.TaskHistory(manager_pb2.TaskHistoryRequest(sector=ref(1).id), timeout=5)
+            [run] = [r for r in history.runs if r.task_type == common_pb2.TASK_TYPE_COMMIT_2]
+            assert run.outcome == manager_pb2.TASK_OUTCOME_ABORTED and "dropped" in run.error.message
+        finally:
+            await worker.stop()
+            await manager.stop()
+
+    run(test)

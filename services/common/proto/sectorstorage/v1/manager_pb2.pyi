@@ -205,7 +205,9 @@ class _TaskOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskOutco
     TASK_OUTCOME_FAILED: _TaskOutcome.ValueType  # 3
     """Failed; see error (a temporary failure may be followed by another attempt)."""
     TASK_OUTCOME_ABORTED: _TaskOutcome.ValueType  # 4
-    """Aborted by an operator."""
+    """Aborted by an operator or a Remove of its sector, or dropped before dispatch because its
+    sector was removed or a newer pipeline started on it (error says which).
+    """
     TASK_OUTCOME_TIMED_OUT: _TaskOutcome.ValueType  # 5
     """Stopped by its per-task timeout."""
     TASK_OUTCOME_REQUEUED: _TaskOutcome.ValueType  # 6
@@ -221,7 +223,9 @@ TASK_OUTCOME_SUCCEEDED: TaskOutcome.ValueType  # 2
 TASK_OUTCOME_FAILED: TaskOutcome.ValueType  # 3
 """Failed; see error (a temporary failure may be followed by another attempt)."""
 TASK_OUTCOME_ABORTED: TaskOutcome.ValueType  # 4
-"""Aborted by an operator."""
+"""Aborted by an operator or a Remove of its sector, or dropped before dispatch because its
+sector was removed or a newer pipeline started on it (error says which).
+"""
 TASK_OUTCOME_TIMED_OUT: TaskOutcome.ValueType  # 5
 """Stopped by its per-task timeout."""
 TASK_OUTCOME_REQUEUED: TaskOutcome.ValueType  # 6
