@@ -265,3 +265,20 @@ def test_query_runs_one_read_statement(db: Database) -> None:
                 await db._async_pool.close()
 
     assert asyncio.run(read()) == [("q", 7)]
+
+
+@pytest.mark.parametrize("dirname", ["plain", "we ird#100%"])
+def test_an_existing_sqlite_database_reopens_from_any_url_form(tmp_path: Path, dirname: str) -> None:
+    """The start-up check of an existing database file opens it by a file: URI; an absolute URL
+    (sqlite:////abs/path: a leading '//') or a path with URI characters must still open."""
+    folder = tmp_path / dirname
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'manager.db'}"
+    first = open_database(url, tmp_path, "manager")
+    first.transact(lambda tx: tx.execute("CREATE TABLE t (x INTEGER)"))
+    first.close()
+    again = open_database(url, tmp_path, "manager")
+    try:
+        assert again.transact(lambda tx: tx.scalar("SELECT count(*) FROM t")) == 0
+    finally:
+        again.close()

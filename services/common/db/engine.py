@@ -732,7 +732,8 @@ def check_sqlite_file(path: Path, component: str, *, init: bool) -> None:
             f"restore it from a backup, or move it away to start with an empty {component}"
         )
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5)
+        # A file: URI (read-write, never create); as_uri() escapes '?', '#', '%' and a leading '//'.
+        conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=rw", uri=True, timeout=5)
         try:
             tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         finally:
