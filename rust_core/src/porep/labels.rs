@@ -452,7 +452,7 @@ fn label_layers_into(
         if let Some(dir) = cache_dir {
             let path = files::layer_path(dir, layer);
             scratch.add(&path);
-            files::write_nodes(&path, &cur)?;
+            files::write_nodes_cancellable(&path, &cur, cancel)?;
         }
         if layer < params.layers as u32 {
             std::mem::swap(&mut prev, &mut cur);
