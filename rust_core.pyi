@@ -9,6 +9,10 @@ given either as a padded size (a power of two ≥ 128) or as an unpadded size (1
 
 Invalid input raises ValueError with a message naming the problem; I/O failures raise OSError.
 Heavy functions release the GIL and use all cores; results do not depend on the thread count.
+
+Every long call takes a keyword-only ``cancel`` (a CancelToken, default None). Once the token is
+cancelled (from any thread) the call raises Cancelled within 100 ms, whatever the sector size,
+having removed what it half-wrote (see each function).
 """
 
 import os
@@ -30,6 +34,20 @@ class _Writer(Protocol):
 
     def write(self, b: bytes, /) -> int | None: ...
 
+class Cancelled(Exception):
+    """A call was cancelled through its CancelToken; its half-written output was removed."""
+
+class CancelToken:
+    """A cancellation flag for one or more calls: pass it as ``cancel=``, then ``cancel()``."""
+
+    def __init__(self) -> None: ...
+    def cancel(self) -> None:
+        """Asks every call holding this token to stop; idempotent, never blocks."""
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether cancel() was called (a token stays cancelled)."""
+
 # fr32 padding: every 127 bytes become 128 (four 32-byte nodes, top two bits of each zero).
 
 def fr32_pad(data: _Bytes, pad_to: _PadTo = None) -> bytes:
@@ -42,19 +60,32 @@ def fr32_unpad(data: _Bytes, strict: bool = True) -> bytes:
     """
 
 def fr32_pad_file(
-    src: _Path, dst: _Path, pad_to: _PadTo = None, dst_offset: int | None = None
+    src: _Path,
+    dst: _Path,
+    pad_to: _PadTo = None,
+    dst_offset: int | None = None,
+    *,
+    cancel: CancelToken | None = None,
 ) -> int:
     """Pads file ``src`` into ``dst``; returns the padded bytes written.
 
     ``dst_offset=None`` creates or truncates ``dst``; an offset (a multiple of 128) writes the
     padded bytes there and keeps the rest of ``dst`` (a piece inside an unsealed sector file).
+    Cancelled or failed, a ``dst`` it created is removed (one written at an offset is kept).
     """
 
-def fr32_pad_stream(reader: _Reader, writer: _Writer, pad_to: _PadTo = None) -> int:
+def fr32_pad_stream(
+    reader: _Reader, writer: _Writer, pad_to: _PadTo = None, *, cancel: CancelToken | None = None
+) -> int:
     """Pads everything ``reader.read()`` yields into ``writer.write()``; returns bytes written."""
 
 def add_piece_file(
-    src: _Path, dst: _Path, pad_to: _PadTo = None, dst_offset: int | None = None
+    src: _Path,
+    dst: _Path,
+    pad_to: _PadTo = None,
+    dst_offset: int | None = None,
+    *,
+    cancel: CancelToken | None = None,
 ) -> tuple[int, bytes]:
     """AddPiece in one pass: fr32_pad_file plus the piece's commP from the same reads.
 
@@ -63,11 +94,13 @@ def add_piece_file(
     """
 
 def add_piece_stream(
-    reader: _Reader, writer: _Writer, pad_to: _PadTo = None
+    reader: _Reader, writer: _Writer, pad_to: _PadTo = None, *, cancel: CancelToken | None = None
 ) -> tuple[int, bytes]:
     """add_piece_file for file-like objects: ``(padded bytes written, commP)``."""
 
-def fr32_unpad_range(path: _Path, offset: int, length: int) -> bytes:
+def fr32_unpad_range(
+    path: _Path, offset: int, length: int, *, cancel: CancelToken | None = None
+) -> bytes:
     """Unpadded bytes ``[offset, offset + length)`` of a padded file, reading only their blocks.
 
     Offsets are unpadded and need not be multiples of 127. A file too short for the range
@@ -75,7 +108,12 @@ def fr32_unpad_range(path: _Path, offset: int, length: int) -> bytes:
     """
 
 def fr32_unpad_file(
-    src: _Path, dst: _Path, offset: int | None = None, length: int | None = None
+    src: _Path,
+    dst: _Path,
+    offset: int | None = None,
+    length: int | None = None,
+    *,
+    cancel: CancelToken | None = None,
 ) -> int:
     """Writes unpadded bytes ``[offset, offset + length)`` of padded ``src`` into ``dst``.
 
@@ -189,13 +227,25 @@ def seal_pre_commit_phase1(
     sector_number: int,
     ticket: bytes,
     pieces: list[tuple[int, bytes]],
+    *,
+    cancel: CancelToken | None = None,
 ) -> bytes:
-    """PC1: tree_d, commD check against `pieces` (padded size, commP), labeling. Returns the phase-1 blob."""
+    """PC1: tree_d, commD check against `pieces` (padded size, commP), labeling. Returns the phase-1 blob.
+
+    Cancelled or failed, it removes the tree_d and layer files it wrote."""
 
 def seal_pre_commit_phase2(
-    phase1_output: bytes, cache_dir: _Path, sealed_path: _Path, backend: str = "auto"
+    phase1_output: bytes,
+    cache_dir: _Path,
+    sealed_path: _Path,
+    backend: str = "auto",
+    *,
+    cancel: CancelToken | None = None,
 ) -> tuple[bytes, bytes]:
-    """PC2: tree_c, encoding into the sealed file, tree_r_last. Returns (comm_r, comm_d)."""
+    """PC2: tree_c, encoding into the sealed file, tree_r_last. Returns (comm_r, comm_d).
+
+    Cancelled or failed, it removes tree_c, tree_r_last, p_aux and the sealed file, and leaves
+    PC1's tree_d and layers untouched (PC2 can run again)."""
 
 def seal_commit_phase1(
     sector_size: int,
@@ -208,11 +258,18 @@ def seal_commit_phase1(
     pieces: list[tuple[int, bytes]],
     comm_r: bytes,
     comm_d: bytes,
+    *,
+    cancel: CancelToken | None = None,
 ) -> bytes:
     """C1: the vanilla proofs of the seed's challenges (opaque versioned blob)."""
 
 def seal_commit_phase2(
-    phase1_output: bytes, prover_id: bytes, sector_number: int, backend: str = "auto"
+    phase1_output: bytes,
+    prover_id: bytes,
+    sector_number: int,
+    backend: str = "auto",
+    *,
+    cancel: CancelToken | None = None,
 ) -> bytes:
     """C2: the final seal proof (GPU-eligible)."""
 
@@ -239,9 +296,12 @@ def unseal_range(
     comm_d: bytes,
     offset: int,
     length: int,
+    *,
+    cancel: CancelToken | None = None,
 ) -> None:
     """Writes the fr32-padded data of unpadded bytes [offset, offset+length) (multiples of 127)
-    at the padded offset of `unsealed_out`."""
+    at the padded offset of `unsealed_out` (nothing is written before the key is complete, so a
+    cancelled unseal leaves the file as it was)."""
 
 def clear_cache(cache_dir: _Path, sector_size: int) -> None:
     """Removes layers, tree_d and tree_c; keeps p_aux and tree_r_last."""
@@ -250,13 +310,23 @@ _ProvingSector = tuple[int, bytes, _Path, _Path]  # (sector_number, comm_r, seal
 _PublicSector = tuple[int, bytes]  # (sector_number, comm_r)
 
 def generate_window_post(
-    sector_size: int, randomness: bytes, prover_id: bytes, sectors: list[_ProvingSector]
+    sector_size: int,
+    randomness: bytes,
+    prover_id: bytes,
+    sectors: list[_ProvingSector],
+    *,
+    cancel: CancelToken | None = None,
 ) -> bytes: ...
 def verify_window_post(
     sector_size: int, randomness: bytes, prover_id: bytes, sectors: list[_PublicSector], proof: bytes
 ) -> bool: ...
 def generate_winning_post(
-    sector_size: int, randomness: bytes, prover_id: bytes, sectors: list[_ProvingSector]
+    sector_size: int,
+    randomness: bytes,
+    prover_id: bytes,
+    sectors: list[_ProvingSector],
+    *,
+    cancel: CancelToken | None = None,
 ) -> bytes: ...
 def verify_winning_post(
     sector_size: int, randomness: bytes, prover_id: bytes, sectors: list[_PublicSector], proof: bytes
@@ -272,6 +342,8 @@ def generate_single_vanilla_proof(
     prover_id: bytes,
     sector: _ProvingSector,
     kind: str = "window",
+    *,
+    cancel: CancelToken | None = None,
 ) -> bytes: ...
 def verify_single_vanilla_proof(
     sector_size: int,
@@ -286,8 +358,11 @@ def check_provable(
     prover_id: bytes,
     sectors: list[tuple[int, bytes | None, _Path, _Path]],
     randomness: bytes | None = None,
+    *,
+    cancel: CancelToken | None = None,
 ) -> dict[int, str | None]:
-    """For each sector number: None when provable, else the fault reason."""
+    """For each sector number: None when provable, else the fault reason (Cancelled when
+    cancelled, not a reason per sector)."""
 
 def gpu_devices() -> list[GpuDevice]:
     """CUDA devices visible to this process (empty without the `cuda` build feature or a GPU)."""

@@ -15,6 +15,7 @@ use rust_core::porep::params::SectorParams;
 use rust_core::porep::parents_cache::{self, ParentsStream};
 use rust_core::porep::pieces::Piece;
 use rust_core::porep::{c1, merkle, pc1, pc2};
+use rust_core::Cancel;
 use sha2::digest::generic_array::{typenum::U64, GenericArray};
 
 /// Compressions per label of a node with parents (64 + 37·32 bytes, padded).
@@ -41,7 +42,7 @@ fn label_rate(size: u64, replica: u8) -> f64 {
 
 fn label_rate_with(size: u64, replica: u8, producer: bool) -> f64 {
     let graph = Graph::new(size);
-    let cache = parents_cache::ensure(&graph, size).expect("parents cache");
+    let cache = parents_cache::ensure(&graph, size, &Cancel::default()).expect("parents cache");
     let nodes = graph.nodes() as usize;
     let mut prev = zeroed_layer(nodes);
     for (i, p) in prev.iter_mut().enumerate() {
@@ -52,9 +53,25 @@ fn label_rate_with(size: u64, replica: u8, producer: bool) -> f64 {
     let mut stream = ParentsStream::open(&cache, graph.nodes()).expect("stream");
     let start = Instant::now();
     if producer {
-        label_layer_with_producer(&mut hasher, 2, &mut stream, &prev, &mut out).expect("label");
+        label_layer_with_producer(
+            &mut hasher,
+            2,
+            &mut stream,
+            &prev,
+            &mut out,
+            &Cancel::default(),
+        )
+        .expect("label");
     } else {
-        label_layer(&mut hasher, 2, &mut stream, Some(&prev), &mut out).expect("label");
+        label_layer(
+            &mut hasher,
+            2,
+            &mut stream,
+            Some(&prev),
+            &mut out,
+            &Cancel::default(),
+        )
+        .expect("label");
     }
     std::hint::black_box(&out);
     nodes as f64 / start.elapsed().as_secs_f64()
@@ -202,20 +219,40 @@ fn main() {
     let (prover, ticket, seed) = ([1u8; 32], [2u8; 32], [3u8; 32]);
     let mut phases = Vec::new();
     let p1 = timed(&mut phases, "PC1", || {
-        pc1::seal_pre_commit_phase1(size, &cache, &unsealed, &prover, 1, &ticket, &pieces)
-            .expect("pc1")
+        pc1::seal_pre_commit_phase1(
+            size,
+            &cache,
+            &unsealed,
+            &prover,
+            1,
+            &ticket,
+            &pieces,
+            &Cancel::default(),
+        )
+        .expect("pc1")
     });
     let (comm_r, comm_d) = timed(&mut phases, "PC2", || {
-        pc2::seal_pre_commit_phase2(&p1, &cache, &sealed, &CpuBackend).expect("pc2")
+        pc2::seal_pre_commit_phase2(&p1, &cache, &sealed, &CpuBackend, &Cancel::default())
+            .expect("pc2")
     });
     let c1o = timed(&mut phases, "C1", || {
         c1::seal_commit_phase1(
-            size, &cache, &sealed, &prover, 1, &ticket, &seed, &pieces, &comm_r, &comm_d,
+            size,
+            &cache,
+            &sealed,
+            &prover,
+            1,
+            &ticket,
+            &seed,
+            &pieces,
+            &comm_r,
+            &comm_d,
+            &Cancel::default(),
         )
         .expect("c1")
     });
     let proof = timed(&mut phases, "C2", || {
-        seal_commit_phase2(&c1o, &prover, 1, &CpuBackend).expect("c2")
+        seal_commit_phase2(&c1o, &prover, 1, &CpuBackend, &Cancel::default()).expect("c2")
     });
     let ok = timed(&mut phases, "verify", || {
         let public = SealPublic {

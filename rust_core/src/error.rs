@@ -1,5 +1,6 @@
 //! The one error type of the crate. The Python layer maps every variant to an exception
-//! (`InvalidInput` → ValueError, `Io` → OSError), so no input can panic across the boundary.
+//! (`InvalidInput` → ValueError, `Io` → OSError, `Cancelled` → `rust_core.Cancelled`), so no input
+//! can panic across the boundary.
 
 use std::io;
 
@@ -16,12 +17,27 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The caller cancelled the call through its [`Cancel`](crate::cancel::Cancel) token; what
+    /// the call had half-written was removed.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl From<crate::cancel::Cancelled> for Error {
+    fn from(_: crate::cancel::Cancelled) -> Self {
+        Error::Cancelled
+    }
 }
 
 impl Error {
     /// Shorthand for an [`Error::InvalidInput`] with a formatted message.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidInput(msg.into())
+    }
+
+    /// Whether this is [`Error::Cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Cancelled)
     }
 
     /// Wraps an I/O error with what we were doing when it happened.

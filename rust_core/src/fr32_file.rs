@@ -1,11 +1,14 @@
 //! fr32 over streams and files, for AddPiece (pad a piece into the unsealed sector file) and
 //! ReadPiece (unpad a byte range of it). Memory is one batch of [`BATCH_BLOCKS`] blocks whatever
-//! the size; a range read touches only the 128-byte blocks that hold the range.
+//! the size; a range read touches only the 128-byte blocks that hold the range. Every function
+//! takes a [`Cancel`] flag, checked once per batch (8 MiB padded): a cancelled call returns
+//! [`Error::Cancelled`], and a file it created (`dst` without an offset) is removed.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
+use crate::cancel::{Cancel, Scratch};
 use crate::commp::PieceHasher;
 use crate::error::{Error, Result};
 use crate::fr32::{pad_into, unpad_into_at, PADDED_BLOCK, UNPADDED_BLOCK};
@@ -13,8 +16,9 @@ use crate::hash::Node;
 use crate::io::read_full;
 use crate::piece_size::PieceTarget;
 
-/// Blocks per batch: 2^16 blocks, 8 MiB padded.
-pub const BATCH_BLOCKS: usize = 1 << 16;
+/// Blocks per batch: 2^14 blocks, 2 MiB padded (also the cancellation step: a batch takes about
+/// 10 ms of hashing, and a write the kernel throttles under writeback stays well below 100 ms).
+pub const BATCH_BLOCKS: usize = 1 << 14;
 const BATCH_UNPADDED: usize = BATCH_BLOCKS * UNPADDED_BLOCK;
 const BATCH_PADDED: usize = BATCH_BLOCKS * PADDED_BLOCK;
 
@@ -31,8 +35,9 @@ pub fn pad_stream(
     writer: &mut (impl Write + Send),
     target: PieceTarget,
     what: &str,
+    cancel: &Cancel,
 ) -> Result<u64> {
-    pad_and_hash(reader, writer, target, what, None)
+    pad_and_hash(reader, writer, target, what, None, cancel)
 }
 
 /// AddPiece in one pass: pads the stream into `writer` like [`pad_stream`] and computes the
@@ -44,9 +49,10 @@ pub fn add_piece_stream(
     writer: &mut (impl Write + Send),
     target: PieceTarget,
     what: &str,
+    cancel: &Cancel,
 ) -> Result<(u64, Node)> {
     let mut hasher = PieceHasher::new();
-    let written = pad_and_hash(reader, writer, target, what, Some(&mut hasher))?;
+    let written = pad_and_hash(reader, writer, target, what, Some(&mut hasher), cancel)?;
     Ok((written, hasher.finish(target)?))
 }
 
@@ -56,11 +62,13 @@ fn pad_and_hash(
     target: PieceTarget,
     what: &str,
     mut hasher: Option<&mut PieceHasher>,
+    cancel: &Cancel,
 ) -> Result<u64> {
     let mut input = vec![0u8; BATCH_UNPADDED];
     let mut output = vec![0u8; BATCH_PADDED];
     let mut total = 0u64;
     loop {
+        cancel.check()?;
         let n =
             read_full(reader, &mut input).map_err(|e| Error::io(format!("reading {what}"), e))?;
         total += n as u64;
@@ -89,7 +97,13 @@ fn pad_and_hash(
         written?;
         if let Some(final_len) = final_len {
             let written = padded(total - n as u64 + whole as u64);
-            write_zeros(writer, padded(final_len) - written, &mut output, what)?;
+            write_zeros(
+                writer,
+                padded(final_len) - written,
+                &mut output,
+                what,
+                cancel,
+            )?;
             return Ok(padded(final_len));
         }
     }
@@ -107,9 +121,11 @@ fn write_zeros(
     mut len: u64,
     scratch: &mut [u8],
     what: &str,
+    cancel: &Cancel,
 ) -> Result<()> {
     scratch.fill(0);
     while len > 0 {
+        cancel.check()?;
         let n = len.min(scratch.len() as u64) as usize;
         write(writer, &scratch[..n], what)?;
         len -= n as u64;
@@ -127,10 +143,24 @@ pub fn pad_file(
     dst: &Path,
     target: PieceTarget,
     dst_offset: Option<u64>,
+    cancel: &Cancel,
 ) -> Result<u64> {
     let (mut reader, mut writer, what) =
         open_pair(src, dst, dst_offset, |len| target.fr32_len(len))?;
-    pad_stream(&mut reader, &mut writer, target, &what)
+    let scratch = created(dst, dst_offset);
+    let n = pad_stream(&mut reader, &mut writer, target, &what, cancel)?;
+    scratch.keep();
+    Ok(n)
+}
+
+/// Removes `dst` on failure when this call created (or truncated) it, i.e. without an offset;
+/// bytes written into an existing file at an offset are left (the caller marks ranges valid).
+fn created(dst: &Path, dst_offset: Option<u64>) -> Scratch {
+    let mut scratch = Scratch::new();
+    if dst_offset.is_none() {
+        scratch.add(dst);
+    }
+    scratch
 }
 
 /// [`pad_file`] that also returns the piece's commP, computed from the same reads (AddPiece).
@@ -139,10 +169,14 @@ pub fn add_piece_file(
     dst: &Path,
     target: PieceTarget,
     dst_offset: Option<u64>,
+    cancel: &Cancel,
 ) -> Result<(u64, Node)> {
     let (mut reader, mut writer, what) =
         open_pair(src, dst, dst_offset, |len| target.piece_size(len))?;
-    add_piece_stream(&mut reader, &mut writer, target, &what)
+    let scratch = created(dst, dst_offset);
+    let out = add_piece_stream(&mut reader, &mut writer, target, &what, cancel)?;
+    scratch.keep();
+    Ok(out)
 }
 
 /// Opens `src` and `dst` for padding after `check` accepts the source length and `dst_offset`
@@ -186,7 +220,13 @@ fn open_pair(
 /// Writes unpadded bytes `[offset, offset + len)` of the padded file at `path` into `out`,
 /// reading only the blocks that hold them. Fails if the file is too short for the range or a
 /// block has non-zero pad bits.
-pub fn unpad_range_to(path: &Path, offset: u64, len: u64, out: &mut impl Write) -> Result<()> {
+pub fn unpad_range_to(
+    path: &Path,
+    offset: u64,
+    len: u64,
+    out: &mut impl Write,
+    cancel: &Cancel,
+) -> Result<()> {
     let name = path.display();
     let end = offset
         .checked_add(len)
@@ -219,6 +259,7 @@ pub fn unpad_range_to(path: &Path, offset: u64, len: u64, out: &mut impl Write) 
     let mut skip = (offset % block) as usize;
     let mut remaining = len;
     while remaining > 0 {
+        cancel.check()?;
         let n = padded_buf.len().min((padded_end - pos) as usize);
         let (src, dst) = (
             &mut padded_buf[..n],
@@ -240,14 +281,20 @@ pub fn unpad_range_to(path: &Path, offset: u64, len: u64, out: &mut impl Write) 
 /// Unpadded bytes `[offset, offset + len)` of the padded file at `path`.
 pub fn unpad_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    unpad_range_to(path, offset, len, &mut out)?;
+    unpad_range_to(path, offset, len, &mut out, &Cancel::default())?;
     Ok(out)
 }
 
 /// Writes unpadded bytes `[offset, offset + len)` of padded file `src` into file `dst` (created or
 /// truncated). `len` = `None` means up to the end of `src`, whose size must then be a multiple of
 /// 128. Returns the bytes written.
-pub fn unpad_file(src: &Path, dst: &Path, offset: u64, len: Option<u64>) -> Result<u64> {
+pub fn unpad_file(
+    src: &Path,
+    dst: &Path,
+    offset: u64,
+    len: Option<u64>,
+    cancel: &Cancel,
+) -> Result<u64> {
     let len = match len {
         Some(len) => len,
         None => {
@@ -273,10 +320,12 @@ pub fn unpad_file(src: &Path, dst: &Path, offset: u64, len: Option<u64>) -> Resu
         1 << 20,
         File::create(dst).map_err(|e| Error::io(format!("creating {}", dst.display()), e))?,
     );
-    unpad_range_to(src, offset, len, &mut writer)?;
+    let scratch = created(dst, None);
+    unpad_range_to(src, offset, len, &mut writer, cancel)?;
     writer
         .flush()
         .map_err(|e| Error::io(format!("writing {}", dst.display()), e))?;
+    scratch.keep();
     Ok(len)
 }
 
@@ -315,7 +364,13 @@ mod tests {
     fn pad_stream_matches_in_memory_across_batches() {
         let input = data(BATCH_UNPADDED * 2 + 127 * 3);
         let mut out = Vec::new();
-        let n = pad_stream(&mut input.as_slice(), &mut out, PieceTarget::Exact, "t");
+        let n = pad_stream(
+            &mut input.as_slice(),
+            &mut out,
+            PieceTarget::Exact,
+            "t",
+            &Cancel::default(),
+        );
         assert_eq!(n.ok(), Some(out.len() as u64));
         assert!(fr32::pad(&input).ok() == Some(out));
     }
@@ -324,13 +379,26 @@ mod tests {
     fn pad_stream_zero_extends() {
         let input = data(300);
         let mut out = Vec::new();
-        let n = pad_stream(&mut input.as_slice(), &mut out, PieceTarget::Smallest, "t").ok();
+        let n = pad_stream(
+            &mut input.as_slice(),
+            &mut out,
+            PieceTarget::Smallest,
+            "t",
+            &Cancel::default(),
+        )
+        .ok();
         assert_eq!(n, Some(512));
         let mut full = input.clone();
         full.resize(508, 0);
         assert_eq!(fr32::pad(&full).ok(), Some(out));
         let mut out = Vec::new();
-        let err = pad_stream(&mut input.as_slice(), &mut out, PieceTarget::Exact, "t");
+        let err = pad_stream(
+            &mut input.as_slice(),
+            &mut out,
+            PieceTarget::Exact,
+            "t",
+            &Cancel::default(),
+        );
         assert!(err.is_err());
     }
 
@@ -341,7 +409,7 @@ mod tests {
         let src = dir.file("src", &input);
         let dst = dir.0.join("dst");
         assert_eq!(
-            pad_file(&src, &dst, PieceTarget::Exact, None).ok(),
+            pad_file(&src, &dst, PieceTarget::Exact, None, &Cancel::default()).ok(),
             Some(128_000)
         );
         for (off, len) in [
@@ -362,15 +430,32 @@ mod tests {
         let msg = unpad_range(&dst, 126_999, 2).err().map(|e| e.to_string());
         assert!(msg.unwrap_or_default().contains("truncated"));
         let back = dir.0.join("back");
-        assert_eq!(unpad_file(&dst, &back, 10, None).ok(), Some(126_990));
+        assert_eq!(
+            unpad_file(&dst, &back, 10, None, &Cancel::default()).ok(),
+            Some(126_990)
+        );
         assert!(std::fs::read(&back).ok().as_deref() == Some(&input[10..]));
         // Write into an existing file at an offset.
         let sector = dir.file("sector", &[0u8; 4096]);
         let small = dir.file("small", &data(127));
-        assert!(pad_file(&small, &sector, PieceTarget::Exact, Some(1024)).is_ok());
+        assert!(pad_file(
+            &small,
+            &sector,
+            PieceTarget::Exact,
+            Some(1024),
+            &Cancel::default()
+        )
+        .is_ok());
         assert_eq!(std::fs::metadata(&sector).map(|m| m.len()).ok(), Some(4096));
         assert_eq!(unpad_range(&sector, 1016, 127).ok(), Some(data(127)));
-        assert!(pad_file(&small, &sector, PieceTarget::Exact, Some(100)).is_err());
+        assert!(pad_file(
+            &small,
+            &sector,
+            PieceTarget::Exact,
+            Some(100),
+            &Cancel::default()
+        )
+        .is_err());
     }
 
     #[test]
@@ -384,7 +469,8 @@ mod tests {
             let input = data(len);
             let src = dir.file("src", &input);
             let dst = dir.0.join("dst");
-            let (written, commp) = add_piece_file(&src, &dst, target, None).unwrap_or_default();
+            let (written, commp) =
+                add_piece_file(&src, &dst, target, None, &Cancel::default()).unwrap_or_default();
             let piece = target.piece_size(len as u64).unwrap_or_default();
             assert_eq!(written, piece / 127 * 128);
             let padded = std::fs::read(&dst).unwrap_or_default();
@@ -395,11 +481,23 @@ mod tests {
             assert_eq!(Some(commp), want);
         }
         let src = dir.file("src", &data(127 * 3));
-        let err = add_piece_file(&src, &dir.0.join("x"), PieceTarget::Exact, None);
+        let err = add_piece_file(
+            &src,
+            &dir.0.join("x"),
+            PieceTarget::Exact,
+            None,
+            &Cancel::default(),
+        );
         assert!(err.is_err() && !dir.0.join("x").exists());
         let mut sink = Vec::new();
         let input = data(127 * 3);
-        let err = add_piece_stream(&mut input.as_slice(), &mut sink, PieceTarget::Exact, "t");
+        let err = add_piece_stream(
+            &mut input.as_slice(),
+            &mut sink,
+            PieceTarget::Exact,
+            "t",
+            &Cancel::default(),
+        );
         assert!(err.is_err());
     }
 

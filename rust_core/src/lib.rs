@@ -3,6 +3,7 @@
 //! Pure Rust modules hold the computation; the `python` module (behind the `python`
 //! feature, which maturin enables) only converts types and maps errors.
 
+pub mod cancel;
 pub mod commd;
 pub mod commp;
 pub mod error;
@@ -21,8 +22,11 @@ pub mod zero_comm;
 #[cfg(feature = "python")]
 mod python;
 #[cfg(feature = "python")]
+mod python_cancel;
+#[cfg(feature = "python")]
 mod python_porep;
 
+pub use cancel::{Cancel, Cancelled};
 pub use error::{Error, Result};
 
 /// Version of this crate, reported by the services at start-up.

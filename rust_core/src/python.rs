@@ -1,6 +1,7 @@
 //! Python bindings: type conversion, error mapping and GIL release only. Every function that
 //! touches more than a few bytes runs its Rust work inside `py.detach`, so other Python threads
-//! (gRPC handlers) keep running; results are identical to the pure Rust modules beneath.
+//! (gRPC handlers) keep running; results are identical to the pure Rust modules beneath. The long
+//! file forms take an optional `cancel=` token (`python_cancel.rs`).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use crate::error::Error;
 use crate::hash::Node;
 use crate::piece_cid as cid;
 use crate::piece_size::PieceTarget;
+use crate::python_cancel::{flag, Cancelled, PyCancelToken};
 use crate::{commd, commp, fr32, fr32_file, piece_size, zero_comm};
 
 impl From<Error> for PyErr {
@@ -21,6 +23,7 @@ impl From<Error> for PyErr {
         match err {
             Error::InvalidInput(msg) => PyValueError::new_err(msg),
             Error::Io { .. } => PyOSError::new_err(err.to_string()),
+            Error::Cancelled => Cancelled::new_err("the call was cancelled"),
         }
     }
 }
@@ -138,99 +141,115 @@ fn fr32_unpad<'py>(
 
 /// Pads file `src` into file `dst`; returns the padded bytes written.
 #[pyfunction]
-#[pyo3(signature = (src, dst, pad_to=None, dst_offset=None))]
+#[pyo3(signature = (src, dst, pad_to=None, dst_offset=None, *, cancel=None))]
 fn fr32_pad_file(
     py: Python<'_>,
     src: PathBuf,
     dst: PathBuf,
     pad_to: Option<&Bound<'_, PyAny>>,
     dst_offset: Option<&Bound<'_, PyAny>>,
+    cancel: Option<&Bound<'_, PyCancelToken>>,
 ) -> PyResult<u64> {
     let target = pad_target(pad_to)?;
     let dst_offset = dst_offset.map(|v| size_arg(v, "dst_offset")).transpose()?;
-    Ok(py.detach(|| fr32_file::pad_file(&src, &dst, target, dst_offset))?)
+    let cancel = flag(cancel);
+    Ok(py.detach(|| fr32_file::pad_file(&src, &dst, target, dst_offset, &cancel))?)
 }
 
 /// Pads everything read from binary file-like `reader` into `writer`; returns padded bytes written.
 #[pyfunction]
-#[pyo3(signature = (reader, writer, pad_to=None))]
+#[pyo3(signature = (reader, writer, pad_to=None, *, cancel=None))]
 fn fr32_pad_stream(
     py: Python<'_>,
     reader: Py<PyAny>,
     writer: Py<PyAny>,
     pad_to: Option<&Bound<'_, PyAny>>,
+    cancel: Option<&Bound<'_, PyCancelToken>>,
 ) -> PyResult<u64> {
     let target = pad_target(pad_to)?;
     let (mut reader, mut writer) = (PyReader(reader), PyWriter(writer));
-    Ok(py.detach(|| fr32_file::pad_stream(&mut reader, &mut writer, target, "the stream"))?)
+    let cancel = flag(cancel);
+    Ok(py.detach(|| {
+        fr32_file::pad_stream(&mut reader, &mut writer, target, "the stream", &cancel)
+    })?)
 }
 
 /// AddPiece in one pass: pads file `src` into `dst` and returns (padded bytes written, commP).
 #[pyfunction]
-#[pyo3(signature = (src, dst, pad_to=None, dst_offset=None))]
+#[pyo3(signature = (src, dst, pad_to=None, dst_offset=None, *, cancel=None))]
 fn add_piece_file<'py>(
     py: Python<'py>,
     src: PathBuf,
     dst: PathBuf,
     pad_to: Option<&Bound<'py, PyAny>>,
     dst_offset: Option<&Bound<'py, PyAny>>,
+    cancel: Option<&Bound<'py, PyCancelToken>>,
 ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
     let target = pad_target(pad_to)?;
     let dst_offset = dst_offset.map(|v| size_arg(v, "dst_offset")).transpose()?;
+    let cancel = flag(cancel);
     let (written, commp) =
-        py.detach(|| fr32_file::add_piece_file(&src, &dst, target, dst_offset))?;
+        py.detach(|| fr32_file::add_piece_file(&src, &dst, target, dst_offset, &cancel))?;
     Ok((written, node_bytes(py, commp)))
 }
 
 /// AddPiece in one pass from binary file-like `reader` into `writer`: (padded bytes, commP).
 #[pyfunction]
-#[pyo3(signature = (reader, writer, pad_to=None))]
+#[pyo3(signature = (reader, writer, pad_to=None, *, cancel=None))]
 fn add_piece_stream<'py>(
     py: Python<'py>,
     reader: Py<PyAny>,
     writer: Py<PyAny>,
     pad_to: Option<&Bound<'py, PyAny>>,
+    cancel: Option<&Bound<'py, PyCancelToken>>,
 ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
     let target = pad_target(pad_to)?;
     let (mut reader, mut writer) = (PyReader(reader), PyWriter(writer));
-    let (written, commp) =
-        py.detach(|| fr32_file::add_piece_stream(&mut reader, &mut writer, target, "the stream"))?;
+    let cancel = flag(cancel);
+    let (written, commp) = py.detach(|| {
+        fr32_file::add_piece_stream(&mut reader, &mut writer, target, "the stream", &cancel)
+    })?;
     Ok((written, node_bytes(py, commp)))
 }
 
 /// Unpadded bytes `[offset, offset + length)` of the padded file at `path`.
 #[pyfunction]
+#[pyo3(signature = (path, offset, length, *, cancel=None))]
 fn fr32_unpad_range<'py>(
     py: Python<'py>,
     path: PathBuf,
     offset: &Bound<'py, PyAny>,
     length: &Bound<'py, PyAny>,
+    cancel: Option<&Bound<'py, PyCancelToken>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let offset = size_arg(offset, "offset")?;
     let length = size_arg(length, "length")?;
     let len = usize::try_from(length)
         .map_err(|_| PyValueError::new_err(format!("length {length} is too large")))?;
+    let cancel = flag(cancel);
     PyBytes::new_with(py, len, |mut out| {
-        Ok(py.detach(|| fr32_file::unpad_range_to(&path, offset, length, &mut out))?)
+        Ok(py.detach(|| fr32_file::unpad_range_to(&path, offset, length, &mut out, &cancel))?)
     })
 }
 
 /// Writes unpadded bytes `[offset, offset + length)` of padded file `src` into `dst`.
 #[pyfunction]
-#[pyo3(signature = (src, dst, offset=None, length=None))]
+#[pyo3(signature = (src, dst, offset=None, length=None, *, cancel=None))]
 fn fr32_unpad_file(
     py: Python<'_>,
     src: PathBuf,
     dst: PathBuf,
     offset: Option<&Bound<'_, PyAny>>,
     length: Option<&Bound<'_, PyAny>>,
+    cancel: Option<&Bound<'_, PyCancelToken>>,
 ) -> PyResult<u64> {
     let offset = offset
         .map(|v| size_arg(v, "offset"))
         .transpose()?
         .unwrap_or(0);
     let length = length.map(|v| size_arg(v, "length")).transpose()?;
-    Ok(py.detach(|| fr32_file::unpad_file(&src, &dst, offset, length))?)
+    let cancel = flag(cancel);
+    Ok(py.detach(|| fr32_file::unpad_file(&src, &dst, offset, length, &cancel))?)
 }
 
 /// commP (32 bytes) of unpadded `data`.
@@ -436,5 +455,6 @@ fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(padded_to_unpadded, m)?)?;
     m.add_function(wrap_pyfunction!(padded_size_for_payload, m)?)?;
     crate::python_porep::register(m)?;
+    crate::python_cancel::register(m)?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Python bindings of the PoRep emulation and GPU dispatch: type conversion, error mapping
-//! (`InvalidInput` → ValueError, `Io` → OSError) and GIL release around the heavy work. Kept out
-//! of `python.rs` so the fr32 bindings and these merge without touching each other.
+//! (`InvalidInput` → ValueError, `Io` → OSError, `Cancelled` → `rust_core.Cancelled`) and GIL
+//! release around the heavy work. Every long call takes an optional keyword `cancel=` token.
+//! Kept out of `python.rs` so the fr32 bindings and these merge without touching each other.
 
 use std::path::PathBuf;
 
@@ -17,11 +18,13 @@ use crate::porep::pieces::Piece;
 use crate::porep::post::{self, CheckSector, PostKind, ProvingSector, PublicSector};
 use crate::porep::unseal::UnsealInputs;
 use crate::porep::{c1, c2, clear_cache as clear, pc1, pc2, unseal};
+use crate::python_cancel::{flag, Cancelled, PyCancelToken};
 
 fn py_err(e: Error) -> PyErr {
     match e {
         Error::InvalidInput(msg) => PyValueError::new_err(msg),
         io @ Error::Io { .. } => PyOSError::new_err(io.to_string()),
+        Error::Cancelled => Cancelled::new_err("the call was cancelled"),
     }
 }
 
@@ -77,6 +80,7 @@ fn supported_sector_sizes() -> Vec<u64> {
 }
 
 #[pyfunction]
+#[pyo3(signature = (sector_size, cache_dir, unsealed_path, prover_id, sector_number, ticket, pieces, *, cancel = None))]
 #[allow(clippy::too_many_arguments)]
 fn seal_pre_commit_phase1(
     py: Python<'_>,
@@ -87,10 +91,12 @@ fn seal_pre_commit_phase1(
     sector_number: u64,
     ticket: &[u8],
     pieces: Vec<(u64, Vec<u8>)>,
+    cancel: Option<&Bound<'_, PyCancelToken>>,
 ) -> PyResult<Py<PyBytes>> {
     let prover_id = node("prover_id", prover_id)?;
     let ticket = node("ticket", ticket)?;
     let pieces = self::pieces(pieces)?;
+    let cancel = flag(cancel);
     let out = py
         .detach(|| {
             pc1::seal_pre_commit_phase1(
@@ -101,6 +107,7 @@ fn seal_pre_commit_phase1(
                 sector_number,
                 &ticket,
                 &pieces,
+                &cancel,
             )
         })
         .map_err(py_err)?;
@@ -108,24 +115,33 @@ fn seal_pre_commit_phase1(
 }
 
 #[pyfunction]
-#[pyo3(signature = (phase1_output, cache_dir, sealed_path, backend = "auto"))]
+#[pyo3(signature = (phase1_output, cache_dir, sealed_path, backend = "auto", *, cancel = None))]
 fn seal_pre_commit_phase2(
     py: Python<'_>,
     phase1_output: &[u8],
     cache_dir: PathBuf,
     sealed_path: PathBuf,
     backend: &str,
+    cancel: Option<&Bound<'_, PyCancelToken>>,
 ) -> PyResult<(Py<PyBytes>, Py<PyBytes>)> {
     let backend = gpu::select(backend).map_err(py_err)?;
+    let cancel = flag(cancel);
     let (comm_r, comm_d) = py
         .detach(|| {
-            pc2::seal_pre_commit_phase2(phase1_output, &cache_dir, &sealed_path, backend.as_ref())
+            pc2::seal_pre_commit_phase2(
+                phase1_output,
+                &cache_dir,
+                &sealed_path,
+                backend.as_ref(),
+                &cancel,
+            )
         })
         .map_err(py_err)?;
     Ok((bytes(py, &comm_r), bytes(py, &comm_d)))
 }
 
 #[pyfunction]
+#[pyo3(signature = (sector_size, cache_dir, sealed_path, prover_id, sector_number, ticket, seed, pieces, comm_r, comm_d, *, cancel = None))]
 #[allow(clippy::too_many_arguments)]
 fn seal_commit_phase1(
     py: Python<'_>,
@@ -139,6 +155,7 @@ fn seal_commit_phase1(
     pieces: Vec<(u64, Vec<u8>)>,
     comm_r: &[u8],
     comm_d: &[u8],
+    cancel: Option<&Bound<'_, PyCancelToken>>,
 ) -> PyResult<Py<PyBytes>> {
     let prover_id = node("prover_id", prover_id)?;
     let ticket = node("ticket", ticket)?;
@@ -146,6 +163,7 @@ fn seal_commit_phase1(
     let comm_r = node("comm_r", comm_r)?;
     let comm_d = node("comm_d", comm_d)?;
     let pieces = self::pieces(pieces)?;
+    let cancel = flag(cancel);
     let out = py
         .detach(|| {
             c1::seal_commit_phase1(
@@ -159,6 +177,7 @@ fn seal_commit_phase1(
                 &pieces,
                 &comm_r,
                 &comm_d,
+                &cancel,
             )
         })
         .map_err(py_err)?;
@@ -166,19 +185,27 @@ fn seal_commit_phase1(
 }
 
 #[pyfunction]
-#[pyo3(signature = (phase1_output, prover_id, sector_number, backend = "auto"))]
+#[pyo3(signature = (phase1_output, prover_id, sector_number, backend = "auto", *, cancel = None))]
 fn seal_commit_phase2(
     py: Python<'_>,
     phase1_output: &[u8],
     prover_id: &[u8],
     sector_number: u64,
     backend: &str,
+    cancel: Option<&Bound<'_, PyCancelToken>>,
 ) -> PyResult<Py<PyBytes>> {
     let prover_id = node("prover_id", prover_id)?;
     let backend = gpu::select(backend).map_err(py_err)?;
+    let cancel = flag(cancel);
     let out = py
         .detach(|| {
-            c2::seal_commit_phase2(phase1_output, &prover_id, sector_number, backend.as_ref())
+            c2::seal_commit_phase2(
+                phase1_output,
+                &prover_id,
+                sector_number,
+                backend.as_ref(),
+                &cancel,
+            )
         })
         .map_err(py_err)?;
     Ok(bytes(py, &out))
@@ -216,6 +243,7 @@ fn verify_seal(
 }
 
 #[pyfunction]
+#[pyo3(signature = (sector_size, cache_dir, sealed_path, unsealed_out, prover_id, sector_number, ticket, comm_d, offset, length, *, cancel = None))]
 #[allow(clippy::too_many_arguments)]
 fn unseal_range(
     py: Python<'_>,
@@ -229,7 +257,9 @@ fn unseal_range(
     comm_d: &[u8],
     offset: u64,
     length: u64,
+    cancel: Option<&Bound<'_, PyCancelToken>>,
 ) -> PyResult<()> {
+    let cancel = flag(cancel);
     let prover_id = node("prover_id", prover_id)?;
     let ticket = node("ticket", ticket)?;
     let comm_d = node("comm_d", comm_d)?;
@@ -248,6 +278,7 @@ fn unseal_range(
             &unsealed_out,
             offset,
             length,
+            &cancel,
         )
     })
     .map_err(py_err)
@@ -291,12 +322,23 @@ fn generate(
     randomness: &[u8],
     prover_id: &[u8],
     sectors: Vec<PySector>,
+    cancel: Option<&Bound<'_, PyCancelToken>>,
 ) -> PyResult<Py<PyBytes>> {
     let randomness = node("randomness", randomness)?;
     let prover_id = node("prover_id", prover_id)?;
     let sectors = proving_sectors(sectors)?;
+    let cancel = flag(cancel);
     let out = py
-        .detach(|| post::generate_post(sector_size, kind, &randomness, &prover_id, &sectors))
+        .detach(|| {
+            post::generate_post(
+                sector_size,
+                kind,
+                &randomness,
+                &prover_id,
+                &sectors,
+                &cancel,
+            )
+        })
         .map_err(py_err)?;
     Ok(bytes(py, &out))
 }
@@ -318,12 +360,14 @@ fn verify(
 }
 
 #[pyfunction]
+#[pyo3(signature = (sector_size, randomness, prover_id, sectors, *, cancel = None))]
 fn generate_window_post(
     py: Python<'_>,
     sector_size: u64,
     randomness: &[u8],
     prover_id: &[u8],
     sectors: Vec<PySector>,
+    cancel: Option<&Bound<'_, PyCancelToken>>,
 ) -> PyResult<Py<PyBytes>> {
     generate(
         py,
@@ -332,6 +376,7 @@ fn generate_window_post(
         randomness,
         prover_id,
         sectors,
+        cancel,
     )
 }
 
@@ -356,12 +401,14 @@ fn verify_window_post(
 }
 
 #[pyfunction]
+#[pyo3(signature = (sector_size, randomness, prover_id, sectors, *, cancel = None))]
 fn generate_winning_post(
     py: Python<'_>,
     sector_size: u64,
     randomness: &[u8],
     prover_id: &[u8],
     sectors: Vec<PySector>,
+    cancel: Option<&Bound<'_, PyCancelToken>>,
 ) -> PyResult<Py<PyBytes>> {
     generate(
         py,
@@ -370,6 +417,7 @@ fn generate_winning_post(
         randomness,
         prover_id,
         sectors,
+        cancel,
     )
 }
 
@@ -407,7 +455,7 @@ fn generate_winning_post_sector_challenge(
 }
 
 #[pyfunction]
-#[pyo3(signature = (sector_size, randomness, prover_id, sector, kind = "window"))]
+#[pyo3(signature = (sector_size, randomness, prover_id, sector, kind = "window", *, cancel = None))]
 fn generate_single_vanilla_proof(
     py: Python<'_>,
     sector_size: u64,
@@ -415,16 +463,23 @@ fn generate_single_vanilla_proof(
     prover_id: &[u8],
     sector: PySector,
     kind: &str,
+    cancel: Option<&Bound<'_, PyCancelToken>>,
 ) -> PyResult<Py<PyBytes>> {
     let kind = PostKind::parse(kind).map_err(py_err)?;
+    let cancel = flag(cancel);
     let randomness = node("randomness", randomness)?;
     let prover_id = node("prover_id", prover_id)?;
     let sector = proving_sectors(vec![sector])?;
     let out = py
         .detach(|| match sector.first() {
-            Some(s) => {
-                post::generate_single_vanilla_proof(sector_size, kind, &randomness, &prover_id, s)
-            }
+            Some(s) => post::generate_single_vanilla_proof(
+                sector_size,
+                kind,
+                &randomness,
+                &prover_id,
+                s,
+                &cancel,
+            ),
             None => Err(Error::invalid("no sector")),
         })
         .map_err(py_err)?;
@@ -456,14 +511,16 @@ fn verify_single_vanilla_proof(
 }
 
 #[pyfunction]
-#[pyo3(signature = (sector_size, prover_id, sectors, randomness = None))]
+#[pyo3(signature = (sector_size, prover_id, sectors, randomness = None, *, cancel = None))]
 fn check_provable(
     py: Python<'_>,
     sector_size: u64,
     prover_id: &[u8],
     sectors: Vec<(u64, Option<Vec<u8>>, PathBuf, PathBuf)>,
     randomness: Option<&[u8]>,
+    cancel: Option<&Bound<'_, PyCancelToken>>,
 ) -> PyResult<Py<PyDict>> {
+    let cancel = flag(cancel);
     let prover_id = node("prover_id", prover_id)?;
     let randomness = randomness.map(|r| node("randomness", r)).transpose()?;
     let sectors = sectors
@@ -480,7 +537,15 @@ fn check_provable(
         })
         .collect::<PyResult<Vec<_>>>()?;
     let results = py
-        .detach(|| post::check_provable(sector_size, &prover_id, &sectors, randomness.as_ref()))
+        .detach(|| {
+            post::check_provable(
+                sector_size,
+                &prover_id,
+                &sectors,
+                randomness.as_ref(),
+                &cancel,
+            )
+        })
         .map_err(py_err)?;
     let d = PyDict::new(py);
     for (number, reason) in results {

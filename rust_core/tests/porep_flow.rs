@@ -10,6 +10,7 @@ use rust_core::porep::pieces::Piece;
 use rust_core::porep::post::{self, CheckSector, PostKind, ProvingSector, PublicSector};
 use rust_core::porep::unseal::{unseal_range, UnsealInputs};
 use rust_core::porep::{c1, clear_cache, pc1, pc2};
+use rust_core::Cancel;
 
 struct Sealed {
     dir: PathBuf,
@@ -54,10 +55,17 @@ fn seal(name: &str, number: u64) -> Sealed {
         number,
         &TICKET,
         &pieces,
+        &Cancel::default(),
     )
     .unwrap();
-    let (comm_r, comm_d) =
-        pc2::seal_pre_commit_phase2(&p1, &cache, &dir.join("sealed"), &CpuBackend).unwrap();
+    let (comm_r, comm_d) = pc2::seal_pre_commit_phase2(
+        &p1,
+        &cache,
+        &dir.join("sealed"),
+        &CpuBackend,
+        &Cancel::default(),
+    )
+    .unwrap();
     assert_eq!(comm_d, comm_p);
     let c1o = c1::seal_commit_phase1(
         2048,
@@ -70,9 +78,10 @@ fn seal(name: &str, number: u64) -> Sealed {
         &pieces,
         &comm_r,
         &comm_d,
+        &Cancel::default(),
     )
     .unwrap();
-    let proof = seal_commit_phase2(&c1o, &PROVER, number, &CpuBackend).unwrap();
+    let proof = seal_commit_phase2(&c1o, &PROVER, number, &CpuBackend, &Cancel::default()).unwrap();
     Sealed {
         dir,
         data,
@@ -131,6 +140,7 @@ fn seal_verify_tamper_unseal_post() {
         &s.dir.join("out"),
         0,
         2032,
+        &Cancel::default(),
     )
     .unwrap();
     assert_eq!(std::fs::read(s.dir.join("out")).unwrap(), s.data);
@@ -141,6 +151,7 @@ fn seal_verify_tamper_unseal_post() {
         &s.dir.join("out2"),
         254,
         508,
+        &Cancel::default(),
     )
     .unwrap();
     assert_eq!(
@@ -157,7 +168,8 @@ fn seal_verify_tamper_unseal_post() {
         &s.dir.join("sealed"),
         &s.dir.join("out3"),
         0,
-        2032
+        2032,
+        &Cancel::default(),
     )
     .is_err());
 
@@ -179,6 +191,7 @@ fn seal_verify_tamper_unseal_post() {
         &[3; 32],
         &PROVER,
         std::slice::from_ref(&sector),
+        &Cancel::default(),
     )
     .unwrap();
     assert!(
@@ -201,6 +214,7 @@ fn seal_verify_tamper_unseal_post() {
                 cache_dir: cache.clone(),
             }],
             r,
+            &Cancel::default(),
         )
         .unwrap()
     };
@@ -209,7 +223,15 @@ fn seal_verify_tamper_unseal_post() {
     let mut sealed = std::fs::read(s.dir.join("sealed")).unwrap();
     sealed[1000] ^= 0x04;
     std::fs::write(s.dir.join("sealed"), &sealed).unwrap();
-    let proof = post::generate_post(2048, PostKind::Window, &[3; 32], &PROVER, &[sector]).unwrap();
+    let proof = post::generate_post(
+        2048,
+        PostKind::Window,
+        &[3; 32],
+        &PROVER,
+        &[sector],
+        &Cancel::default(),
+    )
+    .unwrap();
     assert!(
         !post::verify_post(2048, PostKind::Window, &[3; 32], &PROVER, &publics, &proof).unwrap()
     );

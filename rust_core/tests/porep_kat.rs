@@ -6,6 +6,7 @@ use rust_core::porep::c2::seal_commit_phase2;
 use rust_core::porep::graph::Graph;
 use rust_core::porep::ids::{porep_challenge, replica_id};
 use rust_core::porep::{c1, pc1, pc2};
+use rust_core::Cancel;
 use sha2::{Digest, Sha256};
 
 fn hex(b: &[u8]) -> String {
@@ -28,10 +29,17 @@ fn empty_2k_sector_known_answers() {
         1,
         &ticket,
         &[],
+        &Cancel::default(),
     )
     .unwrap();
-    let (comm_r, comm_d) =
-        pc2::seal_pre_commit_phase2(&p1, &cache, &dir.join("sealed"), &CpuBackend).unwrap();
+    let (comm_r, comm_d) = pc2::seal_pre_commit_phase2(
+        &p1,
+        &cache,
+        &dir.join("sealed"),
+        &CpuBackend,
+        &Cancel::default(),
+    )
+    .unwrap();
     let c1o = c1::seal_commit_phase1(
         2048,
         &cache,
@@ -43,9 +51,10 @@ fn empty_2k_sector_known_answers() {
         &[],
         &comm_r,
         &comm_d,
+        &Cancel::default(),
     )
     .unwrap();
-    let proof = seal_commit_phase2(&c1o, &prover, 1, &CpuBackend).unwrap();
+    let proof = seal_commit_phase2(&c1o, &prover, 1, &CpuBackend, &Cancel::default()).unwrap();
     let rid = replica_id(2048, &prover, 1, &ticket, &comm_d);
     let challenges: Vec<u64> = (0..2)
         .map(|j| porep_challenge(&rid, &seed, j, 64))

@@ -5,7 +5,9 @@ heartbeats. Instead, on SIGTERM the worker:
 1. refuses new tasks and tells the manager at once (a heartbeat with `shutting_down`), so
    nothing new is placed on it;
 2. lets its running calls finish, up to `[worker] drain_timeout_s`;
-3. stops what still runs then with a TEMPORARY error, which the manager retries elsewhere;
+3. stops what still runs then with a TEMPORARY error, which the manager retries elsewhere (the
+   stop cancels each task's rust_core call, which returns within 100 ms; its files, locks and
+   reservation are released before the outcome is recorded);
 4. waits (up to `deliver_timeout_s`, and only while the manager answers) until every stored
    result was returned to the manager;
 then the process exits. Results not delivered by then stay in the call store and are collected

@@ -6,6 +6,10 @@ the bulk side channel (which then sends in steps of at most 1 MiB, so the exit l
 middle of a file). Lets the tests make a fetch source die in the middle of a stream,
 deterministically.
 
+SECTORSTORAGE_TEST_FAULT_SERVE_BYTES_PER_S=N: files are served to peers at about N bytes per
+second (1 MiB steps, a sleep after each; on the side channel that is the connection's own
+thread). Lets the tests keep a 512 MiB fetch running long enough to abort it in the middle.
+
 SECTORSTORAGE_TEST_FAULT_TASK_DELAY="PC1=0.5,AP=0.2": each task of these types waits that many
 seconds before it runs (a slow task: lets the tests keep a worker busy, or make tasks overlap).
 
@@ -25,10 +29,12 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 ENV_SERVE_EXIT = "SECTORSTORAGE_TEST_FAULT_SERVE_EXIT_AFTER_BYTES"
+ENV_SERVE_RATE = "SECTORSTORAGE_TEST_FAULT_SERVE_BYTES_PER_S"
 ENV_TASK_DELAY = "SECTORSTORAGE_TEST_FAULT_TASK_DELAY"
 ENV_TASK_HANG = "SECTORSTORAGE_TEST_FAULT_TASK_HANG"
 ENV_TASK_FAIL_P = "SECTORSTORAGE_TEST_FAULT_TASK_FAIL_P"
@@ -39,16 +45,22 @@ class ServeFault:
     def __init__(self) -> None:
         raw = os.environ.get(ENV_SERVE_EXIT, "")
         self.limit = int(raw) if raw.isdigit() else None
+        raw_rate = os.environ.get(ENV_SERVE_RATE, "")
+        self.rate = int(raw_rate) if raw_rate.isdigit() and int(raw_rate) > 0 else None
         self.sent = 0
         self._lock = threading.Lock()  # side channel connections count from their threads
         if self.limit is not None:
             log.warning("test fault armed: exit after serving bytes", extra={"bytes": self.limit})
+        if self.rate is not None:
+            log.warning("test fault armed: serving files slowly", extra={"bytes_per_s": self.rate})
 
     def step(self, default: int) -> int:
         """The most bytes to send between two count() calls."""
-        return default if self.limit is None else min(default, 1 << 20)
+        return default if self.limit is None and self.rate is None else min(default, 1 << 20)
 
     def count(self, n: int) -> None:
+        if self.rate is not None:
+            time.sleep(n / self.rate)
         if self.limit is None:
             return
         with self._lock:

@@ -1,6 +1,13 @@
 """Running asynchronous calls: admission (per-type caps, a total cap), one asyncio task per call
 with its timeout, abort, and the durable record of each outcome before it is returned.
 
+Stopping a call (AbortCall, its timeout, the drain deadline, SIGTERM past the grace period, a lost
+lock lease) cancels the call's rust_core token as well as its asyncio task: the running rust_core
+call returns within 100 ms (tasks.cancellable), the task's clean-up removes its files and releases
+its index locks and space reservation, and the outcome (ABORTED, TIMED_OUT or TEMPORARY, with the
+time the call ran) is recorded and returned at once, which frees the worker in the manager's
+accounting.
+
 Ordering that makes returns reliable: the call is recorded (`running`) before the task starts;
 its outcome is written (`done`) before the sender is woken; a process that dies in between
 leaves `running` rows, which the next start turns into WORKER_RESTARTED outcomes.
@@ -29,6 +36,13 @@ Code = common_pb2.TaskErrorCode
 
 class Exhausted(Exception):
     """The worker cannot start another call of this type now."""
+
+
+def _deadline_mono(deadline: asyncio.Timeout) -> float:
+    """The loop-time deadline of an expired asyncio.timeout as time.monotonic() (the default loop
+    clock is monotonic)."""
+    when = deadline.when()
+    return when if when is not None else time.monotonic()
 
 
 def _ts(seconds: float) -> Timestamp:
@@ -67,6 +81,8 @@ class RunningCall:
     task: asyncio.Task[None] | None = None
     stop_reason: TaskFailure | None = None
     context: TaskContext = field(default_factory=lambda: TaskContext(owner=""))
+    # time.monotonic() of the first stop request (abort, timeout, drain), for the stop latency.
+    stop_requested: float | None = None
 
 
 class CallRunner:
@@ -152,10 +168,16 @@ class CallRunner:
         running.task = asyncio.create_task(self._run(key, running, timeout_s, work), name=f"call-{key}")
 
     @contextlib.contextmanager
-    def inline(self, call_id: common_pb2.CallId, call_type: int, task_type: int, seal_proof: int) -> Iterator[RunningCall]:
-        """Counts a call that runs inside its dispatch RPC (AddPiece) as running while it does."""
+    def inline(
+        self, call_id: common_pb2.CallId, call_type: int, task_type: int, seal_proof: int, context: TaskContext | None = None
+    ) -> Iterator[RunningCall]:
+        """Counts a call that runs inside its dispatch RPC (AddPiece) as running while it does.
+        AbortCall on it cancels its token: the rust_core call stops and the RPC records the
+        abort."""
         key = call_key(call_id)
         running = RunningCall(call_id, call_type, task_type, seal_proof, time.time())
+        if context is not None:
+            running.context = context
         self.running[key] = running
         try:
             yield running
@@ -163,8 +185,11 @@ class CallRunner:
             self.running.pop(key, None)
 
     def record(self, running: RunningCall, outcome: Outcome | TaskFailure) -> None:
-        """Stores the outcome of an inline call; it is returned like any other."""
+        """Stores the outcome of an inline call; it is returned like any other (a failure of a
+        call that was told to stop is recorded as the stop)."""
         key = call_key(running.call_id)
+        if isinstance(outcome, TaskFailure) and running.stop_reason is not None:
+            outcome = TaskFailure(running.stop_reason.code, f"{running.stop_reason.message} (stopped after {self._ran(running)})")
         if self.store.start(key, running.call_type, running.started_at):
             self.store.finish(key, stored_result(running.call_id, running.call_type, running.started_at, outcome))
             self.on_result()
@@ -175,20 +200,37 @@ class CallRunner:
         outcome: Outcome | TaskFailure
         try:
             try:
-                async with asyncio.timeout(timeout_s):
+                async with asyncio.timeout(timeout_s) as deadline:
                     self._test_fault()
                     outcome = await work(running.context)
             except TimeoutError:
-                outcome = TaskFailure(Code.TASK_ERROR_CODE_TIMED_OUT, f"the task ran past its timeout of {timeout_s:g} s and was stopped")
+                running.stop_requested = running.stop_requested or _deadline_mono(deadline)
+                outcome = TaskFailure(
+                    Code.TASK_ERROR_CODE_TIMED_OUT,
+                    f"the task ran past its timeout of {timeout_s:g} s and was stopped after {self._ran(running)}",
+                )
             except asyncio.CancelledError:
                 if self.shutting_down and running.stop_reason is None:
                     raise  # left `running`: the next start reports WORKER_RESTARTED
-                outcome = running.stop_reason or TaskFailure(Code.TASK_ERROR_CODE_ABORTED, "task cancelled")
+                reason = running.stop_reason or TaskFailure(Code.TASK_ERROR_CODE_ABORTED, "task cancelled")
+                outcome = TaskFailure(reason.code, f"{reason.message} (stopped after {self._ran(running)})")
             except Exception as exc:  # noqa: BLE001 - every failure becomes a TaskError
                 outcome = classify(exc)
                 if outcome.code in (Code.TASK_ERROR_CODE_UNSPECIFIED,):
                     log.exception("task failed unexpectedly", extra={"call": key})
-            if isinstance(outcome, TaskFailure):
+            if isinstance(outcome, TaskFailure) and running.stop_requested is not None:
+                # From the stop request to here: the rust_core call returned, files removed,
+                # locks and the reservation released (the `async with` blocks have exited).
+                log.warning(
+                    "task stopped",
+                    extra={
+                        "call": key,
+                        "code": Code.Name(outcome.code),
+                        "error": outcome.message,
+                        "stop_latency_s": round(time.monotonic() - running.stop_requested, 4),
+                    },
+                )
+            elif isinstance(outcome, TaskFailure):
                 log.warning("task failed", extra={"call": key, "code": Code.Name(outcome.code), "error": outcome.message})
             else:
                 log.info("task done", extra={"call": key, "seconds": round(time.time() - running.started_at, 3)})
@@ -201,6 +243,10 @@ class CallRunner:
         """Cancels a running (asynchronous) call; its outcome is recorded as `reason`."""
         return self._stop(key, reason)
 
+    @staticmethod
+    def _ran(running: RunningCall) -> str:
+        return f"{time.time() - running.started_at:.2f} s"
+
     def _test_fault(self) -> None:
         """The test-only failure injection (services/worker/faults.py; delays and hangs run in
         the task's own `before` hook)."""
@@ -209,10 +255,20 @@ class CallRunner:
 
     def _stop(self, key: str, reason: TaskFailure) -> bool:
         running = self.running.get(key)
+        if running is not None and running.task is None and running.stop_reason is None:
+            # An inline call (AddPiece): its RPC handler sees the cancelled rust_core call fail.
+            running.stop_reason = reason
+            running.stop_requested = time.monotonic()
+            running.context.cancel.cancel()
+            return True
         if running is None or running.task is None or running.task.done():
             return False
         if running.stop_reason is None:
             running.stop_reason = reason
+            running.stop_requested = time.monotonic()
+        # The token first: the rust_core call starts stopping while the task's cancellation is
+        # delivered (tasks.cancellable also cancels it, for stops that come as a bare cancel).
+        running.context.cancel.cancel()
         running.task.cancel()
         return True
 
@@ -224,11 +280,14 @@ class CallRunner:
 
     async def shutdown(self, wait_s: float) -> bool:
         """Stops every running task without recording an outcome (they become WORKER_RESTARTED
-        at the next start, since their work is lost with this process). A task inside a
-        rust_core call ends only when the call does; returns False if some had not ended after
-        `wait_s`."""
+        at the next start, since their work is lost with this process). Their rust_core calls
+        are cancelled and end within 100 ms, then their clean-up runs; returns False if some had
+        not ended after `wait_s`."""
         self.shutting_down = True
-        tasks = [r.task for r in self.running.values() if r.task is not None]
+        running = [r for r in self.running.values() if r.task is not None]
+        tasks = [r.task for r in running if r.task is not None]
+        for r in running:
+            r.context.cancel.cancel()
         for t in tasks:
             t.cancel()
         if not tasks:

@@ -1,5 +1,7 @@
 """The sealing operations on files, through rust_core: typed, blocking functions (rust_core
 releases the GIL, so callers run them with asyncio.to_thread and the event loop keeps serving).
+Each long one takes the task's `cancel` token (tasks.cancellable passes it): cancelled, the
+rust_core call raises rust_core.Cancelled within 100 ms, having removed its half-written files.
 
 This is the only module that calls rust_core's PoRep functions, so a change in that API is one
 edit here.
@@ -75,10 +77,13 @@ class QueueReader:
         return out
 
 
-def add_piece_stream(reader: QueueReader, out: BinaryIO) -> tuple[int, bytes]:
+Token = rust_core.CancelToken | None
+
+
+def add_piece_stream(reader: QueueReader, out: BinaryIO, cancel: Token = None) -> tuple[int, bytes]:
     """fr32-pads everything `reader` yields into `out` (at its position) and returns (padded
     bytes written, commP), padding and hashing the same reads in parallel."""
-    written, commp = rust_core.add_piece_stream(reader, out)
+    written, commp = rust_core.add_piece_stream(reader, out, cancel=cancel)
     return written, bytes(commp)
 
 
@@ -99,16 +104,25 @@ def commp_from_cid(cid: str) -> bytes:
 
 
 def pre_commit1(
-    sector_size: int, cache: Path, unsealed: Path, prover: bytes, number: int, ticket: bytes, pieces: list[Piece]
+    sector_size: int,
+    cache: Path,
+    unsealed: Path,
+    prover: bytes,
+    number: int,
+    ticket: bytes,
+    pieces: list[Piece],
+    cancel: Token = None,
 ) -> bytes:
     return bytes(
-        rust_core.seal_pre_commit_phase1(sector_size, str(cache), str(unsealed), prover, number, ticket, [p.as_tuple() for p in pieces])
+        rust_core.seal_pre_commit_phase1(
+            sector_size, str(cache), str(unsealed), prover, number, ticket, [p.as_tuple() for p in pieces], cancel=cancel
+        )
     )
 
 
-def pre_commit2(p1_output: bytes, cache: Path, sealed: Path, backend: str) -> tuple[bytes, bytes]:
-    """(comm_r, comm_d)."""
-    comm_r, comm_d = rust_core.seal_pre_commit_phase2(p1_output, str(cache), str(sealed), backend)
+def pre_commit2(p1_output: bytes, cache: Path, sealed: Path, backend: str, cancel: Token = None) -> tuple[bytes, bytes]:
+    """(comm_r, comm_d). Cancelled, the PC1 files in the cache stay as they were."""
+    comm_r, comm_d = rust_core.seal_pre_commit_phase2(p1_output, str(cache), str(sealed), backend, cancel=cancel)
     return bytes(comm_r), bytes(comm_d)
 
 
@@ -123,16 +137,27 @@ def commit1(
     pieces: list[Piece],
     comm_r: bytes,
     comm_d: bytes,
+    cancel: Token = None,
 ) -> bytes:
     return bytes(
         rust_core.seal_commit_phase1(
-            sector_size, str(cache), str(sealed), prover, number, ticket, seed, [p.as_tuple() for p in pieces], comm_r, comm_d
+            sector_size,
+            str(cache),
+            str(sealed),
+            prover,
+            number,
+            ticket,
+            seed,
+            [p.as_tuple() for p in pieces],
+            comm_r,
+            comm_d,
+            cancel=cancel,
         )
     )
 
 
-def commit2(c1_output: bytes, prover: bytes, number: int, backend: str) -> bytes:
-    return bytes(rust_core.seal_commit_phase2(c1_output, prover, number, backend))
+def commit2(c1_output: bytes, prover: bytes, number: int, backend: str, cancel: Token = None) -> bytes:
+    return bytes(rust_core.seal_commit_phase2(c1_output, prover, number, backend, cancel=cancel))
 
 
 def verify_seal(
@@ -152,10 +177,21 @@ def unseal(
     comm_d: bytes,
     unpadded_offset: int,
     unpadded_length: int,
+    cancel: Token = None,
 ) -> None:
     """Writes the padded data of the unpadded range into the unsealed file's data area."""
     rust_core.unseal_range(
-        sector_size, str(cache), str(sealed), str(unsealed), prover, number, ticket, comm_d, unpadded_offset, unpadded_length
+        sector_size,
+        str(cache),
+        str(sealed),
+        str(unsealed),
+        prover,
+        number,
+        ticket,
+        comm_d,
+        unpadded_offset,
+        unpadded_length,
+        cancel=cancel,
     )
 
 
@@ -164,7 +200,15 @@ def clear_cache(cache: Path, sector_size: int) -> None:
 
 
 def vanilla_proof(
-    kind: PostKind, sector_size: int, randomness: bytes, prover: bytes, number: int, comm_r: bytes, sealed: Path, cache: Path
+    kind: PostKind,
+    sector_size: int,
+    randomness: bytes,
+    prover: bytes,
+    number: int,
+    comm_r: bytes,
+    sealed: Path,
+    cache: Path,
+    cancel: Token = None,
 ) -> bytes:
     return bytes(
         rust_core.generate_single_vanilla_proof(
@@ -173,6 +217,7 @@ def vanilla_proof(
             prover,
             (number, comm_r, str(sealed), str(cache)),
             "window" if kind == PostKind.WINDOW else "winning",
+            cancel=cancel,
         )
     )
 

@@ -249,7 +249,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             env = self.p.env()
             self.p.runner.admit(TT.TASK_TYPE_ADD_PIECE, h.sector.proof_type)
             ctx = self.p.runner.context_for(call, [])
-            with self.p.runner.inline(call, CT.CALL_TYPE_ADD_PIECE, TT.TASK_TYPE_ADD_PIECE, h.sector.proof_type) as running:
+            with self.p.runner.inline(call, CT.CALL_TYPE_ADD_PIECE, TT.TASK_TYPE_ADD_PIECE, h.sector.proof_type, ctx) as running:
                 try:
                     await self.p.task_fault.before("AP", h.assignment.attempt)
                     async with tasks.add_piece(env, ctx, sector, existing, h.piece_size) as sink:

@@ -3,8 +3,10 @@ runs in rust_core, and what it declares or drops in the index afterwards.
 
 Every task is a coroutine over plain domain arguments returning an Outcome (the name of the
 StoredCallResult field and its value) or raising TaskFailure; the runner turns both into the
-stored result. Heavy rust_core work runs in a thread through `blocking()`, which never lets a
-lock or a reservation go while the thread still touches the files (see its docstring).
+stored result. Heavy rust_core work runs in a thread through `cancellable()` with the task's
+cancel token: a stopped task (abort, timeout, drain, shutdown, lost lock) cancels the token, the
+rust_core call ends within 100 ms having removed what it half-wrote, and only then are the locks
+and reservations released (see its docstring). Other blocking work goes through `blocking()`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +25,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.empty_pb2 import Empty
 
+import rust_core
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker import sealer
 from services.worker.index_client import IndexClient, IndexUnavailable, LockLost
@@ -51,6 +55,10 @@ def classify(exc: BaseException) -> TaskFailure:
     """The TaskError a failure becomes: temporary where a retry (here or elsewhere) may work."""
     if isinstance(exc, TaskFailure):
         return exc
+    if isinstance(exc, rust_core.Cancelled):
+        # Only a stopped task cancels its token, and the runner records why it stopped; this is
+        # the fallback should the error surface on its own.
+        return TaskFailure(Code.TASK_ERROR_CODE_ABORTED, "the rust_core call was cancelled")
     if isinstance(exc, NoSpace):
         return TaskFailure(Code.TASK_ERROR_CODE_ALLOCATE_SPACE, str(exc))
     if isinstance(exc, SectorNotFound):
@@ -82,10 +90,9 @@ def disk_full(exc: OSError) -> bool:
 
 
 async def blocking(fn: Callable[..., T], *args: Any) -> T:
-    """Runs blocking work in a thread. A rust_core call cannot be interrupted, so when the task is
-    cancelled (abort, timeout, lost lock) this waits for the thread to finish before the
-    cancellation goes on: locks and reservations are released only once nothing touches the
-    files any more."""
+    """Runs short blocking work in a thread. When the task is cancelled this waits for the thread
+    to finish before the cancellation goes on: locks and reservations are released only once
+    nothing touches the files any more. Long rust_core calls use `cancellable` instead."""
     future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
     try:
         return await asyncio.shield(future)
@@ -94,6 +101,22 @@ async def blocking(fn: Callable[..., T], *args: Any) -> T:
             await future
         except BaseException:  # noqa: BLE001 - the task is being cancelled anyway
             pass
+        raise
+
+
+async def cancellable(ctx: TaskContext, fn: Callable[..., T], *args: Any) -> T:
+    """Runs a long rust_core call (`fn(*args, cancel=token)`) in a thread with the task's cancel
+    token. When the task is cancelled (abort, timeout, drain deadline, shutdown, lost lock) the
+    token is cancelled too: the call raises rust_core.Cancelled within 100 ms, having removed its
+    half-written files, and this waits for that before the cancellation goes on, so the locks and
+    reservations the caller releases next are released as soon as nothing touches the files."""
+    future = asyncio.ensure_future(asyncio.to_thread(functools.partial(fn, *args, cancel=ctx.cancel)))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        ctx.cancel.cancel()
+        with contextlib.suppress(BaseException):
+            await future
         raise
 
 
@@ -117,11 +140,13 @@ class TaskEnv:
 
 @dataclass
 class TaskContext:
-    """Per-call facts: who holds the locks, the GPUs granted, how to stop on a lost lease."""
+    """Per-call facts: who holds the locks, the GPUs granted, how to stop on a lost lease, and the
+    cancel token of the call's rust_core work (one per call, cancelled when the call is stopped)."""
 
     owner: str
     gpu_ordinals: list[int] = field(default_factory=list)
     on_lost: Callable[[str], None] | None = None
+    cancel: rust_core.CancelToken = field(default_factory=rust_core.CancelToken)
 
 
 def _lock(env: TaskEnv, ctx: TaskContext, sector: SectorId, read: FileType, write: FileType) -> Any:
@@ -193,7 +218,7 @@ class PieceSink:
     bytes, in parallel), which runs in a thread reading from a bounded queue: the network, the
     padding and the hashing all overlap."""
 
-    def __init__(self, target: PartialFile, offset: int, size: int) -> None:
+    def __init__(self, target: PartialFile, offset: int, size: int, cancel: rust_core.CancelToken | None = None) -> None:
         self.target = target
         self.offset = offset
         self.size = size
@@ -202,7 +227,8 @@ class PieceSink:
         self.reader = sealer.QueueReader()
         self.out = open(target.path, "r+b", buffering=0)  # noqa: SIM115 - closed in finish/abort
         self.out.seek(offset)
-        self.job = asyncio.ensure_future(asyncio.to_thread(sealer.add_piece_stream, self.reader, self.out))
+        self.cancel = cancel or rust_core.CancelToken()
+        self.job = asyncio.ensure_future(asyncio.to_thread(sealer.add_piece_stream, self.reader, self.out, self.cancel))
 
     async def feed(self, data: bytes) -> None:
         self.received += len(data)
@@ -238,7 +264,9 @@ class PieceSink:
         return common_pb2.PieceInfo(size=self.size, commp=commp, piece_cid=sealer.piece_cid(commp))
 
     async def abort(self) -> None:
-        """Stops the rust_core thread (its next read fails) and waits for it to end."""
+        """Stops the rust_core thread (its token is cancelled and its next read fails) and waits
+        for it to end."""
+        self.cancel.cancel()
         self.reader.fail()
         with contextlib.suppress(BaseException):
             await self.job
@@ -270,7 +298,7 @@ async def add_piece(
             try:
                 if offset > end:
                     await blocking(_fill_zeros, pf, end, offset - end)
-                sink = PieceSink(pf, offset, size)
+                sink = PieceSink(pf, offset, size, ctx.cancel)
                 try:
                     yield sink
                 except BaseException:
@@ -316,7 +344,8 @@ async def pre_commit1(env: TaskEnv, ctx: TaskContext, sector: SectorRef, ticket:
             cache = acq.path(FileType.CACHE)
             await blocking(_fresh_cache, cache)
             try:
-                out = await blocking(
+                out = await cancellable(
+                    ctx,
                     sealer.pre_commit1,
                     sector.size,
                     cache,
@@ -356,7 +385,7 @@ async def pre_commit2(env: TaskEnv, ctx: TaskContext, sector: SectorRef, p1_outp
             sealed = acq.path(FileType.SEALED)
             backend = sealer.backend_for(ctx.gpu_ordinals, env.compute_backend)
             try:
-                comm_r, comm_d = await blocking(sealer.pre_commit2, p1_output, acq.path(FileType.CACHE), sealed, backend)
+                comm_r, comm_d = await cancellable(ctx, sealer.pre_commit2, p1_output, acq.path(FileType.CACHE), sealed, backend)
             except BaseException:
                 await asyncio.shield(blocking(remove_file_or_dir, sealed))
                 raise
@@ -382,7 +411,8 @@ async def commit1(
     types = FileType.SEALED | FileType.CACHE
     async with _lock(env, ctx, sector.id, types, FileType(0)):
         async with env.remote.acquire(sector.id, sector.size, types, FileType(0), PathType.SEALING) as acq:
-            out = await blocking(
+            out = await cancellable(
+                ctx,
                 sealer.commit1,
                 sector.size,
                 acq.path(FileType.CACHE),
@@ -400,7 +430,7 @@ async def commit1(
 
 async def commit2(env: TaskEnv, ctx: TaskContext, sector: SectorRef, c1_output: bytes) -> Outcome:
     backend = sealer.backend_for(ctx.gpu_ordinals, env.compute_backend)
-    proof = await blocking(sealer.commit2, c1_output, prover_id(sector.id.miner), sector.id.number, backend)
+    proof = await cancellable(ctx, sealer.commit2, c1_output, prover_id(sector.id.miner), sector.id.number, backend)
     return ("proof", proof)
 
 
@@ -494,7 +524,8 @@ async def unseal_piece(
                 async with env.remote.acquire(
                     sector.id, sector.size, FileType.SEALED | FileType.CACHE, FileType(0), PathType.STORAGE
                 ) as acq:
-                    await blocking(
+                    await cancellable(
+                        ctx,
                         sealer.unseal,
                         sector.size,
                         acq.path(FileType.CACHE),
@@ -594,7 +625,8 @@ async def vanilla_proofs(
             try:
                 sealed = await blocking(find_local_or_fail, env.local, sector, FileType.SEALED)
                 cache = await blocking(find_local_or_fail, env.local, sector, FileType.CACHE)
-                proof = await blocking(
+                proof = await cancellable(
+                    ctx,
                     sealer.vanilla_proof, kind, sector_size, randomness, prover_id(sector.miner), sector.number, comm_r, sealed, cache
                 )
             finally:

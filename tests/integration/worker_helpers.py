@@ -37,7 +37,11 @@ from services.common.proto.sectorstorage.v1 import (
 from tests.conftest import TEST_SECRET
 
 StartService = Callable[..., ServiceProcess]
-PROOF = {2048: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1, 8 << 20: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_8MIB_V1_1}
+PROOF = {
+    2048: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1,
+    8 << 20: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_8MIB_V1_1,
+    512 << 20: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1,
+}
 MINER = 1000
 TICKET = hashlib.sha256(b"ticket").digest()[:31] + b"\x00"
 SEED = hashlib.sha256(b"seed").digest()[:31] + b"\x00"

@@ -4,11 +4,13 @@
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::gpu::{witness_leaf, Backend};
 use crate::hash::{hash_pair, trim_to_fr32, Node};
 
-/// Items per rayon task: small enough to balance, large enough to amortise scheduling.
+/// Items per rayon task: small enough to balance, large enough to amortise scheduling. Each task
+/// checks the cancel flag first, so a cancelled call stops within one task per core (4096 hashes).
 const MIN_PER_TASK: usize = 1 << 12;
 
 pub struct CpuBackend;
@@ -18,7 +20,7 @@ impl Backend for CpuBackend {
         "cpu".to_string()
     }
 
-    fn hash_level(&self, children: &[Node], out: &mut [Node]) -> Result<()> {
+    fn hash_level(&self, children: &[Node], out: &mut [Node], cancel: &Cancel) -> Result<()> {
         if children.len() != out.len() * 2 {
             return Err(Error::invalid(format!(
                 "hash_level: {} children for {} parents",
@@ -26,24 +28,33 @@ impl Backend for CpuBackend {
                 out.len()
             )));
         }
-        out.par_iter_mut()
-            .with_min_len(MIN_PER_TASK)
-            .zip(children.par_chunks_exact(2).with_min_len(MIN_PER_TASK))
-            .for_each(|(parent, pair)| *parent = hash_pair(&pair[0], &pair[1]));
-        Ok(())
+        out.par_chunks_mut(MIN_PER_TASK)
+            .zip(children.par_chunks(2 * MIN_PER_TASK))
+            .try_for_each(|(parents, kids)| {
+                cancel.check()?;
+                for (parent, pair) in parents.iter_mut().zip(kids.chunks_exact(2)) {
+                    *parent = hash_pair(&pair[0], &pair[1]);
+                }
+                Ok(())
+            })
     }
 
-    fn hash_columns(&self, layers: &[&[Node]], out: &mut [Node]) -> Result<()> {
+    fn hash_columns(&self, layers: &[&[Node]], out: &mut [Node], cancel: &Cancel) -> Result<()> {
         if layers.iter().any(|l| l.len() != out.len()) {
             return Err(Error::invalid(
                 "hash_columns: layer slices differ in length",
             ));
         }
-        out.par_iter_mut()
-            .with_min_len(MIN_PER_TASK)
+        out.par_chunks_mut(MIN_PER_TASK)
             .enumerate()
-            .for_each(|(i, col)| *col = column_hash(layers.iter().map(|l| &l[i])));
-        Ok(())
+            .try_for_each(|(c, cols)| {
+                cancel.check()?;
+                let base = c * MIN_PER_TASK;
+                for (k, col) in cols.iter_mut().enumerate() {
+                    *col = column_hash(layers.iter().map(|l| &l[base + k]));
+                }
+                Ok(())
+            })
     }
 
     fn witness_chunk_roots(
@@ -52,12 +63,15 @@ impl Backend for CpuBackend {
         chunk_log2: u32,
         first_chunk: u64,
         out: &mut [Node],
+        cancel: &Cancel,
     ) -> Result<()> {
-        out.par_iter_mut().enumerate().for_each(|(m, root)| {
+        // One chunk (2^16 leaves for PoRep sizes) per check: a few milliseconds of hashing.
+        out.par_iter_mut().enumerate().try_for_each(|(m, root)| {
+            cancel.check()?;
             let chunk = first_chunk + m as u64;
             *root = witness_chunk_root(transcript, chunk_log2, chunk);
-        });
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -104,17 +118,21 @@ mod tests {
             })
             .collect();
         let mut out = vec![[0u8; 32]; children.len() / 2];
-        CpuBackend.hash_level(&children, &mut out).unwrap();
+        CpuBackend
+            .hash_level(&children, &mut out, &Cancel::default())
+            .unwrap();
         for (i, p) in out.iter().enumerate() {
             assert_eq!(*p, hash_pair(&children[2 * i], &children[2 * i + 1]));
         }
         let a = &children[..100];
         let b = &children[100..200];
         let mut cols = vec![[0u8; 32]; 100];
-        CpuBackend.hash_columns(&[a, b], &mut cols).unwrap();
+        CpuBackend
+            .hash_columns(&[a, b], &mut cols, &Cancel::default())
+            .unwrap();
         assert_eq!(cols[7], hash_pair(&a[7], &b[7]));
         assert!(CpuBackend
-            .hash_level(&children[..3], &mut out[..1])
+            .hash_level(&children[..3], &mut out[..1], &Cancel::default())
             .is_err());
     }
 
@@ -123,12 +141,34 @@ mod tests {
         let t = [5u8; 32];
         let mut roots = vec![[0u8; 32]; 3];
         CpuBackend
-            .witness_chunk_roots(&t, 4, 2, &mut roots)
+            .witness_chunk_roots(&t, 4, 2, &mut roots, &Cancel::default())
             .unwrap();
         for (m, r) in roots.iter().enumerate() {
             let base = (2 + m as u64) * 16;
             let leaves = (0..16).map(|j| witness_leaf(&t, base + j)).collect();
             assert_eq!(*r, merkle::root(leaves));
         }
+    }
+
+    #[test]
+    fn a_set_flag_stops_every_method() {
+        let c = Cancel::new();
+        c.cancel();
+        let kids = vec![[1u8; 32]; 1 << 14];
+        let mut out = vec![[0u8; 32]; 1 << 13];
+        let is_cancelled = |r: Result<()>| matches!(r, Err(Error::Cancelled));
+        assert!(is_cancelled(CpuBackend.hash_level(&kids, &mut out, &c)));
+        assert!(is_cancelled(CpuBackend.hash_columns(
+            &[&kids[..1 << 13]],
+            &mut out,
+            &c
+        )));
+        assert!(is_cancelled(CpuBackend.witness_chunk_roots(
+            &[0; 32],
+            4,
+            0,
+            &mut out[..4],
+            &c
+        )));
     }
 }

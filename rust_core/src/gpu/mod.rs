@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::hash::Node;
 
@@ -26,16 +27,20 @@ pub struct DeviceInfo {
 }
 
 /// Bulk hashing primitives. All node outputs are trimmed to 254 bits.
+///
+/// Every method takes the call's [`Cancel`] flag and returns [`Error::Cancelled`] soon after it
+/// is set (the CPU backend checks it every few thousand outputs, the CUDA backend between
+/// transfers and kernel launches), leaving `out` unspecified.
 pub trait Backend: Send + Sync {
     /// "cpu" or "cuda:N".
     fn name(&self) -> String;
 
     /// `out[i] = H(children[2i], children[2i+1])`; `children.len() == 2 * out.len()`.
-    fn hash_level(&self, children: &[Node], out: &mut [Node]) -> Result<()>;
+    fn hash_level(&self, children: &[Node], out: &mut [Node], cancel: &Cancel) -> Result<()>;
 
     /// Column hashes: `out[i] = SHA-256(layers[0][i] ‖ … ‖ layers[L−1][i])` trimmed; every layer
     /// slice has `out.len()` nodes.
-    fn hash_columns(&self, layers: &[&[Node]], out: &mut [Node]) -> Result<()>;
+    fn hash_columns(&self, layers: &[&[Node]], out: &mut [Node], cancel: &Cancel) -> Result<()>;
 
     /// Roots of C2 witness chunks: `out[m]` is the root of the binary tree over leaves
     /// `witness_leaf(transcript, j)` for `j` in chunk `first_chunk + m` (2^chunk_log2 leaves each).
@@ -45,6 +50,7 @@ pub trait Backend: Send + Sync {
         chunk_log2: u32,
         first_chunk: u64,
         out: &mut [Node],
+        cancel: &Cancel,
     ) -> Result<()>;
 }
 

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::hash::{hash_pair, Node};
 use crate::porep::codec::{Reader, Writer};
@@ -109,7 +110,8 @@ fn column_proof(
     Ok(ColumnProof { labels, path })
 }
 
-/// Runs C1 and returns its output blob.
+/// Runs C1 and returns its output blob. Cancellable between challenges and parent columns; it
+/// writes no file.
 #[allow(clippy::too_many_arguments)]
 pub fn seal_commit_phase1(
     sector_size: u64,
@@ -122,8 +124,10 @@ pub fn seal_commit_phase1(
     pieces: &[Piece],
     comm_r: &Node,
     comm_d: &Node,
+    cancel: &Cancel,
 ) -> Result<Vec<u8>> {
     let params = SectorParams::lookup(sector_size)?;
+    cancel.check()?;
     let tree_d = StoredTree::open(&cache_dir.join(files::TREE_D), tree_d_layout(params))?;
     if tree_d.root()? != *comm_d {
         return Err(Error::invalid(
@@ -149,6 +153,7 @@ pub fn seal_commit_phase1(
     let rid = replica_id(sector_size, prover_id, sector_number, ticket, comm_d);
     let mut proofs = Vec::with_capacity(params.porep_challenges);
     for j in 0..params.porep_challenges as u64 {
+        cancel.check()?;
         let c = porep_challenge(&rid, seed, j, params.nodes());
         let (data, data_path) = tree_d.path(c, |_, _| Ok(()))?;
         let (replica, replica_path) = replica_tree.path(c)?;
@@ -156,7 +161,10 @@ pub fn seal_commit_phase1(
         let parents = graph
             .parents(c)
             .iter()
-            .map(|&p| column_proof(&layers, &tree_c, p))
+            .map(|&p| {
+                cancel.check()?;
+                column_proof(&layers, &tree_c, p)
+            })
             .collect::<Result<Vec<_>>>()?;
         proofs.push(ChallengeProof {
             challenge: c,

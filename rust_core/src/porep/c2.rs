@@ -13,6 +13,7 @@
 
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::gpu::{witness_leaf, Backend};
 use crate::hash::{hash_pair, Node};
@@ -81,12 +82,14 @@ fn witness_chunk_roots(
     params: &SectorParams,
     t: &[u8; 32],
     backend: &dyn Backend,
+    cancel: &Cancel,
 ) -> Result<Vec<Node>> {
     let c = chunk_log2(params);
     let chunks = 1u64 << (params.c2_witness_log2 - c);
     let mut roots = vec![[0u8; 32]; chunks as usize];
     for (b, out) in roots.chunks_mut(CHUNKS_PER_CALL as usize).enumerate() {
-        backend.witness_chunk_roots(t, c, b as u64 * CHUNKS_PER_CALL, out)?;
+        cancel.check()?;
+        backend.witness_chunk_roots(t, c, b as u64 * CHUNKS_PER_CALL, out, cancel)?;
     }
     Ok(roots)
 }
@@ -105,11 +108,13 @@ fn witness_path(params: &SectorParams, t: &[u8; 32], top: &[Vec<Node>], pos: u64
 }
 
 /// Runs C2: checks the C1 output belongs to this sector, then builds the final proof.
+/// Cancellable (checked per witness chunk in the backend and per spot check); writes no file.
 pub fn seal_commit_phase2(
     c1_output: &[u8],
     prover_id: &[u8; 32],
     sector_number: u64,
     backend: &dyn Backend,
+    cancel: &Cancel,
 ) -> Result<Vec<u8>> {
     let c1 = Commit1Output::decode(c1_output)?;
     if c1.prover_id != *prover_id || c1.sector_number != sector_number {
@@ -134,7 +139,7 @@ pub fn seal_commit_phase2(
         seed: &c1.seed,
     };
     let t = transcript(&public, &c1.comm_c, &c1.comm_r_last, &vanilla);
-    let top = merkle::build_levels(witness_chunk_roots(params, &t, backend)?);
+    let top = merkle::build_levels(witness_chunk_roots(params, &t, backend, cancel)?);
     let witness_root = top
         .last()
         .and_then(|l| l.first().copied())
@@ -149,6 +154,7 @@ pub fn seal_commit_phase2(
         .bytes(&vanilla)
         .node(&witness_root);
     for s in 0..C2_SPOT_CHECKS as u32 {
+        cancel.check()?;
         let pos = spot_position(&t, &witness_root, s, params.c2_witness_log2);
         w.nodes(&witness_path(params, &t, &top, pos));
     }

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use sha2::digest::generic_array::{typenum::U64, GenericArray};
 
+use crate::cancel::{Cancel, Scratch};
 use crate::error::{Error, Result};
 use crate::hash::{trim_to_fr32, Node};
 use crate::porep::files;
@@ -203,14 +204,20 @@ fn advise_huge_pages<T>(buf: &[T]) {
 #[cfg(not(target_os = "linux"))]
 fn advise_huge_pages<T>(_buf: &[T]) {}
 
+/// Labels checked between two looks at the cancel flag: 4096 labels are 80k compressions, a few
+/// milliseconds on one core.
+const CANCEL_EVERY: usize = 1 << 12;
+
 /// Labels one layer sequentially. `prev` is layer `layer − 1` (None for layer 1); parents are
-/// streamed from the parents cache in node order.
+/// streamed from the parents cache in node order. Stops with [`Error::Cancelled`] within
+/// [`CANCEL_EVERY`] labels of `cancel` being set.
 pub fn label_layer(
     hasher: &mut LabelHasher,
     layer: u32,
     parents: &mut ParentsStream,
     prev: Option<&[Node]>,
     out: &mut [Node],
+    cancel: &Cancel,
 ) -> Result<()> {
     if prev.is_some_and(|p| p.len() != out.len()) {
         return Err(Error::invalid(
@@ -218,6 +225,9 @@ pub fn label_layer(
         ));
     }
     for i in 0..out.len() {
+        if i % CANCEL_EVERY == 0 {
+            cancel.check()?;
+        }
         if let Some(ahead) = parents.peek(PREFETCH_AHEAD) {
             for (k, &p) in ahead.iter().enumerate() {
                 let layer_nodes = if k < BASE_DEGREE { Some(&*out) } else { prev };
@@ -287,8 +297,9 @@ pub fn label_layer_with_producer(
     parents: &mut ParentsStream,
     prev: &[Node],
     out: &mut [Node],
+    cancel: &Cancel,
 ) -> Result<()> {
-    label_layer_produced(hasher, layer, parents, prev, out, PRODUCER_BATCH)
+    label_layer_produced(hasher, layer, parents, prev, out, PRODUCER_BATCH, cancel)
 }
 
 fn label_layer_produced(
@@ -298,6 +309,7 @@ fn label_layer_produced(
     prev: &[Node],
     out: &mut [Node],
     batch_nodes: usize,
+    cancel: &Cancel,
 ) -> Result<()> {
     let batch_nodes = batch_nodes.max(1);
     if prev.len() != out.len() {
@@ -357,6 +369,8 @@ fn label_layer_produced(
         });
         let mut i = 0usize;
         for batch in full_rx {
+            // Returning drops the receiver: the producer's next send fails and it stops too.
+            cancel.check()?;
             let batch = batch?;
             for (j, (record, expander)) in batch.records.iter().zip(&batch.expander).enumerate() {
                 if let Some(ahead) = batch.records.get(j + PREFETCH_AHEAD) {
@@ -404,14 +418,29 @@ fn corrupt_record(node: usize, record: &[u32; TOTAL_PARENTS]) -> Error {
 
 /// Labels every layer of a replica and returns the last one (the encoding key). When
 /// `cache_dir` is given, each layer is also written there as `sc-02-data-layer-<l>.dat`.
-/// Holds two layers in memory at a time.
+/// Holds two layers in memory at a time. On an error or a cancellation the layer files it wrote
+/// are removed.
 pub fn label_all_layers(
     params: &SectorParams,
     replica_id: &Node,
     cache_dir: Option<&Path>,
+    cancel: &Cancel,
+) -> Result<Vec<Node>> {
+    let mut scratch = Scratch::new();
+    let key = label_layers_into(params, replica_id, cache_dir, cancel, &mut scratch)?;
+    scratch.keep();
+    Ok(key)
+}
+
+fn label_layers_into(
+    params: &SectorParams,
+    replica_id: &Node,
+    cache_dir: Option<&Path>,
+    cancel: &Cancel,
+    scratch: &mut Scratch,
 ) -> Result<Vec<Node>> {
     let graph = Graph::new(params.sector_size);
-    let cache = parents_cache::ensure(&graph, params.sector_size)?;
+    let cache = parents_cache::ensure(&graph, params.sector_size, cancel)?;
     let nodes = params.nodes() as usize;
     let mut hasher = LabelHasher::new(replica_id);
     let mut prev: Vec<Node> = Vec::new();
@@ -419,9 +448,11 @@ pub fn label_all_layers(
     for layer in 1..=params.layers as u32 {
         let mut stream = ParentsStream::open(&cache, params.nodes())?;
         let prev_ref = if layer == 1 { None } else { Some(&prev[..]) };
-        label_layer(&mut hasher, layer, &mut stream, prev_ref, &mut cur)?;
+        label_layer(&mut hasher, layer, &mut stream, prev_ref, &mut cur, cancel)?;
         if let Some(dir) = cache_dir {
-            files::write_nodes(&files::layer_path(dir, layer), &cur)?;
+            let path = files::layer_path(dir, layer);
+            scratch.add(&path);
+            files::write_nodes_cancellable(&path, &cur, cancel)?;
         }
         if layer < params.layers as u32 {
             std::mem::swap(&mut prev, &mut cur);
@@ -507,7 +538,7 @@ mod tests {
         let rid = [4u8; 32];
         let dir = std::env::temp_dir().join(format!("ss-labels-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let key = label_all_layers(params, &rid, Some(&dir)).unwrap();
+        let key = label_all_layers(params, &rid, Some(&dir), &Cancel::default()).unwrap();
         let l1 = files::read_nodes(&files::layer_path(&dir, 1), 0, 64).unwrap();
         let l2 = files::read_nodes(&files::layer_path(&dir, 2), 0, 64).unwrap();
         assert_eq!(key, l2);
@@ -529,16 +560,34 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ss-labels-producer-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let graph = Graph::new(2048);
-        let path = parents_cache::ensure_at(dir.join("p.cache"), &graph, 2048).unwrap();
+        let path = parents_cache::ensure_at(dir.join("p.cache"), &graph, 2048, &Cancel::default())
+            .unwrap();
         let prev: Vec<Node> = (0..64u8).map(|k| [k; 32]).collect();
         let mut want = vec![[0u8; 32]; 64];
         let mut stream = ParentsStream::open(&path, 64).unwrap();
         let mut hasher = LabelHasher::new(&[7; 32]);
-        label_layer(&mut hasher, 2, &mut stream, Some(&prev), &mut want).unwrap();
+        label_layer(
+            &mut hasher,
+            2,
+            &mut stream,
+            Some(&prev),
+            &mut want,
+            &Cancel::default(),
+        )
+        .unwrap();
         for batch in [1, 7, 64, 1024] {
             let mut got = vec![[0u8; 32]; 64];
             let mut stream = ParentsStream::open(&path, 64).unwrap();
-            label_layer_produced(&mut hasher, 2, &mut stream, &prev, &mut got, batch).unwrap();
+            label_layer_produced(
+                &mut hasher,
+                2,
+                &mut stream,
+                &prev,
+                &mut got,
+                batch,
+                &Cancel::default(),
+            )
+            .unwrap();
             assert_eq!(got, want, "batch {batch}");
         }
         // Node 9's first expander parent := 64 (outside the previous layer), then node 5's first
@@ -547,15 +596,31 @@ mod tests {
         f.write_all_at(&64u32.to_le_bytes(), 64 + 9 * 56 + 6 * 4)
             .unwrap();
         let mut stream = ParentsStream::open(&path, 64).unwrap();
-        let e = label_layer_produced(&mut hasher, 2, &mut stream, &prev, &mut want, 7)
-            .unwrap_err()
-            .to_string();
+        let e = label_layer_produced(
+            &mut hasher,
+            2,
+            &mut stream,
+            &prev,
+            &mut want,
+            7,
+            &Cancel::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("corrupt at node 9"), "{e}");
         f.write_all_at(&60u32.to_le_bytes(), 64 + 5 * 56).unwrap();
         let mut stream = ParentsStream::open(&path, 64).unwrap();
-        let e = label_layer_produced(&mut hasher, 2, &mut stream, &prev, &mut want, 7)
-            .unwrap_err()
-            .to_string();
+        let e = label_layer_produced(
+            &mut hasher,
+            2,
+            &mut stream,
+            &prev,
+            &mut want,
+            7,
+            &Cancel::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("corrupt at node 5"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -566,7 +631,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ss-labels-corrupt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let graph = Graph::new(2048);
-        let path = parents_cache::ensure_at(dir.join("p.cache"), &graph, 2048).unwrap();
+        let path = parents_cache::ensure_at(dir.join("p.cache"), &graph, 2048, &Cancel::default())
+            .unwrap();
         // Node 5's first base parent := 60 (not earlier than 5).
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.write_all_at(&60u32.to_le_bytes(), 64 + 5 * 56).unwrap();
@@ -578,6 +644,7 @@ mod tests {
             &mut stream,
             None,
             &mut out,
+            &Cancel::default(),
         )
         .unwrap_err()
         .to_string();

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::cancel::{Cancel, Scratch};
 use crate::error::{Error, Result};
 use crate::porep::graph::{mix64, Graph};
 use crate::porep::params::TOTAL_PARENTS;
@@ -64,17 +65,23 @@ fn encode_record(graph: &Graph, node: u64, out: &mut [u8]) {
     }
 }
 
-/// Returns the cache file for `sector_size`, generating it first when it is absent or invalid.
-pub fn ensure(graph: &Graph, sector_size: u64) -> Result<PathBuf> {
-    ensure_at(cache_path(sector_size), graph, sector_size)
+/// Returns the cache file for `sector_size`, generating it first when it is absent or invalid
+/// (a generation that is cancelled removes its temporary file).
+pub fn ensure(graph: &Graph, sector_size: u64, cancel: &Cancel) -> Result<PathBuf> {
+    ensure_at(cache_path(sector_size), graph, sector_size, cancel)
 }
 
 /// [`ensure`] with an explicit file path.
-pub fn ensure_at(path: PathBuf, graph: &Graph, sector_size: u64) -> Result<PathBuf> {
+pub fn ensure_at(
+    path: PathBuf,
+    graph: &Graph,
+    sector_size: u64,
+    cancel: &Cancel,
+) -> Result<PathBuf> {
     if is_valid(&path, graph, sector_size)? {
         return Ok(path);
     }
-    generate(&path, graph, sector_size)?;
+    generate(&path, graph, sector_size, cancel)?;
     if !is_valid(&path, graph, sector_size)? {
         return Err(Error::invalid(format!(
             "parents cache {} failed validation right after generation",
@@ -124,7 +131,7 @@ fn is_valid(path: &Path, graph: &Graph, sector_size: u64) -> Result<bool> {
     Ok(true)
 }
 
-fn generate(path: &Path, graph: &Graph, sector_size: u64) -> Result<()> {
+fn generate(path: &Path, graph: &Graph, sector_size: u64, cancel: &Cancel) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let tmp = dir.join(format!(
@@ -136,6 +143,8 @@ fn generate(path: &Path, graph: &Graph, sector_size: u64) -> Result<()> {
         std::thread::current().id()
     ));
     let io = |e| Error::io(format!("write parents cache {}", tmp.display()), e);
+    let mut scratch = Scratch::new();
+    scratch.add(&tmp);
     let file = File::create(&tmp).map_err(io)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     out.write_all(&header(graph, sector_size)).map_err(io)?;
@@ -143,6 +152,7 @@ fn generate(path: &Path, graph: &Graph, sector_size: u64) -> Result<()> {
     let mut buf = vec![0u8; BATCH_NODES * RECORD_LEN];
     let mut start = 0u64;
     while start < nodes {
+        cancel.check()?;
         let count = (nodes - start).min(BATCH_NODES as u64) as usize;
         buf[..count * RECORD_LEN]
             .par_chunks_mut(RECORD_LEN)
@@ -155,7 +165,9 @@ fn generate(path: &Path, graph: &Graph, sector_size: u64) -> Result<()> {
         .map_err(|e| io(e.into_error()))?
         .sync_all()
         .map_err(io)?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(format!("rename to {}", path.display()), e))
+    fs::rename(&tmp, path).map_err(|e| Error::io(format!("rename to {}", path.display()), e))?;
+    scratch.keep();
+    Ok(())
 }
 
 /// Streams parents records in node order, a batch at a time.
@@ -242,7 +254,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ss-parents-test-{}", std::process::id()));
         let file = dir.join("p.cache");
         let graph = Graph::new(2048);
-        let path = ensure_at(file.clone(), &graph, 2048).unwrap();
+        let path = ensure_at(file.clone(), &graph, 2048, &Cancel::default()).unwrap();
         let mut s = ParentsStream::open(&path, graph.nodes()).unwrap();
         assert_eq!(s.next_parents().unwrap(), [0; TOTAL_PARENTS]);
         for i in 1..graph.nodes() {
@@ -254,7 +266,7 @@ mod tests {
         f.write_all_at(&[0xff; 4], HEADER_LEN + 5 * RECORD_LEN as u64)
             .unwrap();
         assert!(!is_valid(&path, &graph, 2048).unwrap());
-        let again = ensure_at(file, &graph, 2048).unwrap();
+        let again = ensure_at(file, &graph, 2048, &Cancel::default()).unwrap();
         assert!(is_valid(&again, &graph, 2048).unwrap());
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use crate::cancel::{Cancel, Scratch};
 use crate::error::{Error, Result};
 use crate::gpu::cpu::CpuBackend;
 use crate::hash::Node;
@@ -100,7 +101,9 @@ pub fn tree_d_layout(params: &SectorParams) -> Layout {
     }
 }
 
-/// Runs PC1 and returns the phase-1 output blob.
+/// Runs PC1 and returns the phase-1 output blob. Cancellable (`cancel`, checked every 4096
+/// labels and every tree chunk and level); a cancelled or failed PC1 removes the tree_d and layer
+/// files it wrote, so the cache holds no half-written layer.
 #[allow(clippy::too_many_arguments)]
 pub fn seal_pre_commit_phase1(
     sector_size: u64,
@@ -110,8 +113,10 @@ pub fn seal_pre_commit_phase1(
     sector_number: u64,
     ticket: &[u8; 32],
     pieces: &[Piece],
+    cancel: &Cancel,
 ) -> Result<Vec<u8>> {
     let params = SectorParams::lookup(sector_size)?;
+    cancel.check()?;
     std::fs::create_dir_all(cache_dir)
         .map_err(|e| Error::io(format!("create cache dir {}", cache_dir.display()), e))?;
     let unsealed = files::open_read(unsealed_path)?;
@@ -123,8 +128,10 @@ pub fn seal_pre_commit_phase1(
         )));
     }
     let tree_d_path = cache_dir.join(files::TREE_D);
+    let mut scratch = Scratch::new();
+    scratch.add(&tree_d_path);
     let layout = tree_d_layout(params);
-    let comm_d = tree_file::build(&tree_d_path, layout, &CpuBackend, |first, buf| {
+    let comm_d = tree_file::build(&tree_d_path, layout, &CpuBackend, cancel, |first, buf| {
         files::read_nodes_at(&unsealed, unsealed_path, first, buf)?;
         match buf.iter().position(|n| n[31] & 0xc0 != 0) {
             Some(k) => Err(Error::invalid(format!(
@@ -138,7 +145,8 @@ pub fn seal_pre_commit_phase1(
     let tree_d = StoredTree::open(&tree_d_path, layout)?;
     check_pieces(params, pieces, &tree_d)?;
     let rid = replica_id(sector_size, prover_id, sector_number, ticket, &comm_d);
-    label_all_layers(params, &rid, Some(cache_dir))?;
+    label_all_layers(params, &rid, Some(cache_dir), cancel)?;
+    scratch.keep();
     Ok(Phase1Output {
         sector_size,
         prover_id: *prover_id,

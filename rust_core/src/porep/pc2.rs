@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use crate::cancel::{Cancel, Scratch};
 use crate::error::{Error, Result};
 use crate::gpu::Backend;
 use crate::hash::{hash_pair, Node};
@@ -45,14 +46,19 @@ fn open_sized(path: &Path, want: u64, what: &str) -> Result<std::fs::File> {
     }
 }
 
-/// Runs PC2; returns (comm_r, comm_d).
+/// Runs PC2; returns (comm_r, comm_d). Cancellable (`cancel`, checked every tree chunk and
+/// level and inside the backend); a cancelled or failed PC2 removes what it wrote (tree_c, the
+/// tree_r_last files, p_aux, the sealed file) and leaves PC1's tree_d and layers untouched, so
+/// PC2 can run again on the same cache.
 pub fn seal_pre_commit_phase2(
     phase1_output: &[u8],
     cache_dir: &Path,
     sealed_path: &Path,
     backend: &dyn Backend,
+    cancel: &Cancel,
 ) -> Result<(Node, Node)> {
     let p1 = Phase1Output::decode(phase1_output)?;
+    cancel.check()?;
     let params = SectorParams::lookup(p1.sector_size)?;
     let nodes = params.nodes();
 
@@ -72,20 +78,32 @@ pub fn seal_pre_commit_phase2(
         .map(|p| open_sized(p, params.sector_size, "layer file"))
         .collect::<Result<Vec<_>>>()?;
 
+    let mut scratch = Scratch::new();
+    let tree_c_path = cache_dir.join(files::TREE_C);
+    scratch.add(&tree_c_path);
+    scratch.add(sealed_path);
+    scratch.add(cache_dir.join(files::P_AUX));
+    let part_paths = files::tree_r_last_paths(cache_dir, params);
+    for p in &part_paths {
+        scratch.add(p);
+    }
+
     // tree_c over column hashes.
     let mut columns: Vec<Vec<Node>> = Vec::new();
     let comm_c = tree_file::build(
-        &cache_dir.join(files::TREE_C),
+        &tree_c_path,
         tree_c_layout(params),
         backend,
+        cancel,
         |first, buf| {
             columns.resize(layer_files.len(), Vec::new());
             for ((col, f), p) in columns.iter_mut().zip(&layer_files).zip(&layer_paths) {
+                cancel.check()?;
                 col.resize(buf.len(), [0u8; 32]);
                 files::read_nodes_at(f, p, first, col)?;
             }
             let refs: Vec<&[Node]> = columns.iter().map(Vec::as_slice).collect();
-            backend.hash_columns(&refs, buf)
+            backend.hash_columns(&refs, buf, cancel)
         },
     )?;
     drop(columns);
@@ -108,16 +126,15 @@ pub fn seal_pre_commit_phase2(
     let part_layout = tree_r_last_part_layout(params);
     let mut part_roots = Vec::with_capacity(params.tree_r_last_parts);
     let mut key = Vec::new();
-    for (k, part_path) in files::tree_r_last_paths(cache_dir, params)
-        .iter()
-        .enumerate()
-    {
+    for (k, part_path) in part_paths.iter().enumerate() {
         let base = k as u64 * part_layout.leaves;
-        let root = tree_file::build(part_path, part_layout, backend, |first, buf| {
+        let root = tree_file::build(part_path, part_layout, backend, cancel, |first, buf| {
             let at = base + first;
             files::read_nodes_at(&tree_d_file, &tree_d_path, at, buf)?;
+            cancel.check()?;
             key.resize(buf.len(), [0u8; 32]);
             files::read_nodes_at(key_file, key_path, at, &mut key)?;
+            cancel.check()?;
             for (d, k) in buf.iter_mut().zip(&key) {
                 *d = field::add(d, k);
             }
@@ -129,7 +146,9 @@ pub fn seal_pre_commit_phase2(
     sealed
         .sync_all()
         .map_err(|e| Error::io(format!("sync {}", sealed_path.display()), e))?;
+    cancel.check()?;
     let comm_r_last = merkle::root(part_roots);
     files::write_p_aux(cache_dir, &comm_c, &comm_r_last)?;
+    scratch.keep();
     Ok((hash_pair(&comm_c, &comm_r_last), p1.comm_d))
 }

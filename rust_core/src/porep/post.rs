@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::hash::{hash_pair, Node};
 use crate::porep::codec::{Reader, Writer};
@@ -203,14 +204,16 @@ pub fn check_files(
     Ok(())
 }
 
-/// Proves one sector (reads p_aux, tree_r_last and the sealed file).
+/// Proves one sector (reads p_aux, tree_r_last and the sealed file); cancellable per challenge.
 pub fn prove_sector(
     params: &SectorParams,
     kind: PostKind,
     randomness: &[u8; 32],
     prover_id: &[u8; 32],
     sector: &ProvingSector,
+    cancel: &Cancel,
 ) -> Result<SectorProof> {
+    cancel.check()?;
     let fail = |msg: String| Error::invalid(format!("sector {}: {msg}", sector.sector_number));
     check_files(params, &sector.sealed_path, &sector.cache_dir).map_err(fail)?;
     let (comm_c, comm_r_last) = files::read_p_aux(&sector.cache_dir)?;
@@ -220,6 +223,7 @@ pub fn prove_sector(
     let tree = ReplicaTree::open(params, &sector.cache_dir, &sector.sealed_path)?;
     let leaves = (0..kind.challenges(params) as u64)
         .map(|j| {
+            cancel.check()?;
             let c = post_challenge(
                 randomness,
                 prover_id,
@@ -251,19 +255,21 @@ fn check_sector_count(params: &SectorParams, kind: PostKind, n: usize) -> Result
     Ok(())
 }
 
-/// Generates a Window or Winning PoSt over `sectors`, in parallel across sectors.
+/// Generates a Window or Winning PoSt over `sectors`, in parallel across sectors; cancellable per
+/// sector and challenge.
 pub fn generate_post(
     sector_size: u64,
     kind: PostKind,
     randomness: &[u8; 32],
     prover_id: &[u8; 32],
     sectors: &[ProvingSector],
+    cancel: &Cancel,
 ) -> Result<Vec<u8>> {
     let params = SectorParams::lookup(sector_size)?;
     check_sector_count(params, kind, sectors.len())?;
     let proofs = sectors
         .par_iter()
-        .map(|s| prove_sector(params, kind, randomness, prover_id, s))
+        .map(|s| prove_sector(params, kind, randomness, prover_id, s, cancel))
         .collect::<Result<Vec<_>>>()?;
     let mut w = Writer::new();
     w.bytes(POST_MAGIC)
@@ -350,9 +356,10 @@ pub fn generate_single_vanilla_proof(
     randomness: &[u8; 32],
     prover_id: &[u8; 32],
     sector: &ProvingSector,
+    cancel: &Cancel,
 ) -> Result<Vec<u8>> {
     let params = SectorParams::lookup(sector_size)?;
-    let p = prove_sector(params, kind, randomness, prover_id, sector)?;
+    let p = prove_sector(params, kind, randomness, prover_id, sector, cancel)?;
     let mut w = Writer::new();
     w.bytes(VANILLA_MAGIC)
         .u16(VERSION)
@@ -427,22 +434,27 @@ fn fresh_randomness() -> [u8; 32] {
 /// CheckProvable: for each sector, None when provable, else the fault reason (missing or
 /// wrong-size sealed file, missing or wrong-size cache files, p_aux not matching comm_r, or a
 /// challenged leaf that does not verify). Sectors are checked in parallel; no fault aborts the
-/// scan.
+/// scan, but a cancellation does: the whole call then returns [`Error::Cancelled`].
 pub fn check_provable(
     sector_size: u64,
     prover_id: &[u8; 32],
     sectors: &[CheckSector],
     randomness: Option<&[u8; 32]>,
+    cancel: &Cancel,
 ) -> Result<Vec<(u64, Option<String>)>> {
     let params = SectorParams::lookup(sector_size)?;
     let randomness = randomness.copied().unwrap_or_else(fresh_randomness);
-    Ok(sectors
+    let results = sectors
         .par_iter()
         .map(|s| {
-            let reason = check_one(params, prover_id, &randomness, s).err();
-            (s.sector_number, reason)
+            cancel.check()?;
+            let reason = check_one(params, prover_id, &randomness, s, cancel).err();
+            Ok((s.sector_number, reason))
         })
-        .collect())
+        .collect::<Result<Vec<_>>>()?;
+    // A proof cut short by the flag reads as a fault above: the flag decides.
+    cancel.check()?;
+    Ok(results)
 }
 
 fn check_one(
@@ -450,6 +462,7 @@ fn check_one(
     prover_id: &[u8; 32],
     randomness: &[u8; 32],
     s: &CheckSector,
+    cancel: &Cancel,
 ) -> std::result::Result<(), String> {
     check_files(params, &s.sealed_path, &s.cache_dir)?;
     let (comm_c, comm_r_last) = files::read_p_aux(&s.cache_dir).map_err(|e| e.to_string())?;
@@ -460,8 +473,15 @@ fn check_one(
         sealed_path: s.sealed_path.clone(),
         cache_dir: s.cache_dir.clone(),
     };
-    let proof = prove_sector(params, PostKind::Window, randomness, prover_id, &sector)
-        .map_err(|e| format!("generating vanilla proof: {e}"))?;
+    let proof = prove_sector(
+        params,
+        PostKind::Window,
+        randomness,
+        prover_id,
+        &sector,
+        cancel,
+    )
+    .map_err(|e| format!("generating vanilla proof: {e}"))?;
     let public = PublicSector {
         sector_number: s.sector_number,
         comm_r,

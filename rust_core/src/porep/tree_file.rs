@@ -8,11 +8,14 @@
 //!
 //! Building streams the leaves in chunks of up to 2^20 nodes (32 MiB), hashes each chunk down to
 //! its root with the selected backend, writes every stored level of the chunk at its final
-//! position, and finishes the levels above the chunks in memory.
+//! position, and finishes the levels above the chunks in memory. The cancel flag is checked before
+//! each chunk's leaves and each level (and inside the backend), and a build that fails or is
+//! cancelled removes its half-written file.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use crate::cancel::{Cancel, Scratch};
 use crate::error::{Error, Result};
 use crate::gpu::Backend;
 use crate::hash::{hash_pair, Node, NODE_SIZE};
@@ -48,11 +51,27 @@ impl Layout {
 }
 
 /// Builds a tree file and returns its root. `fill(first, buf)` must write leaves
-/// `first .. first + buf.len()` into `buf`; it is called in increasing order of `first`.
+/// `first .. first + buf.len()` into `buf`; it is called in increasing order of `first`. On an
+/// error or a cancellation the file is removed.
 pub fn build(
     path: &Path,
     layout: Layout,
     backend: &dyn Backend,
+    cancel: &Cancel,
+    fill: impl FnMut(u64, &mut [Node]) -> Result<()>,
+) -> Result<Node> {
+    let mut scratch = Scratch::new();
+    scratch.add(path);
+    let root = build_file(path, layout, backend, cancel, fill)?;
+    scratch.keep();
+    Ok(root)
+}
+
+fn build_file(
+    path: &Path,
+    layout: Layout,
+    backend: &dyn Backend,
+    cancel: &Cancel,
     mut fill: impl FnMut(u64, &mut [Node]) -> Result<()>,
 ) -> Result<Node> {
     let height = layout.height();
@@ -67,15 +86,17 @@ pub fn build(
     let mut chunk_roots = Vec::with_capacity((layout.leaves >> chunk_log2) as usize);
     for m in 0..layout.leaves >> chunk_log2 {
         let first = m << chunk_log2;
+        cancel.check()?;
         fill(first, &mut cur)?;
         let mut len = chunk;
         for level in 0..=chunk_log2 {
+            cancel.check()?;
             if level >= layout.skip {
                 let at = layout.level_offset(level) + (first >> level);
                 files::write_nodes_at(&file, path, at, &cur[..len])?;
             }
             if len > 1 {
-                backend.hash_level(&cur[..len], &mut next[..len / 2])?;
+                backend.hash_level(&cur[..len], &mut next[..len / 2], cancel)?;
                 std::mem::swap(&mut cur, &mut next);
                 len /= 2;
             }
@@ -88,6 +109,7 @@ pub fn build(
     }
     let mut level_nodes = chunk_roots;
     for level in chunk_log2 + 1..=height {
+        cancel.check()?;
         let parents: Vec<Node> = level_nodes
             .chunks_exact(2)
             .map(|p| hash_pair(&p[0], &p[1]))
@@ -204,10 +226,16 @@ mod tests {
         for skip in [0u32, 3, 8] {
             let layout = Layout { leaves: 256, skip };
             let path = dir.join(format!("t{skip}"));
-            let root = build(&path, layout, &CpuBackend, |first, buf| {
-                buf.copy_from_slice(&data[first as usize..first as usize + buf.len()]);
-                Ok(())
-            })
+            let root = build(
+                &path,
+                layout,
+                &CpuBackend,
+                &Cancel::default(),
+                |first, buf| {
+                    buf.copy_from_slice(&data[first as usize..first as usize + buf.len()]);
+                    Ok(())
+                },
+            )
             .unwrap();
             assert_eq!(root, want_root);
             assert_eq!(std::fs::metadata(&path).unwrap().len(), layout.file_len());
@@ -227,6 +255,32 @@ mod tests {
             let wrong = Layout { leaves: 512, skip };
             assert!(StoredTree::open(&path, wrong).is_err());
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_cancelled_build_stops_and_removes_its_file() {
+        let dir = std::env::temp_dir().join(format!("ss-tree-cancel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t");
+        let cancel = Cancel::new();
+        let mut calls = 0;
+        // 2^22 leaves: 4 chunks; cancelled during the second chunk's fill.
+        let layout = Layout {
+            leaves: 1 << 22,
+            skip: 0,
+        };
+        let r = build(&path, layout, &CpuBackend, &cancel, |_, buf| {
+            calls += 1;
+            if calls == 2 {
+                cancel.cancel();
+            }
+            buf.fill([1; 32]);
+            Ok(())
+        });
+        assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+        assert_eq!(calls, 2);
+        assert!(!path.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

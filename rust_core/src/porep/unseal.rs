@@ -13,6 +13,7 @@
 
 use std::path::Path;
 
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::hash::Node;
 use crate::porep::field;
@@ -31,6 +32,8 @@ pub struct UnsealInputs<'a> {
 }
 
 /// Writes the padded data of unpadded bytes [offset, offset + length) to `unsealed_out`.
+/// Cancellable during the relabeling (every 4096 labels); nothing is written to `unsealed_out`
+/// before the key is complete, so a cancelled unseal leaves the file as it was.
 pub fn unseal_range(
     inputs: &UnsealInputs,
     _cache_dir: &Path,
@@ -38,6 +41,7 @@ pub fn unseal_range(
     unsealed_out: &Path,
     offset: u64,
     length: u64,
+    cancel: &Cancel,
 ) -> Result<()> {
     let params = SectorParams::lookup(inputs.sector_size)?;
     let end = offset.checked_add(length);
@@ -73,7 +77,8 @@ pub fn unseal_range(
         inputs.ticket,
         inputs.comm_d,
     );
-    let key = label_all_layers(params, &rid, None)?;
+    let key = label_all_layers(params, &rid, None, cancel)?;
+    cancel.check()?;
     let key = key
         .get(first as usize..first as usize + count)
         .ok_or_else(|| Error::invalid("unseal range outside the key"))?;
