@@ -424,6 +424,7 @@ class JobRunner:
         )
         self.scheduler.set_schedulable(worker_id, handle.schedulable)
         self.spawn(self._collect(handle, session_id), "collect-results")
+        self.selectors_changed(f"worker {worker_id} registered")
         return handle
 
     async def _collect(self, handle: WorkerHandle, session_id: str) -> None:
@@ -482,7 +483,11 @@ class JobRunner:
         """Records a heartbeat; returns the handle and the running calls the manager has no live
         record of (the worker should stop them), or None for an unknown worker/session. A worker
         that reports it is shutting down becomes unschedulable at once (its SIGTERM drain)."""
+        known = self.registry.get(worker_id)
+        paths_before = set(known.path_ids) if known is not None else set()
         handle = self.registry.heartbeat(worker_id, session_id, info)
+        if handle is not None and info is not None and set(handle.path_ids) != paths_before:
+            self.selectors_changed(f"worker {worker_id} reports other storage paths")
         if handle is None:
             return None
         if shutting_down and not handle.shutting_down:
@@ -666,6 +671,19 @@ class JobRunner:
                 await self._fail(live, call.call_id, CallStatus.TIMED_OUT, ErrorCode.TIMED_OUT, f"ran longer than {timeout:g}s")
         await self.refresh_selectors()
         self.warn_unsatisfiable()
+
+    def selectors_changed(self, why: str) -> None:
+        """Something that selectors read changed (a worker attached or detached a storage path,
+        a worker joined): every queued request is resolved again now, not at its next periodic
+        refresh (`selector_refresh_s`), so a request that found no place waits no longer than
+        the event that gives it one."""
+        waiting = [r for r in self.scheduler.queue.values() if isinstance(r.payload, LiveWork)]
+        if not waiting:
+            return
+        for request in waiting:
+            self._resolved_at[request.id] = 0.0
+        log.info("resolving queued requests again", extra={"reason": why, "requests": len(waiting)})
+        self.spawn(self.refresh_selectors(), "refresh-selectors")
 
     async def refresh_selectors(self, limit: int = 500) -> int:
         """Asks the index again for requests that waited a refresh interval (files may have

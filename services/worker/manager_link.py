@@ -38,7 +38,11 @@ async def _sleep_or_wake(stopping: asyncio.Event, wake: asyncio.Event, seconds: 
     finally:
         for waiter in waiters:
             waiter.cancel()
-    wake.clear()
+
+
+
+# How often the heartbeat loop looks whether the advertised info changed.
+INFO_POLL_S = 0.2
 
 
 async def _nothing() -> None:
@@ -97,6 +101,21 @@ class ManagerLink:
                     log.warning(message, extra={"manager": self.manager, "retry_in_s": round(delay, 2), "attempt": self.attempts, **extra})
                     await _sleep_unless(stopping, delay)
 
+    async def _until_beat(self, stopping: asyncio.Event, interval: float, version: int) -> None:
+        """Waits out the heartbeat interval, but beats early when asked (wake) or when what this
+        worker advertises changed (a storage path attached or detached, task types toggled): the
+        manager places queued work on new paths at once instead of a heartbeat later."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + interval
+        while not stopping.is_set():
+            left = until - loop.time()
+            if left <= 0 or self.info_version() != version:
+                return
+            await _sleep_or_wake(stopping, self._wake, min(left, INFO_POLL_S))
+            if self._wake.is_set():
+                self._wake.clear()
+                return
+
     async def _session(self, stub: manager_pb2_grpc.ManagerServiceAsyncStub, stopping: asyncio.Event) -> None:
         self.attempts += 1
         version = self.info_version()
@@ -112,7 +131,7 @@ class ManagerLink:
         interval = reply.heartbeat_interval.ToTimedelta().total_seconds() or self.heartbeat_interval_s
         log.info("registered with manager", extra={"manager": self.manager, "heartbeat_s": interval})
         while not stopping.is_set():
-            await _sleep_or_wake(stopping, self._wake, interval)
+            await self._until_beat(stopping, interval, version)
             if stopping.is_set():
                 return
             request = manager_pb2.WorkerHeartbeatRequest(

@@ -1,9 +1,9 @@
 """The README's 60-second tour runs as written: every line of its sh block in one bash, in order,
 against the fleet it starts (ports and the state directory swapped for free ones so parallel runs
-don't collide), each sectorctl command succeeding with the output the comments promise. The
-environment carries the integration tests' short heartbeat and scheduler intervals (as
-SECTORSTORAGE_* settings, not in the commands), so the first seal doesn't wait out the default
-10 s selector refresh and the test stays quick."""
+don't collide), each sectorctl command succeeding with the output the comments promise, with
+the default configuration (no SECTORSTORAGE_* settings beyond the tour's own), in under the 60
+seconds its title promises: queued work is placed on the events that make room for it, not at
+the periodic selector refresh."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from tests.conftest import REPO
-from tests.integration.fleet import MANAGER_ENV, free_port
-from tests.integration.worker_helpers import FAST_WORKER_ENV
+from tests.integration.fleet import free_port
 
 README = REPO / "README.md"
 
@@ -33,7 +33,8 @@ def test_the_tour_runs_as_written(tmp_path: Path) -> None:
     for port in ("7101", "7102", "7103", "7104"):
         script = script.replace(port, str(free_port()))
     script = script.replace("/tmp/ss-tour", str(tmp_path / "tour"))
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SECTORSTORAGE_")}, **MANAGER_ENV, **FAST_WORKER_ENV}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECTORSTORAGE_")}
+    started = time.monotonic()
     proc = subprocess.Popen(
         ["bash", "-e", "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -44,7 +45,10 @@ def test_the_tour_runs_as_written(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+    took = time.monotonic() - started
     assert proc.returncode == 0, f"{out[-4000:]}\n{err[-4000:]}"
+    print(f"the tour took {took:.1f} s with the default configuration")
+    assert took < 60, f"the 60-second tour took {took:.1f} s"
     assert "manager ready, 2 worker(s) connected" in out
     assert out.count("attached ") == 2
     assert "sector 1000/1 sealed" in out and "VerifySeal: VALID" in out
