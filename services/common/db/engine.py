@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import random
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from enum import Enum
@@ -701,6 +703,14 @@ class DatabaseRefused(Exception):
 _SQLITE_MAGIC = b"SQLite format 3\0"
 
 
+def _read_write_uri(path: Path) -> str:
+    """An SQLite URI opening `path` read-write without creating it. Leading slashes collapse to
+    one (`//tmp/x` would read as host `tmp`); `?`, `#` and `%` in the path are escaped."""
+    text = os.path.abspath(path)
+    text = "/" + text.lstrip("/")
+    return f"file:{urllib.parse.quote(text)}?mode=rw"
+
+
 def check_sqlite_file(path: Path, component: str, *, init: bool) -> None:
     """Refuses an existing SQLite file that cannot be this component's database: not SQLite at
     all (or corrupt), or empty (0 bytes, or no tables) where a database with data is expected,
@@ -732,8 +742,7 @@ def check_sqlite_file(path: Path, component: str, *, init: bool) -> None:
             f"restore it from a backup, or move it away to start with an empty {component}"
         )
     try:
-        # A file: URI (read-write, never create); as_uri() escapes '?', '#', '%' and a leading '//'.
-        conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=rw", uri=True, timeout=5)
+        conn = sqlite3.connect(_read_write_uri(path), uri=True, timeout=5)
         try:
             tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         finally:

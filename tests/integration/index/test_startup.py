@@ -101,3 +101,15 @@ def test_init_database_starts_fresh_on_an_empty_file(start_service: Any, tmp_pat
     start_service(service, *args, data_dir=data).stop()
     # A fresh data dir (no file at all) needs no switch either.
     start_service(service, *args, data_dir=tmp_path / "fresh").stop()
+
+
+def test_database_path_with_odd_characters_is_checked_and_used(start_service: Any, tmp_path: Path) -> None:
+    """The emptiness check opens the file by URI: a path with `//`, spaces, `#` or `%`
+    still names that file."""
+    odd = tmp_path / "a b#c%d"
+    odd.mkdir()
+    url = f"sqlite:///{odd}/index.db"  # an absolute path after sqlite:/// gives //tmp/...
+    proc = start_service("index", env={"SECTORSTORAGE_DATABASE_URL": url}, data_dir=tmp_path / "data")
+    proc.stop()
+    assert (odd / "index.db").stat().st_size > 0
+    start_service("index", env={"SECTORSTORAGE_DATABASE_URL": url}, data_dir=tmp_path / "data").stop()  # reopened: has tables
