@@ -13,7 +13,7 @@ import os
 from collections import OrderedDict
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -30,6 +30,8 @@ OPEN_SERVICE_PREFIXES = (
 )
 _ALGORITHM = "HS256"
 _AUTH_HEADER = "authorization"
+# The audience (`aud`) of tokens when the fleet has no name of its own (`auth.fleet`).
+DEFAULT_FLEET = "sectorstorage"
 
 
 class Permission(IntEnum):
@@ -81,12 +83,17 @@ def load_or_create_secret(path: Path) -> bytes:
     return key
 
 
-def create_token(secret: bytes, permission: Permission, subject: str = "sectorctl", ttl_seconds: float | None = None) -> str:
-    """A token granting `permission` and every lower one; no expiry unless ttl_seconds is given."""
+def create_token(
+    secret: bytes, permission: Permission, subject: str = "sectorctl", ttl_seconds: float | None = None, audience: str = DEFAULT_FLEET
+) -> str:
+    """A token granting `permission` and every lower one, for the services of one fleet (the
+    audience: fleets sharing a key still do not accept each other's tokens); no expiry unless
+    ttl_seconds is given."""
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": subject,
         "iat": now,
+        "aud": audience,
         "perms": [p.name.lower() for p in Permission if p <= permission],
     }
     if ttl_seconds is not None:
@@ -94,15 +101,30 @@ def create_token(secret: bytes, permission: Permission, subject: str = "sectorct
     return jwt.encode(claims, secret, algorithm=_ALGORITHM)
 
 
-def verify_token(secret: bytes, token: str) -> Caller:
-    try:
-        claims = jwt.decode(token, secret, algorithms=[_ALGORITHM], options={"require": ["perms"]})
-    except jwt.ExpiredSignatureError:
-        raise AuthError("token expired; create a new one") from None
-    except jwt.InvalidSignatureError:
-        raise AuthError("token signature does not match this fleet's key") from None
-    except jwt.PyJWTError as exc:
-        raise AuthError(f"malformed token: {exc}") from None
+def verify_token(secret: bytes | Sequence[bytes], token: str, audience: str = DEFAULT_FLEET) -> Caller:
+    """The caller a token names, if it is signed by one of the keys (the current one first; the
+    others are previous keys still accepted during a rotation), meant for this fleet, and not
+    expired."""
+    keys = [secret] if isinstance(secret, bytes) else list(secret)
+    claims: dict[str, Any] | None = None
+    for key in keys:
+        try:
+            claims = jwt.decode(token, key, algorithms=[_ALGORITHM], audience=audience, options={"require": ["perms", "aud"]})
+            break
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token expired; create a new one (sectorctl auth create-token)") from None
+        except jwt.MissingRequiredClaimError as exc:
+            if exc.claim == "aud":
+                raise AuthError("token names no fleet (audience); create a new one (sectorctl auth create-token)") from None
+            raise AuthError(f"malformed token: {exc}") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError(f"token is for another fleet (audience), not '{audience}': create one for this fleet (auth.fleet)") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"malformed token: {exc}") from None
+    if claims is None:
+        raise AuthError("token signature does not match this fleet's key")
     perms = claims.get("perms")
     if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
         raise AuthError("malformed token: 'perms' must be a list of permission names")
@@ -173,8 +195,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     # until the token's own expiry.
     CACHE_SIZE = 1024
 
-    def __init__(self, secret: bytes, permissions: Mapping[str, Permission], required: bool = True) -> None:
-        self._secret = secret
+    def __init__(
+        self,
+        secret: bytes,
+        permissions: Mapping[str, Permission],
+        required: bool = True,
+        audience: str = DEFAULT_FLEET,
+        previous_secrets: Sequence[bytes] = (),
+    ) -> None:
+        self._keys = [secret, *previous_secrets]
+        self._audience = audience
         self._permissions = dict(permissions)
         self._required = required
         self._verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
@@ -185,7 +215,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if cached is not None and now < cached[1]:
             self._verified.move_to_end(token)
             return cached[0]
-        caller = verify_token(self._secret, token)
+        caller = verify_token(self._keys, token, self._audience)
         self._verified[token] = (caller, caller.expires_at if caller.expires_at is not None else float("inf"))
         if len(self._verified) > self.CACHE_SIZE:
             self._verified.popitem(last=False)

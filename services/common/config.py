@@ -90,12 +90,25 @@ class AuthConfig(BaseModel):
     secret_file: str = "auth.key"
     # Off only for debugging on a trusted host; health and reflection are always open.
     required: bool = True
+    # The fleet's name: the audience every token must carry, so fleets that share a key still
+    # refuse each other's tokens. Tokens are made for it with `sectorctl auth create-token --fleet`.
+    fleet: str = Field(default="sectorstorage", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # Keys still accepted (never used to sign) while the fleet moves to a new `secret`: see
+    # docs/operators.md, "Rotating the token key".
+    previous_secrets: list[str] = Field(default_factory=list, repr=False)
 
     @field_validator("secret")
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
         if value is not None and len(value) < 32:
             raise ValueError("must be at least 32 characters (a random key, not a password)")
+        return value
+
+    @field_validator("previous_secrets")
+    @classmethod
+    def _previous(cls, value: list[str]) -> list[str]:
+        if any(len(v) < 32 for v in value):
+            raise ValueError("each key must be at least 32 characters")
         return value
 
 

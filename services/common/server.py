@@ -60,7 +60,7 @@ class Runtime:
 
     def token(self, permission: Permission = Permission.ADMIN) -> str:
         """A token for this service's own calls to its peers (they share the fleet key)."""
-        return create_token(self.secret, permission, subject=f"{self.name}@{self.address}")
+        return create_token(self.secret, permission, subject=f"{self.name}@{self.address}", audience=self.config.auth.fleet)
 
 
 class Service:
@@ -135,7 +135,10 @@ class ServiceHost:
         regs = list(self.service.registrations())
         interceptors = [
             MetricsInterceptor(),
-            AuthInterceptor(secret, method_permissions(r.descriptor for r in regs), required=config.auth.required),
+            AuthInterceptor(
+                secret, method_permissions(r.descriptor for r in regs), required=config.auth.required, audience=config.auth.fleet,
+                previous_secrets=[k.encode() for k in config.auth.previous_secrets],
+            ),
         ]
         grpc_options.configure(config.grpc)
         server = grpc.aio.server(interceptors=interceptors, options=server_options(config.grpc))

@@ -76,7 +76,7 @@ def test_reflection_health_and_auth(start_service: StartService, name: str) -> N
     # listing only `write`, all get past authorization.
     read_method = {"index": "StorageList", "manager": "WorkerStats", "worker": "Paths"}[name]
     for listed, methods in ((["admin"], (read_method, method, admin_method)), (["write"], (read_method,))):
-        bare = jwt.encode({"sub": "single", "perms": listed}, TEST_SECRET.encode(), algorithm="HS256")
+        bare = jwt.encode({"sub": "single", "perms": listed, "aud": "sectorstorage"}, TEST_SECRET.encode(), algorithm="HS256")
         for m in methods:
             called = grpcurl("-H", f"authorization: Bearer {bare}", proc.address, f"{service}/{m}")
             assert "PermissionDenied" not in called.stderr and "Unauthenticated" not in called.stderr, (listed, m, called.stderr)

@@ -372,4 +372,10 @@ def test_connection_and_auth_errors(fleet: CliFleet) -> None:
     token_file = fleet.tmp / "token"
     token_file.write_text(read_only + "\n")
     assert fleet.json("--token-file", str(token_file), "sealing", "jobs")["jobs"] == []
-    assert fleet.json("auth", "create-token", "--perm", "write")["permission"] == "write"
+    made = fleet.json("auth", "create-token", "--perm", "write")
+    assert made["permission"] == "write" and made["fleet"] == "sectorstorage"
+    assert abs(made["expires_at"] - time.time() - 30 * 24 * 3600) < 120  # 30 days by default
+    assert fleet.json("auth", "create-token", "--perm", "read", "--ttl", "0")["expires_at"] is None
+    other = fleet.run("auth", "create-token", "--perm", "admin", "--fleet", "elsewhere").stdout.strip()
+    proc = fleet.run("--token", other, "sealing", "jobs", check=False)
+    assert proc.returncode == 1 and "UNAUTHENTICATED: token is for another fleet" in proc.stderr

@@ -26,7 +26,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from services.common.auth import Permission, create_token
+from services.common.auth import DEFAULT_FLEET, Permission, create_token
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from tests.conftest import TEST_SECRET
@@ -60,7 +60,9 @@ BAD_CREDENTIALS: dict[str, list[tuple[str, str]]] = {
     "truncated": [("authorization", "Bearer " + create_token(SECRET, Permission.ADMIN)[:-10])],
     "wrong alg": [("authorization", "Bearer " + _hs512())],
     "alg none": [("authorization", "Bearer " + jwt.encode(_claims(), None, algorithm="none"))],
-    "no perms claim": [("authorization", "Bearer " + jwt.encode({"sub": "x"}, SECRET, algorithm="HS256"))],
+    "no perms claim": [("authorization", "Bearer " + jwt.encode({"sub": "x", "aud": DEFAULT_FLEET}, SECRET, algorithm="HS256"))],
+    "other fleet": [("authorization", "Bearer " + create_token(SECRET, Permission.ADMIN, audience="another-fleet"))],
+    "no fleet": [("authorization", "Bearer " + jwt.encode(_claims(), SECRET, algorithm="HS256"))],
     "basic scheme": [("authorization", "Basic " + create_token(SECRET, Permission.ADMIN))],
     "empty bearer": [("authorization", "Bearer ")],
 }
@@ -69,13 +71,16 @@ BAD_CREDENTIALS: dict[str, list[tuple[str, str]]] = {
 def below(permission: Permission) -> str:
     """A valid token granting everything below `permission` (nothing below READ)."""
     if permission == Permission.READ:
-        return jwt.encode({"sub": "no-perms", "iat": int(time.time()), "perms": []}, SECRET, algorithm="HS256")
+        return jwt.encode({"sub": "no-perms", "iat": int(time.time()), "perms": [], "aud": DEFAULT_FLEET}, SECRET, algorithm="HS256")
     return create_token(SECRET, Permission(permission - 1), subject="one-level-below")
 
 
 def only(permission: Permission) -> str:
     """A valid token whose `perms` lists this one permission and nothing below it."""
-    return jwt.encode({"sub": f"only-{permission.name.lower()}", "iat": int(time.time()), "perms": [permission.name.lower()]}, SECRET, algorithm="HS256")
+    return jwt.encode(
+        {"sub": f"only-{permission.name.lower()}", "iat": int(time.time()), "perms": [permission.name.lower()], "aud": DEFAULT_FLEET},
+        SECRET, algorithm="HS256",
+    )
 
 
 @pytest.fixture(scope="module")

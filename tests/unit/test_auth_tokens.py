@@ -22,9 +22,9 @@ def test_permissions_are_ordered_whatever_the_token_lists() -> None:
     """A token listing only its highest permission (as other tools write them) includes the
     lower ones: read < write < admin."""
     for listed, allowed in ((["admin"], set(Permission)), (["write"], {Permission.READ, Permission.WRITE}), (["read"], {Permission.READ})):
-        caller = verify_token(SECRET, jwt.encode({"perms": listed}, SECRET, algorithm="HS256"))
+        caller = verify_token(SECRET, jwt.encode({"perms": listed, "aud": "sectorstorage"}, SECRET, algorithm="HS256"))
         assert {p for p in Permission if caller.allows(p)} == allowed, listed
-    nothing = verify_token(SECRET, jwt.encode({"perms": ["superuser"]}, SECRET, algorithm="HS256"))
+    nothing = verify_token(SECRET, jwt.encode({"perms": ["superuser"], "aud": "sectorstorage"}, SECRET, algorithm="HS256"))
     assert not any(nothing.allows(p) for p in Permission)
 
 
@@ -32,17 +32,37 @@ def test_other_key_expired_and_malformed_refused() -> None:
     other = create_token(b"another-key-another-key-another-key-another", Permission.ADMIN)
     with pytest.raises(AuthError, match="signature"):
         verify_token(SECRET, other)
-    expired = jwt.encode({"perms": ["admin"], "exp": int(time.time()) - 10}, SECRET, algorithm="HS256")
+    expired = jwt.encode({"perms": ["admin"], "aud": "sectorstorage", "exp": int(time.time()) - 10}, SECRET, algorithm="HS256")
     with pytest.raises(AuthError, match="expired"):
         verify_token(SECRET, expired)
     with pytest.raises(AuthError, match="malformed"):
         verify_token(SECRET, "not-a-jwt")
-    no_perms = jwt.encode({"sub": "x"}, SECRET, algorithm="HS256")
+    no_perms = jwt.encode({"sub": "x", "aud": "sectorstorage"}, SECRET, algorithm="HS256")
     with pytest.raises(AuthError, match="malformed"):
         verify_token(SECRET, no_perms)
-    wrong_alg = jwt.encode({"perms": ["admin"]}, SECRET, algorithm="HS384")
+    wrong_alg = jwt.encode({"perms": ["admin"], "aud": "sectorstorage"}, SECRET, algorithm="HS384")
     with pytest.raises(AuthError):
         verify_token(SECRET, wrong_alg)
+
+
+def test_audience_names_the_fleet() -> None:
+    """Fleets sharing a key still refuse each other's tokens; a token naming no fleet is refused."""
+    ours = create_token(SECRET, Permission.ADMIN, audience="fleet-a")
+    assert verify_token(SECRET, ours, "fleet-a").allows(Permission.ADMIN)
+    with pytest.raises(AuthError, match="another fleet"):
+        verify_token(SECRET, ours, "fleet-b")
+    legacy = jwt.encode({"perms": ["admin"]}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError, match="names no fleet"):
+        verify_token(SECRET, legacy, "fleet-a")
+
+
+def test_previous_keys_are_accepted_during_a_rotation() -> None:
+    old, new = b"o" * 40, b"n" * 40
+    by_old = create_token(old, Permission.READ)
+    assert verify_token([new, old], by_old).allows(Permission.READ)
+    with pytest.raises(AuthError, match="signature"):
+        verify_token([new], by_old)
+    assert verify_token([new, old], create_token(new, Permission.READ)).allows(Permission.READ)
 
 
 def test_parse_permission() -> None:
@@ -68,9 +88,9 @@ def test_interceptor_caches_verified_tokens_until_expiry(monkeypatch: pytest.Mon
     calls = []
     real = auth_module.verify_token
 
-    def counting(secret: bytes, token: str) -> object:
+    def counting(secret: object, token: str, *args: object) -> object:
         calls.append(token)
-        return real(secret, token)
+        return real(secret, token, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(auth_module, "verify_token", counting)
     interceptor = AuthInterceptor(SECRET, {"/s/M": Permission.READ})
