@@ -10,8 +10,15 @@ client's 32-byte ticket: an 8-byte big-endian length, then that many bytes of th
 the server closes. The client checks the length against what OpenTransfer announced and
 counts every byte (the channel adds no framing of its own to get wrong).
 
-The listener and the connections run in threads with blocking sockets: sendfile moves the
-bytes inside the kernel, and the event loop that serves gRPC never waits on them.
+The port needs no token, so a connection holds nothing but its socket until its ticket is
+in: one thread reads every waiting connection's ticket (a selector; at most MAX_PENDING wait, at
+most MAX_PENDING_PER_PEER from one address, each for at most TICKET_DEADLINE_S; over a cap the
+longest-waiting one is closed), and only a redeemed ticket gets a sending thread. A flood of idle or garbage connections therefore cannot
+keep a legitimate ticket from its bytes; and when the channel does refuse one (full, or the
+ticket came too late), the fetching worker falls back to the gRPC stream (peers.py).
+
+The senders run in threads with blocking sockets: sendfile moves the bytes inside the kernel,
+and the event loop that serves gRPC never waits on them.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ import hashlib
 import logging
 import os
 import secrets
+import selectors
 import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from services.worker.faults import ServeFault
 
@@ -36,9 +45,16 @@ SEND_STEP = 64 << 20
 # A connection that sends no ticket, or stops reading, for this long is dropped.
 IDLE_TIMEOUT_S = 30.0
 # The ticket must arrive within this long of the connection.
-TICKET_DEADLINE_S = 5.0
-# Connections served at once; more are closed at once (the port is reachable without a token).
+TICKET_DEADLINE_S = 2.0
+# Connections waiting for their ticket, in all and from one peer address; over either, the one
+# that has waited longest is closed.
+MAX_PENDING = 1024
+MAX_PENDING_PER_PEER = 16
+# Transfers (redeemed tickets) sent at once; a ticket beyond that is refused and its fetcher
+# uses the gRPC stream.
 MAX_CONNECTIONS = 64
+# A flood is logged as one line per this many seconds, with counts.
+REFUSAL_LOG_S = 10.0
 
 
 class ChannelOff(Exception):
@@ -110,24 +126,19 @@ class TicketBook:
             os.close(grant.fd)
 
 
-def _recv_exact(conn: socket.socket, n: int, deadline_s: float) -> bytes:
-    """Up to n bytes, within deadline_s in all (a peer trickling bytes cannot hold the thread)."""
-    data = bytearray()
-    end = time.monotonic() + deadline_s
-    while len(data) < n:
-        left = end - time.monotonic()
-        if left <= 0:
-            break
-        conn.settimeout(left)
-        part = conn.recv(n - len(data))
-        if not part:
-            break
-        data += part
-    return bytes(data)
+@dataclass
+class _Waiting:
+    """A connection whose ticket is not all in yet."""
+
+    host: str
+    peer: str
+    deadline: float
+    received: bytearray = field(default_factory=bytearray)
 
 
 class BulkServer:
-    """The listener: accepts connections in a thread, serves each in its own thread."""
+    """The listener: one thread accepts connections and reads their tickets; each redeemed
+    ticket is sent from its own thread."""
 
     def __init__(self, book: TicketBook, fault: ServeFault, host: str, port: int) -> None:
         self.book = book
@@ -136,12 +147,16 @@ class BulkServer:
         self._sock = socket.socket(family, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
-        self._sock.listen(64)
-        self._sock.settimeout(0.5)  # the accept loop looks at `_stopped` this often
+        self._sock.listen(512)
+        self._sock.setblocking(False)
         self.port: int = self._sock.getsockname()[1]
         self._stopped = threading.Event()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._thread = threading.Thread(target=self._accept_loop, name="bulk-accept", daemon=True)
+        self._waiting: dict[socket.socket, _Waiting] = {}
+        self._per_peer: Counter[str] = Counter()
+        self._refused: Counter[str] = Counter()
+        self._refusals_logged_at = 0.0
+        self._thread = threading.Thread(target=self._gate_loop, name="bulk-accept", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -152,55 +167,136 @@ class BulkServer:
         self._sock.close()
         self.book.close()
 
-    def _accept_loop(self) -> None:
-        while not self._stopped.is_set():
+    # --- the gate: accepting connections and reading their tickets -------------------------
+
+    def _gate_loop(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._sock, selectors.EVENT_READ, None)
+        last_sweep = time.monotonic()
+        try:
+            while not self._stopped.is_set():
+                now = time.monotonic()
+                wait = min([0.5, *(w.deadline - now for w in self._waiting.values())])
+                for key, _ in selector.select(max(0.0, wait)):
+                    if key.data is None:
+                        self._accept_all(selector)
+                    else:
+                        self._read_ticket(selector, key.fileobj)  # type: ignore[arg-type]
+                now = time.monotonic()
+                for conn in [c for c, w in self._waiting.items() if w.deadline <= now]:
+                    self._drop(selector, conn, "no ticket in time")
+                if now - last_sweep >= 0.5:
+                    self.book.sweep()  # tickets never redeemed give their files back
+                    last_sweep = now
+                self._log_refusals(now)
+        except Exception:
+            log.exception("bulk channel: the accept loop failed; the channel is closed (fetches use the gRPC stream)")
+        finally:
+            for conn in list(self._waiting):
+                self._drop(selector, conn, "")
+            selector.close()
+
+    def _accept_all(self, selector: selectors.BaseSelector) -> None:
+        while True:
             try:
                 conn, peer = self._sock.accept()
-            except TimeoutError:
-                self.book.sweep()  # tickets never redeemed give their files back
-                continue
-            except OSError:
-                if self._stopped.is_set():
-                    return
-                log.exception("bulk channel: accept failed")
-                time.sleep(0.1)
-                continue
-            if not self._slots.acquire(blocking=False):
-                log.warning("bulk channel: too many connections; closing one", extra={"peer": str(peer), "max": MAX_CONNECTIONS})
-                conn.close()
-                continue
-            try:
-                threading.Thread(target=self._serve, args=(conn, peer), name="bulk-send", daemon=True).start()
-            except RuntimeError:  # no thread to be had: refuse this one, keep accepting
-                self._slots.release()
-                conn.close()
-                log.exception("bulk channel: cannot start a thread")
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of file descriptors: refuse, keep serving
+                self._refused[f"accept failed: {exc.strerror or exc}"] += 1
+                return
+            host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+            # Over a cap, the connection that has waited longest goes, not the new one: a real
+            # fetcher sends its ticket as soon as it connects, so it is never the oldest for long,
+            # and a flood re-opening idle connections only evicts its own.
+            if self._per_peer[host] >= MAX_PENDING_PER_PEER:
+                self._evict_oldest(selector, host, f"evicted: over {MAX_PENDING_PER_PEER} connections from {host} waiting for a ticket")
+            if len(self._waiting) >= MAX_PENDING:
+                self._evict_oldest(selector, None, f"evicted: over {MAX_PENDING} connections waiting for a ticket")
+            conn.setblocking(False)
+            self._per_peer[host] += 1
+            self._waiting[conn] = _Waiting(host, str(peer), time.monotonic() + TICKET_DEADLINE_S)
+            selector.register(conn, selectors.EVENT_READ, True)
 
-    def _serve(self, conn: socket.socket, peer: object) -> None:
+    def _read_ticket(self, selector: selectors.BaseSelector, conn: socket.socket) -> None:
+        waiting = self._waiting.get(conn)
+        if waiting is None:
+            return
         try:
-            self._serve_one(conn, peer)
-        finally:
+            part = conn.recv(TICKET_BYTES - len(waiting.received))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(selector, conn, "")
+            return
+        if not part:
+            self._drop(selector, conn, "")
+            return
+        waiting.received += part
+        if len(waiting.received) < TICKET_BYTES:
+            return
+        self._forget(selector, conn)
+        grant = self.book.redeem(bytes(waiting.received))
+        if grant is None:
+            self._refuse(conn, "a connection without a valid ticket")
+            return
+        if not self._slots.acquire(blocking=False):
+            os.close(grant.fd)
+            self._refuse(conn, f"a ticket beyond {MAX_CONNECTIONS} transfers at once (its fetcher uses the gRPC stream)")
+            return
+        conn.setblocking(True)
+        try:
+            threading.Thread(target=self._serve, args=(conn, grant, waiting.peer), name="bulk-send", daemon=True).start()
+        except RuntimeError:  # no thread to be had: refuse this one, keep accepting
             self._slots.release()
+            os.close(grant.fd)
+            self._refuse(conn, "no thread to send with")
 
-    def _serve_one(self, conn: socket.socket, peer: object) -> None:
-        with conn:
-            try:
-                grant = self.book.redeem(_recv_exact(conn, TICKET_BYTES, TICKET_DEADLINE_S))
-            except OSError:
-                return
-            conn.settimeout(IDLE_TIMEOUT_S)
-            if grant is None:
-                log.warning("bulk channel: connection without a valid ticket closed", extra={"peer": str(peer)})
-                return
-            started = time.monotonic()
-            try:
-                conn.sendall(HEADER.pack(grant.length))
-                self._send(conn, grant)
-                log.debug("bulk channel: sent", extra={"peer": str(peer), "bytes": grant.length, "seconds": round(time.monotonic() - started, 3)})
-            except OSError as exc:
-                log.warning("bulk channel: transfer broken off", extra={"peer": str(peer), "error": str(exc)})
-            finally:
-                os.close(grant.fd)
+    def _evict_oldest(self, selector: selectors.BaseSelector, host: str | None, why: str) -> None:
+        candidates = [(w.deadline, c) for c, w in self._waiting.items() if host is None or w.host == host]
+        if candidates:
+            self._drop(selector, min(candidates, key=lambda item: item[0])[1], why)
+
+    def _forget(self, selector: selectors.BaseSelector, conn: socket.socket) -> None:
+        waiting = self._waiting.pop(conn, None)
+        if waiting is not None:
+            selector.unregister(conn)
+            self._per_peer[waiting.host] -= 1
+            if self._per_peer[waiting.host] <= 0:
+                del self._per_peer[waiting.host]
+
+    def _drop(self, selector: selectors.BaseSelector, conn: socket.socket, why: str) -> None:
+        self._forget(selector, conn)
+        if why:
+            self._refused[why] += 1
+        conn.close()
+
+    def _refuse(self, conn: socket.socket, why: str) -> None:
+        self._refused[why] += 1
+        conn.close()
+
+    def _log_refusals(self, now: float) -> None:
+        if self._refused and now - self._refusals_logged_at >= REFUSAL_LOG_S:
+            log.warning("bulk channel: connections closed unserved", extra={"counts": dict(self._refused)})
+            self._refused.clear()
+            self._refusals_logged_at = now
+
+    # --- the senders -------------------------------------------------------------------------
+
+    def _serve(self, conn: socket.socket, grant: Ticket, peer: str) -> None:
+        try:
+            with conn:
+                conn.settimeout(IDLE_TIMEOUT_S)
+                started = time.monotonic()
+                try:
+                    conn.sendall(HEADER.pack(grant.length))
+                    self._send(conn, grant)
+                    log.debug("bulk channel: sent", extra={"peer": peer, "bytes": grant.length, "seconds": round(time.monotonic() - started, 3)})
+                except OSError as exc:
+                    log.warning("bulk channel: transfer broken off", extra={"peer": peer, "error": str(exc)})
+        finally:
+            os.close(grant.fd)
+            self._slots.release()
 
     def _send(self, conn: socket.socket, grant: Ticket) -> None:
         step = self.fault.step(SEND_STEP)

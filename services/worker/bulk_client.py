@@ -41,6 +41,12 @@ class TransferError(Exception):
     """The side channel delivered something other than what OpenTransfer announced."""
 
 
+class ChannelRefused(TransferError):
+    """The side channel closed the connection before the first byte (the ticket was refused:
+    expired or used, or the channel was full or flooded): nothing was written, and the gRPC
+    stream is the fallback."""
+
+
 def connect(address: str, timeout: float = CONNECT_TIMEOUT_S) -> socket.socket:
     try:
         host, port = parse_host_port(address)
@@ -67,9 +73,12 @@ def _handshake(sock: socket.socket, ticket: bytes, length: int) -> None:
         sock.sendall(ticket)
         _fill(sock, memoryview(header), HEADER.size, 0, HEADER.size)
     except TransferError:
-        raise TransferError("the side channel refused the ticket (expired or already used)") from None
+        raise ChannelRefused(
+            "the side channel closed the connection unserved (the ticket was refused: expired or used, "
+            "or the channel was full)"
+        ) from None
     except OSError as exc:
-        raise TransferError(f"side channel: {exc}") from None
+        raise ChannelRefused(f"side channel refused the connection: {exc}") from None
     (announced,) = HEADER.unpack(header)
     if announced != length:
         raise TransferError(f"the side channel announced {announced} bytes, OpenTransfer {length}")

@@ -177,8 +177,8 @@ class Peers:
     async def _download_bulk(
         self, target: str, sector: SectorId, file_type: FileType, storage_id: str, dest: Path, expect_size: int | None, sparse: bool
     ) -> bool:
-        """The side channel; False (nothing written) when the peer has none or it cannot be
-        reached, so the caller uses the gRPC stream."""
+        """The side channel; False (nothing left at `dest`) when the peer has none, it cannot be
+        reached or it refuses the ticket, so the caller uses the gRPC stream."""
         request = worker_pb2.OpenTransferRequest(
             sector=sector.to_proto(), type=common_pb2.SectorFileType.ValueType(int(file_type)), storage_id=storage_id
         )
@@ -211,7 +211,15 @@ class Peers:
                 with contextlib.suppress(BaseException):
                     await job
                 raise
+        except bulk_client.ChannelRefused as exc:
+            # Refused before the first byte (full, flooded, the ticket too late): the gRPC
+            # stream from the same source is the fallback.
+            log.warning("side channel refused the transfer; using the gRPC stream", extra={"source": target, "error": str(exc)})
+            with contextlib.suppress(FileNotFoundError):
+                dest.unlink()
+            return False
         except bulk_client.TransferError as exc:
+            # Broken off in the middle: the source may be gone; the caller tries the next one.
             raise TransferError(f"{target}: {exc}") from None
         finally:
             sock.close()

@@ -6,6 +6,7 @@ cleanly or goes on from another source, and never leaves a partial file)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -321,3 +322,119 @@ def test_open_transfer_tickets(start_service: StartService, manager: ManagerEndp
         with pytest.raises(grpc.RpcError) as err:
             open_transfer(**kw)
         assert err.value.code() == code, kw
+
+
+def test_fetches_go_through_a_flood_of_idle_and_garbage_connections(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+    """200 connections to the source's side channel that send nothing or garbage (re-opened as
+    they are closed), while 10 fetches run: every fetch completes (over the side channel, or the
+    gRPC stream where the channel refused it) within twice the time the same fetches take
+    without the flood."""
+    import threading
+    import time
+
+    size = 8 << 20
+    sealed = os.urandom(size)
+    index = start_service("index")
+    source = start_worker(start_service, index, manager)
+    dest = start_worker(start_service, index, manager)
+    source.attach("p", tmp_path / "source", seal=True, store=True)
+    dest.attach("p", tmp_path / "dest", seal=True, store=False)
+    for number in range(40, 60):
+        plant(source, "p", number, sealed, {"p_aux": b"x" * 64})
+    host, port = source.stub.Info(worker_pb2.InfoRequest(), timeout=10).info.transfer_address.rsplit(":", 1)
+
+    def fetch_all(numbers: range) -> float:
+        started = time.monotonic()
+        for number in numbers:
+            assert fetch(dest, number, size, [ST.SECTOR_FILE_TYPE_SEALED])[0] == "done", number
+            assert (tmp_path / "dest" / "sealed" / f"s-t0{MINER}-{number}").read_bytes() == sealed
+        return time.monotonic() - started
+
+    quiet = fetch_all(range(40, 50))
+    stop = threading.Event()
+    opened = [0]
+
+    def flood() -> None:
+        held: list[socket.socket] = []
+        while not stop.is_set():
+            while len(held) < 200 and not stop.is_set():
+                try:
+                    s = socket.create_connection((host, int(port)), timeout=2)
+                except OSError:
+                    break
+                if len(held) % 2:
+                    with contextlib.suppress(OSError):
+                        s.sendall(os.urandom(9))
+                held.append(s)
+                opened[0] += 1
+            time.sleep(0.05)
+            alive = []
+            for s in held:  # drop the ones the server closed, so they get re-opened
+                s.setblocking(False)
+                try:
+                    gone = s.recv(1) == b""
+                except BlockingIOError:
+                    gone = False
+                except OSError:
+                    gone = True
+                if gone:
+                    s.close()
+                else:
+                    alive.append(s)
+            held = alive
+        for s in held:
+            s.close()
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    time.sleep(1.0)
+    try:
+        flooded = fetch_all(range(50, 60))
+    finally:
+        stop.set()
+        flooder.join(10)
+    print(f"10 fetches: {quiet:.2f} s quiet, {flooded:.2f} s under a flood ({opened[0]} connections opened); routes {routes(dest)[10:]}")
+    assert opened[0] >= 200
+    assert flooded <= 2 * quiet + 1.0, (quiet, flooded)
+    assert os.listdir(tmp_path / "dest" / "sealed" / "fetching") == []
+
+
+def test_a_side_channel_that_refuses_falls_back_to_grpc(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+    """A side channel that accepts and closes every connection unserved (as a full or flooded
+    one does): the fetch takes the gRPC stream from the same source, and says why."""
+    import threading
+
+    refuser = socket.socket()
+    refuser.bind(("127.0.0.1", 0))
+    refuser.listen(16)
+    stop = threading.Event()
+
+    def refuse_all() -> None:
+        refuser.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = refuser.accept()
+            except OSError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=refuse_all, daemon=True)
+    thread.start()
+    try:
+        size = 8 << 20
+        sealed = os.urandom(size)
+        index = start_service("index")
+        dest = start_worker(start_service, index, manager)
+        full = start_worker(start_service, index, manager, env={"SECTORSTORAGE_WORKER_BULK_ADVERTISE": f"127.0.0.1:{refuser.getsockname()[1]}"})
+        dest.attach("p", tmp_path / "dest", seal=True, store=False)
+        full.attach("p", tmp_path / "full", seal=True, store=True)
+        plant(full, "p", 30, sealed, {"p_aux": b"x" * 64})
+        assert fetch(dest, 30, size, [ST.SECTOR_FILE_TYPE_SEALED])[0] == "done"
+        assert (tmp_path / "dest" / "sealed" / f"s-t0{MINER}-30").read_bytes() == sealed
+        assert routes(dest) == [("sealed", "grpc")]
+        [refused] = log_entries(dest, "side channel refused the transfer; using the gRPC stream")
+        assert "closed the connection unserved" in str(refused["error"])
+    finally:
+        stop.set()
+        thread.join(5)
+        refuser.close()

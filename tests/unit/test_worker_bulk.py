@@ -67,18 +67,21 @@ def test_cap_on_open_tickets_and_close(tmp_path: Path) -> None:
 
 
 def test_connections_without_tickets_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The port takes connections before any token: at most MAX_CONNECTIONS are served at once
-    (more are closed at once), and a peer that never sends its whole ticket is cut after
-    TICKET_DEADLINE_S however it trickles; a ticket then still gets its bytes."""
-    monkeypatch.setattr(bulk, "MAX_CONNECTIONS", 2)
+    """The port takes connections before any token: at most MAX_PENDING_PER_PEER from one
+    address wait for their ticket (beyond that the longest-waiting one is closed), and a peer
+    that never sends its whole ticket is cut after TICKET_DEADLINE_S however it trickles; a
+    ticket then still gets its bytes."""
+    monkeypatch.setattr(bulk, "MAX_PENDING_PER_PEER", 2)
     monkeypatch.setattr(bulk, "TICKET_DEADLINE_S", 0.6)
     server = bulk.BulkServer(TicketBook(), ServeFault(), "127.0.0.1", 0)
     server.start()
     try:
+        oldest = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        time.sleep(0.1)
         idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
-        time.sleep(0.2)  # both accepted and holding their slots
-        extra = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        assert extra.recv(1) == b""  # closed without being served
+        time.sleep(0.2)  # the third from this address evicted the one that waited longest
+        assert oldest.recv(1) == b""
+        extra = oldest
         started = time.monotonic()
         for _ in range(3):  # trickle: one byte now and then, never the whole ticket
             idle[0].sendall(b"x")
@@ -127,3 +130,45 @@ def test_receive_falls_back_to_writes_without_losing_the_piped_bytes(tmp_path: P
         assert bulk_client.receive(client, os.urandom(32), tmp_path / "got", len(data)) == len(data)
     sender.join(10)
     assert (tmp_path / "got").read_bytes() == data
+
+
+def test_a_flood_of_idle_and_garbage_connections_does_not_starve_tickets(tmp_path: Path) -> None:
+    """200 connections that send nothing or garbage, from the same address as the fetchers: the
+    per-address cap refuses most of them at once, the waiting ones hold no thread, and every
+    legitimate ticket is served right away."""
+    server = bulk.BulkServer(TicketBook(), ServeFault(), "127.0.0.1", 0)
+    server.start()
+    flood: list[socket.socket] = []
+    try:
+        for i in range(200):
+            try:
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            except OSError:
+                continue
+            if i % 2:
+                s.sendall(os.urandom(7))  # garbage, never a whole ticket
+            flood.append(s)
+        threads_before = threading.active_count()
+        for n in range(10):
+            fd = open_file(tmp_path)
+            ticket, _ = server.book.issue(fd, 0, 10)
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as ok:
+                ok.sendall(ticket)
+                got = b""
+                while len(got) < bulk.HEADER.size + 10:
+                    part = ok.recv(64)
+                    if not part:
+                        break
+                    got += part
+            # Refused at once would be b""; served means the bytes, well before the flood's deadline.
+            if got:
+                assert got[bulk.HEADER.size :] == b"x" * 10, n
+                assert time.monotonic() - started < 1.0, n
+            else:
+                pytest.fail(f"ticket {n} was refused under the flood")
+        assert threading.active_count() <= threads_before + 2  # the flood holds no threads
+    finally:
+        for s in flood:
+            s.close()
+        server.stop()
