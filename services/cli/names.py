@@ -36,7 +36,7 @@ WINDOW_POST = {
     common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_64GIB_V1_1: common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_64GIB_V1,
 }
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGTP])(i?)(B?))?\s*(B?)\s*$", re.IGNORECASE)
 _MULT = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 
 
@@ -45,18 +45,26 @@ def task_short(task_type: common_pb2.TaskType.ValueType) -> str:
 
 
 def parse_size(text: str) -> int:
-    """'2KiB', '8MiB', '1.5GiB', '4096' -> bytes (binary units: 1 KiB = 1024 B)."""
+    """'2KiB', '8MiB', '1.5GiB', '8M', '4096' -> bytes in binary units (1 KiB = 1024 B); '8MB',
+    '1GB' are SI units (1 MB = 1,000,000 B), as everywhere else."""
     match = _SIZE.match(text)
-    if not match:
+    if not match or (match.group(2) and match.group(5)):
         raise ValueError(f"can't parse size {text!r}: use bytes or a number with KiB, MiB, GiB, TiB (e.g. 8MiB)")
-    return int(float(match.group(1)) * _MULT[match.group(2).upper()])
+    number, prefix, binary, b = match.group(1), (match.group(2) or "").upper(), match.group(3), match.group(4)
+    if prefix and b and not binary:  # "8MB": SI
+        return int(float(number) * 1000 ** (" KMGTP".index(prefix)))
+    return int(float(number) * _MULT[prefix])
 
 
 def seal_proof(text: str) -> common_pb2.RegisteredSealProof.ValueType:
     """A sector size ('2KiB', '8MiB', '512MiB', '32GiB', '64GiB') -> its seal proof type."""
     n = parse_size(text)
     if n not in SEAL_PROOFS:
-        raise ValueError(f"no sector size {text!r}: use one of 2KiB, 8MiB, 512MiB, 32GiB, 64GiB")
+        hint = ""
+        si = re.match(r"^\s*(\d+)\s*([KMGTP])B\s*$", text, re.IGNORECASE)
+        if si:
+            hint = f" ({text.strip()} is {n:,} bytes in SI units; sector sizes are binary: {si.group(1)}{si.group(2).upper()}iB?)"
+        raise ValueError(f"no sector size {text!r}{hint}: use one of 2KiB, 8MiB, 512MiB, 32GiB, 64GiB")
     return SEAL_PROOFS[n]
 
 

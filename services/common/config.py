@@ -49,6 +49,8 @@ def _check_listen(value: str) -> str:
 
 
 class LogFormat(StrEnum):
+    # Text when stderr is a terminal (a person reads it), JSON otherwise (a collector does).
+    AUTO = "auto"
     JSON = "json"
     TEXT = "text"
 
@@ -57,7 +59,7 @@ class LogConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     level: str = "info"
-    format: LogFormat = LogFormat.JSON
+    format: LogFormat = LogFormat.AUTO
 
     @field_validator("level")
     @classmethod

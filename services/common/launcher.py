@@ -25,14 +25,16 @@ class Flag:
     help: str
     # A switch (sets the key to true) rather than a flag taking a value.
     switch: bool = False
+    # What the value looks like in --help.
+    metavar: str = "VALUE"
 
 
 COMMON_FLAGS = (
-    Flag("--listen", "listen", "HOST:PORT to serve gRPC on (port 0 picks a free one; default 127.0.0.1:0)"),
-    Flag("--data-dir", "data_dir", "directory for this service's state (databases, keys, call records)"),
-    Flag("--metrics-listen", "metrics.listen", "HOST:PORT for the Prometheus /metrics endpoint ('' disables)"),
-    Flag("--log-format", "log.format", "json (default) or text"),
-    Flag("--log-level", "log.level", "debug, info (default), warning, error"),
+    Flag("--listen", "listen", "HOST:PORT to serve gRPC on (port 0 picks a free one; default 127.0.0.1:0)", metavar="HOST:PORT"),
+    Flag("--data-dir", "data_dir", "directory for this service's state (databases, keys, call records)", metavar="DIR"),
+    Flag("--metrics-listen", "metrics.listen", "HOST:PORT for the Prometheus /metrics endpoint ('' disables)", metavar="HOST:PORT"),
+    Flag("--log-format", "log.format", "auto (default: text on a terminal, else json), json or text", metavar="FORMAT"),
+    Flag("--log-level", "log.level", "debug, info (default), warning, error", metavar="LEVEL"),
 )
 # For the services with a database (index, manager).
 INIT_DATABASE = Flag(
@@ -55,13 +57,13 @@ def launch(
         prog=f"sectorstorage-{name}",
         description=f"sectorstorage {name} service. Config: defaults < --config TOML < SECTORSTORAGE_* env < flags.",
     )
-    parser.add_argument("--config", type=Path, help="TOML config file")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
     flags = [*COMMON_FLAGS, *extra_flags]
     for flag in flags:
         if flag.switch:
             parser.add_argument(flag.name, dest=flag.key, action="store_const", const=True, default=None, help=flag.help)
         else:
-            parser.add_argument(flag.name, dest=flag.key, default=None, help=flag.help)
+            parser.add_argument(flag.name, dest=flag.key, default=None, metavar=flag.metavar, help=flag.help)
     args = vars(parser.parse_args(argv))
     config_file = args.pop("config")
     try:

@@ -9,7 +9,7 @@ from services.common.launcher import INIT_DATABASE, Flag, launch
 from services.manager.config import ManagerConfig
 from services.manager.service import ManagerApp
 
-FLAGS = (Flag("--index", "manager.index", "HOST:PORT of the index service"), INIT_DATABASE)
+FLAGS = (Flag("--index", "manager.index", "HOST:PORT of the index service", metavar="HOST:PORT"), INIT_DATABASE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,7 +44,7 @@ def create(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
-    verbs = groups.add_parser("auth", help="API tokens").add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = groups.add_parser("auth", help="API tokens", description="sectorctl auth: API tokens.").add_subparsers(dest="verb", required=True, metavar="VERB")
     p = verbs.add_parser("create-token", parents=[common], help="print a token granting a permission (and the ones below it)")
     p.add_argument("--perm", required=True, help="read, write or admin")
     p.add_argument("--subject", default="sectorctl", help="who the token is for (shown in logs)")

@@ -59,7 +59,7 @@ def window_post(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
-    verbs = groups.add_parser("proving", help="Window PoSt (manager)").add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = groups.add_parser("proving", help="Window PoSt (manager)", description="sectorctl proving: Window PoSt (manager).").add_subparsers(dest="verb", required=True, metavar="VERB")
     p = verbs.add_parser("window-post", parents=[common], help="generate a Window PoSt for sectors, then verify it")
     p.add_argument(
         "sectors", nargs="+", metavar="SECTOR",

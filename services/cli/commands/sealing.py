@@ -209,7 +209,7 @@ def history(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
-    verbs = groups.add_parser("sealing", help="jobs, workers and the scheduler (manager)").add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = groups.add_parser("sealing", help="jobs, workers and the scheduler (manager)", description="sectorctl sealing: jobs, workers and the scheduler (manager).").add_subparsers(dest="verb", required=True, metavar="VERB")
     p = verbs.add_parser("jobs", parents=[common], help="jobs the manager knows: queued, assigned, running, returned")
     p.add_argument("--all", action="store_true", help="include delivered jobs")
     p.add_argument("--worker", help="only jobs of this worker id")

@@ -244,7 +244,7 @@ def status(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
-    verbs = groups.add_parser("sectors", help="seal, read and check sectors (manager)").add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = groups.add_parser("sectors", help="seal, read and check sectors (manager)", description="sectorctl sectors: seal, read and check sectors (manager).").add_subparsers(dest="verb", required=True, metavar="VERB")
     miner_help = "miner actor id (default: SECTORSTORAGE_MINER or 1000)"
 
     p = verbs.add_parser("seal", parents=[common], help="seal files into one sector (AddPiece ... C2, VerifySeal, Finalize)")

@@ -176,7 +176,7 @@ def cleanup(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
-    verbs = groups.add_parser("storage", help="storage paths (index and workers)").add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = groups.add_parser("storage", help="storage paths (index and workers)", description="sectorctl storage: storage paths (index and workers).").add_subparsers(dest="verb", required=True, metavar="VERB")
     p = verbs.add_parser("list", parents=[common], help="every path: capacity, use, weight, roles, health, URLs, workers")
     p.set_defaults(func=list_paths)
 

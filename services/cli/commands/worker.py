@@ -71,7 +71,7 @@ def drain(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
-    verbs = groups.add_parser("worker", help="enable, disable, cordon, drain a worker (manager)").add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = groups.add_parser("worker", help="enable, disable, cordon, drain a worker (manager)", description="sectorctl worker: enable, disable, cordon, drain a worker (manager).").add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, func, text in (
         ("enable", enable, "let a disabled worker receive tasks again"),
         ("disable", disable, "no new tasks; assigned ones go back to the queue, running ones finish"),
