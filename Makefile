@@ -6,6 +6,7 @@ VENV        ?= .venv
 VPY         := $(VENV)/bin/python
 DEPS_STAMP  := $(VENV)/.deps-installed
 CARGO_DIR   := rust_core
+comma       := ,
 
 .PHONY: help venv develop protos check-protos postgres test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep bench-scheduler clean
 
@@ -16,22 +17,32 @@ help:
 	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, mypy"
 	@echo "make bench  - benchmark figures (see docs/benchmarks.md)"
 
+# Long steps say what they do, keep their output in a log under .venv, and show it only when
+# they fail (QUIET=0 shows everything).
+QUIET ?= 1
+define step
+	@echo "==> $(1)"
+	@if [ "$(QUIET)" = 1 ]; then \
+		mkdir -p $(VENV); ( $(2) ) > $(VENV)/$(3).log 2>&1 || { tail -n 40 $(VENV)/$(3).log; echo "failed: see $(VENV)/$(3).log"; exit 1; }; \
+	else $(2); fi
+endef
+
 $(VPY):
-	$(PYTHON) -m venv $(VENV)
+	@echo "==> creating $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
 
 # Dependencies change only with pyproject.toml: install them once per change.
 $(DEPS_STAMP): pyproject.toml | $(VPY)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q "maturin>=1.7,<2"
-	$(VPY) -m pip install -q -e ".[test,dev,postgres]"
-	touch $@
+	$(call step,installing Python dependencies into $(VENV) (first run: a minute or two),\
+		$(VPY) -m pip install -q --upgrade pip && $(VPY) -m pip install -q "maturin>=1.7$(comma)<2" && $(VPY) -m pip install -q -e ".[test$(comma)dev$(comma)postgres]",install)
+	@touch $@
 
 venv: $(DEPS_STAMP)
 
 # Rebuilds rust_core (incrementally) and installs the package into the venv in editable mode.
 # (No --skip-install: with this layout it builds the wheel but leaves the old extension installed.)
 develop: $(DEPS_STAMP)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
+	$(call step,building rust_core (release; first build: a few minutes),VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q,build)
 
 protos: $(DEPS_STAMP)
 	$(VPY) scripts/gen_protos.py

@@ -12,7 +12,9 @@ import secrets
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import rust_core
 from services.cli.local_fleet import ServiceProcess
+from services.cli.names import task_short
 from services.cli.sealing import SealedSector, read_piece, seal_sector
 from services.common.auth import Permission, create_token
 from services.common.client import sync_channel
@@ -96,16 +99,24 @@ def run_job(manager: ServiceProcess, workers: list[ServiceProcess], token: str, 
     with sync_channel(manager.address, token) as channel:
         stub = manager_pb2_grpc.ManagerServiceStub(channel)
         wait_for_workers(stub, len(workers))
-        sealed: list[SealedSector] = []
-        for number in (1, 2):
+        # Both sectors at once: the scheduler spreads them over the two workers (each sector's
+        # later steps follow its files).
+        print("==> sealing sectors 1 and 2 (8 MiB each) at once", flush=True)
+
+        def seal(number: int) -> SealedSector:
             ref = common_pb2.SectorRef(id=common_pb2.SectorId(miner=MINER, number=number), proof_type=PROOF)
-            print(f"==> sealing sector {number} (8 MiB)", flush=True)
-            result = seal_sector(stub, ref, piece_bytes(number), TICKET, SEED, progress=lambda task, sec: print(f"    {task:<11} {sec:6.2f}s", flush=True))
-            sealed.append(result)
-            print(f"    piece  {result.piece.piece_cid}")
-            print(f"    commD  {result.commitments.unsealed_cid}")
-            print(f"    commR  {result.commitments.sealed_cid}")
-            print(f"    proof  {len(result.proof)} bytes, verified: {result.verified}")
+            return seal_sector(
+                stub, ref, piece_bytes(number), TICKET, SEED,
+                progress=lambda task, sec: print(f"    sector {number}  {task:<11} {sec:6.2f}s", flush=True),
+            )
+
+        with ThreadPoolExecutor(2) as pool:
+            sealed: list[SealedSector] = list(pool.map(seal, (1, 2)))
+        for result in sealed:
+            print(f"    sector {result.ref.id.number}  piece {result.piece.piece_cid}")
+            print(f"              commD {result.commitments.unsealed_cid}")
+            print(f"              commR {result.commitments.sealed_cid}")
+            print(f"              proof {len(result.proof)} bytes, verified: {result.verified}")
         ok = all(s.verified for s in sealed)
 
         first = sealed[0]
@@ -130,7 +141,16 @@ def run_job(manager: ServiceProcess, workers: list[ServiceProcess], token: str, 
         ok &= check.valid and not post.skipped
 
         runs = stub.TaskHistory(manager_pb2.TaskHistoryRequest(page_size=100), timeout=30).runs
-        print(f"==> {len(runs)} tasks ran on {len({r.worker_id for r in runs})} workers")
+        stats = stub.WorkerStats(manager_pb2.WorkerStatsRequest(), timeout=30).workers
+        print(f"==> {len(runs)} tasks ran on {len({r.worker_id for r in runs})} of {len(stats)} workers")
+        for stat in stats:
+            mine = [r for r in runs if r.worker_id == stat.info.worker_id]
+            counts = Counter(task_short(r.task_type) for r in mine)
+            sectors = sorted({r.sector.id.number for r in mine})
+            what = ", ".join(f"{n} {t}" for t, n in sorted(counts.items())) if mine else "nothing"
+            print(f"    {stat.info.name or stat.info.hostname or stat.info.worker_id}: {what}" + (f" (sectors {', '.join(map(str, sectors))})" if sectors else ""))
+        if len({r.worker_id for r in runs}) < len(stats):
+            print("    (a sector's later tasks run where its files are, so a worker that got no AddPiece gets no work)")
     return ok
 
 

@@ -19,3 +19,6 @@ def test_demo_seals_reads_back_and_proves(tmp_path: Path) -> None:
     assert "identical to the original" in out
     assert "2/2 sectors provable" in out
     assert "(exit 0)" in out and "demo OK" in out
+    # The two sectors are sealed at once, so both workers get work, and the summary says who did what.
+    assert "tasks ran on 2 of 2 workers" in out
+    assert "demo-worker-1: " in out and "demo-worker-2: " in out

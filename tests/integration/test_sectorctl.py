@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -379,3 +381,16 @@ def test_connection_and_auth_errors(fleet: CliFleet) -> None:
     other = fleet.run("auth", "create-token", "--perm", "admin", "--fleet", "elsewhere").stdout.strip()
     proc = fleet.run("--token", other, "sealing", "jobs", check=False)
     assert proc.returncode == 1 and "UNAUTHENTICATED: token is for another fleet" in proc.stderr
+
+
+def test_wait_api_waits_for_the_index_too_and_says_what_it_waits_for(fleet: CliFleet) -> None:
+    ready = fleet.json("wait-api", "--workers", "2")
+    assert ready == {"ready": True, "workers_connected": 2, "index_checked": True}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    started = time.monotonic()
+    proc = fleet.run("--index", dead, "wait-api", "--timeout", "6", check=False)
+    assert proc.returncode == 1 and time.monotonic() - started < 30
+    assert re.search(rf"sectorctl: waiting \(\d+s of 6s\): the index at {re.escape(dead)} is unreachable", proc.stderr), proc.stderr
+    assert proc.stderr.rstrip().endswith(f"timed out after 6s: the index at {dead} is unreachable (UNAVAILABLE)"), proc.stderr
