@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _is_connection_failure(exc: grpc.RpcError) -> bool:
+    # gRPC's own words for a channel that never connected; a service's UNAVAILABLE (e.g. a
+    # worker that cannot reach the index) starts otherwise and names its own dependency.
     details = (exc.details() or "").lower()
-    return any(s in details for s in ("failed to connect", "connection refused", "dns resolution failed", "name resolution", "connect failed"))
+    return details.startswith(("failed to connect", "connection refused", "dns resolution failed", "name resolution", "connect failed"))
 
 
 def _hint(conn: connection.Connection | None) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from services.common.dependency import describe_failure
+from services.common.dependency import UNAVAILABLE_CODES, describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, index_pb2_grpc
 from services.worker.sectors import FileType, PathType, SectorId, types_to_proto
 
@@ -73,6 +73,16 @@ class IndexClient:
 
     async def attach(self, info: common_pb2.StorageInfo, stat: common_pb2.FsStat) -> None:
         await self.stub.StorageAttach(index_pb2.StorageAttachRequest(info=info, stat=stat), timeout=RPC_TIMEOUT_S)
+
+    def unavailable(self, exc: grpc.aio.AioRpcError, consequence: str) -> Exception:
+        """What to raise for a failed call: IndexUnavailable naming the index (the worker's
+        caller learns which service to look at), or the error itself when the index answered."""
+        if exc.code() not in UNAVAILABLE_CODES:
+            return exc
+        return IndexUnavailable(
+            f"this worker cannot reach the index at {self.address or '(no address)'} ({exc.code().name}); {consequence}: "
+            "is the index running? (worker.index / --index)"
+        )
 
     async def detach(self, storage_id: str, url: str) -> None:
         try:

@@ -34,7 +34,7 @@ from services.worker.config import WorkerConfig
 from services.worker.drain import drain_for_stop
 from services.worker.faults import ServeFault, TaskFault
 from services.worker.identity import WorkerIdentity, load_or_create_worker_id
-from services.worker.index_client import IndexClient
+from services.worker.index_client import IndexClient, IndexUnavailable
 from services.worker.local_store import LocalStore, NoSpace, PathBusy, PathExists, PathNotFound
 from services.worker.manager_link import ManagerLink
 from services.worker.paths import STORAGE_FILE, MetaError, PathMeta, StorageList
@@ -95,6 +95,7 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (Disabled, grpc.StatusCode.FAILED_PRECONDITION),
     (Exhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (IndexUnavailable, grpc.StatusCode.UNAVAILABLE),
     (serving.NotServed, grpc.StatusCode.NOT_FOUND),
     (serving.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (bulk.ChannelOff, grpc.StatusCode.FAILED_PRECONDITION),

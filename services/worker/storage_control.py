@@ -87,6 +87,9 @@ class StorageControl:
         path = await asyncio.to_thread(self.local.attach, root, init)
         try:
             result = await self._announce(index, path, drop_missing=False)
+        except grpc.aio.AioRpcError as exc:
+            await asyncio.to_thread(self.local.detach, path.id, True)
+            raise index.unavailable(exc, f"{root} was not attached") from None
         except BaseException:
             await asyncio.to_thread(self.local.detach, path.id, True)
             raise

@@ -5,6 +5,8 @@ until the test starts it)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -12,7 +14,8 @@ from pathlib import Path
 from services.common.proto.sectorstorage.v1 import index_pb2
 from services.worker.paths import PathMeta, StorageList, init_path
 from tests.integration.fleet import free_port
-from tests.integration.worker_helpers import StartService, index_stub
+from services.cli.local_fleet import console_script
+from tests.integration.worker_helpers import StartService, index_stub, token
 
 FAST = {
     "SECTORSTORAGE_WORKER_STORAGE_HEARTBEAT_S": "0.5",
@@ -53,6 +56,17 @@ def test_worker_names_the_index_it_cannot_reach_on_every_retry(start_service: St
     wait_for(lambda: warnings_of(worker.log()).count(expected) >= 3)
     # Every warning is that one: nothing blames the manager, which is up.
     assert set(warnings_of(worker.log())) == {expected}, warnings_of(worker.log())
+
+    # An operator attaching storage meanwhile is told that the worker cannot reach the index,
+    # not that the worker is unreachable.
+    env = {**os.environ, "SECTORSTORAGE_TOKEN": token(), "SECTORSTORAGE_INDEX": index_address, "SECTORSTORAGE_MANAGER": manager.address}
+    proc = subprocess.run(
+        [console_script("sectorctl"), "storage", "attach", "--init", "--seal", "--worker", worker.address, str(tmp_path / "more")],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert f"this worker cannot reach the index at {index_address} (UNAVAILABLE)" in proc.stderr, proc.stderr
+    assert "can't reach the worker" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
     # The index comes up on that address: the path is attached and nothing more is logged.
     index = start_service("index", "--listen", index_address)
