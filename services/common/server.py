@@ -24,6 +24,7 @@ from services.common.auth import AuthInterceptor, Permission, create_token, meth
 from services.common.config import ServiceConfig
 from services.common.grpc_options import server_options
 from services.common.metrics import MetricsInterceptor, start_metrics_server
+from services.common.readiness import Readiness
 from services.common.startup import (
     EXIT_STARTUP,
     GRPC_LISTEN_KEY,
@@ -57,6 +58,13 @@ class Runtime:
     secret: bytes
     metrics_address: str | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # Dependencies report here; the health service `sectorstorage.v1.Ready` follows them.
+    readiness: Readiness | None = None
+
+    async def dependency(self, name: str, problem: str | None) -> None:
+        """Whether a dependency (the index, the manager) answers: None, or what is wrong."""
+        if self.readiness is not None:
+            await self.readiness.dependency(name, problem)
 
     def token(self, permission: Permission = Permission.ADMIN) -> str:
         """A token for this service's own calls to its peers (they share the fleet key)."""
@@ -90,6 +98,7 @@ class ServiceHost:
         self.service = service
         self.config = config
         self.health = health.aio.HealthServicer()
+        self.readiness = Readiness(self.health)
         self.server: grpc.aio.Server | None = None
         self.runtime: Runtime | None = None
         # Set once the server listens: a failure before that is a start-up failure (exit 2).
@@ -103,6 +112,7 @@ class ServiceHost:
             reg.add_to_server(reg.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.readiness.set_serving(False)
         reflection.enable_server_reflection([r.descriptor.full_name for r in regs] + [health.SERVICE_NAME], server)
         host = config.listen.rpartition(":")[0].strip("[]")
         # TLS (optional): the listening port, and every channel this process opens to its peers.
@@ -148,7 +158,7 @@ class ServiceHost:
         except BaseException:
             await server.stop(None)
             raise
-        runtime = Runtime(self.service.name, config, address, secret, metrics_address)
+        runtime = Runtime(self.service.name, config, address, secret, metrics_address, readiness=self.readiness)
         self.runtime = runtime
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -159,6 +169,7 @@ class ServiceHost:
             await server.stop(None)
             raise
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        await self.readiness.set_serving(True)
         self.started = True
         # The one line a supervisor or a test reads to learn the bound ports.
         print(
@@ -173,6 +184,7 @@ class ServiceHost:
         await runtime.stopping.wait()
         log.info("draining: health NOT_SERVING, finishing in-flight calls", extra={"grace_s": config.shutdown_grace})
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.readiness.set_serving(False)
         await self.service.drain()
         await server.stop(config.shutdown_grace)
         await self.service.stop()

@@ -12,6 +12,7 @@ from enum import IntEnum
 from typing import Protocol
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.client import aio_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, index_pb2_grpc
@@ -79,6 +80,16 @@ class GrpcStorageIndex:
         self.address = target
         self._channel = aio_channel(target, token)
         self._stub = index_pb2_grpc.IndexServiceStub(self._channel)
+
+    async def problem(self) -> str | None:
+        """None when the index serves; else what is wrong (for the manager's readiness)."""
+        try:
+            reply = await health_pb2_grpc.HealthStub(self._channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return f"the index at {self.address} does not answer ({exc.code().name})"
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            return f"the index at {self.address} is {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}"
+        return None
 
     async def find_sector(
         self, miner: int, number: int, types: Iterable[FileType], sector_size: int, allow_fetch: bool

@@ -110,12 +110,18 @@ class ManagerApp(Service):
             asyncio.create_task(self._every(min(1.0, settings.heartbeat_interval_s / 2), self.runner.tick, "upkeep")),
             asyncio.create_task(self._every(settings.sched_pass_interval_s, self._full_pass, "full-pass")),
             asyncio.create_task(self._every(3600.0, self._purge, "retention")),
+            asyncio.create_task(self._every(min(2.0, settings.heartbeat_interval_s), self._check_index, "readiness")),
         ]
 
     async def _full_pass(self) -> None:
         placed = self.runner.scheduler.full_pass()
         if placed:
             log.info("full scheduling pass placed requests the events had not", extra={"placed": placed})
+
+    async def _check_index(self) -> None:
+        """Readiness follows the index: without it nothing can be placed."""
+        if isinstance(self.index, GrpcStorageIndex) and self.runtime is not None:
+            await self.runtime.dependency("index", await self.index.problem())
 
     async def _purge(self) -> None:
         settings = self.config.manager

@@ -41,6 +41,10 @@ async def _sleep_or_wake(stopping: asyncio.Event, wake: asyncio.Event, seconds: 
 
 
 
+async def _no_dependency_report(name: str, problem: str | None) -> None:
+    return None
+
+
 # How often the heartbeat loop looks whether the advertised info changed.
 INFO_POLL_S = 0.2
 
@@ -60,6 +64,7 @@ class ManagerLink:
         backoff: Backoff,
         heartbeat_interval_s: float,
         info_version: Callable[[], int] = lambda: 0,
+        on_dependency: Callable[[str, str | None], Awaitable[None]] = _no_dependency_report,
         running_calls: Callable[[], list[common_pb2.CallId]] = list,
         on_unknown_calls: Callable[[list[common_pb2.CallId]], None] = lambda calls: None,
         on_manager_restart: Callable[[], Awaitable[None]] = _nothing,
@@ -73,6 +78,7 @@ class ManagerLink:
         self.backoff = backoff
         self.heartbeat_interval_s = heartbeat_interval_s
         self.info_version = info_version
+        self.on_dependency = on_dependency
         self.running_calls = running_calls
         self.on_unknown_calls = on_unknown_calls
         self.on_manager_restart = on_manager_restart
@@ -99,6 +105,7 @@ class ManagerLink:
                         "manager", self.manager, exc, f"manager registration failed; retrying in {delay:.1f} s"
                     )
                     log.warning(message, extra={"manager": self.manager, "retry_in_s": round(delay, 2), "attempt": self.attempts, **extra})
+                    await self.on_dependency("manager", f"the manager at {self.manager} does not answer ({exc.code().name})")
                     await _sleep_unless(stopping, delay)
 
     async def _until_beat(self, stopping: asyncio.Event, interval: float, version: int) -> None:
@@ -127,6 +134,7 @@ class ManagerLink:
             await self.on_manager_restart()
         self.manager_session = reply.manager_session_id
         self.registered = True
+        await self.on_dependency("manager", None)
         self.backoff.reset()
         interval = reply.heartbeat_interval.ToTimedelta().total_seconds() or self.heartbeat_interval_s
         log.info("registered with manager", extra={"manager": self.manager, "heartbeat_s": interval})

@@ -813,7 +813,9 @@ class WorkerApp(Service):
         else:
             log.warning("no index configured (worker.index): serving, but storage and tasks are unavailable")
         p.storage = StorageControl(p.local, p.index, [address])
-        self._loops.append(asyncio.create_task(p.storage.run(self._quit, section.storage_heartbeat_s), name="storage-heartbeat"))
+        self._loops.append(
+            asyncio.create_task(p.storage.run(self._quit, section.storage_heartbeat_s, runtime.dependency), name="storage-heartbeat")
+        )
         if not section.manager:
             log.warning("no manager configured (worker.manager): serving files and RPCs without registering")
             return
@@ -842,6 +844,7 @@ class WorkerApp(Service):
             on_unknown_calls=unknown_calls,
             on_manager_restart=manager_restarted,
             shutting_down=lambda: p.runner.shutting_down,
+            on_dependency=runtime.dependency,
         )
         self._loops.append(asyncio.create_task(self.link.run(self._quit), name="manager-link"))
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-from services.common.dependency import describe_failure
+from services.common.dependency import UNAVAILABLE_CODES, describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker.index_client import Declaration, IndexClient
 from services.worker.local_store import FsStat, LocalPath, LocalStore
@@ -133,7 +134,10 @@ class StorageControl:
             log.warning("index forgot a storage path; attaching it again", extra={"storage_id": path.id})
             await self._announce(index, path, drop_missing=False)
 
-    async def run(self, stopping: asyncio.Event, interval_s: float) -> None:
+    async def run(
+        self, stopping: asyncio.Event, interval_s: float,
+        on_dependency: Callable[[str, str | None], Awaitable[None]] | None = None,
+    ) -> None:
         """Announces every path, then reports health every interval; a path the index does not
         know (any more) is announced again. Index outages are retried on the next beat."""
         if self.index is None:
@@ -153,6 +157,9 @@ class StorageControl:
                         "index", self.index.address, exc, f"storage heartbeat failed; retrying in {interval_s:g} s"
                     )
                     log.warning(message, extra={"storage_id": path.id, **extra})
+                    if on_dependency is not None and exc.code() in UNAVAILABLE_CODES:
+                        await on_dependency("index", f"the index at {self.index.address} does not answer ({exc.code().name})")
+                    continue
                 except Exception as exc:  # noqa: BLE001 - one path's problem must not stop the loop
                     # Logged with its traceback once; the same failure on the next beats is not
                     # logged again (it would fill the log every interval) until it changes.
@@ -163,5 +170,7 @@ class StorageControl:
                     continue
                 if self._failing.pop(path.id, None) is not None:
                     log.info("storage heartbeat works again", extra={"storage_id": path.id})
+                if on_dependency is not None:
+                    await on_dependency("index", None)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=interval_s)

@@ -11,7 +11,11 @@ import time
 import uuid
 from pathlib import Path
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from services.common.proto.sectorstorage.v1 import index_pb2
+from services.common.readiness import READY_SERVICE
 from services.worker.paths import PathMeta, StorageList, init_path
 from tests.integration.fleet import free_port
 from services.cli.local_fleet import console_script
@@ -22,6 +26,12 @@ FAST = {
     "SECTORSTORAGE_WORKER_REGISTER_RETRY_INITIAL_S": "0.1",
     "SECTORSTORAGE_WORKER_REGISTER_RETRY_MAX_S": "0.4",
 }
+
+
+def health_of(address: str, service: str = "") -> str:
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 def warnings_of(log: str) -> list[str]:
@@ -55,7 +65,15 @@ def test_worker_names_the_index_it_cannot_reach_on_every_retry(start_service: St
     expected = f"index {index_address} unavailable (UNAVAILABLE): storage heartbeat failed; retrying in 0.5 s"
     wait_for(lambda: warnings_of(worker.log()).count(expected) >= 3)
     # Every warning is that one: nothing blames the manager, which is up.
-    assert set(warnings_of(worker.log())) == {expected}, warnings_of(worker.log())
+    not_ready = f"not ready: the index at {index_address} does not answer (UNAVAILABLE)"
+    assert set(warnings_of(worker.log())) == {expected, not_ready}, warnings_of(worker.log())
+    assert warnings_of(worker.log()).count(not_ready) == 1  # said when it changes, not every retry
+
+    # Readiness says so too; liveness (the overall status) does not.
+    assert health_of(worker.address, READY_SERVICE) == "NOT_SERVING" and health_of(worker.address) == "SERVING"
+    wait_for(lambda: health_of(manager.address, READY_SERVICE) == "NOT_SERVING")
+    assert health_of(manager.address) == "SERVING"
+    assert f"not ready: the index at {index_address} does not answer (UNAVAILABLE)" in warnings_of(manager.log())
 
     # An operator attaching storage meanwhile is told that the worker cannot reach the index,
     # not that the worker is unreachable.
@@ -71,6 +89,7 @@ def test_worker_names_the_index_it_cannot_reach_on_every_retry(start_service: St
     # The index comes up on that address: the path is attached and nothing more is logged.
     index = start_service("index", "--listen", index_address)
     wait_for(lambda: any(p.info.id == storage_id for p in index_stub(index).StorageList(index_pb2.StorageListRequest(), timeout=5).paths))
+    wait_for(lambda: health_of(worker.address, READY_SERVICE) == "SERVING" and health_of(manager.address, READY_SERVICE) == "SERVING")
 
 
 def test_worker_names_the_manager_it_cannot_reach_on_every_retry(start_service: StartService) -> None:
@@ -79,4 +98,6 @@ def test_worker_names_the_manager_it_cannot_reach_on_every_retry(start_service: 
     worker = start_service("worker", "--index", index.address, "--manager", manager_address, env=FAST)
     prefix = f"manager {manager_address} unavailable (UNAVAILABLE): manager registration failed; retrying in "
     wait_for(lambda: sum(m.startswith(prefix) for m in warnings_of(worker.log())) >= 3)
-    assert all(m.startswith(prefix) for m in warnings_of(worker.log())), warnings_of(worker.log())
+    not_ready = f"not ready: the manager at {manager_address} does not answer (UNAVAILABLE)"
+    assert all(m.startswith(prefix) or m == not_ready for m in warnings_of(worker.log())), warnings_of(worker.log())
+    assert warnings_of(worker.log()).count(not_ready) == 1

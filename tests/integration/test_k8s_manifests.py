@@ -31,6 +31,7 @@ import pytest
 
 from services.common.config import ConfigError, ServiceConfig, load_config
 from services.common.launcher import Flag
+from services.common.readiness import READY_SERVICE
 from tests.conftest import REPO, TEST_SECRET
 from tests.integration.k8s_render import (
     CLUSTER_KINDS,
@@ -243,9 +244,14 @@ def test_ports_probes_and_metrics_agree_with_config(overlay: Rendered, component
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
         probe = container.get(kind)
         assert probe is not None, f"{workload.name}: no {kind}"
-        # Native gRPC probe on grpc.health.v1 (overall server status, no service name).
+        # Native gRPC probe on grpc.health.v1: startup and liveness on the overall server status
+        # (no service name), readiness on sectorstorage.v1.Ready (serving and its dependencies
+        # answer: services/common/readiness.py).
         assert probe.get("grpc", {}).get("port") == ports["grpc"], f"{workload.name}: {kind} {probe}"
-        assert not probe["grpc"].get("service"), "the services set the overall status ''"
+        if kind == "readinessProbe":
+            assert probe["grpc"].get("service") == READY_SERVICE, f"{workload.name}: {kind} {probe}"
+        else:
+            assert not probe["grpc"].get("service"), "liveness and startup use the overall status ''"
     annotations = workload.pod_annotations
     assert annotations.get("prometheus.io/scrape") == "true"
     assert int(annotations["prometheus.io/port"]) == ports["metrics"]
