@@ -11,6 +11,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import wellknown
+from services.common.pieces import next_piece
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.manager.calltracker import ErrorCode, Outcome
 from services.manager.cid import CidError, parse_unsealed_cid, unsealed_cid
@@ -127,14 +128,10 @@ def piece_layout(existing: Sequence[int], size: int, proof: SealProof) -> int:
             raise invalid(f"existing_piece_sizes[{i}] = {s} is not an unpadded piece size (127 * 2^k)")
     if not is_unpadded_piece_size(size):
         raise invalid(f"piece_size {size} is not an unpadded piece size (127 * 2^k bytes, e.g. 127, 254, 508, 1016)")
-    offset = 0
-    for s in [*existing, size]:
-        p = padded(s)
-        offset = -(-offset // p) * p
-        start = offset
-        offset += p
-    if offset > proof.sector_size:
-        raise invalid(f"the piece does not fit: it would end at padded byte {offset}, the sector has {proof.sector_size}")
+    _, start = next_piece(existing, size)
+    end = start + padded(size)
+    if end > proof.sector_size:
+        raise invalid(f"the piece does not fit: it would end at padded byte {end}, the sector has {proof.sector_size}")
     return start
 
 

@@ -26,6 +26,7 @@ import grpc
 from google.protobuf.empty_pb2 import Empty
 
 import rust_core
+from services.common.pieces import next_piece
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker import sealer
 from services.worker.index_client import IndexClient, IndexUnavailable, LockLost
@@ -200,11 +201,10 @@ async def remove_remote(env: TaskEnv, sector: SectorId, file_type: FileType, onl
 
 
 def piece_offset(existing_unpadded: list[int], piece_unpadded: int) -> tuple[int, int]:
-    """(end of the existing pieces, offset of the new piece), padded: the new piece starts at the
-    next multiple of its own padded size."""
-    end = sum(padded(s) for s in existing_unpadded)
-    size = padded(piece_unpadded)
-    return end, -(-end // size) * size
+    """(end of the existing pieces, offset of the new piece), padded, by the fleet's one rule
+    (services/common/pieces.py): each existing piece sits aligned to its own size too, so the
+    end is not simply the sum of their sizes."""
+    return next_piece(existing_unpadded, piece_unpadded)
 
 
 class BadStream(ValueError):
