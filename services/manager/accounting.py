@@ -39,6 +39,7 @@ class WaitReason(IntEnum):
     SECTOR_FILES_ELSEWHERE = 7
     WORKER_UNAVAILABLE = 8
     NO_WORKERS = 9
+    INDEX_UNAVAILABLE = 10
 
 
 Rejection = tuple[WaitReason, str]

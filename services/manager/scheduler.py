@@ -56,6 +56,7 @@ _CLOSENESS = {
     WaitReason.RESOURCES_BUSY: 1,
     WaitReason.CAP_REACHED: 2,
     WaitReason.SECTOR_FILES_ELSEWHERE: 3,
+    WaitReason.INDEX_UNAVAILABLE: 3,
     WaitReason.NO_STORAGE: 4,
     WaitReason.WORKER_UNAVAILABLE: 5,
     WaitReason.INSUFFICIENT_RESOURCES: 6,

@@ -68,6 +68,9 @@ class Candidates:
 
 
 ANYWHERE = Candidates(anywhere=True, specialized_first=True, reason=WaitReason.TASK_TYPE_NOT_ENABLED)
+# The index does not answer: a request that needs locality waits rather than landing on a worker
+# that lacks the sector's files (and failing there, retry after retry).
+INDEX_DOWN = Candidates(reason=WaitReason.INDEX_UNAVAILABLE)
 # Without an index the manager cannot know where files are: any worker enabling the type.
 NO_INDEX = Candidates(anywhere=True, reason=WaitReason.TASK_TYPE_NOT_ENABLED)
 
@@ -174,8 +177,8 @@ class ExistingSelector:
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
-            _log_index_failure(ctx, exc, "FindSector failed; accepting any worker")
-            return NO_INDEX
+            _log_index_failure(ctx, exc, "FindSector failed; the request waits for the index")
+            return INDEX_DOWN
         holders = [loc for loc in locations if not loc.fetch_candidate]
         holders.sort(key=lambda loc: (not loc.healthy, -loc.weight))
         preferred = ctx.owners(loc.storage_id for loc in holders)
@@ -215,8 +218,8 @@ class AllocSelector:
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
-            _log_index_failure(ctx, exc, "BestAlloc failed; accepting any worker")
-            return NO_INDEX
+            _log_index_failure(ctx, exc, "BestAlloc failed; the request waits for the index")
+            return INDEX_DOWN
         pool = frozenset(ctx.owners(paths))
         preferred = tuple(w for w in holders if w in pool)
         return Candidates(preferred=preferred, pool=pool or None, reason=WaitReason.NO_STORAGE)

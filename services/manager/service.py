@@ -80,6 +80,7 @@ class ManagerApp(Service):
         # Unimplemented RPCs are filled in by registration(), so the class is complete at run time.
         self.servicer = ManagerServicer(self.runner, self.sealing, self.proving, self.store, self.session_id, self.ready)  # type: ignore[abstract]
         self._loops: list[asyncio.Task[None]] = []
+        self._index_problem: str | None = None
         log.info("manager database ready", extra={"database": self.db.target.describe()})
 
     def _worker_token(self) -> str:
@@ -119,9 +120,14 @@ class ManagerApp(Service):
             log.info("full scheduling pass placed requests the events had not", extra={"placed": placed})
 
     async def _check_index(self) -> None:
-        """Readiness follows the index: without it nothing can be placed."""
+        """Readiness follows the index: without it nothing that needs locality is placed. When
+        it answers again, the requests that waited for it are resolved at once."""
         if isinstance(self.index, GrpcStorageIndex) and self.runtime is not None:
-            await self.runtime.dependency("index", await self.index.problem())
+            problem = await self.index.problem()
+            await self.runtime.dependency("index", problem)
+            if self._index_problem and problem is None:
+                self.runner.selectors_changed("the index answers again")
+            self._index_problem = problem
 
     async def _purge(self) -> None:
         settings = self.config.manager

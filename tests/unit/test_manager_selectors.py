@@ -127,13 +127,25 @@ def test_no_index_accepts_any_worker() -> None:
     assert cand.anywhere and not cand.specialized_first
 
 
-def test_index_outage_degrades_to_any_worker() -> None:
+def test_index_outage_places_nothing_that_needs_locality() -> None:
+    """With the index down, neither C1/PC2 (existing files) nor AddPiece/PC1 (new files) accept
+    any worker: they wait, and SchedDiag says the index is why."""
+
     class Down(FakeIndex):
         async def find_sector(self, *args: Any) -> Any:
             raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down")
 
-    cand = run(ExistingSelector(KEY, SEALED_CACHE, allow_fetch=False).resolve(context(Down(), {})))
-    assert cand.anywhere
+        async def best_alloc(self, *args: Any) -> Any:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down")
+
+    for selector in (
+        ExistingSelector(KEY, SEALED_CACHE, allow_fetch=False),
+        ExistingSelector(KEY, SEALED_CACHE, allow_fetch=True),
+        AllocSelector(KEY, UNSEALED, PathType.SEALING),
+    ):
+        cand = run(selector.resolve(context(Down(), {})))
+        assert cand.empty and not cand.accepts("any-worker"), selector
+        assert cand.reason is WaitReason.INDEX_UNAVAILABLE
 
 
 def test_index_errors_that_are_bugs_propagate() -> None:

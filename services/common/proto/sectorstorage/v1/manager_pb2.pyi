@@ -167,6 +167,10 @@ class _WaitReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WaitReason
     """The worker is disabled, cordoned, draining or disconnected."""
     WAIT_REASON_NO_WORKERS: _WaitReason.ValueType  # 9
     """No worker is registered at all."""
+    WAIT_REASON_INDEX_UNAVAILABLE: _WaitReason.ValueType  # 10
+    """The request needs to know where the sector's files are (or where new ones may go) and the
+    index does not answer: nothing is placed by guess; it waits until the index answers.
+    """
 
 class WaitReason(_WaitReason, metaclass=_WaitReasonEnumTypeWrapper):
     """Why a queued request is not placed (on a given worker, or anywhere)."""
@@ -190,6 +194,10 @@ WAIT_REASON_WORKER_UNAVAILABLE: WaitReason.ValueType  # 8
 """The worker is disabled, cordoned, draining or disconnected."""
 WAIT_REASON_NO_WORKERS: WaitReason.ValueType  # 9
 """No worker is registered at all."""
+WAIT_REASON_INDEX_UNAVAILABLE: WaitReason.ValueType  # 10
+"""The request needs to know where the sector's files are (or where new ones may go) and the
+index does not answer: nothing is placed by guess; it waits until the index answers.
+"""
 Global___WaitReason: _TypeAlias = WaitReason  # noqa: Y015
 
 class _TaskOutcome:
