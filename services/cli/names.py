@@ -44,6 +44,18 @@ def task_short(task_type: common_pb2.TaskType.ValueType) -> str:
     return TASK_SHORT.get(task_type, common_pb2.TaskType.Name(task_type).removeprefix("TASK_TYPE_"))
 
 
+def parse_task_type(text: str) -> common_pb2.TaskType.ValueType:
+    """'PC1', 'pc1', 'PRE_COMMIT_1' or 'TASK_TYPE_PRE_COMMIT_1' -> the task type."""
+    wanted = text.strip().upper()
+    for value, short in TASK_SHORT.items():
+        if wanted == short.upper():
+            return value
+    full = wanted if wanted.startswith("TASK_TYPE_") else f"TASK_TYPE_{wanted}"
+    if full in common_pb2.TaskType.keys() and full != "TASK_TYPE_UNSPECIFIED":
+        return common_pb2.TaskType.Value(full)
+    raise ValueError(f"unknown task type {text!r}: use one of {', '.join(TASK_SHORT.values())}")
+
+
 def parse_size(text: str) -> int:
     """'2KiB', '8MiB', '1.5GiB', '8M', '4096' -> bytes in binary units (1 KiB = 1024 B); '8MB',
     '1GB' are SI units (1 MB = 1,000,000 B), as everywhere else."""

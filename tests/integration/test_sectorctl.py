@@ -394,3 +394,50 @@ def test_wait_api_waits_for_the_index_too_and_says_what_it_waits_for(fleet: CliF
     assert proc.returncode == 1 and time.monotonic() - started < 30
     assert re.search(rf"sectorctl: waiting \(\d+s of 6s\): the index at {re.escape(dead)} is unreachable", proc.stderr), proc.stderr
     assert proc.stderr.rstrip().endswith(f"timed out after 6s: the index at {dead} is unreachable (UNAVAILABLE)"), proc.stderr
+
+
+def test_worker_tasks_enable_disable_and_their_effect_on_placement(fleet: CliFleet) -> None:
+    """Task types toggled at runtime through sectorctl change where the manager places work."""
+    w1, w2 = (w.address for w in fleet.workers)
+    assert "PC1" in fleet.json("worker", "tasks", "list", "--worker", w1)["task_types"]
+    for address in (w1, w2):
+        after = fleet.json("worker", "tasks", "disable", "AP", "--worker", address)["task_types"]
+        assert "AP" not in after
+    # No worker accepts AddPiece now: a seal waits (SchedDiag: no worker enables the type).
+    f = fleet.tmp / "toggle.bin"
+    f.write_bytes(b"t" * 500)
+    proc = subprocess.Popen([SECTORCTL, "--json", "sectors", "seal", "--size", "2KiB", "--sector", "501", str(f)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fleet.env)
+    try:
+        deadline = time.monotonic() + 30
+        while not [r for r in fleet.json("sealing", "sched-diag")["requests"] if r["sector"]["id"].get("number") == "501"]:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        out = fleet.run("worker", "tasks", "enable", "ap", "--worker", w2).stdout
+        assert out.startswith(f"{w2} accepts: ") and " AP " in f" {out.split(': ', 1)[1].strip()} "
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    ran = {r["task_type"]: r["worker_id"] for r in fleet.json("sealing", "history", "--sector", "501")["runs"]}
+    by_name = {w["info"]["name"]: w["info"]["worker_id"] for w in fleet.json("sealing", "workers")["workers"]}
+    assert ran["TASK_TYPE_ADD_PIECE"] == by_name["cli-w2"]  # the only worker that took AP again
+    fleet.run("worker", "tasks", "enable", "AP", "--worker", w1)
+    proc2 = fleet.run("worker", "tasks", "enable", "--worker", w1, check=False)
+    assert proc2.returncode == 2 and "needs at least one task type" in proc2.stderr
+    proc3 = fleet.run("worker", "tasks", "disable", "XYZ", "--worker", w1, check=False)
+    assert proc3.returncode == 2 and "unknown task type 'XYZ'" in proc3.stderr
+
+
+def test_sectors_remove_needs_confirmation_then_ends_the_pipeline(fleet: CliFleet) -> None:
+    f = fleet.tmp / "doomed.bin"
+    f.write_bytes(b"d" * 700)
+    fleet.json("sectors", "seal", "--size", "2KiB", "--sector", "601", str(f))
+    proc = fleet.run("sectors", "remove", "601", check=False)
+    assert proc.returncode == 2 and "--really-do-it" in proc.stderr
+    assert fleet.json("sectors", "status", "601")["state"] == "FINALIZED"
+    removed = fleet.json("sectors", "remove", "601", "--really-do-it")
+    assert {r["type"] for r in removed["removed"]} >= {"SECTOR_FILE_TYPE_SEALED", "SECTOR_FILE_TYPE_CACHE"}
+    assert fleet.json("sectors", "status", "601")["state"] == "REMOVED"
+    assert fleet.json("storage", "find", "601")["locations"] == []

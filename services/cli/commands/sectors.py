@@ -243,6 +243,22 @@ def status(args: argparse.Namespace, conn: Connection) -> int:
     return 0
 
 
+def remove(args: argparse.Namespace, conn: Connection) -> int:
+    """Removes a sector everywhere (ManagerService.Remove, ADMIN): its pipeline ends and every
+    file goes. Destroys data, so it wants --really-do-it."""
+    if not args.really_do_it:
+        raise ValueError("removing a sector deletes its sealed replica and unsealed data everywhere: add --really-do-it")
+    miner = miner_from(args)
+    reply = conn.manager().Remove(manager_pb2.RemoveRequest(sector=common_pb2.SectorId(miner=miner, number=args.sector)), timeout=conn.timeout)
+    if args.json:
+        render.emit_json({"sector": {"miner": miner, "number": args.sector}, "removed": [render.message_dict(r) for r in reply.removed]})
+    else:
+        render.emit(f"sector {miner}/{args.sector} removed ({len(reply.removed)} file(s) deleted)")
+        for r in reply.removed:
+            render.emit(f"  {common_pb2.SectorFileType.Name(r.type).removeprefix('SECTOR_FILE_TYPE_').lower():<9} {r.storage_id}")
+    return 0
+
+
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
     verbs = groups.add_parser("sectors", help="seal, read and check sectors (manager)", description="sectorctl sectors: seal, read and check sectors (manager).").add_subparsers(dest="verb", required=True, metavar="VERB")
     miner_help = "miner actor id (default: SECTORSTORAGE_MINER or 1000)"
@@ -277,6 +293,12 @@ def register(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("sector", type=int, metavar="SECTOR")
     p.add_argument("--miner", type=int, help=miner_help)
     p.set_defaults(func=status)
+
+    p = verbs.add_parser("remove", parents=[common], help="delete a sector's files everywhere and end its pipeline (ADMIN)")
+    p.add_argument("sector", type=int, metavar="SECTOR")
+    p.add_argument("--miner", type=int, help=miner_help)
+    p.add_argument("--really-do-it", action="store_true", help="required: the sealed replica and unsealed data are deleted")
+    p.set_defaults(func=remove)
 
     p = verbs.add_parser("check", parents=[common], help="which sectors could not be proven now, and why")
     p.add_argument(

@@ -1,5 +1,7 @@
 """`sectorctl worker`: an operator's scheduling controls of one worker, through the manager
-(EnableWorker, DisableWorker, CordonWorker, UncordonWorker, DrainWorker)."""
+(EnableWorker, DisableWorker, CordonWorker, UncordonWorker, DrainWorker), and the task types a
+worker accepts, on the worker itself (TaskTypes, EnableTaskType, DisableTaskType: the
+reference's `lotus-worker tasks enable|disable`)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from google.protobuf.duration_pb2 import Duration
 from services.cli import render
 from services.cli.commands.sealing import worker_state_dict, worker_state_text
 from services.cli.connection import Connection
-from services.cli.names import task_short
-from services.common.proto.sectorstorage.v1 import manager_pb2
+from services.cli.names import parse_task_type, task_short
+from services.common.proto.sectorstorage.v1 import manager_pb2, worker_pb2
 
 
 def _report(args: argparse.Namespace, action: str, state: manager_pb2.WorkerState) -> int:
@@ -70,6 +72,29 @@ def drain(args: argparse.Namespace, conn: Connection) -> int:
     return 0 if reply.drained else 1
 
 
+def tasks(args: argparse.Namespace, conn: Connection) -> int:
+    """Lists, enables or disables task types on a worker; the manager places by the new set from
+    the worker's next heartbeat (sent at once when it changes)."""
+    stub = conn.worker(args.worker)
+    types = [parse_task_type(t) for t in args.types]
+    if args.action == "list":
+        if types:
+            raise ValueError("`worker tasks list` takes no task types")
+        accepted = list(stub.TaskTypes(worker_pb2.TaskTypesRequest(), timeout=conn.timeout).task_types)
+    elif not types:
+        raise ValueError(f"`worker tasks {args.action}` needs at least one task type (e.g. PC1 C2)")
+    elif args.action == "enable":
+        accepted = list(stub.EnableTaskType(worker_pb2.EnableTaskTypeRequest(task_types=types), timeout=conn.timeout).task_types)
+    else:
+        accepted = list(stub.DisableTaskType(worker_pb2.DisableTaskTypeRequest(task_types=types), timeout=conn.timeout).task_types)
+    names = [task_short(t) for t in accepted]
+    if args.json:
+        render.emit_json({"worker": args.worker, "task_types": names})
+    else:
+        render.emit(f"{args.worker} accepts: {' '.join(names) if names else 'nothing'}")
+    return 0
+
+
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
     verbs = groups.add_parser("worker", help="enable, disable, cordon, drain a worker (manager)", description="sectorctl worker: enable, disable, cordon, drain a worker (manager).").add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, func, text in (
@@ -86,3 +111,8 @@ def register(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", dest="drain_timeout", type=float, default=None, metavar="S", help="wait at most S seconds (default: the call's --timeout)")
     p.add_argument("--abort-remaining", action="store_true", help="at the timeout, stop the remaining tasks and re-queue them elsewhere")
     p.set_defaults(func=drain)
+    p = verbs.add_parser("tasks", parents=[common], help="list, enable or disable the task types a worker accepts")
+    p.add_argument("action", choices=("list", "enable", "disable"))
+    p.add_argument("types", nargs="*", metavar="TYPE", help="task types: AP PC1 PC2 C1 C2 FIN GET UNS WDP WNP (or full names)")
+    p.add_argument("--worker", required=True, metavar="HOST:PORT", help="the worker's gRPC address (see `sealing workers`)")
+    p.set_defaults(func=tasks)
