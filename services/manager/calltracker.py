@@ -92,8 +92,17 @@ class RetryPolicy:
     # 0: the next identical request runs again at once.
     redelivery_window_s: float = 0.0
 
-    def delay(self, failed_attempt: int) -> float:
-        base = min(self.backoff_max_s, self.backoff_initial_s * 2 ** max(0, failed_attempt - 1))
+    # Per task type (its wire value): (max attempts, first back-off, longest back-off).
+    per_type: dict[int, tuple[int, float, float]] = field(default_factory=dict)
+
+    def attempts_for(self, task_type: int) -> int:
+        return self.per_type[task_type][0] if task_type in self.per_type else self.max_attempts
+
+    def delay(self, failed_attempt: int, task_type: int | None = None) -> float:
+        initial, longest = self.backoff_initial_s, self.backoff_max_s
+        if task_type in self.per_type:
+            _, initial, longest = self.per_type[task_type]
+        base = min(longest, initial * 2 ** max(0, failed_attempt - 1))
         return random.uniform(base / 2, base)
 
 
@@ -328,7 +337,7 @@ class CallTracker:
             not outcome.ok
             and outcome.error_code.temporary
             and record.dedup
-            and record.attempt < self.policy.max_attempts
+            and record.attempt < self.policy.attempts_for(record.task_type)
         )
         if retry:
             attempt = record.attempt + 1
@@ -340,7 +349,7 @@ class CallTracker:
             record.attempt = attempt
             record.call_id = next_call.call_id
             record.status = WorkStatus.QUEUED
-            record.not_before = now + self.policy.delay(attempt - 1)
+            record.not_before = now + self.policy.delay(attempt - 1, record.task_type)
             await self.store.save(record, [call, next_call])
             if self.by_call.get(call.call_id) is live:
                 del self.by_call[call.call_id]

@@ -11,6 +11,16 @@ from services.manager.tasks import TaskType, parse_task_type
 DAY_S = 86400.0
 
 
+class RetryOverride(BaseModel):
+    """One task type's retry budget and back-off; unset fields keep the manager's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    backoff_initial_s: float | None = Field(default=None, gt=0, le=3600)
+    backoff_max_s: float | None = Field(default=None, gt=0, le=86400)
+
+
 class ManagerSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -34,6 +44,11 @@ class ManagerSection(BaseModel):
     # Per task type (short name: AP, PC1, PC2, C1, C2, FIN, GET, UNS, WDP, WNP) the longest a task
     # may run; then it is stopped and retried under the retry budget. Absent: no limit.
     task_timeouts: dict[str, float] = Field(default_factory=dict)
+    # Retry budget and back-off per task type (short names), overriding max_attempts and the
+    # retry_backoff_* values for that type, e.g. {"PC1" = {max_attempts = 2}, "C2" =
+    # {max_attempts = 8, backoff_initial_s = 5}}: a 32 GiB PC1 is costly to retry blindly, a GPU
+    # hiccup in C2 is cheap to try again.
+    retry: dict[str, RetryOverride] = Field(default_factory=dict)
     # Extra time past a task's timeout before the manager itself gives up on the worker.
     timeout_grace_s: float = Field(default=30.0, ge=0, le=3600)
     # How often waiting requests ask the index again where they could run.
@@ -65,6 +80,11 @@ class ManagerSection(BaseModel):
             out[tt.short] = float(seconds)
         return out
 
+    @field_validator("retry")
+    @classmethod
+    def _retry(cls, value: dict[str, RetryOverride]) -> dict[str, RetryOverride]:
+        return {parse_task_type(name).short: override for name, override in value.items()}
+
     @field_validator("assigner")
     @classmethod
     def _assigner(cls, value: str) -> str:
@@ -75,6 +95,15 @@ class ManagerSection(BaseModel):
 
     def timeout_of(self, task_type: TaskType) -> float | None:
         return self.task_timeouts.get(task_type.short)
+
+    def retry_of(self, task_type: TaskType) -> tuple[int, float, float]:
+        """(max attempts, first back-off, longest back-off) for a task type."""
+        override = self.retry.get(task_type.short) or RetryOverride()
+        return (
+            override.max_attempts or self.max_attempts,
+            override.backoff_initial_s or self.retry_backoff_initial_s,
+            override.backoff_max_s or self.retry_backoff_max_s,
+        )
 
 
 class ManagerConfig(ServiceConfig):

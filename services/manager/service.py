@@ -26,6 +26,7 @@ from services.manager.sealing import Sealing
 from services.manager.selectors import SelectorContext
 from services.manager.servicer import ManagerServicer
 from services.manager.store import ManagerStore
+from services.manager.tasks import TaskType
 from services.manager.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ class ManagerApp(Service):
         self.registry = WorkerRegistry(self._worker_token, settings.heartbeat_timeout_s)
         self.selectors = SelectorContext(index=None, workers_of_path=self.registry.workers_of_path)
         policy = RetryPolicy(
-            settings.max_attempts, settings.retry_backoff_initial_s, settings.retry_backoff_max_s, settings.redelivery_window_s
+            settings.max_attempts, settings.retry_backoff_initial_s, settings.retry_backoff_max_s, settings.redelivery_window_s,
+            per_type={int(t): settings.retry_of(t) for t in TaskType if t.short in settings.retry},
         )
         self.tracker = CallTracker(self.store, policy)
         self.runner = JobRunner(self.tracker, self.registry, self.selectors, settings)

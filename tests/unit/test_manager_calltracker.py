@@ -161,6 +161,40 @@ def test_temporary_errors_retry_with_new_calls_up_to_the_limit(db_url: str, data
     run(main())
 
 
+def test_retry_budget_and_back_off_per_task_type(db_url: str, databases: list[Database]) -> None:
+    """PC1 (task type 2) gets 2 runs and a long back-off, C2 (5) keeps the default of 4."""
+
+    async def main() -> None:
+        policy = RetryPolicy(max_attempts=4, backoff_initial_s=0.01, backoff_max_s=0.02, per_type={2: (2, 30.0, 60.0)})
+        tracker = make_tracker(db_url, databases, policy)
+        for task_type, method, runs in ((2, PC1, 2), (5, "SealCommit2", 4)):
+            live, _ = await tracker.open(method, task_type, SECTOR, b"p" + bytes([task_type]), 0)
+            for attempt in range(1, runs + 1):
+                await tracker.mark_dispatching(live, "w1", "h", "s", (), 1)
+                before = tracker.clock()
+                decision = await tracker.complete(live.call.call_id, method, Outcome.failure(ErrorCode.TEMPORARY, "flaky"))
+                assert decision.retry is (attempt < runs), (method, attempt)
+                if decision.retry:
+                    wait = live.record.not_before - before
+                    assert (15.0 <= wait <= 30.5) if task_type == 2 else (wait <= 0.5), (method, wait)
+                    live.record.not_before = 0.0
+            assert (await tracker.wait(live, 1)).error_code is ErrorCode.TEMPORARY
+
+    run(main())
+
+
+def test_retry_config_per_task_type() -> None:
+    from services.manager.config import ManagerSection
+    from services.manager.tasks import TaskType
+
+    section = ManagerSection(retry={"pc1": {"max_attempts": 2}, "C2": {"max_attempts": 8, "backoff_initial_s": 5}}, max_attempts=5)
+    assert section.retry_of(TaskType.PRE_COMMIT_1) == (2, section.retry_backoff_initial_s, section.retry_backoff_max_s)
+    assert section.retry_of(TaskType.COMMIT_2) == (8, 5.0, section.retry_backoff_max_s)
+    assert section.retry_of(TaskType.ADD_PIECE) == (5, section.retry_backoff_initial_s, section.retry_backoff_max_s)
+    with pytest.raises(ValueError, match="unknown task type|task type"):
+        ManagerSection(retry={"PC9": {"max_attempts": 2}})
+
+
 def test_permanent_error_is_not_retried(db_url: str, databases: list[Database]) -> None:
     async def main() -> None:
         tracker = make_tracker(db_url, databases)
