@@ -28,6 +28,8 @@ from typing import Any
 
 import grpc
 
+import rust_core
+
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from services.manager.index_client import FileType, StorageIndex
 from services.manager.jobs import JobRunner
@@ -39,11 +41,6 @@ from services.manager.validation import RpcFailure, bytes32, invalid, sector_ref
 
 log = logging.getLogger(__name__)
 
-_rust: Any
-try:  # rust_core's PoRep functions (porep branch); absent in builds without them
-    import rust_core as _rust
-except ImportError:  # pragma: no cover
-    _rust = None
 
 VANILLA_MAGIC = b"SSPV"
 POST_MAGIC = b"SSPT"
@@ -87,16 +84,6 @@ def assemble(kind: str, sector_size: int, vanilla: Sequence[bytes]) -> bytes:
             raise ValueError(f"vanilla proof {i} is not a {kind} proof for {sector_size}-byte sectors")
         sections.append(proof[_HEADER.size :])
     return POST_MAGIC + struct.pack("<HBQI", POST_VERSION, KIND_CODE[kind], sector_size, len(sections)) + b"".join(sections)
-
-
-def _rust_fn(name: str) -> Any:
-    fn = getattr(_rust, name, None) if _rust is not None else None
-    if fn is None:
-        raise RpcFailure(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"this build's rust_core has no {name} (the PoRep emulation is not in it yet)",
-        )
-    return fn
 
 
 @dataclass
@@ -246,7 +233,7 @@ class Proving:
         bytes32(req.randomness, "randomness")
         if req.eligible_sector_count == 0:
             raise invalid("eligible_sector_count must be > 0")
-        fn = _rust_fn("generate_winning_post_sector_challenge")
+        fn = rust_core.generate_winning_post_sector_challenge
         return [int(i) for i in fn(seal.sector_size, req.randomness, prover_id(req.miner), req.eligible_sector_count)]
 
     def verify_post(self, kind: str, randomness: bytes, sectors: Sequence[common_pb2.ProvingSector], proofs: Sequence[common_pb2.PoStProof]) -> tuple[bool, str]:
@@ -259,7 +246,7 @@ class Proving:
         if got_kind != kind:
             return False, f"proof_type {proof.proof_type} is a {got_kind} PoSt"
         self._check_post_request(proof.proof_type, randomness, sectors)
-        fn = _rust_fn(f"verify_{kind}_post")
+        fn = (rust_core.verify_window_post if kind == "window" else rust_core.verify_winning_post)
         public = [(s.sector.id.number, bytes(s.comm_r)) for s in sectors]
         try:
             ok = bool(fn(seal.sector_size, randomness, prover_id(sectors[0].sector.id.miner), public, proof.proof))
@@ -271,7 +258,7 @@ class Proving:
         proof = sector_ref(req.sector, req.HasField("sector"))
         for name in ("comm_r", "comm_d", "ticket", "seed"):
             bytes32(getattr(req, name), name)
-        fn = _rust_fn("verify_seal")
+        fn = rust_core.verify_seal
         try:
             ok = bool(fn(proof.sector_size, req.comm_r, req.comm_d, prover_id(req.sector.id.miner), req.sector.id.number, req.ticket, req.seed, req.proof))
         except ValueError as exc:
@@ -324,33 +311,56 @@ class Proving:
             for loc in await self.sealing.find(key, SEALED_CACHE):
                 if SEALED_CACHE <= loc.types:
                     holders.extend((stub, loc.storage_id) for stub in self.sealing.stubs_for(loc.storage_id, loc.urls))
-        last = f"cache and/or sealed paths not found for {name}"
+        if not holders:
+            return f"cache and/or sealed paths not found for {name}"
+        # Every holder's copy is checked: the sector is provable when one copy is whole; the
+        # reason lists each copy's problem otherwise, and a bad copy beside a good one is logged.
+        problems: list[str] = []
+        good: list[worker_pb2_grpc.WorkerServiceAsyncStub] = []
         for stub, storage_id in holders:
-            try:
-                sealed = await stub.StatSectorFile(
-                    worker_pb2.StatSectorFileRequest(sector=sid, type=common_pb2.SECTOR_FILE_TYPE_SEALED, storage_id=storage_id), timeout=_RPC_TIMEOUT_S
-                )
-                cache = await stub.StatSectorFile(
-                    worker_pb2.StatSectorFileRequest(sector=sid, type=common_pb2.SECTOR_FILE_TYPE_CACHE, storage_id=storage_id), timeout=_RPC_TIMEOUT_S
-                )
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() is grpc.StatusCode.NOT_FOUND:
-                    continue
-                last = f"stat failed on a holder: {exc.code().name}: {exc.details()}"
-                continue
-            if sealed.size != seal.sector_size:
-                return f"sealed/{name} is wrong size (got {sealed.size}, expect {seal.sector_size})"
-            entries = {e.name: e.size for e in cache.entries}
-            if "p_aux" not in entries:
-                return f"cache/{name}/p_aux is missing"
-            trees = sorted(n for n in entries if n.startswith("sc-02-data-tree-r-last"))
-            parts = _tree_r_last_parts(seal)
-            if not trees or (parts is not None and len(trees) != parts):
-                return f"cache/{name}: tree-r-last files missing (found {len(trees)}, expect {parts or 'at least 1'})"
-            if expensive:
-                return await self._check_vanilla(stub, s, seal, proof_type, deadline)
-            return None
-        return last
+            problem = await self._check_copy(stub, sid, storage_id, name, seal)
+            if problem is None:
+                good.append(stub)
+            else:
+                problems.append(f"{storage_id or 'a holder'}: {problem}" if len(holders) > 1 else problem)
+        if not good:
+            return "; ".join(problems)
+        if problems:
+            log.warning("a copy of a provable sector is damaged", extra={"sector": name, "problems": problems})
+        if expensive:
+            return await self._check_vanilla(good[0], s, seal, proof_type, deadline)
+        return None
+
+    async def _check_copy(
+        self, stub: worker_pb2_grpc.WorkerServiceAsyncStub, sid: common_pb2.SectorId, storage_id: str, name: str, seal: SealProof
+    ) -> str | None:
+        """What is wrong with one holder's sealed file and cache, or None."""
+        try:
+            sealed = await stub.StatSectorFile(
+                worker_pb2.StatSectorFileRequest(sector=sid, type=common_pb2.SECTOR_FILE_TYPE_SEALED, storage_id=storage_id), timeout=_RPC_TIMEOUT_S
+            )
+            cache = await stub.StatSectorFile(
+                worker_pb2.StatSectorFileRequest(sector=sid, type=common_pb2.SECTOR_FILE_TYPE_CACHE, storage_id=storage_id), timeout=_RPC_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.NOT_FOUND:
+                return f"cache and/or sealed paths not found for {name}"
+            return f"stat failed on a holder: {exc.code().name}: {exc.details()}"
+        if sealed.size != seal.sector_size:
+            return f"sealed/{name} is wrong size (got {sealed.size}, expect {seal.sector_size})"
+        entries = {e.name: e.size for e in cache.entries}
+        if "p_aux" not in entries:
+            return f"cache/{name}/p_aux is missing"
+        params = rust_core.sector_params(seal.sector_size)
+        trees = sorted(n for n in entries if n.startswith("sc-02-data-tree-r-last"))
+        parts = int(params["tree_r_last_parts"])
+        if len(trees) != parts:
+            return f"cache/{name}: tree-r-last files missing (found {len(trees)}, expect {parts})"
+        want = tree_r_last_part_bytes(params)
+        for tree in trees:
+            if entries[tree] != want:
+                return f"cache/{name}/{tree} is wrong size (got {entries[tree]}, expect {want})"
+        return None
 
     async def _check_vanilla(
         self, stub: worker_pb2_grpc.WorkerServiceAsyncStub, s: common_pb2.ProvingSector, seal: SealProof, proof_type: int, deadline: Deadline
@@ -368,8 +378,7 @@ class Proving:
             async for reply in stream:
                 if reply.WhichOneof("outcome") == "error":
                     return f"generating vanilla proof: {reply.error.message}"
-                verify = getattr(_rust, "verify_single_vanilla_proof", None) if _rust is not None else None
-                if verify is not None and not verify(
+                if not rust_core.verify_single_vanilla_proof(
                     seal.sector_size, bytes(randomness), prover_id(s.sector.id.miner), (s.sector.id.number, bytes(s.comm_r)), reply.vanilla_proof, "window"
                 ):
                     return "generating vanilla proof: the proof does not verify against comm_r"
@@ -378,15 +387,14 @@ class Proving:
         return None
 
 
-def _tree_r_last_parts(seal: SealProof) -> int | None:
-    params = getattr(_rust, "sector_params", None) if _rust is not None else None
-    if params is not None:
-        try:
-            value = params(seal.sector_size).get("tree_r_last_parts")
-            return int(value) if value is not None else None
-        except (ValueError, AttributeError):
-            return None
-    return {SealProof.STACKED_DRG_32GIB_V1_1: 8, SealProof.STACKED_DRG_64GIB_V1_1: 16}.get(seal, 1)
+def tree_r_last_part_bytes(params: Any) -> int:
+    """The size of one tree-r-last part file: a binary tree over the part's leaves, stored from
+    level `tree_r_rows_to_discard` up to the root, 32 bytes a node (rust_core's tree file
+    layout, porep/tree_file.rs)."""
+    leaves = int(params["nodes"]) // int(params["tree_r_last_parts"])
+    height = leaves.bit_length() - 1
+    skip = min(int(params["tree_r_rows_to_discard"]), height)
+    return sum(leaves >> level for level in range(skip, height + 1)) * int(params["node_size"])
 
 
 def _uuid() -> str:

@@ -25,8 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
+import rust_core
 from services.cli.sealing import add_piece
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
+from services.manager.post import tree_r_last_part_bytes
 from tests.integration.fleet import P2K, P8M, Fleet, WorkerSpec, fleet, log_time, piece_data, retrying, sector, summary  # noqa: F401
 from tests.integration.worker_helpers import FAST_WORKER_ENV, MINER, SEED, TICKET
 
@@ -334,6 +336,17 @@ def test_post_and_check_provable(fleet: Fleet) -> None:
     assert not post.proofs and [s.sector.number for s in post.skipped] == [2]
     jobs = stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs
     assert not jobs  # PoSt jobs end with their calls
+
+    # A truncated tree-r-last is reported by the cheap check too (its size is known).
+    tree = fleet.tmp / "store-a" / "cache" / "s-t01000-1" / "sc-02-data-tree-r-last.dat"
+    want = tree_r_last_part_bytes(rust_core.sector_params(2048))
+    assert tree.stat().st_size == want
+    with open(tree, "r+b") as f:
+        f.truncate(want - 32)
+    bad = stub.CheckProvable(manager_pb2.CheckProvableRequest(proof_type=window, sectors=proving[:1]), timeout=60).bad_sectors
+    assert [(b.sector.number, b.reason) for b in bad] == [
+        (1, f"cache/s-t01000-1/sc-02-data-tree-r-last.dat is wrong size (got {want - 32}, expect {want})")
+    ]
 
 
 def test_unseal_release_and_remove(fleet: Fleet) -> None:
