@@ -44,6 +44,10 @@ class ManagerSection(BaseModel):
     # Per task type (short name: AP, PC1, PC2, C1, C2, FIN, GET, UNS, WDP, WNP) the longest a task
     # may run; then it is stopped and retried under the retry budget. Absent: no limit.
     task_timeouts: dict[str, float] = Field(default_factory=dict)
+    # PoSt: how long one holder may take to return the next vanilla proof before its sectors go to
+    # their next copy, and how many holders are read at once.
+    post_read_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    post_parallel_reads: int = Field(default=16, ge=1, le=1024)
     # Retry budget and back-off per task type (short names), overriding max_attempts and the
     # retry_backoff_* values for that type, e.g. {"PC1" = {max_attempts = 2}, "C2" =
     # {max_attempts = 8, backoff_initial_s = 5}}: a 32 GiB PC1 is costly to retry blindly, a GPU

@@ -123,32 +123,70 @@ class Proving:
     async def generate_post(
         self, proof_type: int, randomness: bytes, sectors: Sequence[common_pb2.ProvingSector], deadline: Deadline
     ) -> tuple[list[common_pb2.PoStProof], list[common_pb2.BadSector]]:
+        """Vanilla proofs from the sectors' holders, assembled here. Each sector is tried on its
+        holders in turn (a holder that fails, or does not answer within `post_read_timeout_s`,
+        hands its sectors to the next copy); a Window PoSt is then made over the sectors that
+        could be proven, and the rest are returned as skipped with every holder's reason, as
+        the chain expects faulty sectors to be declared. A Winning PoSt cannot skip: it fails
+        with the reasons."""
         kind, seal = self._check_post_request(proof_type, randomness, sectors)
         task = TaskType.GENERATE_WINNING_POST if kind == "winning" else TaskType.GENERATE_WINDOW_POST
-        groups, skipped = await self._group_by_holder(sectors, seal, task)
+        settings = self.runner.settings
+        candidates, skipped = await self._holders(sectors, seal, task)
         vanilla: dict[int, bytes] = {}
-        results = await asyncio.gather(*[self._vanilla(g, task, proof_type, randomness, deadline) for g in groups])
-        for group, outcome in zip(groups, results, strict=True):
-            for sector in group.sectors:
-                got = outcome.get(sector.sector.id.number)
-                if isinstance(got, bytes):
-                    vanilla[sector.sector.id.number] = got
-                else:
-                    skipped.append(common_pb2.BadSector(sector=sector.sector.id, reason=got or "no vanilla proof returned"))
-        if skipped:
-            skipped.sort(key=lambda b: b.sector.number)
+        reasons: dict[int, list[str]] = {}
+        reads = asyncio.Semaphore(max(1, settings.post_parallel_reads))
+        pending = [s for s in sectors if s.sector.id.number in candidates]
+        while pending:
+            groups: dict[str, _Group] = {}
+            for s in pending:
+                worker_id = candidates[s.sector.id.number].pop(0)
+                handle = self.runner.registry.get(worker_id)
+                if handle is None or handle.client is None:
+                    reasons.setdefault(s.sector.id.number, []).append(f"worker {worker_id} went away")
+                    continue
+                groups.setdefault(worker_id, _Group(worker_id, handle.client.stub, [])).sectors.append(s)
+
+            async def prove(group: _Group) -> tuple[_Group, dict[int, bytes | str]]:
+                async with reads:
+                    return group, await self._vanilla(group, task, proof_type, randomness, deadline, settings.post_read_timeout_s)
+
+            for group, outcome in await asyncio.gather(*[prove(g) for g in groups.values()]):
+                for s in group.sectors:
+                    got = outcome.get(s.sector.id.number)
+                    if isinstance(got, bytes):
+                        vanilla[s.sector.id.number] = got
+                    else:
+                        reasons.setdefault(s.sector.id.number, []).append(f"on {group.worker_id}: {got or 'no vanilla proof returned'}")
+                        if candidates[s.sector.id.number]:
+                            log.warning("PoSt: a holder could not prove a sector; trying its next copy",
+                                        extra={"sector": sector_name(s.sector), "worker": group.worker_id, "error": got})
+            pending = [s for s in pending if s.sector.id.number not in vanilla and candidates[s.sector.id.number]]
+        for s in sectors:
+            number = s.sector.id.number
+            if number in reasons and number not in vanilla:
+                skipped.append(common_pb2.BadSector(sector=s.sector.id, reason="; ".join(reasons[number])))
+        skipped.sort(key=lambda b: b.sector.number)
+        proven = [s for s in sectors if s.sector.id.number in vanilla]
+        if kind == "winning" and skipped:
+            raise RpcFailure(
+                grpc.StatusCode.UNAVAILABLE,
+                "winning PoSt needs every challenged sector: " + "; ".join(f"{b.sector.number}: {b.reason}" for b in skipped),
+            )
+        if not proven:
             return [], skipped
         try:
-            proof = assemble(kind, seal.sector_size, [vanilla[s.sector.id.number] for s in sectors])
+            proof = assemble(kind, seal.sector_size, [vanilla[s.sector.id.number] for s in proven])
         except ValueError as exc:
             raise RpcFailure(grpc.StatusCode.INTERNAL, f"workers returned unusable vanilla proofs: {exc}") from None
-        return [common_pb2.PoStProof(proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type), proof=proof)], []
+        return [common_pb2.PoStProof(proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type), proof=proof)], skipped
 
-    async def _group_by_holder(
+    async def _holders(
         self, sectors: Sequence[common_pb2.ProvingSector], seal: SealProof, task: TaskType
-    ) -> tuple[list[_Group], list[common_pb2.BadSector]]:
+    ) -> tuple[dict[int, list[str]], list[common_pb2.BadSector]]:
+        """Per sector, the workers to prove it on, best first; the sectors nobody can prove."""
         registry = self.runner.registry
-        groups: dict[str, _Group] = {}
+        out: dict[int, list[str]] = {}
         skipped: list[common_pb2.BadSector] = []
         for s in sectors:
             holders: list[str] = []
@@ -158,35 +196,33 @@ class Proving:
                 key = SectorKey(s.sector.id.miner, s.sector.id.number, seal.sector_size)
                 for loc in await self.sealing.find(key, SEALED_CACHE):
                     if SEALED_CACHE <= loc.types:
-                        holders.extend(registry.workers_of_path(loc.storage_id))
-            chosen = self._best_prover(holders, task)
-            if chosen is None:
+                        holders.extend(w for w in registry.workers_of_path(loc.storage_id) if w not in holders)
+            ranked = self._provers(holders, task)
+            if not ranked:
                 skipped.append(common_pb2.BadSector(
                     sector=s.sector.id,
                     reason=f"no connected worker running {task.short} holds the sealed and cache files of {sector_name(s.sector)}",
                 ))
                 continue
-            handle = registry.get(chosen)
-            assert handle is not None and handle.client is not None
-            groups.setdefault(chosen, _Group(chosen, handle.client.stub, [])).sectors.append(s)
-        return list(groups.values()), skipped
+            out[s.sector.id.number] = ranked
+        return out, skipped
 
-    def _best_prover(self, holders: Sequence[str], task: TaskType) -> str | None:
-        """The holder to prove on: connected with the task type enabled; schedulable ones first,
-        then the most specialized (a dedicated PoSt worker), then the worker id."""
-        best: tuple[bool, int, str] | None = None
+    def _provers(self, holders: Sequence[str], task: TaskType) -> list[str]:
+        """The holders that can prove, best first: connected with the task type enabled;
+        schedulable ones first, then the most specialized (a dedicated PoSt worker), then the
+        worker id."""
+        ranked: list[tuple[bool, int, str]] = []
         for wid in holders:
             handle = self.runner.registry.get(wid)
             if handle is None or not handle.connected or handle.client is None or int(task) not in handle.info.task_types:
                 continue
-            key = (not handle.schedulable, len(handle.info.task_types), wid)
-            if best is None or key < best:
-                best = key
-        return best[2] if best is not None else None
+            ranked.append((not handle.schedulable, len(handle.info.task_types), wid))
+        return [wid for _, _, wid in sorted(ranked)]
 
     async def _vanilla(
-        self, group: _Group, task: TaskType, proof_type: int, randomness: bytes, deadline: Deadline
+        self, group: _Group, task: TaskType, proof_type: int, randomness: bytes, deadline: Deadline, read_timeout_s: float
     ) -> dict[int, bytes | str]:
+        """The group's vanilla proofs (or why not), each reply within read_timeout_s."""
         first = group.sectors[0].sector
         out: dict[int, bytes | str] = {}
         try:
@@ -195,6 +231,7 @@ class Proving:
             return {s.sector.id.number: f"no room for {task.short} on worker {group.worker_id} before the deadline" for s in group.sectors}
         except asyncio.CancelledError:
             return {s.sector.id.number: "aborted" for s in group.sectors}
+        stream = None
         try:
             request = self.runner.scheduler.assigned.get(call_id)
             grant = request.grant if request is not None else None
@@ -211,16 +248,27 @@ class Proving:
                 ),
                 timeout=deadline.remaining() or _RPC_TIMEOUT_S * 10,
             )
-            async for reply in stream:
+            replies = stream.__aiter__()
+            while True:
+                try:
+                    reply = await asyncio.wait_for(replies.__anext__(), read_timeout_s)
+                except StopAsyncIteration:
+                    break
                 if reply.WhichOneof("outcome") == "vanilla_proof":
                     out[reply.sector.number] = reply.vanilla_proof
                 else:
                     out[reply.sector.number] = f"{common_pb2.TaskErrorCode.Name(reply.error.code)}: {reply.error.message}"
+        except TimeoutError:
+            reason = f"worker {group.worker_id} gave no vanilla proof within {read_timeout_s:g}s (post_read_timeout_s)"
+            for s in group.sectors:
+                out.setdefault(s.sector.id.number, reason)
         except grpc.aio.AioRpcError as exc:
             reason = f"worker {group.worker_id} failed: {exc.code().name}: {exc.details()}"
             for s in group.sectors:
                 out.setdefault(s.sector.id.number, reason)
         finally:
+            if stream is not None:
+                stream.cancel()
             self.runner.release(call_id)
         return out
 

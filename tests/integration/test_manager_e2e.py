@@ -333,7 +333,11 @@ def test_post_and_check_provable(fleet: Fleet) -> None:
     bad = stub.CheckProvable(manager_pb2.CheckProvableRequest(proof_type=window, sectors=proving), timeout=60).bad_sectors
     assert [(b.sector.number, b.reason) for b in bad] == [(2, "sealed/s-t01000-2 is wrong size (got 1024, expect 2048)")]
     post = stub.GenerateWindowPoSt(manager_pb2.GenerateWindowPoStRequest(proof_type=window, randomness=randomness, sectors=proving), timeout=60)
-    assert not post.proofs and [s.sector.number for s in post.skipped] == [2]
+    # The proof covers the sector that could be proven; the other is skipped with its reason.
+    assert [s.sector.number for s in post.skipped] == [2] and len(post.proofs) == 1
+    rest = [p for p in proving if p.sector.id.number != 2]
+    assert stub.VerifyWindowPoSt(manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=rest, proofs=post.proofs), timeout=30).valid
+    assert not stub.VerifyWindowPoSt(manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=proving, proofs=post.proofs), timeout=30).valid
     jobs = stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs
     assert not jobs  # PoSt jobs end with their calls
 

@@ -218,6 +218,12 @@ def test_check_and_window_post(fleet: CliFleet, sealed: dict[str, Any]) -> None:
     assert "1000/1  ok" in out and "1/1 provable" in out
     proc = fleet.run("proving", "window-post", "1", "77", check=False)
     assert proc.returncode == 2 and "1000/77" in proc.stderr and "NOT_FOUND" in proc.stderr and "NUMBER=COMMR" in proc.stderr
+    # A sector nobody holds is skipped; the proof covers the rest and verifies (exit 1: faults to declare).
+    proc = fleet.run("--json", "proving", "window-post", "1", f"77={sealed['comm_r']}", check=False)
+    post = json.loads(proc.stdout)
+    assert proc.returncode == 1 and post["proven"] == [1] and [b["number"] for b in post["skipped"]] == [77] and post["valid"] is True
+    out = fleet.run("proving", "window-post", "1", f"77={sealed['comm_r']}", check=False).stdout
+    assert "skipped 1000/77" in out and "the proof covers the other 1" in out and "verification: VALID" in out
 
 
 def test_sectors_info_shows_the_recorded_commitments(fleet: CliFleet, sealed: dict[str, Any]) -> None:

@@ -1155,7 +1155,7 @@ class GenerateWindowPoStResponse(_message.Message):
     SKIPPED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def proofs(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.PoStProof]:
-        """The proof(s); empty when any sector was skipped."""
+        """The proof(s) over the sectors not skipped; empty when none could be proven."""
 
     @_builtins.property
     def skipped(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.BadSector]:
@@ -1213,7 +1213,7 @@ class GenerateWinningPoStResponse(_message.Message):
     SKIPPED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def proofs(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.PoStProof]:
-        """The proof(s); empty when any sector was skipped."""
+        """The proof(s)."""
 
     @_builtins.property
     def skipped(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.BadSector]:

@@ -508,10 +508,15 @@ class ManagerServiceServicer:
 
     def GenerateWindowPoSt(self, request, context):
         """Generates the Window PoSt proof for a set of sectors: vanilla proofs from the workers holding
-        them (PoSt work runs before every sealing task), assembled here. When some sectors cannot be
-        proven, `proofs` is empty and `skipped` lists them: declare them faulty and call again
-        without them. Errors also: INVALID_ARGUMENT (proof_type not a Window type, sectors of
-        several miners or of another size, randomness not 32 bytes).
+        them (PoSt work runs before every sealing task), assembled here. Each sector is tried on each
+        of its holders in turn: a holder that fails or gives no vanilla proof within the manager's
+        `post_read_timeout_s` hands it to the next copy (at most `post_parallel_reads` holders are
+        read at once). Sectors no holder could prove are listed in `skipped` with every holder's
+        reason, and the proof covers the others: declare the skipped ones faulty, and verify the
+        proof (VerifyWindowPoSt) against the sectors that were not skipped, as the chain would.
+        `proofs` is empty only when no sector could be proven. Errors also: INVALID_ARGUMENT
+        (proof_type not a Window type, sectors of several miners or of another size, randomness not
+        32 bytes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -519,8 +524,10 @@ class ManagerServiceServicer:
 
     def GenerateWinningPoSt(self, request, context):
         """Generates the Winning PoSt proof for the challenged sectors (see
-        GenerateWinningPoStSectorChallenge); same shape and rules as GenerateWindowPoSt with a
-        Winning proof type. Winning PoSt preempts all other work.
+        GenerateWinningPoStSectorChallenge); same shape and holder failover as GenerateWindowPoSt
+        with a Winning proof type. Winning PoSt preempts all other work. It cannot skip a sector: when
+        one cannot be proven on any holder it fails fast with UNAVAILABLE, the message naming each
+        sector and why (`skipped` stays empty).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -183,15 +183,22 @@ class ManagerServiceStub:
     """
     GenerateWindowPoSt: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GenerateWindowPoStRequest, _manager_pb2.GenerateWindowPoStResponse]
     """Generates the Window PoSt proof for a set of sectors: vanilla proofs from the workers holding
-    them (PoSt work runs before every sealing task), assembled here. When some sectors cannot be
-    proven, `proofs` is empty and `skipped` lists them: declare them faulty and call again
-    without them. Errors also: INVALID_ARGUMENT (proof_type not a Window type, sectors of
-    several miners or of another size, randomness not 32 bytes).
+    them (PoSt work runs before every sealing task), assembled here. Each sector is tried on each
+    of its holders in turn: a holder that fails or gives no vanilla proof within the manager's
+    `post_read_timeout_s` hands it to the next copy (at most `post_parallel_reads` holders are
+    read at once). Sectors no holder could prove are listed in `skipped` with every holder's
+    reason, and the proof covers the others: declare the skipped ones faulty, and verify the
+    proof (VerifyWindowPoSt) against the sectors that were not skipped, as the chain would.
+    `proofs` is empty only when no sector could be proven. Errors also: INVALID_ARGUMENT
+    (proof_type not a Window type, sectors of several miners or of another size, randomness not
+    32 bytes).
     """
     GenerateWinningPoSt: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GenerateWinningPoStRequest, _manager_pb2.GenerateWinningPoStResponse]
     """Generates the Winning PoSt proof for the challenged sectors (see
-    GenerateWinningPoStSectorChallenge); same shape and rules as GenerateWindowPoSt with a
-    Winning proof type. Winning PoSt preempts all other work.
+    GenerateWinningPoStSectorChallenge); same shape and holder failover as GenerateWindowPoSt
+    with a Winning proof type. Winning PoSt preempts all other work. It cannot skip a sector: when
+    one cannot be proven on any holder it fails fast with UNAVAILABLE, the message naming each
+    sector and why (`skipped` stays empty).
     """
     GenerateWinningPoStSectorChallenge: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GenerateWinningPoStSectorChallengeRequest, _manager_pb2.GenerateWinningPoStSectorChallengeResponse]
     """Which of the miner's eligible sectors a Winning PoSt must prove (indices into the list of
@@ -452,15 +459,22 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     """
     GenerateWindowPoSt: _aio.UnaryUnaryMultiCallable[_manager_pb2.GenerateWindowPoStRequest, _manager_pb2.GenerateWindowPoStResponse]  # type: ignore[assignment]
     """Generates the Window PoSt proof for a set of sectors: vanilla proofs from the workers holding
-    them (PoSt work runs before every sealing task), assembled here. When some sectors cannot be
-    proven, `proofs` is empty and `skipped` lists them: declare them faulty and call again
-    without them. Errors also: INVALID_ARGUMENT (proof_type not a Window type, sectors of
-    several miners or of another size, randomness not 32 bytes).
+    them (PoSt work runs before every sealing task), assembled here. Each sector is tried on each
+    of its holders in turn: a holder that fails or gives no vanilla proof within the manager's
+    `post_read_timeout_s` hands it to the next copy (at most `post_parallel_reads` holders are
+    read at once). Sectors no holder could prove are listed in `skipped` with every holder's
+    reason, and the proof covers the others: declare the skipped ones faulty, and verify the
+    proof (VerifyWindowPoSt) against the sectors that were not skipped, as the chain would.
+    `proofs` is empty only when no sector could be proven. Errors also: INVALID_ARGUMENT
+    (proof_type not a Window type, sectors of several miners or of another size, randomness not
+    32 bytes).
     """
     GenerateWinningPoSt: _aio.UnaryUnaryMultiCallable[_manager_pb2.GenerateWinningPoStRequest, _manager_pb2.GenerateWinningPoStResponse]  # type: ignore[assignment]
     """Generates the Winning PoSt proof for the challenged sectors (see
-    GenerateWinningPoStSectorChallenge); same shape and rules as GenerateWindowPoSt with a
-    Winning proof type. Winning PoSt preempts all other work.
+    GenerateWinningPoStSectorChallenge); same shape and holder failover as GenerateWindowPoSt
+    with a Winning proof type. Winning PoSt preempts all other work. It cannot skip a sector: when
+    one cannot be proven on any holder it fails fast with UNAVAILABLE, the message naming each
+    sector and why (`skipped` stays empty).
     """
     GenerateWinningPoStSectorChallenge: _aio.UnaryUnaryMultiCallable[_manager_pb2.GenerateWinningPoStSectorChallengeRequest, _manager_pb2.GenerateWinningPoStSectorChallengeResponse]  # type: ignore[assignment]
     """Which of the miner's eligible sectors a Winning PoSt must prove (indices into the list of
@@ -808,10 +822,15 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.GenerateWindowPoStResponse, _abc.Awaitable[_manager_pb2.GenerateWindowPoStResponse]]:
         """Generates the Window PoSt proof for a set of sectors: vanilla proofs from the workers holding
-        them (PoSt work runs before every sealing task), assembled here. When some sectors cannot be
-        proven, `proofs` is empty and `skipped` lists them: declare them faulty and call again
-        without them. Errors also: INVALID_ARGUMENT (proof_type not a Window type, sectors of
-        several miners or of another size, randomness not 32 bytes).
+        them (PoSt work runs before every sealing task), assembled here. Each sector is tried on each
+        of its holders in turn: a holder that fails or gives no vanilla proof within the manager's
+        `post_read_timeout_s` hands it to the next copy (at most `post_parallel_reads` holders are
+        read at once). Sectors no holder could prove are listed in `skipped` with every holder's
+        reason, and the proof covers the others: declare the skipped ones faulty, and verify the
+        proof (VerifyWindowPoSt) against the sectors that were not skipped, as the chain would.
+        `proofs` is empty only when no sector could be proven. Errors also: INVALID_ARGUMENT
+        (proof_type not a Window type, sectors of several miners or of another size, randomness not
+        32 bytes).
         """
 
     @_abc_1.abstractmethod
@@ -821,8 +840,10 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.GenerateWinningPoStResponse, _abc.Awaitable[_manager_pb2.GenerateWinningPoStResponse]]:
         """Generates the Winning PoSt proof for the challenged sectors (see
-        GenerateWinningPoStSectorChallenge); same shape and rules as GenerateWindowPoSt with a
-        Winning proof type. Winning PoSt preempts all other work.
+        GenerateWinningPoStSectorChallenge); same shape and holder failover as GenerateWindowPoSt
+        with a Winning proof type. Winning PoSt preempts all other work. It cannot skip a sector: when
+        one cannot be proven on any holder it fails fast with UNAVAILABLE, the message naming each
+        sector and why (`skipped` stays empty).
         """
 
     @_abc_1.abstractmethod
