@@ -263,7 +263,11 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             handles = [h for h in handles if h.worker_id == request.worker_id]
             if not handles:
                 raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"unknown worker {request.worker_id}")
-        return manager_pb2.WorkerStatsResponse(workers=[views.worker_stat(h, self.runner) for h in handles])
+        stats = [views.worker_stat(h, self.runner) for h in handles]
+        if request.include_resources:
+            for stat, handle in zip(stats, handles, strict=True):
+                stat.resources.extend(views.resource_rows(handle.info, request.default_resources))
+        return manager_pb2.WorkerStatsResponse(workers=stats)
 
     @handled
     async def SchedDiag(self, request: manager_pb2.SchedDiagRequest, context: Context) -> manager_pb2.SchedDiagResponse:

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager import metrics
 from services.manager import lifecycle
+from services.manager.resources import DEFAULT_TABLE
 from services.manager.cid import unsealed_cid
 from services.manager.calltracker import LiveWork
 from services.manager.jobs import Ephemeral, JobRunner, job_state_of
@@ -21,7 +22,7 @@ from services.manager.queue import SchedRequest
 from services.manager.records import CallRecord, CallStatus, WorkRecord, WorkStatus
 from services.manager.tasks import TaskType
 from services.manager.validation import invalid
-from services.manager.workers import WorkerHandle
+from services.manager.workers import WorkerHandle, table_of
 
 J = manager_pb2.JobState
 _STATE_ORDER = {
@@ -179,6 +180,27 @@ def worker_stat(handle: WorkerHandle, runner: JobRunner) -> manager_pb2.WorkerSt
         else:
             stat.tasks_running += 1
     return stat
+
+
+def resource_rows(info: common_pb2.WorkerInfo, default: bool) -> list[manager_pb2.ResourceTableRow]:
+    """A worker's resource table (or the built-in one), each row flagged where the worker's
+    configuration changed it."""
+    effective = DEFAULT_TABLE if default else table_of(info)
+    out = []
+    for (task, proof), row in sorted(effective.items(), key=lambda item: (int(item[0][0]), int(item[0][1]))):
+        message = manager_pb2.ResourceTableRow(
+            task_type=common_pb2.TaskType.ValueType(int(task)),
+            seal_proof=common_pb2.RegisteredSealProof.ValueType(int(proof)),
+            min_memory=row.min_memory, max_memory=row.max_memory, max_parallelism=row.max_parallelism,
+            gpu_utilization=row.gpu_utilization, base_min_memory=row.base_min_memory,
+            overridden=not default and row != DEFAULT_TABLE.row((task, proof)),
+        )
+        if row.max_parallelism_gpu is not None:
+            message.max_parallelism_gpu = row.max_parallelism_gpu
+        if row.max_concurrent is not None:
+            message.max_concurrent = row.max_concurrent
+        out.append(message)
+    return out
 
 
 # --- SchedDiag ---------------------------------------------------------------------------------

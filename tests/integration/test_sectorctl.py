@@ -447,3 +447,21 @@ def test_sectors_remove_needs_confirmation_then_ends_the_pipeline(fleet: CliFlee
     assert {r["type"] for r in removed["removed"]} >= {"SECTOR_FILE_TYPE_SEALED", "SECTOR_FILE_TYPE_CACHE"}
     assert fleet.json("sectors", "status", "601")["state"] == "REMOVED"
     assert fleet.json("storage", "find", "601")["locations"] == []
+
+
+def test_worker_resources_shows_the_effective_table_and_the_default(fleet: CliFleet) -> None:
+    """cli-w1 runs with PC1_MAX_CONCURRENT = 4: its PC1 rows say so and are marked changed."""
+    by_name = {w["info"]["name"]: w["info"]["worker_id"] for w in fleet.json("sealing", "workers")["workers"]}
+    doc = fleet.json("worker", "resources", by_name["cli-w1"])
+    rows = {(r["task_type"], r["seal_proof"]): r for r in doc["resources"]}
+    pc1 = rows[("TASK_TYPE_PRE_COMMIT_1", "REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1")]
+    assert pc1["max_concurrent"] == 4 and pc1["overridden"] is True
+    assert rows[("TASK_TYPE_COMMIT_2", "REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1")].get("overridden", False) is False
+    default = {(r["task_type"], r["seal_proof"]): r for r in fleet.json("worker", "resources", by_name["cli-w1"], "--default")["resources"]}
+    assert "max_concurrent" not in default[("TASK_TYPE_PRE_COMMIT_1", "REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1")]
+    assert int(default[("TASK_TYPE_PRE_COMMIT_1", "REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1")]["min_memory"]) == int(pc1["min_memory"])
+    out = fleet.run("worker", "resources", by_name["cli-w1"]).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("PC1") and "32GiB" in ln)
+    assert line.rstrip().endswith("*") and " 4 " in f" {line} "
+    proc = fleet.run("worker", "resources", "nobody", check=False)
+    assert proc.returncode == 1 and "NOT_FOUND" in proc.stderr

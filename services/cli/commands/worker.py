@@ -13,7 +13,7 @@ from google.protobuf.duration_pb2 import Duration
 from services.cli import render
 from services.cli.commands.sealing import worker_state_dict, worker_state_text
 from services.cli.connection import Connection
-from services.cli.names import parse_task_type, task_short
+from services.cli.names import SIZE_LABELS, parse_task_type, task_short
 from services.common.proto.sectorstorage.v1 import manager_pb2, worker_pb2
 
 
@@ -95,6 +95,38 @@ def tasks(args: argparse.Namespace, conn: Connection) -> int:
     return 0
 
 
+def _row_text(row: manager_pb2.ResourceTableRow) -> tuple[str, ...]:
+    threads = "all" if row.max_parallelism < 0 else str(row.max_parallelism)
+    if row.HasField("max_parallelism_gpu"):
+        threads += f" (GPU {'all' if row.max_parallelism_gpu < 0 else row.max_parallelism_gpu})"
+    return (
+        task_short(row.task_type),
+        SIZE_LABELS.get(row.seal_proof, str(row.seal_proof)),
+        render.size(row.min_memory),
+        render.size(row.max_memory),
+        threads,
+        f"{row.gpu_utilization:g}",
+        render.size(row.base_min_memory),
+        str(row.max_concurrent) if row.HasField("max_concurrent") else "-",
+        "*" if row.overridden else "",
+    )
+
+
+def resources(args: argparse.Namespace, conn: Connection) -> int:
+    """The resource table a worker is scheduled with (`lotus-worker resources`), rows its
+    configuration changed marked; with --default the built-in table."""
+    reply = conn.manager().WorkerStats(
+        manager_pb2.WorkerStatsRequest(worker_id=args.worker_id, include_resources=True, default_resources=args.default), timeout=conn.timeout
+    )
+    rows = list(reply.workers[0].resources) if reply.workers else []
+    if args.json:
+        render.emit_json({"worker_id": args.worker_id, "default": args.default, "resources": [render.message_dict(r) for r in rows]})
+        return 0
+    headers = ("TASK", "SIZE", "MIN MEM", "MAX MEM", "THREADS", "GPU", "BASE MEM", "MAX AT ONCE", "CHANGED")
+    render.emit(render.table(headers, [_row_text(r) for r in rows]))
+    return 0
+
+
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
     verbs = groups.add_parser("worker", help="enable, disable, cordon, drain a worker (manager)", description="sectorctl worker: enable, disable, cordon, drain a worker (manager).").add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, func, text in (
@@ -111,6 +143,10 @@ def register(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", dest="drain_timeout", type=float, default=None, metavar="S", help="wait at most S seconds (default: the call's --timeout)")
     p.add_argument("--abort-remaining", action="store_true", help="at the timeout, stop the remaining tasks and re-queue them elsewhere")
     p.set_defaults(func=drain)
+    p = verbs.add_parser("resources", parents=[common], help="the resource table a worker is scheduled with (* = changed by its config)")
+    p.add_argument("worker_id", metavar="WORKER_ID", help="see `sealing workers`")
+    p.add_argument("--default", action="store_true", help="the built-in table instead")
+    p.set_defaults(func=resources)
     p = verbs.add_parser("tasks", parents=[common], help="list, enable or disable the task types a worker accepts")
     p.add_argument("action", choices=("list", "enable", "disable"))
     p.add_argument("types", nargs="*", metavar="TYPE", help="task types: AP PC1 PC2 C1 C2 FIN GET UNS WDP WNP (or full names)")

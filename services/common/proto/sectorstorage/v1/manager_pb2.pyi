@@ -2391,6 +2391,7 @@ class WorkerStat(_message.Message):
     TASKS_ASSIGNED_FIELD_NUMBER: _builtins.int
     TASKS_PREPARING_FIELD_NUMBER: _builtins.int
     TASKS_RUNNING_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """Where the manager reaches it."""
     session_id: _builtins.str
@@ -2425,6 +2426,12 @@ class WorkerStat(_message.Message):
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskCapUsage]:
         """Running counts per task type and size, with caps (every type with a cap or a running task)."""
 
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceTableRow]:
+        """The resource table the worker is scheduled with, one row per task type and sector size
+        (only with WorkerStatsRequest.include_resources).
+        """
+
     def __init__(
         self,
         *,
@@ -2442,30 +2449,101 @@ class WorkerStat(_message.Message):
         tasks_assigned: _builtins.int = ...,
         tasks_preparing: _builtins.int = ...,
         tasks_running: _builtins.int = ...,
+        resources: _abc.Iterable[Global___ResourceTableRow] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "last_heartbeat", b"last_heartbeat", "registered_at", b"registered_at", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cpu_used", b"cpu_used", "gpus", b"gpus", "info", b"info", "last_heartbeat", b"last_heartbeat", "mem_used_max", b"mem_used_max", "mem_used_min", b"mem_used_min", "registered_at", b"registered_at", "session_id", b"session_id", "state", b"state", "tasks", b"tasks", "tasks_assigned", b"tasks_assigned", "tasks_preparing", b"tasks_preparing", "tasks_running", b"tasks_running"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cpu_used", b"cpu_used", "gpus", b"gpus", "info", b"info", "last_heartbeat", b"last_heartbeat", "mem_used_max", b"mem_used_max", "mem_used_min", b"mem_used_min", "registered_at", b"registered_at", "resources", b"resources", "session_id", b"session_id", "state", b"state", "tasks", b"tasks", "tasks_assigned", b"tasks_assigned", "tasks_preparing", b"tasks_preparing", "tasks_running", b"tasks_running"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkerStat: _TypeAlias = WorkerStat  # noqa: Y015
 
 @_typing.final
+class ResourceTableRow(_message.Message):
+    """One row of a worker's resource table: what one task of this type and size needs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    SEAL_PROOF_FIELD_NUMBER: _builtins.int
+    MIN_MEMORY_FIELD_NUMBER: _builtins.int
+    MAX_MEMORY_FIELD_NUMBER: _builtins.int
+    MAX_PARALLELISM_FIELD_NUMBER: _builtins.int
+    MAX_PARALLELISM_GPU_FIELD_NUMBER: _builtins.int
+    GPU_UTILIZATION_FIELD_NUMBER: _builtins.int
+    BASE_MIN_MEMORY_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_FIELD_NUMBER: _builtins.int
+    OVERRIDDEN_FIELD_NUMBER: _builtins.int
+    task_type: _common_pb2.TaskType.ValueType
+    seal_proof: _common_pb2.RegisteredSealProof.ValueType
+    min_memory: _builtins.int
+    """Memory the task holds all the time, and at its peak (bytes)."""
+    max_memory: _builtins.int
+    max_parallelism: _builtins.int
+    """Threads it uses on CPU; -1 = all of the worker's."""
+    max_parallelism_gpu: _builtins.int
+    """Threads it uses when it runs on a GPU; unset = max_parallelism."""
+    gpu_utilization: _builtins.float
+    """Share of a GPU it takes (0 = none)."""
+    base_min_memory: _builtins.int
+    """Memory shared by every task of this type on the worker (bytes)."""
+    max_concurrent: _builtins.int
+    """At most this many at once on the worker; unset = no cap."""
+    overridden: _builtins.bool
+    """Whether the worker's configuration changed this row from the built-in table."""
+    def __init__(
+        self,
+        *,
+        task_type: _common_pb2.TaskType.ValueType = ...,
+        seal_proof: _common_pb2.RegisteredSealProof.ValueType = ...,
+        min_memory: _builtins.int = ...,
+        max_memory: _builtins.int = ...,
+        max_parallelism: _builtins.int = ...,
+        max_parallelism_gpu: _builtins.int | None = ...,
+        gpu_utilization: _builtins.float = ...,
+        base_min_memory: _builtins.int = ...,
+        max_concurrent: _builtins.int | None = ...,
+        overridden: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent", "_max_parallelism_gpu", b"_max_parallelism_gpu", "max_concurrent", b"max_concurrent", "max_parallelism_gpu", b"max_parallelism_gpu"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent", "_max_parallelism_gpu", b"_max_parallelism_gpu", "base_min_memory", b"base_min_memory", "gpu_utilization", b"gpu_utilization", "max_concurrent", b"max_concurrent", "max_memory", b"max_memory", "max_parallelism", b"max_parallelism", "max_parallelism_gpu", b"max_parallelism_gpu", "min_memory", b"min_memory", "overridden", b"overridden", "seal_proof", b"seal_proof", "task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_concurrent: _TypeAlias = _typing.Literal["max_concurrent"]  # noqa: Y015
+    _WhichOneofArgType__max_concurrent: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent"]  # noqa: Y015
+    _WhichOneofReturnType__max_parallelism_gpu: _TypeAlias = _typing.Literal["max_parallelism_gpu"]  # noqa: Y015
+    _WhichOneofArgType__max_parallelism_gpu: _TypeAlias = _typing.Literal["_max_parallelism_gpu", b"_max_parallelism_gpu"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent) -> _WhichOneofReturnType__max_concurrent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_parallelism_gpu) -> _WhichOneofReturnType__max_parallelism_gpu | None: ...
+
+Global___ResourceTableRow: _TypeAlias = ResourceTableRow  # noqa: Y015
+
+@_typing.final
 class WorkerStatsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_RESOURCES_FIELD_NUMBER: _builtins.int
+    DEFAULT_RESOURCES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Only this worker; empty = all."""
+    include_resources: _builtins.bool
+    """Also return each worker's resource table (WorkerStat.resources)."""
+    default_resources: _builtins.bool
+    """With include_resources: the built-in table instead of the worker's effective one."""
     def __init__(
         self,
         *,
         worker_id: _builtins.str = ...,
+        include_resources: _builtins.bool = ...,
+        default_resources: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_resources", b"default_resources", "include_resources", b"include_resources", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
