@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import rust_core
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker.cgroup import CgroupLimits, read_limits
 from services.worker.sectors import SEAL_PROOF_SIZES, SIZE_LABELS
@@ -158,21 +159,11 @@ def detect_gpus(env: Mapping[str, str] | None = None) -> tuple[Gpu, ...]:
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1", "NoDevFiles"):
         return ()
-    try:
-        import rust_core
-    except ImportError:
-        return ()
-    lister = getattr(rust_core, "gpu_devices", None)
-    if lister is None:
-        return ()
     gpus = []
-    for index, device in enumerate(lister()):
-        if isinstance(device, dict):
-            ordinal = int(device["ordinal"]) if "ordinal" in device else index
-            name = str(device.get("name", f"gpu{ordinal}"))
-            memory = int(device.get("memory_bytes") or device.get("memory") or 0)
-        else:
-            ordinal, name, memory = index, str(device), 0
+    for device in rust_core.gpu_devices():
+        ordinal = int(device["ordinal"])
+        name = str(device["name"])
+        memory = int(device["memory_bytes"])
         gpus.append(Gpu(name=name, ordinal=ordinal, memory=memory))
     return tuple(gpus)
 
