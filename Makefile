@@ -14,7 +14,7 @@ help:
 	@echo "make demo   - build, start index + manager + workers locally, run the main job"
 	@echo "make test   - cargo test + pytest (installs everything it needs)"
 	@echo "make protos - regenerate services/common/proto from protos/"
-	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, mypy"
+	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, mypy, the import rules (architecture.toml)"
 	@echo "make bench  - benchmark figures (see docs/benchmarks.md)"
 
 # Long steps say what they do, keep their output in a log under .venv, and show it only when
@@ -75,6 +75,7 @@ lint: $(DEPS_STAMP)
 	cd $(CARGO_DIR) && cargo clippy --all-targets --features python -- -D warnings
 	cd $(CARGO_DIR) && cargo clippy --all-targets --features cuda -- -D warnings
 	$(VPY) -m mypy
+	$(VPY) scripts/check_imports.py
 
 demo: develop
 	$(VPY) -m services.cli.demo
