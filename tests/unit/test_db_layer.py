@@ -282,3 +282,32 @@ def test_an_existing_sqlite_database_reopens_from_any_url_form(tmp_path: Path, d
         assert again.transact(lambda tx: tx.scalar("SELECT count(*) FROM t")) == 0
     finally:
         again.close()
+
+
+def test_an_empty_file_being_created_by_another_process_is_waited_for(tmp_path: Path) -> None:
+    """Two replicas starting on one new SQLite file: the second may see it empty (0 bytes, then
+    no tables) while the first creates it; it waits instead of refusing. A file that stays empty
+    is refused once the grace has passed."""
+    from services.common.db import DatabaseRefused, check_sqlite_file
+
+    path = tmp_path / "index.db"
+    path.touch()
+
+    def create_slowly() -> None:
+        time.sleep(0.3)
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.commit()
+        conn.close()
+
+    creator = threading.Thread(target=create_slowly)
+    creator.start()
+    check_sqlite_file(path, "index", init=False, grace_s=5)
+    creator.join()
+
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    started = time.monotonic()
+    with pytest.raises(DatabaseRefused, match="is empty"):
+        check_sqlite_file(empty, "index", init=False, grace_s=0.3)
+    assert 0.3 <= time.monotonic() - started < 3

@@ -711,12 +711,35 @@ def _read_write_uri(path: Path) -> str:
     return f"file:{urllib.parse.quote(text)}?mode=rw"
 
 
-def check_sqlite_file(path: Path, component: str, *, init: bool) -> None:
+# How long an empty file may stay empty before it is refused: another process of the fleet (a
+# second index replica on the same file) may be creating it right now, and SQLite writes the
+# header and the schema only with that process's first transaction.
+EMPTY_GRACE_S = 5.0
+
+
+def check_sqlite_file(path: Path, component: str, *, init: bool, grace_s: float | None = None) -> None:
     """Refuses an existing SQLite file that cannot be this component's database: not SQLite at
     all (or corrupt), or empty (0 bytes, or no tables) where a database with data is expected,
     as after a failed restore or a truncated copy. Starting there would silently begin an
     empty database in place of the lost one; `init` allows that on purpose. A missing file is a
-    fresh start and fine."""
+    fresh start and fine. An empty file is looked at again for `grace_s` first (EMPTY_GRACE_S):
+    a concurrent first start on the same file fills it meanwhile."""
+    deadline = time.monotonic() + (EMPTY_GRACE_S if grace_s is None else grace_s)
+    while True:
+        try:
+            _check_sqlite_file_once(path, component, init=init)
+            return
+        except _EmptyDatabase as exc:
+            if time.monotonic() >= deadline:
+                raise DatabaseRefused(str(exc)) from None
+            time.sleep(0.1)
+
+
+class _EmptyDatabase(Exception):
+    """An empty database file (which a concurrent first start may be filling)."""
+
+
+def _check_sqlite_file_once(path: Path, component: str, *, init: bool) -> None:
     try:
         with open(path, "rb") as f:
             head = f.read(len(_SQLITE_MAGIC))
@@ -732,7 +755,7 @@ def check_sqlite_file(path: Path, component: str, *, init: bool) -> None:
     if not head:
         if init:
             return
-        raise DatabaseRefused(
+        raise _EmptyDatabase(
             f"{component} database {path} is empty (0 bytes), but an existing {component} database is expected there: "
             f"restore it from a backup, {fresh}"
         )
@@ -753,7 +776,7 @@ def check_sqlite_file(path: Path, component: str, *, init: bool) -> None:
             f"or move it away to start with an empty {component}"
         ) from None
     if not tables and not init:
-        raise DatabaseRefused(
+        raise _EmptyDatabase(
             f"{component} database {path} holds no tables, but an existing {component} database is expected there: "
             f"restore it from a backup, {fresh}"
         )
