@@ -148,7 +148,7 @@ pub(crate) fn blocks<const N: usize>(data: &[u8]) -> impl Iterator<Item = &[u8; 
 }
 
 #[inline(always)]
-fn blocks_mut<const N: usize>(data: &mut [u8]) -> impl Iterator<Item = &mut [u8; N]> {
+pub(crate) fn blocks_mut<const N: usize>(data: &mut [u8]) -> impl Iterator<Item = &mut [u8; N]> {
     data.chunks_exact_mut(N).filter_map(|c| c.try_into().ok())
 }
 

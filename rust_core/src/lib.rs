@@ -16,6 +16,7 @@ pub mod merkle;
 pub mod piece_cid;
 pub mod piece_size;
 pub mod porep;
+pub mod sha256_mb;
 pub mod stream_store;
 pub mod zero_comm;
 
