@@ -8,6 +8,8 @@ pub mod commd;
 pub mod commp;
 pub mod error;
 pub mod fr32;
+#[cfg(target_arch = "x86_64")]
+pub mod fr32_avx2;
 pub mod fr32_file;
 pub mod gpu;
 pub mod hash;
