@@ -18,9 +18,15 @@ having removed what it half-wrote (see each function).
 import os
 from typing import Protocol, Sequence, TypedDict
 
+from typing_extensions import Buffer
+
 __version__: str
 
 _Bytes = bytes | bytearray
+# Any C-contiguous buffer-protocol object (bytes, bytearray, memoryview, mmap, array, numpy…),
+# read (or written, for a ``dst``) in place without a copy; the GIL is released meanwhile, so
+# another thread must not write the same memory during the call.
+_Buffer = Buffer
 _Path = str | os.PathLike[str]
 _PadTo = int | bool | None
 
@@ -50,13 +56,27 @@ class CancelToken:
 
 # fr32 padding: every 127 bytes become 128 (four 32-byte nodes, top two bits of each zero).
 
-def fr32_pad(data: _Bytes, pad_to: _PadTo = None) -> bytes:
+def fr32_pad(data: _Buffer, pad_to: _PadTo = None) -> bytes:
     """Pads ``data``: a multiple of 127 bytes unless ``pad_to`` zero-extends it."""
 
-def fr32_unpad(data: _Bytes, strict: bool = True) -> bytes:
+def fr32_pad_into(src: _Buffer, dst: _Buffer, pad_to: _PadTo = None) -> int:
+    """Pads ``src`` into the start of writable ``dst`` without allocating; returns bytes written.
+
+    ``dst`` (bytearray, writable memoryview, mmap, ...) needs at least the padded size; the rest
+    of it is left as it was. A read-only or too small ``dst`` raises TypeError / ValueError, and
+    so do ``src`` and ``dst`` sharing memory (no in-place fr32).
+    """
+
+def fr32_unpad(data: _Buffer, strict: bool = True) -> bytes:
     """Inverse of fr32_pad: ``data`` is a multiple of 128 bytes whose pad bits are all zero.
 
     Set pad bits raise ValueError; ``strict=False`` ignores them instead, as Lotus' Unpad does.
+    """
+
+def fr32_unpad_into(src: _Buffer, dst: _Buffer, strict: bool = True) -> int:
+    """Unpads ``src`` into the start of writable ``dst``; returns the bytes written.
+
+    As fr32_unpad (``strict``) and fr32_pad_into (``dst`` requirements).
     """
 
 def fr32_pad_file(
@@ -122,8 +142,11 @@ def fr32_unpad_file(
 
 # Piece commitment (commP): Merkle root of the fr32-padded piece, SHA-256 trimmed to 254 bits.
 
-def piece_commitment(data: _Bytes, pad_to: _PadTo = None) -> bytes:
-    """commP of unpadded ``data`` (127·2^k bytes unless ``pad_to`` zero-extends it)."""
+def piece_commitment(data: _Buffer, pad_to: _PadTo = None) -> bytes:
+    """commP of unpadded ``data`` (127·2^k bytes unless ``pad_to`` zero-extends it).
+
+    ``data`` is read in place (any bytes-like object: bytearray, memoryview, mmap, ...).
+    """
 
 def piece_commitment_file(path: _Path, pad_to: _PadTo = None) -> bytes:
     """commP of a file's contents, with constant memory."""
@@ -135,8 +158,8 @@ class PieceHasher:
     """Incremental commP with constant memory: ``update`` in any slices, then ``finish``."""
 
     def __init__(self) -> None: ...
-    def update(self, data: _Bytes) -> None:
-        """Feeds more unpadded bytes."""
+    def update(self, data: _Buffer) -> None:
+        """Feeds more unpadded bytes (any bytes-like object, read in place)."""
 
     def finish(self, pad_to: _PadTo = None) -> bytes:
         """commP of the bytes fed so far; the hasher stays usable (more updates may follow)."""

@@ -148,12 +148,27 @@ pub(crate) fn blocks<const N: usize>(data: &[u8]) -> impl Iterator<Item = &[u8; 
 }
 
 #[inline(always)]
-fn blocks_mut<const N: usize>(data: &mut [u8]) -> impl Iterator<Item = &mut [u8; N]> {
+pub(crate) fn blocks_mut<const N: usize>(data: &mut [u8]) -> impl Iterator<Item = &mut [u8; N]> {
     data.chunks_exact_mut(N).filter_map(|c| c.try_into().ok())
 }
 
-/// Pads whole blocks; `streaming` writes around the caches (see [`STREAMING_MIN_BYTES`]).
+/// Pads whole blocks; `streaming` writes around the caches (see [`STREAMING_MIN_BYTES`]). AVX2
+/// when the CPU has it (`fr32_avx2`), the `u64` lanes otherwise.
 fn pad_serial(input: &[u8], out: &mut [u8], streaming: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::fr32_avx2::available() {
+        // SAFETY: the CPU has AVX2 (checked just above); the kernel stays inside both slices.
+        unsafe { crate::fr32_avx2::pad(input, out, streaming) };
+        if streaming {
+            stream_store::fence();
+        }
+        return;
+    }
+    pad_serial_portable(input, out, streaming);
+}
+
+/// [`pad_serial`] without SIMD: the reference of the AVX2 kernel's tests.
+fn pad_serial_portable(input: &[u8], out: &mut [u8], streaming: bool) {
     if streaming {
         let mut staged = [0u8; PADDED_BLOCK];
         for (src, dst) in blocks(input).zip(out.chunks_exact_mut(PADDED_BLOCK)) {
@@ -168,10 +183,54 @@ fn pad_serial(input: &[u8], out: &mut [u8], streaming: bool) {
     }
 }
 
+/// Unpads whole blocks into `out`, which has room for one byte more than their output (the SIMD
+/// kernel writes 128 bytes per block); returns the pad bits of all blocks ORed.
+#[inline]
+fn unpad_run(input: &[u8], out: &mut [u8], simd: bool) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is true only when the CPU has AVX2; `out` holds 127·blocks + 1 bytes
+        // (the callers' contract), and the kernel stays inside both slices.
+        return unsafe { crate::fr32_avx2::unpad(input, out) };
+    }
+    let _ = simd;
+    let mut bad = 0u64;
+    for (src, dst) in blocks(input).zip(blocks_mut(out)) {
+        bad |= unpad_block_bits(src, dst);
+    }
+    bad
+}
+
+/// Unpads whole blocks into exactly their output: all but the last block through
+/// [`unpad_run`], the last one (no room for the extra byte) with the `u64` lanes.
+fn unpad_exact(input: &[u8], out: &mut [u8], simd: bool) -> u64 {
+    let n = input.len() / PADDED_BLOCK;
+    if n == 0 {
+        return 0;
+    }
+    let (head_in, last_in) = input.split_at((n - 1) * PADDED_BLOCK);
+    let split = (n - 1) * UNPADDED_BLOCK;
+    // The head's output plus the first byte of the last block's: room for the extra byte, which
+    // the last block then writes over.
+    let mut bad = unpad_run(head_in, &mut out[..split + 1], simd);
+    for (src, dst) in blocks(last_in).zip(blocks_mut(&mut out[split..])) {
+        bad |= unpad_block_bits(src, dst);
+    }
+    bad
+}
+
 /// Unpads whole blocks; returns false if any block has pad bits set (all blocks are written).
 /// `streaming` writes around the caches, sixteen blocks (2032 bytes, 127 aligned 16-byte
-/// stores) at a time.
+/// stores) at a time. AVX2 when the CPU has it.
 fn unpad_serial(input: &[u8], out: &mut [u8], streaming: bool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let simd = crate::fr32_avx2::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    unpad_serial_with(input, out, streaming, simd)
+}
+
+fn unpad_serial_with(input: &[u8], out: &mut [u8], streaming: bool, simd: bool) -> bool {
     const GROUP: usize = 16;
     let (mut input, mut out) = (input, out);
     let mut bad = 0u64;
@@ -179,22 +238,21 @@ fn unpad_serial(input: &[u8], out: &mut [u8], streaming: bool) -> bool {
         let groups = input.len() / (GROUP * PADDED_BLOCK);
         let (head_in, tail_in) = input.split_at(groups * GROUP * PADDED_BLOCK);
         let (head_out, tail_out) = out.split_at_mut(groups * GROUP * UNPADDED_BLOCK);
-        let mut staged = [0u8; GROUP * UNPADDED_BLOCK];
+        // One byte more than a group's output: room for the SIMD kernel's extra byte.
+        let mut staged = [0u8; GROUP * UNPADDED_BLOCK + 1];
         for (src, dst) in head_in
             .chunks_exact(GROUP * PADDED_BLOCK)
             .zip(head_out.chunks_exact_mut(GROUP * UNPADDED_BLOCK))
         {
-            for (s, d) in blocks(src).zip(blocks_mut(&mut staged)) {
-                bad |= unpad_block_bits(s, d);
+            bad |= unpad_run(src, &mut staged, simd);
+            if let Some(group) = staged.first_chunk::<{ GROUP * UNPADDED_BLOCK }>() {
+                stream_store::store(dst, group);
             }
-            stream_store::store(dst, &staged);
         }
         stream_store::fence();
         (input, out) = (tail_in, tail_out);
     }
-    for (src, dst) in blocks(input).zip(blocks_mut(out)) {
-        bad |= unpad_block_bits(src, dst);
-    }
+    bad |= unpad_exact(input, out, simd);
     bad == 0
 }
 
@@ -433,6 +491,68 @@ mod tests {
             unpad(&big).map(|u| pad(&u).ok() == Some(big.clone())).ok(),
             Some(true)
         );
+    }
+
+    #[test]
+    fn simd_kernels_equal_portable_at_every_alignment() {
+        // Both directions, plain and streaming stores, every input and output offset mod 32,
+        // block counts around the streaming group size; the portable lanes are the reference.
+        let simd = cfg!(target_arch = "x86_64") && {
+            #[cfg(target_arch = "x86_64")]
+            let a = crate::fr32_avx2::available();
+            #[cfg(not(target_arch = "x86_64"))]
+            let a = false;
+            a
+        };
+        for blocks_n in [1usize, 2, 15, 16, 17, 33, 70] {
+            let data = pseudo_random(127 * blocks_n + 64, blocks_n as u64);
+            let mut inbuf = vec![0u8; 127 * blocks_n + 64];
+            let mut want = vec![0u8; 128 * blocks_n];
+            pad_serial_portable(&data[..127 * blocks_n], &mut want, false);
+            let mut outbuf = vec![0u8; 128 * blocks_n + 64];
+            for shift in [0usize, 1, 7, 16, 31] {
+                let input = &mut inbuf[shift..shift + 127 * blocks_n];
+                input.copy_from_slice(&data[..127 * blocks_n]);
+                for streaming in [false, true] {
+                    let out = &mut outbuf[shift..shift + 128 * blocks_n];
+                    out.fill(0xee);
+                    pad_serial(input, out, streaming);
+                    assert!(out == &want[..], "pad {blocks_n} blocks, shift {shift}");
+                    let mut back = vec![0xeeu8; 127 * blocks_n + 32];
+                    let dst = &mut back[shift..shift + 127 * blocks_n];
+                    for simd_on in [simd, false] {
+                        assert!(unpad_serial_with(out, dst, streaming, simd_on));
+                        assert!(dst == input, "unpad {blocks_n} blocks, shift {shift}");
+                    }
+                    // Bytes around the output untouched.
+                    assert!(back[..shift].iter().all(|&b| b == 0xee));
+                    assert!(back[shift + 127 * blocks_n..].iter().all(|&b| b == 0xee));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn simd_unpad_finds_every_pad_bit() {
+        let blocks_n = 40;
+        let padded = pad(&pseudo_random(127 * blocks_n, 21)).unwrap_or_default();
+        let mut out = vec![0u8; 127 * blocks_n];
+        for block in [0, 15, 16, 39] {
+            for byte in [31, 63, 95, 127] {
+                for bit in [0x40u8, 0x80] {
+                    let mut bad = padded.clone();
+                    bad[block * 128 + byte] |= bit;
+                    for streaming in [false, true] {
+                        for simd in [false, true] {
+                            assert!(
+                                !unpad_serial_with(&bad, &mut out, streaming, simd),
+                                "block {block}, byte {byte}, bit {bit:#x}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -66,12 +66,32 @@ pub fn hash_trunc254(data: &[u8]) -> Node {
 }
 
 /// Parents of many node pairs at once: `out[i] = H(children[2i], children[2i+1])`.
-/// `children.len()` must be `2 * out.len()` nodes; uses the block-level SHA-256 compression
-/// directly (one 64-byte message = 1 compression + 1 padding compression) to avoid per-call setup.
+/// `children.len()` must be `2 * out.len()` nodes (extra children are ignored). The pairs are
+/// independent, so they go through the multi-buffer kernel (`sha256_mb`: several messages
+/// interleaved per core with SHA-NI, the `sha2` crate one by one elsewhere); bit-exact with
+/// [`hash_pair`] either way.
+#[inline]
 pub fn hash_level(children: &[Node], out: &mut [Node]) {
     debug_assert_eq!(children.len(), out.len() * 2);
-    for (pair, parent) in children.chunks_exact(2).zip(out.iter_mut()) {
-        *parent = hash_pair(&pair[0], &pair[1]);
+    crate::sha256_mb::hash_nodes(children.as_flattened(), out);
+}
+
+/// One tree level in place: the first `n / 2` nodes of `level` become the parents of its first
+/// `n` nodes (`n` even, at most `level.len()`). Safe in place because parent `i` is written only
+/// after the children `2i, 2i + 1` (and all before them) have been read; the kernel hashes a
+/// bounded run of pairs from a copy, then writes their parents.
+pub fn hash_level_in_place(level: &mut [Node], n: usize) {
+    const RUN: usize = 32;
+    let n = n.min(level.len()) / 2 * 2;
+    let mut scratch = [[0u8; 32]; 2 * RUN];
+    let mut parents = [[0u8; 32]; RUN];
+    let mut done = 0;
+    while done < n / 2 {
+        let k = RUN.min(n / 2 - done);
+        scratch[..2 * k].copy_from_slice(&level[2 * done..2 * (done + k)]);
+        hash_level(&scratch[..2 * k], &mut parents[..k]);
+        level[done..done + k].copy_from_slice(&parents[..k]);
+        done += k;
     }
 }
 

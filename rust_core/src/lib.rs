@@ -8,6 +8,8 @@ pub mod commd;
 pub mod commp;
 pub mod error;
 pub mod fr32;
+#[cfg(target_arch = "x86_64")]
+pub mod fr32_avx2;
 pub mod fr32_file;
 pub mod gpu;
 pub mod hash;
@@ -16,6 +18,7 @@ pub mod merkle;
 pub mod piece_cid;
 pub mod piece_size;
 pub mod porep;
+pub mod sha256_mb;
 pub mod stream_store;
 pub mod zero_comm;
 

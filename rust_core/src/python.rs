@@ -6,6 +6,7 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
+use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -53,6 +54,87 @@ fn pad_target(pad_to: Option<&Bound<'_, PyAny>>) -> PyResult<PieceTarget> {
         }),
         Some(v) => Ok(PieceTarget::from_size(Some(size_arg(v, "pad_to")?))?),
     }
+}
+
+/// A C-contiguous buffer-protocol object (bytes, bytearray, memoryview, mmap, array, numpy…),
+/// exported for the duration of a call and read or written in place, without a copy.
+struct Buffer {
+    view: PyUntypedBuffer,
+}
+
+impl Buffer {
+    /// Exports `obj`'s buffer; `writable` also requires it not read-only. TypeError naming
+    /// `name` if it is not a C-contiguous buffer.
+    fn get(obj: &Bound<'_, PyAny>, name: &str, writable: bool) -> PyResult<Self> {
+        let view = PyUntypedBuffer::get(obj).map_err(|_| {
+            let kind = obj
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".to_string(), |n| n.to_string());
+            PyTypeError::new_err(format!(
+                "{name} must be a bytes-like object (buffer protocol), not {kind}"
+            ))
+        })?;
+        if !view.is_c_contiguous() {
+            return Err(PyTypeError::new_err(format!(
+                "{name} must be a C-contiguous buffer"
+            )));
+        }
+        if writable && view.readonly() {
+            return Err(PyTypeError::new_err(format!(
+                "{name} must be a writable buffer (bytearray, memoryview of one, mmap, ...)"
+            )));
+        }
+        Ok(Self { view })
+    }
+
+    fn len(&self) -> usize {
+        self.view.len_bytes()
+    }
+
+    /// The address range `[start, end)` of the bytes.
+    fn range(&self) -> (usize, usize) {
+        let start = self.view.buf_ptr() as usize;
+        (start, start + self.len())
+    }
+
+    /// The bytes, for reading.
+    fn bytes(&self) -> &[u8] {
+        let len = self.len();
+        if len == 0 {
+            return &[];
+        }
+        // SAFETY: the export (`self.view`) keeps the memory alive and in place (an exported
+        // bytearray cannot be resized) for as long as `self` is borrowed; the buffer is
+        // C-contiguous, so its `len > 0` bytes start at the non-null `buf_ptr()`. As with any C
+        // extension that releases the GIL on a buffer (hashlib, zlib), another Python thread
+        // writing the same memory during the call races with it: the result is then
+        // meaningless, as it would be for those.
+        unsafe { std::slice::from_raw_parts(self.view.buf_ptr().cast::<u8>(), len) }
+    }
+
+    /// The bytes, for writing (empty for a read-only buffer: get it with `writable`).
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.len();
+        if len == 0 || self.view.readonly() {
+            return &mut [];
+        }
+        // SAFETY: as in `bytes`, and the exporter says the memory is writable. `&mut self`
+        // makes this the only Rust slice of this export; another export of overlapping memory
+        // (the source of the same call) is ruled out by the callers with `disjoint`.
+        unsafe { std::slice::from_raw_parts_mut(self.view.buf_ptr().cast::<u8>(), len) }
+    }
+}
+
+/// ValueError if `src` and `dst` share memory (the kernels read `src` while writing `dst`).
+fn disjoint(src: &Buffer, dst: &Buffer) -> PyResult<()> {
+    let ((a, b), (c, d)) = (src.range(), dst.range());
+    if a < d && c < b {
+        return Err(PyValueError::new_err(
+            "src and dst overlap: fr32 in place is not supported, pass separate buffers",
+        ));
+    }
+    Ok(())
 }
 
 fn node_bytes<'py>(py: Python<'py>, node: Node) -> Bound<'py, PyBytes> {
@@ -106,19 +188,51 @@ impl Write for PyWriter {
     }
 }
 
-/// fr32-pad `data` (a multiple of 127 bytes, or zero-extended as `pad_to` says).
+/// fr32-pad `data` (any bytes-like object: a multiple of 127 bytes, or zero-extended as
+/// `pad_to` says) into new bytes.
 #[pyfunction]
 #[pyo3(signature = (data, pad_to=None))]
 fn fr32_pad<'py>(
     py: Python<'py>,
-    data: PyBackedBytes,
+    data: &Bound<'py, PyAny>,
     pad_to: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let unpadded = pad_target(pad_to)?.fr32_len(data.len() as u64)?;
+    let data = Buffer::get(data, "data", false)?;
+    let src = data.bytes();
+    let unpadded = pad_target(pad_to)?.fr32_len(src.len() as u64)?;
     let out_len = fr32::padded_len(unpadded as usize)?;
     PyBytes::new_with(py, out_len, |out| {
-        Ok(py.detach(|| fr32::pad_zero_extended(&data, out))?)
+        Ok(py.detach(|| fr32::pad_zero_extended(src, out))?)
     })
+}
+
+/// fr32-pads `src` (any bytes-like object) into the start of writable `dst` (bytearray,
+/// memoryview, mmap, ...) in place, without allocating; returns the padded bytes written.
+#[pyfunction]
+#[pyo3(signature = (src, dst, pad_to=None))]
+fn fr32_pad_into(
+    py: Python<'_>,
+    src: &Bound<'_, PyAny>,
+    dst: &Bound<'_, PyAny>,
+    pad_to: Option<&Bound<'_, PyAny>>,
+) -> PyResult<usize> {
+    let src = Buffer::get(src, "src", false)?;
+    let mut dst = Buffer::get(dst, "dst", true)?;
+    disjoint(&src, &dst)?;
+    let input = src.bytes();
+    let unpadded = pad_target(pad_to)?.fr32_len(input.len() as u64)?;
+    let need = fr32::padded_len(unpadded as usize)?;
+    let out = dst.bytes_mut();
+    if out.len() < need {
+        return Err(PyValueError::new_err(format!(
+            "dst is {} bytes, padding {} bytes needs {need}",
+            out.len(),
+            input.len()
+        )));
+    }
+    let out = &mut out[..need];
+    py.detach(|| fr32::pad_zero_extended(input, out))?;
+    Ok(need)
 }
 
 /// Inverse of fr32_pad: `data` is a multiple of 128 bytes whose pad bits are zero (with
@@ -127,16 +241,51 @@ fn fr32_pad<'py>(
 #[pyo3(signature = (data, strict=true))]
 fn fr32_unpad<'py>(
     py: Python<'py>,
-    data: PyBackedBytes,
+    data: &Bound<'py, PyAny>,
     strict: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let out_len = fr32::unpadded_len(data.len())?;
+    let data = Buffer::get(data, "data", false)?;
+    let src = data.bytes();
+    let out_len = fr32::unpadded_len(src.len())?;
     let unpad = if strict {
         fr32::unpad_into
     } else {
         fr32::unpad_into_lenient
     };
-    PyBytes::new_with(py, out_len, |out| Ok(py.detach(|| unpad(&data, out))?))
+    PyBytes::new_with(py, out_len, |out| Ok(py.detach(|| unpad(src, out))?))
+}
+
+/// Unpads `src` (a multiple of 128 bytes, any bytes-like object) into the start of writable
+/// `dst` in place; returns the unpadded bytes written. `strict` as for fr32_unpad.
+#[pyfunction]
+#[pyo3(signature = (src, dst, strict=true))]
+fn fr32_unpad_into(
+    py: Python<'_>,
+    src: &Bound<'_, PyAny>,
+    dst: &Bound<'_, PyAny>,
+    strict: bool,
+) -> PyResult<usize> {
+    let src = Buffer::get(src, "src", false)?;
+    let mut dst = Buffer::get(dst, "dst", true)?;
+    disjoint(&src, &dst)?;
+    let input = src.bytes();
+    let need = fr32::unpadded_len(input.len())?;
+    let out = dst.bytes_mut();
+    if out.len() < need {
+        return Err(PyValueError::new_err(format!(
+            "dst is {} bytes, unpadding {} bytes needs {need}",
+            out.len(),
+            input.len()
+        )));
+    }
+    let out = &mut out[..need];
+    let unpad = if strict {
+        fr32::unpad_into
+    } else {
+        fr32::unpad_into_lenient
+    };
+    py.detach(|| unpad(input, out))?;
+    Ok(need)
 }
 
 /// Pads file `src` into file `dst`; returns the padded bytes written.
@@ -252,16 +401,18 @@ fn fr32_unpad_file(
     Ok(py.detach(|| fr32_file::unpad_file(&src, &dst, offset, length, &cancel))?)
 }
 
-/// commP (32 bytes) of unpadded `data`.
+/// commP (32 bytes) of unpadded `data`: any bytes-like object, read in place (no copy).
 #[pyfunction]
 #[pyo3(signature = (data, pad_to=None))]
 fn piece_commitment<'py>(
     py: Python<'py>,
-    data: PyBackedBytes,
+    data: &Bound<'py, PyAny>,
     pad_to: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
+    let data = Buffer::get(data, "data", false)?;
     let target = pad_target(pad_to)?;
-    let node = py.detach(|| commp::piece_commitment(&data, target))?;
+    let bytes = data.bytes();
+    let node = py.detach(|| commp::piece_commitment(bytes, target))?;
     Ok(node_bytes(py, node))
 }
 
@@ -306,10 +457,12 @@ impl PyPieceHasher {
         Self::default()
     }
 
-    /// Feeds more unpadded bytes.
-    fn update(&mut self, py: Python<'_>, data: PyBackedBytes) -> PyResult<()> {
+    /// Feeds more unpadded bytes (any bytes-like object, read in place).
+    fn update(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = Buffer::get(data, "data", false)?;
+        let bytes = data.bytes();
         let inner = &mut self.inner;
-        Ok(py.detach(|| inner.update(&data))?)
+        Ok(py.detach(|| inner.update(bytes))?)
     }
 
     /// commP of the bytes fed so far; the hasher stays usable.
@@ -433,6 +586,8 @@ fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", crate::VERSION)?;
     m.add_function(wrap_pyfunction!(fr32_pad, m)?)?;
     m.add_function(wrap_pyfunction!(fr32_unpad, m)?)?;
+    m.add_function(wrap_pyfunction!(fr32_pad_into, m)?)?;
+    m.add_function(wrap_pyfunction!(fr32_unpad_into, m)?)?;
     m.add_function(wrap_pyfunction!(fr32_pad_file, m)?)?;
     m.add_function(wrap_pyfunction!(fr32_pad_stream, m)?)?;
     m.add_function(wrap_pyfunction!(add_piece_file, m)?)?;

@@ -403,3 +403,24 @@ def test_commd_rejects_bad_layouts() -> None:
         with pytest.raises(ValueError, match=match):
             rust_core.unsealed_commitment(sector, pieces_list)
     assert rust_core.unsealed_commitment(2048, [(1024, c), (1024, c)]) == node_hash(c, c)
+
+
+def test_piece_commitment_reads_any_buffer_in_place(tmp_path: Path) -> None:
+    import array
+    import mmap
+
+    data = os.urandom(127 * 4096 + 77)
+    want = rust_core.piece_commitment(data, pad_to=True)
+    assert rust_core.piece_commitment(bytearray(data), pad_to=True) == want
+    assert rust_core.piece_commitment(memoryview(b"xx" + data)[2:], pad_to=True) == want
+    assert rust_core.piece_commitment(array.array("B", data), pad_to=True) == want
+    path = tmp_path / "payload"
+    path.write_bytes(data)
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        assert rust_core.piece_commitment(m, pad_to=True) == want
+    h = rust_core.PieceHasher()
+    h.update(memoryview(data)[:1000])
+    h.update(bytearray(data[1000:]))
+    assert h.finish(pad_to=True) == want
+    with pytest.raises(TypeError, match="bytes-like"):
+        rust_core.piece_commitment("text")  # type: ignore[arg-type]

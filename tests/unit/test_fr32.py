@@ -242,3 +242,72 @@ def test_file_errors(tmp_path: Path) -> None:
 def test_stream_of_wrong_length_is_rejected() -> None:
     with pytest.raises(ValueError, match="multiple of 127"):
         rust_core.fr32_pad_stream(io.BytesIO(b"x" * 200), io.BytesIO())
+
+
+# In-place forms and buffer-protocol inputs ------------------------------------------------------
+
+
+@settings(deadline=None)
+@given(blocks, st.sampled_from(["bytearray", "memoryview", "array"]))
+def test_pad_into_and_unpad_into_equal_the_allocating_forms(data: bytes, kind: str) -> None:
+    import array
+
+    def wrap(b: bytes) -> Any:
+        if kind == "bytearray":
+            return bytearray(b)
+        if kind == "memoryview":
+            return memoryview(bytearray(b))
+        return array.array("B", b)
+
+    dst = bytearray(b"\xee" * (len(data) // 127 * 128 + 5))
+    assert rust_core.fr32_pad_into(wrap(data), dst) == len(data) // 127 * 128
+    assert bytes(dst[: len(data) // 127 * 128]) == rust_core.fr32_pad(data)
+    assert dst[len(data) // 127 * 128 :] == b"\xee" * 5  # the rest of dst is untouched
+    back = memoryview(bytearray(len(data) + 3))
+    assert rust_core.fr32_unpad_into(wrap(bytes(dst[: len(data) // 127 * 128])), back) == len(data)
+    assert bytes(back[: len(data)]) == data
+    assert rust_core.fr32_pad(wrap(data)) == rust_core.fr32_pad(data)
+
+
+def test_pad_into_writes_into_an_mmap_and_zero_extends(tmp_path: Path) -> None:
+    import mmap
+
+    data = os.urandom(127 * 100_003 + 50)  # multi-core path, then zero extension
+    piece = rust_core.padded_size_for_payload(len(data))
+    path = tmp_path / "sector"
+    path.write_bytes(b"\0" * (piece + 4096))
+    with path.open("r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+        view = memoryview(m)
+        try:
+            written = rust_core.fr32_pad_into(memoryview(data)[10:], view[4096:], pad_to=True)
+            assert written == rust_core.padded_size_for_payload(len(data) - 10)
+            assert bytes(view[4096 : 4096 + written]) == rust_core.fr32_pad(data[10:], pad_to=True)
+            out = bytearray(rust_core.padded_to_unpadded(written))
+            assert rust_core.fr32_unpad_into(view[4096 : 4096 + written], out) == len(out)
+            assert bytes(out[: len(data) - 10]) == data[10:]
+        finally:
+            view.release()
+
+
+def test_into_forms_reject_bad_buffers() -> None:
+    src = os.urandom(127 * 2)
+    with pytest.raises(TypeError, match="writable"):
+        rust_core.fr32_pad_into(src, bytes(256))
+    with pytest.raises(TypeError, match="bytes-like"):
+        rust_core.fr32_pad_into("not bytes", bytearray(256))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs 256"):
+        rust_core.fr32_pad_into(src, bytearray(255))
+    with pytest.raises(TypeError, match="contiguous"):
+        rust_core.fr32_pad_into(memoryview(bytearray(127 * 4))[::2], bytearray(256))
+    shared = bytearray(127 * 2 + 256)
+    with pytest.raises(ValueError, match="overlap"):
+        rust_core.fr32_pad_into(memoryview(shared)[:254], memoryview(shared)[100:])
+    padded = bytearray(rust_core.fr32_pad(src))
+    padded[31] |= 0x80
+    with pytest.raises(ValueError, match="padded offset 0"):
+        rust_core.fr32_unpad_into(padded, bytearray(254))
+    out = bytearray(254)
+    assert rust_core.fr32_unpad_into(padded, out, strict=False) == 254
+    with pytest.raises(ValueError, match="multiple of 128"):
+        rust_core.fr32_unpad_into(bytes(100), bytearray(100))
+    assert rust_core.fr32_pad_into(b"", bytearray()) == 0

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::gpu::{witness_leaf, Backend};
-use crate::hash::{hash_pair, trim_to_fr32, Node};
+use crate::hash::{hash_level, hash_level_in_place, trim_to_fr32, Node};
 
 /// Items per rayon task: small enough to balance, large enough to amortise scheduling. Each task
 /// checks the cancel flag first, so a cancelled call stops within one task per core (4096 hashes).
@@ -32,9 +32,7 @@ impl Backend for CpuBackend {
             .zip(children.par_chunks(2 * MIN_PER_TASK))
             .try_for_each(|(parents, kids)| {
                 cancel.check()?;
-                for (parent, pair) in parents.iter_mut().zip(kids.chunks_exact(2)) {
-                    *parent = hash_pair(&pair[0], &pair[1]);
-                }
+                hash_level(kids, parents);
                 Ok(())
             })
     }
@@ -95,9 +93,7 @@ pub fn witness_chunk_root(transcript: &[u8; 32], chunk_log2: u32, chunk: u64) ->
         .collect();
     let mut len = n;
     while len > 1 {
-        for i in 0..len / 2 {
-            level[i] = hash_pair(&level[2 * i], &level[2 * i + 1]);
-        }
+        hash_level_in_place(&mut level, len);
         len /= 2;
     }
     level[0]
@@ -106,6 +102,7 @@ pub fn witness_chunk_root(transcript: &[u8; 32], chunk_log2: u32, chunk: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hash::hash_pair;
     use crate::porep::merkle;
 
     #[test]

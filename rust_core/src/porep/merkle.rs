@@ -6,17 +6,15 @@
 //! (bit k of the index = 1 means the node is the right child at level k), so no direction bits
 //! are stored.
 
-use crate::hash::{hash_pair, Node};
+use crate::hash::{hash_level, hash_pair, Node};
 
 /// All levels of a tree over `leaves` (a power-of-two count), leaves first, root last.
 pub fn build_levels(leaves: Vec<Node>) -> Vec<Vec<Node>> {
     let mut levels = vec![leaves];
     while levels.last().map_or(0, Vec::len) > 1 {
         let prev = levels.last().map(Vec::as_slice).unwrap_or_default();
-        let next: Vec<Node> = prev
-            .chunks_exact(2)
-            .map(|p| hash_pair(&p[0], &p[1]))
-            .collect();
+        let mut next = vec![[0u8; 32]; prev.len() / 2];
+        hash_level(&prev[..2 * next.len()], &mut next);
         levels.push(next);
     }
     levels

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::cancel::{Cancel, Scratch};
 use crate::error::{Error, Result};
 use crate::gpu::Backend;
-use crate::hash::{hash_pair, Node, NODE_SIZE};
+use crate::hash::{hash_level, Node, NODE_SIZE};
 use crate::porep::files;
 use crate::porep::merkle;
 
@@ -110,10 +110,8 @@ fn build_file(
     let mut level_nodes = chunk_roots;
     for level in chunk_log2 + 1..=height {
         cancel.check()?;
-        let parents: Vec<Node> = level_nodes
-            .chunks_exact(2)
-            .map(|p| hash_pair(&p[0], &p[1]))
-            .collect();
+        let mut parents = vec![[0u8; 32]; level_nodes.len() / 2];
+        hash_level(&level_nodes[..2 * parents.len()], &mut parents);
         if level >= layout.skip {
             files::write_nodes_at(&file, path, layout.level_offset(level), &parents)?;
         }
