@@ -62,6 +62,41 @@ pub fn write_nodes_cancellable(
     Ok(())
 }
 
+/// `fsync`s a file, but returns `Cancelled` within a few ms of `cancel` being set instead of
+/// waiting for the sync: the sync runs on a helper thread (with its own handle of the file),
+/// which a cancelled caller leaves to finish on its own. A 512 MiB file the kernel has barely
+/// started writing back takes seconds to sync on a slow disk.
+pub fn sync_cancellable(f: &File, path: &Path, cancel: &crate::cancel::Cancel) -> Result<()> {
+    cancel.check()?;
+    let handle = f
+        .try_clone()
+        .map_err(|e| Error::io(format!("sync {}", path.display()), e))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("rust_core-sync".into())
+        .spawn(move || {
+            let _ = tx.send(handle.sync_all());
+        });
+    if spawned.is_err() {
+        // No thread to spare: sync here, uninterruptibly.
+        return f
+            .sync_all()
+            .map_err(|e| Error::io(format!("sync {}", path.display()), e));
+    }
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(5)) {
+            Ok(r) => return r.map_err(|e| Error::io(format!("sync {}", path.display()), e)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => cancel.check()?,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::invalid(format!(
+                    "sync {}: the sync thread ended without a result",
+                    path.display()
+                )))
+            }
+        }
+    }
+}
+
 /// Reads `count` nodes starting at node `first`.
 pub fn read_nodes(path: &Path, first: u64, count: usize) -> Result<Vec<Node>> {
     let f = open_read(path)?;

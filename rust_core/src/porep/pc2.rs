@@ -143,9 +143,8 @@ pub fn seal_pre_commit_phase2(
         part_roots.push(root);
     }
     debug_assert_eq!(part_roots.len() as u64 * part_layout.leaves, nodes);
-    sealed
-        .sync_all()
-        .map_err(|e| Error::io(format!("sync {}", sealed_path.display()), e))?;
+    // Bounded by the cancel flag: a stop does not wait for the replica's writeback.
+    files::sync_cancellable(&sealed, sealed_path, cancel)?;
     cancel.check()?;
     let comm_r_last = merkle::root(part_roots);
     files::write_p_aux(cache_dir, &comm_c, &comm_r_last)?;
