@@ -18,6 +18,7 @@ import contextlib
 import errno
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -117,8 +118,10 @@ async def cancellable(ctx: TaskContext, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
         ctx.cancel.cancel()
+        cancelled_at = time.monotonic()
         with contextlib.suppress(BaseException):
             await future
+        ctx.call_return_s = time.monotonic() - cancelled_at
         raise
 
 
@@ -149,6 +152,8 @@ class TaskContext:
     gpu_ordinals: list[int] = field(default_factory=list)
     on_lost: Callable[[str], None] | None = None
     cancel: rust_core.CancelToken = field(default_factory=rust_core.CancelToken)
+    # Once stopped: how long the rust_core call took to return after its token was cancelled.
+    call_return_s: float | None = None
 
 
 def _lock(env: TaskEnv, ctx: TaskContext, sector: SectorId, read: FileType, write: FileType) -> Any:
