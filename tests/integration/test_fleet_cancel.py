@@ -14,12 +14,21 @@ the manager: the first runs, the second waits in the manager's queue behind it.
 - Neither stopped PC1 leaves a layer or tree file under its name (a background thread deletes
   the renamed files; they are gone within seconds).
 
-About 30 s on a 2-core machine (two 508 MiB AddPiece streams, 8 s of PC1).
+The same for PC2 (cap 1): a real 512 MiB PC1 takes a minute or more here, so the two sectors'
+PC1 outputs are fabricated (a cache with tree_d's root and sparse layers, as in
+test_worker_cancel.py) and recorded in the stopped manager's database as finished AddPiece and PC1
+steps (as tests/unit/manager_fakes.py `seed` does), then the manager is started again. Abort of the
+running PC2: within 1 s no lock and the queued PC2 placed; Abort of that one: within 1 s the worker
+idle, no lock, WorkerStats free; both caches keep PC1's tree_d and layers, no sealed file is left.
+
+About 45 s in all on a 2-core machine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,10 +39,14 @@ import pytest
 import rust_core
 from services.cli.local_fleet import ServiceProcess
 from services.cli.sealing import add_piece_stream
-from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2
+from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2
+from services.manager.cid import unsealed_cid
+from services.manager.config import ManagerConfig
+from services.manager.records import OutcomeKind, WorkRecord, WorkStatus
+from services.manager.service import open_manager_database
 from tests.integration import fleet as fleet_helpers
 from tests.integration.fleet import Fleet, WorkerSpec, sector
-from tests.integration.test_worker_cancel import cpu_cores
+from tests.integration.test_worker_cancel import cpu_cores, fabricated_pc1_output
 from tests.integration.worker_helpers import MINER, TICKET, index_stub
 
 pytestmark = pytest.mark.slow
@@ -42,6 +55,7 @@ StartService = Callable[..., ServiceProcess]
 P512 = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1
 SIZE = 512 << 20
 PC1 = common_pb2.TASK_TYPE_PRE_COMMIT_1
+PC2 = common_pb2.TASK_TYPE_PRE_COMMIT_2
 J = manager_pb2.JobState
 TIMEOUT_S = 6.0
 
@@ -63,13 +77,13 @@ def add_zero_piece(fleet: Fleet, number: int) -> common_pb2.PieceInfo:
     return add_piece_stream(fleet.stub(), sector(number, P512), [], SIZE // 128 * 127, (chunk for _ in range(SIZE // 128 * 127 >> 20)))
 
 
-def jobs(fleet: Fleet, number: int) -> list[manager_pb2.SealingJob]:
+def jobs(fleet: Fleet, number: int, task_type: int = PC1) -> list[manager_pb2.SealingJob]:
     reply = fleet.stub().SealingJobs(manager_pb2.SealingJobsRequest(sector=common_pb2.SectorId(miner=MINER, number=number)), timeout=10)
-    return [j for j in reply.jobs if j.task_type == PC1]
+    return [j for j in reply.jobs if j.task_type == task_type]
 
 
-def running(fleet: Fleet, number: int) -> manager_pb2.SealingJob | None:
-    return next((j for j in jobs(fleet, number) if j.state == J.JOB_STATE_RUNNING), None)
+def running(fleet: Fleet, number: int, task_type: int = PC1) -> manager_pb2.SealingJob | None:
+    return next((j for j in jobs(fleet, number, task_type) if j.state == J.JOB_STATE_RUNNING), None)
 
 
 def stat(fleet: Fleet) -> manager_pb2.WorkerStat:
@@ -180,3 +194,99 @@ def test_abort_and_timeout_through_the_manager_free_the_worker_for_the_queued_pc
             step=0.1,
         )
         assert layer_or_tree_files(store, number) == []
+
+
+# --- PC2 -------------------------------------------------------------------------------------------
+
+
+def seed_through_pc1(data_dir: Path, number: int, pc1_output: bytes) -> None:
+    """Records a finished AddPiece (one zero piece filling the sector) and PC1 (`pc1_output`) for
+    a sector in a stopped manager's database, as its tracker records real ones."""
+
+    async def seed() -> None:
+        db, store = open_manager_database(ManagerConfig(data_dir=data_dir))
+        try:
+            record = await store.sector(MINER, number)
+            record = await store.claim_sector(MINER, number, P512, record.generation if record else 0)
+            commp = rust_core.zero_piece_commitment(SIZE)
+            piece = common_pb2.PieceInfo(size=SIZE, commp=commp, piece_cid=unsealed_cid(commp))
+            ref = sector(number, P512)
+            steps = [
+                ("AddPiece", worker_pb2.WorkerServiceAddPieceHeader(sector=ref, piece_size=SIZE // 128 * 127), piece.SerializeToString()),
+                ("SealPreCommit1", worker_pb2.WorkerServiceSealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), pc1_output),
+            ]
+            now = time.time()
+            for method, params, result in steps:
+                work = WorkRecord(
+                    work_id=f"seed:{method}:{uuid.uuid4()}", method=method, task_type=0, miner=MINER, number=number, seal_proof=P512,
+                    priority=0, params=params.SerializeToString(deterministic=True), status=WorkStatus.DONE,
+                    outcome=OutcomeKind.RESULT, result=result, generation=record.generation, created_at=now, updated_at=now,
+                )
+                await store.save(work)
+
+                def forget(tx: Any, wid: str = work.work_id) -> None:
+                    tx.execute("DELETE FROM manager_works WHERE work_id = ?", (wid,))
+
+                # Only the step stays recorded: the stand-in work is no job to list.
+                await store.db.run(forget)
+        finally:
+            db.close()
+
+    asyncio.run(seed())
+
+
+def test_abort_during_pc2_through_the_manager_frees_the_worker_and_keeps_pc1_output(start_service: StartService, tmp_path: Path) -> None:
+    f = fleet_helpers.make_fleet(start_service, tmp_path)
+    f.add_worker(WorkerSpec("a", cpus=2, env={"PC2_512M_MAX_CONCURRENT": "1"}))
+    f.wait_registered()
+    store = tmp_path / "store-a"
+    outputs = {n: fabricated_pc1_output(store, n) for n in (3, 4)}
+    before = {n: layer_or_tree_files(store, n) for n in (3, 4)}
+    worker = f.worker_stub("a")
+    worker.StorageRedeclareLocal(worker_pb2.StorageRedeclareLocalRequest(), timeout=30)
+    f.manager.stop()
+    for n, out in outputs.items():
+        seed_through_pc1(tmp_path / "manager", n, out)
+    f.start_manager()
+    f.wait_registered()
+    proc = f.workers["a"].proc
+    assert proc is not None
+    pid = proc.pid
+
+    def pc2(number: int) -> Any:
+        request = manager_pb2.SealPreCommit2Request(sector=sector(number, P512), pre_commit1_output=outputs[number])
+        return f.stub().SealPreCommit2.future(request, timeout=120)
+
+    first = pc2(3)
+    job3 = wait_for(lambda: running(f, 3, PC2), "the first PC2 running")
+    second = pc2(4)
+    wait_for(lambda: jobs(f, 4, PC2), "the second PC2 queued")
+    wait_for(lambda: cpu_cores(pid) > 0.5, "the first PC2 using a core", step=0)
+    time.sleep(1.0)
+    assert [j.state for j in jobs(f, 4, PC2)] in ([J.JOB_STATE_QUEUED], [J.JOB_STATE_ASSIGNED]), jobs(f, 4, PC2)
+
+    aborted_at = time.monotonic()
+    f.stub().Abort(manager_pb2.AbortRequest(call_id=job3.call_id, reason="fleet test pc2"), timeout=10)
+    job4 = wait_for(lambda: running(f, 4, PC2), "the queued PC2 placed on the worker", timeout=5, step=0.01)
+    placed_s = time.monotonic() - aborted_at
+    assert locks(f, 3) == []
+    assert placed_s < 1.0 and time.monotonic() - aborted_at < 1.0, placed_s
+    with pytest.raises(grpc.RpcError):
+        first.result(timeout=10)
+
+    wait_for(lambda: cpu_cores(pid) > 0.5, "the second PC2 using a core", step=0)
+    aborted_at = time.monotonic()
+    f.stub().Abort(manager_pb2.AbortRequest(call_id=job4.call_id, reason="fleet test pc2"), timeout=10)
+    wait_for(lambda: not locks(f, 4) and free(stat(f)), "the worker free after the second abort", timeout=5, step=0.01)
+    free_s = time.monotonic() - aborted_at
+    idle = cpu_cores(pid)
+    idle_s = time.monotonic() - aborted_at
+    assert idle < 0.1 and free_s < 1.0 and idle_s < 1.0, (idle, free_s, idle_s)
+    with pytest.raises(grpc.RpcError):
+        second.result(timeout=10)
+    print(f"PC2 abort: queued PC2 placed {placed_s:.3f} s; second abort: free {free_s:.3f} s, idle window ended {idle_s:.3f} s")
+    # PC1's output is as it was (PC2 can run again); no tree_c, tree_r_last, p_aux or sealed file.
+    for n in (3, 4):
+        assert [x for x in layer_or_tree_files(store, n) if not x.startswith(rust_core.TRASH_PREFIX)] == before[n]
+        assert not (store / "sealed" / f"s-t0{MINER}-{n}").exists()
+    assert [r.outcome for r in f.history(task_type=PC2)] == [manager_pb2.TASK_OUTCOME_ABORTED] * 2
