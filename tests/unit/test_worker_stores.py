@@ -13,6 +13,7 @@ import pytest
 import rust_core
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker.callstore import CallStore, call_key
+from services.worker.cleanup import _on_disk
 from services.worker.local_store import LocalStore, NoSpace, PathExists
 from services.worker.paths import TRASH_PREFIX, PathMeta, ScannedFile, StorageList, scan_path, trash_entries
 from services.worker.resources import concurrency_caps, parse_overrides, parse_task_type
@@ -144,6 +145,8 @@ def test_trash_is_never_declared_never_counted_as_progress_and_swept_at_start(tm
     assert trash_entries(root) == sorted(leftovers)
     assert scan_path(root).files == [ScannedFile(s1, FileType.CACHE)] and not scan_path(root).skipped
     assert [e.name for e in plan_directory(cache)] == ["p_aux"]
+    # Storage cleanup never takes trash for an orphan (nor a download in fetching/).
+    assert [o.path for o in _on_disk(store.get(pid))] == [cache]
     # A worker start (opening storage.json's paths) removes them, in the background.
     again = LocalStore(StorageList.load(tmp_path / "storage.json"))
     again.open_configured()
