@@ -12,7 +12,9 @@ Heavy functions release the GIL and use all cores; results do not depend on the 
 
 Every long call takes a keyword-only ``cancel`` (a CancelToken, default None). Once the token is
 cancelled (from any thread) the call raises Cancelled within 100 ms, whatever the sector size,
-having removed what it half-wrote (see each function).
+having removed what it half-wrote (see each function). "Removed" means renamed at once to a
+``.trash.`` name in the same directory and deleted by a background thread (``discard``), so the
+call does not wait for the kernel to finish writing back files it has just written.
 """
 
 import os
@@ -53,6 +55,21 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         """Whether cancel() was called (a token stays cancelled)."""
+
+TRASH_PREFIX: str
+"""What the names of discarded files start with (``<dir>/.trash.<name>.<pid>.<seq>``)."""
+
+def discard(path: _Path) -> bool:
+    """Removes a file or directory tree without waiting: renamed to a TRASH_PREFIX name in its
+    directory at once (the space stays in use until the background thread has deleted it), then
+    deleted by a background thread. A path already named TRASH_PREFIX... is only queued. False
+    when there was nothing at ``path``."""
+
+def trash_pending() -> int:
+    """Discarded entries the background thread has not deleted yet."""
+
+def wait_trash(timeout_s: float) -> bool:
+    """Waits until every discarded entry is deleted, at most ``timeout_s``; whether they all are."""
 
 # fr32 padding: every 127 bytes become 128 (four 32-byte nodes, top two bits of each zero).
 
@@ -148,8 +165,8 @@ def piece_commitment(data: _Buffer, pad_to: _PadTo = None) -> bytes:
     ``data`` is read in place (any bytes-like object: bytearray, memoryview, mmap, ...).
     """
 
-def piece_commitment_file(path: _Path, pad_to: _PadTo = None) -> bytes:
-    """commP of a file's contents, with constant memory."""
+def piece_commitment_file(path: _Path, pad_to: _PadTo = None, *, cancel: CancelToken | None = None) -> bytes:
+    """commP of a file's contents, with constant memory. Cancellable (checked every 16 MiB)."""
 
 def piece_commitment_stream(reader: _Reader, pad_to: _PadTo = None) -> bytes:
     """commP of everything ``reader.read()`` yields, with constant memory."""

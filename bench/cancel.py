@@ -13,12 +13,16 @@ tests/integration/test_worker_cancel.py (whose helpers this reuses).
     python bench/cancel.py [--tries 20] [--only pc1|pc2|fetch] [--workdir DIR]
 
 Prints p50, p99 (the worst of 20 tries is their 99th percentile) and max per step, with the load
-average; docs/benchmarks.md records runs. Target: p99 under 1 s.
+average, and from the worker's `task stopped` log lines where the time went: `call` (the rust_core
+call returning after its token was cancelled), `released` (stop request to locks and reservation
+released), `record` (the durable record of the outcome). docs/benchmarks.md records runs.
+Target: p99 under 1 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import shutil
 import statistics
@@ -82,6 +86,29 @@ def abort_and_time(stub: worker_pb2_grpc.WorkerServiceStub, call: common_pb2.Cal
     return took
 
 
+def stop_lines(proc: object, call: common_pb2.CallId) -> dict[str, float]:
+    """The worker's `task stopped` figures for a call (empty when its log line is not there)."""
+    key = f"{call.sector.miner}-{call.sector.number}-{call.id}"
+    for line in reversed(getattr(proc, "output", [])):
+        if key in line and '"task stopped"' in line:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                return {}
+            return {k: float(entry[k]) for k in ("call_return_s", "released_s", "record_s") if entry.get(k) is not None}
+    return {}
+
+
+def report_parts(parts: list[dict[str, float]]) -> None:
+    cols = []
+    for k, label in (("call_return_s", "call"), ("released_s", "released"), ("record_s", "record")):
+        values = sorted(p[k] for p in parts if k in p)
+        if values:
+            cols.append(f"{label} p50 {statistics.median(values) * 1000:.0f} / max {values[-1] * 1000:.0f} ms")
+    if cols:
+        print(f"       worker log: {'; '.join(cols)}", flush=True)
+
+
 def report(name: str, times: list[float]) -> None:
     ordered = sorted(times)
     p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
@@ -112,7 +139,7 @@ def main() -> None:
         pid = w.proc.pid
         if args.only in (None, "pc1"):
             pieces = unsealed_input(root / "seal", 1)
-            times = []
+            times, parts = [], []
             for _ in range(args.tries):
                 a = new_assignment(1)
                 stub.SealPreCommit1(
@@ -121,10 +148,12 @@ def main() -> None:
                 until(lambda: cpu_cores(pid, 0.1) > 0.5)
                 time.sleep(random.uniform(0, args.pc1_spread))
                 times.append(abort_and_time(stub, a.call_id))
+                parts.append(stop_lines(w, a.call_id))
             report("PC1", times)
+            report_parts(parts)
         if args.only in (None, "pc2"):
             p1 = fabricated_pc1_output(root / "seal", 2)
-            times = []
+            times, parts = [], []
             for _ in range(args.tries):
                 a = new_assignment(2)
                 stub.SealPreCommit2(
@@ -133,7 +162,9 @@ def main() -> None:
                 until(lambda: cpu_cores(pid, 0.1) > 0.5)
                 time.sleep(0.3)
                 times.append(abort_and_time(stub, a.call_id))
+                parts.append(stop_lines(w, a.call_id))
             report("PC2", times)
+            report_parts(parts)
         if args.only in (None, "fetch"):
             src = fleet.start("worker", "src", "--index", index.address, env={"SECTORSTORAGE_TEST_FAULT_SERVE_BYTES_PER_S": str(128 << 20)})
             src_stub = fleet.stub(src)
@@ -141,7 +172,7 @@ def main() -> None:
             sparse(root / "src" / "sealed" / f"s-t0{MINER}-3", SIZE)
             src_stub.StorageRedeclareLocal(worker_pb2.StorageRedeclareLocalRequest(), timeout=30)
             partial = root / "seal" / "sealed" / "fetching" / f"s-t0{MINER}-3"
-            times = []
+            times, parts = [], []
             for _ in range(args.tries):
                 a = new_assignment(3)
                 stub.Fetch(
@@ -156,9 +187,11 @@ def main() -> None:
                 )
                 until(lambda: partial.exists() and partial.stat().st_blocks * 512 > (64 << 20))
                 times.append(abort_and_time(stub, a.call_id))
+                parts.append(stop_lines(w, a.call_id))
                 if partial.exists():
                     raise RuntimeError("the aborted fetch left its partial file")
             report("fetch", times)
+            report_parts(parts)
     finally:
         fleet.stop()
         shutil.rmtree(root, ignore_errors=True)

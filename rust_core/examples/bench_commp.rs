@@ -95,7 +95,8 @@ fn peak_rss_mib() -> Option<f64> {
 fn bench_file(path: &str) {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let t = Instant::now();
-    let commp = piece_commitment_file(path.as_ref(), PieceTarget::Smallest).expect("commP");
+    let commp = piece_commitment_file(path.as_ref(), PieceTarget::Smallest, &Default::default())
+        .expect("commP");
     let secs = t.elapsed().as_secs_f64();
     let hex: String = commp.iter().map(|b| format!("{b:02x}")).collect();
     println!("file {path}: {size} bytes, commP {hex}");

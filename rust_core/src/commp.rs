@@ -170,11 +170,13 @@ pub fn piece_commitment(data: &[u8], target: PieceTarget) -> Result<Node> {
 }
 
 /// commP of everything `reader` yields, with constant memory (two batches): the next batch is
-/// read while the current one is hashed. `what` names the source in I/O errors.
+/// read while the current one is hashed. `what` names the source in I/O errors. `cancel` is
+/// checked before every batch (16 MiB: tens of ms of hashing).
 pub fn piece_commitment_reader<R: Read + Send>(
     mut reader: R,
     target: PieceTarget,
     what: &str,
+    cancel: &crate::cancel::Cancel,
 ) -> Result<Node> {
     let mut hasher = PieceHasher::new();
     let mut current = vec![0u8; BATCH_UNPADDED];
@@ -182,6 +184,7 @@ pub fn piece_commitment_reader<R: Read + Send>(
     let io_err = |e| Error::io(format!("reading {what}"), e);
     let mut n = read_full(&mut reader, &mut current).map_err(io_err)?;
     while n > 0 {
+        cancel.check()?;
         let (hashed, read) = rayon::join(
             || hasher.update(&current[..n]),
             || read_full(&mut reader, &mut next),
@@ -194,8 +197,13 @@ pub fn piece_commitment_reader<R: Read + Send>(
 }
 
 /// commP of a file's contents, zero-extended as `target` says. The size is checked against the
-/// target before any hashing, so a file of the wrong length fails at once.
-pub fn piece_commitment_file(path: &Path, target: PieceTarget) -> Result<Node> {
+/// target before any hashing, so a file of the wrong length fails at once. Cancellable (checked
+/// every 16 MiB batch); it writes nothing, so a cancelled call leaves nothing behind.
+pub fn piece_commitment_file(
+    path: &Path,
+    target: PieceTarget,
+    cancel: &crate::cancel::Cancel,
+) -> Result<Node> {
     let what = path.display().to_string();
     let file = File::open(path).map_err(|e| Error::io(format!("opening {what}"), e))?;
     let size = file
@@ -205,7 +213,7 @@ pub fn piece_commitment_file(path: &Path, target: PieceTarget) -> Result<Node> {
     target
         .piece_size(size)
         .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
-    piece_commitment_reader(file, target, &what)
+    piece_commitment_reader(file, target, &what, cancel)
 }
 
 #[cfg(test)]

@@ -416,16 +416,18 @@ fn piece_commitment<'py>(
     Ok(node_bytes(py, node))
 }
 
-/// commP of a file's contents, with constant memory.
+/// commP of a file's contents, with constant memory. Cancellable (`cancel=`).
 #[pyfunction]
-#[pyo3(signature = (path, pad_to=None))]
+#[pyo3(signature = (path, pad_to=None, *, cancel=None))]
 fn piece_commitment_file<'py>(
     py: Python<'py>,
     path: PathBuf,
     pad_to: Option<&Bound<'py, PyAny>>,
+    cancel: Option<&Bound<'py, PyCancelToken>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let target = pad_target(pad_to)?;
-    let node = py.detach(|| commp::piece_commitment_file(&path, target))?;
+    let cancel = flag(cancel);
+    let node = py.detach(|| commp::piece_commitment_file(&path, target, &cancel))?;
     Ok(node_bytes(py, node))
 }
 
@@ -439,7 +441,9 @@ fn piece_commitment_stream<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let target = pad_target(pad_to)?;
     let reader = PyReader(reader);
-    let node = py.detach(|| commp::piece_commitment_reader(reader, target, "the stream"))?;
+    let node = py.detach(|| {
+        commp::piece_commitment_reader(reader, target, "the stream", &Default::default())
+    })?;
     Ok(node_bytes(py, node))
 }
 

@@ -48,9 +48,35 @@ pub fn flag(token: Option<&Bound<'_, PyCancelToken>>) -> Cancel {
     token.map(|t| t.get().0.clone()).unwrap_or_default()
 }
 
-/// Adds `CancelToken` and `Cancelled` to the module.
+/// `discard(path)`: removes a file or directory tree without waiting for the deletion (renamed
+/// to a `.trash.` name in its directory at once, deleted by a background thread; see
+/// [`crate::cancel::discard`]). Returns whether there was something at `path`.
+#[pyfunction]
+fn discard(py: Python<'_>, path: std::path::PathBuf) -> PyResult<bool> {
+    Ok(py.detach(|| crate::cancel::discard(&path))?)
+}
+
+/// `trash_pending()`: how many discarded entries are not deleted yet.
+#[pyfunction]
+fn trash_pending() -> usize {
+    crate::cancel::trash_pending()
+}
+
+/// `wait_trash(timeout_s)`: waits until every discarded entry is deleted (at most `timeout_s`);
+/// whether they all are.
+#[pyfunction]
+fn wait_trash(py: Python<'_>, timeout_s: f64) -> bool {
+    let timeout = std::time::Duration::from_secs_f64(timeout_s.clamp(0.0, 86_400.0));
+    py.detach(|| crate::cancel::wait_trash(timeout))
+}
+
+/// Adds `CancelToken`, `Cancelled` and the trash functions to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCancelToken>()?;
     m.add("Cancelled", m.py().get_type::<Cancelled>())?;
+    m.add("TRASH_PREFIX", crate::cancel::TRASH_PREFIX)?;
+    m.add_function(wrap_pyfunction!(discard, m)?)?;
+    m.add_function(wrap_pyfunction!(trash_pending, m)?)?;
+    m.add_function(wrap_pyfunction!(wait_trash, m)?)?;
     Ok(())
 }

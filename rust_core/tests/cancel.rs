@@ -80,7 +80,7 @@ fn sparse(path: &Path, len: u64) {
     std::fs::File::create(path).unwrap().set_len(len).unwrap();
 }
 
-fn names(dir: &Path) -> Vec<String> {
+fn all_names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|r| {
             r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -89,6 +89,25 @@ fn names(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// The names in `dir` right after a call, trash names left out: a cancelled call renames what it
+/// half-wrote to a `.trash.` name at once and a background thread deletes it.
+fn names(dir: &Path) -> Vec<String> {
+    all_names(dir)
+        .into_iter()
+        .filter(|n| !n.starts_with(rust_core::cancel::TRASH_PREFIX))
+        .collect()
+}
+
+/// The background deletion finishes: no trash name stays in `dir`.
+fn trash_emptied(dir: &Path) {
+    assert!(rust_core::cancel::wait_trash(Duration::from_secs(30)));
+    let left: Vec<String> = all_names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(rust_core::cancel::TRASH_PREFIX))
+        .collect();
+    assert!(left.is_empty(), "trash left in {}: {left:?}", dir.display());
 }
 
 #[test]
@@ -120,6 +139,8 @@ fn pc1_cancelled_while_labeling_leaves_no_layer_or_tree() {
         pc1::seal_pre_commit_phase1(size, &cache, &unsealed, &[1; 32], 1, &[2; 32], &pieces, c)
     });
     assert_eq!(names(&cache), Vec::<String>::new());
+    trash_emptied(&cache);
+    assert_eq!(all_names(&cache), Vec::<String>::new());
 }
 
 /// A PC1 output and cache as PC2 reads them, without running PC1: tree_d of the right size whose
@@ -165,10 +186,45 @@ fn pc2_cancelled_removes_its_files_and_keeps_pc1_output_usable() {
     });
     assert_eq!(names(&cache), before, "tree_c, tree_r_last or p_aux left");
     assert!(!sealed.exists());
+    trash_emptied(&cache);
+    trash_emptied(&d.0);
     // And at once (the flag set before the call).
     let r = pc2::seal_pre_commit_phase2(&p1, &cache, &sealed, &CpuBackend, &pre_cancelled());
     assert!(matches!(r, Err(Error::Cancelled)));
-    assert_eq!(names(&cache), before);
+    assert_eq!(all_names(&cache), before);
+}
+
+#[test]
+fn a_layer_buffer_allocation_is_cancellable() {
+    // Zeroing a fresh 512 MiB layer buffer (page faults) took 1-2 s on a busy 2-core machine with
+    // no look at the flag: PC1 stops between the tree_d and the labeling did not come back.
+    let nodes = (1usize << 30) / 32;
+    cancel_after(Duration::from_millis(10), |c| {
+        rust_core::porep::labels::zeroed_layer_cancellable(nodes, c).map(|l| l.len())
+    });
+    let small = rust_core::porep::labels::zeroed_layer_cancellable(1000, &Cancel::default());
+    assert_eq!(small.unwrap(), vec![[0u8; 32]; 1000]);
+}
+
+#[test]
+fn sync_cancellable_syncs_or_stops_on_the_flag() {
+    let d = Dir::new("sync");
+    let path = d.0.join("f");
+    let f = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut &f, &vec![7u8; 4 << 20]).unwrap();
+    files::sync_cancellable(&f, &path, &Cancel::default()).unwrap();
+    let r = files::sync_cancellable(&f, &path, &pre_cancelled());
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+}
+
+#[test]
+fn piece_commitment_file_cancelled() {
+    let d = Dir::new("commp");
+    let src = d.0.join("piece");
+    sparse(&src, 127 * 4 * MIB); // a 512 MiB piece: about a second of hashing here
+    cancel_after(Duration::from_millis(100), |c| {
+        rust_core::commp::piece_commitment_file(&src, PieceTarget::Exact, c)
+    });
 }
 
 #[test]
@@ -245,6 +301,7 @@ fn unseal_cancelled_while_relabeling_writes_nothing() {
         unseal_range(&inputs, &d.0, &sealed, &out, 0, 127 * 1024, c)
     });
     assert!(!out.exists());
+    trash_emptied(&d.0);
 }
 
 #[test]
@@ -269,6 +326,7 @@ fn add_piece_and_fr32_file_forms_cancelled_remove_their_output() {
         fr32_file::unpad_file(&padded, &back, 0, None, c)
     });
     assert!(!back.exists());
+    trash_emptied(&d.0);
     // At an offset into an existing file, the file stays (its other ranges are someone's data).
     let existing = d.0.join("existing");
     sparse(&existing, 1024 * MIB);

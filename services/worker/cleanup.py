@@ -97,7 +97,9 @@ def _on_disk(path: LocalPath) -> list[Orphan]:
             names = sorted(os.listdir(folder))
         except (FileNotFoundError, NotADirectoryError):
             continue
-        found.extend(_candidate(path, t, folder / name, True, now, real_root) for name in names)
+        # Dot-names there are trash (a discarded download, deleted in the background) or
+        # temporaries, never downloads of a sector.
+        found.extend(_candidate(path, t, folder / name, True, now, real_root) for name in names if not name.startswith("."))
     return [entry for entry in found if entry is not None]
 
 

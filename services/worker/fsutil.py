@@ -55,9 +55,10 @@ def statfs(path: Path) -> DiskStat:
     return DiskStat(capacity=st.f_blocks * st.f_frsize, fs_available=st.f_bavail * st.f_frsize)
 
 
-def allocated_bytes(path: Path) -> int:
+def allocated_bytes(path: Path, skip_prefix: str | None = None) -> int:
     """Bytes on disk of a file, or of every non-directory entry below a directory (st_blocks x
-    512, so holes count nothing). Symlinks are not followed. A missing path is 0."""
+    512, so holes count nothing). Symlinks are not followed. A missing path is 0. With
+    `skip_prefix`, entries below the directory whose names start with it are not counted."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -66,7 +67,11 @@ def allocated_bytes(path: Path) -> int:
         return st.st_blocks * 512
     total = 0
     for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        if skip_prefix:
+            dirnames[:] = [d for d in dirnames if not d.startswith(skip_prefix)]
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            if skip_prefix and name.startswith(skip_prefix):
+                continue
             try:
                 total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
             except FileNotFoundError:

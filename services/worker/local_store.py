@@ -8,6 +8,11 @@ count on the same free bytes. With max_storage the cap is applied to used + rese
 reference subtracted reservations from the file-system free space only, so a capped path on a
 big disk could be overcommitted).
 
+Files a stopped task half-wrote are discarded (`discard`): renamed to a trash name at once and
+deleted by a background thread. Their reservation is released at once; until the deletion is
+done the file system still counts their bytes as used (so `available` is briefly lower, never
+higher, than it will be), and they never count as a reserved file's progress on disk.
+
 Every method that touches the disk is blocking; async callers run them in a thread.
 """
 
@@ -24,9 +29,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import rust_core
 from services.worker.fsutil import allocated_bytes, fsync_dir, statfs
 from services.worker.paths import (
     FETCHING,
+    TRASH_PREFIX,
     PathMeta,
     SkippedEntry,
     StorageList,
@@ -36,6 +43,7 @@ from services.worker.paths import (
     read_meta,
     scan_path,
     sector_path,
+    trash_entries,
 )
 from services.worker.sectors import FileType, PathType, SectorId, space_needed
 
@@ -147,6 +155,7 @@ class LocalStore:
                 continue
             self.paths[meta.id] = LocalPath(root, meta)
             opened.append(self.paths[meta.id])
+            sweep_trash(self.paths[meta.id])
         return opened
 
     def attach(self, root: Path, init: PathMeta | None) -> LocalPath:
@@ -173,6 +182,7 @@ class LocalStore:
             if meta.id in self.paths:
                 raise PathExists(f"a path with id {meta.id} is already attached ({self.paths[meta.id].root})")
             local = LocalPath(root, meta)
+            sweep_trash(local)
             self.paths[meta.id] = local
             self.storage_list.add(str(root))
             return local
@@ -226,9 +236,10 @@ class LocalStore:
         for h in self._held:
             if h.path_id != path.id:
                 continue
-            on_disk = allocated_bytes(path.file(h.file_type, h.sector))
+            # Trash in a cache directory (a stopped PC2's files, being deleted) is no progress.
+            on_disk = allocated_bytes(path.file(h.file_type, h.sector), skip_prefix=TRASH_PREFIX)
             if not on_disk:
-                on_disk = allocated_bytes(fetching_path(path.root, h.file_type, h.sector))
+                on_disk = allocated_bytes(fetching_path(path.root, h.file_type, h.sector), skip_prefix=TRASH_PREFIX)
             reserved += max(0, h.need - on_disk)
         available = max(0, disk.fs_available - reserved)
         used = 0
@@ -374,6 +385,30 @@ def resolves_inside(root: Path, file: Path) -> bool:
     link is resolved: false when the type folder is a link out of the storage path."""
     real_root = os.path.realpath(root)
     return os.path.dirname(os.path.realpath(file)) == os.path.join(real_root, file.parent.name)
+
+
+def discard(target: Path) -> bool:
+    """Removes a file or directory without waiting for the deletion: rust_core renames it to a
+    trash name in its folder (TRASH_PREFIX; atomic, metadata only) and a background thread
+    deletes it. For the stop path of a task: unlinking files the kernel is still writing back
+    waits for that writeback (seconds for a just-written 1 GiB tree on a slow disk). Not
+    fsync'd: a crash can bring the half-written file back under its name, as a crash while it
+    was being written would have left it. False when there was nothing there."""
+    return rust_core.discard(target)
+
+
+def sweep_trash(path: LocalPath) -> int:
+    """Hands the trash a killed process left in a path to the background deletion (at start-up
+    and attach); returns how many entries."""
+    found = trash_entries(path.root)
+    for entry in found:
+        try:
+            rust_core.discard(entry)
+        except OSError as exc:
+            log.warning("cannot remove a leftover trash entry", extra={"file": str(entry), "error": str(exc)})
+    if found:
+        log.info("removing leftover trash in the background", extra={"storage_id": path.id, "entries": len(found)})
+    return len(found)
 
 
 def remove_file_or_dir(target: Path) -> None:

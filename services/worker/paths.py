@@ -21,6 +21,14 @@ META_FILE = "sectorstore.json"
 STORAGE_FILE = "storage.json"
 FETCHING = "fetching"
 DEFAULT_WEIGHT = 10
+# Files and folders being deleted in the background are first renamed to
+# `<folder>/.trash.<name>.<pid>.<seq>` (rust_core.discard; rust_core.TRASH_PREFIX is the same).
+# Dot-names: no scan declares them, no cleanup lists them, and a worker start removes leftovers.
+TRASH_PREFIX = ".trash."
+
+
+def is_trash(name: str) -> bool:
+    return name.startswith(TRASH_PREFIX)
 
 
 class MetaError(ValueError):
@@ -194,7 +202,7 @@ class PathScan:
 
 def sector_folder_entries(root: Path) -> Iterator[tuple[FileType, str]]:
     """(file type, name) of every entry in a path's sector folders, in name order; `fetching/`
-    and dot-files (temporaries) are not entries. A folder that is missing or not a folder has
+    and dot-files (temporaries, and the trash names of files being deleted) are not entries. A folder that is missing or not a folder has
     no entries."""
     for t in FILE_TYPES:
         try:
@@ -259,6 +267,35 @@ def scan_path(root: Path) -> PathScan:
             else:
                 scan.skipped.append(SkippedEntry(folder / name, problem))
     return scan
+
+
+def trash_entries(root: Path) -> list[Path]:
+    """The trash names (TRASH_PREFIX) in a path: in its type folders, their `fetching/` folders
+    and its sector cache directories; what a process killed while deleting in the background
+    left. A type folder that is a link out of the path is not looked into."""
+    found: list[Path] = []
+    real_root = os.path.realpath(root)
+
+    def look(folder: Path) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            return []
+        found.extend(Path(e.path) for e in entries if is_trash(e.name))
+        return entries
+
+    for t in FILE_TYPES:
+        folder = root / t.dirname
+        if os.path.realpath(folder) != os.path.join(real_root, t.dirname):
+            continue
+        entries = look(folder)
+        look(folder / FETCHING)
+        if t == FileType.CACHE:
+            for e in entries:
+                if not e.name.startswith(".") and e.name != FETCHING and e.is_dir(follow_symlinks=False):
+                    look(Path(e.path))
+    return sorted(found)
 
 
 @dataclass

@@ -22,7 +22,7 @@ import grpc
 
 from services.worker.fsutil import fsync_dir
 from services.worker.index_client import IndexClient
-from services.worker.local_store import LocalPath, LocalStore, Reservation, remove_file_or_dir
+from services.worker.local_store import LocalPath, LocalStore, Reservation, discard, remove_file_or_dir
 from services.worker.paths import fetching_path
 from services.worker.peers import Peers, TransferError
 from services.worker.sectors import FileType, PathType, SectorId
@@ -208,7 +208,8 @@ class RemoteStore:
                 await asyncio.to_thread(_replace, tmp, final)
                 return via
             except BaseException:
-                await asyncio.shield(asyncio.to_thread(remove_file_or_dir, tmp))
+                # Discarded (renamed, deleted in the background): an aborted fetch is over at once.
+                await asyncio.shield(asyncio.to_thread(discard, tmp))
                 raise
 
 

@@ -218,24 +218,34 @@ class CallRunner:
                 outcome = classify(exc)
                 if outcome.code in (Code.TASK_ERROR_CODE_UNSPECIFIED,):
                     log.exception("task failed unexpectedly", extra={"call": key})
-            if isinstance(outcome, TaskFailure) and running.stop_requested is not None:
-                # From the stop request to here: the rust_core call returned, files removed,
-                # locks and the reservation released (the `async with` blocks have exited).
+            # From the stop request to here: the rust_core call returned, files discarded, locks
+            # and the reservation released (the `async with` blocks have exited).
+            released_s = None if running.stop_requested is None else time.monotonic() - running.stop_requested
+            record_start = time.monotonic()
+            self.store.finish(key, stored_result(running.call_id, running.call_type, running.started_at, outcome))
+            self.on_result()
+            if isinstance(outcome, TaskFailure) and released_s is not None:
+                assert running.stop_requested is not None
+                call_return_s = running.context.call_return_s
                 log.warning(
                     "task stopped",
                     extra={
                         "call": key,
                         "code": Code.Name(outcome.code),
                         "error": outcome.message,
+                        # Stop request to the outcome recorded (and the Return under way).
                         "stop_latency_s": round(time.monotonic() - running.stop_requested, 4),
+                        # Of which: the rust_core call returning, the clean-up up to the
+                        # release of locks and reservation, and the durable record.
+                        "call_return_s": None if call_return_s is None else round(call_return_s, 4),
+                        "released_s": round(released_s, 4),
+                        "record_s": round(time.monotonic() - record_start, 4),
                     },
                 )
             elif isinstance(outcome, TaskFailure):
                 log.warning("task failed", extra={"call": key, "code": Code.Name(outcome.code), "error": outcome.message})
             else:
                 log.info("task done", extra={"call": key, "seconds": round(time.time() - running.started_at, 3)})
-            self.store.finish(key, stored_result(running.call_id, running.call_type, running.started_at, outcome))
-            self.on_result()
         finally:
             self.running.pop(key, None)
 

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.worker.paths import is_trash
+
 log = logging.getLogger(__name__)
 
 BLOCK = 512
@@ -83,8 +85,8 @@ def _padding(size: int) -> int:
 
 
 def plan_directory(directory: Path, names: list[str] | None = None) -> list[TarEntry]:
-    """The regular files of a directory (or the named subset), sorted by name. Symlinks and
-    subdirectories are never included, nor (logged once) files whose name cannot travel; a
+    """The regular files of a directory (or the named subset), sorted by name. Symlinks,
+    subdirectories and trash names (files being deleted in the background) are never included, nor (logged once) files whose name cannot travel; a
     requested name that is not a regular file there is FileNotFoundError."""
     entries = []
     wanted = None if not names else {check_name(n) for n in names}
@@ -92,6 +94,8 @@ def plan_directory(directory: Path, names: list[str] | None = None) -> list[TarE
         for e in it:
             if wanted is not None and e.name not in wanted:
                 continue
+            if wanted is None and is_trash(e.name):
+                continue  # a stopped step's file, being deleted: not part of the cache
             st = e.stat(follow_symlinks=False)
             if not stat_mod.S_ISREG(st.st_mode):
                 continue

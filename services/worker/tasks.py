@@ -7,6 +7,8 @@ stored result. Heavy rust_core work runs in a thread through `cancellable()` wit
 cancel token: a stopped task (abort, timeout, drain, shutdown, lost lock) cancels the token, the
 rust_core call ends within 100 ms having removed what it half-wrote, and only then are the locks
 and reservations released (see its docstring). Other blocking work goes through `blocking()`.
+What a failed or stopped step leaves is discarded (local_store.discard: renamed to a trash name at
+once, deleted in the background), so the stop never waits for the disk.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import errno
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,7 +33,7 @@ from services.common.pieces import next_piece
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker import sealer
 from services.worker.index_client import IndexClient, IndexUnavailable, LockLost
-from services.worker.local_store import LocalPath, LocalStore, NoSpace, PathNotFound, move_into_place, remove_file_or_dir
+from services.worker.local_store import LocalPath, LocalStore, NoSpace, PathNotFound, discard, move_into_place, remove_file_or_dir
 from services.worker.partialfile import PartialFile, PartialFileError
 from services.worker.peers import Peers
 from services.worker.remote_store import FetchFailed, RemoteStore, SectorNotFound
@@ -116,8 +119,10 @@ async def cancellable(ctx: TaskContext, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
         ctx.cancel.cancel()
+        cancelled_at = time.monotonic()
         with contextlib.suppress(BaseException):
             await future
+        ctx.call_return_s = time.monotonic() - cancelled_at
         raise
 
 
@@ -148,6 +153,8 @@ class TaskContext:
     gpu_ordinals: list[int] = field(default_factory=list)
     on_lost: Callable[[str], None] | None = None
     cancel: rust_core.CancelToken = field(default_factory=rust_core.CancelToken)
+    # Once stopped: how long the rust_core call took to return after its token was cancelled.
+    call_return_s: float | None = None
 
 
 def _lock(env: TaskEnv, ctx: TaskContext, sector: SectorId, read: FileType, write: FileType) -> Any:
@@ -307,7 +314,7 @@ async def add_piece(
             except BaseException:
                 pf.close()
                 if created:
-                    await asyncio.shield(blocking(remove_file_or_dir, path))
+                    await asyncio.shield(blocking(discard, path))
                 raise
             pf.close()
             if created:
@@ -356,7 +363,7 @@ async def pre_commit1(env: TaskEnv, ctx: TaskContext, sector: SectorRef, ticket:
                     pieces,
                 )
             except BaseException:
-                await asyncio.shield(blocking(remove_file_or_dir, cache))
+                await asyncio.shield(blocking(discard, cache))
                 raise
             await env.index.declare(acq.storage[FileType.CACHE].id, sector.id, FileType.CACHE, primary=False)
     return ("pre_commit1_output", out)
@@ -370,7 +377,7 @@ def discard_interrupted_pre_commit1(local: LocalStore, sector: SectorId) -> list
 
 
 def _fresh_cache(cache: Path) -> None:
-    remove_file_or_dir(cache)
+    discard(cache)
     cache.mkdir()
 
 
@@ -387,7 +394,7 @@ async def pre_commit2(env: TaskEnv, ctx: TaskContext, sector: SectorRef, p1_outp
             try:
                 comm_r, comm_d = await cancellable(ctx, sealer.pre_commit2, p1_output, acq.path(FileType.CACHE), sealed, backend)
             except BaseException:
-                await asyncio.shield(blocking(remove_file_or_dir, sealed))
+                await asyncio.shield(blocking(discard, sealed))
                 raise
             await env.index.declare(acq.storage[FileType.SEALED].id, sector.id, FileType.SEALED, primary=False)
     return (
@@ -554,7 +561,7 @@ async def unseal_piece(
                 await env.index.declare(unsealed_store.id, sector.id, FileType.UNSEALED, primary=True)
         except BaseException:
             if created:
-                await asyncio.shield(blocking(remove_file_or_dir, unsealed_path))
+                await asyncio.shield(blocking(discard, unsealed_path))
             raise
         finally:
             if reservation is not None:

@@ -64,6 +64,9 @@ def test_pc1_stops_within_100ms_removes_its_files_and_keeps_the_gil_free(tmp_pat
     # Timer.run sets the flag then returns: the join above happened after it was set.
     assert token.cancelled
     assert ticks > 20, "the GIL was held while PC1 ran"
+    # At once: nothing under a real name (renamed to trash names); soon: nothing at all.
+    assert [f for f in (tmp_path / "cache").iterdir() if not f.name.startswith(rust_core.TRASH_PREFIX)] == []
+    assert rust_core.wait_trash(30)
     assert list((tmp_path / "cache").iterdir()) == []
 
 
@@ -95,3 +98,27 @@ def test_add_piece_file_cancelled_removes_the_file_it_created(tmp_path: Path) ->
     with pytest.raises(rust_core.Cancelled):
         rust_core.add_piece_file(src, dst, cancel=token)
     assert not dst.exists()
+
+
+def test_piece_commitment_file_cancelled(tmp_path: Path) -> None:
+    src = tmp_path / "piece"
+    with open(src, "wb") as f:
+        f.truncate(127 << 22)  # a 512 MiB piece, sparse: about a second of hashing here
+    token = rust_core.CancelToken()
+    threading.Timer(0.05, token.cancel).start()
+    with pytest.raises(rust_core.Cancelled):
+        rust_core.piece_commitment_file(src, cancel=token)
+
+
+def test_discard_renames_at_once_and_deletes_in_the_background(tmp_path: Path) -> None:
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "f").write_bytes(b"x")
+    (tmp_path / "file").write_bytes(b"x" * 4096)
+    assert rust_core.discard(tmp_path / "tree")
+    assert rust_core.discard(str(tmp_path / "file"))
+    assert not rust_core.discard(tmp_path / "missing")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert all(n.startswith(rust_core.TRASH_PREFIX) for n in left), left
+    assert rust_core.wait_trash(30)
+    assert rust_core.trash_pending() == 0
+    assert list(tmp_path.iterdir()) == []

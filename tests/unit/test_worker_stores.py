@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+import rust_core
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker.callstore import CallStore, call_key
+from services.worker.cleanup import _on_disk
 from services.worker.local_store import LocalStore, NoSpace, PathExists
-from services.worker.paths import PathMeta, ScannedFile, StorageList, scan_path
+from services.worker.paths import TRASH_PREFIX, PathMeta, ScannedFile, StorageList, scan_path, trash_entries
 from services.worker.resources import concurrency_caps, parse_overrides, parse_task_type
 from services.worker.sectors import FileType, PathType, SectorId, prover_id, space_needed
 from services.worker.tarstream import TarError, TarExtractor, plan_directory, stream_tar, tar_size
@@ -110,6 +112,47 @@ def test_scan_skips_and_reports_what_is_not_a_sector_file(tmp_path: Path, caplog
     scan = scan_path(root)
     assert not scan.complete and any(e.path.name == "unsealed" for e in scan.skipped)
     assert ScannedFile(SectorId(1000, 7), FileType.SEALED) in scan.files
+
+
+def test_trash_is_never_declared_never_counted_as_progress_and_swept_at_start(tmp_path: Path) -> None:
+    """What a stopped task half-wrote is renamed to a trash name and deleted in the background:
+    no scan declares it, no tar of a cache carries it, a reserved file's progress leaves it out,
+    and a leftover (a killed process's) is removed when the path is opened."""
+    assert rust_core.TRASH_PREFIX == TRASH_PREFIX
+    size = 8 << 20
+    store, pid = store_with_path(tmp_path)
+    root = tmp_path / "p"
+    s1 = SectorId(1000, 1)
+    cache = root / "cache" / s1.name
+    cache.mkdir()
+    (cache / "p_aux").write_bytes(b"x" * 64)
+    _, reservation = store.allocate(s1, FileType.CACHE, size, PathType.SEALING)
+    reserved = store.stat(pid).reserved
+    (cache / f"{TRASH_PREFIX}sc-02-data-tree-c.dat.1.1").write_bytes(os.urandom(size))
+    assert store.stat(pid).reserved == reserved, "trash counted as the reserved file's progress"
+    reservation.release()
+    leftovers = [
+        root / "sealed" / f"{TRASH_PREFIX}{s1.name}.7.1",
+        root / "unsealed" / "fetching" / f"{TRASH_PREFIX}{s1.name}.7.2",
+        root / "cache" / f"{TRASH_PREFIX}s-t01000-2.7.3",
+        cache / f"{TRASH_PREFIX}sc-02-data-tree-c.dat.1.1",
+    ]
+    (root / "unsealed" / "fetching").mkdir()
+    for f in leftovers[:2]:
+        f.write_bytes(b"x")
+    leftovers[2].mkdir()
+    (leftovers[2] / "sc-02-data-tree-d.dat").write_bytes(b"x")
+    assert trash_entries(root) == sorted(leftovers)
+    assert scan_path(root).files == [ScannedFile(s1, FileType.CACHE)] and not scan_path(root).skipped
+    assert [e.name for e in plan_directory(cache)] == ["p_aux"]
+    # Storage cleanup never takes trash for an orphan (nor a download in fetching/).
+    assert [o.path for o in _on_disk(store.get(pid))] == [cache]
+    # A worker start (opening storage.json's paths) removes them, in the background.
+    again = LocalStore(StorageList.load(tmp_path / "storage.json"))
+    again.open_configured()
+    assert rust_core.wait_trash(30)
+    assert trash_entries(root) == [] and not any(f.exists() for f in leftovers)
+    assert (cache / "p_aux").exists()
 
 
 def test_tar_round_trip_exact_size(tmp_path: Path) -> None:

@@ -45,8 +45,14 @@ pub fn write_nodes(path: &Path, nodes: &[Node]) -> Result<()> {
         .map_err(|e| Error::io(format!("write {}", path.display()), e))
 }
 
-/// [`write_nodes`] in 8 MiB writes with a look at `cancel` before each (a 32 GiB layer is
-/// seconds of writing).
+/// Bytes per write of the cancellable writers. A write can block for long when the kernel
+/// throttles a writer that dirtied more than the disk takes (balance_dirty_pages pauses up to
+/// 200 ms at a time, a 32 MiB write was seen to block for 1.7 s on a busy shared disk); a cancel
+/// check between 1 MiB writes bounds what a stop waits for.
+pub const WRITE_STEP: usize = 1 << 20;
+
+/// [`write_nodes`] in [`WRITE_STEP`] writes with a look at `cancel` before each (a 32 GiB layer
+/// is seconds of writing).
 pub fn write_nodes_cancellable(
     path: &Path,
     nodes: &[Node],
@@ -54,12 +60,80 @@ pub fn write_nodes_cancellable(
 ) -> Result<()> {
     let mut f =
         File::create(path).map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-    for part in nodes.as_flattened().chunks(8 << 20) {
+    for part in nodes.as_flattened().chunks(WRITE_STEP) {
         cancel.check()?;
         f.write_all(part)
             .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
     }
     Ok(())
+}
+
+/// [`read_nodes_at`] in [`WRITE_STEP`] reads with a look at `cancel` before each (a read from a
+/// disk busy with writeback can take as long as a throttled write).
+pub fn read_nodes_at_cancellable(
+    f: &File,
+    path: &Path,
+    first: u64,
+    out: &mut [Node],
+    cancel: &crate::cancel::Cancel,
+) -> Result<()> {
+    let step = WRITE_STEP / NODE_SIZE;
+    for (k, part) in out.chunks_mut(step).enumerate() {
+        cancel.check()?;
+        read_nodes_at(f, path, first + (k * step) as u64, part)?;
+    }
+    Ok(())
+}
+
+/// [`write_nodes_at`] in [`WRITE_STEP`] writes with a look at `cancel` before each.
+pub fn write_nodes_at_cancellable(
+    f: &File,
+    path: &Path,
+    first: u64,
+    nodes: &[Node],
+    cancel: &crate::cancel::Cancel,
+) -> Result<()> {
+    let step = WRITE_STEP / NODE_SIZE;
+    for (k, part) in nodes.chunks(step).enumerate() {
+        cancel.check()?;
+        write_nodes_at(f, path, first + (k * step) as u64, part)?;
+    }
+    Ok(())
+}
+
+/// `fsync`s a file, but returns `Cancelled` within a few ms of `cancel` being set instead of
+/// waiting for the sync: the sync runs on a helper thread (with its own handle of the file),
+/// which a cancelled caller leaves to finish on its own. A 512 MiB file the kernel has barely
+/// started writing back takes seconds to sync on a slow disk.
+pub fn sync_cancellable(f: &File, path: &Path, cancel: &crate::cancel::Cancel) -> Result<()> {
+    cancel.check()?;
+    let handle = f
+        .try_clone()
+        .map_err(|e| Error::io(format!("sync {}", path.display()), e))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("rust_core-sync".into())
+        .spawn(move || {
+            let _ = tx.send(handle.sync_all());
+        });
+    if spawned.is_err() {
+        // No thread to spare: sync here, uninterruptibly.
+        return f
+            .sync_all()
+            .map_err(|e| Error::io(format!("sync {}", path.display()), e));
+    }
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(5)) {
+            Ok(r) => return r.map_err(|e| Error::io(format!("sync {}", path.display()), e)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => cancel.check()?,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::invalid(format!(
+                    "sync {}: the sync thread ended without a result",
+                    path.display()
+                )))
+            }
+        }
+    }
 }
 
 /// Reads `count` nodes starting at node `first`.

@@ -132,7 +132,7 @@ pub fn seal_pre_commit_phase1(
     scratch.add(&tree_d_path);
     let layout = tree_d_layout(params);
     let comm_d = tree_file::build(&tree_d_path, layout, &CpuBackend, cancel, |first, buf| {
-        files::read_nodes_at(&unsealed, unsealed_path, first, buf)?;
+        files::read_nodes_at_cancellable(&unsealed, unsealed_path, first, buf, cancel)?;
         match buf.iter().position(|n| n[31] & 0xc0 != 0) {
             Some(k) => Err(Error::invalid(format!(
                 "unsealed file {} is not fr32-padded: node {} has its top two bits set",

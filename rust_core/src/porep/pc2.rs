@@ -100,7 +100,7 @@ pub fn seal_pre_commit_phase2(
             for ((col, f), p) in columns.iter_mut().zip(&layer_files).zip(&layer_paths) {
                 cancel.check()?;
                 col.resize(buf.len(), [0u8; 32]);
-                files::read_nodes_at(f, p, first, col)?;
+                files::read_nodes_at_cancellable(f, p, first, col, cancel)?;
             }
             let refs: Vec<&[Node]> = columns.iter().map(Vec::as_slice).collect();
             backend.hash_columns(&refs, buf, cancel)
@@ -130,22 +130,20 @@ pub fn seal_pre_commit_phase2(
         let base = k as u64 * part_layout.leaves;
         let root = tree_file::build(part_path, part_layout, backend, cancel, |first, buf| {
             let at = base + first;
-            files::read_nodes_at(&tree_d_file, &tree_d_path, at, buf)?;
-            cancel.check()?;
+            files::read_nodes_at_cancellable(&tree_d_file, &tree_d_path, at, buf, cancel)?;
             key.resize(buf.len(), [0u8; 32]);
-            files::read_nodes_at(key_file, key_path, at, &mut key)?;
+            files::read_nodes_at_cancellable(key_file, key_path, at, &mut key, cancel)?;
             cancel.check()?;
             for (d, k) in buf.iter_mut().zip(&key) {
                 *d = field::add(d, k);
             }
-            files::write_nodes_at(&sealed, sealed_path, at, buf)
+            files::write_nodes_at_cancellable(&sealed, sealed_path, at, buf, cancel)
         })?;
         part_roots.push(root);
     }
     debug_assert_eq!(part_roots.len() as u64 * part_layout.leaves, nodes);
-    sealed
-        .sync_all()
-        .map_err(|e| Error::io(format!("sync {}", sealed_path.display()), e))?;
+    // Bounded by the cancel flag: a stop does not wait for the replica's writeback.
+    files::sync_cancellable(&sealed, sealed_path, cancel)?;
     cancel.check()?;
     let comm_r_last = merkle::root(part_roots);
     files::write_p_aux(cache_dir, &comm_c, &comm_r_last)?;

@@ -93,7 +93,7 @@ fn build_file(
             cancel.check()?;
             if level >= layout.skip {
                 let at = layout.level_offset(level) + (first >> level);
-                files::write_nodes_at(&file, path, at, &cur[..len])?;
+                files::write_nodes_at_cancellable(&file, path, at, &cur[..len], cancel)?;
             }
             if len > 1 {
                 backend.hash_level(&cur[..len], &mut next[..len / 2], cancel)?;
@@ -113,7 +113,13 @@ fn build_file(
         let mut parents = vec![[0u8; 32]; level_nodes.len() / 2];
         hash_level(&level_nodes[..2 * parents.len()], &mut parents);
         if level >= layout.skip {
-            files::write_nodes_at(&file, path, layout.level_offset(level), &parents)?;
+            files::write_nodes_at_cancellable(
+                &file,
+                path,
+                layout.level_offset(level),
+                &parents,
+                cancel,
+            )?;
         }
         level_nodes = parents;
     }

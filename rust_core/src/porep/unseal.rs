@@ -97,6 +97,5 @@ pub fn unseal_range(
     }
     let out = files::open_write(unsealed_out)?;
     files::write_nodes_at(&out, unsealed_out, first, &data)?;
-    out.sync_all()
-        .map_err(|e| Error::io(format!("sync {}", unsealed_out.display()), e))
+    files::sync_cancellable(&out, unsealed_out, cancel)
 }
