@@ -5,43 +5,22 @@ retries with a limit, abort, late results, and recovery after a restart (referen
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from services.common.db import Database, open_database
+from services.common.db import Database
 from services.manager.calltracker import CallTracker, ErrorCode, Outcome, RetryPolicy, ReturnStatus, SectorRefKey
 from services.manager.records import CallStatus, WorkStatus, work_id_for
-from services.manager.store import ManagerStore
+from tests.unit.manager_db import databases, db_url, open_store  # noqa: F401 - fixtures
 
 SECTOR = SectorRefKey(miner=1000, number=7, seal_proof=5)
 PC1 = "SealPreCommit1"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The manager's database: an SQLite file or a fresh PostgreSQL database. A second tracker
-    on the same URL is the manager after a restart."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'manager.db'}"
-    return str(request.getfixturevalue("postgres").new_database())
-
-
-@pytest.fixture
-def databases() -> Iterator[list[Database]]:
-    opened: list[Database] = []
-    yield opened
-    for db in opened:
-        db.close()
-
-
 def make_tracker(db_url: str, databases: list[Database], policy: RetryPolicy | None = None) -> CallTracker:
-    """A tracker on the database (a fresh process's view of it)."""
-    db = open_database(db_url, Path("/nonexistent"), "manager")
-    databases.append(db)
-    store = ManagerStore(db)
-    store.migrate()
+    """A tracker on the database (a fresh process's view of it; a second one on the same URL is
+    the manager after a restart)."""
+    store = open_store(db_url, databases)
     return CallTracker(store, policy or RetryPolicy(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.02))
 
 
