@@ -27,7 +27,13 @@ from services.cli.names import task_short
 from services.cli.sealing import SealedSector, read_piece, seal_sector
 from services.common.auth import Permission, create_token
 from services.common.client import sync_channel
-from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc, worker_pb2, worker_pb2_grpc
+from services.common.proto.sectorstorage.v1 import (
+    common_pb2,
+    manager_pb2,
+    manager_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
 
 MINER = 1000
 SECTOR_SIZE = 8 << 20

@@ -5,9 +5,9 @@ otherwise (logs, pipes, tests) a plain line when a task starts and one when it e
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
-import threading
 from dataclasses import dataclass, field
 from typing import Generic, TextIO, TypeVar
 

@@ -10,9 +10,9 @@ reflection stay open so probes and grpcurl work without a token.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum

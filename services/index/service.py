@@ -9,7 +9,14 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 
-from services.common.db import Database, DatabaseRefused, DatabaseUnavailable, SchemaTooNew, apply_migrations, open_database
+from services.common.db import (
+    Database,
+    DatabaseRefused,
+    DatabaseUnavailable,
+    SchemaTooNew,
+    apply_migrations,
+    open_database,
+)
 from services.common.proto.sectorstorage.v1 import index_pb2, index_pb2_grpc
 from services.common.server import Registration, Runtime, Service, registration
 from services.index.config import IndexConfig

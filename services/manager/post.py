@@ -29,7 +29,6 @@ from typing import Any
 import grpc
 
 import rust_core
-
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from services.manager.index_client import FileType, StorageIndex
 from services.manager.jobs import JobRunner

@@ -21,7 +21,15 @@ from services.manager.jobs import JobRunner
 from services.manager.post import Proving
 from services.manager.sealing import Deadline, Sealing
 from services.manager.store import ManagerStore, WorkerOperatorState
-from services.manager.validation import RpcFailure, call_id, duration_seconds, invalid, sector_id, timestamp_seconds, worker_id
+from services.manager.validation import (
+    RpcFailure,
+    call_id,
+    duration_seconds,
+    invalid,
+    sector_id,
+    timestamp_seconds,
+    worker_id,
+)
 from services.manager.workers import WorkerHandle
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from services.common.db import Database, Migration, Mode, Tx, apply_migrations
-from services.common.proto.sectorstorage.v1 import common_pb2
-from services.common.proto.sectorstorage.v1 import worker_pb2
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.manager import lifecycle
 from services.manager.calltracker import ErrorCode
 from services.manager.records import CallRecord, CallStatus, OutcomeKind, WorkRecord, WorkStatus

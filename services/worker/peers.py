@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 from pathlib import Path
-
 from typing import Any
 
 import grpc
@@ -33,7 +32,6 @@ from services.worker.fsutil import start_writeback
 from services.worker.sectors import FileType, SectorId
 from services.worker.tarstream import TarExtractor
 from services.worker.wire import ChunkResponse, WireError, decode_chunk_response
-
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "sectorstorage.v1.WorkerService"

@@ -137,7 +137,7 @@ class CallRunner:
                 continue
             same = sum(1 for r in self.running.values() if r.task_type == task_type and (proof == 0 or r.seal_proof == proof))
             if same >= cap:
-                scope = "" if proof == 0 else f" of this sector size"
+                scope = "" if proof == 0 else " of this sector size"
                 raise Exhausted(f"{same} {name} tasks{scope} running, the worker's cap is {cap}")
 
     def context_for(self, call_id: common_pb2.CallId, gpu_ordinals: list[int]) -> TaskContext:

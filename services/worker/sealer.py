@@ -14,6 +14,7 @@ import queue
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
 import rust_core
 from services.worker.sectors import PostKind
 

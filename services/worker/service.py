@@ -12,10 +12,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
@@ -25,8 +23,8 @@ import rust_core
 from services.common.auth import Permission
 from services.common.backoff import Backoff
 from services.common.client import aio_channel
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from services.common.config import parse_host_port
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from services.common.server import Registration, Runtime, Service, format_address, registration
 from services.worker import bulk, cleanup, serving, tasks, validation
 from services.worker.callstore import CallStore, call_key
@@ -35,7 +33,7 @@ from services.worker.drain import drain_for_stop
 from services.worker.faults import ServeFault, TaskFault
 from services.worker.identity import WorkerIdentity, load_or_create_worker_id
 from services.worker.index_client import IndexClient, IndexUnavailable
-from services.worker.local_store import LocalStore, NoSpace, PathBusy, PathExists, PathNotFound
+from services.worker.local_store import LocalStore, PathBusy, PathExists, PathNotFound
 from services.worker.manager_link import ManagerLink
 from services.worker.paths import STORAGE_FILE, MetaError, PathMeta, StorageList
 from services.worker.peers import Peers
@@ -53,7 +51,13 @@ from services.worker.resources import (
 from services.worker.returns import ReturnSender
 from services.worker.runner import CallRunner, Exhausted
 from services.worker.sealer import PAD_BLOCK
-from services.worker.sectors import FileType, PathType, SectorId, post_proof_info, sector_size_of, types_to_proto, unpadded
+from services.worker.sectors import (
+    FileType,
+    PathType,
+    SectorId,
+    post_proof_info,
+    types_to_proto,
+)
 from services.worker.storage_control import StorageControl, fs_stat_message
 from services.worker.tarstream import TarError, stream_tar
 from services.worker.wire import encode_chunk_response

@@ -33,7 +33,15 @@ from services.common.pieces import next_piece
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker import sealer
 from services.worker.index_client import IndexClient, IndexUnavailable, LockLost
-from services.worker.local_store import LocalPath, LocalStore, NoSpace, PathNotFound, discard, move_into_place, remove_file_or_dir
+from services.worker.local_store import (
+    LocalPath,
+    LocalStore,
+    NoSpace,
+    PathNotFound,
+    discard,
+    move_into_place,
+    remove_file_or_dir,
+)
 from services.worker.partialfile import PartialFile, PartialFileError
 from services.worker.peers import Peers
 from services.worker.remote_store import FetchFailed, RemoteStore, SectorNotFound

@@ -13,8 +13,8 @@ import os
 import signal
 import time
 
-from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.cli.sealing import add_piece
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from tests.faults.helpers import lapsed_locks, outcome_counts, wait_no_locks
 from tests.integration.fleet import MANAGER_ENV, P2K, Fleet, WorkerSpec, piece_data, sector
 from tests.integration.worker_helpers import SEED, TICKET

@@ -18,6 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from services.cli.sealing import add_piece
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from tests.faults.helpers import (
     ClientStats,
     Sealed,
@@ -31,8 +33,6 @@ from tests.faults.helpers import (
     verify_again,
     wait_no_locks,
 )
-from services.cli.sealing import add_piece
-from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from tests.integration.fleet import P2K, P8M, Fleet, StartService, WorkerSpec, make_fleet, piece_data, sector
 from tests.integration.worker_helpers import TICKET
 

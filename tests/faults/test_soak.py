@@ -18,7 +18,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from services.common.proto.sectorstorage.v1 import manager_pb2
-from tests.faults.helpers import ClientStats, assert_sealed_once, lapsed_locks, outcome_counts, read_back, seal, wait_no_locks
+from tests.faults.helpers import (
+    ClientStats,
+    assert_sealed_once,
+    lapsed_locks,
+    outcome_counts,
+    read_back,
+    seal,
+    wait_no_locks,
+)
 from tests.integration.fleet import P2K, Fleet, WorkerSpec, make_fleet, piece_data, sector
 
 SECTORS = int(os.environ.get("SECTORSTORAGE_SOAK_SECTORS", "200"))

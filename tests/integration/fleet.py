@@ -21,7 +21,13 @@ import pytest
 
 from services.cli.local_fleet import ServiceProcess
 from services.common.client import sync_channel
-from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc, worker_pb2, worker_pb2_grpc
+from services.common.proto.sectorstorage.v1 import (
+    common_pb2,
+    manager_pb2,
+    manager_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
 from tests.integration.worker_helpers import FAST_WORKER_ENV, MINER, token
 
 StartService = Callable[..., ServiceProcess]

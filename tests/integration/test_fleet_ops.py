@@ -22,8 +22,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
         time.sleep(0.05)
 
 
-def pc1_future(fleet: Fleet, number: int, piece: common_pb2.PieceInfo, timeout: float = 60) -> "grpc.Future[Any]":
+def pc1_future(fleet: Fleet, number: int, piece: common_pb2.PieceInfo, timeout: float = 60) -> grpc.Future[Any]:
     request = manager_pb2.SealPreCommit1Request(sector=sector(number), ticket=TICKET, pieces=[piece])
     return fleet.stub().SealPreCommit1.future(request, timeout=timeout)  # type: ignore[no-any-return]
 

@@ -21,7 +21,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.cli.local_fleet import ServiceProcess
 from services.common.auth import Permission, create_token
 from services.common.client import sync_channel
-from services.common.proto.sectorstorage.v1 import index_pb2, index_pb2_grpc, manager_pb2, manager_pb2_grpc, worker_pb2, worker_pb2_grpc
+from services.common.proto.sectorstorage.v1 import (
+    index_pb2,
+    index_pb2_grpc,
+    manager_pb2,
+    manager_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
 from tests.conftest import TEST_SECRET
 
 StartService = Callable[..., ServiceProcess]

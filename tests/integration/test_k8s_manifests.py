@@ -374,14 +374,14 @@ def test_base_runs_on_sqlite_with_persistent_state(rendered: dict[str, Rendered]
     base = rendered["base"]
     index, index_c, index_cfg, _ = load_service_config(base, "index", tmp_path, TEST_AUTH)
     assert index.kind == "StatefulSet" and index.spec["replicas"] == 1, "SQLite has one writer"
-    assert getattr(index_cfg, "database").url == ""
+    assert index_cfg.database.url == ""
     name, volume = _data_volume(index, index_c, index_cfg.data_dir)
     assert volume is None and index.claim_template(name) is not None, "index data_dir must be a claim"
 
     manager, manager_c, manager_cfg, _ = load_service_config(base, "manager", tmp_path, TEST_AUTH)
     assert manager.kind == "Deployment" and manager.spec["replicas"] == 1
     assert manager.spec["strategy"]["type"] == "Recreate", "two managers must never open the tracker at once"
-    assert getattr(manager_cfg, "database").url == ""
+    assert manager_cfg.database.url == ""
     name, volume = _data_volume(manager, manager_c, manager_cfg.data_dir)
     assert volume is not None and "persistentVolumeClaim" in volume, "the call tracker must survive restarts"
     assert base.find("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) is not None
@@ -403,7 +403,7 @@ def test_postgres_overlay(rendered: dict[str, Rendered], tmp_path: Path) -> None
     pg = rendered["postgres"]
     for component in ("index", "manager"):
         workload, container, config, env = load_service_config(pg, component, tmp_path, TEST_AUTH)
-        url = getattr(config, "database").url
+        url = config.database.url
         assert url.startswith("postgresql://"), f"{component}: database.url {url!r}"
         (item,) = [e for e in container["env"] if e["name"] == "SECTORSTORAGE_DATABASE_URL"]
         ref = item["valueFrom"]["secretKeyRef"]
@@ -477,7 +477,7 @@ def test_operator_overlay_replaces_the_auth_secret(kubectl: str, tmp_path: Path)
         assert config.auth.secret == key
         assert container["image"] == "registry.example.internal/sectorstorage:1.2.3"
         if component != "worker":
-            assert getattr(config, "database").url.startswith("postgresql://ss:s3cret@")
+            assert config.database.url.startswith("postgresql://ss:s3cret@")
 
 
 # ---------------------------------------------------------------------------------------------

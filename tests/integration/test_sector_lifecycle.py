@@ -193,7 +193,7 @@ def test_two_pipelines_on_one_sector_number_never_both_succeed(fleet: Fleet) -> 
             outcomes = list(pool.map(client, (0, 1)))
         succeeded = [(k, o) for k, o in enumerate(outcomes) if not isinstance(o, grpc.RpcError) and o.verified]
         assert len(succeeded) <= 1, f"round {round_}: both clients were told their sector is sealed"
-        for k, o in enumerate(outcomes):
+        for o in outcomes:
             if isinstance(o, grpc.RpcError):
                 assert o.code() in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION), o
         if succeeded:

@@ -48,7 +48,7 @@ def in_use(listen: str) -> str:
 def test_second_service_on_a_port_in_use_is_refused(start_service: StartService, tmp_path: Path) -> None:
     port = free_port()
     listen = f"127.0.0.1:{port}"
-    first = start_service("index", "--listen", listen)
+    start_service("index", "--listen", listen)  # holds the port
     for service in SERVICES:
         result = run_once(service, tmp_path / service, "--listen", listen)
         assert_refused(result, service, f"listen (--listen) {in_use(listen)}")

@@ -22,8 +22,8 @@ from pathlib import Path
 from services.cli.local_fleet import ServiceProcess, console_script
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
-from tests.integration.test_fleet_ops import make_fleet
 from tests.integration.fleet import WorkerSpec, sector
+from tests.integration.test_fleet_ops import make_fleet
 from tests.integration.test_manager_e2e import precommit
 from tests.integration.worker_helpers import MINER, SEED, TICKET, index_stub, token
 

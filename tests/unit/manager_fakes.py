@@ -27,7 +27,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.common.auth import Permission, create_token
 from services.common.client import aio_channel
 from services.common.config import AuthConfig, MetricsConfig
-from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc, worker_pb2, worker_pb2_grpc
+from services.common.proto.sectorstorage.v1 import (
+    common_pb2,
+    manager_pb2,
+    manager_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
 from services.common.server import ServiceHost
 from services.manager.cid import sealed_cid, unsealed_cid
 from services.manager.config import ManagerConfig, ManagerSection

@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.index.domain import FileType, InvalidArgument, LockRequest, PathInfo, PathType, SectorId, check_url, conflicts
+from services.index.domain import (
+    FileType,
+    InvalidArgument,
+    LockRequest,
+    PathInfo,
+    PathType,
+    SectorId,
+    check_url,
+    conflicts,
+)
 from services.index.policy import (
     alloc_rank,
     check_sector_size,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-
 from services.common.db import Database
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.manager.calltracker import CallTracker, ErrorCode, Outcome, RetryPolicy, SectorRefKey

@@ -12,10 +12,18 @@ from pathlib import Path
 import pytest
 
 import rust_core
-
 from tests.unit.porep_helpers import (
-    PROVER, SEED, TICKET, Sector, flip, flipped, fr32_pad, fr32_unpad, make_unsealed,
-    merkle_root, seal_sector,
+    PROVER,
+    SEED,
+    TICKET,
+    Sector,
+    flip,
+    flipped,
+    fr32_pad,
+    fr32_unpad,
+    make_unsealed,
+    merkle_root,
+    seal_sector,
 )
 
 KIB2 = 2048

@@ -58,7 +58,7 @@ def test_hash_columns_kernel(lib: ctypes.CDLL, layers: int) -> None:
     for i in range(n):
         lib.hash_columns(i, data, out, n, layers)
     for i in range(n):
-        column = b"".join(data[32 * (l * n + i) : 32 * (l * n + i) + 32] for l in range(layers))
+        column = b"".join(data[32 * (layer * n + i) : 32 * (layer * n + i) + 32] for layer in range(layers))
         assert out.raw[32 * i : 32 * i + 32] == trunc(column)
 
 

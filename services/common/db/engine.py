@@ -312,7 +312,7 @@ class Database:
                 if cause is not None and self._backend.retryable(cause) and attempt < self.max_attempts:
                     self._pause(attempt)
                     continue
-                raise cause if cause is not None else failed
+                raise cause if cause is not None else failed  # noqa: B904 - re-raises the commit's own error as it was
             except Exception as exc:
                 if self._backend.retryable(exc):
                     if attempt < self.max_attempts:

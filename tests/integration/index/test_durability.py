@@ -10,7 +10,17 @@ import pytest
 
 from services.common.proto.sectorstorage.v1 import index_pb2 as ipb
 from tests.integration.index.conftest import BACKENDS
-from tests.integration.index.helpers import CACHE, SEALED, UNSEALED, Index, all_declarations, attach, declare_many, find, sector
+from tests.integration.index.helpers import (
+    CACHE,
+    SEALED,
+    UNSEALED,
+    Index,
+    all_declarations,
+    attach,
+    declare_many,
+    find,
+    sector,
+)
 
 MakeIndex = Callable[..., Index]
 SECTORS = 10_000
