@@ -58,7 +58,9 @@ def new_assignment(number: int) -> worker_pb2.TaskAssignment:
     return worker_pb2.TaskAssignment(call_id=call, attempt=1)
 
 
-def outcome_stored(stub: worker_pb2_grpc.WorkerServiceStub, call: common_pb2.CallId, timeout: float = 30) -> worker_pb2.StoredCallResult:
+def outcome_stored(
+    stub: worker_pb2_grpc.WorkerServiceStub, call: common_pb2.CallId, timeout: float = 30
+) -> worker_pb2.StoredCallResult:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for item in stub.ListCallResults(worker_pb2.ListCallResultsRequest(), timeout=30):
@@ -143,7 +145,10 @@ def main() -> None:
             for _ in range(args.tries):
                 a = new_assignment(1)
                 stub.SealPreCommit1(
-                    worker_pb2.WorkerServiceSealPreCommit1Request(assignment=a, sector=ref(1), ticket=TICKET, pieces=pieces), timeout=10
+                    worker_pb2.WorkerServiceSealPreCommit1Request(
+                        assignment=a, sector=ref(1), ticket=TICKET, pieces=pieces
+                    ),
+                    timeout=10,
                 )
                 until(lambda: cpu_cores(pid, 0.1) > 0.5)
                 time.sleep(random.uniform(0, args.pc1_spread))
@@ -157,7 +162,8 @@ def main() -> None:
             for _ in range(args.tries):
                 a = new_assignment(2)
                 stub.SealPreCommit2(
-                    worker_pb2.WorkerServiceSealPreCommit2Request(assignment=a, sector=ref(2), pre_commit1_output=p1), timeout=10
+                    worker_pb2.WorkerServiceSealPreCommit2Request(assignment=a, sector=ref(2), pre_commit1_output=p1),
+                    timeout=10,
                 )
                 until(lambda: cpu_cores(pid, 0.1) > 0.5)
                 time.sleep(0.3)
@@ -166,7 +172,13 @@ def main() -> None:
             report("PC2", times)
             report_parts(parts)
         if args.only in (None, "fetch"):
-            src = fleet.start("worker", "src", "--index", index.address, env={"SECTORSTORAGE_TEST_FAULT_SERVE_BYTES_PER_S": str(128 << 20)})
+            src = fleet.start(
+                "worker",
+                "src",
+                "--index",
+                index.address,
+                env={"SECTORSTORAGE_TEST_FAULT_SERVE_BYTES_PER_S": str(128 << 20)},
+            )
             src_stub = fleet.stub(src)
             attach(src_stub, root / "src", seal=False, store=True)
             sparse(root / "src" / "sealed" / f"s-t0{MINER}-3", SIZE)

@@ -90,7 +90,10 @@ def bulk_load(url: str, data_dir: Path, paths: int, files: int) -> list[str]:
             " deny_types, allow_miners, deny_miners, capacity, available, fs_available, reserved, max_bytes, used,"
             " last_heartbeat, heartbeat_error, attached_at) VALUES (?, ?, 10, 0, TRUE, TRUE, '[]', '[]', 0, 0, '[]', '[]',"
             " ?, ?, ?, 0, 0, 0, ?, '', ?)",
-            [(sid, json.dumps([f"10.0.{i // 250}.{i % 250}:3456"]), 1 << 44, 1 << 43, 1 << 43, now, now) for i, sid in enumerate(ids)],
+            [
+                (sid, json.dumps([f"10.0.{i // 250}.{i % 250}:3456"]), 1 << 44, 1 << 43, 1 << 43, now, now)
+                for i, sid in enumerate(ids)
+            ],
         )
 
     db.transact(add_paths)
@@ -148,7 +151,8 @@ def grpc_worker(spec: dict[str, Any]) -> dict[str, Any]:
                     if op == "find":
                         await stub.StorageFindSector(
                             index_pb2.StorageFindSectorRequest(
-                                sector=common_pb2.SectorId(miner=MINER, number=rng.randrange(sectors)), types=[SEALED, CACHE]
+                                sector=common_pb2.SectorId(miner=MINER, number=rng.randrange(sectors)),
+                                types=[SEALED, CACHE],
                             ),
                             timeout=30,
                         )
@@ -156,7 +160,10 @@ def grpc_worker(spec: dict[str, Any]) -> dict[str, Any]:
                         next_new += 1
                         await stub.StorageDeclareSector(
                             index_pb2.StorageDeclareSectorRequest(
-                                storage_id=rng.choice(ids), sector=common_pb2.SectorId(miner=MINER, number=next_new), types=[UNSEALED], primary=True
+                                storage_id=rng.choice(ids),
+                                sector=common_pb2.SectorId(miner=MINER, number=next_new),
+                                types=[UNSEALED],
+                                primary=True,
                             ),
                             timeout=30,
                         )
@@ -272,7 +279,9 @@ def run_workers(kind: str, spec: dict[str, Any], processes: int, server_pids: Se
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "bench.index", "--worker", kind],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
             )
         )
         assert procs[-1].stdin is not None
@@ -300,7 +309,18 @@ def run_workers(kind: str, spec: dict[str, Any], processes: int, server_pids: Se
 
 
 def result(backend: str, op: str, via: str, run: Run, load: float) -> Result:
-    return Result(backend, op, via, len(run.latencies), run.seconds, *summarize(run.latencies), run.errors, load, run.server_cpu_us, run.client_cpu_us)
+    return Result(
+        backend,
+        op,
+        via,
+        len(run.latencies),
+        run.seconds,
+        *summarize(run.latencies),
+        run.errors,
+        load,
+        run.server_cpu_us,
+        run.client_cpu_us,
+    )
 
 
 # -- orchestration ---------------------------------------------------------------------------------
@@ -341,9 +361,17 @@ def measure(backend: str, args: argparse.Namespace, out: list[Result], log: Call
     try:
         started = time.monotonic()
         ids = bulk_load(url, root, args.paths, args.files)
-        log(f"{backend}: loaded {args.paths} paths and {args.files:,} sector files in {time.monotonic() - started:.1f}s")
+        log(
+            f"{backend}: loaded {args.paths} paths and {args.files:,} sector files in {time.monotonic() - started:.1f}s"
+        )
         sectors = args.files // 2
-        base = {"sectors": sectors, "path_ids": ids, "clients": args.clients, "seconds": args.seconds, "warmup": args.warmup}
+        base = {
+            "sectors": sectors,
+            "path_ids": ids,
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+        }
         token = create_token(SECRET.encode(), Permission.WRITE, subject="bench")
         # (label, extra environment, ops, also run the direct limit)
         variants: list[tuple[str, dict[str, str], list[str], bool]] = [("grpc", {}, args.ops, True)]
@@ -358,7 +386,9 @@ def measure(backend: str, args: argparse.Namespace, out: list[Result], log: Call
             try:
                 for op in ops:
                     load = os.getloadavg()[0]
-                    run = run_workers("grpc", {**base, "op": op, "address": procs[0].address, "token": token}, args.client_procs, pids)
+                    run = run_workers(
+                        "grpc", {**base, "op": op, "address": procs[0].address, "token": token}, args.client_procs, pids
+                    )
                     out.append(result(backend, op, via, run, load))
                     log(f"{backend} {op} {via}: {out[-1].rate:,.0f} req/s")
                     if with_direct:
@@ -396,7 +426,9 @@ def table(results: Sequence[Result]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--ops", default="find,declare")
     parser.add_argument("--paths", type=int, default=100)
@@ -406,7 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--index-procs", type=int, default=1, help="index processes sharing the port and the database")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--no-auth-variant", action="store_true", help="also FindSector on SQLite with auth.required=false")
+    parser.add_argument(
+        "--no-auth-variant", action="store_true", help="also FindSector on SQLite with auth.required=false"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", choices=["grpc", "direct"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -421,7 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    log(f"{os.cpu_count()} CPUs; {args.clients} clients over {args.client_procs} processes; {args.seconds}s per run after {args.warmup}s warm-up")
+    log(
+        f"{os.cpu_count()} CPUs; {args.clients} clients over {args.client_procs} processes; {args.seconds}s per run after {args.warmup}s warm-up"
+    )
     for backend in [b for b in args.backends.split(",") if b]:
         measure(backend, args, results, log)
     print(table(results))

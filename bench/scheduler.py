@@ -56,10 +56,18 @@ MIX = [
     (T.COMMIT_2, 0.14),
     (T.FINALIZE, 0.14),
 ]
-SIZES = [(SealProof.STACKED_DRG_2KIB_V1_1, 0.5), (SealProof.STACKED_DRG_8MIB_V1_1, 0.3), (SealProof.STACKED_DRG_32GIB_V1_1, 0.2)]
+SIZES = [
+    (SealProof.STACKED_DRG_2KIB_V1_1, 0.5),
+    (SealProof.STACKED_DRG_8MIB_V1_1, 0.3),
+    (SealProof.STACKED_DRG_32GIB_V1_1, 0.2),
+]
 # Concurrency caps keep 2 KiB/8 MiB tasks (which need almost nothing) from piling up by the
 # thousand on one worker, as an operator would configure.
-CAPS = [RowOverride(tt, p, max_concurrent=8) for tt in T for p in (SealProof.STACKED_DRG_2KIB_V1_1, SealProof.STACKED_DRG_8MIB_V1_1)]
+CAPS = [
+    RowOverride(tt, p, max_concurrent=8)
+    for tt in T
+    for p in (SealProof.STACKED_DRG_2KIB_V1_1, SealProof.STACKED_DRG_8MIB_V1_1)
+]
 
 
 @dataclass
@@ -78,7 +86,9 @@ def make_fleet(n: int, rng: random.Random) -> Fleet:
         cpus = rng.choice([32, 64, 128])
         mem = rng.choice([256, 512, 1024]) * GiB
         gpus = tuple(range(rng.choice([1, 2, 4]))) if i % 4 == 0 else ()
-        hardware[wid] = Hardware(mem_physical=mem, mem_swap=64 * GiB, mem_reserved=4 * GiB, cpus=cpus, gpu_ordinals=gpus)
+        hardware[wid] = Hardware(
+            mem_physical=mem, mem_swap=64 * GiB, mem_reserved=4 * GiB, cpus=cpus, gpu_ordinals=gpus
+        )
         enabled = set(T)
         if i % 10 == 3:
             enabled.discard(T.PRE_COMMIT_1)
@@ -112,7 +122,11 @@ def make_requests(n: int, fleet: Fleet, rng: random.Random, start: int = 0) -> l
             cand = Candidates(preferred=(holder,), pool=fleet.seal_pool)
         else:
             cand = Candidates(preferred=(holder,))
-        out.append(SchedRequest(id=f"r{i}", shape=(tt, proof), sector_number=i, priority=rng.choice([0, 0, 0, 1024]), candidates=cand))  # type: ignore[arg-type]
+        out.append(
+            SchedRequest(
+                id=f"r{i}", shape=(tt, proof), sector_number=i, priority=rng.choice([0, 0, 0, 1024]), candidates=cand
+            )
+        )  # type: ignore[arg-type]
     return out
 
 
@@ -249,11 +263,15 @@ def main(argv: list[str]) -> int:
     )
 
     seconds, placed, events = best(rounds, lambda: place_all(10_000, 200))
-    print(f"place-all  10000 queued tasks, 200 workers: {placed} placed in {seconds:.3f} s "
-          f"({placed / seconds:,.0f} placements/s, {events} completion events)")
+    print(
+        f"place-all  10000 queued tasks, 200 workers: {placed} placed in {seconds:.3f} s "
+        f"({placed / seconds:,.0f} placements/s, {events} completion events)"
+    )
     seconds, placed, events = best(rounds, lambda: arrivals(10_000, 200))
-    print(f"arrivals   10000 tasks into 200 workers:    {placed} placed in {seconds:.3f} s "
-          f"({placed / seconds:,.0f} placements/s, {events} completion events)")
+    print(
+        f"arrivals   10000 tasks into 200 workers:    {placed} placed in {seconds:.3f} s "
+        f"({placed / seconds:,.0f} placements/s, {events} completion events)"
+    )
 
     queues = [1_000, 5_000, 10_000, 20_000] if args.quick else [1_000, 5_000, 10_000, 20_000, 50_000]
     fleets = [50, 200, 400] if args.quick else [50, 100, 200, 400, 800]
@@ -269,7 +287,11 @@ def main(argv: list[str]) -> int:
         print(f"{w:>8} {per_release:>24.1f} {per_arrival:>23.1f} {per_pass:>13.1f}")
     print("\nscaling of place-all")
     print(f"{'tasks':>8} {'workers':>8} {'seconds':>8} {'placements/s':>13}")
-    for n, w in ([(5_000, 100), (10_000, 200), (20_000, 400)] if args.quick else [(2_500, 50), (5_000, 100), (10_000, 200), (20_000, 400), (40_000, 800)]):
+    for n, w in (
+        [(5_000, 100), (10_000, 200), (20_000, 400)]
+        if args.quick
+        else [(2_500, 50), (5_000, 100), (10_000, 200), (20_000, 400), (40_000, 800)]
+    ):
         seconds, placed, _ = best(rounds, lambda n=n, w=w: place_all(n, w))  # type: ignore[misc]
         print(f"{n:>8} {w:>8} {seconds:>8.3f} {placed / seconds:>13,.0f}")
     return 0

@@ -74,7 +74,10 @@ class Fleet:
 
 def attach(stub: worker_pb2_grpc.WorkerServiceStub, root: Path, seal: bool, store: bool) -> str:
     reply = stub.StorageAttachLocal(
-        worker_pb2.StorageAttachLocalRequest(path=str(root), init=worker_pb2.StoragePathConfig(can_seal=seal, can_store=store)), timeout=60
+        worker_pb2.StorageAttachLocalRequest(
+            path=str(root), init=worker_pb2.StoragePathConfig(can_seal=seal, can_store=store)
+        ),
+        timeout=60,
     )
     return reply.path.info.id
 
@@ -84,7 +87,9 @@ def assignment(number: int) -> worker_pb2.TaskAssignment:
     return worker_pb2.TaskAssignment(call_id=call, attempt=1)
 
 
-def wait_result(stub: worker_pb2_grpc.WorkerServiceStub, call: common_pb2.CallId, timeout: float = 600) -> worker_pb2.StoredCallResult:
+def wait_result(
+    stub: worker_pb2_grpc.WorkerServiceStub, call: common_pb2.CallId, timeout: float = 600
+) -> worker_pb2.StoredCallResult:
     """No manager in the bench: results stay in the worker's call store; poll the pull side
     every 5 ms (at most that much is added to a measured task; a ListCallResults costs the
     worker well under a millisecond)."""
@@ -151,8 +156,11 @@ def bench_fetch(fleet: Fleet, index: ServiceProcess, work: Path, size_mib: int, 
             t = time.perf_counter()
             stub.Fetch(
                 worker_pb2.FetchRequest(
-                    assignment=call, sector=ref, types=[common_pb2.SECTOR_FILE_TYPE_SEALED],
-                    path_type=common_pb2.PATH_TYPE_SEALING, mode=worker_pb2.FETCH_MODE_COPY,
+                    assignment=call,
+                    sector=ref,
+                    types=[common_pb2.SECTOR_FILE_TYPE_SEALED],
+                    path_type=common_pb2.PATH_TYPE_SEALING,
+                    mode=worker_pb2.FETCH_MODE_COPY,
                 ),
                 timeout=30,
             )
@@ -160,13 +168,22 @@ def bench_fetch(fleet: Fleet, index: ServiceProcess, work: Path, size_mib: int, 
             times.append(time.perf_counter() - t)
             fetched = work / label / "sealed" / name
             assert fetched.stat().st_size == size, "fetched file has the wrong size"
-            stub.Remove(worker_pb2.WorkerServiceRemoveRequest(sector=ref.id, types=[common_pb2.SECTOR_FILE_TYPE_SEALED]), timeout=60)
+            stub.Remove(
+                worker_pb2.WorkerServiceRemoveRequest(sector=ref.id, types=[common_pb2.SECTOR_FILE_TYPE_SEALED]),
+                timeout=60,
+            )
 
-    cp, cp_sync, fetch, via_grpc, stream = (min(x) for x in (cp_times, cp_sync_times, fetch_times, grpc_times, stream_times))
+    cp, cp_sync, fetch, via_grpc, stream = (
+        min(x) for x in (cp_times, cp_sync_times, fetch_times, grpc_times, stream_times)
+    )
     print(f"fetch {size_mib} MiB sealed file, worker B <- worker A over loopback (best of {runs}; load {load()})")
     print(f"  Fetch task (incl. fsync)      {fetch:7.3f} s  {rate(size, fetch):8.1f} MiB/s   (side channel)")
-    print(f"  Fetch task, gRPC stream       {via_grpc:7.3f} s  {rate(size, via_grpc):8.1f} MiB/s   (worker C, bulk_transfer = false)")
-    print(f"  ReadSectorFile stream alone   {stream:7.3f} s  {rate(size, stream):8.1f} MiB/s   (bench process reads, discards)")
+    print(
+        f"  Fetch task, gRPC stream       {via_grpc:7.3f} s  {rate(size, via_grpc):8.1f} MiB/s   (worker C, bulk_transfer = false)"
+    )
+    print(
+        f"  ReadSectorFile stream alone   {stream:7.3f} s  {rate(size, stream):8.1f} MiB/s   (bench process reads, discards)"
+    )
     print(f"  cp (page cache, no fsync)     {cp:7.3f} s  {rate(size, cp):8.1f} MiB/s")
     print(f"  cp + fsync                    {cp_sync:7.3f} s  {rate(size, cp_sync):8.1f} MiB/s")
     print(f"  ratio fetch / cp              {cp / fetch:7.2f}x   (target >= 0.5)")
@@ -187,12 +204,16 @@ async def drain_stream(address: str, token: str, sector: common_pb2.SectorId) ->
         return received
 
 
-def piece_messages(header: worker_pb2.WorkerServiceAddPieceHeader, data: bytes) -> Iterator[worker_pb2.WorkerServiceAddPieceRequest]:
+def piece_messages(
+    header: worker_pb2.WorkerServiceAddPieceHeader, data: bytes
+) -> Iterator[worker_pb2.WorkerServiceAddPieceRequest]:
     yield worker_pb2.WorkerServiceAddPieceRequest(header=header)
     chunk = 1 << 20
     view = memoryview(data)
     for offset in range(0, len(data), chunk):
-        yield worker_pb2.WorkerServiceAddPieceRequest(chunk=common_pb2.Chunk(offset=offset, data=bytes(view[offset : offset + chunk])))
+        yield worker_pb2.WorkerServiceAddPieceRequest(
+            chunk=common_pb2.Chunk(offset=offset, data=bytes(view[offset : offset + chunk]))
+        )
 
 
 def bench_addpiece(fleet: Fleet, index: ServiceProcess, work: Path, size_mib: int, runs: int) -> None:
@@ -216,7 +237,9 @@ def bench_addpiece(fleet: Fleet, index: ServiceProcess, work: Path, size_mib: in
         call = assignment(number)
         header = worker_pb2.WorkerServiceAddPieceHeader(
             assignment=call,
-            sector=common_pb2.SectorRef(id=common_pb2.SectorId(miner=MINER, number=number), proof_type=PROOF_BY_MIB[size_mib]),
+            sector=common_pb2.SectorRef(
+                id=common_pb2.SectorId(miner=MINER, number=number), proof_type=PROOF_BY_MIB[size_mib]
+            ),
             piece_size=unpadded,
         )
         t = time.perf_counter()
@@ -238,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=512, choices=sorted(PROOF_BY_MIB))
     parser.add_argument("--runs", type=int, default=5, help="rounds; the best is reported (the machine may be shared)")
-    parser.add_argument("--workdir", type=Path, default=None, help="where files go (default: a temporary dir on /tmp's disk)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where files go (default: a temporary dir on /tmp's disk)"
+    )
     parser.add_argument("--only", choices=["fetch", "addpiece"], default=None)
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-worker-", dir=args.workdir))

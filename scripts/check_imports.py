@@ -58,7 +58,9 @@ def main() -> int:
                 # `from services.manager import x` names the parent package; count the module.
                 if any(owner(name, [a]) for a in allowed):
                     continue
-                violations.append(f"{rel}:{line}: {package} imports {name} (architecture.toml allows {sorted(allowed - {package}) or 'nothing else'})")
+                violations.append(
+                    f"{rel}:{line}: {package} imports {name} (architecture.toml allows {sorted(allowed - {package}) or 'nothing else'})"
+                )
     for v in sorted(set(violations)):
         print(v)
     if violations:

@@ -22,7 +22,11 @@ def start_service(tmp_path: Path) -> Iterator[object]:
     started: list[ServiceProcess] = []
 
     def start(
-        name: str, *args: str, env: dict[str, str] | None = None, data_dir: Path | None = None, wrapper: Sequence[str] = ()
+        name: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        data_dir: Path | None = None,
+        wrapper: Sequence[str] = (),
     ) -> ServiceProcess:
         proc = ServiceProcess(
             name=name,
@@ -48,8 +52,7 @@ def vectors_dir() -> Path:
     """The shared known-answer vectors (fr32, commP, commD, CIDs); fails if they are missing."""
     if not (VECTORS_DIR / "vectors.json").is_file():
         pytest.fail(
-            f"known-answer vectors not found at {VECTORS_DIR}: "
-            "check the repository out with ../shared beside it"
+            f"known-answer vectors not found at {VECTORS_DIR}: check the repository out with ../shared beside it"
         )
     return VECTORS_DIR
 

@@ -51,7 +51,13 @@ class Fleet:
     processes: list[ServiceProcess] = field(default_factory=list)
 
     def start(self, name: str, label: str, *args: str) -> ServiceProcess:
-        proc = ServiceProcess(name=name, data_dir=self.root / label, args=args, secret=self.secret, env={"SECTORSTORAGE_LOG_LEVEL": "warning"})
+        proc = ServiceProcess(
+            name=name,
+            data_dir=self.root / label,
+            args=args,
+            secret=self.secret,
+            env={"SECTORSTORAGE_LOG_LEVEL": "warning"},
+        )
         proc.start()
         self.processes.append(proc)
         return proc
@@ -83,7 +89,9 @@ def piece_bytes(number: int) -> bytes:
 def attach_storage(worker: ServiceProcess, token: str, root: Path) -> None:
     with sync_channel(worker.address, token) as channel:
         worker_pb2_grpc.WorkerServiceStub(channel).StorageAttachLocal(
-            worker_pb2.StorageAttachLocalRequest(path=str(root), init=worker_pb2.StoragePathConfig(can_seal=True, can_store=True, weight=10)),
+            worker_pb2.StorageAttachLocalRequest(
+                path=str(root), init=worker_pb2.StoragePathConfig(can_seal=True, can_store=True, weight=10)
+            ),
             timeout=30,
         )
 
@@ -112,7 +120,11 @@ def run_job(manager: ServiceProcess, workers: list[ServiceProcess], token: str, 
         def seal(number: int) -> SealedSector:
             ref = common_pb2.SectorRef(id=common_pb2.SectorId(miner=MINER, number=number), proof_type=PROOF)
             return seal_sector(
-                stub, ref, piece_bytes(number), TICKET, SEED,
+                stub,
+                ref,
+                piece_bytes(number),
+                TICKET,
+                SEED,
                 progress=lambda task, sec: print(f"    sector {number}  {task:<11} {sec:6.2f}s", flush=True),
             )
 
@@ -130,19 +142,31 @@ def run_job(manager: ServiceProcess, workers: list[ServiceProcess], token: str, 
         print(f"==> reading {size} bytes at offset {offset} of sector 1's piece back", flush=True)
         data, did_unseal = read_piece(stub, first.ref, offset, size, TICKET, first.commitments.unsealed_cid)
         matches = data == piece_bytes(1)[offset : offset + size]
-        print(f"    {'identical to the original' if matches else 'DIFFERENT from the original'} (unsealed first: {did_unseal})")
+        print(
+            f"    {'identical to the original' if matches else 'DIFFERENT from the original'} (unsealed first: {did_unseal})"
+        )
         ok &= matches
 
         proving = [common_pb2.ProvingSector(sector=s.ref, comm_r=s.commitments.comm_r) for s in sealed]
         print("==> CheckProvable", flush=True)
-        bad = stub.CheckProvable(manager_pb2.CheckProvableRequest(proof_type=WINDOW_POST, sectors=proving, expensive=True), timeout=300).bad_sectors
-        print(f"    {len(proving) - len(bad)}/{len(proving)} sectors provable" + "".join(f"; {b.sector.number}: {b.reason}" for b in bad))
+        bad = stub.CheckProvable(
+            manager_pb2.CheckProvableRequest(proof_type=WINDOW_POST, sectors=proving, expensive=True), timeout=300
+        ).bad_sectors
+        print(
+            f"    {len(proving) - len(bad)}/{len(proving)} sectors provable"
+            + "".join(f"; {b.sector.number}: {b.reason}" for b in bad)
+        )
         ok &= not bad
 
         print("==> Window PoSt", flush=True)
         randomness = hashlib.sha256(b"demo post randomness").digest()[:31] + b"\x00"
-        post = stub.GenerateWindowPoSt(manager_pb2.GenerateWindowPoStRequest(proof_type=WINDOW_POST, randomness=randomness, sectors=proving), timeout=300)
-        check = stub.VerifyWindowPoSt(manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=proving, proofs=post.proofs), timeout=300)
+        post = stub.GenerateWindowPoSt(
+            manager_pb2.GenerateWindowPoStRequest(proof_type=WINDOW_POST, randomness=randomness, sectors=proving),
+            timeout=300,
+        )
+        check = stub.VerifyWindowPoSt(
+            manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=proving, proofs=post.proofs), timeout=300
+        )
         print(f"    {len(post.proofs)} proof(s) over {len(proving)} sectors, verified: {check.valid}")
         ok &= check.valid and not post.skipped
 
@@ -154,7 +178,10 @@ def run_job(manager: ServiceProcess, workers: list[ServiceProcess], token: str, 
             counts = Counter(task_short(r.task_type) for r in mine)
             sectors = sorted({r.sector.id.number for r in mine})
             what = ", ".join(f"{n} {t}" for t, n in sorted(counts.items())) if mine else "nothing"
-            print(f"    {stat.info.name or stat.info.hostname or stat.info.worker_id}: {what}" + (f" (sectors {', '.join(map(str, sectors))})" if sectors else ""))
+            print(
+                f"    {stat.info.name or stat.info.hostname or stat.info.worker_id}: {what}"
+                + (f" (sectors {', '.join(map(str, sectors))})" if sectors else "")
+            )
         if len({r.worker_id for r in runs}) < len(stats):
             print("    (a sector's later tasks run where its files are, so a worker that got no AddPiece gets no work)")
     return ok
@@ -162,7 +189,9 @@ def run_job(manager: ServiceProcess, workers: list[ServiceProcess], token: str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sectorstorage-demo", description=__doc__)
-    parser.add_argument("--root", type=Path, default=Path(".demo"), help="where the fleet keeps its state (wiped first)")
+    parser.add_argument(
+        "--root", type=Path, default=Path(".demo"), help="where the fleet keeps its state (wiped first)"
+    )
     args = parser.parse_args(argv)
     if args.root.exists():
         shutil.rmtree(args.root)
@@ -172,13 +201,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         index = fleet.start("index", "index")
         manager = fleet.start("manager", "manager", "--index", index.address)
         workers = [
-            fleet.start("worker", f"worker-{i}", "--manager", manager.address, "--index", index.address, "--name", f"demo-worker-{i}")
+            fleet.start(
+                "worker",
+                f"worker-{i}",
+                "--manager",
+                manager.address,
+                "--index",
+                index.address,
+                "--name",
+                f"demo-worker-{i}",
+            )
             for i in (1, 2)
         ]
         print(f"rust_core {rust_core.__version__}; fleet state in {args.root}/")
         print(f"{'service':<10} {'address':<22} {'metrics':<22} health")
         for proc in [index, manager, *workers]:
-            print(f"{proc.data_dir.name:<10} {proc.address:<22} {proc.metrics_address or '-':<22} {health_of(proc.address)}")
+            print(
+                f"{proc.data_dir.name:<10} {proc.address:<22} {proc.metrics_address or '-':<22} {health_of(proc.address)}"
+            )
         ok &= all(health_of(p.address) == "SERVING" for p in fleet.processes)
         token = create_token(fleet.secret.encode(), Permission.ADMIN, subject="demo")
         ok &= run_job(manager, workers, token, args.root)

@@ -47,7 +47,15 @@ class ServiceProcess:
         env = {**os.environ, "SECTORSTORAGE_LOG_FORMAT": "json", **self.env}
         if self.secret:
             env["SECTORSTORAGE_AUTH_SECRET"] = self.secret
-        cmd = [*self.wrapper, console_script(f"sectorstorage-{self.name}"), "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *self.args]
+        cmd = [
+            *self.wrapper,
+            console_script(f"sectorstorage-{self.name}"),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(self.data_dir),
+            *self.args,
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         found = threading.Event()
 

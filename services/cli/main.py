@@ -36,18 +36,34 @@ def global_flags(suppress: bool) -> argparse.ArgumentParser:
     def default(value: object) -> object:
         return argparse.SUPPRESS if suppress else value
 
-    parent.add_argument("--json", action="store_true", default=default(False), help="print one JSON document (for scripts)")
-    parent.add_argument("--manager", default=default(None), metavar="HOST:PORT", help="manager address (default: SECTORSTORAGE_MANAGER)")
-    parent.add_argument("--index", default=default(None), metavar="HOST:PORT", help="index address (default: SECTORSTORAGE_INDEX)")
+    parent.add_argument(
+        "--json", action="store_true", default=default(False), help="print one JSON document (for scripts)"
+    )
+    parent.add_argument(
+        "--manager", default=default(None), metavar="HOST:PORT", help="manager address (default: SECTORSTORAGE_MANAGER)"
+    )
+    parent.add_argument(
+        "--index", default=default(None), metavar="HOST:PORT", help="index address (default: SECTORSTORAGE_INDEX)"
+    )
     parent.add_argument("--token", default=default(None), help="API token (default: SECTORSTORAGE_TOKEN)")
     parent.add_argument("--token-file", default=default(None), metavar="FILE", help="read the API token from FILE")
-    parent.add_argument("--call-timeout", dest="timeout", type=float, default=default(60.0), metavar="S", help="seconds to wait for each call (default 60)")
+    parent.add_argument(
+        "--call-timeout",
+        dest="timeout",
+        type=float,
+        default=default(60.0),
+        metavar="S",
+        help="seconds to wait for each call (default 60)",
+    )
     return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sectorctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[global_flags(suppress=False)]
+        prog="sectorctl",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[global_flags(suppress=False)],
     )
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
     verb_flags = global_flags(suppress=True)
@@ -60,7 +76,9 @@ def _is_connection_failure(exc: grpc.RpcError) -> bool:
     # gRPC's own words for a channel that never connected; a service's UNAVAILABLE (e.g. a
     # worker that cannot reach the index) starts otherwise and names its own dependency.
     details = (exc.details() or "").lower()
-    return details.startswith(("failed to connect", "connection refused", "dns resolution failed", "name resolution", "connect failed"))
+    return details.startswith(
+        ("failed to connect", "connection refused", "dns resolution failed", "name resolution", "connect failed")
+    )
 
 
 def _hint(conn: connection.Connection | None) -> str:
@@ -87,7 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"sectorctl: hint: {_hint(conn)}", file=sys.stderr)
             return EXIT_UNAVAILABLE
         if status is grpc.StatusCode.UNAUTHENTICATED:
-            print("sectorctl: hint: pass a valid token with --token / --token-file or SECTORSTORAGE_TOKEN", file=sys.stderr)
+            print(
+                "sectorctl: hint: pass a valid token with --token / --token-file or SECTORSTORAGE_TOKEN",
+                file=sys.stderr,
+            )
         return EXIT_RPC_ERROR
     except (AuthError, ValueError, connection.ConfigError, ServiceConfigError, OSError) as exc:
         print(f"sectorctl: {exc}", file=sys.stderr)

@@ -28,7 +28,10 @@ SEAL_PROOFS = {
     64 << 30: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_64GIB_V1_1,
 }
 SECTOR_SIZES = {proof: size for size, proof in SEAL_PROOFS.items()}
-SIZE_LABELS = {proof: ("2KiB" if size == 2048 else f"{size >> 20}MiB" if size < 1 << 30 else f"{size >> 30}GiB") for proof, size in SECTOR_SIZES.items()}
+SIZE_LABELS = {
+    proof: ("2KiB" if size == 2048 else f"{size >> 20}MiB" if size < 1 << 30 else f"{size >> 30}GiB")
+    for proof, size in SECTOR_SIZES.items()
+}
 WINDOW_POST = {
     common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1: common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_2KIB_V1,
     common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_8MIB_V1_1: common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_8MIB_V1,

@@ -101,7 +101,11 @@ def sources(files: Sequence[Path], sector_size: int) -> list[PieceSource]:
     out = []
     for slot in layout(sizes, sector_size):
         if slot.file is None:
-            out.append(PieceSource(f"AddPiece (padding {render.size(slot.padded)})", slot.unpadded, partial(_zeros, slot.unpadded)))
+            out.append(
+                PieceSource(
+                    f"AddPiece (padding {render.size(slot.padded)})", slot.unpadded, partial(_zeros, slot.unpadded)
+                )
+            )
         else:
             path = files[slot.file]
             out.append(

@@ -46,7 +46,9 @@ def _in_background(call: Callable[[], T]) -> tuple[threading.Thread, _Outcome[T]
 class Progress:
     """A sealing.Runner that shows progress while each step runs in a background thread."""
 
-    def __init__(self, stub: manager_pb2_grpc.ManagerServiceStub, sector: common_pb2.SectorId, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self, stub: manager_pb2_grpc.ManagerServiceStub, sector: common_pb2.SectorId, out: TextIO = sys.stdout
+    ) -> None:
         self._stub = stub
         self._sector = sector
         self._out = out

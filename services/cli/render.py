@@ -55,7 +55,9 @@ def enum_name(prefix: str, name: str) -> str:
 def message_dict(message: Message) -> dict[str, Any]:
     """A message as a JSON-ready dict: proto field names, every field present (zero values
     included), enums by name, bytes base64, 64-bit integers as strings (the proto3 JSON mapping)."""
-    result: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    result: dict[str, Any] = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
     return result
 
 

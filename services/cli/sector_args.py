@@ -42,14 +42,22 @@ def comm_r(text: str, what: str) -> bytes:
     return bytes32(text, what)
 
 
-def proof_for(args: argparse.Namespace, conn: Connection, sector: common_pb2.SectorId) -> common_pb2.RegisteredSealProof.ValueType:
+def proof_for(
+    args: argparse.Namespace, conn: Connection, sector: common_pb2.SectorId
+) -> common_pb2.RegisteredSealProof.ValueType:
     """The sector's seal proof: from --size, else from the sector's runs in the task history."""
     if getattr(args, "size", None):
         return seal_proof(args.size)
-    runs = conn.manager().TaskHistory(manager_pb2.TaskHistoryRequest(sector=sector, page_size=1), timeout=conn.timeout).runs
+    runs = (
+        conn.manager()
+        .TaskHistory(manager_pb2.TaskHistoryRequest(sector=sector, page_size=1), timeout=conn.timeout)
+        .runs
+    )
     if runs and runs[0].sector.proof_type in SECTOR_SIZES:
         return runs[0].sector.proof_type
-    raise ConfigError(f"can't tell the size of sector {sector.miner}/{sector.number} (no task history): pass --size (2KiB, 8MiB, 512MiB, ...)")
+    raise ConfigError(
+        f"can't tell the size of sector {sector.miner}/{sector.number} (no task history): pass --size (2KiB, 8MiB, 512MiB, ...)"
+    )
 
 
 def proving_sector(text: str) -> tuple[int, bytes | None]:
@@ -58,7 +66,9 @@ def proving_sector(text: str) -> tuple[int, bytes | None]:
     try:
         n = int(number)
     except ValueError:
-        raise ValueError(f"sector {text!r}: expected a sector number, optionally with its CommR as NUMBER=COMMR") from None
+        raise ValueError(
+            f"sector {text!r}: expected a sector number, optionally with its CommR as NUMBER=COMMR"
+        ) from None
     return n, (comm_r(commr, f"CommR of sector {n}") if commr else None)
 
 
@@ -66,7 +76,9 @@ def sector_commitments(conn: Connection, sector: common_pb2.SectorId) -> manager
     """The commitments the manager recorded from the sector's SealPreCommit2; a clear error when it
     knows none."""
     try:
-        return conn.manager().SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=sector), timeout=conn.timeout)
+        return conn.manager().SectorCommitments(
+            manager_pb2.SectorCommitmentsRequest(sector=sector), timeout=conn.timeout
+        )
     except grpc.RpcError as exc:
         if exc.code() is grpc.StatusCode.NOT_FOUND:
             raise ValueError(
@@ -81,7 +93,9 @@ def with_comm_rs(
 ) -> tuple[list[tuple[int, bytes]], common_pb2.RegisteredSealProof.ValueType]:
     """Each sector with its CommR (given as NUMBER=COMMR, else looked up with SectorCommitments),
     and the seal proof (--size, else the looked-up sector's, else the task history's)."""
-    proof: common_pb2.RegisteredSealProof.ValueType | None = seal_proof(args.size) if getattr(args, "size", None) else None
+    proof: common_pb2.RegisteredSealProof.ValueType | None = (
+        seal_proof(args.size) if getattr(args, "size", None) else None
+    )
     out: list[tuple[int, bytes]] = []
     for number, given in parsed:
         if given is not None:

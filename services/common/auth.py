@@ -84,7 +84,11 @@ def load_or_create_secret(path: Path) -> bytes:
 
 
 def create_token(
-    secret: bytes, permission: Permission, subject: str = "sectorctl", ttl_seconds: float | None = None, audience: str = DEFAULT_FLEET
+    secret: bytes,
+    permission: Permission,
+    subject: str = "sectorctl",
+    ttl_seconds: float | None = None,
+    audience: str = DEFAULT_FLEET,
 ) -> str:
     """A token granting `permission` and every lower one, for the services of one fleet (the
     audience: fleets sharing a key still do not accept each other's tokens); no expiry unless
@@ -109,7 +113,9 @@ def verify_token(secret: bytes | Sequence[bytes], token: str, audience: str = DE
     claims: dict[str, Any] | None = None
     for key in keys:
         try:
-            claims = jwt.decode(token, key, algorithms=[_ALGORITHM], audience=audience, options={"require": ["perms", "aud"]})
+            claims = jwt.decode(
+                token, key, algorithms=[_ALGORITHM], audience=audience, options={"require": ["perms", "aud"]}
+            )
             break
         except jwt.InvalidSignatureError:
             continue
@@ -117,10 +123,14 @@ def verify_token(secret: bytes | Sequence[bytes], token: str, audience: str = DE
             raise AuthError("token expired; create a new one (sectorctl auth create-token)") from None
         except jwt.MissingRequiredClaimError as exc:
             if exc.claim == "aud":
-                raise AuthError("token names no fleet (audience); create a new one (sectorctl auth create-token)") from None
+                raise AuthError(
+                    "token names no fleet (audience); create a new one (sectorctl auth create-token)"
+                ) from None
             raise AuthError(f"malformed token: {exc}") from None
         except jwt.InvalidAudienceError:
-            raise AuthError(f"token is for another fleet (audience), not '{audience}': create one for this fleet (auth.fleet)") from None
+            raise AuthError(
+                f"token is for another fleet (audience), not '{audience}': create one for this fleet (auth.fleet)"
+            ) from None
         except jwt.PyJWTError as exc:
             raise AuthError(f"malformed token: {exc}") from None
     if claims is None:
@@ -135,7 +145,11 @@ def verify_token(secret: bytes | Sequence[bytes], token: str, audience: str = DE
         except ValueError:
             continue  # a permission from a newer version: ignore, grant nothing extra
     exp = claims.get("exp")
-    return Caller(subject=str(claims.get("sub", "")), permissions=frozenset(granted), expires_at=float(exp) if isinstance(exp, (int, float)) else None)
+    return Caller(
+        subject=str(claims.get("sub", "")),
+        permissions=frozenset(granted),
+        expires_at=float(exp) if isinstance(exp, (int, float)) else None,
+    )
 
 
 def method_permissions(services: Iterable[ServiceDescriptor]) -> dict[str, Permission]:
@@ -164,7 +178,9 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | No
     return None
 
 
-def _aborting_handler(template: grpc.RpcMethodHandler[Any, Any], code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler[Any, Any]:
+def _aborting_handler(
+    template: grpc.RpcMethodHandler[Any, Any], code: grpc.StatusCode, details: str
+) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler of the same streaming shape as `template` that fails with `code`."""
 
     async def abort(request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -221,14 +237,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             self._verified.popitem(last=False)
         return caller
 
-    def check(self, method: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> tuple[grpc.StatusCode, str] | None:
+    def check(
+        self, method: str, metadata: Iterable[tuple[str, str | bytes]] | None
+    ) -> tuple[grpc.StatusCode, str] | None:
         """None when the call may go on, else the status to fail it with."""
         if not self._required or method.startswith(OPEN_SERVICE_PREFIXES):
             return None
         needed = self._permissions.get(method, Permission.ADMIN)
         token = bearer_token(metadata)
         if token is None:
-            return grpc.StatusCode.UNAUTHENTICATED, "missing bearer token: send 'authorization: Bearer <token>' (sectorctl auth create-token)"
+            return (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing bearer token: send 'authorization: Bearer <token>' (sectorctl auth create-token)",
+            )
         try:
             caller = self._caller(token)
         except AuthError as exc:

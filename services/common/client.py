@@ -30,7 +30,9 @@ class _SyncToken(
         self._token = token
 
     def _details(self, d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        return _SyncDetails(d.method, d.timeout, _with_token(d.metadata, self._token), d.credentials, d.wait_for_ready, d.compression)
+        return _SyncDetails(
+            d.method, d.timeout, _with_token(d.metadata, self._token), d.credentials, d.wait_for_ready, d.compression
+        )
 
     def intercept_unary_unary(self, continuation: Callable[..., Any], d: grpc.ClientCallDetails, request: Any) -> Any:
         return continuation(self._details(d), request)
@@ -38,15 +40,21 @@ class _SyncToken(
     def intercept_unary_stream(self, continuation: Callable[..., Any], d: grpc.ClientCallDetails, request: Any) -> Any:
         return continuation(self._details(d), request)
 
-    def intercept_stream_unary(self, continuation: Callable[..., Any], d: grpc.ClientCallDetails, requests: Iterator[Any]) -> Any:
+    def intercept_stream_unary(
+        self, continuation: Callable[..., Any], d: grpc.ClientCallDetails, requests: Iterator[Any]
+    ) -> Any:
         return continuation(self._details(d), requests)
 
-    def intercept_stream_stream(self, continuation: Callable[..., Any], d: grpc.ClientCallDetails, requests: Iterator[Any]) -> Any:
+    def intercept_stream_stream(
+        self, continuation: Callable[..., Any], d: grpc.ClientCallDetails, requests: Iterator[Any]
+    ) -> Any:
         return continuation(self._details(d), requests)
 
 
 class _SyncDetails(grpc.ClientCallDetails):
-    def __init__(self, method: str, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: Any, compression: Any) -> None:
+    def __init__(
+        self, method: str, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: Any, compression: Any
+    ) -> None:
         self.method = method
         self.timeout = timeout
         self.metadata = metadata
@@ -78,12 +86,16 @@ class _AioTokenUnaryStream(_AioTokenBase, grpc.aio.UnaryStreamClientInterceptor)
 
 
 class _AioTokenStreamUnary(_AioTokenBase, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation: Any, d: grpc.aio.ClientCallDetails, request_iterator: Any) -> Any:
+    async def intercept_stream_unary(
+        self, continuation: Any, d: grpc.aio.ClientCallDetails, request_iterator: Any
+    ) -> Any:
         return await continuation(self._details(d), request_iterator)
 
 
 class _AioTokenStreamStream(_AioTokenBase, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation: Any, d: grpc.aio.ClientCallDetails, request_iterator: Any) -> Any:
+    async def intercept_stream_stream(
+        self, continuation: Any, d: grpc.aio.ClientCallDetails, request_iterator: Any
+    ) -> Any:
         return await continuation(self._details(d), request_iterator)
 
 
@@ -100,7 +112,12 @@ def sync_channel(target: str, token: str | None, credentials: grpc.ChannelCreden
 def aio_channel(target: str, token: str | None, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
     """As sync_channel, for services calling each other."""
     interceptors: list[Any] | None = (
-        [_AioTokenUnaryUnary(token), _AioTokenUnaryStream(token), _AioTokenStreamUnary(token), _AioTokenStreamStream(token)]
+        [
+            _AioTokenUnaryUnary(token),
+            _AioTokenUnaryStream(token),
+            _AioTokenStreamUnary(token),
+            _AioTokenStreamStream(token),
+        ]
         if token
         else None
     )

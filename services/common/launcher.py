@@ -30,9 +30,19 @@ class Flag:
 
 
 COMMON_FLAGS = (
-    Flag("--listen", "listen", "HOST:PORT to serve gRPC on (port 0 picks a free one; default 127.0.0.1:0)", metavar="HOST:PORT"),
+    Flag(
+        "--listen",
+        "listen",
+        "HOST:PORT to serve gRPC on (port 0 picks a free one; default 127.0.0.1:0)",
+        metavar="HOST:PORT",
+    ),
     Flag("--data-dir", "data_dir", "directory for this service's state (databases, keys, call records)", metavar="DIR"),
-    Flag("--metrics-listen", "metrics.listen", "HOST:PORT for the Prometheus /metrics endpoint ('' disables)", metavar="HOST:PORT"),
+    Flag(
+        "--metrics-listen",
+        "metrics.listen",
+        "HOST:PORT for the Prometheus /metrics endpoint ('' disables)",
+        metavar="HOST:PORT",
+    ),
     Flag("--log-format", "log.format", "auto (default: text on a terminal, else json), json or text", metavar="FORMAT"),
     Flag("--log-level", "log.level", "debug, info (default), warning, error", metavar="LEVEL"),
 )
@@ -61,7 +71,9 @@ def launch(
     flags = [*COMMON_FLAGS, *extra_flags]
     for flag in flags:
         if flag.switch:
-            parser.add_argument(flag.name, dest=flag.key, action="store_const", const=True, default=None, help=flag.help)
+            parser.add_argument(
+                flag.name, dest=flag.key, action="store_const", const=True, default=None, help=flag.help
+            )
         else:
             parser.add_argument(flag.name, dest=flag.key, default=None, metavar=flag.metavar, help=flag.help)
     args = vars(parser.parse_args(argv))

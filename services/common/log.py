@@ -49,9 +49,13 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         when = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
         fields = " ".join(
-            f"{key}={value}" for key, value in vars(record).items() if key not in _STANDARD_ATTRS and not key.startswith("_")
+            f"{key}={value}"
+            for key, value in vars(record).items()
+            if key not in _STANDARD_ATTRS and not key.startswith("_")
         )
-        line = f"{when} {record.levelname:<7} {self._service}: {record.getMessage()}" + (f"  {fields}" if fields else "")
+        line = f"{when} {record.levelname:<7} {self._service}: {record.getMessage()}" + (
+            f"  {fields}" if fields else ""
+        )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

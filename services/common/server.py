@@ -39,6 +39,7 @@ from services.common.startup import (
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Registration:
     """One gRPC service to serve: the servicer, its generated `add_..._to_server`, its descriptor."""
@@ -68,7 +69,9 @@ class Runtime:
 
     def token(self, permission: Permission = Permission.ADMIN) -> str:
         """A token for this service's own calls to its peers (they share the fleet key)."""
-        return create_token(self.secret, permission, subject=f"{self.name}@{self.address}", audience=self.config.auth.fleet)
+        return create_token(
+            self.secret, permission, subject=f"{self.name}@{self.address}", audience=self.config.auth.fleet
+        )
 
 
 class Service:
@@ -121,15 +124,23 @@ class ServiceHost:
         if not config.grpc.reuse_port:
             check_port_free(config.listen, GRPC_LISTEN_KEY)
         try:
-            port = server.add_secure_port(config.listen, credentials) if credentials else server.add_insecure_port(config.listen)
+            port = (
+                server.add_secure_port(config.listen, credentials)
+                if credentials
+                else server.add_insecure_port(config.listen)
+            )
         except RuntimeError:
             port = 0
         if port == 0:
-            raise StartupError(f"{GRPC_LISTEN_KEY} {config.listen}: cannot bind (in use, or not an address of this host): choose another port")
+            raise StartupError(
+                f"{GRPC_LISTEN_KEY} {config.listen}: cannot bind (in use, or not an address of this host): choose another port"
+            )
         try:
             metrics = start_metrics_server(config.metrics.listen)
         except OSError as exc:
-            raise StartupError(bind_failure(config.metrics.listen, METRICS_LISTEN_KEY, exc) + METRICS_OFF_HINT) from None
+            raise StartupError(
+                bind_failure(config.metrics.listen, METRICS_LISTEN_KEY, exc) + METRICS_OFF_HINT
+            ) from None
         await server.start()
         return format_address(host, port), format_address(*metrics) if metrics else None
 
@@ -146,7 +157,10 @@ class ServiceHost:
         interceptors = [
             MetricsInterceptor(),
             AuthInterceptor(
-                secret, method_permissions(r.descriptor for r in regs), required=config.auth.required, audience=config.auth.fleet,
+                secret,
+                method_permissions(r.descriptor for r in regs),
+                required=config.auth.required,
+                audience=config.auth.fleet,
                 previous_secrets=[k.encode() for k in config.auth.previous_secrets],
             ),
         ]
@@ -179,7 +193,12 @@ class ServiceHost:
         )
         log.info(
             "serving",
-            extra={"address": address, "metrics": metrics_address, "data_dir": str(config.data_dir), "tls": tls_mode(config)},
+            extra={
+                "address": address,
+                "metrics": metrics_address,
+                "data_dir": str(config.data_dir),
+                "tls": tls_mode(config),
+            },
         )
         await runtime.stopping.wait()
         log.info("draining: health NOT_SERVING, finishing in-flight calls", extra={"grace_s": config.shutdown_grace})

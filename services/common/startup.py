@@ -32,7 +32,9 @@ def check_data_dir(path: Path) -> None:
     except FileExistsError:
         raise StartupError(f"{where} exists but is not a directory: remove it or choose another directory") from None
     except OSError as exc:
-        raise StartupError(f"{where} cannot be created ({_why(exc)}): create it for the service's user or choose another directory") from None
+        raise StartupError(
+            f"{where} cannot be created ({_why(exc)}): create it for the service's user or choose another directory"
+        ) from None
     if not path.is_dir():
         raise StartupError(f"{where} exists but is not a directory: remove it or choose another directory")
     probe = path / f".write-check-{os.getpid()}"
@@ -41,7 +43,9 @@ def check_data_dir(path: Path) -> None:
         os.close(fd)
         probe.unlink()
     except OSError as exc:
-        raise StartupError(f"{where} is not writable ({_why(exc)}): give the service's user write access or choose another directory") from None
+        raise StartupError(
+            f"{where} is not writable ({_why(exc)}): give the service's user write access or choose another directory"
+        ) from None
 
 
 def load_secret(config: ServiceConfig) -> bytes:
@@ -59,9 +63,13 @@ def load_secret(config: ServiceConfig) -> bytes:
             "(or set auth.secret / SECTORSTORAGE_AUTH_SECRET)"
         ) from None
     except IsADirectoryError:
-        raise StartupError(f"{where} is a directory: remove it, or point auth.secret_file at the fleet's key file") from None
+        raise StartupError(
+            f"{where} is a directory: remove it, or point auth.secret_file at the fleet's key file"
+        ) from None
     except OSError as exc:
-        raise StartupError(f"{where} cannot be read or created ({_why(exc)}): fix its permissions or point auth.secret_file elsewhere") from None
+        raise StartupError(
+            f"{where} cannot be read or created ({_why(exc)}): fix its permissions or point auth.secret_file elsewhere"
+        ) from None
 
 
 def check_port_free(listen: str, key: str) -> None:
@@ -75,7 +83,9 @@ def check_port_free(listen: str, key: str) -> None:
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise StartupError(f"{key} {listen}: cannot resolve {host!r} ({exc.strerror}): use an address of this host") from None
+        raise StartupError(
+            f"{key} {listen}: cannot resolve {host!r} ({exc.strerror}): use an address of this host"
+        ) from None
     for family, kind, proto, _, addr in infos:
         with socket.socket(family, kind, proto) as sock:
             # As gRPC binds: SO_REUSEADDR (a port in TIME_WAIT is free), never SO_REUSEPORT.

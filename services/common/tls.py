@@ -51,7 +51,9 @@ def channel_credentials(config: TlsConfig) -> grpc.ChannelCredentials | None:
         return None
     key = _read(config, "client_key_file") if config.client_key_file else None
     chain = _read(config, "client_cert_file") if config.client_cert_file else None
-    return grpc.ssl_channel_credentials(root_certificates=_read(config, "ca_file"), private_key=key, certificate_chain=chain)
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(config, "ca_file"), private_key=key, certificate_chain=chain
+    )
 
 
 def configure_client(config: TlsConfig) -> None:

@@ -158,7 +158,9 @@ def stat_msg(stat: FsStat) -> common_pb2.FsStat:
 
 
 def health_msg(health: Health) -> index_pb2.StorageHealth:
-    return index_pb2.StorageHealth(healthy=health.healthy, last_heartbeat=timestamp(health.last_heartbeat), error=health.error)
+    return index_pb2.StorageHealth(
+        healthy=health.healthy, last_heartbeat=timestamp(health.last_heartbeat), error=health.error
+    )
 
 
 def list_entry(state: PathState) -> index_pb2.StorageListEntry:

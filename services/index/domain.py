@@ -135,14 +135,18 @@ def check_url(url: str) -> str:
     if not url or url != url.strip() or any(c.isspace() for c in url):
         raise InvalidArgument(f"url {url!r} must be a non-empty gRPC target without spaces, e.g. 10.0.0.5:3456")
     if url.startswith(("http://", "https://")):
-        raise InvalidArgument(f"url {url!r} is an HTTP URL; give the worker's gRPC target instead, e.g. host:3456 (no path)")
+        raise InvalidArgument(
+            f"url {url!r} is an HTTP URL; give the worker's gRPC target instead, e.g. host:3456 (no path)"
+        )
     if url.startswith(_SCHEMES):
         if len(url.split(":", 1)[1].lstrip("/")) == 0:
             raise InvalidArgument(f"url {url!r} names no address after its scheme")
         return url
     match = _HOST_PORT.match(url)
     if not match or not 0 < int(match.group(2)) <= 65535:
-        raise InvalidArgument(f"url {url!r} is not a gRPC target: use HOST:PORT (port 1..65535) or e.g. dns:///host:port")
+        raise InvalidArgument(
+            f"url {url!r} is not a gRPC target: use HOST:PORT (port 1..65535) or e.g. dns:///host:port"
+        )
     return url
 
 

@@ -48,7 +48,9 @@ from services.index.domain import (
 log = logging.getLogger(__name__)
 
 LEASES_GRANTED = Counter("sectorstorage_index_leases_granted_total", "Sector lock leases granted")
-LEASES_EXPIRED = Counter("sectorstorage_index_leases_expired_total", "Sector lock leases deleted by the sweeper after they lapsed")
+LEASES_EXPIRED = Counter(
+    "sectorstorage_index_leases_expired_total", "Sector lock leases deleted by the sweeper after they lapsed"
+)
 LOCK_WAITERS = Gauge("sectorstorage_index_lock_waiters", "StorageLock calls of this process waiting for a lock")
 
 NOTIFY_CHANNEL = "sectorstorage_index_locks"
@@ -199,7 +201,9 @@ class LockManager:
                 (req.sector.miner, req.sector.number, now),
             )
         ]
-        blocking = [held for held in live if conflicts(held.read_types, held.write_types, req.read_types, req.write_types)]
+        blocking = [
+            held for held in live if conflicts(held.read_types, held.write_types, req.read_types, req.write_types)
+        ]
         if blocking:
             return LockAttempt(None, blocking, retry_at=min(b.expires_at for b in blocking))
         lease = Lease(req.lease_id, req.sector, req.read_types, req.write_types, req.owner, req.ttl, now, now + req.ttl)
@@ -229,7 +233,9 @@ class LockManager:
             LEASES_GRANTED.inc()
         return attempt
 
-    async def acquire(self, request: LockRequest, deadline: float | None = None) -> AsyncGenerator[Waiting | Lease, None]:
+    async def acquire(
+        self, request: LockRequest, deadline: float | None = None
+    ) -> AsyncGenerator[Waiting | Lease, None]:
         """Yields Waiting (at once when blocked, then every `waiting_repeat`) until the lock is
         granted, then the Lease. `deadline` is in event-loop time. Cancellation-safe: a grant
         that completes after the caller was cancelled is released."""
@@ -247,7 +253,9 @@ class LockManager:
                     return
                 now = loop.time()
                 if deadline is not None and now >= deadline:
-                    raise DeadlineExceeded(f"lock on {req.sector} not granted before the deadline; held by {_holders(attempt.blocking)}")
+                    raise DeadlineExceeded(
+                        f"lock on {req.sector} not granted before the deadline; held by {_holders(attempt.blocking)}"
+                    )
                 if told_at is None or now - told_at >= self.settings.waiting_repeat:
                     yield Waiting(attempt.blocking)
                     told_at = loop.time()
@@ -307,7 +315,9 @@ class LockManager:
                     (new_ttl, now + new_ttl, lease_id, now),
                 )
             if row is None:
-                raise NotFound(f"lease {lease_id} expired or was released: the lock is lost, stop using the files and lock again")
+                raise NotFound(
+                    f"lease {lease_id} expired or was released: the lock is lost, stop using the files and lock again"
+                )
             return _lease(row)
 
         return await self.db.run(run)

@@ -33,7 +33,9 @@ def open_index_database(config: IndexConfig) -> Database:
     message) when it cannot be reached, was written by a newer build, or is an SQLite file that
     is corrupt or empty where data is expected (see check_sqlite_file)."""
     try:
-        db = open_database(config.database.url, config.data_dir, "index", threads=config.index.db_threads, init=config.database.init)
+        db = open_database(
+            config.database.url, config.data_dir, "index", threads=config.index.db_threads, init=config.database.init
+        )
     except DatabaseRefused as exc:
         raise OSError(str(exc)) from None
     try:
@@ -43,7 +45,9 @@ def open_index_database(config: IndexConfig) -> Database:
         raise OSError(f"index database {db.target.describe()}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         db.close()
-        raise OSError(f"index database {db.target.describe()} cannot be used ({exc}): restore it from a backup, or move it away to start with an empty index") from None
+        raise OSError(
+            f"index database {db.target.describe()} cannot be used ({exc}): restore it from a backup, or move it away to start with an empty index"
+        ) from None
     except Exception:
         db.close()
         raise

@@ -82,26 +82,36 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     # -- paths ----------------------------------------------------------------------------------
 
     @_handled
-    async def StorageAttach(self, request: index_pb2.StorageAttachRequest, context: Context) -> index_pb2.StorageAttachResponse:
+    async def StorageAttach(
+        self, request: index_pb2.StorageAttachRequest, context: Context
+    ) -> index_pb2.StorageAttachResponse:
         if not request.HasField("info"):
             raise InvalidArgument("info is required (the path's id, urls, weight, ...)")
         created, info = await self.store.attach(convert.path_info(request.info), convert.fs_stat(request.stat))
         return index_pb2.StorageAttachResponse(created=created, info=convert.info_msg(info))
 
     @_handled
-    async def StorageDetach(self, request: index_pb2.StorageDetachRequest, context: Context) -> index_pb2.StorageDetachResponse:
+    async def StorageDetach(
+        self, request: index_pb2.StorageDetachRequest, context: Context
+    ) -> index_pb2.StorageDetachResponse:
         removed, dropped = await self.store.detach(request.storage_id, request.url)
         return index_pb2.StorageDetachResponse(path_removed=removed, dropped_declarations=dropped)
 
     @_handled
-    async def StorageGetInfo(self, request: index_pb2.StorageGetInfoRequest, context: Context) -> index_pb2.StorageGetInfoResponse:
+    async def StorageGetInfo(
+        self, request: index_pb2.StorageGetInfoRequest, context: Context
+    ) -> index_pb2.StorageGetInfoResponse:
         state = await self.store.get_info(request.storage_id)
         return index_pb2.StorageGetInfoResponse(
-            info=convert.info_msg(state.info), stat=convert.stat_msg(state.stat), health=convert.health_msg(state.health)
+            info=convert.info_msg(state.info),
+            stat=convert.stat_msg(state.stat),
+            health=convert.health_msg(state.health),
         )
 
     @_handled
-    async def StorageList(self, request: index_pb2.StorageListRequest, context: Context) -> index_pb2.StorageListResponse:
+    async def StorageList(
+        self, request: index_pb2.StorageListRequest, context: Context
+    ) -> index_pb2.StorageListResponse:
         return index_pb2.StorageListResponse(paths=[convert.list_entry(s) for s in await self.store.list_paths()])
 
     @_handled
@@ -110,7 +120,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     ) -> index_pb2.StorageListSectorsResponse:
         sector = convert.sector(request.sector, True) if request.HasField("sector") else None
         decls, token = await self.store.list_sectors(request.storage_id, sector, request.page_size, request.page_token)
-        return index_pb2.StorageListSectorsResponse(declarations=[convert.declaration_msg(d) for d in decls], next_page_token=token)
+        return index_pb2.StorageListSectorsResponse(
+            declarations=[convert.declaration_msg(d) for d in decls], next_page_token=token
+        )
 
     @_handled
     async def StorageReportHealth(
@@ -118,7 +130,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     ) -> index_pb2.StorageReportHealthResponse:
         if not request.HasField("report"):
             raise InvalidArgument("report is required (the path's stat and error, empty when healthy)")
-        health = await self.store.report_health(request.storage_id, convert.fs_stat(request.report.stat), request.report.error)
+        health = await self.store.report_health(
+            request.storage_id, convert.fs_stat(request.report.stat), request.report.error
+        )
         return index_pb2.StorageReportHealthResponse(health=convert.health_msg(health))
 
     # -- sector files ---------------------------------------------------------------------------
@@ -132,7 +146,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         return index_pb2.StorageDeclareSectorResponse()
 
     @_handled
-    async def StorageDropSector(self, request: index_pb2.StorageDropSectorRequest, context: Context) -> index_pb2.StorageDropSectorResponse:
+    async def StorageDropSector(
+        self, request: index_pb2.StorageDropSectorRequest, context: Context
+    ) -> index_pb2.StorageDropSectorResponse:
         sector = convert.sector(request.sector, request.HasField("sector"))
         await self.store.drop(request.storage_id, sector, convert.types(request.types))
         return index_pb2.StorageDropSectorResponse()
@@ -149,7 +165,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             kind = message.WhichOneof("payload")
             if not seen_header:
                 if kind != "header":
-                    raise InvalidArgument("the first StorageRedeclare message must be a header (storage_id, drop_missing)")
+                    raise InvalidArgument(
+                        "the first StorageRedeclare message must be a header (storage_id, drop_missing)"
+                    )
                 storage_id = await self.store.require_path(message.header.storage_id)
                 drop_missing = message.header.drop_missing
                 seen_header = True
@@ -157,12 +175,16 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             if kind != "batch":
                 raise InvalidArgument("only the first StorageRedeclare message may be a header; send batches after it")
             if complete:
-                raise InvalidArgument("a StorageRedeclare message came after the batch with last = true; nothing was changed")
+                raise InvalidArgument(
+                    "a StorageRedeclare message came after the batch with last = true; nothing was changed"
+                )
             complete = message.batch.last
             for i, decl in enumerate(message.batch.declarations):
                 what = f"declarations[{i}]"
                 if decl.storage_id and check_uuid(decl.storage_id, f"{what}.storage_id") != storage_id:
-                    raise InvalidArgument(f"{what}.storage_id {decl.storage_id} differs from the header's {storage_id}; leave it empty")
+                    raise InvalidArgument(
+                        f"{what}.storage_id {decl.storage_id} differs from the header's {storage_id}; leave it empty"
+                    )
                 sector = convert.sector(decl.sector, decl.HasField("sector"), f"{what}.sector")
                 file_type = convert.single_type(decl.type, f"{what}.type")
                 key = (sector.miner, sector.number, int(file_type))
@@ -171,12 +193,18 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             raise InvalidArgument("empty StorageRedeclare stream: send a header first")
         if not complete:
             # Also what a cancelled stream can look like here: never apply a partial listing.
-            raise InvalidArgument("the StorageRedeclare stream ended without a batch with last = true; nothing was changed")
+            raise InvalidArgument(
+                "the StorageRedeclare stream ended without a batch with last = true; nothing was changed"
+            )
         result = await self.store.redeclare(storage_id, listed, drop_missing)
-        return index_pb2.StorageRedeclareResponse(declared=result.declared, unchanged=result.unchanged, dropped=result.dropped)
+        return index_pb2.StorageRedeclareResponse(
+            declared=result.declared, unchanged=result.unchanged, dropped=result.dropped
+        )
 
     @_handled
-    async def StorageFindSector(self, request: index_pb2.StorageFindSectorRequest, context: Context) -> index_pb2.StorageFindSectorResponse:
+    async def StorageFindSector(
+        self, request: index_pb2.StorageFindSectorRequest, context: Context
+    ) -> index_pb2.StorageFindSectorResponse:
         sector = convert.sector(request.sector, request.HasField("sector"))
         types = convert.types(request.types)
         size = check_sector_size(request.sector_size) if request.allow_fetch else request.sector_size
@@ -184,12 +212,16 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         return index_pb2.StorageFindSectorResponse(locations=[convert.location_msg(loc) for loc in locations])
 
     @_handled
-    async def StorageBestAlloc(self, request: index_pb2.StorageBestAllocRequest, context: Context) -> index_pb2.StorageBestAllocResponse:
+    async def StorageBestAlloc(
+        self, request: index_pb2.StorageBestAllocRequest, context: Context
+    ) -> index_pb2.StorageBestAllocResponse:
         types = convert.types(request.types)
         size = check_sector_size(request.sector_size)
         path_type = convert.path_type(request.path_type)
         miner = convert.miner(request.miner) if request.HasField("miner") else None
-        result = await self.store.best_alloc(types, size, path_type, miner, list(request.storage_ids), request.include_rejected)
+        result = await self.store.best_alloc(
+            types, size, path_type, miner, list(request.storage_ids), request.include_rejected
+        )
         return index_pb2.StorageBestAllocResponse(
             paths=[convert.info_msg(p) for p in result.paths],
             rejected=[index_pb2.RejectedPath(storage_id=r.storage_id, reason=r.reason) for r in result.rejected],
@@ -198,24 +230,34 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     # -- locks ----------------------------------------------------------------------------------
 
     @_handled
-    async def StorageGetLocks(self, request: index_pb2.StorageGetLocksRequest, context: Context) -> index_pb2.StorageGetLocksResponse:
+    async def StorageGetLocks(
+        self, request: index_pb2.StorageGetLocksRequest, context: Context
+    ) -> index_pb2.StorageGetLocksResponse:
         sector = convert.sector(request.sector, True) if request.HasField("sector") else None
-        return index_pb2.StorageGetLocksResponse(locks=[convert.lease_msg(lease) for lease in await self.locks.list_locks(sector)])
+        return index_pb2.StorageGetLocksResponse(
+            locks=[convert.lease_msg(lease) for lease in await self.locks.list_locks(sector)]
+        )
 
-    async def StorageLock(self, request: index_pb2.StorageLockRequest, context: Context) -> AsyncIterator[index_pb2.StorageLockResponse]:
+    async def StorageLock(
+        self, request: index_pb2.StorageLockRequest, context: Context
+    ) -> AsyncIterator[index_pb2.StorageLockResponse]:
         try:
             lock_request = convert.lock_request(request)
             remaining = context.time_remaining()
             # End a little before the client's own deadline so that it gets our message (which
             # names the holders) rather than a bare "Deadline Exceeded".
-            deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining - min(0.05, remaining / 10)
+            deadline = (
+                None if remaining is None else asyncio.get_running_loop().time() + remaining - min(0.05, remaining / 10)
+            )
             events = self.locks.acquire(lock_request, deadline)
         except Exception as exc:  # noqa: BLE001
             await _abort(context, exc, "StorageLock")
         try:
             async for event in events:
                 if isinstance(event, Waiting):
-                    yield index_pb2.StorageLockResponse(waiting=index_pb2.LockWaiting(blocking=[convert.lease_msg(b) for b in event.blocking]))
+                    yield index_pb2.StorageLockResponse(
+                        waiting=index_pb2.LockWaiting(blocking=[convert.lease_msg(b) for b in event.blocking])
+                    )
                     continue
                 lease: Lease = event
                 try:
@@ -233,18 +275,26 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             await events.aclose()
 
     @_handled
-    async def StorageTryLock(self, request: index_pb2.StorageTryLockRequest, context: Context) -> index_pb2.StorageTryLockResponse:
+    async def StorageTryLock(
+        self, request: index_pb2.StorageTryLockRequest, context: Context
+    ) -> index_pb2.StorageTryLockResponse:
         attempt = await self.locks.try_lock(convert.lock_request(request))
         if attempt.lease is not None:
             return index_pb2.StorageTryLockResponse(acquired=True, lease=convert.lock_lease_msg(attempt.lease))
-        return index_pb2.StorageTryLockResponse(acquired=False, blocking=[convert.lease_msg(b) for b in attempt.blocking])
+        return index_pb2.StorageTryLockResponse(
+            acquired=False, blocking=[convert.lease_msg(b) for b in attempt.blocking]
+        )
 
     @_handled
-    async def StorageRenewLock(self, request: index_pb2.StorageRenewLockRequest, context: Context) -> index_pb2.StorageRenewLockResponse:
+    async def StorageRenewLock(
+        self, request: index_pb2.StorageRenewLockRequest, context: Context
+    ) -> index_pb2.StorageRenewLockResponse:
         ttl = convert.duration_seconds(request.ttl) if request.HasField("ttl") else None
         lease = await self.locks.renew(request.lease_id, ttl)
         return index_pb2.StorageRenewLockResponse(lease=convert.lock_lease_msg(lease))
 
     @_handled
-    async def StorageUnlock(self, request: index_pb2.StorageUnlockRequest, context: Context) -> index_pb2.StorageUnlockResponse:
+    async def StorageUnlock(
+        self, request: index_pb2.StorageUnlockRequest, context: Context
+    ) -> index_pb2.StorageUnlockResponse:
         return index_pb2.StorageUnlockResponse(released=await self.locks.unlock(request.lease_id))

@@ -138,12 +138,16 @@ def _type_list(types: FileType) -> str:
 
 
 def encode_page_token(decl: Declaration) -> str:
-    raw = json.dumps([decl.storage_id, decl.sector.miner, decl.sector.number, int(decl.file_type)], separators=(",", ":"))
+    raw = json.dumps(
+        [decl.storage_id, decl.sector.miner, decl.sector.number, int(decl.file_type)], separators=(",", ":")
+    )
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def decode_page_token(token: str) -> tuple[str, int, int, int]:
-    bad = InvalidArgument("page_token is not a token this server issued: pass next_page_token unchanged, or empty for the first page")
+    bad = InvalidArgument(
+        "page_token is not a token this server issued: pass next_page_token unchanged, or empty for the first page"
+    )
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         value = json.loads(raw)
@@ -216,7 +220,9 @@ class IndexStore:
             pk, urls = int(row[0]), list(json.loads(row[1]))
             if url:
                 if url not in urls:
-                    raise NotFound(f"storage path {storage_id} is not served from {url!r}; its urls are {', '.join(urls)}")
+                    raise NotFound(
+                        f"storage path {storage_id} is not served from {url!r}; its urls are {', '.join(urls)}"
+                    )
                 remaining = [u for u in urls if u != url]
                 if remaining:
                     tx.execute("UPDATE storage_paths SET urls = ? WHERE pk = ?", (_dump(remaining), pk))
@@ -243,14 +249,18 @@ class IndexStore:
         def run(tx: Tx) -> list[PathState]:
             now = self.clock()
             counts: dict[int, dict[FileType, int]] = {}
-            for pk, file_type, count in tx.query("SELECT path_pk, file_type, COUNT(*) FROM sector_files GROUP BY path_pk, file_type"):
+            for pk, file_type, count in tx.query(
+                "SELECT path_pk, file_type, COUNT(*) FROM sector_files GROUP BY path_pk, file_type"
+            ):
                 counts.setdefault(int(pk), {})[FileType(int(file_type))] = int(count)
             states = []
             for row in tx.query(f"SELECT {_PATH_COLUMNS} FROM storage_paths"):
                 path = _path_row(row)
                 per_type = counts.get(path.pk, {})
                 ordered = {t: per_type[t] for t in FILE_TYPES if per_type.get(t)}
-                states.append(PathState(path.info, path.stat, self._health(path.last_heartbeat, path.error, now), ordered))
+                states.append(
+                    PathState(path.info, path.stat, self._health(path.last_heartbeat, path.error, now), ordered)
+                )
             states.sort(key=lambda s: (-s.stat.capacity, s.info.id))
             return states
 
@@ -308,7 +318,9 @@ class IndexStore:
                 (*_stat_columns(stat), now, error, storage_id),
             )
             if changed == 0:
-                raise NotFound(f"storage path {storage_id} is not attached: StorageAttach it again (it may have been detached)")
+                raise NotFound(
+                    f"storage path {storage_id} is not attached: StorageAttach it again (it may have been detached)"
+                )
             return self._health(now, error, now)
 
         return await self.db.run(run)
@@ -364,16 +376,21 @@ class IndexStore:
                 raise _not_attached(storage_id)
             existing = {
                 (int(m), int(n), int(t)): bool(p)
-                for m, n, t, p in tx.query("SELECT miner, number, file_type, is_primary FROM sector_files WHERE path_pk = ?", (pk,))
+                for m, n, t, p in tx.query(
+                    "SELECT miner, number, file_type, is_primary FROM sector_files WHERE path_pk = ?", (pk,)
+                )
             }
             new = [(m, n, t, pk, p) for (m, n, t), p in declarations.items() if (m, n, t) not in existing]
             upgrade = [(m, n, t, pk) for (m, n, t), p in declarations.items() if p and existing.get((m, n, t)) is False]
             missing = [(m, n, t, pk) for (m, n, t) in existing if (m, n, t) not in declarations] if drop_missing else []
             tx.executemany(upsert_sql(True), new)
             tx.executemany(
-                "UPDATE sector_files SET is_primary = TRUE WHERE miner = ? AND number = ? AND file_type = ? AND path_pk = ?", upgrade
+                "UPDATE sector_files SET is_primary = TRUE WHERE miner = ? AND number = ? AND file_type = ? AND path_pk = ?",
+                upgrade,
             )
-            tx.executemany("DELETE FROM sector_files WHERE miner = ? AND number = ? AND file_type = ? AND path_pk = ?", missing)
+            tx.executemany(
+                "DELETE FROM sector_files WHERE miner = ? AND number = ? AND file_type = ? AND path_pk = ?", missing
+            )
             declared = len(new) + len(upgrade)
             return RedeclareResult(declared=declared, unchanged=len(declarations) - declared, dropped=len(missing))
 
@@ -381,7 +398,9 @@ class IndexStore:
 
     # -- queries for placement ------------------------------------------------------------------
 
-    async def find(self, sector: SectorId, types: FileType, sector_size: int, allow_fetch: bool) -> list[SectorLocation]:
+    async def find(
+        self, sector: SectorId, types: FileType, sector_size: int, allow_fetch: bool
+    ) -> list[SectorLocation]:
         """Holders of any of `types` (by weight), then, with allow_fetch, paths to fetch into."""
         if not types:
             raise InvalidArgument("types is empty: name the file types looked for (UNSEALED, SEALED, CACHE)")
@@ -392,10 +411,14 @@ class IndexStore:
 
         def run(tx: Tx) -> list[SectorLocation]:
             now = self.clock()
-            holders, pks, holder_allow_to = self._holders(tx.query(find_holders_sql(types), (sector.miner, sector.number)))
+            holders, pks, holder_allow_to = self._holders(
+                tx.query(find_holders_sql(types), (sector.miner, sector.number))
+            )
             if not holders:
                 return holders
-            return holders + self._fetch_candidates(tx, now, sector, types, sector_size, pks, fetch_groups(holder_allow_to))
+            return holders + self._fetch_candidates(
+                tx, now, sector, types, sector_size, pks, fetch_groups(holder_allow_to)
+            )
 
         return await self.db.run(run, Mode.READ)  # reads every path: on the pool
 
@@ -432,7 +455,14 @@ class IndexStore:
         return holders, set(grouped), holder_allow_to
 
     def _fetch_candidates(
-        self, tx: Tx, now: float, sector: SectorId, types: FileType, sector_size: int, holders: set[int], allowed: frozenset[str] | None
+        self,
+        tx: Tx,
+        now: float,
+        sector: SectorId,
+        types: FileType,
+        sector_size: int,
+        holders: set[int],
+        allowed: frozenset[str] | None,
     ) -> list[SectorLocation]:
         need = space_needed(types, sector_size, PathType.SEALING)
         rows = tx.query(

@@ -143,7 +143,10 @@ class WorkerCapacity:
             return WaitReason.RESOURCES_BUSY, f"needs {need.min_memory} bytes min memory, {max(0, free_min)} free"
         free_max = hw.mem_physical + hw.mem_swap - held - self.used_max
         if need.max_memory > free_max:
-            return WaitReason.RESOURCES_BUSY, f"needs {need.max_memory} bytes max memory (RAM+swap), {max(0, free_max)} free"
+            return (
+                WaitReason.RESOURCES_BUSY,
+                f"needs {need.max_memory} bytes max memory (RAM+swap), {max(0, free_max)} free",
+            )
         if self.cpu_used + need.threads > hw.cpus:
             return WaitReason.RESOURCES_BUSY, f"needs {need.threads} threads, {max(0, hw.cpus - self.cpu_used)} free"
         if need.gpu and self._pick_gpus(need.gpu) is None:
@@ -174,12 +177,21 @@ class WorkerCapacity:
         hw = self.hardware
         free_min = hw.mem_physical - hw.mem_reserved - self.post_min
         if need.min_memory > free_min:
-            return WaitReason.RESOURCES_BUSY, f"needs {need.min_memory} bytes min memory, {max(0, free_min)} free for PoSt"
+            return (
+                WaitReason.RESOURCES_BUSY,
+                f"needs {need.min_memory} bytes min memory, {max(0, free_min)} free for PoSt",
+            )
         free_max = hw.mem_physical + hw.mem_swap - hw.mem_reserved - self.post_max
         if need.max_memory > free_max:
-            return WaitReason.RESOURCES_BUSY, f"needs {need.max_memory} bytes max memory, {max(0, free_max)} free for PoSt"
+            return (
+                WaitReason.RESOURCES_BUSY,
+                f"needs {need.max_memory} bytes max memory, {max(0, free_max)} free for PoSt",
+            )
         if self.post_cpu + need.threads > hw.cpus:
-            return WaitReason.RESOURCES_BUSY, f"needs {need.threads} threads, {max(0, hw.cpus - self.post_cpu)} free for PoSt"
+            return (
+                WaitReason.RESOURCES_BUSY,
+                f"needs {need.threads} threads, {max(0, hw.cpus - self.post_cpu)} free for PoSt",
+            )
         return None
 
     def check_idle(self, shape: Shape, row: ResourceRow) -> Rejection | None:

@@ -135,7 +135,12 @@ class LiveWork:
         r = self.record
         if r.outcome is OutcomeKind.RESULT:
             return Outcome.success(r.result)
-        return Outcome(OutcomeKind.ERROR, b"", ErrorCode(r.error_code) if r.error_code in ErrorCode._value2member_map_ else ErrorCode.UNSPECIFIED, r.error_message)
+        return Outcome(
+            OutcomeKind.ERROR,
+            b"",
+            ErrorCode(r.error_code) if r.error_code in ErrorCode._value2member_map_ else ErrorCode.UNSPECIFIED,
+            r.error_message,
+        )
 
 
 @dataclass
@@ -167,7 +172,9 @@ class SectorRefKey:
 
 
 class CallTracker:
-    def __init__(self, store: CallStore, policy: RetryPolicy | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: CallStore, policy: RetryPolicy | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.policy = policy or RetryPolicy()
         self.clock = clock
@@ -189,8 +196,17 @@ class CallTracker:
             call = by_id.get(record.call_id)
             if call is None:  # cannot happen with a consistent store; keep the work visible
                 log.error("work without its current call; marking it failed", extra={"work_id": record.work_id})
-                call = CallRecord(record.call_id, record.work_id, record.method, record.task_type, record.miner,
-                                  record.number, record.seal_proof, record.attempt, CallStatus.FAILED)
+                call = CallRecord(
+                    record.call_id,
+                    record.work_id,
+                    record.method,
+                    record.task_type,
+                    record.miner,
+                    record.number,
+                    record.seal_proof,
+                    record.attempt,
+                    CallStatus.FAILED,
+                )
                 record.status = WorkStatus.DONE
                 record.outcome = OutcomeKind.ERROR
                 record.error_code = ErrorCode.PERMANENT
@@ -205,8 +221,17 @@ class CallTracker:
         if window > 0:
             for record in sorted(await self.store.delivered_since(self.clock() - window), key=lambda r: r.updated_at):
                 if record.outcome is OutcomeKind.RESULT and record.work_id not in self.works:
-                    call = CallRecord(record.call_id, record.work_id, record.method, record.task_type, record.miner,
-                                      record.number, record.seal_proof, record.attempt, CallStatus.SUCCEEDED)
+                    call = CallRecord(
+                        record.call_id,
+                        record.work_id,
+                        record.method,
+                        record.task_type,
+                        record.miner,
+                        record.number,
+                        record.seal_proof,
+                        record.attempt,
+                        CallStatus.SUCCEEDED,
+                    )
                     delivered = LiveWork(record, call)
                     delivered.done.set()
                     self.recent[record.work_id] = (delivered, record.updated_at + window)
@@ -242,13 +267,34 @@ class CallTracker:
         now = self.clock()
         call_id = new_call_id()
         record = WorkRecord(
-            work_id=work_id, method=method, task_type=task_type, miner=sector.miner, number=sector.number,
-            seal_proof=sector.seal_proof, priority=priority, params=params, status=WorkStatus.QUEUED, attempt=1,
-            call_id=call_id, dedup=dedup, selector=selector, created_at=now, updated_at=now, generation=generation,
+            work_id=work_id,
+            method=method,
+            task_type=task_type,
+            miner=sector.miner,
+            number=sector.number,
+            seal_proof=sector.seal_proof,
+            priority=priority,
+            params=params,
+            status=WorkStatus.QUEUED,
+            attempt=1,
+            call_id=call_id,
+            dedup=dedup,
+            selector=selector,
+            created_at=now,
+            updated_at=now,
+            generation=generation,
         )
         call = CallRecord(
-            call_id=call_id, work_id=work_id, method=method, task_type=task_type, miner=sector.miner,
-            number=sector.number, seal_proof=sector.seal_proof, attempt=1, priority=priority, queued_at=now,
+            call_id=call_id,
+            work_id=work_id,
+            method=method,
+            task_type=task_type,
+            miner=sector.miner,
+            number=sector.number,
+            seal_proof=sector.seal_proof,
+            attempt=1,
+            priority=priority,
+            queued_at=now,
         )
         live = LiveWork(record, call)
         # Registered before the write so that a concurrent identical request attaches to it.
@@ -268,7 +314,13 @@ class CallTracker:
     # --- dispatch ----------------------------------------------------------------------------
 
     async def mark_dispatching(
-        self, live: LiveWork, worker_id: str, hostname: str, session_id: str, gpu_ordinals: tuple[int, ...], threads: int
+        self,
+        live: LiveWork,
+        worker_id: str,
+        hostname: str,
+        session_id: str,
+        gpu_ordinals: tuple[int, ...],
+        threads: int,
     ) -> bool:
         """Written before the dispatch RPC: after a crash the call is known to maybe be on that
         worker. False when the call is no longer the work's live current call (aborted)."""
@@ -277,8 +329,14 @@ class CallTracker:
                 return False
             now = self.clock()
             call = replace(
-                live.call, status=CallStatus.DISPATCHING, worker_id=worker_id, hostname=hostname, session_id=session_id,
-                gpu_ordinals=gpu_ordinals, threads=threads, dispatched_at=now,
+                live.call,
+                status=CallStatus.DISPATCHING,
+                worker_id=worker_id,
+                hostname=hostname,
+                session_id=session_id,
+                gpu_ordinals=gpu_ordinals,
+                threads=threads,
+                dispatched_at=now,
             )
             record = replace(live.record, status=WorkStatus.RUNNING, updated_at=now)
             await self.store.save(record, [call])
@@ -312,7 +370,9 @@ class CallTracker:
             status = CallStatus.SUCCEEDED if outcome.ok else _failed_status(outcome.error_code)
             return await self._finish(live, status, outcome, started_at, finished_at)
 
-    async def fail_call(self, live: LiveWork, call_id: str, status: CallStatus, code: ErrorCode, message: str) -> Decision:
+    async def fail_call(
+        self, live: LiveWork, call_id: str, status: CallStatus, code: ErrorCode, message: str
+    ) -> Decision:
         """The manager ends a call itself (worker lost or restarted, timed out, dispatch refused)."""
         async with live.lock:
             if live.call.call_id != call_id or live.call.status.final:
@@ -342,9 +402,16 @@ class CallTracker:
         if retry:
             attempt = record.attempt + 1
             next_call = CallRecord(
-                call_id=new_call_id(), work_id=record.work_id, method=record.method, task_type=record.task_type,
-                miner=record.miner, number=record.number, seal_proof=record.seal_proof, attempt=attempt,
-                priority=record.priority, queued_at=now,
+                call_id=new_call_id(),
+                work_id=record.work_id,
+                method=record.method,
+                task_type=record.task_type,
+                miner=record.miner,
+                number=record.number,
+                seal_proof=record.seal_proof,
+                attempt=attempt,
+                priority=record.priority,
+                queued_at=now,
             )
             record.attempt = attempt
             record.call_id = next_call.call_id
@@ -357,8 +424,13 @@ class CallTracker:
             self.by_call[next_call.call_id] = live
             log.info(
                 "call failed temporarily; retrying",
-                extra={"work_id": record.work_id, "call_id": call.call_id, "attempt": attempt,
-                       "error": outcome.error_message, "retry_in_s": round(record.not_before - now, 2)},
+                extra={
+                    "work_id": record.work_id,
+                    "call_id": call.call_id,
+                    "attempt": attempt,
+                    "error": outcome.error_message,
+                    "retry_in_s": round(record.not_before - now, 2),
+                },
             )
             return Decision(ReturnStatus.STORED, live, retry=True)
         self._set_outcome(record, outcome)
@@ -394,8 +466,12 @@ class CallTracker:
             # The worker we gave up on finished after all: its result is as good as a rerun's.
             now = self.clock()
             old = replace(
-                old, status=CallStatus.SUCCEEDED, finished_at=finished_at or now, started_at=started_at or old.started_at,
-                error_code=0, error_message="",
+                old,
+                status=CallStatus.SUCCEEDED,
+                finished_at=finished_at or now,
+                started_at=started_at or old.started_at,
+                error_code=0,
+                error_message="",
             )
             current = live.call
             superseded = replace(
@@ -420,10 +496,16 @@ class CallTracker:
         if live is None:
             return None
         async with live.lock:
-            if live.call.call_id != call_id or live.call.status.final or live.record.status not in (WorkStatus.QUEUED, WorkStatus.RUNNING):
+            if (
+                live.call.call_id != call_id
+                or live.call.status.final
+                or live.record.status not in (WorkStatus.QUEUED, WorkStatus.RUNNING)
+            ):
                 return None
             previous = live.call.status
-            await self._finish(live, CallStatus.ABORTED, Outcome.failure(ErrorCode.ABORTED, reason or "aborted by an operator"))
+            await self._finish(
+                live, CallStatus.ABORTED, Outcome.failure(ErrorCode.ABORTED, reason or "aborted by an operator")
+            )
             return previous, live
 
     # --- delivery ----------------------------------------------------------------------------
@@ -482,7 +564,8 @@ class CallTracker:
 
     def running_on(self, worker_id: str) -> list[LiveWork]:
         return [
-            w for w in self.works.values()
+            w
+            for w in self.works.values()
             if w.call.worker_id == worker_id and w.call.status in (CallStatus.DISPATCHING, CallStatus.RUNNING)
         ]
 

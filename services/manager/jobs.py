@@ -49,7 +49,12 @@ T = TypeVar("T")
 
 # Dispatch RPC codes after which the worker may or may not have the call: retried (same call id,
 # the worker deduplicates) before the call is given up.
-_UNKNOWN_DELIVERY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
+_UNKNOWN_DELIVERY = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+)
 _RPC_TIMEOUT_S = 10.0
 
 
@@ -161,8 +166,15 @@ class JobRunner:
         """Finds or starts the work for a worker request; True when it was started now."""
         key = SectorRefKey(sector.id.miner, sector.id.number, sector.proof_type)
         live, created = await self.tracker.open(
-            spec.method, int(spec.task_type), key, spec.params(request), priority, dedup=dedup, key_extra=key_extra,
-            selector=selector_to_json(selector), generation=generation,
+            spec.method,
+            int(spec.task_type),
+            key,
+            spec.params(request),
+            priority,
+            dedup=dedup,
+            key_extra=key_extra,
+            selector=selector_to_json(selector),
+            generation=generation,
         )
         if created:
             live.extra["selector"] = selector
@@ -215,7 +227,9 @@ class JobRunner:
         try:
             return await self._selector(live).resolve(self.selectors)
         except Exception as exc:  # noqa: BLE001 - the index misbehaved; wait and ask again
-            log.warning("selector failed; the request waits and asks again", extra={"work_id": live.work_id, "error": str(exc)})
+            log.warning(
+                "selector failed; the request waits and asks again", extra={"work_id": live.work_id, "error": str(exc)}
+            )
             return Candidates()
 
     # --- placement and dispatch --------------------------------------------------------------
@@ -237,7 +251,9 @@ class JobRunner:
         record = live.record
         grant = request.grant
         assignment = worker_pb2.TaskAssignment(
-            call_id=common_pb2.CallId(sector=common_pb2.SectorId(miner=record.miner, number=record.number), id=request.id),
+            call_id=common_pb2.CallId(
+                sector=common_pb2.SectorId(miner=record.miner, number=record.number), id=request.id
+            ),
             work_id=record.work_id,
             attempt=record.attempt,
             gpu_ordinals=list(grant.gpu_ordinals) if grant else [],
@@ -253,15 +269,21 @@ class JobRunner:
         handle = self.registry.get(worker.id)
         if handle is None or not handle.connected or handle.client is None:
             self.scheduler.release(call_id)
-            await self._fail(live, call_id, CallStatus.REQUEUED, ErrorCode.TEMPORARY, f"worker {worker.id} went away before dispatch")
+            await self._fail(
+                live, call_id, CallStatus.REQUEUED, ErrorCode.TEMPORARY, f"worker {worker.id} went away before dispatch"
+            )
             return
         if await self._dropped(live, call_id):
             self.scheduler.release(call_id)
             return
         grant = request.grant
         ok = await self.tracker.mark_dispatching(
-            live, handle.worker_id, handle.hostname, handle.session_id,
-            grant.gpu_ordinals if grant else (), grant.threads if grant else 0,
+            live,
+            handle.worker_id,
+            handle.hostname,
+            handle.session_id,
+            grant.gpu_ordinals if grant else (),
+            grant.threads if grant else 0,
         )
         if not ok:  # aborted while it was being placed
             self.scheduler.release(call_id)
@@ -313,7 +335,9 @@ class JobRunner:
         try:
             reason = await self.work_guard(live.record)
         except Exception as exc:  # noqa: BLE001 - the dispatch's own database write will fail the same way
-            log.warning("could not check whether a work is still wanted", extra={"work_id": live.work_id, "error": str(exc)})
+            log.warning(
+                "could not check whether a work is still wanted", extra={"work_id": live.work_id, "error": str(exc)}
+            )
             return False
         if reason is None:
             return False
@@ -321,12 +345,16 @@ class JobRunner:
         await self._fail(live, call_id, CallStatus.CANCELLED, ErrorCode.ABORTED, reason)
         return True
 
-    async def _send(self, handle: WorkerHandle, spec: CallSpec, params: bytes, assignment: worker_pb2.TaskAssignment) -> None:
+    async def _send(
+        self, handle: WorkerHandle, spec: CallSpec, params: bytes, assignment: worker_pb2.TaskAssignment
+    ) -> None:
         assert handle.client is not None and spec.worker_rpc is not None
         rpc = getattr(handle.client.stub, spec.worker_rpc)
         reply = await rpc(spec.worker_request(params, assignment), timeout=self.settings.dispatch_timeout_s)
         if reply.call_id.id and reply.call_id.id != assignment.call_id.id:
-            raise DispatchFailed(ErrorCode.TEMPORARY, f"worker answered with call {reply.call_id.id}, expected {assignment.call_id.id}")
+            raise DispatchFailed(
+                ErrorCode.TEMPORARY, f"worker answered with call {reply.call_id.id}, expected {assignment.call_id.id}"
+            )
 
     async def _fail(self, live: LiveWork, call_id: str, status: CallStatus, code: ErrorCode, message: str) -> None:
         decision = await self.tracker.fail_call(live, call_id, status, code, message)
@@ -360,19 +388,31 @@ class JobRunner:
                 try:
                     await handle.client.stub.AbortCall(
                         worker_pb2.AbortCallRequest(
-                            call_id=common_pb2.CallId(sector=common_pb2.SectorId(miner=call.miner, number=call.number), id=call.call_id),
+                            call_id=common_pb2.CallId(
+                                sector=common_pb2.SectorId(miner=call.miner, number=call.number), id=call.call_id
+                            ),
                             reason=reason,
                         ),
                         timeout=_RPC_TIMEOUT_S,
                     )
                 except grpc.aio.AioRpcError as exc:
-                    log.warning("could not stop a call on its worker", extra={"call_id": call.call_id, "worker": call.worker_id, "error": exc.details()})
+                    log.warning(
+                        "could not stop a call on its worker",
+                        extra={"call_id": call.call_id, "worker": call.worker_id, "error": exc.details()},
+                    )
 
     # --- returns -----------------------------------------------------------------------------
 
-    async def handle_return(self, method: str, call_id: str, outcome: Outcome, started_at: float = 0.0, finished_at: float = 0.0) -> ReturnStatus:
+    async def handle_return(
+        self, method: str, call_id: str, outcome: Outcome, started_at: float = 0.0, finished_at: float = 0.0
+    ) -> ReturnStatus:
         live = self.tracker.by_call.get(call_id)
-        if live is not None and not outcome.ok and outcome.error_code is ErrorCode.ALLOCATE_SPACE and live.call.call_id == call_id:
+        if (
+            live is not None
+            and not outcome.ok
+            and outcome.error_code is ErrorCode.ALLOCATE_SPACE
+            and live.call.call_id == call_id
+        ):
             note_full_worker(live, live.call.worker_id)
         decision = await self.tracker.complete(call_id, method, outcome, started_at, finished_at)
         if decision.status in (ReturnStatus.STORED, ReturnStatus.DUPLICATE):
@@ -401,7 +441,9 @@ class JobRunner:
             # The old process's tasks are gone with it; their calls are settled in _collect.
             for request in self.scheduler.remove_worker(worker_id):
                 self._dispatched_at.pop(request.id, None)
-        self.scheduler.upsert_worker(worker_id, handle.hostname, hardware_of(info), task_types_of(info), table_of(info), schedulable=False)
+        self.scheduler.upsert_worker(
+            worker_id, handle.hostname, hardware_of(info), task_types_of(info), table_of(info), schedulable=False
+        )
         # Calls the tracker believes run in this very process (the manager restarted, or the
         # worker was marked gone and came back): account them before anything new is placed.
         for live in self.tracker.running_on(worker_id):
@@ -419,8 +461,13 @@ class JobRunner:
                 self._dispatched_at.setdefault(live.call.call_id, self.clock.mono())
         log.info(
             "worker registered",
-            extra={"worker": worker_id, "hostname": handle.hostname, "kind": kind.value, "address": address,
-                   "task_types": sorted(t.short for t in task_types_of(info))},
+            extra={
+                "worker": worker_id,
+                "hostname": handle.hostname,
+                "kind": kind.value,
+                "address": address,
+                "task_types": sorted(t.short for t in task_types_of(info)),
+            },
         )
         self.scheduler.set_schedulable(worker_id, handle.schedulable)
         self.spawn(self._collect(handle, session_id), "collect-results")
@@ -437,7 +484,13 @@ class JobRunner:
             if live.call.session_id != session_id:
                 call_id = live.call.call_id
                 self.scheduler.release(call_id)
-                await self._fail(live, call_id, CallStatus.REQUEUED, ErrorCode.WORKER_RESTARTED, f"worker {handle.worker_id} restarted")
+                await self._fail(
+                    live,
+                    call_id,
+                    CallStatus.REQUEUED,
+                    ErrorCode.WORKER_RESTARTED,
+                    f"worker {handle.worker_id} restarted",
+                )
 
     async def collect_results(self, handle: WorkerHandle) -> int:
         """Pulls stored results from a worker (ListCallResults), records them, acknowledges them.
@@ -452,24 +505,37 @@ class JobRunner:
                 spec = BY_CALL_TYPE.get(stored.call_type)
                 outcome = spec.outcome_of(stored) if spec is not None else None
                 if spec is None or outcome is None:
-                    log.warning("worker holds an unreadable call result; dropping it", extra={"worker": handle.worker_id, "call_id": stored.call_id.id})
+                    log.warning(
+                        "worker holds an unreadable call result; dropping it",
+                        extra={"worker": handle.worker_id, "call_id": stored.call_id.id},
+                    )
                     acked.append(stored.call_id)
                     continue
                 await self.handle_return(
-                    spec.method, stored.call_id.id, outcome,
+                    spec.method,
+                    stored.call_id.id,
+                    outcome,
                     stored.started_at.ToNanoseconds() / 1e9 if stored.HasField("started_at") else 0.0,
                     stored.finished_at.ToNanoseconds() / 1e9 if stored.HasField("finished_at") else 0.0,
                 )
                 acked.append(stored.call_id)
         except grpc.aio.AioRpcError as exc:
             if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
-                log.warning("could not list a worker's stored results", extra={"worker": handle.worker_id, "error": exc.details()})
+                log.warning(
+                    "could not list a worker's stored results",
+                    extra={"worker": handle.worker_id, "error": exc.details()},
+                )
             return -1 if not acked else len(acked)
         if acked:
             try:
-                await handle.client.stub.AckCallResult(worker_pb2.AckCallResultRequest(call_ids=acked), timeout=_RPC_TIMEOUT_S)
+                await handle.client.stub.AckCallResult(
+                    worker_pb2.AckCallResultRequest(call_ids=acked), timeout=_RPC_TIMEOUT_S
+                )
             except grpc.aio.AioRpcError as exc:
-                log.warning("could not acknowledge results; the worker will return them again", extra={"worker": handle.worker_id, "error": exc.details()})
+                log.warning(
+                    "could not acknowledge results; the worker will return them again",
+                    extra={"worker": handle.worker_id, "error": exc.details()},
+                )
         return len(acked)
 
     def heartbeat(
@@ -492,15 +558,22 @@ class JobRunner:
             return None
         if shutting_down and not handle.shutting_down:
             handle.shutting_down = True
-            log.info("worker is shutting down: placing nothing new on it", extra={"worker": worker_id, "running": len(running)})
+            log.info(
+                "worker is shutting down: placing nothing new on it",
+                extra={"worker": worker_id, "running": len(running)},
+            )
             self.set_operator_state(handle)
         if info is not None:
-            self.scheduler.upsert_worker(worker_id, handle.hostname, hardware_of(info), task_types_of(info), table_of(info), handle.schedulable)
+            self.scheduler.upsert_worker(
+                worker_id, handle.hostname, hardware_of(info), task_types_of(info), table_of(info), handle.schedulable
+            )
         reported = {c.id for c in running}
         unknown = []
         for call in running:
             live = self.tracker.by_call.get(call.id)
-            if (live is None or live.call.worker_id != worker_id or live.call.status.final) and call.id not in self.scheduler.assigned:
+            if (
+                live is None or live.call.worker_id != worker_id or live.call.status.final
+            ) and call.id not in self.scheduler.assigned:
                 unknown.append(call)
         # Calls holding resources here that the worker did not report.
         sched = self.scheduler.workers.get(worker_id)
@@ -532,21 +605,39 @@ class JobRunner:
             self.scheduler.release(call_id)
             live = self.tracker.by_call.get(call_id)
             if live is not None and live.call.call_id == call_id:
-                log.warning("worker no longer runs a call and holds no result for it; re-queuing", extra={"worker": handle.worker_id, "call_id": call_id})
-                await self._fail(live, call_id, CallStatus.REQUEUED, ErrorCode.TEMPORARY, f"worker {handle.worker_id} no longer runs the call")
+                log.warning(
+                    "worker no longer runs a call and holds no result for it; re-queuing",
+                    extra={"worker": handle.worker_id, "call_id": call_id},
+                )
+                await self._fail(
+                    live,
+                    call_id,
+                    CallStatus.REQUEUED,
+                    ErrorCode.TEMPORARY,
+                    f"worker {handle.worker_id} no longer runs the call",
+                )
 
     async def worker_gone(self, handle: WorkerHandle, reason: str) -> None:
         """A worker missed its heartbeats: its calls go back to the queue."""
         self.registry.mark_gone(handle)
         metrics.WORKERS_LOST.inc()
         held = self.scheduler.remove_worker(handle.worker_id)
-        log.warning("worker gone; re-queuing its calls", extra={"worker": handle.worker_id, "calls": len(held), "reason": reason})
+        log.warning(
+            "worker gone; re-queuing its calls",
+            extra={"worker": handle.worker_id, "calls": len(held), "reason": reason},
+        )
         for request in held:
             payload = request.payload
             if isinstance(payload, Ephemeral):
                 continue  # its synchronous caller sees the RPC fail
             if isinstance(payload, LiveWork):
-                await self._fail(payload, request.id, CallStatus.REQUEUED, ErrorCode.TEMPORARY, f"worker {handle.worker_id} gone: {reason}")
+                await self._fail(
+                    payload,
+                    request.id,
+                    CallStatus.REQUEUED,
+                    ErrorCode.TEMPORARY,
+                    f"worker {handle.worker_id} gone: {reason}",
+                )
 
     async def requeue_worker_calls(self, worker_id: str, reason: str) -> None:
         """Stops every call placed on a worker and sends it back to the queue (a drain that
@@ -556,7 +647,9 @@ class JobRunner:
             live = self.tracker.by_call.get(call_id)
             if live is not None and live.call.call_id == call_id and not live.call.status.final:
                 await self._stop_call(live.call, reason)
-                await self._fail(live, call_id, CallStatus.REQUEUED, ErrorCode.TEMPORARY, f"worker {worker_id}: {reason}")
+                await self._fail(
+                    live, call_id, CallStatus.REQUEUED, ErrorCode.TEMPORARY, f"worker {worker_id}: {reason}"
+                )
             self.scheduler.release(call_id)
 
     def can_run(self, worker_id: str, task_type: TaskType) -> bool:
@@ -612,8 +705,12 @@ class JobRunner:
         job = Ephemeral(loop.create_future(), task_type, sector, priority, self.clock.wall(), call_id)
         self.ephemeral[call_id] = job
         request = SchedRequest(
-            id=call_id, shape=(task_type, SealProof(sector.proof_type)), sector_number=sector.id.number,
-            priority=priority, candidates=candidates, payload=job,
+            id=call_id,
+            shape=(task_type, SealProof(sector.proof_type)),
+            sector_number=sector.id.number,
+            priority=priority,
+            candidates=candidates,
+            payload=job,
         )
         self.scheduler.submit(request)
         try:
@@ -639,7 +736,10 @@ class JobRunner:
                 if not live.record.dedup:
                     # Its data was a client stream that died with the old process.
                     await self.tracker.fail_call(
-                        live, live.call.call_id, CallStatus.FAILED, ErrorCode.PERMANENT,
+                        live,
+                        live.call.call_id,
+                        CallStatus.FAILED,
+                        ErrorCode.PERMANENT,
                         "the manager restarted before the piece data was sent; add the piece again",
                     )
                     continue
@@ -660,15 +760,27 @@ class JobRunner:
             if call.status not in (CallStatus.DISPATCHING, CallStatus.RUNNING):
                 continue
             owner = self.registry.get(call.worker_id)
-            if (owner is None or not owner.connected) and now - self.started_at > grace and call.call_id not in self.scheduler.assigned:
-                await self._fail(live, call.call_id, CallStatus.REQUEUED, ErrorCode.TEMPORARY, f"worker {call.worker_id} did not come back")
+            if (
+                (owner is None or not owner.connected)
+                and now - self.started_at > grace
+                and call.call_id not in self.scheduler.assigned
+            ):
+                await self._fail(
+                    live,
+                    call.call_id,
+                    CallStatus.REQUEUED,
+                    ErrorCode.TEMPORARY,
+                    f"worker {call.worker_id} did not come back",
+                )
                 continue
             timeout = self.settings.timeout_of(TaskType(live.record.task_type))
             started = call.started_at or call.dispatched_at
             if timeout and started and wall - started > timeout + self.settings.timeout_grace_s:
                 await self._stop_call(call, "timed out")
                 # Its resources stay held until the worker confirms (Return or heartbeats).
-                await self._fail(live, call.call_id, CallStatus.TIMED_OUT, ErrorCode.TIMED_OUT, f"ran longer than {timeout:g}s")
+                await self._fail(
+                    live, call.call_id, CallStatus.TIMED_OUT, ErrorCode.TIMED_OUT, f"ran longer than {timeout:g}s"
+                )
         await self.refresh_selectors()
         self.warn_unsatisfiable()
 
@@ -690,8 +802,10 @@ class JobRunner:
         arrived, paths freed up, workers joined)."""
         now = self.clock.mono()
         stale = [
-            r for r in self.scheduler.queue.values()
-            if isinstance(r.payload, LiveWork) and now - self._resolved_at.get(r.id, 0.0) >= self.settings.selector_refresh_s
+            r
+            for r in self.scheduler.queue.values()
+            if isinstance(r.payload, LiveWork)
+            and now - self._resolved_at.get(r.id, 0.0) >= self.settings.selector_refresh_s
         ]
         stale.sort(key=lambda r: self._resolved_at.get(r.id, 0.0))
         for request in stale[:limit]:
@@ -774,4 +888,3 @@ def job_state_of(live: LiveWork, runner: JobRunner) -> int:
     if handle is None or not handle.connected or call.call_id not in runner.scheduler.assigned:
         return J.JOB_STATE_RET_WAIT
     return J.JOB_STATE_RUNNING
-

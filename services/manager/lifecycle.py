@@ -45,7 +45,12 @@ class Step(StrEnum):
 
 # The steps in pipeline order; each one's prerequisite is the one before it.
 STEP_ORDER: tuple[Step, ...] = (
-    Step.PRE_COMMIT_1, Step.PRE_COMMIT_2, Step.COMMIT_1, Step.COMMIT_2, Step.FINALIZE, Step.MOVE_STORAGE,
+    Step.PRE_COMMIT_1,
+    Step.PRE_COMMIT_2,
+    Step.COMMIT_1,
+    Step.COMMIT_2,
+    Step.FINALIZE,
+    Step.MOVE_STORAGE,
 )
 
 # The manager method whose successful work records each step.
@@ -278,10 +283,14 @@ class Recorded:
 Decision = Run | Recorded
 
 
-def _refuse(record: SectorRecord | None, what: str, todo: str, kind: Refusal = Refusal.PRECONDITION) -> LifecycleRefused:
+def _refuse(
+    record: SectorRecord | None, what: str, todo: str, kind: Refusal = Refusal.PRECONDITION
+) -> LifecycleRefused:
     if record is None:
         return LifecycleRefused(kind, f"{what}: the sector has no pieces (no AddPiece was recorded for it); {todo}")
-    return LifecycleRefused(kind, f"{what}: {record.name} is {record.state.name} (generation {record.generation}); {todo}")
+    return LifecycleRefused(
+        kind, f"{what}: {record.name} is {record.state.name} (generation {record.generation}); {todo}"
+    )
 
 
 def _check_proof(record: SectorRecord, proof_type: int, what: str) -> None:
@@ -326,13 +335,15 @@ def decide_add_piece(
     if asked != recorded:
         if not existing_sizes:
             raise _refuse(
-                record, what,
+                record,
+                what,
                 f"another pipeline already added {len(recorded)} piece(s) to this sector number: "
                 "seal a different sector number, or Remove this one first",
                 Refusal.CLAIMED,
             )
         raise _refuse(
-            record, what,
+            record,
+            what,
             f"existing_piece_sizes must list the {len(recorded)} piece(s) recorded for it (padded sizes "
             f"{list(recorded)}); SectorStatus shows them",
         )
@@ -340,8 +351,13 @@ def decide_add_piece(
 
 
 def decide_pc1(
-    record: SectorRecord | None, proof_type: int, sector_size: int, ticket: bytes, pieces: Sequence[PieceRef],
-    in_flight: Sequence[InFlight], work_id: str,
+    record: SectorRecord | None,
+    proof_type: int,
+    sector_size: int,
+    ticket: bytes,
+    pieces: Sequence[PieceRef],
+    in_flight: Sequence[InFlight],
+    work_id: str,
 ) -> Decision:
     what = "SealPreCommit1"
     record = _live(record, what)
@@ -351,45 +367,69 @@ def decide_pc1(
     if done is not None:
         if done.input_digest == digest:
             return Recorded(done.output)
-        raise _refuse(record, what, "it was pre-committed with another ticket or other pieces; "
-                      "send the same ones (or Remove the sector to seal it again)")
+        raise _refuse(
+            record,
+            what,
+            "it was pre-committed with another ticket or other pieces; "
+            "send the same ones (or Remove the sector to seal it again)",
+        )
     _no_other_work(record, what, in_flight, work_id)
     if tuple(pieces) != record.pieces:
         raise _refuse(
-            record, what,
+            record,
+            what,
             f"pieces must be exactly the {len(record.pieces)} piece(s) AddPiece recorded for it, in order "
             "(sizes and commP as AddPiece returned them; SectorStatus lists them)",
         )
     if record.padded_total() != sector_size:
-        raise _refuse(record, what, f"its pieces fill {record.padded_total()} of {sector_size} bytes: add pieces until it is full")
+        raise _refuse(
+            record, what, f"its pieces fill {record.padded_total()} of {sector_size} bytes: add pieces until it is full"
+        )
     return Run()
 
 
-def decide_pc2(record: SectorRecord | None, proof_type: int, pc1_output: bytes, in_flight: Sequence[InFlight], work_id: str) -> Decision:
+def decide_pc2(
+    record: SectorRecord | None, proof_type: int, pc1_output: bytes, in_flight: Sequence[InFlight], work_id: str
+) -> Decision:
     what = "SealPreCommit2"
     record = _live(record, what)
     _check_proof(record, proof_type, what)
-    return _decide_blob_step(record, what, Step.PRE_COMMIT_2, Step.PRE_COMMIT_1, pc1_output, "pre_commit1_output",
-                             in_flight, work_id)
+    return _decide_blob_step(
+        record, what, Step.PRE_COMMIT_2, Step.PRE_COMMIT_1, pc1_output, "pre_commit1_output", in_flight, work_id
+    )
 
 
-def decide_c2(record: SectorRecord | None, proof_type: int, c1_output: bytes, in_flight: Sequence[InFlight], work_id: str) -> Decision:
+def decide_c2(
+    record: SectorRecord | None, proof_type: int, c1_output: bytes, in_flight: Sequence[InFlight], work_id: str
+) -> Decision:
     what = "SealCommit2"
     record = _live(record, what)
     _check_proof(record, proof_type, what)
-    return _decide_blob_step(record, what, Step.COMMIT_2, Step.COMMIT_1, c1_output, "commit1_output", in_flight, work_id)
+    return _decide_blob_step(
+        record, what, Step.COMMIT_2, Step.COMMIT_1, c1_output, "commit1_output", in_flight, work_id
+    )
 
 
 def _decide_blob_step(
-    record: SectorRecord, what: str, step: Step, previous: Step, blob: bytes, field_name: str,
-    in_flight: Sequence[InFlight], work_id: str,
+    record: SectorRecord,
+    what: str,
+    step: Step,
+    previous: Step,
+    blob: bytes,
+    field_name: str,
+    in_flight: Sequence[InFlight],
+    work_id: str,
 ) -> Decision:
     before = record.steps.get(previous)
     if before is None:
         raise _refuse(record, what, f"it needs {previous.name} first")
     if blob != before.output:
-        raise _refuse(record, what, f"{field_name} is not the output {previous.name} recorded for this sector "
-                      f"({len(blob)} bytes sent, {len(before.output)} recorded): send it unchanged")
+        raise _refuse(
+            record,
+            what,
+            f"{field_name} is not the output {previous.name} recorded for this sector "
+            f"({len(blob)} bytes sent, {len(before.output)} recorded): send it unchanged",
+        )
     done = record.steps.get(step)
     if done is not None:
         return Recorded(done.output)
@@ -398,8 +438,16 @@ def _decide_blob_step(
 
 
 def decide_c1(
-    record: SectorRecord | None, proof_type: int, ticket: bytes, seed: bytes, pieces: Sequence[PieceRef],
-    comm_r: bytes, comm_d: bytes, pc2_comm: tuple[bytes, bytes] | None, in_flight: Sequence[InFlight], work_id: str,
+    record: SectorRecord | None,
+    proof_type: int,
+    ticket: bytes,
+    seed: bytes,
+    pieces: Sequence[PieceRef],
+    comm_r: bytes,
+    comm_d: bytes,
+    pc2_comm: tuple[bytes, bytes] | None,
+    in_flight: Sequence[InFlight],
+    work_id: str,
 ) -> Decision:
     """`pc2_comm` is (comm_r, comm_d) decoded from the recorded PC2 output."""
     what = "SealCommit1"
@@ -423,7 +471,10 @@ def decide_c1(
 
 
 def decide_finalize(
-    record: SectorRecord | None, proof_type: int, keep_unsealed: Sequence[tuple[int, int]], in_flight: Sequence[InFlight],
+    record: SectorRecord | None,
+    proof_type: int,
+    keep_unsealed: Sequence[tuple[int, int]],
+    in_flight: Sequence[InFlight],
     work_ids: Sequence[str],
 ) -> tuple[bool, bool]:
     """(run the finalize task, run the move) — both False: finalized already with these inputs."""
@@ -435,7 +486,9 @@ def decide_finalize(
     digest = digest_finalize(keep_unsealed)
     fin = record.steps.get(Step.FINALIZE)
     if fin is not None and fin.input_digest != digest:
-        raise _refuse(record, what, "it was finalized with other keep_unsealed ranges; use ReleaseUnsealed to free more")
+        raise _refuse(
+            record, what, "it was finalized with other keep_unsealed ranges; use ReleaseUnsealed to free more"
+        )
     _no_other_work(record, what, in_flight, *work_ids)
     return fin is None, Step.MOVE_STORAGE not in record.steps
 

@@ -67,12 +67,16 @@ class ManagerCollector(Collector):
             snap = self._snapshot()
         except RuntimeError:  # the state changed under the scrape thread; next scrape
             return
-        queued = GaugeMetricFamily("sectorstorage_manager_queue_length", "Requests waiting for a worker", labels=["task"])
+        queued = GaugeMetricFamily(
+            "sectorstorage_manager_queue_length", "Requests waiting for a worker", labels=["task"]
+        )
         for task, n in sorted(snap.queued.items()):
             queued.add_metric([task], n)
         yield queued
         unsat = GaugeMetricFamily(
-            "sectorstorage_manager_unsatisfiable_requests", "Queued requests no registered worker could ever run", labels=["task"]
+            "sectorstorage_manager_unsatisfiable_requests",
+            "Queued requests no registered worker could ever run",
+            labels=["task"],
         )
         for task, n in sorted(snap.unsatisfiable.items()):
             unsat.add_metric([task], n)
@@ -85,11 +89,27 @@ class ManagerCollector(Collector):
         for state, n in sorted(snap.workers.items()):
             workers.add_metric([state], n)
         yield workers
-        mem_min = GaugeMetricFamily("sectorstorage_manager_worker_mem_used_min_bytes", "RAM held by running tasks", labels=["worker", "hostname"])
-        mem_max = GaugeMetricFamily("sectorstorage_manager_worker_mem_used_max_bytes", "RAM+swap held by running tasks", labels=["worker", "hostname"])
-        cpu = GaugeMetricFamily("sectorstorage_manager_worker_cpu_used", "CPU threads held by running tasks", labels=["worker", "hostname"])
-        gpu = GaugeMetricFamily("sectorstorage_manager_worker_gpu_used", "GPUs in use by running tasks (sum of fractions)", labels=["worker", "hostname"])
-        tasks = GaugeMetricFamily("sectorstorage_manager_worker_tasks", "Tasks placed on the worker", labels=["worker", "hostname"])
+        mem_min = GaugeMetricFamily(
+            "sectorstorage_manager_worker_mem_used_min_bytes",
+            "RAM held by running tasks",
+            labels=["worker", "hostname"],
+        )
+        mem_max = GaugeMetricFamily(
+            "sectorstorage_manager_worker_mem_used_max_bytes",
+            "RAM+swap held by running tasks",
+            labels=["worker", "hostname"],
+        )
+        cpu = GaugeMetricFamily(
+            "sectorstorage_manager_worker_cpu_used", "CPU threads held by running tasks", labels=["worker", "hostname"]
+        )
+        gpu = GaugeMetricFamily(
+            "sectorstorage_manager_worker_gpu_used",
+            "GPUs in use by running tasks (sum of fractions)",
+            labels=["worker", "hostname"],
+        )
+        tasks = GaugeMetricFamily(
+            "sectorstorage_manager_worker_tasks", "Tasks placed on the worker", labels=["worker", "hostname"]
+        )
         for wid, (host, used_min, used_max, cpu_used, gpu_used, n) in sorted(snap.worker_use.items()):
             mem_min.add_metric([wid, host], used_min)
             mem_max.add_metric([wid, host], used_max)

@@ -45,7 +45,8 @@ class Pipelines:
     def live_works(self, miner: int, number: int) -> list[LiveWork]:
         """The sector's works not finished yet (any generation)."""
         return [
-            w for w in self.tracker.live()
+            w
+            for w in self.tracker.live()
             if w.record.miner == miner and w.record.number == number and w.record.status in _LIVE
         ]
 
@@ -54,7 +55,8 @@ class Pipelines:
         generation = record.generation if record is not None else 0
         return [
             lifecycle.InFlight(w.record.method, w.work_id)
-            for w in self.live_works(miner, number) if w.record.generation == generation
+            for w in self.live_works(miner, number)
+            if w.record.generation == generation
         ]
 
     async def unwanted(self, work: WorkRecord) -> str | None:

@@ -82,7 +82,11 @@ def assemble(kind: str, sector_size: int, vanilla: Sequence[bytes]) -> bytes:
         if magic != VANILLA_MAGIC or version != POST_VERSION or code != KIND_CODE[kind] or size != sector_size:
             raise ValueError(f"vanilla proof {i} is not a {kind} proof for {sector_size}-byte sectors")
         sections.append(proof[_HEADER.size :])
-    return POST_MAGIC + struct.pack("<HBQI", POST_VERSION, KIND_CODE[kind], sector_size, len(sections)) + b"".join(sections)
+    return (
+        POST_MAGIC
+        + struct.pack("<HBQI", POST_VERSION, KIND_CODE[kind], sector_size, len(sections))
+        + b"".join(sections)
+    )
 
 
 @dataclass
@@ -148,7 +152,9 @@ class Proving:
 
             async def prove(group: _Group) -> tuple[_Group, dict[int, bytes | str]]:
                 async with reads:
-                    return group, await self._vanilla(group, task, proof_type, randomness, deadline, settings.post_read_timeout_s)
+                    return group, await self._vanilla(
+                        group, task, proof_type, randomness, deadline, settings.post_read_timeout_s
+                    )
 
             for group, outcome in await asyncio.gather(*[prove(g) for g in groups.values()]):
                 for s in group.sectors:
@@ -156,10 +162,14 @@ class Proving:
                     if isinstance(got, bytes):
                         vanilla[s.sector.id.number] = got
                     else:
-                        reasons.setdefault(s.sector.id.number, []).append(f"on {group.worker_id}: {got or 'no vanilla proof returned'}")
+                        reasons.setdefault(s.sector.id.number, []).append(
+                            f"on {group.worker_id}: {got or 'no vanilla proof returned'}"
+                        )
                         if candidates[s.sector.id.number]:
-                            log.warning("PoSt: a holder could not prove a sector; trying its next copy",
-                                        extra={"sector": sector_name(s.sector), "worker": group.worker_id, "error": got})
+                            log.warning(
+                                "PoSt: a holder could not prove a sector; trying its next copy",
+                                extra={"sector": sector_name(s.sector), "worker": group.worker_id, "error": got},
+                            )
             pending = [s for s in pending if s.sector.id.number not in vanilla and candidates[s.sector.id.number]]
         for s in sectors:
             number = s.sector.id.number
@@ -170,7 +180,8 @@ class Proving:
         if kind == "winning" and skipped:
             raise RpcFailure(
                 grpc.StatusCode.UNAVAILABLE,
-                "winning PoSt needs every challenged sector: " + "; ".join(f"{b.sector.number}: {b.reason}" for b in skipped),
+                "winning PoSt needs every challenged sector: "
+                + "; ".join(f"{b.sector.number}: {b.reason}" for b in skipped),
             )
         if not proven:
             return [], skipped
@@ -178,7 +189,9 @@ class Proving:
             proof = assemble(kind, seal.sector_size, [vanilla[s.sector.id.number] for s in proven])
         except ValueError as exc:
             raise RpcFailure(grpc.StatusCode.INTERNAL, f"workers returned unusable vanilla proofs: {exc}") from None
-        return [common_pb2.PoStProof(proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type), proof=proof)], skipped
+        return [
+            common_pb2.PoStProof(proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type), proof=proof)
+        ], skipped
 
     async def _holders(
         self, sectors: Sequence[common_pb2.ProvingSector], seal: SealProof, task: TaskType
@@ -198,10 +211,12 @@ class Proving:
                         holders.extend(w for w in registry.workers_of_path(loc.storage_id) if w not in holders)
             ranked = self._provers(holders, task)
             if not ranked:
-                skipped.append(common_pb2.BadSector(
-                    sector=s.sector.id,
-                    reason=f"no connected worker running {task.short} holds the sealed and cache files of {sector_name(s.sector)}",
-                ))
+                skipped.append(
+                    common_pb2.BadSector(
+                        sector=s.sector.id,
+                        reason=f"no connected worker running {task.short} holds the sealed and cache files of {sector_name(s.sector)}",
+                    )
+                )
                 continue
             out[s.sector.id.number] = ranked
         return out, skipped
@@ -213,21 +228,37 @@ class Proving:
         ranked: list[tuple[bool, int, str]] = []
         for wid in holders:
             handle = self.runner.registry.get(wid)
-            if handle is None or not handle.connected or handle.client is None or int(task) not in handle.info.task_types:
+            if (
+                handle is None
+                or not handle.connected
+                or handle.client is None
+                or int(task) not in handle.info.task_types
+            ):
                 continue
             ranked.append((not handle.schedulable, len(handle.info.task_types), wid))
         return [wid for _, _, wid in sorted(ranked)]
 
     async def _vanilla(
-        self, group: _Group, task: TaskType, proof_type: int, randomness: bytes, deadline: Deadline, read_timeout_s: float
+        self,
+        group: _Group,
+        task: TaskType,
+        proof_type: int,
+        randomness: bytes,
+        deadline: Deadline,
+        read_timeout_s: float,
     ) -> dict[int, bytes | str]:
         """The group's vanilla proofs (or why not), each reply within read_timeout_s."""
         first = group.sectors[0].sector
         out: dict[int, bytes | str] = {}
         try:
-            call_id, worker = await self.runner.place(task, first, 0, Candidates(preferred=(group.worker_id,)), deadline.remaining())
+            call_id, worker = await self.runner.place(
+                task, first, 0, Candidates(preferred=(group.worker_id,)), deadline.remaining()
+            )
         except TimeoutError:
-            return {s.sector.id.number: f"no room for {task.short} on worker {group.worker_id} before the deadline" for s in group.sectors}
+            return {
+                s.sector.id.number: f"no room for {task.short} on worker {group.worker_id} before the deadline"
+                for s in group.sectors
+            }
         except asyncio.CancelledError:
             return {s.sector.id.number: "aborted" for s in group.sectors}
         stream = None
@@ -242,8 +273,10 @@ class Proving:
             )
             stream = group.stub.GenerateVanillaProofs(
                 worker_pb2.GenerateVanillaProofsRequest(
-                    assignment=assignment, proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type),
-                    randomness=randomness, sectors=group.sectors,
+                    assignment=assignment,
+                    proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type),
+                    randomness=randomness,
+                    sectors=group.sectors,
                 ),
                 timeout=deadline.remaining() or _RPC_TIMEOUT_S * 10,
             )
@@ -256,7 +289,9 @@ class Proving:
                 if reply.WhichOneof("outcome") == "vanilla_proof":
                     out[reply.sector.number] = reply.vanilla_proof
                 else:
-                    out[reply.sector.number] = f"{common_pb2.TaskErrorCode.Name(reply.error.code)}: {reply.error.message}"
+                    out[reply.sector.number] = (
+                        f"{common_pb2.TaskErrorCode.Name(reply.error.code)}: {reply.error.message}"
+                    )
         except TimeoutError:
             reason = f"worker {group.worker_id} gave no vanilla proof within {read_timeout_s:g}s (post_read_timeout_s)"
             for s in group.sectors:
@@ -283,7 +318,13 @@ class Proving:
         fn = rust_core.generate_winning_post_sector_challenge
         return [int(i) for i in fn(seal.sector_size, req.randomness, prover_id(req.miner), req.eligible_sector_count)]
 
-    def verify_post(self, kind: str, randomness: bytes, sectors: Sequence[common_pb2.ProvingSector], proofs: Sequence[common_pb2.PoStProof]) -> tuple[bool, str]:
+    def verify_post(
+        self,
+        kind: str,
+        randomness: bytes,
+        sectors: Sequence[common_pb2.ProvingSector],
+        proofs: Sequence[common_pb2.PoStProof],
+    ) -> tuple[bool, str]:
         if not proofs:
             return False, "no proof"
         if len(proofs) != 1:
@@ -293,7 +334,7 @@ class Proving:
         if got_kind != kind:
             return False, f"proof_type {proof.proof_type} is a {got_kind} PoSt"
         self._check_post_request(proof.proof_type, randomness, sectors)
-        fn = (rust_core.verify_window_post if kind == "window" else rust_core.verify_winning_post)
+        fn = rust_core.verify_window_post if kind == "window" else rust_core.verify_winning_post
         public = [(s.sector.id.number, bytes(s.comm_r)) for s in sectors]
         try:
             ok = bool(fn(seal.sector_size, randomness, prover_id(sectors[0].sector.id.miner), public, proof.proof))
@@ -307,14 +348,27 @@ class Proving:
             bytes32(getattr(req, name), name)
         fn = rust_core.verify_seal
         try:
-            ok = bool(fn(proof.sector_size, req.comm_r, req.comm_d, prover_id(req.sector.id.miner), req.sector.id.number, req.ticket, req.seed, req.proof))
+            ok = bool(
+                fn(
+                    proof.sector_size,
+                    req.comm_r,
+                    req.comm_d,
+                    prover_id(req.sector.id.miner),
+                    req.sector.id.number,
+                    req.ticket,
+                    req.seed,
+                    req.proof,
+                )
+            )
         except ValueError as exc:
             return False, str(exc)
         return ok, "" if ok else "the proof does not verify"
 
     # --- CheckProvable -----------------------------------------------------------------------
 
-    async def check_provable(self, req: manager_pb2.CheckProvableRequest, deadline: Deadline) -> list[common_pb2.BadSector]:
+    async def check_provable(
+        self, req: manager_pb2.CheckProvableRequest, deadline: Deadline
+    ) -> list[common_pb2.BadSector]:
         kind, seal = self._check_post_request(req.proof_type, bytes(32), req.sectors, need_comm_r=req.expensive)
         if kind != "window":
             raise invalid("proof_type must be a Window PoSt type")
@@ -328,12 +382,16 @@ class Proving:
         results = await asyncio.gather(*[one(s) for s in req.sectors])
         return [r for r in results if r is not None]
 
-    async def _check_one(self, s: common_pb2.ProvingSector, seal: SealProof, proof_type: int, expensive: bool, deadline: Deadline) -> str | None:
+    async def _check_one(
+        self, s: common_pb2.ProvingSector, seal: SealProof, proof_type: int, expensive: bool, deadline: Deadline
+    ) -> str | None:
         sid = s.sector.id
         lease: str | None = None
         if self.index is not None:
             try:
-                lease = await self.index.try_read_lock(sid.miner, sid.number, [FileType.SEALED, FileType.CACHE], "manager:check-provable")
+                lease = await self.index.try_read_lock(
+                    sid.miner, sid.number, [FileType.SEALED, FileType.CACHE], "manager:check-provable"
+                )
             except grpc.aio.AioRpcError as exc:
                 raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"the index is unavailable: {exc.details()}") from None
             if lease is None:
@@ -347,7 +405,9 @@ class Proving:
                 except grpc.aio.AioRpcError:
                     pass  # the lease expires on its own
 
-    async def _check_files(self, s: common_pb2.ProvingSector, seal: SealProof, proof_type: int, expensive: bool, deadline: Deadline) -> str | None:
+    async def _check_files(
+        self, s: common_pb2.ProvingSector, seal: SealProof, proof_type: int, expensive: bool, deadline: Deadline
+    ) -> str | None:
         sid = s.sector.id
         name = sector_name(sid)
         holders: list[tuple[worker_pb2_grpc.WorkerServiceAsyncStub, str]] = []
@@ -379,15 +439,26 @@ class Proving:
         return None
 
     async def _check_copy(
-        self, stub: worker_pb2_grpc.WorkerServiceAsyncStub, sid: common_pb2.SectorId, storage_id: str, name: str, seal: SealProof
+        self,
+        stub: worker_pb2_grpc.WorkerServiceAsyncStub,
+        sid: common_pb2.SectorId,
+        storage_id: str,
+        name: str,
+        seal: SealProof,
     ) -> str | None:
         """What is wrong with one holder's sealed file and cache, or None."""
         try:
             sealed = await stub.StatSectorFile(
-                worker_pb2.StatSectorFileRequest(sector=sid, type=common_pb2.SECTOR_FILE_TYPE_SEALED, storage_id=storage_id), timeout=_RPC_TIMEOUT_S
+                worker_pb2.StatSectorFileRequest(
+                    sector=sid, type=common_pb2.SECTOR_FILE_TYPE_SEALED, storage_id=storage_id
+                ),
+                timeout=_RPC_TIMEOUT_S,
             )
             cache = await stub.StatSectorFile(
-                worker_pb2.StatSectorFileRequest(sector=sid, type=common_pb2.SECTOR_FILE_TYPE_CACHE, storage_id=storage_id), timeout=_RPC_TIMEOUT_S
+                worker_pb2.StatSectorFileRequest(
+                    sector=sid, type=common_pb2.SECTOR_FILE_TYPE_CACHE, storage_id=storage_id
+                ),
+                timeout=_RPC_TIMEOUT_S,
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.NOT_FOUND:
@@ -410,15 +481,24 @@ class Proving:
         return None
 
     async def _check_vanilla(
-        self, stub: worker_pb2_grpc.WorkerServiceAsyncStub, s: common_pb2.ProvingSector, seal: SealProof, proof_type: int, deadline: Deadline
+        self,
+        stub: worker_pb2_grpc.WorkerServiceAsyncStub,
+        s: common_pb2.ProvingSector,
+        seal: SealProof,
+        proof_type: int,
+        deadline: Deadline,
     ) -> str | None:
         randomness = bytearray(os.urandom(32))
         randomness[31] &= 0x3F
         try:
             stream = stub.GenerateVanillaProofs(
                 worker_pb2.GenerateVanillaProofsRequest(
-                    assignment=worker_pb2.TaskAssignment(call_id=common_pb2.CallId(sector=s.sector.id, id=_uuid()), attempt=1),
-                    proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type), randomness=bytes(randomness), sectors=[s],
+                    assignment=worker_pb2.TaskAssignment(
+                        call_id=common_pb2.CallId(sector=s.sector.id, id=_uuid()), attempt=1
+                    ),
+                    proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type),
+                    randomness=bytes(randomness),
+                    sectors=[s],
                 ),
                 timeout=deadline.remaining() or _RPC_TIMEOUT_S,
             )
@@ -426,7 +506,12 @@ class Proving:
                 if reply.WhichOneof("outcome") == "error":
                     return f"generating vanilla proof: {reply.error.message}"
                 if not rust_core.verify_single_vanilla_proof(
-                    seal.sector_size, bytes(randomness), prover_id(s.sector.id.miner), (s.sector.id.number, bytes(s.comm_r)), reply.vanilla_proof, "window"
+                    seal.sector_size,
+                    bytes(randomness),
+                    prover_id(s.sector.id.miner),
+                    (s.sector.id.number, bytes(s.comm_r)),
+                    reply.vanilla_proof,
+                    "window",
                 ):
                     return "generating vanilla proof: the proof does not verify against comm_r"
         except grpc.aio.AioRpcError as exc:

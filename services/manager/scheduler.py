@@ -167,7 +167,9 @@ class Scheduler:
         """Adds a worker or updates its description; running tasks stay accounted."""
         worker = self.workers.get(worker_id)
         if worker is None:
-            worker = SchedWorker(worker_id, hostname, hardware, frozenset(task_types), table, WorkerCapacity(hardware), schedulable)
+            worker = SchedWorker(
+                worker_id, hostname, hardware, frozenset(task_types), table, WorkerCapacity(hardware), schedulable
+            )
             self.workers[worker_id] = worker
         else:
             if hardware != worker.hardware:
@@ -546,10 +548,16 @@ class Scheduler:
                     reason, detail = WaitReason.WORKER_UNAVAILABLE, "disabled, cordoned or disconnected"
                 elif not request.candidates.accepts(worker.id):
                     reason = request.candidates.reason
-                    detail = "no path can take the new files" if reason is WaitReason.NO_STORAGE else "does not hold the sector's files"
+                    detail = (
+                        "no path can take the new files"
+                        if reason is WaitReason.NO_STORAGE
+                        else "does not hold the sector's files"
+                    )
                 else:
                     busy = worker.check(shape)
-                    reason, detail = busy if busy is not None else (WaitReason.NOT_CONSIDERED, "fits now; placed on the next pass")
+                    reason, detail = (
+                        busy if busy is not None else (WaitReason.NOT_CONSIDERED, "fits now; placed on the next pass")
+                    )
             if _CLOSENESS[reason] < _CLOSENESS[main]:
                 main = reason
             if with_rejections:

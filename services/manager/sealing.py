@@ -119,16 +119,23 @@ class PieceRelay:
             try:
                 async for message in self.chunks:
                     if message.WhichOneof("payload") != "chunk":
-                        raise DispatchFailed(ErrorCode.PERMANENT, "only the first AddPiece message may be a header", grpc.StatusCode.INVALID_ARGUMENT)
+                        raise DispatchFailed(
+                            ErrorCode.PERMANENT,
+                            "only the first AddPiece message may be a header",
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                        )
                     chunk = message.chunk
                     if chunk.offset != received:
                         raise DispatchFailed(
-                            ErrorCode.PERMANENT, f"chunk offset {chunk.offset} but {received} bytes were sent so far", grpc.StatusCode.INVALID_ARGUMENT
+                            ErrorCode.PERMANENT,
+                            f"chunk offset {chunk.offset} but {received} bytes were sent so far",
+                            grpc.StatusCode.INVALID_ARGUMENT,
                         )
                     received += len(chunk.data)
                     if received > self.size:
                         raise DispatchFailed(
-                            ErrorCode.PERMANENT, f"more than piece_size ({self.size}) bytes were sent; nothing was written",
+                            ErrorCode.PERMANENT,
+                            f"more than piece_size ({self.size}) bytes were sent; nothing was written",
                             grpc.StatusCode.INVALID_ARGUMENT,
                         )
                     if chunk.data:
@@ -136,10 +143,15 @@ class PieceRelay:
             except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
                 if isinstance(exc, grpc.aio.AioRpcError) and call.done():
                     raise  # the worker failed the stream: handled as a dispatch failure
-                raise DispatchFailed(ErrorCode.PERMANENT, "the client's piece stream ended early; nothing was written", grpc.StatusCode.CANCELLED) from None
+                raise DispatchFailed(
+                    ErrorCode.PERMANENT,
+                    "the client's piece stream ended early; nothing was written",
+                    grpc.StatusCode.CANCELLED,
+                ) from None
             if received != self.size:
                 raise DispatchFailed(
-                    ErrorCode.PERMANENT, f"only {received} of piece_size {self.size} bytes were sent; nothing was written",
+                    ErrorCode.PERMANENT,
+                    f"only {received} of piece_size {self.size} bytes were sent; nothing was written",
                     grpc.StatusCode.INVALID_ARGUMENT,
                 )
             await call.done_writing()
@@ -167,7 +179,9 @@ Decide = Callable[[lifecycle.SectorRecord | None, list[lifecycle.InFlight], str]
 
 
 class Sealing:
-    def __init__(self, runner: JobRunner, index: StorageIndex | None, token: Callable[[], str], store: ManagerStore) -> None:
+    def __init__(
+        self, runner: JobRunner, index: StorageIndex | None, token: Callable[[], str], store: ManagerStore
+    ) -> None:
         self.runner = runner
         self.index = index
         # The sector lifecycle records, and where SealPreCommit2 results are remembered as the
@@ -196,7 +210,15 @@ class Sealing:
     ) -> Any:
         """Runs (or attaches to) one work and returns its decoded result."""
         live, _ = await self.runner.open(
-            spec, sector, request, priority, selector, dedup=dedup, dispatch=dispatch, key_extra=key_extra, generation=generation
+            spec,
+            sector,
+            request,
+            priority,
+            selector,
+            dedup=dedup,
+            dispatch=dispatch,
+            key_extra=key_extra,
+            generation=generation,
         )
         return await self.wait(spec, sector, live, deadline)
 
@@ -225,7 +247,9 @@ class Sealing:
                 raise refused(exc) from None
             if isinstance(decision, lifecycle.Recorded):
                 return spec.decode_result(decision.output)
-            live, _ = await self.runner.open(spec, sector, request, priority, selector, key_extra=key_extra, generation=generation)
+            live, _ = await self.runner.open(
+                spec, sector, request, priority, selector, key_extra=key_extra, generation=generation
+            )
         return await self.wait(spec, sector, live, deadline)
 
     async def wait(self, spec: CallSpec, sector: common_pb2.SectorRef, live: LiveWork, deadline: Deadline) -> Any:
@@ -267,15 +291,27 @@ class Sealing:
             record = await self.pipelines.record(miner, number)
             try:
                 claims = lifecycle.decide_add_piece(
-                    record, int(header.sector.proof_type), list(header.existing_piece_sizes), self.pipelines.in_flight(record, miner, number)
+                    record,
+                    int(header.sector.proof_type),
+                    list(header.existing_piece_sizes),
+                    self.pipelines.in_flight(record, miner, number),
                 )
                 if claims:
-                    record = await self.store.claim_sector(miner, number, int(header.sector.proof_type), record.generation if record else 0)
+                    record = await self.store.claim_sector(
+                        miner, number, int(header.sector.proof_type), record.generation if record else 0
+                    )
             except lifecycle.LifecycleRefused as exc:
                 raise refused(exc) from None
             assert record is not None
             live, _ = await self.runner.open(
-                spec, header.sector, worker_header, header.priority, selector, dedup=False, dispatch=relay, generation=record.generation
+                spec,
+                header.sector,
+                worker_header,
+                header.priority,
+                selector,
+                dedup=False,
+                dispatch=relay,
+                generation=record.generation,
             )
         result: common_pb2.PieceInfo = await self.wait(spec, header.sector, live, deadline)
         return result
@@ -284,24 +320,38 @@ class Sealing:
         proof = sector_ref(req.sector, req.HasField("sector"))
         bytes32(req.ticket, "ticket")
         normalized = pieces(req.pieces, proof, full=True)
-        worker_req = worker_pb2.WorkerServiceSealPreCommit1Request(sector=req.sector, ticket=req.ticket, pieces=normalized)
+        worker_req = worker_pb2.WorkerServiceSealPreCommit1Request(
+            sector=req.sector, ticket=req.ticket, pieces=normalized
+        )
         selector = AllocSelector(_key(req.sector), SEALED_CACHE, PathType.SEALING, prefer_holders_of=UNSEALED)
         refs = piece_refs(normalized)
 
-        def decide(record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str) -> lifecycle.Decision:
-            return lifecycle.decide_pc1(record, int(req.sector.proof_type), proof.sector_size, req.ticket, refs, busy, work_id)
+        def decide(
+            record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str
+        ) -> lifecycle.Decision:
+            return lifecycle.decide_pc1(
+                record, int(req.sector.proof_type), proof.sector_size, req.ticket, refs, busy, work_id
+            )
 
-        out: bytes = await self.step(BY_METHOD["SealPreCommit1"], req.sector, worker_req, req.priority, selector, deadline, decide)
+        out: bytes = await self.step(
+            BY_METHOD["SealPreCommit1"], req.sector, worker_req, req.priority, selector, deadline, decide
+        )
         return out
 
-    async def seal_pre_commit2(self, req: manager_pb2.SealPreCommit2Request, deadline: Deadline) -> common_pb2.SectorCommitments:
+    async def seal_pre_commit2(
+        self, req: manager_pb2.SealPreCommit2Request, deadline: Deadline
+    ) -> common_pb2.SectorCommitments:
         sector_ref(req.sector, req.HasField("sector"))
         if not req.pre_commit1_output:
             raise invalid("pre_commit1_output is required (SealPreCommit1's output)")
-        worker_req = worker_pb2.WorkerServiceSealPreCommit2Request(sector=req.sector, pre_commit1_output=req.pre_commit1_output)
+        worker_req = worker_pb2.WorkerServiceSealPreCommit2Request(
+            sector=req.sector, pre_commit1_output=req.pre_commit1_output
+        )
         selector = ExistingSelector(_key(req.sector), SEALED_CACHE, allow_fetch=True, task_type=TaskType.PRE_COMMIT_2)
 
-        def decide(record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str) -> lifecycle.Decision:
+        def decide(
+            record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str
+        ) -> lifecycle.Decision:
             return lifecycle.decide_pc2(record, int(req.sector.proof_type), req.pre_commit1_output, busy, work_id)
 
         out: common_pb2.SectorCommitments = await self.step(
@@ -320,13 +370,25 @@ class Sealing:
         selector = ExistingSelector(_key(req.sector), SEALED_CACHE, allow_fetch=False)
         refs = piece_refs(normalized)
 
-        def decide(record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str) -> lifecycle.Decision:
+        def decide(
+            record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str
+        ) -> lifecycle.Decision:
             return lifecycle.decide_c1(
-                record, int(req.sector.proof_type), req.ticket, req.seed, refs, req.comm_r, req.comm_d, _pc2_commitments(record),
-                busy, work_id,
+                record,
+                int(req.sector.proof_type),
+                req.ticket,
+                req.seed,
+                refs,
+                req.comm_r,
+                req.comm_d,
+                _pc2_commitments(record),
+                busy,
+                work_id,
             )
 
-        out: bytes = await self.step(BY_METHOD["SealCommit1"], req.sector, worker_req, req.priority, selector, deadline, decide)
+        out: bytes = await self.step(
+            BY_METHOD["SealCommit1"], req.sector, worker_req, req.priority, selector, deadline, decide
+        )
         return out
 
     async def seal_commit2(self, req: manager_pb2.SealCommit2Request, deadline: Deadline) -> bytes:
@@ -335,10 +397,14 @@ class Sealing:
             raise invalid("commit1_output is required (SealCommit1's output)")
         worker_req = worker_pb2.WorkerServiceSealCommit2Request(sector=req.sector, commit1_output=req.commit1_output)
 
-        def decide(record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str) -> lifecycle.Decision:
+        def decide(
+            record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str
+        ) -> lifecycle.Decision:
             return lifecycle.decide_c2(record, int(req.sector.proof_type), req.commit1_output, busy, work_id)
 
-        out: bytes = await self.step(BY_METHOD["SealCommit2"], req.sector, worker_req, req.priority, TaskSelector(), deadline, decide)
+        out: bytes = await self.step(
+            BY_METHOD["SealCommit2"], req.sector, worker_req, req.priority, TaskSelector(), deadline, decide
+        )
         return out
 
     async def finalize_sector(self, req: manager_pb2.FinalizeSectorRequest, deadline: Deadline) -> None:
@@ -350,20 +416,28 @@ class Sealing:
         keep = [(r.offset, r.size) for r in req.keep_unsealed]
         fin_spec = BY_METHOD["FinalizeSector"]
 
-        def decide_fin(record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str) -> lifecycle.Decision:
+        def decide_fin(
+            record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str
+        ) -> lifecycle.Decision:
             # The move of this finalize may still be in flight: it is ours, not a conflict.
             ours = [w for w in busy if w.method != "MoveStorage"]
             run_fin, _ = lifecycle.decide_finalize(record, int(req.sector.proof_type), keep, ours, [work_id])
             return lifecycle.Run() if run_fin else lifecycle.Recorded(b"")
 
-        await self.step(fin_spec, req.sector, fin, req.priority, ExistingSelector(key, SEALED_CACHE, False), deadline, decide_fin)
+        await self.step(
+            fin_spec, req.sector, fin, req.priority, ExistingSelector(key, SEALED_CACHE, False), deadline, decide_fin
+        )
         types = [FileType.SEALED, FileType.CACHE]
         if req.keep_unsealed and (self.index is None or await self.find(key, UNSEALED)):
             types.insert(0, FileType.UNSEALED)
-        move = worker_pb2.MoveStorageRequest(sector=req.sector, types=[common_pb2.SectorFileType.ValueType(t) for t in types])
+        move = worker_pb2.MoveStorageRequest(
+            sector=req.sector, types=[common_pb2.SectorFileType.ValueType(t) for t in types]
+        )
         selector = AllocSelector(key, frozenset(types), PathType.STORAGE, prefer_holders_of=SEALED_CACHE)
 
-        def decide_move(record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str) -> lifecycle.Decision:
+        def decide_move(
+            record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str
+        ) -> lifecycle.Decision:
             ours = [w for w in busy if w.method != "MoveStorage" or w.work_id == work_id]
             _, run_move = lifecycle.decide_finalize(record, int(req.sector.proof_type), keep, ours, [work_id])
             return lifecycle.Run() if run_move else lifecycle.Recorded(b"")
@@ -379,13 +453,21 @@ class Sealing:
         generation = await self._require_sealed(req.sector, "ReleaseUnsealed")
         workers = await self._holder_workers(_key(req.sector), UNSEALED, TaskType.FINALIZE)
         worker_req = worker_pb2.WorkerServiceReleaseUnsealedRequest(sector=req.sector, ranges=req.ranges, all=req.all)
-        await asyncio.gather(*[
-            self.run(
-                BY_METHOD["ReleaseUnsealed"], req.sector, worker_req, req.priority, FixedSelector((wid,)), deadline,
-                key_extra=b"\x00worker:" + wid.encode(), generation=generation,
-            )
-            for wid in workers
-        ])
+        await asyncio.gather(
+            *[
+                self.run(
+                    BY_METHOD["ReleaseUnsealed"],
+                    req.sector,
+                    worker_req,
+                    req.priority,
+                    FixedSelector((wid,)),
+                    deadline,
+                    key_extra=b"\x00worker:" + wid.encode(),
+                    generation=generation,
+                )
+                for wid in workers
+            ]
+        )
 
     async def unseal_piece(self, req: manager_pb2.UnsealPieceRequest, deadline: Deadline) -> None:
         proof = sector_ref(req.sector, req.HasField("sector"))
@@ -395,7 +477,13 @@ class Sealing:
         await self._unseal(req.sector, proof, req.ticket, req.unsealed_cid, req.priority, deadline, generation)
 
     async def _unseal(
-        self, sector: common_pb2.SectorRef, proof: SealProof, ticket: bytes, cid: str, priority: int, deadline: Deadline,
+        self,
+        sector: common_pb2.SectorRef,
+        proof: SealProof,
+        ticket: bytes,
+        cid: str,
+        priority: int,
+        deadline: Deadline,
         generation: int = 0,
     ) -> None:
         if not cid:
@@ -405,9 +493,13 @@ class Sealing:
         except CidError as exc:
             raise invalid(f"unsealed_cid: {exc}") from None
         whole = common_pb2.UnpaddedByteRange(offset=0, size=unpadded_capacity(proof))
-        worker_req = worker_pb2.WorkerServiceUnsealPieceRequest(sector=sector, range=whole, ticket=ticket, comm_d=comm_d)
+        worker_req = worker_pb2.WorkerServiceUnsealPieceRequest(
+            sector=sector, range=whole, ticket=ticket, comm_d=comm_d
+        )
         selector = ExistingSelector(_key(sector), SEALED_CACHE, allow_fetch=True, task_type=TaskType.UNSEAL)
-        await self.run(BY_METHOD["UnsealPiece"], sector, worker_req, priority, selector, deadline, generation=generation)
+        await self.run(
+            BY_METHOD["UnsealPiece"], sector, worker_req, priority, selector, deadline, generation=generation
+        )
 
     # --- reading pieces ----------------------------------------------------------------------
 
@@ -416,7 +508,9 @@ class Sealing:
         byte_range(req.range, req.HasField("range"), proof)
         return await self._unsealed_copy(req.sector, req.range) is not None
 
-    async def read_piece(self, req: manager_pb2.ReadPieceRequest, deadline: Deadline) -> AsyncIterator[manager_pb2.ReadPieceResponse]:
+    async def read_piece(
+        self, req: manager_pb2.ReadPieceRequest, deadline: Deadline
+    ) -> AsyncIterator[manager_pb2.ReadPieceResponse]:
         """Streams the range; unseals the sector first when no worker holds the range unsealed."""
         proof = sector_ref(req.sector, req.HasField("sector"))
         byte_range(req.range, req.HasField("range"), proof)
@@ -424,7 +518,10 @@ class Sealing:
         did_unseal = False
         if source is None:
             if self.index is not None and not await self.find(_key(req.sector), frozenset({FileType.SEALED})):
-                raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"{sector_name(req.sector)} has neither unsealed data nor a sealed replica anywhere")
+                raise RpcFailure(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"{sector_name(req.sector)} has neither unsealed data nor a sealed replica anywhere",
+                )
             if not req.unsealed_cid:
                 raise RpcFailure(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -436,7 +533,10 @@ class Sealing:
             did_unseal = True
             source = await self._unsealed_copy(req.sector, req.range)
             if source is None:
-                raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"{sector_name(req.sector)} was unsealed but no worker serves the range now; retry")
+                raise RpcFailure(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"{sector_name(req.sector)} was unsealed but no worker serves the range now; retry",
+                )
         stub, storage_id = source
         return self._stream_piece(stub, req, storage_id, did_unseal, deadline)
 
@@ -448,7 +548,9 @@ class Sealing:
         did_unseal: bool,
         deadline: Deadline,
     ) -> AsyncIterator[manager_pb2.ReadPieceResponse]:
-        yield manager_pb2.ReadPieceResponse(header=manager_pb2.ReadPieceHeader(did_unseal=did_unseal, size=req.range.size))
+        yield manager_pb2.ReadPieceResponse(
+            header=manager_pb2.ReadPieceHeader(did_unseal=did_unseal, size=req.range.size)
+        )
         stream = stub.ReadPiece(
             worker_pb2.WorkerServiceReadPieceRequest(sector=req.sector, range=req.range, storage_id=storage_id),
             timeout=deadline.remaining(),
@@ -457,7 +559,9 @@ class Sealing:
         async for reply in stream:
             chunk = reply.chunk
             if chunk.offset != sent:
-                raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"worker sent a chunk at {chunk.offset}, expected {sent}; retry")
+                raise RpcFailure(
+                    grpc.StatusCode.UNAVAILABLE, f"worker sent a chunk at {chunk.offset}, expected {sent}; retry"
+                )
             sent += len(chunk.data)
             yield manager_pb2.ReadPieceResponse(chunk=chunk)
         if sent != req.range.size:
@@ -469,7 +573,9 @@ class Sealing:
         """A worker (and path) that holds the range unsealed."""
         candidates: list[tuple[worker_pb2_grpc.WorkerServiceAsyncStub, str]] = []
         if self.index is None:
-            candidates = [(h.client.stub, "") for h in self.runner.registry.workers.values() if h.connected and h.client]
+            candidates = [
+                (h.client.stub, "") for h in self.runner.registry.workers.values() if h.connected and h.client
+            ]
         else:
             for loc in await self.find(_key(sector), UNSEALED):
                 for stub in self.stubs_for(loc.storage_id, loc.urls):
@@ -480,7 +586,10 @@ class Sealing:
                     worker_pb2.IsAllocatedRequest(sector=sector, range=r, storage_id=storage_id), timeout=_RPC_TIMEOUT_S
                 )
             except grpc.aio.AioRpcError as exc:
-                log.info("a holder could not answer IsAllocated", extra={"sector": sector_name(sector), "error": exc.details()})
+                log.info(
+                    "a holder could not answer IsAllocated",
+                    extra={"sector": sector_name(sector), "error": exc.details()},
+                )
                 continue
             if reply.allocated:
                 return stub, storage_id
@@ -512,7 +621,9 @@ class Sealing:
                 placed.append(call_id)
         return placed
 
-    async def _remove_after(self, sector: common_pb2.SectorId, generation: int, call_ids: list[str], limit_s: float = 3600.0) -> None:
+    async def _remove_after(
+        self, sector: common_pb2.SectorId, generation: int, call_ids: list[str], limit_s: float = 3600.0
+    ) -> None:
         """Removes again what tasks that were running at a Remove wrote, once their workers
         confirmed the end (the scheduler released their resources), while the sector is still
         removed in the same generation."""
@@ -526,10 +637,16 @@ class Sealing:
         try:
             removed = await self._remove_files(sector)
         except RpcFailure as exc:
-            log.warning("could not remove what a stopped task wrote; Remove again", extra={"sector": sector_name(sector), "error": exc.message})
+            log.warning(
+                "could not remove what a stopped task wrote; Remove again",
+                extra={"sector": sector_name(sector), "error": exc.message},
+            )
             return
         if removed:
-            log.info("removed the files a stopped task wrote after Remove", extra={"sector": sector_name(sector), "files": len(removed)})
+            log.info(
+                "removed the files a stopped task wrote after Remove",
+                extra={"sector": sector_name(sector), "files": len(removed)},
+            )
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -572,7 +689,9 @@ class Sealing:
                 continue
             try:
                 reply = await target.Remove(
-                    worker_pb2.WorkerServiceRemoveRequest(sector=req.sector, types=[common_pb2.SectorFileType.ValueType(t) for t in sorted(types)]),
+                    worker_pb2.WorkerServiceRemoveRequest(
+                        sector=req.sector, types=[common_pb2.SectorFileType.ValueType(t) for t in sorted(types)]
+                    ),
                     timeout=_RPC_TIMEOUT_S,
                 )
                 removed.extend(reply.removed)
@@ -589,7 +708,9 @@ class Sealing:
 
     # --- what a sector was sealed with ---------------------------------------------------------
 
-    async def sector_commitments(self, req: manager_pb2.SectorCommitmentsRequest) -> manager_pb2.SectorCommitmentsResponse:
+    async def sector_commitments(
+        self, req: manager_pb2.SectorCommitmentsRequest
+    ) -> manager_pb2.SectorCommitmentsResponse:
         if not req.HasField("sector"):
             raise invalid("sector is required")
         sector_id(req.sector)
@@ -617,7 +738,11 @@ class Sealing:
     async def find(self, key: SectorKey, types: frozenset[FileType]) -> list[Any]:
         assert self.index is not None
         try:
-            return [loc for loc in await self.index.find_sector(key.miner, key.number, sorted(types), key.sector_size, False) if not loc.fetch_candidate]
+            return [
+                loc
+                for loc in await self.index.find_sector(key.miner, key.number, sorted(types), key.sector_size, False)
+                if not loc.fetch_candidate
+            ]
         except Exception as exc:
             if is_unavailable(exc):
                 raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"the index is unavailable: {exc}") from None
@@ -627,8 +752,7 @@ class Sealing:
         registry = self.runner.registry
         if self.index is None:
             return sorted(
-                h.worker_id for h in registry.workers.values()
-                if h.connected and int(task_type) in h.info.task_types
+                h.worker_id for h in registry.workers.values() if h.connected and int(task_type) in h.info.task_types
             )
         out: dict[str, None] = {}
         for loc in await self.find(key, types):
@@ -636,7 +760,9 @@ class Sealing:
                 out.setdefault(wid, None)
         return list(out)
 
-    def _owners(self, storage_id: str, urls: tuple[str, ...]) -> list[tuple[str, worker_pb2_grpc.WorkerServiceAsyncStub]]:
+    def _owners(
+        self, storage_id: str, urls: tuple[str, ...]
+    ) -> list[tuple[str, worker_pb2_grpc.WorkerServiceAsyncStub]]:
         registry = self.runner.registry
         out = []
         for wid in registry.workers_of_path(storage_id):

@@ -96,7 +96,9 @@ class SelectorContext:
     workers_of_path: Callable[[str], Iterable[str]]
     can_run: Callable[[str, TaskType], bool] = _always
     clock: Callable[[], float] = time.monotonic
-    _alloc_cache: dict[tuple[frozenset[FileType], int, PathType, int | None], tuple[float, list[str]]] = field(default_factory=dict)
+    _alloc_cache: dict[tuple[frozenset[FileType], int, PathType, int | None], tuple[float, list[str]]] = field(
+        default_factory=dict
+    )
 
     def owners(self, storage_ids: Iterable[str]) -> list[str]:
         """Worker ids owning the paths, in the paths' order, without repeats."""
@@ -106,7 +108,9 @@ class SelectorContext:
                 seen.setdefault(wid, None)
         return list(seen)
 
-    async def best_alloc(self, types: frozenset[FileType], sector_size: int, path_type: PathType, miner: int | None) -> list[str]:
+    async def best_alloc(
+        self, types: frozenset[FileType], sector_size: int, path_type: PathType, miner: int | None
+    ) -> list[str]:
         assert self.index is not None
         key = (types, sector_size, path_type, miner)
         now = self.clock()
@@ -212,7 +216,11 @@ class AllocSelector:
             holders: list[str] = []
             if self.prefer_holders_of:
                 locations = await ctx.index.find_sector(
-                    self.sector.miner, self.sector.number, sorted(self.prefer_holders_of), self.sector.sector_size, False
+                    self.sector.miner,
+                    self.sector.number,
+                    sorted(self.prefer_holders_of),
+                    self.sector.sector_size,
+                    False,
                 )
                 holders = ctx.owners(loc.storage_id for loc in sorted(locations, key=lambda loc: -loc.weight))
         except Exception as exc:
@@ -235,7 +243,10 @@ def _log_index_failure(ctx: SelectorContext, exc: Exception, action: str) -> Non
         message, extra = describe_failure("index", address, exc, action)
         log.warning(message, extra=extra)
     else:
-        log.warning(f"index {address or '(in process)'} unavailable: {action}", extra={"dependency": "index", "address": address, "error": str(exc)})
+        log.warning(
+            f"index {address or '(in process)'} unavailable: {action}",
+            extra={"dependency": "index", "address": address, "error": str(exc)},
+        )
 
 
 def selector_to_json(selector: Selector) -> str:
@@ -246,15 +257,23 @@ def selector_to_json(selector: Selector) -> str:
         data = {"kind": "fixed", "workers": list(selector.workers)}
     elif isinstance(selector, ExistingSelector):
         data = {
-            "kind": "existing", "miner": selector.sector.miner, "number": selector.sector.number,
-            "size": selector.sector.sector_size, "types": sorted(int(t) for t in selector.types),
-            "allow_fetch": selector.allow_fetch, "task": int(selector.task_type) if selector.task_type else 0,
+            "kind": "existing",
+            "miner": selector.sector.miner,
+            "number": selector.sector.number,
+            "size": selector.sector.sector_size,
+            "types": sorted(int(t) for t in selector.types),
+            "allow_fetch": selector.allow_fetch,
+            "task": int(selector.task_type) if selector.task_type else 0,
         }
     elif isinstance(selector, AllocSelector):
         data = {
-            "kind": "alloc", "miner": selector.sector.miner, "number": selector.sector.number,
-            "size": selector.sector.sector_size, "types": sorted(int(t) for t in selector.types),
-            "path_type": int(selector.path_type), "prefer": sorted(int(t) for t in selector.prefer_holders_of),
+            "kind": "alloc",
+            "miner": selector.sector.miner,
+            "number": selector.sector.number,
+            "size": selector.sector.sector_size,
+            "types": sorted(int(t) for t in selector.types),
+            "path_type": int(selector.path_type),
+            "prefer": sorted(int(t) for t in selector.prefer_holders_of),
         }
     else:
         raise TypeError(f"cannot store selector {selector!r}")

@@ -37,7 +37,13 @@ def open_manager_database(config: ManagerConfig) -> tuple[Database, ManagerStore
     message) when it cannot be reached, was written by a newer build, or is an SQLite file that
     is corrupt or empty where data is expected (see check_sqlite_file)."""
     try:
-        db = open_database(config.database.url, config.data_dir, "manager", threads=config.manager.db_threads, init=config.database.init)
+        db = open_database(
+            config.database.url,
+            config.data_dir,
+            "manager",
+            threads=config.manager.db_threads,
+            init=config.database.init,
+        )
     except DatabaseRefused as exc:
         raise OSError(str(exc)) from None
     store = ManagerStore(db)
@@ -48,7 +54,9 @@ def open_manager_database(config: ManagerConfig) -> tuple[Database, ManagerStore
         raise OSError(f"manager database {db.target.describe()}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         db.close()
-        raise OSError(f"manager database {db.target.describe()} cannot be used ({exc}): restore it from a backup, or move it away to start with an empty manager") from None
+        raise OSError(
+            f"manager database {db.target.describe()} cannot be used ({exc}): restore it from a backup, or move it away to start with an empty manager"
+        ) from None
     except Exception:
         db.close()
         raise
@@ -70,7 +78,10 @@ class ManagerApp(Service):
         self.registry = WorkerRegistry(self._worker_token, settings.heartbeat_timeout_s)
         self.selectors = SelectorContext(index=None, workers_of_path=self.registry.workers_of_path)
         policy = RetryPolicy(
-            settings.max_attempts, settings.retry_backoff_initial_s, settings.retry_backoff_max_s, settings.redelivery_window_s,
+            settings.max_attempts,
+            settings.retry_backoff_initial_s,
+            settings.retry_backoff_max_s,
+            settings.redelivery_window_s,
             per_type={int(t): settings.retry_of(t) for t in TaskType if t.short in settings.retry},
         )
         self.tracker = CallTracker(self.store, policy)
@@ -80,7 +91,9 @@ class ManagerApp(Service):
         self.proving = Proving(self.runner, self.sealing, None)
         self.ready = asyncio.Event()
         # Unimplemented RPCs are filled in by registration(), so the class is complete at run time.
-        self.servicer = ManagerServicer(self.runner, self.sealing, self.proving, self.store, self.session_id, self.ready)  # type: ignore[abstract]
+        self.servicer = ManagerServicer(
+            self.runner, self.sealing, self.proving, self.store, self.session_id, self.ready
+        )  # type: ignore[abstract]
         self._loops: list[asyncio.Task[None]] = []
         self._index_problem: str | None = None
         log.info("manager database ready", extra={"database": self.db.target.describe()})

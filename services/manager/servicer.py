@@ -86,7 +86,9 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     # --- sealing API -------------------------------------------------------------------------
 
     @handled
-    async def AddPiece(self, request_iterator: AsyncIterator[manager_pb2.AddPieceRequest], context: Context) -> manager_pb2.AddPieceResponse:
+    async def AddPiece(
+        self, request_iterator: AsyncIterator[manager_pb2.AddPieceRequest], context: Context
+    ) -> manager_pb2.AddPieceResponse:
         first = None
         async for message in request_iterator:
             first = message
@@ -97,28 +99,46 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return manager_pb2.AddPieceResponse(piece=piece)
 
     @handled
-    async def SealPreCommit1(self, request: manager_pb2.SealPreCommit1Request, context: Context) -> manager_pb2.SealPreCommit1Response:
-        return manager_pb2.SealPreCommit1Response(pre_commit1_output=await self.sealing.seal_pre_commit1(request, _deadline(context)))
+    async def SealPreCommit1(
+        self, request: manager_pb2.SealPreCommit1Request, context: Context
+    ) -> manager_pb2.SealPreCommit1Response:
+        return manager_pb2.SealPreCommit1Response(
+            pre_commit1_output=await self.sealing.seal_pre_commit1(request, _deadline(context))
+        )
 
     @handled
-    async def SealPreCommit2(self, request: manager_pb2.SealPreCommit2Request, context: Context) -> manager_pb2.SealPreCommit2Response:
-        return manager_pb2.SealPreCommit2Response(commitments=await self.sealing.seal_pre_commit2(request, _deadline(context)))
+    async def SealPreCommit2(
+        self, request: manager_pb2.SealPreCommit2Request, context: Context
+    ) -> manager_pb2.SealPreCommit2Response:
+        return manager_pb2.SealPreCommit2Response(
+            commitments=await self.sealing.seal_pre_commit2(request, _deadline(context))
+        )
 
     @handled
-    async def SealCommit1(self, request: manager_pb2.SealCommit1Request, context: Context) -> manager_pb2.SealCommit1Response:
-        return manager_pb2.SealCommit1Response(commit1_output=await self.sealing.seal_commit1(request, _deadline(context)))
+    async def SealCommit1(
+        self, request: manager_pb2.SealCommit1Request, context: Context
+    ) -> manager_pb2.SealCommit1Response:
+        return manager_pb2.SealCommit1Response(
+            commit1_output=await self.sealing.seal_commit1(request, _deadline(context))
+        )
 
     @handled
-    async def SealCommit2(self, request: manager_pb2.SealCommit2Request, context: Context) -> manager_pb2.SealCommit2Response:
+    async def SealCommit2(
+        self, request: manager_pb2.SealCommit2Request, context: Context
+    ) -> manager_pb2.SealCommit2Response:
         return manager_pb2.SealCommit2Response(proof=await self.sealing.seal_commit2(request, _deadline(context)))
 
     @handled
-    async def FinalizeSector(self, request: manager_pb2.FinalizeSectorRequest, context: Context) -> manager_pb2.FinalizeSectorResponse:
+    async def FinalizeSector(
+        self, request: manager_pb2.FinalizeSectorRequest, context: Context
+    ) -> manager_pb2.FinalizeSectorResponse:
         await self.sealing.finalize_sector(request, _deadline(context))
         return manager_pb2.FinalizeSectorResponse()
 
     @handled
-    async def ReleaseUnsealed(self, request: manager_pb2.ReleaseUnsealedRequest, context: Context) -> manager_pb2.ReleaseUnsealedResponse:
+    async def ReleaseUnsealed(
+        self, request: manager_pb2.ReleaseUnsealedRequest, context: Context
+    ) -> manager_pb2.ReleaseUnsealedResponse:
         await self.sealing.release_unsealed(request, _deadline(context))
         return manager_pb2.ReleaseUnsealedResponse()
 
@@ -127,11 +147,15 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return manager_pb2.RemoveResponse(removed=await self.sealing.remove(request))
 
     @handled
-    async def SectorCommitments(self, request: manager_pb2.SectorCommitmentsRequest, context: Context) -> manager_pb2.SectorCommitmentsResponse:
+    async def SectorCommitments(
+        self, request: manager_pb2.SectorCommitmentsRequest, context: Context
+    ) -> manager_pb2.SectorCommitmentsResponse:
         return await self.sealing.sector_commitments(request)
 
     @handled
-    async def SectorStatus(self, request: manager_pb2.SectorStatusRequest, context: Context) -> manager_pb2.SectorStatusResponse:
+    async def SectorStatus(
+        self, request: manager_pb2.SectorStatusRequest, context: Context
+    ) -> manager_pb2.SectorStatusResponse:
         if not request.HasField("sector"):
             raise invalid("sector is required")
         sector_id(request.sector)
@@ -145,11 +169,15 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return views.sector_status(record, self.runner)
 
     @handled
-    async def UnsealPiece(self, request: manager_pb2.UnsealPieceRequest, context: Context) -> manager_pb2.UnsealPieceResponse:
+    async def UnsealPiece(
+        self, request: manager_pb2.UnsealPieceRequest, context: Context
+    ) -> manager_pb2.UnsealPieceResponse:
         await self.sealing.unseal_piece(request, _deadline(context))
         return manager_pb2.UnsealPieceResponse()
 
-    async def ReadPiece(self, request: manager_pb2.ReadPieceRequest, context: Context) -> AsyncIterator[manager_pb2.ReadPieceResponse]:
+    async def ReadPiece(
+        self, request: manager_pb2.ReadPieceRequest, context: Context
+    ) -> AsyncIterator[manager_pb2.ReadPieceResponse]:
         await self.ready.wait()
         try:
             stream = await self.sealing.read_piece(request, _deadline(context))
@@ -158,29 +186,43 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         except RpcFailure as failure:
             await context.abort(failure.code, failure.message)
         except grpc.aio.AioRpcError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"reading from the worker failed: {exc.code().name}: {exc.details()}")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"reading from the worker failed: {exc.code().name}: {exc.details()}"
+            )
 
     @handled
-    async def IsUnsealed(self, request: manager_pb2.IsUnsealedRequest, context: Context) -> manager_pb2.IsUnsealedResponse:
+    async def IsUnsealed(
+        self, request: manager_pb2.IsUnsealedRequest, context: Context
+    ) -> manager_pb2.IsUnsealedResponse:
         return manager_pb2.IsUnsealedResponse(unsealed=await self.sealing.is_unsealed(request))
 
     @handled
-    async def CheckProvable(self, request: manager_pb2.CheckProvableRequest, context: Context) -> manager_pb2.CheckProvableResponse:
+    async def CheckProvable(
+        self, request: manager_pb2.CheckProvableRequest, context: Context
+    ) -> manager_pb2.CheckProvableResponse:
         bad = await self.proving.check_provable(request, _deadline(context))
         return manager_pb2.CheckProvableResponse(bad_sectors=bad)
 
     @handled
-    async def GenerateWindowPoSt(self, request: manager_pb2.GenerateWindowPoStRequest, context: Context) -> manager_pb2.GenerateWindowPoStResponse:
+    async def GenerateWindowPoSt(
+        self, request: manager_pb2.GenerateWindowPoStRequest, context: Context
+    ) -> manager_pb2.GenerateWindowPoStResponse:
         if not 5 <= request.proof_type <= 9:
             raise invalid("proof_type must be a Window PoSt type")
-        proofs, skipped = await self.proving.generate_post(request.proof_type, request.randomness, request.sectors, _deadline(context))
+        proofs, skipped = await self.proving.generate_post(
+            request.proof_type, request.randomness, request.sectors, _deadline(context)
+        )
         return manager_pb2.GenerateWindowPoStResponse(proofs=proofs, skipped=skipped)
 
     @handled
-    async def GenerateWinningPoSt(self, request: manager_pb2.GenerateWinningPoStRequest, context: Context) -> manager_pb2.GenerateWinningPoStResponse:
+    async def GenerateWinningPoSt(
+        self, request: manager_pb2.GenerateWinningPoStRequest, context: Context
+    ) -> manager_pb2.GenerateWinningPoStResponse:
         if not 10 <= request.proof_type <= 14:
             raise invalid("proof_type must be a Winning PoSt type")
-        proofs, skipped = await self.proving.generate_post(request.proof_type, request.randomness, request.sectors, _deadline(context))
+        proofs, skipped = await self.proving.generate_post(
+            request.proof_type, request.randomness, request.sectors, _deadline(context)
+        )
         return manager_pb2.GenerateWinningPoStResponse(proofs=proofs, skipped=skipped)
 
     @handled
@@ -190,24 +232,36 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return manager_pb2.GenerateWinningPoStSectorChallengeResponse(indices=self.proving.winning_challenge(request))
 
     @handled
-    async def VerifySeal(self, request: manager_pb2.VerifySealRequest, context: Context) -> manager_pb2.VerifySealResponse:
+    async def VerifySeal(
+        self, request: manager_pb2.VerifySealRequest, context: Context
+    ) -> manager_pb2.VerifySealResponse:
         valid, reason = await asyncio.to_thread(self.proving.verify_seal, request)
         return manager_pb2.VerifySealResponse(valid=valid, reason=reason)
 
     @handled
-    async def VerifyWindowPoSt(self, request: manager_pb2.VerifyWindowPoStRequest, context: Context) -> manager_pb2.VerifyWindowPoStResponse:
-        valid, reason = await asyncio.to_thread(self.proving.verify_post, "window", request.randomness, request.sectors, request.proofs)
+    async def VerifyWindowPoSt(
+        self, request: manager_pb2.VerifyWindowPoStRequest, context: Context
+    ) -> manager_pb2.VerifyWindowPoStResponse:
+        valid, reason = await asyncio.to_thread(
+            self.proving.verify_post, "window", request.randomness, request.sectors, request.proofs
+        )
         return manager_pb2.VerifyWindowPoStResponse(valid=valid, reason=reason)
 
     @handled
-    async def VerifyWinningPoSt(self, request: manager_pb2.VerifyWinningPoStRequest, context: Context) -> manager_pb2.VerifyWinningPoStResponse:
-        valid, reason = await asyncio.to_thread(self.proving.verify_post, "winning", request.randomness, request.sectors, request.proofs)
+    async def VerifyWinningPoSt(
+        self, request: manager_pb2.VerifyWinningPoStRequest, context: Context
+    ) -> manager_pb2.VerifyWinningPoStResponse:
+        valid, reason = await asyncio.to_thread(
+            self.proving.verify_post, "winning", request.randomness, request.sectors, request.proofs
+        )
         return manager_pb2.VerifyWinningPoStResponse(valid=valid, reason=reason)
 
     # --- worker side -------------------------------------------------------------------------
 
     @handled
-    async def RegisterWorker(self, request: manager_pb2.RegisterWorkerRequest, context: Context) -> manager_pb2.RegisterWorkerResponse:
+    async def RegisterWorker(
+        self, request: manager_pb2.RegisterWorkerRequest, context: Context
+    ) -> manager_pb2.RegisterWorkerResponse:
         wid = request.info.worker_id
         if not wid or not request.session_id or not request.address:
             raise invalid("info.worker_id, session_id and address are required")
@@ -215,7 +269,9 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         if " " in address or (":" not in address and "/" not in address):
             raise invalid(f"address {address!r} is not a gRPC target (HOST:PORT, dns:///host:port, unix:path)")
         state = self.operator_states.get(wid) or WorkerOperatorState(wid)
-        handle = await self.runner.register_worker(wid, request.session_id, address, request.info, state.enabled, state.cordoned)
+        handle = await self.runner.register_worker(
+            wid, request.session_id, address, request.info, state.enabled, state.cordoned
+        )
         settings = self.runner.settings
         return manager_pb2.RegisterWorkerResponse(
             manager_session_id=self.session_id,
@@ -225,11 +281,16 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         )
 
     @handled
-    async def WorkerHeartbeat(self, request: manager_pb2.WorkerHeartbeatRequest, context: Context) -> manager_pb2.WorkerHeartbeatResponse:
+    async def WorkerHeartbeat(
+        self, request: manager_pb2.WorkerHeartbeatRequest, context: Context
+    ) -> manager_pb2.WorkerHeartbeatResponse:
         if not request.worker_id or not request.session_id:
             raise invalid("worker_id and session_id are required")
         result = self.runner.heartbeat(
-            request.worker_id, request.session_id, list(request.running_calls), request.info if request.HasField("info") else None,
+            request.worker_id,
+            request.session_id,
+            list(request.running_calls),
+            request.info if request.HasField("info") else None,
             request.shutting_down,
         )
         if result is None:
@@ -250,22 +311,32 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             raise invalid(f"Return{method} needs exactly one of {spec.result_field} or error")
         meta = request.meta
         status = await self.runner.handle_return(
-            method, cid, outcome, timestamp_seconds("meta.started_at", meta.started_at), timestamp_seconds("meta.finished_at", meta.finished_at)
+            method,
+            cid,
+            outcome,
+            timestamp_seconds("meta.started_at", meta.started_at),
+            timestamp_seconds("meta.finished_at", meta.finished_at),
         )
         if status is ReturnStatus.NOT_FOUND:
             raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no record of call {cid}: drop its result")
         if status is ReturnStatus.WRONG_METHOD:
-            raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, f"call {cid} was not dispatched as {method}: drop its result")
+            raise RpcFailure(
+                grpc.StatusCode.FAILED_PRECONDITION, f"call {cid} was not dispatched as {method}: drop its result"
+            )
 
     # --- operator ----------------------------------------------------------------------------
 
     @handled
-    async def SealingJobs(self, request: manager_pb2.SealingJobsRequest, context: Context) -> manager_pb2.SealingJobsResponse:
+    async def SealingJobs(
+        self, request: manager_pb2.SealingJobsRequest, context: Context
+    ) -> manager_pb2.SealingJobsResponse:
         delivered = await self.store.delivered_works() if request.include_delivered else []
         return manager_pb2.SealingJobsResponse(jobs=views.sealing_jobs(self.runner, request, delivered))
 
     @handled
-    async def WorkerStats(self, request: manager_pb2.WorkerStatsRequest, context: Context) -> manager_pb2.WorkerStatsResponse:
+    async def WorkerStats(
+        self, request: manager_pb2.WorkerStatsRequest, context: Context
+    ) -> manager_pb2.WorkerStatsResponse:
         handles = sorted(self.runner.registry.workers.values(), key=lambda h: h.worker_id)
         if request.worker_id:
             handles = [h for h in handles if h.worker_id == request.worker_id]
@@ -302,29 +373,52 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         await self.store.set_worker_state(state)
         self.operator_states[handle.worker_id] = state
         self.runner.set_operator_state(handle)
-        log.info("worker state changed", extra={"worker": handle.worker_id, "enabled": handle.enabled, "cordoned": handle.cordoned})
+        log.info(
+            "worker state changed",
+            extra={"worker": handle.worker_id, "enabled": handle.enabled, "cordoned": handle.cordoned},
+        )
         return views.worker_state(handle)
 
     @handled
-    async def EnableWorker(self, request: manager_pb2.EnableWorkerRequest, context: Context) -> manager_pb2.EnableWorkerResponse:
-        return manager_pb2.EnableWorkerResponse(state=await self._set_state(self._handle(request.worker_id), enabled=True))
+    async def EnableWorker(
+        self, request: manager_pb2.EnableWorkerRequest, context: Context
+    ) -> manager_pb2.EnableWorkerResponse:
+        return manager_pb2.EnableWorkerResponse(
+            state=await self._set_state(self._handle(request.worker_id), enabled=True)
+        )
 
     @handled
-    async def DisableWorker(self, request: manager_pb2.DisableWorkerRequest, context: Context) -> manager_pb2.DisableWorkerResponse:
-        return manager_pb2.DisableWorkerResponse(state=await self._set_state(self._handle(request.worker_id), enabled=False))
+    async def DisableWorker(
+        self, request: manager_pb2.DisableWorkerRequest, context: Context
+    ) -> manager_pb2.DisableWorkerResponse:
+        return manager_pb2.DisableWorkerResponse(
+            state=await self._set_state(self._handle(request.worker_id), enabled=False)
+        )
 
     @handled
-    async def CordonWorker(self, request: manager_pb2.CordonWorkerRequest, context: Context) -> manager_pb2.CordonWorkerResponse:
-        return manager_pb2.CordonWorkerResponse(state=await self._set_state(self._handle(request.worker_id), cordoned=True))
+    async def CordonWorker(
+        self, request: manager_pb2.CordonWorkerRequest, context: Context
+    ) -> manager_pb2.CordonWorkerResponse:
+        return manager_pb2.CordonWorkerResponse(
+            state=await self._set_state(self._handle(request.worker_id), cordoned=True)
+        )
 
     @handled
-    async def UncordonWorker(self, request: manager_pb2.UncordonWorkerRequest, context: Context) -> manager_pb2.UncordonWorkerResponse:
-        return manager_pb2.UncordonWorkerResponse(state=await self._set_state(self._handle(request.worker_id), cordoned=False, draining=False))
+    async def UncordonWorker(
+        self, request: manager_pb2.UncordonWorkerRequest, context: Context
+    ) -> manager_pb2.UncordonWorkerResponse:
+        return manager_pb2.UncordonWorkerResponse(
+            state=await self._set_state(self._handle(request.worker_id), cordoned=False, draining=False)
+        )
 
     @handled
-    async def DrainWorker(self, request: manager_pb2.DrainWorkerRequest, context: Context) -> manager_pb2.DrainWorkerResponse:
+    async def DrainWorker(
+        self, request: manager_pb2.DrainWorkerRequest, context: Context
+    ) -> manager_pb2.DrainWorkerResponse:
         handle = self._handle(request.worker_id)
-        limit = duration_seconds("timeout", request.timeout) if request.HasField("timeout") else context.time_remaining()
+        limit = (
+            duration_seconds("timeout", request.timeout) if request.HasField("timeout") else context.time_remaining()
+        )
         await self._set_state(handle, cordoned=True, draining=True)
         loop = asyncio.get_running_loop()
         until = None if limit is None else loop.time() + limit
@@ -338,15 +432,23 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         finally:
             handle.draining = False
             self.runner.set_operator_state(handle)
-        remaining = [j for j in views.sealing_jobs(self.runner, manager_pb2.SealingJobsRequest(worker_id=handle.worker_id), []) if j.state in (J.JOB_STATE_ASSIGNED, J.JOB_STATE_RUNNING)]
-        return manager_pb2.DrainWorkerResponse(drained=not self._busy(handle), remaining=remaining, state=views.worker_state(handle))
+        remaining = [
+            j
+            for j in views.sealing_jobs(self.runner, manager_pb2.SealingJobsRequest(worker_id=handle.worker_id), [])
+            if j.state in (J.JOB_STATE_ASSIGNED, J.JOB_STATE_RUNNING)
+        ]
+        return manager_pb2.DrainWorkerResponse(
+            drained=not self._busy(handle), remaining=remaining, state=views.worker_state(handle)
+        )
 
     def _busy(self, handle: WorkerHandle) -> bool:
         sched = self.runner.scheduler.workers.get(handle.worker_id)
         return bool(sched and sched.assigned)
 
     @handled
-    async def TaskHistory(self, request: manager_pb2.TaskHistoryRequest, context: Context) -> manager_pb2.TaskHistoryResponse:
+    async def TaskHistory(
+        self, request: manager_pb2.TaskHistoryRequest, context: Context
+    ) -> manager_pb2.TaskHistoryResponse:
         size = request.page_size or 100
         size = min(size, 1000)
         if request.HasField("sector"):
@@ -365,7 +467,8 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         )
         page, more = calls[:size], len(calls) > size
         return manager_pb2.TaskHistoryResponse(
-            runs=[views.task_run(c) for c in page], next_page_token=views.encode_page_token(page[-1], filters) if more else ""
+            runs=[views.task_run(c) for c in page],
+            next_page_token=views.encode_page_token(page[-1], filters) if more else "",
         )
 
 

@@ -132,14 +132,50 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 _WORK_COLUMNS = (
-    "work_id", "method", "task_type", "miner", "number", "seal_proof", "priority", "params", "status", "attempt",
-    "call_id", "outcome", "result", "error_code", "error_message", "dedup", "selector", "created_at", "updated_at",
-    "not_before", "generation",
+    "work_id",
+    "method",
+    "task_type",
+    "miner",
+    "number",
+    "seal_proof",
+    "priority",
+    "params",
+    "status",
+    "attempt",
+    "call_id",
+    "outcome",
+    "result",
+    "error_code",
+    "error_message",
+    "dedup",
+    "selector",
+    "created_at",
+    "updated_at",
+    "not_before",
+    "generation",
 )
 _CALL_COLUMNS = (
-    "call_id", "work_id", "method", "task_type", "miner", "number", "seal_proof", "attempt", "status", "priority",
-    "worker_id", "hostname", "session_id", "gpu_ordinals", "threads", "queued_at", "dispatched_at", "started_at",
-    "finished_at", "error_code", "error_message",
+    "call_id",
+    "work_id",
+    "method",
+    "task_type",
+    "miner",
+    "number",
+    "seal_proof",
+    "attempt",
+    "status",
+    "priority",
+    "worker_id",
+    "hostname",
+    "session_id",
+    "gpu_ordinals",
+    "threads",
+    "queued_at",
+    "dispatched_at",
+    "started_at",
+    "finished_at",
+    "error_code",
+    "error_message",
 )
 
 
@@ -217,17 +253,23 @@ def _step_effect(w: WorkRecord, step: lifecycle.Step | None) -> lifecycle.Effect
     if step is None:
         header = worker_pb2.WorkerServiceAddPieceHeader.FromString(w.params)
         info = common_pb2.PieceInfo.FromString(w.result)
-        return lifecycle.PieceAdded(tuple(header.existing_piece_sizes), lifecycle.PieceRef(info.size, bytes(info.commp)))
+        return lifecycle.PieceAdded(
+            tuple(header.existing_piece_sizes), lifecycle.PieceRef(info.size, bytes(info.commp))
+        )
     if step is lifecycle.Step.PRE_COMMIT_1:
         pc1 = worker_pb2.WorkerServiceSealPreCommit1Request.FromString(w.params)
         digest = lifecycle.digest_pc1(pc1.ticket, piece_refs(pc1.pieces))
     elif step is lifecycle.Step.PRE_COMMIT_2:
-        digest = lifecycle.digest_blob(step, worker_pb2.WorkerServiceSealPreCommit2Request.FromString(w.params).pre_commit1_output)
+        digest = lifecycle.digest_blob(
+            step, worker_pb2.WorkerServiceSealPreCommit2Request.FromString(w.params).pre_commit1_output
+        )
     elif step is lifecycle.Step.COMMIT_1:
         c1 = worker_pb2.WorkerServiceSealCommit1Request.FromString(w.params)
         digest = lifecycle.digest_c1(c1.ticket, c1.seed, piece_refs(c1.pieces), c1.comm_r, c1.comm_d)
     elif step is lifecycle.Step.COMMIT_2:
-        digest = lifecycle.digest_blob(step, worker_pb2.WorkerServiceSealCommit2Request.FromString(w.params).commit1_output)
+        digest = lifecycle.digest_blob(
+            step, worker_pb2.WorkerServiceSealCommit2Request.FromString(w.params).commit1_output
+        )
     elif step is lifecycle.Step.FINALIZE:
         fin = worker_pb2.WorkerServiceFinalizeSectorRequest.FromString(w.params)
         digest = lifecycle.digest_finalize([(r.offset, r.size) for r in fin.keep_unsealed])
@@ -242,7 +284,8 @@ def piece_refs(infos: Sequence[common_pb2.PieceInfo]) -> tuple[lifecycle.PieceRe
 
 def _pieces_of(blob: bytes) -> tuple[lifecycle.PieceRef, ...]:
     return tuple(
-        lifecycle.PieceRef(int.from_bytes(blob[i:i + 8], "big"), bytes(blob[i + 8:i + 40])) for i in range(0, len(blob), 40)
+        lifecycle.PieceRef(int.from_bytes(blob[i : i + 8], "big"), bytes(blob[i + 8 : i + 40]))
+        for i in range(0, len(blob), 40)
     )
 
 
@@ -264,8 +307,16 @@ def _read_sector(tx: Tx, miner: int, number: int) -> lifecycle.SectorRecord | No
     if r is None:
         return None
     record = lifecycle.SectorRecord(
-        miner=int(r[0]), number=int(r[1]), proof_type=int(r[2]), generation=int(r[3]), removed=bool(r[4]),
-        pieces=_pieces_of(bytes(r[5])), last_error=r[6], last_error_step=r[7], created_at=float(r[8]), updated_at=float(r[9]),
+        miner=int(r[0]),
+        number=int(r[1]),
+        proof_type=int(r[2]),
+        generation=int(r[3]),
+        removed=bool(r[4]),
+        pieces=_pieces_of(bytes(r[5])),
+        last_error=r[6],
+        last_error_step=r[7],
+        created_at=float(r[8]),
+        updated_at=float(r[9]),
     )
     rows = tx.query(
         "SELECT step, input_digest, output, done_at FROM manager_sector_steps WHERE miner = ? AND number = ? AND generation = ?",
@@ -279,10 +330,21 @@ def _read_sector(tx: Tx, miner: int, number: int) -> lifecycle.SectorRecord | No
 
 
 def _write_sector(tx: Tx, record: lifecycle.SectorRecord) -> None:
-    tx.execute(_UPSERT_SECTOR, (
-        record.miner, record.number, record.proof_type, record.generation, record.removed,
-        lifecycle.pieces_bytes(record.pieces), record.last_error, record.last_error_step, record.created_at, record.updated_at,
-    ))
+    tx.execute(
+        _UPSERT_SECTOR,
+        (
+            record.miner,
+            record.number,
+            record.proof_type,
+            record.generation,
+            record.removed,
+            lifecycle.pieces_bytes(record.pieces),
+            record.last_error,
+            record.last_error_step,
+            record.created_at,
+            record.updated_at,
+        ),
+    )
 
 
 def _apply_effect(tx: Tx, w: WorkRecord, effect: lifecycle.Effect) -> None:
@@ -304,37 +366,105 @@ def _apply_effect(tx: Tx, w: WorkRecord, effect: lifecycle.Effect) -> None:
 
 def _work_row(w: WorkRecord) -> tuple[Any, ...]:
     return (
-        w.work_id, w.method, w.task_type, w.miner, w.number, w.seal_proof, w.priority, w.params, w.status.value,
-        w.attempt, w.call_id, w.outcome.value, w.result, w.error_code, w.error_message, w.dedup, w.selector,
-        w.created_at, w.updated_at, w.not_before, w.generation,
+        w.work_id,
+        w.method,
+        w.task_type,
+        w.miner,
+        w.number,
+        w.seal_proof,
+        w.priority,
+        w.params,
+        w.status.value,
+        w.attempt,
+        w.call_id,
+        w.outcome.value,
+        w.result,
+        w.error_code,
+        w.error_message,
+        w.dedup,
+        w.selector,
+        w.created_at,
+        w.updated_at,
+        w.not_before,
+        w.generation,
     )
 
 
 def _work(row: Sequence[Any]) -> WorkRecord:
     return WorkRecord(
-        work_id=row[0], method=row[1], task_type=int(row[2]), miner=int(row[3]), number=int(row[4]),
-        seal_proof=int(row[5]), priority=int(row[6]), params=bytes(row[7]), status=WorkStatus(row[8]),
-        attempt=int(row[9]), call_id=row[10], outcome=OutcomeKind(row[11]), result=bytes(row[12]),
-        error_code=int(row[13]), error_message=row[14], dedup=bool(row[15]), selector=row[16],
-        created_at=float(row[17]), updated_at=float(row[18]), not_before=float(row[19]), generation=int(row[20]),
+        work_id=row[0],
+        method=row[1],
+        task_type=int(row[2]),
+        miner=int(row[3]),
+        number=int(row[4]),
+        seal_proof=int(row[5]),
+        priority=int(row[6]),
+        params=bytes(row[7]),
+        status=WorkStatus(row[8]),
+        attempt=int(row[9]),
+        call_id=row[10],
+        outcome=OutcomeKind(row[11]),
+        result=bytes(row[12]),
+        error_code=int(row[13]),
+        error_message=row[14],
+        dedup=bool(row[15]),
+        selector=row[16],
+        created_at=float(row[17]),
+        updated_at=float(row[18]),
+        not_before=float(row[19]),
+        generation=int(row[20]),
     )
 
 
 def _call_row(c: CallRecord) -> tuple[Any, ...]:
     return (
-        c.call_id, c.work_id, c.method, c.task_type, c.miner, c.number, c.seal_proof, c.attempt, c.status.value,
-        c.priority, c.worker_id, c.hostname, c.session_id, json.dumps(list(c.gpu_ordinals)), c.threads, c.queued_at,
-        c.dispatched_at, c.started_at, c.finished_at, c.error_code, c.error_message,
+        c.call_id,
+        c.work_id,
+        c.method,
+        c.task_type,
+        c.miner,
+        c.number,
+        c.seal_proof,
+        c.attempt,
+        c.status.value,
+        c.priority,
+        c.worker_id,
+        c.hostname,
+        c.session_id,
+        json.dumps(list(c.gpu_ordinals)),
+        c.threads,
+        c.queued_at,
+        c.dispatched_at,
+        c.started_at,
+        c.finished_at,
+        c.error_code,
+        c.error_message,
     )
 
 
 def _call(row: Sequence[Any]) -> CallRecord:
     return CallRecord(
-        call_id=row[0], work_id=row[1], method=row[2], task_type=int(row[3]), miner=int(row[4]), number=int(row[5]),
-        seal_proof=int(row[6]), attempt=int(row[7]), status=CallStatus(row[8]), priority=int(row[9]),
-        worker_id=row[10], hostname=row[11], session_id=row[12], gpu_ordinals=tuple(json.loads(row[13])),
-        threads=int(row[14]), queued_at=float(row[15]), dispatched_at=float(row[16]), started_at=float(row[17]),
-        finished_at=float(row[18]), error_code=int(row[19]), error_message=row[20],
+        call_id=row[0],
+        work_id=row[1],
+        method=row[2],
+        task_type=int(row[3]),
+        miner=int(row[4]),
+        number=int(row[5]),
+        seal_proof=int(row[6]),
+        attempt=int(row[7]),
+        status=CallStatus(row[8]),
+        priority=int(row[9]),
+        worker_id=row[10],
+        hostname=row[11],
+        session_id=row[12],
+        gpu_ordinals=tuple(json.loads(row[13])),
+        threads=int(row[14]),
+        queued_at=float(row[15]),
+        dispatched_at=float(row[16]),
+        started_at=float(row[17]),
+        finished_at=float(row[18]),
+        error_code=int(row[19]),
+        error_message=row[20],
     )
 
 
@@ -420,7 +550,9 @@ class ManagerStore:
 
     async def delivered_works(self, limit: int = 1000) -> list[WorkRecord]:
         def run(tx: Tx) -> list[WorkRecord]:
-            rows = tx.query(_SELECT_WORK + " WHERE status = ? ORDER BY updated_at DESC LIMIT ?", (WorkStatus.DELIVERED.value, limit))
+            rows = tx.query(
+                _SELECT_WORK + " WHERE status = ? ORDER BY updated_at DESC LIMIT ?", (WorkStatus.DELIVERED.value, limit)
+            )
             return [_work(r) for r in rows]
 
         return await self.db.run(run, Mode.READ)
@@ -447,7 +579,14 @@ class ManagerStore:
             params.extend([miner, number])
         if failed_only:
             where.append("status IN (?, ?, ?, ?)")
-            params.extend([CallStatus.FAILED.value, CallStatus.ABORTED.value, CallStatus.TIMED_OUT.value, CallStatus.REQUEUED.value])
+            params.extend(
+                [
+                    CallStatus.FAILED.value,
+                    CallStatus.ABORTED.value,
+                    CallStatus.TIMED_OUT.value,
+                    CallStatus.REQUEUED.value,
+                ]
+            )
         if task_type is not None:
             where.append("task_type = ?")
             params.append(task_type)
@@ -457,7 +596,11 @@ class ManagerStore:
         if since is not None:
             where.append("queued_at >= ?")
             params.append(since)
-        sql = _SELECT_CALL + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY queued_at DESC, call_id DESC LIMIT ?"
+        sql = (
+            _SELECT_CALL
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY queued_at DESC, call_id DESC LIMIT ?"
+        )
         params.append(limit)
 
         def run(tx: Tx) -> list[CallRecord]:
@@ -470,7 +613,8 @@ class ManagerStore:
 
         def run(tx: Tx) -> tuple[int, int]:
             works = tx.execute(
-                "DELETE FROM manager_works WHERE status = ? AND updated_at < ?", (WorkStatus.DELIVERED.value, delivered_before)
+                "DELETE FROM manager_works WHERE status = ? AND updated_at < ?",
+                (WorkStatus.DELIVERED.value, delivered_before),
             )
             calls = tx.execute(
                 "DELETE FROM manager_calls WHERE status NOT IN (?, ?, ?) AND queued_at < ?"
@@ -502,7 +646,9 @@ class ManagerStore:
         """Drops a removed sector's commitments; False when none were recorded (a repeat)."""
 
         def run(tx: Tx) -> bool:
-            return tx.execute("DELETE FROM manager_sector_commitments WHERE miner = ? AND number = ?", (miner, number)) > 0
+            return (
+                tx.execute("DELETE FROM manager_sector_commitments WHERE miner = ? AND number = ?", (miner, number)) > 0
+            )
 
         return await self.db.run(run)
 
@@ -522,7 +668,8 @@ class ManagerStore:
             seen = current.generation if current is not None else 0
             if current is not None and (seen != generation or not current.removed):
                 raise lifecycle.LifecycleRefused(
-                    lifecycle.Refusal.CLAIMED, f"AddPiece: {current.name} was claimed by another pipeline meanwhile; seal another sector number"
+                    lifecycle.Refusal.CLAIMED,
+                    f"AddPiece: {current.name} was claimed by another pipeline meanwhile; seal another sector number",
                 )
             now = time.time()
             record = lifecycle.SectorRecord(miner, number, proof_type, seen + 1, created_at=now, updated_at=now)

@@ -172,7 +172,9 @@ def byte_range(r: common_pb2.UnpaddedByteRange, present: bool, proof: SealProof,
     if not is_unpadded_piece_size(r.size):
         raise invalid(f"{what}.size {r.size} is not an unpadded piece size (127 * 2^k)")
     if r.offset + r.size > unpadded_capacity(proof):
-        raise invalid(f"{what} ends at {r.offset + r.size}, beyond the sector's {unpadded_capacity(proof)} unpadded bytes")
+        raise invalid(
+            f"{what} ends at {r.offset + r.size}, beyond the sector's {unpadded_capacity(proof)} unpadded bytes"
+        )
 
 
 def worker_id(value: str) -> str:

@@ -121,7 +121,9 @@ def _job_of_delivered(record: WorkRecord) -> manager_pb2.SealingJob:
     return job
 
 
-def sealing_jobs(runner: JobRunner, req: manager_pb2.SealingJobsRequest, delivered: list[WorkRecord]) -> list[manager_pb2.SealingJob]:
+def sealing_jobs(
+    runner: JobRunner, req: manager_pb2.SealingJobsRequest, delivered: list[WorkRecord]
+) -> list[manager_pb2.SealingJob]:
     jobs = [_job_of_live(live, runner) for live in runner.tracker.live()]
     jobs.extend(_job_of_ephemeral(e, runner) for e in runner.ephemeral.values())
     jobs.extend(_job_of_delivered(r) for r in delivered)
@@ -129,7 +131,9 @@ def sealing_jobs(runner: JobRunner, req: manager_pb2.SealingJobsRequest, deliver
         jobs = [j for j in jobs if j.worker_id == req.worker_id]
     if req.HasField("sector"):
         jobs = [j for j in jobs if j.sector.id.miner == req.sector.miner and j.sector.id.number == req.sector.number]
-    jobs.sort(key=lambda j: (_STATE_ORDER.get(j.state, 9), (j.started_at.ToNanoseconds() or j.queued_at.ToNanoseconds())))
+    jobs.sort(
+        key=lambda j: (_STATE_ORDER.get(j.state, 9), (j.started_at.ToNanoseconds() or j.queued_at.ToNanoseconds()))
+    )
     return jobs
 
 
@@ -147,7 +151,10 @@ def worker_state(handle: WorkerHandle) -> manager_pb2.WorkerState:
 
 def worker_stat(handle: WorkerHandle, runner: JobRunner) -> manager_pb2.WorkerStat:
     stat = manager_pb2.WorkerStat(
-        info=handle.info, address=handle.address, session_id=handle.session_id if handle.connected else "", state=worker_state(handle)
+        info=handle.info,
+        address=handle.address,
+        session_id=handle.session_id if handle.connected else "",
+        state=worker_state(handle),
     )
     _set_ts(stat.registered_at, mono_to_wall(handle.registered_at))
     _set_ts(stat.last_heartbeat, mono_to_wall(handle.last_heartbeat))
@@ -190,8 +197,11 @@ def resource_rows(info: common_pb2.WorkerInfo, default: bool) -> list[manager_pb
         message = manager_pb2.ResourceTableRow(
             task_type=common_pb2.TaskType.ValueType(int(task)),
             seal_proof=common_pb2.RegisteredSealProof.ValueType(int(proof)),
-            min_memory=row.min_memory, max_memory=row.max_memory, max_parallelism=row.max_parallelism,
-            gpu_utilization=row.gpu_utilization, base_min_memory=row.base_min_memory,
+            min_memory=row.min_memory,
+            max_memory=row.max_memory,
+            max_parallelism=row.max_parallelism,
+            gpu_utilization=row.gpu_utilization,
+            base_min_memory=row.base_min_memory,
             overridden=not default and row != DEFAULT_TABLE.row((task, proof)),
         )
         if row.max_parallelism_gpu is not None:
@@ -225,7 +235,9 @@ def _queued(request: SchedRequest, runner: JobRunner, with_rejections: bool) -> 
         reason=manager_pb2.WaitReason.ValueType(int(diagnosis.reason)),
         unsatisfiable=diagnosis.unsatisfiable,
         rejections=[
-            manager_pb2.WorkerRejection(worker_id=wid, reason=manager_pb2.WaitReason.ValueType(int(reason)), detail=detail)
+            manager_pb2.WorkerRejection(
+                worker_id=wid, reason=manager_pb2.WaitReason.ValueType(int(reason)), detail=detail
+            )
             for wid, reason, detail in diagnosis.rejections
         ],
     )
@@ -251,7 +263,11 @@ def sched_diag(runner: JobRunner, force: bool) -> manager_pb2.SchedDiagResponse:
                     running += 1
         out.workers.append(
             manager_pb2.SchedWorker(
-                worker_id=handle.worker_id, hostname=handle.hostname, state=worker_state(handle), assigned=assigned, running=running
+                worker_id=handle.worker_id,
+                hostname=handle.hostname,
+                state=worker_state(handle),
+                assigned=assigned,
+                running=running,
             )
         )
     for live in runner.tracker.live():
@@ -289,7 +305,12 @@ def snapshot(runner: JobRunner) -> metrics.Snapshot:
         if sched is not None:
             cap = sched.capacity
             snap.worker_use[handle.worker_id] = (
-                handle.hostname, cap.used_min + cap.used_base, cap.used_max + cap.used_base, cap.cpu_used, sum(cap.gpu_used), len(sched.assigned)
+                handle.hostname,
+                cap.used_min + cap.used_base,
+                cap.used_max + cap.used_base,
+                cap.cpu_used,
+                sum(cap.gpu_used),
+                len(sched.assigned),
             )
     snap.workers = counts
     snap.placements = runner.scheduler.stats.placements
@@ -326,7 +347,9 @@ def task_run(call: CallRecord) -> manager_pb2.TaskRun:
     _set_ts(run.started_at, call.started_at or call.dispatched_at)
     _set_ts(run.finished_at, call.finished_at if call.status.final else 0.0)
     if call.error_message:
-        run.error.CopyFrom(common_pb2.TaskError(code=common_pb2.TaskErrorCode.ValueType(call.error_code), message=call.error_message))
+        run.error.CopyFrom(
+            common_pb2.TaskError(code=common_pb2.TaskErrorCode.ValueType(call.error_code), message=call.error_message)
+        )
     return run
 
 
@@ -339,7 +362,9 @@ def history_filters(req: manager_pb2.TaskHistoryRequest) -> str:
 
 
 def encode_page_token(last: CallRecord, filters: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"q": last.queued_at, "c": last.call_id, "f": filters}).encode()).decode()
+    return base64.urlsafe_b64encode(
+        json.dumps({"q": last.queued_at, "c": last.call_id, "f": filters}).encode()
+    ).decode()
 
 
 def decode_page_token(token: str, filters: str) -> tuple[float, str]:
@@ -380,7 +405,9 @@ def sector_status(record: lifecycle.SectorRecord, runner: JobRunner) -> manager_
             out.steps.append(manager_pb2.SectorStepDone(step=_STEP_PROTO[step], done_at=ts(done.done_at)))
     request = manager_pb2.SealingJobsRequest(sector=common_pb2.SectorId(miner=record.miner, number=record.number))
     J = manager_pb2.JobState
-    out.jobs.extend(j for j in sealing_jobs(runner, request, []) if j.state not in (J.JOB_STATE_RETURNED, J.JOB_STATE_DELIVERED))
+    out.jobs.extend(
+        j for j in sealing_jobs(runner, request, []) if j.state not in (J.JOB_STATE_RETURNED, J.JOB_STATE_DELIVERED)
+    )
     _set_ts(out.created_at, record.created_at)
     _set_ts(out.updated_at, record.updated_at)
     return out

@@ -122,7 +122,9 @@ def table_of(info: common_pb2.WorkerInfo) -> ResourceTable:
 
 
 class WorkerRegistry:
-    def __init__(self, token: Callable[[], str], heartbeat_timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, token: Callable[[], str], heartbeat_timeout_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._token = token
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.clock = clock

@@ -98,7 +98,9 @@ class TicketBook:
         with self._lock:
             if len(self._tickets) >= self.max_open:
                 os.close(fd)
-                raise TooManyTickets(f"{len(self._tickets)} transfer tickets are open; retry later or use ReadSectorFile")
+                raise TooManyTickets(
+                    f"{len(self._tickets)} transfer tickets are open; retry later or use ReadSectorFile"
+                )
             self._tickets[_key(ticket)] = Ticket(fd, offset, length, time.monotonic() + self.ttl_s)
         return ticket, time.time() + self.ttl_s
 
@@ -210,7 +212,9 @@ class BulkServer:
             # fetcher sends its ticket as soon as it connects, so it is never the oldest for long,
             # and a flood re-opening idle connections only evicts its own.
             if self._per_peer[host] >= MAX_PENDING_PER_PEER:
-                self._evict_oldest(selector, host, f"evicted: over {MAX_PENDING_PER_PEER} connections from {host} waiting for a ticket")
+                self._evict_oldest(
+                    selector, host, f"evicted: over {MAX_PENDING_PER_PEER} connections from {host} waiting for a ticket"
+                )
             if len(self._waiting) >= MAX_PENDING:
                 self._evict_oldest(selector, None, f"evicted: over {MAX_PENDING} connections waiting for a ticket")
             conn.setblocking(False)
@@ -242,11 +246,15 @@ class BulkServer:
             return
         if not self._slots.acquire(blocking=False):
             os.close(grant.fd)
-            self._refuse(conn, f"a ticket beyond {MAX_CONNECTIONS} transfers at once (its fetcher uses the gRPC stream)")
+            self._refuse(
+                conn, f"a ticket beyond {MAX_CONNECTIONS} transfers at once (its fetcher uses the gRPC stream)"
+            )
             return
         conn.setblocking(True)
         try:
-            threading.Thread(target=self._serve, args=(conn, grant, waiting.peer), name="bulk-send", daemon=True).start()
+            threading.Thread(
+                target=self._serve, args=(conn, grant, waiting.peer), name="bulk-send", daemon=True
+            ).start()
         except RuntimeError:  # no thread to be had: refuse this one, keep accepting
             self._slots.release()
             os.close(grant.fd)
@@ -291,7 +299,10 @@ class BulkServer:
                 try:
                     conn.sendall(HEADER.pack(grant.length))
                     self._send(conn, grant)
-                    log.debug("bulk channel: sent", extra={"peer": peer, "bytes": grant.length, "seconds": round(time.monotonic() - started, 3)})
+                    log.debug(
+                        "bulk channel: sent",
+                        extra={"peer": peer, "bytes": grant.length, "seconds": round(time.monotonic() - started, 3)},
+                    )
                 except OSError as exc:
                     log.warning("bulk channel: transfer broken off", extra={"peer": peer, "error": str(exc)})
         finally:

@@ -109,7 +109,12 @@ def _splice(sock: socket.socket, fd: int, length: int, progress: _Progress) -> N
             fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_BYTES)
         while progress.received < length:
             try:
-                n = os.splice(sock.fileno(), w, min(PIPE_BYTES, length - progress.received), flags=os.SPLICE_F_MOVE | os.SPLICE_F_MORE)
+                n = os.splice(
+                    sock.fileno(),
+                    w,
+                    min(PIPE_BYTES, length - progress.received),
+                    flags=os.SPLICE_F_MOVE | os.SPLICE_F_MORE,
+                )
             except OSError as exc:
                 if exc.errno in NO_SPLICE:
                     raise _NoSplice from None

@@ -65,7 +65,9 @@ class CallStore:
 
     def get(self, key: str) -> CallRecord | None:
         with self._lock:
-            row = self._db.execute("SELECT call_key, call_type, state, result FROM calls WHERE call_key = ?", (key,)).fetchone()
+            row = self._db.execute(
+                "SELECT call_key, call_type, state, result FROM calls WHERE call_key = ?", (key,)
+            ).fetchone()
         if row is None:
             return None
         result = worker_pb2.StoredCallResult.FromString(row[3]) if row[3] is not None else None

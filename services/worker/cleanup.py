@@ -59,7 +59,9 @@ def _size(target: Path) -> int:
     return total
 
 
-def _candidate(path: LocalPath, t: FileType, target: Path, temporary: bool, now: float, real_root: str) -> Orphan | None:
+def _candidate(
+    path: LocalPath, t: FileType, target: Path, temporary: bool, now: float, real_root: str
+) -> Orphan | None:
     """The entry as a cleanup candidate; None when it vanished meanwhile (a fetch renamed it into
     place, a task removed it). `real_root` is the path's root with every link resolved."""
     try:
@@ -90,7 +92,10 @@ def _on_disk(path: LocalPath) -> list[Orphan]:
     """Every entry of the path's sector folders and of their `fetching/` folders, as a candidate
     (sector None: not a sector name)."""
     now, real_root = time.time(), os.path.realpath(path.root)
-    found = [_candidate(path, t, path.root / t.dirname / name, False, now, real_root) for t, name in sector_folder_entries(path.root)]
+    found = [
+        _candidate(path, t, path.root / t.dirname / name, False, now, real_root)
+        for t, name in sector_folder_entries(path.root)
+    ]
     for t in FILE_TYPES:
         folder = path.root / t.dirname / FETCHING
         try:
@@ -99,7 +104,9 @@ def _on_disk(path: LocalPath) -> list[Orphan]:
             continue
         # Dot-names there are trash (a discarded download, deleted in the background) or
         # temporaries, never downloads of a sector.
-        found.extend(_candidate(path, t, folder / name, True, now, real_root) for name in names if not name.startswith("."))
+        found.extend(
+            _candidate(path, t, folder / name, True, now, real_root) for name in names if not name.startswith(".")
+        )
     return [entry for entry in found if entry is not None]
 
 

@@ -105,7 +105,10 @@ class TaskFault:
         self.random = random.Random(int(raw_seed) if raw_seed else None)
         self.injected = 0
         if self.delays or self.hangs or self.fail_p:
-            log.warning("test fault armed: slow, hanging or failing tasks", extra={"delays": self.delays, "hangs": self.hangs, "fail_p": self.fail_p})
+            log.warning(
+                "test fault armed: slow, hanging or failing tasks",
+                extra={"delays": self.delays, "hangs": self.hangs, "fail_p": self.fail_p},
+            )
 
     async def before(self, task: str, attempt: int) -> None:
         delay = self.delays.get(task, 0.0)

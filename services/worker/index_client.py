@@ -86,7 +86,9 @@ class IndexClient:
 
     async def detach(self, storage_id: str, url: str) -> None:
         try:
-            await self.stub.StorageDetach(index_pb2.StorageDetachRequest(storage_id=storage_id, url=url), timeout=RPC_TIMEOUT_S)
+            await self.stub.StorageDetach(
+                index_pb2.StorageDetachRequest(storage_id=storage_id, url=url), timeout=RPC_TIMEOUT_S
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
@@ -122,11 +124,15 @@ class IndexClient:
         if not types:
             return
         await self.stub.StorageDropSector(
-            index_pb2.StorageDropSectorRequest(storage_id=storage_id, sector=sector.to_proto(), types=types_to_proto(types)),
+            index_pb2.StorageDropSectorRequest(
+                storage_id=storage_id, sector=sector.to_proto(), types=types_to_proto(types)
+            ),
             timeout=RPC_TIMEOUT_S,
         )
 
-    async def redeclare(self, storage_id: str, found: Sequence[Declaration], drop_missing: bool) -> tuple[int, int, int]:
+    async def redeclare(
+        self, storage_id: str, found: Sequence[Declaration], drop_missing: bool
+    ) -> tuple[int, int, int]:
         """Reconciles a path's declarations with `found` in one transaction; returns
         (declared, unchanged, dropped)."""
 
@@ -197,7 +203,9 @@ class IndexClient:
             if not loc.fetch_candidate
         ]
 
-    async def best_alloc(self, types: FileType, sector_size: int, path_type: PathType, storage_ids: Sequence[str]) -> list[str]:
+    async def best_alloc(
+        self, types: FileType, sector_size: int, path_type: PathType, storage_ids: Sequence[str]
+    ) -> list[str]:
         reply = await self.stub.StorageBestAlloc(
             index_pb2.StorageBestAllocRequest(
                 types=types_to_proto(types),
@@ -254,7 +262,9 @@ class IndexClient:
                     await renewer
             await asyncio.shield(self._unlock(lease_id))
 
-    async def try_lock(self, sector: SectorId, read: FileType, write: FileType, owner: str, ttl_s: float = 60.0) -> str | None:
+    async def try_lock(
+        self, sector: SectorId, read: FileType, write: FileType, owner: str, ttl_s: float = 60.0
+    ) -> str | None:
         """A lease id when granted at once, else None (never waits)."""
         reply = await self.stub.StorageTryLock(
             index_pb2.StorageTryLockRequest(
@@ -295,7 +305,9 @@ class IndexClient:
                 expires = loop.time() + (reply.lease.ttl.ToTimedelta().total_seconds() or ttl)
             except grpc.aio.AioRpcError as exc:
                 lost = exc.code() == grpc.StatusCode.NOT_FOUND or loop.time() >= expires
-                message, extra = describe_failure("index", self.address, exc, "lock lease lost" if lost else "lock renewal failed; retrying")
+                message, extra = describe_failure(
+                    "index", self.address, exc, "lock lease lost" if lost else "lock renewal failed; retrying"
+                )
                 log.warning(message, extra={"lease_id": lease_id, "sector": str(sector), "lost": lost, **extra})
                 if lost:
                     if on_lost is not None:

@@ -12,7 +12,12 @@ from services.worker.service import WorkerApp
 FLAGS = (
     Flag("--manager", "worker.manager", "HOST:PORT of the manager to register with", metavar="HOST:PORT"),
     Flag("--index", "worker.index", "HOST:PORT of the index service", metavar="HOST:PORT"),
-    Flag("--advertise", "worker.advertise", "HOST:PORT peers use to reach this worker (default: the bound address)", metavar="HOST:PORT"),
+    Flag(
+        "--advertise",
+        "worker.advertise",
+        "HOST:PORT peers use to reach this worker (default: the bound address)",
+        metavar="HOST:PORT",
+    ),
     Flag("--name", "worker.name", "display name (default: host name)", metavar="NAME"),
 )
 

@@ -40,7 +40,6 @@ async def _sleep_or_wake(stopping: asyncio.Event, wake: asyncio.Event, seconds: 
             waiter.cancel()
 
 
-
 async def _no_dependency_report(name: str, problem: str | None) -> None:
     return None
 
@@ -104,8 +103,18 @@ class ManagerLink:
                     message, extra = describe_failure(
                         "manager", self.manager, exc, f"manager registration failed; retrying in {delay:.1f} s"
                     )
-                    log.warning(message, extra={"manager": self.manager, "retry_in_s": round(delay, 2), "attempt": self.attempts, **extra})
-                    await self.on_dependency("manager", f"the manager at {self.manager} does not answer ({exc.code().name})")
+                    log.warning(
+                        message,
+                        extra={
+                            "manager": self.manager,
+                            "retry_in_s": round(delay, 2),
+                            "attempt": self.attempts,
+                            **extra,
+                        },
+                    )
+                    await self.on_dependency(
+                        "manager", f"the manager at {self.manager} does not answer ({exc.code().name})"
+                    )
                     await _sleep_unless(stopping, delay)
 
     async def _until_beat(self, stopping: asyncio.Event, interval: float, version: int) -> None:
@@ -128,7 +137,8 @@ class ManagerLink:
         version = self.info_version()
         info = await self.worker_info()
         reply = await stub.RegisterWorker(
-            manager_pb2.RegisterWorkerRequest(info=info, address=self.address, session_id=self.session_id), timeout=RPC_TIMEOUT_S
+            manager_pb2.RegisterWorkerRequest(info=info, address=self.address, session_id=self.session_id),
+            timeout=RPC_TIMEOUT_S,
         )
         if self.manager_session and reply.manager_session_id != self.manager_session:
             await self.on_manager_restart()
@@ -143,7 +153,9 @@ class ManagerLink:
             if stopping.is_set():
                 return
             request = manager_pb2.WorkerHeartbeatRequest(
-                worker_id=info.worker_id, session_id=self.session_id, running_calls=self.running_calls(),
+                worker_id=info.worker_id,
+                session_id=self.session_id,
+                running_calls=self.running_calls(),
                 shutting_down=self.shutting_down(),
             )
             now = self.info_version()

@@ -251,7 +251,9 @@ def scan_path(root: Path) -> PathScan:
             continue
         if os.path.realpath(folder) != os.path.join(real_root, t.dirname):
             # The type folder is a link out of the path: its files are never served or used.
-            scan.skipped.append(SkippedEntry(folder, "the folder is a link out of the storage path; its files are ignored"))
+            scan.skipped.append(
+                SkippedEntry(folder, "the folder is a link out of the storage path; its files are ignored")
+            )
             continue
         for name in names:
             if name == FETCHING or name.startswith("."):
@@ -315,7 +317,7 @@ class StorageList:
             raise MetaError(f"{file}: {exc}") from None
         entries = value.get("StoragePaths") if isinstance(value, dict) else None
         if not isinstance(entries, list):
-            raise MetaError(f"{file}: expected {{\"StoragePaths\": [{{\"Path\": ...}}]}}")
+            raise MetaError(f'{file}: expected {{"StoragePaths": [{{"Path": ...}}]}}')
         return cls(file, [str(e["Path"]) for e in entries if isinstance(e, dict) and "Path" in e])
 
     def save(self) -> None:

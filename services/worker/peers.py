@@ -167,13 +167,24 @@ class Peers:
         """Brings a whole file into `dest` (created); returns how: "bulk" (the side channel) or
         "grpc" (the stream). With `sparse`, chunks of zeros are skipped (the file keeps its
         holes, as partial files have)."""
-        if self.bulk and self._unreachable.get(target, 0.0) < time.monotonic() and await self._download_bulk(target, sector, file_type, storage_id, dest, expect_size, sparse):
+        if (
+            self.bulk
+            and self._unreachable.get(target, 0.0) < time.monotonic()
+            and await self._download_bulk(target, sector, file_type, storage_id, dest, expect_size, sparse)
+        ):
             return "bulk"
         await self._download_stream(target, sector, file_type, storage_id, dest, expect_size, sparse, timeout)
         return "grpc"
 
     async def _download_bulk(
-        self, target: str, sector: SectorId, file_type: FileType, storage_id: str, dest: Path, expect_size: int | None, sparse: bool
+        self,
+        target: str,
+        sector: SectorId,
+        file_type: FileType,
+        storage_id: str,
+        dest: Path,
+        expect_size: int | None,
+        sparse: bool,
     ) -> bool:
         """The side channel; False (nothing left at `dest`) when the peer has none, it cannot be
         reached or it refuses the ticket, so the caller uses the gRPC stream."""
@@ -183,12 +194,21 @@ class Peers:
         try:
             grant = await self.stub(target).OpenTransfer(request, timeout=30)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED):
-                log.info("no side channel; using the gRPC stream", extra={"source": target, "reason": f"{exc.code().name}: {exc.details()}"})
+            if exc.code() in (
+                grpc.StatusCode.UNIMPLEMENTED,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            ):
+                log.info(
+                    "no side channel; using the gRPC stream",
+                    extra={"source": target, "reason": f"{exc.code().name}: {exc.details()}"},
+                )
                 return False
             raise
         if expect_size is not None and grant.file_size != expect_size:
-            raise TransferError(f"{target}: {file_type.dirname} file is {grant.file_size} bytes, expected {expect_size}")
+            raise TransferError(
+                f"{target}: {file_type.dirname} file is {grant.file_size} bytes, expected {expect_size}"
+            )
         try:
             sock = await asyncio.to_thread(bulk_client.connect, grant.address)
         except bulk_client.ChannelUnreachable as exc:
@@ -199,7 +219,9 @@ class Peers:
             )
             return False
         try:
-            job = asyncio.ensure_future(asyncio.to_thread(bulk_client.receive, sock, grant.ticket, dest, grant.length, sparse))
+            job = asyncio.ensure_future(
+                asyncio.to_thread(bulk_client.receive, sock, grant.ticket, dest, grant.length, sparse)
+            )
             try:
                 await asyncio.shield(job)
             except asyncio.CancelledError:
@@ -212,7 +234,9 @@ class Peers:
         except bulk_client.ChannelRefused as exc:
             # Refused before the first byte (full, flooded, the ticket too late): the gRPC
             # stream from the same source is the fallback.
-            log.warning("side channel refused the transfer; using the gRPC stream", extra={"source": target, "error": str(exc)})
+            log.warning(
+                "side channel refused the transfer; using the gRPC stream", extra={"source": target, "error": str(exc)}
+            )
             with contextlib.suppress(FileNotFoundError):
                 dest.unlink()
             return False
@@ -251,7 +275,9 @@ class Peers:
                         raise TransferError(f"{target}: first message carries no file_size")
                     size = msg.size
                     if expect_size is not None and size != expect_size:
-                        raise TransferError(f"{target}: {file_type.dirname} file is {size} bytes, expected {expect_size}")
+                        raise TransferError(
+                            f"{target}: {file_type.dirname} file is {size} bytes, expected {expect_size}"
+                        )
                 if msg.offset != received:
                     raise TransferError(f"{target}: chunk at offset {msg.offset}, expected {received}")
                 if received + len(msg.data) > size:
@@ -265,7 +291,14 @@ class Peers:
             os.ftruncate(fd, size)
             streamed = time.monotonic()
             await asyncio.to_thread(os.fsync, fd)
-            log.debug("downloaded", extra={"bytes": size, "stream_s": round(streamed - started, 3), "fsync_s": round(time.monotonic() - streamed, 3)})
+            log.debug(
+                "downloaded",
+                extra={
+                    "bytes": size,
+                    "stream_s": round(streamed - started, 3),
+                    "fsync_s": round(time.monotonic() - streamed, 3),
+                },
+            )
             return size
         finally:
             call.cancel()
@@ -277,7 +310,9 @@ class Peers:
     ) -> int:
         """Streams a cache directory as tar into the (new, empty) directory `dest`; returns the
         archive size after checking it matches the announced one."""
-        request = worker_pb2.ReadSectorDirRequest(sector=sector.to_proto(), type=common_pb2.SECTOR_FILE_TYPE_CACHE, storage_id=storage_id)
+        request = worker_pb2.ReadSectorDirRequest(
+            sector=sector.to_proto(), type=common_pb2.SECTOR_FILE_TYPE_CACHE, storage_id=storage_id
+        )
         call = self._raw_stream(target, "ReadSectorDir", request, timeout)
         extractor = TarExtractor(dest)
         received = 0
@@ -306,7 +341,9 @@ class Peers:
     async def remove(self, target: str, sector: SectorId, file_type: FileType, storage_id: str) -> None:
         await self.stub(target).RemoveSectorFile(
             worker_pb2.RemoveSectorFileRequest(
-                sector=sector.to_proto(), type=common_pb2.SectorFileType.ValueType(int(file_type)), storage_id=storage_id
+                sector=sector.to_proto(),
+                type=common_pb2.SectorFileType.ValueType(int(file_type)),
+                storage_id=storage_id,
             ),
             timeout=30,
         )

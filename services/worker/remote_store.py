@@ -104,7 +104,9 @@ class RemoteStore:
                         acq.paths[t], acq.storage[t] = targets[t].file(t, sector), targets[t]
                         acq.fetched |= t
                 if allocate:
-                    targets, res = await asyncio.to_thread(self.local.allocate, sector, allocate, sector_size, path_type)
+                    targets, res = await asyncio.to_thread(
+                        self.local.allocate, sector, allocate, sector_size, path_type
+                    )
                     reservations.append(res)
                     for t in allocate.singles():
                         acq.paths[t], acq.storage[t] = targets[t].file(t, sector), targets[t]
@@ -140,7 +142,13 @@ class RemoteStore:
                     errors.append(f"{url} ({loc.storage_id}): {exc.code().name}: {exc.details()}")
                     log.warning(
                         "fetch from a source failed; trying the next",
-                        extra={"sector": str(sector), "type": file_type.dirname, "source": url, "storage_id": loc.storage_id, "error": errors[-1]},
+                        extra={
+                            "sector": str(sector),
+                            "type": file_type.dirname,
+                            "source": url,
+                            "storage_id": loc.storage_id,
+                            "error": errors[-1],
+                        },
                     )
                     if missing:
                         break  # the path has no copy: its other urls would say the same
@@ -149,7 +157,13 @@ class RemoteStore:
                     detail = str(exc)
                     log.warning(
                         "fetch from a source failed; trying the next",
-                        extra={"sector": str(sector), "type": file_type.dirname, "source": url, "storage_id": loc.storage_id, "error": detail},
+                        extra={
+                            "sector": str(sector),
+                            "type": file_type.dirname,
+                            "source": url,
+                            "storage_id": loc.storage_id,
+                            "error": detail,
+                        },
                     )
                     errors.append(f"{url} ({loc.storage_id}): {detail}")
                     continue
@@ -158,7 +172,10 @@ class RemoteStore:
                     try:
                         await self.peers.remove(url, sector, file_type, loc.storage_id)
                     except grpc.aio.AioRpcError as exc:
-                        log.warning("could not remove the source copy after a move", extra={"source": url, "error": exc.details()})
+                        log.warning(
+                            "could not remove the source copy after a move",
+                            extra={"source": url, "error": exc.details()},
+                        )
                 log.info(
                     "fetched",
                     extra={
@@ -172,7 +189,11 @@ class RemoteStore:
                 )
                 return
         if stale == len(sources):
-            raise SectorNotFound(f"no copy of the {file_type.dirname} file of sector {sector} in the fleet (stale declarations dropped: " + "; ".join(errors) + ")")
+            raise SectorNotFound(
+                f"no copy of the {file_type.dirname} file of sector {sector} in the fleet (stale declarations dropped: "
+                + "; ".join(errors)
+                + ")"
+            )
         raise FetchFailed(f"could not fetch the {file_type.dirname} file of sector {sector}: " + "; ".join(errors))
 
     async def _drop_stale(self, storage_id: str, sector: SectorId, file_type: FileType, url: str, detail: str) -> None:
@@ -180,7 +201,13 @@ class RemoteStore:
             await self.index.drop(storage_id, sector, file_type)
             log.warning(
                 "dropped a stale declaration: its holder has no such file",
-                extra={"sector": str(sector), "type": file_type.dirname, "source": url, "storage_id": storage_id, "error": detail},
+                extra={
+                    "sector": str(sector),
+                    "type": file_type.dirname,
+                    "source": url,
+                    "storage_id": storage_id,
+                    "error": detail,
+                },
             )
         except grpc.aio.AioRpcError as exc:
             log.warning("could not drop a stale declaration", extra={"storage_id": storage_id, "error": exc.details()})
@@ -203,7 +230,13 @@ class RemoteStore:
                 else:
                     expect = sector_size if file_type == FileType.SEALED else None
                     via = await self.peers.download_file(
-                        url, sector, file_type, storage_id, tmp, expect_size=expect, sparse=file_type == FileType.UNSEALED
+                        url,
+                        sector,
+                        file_type,
+                        storage_id,
+                        tmp,
+                        expect_size=expect,
+                        sparse=file_type == FileType.UNSEALED,
                     )
                 await asyncio.to_thread(_replace, tmp, final)
                 return via

@@ -51,7 +51,13 @@ _FIELDS = {
     "MAX_CONCURRENT": "max_concurrent",
 }
 _KEY = re.compile(
-    r"^(" + "|".join(TASK_SHORT_NAMES) + r")(?:_(" + "|".join(_PROOF_BY_LABEL) + r"))?_(" + "|".join(sorted(_FIELDS, key=len, reverse=True)) + r")$"
+    r"^("
+    + "|".join(TASK_SHORT_NAMES)
+    + r")(?:_("
+    + "|".join(_PROOF_BY_LABEL)
+    + r"))?_("
+    + "|".join(sorted(_FIELDS, key=len, reverse=True))
+    + r")$"
 )
 _UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
 
@@ -92,7 +98,12 @@ def parse_overrides(values: Mapping[str, Any]) -> list[common_pb2.TaskResources]
         task = TASK_SHORT_NAMES[match.group(1)]
         proof = _PROOF_BY_LABEL[match.group(2)] if match.group(2) else 0
         attr = _FIELDS[match.group(3)]
-        row = rows.setdefault((task, proof), common_pb2.TaskResources(task_type=TT.ValueType(task), seal_proof=common_pb2.RegisteredSealProof.ValueType(proof)))
+        row = rows.setdefault(
+            (task, proof),
+            common_pb2.TaskResources(
+                task_type=TT.ValueType(task), seal_proof=common_pb2.RegisteredSealProof.ValueType(proof)
+            ),
+        )
         text = str(raw)
         try:
             if attr in ("min_memory", "max_memory", "base_min_memory"):
@@ -168,7 +179,9 @@ def detect_gpus(env: Mapping[str, str] | None = None) -> tuple[Gpu, ...]:
     return tuple(gpus)
 
 
-def detect_resources(no_swap: bool = False, cpus: int = 0, memory: int = 0, limits: CgroupLimits | None = None) -> Resources:
+def detect_resources(
+    no_swap: bool = False, cpus: int = 0, memory: int = 0, limits: CgroupLimits | None = None
+) -> Resources:
     """What this machine has; `cpus`/`memory` (when non-zero) override the detected values, and
     `no_swap` reports no swap (a worker that must never page its tasks out). Inside a container
     the cgroup v2 limits (`limits`, read from /sys/fs/cgroup when None) replace the host's figures

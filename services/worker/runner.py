@@ -116,7 +116,9 @@ class CallRunner:
             miner, number, uuid_ = key.split("-", 2)
             self.interrupted.append((int(miner), int(number), record.call_type))
             call_id = common_pb2.CallId(sector=common_pb2.SectorId(miner=int(miner), number=int(number)), id=uuid_)
-            failure = TaskFailure(Code.TASK_ERROR_CODE_WORKER_RESTARTED, "the worker restarted while the call was running")
+            failure = TaskFailure(
+                Code.TASK_ERROR_CODE_WORKER_RESTARTED, "the worker restarted while the call was running"
+            )
             self.store.finish(key, stored_result(call_id, record.call_type, time.time(), failure))
         self.store.prune()
         return len(keys)
@@ -135,7 +137,9 @@ class CallRunner:
             cap = self.type_caps.get((task_type, proof))
             if cap is None:
                 continue
-            same = sum(1 for r in self.running.values() if r.task_type == task_type and (proof == 0 or r.seal_proof == proof))
+            same = sum(
+                1 for r in self.running.values() if r.task_type == task_type and (proof == 0 or r.seal_proof == proof)
+            )
             if same >= cap:
                 scope = "" if proof == 0 else " of this sector size"
                 raise Exhausted(f"{same} {name} tasks{scope} running, the worker's cap is {cap}")
@@ -169,7 +173,12 @@ class CallRunner:
 
     @contextlib.contextmanager
     def inline(
-        self, call_id: common_pb2.CallId, call_type: int, task_type: int, seal_proof: int, context: TaskContext | None = None
+        self,
+        call_id: common_pb2.CallId,
+        call_type: int,
+        task_type: int,
+        seal_proof: int,
+        context: TaskContext | None = None,
     ) -> Iterator[RunningCall]:
         """Counts a call that runs inside its dispatch RPC (AddPiece) as running while it does.
         AbortCall on it cancels its token: the rust_core call stops and the RPC records the
@@ -189,7 +198,9 @@ class CallRunner:
         call that was told to stop is recorded as the stop)."""
         key = call_key(running.call_id)
         if isinstance(outcome, TaskFailure) and running.stop_reason is not None:
-            outcome = TaskFailure(running.stop_reason.code, f"{running.stop_reason.message} (stopped after {self._ran(running)})")
+            outcome = TaskFailure(
+                running.stop_reason.code, f"{running.stop_reason.message} (stopped after {self._ran(running)})"
+            )
         if self.store.start(key, running.call_type, running.started_at):
             self.store.finish(key, stored_result(running.call_id, running.call_type, running.started_at, outcome))
             self.on_result()
@@ -243,7 +254,9 @@ class CallRunner:
                     },
                 )
             elif isinstance(outcome, TaskFailure):
-                log.warning("task failed", extra={"call": key, "code": Code.Name(outcome.code), "error": outcome.message})
+                log.warning(
+                    "task failed", extra={"call": key, "code": Code.Name(outcome.code), "error": outcome.message}
+                )
             else:
                 log.info("task done", extra={"call": key, "seconds": round(time.time() - running.started_at, 3)})
         finally:
@@ -261,7 +274,9 @@ class CallRunner:
         """The test-only failure injection (services/worker/faults.py; delays and hangs run in
         the task's own `before` hook)."""
         if self.fault.should_fail():
-            raise TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, f"test fault injected ({self.fault.injected} so far in this process)")
+            raise TaskFailure(
+                Code.TASK_ERROR_CODE_TEMPORARY, f"test fault injected ({self.fault.injected} so far in this process)"
+            )
 
     def _stop(self, key: str, reason: TaskFailure) -> bool:
         running = self.running.get(key)
@@ -283,7 +298,9 @@ class CallRunner:
         return True
 
     def abort(self, call_id: common_pb2.CallId, reason: str) -> bool:
-        return self._stop(call_key(call_id), TaskFailure(Code.TASK_ERROR_CODE_ABORTED, f"task aborted: {reason or 'by an operator'}"))
+        return self._stop(
+            call_key(call_id), TaskFailure(Code.TASK_ERROR_CODE_ABORTED, f"task aborted: {reason or 'by an operator'}")
+        )
 
     def running_call_ids(self) -> list[common_pb2.CallId]:
         return [r.call_id for r in self.running.values()]

@@ -116,7 +116,14 @@ def pre_commit1(
 ) -> bytes:
     return bytes(
         rust_core.seal_pre_commit_phase1(
-            sector_size, str(cache), str(unsealed), prover, number, ticket, [p.as_tuple() for p in pieces], cancel=cancel
+            sector_size,
+            str(cache),
+            str(unsealed),
+            prover,
+            number,
+            ticket,
+            [p.as_tuple() for p in pieces],
+            cancel=cancel,
         )
     )
 

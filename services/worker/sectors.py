@@ -48,7 +48,9 @@ def sector_size_of(seal_proof: int) -> int:
     try:
         return SEAL_PROOF_SIZES[seal_proof]
     except KeyError:
-        raise ValueError(f"unsupported seal proof type {seal_proof} (supported: StackedDrg*V1_1, values 5..9)") from None
+        raise ValueError(
+            f"unsupported seal proof type {seal_proof} (supported: StackedDrg*V1_1, values 5..9)"
+        ) from None
 
 
 class FileType(IntFlag):

@@ -159,7 +159,9 @@ class Parts:
         if self.index is None or self.remote is None or self.peers is None:
             raise Unavailable("no index configured (worker.index): this worker cannot run tasks")
         section = self.config.worker
-        return tasks.TaskEnv(self.local, self.remote, self.index, self.peers, section.compute_backend, section.lock_ttl_s)
+        return tasks.TaskEnv(
+            self.local, self.remote, self.index, self.peers, section.compute_backend, section.lock_ttl_s
+        )
 
     def storage_control(self) -> StorageControl:
         if self.storage is None or self.storage.index is None:
@@ -197,7 +199,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         have = {g.ordinal for g in self.p.resources.gpus}
         for o in ordinals:
             if o not in have:
-                raise validation.Invalid(f"GPU ordinal {o} does not exist on this worker (it has {sorted(have) or 'none'})")
+                raise validation.Invalid(
+                    f"GPU ordinal {o} does not exist on this worker (it has {sorted(have) or 'none'})"
+                )
 
     def _dispatch(
         self,
@@ -247,14 +251,18 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             validation.piece_sizes(existing, h.piece_size)
             _, offset = tasks.piece_offset(existing, h.piece_size)
             if offset + h.piece_size + h.piece_size // 127 > sector.size:
-                raise validation.Invalid(f"a {h.piece_size}-byte piece does not fit after the existing pieces in a {sector.size}-byte sector")
+                raise validation.Invalid(
+                    f"a {h.piece_size}-byte piece does not fit after the existing pieces in a {sector.size}-byte sector"
+                )
             if self.p.runner.known(call):
                 return worker_pb2.WorkerServiceAddPieceResponse(call_id=call)
             self._check_enabled(TT.TASK_TYPE_ADD_PIECE)
             env = self.p.env()
             self.p.runner.admit(TT.TASK_TYPE_ADD_PIECE, h.sector.proof_type)
             ctx = self.p.runner.context_for(call, [])
-            with self.p.runner.inline(call, CT.CALL_TYPE_ADD_PIECE, TT.TASK_TYPE_ADD_PIECE, h.sector.proof_type, ctx) as running:
+            with self.p.runner.inline(
+                call, CT.CALL_TYPE_ADD_PIECE, TT.TASK_TYPE_ADD_PIECE, h.sector.proof_type, ctx
+            ) as running:
                 try:
                     await self.p.task_fault.before("AP", h.assignment.attempt)
                     async with tasks.add_piece(env, ctx, sector, existing, h.piece_size) as sink:
@@ -273,35 +281,51 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 self.p.runner.record(running, ("piece", piece))
             return worker_pb2.WorkerServiceAddPieceResponse(call_id=call)
 
-    async def SealPreCommit1(self, request: worker_pb2.WorkerServiceSealPreCommit1Request, context: Context) -> worker_pb2.WorkerServiceSealPreCommit1Response:
+    async def SealPreCommit1(
+        self, request: worker_pb2.WorkerServiceSealPreCommit1Request, context: Context
+    ) -> worker_pb2.WorkerServiceSealPreCommit1Response:
         async with _statuses(context, "SealPreCommit1"):
             sector = validation.sector_ref(request.sector, request.HasField("sector"))
             ticket = validation.bytes32("ticket", request.ticket)
             pieces = validation.pieces(list(request.pieces))
             total = sum(p.padded_size for p in pieces)
             if total != sector.size:
-                raise validation.Invalid(f"the pieces' padded sizes add up to {total}, not the sector size {sector.size}")
+                raise validation.Invalid(
+                    f"the pieces' padded sizes add up to {total}, not the sector size {sector.size}"
+                )
             call = self._dispatch(
-                CT.CALL_TYPE_SEAL_PRE_COMMIT_1, TT.TASK_TYPE_PRE_COMMIT_1, sector, request.sector.proof_type,
-                request.assignment, request.HasField("assignment"),
+                CT.CALL_TYPE_SEAL_PRE_COMMIT_1,
+                TT.TASK_TYPE_PRE_COMMIT_1,
+                sector,
+                request.sector.proof_type,
+                request.assignment,
+                request.HasField("assignment"),
                 lambda env, ctx: tasks.pre_commit1(env, ctx, sector, ticket, pieces),
             )
             return worker_pb2.WorkerServiceSealPreCommit1Response(call_id=call)
 
-    async def SealPreCommit2(self, request: worker_pb2.WorkerServiceSealPreCommit2Request, context: Context) -> worker_pb2.WorkerServiceSealPreCommit2Response:
+    async def SealPreCommit2(
+        self, request: worker_pb2.WorkerServiceSealPreCommit2Request, context: Context
+    ) -> worker_pb2.WorkerServiceSealPreCommit2Response:
         async with _statuses(context, "SealPreCommit2"):
             sector = validation.sector_ref(request.sector, request.HasField("sector"))
             if not request.pre_commit1_output:
                 raise validation.Invalid("pre_commit1_output is required")
             p1 = bytes(request.pre_commit1_output)
             call = self._dispatch(
-                CT.CALL_TYPE_SEAL_PRE_COMMIT_2, TT.TASK_TYPE_PRE_COMMIT_2, sector, request.sector.proof_type,
-                request.assignment, request.HasField("assignment"),
+                CT.CALL_TYPE_SEAL_PRE_COMMIT_2,
+                TT.TASK_TYPE_PRE_COMMIT_2,
+                sector,
+                request.sector.proof_type,
+                request.assignment,
+                request.HasField("assignment"),
                 lambda env, ctx: tasks.pre_commit2(env, ctx, sector, p1),
             )
             return worker_pb2.WorkerServiceSealPreCommit2Response(call_id=call)
 
-    async def SealCommit1(self, request: worker_pb2.WorkerServiceSealCommit1Request, context: Context) -> worker_pb2.WorkerServiceSealCommit1Response:
+    async def SealCommit1(
+        self, request: worker_pb2.WorkerServiceSealCommit1Request, context: Context
+    ) -> worker_pb2.WorkerServiceSealCommit1Response:
         async with _statuses(context, "SealCommit1"):
             sector = validation.sector_ref(request.sector, request.HasField("sector"))
             ticket = validation.bytes32("ticket", request.ticket)
@@ -310,37 +334,55 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             comm_d = validation.bytes32("comm_d", request.comm_d)
             pieces = validation.pieces(list(request.pieces))
             call = self._dispatch(
-                CT.CALL_TYPE_SEAL_COMMIT_1, TT.TASK_TYPE_COMMIT_1, sector, request.sector.proof_type,
-                request.assignment, request.HasField("assignment"),
+                CT.CALL_TYPE_SEAL_COMMIT_1,
+                TT.TASK_TYPE_COMMIT_1,
+                sector,
+                request.sector.proof_type,
+                request.assignment,
+                request.HasField("assignment"),
                 lambda env, ctx: tasks.commit1(env, ctx, sector, ticket, seed, pieces, comm_r, comm_d),
             )
             return worker_pb2.WorkerServiceSealCommit1Response(call_id=call)
 
-    async def SealCommit2(self, request: worker_pb2.WorkerServiceSealCommit2Request, context: Context) -> worker_pb2.WorkerServiceSealCommit2Response:
+    async def SealCommit2(
+        self, request: worker_pb2.WorkerServiceSealCommit2Request, context: Context
+    ) -> worker_pb2.WorkerServiceSealCommit2Response:
         async with _statuses(context, "SealCommit2"):
             sector = validation.sector_ref(request.sector, request.HasField("sector"))
             if not request.commit1_output:
                 raise validation.Invalid("commit1_output is required")
             c1 = bytes(request.commit1_output)
             call = self._dispatch(
-                CT.CALL_TYPE_SEAL_COMMIT_2, TT.TASK_TYPE_COMMIT_2, sector, request.sector.proof_type,
-                request.assignment, request.HasField("assignment"),
+                CT.CALL_TYPE_SEAL_COMMIT_2,
+                TT.TASK_TYPE_COMMIT_2,
+                sector,
+                request.sector.proof_type,
+                request.assignment,
+                request.HasField("assignment"),
                 lambda env, ctx: tasks.commit2(env, ctx, sector, c1),
             )
             return worker_pb2.WorkerServiceSealCommit2Response(call_id=call)
 
-    async def FinalizeSector(self, request: worker_pb2.WorkerServiceFinalizeSectorRequest, context: Context) -> worker_pb2.WorkerServiceFinalizeSectorResponse:
+    async def FinalizeSector(
+        self, request: worker_pb2.WorkerServiceFinalizeSectorRequest, context: Context
+    ) -> worker_pb2.WorkerServiceFinalizeSectorResponse:
         async with _statuses(context, "FinalizeSector"):
             sector = validation.sector_ref(request.sector, request.HasField("sector"))
             keep = [validation.unpadded_range(r, sector.size) for r in request.keep_unsealed]
             call = self._dispatch(
-                CT.CALL_TYPE_FINALIZE_SECTOR, TT.TASK_TYPE_FINALIZE, sector, request.sector.proof_type,
-                request.assignment, request.HasField("assignment"),
+                CT.CALL_TYPE_FINALIZE_SECTOR,
+                TT.TASK_TYPE_FINALIZE,
+                sector,
+                request.sector.proof_type,
+                request.assignment,
+                request.HasField("assignment"),
                 lambda env, ctx: tasks.finalize(env, ctx, sector, keep),
             )
             return worker_pb2.WorkerServiceFinalizeSectorResponse(call_id=call)
 
-    async def ReleaseUnsealed(self, request: worker_pb2.WorkerServiceReleaseUnsealedRequest, context: Context) -> worker_pb2.WorkerServiceReleaseUnsealedResponse:
+    async def ReleaseUnsealed(
+        self, request: worker_pb2.WorkerServiceReleaseUnsealedRequest, context: Context
+    ) -> worker_pb2.WorkerServiceReleaseUnsealedResponse:
         async with _statuses(context, "ReleaseUnsealed"):
             sector = validation.sector_ref(request.sector, request.HasField("sector"))
             if bool(request.ranges) == request.all:
@@ -348,24 +390,36 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             ranges = [validation.unpadded_range(r, sector.size) for r in request.ranges]
             everything = request.all
             call = self._dispatch(
-                CT.CALL_TYPE_RELEASE_UNSEALED, TT.TASK_TYPE_FINALIZE, sector, request.sector.proof_type,
-                request.assignment, request.HasField("assignment"),
+                CT.CALL_TYPE_RELEASE_UNSEALED,
+                TT.TASK_TYPE_FINALIZE,
+                sector,
+                request.sector.proof_type,
+                request.assignment,
+                request.HasField("assignment"),
                 lambda env, ctx: tasks.release_unsealed(env, ctx, sector, ranges, everything),
             )
             return worker_pb2.WorkerServiceReleaseUnsealedResponse(call_id=call)
 
-    async def MoveStorage(self, request: worker_pb2.MoveStorageRequest, context: Context) -> worker_pb2.MoveStorageResponse:
+    async def MoveStorage(
+        self, request: worker_pb2.MoveStorageRequest, context: Context
+    ) -> worker_pb2.MoveStorageResponse:
         async with _statuses(context, "MoveStorage"):
             sector = validation.sector_ref(request.sector, request.HasField("sector"))
             types = validation.file_types(list(request.types))
             call = self._dispatch(
-                CT.CALL_TYPE_MOVE_STORAGE, TT.TASK_TYPE_FETCH, sector, request.sector.proof_type,
-                request.assignment, request.HasField("assignment"),
+                CT.CALL_TYPE_MOVE_STORAGE,
+                TT.TASK_TYPE_FETCH,
+                sector,
+                request.sector.proof_type,
+                request.assignment,
+                request.HasField("assignment"),
                 lambda env, ctx: tasks.move_storage(env, ctx, sector, types),
             )
             return worker_pb2.MoveStorageResponse(call_id=call)
 
-    async def UnsealPiece(self, request: worker_pb2.WorkerServiceUnsealPieceRequest, context: Context) -> worker_pb2.WorkerServiceUnsealPieceResponse:
+    async def UnsealPiece(
+        self, request: worker_pb2.WorkerServiceUnsealPieceRequest, context: Context
+    ) -> worker_pb2.WorkerServiceUnsealPieceResponse:
         async with _statuses(context, "UnsealPiece"):
             sector = validation.sector_ref(request.sector, request.HasField("sector"))
             if not request.HasField("range"):
@@ -374,8 +428,12 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             ticket = validation.bytes32("ticket", request.ticket)
             comm_d = validation.bytes32("comm_d", request.comm_d)
             call = self._dispatch(
-                CT.CALL_TYPE_UNSEAL_PIECE, TT.TASK_TYPE_UNSEAL, sector, request.sector.proof_type,
-                request.assignment, request.HasField("assignment"),
+                CT.CALL_TYPE_UNSEAL_PIECE,
+                TT.TASK_TYPE_UNSEAL,
+                sector,
+                request.sector.proof_type,
+                request.assignment,
+                request.HasField("assignment"),
                 lambda env, ctx: tasks.unseal_piece(env, ctx, sector, offset, size, ticket, comm_d),
             )
             return worker_pb2.WorkerServiceUnsealPieceResponse(call_id=call)
@@ -391,8 +449,12 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             path_type = PathType(request.path_type)
             move = request.mode == worker_pb2.FETCH_MODE_MOVE
             call = self._dispatch(
-                CT.CALL_TYPE_FETCH, TT.TASK_TYPE_FETCH, sector, request.sector.proof_type,
-                request.assignment, request.HasField("assignment"),
+                CT.CALL_TYPE_FETCH,
+                TT.TASK_TYPE_FETCH,
+                sector,
+                request.sector.proof_type,
+                request.assignment,
+                request.HasField("assignment"),
                 lambda env, ctx: tasks.fetch(env, ctx, sector, types, path_type, move),
             )
             return worker_pb2.FetchResponse(call_id=call)
@@ -422,11 +484,16 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 miners.add(ref.id.miner)
             if len(miners) > 1:
                 raise validation.Invalid("all sectors must belong to one miner")
-            task_type = TT.TASK_TYPE_GENERATE_WINDOW_POST if kind.name == "WINDOW" else TT.TASK_TYPE_GENERATE_WINNING_POST
+            task_type = (
+                TT.TASK_TYPE_GENERATE_WINDOW_POST if kind.name == "WINDOW" else TT.TASK_TYPE_GENERATE_WINNING_POST
+            )
             self._check_enabled(task_type)
             env = self.p.env()
             owner = f"post:{request.assignment.call_id.id or 'adhoc'}"
-            log.info("vanilla proofs", extra={"call": request.assignment.call_id.id, "kind": kind.name, "sectors": len(sectors)})
+            log.info(
+                "vanilla proofs",
+                extra={"call": request.assignment.call_id.id, "kind": kind.name, "sectors": len(sectors)},
+            )
             ctx = tasks.TaskContext(owner=owner, gpu_ordinals=list(request.assignment.gpu_ordinals))
             async for sector, outcome in tasks.vanilla_proofs(env, ctx, kind, size, randomness, sectors):
                 reply = worker_pb2.GenerateVanillaProofsResponse(sector=sector.to_proto())
@@ -436,13 +503,20 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                     reply.vanilla_proof = outcome
                 yield reply
 
-    async def Remove(self, request: worker_pb2.WorkerServiceRemoveRequest, context: Context) -> worker_pb2.WorkerServiceRemoveResponse:
+    async def Remove(
+        self, request: worker_pb2.WorkerServiceRemoveRequest, context: Context
+    ) -> worker_pb2.WorkerServiceRemoveResponse:
         async with _statuses(context, "Remove"):
             sector = validation.sector_id(request.sector, request.HasField("sector"))
-            types = validation.file_types(list(request.types), default=FileType.UNSEALED | FileType.SEALED | FileType.CACHE)
+            types = validation.file_types(
+                list(request.types), default=FileType.UNSEALED | FileType.SEALED | FileType.CACHE
+            )
             removed = await tasks.remove_sector(self.p.env(), sector, types)
             return worker_pb2.WorkerServiceRemoveResponse(
-                removed=[common_pb2.RemovedSectorFile(storage_id=sid, type=common_pb2.SectorFileType.ValueType(int(t))) for sid, t in removed]
+                removed=[
+                    common_pb2.RemovedSectorFile(storage_id=sid, type=common_pb2.SectorFileType.ValueType(int(t)))
+                    for sid, t in removed
+                ]
             )
 
     async def AbortCall(self, request: worker_pb2.AbortCallRequest, context: Context) -> worker_pb2.AbortCallResponse:
@@ -453,12 +527,16 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
     # --- call results --------------------------------------------------------------------------
 
-    async def ListCallResults(self, request: worker_pb2.ListCallResultsRequest, context: Context) -> AsyncIterator[worker_pb2.ListCallResultsResponse]:
+    async def ListCallResults(
+        self, request: worker_pb2.ListCallResultsRequest, context: Context
+    ) -> AsyncIterator[worker_pb2.ListCallResultsResponse]:
         async with _statuses(context, "ListCallResults"):
             for result in await asyncio.to_thread(self.p.calls.pending):
                 yield worker_pb2.ListCallResultsResponse(result=result)
 
-    async def AckCallResult(self, request: worker_pb2.AckCallResultRequest, context: Context) -> worker_pb2.AckCallResultResponse:
+    async def AckCallResult(
+        self, request: worker_pb2.AckCallResultRequest, context: Context
+    ) -> worker_pb2.AckCallResultResponse:
         async with _statuses(context, "AckCallResult"):
             if not request.call_ids:
                 raise validation.Invalid("call_ids must not be empty")
@@ -476,7 +554,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def Session(self, request: worker_pb2.SessionRequest, context: Context) -> worker_pb2.SessionResponse:
         started = Timestamp()
         started.FromNanoseconds(int(self.p.identity.started_at * 1e9))
-        return worker_pb2.SessionResponse(session_id=self.p.identity.session_id, started_at=started, worker_id=self.p.identity.worker_id)
+        return worker_pb2.SessionResponse(
+            session_id=self.p.identity.session_id, started_at=started, worker_id=self.p.identity.worker_id
+        )
 
     async def Paths(self, request: worker_pb2.PathsRequest, context: Context) -> worker_pb2.PathsResponse:
         async with _statuses(context, "Paths"):
@@ -494,17 +574,23 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 raise validation.Invalid(f"unknown task type {v}")
         return list(values)
 
-    async def EnableTaskType(self, request: worker_pb2.EnableTaskTypeRequest, context: Context) -> worker_pb2.EnableTaskTypeResponse:
+    async def EnableTaskType(
+        self, request: worker_pb2.EnableTaskTypeRequest, context: Context
+    ) -> worker_pb2.EnableTaskTypeResponse:
         async with _statuses(context, "EnableTaskType"):
             self.p.task_types.enable(self._task_type_list(request.task_types))
             return worker_pb2.EnableTaskTypeResponse(task_types=[TT.ValueType(t) for t in self.p.task_types.sorted()])
 
-    async def DisableTaskType(self, request: worker_pb2.DisableTaskTypeRequest, context: Context) -> worker_pb2.DisableTaskTypeResponse:
+    async def DisableTaskType(
+        self, request: worker_pb2.DisableTaskTypeRequest, context: Context
+    ) -> worker_pb2.DisableTaskTypeResponse:
         async with _statuses(context, "DisableTaskType"):
             self.p.task_types.disable(self._task_type_list(request.task_types))
             return worker_pb2.DisableTaskTypeResponse(task_types=[TT.ValueType(t) for t in self.p.task_types.sorted()])
 
-    async def StorageAttachLocal(self, request: worker_pb2.StorageAttachLocalRequest, context: Context) -> worker_pb2.StorageAttachLocalResponse:
+    async def StorageAttachLocal(
+        self, request: worker_pb2.StorageAttachLocalRequest, context: Context
+    ) -> worker_pb2.StorageAttachLocalResponse:
         async with _statuses(context, "StorageAttachLocal"):
             root = validation.storage_root(request.path)
             init = None
@@ -529,9 +615,13 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 except MetaError as exc:
                     raise validation.Invalid(str(exc)) from None
             path, declared = await self.p.storage_control().attach(root, init)
-            return worker_pb2.StorageAttachLocalResponse(path=await self.p.storage_control().path_message(path), declared=declared)
+            return worker_pb2.StorageAttachLocalResponse(
+                path=await self.p.storage_control().path_message(path), declared=declared
+            )
 
-    async def StorageDetachLocal(self, request: worker_pb2.StorageDetachLocalRequest, context: Context) -> worker_pb2.StorageDetachLocalResponse:
+    async def StorageDetachLocal(
+        self, request: worker_pb2.StorageDetachLocalRequest, context: Context
+    ) -> worker_pb2.StorageDetachLocalResponse:
         async with _statuses(context, "StorageDetachLocal"):
             target = request.WhichOneof("target")
             if target is None:
@@ -540,14 +630,21 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             detached = await self.p.storage_control().detach(storage_id, request.force)
             return worker_pb2.StorageDetachLocalResponse(storage_id=detached)
 
-    async def StorageCleanup(self, request: worker_pb2.StorageCleanupRequest, context: Context) -> worker_pb2.StorageCleanupResponse:
+    async def StorageCleanup(
+        self, request: worker_pb2.StorageCleanupRequest, context: Context
+    ) -> worker_pb2.StorageCleanupResponse:
         async with _statuses(context, "StorageCleanup"):
             control = self.p.storage_control()
             found = await cleanup.cleanup(self.p.local, control.require_index(), request.storage_id, request.apply)
             reply = worker_pb2.StorageCleanupResponse()
             for o in found:
                 entry = reply.entries.add(
-                    storage_id=o.storage_id, path=str(o.path), type=types_to_proto(o.file_type)[0], size=o.size, removed=o.removed, skipped=o.skipped
+                    storage_id=o.storage_id,
+                    path=str(o.path),
+                    type=types_to_proto(o.file_type)[0],
+                    size=o.size,
+                    removed=o.removed,
+                    skipped=o.skipped,
                 )
                 if o.sector is not None:
                     entry.sector.CopyFrom(o.sector.to_proto())
@@ -555,16 +652,25 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                     reply.reclaimable_bytes += o.size
             return reply
 
-    async def StorageRedeclareLocal(self, request: worker_pb2.StorageRedeclareLocalRequest, context: Context) -> worker_pb2.StorageRedeclareLocalResponse:
+    async def StorageRedeclareLocal(
+        self, request: worker_pb2.StorageRedeclareLocalRequest, context: Context
+    ) -> worker_pb2.StorageRedeclareLocalResponse:
         async with _statuses(context, "StorageRedeclareLocal"):
             results = await self.p.storage_control().redeclare(request.storage_id, request.drop_missing)
             return worker_pb2.StorageRedeclareLocalResponse(
-                paths=[worker_pb2.RedeclaredPath(storage_id=r.storage_id, declared=r.declared, unchanged=r.unchanged, dropped=r.dropped) for r in results]
+                paths=[
+                    worker_pb2.RedeclaredPath(
+                        storage_id=r.storage_id, declared=r.declared, unchanged=r.unchanged, dropped=r.dropped
+                    )
+                    for r in results
+                ]
             )
 
     # --- serving files -------------------------------------------------------------------------
 
-    async def read_sector_file_wire(self, request: worker_pb2.ReadSectorFileRequest, context: Context) -> AsyncIterator[bytes]:
+    async def read_sector_file_wire(
+        self, request: worker_pb2.ReadSectorFileRequest, context: Context
+    ) -> AsyncIterator[bytes]:
         """ReadSectorFile, yielding serialised ReadSectorFileResponse messages (see wire.py)."""
         async with _statuses(context, "ReadSectorFile"):
             sector = validation.sector_id(request.sector, request.HasField("sector"))
@@ -582,7 +688,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
                 def read(start: int) -> asyncio.Future[list[bytes]]:
                     want = min(length - start, batch)
-                    return asyncio.ensure_future(asyncio.to_thread(serving.read_all_chunks, fd, request.offset + start, want, chunk))
+                    return asyncio.ensure_future(
+                        asyncio.to_thread(serving.read_all_chunks, fd, request.offset + start, want, chunk)
+                    )
 
                 # The next batch is read while this one is sent.
                 pending = read(0) if length else None
@@ -602,7 +710,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                         await pending
                 os.close(fd)
 
-    async def OpenTransfer(self, request: worker_pb2.OpenTransferRequest, context: Context) -> worker_pb2.OpenTransferResponse:
+    async def OpenTransfer(
+        self, request: worker_pb2.OpenTransferRequest, context: Context
+    ) -> worker_pb2.OpenTransferResponse:
         async with _statuses(context, "OpenTransfer"):
             sector = validation.sector_id(request.sector, request.HasField("sector"))
             file_type = validation.one_file_type(request.type)
@@ -610,17 +720,26 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the cache is a directory: use ReadSectorDir")
             server = self.p.bulk_server
             if server is None:
-                raise bulk.ChannelOff("this worker runs no bulk side channel (worker.bulk_transfer = false): use ReadSectorFile")
+                raise bulk.ChannelOff(
+                    "this worker runs no bulk side channel (worker.bulk_transfer = false): use ReadSectorFile"
+                )
             copy = await asyncio.to_thread(serving.locate, self.p.local, sector, file_type, request.storage_id)
             fd, size, length = await asyncio.to_thread(serving.open_range, copy, request.offset, request.length)
             ticket, expires = server.book.issue(fd, request.offset, length)
             expires_at = Timestamp()
             expires_at.FromNanoseconds(int(expires * 1e9))
             return worker_pb2.OpenTransferResponse(
-                ticket=ticket, address=self.p.bulk_address, offset=request.offset, length=length, file_size=size, expires_at=expires_at
+                ticket=ticket,
+                address=self.p.bulk_address,
+                offset=request.offset,
+                length=length,
+                file_size=size,
+                expires_at=expires_at,
             )
 
-    async def StatSectorFile(self, request: worker_pb2.StatSectorFileRequest, context: Context) -> worker_pb2.StatSectorFileResponse:
+    async def StatSectorFile(
+        self, request: worker_pb2.StatSectorFileRequest, context: Context
+    ) -> worker_pb2.StatSectorFileResponse:
         async with _statuses(context, "StatSectorFile"):
             sector = validation.sector_id(request.sector, request.HasField("sector"))
             file_type = validation.one_file_type(request.type)
@@ -637,7 +756,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 entries=[worker_pb2.DirEntry(name=e.name, size=e.size) for e in st.entries],
             )
 
-    async def read_sector_dir_wire(self, request: worker_pb2.ReadSectorDirRequest, context: Context) -> AsyncIterator[bytes]:
+    async def read_sector_dir_wire(
+        self, request: worker_pb2.ReadSectorDirRequest, context: Context
+    ) -> AsyncIterator[bytes]:
         """ReadSectorDir, yielding serialised ReadSectorDirResponse messages (see wire.py)."""
         async with _statuses(context, "ReadSectorDir"):
             sector = validation.sector_id(request.sector, request.HasField("sector"))
@@ -662,19 +783,25 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             stat = await asyncio.to_thread(self.p.local.stat, request.storage_id)
             return worker_pb2.StatPathResponse(stat=fs_stat_message(stat))
 
-    async def IsAllocated(self, request: worker_pb2.IsAllocatedRequest, context: Context) -> worker_pb2.IsAllocatedResponse:
+    async def IsAllocated(
+        self, request: worker_pb2.IsAllocatedRequest, context: Context
+    ) -> worker_pb2.IsAllocatedResponse:
         async with _statuses(context, "IsAllocated"):
             sector = validation.sector_ref(request.sector, request.HasField("sector"))
             offset, size = validation.unpadded_range(request.range, sector.size, piece_sized=False)
             try:
-                path = await asyncio.to_thread(serving.unsealed_with_range, self.p.local, sector.id, sector.size, offset, size, request.storage_id)
+                path = await asyncio.to_thread(
+                    serving.unsealed_with_range, self.p.local, sector.id, sector.size, offset, size, request.storage_id
+                )
             except serving.NotServed:
                 return worker_pb2.IsAllocatedResponse(allocated=False, file_present=False)
             except serving.WrongKind:
                 return worker_pb2.IsAllocatedResponse(allocated=False, file_present=True)
             return worker_pb2.IsAllocatedResponse(allocated=bool(path), file_present=True)
 
-    async def RemoveSectorFile(self, request: worker_pb2.RemoveSectorFileRequest, context: Context) -> worker_pb2.RemoveSectorFileResponse:
+    async def RemoveSectorFile(
+        self, request: worker_pb2.RemoveSectorFileRequest, context: Context
+    ) -> worker_pb2.RemoveSectorFileResponse:
         async with _statuses(context, "RemoveSectorFile"):
             sector = validation.sector_id(request.sector, request.HasField("sector"))
             file_type = validation.one_file_type(request.type)
@@ -682,10 +809,17 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             if not removed:
                 raise serving.NotServed(f"no local {file_type.dirname} file of sector {sector}")
             return worker_pb2.RemoveSectorFileResponse(
-                removed=[common_pb2.RemovedSectorFile(storage_id=p.id, type=common_pb2.SectorFileType.ValueType(int(file_type))) for p in removed]
+                removed=[
+                    common_pb2.RemovedSectorFile(
+                        storage_id=p.id, type=common_pb2.SectorFileType.ValueType(int(file_type))
+                    )
+                    for p in removed
+                ]
             )
 
-    async def ReadPiece(self, request: worker_pb2.WorkerServiceReadPieceRequest, context: Context) -> AsyncIterator[worker_pb2.WorkerServiceReadPieceResponse]:
+    async def ReadPiece(
+        self, request: worker_pb2.WorkerServiceReadPieceRequest, context: Context
+    ) -> AsyncIterator[worker_pb2.WorkerServiceReadPieceResponse]:
         async with _statuses(context, "ReadPiece"):
             sector = validation.sector_ref(request.sector, request.HasField("sector"))
             if not request.HasField("range"):
@@ -694,7 +828,15 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             env = self.p.env()
             async with env.index.lock(sector.id, FileType.UNSEALED, FileType(0), "read-piece", env.lock_ttl_s):
                 try:
-                    path = await asyncio.to_thread(serving.unsealed_with_range, self.p.local, sector.id, sector.size, offset, size, request.storage_id)
+                    path = await asyncio.to_thread(
+                        serving.unsealed_with_range,
+                        self.p.local,
+                        sector.id,
+                        sector.size,
+                        offset,
+                        size,
+                        request.storage_id,
+                    )
                 except serving.WrongKind as exc:
                     await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
                 sent = 0
@@ -717,7 +859,9 @@ class _CaptureHandlers:
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         pass
 
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
         self.handlers = dict(handlers)
 
 
@@ -761,18 +905,30 @@ class WorkerApp(Service):
             task_types=EnabledTaskTypes(enabled),
             local=local,
             calls=calls,
-            runner=CallRunner(calls, lambda: self._wake_sender(), worker_id, section.max_tasks, concurrency_caps(overrides), task_fault),
+            runner=CallRunner(
+                calls,
+                lambda: self._wake_sender(),
+                worker_id,
+                section.max_tasks,
+                concurrency_caps(overrides),
+                task_fault,
+            ),
             fault=ServeFault(),
             task_fault=task_fault,
         )
         restarted = self.parts.runner.recover()
         if restarted:
-            log.warning("calls interrupted by the last stop will be returned as WORKER_RESTARTED", extra={"calls": restarted})
+            log.warning(
+                "calls interrupted by the last stop will be returned as WORKER_RESTARTED", extra={"calls": restarted}
+            )
         for miner, number, call_type in self.parts.runner.interrupted:
             if call_type == worker_pb2.CALL_TYPE_SEAL_PRE_COMMIT_1:
                 removed = tasks.discard_interrupted_pre_commit1(local, SectorId(miner, number))
                 if removed:
-                    log.warning("removed the half-written outputs of an interrupted PC1", extra={"files": [str(f) for f in removed]})
+                    log.warning(
+                        "removed the half-written outputs of an interrupted PC1",
+                        extra={"files": [str(f) for f in removed]},
+                    )
         # ReadSectorFile/ReadSectorDir are served by their wire versions (add_worker_service).
         self.servicer = WorkerServicer(self.parts)  # type: ignore[abstract]
         self.link: ManagerLink | None = None
@@ -818,13 +974,17 @@ class WorkerApp(Service):
             log.warning("no index configured (worker.index): serving, but storage and tasks are unavailable")
         p.storage = StorageControl(p.local, p.index, [address])
         self._loops.append(
-            asyncio.create_task(p.storage.run(self._quit, section.storage_heartbeat_s, runtime.dependency), name="storage-heartbeat")
+            asyncio.create_task(
+                p.storage.run(self._quit, section.storage_heartbeat_s, runtime.dependency), name="storage-heartbeat"
+            )
         )
         if not section.manager:
             log.warning("no manager configured (worker.manager): serving files and RPCs without registering")
             return
         backoff = Backoff(section.register_retry_initial_s, section.register_retry_max_s)
-        p.sender = ReturnSender(p.calls, p.identity.worker_id, section.manager, runtime.token(Permission.WRITE), Backoff(0.2, 5.0))
+        p.sender = ReturnSender(
+            p.calls, p.identity.worker_id, section.manager, runtime.token(Permission.WRITE), Backoff(0.2, 5.0)
+        )
         self._loops.append(asyncio.create_task(p.sender.run(self._quit), name="return-sender"))
 
         async def manager_restarted() -> None:
@@ -856,12 +1016,17 @@ class WorkerApp(Service):
         """The side channel listens on worker.bulk_listen (default: the gRPC listen host, a free
         port) and is advertised as worker.bulk_advertise (default: the advertised host)."""
         section = self.config.worker
-        host, port = parse_host_port(section.bulk_listen) if section.bulk_listen else (parse_host_port(self.config.listen)[0], 0)
+        host, port = (
+            parse_host_port(section.bulk_listen) if section.bulk_listen else (parse_host_port(self.config.listen)[0], 0)
+        )
         server = bulk.BulkServer(bulk.TicketBook(), self.parts.fault, host, port)
         server.start()
         self.parts.bulk_server = server
         self.parts.bulk_address = section.bulk_advertise or format_address(parse_host_port(advertise)[0], server.port)
-        log.info("bulk side channel listening", extra={"address": format_address(host, server.port), "advertised": self.parts.bulk_address})
+        log.info(
+            "bulk side channel listening",
+            extra={"address": format_address(host, server.port), "advertised": self.parts.bulk_address},
+        )
 
     async def drain(self) -> None:
         """SIGTERM: refuse new tasks, tell the manager, let running ones end, return results."""

@@ -43,7 +43,9 @@ def locate(local: LocalStore, sector: SectorId, file_type: FileType, storage_id:
     for copy in copies:
         if _inside(copy):
             return copy
-    raise NotServed(f"no local {file_type.dirname} file of sector {sector}" + (f" in {storage_id}" if storage_id else ""))
+    raise NotServed(
+        f"no local {file_type.dirname} file of sector {sector}" + (f" in {storage_id}" if storage_id else "")
+    )
 
 
 def open_file(copy: LocalCopy) -> tuple[int, int]:
@@ -99,7 +101,9 @@ def stat_file(copy: LocalCopy) -> FileStat:
     st = os.lstat(copy.file)
     if stat_mod.S_ISDIR(st.st_mode):
         entries = plan_directory(copy.file)
-        return FileStat(copy.path.id, True, sum(e.size for e in entries), allocated_bytes(copy.file), st.st_mtime, entries)
+        return FileStat(
+            copy.path.id, True, sum(e.size for e in entries), allocated_bytes(copy.file), st.st_mtime, entries
+        )
     return FileStat(copy.path.id, False, st.st_size, st.st_blocks * 512, st.st_mtime, [])
 
 
@@ -113,7 +117,9 @@ def is_allocated(copy: LocalCopy, sector_size: int, offset: int, size: int) -> b
         return pf.has_allocated(offset, size)
 
 
-def unsealed_with_range(local: LocalStore, sector: SectorId, sector_size: int, offset: int, size: int, storage_id: str) -> Path:
+def unsealed_with_range(
+    local: LocalStore, sector: SectorId, sector_size: int, offset: int, size: int, storage_id: str
+) -> Path:
     """The local unsealed file holding the whole unpadded range; NotServed if there is no local
     file, WrongKind if none holds the range."""
     try:

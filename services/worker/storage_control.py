@@ -135,7 +135,9 @@ class StorageControl:
             await self._announce(index, path, drop_missing=False)
 
     async def run(
-        self, stopping: asyncio.Event, interval_s: float,
+        self,
+        stopping: asyncio.Event,
+        interval_s: float,
         on_dependency: Callable[[str, str | None], Awaitable[None]] | None = None,
     ) -> None:
         """Announces every path, then reports health every interval; a path the index does not
@@ -158,7 +160,9 @@ class StorageControl:
                     )
                     log.warning(message, extra={"storage_id": path.id, **extra})
                     if on_dependency is not None and exc.code() in UNAVAILABLE_CODES:
-                        await on_dependency("index", f"the index at {self.index.address} does not answer ({exc.code().name})")
+                        await on_dependency(
+                            "index", f"the index at {self.index.address} does not answer ({exc.code().name})"
+                        )
                     continue
                 except Exception as exc:  # noqa: BLE001 - one path's problem must not stop the loop
                     # Logged with its traceback once; the same failure on the next beats is not
@@ -166,7 +170,9 @@ class StorageControl:
                     problem = f"{type(exc).__name__}: {exc}"
                     if self._failing.get(path.id) != problem:
                         self._failing[path.id] = problem
-                        log.error("storage heartbeat failed", extra={"storage_id": path.id, "error": problem}, exc_info=True)
+                        log.error(
+                            "storage heartbeat failed", extra={"storage_id": path.id, "error": problem}, exc_info=True
+                        )
                     continue
                 if self._failing.pop(path.id, None) is not None:
                     log.info("storage heartbeat works again", extra={"storage_id": path.id})

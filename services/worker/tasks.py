@@ -78,7 +78,9 @@ def classify(exc: BaseException) -> TaskFailure:
     if isinstance(exc, (FetchFailed, IndexUnavailable, LockLost)):
         return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, str(exc))
     if isinstance(exc, grpc.aio.AioRpcError):
-        return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, f"index or peer call failed: {exc.code().name}: {exc.details()}")
+        return TaskFailure(
+            Code.TASK_ERROR_CODE_TEMPORARY, f"index or peer call failed: {exc.code().name}: {exc.details()}"
+        )
     if isinstance(exc, (ValueError, PartialFileError)):
         return TaskFailure(Code.TASK_ERROR_CODE_PERMANENT, str(exc))
     if isinstance(exc, OSError) and disk_full(exc):
@@ -233,7 +235,9 @@ class PieceSink:
     bytes, in parallel), which runs in a thread reading from a bounded queue: the network, the
     padding and the hashing all overlap."""
 
-    def __init__(self, target: PartialFile, offset: int, size: int, cancel: rust_core.CancelToken | None = None) -> None:
+    def __init__(
+        self, target: PartialFile, offset: int, size: int, cancel: rust_core.CancelToken | None = None
+    ) -> None:
         self.target = target
         self.offset = offset
         self.size = size
@@ -298,7 +302,9 @@ async def add_piece(
     end, offset = piece_offset(existing, piece_size)
     size = padded(piece_size)
     if offset + size > sector.size:
-        raise ValueError(f"can't add a {piece_size}-byte piece at padded offset {offset} to a {sector.size}-byte sector")
+        raise ValueError(
+            f"can't add a {piece_size}-byte piece at padded offset {offset} to a {sector.size}-byte sector"
+        )
     async with _lock(env, ctx, sector.id, FileType(0), FileType.UNSEALED):
         if not existing:
             # A first piece starts the sector over: older unsealed copies anywhere are stale.
@@ -355,7 +361,9 @@ async def pre_commit1(env: TaskEnv, ctx: TaskContext, sector: SectorRef, ticket:
         # Leftovers of an earlier attempt, wherever they are, would be stale copies.
         for t in (FileType.SEALED, FileType.CACHE):
             await remove_everywhere(env, sector.id, t)
-        async with env.remote.acquire(sector.id, sector.size, FileType.UNSEALED, FileType.CACHE, PathType.SEALING) as acq:
+        async with env.remote.acquire(
+            sector.id, sector.size, FileType.UNSEALED, FileType.CACHE, PathType.SEALING
+        ) as acq:
             cache = acq.path(FileType.CACHE)
             await blocking(_fresh_cache, cache)
             try:
@@ -396,11 +404,15 @@ async def pre_commit2(env: TaskEnv, ctx: TaskContext, sector: SectorRef, p1_outp
     here, and any older sealed copy in the fleet is removed first."""
     async with _lock(env, ctx, sector.id, FileType(0), FileType.SEALED | FileType.CACHE):
         await remove_everywhere(env, sector.id, FileType.SEALED)
-        async with env.remote.acquire(sector.id, sector.size, FileType.CACHE, FileType.SEALED, PathType.SEALING, move=True) as acq:
+        async with env.remote.acquire(
+            sector.id, sector.size, FileType.CACHE, FileType.SEALED, PathType.SEALING, move=True
+        ) as acq:
             sealed = acq.path(FileType.SEALED)
             backend = sealer.backend_for(ctx.gpu_ordinals, env.compute_backend)
             try:
-                comm_r, comm_d = await cancellable(ctx, sealer.pre_commit2, p1_output, acq.path(FileType.CACHE), sealed, backend)
+                comm_r, comm_d = await cancellable(
+                    ctx, sealer.pre_commit2, p1_output, acq.path(FileType.CACHE), sealed, backend
+                )
             except BaseException:
                 await asyncio.shield(blocking(discard, sealed))
                 raise
@@ -526,7 +538,9 @@ async def unseal_piece(
         reservation = None
         try:
             if created:
-                targets, reservation = await blocking(env.local.allocate, sector.id, FileType.UNSEALED, sector.size, PathType.STORAGE)
+                targets, reservation = await blocking(
+                    env.local.allocate, sector.id, FileType.UNSEALED, sector.size, PathType.STORAGE
+                )
                 unsealed_store = targets[FileType.UNSEALED]
                 unsealed_path = unsealed_store.file(FileType.UNSEALED, sector.id)
                 await blocking(lambda: PartialFile.create(unsealed_path, sector.size).close())
@@ -593,7 +607,9 @@ async def _unsealed_for_unseal(env: TaskEnv, sector: SectorRef) -> tuple[Path, L
         return Path(), placeholder, True
 
 
-async def fetch(env: TaskEnv, ctx: TaskContext, sector: SectorRef, types: FileType, path_type: PathType, move: bool) -> Outcome:
+async def fetch(
+    env: TaskEnv, ctx: TaskContext, sector: SectorRef, types: FileType, path_type: PathType, move: bool
+) -> Outcome:
     async with _lock(env, ctx, sector.id, FileType(0) if move else types, types if move else FileType(0)):
         async with env.remote.acquire(sector.id, sector.size, types, FileType(0), path_type, move=move):
             pass
@@ -634,7 +650,9 @@ async def vanilla_proofs(
     a sector being rewritten is reported instead of delaying the deadline."""
     for sector, comm_r in sectors:
         try:
-            lease = await env.index.try_lock(sector, FileType.SEALED | FileType.CACHE, FileType(0), ctx.owner, env.lock_ttl_s)
+            lease = await env.index.try_lock(
+                sector, FileType.SEALED | FileType.CACHE, FileType(0), ctx.owner, env.lock_ttl_s
+            )
             if lease is None:
                 raise TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, "can't acquire read lock")
             try:
@@ -642,7 +660,15 @@ async def vanilla_proofs(
                 cache = await blocking(find_local_or_fail, env.local, sector, FileType.CACHE)
                 proof = await cancellable(
                     ctx,
-                    sealer.vanilla_proof, kind, sector_size, randomness, prover_id(sector.miner), sector.number, comm_r, sealed, cache
+                    sealer.vanilla_proof,
+                    kind,
+                    sector_size,
+                    randomness,
+                    prover_id(sector.miner),
+                    sector.number,
+                    comm_r,
+                    sealed,
+                    cache,
                 )
             finally:
                 await env.index.unlock(lease)

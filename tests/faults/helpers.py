@@ -48,7 +48,9 @@ class ClientStats:
     retried: set[tuple[int, str]] = field(default_factory=set)
 
 
-def with_backoff(call: Callable[[], T], what: str, stats: ClientStats | None = None, timeout: float = 180.0, number: int = 0) -> T:
+def with_backoff(
+    call: Callable[[], T], what: str, stats: ClientStats | None = None, timeout: float = 180.0, number: int = 0
+) -> T:
     """Calls until the manager answers: UNAVAILABLE (it is down or restarting) and CANCELLED (the
     connection broke mid-call) are retried with jittered exponential back-off, the same request
     each time; any other status is the answer."""
@@ -78,8 +80,14 @@ class Sealed:
     verified: bool
 
 
-def seal(fleet: Fleet, ref: common_pb2.SectorRef, data: bytes, stats: ClientStats | None = None,
-         progress: Callable[[str], None] = lambda step: None, finalize: bool = True) -> Sealed:
+def seal(
+    fleet: Fleet,
+    ref: common_pb2.SectorRef,
+    data: bytes,
+    stats: ClientStats | None = None,
+    progress: Callable[[str], None] = lambda step: None,
+    finalize: bool = True,
+) -> Sealed:
     """AddPiece, PC1, PC2, C1, C2, VerifySeal, Finalize (unless not `finalize`) for a one-piece
     sector, each step retried until the manager answers; `progress(step)` after each."""
 
@@ -90,14 +98,43 @@ def seal(fleet: Fleet, ref: common_pb2.SectorRef, data: bytes, stats: ClientStat
 
     m = manager_pb2
     piece = step("AddPiece", lambda: add_piece(fleet.stub(), ref, data))
-    p1 = step("PC1", lambda: fleet.stub().SealPreCommit1(m.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=120))
-    p2 = step("PC2", lambda: fleet.stub().SealPreCommit2(m.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=120))
+    p1 = step(
+        "PC1",
+        lambda: fleet.stub().SealPreCommit1(
+            m.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=120
+        ),
+    )
+    p2 = step(
+        "PC2",
+        lambda: fleet.stub().SealPreCommit2(
+            m.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=120
+        ),
+    )
     comm = p2.commitments
-    c1 = step("C1", lambda: fleet.stub().SealCommit1(
-        m.SealCommit1Request(sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=comm.comm_r, comm_d=comm.comm_d), timeout=120))
-    c2 = step("C2", lambda: fleet.stub().SealCommit2(m.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=120))
-    verdict = step("Verify", lambda: fleet.stub().VerifySeal(
-        m.VerifySealRequest(sector=ref, comm_r=comm.comm_r, comm_d=comm.comm_d, ticket=TICKET, seed=SEED, proof=c2.proof), timeout=60))
+    c1 = step(
+        "C1",
+        lambda: fleet.stub().SealCommit1(
+            m.SealCommit1Request(
+                sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=comm.comm_r, comm_d=comm.comm_d
+            ),
+            timeout=120,
+        ),
+    )
+    c2 = step(
+        "C2",
+        lambda: fleet.stub().SealCommit2(
+            m.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=120
+        ),
+    )
+    verdict = step(
+        "Verify",
+        lambda: fleet.stub().VerifySeal(
+            m.VerifySealRequest(
+                sector=ref, comm_r=comm.comm_r, comm_d=comm.comm_d, ticket=TICKET, seed=SEED, proof=c2.proof
+            ),
+            timeout=60,
+        ),
+    )
     if finalize:
         step("Finalize", lambda: fleet.stub().FinalizeSector(m.FinalizeSectorRequest(sector=ref), timeout=120))
     return Sealed(ref, data, piece, comm, bytes(c2.proof), verdict.valid)
@@ -107,13 +144,16 @@ def verify_again(fleet: Fleet, s: Sealed) -> bool:
     m = manager_pb2
     c = s.commitments
     reply = fleet.stub().VerifySeal(
-        m.VerifySealRequest(sector=s.ref, comm_r=c.comm_r, comm_d=c.comm_d, ticket=TICKET, seed=SEED, proof=s.proof), timeout=60)
+        m.VerifySealRequest(sector=s.ref, comm_r=c.comm_r, comm_d=c.comm_d, ticket=TICKET, seed=SEED, proof=s.proof),
+        timeout=60,
+    )
     return bool(reply.valid)
 
 
 def read_back(fleet: Fleet, s: Sealed) -> bytes:
     data, _ = with_backoff(
-        lambda: read_piece(fleet.stub(), s.ref, 0, len(s.data), TICKET, s.commitments.unsealed_cid), "ReadPiece")
+        lambda: read_piece(fleet.stub(), s.ref, 0, len(s.data), TICKET, s.commitments.unsealed_cid), "ReadPiece"
+    )
     return data
 
 
@@ -122,7 +162,9 @@ def successes(fleet: Fleet, runs: Iterable[manager_pb2.TaskRun]) -> Counter[tupl
     return Counter((r.sector.id.number, r.task_type) for r in runs if r.outcome == manager_pb2.TASK_OUTCOME_SUCCEEDED)
 
 
-def assert_sealed_once(fleet: Fleet, numbers: Iterable[int], runs: list[manager_pb2.TaskRun], stats: ClientStats) -> None:
+def assert_sealed_once(
+    fleet: Fleet, numbers: Iterable[int], runs: list[manager_pb2.TaskRun], stats: ClientStats
+) -> None:
     """Every sealing task of every sector succeeded exactly once in the manager's history, and the
     workers' own logs agree: each computed call finished (`task done`) at most once.
 
@@ -137,7 +179,11 @@ def assert_sealed_once(fleet: Fleet, numbers: Iterable[int], runs: list[manager_
             expected = {1}
             if task == common_pb2.TASK_TYPE_ADD_PIECE and (n, "AddPiece") in stats.retried:
                 expected = set(range(1, 2 + stats.retries["AddPiece"]))
-            assert ok[(n, task)] in expected, (n, common_pb2.TaskType.Name(task), summary(fleet, [r for r in runs if r.sector.id.number == n]))
+            assert ok[(n, task)] in expected, (
+                n,
+                common_pb2.TaskType.Name(task),
+                summary(fleet, [r for r in runs if r.sector.id.number == n]),
+            )
     done = Counter(entry["call"] for _, entry in fleet.worker_log_events("task done"))
     assert all(v == 1 for v in done.values()), [k for k, v in done.items() if v > 1]
 
@@ -160,7 +206,9 @@ def lapsed_locks(fleet: Fleet) -> list[index_pb2.SectorLockLease]:
     """Locks the index still reports although their lease ran out."""
     now = Timestamp()
     now.GetCurrentTime()
-    locks = with_backoff(lambda: index_stub(fleet).StorageGetLocks(index_pb2.StorageGetLocksRequest(), timeout=10).locks, "GetLocks")
+    locks = with_backoff(
+        lambda: index_stub(fleet).StorageGetLocks(index_pb2.StorageGetLocksRequest(), timeout=10).locks, "GetLocks"
+    )
     return [lk for lk in locks if lk.expires_at.ToNanoseconds() < now.ToNanoseconds()]
 
 

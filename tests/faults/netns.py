@@ -86,7 +86,25 @@ class Lab:
 
     def limit(self, role: str, rate: str) -> None:
         """Limits what the host sends (e.g. "16mbit")."""
-        run("ip", "netns", "exec", self.ns(role), "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "64kbit", "latency", "2s")
+        run(
+            "ip",
+            "netns",
+            "exec",
+            self.ns(role),
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            "eth0",
+            "root",
+            "tbf",
+            "rate",
+            rate,
+            "burst",
+            "64kbit",
+            "latency",
+            "2s",
+        )
 
     def destroy(self) -> None:
         """Removes everything made (namespaces take their veth pairs with them)."""

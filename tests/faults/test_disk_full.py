@@ -33,7 +33,9 @@ def mount_tmpfs(where: Path, size: int) -> str | None:
     where.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         return "mounting a small file system needs root"
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
+    )
     return None if done.returncode == 0 else f"mount -t tmpfs not allowed here: {done.stderr.strip()}"
 
 
@@ -82,7 +84,9 @@ def test_disk_full_mid_pc1_fails_cleanly_and_retries_where_there_is_room(fleet: 
     def reserved() -> int:
         return int(tiny.StatPath(worker_pb2.StatPathRequest(storage_id=tiny_path.info.id), timeout=10).stat.reserved)
 
-    future = stub.SealPreCommit1.future(manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=120)
+    future = stub.SealPreCommit1.future(
+        manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=120
+    )
     # The moment PC1 holds its reservation on the small disk, the disk fills up.
     deadline = time.monotonic() + 60
     while reserved() == 0:
@@ -99,7 +103,9 @@ def test_disk_full_mid_pc1_fails_cleanly_and_retries_where_there_is_room(fleet: 
     assert first.error.code == common_pb2.TASK_ERROR_CODE_ALLOCATE_SPACE, described
     assert "No space left on device" in first.error.message, described
     # The retry goes to the worker with room at once (not back to the full holder).
-    assert [(fleet.name_of(r.worker_id), r.outcome) for r in runs[1:]] == [("roomy", manager_pb2.TASK_OUTCOME_SUCCEEDED)], described
+    assert [(fleet.name_of(r.worker_id), r.outcome) for r in runs[1:]] == [
+        ("roomy", manager_pb2.TASK_OUTCOME_SUCCEEDED)
+    ], described
 
     # The failed task left nothing behind on the full disk, and its reservation is gone.
     leftovers = [p.relative_to(small_fs) for p in small_fs.rglob("s-t01000-1*") if "unsealed" not in p.parts]
@@ -107,14 +113,22 @@ def test_disk_full_mid_pc1_fails_cleanly_and_retries_where_there_is_room(fleet: 
     assert reserved() == 0
 
     # The sector goes on from the worker with room and seals.
-    p2 = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=120)
+    p2 = stub.SealPreCommit2(
+        manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=120
+    )
     comm = p2.commitments
     c1 = stub.SealCommit1(
-        manager_pb2.SealCommit1Request(sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=comm.comm_r, comm_d=comm.comm_d), timeout=120
+        manager_pb2.SealCommit1Request(
+            sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=comm.comm_r, comm_d=comm.comm_d
+        ),
+        timeout=120,
     )
     c2 = stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=120)
     verdict = stub.VerifySeal(
-        manager_pb2.VerifySealRequest(sector=ref, comm_r=comm.comm_r, comm_d=comm.comm_d, ticket=TICKET, seed=SEED, proof=c2.proof), timeout=60
+        manager_pb2.VerifySealRequest(
+            sector=ref, comm_r=comm.comm_r, comm_d=comm.comm_d, ticket=TICKET, seed=SEED, proof=c2.proof
+        ),
+        timeout=60,
     )
     assert verdict.valid
     assert not lapsed_locks(fleet) and not wait_no_locks(fleet, 10)

@@ -41,17 +41,26 @@ def test_frozen_worker_is_replaced_and_its_late_result_is_not_applied_twice(flee
     # Up to C1 on "b" (the only worker with those types), then C2, which goes to "slow".
     piece = add_piece(stub, ref, data)
     p1 = stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=60)
-    p2 = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=60)
+    p2 = stub.SealPreCommit2(
+        manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=60
+    )
     comm = p2.commitments
     c1 = stub.SealCommit1(
-        manager_pb2.SealCommit1Request(sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=comm.comm_r, comm_d=comm.comm_d), timeout=60
+        manager_pb2.SealCommit1Request(
+            sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=comm.comm_r, comm_d=comm.comm_d
+        ),
+        timeout=60,
     )
-    future = stub.SealCommit2.future(manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=60)
+    future = stub.SealCommit2.future(
+        manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=60
+    )
 
     def c2_running_on_slow() -> bool:
         jobs = stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
         return any(
-            j.task_type == common_pb2.TASK_TYPE_COMMIT_2 and j.state == manager_pb2.JOB_STATE_RUNNING and j.worker_id == fleet.worker_ids["slow"]
+            j.task_type == common_pb2.TASK_TYPE_COMMIT_2
+            and j.state == manager_pb2.JOB_STATE_RUNNING
+            and j.worker_id == fleet.worker_ids["slow"]
             for j in jobs
         )
 
@@ -68,7 +77,10 @@ def test_frozen_worker_is_replaced_and_its_late_result_is_not_applied_twice(flee
     finally:
         os.kill(slow.pid, signal.SIGCONT)
     verdict = stub.VerifySeal(
-        manager_pb2.VerifySealRequest(sector=ref, comm_r=comm.comm_r, comm_d=comm.comm_d, ticket=TICKET, seed=SEED, proof=proof), timeout=30
+        manager_pb2.VerifySealRequest(
+            sector=ref, comm_r=comm.comm_r, comm_d=comm.comm_d, ticket=TICKET, seed=SEED, proof=proof
+        ),
+        timeout=30,
     )
     assert verdict.valid
 
@@ -76,22 +88,37 @@ def test_frozen_worker_is_replaced_and_its_late_result_is_not_applied_twice(flee
     # result to the manager, which takes it as a duplicate; the worker is back.
     def slow_returned_its_call() -> bool:
         return any(
-            name == "slow" and e.get("method") == "ReturnSealCommit2" for name, e in fleet.worker_log_events("result delivered")
+            name == "slow" and e.get("method") == "ReturnSealCommit2"
+            for name, e in fleet.worker_log_events("result delivered")
         )
 
     wait_for("the resumed worker to return its late C2 result", slow_returned_its_call)
-    wait_for("the resumed worker to reconnect", lambda: fleet.stub().WorkerStats(
-        manager_pb2.WorkerStatsRequest(worker_id=fleet.worker_ids["slow"]), timeout=5).workers[0].state.connected)
+    wait_for(
+        "the resumed worker to reconnect",
+        lambda: (
+            fleet.stub()
+            .WorkerStats(manager_pb2.WorkerStatsRequest(worker_id=fleet.worker_ids["slow"]), timeout=5)
+            .workers[0]
+            .state.connected
+        ),
+    )
     time.sleep(1.5)  # a few heartbeats and a result collection: time for a second application
 
     runs = fleet.history(task_type=common_pb2.TASK_TYPE_COMMIT_2)
-    assert [(fleet.name_of(r.worker_id), manager_pb2.TaskOutcome.Name(r.outcome)) for r in sorted(runs, key=lambda r: r.attempt)] == [
+    assert [
+        (fleet.name_of(r.worker_id), manager_pb2.TaskOutcome.Name(r.outcome))
+        for r in sorted(runs, key=lambda r: r.attempt)
+    ] == [
         ("slow", "TASK_OUTCOME_REQUEUED"),
         ("b", "TASK_OUTCOME_SUCCEEDED"),
     ]
     # No other call of the sector ran twice, and the manager holds nothing for it any more.
     others = fleet.history(sector=ref.id)
-    assert all(r.outcome == manager_pb2.TASK_OUTCOME_SUCCEEDED for r in others if r.task_type != common_pb2.TASK_TYPE_COMMIT_2)
-    assert not [j for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs if j.sector.id.number == 1]
+    assert all(
+        r.outcome == manager_pb2.TASK_OUTCOME_SUCCEEDED for r in others if r.task_type != common_pb2.TASK_TYPE_COMMIT_2
+    )
+    assert not [
+        j for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs if j.sector.id.number == 1
+    ]
     assert not lapsed_locks(fleet) and not wait_no_locks(fleet, 10)
     print("freeze:", outcome_counts(runs))

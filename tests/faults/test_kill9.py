@@ -103,7 +103,9 @@ def test_kill9_index_manager_and_worker_mid_batch(start_service: StartService, t
     kt = threading.Thread(target=killer, daemon=True)
     kt.start()
     with ThreadPoolExecutor(max_workers=SECTORS) as pool:
-        sealed: list[Sealed] = list(pool.map(lambda r: seal(fleet, r, piece_data(r.id.number, P2K), stats, progress), refs))
+        sealed: list[Sealed] = list(
+            pool.map(lambda r: seal(fleet, r, piece_data(r.id.number, P2K), stats, progress), refs)
+        )
     kt.join(60)
     wall = time.monotonic() - started
     assert not errors, errors
@@ -133,7 +135,9 @@ def test_kill9_index_manager_and_worker_mid_batch(start_service: StartService, t
         assert copies and {before[p] for p in copies} == {before[copies[0]]} and before[copies[0]][0] == 2048, copies
         if len(copies) > 1:
             extra += len(copies) - 1
-            print(f"sector {s.ref.id.number}: {len(copies)} identical sealed replicas {copies}\n{describe(fleet, sector=s.ref.id)}")
+            print(
+                f"sector {s.ref.id.number}: {len(copies)} identical sealed replicas {copies}\n{describe(fleet, sector=s.ref.id)}"
+            )
     for s in sealed:
         assert read_back(fleet, s) == s.data, s.ref.id.number
     after = file_digests(roots)
@@ -156,7 +160,9 @@ def test_worker_killed_mid_pc1_leaves_no_half_written_copy(fleet: Fleet) -> None
     data = piece_data(1, P8M)
     stub = fleet.stub()
     piece = add_piece(stub, ref, data)
-    future = stub.SealPreCommit1.future(manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=120)
+    future = stub.SealPreCommit1.future(
+        manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=120
+    )
     cache = fleet.tmp / "store-a" / "cache" / "s-t01000-1"
     deadline = time.monotonic() + 60
     while not (cache.is_dir() and any(cache.iterdir())):
@@ -170,5 +176,7 @@ def test_worker_killed_mid_pc1_leaves_no_half_written_copy(fleet: Fleet) -> None
     runs = sorted(fleet.history(task_type=common_pb2.TASK_TYPE_PRE_COMMIT_1), key=lambda r: r.attempt)
     assert [r.outcome for r in runs] == [manager_pb2.TASK_OUTCOME_REQUEUED, manager_pb2.TASK_OUTCOME_SUCCEEDED]
     assert any("half-written outputs of an interrupted PC1" in line for line in fleet.workers["a"].output)
-    p2 = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=120)
+    p2 = stub.SealPreCommit2(
+        manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=120
+    )
     assert len(p2.commitments.comm_r) == 32

@@ -72,7 +72,9 @@ def test_link_cut_mid_fetch_between_hosts(lab: Lab, start_service: object, tmp_p
     try:
         future.result()
     except grpc.RpcError as exc:
-        pytest.fail(f"FinalizeSector failed after the link came back: {exc}\n{summary(fleet, fleet.history(sector=ref.id))}")
+        pytest.fail(
+            f"FinalizeSector failed after the link came back: {exc}\n{summary(fleet, fleet.history(sector=ref.id))}"
+        )
 
     runs = fleet.history(sector=ref.id)
     moves = [r for r in runs if r.task_type == common_pb2.TASK_TYPE_FETCH]

@@ -57,7 +57,9 @@ def test_soak_random_task_failures(start_service: object, tmp_path: object) -> N
     assert_sealed_once(fleet, [r.id.number for r in refs], runs, stats)
     # Every failure is an injected one, and every injected one shows in the task history.
     failed = [r for r in runs if r.outcome != manager_pb2.TASK_OUTCOME_SUCCEEDED]
-    assert all(INJECTED in r.error.message for r in failed), [r.error.message for r in failed if INJECTED not in r.error.message][:5]
+    assert all(INJECTED in r.error.message for r in failed), [
+        r.error.message for r in failed if INJECTED not in r.error.message
+    ][:5]
     injected = [e for _, e in fleet.worker_log_events("task failed") if INJECTED in e.get("error", "")]
     assert len(injected) == len(failed)
     if SECTORS >= 20 and FAIL_P >= 0.05:
@@ -67,7 +69,9 @@ def test_soak_random_task_failures(start_service: object, tmp_path: object) -> N
     assert not lapsed_locks(fleet) and not wait_no_locks(fleet, 15)
 
     per_task = outcome_counts(runs)
-    retries = {task: sum(n for outcome, n in counts.items() if outcome != "SUCCEEDED") for task, counts in per_task.items()}
+    retries = {
+        task: sum(n for outcome, n in counts.items() if outcome != "SUCCEEDED") for task, counts in per_task.items()
+    }
     per_worker = Counter(name for name, e in fleet.worker_log_events("task failed") if INJECTED in e.get("error", ""))
     print(
         f"soak: {SECTORS} sectors sealed in {wall:.1f} s (then read back) ({SECTORS / wall:.2f} sectors/s), "

@@ -28,7 +28,9 @@ def test_stale_unsealed_declaration_is_dropped_and_the_read_unseals(fleet: Fleet
 
     [b_path] = fleet.worker_stub("b").Paths(worker_pb2.PathsRequest(), timeout=10).paths
     assert b_path.info.id not in unsealed_holders()
-    index.StorageDeclareSector(index_pb2.StorageDeclareSectorRequest(storage_id=b_path.info.id, sector=ref.id, types=[UNSEALED]), timeout=10)
+    index.StorageDeclareSector(
+        index_pb2.StorageDeclareSectorRequest(storage_id=b_path.info.id, sector=ref.id, types=[UNSEALED]), timeout=10
+    )
     assert b_path.info.id in unsealed_holders()
 
     assert read_back(fleet, sealed) == sealed.data

@@ -104,13 +104,23 @@ class Fleet:
         if not self.index_port:
             self.index_port = free_port()
         self.index = self.start_service(
-            "index", "--listen", f"{self.host('index')}:{self.index_port}", data_dir=self.tmp / "index", wrapper=self.wrappers.get("index", [])
+            "index",
+            "--listen",
+            f"{self.host('index')}:{self.index_port}",
+            data_dir=self.tmp / "index",
+            wrapper=self.wrappers.get("index", []),
         )
         return self.index
 
     def start_manager(self) -> ServiceProcess:
         self.manager = self.start_service(
-            "manager", "--listen", self.address, "--index", self.index.address, env=self.manager_env, data_dir=self.tmp / "manager",
+            "manager",
+            "--listen",
+            self.address,
+            "--index",
+            self.index.address,
+            env=self.manager_env,
+            data_dir=self.tmp / "manager",
             wrapper=self.wrappers.get("manager", []),
         )
         return self.manager
@@ -122,7 +132,9 @@ class Fleet:
         stub = worker_pb2_grpc.WorkerServiceStub(sync_channel(proc.address, token()))
         root = spec.store or self.tmp / f"store-{spec.name}"
         stub.StorageAttachLocal(
-            worker_pb2.StorageAttachLocalRequest(path=str(root), init=worker_pb2.StoragePathConfig(can_seal=spec.can_seal, can_store=spec.can_store)),
+            worker_pb2.StorageAttachLocalRequest(
+                path=str(root), init=worker_pb2.StoragePathConfig(can_seal=spec.can_seal, can_store=spec.can_store)
+            ),
             timeout=30,
         )
         info = stub.Info(worker_pb2.InfoRequest(), timeout=10).info
@@ -132,14 +144,29 @@ class Fleet:
     def start_worker(self, name: str) -> ServiceProcess:
         """(Re)starts a worker with its spec, port and data dir (so the same worker id and paths)."""
         spec = self.specs[name]
-        env = {**FAST_WORKER_ENV, "SECTORSTORAGE_WORKER_CPUS": str(spec.cpus), "SECTORSTORAGE_WORKER_NAME": spec.name, **spec.env}
+        env = {
+            **FAST_WORKER_ENV,
+            "SECTORSTORAGE_WORKER_CPUS": str(spec.cpus),
+            "SECTORSTORAGE_WORKER_NAME": spec.name,
+            **spec.env,
+        }
         if spec.task_types:
             env["SECTORSTORAGE_WORKER_TASK_TYPES"] = json.dumps(spec.task_types)
         if spec.resources:
-            env["SECTORSTORAGE_WORKER_RESOURCES"] = "{" + ", ".join(f"{k} = {v}" for k, v in spec.resources.items()) + "}"
+            env["SECTORSTORAGE_WORKER_RESOURCES"] = (
+                "{" + ", ".join(f"{k} = {v}" for k, v in spec.resources.items()) + "}"
+            )
         proc = self.start_service(
-            "worker", "--listen", f"{self.host(name)}:{self.worker_ports[name]}", "--index", self.index.address, "--manager", self.address,
-            env=env, data_dir=self.tmp / f"w-{spec.name}", wrapper=self.wrappers.get(name, []),
+            "worker",
+            "--listen",
+            f"{self.host(name)}:{self.worker_ports[name]}",
+            "--index",
+            self.index.address,
+            "--manager",
+            self.address,
+            env=env,
+            data_dir=self.tmp / f"w-{spec.name}",
+            wrapper=self.wrappers.get(name, []),
         )
         self.workers[name] = proc
         self.worker_runs.append((name, proc))
@@ -170,7 +197,9 @@ class Fleet:
         runs: list[manager_pb2.TaskRun] = []
         token_ = ""
         while True:
-            page = self.stub().TaskHistory(manager_pb2.TaskHistoryRequest(page_size=500, page_token=token_, **filters), timeout=10)
+            page = self.stub().TaskHistory(
+                manager_pb2.TaskHistoryRequest(page_size=500, page_token=token_, **filters), timeout=10
+            )
             runs.extend(page.runs)
             if not page.next_page_token:
                 return runs
@@ -201,7 +230,9 @@ def make_fleet(
     wrappers: dict[str, list[str]] | None = None,
 ) -> Fleet:
     """An index and a manager on fixed ports; workers are added by the test."""
-    fleet = Fleet(start_service, tmp_path, None, None, free_port(), hosts=dict(hosts or {}), wrappers=dict(wrappers or {}))  # type: ignore[arg-type]
+    fleet = Fleet(
+        start_service, tmp_path, None, None, free_port(), hosts=dict(hosts or {}), wrappers=dict(wrappers or {})
+    )  # type: ignore[arg-type]
     if manager_env is not None:
         fleet.manager_env = {**MANAGER_ENV, **manager_env}
     fleet.start_index()
@@ -232,7 +263,10 @@ def retrying(call: Callable[[], Any], timeout: float = 120) -> Any:
         try:
             return call()
         except grpc.RpcError as exc:
-            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) or time.monotonic() > deadline:  # type: ignore[attr-defined]
+            if (
+                exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+                or time.monotonic() > deadline
+            ):  # type: ignore[attr-defined]
                 raise
             time.sleep(0.2)
 
@@ -240,8 +274,14 @@ def retrying(call: Callable[[], Any], timeout: float = 120) -> Any:
 def summary(fleet: Fleet, runs: list[manager_pb2.TaskRun]) -> list[tuple[Any, ...]]:
     """Runs as (sector, task, attempt, worker, outcome, error) for readable failures."""
     return [
-        (r.sector.id.number, common_pb2.TaskType.Name(r.task_type), r.attempt, fleet.name_of(r.worker_id) if r.worker_id else "",
-         manager_pb2.TaskOutcome.Name(r.outcome), r.error.message)
+        (
+            r.sector.id.number,
+            common_pb2.TaskType.Name(r.task_type),
+            r.attempt,
+            fleet.name_of(r.worker_id) if r.worker_id else "",
+            manager_pb2.TaskOutcome.Name(r.outcome),
+            r.error.message,
+        )
         for r in sorted(runs, key=lambda r: (r.sector.id.number, r.attempt))
     ]
 

@@ -181,16 +181,23 @@ def resolve_env(
         source = item["valueFrom"]
         if "fieldRef" in source:
             path = source["fieldRef"]["fieldPath"]
-            values = {"metadata.name": pod_name, "metadata.namespace": namespace, "spec.nodeName": "node-1",
-                      "status.podIP": "10.1.2.3"}
+            values = {
+                "metadata.name": pod_name,
+                "metadata.namespace": namespace,
+                "spec.nodeName": "node-1",
+                "status.podIP": "10.1.2.3",
+            }
             assert path in values, f"fieldRef {path} not modelled by this test"
             env[name] = values[path]
         elif "secretKeyRef" in source:
             ref = source["secretKeyRef"]
             data = rendered.secret_data(ref["name"])
             assert ref["key"] in data, f"Secret {ref['name']} has no key {ref['key']}"
-            overrides = [v for (base, key), v in (secret_values or {}).items()
-                         if key == ref["key"] and generated_from(ref["name"], base)]
+            overrides = [
+                v
+                for (base, key), v in (secret_values or {}).items()
+                if key == ref["key"] and generated_from(ref["name"], base)
+            ]
             env[name] = overrides[0] if overrides else data[ref["key"]]
         elif "configMapKeyRef" in source:
             ref = source["configMapKeyRef"]
@@ -250,8 +257,18 @@ def host_of(listen: str) -> str:
 def quantity_bytes(text: str | int) -> float:
     """A Kubernetes quantity (`64Gi`, `512Mi`, `2`) in bytes (or plain units)."""
     value = str(text)
-    suffixes = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
-                "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "m": 1e-3}
+    suffixes = {
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "Pi": 2**50,
+        "k": 10**3,
+        "M": 10**6,
+        "G": 10**9,
+        "T": 10**12,
+        "m": 1e-3,
+    }
     for suffix, factor in suffixes.items():
         if value.endswith(suffix):
             return float(value[: -len(suffix)]) * factor

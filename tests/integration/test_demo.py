@@ -11,7 +11,10 @@ from tests.conftest import REPO
 def test_demo_seals_reads_back_and_proves(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "services.cli.demo", "--root", str(tmp_path / "demo")],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr

@@ -77,10 +77,27 @@ def test_worker_names_the_index_it_cannot_reach_on_every_retry(start_service: St
 
     # An operator attaching storage meanwhile is told that the worker cannot reach the index,
     # not that the worker is unreachable.
-    env = {**os.environ, "SECTORSTORAGE_TOKEN": token(), "SECTORSTORAGE_INDEX": index_address, "SECTORSTORAGE_MANAGER": manager.address}
+    env = {
+        **os.environ,
+        "SECTORSTORAGE_TOKEN": token(),
+        "SECTORSTORAGE_INDEX": index_address,
+        "SECTORSTORAGE_MANAGER": manager.address,
+    }
     proc = subprocess.run(
-        [console_script("sectorctl"), "storage", "attach", "--init", "--seal", "--worker", worker.address, str(tmp_path / "more")],
-        capture_output=True, text=True, env=env, timeout=60,
+        [
+            console_script("sectorctl"),
+            "storage",
+            "attach",
+            "--init",
+            "--seal",
+            "--worker",
+            worker.address,
+            str(tmp_path / "more"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert proc.returncode == 3, proc.stderr
     assert f"this worker cannot reach the index at {index_address} (UNAVAILABLE)" in proc.stderr, proc.stderr
@@ -88,8 +105,18 @@ def test_worker_names_the_index_it_cannot_reach_on_every_retry(start_service: St
 
     # The index comes up on that address: the path is attached and nothing more is logged.
     index = start_service("index", "--listen", index_address)
-    wait_for(lambda: any(p.info.id == storage_id for p in index_stub(index).StorageList(index_pb2.StorageListRequest(), timeout=5).paths))
-    wait_for(lambda: health_of(worker.address, READY_SERVICE) == "SERVING" and health_of(manager.address, READY_SERVICE) == "SERVING")
+    wait_for(
+        lambda: any(
+            p.info.id == storage_id
+            for p in index_stub(index).StorageList(index_pb2.StorageListRequest(), timeout=5).paths
+        )
+    )
+    wait_for(
+        lambda: (
+            health_of(worker.address, READY_SERVICE) == "SERVING"
+            and health_of(manager.address, READY_SERVICE) == "SERVING"
+        )
+    )
 
 
 def test_worker_names_the_manager_it_cannot_reach_on_every_retry(start_service: StartService) -> None:

@@ -74,11 +74,15 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 30, step: flo
 def add_zero_piece(fleet: Fleet, number: int) -> common_pb2.PieceInfo:
     """The sector's one piece: 508 MiB of zeros streamed through the manager."""
     chunk = bytes(1 << 20)
-    return add_piece_stream(fleet.stub(), sector(number, P512), [], SIZE // 128 * 127, (chunk for _ in range(SIZE // 128 * 127 >> 20)))
+    return add_piece_stream(
+        fleet.stub(), sector(number, P512), [], SIZE // 128 * 127, (chunk for _ in range(SIZE // 128 * 127 >> 20))
+    )
 
 
 def jobs(fleet: Fleet, number: int, task_type: int = PC1) -> list[manager_pb2.SealingJob]:
-    reply = fleet.stub().SealingJobs(manager_pb2.SealingJobsRequest(sector=common_pb2.SectorId(miner=MINER, number=number)), timeout=10)
+    reply = fleet.stub().SealingJobs(
+        manager_pb2.SealingJobsRequest(sector=common_pb2.SectorId(miner=MINER, number=number)), timeout=10
+    )
     return [j for j in reply.jobs if j.task_type == task_type]
 
 
@@ -87,12 +91,20 @@ def running(fleet: Fleet, number: int, task_type: int = PC1) -> manager_pb2.Seal
 
 
 def stat(fleet: Fleet) -> manager_pb2.WorkerStat:
-    [only] = fleet.stub().WorkerStats(manager_pb2.WorkerStatsRequest(worker_id=fleet.worker_ids["a"]), timeout=10).workers
+    [only] = (
+        fleet.stub().WorkerStats(manager_pb2.WorkerStatsRequest(worker_id=fleet.worker_ids["a"]), timeout=10).workers
+    )
     return only
 
 
 def free(s: manager_pb2.WorkerStat) -> bool:
-    return s.tasks_running == 0 and s.tasks_assigned == 0 and s.cpu_used == 0 and s.mem_used_min == 0 and s.mem_used_max == 0
+    return (
+        s.tasks_running == 0
+        and s.tasks_assigned == 0
+        and s.cpu_used == 0
+        and s.mem_used_min == 0
+        and s.mem_used_max == 0
+    )
 
 
 def locks(fleet: Fleet, number: int) -> list[Any]:
@@ -161,19 +173,25 @@ def test_abort_and_timeout_through_the_manager_free_the_worker_for_the_queued_pc
     assert "fleet test" in str(caught.value.details())
     [run1] = wait_for(lambda: pc1_runs(fleet, 1), "the aborted run in the history")
     assert run1.outcome == manager_pb2.TASK_OUTCOME_ABORTED, run1
-    assert layer_or_tree_files(store, 1) == [] or all(n.startswith(rust_core.TRASH_PREFIX) for n in layer_or_tree_files(store, 1))
+    assert layer_or_tree_files(store, 1) == [] or all(
+        n.startswith(rust_core.TRASH_PREFIX) for n in layer_or_tree_files(store, 1)
+    )
 
     # --- The per-task timeout ----------------------------------------------------------------
     # From a little before the limit, the first moment the index and the manager show it free.
     near = job2.started_at.ToNanoseconds() / 1e9 + TIMEOUT_S - 0.5
     wait_for(lambda: time.time() > near, "the second PC1 near its limit", timeout=TIMEOUT_S + 5, step=0.05)
-    wait_for(lambda: not locks(fleet, 2) and free(stat(fleet)), "the worker free after the timeout", timeout=10, step=0.01)
+    wait_for(
+        lambda: not locks(fleet, 2) and free(stat(fleet)), "the worker free after the timeout", timeout=10, step=0.01
+    )
     free_at = time.time()
     # CPU idle: a 250 ms window from then.
     idle = cpu_cores(pid)
     idle_at = time.time()
     assert idle < 0.1, f"{idle:.2f} cores in use after the timeout"
-    runs = wait_for(lambda: [r for r in pc1_runs(fleet, 2) if r.outcome == manager_pb2.TASK_OUTCOME_TIMED_OUT], "the timed-out run")
+    runs = wait_for(
+        lambda: [r for r in pc1_runs(fleet, 2) if r.outcome == manager_pb2.TASK_OUTCOME_TIMED_OUT], "the timed-out run"
+    )
     assert runs[0].error.code == common_pb2.TASK_ERROR_CODE_TIMED_OUT, runs[0]
     # The limit counts from the worker's start of the call (the run's started_at).
     limit_at = runs[0].started_at.ToNanoseconds() / 1e9 + TIMEOUT_S
@@ -187,8 +205,10 @@ def test_abort_and_timeout_through_the_manager_free_the_worker_for_the_queued_pc
     second.cancel()
     for number in (1, 2):
         wait_for(
-            lambda: not any(n.startswith(rust_core.TRASH_PREFIX) for n in layer_or_tree_files(store, number))
-            and not list(store.glob(f"cache/{rust_core.TRASH_PREFIX}*")),
+            lambda: (
+                not any(n.startswith(rust_core.TRASH_PREFIX) for n in layer_or_tree_files(store, number))
+                and not list(store.glob(f"cache/{rust_core.TRASH_PREFIX}*"))
+            ),
             "the stopped PC1s' files deleted",
             timeout=30,
             step=0.1,
@@ -212,15 +232,34 @@ def seed_through_pc1(data_dir: Path, number: int, pc1_output: bytes) -> None:
             piece = common_pb2.PieceInfo(size=SIZE, commp=commp, piece_cid=unsealed_cid(commp))
             ref = sector(number, P512)
             steps = [
-                ("AddPiece", worker_pb2.WorkerServiceAddPieceHeader(sector=ref, piece_size=SIZE // 128 * 127), piece.SerializeToString()),
-                ("SealPreCommit1", worker_pb2.WorkerServiceSealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), pc1_output),
+                (
+                    "AddPiece",
+                    worker_pb2.WorkerServiceAddPieceHeader(sector=ref, piece_size=SIZE // 128 * 127),
+                    piece.SerializeToString(),
+                ),
+                (
+                    "SealPreCommit1",
+                    worker_pb2.WorkerServiceSealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]),
+                    pc1_output,
+                ),
             ]
             now = time.time()
             for method, params, result in steps:
                 work = WorkRecord(
-                    work_id=f"seed:{method}:{uuid.uuid4()}", method=method, task_type=0, miner=MINER, number=number, seal_proof=P512,
-                    priority=0, params=params.SerializeToString(deterministic=True), status=WorkStatus.DONE,
-                    outcome=OutcomeKind.RESULT, result=result, generation=record.generation, created_at=now, updated_at=now,
+                    work_id=f"seed:{method}:{uuid.uuid4()}",
+                    method=method,
+                    task_type=0,
+                    miner=MINER,
+                    number=number,
+                    seal_proof=P512,
+                    priority=0,
+                    params=params.SerializeToString(deterministic=True),
+                    status=WorkStatus.DONE,
+                    outcome=OutcomeKind.RESULT,
+                    result=result,
+                    generation=record.generation,
+                    created_at=now,
+                    updated_at=now,
                 )
                 await store.save(work)
 
@@ -235,7 +274,9 @@ def seed_through_pc1(data_dir: Path, number: int, pc1_output: bytes) -> None:
     asyncio.run(seed())
 
 
-def test_abort_during_pc2_through_the_manager_frees_the_worker_and_keeps_pc1_output(start_service: StartService, tmp_path: Path) -> None:
+def test_abort_during_pc2_through_the_manager_frees_the_worker_and_keeps_pc1_output(
+    start_service: StartService, tmp_path: Path
+) -> None:
     f = fleet_helpers.make_fleet(start_service, tmp_path)
     f.add_worker(WorkerSpec("a", cpus=2, env={"PC2_512M_MAX_CONCURRENT": "1"}))
     f.wait_registered()
@@ -284,7 +325,9 @@ def test_abort_during_pc2_through_the_manager_frees_the_worker_and_keeps_pc1_out
     assert idle < 0.1 and free_s < 1.0 and idle_s < 1.0, (idle, free_s, idle_s)
     with pytest.raises(grpc.RpcError):
         second.result(timeout=10)
-    print(f"PC2 abort: queued PC2 placed {placed_s:.3f} s; second abort: free {free_s:.3f} s, idle window ended {idle_s:.3f} s")
+    print(
+        f"PC2 abort: queued PC2 placed {placed_s:.3f} s; second abort: free {free_s:.3f} s, idle window ended {idle_s:.3f} s"
+    )
     # PC1's output is as it was (PC2 can run again); no tree_c, tree_r_last, p_aux or sealed file.
     for n in (3, 4):
         assert [x for x in layer_or_tree_files(store, n) if not x.startswith(rust_core.TRASH_PREFIX)] == before[n]

@@ -82,7 +82,10 @@ def make_fleet(start_service: StartService, tmp: Path, manager_env: dict[str, st
 @pytest.mark.parametrize("assigner", ["spread", "utilization"])
 def test_assigner_placement_of_a_batch(start_service: StartService, tmp_path: Path, assigner: str) -> None:
     fleet = make_fleet(
-        start_service, tmp_path, {"SECTORSTORAGE_MANAGER_ASSIGNER": assigner}, [WorkerSpec("a", cpus=2), WorkerSpec("b", cpus=2)]
+        start_service,
+        tmp_path,
+        {"SECTORSTORAGE_MANAGER_ASSIGNER": assigner},
+        [WorkerSpec("a", cpus=2), WorkerSpec("b", cpus=2)],
     )
     for n in range(1, 9):  # one after the other: both workers are idle at every placement
         add_piece(fleet.stub(), sector(n), piece_data(n, P2K))
@@ -130,7 +133,10 @@ def test_sigterm_drains_the_worker_then_exits(start_service: StartService, tmp_p
 
 
 def test_task_timeout_stops_a_hung_task_and_the_retry_seals(start_service: StartService, tmp_path: Path) -> None:
-    manager_env = {"SECTORSTORAGE_MANAGER_TASK_TIMEOUTS": "{PC1 = 2}", "SECTORSTORAGE_MANAGER_RETRY_BACKOFF_INITIAL_S": "1.5"}
+    manager_env = {
+        "SECTORSTORAGE_MANAGER_TASK_TIMEOUTS": "{PC1 = 2}",
+        "SECTORSTORAGE_MANAGER_RETRY_BACKOFF_INITIAL_S": "1.5",
+    }
     hang = {"SECTORSTORAGE_TEST_FAULT_TASK_HANG": "PC1=1"}  # only the first attempt hangs
     fleet = make_fleet(start_service, tmp_path, manager_env, [WorkerSpec("a", cpus=2, env=hang)])
     with ThreadPoolExecutor(1) as pool:
@@ -138,7 +144,8 @@ def test_task_timeout_stops_a_hung_task_and_the_retry_seals(start_service: Start
         wait_for(lambda: jobs_on(fleet, "a", J.JOB_STATE_RUNNING), "PC1 running")
         started = time.monotonic()
         timed_out = wait_for(
-            lambda: [r for r in fleet.history(task_type=PC1) if r.outcome == manager_pb2.TASK_OUTCOME_TIMED_OUT], "the timed-out run"
+            lambda: [r for r in fleet.history(task_type=PC1) if r.outcome == manager_pb2.TASK_OUTCOME_TIMED_OUT],
+            "the timed-out run",
         )
         # The worker stopped it at its limit (2 s), well before the manager's own grace (30 s).
         assert time.monotonic() - started < 10
@@ -150,17 +157,23 @@ def test_task_timeout_stops_a_hung_task_and_the_retry_seals(start_service: Start
     assert failed.attempt == 1 and failed.error.code == common_pb2.TASK_ERROR_CODE_TIMED_OUT
     runs = sorted(fleet.history(task_type=PC1), key=lambda r: r.attempt)
     assert [(r.attempt, r.outcome) for r in runs] == [
-        (1, manager_pb2.TASK_OUTCOME_TIMED_OUT), (2, manager_pb2.TASK_OUTCOME_SUCCEEDED)
+        (1, manager_pb2.TASK_OUTCOME_TIMED_OUT),
+        (2, manager_pb2.TASK_OUTCOME_SUCCEEDED),
     ]
     assert worker_stat(fleet, "a").tasks_running == 0
 
 
 def test_caps_hold_under_a_burst_of_50_sectors(start_service: StartService, tmp_path: Path) -> None:
     slow = {"SECTORSTORAGE_TEST_FAULT_TASK_DELAY": "PC1=0.15"}  # PC1s overlap
-    fleet = make_fleet(start_service, tmp_path, {}, [
-        WorkerSpec("cfg", cpus=4, resources={"PC1_2K_MAX_CONCURRENT": 2}, env=slow),
-        WorkerSpec("env", cpus=4, env={**slow, "PC1_2K_MAX_CONCURRENT": "2"}),
-    ])
+    fleet = make_fleet(
+        start_service,
+        tmp_path,
+        {},
+        [
+            WorkerSpec("cfg", cpus=4, resources={"PC1_2K_MAX_CONCURRENT": 2}, env=slow),
+            WorkerSpec("env", cpus=4, env={**slow, "PC1_2K_MAX_CONCURRENT": "2"}),
+        ],
+    )
     seen: dict[str, int] = {}
     caps: set[int] = set()
     stop = threading.Event()
@@ -196,12 +209,16 @@ def test_caps_hold_under_a_burst_of_50_sectors(start_service: StartService, tmp_
     check_no_overcommit(fleet, runs, {("cfg", PC1): 2, ("env", PC1): 2})
 
 
-def start_worker(fleet: Fleet, name: str, env: dict[str, str], data_dir: Path, task_types: str = "") -> worker_pb2_grpc.WorkerServiceStub:
+def start_worker(
+    fleet: Fleet, name: str, env: dict[str, str], data_dir: Path, task_types: str = ""
+) -> worker_pb2_grpc.WorkerServiceStub:
     """A worker process under `name` (a restart when data_dir is an existing worker's)."""
     env = {**FAST_WORKER_ENV, "SECTORSTORAGE_WORKER_CPUS": "2", "SECTORSTORAGE_WORKER_NAME": name, **env}
     if task_types:
         env["SECTORSTORAGE_WORKER_TASK_TYPES"] = task_types
-    proc = fleet.start_service("worker", "--index", fleet.index.address, "--manager", fleet.address, env=env, data_dir=data_dir)
+    proc = fleet.start_service(
+        "worker", "--index", fleet.index.address, "--manager", fleet.address, env=env, data_dir=data_dir
+    )
     stub = worker_pb2_grpc.WorkerServiceStub(sync_channel(proc.address, token()))
     fleet.workers[name] = proc
     fleet.worker_runs.append((name, proc))
@@ -210,7 +227,9 @@ def start_worker(fleet: Fleet, name: str, env: dict[str, str], data_dir: Path, t
     return stub
 
 
-def test_post_is_answered_within_its_deadline_behind_a_sealing_backlog(start_service: StartService, tmp_path: Path) -> None:
+def test_post_is_answered_within_its_deadline_behind_a_sealing_backlog(
+    start_service: StartService, tmp_path: Path
+) -> None:
     fleet = make_fleet(start_service, tmp_path, {}, [WorkerSpec("seal", cpus=2)])
     stub = fleet.stub()
     ref = sector(1)
@@ -223,7 +242,12 @@ def test_post_is_answered_within_its_deadline_behind_a_sealing_backlog(start_ser
     # 102 sectors get their piece (a PC1 needs it: the sector lifecycle refuses PC1 before).
     backlog_sectors = range(100, 202)
     with ThreadPoolExecutor(8) as pool:
-        pieces = dict(zip(backlog_sectors, pool.map(lambda n: add_piece(fleet.stub(), sector(n), piece_data(n, P2K)), backlog_sectors)))
+        pieces = dict(
+            zip(
+                backlog_sectors,
+                pool.map(lambda n: add_piece(fleet.stub(), sector(n), piece_data(n, P2K)), backlog_sectors),
+            )
+        )
     # The holder comes back with every PC1 hanging: its 2 CPUs get held by 2 PC1s, 100 wait.
     assert fleet.workers["seal"].stop(timeout=30) == 0
     hang = {"SECTORSTORAGE_TEST_FAULT_TASK_HANG": "PC1=1", "SECTORSTORAGE_WORKER_DRAIN_TIMEOUT_S": "0"}
@@ -232,18 +256,27 @@ def test_post_is_answered_within_its_deadline_behind_a_sealing_backlog(start_ser
     backlog = [pc1_future(fleet, n, pieces[n], timeout=120) for n in backlog_sectors]
     wait_for(lambda: len(jobs_on(fleet, "seal", J.JOB_STATE_RUNNING)) == 2, "2 PC1s holding the CPUs")
     wait_for(
-        lambda: sum(j.state == J.JOB_STATE_QUEUED for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs) == 100,
+        lambda: (
+            sum(
+                j.state == J.JOB_STATE_QUEUED
+                for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs
+            )
+            == 100
+        ),
         "100 PC1s queued",
     )
 
     def window_post(deadline_s: float) -> float:
         started = time.monotonic()
         post = stub.GenerateWindowPoSt(
-            manager_pb2.GenerateWindowPoStRequest(proof_type=window, randomness=randomness, sectors=proving), timeout=deadline_s
+            manager_pb2.GenerateWindowPoStRequest(proof_type=window, randomness=randomness, sectors=proving),
+            timeout=deadline_s,
         )
         took = time.monotonic() - started
         assert len(post.proofs) == 1 and not post.skipped
-        verdict = stub.VerifyWindowPoSt(manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=proving, proofs=post.proofs), timeout=30)
+        verdict = stub.VerifyWindowPoSt(
+            manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=proving, proofs=post.proofs), timeout=30
+        )
         assert verdict.valid, verdict.reason
         return took
 
@@ -256,7 +289,10 @@ def test_post_is_answered_within_its_deadline_behind_a_sealing_backlog(start_ser
     fleet.wait_registered()
     window_post(deadline_s=5)
     assert [name for name, _ in fleet.worker_log_events("vanilla proofs")] == ["seal", "post"]
-    assert sum(j.state == J.JOB_STATE_QUEUED for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs) == 100
+    assert (
+        sum(j.state == J.JOB_STATE_QUEUED for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs)
+        == 100
+    )
     for future in backlog:
         future.cancel()
     # SIGTERM with drain_timeout_s = 0: the hung PC1s are stopped and handed back at once.
@@ -265,9 +301,15 @@ def test_post_is_answered_within_its_deadline_behind_a_sealing_backlog(start_ser
 
 def test_drain_during_a_batch_loses_nothing(start_service: StartService, tmp_path: Path) -> None:
     slow = {"SECTORSTORAGE_TEST_FAULT_TASK_DELAY": "PC1=0.6"}
-    fleet = make_fleet(start_service, tmp_path, {"SECTORSTORAGE_MANAGER_ASSIGNER": "spread"}, [
-        WorkerSpec("a", cpus=2, env=slow), WorkerSpec("b", cpus=2, env=slow),
-    ])
+    fleet = make_fleet(
+        start_service,
+        tmp_path,
+        {"SECTORSTORAGE_MANAGER_ASSIGNER": "spread"},
+        [
+            WorkerSpec("a", cpus=2, env=slow),
+            WorkerSpec("b", cpus=2, env=slow),
+        ],
+    )
     stub = fleet.stub()
 
     def pc1(n: int) -> bytes:

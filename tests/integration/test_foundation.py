@@ -68,7 +68,12 @@ def test_reflection_health_and_auth(start_service: StartService, name: str) -> N
     method = {"index": "StorageDeclareSector", "manager": "RegisterWorker", "worker": "SealPreCommit1"}[name]
     no_token = grpcurl(proc.address, f"{service}/{method}")
     assert "Unauthenticated" in no_token.stderr
-    foreign = grpcurl("-H", f"authorization: Bearer {token(Permission.ADMIN, 'another-fleet-key-0123456789-0123456789abcdef')}", proc.address, f"{service}/{method}")
+    foreign = grpcurl(
+        "-H",
+        f"authorization: Bearer {token(Permission.ADMIN, 'another-fleet-key-0123456789-0123456789abcdef')}",
+        proc.address,
+        f"{service}/{method}",
+    )
     assert "Unauthenticated" in foreign.stderr and "signature" in foreign.stderr
     reader = grpcurl("-H", f"authorization: Bearer {token(Permission.READ)}", proc.address, f"{service}/{method}")
     assert "PermissionDenied" in reader.stderr and "write" in reader.stderr
@@ -83,10 +88,16 @@ def test_reflection_health_and_auth(start_service: StartService, name: str) -> N
     # listing only `write`, all get past authorization.
     read_method = {"index": "StorageList", "manager": "WorkerStats", "worker": "Paths"}[name]
     for listed, methods in ((["admin"], (read_method, method, admin_method)), (["write"], (read_method,))):
-        bare = jwt.encode({"sub": "single", "perms": listed, "aud": "sectorstorage"}, TEST_SECRET.encode(), algorithm="HS256")
+        bare = jwt.encode(
+            {"sub": "single", "perms": listed, "aud": "sectorstorage"}, TEST_SECRET.encode(), algorithm="HS256"
+        )
         for m in methods:
             called = grpcurl("-H", f"authorization: Bearer {bare}", proc.address, f"{service}/{m}")
-            assert "PermissionDenied" not in called.stderr and "Unauthenticated" not in called.stderr, (listed, m, called.stderr)
+            assert "PermissionDenied" not in called.stderr and "Unauthenticated" not in called.stderr, (
+                listed,
+                m,
+                called.stderr,
+            )
 
 
 def _field(number: int, text: str) -> bytes:
@@ -112,12 +123,23 @@ def test_reflection_v1_and_v1alpha_without_a_token(start_service: StartService, 
     with grpc.insecure_channel(proc.address) as channel:
         for version in ("v1", "v1alpha"):
             call = channel.stream_stream(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo")
-            answers[version] = [reflection_pb2.ServerReflectionResponse.FromString(raw) for raw in call(iter(requests), timeout=10)]
+            answers[version] = [
+                reflection_pb2.ServerReflectionResponse.FromString(raw) for raw in call(iter(requests), timeout=10)
+            ]
     for version, (listed, own, reflection) in answers.items():
         names = {s.name for s in listed.list_services_response.service}
-        assert {service, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= names, version
-        files = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in own.file_descriptor_response.file_descriptor_proto]
-        assert any(f.package == "sectorstorage.v1" and SERVICES[name] in [s.name for s in f.service] for f in files), version
+        assert {
+            service,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        } <= names, version
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(b) for b in own.file_descriptor_response.file_descriptor_proto
+        ]
+        assert any(f.package == "sectorstorage.v1" and SERVICES[name] in [s.name for s in f.service] for f in files), (
+            version
+        )
         v1 = descriptor_pb2.FileDescriptorProto.FromString(reflection.file_descriptor_response.file_descriptor_proto[0])
         assert v1.package == "grpc.reflection.v1" and [s.name for s in v1.service] == ["ServerReflection"], version
     assert [a.SerializeToString() for a in answers["v1"]] == [a.SerializeToString() for a in answers["v1alpha"]]
@@ -127,7 +149,9 @@ def test_reflection_v1_and_v1alpha_without_a_token(start_service: StartService, 
     assert "grpc.reflection.v1.ServerReflection" in listed.stdout.split(), listed.stdout
     described = grpcurl(proc.address, "describe", "grpc.reflection.v1.ServerReflection")
     assert described.returncode == 0, described.stderr
-    assert "rpc ServerReflectionInfo ( stream .grpc.reflection.v1.ServerReflectionRequest )" in described.stdout, described.stdout
+    assert "rpc ServerReflectionInfo ( stream .grpc.reflection.v1.ServerReflectionRequest )" in described.stdout, (
+        described.stdout
+    )
 
 
 def test_python_client_codes(start_service: StartService) -> None:
@@ -194,7 +218,15 @@ def test_worker_serves_without_manager_and_retries_registration(start_service: S
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{sock.getsockname()[1]}"
-    worker = start_service("worker", "--manager", dead, env={"SECTORSTORAGE_WORKER_REGISTER_RETRY_INITIAL_S": "0.1", "SECTORSTORAGE_WORKER_REGISTER_RETRY_MAX_S": "0.4"})
+    worker = start_service(
+        "worker",
+        "--manager",
+        dead,
+        env={
+            "SECTORSTORAGE_WORKER_REGISTER_RETRY_INITIAL_S": "0.1",
+            "SECTORSTORAGE_WORKER_REGISTER_RETRY_MAX_S": "0.4",
+        },
+    )
     deadline = time.monotonic() + 20
     while worker.log().count("manager registration failed") < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -253,7 +285,10 @@ def test_bad_config_stops_startup_naming_the_key(tmp_path: Path, env: dict[str, 
 
     result = subprocess.run(
         [console_script("sectorstorage-index"), "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=30, env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **env},
     )
     assert result.returncode == 2
     assert key in result.stderr and "SECTORSTORAGE_" in result.stderr

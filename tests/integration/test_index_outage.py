@@ -21,8 +21,12 @@ def test_no_c1_is_placed_by_guess_while_the_index_is_down(fleet: Fleet) -> None:
     ref = sector(1)
     piece = add_piece(stub, ref, piece_data(1, P2K))
     p1 = stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=60)
-    p2 = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=60)
-    holder = fleet.name_of(next(r.worker_id for r in fleet.history(sector=ref.id) if r.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_2))
+    p2 = stub.SealPreCommit2(
+        manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=60
+    )
+    holder = fleet.name_of(
+        next(r.worker_id for r in fleet.history(sector=ref.id) if r.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_2)
+    )
 
     fleet.index.kill()
     request = manager_pb2.SealCommit1Request(
@@ -32,13 +36,19 @@ def test_no_c1_is_placed_by_guess_while_the_index_is_down(fleet: Fleet) -> None:
         c1 = pool.submit(stub.SealCommit1, request, timeout=120)
         deadline = time.monotonic() + 30
         while True:
-            waiting = [r for r in stub.SchedDiag(manager_pb2.SchedDiagRequest(force_sched=True), timeout=10).requests if r.sector.id.number == 1]
+            waiting = [
+                r
+                for r in stub.SchedDiag(manager_pb2.SchedDiagRequest(force_sched=True), timeout=10).requests
+                if r.sector.id.number == 1
+            ]
             if waiting and waiting[0].reason == manager_pb2.WAIT_REASON_INDEX_UNAVAILABLE:
                 break
             assert time.monotonic() < deadline, waiting
             time.sleep(0.2)
         time.sleep(3)  # several scheduling passes: still nothing placed anywhere
-        placed = [r for r in fleet.history(sector=ref.id) if r.task_type == common_pb2.TASK_TYPE_COMMIT_1 and r.worker_id]
+        placed = [
+            r for r in fleet.history(sector=ref.id) if r.task_type == common_pb2.TASK_TYPE_COMMIT_1 and r.worker_id
+        ]
         assert not placed, placed
         assert not c1.done()
         fleet.start_index()

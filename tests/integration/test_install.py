@@ -20,8 +20,15 @@ def test_pip_install_into_fresh_venv(tmp_path: Path) -> None:
     )
     assert install.returncode == 0, install.stderr[-4000:]
     check = subprocess.run(
-        [str(python), "-c", "import rust_core, services.index.main, services.common.proto.sectorstorage.v1.index_pb2; print(rust_core.__version__)"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        [
+            str(python),
+            "-c",
+            "import rust_core, services.index.main, services.common.proto.sectorstorage.v1.index_pb2; print(rust_core.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert check.returncode == 0, check.stderr
     for script in ("sectorstorage-index", "sectorstorage-manager", "sectorstorage-worker", "sectorctl"):

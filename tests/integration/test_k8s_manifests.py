@@ -115,7 +115,7 @@ def config_mount(rendered: Rendered, workload: Workload, container: dict[str, An
         if path.startswith(prefix):
             volume = workload.volume(mount["name"])
             assert volume is not None and "configMap" in volume, f"{path} is not on a ConfigMap volume"
-            return volume["configMap"]["name"], path[len(prefix):]
+            return volume["configMap"]["name"], path[len(prefix) :]
     raise AssertionError(f"{workload.name}: --config {path} is on no mounted volume")
 
 
@@ -267,8 +267,11 @@ def test_ports_probes_and_metrics_agree_with_config(overlay: Rendered, component
 def test_services_target_container_ports(overlay: Rendered) -> None:
     for service in overlay.of_kind("Service"):
         name = service["metadata"]["name"]
-        (workload,) = [w for w in overlay.workloads()
-                       if all(w.pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())]
+        (workload,) = [
+            w
+            for w in overlay.workloads()
+            if all(w.pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
+        ]
         container_ports = {p["name"]: p["containerPort"] for p in main_container(workload)["ports"]}
         assert any(p["name"] == "grpc" for p in service["spec"]["ports"]), name
         for port in service["spec"]["ports"]:
@@ -300,9 +303,11 @@ def test_dialled_addresses_are_services_of_the_fleet(overlay: Rendered, tmp_path
     def selects(service: dict[str, Any], workload: Workload) -> bool:
         return all(workload.pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
 
-    for address, target, cfg in ((manager_cfg.manager.index, index_wl, index_cfg),
-                                 (worker_cfg.worker.index, index_wl, index_cfg),
-                                 (worker_cfg.worker.manager, manager_wl, manager_cfg)):
+    for address, target, cfg in (
+        (manager_cfg.manager.index, index_wl, index_cfg),
+        (worker_cfg.worker.index, index_wl, index_cfg),
+        (worker_cfg.worker.manager, manager_wl, manager_cfg),
+    ):
         service, port = _service_port(overlay, address)
         assert selects(service, target), f"{address} does not reach {target.name}"
         assert service["spec"].get("clusterIP") != "None", f"{address}: dial the load-balanced Service"
@@ -452,11 +457,12 @@ def test_operator_overlay_replaces_the_auth_secret(kubectl: str, tmp_path: Path)
     site.mkdir()
     (site / "auth-secret.txt").write_text(key)
     (site / "database-url.txt").write_text("postgresql://ss:s3cret@db.example.internal:5432/sectorstorage")
-    (site / "kustomization.yaml").write_text(textwrap.dedent(f"""\
+    (site / "kustomization.yaml").write_text(
+        textwrap.dedent(f"""\
         apiVersion: kustomize.config.k8s.io/v1beta1
         kind: Kustomization
         resources:
-          - {os.path.relpath(OVERLAYS['postgres'], site)}
+          - {os.path.relpath(OVERLAYS["postgres"], site)}
         images:
           - name: sectorstorage
             newName: registry.example.internal/sectorstorage
@@ -470,7 +476,8 @@ def test_operator_overlay_replaces_the_auth_secret(kubectl: str, tmp_path: Path)
             behavior: replace
             files:
               - url=database-url.txt
-        """))
+        """)
+    )
     site_render = Rendered("site", kustomize(kubectl, site))
     for component in COMPONENTS:
         workload, container, config, _ = load_service_config(site_render, component, tmp_path)
@@ -495,9 +502,18 @@ def test_service_starts_from_its_manifest(rendered: dict[str, Rendered], compone
     workload, container, args, file, env = service_inputs(base, component, tmp_path, TEST_AUTH)
     config_path, _ = parse_service_args(args[1:], service_model(component)[1])
     assert config_path is not None
-    argv = [console_script(args[0])] + [str(file) if a == config_path else a for a in args[1:]] + [
-        "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
-    ]
+    argv = (
+        [console_script(args[0])]
+        + [str(file) if a == config_path else a for a in args[1:]]
+        + [
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ]
+    )
     keep = {k: v for k, v in os.environ.items() if not k.startswith("SECTORSTORAGE_")}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**keep, **env})
     try:
@@ -563,7 +579,7 @@ def test_dockerfile_stages_build_with_maturin_and_run_slim() -> None:
     # Python 3.11, the version rust_core's abi3 floor and requires-python name.
     assert runtime_image.startswith("python:3.11-slim"), runtime_image
     assert PYPROJECT["project"]["requires-python"] == ">=3.11"
-    assert 'abi3-py311' in (REPO / "rust_core" / "Cargo.toml").read_text()
+    assert "abi3-py311" in (REPO / "rust_core" / "Cargo.toml").read_text()
     # The runtime installs the builder's wheel (with the postgres extra) and nothing else of the tree.
     runtime_runs = [c for c in runtime if c.cmd == "RUN"]
     assert any(f"from={builder_name}" in " ".join(c.flags) and "[postgres]" in c.value[0] for c in runtime_runs)
@@ -614,8 +630,11 @@ def _dockerignored(path: str, patterns: list[str]) -> bool:
 
 
 def test_dockerfile_copies_what_the_build_needs_and_dockerignore_keeps_out_the_rest() -> None:
-    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     for must in (".venv", ".git", ".demo"):
         assert _dockerignored(must, patterns), f".dockerignore must exclude {must}"
     assert _dockerignored("rust_core/target", patterns) and _dockerignored("target", patterns)
@@ -628,8 +647,12 @@ def test_dockerfile_copies_what_the_build_needs_and_dockerignore_keeps_out_the_r
         assert (REPO / source).exists(), f"COPY {source}: not in the repository"
         assert not _dockerignored(source, patterns), f"COPY {source}: excluded by .dockerignore"
     # What maturin reads: pyproject, its readme, the crate, the python packages.
-    needed = {"pyproject.toml", PYPROJECT["project"]["readme"], "rust_core",
-              *PYPROJECT["tool"]["maturin"]["python-packages"]}
+    needed = {
+        "pyproject.toml",
+        PYPROJECT["project"]["readme"],
+        "rust_core",
+        *PYPROJECT["tool"]["maturin"]["python-packages"],
+    }
     assert needed <= set(copied), needed - set(copied)
 
 

@@ -40,7 +40,9 @@ def idle_client(address: str) -> subprocess.CompletedProcess[str]:
         "GRPC_TRACE": "http_keepalive",
         "PYTHONPATH": str(REPO),
     }
-    return subprocess.run([sys.executable, "-c", CLIENT, address, str(IDLE_S)], capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", CLIENT, address, str(IDLE_S)], capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 def test_idle_links_keep_pinging_without_goaway(start_service: StartService) -> None:

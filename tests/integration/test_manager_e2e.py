@@ -48,19 +48,38 @@ THREADS = {
 
 def precommit(fleet: Fleet, ref: common_pb2.SectorRef) -> tuple[common_pb2.PieceInfo, bytes]:
     piece = add_piece(fleet.stub(), ref, piece_data(ref.id.number, ref.proof_type))
-    p1 = fleet.stub().SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=120)
+    p1 = fleet.stub().SealPreCommit1(
+        manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=120
+    )
     return piece, p1.pre_commit1_output
 
 
-def commit(fleet: Fleet, ref: common_pb2.SectorRef, piece: common_pb2.PieceInfo, commitments: common_pb2.SectorCommitments) -> bytes:
+def commit(
+    fleet: Fleet, ref: common_pb2.SectorRef, piece: common_pb2.PieceInfo, commitments: common_pb2.SectorCommitments
+) -> bytes:
     stub = fleet.stub()
-    c1 = retrying(lambda: stub.SealCommit1(
-        manager_pb2.SealCommit1Request(sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=commitments.comm_r, comm_d=commitments.comm_d),
-        timeout=120,
-    ))
-    c2 = retrying(lambda: stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=120))
+    c1 = retrying(
+        lambda: stub.SealCommit1(
+            manager_pb2.SealCommit1Request(
+                sector=ref,
+                ticket=TICKET,
+                seed=SEED,
+                pieces=[piece],
+                comm_r=commitments.comm_r,
+                comm_d=commitments.comm_d,
+            ),
+            timeout=120,
+        )
+    )
+    c2 = retrying(
+        lambda: stub.SealCommit2(
+            manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=120
+        )
+    )
     verdict = stub.VerifySeal(
-        manager_pb2.VerifySealRequest(sector=ref, comm_r=commitments.comm_r, comm_d=commitments.comm_d, ticket=TICKET, seed=SEED, proof=c2.proof),
+        manager_pb2.VerifySealRequest(
+            sector=ref, comm_r=commitments.comm_r, comm_d=commitments.comm_d, ticket=TICKET, seed=SEED, proof=c2.proof
+        ),
         timeout=30,
     )
     assert verdict.valid, verdict.reason
@@ -95,7 +114,9 @@ def check_no_overcommit(fleet: Fleet, runs: list[manager_pb2.TaskRun], caps: dic
             assert threads <= cpus, f"{fleet.name_of(worker_id)} ran {threads} threads with {cpus} CPUs"
             for (name, task_type), cap in caps.items():
                 if fleet.worker_ids[name] == worker_id:
-                    assert per_type[task_type] <= cap, f"{name} ran {per_type[task_type]} of task {task_type}, cap {cap}"
+                    assert per_type[task_type] <= cap, (
+                        f"{name} ran {per_type[task_type]} of task {task_type}, cap {cap}"
+                    )
 
 
 def test_batch_of_20_sectors(fleet: Fleet) -> None:
@@ -120,8 +141,13 @@ def test_batch_of_20_sectors(fleet: Fleet) -> None:
         by_task[(run.sector.id.number, run.task_type)].append(run)
     where: dict[tuple[int, int], str] = {}
     expected_tasks = [
-        common_pb2.TASK_TYPE_ADD_PIECE, common_pb2.TASK_TYPE_PRE_COMMIT_1, common_pb2.TASK_TYPE_PRE_COMMIT_2,
-        common_pb2.TASK_TYPE_COMMIT_1, common_pb2.TASK_TYPE_COMMIT_2, common_pb2.TASK_TYPE_FINALIZE, common_pb2.TASK_TYPE_FETCH,
+        common_pb2.TASK_TYPE_ADD_PIECE,
+        common_pb2.TASK_TYPE_PRE_COMMIT_1,
+        common_pb2.TASK_TYPE_PRE_COMMIT_2,
+        common_pb2.TASK_TYPE_COMMIT_1,
+        common_pb2.TASK_TYPE_COMMIT_2,
+        common_pb2.TASK_TYPE_FINALIZE,
+        common_pb2.TASK_TYPE_FETCH,
     ]
     for ref in refs:
         for task in expected_tasks:
@@ -153,9 +179,15 @@ def test_batch_of_20_sectors(fleet: Fleet) -> None:
     huge = sector(99, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_64GIB_V1_1)
     whole = common_pb2.PieceInfo(size=64 << 30, commp=bytes(32))
     with pytest.raises(grpc.RpcError) as err:
-        fleet.stub().SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=huge, ticket=TICKET, pieces=[whole]), timeout=4)
+        fleet.stub().SealPreCommit1(
+            manager_pb2.SealPreCommit1Request(sector=huge, ticket=TICKET, pieces=[whole]), timeout=4
+        )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
-    assert not [r for r in fleet.stub().SchedDiag(manager_pb2.SchedDiagRequest(force_sched=True), timeout=10).requests if r.sector.id.number == 99]
+    assert not [
+        r
+        for r in fleet.stub().SchedDiag(manager_pb2.SchedDiagRequest(force_sched=True), timeout=10).requests
+        if r.sector.id.number == 99
+    ]
 
 
 def test_manager_killed_mid_pc2_restarts_and_every_sector_completes(fleet: Fleet) -> None:
@@ -170,7 +202,11 @@ def test_manager_killed_mid_pc2_restarts_and_every_sector_completes(fleet: Fleet
 
     def pc2(ref: common_pb2.SectorRef, p1o: bytes) -> None:
         stub = fleet.stub()
-        reply = retrying(lambda: stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=120))
+        reply = retrying(
+            lambda: stub.SealPreCommit2(
+                manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=120
+            )
+        )
         results[ref.id.number] = reply.commitments
 
     threads = [threading.Thread(target=pc2, args=(ref, p1o)) for ref, (_, p1o) in zip(refs, prepared, strict=True)]
@@ -207,7 +243,9 @@ def test_manager_killed_mid_pc2_restarts_and_every_sector_completes(fleet: Fleet
     runs = fleet.history(task_type=common_pb2.TASK_TYPE_PRE_COMMIT_2)
     succeeded = Counter(r.sector.id.number for r in runs if r.outcome == manager_pb2.TASK_OUTCOME_SUCCEEDED)
     assert succeeded == {1: 1, 2: 1, 3: 1, 4: 1}, summary(fleet, runs)
-    assert all(r.outcome in (manager_pb2.TASK_OUTCOME_SUCCEEDED, manager_pb2.TASK_OUTCOME_REQUEUED) for r in runs), summary(fleet, runs)
+    assert all(r.outcome in (manager_pb2.TASK_OUTCOME_SUCCEEDED, manager_pb2.TASK_OUTCOME_REQUEUED) for r in runs), (
+        summary(fleet, runs)
+    )
     sector_of = {f"{r.call_id.sector.miner}-{r.call_id.sector.number}-{r.call_id.id}": r.sector.id.number for r in runs}
     done = [(name, e) for name, e in fleet.worker_log_events("task done") if e["call"] in sector_of]
     assert Counter(sector_of[e["call"]] for _, e in done) == {1: 1, 2: 1, 3: 1, 4: 1}, summary(fleet, runs)
@@ -226,10 +264,19 @@ def test_worker_killed_mid_task_reruns_elsewhere(fleet: Fleet) -> None:
     piece, p1o = precommit(fleet, ref)
     p2 = fleet.stub().SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=120)
     c1 = fleet.stub().SealCommit1(
-        manager_pb2.SealCommit1Request(sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=p2.commitments.comm_r, comm_d=p2.commitments.comm_d),
+        manager_pb2.SealCommit1Request(
+            sector=ref,
+            ticket=TICKET,
+            seed=SEED,
+            pieces=[piece],
+            comm_r=p2.commitments.comm_r,
+            comm_d=p2.commitments.comm_d,
+        ),
         timeout=120,
     )
-    future = fleet.stub().SealCommit2.future(manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=120)
+    future = fleet.stub().SealCommit2.future(
+        manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=120
+    )
     deadline = time.monotonic() + 60
     while True:
         jobs = fleet.stub().SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
@@ -245,7 +292,14 @@ def test_worker_killed_mid_task_reruns_elsewhere(fleet: Fleet) -> None:
     fleet.workers[victim].kill()
     proof = future.result()
     verdict = fleet.stub().VerifySeal(
-        manager_pb2.VerifySealRequest(sector=ref, comm_r=p2.commitments.comm_r, comm_d=p2.commitments.comm_d, ticket=TICKET, seed=SEED, proof=proof.proof),
+        manager_pb2.VerifySealRequest(
+            sector=ref,
+            comm_r=p2.commitments.comm_r,
+            comm_d=p2.commitments.comm_d,
+            ticket=TICKET,
+            seed=SEED,
+            proof=proof.proof,
+        ),
         timeout=30,
     )
     assert verdict.valid
@@ -281,7 +335,8 @@ def test_read_piece_unseals_finalized_sector(fleet: Fleet) -> None:
     whole = common_pb2.UnpaddedByteRange(offset=0, size=2032)
     assert not fleet.stub().IsUnsealed(manager_pb2.IsUnsealedRequest(sector=ref, range=whole), timeout=30).unsealed
     stream = fleet.stub().ReadPiece(
-        manager_pb2.ReadPieceRequest(sector=ref, range=whole, ticket=TICKET, unsealed_cid=p2.commitments.unsealed_cid), timeout=120
+        manager_pb2.ReadPieceRequest(sector=ref, range=whole, ticket=TICKET, unsealed_cid=p2.commitments.unsealed_cid),
+        timeout=120,
     )
     header = next(stream).header
     data = b"".join(m.chunk.data for m in stream)
@@ -311,33 +366,57 @@ def test_post_and_check_provable(fleet: Fleet) -> None:
     window = common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_2KIB_V1
     winning = common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINNING_2KIB_V1
 
-    post = stub.GenerateWindowPoSt(manager_pb2.GenerateWindowPoStRequest(proof_type=window, randomness=randomness, sectors=proving), timeout=60)
+    post = stub.GenerateWindowPoSt(
+        manager_pb2.GenerateWindowPoStRequest(proof_type=window, randomness=randomness, sectors=proving), timeout=60
+    )
     assert len(post.proofs) == 1 and not post.skipped
-    check = stub.VerifyWindowPoSt(manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=proving, proofs=post.proofs), timeout=30)
+    check = stub.VerifyWindowPoSt(
+        manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=proving, proofs=post.proofs), timeout=30
+    )
     assert check.valid, check.reason
-    other = stub.VerifyWindowPoSt(manager_pb2.VerifyWindowPoStRequest(randomness=bytes(32), sectors=proving, proofs=post.proofs), timeout=30)
+    other = stub.VerifyWindowPoSt(
+        manager_pb2.VerifyWindowPoStRequest(randomness=bytes(32), sectors=proving, proofs=post.proofs), timeout=30
+    )
     assert not other.valid
 
     challenge = stub.GenerateWinningPoStSectorChallenge(
-        manager_pb2.GenerateWinningPoStSectorChallengeRequest(proof_type=winning, miner=MINER, randomness=randomness, eligible_sector_count=2),
+        manager_pb2.GenerateWinningPoStSectorChallengeRequest(
+            proof_type=winning, miner=MINER, randomness=randomness, eligible_sector_count=2
+        ),
         timeout=30,
     )
     chosen = [proving[i] for i in challenge.indices]
-    won = stub.GenerateWinningPoSt(manager_pb2.GenerateWinningPoStRequest(proof_type=winning, randomness=randomness, sectors=chosen), timeout=60)
-    assert stub.VerifyWinningPoSt(manager_pb2.VerifyWinningPoStRequest(randomness=randomness, sectors=chosen, proofs=won.proofs), timeout=30).valid
+    won = stub.GenerateWinningPoSt(
+        manager_pb2.GenerateWinningPoStRequest(proof_type=winning, randomness=randomness, sectors=chosen), timeout=60
+    )
+    assert stub.VerifyWinningPoSt(
+        manager_pb2.VerifyWinningPoStRequest(randomness=randomness, sectors=chosen, proofs=won.proofs), timeout=30
+    ).valid
 
-    assert not stub.CheckProvable(manager_pb2.CheckProvableRequest(proof_type=window, sectors=proving, expensive=True), timeout=60).bad_sectors
+    assert not stub.CheckProvable(
+        manager_pb2.CheckProvableRequest(proof_type=window, sectors=proving, expensive=True), timeout=60
+    ).bad_sectors
     sealed = fleet.tmp / "store-a" / "sealed" / "s-t01000-2"
     with open(sealed, "r+b") as f:
         f.truncate(1024)
-    bad = stub.CheckProvable(manager_pb2.CheckProvableRequest(proof_type=window, sectors=proving), timeout=60).bad_sectors
-    assert [(b.sector.number, b.reason) for b in bad] == [(2, "sealed/s-t01000-2 is wrong size (got 1024, expect 2048)")]
-    post = stub.GenerateWindowPoSt(manager_pb2.GenerateWindowPoStRequest(proof_type=window, randomness=randomness, sectors=proving), timeout=60)
+    bad = stub.CheckProvable(
+        manager_pb2.CheckProvableRequest(proof_type=window, sectors=proving), timeout=60
+    ).bad_sectors
+    assert [(b.sector.number, b.reason) for b in bad] == [
+        (2, "sealed/s-t01000-2 is wrong size (got 1024, expect 2048)")
+    ]
+    post = stub.GenerateWindowPoSt(
+        manager_pb2.GenerateWindowPoStRequest(proof_type=window, randomness=randomness, sectors=proving), timeout=60
+    )
     # The proof covers the sector that could be proven; the other is skipped with its reason.
     assert [s.sector.number for s in post.skipped] == [2] and len(post.proofs) == 1
     rest = [p for p in proving if p.sector.id.number != 2]
-    assert stub.VerifyWindowPoSt(manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=rest, proofs=post.proofs), timeout=30).valid
-    assert not stub.VerifyWindowPoSt(manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=proving, proofs=post.proofs), timeout=30).valid
+    assert stub.VerifyWindowPoSt(
+        manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=rest, proofs=post.proofs), timeout=30
+    ).valid
+    assert not stub.VerifyWindowPoSt(
+        manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=proving, proofs=post.proofs), timeout=30
+    ).valid
     jobs = stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs
     assert not jobs  # PoSt jobs end with their calls
 
@@ -347,7 +426,9 @@ def test_post_and_check_provable(fleet: Fleet) -> None:
     assert tree.stat().st_size == want
     with open(tree, "r+b") as f:
         f.truncate(want - 32)
-    bad = stub.CheckProvable(manager_pb2.CheckProvableRequest(proof_type=window, sectors=proving[:1]), timeout=60).bad_sectors
+    bad = stub.CheckProvable(
+        manager_pb2.CheckProvableRequest(proof_type=window, sectors=proving[:1]), timeout=60
+    ).bad_sectors
     assert [(b.sector.number, b.reason) for b in bad] == [
         (1, f"cache/s-t01000-1/sc-02-data-tree-r-last.dat is wrong size (got {want - 32}, expect {want})")
     ]
@@ -369,15 +450,31 @@ def test_unseal_release_and_remove(fleet: Fleet) -> None:
     stub.ReleaseUnsealed(manager_pb2.ReleaseUnsealedRequest(sector=ref, all=True), timeout=60)
     assert not unsealed()
     stub.UnsealPiece(
-        manager_pb2.UnsealPieceRequest(sector=ref, range=whole, ticket=TICKET, unsealed_cid=p2.commitments.unsealed_cid), timeout=60
+        manager_pb2.UnsealPieceRequest(
+            sector=ref, range=whole, ticket=TICKET, unsealed_cid=p2.commitments.unsealed_cid
+        ),
+        timeout=60,
     )
     assert unsealed()
     removed = stub.Remove(manager_pb2.RemoveRequest(sector=ref.id), timeout=60).removed
-    assert {r.type for r in removed} == {common_pb2.SECTOR_FILE_TYPE_UNSEALED, common_pb2.SECTOR_FILE_TYPE_SEALED, common_pb2.SECTOR_FILE_TYPE_CACHE}
+    assert {r.type for r in removed} == {
+        common_pb2.SECTOR_FILE_TYPE_UNSEALED,
+        common_pb2.SECTOR_FILE_TYPE_SEALED,
+        common_pb2.SECTOR_FILE_TYPE_CACHE,
+    }
     assert not unsealed()
     assert not stub.Remove(manager_pb2.RemoveRequest(sector=ref.id), timeout=60).removed  # nothing left: not an error
     with pytest.raises(grpc.RpcError) as err:
-        next(iter(stub.ReadPiece(manager_pb2.ReadPieceRequest(sector=ref, range=whole, ticket=TICKET, unsealed_cid=p2.commitments.unsealed_cid), timeout=30)))
+        next(
+            iter(
+                stub.ReadPiece(
+                    manager_pb2.ReadPieceRequest(
+                        sector=ref, range=whole, ticket=TICKET, unsealed_cid=p2.commitments.unsealed_cid
+                    ),
+                    timeout=30,
+                )
+            )
+        )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
     with pytest.raises(grpc.RpcError) as err:
         stub.ReleaseUnsealed(manager_pb2.ReleaseUnsealedRequest(sector=ref), timeout=10)
@@ -394,10 +491,19 @@ def test_worker_restart_mid_task_is_retried(fleet: Fleet) -> None:
     piece, p1o = precommit(fleet, ref)
     p2 = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=120)
     c1 = stub.SealCommit1(
-        manager_pb2.SealCommit1Request(sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=p2.commitments.comm_r, comm_d=p2.commitments.comm_d),
+        manager_pb2.SealCommit1Request(
+            sector=ref,
+            ticket=TICKET,
+            seed=SEED,
+            pieces=[piece],
+            comm_r=p2.commitments.comm_r,
+            comm_d=p2.commitments.comm_d,
+        ),
         timeout=120,
     )
-    future = stub.SealCommit2.future(manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=120)
+    future = stub.SealCommit2.future(
+        manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=120
+    )
     deadline = time.monotonic() + 60
     while not any(
         j.task_type == common_pb2.TASK_TYPE_COMMIT_2 and j.state == J.JOB_STATE_RUNNING
@@ -410,10 +516,19 @@ def test_worker_restart_mid_task_is_retried(fleet: Fleet) -> None:
     os.kill(old.proc.pid, signal.SIGSTOP)
     old.kill()
     env = {**FAST_WORKER_ENV, "SECTORSTORAGE_WORKER_CPUS": "2"}
-    fleet.workers["a"] = fleet.start_service("worker", "--index", fleet.index.address, "--manager", fleet.address, env=env, data_dir=fleet.tmp / "w-a")
+    fleet.workers["a"] = fleet.start_service(
+        "worker", "--index", fleet.index.address, "--manager", fleet.address, env=env, data_dir=fleet.tmp / "w-a"
+    )
     proof = future.result().proof
     verdict = stub.VerifySeal(
-        manager_pb2.VerifySealRequest(sector=ref, comm_r=p2.commitments.comm_r, comm_d=p2.commitments.comm_d, ticket=TICKET, seed=SEED, proof=proof),
+        manager_pb2.VerifySealRequest(
+            sector=ref,
+            comm_r=p2.commitments.comm_r,
+            comm_d=p2.commitments.comm_d,
+            ticket=TICKET,
+            seed=SEED,
+            proof=proof,
+        ),
         timeout=30,
     )
     assert verdict.valid

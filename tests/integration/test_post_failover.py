@@ -53,7 +53,13 @@ def window_post(fleet: Fleet, sectors: list[common_pb2.ProvingSector]) -> manage
 
 
 def verifies(fleet: Fleet, sectors: list[common_pb2.ProvingSector], proofs: list[common_pb2.PoStProof]) -> bool:
-    return bool(fleet.stub().VerifyWindowPoSt(manager_pb2.VerifyWindowPoStRequest(randomness=RANDOMNESS, sectors=sectors, proofs=proofs), timeout=30).valid)
+    return bool(
+        fleet.stub()
+        .VerifyWindowPoSt(
+            manager_pb2.VerifyWindowPoStRequest(randomness=RANDOMNESS, sectors=sectors, proofs=proofs), timeout=30
+        )
+        .valid
+    )
 
 
 def test_a_frozen_holder_hands_its_sectors_to_the_other_copy(start_service: StartService, tmp_path: Path) -> None:
@@ -83,14 +89,17 @@ def test_a_lost_replica_is_skipped_and_the_rest_proven(start_service: StartServi
     reply = window_post(fleet, proving)
     [bad] = reply.skipped
     assert bad.sector.number == 2
-    assert "on " in bad.reason and fleet.worker_ids["post"] in bad.reason and fleet.worker_ids["seal"] in bad.reason, bad.reason
+    assert "on " in bad.reason and fleet.worker_ids["post"] in bad.reason and fleet.worker_ids["seal"] in bad.reason, (
+        bad.reason
+    )
     rest = [p for p in proving if p.sector.id.number != 2]
     assert len(reply.proofs) == 1 and verifies(fleet, rest, list(reply.proofs))
     assert not verifies(fleet, proving, list(reply.proofs))
 
     with pytest.raises(grpc.RpcError) as err:
         fleet.stub().GenerateWinningPoSt(
-            manager_pb2.GenerateWinningPoStRequest(proof_type=WINNING, randomness=RANDOMNESS, sectors=[proving[1]]), timeout=60
+            manager_pb2.GenerateWinningPoStRequest(proof_type=WINNING, randomness=RANDOMNESS, sectors=[proving[1]]),
+            timeout=60,
         )
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
     assert (err.value.details() or "").startswith("winning PoSt needs every challenged sector: 2: ")  # type: ignore[attr-defined]

@@ -65,7 +65,9 @@ def task_count(fleet: Fleet, number: int) -> int:
 
 def provable(fleet: Fleet, number: int, comm_r: bytes) -> bool:
     proving = [common_pb2.ProvingSector(sector=sector(number), comm_r=comm_r)]
-    reply = fleet.stub().CheckProvable(manager_pb2.CheckProvableRequest(proof_type=WINDOW_2K, sectors=proving, expensive=True), timeout=60)
+    reply = fleet.stub().CheckProvable(
+        manager_pb2.CheckProvableRequest(proof_type=WINDOW_2K, sectors=proving, expensive=True), timeout=60
+    )
     return not reply.bad_sectors
 
 
@@ -85,9 +87,13 @@ def test_resent_and_wrong_steps_leave_a_finalized_sector_intact(fleet: Fleet) ->
     data = piece_data(1, P2K)
     piece = add_piece(stub, ref, data)
     p1 = stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=60)
-    p2 = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=60)
+    p2 = stub.SealPreCommit2(
+        manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=60
+    )
     comm = p2.commitments
-    c1_req = manager_pb2.SealCommit1Request(sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=comm.comm_r, comm_d=comm.comm_d)
+    c1_req = manager_pb2.SealCommit1Request(
+        sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=comm.comm_r, comm_d=comm.comm_d
+    )
     c1 = stub.SealCommit1(c1_req, timeout=60)
     c2 = stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=60)
     stub.FinalizeSector(manager_pb2.FinalizeSectorRequest(sector=ref), timeout=60)
@@ -98,23 +104,51 @@ def test_resent_and_wrong_steps_leave_a_finalized_sector_intact(fleet: Fleet) ->
     tasks = task_count(fleet, 1)
 
     # Every step re-sent as a client retry would: the recorded result, at once, no task run.
-    assert stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=10) == p1
-    assert stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=10) == p2
+    assert (
+        stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=10)
+        == p1
+    )
+    assert (
+        stub.SealPreCommit2(
+            manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=10
+        )
+        == p2
+    )
     assert stub.SealCommit1(c1_req, timeout=10) == c1
-    assert stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=10) == c2
+    assert (
+        stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=10) == c2
+    )
     stub.FinalizeSector(manager_pb2.FinalizeSectorRequest(sector=ref), timeout=10)
 
     # Wrong or truncated inputs: refused at once, naming the state.
     refusals = [
-        lambda: stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output[:-7]), timeout=10),
-        lambda: stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref, ticket=bytes(32), pieces=[piece]), timeout=10),
-        lambda: stub.SealCommit1(manager_pb2.SealCommit1Request(
-            sector=ref, ticket=TICKET, seed=bytes(32), pieces=[piece], comm_r=comm.comm_r, comm_d=comm.comm_d), timeout=10),
-        lambda: stub.SealCommit1(manager_pb2.SealCommit1Request(
-            sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=comm.comm_d, comm_d=comm.comm_d), timeout=10),
-        lambda: stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output[:100]), timeout=10),
-        lambda: stub.FinalizeSector(manager_pb2.FinalizeSectorRequest(
-            sector=ref, keep_unsealed=[common_pb2.UnpaddedByteRange(offset=0, size=2032)]), timeout=10),
+        lambda: stub.SealPreCommit2(
+            manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output[:-7]), timeout=10
+        ),
+        lambda: stub.SealPreCommit1(
+            manager_pb2.SealPreCommit1Request(sector=ref, ticket=bytes(32), pieces=[piece]), timeout=10
+        ),
+        lambda: stub.SealCommit1(
+            manager_pb2.SealCommit1Request(
+                sector=ref, ticket=TICKET, seed=bytes(32), pieces=[piece], comm_r=comm.comm_r, comm_d=comm.comm_d
+            ),
+            timeout=10,
+        ),
+        lambda: stub.SealCommit1(
+            manager_pb2.SealCommit1Request(
+                sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=comm.comm_d, comm_d=comm.comm_d
+            ),
+            timeout=10,
+        ),
+        lambda: stub.SealCommit2(
+            manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output[:100]), timeout=10
+        ),
+        lambda: stub.FinalizeSector(
+            manager_pb2.FinalizeSectorRequest(
+                sector=ref, keep_unsealed=[common_pb2.UnpaddedByteRange(offset=0, size=2032)]
+            ),
+            timeout=10,
+        ),
         lambda: add_piece_stream(stub, ref, [], 2032, iter([data])),
     ]
     for call in refusals:
@@ -136,26 +170,45 @@ def test_impossible_requests_are_refused_at_once(fleet: Fleet) -> None:
     stub = fleet.stub()
     # Sector 2 reaches PC1; sector 3 is never started.
     piece = add_piece(stub, sector(2), piece_data(2, P2K))
-    p1 = stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=sector(2), ticket=TICKET, pieces=[piece]), timeout=60)
+    p1 = stub.SealPreCommit1(
+        manager_pb2.SealPreCommit1Request(sector=sector(2), ticket=TICKET, pieces=[piece]), timeout=60
+    )
     calls = {
-        "AddPiece with existing pieces on a sector never started":
-            lambda: add_piece_stream(stub, sector(3, P8M), [130048], 130048, iter([b""])),
-        "PC2 of an unknown sector":
-            lambda: stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=sector(3), pre_commit1_output=p1.pre_commit1_output), timeout=30),
-        "PC1 of an unknown sector":
-            lambda: stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=sector(3), ticket=TICKET, pieces=[piece]), timeout=30),
-        "C1 before PC2":
-            lambda: stub.SealCommit1(manager_pb2.SealCommit1Request(
-                sector=sector(2), ticket=TICKET, seed=SEED, pieces=[piece], comm_r=bytes(32), comm_d=bytes(32)), timeout=30),
-        "C2 before C1": lambda: stub.SealCommit2(manager_pb2.SealCommit2Request(sector=sector(2), commit1_output=b"x" * 64), timeout=30),
-        "Finalize before commit": lambda: stub.FinalizeSector(manager_pb2.FinalizeSectorRequest(sector=sector(2)), timeout=30),
-        "ReleaseUnsealed before PC2": lambda: stub.ReleaseUnsealed(manager_pb2.ReleaseUnsealedRequest(sector=sector(2), all=True), timeout=30),
-        "PC2 with another sector's phase-1 output":
-            lambda: stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=sector(3), pre_commit1_output=p1.pre_commit1_output), timeout=30),
-        "PC1 with another proof type":
-            lambda: stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(
-                sector=sector(2, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_8MIB_V1_1), ticket=TICKET,
-                pieces=[common_pb2.PieceInfo(size=8 << 20, commp=piece.commp)]), timeout=30),
+        "AddPiece with existing pieces on a sector never started": lambda: add_piece_stream(
+            stub, sector(3, P8M), [130048], 130048, iter([b""])
+        ),
+        "PC2 of an unknown sector": lambda: stub.SealPreCommit2(
+            manager_pb2.SealPreCommit2Request(sector=sector(3), pre_commit1_output=p1.pre_commit1_output), timeout=30
+        ),
+        "PC1 of an unknown sector": lambda: stub.SealPreCommit1(
+            manager_pb2.SealPreCommit1Request(sector=sector(3), ticket=TICKET, pieces=[piece]), timeout=30
+        ),
+        "C1 before PC2": lambda: stub.SealCommit1(
+            manager_pb2.SealCommit1Request(
+                sector=sector(2), ticket=TICKET, seed=SEED, pieces=[piece], comm_r=bytes(32), comm_d=bytes(32)
+            ),
+            timeout=30,
+        ),
+        "C2 before C1": lambda: stub.SealCommit2(
+            manager_pb2.SealCommit2Request(sector=sector(2), commit1_output=b"x" * 64), timeout=30
+        ),
+        "Finalize before commit": lambda: stub.FinalizeSector(
+            manager_pb2.FinalizeSectorRequest(sector=sector(2)), timeout=30
+        ),
+        "ReleaseUnsealed before PC2": lambda: stub.ReleaseUnsealed(
+            manager_pb2.ReleaseUnsealedRequest(sector=sector(2), all=True), timeout=30
+        ),
+        "PC2 with another sector's phase-1 output": lambda: stub.SealPreCommit2(
+            manager_pb2.SealPreCommit2Request(sector=sector(3), pre_commit1_output=p1.pre_commit1_output), timeout=30
+        ),
+        "PC1 with another proof type": lambda: stub.SealPreCommit1(
+            manager_pb2.SealPreCommit1Request(
+                sector=sector(2, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_8MIB_V1_1),
+                ticket=TICKET,
+                pieces=[common_pb2.PieceInfo(size=8 << 20, commp=piece.commp)],
+            ),
+            timeout=30,
+        ),
     }
     for what, call in calls.items():
         code, details, took = code_of(call)
@@ -164,10 +217,14 @@ def test_impossible_requests_are_refused_at_once(fleet: Fleet) -> None:
     assert not stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs
     assert not fleet.stub().SchedDiag(manager_pb2.SchedDiagRequest(), timeout=10).requests
     # The real pipeline of sector 2 goes on unharmed.
-    p2 = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=sector(2), pre_commit1_output=p1.pre_commit1_output), timeout=60)
+    p2 = stub.SealPreCommit2(
+        manager_pb2.SealPreCommit2Request(sector=sector(2), pre_commit1_output=p1.pre_commit1_output), timeout=60
+    )
     assert status(fleet, 2).state == S.SECTOR_LIFECYCLE_STATE_PRE_COMMIT_2_DONE
     assert p2.commitments.comm_r
-    code, details, _ = code_of(lambda: fleet.stub().SectorStatus(manager_pb2.SectorStatusRequest(sector=sector(3).id), timeout=10))
+    code, details, _ = code_of(
+        lambda: fleet.stub().SectorStatus(manager_pb2.SectorStatusRequest(sector=sector(3).id), timeout=10)
+    )
     assert code == grpc.StatusCode.NOT_FOUND
 
 
@@ -195,7 +252,11 @@ def test_two_pipelines_on_one_sector_number_never_both_succeed(fleet: Fleet) -> 
         assert len(succeeded) <= 1, f"round {round_}: both clients were told their sector is sealed"
         for o in outcomes:
             if isinstance(o, grpc.RpcError):
-                assert o.code() in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION), o
+                assert o.code() in (
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    grpc.StatusCode.ABORTED,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                ), o
         if succeeded:
             winners += 1
             k, sealed = succeeded[0]
@@ -223,7 +284,9 @@ def _running(fleet: Fleet, number: int, task: int) -> bool:
             return False  # not claimed yet
         raise
     # AddPiece stays ASSIGNED while its data streams to the worker.
-    return any(j.task_type == task and j.state in (J.JOB_STATE_RUNNING, J.JOB_STATE_ASSIGNED) and j.worker_id for j in jobs)
+    return any(
+        j.task_type == task and j.state in (J.JOB_STATE_RUNNING, J.JOB_STATE_ASSIGNED) and j.worker_id for j in jobs
+    )
 
 
 def test_remove_during_add_piece_pc1_and_pc2_ends_the_pipeline(fleet: Fleet) -> None:
@@ -236,15 +299,20 @@ def test_remove_during_add_piece_pc1_and_pc2_ends_the_pipeline(fleet: Fleet) -> 
         admin.Remove(manager_pb2.RemoveRequest(sector=sector(number).id), timeout=30)
 
     def refused_later(number: int, piece: common_pb2.PieceInfo) -> None:
-        code, details, _ = code_of(lambda: stub.SealPreCommit1(
-            manager_pb2.SealPreCommit1Request(sector=sector(number), ticket=TICKET, pieces=[piece]), timeout=10))
+        code, details, _ = code_of(
+            lambda: stub.SealPreCommit1(
+                manager_pb2.SealPreCommit1Request(sector=sector(number), ticket=TICKET, pieces=[piece]), timeout=10
+            )
+        )
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "REMOVED" in details, details
 
     # AddPiece queued (the only worker disabled), then running.
     worker_id = fleet.worker_ids["a"]
     stub.DisableWorker(manager_pb2.DisableWorkerRequest(worker_id=worker_id), timeout=10)
     queued = pool.submit(add_piece, stub, sector(10), piece_data(10, P2K))
-    wait_for(lambda: bool(fleet.stub().SchedDiag(manager_pb2.SchedDiagRequest(), timeout=10).requests), "AddPiece queued")
+    wait_for(
+        lambda: bool(fleet.stub().SchedDiag(manager_pb2.SchedDiagRequest(), timeout=10).requests), "AddPiece queued"
+    )
     remove(10)
     with pytest.raises(grpc.RpcError) as err:
         queued.result(timeout=30)
@@ -260,15 +328,25 @@ def test_remove_during_add_piece_pc1_and_pc2_ends_the_pipeline(fleet: Fleet) -> 
 
     # PC1 and PC2 running.
     pieces = {n: add_piece(stub, sector(n), piece_data(n, P2K)) for n in (12, 13)}
-    pc1 = pool.submit(stub.SealPreCommit1, manager_pb2.SealPreCommit1Request(sector=sector(12), ticket=TICKET, pieces=[pieces[12]]), timeout=60)
+    pc1 = pool.submit(
+        stub.SealPreCommit1,
+        manager_pb2.SealPreCommit1Request(sector=sector(12), ticket=TICKET, pieces=[pieces[12]]),
+        timeout=60,
+    )
     wait_for(lambda: _running(fleet, 12, common_pb2.TASK_TYPE_PRE_COMMIT_1), "PC1 running")
     remove(12)
     with pytest.raises(grpc.RpcError) as err:
         pc1.result(timeout=30)
     assert err.value.code() == grpc.StatusCode.ABORTED  # type: ignore[attr-defined]
 
-    p1 = stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=sector(13), ticket=TICKET, pieces=[pieces[13]]), timeout=60)
-    pc2 = pool.submit(stub.SealPreCommit2, manager_pb2.SealPreCommit2Request(sector=sector(13), pre_commit1_output=p1.pre_commit1_output), timeout=60)
+    p1 = stub.SealPreCommit1(
+        manager_pb2.SealPreCommit1Request(sector=sector(13), ticket=TICKET, pieces=[pieces[13]]), timeout=60
+    )
+    pc2 = pool.submit(
+        stub.SealPreCommit2,
+        manager_pb2.SealPreCommit2Request(sector=sector(13), pre_commit1_output=p1.pre_commit1_output),
+        timeout=60,
+    )
     wait_for(lambda: _running(fleet, 13, common_pb2.TASK_TYPE_PRE_COMMIT_2), "PC2 running")
     remove(13)
     with pytest.raises(grpc.RpcError) as err:
@@ -283,8 +361,11 @@ def test_remove_during_add_piece_pc1_and_pc2_ends_the_pipeline(fleet: Fleet) -> 
     # and nothing of theirs is queued or running.
     wait_for(lambda: not stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs, "no job left")
     for number in (10, 11, 12, 13):
-        assert not [r for r in fleet.history(sector=sector(number).id) if r.outcome == manager_pb2.TASK_OUTCOME_SUCCEEDED
-                    and r.task_type in (common_pb2.TASK_TYPE_PRE_COMMIT_2,)]
+        assert not [
+            r
+            for r in fleet.history(sector=sector(number).id)
+            if r.outcome == manager_pb2.TASK_OUTCOME_SUCCEEDED and r.task_type in (common_pb2.TASK_TYPE_PRE_COMMIT_2,)
+        ]
     # The number can be sealed again: a new generation, provable.
     sealed = seal_sector(stub, sector(12), piece_data(99, P2K), TICKET, SEED)
     assert sealed.verified and status(fleet, 12).generation == 2
@@ -302,7 +383,11 @@ def test_manager_kill9_between_and_during_steps_keeps_the_lifecycle(fleet: Fleet
     fleet.manager.kill()
     fleet.start_manager()
     fleet.wait_registered()
-    again = retrying(lambda: fleet.stub().SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=10))
+    again = retrying(
+        lambda: fleet.stub().SealPreCommit1(
+            manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece]), timeout=10
+        )
+    )
     assert again == p1
     # During PC2: the client comes back with the same request and gets the one result.
     pool = ThreadPoolExecutor(1)
@@ -316,33 +401,74 @@ def test_manager_kill9_between_and_during_steps_keeps_the_lifecycle(fleet: Fleet
     fleet._channel = None
     p2 = retrying(lambda: fleet.stub().SealPreCommit2(pc2_req, timeout=60))
     assert status(fleet, 20).state == S.SECTOR_LIFECYCLE_STATE_PRE_COMMIT_2_DONE
-    pc2_runs = [r for r in fleet.history(sector=ref.id) if r.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_2
-                and r.outcome == manager_pb2.TASK_OUTCOME_SUCCEEDED]
+    pc2_runs = [
+        r
+        for r in fleet.history(sector=ref.id)
+        if r.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_2 and r.outcome == manager_pb2.TASK_OUTCOME_SUCCEEDED
+    ]
     assert len(pc2_runs) == 1
     assert fleet.stub().SealPreCommit2(pc2_req, timeout=10) == p2
-    c1 = fleet.stub().SealCommit1(manager_pb2.SealCommit1Request(
-        sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=p2.commitments.comm_r, comm_d=p2.commitments.comm_d), timeout=60)
+    c1 = fleet.stub().SealCommit1(
+        manager_pb2.SealCommit1Request(
+            sector=ref,
+            ticket=TICKET,
+            seed=SEED,
+            pieces=[piece],
+            comm_r=p2.commitments.comm_r,
+            comm_d=p2.commitments.comm_d,
+        ),
+        timeout=60,
+    )
     fleet.stub().SealCommit2(manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=60)
     fleet.stub().FinalizeSector(manager_pb2.FinalizeSectorRequest(sector=ref), timeout=60)
     done = status(fleet, 20)
     assert done.state == S.SECTOR_LIFECYCLE_STATE_FINALIZED
     assert [manager_pb2.SectorStep.Name(s.step) for s in done.steps] == [
-        "SECTOR_STEP_PRE_COMMIT_1", "SECTOR_STEP_PRE_COMMIT_2", "SECTOR_STEP_COMMIT_1", "SECTOR_STEP_COMMIT_2",
-        "SECTOR_STEP_FINALIZE", "SECTOR_STEP_MOVE_STORAGE",
+        "SECTOR_STEP_PRE_COMMIT_1",
+        "SECTOR_STEP_PRE_COMMIT_2",
+        "SECTOR_STEP_COMMIT_1",
+        "SECTOR_STEP_COMMIT_2",
+        "SECTOR_STEP_FINALIZE",
+        "SECTOR_STEP_MOVE_STORAGE",
     ]
     assert provable(fleet, 20, p2.commitments.comm_r)
     pool.shutdown()
 
 
 CALLS = st.lists(
-    st.tuples(st.sampled_from(["add", "add_other", "pc1", "pc1", "pc1_other_ticket", "pc2", "pc2", "pc2_truncated", "c1", "c1",
-                               "c1_other_seed", "c2", "c2", "c2_truncated", "finalize", "finalize", "release", "remove"]), st.booleans()),
+    st.tuples(
+        st.sampled_from(
+            [
+                "add",
+                "add_other",
+                "pc1",
+                "pc1",
+                "pc1_other_ticket",
+                "pc2",
+                "pc2",
+                "pc2_truncated",
+                "c1",
+                "c1",
+                "c1_other_seed",
+                "c2",
+                "c2",
+                "c2_truncated",
+                "finalize",
+                "finalize",
+                "release",
+                "remove",
+            ]
+        ),
+        st.booleans(),
+    ),
     min_size=1,
     max_size=16,
 )
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(calls=CALLS)
 def test_random_api_sequences_never_lose_a_sealed_sector(fleet: Fleet, calls: list[tuple[str, bool]]) -> None:
     """Random sequences of sealing calls (right and wrong inputs, repeats, Remove) against one
@@ -366,22 +492,43 @@ def test_random_api_sequences_never_lose_a_sealed_sector(fleet: Fleet, calls: li
                     seen["data"] = data if name == "add" else data[::-1]
                 elif name.startswith("pc1") and "piece" in seen:
                     ticket = TICKET if name == "pc1" else bytes(32)
-                    seen["p1"] = stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref, ticket=ticket, pieces=[seen["piece"]]), timeout=60)
+                    seen["p1"] = stub.SealPreCommit1(
+                        manager_pb2.SealPreCommit1Request(sector=ref, ticket=ticket, pieces=[seen["piece"]]), timeout=60
+                    )
                 elif name.startswith("pc2") and "p1" in seen:
                     out = seen["p1"].pre_commit1_output
-                    seen["p2"] = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(
-                        sector=ref, pre_commit1_output=out if name == "pc2" else out[:-3]), timeout=60)
+                    seen["p2"] = stub.SealPreCommit2(
+                        manager_pb2.SealPreCommit2Request(
+                            sector=ref, pre_commit1_output=out if name == "pc2" else out[:-3]
+                        ),
+                        timeout=60,
+                    )
                 elif name.startswith("c1") and "p2" in seen:
                     comm = seen["p2"].commitments
-                    seen["c1"] = stub.SealCommit1(manager_pb2.SealCommit1Request(
-                        sector=ref, ticket=TICKET, seed=SEED if name == "c1" else bytes(32), pieces=[seen["piece"]],
-                        comm_r=comm.comm_r, comm_d=comm.comm_d), timeout=60)
+                    seen["c1"] = stub.SealCommit1(
+                        manager_pb2.SealCommit1Request(
+                            sector=ref,
+                            ticket=TICKET,
+                            seed=SEED if name == "c1" else bytes(32),
+                            pieces=[seen["piece"]],
+                            comm_r=comm.comm_r,
+                            comm_d=comm.comm_d,
+                        ),
+                        timeout=60,
+                    )
                 elif name.startswith("c2") and "c1" in seen:
                     out = seen["c1"].commit1_output
-                    proof = stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref, commit1_output=out if name == "c2" else out[:50]), timeout=60).proof
+                    proof = stub.SealCommit2(
+                        manager_pb2.SealCommit2Request(sector=ref, commit1_output=out if name == "c2" else out[:50]),
+                        timeout=60,
+                    ).proof
                     comm = seen["p2"].commitments
-                    verdict = stub.VerifySeal(manager_pb2.VerifySealRequest(
-                        sector=ref, comm_r=comm.comm_r, comm_d=comm.comm_d, ticket=TICKET, seed=SEED, proof=proof), timeout=30)
+                    verdict = stub.VerifySeal(
+                        manager_pb2.VerifySealRequest(
+                            sector=ref, comm_r=comm.comm_r, comm_d=comm.comm_d, ticket=TICKET, seed=SEED, proof=proof
+                        ),
+                        timeout=30,
+                    )
                     sealed = sealed or verdict.valid
                 elif name == "finalize":
                     stub.FinalizeSector(manager_pb2.FinalizeSectorRequest(sector=ref), timeout=60)
@@ -394,7 +541,9 @@ def test_random_api_sequences_never_lose_a_sealed_sector(fleet: Fleet, calls: li
                     sealed = finalized = False
             except grpc.RpcError as exc:
                 assert exc.code() in (  # type: ignore[attr-defined]
-                    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.ABORTED,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    grpc.StatusCode.ABORTED,
                     grpc.StatusCode.INVALID_ARGUMENT,
                 ), exc
     if sealed or finalized:

@@ -43,7 +43,9 @@ class CliFleet:
     tmp: Path
     env: dict[str, str]
 
-    def run(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([SECTORCTL, *args], capture_output=True, text=True, env=env or self.env, timeout=120)
         if check and proc.returncode != 0:
             raise AssertionError(f"sectorctl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
@@ -68,7 +70,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliFleet]:
         index = start("index", "index")
         manager = start("manager", "manager", "--index", index.address, env=MANAGER_ENV)
         workers = [
-            start("worker", f"w{i}", "--index", index.address, "--manager", manager.address, env={**FAST_WORKER_ENV, "SECTORSTORAGE_WORKER_NAME": f"cli-w{i}", **caps})
+            start(
+                "worker",
+                f"w{i}",
+                "--index",
+                index.address,
+                "--manager",
+                manager.address,
+                env={**FAST_WORKER_ENV, "SECTORSTORAGE_WORKER_NAME": f"cli-w{i}", **caps},
+            )
             for i, caps in ((1, {"SECTORSTORAGE_WORKER_RESOURCES": "{PC1_MAX_CONCURRENT = 4}"}), (2, {}))
         ]
         env = {
@@ -80,7 +90,18 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliFleet]:
         }
         cli = CliFleet(index, manager, workers, tmp, env)
         for i, w in enumerate(workers, start=1):
-            cli.run("storage", "attach", "--init", "--seal", "--store", "--weight", "10", "--worker", w.address, str(tmp / f"store-{i}"))
+            cli.run(
+                "storage",
+                "attach",
+                "--init",
+                "--seal",
+                "--store",
+                "--weight",
+                "10",
+                "--worker",
+                w.address,
+                str(tmp / f"store-{i}"),
+            )
         deadline = time.monotonic() + 30
         while True:
             stats = cli.json("sealing", "workers")["workers"]
@@ -143,7 +164,12 @@ def test_seal_on_a_terminal_redraws_the_running_task_in_place(fleet: CliFleet, s
     f = fleet.tmp / "tty.bin"
     f.write_bytes(b"z" * 500)
     main, child = pty.openpty()
-    proc = subprocess.Popen([SECTORCTL, "sectors", "seal", "--size", "2KiB", "--sector", "3", str(f)], stdout=child, stderr=child, env=fleet.env)
+    proc = subprocess.Popen(
+        [SECTORCTL, "sectors", "seal", "--size", "2KiB", "--sector", "3", str(f)],
+        stdout=child,
+        stderr=child,
+        env=fleet.env,
+    )
     os.close(child)
     chunks = []
     while True:
@@ -175,7 +201,14 @@ def test_storage_find_lists_sealed_and_cache(fleet: CliFleet, sealed: dict[str, 
 def test_history_lists_the_sectors_runs(fleet: CliFleet, sealed: dict[str, Any]) -> None:
     runs = fleet.json("sealing", "history", "--sector", "1")["runs"]
     tasks = [r["task_type"] for r in runs]
-    for t in ("TASK_TYPE_ADD_PIECE", "TASK_TYPE_PRE_COMMIT_1", "TASK_TYPE_PRE_COMMIT_2", "TASK_TYPE_COMMIT_1", "TASK_TYPE_COMMIT_2", "TASK_TYPE_FINALIZE"):
+    for t in (
+        "TASK_TYPE_ADD_PIECE",
+        "TASK_TYPE_PRE_COMMIT_1",
+        "TASK_TYPE_PRE_COMMIT_2",
+        "TASK_TYPE_COMMIT_1",
+        "TASK_TYPE_COMMIT_2",
+        "TASK_TYPE_FINALIZE",
+    ):
         assert t in tasks
     assert tasks.count("TASK_TYPE_ADD_PIECE") == 3
     assert all(r["outcome"] == "TASK_OUTCOME_SUCCEEDED" and r["sector"]["id"]["number"] == "1" for r in runs)
@@ -191,11 +224,28 @@ def test_history_lists_the_sectors_runs(fleet: CliFleet, sealed: dict[str, Any])
 
 def test_read_unseals_and_returns_the_file(fleet: CliFleet, sealed: dict[str, Any]) -> None:
     out = fleet.tmp / "read.bin"
-    doc = fleet.json("sectors", "read", "1", "--offset", "0", "--length", "1016", "--out", str(out), "--unsealed-cid", sealed["unsealed_cid"])
+    doc = fleet.json(
+        "sectors",
+        "read",
+        "1",
+        "--offset",
+        "0",
+        "--length",
+        "1016",
+        "--out",
+        str(out),
+        "--unsealed-cid",
+        sealed["unsealed_cid"],
+    )
     assert doc["did_unseal"] is True and doc["size"] == 1016
     assert out.read_bytes() == FILE_A + bytes(1016 - len(FILE_A))
     # the second file starts at unpadded offset 1016 (padded 1024); raw bytes to stdout
-    raw = subprocess.run([SECTORCTL, "sectors", "read", "1", "--offset", "1016", "--length", "508"], capture_output=True, env=fleet.env, timeout=60)
+    raw = subprocess.run(
+        [SECTORCTL, "sectors", "read", "1", "--offset", "1016", "--length", "508"],
+        capture_output=True,
+        env=fleet.env,
+        timeout=60,
+    )
     assert raw.returncode == 0 and raw.stdout == FILE_B + bytes(508 - len(FILE_B))
 
 
@@ -217,11 +267,21 @@ def test_check_and_window_post(fleet: CliFleet, sealed: dict[str, Any]) -> None:
     out = fleet.run("sectors", "check", "1", "--expensive").stdout
     assert "1000/1  ok" in out and "1/1 provable" in out
     proc = fleet.run("proving", "window-post", "1", "77", check=False)
-    assert proc.returncode == 2 and "1000/77" in proc.stderr and "NOT_FOUND" in proc.stderr and "NUMBER=COMMR" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "1000/77" in proc.stderr
+        and "NOT_FOUND" in proc.stderr
+        and "NUMBER=COMMR" in proc.stderr
+    )
     # A sector nobody holds is skipped; the proof covers the rest and verifies (exit 1: faults to declare).
     proc = fleet.run("--json", "proving", "window-post", "1", f"77={sealed['comm_r']}", check=False)
     post = json.loads(proc.stdout)
-    assert proc.returncode == 1 and post["proven"] == [1] and [b["number"] for b in post["skipped"]] == [77] and post["valid"] is True
+    assert (
+        proc.returncode == 1
+        and post["proven"] == [1]
+        and [b["number"] for b in post["skipped"]] == [77]
+        and post["valid"] is True
+    )
     out = fleet.run("proving", "window-post", "1", f"77={sealed['comm_r']}", check=False).stdout
     assert "skipped 1000/77" in out and "the proof covers the other 1" in out and "verification: VALID" in out
 
@@ -245,7 +305,14 @@ def test_sectors_status_shows_the_lifecycle(fleet: CliFleet, sealed: dict[str, A
     doc = fleet.json("sectors", "status", "1")
     assert doc["sector"] == sealed["sector"]
     assert doc["state"] == "FINALIZED" and doc["generation"] == 1 and doc["jobs"] == [] and not doc["last_error"]
-    assert [s["step"] for s in doc["steps"]] == ["PRE_COMMIT_1", "PRE_COMMIT_2", "COMMIT_1", "COMMIT_2", "FINALIZE", "MOVE_STORAGE"]
+    assert [s["step"] for s in doc["steps"]] == [
+        "PRE_COMMIT_1",
+        "PRE_COMMIT_2",
+        "COMMIT_1",
+        "COMMIT_2",
+        "FINALIZE",
+        "MOVE_STORAGE",
+    ]
     assert all(s["done_at"].endswith("Z") for s in doc["steps"])
     assert [p["piece_cid"] for p in doc["pieces"]][0] == sealed["pieces"][0]["piece_cid"]
     out = fleet.run("sectors", "status", "1").stdout
@@ -279,7 +346,13 @@ def test_a_queued_request_shows_in_sched_diag_and_jobs_and_aborts(fleet: CliFlee
     try:
         for wid in ids:
             fleet.run("worker", "cordon", wid)
-        seal = subprocess.Popen([SECTORCTL, "sectors", "seal", "--size", "2KiB", "--sector", "9", str(f)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fleet.env)
+        seal = subprocess.Popen(
+            [SECTORCTL, "sectors", "seal", "--size", "2KiB", "--sector", "9", str(f)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=fleet.env,
+        )
         deadline = time.monotonic() + 30
         while not (requests := fleet.json("sealing", "sched-diag")["requests"]):
             assert time.monotonic() < deadline and seal.poll() is None
@@ -289,12 +362,19 @@ def test_a_queued_request_shows_in_sched_diag_and_jobs_and_aborts(fleet: CliFlee
         assert {r["worker_id"] for r in request["rejections"]} == set(ids)
         out = fleet.run("sealing", "sched-diag").stdout
         call = request["call_id"]["id"]
-        assert f"{call}  1000/9  AP" in out and "worker-unavailable" in out and f"{call} not on {ids[0]}: worker-unavailable" in out
+        assert (
+            f"{call}  1000/9  AP" in out
+            and "worker-unavailable" in out
+            and f"{call} not on {ids[0]}: worker-unavailable" in out
+        )
         jobs = fleet.json("sealing", "jobs", "--sector", "9")["jobs"]
         assert [(j["call_id"]["id"], j["state"]) for j in jobs] == [(call, "JOB_STATE_QUEUED")]
         assert "queued" in fleet.run("sealing", "jobs").stdout
 
-        assert f"aborted call {call} (it was queued)" in fleet.run("sealing", "abort", call, "--reason", "test abort").stdout
+        assert (
+            f"aborted call {call} (it was queued)"
+            in fleet.run("sealing", "abort", call, "--reason", "test abort").stdout
+        )
         out, err = seal.communicate(timeout=30)
         assert seal.returncode == 1 and err.startswith("sectorctl: ABORTED: "), err
         assert "AddPiece queued.bin" in out and "FAILED" in out
@@ -313,7 +393,9 @@ def test_workers_and_worker_controls(fleet: CliFleet) -> None:
     assert f"Worker {wid}" in out and "CPU: [" in out and "RAM: [" in out and "enabled,connected" in out
     assert "running/caps: PC1 0/4" in out  # worker 1's cap (PC1_MAX_CONCURRENT), nothing running
     capped = next(w for w in stats if w["tasks"])["tasks"]  # one entry per sector size the cap covers
-    assert {t["task_type"] for t in capped} == {"TASK_TYPE_PRE_COMMIT_1"} and {(t["running"], t["max_concurrent"]) for t in capped} == {(0, 4)}
+    assert {t["task_type"] for t in capped} == {"TASK_TYPE_PRE_COMMIT_1"} and {
+        (t["running"], t["max_concurrent"]) for t in capped
+    } == {(0, 4)}
 
     assert "cordoned" in fleet.run("worker", "cordon", wid).stdout
     state = next(w for w in fleet.json("sealing", "workers")["workers"] if w["info"]["worker_id"] == wid)["state"]
@@ -341,7 +423,19 @@ def test_storage_list_attach_redeclare_detach(fleet: CliFleet) -> None:
 
     worker = fleet.workers[1].address
     extra = fleet.tmp / "extra"
-    attached = fleet.json("storage", "attach", "--init", "--store", "--weight", "5", "--max-storage", "1GiB", "--worker", worker, str(extra))
+    attached = fleet.json(
+        "storage",
+        "attach",
+        "--init",
+        "--store",
+        "--weight",
+        "5",
+        "--max-storage",
+        "1GiB",
+        "--worker",
+        worker,
+        str(extra),
+    )
     sid = attached["path"]["info"]["id"]
     assert attached["path"]["info"]["can_store"] is True and attached["path"]["info"]["can_seal"] is False
     listed = {p["info"]["id"]: p for p in fleet.json("storage", "list")["paths"]}
@@ -368,7 +462,12 @@ def test_connection_and_auth_errors(fleet: CliFleet) -> None:
     assert proc.stderr.startswith("sectorctl: UNAVAILABLE: ")
     assert "hint: can't reach the manager at 127.0.0.1:1" in proc.stderr and "SECTORSTORAGE_MANAGER" in proc.stderr
 
-    proc = fleet.run("sealing", "jobs", env={**fleet.env, "SECTORSTORAGE_TLS_CLIENT_CERT_FILE": str(fleet.tmp / "none.pem")}, check=False)
+    proc = fleet.run(
+        "sealing",
+        "jobs",
+        env={**fleet.env, "SECTORSTORAGE_TLS_CLIENT_CERT_FILE": str(fleet.tmp / "none.pem")},
+        check=False,
+    )
     assert proc.returncode == 2 and "SECTORSTORAGE_TLS" in proc.stderr and "Traceback" not in proc.stderr
 
     proc = fleet.run("sealing", "workers", "--token", "not-a-token", check=False)
@@ -398,8 +497,12 @@ def test_wait_api_waits_for_the_index_too_and_says_what_it_waits_for(fleet: CliF
     started = time.monotonic()
     proc = fleet.run("--index", dead, "wait-api", "--timeout", "6", check=False)
     assert proc.returncode == 1 and time.monotonic() - started < 30
-    assert re.search(rf"sectorctl: waiting \(\d+s of 6s\): the index at {re.escape(dead)} is unreachable", proc.stderr), proc.stderr
-    assert proc.stderr.rstrip().endswith(f"timed out after 6s: the index at {dead} is unreachable (UNAVAILABLE)"), proc.stderr
+    assert re.search(
+        rf"sectorctl: waiting \(\d+s of 6s\): the index at {re.escape(dead)} is unreachable", proc.stderr
+    ), proc.stderr
+    assert proc.stderr.rstrip().endswith(f"timed out after 6s: the index at {dead} is unreachable (UNAVAILABLE)"), (
+        proc.stderr
+    )
 
 
 def test_worker_tasks_enable_disable_and_their_effect_on_placement(fleet: CliFleet) -> None:
@@ -412,11 +515,18 @@ def test_worker_tasks_enable_disable_and_their_effect_on_placement(fleet: CliFle
     # No worker accepts AddPiece now: a seal waits (SchedDiag: no worker enables the type).
     f = fleet.tmp / "toggle.bin"
     f.write_bytes(b"t" * 500)
-    proc = subprocess.Popen([SECTORCTL, "--json", "sectors", "seal", "--size", "2KiB", "--sector", "501", str(f)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fleet.env)
+    proc = subprocess.Popen(
+        [SECTORCTL, "--json", "sectors", "seal", "--size", "2KiB", "--sector", "501", str(f)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=fleet.env,
+    )
     try:
         deadline = time.monotonic() + 30
-        while not [r for r in fleet.json("sealing", "sched-diag")["requests"] if r["sector"]["id"].get("number") == "501"]:
+        while not [
+            r for r in fleet.json("sealing", "sched-diag")["requests"] if r["sector"]["id"].get("number") == "501"
+        ]:
             assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.2)
         out = fleet.run("worker", "tasks", "enable", "ap", "--worker", w2).stdout
@@ -456,10 +566,17 @@ def test_worker_resources_shows_the_effective_table_and_the_default(fleet: CliFl
     rows = {(r["task_type"], r["seal_proof"]): r for r in doc["resources"]}
     pc1 = rows[("TASK_TYPE_PRE_COMMIT_1", "REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1")]
     assert pc1["max_concurrent"] == 4 and pc1["overridden"] is True
-    assert rows[("TASK_TYPE_COMMIT_2", "REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1")].get("overridden", False) is False
-    default = {(r["task_type"], r["seal_proof"]): r for r in fleet.json("worker", "resources", by_name["cli-w1"], "--default")["resources"]}
+    assert (
+        rows[("TASK_TYPE_COMMIT_2", "REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1")].get("overridden", False) is False
+    )
+    default = {
+        (r["task_type"], r["seal_proof"]): r
+        for r in fleet.json("worker", "resources", by_name["cli-w1"], "--default")["resources"]
+    }
     assert "max_concurrent" not in default[("TASK_TYPE_PRE_COMMIT_1", "REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1")]
-    assert int(default[("TASK_TYPE_PRE_COMMIT_1", "REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1")]["min_memory"]) == int(pc1["min_memory"])
+    assert int(
+        default[("TASK_TYPE_PRE_COMMIT_1", "REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1")]["min_memory"]
+    ) == int(pc1["min_memory"])
     out = fleet.run("worker", "resources", by_name["cli-w1"]).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("PC1") and "32GiB" in ln)
     assert line.rstrip().endswith("*") and " 4 " in f" {line} "

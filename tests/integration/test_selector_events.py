@@ -18,14 +18,20 @@ from tests.integration.fleet import P2K, StartService, WorkerSpec, free_port, ma
 
 
 def test_queued_add_piece_runs_as_soon_as_a_path_is_attached(start_service: StartService, tmp_path: Path) -> None:
-    defaults = {"SECTORSTORAGE_MANAGER_SELECTOR_REFRESH_S": "10", "SECTORSTORAGE_MANAGER_HEARTBEAT_INTERVAL_S": "5",
-                "SECTORSTORAGE_MANAGER_HEARTBEAT_TIMEOUT_S": "30", "SECTORSTORAGE_MANAGER_SCHED_PASS_INTERVAL_S": "10"}
+    defaults = {
+        "SECTORSTORAGE_MANAGER_SELECTOR_REFRESH_S": "10",
+        "SECTORSTORAGE_MANAGER_HEARTBEAT_INTERVAL_S": "5",
+        "SECTORSTORAGE_MANAGER_HEARTBEAT_TIMEOUT_S": "30",
+        "SECTORSTORAGE_MANAGER_SCHED_PASS_INTERVAL_S": "10",
+    }
     fleet = make_fleet(start_service, tmp_path, defaults)
     fleet.specs["a"] = WorkerSpec("a", cpus=2)
     fleet.worker_ports["a"] = free_port()
     fleet.start_worker("a")
     deadline = time.monotonic() + 30
-    while not any(s.state.connected for s in fleet.stub().WorkerStats(manager_pb2.WorkerStatsRequest(), timeout=10).workers):
+    while not any(
+        s.state.connected for s in fleet.stub().WorkerStats(manager_pb2.WorkerStatsRequest(), timeout=10).workers
+    ):
         assert time.monotonic() < deadline, "worker did not register"
         time.sleep(0.1)
     time.sleep(5.5)  # the registration's own refresh has passed: only the attach can place it now
@@ -46,7 +52,9 @@ def test_queued_add_piece_runs_as_soon_as_a_path_is_attached(start_service: Star
     assert "at" not in done and not errors  # no path anywhere yet: it waits
     attached = time.monotonic()
     fleet.worker_stub("a").StorageAttachLocal(
-        worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "store-a"), init=worker_pb2.StoragePathConfig(can_seal=True, can_store=True)),
+        worker_pb2.StorageAttachLocalRequest(
+            path=str(tmp_path / "store-a"), init=worker_pb2.StoragePathConfig(can_seal=True, can_store=True)
+        ),
         timeout=30,
     )
     thread.join(30)

@@ -27,7 +27,10 @@ def run_once(
         args = (*args, "--index", "127.0.0.1:1")
     return subprocess.run(
         [console_script(f"sectorstorage-{service}"), "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *args],
-        capture_output=True, text=True, timeout=60, env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **(env or {})},
     )
 
 
@@ -66,7 +69,9 @@ def test_reuse_port_shares_a_port_only_when_every_process_asks(start_service: St
     second = start_service("index", "--listen", listen, env=shared, data_dir=data)  # index replicas on one database
     assert second.address == listen
     # One that does not ask to share is refused, even next to sharing ones.
-    assert_refused(run_once("index", tmp_path / "third", "--listen", listen), "index", f"listen (--listen) {in_use(listen)}")
+    assert_refused(
+        run_once("index", tmp_path / "third", "--listen", listen), "index", f"listen (--listen) {in_use(listen)}"
+    )
 
 
 def test_metrics_port_in_use_is_refused(start_service: StartService, tmp_path: Path) -> None:
@@ -76,7 +81,9 @@ def test_metrics_port_in_use_is_refused(start_service: StartService, tmp_path: P
         listen = f"127.0.0.1:{taken.getsockname()[1]}"
         for service in SERVICES:
             result = run_once(service, tmp_path / service, "--metrics-listen", listen)
-            assert_refused(result, service, f"metrics.listen (--metrics-listen) {in_use(listen)} ('' turns metrics off)")
+            assert_refused(
+                result, service, f"metrics.listen (--metrics-listen) {in_use(listen)} ('' turns metrics off)"
+            )
         assert not (tmp_path / "index" / "index.db").exists()  # refused before opening its state
 
 
@@ -87,18 +94,21 @@ def test_auth_key_problems_are_refused(tmp_path: Path) -> None:
         key = data / "auth.key"
         key.write_text("too-short\n")
         assert_refused(
-            run_once(service, data, secret=False), service,
+            run_once(service, data, secret=False),
+            service,
             f"auth key file {key} (auth.secret_file) holds a key of 9 bytes, at least 32 are needed: put the fleet's key in it "
             "(or set auth.secret / SECTORSTORAGE_AUTH_SECRET)",
         )
         key.unlink()
         key.mkdir()
         assert_refused(
-            run_once(service, data, secret=False), service,
+            run_once(service, data, secret=False),
+            service,
             f"auth key file {key} (auth.secret_file) is a directory: remove it, or point auth.secret_file at the fleet's key file",
         )
         assert_refused(
-            run_once(service, data, secret=False, env={"SECTORSTORAGE_AUTH_SECRET": "short"}), service,
+            run_once(service, data, secret=False, env={"SECTORSTORAGE_AUTH_SECRET": "short"}),
+            service,
             "invalid configuration: config key 'auth.secret' / SECTORSTORAGE_AUTH_SECRET (from environment): "
             "Value error, must be at least 32 characters (a random key, not a password)",
         )
@@ -109,11 +119,13 @@ def test_unusable_data_dir_is_refused(tmp_path: Path) -> None:
     a_file.write_text("")
     for service in SERVICES:
         assert_refused(
-            run_once(service, a_file), service,
+            run_once(service, a_file),
+            service,
             f"data_dir {a_file} (--data-dir / data_dir) exists but is not a directory: remove it or choose another directory",
         )
         assert_refused(
-            run_once(service, a_file / "sub"), service,
+            run_once(service, a_file / "sub"),
+            service,
             f"data_dir {a_file / 'sub'} (--data-dir / data_dir) cannot be created (Not a directory): "
             "create it for the service's user or choose another directory",
         )
@@ -128,7 +140,8 @@ def test_unusable_data_dir_is_refused(tmp_path: Path) -> None:
         read_only.mkdir(mode=0o555)
     for service in SERVICES:
         assert_refused(
-            run_once(service, read_only), service,
+            run_once(service, read_only),
+            service,
             f"data_dir {read_only} (--data-dir / data_dir) is not writable (Permission denied): "
             "give the service's user write access or choose another directory",
         )
@@ -150,13 +163,15 @@ def test_unreadable_or_corrupt_database_is_refused(tmp_path: Path) -> None:
         db = data / f"{service}.db"
         db.mkdir()
         assert_refused(
-            run_once(service, data), service,
+            run_once(service, data),
+            service,
             f"{service} database {db} is a directory: move it away, or set database.url to the database file",
         )
         db.rmdir()
         db.write_bytes(b"not a database at all" * 100)
         assert_refused(
-            run_once(service, data), service,
+            run_once(service, data),
+            service,
             f"{service} database {db} is not an SQLite database (or is corrupt): "
             f"restore it from a backup, or move it away to start with an empty {service}",
         )

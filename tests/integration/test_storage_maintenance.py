@@ -36,7 +36,8 @@ SECTORCTL = console_script("sectorctl")
 
 def holders(index: object, number: int, file_type: int) -> set[str]:
     reply = index.StorageFindSector(  # type: ignore[attr-defined]
-        index_pb2.StorageFindSectorRequest(sector=common_pb2.SectorId(miner=MINER, number=number), types=[file_type]), timeout=10
+        index_pb2.StorageFindSectorRequest(sector=common_pb2.SectorId(miner=MINER, number=number), types=[file_type]),
+        timeout=10,
     )
     return {loc.id for loc in reply.locations}
 
@@ -47,13 +48,17 @@ def test_redeclare_after_a_hand_move_and_cleanup(start_service: StartService, tm
     index = index_stub(fleet.index)
     old, new = tmp_path / "store-a", tmp_path / "p2"
     config = worker_pb2.StoragePathConfig(can_store=True, weight=1, deny_miners=[4242], deny_types=[UNSEALED])
-    p2 = worker.StorageAttachLocal(worker_pb2.StorageAttachLocalRequest(path=str(new), init=config), timeout=30).path.info
+    p2 = worker.StorageAttachLocal(
+        worker_pb2.StorageAttachLocalRequest(path=str(new), init=config), timeout=30
+    ).path.info
     assert list(p2.deny_miners) == [4242] and list(p2.deny_types) == [UNSEALED]  # filters reported in StorageInfo
     old_id = next(p.info.id for p in worker.Paths(worker_pb2.PathsRequest(), timeout=10).paths if p.info.id != p2.id)
 
     ref = sector(1)
     piece, p1o = precommit(fleet, ref)
-    p2out = fleet.stub().SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=60)
+    p2out = fleet.stub().SealPreCommit2(
+        manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=60
+    )
     assert holders(index, 1, SEALED) == holders(index, 1, CACHE) == {old_id}
 
     # An operator moves sealed + cache to the other path by hand, then redeclares.
@@ -67,7 +72,12 @@ def test_redeclare_after_a_hand_move_and_cleanup(start_service: StartService, tm
     assert holders(index, 1, UNSEALED) == {old_id}
     c1 = fleet.stub().SealCommit1(
         manager_pb2.SealCommit1Request(
-            sector=ref, ticket=TICKET, seed=SEED, pieces=[piece], comm_r=p2out.commitments.comm_r, comm_d=p2out.commitments.comm_d
+            sector=ref,
+            ticket=TICKET,
+            seed=SEED,
+            pieces=[piece],
+            comm_r=p2out.commitments.comm_r,
+            comm_d=p2out.commitments.comm_d,
         ),
         timeout=60,
     )
@@ -81,7 +91,9 @@ def test_redeclare_after_a_hand_move_and_cleanup(start_service: StartService, tm
     (new / "cache" / f"s-t0{MINER}-7").mkdir()
     (new / "cache" / f"s-t0{MINER}-7" / "p_aux").write_bytes(b"x" * 64)
     lock = index.StorageTryLock(
-        index_pb2.StorageTryLockRequest(sector=common_pb2.SectorId(miner=MINER, number=7), write_types=[CACHE], owner="test/task"),
+        index_pb2.StorageTryLockRequest(
+            sector=common_pb2.SectorId(miner=MINER, number=7), write_types=[CACHE], owner="test/task"
+        ),
         timeout=10,
     )
     assert lock.acquired
@@ -95,7 +107,9 @@ def test_redeclare_after_a_hand_move_and_cleanup(start_service: StartService, tm
     assert sorted(dry) == ["cache/s-t01000-7", "unsealed/notes.txt", f"unsealed/{NAME}"]
     assert all(e.storage_id == p2.id for e in dry.values())
     assert dry[f"unsealed/{NAME}"].skipped == "" and dry[f"unsealed/{NAME}"].sector.number == 1
-    assert "not a sector file name" in dry["unsealed/notes.txt"].skipped and not dry["unsealed/notes.txt"].HasField("sector")
+    assert "not a sector file name" in dry["unsealed/notes.txt"].skipped and not dry["unsealed/notes.txt"].HasField(
+        "sector"
+    )
     assert "locked by" in dry["cache/s-t01000-7"].skipped and dry["cache/s-t01000-7"].size == 64
     assert reclaimable == unsealed_size and not any(e.removed for e in dry.values())
     assert (new / "unsealed" / NAME).exists()
@@ -147,14 +161,21 @@ def test_cleanup_of_leftover_downloads(start_service: StartService, tmp_path: Pa
     for p in (stale_cache, stale_sealed, locked_one):
         os.utime(p, (old, old))
     lock = index.StorageTryLock(
-        index_pb2.StorageTryLockRequest(sector=common_pb2.SectorId(miner=MINER, number=3), write_types=[SEALED], owner="test/fetch"),
+        index_pb2.StorageTryLockRequest(
+            sector=common_pb2.SectorId(miner=MINER, number=3), write_types=[SEALED], owner="test/fetch"
+        ),
         timeout=10,
     )
     assert lock.acquired
 
     got = worker.StorageCleanup(worker_pb2.StorageCleanupRequest(apply=True), timeout=30)
     entries = {Path(e.path).relative_to(root).as_posix(): e for e in got.entries}
-    assert sorted(entries) == [f"cache/fetching/{NAME}", f"sealed/fetching/s-t0{MINER}-2", f"sealed/fetching/s-t0{MINER}-3", f"sealed/fetching/s-t0{MINER}-4"]
+    assert sorted(entries) == [
+        f"cache/fetching/{NAME}",
+        f"sealed/fetching/s-t0{MINER}-2",
+        f"sealed/fetching/s-t0{MINER}-3",
+        f"sealed/fetching/s-t0{MINER}-4",
+    ]
     assert entries[f"cache/fetching/{NAME}"].removed and entries[f"sealed/fetching/s-t0{MINER}-2"].removed
     assert "locked by" in entries[f"sealed/fetching/s-t0{MINER}-3"].skipped
     assert "a fetch may be running" in entries[f"sealed/fetching/s-t0{MINER}-4"].skipped
@@ -164,7 +185,10 @@ def test_cleanup_of_leftover_downloads(start_service: StartService, tmp_path: Pa
 
     # A path whose sealed/ folder links out of it: what the link reaches is never removed.
     linked, outside = tmp_path / "linked", tmp_path / "outside"
-    worker.StorageAttachLocal(worker_pb2.StorageAttachLocalRequest(path=str(linked), init=worker_pb2.StoragePathConfig(can_store=True)), timeout=30)
+    worker.StorageAttachLocal(
+        worker_pb2.StorageAttachLocalRequest(path=str(linked), init=worker_pb2.StoragePathConfig(can_store=True)),
+        timeout=30,
+    )
     outside.mkdir()
     victim = outside / f"s-t0{MINER}-9"
     victim.write_bytes(b"v" * 2048)
@@ -172,5 +196,7 @@ def test_cleanup_of_leftover_downloads(start_service: StartService, tmp_path: Pa
     os.symlink(outside, linked / "sealed")
     got = worker.StorageCleanup(worker_pb2.StorageCleanupRequest(apply=True), timeout=30)
     through_link = [e for e in got.entries if Path(e.path).name == victim.name]
-    assert len(through_link) == 1 and not through_link[0].removed and "outside its storage path" in through_link[0].skipped
+    assert (
+        len(through_link) == 1 and not through_link[0].removed and "outside its storage path" in through_link[0].skipped
+    )
     assert victim.read_bytes() == b"v" * 2048

@@ -95,7 +95,9 @@ def populate(root: Path) -> dict[str, str]:
     return stray
 
 
-def test_stray_entries_never_hide_a_paths_sectors(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+def test_stray_entries_never_hide_a_paths_sectors(
+    start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
+) -> None:
     index_port = free_port()
     index = start_service("index", "--listen", f"127.0.0.1:{index_port}", data_dir=tmp_path / "index-1")
     env = {"SECTORSTORAGE_WORKER_STORAGE_HEARTBEAT_S": str(HEARTBEAT_S)}
@@ -129,7 +131,9 @@ def test_stray_entries_never_hide_a_paths_sectors(start_service: StartService, m
     assert (root / "sealed" / "README.txt").read_text() == "notes\n"
 
 
-def test_cache_with_long_names_is_served_and_fetched(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+def test_cache_with_long_names_is_served_and_fetched(
+    start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
+) -> None:
     index = start_service("index")
     a = start_worker(start_service, index, manager)
     b = start_worker(start_service, index, manager)
@@ -141,12 +145,19 @@ def test_cache_with_long_names_is_served_and_fetched(start_service: StartService
     ref = sector_ref(1, 2048)
     cache_a = root / "cache" / f"s-t0{MINER}-1"
 
-    stat = a.stub.StatSectorFile(worker_pb2.StatSectorFileRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE), timeout=10)
+    stat = a.stub.StatSectorFile(
+        worker_pb2.StatSectorFileRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE), timeout=10
+    )
     assert stat.is_dir and sorted(e.name for e in stat.entries) == sorted(["p_aux", LONG_NAME])
-    msgs = list(a.stub.ReadSectorDir(worker_pb2.ReadSectorDirRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE), timeout=10))
+    msgs = list(
+        a.stub.ReadSectorDir(worker_pb2.ReadSectorDirRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE), timeout=10)
+    )
     assert len(b"".join(m.chunk.data for m in msgs)) == msgs[0].tar_size
     only_long = list(
-        a.stub.ReadSectorDir(worker_pb2.ReadSectorDirRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE, names=[LONG_NAME]), timeout=10)
+        a.stub.ReadSectorDir(
+            worker_pb2.ReadSectorDirRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE, names=[LONG_NAME]),
+            timeout=10,
+        )
     )
     assert LONG_NAME.encode() in b"".join(m.chunk.data for m in only_long)
 
@@ -155,7 +166,10 @@ def test_cache_with_long_names_is_served_and_fetched(start_service: StartService
     call = assignment(1)
     b.stub.Fetch(
         worker_pb2.FetchRequest(
-            assignment=call, sector=ref, types=[ST.SECTOR_FILE_TYPE_SEALED, ST.SECTOR_FILE_TYPE_CACHE], path_type=common_pb2.PATH_TYPE_SEALING,
+            assignment=call,
+            sector=ref,
+            types=[ST.SECTOR_FILE_TYPE_SEALED, ST.SECTOR_FILE_TYPE_CACHE],
+            path_type=common_pb2.PATH_TYPE_SEALING,
             mode=worker_pb2.FETCH_MODE_COPY,
         ),
         timeout=10,
@@ -166,5 +180,7 @@ def test_cache_with_long_names_is_served_and_fetched(start_service: StartService
     assert sorted(os.listdir(cache_b)) == sorted(["p_aux", LONG_NAME])
     for name in ("p_aux", LONG_NAME):
         assert (cache_b / name).read_bytes() == (cache_a / name).read_bytes()
-    left_out = [e for e in log_entries(a) if str(e.get("msg", "")).startswith("a file in a cache directory cannot be sent")]
+    left_out = [
+        e for e in log_entries(a) if str(e.get("msg", "")).startswith("a file in a cache directory cannot be sent")
+    ]
     assert len(left_out) == 1 and "UTF-8" in str(left_out[0]["reason"])

@@ -155,7 +155,9 @@ def fabricated_pc1_output(seal_root: Path, number: int) -> bytes:
         sparse(cache / f"sc-02-data-layer-{layer}.dat", SIZE)
     porep_id = b"ssporep1" + struct.pack("<Q", SIZE) + bytes(16)
     rid = bytearray(
-        hashlib.sha256(b"sectorstorage/porep/v1/replica-id" + PROVER + struct.pack("<Q", number) + TICKET + comm_d + porep_id).digest()
+        hashlib.sha256(
+            b"sectorstorage/porep/v1/replica-id" + PROVER + struct.pack("<Q", number) + TICKET + comm_d + porep_id
+        ).digest()
     )
     rid[31] &= 0x3F
     return (
@@ -188,10 +190,14 @@ def one(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -
     return index, worker
 
 
-def start_pc1(w: WorkerHandle, number: int, pieces: list[common_pb2.PieceInfo], timeout_s: float | None = None) -> common_pb2.CallId:
+def start_pc1(
+    w: WorkerHandle, number: int, pieces: list[common_pb2.PieceInfo], timeout_s: float | None = None
+) -> common_pb2.CallId:
     a = assignment(number, timeout_s)
     w.stub.SealPreCommit1(
-        worker_pb2.WorkerServiceSealPreCommit1Request(assignment=a, sector=sector_ref(number, SIZE), ticket=TICKET, pieces=pieces),
+        worker_pb2.WorkerServiceSealPreCommit1Request(
+            assignment=a, sector=sector_ref(number, SIZE), ticket=TICKET, pieces=pieces
+        ),
         timeout=10,
     )
     return a.call_id
@@ -208,7 +214,9 @@ def assert_freed(
     pid = w.proc.proc.pid if w.proc.proc is not None else 0
     figures: dict[str, float] = {}
     # Idle: a 250 ms window that ends within the second.
-    wait_until(lambda: cpu_cores(pid) < 0.1, "the worker to be idle", timeout=1.0 - (time.monotonic() - stopped_at), step=0)
+    wait_until(
+        lambda: cpu_cores(pid) < 0.1, "the worker to be idle", timeout=1.0 - (time.monotonic() - stopped_at), step=0
+    )
     figures["idle_s"] = time.monotonic() - stopped_at
     if rss_busy is not None:
         # The labeling buffer is 512 MiB: falling by 350 MiB shows it went (the idle worker's own
@@ -249,7 +257,9 @@ def test_abort_during_pc1_frees_the_worker_within_a_second(one: tuple[Any, Worke
     trash_goes(seal)
     # Free for the next task at once (one task at a time), which really runs.
     beat_after = time.monotonic()
-    wait_until(lambda: last_heartbeat_running(w.manager, beat_after) == [], "a heartbeat with nothing running", timeout=3)  # type: ignore[arg-type]
+    wait_until(
+        lambda: last_heartbeat_running(w.manager, beat_after) == [], "a heartbeat with nothing running", timeout=3
+    )  # type: ignore[arg-type]
     again = start_pc1(w, 1, pieces)
     wait_busy(pid, "the next PC1")
     assert w.stub.AbortCall(worker_pb2.AbortCallRequest(call_id=again), timeout=10).found
@@ -281,7 +291,10 @@ def test_abort_during_pc2_keeps_the_pc1_output_usable(one: tuple[Any, WorkerHand
     p1 = fabricated_pc1_output(seal, 3)
     before = files_under(seal, 3)
     a = assignment(3)
-    w.stub.SealPreCommit2(worker_pb2.WorkerServiceSealPreCommit2Request(assignment=a, sector=sector_ref(3, SIZE), pre_commit1_output=p1), timeout=10)
+    w.stub.SealPreCommit2(
+        worker_pb2.WorkerServiceSealPreCommit2Request(assignment=a, sector=sector_ref(3, SIZE), pre_commit1_output=p1),
+        timeout=10,
+    )
     wait_busy(pid, "PC2")
     wait_until(lambda: (seal / "sealed" / f"s-t0{MINER}-3").exists(), "PC2 writing", timeout=30)
     time.sleep(0.5)
@@ -300,7 +313,9 @@ def test_abort_during_a_fetch_removes_the_partial_file(
 ) -> None:
     index = start_service("index")
     # The source serves at 128 MiB/s: the 512 MiB fetch takes about 4 s.
-    source = start_worker(start_service, index, None, env={"SECTORSTORAGE_TEST_FAULT_SERVE_BYTES_PER_S": str(128 << 20)})
+    source = start_worker(
+        start_service, index, None, env={"SECTORSTORAGE_TEST_FAULT_SERVE_BYTES_PER_S": str(128 << 20)}
+    )
     source.attach("store", tmp_path / "src", seal=False, store=True)
     sparse(tmp_path / "src" / "sealed" / f"s-t0{MINER}-4", SIZE)
     source.stub.StorageRedeclareLocal(worker_pb2.StorageRedeclareLocalRequest(), timeout=30)
@@ -310,13 +325,18 @@ def test_abort_during_a_fetch_removes_the_partial_file(
     a = assignment(4)
     w.stub.Fetch(
         worker_pb2.FetchRequest(
-            assignment=a, sector=sector_ref(4, SIZE), types=[ST.SECTOR_FILE_TYPE_SEALED], path_type=common_pb2.PATH_TYPE_SEALING,
+            assignment=a,
+            sector=sector_ref(4, SIZE),
+            types=[ST.SECTOR_FILE_TYPE_SEALED],
+            path_type=common_pb2.PATH_TYPE_SEALING,
             mode=worker_pb2.FETCH_MODE_COPY,
         ),
         timeout=10,
     )
     partial = tmp_path / "dst" / "sealed" / "fetching" / f"s-t0{MINER}-4"
-    wait_until(lambda: partial.exists() and partial.stat().st_blocks * 512 > (64 << 20), "the download under way", timeout=30)
+    wait_until(
+        lambda: partial.exists() and partial.stat().st_blocks * 512 > (64 << 20), "the download under way", timeout=30
+    )
     aborted_at = time.monotonic()
     assert w.stub.AbortCall(worker_pb2.AbortCallRequest(call_id=a.call_id), timeout=10).found
     kind, error = w.result(a.call_id, timeout=5)
@@ -348,7 +368,9 @@ def test_sigterm_with_a_short_drain_deadline_stops_pc1_and_exits(
     assert files_under(tmp_path / "seal", 5) == ["unsealed/s-t01000-5"]
 
 
-def test_a_dispatch_refused_while_busy_is_accepted_right_after_the_abort(one: tuple[Any, WorkerHandle], tmp_path: Path) -> None:
+def test_a_dispatch_refused_while_busy_is_accepted_right_after_the_abort(
+    one: tuple[Any, WorkerHandle], tmp_path: Path
+) -> None:
     """The worker's admission (max_tasks) is freed by the stop itself, not by the end of a
     rust_core call that went on running."""
     _, w = one

@@ -48,10 +48,18 @@ def manager() -> Iterator[ManagerEndpoint]:
     endpoint.stop()
 
 
-def fetch(w: WorkerHandle, number: int, size: int, types: list[int], mode: int = worker_pb2.FETCH_MODE_COPY) -> tuple[str, object]:
+def fetch(
+    w: WorkerHandle, number: int, size: int, types: list[int], mode: int = worker_pb2.FETCH_MODE_COPY
+) -> tuple[str, object]:
     a = assignment(number)
     w.stub.Fetch(
-        worker_pb2.FetchRequest(assignment=a, sector=sector_ref(number, size), types=types, path_type=common_pb2.PATH_TYPE_SEALING, mode=mode),
+        worker_pb2.FetchRequest(
+            assignment=a,
+            sector=sector_ref(number, size),
+            types=types,
+            path_type=common_pb2.PATH_TYPE_SEALING,
+            mode=mode,
+        ),
         timeout=10,
     )
     return w.result(a.call_id)
@@ -77,22 +85,30 @@ def routes(w: WorkerHandle) -> list[tuple[object, object]]:
     return [(e["type"], e["via"]) for e in log_entries(w, "fetched")]
 
 
-def prove_on(w: WorkerHandle, ref: common_pb2.SectorRef, pieces: list[common_pb2.PieceInfo], cids: Any, size: int) -> None:
+def prove_on(
+    w: WorkerHandle, ref: common_pb2.SectorRef, pieces: list[common_pb2.PieceInfo], cids: Any, size: int
+) -> None:
     """C1 and C2 on one worker from the files it can reach; the proof must verify."""
     number = ref.id.number
     call = assignment(number)
     w.stub.SealCommit1(
-        worker_pb2.WorkerServiceSealCommit1Request(assignment=call, sector=ref, ticket=TICKET, seed=SEED, pieces=pieces, comm_r=cids.comm_r, comm_d=cids.comm_d),
+        worker_pb2.WorkerServiceSealCommit1Request(
+            assignment=call, sector=ref, ticket=TICKET, seed=SEED, pieces=pieces, comm_r=cids.comm_r, comm_d=cids.comm_d
+        ),
         timeout=10,
     )
     c1 = w.ok(call.call_id)
     call = assignment(number)
-    w.stub.SealCommit2(worker_pb2.WorkerServiceSealCommit2Request(assignment=call, sector=ref, commit1_output=c1), timeout=10)
+    w.stub.SealCommit2(
+        worker_pb2.WorkerServiceSealCommit2Request(assignment=call, sector=ref, commit1_output=c1), timeout=10
+    )
     proof = w.ok(call.call_id)
     assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, prover_id(MINER), number, TICKET, SEED, proof)
 
 
-def test_fetch_sealed_and_cache_between_workers(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+def test_fetch_sealed_and_cache_between_workers(
+    start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
+) -> None:
     index = start_service("index")
     a = start_worker(start_service, index, manager)
     b = start_worker(start_service, index, manager)
@@ -105,30 +121,51 @@ def test_fetch_sealed_and_cache_between_workers(start_service: StartService, man
     piece = a.ok(add_piece(a, number, size, data))
     pieces = [common_pb2.PieceInfo(size=size, commp=piece.commp)]
     call = assignment(number)
-    a.stub.SealPreCommit1(worker_pb2.WorkerServiceSealPreCommit1Request(assignment=call, sector=ref, ticket=TICKET, pieces=pieces), timeout=10)
+    a.stub.SealPreCommit1(
+        worker_pb2.WorkerServiceSealPreCommit1Request(assignment=call, sector=ref, ticket=TICKET, pieces=pieces),
+        timeout=10,
+    )
     p1 = a.ok(call.call_id)
     call = assignment(number)
-    a.stub.SealPreCommit2(worker_pb2.WorkerServiceSealPreCommit2Request(assignment=call, sector=ref, pre_commit1_output=p1), timeout=10)
+    a.stub.SealPreCommit2(
+        worker_pb2.WorkerServiceSealPreCommit2Request(assignment=call, sector=ref, pre_commit1_output=p1), timeout=10
+    )
     cids = a.ok(call.call_id)
 
     # Reads by range, straight from A.
     sealed_a = (tmp_path / "a" / "sealed" / name).read_bytes()
-    stream = a.stub.ReadSectorFile(worker_pb2.ReadSectorFileRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_SEALED, offset=100, length=1000), timeout=10)
+    stream = a.stub.ReadSectorFile(
+        worker_pb2.ReadSectorFileRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_SEALED, offset=100, length=1000),
+        timeout=10,
+    )
     messages = list(stream)
     assert messages[0].file_size == size and b"".join(m.chunk.data for m in messages) == sealed_a[100:1100]
     with pytest.raises(grpc.RpcError) as err:
-        list(a.stub.ReadSectorFile(worker_pb2.ReadSectorFileRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_SEALED, offset=2000, length=100), timeout=10))
+        list(
+            a.stub.ReadSectorFile(
+                worker_pb2.ReadSectorFileRequest(
+                    sector=ref.id, type=ST.SECTOR_FILE_TYPE_SEALED, offset=2000, length=100
+                ),
+                timeout=10,
+            )
+        )
     assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
 
     # The cache as a tar stream: flat, sorted, of exactly the announced size.
-    msgs = list(a.stub.ReadSectorDir(worker_pb2.ReadSectorDirRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE), timeout=10))
+    msgs = list(
+        a.stub.ReadSectorDir(worker_pb2.ReadSectorDirRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE), timeout=10)
+    )
     archive = b"".join(m.chunk.data for m in msgs)
     assert len(archive) == msgs[0].tar_size and len(archive) % 512 == 0
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         members = tar.getmembers()
         assert [m.name for m in members] == sorted(os.listdir(tmp_path / "a" / "cache" / name))
         assert all(m.isreg() for m in members)
-    subset = list(a.stub.ReadSectorDir(worker_pb2.ReadSectorDirRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE, names=["p_aux"]), timeout=10))
+    subset = list(
+        a.stub.ReadSectorDir(
+            worker_pb2.ReadSectorDirRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE, names=["p_aux"]), timeout=10
+        )
+    )
     assert subset[0].tar_size == 512 + 512 + 1024  # p_aux is 64 bytes
 
     # B fetches sealed + cache (copy): identical files, declared (not primary) in B's path.
@@ -150,7 +187,9 @@ def test_fetch_sealed_and_cache_between_workers(start_service: StartService, man
     assert kind == "done"
     assert (tmp_path / "b" / "unsealed" / name).read_bytes() == unsealed_a
     assert not (tmp_path / "a" / "unsealed" / name).exists()
-    assert [(loc.id, loc.primary) for loc in find(index, number, ST.SECTOR_FILE_TYPE_UNSEALED)] == [(b.ids["seal"], True)]
+    assert [(loc.id, loc.primary) for loc in find(index, number, ST.SECTOR_FILE_TYPE_UNSEALED)] == [
+        (b.ids["seal"], True)
+    ]
 
 
 def test_pc2_on_another_worker_than_pc1(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
@@ -167,10 +206,15 @@ def test_pc2_on_another_worker_than_pc1(start_service: StartService, manager: Ma
     piece = a.ok(add_piece(a, number, size, os.urandom(2032)))
     pieces = [common_pb2.PieceInfo(size=size, commp=piece.commp)]
     call = assignment(number)
-    a.stub.SealPreCommit1(worker_pb2.WorkerServiceSealPreCommit1Request(assignment=call, sector=ref, ticket=TICKET, pieces=pieces), timeout=10)
+    a.stub.SealPreCommit1(
+        worker_pb2.WorkerServiceSealPreCommit1Request(assignment=call, sector=ref, ticket=TICKET, pieces=pieces),
+        timeout=10,
+    )
     p1 = a.ok(call.call_id)
     call = assignment(number)
-    b.stub.SealPreCommit2(worker_pb2.WorkerServiceSealPreCommit2Request(assignment=call, sector=ref, pre_commit1_output=p1), timeout=10)
+    b.stub.SealPreCommit2(
+        worker_pb2.WorkerServiceSealPreCommit2Request(assignment=call, sector=ref, pre_commit1_output=p1), timeout=10
+    )
     cids = b.ok(call.call_id)
     assert not (tmp_path / "a" / "cache" / name).exists() and not (tmp_path / "a" / "sealed" / name).exists()
     assert (tmp_path / "b" / "sealed" / name).stat().st_size == size
@@ -232,7 +276,11 @@ def test_source_dying_mid_stream(start_service: StartService, manager: ManagerEn
     assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_TEMPORARY, error
     assert lone.proc.proc is not None and lone.proc.proc.wait(10) == 17
     # It died on the side channel, in the middle of the file.
-    failures = [str(e["error"]) for e in log_entries(dest, "fetch from a source failed; trying the next") if e["sector"] == f"{MINER}-11"]
+    failures = [
+        str(e["error"])
+        for e in log_entries(dest, "fetch from a source failed; trying the next")
+        if e["sector"] == f"{MINER}-11"
+    ]
     assert failures and "side channel closed after" in failures[-1], failures
     assert not (tmp_path / "dest" / "sealed" / f"s-t0{MINER}-11").exists()
     assert leftovers(tmp_path / "dest") == []
@@ -249,14 +297,20 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_side_channel_off_or_unreachable_falls_back_to_grpc(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+def test_side_channel_off_or_unreachable_falls_back_to_grpc(
+    start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
+) -> None:
     size = 8 << 20
     sealed = os.urandom(size)
     index = start_service("index")
     dest = start_worker(start_service, index, manager)
     off = start_worker(start_service, index, manager, env={"SECTORSTORAGE_WORKER_BULK_TRANSFER": "false"})
-    walled = start_worker(start_service, index, manager, env={"SECTORSTORAGE_WORKER_BULK_ADVERTISE": f"127.0.0.1:{closed_port()}"})
-    dying = start_worker(start_service, index, manager, env={"SECTORSTORAGE_WORKER_BULK_TRANSFER": "false", ENV_SERVE_EXIT: str(2 << 20)})
+    walled = start_worker(
+        start_service, index, manager, env={"SECTORSTORAGE_WORKER_BULK_ADVERTISE": f"127.0.0.1:{closed_port()}"}
+    )
+    dying = start_worker(
+        start_service, index, manager, env={"SECTORSTORAGE_WORKER_BULK_TRANSFER": "false", ENV_SERVE_EXIT: str(2 << 20)}
+    )
     dest.attach("p", tmp_path / "dest", seal=True, store=False)
     for number, (label, w) in enumerate([("off", off), ("walled", walled), ("dying", dying)], start=20):
         w.attach("p", tmp_path / label, seal=True, store=True)
@@ -301,7 +355,9 @@ def test_open_transfer_tickets(start_service: StartService, manager: ManagerEndp
 
     def open_transfer(**kw: object) -> worker_pb2.OpenTransferResponse:
         fields = {"sector": sector, "type": ST.SECTOR_FILE_TYPE_SEALED, **kw}
-        reply: worker_pb2.OpenTransferResponse = w.stub.OpenTransfer(worker_pb2.OpenTransferRequest(**fields), timeout=10)
+        reply: worker_pb2.OpenTransferResponse = w.stub.OpenTransfer(
+            worker_pb2.OpenTransferRequest(**fields), timeout=10
+        )
         return reply
 
     grant = open_transfer(offset=100, length=1000)
@@ -324,7 +380,9 @@ def test_open_transfer_tickets(start_service: StartService, manager: ManagerEndp
         assert err.value.code() == code, kw
 
 
-def test_fetches_go_through_a_flood_of_idle_and_garbage_connections(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+def test_fetches_go_through_a_flood_of_idle_and_garbage_connections(
+    start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
+) -> None:
     """200 connections to the source's side channel that send nothing or garbage (re-opened as
     they are closed), while 10 fetches run: every fetch completes (over the side channel, or the
     gRPC stream where the channel refused it) within twice the time the same fetches take
@@ -393,13 +451,17 @@ def test_fetches_go_through_a_flood_of_idle_and_garbage_connections(start_servic
     finally:
         stop.set()
         flooder.join(10)
-    print(f"10 fetches: {quiet:.2f} s quiet, {flooded:.2f} s under a flood ({opened[0]} connections opened); routes {routes(dest)[10:]}")
+    print(
+        f"10 fetches: {quiet:.2f} s quiet, {flooded:.2f} s under a flood ({opened[0]} connections opened); routes {routes(dest)[10:]}"
+    )
     assert opened[0] >= 200
     assert flooded <= 2 * quiet + 1.0, (quiet, flooded)
     assert os.listdir(tmp_path / "dest" / "sealed" / "fetching") == []
 
 
-def test_a_side_channel_that_refuses_falls_back_to_grpc(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+def test_a_side_channel_that_refuses_falls_back_to_grpc(
+    start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
+) -> None:
     """A side channel that accepts and closes every connection unserved (as a full or flooded
     one does): the fetch takes the gRPC stream from the same source, and says why."""
     import threading
@@ -425,7 +487,12 @@ def test_a_side_channel_that_refuses_falls_back_to_grpc(start_service: StartServ
         sealed = os.urandom(size)
         index = start_service("index")
         dest = start_worker(start_service, index, manager)
-        full = start_worker(start_service, index, manager, env={"SECTORSTORAGE_WORKER_BULK_ADVERTISE": f"127.0.0.1:{refuser.getsockname()[1]}"})
+        full = start_worker(
+            start_service,
+            index,
+            manager,
+            env={"SECTORSTORAGE_WORKER_BULK_ADVERTISE": f"127.0.0.1:{refuser.getsockname()[1]}"},
+        )
         dest.attach("p", tmp_path / "dest", seal=True, store=False)
         full.attach("p", tmp_path / "full", seal=True, store=True)
         plant(full, "p", 30, sealed, {"p_aux": b"x" * 64})

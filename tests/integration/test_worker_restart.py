@@ -30,7 +30,9 @@ def manager() -> Iterator[ManagerEndpoint]:
     endpoint.stop()
 
 
-def test_results_redelivered_after_restart(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+def test_results_redelivered_after_restart(
+    start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
+) -> None:
     index = start_service("index")
     w = start_worker(start_service, index, manager)
     w.attach("p", tmp_path / "p", seal=True, store=False)
@@ -69,9 +71,15 @@ def test_results_redelivered_after_restart(start_service: StartService, manager:
 
 
 @pytest.mark.parametrize("stop", ["kill", "sigterm", "sigterm-drain-timeout"])
-def test_running_call_returns_worker_restarted(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path, stop: str) -> None:
+def test_running_call_returns_worker_restarted(
+    start_service: StartService, manager: ManagerEndpoint, tmp_path: Path, stop: str
+) -> None:
     index = start_service("index")
-    env = {"SECTORSTORAGE_WORKER_DRAIN_TIMEOUT_S": "0", "SECTORSTORAGE_TEST_FAULT_TASK_HANG": "PC1=1"} if stop == "sigterm-drain-timeout" else {}
+    env = (
+        {"SECTORSTORAGE_WORKER_DRAIN_TIMEOUT_S": "0", "SECTORSTORAGE_TEST_FAULT_TASK_HANG": "PC1=1"}
+        if stop == "sigterm-drain-timeout"
+        else {}
+    )
     w = start_worker(start_service, index, manager, env=env)
     w.attach("p", tmp_path / "p", seal=True, store=False)
     size = 8 << 20
@@ -79,7 +87,10 @@ def test_running_call_returns_worker_restarted(start_service: StartService, mana
     a = assignment(1)
     w.stub.SealPreCommit1(
         worker_pb2.WorkerServiceSealPreCommit1Request(
-            assignment=a, sector=sector_ref(1, size), ticket=TICKET, pieces=[common_pb2.PieceInfo(size=size, commp=piece.commp)]
+            assignment=a,
+            sector=sector_ref(1, size),
+            ticket=TICKET,
+            pieces=[common_pb2.PieceInfo(size=size, commp=piece.commp)],
         ),
         timeout=10,
     )
@@ -96,7 +107,11 @@ def test_running_call_returns_worker_restarted(start_service: StartService, mana
         if stop == "sigterm":
             assert kind != "error", value
         else:
-            assert kind == "error" and value.code == common_pb2.TASK_ERROR_CODE_TEMPORARY and "drain_timeout_s" in value.message
+            assert (
+                kind == "error"
+                and value.code == common_pb2.TASK_ERROR_CODE_TEMPORARY
+                and "drain_timeout_s" in value.message
+            )
     again = start_worker(start_service, index, manager, data_dir=w.proc.data_dir)
     if stop == "kill":
         kind, error = again.result(a.call_id, timeout=30)

@@ -47,23 +47,55 @@ def test_attach_errors_and_stat(start_service: StartService, manager: ManagerEnd
     w = start_worker(start_service, index, manager)
     attach = w.stub.StorageAttachLocal
     init = worker_pb2.StoragePathConfig(can_seal=True)
-    assert code_of(lambda: attach(worker_pb2.StorageAttachLocalRequest(path="relative/dir", init=init), timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
-    assert code_of(lambda: attach(worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "x" / ".." / "y"), init=init), timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        code_of(lambda: attach(worker_pb2.StorageAttachLocalRequest(path="relative/dir", init=init), timeout=10))
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert (
+        code_of(
+            lambda: attach(
+                worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "x" / ".." / "y"), init=init), timeout=10
+            )
+        )
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
     neither = worker_pb2.StoragePathConfig()
-    assert code_of(lambda: attach(worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "n"), init=neither), timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
-    both = worker_pb2.StoragePathConfig(can_seal=True, allow_types=[ST.SECTOR_FILE_TYPE_SEALED], deny_types=[ST.SECTOR_FILE_TYPE_SEALED])
-    assert code_of(lambda: attach(worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "b"), init=both), timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
-    assert code_of(lambda: attach(worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "missing")), timeout=10)) == grpc.StatusCode.NOT_FOUND
+    assert (
+        code_of(
+            lambda: attach(worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "n"), init=neither), timeout=10)
+        )
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    both = worker_pb2.StoragePathConfig(
+        can_seal=True, allow_types=[ST.SECTOR_FILE_TYPE_SEALED], deny_types=[ST.SECTOR_FILE_TYPE_SEALED]
+    )
+    assert (
+        code_of(lambda: attach(worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "b"), init=both), timeout=10))
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert (
+        code_of(lambda: attach(worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "missing")), timeout=10))
+        == grpc.StatusCode.NOT_FOUND
+    )
 
     storage_id = w.attach("p", tmp_path / "p", seal=True, store=False, max_storage=1 << 30)
     meta = (tmp_path / "p" / "sectorstore.json").read_text()
     assert storage_id in meta and '"CanSeal": true' in meta
     assert sorted(os.listdir(tmp_path / "p")) == ["cache", "sealed", "sectorstore.json", "unsealed"]
-    assert code_of(lambda: attach(worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "p"), init=init), timeout=10)) == grpc.StatusCode.ALREADY_EXISTS
-    assert code_of(lambda: attach(worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "p")), timeout=10)) == grpc.StatusCode.ALREADY_EXISTS
+    assert (
+        code_of(lambda: attach(worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "p"), init=init), timeout=10))
+        == grpc.StatusCode.ALREADY_EXISTS
+    )
+    assert (
+        code_of(lambda: attach(worker_pb2.StorageAttachLocalRequest(path=str(tmp_path / "p")), timeout=10))
+        == grpc.StatusCode.ALREADY_EXISTS
+    )
     stat = w.stub.StatPath(worker_pb2.StatPathRequest(storage_id=storage_id), timeout=10).stat
     assert stat.max == 1 << 30 and stat.available <= 1 << 30 and stat.capacity > 0
-    assert code_of(lambda: w.stub.StatPath(worker_pb2.StatPathRequest(storage_id="nope"), timeout=10)) == grpc.StatusCode.NOT_FOUND
+    assert (
+        code_of(lambda: w.stub.StatPath(worker_pb2.StatPathRequest(storage_id="nope"), timeout=10))
+        == grpc.StatusCode.NOT_FOUND
+    )
 
     # storage.json lists the path; a detached path leaves it (files stay).
     storage_json = w.proc.data_dir / "storage.json"
@@ -76,7 +108,9 @@ def test_attach_errors_and_stat(start_service: StartService, manager: ManagerEnd
     assert again.path.info.id == storage_id
 
 
-def test_reservations_prevent_overcommit_near_max_storage(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+def test_reservations_prevent_overcommit_near_max_storage(
+    start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
+) -> None:
     index = start_service("index")
     w = start_worker(start_service, index, manager)
     size = 8 << 20
@@ -96,7 +130,10 @@ def test_reservations_prevent_overcommit_near_max_storage(start_service: StartSe
     for n in (1, 2):
         a = assignment(n)
         req = worker_pb2.WorkerServiceSealPreCommit1Request(
-            assignment=a, sector=sector_ref(n, size), ticket=TICKET, pieces=[common_pb2.PieceInfo(size=size, commp=pieces[n].commp)]
+            assignment=a,
+            sector=sector_ref(n, size),
+            ticket=TICKET,
+            pieces=[common_pb2.PieceInfo(size=size, commp=pieces[n].commp)],
         )
         w.stub.SealPreCommit1(req, timeout=10)
         calls[n] = a.call_id
@@ -114,14 +151,19 @@ def test_reservations_prevent_overcommit_near_max_storage(start_service: StartSe
     a = assignment(failed)
     w.stub.SealPreCommit1(
         worker_pb2.WorkerServiceSealPreCommit1Request(
-            assignment=a, sector=sector_ref(failed, size), ticket=TICKET, pieces=[common_pb2.PieceInfo(size=size, commp=pieces[failed].commp)]
+            assignment=a,
+            sector=sector_ref(failed, size),
+            ticket=TICKET,
+            pieces=[common_pb2.PieceInfo(size=size, commp=pieces[failed].commp)],
         ),
         timeout=10,
     )
     assert w.result(a.call_id)[0] == "pre_commit1_output"
 
 
-def test_serving_refuses_traversal_and_symlinks(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
+def test_serving_refuses_traversal_and_symlinks(
+    start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
+) -> None:
     index = start_service("index")
     w = start_worker(start_service, index, manager)
     root = tmp_path / "p"
@@ -140,7 +182,12 @@ def test_serving_refuses_traversal_and_symlinks(start_service: StartService, man
     (root / "cache" / f"s-t0{MINER}-3").symlink_to(outside)
     sid = lambda n: common_pb2.SectorId(miner=MINER, number=n)  # noqa: E731
     read_dir = lambda n, names=(), storage="": list(  # noqa: E731
-        w.stub.ReadSectorDir(worker_pb2.ReadSectorDirRequest(sector=sid(n), type=ST.SECTOR_FILE_TYPE_CACHE, names=list(names), storage_id=storage), timeout=10)
+        w.stub.ReadSectorDir(
+            worker_pb2.ReadSectorDirRequest(
+                sector=sid(n), type=ST.SECTOR_FILE_TYPE_CACHE, names=list(names), storage_id=storage
+            ),
+            timeout=10,
+        )
     )
     read_file = lambda n, t=ST.SECTOR_FILE_TYPE_SEALED, storage="": list(  # noqa: E731
         w.stub.ReadSectorFile(worker_pb2.ReadSectorFileRequest(sector=sid(n), type=t, storage_id=storage), timeout=10)
@@ -150,13 +197,22 @@ def test_serving_refuses_traversal_and_symlinks(start_service: StartService, man
     assert b"".join(m.chunk.data for m in read_file(1)) == b"\1" * 2048
     archive = b"".join(m.chunk.data for m in read_dir(1))
     assert b"top secret" not in archive and b"evil" not in archive and b"subdir" not in archive and b"p_aux" in archive
-    stat = w.stub.StatSectorFile(worker_pb2.StatSectorFileRequest(sector=sid(1), type=ST.SECTOR_FILE_TYPE_CACHE), timeout=10)
+    stat = w.stub.StatSectorFile(
+        worker_pb2.StatSectorFileRequest(sector=sid(1), type=ST.SECTOR_FILE_TYPE_CACHE), timeout=10
+    )
     assert [e.name for e in stat.entries] == ["p_aux"] and stat.is_dir
 
     for names in (["../../outside/secret"], ["/etc/passwd"], ["subdir/x"], ["evil"], [".."], ["subdir"]):
         assert code_of(lambda: read_dir(1, names)) == grpc.StatusCode.NOT_FOUND, names
     assert code_of(lambda: read_file(2)) == grpc.StatusCode.NOT_FOUND
-    assert code_of(lambda: w.stub.StatSectorFile(worker_pb2.StatSectorFileRequest(sector=sid(2), type=ST.SECTOR_FILE_TYPE_SEALED), timeout=10)) == grpc.StatusCode.NOT_FOUND
+    assert (
+        code_of(
+            lambda: w.stub.StatSectorFile(
+                worker_pb2.StatSectorFileRequest(sector=sid(2), type=ST.SECTOR_FILE_TYPE_SEALED), timeout=10
+            )
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )
     assert code_of(lambda: read_dir(3)) == grpc.StatusCode.NOT_FOUND
     for bad_id in ("../../outside", str(outside), "nope"):
         assert code_of(lambda: read_file(1, storage=bad_id)) == grpc.StatusCode.NOT_FOUND
@@ -165,9 +221,14 @@ def test_serving_refuses_traversal_and_symlinks(start_service: StartService, man
     assert code_of(lambda: read_file(1, t=8)) == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[arg-type]
     assert code_of(lambda: read_file(1, t=0)) == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[arg-type]
     assert code_of(lambda: read_file(1, t=ST.SECTOR_FILE_TYPE_CACHE)) == grpc.StatusCode.FAILED_PRECONDITION
-    assert code_of(
-        lambda: w.stub.ReadSectorDir(worker_pb2.ReadSectorDirRequest(sector=sid(1), type=ST.SECTOR_FILE_TYPE_SEALED), timeout=10)
-    ) == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        code_of(
+            lambda: w.stub.ReadSectorDir(
+                worker_pb2.ReadSectorDirRequest(sector=sid(1), type=ST.SECTOR_FILE_TYPE_SEALED), timeout=10
+            )
+        )
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
     # Out-of-range sector numbers and miner 0.
     big = common_pb2.SectorId(miner=MINER, number=2**63)
     assert code_of(lambda: read_file_raw(w, big)) == grpc.StatusCode.INVALID_ARGUMENT
@@ -181,4 +242,8 @@ def test_serving_refuses_traversal_and_symlinks(start_service: StartService, man
 
 
 def read_file_raw(w: WorkerHandle, sector: common_pb2.SectorId) -> list[worker_pb2.ReadSectorFileResponse]:
-    return list(w.stub.ReadSectorFile(worker_pb2.ReadSectorFileRequest(sector=sector, type=ST.SECTOR_FILE_TYPE_SEALED), timeout=10))
+    return list(
+        w.stub.ReadSectorFile(
+            worker_pb2.ReadSectorFileRequest(sector=sector, type=ST.SECTOR_FILE_TYPE_SEALED), timeout=10
+        )
+    )

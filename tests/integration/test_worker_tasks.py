@@ -75,13 +75,18 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
     # PC1, PC2.
     pieces = [common_pb2.PieceInfo(size=size, piece_cid=piece.piece_cid)]
     a = assignment(number)
-    w.stub.SealPreCommit1(worker_pb2.WorkerServiceSealPreCommit1Request(assignment=a, sector=ref, ticket=TICKET, pieces=pieces), timeout=10)
+    w.stub.SealPreCommit1(
+        worker_pb2.WorkerServiceSealPreCommit1Request(assignment=a, sector=ref, ticket=TICKET, pieces=pieces),
+        timeout=10,
+    )
     p1 = w.ok(a.call_id)
     # PC1 makes the cache only; the sealed file is PC2's output (no empty placeholder to fetch).
     assert not (tmp_path / "seal" / "sealed" / name).exists() and (tmp_path / "seal" / "cache" / name).is_dir()
     assert find(index, number, ST.SECTOR_FILE_TYPE_SEALED) == []
     a = assignment(number)
-    w.stub.SealPreCommit2(worker_pb2.WorkerServiceSealPreCommit2Request(assignment=a, sector=ref, pre_commit1_output=p1), timeout=10)
+    w.stub.SealPreCommit2(
+        worker_pb2.WorkerServiceSealPreCommit2Request(assignment=a, sector=ref, pre_commit1_output=p1), timeout=10
+    )
     cids = w.ok(a.call_id)
     assert cids.comm_d == rust_core.unsealed_commitment(size, [(size, piece.commp)])
     assert cids.sealed_cid == rust_core.sealed_cid(cids.comm_r)
@@ -98,7 +103,9 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
     )
     c1 = w.ok(a.call_id)
     a = assignment(number)
-    w.stub.SealCommit2(worker_pb2.WorkerServiceSealCommit2Request(assignment=a, sector=ref, commit1_output=c1), timeout=10)
+    w.stub.SealCommit2(
+        worker_pb2.WorkerServiceSealCommit2Request(assignment=a, sector=ref, commit1_output=c1), timeout=10
+    )
     proof = w.ok(a.call_id)
     assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, PROVER, number, TICKET, SEED, proof)
 
@@ -107,7 +114,9 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
     assert any(n.startswith("sc-02-data-layer") for n in names(cache))
     a = assignment(number)
     keep = [common_pb2.UnpaddedByteRange(offset=0, size=len(data))]
-    w.stub.FinalizeSector(worker_pb2.WorkerServiceFinalizeSectorRequest(assignment=a, sector=ref, keep_unsealed=keep), timeout=10)
+    w.stub.FinalizeSector(
+        worker_pb2.WorkerServiceFinalizeSectorRequest(assignment=a, sector=ref, keep_unsealed=keep), timeout=10
+    )
     assert w.result(a.call_id)[0] == "done"
     assert names(cache) == ["p_aux", "sc-02-data-tree-r-last.dat"]
 
@@ -125,7 +134,9 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
     # ReadPiece streams the original bytes.
     def read_piece() -> bytes:
         stream = w.stub.ReadPiece(
-            worker_pb2.WorkerServiceReadPieceRequest(sector=ref, range=common_pb2.UnpaddedByteRange(offset=0, size=len(data))),
+            worker_pb2.WorkerServiceReadPieceRequest(
+                sector=ref, range=common_pb2.UnpaddedByteRange(offset=0, size=len(data))
+            ),
             timeout=30,
         )
         return b"".join(m.chunk.data for m in stream)
@@ -134,7 +145,9 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
 
     # ReleaseUnsealed (all): the unsealed copy goes; ReadPiece is then NOT_FOUND.
     a = assignment(number)
-    w.stub.ReleaseUnsealed(worker_pb2.WorkerServiceReleaseUnsealedRequest(assignment=a, sector=ref, all=True), timeout=10)
+    w.stub.ReleaseUnsealed(
+        worker_pb2.WorkerServiceReleaseUnsealedRequest(assignment=a, sector=ref, all=True), timeout=10
+    )
     assert w.result(a.call_id)[0] == "done"
     assert not (tmp_path / "store" / "unsealed" / name).exists()
     with pytest.raises(grpc.RpcError) as err:
@@ -145,7 +158,11 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
     a = assignment(number)
     w.stub.UnsealPiece(
         worker_pb2.WorkerServiceUnsealPieceRequest(
-            assignment=a, sector=ref, range=common_pb2.UnpaddedByteRange(offset=0, size=len(data)), ticket=TICKET, comm_d=cids.comm_d
+            assignment=a,
+            sector=ref,
+            range=common_pb2.UnpaddedByteRange(offset=0, size=len(data)),
+            ticket=TICKET,
+            comm_d=cids.comm_d,
         ),
         timeout=10,
     )
@@ -160,7 +177,10 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
                 assignment=assignment(number),
                 proof_type=ref.proof_type,  # window ids equal the seal proof ids (5..9)
                 randomness=randomness,
-                sectors=[common_pb2.ProvingSector(sector=ref, comm_r=cids.comm_r), common_pb2.ProvingSector(sector=sector_ref(99, size), comm_r=cids.comm_r)],
+                sectors=[
+                    common_pb2.ProvingSector(sector=ref, comm_r=cids.comm_r),
+                    common_pb2.ProvingSector(sector=sector_ref(99, size), comm_r=cids.comm_r),
+                ],
             ),
             timeout=60,
         )
@@ -168,7 +188,10 @@ def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, si
     # One message per sector in order; the missing sector's error does not stop the others.
     assert [r.sector.number for r in replies] == [number, 99]
     assert replies[0].WhichOneof("outcome") == "vanilla_proof"
-    assert replies[1].WhichOneof("outcome") == "error" and replies[1].error.code == common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND
+    assert (
+        replies[1].WhichOneof("outcome") == "error"
+        and replies[1].error.code == common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND
+    )
     assert rust_core.verify_single_vanilla_proof(
         size, randomness, PROVER, (number, cids.comm_r), replies[0].vanilla_proof, "window"
     )
@@ -198,8 +221,13 @@ def test_add_piece_aligns_pieces_and_rejects_bad_streams(fleet: tuple[object, Wo
 
     # A stream with too few bytes fails the RPC and marks nothing; no Return is sent.
     a = assignment(number)
-    header = worker_pb2.WorkerServiceAddPieceHeader(assignment=a, sector=sector_ref(number, size), existing_piece_sizes=[127, 254, 127], piece_size=508)
-    short = [worker_pb2.WorkerServiceAddPieceRequest(header=header), worker_pb2.WorkerServiceAddPieceRequest(chunk=common_pb2.Chunk(offset=0, data=b"x" * 100))]
+    header = worker_pb2.WorkerServiceAddPieceHeader(
+        assignment=a, sector=sector_ref(number, size), existing_piece_sizes=[127, 254, 127], piece_size=508
+    )
+    short = [
+        worker_pb2.WorkerServiceAddPieceRequest(header=header),
+        worker_pb2.WorkerServiceAddPieceRequest(chunk=common_pb2.Chunk(offset=0, data=b"x" * 100)),
+    ]
     with pytest.raises(grpc.RpcError) as err:
         w.stub.AddPiece(iter(short), timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -213,7 +241,12 @@ def test_add_piece_aligns_pieces_and_rejects_bad_streams(fleet: tuple[object, Wo
 
     # Header errors: not 127*2^k, does not fit.
     for existing, piece in (([], 100), ([1016], 2032)):
-        h = worker_pb2.WorkerServiceAddPieceHeader(assignment=assignment(number), sector=sector_ref(number, size), existing_piece_sizes=existing, piece_size=piece)
+        h = worker_pb2.WorkerServiceAddPieceHeader(
+            assignment=assignment(number),
+            sector=sector_ref(number, size),
+            existing_piece_sizes=existing,
+            piece_size=piece,
+        )
         with pytest.raises(grpc.RpcError) as err:
             w.stub.AddPiece(iter([worker_pb2.WorkerServiceAddPieceRequest(header=h)]), timeout=30)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
@@ -227,17 +260,34 @@ def test_task_failures_come_back_as_task_errors(fleet: tuple[object, WorkerHandl
     # PC1 with a commP that does not match the unsealed data: permanent.
     a = assignment(3)
     wrong = [common_pb2.PieceInfo(size=size, commp=bytes(32))]
-    w.stub.SealPreCommit1(worker_pb2.WorkerServiceSealPreCommit1Request(assignment=a, sector=sector_ref(3, size), ticket=TICKET, pieces=wrong), timeout=10)
+    w.stub.SealPreCommit1(
+        worker_pb2.WorkerServiceSealPreCommit1Request(
+            assignment=a, sector=sector_ref(3, size), ticket=TICKET, pieces=wrong
+        ),
+        timeout=10,
+    )
     kind, error = w.result(a.call_id)
-    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_PERMANENT and "does not match the unsealed file" in error.message
+    assert (
+        kind == "error"
+        and error.code == common_pb2.TASK_ERROR_CODE_PERMANENT
+        and "does not match the unsealed file" in error.message
+    )
     # PC2 of a sector that has no files anywhere: sector not found.
     a = assignment(4)
-    w.stub.SealPreCommit2(worker_pb2.WorkerServiceSealPreCommit2Request(assignment=a, sector=sector_ref(4, size), pre_commit1_output=b"x"), timeout=10)
+    w.stub.SealPreCommit2(
+        worker_pb2.WorkerServiceSealPreCommit2Request(
+            assignment=a, sector=sector_ref(4, size), pre_commit1_output=b"x"
+        ),
+        timeout=10,
+    )
     kind, error = w.result(a.call_id)
     assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND
     # C2 of garbage: permanent.
     a = assignment(4)
-    w.stub.SealCommit2(worker_pb2.WorkerServiceSealCommit2Request(assignment=a, sector=sector_ref(4, size), commit1_output=b"garbage"), timeout=10)
+    w.stub.SealCommit2(
+        worker_pb2.WorkerServiceSealCommit2Request(assignment=a, sector=sector_ref(4, size), commit1_output=b"garbage"),
+        timeout=10,
+    )
     kind, error = w.result(a.call_id)
     assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_PERMANENT
 

@@ -79,13 +79,19 @@ class ManagerEndpoint(manager_pb2_grpc.ManagerServiceServicer):
     def stop(self) -> None:
         self.server.stop(0)
 
-    def RegisterWorker(self, request: manager_pb2.RegisterWorkerRequest, context: grpc.ServicerContext) -> manager_pb2.RegisterWorkerResponse:
+    def RegisterWorker(
+        self, request: manager_pb2.RegisterWorkerRequest, context: grpc.ServicerContext
+    ) -> manager_pb2.RegisterWorkerResponse:
         with self.cond:
             self.registrations.append(request)
             self.cond.notify_all()
-        return manager_pb2.RegisterWorkerResponse(manager_session_id=self.session, heartbeat_interval=Duration(seconds=1))
+        return manager_pb2.RegisterWorkerResponse(
+            manager_session_id=self.session, heartbeat_interval=Duration(seconds=1)
+        )
 
-    def WorkerHeartbeat(self, request: manager_pb2.WorkerHeartbeatRequest, context: grpc.ServicerContext) -> manager_pb2.WorkerHeartbeatResponse:
+    def WorkerHeartbeat(
+        self, request: manager_pb2.WorkerHeartbeatRequest, context: grpc.ServicerContext
+    ) -> manager_pb2.WorkerHeartbeatResponse:
         with self.cond:
             self.heartbeats.append(request)
         return manager_pb2.WorkerHeartbeatResponse(manager_session_id=self.session)
@@ -155,7 +161,9 @@ class WorkerHandle:
         reply = self.stub.StorageAttachLocal(
             worker_pb2.StorageAttachLocalRequest(
                 path=str(root),
-                init=worker_pb2.StoragePathConfig(weight=weight, can_seal=seal, can_store=store, max_storage=max_storage),
+                init=worker_pb2.StoragePathConfig(
+                    weight=weight, can_seal=seal, can_store=store, max_storage=max_storage
+                ),
             ),
             timeout=30,
         )
@@ -174,7 +182,12 @@ class WorkerHandle:
 
 
 def start_worker(
-    start_service: StartService, index: ServiceProcess, manager: ManagerEndpoint | None, *, env: dict[str, str] | None = None, data_dir: Path | None = None
+    start_service: StartService,
+    index: ServiceProcess,
+    manager: ManagerEndpoint | None,
+    *,
+    env: dict[str, str] | None = None,
+    data_dir: Path | None = None,
 ) -> WorkerHandle:
     args = ["--index", index.address]
     if manager is not None:
@@ -190,7 +203,8 @@ def index_stub(index: ServiceProcess) -> index_pb2_grpc.IndexServiceStub:
 
 def find(index: ServiceProcess, number: int, *types: int) -> list[index_pb2.SectorStorageInfo]:
     reply = index_stub(index).StorageFindSector(
-        index_pb2.StorageFindSectorRequest(sector=common_pb2.SectorId(miner=MINER, number=number), types=list(types)), timeout=10
+        index_pb2.StorageFindSectorRequest(sector=common_pb2.SectorId(miner=MINER, number=number), types=list(types)),
+        timeout=10,
     )
     return list(reply.locations)
 
@@ -210,13 +224,19 @@ def assignment(number: int, timeout_s: float | None = None) -> worker_pb2.TaskAs
     return a
 
 
-def piece_stream(header: worker_pb2.WorkerServiceAddPieceHeader, data: bytes, chunk: int = 1 << 20) -> Iterator[worker_pb2.WorkerServiceAddPieceRequest]:
+def piece_stream(
+    header: worker_pb2.WorkerServiceAddPieceHeader, data: bytes, chunk: int = 1 << 20
+) -> Iterator[worker_pb2.WorkerServiceAddPieceRequest]:
     yield worker_pb2.WorkerServiceAddPieceRequest(header=header)
     for offset in range(0, len(data), chunk):
-        yield worker_pb2.WorkerServiceAddPieceRequest(chunk=common_pb2.Chunk(offset=offset, data=data[offset : offset + chunk]))
+        yield worker_pb2.WorkerServiceAddPieceRequest(
+            chunk=common_pb2.Chunk(offset=offset, data=data[offset : offset + chunk])
+        )
 
 
-def add_piece(w: WorkerHandle, number: int, size: int, data: bytes, existing: list[int] | None = None) -> common_pb2.CallId:
+def add_piece(
+    w: WorkerHandle, number: int, size: int, data: bytes, existing: list[int] | None = None
+) -> common_pb2.CallId:
     a = assignment(number)
     header = worker_pb2.WorkerServiceAddPieceHeader(
         assignment=a, sector=sector_ref(number, size), existing_piece_sizes=existing or [], piece_size=len(data)

@@ -90,7 +90,10 @@ class LiveFleet:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def alive(self) -> dict[str, bool]:
-        return {name: p.proc is not None and p.proc.poll() is None and self.serving(name) for name, p in self.processes.items()}
+        return {
+            name: p.proc is not None and p.proc.poll() is None and self.serving(name)
+            for name, p in self.processes.items()
+        }
 
     def sealed_file(self) -> Path:
         return self.storage / "sealed" / f"s-t0{FIXTURE_MINER}-{SEALED_NUMBER}"
@@ -159,7 +162,9 @@ def start_fleet(
     started: list[ServiceProcess] = []
 
     def start(name: str, *args: str, extra: dict[str, str]) -> ServiceProcess:
-        proc = ServiceProcess(name=name, data_dir=root / name, args=args, env={**extra, **env.get(name, {})}, secret=TEST_SECRET)
+        proc = ServiceProcess(
+            name=name, data_dir=root / name, args=args, env={**extra, **env.get(name, {})}, secret=TEST_SECRET
+        )
         started.append(proc)
         return proc.start()
 
@@ -169,13 +174,17 @@ def start_fleet(
         worker = start("worker", "--index", index.address, "--manager", manager.address, extra=FAST_WORKER_ENV)
         fleet = LiveFleet(root, index, manager, worker, root / "store", "", credentials)
         reply = fleet.worker_stub().StorageAttachLocal(
-            worker_pb2.StorageAttachLocalRequest(path=str(fleet.storage), init=worker_pb2.StoragePathConfig(can_seal=True, can_store=True)),
+            worker_pb2.StorageAttachLocalRequest(
+                path=str(fleet.storage), init=worker_pb2.StoragePathConfig(can_seal=True, can_store=True)
+            ),
             timeout=30,
         )
         fleet.storage_id = reply.path.info.id
         _wait_registered(fleet)
         if seal:
-            ref = common_pb2.SectorRef(id=common_pb2.SectorId(miner=FIXTURE_MINER, number=SEALED_NUMBER), proof_type=P2K)
+            ref = common_pb2.SectorRef(
+                id=common_pb2.SectorId(miner=FIXTURE_MINER, number=SEALED_NUMBER), proof_type=P2K
+            )
             fleet.data = piece_data(SEALED_NUMBER, P2K)
             fleet.sealed = seal_sector(fleet.manager_stub(), ref, fleet.data, TICKET, SEED)
             assert fleet.sealed.verified

@@ -57,7 +57,9 @@ _EDGES = [0, 1, -1, 127, 128, 2048, 2**31 - 1, -(2**31), 2**32 - 1, 2**63 - 1, -
 def _ints(lo: int, hi: int) -> st.SearchStrategy[int]:
     """Boundaries of the type and of the domain (sizes, padding), small values, anything."""
     edges = [e for e in _EDGES if lo <= e <= hi]
-    return st.one_of(st.sampled_from(edges), st.integers(-1000, 1000).filter(lambda v: lo <= v <= hi), st.integers(lo, hi))
+    return st.one_of(
+        st.sampled_from(edges), st.integers(-1000, 1000).filter(lambda v: lo <= v <= hi), st.integers(lo, hi)
+    )
 
 
 _INT32 = _ints(-(2**31), 2**31 - 1)
@@ -85,7 +87,9 @@ _SCALARS: dict[int, st.SearchStrategy[Any]] = {
 
 def _enum(field: FieldDescriptor) -> st.SearchStrategy[int]:
     known = [v.number for v in field.enum_type.values]
-    return st.one_of(st.sampled_from(known), st.sampled_from([-1, max(known) + 1, 2**31 - 1]), st.integers(-(2**31), 2**31 - 1))
+    return st.one_of(
+        st.sampled_from(known), st.sampled_from([-1, max(known) + 1, 2**31 - 1]), st.integers(-(2**31), 2**31 - 1)
+    )
 
 
 def _value(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
@@ -105,7 +109,9 @@ def _message(draw: st.DrawFn, descriptor: Descriptor, depth: int) -> Message:
     msg = GetMessageClass(descriptor)()
     if depth > MAX_DEPTH:
         return msg
-    real_oneofs = [o for o in descriptor.oneofs if not (len(o.fields) == 1 and o.fields[0].has_presence and o.name.startswith("_"))]
+    real_oneofs = [
+        o for o in descriptor.oneofs if not (len(o.fields) == 1 and o.fields[0].has_presence and o.name.startswith("_"))
+    ]
     chosen = {o.name: draw(st.sampled_from([None, *o.fields])) for o in real_oneofs}
     for field in descriptor.fields:
         oneof = field.containing_oneof
@@ -116,7 +122,10 @@ def _message(draw: st.DrawFn, descriptor: Descriptor, depth: int) -> Message:
             continue
         if _is_repeated(field):
             if field.message_type is not None and field.message_type.GetOptions().map_entry:
-                key_field, value_field = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+                key_field, value_field = (
+                    field.message_type.fields_by_name["key"],
+                    field.message_type.fields_by_name["value"],
+                )
                 entries = draw(st.dictionaries(_value(key_field, depth), _value(value_field, depth), max_size=3))
                 target = getattr(msg, field.name)
                 for k, v in entries.items():

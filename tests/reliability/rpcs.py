@@ -18,7 +18,11 @@ from services.common.auth import Permission
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2
 
 # Service process name -> the generated module whose descriptor holds its service.
-SERVICES = {"index": (index_pb2, "IndexService"), "manager": (manager_pb2, "ManagerService"), "worker": (worker_pb2, "WorkerService")}
+SERVICES = {
+    "index": (index_pb2, "IndexService"),
+    "manager": (manager_pb2, "ManagerService"),
+    "worker": (worker_pb2, "WorkerService"),
+}
 # Codes a server must never answer bad input with: they mean an unhandled exception.
 CRASH_CODES = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS})
 
@@ -78,7 +82,10 @@ def invoke(
     (a truncated upload; the deadline cuts it). `cancel_after_first`: a server stream is
     cancelled after its first message instead of being read to the end."""
     m = rpc.method
-    kwargs = {"request_serializer": rpc.request_class().SerializeToString, "response_deserializer": rpc.response_class().FromString}
+    kwargs = {
+        "request_serializer": rpc.request_class().SerializeToString,
+        "response_deserializer": rpc.response_class().FromString,
+    }
     release = threading.Event()
 
     def stream() -> Iterator[Message]:
@@ -96,13 +103,19 @@ def invoke(
             channel.stream_unary(rpc.path, **kwargs)(stream(), **call_kwargs)
             responses = 1
         else:
-            method = channel.unary_stream(rpc.path, **kwargs) if not m.client_streaming else channel.stream_stream(rpc.path, **kwargs)
+            method = (
+                channel.unary_stream(rpc.path, **kwargs)
+                if not m.client_streaming
+                else channel.stream_stream(rpc.path, **kwargs)
+            )
             call = method(requests[0] if not m.client_streaming else stream(), **call_kwargs)
             for _ in call:
                 responses += 1
                 if cancel_after_first:
                     call.cancel()
-                    return Outcome(grpc.StatusCode.CANCELLED, "cancelled by the client after the first message", responses)
+                    return Outcome(
+                        grpc.StatusCode.CANCELLED, "cancelled by the client after the first message", responses
+                    )
     except grpc.RpcError as exc:
         return Outcome(exc.code(), exc.details() or "", responses)  # type: ignore[attr-defined]
     finally:

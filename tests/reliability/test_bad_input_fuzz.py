@@ -38,7 +38,13 @@ FUZZ_EXAMPLES = int(os.environ.get("SECTORSTORAGE_FUZZ_EXAMPLES", "16"))
 CALL_TIMEOUT_S = 1.0
 ST = common_pb2.SectorFileType
 # Files outside the fleet that a path-traversal bug would create or change.
-SENTINELS = [Path("/tmp/etc"), Path("/sectorstore.json"), Path("/etc/sectorstore.json"), Path("/sealed"), Path("/tmp/sealed")]
+SENTINELS = [
+    Path("/tmp/etc"),
+    Path("/sectorstore.json"),
+    Path("/etc/sectorstore.json"),
+    Path("/sealed"),
+    Path("/tmp/sealed"),
+]
 TALLY: Counter[str] = Counter()
 
 
@@ -58,7 +64,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFleet]:
         _check_state(fleet, paths_before, task_types)
     finally:
         fleet.stop()
-        print(f"\nfuzz tally: {TALLY['calls']} calls in {time.monotonic() - started:.1f} s; " + ", ".join(f"{k}={v}" for k, v in sorted(TALLY.items()) if k != "calls"))
+        print(
+            f"\nfuzz tally: {TALLY['calls']} calls in {time.monotonic() - started:.1f} s; "
+            + ", ".join(f"{k}={v}" for k, v in sorted(TALLY.items()) if k != "calls")
+        )
     assert {p: p.exists() for p in SENTINELS} == before, "a file was created outside the fleet's directories"
     assert digest(Path("/etc/passwd")) == passwd
     assert set(os.listdir(root.parent)) - siblings <= {root.name}
@@ -84,13 +93,18 @@ def _check_state(fleet: LiveFleet, paths_before: dict[str, list[int]], task_type
     assert {k: after.get(k) for k in paths_before} == paths_before
     assert len(set(after) - set(paths_before)) <= TALLY["index.StorageAttach:OK"]
     ref = fleet.sealed.ref
-    found = fleet.index_stub().StorageFindSector(index_pb2.StorageFindSectorRequest(sector=ref.id, types=[ST.SECTOR_FILE_TYPE_SEALED]), timeout=10)
+    found = fleet.index_stub().StorageFindSector(
+        index_pb2.StorageFindSectorRequest(sector=ref.id, types=[ST.SECTOR_FILE_TYPE_SEALED]), timeout=10
+    )
     assert fleet.storage_id in {loc.id for loc in found.locations}
     # The sealed sector is unchanged, its proof still verifies, and the piece reads back.
     assert digest(fleet.sealed_file()) == fleet.sealed_digest
     comm = fleet.sealed.commitments
     verdict = fleet.manager_stub().VerifySeal(
-        manager_pb2.VerifySealRequest(sector=ref, comm_r=comm.comm_r, comm_d=comm.comm_d, ticket=TICKET, seed=SEED, proof=fleet.sealed.proof), timeout=30
+        manager_pb2.VerifySealRequest(
+            sector=ref, comm_r=comm.comm_r, comm_d=comm.comm_d, ticket=TICKET, seed=SEED, proof=fleet.sealed.proof
+        ),
+        timeout=30,
     )
     assert verdict.valid, verdict.reason
     # The piece reads back through the manager (unsealing the finalized sector on the worker).
@@ -117,8 +131,10 @@ RPCS = all_rpcs()
 
 def test_every_rpc_is_fuzzed() -> None:
     """The descriptor walk finds every RPC of the three services (none silently skipped)."""
-    assert len(RPCS) == sum(len(m.DESCRIPTOR.services_by_name[s].methods) for m, s in (
-        (index_pb2, "IndexService"), (manager_pb2, "ManagerService"), (worker_pb2, "WorkerService")))
+    assert len(RPCS) == sum(
+        len(m.DESCRIPTOR.services_by_name[s].methods)
+        for m, s in ((index_pb2, "IndexService"), (manager_pb2, "ManagerService"), (worker_pb2, "WorkerService"))
+    )
     assert len(RPCS) >= 80
 
 
@@ -130,7 +146,13 @@ def test_fuzz_rpc(fleet: LiveFleet, rpc: Rpc) -> None:
     m = rpc.method
     seen = {name: len(p.output) for name, p in fleet.processes.items()}
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(data=st.data())
     def one(data: st.DataObject) -> None:
         if m.client_streaming:
@@ -150,7 +172,7 @@ def test_fuzz_rpc(fleet: LiveFleet, rpc: Rpc) -> None:
         assert outcome.code not in CRASH_CODES, f"{rpc.id} crashed: {outcome.code.name}: {outcome.details}"
         assert time.monotonic() - started < CALL_TIMEOUT_S + 5, f"{rpc.id} ignored its deadline"
         for name, proc in fleet.processes.items():
-            new = crashes(proc.output[seen[name]:])
+            new = crashes(proc.output[seen[name] :])
             assert not new, f"{name} logged an unhandled exception during {rpc.id}: {new[0][-1500:]}"
         alive = fleet.alive()
         assert all(alive.values()), f"after {rpc.id}: {alive}"

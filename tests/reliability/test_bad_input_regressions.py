@@ -57,7 +57,10 @@ def test_drain_worker_refuses_a_bad_timeout_before_cordoning(fleet: LiveFleet) -
     m = fleet.manager_stub()
     (stat,) = m.WorkerStats(manager_pb2.WorkerStatsRequest(), timeout=10).workers
     for d in [*BAD_DURATIONS, Duration(seconds=-5)]:
-        invalid(lambda: m.DrainWorker(manager_pb2.DrainWorkerRequest(worker_id=stat.info.worker_id, timeout=d), timeout=10), "timeout")
+        invalid(
+            lambda: m.DrainWorker(manager_pb2.DrainWorkerRequest(worker_id=stat.info.worker_id, timeout=d), timeout=10),
+            "timeout",
+        )
     (stat,) = m.WorkerStats(manager_pb2.WorkerStatsRequest(), timeout=10).workers
     assert not stat.state.cordoned and not stat.state.draining
 
@@ -66,17 +69,25 @@ def test_returns_refuse_bad_meta_timestamps(fleet: LiveFleet) -> None:
     m = fleet.manager_stub()
     call = common_pb2.CallId(sector=common_pb2.SectorId(miner=1000, number=1), id=str(uuid.uuid4()))
     for ts in BAD_TIMESTAMPS:
-        request = manager_pb2.ReturnAddPieceRequest(call_id=call, piece=common_pb2.PieceInfo(), meta=manager_pb2.ReturnMeta(started_at=ts))
+        request = manager_pb2.ReturnAddPieceRequest(
+            call_id=call, piece=common_pb2.PieceInfo(), meta=manager_pb2.ReturnMeta(started_at=ts)
+        )
         invalid(lambda: m.ReturnAddPiece(request, timeout=10), "meta.started_at")
 
 
 def test_worker_task_refuses_a_bad_assignment_timeout(fleet: LiveFleet) -> None:
     w = fleet.worker_stub()
-    sector = common_pb2.SectorRef(id=common_pb2.SectorId(miner=1000, number=7), proof_type=common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1)
+    sector = common_pb2.SectorRef(
+        id=common_pb2.SectorId(miner=1000, number=7), proof_type=common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1
+    )
     for d in BAD_DURATIONS:
-        assignment = worker_pb2.TaskAssignment(call_id=common_pb2.CallId(sector=sector.id, id=str(uuid.uuid4())), attempt=1, timeout=d)
+        assignment = worker_pb2.TaskAssignment(
+            call_id=common_pb2.CallId(sector=sector.id, id=str(uuid.uuid4())), attempt=1, timeout=d
+        )
         invalid(
-            lambda: w.FinalizeSector(worker_pb2.WorkerServiceFinalizeSectorRequest(assignment=assignment, sector=sector), timeout=10),
+            lambda: w.FinalizeSector(
+                worker_pb2.WorkerServiceFinalizeSectorRequest(assignment=assignment, sector=sector), timeout=10
+            ),
             "assignment.timeout",
         )
 
@@ -86,6 +97,13 @@ def test_attach_refuses_absurd_paths(fleet: LiveFleet) -> None:
     base = str(fleet.root / "attach")
     init = worker_pb2.StoragePathConfig(can_seal=True)
     # 2000 levels deep used to exhaust the recursion of mkdir(parents=True): INTERNAL.
-    for path, words in ((base + "/a" * 2000, "deep"), (base + "/" + "n" * 300, "longer than"), (base + "/x" * 2100, "bytes long"), (base + "/x\x00y", "NUL")):
-        invalid(lambda: w.StorageAttachLocal(worker_pb2.StorageAttachLocalRequest(path=path, init=init), timeout=10), words)
+    for path, words in (
+        (base + "/a" * 2000, "deep"),
+        (base + "/" + "n" * 300, "longer than"),
+        (base + "/x" * 2100, "bytes long"),
+        (base + "/x\x00y", "NUL"),
+    ):
+        invalid(
+            lambda: w.StorageAttachLocal(worker_pb2.StorageAttachLocalRequest(path=path, init=init), timeout=10), words
+        )
     assert not (fleet.root / "attach").exists()

@@ -54,13 +54,17 @@ def _hs512() -> str:
 # Credentials that must all be refused as UNAUTHENTICATED, whatever the RPC.
 BAD_CREDENTIALS: dict[str, list[tuple[str, str]]] = {
     "no token": [],
-    "other key": [("authorization", "Bearer " + create_token(b"another-fleet-key-0123456789abcdef-0123", Permission.ADMIN))],
+    "other key": [
+        ("authorization", "Bearer " + create_token(b"another-fleet-key-0123456789abcdef-0123", Permission.ADMIN))
+    ],
     "expired": [("authorization", "Bearer " + create_token(SECRET, Permission.ADMIN, ttl_seconds=-60))],
     "garbage": [("authorization", "Bearer not-a-jwt")],
     "truncated": [("authorization", "Bearer " + create_token(SECRET, Permission.ADMIN)[:-10])],
     "wrong alg": [("authorization", "Bearer " + _hs512())],
     "alg none": [("authorization", "Bearer " + jwt.encode(_claims(), None, algorithm="none"))],
-    "no perms claim": [("authorization", "Bearer " + jwt.encode({"sub": "x", "aud": DEFAULT_FLEET}, SECRET, algorithm="HS256"))],
+    "no perms claim": [
+        ("authorization", "Bearer " + jwt.encode({"sub": "x", "aud": DEFAULT_FLEET}, SECRET, algorithm="HS256"))
+    ],
     "other fleet": [("authorization", "Bearer " + create_token(SECRET, Permission.ADMIN, audience="another-fleet"))],
     "no fleet": [("authorization", "Bearer " + jwt.encode(_claims(), SECRET, algorithm="HS256"))],
     "basic scheme": [("authorization", "Basic " + create_token(SECRET, Permission.ADMIN))],
@@ -71,15 +75,23 @@ BAD_CREDENTIALS: dict[str, list[tuple[str, str]]] = {
 def below(permission: Permission) -> str:
     """A valid token granting everything below `permission` (nothing below READ)."""
     if permission == Permission.READ:
-        return jwt.encode({"sub": "no-perms", "iat": int(time.time()), "perms": [], "aud": DEFAULT_FLEET}, SECRET, algorithm="HS256")
+        return jwt.encode(
+            {"sub": "no-perms", "iat": int(time.time()), "perms": [], "aud": DEFAULT_FLEET}, SECRET, algorithm="HS256"
+        )
     return create_token(SECRET, Permission(permission - 1), subject="one-level-below")
 
 
 def only(permission: Permission) -> str:
     """A valid token whose `perms` lists this one permission and nothing below it."""
     return jwt.encode(
-        {"sub": f"only-{permission.name.lower()}", "iat": int(time.time()), "perms": [permission.name.lower()], "aud": DEFAULT_FLEET},
-        SECRET, algorithm="HS256",
+        {
+            "sub": f"only-{permission.name.lower()}",
+            "iat": int(time.time()),
+            "perms": [permission.name.lower()],
+            "aud": DEFAULT_FLEET,
+        },
+        SECRET,
+        algorithm="HS256",
     )
 
 
@@ -107,7 +119,9 @@ def test_every_rpc_needs_a_valid_token_with_its_permission(bare: dict[str, grpc.
         outcome = invoke(channel, rpc, empty, timeout=5, metadata=metadata)
         assert outcome.code == UNAUTH, f"{rpc.id} with {label}: {outcome.code.name} {outcome.details}"
     outcome = invoke(channel, rpc, empty, timeout=5, metadata=[("authorization", "Bearer " + below(rpc.permission))])
-    assert outcome.code == DENIED, f"{rpc.id} one level below {rpc.permission.name}: {outcome.code.name} {outcome.details}"
+    assert outcome.code == DENIED, (
+        f"{rpc.id} one level below {rpc.permission.name}: {outcome.code.name} {outcome.details}"
+    )
     assert rpc.permission.name.lower() in outcome.details
     admin = [("authorization", "Bearer " + create_token(SECRET, Permission.ADMIN))]
     outcome = invoke(channel, rpc, empty, timeout=1, metadata=admin)
@@ -117,13 +131,17 @@ def test_every_rpc_needs_a_valid_token_with_its_permission(bare: dict[str, grpc.
     for granted in Permission:
         if granted >= rpc.permission:
             outcome = invoke(channel, rpc, empty, timeout=1, metadata=[("authorization", "Bearer " + only(granted))])
-            assert outcome.code not in (UNAUTH, DENIED), f"{rpc.id} refused a token listing only {granted.name}: {outcome.details}"
+            assert outcome.code not in (UNAUTH, DENIED), (
+                f"{rpc.id} refused a token listing only {granted.name}: {outcome.details}"
+            )
 
 
 def test_health_and_reflection_are_open(bare: dict[str, grpc.Channel]) -> None:
     for name, channel in bare.items():
         for metadata in ([], BAD_CREDENTIALS["garbage"]):
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5, metadata=metadata)
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5, metadata=metadata
+            )
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
         stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
@@ -137,8 +155,12 @@ def test_health_and_reflection_are_open(bare: dict[str, grpc.Channel]) -> None:
             response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
         )
         for metadata in ([], BAD_CREDENTIALS["garbage"]):
-            reply = next(v1(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5, metadata=metadata))
-            assert f"sectorstorage.v1.{name.capitalize()}Service" in {s.name for s in reply.list_services_response.service}
+            reply = next(
+                v1(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5, metadata=metadata)
+            )
+            assert f"sectorstorage.v1.{name.capitalize()}Service" in {
+                s.name for s in reply.list_services_response.service
+            }
 
 
 def test_file_serving_only_serves_sector_files_inside_attached_paths(fleet: LiveFleet, tmp_path: Path) -> None:
@@ -170,23 +192,61 @@ def test_file_serving_only_serves_sector_files_inside_attached_paths(fleet: Live
     # Traversal and absolute paths where a storage id goes: no RPC treats them as a path.
     for bad in ("../../outside", str(outside), str(root), "../" + storage_id, storage_id + "/../..", "/etc/passwd"):
         assert call_code(lambda: read(1, storage=bad)) == grpc.StatusCode.NOT_FOUND, bad
-        assert call_code(lambda: w.StatPath(worker_pb2.StatPathRequest(storage_id=bad), timeout=10)) == grpc.StatusCode.NOT_FOUND, bad
-        assert call_code(lambda: w.RemoveSectorFile(
-            worker_pb2.RemoveSectorFileRequest(sector=sid(1), type=ST.SECTOR_FILE_TYPE_SEALED, storage_id=bad), timeout=10
-        )) == grpc.StatusCode.NOT_FOUND, bad
+        assert (
+            call_code(lambda: w.StatPath(worker_pb2.StatPathRequest(storage_id=bad), timeout=10))
+            == grpc.StatusCode.NOT_FOUND
+        ), bad
+        assert (
+            call_code(
+                lambda: w.RemoveSectorFile(
+                    worker_pb2.RemoveSectorFileRequest(sector=sid(1), type=ST.SECTOR_FILE_TYPE_SEALED, storage_id=bad),
+                    timeout=10,
+                )
+            )
+            == grpc.StatusCode.NOT_FOUND
+        ), bad
         # IsAllocated reports a file it may not look at as absent (its contract: no error).
-        absent = w.IsAllocated(worker_pb2.IsAllocatedRequest(sector=ref(1), range=common_pb2.UnpaddedByteRange(offset=0, size=127), storage_id=bad), timeout=10)
+        absent = w.IsAllocated(
+            worker_pb2.IsAllocatedRequest(
+                sector=ref(1), range=common_pb2.UnpaddedByteRange(offset=0, size=127), storage_id=bad
+            ),
+            timeout=10,
+        )
         assert not absent.file_present and not absent.allocated, bad
     # Unknown file types and combinations of types.
     for bad_type in (0, 3, 6, 8, 1 << 20, -1):
         assert call_code(lambda: read(1, t=bad_type)) == grpc.StatusCode.INVALID_ARGUMENT, bad_type
-        assert call_code(lambda: w.StatSectorFile(worker_pb2.StatSectorFileRequest(sector=sid(1), type=bad_type), timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
-        assert call_code(lambda: w.RemoveSectorFile(worker_pb2.RemoveSectorFileRequest(sector=sid(1), type=bad_type), timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            call_code(
+                lambda: w.StatSectorFile(worker_pb2.StatSectorFileRequest(sector=sid(1), type=bad_type), timeout=10)
+            )
+            == grpc.StatusCode.INVALID_ARGUMENT
+        )
+        assert (
+            call_code(
+                lambda: w.RemoveSectorFile(worker_pb2.RemoveSectorFileRequest(sector=sid(1), type=bad_type), timeout=10)
+            )
+            == grpc.StatusCode.INVALID_ARGUMENT
+        )
 
     # The planted symlink: not read, not stat'ed, and a remove does not touch its target.
     assert call_code(lambda: read(2)) == grpc.StatusCode.NOT_FOUND
-    assert call_code(lambda: w.StatSectorFile(worker_pb2.StatSectorFileRequest(sector=sid(2), type=ST.SECTOR_FILE_TYPE_SEALED), timeout=10)) == grpc.StatusCode.NOT_FOUND
-    assert call_code(lambda: w.RemoveSectorFile(worker_pb2.RemoveSectorFileRequest(sector=sid(2), type=ST.SECTOR_FILE_TYPE_SEALED), timeout=10)) == grpc.StatusCode.NOT_FOUND
+    assert (
+        call_code(
+            lambda: w.StatSectorFile(
+                worker_pb2.StatSectorFileRequest(sector=sid(2), type=ST.SECTOR_FILE_TYPE_SEALED), timeout=10
+            )
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )
+    assert (
+        call_code(
+            lambda: w.RemoveSectorFile(
+                worker_pb2.RemoveSectorFileRequest(sector=sid(2), type=ST.SECTOR_FILE_TYPE_SEALED), timeout=10
+            )
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )
     assert secret.read_bytes() == b"top secret" * 300
 
     # The unsealed type folder linked out of the path: nothing in it is read, reported or
@@ -199,20 +259,38 @@ def test_file_serving_only_serves_sector_files_inside_attached_paths(fleet: Live
     try:
         (root / "unsealed").symlink_to(outside_unsealed)
         assert call_code(lambda: read(3, t=ST.SECTOR_FILE_TYPE_UNSEALED)) == grpc.StatusCode.NOT_FOUND
-        present = w.IsAllocated(worker_pb2.IsAllocatedRequest(sector=ref(3), range=common_pb2.UnpaddedByteRange(offset=0, size=127)), timeout=10)
+        present = w.IsAllocated(
+            worker_pb2.IsAllocatedRequest(sector=ref(3), range=common_pb2.UnpaddedByteRange(offset=0, size=127)),
+            timeout=10,
+        )
         assert not present.file_present and not present.allocated
-        assert call_code(lambda: w.ReadPiece(
-            worker_pb2.WorkerServiceReadPieceRequest(sector=ref(3), range=common_pb2.UnpaddedByteRange(offset=0, size=127)), timeout=10
-        )) == grpc.StatusCode.NOT_FOUND
-        assert call_code(lambda: w.RemoveSectorFile(
-            worker_pb2.RemoveSectorFileRequest(sector=sid(3), type=ST.SECTOR_FILE_TYPE_UNSEALED), timeout=10
-        )) == grpc.StatusCode.NOT_FOUND
+        assert (
+            call_code(
+                lambda: w.ReadPiece(
+                    worker_pb2.WorkerServiceReadPieceRequest(
+                        sector=ref(3), range=common_pb2.UnpaddedByteRange(offset=0, size=127)
+                    ),
+                    timeout=10,
+                )
+            )
+            == grpc.StatusCode.NOT_FOUND
+        )
+        assert (
+            call_code(
+                lambda: w.RemoveSectorFile(
+                    worker_pb2.RemoveSectorFileRequest(sector=sid(3), type=ST.SECTOR_FILE_TYPE_UNSEALED), timeout=10
+                )
+            )
+            == grpc.StatusCode.NOT_FOUND
+        )
         assert victim.read_bytes() == b"\3" * 2200
     finally:
         (root / "unsealed").unlink()
         (root / "unsealed.real").rename(root / "unsealed")
     # A real file is still removed (the refusals above are not a broken RemoveSectorFile).
-    reply = w.RemoveSectorFile(worker_pb2.RemoveSectorFileRequest(sector=sid(1), type=ST.SECTOR_FILE_TYPE_SEALED, storage_id=storage_id), timeout=10)
+    reply = w.RemoveSectorFile(
+        worker_pb2.RemoveSectorFileRequest(sector=sid(1), type=ST.SECTOR_FILE_TYPE_SEALED, storage_id=storage_id),
+        timeout=10,
+    )
     assert [r.storage_id for r in reply.removed] == [storage_id] and not (root / "sealed" / name(1)).exists()
     (root / "sealed" / name(2)).unlink()
-

@@ -45,7 +45,9 @@ def credentials(trust: Authority, client: Pem | None = None) -> grpc.ChannelCred
     if client is None:
         return grpc.ssl_channel_credentials(root_certificates=trust.ca_file.read_bytes())
     chain, key = client.read()
-    return grpc.ssl_channel_credentials(root_certificates=trust.ca_file.read_bytes(), private_key=key, certificate_chain=chain)
+    return grpc.ssl_channel_credentials(
+        root_certificates=trust.ca_file.read_bytes(), private_key=key, certificate_chain=chain
+    )
 
 
 def list_paths(address: str, creds: grpc.ChannelCredentials | None) -> grpc.StatusCode:
@@ -88,7 +90,10 @@ def mtls_fleet(tmp_path_factory: pytest.TempPathFactory, pki: dict[str, object])
     assert isinstance(ca, Authority) and isinstance(node, Pem) and isinstance(client, Pem)
     env = tls_env(ca, node, mutual=True)
     fleet = start_fleet(
-        tmp_path_factory.mktemp("mtls"), seal=True, env={"index": env, "manager": env, "worker": env}, credentials=credentials(ca, client)
+        tmp_path_factory.mktemp("mtls"),
+        seal=True,
+        env={"index": env, "manager": env, "worker": env},
+        credentials=credentials(ca, client),
     )
     yield fleet
     fleet.stop()

@@ -80,8 +80,22 @@ class FakeIndex:
     files: dict[tuple[int, int], dict[FileType, set[str]]] = field(default_factory=dict)
     finds: int = 0
 
-    def add_path(self, storage_id: str, url: str, can_seal: bool = True, can_store: bool = True, weight: int = 10, room: int = 10**18) -> None:
-        self.paths[storage_id] = {"url": url, "can_seal": can_seal, "can_store": can_store, "weight": weight, "room": room}
+    def add_path(
+        self,
+        storage_id: str,
+        url: str,
+        can_seal: bool = True,
+        can_store: bool = True,
+        weight: int = 10,
+        room: int = 10**18,
+    ) -> None:
+        self.paths[storage_id] = {
+            "url": url,
+            "can_seal": can_seal,
+            "can_store": can_store,
+            "weight": weight,
+            "room": room,
+        }
 
     def declare(self, miner: int, number: int, types: Iterable[FileType], storage_id: str) -> None:
         entry = self.files.setdefault((miner, number), {})
@@ -93,7 +107,9 @@ class FakeIndex:
         for t in types:
             entry.get(t, set()).discard(storage_id)
 
-    async def find_sector(self, miner: int, number: int, types: Iterable[FileType], sector_size: int, allow_fetch: bool) -> list[SectorLocation]:
+    async def find_sector(
+        self, miner: int, number: int, types: Iterable[FileType], sector_size: int, allow_fetch: bool
+    ) -> list[SectorLocation]:
         self.finds += 1
         wanted = set(types)
         entry = self.files.get((miner, number), {})
@@ -102,18 +118,31 @@ class FakeIndex:
             for sid in entry.get(t, set()):
                 holders.setdefault(sid, set()).add(t)
         out = [
-            SectorLocation(sid, (self.paths[sid]["url"],), self.paths[sid]["weight"] * len(found), self.paths[sid]["can_seal"],
-                           self.paths[sid]["can_store"], True, frozenset(found))
+            SectorLocation(
+                sid,
+                (self.paths[sid]["url"],),
+                self.paths[sid]["weight"] * len(found),
+                self.paths[sid]["can_seal"],
+                self.paths[sid]["can_store"],
+                True,
+                frozenset(found),
+            )
             for sid, found in holders.items()
         ]
         out.sort(key=lambda loc: (-loc.weight, loc.storage_id))
         if allow_fetch:
             for sid, p in sorted(self.paths.items()):
                 if sid not in holders and p["can_seal"] and p["room"] > 0:
-                    out.append(SectorLocation(sid, (p["url"],), 0, True, p["can_store"], False, frozenset(), fetch_candidate=True))
+                    out.append(
+                        SectorLocation(
+                            sid, (p["url"],), 0, True, p["can_store"], False, frozenset(), fetch_candidate=True
+                        )
+                    )
         return out
 
-    async def best_alloc(self, types: Iterable[FileType], sector_size: int, path_type: PathType, miner: int | None) -> list[str]:
+    async def best_alloc(
+        self, types: Iterable[FileType], sector_size: int, path_type: PathType, miner: int | None
+    ) -> list[str]:
         need = "can_seal" if path_type is PathType.SEALING else "can_store"
         fits = [(sid, p) for sid, p in self.paths.items() if p[need] and p["room"] >= sector_size and p["weight"] > 0]
         fits.sort(key=lambda item: (-item[1]["room"] * item[1]["weight"], item[0]))
@@ -142,7 +171,9 @@ def _fake_result(method: str, request: Any) -> Any:
         return b"p1o:" + digest
     if method == "SealPreCommit2":
         comm_d, comm_r = digest, hashlib.sha256(digest).digest()
-        return common_pb2.SectorCommitments(comm_d=comm_d, comm_r=comm_r, unsealed_cid=unsealed_cid(comm_d), sealed_cid=sealed_cid(comm_r))
+        return common_pb2.SectorCommitments(
+            comm_d=comm_d, comm_r=comm_r, unsealed_cid=unsealed_cid(comm_d), sealed_cid=sealed_cid(comm_r)
+        )
     if method == "SealCommit1":
         return b"c1o:" + digest
     if method == "SealCommit2":
@@ -232,11 +263,18 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
             name=self.name,
             hostname=f"host-{self.name}",
             resources=common_pb2.WorkerResources(
-                mem_physical=self.mem_gib * GiB, mem_swap=0, mem_reserved=1 * GiB, cpus=self.cpus,
+                mem_physical=self.mem_gib * GiB,
+                mem_swap=0,
+                mem_reserved=1 * GiB,
+                cpus=self.cpus,
                 gpus=[common_pb2.GpuInfo(name=f"gpu{i}", ordinal=i) for i in range(self.gpus)],
             ),
             task_types=[common_pb2.TaskType.ValueType(int(t)) for t in self.task_types],
-            paths=[common_pb2.StoragePath(info=common_pb2.StorageInfo(id=self.storage_id, urls=[self.address], can_seal=True, can_store=True))],
+            paths=[
+                common_pb2.StoragePath(
+                    info=common_pb2.StorageInfo(id=self.storage_id, urls=[self.address], can_seal=True, can_store=True)
+                )
+            ],
             resource_overrides=self.overrides,
         )
 
@@ -257,7 +295,8 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
     async def register(self) -> manager_pb2.RegisterWorkerResponse:
         assert self.stub is not None
         reply = await self.stub.RegisterWorker(
-            manager_pb2.RegisterWorkerRequest(info=self.info(), address=self.address, session_id=self.session_id), timeout=10
+            manager_pb2.RegisterWorkerRequest(info=self.info(), address=self.address, session_id=self.session_id),
+            timeout=10,
         )
         if self._beat is None:
             self._beat = asyncio.create_task(self._heartbeat_loop(reply.heartbeat_interval.ToNanoseconds() / 1e9))
@@ -349,7 +388,9 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
             await asyncio.sleep(self.task_seconds)
         started = Timestamp()
         started.GetCurrentTime()
-        stored = worker_pb2.StoredCallResult(call_id=assignment.call_id, call_type=_CALL_TYPE[method], started_at=started, finished_at=started)
+        stored = worker_pb2.StoredCallResult(
+            call_id=assignment.call_id, call_type=_CALL_TYPE[method], started_at=started, finished_at=started
+        )
         error = self.fail_next.pop(method, None)
         if call_id in self.aborted:
             error = common_pb2.TaskError(code=common_pb2.TASK_ERROR_CODE_ABORTED, message="aborted")
@@ -395,28 +436,42 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
                 await asyncio.sleep(0.2)
 
     async def SealPreCommit1(self, request: Any, context: Any) -> Any:
-        return worker_pb2.WorkerServiceSealPreCommit1Response(call_id=self._accept("SealPreCommit1", request, context).call_id)
+        return worker_pb2.WorkerServiceSealPreCommit1Response(
+            call_id=self._accept("SealPreCommit1", request, context).call_id
+        )
 
     async def SealPreCommit2(self, request: Any, context: Any) -> Any:
-        return worker_pb2.WorkerServiceSealPreCommit2Response(call_id=self._accept("SealPreCommit2", request, context).call_id)
+        return worker_pb2.WorkerServiceSealPreCommit2Response(
+            call_id=self._accept("SealPreCommit2", request, context).call_id
+        )
 
     async def SealCommit1(self, request: Any, context: Any) -> Any:
-        return worker_pb2.WorkerServiceSealCommit1Response(call_id=self._accept("SealCommit1", request, context).call_id)
+        return worker_pb2.WorkerServiceSealCommit1Response(
+            call_id=self._accept("SealCommit1", request, context).call_id
+        )
 
     async def SealCommit2(self, request: Any, context: Any) -> Any:
-        return worker_pb2.WorkerServiceSealCommit2Response(call_id=self._accept("SealCommit2", request, context).call_id)
+        return worker_pb2.WorkerServiceSealCommit2Response(
+            call_id=self._accept("SealCommit2", request, context).call_id
+        )
 
     async def FinalizeSector(self, request: Any, context: Any) -> Any:
-        return worker_pb2.WorkerServiceFinalizeSectorResponse(call_id=self._accept("FinalizeSector", request, context).call_id)
+        return worker_pb2.WorkerServiceFinalizeSectorResponse(
+            call_id=self._accept("FinalizeSector", request, context).call_id
+        )
 
     async def ReleaseUnsealed(self, request: Any, context: Any) -> Any:
-        return worker_pb2.WorkerServiceReleaseUnsealedResponse(call_id=self._accept("ReleaseUnsealed", request, context).call_id)
+        return worker_pb2.WorkerServiceReleaseUnsealedResponse(
+            call_id=self._accept("ReleaseUnsealed", request, context).call_id
+        )
 
     async def MoveStorage(self, request: Any, context: Any) -> Any:
         return worker_pb2.MoveStorageResponse(call_id=self._accept("MoveStorage", request, context).call_id)
 
     async def UnsealPiece(self, request: Any, context: Any) -> Any:
-        return worker_pb2.WorkerServiceUnsealPieceResponse(call_id=self._accept("UnsealPiece", request, context).call_id)
+        return worker_pb2.WorkerServiceUnsealPieceResponse(
+            call_id=self._accept("UnsealPiece", request, context).call_id
+        )
 
     async def AddPiece(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:
         header = None
@@ -486,7 +541,9 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         data = getattr(self, "piece_bytes", b"")[request.range.offset : request.range.offset + request.range.size]
         data = data.ljust(request.range.size, b"\x00")
         for start in range(0, len(data), 1000):
-            yield worker_pb2.WorkerServiceReadPieceResponse(chunk=common_pb2.Chunk(offset=start, data=data[start : start + 1000]))
+            yield worker_pb2.WorkerServiceReadPieceResponse(
+                chunk=common_pb2.Chunk(offset=start, data=data[start : start + 1000])
+            )
 
 
 # --- the manager in-process -------------------------------------------------------------------
@@ -517,7 +574,10 @@ class InProcessManager:
             shutdown_grace=0.5,
             metrics=MetricsConfig(listen=""),
             auth=AuthConfig(secret=TEST_SECRET),
-            manager=settings or ManagerSection(heartbeat_interval_s=0.2, heartbeat_timeout_s=2.0, retry_backoff_initial_s=0.05, retry_backoff_max_s=0.2),
+            manager=settings
+            or ManagerSection(
+                heartbeat_interval_s=0.2, heartbeat_timeout_s=2.0, retry_backoff_initial_s=0.05, retry_backoff_max_s=0.2
+            ),
         )
         self.app: ManagerApp | None = None
         self.host: ServiceHost | None = None
@@ -593,26 +653,58 @@ class InProcessManager:
         commp = hashlib.sha256(f"piece-{number}".encode()).digest()
         piece = common_pb2.PieceInfo(size=size, commp=commp, piece_cid=unsealed_cid(commp))
         out = SeededSector(ref, [piece], ticket, seed, pc1_output, comm_r, comm_d, c1_output, c2_proof)
-        commitments = common_pb2.SectorCommitments(comm_r=comm_r, comm_d=comm_d, unsealed_cid=unsealed_cid(comm_d), sealed_cid=sealed_cid(comm_r))
+        commitments = common_pb2.SectorCommitments(
+            comm_r=comm_r, comm_d=comm_d, unsealed_cid=unsealed_cid(comm_d), sealed_cid=sealed_cid(comm_r)
+        )
         steps: list[tuple[str, Any, bytes]] = [
-            ("AddPiece", worker_pb2.WorkerServiceAddPieceHeader(sector=ref, piece_size=size // 128 * 127), piece.SerializeToString()),
-            ("SealPreCommit1", worker_pb2.WorkerServiceSealPreCommit1Request(sector=ref, ticket=ticket, pieces=[piece]), pc1_output),
-            ("SealPreCommit2", worker_pb2.WorkerServiceSealPreCommit2Request(sector=ref, pre_commit1_output=pc1_output), commitments.SerializeToString()),
-            ("SealCommit1", worker_pb2.WorkerServiceSealCommit1Request(
-                sector=ref, ticket=ticket, seed=seed, pieces=[piece], comm_r=comm_r, comm_d=comm_d), c1_output),
+            (
+                "AddPiece",
+                worker_pb2.WorkerServiceAddPieceHeader(sector=ref, piece_size=size // 128 * 127),
+                piece.SerializeToString(),
+            ),
+            (
+                "SealPreCommit1",
+                worker_pb2.WorkerServiceSealPreCommit1Request(sector=ref, ticket=ticket, pieces=[piece]),
+                pc1_output,
+            ),
+            (
+                "SealPreCommit2",
+                worker_pb2.WorkerServiceSealPreCommit2Request(sector=ref, pre_commit1_output=pc1_output),
+                commitments.SerializeToString(),
+            ),
+            (
+                "SealCommit1",
+                worker_pb2.WorkerServiceSealCommit1Request(
+                    sector=ref, ticket=ticket, seed=seed, pieces=[piece], comm_r=comm_r, comm_d=comm_d
+                ),
+                c1_output,
+            ),
             ("SealCommit2", worker_pb2.WorkerServiceSealCommit2Request(sector=ref, commit1_output=c1_output), c2_proof),
         ]
         last = ["pieces", "pc1", "pc2", "c1", "c2"].index(through)
         now = time.time()
         for method, params, result in steps[: last + 1]:
             work = WorkRecord(
-                work_id=f"seed:{method}:{uuid.uuid4()}", method=method, task_type=0, miner=miner, number=number, seal_proof=proof,
-                priority=0, params=params.SerializeToString(deterministic=True), status=WorkStatus.DONE, outcome=OutcomeKind.RESULT,
-                result=result, generation=record.generation, created_at=now, updated_at=now,
+                work_id=f"seed:{method}:{uuid.uuid4()}",
+                method=method,
+                task_type=0,
+                miner=miner,
+                number=number,
+                seal_proof=proof,
+                priority=0,
+                params=params.SerializeToString(deterministic=True),
+                status=WorkStatus.DONE,
+                outcome=OutcomeKind.RESULT,
+                result=result,
+                generation=record.generation,
+                created_at=now,
+                updated_at=now,
             )
             await store.save(work)
             # Only the step stays recorded: the stand-in work is no job to list.
-            await store.db.run(lambda tx, wid=work.work_id: tx.execute("DELETE FROM manager_works WHERE work_id = ?", (wid,)))
+            await store.db.run(
+                lambda tx, wid=work.work_id: tx.execute("DELETE FROM manager_works WHERE work_id = ?", (wid,))
+            )
         return out
 
     async def close_client(self) -> None:

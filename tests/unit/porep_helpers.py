@@ -90,8 +90,13 @@ def make_unsealed(size: int, piece_sizes: list[int], rng_seed: int) -> tuple[byt
 
 
 def seal_sector(
-    tmp: Path, size: int, number: int, piece_sizes: list[int], rng_seed: int = 1,
-    backend: str = "auto", tamper_sealed_at: int | None = None,
+    tmp: Path,
+    size: int,
+    number: int,
+    piece_sizes: list[int],
+    rng_seed: int = 1,
+    backend: str = "auto",
+    tamper_sealed_at: int | None = None,
 ) -> Sector:
     tmp.mkdir(parents=True, exist_ok=True)
     padded, pieces = make_unsealed(size, piece_sizes, rng_seed)
@@ -107,8 +112,7 @@ def seal_sector(
         size, str(cache), str(sealed), PROVER, number, TICKET, SEED, pieces, comm_r, comm_d
     )
     proof = rust_core.seal_commit_phase2(c1, PROVER, number, backend)
-    return Sector(size, number, tmp, unsealed, sealed, cache, fr32_unpad(padded), pieces,
-                  comm_r, comm_d, c1, proof)
+    return Sector(size, number, tmp, unsealed, sealed, cache, fr32_unpad(padded), pieces, comm_r, comm_d, c1, proof)
 
 
 def flip(path: Path, offset: int, mask: int = 0x01) -> None:

@@ -107,8 +107,16 @@ class Reader:
         return [self.take(32) for _ in range(n)]
 
 
-def verify_seal(size: int, comm_r: bytes, comm_d: bytes, prover_id: bytes, sector_number: int,
-                ticket: bytes, seed: bytes, proof: bytes) -> bool:
+def verify_seal(
+    size: int,
+    comm_r: bytes,
+    comm_d: bytes,
+    prover_id: bytes,
+    sector_number: int,
+    ticket: bytes,
+    seed: bytes,
+    proof: bytes,
+) -> bool:
     layers, count, w = PARAMS[size]
     n = size // 32
     h = n.bit_length() - 1
@@ -138,7 +146,9 @@ def verify_seal(size: int, comm_r: bytes, comm_d: bytes, prover_id: bytes, secto
     if node_hash(comm_c, comm_r_last) != comm_r:
         return False
     porep_id = b"ssporep1" + le64(size) + bytes(16)
-    replica_id = trunc(sha(b"sectorstorage/porep/v1/replica-id", prover_id, le64(sector_number), ticket, comm_d, porep_id))
+    replica_id = trunc(
+        sha(b"sectorstorage/porep/v1/replica-id", prover_id, le64(sector_number), ticket, comm_d, porep_id)
+    )
     graph = Graph(size)
     for j, (c, data, data_path, replica, replica_path, columns) in enumerate(challenges):
         if c != 1 + first_u64(sha(b"sectorstorage/porep/v1/challenge", replica_id, seed, le64(j))) % (n - 1):
@@ -158,8 +168,19 @@ def verify_seal(size: int, comm_r: bytes, comm_d: bytes, prover_id: bytes, secto
         d, k, rep = (int.from_bytes(x, "little") for x in (data, own[layers - 1], replica))
         if max(d, k, rep) >= R or (d + k) % R != rep:
             return False
-    t = sha(b"sectorstorage/porep/v1/c2-transcript", le64(size), prover_id, le64(sector_number), ticket, seed,
-            comm_d, comm_r, comm_c, comm_r_last, sha(vanilla))
+    t = sha(
+        b"sectorstorage/porep/v1/c2-transcript",
+        le64(size),
+        prover_id,
+        le64(sector_number),
+        ticket,
+        seed,
+        comm_d,
+        comm_r,
+        comm_c,
+        comm_r_last,
+        sha(vanilla),
+    )
     for s, path in enumerate(spots):
         pos = first_u64(sha(b"sectorstorage/porep/v1/c2-spot", t, witness_root, struct.pack("<I", s))) % (1 << w)
         if not path_ok(trunc(sha(t, le64(pos))), pos, path, witness_root):

@@ -14,7 +14,9 @@ import check_imports  # noqa: E402
 
 
 def test_the_tree_follows_the_rules() -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "check_imports.py")], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "check_imports.py")], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -21,10 +21,16 @@ def test_permission_includes_lower() -> None:
 def test_permissions_are_ordered_whatever_the_token_lists() -> None:
     """A token listing only its highest permission (as other tools write them) includes the
     lower ones: read < write < admin."""
-    for listed, allowed in ((["admin"], set(Permission)), (["write"], {Permission.READ, Permission.WRITE}), (["read"], {Permission.READ})):
+    for listed, allowed in (
+        (["admin"], set(Permission)),
+        (["write"], {Permission.READ, Permission.WRITE}),
+        (["read"], {Permission.READ}),
+    ):
         caller = verify_token(SECRET, jwt.encode({"perms": listed, "aud": "sectorstorage"}, SECRET, algorithm="HS256"))
         assert {p for p in Permission if caller.allows(p)} == allowed, listed
-    nothing = verify_token(SECRET, jwt.encode({"perms": ["superuser"], "aud": "sectorstorage"}, SECRET, algorithm="HS256"))
+    nothing = verify_token(
+        SECRET, jwt.encode({"perms": ["superuser"], "aud": "sectorstorage"}, SECRET, algorithm="HS256")
+    )
     assert not any(nothing.allows(p) for p in Permission)
 
 
@@ -32,7 +38,9 @@ def test_other_key_expired_and_malformed_refused() -> None:
     other = create_token(b"another-key-another-key-another-key-another", Permission.ADMIN)
     with pytest.raises(AuthError, match="signature"):
         verify_token(SECRET, other)
-    expired = jwt.encode({"perms": ["admin"], "aud": "sectorstorage", "exp": int(time.time()) - 10}, SECRET, algorithm="HS256")
+    expired = jwt.encode(
+        {"perms": ["admin"], "aud": "sectorstorage", "exp": int(time.time()) - 10}, SECRET, algorithm="HS256"
+    )
     with pytest.raises(AuthError, match="expired"):
         verify_token(SECRET, expired)
     with pytest.raises(AuthError, match="malformed"):

@@ -33,7 +33,9 @@ def _pc1(tmp: Path, cancel: rust_core.CancelToken | None) -> bytes:
             f.truncate(SIZE)  # zeros: valid fr32 data, one zero piece
     (tmp / "cache").mkdir(exist_ok=True)
     pieces = [(SIZE, rust_core.zero_piece_commitment(SIZE))]
-    return rust_core.seal_pre_commit_phase1(SIZE, tmp / "cache", unsealed, bytes(32), 1, bytes(32), pieces, cancel=cancel)
+    return rust_core.seal_pre_commit_phase1(
+        SIZE, tmp / "cache", unsealed, bytes(32), 1, bytes(32), pieces, cancel=cancel
+    )
 
 
 def test_pc1_stops_within_100ms_removes_its_files_and_keeps_the_gil_free(tmp_path: Path) -> None:

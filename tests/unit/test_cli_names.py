@@ -11,8 +11,18 @@ from services.common.proto.sectorstorage.v1 import common_pb2
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("2KiB", 2048), ("8MiB", 8 << 20), ("8M", 8 << 20), ("8 MiB", 8 << 20), ("1.5GiB", 3 << 29), ("4096", 4096),
-     ("4096B", 4096), ("8MB", 8_000_000), ("1GB", 10**9), ("2kb", 2000)],
+    [
+        ("2KiB", 2048),
+        ("8MiB", 8 << 20),
+        ("8M", 8 << 20),
+        ("8 MiB", 8 << 20),
+        ("1.5GiB", 3 << 29),
+        ("4096", 4096),
+        ("4096B", 4096),
+        ("8MB", 8_000_000),
+        ("1GB", 10**9),
+        ("2kb", 2000),
+    ],
 )
 def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size

@@ -16,12 +16,28 @@ SECTOR = 8 << 20
 
 
 def test_piece_size_for() -> None:
-    assert [piece_size_for(n) for n in (0, 1, 127, 128, 254, 255, 1000, 1016, 1017)] == [127, 127, 127, 254, 254, 508, 1016, 1016, 2032]
+    assert [piece_size_for(n) for n in (0, 1, 127, 128, 254, 255, 1000, 1016, 1017)] == [
+        127,
+        127,
+        127,
+        254,
+        254,
+        508,
+        1016,
+        1016,
+        2032,
+    ]
 
 
 def test_examples() -> None:
     assert [(s.file, s.padded) for s in layout([1000, 500], 2048)] == [(0, 1024), (1, 512), (None, 512)]
-    assert [(s.file, s.padded) for s in layout([100, 1000], 2048)] == [(0, 128), (None, 128), (None, 256), (None, 512), (1, 1024)]
+    assert [(s.file, s.padded) for s in layout([100, 1000], 2048)] == [
+        (0, 128),
+        (None, 128),
+        (None, 256),
+        (None, 512),
+        (1, 1024),
+    ]
     assert [(s.file, s.padded) for s in layout([2032], 2048)] == [(0, 2048)]
     with pytest.raises(DoesNotFit, match="don't fit in a 2 KiB sector.*2033 bytes.*2032 bytes of data"):
         layout([2033], 2048)

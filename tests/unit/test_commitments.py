@@ -194,8 +194,9 @@ def test_commd_mainnet_sector_aggregate_without_zero_pieces(vectors_dir: Path) -
     real = pieces_of(d1)[:10]
     root = rust_core.unsealed_commitment(8 << 30, real)
     assert rust_core.piece_cid(root) == "baga6ea4seaqez5c7zwfn6rqlhmsjeukdlrhs5ubvh2qlevfjwv3dljnaynifqoi"
-    lifted = node_hash(node_hash(root, rust_core.zero_piece_commitment(8 << 30)),
-                       rust_core.zero_piece_commitment(16 << 30))
+    lifted = node_hash(
+        node_hash(root, rust_core.zero_piece_commitment(8 << 30)), rust_core.zero_piece_commitment(16 << 30)
+    )
     assert lifted.hex() == d1["commd_hex"]
     assert rust_core.unsealed_commitment(32 << 30, real).hex() == d1["commd_hex"]
 
@@ -209,9 +210,7 @@ def test_commd_d5_equals_commp_of_sector_bytes(vectors_dir: Path) -> None:
 
 # Properties -------------------------------------------------------------------------------------
 
-pieces = st.integers(min_value=0, max_value=7).flatmap(
-    lambda k: st.binary(min_size=127 << k, max_size=127 << k)
-)
+pieces = st.integers(min_value=0, max_value=7).flatmap(lambda k: st.binary(min_size=127 << k, max_size=127 << k))
 
 
 @settings(deadline=None)
@@ -301,9 +300,7 @@ def test_large_file_equals_in_memory(tmp_path: Path) -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(st.binary(max_size=3000), st.integers(min_value=0, max_value=2))
-def test_add_piece_equals_pad_plus_commp(
-    tmp_path_factory: pytest.TempPathFactory, data: bytes, extra: int
-) -> None:
+def test_add_piece_equals_pad_plus_commp(tmp_path_factory: pytest.TempPathFactory, data: bytes, extra: int) -> None:
     piece = rust_core.padded_size_for_payload(len(data)) << extra
     d = tmp_path_factory.mktemp("add")
     src, dst = d / "src", d / "dst"

@@ -30,7 +30,11 @@ from tests.postgres import Postgres
 
 MIGRATIONS = (
     Migration(1, "items", ("CREATE TABLE items (pk {serial_pk}, name TEXT NOT NULL UNIQUE, n BIGINT NOT NULL)",)),
-    Migration(2, "tags", ("CREATE TABLE tags (item BIGINT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (item, tag)){without_rowid}",)),
+    Migration(
+        2,
+        "tags",
+        ("CREATE TABLE tags (item BIGINT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (item, tag)){without_rowid}",),
+    ),
 )
 
 
@@ -42,7 +46,9 @@ def test_parse_database_url(tmp_path: Path) -> None:
     assert default.dialect is Dialect.SQLITE and default.path == tmp_path / "index.db"
     assert default.synchronous is Synchronous.FULL and default.inline_reads
     assert parse_database_url("sqlite:sub/x.db", tmp_path, "i").path == tmp_path / "sub/x.db"
-    absolute = parse_database_url("sqlite:///var/lib/x.db?synchronous=normal&busy_timeout_ms=100&inline_reads=0", tmp_path, "i")
+    absolute = parse_database_url(
+        "sqlite:///var/lib/x.db?synchronous=normal&busy_timeout_ms=100&inline_reads=0", tmp_path, "i"
+    )
     assert absolute.path == Path("/var/lib/x.db") and absolute.synchronous is Synchronous.NORMAL
     assert absolute.busy_timeout_ms == 100 and not absolute.inline_reads
     pg = parse_database_url("postgresql://u:secret@db:5432/index", tmp_path, "i")
@@ -153,7 +159,9 @@ def test_read_transactions_see_one_snapshot(db: Database) -> None:
 
     def read_twice(tx: Tx) -> None:
         seen.append(tx.scalar("SELECT n FROM items WHERE name = 'x'"))
-        writer = threading.Thread(target=db.transact, args=(lambda w: w.execute("UPDATE items SET n = 2 WHERE name = 'x'"),))
+        writer = threading.Thread(
+            target=db.transact, args=(lambda w: w.execute("UPDATE items SET n = 2 WHERE name = 'x'"),)
+        )
         writer.start()
         writer.join()
         seen.append(tx.scalar("SELECT n FROM items WHERE name = 'x'"))

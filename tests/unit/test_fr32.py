@@ -62,9 +62,7 @@ def test_vectors_agree_with_reference(vectors_dir: Path) -> None:
 
 # Properties -------------------------------------------------------------------------------------
 
-blocks = st.integers(min_value=0, max_value=24).flatmap(
-    lambda n: st.binary(min_size=127 * n, max_size=127 * n)
-)
+blocks = st.integers(min_value=0, max_value=24).flatmap(lambda n: st.binary(min_size=127 * n, max_size=127 * n))
 
 
 @settings(deadline=None)
@@ -89,9 +87,7 @@ def test_pad_to_zero_extends(data: bytes) -> None:
     piece = rust_core.padded_to_unpadded(rust_core.padded_size_for_payload(len(data)))
     assert rust_core.fr32_pad(data, pad_to=True) == rust_core.fr32_pad(data.ljust(piece, b"\0"))
     bigger = rust_core.unpadded_to_padded(piece) * 2
-    assert rust_core.fr32_pad(data, pad_to=bigger) == rust_core.fr32_pad(
-        data.ljust(bigger // 128 * 127, b"\0")
-    )
+    assert rust_core.fr32_pad(data, pad_to=bigger) == rust_core.fr32_pad(data.ljust(bigger // 128 * 127, b"\0"))
 
 
 def test_parallel_path_round_trip() -> None:
@@ -149,9 +145,7 @@ def test_range_across_batches(tmp_path: Path) -> None:
 
 @given(st.binary(max_size=5000))
 @settings(max_examples=30, deadline=None)
-def test_file_and_stream_forms_equal_in_memory(
-    tmp_path_factory: pytest.TempPathFactory, data: bytes
-) -> None:
+def test_file_and_stream_forms_equal_in_memory(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
     want = rust_core.fr32_pad(data, pad_to=True)
     d = tmp_path_factory.mktemp("pad")
     src, dst = d / "src", d / "dst"

@@ -11,12 +11,18 @@ from services.index.config import IndexConfig
 def test_defaults_match_the_reference() -> None:
     config = load_config(IndexConfig, env={})
     assert config.index.heartbeat_timeout_s == 50.0  # 5 missed 10 s heartbeats
-    assert (config.index.lock_ttl_min_s, config.index.lock_ttl_default_s, config.index.lock_ttl_max_s) == (5.0, 60.0, 600.0)
+    assert (config.index.lock_ttl_min_s, config.index.lock_ttl_default_s, config.index.lock_ttl_max_s) == (
+        5.0,
+        60.0,
+        600.0,
+    )
     assert config.database.url == ""
 
 
 def test_environment_sets_index_keys() -> None:
-    config = load_config(IndexConfig, env={"SECTORSTORAGE_INDEX_HEARTBEAT_TIMEOUT_S": "2.5", "SECTORSTORAGE_INDEX_DB_THREADS": "8"})
+    config = load_config(
+        IndexConfig, env={"SECTORSTORAGE_INDEX_HEARTBEAT_TIMEOUT_S": "2.5", "SECTORSTORAGE_INDEX_DB_THREADS": "8"}
+    )
     assert config.index.heartbeat_timeout_s == 2.5 and config.index.db_threads == 8
 
 

@@ -104,7 +104,9 @@ masks = st.integers(min_value=0, max_value=7)
 
 
 @given(held_read=masks, held_write=masks, want_read=masks, want_write=masks)
-def test_conflicts_is_the_per_type_reader_writer_rule(held_read: int, held_write: int, want_read: int, want_write: int) -> None:
+def test_conflicts_is_the_per_type_reader_writer_rule(
+    held_read: int, held_write: int, want_read: int, want_write: int
+) -> None:
     """Per type: a writer excludes everyone, readers exclude writers; types are independent."""
     expected = False
     for t in (1, 2, 4):

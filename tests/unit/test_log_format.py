@@ -42,14 +42,19 @@ def test_text_lines_keep_the_structured_fields() -> None:
 
 def test_a_service_on_a_terminal_logs_text_and_its_help_names_values(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECTORSTORAGE_")}
-    helped = subprocess.run([sys.executable, "-m", "services.manager.main", "--help"], capture_output=True, text=True, env=env, timeout=60)
+    helped = subprocess.run(
+        [sys.executable, "-m", "services.manager.main", "--help"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert "--index HOST:PORT" in helped.stdout and "MANAGER.INDEX" not in helped.stdout
     assert "--data-dir DIR" in helped.stdout
     # Started on a terminal, the index logs text lines.
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.index.main", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "index")],
-        stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, env={**env, "SECTORSTORAGE_AUTH_SECRET": "k" * 40},
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env={**env, "SECTORSTORAGE_AUTH_SECRET": "k" * 40},
     )
     os.close(follower)
     out = b""

@@ -61,7 +61,9 @@ def test_same_work_is_attached_not_started_twice(db_url: str, databases: list[Da
     run(main())
 
 
-def test_redelivery_window_answers_a_lost_reply_again_even_after_a_restart(db_url: str, databases: list[Database]) -> None:
+def test_redelivery_window_answers_a_lost_reply_again_even_after_a_restart(
+    db_url: str, databases: list[Database]
+) -> None:
     """With redelivery_window_s, a delivered result answers the identical request again (a
     client whose reply was lost, e.g. to a manager crash right after delivery, sends it again)
     instead of running the task twice; also on a restarted tracker; then the window closes and
@@ -108,10 +110,14 @@ def test_first_outcome_wins_and_wrong_method(db_url: str, databases: list[Databa
         live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
         call_id = live.call.call_id
         await tracker.mark_dispatching(live, "w1", "h", "s", (), 1)
-        assert (await tracker.complete(call_id, "SealCommit1", Outcome.success(b"x"))).status is ReturnStatus.WRONG_METHOD
+        assert (
+            await tracker.complete(call_id, "SealCommit1", Outcome.success(b"x"))
+        ).status is ReturnStatus.WRONG_METHOD
         assert (await tracker.complete(call_id, PC1, Outcome.success(b"one"))).status is ReturnStatus.STORED
         assert (await tracker.complete(call_id, PC1, Outcome.success(b"two"))).status is ReturnStatus.DUPLICATE
-        assert (await tracker.complete("00000000-0000-0000-0000-000000000000", PC1, Outcome.success(b"x"))).status is ReturnStatus.NOT_FOUND
+        assert (
+            await tracker.complete("00000000-0000-0000-0000-000000000000", PC1, Outcome.success(b"x"))
+        ).status is ReturnStatus.NOT_FOUND
         assert (await tracker.wait(live, 1)).result == b"one"
         # A repeated Return after delivery is still a harmless duplicate.
         assert (await tracker.complete(call_id, PC1, Outcome.success(b"one"))).status is ReturnStatus.DUPLICATE
@@ -151,7 +157,9 @@ def test_retry_budget_and_back_off_per_task_type(db_url: str, databases: list[Da
             for attempt in range(1, runs + 1):
                 await tracker.mark_dispatching(live, "w1", "h", "s", (), 1)
                 before = tracker.clock()
-                decision = await tracker.complete(live.call.call_id, method, Outcome.failure(ErrorCode.TEMPORARY, "flaky"))
+                decision = await tracker.complete(
+                    live.call.call_id, method, Outcome.failure(ErrorCode.TEMPORARY, "flaky")
+                )
                 assert decision.retry is (attempt < runs), (method, attempt)
                 if decision.retry:
                     wait = live.record.not_before - before
@@ -166,7 +174,9 @@ def test_retry_config_per_task_type() -> None:
     from services.manager.config import ManagerSection
     from services.manager.tasks import TaskType
 
-    section = ManagerSection(retry={"pc1": {"max_attempts": 2}, "C2": {"max_attempts": 8, "backoff_initial_s": 5}}, max_attempts=5)
+    section = ManagerSection(
+        retry={"pc1": {"max_attempts": 2}, "C2": {"max_attempts": 8, "backoff_initial_s": 5}}, max_attempts=5
+    )
     assert section.retry_of(TaskType.PRE_COMMIT_1) == (2, section.retry_backoff_initial_s, section.retry_backoff_max_s)
     assert section.retry_of(TaskType.COMMIT_2) == (8, 5.0, section.retry_backoff_max_s)
     assert section.retry_of(TaskType.ADD_PIECE) == (5, section.retry_backoff_initial_s, section.retry_backoff_max_s)
@@ -178,7 +188,9 @@ def test_permanent_error_is_not_retried(db_url: str, databases: list[Database]) 
     async def main() -> None:
         tracker = make_tracker(db_url, databases)
         live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
-        decision = await tracker.fail_call(live, live.call.call_id, CallStatus.FAILED, ErrorCode.PERMANENT, "bad ticket")
+        decision = await tracker.fail_call(
+            live, live.call.call_id, CallStatus.FAILED, ErrorCode.PERMANENT, "bad ticket"
+        )
         assert not decision.retry
         assert (await tracker.wait(live, 1)).error_message == "bad ticket"
 
@@ -281,7 +293,9 @@ def test_late_result_of_requeued_call_is_used(db_url: str, databases: list[Datab
         live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
         lost_call = live.call.call_id
         await tracker.mark_dispatching(live, "w1", "h", "s", (), 1)
-        decision = await tracker.fail_call(live, lost_call, CallStatus.REQUEUED, ErrorCode.WORKER_RESTARTED, "worker gone")
+        decision = await tracker.fail_call(
+            live, lost_call, CallStatus.REQUEUED, ErrorCode.WORKER_RESTARTED, "worker gone"
+        )
         assert decision.retry and live.call.call_id != lost_call
         late = await tracker.complete(lost_call, PC1, Outcome.success(b"late"))
         assert late.status is ReturnStatus.STORED and late.superseded is not None

@@ -23,7 +23,9 @@ PIECE = lc.PieceRef(2048, bytes(range(32)))
 
 
 async def finish(tracker: CallTracker, method: str, params: bytes, outcome: Outcome, generation: int) -> None:
-    live, _ = await tracker.open(method, 1, SectorRefKey(MINER, NUMBER, P2K), params, 0, generation=generation, dedup=method != "AddPiece")
+    live, _ = await tracker.open(
+        method, 1, SectorRefKey(MINER, NUMBER, P2K), params, 0, generation=generation, dedup=method != "AddPiece"
+    )
     assert await tracker.mark_dispatching(live, "w1", "h", "s", (), 1)
     await tracker.complete(live.call.call_id, method, outcome)
     await tracker.wait(live, 1)
@@ -33,7 +35,9 @@ def ref() -> common_pb2.SectorRef:
     return common_pb2.SectorRef(id=common_pb2.SectorId(miner=MINER, number=NUMBER), proof_type=P2K)  # type: ignore[arg-type]
 
 
-def test_steps_are_recorded_with_the_outcome_for_the_current_generation_only(db_url: str, databases: list[Database]) -> None:
+def test_steps_are_recorded_with_the_outcome_for_the_current_generation_only(
+    db_url: str, databases: list[Database]
+) -> None:
     async def run() -> None:
         store = open_store(db_url, databases)
         tracker = CallTracker(store, RetryPolicy(max_attempts=1))
@@ -89,7 +93,9 @@ def test_rules_name_the_state_and_what_to_do() -> None:
         lc.decide_pc2(None, P2K, b"x", [], "w")
     assert err.value.kind is lc.Refusal.PRECONDITION and "AddPiece" in err.value.message
     record = _record()
-    record.steps[lc.Step.PRE_COMMIT_1] = lc.StepRecord(lc.Step.PRE_COMMIT_1, lc.digest_pc1(TICKET, [PIECE]), b"p1o", 1.0)
+    record.steps[lc.Step.PRE_COMMIT_1] = lc.StepRecord(
+        lc.Step.PRE_COMMIT_1, lc.digest_pc1(TICKET, [PIECE]), b"p1o", 1.0
+    )
     assert lc.decide_pc1(record, P2K, 2048, TICKET, [PIECE], [], "w") == lc.Recorded(b"p1o")
     with pytest.raises(lc.LifecycleRefused) as err:
         lc.decide_pc1(record, P2K, 2048, bytes(32), [PIECE], [], "w")
@@ -195,20 +201,28 @@ def _digest(step: lc.Step, right: bool, comm: tuple[bytes, bytes]) -> bytes:
 
 
 def _decide(
-    action: str, right: bool, record: lc.SectorRecord | None, in_flight: list[lc.InFlight], comm: tuple[bytes, bytes],
+    action: str,
+    right: bool,
+    record: lc.SectorRecord | None,
+    in_flight: list[lc.InFlight],
+    comm: tuple[bytes, bytes],
     outputs: dict[lc.Step, bytes],
 ) -> tuple[lc.Step, lc.Decision]:
     ticket = TICKET if right else bytes(32)
     if action == "pc1":
         return lc.Step.PRE_COMMIT_1, lc.decide_pc1(record, P2K, 2048, ticket, [PIECE], in_flight, "")
     if action == "pc2":
-        return lc.Step.PRE_COMMIT_2, lc.decide_pc2(record, P2K, outputs.get(lc.Step.PRE_COMMIT_1, b"?") if right else b"?", in_flight, "")
+        return lc.Step.PRE_COMMIT_2, lc.decide_pc2(
+            record, P2K, outputs.get(lc.Step.PRE_COMMIT_1, b"?") if right else b"?", in_flight, ""
+        )
     if action == "c1":
         pc2 = record.steps.get(lc.Step.PRE_COMMIT_2) if record else None
         got = comm if pc2 is not None else None
         return lc.Step.COMMIT_1, lc.decide_c1(record, P2K, ticket, TICKET, [PIECE], *comm, got, in_flight, "")
     if action == "c2":
-        return lc.Step.COMMIT_2, lc.decide_c2(record, P2K, outputs.get(lc.Step.COMMIT_1, b"?") if right else b"?", in_flight, "")
+        return lc.Step.COMMIT_2, lc.decide_c2(
+            record, P2K, outputs.get(lc.Step.COMMIT_1, b"?") if right else b"?", in_flight, ""
+        )
     run_fin, run_move = lc.decide_finalize(record, P2K, [] if right else [(0, 127)], in_flight, [""])
     step = lc.Step.FINALIZE if run_fin else lc.Step.MOVE_STORAGE
     if not run_fin and not run_move:

@@ -74,10 +74,20 @@ def test_parse_task_type() -> None:
 
 def test_table_numbers_from_the_reference() -> None:
     row = DEFAULT_TABLE.row((T.PRE_COMMIT_1, P32G))
-    assert (row.min_memory, row.max_memory, row.max_parallelism, row.base_min_memory) == (60129542144, 68719476736, 1, 10485760)
+    assert (row.min_memory, row.max_memory, row.max_parallelism, row.base_min_memory) == (
+        60129542144,
+        68719476736,
+        1,
+        10485760,
+    )
     c2 = DEFAULT_TABLE.row((T.COMMIT_2, SealProof.STACKED_DRG_64GIB_V1_1))
     assert (c2.min_memory, c2.max_memory, c2.max_parallelism, c2.gpu_utilization, c2.base_min_memory) == (
-        64424509440, 204010946560, -1, 1.0, 68719476736)
+        64424509440,
+        204010946560,
+        -1,
+        1.0,
+        68719476736,
+    )
     assert DEFAULT_TABLE.row((T.PRE_COMMIT_2, SealProof.STACKED_DRG_512MIB_V1_1)).max_memory == 1610612736
     assert DEFAULT_TABLE.row((T.UNSEAL, P32G)) == DEFAULT_TABLE.row((T.PRE_COMMIT_1, P32G))
     assert DEFAULT_TABLE.row((T.FINALIZE, P32G)) == ResourceRow(0, 0, 0, 0)
@@ -92,10 +102,12 @@ def test_multithreaded_is_92_percent(cpus: int, threads: int) -> None:
 
 
 def test_overrides_per_size_beat_all_sizes() -> None:
-    table = ResourceTable(overrides=[
-        RowOverride(T.PRE_COMMIT_1, P32G, max_concurrent=4),
-        RowOverride(T.PRE_COMMIT_1, None, max_concurrent=2, max_parallelism=2),
-    ])
+    table = ResourceTable(
+        overrides=[
+            RowOverride(T.PRE_COMMIT_1, P32G, max_concurrent=4),
+            RowOverride(T.PRE_COMMIT_1, None, max_concurrent=2, max_parallelism=2),
+        ]
+    )
     assert table.row((T.PRE_COMMIT_1, P32G)).max_concurrent == 4
     assert table.row((T.PRE_COMMIT_1, P32G)).max_parallelism == 2
     assert table.row((T.PRE_COMMIT_1, P2K)).max_concurrent == 2

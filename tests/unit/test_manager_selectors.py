@@ -91,7 +91,9 @@ def test_existing_nobody_holds_it() -> None:
 def test_alloc_pool_and_holders_first() -> None:
     index, owners = fleet()
     index.declare(1000, 5, UNSEALED, "p-c")
-    cand = run(AllocSelector(KEY, SEALED_CACHE, PathType.SEALING, prefer_holders_of=UNSEALED).resolve(context(index, owners)))
+    cand = run(
+        AllocSelector(KEY, SEALED_CACHE, PathType.SEALING, prefer_holders_of=UNSEALED).resolve(context(index, owners))
+    )
     assert cand.preferred == ("wc",)
     assert cand.pool == frozenset({"wa", "wb", "wc"}) and cand.reason is WaitReason.NO_STORAGE
     store = run(AllocSelector(KEY, SEALED_CACHE, PathType.STORAGE).resolve(context(index, owners)))
@@ -151,7 +153,9 @@ def test_index_outage_places_nothing_that_needs_locality() -> None:
 def test_index_errors_that_are_bugs_propagate() -> None:
     class Broken(FakeIndex):
         async def find_sector(self, *args: Any) -> Any:
-            raise grpc.aio.AioRpcError(grpc.StatusCode.INVALID_ARGUMENT, grpc.aio.Metadata(), grpc.aio.Metadata(), "bad")
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.INVALID_ARGUMENT, grpc.aio.Metadata(), grpc.aio.Metadata(), "bad"
+            )
 
     with pytest.raises(grpc.aio.AioRpcError):
         run(ExistingSelector(KEY, SEALED_CACHE, allow_fetch=False).resolve(context(Broken(), {})))

@@ -51,10 +51,14 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str 
         await asyncio.sleep(0.02)
 
 
-async def add_piece(stub: Any, number: int, data: bytes, existing: list[int] | None = None, chunk: int = 300) -> common_pb2.PieceInfo:
+async def add_piece(
+    stub: Any, number: int, data: bytes, existing: list[int] | None = None, chunk: int = 300
+) -> common_pb2.PieceInfo:
     async def messages() -> Any:
         yield manager_pb2.AddPieceRequest(
-            header=manager_pb2.AddPieceHeader(sector=ref(number), existing_piece_sizes=existing or [], piece_size=len(data))
+            header=manager_pb2.AddPieceHeader(
+                sector=ref(number), existing_piece_sizes=existing or [], piece_size=len(data)
+            )
         )
         for start in range(0, len(data), chunk):
             yield manager_pb2.AddPieceRequest(chunk=common_pb2.Chunk(offset=start, data=data[start : start + chunk]))
@@ -66,15 +70,26 @@ async def add_piece(stub: Any, number: int, data: bytes, existing: list[int] | N
 async def seal(stub: Any, number: int) -> bytes:
     """The whole pipeline for one 2 KiB sector; returns the proof."""
     pieces = [await add_piece(stub, number, bytes([number % 251]) * 2032)]
-    p1 = await stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref(number), ticket=TICKET, pieces=pieces), timeout=20)
-    p2 = await stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref(number), pre_commit1_output=p1.pre_commit1_output), timeout=20)
+    p1 = await stub.SealPreCommit1(
+        manager_pb2.SealPreCommit1Request(sector=ref(number), ticket=TICKET, pieces=pieces), timeout=20
+    )
+    p2 = await stub.SealPreCommit2(
+        manager_pb2.SealPreCommit2Request(sector=ref(number), pre_commit1_output=p1.pre_commit1_output), timeout=20
+    )
     c1 = await stub.SealCommit1(
         manager_pb2.SealCommit1Request(
-            sector=ref(number), ticket=TICKET, seed=SEED, pieces=pieces, comm_r=p2.commitments.comm_r, comm_d=p2.commitments.comm_d
+            sector=ref(number),
+            ticket=TICKET,
+            seed=SEED,
+            pieces=pieces,
+            comm_r=p2.commitments.comm_r,
+            comm_d=p2.commitments.comm_d,
         ),
         timeout=20,
     )
-    c2 = await stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(number), commit1_output=c1.commit1_output), timeout=20)
+    c2 = await stub.SealCommit2(
+        manager_pb2.SealCommit2Request(sector=ref(number), commit1_output=c1.commit1_output), timeout=20
+    )
     await stub.FinalizeSector(manager_pb2.FinalizeSectorRequest(sector=ref(number)), timeout=20)
     return bytes(c2.proof)
 
@@ -88,8 +103,17 @@ def test_pipeline_places_by_selectors_and_table(tmp_path: Path) -> None:
         index = FakeIndex()
         manager = await InProcessManager(tmp_path).start(index)
         workers = [
-            await FakeWorker("gpu", manager.address, index, cpus=32, gpus=1, task_types=[T.COMMIT_2, T.PRE_COMMIT_2, T.COMMIT_1, T.FINALIZE, T.FETCH]).start(),
-            await FakeWorker("nopc1", manager.address, index, cpus=16, task_types=[t for t in T if t is not T.PRE_COMMIT_1]).start(),
+            await FakeWorker(
+                "gpu",
+                manager.address,
+                index,
+                cpus=32,
+                gpus=1,
+                task_types=[T.COMMIT_2, T.PRE_COMMIT_2, T.COMMIT_1, T.FINALIZE, T.FETCH],
+            ).start(),
+            await FakeWorker(
+                "nopc1", manager.address, index, cpus=16, task_types=[t for t in T if t is not T.PRE_COMMIT_1]
+            ).start(),
             await FakeWorker("small", manager.address, index, cpus=4).start(),
         ]
         try:
@@ -135,7 +159,9 @@ def test_identical_requests_run_once(tmp_path: Path) -> None:
             # Another client names the same piece by commp instead of CID, with another priority:
             # the same work.
             same = manager_pb2.SealPreCommit1Request(
-                sector=ref(5), ticket=TICKET, priority=7,
+                sector=ref(5),
+                ticket=TICKET,
+                priority=7,
                 pieces=[common_pb2.PieceInfo(size=2048, commp=hashlib.sha256(b"piece-5").digest())],
             )
             calls.append(asyncio.ensure_future(manager.stub.SealPreCommit1(same, timeout=20)))
@@ -171,7 +197,11 @@ def test_manager_crash_mid_pc2_then_restart(tmp_path: Path) -> None:
         caller = asyncio.ensure_future(first.stub.SealPreCommit2(pc2, timeout=30))
         await asyncio.wait_for(worker.gate.reached.wait(), 5)
         # A second PC2 that cannot fit (PC2 takes all threads) waits in the queue.
-        queued = asyncio.ensure_future(first.stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref(10), pre_commit1_output=b"x"), timeout=30))
+        queued = asyncio.ensure_future(
+            first.stub.SealPreCommit2(
+                manager_pb2.SealPreCommit2Request(sector=ref(10), pre_commit1_output=b"x"), timeout=30
+            )
+        )
         await until(lambda: len(first.runner.scheduler.queue) == 1, what="second PC2 queued")
         await first.crash()
         for task in (caller, queued):
@@ -187,7 +217,9 @@ def test_manager_crash_mid_pc2_then_restart(tmp_path: Path) -> None:
             assert second.stub is not None
             again = await second.stub.SealPreCommit2(pc2, timeout=30)
             assert again.commitments.comm_r
-            other = await second.stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref(10), pre_commit1_output=b"x"), timeout=30)
+            other = await second.stub.SealPreCommit2(
+                manager_pb2.SealPreCommit2Request(sector=ref(10), pre_commit1_output=b"x"), timeout=30
+            )
             assert other.commitments.comm_r
             counts = Counter_of(worker)
             assert counts["SealPreCommit2"] == 2  # sector 9 once, sector 10 once
@@ -260,7 +292,9 @@ def test_lost_worker_task_reruns_elsewhere(tmp_path: Path) -> None:
             reply = await caller
             assert len(reply.proof) == 192
             assert Counter_of(rescuer)["SealCommit2"] == 1
-            stats = await manager.stub.WorkerStats(manager_pb2.WorkerStatsRequest(worker_id=doomed.worker_id), timeout=5)
+            stats = await manager.stub.WorkerStats(
+                manager_pb2.WorkerStatsRequest(worker_id=doomed.worker_id), timeout=5
+            )
             assert not stats.workers[0].state.connected
             history = await manager.stub.TaskHistory(manager_pb2.TaskHistoryRequest(sector=ref(4).id), timeout=5)
             outcomes = [r.outcome for r in history.runs]
@@ -286,16 +320,28 @@ def test_disabled_worker_gets_nothing_and_unsatisfiable_is_reported(tmp_path: Pa
             await manager.seed(ref(20), "pieces")
             big = ref(21, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_64GIB_V1_1)
             whole = (await manager.seed(big, "pieces")).pieces[0]
-            outs = await asyncio.gather(*[
-                manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(n), commit1_output=b"c"), timeout=20) for n in range(8)
-            ])
+            outs = await asyncio.gather(
+                *[
+                    manager.stub.SealCommit2(
+                        manager_pb2.SealCommit2Request(sector=ref(n), commit1_output=b"c"), timeout=20
+                    )
+                    for n in range(8)
+                ]
+            )
             assert len(outs) == 8 and not off.ran and len(on.ran) == 8
             # PC1: only the disabled worker enables it -> waits, WORKER_UNAVAILABLE; a 64 GiB PC1
             # fits nowhere -> unsatisfiable.
-            pc1 = asyncio.ensure_future(manager.stub.SealPreCommit1(
-                manager_pb2.SealPreCommit1Request(sector=ref(20), ticket=TICKET, pieces=[full_piece(20)]), timeout=30))
-            huge = asyncio.ensure_future(manager.stub.SealPreCommit1(
-                manager_pb2.SealPreCommit1Request(sector=big, ticket=TICKET, pieces=[whole]), timeout=30))
+            pc1 = asyncio.ensure_future(
+                manager.stub.SealPreCommit1(
+                    manager_pb2.SealPreCommit1Request(sector=ref(20), ticket=TICKET, pieces=[full_piece(20)]),
+                    timeout=30,
+                )
+            )
+            huge = asyncio.ensure_future(
+                manager.stub.SealPreCommit1(
+                    manager_pb2.SealPreCommit1Request(sector=big, ticket=TICKET, pieces=[whole]), timeout=30
+                )
+            )
             await until(lambda: len(manager.runner.scheduler.queue) == 2, what="two queued")
             diag = await manager.stub.SchedDiag(manager_pb2.SchedDiagRequest(force_sched=True), timeout=5)
             by_sector = {r.sector.id.number: r for r in diag.requests}
@@ -327,21 +373,44 @@ def test_disabled_worker_gets_nothing_and_unsatisfiable_is_reported(tmp_path: Pa
 
 def test_temporary_failures_retry_permanent_do_not(tmp_path: Path) -> None:
     async def test() -> None:
-        manager = await InProcessManager(tmp_path, ManagerSection(
-            heartbeat_interval_s=0.2, heartbeat_timeout_s=2, max_attempts=3, retry_backoff_initial_s=0.05, retry_backoff_max_s=0.1)).start()
+        manager = await InProcessManager(
+            tmp_path,
+            ManagerSection(
+                heartbeat_interval_s=0.2,
+                heartbeat_timeout_s=2,
+                max_attempts=3,
+                retry_backoff_initial_s=0.05,
+                retry_backoff_max_s=0.1,
+            ),
+        ).start()
         worker = await FakeWorker("w", manager.address).start()
         try:
             assert manager.stub is not None
             await manager.seed(ref(1), "c1", c1_output=b"c")
             await manager.seed(ref(2), "pc2")
             await manager.seed(ref(3), "pc1", pc1_output=b"p")
-            worker.fail_next["SealCommit2"] = common_pb2.TaskError(code=common_pb2.TASK_ERROR_CODE_TEMPORARY, message="gpu hiccup")
-            reply = await manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=20)
+            worker.fail_next["SealCommit2"] = common_pb2.TaskError(
+                code=common_pb2.TASK_ERROR_CODE_TEMPORARY, message="gpu hiccup"
+            )
+            reply = await manager.stub.SealCommit2(
+                manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=20
+            )
             assert len(reply.proof) == 192 and Counter_of(worker)["SealCommit2"] == 2
-            worker.fail_next["SealCommit1"] = common_pb2.TaskError(code=common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND, message="no sealed file")
+            worker.fail_next["SealCommit1"] = common_pb2.TaskError(
+                code=common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND, message="no sealed file"
+            )
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await manager.stub.SealCommit1(manager_pb2.SealCommit1Request(
-                    sector=ref(2), ticket=TICKET, seed=SEED, pieces=[full_piece(2)], comm_r=bytes(32), comm_d=bytes(32)), timeout=20)
+                await manager.stub.SealCommit1(
+                    manager_pb2.SealCommit1Request(
+                        sector=ref(2),
+                        ticket=TICKET,
+                        seed=SEED,
+                        pieces=[full_piece(2)],
+                        comm_r=bytes(32),
+                        comm_d=bytes(32),
+                    ),
+                    timeout=20,
+                )
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
             assert (err.value.details() or "").startswith("TASK_ERROR_CODE_SECTOR_NOT_FOUND: no sealed file")
             assert Counter_of(worker)["SealCommit1"] == 1
@@ -356,7 +425,9 @@ def test_temporary_failures_retry_permanent_do_not(tmp_path: Path) -> None:
 
             worker._run = always_fail  # type: ignore[method-assign]
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await manager.stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref(3), pre_commit1_output=b"p"), timeout=20)
+                await manager.stub.SealPreCommit2(
+                    manager_pb2.SealPreCommit2Request(sector=ref(3), pre_commit1_output=b"p"), timeout=20
+                )
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert Counter_of(worker)["SealPreCommit2"] == 3
         finally:
@@ -385,13 +456,19 @@ def test_add_piece_relays_stream_and_checks_sizes(tmp_path: Path) -> None:
 
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await manager.stub.AddPiece(short(), timeout=10)
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "1000 of piece_size 1016" in (err.value.details() or "")
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "1000 of piece_size 1016" in (
+                err.value.details() or ""
+            )
             assert Counter_of(worker).get("AddPiece", 0) == before
             for header, needle in [
                 (manager_pb2.AddPieceHeader(sector=ref(3), piece_size=1000), "not an unpadded piece size"),
-                (manager_pb2.AddPieceHeader(sector=ref(3), existing_piece_sizes=[1016], piece_size=2032), "does not fit"),
+                (
+                    manager_pb2.AddPieceHeader(sector=ref(3), existing_piece_sizes=[1016], piece_size=2032),
+                    "does not fit",
+                ),
                 (manager_pb2.AddPieceHeader(piece_size=127), "sector is required"),
             ]:
+
                 async def one(h: manager_pb2.AddPieceHeader = header) -> Any:
                     yield manager_pb2.AddPieceRequest(header=h)
 
@@ -414,30 +491,44 @@ def test_return_rpc_codes_and_heartbeat_protocol(tmp_path: Path) -> None:
             assert stub is not None and manager.stub is not None
             unknown = common_pb2.CallId(sector=ref(1).id, id="5d6f7a3e-0000-4000-8000-000000000000")
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.ReturnSealCommit2(manager_pb2.ReturnSealCommit2Request(call_id=unknown, proof=b"x"), timeout=5)
+                await stub.ReturnSealCommit2(
+                    manager_pb2.ReturnSealCommit2Request(call_id=unknown, proof=b"x"), timeout=5
+                )
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.ReturnSealCommit2(manager_pb2.ReturnSealCommit2Request(call_id=unknown), timeout=5)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             await manager.seed(ref(1), "c1", c1_output=b"c")
-            await manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=10)
+            await manager.stub.SealCommit2(
+                manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=10
+            )
             call = worker.assignments[worker.ran[0][1]].call_id
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.ReturnSealCommit1(manager_pb2.ReturnSealCommit1Request(call_id=call, commit1_output=b"x"), timeout=5)
+                await stub.ReturnSealCommit1(
+                    manager_pb2.ReturnSealCommit1Request(call_id=call, commit1_output=b"x"), timeout=5
+                )
             assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             # A repeated Return of a stored call is OK and changes nothing.
             await stub.ReturnSealCommit2(manager_pb2.ReturnSealCommit2Request(call_id=call, proof=b"other"), timeout=5)
             # Heartbeats: an unknown session is NOT_FOUND; a running call the manager does not
             # know is reported back to stop.
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.WorkerHeartbeat(manager_pb2.WorkerHeartbeatRequest(worker_id=worker.worker_id, session_id="other"), timeout=5)
+                await stub.WorkerHeartbeat(
+                    manager_pb2.WorkerHeartbeatRequest(worker_id=worker.worker_id, session_id="other"), timeout=5
+                )
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
             reply = await stub.WorkerHeartbeat(
-                manager_pb2.WorkerHeartbeatRequest(worker_id=worker.worker_id, session_id=worker.session_id, running_calls=[unknown]), timeout=5
+                manager_pb2.WorkerHeartbeatRequest(
+                    worker_id=worker.worker_id, session_id=worker.session_id, running_calls=[unknown]
+                ),
+                timeout=5,
             )
             assert [c.id for c in reply.unknown_calls] == [unknown.id]
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.RegisterWorker(manager_pb2.RegisterWorkerRequest(info=worker.info(), address="not a target", session_id="s"), timeout=5)
+                await stub.RegisterWorker(
+                    manager_pb2.RegisterWorkerRequest(info=worker.info(), address="not a target", session_id="s"),
+                    timeout=5,
+                )
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         finally:
             await worker.stop()
@@ -455,18 +546,24 @@ def test_cordon_drain_and_uncordon(tmp_path: Path) -> None:
             assert manager.stub is not None
             for n in (1, 2):
                 await manager.seed(ref(n), "c1", c1_output=b"c")
-            busy = asyncio.ensure_future(manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=30))
+            busy = asyncio.ensure_future(
+                manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=30)
+            )
             await asyncio.wait_for(worker.gate.reached.wait(), 5)
             reply = await manager.stub.DrainWorker(
                 manager_pb2.DrainWorkerRequest(worker_id=worker.worker_id, timeout={"nanos": 300_000_000}), timeout=10
             )
             assert not reply.drained and [j.sector.id.number for j in reply.remaining] == [1] and reply.state.cordoned
             # Cordoned: new work waits; the running task finishes.
-            waiting = asyncio.ensure_future(manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(2), commit1_output=b"c"), timeout=30))
+            waiting = asyncio.ensure_future(
+                manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(2), commit1_output=b"c"), timeout=30)
+            )
             await until(lambda: len(manager.runner.scheduler.queue) == 1, what="queued while cordoned")
             worker.gate.event.set()
             await busy
-            drained = await manager.stub.DrainWorker(manager_pb2.DrainWorkerRequest(worker_id=worker.worker_id), timeout=10)
+            drained = await manager.stub.DrainWorker(
+                manager_pb2.DrainWorkerRequest(worker_id=worker.worker_id), timeout=10
+            )
             assert drained.drained and not drained.remaining
             assert not waiting.done()
             await manager.stub.UncordonWorker(manager_pb2.UncordonWorkerRequest(worker_id=worker.worker_id), timeout=5)
@@ -484,8 +581,12 @@ def test_cordon_drain_and_uncordon(tmp_path: Path) -> None:
 def test_overdue_task_is_stopped_and_retried(tmp_path: Path) -> None:
     async def test() -> None:
         settings = ManagerSection(
-            heartbeat_interval_s=0.2, heartbeat_timeout_s=5, task_timeouts={"C2": 0.3}, timeout_grace_s=0.2,
-            retry_backoff_initial_s=0.05, retry_backoff_max_s=0.1,
+            heartbeat_interval_s=0.2,
+            heartbeat_timeout_s=5,
+            task_timeouts={"C2": 0.3},
+            timeout_grace_s=0.2,
+            retry_backoff_initial_s=0.05,
+            retry_backoff_max_s=0.1,
         )
         manager = await InProcessManager(tmp_path, settings).start()
         worker = await FakeWorker("w", manager.address).start()
@@ -493,7 +594,9 @@ def test_overdue_task_is_stopped_and_retried(tmp_path: Path) -> None:
         try:
             assert manager.stub is not None
             await manager.seed(ref(1), "c1", c1_output=b"c")
-            call = asyncio.ensure_future(manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=30))
+            call = asyncio.ensure_future(
+                manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=30)
+            )
             await asyncio.wait_for(worker.gate.reached.wait(), 5)
             first = worker.ran[0][1]
             assert worker.assignments[first].timeout.ToNanoseconds() == 300_000_000
@@ -503,7 +606,10 @@ def test_overdue_task_is_stopped_and_retried(tmp_path: Path) -> None:
             reply = await call
             assert len(reply.proof) == 192
             history = await manager.stub.TaskHistory(manager_pb2.TaskHistoryRequest(), timeout=5)
-            assert [r.outcome for r in history.runs] == [manager_pb2.TASK_OUTCOME_SUCCEEDED, manager_pb2.TASK_OUTCOME_TIMED_OUT]
+            assert [r.outcome for r in history.runs] == [
+                manager_pb2.TASK_OUTCOME_SUCCEEDED,
+                manager_pb2.TASK_OUTCOME_TIMED_OUT,
+            ]
             await until(lambda: not manager.runner.scheduler.assigned, what="resources of the stopped call released")
         finally:
             await worker.stop()
@@ -521,9 +627,12 @@ def test_history_pages_and_jobs_views(tmp_path: Path) -> None:
             assert stub is not None
             for n in range(25):
                 await manager.seed(ref(n), "c1", c1_output=b"c")
-            await asyncio.gather(*[
-                stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(n), commit1_output=b"c"), timeout=20) for n in range(25)
-            ])
+            await asyncio.gather(
+                *[
+                    stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(n), commit1_output=b"c"), timeout=20)
+                    for n in range(25)
+                ]
+            )
             seen: list[str] = []
             token = ""
             while True:
@@ -534,7 +643,9 @@ def test_history_pages_and_jobs_views(tmp_path: Path) -> None:
                 token = page.next_page_token
             assert len(seen) == len(set(seen)) == 25
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.TaskHistory(manager_pb2.TaskHistoryRequest(page_size=10, page_token=token or "x", failed_only=True), timeout=5)
+                await stub.TaskHistory(
+                    manager_pb2.TaskHistoryRequest(page_size=10, page_token=token or "x", failed_only=True), timeout=5
+                )
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             only = await stub.TaskHistory(manager_pb2.TaskHistoryRequest(sector=ref(3).id), timeout=5)
             assert [r.sector.id.number for r in only.runs] == [3]
@@ -559,7 +670,9 @@ def test_metrics_gauges(tmp_path: Path) -> None:
         try:
             assert manager.stub is not None
             await manager.seed(ref(1), "c1", c1_output=b"c")
-            waiting = asyncio.ensure_future(manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=30))
+            waiting = asyncio.ensure_future(
+                manager.stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=30)
+            )
             await until(lambda: len(manager.runner.scheduler.queue) == 1, what="queued")
             text = generate_latest(REGISTRY).decode()
             assert 'sectorstorage_manager_queue_length{task="C2"} 1.0' in text
@@ -591,8 +704,11 @@ def test_add_piece_back_pressure_no_buffering_before_placement(tmp_path: Path) -
 
             async def messages() -> Any:
                 nonlocal pulled
-                yield manager_pb2.AddPieceRequest(header=manager_pb2.AddPieceHeader(
-                    sector=ref(1, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1), piece_size=size))
+                yield manager_pb2.AddPieceRequest(
+                    header=manager_pb2.AddPieceHeader(
+                        sector=ref(1, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1), piece_size=size
+                    )
+                )
                 for start in range(0, size, chunk):
                     pulled += 1
                     yield manager_pb2.AddPieceRequest(chunk=common_pb2.Chunk(offset=start, data=bytes(chunk)))
@@ -625,15 +741,22 @@ def test_sector_commitments_rpc_from_pc2_until_remove(tmp_path: Path) -> None:
             sid = common_pb2.SectorId(miner=MINER, number=4)
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=sid), timeout=5)
-            assert err.value.code() == grpc.StatusCode.NOT_FOUND and "no SealPreCommit2 result" in (err.value.details() or "")
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND and "no SealPreCommit2 result" in (
+                err.value.details() or ""
+            )
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(), timeout=5)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
             for n in (4, 5):
                 piece = await add_piece(stub, n, bytes([n]) * 2032)
-                p1 = await stub.SealPreCommit1(manager_pb2.SealPreCommit1Request(sector=ref(n), ticket=TICKET, pieces=[piece]), timeout=20)
-                p2 = await stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref(n), pre_commit1_output=p1.pre_commit1_output), timeout=20)
+                p1 = await stub.SealPreCommit1(
+                    manager_pb2.SealPreCommit1Request(sector=ref(n), ticket=TICKET, pieces=[piece]), timeout=20
+                )
+                p2 = await stub.SealPreCommit2(
+                    manager_pb2.SealPreCommit2Request(sector=ref(n), pre_commit1_output=p1.pre_commit1_output),
+                    timeout=20,
+                )
                 got = await stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=ref(n).id), timeout=5)
                 assert got.sector == ref(n)
                 assert (got.comm_r, got.comm_d) == (p2.commitments.comm_r, p2.commitments.comm_d)
@@ -649,7 +772,10 @@ def test_sector_commitments_rpc_from_pc2_until_remove(tmp_path: Path) -> None:
             await manager.stop()
             restarted = await InProcessManager(tmp_path).start(index)
             assert restarted.stub is not None
-            assert await restarted.stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=sid), timeout=5) == kept
+            assert (
+                await restarted.stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=sid), timeout=5)
+                == kept
+            )
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await restarted.stub.SectorCommitments(manager_pb2.SectorCommitmentsRequest(sector=removed), timeout=5)
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -676,7 +802,9 @@ def test_work_of_a_removed_or_older_generation_is_dropped_not_run(tmp_path: Path
             assert stub is not None and manager.app is not None
             await manager.seed(ref(1), "c1", c1_output=b"c")
             await stub.DisableWorker(manager_pb2.DisableWorkerRequest(worker_id=worker.worker_id), timeout=5)
-            waiting = asyncio.ensure_future(stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=20))
+            waiting = asyncio.ensure_future(
+                stub.SealCommit2(manager_pb2.SealCommit2Request(sector=ref(1), commit1_output=b"c"), timeout=20)
+            )
             await until(lambda: len(manager.runner.scheduler.queue) == 1, what="C2 queued")
             await manager.app.store.mark_removed(MINER, 1)
             # A new pipeline on the number (generation 2) does not revive the old work either.

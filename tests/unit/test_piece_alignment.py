@@ -43,7 +43,9 @@ def test_the_disagreement_that_was() -> None:
     assert piece_layout([127, 508], 127, proof) == 1024
 
 
-@pytest.mark.parametrize("sizes", [[127, 508, 127], [254, 127, 1016, 127, 508], [127 * 1024, 127, 127 * 2048], [127] * 9])
+@pytest.mark.parametrize(
+    "sizes", [[127, 508, 127], [254, 127, 1016, 127, 508], [127 * 1024, 127, 127 * 2048], [127] * 9]
+)
 def test_offsets_agree_with_rust_core(sizes: list[int]) -> None:
     sector, pieces = sealed_like(sizes)
     whole = rust_core.piece_commitment(rust_core.fr32_unpad(sector))
@@ -61,4 +63,8 @@ def test_random_piece_lists_agree_with_rust_core(exponents: list[int]) -> None:
     sector, pieces = sealed_like(sizes)
     assert rust_core.unsealed_commitment(SECTOR, pieces) == rust_core.piece_commitment(rust_core.fr32_unpad(sector))
     for i in range(1, len(sizes)):
-        assert piece_offset(sizes[:i], sizes[i])[1] == piece_layout(sizes[:i], sizes[i], SealProof.STACKED_DRG_8MIB_V1_1) == piece_offsets(sizes)[i]
+        assert (
+            piece_offset(sizes[:i], sizes[i])[1]
+            == piece_layout(sizes[:i], sizes[i], SealProof.STACKED_DRG_8MIB_V1_1)
+            == piece_offsets(sizes)[i]
+        )

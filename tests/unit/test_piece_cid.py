@@ -69,10 +69,18 @@ def test_piece_cid_v2_vectors(vectors_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("padded", "payload", "v1", "v2"),
     [  # vectors/README.md §5, zero pieces (go-fil-commcid): rows the JSON does not repeat
-        (32 << 30, 34091302912, "baga6ea4seaqao7s73y24kcutaosvacpdjgfe5pw76ooefnyqw4ynr3d2y6x2mpq",
-         "bafkzcibcaapao7s73y24kcutaosvacpdjgfe5pw76ooefnyqw4ynr3d2y6x2mpq"),
-        (64 << 30, 68182605824, "baga6ea4seaqomqafu276g53zko4k23xzh4h4uecjwicbmvhsuqi7o4bhthhm4aq",
-         "bafkzcibcaap6mqafu276g53zko4k23xzh4h4uecjwicbmvhsuqi7o4bhthhm4aq"),
+        (
+            32 << 30,
+            34091302912,
+            "baga6ea4seaqao7s73y24kcutaosvacpdjgfe5pw76ooefnyqw4ynr3d2y6x2mpq",
+            "bafkzcibcaapao7s73y24kcutaosvacpdjgfe5pw76ooefnyqw4ynr3d2y6x2mpq",
+        ),
+        (
+            64 << 30,
+            68182605824,
+            "baga6ea4seaqomqafu276g53zko4k23xzh4h4uecjwicbmvhsuqi7o4bhthhm4aq",
+            "bafkzcibcaap6mqafu276g53zko4k23xzh4h4uecjwicbmvhsuqi7o4bhthhm4aq",
+        ),
     ],
 )
 def test_piece_cid_v2_of_zero_sectors(padded: int, payload: int, v1: str, v2: str) -> None:

@@ -143,16 +143,27 @@ def test_unseal_gives_back_the_original_bytes(name: str, request: pytest.Fixture
     s: Sector = request.getfixturevalue(name)
     out = tmp_path / "unsealed-out"
     unpadded = s.size // 128 * 127
-    rust_core.unseal_range(s.size, str(s.cache), str(s.sealed), str(out), PROVER, s.number, TICKET,
-                           s.comm_d, 0, unpadded)
+    rust_core.unseal_range(
+        s.size, str(s.cache), str(s.sealed), str(out), PROVER, s.number, TICKET, s.comm_d, 0, unpadded
+    )
     assert fr32_unpad(out.read_bytes()) == s.payload
     # A range: the second piece only, into a fresh file at its padded offset.
     first_size = s.pieces[0][0]
     second_size = s.pieces[1][0]
     start = (first_size + second_size - 1) // second_size * second_size
     out2 = tmp_path / "range-out"
-    rust_core.unseal_range(s.size, str(s.cache), str(s.sealed), str(out2), PROVER, s.number, TICKET,
-                           s.comm_d, start // 128 * 127, second_size // 128 * 127)
+    rust_core.unseal_range(
+        s.size,
+        str(s.cache),
+        str(s.sealed),
+        str(out2),
+        PROVER,
+        s.number,
+        TICKET,
+        s.comm_d,
+        start // 128 * 127,
+        second_size // 128 * 127,
+    )
     got = out2.read_bytes()[start : start + second_size]
     assert fr32_unpad(got) == s.payload[start // 128 * 127 : (start + second_size) // 128 * 127]
 
@@ -200,14 +211,17 @@ def test_post_fails_on_corrupted_replica_and_check_provable_names_faults(tmp_pat
     rand = bytes(32)
     good = sectors[1]
     assert rust_core.verify_window_post(
-        KIB2, rand, PROVER, [(good.number, good.comm_r)],
-        rust_core.generate_window_post(KIB2, rand, PROVER, [good.post_sector()]))
+        KIB2,
+        rand,
+        PROVER,
+        [(good.number, good.comm_r)],
+        rust_core.generate_window_post(KIB2, rand, PROVER, [good.post_sector()]),
+    )
 
     corrupt = sectors[2]
     flip(corrupt.sealed, 1234)
     proof = rust_core.generate_window_post(KIB2, rand, PROVER, [good.post_sector(), corrupt.post_sector()])
-    assert not rust_core.verify_window_post(
-        KIB2, rand, PROVER, [(1, good.comm_r), (2, corrupt.comm_r)], proof)
+    assert not rust_core.verify_window_post(KIB2, rand, PROVER, [(1, good.comm_r), (2, corrupt.comm_r)], proof)
 
     with open(sectors[3].sealed, "r+b") as f:
         f.truncate(1000)
@@ -215,7 +229,8 @@ def test_post_fails_on_corrupted_replica_and_check_provable_names_faults(tmp_pat
     sectors[5].sealed.unlink()
 
     report = rust_core.check_provable(
-        KIB2, PROVER, [(n, s.comm_r, str(s.sealed), str(s.cache)) for n, s in sectors.items()])
+        KIB2, PROVER, [(n, s.comm_r, str(s.sealed), str(s.cache)) for n, s in sectors.items()]
+    )
     assert report[1] is None
     assert "corrupt" in report[2] and "does not verify" in report[2]
     assert "wrong size (got 1000, expect 2048)" in report[3]
@@ -231,14 +246,21 @@ def test_post_fails_on_corrupted_replica_and_check_provable_names_faults(tmp_pat
 def test_clear_cache_keeps_what_post_needs(tmp_path: Path) -> None:
     s = seal_sector(tmp_path, KIB2, 8, [1024], rng_seed=8)
     before = {p.name for p in s.cache.iterdir()}
-    assert {"sc-02-data-layer-1.dat", "sc-02-data-layer-2.dat", "sc-02-data-tree-d.dat",
-            "sc-02-data-tree-c.dat", "sc-02-data-tree-r-last.dat", "p_aux"} <= before
+    assert {
+        "sc-02-data-layer-1.dat",
+        "sc-02-data-layer-2.dat",
+        "sc-02-data-tree-d.dat",
+        "sc-02-data-tree-c.dat",
+        "sc-02-data-tree-r-last.dat",
+        "p_aux",
+    } <= before
     rust_core.clear_cache(str(s.cache), KIB2)
     rust_core.clear_cache(str(s.cache), KIB2)  # idempotent
     assert {p.name for p in s.cache.iterdir()} == {"sc-02-data-tree-r-last.dat", "p_aux"}
     with pytest.raises(OSError, match="sc-02-data-tree-d.dat"):
-        rust_core.seal_commit_phase1(KIB2, str(s.cache), str(s.sealed), PROVER, 8, TICKET, SEED,
-                                     s.pieces, s.comm_r, s.comm_d)
+        rust_core.seal_commit_phase1(
+            KIB2, str(s.cache), str(s.sealed), PROVER, 8, TICKET, SEED, s.pieces, s.comm_r, s.comm_d
+        )
 
 
 def test_gpu_selection_without_devices() -> None:
@@ -264,10 +286,16 @@ def test_backends_and_thread_counts_give_identical_bytes(s8m: Sector, tmp_path: 
     env = dict(os.environ, RAYON_NUM_THREADS="1")
     out = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "one"), str(Path(__file__).parent)],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
-    assert out == [s8m.comm_r.hex(), hashlib.sha256(s8m.proof).hexdigest(),
-                   hashlib.sha256(s8m.sealed.read_bytes()).hexdigest()]
+    assert out == [
+        s8m.comm_r.hex(),
+        hashlib.sha256(s8m.proof).hexdigest(),
+        hashlib.sha256(s8m.sealed.read_bytes()).hexdigest(),
+    ]
 
 
 def test_concurrent_seals_from_threads(tmp_path: Path) -> None:

@@ -41,7 +41,12 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_proto_is_compiled() -> None:
-    assert FILES == ["sectorstorage/v1/common.proto", "sectorstorage/v1/index.proto", "sectorstorage/v1/manager.proto", "sectorstorage/v1/worker.proto"]
+    assert FILES == [
+        "sectorstorage/v1/common.proto",
+        "sectorstorage/v1/index.proto",
+        "sectorstorage/v1/manager.proto",
+        "sectorstorage/v1/worker.proto",
+    ]
 
 
 def test_cpp(generated: Path) -> None:
@@ -55,7 +60,16 @@ def test_cpp(generated: Path) -> None:
 def test_java(generated: Path) -> None:
     package = generated / "java" / "io" / "sectorstorage" / "v1"
     # java_multiple_files: one class per message, plus the outer classes named by the options
-    for cls in ("ManagerProto", "IndexProto", "WorkerProto", "CommonProto", "SectorRef", "AddPieceRequest", "SealingJob", "StorageFindSectorRequest"):
+    for cls in (
+        "ManagerProto",
+        "IndexProto",
+        "WorkerProto",
+        "CommonProto",
+        "SectorRef",
+        "AddPieceRequest",
+        "SealingJob",
+        "StorageFindSectorRequest",
+    ):
         assert (package / f"{cls}.java").is_file(), cls
     assert "package io.sectorstorage.v1;" in (package / "SectorRef.java").read_text()
 
@@ -68,6 +82,13 @@ def test_other_languages(generated: Path) -> None:
 
 
 def test_grpc_tools_compiles_the_same_tree_for_python(tmp_path: Path) -> None:
-    args = ["grpc_tools.protoc", f"-I{PROTOS}", f"-I{WELL_KNOWN}", f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}", *FILES]
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTOS}",
+        f"-I{WELL_KNOWN}",
+        f"--python_out={tmp_path}",
+        f"--grpc_python_out={tmp_path}",
+        *FILES,
+    ]
     assert grpc_tools_protoc.main(args) == 0
     assert (tmp_path / "sectorstorage" / "v1" / "manager_pb2_grpc.py").is_file()

@@ -19,7 +19,10 @@ def test_tls_is_off_by_default() -> None:
     [
         ({"SECTORSTORAGE_TLS_CERT_FILE": "c.pem"}, "cert_file and key_file go together"),
         ({"SECTORSTORAGE_TLS_CLIENT_CA_FILE": "ca.pem"}, "needs cert_file"),
-        ({"SECTORSTORAGE_TLS_CA_FILE": "ca.pem", "SECTORSTORAGE_TLS_CLIENT_KEY_FILE": "k"}, "client_cert_file and client_key_file"),
+        (
+            {"SECTORSTORAGE_TLS_CA_FILE": "ca.pem", "SECTORSTORAGE_TLS_CLIENT_KEY_FILE": "k"},
+            "client_cert_file and client_key_file",
+        ),
         ({"SECTORSTORAGE_TLS_CLIENT_CERT_FILE": "c", "SECTORSTORAGE_TLS_CLIENT_KEY_FILE": "k"}, "needs ca_file"),
     ],
 )
@@ -36,12 +39,23 @@ def test_tls_section_from_environment_alone() -> None:
 
 
 @pytest.mark.parametrize(
-    "d", [Duration(seconds=1, nanos=-1), Duration(seconds=-1, nanos=1), Duration(nanos=10**9), Duration(seconds=2**63 - 1), Duration(seconds=-(2**63))]
+    "d",
+    [
+        Duration(seconds=1, nanos=-1),
+        Duration(seconds=-1, nanos=1),
+        Duration(nanos=10**9),
+        Duration(seconds=2**63 - 1),
+        Duration(seconds=-(2**63)),
+    ],
 )
 def test_invalid_durations(d: Duration) -> None:
     assert duration_problem(d)
 
 
 def test_valid_durations() -> None:
-    for d, seconds in ((Duration(), 0.0), (Duration(seconds=3, nanos=500_000_000), 3.5), (Duration(seconds=-2, nanos=-500_000_000), -2.5)):
+    for d, seconds in (
+        (Duration(), 0.0),
+        (Duration(seconds=3, nanos=500_000_000), 3.5),
+        (Duration(seconds=-2, nanos=-500_000_000), -2.5),
+    ):
         assert duration_problem(d) is None and duration_seconds(d) == seconds

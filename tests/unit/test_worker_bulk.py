@@ -105,13 +105,17 @@ def test_connections_without_tickets_are_bounded(tmp_path: Path, monkeypatch: py
         server.stop()
 
 
-def test_receive_falls_back_to_writes_without_losing_the_piped_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_receive_falls_back_to_writes_without_losing_the_piped_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A file system that takes no splice: the bytes already moved from the socket into the pipe
     are written, and the rest comes by recv + pwrite; the file is exactly what was sent."""
     data = os.urandom(3 * (1 << 20) + 12345)
     real_splice = os.splice
 
-    def file_refuses(src: int, dst: int, count: int, offset_src: int | None = None, offset_dst: int | None = None, flags: int = 0) -> int:
+    def file_refuses(
+        src: int, dst: int, count: int, offset_src: int | None = None, offset_dst: int | None = None, flags: int = 0
+    ) -> int:
         if offset_dst is not None:
             raise OSError(errno.EINVAL, "splice to this file system is not supported")
         return real_splice(src, dst, count, offset_src, offset_dst, flags)

@@ -24,7 +24,15 @@ def test_a_stale_failure_does_not_stop_the_wait_for_deliveries() -> None:
 
     runner = idle_runner()
     report = asyncio.run(
-        drain_for_stop(runner, lambda: None, lambda: pending["n"], 5.0, 5.0, retry_deliveries=retry, last_delivery_failure=lambda: stale)
+        drain_for_stop(
+            runner,
+            lambda: None,
+            lambda: pending["n"],
+            5.0,
+            5.0,
+            retry_deliveries=retry,
+            last_delivery_failure=lambda: stale,
+        )
     )
     assert runner.shutting_down and report.finished and report.undelivered == 0
 
@@ -37,6 +45,14 @@ def test_a_failure_during_the_drain_leaves_the_results_stored() -> None:
 
     started = time.monotonic()
     report = asyncio.run(
-        drain_for_stop(idle_runner(), lambda: None, lambda: 1, 5.0, 5.0, retry_deliveries=retry, last_delivery_failure=lambda: failed["at"])
+        drain_for_stop(
+            idle_runner(),
+            lambda: None,
+            lambda: 1,
+            5.0,
+            5.0,
+            retry_deliveries=retry,
+            last_delivery_failure=lambda: failed["at"],
+        )
     )
     assert report.undelivered == 1 and time.monotonic() - started < 1.0

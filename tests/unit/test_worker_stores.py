@@ -79,7 +79,10 @@ def test_scan_skips_and_reports_what_is_not_a_sector_file(tmp_path: Path, caplog
     (root / "sealed" / "s-t01000-7").write_bytes(b"")
     (root / "sealed" / "fetching").mkdir()
     (root / "cache" / "s-t01000-7").mkdir()
-    assert scan_path(root).files == [ScannedFile(SectorId(1000, 7), FileType.SEALED), ScannedFile(SectorId(1000, 7), FileType.CACHE)]
+    assert scan_path(root).files == [
+        ScannedFile(SectorId(1000, 7), FileType.SEALED),
+        ScannedFile(SectorId(1000, 7), FileType.CACHE),
+    ]
     # Stray entries of every kind: none of them hides sector 7 or raises.
     (root / "sealed" / "README.txt").write_bytes(b"notes")
     (root / "sealed" / ("s-t01000-" + "9" * 200)).write_bytes(b"")  # number past 2^63
@@ -90,7 +93,10 @@ def test_scan_skips_and_reports_what_is_not_a_sector_file(tmp_path: Path, caplog
     os.mkdir(os.path.join(os.fsencode(root / "cache"), b"s-t01000-\xff"))  # not UTF-8
     scan = scan_path(root)
     assert scan.complete
-    assert scan.files == [ScannedFile(SectorId(1000, 7), FileType.SEALED), ScannedFile(SectorId(1000, 7), FileType.CACHE)]
+    assert scan.files == [
+        ScannedFile(SectorId(1000, 7), FileType.SEALED),
+        ScannedFile(SectorId(1000, 7), FileType.CACHE),
+    ]
     reasons = {e.path.name: e.reason for e in scan.skipped}
     assert len(reasons) == 7, reasons
     assert "not a sector file name" in reasons["README.txt"] and "not a sector file name" in reasons["x" * 255]
@@ -176,7 +182,12 @@ def test_tar_round_trip_exact_size(tmp_path: Path) -> None:
 
 
 def test_tar_extractor_refuses_escapes(tmp_path: Path) -> None:
-    for name, kind in (("../evil", tarfile.REGTYPE), ("/abs", tarfile.REGTYPE), ("d/x", tarfile.REGTYPE), ("link", tarfile.SYMTYPE)):
+    for name, kind in (
+        ("../evil", tarfile.REGTYPE),
+        ("/abs", tarfile.REGTYPE),
+        ("d/x", tarfile.REGTYPE),
+        ("link", tarfile.SYMTYPE),
+    ):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             info = tarfile.TarInfo(name)
@@ -228,7 +239,15 @@ def test_tar_carries_long_names_in_pax_headers_and_leaves_out_untravelable_ones(
         body = f" {field}\n".encode()
         return f"{len(body) + 2}".encode() + body  # two-digit lengths here
 
-    bad = [record("path=../evil"), record("path=a/b"), record("path=.."), record("linkpath=/etc/x"), record("size=-1"), b"99 path=x\n", b"x path=y\n"]
+    bad = [
+        record("path=../evil"),
+        record("path=a/b"),
+        record("path=.."),
+        record("linkpath=/etc/x"),
+        record("size=-1"),
+        b"99 path=x\n",
+        b"x path=y\n",
+    ]
     for records in bad:
         target = tmp_path / f"h{abs(hash(records))}"
         target.mkdir()
@@ -244,7 +263,9 @@ def test_tar_carries_long_names_in_pax_headers_and_leaves_out_untravelable_ones(
 
 
 def test_call_store_survives_reopen(tmp_path: Path) -> None:
-    call = common_pb2.CallId(sector=common_pb2.SectorId(miner=1000, number=3), id="7f6d1c2e-0000-4000-8000-000000000001")
+    call = common_pb2.CallId(
+        sector=common_pb2.SectorId(miner=1000, number=3), id="7f6d1c2e-0000-4000-8000-000000000001"
+    )
     key = call_key(call)
     assert key == "1000-3-7f6d1c2e-0000-4000-8000-000000000001"
     store = CallStore(tmp_path / "calls.db")
@@ -253,7 +274,9 @@ def test_call_store_survives_reopen(tmp_path: Path) -> None:
     store.close()
     store = CallStore(tmp_path / "calls.db")
     assert store.running_keys() == [key]
-    store.finish(key, worker_pb2.StoredCallResult(call_id=call, call_type=worker_pb2.CALL_TYPE_SEAL_COMMIT_2, proof=b"p"))
+    store.finish(
+        key, worker_pb2.StoredCallResult(call_id=call, call_type=worker_pb2.CALL_TYPE_SEAL_COMMIT_2, proof=b"p")
+    )
     store.close()
     store = CallStore(tmp_path / "calls.db")
     assert [r.proof for r in store.pending()] == [b"p"]
@@ -262,14 +285,24 @@ def test_call_store_survives_reopen(tmp_path: Path) -> None:
 
 
 def test_resource_overrides() -> None:
-    rows = parse_overrides({"PC1_32G_MAX_CONCURRENT": "4", "PC2_GPU_UTILIZATION": "0.5", "C2_MIN_MEMORY": "2GiB", "PATH": "/usr/bin", "AP_MAX_PARALLELISM": -1})
+    rows = parse_overrides(
+        {
+            "PC1_32G_MAX_CONCURRENT": "4",
+            "PC2_GPU_UTILIZATION": "0.5",
+            "C2_MIN_MEMORY": "2GiB",
+            "PATH": "/usr/bin",
+            "AP_MAX_PARALLELISM": -1,
+        }
+    )
     by = {(r.task_type, r.seal_proof): r for r in rows}
     TT = common_pb2.TaskType
     assert by[(TT.TASK_TYPE_PRE_COMMIT_1, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1)].max_concurrent == 4
     assert by[(TT.TASK_TYPE_PRE_COMMIT_2, 0)].gpu_utilization == 0.5
     assert by[(TT.TASK_TYPE_COMMIT_2, 0)].min_memory == 2 << 30
     assert by[(TT.TASK_TYPE_ADD_PIECE, 0)].max_parallelism == -1
-    assert concurrency_caps(rows) == {(TT.TASK_TYPE_PRE_COMMIT_1, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1): 4}
+    assert concurrency_caps(rows) == {
+        (TT.TASK_TYPE_PRE_COMMIT_1, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1): 4
+    }
     with pytest.raises(ValueError, match="C2_MIN_MEMORY"):
         parse_overrides({"C2_MIN_MEMORY": "lots"})
     assert parse_task_type("pc1") == parse_task_type("PRE_COMMIT_1") == TT.TASK_TYPE_PRE_COMMIT_1
@@ -319,7 +352,9 @@ def test_runner_admission_caps(tmp_path: Path) -> None:
             return ("proof", b"x")
 
         def start(n: int, task: int, proof: int) -> None:
-            call = common_pb2.CallId(sector=common_pb2.SectorId(miner=1000, number=n), id=f"00000000-0000-4000-8000-{n:012d}")
+            call = common_pb2.CallId(
+                sector=common_pb2.SectorId(miner=1000, number=n), id=f"00000000-0000-4000-8000-{n:012d}"
+            )
             runner.admit(task, proof)
             runner.start(call, worker_pb2.CALL_TYPE_SEAL_PRE_COMMIT_1, task, proof, None, TaskContext(owner="t"), work)
 

@@ -37,18 +37,35 @@ def create(args: argparse.Namespace, conn: Connection) -> int:
     token = create_token(_secret(args), permission, subject=args.subject, ttl_seconds=ttl, audience=fleet)
     if args.json:
         expires = None if ttl is None else int(time.time() + ttl)
-        render.emit_json({"token": token, "permission": permission.name.lower(), "subject": args.subject, "fleet": fleet, "expires_at": expires})
+        render.emit_json(
+            {
+                "token": token,
+                "permission": permission.name.lower(),
+                "subject": args.subject,
+                "fleet": fleet,
+                "expires_at": expires,
+            }
+        )
     else:
         render.emit(token)
     return 0
 
 
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
-    verbs = groups.add_parser("auth", help="API tokens", description="sectorctl auth: API tokens.").add_subparsers(dest="verb", required=True, metavar="VERB")
-    p = verbs.add_parser("create-token", parents=[common], help="print a token granting a permission (and the ones below it)")
+    verbs = groups.add_parser("auth", help="API tokens", description="sectorctl auth: API tokens.").add_subparsers(
+        dest="verb", required=True, metavar="VERB"
+    )
+    p = verbs.add_parser(
+        "create-token", parents=[common], help="print a token granting a permission (and the ones below it)"
+    )
     p.add_argument("--perm", required=True, help="read, write or admin")
     p.add_argument("--subject", default="sectorctl", help="who the token is for (shown in logs)")
-    p.add_argument("--ttl", type=float, default=DEFAULT_TTL_S, help="seconds until it expires (default: 30 days; 0: never)")
-    p.add_argument("--fleet", help=f"the fleet it is for, the services' auth.fleet (default: SECTORSTORAGE_AUTH_FLEET or {DEFAULT_FLEET})")
+    p.add_argument(
+        "--ttl", type=float, default=DEFAULT_TTL_S, help="seconds until it expires (default: 30 days; 0: never)"
+    )
+    p.add_argument(
+        "--fleet",
+        help=f"the fleet it is for, the services' auth.fleet (default: SECTORSTORAGE_AUTH_FLEET or {DEFAULT_FLEET})",
+    )
     p.add_argument("--secret-file", help="the fleet's signing key file (default: SECTORSTORAGE_AUTH_SECRET)")
     p.set_defaults(func=create)

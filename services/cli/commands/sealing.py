@@ -51,10 +51,21 @@ def jobs(args: argparse.Namespace, conn: Connection) -> int:
         return 0
     now = time.time()
     rows = [
-        (j.call_id.id, _sector(j.sector), task_short(j.task_type), _job_state(j.state), _worker(j.hostname, j.worker_id), j.attempt, _age(j.started_at, now), _age(j.queued_at, now))
+        (
+            j.call_id.id,
+            _sector(j.sector),
+            task_short(j.task_type),
+            _job_state(j.state),
+            _worker(j.hostname, j.worker_id),
+            j.attempt,
+            _age(j.started_at, now),
+            _age(j.queued_at, now),
+        )
         for j in reply.jobs
     ]
-    render.emit(render.table(("CALL", "SECTOR", "TASK", "STATE", "WORKER", "TRY", "RUN", "QUEUED"), rows) if rows else "no jobs")
+    render.emit(
+        render.table(("CALL", "SECTOR", "TASK", "STATE", "WORKER", "TRY", "RUN", "QUEUED"), rows) if rows else "no jobs"
+    )
     return 0
 
 
@@ -97,7 +108,9 @@ def _size_of(proof: common_pb2.RegisteredSealProof.ValueType) -> str:
 
 
 def workers(args: argparse.Namespace, conn: Connection) -> int:
-    reply = conn.manager().WorkerStats(manager_pb2.WorkerStatsRequest(worker_id=args.worker or ""), timeout=conn.timeout)
+    reply = conn.manager().WorkerStats(
+        manager_pb2.WorkerStatsRequest(worker_id=args.worker or ""), timeout=conn.timeout
+    )
     if args.json:
         render.emit_json({"workers": [render.message_dict(w) for w in reply.workers]})
         return 0
@@ -123,10 +136,18 @@ def workers(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def abort(args: argparse.Namespace, conn: Connection) -> int:
-    reply = conn.manager().Abort(manager_pb2.AbortRequest(call_id=common_pb2.CallId(id=args.call_id), reason=args.reason), timeout=conn.timeout)
+    reply = conn.manager().Abort(
+        manager_pb2.AbortRequest(call_id=common_pb2.CallId(id=args.call_id), reason=args.reason), timeout=conn.timeout
+    )
     previous = _job_state(reply.previous_state)
     if args.json:
-        render.emit_json({"call_id": args.call_id, "aborted": True, "previous_state": manager_pb2.JobState.Name(reply.previous_state)})
+        render.emit_json(
+            {
+                "call_id": args.call_id,
+                "aborted": True,
+                "previous_state": manager_pb2.JobState.Name(reply.previous_state),
+            }
+        )
     else:
         render.emit(f"aborted call {args.call_id} (it was {previous})")
     return 0
@@ -158,12 +179,18 @@ def sched_diag(args: argparse.Namespace, conn: Connection) -> int:
         out.append("Queue:\n" + render.table(("CALL", "SECTOR", "TASK", "PRIO", "WAITING", "REASON"), rows))
         for r in reply.requests:
             for rej in r.rejections:
-                out.append(f"  {r.call_id.id} not on {rej.worker_id}: {_wait_reason(rej.reason)}" + (f" ({rej.detail})" if rej.detail else ""))
+                out.append(
+                    f"  {r.call_id.id} not on {rej.worker_id}: {_wait_reason(rej.reason)}"
+                    + (f" ({rej.detail})" if rej.detail else "")
+                )
     else:
         out.append("Queue: empty")
     unsatisfiable = [r for r in reply.requests if r.unsatisfiable]
     if unsatisfiable:
-        out.append(f"{len(unsatisfiable)} request(s) no registered worker can ever run: " + ", ".join(r.call_id.id for r in unsatisfiable))
+        out.append(
+            f"{len(unsatisfiable)} request(s) no registered worker can ever run: "
+            + ", ".join(r.call_id.id for r in unsatisfiable)
+        )
     if reply.workers:
         rows2 = [(w.worker_id, w.hostname, worker_state_text(w.state), w.assigned, w.running) for w in reply.workers]
         out.append("Workers:\n" + render.table(("WORKER", "HOST", "STATE", "ASSIGNED", "RUNNING"), rows2))
@@ -201,15 +228,39 @@ def history(args: argparse.Namespace, conn: Connection) -> int:
         took = "-"
         if r.finished_at.seconds and r.started_at.seconds:
             took = f"{(r.finished_at.ToNanoseconds() - r.started_at.ToNanoseconds()) / 1e9:.2f}s"
-        error = f"{common_pb2.TaskErrorCode.Name(r.error.code).removeprefix('TASK_ERROR_CODE_')}: {r.error.message}" if r.error.message or r.error.code else ""
+        error = (
+            f"{common_pb2.TaskErrorCode.Name(r.error.code).removeprefix('TASK_ERROR_CODE_')}: {r.error.message}"
+            if r.error.message or r.error.code
+            else ""
+        )
         started = r.started_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S") if r.started_at.seconds else "-"
-        rows.append((r.call_id.id, _sector(r.sector), task_short(r.task_type), r.attempt, _worker(r.hostname, r.worker_id), started, took, _outcome(r.outcome), error))
-    render.emit(render.table(("CALL", "SECTOR", "TASK", "TRY", "WORKER", "STARTED", "TOOK", "OUTCOME", "ERROR"), rows) if rows else "no task runs")
+        rows.append(
+            (
+                r.call_id.id,
+                _sector(r.sector),
+                task_short(r.task_type),
+                r.attempt,
+                _worker(r.hostname, r.worker_id),
+                started,
+                took,
+                _outcome(r.outcome),
+                error,
+            )
+        )
+    render.emit(
+        render.table(("CALL", "SECTOR", "TASK", "TRY", "WORKER", "STARTED", "TOOK", "OUTCOME", "ERROR"), rows)
+        if rows
+        else "no task runs"
+    )
     return 0
 
 
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
-    verbs = groups.add_parser("sealing", help="jobs, workers and the scheduler (manager)", description="sectorctl sealing: jobs, workers and the scheduler (manager).").add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = groups.add_parser(
+        "sealing",
+        help="jobs, workers and the scheduler (manager)",
+        description="sectorctl sealing: jobs, workers and the scheduler (manager).",
+    ).add_subparsers(dest="verb", required=True, metavar="VERB")
     p = verbs.add_parser("jobs", parents=[common], help="jobs the manager knows: queued, assigned, running, returned")
     p.add_argument("--all", action="store_true", help="include delivered jobs")
     p.add_argument("--worker", help="only jobs of this worker id")
@@ -217,7 +268,9 @@ def register(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--miner", type=int, help="miner actor id (default: SECTORSTORAGE_MINER or 1000)")
     p.set_defaults(func=jobs)
 
-    p = verbs.add_parser("workers", parents=[common], help="per worker: state, CPU/RAM/GPU use, running tasks against caps")
+    p = verbs.add_parser(
+        "workers", parents=[common], help="per worker: state, CPU/RAM/GPU use, running tasks against caps"
+    )
     p.add_argument("--worker", help="only this worker id")
     p.set_defaults(func=workers)
 

@@ -49,13 +49,19 @@ def commitment_lines(c: common_pb2.SectorCommitments) -> list[str]:
 
 def commitments_of(comm_r: bytes, comm_d: bytes) -> common_pb2.SectorCommitments:
     """The SectorCommitments (with both CIDs) of a raw comm_r and comm_d."""
-    return common_pb2.SectorCommitments(comm_r=comm_r, comm_d=comm_d, sealed_cid=rust_core.sealed_cid(comm_r), unsealed_cid=rust_core.piece_cid(comm_d))
+    return common_pb2.SectorCommitments(
+        comm_r=comm_r, comm_d=comm_d, sealed_cid=rust_core.sealed_cid(comm_r), unsealed_cid=rust_core.piece_cid(comm_d)
+    )
 
 
 def _sealed_dict(result: SealedSector, files: list[Path], total_s: float, ticket: bytes, seed: bytes) -> dict[str, Any]:
     c = result.commitments
     return {
-        "sector": {"miner": result.ref.id.miner, "number": result.ref.id.number, "proof_type": common_pb2.RegisteredSealProof.Name(result.ref.proof_type)},
+        "sector": {
+            "miner": result.ref.id.miner,
+            "number": result.ref.id.number,
+            "proof_type": common_pb2.RegisteredSealProof.Name(result.ref.proof_type),
+        },
         "comm_r": c.comm_r.hex(),
         "comm_d": c.comm_d.hex(),
         "sealed_cid": c.sealed_cid,
@@ -86,7 +92,11 @@ def seal(args: argparse.Namespace, conn: Connection) -> int:
     seed = bytes32(args.seed, "--seed") if args.seed else default_randomness("seed", miner, number)
     ref = common_pb2.SectorRef(id=common_pb2.SectorId(miner=miner, number=number), proof_type=proof)
     out = sys.stderr if args.json else sys.stdout
-    print(f"sealing {len(files)} file(s) into sector {miner}/{number} ({render.size(sector_size)}, {len(sources)} piece(s))", file=out, flush=True)
+    print(
+        f"sealing {len(files)} file(s) into sector {miner}/{number} ({render.size(sector_size)}, {len(sources)} piece(s))",
+        file=out,
+        flush=True,
+    )
     progress = Progress(stub, ref.id, out)
     start = time.monotonic()
     result = seal_pieces(stub, ref, sources, ticket, seed, progress, keep_unsealed=args.keep_unsealed)
@@ -95,11 +105,16 @@ def seal(args: argparse.Namespace, conn: Connection) -> int:
     if args.json:
         render.emit_json(document)
     else:
-        lines = [f"sector {miner}/{number} sealed in {document['seconds']['total']:.2f}s", *commitment_lines(result.commitments)]
+        lines = [
+            f"sector {miner}/{number} sealed in {document['seconds']['total']:.2f}s",
+            *commitment_lines(result.commitments),
+        ]
         for slot_source, p in zip(sources, result.pieces, strict=True):
             what = slot_source.label.removeprefix("AddPiece ")
             lines.append(f"  piece   {p.piece_cid}  {render.size(p.size):>9}  {what}")
-        lines.append(f"  proof   {len(result.proof)} bytes; VerifySeal: {'VALID' if result.verified else 'INVALID: ' + result.verify_reason}")
+        lines.append(
+            f"  proof   {len(result.proof)} bytes; VerifySeal: {'VALID' if result.verified else 'INVALID: ' + result.verify_reason}"
+        )
         render.emit("\n".join(lines))
     return 0 if result.verified else 1
 
@@ -110,7 +125,10 @@ def read(args: argparse.Namespace, conn: Connection) -> int:
     ref = common_pb2.SectorRef(id=sector, proof_type=proof_for(args, conn, sector))
     ticket = bytes32(args.ticket, "--ticket") if args.ticket else default_randomness("ticket", miner, args.sector)
     request = manager_pb2.ReadPieceRequest(
-        sector=ref, range=common_pb2.UnpaddedByteRange(offset=args.offset, size=args.length), ticket=ticket, unsealed_cid=args.unsealed_cid or ""
+        sector=ref,
+        range=common_pb2.UnpaddedByteRange(offset=args.offset, size=args.length),
+        ticket=ticket,
+        unsealed_cid=args.unsealed_cid or "",
     )
     stream = conn.manager().ReadPiece(request, timeout=max(conn.timeout, 600.0))
     header = next(stream).header
@@ -126,9 +144,20 @@ def read(args: argparse.Namespace, conn: Connection) -> int:
             elif not args.json:
                 sys.stdout.buffer.write(data)
     if args.json:
-        render.emit_json({"sector": args.sector, "offset": args.offset, "size": size, "did_unseal": header.did_unseal, "sha256": digest.hexdigest(), "out": args.out})
+        render.emit_json(
+            {
+                "sector": args.sector,
+                "offset": args.offset,
+                "size": size,
+                "did_unseal": header.did_unseal,
+                "sha256": digest.hexdigest(),
+                "out": args.out,
+            }
+        )
     elif args.out:
-        print(f"wrote {size} bytes to {args.out} (sha256 {digest.hexdigest()}){'; unsealed first' if header.did_unseal else ''}")
+        print(
+            f"wrote {size} bytes to {args.out} (sha256 {digest.hexdigest()}){'; unsealed first' if header.did_unseal else ''}"
+        )
     else:
         sys.stdout.buffer.flush()
     return 0
@@ -142,9 +171,16 @@ def check(args: argparse.Namespace, conn: Connection) -> int:
         parsed = list(with_comm_r)
     else:
         proof = proof_for(args, conn, common_pb2.SectorId(miner=miner, number=parsed[0][0]))
-    sectors = [common_pb2.ProvingSector(sector=common_pb2.SectorRef(id=common_pb2.SectorId(miner=miner, number=n), proof_type=proof), comm_r=c or b"") for n, c in parsed]
+    sectors = [
+        common_pb2.ProvingSector(
+            sector=common_pb2.SectorRef(id=common_pb2.SectorId(miner=miner, number=n), proof_type=proof),
+            comm_r=c or b"",
+        )
+        for n, c in parsed
+    ]
     reply = conn.manager().CheckProvable(
-        manager_pb2.CheckProvableRequest(proof_type=WINDOW_POST[proof], sectors=sectors, expensive=args.expensive), timeout=max(conn.timeout, 300.0)
+        manager_pb2.CheckProvableRequest(proof_type=WINDOW_POST[proof], sectors=sectors, expensive=args.expensive),
+        timeout=max(conn.timeout, 300.0),
     )
     bad = {b.sector.number: b.reason for b in reply.bad_sectors}
     if args.json:
@@ -193,7 +229,9 @@ def info(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def _when(ts: Any) -> str:
-    return datetime.fromtimestamp(ts.ToNanoseconds() / 1e9, UTC).isoformat().replace("+00:00", "Z") if ts.seconds else ""
+    return (
+        datetime.fromtimestamp(ts.ToNanoseconds() / 1e9, UTC).isoformat().replace("+00:00", "Z") if ts.seconds else ""
+    )
 
 
 def _short(name: str, prefix: str) -> str:
@@ -208,29 +246,39 @@ def status(args: argparse.Namespace, conn: Connection) -> int:
     state = _short(manager_pb2.SectorLifecycleState.Name(st.state), "SECTOR_LIFECYCLE_STATE_")
     steps = [(_short(manager_pb2.SectorStep.Name(s.step), "SECTOR_STEP_"), _when(s.done_at)) for s in st.steps]
     jobs = [
-        (common_pb2.TaskType.Name(j.task_type).removeprefix("TASK_TYPE_"), manager_pb2.JobState.Name(j.state).removeprefix("JOB_STATE_"),
-         j.worker_id, j.call_id.id, j.attempt)
+        (
+            common_pb2.TaskType.Name(j.task_type).removeprefix("TASK_TYPE_"),
+            manager_pb2.JobState.Name(j.state).removeprefix("JOB_STATE_"),
+            j.worker_id,
+            j.call_id.id,
+            j.attempt,
+        )
         for j in st.jobs
     ]
     proof = common_pb2.RegisteredSealProof.Name(st.sector.proof_type) if st.sector.proof_type else "?"
     if args.json:
-        render.emit_json({
-            "sector": {"miner": miner, "number": args.sector, "proof_type": proof},
-            "state": state,
-            "generation": st.generation,
-            "pieces": [{"size": p.size, "piece_cid": p.piece_cid} for p in st.pieces],
-            "steps": [{"step": name, "done_at": when} for name, when in steps],
-            "last_error": st.last_error,
-            "jobs": [{"task": t, "state": s_, "worker_id": w, "call_id": c, "attempt": a} for t, s_, w, c, a in jobs],
-            "created_at": _when(st.created_at),
-            "updated_at": _when(st.updated_at),
-        })
+        render.emit_json(
+            {
+                "sector": {"miner": miner, "number": args.sector, "proof_type": proof},
+                "state": state,
+                "generation": st.generation,
+                "pieces": [{"size": p.size, "piece_cid": p.piece_cid} for p in st.pieces],
+                "steps": [{"step": name, "done_at": when} for name, when in steps],
+                "last_error": st.last_error,
+                "jobs": [
+                    {"task": t, "state": s_, "worker_id": w, "call_id": c, "attempt": a} for t, s_, w, c, a in jobs
+                ],
+                "created_at": _when(st.created_at),
+                "updated_at": _when(st.updated_at),
+            }
+        )
         return 0
     lines = [
         f"sector {miner}/{args.sector}",
         f"  state       {state} (generation {st.generation})",
         f"  proof       {proof}",
-        f"  pieces      {len(st.pieces)}" + "".join(f"\n    {render.size(p.size):>9}  {p.piece_cid}" for p in st.pieces),
+        f"  pieces      {len(st.pieces)}"
+        + "".join(f"\n    {render.size(p.size):>9}  {p.piece_cid}" for p in st.pieces),
     ]
     if steps:
         lines.append("  steps done")
@@ -239,7 +287,12 @@ def status(args: argparse.Namespace, conn: Connection) -> int:
         lines.append(f"  last error  {st.last_error}")
     render.emit("\n".join(lines))
     if jobs:
-        render.emit(render.table(("TASK", "STATE", "WORKER", "CALL", "ATTEMPT"), [(t, s_, w or "-", c, str(a)) for t, s_, w, c, a in jobs]))
+        render.emit(
+            render.table(
+                ("TASK", "STATE", "WORKER", "CALL", "ATTEMPT"),
+                [(t, s_, w or "-", c, str(a)) for t, s_, w, c, a in jobs],
+            )
+        )
     return 0
 
 
@@ -247,23 +300,40 @@ def remove(args: argparse.Namespace, conn: Connection) -> int:
     """Removes a sector everywhere (ManagerService.Remove, ADMIN): its pipeline ends and every
     file goes. Destroys data, so it wants --really-do-it."""
     if not args.really_do_it:
-        raise ValueError("removing a sector deletes its sealed replica and unsealed data everywhere: add --really-do-it")
+        raise ValueError(
+            "removing a sector deletes its sealed replica and unsealed data everywhere: add --really-do-it"
+        )
     miner = miner_from(args)
-    reply = conn.manager().Remove(manager_pb2.RemoveRequest(sector=common_pb2.SectorId(miner=miner, number=args.sector)), timeout=conn.timeout)
+    reply = conn.manager().Remove(
+        manager_pb2.RemoveRequest(sector=common_pb2.SectorId(miner=miner, number=args.sector)), timeout=conn.timeout
+    )
     if args.json:
-        render.emit_json({"sector": {"miner": miner, "number": args.sector}, "removed": [render.message_dict(r) for r in reply.removed]})
+        render.emit_json(
+            {
+                "sector": {"miner": miner, "number": args.sector},
+                "removed": [render.message_dict(r) for r in reply.removed],
+            }
+        )
     else:
         render.emit(f"sector {miner}/{args.sector} removed ({len(reply.removed)} file(s) deleted)")
         for r in reply.removed:
-            render.emit(f"  {common_pb2.SectorFileType.Name(r.type).removeprefix('SECTOR_FILE_TYPE_').lower():<9} {r.storage_id}")
+            render.emit(
+                f"  {common_pb2.SectorFileType.Name(r.type).removeprefix('SECTOR_FILE_TYPE_').lower():<9} {r.storage_id}"
+            )
     return 0
 
 
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
-    verbs = groups.add_parser("sectors", help="seal, read and check sectors (manager)", description="sectorctl sectors: seal, read and check sectors (manager).").add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = groups.add_parser(
+        "sectors",
+        help="seal, read and check sectors (manager)",
+        description="sectorctl sectors: seal, read and check sectors (manager).",
+    ).add_subparsers(dest="verb", required=True, metavar="VERB")
     miner_help = "miner actor id (default: SECTORSTORAGE_MINER or 1000)"
 
-    p = verbs.add_parser("seal", parents=[common], help="seal files into one sector (AddPiece ... C2, VerifySeal, Finalize)")
+    p = verbs.add_parser(
+        "seal", parents=[common], help="seal files into one sector (AddPiece ... C2, VerifySeal, Finalize)"
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="each becomes a piece, padded to the next 127*2^k bytes")
     p.add_argument("--size", required=True, help="sector size: 2KiB, 8MiB, 512MiB (32GiB, 64GiB)")
     p.add_argument("--miner", type=int, help=miner_help)
@@ -273,36 +343,51 @@ def register(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-unsealed", action="store_true", help="keep the unsealed copy (reads then need no unseal)")
     p.set_defaults(func=seal)
 
-    p = verbs.add_parser("read", parents=[common], help="read unpadded bytes of a sector's pieces (unsealing first if needed)")
+    p = verbs.add_parser(
+        "read", parents=[common], help="read unpadded bytes of a sector's pieces (unsealing first if needed)"
+    )
     p.add_argument("sector", type=int, metavar="SECTOR")
     p.add_argument("--offset", type=int, required=True, help="unpadded offset, a multiple of 127")
     p.add_argument("--length", type=int, required=True, help="unpadded length, 127*2^k")
-    p.add_argument("--out", help="write the bytes to this file (default: stdout; with --json only their size and sha256 are printed)")
+    p.add_argument(
+        "--out",
+        help="write the bytes to this file (default: stdout; with --json only their size and sha256 are printed)",
+    )
     p.add_argument("--miner", type=int, help=miner_help)
     p.add_argument("--size", help="sector size (default: from the task history)")
     p.add_argument("--ticket", help="the sealing ticket, needed to unseal (default: as `sectors seal` derives it)")
     p.add_argument("--unsealed-cid", help="the sector's CommD CID, needed to unseal (see `sectors seal`)")
     p.set_defaults(func=read)
 
-    p = verbs.add_parser("info", parents=[common], help="a sector's proof type and commitments (from its SealPreCommit2)")
+    p = verbs.add_parser(
+        "info", parents=[common], help="a sector's proof type and commitments (from its SealPreCommit2)"
+    )
     p.add_argument("sector", type=int, metavar="SECTOR")
     p.add_argument("--miner", type=int, help=miner_help)
     p.set_defaults(func=info)
 
-    p = verbs.add_parser("status", parents=[common], help="where a sector is in its lifecycle: state, pieces, steps done, its work")
+    p = verbs.add_parser(
+        "status", parents=[common], help="where a sector is in its lifecycle: state, pieces, steps done, its work"
+    )
     p.add_argument("sector", type=int, metavar="SECTOR")
     p.add_argument("--miner", type=int, help=miner_help)
     p.set_defaults(func=status)
 
-    p = verbs.add_parser("remove", parents=[common], help="delete a sector's files everywhere and end its pipeline (ADMIN)")
+    p = verbs.add_parser(
+        "remove", parents=[common], help="delete a sector's files everywhere and end its pipeline (ADMIN)"
+    )
     p.add_argument("sector", type=int, metavar="SECTOR")
     p.add_argument("--miner", type=int, help=miner_help)
-    p.add_argument("--really-do-it", action="store_true", help="required: the sealed replica and unsealed data are deleted")
+    p.add_argument(
+        "--really-do-it", action="store_true", help="required: the sealed replica and unsealed data are deleted"
+    )
     p.set_defaults(func=remove)
 
     p = verbs.add_parser("check", parents=[common], help="which sectors could not be proven now, and why")
     p.add_argument(
-        "sectors", nargs="+", metavar="SECTOR",
+        "sectors",
+        nargs="+",
+        metavar="SECTOR",
         help="sector number, or NUMBER=COMMR (with --expensive a bare number's CommR is looked up in the manager)",
     )
     p.add_argument("--miner", type=int, help=miner_help)

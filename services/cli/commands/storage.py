@@ -12,7 +12,11 @@ from services.cli.connection import Connection, miner_from
 from services.cli.names import file_type_name, parse_size
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2
 
-FILE_TYPES = (common_pb2.SECTOR_FILE_TYPE_UNSEALED, common_pb2.SECTOR_FILE_TYPE_SEALED, common_pb2.SECTOR_FILE_TYPE_CACHE)
+FILE_TYPES = (
+    common_pb2.SECTOR_FILE_TYPE_UNSEALED,
+    common_pb2.SECTOR_FILE_TYPE_SEALED,
+    common_pb2.SECTOR_FILE_TYPE_CACHE,
+)
 
 
 def _used(stat: common_pb2.FsStat) -> tuple[int, int]:
@@ -53,7 +57,8 @@ def list_paths(args: argparse.Namespace, conn: Connection) -> int:
         counts = ", ".join(f"{c.count} {file_type_name(c.type)}" for c in e.file_counts if c.count) or "no sector files"
         lines = [
             f"{e.info.id}:",
-            f"  {render.bar(used, limit)}  {render.size(used)}/{render.size(limit)}" + (" (max-storage)" if e.stat.max else ""),
+            f"  {render.bar(used, limit)}  {render.size(used)}/{render.size(limit)}"
+            + (" (max-storage)" if e.stat.max else ""),
             f"  available {render.size(e.stat.available)}, reserved {render.size(e.stat.reserved)}, fs free {render.size(e.stat.fs_available)}",
             f"  weight {e.info.weight}; use: {roles}; {health}; {counts}",
         ]
@@ -71,21 +76,27 @@ def attach(args: argparse.Namespace, conn: Connection) -> int:
     if args.init:
         if not (args.seal or args.store):
             raise ValueError("--init needs --seal and/or --store (what the path is for)")
-        init = worker_pb2.StoragePathConfig(can_seal=args.seal, can_store=args.store, groups=args.groups or [], allow_to=args.allow_to or [])
+        init = worker_pb2.StoragePathConfig(
+            can_seal=args.seal, can_store=args.store, groups=args.groups or [], allow_to=args.allow_to or []
+        )
         if args.weight is not None:
             init.weight = args.weight
         if args.max_storage:
             init.max_storage = parse_size(args.max_storage)
         request.init.CopyFrom(init)
     elif args.seal or args.store or args.weight is not None or args.max_storage:
-        raise ValueError("--seal, --store, --weight and --max-storage only apply with --init (without it the path's sectorstore.json decides)")
+        raise ValueError(
+            "--seal, --store, --weight and --max-storage only apply with --init (without it the path's sectorstore.json decides)"
+        )
     reply = conn.worker(args.worker).StorageAttachLocal(request, timeout=conn.timeout)
     if args.json:
         render.emit_json(render.message_dict(reply))
     else:
         info = reply.path.info
         roles = "/".join(r for r, on in (("seal", info.can_seal), ("store", info.can_store)) if on)
-        render.emit(f"attached {reply.path.local_path} as {info.id} ({roles}, weight {info.weight}); {reply.declared} sector file(s) declared")
+        render.emit(
+            f"attached {reply.path.local_path} as {info.id} ({roles}, weight {info.weight}); {reply.declared} sector file(s) declared"
+        )
     return 0
 
 
@@ -105,7 +116,9 @@ def detach(args: argparse.Namespace, conn: Connection) -> int:
 
 def find(args: argparse.Namespace, conn: Connection) -> int:
     sector = common_pb2.SectorId(miner=miner_from(args), number=args.sector)
-    reply = conn.index().StorageFindSector(index_pb2.StorageFindSectorRequest(sector=sector, types=FILE_TYPES), timeout=conn.timeout)
+    reply = conn.index().StorageFindSector(
+        index_pb2.StorageFindSectorRequest(sector=sector, types=FILE_TYPES), timeout=conn.timeout
+    )
     workers = _workers_by_path(conn)
     if args.json:
         locations = []
@@ -122,7 +135,9 @@ def find(args: argparse.Namespace, conn: Connection) -> int:
     lines = [f"sector {sector.miner}/{sector.number}:"]
     for loc in reply.locations:
         types = ", ".join(file_type_name(t) for t in loc.types)
-        flags = ", ".join(f for f, on in (("primary", loc.primary), ("seal", loc.can_seal), ("store", loc.can_store)) if on)
+        flags = ", ".join(
+            f for f, on in (("primary", loc.primary), ("seal", loc.can_seal), ("store", loc.can_store)) if on
+        )
         where = "; ".join(workers.get(loc.id, [])) or ", ".join(loc.urls)
         lines.append(f"  {types:<24} in {loc.id} ({flags}{'' if loc.healthy else ', UNHEALTHY'})  {where}")
     render.emit("\n".join(lines))
@@ -132,7 +147,8 @@ def find(args: argparse.Namespace, conn: Connection) -> int:
 def redeclare(args: argparse.Namespace, conn: Connection) -> int:
     storage_id = _storage_id_of(args, conn)
     reply = conn.worker(args.worker).StorageRedeclareLocal(
-        worker_pb2.StorageRedeclareLocalRequest(storage_id=storage_id, drop_missing=args.drop_missing), timeout=conn.timeout
+        worker_pb2.StorageRedeclareLocalRequest(storage_id=storage_id, drop_missing=args.drop_missing),
+        timeout=conn.timeout,
     )
     if args.json:
         render.emit_json(render.message_dict(reply))
@@ -166,18 +182,31 @@ def cleanup(args: argparse.Namespace, conn: Connection) -> int:
         render.emit_json(document)
         return 0
     rows = [
-        (e.storage_id, e.path, render.size(e.size), "removed" if e.removed else (f"kept: {e.skipped}" if e.skipped else "would remove"))
+        (
+            e.storage_id,
+            e.path,
+            render.size(e.size),
+            "removed" if e.removed else (f"kept: {e.skipped}" if e.skipped else "would remove"),
+        )
         for e in reply.entries
     ]
     render.emit(render.table(("PATH ID", "FILE", "SIZE", "STATE"), rows))
     done = "removed" if args.apply else "reclaimable with --apply"
-    render.emit(f"{len(reply.entries)} files no sector in the index owns; {render.size(reply.reclaimable_bytes)} {done}")
+    render.emit(
+        f"{len(reply.entries)} files no sector in the index owns; {render.size(reply.reclaimable_bytes)} {done}"
+    )
     return 0
 
 
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
-    verbs = groups.add_parser("storage", help="storage paths (index and workers)", description="sectorctl storage: storage paths (index and workers).").add_subparsers(dest="verb", required=True, metavar="VERB")
-    p = verbs.add_parser("list", parents=[common], help="every path: capacity, use, weight, roles, health, URLs, workers")
+    verbs = groups.add_parser(
+        "storage",
+        help="storage paths (index and workers)",
+        description="sectorctl storage: storage paths (index and workers).",
+    ).add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = verbs.add_parser(
+        "list", parents=[common], help="every path: capacity, use, weight, roles, health, URLs, workers"
+    )
     p.set_defaults(func=list_paths)
 
     p = verbs.add_parser("attach", parents=[common], help="attach a directory on a worker as a storage path")
@@ -189,7 +218,9 @@ def register(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--weight", type=int, help="(with --init) preference among paths (default 10)")
     p.add_argument("--max-storage", metavar="SIZE", help="(with --init) cap on bytes held, e.g. 100GiB")
     p.add_argument("--groups", nargs="*", metavar="GROUP", help="(with --init) storage groups this path belongs to")
-    p.add_argument("--allow-to", nargs="*", metavar="GROUP", help="(with --init) groups sector files may be fetched to from here")
+    p.add_argument(
+        "--allow-to", nargs="*", metavar="GROUP", help="(with --init) groups sector files may be fetched to from here"
+    )
     p.set_defaults(func=attach)
 
     p = verbs.add_parser("detach", parents=[common], help="stop using a path on a worker (files stay on disk)")
@@ -203,13 +234,19 @@ def register(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--miner", type=int, help="miner actor id (default: SECTORSTORAGE_MINER or 1000)")
     p.set_defaults(func=find)
 
-    p = verbs.add_parser("redeclare", parents=[common], help="rescan a worker's paths and reconcile the index with the disk")
+    p = verbs.add_parser(
+        "redeclare", parents=[common], help="rescan a worker's paths and reconcile the index with the disk"
+    )
     p.add_argument("path_or_id", nargs="?", metavar="PATH_OR_ID", help="only this path (default: all of the worker's)")
     p.add_argument("--worker", required=True, metavar="HOST:PORT")
     p.add_argument("--drop-missing", action="store_true", help="drop declarations of files no longer on disk")
     p.set_defaults(func=redeclare)
 
-    p = verbs.add_parser("cleanup", parents=[common], help="list (or with --apply remove) files on a worker's paths that no sector in the index owns")
+    p = verbs.add_parser(
+        "cleanup",
+        parents=[common],
+        help="list (or with --apply remove) files on a worker's paths that no sector in the index owns",
+    )
     p.add_argument("path_or_id", nargs="?", metavar="PATH_OR_ID", help="only this path (default: all of the worker's)")
     p.add_argument("--worker", required=True, metavar="HOST:PORT")
     p.add_argument("--apply", action="store_true", help="remove the files listed as removable (default: dry run)")

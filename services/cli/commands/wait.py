@@ -28,7 +28,9 @@ def _index_state(conn: Connection) -> str | None:
     if not conn.index_target:
         return None
     try:
-        reply = health_pb2_grpc.HealthStub(conn._channel(conn.index_target)).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        reply = health_pb2_grpc.HealthStub(conn._channel(conn.index_target)).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
     except grpc.RpcError as exc:
         conn.close()
         return f"the index at {conn.index_target} is unreachable ({exc.code().name})"
@@ -64,7 +66,11 @@ def wait_api(args: argparse.Namespace, conn: Connection) -> int:
             print(f"sectorctl: timed out after {args.wait_timeout:.0f}s: {missing}", file=sys.stderr)
             return 1
         if now - said >= PROGRESS_S:
-            print(f"sectorctl: waiting ({now - started:.0f}s of {args.wait_timeout:.0f}s): {missing}", file=sys.stderr, flush=True)
+            print(
+                f"sectorctl: waiting ({now - started:.0f}s of {args.wait_timeout:.0f}s): {missing}",
+                file=sys.stderr,
+                flush=True,
+            )
             said = now
         time.sleep(POLL_S)
     ready = {"ready": True, "workers_connected": connected, "index_checked": bool(conn.index_target)}
@@ -76,7 +82,18 @@ def wait_api(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
-    p = groups.add_parser("wait-api", parents=[common], help="wait until the manager answers, the index serves (if named) and --workers N are connected")
+    p = groups.add_parser(
+        "wait-api",
+        parents=[common],
+        help="wait until the manager answers, the index serves (if named) and --workers N are connected",
+    )
     p.add_argument("--workers", type=int, default=0, metavar="N", help="also wait for N connected workers")
-    p.add_argument("--timeout", dest="wait_timeout", type=float, default=60.0, metavar="S", help="give up after S seconds (default 60)")
+    p.add_argument(
+        "--timeout",
+        dest="wait_timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="give up after S seconds (default 60)",
+    )
     p.set_defaults(func=wait_api)

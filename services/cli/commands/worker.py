@@ -31,7 +31,9 @@ def enable(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def disable(args: argparse.Namespace, conn: Connection) -> int:
-    reply = conn.manager().DisableWorker(manager_pb2.DisableWorkerRequest(worker_id=args.worker_id), timeout=conn.timeout)
+    reply = conn.manager().DisableWorker(
+        manager_pb2.DisableWorkerRequest(worker_id=args.worker_id), timeout=conn.timeout
+    )
     return _report(args, "disabled", reply.state)
 
 
@@ -41,7 +43,9 @@ def cordon(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def uncordon(args: argparse.Namespace, conn: Connection) -> int:
-    reply = conn.manager().UncordonWorker(manager_pb2.UncordonWorkerRequest(worker_id=args.worker_id), timeout=conn.timeout)
+    reply = conn.manager().UncordonWorker(
+        manager_pb2.UncordonWorkerRequest(worker_id=args.worker_id), timeout=conn.timeout
+    )
     return _report(args, "uncordoned", reply.state)
 
 
@@ -66,7 +70,9 @@ def drain(args: argparse.Namespace, conn: Connection) -> int:
     elif reply.drained:
         render.emit(f"worker {args.worker_id} drained: {worker_state_text(reply.state)}")
     else:
-        render.emit(f"worker {args.worker_id} not drained: {len(reply.remaining)} task(s) still there (they keep running; --abort-remaining re-queues them)")
+        render.emit(
+            f"worker {args.worker_id} not drained: {len(reply.remaining)} task(s) still there (they keep running; --abort-remaining re-queues them)"
+        )
         for j in reply.remaining:
             render.emit(f"  {j.call_id.id}  {j.sector.id.miner}/{j.sector.id.number}  {task_short(j.task_type)}")
     return 0 if reply.drained else 1
@@ -84,9 +90,13 @@ def tasks(args: argparse.Namespace, conn: Connection) -> int:
     elif not types:
         raise ValueError(f"`worker tasks {args.action}` needs at least one task type (e.g. PC1 C2)")
     elif args.action == "enable":
-        accepted = list(stub.EnableTaskType(worker_pb2.EnableTaskTypeRequest(task_types=types), timeout=conn.timeout).task_types)
+        accepted = list(
+            stub.EnableTaskType(worker_pb2.EnableTaskTypeRequest(task_types=types), timeout=conn.timeout).task_types
+        )
     else:
-        accepted = list(stub.DisableTaskType(worker_pb2.DisableTaskTypeRequest(task_types=types), timeout=conn.timeout).task_types)
+        accepted = list(
+            stub.DisableTaskType(worker_pb2.DisableTaskTypeRequest(task_types=types), timeout=conn.timeout).task_types
+        )
     names = [task_short(t) for t in accepted]
     if args.json:
         render.emit_json({"worker": args.worker, "task_types": names})
@@ -116,11 +126,16 @@ def resources(args: argparse.Namespace, conn: Connection) -> int:
     """The resource table a worker is scheduled with (`lotus-worker resources`), rows its
     configuration changed marked; with --default the built-in table."""
     reply = conn.manager().WorkerStats(
-        manager_pb2.WorkerStatsRequest(worker_id=args.worker_id, include_resources=True, default_resources=args.default), timeout=conn.timeout
+        manager_pb2.WorkerStatsRequest(
+            worker_id=args.worker_id, include_resources=True, default_resources=args.default
+        ),
+        timeout=conn.timeout,
     )
     rows = list(reply.workers[0].resources) if reply.workers else []
     if args.json:
-        render.emit_json({"worker_id": args.worker_id, "default": args.default, "resources": [render.message_dict(r) for r in rows]})
+        render.emit_json(
+            {"worker_id": args.worker_id, "default": args.default, "resources": [render.message_dict(r) for r in rows]}
+        )
         return 0
     headers = ("TASK", "SIZE", "MIN MEM", "MAX MEM", "THREADS", "GPU", "BASE MEM", "MAX AT ONCE", "CHANGED")
     render.emit(render.table(headers, [_row_text(r) for r in rows]))
@@ -128,7 +143,11 @@ def resources(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def register(groups: Any, common: argparse.ArgumentParser) -> None:
-    verbs = groups.add_parser("worker", help="enable, disable, cordon, drain a worker (manager)", description="sectorctl worker: enable, disable, cordon, drain a worker (manager).").add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = groups.add_parser(
+        "worker",
+        help="enable, disable, cordon, drain a worker (manager)",
+        description="sectorctl worker: enable, disable, cordon, drain a worker (manager).",
+    ).add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, func, text in (
         ("enable", enable, "let a disabled worker receive tasks again"),
         ("disable", disable, "no new tasks; assigned ones go back to the queue, running ones finish"),
@@ -138,17 +157,36 @@ def register(groups: Any, common: argparse.ArgumentParser) -> None:
         p = verbs.add_parser(name, parents=[common], help=text)
         p.add_argument("worker_id", metavar="WORKER_ID", help="see `sealing workers`")
         p.set_defaults(func=func)
-    p = verbs.add_parser("drain", parents=[common], help="cordon and wait until no task is assigned or running (exit 1 if some remain)")
+    p = verbs.add_parser(
+        "drain", parents=[common], help="cordon and wait until no task is assigned or running (exit 1 if some remain)"
+    )
     p.add_argument("worker_id", metavar="WORKER_ID")
-    p.add_argument("--timeout", dest="drain_timeout", type=float, default=None, metavar="S", help="wait at most S seconds (default: the call's --timeout)")
-    p.add_argument("--abort-remaining", action="store_true", help="at the timeout, stop the remaining tasks and re-queue them elsewhere")
+    p.add_argument(
+        "--timeout",
+        dest="drain_timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="wait at most S seconds (default: the call's --timeout)",
+    )
+    p.add_argument(
+        "--abort-remaining",
+        action="store_true",
+        help="at the timeout, stop the remaining tasks and re-queue them elsewhere",
+    )
     p.set_defaults(func=drain)
-    p = verbs.add_parser("resources", parents=[common], help="the resource table a worker is scheduled with (* = changed by its config)")
+    p = verbs.add_parser(
+        "resources", parents=[common], help="the resource table a worker is scheduled with (* = changed by its config)"
+    )
     p.add_argument("worker_id", metavar="WORKER_ID", help="see `sealing workers`")
     p.add_argument("--default", action="store_true", help="the built-in table instead")
     p.set_defaults(func=resources)
     p = verbs.add_parser("tasks", parents=[common], help="list, enable or disable the task types a worker accepts")
     p.add_argument("action", choices=("list", "enable", "disable"))
-    p.add_argument("types", nargs="*", metavar="TYPE", help="task types: AP PC1 PC2 C1 C2 FIN GET UNS WDP WNP (or full names)")
-    p.add_argument("--worker", required=True, metavar="HOST:PORT", help="the worker's gRPC address (see `sealing workers`)")
+    p.add_argument(
+        "types", nargs="*", metavar="TYPE", help="task types: AP PC1 PC2 C1 C2 FIN GET UNS WDP WNP (or full names)"
+    )
+    p.add_argument(
+        "--worker", required=True, metavar="HOST:PORT", help="the worker's gRPC address (see `sealing workers`)"
+    )
     p.set_defaults(func=tasks)

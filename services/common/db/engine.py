@@ -50,7 +50,9 @@ DB_RETRIES = Counter(
     "Transactions re-run after a conflict (serialization failure, deadlock, database is locked)",
     ["db"],
 )
-DB_UNAVAILABLE = Counter("sectorstorage_db_unavailable_total", "Transactions failed because the database could not be reached", ["db"])
+DB_UNAVAILABLE = Counter(
+    "sectorstorage_db_unavailable_total", "Transactions failed because the database could not be reached", ["db"]
+)
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -194,7 +196,11 @@ class _Sqlite:
 
     def retryable(self, exc: BaseException) -> bool:
         code = getattr(exc, "sqlite_errorcode", None)
-        return isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+        return (
+            isinstance(exc, sqlite3.OperationalError)
+            and code is not None
+            and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+        )
 
     def lost(self, exc: BaseException, conn: Any) -> bool:
         return False
@@ -207,7 +213,9 @@ class _Postgres:
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - the postgres extra is missing
-            raise DatabaseUnavailable("PostgreSQL support needs psycopg: pip install 'sectorstorage[postgres]'") from exc
+            raise DatabaseUnavailable(
+                "PostgreSQL support needs psycopg: pip install 'sectorstorage[postgres]'"
+            ) from exc
         self._psycopg = psycopg
         self.target = target
         self.application_name = application_name
@@ -215,7 +223,9 @@ class _Postgres:
     def connect(self) -> Any:
         psycopg = self._psycopg
         try:
-            conn = psycopg.connect(self.target.dsn, autocommit=True, connect_timeout=10, application_name=self.application_name)
+            conn = psycopg.connect(
+                self.target.dsn, autocommit=True, connect_timeout=10, application_name=self.application_name
+            )
             # A stuck peer must not hold row locks forever; waits on locks are bounded.
             conn.execute("SET lock_timeout = '15s'")
             conn.execute("SET idle_in_transaction_session_timeout = '60s'")
@@ -245,7 +255,9 @@ class Database:
         self.target = target
         self.name = application_name
         self.dialect = target.dialect
-        self._backend: _Backend = _Sqlite(target) if target.dialect is Dialect.SQLITE else _Postgres(target, application_name)
+        self._backend: _Backend = (
+            _Sqlite(target) if target.dialect is Dialect.SQLITE else _Postgres(target, application_name)
+        )
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"db-{application_name}")
         self._local = threading.local()
         self._conns: set[Any] = set()
@@ -308,7 +320,9 @@ class Database:
                 cause = failed.__cause__
                 if cause is not None and self._backend.lost(cause, conn):
                     self._discard(conn)
-                    raise DatabaseUnavailable(f"lost the database connection while committing (outcome unknown): {cause}") from cause
+                    raise DatabaseUnavailable(
+                        f"lost the database connection while committing (outcome unknown): {cause}"
+                    ) from cause
                 if cause is not None and self._backend.retryable(cause) and attempt < self.max_attempts:
                     self._pause(attempt)
                     continue
@@ -684,7 +698,10 @@ class _Listener:
                     for note in conn.notifies(timeout=0.5):
                         self._callback(note.payload)
             except Exception as exc:  # noqa: BLE001 - keep listening through outages
-                log.warning("database listener lost its connection; reconnecting", extra={"channel": self._channel, "error": str(exc)})
+                log.warning(
+                    "database listener lost its connection; reconnecting",
+                    extra={"channel": self._channel, "error": str(exc)},
+                )
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
             finally:
@@ -746,7 +763,9 @@ def _check_sqlite_file_once(path: Path, component: str, *, init: bool) -> None:
     except FileNotFoundError:
         return
     except IsADirectoryError:
-        raise DatabaseRefused(f"{component} database {path} is a directory: move it away, or set database.url to the database file") from None
+        raise DatabaseRefused(
+            f"{component} database {path} is a directory: move it away, or set database.url to the database file"
+        ) from None
     except OSError as exc:
         raise DatabaseRefused(
             f"{component} database {path} cannot be read ({exc.strerror or exc}): fix its permissions or set database.url"

@@ -34,7 +34,9 @@ def find_bin_dir() -> Path | None:
     found = shutil.which("initdb")
     if found:
         return Path(os.path.realpath(found)).parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: _version(p.parent.parent.name), reverse=True)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: _version(p.parent.parent.name), reverse=True
+    )
     return candidates[0].parent if candidates else None
 
 
@@ -55,7 +57,9 @@ def _server_user() -> str | None:
     if useradd:
         result = subprocess.run(
             [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", DEDICATED_USER],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode in (0, 9):  # 9: it appeared meanwhile
             return DEDICATED_USER
@@ -100,7 +104,18 @@ class PostgresServer:
             info = pwd.getpwnam(self.user)
             os.chown(self.root, info.pw_uid, info.pw_gid)
         self.root.chmod(0o700)
-        init = self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+        init = self._run(
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
         if init.returncode != 0:
             raise PostgresUnavailable(f"initdb failed:\n{init.stdout}\n{init.stderr}")
         for attempt in range(5):
@@ -128,8 +143,22 @@ class PostgresServer:
             "max_connections": "300",
             **self.settings,
         }
-        opt_text = " ".join(f"-c {key}={value!r}" if value == "" else f"-c {key}={value}" for key, value in options.items())
-        started = self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-o", opt_text, "-w", "-t", "60", "start")
+        opt_text = " ".join(
+            f"-c {key}={value!r}" if value == "" else f"-c {key}={value}" for key, value in options.items()
+        )
+        started = self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            opt_text,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         return started.returncode == 0
 
     def _log(self) -> str:
@@ -150,7 +179,9 @@ class PostgresServer:
 
     def stop(self) -> None:
         if self.data_dir.exists():
-            self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop", timeout=60)
+            self._run(
+                str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop", timeout=60
+            )
         shutil.rmtree(self.root, ignore_errors=True)
 
 

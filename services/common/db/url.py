@@ -82,7 +82,9 @@ def parse_database_url(url: str, data_dir: Path, default_name: str) -> DatabaseT
             try:
                 synchronous = Synchronous(value.lower())
             except ValueError:
-                raise ValueError(f"database url {url!r}: synchronous must be 'full' or 'normal', got {value!r}") from None
+                raise ValueError(
+                    f"database url {url!r}: synchronous must be 'full' or 'normal', got {value!r}"
+                ) from None
         elif key == "busy_timeout_ms":
             if not value.isdigit() or not 0 < int(value) <= 600_000:
                 raise ValueError(f"database url {url!r}: busy_timeout_ms must be 1..600000, got {value!r}")
@@ -92,5 +94,7 @@ def parse_database_url(url: str, data_dir: Path, default_name: str) -> DatabaseT
                 raise ValueError(f"database url {url!r}: inline_reads must be 0 or 1, got {value!r}")
             inline = value == "1"
         else:
-            raise ValueError(f"database url {url!r}: unknown option {key!r} (known: synchronous, busy_timeout_ms, inline_reads)")
+            raise ValueError(
+                f"database url {url!r}: unknown option {key!r} (known: synchronous, busy_timeout_ms, inline_reads)"
+            )
     return DatabaseTarget(Dialect.SQLITE, path=path, synchronous=synchronous, busy_timeout_ms=busy, inline_reads=inline)

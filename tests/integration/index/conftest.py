@@ -44,7 +44,9 @@ def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     """Starts extra index processes for one test (own config, restarts, several replicas)."""
     started: list[Index] = []
 
-    def make(backend: str, env: dict[str, str] | None = None, db_url: str | None = None, data_dir: Path | None = None) -> Index:
+    def make(
+        backend: str, env: dict[str, str] | None = None, db_url: str | None = None, data_dir: Path | None = None
+    ) -> Index:
         url = db_url if db_url is not None else database_url(backend, lambda: request.getfixturevalue("postgres"))
         server = start_index(data_dir or tmp_path / f"index-{len(started)}", url, backend, env)
         started.append(server)

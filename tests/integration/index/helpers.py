@@ -77,11 +77,23 @@ def info(
     can_store: bool = True,
     **kw: Any,
 ) -> cpb.StorageInfo:
-    return cpb.StorageInfo(id=new_id() if storage_id is None else storage_id, urls=list(urls), weight=weight, can_seal=can_seal, can_store=can_store, **kw)
+    return cpb.StorageInfo(
+        id=new_id() if storage_id is None else storage_id,
+        urls=list(urls),
+        weight=weight,
+        can_seal=can_seal,
+        can_store=can_store,
+        **kw,
+    )
 
 
 def stat(available: int = TIB, capacity: int | None = None, **kw: Any) -> cpb.FsStat:
-    return cpb.FsStat(capacity=capacity if capacity is not None else max(available, TIB), available=available, fs_available=available, **kw)
+    return cpb.FsStat(
+        capacity=capacity if capacity is not None else max(available, TIB),
+        available=available,
+        fs_available=available,
+        **kw,
+    )
 
 
 def attach(stub: index_pb2_grpc.IndexServiceStub, available: int = TIB, **kw: Any) -> str:
@@ -91,24 +103,48 @@ def attach(stub: index_pb2_grpc.IndexServiceStub, available: int = TIB, **kw: An
     return path.id
 
 
-def declare(stub: index_pb2_grpc.IndexServiceStub, storage_id: str, number: int, types: Sequence[int], primary: bool = False, miner: int = 1000) -> None:
+def declare(
+    stub: index_pb2_grpc.IndexServiceStub,
+    storage_id: str,
+    number: int,
+    types: Sequence[int],
+    primary: bool = False,
+    miner: int = 1000,
+) -> None:
     stub.StorageDeclareSector(
-        ipb.StorageDeclareSectorRequest(storage_id=storage_id, sector=sector(number, miner), types=list(types), primary=primary), timeout=10
+        ipb.StorageDeclareSectorRequest(
+            storage_id=storage_id, sector=sector(number, miner), types=list(types), primary=primary
+        ),
+        timeout=10,
     )
 
 
-def find(stub: index_pb2_grpc.IndexServiceStub, number: int, types: Sequence[int], allow_fetch: bool = False, sector_size: int = KIB2, miner: int = 1000) -> list[ipb.SectorStorageInfo]:
+def find(
+    stub: index_pb2_grpc.IndexServiceStub,
+    number: int,
+    types: Sequence[int],
+    allow_fetch: bool = False,
+    sector_size: int = KIB2,
+    miner: int = 1000,
+) -> list[ipb.SectorStorageInfo]:
     response = stub.StorageFindSector(
-        ipb.StorageFindSectorRequest(sector=sector(number, miner), types=list(types), allow_fetch=allow_fetch, sector_size=sector_size), timeout=10
+        ipb.StorageFindSectorRequest(
+            sector=sector(number, miner), types=list(types), allow_fetch=allow_fetch, sector_size=sector_size
+        ),
+        timeout=10,
     )
     return list(response.locations)
 
 
-def all_declarations(stub: index_pb2_grpc.IndexServiceStub, storage_id: str = "", page_size: int = 10_000) -> list[tuple[str, int, int, int, bool]]:
+def all_declarations(
+    stub: index_pb2_grpc.IndexServiceStub, storage_id: str = "", page_size: int = 10_000
+) -> list[tuple[str, int, int, int, bool]]:
     out = []
     token_ = ""
     while True:
-        page = stub.StorageListSectors(ipb.StorageListSectorsRequest(storage_id=storage_id, page_size=page_size, page_token=token_), timeout=60)
+        page = stub.StorageListSectors(
+            ipb.StorageListSectorsRequest(storage_id=storage_id, page_size=page_size, page_token=token_), timeout=60
+        )
         out += [(d.storage_id, d.sector.miner, d.sector.number, d.type, d.primary) for d in page.declarations]
         token_ = page.next_page_token
         if not token_:
@@ -152,7 +188,9 @@ def declare_many(address: str, items: Sequence[tuple[str, int, Sequence[int], bo
             async def worker() -> None:
                 for storage_id, number, types, primary in pending:
                     await stub.StorageDeclareSector(
-                        ipb.StorageDeclareSectorRequest(storage_id=storage_id, sector=sector(number), types=list(types), primary=primary),
+                        ipb.StorageDeclareSectorRequest(
+                            storage_id=storage_id, sector=sector(number), types=list(types), primary=primary
+                        ),
                         timeout=60,
                     )
 

@@ -95,12 +95,17 @@ def test_two_replicas_32_threads_exact_state_and_exclusive_locks(
                 if op < 0.45:
                     primary = rng.random() < 0.3
                     stub_of().StorageDeclareSector(
-                        ipb.StorageDeclareSectorRequest(storage_id=path, sector=sector(number), types=types, primary=primary), timeout=30
+                        ipb.StorageDeclareSectorRequest(
+                            storage_id=path, sector=sector(number), types=types, primary=primary
+                        ),
+                        timeout=30,
                     )
                     for ft in types:
                         local[(path, number, ft)] = local.get((path, number, ft), False) or primary
                 elif op < 0.7:
-                    stub_of().StorageDropSector(ipb.StorageDropSectorRequest(storage_id=path, sector=sector(number), types=types), timeout=30)
+                    stub_of().StorageDropSector(
+                        ipb.StorageDropSectorRequest(storage_id=path, sector=sector(number), types=types), timeout=30
+                    )
                     for ft in types:
                         local.pop((path, number, ft), None)
                 else:
@@ -117,7 +122,9 @@ def test_two_replicas_32_threads_exact_state_and_exclusive_locks(
         owner = f"client-{t}"
         if rng.random() < 0.5:
             got = stub.StorageTryLock(
-                ipb.StorageTryLockRequest(sector=sector(number), read_types=read, write_types=write, owner=owner, ttl=Duration(seconds=60)),
+                ipb.StorageTryLockRequest(
+                    sector=sector(number), read_types=read, write_types=write, owner=owner, ttl=Duration(seconds=60)
+                ),
                 timeout=30,
             )
             if not got.acquired:
@@ -126,7 +133,9 @@ def test_two_replicas_32_threads_exact_state_and_exclusive_locks(
         else:
             messages = list(
                 stub.StorageLock(
-                    ipb.StorageLockRequest(sector=sector(number), read_types=read, write_types=write, owner=owner, ttl=Duration(seconds=60)),
+                    ipb.StorageLockRequest(
+                        sector=sector(number), read_types=read, write_types=write, owner=owner, ttl=Duration(seconds=60)
+                    ),
                     timeout=60,
                 )
             )
@@ -156,7 +165,9 @@ def test_unlock_on_one_replica_wakes_a_waiter_on_another(make_index: MakeIndex, 
     env = {"SECTORSTORAGE_INDEX_LOCK_RETRY_MAX_S": "30"}
     a = make_index("postgres", db_url=dsn, env=env).stub()
     b = make_index("postgres", db_url=dsn, env=env).stub()
-    held = b.StorageTryLock(ipb.StorageTryLockRequest(sector=sector(42), write_types=[SEALED], owner="on-b"), timeout=10)
+    held = b.StorageTryLock(
+        ipb.StorageTryLockRequest(sector=sector(42), write_types=[SEALED], owner="on-b"), timeout=10
+    )
     assert held.acquired
     call = a.StorageLock(ipb.StorageLockRequest(sector=sector(42), write_types=[SEALED], owner="on-a"), timeout=60)
     assert next(call).WhichOneof("state") == "waiting"

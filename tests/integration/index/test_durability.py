@@ -44,7 +44,9 @@ def test_kill_9_loses_nothing(make_index: MakeIndex, backend: str, tmp_path_fact
         expected |= {(path, 1000, number, t, primary) for t in types}
 
     declare_many(first.address, plan)
-    lease = stub.StorageTryLock(ipb.StorageTryLockRequest(sector=sector(1), write_types=[SEALED], owner="survivor"), timeout=10).lease
+    lease = stub.StorageTryLock(
+        ipb.StorageTryLockRequest(sector=sector(1), write_types=[SEALED], owner="survivor"), timeout=10
+    ).lease
     info_before = {p.info.id: p for p in stub.StorageList(ipb.StorageListRequest(), timeout=30).paths}
 
     first.proc.kill()  # SIGKILL: no drain, no clean close of the database

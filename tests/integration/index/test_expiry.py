@@ -42,17 +42,25 @@ def test_missed_heartbeats_make_a_path_unhealthy_until_it_reports(make_index: Ma
     quiet = attach(stub, available=2 << 40)
     chatty = attach(stub)
     declare(stub, holder, 1, [SEALED])
-    assert [p.id for p in stub.StorageBestAlloc(ipb.StorageBestAllocRequest(types=[SEALED], sector_size=2048, path_type=SEALING), timeout=10).paths][0] == quiet
+    assert [
+        p.id
+        for p in stub.StorageBestAlloc(
+            ipb.StorageBestAllocRequest(types=[SEALED], sector_size=2048, path_type=SEALING), timeout=10
+        ).paths
+    ][0] == quiet
 
     deadline = time.monotonic() + 2.5
     while time.monotonic() < deadline:  # chatty keeps reporting; quiet and holder fall silent
-        stub.StorageReportHealth(ipb.StorageReportHealthRequest(storage_id=chatty, report=cpb.HealthReport(stat=stat())), timeout=10)
+        stub.StorageReportHealth(
+            ipb.StorageReportHealthRequest(storage_id=chatty, report=cpb.HealthReport(stat=stat())), timeout=10
+        )
         time.sleep(0.3)
 
     info = stub.StorageGetInfo(ipb.StorageGetInfoRequest(storage_id=quiet), timeout=10)
     assert not info.health.healthy and info.health.error == ""
     alloc = stub.StorageBestAlloc(
-        ipb.StorageBestAllocRequest(types=[SEALED], sector_size=2048, path_type=SEALING, include_rejected=True), timeout=10
+        ipb.StorageBestAllocRequest(types=[SEALED], sector_size=2048, path_type=SEALING, include_rejected=True),
+        timeout=10,
     )
     assert [p.id for p in alloc.paths] == [chatty]
     reasons = {r.storage_id: r.reason for r in alloc.rejected}
@@ -62,9 +70,13 @@ def test_missed_heartbeats_make_a_path_unhealthy_until_it_reports(make_index: Ma
     listed = {p.info.id: p.health.healthy for p in stub.StorageList(ipb.StorageListRequest(), timeout=10).paths}
     assert listed == {holder: False, quiet: False, chatty: True}
 
-    back = stub.StorageReportHealth(ipb.StorageReportHealthRequest(storage_id=quiet, report=cpb.HealthReport(stat=stat(2 << 40))), timeout=10)
+    back = stub.StorageReportHealth(
+        ipb.StorageReportHealthRequest(storage_id=quiet, report=cpb.HealthReport(stat=stat(2 << 40))), timeout=10
+    )
     assert back.health.healthy
-    alloc = stub.StorageBestAlloc(ipb.StorageBestAllocRequest(types=[SEALED], sector_size=2048, path_type=SEALING), timeout=10)
+    alloc = stub.StorageBestAlloc(
+        ipb.StorageBestAllocRequest(types=[SEALED], sector_size=2048, path_type=SEALING), timeout=10
+    )
     assert [p.id for p in alloc.paths] == [quiet, chatty]
     assert [f.id for f in find(stub, 1, [SEALED], allow_fetch=True) if f.fetch_candidate] == [quiet, chatty]
 
@@ -101,11 +113,15 @@ def test_lease_of_a_killed_client_expires_and_frees_the_lock(make_index: MakeInd
     killed_at = time.monotonic()
     [held] = stub.StorageGetLocks(ipb.StorageGetLocksRequest(sector=sector(77)), timeout=10).locks
     assert held.lease_id == lease_id and held.owner == "doomed-worker"
-    assert not stub.StorageTryLock(ipb.StorageTryLockRequest(sector=sector(77), write_types=[SEALED], owner="next"), timeout=10).acquired
+    assert not stub.StorageTryLock(
+        ipb.StorageTryLockRequest(sector=sector(77), write_types=[SEALED], owner="next"), timeout=10
+    ).acquired
 
     states = [
         m.WhichOneof("state")
-        for m in stub.StorageLock(ipb.StorageLockRequest(sector=sector(77), write_types=[SEALED], owner="next"), timeout=10)
+        for m in stub.StorageLock(
+            ipb.StorageLockRequest(sector=sector(77), write_types=[SEALED], owner="next"), timeout=10
+        )
     ]
     waited = time.monotonic() - killed_at
     assert states[-1] == "acquired" and waited < 4, (states, waited)  # the 2 s ttl, not the 60 s default
@@ -117,15 +133,20 @@ def test_lease_of_a_killed_client_expires_and_frees_the_lock(make_index: MakeInd
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_renewed_lease_outlives_its_ttl(make_index: MakeIndex, backend: str) -> None:
-    index = make_index(backend, env={"SECTORSTORAGE_INDEX_LOCK_TTL_MIN_S": "1", "SECTORSTORAGE_INDEX_LOCK_SWEEP_INTERVAL_S": "0.2"})
+    index = make_index(
+        backend, env={"SECTORSTORAGE_INDEX_LOCK_TTL_MIN_S": "1", "SECTORSTORAGE_INDEX_LOCK_SWEEP_INTERVAL_S": "0.2"}
+    )
     stub = index.stub()
     lease = stub.StorageTryLock(
-        ipb.StorageTryLockRequest(sector=sector(5), write_types=[SEALED], owner="renewer", ttl=Duration(seconds=2)), timeout=10
+        ipb.StorageTryLockRequest(sector=sector(5), write_types=[SEALED], owner="renewer", ttl=Duration(seconds=2)),
+        timeout=10,
     ).lease
     for _ in range(8):  # 3.2 s: well past the ttl, renewed with a margin for a slow machine
         time.sleep(0.4)
         stub.StorageRenewLock(ipb.StorageRenewLockRequest(lease_id=lease.lease_id), timeout=10)
-    assert not stub.StorageTryLock(ipb.StorageTryLockRequest(sector=sector(5), write_types=[SEALED], owner="x"), timeout=10).acquired
+    assert not stub.StorageTryLock(
+        ipb.StorageTryLockRequest(sector=sector(5), write_types=[SEALED], owner="x"), timeout=10
+    ).acquired
     time.sleep(2.6)  # stops renewing: lapses, and the sweeper deletes the row
     assert stub.StorageGetLocks(ipb.StorageGetLocksRequest(), timeout=10).locks == []
     assert stub.StorageUnlock(ipb.StorageUnlockRequest(lease_id=lease.lease_id), timeout=10).released is False

@@ -27,8 +27,18 @@ def fresh_sector() -> int:
     return next(_numbers) + int(time.time() * 1000) % 1_000_000 * 1000
 
 
-def try_lock(stub: index_pb2_grpc.IndexServiceStub, number: int, read: list[int] = [], write: list[int] = [], owner: str = "t", **kw: object) -> ipb.StorageTryLockResponse:  # noqa: B006
-    return stub.StorageTryLock(ipb.StorageTryLockRequest(sector=sector(number), read_types=read, write_types=write, owner=owner, **kw), timeout=10)  # type: ignore[arg-type]
+def try_lock(
+    stub: index_pb2_grpc.IndexServiceStub,
+    number: int,
+    read: tuple[int, ...] = (),
+    write: tuple[int, ...] = (),
+    owner: str = "t",
+    **kw: object,
+) -> ipb.StorageTryLockResponse:
+    return stub.StorageTryLock(
+        ipb.StorageTryLockRequest(sector=sector(number), read_types=read, write_types=write, owner=owner, **kw),
+        timeout=10,
+    )  # type: ignore[arg-type]
 
 
 def unlock(stub: index_pb2_grpc.IndexServiceStub, lease_id: str) -> bool:
@@ -44,7 +54,10 @@ def test_lock_matrix_matches_the_reference(clean: Index) -> None:
     reader = try_lock(stub, n, read=[UNSEALED, SEALED, CACHE])
     assert reader.acquired
     blocked = try_lock(stub, n, write=[UNSEALED])
-    assert not blocked.acquired and {b.lease_id for b in blocked.blocking} == {held.lease.lease_id, reader.lease.lease_id}
+    assert not blocked.acquired and {b.lease_id for b in blocked.blocking} == {
+        held.lease.lease_id,
+        reader.lease.lease_id,
+    }
     unlock(stub, reader.lease.lease_id)
     writer = try_lock(stub, n, write=[SEALED, CACHE])
     assert writer.acquired
@@ -75,8 +88,15 @@ def test_get_locks_lists_live_leases(clean: Index) -> None:
     n = fresh_sector()
     a = try_lock(stub, n, read=[SEALED], owner="worker:a/call:1")
     b = try_lock(stub, n + 1, write=[CACHE], owner="worker:b/call:2")
-    mine = [lease for lease in stub.StorageGetLocks(ipb.StorageGetLocksRequest(), timeout=10).locks if lease.sector.number in (n, n + 1)]
-    assert [(x.lease_id, x.owner, x.sector.number) for x in mine] == [(a.lease.lease_id, "worker:a/call:1", n), (b.lease.lease_id, "worker:b/call:2", n + 1)]
+    mine = [
+        lease
+        for lease in stub.StorageGetLocks(ipb.StorageGetLocksRequest(), timeout=10).locks
+        if lease.sector.number in (n, n + 1)
+    ]
+    assert [(x.lease_id, x.owner, x.sector.number) for x in mine] == [
+        (a.lease.lease_id, "worker:a/call:1", n),
+        (b.lease.lease_id, "worker:b/call:2", n + 1),
+    ]
     assert mine[0].expires_at.seconds - mine[0].acquired_at.seconds == 60
     only = stub.StorageGetLocks(ipb.StorageGetLocksRequest(sector=sector(n + 1)), timeout=10).locks
     assert [x.lease_id for x in only] == [b.lease.lease_id]
@@ -95,7 +115,9 @@ def test_ttl_is_clamped_and_renew_extends(clean: Index) -> None:
     assert default.lease.ttl.seconds == 60
     renewed = stub.StorageRenewLock(ipb.StorageRenewLockRequest(lease_id=short.lease.lease_id), timeout=10).lease
     assert renewed.ttl.seconds == 5 and renewed.expires_at.ToNanoseconds() >= short.lease.expires_at.ToNanoseconds()
-    longer = stub.StorageRenewLock(ipb.StorageRenewLockRequest(lease_id=short.lease.lease_id, ttl=Duration(seconds=30)), timeout=10).lease
+    longer = stub.StorageRenewLock(
+        ipb.StorageRenewLockRequest(lease_id=short.lease.lease_id, ttl=Duration(seconds=30)), timeout=10
+    ).lease
     assert longer.ttl.seconds == 30
     assert longer.expires_at.ToNanoseconds() - time.time_ns() > 25 * 10**9
 
@@ -142,7 +164,11 @@ def test_client_chosen_lease_id_is_idempotent(clean: Index) -> None:
     first = try_lock(stub, n, write=[SEALED], lease_id=lease_id, owner="w")
     retry = try_lock(stub, n, write=[SEALED], lease_id=lease_id, owner="w")
     assert first.acquired and retry.acquired and retry.lease == first.lease
-    streamed = list(stub.StorageLock(ipb.StorageLockRequest(sector=sector(n), write_types=[SEALED], owner="w", lease_id=lease_id), timeout=10))
+    streamed = list(
+        stub.StorageLock(
+            ipb.StorageLockRequest(sector=sector(n), write_types=[SEALED], owner="w", lease_id=lease_id), timeout=10
+        )
+    )
     assert [m.WhichOneof("state") for m in streamed] == ["acquired"] and streamed[0].acquired.lease_id == lease_id
     with rpc_error(grpc.StatusCode.ALREADY_EXISTS, "different lock request"):
         try_lock(stub, n, read=[CACHE], lease_id=lease_id, owner="w")
@@ -161,7 +187,9 @@ def test_lock_stream_waits_then_acquires_on_unlock(make_index: Callable[..., Ind
     granted_at: list[float] = []
 
     def wait() -> None:
-        for message in stub.StorageLock(ipb.StorageLockRequest(sector=sector(n), read_types=[SEALED], owner="waiter"), timeout=20):
+        for message in stub.StorageLock(
+            ipb.StorageLockRequest(sector=sector(n), read_types=[SEALED], owner="waiter"), timeout=20
+        ):
             messages.append(message)
         granted_at.append(time.monotonic())
 
@@ -185,7 +213,12 @@ def test_lock_stream_waits_then_acquires_on_unlock(make_index: Callable[..., Ind
 def test_lock_stream_grants_at_once_when_free(clean: Index) -> None:
     stub = clean.stub()
     n = fresh_sector()
-    messages = list(stub.StorageLock(ipb.StorageLockRequest(sector=sector(n), write_types=[UNSEALED], owner="w", ttl=Duration(seconds=20)), timeout=10))
+    messages = list(
+        stub.StorageLock(
+            ipb.StorageLockRequest(sector=sector(n), write_types=[UNSEALED], owner="w", ttl=Duration(seconds=20)),
+            timeout=10,
+        )
+    )
     assert len(messages) == 1 and messages[0].acquired.ttl.seconds == 20
 
 
@@ -197,7 +230,9 @@ def test_lock_deadline_exceeded_names_holder(clean: Index) -> None:
     with rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED):
         list(stub.StorageLock(ipb.StorageLockRequest(sector=sector(n), write_types=[CACHE], owner="w"), timeout=1.0))
     assert time.monotonic() - start < 3
-    assert [x.owner for x in stub.StorageGetLocks(ipb.StorageGetLocksRequest(sector=sector(n)), timeout=10).locks] == ["slow-holder"]
+    assert [x.owner for x in stub.StorageGetLocks(ipb.StorageGetLocksRequest(sector=sector(n)), timeout=10).locks] == [
+        "slow-holder"
+    ]
 
 
 def test_cancelled_waiter_leaves_no_lease(clean: Index) -> None:
@@ -224,7 +259,9 @@ def test_waiting_writers_take_turns(clean: Index, writers: int) -> None:
     guard = threading.Lock()
 
     def work(i: int) -> None:
-        for message in stub.StorageLock(ipb.StorageLockRequest(sector=sector(n), write_types=[SEALED], owner=f"w{i}"), timeout=60):
+        for message in stub.StorageLock(
+            ipb.StorageLockRequest(sector=sector(n), write_types=[SEALED], owner=f"w{i}"), timeout=60
+        ):
             if message.WhichOneof("state") == "acquired":
                 with guard:
                     if holding:

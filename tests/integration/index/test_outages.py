@@ -64,7 +64,9 @@ def test_sigterm_ends_waiting_locks_with_unavailable(make_index: MakeIndex) -> N
 
     def wait() -> None:
         try:
-            for _ in stub.StorageLock(ipb.StorageLockRequest(sector=sector(3), write_types=[SEALED], owner="waiter"), timeout=30):
+            for _ in stub.StorageLock(
+                ipb.StorageLockRequest(sector=sector(3), write_types=[SEALED], owner="waiter"), timeout=30
+            ):
                 started.set()
         except grpc.RpcError as err:
             outcome.append(err.code())

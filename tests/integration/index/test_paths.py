@@ -40,7 +40,9 @@ def test_attach_new_path_records_stat_and_counts_as_heartbeat(clean: Index) -> N
         allow_types=[SEALED, CACHE],
         deny_miners=[1001],
     )
-    resp = stub.StorageAttach(ipb.StorageAttachRequest(info=path, stat=stat(3 * TIB, capacity=4 * TIB, reserved=5)), timeout=10)
+    resp = stub.StorageAttach(
+        ipb.StorageAttachRequest(info=path, stat=stat(3 * TIB, capacity=4 * TIB, reserved=5)), timeout=10
+    )
     assert resp.created
     assert list(resp.info.urls) == ["10.0.0.1:3456", "dns:///worker-2:3456"]  # deduplicated, in order
     got = stub.StorageGetInfo(ipb.StorageGetInfoRequest(storage_id=path.id), timeout=10)
@@ -61,7 +63,10 @@ def test_attach_uppercase_id_is_normalized(clean: Index) -> None:
 def test_reattach_merges_urls_overwrites_metadata_keeps_stat(clean: Index) -> None:
     stub = clean.stub()
     sid = new_id()
-    stub.StorageAttach(ipb.StorageAttachRequest(info=info(sid, urls=["a:1", "b:2"], weight=10, groups=["old"]), stat=stat(TIB)), timeout=10)
+    stub.StorageAttach(
+        ipb.StorageAttachRequest(info=info(sid, urls=["a:1", "b:2"], weight=10, groups=["old"]), stat=stat(TIB)),
+        timeout=10,
+    )
     again = stub.StorageAttach(
         ipb.StorageAttachRequest(
             info=info(sid, urls=["b:2", "c:3"], weight=3, can_seal=False, groups=["new"], deny_types=[UNSEALED]),
@@ -206,20 +211,26 @@ def test_report_health_records_stat_and_error(clean: Index) -> None:
     stub = clean.stub()
     sid = attach(stub)
     bad = stub.StorageReportHealth(
-        ipb.StorageReportHealthRequest(storage_id=sid, report=cpb.HealthReport(stat=stat(5, capacity=10, used=2), error="statfs: EIO")),
+        ipb.StorageReportHealthRequest(
+            storage_id=sid, report=cpb.HealthReport(stat=stat(5, capacity=10, used=2), error="statfs: EIO")
+        ),
         timeout=10,
     )
     assert not bad.health.healthy and bad.health.error == "statfs: EIO"
     got = stub.StorageGetInfo(ipb.StorageGetInfoRequest(storage_id=sid), timeout=10)
     assert (got.stat.capacity, got.stat.available, got.stat.used) == (10, 5, 2) and not got.health.healthy
-    good = stub.StorageReportHealth(ipb.StorageReportHealthRequest(storage_id=sid, report=cpb.HealthReport(stat=stat(7))), timeout=10)
+    good = stub.StorageReportHealth(
+        ipb.StorageReportHealthRequest(storage_id=sid, report=cpb.HealthReport(stat=stat(7))), timeout=10
+    )
     assert good.health.healthy and good.health.error == ""
 
 
 def test_report_health_errors(clean: Index) -> None:
     stub = clean.stub()
     with rpc_error(NOT_FOUND, "StorageAttach it again"):
-        stub.StorageReportHealth(ipb.StorageReportHealthRequest(storage_id=new_id(), report=cpb.HealthReport()), timeout=10)
+        stub.StorageReportHealth(
+            ipb.StorageReportHealthRequest(storage_id=new_id(), report=cpb.HealthReport()), timeout=10
+        )
     with rpc_error(INVALID, "report is required"):
         stub.StorageReportHealth(ipb.StorageReportHealthRequest(storage_id=new_id()), timeout=10)
     with rpc_error(grpc.StatusCode.PERMISSION_DENIED):

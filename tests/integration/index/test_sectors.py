@@ -86,12 +86,18 @@ def test_drop_is_idempotent(clean: Index) -> None:
     stub = clean.stub()
     sid = attach(stub)
     declare(stub, sid, 1, [UNSEALED, SEALED, CACHE])
-    stub.StorageDropSector(ipb.StorageDropSectorRequest(storage_id=sid, sector=sector(1), types=[UNSEALED, CACHE]), timeout=10)
-    stub.StorageDropSector(ipb.StorageDropSectorRequest(storage_id=sid, sector=sector(1), types=[UNSEALED, CACHE]), timeout=10)
+    stub.StorageDropSector(
+        ipb.StorageDropSectorRequest(storage_id=sid, sector=sector(1), types=[UNSEALED, CACHE]), timeout=10
+    )
+    stub.StorageDropSector(
+        ipb.StorageDropSectorRequest(storage_id=sid, sector=sector(1), types=[UNSEALED, CACHE]), timeout=10
+    )
     assert decls(clean, sid) == {(1, SEALED, False)}
     # Not declared there, or an unknown path: nothing to forget, not an error.
     stub.StorageDropSector(ipb.StorageDropSectorRequest(storage_id=sid, sector=sector(9), types=[SEALED]), timeout=10)
-    stub.StorageDropSector(ipb.StorageDropSectorRequest(storage_id=new_id(), sector=sector(1), types=[SEALED]), timeout=10)
+    stub.StorageDropSector(
+        ipb.StorageDropSectorRequest(storage_id=new_id(), sector=sector(1), types=[SEALED]), timeout=10
+    )
     with rpc_error(INVALID, "types is empty"):
         stub.StorageDropSector(ipb.StorageDropSectorRequest(storage_id=sid, sector=sector(1)), timeout=10)
     with rpc_error(INVALID, "sector is required"):
@@ -105,7 +111,9 @@ def redeclare_stream(
     storage_id: str, batches: list[list[tuple[int, int, bool]]], drop_missing: bool = False, last: bool = True
 ) -> Iterator[ipb.StorageRedeclareRequest]:
     """Header, the batches, the final one marked last (an empty final batch when there are none)."""
-    yield ipb.StorageRedeclareRequest(header=ipb.StorageRedeclareHeader(storage_id=storage_id, drop_missing=drop_missing))
+    yield ipb.StorageRedeclareRequest(
+        header=ipb.StorageRedeclareHeader(storage_id=storage_id, drop_missing=drop_missing)
+    )
     for i, batch in enumerate(batches or [[]]):
         yield ipb.StorageRedeclareRequest(
             batch=ipb.StorageRedeclareBatch(
@@ -124,7 +132,10 @@ def test_redeclare_adds_upgrades_and_drops_missing(clean: Index) -> None:
     declare(stub, sid, 3, [UNSEALED])
     declare(stub, other, 3, [UNSEALED])
     result = stub.StorageRedeclare(
-        redeclare_stream(sid, [[(1, SEALED, True), (2, CACHE, False)], [(4, SEALED, False), (4, SEALED, True)]], drop_missing=True), timeout=30
+        redeclare_stream(
+            sid, [[(1, SEALED, True), (2, CACHE, False)], [(4, SEALED, False), (4, SEALED, True)]], drop_missing=True
+        ),
+        timeout=30,
     )
     assert (result.declared, result.unchanged, result.dropped) == (2, 1, 1)
     assert decls(clean, sid) == {(1, SEALED, True), (2, CACHE, True), (4, SEALED, True)}
@@ -155,20 +166,32 @@ def test_redeclare_errors_change_nothing(clean: Index) -> None:
         stub.StorageRedeclare(iter([ipb.StorageRedeclareRequest(batch=ipb.StorageRedeclareBatch())]), timeout=10)
     with rpc_error(INVALID, "empty StorageRedeclare stream"):
         stub.StorageRedeclare(iter([]), timeout=10)
-    twice = [*redeclare_stream(sid, [[(7, SEALED, False)]], drop_missing=True), ipb.StorageRedeclareRequest(header=ipb.StorageRedeclareHeader(storage_id=sid))]
+    twice = [
+        *redeclare_stream(sid, [[(7, SEALED, False)]], drop_missing=True),
+        ipb.StorageRedeclareRequest(header=ipb.StorageRedeclareHeader(storage_id=sid)),
+    ]
     with rpc_error(INVALID, "only the first"):
         stub.StorageRedeclare(iter(twice), timeout=10)
     with rpc_error(INVALID, "declarations[1].type"):
-        stub.StorageRedeclare(redeclare_stream(sid, [[(8, SEALED, False), (9, 0, False)]], drop_missing=True), timeout=10)
+        stub.StorageRedeclare(
+            redeclare_stream(sid, [[(8, SEALED, False), (9, 0, False)]], drop_missing=True), timeout=10
+        )
     foreign = ipb.StorageRedeclareRequest(
-        batch=ipb.StorageRedeclareBatch(declarations=[ipb.SectorDeclaration(storage_id=new_id(), sector=sector(1), type=SEALED)])
+        batch=ipb.StorageRedeclareBatch(
+            declarations=[ipb.SectorDeclaration(storage_id=new_id(), sector=sector(1), type=SEALED)]
+        )
     )
     with rpc_error(INVALID, "differs from the header"):
         stub.StorageRedeclare(iter([*redeclare_stream(sid, [], drop_missing=True, last=False), foreign]), timeout=10)
     with rpc_error(INVALID, "ended without a batch with last = true", "nothing was changed"):
-        stub.StorageRedeclare(redeclare_stream(sid, [[(7, SEALED, False)], [(8, SEALED, False)]], drop_missing=True, last=False), timeout=10)
+        stub.StorageRedeclare(
+            redeclare_stream(sid, [[(7, SEALED, False)], [(8, SEALED, False)]], drop_missing=True, last=False),
+            timeout=10,
+        )
     with rpc_error(INVALID, "came after the batch with last = true"):
-        stub.StorageRedeclare(iter([*redeclare_stream(sid, [[(7, SEALED, False)]], drop_missing=True), foreign]), timeout=10)
+        stub.StorageRedeclare(
+            iter([*redeclare_stream(sid, [[(7, SEALED, False)]], drop_missing=True), foreign]), timeout=10
+        )
     assert decls(clean, sid) == before
 
 
@@ -224,7 +247,9 @@ def test_find_fetch_candidates(clean: Index) -> None:
     attach(stub, groups=["pc2"], deny_types=[CACHE])  # may not take cache
     attach(stub, groups=["pc2"], allow_miners=[7])  # other miners only
     sick = attach(stub, groups=["pc2"])
-    stub.StorageReportHealth(ipb.StorageReportHealthRequest(storage_id=sick, report=cpb.HealthReport(stat=stat(), error="EIO")), timeout=10)
+    stub.StorageReportHealth(
+        ipb.StorageReportHealthRequest(storage_id=sick, report=cpb.HealthReport(stat=stat(), error="EIO")), timeout=10
+    )
     declare(stub, holder, 1, [SEALED, CACHE])
     without = find(stub, 1, [SEALED, CACHE])
     assert [f.id for f in without] == [holder]
@@ -242,7 +267,9 @@ def test_find_holder_without_allow_to_allows_any_group(clean: Index) -> None:
     declare(stub, limited, 1, [SEALED])
     declare(stub, anywhere, 1, [SEALED])
     assert [f.id for f in find(stub, 1, [SEALED], allow_fetch=True) if f.fetch_candidate] == [target]
-    stub.StorageDropSector(ipb.StorageDropSectorRequest(storage_id=anywhere, sector=sector(1), types=[SEALED]), timeout=10)
+    stub.StorageDropSector(
+        ipb.StorageDropSectorRequest(storage_id=anywhere, sector=sector(1), types=[SEALED]), timeout=10
+    )
     assert [f.id for f in find(stub, 1, [SEALED], allow_fetch=True) if f.fetch_candidate] == []
 
 
@@ -250,7 +277,9 @@ def test_find_lists_unhealthy_holders_flagged(clean: Index) -> None:
     stub = clean.stub()
     sid = attach(stub)
     declare(stub, sid, 1, [SEALED])
-    stub.StorageReportHealth(ipb.StorageReportHealthRequest(storage_id=sid, report=cpb.HealthReport(stat=stat(), error="EIO")), timeout=10)
+    stub.StorageReportHealth(
+        ipb.StorageReportHealthRequest(storage_id=sid, report=cpb.HealthReport(stat=stat(), error="EIO")), timeout=10
+    )
     [loc] = find(stub, 1, [SEALED])
     assert loc.id == sid and not loc.healthy
 
@@ -269,9 +298,12 @@ def test_find_errors(clean: Index) -> None:
 # -- best alloc -----------------------------------------------------------------------------------
 
 
-def best(index: Index, types: list[int], path_type: int, size: int = KIB2, **kw: object) -> ipb.StorageBestAllocResponse:
+def best(
+    index: Index, types: list[int], path_type: int, size: int = KIB2, **kw: object
+) -> ipb.StorageBestAllocResponse:
     return index.stub(Permission.READ).StorageBestAlloc(
-        ipb.StorageBestAllocRequest(types=types, sector_size=size, path_type=path_type, include_rejected=True, **kw), timeout=10  # type: ignore[arg-type]
+        ipb.StorageBestAllocRequest(types=types, sector_size=size, path_type=path_type, include_rejected=True, **kw),
+        timeout=10,  # type: ignore[arg-type]
     )
 
 
@@ -280,7 +312,9 @@ def test_best_alloc_orders_by_available_times_weight(clean: Index) -> None:
     a = attach(stub, weight=10, available=100 * GIB)  # 1000
     b = attach(stub, weight=1, available=900 * GIB)  # 900
     c = attach(stub, weight=30, available=50 * GIB)  # 1500
-    d1, d2 = sorted([attach(stub, weight=2, available=100 * GIB), attach(stub, weight=4, available=50 * GIB)])  # 200 each
+    d1, d2 = sorted(
+        [attach(stub, weight=2, available=100 * GIB), attach(stub, weight=4, available=50 * GIB)]
+    )  # 200 each
     got = best(clean, [SEALED, CACHE], SEALING)
     assert [p.id for p in got.paths] == [c, a, b, d1, d2]
     assert list(got.rejected) == []
@@ -298,7 +332,9 @@ def test_best_alloc_rejects_with_reasons(clean: Index) -> None:
     other_miner = attach(stub, allow_miners=[1001])
     denied_miner = attach(stub, deny_miners=[1000])
     sick = attach(stub)
-    stub.StorageReportHealth(ipb.StorageReportHealthRequest(storage_id=sick, report=cpb.HealthReport(stat=stat(), error="EIO")), timeout=10)
+    stub.StorageReportHealth(
+        ipb.StorageReportHealthRequest(storage_id=sick, report=cpb.HealthReport(stat=stat(), error="EIO")), timeout=10
+    )
     got = best(clean, [SEALED, CACHE], SEALING, miner=1000)
     assert [p.id for p in got.paths] == [ok, exact]
     reasons = {r.storage_id: r.reason for r in got.rejected}
@@ -313,7 +349,9 @@ def test_best_alloc_rejects_with_reasons(clean: Index) -> None:
         sick: "unhealthy: last report has an error: EIO",
     }
     # Without a miner the miner filters do not apply; without include_rejected no reasons.
-    plain = clean.stub().StorageBestAlloc(ipb.StorageBestAllocRequest(types=[SEALED], sector_size=KIB2, path_type=SEALING), timeout=10)
+    plain = clean.stub().StorageBestAlloc(
+        ipb.StorageBestAllocRequest(types=[SEALED], sector_size=KIB2, path_type=SEALING), timeout=10
+    )
     assert set(p.id for p in plain.paths) == {ok, exact, small, no_cache, sealed_only, other_miner, denied_miner}
     assert list(plain.rejected) == []
 

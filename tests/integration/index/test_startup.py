@@ -23,7 +23,10 @@ from services.cli.local_fleet import console_script
 def test_unusable_database_stops_startup(tmp_path: Path, url: str, fragment: str) -> None:
     result = subprocess.run(
         [console_script("sectorstorage-index"), "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "SECTORSTORAGE_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SECTORSTORAGE_DATABASE_URL": url},
     )
     assert result.returncode == 2, result.stderr
     assert "cannot start" in result.stderr and fragment in result.stderr
@@ -32,7 +35,9 @@ def test_unusable_database_stops_startup(tmp_path: Path, url: str, fragment: str
 def start_once(service: str, data_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [console_script(f"sectorstorage-{service}"), "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "SECTORSTORAGE_AUTH_SECRET": "k" * 32, "SECTORSTORAGE_MANAGER_INDEX": "127.0.0.1:1"},
     )
 
@@ -112,4 +117,6 @@ def test_database_path_with_odd_characters_is_checked_and_used(start_service: An
     proc = start_service("index", env={"SECTORSTORAGE_DATABASE_URL": url}, data_dir=tmp_path / "data")
     proc.stop()
     assert (odd / "index.db").stat().st_size > 0
-    start_service("index", env={"SECTORSTORAGE_DATABASE_URL": url}, data_dir=tmp_path / "data").stop()  # reopened: has tables
+    start_service(
+        "index", env={"SECTORSTORAGE_DATABASE_URL": url}, data_dir=tmp_path / "data"
+    ).stop()  # reopened: has tables
