@@ -14,7 +14,8 @@ help:
 	@echo "make demo   - build, start index + manager + workers locally, run the main job"
 	@echo "make test   - cargo test + pytest (installs everything it needs)"
 	@echo "make protos - regenerate services/common/proto from protos/"
-	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, mypy, the import rules (architecture.toml)"
+	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, ruff format --check, ruff check, mypy, the import rules (architecture.toml)"
+	@echo "make fmt    - cargo fmt and ruff format"
 	@echo "make bench  - benchmark figures (see docs/benchmarks.md)"
 
 # Long steps say what they do, keep their output in a log under .venv, and show it only when
@@ -74,8 +75,15 @@ lint: $(DEPS_STAMP)
 	cd $(CARGO_DIR) && cargo clippy --all-targets -- -D warnings
 	cd $(CARGO_DIR) && cargo clippy --all-targets --features python -- -D warnings
 	cd $(CARGO_DIR) && cargo clippy --all-targets --features cuda -- -D warnings
+	$(VPY) -m ruff format --check services tests bench scripts
+	$(VPY) -m ruff check services tests bench scripts
 	$(VPY) -m mypy
 	$(VPY) scripts/check_imports.py
+
+fmt: $(DEPS_STAMP)
+	cd $(CARGO_DIR) && cargo fmt
+	$(VPY) -m ruff format services tests bench scripts
+	$(VPY) -m ruff check --fix services tests bench scripts
 
 demo: develop
 	$(VPY) -m services.cli.demo
