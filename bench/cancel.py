@@ -177,7 +177,7 @@ def main() -> None:
                 "src",
                 "--index",
                 index.address,
-                env={"SECTORSTORAGE_TEST_FAULT_SERVE_BYTES_PER_S": str(128 << 20)},
+                env={"SECTORSTORAGE_TEST_FAULTS": "1", "SECTORSTORAGE_TEST_FAULT_SERVE_BYTES_PER_S": str(128 << 20)},
             )
             src_stub = fleet.stub(src)
             attach(src_stub, root / "src", seal=False, store=True)

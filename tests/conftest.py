@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -14,6 +15,10 @@ REPO = Path(__file__).resolve().parent.parent
 VECTORS_DIR = REPO.parent / "shared" / "vectors"
 # The fleet key every test service shares (tests sign their own tokens with it).
 TEST_SECRET = "test-fleet-key-0123456789abcdef-0123456789abcdef"
+
+# The worker's fault hooks (services/worker/faults.py) act only when this flag arms them; the
+# service processes the tests start inherit it, and each test still sets the faults it wants.
+os.environ["SECTORSTORAGE_TEST_FAULTS"] = "1"
 
 
 @pytest.fixture

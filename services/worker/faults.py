@@ -1,4 +1,7 @@
-"""Test-only fault injection, off unless its environment variables are set.
+"""Test-only fault injection: inert unless SECTORSTORAGE_TEST_FAULTS=1 arms it AND a fault's own
+variable below is set. The hooks live in the worker because the tests drive real worker
+processes (docs/reliability.md, "Fault hooks"); the arming flag keeps a stray variable in a
+production environment from doing anything but log that it was ignored.
 
 SECTORSTORAGE_TEST_FAULT_SERVE_EXIT_AFTER_BYTES=N: the process exits at once (as a crash would,
 no clean-up) after it has sent more than N bytes of sector files to peers, over gRPC streams or
@@ -39,13 +42,27 @@ ENV_TASK_DELAY = "SECTORSTORAGE_TEST_FAULT_TASK_DELAY"
 ENV_TASK_HANG = "SECTORSTORAGE_TEST_FAULT_TASK_HANG"
 ENV_TASK_FAIL_P = "SECTORSTORAGE_TEST_FAULT_TASK_FAIL_P"
 ENV_TASK_SEED = "SECTORSTORAGE_TEST_FAULT_TASK_SEED"
+ENV_ARM = "SECTORSTORAGE_TEST_FAULTS"
+_FAULT_VARS = (ENV_SERVE_EXIT, ENV_SERVE_RATE, ENV_TASK_DELAY, ENV_TASK_HANG, ENV_TASK_FAIL_P, ENV_TASK_SEED)
+
+
+def armed_env(env: Mapping[str, str]) -> Mapping[str, str]:
+    """The environment the hooks read: `env` when the test flag arms them, else nothing (a fault
+    variable set without the flag is logged and ignored)."""
+    if env.get(ENV_ARM) == "1":
+        return env
+    stray = sorted(name for name in _FAULT_VARS if env.get(name))
+    if stray:
+        log.warning(f"test fault variables ignored ({ENV_ARM} is not 1): {', '.join(stray)}")
+    return {}
 
 
 class ServeFault:
-    def __init__(self) -> None:
-        raw = os.environ.get(ENV_SERVE_EXIT, "")
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        env = armed_env(os.environ if env is None else env)
+        raw = env.get(ENV_SERVE_EXIT, "")
         self.limit = int(raw) if raw.isdigit() else None
-        raw_rate = os.environ.get(ENV_SERVE_RATE, "")
+        raw_rate = env.get(ENV_SERVE_RATE, "")
         self.rate = int(raw_rate) if raw_rate.isdigit() and int(raw_rate) > 0 else None
         self.sent = 0
         self._lock = threading.Lock()  # side channel connections count from their threads
@@ -91,7 +108,7 @@ class TaskFault:
     task, inside its timeout; `should_fail` draws the injected failures."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        env = os.environ if env is None else env
+        env = armed_env(os.environ if env is None else env)
         self.delays = _per_type(env.get(ENV_TASK_DELAY, ""), ENV_TASK_DELAY)
         self.hangs = {task: int(n) for task, n in _per_type(env.get(ENV_TASK_HANG, ""), ENV_TASK_HANG).items()}
         raw_p = env.get(ENV_TASK_FAIL_P, "")
