@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import re
 
+from services.common import vocabulary
 from services.common.proto.sectorstorage.v1 import common_pb2
+from services.common.vocabulary import TASK_SPECS
 
-TASK_SHORT = {
-    common_pb2.TASK_TYPE_ADD_PIECE: "AP",
-    common_pb2.TASK_TYPE_PRE_COMMIT_1: "PC1",
-    common_pb2.TASK_TYPE_PRE_COMMIT_2: "PC2",
-    common_pb2.TASK_TYPE_COMMIT_1: "C1",
-    common_pb2.TASK_TYPE_COMMIT_2: "C2",
-    common_pb2.TASK_TYPE_FINALIZE: "FIN",
-    common_pb2.TASK_TYPE_FETCH: "GET",
-    common_pb2.TASK_TYPE_UNSEAL: "UNS",
-    common_pb2.TASK_TYPE_GENERATE_WINDOW_POST: "WDP",
-    common_pb2.TASK_TYPE_GENERATE_WINNING_POST: "WNP",
-}
+TASK_SHORT: dict[int, str] = {int(tt): spec.short for tt, spec in TASK_SPECS.items()}
 
 # Seal proof per sector size in bytes, and the Window PoSt type proving it.
 SEAL_PROOFS = {
@@ -49,15 +40,9 @@ def task_short(task_type: common_pb2.TaskType.ValueType) -> str:
 
 
 def parse_task_type(text: str) -> common_pb2.TaskType.ValueType:
-    """'PC1', 'pc1', 'PRE_COMMIT_1' or 'TASK_TYPE_PRE_COMMIT_1' -> the task type."""
-    wanted = text.strip().upper()
-    for value, short in TASK_SHORT.items():
-        if wanted == short.upper():
-            return value
-    full = wanted if wanted.startswith("TASK_TYPE_") else f"TASK_TYPE_{wanted}"
-    if full in common_pb2.TaskType.keys() and full != "TASK_TYPE_UNSPECIFIED":
-        return common_pb2.TaskType.Value(full)
-    raise ValueError(f"unknown task type {text!r}: use one of {', '.join(TASK_SHORT.values())}")
+    """'PC1', 'pc1', 'PRE_COMMIT_1' or 'TASK_TYPE_PRE_COMMIT_1' -> the task type (the fleet's one
+    parser, services/common/vocabulary.py)."""
+    return common_pb2.TaskType.ValueType(int(vocabulary.parse_task_type(text)))
 
 
 def parse_size(text: str) -> int:

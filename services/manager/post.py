@@ -30,6 +30,7 @@ import grpc
 
 import rust_core
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
+from services.common.vocabulary import prover_id
 from services.manager.index_client import FileType, StorageIndex
 from services.manager.jobs import JobRunner
 from services.manager.resources import SealProof
@@ -47,20 +48,6 @@ POST_VERSION = 1
 _HEADER = struct.Struct("<4sHBQ")
 KIND_CODE = {"window": 1, "winning": 2}
 _RPC_TIMEOUT_S = 60.0
-
-
-def prover_id(miner: int) -> bytes:
-    """Filecoin's prover id: the payload of the miner's ID address (the actor id as an unsigned
-    LEB128 varint), zero-padded to 32 bytes."""
-    out = bytearray()
-    value = miner
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            break
-    return bytes(out).ljust(32, b"\x00")
 
 
 def post_proof_info(proof_type: int) -> tuple[str, SealProof]:

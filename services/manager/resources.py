@@ -16,47 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from enum import IntEnum
 
+from services.common.vocabulary import SECTOR_SIZES, SIZE_LABELS, GiB, KiB, MiB, SealProof
 from services.manager.tasks import TaskType
 
-KiB = 1 << 10
-MiB = 1 << 20
-GiB = 1 << 30
+__all__ = ["SECTOR_SIZES", "SIZE_LABELS", "GiB", "KiB", "MiB", "SealProof"]
 
-
-class SealProof(IntEnum):
-    """Mirrors `sectorstorage.v1.RegisteredSealProof` (Filecoin's V1_1 ids)."""
-
-    STACKED_DRG_2KIB_V1_1 = 5
-    STACKED_DRG_8MIB_V1_1 = 6
-    STACKED_DRG_512MIB_V1_1 = 7
-    STACKED_DRG_32GIB_V1_1 = 8
-    STACKED_DRG_64GIB_V1_1 = 9
-
-    @property
-    def sector_size(self) -> int:
-        return SECTOR_SIZES[self]
-
-    @property
-    def label(self) -> str:
-        return SIZE_LABELS[self]
-
-
-SECTOR_SIZES: dict[SealProof, int] = {
-    SealProof.STACKED_DRG_2KIB_V1_1: 2 * KiB,
-    SealProof.STACKED_DRG_8MIB_V1_1: 8 * MiB,
-    SealProof.STACKED_DRG_512MIB_V1_1: 512 * MiB,
-    SealProof.STACKED_DRG_32GIB_V1_1: 32 * GiB,
-    SealProof.STACKED_DRG_64GIB_V1_1: 64 * GiB,
-}
-SIZE_LABELS: dict[SealProof, str] = {
-    SealProof.STACKED_DRG_2KIB_V1_1: "2KiB",
-    SealProof.STACKED_DRG_8MIB_V1_1: "8MiB",
-    SealProof.STACKED_DRG_512MIB_V1_1: "512MiB",
-    SealProof.STACKED_DRG_32GIB_V1_1: "32GiB",
-    SealProof.STACKED_DRG_64GIB_V1_1: "64GiB",
-}
 
 # Share of a worker's CPUs a multithreaded task (max_parallelism -1) takes: the reference keeps
 # 8 % free for the system (`ParallelNum/ParallelDenom` = 92/100).

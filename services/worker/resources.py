@@ -21,23 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import rust_core
+from services.common import vocabulary
 from services.common.proto.sectorstorage.v1 import common_pb2
+from services.common.vocabulary import TASK_BY_SHORT
 from services.worker.cgroup import CgroupLimits, read_limits
 from services.worker.sectors import SEAL_PROOF_SIZES, SIZE_LABELS
 
-TT = common_pb2.TaskType
-TASK_SHORT_NAMES: dict[str, int] = {
-    "AP": TT.TASK_TYPE_ADD_PIECE,
-    "PC1": TT.TASK_TYPE_PRE_COMMIT_1,
-    "PC2": TT.TASK_TYPE_PRE_COMMIT_2,
-    "C1": TT.TASK_TYPE_COMMIT_1,
-    "C2": TT.TASK_TYPE_COMMIT_2,
-    "FIN": TT.TASK_TYPE_FINALIZE,
-    "GET": TT.TASK_TYPE_FETCH,
-    "UNS": TT.TASK_TYPE_UNSEAL,
-    "WDP": TT.TASK_TYPE_GENERATE_WINDOW_POST,
-    "WNP": TT.TASK_TYPE_GENERATE_WINNING_POST,
-}
+TASK_SHORT_NAMES: dict[str, int] = {short: int(tt) for short, tt in TASK_BY_SHORT.items()}
 ALL_TASK_TYPES = tuple(sorted(TASK_SHORT_NAMES.values()))
 SHORT_NAME_OF: dict[int, str] = {value: name for name, value in TASK_SHORT_NAMES.items()}
 _PROOF_BY_LABEL = {SIZE_LABELS[size]: proof for proof, size in SEAL_PROOF_SIZES.items()}
@@ -64,16 +54,8 @@ _UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 
 
 def parse_task_type(name: str) -> int:
     """A task type from its short name (PC1), its proto name (TASK_TYPE_PRE_COMMIT_1 or
-    PRE_COMMIT_1) or its number."""
-    text = name.strip().upper()
-    if text in TASK_SHORT_NAMES:
-        return TASK_SHORT_NAMES[text]
-    if text.isdigit() and int(text) in ALL_TASK_TYPES:
-        return int(text)
-    full = text if text.startswith("TASK_TYPE_") else f"TASK_TYPE_{text}"
-    if full in TT.keys() and TT.Value(full) in ALL_TASK_TYPES:
-        return int(TT.Value(full))
-    raise ValueError(f"unknown task type {name!r}; use one of {', '.join(TASK_SHORT_NAMES)}")
+    PRE_COMMIT_1), its number or the reference's id: the fleet's one parser."""
+    return int(vocabulary.parse_task_type(name))
 
 
 def _memory(text: str) -> int:
@@ -101,7 +83,8 @@ def parse_overrides(values: Mapping[str, Any]) -> list[common_pb2.TaskResources]
         row = rows.setdefault(
             (task, proof),
             common_pb2.TaskResources(
-                task_type=TT.ValueType(task), seal_proof=common_pb2.RegisteredSealProof.ValueType(proof)
+                task_type=common_pb2.TaskType.ValueType(task),
+                seal_proof=common_pb2.RegisteredSealProof.ValueType(proof),
             ),
         )
         text = str(raw)

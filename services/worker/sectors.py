@@ -11,19 +11,15 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
 from services.common.proto.sectorstorage.v1 import common_pb2
-from services.worker.wire import varint
+from services.common.vocabulary import SECTOR_SIZES, prover_id
+
+__all__ = ["prover_id"]
 
 NODE_SIZE = 32
 MAX_SECTOR_NUMBER = 2**63 - 1
 
-# Seal proof id (RegisteredSealProof value) -> sector size in bytes.
-SEAL_PROOF_SIZES: dict[int, int] = {
-    common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1: 2 << 10,
-    common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_8MIB_V1_1: 8 << 20,
-    common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1: 512 << 20,
-    common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1: 32 << 30,
-    common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_64GIB_V1_1: 64 << 30,
-}
+# Seal proof id (RegisteredSealProof value) -> sector size in bytes (services/common/vocabulary.py).
+SEAL_PROOF_SIZES: dict[int, int] = {int(proof): size for proof, size in SECTOR_SIZES.items()}
 SIZE_LABELS: dict[int, str] = {2 << 10: "2K", 8 << 20: "8M", 512 << 20: "512M", 32 << 30: "32G", 64 << 30: "64G"}
 
 
@@ -147,13 +143,6 @@ class SectorId:
 
     def __str__(self) -> str:
         return f"{self.miner}-{self.number}"
-
-
-def prover_id(miner: int) -> bytes:
-    """The 32-byte prover id of a miner actor, as Filecoin derives it: the payload of its ID
-    address (the actor id as an unsigned LEB128 varint) zero-padded to 32 bytes. The manager
-    must use the same bytes to verify seals and PoSts."""
-    return varint(miner).ljust(32, b"\0")
 
 
 def is_unpadded_piece_size(size: int) -> bool:
