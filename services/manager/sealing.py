@@ -1,17 +1,17 @@
 """The sealing operations: for each client call, which task(s) it becomes, on which workers they
-may run (selector), and what comes back (reference §1.5, with the worker fetching its own inputs:
-the manager does not schedule separate Fetch steps).
+may run (selector), and what comes back (reference §1.5). A task that must run where its inputs
+are not gets a FETCH task first on the worker that will run it (`_fetch_stage`).
 
 | call            | task(s)                    | selector                                                      |
 |-----------------|----------------------------|---------------------------------------------------------------|
 | AddPiece        | AP                         | first piece: alloc(unsealed, sealing); else existing(unsealed) |
 | SealPreCommit1  | PC1                        | alloc(sealed+cache, sealing), holders of the unsealed first    |
-| SealPreCommit2  | PC2                        | existing(sealed+cache, fetch allowed)                          |
+| SealPreCommit2  | (GET), PC2                 | existing(cache); no holder can run PC2: GET then PC2 there     |
 | SealCommit1     | C1                         | existing(sealed+cache), never fetched                          |
 | SealCommit2     | C2                         | task (needs no files; specialized workers first)               |
 | FinalizeSector  | FIN, then GET (MoveStorage)| existing(sealed+cache); alloc(types, storage), holders first   |
 | ReleaseUnsealed | FIN on each holder         | that worker                                                    |
-| UnsealPiece     | UNS (whole sector)         | existing(sealed+cache, fetch allowed)                          |
+| UnsealPiece     | (GET), UNS (whole sector)  | existing(sealed+cache); no holder can run UNS: GET, then UNS   |
 | ReadPiece       | (UNS when needed), read    | a worker holding the range unsealed                            |
 | Remove          | WorkerService.Remove       | every worker holding a file                                    |
 """
@@ -347,15 +347,43 @@ class Sealing:
         worker_req = worker_pb2.WorkerServiceSealPreCommit2Request(
             sector=req.sector, pre_commit1_output=req.pre_commit1_output
         )
-        selector = ExistingSelector(_key(req.sector), SEALED_CACHE, allow_fetch=True, task_type=TaskType.PRE_COMMIT_2)
+        selector: Selector = ExistingSelector(
+            _key(req.sector), SEALED_CACHE, allow_fetch=True, task_type=TaskType.PRE_COMMIT_2
+        )
 
         def decide(
             record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str
         ) -> lifecycle.Decision:
-            return lifecycle.decide_pc2(record, int(req.sector.proof_type), req.pre_commit1_output, busy, work_id)
+            # This PC2's own fetch stage is not a conflicting call.
+            ours = [w for w in busy if w.method != "Fetch"]
+            return lifecycle.decide_pc2(record, int(req.sector.proof_type), req.pre_commit1_output, ours, work_id)
 
+        spec = BY_METHOD["SealPreCommit2"]
+        record = await self.pipelines.record(req.sector.id.miner, req.sector.id.number)
+        generation = record.generation if record is not None else 0
+        work_id = self.runner.tracker.work_id_of(spec.method, spec.params(worker_req), b"", generation)
+        try:
+            first = decide(record, self.pipelines.in_flight(record, req.sector.id.miner, req.sector.id.number), work_id)
+        except lifecycle.LifecycleRefused as exc:
+            raise refused(exc) from None
+        if isinstance(first, lifecycle.Run) and not any(
+            w.work_id == work_id for w in self.pipelines.in_flight(record, req.sector.id.miner, req.sector.id.number)
+        ):
+            # The cache (PC2's only input) is moved to the worker that will run PC2 first, as its
+            # own FETCH task, so PC2 holds its GPU and threads only while it computes.
+            fetched_on = await self._fetch_stage(
+                req.sector,
+                frozenset({FileType.CACHE}),
+                TaskType.PRE_COMMIT_2,
+                worker_pb2.FETCH_MODE_MOVE,
+                req.priority,
+                deadline,
+                record.generation if record is not None else 0,
+            )
+            if fetched_on is not None:
+                selector = FixedSelector((fetched_on,))
         out: common_pb2.SectorCommitments = await self.step(
-            BY_METHOD["SealPreCommit2"], req.sector, worker_req, req.priority, selector, deadline, decide
+            spec, req.sector, worker_req, req.priority, selector, deadline, decide
         )
         return out
 
@@ -496,10 +524,60 @@ class Sealing:
         worker_req = worker_pb2.WorkerServiceUnsealPieceRequest(
             sector=sector, range=whole, ticket=ticket, comm_d=comm_d
         )
-        selector = ExistingSelector(_key(sector), SEALED_CACHE, allow_fetch=True, task_type=TaskType.UNSEAL)
+        selector: Selector = ExistingSelector(_key(sector), SEALED_CACHE, allow_fetch=True, task_type=TaskType.UNSEAL)
+        fetched_on = await self._fetch_stage(
+            sector, SEALED_CACHE, TaskType.UNSEAL, worker_pb2.FETCH_MODE_COPY, priority, deadline, generation
+        )
+        if fetched_on is not None:
+            selector = FixedSelector((fetched_on,))
         await self.run(
             BY_METHOD["UnsealPiece"], sector, worker_req, priority, selector, deadline, generation=generation
         )
+
+    async def _fetch_stage(
+        self,
+        sector: common_pb2.SectorRef,
+        types: frozenset[FileType],
+        task: TaskType,
+        mode: worker_pb2.FetchMode.ValueType,
+        priority: int,
+        deadline: Deadline,
+        generation: int,
+    ) -> str | None:
+        """When no holder of the sector's files can run `task`, brings the files to a worker that
+        can, as a FETCH task of its own (the GET row and caps apply; TaskHistory shows it), and
+        returns that worker so the task is placed there with its inputs local. None when a
+        holder can run the task, or no worker can take both (the task then fetches for itself,
+        or waits)."""
+        if self.index is None:
+            return None
+        key = _key(sector)
+        candidates = await ExistingSelector(key, types, allow_fetch=True, task_type=task).resolve(self.runner.selectors)
+        if candidates.anywhere or any(self.runner.can_run(w, task) for w in candidates.preferred):
+            return None
+        targets = sorted(
+            w
+            for w in (candidates.pool or ())
+            if self.runner.can_run(w, task) and self.runner.can_run(w, TaskType.FETCH)
+        )
+        if not targets:
+            return None
+        fetch = worker_pb2.FetchRequest(
+            sector=sector,
+            types=[common_pb2.SectorFileType.ValueType(int(t)) for t in sorted(types)],
+            path_type=common_pb2.PATH_TYPE_SEALING,
+            mode=mode,
+        )
+        spec = BY_METHOD["Fetch"]
+        live, _ = await self.runner.open(
+            spec, sector, fetch, priority, FixedSelector(tuple(targets)), generation=generation
+        )
+        await self.wait(spec, sector, live, deadline)
+        log.info(
+            "fetched a sector's files ahead of its task",
+            extra={"sector": sector_name(sector), "task": task.short, "worker": live.call.worker_id},
+        )
+        return live.call.worker_id or None
 
     # --- reading pieces ----------------------------------------------------------------------
 

@@ -322,6 +322,46 @@ def test_pc2_fetches_to_another_worker_when_the_holder_cannot_run_it(fleet: Flee
     commit(fleet, ref, piece, p2.commitments)
     runs = fleet.history(task_type=common_pb2.TASK_TYPE_PRE_COMMIT_2)
     assert [(fleet.name_of(r.worker_id), r.outcome) for r in runs] == [("pc2", manager_pb2.TASK_OUTCOME_SUCCEEDED)]
+    # The cache came over as a FETCH task of its own on the PC2 worker, finished before PC2 began:
+    # PC2 held its threads only while it computed, its input already local.
+    fetches = fleet.history(sector=ref.id, task_type=common_pb2.TASK_TYPE_FETCH)
+    assert [(fleet.name_of(r.worker_id), r.outcome) for r in fetches] == [("pc2", manager_pb2.TASK_OUTCOME_SUCCEEDED)]
+    assert fetches[0].finished_at.ToNanoseconds() <= runs[0].started_at.ToNanoseconds()
+    fetched = [e for name, e in fleet.worker_log_events("fetched") if name == "pc2" and e["sector"] == f"{MINER}-3"]
+    assert [e["type"] for e in fetched] == ["cache"]
+    assert log_time(fetched[0]["ts"]) <= runs[0].started_at.ToNanoseconds() / 1e9 + 0.001
+
+
+def test_fetch_stage_obeys_the_get_cap(fleet: Fleet) -> None:
+    """Two sectors' PC2 on a worker that holds neither cache, with a GET cap of 1: the two
+    FETCH tasks run one after the other."""
+    fleet.add_worker(WorkerSpec("pc1", cpus=2, task_types=["AP", "PC1"]))
+    fleet.add_worker(
+        WorkerSpec(
+            "pc2",
+            cpus=4,
+            task_types=["PC2", "C1", "C2", "FIN", "GET"],
+            resources={"GET_MAX_CONCURRENT": 1},
+            env={"SECTORSTORAGE_TEST_FAULT_TASK_DELAY": "GET=1"},
+        )
+    )
+    fleet.wait_registered()
+    outputs = {n: precommit(fleet, sector(n))[1] for n in (4, 5)}
+    with ThreadPoolExecutor(2) as pool:
+        list(
+            pool.map(
+                lambda n: fleet.stub().SealPreCommit2(
+                    manager_pb2.SealPreCommit2Request(sector=sector(n), pre_commit1_output=outputs[n]), timeout=120
+                ),
+                (4, 5),
+            )
+        )
+    fetches = sorted(
+        (r for n in (4, 5) for r in fleet.history(sector=sector(n).id, task_type=common_pb2.TASK_TYPE_FETCH)),
+        key=lambda r: r.started_at.ToNanoseconds(),
+    )
+    assert len(fetches) == 2 and all(fleet.name_of(r.worker_id) == "pc2" for r in fetches)
+    assert fetches[0].finished_at.ToNanoseconds() <= fetches[1].started_at.ToNanoseconds()  # never two at once
 
 
 def test_read_piece_unseals_finalized_sector(fleet: Fleet) -> None:
