@@ -317,14 +317,16 @@ async def add_piece(
             created = not existing
             pf = await blocking(PartialFile.create if created else PartialFile.open, path, sector.size)
             try:
-                if offset > end:
-                    await blocking(_fill_zeros, pf, end, offset - end)
                 sink = PieceSink(pf, offset, size, ctx.cancel)
                 try:
                     yield sink
                 except BaseException:
                     await asyncio.shield(sink.abort())
                     raise
+                # The zero padding before an aligned piece, once the piece itself is written: a
+                # stream that fails leaves the file as it was.
+                if offset > end:
+                    await blocking(_fill_zeros, pf, end, offset - end)
             except BaseException:
                 pf.close()
                 if created:
