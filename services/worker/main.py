@@ -6,8 +6,8 @@ import sys
 from collections.abc import Sequence
 
 from services.common.launcher import Flag, launch
+from services.worker.app import WorkerApp
 from services.worker.config import WorkerConfig
-from services.worker.service import WorkerApp
 
 FLAGS = (
     Flag("--manager", "worker.manager", "HOST:PORT of the manager to register with", metavar="HOST:PORT"),

@@ -1,0 +1,111 @@
+"""The worker's parts, wired together once per process (app.py builds them): stores, call
+store, runner, links to the index and the manager. The servicer and the background loops reach
+each other only through this."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+import rust_core
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.worker import bulk, tasks
+from services.worker.callstore import CallStore
+from services.worker.config import WorkerConfig
+from services.worker.faults import ServeFault, TaskFault
+from services.worker.identity import WorkerIdentity
+from services.worker.index_client import IndexClient
+from services.worker.local_store import LocalStore
+from services.worker.peers import Peers
+from services.worker.remote_store import RemoteStore
+from services.worker.resources import (
+    EnabledTaskTypes,
+    Resources,
+)
+from services.worker.returns import ReturnSender
+from services.worker.runner import CallRunner
+from services.worker.storage_control import StorageControl
+
+log = logging.getLogger(__name__)
+Context = grpc.aio.ServicerContext[Any, Any]
+TT = common_pb2.TaskType
+CT = worker_pb2.CallType
+
+
+def worker_info_message(identity: WorkerIdentity, resources: Resources) -> common_pb2.WorkerInfo:
+    return common_pb2.WorkerInfo(
+        worker_id=identity.worker_id,
+        name=identity.name,
+        hostname=identity.hostname,
+        resources=common_pb2.WorkerResources(
+            mem_physical=resources.mem_physical,
+            mem_swap=resources.mem_swap,
+            mem_reserved=resources.mem_reserved,
+            cpus=resources.cpus,
+            gpus=[common_pb2.GpuInfo(name=g.name, ordinal=g.ordinal, memory=g.memory) for g in resources.gpus],
+        ),
+        version=rust_core.__version__,
+    )
+
+
+class Unavailable(Exception):
+    """UNAVAILABLE: a dependency (the index) is not configured or not up yet."""
+
+
+class Disabled(Exception):
+    """FAILED_PRECONDITION: the task type is disabled or the worker is shutting down."""
+
+
+@dataclass
+class Parts:
+    """The worker's running parts; the ones that need the bound address and tokens are made
+    in WorkerApp.start()."""
+
+    config: WorkerConfig
+    identity: WorkerIdentity
+    resources: Resources
+    overrides: list[common_pb2.TaskResources]
+    task_types: EnabledTaskTypes
+    local: LocalStore
+    calls: CallStore
+    runner: CallRunner
+    fault: ServeFault
+    task_fault: TaskFault
+    index: IndexClient | None = None
+    peers: Peers | None = None
+    remote: RemoteStore | None = None
+    storage: StorageControl | None = None
+    sender: ReturnSender | None = None
+    # The bulk side channel and the HOST:PORT peers reach it at; None/"" when off.
+    bulk_server: bulk.BulkServer | None = None
+    bulk_address: str = ""
+
+    def env(self) -> tasks.TaskEnv:
+        if self.index is None or self.remote is None or self.peers is None:
+            raise Unavailable("no index configured (worker.index): this worker cannot run tasks")
+        section = self.config.worker
+        return tasks.TaskEnv(
+            self.local, self.remote, self.index, self.peers, section.compute_backend, section.lock_ttl_s
+        )
+
+    def storage_control(self) -> StorageControl:
+        if self.storage is None or self.storage.index is None:
+            raise Unavailable("no index configured (worker.index): storage paths cannot be attached")
+        return self.storage
+
+    def info_version(self) -> int:
+        return self.task_types.version + (self.storage.version if self.storage else 0)
+
+    async def info(self) -> common_pb2.WorkerInfo:
+        info = worker_info_message(self.identity, self.resources)
+        info.ignore_resources = self.config.worker.ignore_resources
+        info.task_types.extend(TT.ValueType(t) for t in self.task_types.sorted())
+        info.resource_overrides.extend(self.overrides)
+        info.transfer_address = self.bulk_address
+        if self.storage is not None:
+            for path in list(self.local.paths.values()):
+                info.paths.append(await self.storage.path_message(path))
+        return info
