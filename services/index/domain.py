@@ -49,6 +49,10 @@ class DeadlineExceeded(StoreError):
     pass
 
 
+class ResourceExhausted(StoreError):
+    pass
+
+
 class Unavailable(StoreError):
     """The index cannot serve this now (e.g. it is shutting down); retry, possibly elsewhere."""
 

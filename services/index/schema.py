@@ -7,6 +7,8 @@ sector_files    one row per declared file: (sector, one file type, path), primar
                 redeclare and the cascade on detach.
 sector_locks    one row per lock lease (read/write type masks, owner, expiry). Expired rows are
                 ignored by every query and deleted by the sweeper.
+storage_reservations  space a worker holds on a path for files it is about to write, so that
+                workers sharing one path (network storage) never over-commit it.
 Lists (urls, groups, allow_to, miners) are JSON arrays; type filters are bitmasks.
 """
 
@@ -67,6 +69,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX sector_locks_by_sector ON sector_locks (miner, number)",
             "CREATE INDEX sector_locks_by_expiry ON sector_locks (expires_at)",
+        ),
+    ),
+    Migration(
+        2,
+        "space reservations of paths shared by several workers",
+        (
+            # One row per reservation: `released_at` 0 while held; a released row still counts
+            # until the path's next health report (which then shows the written bytes as used).
+            """CREATE TABLE storage_reservations (
+                reservation_id TEXT NOT NULL PRIMARY KEY,
+                storage_id TEXT NOT NULL,
+                owner TEXT NOT NULL,
+                bytes BIGINT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL,
+                released_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX storage_reservations_by_path ON storage_reservations (storage_id)",
         ),
     ),
 )

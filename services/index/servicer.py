@@ -22,6 +22,7 @@ from services.index.domain import (
     InvalidArgument,
     Lease,
     NotFound,
+    ResourceExhausted,
     StoreError,
     Unavailable,
     check_uuid,
@@ -44,6 +45,7 @@ _CODES: dict[type[StoreError], grpc.StatusCode] = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -123,6 +125,21 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         return index_pb2.StorageListSectorsResponse(
             declarations=[convert.declaration_msg(d) for d in decls], next_page_token=token
         )
+
+    @_handled
+    async def StorageReserve(
+        self, request: index_pb2.StorageReserveRequest, context: Context
+    ) -> index_pb2.StorageReserveResponse:
+        ttl = convert.duration_seconds(request.ttl) if request.HasField("ttl") else 0.0
+        reservation_id, left = await self.store.reserve(request.storage_id, request.bytes, request.owner, ttl)
+        return index_pb2.StorageReserveResponse(reservation_id=reservation_id, available_after=left)
+
+    @_handled
+    async def StorageReleaseReservation(
+        self, request: index_pb2.StorageReleaseReservationRequest, context: Context
+    ) -> index_pb2.StorageReleaseReservationResponse:
+        released = await self.store.release_reservation(request.reservation_id)
+        return index_pb2.StorageReleaseReservationResponse(released=released)
 
     @_handled
     async def StorageReportHealth(

@@ -17,6 +17,7 @@ import base64
 import binascii
 import json
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -37,6 +38,7 @@ from services.index.domain import (
     PathType,
     RedeclareResult,
     RejectedPath,
+    ResourceExhausted,
     SectorId,
     SectorLocation,
     check_uuid,
@@ -77,6 +79,41 @@ class _PathRow:
 def _json_list(text: str) -> tuple[Any, ...]:
     """A stored JSON list; cached because the same few path rows are read over and over."""
     return tuple(json.loads(text))
+
+
+# A released reservation stops counting at the first health report that arrives this long after
+# the release (a report generated before the file was written may still be in flight).
+RELEASE_SETTLE_S = 2.0
+
+
+# Bytes reserved on the row's path (a correlated subquery; its one parameter is `now`).
+_RESERVED_SUBQUERY = (
+    "(SELECT COALESCE(SUM(r.bytes), 0) FROM storage_reservations r WHERE r.storage_id = storage_paths.id"
+    " AND r.expires_at >= ?)"
+)
+
+
+def _reserved_by_path(tx: Tx, now: float, storage_id: str | None = None) -> dict[str, int]:
+    """Bytes each path has reserved (held, or released and not yet reported), expired ones left
+    out."""
+    sql = "SELECT storage_id, SUM(bytes) FROM storage_reservations WHERE expires_at >= ?"
+    params: list[Any] = [now]
+    if storage_id is not None:
+        sql += " AND storage_id = ?"
+        params.append(storage_id)
+    return {str(r[0]): int(r[1] or 0) for r in tx.query(sql + " GROUP BY storage_id", params)}
+
+
+def _free_after_reservations(stat: FsStat, held: int) -> int:
+    """What a path can still take: its reported free space (net of the reporting worker's own
+    reservations), and the file system's free space and the max_storage cap net of every
+    reservation in the fleet, whichever is least."""
+    # A client that reports no file-system figure (0) is taken at its `available`.
+    fs_free = stat.fs_available if stat.fs_available > 0 else stat.available
+    free = min(stat.available, fs_free - held)
+    if stat.max > 0:
+        free = min(free, stat.max - stat.used - held)
+    return max(0, free)
 
 
 def _path_row(row: Sequence[Any]) -> _PathRow:
@@ -321,6 +358,12 @@ class IndexStore:
                 raise NotFound(
                     f"storage path {storage_id} is not attached: StorageAttach it again (it may have been detached)"
                 )
+            # This report's free space shows what released reservations wrote: they stop counting.
+            tx.execute(
+                "DELETE FROM storage_reservations WHERE storage_id = ? AND ((released_at > 0 AND released_at <= ?)"
+                " OR expires_at < ?)",
+                (storage_id, now - RELEASE_SETTLE_S, now),
+            )
             return self._health(now, error, now)
 
         return await self.db.run(run)
@@ -495,6 +538,53 @@ class IndexStore:
             for _, info in ranked
         ]
 
+    async def reserve(self, storage_id: str, size: int, owner: str, ttl_s: float) -> tuple[str, int]:
+        """Reserves `size` bytes on a path against every worker's reservations there; returns
+        (reservation id, bytes free after it). ResourceExhausted when they do not fit."""
+        storage_id = check_uuid(storage_id, "storage_id")
+        if not 0 < size < 2**63:
+            raise InvalidArgument(f"bytes must be > 0 and below 2^63, got {size}")
+        if not ttl_s > 0:
+            raise InvalidArgument("ttl must be a positive duration")
+
+        def run(tx: Tx) -> tuple[str, int]:
+            now = self.clock()
+            row = tx.one(f"SELECT {_PATH_COLUMNS} FROM storage_paths WHERE id = ?", (storage_id,))
+            if row is None:
+                raise _not_attached(storage_id)
+            path = _path_row(row)
+            held = _reserved_by_path(tx, now, storage_id).get(storage_id, 0)
+            free = _free_after_reservations(path.stat, held)
+            if size > free:
+                raise ResourceExhausted(
+                    f"storage path {storage_id} has {free} bytes free with {held} reserved by the fleet; "
+                    f"{size} were asked: choose another path or wait for space"
+                )
+            reservation_id = str(uuid.uuid4())
+            tx.execute(
+                "INSERT INTO storage_reservations (reservation_id, storage_id, owner, bytes, created_at, expires_at,"
+                " released_at) VALUES (?, ?, ?, ?, ?, ?, 0)",
+                (reservation_id, storage_id, owner, size, now, now + ttl_s),
+            )
+            return reservation_id, free - size
+
+        return await self.db.run(run)
+
+    async def release_reservation(self, reservation_id: str) -> bool:
+        """Ends a reservation; its bytes count until the path's next health report."""
+        reservation_id = check_uuid(reservation_id, "reservation_id")
+
+        def run(tx: Tx) -> bool:
+            return (
+                tx.execute(
+                    "UPDATE storage_reservations SET released_at = ? WHERE reservation_id = ? AND released_at = 0",
+                    (self.clock(), reservation_id),
+                )
+                > 0
+            )
+
+        return await self.db.run(run)
+
     async def best_alloc(
         self,
         types: FileType,
@@ -512,29 +602,32 @@ class IndexStore:
 
         def run(tx: Tx) -> AllocResult:
             now = self.clock()
+            # One statement (this runs on the read pool): each path with the bytes reserved on it.
+            select = f"SELECT {_PATH_COLUMNS}, {_RESERVED_SUBQUERY} FROM storage_paths"
             if wanted:
                 marks = ", ".join("?" for _ in wanted)
-                rows = tx.query(f"SELECT {_PATH_COLUMNS} FROM storage_paths WHERE id IN ({marks})", wanted)
+                rows = tx.query(f"{select} WHERE id IN ({marks})", [now, *wanted])
             else:
-                rows = tx.query(f"SELECT {_PATH_COLUMNS} FROM storage_paths")
+                rows = tx.query(select, [now])
             ranked = []
             rejected = []
             seen = set()
             for row in rows:
-                path = _path_row(row)
+                path = _path_row(row[:-1])
                 info = path.info
                 seen.add(info.id)
+                free = _free_after_reservations(path.stat, int(row[-1] or 0))
                 problem = (
                     purpose_problem(info, path_type)
                     or health_problem(path.last_heartbeat, path.error, now, self.heartbeat_timeout)
                     or type_problem(info, types)
                     or miner_problem(info, miner)
-                    or space_problem(need, path.stat.available)
+                    or space_problem(need, free)
                 )
                 if problem:
                     rejected.append(RejectedPath(info.id, problem))
                 else:
-                    ranked.append((alloc_rank(info.weight, path.stat.available, info.id), info))
+                    ranked.append((alloc_rank(info.weight, free, info.id), info))
             rejected += [RejectedPath(s, "not attached") for s in wanted if s not in seen]
             ranked.sort(key=lambda item: item[0])
             rejected.sort(key=lambda r: r.storage_id)

@@ -1285,3 +1285,100 @@ class StorageUnlockResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StorageUnlockResponse: _TypeAlias = StorageUnlockResponse  # noqa: Y015
+
+@_typing.final
+class StorageReserveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORAGE_ID_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    storage_id: _builtins.str
+    """The path. Required."""
+    bytes: _builtins.int
+    """Bytes to reserve. Required, > 0."""
+    owner: _builtins.str
+    """Who holds it (shown in logs), e.g. the worker and call."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long it lasts if never released. Required, > 0."""
+
+    def __init__(
+        self,
+        *,
+        storage_id: _builtins.str = ...,
+        bytes: _builtins.int = ...,
+        owner: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "owner", b"owner", "storage_id", b"storage_id", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageReserveRequest: _TypeAlias = StorageReserveRequest  # noqa: Y015
+
+@_typing.final
+class StorageReserveResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    AVAILABLE_AFTER_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    available_after: _builtins.int
+    """The path's free space left after this reservation."""
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        available_after: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_after", b"available_after", "reservation_id", b"reservation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageReserveResponse: _TypeAlias = StorageReserveResponse  # noqa: Y015
+
+@_typing.final
+class StorageReleaseReservationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation_id", b"reservation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageReleaseReservationRequest: _TypeAlias = StorageReleaseReservationRequest  # noqa: Y015
+
+@_typing.final
+class StorageReleaseReservationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASED_FIELD_NUMBER: _builtins.int
+    released: _builtins.bool
+    """True when a held reservation was released."""
+    def __init__(
+        self,
+        *,
+        released: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["released", b"released"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageReleaseReservationResponse: _TypeAlias = StorageReleaseReservationResponse  # noqa: Y015

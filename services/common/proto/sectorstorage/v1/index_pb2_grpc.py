@@ -126,6 +126,16 @@ class IndexServiceStub:
                 request_serializer=sectorstorage_dot_v1_dot_index__pb2.StorageUnlockRequest.SerializeToString,
                 response_deserializer=sectorstorage_dot_v1_dot_index__pb2.StorageUnlockResponse.FromString,
                 _registered_method=True)
+        self.StorageReserve = channel.unary_unary(
+                '/sectorstorage.v1.IndexService/StorageReserve',
+                request_serializer=sectorstorage_dot_v1_dot_index__pb2.StorageReserveRequest.SerializeToString,
+                response_deserializer=sectorstorage_dot_v1_dot_index__pb2.StorageReserveResponse.FromString,
+                _registered_method=True)
+        self.StorageReleaseReservation = channel.unary_unary(
+                '/sectorstorage.v1.IndexService/StorageReleaseReservation',
+                request_serializer=sectorstorage_dot_v1_dot_index__pb2.StorageReleaseReservationRequest.SerializeToString,
+                response_deserializer=sectorstorage_dot_v1_dot_index__pb2.StorageReleaseReservationResponse.FromString,
+                _registered_method=True)
 
 
 class IndexServiceServicer:
@@ -308,6 +318,28 @@ class IndexServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StorageReserve(self, request, context):
+        """Reserves space on a path for files the caller is about to write, against what every worker
+        sharing the path (network storage) has reserved: granted when the path's free space (the
+        file system's, and its max_storage cap) minus every live reservation covers `bytes`.
+        StorageBestAlloc counts reservations too. A released reservation keeps counting until the
+        path's next health report (which shows the written bytes as used); one never released
+        expires after its ttl. Errors: INVALID_ARGUMENT (bytes 0, ttl not positive),
+        NOT_FOUND (path not attached), RESOURCE_EXHAUSTED (not enough space left: the message says
+        how much is free and reserved).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StorageReleaseReservation(self, request, context):
+        """Ends a reservation (its bytes keep counting until the next health report of the path).
+        Idempotent: released = false for an unknown or already released one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IndexServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -390,6 +422,16 @@ def add_IndexServiceServicer_to_server(servicer, server):
                     servicer.StorageUnlock,
                     request_deserializer=sectorstorage_dot_v1_dot_index__pb2.StorageUnlockRequest.FromString,
                     response_serializer=sectorstorage_dot_v1_dot_index__pb2.StorageUnlockResponse.SerializeToString,
+            ),
+            'StorageReserve': grpc.unary_unary_rpc_method_handler(
+                    servicer.StorageReserve,
+                    request_deserializer=sectorstorage_dot_v1_dot_index__pb2.StorageReserveRequest.FromString,
+                    response_serializer=sectorstorage_dot_v1_dot_index__pb2.StorageReserveResponse.SerializeToString,
+            ),
+            'StorageReleaseReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.StorageReleaseReservation,
+                    request_deserializer=sectorstorage_dot_v1_dot_index__pb2.StorageReleaseReservationRequest.FromString,
+                    response_serializer=sectorstorage_dot_v1_dot_index__pb2.StorageReleaseReservationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -836,6 +878,60 @@ class IndexService:
             '/sectorstorage.v1.IndexService/StorageUnlock',
             sectorstorage_dot_v1_dot_index__pb2.StorageUnlockRequest.SerializeToString,
             sectorstorage_dot_v1_dot_index__pb2.StorageUnlockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StorageReserve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sectorstorage.v1.IndexService/StorageReserve',
+            sectorstorage_dot_v1_dot_index__pb2.StorageReserveRequest.SerializeToString,
+            sectorstorage_dot_v1_dot_index__pb2.StorageReserveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StorageReleaseReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sectorstorage.v1.IndexService/StorageReleaseReservation',
+            sectorstorage_dot_v1_dot_index__pb2.StorageReleaseReservationRequest.SerializeToString,
+            sectorstorage_dot_v1_dot_index__pb2.StorageReleaseReservationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -144,6 +144,20 @@ class IndexServiceStub:
     """Releases a lease and wakes waiters. Idempotent: an unknown or expired lease is not an error
     (released = false).
     """
+    StorageReserve: _grpc.UnaryUnaryMultiCallable[_index_pb2.StorageReserveRequest, _index_pb2.StorageReserveResponse]
+    """Reserves space on a path for files the caller is about to write, against what every worker
+    sharing the path (network storage) has reserved: granted when the path's free space (the
+    file system's, and its max_storage cap) minus every live reservation covers `bytes`.
+    StorageBestAlloc counts reservations too. A released reservation keeps counting until the
+    path's next health report (which shows the written bytes as used); one never released
+    expires after its ttl. Errors: INVALID_ARGUMENT (bytes 0, ttl not positive),
+    NOT_FOUND (path not attached), RESOURCE_EXHAUSTED (not enough space left: the message says
+    how much is free and reserved).
+    """
+    StorageReleaseReservation: _grpc.UnaryUnaryMultiCallable[_index_pb2.StorageReleaseReservationRequest, _index_pb2.StorageReleaseReservationResponse]
+    """Ends a reservation (its bytes keep counting until the next health report of the path).
+    Idempotent: released = false for an unknown or already released one.
+    """
 
 @_typing.type_check_only
 class IndexServiceAsyncStub(IndexServiceStub):
@@ -260,6 +274,20 @@ class IndexServiceAsyncStub(IndexServiceStub):
     StorageUnlock: _aio.UnaryUnaryMultiCallable[_index_pb2.StorageUnlockRequest, _index_pb2.StorageUnlockResponse]  # type: ignore[assignment]
     """Releases a lease and wakes waiters. Idempotent: an unknown or expired lease is not an error
     (released = false).
+    """
+    StorageReserve: _aio.UnaryUnaryMultiCallable[_index_pb2.StorageReserveRequest, _index_pb2.StorageReserveResponse]  # type: ignore[assignment]
+    """Reserves space on a path for files the caller is about to write, against what every worker
+    sharing the path (network storage) has reserved: granted when the path's free space (the
+    file system's, and its max_storage cap) minus every live reservation covers `bytes`.
+    StorageBestAlloc counts reservations too. A released reservation keeps counting until the
+    path's next health report (which shows the written bytes as used); one never released
+    expires after its ttl. Errors: INVALID_ARGUMENT (bytes 0, ttl not positive),
+    NOT_FOUND (path not attached), RESOURCE_EXHAUSTED (not enough space left: the message says
+    how much is free and reserved).
+    """
+    StorageReleaseReservation: _aio.UnaryUnaryMultiCallable[_index_pb2.StorageReleaseReservationRequest, _index_pb2.StorageReleaseReservationResponse]  # type: ignore[assignment]
+    """Ends a reservation (its bytes keep counting until the next health report of the path).
+    Idempotent: released = false for an unknown or already released one.
     """
 
 class IndexServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -470,6 +498,32 @@ class IndexServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_index_pb2.StorageUnlockResponse, _abc.Awaitable[_index_pb2.StorageUnlockResponse]]:
         """Releases a lease and wakes waiters. Idempotent: an unknown or expired lease is not an error
         (released = false).
+        """
+
+    @_abc_1.abstractmethod
+    def StorageReserve(
+        self,
+        request: _index_pb2.StorageReserveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_index_pb2.StorageReserveResponse, _abc.Awaitable[_index_pb2.StorageReserveResponse]]:
+        """Reserves space on a path for files the caller is about to write, against what every worker
+        sharing the path (network storage) has reserved: granted when the path's free space (the
+        file system's, and its max_storage cap) minus every live reservation covers `bytes`.
+        StorageBestAlloc counts reservations too. A released reservation keeps counting until the
+        path's next health report (which shows the written bytes as used); one never released
+        expires after its ttl. Errors: INVALID_ARGUMENT (bytes 0, ttl not positive),
+        NOT_FOUND (path not attached), RESOURCE_EXHAUSTED (not enough space left: the message says
+        how much is free and reserved).
+        """
+
+    @_abc_1.abstractmethod
+    def StorageReleaseReservation(
+        self,
+        request: _index_pb2.StorageReleaseReservationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_index_pb2.StorageReleaseReservationResponse, _abc.Awaitable[_index_pb2.StorageReleaseReservationResponse]]:
+        """Ends a reservation (its bytes keep counting until the next health report of the path).
+        Idempotent: released = false for an unknown or already released one.
         """
 
 def add_IndexServiceServicer_to_server(servicer: IndexServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
