@@ -138,7 +138,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     async def StorageReleaseReservation(
         self, request: index_pb2.StorageReleaseReservationRequest, context: Context
     ) -> index_pb2.StorageReleaseReservationResponse:
-        released = await self.store.release_reservation(request.reservation_id)
+        stat = convert.fs_stat(request.stat) if request.HasField("stat") else None
+        released = await self.store.release_reservation(request.reservation_id, stat)
         return index_pb2.StorageReleaseReservationResponse(released=released)
 
     @_handled

@@ -81,6 +81,8 @@ def _json_list(text: str) -> tuple[Any, ...]:
     return tuple(json.loads(text))
 
 
+_RESERVE_LOCK_NAMESPACE = 0x52455356  # "RESV"
+
 # A released reservation stops counting at the first health report that arrives this long after
 # the release (a report generated before the file was written may still be in flight).
 RELEASE_SETTLE_S = 2.0
@@ -553,6 +555,9 @@ class IndexStore:
             if row is None:
                 raise _not_attached(storage_id)
             path = _path_row(row)
+            # One reservation of a path at a time across every index replica: the check below
+            # and the insert must see each other (SQLite write transactions already do).
+            tx.advisory_lock(_RESERVE_LOCK_NAMESPACE, path.pk)
             held = _reserved_by_path(tx, now, storage_id).get(storage_id, 0)
             free = _free_after_reservations(path.stat, held)
             if size > free:
@@ -570,18 +575,33 @@ class IndexStore:
 
         return await self.db.run(run)
 
-    async def release_reservation(self, reservation_id: str) -> bool:
-        """Ends a reservation; its bytes count until the path's next health report."""
+    async def release_reservation(self, reservation_id: str, stat: FsStat | None = None) -> bool:
+        """Ends a reservation. With `stat` (the path measured after the files were written) it
+        stops counting at once and the stat becomes the path's latest; without, its bytes count
+        until the path's next health report."""
         reservation_id = check_uuid(reservation_id, "reservation_id")
+        checked = stat.checked("stat") if stat is not None else None
 
         def run(tx: Tx) -> bool:
-            return (
+            row = tx.one(
+                "SELECT storage_id FROM storage_reservations WHERE reservation_id = ? AND released_at = 0",
+                (reservation_id,),
+            )
+            if row is None:
+                return False
+            if checked is None:
                 tx.execute(
-                    "UPDATE storage_reservations SET released_at = ? WHERE reservation_id = ? AND released_at = 0",
+                    "UPDATE storage_reservations SET released_at = ? WHERE reservation_id = ?",
                     (self.clock(), reservation_id),
                 )
-                > 0
+                return True
+            tx.execute(
+                "UPDATE storage_paths SET capacity = ?, available = ?, fs_available = ?, reserved = ?, max_bytes = ?,"
+                " used = ? WHERE id = ?",
+                (*_stat_columns(checked), row[0]),
             )
+            tx.execute("DELETE FROM storage_reservations WHERE reservation_id = ?", (reservation_id,))
+            return True
 
         return await self.db.run(run)
 

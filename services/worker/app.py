@@ -142,7 +142,7 @@ class WorkerApp(Service):
             channel = aio_channel(section.index, runtime.token(Permission.ADMIN))
             self._channels.append(channel)
             p.index = IndexClient(channel, owner_prefix=f"worker:{p.identity.worker_id}", address=section.index)
-            p.remote = RemoteStore(p.local, p.index, p.peers, section.parallel_fetch_limit)
+            p.remote = RemoteStore(p.local, p.index, p.peers, section.parallel_fetch_limit, owner=p.identity.worker_id)
         else:
             log.warning("no index configured (worker.index): serving, but storage and tasks are unavailable")
         p.storage = StorageControl(p.local, p.index, [address])

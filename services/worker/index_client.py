@@ -71,6 +71,26 @@ class IndexClient:
 
     # --- paths -------------------------------------------------------------------------------
 
+    async def reserve(self, storage_id: str, size: int, owner: str, ttl_s: float) -> str:
+        """Reserves space on a path against every worker sharing it; raises AioRpcError
+        (RESOURCE_EXHAUSTED when it does not fit)."""
+        reply = await self.stub.StorageReserve(
+            index_pb2.StorageReserveRequest(
+                storage_id=storage_id,
+                bytes=size,
+                owner=owner,
+                ttl=Duration(seconds=int(ttl_s), nanos=int((ttl_s % 1) * 1e9)),
+            ),
+            timeout=RPC_TIMEOUT_S,
+        )
+        return str(reply.reservation_id)
+
+    async def release_reservation(self, reservation_id: str, stat: common_pb2.FsStat | None = None) -> None:
+        request = index_pb2.StorageReleaseReservationRequest(reservation_id=reservation_id)
+        if stat is not None:
+            request.stat.CopyFrom(stat)
+        await self.stub.StorageReleaseReservation(request, timeout=RPC_TIMEOUT_S)
+
     async def attach(self, info: common_pb2.StorageInfo, stat: common_pb2.FsStat) -> None:
         await self.stub.StorageAttach(index_pb2.StorageAttachRequest(info=info, stat=stat), timeout=RPC_TIMEOUT_S)
 

@@ -22,13 +22,17 @@ import grpc
 
 from services.worker.fsutil import fsync_dir
 from services.worker.index_client import IndexClient
-from services.worker.local_store import LocalPath, LocalStore, Reservation, discard, remove_file_or_dir
+from services.worker.local_store import LocalPath, LocalStore, NoSpace, Reservation, discard, remove_file_or_dir
 from services.worker.paths import fetching_path
 from services.worker.peers import Peers, TransferError
 from services.worker.sectors import FileType, PathType, SectorId
+from services.worker.storage_control import fs_stat_message
 from services.worker.tarstream import TarError
 
 log = logging.getLogger(__name__)
+# How long a space reservation lasts in the index if its task never releases it (a crash): longer
+# than any task writes files for.
+SHARED_RESERVATION_TTL_S = 48 * 3600.0
 
 
 # How a peer's NOT_FOUND begins when the path is its own but the file is not there
@@ -58,8 +62,12 @@ class Acquired:
 
 
 class RemoteStore:
-    def __init__(self, local: LocalStore, index: IndexClient, peers: Peers, fetch_limit: int) -> None:
+    def __init__(
+        self, local: LocalStore, index: IndexClient, peers: Peers, fetch_limit: int, owner: str = "worker"
+    ) -> None:
         self.local = local
+        # Who holds this worker's space reservations in the index (its id).
+        self.owner = owner
         self.index = index
         self.peers = peers
         self.fetch_slots = asyncio.Semaphore(fetch_limit)
@@ -87,6 +95,7 @@ class RemoteStore:
             raise ValueError("can't both find and allocate the same sector file types")
         acq = Acquired(sector)
         reservations: list[Reservation] = []
+        shared: list[tuple[str, str]] = []
         try:
             async with self._sector_lock(sector):
                 missing = FileType(0)
@@ -99,6 +108,7 @@ class RemoteStore:
                 if missing:
                     targets, res = await asyncio.to_thread(self.local.allocate, sector, missing, sector_size, path_type)
                     reservations.append(res)
+                    shared += await self._reserve_in_index(sector, res)
                     for t in missing.singles():
                         await self.fetch(sector, t, sector_size, targets[t], move)
                         acq.paths[t], acq.storage[t] = targets[t].file(t, sector), targets[t]
@@ -108,6 +118,7 @@ class RemoteStore:
                         self.local.allocate, sector, allocate, sector_size, path_type
                     )
                     reservations.append(res)
+                    shared += await self._reserve_in_index(sector, res)
                     for t in allocate.singles():
                         acq.paths[t], acq.storage[t] = targets[t].file(t, sector), targets[t]
             with self.local.using(sorted({p.id for p in acq.storage.values()})):
@@ -115,6 +126,48 @@ class RemoteStore:
         finally:
             for res in reservations:
                 res.release()
+            await self._release_in_index(shared)
+
+    async def _reserve_in_index(self, sector: SectorId, res: Reservation) -> list[tuple[str, str]]:
+        """Mirrors a local reservation in the index, path by path, so that workers sharing a
+        path (network storage) never over-commit it; when the index says the space is gone
+        (another worker took it), the local reservation is released and NoSpace raised."""
+        per_path: dict[str, int] = {}
+        for held in res.held:
+            per_path[held.path_id] = per_path.get(held.path_id, 0) + held.need
+        made: list[tuple[str, str]] = []
+        try:
+            for path_id, need in sorted(per_path.items()):
+                if need <= 0:
+                    continue
+                reservation_id = await self.index.reserve(
+                    path_id, need, f"{self.owner}:{sector}", SHARED_RESERVATION_TTL_S
+                )
+                made.append((reservation_id, path_id))
+        except grpc.aio.AioRpcError as exc:
+            res.release()
+            await self._release_in_index(made)
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise NoSpace(f"a shared path has no room left for sector {sector}: {exc.details()}") from None
+            raise
+        return made
+
+    async def _release_in_index(self, reservations: list[tuple[str, str]]) -> None:
+        """Ends index reservations with the path measured now (the files written), so their
+        space counts as used instead of reserved at once."""
+        for reservation_id, path_id in reservations:
+            try:
+                stat = (
+                    fs_stat_message(await asyncio.to_thread(self.local.stat, path_id))
+                    if path_id in self.local.paths
+                    else None
+                )
+            except OSError:
+                stat = None
+            try:
+                await self.index.release_reservation(reservation_id, stat)
+            except grpc.aio.AioRpcError as exc:  # it counts until the next report, or expires
+                log.warning("could not release a space reservation in the index", extra={"error": exc.details()})
 
     async def fetch(self, sector: SectorId, file_type: FileType, sector_size: int, dest: LocalPath, move: bool) -> None:
         """Brings one file into `dest` from the best source that works, then declares it (primary

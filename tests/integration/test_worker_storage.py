@@ -247,3 +247,47 @@ def read_file_raw(w: WorkerHandle, sector: common_pb2.SectorId) -> list[worker_p
             worker_pb2.ReadSectorFileRequest(sector=sector, type=ST.SECTOR_FILE_TYPE_SEALED), timeout=10
         )
     )
+
+
+def test_two_workers_sharing_a_path_never_over_commit_it(
+    start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
+) -> None:
+    """Two workers attach one directory (network storage); four PC1s race for it, two on each,
+    with room for two. Their reservations meet in the index: at most two start, the others fail
+    with ALLOCATE_SPACE, and the disk never holds more than the cap."""
+    index = start_service("index")
+    a = start_worker(start_service, index, manager)
+    b = start_worker(start_service, index, manager)
+    size = 8 << 20
+    pc1_reservation = 151 * size // 10  # sealed 1x + cache 14.1x while sealing
+    shared = tmp_path / "shared"
+    storage_id = a.attach("p", shared, seal=True, store=False)
+    pieces = {n: a.ok(add_piece(a, n, size, os.urandom(size // 128 * 127))) for n in (1, 2, 3, 4)}
+    on_disk = sum(f.stat().st_blocks * 512 for f in shared.rglob("*") if f.is_file())
+    cap = on_disk + pc1_reservation * 5 // 2
+    meta_file = shared / "sectorstore.json"
+    meta_file.write_text(meta_file.read_text().replace('"MaxStorage": 0', f'"MaxStorage": {cap}'))
+    a.stub.StorageDetachLocal(worker_pb2.StorageDetachLocalRequest(storage_id=storage_id), timeout=10)
+    for w in (a, b):
+        w.stub.StorageAttachLocal(worker_pb2.StorageAttachLocalRequest(path=str(shared)), timeout=10)
+
+    calls = {}
+    for n, w in ((1, a), (2, a), (3, b), (4, b)):
+        call = assignment(n)
+        w.stub.SealPreCommit1(
+            worker_pb2.WorkerServiceSealPreCommit1Request(
+                assignment=call,
+                sector=sector_ref(n, size),
+                ticket=TICKET,
+                pieces=[common_pb2.PieceInfo(size=size, commp=pieces[n].commp)],
+            ),
+            timeout=10,
+        )
+        calls[n] = (w, call.call_id)
+    outcomes = {n: w.result(c) for n, (w, c) in calls.items()}
+    done = [n for n, (kind, _) in outcomes.items() if kind == "pre_commit1_output"]
+    failed = {n: v for n, (kind, v) in outcomes.items() if kind == "error"}
+    assert 1 <= len(done) <= 2, outcomes
+    assert all(e.code == common_pb2.TASK_ERROR_CODE_ALLOCATE_SPACE for e in failed.values()), failed
+    on_disk_after = sum(f.stat().st_blocks * 512 for f in shared.rglob("*") if f.is_file())
+    assert on_disk_after <= cap, (on_disk_after, cap)

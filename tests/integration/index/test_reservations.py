@@ -105,6 +105,19 @@ def test_release_counts_until_the_next_report_and_expiry_frees(clean: Index) -> 
     reserve(clean, storage_id, 95_000)
 
 
+def test_release_with_the_paths_new_stat_frees_at_once(clean: Index) -> None:
+    """A worker releasing with the path measured after it wrote its files: the reservation
+    stops counting at once, and the measured figures become the path's."""
+    storage_id = attach(clean.stub(), available=100_000)
+    held = reserve(clean, storage_id, 99_000)
+    written = stat(60_000)  # 40 000 of the reserved bytes were written
+    request = ipb.StorageReleaseReservationRequest(reservation_id=held, stat=written)
+    assert clean.stub().StorageReleaseReservation(request, timeout=10).released
+    reserve(clean, storage_id, 59_000)
+    code, details = refused(lambda: reserve(clean, storage_id, 2_000))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "1000 bytes free with 59000 reserved" in details
+
+
 def test_bad_reservations(clean: Index) -> None:
     storage_id = attach(clean.stub(), available=100_000)
     stub = clean.stub()

@@ -1348,16 +1348,25 @@ class StorageReleaseReservationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    STAT_FIELD_NUMBER: _builtins.int
     reservation_id: _builtins.str
     """Required."""
+    @_builtins.property
+    def stat(self) -> _common_pb2.FsStat:
+        """The path's statistics measured after the reserved files were written (or given up): with
+        them the reservation stops counting at once and they become the path's latest figures;
+        without them it counts until the path's next health report.
+        """
+
     def __init__(
         self,
         *,
         reservation_id: _builtins.str = ...,
+        stat: _common_pb2.FsStat | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stat", b"stat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation_id", b"reservation_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation_id", b"reservation_id", "stat", b"stat"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -333,8 +333,9 @@ class IndexServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StorageReleaseReservation(self, request, context):
-        """Ends a reservation (its bytes keep counting until the next health report of the path).
-        Idempotent: released = false for an unknown or already released one.
+        """Ends a reservation. With `stat` (the path measured after the files were written) it stops
+        counting at once; without, at the path's next health report. Idempotent: released = false
+        for an unknown or already released one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

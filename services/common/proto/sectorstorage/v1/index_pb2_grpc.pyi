@@ -155,8 +155,9 @@ class IndexServiceStub:
     how much is free and reserved).
     """
     StorageReleaseReservation: _grpc.UnaryUnaryMultiCallable[_index_pb2.StorageReleaseReservationRequest, _index_pb2.StorageReleaseReservationResponse]
-    """Ends a reservation (its bytes keep counting until the next health report of the path).
-    Idempotent: released = false for an unknown or already released one.
+    """Ends a reservation. With `stat` (the path measured after the files were written) it stops
+    counting at once; without, at the path's next health report. Idempotent: released = false
+    for an unknown or already released one.
     """
 
 @_typing.type_check_only
@@ -286,8 +287,9 @@ class IndexServiceAsyncStub(IndexServiceStub):
     how much is free and reserved).
     """
     StorageReleaseReservation: _aio.UnaryUnaryMultiCallable[_index_pb2.StorageReleaseReservationRequest, _index_pb2.StorageReleaseReservationResponse]  # type: ignore[assignment]
-    """Ends a reservation (its bytes keep counting until the next health report of the path).
-    Idempotent: released = false for an unknown or already released one.
+    """Ends a reservation. With `stat` (the path measured after the files were written) it stops
+    counting at once; without, at the path's next health report. Idempotent: released = false
+    for an unknown or already released one.
     """
 
 class IndexServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -522,8 +524,9 @@ class IndexServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _index_pb2.StorageReleaseReservationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_index_pb2.StorageReleaseReservationResponse, _abc.Awaitable[_index_pb2.StorageReleaseReservationResponse]]:
-        """Ends a reservation (its bytes keep counting until the next health report of the path).
-        Idempotent: released = false for an unknown or already released one.
+        """Ends a reservation. With `stat` (the path measured after the files were written) it stops
+        counting at once; without, at the path's next health report. Idempotent: released = false
+        for an unknown or already released one.
         """
 
 def add_IndexServiceServicer_to_server(servicer: IndexServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
