@@ -16,12 +16,12 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import rust_core
 from services.cli.local_fleet import ServiceProcess
 from services.cli.names import task_short
 from services.cli.sealing import SealedSector, read_piece, seal_sector
@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             for i in (1, 2)
         ]
-        print(f"rust_core {rust_core.__version__}; fleet state in {args.root}/")
+        print(f"sectorstorage {version('sectorstorage')}; fleet state in {args.root}/")
         print(f"{'service':<10} {'address':<22} {'metrics':<22} health")
         for proc in [index, manager, *workers]:
             print(

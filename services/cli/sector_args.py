@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import grpc
 
-import rust_core
 from services.cli.connection import ConfigError, Connection
 from services.cli.names import SECTOR_SIZES, seal_proof
+from services.common import cid
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 
 
@@ -36,8 +36,8 @@ def comm_r(text: str, what: str) -> bytes:
     """A CommR as its sealed CID (bagboea4b5abc...) or 64 hex digits."""
     if text.startswith("b"):
         try:
-            return bytes(rust_core.commr_from_cid(text))
-        except ValueError as exc:
+            return cid.commitment_of_sealed_cid(text)
+        except cid.CidError as exc:
             raise ValueError(f"{what}: {text!r} is not a sealed CID ({exc})") from None
     return bytes32(text, what)
 

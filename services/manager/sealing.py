@@ -33,7 +33,7 @@ from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, work
 from services.manager import lifecycle
 from services.manager.calls import BY_METHOD, CallSpec
 from services.manager.calltracker import ErrorCode, LiveWork
-from services.manager.cid import CidError, parse_unsealed_cid
+from services.manager.cid import CidError, parse_unsealed_cid, sealed_cid, unsealed_cid
 from services.manager.index_client import FileType, PathType, StorageIndex, is_unavailable
 from services.manager.jobs import DispatchFailed, JobRunner
 from services.manager.pipelines import Pipelines
@@ -809,6 +809,8 @@ class Sealing:
             comm_r=rec.comm_r,
             comm_d=rec.comm_d,
             recorded_at=recorded_at,
+            sealed_cid=sealed_cid(rec.comm_r),
+            unsealed_cid=unsealed_cid(rec.comm_d),
         )
 
     # --- where files are ---------------------------------------------------------------------

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import rust_core
 from services.cli import pieces, render
 from services.cli.connection import Connection, miner_from
 from services.cli.names import SECTOR_SIZES, WINDOW_POST, seal_proof
@@ -45,13 +44,6 @@ def _next_free_number(conn: Connection, miner: int) -> int:
 def commitment_lines(c: common_pb2.SectorCommitments) -> list[str]:
     """comm_r and comm_d as `sectors seal` and `sectors info` print them: CID, then hex."""
     return [f"  comm_r  {c.sealed_cid}  ({c.comm_r.hex()})", f"  comm_d  {c.unsealed_cid}  ({c.comm_d.hex()})"]
-
-
-def commitments_of(comm_r: bytes, comm_d: bytes) -> common_pb2.SectorCommitments:
-    """The SectorCommitments (with both CIDs) of a raw comm_r and comm_d."""
-    return common_pb2.SectorCommitments(
-        comm_r=comm_r, comm_d=comm_d, sealed_cid=rust_core.sealed_cid(comm_r), unsealed_cid=rust_core.piece_cid(comm_d)
-    )
 
 
 def _sealed_dict(result: SealedSector, files: list[Path], total_s: float, ticket: bytes, seed: bytes) -> dict[str, Any]:
@@ -202,7 +194,9 @@ def info(args: argparse.Namespace, conn: Connection) -> int:
     miner = miner_from(args)
     request = manager_pb2.SectorCommitmentsRequest(sector=common_pb2.SectorId(miner=miner, number=args.sector))
     known = conn.manager().SectorCommitments(request, timeout=conn.timeout)  # NOT_FOUND: no PC2 result known
-    c = commitments_of(bytes(known.comm_r), bytes(known.comm_d))
+    c = common_pb2.SectorCommitments(
+        comm_r=known.comm_r, comm_d=known.comm_d, sealed_cid=known.sealed_cid, unsealed_cid=known.unsealed_cid
+    )
     proof = common_pb2.RegisteredSealProof.Name(known.sector.proof_type)
     recorded = datetime.fromtimestamp(known.recorded_at.ToNanoseconds() / 1e9, UTC)
     if args.json:

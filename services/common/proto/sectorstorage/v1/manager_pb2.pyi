@@ -886,10 +886,16 @@ class SectorCommitmentsResponse(_message.Message):
     COMM_R_FIELD_NUMBER: _builtins.int
     COMM_D_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
+    SEALED_CID_FIELD_NUMBER: _builtins.int
+    UNSEALED_CID_FIELD_NUMBER: _builtins.int
     comm_r: _builtins.bytes
     """CommR, the sealed-replica commitment: 32 bytes."""
     comm_d: _builtins.bytes
     """CommD, the unsealed-sector commitment: 32 bytes."""
+    sealed_cid: _builtins.str
+    """comm_r as a CID (fil-commitment-sealed, "bagboea4b5abc...")."""
+    unsealed_cid: _builtins.str
+    """comm_d as a CID (fil-commitment-unsealed, "baga6ea4sea...")."""
     @_builtins.property
     def sector(self) -> _common_pb2.SectorRef:
         """The sector with the seal proof type it was pre-committed with."""
@@ -905,10 +911,12 @@ class SectorCommitmentsResponse(_message.Message):
         comm_r: _builtins.bytes = ...,
         comm_d: _builtins.bytes = ...,
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        sealed_cid: _builtins.str = ...,
+        unsealed_cid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at", "sector", b"sector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comm_d", b"comm_d", "comm_r", b"comm_r", "recorded_at", b"recorded_at", "sector", b"sector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comm_d", b"comm_d", "comm_r", b"comm_r", "recorded_at", b"recorded_at", "sealed_cid", b"sealed_cid", "sector", b"sector", "unsealed_cid", b"unsealed_cid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
