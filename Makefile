@@ -14,7 +14,7 @@ help:
 	@echo "make demo   - build, start index + manager + workers locally, run the main job"
 	@echo "make test   - cargo test + pytest (installs everything it needs)"
 	@echo "make protos - regenerate services/common/proto from protos/"
-	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, ruff format --check, ruff check, mypy, the import rules (architecture.toml)"
+	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, ruff format --check, ruff check, mypy, stubtest (rust_core.pyi), the import rules (architecture.toml)"
 	@echo "make fmt    - cargo fmt and ruff format"
 	@echo "make bench  - benchmark figures (see docs/benchmarks.md)"
 
@@ -78,6 +78,7 @@ lint: $(DEPS_STAMP)
 	$(VPY) -m ruff format --check services tests bench scripts
 	$(VPY) -m ruff check services tests bench scripts
 	$(VPY) -m mypy
+	$(VPY) -m mypy.stubtest rust_core --allowlist stubtest_allowlist.txt
 	$(VPY) scripts/check_imports.py
 
 fmt: $(DEPS_STAMP)

@@ -18,7 +18,7 @@ call does not wait for the kernel to finish writing back files it has just writt
 """
 
 import os
-from typing import Protocol, Sequence, TypedDict
+from typing import Protocol, Sequence, TypedDict, final
 
 from typing_extensions import Buffer
 
@@ -45,6 +45,7 @@ class _Writer(Protocol):
 class Cancelled(Exception):
     """A call was cancelled through its CancelToken; its half-written output was removed."""
 
+@final
 class CancelToken:
     """A cancellation flag for one or more calls: pass it as ``cancel=``, then ``cancel()``."""
 
@@ -171,6 +172,7 @@ def piece_commitment_file(path: _Path, pad_to: _PadTo = None, *, cancel: CancelT
 def piece_commitment_stream(reader: _Reader, pad_to: _PadTo = None) -> bytes:
     """commP of everything ``reader.read()`` yields, with constant memory."""
 
+@final
 class PieceHasher:
     """Incremental commP with constant memory: ``update`` in any slices, then ``finish``."""
 
