@@ -169,6 +169,42 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return views.sector_status(record, self.runner)
 
     @handled
+    async def ListSectors(
+        self, request: manager_pb2.ListSectorsRequest, context: Context
+    ) -> manager_pb2.ListSectorsResponse:
+        size = request.page_size or 100
+        if size > 1000:
+            raise invalid(f"page_size is at most 1000, got {size}")
+        after: tuple[int, int] | None = None
+        if request.page_token:
+            miner, _, number = request.page_token.partition("-")
+            if not (miner.isdigit() and number.isdigit()):
+                raise invalid("page_token is not one this RPC returned")
+            after = (int(miner), int(number))
+        wanted = {int(st) for st in request.states}
+        out = manager_pb2.ListSectorsResponse()
+        last: tuple[int, int] | None = None
+        while len(out.sectors) < size:
+            batch = await self.store.sectors(after, size)
+            if not batch:
+                break
+            for record in batch:
+                after = (record.miner, record.number)
+                if not wanted or int(record.state) in wanted:
+                    status = views.sector_status(record, self.runner)
+                    del status.jobs[:]
+                    out.sectors.append(status)
+                    last = after
+                    if len(out.sectors) == size:
+                        break
+            if len(batch) < size:
+                after = None
+                break
+        if len(out.sectors) == size and last is not None:
+            out.next_page_token = f"{last[0]}-{last[1]}"
+        return out
+
+    @handled
     async def UnsealPiece(
         self, request: manager_pb2.UnsealPieceRequest, context: Context
     ) -> manager_pb2.UnsealPieceResponse:

@@ -678,6 +678,27 @@ class ManagerStore:
 
         return await self.db.run(run)
 
+    async def sectors(self, after: tuple[int, int] | None, limit: int) -> list[lifecycle.SectorRecord]:
+        """Lifecycle records by (miner, number), after `after`, at most `limit`."""
+
+        def run(tx: Tx) -> list[lifecycle.SectorRecord]:
+            if after is None:
+                keys = tx.query("SELECT miner, number FROM manager_sectors ORDER BY miner, number LIMIT ?", (limit,))
+            else:
+                keys = tx.query(
+                    "SELECT miner, number FROM manager_sectors WHERE miner > ? OR (miner = ? AND number > ?)"
+                    " ORDER BY miner, number LIMIT ?",
+                    (after[0], after[0], after[1], limit),
+                )
+            out = []
+            for miner, number in keys:
+                record = _read_sector(tx, int(miner), int(number))
+                if record is not None:
+                    out.append(record)
+            return out
+
+        return await self.db.run(run, Mode.READ)
+
     async def mark_removed(self, miner: int, number: int) -> lifecycle.SectorRecord:
         """Records that the sector is removed (later steps are refused, older work dropped)."""
 

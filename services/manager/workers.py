@@ -138,7 +138,7 @@ class WorkerRegistry:
         self, worker_id: str, session_id: str, address: str, info: common_pb2.WorkerInfo, enabled: bool, cordoned: bool
     ) -> tuple[WorkerHandle, Registration, WorkerClient | None]:
         """Records a registration; returns the handle, what kind it was, and a client that the
-        caller must close (the old one, when the address changed)."""
+        caller must close (the old one, when the address changed or the worker restarted)."""
         now = self.clock()
         handle = self.workers.get(worker_id)
         stale: WorkerClient | None = None
@@ -151,7 +151,9 @@ class WorkerRegistry:
             kind = Registration.SAME_SESSION if handle.session_id == session_id else Registration.RESTARTED
             if kind is Registration.RESTARTED:
                 handle.shutting_down = False
-            if handle.address != address and handle.client is not None:
+            # A new address, or a new process (its old channel may sit in reconnect back-off after
+            # the old one died, failing the next calls fast): a fresh channel.
+            if (handle.address != address or kind is Registration.RESTARTED) and handle.client is not None:
                 stale, handle.client = handle.client, None
             handle.session_id = session_id
             handle.address = address

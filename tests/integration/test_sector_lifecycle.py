@@ -552,3 +552,54 @@ def test_random_api_sequences_never_lose_a_sealed_sector(fleet: Fleet, calls: li
         got, _ = read_piece(stub, ref, 0, 2032, TICKET, comm.unsealed_cid)
         assert got == seen["data"]
     assert not stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs
+
+
+def test_cleanup_removed_finds_and_removes_what_an_unreachable_holder_kept(fleet: Fleet) -> None:
+    """A Remove while the holder is down records the sector REMOVED but cannot delete its files;
+    `sectorctl storage cleanup --removed` lists them once the holder is back, and --apply removes
+    them."""
+    import json
+    import os
+    import subprocess
+
+    from services.cli.local_fleet import console_script
+    from tests.integration.worker_helpers import token
+
+    fleet.add_worker(WorkerSpec("a", cpus=4))
+    fleet.wait_registered()
+    stub = fleet.stub()
+    sealed = seal_sector(stub, sector(30), piece_data(30, P2K), TICKET, SEED)
+    assert sealed.verified
+
+    def session() -> str:
+        stats = fleet.stub().WorkerStats(manager_pb2.WorkerStatsRequest(worker_id=fleet.worker_ids["a"]), timeout=10)
+        return str(stats.workers[0].session_id) if stats.workers and stats.workers[0].state.connected else ""
+
+    before = session()
+    fleet.workers["a"].kill()
+    code, details, _ = code_of(lambda: stub.Remove(manager_pb2.RemoveRequest(sector=sector(30).id), timeout=60))
+    assert code == grpc.StatusCode.UNAVAILABLE and "still declared" in details
+    assert status(fleet, 30).state == S.SECTOR_LIFECYCLE_STATE_REMOVED
+    fleet.start_worker("a")
+    wait_for(lambda: session() not in ("", before), "the restarted worker registered")
+    env = {
+        **os.environ,
+        "SECTORSTORAGE_TOKEN": token(),
+        "SECTORSTORAGE_MANAGER": fleet.address,
+        "SECTORSTORAGE_INDEX": fleet.index.address,
+    }
+
+    def ctl(*args: str) -> dict[str, Any]:
+        proc = subprocess.run(
+            [console_script("sectorctl"), "--json", *args], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr
+        return dict(json.loads(proc.stdout))
+
+    dry = ctl("storage", "cleanup", "--removed")
+    assert [(s["number"], s["state"]) for s in dry["sectors"]] == [(30, "left over")]
+    assert sector_files(fleet.tmp / "store-a", 30)
+    applied = ctl("storage", "cleanup", "--removed", "--apply")
+    assert [s["number"] for s in applied["sectors"]] == [30] and applied["sectors"][0]["state"].startswith("removed")
+    assert not sector_files(fleet.tmp / "store-a", 30)
+    assert ctl("storage", "cleanup", "--removed")["sectors"] == []

@@ -170,9 +170,70 @@ def _storage_id_of(args: argparse.Namespace, conn: Connection) -> str:
     return match[0]
 
 
+def _removed_sectors(conn: Connection) -> list[common_pb2.SectorId]:
+    out: list[common_pb2.SectorId] = []
+    request = manager_pb2.ListSectorsRequest(states=[manager_pb2.SECTOR_LIFECYCLE_STATE_REMOVED], page_size=1000)
+    while True:
+        reply = conn.manager().ListSectors(request, timeout=conn.timeout)
+        out.extend(s.sector.id for s in reply.sectors)
+        if not reply.next_page_token:
+            return out
+        request.page_token = reply.next_page_token
+
+
+def cleanup_removed(args: argparse.Namespace, conn: Connection) -> int:
+    """Sectors the manager records as removed whose files are still in the fleet (a holder was
+    unreachable when they were removed): listed, and with --apply removed again (ADMIN)."""
+    rows = []
+    for sector in _removed_sectors(conn):
+        found = conn.index().StorageFindSector(
+            index_pb2.StorageFindSectorRequest(sector=sector, types=FILE_TYPES), timeout=conn.timeout
+        )
+        left = [(loc.id, [file_type_name(t) for t in loc.types]) for loc in found.locations if not loc.fetch_candidate]
+        if not left:
+            continue
+        state = "left over"
+        if args.apply:
+            removed = conn.manager().Remove(manager_pb2.RemoveRequest(sector=sector), timeout=conn.timeout).removed
+            state = f"removed {len(removed)} file(s)"
+        rows.append((sector, left, state))
+    if args.json:
+        render.emit_json(
+            {
+                "apply": args.apply,
+                "sectors": [
+                    {
+                        "miner": s.miner,
+                        "number": s.number,
+                        "paths": [{"id": i, "types": t} for i, t in left],
+                        "state": st,
+                    }
+                    for s, left, st in rows
+                ],
+            }
+        )
+        return 0
+    render.emit(
+        render.table(
+            ("SECTOR", "PATHS", "STATE"),
+            [(f"{s.miner}/{s.number}", ", ".join(f"{i} ({'+'.join(t)})" for i, t in left), st) for s, left, st in rows],
+        )
+    )
+    done = "removed again" if args.apply else "removable with --apply"
+    render.emit(f"{len(rows)} removed sector(s) still have files in the fleet; {done}")
+    return 0
+
+
 def cleanup(args: argparse.Namespace, conn: Connection) -> int:
     """Dry run by default: what a removal would take is shown first, the operator then repeats with
-    --apply (the worker re-checks the index and the locks for each file it removes)."""
+    --apply (the worker re-checks the index and the locks for each file it removes). With
+    --removed: the files of sectors the manager records as removed, fleet-wide."""
+    if args.removed:
+        if args.worker or args.path_or_id:
+            raise ValueError("--removed works fleet-wide: give no PATH_OR_ID or --worker with it")
+        return cleanup_removed(args, conn)
+    if not args.worker:
+        raise ValueError("cleanup needs --worker HOST:PORT (or --removed for removed sectors fleet-wide)")
     reply = conn.worker(args.worker).StorageCleanup(
         worker_pb2.StorageCleanupRequest(storage_id=_storage_id_of(args, conn), apply=args.apply), timeout=conn.timeout
     )
@@ -248,6 +309,11 @@ def register(groups: Any, common: argparse.ArgumentParser) -> None:
         help="list (or with --apply remove) files on a worker's paths that no sector in the index owns",
     )
     p.add_argument("path_or_id", nargs="?", metavar="PATH_OR_ID", help="only this path (default: all of the worker's)")
-    p.add_argument("--worker", required=True, metavar="HOST:PORT")
+    p.add_argument("--worker", metavar="HOST:PORT", help="the worker whose paths to clean (required without --removed)")
+    p.add_argument(
+        "--removed",
+        action="store_true",
+        help="instead: files of sectors the manager records as removed, fleet-wide (Remove again with --apply)",
+    )
     p.add_argument("--apply", action="store_true", help="remove the files listed as removable (default: dry run)")
     p.set_defaults(func=cleanup)

@@ -968,6 +968,62 @@ class SectorStepDone(_message.Message):
 Global___SectorStepDone: _TypeAlias = SectorStepDone  # noqa: Y015
 
 @_typing.final
+class ListSectorsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATES_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many per page (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """From a previous reply's next_page_token."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[Global___SectorLifecycleState.ValueType]:
+        """Only sectors in these states; empty = all."""
+
+    def __init__(
+        self,
+        *,
+        states: _abc.Iterable[Global___SectorLifecycleState.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSectorsRequest: _TypeAlias = ListSectorsRequest  # noqa: Y015
+
+@_typing.final
+class ListSectorsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECTORS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def sectors(self) -> _containers.RepeatedCompositeFieldContainer[Global___SectorStatusResponse]:
+        """Each sector's status (without its jobs), ordered by miner and number."""
+
+    def __init__(
+        self,
+        *,
+        sectors: _abc.Iterable[Global___SectorStatusResponse] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "sectors", b"sectors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSectorsResponse: _TypeAlias = ListSectorsResponse  # noqa: Y015
+
+@_typing.final
 class SectorStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

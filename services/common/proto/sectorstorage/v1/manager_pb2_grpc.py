@@ -146,6 +146,11 @@ class ManagerServiceStub:
                 request_serializer=sectorstorage_dot_v1_dot_manager__pb2.SectorStatusRequest.SerializeToString,
                 response_deserializer=sectorstorage_dot_v1_dot_manager__pb2.SectorStatusResponse.FromString,
                 _registered_method=True)
+        self.ListSectors = channel.unary_unary(
+                '/sectorstorage.v1.ManagerService/ListSectors',
+                request_serializer=sectorstorage_dot_v1_dot_manager__pb2.ListSectorsRequest.SerializeToString,
+                response_deserializer=sectorstorage_dot_v1_dot_manager__pb2.ListSectorsResponse.FromString,
+                _registered_method=True)
         self.IsUnsealed = channel.unary_unary(
                 '/sectorstorage.v1.ManagerService/IsUnsealed',
                 request_serializer=sectorstorage_dot_v1_dot_manager__pb2.IsUnsealedRequest.SerializeToString,
@@ -489,6 +494,14 @@ class ManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSectors(self, request, context):
+        """The sectors the manager has lifecycle records of, by sector id, optionally only those in
+        some states, in pages. Errors: INVALID_ARGUMENT (bad page_token or page_size).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def IsUnsealed(self, request, context):
         """Whether some worker holds the range unsealed (readable by ReadPiece without unsealing).
         """
@@ -815,6 +828,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.SectorStatus,
                     request_deserializer=sectorstorage_dot_v1_dot_manager__pb2.SectorStatusRequest.FromString,
                     response_serializer=sectorstorage_dot_v1_dot_manager__pb2.SectorStatusResponse.SerializeToString,
+            ),
+            'ListSectors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSectors,
+                    request_deserializer=sectorstorage_dot_v1_dot_manager__pb2.ListSectorsRequest.FromString,
+                    response_serializer=sectorstorage_dot_v1_dot_manager__pb2.ListSectorsResponse.SerializeToString,
             ),
             'IsUnsealed': grpc.unary_unary_rpc_method_handler(
                     servicer.IsUnsealed,
@@ -1343,6 +1361,33 @@ class ManagerService:
             '/sectorstorage.v1.ManagerService/SectorStatus',
             sectorstorage_dot_v1_dot_manager__pb2.SectorStatusRequest.SerializeToString,
             sectorstorage_dot_v1_dot_manager__pb2.SectorStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSectors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sectorstorage.v1.ManagerService/ListSectors',
+            sectorstorage_dot_v1_dot_manager__pb2.ListSectorsRequest.SerializeToString,
+            sectorstorage_dot_v1_dot_manager__pb2.ListSectorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

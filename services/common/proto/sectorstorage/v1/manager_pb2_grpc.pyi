@@ -173,6 +173,10 @@ class ManagerServiceStub:
     Errors: INVALID_ARGUMENT (sector missing, miner 0 or number above 2^63-1), NOT_FOUND (the
     manager has no lifecycle record of the sector).
     """
+    ListSectors: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListSectorsRequest, _manager_pb2.ListSectorsResponse]
+    """The sectors the manager has lifecycle records of, by sector id, optionally only those in
+    some states, in pages. Errors: INVALID_ARGUMENT (bad page_token or page_size).
+    """
     IsUnsealed: _grpc.UnaryUnaryMultiCallable[_manager_pb2.IsUnsealedRequest, _manager_pb2.IsUnsealedResponse]
     """Whether some worker holds the range unsealed (readable by ReadPiece without unsealing)."""
     CheckProvable: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CheckProvableRequest, _manager_pb2.CheckProvableResponse]
@@ -448,6 +452,10 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     the last failure, and its work still queued or running.
     Errors: INVALID_ARGUMENT (sector missing, miner 0 or number above 2^63-1), NOT_FOUND (the
     manager has no lifecycle record of the sector).
+    """
+    ListSectors: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListSectorsRequest, _manager_pb2.ListSectorsResponse]  # type: ignore[assignment]
+    """The sectors the manager has lifecycle records of, by sector id, optionally only those in
+    some states, in pages. Errors: INVALID_ARGUMENT (bad page_token or page_size).
     """
     IsUnsealed: _aio.UnaryUnaryMultiCallable[_manager_pb2.IsUnsealedRequest, _manager_pb2.IsUnsealedResponse]  # type: ignore[assignment]
     """Whether some worker holds the range unsealed (readable by ReadPiece without unsealing)."""
@@ -793,6 +801,16 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         the last failure, and its work still queued or running.
         Errors: INVALID_ARGUMENT (sector missing, miner 0 or number above 2^63-1), NOT_FOUND (the
         manager has no lifecycle record of the sector).
+        """
+
+    @_abc_1.abstractmethod
+    def ListSectors(
+        self,
+        request: _manager_pb2.ListSectorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.ListSectorsResponse, _abc.Awaitable[_manager_pb2.ListSectorsResponse]]:
+        """The sectors the manager has lifecycle records of, by sector id, optionally only those in
+        some states, in pages. Errors: INVALID_ARGUMENT (bad page_token or page_size).
         """
 
     @_abc_1.abstractmethod
