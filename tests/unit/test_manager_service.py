@@ -824,3 +824,41 @@ def test_work_of_a_removed_or_older_generation_is_dropped_not_run(tmp_path: Path
             await manager.stop()
 
     run(test)
+
+
+def test_list_sectors_pages_and_filters_by_state(tmp_path: Path) -> None:
+    async def test() -> None:
+        manager = await InProcessManager(tmp_path).start()
+        try:
+            stub = manager.stub
+            assert stub is not None and manager.app is not None
+            for n in range(1, 6):
+                await manager.seed(ref(n), "pc1" if n % 2 else "pieces")
+            await manager.app.store.mark_removed(MINER, 4)
+            seen: list[int] = []
+            token = ""
+            while True:
+                page = await stub.ListSectors(manager_pb2.ListSectorsRequest(page_size=2, page_token=token), timeout=5)
+                assert len(page.sectors) <= 2
+                seen += [s.sector.id.number for s in page.sectors]
+                token = page.next_page_token
+                if not token:
+                    break
+            assert seen == [1, 2, 3, 4, 5]
+            S = manager_pb2.SectorLifecycleState
+            done = await stub.ListSectors(
+                manager_pb2.ListSectorsRequest(states=[S.SECTOR_LIFECYCLE_STATE_PRE_COMMIT_1_DONE]), timeout=5
+            )
+            assert [s.sector.id.number for s in done.sectors] == [1, 3, 5]
+            removed = await stub.ListSectors(
+                manager_pb2.ListSectorsRequest(states=[S.SECTOR_LIFECYCLE_STATE_REMOVED]), timeout=5
+            )
+            assert [s.sector.id.number for s in removed.sectors] == [4]
+            for bad in (manager_pb2.ListSectorsRequest(page_token="x"), manager_pb2.ListSectorsRequest(page_size=5000)):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.ListSectors(bad, timeout=5)
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        finally:
+            await manager.stop()
+
+    run(test)
