@@ -82,6 +82,9 @@ def _json_list(text: str) -> tuple[Any, ...]:
 
 
 _RESERVE_LOCK_NAMESPACE = 0x52455356  # "RESV"
+# A reservation nobody releases cannot hold a path longer than this (a caller with a WRITE token
+# cannot fence a path off for good; workers ask for 48 hours).
+MAX_RESERVATION_TTL_S = 7 * 86400.0
 
 # A released reservation stops counting at the first health report that arrives this long after
 # the release (a report generated before the file was written may still be in flight).
@@ -546,8 +549,10 @@ class IndexStore:
         storage_id = check_uuid(storage_id, "storage_id")
         if not 0 < size < 2**63:
             raise InvalidArgument(f"bytes must be > 0 and below 2^63, got {size}")
-        if not ttl_s > 0:
-            raise InvalidArgument("ttl must be a positive duration")
+        if not 0 < ttl_s <= MAX_RESERVATION_TTL_S:
+            raise InvalidArgument(
+                f"ttl must be a positive duration of at most {MAX_RESERVATION_TTL_S / 86400:g} days, got {ttl_s:g} s"
+            )
 
         def run(tx: Tx) -> tuple[str, int]:
             now = self.clock()

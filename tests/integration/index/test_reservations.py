@@ -128,6 +128,14 @@ def test_bad_reservations(clean: Index) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
         "no ttl": (ipb.StorageReserveRequest(storage_id=storage_id, bytes=10), grpc.StatusCode.INVALID_ARGUMENT),
+        "a year": (
+            ipb.StorageReserveRequest(storage_id=storage_id, bytes=10, ttl=Duration(seconds=365 * 86400)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        "negative ttl": (
+            ipb.StorageReserveRequest(storage_id=storage_id, bytes=10, ttl=Duration(seconds=-5)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
         "unknown path": (ipb.StorageReserveRequest(storage_id=new_id(), bytes=10, ttl=HOUR), grpc.StatusCode.NOT_FOUND),
         "not a uuid": (ipb.StorageReserveRequest(storage_id="x", bytes=10, ttl=HOUR), grpc.StatusCode.INVALID_ARGUMENT),
     }

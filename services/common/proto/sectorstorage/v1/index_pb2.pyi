@@ -1302,7 +1302,7 @@ class StorageReserveRequest(_message.Message):
     """Who holds it (shown in logs), e.g. the worker and call."""
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
-        """How long it lasts if never released. Required, > 0."""
+        """How long it lasts if never released. Required, > 0 and at most 7 days."""
 
     def __init__(
         self,

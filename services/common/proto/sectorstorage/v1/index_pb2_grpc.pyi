@@ -150,7 +150,8 @@ class IndexServiceStub:
     file system's, and its max_storage cap) minus every live reservation covers `bytes`.
     StorageBestAlloc counts reservations too. A released reservation keeps counting until the
     path's next health report (which shows the written bytes as used); one never released
-    expires after its ttl. Errors: INVALID_ARGUMENT (bytes 0, ttl not positive),
+    expires after its ttl. Errors: INVALID_ARGUMENT (bytes 0 or not below 2^63, ttl not positive
+    or over 7 days),
     NOT_FOUND (path not attached), RESOURCE_EXHAUSTED (not enough space left: the message says
     how much is free and reserved).
     """
@@ -282,7 +283,8 @@ class IndexServiceAsyncStub(IndexServiceStub):
     file system's, and its max_storage cap) minus every live reservation covers `bytes`.
     StorageBestAlloc counts reservations too. A released reservation keeps counting until the
     path's next health report (which shows the written bytes as used); one never released
-    expires after its ttl. Errors: INVALID_ARGUMENT (bytes 0, ttl not positive),
+    expires after its ttl. Errors: INVALID_ARGUMENT (bytes 0 or not below 2^63, ttl not positive
+    or over 7 days),
     NOT_FOUND (path not attached), RESOURCE_EXHAUSTED (not enough space left: the message says
     how much is free and reserved).
     """
@@ -513,7 +515,8 @@ class IndexServiceServicer(metaclass=_abc_1.ABCMeta):
         file system's, and its max_storage cap) minus every live reservation covers `bytes`.
         StorageBestAlloc counts reservations too. A released reservation keeps counting until the
         path's next health report (which shows the written bytes as used); one never released
-        expires after its ttl. Errors: INVALID_ARGUMENT (bytes 0, ttl not positive),
+        expires after its ttl. Errors: INVALID_ARGUMENT (bytes 0 or not below 2^63, ttl not positive
+        or over 7 days),
         NOT_FOUND (path not attached), RESOURCE_EXHAUSTED (not enough space left: the message says
         how much is free and reserved).
         """
