@@ -145,6 +145,11 @@ class RemoteStore:
                 )
                 made.append((reservation_id, path_id))
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED and not made:
+                # An index from before reservations (a rolling upgrade): the local reservation
+                # alone, as before, until it is upgraded.
+                log.warning("the index keeps no space reservations (older version); shared paths are not coordinated")
+                return made
             res.release()
             await self._release_in_index(made)
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:

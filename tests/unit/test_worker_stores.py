@@ -373,3 +373,63 @@ def test_runner_admission_caps(tmp_path: Path) -> None:
         assert len(runner.store.pending()) == 3
 
     asyncio.run(scenario())
+
+
+def test_index_reservations_mirror_release_and_tolerate_an_older_index(tmp_path: Path) -> None:
+    """The worker mirrors a local reservation in the index per path and releases it with the
+    path's fresh stat; when the index answers that a shared path is full, the local reservation
+    is given back and NoSpace raised; an index without reservations (UNIMPLEMENTED, a rolling
+    upgrade) leaves the local reservation alone."""
+    import asyncio
+
+    import grpc
+
+    from services.worker.remote_store import RemoteStore
+
+    def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+        return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "from the fake index")
+
+    class FakeIndex:
+        def __init__(self, answer: grpc.StatusCode | None) -> None:
+            self.answer = answer
+            self.reserved: list[tuple[str, int]] = []
+            self.released: list[tuple[str, object]] = []
+
+        async def reserve(self, storage_id: str, size: int, owner: str, ttl_s: float) -> str:
+            if self.answer is not None:
+                raise rpc_error(self.answer)
+            self.reserved.append((storage_id, size))
+            return f"r{len(self.reserved)}"
+
+        async def release_reservation(self, reservation_id: str, stat: object = None) -> None:
+            self.released.append((reservation_id, stat))
+
+    store, pid = store_with_path(tmp_path)
+    sector, size = SectorId(1000, 9), 2048
+    need = space_needed(FileType.SEALED | FileType.CACHE, size, PathType.SEALING)
+
+    async def run() -> None:
+        ok = FakeIndex(None)
+        remote = RemoteStore(store, ok, None, 1, owner="w1")  # type: ignore[arg-type]
+        _, res = store.allocate(sector, FileType.SEALED | FileType.CACHE, size, PathType.SEALING)
+        made = await remote._reserve_in_index(sector, res)
+        assert ok.reserved == [(pid, need)] and made == [("r1", pid)]
+        res.release()
+        await remote._release_in_index(made)
+        assert [r for r, _ in ok.released] == ["r1"] and ok.released[0][1] is not None  # with the fresh stat
+
+        full = FakeIndex(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        remote = RemoteStore(store, full, None, 1, owner="w1")  # type: ignore[arg-type]
+        _, res = store.allocate(sector, FileType.SEALED | FileType.CACHE, size, PathType.SEALING)
+        with pytest.raises(NoSpace, match="shared path has no room"):
+            await remote._reserve_in_index(sector, res)
+        assert store.stat(pid).reserved == 0  # the local reservation was given back
+
+        older = FakeIndex(grpc.StatusCode.UNIMPLEMENTED)
+        remote = RemoteStore(store, older, None, 1, owner="w1")  # type: ignore[arg-type]
+        _, res = store.allocate(sector, FileType.SEALED | FileType.CACHE, size, PathType.SEALING)
+        assert await remote._reserve_in_index(sector, res) == []
+        assert store.stat(pid).reserved == need  # kept: the local reservation alone
+        res.release()
+
+    asyncio.run(run())
