@@ -83,3 +83,8 @@ def commitment_of_unsealed_cid(text: str) -> bytes:
 
 def commitment_of_sealed_cid(text: str) -> bytes:
     return _decode(text, SEALED_CODEC, SEALED_HASH, "sealed (CommR)")
+
+
+# The names the manager's request checks use.
+parse_unsealed_cid = commitment_of_unsealed_cid
+parse_sealed_cid = commitment_of_sealed_cid

@@ -29,11 +29,11 @@ import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.cid import CidError, parse_unsealed_cid, sealed_cid, unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from services.manager import lifecycle
 from services.manager.calls import BY_METHOD, CallSpec
 from services.manager.calltracker import ErrorCode, LiveWork
-from services.manager.cid import CidError, parse_unsealed_cid, sealed_cid, unsealed_cid
 from services.manager.index_client import FileType, PathType, StorageIndex, is_unavailable
 from services.manager.jobs import DispatchFailed, JobRunner
 from services.manager.pipelines import Pipelines

@@ -11,10 +11,11 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import wellknown
-from services.common.pieces import next_piece
+from services.common.cid import CidError, parse_unsealed_cid, unsealed_cid
+from services.common.pieces import is_unpadded_piece_size, next_piece
+from services.common.pieces import padded_size as padded
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.manager.calltracker import ErrorCode, Outcome
-from services.manager.cid import CidError, parse_unsealed_cid, unsealed_cid
 from services.manager.resources import SealProof
 
 MAX_SECTOR_NUMBER = 2**63 - 1
@@ -101,23 +102,12 @@ def bytes32(value: bytes, name: str) -> None:
         raise invalid(f"{name} must be 32 bytes, got {len(value)}")
 
 
-def is_unpadded_piece_size(size: int) -> bool:
-    if size < 127 or size % 127:
-        return False
-    k = size // 127
-    return k & (k - 1) == 0
-
-
 def is_padded_piece_size(size: int) -> bool:
     return size >= 128 and size & (size - 1) == 0
 
 
 def unpadded_capacity(proof: SealProof) -> int:
     return proof.sector_size // 128 * 127
-
-
-def padded(unpadded: int) -> int:
-    return unpadded + unpadded // 127
 
 
 def piece_layout(existing: Sequence[int], size: int, proof: SealProof) -> int:

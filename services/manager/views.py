@@ -11,10 +11,10 @@ from collections import Counter
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager import lifecycle, metrics
 from services.manager.calltracker import LiveWork
-from services.manager.cid import unsealed_cid
 from services.manager.jobs import Ephemeral, JobRunner, job_state_of
 from services.manager.queue import SchedRequest
 from services.manager.records import CallRecord, CallStatus, WorkRecord, WorkStatus

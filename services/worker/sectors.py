@@ -10,10 +10,12 @@ import re
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
+from services.common.pieces import is_unpadded_piece_size
+from services.common.pieces import padded_size as padded
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.common.vocabulary import SECTOR_SIZES, prover_id
 
-__all__ = ["prover_id"]
+__all__ = ["is_unpadded_piece_size", "padded", "prover_id"]
 
 NODE_SIZE = 32
 MAX_SECTOR_NUMBER = 2**63 - 1
@@ -143,19 +145,6 @@ class SectorId:
 
     def __str__(self) -> str:
         return f"{self.miner}-{self.number}"
-
-
-def is_unpadded_piece_size(size: int) -> bool:
-    """127 * 2^k for k >= 0."""
-    if size < 127 or size % 127:
-        return False
-    q = size // 127
-    return q & (q - 1) == 0
-
-
-def padded(size: int) -> int:
-    """Padded size (or index) of an unpadded one: every 127 bytes become 128."""
-    return size + size // 127
 
 
 def unpadded(size: int) -> int:

@@ -25,6 +25,7 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.auth import Permission, create_token
+from services.common.cid import sealed_cid, unsealed_cid
 from services.common.client import aio_channel
 from services.common.config import AuthConfig, MetricsConfig
 from services.common.proto.sectorstorage.v1 import (
@@ -35,7 +36,6 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2_grpc,
 )
 from services.common.server import ServiceHost
-from services.manager.cid import sealed_cid, unsealed_cid
 from services.manager.config import ManagerConfig, ManagerSection
 from services.manager.index_client import FileType, PathType, SectorLocation
 from services.manager.records import OutcomeKind, WorkRecord, WorkStatus

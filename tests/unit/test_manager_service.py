@@ -16,8 +16,8 @@ from typing import Any
 import grpc
 import pytest
 
+from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
-from services.manager.cid import unsealed_cid
 from services.manager.config import ManagerSection
 from services.manager.tasks import TaskType
 from tests.unit.manager_fakes import FakeIndex, FakeWorker, InProcessManager
