@@ -98,17 +98,6 @@ _RESERVED_SUBQUERY = (
 )
 
 
-def _reserved_by_path(tx: Tx, now: float, storage_id: str | None = None) -> dict[str, int]:
-    """Bytes each path has reserved (held, or released and not yet reported), expired ones left
-    out."""
-    sql = "SELECT storage_id, SUM(bytes) FROM storage_reservations WHERE expires_at >= ?"
-    params: list[Any] = [now]
-    if storage_id is not None:
-        sql += " AND storage_id = ?"
-        params.append(storage_id)
-    return {str(r[0]): int(r[1] or 0) for r in tx.query(sql + " GROUP BY storage_id", params)}
-
-
 def _free_after_reservations(stat: FsStat, held: int) -> int:
     """What a path can still take: its reported free space (net of the reporting worker's own
     reservations), and the file system's free space and the max_storage cap net of every
@@ -556,14 +545,18 @@ class IndexStore:
 
         def run(tx: Tx) -> tuple[str, int]:
             now = self.clock()
-            row = tx.one(f"SELECT {_PATH_COLUMNS} FROM storage_paths WHERE id = ?", (storage_id,))
-            if row is None:
+            pk = tx.scalar(DECLARE_PATH_SQL, (storage_id,))
+            if pk is None:
                 raise _not_attached(storage_id)
-            path = _path_row(row)
             # One reservation of a path at a time across every index replica: the check below
             # and the insert must see each other (SQLite write transactions already do).
-            tx.advisory_lock(_RESERVE_LOCK_NAMESPACE, path.pk)
-            held = _reserved_by_path(tx, now, storage_id).get(storage_id, 0)
+            tx.advisory_lock(_RESERVE_LOCK_NAMESPACE, int(pk))
+            row = tx.one(
+                f"SELECT {_PATH_COLUMNS}, {_RESERVED_SUBQUERY} FROM storage_paths WHERE id = ?", (now, storage_id)
+            )
+            if row is None:
+                raise _not_attached(storage_id)
+            path, held = _path_row(row[:-1]), int(row[-1] or 0)
             free = _free_after_reservations(path.stat, held)
             if size > free:
                 raise ResourceExhausted(

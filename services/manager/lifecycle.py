@@ -166,10 +166,6 @@ def sector_name(miner: int, number: int) -> str:
     return f"s-t0{miner}-{number}"
 
 
-def state_name(state: SectorState) -> str:
-    return state.name
-
-
 # --- input digests ---------------------------------------------------------------------------
 
 

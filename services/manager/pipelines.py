@@ -39,9 +39,6 @@ class Pipelines:
                 del self._users[key]
                 del self._locks[key]
 
-    async def record(self, miner: int, number: int) -> lifecycle.SectorRecord | None:
-        return await self.store.sector(miner, number)
-
     def live_works(self, miner: int, number: int) -> list[LiveWork]:
         """The sector's works not finished yet (any generation)."""
         return [

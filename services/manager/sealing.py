@@ -238,7 +238,7 @@ class Sealing:
         inputs answers its recorded result; a refused one raises before anything is queued."""
         miner, number = sector.id.miner, sector.id.number
         async with self.pipelines.locked(miner, number):
-            record = await self.pipelines.record(miner, number)
+            record = await self.store.sector(miner, number)
             generation = record.generation if record is not None else 0
             work_id = self.runner.tracker.work_id_of(spec.method, spec.params(request), key_extra, generation)
             try:
@@ -288,7 +288,7 @@ class Sealing:
         miner, number = header.sector.id.miner, header.sector.id.number
         spec = BY_METHOD["AddPiece"]
         async with self.pipelines.locked(miner, number):
-            record = await self.pipelines.record(miner, number)
+            record = await self.store.sector(miner, number)
             try:
                 claims = lifecycle.decide_add_piece(
                     record,
@@ -359,7 +359,7 @@ class Sealing:
             return lifecycle.decide_pc2(record, int(req.sector.proof_type), req.pre_commit1_output, ours, work_id)
 
         spec = BY_METHOD["SealPreCommit2"]
-        record = await self.pipelines.record(req.sector.id.miner, req.sector.id.number)
+        record = await self.store.sector(req.sector.id.miner, req.sector.id.number)
         generation = record.generation if record is not None else 0
         work_id = self.runner.tracker.work_id_of(spec.method, spec.params(worker_req), b"", generation)
         try:

@@ -191,9 +191,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             for record in batch:
                 after = (record.miner, record.number)
                 if not wanted or int(record.state) in wanted:
-                    status = views.sector_status(record, self.runner)
-                    del status.jobs[:]
-                    out.sectors.append(status)
+                    out.sectors.append(views.sector_status(record, self.runner, with_jobs=False))
                     last = after
                     if len(out.sectors) == size:
                         break

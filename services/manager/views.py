@@ -389,8 +389,11 @@ _STEP_PROTO = {
 }
 
 
-def sector_status(record: lifecycle.SectorRecord, runner: JobRunner) -> manager_pb2.SectorStatusResponse:
-    """A sector's lifecycle record and its work not finished yet, for SectorStatus."""
+def sector_status(
+    record: lifecycle.SectorRecord, runner: JobRunner, with_jobs: bool = True
+) -> manager_pb2.SectorStatusResponse:
+    """A sector's lifecycle record and (with_jobs) its work not finished yet, for SectorStatus
+    and ListSectors (which leaves the jobs out: each would scan every live job)."""
     out = manager_pb2.SectorStatusResponse(
         sector=sector_ref(record.miner, record.number, record.proof_type),
         state=manager_pb2.SectorLifecycleState.ValueType(int(record.state)),
@@ -403,6 +406,10 @@ def sector_status(record: lifecycle.SectorRecord, runner: JobRunner) -> manager_
         done = record.steps.get(step)
         if done is not None:
             out.steps.append(manager_pb2.SectorStepDone(step=_STEP_PROTO[step], done_at=ts(done.done_at)))
+    if not with_jobs:
+        _set_ts(out.created_at, record.created_at)
+        _set_ts(out.updated_at, record.updated_at)
+        return out
     request = manager_pb2.SealingJobsRequest(sector=common_pb2.SectorId(miner=record.miner, number=record.number))
     J = manager_pb2.JobState
     out.jobs.extend(

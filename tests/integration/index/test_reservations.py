@@ -14,6 +14,8 @@ from google.protobuf.duration_pb2 import Duration
 
 from services.common.proto.sectorstorage.v1 import common_pb2 as cpb
 from services.common.proto.sectorstorage.v1 import index_pb2 as ipb
+from services.index.domain import FileType, PathType
+from services.index.policy import space_needed
 from tests.integration.index.helpers import Index, attach, new_id, stat
 
 HOUR = Duration(seconds=3600)
@@ -70,8 +72,11 @@ def test_racing_reservations_never_over_commit_a_shared_path(clean: Index) -> No
         t.join()
     assert sum(granted) <= 1_000_000 and len(granted) == 1_000_000 // 60_000
     assert f"{1_000_000 - sum(granted)} bytes free with {sum(granted)} reserved by the fleet" in refusals[0]
-    # BestAlloc sees the path as full too (a sealed 2 KiB file needs more than is left).
-    assert not alloc_ok(clean, storage_id) or 1_000_000 - sum(granted) >= 2048
+    # BestAlloc counts the reservations too: the path offers exactly what is left.
+    left = 1_000_000 - sum(granted)
+    assert alloc_ok(clean, storage_id) == (space_needed(FileType.SEALED, 2048, PathType.SEALING) <= left)
+    reserve(clean, storage_id, left - 100)  # now under any file's need
+    assert not alloc_ok(clean, storage_id)
 
 
 def test_release_counts_until_the_next_report_and_expiry_frees(clean: Index) -> None:
