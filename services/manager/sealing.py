@@ -371,7 +371,9 @@ class Sealing:
         ):
             # The cache (PC2's only input) is moved to the worker that will run PC2 first, as its
             # own FETCH task, so PC2 holds its GPU and threads only while it computes.
-            fetched_on = await self._fetch_stage(
+            # Afterwards that worker holds the cache, so the ExistingSelector prefers it and still
+            # re-resolves should it leave (a pin to it would wait for it forever).
+            await self._fetch_stage(
                 req.sector,
                 frozenset({FileType.CACHE}),
                 TaskType.PRE_COMMIT_2,
@@ -380,8 +382,6 @@ class Sealing:
                 deadline,
                 record.generation if record is not None else 0,
             )
-            if fetched_on is not None:
-                selector = FixedSelector((fetched_on,))
         out: common_pb2.SectorCommitments = await self.step(
             spec, req.sector, worker_req, req.priority, selector, deadline, decide
         )
@@ -525,11 +525,9 @@ class Sealing:
             sector=sector, range=whole, ticket=ticket, comm_d=comm_d
         )
         selector: Selector = ExistingSelector(_key(sector), SEALED_CACHE, allow_fetch=True, task_type=TaskType.UNSEAL)
-        fetched_on = await self._fetch_stage(
+        await self._fetch_stage(
             sector, SEALED_CACHE, TaskType.UNSEAL, worker_pb2.FETCH_MODE_COPY, priority, deadline, generation
         )
-        if fetched_on is not None:
-            selector = FixedSelector((fetched_on,))
         await self.run(
             BY_METHOD["UnsealPiece"], sector, worker_req, priority, selector, deadline, generation=generation
         )
@@ -543,25 +541,25 @@ class Sealing:
         priority: int,
         deadline: Deadline,
         generation: int,
-    ) -> str | None:
+    ) -> None:
         """When no holder of the sector's files can run `task`, brings the files to a worker that
-        can, as a FETCH task of its own (the GET row and caps apply; TaskHistory shows it), and
-        returns that worker so the task is placed there with its inputs local. None when a
-        holder can run the task, or no worker can take both (the task then fetches for itself,
-        or waits)."""
+        can, as a FETCH task of its own (the GET row and caps apply; TaskHistory shows it), so
+        the task's selector then finds that worker a holder and places it there with its inputs
+        local. Nothing when a holder can run the task, or no worker can take both (the task then
+        fetches for itself, or waits)."""
         if self.index is None:
-            return None
+            return
         key = _key(sector)
         candidates = await ExistingSelector(key, types, allow_fetch=True, task_type=task).resolve(self.runner.selectors)
         if candidates.anywhere or any(self.runner.can_run(w, task) for w in candidates.preferred):
-            return None
+            return
         targets = sorted(
             w
             for w in (candidates.pool or ())
             if self.runner.can_run(w, task) and self.runner.can_run(w, TaskType.FETCH)
         )
         if not targets:
-            return None
+            return
         fetch = worker_pb2.FetchRequest(
             sector=sector,
             types=[common_pb2.SectorFileType.ValueType(int(t)) for t in sorted(types)],
@@ -577,7 +575,6 @@ class Sealing:
             "fetched a sector's files ahead of its task",
             extra={"sector": sector_name(sector), "task": task.short, "worker": live.call.worker_id},
         )
-        return live.call.worker_id or None
 
     # --- reading pieces ----------------------------------------------------------------------
 
