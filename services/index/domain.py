@@ -14,6 +14,29 @@ from dataclasses import dataclass, field
 from enum import Enum, IntFlag
 from typing import TypeVar
 
+from services.common.errors import (  # re-exported: the index raises these
+    AlreadyExists as AlreadyExists,
+)
+from services.common.errors import (
+    DeadlineExceeded as DeadlineExceeded,
+)
+from services.common.errors import DomainError
+from services.common.errors import (
+    FailedPrecondition as FailedPrecondition,
+)
+from services.common.errors import (
+    InvalidArgument as InvalidArgument,
+)
+from services.common.errors import (
+    NotFound as NotFound,
+)
+from services.common.errors import (
+    ResourceExhausted as ResourceExhausted,
+)
+from services.common.errors import (
+    Unavailable as Unavailable,
+)
+
 MAX_INT63 = 2**63 - 1
 # Weights are multiplied by up to 3 types (FindSector) and by free bytes (BestAlloc ranking);
 # anything beyond 32 bits is certainly a mistake.
@@ -21,41 +44,12 @@ MAX_WEIGHT = 2**32 - 1
 MAX_LABEL = 256  # longest group name / owner string
 MAX_URLS = 64
 
-
 # -- errors -------------------------------------------------------------------------------------
 
 
-class StoreError(Exception):
-    """A request the index refuses; the message says what to fix."""
-
-
-class InvalidArgument(StoreError):
-    pass
-
-
-class NotFound(StoreError):
-    pass
-
-
-class AlreadyExists(StoreError):
-    pass
-
-
-class FailedPrecondition(StoreError):
-    pass
-
-
-class DeadlineExceeded(StoreError):
-    pass
-
-
-class ResourceExhausted(StoreError):
-    pass
-
-
-class Unavailable(StoreError):
-    """The index cannot serve this now (e.g. it is shutting down); retry, possibly elsewhere."""
-
+# The index's refusals are the fleet's domain errors (services/common/errors.py maps them to
+# statuses); `StoreError` names their base here.
+StoreError = DomainError
 
 # -- sectors and file types ---------------------------------------------------------------------
 

@@ -5,26 +5,18 @@ a database that cannot be reached -> UNAVAILABLE; anything else -> INTERNAL, log
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
-from services.common.db import DatabaseUnavailable
+from services.common.errors import status_errors
 from services.common.proto.sectorstorage.v1 import index_pb2, index_pb2_grpc
 from services.index import convert
 from services.index.domain import (
-    AlreadyExists,
-    DeadlineExceeded,
-    FailedPrecondition,
     InvalidArgument,
     Lease,
-    NotFound,
-    ResourceExhausted,
-    StoreError,
-    Unavailable,
     check_uuid,
 )
 from services.index.locks import LockManager, Waiting
@@ -34,46 +26,9 @@ from services.index.store import IndexStore
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Self = TypeVar("Self")
 
-_CODES: dict[type[StoreError], grpc.StatusCode] = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
-
-
-async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
-    if isinstance(exc, StoreError):
-        await context.abort(_CODES.get(type(exc), grpc.StatusCode.INTERNAL), str(exc))
-    if isinstance(exc, DatabaseUnavailable):
-        log.warning("database unavailable", extra={"method": method, "error": str(exc)})
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"index database unavailable, retry later: {exc}")
-    log.exception("internal error", extra={"method": method})
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(exc).__name__}: {exc}")
-
-
-def _handled(
-    fn: Callable[[Self, Req, Context], Awaitable[Resp]],
-) -> Callable[[Self, Req, Context], Awaitable[Resp]]:
-    """Maps domain and database errors of a unary (or client-streaming) handler to statuses."""
-
-    @functools.wraps(fn)
-    async def wrapper(self: Self, request: Req, context: Context) -> Resp:
-        try:
-            return await fn(self, request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every error becomes a status
-            await _abort(context, exc, fn.__name__)
-
-    return wrapper
+# Domain errors (services/common/errors.py) become statuses; a database outage is UNAVAILABLE.
+_handled = status_errors(database="index")
 
 
 class IndexServicer(index_pb2_grpc.IndexServiceServicer):
@@ -256,20 +211,18 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             locks=[convert.lease_msg(lease) for lease in await self.locks.list_locks(sector)]
         )
 
+    @_handled
     async def StorageLock(
         self, request: index_pb2.StorageLockRequest, context: Context
     ) -> AsyncIterator[index_pb2.StorageLockResponse]:
-        try:
-            lock_request = convert.lock_request(request)
-            remaining = context.time_remaining()
-            # End a little before the client's own deadline so that it gets our message (which
-            # names the holders) rather than a bare "Deadline Exceeded".
-            deadline = (
-                None if remaining is None else asyncio.get_running_loop().time() + remaining - min(0.05, remaining / 10)
-            )
-            events = self.locks.acquire(lock_request, deadline)
-        except Exception as exc:  # noqa: BLE001
-            await _abort(context, exc, "StorageLock")
+        lock_request = convert.lock_request(request)
+        remaining = context.time_remaining()
+        # End a little before the client's own deadline so that it gets our message (which
+        # names the holders) rather than a bare "Deadline Exceeded".
+        deadline = (
+            None if remaining is None else asyncio.get_running_loop().time() + remaining - min(0.05, remaining / 10)
+        )
+        events = self.locks.acquire(lock_request, deadline)
         try:
             async for event in events:
                 if isinstance(event, Waiting):
@@ -285,10 +238,6 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                     self.locks.release_later(lease.lease_id)
                     raise
                 return
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            await _abort(context, exc, "StorageLock")
         finally:
             await events.aclose()
 
