@@ -21,13 +21,17 @@ to use PostgreSQL for several managers.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from services.common.db import Database, Dialect, Tx
+from services.common.db import Database, DatabaseUnavailable, Dialect, Tx
 from services.common.db.engine import Row
 from services.common.errors import FailedPrecondition, Unavailable
+
+log = logging.getLogger(__name__)
 
 _ROW = (
     "SELECT holder, address, epoch, acquired_at, renewed_at, expires_at, failovers FROM manager_leadership WHERE id = 1"
@@ -187,3 +191,96 @@ class Leadership:
                 f"manager {self.holder} no longer leads (it took epoch {epoch}; {holder} leads with epoch "
                 f"{current}): its write is refused"
             )
+
+
+class Campaign:
+    """A manager's side of the election over time: stand by until the lease is free, lead
+    (renewing it every `renew_every_s`), and stop leading at once when it is lost, or when the
+    database has been unreachable for so long that the lease may have expired (another manager
+    may lead by then; its writes would be refused anyway, but neither should this one dispatch).
+
+    `on_elected` runs once this manager leads (start scheduling, answer the API, report ready);
+    `on_deposed` once it no longer does, with the reason (the process then exits: it restarts as
+    a standby, with no half-led state left in memory).
+    """
+
+    def __init__(
+        self,
+        leadership: Leadership,
+        on_elected: Callable[[Lease], Awaitable[None]],
+        on_deposed: Callable[[str], Awaitable[None]],
+        *,
+        renew_every_s: float,
+        poll_every_s: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < renew_every_s < leadership.ttl_s:
+            raise ValueError(f"renew_every_s ({renew_every_s}) must be positive and below the ttl ({leadership.ttl_s})")
+        self.leadership = leadership
+        self.on_elected = on_elected
+        self.on_deposed = on_deposed
+        self.renew_every_s = renew_every_s
+        self.poll_every_s = poll_every_s
+        self.monotonic = monotonic
+        self.lease: Lease | None = None
+        self.standing_by_since = monotonic()
+
+    async def run(self) -> str:
+        """Campaigns until deposed; returns why it stopped leading."""
+        self.lease = await self._win()
+        await self.on_elected(self.lease)
+        reason = await self._hold()
+        self.lease = None
+        await self.on_deposed(reason)
+        return reason
+
+    async def _win(self) -> Lease:
+        last_holder = None
+        while True:
+            try:
+                lease = await self.leadership.try_acquire()
+            except DatabaseUnavailable as exc:
+                log.warning("cannot reach the database to campaign for the lease", extra={"error": str(exc)})
+                lease = None
+            if lease is not None:
+                log.info(
+                    "this manager leads",
+                    extra={"epoch": lease.epoch, "holder": lease.holder, "failovers": lease.failovers},
+                )
+                return lease
+            current = await self._current()
+            if current is not None and current.holder != last_holder:
+                last_holder = current.holder
+                log.info("standing by", extra={"leader": current.holder, "leader_address": current.address})
+            await asyncio.sleep(self.poll_every_s)
+
+    async def _current(self) -> Lease | None:
+        try:
+            return await self.leadership.current()
+        except (DatabaseUnavailable, NotLeader):
+            return None
+
+    async def _hold(self) -> str:
+        # Measured on this process's monotonic clock: from the last renewal that reached the
+        # database, the lease certainly lasts ttl_s (the database's copy may only be later).
+        renewed = self.monotonic()
+        while True:
+            await asyncio.sleep(self.renew_every_s)
+            try:
+                self.lease = await self.leadership.renew()
+                renewed = self.monotonic()
+            except NotLeader as exc:
+                log.error("this manager lost the lease", extra={"error": str(exc)})
+                return str(exc)
+            except DatabaseUnavailable as exc:
+                left = self.leadership.ttl_s - (self.monotonic() - renewed)
+                log.warning(
+                    "cannot renew the lease: the database is unreachable",
+                    extra={"error": str(exc), "lease_left_s": round(left, 2)},
+                )
+                if left <= self.renew_every_s:
+                    self.leadership.epoch = None
+                    return (
+                        f"the database was unreachable for {self.monotonic() - renewed:.1f} s: the lease may have "
+                        "expired, so this manager stops leading"
+                    )

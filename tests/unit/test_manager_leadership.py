@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common.db import Database, Tx
-from services.manager.leadership import Fenced, HeldElsewhere, Leadership, NotLeader
+from services.common.db import Database, DatabaseUnavailable, Tx
+from services.manager.leadership import Campaign, Fenced, HeldElsewhere, Leadership, Lease, NotLeader
 from services.manager.store import ManagerStore, WorkerOperatorState
 from tests.unit.manager_db import databases, db_url, open_store  # noqa: F401
 
@@ -150,5 +150,85 @@ def test_a_write_racing_the_takeover_commits_before_it_or_not_at_all(
         with pytest.raises(Fenced):
             await a_store.set_worker_state(WorkerOperatorState("late"))
         assert "late" not in await b_store.worker_states()
+
+    asyncio.run(run())
+
+
+class Recorder:
+    """What a campaign told its manager, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+        self.elected = asyncio.Event()
+
+    async def elected_(self, lease: Lease) -> None:
+        self.events.append(("elected", lease.epoch))
+        self.elected.set()
+
+    async def deposed(self, reason: str) -> None:
+        self.events.append(("deposed", reason))
+
+
+def campaign(lead: Leadership, rec: Recorder) -> Campaign:
+    return Campaign(lead, rec.elected_, rec.deposed, renew_every_s=0.2, poll_every_s=0.05)
+
+
+@pytest.mark.postgres
+def test_campaigns_fail_over_and_a_deposed_leader_stops(postgres: object, databases: list[Database]) -> None:  # noqa: F811
+    url = postgres.new_database()  # type: ignore[attr-defined]
+    a_lead = Leadership(open_store(url, databases).db, "a", "a:1", 1.0)
+    b_lead = Leadership(open_store(url, databases).db, "b", "b:1", 1.0)
+    a_rec, b_rec = Recorder(), Recorder()
+
+    async def run() -> None:
+        a_task = asyncio.create_task(campaign(a_lead, a_rec).run())
+        await asyncio.wait_for(a_rec.elected.wait(), 5)
+        b_task = asyncio.create_task(campaign(b_lead, b_rec).run())
+        await asyncio.sleep(1.5)  # longer than the ttl: a renews, b stands by
+        assert not b_rec.elected.is_set()
+        # a dies without a word (kill -9: no release); b leads within about the ttl.
+        a_task.cancel()
+        died = time.monotonic()
+        await asyncio.wait_for(b_rec.elected.wait(), 5)
+        assert time.monotonic() - died < 1.0 + 0.5
+        assert b_rec.events == [("elected", 2)]
+        # Someone takes the lease from b behind its back (a clock far ahead): b's next renewal
+        # finds out, and b stops leading.
+        thief = Leadership(open_store(url, databases).db, "c", "c:1", 1.0, clock=lambda: time.time() + 60)
+        assert await thief.try_acquire() is not None
+        reason = await asyncio.wait_for(b_task, 5)
+        assert "lost the lease" in reason and b_rec.events[-1] == ("deposed", reason)
+        assert b_lead.epoch is None
+
+    asyncio.run(run())
+
+
+def test_a_leader_cut_off_from_its_database_stops_before_its_lease_could_lapse(
+    tmp_path: Path,
+    databases: list[Database],  # noqa: F811
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'manager.db'}", databases)
+
+    class CutOff(Leadership):
+        cut = False
+
+        async def renew(self) -> Lease:
+            if self.cut:
+                raise DatabaseUnavailable("connection refused")
+            return await super().renew()
+
+    lead = CutOff(store.db, "a", "a:1", 1.0)
+    rec = Recorder()
+
+    async def run() -> None:
+        task = asyncio.create_task(campaign(lead, rec).run())
+        await asyncio.wait_for(rec.elected.wait(), 5)
+        lead.cut = True
+        cut = time.monotonic()
+        reason = await asyncio.wait_for(task, 5)
+        # It gave up while its lease certainly still held: no window in which it and a
+        # successor both think they lead.
+        assert time.monotonic() - cut < 1.0
+        assert "unreachable" in reason and lead.epoch is None
 
     asyncio.run(run())
