@@ -72,6 +72,11 @@ class ManagerSection(BaseModel):
     assigner: str = "utilization"
     # Database threads.
     db_threads: int = Field(default=4, ge=1, le=64)
+    # Leadership (several managers on one PostgreSQL database; docs/manager.md, "Failover"): the
+    # leader's lease lasts this long without a renewal. It renews every third of it; a standby
+    # asks every sixth of it. After kill -9 of the leader a standby leads within about
+    # leader_lease_s, plus a poll.
+    leader_lease_s: float = Field(default=6.0, ge=0.5, le=300)
 
     @field_validator("task_timeouts")
     @classmethod

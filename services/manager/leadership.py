@@ -22,10 +22,13 @@ to use PostgreSQL for several managers.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.common.db import Database, DatabaseUnavailable, Dialect, Tx
 from services.common.db.engine import Row
@@ -72,8 +75,37 @@ def _lease(row: Row) -> Lease:
     return Lease(str(holder), str(address), int(epoch), float(acquired), float(renewed), float(expires), int(failovers))
 
 
+class FileOwnership:
+    """An exclusive lock on `<sqlite file>.manager-lock`, held while the process lives. The kernel
+    drops it when the process dies, however it dies, so a second live manager is refused at once
+    and a manager restarted after a crash never waits for its predecessor's lease to lapse."""
+
+    def __init__(self, database_file: Path) -> None:
+        self.path = database_file.with_name(database_file.name + ".manager-lock")
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            self._fd = None
+            raise HeldElsewhere(
+                f"another manager process holds the SQLite database {database_file} (lock {self.path}): "
+                "SQLite is the single-manager default, one manager per database file; run several "
+                'managers on PostgreSQL (database url = "postgresql://...") instead'
+            ) from None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class Leadership:
-    """One manager's side of the lease: take it, keep it, give it back, and fence its writes."""
+    """One manager's side of the lease: take it, keep it, give it back, and fence its writes.
+
+    `exclusive`: this process alone can reach the database (it holds the SQLite file's
+    FileOwnership), so a live-looking lease of another holder is a crashed manager's, taken over
+    at once."""
 
     def __init__(
         self,
@@ -82,6 +114,8 @@ class Leadership:
         address: str,
         ttl_s: float,
         clock: Callable[[], float] = time.time,
+        *,
+        exclusive: bool = False,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"the lease's ttl must be positive (got {ttl_s})")
@@ -90,6 +124,7 @@ class Leadership:
         self.address = address
         self.ttl_s = ttl_s
         self.clock = clock
+        self.exclusive = exclusive
         # The epoch this manager leads with; None while it does not lead.
         self.epoch: int | None = None
 
@@ -119,7 +154,7 @@ class Leadership:
                 return Lease(
                     self.holder, self.address, lease.epoch, lease.acquired_at, now, now + self.ttl_s, lease.failovers
                 )
-            if lease.live(now):
+            if lease.live(now) and not self.exclusive:
                 if self.db.dialect is Dialect.SQLITE:
                     raise HeldElsewhere(
                         f"another manager ({lease.holder}, serving on {lease.address or 'an unknown address'}) "

@@ -11,7 +11,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -34,6 +34,15 @@ QUEUE_WAIT_SECONDS = Histogram(
     "Time a call waited in the queue before it was placed",
     ["task"],
     buckets=(0.001, 0.01, 0.1, 1, 5, 10, 30, 60, 300, 900, 3600, 14400),
+)
+LEADER = Gauge("sectorstorage_manager_leader", "1 while this manager leads (holds the lease), 0 on a standby")
+LEADER_EPOCH = Gauge(
+    "sectorstorage_manager_leader_epoch", "The lease epoch this manager leads with (rises at every failover)"
+)
+LEADER_SINCE = Gauge("sectorstorage_manager_leader_since_seconds", "Unix time at which this manager took the lease")
+FAILOVERS = Gauge(
+    "sectorstorage_manager_failovers",
+    "Changes of leader recorded in the database so far (as of this manager's election)",
 )
 WORKERS_LOST = Counter("sectorstorage_manager_workers_lost_total", "Workers marked gone after missing heartbeats")
 DEDUP_ATTACHED = Counter(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import sqlite3
 import time
 import uuid
@@ -16,11 +17,13 @@ from services.common.auth import Permission
 from services.common.db import Database, DatabaseRefused, DatabaseUnavailable, SchemaTooNew, open_database
 from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc
 from services.common.server import Registration, Runtime, Service, registration
+from services.common.startup import StartupError
 from services.manager import metrics, views
 from services.manager.calltracker import CallTracker, RetryPolicy
 from services.manager.config import ManagerConfig
 from services.manager.index_client import GrpcStorageIndex, StorageIndex
 from services.manager.jobs import JobRunner
+from services.manager.leadership import Campaign, FileOwnership, HeldElsewhere, Leadership, Lease
 from services.manager.post import Proving
 from services.manager.sealing import Sealing
 from services.manager.selectors import SelectorContext
@@ -95,6 +98,12 @@ class ManagerApp(Service):
             self.runner, self.sealing, self.proving, self.store, self.session_id, self.ready
         )  # type: ignore[abstract]
         self._loops: list[asyncio.Task[None]] = []
+        self.leadership: Leadership | None = None
+        self.ownership: FileOwnership | None = None
+        self.campaign: Campaign | None = None
+        self._campaign_task: asyncio.Task[str] | None = None
+        # Why this manager stopped leading, once it did.
+        self.deposed: str | None = None
         self._index_problem: str | None = None
         log.info("manager database ready", extra={"database": self.db.target.describe()})
 
@@ -117,6 +126,41 @@ class ManagerApp(Service):
         self.selectors.index = self.index
         self.sealing.index = self.index
         self.proving.index = self.index
+        # Lead before anything else: only the leader recovers, schedules and writes.
+        lease_s = settings.leader_lease_s
+        if self.db.target.path is not None:  # SQLite: one manager per file, checked by the kernel
+            try:
+                self.ownership = FileOwnership(self.db.target.path)
+            except HeldElsewhere as exc:
+                raise StartupError(str(exc)) from None
+        self.leadership = Leadership(
+            self.db, self._holder(runtime), runtime.address, lease_s, exclusive=self.ownership is not None
+        )
+        self.campaign = Campaign(
+            self.leadership, self._lead, self._deposed, renew_every_s=lease_s / 3, poll_every_s=lease_s / 6
+        )
+        try:
+            lease = await self.leadership.try_acquire()
+        except HeldElsewhere as exc:
+            raise StartupError(str(exc)) from None
+        if lease is None:
+            current = await self.leadership.current()
+            await runtime.dependency("leadership", f"standing by: manager {current.holder} leads ({current.address})")
+        self._campaign_task = asyncio.create_task(self.campaign.run())
+
+    def _holder(self, runtime: Runtime) -> str:
+        """This manager's name in the lease: host, address and session (unique per process)."""
+        return f"{socket.gethostname()}/{runtime.address}/{self.session_id[:8]}"
+
+    async def _lead(self, lease: Lease) -> None:
+        """Becomes the leader: recovers the tracker's state and starts scheduling."""
+        assert self.runtime is not None
+        settings = self.config.manager
+        metrics.LEADER.set(1)
+        metrics.LEADER_EPOCH.set(lease.epoch)
+        metrics.LEADER_SINCE.set(lease.acquired_at)
+        metrics.FAILOVERS.set(lease.failovers)
+        await self.runtime.dependency("leadership", None)
         self.servicer.operator_states = await self.store.worker_states()
         self.runner.started_at = time.monotonic()
         await self.runner.recover()
@@ -128,6 +172,16 @@ class ManagerApp(Service):
             asyncio.create_task(self._every(3600.0, self._purge, "retention")),
             asyncio.create_task(self._every(min(2.0, settings.heartbeat_interval_s), self._check_index, "readiness")),
         ]
+
+    async def _deposed(self, reason: str) -> None:
+        """No longer the leader: stop at once (the process exits and comes back as a standby;
+        nothing it would still do could be recorded anyway, its writes are fenced)."""
+        metrics.LEADER.set(0)
+        log.error("this manager no longer leads: stopping", extra={"reason": reason})
+        self.deposed = reason
+        if self.runtime is not None:
+            await self.runtime.dependency("leadership", f"deposed: {reason}")
+            self.runtime.stopping.set()
 
     async def _full_pass(self) -> None:
         placed = self.runner.scheduler.full_pass()
@@ -163,6 +217,10 @@ class ManagerApp(Service):
                 log.exception("manager loop step failed", extra={"loop": name})
 
     async def stop(self) -> None:
+        if self._campaign_task is not None:
+            self._campaign_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._campaign_task
         for task in self._loops:
             task.cancel()
         for task in self._loops:
@@ -173,4 +231,10 @@ class ManagerApp(Service):
         await self.registry.close()
         if self.index is not None:
             await self.index.close()
+        if self.leadership is not None and self.deposed is None:
+            # A clean stop hands the lease over at once instead of letting it expire.
+            with contextlib.suppress(DatabaseUnavailable):
+                await self.leadership.release()
         self.db.close()
+        if self.ownership is not None:
+            self.ownership.close()

@@ -622,9 +622,13 @@ class InProcessManager:
         self.task.cancel()
         for loop_task in self.app._loops:
             loop_task.cancel()
+        if self.app._campaign_task is not None:
+            self.app._campaign_task.cancel()
         await self.host.server.stop(0)
         await self.app.runner.close()
         self.app.db.close()
+        if self.app.ownership is not None:  # the kernel drops a dead process's file lock
+            self.app.ownership.close()
 
     async def seed(
         self,
