@@ -329,7 +329,7 @@ def result(backend: str, op: str, via: str, run: Run, load: float) -> Result:
 def start_index(data_dir: Path, url: str, processes: int = 1, extra_env: dict[str, str] | None = None) -> list[Any]:
     """One index process, or several sharing one port (SO_REUSEPORT, which `grpc.reuse_port`
     turns on: the kernel spreads client connections over them) and one database."""
-    from services.cli.local_fleet import ServiceProcess
+    from services.devfleet import ServiceProcess
 
     env = {
         "SECTORSTORAGE_DATABASE_URL": url,
@@ -340,7 +340,7 @@ def start_index(data_dir: Path, url: str, processes: int = 1, extra_env: dict[st
     }
     first = ServiceProcess(name="index", data_dir=data_dir, env=env, secret=SECRET).start(timeout=120)
     procs = [first]
-    for _ in range(processes - 1):  # the later --listen wins over local_fleet's port 0
+    for _ in range(processes - 1):  # the later --listen wins over ServiceProcess's port 0
         more = ServiceProcess(name="index", data_dir=data_dir, env=env, secret=SECRET, args=("--listen", first.address))
         procs.append(more.start(timeout=120))
     return procs

@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc  # noqa: E402
 
 import rust_core  # noqa: E402
-from services.cli.local_fleet import ServiceProcess  # noqa: E402
 from services.common.auth import Permission, create_token  # noqa: E402
 from services.common.client import aio_channel, sync_channel  # noqa: E402
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc  # noqa: E402
+from services.devfleet import ServiceProcess  # noqa: E402
 from services.worker.wire import decode_chunk_response  # noqa: E402
 
 MINER = 1000

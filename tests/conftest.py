@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.local_fleet import ServiceProcess
+from services.devfleet import ServiceProcess
 
 REPO = Path(__file__).resolve().parent.parent
 # The known-answer vectors live beside the repository checkout, in ../shared/vectors.

@@ -19,7 +19,6 @@ from typing import Any
 import grpc
 import pytest
 
-from services.cli.local_fleet import ServiceProcess
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import (
     common_pb2,
@@ -28,6 +27,7 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
+from services.devfleet import ServiceProcess
 from tests.integration.worker_helpers import FAST_WORKER_ENV, MINER, token
 
 StartService = Callable[..., ServiceProcess]

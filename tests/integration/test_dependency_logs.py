@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.cli.local_fleet import console_script
 from services.common.proto.sectorstorage.v1 import index_pb2
 from services.common.readiness import READY_SERVICE
+from services.devfleet import console_script
 from services.worker.paths import PathMeta, StorageList, init_path
 from tests.integration.fleet import free_port
 from tests.integration.worker_helpers import StartService, index_stub, token

@@ -37,10 +37,10 @@ import grpc
 import pytest
 
 import rust_core
-from services.cli.local_fleet import ServiceProcess
 from services.cli.sealing import add_piece_stream
 from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2
+from services.devfleet import ServiceProcess
 from services.manager.config import ManagerConfig
 from services.manager.records import OutcomeKind, WorkRecord, WorkStatus
 from services.manager.service import open_manager_database

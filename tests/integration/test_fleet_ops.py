@@ -30,10 +30,10 @@ from typing import Any
 import grpc
 import pytest
 
-from services.cli.local_fleet import ServiceProcess
 from services.cli.sealing import add_piece
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
+from services.devfleet import ServiceProcess
 from tests.integration import fleet as fleet_helpers
 from tests.integration.fleet import P2K, Fleet, WorkerSpec, piece_data, sector
 from tests.integration.test_manager_e2e import check_no_overcommit, precommit, seal_sector

@@ -18,7 +18,6 @@ import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.cli.local_fleet import ServiceProcess
 from services.common.auth import Permission, create_token
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import (
@@ -29,6 +28,7 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
+from services.devfleet import ServiceProcess
 from tests.conftest import TEST_SECRET
 
 StartService = Callable[..., ServiceProcess]
@@ -281,7 +281,7 @@ def test_unimplemented_rpc_is_clear() -> None:
     ],
 )
 def test_bad_config_stops_startup_naming_the_key(tmp_path: Path, env: dict[str, str], key: str) -> None:
-    from services.cli.local_fleet import console_script
+    from services.devfleet import console_script
 
     result = subprocess.run(
         [console_script("sectorstorage-index"), "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)],

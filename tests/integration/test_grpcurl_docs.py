@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from services.cli.local_fleet import ServiceProcess
+from services.devfleet import ServiceProcess
 from tests.conftest import REPO, TEST_SECRET
 
 StartService = Callable[..., ServiceProcess]

@@ -496,7 +496,7 @@ def test_service_starts_from_its_manifest(rendered: dict[str, Rendered], compone
     """The console script with the manifest's args, the mounted TOML and the pod's env, as the
     kubelet would run it; only the addresses and the data dir are moved onto this machine (by
     flags, which rank above file and env). It must report SERVING's line and drain on SIGTERM."""
-    from services.cli.local_fleet import console_script
+    from services.devfleet import console_script
 
     base = rendered["base"]
     workload, container, args, file, env = service_inputs(base, component, tmp_path, TEST_AUTH)

@@ -562,7 +562,7 @@ def test_cleanup_removed_finds_and_removes_what_an_unreachable_holder_kept(fleet
     import os
     import subprocess
 
-    from services.cli.local_fleet import console_script
+    from services.devfleet import console_script
     from tests.integration.worker_helpers import token
 
     fleet.add_worker(WorkerSpec("a", cpus=4))

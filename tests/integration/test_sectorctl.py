@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from services.cli.local_fleet import ServiceProcess, console_script
+from services.devfleet import ServiceProcess, console_script
 from tests.conftest import TEST_SECRET
 from tests.integration.fleet import MANAGER_ENV
 from tests.integration.worker_helpers import FAST_WORKER_ENV, token

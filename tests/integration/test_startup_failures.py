@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.local_fleet import console_script
+from services.devfleet import console_script
 from tests.conftest import TEST_SECRET
 from tests.integration.fleet import free_port
 from tests.integration.worker_helpers import StartService

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from services.cli.local_fleet import ServiceProcess, console_script
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
+from services.devfleet import ServiceProcess, console_script
 from tests.integration.fleet import WorkerSpec, sector
 from tests.integration.test_fleet_ops import make_fleet
 from tests.integration.test_manager_e2e import precommit

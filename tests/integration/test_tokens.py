@@ -10,10 +10,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.cli.local_fleet import ServiceProcess
 from services.common.auth import Permission, create_token
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import index_pb2, index_pb2_grpc
+from services.devfleet import ServiceProcess
 
 OLD = "old-fleet-key-0123456789abcdef-0123456789abcdef"
 NEW = "new-fleet-key-0123456789abcdef-0123456789abcdef"

@@ -22,7 +22,6 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from services.cli.local_fleet import ServiceProcess
 from services.common.auth import Permission, create_token
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import (
@@ -34,6 +33,7 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
+from services.devfleet import ServiceProcess
 from tests.conftest import TEST_SECRET
 
 StartService = Callable[..., ServiceProcess]

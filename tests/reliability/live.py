@@ -1,5 +1,5 @@
 """A live fleet for the reliability tests: one index, one manager and one worker as real
-processes (services/cli/local_fleet.py), the worker with one attached storage path, optionally a
+processes (services/devfleet/process.py), the worker with one attached storage path, optionally a
 2 KiB sector sealed through the manager before the test starts (the state the bad-input tests
 check is still intact afterwards), and plaintext or TLS channels with an admin token.
 
@@ -20,7 +20,6 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.cli.local_fleet import ServiceProcess
 from services.cli.sealing import SealedSector, seal_sector
 from services.common.auth import Permission, create_token
 from services.common.client import sync_channel
@@ -32,6 +31,7 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
+from services.devfleet import ServiceProcess
 from tests.conftest import TEST_SECRET
 from tests.integration.fleet import MANAGER_ENV, P2K, piece_data
 from tests.integration.worker_helpers import FAST_WORKER_ENV, SEED, TICKET

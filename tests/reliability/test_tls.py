@@ -18,9 +18,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.cli.local_fleet import ServiceProcess
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import index_pb2, index_pb2_grpc, manager_pb2, worker_pb2
+from services.devfleet import ServiceProcess
 from tests.conftest import TEST_SECRET
 from tests.reliability.certs import Authority, Pem
 from tests.reliability.live import LiveFleet, admin_token, logged, start_fleet

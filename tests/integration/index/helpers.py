@@ -12,12 +12,12 @@ from typing import Any
 
 import grpc
 
-from services.cli.local_fleet import ServiceProcess
 from services.common.auth import Permission, create_token
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2 as cpb
 from services.common.proto.sectorstorage.v1 import index_pb2 as ipb
 from services.common.proto.sectorstorage.v1 import index_pb2_grpc
+from services.devfleet import ServiceProcess
 from tests.conftest import TEST_SECRET
 
 UNSEALED, SEALED, CACHE = cpb.SECTOR_FILE_TYPE_UNSEALED, cpb.SECTOR_FILE_TYPE_SEALED, cpb.SECTOR_FILE_TYPE_CACHE

@@ -1,4 +1,4 @@
-"""Services as local processes, for `make demo` and the integration tests: each started from its
+"""One service as a local process, for `make demo`, the tests and the benchmarks: started from its
 console script on a free loopback port, its bound address read from the line it prints, stopped
 with SIGTERM (or killed, to test crashes)."""
 
