@@ -18,8 +18,9 @@ from services.common.proto.sectorstorage.v1 import index_pb2
 from services.common.readiness import READY_SERVICE
 from services.devfleet import console_script
 from services.worker.paths import PathMeta, StorageList, init_path
-from tests.integration.fleet import free_port
-from tests.integration.worker_helpers import StartService, index_stub, token
+from tests.support.auth import token
+from tests.support.fleet import StartService, free_port
+from tests.support.worker import index_stub
 
 FAST = {
     "SECTORSTORAGE_WORKER_STORAGE_HEARTBEAT_S": "0.5",

@@ -44,10 +44,11 @@ from services.devfleet import ServiceProcess
 from services.manager.config import ManagerConfig
 from services.manager.records import OutcomeKind, WorkRecord, WorkStatus
 from services.manager.service import open_manager_database
-from tests.integration import fleet as fleet_helpers
-from tests.integration.fleet import Fleet, WorkerSpec, sector
 from tests.integration.test_worker_cancel import cpu_cores, fabricated_pc1_output
-from tests.integration.worker_helpers import MINER, TICKET, index_stub
+from tests.support import fleet as fleet_helpers
+from tests.support.fleet import Fleet, WorkerSpec
+from tests.support.sectors import MINER, TICKET, sector
+from tests.support.worker import index_stub
 
 pytestmark = pytest.mark.slow
 

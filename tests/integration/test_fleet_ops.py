@@ -34,10 +34,11 @@ from services.cli.sealing import add_piece
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from services.devfleet import ServiceProcess
-from tests.integration import fleet as fleet_helpers
-from tests.integration.fleet import P2K, Fleet, WorkerSpec, piece_data, sector
 from tests.integration.test_manager_e2e import check_no_overcommit, precommit, seal_sector
-from tests.integration.worker_helpers import FAST_WORKER_ENV, TICKET, token
+from tests.support import fleet as fleet_helpers
+from tests.support.auth import token
+from tests.support.fleet import FAST_WORKER_ENV, Fleet, WorkerSpec
+from tests.support.sectors import P2K, TICKET, piece_data, sector
 
 StartService = Callable[..., ServiceProcess]
 J = manager_pb2.JobState

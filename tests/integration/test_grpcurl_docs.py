@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.devfleet import ServiceProcess
-from tests.conftest import REPO, TEST_SECRET
+from tests.support.auth import TEST_SECRET
+from tests.support.paths import REPO
 
 StartService = Callable[..., ServiceProcess]
 DOC = REPO / "docs" / "grpcurl.md"

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from services.cli.sealing import add_piece
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
-from tests.integration.fleet import P2K, Fleet, WorkerSpec, fleet, piece_data, sector  # noqa: F401
-from tests.integration.worker_helpers import SEED, TICKET
+from tests.support.fleet import Fleet, WorkerSpec, fleet  # noqa: F401
+from tests.support.sectors import P2K, SEED, TICKET, piece_data, sector
 
 
 def test_no_c1_is_placed_by_guess_while_the_index_is_down(fleet: Fleet) -> None:

@@ -32,7 +32,6 @@ import pytest
 from services.common.config import ConfigError, ServiceConfig, load_config
 from services.common.launcher import Flag
 from services.common.readiness import READY_SERVICE
-from tests.conftest import REPO, TEST_SECRET
 from tests.integration.k8s_render import (
     CLUSTER_KINDS,
     Rendered,
@@ -46,6 +45,8 @@ from tests.integration.k8s_render import (
     quantity_bytes,
     resolve_env,
 )
+from tests.support.auth import TEST_SECRET
+from tests.support.paths import REPO
 
 K8S = REPO / "k8s"
 OVERLAYS = {"base": K8S / "base", "postgres": K8S / "overlays" / "postgres", "gpu": K8S / "overlays" / "gpu"}

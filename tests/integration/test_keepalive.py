@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.worker_helpers import StartService
+from tests.support.fleet import StartService
 
 REPO = Path(__file__).resolve().parents[2]
 # An idle client: one call, IDLE seconds without any, one more call, on one channel.

@@ -29,8 +29,8 @@ import rust_core
 from services.cli.sealing import add_piece
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager.post import tree_r_last_part_bytes
-from tests.integration.fleet import P2K, P8M, Fleet, WorkerSpec, fleet, log_time, piece_data, retrying, sector, summary  # noqa: F401
-from tests.integration.worker_helpers import FAST_WORKER_ENV, MINER, SEED, TICKET
+from tests.support.fleet import FAST_WORKER_ENV, Fleet, WorkerSpec, fleet, log_time, retrying, summary  # noqa: F401
+from tests.support.sectors import MINER, P2K, P8M, SEED, TICKET, piece_data, sector
 
 J = manager_pb2.JobState
 # Threads one 2 KiB / 8 MiB task takes (the resource table) on a worker with `cpus` CPUs.

@@ -14,8 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import REPO
-from tests.integration.fleet import free_port
+from tests.support.fleet import free_port
+from tests.support.paths import REPO
 
 README = REPO / "README.md"
 

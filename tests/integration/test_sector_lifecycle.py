@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 
 from services.cli.sealing import add_piece, add_piece_stream, read_piece, seal_sector
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
-from tests.integration.fleet import P2K, P8M, Fleet, WorkerSpec, fleet, piece_data, retrying, sector  # noqa: F401
-from tests.integration.worker_helpers import SEED, TICKET
+from tests.support.fleet import Fleet, WorkerSpec, fleet, retrying  # noqa: F401
+from tests.support.sectors import P2K, P8M, SEED, TICKET, piece_data, sector
 
 S = manager_pb2.SectorLifecycleState
 WINDOW_2K = common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_2KIB_V1
@@ -563,7 +563,7 @@ def test_cleanup_removed_finds_and_removes_what_an_unreachable_holder_kept(fleet
     import subprocess
 
     from services.devfleet import console_script
-    from tests.integration.worker_helpers import token
+    from tests.support.auth import token
 
     fleet.add_worker(WorkerSpec("a", cpus=4))
     fleet.wait_registered()

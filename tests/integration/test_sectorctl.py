@@ -25,9 +25,8 @@ from typing import Any
 import pytest
 
 from services.devfleet import ServiceProcess, console_script
-from tests.conftest import TEST_SECRET
-from tests.integration.fleet import MANAGER_ENV
-from tests.integration.worker_helpers import FAST_WORKER_ENV, token
+from tests.support.auth import TEST_SECRET, token
+from tests.support.fleet import FAST_WORKER_ENV, MANAGER_ENV, service
 
 SECTORCTL = console_script("sectorctl")
 MINER = 1000
@@ -62,7 +61,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliFleet]:
     started: list[ServiceProcess] = []
 
     def start(name: str, label: str, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
-        proc = ServiceProcess(name=name, data_dir=tmp / label, args=args, env=env or {}, secret=TEST_SECRET)
+        proc = service(name, *args, data_dir=tmp / label, env=env)
         started.append(proc)
         return proc.start()
 

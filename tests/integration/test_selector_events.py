@@ -14,7 +14,8 @@ import grpc
 
 from services.cli.sealing import add_piece
 from services.common.proto.sectorstorage.v1 import manager_pb2, worker_pb2
-from tests.integration.fleet import P2K, StartService, WorkerSpec, free_port, make_fleet, piece_data, sector
+from tests.support.fleet import StartService, WorkerSpec, free_port, make_fleet
+from tests.support.sectors import P2K, piece_data, sector
 
 
 def test_queued_add_piece_runs_as_soon_as_a_path_is_attached(start_service: StartService, tmp_path: Path) -> None:

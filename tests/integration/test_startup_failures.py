@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from services.devfleet import console_script
-from tests.conftest import TEST_SECRET
-from tests.integration.fleet import free_port
-from tests.integration.worker_helpers import StartService
+from tests.support.auth import TEST_SECRET
+from tests.support.fleet import StartService, free_port
 
 
 def run_once(

@@ -22,10 +22,12 @@ from pathlib import Path
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from services.devfleet import ServiceProcess, console_script
-from tests.integration.fleet import WorkerSpec, sector
 from tests.integration.test_fleet_ops import make_fleet
 from tests.integration.test_manager_e2e import precommit
-from tests.integration.worker_helpers import MINER, SEED, TICKET, index_stub, token
+from tests.support.auth import token
+from tests.support.fleet import WorkerSpec
+from tests.support.sectors import MINER, SEED, TICKET, sector
+from tests.support.worker import index_stub
 
 StartService = Callable[..., ServiceProcess]
 ST = common_pb2.SectorFileType

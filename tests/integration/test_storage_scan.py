@@ -17,18 +17,9 @@ import grpc
 import pytest
 
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, worker_pb2
-from tests.integration.fleet import free_port
-from tests.integration.worker_helpers import (
-    MINER,
-    ManagerEndpoint,
-    StartService,
-    WorkerHandle,
-    assignment,
-    find,
-    index_stub,
-    sector_ref,
-    start_worker,
-)
+from tests.support.fleet import StartService, free_port, start_worker
+from tests.support.sectors import MINER, sector_ref
+from tests.support.worker import ManagerEndpoint, WorkerHandle, assignment, find, index_stub
 
 ST = common_pb2.SectorFileType
 HEARTBEAT_S = 1.0

@@ -1,6 +1,6 @@
 """Stopping work frees the worker within a second (issue 15), seen from outside with real
 processes on 512 MiB sectors: an index, real workers, and the test's ManagerEndpoint receiving
-their returns and heartbeats (tests/integration/worker_helpers.py).
+their returns and heartbeats (tests/support/worker.py).
 
 For each way of stopping (AbortCall during PC1, PC2 and a fetch; a task timeout shorter than PC1;
 SIGTERM with a short drain deadline) the test checks, within 1 s of the stop:
@@ -36,17 +36,9 @@ import pytest
 import rust_core
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, worker_pb2
 from services.worker.sectors import prover_id
-from tests.integration.worker_helpers import (
-    MINER,
-    TICKET,
-    ManagerEndpoint,
-    StartService,
-    WorkerHandle,
-    assignment,
-    index_stub,
-    sector_ref,
-    start_worker,
-)
+from tests.support.fleet import StartService, start_worker
+from tests.support.sectors import MINER, TICKET, sector_ref
+from tests.support.worker import ManagerEndpoint, WorkerHandle, assignment, index_stub
 
 pytestmark = pytest.mark.slow
 

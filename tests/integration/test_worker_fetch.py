@@ -24,19 +24,9 @@ import rust_core
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker.faults import ENV_SERVE_EXIT
 from services.worker.sectors import prover_id
-from tests.integration.worker_helpers import (
-    MINER,
-    SEED,
-    TICKET,
-    ManagerEndpoint,
-    StartService,
-    WorkerHandle,
-    add_piece,
-    assignment,
-    find,
-    sector_ref,
-    start_worker,
-)
+from tests.support.fleet import StartService, start_worker
+from tests.support.sectors import MINER, SEED, TICKET, sector_ref
+from tests.support.worker import ManagerEndpoint, WorkerHandle, add_piece, assignment, find
 
 ST = common_pb2.SectorFileType
 

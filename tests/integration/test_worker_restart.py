@@ -12,15 +12,9 @@ from pathlib import Path
 import pytest
 
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
-from tests.integration.worker_helpers import (
-    TICKET,
-    ManagerEndpoint,
-    StartService,
-    add_piece,
-    assignment,
-    sector_ref,
-    start_worker,
-)
+from tests.support.fleet import StartService, start_worker
+from tests.support.sectors import TICKET, sector_ref
+from tests.support.worker import ManagerEndpoint, add_piece, assignment
 
 
 @pytest.fixture

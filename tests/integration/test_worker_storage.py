@@ -12,17 +12,9 @@ import grpc
 import pytest
 
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
-from tests.integration.worker_helpers import (
-    MINER,
-    TICKET,
-    ManagerEndpoint,
-    StartService,
-    WorkerHandle,
-    add_piece,
-    assignment,
-    sector_ref,
-    start_worker,
-)
+from tests.support.fleet import StartService, start_worker
+from tests.support.sectors import MINER, TICKET, sector_ref
+from tests.support.worker import ManagerEndpoint, WorkerHandle, add_piece, assignment
 
 ST = common_pb2.SectorFileType
 

@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.cli.sealing import SealedSector, seal_sector
-from services.common.auth import Permission, create_token
+from services.common.auth import Permission
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import (
     common_pb2,
@@ -32,9 +32,9 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2_grpc,
 )
 from services.devfleet import ServiceProcess
-from tests.conftest import TEST_SECRET
-from tests.integration.fleet import MANAGER_ENV, P2K, piece_data
-from tests.integration.worker_helpers import FAST_WORKER_ENV, SEED, TICKET
+from tests.support.auth import token
+from tests.support.fleet import FAST_WORKER_ENV, MANAGER_ENV, service
+from tests.support.sectors import P2K, SEED, TICKET, piece_data
 
 # The sector sealed before a test, under a miner id random inputs are unlikely to hit (the fuzz
 # tests lean on small numbers and boundaries, and a legitimate Remove of it would not be a bug).
@@ -43,7 +43,7 @@ SEALED_NUMBER = 1
 
 
 def admin_token() -> str:
-    return create_token(TEST_SECRET.encode(), Permission.ADMIN, subject="reliability-test")
+    return token(Permission.ADMIN, subject="reliability-test")
 
 
 @dataclass
@@ -162,9 +162,7 @@ def start_fleet(
     started: list[ServiceProcess] = []
 
     def start(name: str, *args: str, extra: dict[str, str]) -> ServiceProcess:
-        proc = ServiceProcess(
-            name=name, data_dir=root / name, args=args, env={**extra, **env.get(name, {})}, secret=TEST_SECRET
-        )
+        proc = service(name, *args, data_dir=root / name, env={**extra, **env.get(name, {})})
         started.append(proc)
         return proc.start()
 

@@ -24,7 +24,7 @@ import grpc
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.common.auth import Permission, create_token
+from services.common.auth import Permission
 from services.common.cid import sealed_cid, unsealed_cid
 from services.common.client import aio_channel
 from services.common.config import AuthConfig, MetricsConfig
@@ -42,7 +42,7 @@ from services.manager.records import OutcomeKind, WorkRecord, WorkStatus
 from services.manager.resources import GiB, SealProof
 from services.manager.service import ManagerApp
 from services.manager.tasks import TaskType
-from tests.conftest import TEST_SECRET
+from tests.support.auth import TEST_SECRET, token
 
 ALL_TASKS = [t for t in TaskType]
 C = worker_pb2.CallType
@@ -63,10 +63,6 @@ _PRODUCES = {
     "SealPreCommit2": {FileType.SEALED, FileType.CACHE},
     "UnsealPiece": {FileType.UNSEALED},
 }
-
-
-def token(permission: Permission = Permission.ADMIN) -> str:
-    return create_token(TEST_SECRET.encode(), permission, subject="test")
 
 
 # --- in-memory index --------------------------------------------------------------------------

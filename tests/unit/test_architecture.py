@@ -7,7 +7,7 @@ import ast
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 import check_imports  # noqa: E402

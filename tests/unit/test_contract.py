@@ -9,7 +9,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from services.common.auth import Permission, method_permissions
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 SERVICES: list[ServiceDescriptor] = [
     index_pb2.DESCRIPTOR.services_by_name["IndexService"],

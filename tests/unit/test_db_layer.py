@@ -26,7 +26,7 @@ from services.common.db import (
     schema_version,
 )
 from services.common.db.url import Synchronous
-from tests.postgres import Postgres
+from tests.support.postgres import Postgres
 
 MIGRATIONS = (
     Migration(1, "items", ("CREATE TABLE items (pk {serial_pk}, name TEXT NOT NULL UNIQUE, n BIGINT NOT NULL)",)),

@@ -1,5 +1,5 @@
-"""Building blocks for the index tests: start an index process on SQLite or PostgreSQL, talk
-to it with a token, and build requests without repeating boilerplate."""
+"""Building blocks for the index tests: a running index and stubs to it (started by
+tests/support/fleet.py's `start_index`), and requests built without repeating boilerplate."""
 
 from __future__ import annotations
 
@@ -7,28 +7,23 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
 
-from services.common.auth import Permission, create_token
+from services.common.auth import Permission
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2 as cpb
 from services.common.proto.sectorstorage.v1 import index_pb2 as ipb
 from services.common.proto.sectorstorage.v1 import index_pb2_grpc
 from services.devfleet import ServiceProcess
-from tests.conftest import TEST_SECRET
+from tests.support.auth import token
 
 UNSEALED, SEALED, CACHE = cpb.SECTOR_FILE_TYPE_UNSEALED, cpb.SECTOR_FILE_TYPE_SEALED, cpb.SECTOR_FILE_TYPE_CACHE
 SEALING, STORAGE = cpb.PATH_TYPE_SEALING, cpb.PATH_TYPE_STORAGE
 KIB2 = 2048
 GIB = 1 << 30
 TIB = 1 << 40
-
-
-def token(permission: Permission = Permission.ADMIN) -> str:
-    return create_token(TEST_SECRET.encode(), permission, subject="index-test")
 
 
 @dataclass
@@ -53,12 +48,6 @@ class Index:
         for channel in self.channels:
             channel.close()
         self.channels.clear()
-
-
-def start_index(data_dir: Path, db_url: str = "", backend: str = "sqlite", env: dict[str, str] | None = None) -> Index:
-    full_env = {"SECTORSTORAGE_DATABASE_URL": db_url, **(env or {})}
-    proc = ServiceProcess(name="index", data_dir=data_dir, env=full_env, secret=TEST_SECRET).start(timeout=60)
-    return Index(proc, backend, db_url)
 
 
 def new_id() -> str:

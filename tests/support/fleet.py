@@ -1,8 +1,13 @@
-"""A whole local fleet as real processes (index, manager, workers) for the end-to-end and
-fault tests: started on fixed loopback ports so that any of them can be killed and started
-again on the same address and data dir, as an operator's service manager would.
+"""The tests' one launcher for real service processes, built on services/devfleet's
+ServiceProcess (which `make demo` uses too), every process signed with the test fleet key:
 
-Shared by tests/integration/test_manager_e2e.py and tests/faults/.
+- `start_service` (a fixture): any service as a process, stopped (killed if need be) at teardown;
+- `start_index`: an index on SQLite or PostgreSQL, with a stub (tests/integration/index);
+- `start_worker`: a worker against a real index and, optionally, the test's own ManagerEndpoint
+  (tests/integration/worker);
+- `Fleet` / `make_fleet` / the `fleet` fixture: a whole fleet (index, manager, workers) on fixed
+  loopback ports, so that any of them can be killed and started again on the same address and
+  data dir as an operator's service manager would (the manager end-to-end, fleet and fault tests).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import calendar
 import json
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +33,19 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2_grpc,
 )
 from services.devfleet import ServiceProcess
-from tests.integration.worker_helpers import FAST_WORKER_ENV, MINER, token
+from tests.support.auth import TEST_SECRET, token
+from tests.support.index import Index
+from tests.support.worker import ManagerEndpoint, WorkerHandle
 
 StartService = Callable[..., ServiceProcess]
-P2K = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1
-P8M = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_8MIB_V1_1
-SIZE: dict[int, int] = {P2K: 2048, P8M: 8 << 20}
+FAST_WORKER_ENV = {
+    "SECTORSTORAGE_WORKER_STORAGE_HEARTBEAT_S": "1",
+    "SECTORSTORAGE_WORKER_HEARTBEAT_INTERVAL_S": "1",
+    "SECTORSTORAGE_WORKER_REGISTER_RETRY_INITIAL_S": "0.1",
+    "SECTORSTORAGE_WORKER_REGISTER_RETRY_MAX_S": "0.5",
+    # A test's teardown SIGTERMs workers that may still run tasks: drain briefly.
+    "SECTORSTORAGE_WORKER_DRAIN_TIMEOUT_S": "5",
+}
 MANAGER_ENV = {
     "SECTORSTORAGE_MANAGER_HEARTBEAT_INTERVAL_S": "0.5",
     "SECTORSTORAGE_MANAGER_HEARTBEAT_TIMEOUT_S": "3",
@@ -46,9 +58,70 @@ MANAGER_ENV = {
 
 
 def free_port() -> int:
+    """A loopback port free right now (for services that must come back on the same address)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def service(
+    name: str, *args: str, data_dir: Path, env: dict[str, str] | None = None, wrapper: Sequence[str] = ()
+) -> ServiceProcess:
+    """Service `name` as a process (not started yet) with the test fleet key: every test process
+    is made here, so they all accept the tokens of tests/support/auth.py."""
+    return ServiceProcess(
+        name=name, data_dir=data_dir, args=args, env=dict(env or {}), secret=TEST_SECRET, wrapper=wrapper
+    )
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[StartService]:
+    """Starts real service processes; all are stopped (killed if need be) at teardown."""
+    started: list[ServiceProcess] = []
+
+    def start(
+        name: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        data_dir: Path | None = None,
+        wrapper: Sequence[str] = (),
+    ) -> ServiceProcess:
+        proc = service(name, *args, data_dir=data_dir or tmp_path / f"{name}-{len(started)}", env=env, wrapper=wrapper)
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        try:
+            proc.stop(timeout=10)
+        except Exception:
+            proc.kill()
+
+
+def start_index(data_dir: Path, db_url: str = "", backend: str = "sqlite", env: dict[str, str] | None = None) -> Index:
+    """An index on SQLite in `data_dir` (db_url '') or on the PostgreSQL database `db_url`; the
+    caller stops it (the index tests share one per module and backend)."""
+    full_env = {"SECTORSTORAGE_DATABASE_URL": db_url, **(env or {})}
+    proc = service("index", data_dir=data_dir, env=full_env).start(timeout=60)
+    return Index(proc, backend, db_url)
+
+
+def start_worker(
+    start_service: StartService,
+    index: ServiceProcess,
+    manager: ManagerEndpoint | None,
+    *,
+    env: dict[str, str] | None = None,
+    data_dir: Path | None = None,
+) -> WorkerHandle:
+    """A worker against a real index and, when given, the test's ManagerEndpoint (which then sees
+    its registration, heartbeats and every Return<Method>)."""
+    args = ["--index", index.address]
+    if manager is not None:
+        args += ["--manager", manager.address]
+    proc = start_service("worker", *args, env={**FAST_WORKER_ENV, **(env or {})}, data_dir=data_dir)
+    channel = sync_channel(proc.address, token())
+    return WorkerHandle(proc, channel, worker_pb2_grpc.WorkerServiceStub(channel), manager)
 
 
 @dataclass
@@ -243,16 +316,6 @@ def make_fleet(
 @pytest.fixture
 def fleet(start_service: StartService, tmp_path: Path) -> Iterator[Fleet]:
     yield make_fleet(start_service, tmp_path)
-
-
-def sector(number: int, proof: int = P2K) -> common_pb2.SectorRef:
-    return common_pb2.SectorRef(id=common_pb2.SectorId(miner=MINER, number=number), proof_type=proof)  # type: ignore[arg-type]
-
-
-def piece_data(number: int, proof: int) -> bytes:
-    size = SIZE[proof] // 128 * 127
-    block = bytes((number * 7 + i) % 256 for i in range(4064))
-    return (block * (size // len(block) + 1))[:size]
 
 
 def retrying(call: Callable[[], Any], timeout: float = 120) -> Any:

@@ -1,5 +1,6 @@
-"""Helpers for the worker's integration tests: real index and worker processes, and the test's
-own ManagerService endpoint.
+"""The worker's side of the tests: the test's own ManagerService endpoint, a handle on a running
+worker, and the task requests the manager would send (a worker is started by
+tests/support/fleet.py's `start_worker`).
 
 `ManagerEndpoint` is the manager's side of the worker contract (RegisterWorker, WorkerHeartbeat
 and the Return<Method> RPCs), served by the test so it can drive the worker's task RPCs
@@ -9,11 +10,10 @@ worker is the code under test, and this is the peer it calls.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,6 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from services.common.auth import Permission, create_token
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import (
     common_pb2,
@@ -34,29 +33,8 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2_grpc,
 )
 from services.devfleet import ServiceProcess
-from tests.conftest import TEST_SECRET
-
-StartService = Callable[..., ServiceProcess]
-PROOF = {
-    2048: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1,
-    8 << 20: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_8MIB_V1_1,
-    512 << 20: common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1,
-}
-MINER = 1000
-TICKET = hashlib.sha256(b"ticket").digest()[:31] + b"\x00"
-SEED = hashlib.sha256(b"seed").digest()[:31] + b"\x00"
-FAST_WORKER_ENV = {
-    "SECTORSTORAGE_WORKER_STORAGE_HEARTBEAT_S": "1",
-    "SECTORSTORAGE_WORKER_HEARTBEAT_INTERVAL_S": "1",
-    "SECTORSTORAGE_WORKER_REGISTER_RETRY_INITIAL_S": "0.1",
-    "SECTORSTORAGE_WORKER_REGISTER_RETRY_MAX_S": "0.5",
-    # A test's teardown SIGTERMs workers that may still run tasks: drain briefly.
-    "SECTORSTORAGE_WORKER_DRAIN_TIMEOUT_S": "5",
-}
-
-
-def token(permission: Permission = Permission.ADMIN) -> str:
-    return create_token(TEST_SECRET.encode(), permission, subject="test")
+from tests.support.auth import token
+from tests.support.sectors import MINER, new_call, sector_ref
 
 
 class ManagerEndpoint(manager_pb2_grpc.ManagerServiceServicer):
@@ -181,22 +159,6 @@ class WorkerHandle:
         return value
 
 
-def start_worker(
-    start_service: StartService,
-    index: ServiceProcess,
-    manager: ManagerEndpoint | None,
-    *,
-    env: dict[str, str] | None = None,
-    data_dir: Path | None = None,
-) -> WorkerHandle:
-    args = ["--index", index.address]
-    if manager is not None:
-        args += ["--manager", manager.address]
-    proc = start_service("worker", *args, env={**FAST_WORKER_ENV, **(env or {})}, data_dir=data_dir)
-    channel = sync_channel(proc.address, token())
-    return WorkerHandle(proc, channel, worker_pb2_grpc.WorkerServiceStub(channel), manager)
-
-
 def index_stub(index: ServiceProcess) -> index_pb2_grpc.IndexServiceStub:
     return index_pb2_grpc.IndexServiceStub(sync_channel(index.address, token()))
 
@@ -207,14 +169,6 @@ def find(index: ServiceProcess, number: int, *types: int) -> list[index_pb2.Sect
         timeout=10,
     )
     return list(reply.locations)
-
-
-def sector_ref(number: int, size: int) -> common_pb2.SectorRef:
-    return common_pb2.SectorRef(id=common_pb2.SectorId(miner=MINER, number=number), proof_type=PROOF[size])
-
-
-def new_call(number: int) -> common_pb2.CallId:
-    return common_pb2.CallId(sector=common_pb2.SectorId(miner=MINER, number=number), id=str(uuid.uuid4()))
 
 
 def assignment(number: int, timeout_s: float | None = None) -> worker_pb2.TaskAssignment:
