@@ -22,8 +22,8 @@ from pathlib import Path
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from services.devfleet import ServiceProcess, console_script
-from tests.integration.test_fleet_ops import make_fleet
-from tests.integration.test_manager_e2e import precommit
+from tests.integration.fleet.test_ops import make_fleet
+from tests.integration.manager.test_e2e import precommit
 from tests.support.auth import token
 from tests.support.fleet import WorkerSpec
 from tests.support.sectors import MINER, SEED, TICKET, sector

@@ -11,7 +11,7 @@ import pytest
 from services.common.db import Database
 from services.manager.calltracker import CallTracker, ErrorCode, Outcome, RetryPolicy, ReturnStatus, SectorRefKey
 from services.manager.records import CallStatus, WorkStatus, work_id_for
-from tests.unit.manager_db import databases, db_url, open_store  # noqa: F401 - fixtures
+from tests.unit.manager.db import databases, db_url, open_store  # noqa: F401 - fixtures
 
 SECTOR = SectorRefKey(miner=1000, number=7, seal_proof=5)
 PC1 = "SealPreCommit1"

@@ -19,7 +19,8 @@ import grpc_tools
 import pytest
 from grpc_tools import protoc as grpc_tools_protoc
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 PROTOS = REPO / "protos"
 FILES = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "sectorstorage" / "v1").glob("*.proto"))
 WELL_KNOWN = Path(grpc_tools.__file__).parent / "_proto"

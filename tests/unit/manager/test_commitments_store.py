@@ -10,7 +10,7 @@ from services.common.db import Database
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.manager.calltracker import CallTracker, ErrorCode, Outcome, RetryPolicy, SectorRefKey
 from services.manager.store import ManagerStore
-from tests.unit.manager_db import databases, db_url, open_store  # noqa: F401 - fixtures
+from tests.unit.manager.db import databases, db_url, open_store  # noqa: F401 - fixtures
 
 SECTOR = SectorRefKey(miner=1000, number=7, seal_proof=5)
 PC2 = "SealPreCommit2"

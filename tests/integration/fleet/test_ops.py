@@ -34,7 +34,7 @@ from services.cli.sealing import add_piece
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from services.devfleet import ServiceProcess
-from tests.integration.test_manager_e2e import check_no_overcommit, precommit, seal_sector
+from tests.integration.manager.test_e2e import check_no_overcommit, precommit, seal_sector
 from tests.support import fleet as fleet_helpers
 from tests.support.auth import token
 from tests.support.fleet import FAST_WORKER_ENV, Fleet, WorkerSpec

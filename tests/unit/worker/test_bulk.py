@@ -1,6 +1,6 @@
 """The side channel's ticket book on real file descriptors: one use per ticket, expiry, the cap on
 open tickets, and every descriptor closed whatever happens to its ticket (the transfers
-themselves are tested between worker processes in tests/integration/test_worker_fetch.py)."""
+themselves are tested between worker processes in tests/integration/worker/test_fetch.py)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import rust_core
-from tests.unit.porep_helpers import (
+from tests.unit.rust_core.porep_helpers import (
     PROVER,
     SEED,
     TICKET,
@@ -334,7 +334,7 @@ def test_partial_unsealed_file_with_trailer(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["s2k", "s8m"])
 def test_reference_verifier_written_from_the_doc_agrees(name: str, request: pytest.FixtureRequest) -> None:
-    from tests.unit.porep_reference_verifier import verify_seal as ref_verify
+    from tests.unit.rust_core.porep_reference_verifier import verify_seal as ref_verify
 
     s: Sector = request.getfixturevalue(name)
     args = [s.size, s.comm_r, s.comm_d, PROVER, s.number, TICKET, SEED]

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rust_core
-from tests.unit.go_math_rand import stream as go_rand_stream
+from tests.unit.rust_core.go_math_rand import stream as go_rand_stream
 
 
 def load(vectors_dir: Path, section: str) -> list[dict[str, Any]]:

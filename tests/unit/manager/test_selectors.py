@@ -25,7 +25,7 @@ from services.manager.selectors import (
     selector_to_json,
 )
 from services.manager.tasks import TaskType
-from tests.unit.manager_fakes import FakeIndex
+from tests.support.fake_worker import FakeIndex
 
 KEY = SectorKey(1000, 5, 2048)
 SEALED_CACHE = frozenset({FileType.SEALED, FileType.CACHE})

@@ -1,8 +1,8 @@
-"""The manager service in-process with TEST-ONLY fake workers (tests/unit/manager_fakes.py):
+"""The manager service in-process with TEST-ONLY fake workers (tests/support/fake_worker.py):
 sealing calls through the scheduler to workers and back through Return<Method>, WorkID dedup,
 restart recovery, lost workers, disabled workers, retries, abort, observability.
 
-The same behaviours with real worker processes are in tests/integration/test_manager_e2e.py.
+The same behaviours with real worker processes are in tests/integration/manager/test_e2e.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager.config import ManagerSection
 from services.manager.tasks import TaskType
-from tests.unit.manager_fakes import FakeIndex, FakeWorker, InProcessManager
+from tests.support.fake_worker import FakeIndex, FakeWorker, InProcessManager
 
 T = TaskType
 P2K = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1

@@ -13,7 +13,7 @@ from services.manager.resources import DEFAULT_TABLE, GiB, KiB, MiB, ResourceRow
 from services.manager.scheduler import Scheduler
 from services.manager.selectors import Candidates
 from services.manager.tasks import TaskType, parse_task_type, queue_key
-from tests.unit.manager_helpers import ALL_TYPES, DECENT, P2K, P32G, Recorder, add_worker, request
+from tests.unit.manager.helpers import ALL_TYPES, DECENT, P2K, P32G, Recorder, add_worker, request
 
 T = TaskType
 

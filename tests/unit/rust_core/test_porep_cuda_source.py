@@ -8,11 +8,12 @@ import ctypes
 import hashlib
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-KERNELS = Path(__file__).resolve().parents[2] / "rust_core" / "src" / "gpu" / "kernels.cu"
+from tests.support.paths import REPO
+
+KERNELS = REPO / "rust_core" / "src" / "gpu" / "kernels.cu"
 CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 

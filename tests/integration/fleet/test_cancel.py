@@ -17,7 +17,7 @@ the manager: the first runs, the second waits in the manager's queue behind it.
 The same for PC2 (cap 1): a real 512 MiB PC1 takes a minute or more here, so the two sectors'
 PC1 outputs are fabricated (a cache with tree_d's root and sparse layers, as in
 test_worker_cancel.py) and recorded in the stopped manager's database as finished AddPiece and PC1
-steps (as tests/unit/manager_fakes.py `seed` does), then the manager is started again. Abort of the
+steps (as tests/support/fake_worker.py `seed` does), then the manager is started again. Abort of the
 running PC2: within 1 s no lock and the queued PC2 placed; Abort of that one: within 1 s the worker
 idle, no lock, WorkerStats free; both caches keep PC1's tree_d and layers, no sealed file is left.
 
@@ -44,7 +44,7 @@ from services.devfleet import ServiceProcess
 from services.manager.config import ManagerConfig
 from services.manager.records import OutcomeKind, WorkRecord, WorkStatus
 from services.manager.service import open_manager_database
-from tests.integration.test_worker_cancel import cpu_cores, fabricated_pc1_output
+from tests.integration.worker.test_cancel import cpu_cores, fabricated_pc1_output
 from tests.support import fleet as fleet_helpers
 from tests.support.fleet import Fleet, WorkerSpec
 from tests.support.sectors import MINER, TICKET, sector

@@ -10,11 +10,10 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 from tests.support.fleet import StartService
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 # An idle client: one call, IDLE seconds without any, one more call, on one channel.
 CLIENT = """
 import sys, time

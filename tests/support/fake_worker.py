@@ -5,7 +5,7 @@ computes nothing real, and an in-memory StorageIndex.
 
 They exist only to exercise the manager's scheduling, dispatch and return handling before the
 real worker lands (branch `worker`). The end-to-end tests with real worker processes are in
-tests/integration/test_manager_e2e.py and switch on once the worker implements its task RPCs.
+tests/integration/manager/test_e2e.py and switch on once the worker implements its task RPCs.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2
-from tests.integration.test_manager_e2e import commit, precommit
+from tests.integration.manager.test_e2e import commit, precommit
 from tests.support.fleet import Fleet, StartService, WorkerSpec, free_port, make_fleet
 from tests.support.sectors import sector
 

@@ -32,7 +32,7 @@ import pytest
 from services.common.config import ConfigError, ServiceConfig, load_config
 from services.common.launcher import Flag
 from services.common.readiness import READY_SERVICE
-from tests.integration.k8s_render import (
+from tests.integration.ops.k8s_render import (
     CLUSTER_KINDS,
     Rendered,
     Workload,
