@@ -36,15 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.worker import Fleet, attach, load  # noqa: E402
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc  # noqa: E402
-from tests.integration.worker.test_cancel import (  # noqa: E402
-    MINER,
-    SIZE,
-    TICKET,
-    cpu_cores,
-    fabricated_pc1_output,
-    sparse,
-    unsealed_input,
-)
+from tests.support.inputs import SIZE, fabricated_pc1_output, sparse, unsealed_input  # noqa: E402
+from tests.support.procstat import cpu_cores  # noqa: E402
+from tests.support.sectors import MINER, TICKET  # noqa: E402
 
 PROOF = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1
 

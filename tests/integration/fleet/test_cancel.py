@@ -44,9 +44,10 @@ from services.devfleet import ServiceProcess
 from services.manager.config import ManagerConfig
 from services.manager.records import OutcomeKind, WorkRecord, WorkStatus
 from services.manager.service import open_manager_database
-from tests.integration.worker.test_cancel import cpu_cores, fabricated_pc1_output
 from tests.support import fleet as fleet_helpers
 from tests.support.fleet import Fleet, WorkerSpec
+from tests.support.inputs import fabricated_pc1_output
+from tests.support.procstat import cpu_cores
 from tests.support.sectors import MINER, TICKET, sector
 from tests.support.worker import index_stub
 

@@ -21,10 +21,7 @@ porep-emulation.md). The whole module takes about a minute on a 2-core machine.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import signal
-import struct
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,41 +32,20 @@ import pytest
 
 import rust_core
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, worker_pb2
-from services.worker.sectors import prover_id
 from tests.support.fleet import StartService, start_worker
+from tests.support.inputs import SIZE, fabricated_pc1_output, sparse, unsealed_input
+from tests.support.procstat import cpu_cores, rss_mib
 from tests.support.sectors import MINER, TICKET, sector_ref
 from tests.support.worker import ManagerEndpoint, WorkerHandle, assignment, index_stub
 
 pytestmark = pytest.mark.slow
 
-SIZE = 512 << 20
-PROVER = prover_id(MINER)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 ST = common_pb2.SectorFileType
 # One task at a time: the next dispatch is accepted only once the stopped one has let go.
 ONE_TASK = {"SECTORSTORAGE_WORKER_MAX_TASKS": "1"}
 
 
 # --- observing a process from outside ----------------------------------------------------------
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime, all threads
-
-
-def cpu_cores(pid: int, window: float = 0.25) -> float:
-    """Cores the process used on average over the next `window` seconds."""
-    before = cpu_ticks(pid)
-    time.sleep(window)
-    return (cpu_ticks(pid) - before) / CLK_TCK / window
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def wait_until(cond: Callable[[], Any], what: str, timeout: float = 30.0, step: float = 0.05) -> Any:
@@ -116,52 +92,6 @@ def last_heartbeat_running(manager: ManagerEndpoint, after: float) -> list[str] 
         beats = list(manager.heartbeats)
     # Heartbeats carry no timestamp: count the ones received since `after` was taken.
     return [c.id for c in beats[-1].running_calls] if beats and time.monotonic() > after else None
-
-
-# --- inputs ------------------------------------------------------------------------------------
-
-
-def sparse(path: Path, size: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.truncate(size)
-
-
-def unsealed_input(seal_root: Path, number: int) -> list[common_pb2.PieceInfo]:
-    sparse(seal_root / "unsealed" / f"s-t0{MINER}-{number}", SIZE)
-    return [common_pb2.PieceInfo(size=SIZE, commp=rust_core.zero_piece_commitment(SIZE))]
-
-
-def fabricated_pc1_output(seal_root: Path, number: int) -> bytes:
-    """A cache as PC1 leaves it (tree_d with root comm_d, sparse layers) and its phase-1 blob
-    (layout in rust_core/src/porep/pc1.rs, replica_id in src/porep/ids.rs)."""
-    cache = seal_root / "cache" / f"s-t0{MINER}-{number}"
-    nodes = SIZE // 32
-    tree_d = cache / "sc-02-data-tree-d.dat"
-    sparse(tree_d, (2 * nodes - 1) * 32)
-    comm_d = rust_core.zero_piece_commitment(SIZE)
-    with open(tree_d, "r+b") as f:
-        f.seek((2 * nodes - 2) * 32)
-        f.write(comm_d)
-    for layer in (1, 2):
-        sparse(cache / f"sc-02-data-layer-{layer}.dat", SIZE)
-    porep_id = b"ssporep1" + struct.pack("<Q", SIZE) + bytes(16)
-    rid = bytearray(
-        hashlib.sha256(
-            b"sectorstorage/porep/v1/replica-id" + PROVER + struct.pack("<Q", number) + TICKET + comm_d + porep_id
-        ).digest()
-    )
-    rid[31] &= 0x3F
-    return (
-        b"SSP1"
-        + struct.pack("<HQ", 1, SIZE)
-        + PROVER
-        + struct.pack("<Q", number)
-        + TICKET
-        + comm_d
-        + bytes(rid)
-        + struct.pack("<I", 0)
-    )
 
 
 # --- fixtures ----------------------------------------------------------------------------------
