@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 
 from tests.support.paths import REPO
 
@@ -28,3 +29,21 @@ def test_the_checker_sees_every_import_form() -> None:
     project = ["services.common", "services.manager", "services.worker", "services.index"]
     assert check_imports.owner("services.worker.tasks", project) == "services.worker"
     assert check_imports.owner("servicesx", project) is None
+
+
+def test_bench_may_use_public_entry_points_but_not_private_sql() -> None:
+    """The control for `may_not_import`: the imports bench/index.py had before issue 18 (the
+    store's SQL text, the schema) are violations; the store's public class is not."""
+    rules = tomllib.loads((REPO / "architecture.toml").read_text())
+    project, rule = rules["project"]["packages"], rules["packages"]["bench"]
+
+    def violations(source: str) -> list[str]:
+        return check_imports.violations_in(ast.parse(source), "bench.index", "bench", rule, project, "bench/index.py")
+
+    assert (
+        violations("from services.index.store import IndexStore\nfrom services.devfleet import ServiceProcess\n") == []
+    )
+    sql = violations("from services.index.store import DECLARE_PATH_SQL, find_holders_sql, upsert_sql\n")
+    assert len(sql) == 3 and all("forbids" in v for v in sql), sql
+    assert violations("from services.index.schema import COMPONENT, MIGRATIONS\n")
+    assert violations("from services.index import locks\n")  # a module bench was not given
