@@ -3,9 +3,12 @@ the worker.proto call protocol (dispatch answers at once, the outcome comes back
 manager's Return<Method>, results held until acknowledged, ListCallResults / AckCallResult) but
 computes nothing real, and an in-memory StorageIndex.
 
-They exist only to exercise the manager's scheduling, dispatch and return handling before the
-real worker lands (branch `worker`). The end-to-end tests with real worker processes are in
-tests/integration/manager/test_e2e.py and switch on once the worker implements its task RPCs.
+They exercise the manager's scheduling, dispatch and return handling in one process, in
+milliseconds; the same paths against real worker processes are in tests/integration/manager/.
+A fake is only worth what it agrees with: tests/unit/manager/test_fake_worker.py checks that
+every RPC method here has the real WorkerService's request and response types, that the fake
+serves every worker RPC the manager calls (but the PoSt ones, listed there), and that FakeIndex
+is a StorageIndex (mypy checks the RPC methods' annotations, tests/support being type-checked).
 """
 
 from __future__ import annotations
@@ -18,16 +21,18 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import grpc
 from google.protobuf.empty_pb2 import Empty
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.auth import Permission
 from services.common.cid import sealed_cid, unsealed_cid
 from services.common.client import aio_channel
 from services.common.config import AuthConfig, MetricsConfig
+from services.common.db import Tx
 from services.common.proto.sectorstorage.v1 import (
     common_pb2,
     manager_pb2,
@@ -37,7 +42,8 @@ from services.common.proto.sectorstorage.v1 import (
 )
 from services.common.server import ServiceHost
 from services.manager.config import ManagerConfig, ManagerSection
-from services.manager.index_client import FileType, PathType, SectorLocation
+from services.manager.index_client import FileType, PathType, SectorLocation, StorageIndex
+from services.manager.jobs import JobRunner
 from services.manager.records import OutcomeKind, WorkRecord, WorkStatus
 from services.manager.resources import GiB, SealProof
 from services.manager.service import ManagerApp
@@ -46,6 +52,21 @@ from tests.support.auth import TEST_SECRET, token
 
 ALL_TASKS = [t for t in TaskType]
 C = worker_pb2.CallType
+W = worker_pb2
+# What grpc.aio hands a servicer method (the worker's servicer types it the same way).
+Context = grpc.aio.ServicerContext[Any, Any]
+# The task requests the manager dispatches with a TaskAssignment (AddPiece, a stream, aside).
+TaskRequest = (
+    W.WorkerServiceSealPreCommit1Request
+    | W.WorkerServiceSealPreCommit2Request
+    | W.WorkerServiceSealCommit1Request
+    | W.WorkerServiceSealCommit2Request
+    | W.WorkerServiceFinalizeSectorRequest
+    | W.WorkerServiceReleaseUnsealedRequest
+    | W.MoveStorageRequest
+    | W.WorkerServiceUnsealPieceRequest
+    | W.FetchRequest
+)
 
 # Which input files a task brings to its worker first (moved there, as a real worker's fetch
 # with FETCH_MODE_MOVE does).
@@ -68,11 +89,21 @@ _PRODUCES = {
 # --- in-memory index --------------------------------------------------------------------------
 
 
+class FakePath(TypedDict):
+    """One path of the fake index: where it is served, what it may hold, and a room counter."""
+
+    url: str
+    can_seal: bool
+    can_store: bool
+    weight: int
+    room: int
+
+
 @dataclass
 class FakeIndex:
     """StorageIndex in memory: paths with a capacity counter, declarations per sector."""
 
-    paths: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paths: dict[str, FakePath] = field(default_factory=dict)
     files: dict[tuple[int, int], dict[FileType, set[str]]] = field(default_factory=dict)
     finds: int = 0
 
@@ -139,8 +170,10 @@ class FakeIndex:
     async def best_alloc(
         self, types: Iterable[FileType], sector_size: int, path_type: PathType, miner: int | None
     ) -> list[str]:
-        need = "can_seal" if path_type is PathType.SEALING else "can_store"
-        fits = [(sid, p) for sid, p in self.paths.items() if p[need] and p["room"] >= sector_size and p["weight"] > 0]
+        def usable(p: FakePath) -> bool:
+            return p["can_seal"] if path_type is PathType.SEALING else p["can_store"]
+
+        fits = [(sid, p) for sid, p in self.paths.items() if usable(p) and p["room"] >= sector_size and p["weight"] > 0]
         fits.sort(key=lambda item: (-item[1]["room"] * item[1]["weight"], item[0]))
         return [sid for sid, _ in fits]
 
@@ -154,10 +187,16 @@ class FakeIndex:
         return None
 
 
+def as_storage_index(index: FakeIndex) -> StorageIndex:
+    """FakeIndex where the manager wants its StorageIndex: mypy checks here (tests/support is
+    type-checked) that the fake has every method of the protocol with the same signature."""
+    return index
+
+
 # --- fake worker ------------------------------------------------------------------------------
 
 
-def _fake_result(method: str, request: Any) -> Any:
+def _fake_result(method: str, request: Message) -> bytes | Message:
     """Deterministic stand-ins for real results (hash of the inputs)."""
     copy = type(request)()
     copy.CopyFrom(request)
@@ -248,7 +287,9 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         self.return_enabled = True
         self.heartbeats = True
         self.aborted: list[str] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # The last piece AddPiece received (ReadPiece serves it back).
+        self.piece_bytes = b""
         self._beat: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -354,8 +395,8 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
 
     # --- task RPCs ---------------------------------------------------------------------------
 
-    def _accept(self, method: str, request: Any, context: Any) -> worker_pb2.TaskAssignment:
-        assignment = request.assignment if method != "AddPiece" else request.header.assignment
+    def _accept(self, method: str, request: TaskRequest, context: Context) -> worker_pb2.TaskAssignment:
+        assignment = request.assignment
         call_id = assignment.call_id.id
         if call_id in self.calls:
             return assignment  # idempotent per call id
@@ -367,7 +408,9 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         task.add_done_callback(self._tasks.discard)
         return assignment
 
-    async def _run(self, method: str, request: Any, assignment: worker_pb2.TaskAssignment) -> None:
+    async def _run(
+        self, method: str, request: TaskRequest | common_pb2.PieceInfo, assignment: worker_pb2.TaskAssignment
+    ) -> None:
         call_id = assignment.call_id.id
         if self.index is not None and method in _MOVES:
             sector = assignment.call_id.sector
@@ -392,7 +435,7 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
             error = common_pb2.TaskError(code=common_pb2.TASK_ERROR_CODE_ABORTED, message="aborted")
         if error is not None:
             stored.error.CopyFrom(error)
-        elif method == "AddPiece":
+        elif isinstance(request, common_pb2.PieceInfo):  # AddPiece's result is the piece
             stored.piece.CopyFrom(request)
         else:
             value = _fake_result(method, request)
@@ -404,6 +447,8 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         if error is None and self.index is not None and method in _PRODUCES:
             sector = assignment.call_id.sector
             self.index.declare(sector.miner, sector.number, _PRODUCES[method], self.storage_id)
+        if error is None and self.index is not None and isinstance(request, W.FetchRequest):
+            self._fetched(request)
         self.running.discard(call_id)
         self.results[call_id] = stored
         await self._return(stored)
@@ -431,46 +476,76 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
                     return
                 await asyncio.sleep(0.2)
 
-    async def SealPreCommit1(self, request: Any, context: Any) -> Any:
+    async def SealPreCommit1(
+        self, request: W.WorkerServiceSealPreCommit1Request, context: Context
+    ) -> W.WorkerServiceSealPreCommit1Response:
         return worker_pb2.WorkerServiceSealPreCommit1Response(
             call_id=self._accept("SealPreCommit1", request, context).call_id
         )
 
-    async def SealPreCommit2(self, request: Any, context: Any) -> Any:
+    async def SealPreCommit2(
+        self, request: W.WorkerServiceSealPreCommit2Request, context: Context
+    ) -> W.WorkerServiceSealPreCommit2Response:
         return worker_pb2.WorkerServiceSealPreCommit2Response(
             call_id=self._accept("SealPreCommit2", request, context).call_id
         )
 
-    async def SealCommit1(self, request: Any, context: Any) -> Any:
+    async def SealCommit1(
+        self, request: W.WorkerServiceSealCommit1Request, context: Context
+    ) -> W.WorkerServiceSealCommit1Response:
         return worker_pb2.WorkerServiceSealCommit1Response(
             call_id=self._accept("SealCommit1", request, context).call_id
         )
 
-    async def SealCommit2(self, request: Any, context: Any) -> Any:
+    async def SealCommit2(
+        self, request: W.WorkerServiceSealCommit2Request, context: Context
+    ) -> W.WorkerServiceSealCommit2Response:
         return worker_pb2.WorkerServiceSealCommit2Response(
             call_id=self._accept("SealCommit2", request, context).call_id
         )
 
-    async def FinalizeSector(self, request: Any, context: Any) -> Any:
+    async def FinalizeSector(
+        self, request: W.WorkerServiceFinalizeSectorRequest, context: Context
+    ) -> W.WorkerServiceFinalizeSectorResponse:
         return worker_pb2.WorkerServiceFinalizeSectorResponse(
             call_id=self._accept("FinalizeSector", request, context).call_id
         )
 
-    async def ReleaseUnsealed(self, request: Any, context: Any) -> Any:
+    async def ReleaseUnsealed(
+        self, request: W.WorkerServiceReleaseUnsealedRequest, context: Context
+    ) -> W.WorkerServiceReleaseUnsealedResponse:
         return worker_pb2.WorkerServiceReleaseUnsealedResponse(
             call_id=self._accept("ReleaseUnsealed", request, context).call_id
         )
 
-    async def MoveStorage(self, request: Any, context: Any) -> Any:
+    async def MoveStorage(self, request: W.MoveStorageRequest, context: Context) -> W.MoveStorageResponse:
         return worker_pb2.MoveStorageResponse(call_id=self._accept("MoveStorage", request, context).call_id)
 
-    async def UnsealPiece(self, request: Any, context: Any) -> Any:
+    async def UnsealPiece(
+        self, request: W.WorkerServiceUnsealPieceRequest, context: Context
+    ) -> W.WorkerServiceUnsealPieceResponse:
         return worker_pb2.WorkerServiceUnsealPieceResponse(
             call_id=self._accept("UnsealPiece", request, context).call_id
         )
 
-    async def AddPiece(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:
-        header = None
+    async def Fetch(self, request: W.FetchRequest, context: Context) -> W.FetchResponse:
+        return W.FetchResponse(call_id=self._accept("Fetch", request, context).call_id)
+
+    def _fetched(self, request: W.FetchRequest) -> None:
+        """The fetched files are now here (and, for a move, only here), as a real worker's Fetch
+        leaves them declared in the index."""
+        assert self.index is not None
+        entry = self.index.files.setdefault((request.sector.id.miner, request.sector.id.number), {})
+        for t in request.types:
+            kind = FileType(int(t))
+            if request.mode == W.FETCH_MODE_MOVE or kind not in entry:
+                entry[kind] = set()
+            entry[kind].add(self.storage_id)
+
+    async def AddPiece(
+        self, request_iterator: AsyncIterator[W.WorkerServiceAddPieceRequest], context: Context
+    ) -> W.WorkerServiceAddPieceResponse:
+        header: W.WorkerServiceAddPieceHeader | None = None
         data = bytearray()
         async for message in request_iterator:
             if header is None:
@@ -488,7 +563,9 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         assignment = self._accept_piece(wrapped, piece)
         return worker_pb2.WorkerServiceAddPieceResponse(call_id=assignment.call_id)
 
-    def _accept_piece(self, wrapped: Any, piece: common_pb2.PieceInfo) -> worker_pb2.TaskAssignment:
+    def _accept_piece(
+        self, wrapped: W.WorkerServiceAddPieceRequest, piece: common_pb2.PieceInfo
+    ) -> worker_pb2.TaskAssignment:
         assignment = wrapped.header.assignment
         call_id = assignment.call_id.id
         if call_id not in self.calls:
@@ -500,24 +577,26 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
             task.add_done_callback(self._tasks.discard)
         return assignment
 
-    async def AbortCall(self, request: Any, context: Any) -> Any:
+    async def AbortCall(self, request: W.AbortCallRequest, context: Context) -> W.AbortCallResponse:
         # A gated task returns ABORTED once released (see _run).
         self.aborted.append(request.call_id.id)
         return worker_pb2.AbortCallResponse(found=request.call_id.id in self.running)
 
-    async def ListCallResults(self, request: Any, context: Any) -> AsyncIterator[Any]:
+    async def ListCallResults(
+        self, request: W.ListCallResultsRequest, context: Context
+    ) -> AsyncIterator[W.ListCallResultsResponse]:
         for stored in list(self.results.values()):
             yield worker_pb2.ListCallResultsResponse(result=stored)
 
-    async def AckCallResult(self, request: Any, context: Any) -> Any:
+    async def AckCallResult(self, request: W.AckCallResultRequest, context: Context) -> W.AckCallResultResponse:
         deleted = 0
         for cid in request.call_ids:
             if self.results.pop(cid.id, None) is not None:
                 deleted += 1
         return worker_pb2.AckCallResultResponse(deleted=deleted)
 
-    async def Remove(self, request: Any, context: Any) -> Any:
-        removed = []
+    async def Remove(self, request: W.WorkerServiceRemoveRequest, context: Context) -> W.WorkerServiceRemoveResponse:
+        removed: list[common_pb2.RemovedSectorFile] = []
         if self.index is not None:
             entry = self.index.files.get((request.sector.miner, request.sector.number), {})
             for t, paths in entry.items():
@@ -526,15 +605,17 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
                     removed.append(common_pb2.RemovedSectorFile(storage_id=self.storage_id, type=int(t)))  # type: ignore[arg-type]
         return worker_pb2.WorkerServiceRemoveResponse(removed=removed)
 
-    async def IsAllocated(self, request: Any, context: Any) -> Any:
+    async def IsAllocated(self, request: W.IsAllocatedRequest, context: Context) -> W.IsAllocatedResponse:
         present = False
         if self.index is not None:
             entry = self.index.files.get((request.sector.id.miner, request.sector.id.number), {})
             present = self.storage_id in entry.get(FileType.UNSEALED, set())
         return worker_pb2.IsAllocatedResponse(allocated=present, file_present=present)
 
-    async def ReadPiece(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        data = getattr(self, "piece_bytes", b"")[request.range.offset : request.range.offset + request.range.size]
+    async def ReadPiece(
+        self, request: W.WorkerServiceReadPieceRequest, context: Context
+    ) -> AsyncIterator[W.WorkerServiceReadPieceResponse]:
+        data = self.piece_bytes[request.range.offset : request.range.offset + request.range.size]
         data = data.ljust(request.range.size, b"\x00")
         for start in range(0, len(data), 1000):
             yield worker_pb2.WorkerServiceReadPieceResponse(
@@ -587,7 +668,7 @@ class InProcessManager:
         return self.host.runtime.address
 
     @property
-    def runner(self) -> Any:
+    def runner(self) -> JobRunner:
         assert self.app is not None
         return self.app.runner
 
@@ -652,7 +733,7 @@ class InProcessManager:
         commitments = common_pb2.SectorCommitments(
             comm_r=comm_r, comm_d=comm_d, unsealed_cid=unsealed_cid(comm_d), sealed_cid=sealed_cid(comm_r)
         )
-        steps: list[tuple[str, Any, bytes]] = [
+        steps: list[tuple[str, Message, bytes]] = [
             (
                 "AddPiece",
                 worker_pb2.WorkerServiceAddPieceHeader(sector=ref, piece_size=size // 128 * 127),
@@ -697,10 +778,12 @@ class InProcessManager:
                 updated_at=now,
             )
             await store.save(work)
+
             # Only the step stays recorded: the stand-in work is no job to list.
-            await store.db.run(
-                lambda tx, wid=work.work_id: tx.execute("DELETE FROM manager_works WHERE work_id = ?", (wid,))
-            )
+            def forget(tx: Tx, work_id: str = work.work_id) -> None:
+                tx.execute("DELETE FROM manager_works WHERE work_id = ?", (work_id,))
+
+            await store.db.run(forget)
         return out
 
     async def close_client(self) -> None:

@@ -303,9 +303,16 @@ def make_fleet(
     wrappers: dict[str, list[str]] | None = None,
 ) -> Fleet:
     """An index and a manager on fixed ports; workers are added by the test."""
+    # The index and manager are set by start_index() and start_manager() just below.
     fleet = Fleet(
-        start_service, tmp_path, None, None, free_port(), hosts=dict(hosts or {}), wrappers=dict(wrappers or {})
-    )  # type: ignore[arg-type]
+        start_service,
+        tmp_path,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        free_port(),
+        hosts=dict(hosts or {}),
+        wrappers=dict(wrappers or {}),
+    )
     if manager_env is not None:
         fleet.manager_env = {**MANAGER_ENV, **manager_env}
     fleet.start_index()
@@ -329,7 +336,7 @@ def retrying(call: Callable[[], Any], timeout: float = 120) -> Any:
             if (
                 exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
                 or time.monotonic() > deadline
-            ):  # type: ignore[attr-defined]
+            ):
                 raise
             time.sleep(0.2)
 

@@ -102,7 +102,10 @@ def declare(
 ) -> None:
     stub.StorageDeclareSector(
         ipb.StorageDeclareSectorRequest(
-            storage_id=storage_id, sector=sector(number, miner), types=list(types), primary=primary
+            storage_id=storage_id,
+            sector=sector(number, miner),
+            types=[cpb.SectorFileType.ValueType(t) for t in types],
+            primary=primary,
         ),
         timeout=10,
     )
@@ -118,7 +121,10 @@ def find(
 ) -> list[ipb.SectorStorageInfo]:
     response = stub.StorageFindSector(
         ipb.StorageFindSectorRequest(
-            sector=sector(number, miner), types=list(types), allow_fetch=allow_fetch, sector_size=sector_size
+            sector=sector(number, miner),
+            types=[cpb.SectorFileType.ValueType(t) for t in types],
+            allow_fetch=allow_fetch,
+            sector_size=sector_size,
         ),
         timeout=10,
     )
@@ -128,13 +134,13 @@ def find(
 def all_declarations(
     stub: index_pb2_grpc.IndexServiceStub, storage_id: str = "", page_size: int = 10_000
 ) -> list[tuple[str, int, int, int, bool]]:
-    out = []
+    out: list[tuple[str, int, int, int, bool]] = []
     token_ = ""
     while True:
         page = stub.StorageListSectors(
             ipb.StorageListSectorsRequest(storage_id=storage_id, page_size=page_size, page_token=token_), timeout=60
         )
-        out += [(d.storage_id, d.sector.miner, d.sector.number, d.type, d.primary) for d in page.declarations]
+        out += [(d.storage_id, d.sector.miner, d.sector.number, int(d.type), d.primary) for d in page.declarations]
         token_ = page.next_page_token
         if not token_:
             return out
@@ -178,7 +184,10 @@ def declare_many(address: str, items: Sequence[tuple[str, int, Sequence[int], bo
                 for storage_id, number, types, primary in pending:
                     await stub.StorageDeclareSector(
                         ipb.StorageDeclareSectorRequest(
-                            storage_id=storage_id, sector=sector(number), types=list(types), primary=primary
+                            storage_id=storage_id,
+                            sector=sector(number),
+                            types=[cpb.SectorFileType.ValueType(t) for t in types],
+                            primary=primary,
                         ),
                         timeout=60,
                     )

@@ -165,7 +165,10 @@ def index_stub(index: ServiceProcess) -> index_pb2_grpc.IndexServiceStub:
 
 def find(index: ServiceProcess, number: int, *types: int) -> list[index_pb2.SectorStorageInfo]:
     reply = index_stub(index).StorageFindSector(
-        index_pb2.StorageFindSectorRequest(sector=common_pb2.SectorId(miner=MINER, number=number), types=list(types)),
+        index_pb2.StorageFindSectorRequest(
+            sector=common_pb2.SectorId(miner=MINER, number=number),
+            types=[common_pb2.SectorFileType.ValueType(t) for t in types],
+        ),
         timeout=10,
     )
     return list(reply.locations)
