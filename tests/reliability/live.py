@@ -33,7 +33,7 @@ from services.common.proto.sectorstorage.v1 import (
 )
 from services.devfleet import ServiceProcess
 from tests.support.auth import token
-from tests.support.fleet import FAST_WORKER_ENV, MANAGER_ENV, service
+from tests.support.fleet import FAST_WORKER_ENV, MANAGER_ENV, service_group
 from tests.support.sectors import P2K, SEED, TICKET, piece_data
 
 # The sector sealed before a test, under a miner id random inputs are unlikely to hit (the fuzz
@@ -159,12 +159,10 @@ def start_fleet(
     """Starts the three services under `root` (env per service name), attaches a storage path
     and, with `seal`, seals sector SEALED_NUMBER (2 KiB) through the manager."""
     env = env or {}
-    started: list[ServiceProcess] = []
+    processes = service_group(root)
 
     def start(name: str, *args: str, extra: dict[str, str]) -> ServiceProcess:
-        proc = service(name, *args, data_dir=root / name, env={**extra, **env.get(name, {})})
-        started.append(proc)
-        return proc.start()
+        return processes.start(name, name, *args, env={**extra, **env.get(name, {})})
 
     try:
         index = start("index", extra={})
@@ -189,8 +187,7 @@ def start_fleet(
             fleet.sealed_digest = digest(fleet.sealed_file())
         return fleet
     except BaseException:
-        for proc in reversed(started):
-            proc.kill()
+        processes.kill()
         raise
 
 

@@ -32,7 +32,7 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
-from services.devfleet import ServiceProcess
+from services.devfleet import LocalFleet, ServiceProcess
 from tests.support.auth import TEST_SECRET, token
 from tests.support.index import Index
 from tests.support.worker import ManagerEndpoint, WorkerHandle
@@ -74,10 +74,16 @@ def service(
     )
 
 
+def service_group(root: Path) -> LocalFleet:
+    """Services started under `root` with the test fleet key and no extra environment, stopped
+    together by `close()`: for fixtures of a wider scope than a test (a module's fleet)."""
+    return LocalFleet(root, secret=TEST_SECRET, env={})
+
+
 @pytest.fixture
 def start_service(tmp_path: Path) -> Iterator[StartService]:
     """Starts real service processes; all are stopped (killed if need be) at teardown."""
-    started: list[ServiceProcess] = []
+    fleet = service_group(tmp_path)
 
     def start(
         name: str,
@@ -86,16 +92,11 @@ def start_service(tmp_path: Path) -> Iterator[StartService]:
         data_dir: Path | None = None,
         wrapper: Sequence[str] = (),
     ) -> ServiceProcess:
-        proc = service(name, *args, data_dir=data_dir or tmp_path / f"{name}-{len(started)}", env=env, wrapper=wrapper)
-        started.append(proc)
-        return proc.start()
+        label = f"{name}-{len(fleet.processes)}"
+        return fleet.start(name, label, *args, env=env, data_dir=data_dir, wrapper=wrapper)
 
     yield start
-    for proc in started:
-        try:
-            proc.stop(timeout=10)
-        except Exception:
-            proc.kill()
+    fleet.close(timeout=10)
 
 
 def start_index(data_dir: Path, db_url: str = "", backend: str = "sqlite", env: dict[str, str] | None = None) -> Index:

@@ -26,7 +26,7 @@ import pytest
 
 from services.devfleet import ServiceProcess, console_script
 from tests.support.auth import TEST_SECRET, token
-from tests.support.fleet import FAST_WORKER_ENV, MANAGER_ENV, service
+from tests.support.fleet import FAST_WORKER_ENV, MANAGER_ENV, service_group
 
 SECTORCTL = console_script("sectorctl")
 MINER = 1000
@@ -58,13 +58,8 @@ class CliFleet:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliFleet]:
     tmp = tmp_path_factory.mktemp("sectorctl")
-    started: list[ServiceProcess] = []
-
-    def start(name: str, label: str, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
-        proc = service(name, *args, data_dir=tmp / label, env=env)
-        started.append(proc)
-        return proc.start()
-
+    processes = service_group(tmp)
+    start = processes.start
     try:
         index = start("index", "index")
         manager = start("manager", "manager", "--index", index.address, env=MANAGER_ENV)
@@ -110,11 +105,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliFleet]:
             time.sleep(0.2)
         yield cli
     finally:
-        for proc in reversed(started):
-            try:
-                proc.stop(timeout=10)
-            except Exception:
-                proc.kill()
+        processes.close(timeout=10)
 
 
 @pytest.fixture(scope="module")
