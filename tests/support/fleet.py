@@ -321,6 +321,17 @@ def make_fleet(
     return fleet
 
 
+def fleet_with_workers(
+    start_service: StartService, tmp: Path, manager_env: dict[str, str], workers: Sequence[WorkerSpec]
+) -> Fleet:
+    """An index, a manager with extra environment, and these workers, registered with their paths."""
+    fleet = make_fleet(start_service, tmp, manager_env)
+    for spec in workers:
+        fleet.add_worker(spec)
+    fleet.wait_registered()
+    return fleet
+
+
 @pytest.fixture
 def fleet(start_service: StartService, tmp_path: Path) -> Iterator[Fleet]:
     yield make_fleet(start_service, tmp_path)

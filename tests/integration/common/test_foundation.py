@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -28,10 +27,9 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
-from services.devfleet import ServiceProcess
 from tests.support.auth import TEST_SECRET, token
+from tests.support.fleet import StartService
 
-StartService = Callable[..., ServiceProcess]
 SERVICES = {"index": "IndexService", "manager": "ManagerService", "worker": "WorkerService"}
 
 

@@ -40,12 +40,11 @@ import rust_core
 from services.cli.sealing import add_piece_stream
 from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2
-from services.devfleet import ServiceProcess
 from services.manager.config import ManagerConfig
 from services.manager.records import OutcomeKind, WorkRecord, WorkStatus
 from services.manager.service import open_manager_database
 from tests.support import fleet as fleet_helpers
-from tests.support.fleet import Fleet, WorkerSpec
+from tests.support.fleet import Fleet, StartService, WorkerSpec
 from tests.support.inputs import fabricated_pc1_output
 from tests.support.procstat import cpu_cores
 from tests.support.sectors import MINER, TICKET, sector
@@ -53,7 +52,6 @@ from tests.support.worker import index_stub
 
 pytestmark = pytest.mark.slow
 
-StartService = Callable[..., ServiceProcess]
 P512 = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1
 SIZE = 512 << 20
 PC1 = common_pb2.TASK_TYPE_PRE_COMMIT_1

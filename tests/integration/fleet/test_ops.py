@@ -33,14 +33,11 @@ import pytest
 from services.cli.sealing import add_piece
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
-from services.devfleet import ServiceProcess
-from tests.integration.manager.test_e2e import check_no_overcommit, precommit, seal_sector
-from tests.support import fleet as fleet_helpers
 from tests.support.auth import token
-from tests.support.fleet import FAST_WORKER_ENV, Fleet, WorkerSpec
+from tests.support.fleet import FAST_WORKER_ENV, Fleet, StartService, WorkerSpec, fleet_with_workers
+from tests.support.sealing import check_no_overcommit, precommit, seal_sector
 from tests.support.sectors import P2K, TICKET, piece_data, sector
 
-StartService = Callable[..., ServiceProcess]
 J = manager_pb2.JobState
 PC1 = common_pb2.TASK_TYPE_PRE_COMMIT_1
 
@@ -71,18 +68,9 @@ def worker_stat(fleet: Fleet, name: str) -> manager_pb2.WorkerStat:
     return next(s for s in stats if s.info.worker_id == fleet.worker_ids[name])
 
 
-def make_fleet(start_service: StartService, tmp: Path, manager_env: dict[str, str], workers: list[WorkerSpec]) -> Fleet:
-    """An index, a manager with extra environment, and registered workers."""
-    fleet = fleet_helpers.make_fleet(start_service, tmp, manager_env)
-    for spec in workers:
-        fleet.add_worker(spec)
-    fleet.wait_registered()
-    return fleet
-
-
 @pytest.mark.parametrize("assigner", ["spread", "utilization"])
 def test_assigner_placement_of_a_batch(start_service: StartService, tmp_path: Path, assigner: str) -> None:
-    fleet = make_fleet(
+    fleet = fleet_with_workers(
         start_service,
         tmp_path,
         {"SECTORSTORAGE_MANAGER_ASSIGNER": assigner},
@@ -104,7 +92,7 @@ def test_assigner_placement_of_a_batch(start_service: StartService, tmp_path: Pa
 
 def test_sigterm_drains_the_worker_then_exits(start_service: StartService, tmp_path: Path) -> None:
     slow = {"SECTORSTORAGE_TEST_FAULT_TASK_DELAY": "PC1=3", "SECTORSTORAGE_WORKER_DRAIN_TIMEOUT_S": "30"}
-    fleet = make_fleet(start_service, tmp_path, {}, [WorkerSpec("a", cpus=2, env=slow)])
+    fleet = fleet_with_workers(start_service, tmp_path, {}, [WorkerSpec("a", cpus=2, env=slow)])
     piece = add_piece(fleet.stub(), sector(1), piece_data(1, P2K))
     pc1 = pc1_future(fleet, 1, piece)
     wait_for(lambda: jobs_on(fleet, "a", J.JOB_STATE_RUNNING), "PC1 running on a")
@@ -139,7 +127,7 @@ def test_task_timeout_stops_a_hung_task_and_the_retry_seals(start_service: Start
         "SECTORSTORAGE_MANAGER_RETRY_BACKOFF_INITIAL_S": "1.5",
     }
     hang = {"SECTORSTORAGE_TEST_FAULT_TASK_HANG": "PC1=1"}  # only the first attempt hangs
-    fleet = make_fleet(start_service, tmp_path, manager_env, [WorkerSpec("a", cpus=2, env=hang)])
+    fleet = fleet_with_workers(start_service, tmp_path, manager_env, [WorkerSpec("a", cpus=2, env=hang)])
     with ThreadPoolExecutor(1) as pool:
         sealed = pool.submit(seal_sector, fleet, sector(1))
         wait_for(lambda: jobs_on(fleet, "a", J.JOB_STATE_RUNNING), "PC1 running")
@@ -166,7 +154,7 @@ def test_task_timeout_stops_a_hung_task_and_the_retry_seals(start_service: Start
 
 def test_caps_hold_under_a_burst_of_50_sectors(start_service: StartService, tmp_path: Path) -> None:
     slow = {"SECTORSTORAGE_TEST_FAULT_TASK_DELAY": "PC1=0.15"}  # PC1s overlap
-    fleet = make_fleet(
+    fleet = fleet_with_workers(
         start_service,
         tmp_path,
         {},
@@ -231,7 +219,7 @@ def start_worker(
 def test_post_is_answered_within_its_deadline_behind_a_sealing_backlog(
     start_service: StartService, tmp_path: Path
 ) -> None:
-    fleet = make_fleet(start_service, tmp_path, {}, [WorkerSpec("seal", cpus=2)])
+    fleet = fleet_with_workers(start_service, tmp_path, {}, [WorkerSpec("seal", cpus=2)])
     stub = fleet.stub()
     ref = sector(1)
     piece, p1o = precommit(fleet, ref)
@@ -302,7 +290,7 @@ def test_post_is_answered_within_its_deadline_behind_a_sealing_backlog(
 
 def test_drain_during_a_batch_loses_nothing(start_service: StartService, tmp_path: Path) -> None:
     slow = {"SECTORSTORAGE_TEST_FAULT_TASK_DELAY": "PC1=0.6"}
-    fleet = make_fleet(
+    fleet = fleet_with_workers(
         start_service,
         tmp_path,
         {"SECTORSTORAGE_MANAGER_ASSIGNER": "spread"},

@@ -15,8 +15,8 @@ import grpc
 import pytest
 
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2
-from tests.integration.manager.test_e2e import commit, precommit
 from tests.support.fleet import Fleet, StartService, WorkerSpec, free_port, make_fleet
+from tests.support.sealing import commit, precommit
 from tests.support.sectors import sector
 
 WINDOW = common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_2KIB_V1

@@ -6,14 +6,12 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from services.devfleet import ServiceProcess
 from tests.support.auth import TEST_SECRET
+from tests.support.fleet import StartService
 from tests.support.paths import REPO
 
-StartService = Callable[..., ServiceProcess]
 DOC = REPO / "docs" / "grpcurl.md"
 
 

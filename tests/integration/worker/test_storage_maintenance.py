@@ -16,20 +16,17 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
-from services.devfleet import ServiceProcess, console_script
-from tests.integration.fleet.test_ops import make_fleet
-from tests.integration.manager.test_e2e import precommit
+from services.devfleet import console_script
 from tests.support.auth import token
-from tests.support.fleet import WorkerSpec
+from tests.support.fleet import StartService, WorkerSpec, fleet_with_workers
+from tests.support.sealing import precommit
 from tests.support.sectors import MINER, SEED, TICKET, sector
 from tests.support.worker import index_stub
 
-StartService = Callable[..., ServiceProcess]
 ST = common_pb2.SectorFileType
 UNSEALED, SEALED, CACHE = ST.SECTOR_FILE_TYPE_UNSEALED, ST.SECTOR_FILE_TYPE_SEALED, ST.SECTOR_FILE_TYPE_CACHE
 NAME = f"s-t0{MINER}-1"
@@ -45,7 +42,7 @@ def holders(index: object, number: int, file_type: int) -> set[str]:
 
 
 def test_redeclare_after_a_hand_move_and_cleanup(start_service: StartService, tmp_path: Path) -> None:
-    fleet = make_fleet(start_service, tmp_path, {}, [WorkerSpec("a", cpus=2)])
+    fleet = fleet_with_workers(start_service, tmp_path, {}, [WorkerSpec("a", cpus=2)])
     worker = worker_pb2_grpc.WorkerServiceStub(sync_channel(fleet.workers["a"].address, token()))
     index = index_stub(fleet.index)
     old, new = tmp_path / "store-a", tmp_path / "p2"
@@ -141,7 +138,7 @@ def test_cleanup_of_leftover_downloads(start_service: StartService, tmp_path: Pa
     """A download a killed worker left in `fetching/` is removable once it has not been written
     for FETCH_STALE_S; a recent one (a fetch may be running) and one of a locked sector are kept,
     even when the sector's final file is declared on that path."""
-    fleet = make_fleet(start_service, tmp_path, {}, [WorkerSpec("a", cpus=2)])
+    fleet = fleet_with_workers(start_service, tmp_path, {}, [WorkerSpec("a", cpus=2)])
     worker = worker_pb2_grpc.WorkerServiceStub(sync_channel(fleet.workers["a"].address, token()))
     index = index_stub(fleet.index)
     root = tmp_path / "store-a"
