@@ -8,7 +8,7 @@ slot is free; the same outcome is what frees the worker in the manager's account
 Each try starts the task, waits until it is really working (a core busy; for a fetch, 64 MiB on
 disk), then a random 0-`--pc1-spread` s more for PC1 (so the aborts land in tree_d building and
 in the labeling of layer 1), 0.3 s for PC2, aborts it, and measures. Inputs are made without the earlier steps, as in
-tests/integration/test_worker_cancel.py (whose helpers this reuses).
+tests/integration/worker/test_cancel.py (whose helpers this reuses).
 
     python bench/cancel.py [--tries 20] [--only pc1|pc2|fetch] [--workdir DIR]
 
@@ -36,15 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.worker import Fleet, attach, load  # noqa: E402
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc  # noqa: E402
-from tests.integration.test_worker_cancel import (  # noqa: E402
-    MINER,
-    SIZE,
-    TICKET,
-    cpu_cores,
-    fabricated_pc1_output,
-    sparse,
-    unsealed_input,
-)
+from tests.support.inputs import SIZE, fabricated_pc1_output, sparse, unsealed_input  # noqa: E402
+from tests.support.procstat import cpu_cores  # noqa: E402
+from tests.support.sectors import MINER, TICKET  # noqa: E402
 
 PROOF = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1
 

@@ -3,15 +3,16 @@ transaction run directly on the database (the limit), on SQLite and on PostgreSQ
 
 Setup per backend: a fresh database (SQLite file; PostgreSQL: a throwaway server with its default,
 durable settings), the index schema, then 100 paths and 1,000,000 declared sector files
-bulk-loaded directly (500,000 sectors with sealed + cache each, spread over the paths), then one
+bulk-loaded through the store (500,000 sectors with sealed + cache each, spread over the paths), then one
 `sectorstorage-index` process on it with the default config (auth on, SQLite synchronous=full).
 
 Load: 16 concurrent clients (asyncio tasks, each on its own channel, spread over client
 processes) over loopback for a fixed time after a warm-up; each request's latency is measured at
 the client. FindSector asks for (sealed, cache) of a random loaded sector; DeclareSector declares
-the unsealed file of a new sector in a random path. The direct limit runs the servicer's own
-transaction (same SQL, same BEGIN/COMMIT, through services/common/db) from 16 threads in one
-process, with no gRPC, so the ratio shows what the RPC layer costs.
+the unsealed file of a new sector in a random path. The direct limit calls what the servicer
+calls, the index store's public `find` and `declare` (same transactions, through
+services/common/db), from 16 concurrent tasks in one process with no gRPC, so the ratio shows
+what the RPC layer costs. The bench uses the index's public entry points only (architecture.toml).
 
     python -m bench.index                       # both backends, the figures of docs/benchmarks.md
     python -m bench.index --backends sqlite --seconds 5 --files 100000
@@ -28,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -73,54 +73,62 @@ def summarize(latencies: list[float]) -> tuple[float, float]:
 # -- setup ---------------------------------------------------------------------------------------
 
 
+def index_config(url: str, data_dir: Path, threads: int = 4) -> Any:
+    """The index's own config for this database, as the benchmarked server has it (paths never
+    go unhealthy during a run)."""
+    from services.common.config import load_config
+    from services.index.config import IndexConfig
+
+    env = {
+        "SECTORSTORAGE_DATABASE_URL": url,
+        "SECTORSTORAGE_DATA_DIR": str(data_dir),
+        "SECTORSTORAGE_INDEX_HEARTBEAT_TIMEOUT_S": "86400",
+        "SECTORSTORAGE_INDEX_DB_THREADS": str(threads),
+    }
+    return load_config(IndexConfig, env=env)
+
+
+def open_store(url: str, data_dir: Path, threads: int = 4) -> Any:
+    """The index's store on this database, opened and migrated the way the service does it
+    (services/index/service.py), so the bench uses the index's public entry points only."""
+    from services.index.service import open_index_database
+    from services.index.store import IndexStore
+
+    config = index_config(url, data_dir, threads)
+    return IndexStore(open_index_database(config), heartbeat_timeout=config.index.heartbeat_timeout_s)
+
+
 def bulk_load(url: str, data_dir: Path, paths: int, files: int) -> list[str]:
-    """Creates the schema and loads `paths` healthy paths and `files` sector files directly."""
-    from services.common.db import Tx, apply_migrations, open_database
+    """Creates the schema and loads `paths` healthy paths and `files` sector files through the
+    index's store: StorageAttach's `attach` per path, then StorageRedeclare's `redeclare` with
+    each path's sectors (one transaction per path)."""
     from services.common.db.dialect import Dialect
-    from services.index.schema import COMPONENT, MIGRATIONS
+    from services.index.domain import FsStat, PathInfo
 
-    db = open_database(url, data_dir, "index", threads=1)
-    apply_migrations(db, COMPONENT, MIGRATIONS)
+    store = open_store(url, data_dir)
     ids = [str(uuid.UUID(int=random.Random(i).getrandbits(128))) for i in range(paths)]
-    now = time.time()
-
-    def add_paths(tx: Tx) -> None:
-        tx.executemany(
-            "INSERT INTO storage_paths (id, urls, weight, max_storage, can_seal, can_store, path_groups, allow_to, allow_types,"
-            " deny_types, allow_miners, deny_miners, capacity, available, fs_available, reserved, max_bytes, used,"
-            " last_heartbeat, heartbeat_error, attached_at) VALUES (?, ?, 10, 0, TRUE, TRUE, '[]', '[]', 0, 0, '[]', '[]',"
-            " ?, ?, ?, 0, 0, 0, ?, '', ?)",
-            [
-                (sid, json.dumps([f"10.0.{i // 250}.{i % 250}:3456"]), 1 << 44, 1 << 43, 1 << 43, now, now)
-                for i, sid in enumerate(ids)
-            ],
-        )
-
-    db.transact(add_paths)
-    pks = {sid: pk for sid, pk in db.transact(lambda tx: tx.query("SELECT id, pk FROM storage_paths"))}
     sectors = files // 2
-    rows = ((MINER, n, t, pks[ids[n % paths]], True) for n in range(sectors) for t in (SEALED, CACHE))
+
+    async def load() -> None:
+        for i, sid in enumerate(ids):
+            info = PathInfo(id=sid, urls=(f"10.0.{i // 250}.{i % 250}:3456",), weight=10, can_seal=True, can_store=True)
+            await store.attach(info, FsStat(capacity=1 << 44, available=1 << 43, fs_available=1 << 43))
+        for i, sid in enumerate(ids):
+            # Sector n lives on path n % paths, sealed and cache files, primary.
+            held = {(MINER, n, t): True for n in range(i, sectors, paths) for t in (SEALED, CACHE)}
+            await store.redeclare(sid, held, drop_missing=False)
+
+    asyncio.run(load())
+    db = store.db
     if db.dialect is Dialect.POSTGRESQL:
         import psycopg
 
-        with psycopg.connect(url) as conn, conn.cursor() as cur:
-            with cur.copy("COPY sector_files (miner, number, file_type, path_pk, is_primary) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            conn.commit()
+        db.close()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
     else:
-        batch: list[tuple[Any, ...]] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) == 200_000:
-                db.transact(lambda tx, b=batch: tx.executemany("INSERT INTO sector_files VALUES (?, ?, ?, ?, ?)", b))  # type: ignore[misc]
-                batch = []
-        if batch:
-            db.transact(lambda tx: tx.executemany("INSERT INTO sector_files VALUES (?, ?, ?, ?, ?)", batch))
         db.transact(lambda tx: tx.execute("ANALYZE"))
-    db.close()
+        db.close()
     return ids
 
 
@@ -200,64 +208,51 @@ def _process_cpu(pid: int) -> float:
 
 
 def direct_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """The servicer's transaction, straight on the database from `clients` threads."""
-    from services.common.db import Mode, Tx, open_database
-    from services.index.domain import FileType
-    from services.index.store import DECLARE_PATH_SQL, find_holders_sql, upsert_sql
+    """The servicer's work without gRPC: the index store's own `find` and `declare` (what
+    StorageFindSector and StorageDeclareSector call), from `clients` concurrent tasks in one
+    process, each transaction on the store's thread pool."""
+    from services.index.domain import FileType, SectorId
 
-    db = open_database(spec["url"], Path(spec["data_dir"]), "index", threads=1)
+    store = open_store(spec["url"], Path(spec["data_dir"]), threads=spec["clients"])
+    # The pool, not the event loop: SQLite reads would otherwise run inline on one thread.
+    store.db.inline_reads = False
     op, sectors, ids = spec["op"], spec["sectors"], spec["path_ids"]
-    find_sql = find_holders_sql(FileType(SEALED | CACHE))
-    latencies: list[list[float]] = [[] for _ in range(spec["clients"])]
-    errors = [0]
-    totals = [0] * spec["clients"]
-    begin = time.perf_counter()
-    record_from = begin + spec["warmup"]
-    stop_at = record_from + spec["seconds"]
+    wanted = FileType(SEALED | CACHE)
+    latencies: list[float] = []
+    errors = 0
+    total = 0
 
-    def thread(k: int) -> None:
+    async def client(k: int, stop_at: float, record_from: float) -> None:
+        nonlocal errors, total
         rng = random.Random(spec["seed"] * 1000 + k)
         next_new = DECLARE_BASE + 500_000_000 + spec["seed"] * 10_000_000 + k * 100_000
-        mine = latencies[k]
         while True:
             start = time.perf_counter()
             if start >= stop_at:
                 return
             try:
                 if op == "find":
-                    number = rng.randrange(sectors)
-                    db.transact(lambda tx: tx.query(find_sql, (MINER, number)), Mode.READ_ONE)
+                    await store.find(SectorId(MINER, rng.randrange(sectors)), wanted, 0, False)
                 else:
                     next_new += 1
-                    sid, number = rng.choice(ids), next_new
-
-                    def declare(tx: Tx) -> None:
-                        pk = tx.scalar(DECLARE_PATH_SQL, (sid,))
-                        tx.executemany(upsert_sql(True), [(MINER, number, UNSEALED, pk, True)])
-
-                    db.transact(declare)
-            except Exception:  # noqa: BLE001
-                errors[0] += 1
+                    await store.declare(rng.choice(ids), SectorId(MINER, next_new), FileType.UNSEALED, True)
+            except Exception:  # noqa: BLE001 - counted, reported
+                errors += 1
                 continue
-            totals[k] += 1
+            end = time.perf_counter()
+            total += 1
             if start >= record_from:
-                mine.append(time.perf_counter() - start)
+                latencies.append(end - start)
 
-    # Threads, not the event loop: SQLite reads would otherwise run inline on one thread.
-    db.inline_reads = False
-    threads = [threading.Thread(target=thread, args=(k,)) for k in range(spec["clients"])]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    db.close()
-    return {
-        "latencies": [x for per in latencies for x in per],
-        "seconds": spec["seconds"],
-        "errors": errors[0],
-        "cpu": _cpu_seconds(),
-        "total": sum(totals),
-    }
+    async def run() -> None:
+        now = time.perf_counter()
+        record_from = now + spec["warmup"]
+        stop_at = record_from + spec["seconds"]
+        await asyncio.gather(*(client(k, stop_at, record_from) for k in range(spec["clients"])))
+
+    asyncio.run(run())
+    store.db.close()
+    return {"latencies": latencies, "seconds": spec["seconds"], "errors": errors, "cpu": _cpu_seconds(), "total": total}
 
 
 @dataclass
@@ -329,7 +324,7 @@ def result(backend: str, op: str, via: str, run: Run, load: float) -> Result:
 def start_index(data_dir: Path, url: str, processes: int = 1, extra_env: dict[str, str] | None = None) -> list[Any]:
     """One index process, or several sharing one port (SO_REUSEPORT, which `grpc.reuse_port`
     turns on: the kernel spreads client connections over them) and one database."""
-    from services.cli.local_fleet import ServiceProcess
+    from services.devfleet import ServiceProcess
 
     env = {
         "SECTORSTORAGE_DATABASE_URL": url,
@@ -340,7 +335,7 @@ def start_index(data_dir: Path, url: str, processes: int = 1, extra_env: dict[st
     }
     first = ServiceProcess(name="index", data_dir=data_dir, env=env, secret=SECRET).start(timeout=120)
     procs = [first]
-    for _ in range(processes - 1):  # the later --listen wins over local_fleet's port 0
+    for _ in range(processes - 1):  # the later --listen wins over ServiceProcess's port 0
         more = ServiceProcess(name="index", data_dir=data_dir, env=env, secret=SECRET, args=("--listen", first.address))
         procs.append(more.start(timeout=120))
     return procs

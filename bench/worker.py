@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -34,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc  # noqa: E402
 
 import rust_core  # noqa: E402
-from services.cli.local_fleet import ServiceProcess  # noqa: E402
 from services.common.auth import Permission, create_token  # noqa: E402
 from services.common.client import aio_channel, sync_channel  # noqa: E402
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc  # noqa: E402
+from services.devfleet import LocalFleet, ServiceProcess  # noqa: E402
 from services.worker.wire import decode_chunk_response  # noqa: E402
 
 MINER = 1000
@@ -48,28 +47,22 @@ PROOF_BY_MIB = {
 
 
 class Fleet:
+    """The bench's services (services.devfleet.LocalFleet) and an admin token for them."""
+
     def __init__(self, root: Path) -> None:
+        self.processes = LocalFleet(root, env={"SECTORSTORAGE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning")})
         self.root = root
-        self.secret = secrets.token_hex(32)
-        self.procs: list[ServiceProcess] = []
+        self.secret = self.processes.secret
         self.token = create_token(self.secret.encode(), Permission.ADMIN, subject="bench")
 
     def start(self, name: str, label: str, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
-        env = {"SECTORSTORAGE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"), **(env or {})}
-        proc = ServiceProcess(name, self.root / label, args=args, secret=self.secret, env=env)
-        proc.start()
-        self.procs.append(proc)
-        return proc
+        return self.processes.start(name, label, *args, env=env)
 
     def stub(self, proc: ServiceProcess) -> worker_pb2_grpc.WorkerServiceStub:
         return worker_pb2_grpc.WorkerServiceStub(sync_channel(proc.address, self.token))
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            try:
-                proc.stop()
-            except Exception:  # noqa: BLE001
-                proc.kill()
+        self.processes.close()
 
 
 def attach(stub: worker_pb2_grpc.WorkerServiceStub, root: Path, seal: bool, store: bool) -> str:

@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import secrets
 import shutil
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.cli.local_fleet import ServiceProcess
 from services.cli.names import task_short
 from services.cli.sealing import SealedSector, read_piece, seal_sector
 from services.common.auth import Permission, create_token
@@ -34,6 +31,7 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
+from services.devfleet import LocalFleet, ServiceProcess
 
 MINER = 1000
 SECTOR_SIZE = 8 << 20
@@ -42,31 +40,6 @@ WINDOW_POST = common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_8MIB_V1
 # Tickets and seeds are chain randomness in a real deployment; 32 bytes in the BLS12-381 field.
 TICKET = hashlib.sha256(b"demo ticket").digest()[:31] + b"\x00"
 SEED = hashlib.sha256(b"demo seed").digest()[:31] + b"\x00"
-
-
-@dataclass
-class Fleet:
-    root: Path
-    secret: str = field(default_factory=lambda: secrets.token_hex(32))
-    processes: list[ServiceProcess] = field(default_factory=list)
-
-    def start(self, name: str, label: str, *args: str) -> ServiceProcess:
-        proc = ServiceProcess(
-            name=name,
-            data_dir=self.root / label,
-            args=args,
-            secret=self.secret,
-            env={"SECTORSTORAGE_LOG_LEVEL": "warning"},
-        )
-        proc.start()
-        self.processes.append(proc)
-        return proc
-
-    def stop(self) -> list[tuple[str, int]]:
-        codes = []
-        for proc in reversed(self.processes):
-            codes.append((proc.data_dir.name, proc.stop()))
-        return codes
 
 
 def health_of(address: str) -> str:
@@ -195,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.root.exists():
         shutil.rmtree(args.root)
-    fleet = Fleet(args.root)
+    fleet = LocalFleet(args.root)
     ok = True
     try:
         index = fleet.start("index", "index")

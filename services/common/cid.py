@@ -1,7 +1,7 @@
 """Filecoin commitment CIDs (CIDv1, base32): CommP/CommD as `fil-commitment-unsealed` with the
 `sha2-256-trunc254-padded` multihash, CommR as `fil-commitment-sealed` with
 `poseidon-bls12_381-a2-fc1`. Pure Python, so the command line needs no rust_core;
-tests/unit/test_common_cid.py checks it against rust_core's encoding bit for bit."""
+tests/unit/common/test_cid.py checks it against rust_core's encoding bit for bit."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ the worker writes with it, sectorctl lays files out with it).
 Sizes: a piece is 127 * 2^k unpadded bytes, 128 * 2^k once fr32-padded. Placement: each piece
 starts at the next padded offset that is a multiple of its own padded size, the gap before it
 being zeros (rust-fil-proofs' `sum_piece_bytes_with_alignment`, and rust_core's commD, which
-places pieces the same way; tests/unit/test_piece_alignment.py pins the two together).
+places pieces the same way; tests/unit/common/test_piece_alignment.py pins the two together).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 their sector sizes, task types with their short names (AP, PC1, ... as operators and the
 reference write them) and how to parse them, and a miner's prover id. The values are the wire
 enums' (`sectorstorage.v1.RegisteredSealProof`, `TaskType`), so they convert to and from protos
-without a table; tests/unit/test_vocabulary.py pins them against the protos and rust_core."""
+without a table; tests/unit/common/test_vocabulary.py pins them against the protos and rust_core."""
 
 from __future__ import annotations
 

@@ -1,3 +1,3 @@
-"""Fixtures of the fault tests: the shared Fleet (tests/integration/fleet.py)."""
+"""Fixtures of the fault tests: the shared Fleet (tests/support/fleet.py)."""
 
-from tests.integration.fleet import fleet  # noqa: F401
+from tests.support.fleet import fleet  # noqa: F401

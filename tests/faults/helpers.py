@@ -21,8 +21,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.cli.sealing import add_piece, read_piece
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, index_pb2_grpc, manager_pb2
-from tests.integration.fleet import Fleet, summary
-from tests.integration.worker_helpers import SEED, TICKET, token
+from tests.support.auth import token
+from tests.support.fleet import Fleet, summary
+from tests.support.sectors import SEED, TICKET
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

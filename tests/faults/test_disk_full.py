@@ -20,8 +20,8 @@ import pytest
 from services.cli.sealing import add_piece
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2
 from tests.faults.helpers import lapsed_locks, wait_no_locks
-from tests.integration.fleet import P8M, Fleet, WorkerSpec, piece_data, sector, summary
-from tests.integration.worker_helpers import SEED, TICKET
+from tests.support.fleet import Fleet, WorkerSpec, summary
+from tests.support.sectors import P8M, SEED, TICKET, piece_data, sector
 
 MiB = 1 << 20
 # 8 MiB unsealed + PC1's reservation (sealed 8 MiB + cache 14.1 x 8 MiB) and a little slack.

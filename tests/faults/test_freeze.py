@@ -16,8 +16,8 @@ import time
 from services.cli.sealing import add_piece
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from tests.faults.helpers import lapsed_locks, outcome_counts, wait_no_locks
-from tests.integration.fleet import MANAGER_ENV, P2K, Fleet, WorkerSpec, piece_data, sector
-from tests.integration.worker_helpers import SEED, TICKET
+from tests.support.fleet import MANAGER_ENV, Fleet, WorkerSpec
+from tests.support.sectors import P2K, SEED, TICKET, piece_data, sector
 
 HEARTBEAT_TIMEOUT_S = float(MANAGER_ENV["SECTORSTORAGE_MANAGER_HEARTBEAT_TIMEOUT_S"])
 

@@ -33,8 +33,8 @@ from tests.faults.helpers import (
     verify_again,
     wait_no_locks,
 )
-from tests.integration.fleet import P2K, P8M, Fleet, StartService, WorkerSpec, make_fleet, piece_data, sector
-from tests.integration.worker_helpers import TICKET
+from tests.support.fleet import Fleet, StartService, WorkerSpec, make_fleet
+from tests.support.sectors import P2K, P8M, TICKET, piece_data, sector
 
 SECTORS = int(os.environ.get("SECTORSTORAGE_FAULT_SECTORS", "8"))
 # A client whose reply died with the manager (killed right after it recorded the delivery) sends

@@ -20,7 +20,8 @@ import pytest
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from tests.faults.helpers import lapsed_locks, read_back, seal, verify_again, wait_no_locks
 from tests.faults.netns import Lab, probe
-from tests.integration.fleet import P8M, WorkerSpec, make_fleet, piece_data, sector, summary
+from tests.support.fleet import WorkerSpec, make_fleet, summary
+from tests.support.sectors import P8M, piece_data, sector
 
 ROLES = ["index", "manager", "a", "b"]
 CUT_S = 6.0

@@ -27,7 +27,8 @@ from tests.faults.helpers import (
     seal,
     wait_no_locks,
 )
-from tests.integration.fleet import P2K, Fleet, WorkerSpec, make_fleet, piece_data, sector
+from tests.support.fleet import Fleet, WorkerSpec, make_fleet
+from tests.support.sectors import P2K, piece_data, sector
 
 SECTORS = int(os.environ.get("SECTORSTORAGE_SOAK_SECTORS", "200"))
 FAIL_P = float(os.environ.get("SECTORSTORAGE_SOAK_FAIL_P", "0.1"))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, worker_pb2
 from tests.faults.helpers import index_stub, read_back, seal
-from tests.integration.fleet import P2K, Fleet, WorkerSpec, piece_data, sector
+from tests.support.fleet import Fleet, WorkerSpec
+from tests.support.sectors import P2K, piece_data, sector
 
 UNSEALED = common_pb2.SECTOR_FILE_TYPE_UNSEALED
 

@@ -1,5 +1,5 @@
 """A live fleet for the reliability tests: one index, one manager and one worker as real
-processes (services/cli/local_fleet.py), the worker with one attached storage path, optionally a
+processes (services/devfleet/process.py), the worker with one attached storage path, optionally a
 2 KiB sector sealed through the manager before the test starts (the state the bad-input tests
 check is still intact afterwards), and plaintext or TLS channels with an admin token.
 
@@ -20,9 +20,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.cli.local_fleet import ServiceProcess
 from services.cli.sealing import SealedSector, seal_sector
-from services.common.auth import Permission, create_token
+from services.common.auth import Permission
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import (
     common_pb2,
@@ -32,9 +31,10 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
-from tests.conftest import TEST_SECRET
-from tests.integration.fleet import MANAGER_ENV, P2K, piece_data
-from tests.integration.worker_helpers import FAST_WORKER_ENV, SEED, TICKET
+from services.devfleet import ServiceProcess
+from tests.support.auth import token
+from tests.support.fleet import FAST_WORKER_ENV, MANAGER_ENV, service_group
+from tests.support.sectors import P2K, SEED, TICKET, piece_data
 
 # The sector sealed before a test, under a miner id random inputs are unlikely to hit (the fuzz
 # tests lean on small numbers and boundaries, and a legitimate Remove of it would not be a bug).
@@ -43,7 +43,7 @@ SEALED_NUMBER = 1
 
 
 def admin_token() -> str:
-    return create_token(TEST_SECRET.encode(), Permission.ADMIN, subject="reliability-test")
+    return token(Permission.ADMIN, subject="reliability-test")
 
 
 @dataclass
@@ -159,14 +159,10 @@ def start_fleet(
     """Starts the three services under `root` (env per service name), attaches a storage path
     and, with `seal`, seals sector SEALED_NUMBER (2 KiB) through the manager."""
     env = env or {}
-    started: list[ServiceProcess] = []
+    processes = service_group(root)
 
     def start(name: str, *args: str, extra: dict[str, str]) -> ServiceProcess:
-        proc = ServiceProcess(
-            name=name, data_dir=root / name, args=args, env={**extra, **env.get(name, {})}, secret=TEST_SECRET
-        )
-        started.append(proc)
-        return proc.start()
+        return processes.start(name, name, *args, env={**extra, **env.get(name, {})})
 
     try:
         index = start("index", extra={})
@@ -191,8 +187,7 @@ def start_fleet(
             fleet.sealed_digest = digest(fleet.sealed_file())
         return fleet
     except BaseException:
-        for proc in reversed(started):
-            proc.kill()
+        processes.kill()
         raise
 
 

@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 
 from services.cli.sealing import read_piece
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2
-from tests.integration.worker_helpers import SEED, TICKET
 from tests.reliability.live import LiveFleet, crashes, digest, start_fleet
 from tests.reliability.proto_strategies import messages
 from tests.reliability.rpcs import CRASH_CODES, Rpc, all_rpcs, invoke
+from tests.support.sectors import SEED, TICKET
 
 FUZZ_EXAMPLES = int(os.environ.get("SECTORSTORAGE_FUZZ_EXAMPLES", "16"))
 CALL_TIMEOUT_S = 1.0

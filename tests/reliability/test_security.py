@@ -29,9 +29,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from services.common.auth import DEFAULT_FLEET, Permission, create_token
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
-from tests.conftest import TEST_SECRET
 from tests.reliability.live import LiveFleet, call_code, start_fleet
 from tests.reliability.rpcs import Rpc, all_rpcs, invoke
+from tests.support.auth import TEST_SECRET
 
 SECRET = TEST_SECRET.encode()
 RPCS = all_rpcs()

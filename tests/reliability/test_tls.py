@@ -18,12 +18,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.cli.local_fleet import ServiceProcess
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import index_pb2, index_pb2_grpc, manager_pb2, worker_pb2
-from tests.conftest import TEST_SECRET
 from tests.reliability.certs import Authority, Pem
 from tests.reliability.live import LiveFleet, admin_token, logged, start_fleet
+from tests.support.fleet import service
 
 
 def tls_env(ca: Authority, node: Pem, *, mutual: bool) -> dict[str, str]:
@@ -131,7 +130,7 @@ def test_mutual_tls_refuses_clients_without_a_fleet_certificate(mtls_fleet: Live
 def test_server_tls_serves_clients_without_certificates(tmp_path: Path, pki: dict[str, object]) -> None:
     ca, node = pki["ca"], pki["node"]
     assert isinstance(ca, Authority) and isinstance(node, Pem)
-    index = ServiceProcess("index", tmp_path / "index", env=tls_env(ca, node, mutual=False), secret=TEST_SECRET).start()
+    index = service("index", data_dir=tmp_path / "index", env=tls_env(ca, node, mutual=False)).start()
     try:
         assert logged(index, '"tls": "server"')
         assert list_paths(index.address, credentials(ca)) == grpc.StatusCode.OK
@@ -145,4 +144,4 @@ def test_unreadable_certificate_stops_start_up(tmp_path: Path, pki: dict[str, ob
     assert isinstance(ca, Authority) and isinstance(node, Pem)
     env = tls_env(ca, node, mutual=False) | {"SECTORSTORAGE_TLS_KEY_FILE": str(tmp_path / "missing.key")}
     with pytest.raises(RuntimeError, match="SECTORSTORAGE_TLS_KEY_FILE: cannot read"):
-        ServiceProcess("index", tmp_path / "index", env=env, secret=TEST_SECRET).start()
+        service("index", data_dir=tmp_path / "index", env=env).start()

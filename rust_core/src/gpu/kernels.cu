@@ -1,7 +1,7 @@
 // CUDA kernels of the sectorstorage hashing backend (compiled at run time with NVRTC).
 //
 // The same source also compiles as plain C (without __CUDACC__), where each kernel is an
-// ordinary function of one thread index: tests/unit/test_porep_cuda_source.py builds it with the
+// ordinary function of one thread index: tests/unit/rust_core/test_porep_cuda_source.py builds it with the
 // host C compiler and checks every kernel against hashlib, so the hashing logic is tested on
 // machines without a GPU. One thread computes one output node.
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.index.helpers import Index, reset, start_index
-from tests.postgres import Postgres
+from tests.support.fleet import start_index
+from tests.support.index import Index, reset
+from tests.support.postgres import Postgres
 
 BACKENDS = ["sqlite", "postgres"]
 

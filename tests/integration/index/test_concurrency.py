@@ -17,7 +17,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from services.common.proto.sectorstorage.v1 import index_pb2 as ipb
 from services.common.proto.sectorstorage.v1 import index_pb2_grpc
-from tests.integration.index.helpers import CACHE, SEALED, UNSEALED, Index, all_declarations, attach, info, sector, stat
+from tests.support.index import CACHE, SEALED, UNSEALED, Index, all_declarations, attach, info, sector, stat
 
 MakeIndex = Callable[..., Index]
 THREADS = 32

@@ -10,7 +10,7 @@ import pytest
 
 from services.common.proto.sectorstorage.v1 import index_pb2 as ipb
 from tests.integration.index.conftest import BACKENDS
-from tests.integration.index.helpers import (
+from tests.support.index import (
     CACHE,
     SEALED,
     UNSEALED,

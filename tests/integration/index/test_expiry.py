@@ -18,7 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from services.common.proto.sectorstorage.v1 import common_pb2 as cpb
 from services.common.proto.sectorstorage.v1 import index_pb2 as ipb
 from tests.integration.index.conftest import BACKENDS
-from tests.integration.index.helpers import (
+from tests.support.index import (
     SEALED,
     SEALING,
     Index,

@@ -16,7 +16,7 @@ from google.protobuf.duration_pb2 import Duration
 from services.common.auth import Permission
 from services.common.proto.sectorstorage.v1 import index_pb2 as ipb
 from services.common.proto.sectorstorage.v1 import index_pb2_grpc
-from tests.integration.index.helpers import CACHE, SEALED, UNSEALED, Index, rpc_error, sector
+from tests.support.index import CACHE, SEALED, UNSEALED, Index, rpc_error, sector
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 _numbers = count(1)

@@ -13,7 +13,7 @@ import pytest
 
 from services.common.db.pgserver import PostgresServer, find_bin_dir, start_postgres
 from services.common.proto.sectorstorage.v1 import index_pb2 as ipb
-from tests.integration.index.helpers import SEALED, Index, attach, declare, find, rpc_error, sector
+from tests.support.index import SEALED, Index, attach, declare, find, rpc_error, sector
 
 MakeIndex = Callable[..., Index]
 

@@ -9,7 +9,7 @@ import pytest
 from services.common.auth import Permission
 from services.common.proto.sectorstorage.v1 import common_pb2 as cpb
 from services.common.proto.sectorstorage.v1 import index_pb2 as ipb
-from tests.integration.index.helpers import (
+from tests.support.index import (
     CACHE,
     SEALED,
     TIB,

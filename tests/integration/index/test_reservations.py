@@ -16,7 +16,7 @@ from services.common.proto.sectorstorage.v1 import common_pb2 as cpb
 from services.common.proto.sectorstorage.v1 import index_pb2 as ipb
 from services.index.domain import FileType, PathType
 from services.index.policy import space_needed
-from tests.integration.index.helpers import Index, attach, new_id, stat
+from tests.support.index import Index, attach, new_id, stat
 
 HOUR = Duration(seconds=3600)
 

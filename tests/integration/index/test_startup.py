@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from services.cli.local_fleet import console_script
+from services.devfleet import console_script
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,324 @@
+"""The worker's tasks on real processes: an index, one worker with real storage directories in
+tmp, and the test's ManagerEndpoint receiving the Return calls. Each task is checked by its
+effect on disk, in the index, and in the returned result (proofs verified with rust_core)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+import rust_core
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.worker.partialfile import PartialFile
+from services.worker.sectors import prover_id
+from tests.support.fleet import StartService, start_worker
+from tests.support.sectors import MINER, SEED, TICKET, sector_ref
+from tests.support.worker import ManagerEndpoint, WorkerHandle, add_piece, assignment, find
+
+PROVER = prover_id(MINER)
+TT = common_pb2.TaskType
+ST = common_pb2.SectorFileType
+
+
+@pytest.fixture
+def manager() -> Iterator[ManagerEndpoint]:
+    endpoint = ManagerEndpoint()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+def fleet(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> tuple[object, WorkerHandle]:
+    index = start_service("index")
+    worker = start_worker(start_service, index, manager)
+    worker.attach("seal", tmp_path / "seal", seal=True, store=False)
+    worker.attach("store", tmp_path / "store", seal=False, store=True)
+    return index, worker
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(os.listdir(directory))
+
+
+@pytest.mark.parametrize("size", [2048, 8 << 20], ids=["2KiB", "8MiB"])
+def test_sealing_sequence(fleet: tuple[object, WorkerHandle], tmp_path: Path, size: int) -> None:
+    index, w = fleet
+    number = 1
+    ref = sector_ref(number, size)
+    name = f"s-t0{MINER}-{number}"
+    data = os.urandom(size // 128 * 127)
+
+    # AddPiece: one piece filling the sector; commP is the real piece commitment.
+    piece = w.ok(add_piece(w, number, size, data))
+    assert piece.size == size and piece.commp == rust_core.piece_commitment(data)
+    assert piece.piece_cid == rust_core.piece_cid(piece.commp)
+    unsealed = tmp_path / "seal" / "unsealed" / name
+    with PartialFile.open(unsealed, size) as pf:
+        assert pf.allocated() == [(0, size)]
+    assert [loc.id for loc in find(index, number, ST.SECTOR_FILE_TYPE_UNSEALED)] == [w.ids["seal"]]
+
+    # PC1, PC2.
+    pieces = [common_pb2.PieceInfo(size=size, piece_cid=piece.piece_cid)]
+    a = assignment(number)
+    w.stub.SealPreCommit1(
+        worker_pb2.WorkerServiceSealPreCommit1Request(assignment=a, sector=ref, ticket=TICKET, pieces=pieces),
+        timeout=10,
+    )
+    p1 = w.ok(a.call_id)
+    # PC1 makes the cache only; the sealed file is PC2's output (no empty placeholder to fetch).
+    assert not (tmp_path / "seal" / "sealed" / name).exists() and (tmp_path / "seal" / "cache" / name).is_dir()
+    assert find(index, number, ST.SECTOR_FILE_TYPE_SEALED) == []
+    a = assignment(number)
+    w.stub.SealPreCommit2(
+        worker_pb2.WorkerServiceSealPreCommit2Request(assignment=a, sector=ref, pre_commit1_output=p1), timeout=10
+    )
+    cids = w.ok(a.call_id)
+    assert cids.comm_d == rust_core.unsealed_commitment(size, [(size, piece.commp)])
+    assert cids.sealed_cid == rust_core.sealed_cid(cids.comm_r)
+    assert (tmp_path / "seal" / "sealed" / name).stat().st_size == size
+    assert [loc.id for loc in find(index, number, ST.SECTOR_FILE_TYPE_SEALED)] == [w.ids["seal"]]
+
+    # C1, C2: the proof verifies.
+    a = assignment(number)
+    w.stub.SealCommit1(
+        worker_pb2.WorkerServiceSealCommit1Request(
+            assignment=a, sector=ref, ticket=TICKET, seed=SEED, pieces=pieces, comm_r=cids.comm_r, comm_d=cids.comm_d
+        ),
+        timeout=10,
+    )
+    c1 = w.ok(a.call_id)
+    a = assignment(number)
+    w.stub.SealCommit2(
+        worker_pb2.WorkerServiceSealCommit2Request(assignment=a, sector=ref, commit1_output=c1), timeout=10
+    )
+    proof = w.ok(a.call_id)
+    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, PROVER, number, TICKET, SEED, proof)
+
+    # Finalize keeping the whole piece unsealed: the cache loses its layers.
+    cache = tmp_path / "seal" / "cache" / name
+    assert any(n.startswith("sc-02-data-layer") for n in names(cache))
+    a = assignment(number)
+    keep = [common_pb2.UnpaddedByteRange(offset=0, size=len(data))]
+    w.stub.FinalizeSector(
+        worker_pb2.WorkerServiceFinalizeSectorRequest(assignment=a, sector=ref, keep_unsealed=keep), timeout=10
+    )
+    assert w.result(a.call_id)[0] == "done"
+    assert names(cache) == ["p_aux", "sc-02-data-tree-r-last.dat"]
+
+    # MoveStorage: everything to the store path, declared primary there, gone from the seal path.
+    a = assignment(number)
+    types = [ST.SECTOR_FILE_TYPE_UNSEALED, ST.SECTOR_FILE_TYPE_SEALED, ST.SECTOR_FILE_TYPE_CACHE]
+    w.stub.MoveStorage(worker_pb2.MoveStorageRequest(assignment=a, sector=ref, types=types), timeout=10)
+    assert w.result(a.call_id)[0] == "done"
+    for t in ("unsealed", "sealed", "cache"):
+        assert not (tmp_path / "seal" / t / name).exists()
+        assert (tmp_path / "store" / t / name).exists()
+    locations = find(index, number, *types)
+    assert [(loc.id, loc.primary, len(loc.types)) for loc in locations] == [(w.ids["store"], True, 3)]
+
+    # ReadPiece streams the original bytes.
+    def read_piece() -> bytes:
+        stream = w.stub.ReadPiece(
+            worker_pb2.WorkerServiceReadPieceRequest(
+                sector=ref, range=common_pb2.UnpaddedByteRange(offset=0, size=len(data))
+            ),
+            timeout=30,
+        )
+        return b"".join(m.chunk.data for m in stream)
+
+    assert read_piece() == data
+
+    # ReleaseUnsealed (all): the unsealed copy goes; ReadPiece is then NOT_FOUND.
+    a = assignment(number)
+    w.stub.ReleaseUnsealed(
+        worker_pb2.WorkerServiceReleaseUnsealedRequest(assignment=a, sector=ref, all=True), timeout=10
+    )
+    assert w.result(a.call_id)[0] == "done"
+    assert not (tmp_path / "store" / "unsealed" / name).exists()
+    with pytest.raises(grpc.RpcError) as err:
+        read_piece()
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+    # UnsealPiece regenerates it from the replica.
+    a = assignment(number)
+    w.stub.UnsealPiece(
+        worker_pb2.WorkerServiceUnsealPieceRequest(
+            assignment=a,
+            sector=ref,
+            range=common_pb2.UnpaddedByteRange(offset=0, size=len(data)),
+            ticket=TICKET,
+            comm_d=cids.comm_d,
+        ),
+        timeout=10,
+    )
+    assert w.result(a.call_id)[0] == "done"
+    assert read_piece() == data
+
+    # Window PoSt vanilla proof of the sector verifies.
+    randomness = bytes(range(32))
+    replies = list(
+        w.stub.GenerateVanillaProofs(
+            worker_pb2.GenerateVanillaProofsRequest(
+                assignment=assignment(number),
+                proof_type=ref.proof_type,  # window ids equal the seal proof ids (5..9)
+                randomness=randomness,
+                sectors=[
+                    common_pb2.ProvingSector(sector=ref, comm_r=cids.comm_r),
+                    common_pb2.ProvingSector(sector=sector_ref(99, size), comm_r=cids.comm_r),
+                ],
+            ),
+            timeout=60,
+        )
+    )
+    # One message per sector in order; the missing sector's error does not stop the others.
+    assert [r.sector.number for r in replies] == [number, 99]
+    assert replies[0].WhichOneof("outcome") == "vanilla_proof"
+    assert (
+        replies[1].WhichOneof("outcome") == "error"
+        and replies[1].error.code == common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND
+    )
+    assert rust_core.verify_single_vanilla_proof(
+        size, randomness, PROVER, (number, cids.comm_r), replies[0].vanilla_proof, "window"
+    )
+
+    # Remove: every file goes, and the index forgets them.
+    reply = w.stub.Remove(worker_pb2.WorkerServiceRemoveRequest(sector=ref.id), timeout=30)
+    assert sorted(r.type for r in reply.removed) == sorted(types)
+    for t in ("unsealed", "sealed", "cache"):
+        assert not (tmp_path / "store" / t / name).exists()
+    assert find(index, number, *types) == []
+
+
+def test_add_piece_aligns_pieces_and_rejects_bad_streams(fleet: tuple[object, WorkerHandle], tmp_path: Path) -> None:
+    _, w = fleet
+    number, size = 2, 2048
+    unsealed = tmp_path / "seal" / "unsealed" / f"s-t0{MINER}-{number}"
+    small, big = os.urandom(127), os.urandom(254)
+    p1 = w.ok(add_piece(w, number, size, small))
+    assert (p1.size, p1.commp) == (128, rust_core.piece_commitment(small))
+    # The 256-byte piece goes to padded offset 256; the gap 128..256 is a zero piece.
+    p2 = w.ok(add_piece(w, number, size, big, existing=[127]))
+    assert p2.commp == rust_core.piece_commitment(big)
+    with PartialFile.open(unsealed, size) as pf:
+        assert pf.allocated() == [(0, 512)]
+        assert pf.read_at(128, 128) == bytes(128)
+        assert pf.read_at(256, 256) == rust_core.fr32_pad(big)
+
+    # A stream with too few bytes fails the RPC and marks nothing; no Return is sent.
+    a = assignment(number)
+    header = worker_pb2.WorkerServiceAddPieceHeader(
+        assignment=a, sector=sector_ref(number, size), existing_piece_sizes=[127, 254, 127], piece_size=508
+    )
+    short = [
+        worker_pb2.WorkerServiceAddPieceRequest(header=header),
+        worker_pb2.WorkerServiceAddPieceRequest(chunk=common_pb2.Chunk(offset=0, data=b"x" * 100)),
+    ]
+    with pytest.raises(grpc.RpcError) as err:
+        w.stub.AddPiece(iter(short), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    long = [*short, worker_pb2.WorkerServiceAddPieceRequest(chunk=common_pb2.Chunk(offset=100, data=b"x" * 500))]
+    with pytest.raises(grpc.RpcError) as err:
+        w.stub.AddPiece(iter(long), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with PartialFile.open(unsealed, size) as pf:
+        assert pf.allocated() == [(0, 512)]
+    assert a.call_id.id not in w.manager.results  # type: ignore[union-attr]
+
+    # Header errors: not 127*2^k, does not fit.
+    for existing, piece in (([], 100), ([1016], 2032)):
+        h = worker_pb2.WorkerServiceAddPieceHeader(
+            assignment=assignment(number),
+            sector=sector_ref(number, size),
+            existing_piece_sizes=existing,
+            piece_size=piece,
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            w.stub.AddPiece(iter([worker_pb2.WorkerServiceAddPieceRequest(header=h)]), timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+
+
+def test_task_failures_come_back_as_task_errors(fleet: tuple[object, WorkerHandle]) -> None:
+    _, w = fleet
+    size = 2048
+    data = os.urandom(2032)
+    w.ok(add_piece(w, 3, size, data))
+    # PC1 with a commP that does not match the unsealed data: permanent.
+    a = assignment(3)
+    wrong = [common_pb2.PieceInfo(size=size, commp=bytes(32))]
+    w.stub.SealPreCommit1(
+        worker_pb2.WorkerServiceSealPreCommit1Request(
+            assignment=a, sector=sector_ref(3, size), ticket=TICKET, pieces=wrong
+        ),
+        timeout=10,
+    )
+    kind, error = w.result(a.call_id)
+    assert (
+        kind == "error"
+        and error.code == common_pb2.TASK_ERROR_CODE_PERMANENT
+        and "does not match the unsealed file" in error.message
+    )
+    # PC2 of a sector that has no files anywhere: sector not found.
+    a = assignment(4)
+    w.stub.SealPreCommit2(
+        worker_pb2.WorkerServiceSealPreCommit2Request(
+            assignment=a, sector=sector_ref(4, size), pre_commit1_output=b"x"
+        ),
+        timeout=10,
+    )
+    kind, error = w.result(a.call_id)
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND
+    # C2 of garbage: permanent.
+    a = assignment(4)
+    w.stub.SealCommit2(
+        worker_pb2.WorkerServiceSealCommit2Request(assignment=a, sector=sector_ref(4, size), commit1_output=b"garbage"),
+        timeout=10,
+    )
+    kind, error = w.result(a.call_id)
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_PERMANENT
+
+
+def test_dispatch_contract(fleet: tuple[object, WorkerHandle]) -> None:
+    _, w = fleet
+    ref = sector_ref(5, 2048)
+    req = worker_pb2.WorkerServiceSealCommit2Request(sector=ref, commit1_output=b"c1")
+
+    def code(request: worker_pb2.WorkerServiceSealCommit2Request) -> grpc.StatusCode:
+        with pytest.raises(grpc.RpcError) as err:
+            w.stub.SealCommit2(request, timeout=10)
+        return err.value.code()
+
+    assert code(req) == grpc.StatusCode.INVALID_ARGUMENT  # no call id
+    other = worker_pb2.WorkerServiceSealCommit2Request(assignment=assignment(6), sector=ref, commit1_output=b"c1")
+    assert code(other) == grpc.StatusCode.INVALID_ARGUMENT  # call id of another sector
+    gpu = worker_pb2.WorkerServiceSealCommit2Request(assignment=assignment(5), sector=ref, commit1_output=b"c1")
+    gpu.assignment.gpu_ordinals.append(7)
+    assert code(gpu) == grpc.StatusCode.INVALID_ARGUMENT  # no such GPU here
+
+    # Disabled task type: FAILED_PRECONDITION, and visible in TaskTypes/Info.
+    w.stub.DisableTaskType(worker_pb2.DisableTaskTypeRequest(task_types=[TT.TASK_TYPE_COMMIT_2]), timeout=10)
+    assert TT.TASK_TYPE_COMMIT_2 not in w.stub.TaskTypes(worker_pb2.TaskTypesRequest(), timeout=10).task_types
+    ok = worker_pb2.WorkerServiceSealCommit2Request(assignment=assignment(5), sector=ref, commit1_output=b"c1")
+    assert code(ok) == grpc.StatusCode.FAILED_PRECONDITION
+    info = w.stub.Info(worker_pb2.InfoRequest(), timeout=10).info
+    assert TT.TASK_TYPE_COMMIT_2 not in info.task_types and len(info.paths) == 2
+    assert all(p.stat.capacity > 0 for p in info.paths)
+    enabled = w.stub.EnableTaskType(worker_pb2.EnableTaskTypeRequest(task_types=[TT.TASK_TYPE_COMMIT_2]), timeout=10)
+    assert TT.TASK_TYPE_COMMIT_2 in enabled.task_types
+
+    # Idempotent per CallId: the same dispatch twice starts one task and returns once.
+    first = w.stub.SealCommit2(ok, timeout=10).call_id
+    again = w.stub.SealCommit2(ok, timeout=10).call_id
+    assert first == again == ok.assignment.call_id
+    w.result(first)
+    assert w.manager is not None
+    time.sleep(0.5)
+    assert w.manager.returns.count(first.id) == 1
+
+
+# Timeouts and AbortCall are tested in test_worker_cancel.py, from outside the worker: the call
+# really stops (CPU, RSS, locks, files), not only its status code.
