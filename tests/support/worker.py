@@ -10,6 +10,8 @@ worker is the code under test, and this is the peer it calls.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 import uuid
@@ -22,6 +24,7 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+import rust_core
 from services.common.client import sync_channel
 from services.common.proto.sectorstorage.v1 import (
     common_pb2,
@@ -32,9 +35,10 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
+from services.common.vocabulary import prover_id
 from services.devfleet import ServiceProcess
 from tests.support.auth import token
-from tests.support.sectors import MINER, new_call, sector_ref
+from tests.support.sectors import MINER, SEED, TICKET, new_call, sector_ref
 
 
 class ManagerEndpoint(manager_pb2_grpc.ManagerServiceServicer):
@@ -201,3 +205,66 @@ def add_piece(
     reply = w.stub.AddPiece(piece_stream(header, data), timeout=120)
     assert reply.call_id == a.call_id
     return reply.call_id
+
+
+def fetch_files(
+    w: WorkerHandle,
+    number: int,
+    size: int,
+    types: list[common_pb2.SectorFileType.ValueType],
+    mode: worker_pb2.FetchMode.ValueType = worker_pb2.FETCH_MODE_COPY,
+) -> tuple[str, object]:
+    """A Fetch task on one worker, awaited: ("done", ...) or ("error", TaskError)."""
+    a = assignment(number)
+    w.stub.Fetch(
+        worker_pb2.FetchRequest(
+            assignment=a,
+            sector=sector_ref(number, size),
+            types=types,
+            path_type=common_pb2.PATH_TYPE_SEALING,
+            mode=mode,
+        ),
+        timeout=10,
+    )
+    return w.result(a.call_id)
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    return {n: (directory / n).read_bytes() for n in sorted(os.listdir(directory))}
+
+
+def log_entries(w: WorkerHandle, msg: str) -> list[dict[str, object]]:
+    """The worker's JSON log lines with this message."""
+    entries = []
+    for line in w.proc.log().splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("msg") == msg:
+                entries.append(entry)
+    return entries
+
+
+def routes(w: WorkerHandle) -> list[tuple[object, object]]:
+    """(file type, how it came) of each completed fetch, in order."""
+    return [(e["type"], e["via"]) for e in log_entries(w, "fetched")]
+
+
+def prove_on(
+    w: WorkerHandle, ref: common_pb2.SectorRef, pieces: list[common_pb2.PieceInfo], cids: Any, size: int
+) -> None:
+    """C1 and C2 on one worker from the files it can reach; the proof must verify."""
+    number = ref.id.number
+    call = assignment(number)
+    w.stub.SealCommit1(
+        worker_pb2.WorkerServiceSealCommit1Request(
+            assignment=call, sector=ref, ticket=TICKET, seed=SEED, pieces=pieces, comm_r=cids.comm_r, comm_d=cids.comm_d
+        ),
+        timeout=10,
+    )
+    c1 = w.ok(call.call_id)
+    call = assignment(number)
+    w.stub.SealCommit2(
+        worker_pb2.WorkerServiceSealCommit2Request(assignment=call, sector=ref, commit1_output=c1), timeout=10
+    )
+    proof = w.ok(call.call_id)
+    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, prover_id(MINER), number, TICKET, SEED, proof)

@@ -8,92 +8,33 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import socket
 import struct
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 
-import rust_core
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker.faults import ENV_SERVE_EXIT
-from services.worker.sectors import prover_id
 from tests.support.fleet import StartService, start_worker
-from tests.support.sectors import MINER, SEED, TICKET, sector_ref
-from tests.support.worker import ManagerEndpoint, WorkerHandle, add_piece, assignment, find
+from tests.support.sectors import MINER, TICKET, sector_ref
+from tests.support.worker import (
+    ManagerEndpoint,
+    WorkerHandle,
+    add_piece,
+    assignment,
+    find,
+    log_entries,
+    prove_on,
+    routes,
+    tree,
+)
+from tests.support.worker import fetch_files as fetch
 
 ST = common_pb2.SectorFileType
-
-
-@pytest.fixture
-def manager() -> Iterator[ManagerEndpoint]:
-    endpoint = ManagerEndpoint()
-    yield endpoint
-    endpoint.stop()
-
-
-def fetch(
-    w: WorkerHandle, number: int, size: int, types: list[int], mode: int = worker_pb2.FETCH_MODE_COPY
-) -> tuple[str, object]:
-    a = assignment(number)
-    w.stub.Fetch(
-        worker_pb2.FetchRequest(
-            assignment=a,
-            sector=sector_ref(number, size),
-            types=types,
-            path_type=common_pb2.PATH_TYPE_SEALING,
-            mode=mode,
-        ),
-        timeout=10,
-    )
-    return w.result(a.call_id)
-
-
-def tree(directory: Path) -> dict[str, bytes]:
-    return {n: (directory / n).read_bytes() for n in sorted(os.listdir(directory))}
-
-
-def log_entries(w: WorkerHandle, msg: str) -> list[dict[str, object]]:
-    """The worker's JSON log lines with this message."""
-    entries = []
-    for line in w.proc.log().splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if entry.get("msg") == msg:
-                entries.append(entry)
-    return entries
-
-
-def routes(w: WorkerHandle) -> list[tuple[object, object]]:
-    """(file type, how it came) of each completed fetch, in order."""
-    return [(e["type"], e["via"]) for e in log_entries(w, "fetched")]
-
-
-def prove_on(
-    w: WorkerHandle, ref: common_pb2.SectorRef, pieces: list[common_pb2.PieceInfo], cids: Any, size: int
-) -> None:
-    """C1 and C2 on one worker from the files it can reach; the proof must verify."""
-    number = ref.id.number
-    call = assignment(number)
-    w.stub.SealCommit1(
-        worker_pb2.WorkerServiceSealCommit1Request(
-            assignment=call, sector=ref, ticket=TICKET, seed=SEED, pieces=pieces, comm_r=cids.comm_r, comm_d=cids.comm_d
-        ),
-        timeout=10,
-    )
-    c1 = w.ok(call.call_id)
-    call = assignment(number)
-    w.stub.SealCommit2(
-        worker_pb2.WorkerServiceSealCommit2Request(assignment=call, sector=ref, commit1_output=c1), timeout=10
-    )
-    proof = w.ok(call.call_id)
-    assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, prover_id(MINER), number, TICKET, SEED, proof)
 
 
 def test_fetch_sealed_and_cache_between_workers(

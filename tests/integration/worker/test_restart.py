@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,6 @@ from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from tests.support.fleet import StartService, start_worker
 from tests.support.sectors import TICKET, sector_ref
 from tests.support.worker import ManagerEndpoint, add_piece, assignment
-
-
-@pytest.fixture
-def manager() -> Iterator[ManagerEndpoint]:
-    endpoint = ManagerEndpoint()
-    yield endpoint
-    endpoint.stop()
 
 
 def test_results_redelivered_after_restart(

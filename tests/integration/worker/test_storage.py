@@ -5,7 +5,6 @@ sector file inside an attached path (traversal, planted symlinks, unknown types)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -17,13 +16,6 @@ from tests.support.sectors import MINER, TICKET, sector_ref
 from tests.support.worker import ManagerEndpoint, WorkerHandle, add_piece, assignment
 
 ST = common_pb2.SectorFileType
-
-
-@pytest.fixture
-def manager() -> Iterator[ManagerEndpoint]:
-    endpoint = ManagerEndpoint()
-    yield endpoint
-    endpoint.stop()
 
 
 def code_of(call: object) -> grpc.StatusCode:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import pytest
 
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, worker_pb2
 from tests.support.fleet import StartService, free_port, start_worker
@@ -26,13 +24,6 @@ HEARTBEAT_S = 1.0
 SECTORS = (1, 2, 3)
 LONG_NAME = "sc-02-data-" + "l" * 140 + ".dat"  # 151 bytes: over ustar's 100
 SKIPPED_MSG = "storage scan skipped an entry that is not a sector file; move it out of the sector folders"
-
-
-@pytest.fixture
-def manager() -> Iterator[ManagerEndpoint]:
-    endpoint = ManagerEndpoint()
-    yield endpoint
-    endpoint.stop()
 
 
 def log_entries(w: WorkerHandle) -> list[dict[str, object]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -23,13 +22,6 @@ from tests.support.worker import ManagerEndpoint, WorkerHandle, add_piece, assig
 PROVER = prover_id(MINER)
 TT = common_pb2.TaskType
 ST = common_pb2.SectorFileType
-
-
-@pytest.fixture
-def manager() -> Iterator[ManagerEndpoint]:
-    endpoint = ManagerEndpoint()
-    yield endpoint
-    endpoint.stop()
 
 
 @pytest.fixture

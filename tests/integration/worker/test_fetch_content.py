@@ -10,18 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
-from tests.integration.test_worker_fetch import fetch, log_entries, manager, prove_on, tree  # noqa: F401
-from tests.integration.worker_helpers import (
-    TICKET,
+from tests.support.fleet import StartService, start_worker
+from tests.support.sectors import TICKET, sector_ref
+from tests.support.worker import (
     ManagerEndpoint,
-    StartService,
     WorkerHandle,
     add_piece,
     assignment,
     find,
-    sector_ref,
-    start_worker,
+    log_entries,
+    prove_on,
+    tree,
 )
+from tests.support.worker import fetch_files as fetch
 
 ST = common_pb2.SectorFileType
 SIZE, NUMBER = 2048, 1

@@ -14,7 +14,7 @@ import pytest
 from services.common.db import Database, DatabaseUnavailable, Tx
 from services.manager.leadership import Campaign, Fenced, HeldElsewhere, Leadership, Lease, NotLeader
 from services.manager.store import ManagerStore, WorkerOperatorState
-from tests.unit.manager_db import databases, db_url, open_store  # noqa: F401
+from tests.unit.manager.db import databases, db_url, open_store  # noqa: F401
 
 TTL = 10.0
 

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
-from tests.integration.fleet import Fleet, WorkerSpec, fleet, sector  # noqa: F401
-from tests.integration.test_manager_e2e import commit, precommit
+from tests.support.fleet import Fleet, WorkerSpec, fleet  # noqa: F401
+from tests.support.sealing import commit, precommit
+from tests.support.sectors import sector
 
 J = manager_pb2.JobState
 
