@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from services.common import errors
 from services.common.dependency import UNAVAILABLE_CODES, describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, index_pb2_grpc
 from services.worker.sectors import FileType, PathType, SectorId, types_to_proto
@@ -26,8 +27,8 @@ log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 15.0
 
 
-class IndexUnavailable(Exception):
-    """The index could not be reached or answered with an error we cannot act on."""
+class IndexUnavailable(errors.Unavailable):
+    """UNAVAILABLE: the index could not be reached or answered with an error we cannot act on."""
 
 
 class LockLost(Exception):

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 import rust_core
+from services.common import errors
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker import bulk, tasks
 from services.worker.callstore import CallStore
@@ -51,11 +52,11 @@ def worker_info_message(identity: WorkerIdentity, resources: Resources) -> commo
     )
 
 
-class Unavailable(Exception):
+class Unavailable(errors.Unavailable):
     """UNAVAILABLE: a dependency (the index) is not configured or not up yet."""
 
 
-class Disabled(Exception):
+class Disabled(errors.FailedPrecondition):
     """FAILED_PRECONDITION: the task type is disabled or the worker is shutting down."""
 
 

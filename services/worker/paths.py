@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.common import errors
 from services.worker.sectors import FILE_TYPES, TYPE_BY_NAME, FileType, SectorId
 
 META_FILE = "sectorstore.json"
@@ -31,8 +32,9 @@ def is_trash(name: str) -> bool:
     return name.startswith(TRASH_PREFIX)
 
 
-class MetaError(ValueError):
-    """A sectorstore.json or storage.json that cannot be used; the message names the file."""
+class MetaError(errors.FailedPrecondition, ValueError):
+    """FAILED_PRECONDITION: a sectorstore.json or storage.json that cannot be used; the message
+    names the file."""
 
 
 def write_json_atomic(path: Path, value: Any) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common import errors
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker.callstore import CallStore, call_key
 from services.worker.faults import TaskFault
@@ -34,8 +35,8 @@ log = logging.getLogger(__name__)
 Code = common_pb2.TaskErrorCode
 
 
-class Exhausted(Exception):
-    """The worker cannot start another call of this type now."""
+class Exhausted(errors.ResourceExhausted):
+    """RESOURCE_EXHAUSTED: the worker cannot start another call of this type now."""
 
 
 def _deadline_mono(deadline: asyncio.Timeout) -> float:

@@ -29,6 +29,7 @@ import grpc
 from google.protobuf.empty_pb2 import Empty
 
 import rust_core
+from services.common import errors
 from services.common.pieces import next_piece
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker import sealer
@@ -224,7 +225,7 @@ def piece_offset(existing_unpadded: list[int], piece_unpadded: int) -> tuple[int
     return next_piece(existing_unpadded, piece_unpadded)
 
 
-class BadStream(ValueError):
+class BadStream(errors.InvalidArgument, ValueError):
     """The AddPiece stream itself is wrong (too many or too few bytes, bad offsets): the RPC
     fails with INVALID_ARGUMENT and no outcome is recorded."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from services.common import wellknown
+from services.common import errors, wellknown
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker import sealer
 from services.worker.sealer import Piece
@@ -21,8 +21,8 @@ from services.worker.sectors import (
 from services.worker.tasks import SectorRef
 
 
-class Invalid(ValueError):
-    """INVALID_ARGUMENT."""
+class Invalid(errors.InvalidArgument, ValueError):
+    """INVALID_ARGUMENT (and a ValueError, which the tasks classify as a permanent failure)."""
 
 
 def sector_id(msg: common_pb2.SectorId, has: bool = True) -> SectorId:
