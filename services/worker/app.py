@@ -9,7 +9,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import grpc
 
@@ -49,9 +48,6 @@ from services.worker.servicer import WorkerServicer, add_worker_service
 from services.worker.storage_control import StorageControl
 
 log = logging.getLogger(__name__)
-Context = grpc.aio.ServicerContext[Any, Any]
-TT = common_pb2.TaskType
-CT = worker_pb2.CallType
 
 
 class WorkerApp(Service):

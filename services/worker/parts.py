@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
-
-import grpc
 
 import rust_core
 from services.common import errors
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker import bulk, tasks
 from services.worker.callstore import CallStore
 from services.worker.config import WorkerConfig
@@ -31,9 +28,6 @@ from services.worker.runner import CallRunner
 from services.worker.storage_control import StorageControl
 
 log = logging.getLogger(__name__)
-Context = grpc.aio.ServicerContext[Any, Any]
-TT = common_pb2.TaskType
-CT = worker_pb2.CallType
 
 
 def worker_info_message(identity: WorkerIdentity, resources: Resources) -> common_pb2.WorkerInfo:
@@ -103,7 +97,7 @@ class Parts:
     async def info(self) -> common_pb2.WorkerInfo:
         info = worker_info_message(self.identity, self.resources)
         info.ignore_resources = self.config.worker.ignore_resources
-        info.task_types.extend(TT.ValueType(t) for t in self.task_types.sorted())
+        info.task_types.extend(common_pb2.TaskType.ValueType(t) for t in self.task_types.sorted())
         info.resource_overrides.extend(self.overrides)
         info.transfer_address = self.bulk_address
         if self.storage is not None:
