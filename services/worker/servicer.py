@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -31,41 +29,10 @@ Context = grpc.aio.ServicerContext[Any, Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _dependency_errors(fn: F) -> F:
-    """A call to another service that fails inside a handler (a peer, the index) answers
-    UNAVAILABLE with that service's status: the request may succeed later or elsewhere. The
-    client edges translate most such failures into domain errors themselves; this catches the
-    rest, so no handler answers INTERNAL for another service's outage."""
-
-    def translated(exc: grpc.aio.AioRpcError) -> errors.Unavailable:
-        return errors.Unavailable(f"a dependency failed: {exc.code().name}: {exc.details()}")
-
-    if inspect.isasyncgenfunction(fn):
-
-        @functools.wraps(fn)
-        async def stream(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
-            try:
-                async for item in fn(self, request, context):
-                    yield item
-            except grpc.aio.AioRpcError as exc:
-                raise translated(exc) from exc
-
-        return stream  # type: ignore[return-value]
-
-    @functools.wraps(fn)
-    async def unary(self: Any, request: Any, context: Context) -> Any:
-        try:
-            return await fn(self, request, context)
-        except grpc.aio.AioRpcError as exc:
-            raise translated(exc) from exc
-
-    return unary  # type: ignore[return-value]
-
-
-def _handled(fn: F) -> F:
-    """Every handler's errors become statuses (services/common/errors.py): the worker's domain
-    errors subclass the common kinds, so no table of its own is needed."""
-    return status_errors()(_dependency_errors(fn))
+# Every handler's errors become statuses (services/common/errors.py): the worker's domain errors
+# subclass the common kinds, so it needs no table of its own. A failed call to the index or a peer
+# arrives as failures.CallFailed (their clients translate it): UNAVAILABLE, "a dependency failed".
+_handled = status_errors()
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):

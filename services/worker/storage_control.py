@@ -12,10 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
-from services.common.dependency import UNAVAILABLE_CODES, describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2
+from services.worker.failures import CallFailed
 from services.worker.index_client import Declaration, IndexClient
 from services.worker.local_store import FsStat, LocalPath, LocalStore
 from services.worker.paths import PathMeta
@@ -88,7 +86,7 @@ class StorageControl:
         path = await asyncio.to_thread(self.local.attach, root, init)
         try:
             result = await self._announce(index, path, drop_missing=False)
-        except grpc.aio.AioRpcError as exc:
+        except CallFailed as exc:
             await asyncio.to_thread(self.local.detach, path.id, True)
             raise index.unavailable(exc, f"{root} was not attached") from None
         except BaseException:
@@ -154,14 +152,12 @@ class StorageControl:
                         self.announced.add(path.id)
                     else:
                         await self._beat(self.index, path)
-                except grpc.aio.AioRpcError as exc:
-                    message, extra = describe_failure(
-                        "index", self.index.address, exc, f"storage heartbeat failed; retrying in {interval_s:g} s"
-                    )
+                except CallFailed as exc:
+                    message, extra = exc.describe(f"storage heartbeat failed; retrying in {interval_s:g} s")
                     log.warning(message, extra={"storage_id": path.id, **extra})
-                    if on_dependency is not None and exc.code() in UNAVAILABLE_CODES:
+                    if on_dependency is not None and exc.unreachable:
                         await on_dependency(
-                            "index", f"the index at {self.index.address} does not answer ({exc.code().name})"
+                            "index", f"the index at {self.index.address} does not answer ({exc.status})"
                         )
                     continue
                 except Exception as exc:  # noqa: BLE001 - one path's problem must not stop the loop
