@@ -105,7 +105,7 @@ class CallRunner:
         self.shutting_down = False
         # (miner, sector number, call type) of the calls `recover` found cut off by the last stop.
         self.interrupted: list[tuple[int, int, int]] = []
-        self.fault = fault or TaskFault({})
+        self.fault = fault or TaskFault()
 
     def recover(self) -> int:
         """Calls left `running` by a previous process end as WORKER_RESTARTED."""
@@ -272,8 +272,8 @@ class CallRunner:
         return f"{time.time() - running.started_at:.2f} s"
 
     def _test_fault(self) -> None:
-        """The test-only failure injection (services/worker/faults.py; delays and hangs run in
-        the task's own `before` hook)."""
+        """The test-only failure injection (a no-op unless services/worker/faults.py loaded the
+        test hooks; delays and hangs run in the task's own `before` hook)."""
         if self.fault.should_fail():
             raise TaskFailure(
                 Code.TASK_ERROR_CODE_TEMPORARY, f"test fault injected ({self.fault.injected} so far in this process)"
