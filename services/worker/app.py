@@ -168,7 +168,7 @@ class WorkerApp(Service):
             token=runtime.token(Permission.WRITE),
             address=address,
             session_id=p.identity.session_id,
-            worker_info=p.info,
+            worker_info=self.servicer.info,
             backoff=backoff,
             heartbeat_interval_s=section.heartbeat_interval_s,
             info_version=p.info_version,

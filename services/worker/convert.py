@@ -11,11 +11,15 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+import rust_core
 from services.common import wellknown
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker import sealer, tasks
 from services.worker.cleanup import Orphan
 from services.worker.dispatch import AddPieceCall, Assignment, ProofsCall, TaskCall
+from services.worker.index_client import fs_stat_msg, storage_info_msg
+from services.worker.local_store import FsStat, LocalPath
+from services.worker.parts import Parts
 from services.worker.paths import PathMeta
 from services.worker.reads import Chunk
 from services.worker.resources import ALL_TASK_TYPES
@@ -377,6 +381,35 @@ def timestamp(seconds: float) -> Timestamp:
     return out
 
 
+def storage_path(path: LocalPath, urls: list[str], stat: FsStat) -> common_pb2.StoragePath:
+    return common_pb2.StoragePath(info=storage_info_msg(path, urls), local_path=str(path.root), stat=fs_stat_msg(stat))
+
+
+def worker_info(parts: Parts, paths: Iterable[tuple[LocalPath, FsStat]]) -> common_pb2.WorkerInfo:
+    """What the manager and `sealing workers` learn of this worker: identity, resources, enabled
+    task types and overrides, the side channel's address, and each path with its stat."""
+    identity, resources = parts.identity, parts.resources
+    urls = parts.storage.urls if parts.storage is not None else []
+    return common_pb2.WorkerInfo(
+        worker_id=identity.worker_id,
+        name=identity.name,
+        hostname=identity.hostname,
+        resources=common_pb2.WorkerResources(
+            mem_physical=resources.mem_physical,
+            mem_swap=resources.mem_swap,
+            mem_reserved=resources.mem_reserved,
+            cpus=resources.cpus,
+            gpus=[common_pb2.GpuInfo(name=g.name, ordinal=g.ordinal, memory=g.memory) for g in resources.gpus],
+        ),
+        version=rust_core.__version__,
+        ignore_resources=parts.config.worker.ignore_resources,
+        task_types=task_types(parts.task_types.sorted()),
+        resource_overrides=parts.overrides,
+        transfer_address=parts.bulk_address,
+        paths=[storage_path(path, urls, stat) for path, stat in paths],
+    )
+
+
 def task_types(values: Iterable[int]) -> list[common_pb2.TaskType.ValueType]:
     return [TaskType.ValueType(t) for t in values]
 
@@ -424,6 +457,10 @@ def vanilla_reply(sector: SectorId, outcome: bytes | tasks.TaskFailure) -> worke
     else:
         reply.vanilla_proof = outcome
     return reply
+
+
+def fs_stat(stat: FsStat) -> common_pb2.FsStat:
+    return fs_stat_msg(stat)
 
 
 def chunk(c: Chunk) -> common_pb2.Chunk:

@@ -23,6 +23,7 @@ from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, index_pb2_grpc
 from services.worker.edge import call_failed, translated
 from services.worker.failures import CallFailed
+from services.worker.local_store import FsStat, LocalPath
 from services.worker.sectors import FileType, PathType, SectorId, types_to_proto
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,35 @@ def _types(values: Sequence[int]) -> FileType:
     return out
 
 
+def fs_stat_msg(stat: FsStat) -> common_pb2.FsStat:
+    return common_pb2.FsStat(
+        capacity=stat.capacity,
+        available=stat.available,
+        fs_available=stat.fs_available,
+        reserved=stat.reserved,
+        max=stat.max,
+        used=stat.used,
+    )
+
+
+def storage_info_msg(path: LocalPath, urls: list[str]) -> common_pb2.StorageInfo:
+    m = path.meta
+    return common_pb2.StorageInfo(
+        id=m.id,
+        urls=urls,
+        weight=m.weight,
+        max_storage=m.max_storage,
+        can_seal=m.can_seal,
+        can_store=m.can_store,
+        groups=list(m.groups),
+        allow_to=list(m.allow_to),
+        allow_types=types_to_proto(m.allow_types),
+        deny_types=types_to_proto(m.deny_types),
+        allow_miners=list(m.allow_miners),
+        deny_miners=list(m.deny_miners),
+    )
+
+
 class IndexClient:
     def __init__(self, channel: grpc.aio.Channel, owner_prefix: str, address: str = "") -> None:
         self.stub = index_pb2_grpc.IndexServiceStub(channel)
@@ -92,15 +122,19 @@ class IndexClient:
         return str(reply.reservation_id)
 
     @_translated
-    async def release_reservation(self, reservation_id: str, stat: common_pb2.FsStat | None = None) -> None:
+    async def release_reservation(self, reservation_id: str, stat: FsStat | None = None) -> None:
         request = index_pb2.StorageReleaseReservationRequest(reservation_id=reservation_id)
         if stat is not None:
-            request.stat.CopyFrom(stat)
+            request.stat.CopyFrom(fs_stat_msg(stat))
         await self.stub.StorageReleaseReservation(request, timeout=RPC_TIMEOUT_S)
 
     @_translated
-    async def attach(self, info: common_pb2.StorageInfo, stat: common_pb2.FsStat) -> None:
-        await self.stub.StorageAttach(index_pb2.StorageAttachRequest(info=info, stat=stat), timeout=RPC_TIMEOUT_S)
+    async def attach(self, path: LocalPath, urls: list[str], stat: FsStat) -> None:
+        """Attaches (or refreshes) the path in the index, reachable at `urls`."""
+        await self.stub.StorageAttach(
+            index_pb2.StorageAttachRequest(info=storage_info_msg(path, urls), stat=fs_stat_msg(stat)),
+            timeout=RPC_TIMEOUT_S,
+        )
 
     def unavailable(self, exc: CallFailed, consequence: str) -> Exception:
         """What to raise for a failed call: IndexUnavailable naming the index (the worker's
@@ -123,12 +157,16 @@ class IndexClient:
                 raise
 
     @_translated
-    async def report_health(self, storage_id: str, stat: common_pb2.FsStat, error: str) -> bool:
-        """False when the index does not know the path (it must be attached again)."""
+    async def report_health(self, storage_id: str, stat: FsStat | None, error: str) -> bool:
+        """False when the index does not know the path (it must be attached again). `stat` is
+        None when the path could not be measured (`error` says why)."""
         try:
             await self.stub.StorageReportHealth(
                 index_pb2.StorageReportHealthRequest(
-                    storage_id=storage_id, report=common_pb2.HealthReport(stat=stat, error=error)
+                    storage_id=storage_id,
+                    report=common_pb2.HealthReport(
+                        stat=fs_stat_msg(stat) if stat is not None else common_pb2.FsStat(), error=error
+                    ),
                 ),
                 timeout=RPC_TIMEOUT_S,
             )

@@ -26,7 +26,6 @@ from services.worker.local_store import LocalPath, LocalStore, NoSpace, Reservat
 from services.worker.paths import fetching_path
 from services.worker.peers import Peers, TransferError
 from services.worker.sectors import FileType, PathType, SectorId
-from services.worker.storage_control import fs_stat_message
 from services.worker.tarstream import TarError
 
 log = logging.getLogger(__name__)
@@ -162,11 +161,7 @@ class RemoteStore:
         space counts as used instead of reserved at once."""
         for reservation_id, path_id in reservations:
             try:
-                stat = (
-                    fs_stat_message(await asyncio.to_thread(self.local.stat, path_id))
-                    if path_id in self.local.paths
-                    else None
-                )
+                stat = await asyncio.to_thread(self.local.stat, path_id) if path_id in self.local.paths else None
             except OSError:
                 stat = None
             try:

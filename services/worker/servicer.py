@@ -15,13 +15,12 @@ import grpc
 
 from services.common import errors
 from services.common.errors import status_errors
-from services.common.proto.sectorstorage.v1 import worker_pb2, worker_pb2_grpc
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from services.worker import bulk, cleanup, convert, reads, serving, tasks, validation
 from services.worker.callstore import call_key
 from services.worker.dispatch import Dispatcher
 from services.worker.parts import Parts
 from services.worker.sectors import FileType
-from services.worker.storage_control import fs_stat_message
 from services.worker.wire import encode_chunk_response
 
 log = logging.getLogger(__name__)
@@ -39,6 +38,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
         self.dispatch = Dispatcher(parts)
+
+    async def info(self) -> common_pb2.WorkerInfo:
+        """The WorkerInfo of Info, and of the manager link's registrations and heartbeats."""
+        return convert.worker_info(self.parts, await self.parts.path_stats())
 
     # --- tasks: decode, start (dispatch.py), answer with the call id ---------------------------
 
@@ -156,7 +159,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
     @_handled
     async def Info(self, request: worker_pb2.InfoRequest, context: Context) -> worker_pb2.InfoResponse:
-        return worker_pb2.InfoResponse(info=await self.parts.info())
+        return worker_pb2.InfoResponse(info=await self.info())
 
     @_handled
     async def Session(self, request: worker_pb2.SessionRequest, context: Context) -> worker_pb2.SessionResponse:
@@ -169,8 +172,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
     @_handled
     async def Paths(self, request: worker_pb2.PathsRequest, context: Context) -> worker_pb2.PathsResponse:
-        info = await self.parts.info()
-        return worker_pb2.PathsResponse(paths=info.paths)
+        paths = await self.parts.path_stats()
+        urls = self.parts.storage.urls if self.parts.storage is not None else []
+        return worker_pb2.PathsResponse(paths=[convert.storage_path(path, urls, stat) for path, stat in paths])
 
     @_handled
     async def TaskTypes(self, request: worker_pb2.TaskTypesRequest, context: Context) -> worker_pb2.TaskTypesResponse:
@@ -198,7 +202,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         init = convert.path_init(request.init) if request.HasField("init") else None
         control = self.parts.storage_control()
         path, declared = await control.attach(root, init)
-        return worker_pb2.StorageAttachLocalResponse(path=await control.path_message(path), declared=declared)
+        return worker_pb2.StorageAttachLocalResponse(
+            path=convert.storage_path(path, control.urls, await control.stat(path)), declared=declared
+        )
 
     @_handled
     async def StorageDetachLocal(
@@ -313,7 +319,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     @_handled
     async def StatPath(self, request: worker_pb2.StatPathRequest, context: Context) -> worker_pb2.StatPathResponse:
         stat = await asyncio.to_thread(self.parts.local.stat, request.storage_id)
-        return worker_pb2.StatPathResponse(stat=fs_stat_message(stat))
+        return worker_pb2.StatPathResponse(stat=convert.fs_stat(stat))
 
     @_handled
     async def IsAllocated(
