@@ -129,6 +129,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "leadership: the lease one manager holds to schedule and write (services/manager/leadership.py)",
+        (
+            """CREATE TABLE manager_leadership (
+                id INTEGER NOT NULL PRIMARY KEY,
+                holder TEXT NOT NULL,
+                address TEXT NOT NULL,
+                epoch BIGINT NOT NULL,
+                acquired_at DOUBLE PRECISION NOT NULL,
+                renewed_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL,
+                failovers BIGINT NOT NULL
+            )""",
+            # The one row exists from the start, so candidates only ever UPDATE it under a row
+            # lock (two first INSERTs would race on the key instead).
+            "INSERT INTO manager_leadership VALUES (1, '', '', 0, 0, 0, 0, 0)",
+        ),
+    ),
 )
 
 _WORK_COLUMNS = (

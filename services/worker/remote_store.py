@@ -4,7 +4,8 @@ index names, plus new files allocated (with reserved space) in local paths.
 Fetching (the reference's Remote store, over gRPC streams instead of HTTP): for each missing
 type, the holders from StorageFindSector are tried best first (healthy, then highest weight);
 each download goes to `<type>/fetching/<name>` in the destination path, is checked against the
-size the peer announced, and only then renamed into place and declared in the index. A failed
+size the peer announced and, for a sealed file or cache whose other half is local, against the
+sector's commitments (content_check), and only then renamed into place and declared in the index. A failed
 source leaves nothing behind and the next one is tried. A semaphore bounds parallel fetches.
 """
 
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common import errors
+from services.worker import content_check
+from services.worker.content_check import ContentMismatch
 from services.worker.failures import CallFailed
 from services.worker.fsutil import fsync_dir
 from services.worker.index_client import IndexClient
@@ -45,6 +48,11 @@ class SectorNotFound(Exception):
 
 class FetchFailed(Exception):
     """Copies exist but none could be fetched; the message lists each source's failure."""
+
+
+class ContentFetchFailed(FetchFailed):
+    """No copy passed the content check: either every source's copy is rotten, or the other
+    half (sealed file or cache) it was checked against is."""
 
 
 @dataclass
@@ -109,7 +117,12 @@ class RemoteStore:
                     reservations.append(res)
                     shared += await self._reserve_in_index(sector, res)
                     for t in missing.singles():
-                        await self.fetch(sector, t, sector_size, targets[t], move)
+                        try:
+                            await self.fetch(sector, t, sector_size, targets[t], move)
+                        except ContentFetchFailed:
+                            # The half fetched just before may be the rotten one: take it back.
+                            await self._unfetch(sector, acq)
+                            raise
                         acq.paths[t], acq.storage[t] = targets[t].file(t, sector), targets[t]
                         acq.fetched |= t
                 if allocate:
@@ -179,6 +192,7 @@ class RemoteStore:
         sources.sort(key=lambda loc: (not loc.healthy, -loc.weight, loc.storage_id))
         tried: list[str] = []
         stale = 0
+        checked_out = 0  # sources whose copy failed the content check
         for loc in sources:
             for url in loc.urls:
                 started = time.monotonic()
@@ -206,7 +220,8 @@ class RemoteStore:
                     if missing:
                         break  # the path has no copy: its other urls would say the same
                     continue
-                except (TransferError, TarError, OSError) as exc:
+                except (TransferError, TarError, OSError, ContentMismatch) as exc:
+                    checked_out += isinstance(exc, ContentMismatch)
                     detail = str(exc)
                     log.warning(
                         "fetch from a source failed; trying the next",
@@ -247,7 +262,23 @@ class RemoteStore:
                 + "; ".join(tried)
                 + ")"
             )
-        raise FetchFailed(f"could not fetch the {file_type.dirname} file of sector {sector}: " + "; ".join(tried))
+        failed = ContentFetchFailed if checked_out == len(tried) else FetchFailed
+        raise failed(f"could not fetch the {file_type.dirname} file of sector {sector}: " + "; ".join(tried))
+
+    async def _unfetch(self, sector: SectorId, acq: Acquired) -> None:
+        """Undeclares and removes the copies this acquire fetched (before a content failure of
+        their other half: a copy that may be rotten is never left declared)."""
+        for t in acq.fetched.singles():
+            path, local = acq.paths.pop(t), acq.storage.pop(t)
+            # Removed for good before it is undeclared: a crash in between leaves a stale
+            # declaration (readers drop those), never an undeclared file a rescan would declare.
+            await asyncio.to_thread(_remove_durably, path)
+            await self.index.drop(local.id, sector, t)
+            log.warning(
+                "took back a fetched copy: its other half failed the content check",
+                extra={"sector": str(sector), "type": t.dirname, "path": local.id},
+            )
+        acq.fetched = FileType(0)
 
     async def _drop_stale(self, storage_id: str, sector: SectorId, file_type: FileType, url: str, detail: str) -> None:
         try:
@@ -291,12 +322,27 @@ class RemoteStore:
                         expect_size=expect,
                         sparse=file_type == FileType.UNSEALED,
                     )
+                await asyncio.to_thread(self._check_content, sector, file_type, sector_size, tmp)
                 await asyncio.to_thread(_replace, tmp, final)
                 return via
             except BaseException:
                 # Discarded (renamed, deleted in the background): an aborted fetch is over at once.
                 await asyncio.shield(asyncio.to_thread(discard, tmp))
                 raise
+
+    def _check_content(self, sector: SectorId, file_type: FileType, sector_size: int, fetched: Path) -> None:
+        """Refuses a fetched sealed file or cache that disagrees with its partner (see
+        content_check); the caller discards it and tries the next source."""
+        partner_type = {FileType.SEALED: FileType.CACHE, FileType.CACHE: FileType.SEALED}.get(file_type)
+        copies = self.local.find(sector, partner_type) if partner_type is not None else []
+        reason = content_check.problem(sector, sector_size, file_type, fetched, copies[0].file if copies else None)
+        if reason is not None:
+            raise ContentMismatch(f"content check failed, copy not declared: {reason}")
+
+
+def _remove_durably(path: Path) -> None:
+    remove_file_or_dir(path)
+    fsync_dir(path.parent)
 
 
 def _replace(tmp: Path, final: Path) -> None:

@@ -76,7 +76,9 @@ def populate(root: Path) -> dict[str, str]:
         name = f"s-t0{MINER}-{n}"
         (root / "sealed" / name).write_bytes(bytes([n]) * 2048)
         (root / "cache" / name).mkdir()
-        (root / "cache" / name / "p_aux").write_bytes(bytes([n]) * 64)
+        # t_aux, not p_aux: planted bytes are no sealed sector, and a fetched cache with a p_aux is
+        # checked against its commitments (remote_store's content check).
+        (root / "cache" / name / "t_aux").write_bytes(bytes([n]) * 64)
     cache1 = root / "cache" / f"s-t0{MINER}-1"
     (cache1 / LONG_NAME).write_bytes(b"long name" * 100)
     (cache1 / os.fsdecode(b"not-utf8-\xff")).write_bytes(b"x")
@@ -148,7 +150,7 @@ def test_cache_with_long_names_is_served_and_fetched(
     stat = a.stub.StatSectorFile(
         worker_pb2.StatSectorFileRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE), timeout=10
     )
-    assert stat.is_dir and sorted(e.name for e in stat.entries) == sorted(["p_aux", LONG_NAME])
+    assert stat.is_dir and sorted(e.name for e in stat.entries) == sorted(["t_aux", LONG_NAME])
     msgs = list(
         a.stub.ReadSectorDir(worker_pb2.ReadSectorDirRequest(sector=ref.id, type=ST.SECTOR_FILE_TYPE_CACHE), timeout=10)
     )
@@ -177,8 +179,8 @@ def test_cache_with_long_names_is_served_and_fetched(
     kind, value = b.result(call.call_id)
     assert kind == "done", value
     cache_b = tmp_path / "b" / "cache" / f"s-t0{MINER}-1"
-    assert sorted(os.listdir(cache_b)) == sorted(["p_aux", LONG_NAME])
-    for name in ("p_aux", LONG_NAME):
+    assert sorted(os.listdir(cache_b)) == sorted(["t_aux", LONG_NAME])
+    for name in ("t_aux", LONG_NAME):
         assert (cache_b / name).read_bytes() == (cache_a / name).read_bytes()
     left_out = [
         e for e in log_entries(a) if str(e.get("msg", "")).startswith("a file in a cache directory cannot be sent")

@@ -242,7 +242,13 @@ def leftovers(root: Path) -> list[str]:
 def test_source_dying_mid_stream(start_service: StartService, manager: ManagerEndpoint, tmp_path: Path) -> None:
     size = 8 << 20
     sealed = os.urandom(size)
-    cache = {"p_aux": os.urandom(64), "sc-02-data-tree-r-last.dat": os.urandom(3 << 20), "t_aux": os.urandom(1000)}
+    # Planted bytes, no real sector: without a p_aux there is no commitment to check them against,
+    # so the fetch's content check (test_worker_fetch_content.py) lets them through on size alone.
+    cache = {
+        "sc-02-data-layer-1.dat": os.urandom(1 << 20),
+        "sc-02-data-tree-r-last.dat": os.urandom(3 << 20),
+        "t_aux": os.urandom(1000),
+    }
     index = start_service("index")
     # A serves first (higher weight) and crashes after 2 MiB of any stream; B is healthy.
     dying = start_worker(start_service, index, manager, env={ENV_SERVE_EXIT: str(2 << 20)})

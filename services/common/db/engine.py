@@ -24,6 +24,7 @@ Isolation, and why it is enough:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import queue
@@ -271,6 +272,9 @@ class Database:
         self.inline_reads = self.dialect is Dialect.SQLITE and target.inline_reads
         self._inline_conn: Any = None
         self._async_pool = _AsyncPool(target, application_name, threads) if self.dialect is Dialect.POSTGRESQL else None
+        # Runs first in every write transaction and may refuse it by raising (a fenced-out
+        # leader's writes: services/manager/leadership.py); None: every write goes ahead.
+        self.write_guard: Callable[[Tx], None] | None = None
 
     # -- connections -------------------------------------------------------------------------
 
@@ -297,8 +301,22 @@ class Database:
 
     # -- transactions ------------------------------------------------------------------------
 
-    def transact(self, fn: Callable[[Tx], T], mode: Mode = Mode.WRITE) -> T:
-        """Runs fn(tx) in one transaction; blocking. SQLite writes run on the writer thread."""
+    def _guarded(self, fn: Callable[[Tx], T], mode: Mode, unguarded: bool = False) -> Callable[[Tx], T]:
+        """`fn` preceded, in the same transaction, by the write guard (for write transactions)."""
+        guard = self.write_guard
+        if mode is not Mode.WRITE or guard is None or unguarded:
+            return fn
+
+        def guarded(tx: Tx) -> T:
+            guard(tx)
+            return fn(tx)
+
+        return guarded
+
+    def transact(self, fn: Callable[[Tx], T], mode: Mode = Mode.WRITE, *, unguarded: bool = False) -> T:
+        """Runs fn(tx) in one transaction; blocking. SQLite writes run on the writer thread.
+        `unguarded` skips the write guard (for the transactions that decide who may write)."""
+        fn = self._guarded(fn, mode, unguarded)
         if mode is Mode.WRITE and self._committer is not None:
             return self._committer.submit(fn).result()
         try:
@@ -409,7 +427,9 @@ class Database:
     def _pause(attempt: int) -> None:
         time.sleep(min(0.002 * 2 ** min(attempt, 6), 0.1) * random.uniform(0.5, 1.0))
 
-    async def run(self, fn: Callable[[Tx], T], mode: Mode = Mode.WRITE, *, quick: bool = False) -> T:
+    async def run(
+        self, fn: Callable[[Tx], T], mode: Mode = Mode.WRITE, *, quick: bool = False, unguarded: bool = False
+    ) -> T:
         """Runs fn(tx) in one transaction on the pool; the event loop only awaits the result.
 
         `quick` marks a small read (a few indexed rows): on SQLite it runs on the calling
@@ -425,9 +445,11 @@ class Database:
             except _InlineBusy:
                 pass
         if mode is Mode.WRITE and self._committer is not None:
-            return await asyncio.wrap_future(self._committer.submit(fn))
+            return await asyncio.wrap_future(self._committer.submit(self._guarded(fn, mode, unguarded)))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.transact, fn, mode)
+        return await loop.run_in_executor(
+            self._executor, functools.partial(self.transact, fn, mode, unguarded=unguarded)
+        )
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """One read statement, as cheaply as the backend allows: on SQLite on the event loop (as

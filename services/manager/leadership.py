@@ -1,0 +1,189 @@
+"""Which manager leads: a lease in the manager's database, fenced by an epoch.
+
+Several managers may share one PostgreSQL database; exactly one of them (the leader) schedules,
+dispatches and writes. The lease is one row (`manager_leadership`): its holder, the address it
+serves on, when it expires, and the epoch, a number that rises with every change of holder. The
+leader renews the row every few seconds; a standby takes it over once it has expired (or was
+released by a leader that stopped), raising the epoch.
+
+Fencing does not rely on timing. Once a manager leads, every write transaction it runs begins by
+reading the lease row with a share lock (`fence`, installed as the database's write guard) and
+is refused (`Fenced`) unless the row still names this manager with the epoch it took. A takeover
+updates that row, so it waits for writes in flight to commit, and every write after it fails: a
+deposed leader that wakes up from a pause, or whose network comes back, cannot record anything.
+(The lease's expiry uses the candidates' clocks, which must be roughly in sync, as NTP keeps
+them; a skewed clock can make a takeover early, never two writers.)
+
+SQLite is the single-manager default: a second manager pointed at a SQLite file whose lease
+another live manager holds is refused at start (`HeldElsewhere`), naming the holder and saying
+to use PostgreSQL for several managers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.common.db import Database, Dialect, Tx
+from services.common.db.engine import Row
+from services.common.errors import FailedPrecondition, Unavailable
+
+_ROW = (
+    "SELECT holder, address, epoch, acquired_at, renewed_at, expires_at, failovers FROM manager_leadership WHERE id = 1"
+)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The lease row as read: who leads (empty before anyone did), and until when."""
+
+    holder: str
+    address: str
+    epoch: int
+    acquired_at: float
+    renewed_at: float
+    expires_at: float
+    # Changes of holder so far (the first leader counts none).
+    failovers: int
+
+    def live(self, now: float) -> bool:
+        return bool(self.holder) and self.expires_at > now
+
+
+class NotLeader(Unavailable):
+    """This manager does not lead (a standby, or deposed): ask the leader."""
+
+
+class Fenced(NotLeader):
+    """A write refused because another manager took the lease since this one did."""
+
+
+class HeldElsewhere(FailedPrecondition):
+    """A second manager on a SQLite file another manager holds."""
+
+
+def _lease(row: Row) -> Lease:
+    holder, address, epoch, acquired, renewed, expires, failovers = row
+    return Lease(str(holder), str(address), int(epoch), float(acquired), float(renewed), float(expires), int(failovers))
+
+
+class Leadership:
+    """One manager's side of the lease: take it, keep it, give it back, and fence its writes."""
+
+    def __init__(
+        self,
+        db: Database,
+        holder: str,
+        address: str,
+        ttl_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"the lease's ttl must be positive (got {ttl_s})")
+        self.db = db
+        self.holder = holder
+        self.address = address
+        self.ttl_s = ttl_s
+        self.clock = clock
+        # The epoch this manager leads with; None while it does not lead.
+        self.epoch: int | None = None
+
+    async def current(self) -> Lease:
+        """The lease as the database has it now."""
+        row = await self.db.run(lambda tx: tx.one(_ROW), unguarded=True)
+        if row is None:
+            raise NotLeader("the manager's database has no lease row: run the migrations")
+        return _lease(row)
+
+    async def try_acquire(self) -> Lease | None:
+        """Takes the lease if it is free or expired (or renews it if this manager holds it);
+        returns it when this manager now leads, else None. On SQLite a live lease of another
+        manager is refused with HeldElsewhere (one manager per SQLite file)."""
+        now = self.clock()
+
+        def take(tx: Tx) -> Lease | None:
+            row = tx.one(_ROW + "{for_update}")
+            if row is None:
+                raise NotLeader("the manager's database has no lease row: run the migrations")
+            lease = _lease(row)
+            if lease.holder == self.holder and lease.epoch == self.epoch:
+                tx.execute(
+                    "UPDATE manager_leadership SET renewed_at = ?, expires_at = ?, address = ? WHERE id = 1",
+                    (now, now + self.ttl_s, self.address),
+                )
+                return Lease(
+                    self.holder, self.address, lease.epoch, lease.acquired_at, now, now + self.ttl_s, lease.failovers
+                )
+            if lease.live(now):
+                if self.db.dialect is Dialect.SQLITE:
+                    raise HeldElsewhere(
+                        f"another manager ({lease.holder}, serving on {lease.address or 'an unknown address'}) "
+                        f"holds this SQLite database (its lease runs {lease.expires_at - now:.1f} s more): "
+                        "SQLite is the single-manager default, one manager per database file; "
+                        'run several managers on PostgreSQL (database = "postgresql://...") instead'
+                    )
+                return None
+            epoch = lease.epoch + 1
+            failovers = lease.failovers + (1 if lease.holder else 0)
+            tx.execute(
+                "UPDATE manager_leadership SET holder = ?, address = ?, epoch = ?, acquired_at = ?,"
+                " renewed_at = ?, expires_at = ?, failovers = ? WHERE id = 1",
+                (self.holder, self.address, epoch, now, now, now + self.ttl_s, failovers),
+            )
+            return Lease(self.holder, self.address, epoch, now, now, now + self.ttl_s, failovers)
+
+        lease = await self.db.run(take, unguarded=True)
+        if lease is not None:
+            self.epoch = lease.epoch
+            self.db.write_guard = self.fence
+        return lease
+
+    async def renew(self) -> Lease:
+        """Extends this manager's lease; NotLeader when it was taken over meanwhile (this
+        manager must stop leading at once: its writes are refused from now on anyway)."""
+        epoch = self.epoch
+        if epoch is None:
+            raise NotLeader(f"manager {self.holder} does not lead")
+        now = self.clock()
+
+        def extend(tx: Tx) -> Lease | None:
+            changed = tx.execute(
+                "UPDATE manager_leadership SET renewed_at = ?, expires_at = ? WHERE id = 1 AND holder = ? AND epoch = ?",
+                (now, now + self.ttl_s, self.holder, epoch),
+            )
+            row = tx.one(_ROW)
+            return _lease(row) if changed == 1 and row is not None else None
+
+        lease = await self.db.run(extend, unguarded=True)
+        if lease is None:
+            self.epoch = None
+            raise NotLeader(f"manager {self.holder} lost the lease it took with epoch {epoch}")
+        return lease
+
+    async def release(self) -> None:
+        """Gives the lease up at once (a clean stop), so a standby takes over without waiting
+        for it to expire. Nothing when this manager does not lead."""
+        epoch = self.epoch
+        if epoch is None:
+            return
+        self.epoch = None
+        await self.db.run(
+            lambda tx: tx.execute(
+                "UPDATE manager_leadership SET expires_at = 0 WHERE id = 1 AND holder = ? AND epoch = ?",
+                (self.holder, epoch),
+            ),
+            unguarded=True,
+        )
+
+    def fence(self, tx: Tx) -> None:
+        """The write guard: refuses the transaction unless this manager still holds the lease
+        with its epoch. The share lock keeps a takeover waiting until this transaction ends."""
+        row = tx.one("SELECT holder, epoch FROM manager_leadership WHERE id = 1{for_share}")
+        epoch = self.epoch
+        if row is None or epoch is None or row[0] != self.holder or int(row[1]) != epoch:
+            holder, current = (row[0], row[1]) if row is not None else ("nobody", "?")
+            raise Fenced(
+                f"manager {self.holder} no longer leads (it took epoch {epoch}; {holder} leads with epoch "
+                f"{current}): its write is refused"
+            )

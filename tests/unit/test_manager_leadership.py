@@ -1,0 +1,154 @@
+"""The leader lease (services/manager/leadership.py) on SQLite and a real PostgreSQL server:
+one leader at a time, takeover only after expiry or release with a higher epoch, and a deposed
+leader's writes refused by the database itself, even the one racing the takeover."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from services.common.db import Database, Tx
+from services.manager.leadership import Fenced, HeldElsewhere, Leadership, NotLeader
+from services.manager.store import ManagerStore, WorkerOperatorState
+from tests.unit.manager_db import databases, db_url, open_store  # noqa: F401
+
+TTL = 10.0
+
+
+class Clock:
+    """A clock the test moves (lease expiry without waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def manager(store: ManagerStore, name: str, clock: Clock) -> Leadership:
+    return Leadership(store.db, name, f"{name}:9000", TTL, clock)
+
+
+def test_one_leader_then_a_fenced_takeover(db_url: str, databases: list[Database]) -> None:  # noqa: F811
+    a_store, b_store = open_store(db_url, databases), open_store(db_url, databases)
+    clock = Clock()
+    a, b = manager(a_store, "a", clock), manager(b_store, "b", clock)
+
+    async def run() -> None:
+        lease = await a.try_acquire()
+        assert lease is not None and (lease.holder, lease.epoch, lease.failovers) == ("a", 1, 0)
+        await a_store.set_worker_state(WorkerOperatorState("w1", cordoned=True))  # the leader writes
+        if b_store.db.dialect == "sqlite":
+            with pytest.raises(HeldElsewhere, match="single-manager default.*PostgreSQL"):
+                await b.try_acquire()
+            return
+        assert await b.try_acquire() is None  # a live lease: b stands by
+        clock.now += TTL / 2
+        assert (await a.renew()).expires_at == clock.now + TTL
+        clock.now += TTL / 2 + 1  # renewed: still a's
+        assert await b.try_acquire() is None
+        clock.now += TTL  # a stopped renewing (paused, cut off): b takes over
+        taken = await b.try_acquire()
+        assert taken is not None and (taken.holder, taken.epoch, taken.failovers) == ("b", 2, 1)
+        assert (await a.current()).holder == "b"
+        # a wakes up still believing it leads: the database refuses its writes.
+        assert a.epoch == 1
+        with pytest.raises(Fenced, match="no longer leads"):
+            await a_store.set_worker_state(WorkerOperatorState("w1", cordoned=False))
+        with pytest.raises(NotLeader):
+            await a.renew()
+        assert (await b_store.worker_states())["w1"].cordoned  # a's late write is not there
+        await b_store.set_worker_state(WorkerOperatorState("w2"))  # the new leader's is
+        # a clean stop hands over at once, without waiting for the lease to expire
+        await b.release()
+        again = await a.try_acquire()
+        assert again is not None and (again.epoch, again.failovers) == (3, 2)
+        with pytest.raises(Fenced):
+            await b_store.set_worker_state(WorkerOperatorState("w3"))
+
+    asyncio.run(run())
+
+
+def test_sqlite_takeover_after_a_crashed_manager(tmp_path: Path, databases: list[Database]) -> None:  # noqa: F811
+    """On SQLite a second manager is refused while the first lives, and takes over once its
+    lease expired (the first crashed): a restart on the same file never waits for a human."""
+    url = f"sqlite:///{tmp_path / 'manager.db'}"
+    clock = Clock()
+    first = manager(open_store(url, databases), "first", clock)
+    second = manager(open_store(url, databases), "second", clock)
+
+    async def run() -> None:
+        assert await first.try_acquire() is not None
+        with pytest.raises(HeldElsewhere, match="first"):
+            await second.try_acquire()
+        clock.now += TTL + 1
+        lease = await second.try_acquire()
+        assert lease is not None and lease.epoch == 2
+
+    asyncio.run(run())
+
+
+@pytest.mark.postgres
+def test_racing_candidates_elect_exactly_one(postgres: object, databases: list[Database]) -> None:  # noqa: F811
+    url = postgres.new_database()  # type: ignore[attr-defined]
+    clock = Clock()
+    candidates = [manager(open_store(url, databases), f"m{i}", clock) for i in range(6)]
+
+    async def run() -> None:
+        for _ in range(3):  # three elections, each after the previous leader's lease expired
+            won = [
+                c for c, lease in zip(candidates, await asyncio.gather(*(c.try_acquire() for c in candidates))) if lease
+            ]
+            assert len(won) == 1
+            assert (await won[0].current()).holder == won[0].holder
+            clock.now += TTL + 1
+            for c in candidates:
+                c.epoch = None  # forget: each election starts from an expired lease
+
+    asyncio.run(run())
+
+
+@pytest.mark.postgres
+def test_a_write_racing_the_takeover_commits_before_it_or_not_at_all(
+    postgres: object,
+    databases: list[Database],  # noqa: F811
+) -> None:
+    """The deposed leader's write transaction is open (fenced, not yet committed) when the
+    takeover starts: the takeover waits for it, so the write lands under the old epoch, and the
+    next one is refused. Never a write after the new leader took over."""
+    url = postgres.new_database()  # type: ignore[attr-defined]
+    clock = Clock()
+    a_store, b_store = open_store(url, databases), open_store(url, databases)
+    a, b = manager(a_store, "a", clock), manager(b_store, "b", clock)
+    fenced_open = threading.Event()
+    times: dict[str, float] = {}
+
+    def slow_write(tx: Tx) -> None:
+        # The guard already ran (share lock held); the write takes a while to finish.
+        fenced_open.set()
+        time.sleep(1.0)
+        tx.execute(
+            "INSERT INTO manager_worker_state (worker_id, enabled, cordoned, updated_at) VALUES ('slow', TRUE, FALSE, 0)"
+        )
+        times["write_done"] = time.monotonic()
+
+    async def run() -> None:
+        assert await a.try_acquire() is not None
+        writing = asyncio.get_running_loop().run_in_executor(None, a_store.db.transact, slow_write)
+        await asyncio.get_running_loop().run_in_executor(None, fenced_open.wait)
+        clock.now += TTL + 1
+        lease = await b.try_acquire()
+        times["takeover_done"] = time.monotonic()
+        await writing
+        assert lease is not None and lease.epoch == 2
+        assert times["takeover_done"] >= times["write_done"], "the takeover did not wait for the write"
+        assert "slow" in await b_store.worker_states()
+        with pytest.raises(Fenced):
+            await a_store.set_worker_state(WorkerOperatorState("late"))
+        assert "late" not in await b_store.worker_states()
+
+    asyncio.run(run())
