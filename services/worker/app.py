@@ -9,7 +9,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import grpc
 
@@ -19,11 +18,10 @@ from services.common.client import aio_channel
 from services.common.config import parse_host_port
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from services.common.server import Registration, Runtime, Service, format_address, registration
-from services.worker import bulk, tasks
+from services.worker import bulk, faults, tasks
 from services.worker.callstore import CallStore
 from services.worker.config import WorkerConfig
 from services.worker.drain import drain_for_stop
-from services.worker.faults import ServeFault, TaskFault
 from services.worker.identity import WorkerIdentity, load_or_create_worker_id
 from services.worker.index_client import IndexClient
 from services.worker.local_store import LocalStore
@@ -49,9 +47,6 @@ from services.worker.servicer import WorkerServicer, add_worker_service
 from services.worker.storage_control import StorageControl
 
 log = logging.getLogger(__name__)
-Context = grpc.aio.ServicerContext[Any, Any]
-TT = common_pb2.TaskType
-CT = worker_pb2.CallType
 
 
 class WorkerApp(Service):
@@ -69,7 +64,7 @@ class WorkerApp(Service):
         local = LocalStore(StorageList.load(config.data_dir / STORAGE_FILE))
         local.open_configured()
         calls = CallStore(config.data_dir / "calls.db")
-        task_fault = TaskFault()
+        serve_fault, task_fault = faults.load()
         self.parts = Parts(
             config=config,
             identity=identity,
@@ -86,7 +81,7 @@ class WorkerApp(Service):
                 concurrency_caps(overrides),
                 task_fault,
             ),
-            fault=ServeFault(),
+            fault=serve_fault,
             task_fault=task_fault,
         )
         restarted = self.parts.runner.recover()
@@ -173,7 +168,7 @@ class WorkerApp(Service):
             token=runtime.token(Permission.WRITE),
             address=address,
             session_id=p.identity.session_id,
-            worker_info=p.info,
+            worker_info=self.servicer.info,
             backoff=backoff,
             heartbeat_interval_s=section.heartbeat_interval_s,
             info_version=p.info_version,

@@ -35,6 +35,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from services.common import errors
 from services.worker.faults import ServeFault
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,11 @@ MAX_CONNECTIONS = 64
 REFUSAL_LOG_S = 10.0
 
 
-class ChannelOff(Exception):
+class ChannelOff(errors.FailedPrecondition):
     """FAILED_PRECONDITION: this worker runs no side channel (worker.bulk_transfer = false)."""
 
 
-class TooManyTickets(Exception):
+class TooManyTickets(errors.ResourceExhausted):
     """RESOURCE_EXHAUSTED: too many tickets are open; the caller may use ReadSectorFile."""
 
 

@@ -1,38 +1,20 @@
-"""Test-only fault injection: inert unless SECTORSTORAGE_TEST_FAULTS=1 arms it AND a fault's own
-variable below is set. The hooks live in the worker because the tests drive real worker
-processes (docs/reliability.md, "Fault hooks"); the arming flag keeps a stray variable in a
-production environment from doing anything but log that it was ignored.
+"""The worker's fault hooks: the points where a test may make the worker misbehave (serve files
+slowly or die in the middle of a stream, slow down, hang or fail tasks). In production they do
+nothing: `load()` returns the no-op hooks below, and the code that misbehaves
+(services/worker/testing/faults.py, with its `os._exit`) is not even imported.
 
-SECTORSTORAGE_TEST_FAULT_SERVE_EXIT_AFTER_BYTES=N: the process exits at once (as a crash would,
-no clean-up) after it has sent more than N bytes of sector files to peers, over gRPC streams or
-the bulk side channel (which then sends in steps of at most 1 MiB, so the exit lands in the
-middle of a file). Lets the tests make a fetch source die in the middle of a stream,
-deterministically.
-
-SECTORSTORAGE_TEST_FAULT_SERVE_BYTES_PER_S=N: files are served to peers at about N bytes per
-second (1 MiB steps, a sleep after each; on the side channel that is the connection's own
-thread). Lets the tests keep a 512 MiB fetch running long enough to abort it in the middle.
-
-SECTORSTORAGE_TEST_FAULT_TASK_DELAY="PC1=0.5,AP=0.2": each task of these types waits that many
-seconds before it runs (a slow task: lets the tests keep a worker busy, or make tasks overlap).
-
-SECTORSTORAGE_TEST_FAULT_TASK_HANG="PC1=1": attempts 1..N of each task of this type hang (until
-they are stopped: a timeout, an abort, a drain), later attempts run normally. Lets the tests
-make a task hang on its first attempt and see it timed out and retried.
-
-SECTORSTORAGE_TEST_FAULT_TASK_FAIL_P=p: each asynchronous task fails at its start with
-probability p, as a TEMPORARY error saying it was injected (the manager retries it, here or
-elsewhere); SECTORSTORAGE_TEST_FAULT_TASK_SEED=n seeds the draws, so a soak run can be replayed.
+Only SECTORSTORAGE_TEST_FAULTS=1 (set by tests/conftest.py for the processes the tests start)
+makes `load()` import the test-only hooks, which then act on the SECTORSTORAGE_TEST_FAULT_*
+variables their module describes. A fault variable without the flag (a copied environment, a
+typo) is logged and ignored. docs/reliability.md, "Fault hooks", says why the hooks are in the
+worker at all.
 """
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 import logging
 import os
-import random
-import threading
-import time
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
@@ -43,104 +25,48 @@ ENV_TASK_HANG = "SECTORSTORAGE_TEST_FAULT_TASK_HANG"
 ENV_TASK_FAIL_P = "SECTORSTORAGE_TEST_FAULT_TASK_FAIL_P"
 ENV_TASK_SEED = "SECTORSTORAGE_TEST_FAULT_TASK_SEED"
 ENV_ARM = "SECTORSTORAGE_TEST_FAULTS"
-_FAULT_VARS = (ENV_SERVE_EXIT, ENV_SERVE_RATE, ENV_TASK_DELAY, ENV_TASK_HANG, ENV_TASK_FAIL_P, ENV_TASK_SEED)
-
-
-def armed_env(env: Mapping[str, str]) -> Mapping[str, str]:
-    """The environment the hooks read: `env` when the test flag arms them, else nothing (a fault
-    variable set without the flag is logged and ignored)."""
-    if env.get(ENV_ARM) == "1":
-        return env
-    stray = sorted(name for name in _FAULT_VARS if env.get(name))
-    if stray:
-        log.warning(f"test fault variables ignored ({ENV_ARM} is not 1): {', '.join(stray)}")
-    return {}
+FAULT_VARS = (ENV_SERVE_EXIT, ENV_SERVE_RATE, ENV_TASK_DELAY, ENV_TASK_HANG, ENV_TASK_FAIL_P, ENV_TASK_SEED)
+# Imported by name, only when armed: no production code path refers to it.
+TEST_MODULE = "services.worker.testing.faults"
 
 
 class ServeFault:
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        env = armed_env(os.environ if env is None else env)
-        raw = env.get(ENV_SERVE_EXIT, "")
-        self.limit = int(raw) if raw.isdigit() else None
-        raw_rate = env.get(ENV_SERVE_RATE, "")
-        self.rate = int(raw_rate) if raw_rate.isdigit() and int(raw_rate) > 0 else None
-        self.sent = 0
-        self._lock = threading.Lock()  # side channel connections count from their threads
-        if self.limit is not None:
-            log.warning("test fault armed: exit after serving bytes", extra={"bytes": self.limit})
-        if self.rate is not None:
-            log.warning("test fault armed: serving files slowly", extra={"bytes_per_s": self.rate})
+    """The hook on every file served to a peer (gRPC streams and the bulk side channel): a no-op."""
 
     def step(self, default: int) -> int:
         """The most bytes to send between two count() calls."""
-        return default if self.limit is None and self.rate is None else min(default, 1 << 20)
+        return default
 
     def count(self, n: int) -> None:
-        if self.rate is not None:
-            time.sleep(n / self.rate)
-        if self.limit is None:
-            return
-        with self._lock:
-            self.sent += n
-            over = self.sent > self.limit
-        if over:
-            log.error("test fault: exiting in the middle of a stream", extra={"sent": self.sent})
-            os._exit(17)
-
-
-def _per_type(raw: str, name: str) -> dict[str, float]:
-    """Parses "PC1=0.5,AP=2" into {"PC1": 0.5, "AP": 2.0}; a malformed value is an error, not a
-    silently disarmed fault."""
-    out: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        task, sep, value = item.partition("=")
-        try:
-            out[task.strip().upper()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ValueError(f"{name}: expected TASK=NUMBER items separated by commas, got {item!r}")
-    return out
+        """Called after each `n` bytes sent."""
 
 
 class TaskFault:
-    """Slows down, hangs or fails tasks by type (module docstring). `before` runs ahead of each
-    task, inside its timeout; `should_fail` draws the injected failures."""
+    """The hooks around every task: a no-op. `before` runs ahead of each task, inside its
+    timeout; `should_fail` says whether the task starting now fails (`injected` counts those)."""
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        env = armed_env(os.environ if env is None else env)
-        self.delays = _per_type(env.get(ENV_TASK_DELAY, ""), ENV_TASK_DELAY)
-        self.hangs = {task: int(n) for task, n in _per_type(env.get(ENV_TASK_HANG, ""), ENV_TASK_HANG).items()}
-        raw_p = env.get(ENV_TASK_FAIL_P, "")
-        try:
-            self.fail_p = float(raw_p) if raw_p else 0.0
-        except ValueError:
-            self.fail_p = -1.0
-        if not 0.0 <= self.fail_p <= 1.0:
-            raise ValueError(f"{ENV_TASK_FAIL_P}={raw_p}: must be a probability in [0, 1]")
-        raw_seed = env.get(ENV_TASK_SEED, "")
-        self.random = random.Random(int(raw_seed) if raw_seed else None)
-        self.injected = 0
-        if self.delays or self.hangs or self.fail_p:
-            log.warning(
-                "test fault armed: slow, hanging or failing tasks",
-                extra={"delays": self.delays, "hangs": self.hangs, "fail_p": self.fail_p},
-            )
+    injected = 0
 
     async def before(self, task: str, attempt: int) -> None:
-        delay = self.delays.get(task, 0.0)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if attempt <= self.hangs.get(task, 0):
-            log.warning("test fault: task hangs", extra={"task": task, "attempt": attempt})
-            await asyncio.Event().wait()
+        return None
 
     def delay_of(self, task: str) -> float:
-        return self.delays.get(task, 0.0)
+        return 0.0
 
     def should_fail(self) -> bool:
-        """Draws whether the task starting now fails; counts the failures injected."""
-        if not self.fail_p or self.random.random() >= self.fail_p:
-            return False
-        self.injected += 1
-        return True
+        return False
+
+
+def load(env: Mapping[str, str] | None = None) -> tuple[ServeFault, TaskFault]:
+    """The hooks for this process: the test-only ones when SECTORSTORAGE_TEST_FAULTS=1, else the
+    no-ops (a fault variable set without the flag is logged and ignored)."""
+    env = os.environ if env is None else env
+    if env.get(ENV_ARM) != "1":
+        stray = sorted(name for name in FAULT_VARS if env.get(name))
+        if stray:
+            log.warning(f"test fault variables ignored ({ENV_ARM} is not 1): {', '.join(stray)}")
+        return ServeFault(), TaskFault()
+    armed = importlib.import_module(TEST_MODULE)
+    serve: ServeFault = armed.ArmedServeFault(env)
+    task: TaskFault = armed.ArmedTaskFault(env)
+    return serve, task

@@ -18,16 +18,22 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from services.common.dependency import UNAVAILABLE_CODES, describe_failure
+from services.common import errors
+from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, index_pb2_grpc
+from services.worker.edge import call_failed, translated
+from services.worker.failures import CallFailed
+from services.worker.local_store import FsStat, LocalPath
 from services.worker.sectors import FileType, PathType, SectorId, types_to_proto
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 15.0
+# Every call's gRPC error becomes CallFailed here, naming the index and its address.
+_translated = translated("index", lambda client, *args, **kwargs: client.address)
 
 
-class IndexUnavailable(Exception):
-    """The index could not be reached or answered with an error we cannot act on."""
+class IndexUnavailable(errors.Unavailable):
+    """UNAVAILABLE: the index could not be reached or answered with an error we cannot act on."""
 
 
 class LockLost(Exception):
@@ -62,6 +68,35 @@ def _types(values: Sequence[int]) -> FileType:
     return out
 
 
+def fs_stat_msg(stat: FsStat) -> common_pb2.FsStat:
+    return common_pb2.FsStat(
+        capacity=stat.capacity,
+        available=stat.available,
+        fs_available=stat.fs_available,
+        reserved=stat.reserved,
+        max=stat.max,
+        used=stat.used,
+    )
+
+
+def storage_info_msg(path: LocalPath, urls: list[str]) -> common_pb2.StorageInfo:
+    m = path.meta
+    return common_pb2.StorageInfo(
+        id=m.id,
+        urls=urls,
+        weight=m.weight,
+        max_storage=m.max_storage,
+        can_seal=m.can_seal,
+        can_store=m.can_store,
+        groups=list(m.groups),
+        allow_to=list(m.allow_to),
+        allow_types=types_to_proto(m.allow_types),
+        deny_types=types_to_proto(m.deny_types),
+        allow_miners=list(m.allow_miners),
+        deny_miners=list(m.deny_miners),
+    )
+
+
 class IndexClient:
     def __init__(self, channel: grpc.aio.Channel, owner_prefix: str, address: str = "") -> None:
         self.stub = index_pb2_grpc.IndexServiceStub(channel)
@@ -71,9 +106,10 @@ class IndexClient:
 
     # --- paths -------------------------------------------------------------------------------
 
+    @_translated
     async def reserve(self, storage_id: str, size: int, owner: str, ttl_s: float) -> str:
-        """Reserves space on a path against every worker sharing it; raises AioRpcError
-        (RESOURCE_EXHAUSTED when it does not fit)."""
+        """Reserves space on a path against every worker sharing it; raises CallFailed
+        (answering errors.ResourceExhausted when it does not fit)."""
         reply = await self.stub.StorageReserve(
             index_pb2.StorageReserveRequest(
                 storage_id=storage_id,
@@ -85,25 +121,32 @@ class IndexClient:
         )
         return str(reply.reservation_id)
 
-    async def release_reservation(self, reservation_id: str, stat: common_pb2.FsStat | None = None) -> None:
+    @_translated
+    async def release_reservation(self, reservation_id: str, stat: FsStat | None = None) -> None:
         request = index_pb2.StorageReleaseReservationRequest(reservation_id=reservation_id)
         if stat is not None:
-            request.stat.CopyFrom(stat)
+            request.stat.CopyFrom(fs_stat_msg(stat))
         await self.stub.StorageReleaseReservation(request, timeout=RPC_TIMEOUT_S)
 
-    async def attach(self, info: common_pb2.StorageInfo, stat: common_pb2.FsStat) -> None:
-        await self.stub.StorageAttach(index_pb2.StorageAttachRequest(info=info, stat=stat), timeout=RPC_TIMEOUT_S)
+    @_translated
+    async def attach(self, path: LocalPath, urls: list[str], stat: FsStat) -> None:
+        """Attaches (or refreshes) the path in the index, reachable at `urls`."""
+        await self.stub.StorageAttach(
+            index_pb2.StorageAttachRequest(info=storage_info_msg(path, urls), stat=fs_stat_msg(stat)),
+            timeout=RPC_TIMEOUT_S,
+        )
 
-    def unavailable(self, exc: grpc.aio.AioRpcError, consequence: str) -> Exception:
+    def unavailable(self, exc: CallFailed, consequence: str) -> Exception:
         """What to raise for a failed call: IndexUnavailable naming the index (the worker's
         caller learns which service to look at), or the error itself when the index answered."""
-        if exc.code() not in UNAVAILABLE_CODES:
+        if not exc.unreachable:
             return exc
         return IndexUnavailable(
-            f"this worker cannot reach the index at {self.address or '(no address)'} ({exc.code().name}); {consequence}: "
+            f"this worker cannot reach the index at {self.address or '(no address)'} ({exc.status}); {consequence}: "
             "is the index running? (worker.index / --index)"
         )
 
+    @_translated
     async def detach(self, storage_id: str, url: str) -> None:
         try:
             await self.stub.StorageDetach(
@@ -113,12 +156,17 @@ class IndexClient:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
 
-    async def report_health(self, storage_id: str, stat: common_pb2.FsStat, error: str) -> bool:
-        """False when the index does not know the path (it must be attached again)."""
+    @_translated
+    async def report_health(self, storage_id: str, stat: FsStat | None, error: str) -> bool:
+        """False when the index does not know the path (it must be attached again). `stat` is
+        None when the path could not be measured (`error` says why)."""
         try:
             await self.stub.StorageReportHealth(
                 index_pb2.StorageReportHealthRequest(
-                    storage_id=storage_id, report=common_pb2.HealthReport(stat=stat, error=error)
+                    storage_id=storage_id,
+                    report=common_pb2.HealthReport(
+                        stat=fs_stat_msg(stat) if stat is not None else common_pb2.FsStat(), error=error
+                    ),
                 ),
                 timeout=RPC_TIMEOUT_S,
             )
@@ -130,6 +178,7 @@ class IndexClient:
 
     # --- declarations ------------------------------------------------------------------------
 
+    @_translated
     async def declare(self, storage_id: str, sector: SectorId, types: FileType, primary: bool) -> None:
         if not types:
             return
@@ -140,6 +189,7 @@ class IndexClient:
             timeout=RPC_TIMEOUT_S,
         )
 
+    @_translated
     async def drop(self, storage_id: str, sector: SectorId, types: FileType) -> None:
         if not types:
             return
@@ -150,6 +200,7 @@ class IndexClient:
             timeout=RPC_TIMEOUT_S,
         )
 
+    @_translated
     async def redeclare(
         self, storage_id: str, found: Sequence[Declaration], drop_missing: bool
     ) -> tuple[int, int, int]:
@@ -180,6 +231,7 @@ class IndexClient:
         reply = await self.stub.StorageRedeclare(requests(), timeout=RPC_TIMEOUT_S * 4)
         return reply.declared, reply.unchanged, reply.dropped
 
+    @_translated
     async def declared_on(self, storage_id: str, sector: SectorId | None = None) -> set[tuple[SectorId, FileType]]:
         """Every (sector, type) the index declares on one path (all pages), or of one sector."""
         out: set[tuple[SectorId, FileType]] = set()
@@ -195,11 +247,13 @@ class IndexClient:
             if not token:
                 return out
 
+    @_translated
     async def locked_sectors(self) -> dict[SectorId, str]:
         """Sectors with a live lease in the index, and who holds one."""
         reply = await self.stub.StorageGetLocks(index_pb2.StorageGetLocksRequest(), timeout=RPC_TIMEOUT_S)
         return {SectorId.from_proto(lease.sector): lease.owner for lease in reply.locks}
 
+    @_translated
     async def find_sector(
         self, sector: SectorId, types: FileType, sector_size: int = 0, allow_fetch: bool = False
     ) -> list[SectorLocation]:
@@ -223,6 +277,7 @@ class IndexClient:
             if not loc.fetch_candidate
         ]
 
+    @_translated
     async def best_alloc(
         self, types: FileType, sector_size: int, path_type: PathType, storage_ids: Sequence[str]
     ) -> list[str]:
@@ -267,12 +322,15 @@ class IndexClient:
         renewer: asyncio.Task[None] | None = None
         try:
             ttl = ttl_s
-            async for msg in self.stub.StorageLock(request):
-                if msg.HasField("acquired"):
-                    ttl = msg.acquired.ttl.ToTimedelta().total_seconds() or ttl_s
-                    break
-            else:
-                raise IndexUnavailable(f"StorageLock for sector {sector} ended without a grant")
+            try:
+                async for msg in self.stub.StorageLock(request):
+                    if msg.HasField("acquired"):
+                        ttl = msg.acquired.ttl.ToTimedelta().total_seconds() or ttl_s
+                        break
+                else:
+                    raise IndexUnavailable(f"StorageLock for sector {sector} ended without a grant")
+            except grpc.aio.AioRpcError as exc:
+                raise call_failed(exc, "index", self.address) from exc
             renewer = asyncio.create_task(self._renew(lease_id, ttl, sector, on_lost), name=f"renew-{lease_id}")
             yield
         finally:
@@ -282,6 +340,7 @@ class IndexClient:
                     await renewer
             await asyncio.shield(self._unlock(lease_id))
 
+    @_translated
     async def try_lock(
         self, sector: SectorId, read: FileType, write: FileType, owner: str, ttl_s: float = 60.0
     ) -> str | None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import rust_core
+from services.common import errors
 from services.worker.fsutil import allocated_bytes, fsync_dir, statfs
 from services.worker.paths import (
     FETCHING,
@@ -54,15 +55,15 @@ class StoreError(Exception):
     """Base of the local store's errors; the message says what to fix."""
 
 
-class PathNotFound(StoreError):
+class PathNotFound(StoreError, errors.NotFound):
     pass
 
 
-class PathExists(StoreError):
+class PathExists(StoreError, errors.AlreadyExists):
     pass
 
 
-class PathBusy(StoreError):
+class PathBusy(StoreError, errors.FailedPrecondition):
     pass
 
 

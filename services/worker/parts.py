@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-import grpc
-
-import rust_core
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.common import errors
+from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker import bulk, tasks
 from services.worker.callstore import CallStore
 from services.worker.config import WorkerConfig
 from services.worker.faults import ServeFault, TaskFault
 from services.worker.identity import WorkerIdentity
 from services.worker.index_client import IndexClient
-from services.worker.local_store import LocalStore
+from services.worker.local_store import FsStat, LocalPath, LocalStore
 from services.worker.peers import Peers
 from services.worker.remote_store import RemoteStore
 from services.worker.resources import (
@@ -30,32 +27,13 @@ from services.worker.runner import CallRunner
 from services.worker.storage_control import StorageControl
 
 log = logging.getLogger(__name__)
-Context = grpc.aio.ServicerContext[Any, Any]
-TT = common_pb2.TaskType
-CT = worker_pb2.CallType
 
 
-def worker_info_message(identity: WorkerIdentity, resources: Resources) -> common_pb2.WorkerInfo:
-    return common_pb2.WorkerInfo(
-        worker_id=identity.worker_id,
-        name=identity.name,
-        hostname=identity.hostname,
-        resources=common_pb2.WorkerResources(
-            mem_physical=resources.mem_physical,
-            mem_swap=resources.mem_swap,
-            mem_reserved=resources.mem_reserved,
-            cpus=resources.cpus,
-            gpus=[common_pb2.GpuInfo(name=g.name, ordinal=g.ordinal, memory=g.memory) for g in resources.gpus],
-        ),
-        version=rust_core.__version__,
-    )
-
-
-class Unavailable(Exception):
+class Unavailable(errors.Unavailable):
     """UNAVAILABLE: a dependency (the index) is not configured or not up yet."""
 
 
-class Disabled(Exception):
+class Disabled(errors.FailedPrecondition):
     """FAILED_PRECONDITION: the task type is disabled or the worker is shutting down."""
 
 
@@ -99,13 +77,9 @@ class Parts:
     def info_version(self) -> int:
         return self.task_types.version + (self.storage.version if self.storage else 0)
 
-    async def info(self) -> common_pb2.WorkerInfo:
-        info = worker_info_message(self.identity, self.resources)
-        info.ignore_resources = self.config.worker.ignore_resources
-        info.task_types.extend(TT.ValueType(t) for t in self.task_types.sorted())
-        info.resource_overrides.extend(self.overrides)
-        info.transfer_address = self.bulk_address
-        if self.storage is not None:
-            for path in list(self.local.paths.values()):
-                info.paths.append(await self.storage.path_message(path))
-        return info
+    async def path_stats(self) -> list[tuple[LocalPath, FsStat]]:
+        """Each attached path and how full it is now (none when storage is not configured: the
+        worker info then lists no paths)."""
+        if self.storage is None:
+            return []
+        return [(path, await self.storage.stat(path)) for path in list(self.local.paths.values())]

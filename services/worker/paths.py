@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.common import errors
 from services.worker.sectors import FILE_TYPES, TYPE_BY_NAME, FileType, SectorId
 
 META_FILE = "sectorstore.json"
 STORAGE_FILE = "storage.json"
 FETCHING = "fetching"
 DEFAULT_WEIGHT = 10
+# The id of a path to initialise until LocalStore.attach gives it a fresh one.
+PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000000"
 # Files and folders being deleted in the background are first renamed to
 # `<folder>/.trash.<name>.<pid>.<seq>` (rust_core.discard; rust_core.TRASH_PREFIX is the same).
 # Dot-names: no scan declares them, no cleanup lists them, and a worker start removes leftovers.
@@ -31,8 +34,9 @@ def is_trash(name: str) -> bool:
     return name.startswith(TRASH_PREFIX)
 
 
-class MetaError(ValueError):
-    """A sectorstore.json or storage.json that cannot be used; the message names the file."""
+class MetaError(errors.FailedPrecondition, ValueError):
+    """FAILED_PRECONDITION: a sectorstore.json or storage.json that cannot be used; the message
+    names the file."""
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
@@ -78,6 +82,12 @@ class PathMeta:
             raise MetaError(f"file types both allowed and denied: {both}")
         if self.weight < 0 or self.max_storage < 0:
             raise MetaError("weight and max_storage must not be negative")
+
+    @classmethod
+    def for_new_path(cls, weight: int | None = None, **fields: Any) -> PathMeta:
+        """The meta of a path an admin initialises: a placeholder id (LocalStore.attach replaces
+        it with a fresh one) and the default weight unless the admin gave one."""
+        return cls(id=PLACEHOLDER_ID, weight=DEFAULT_WEIGHT if weight is None else weight, **fields)
 
     def accepts(self, types: FileType, miner: int | None) -> str | None:
         """Why new files of `types` for `miner` may not go here, or None when they may."""

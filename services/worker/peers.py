@@ -5,8 +5,9 @@ Files go over the peer's bulk side channel when it offers one (OpenTransfer, bul
 else (channel off, not reachable) over the ReadSectorFile gRPC stream; cache directories go
 as tar over ReadSectorDir.
 
-A download either returns having written exactly the bytes the peer announced, or raises; the
-caller owns the temporary name and deletes it on failure.
+A download either returns having written exactly the bytes the peer announced, or raises (a
+failed call as failures.CallFailed, never a gRPC error); the caller owns the temporary name and
+deletes it on failure.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from google.protobuf.message import Message
 from services.common.client import aio_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from services.worker import bulk_client
+from services.worker.edge import translated
 from services.worker.fsutil import start_writeback
 from services.worker.sectors import FileType, SectorId
 from services.worker.tarstream import TarExtractor
 from services.worker.wire import ChunkResponse, WireError, decode_chunk_response
 
 log = logging.getLogger(__name__)
+# Every call's gRPC error becomes CallFailed here, naming the peer called (the target argument).
+_translated = translated("peer", lambda peers, target, *args, **kwargs: str(target))
 SERVICE_NAME = "sectorstorage.v1.WorkerService"
 # Dirty bytes after which a download asks the kernel to start writing them out.
 WRITEBACK_BYTES = 32 << 20
@@ -153,6 +157,7 @@ class Peers:
         for channel in channels:
             await channel.close()
 
+    @_translated
     async def download_file(
         self,
         target: str,
@@ -305,6 +310,7 @@ class Peers:
             await asyncio.shield(writer.stop())
             os.close(fd)
 
+    @_translated
     async def download_dir(
         self, target: str, sector: SectorId, storage_id: str, dest: Path, timeout: float | None = None
     ) -> int:
@@ -338,6 +344,7 @@ class Peers:
             extractor.close()
             call.cancel()
 
+    @_translated
     async def remove(self, target: str, sector: SectorId, file_type: FileType, storage_id: str) -> None:
         await self.stub(target).RemoveSectorFile(
             worker_pb2.RemoveSectorFileRequest(

@@ -19,17 +19,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-
+from services.common import errors
 from services.worker import content_check
 from services.worker.content_check import ContentMismatch
+from services.worker.failures import CallFailed
 from services.worker.fsutil import fsync_dir
 from services.worker.index_client import IndexClient
 from services.worker.local_store import LocalPath, LocalStore, NoSpace, Reservation, discard, remove_file_or_dir
 from services.worker.paths import fetching_path
 from services.worker.peers import Peers, TransferError
 from services.worker.sectors import FileType, PathType, SectorId
-from services.worker.storage_control import fs_stat_message
 from services.worker.tarstream import TarError
 
 log = logging.getLogger(__name__)
@@ -157,16 +156,16 @@ class RemoteStore:
                     path_id, need, f"{self.owner}:{sector}", SHARED_RESERVATION_TTL_S
                 )
                 made.append((reservation_id, path_id))
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED and not made:
+        except CallFailed as exc:
+            if exc.answered(errors.Unimplemented) and not made:
                 # An index from before reservations (a rolling upgrade): the local reservation
                 # alone, as before, until it is upgraded.
                 log.warning("the index keeps no space reservations (older version); shared paths are not coordinated")
                 return made
             res.release()
             await self._release_in_index(made)
-            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise NoSpace(f"a shared path has no room left for sector {sector}: {exc.details()}") from None
+            if exc.answered(errors.ResourceExhausted):
+                raise NoSpace(f"a shared path has no room left for sector {sector}: {exc.details}") from None
             raise
         return made
 
@@ -175,17 +174,13 @@ class RemoteStore:
         space counts as used instead of reserved at once."""
         for reservation_id, path_id in reservations:
             try:
-                stat = (
-                    fs_stat_message(await asyncio.to_thread(self.local.stat, path_id))
-                    if path_id in self.local.paths
-                    else None
-                )
+                stat = await asyncio.to_thread(self.local.stat, path_id) if path_id in self.local.paths else None
             except OSError:
                 stat = None
             try:
                 await self.index.release_reservation(reservation_id, stat)
-            except grpc.aio.AioRpcError as exc:  # it counts until the next report, or expires
-                log.warning("could not release a space reservation in the index", extra={"error": exc.details()})
+            except CallFailed as exc:  # it counts until the next report, or expires
+                log.warning("could not release a space reservation in the index", extra={"error": exc.details})
 
     async def fetch(self, sector: SectorId, file_type: FileType, sector_size: int, dest: LocalPath, move: bool) -> None:
         """Brings one file into `dest` from the best source that works, then declares it (primary
@@ -195,7 +190,7 @@ class RemoteStore:
         if not sources:
             raise SectorNotFound(f"no copy of the {file_type.dirname} file of sector {sector} in the fleet")
         sources.sort(key=lambda loc: (not loc.healthy, -loc.weight, loc.storage_id))
-        errors = []
+        tried: list[str] = []
         stale = 0
         checked_out = 0  # sources whose copy failed the content check
         for loc in sources:
@@ -203,15 +198,15 @@ class RemoteStore:
                 started = time.monotonic()
                 try:
                     via = await self._download(url, loc.storage_id, sector, file_type, sector_size, dest)
-                except grpc.aio.AioRpcError as exc:
-                    missing = exc.code() == grpc.StatusCode.NOT_FOUND and (exc.details() or "").startswith(MISSING_FILE)
+                except CallFailed as exc:
+                    missing = exc.answered(errors.NotFound) and exc.details.startswith(MISSING_FILE)
                     if missing:
                         # The holder is up, serves that path and has no such file: the index's
                         # declaration is stale (e.g. the file was removed while the index was
                         # down). Drop it, so that no reader tries it again, and look elsewhere.
                         stale += 1
-                        await self._drop_stale(loc.storage_id, sector, file_type, url, exc.details() or "")
-                    errors.append(f"{url} ({loc.storage_id}): {exc.code().name}: {exc.details()}")
+                        await self._drop_stale(loc.storage_id, sector, file_type, url, exc.details)
+                    tried.append(f"{url} ({loc.storage_id}): {exc.status}: {exc.details}")
                     log.warning(
                         "fetch from a source failed; trying the next",
                         extra={
@@ -219,7 +214,7 @@ class RemoteStore:
                             "type": file_type.dirname,
                             "source": url,
                             "storage_id": loc.storage_id,
-                            "error": errors[-1],
+                            "error": tried[-1],
                         },
                     )
                     if missing:
@@ -238,16 +233,16 @@ class RemoteStore:
                             "error": detail,
                         },
                     )
-                    errors.append(f"{url} ({loc.storage_id}): {detail}")
+                    tried.append(f"{url} ({loc.storage_id}): {detail}")
                     continue
                 await self.index.declare(dest.id, sector, file_type, primary=move)
                 if move:
                     try:
                         await self.peers.remove(url, sector, file_type, loc.storage_id)
-                    except grpc.aio.AioRpcError as exc:
+                    except CallFailed as exc:
                         log.warning(
                             "could not remove the source copy after a move",
-                            extra={"source": url, "error": exc.details()},
+                            extra={"source": url, "error": exc.details},
                         )
                 log.info(
                     "fetched",
@@ -264,11 +259,11 @@ class RemoteStore:
         if stale == len(sources):
             raise SectorNotFound(
                 f"no copy of the {file_type.dirname} file of sector {sector} in the fleet (stale declarations dropped: "
-                + "; ".join(errors)
+                + "; ".join(tried)
                 + ")"
             )
-        failed = ContentFetchFailed if checked_out == len(errors) else FetchFailed
-        raise failed(f"could not fetch the {file_type.dirname} file of sector {sector}: " + "; ".join(errors))
+        failed = ContentFetchFailed if checked_out == len(tried) else FetchFailed
+        raise failed(f"could not fetch the {file_type.dirname} file of sector {sector}: " + "; ".join(tried))
 
     async def _unfetch(self, sector: SectorId, acq: Acquired) -> None:
         """Undeclares and removes the copies this acquire fetched (before a content failure of
@@ -298,8 +293,8 @@ class RemoteStore:
                     "error": detail,
                 },
             )
-        except grpc.aio.AioRpcError as exc:
-            log.warning("could not drop a stale declaration", extra={"storage_id": storage_id, "error": exc.details()})
+        except CallFailed as exc:
+            log.warning("could not drop a stale declaration", extra={"storage_id": storage_id, "error": exc.details})
 
     async def _download(
         self, url: str, storage_id: str, sector: SectorId, file_type: FileType, sector_size: int, dest: LocalPath

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common import errors
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker.callstore import CallStore, call_key
 from services.worker.faults import TaskFault
@@ -34,8 +35,8 @@ log = logging.getLogger(__name__)
 Code = common_pb2.TaskErrorCode
 
 
-class Exhausted(Exception):
-    """The worker cannot start another call of this type now."""
+class Exhausted(errors.ResourceExhausted):
+    """RESOURCE_EXHAUSTED: the worker cannot start another call of this type now."""
 
 
 def _deadline_mono(deadline: asyncio.Timeout) -> float:
@@ -104,7 +105,7 @@ class CallRunner:
         self.shutting_down = False
         # (miner, sector number, call type) of the calls `recover` found cut off by the last stop.
         self.interrupted: list[tuple[int, int, int]] = []
-        self.fault = fault or TaskFault({})
+        self.fault = fault or TaskFault()
 
     def recover(self) -> int:
         """Calls left `running` by a previous process end as WORKER_RESTARTED."""
@@ -271,8 +272,8 @@ class CallRunner:
         return f"{time.time() - running.started_at:.2f} s"
 
     def _test_fault(self) -> None:
-        """The test-only failure injection (services/worker/faults.py; delays and hangs run in
-        the task's own `before` hook)."""
+        """The test-only failure injection (a no-op unless services/worker/faults.py loaded the
+        test hooks; delays and hangs run in the task's own `before` hook)."""
         if self.fault.should_fail():
             raise TaskFailure(
                 Code.TASK_ERROR_CODE_TEMPORARY, f"test fault injected ({self.fault.injected} so far in this process)"

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common import errors
 from services.worker.fsutil import allocated_bytes
 from services.worker.local_store import LocalCopy, LocalStore, PathNotFound, resolves_inside
 from services.worker.partialfile import PartialFile
@@ -22,7 +23,7 @@ from services.worker.sectors import FileType, SectorId
 from services.worker.tarstream import TarEntry, plan_directory, tar_size
 
 
-class NotServed(Exception):
+class NotServed(errors.NotFound):
     """NOT_FOUND: no such local file (or one that may not be served)."""
 
 
@@ -58,8 +59,8 @@ def open_file(copy: LocalCopy) -> tuple[int, int]:
     return fd, st.st_size
 
 
-class OutOfRange(Exception):
-    """A requested byte range reaches past the end of the file."""
+class OutOfRange(errors.OutOfRange):
+    """OUT_OF_RANGE: a requested byte range reaches past the end of the file."""
 
 
 def open_range(copy: LocalCopy, offset: int, length: int) -> tuple[int, int, int]:

@@ -12,44 +12,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
-from services.common.dependency import UNAVAILABLE_CODES, describe_failure
-from services.common.proto.sectorstorage.v1 import common_pb2
+from services.worker.failures import CallFailed
 from services.worker.index_client import Declaration, IndexClient
 from services.worker.local_store import FsStat, LocalPath, LocalStore
 from services.worker.paths import PathMeta
 
 log = logging.getLogger(__name__)
-
-
-def fs_stat_message(stat: FsStat) -> common_pb2.FsStat:
-    return common_pb2.FsStat(
-        capacity=stat.capacity,
-        available=stat.available,
-        fs_available=stat.fs_available,
-        reserved=stat.reserved,
-        max=stat.max,
-        used=stat.used,
-    )
-
-
-def storage_info_message(path: LocalPath, urls: list[str]) -> common_pb2.StorageInfo:
-    m = path.meta
-    return common_pb2.StorageInfo(
-        id=m.id,
-        urls=urls,
-        weight=m.weight,
-        max_storage=m.max_storage,
-        can_seal=m.can_seal,
-        can_store=m.can_store,
-        groups=list(m.groups),
-        allow_to=list(m.allow_to),
-        allow_types=[common_pb2.SectorFileType.ValueType(int(t)) for t in m.allow_types.singles()],
-        deny_types=[common_pb2.SectorFileType.ValueType(int(t)) for t in m.deny_types.singles()],
-        allow_miners=list(m.allow_miners),
-        deny_miners=list(m.deny_miners),
-    )
 
 
 @dataclass(frozen=True)
@@ -75,20 +43,15 @@ class StorageControl:
             raise RuntimeError("no index configured (worker.index): storage cannot be attached or used")
         return self.index
 
-    async def stat_message(self, path: LocalPath) -> common_pb2.FsStat:
-        return fs_stat_message(await asyncio.to_thread(self.local.stat, path.id))
-
-    async def path_message(self, path: LocalPath) -> common_pb2.StoragePath:
-        return common_pb2.StoragePath(
-            info=storage_info_message(path, self.urls), local_path=str(path.root), stat=await self.stat_message(path)
-        )
+    async def stat(self, path: LocalPath) -> FsStat:
+        return await asyncio.to_thread(self.local.stat, path.id)
 
     async def attach(self, root: Path, init: PathMeta | None) -> tuple[LocalPath, int]:
         index = self.require_index()
         path = await asyncio.to_thread(self.local.attach, root, init)
         try:
             result = await self._announce(index, path, drop_missing=False)
-        except grpc.aio.AioRpcError as exc:
+        except CallFailed as exc:
             await asyncio.to_thread(self.local.detach, path.id, True)
             raise index.unavailable(exc, f"{root} was not attached") from None
         except BaseException:
@@ -115,8 +78,8 @@ class StorageControl:
 
     async def _announce(self, index: IndexClient, path: LocalPath, drop_missing: bool) -> Redeclared:
         """Attach (or refresh) the path in the index and declare every sector file on it."""
-        stat = await self.stat_message(path)
-        await index.attach(storage_info_message(path, self.urls), stat)
+        stat = await self.stat(path)
+        await index.attach(path, self.urls, stat)
         found, complete = await asyncio.to_thread(self.local.scan, path.id)
         decls = [Declaration(sector, t, primary=path.meta.can_store) for sector, t in found]
         # A type folder that could not be read hides its files: they are unknown, not gone, so
@@ -126,10 +89,11 @@ class StorageControl:
 
     async def _beat(self, index: IndexClient, path: LocalPath) -> None:
         error = ""
+        stat: FsStat | None
         try:
-            stat = await self.stat_message(path)
+            stat = await self.stat(path)
         except OSError as exc:
-            stat, error = common_pb2.FsStat(), f"stat failed: {exc}"
+            stat, error = None, f"stat failed: {exc}"
         if not await index.report_health(path.id, stat, error):
             log.warning("index forgot a storage path; attaching it again", extra={"storage_id": path.id})
             await self._announce(index, path, drop_missing=False)
@@ -154,14 +118,12 @@ class StorageControl:
                         self.announced.add(path.id)
                     else:
                         await self._beat(self.index, path)
-                except grpc.aio.AioRpcError as exc:
-                    message, extra = describe_failure(
-                        "index", self.index.address, exc, f"storage heartbeat failed; retrying in {interval_s:g} s"
-                    )
+                except CallFailed as exc:
+                    message, extra = exc.describe(f"storage heartbeat failed; retrying in {interval_s:g} s")
                     log.warning(message, extra={"storage_id": path.id, **extra})
-                    if on_dependency is not None and exc.code() in UNAVAILABLE_CODES:
+                    if on_dependency is not None and exc.unreachable:
                         await on_dependency(
-                            "index", f"the index at {self.index.address} does not answer ({exc.code().name})"
+                            "index", f"the index at {self.index.address} does not answer ({exc.status})"
                         )
                     continue
                 except Exception as exc:  # noqa: BLE001 - one path's problem must not stop the loop

@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import grpc
 from google.protobuf.empty_pb2 import Empty
 
 import rust_core
+from services.common import errors
 from services.common.pieces import next_piece
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker import sealer
+from services.worker.failures import CallFailed
 from services.worker.index_client import IndexClient, IndexUnavailable, LockLost
 from services.worker.local_store import (
     LocalPath,
@@ -77,10 +78,8 @@ def classify(exc: BaseException) -> TaskFailure:
         return TaskFailure(Code.TASK_ERROR_CODE_SECTOR_NOT_FOUND, str(exc))
     if isinstance(exc, (FetchFailed, IndexUnavailable, LockLost)):
         return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, str(exc))
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return TaskFailure(
-            Code.TASK_ERROR_CODE_TEMPORARY, f"index or peer call failed: {exc.code().name}: {exc.details()}"
-        )
+    if isinstance(exc, CallFailed):
+        return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, f"index or peer call failed: {exc.status}: {exc.details}")
     if isinstance(exc, (ValueError, PartialFileError)):
         return TaskFailure(Code.TASK_ERROR_CODE_PERMANENT, str(exc))
     if isinstance(exc, OSError) and disk_full(exc):
@@ -204,13 +203,13 @@ async def remove_remote(env: TaskEnv, sector: SectorId, file_type: FileType, onl
             try:
                 await env.peers.remove(url, sector, file_type, loc.storage_id)
                 break
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.NOT_FOUND:
+            except CallFailed as exc:
+                if exc.answered(errors.NotFound):
                     await env.index.drop(loc.storage_id, sector, file_type)
                     break
                 log.warning(
                     "could not remove a remote copy",
-                    extra={"sector": str(sector), "type": file_type.dirname, "source": url, "error": exc.details()},
+                    extra={"sector": str(sector), "type": file_type.dirname, "source": url, "error": exc.details},
                 )
 
 
@@ -224,7 +223,7 @@ def piece_offset(existing_unpadded: list[int], piece_unpadded: int) -> tuple[int
     return next_piece(existing_unpadded, piece_unpadded)
 
 
-class BadStream(ValueError):
+class BadStream(errors.InvalidArgument, ValueError):
     """The AddPiece stream itself is wrong (too many or too few bytes, bad offsets): the RPC
     fails with INVALID_ARGUMENT and no outcome is recorded."""
 

@@ -384,10 +384,14 @@ def test_index_reservations_mirror_release_and_tolerate_an_older_index(tmp_path:
 
     import grpc
 
+    from services.worker.edge import call_failed
+    from services.worker.failures import CallFailed
     from services.worker.remote_store import RemoteStore
 
-    def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-        return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "from the fake index")
+    def rpc_error(code: grpc.StatusCode) -> CallFailed:
+        # What the real IndexClient raises for that status (its edge translates gRPC errors).
+        error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "from the fake index")
+        return call_failed(error, "index")
 
     class FakeIndex:
         def __init__(self, answer: grpc.StatusCode | None) -> None:

@@ -1,0 +1,170 @@
+"""Admitting and starting the calls the manager assigns: the one shape every task RPC has.
+
+An asynchronous task call goes through the same steps whatever its type: the GPUs granted exist
+here; a call this worker already knows (a retried RPC) is answered with its id and not run
+twice; the task type is enabled and the worker is not shutting down; the index is configured;
+the runner admits one more task of this type; the call starts in the background and its outcome
+is stored for the manager. AddPiece takes the same steps but runs inside its RPC (its bytes come
+with it), and PoSt's vanilla proofs are answered on the RPC's own stream.
+
+convert.py turns each request into the values here; nothing here reads a message or knows gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.worker import tasks
+from services.worker.callstore import call_key
+from services.worker.parts import Disabled, Parts
+from services.worker.resources import SHORT_NAME_OF
+from services.worker.sectors import PostKind, SectorId
+from services.worker.validation import Invalid
+
+log = logging.getLogger(__name__)
+TaskType = common_pb2.TaskType
+CallType = worker_pb2.CallType
+Work = Callable[[tasks.TaskEnv, tasks.TaskContext], Awaitable[tasks.Outcome]]
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The manager's assignment of one call: its id, the GPUs granted, which attempt this is,
+    and how long it may run (None: no limit)."""
+
+    call_id: common_pb2.CallId
+    gpu_ordinals: tuple[int, ...]
+    attempt: int
+    timeout_s: float | None
+
+
+@dataclass(frozen=True)
+class TaskCall:
+    """An asynchronous task to start: its call and task types, the sector's seal proof (for the
+    per-size caps), the assignment, and the work itself (checked arguments bound)."""
+
+    call_type: int
+    task_type: int
+    seal_proof: int
+    assignment: Assignment
+    work: Work
+
+
+@dataclass(frozen=True)
+class AddPieceCall:
+    """The header of an AddPiece stream: the call, the sector, the pieces already in it and the
+    new piece's unpadded size."""
+
+    call_id: common_pb2.CallId
+    sector: tasks.SectorRef
+    seal_proof: int
+    existing: list[int]
+    piece_size: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class ProofsCall:
+    """A request for PoSt vanilla proofs: one miner's sectors (with their comm_r), all of the
+    proof type's size."""
+
+    call: str
+    task_type: int
+    kind: PostKind
+    sector_size: int
+    randomness: bytes
+    sectors: list[tuple[SectorId, bytes]]
+    gpu_ordinals: list[int]
+
+
+class Dispatcher:
+    """Starts the calls the servicer decodes; see the module docstring for the steps."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+
+    def check_enabled(self, task_type: int) -> None:
+        if self.parts.runner.shutting_down:
+            raise Disabled("the worker is shutting down")
+        if task_type not in self.parts.task_types:
+            raise Disabled(f"task type {TaskType.Name(TaskType.ValueType(task_type))} is disabled on this worker")
+
+    def check_gpus(self, ordinals: Sequence[int]) -> None:
+        have = {g.ordinal for g in self.parts.resources.gpus}
+        for o in ordinals:
+            if o not in have:
+                raise Invalid(f"GPU ordinal {o} does not exist on this worker (it has {sorted(have) or 'none'})")
+
+    def start(self, call: TaskCall) -> common_pb2.CallId:
+        """Starts `call` in the background (or finds it already known) and returns its id."""
+        assigned = call.assignment
+        runner = self.parts.runner
+        self.check_gpus(assigned.gpu_ordinals)
+        if runner.known(assigned.call_id):
+            return assigned.call_id
+        self.check_enabled(call.task_type)
+        env = self.parts.env()
+        runner.admit(call.task_type, call.seal_proof)
+        ctx = runner.context_for(assigned.call_id, list(assigned.gpu_ordinals))
+        fault, short = self.parts.task_fault, SHORT_NAME_OF.get(call.task_type, "")
+
+        async def run(c: tasks.TaskContext) -> tasks.Outcome:
+            await fault.before(short, assigned.attempt)
+            return await call.work(env, c)
+
+        runner.start(assigned.call_id, call.call_type, call.task_type, call.seal_proof, assigned.timeout_s, ctx, run)
+        log.info(
+            "task started",
+            extra={"call": call_key(assigned.call_id), "task": TaskType.Name(TaskType.ValueType(call.task_type))},
+        )
+        return assigned.call_id
+
+    async def add_piece(self, call: AddPieceCall, chunks: AsyncIterator[tuple[int, bytes]]) -> common_pb2.CallId:
+        """Writes the piece the stream carries (`chunks`: offset and bytes) into the sector's
+        unsealed file while the RPC lasts, and stores the outcome like any call's. A malformed
+        stream (tasks.BadStream) fails the RPC and records nothing; any other failure is the
+        task's outcome, and the RPC still answers with the call id."""
+        runner = self.parts.runner
+        if runner.known(call.call_id):
+            return call.call_id
+        task_type = TaskType.TASK_TYPE_ADD_PIECE
+        self.check_enabled(task_type)
+        env = self.parts.env()
+        runner.admit(task_type, call.seal_proof)
+        ctx = runner.context_for(call.call_id, [])
+        with runner.inline(call.call_id, CallType.CALL_TYPE_ADD_PIECE, task_type, call.seal_proof, ctx) as running:
+            try:
+                await self.parts.task_fault.before(SHORT_NAME_OF[task_type], call.attempt)
+                async with tasks.add_piece(env, ctx, call.sector, call.existing, call.piece_size) as sink:
+                    async for offset, data in chunks:
+                        if offset != sink.received:
+                            raise tasks.BadStream(f"chunk at offset {offset}, expected {sink.received}")
+                        await sink.feed(data)
+                    piece = await sink.finish()
+            except (tasks.BadStream, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - the task failed: its outcome is returned
+                runner.record(running, tasks.classify(exc))
+                return call.call_id
+            runner.record(running, ("piece", piece))
+        return call.call_id
+
+    async def vanilla_proofs(
+        self, call: ProofsCall
+    ) -> AsyncGenerator[tuple[SectorId, bytes | tasks.TaskFailure], None]:
+        """One vanilla proof (or the failure) per sector, in order, from local files only."""
+        self.check_enabled(call.task_type)
+        env = self.parts.env()
+        log.info(
+            "vanilla proofs",
+            extra={"call": call.call, "kind": call.kind.name, "sectors": len(call.sectors)},
+        )
+        ctx = tasks.TaskContext(owner=f"post:{call.call}", gpu_ordinals=list(call.gpu_ordinals))
+        async for sector, outcome in tasks.vanilla_proofs(
+            env, ctx, call.kind, call.sector_size, call.randomness, call.sectors
+        ):
+            yield sector, outcome
