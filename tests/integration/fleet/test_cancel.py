@@ -16,7 +16,7 @@ the manager: the first runs, the second waits in the manager's queue behind it.
 
 The same for PC2 (cap 1): a real 512 MiB PC1 takes a minute or more here, so the two sectors'
 PC1 outputs are fabricated (a cache with tree_d's root and sparse layers, as in
-test_worker_cancel.py) and recorded in the stopped manager's database as finished AddPiece and PC1
+tests/integration/worker/test_cancel.py) and recorded in the stopped manager's database as finished AddPiece and PC1
 steps (as tests/support/fake_worker.py `seed` does), then the manager is started again. Abort of the
 running PC2: within 1 s no lock and the queued PC2 placed; Abort of that one: within 1 s the worker
 idle, no lock, WorkerStats free; both caches keep PC1's tree_d and layers, no sealed file is left.

@@ -174,7 +174,7 @@ def test_source_dying_mid_stream(start_service: StartService, manager: ManagerEn
     size = 8 << 20
     sealed = os.urandom(size)
     # Planted bytes, no real sector: without a p_aux there is no commitment to check them against,
-    # so the fetch's content check (test_worker_fetch_content.py) lets them through on size alone.
+    # so the fetch's content check (tests/integration/worker/test_fetch_content.py) lets them through on size alone.
     cache = {
         "sc-02-data-layer-1.dat": os.urandom(1 << 20),
         "sc-02-data-tree-r-last.dat": os.urandom(3 << 20),

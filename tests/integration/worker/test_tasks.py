@@ -312,5 +312,5 @@ def test_dispatch_contract(fleet: tuple[object, WorkerHandle]) -> None:
     assert w.manager.returns.count(first.id) == 1
 
 
-# Timeouts and AbortCall are tested in test_worker_cancel.py, from outside the worker: the call
+# Timeouts and AbortCall are tested in tests/integration/worker/test_cancel.py, from outside the worker: the call
 # really stops (CPU, RSS, locks, files), not only its status code.
