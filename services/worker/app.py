@@ -26,6 +26,7 @@ from services.worker.identity import WorkerIdentity, load_or_create_worker_id
 from services.worker.index_client import IndexClient
 from services.worker.local_store import LocalStore
 from services.worker.manager_link import ManagerLink
+from services.worker.managers import ManagerAddresses
 from services.worker.parts import Parts
 from services.worker.paths import STORAGE_FILE, StorageList
 from services.worker.peers import Peers
@@ -150,8 +151,9 @@ class WorkerApp(Service):
             log.warning("no manager configured (worker.manager): serving files and RPCs without registering")
             return
         backoff = Backoff(section.register_retry_initial_s, section.register_retry_max_s)
+        managers = ManagerAddresses.parse(section.manager)
         p.sender = ReturnSender(
-            p.calls, p.identity.worker_id, section.manager, runtime.token(Permission.WRITE), Backoff(0.2, 5.0)
+            p.calls, p.identity.worker_id, managers, runtime.token(Permission.WRITE), Backoff(0.2, 5.0)
         )
         self._loops.append(asyncio.create_task(p.sender.run(self._quit), name="return-sender"))
 
@@ -164,7 +166,7 @@ class WorkerApp(Service):
                 p.runner.abort(call, "the manager does not know this call")
 
         self.link = ManagerLink(
-            manager=section.manager,
+            managers=managers,
             token=runtime.token(Permission.WRITE),
             address=address,
             session_id=p.identity.session_id,

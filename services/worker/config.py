@@ -4,7 +4,9 @@ Section `[worker]` (environment `SECTORSTORAGE_WORKER_<KEY>`):
 
 manager, index          HOST:PORT of the manager (register, heartbeat, Return results) and of
                         the index (paths, declarations, locks). Without an index the worker
-                        serves but cannot attach storage or run tasks.
+                        serves but cannot attach storage or run tasks. manager may list several
+                        managers sharing a database ("m1:9090,m2:9090"): the worker uses the
+                        one that leads, and moves on when it fails (failover).
 advertise               Address peers and the manager use to reach this worker.
 task_types              Task types accepted at start (short names AP PC1 PC2 C1 C2 FIN GET UNS
                         WDP WNP); empty = all. Changeable at run time (Enable/DisableTaskType).
@@ -42,7 +44,8 @@ from services.worker.resources import is_override_key, parse_overrides, parse_ta
 class WorkerSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # HOST:PORT of the manager to register with; empty: serve without registering.
+    # HOST:PORT of the manager to register with, or several, comma-separated (managers sharing
+    # one database: the worker follows the leader); empty: serve without registering.
     manager: str = ""
     # HOST:PORT of the index service.
     index: str = ""

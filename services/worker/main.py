@@ -10,7 +10,12 @@ from services.worker.app import WorkerApp
 from services.worker.config import WorkerConfig
 
 FLAGS = (
-    Flag("--manager", "worker.manager", "HOST:PORT of the manager to register with", metavar="HOST:PORT"),
+    Flag(
+        "--manager",
+        "worker.manager",
+        "HOST:PORT of the manager to register with (several, comma-separated: managers sharing a database)",
+        metavar="HOST:PORT[,...]",
+    ),
     Flag("--index", "worker.index", "HOST:PORT of the index service", metavar="HOST:PORT"),
     Flag(
         "--advertise",

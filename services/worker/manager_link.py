@@ -1,5 +1,7 @@
 """The worker's link to the manager: register, then heartbeat; when the manager is missing,
-down or restarted, keep retrying with back-off while the worker goes on serving its peers.
+down or restarted, keep retrying with back-off while the worker goes on serving its peers; with
+several manager addresses (managers.py), a failure moves on to the next, so the worker follows a
+failover to the new leader.
 
 Each heartbeat carries the calls running now, and the full WorkerInfo when it changed (task
 types enabled/disabled, paths attached/detached). Running calls the manager says it does not
@@ -21,6 +23,7 @@ from services.common.backoff import Backoff
 from services.common.client import aio_channel
 from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+from services.worker.managers import ManagerAddresses
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 10.0
@@ -55,7 +58,7 @@ async def _nothing() -> None:
 class ManagerLink:
     def __init__(
         self,
-        manager: str,
+        managers: ManagerAddresses,
         token: str,
         address: str,
         session_id: str,
@@ -69,7 +72,7 @@ class ManagerLink:
         on_manager_restart: Callable[[], Awaitable[None]] = _nothing,
         shutting_down: Callable[[], bool] = lambda: False,
     ) -> None:
-        self.manager = manager
+        self.managers = managers
         self.token = token
         self.address = address
         self.session_id = session_id
@@ -91,31 +94,40 @@ class ManagerLink:
         """Sends the next heartbeat now (the worker's state changed: it is shutting down)."""
         self._wake.set()
 
+    @property
+    def manager(self) -> str:
+        """The manager address in use now."""
+        return self.managers.current
+
     async def run(self, stopping: asyncio.Event) -> None:
-        async with aio_channel(self.manager, self.token) as channel:
-            stub = manager_pb2_grpc.ManagerServiceStub(channel)
-            while not stopping.is_set():
+        while not stopping.is_set():
+            address = self.managers.current
+            async with aio_channel(address, self.token) as channel:
+                stub = manager_pb2_grpc.ManagerServiceStub(channel)
                 try:
                     await self._session(stub, stopping)
+                    continue
                 except grpc.aio.AioRpcError as exc:
-                    self.registered = False
-                    delay = self.backoff.next_delay()
-                    message, extra = describe_failure(
-                        "manager", self.manager, exc, f"manager registration failed; retrying in {delay:.1f} s"
-                    )
-                    log.warning(
-                        message,
-                        extra={
-                            "manager": self.manager,
-                            "retry_in_s": round(delay, 2),
-                            "attempt": self.attempts,
-                            **extra,
-                        },
-                    )
-                    await self.on_dependency(
-                        "manager", f"the manager at {self.manager} does not answer ({exc.code().name})"
-                    )
-                    await _sleep_unless(stopping, delay)
+                    failure = exc
+            self.registered = False
+            following = self.managers.failed(address)
+            # Another manager to try: at once (it may be the new leader); the same one: back off.
+            delay = self.backoff.next_delay() if following == address else 0.0
+            message, extra = describe_failure(
+                "manager", address, failure, f"manager registration failed; retrying in {delay:.1f} s"
+            )
+            log.warning(
+                message,
+                extra={
+                    "manager": address,
+                    "next_manager": following,
+                    "retry_in_s": round(delay, 2),
+                    "attempt": self.attempts,
+                    **extra,
+                },
+            )
+            await self.on_dependency("manager", f"the manager at {address} does not answer ({failure.code().name})")
+            await _sleep_unless(stopping, delay)
 
     async def _until_beat(self, stopping: asyncio.Event, interval: float, version: int) -> None:
         """Waits out the heartbeat interval, but beats early when asked (wake) or when what this

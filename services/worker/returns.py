@@ -19,6 +19,7 @@ from services.common.client import aio_channel
 from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc, worker_pb2
 from services.worker.callstore import CallStore, call_key
+from services.worker.managers import ManagerAddresses
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 15.0
@@ -61,10 +62,12 @@ def return_request(result: worker_pb2.StoredCallResult, worker_id: str) -> tuple
 
 
 class ReturnSender:
-    def __init__(self, store: CallStore, worker_id: str, manager: str, token: str, backoff: Backoff) -> None:
+    def __init__(
+        self, store: CallStore, worker_id: str, managers: ManagerAddresses, token: str, backoff: Backoff
+    ) -> None:
         self.store = store
         self.worker_id = worker_id
-        self.manager = manager
+        self.managers = managers
         self.token = token
         self.backoff = backoff
         self._wake = asyncio.Event()
@@ -84,33 +87,49 @@ class ReturnSender:
         self._retry_now.set()
         self._wake.set()
 
+    @property
+    def manager(self) -> str:
+        return self.managers.current
+
     async def run(self, stopping: asyncio.Event) -> None:
-        async with aio_channel(self.manager, self.token) as channel:
-            stub = manager_pb2_grpc.ManagerServiceStub(channel)
-            while not stopping.is_set():
-                self._wake.clear()
-                failed = False
-                for result in await asyncio.to_thread(self.store.pending):
-                    if stopping.is_set():
-                        return
-                    if not await self._deliver(stub, result):
-                        failed = True
-                        break
-                if failed:
-                    delay = self.backoff.next_delay()
-                    self._retry_now.clear()
-                    retry = asyncio.ensure_future(self._retry_now.wait())
-                    stopper = asyncio.ensure_future(stopping.wait())
-                    await asyncio.wait({retry, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-                    retry.cancel()
-                    stopper.cancel()
-                else:
-                    self.backoff.reset()
-                    waiter = asyncio.ensure_future(self._wake.wait())
-                    stopper = asyncio.ensure_future(stopping.wait())
-                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
-                    stopper.cancel()
+        while not stopping.is_set():
+            address = self.managers.current
+            async with aio_channel(address, self.token) as channel:
+                await self._deliver_all(manager_pb2_grpc.ManagerServiceStub(channel), address, stopping)
+
+    async def _deliver_all(
+        self, stub: manager_pb2_grpc.ManagerServiceStub, address: str, stopping: asyncio.Event
+    ) -> None:
+        """Delivers through one manager until it fails (then the caller moves to the manager
+        the addresses say is current) or the worker stops."""
+        while not stopping.is_set():
+            if address != self.managers.current:
+                return  # the link found the leader elsewhere: follow it
+            self._wake.clear()
+            failed = False
+            for result in await asyncio.to_thread(self.store.pending):
+                if stopping.is_set():
+                    return
+                if not await self._deliver(stub, result):
+                    failed = True
+                    break
+            if failed:
+                if self.managers.failed(address) != address:
+                    return  # another manager to try at once: it may be the new leader
+                delay = self.backoff.next_delay()
+                self._retry_now.clear()
+                retry = asyncio.ensure_future(self._retry_now.wait())
+                stopper = asyncio.ensure_future(stopping.wait())
+                await asyncio.wait({retry, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                retry.cancel()
+                stopper.cancel()
+            else:
+                self.backoff.reset()
+                waiter = asyncio.ensure_future(self._wake.wait())
+                stopper = asyncio.ensure_future(stopping.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
 
     async def _deliver(self, stub: manager_pb2_grpc.ManagerServiceStub, result: worker_pb2.StoredCallResult) -> bool:
         key = call_key(result.call_id)
