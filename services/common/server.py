@@ -82,6 +82,11 @@ class Service:
     def registrations(self) -> Sequence[Registration]:
         raise NotImplementedError
 
+    def interceptors(self) -> Sequence[grpc.aio.ServerInterceptor]:
+        """Server interceptors of this service, run after authentication (a call they see is
+        authenticated and permitted)."""
+        return ()
+
     async def start(self, runtime: Runtime) -> None:
         """Called once the server is listening (start background loops here)."""
 
@@ -163,6 +168,7 @@ class ServiceHost:
                 audience=config.auth.fleet,
                 previous_secrets=[k.encode() for k in config.auth.previous_secrets],
             ),
+            *self.service.interceptors(),
         ]
         grpc_options.configure(config.grpc)
         server = grpc.aio.server(interceptors=interceptors, options=server_options(config.grpc))

@@ -13,6 +13,8 @@ import time
 import uuid
 from collections.abc import Sequence
 
+import grpc
+
 from services.common.auth import Permission
 from services.common.db import Database, DatabaseRefused, DatabaseUnavailable, SchemaTooNew, open_database
 from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc
@@ -21,6 +23,7 @@ from services.common.startup import StartupError
 from services.manager import metrics, views
 from services.manager.calltracker import CallTracker, RetryPolicy
 from services.manager.config import ManagerConfig
+from services.manager.forward import LeaderForwarder
 from services.manager.index_client import GrpcStorageIndex, StorageIndex
 from services.manager.jobs import JobRunner
 from services.manager.leadership import Campaign, FileOwnership, HeldElsewhere, Leadership, Lease
@@ -98,6 +101,8 @@ class ManagerApp(Service):
             self.runner, self.sealing, self.proving, self.store, self.session_id, self.ready
         )  # type: ignore[abstract]
         self._loops: list[asyncio.Task[None]] = []
+        # A standby forwards the API to the leader (forward.py); the holder is set at start.
+        self.forwarder = LeaderForwarder("", self.leading, self._leader, time.time)
         self.leadership: Leadership | None = None
         self.ownership: FileOwnership | None = None
         self.campaign: Campaign | None = None
@@ -113,6 +118,18 @@ class ManagerApp(Service):
 
     def registrations(self) -> Sequence[Registration]:
         return [registration(manager_pb2, manager_pb2_grpc, "ManagerService", self.servicer)]
+
+    def interceptors(self) -> Sequence[grpc.aio.ServerInterceptor]:
+        return [self.forwarder]
+
+    def leading(self) -> bool:
+        """This manager holds the lease: its API answers itself (calls made while it still
+        recovers wait for it, as on any start), else they are forwarded to the leader."""
+        return self.leadership is not None and self.leadership.epoch is not None and self.deposed is None
+
+    async def _leader(self) -> Lease:
+        assert self.leadership is not None
+        return await self.leadership.current()
 
     async def start(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -136,6 +153,7 @@ class ManagerApp(Service):
         self.leadership = Leadership(
             self.db, self._holder(runtime), runtime.address, lease_s, exclusive=self.ownership is not None
         )
+        self.forwarder.holder = self.leadership.holder
         self.campaign = Campaign(
             self.leadership, self._lead, self._deposed, renew_every_s=lease_s / 3, poll_every_s=lease_s / 6
         )
@@ -143,9 +161,13 @@ class ManagerApp(Service):
             lease = await self.leadership.try_acquire()
         except HeldElsewhere as exc:
             raise StartupError(str(exc)) from None
+        self.forwarder.decided.set()
         if lease is None:
             current = await self.leadership.current()
-            await runtime.dependency("leadership", f"standing by: manager {current.holder} leads ({current.address})")
+            log.info(
+                "standing by: the API is forwarded to the leader",
+                extra={"leader": current.holder, "leader_address": current.address},
+            )
         self._campaign_task = asyncio.create_task(self.campaign.run())
 
     def _holder(self, runtime: Runtime) -> str:
@@ -160,7 +182,6 @@ class ManagerApp(Service):
         metrics.LEADER_EPOCH.set(lease.epoch)
         metrics.LEADER_SINCE.set(lease.acquired_at)
         metrics.FAILOVERS.set(lease.failovers)
-        await self.runtime.dependency("leadership", None)
         self.servicer.operator_states = await self.store.worker_states()
         self.runner.started_at = time.monotonic()
         await self.runner.recover()
@@ -226,6 +247,7 @@ class ManagerApp(Service):
         for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.forwarder.close()
         await self.runner.close()
         await self.sealing.close()
         await self.registry.close()

@@ -159,6 +159,8 @@ class Fleet:
     # loopback) and a command it runs under (e.g. `ip netns exec NS` for the multi-host test).
     hosts: dict[str, str] = field(default_factory=dict)
     wrappers: dict[str, list[str]] = field(default_factory=dict)
+    # Further managers on the same database (failover tests): (port, process).
+    standbys: list[tuple[int, ServiceProcess]] = field(default_factory=list)
     _channel: grpc.Channel | None = None
 
     @property
@@ -199,6 +201,31 @@ class Fleet:
         )
         return self.manager
 
+    @property
+    def manager_addresses(self) -> str:
+        """What workers are given: every manager of the fleet, comma-separated."""
+        return ",".join([self.address, *(f"{self.host('manager')}:{port}" for port, _ in self.standbys)])
+
+    def add_manager(self) -> ServiceProcess:
+        """Another manager on the same database and index (it stands by while one leads)."""
+        port = free_port()
+        proc = self.start_service(
+            "manager",
+            "--listen",
+            f"{self.host('manager')}:{port}",
+            "--index",
+            self.index.address,
+            env=self.manager_env,
+            data_dir=self.tmp / f"manager-{len(self.standbys) + 2}",
+        )
+        self.standbys.append((port, proc))
+        return proc
+
+    def use_manager(self, port: int) -> None:
+        """Points stub() (and what the fleet's helpers call) at the manager on `port`."""
+        self.port = port
+        self._channel = None
+
     def add_worker(self, spec: WorkerSpec) -> None:
         self.specs[spec.name] = spec
         self.worker_ports[spec.name] = free_port()
@@ -237,7 +264,7 @@ class Fleet:
             "--index",
             self.index.address,
             "--manager",
-            self.address,
+            self.manager_addresses,
             env=env,
             data_dir=self.tmp / f"w-{spec.name}",
             wrapper=self.wrappers.get(name, []),

@@ -1,0 +1,155 @@
+"""Several managers on one PostgreSQL database (issue 17), with real processes: one leads, the
+other stands by and serves the API by forwarding it; kill -9 of the leader in the middle of a
+task, and the standby leads within the failover budget, the worker follows it, the running task
+is neither lost nor started again, and the client's retried call gets the one result. A second
+manager on a SQLite file another manager holds is refused at start, naming PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.cli.sealing import add_piece
+from services.common.client import sync_channel
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+from services.devfleet import console_script
+from tests.support.auth import TEST_SECRET, token
+from tests.support.fleet import StartService, WorkerSpec, make_fleet, retrying
+from tests.support.sealing import commit
+from tests.support.sectors import TICKET, piece_data, sector
+
+J = manager_pb2.JobState
+LEASE_S = 2.0
+FAILOVER_BUDGET_S = 10.0
+
+
+def gauges(metrics_address: str) -> dict[str, float]:
+    """The unlabelled samples of a service's /metrics page."""
+    body = urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, _, value = line.partition(" ")
+            out[name] = float(value)
+    return out
+
+
+def _until(what: str, check: object, timeout: float) -> float:
+    """Polls `check` until it is true; returns the seconds it took."""
+    start = time.monotonic()
+    while True:
+        try:
+            if check():  # type: ignore[operator]
+                return time.monotonic() - start
+        except grpc.RpcError:
+            pass
+        assert time.monotonic() - start < timeout, f"timed out after {timeout} s waiting until {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.postgres
+def test_kill_9_of_the_leader_fails_over_without_lost_or_doubled_work(
+    start_service: StartService, tmp_path: Path, postgres: object
+) -> None:
+    url = postgres.new_database()  # type: ignore[attr-defined]
+    fleet = make_fleet(
+        start_service,
+        tmp_path,
+        {"SECTORSTORAGE_DATABASE_URL": url, "SECTORSTORAGE_MANAGER_LEADER_LEASE_S": str(LEASE_S)},
+    )
+    standby = fleet.add_manager()
+    first_port, standby_port = fleet.port, fleet.standbys[0][0]
+    # PC1 holds the worker for 4 s: the window in which the leader dies.
+    fleet.add_worker(WorkerSpec("a", cpus=2, env={"SECTORSTORAGE_TEST_FAULT_TASK_DELAY": "PC1=4"}))
+    fleet.wait_registered()
+    leader_stub = fleet.stub()
+    standby_stub = manager_pb2_grpc.ManagerServiceStub(sync_channel(standby.address, token()))
+
+    # The standby answers the API by forwarding it to the leader, streams included: the worker
+    # registered with the leader shows up, and a piece uploaded through it is stored.
+    stats = standby_stub.WorkerStats(manager_pb2.WorkerStatsRequest(), timeout=10).workers
+    assert [s.state.connected for s in stats] == [True]
+    ref = sector(1)
+    piece = add_piece(standby_stub, ref, piece_data(1, ref.proof_type))
+    request = manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece])
+
+    with ThreadPoolExecutor(1) as pool:
+        cut = pool.submit(leader_stub.SealPreCommit1, request, timeout=60)
+
+        def pc1_running() -> bool:
+            jobs = leader_stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
+            return any(
+                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == J.JOB_STATE_RUNNING for j in jobs
+            )
+
+        _until("PC1 runs on the worker", pc1_running, 30)
+        leader = fleet.manager.proc
+        assert leader is not None
+        os.kill(leader.pid, signal.SIGKILL)
+        fleet.manager.kill()
+        killed = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            cut.result()
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # the client's call was cut
+
+    # The standby leads, and the worker (given both addresses) registered with it.
+    def worker_with_new_leader() -> bool:
+        workers = standby_stub.WorkerStats(manager_pb2.WorkerStatsRequest(), timeout=2).workers
+        return [s.state.connected for s in workers] == [True]
+
+    _until("the standby leads and the worker is registered with it", worker_with_new_leader, FAILOVER_BUDGET_S)
+    failover_s = time.monotonic() - killed
+    assert failover_s < FAILOVER_BUDGET_S
+
+    # The client retries the same call through the new leader: it attaches to the task that kept
+    # running on the worker and gets its result; PC1 ran once.
+    fleet.use_manager(standby_port)
+    p1 = retrying(lambda: fleet.stub().SealPreCommit1(request, timeout=60), timeout=60)
+    runs = fleet.history(sector=ref.id, task_type=common_pb2.TASK_TYPE_PRE_COMMIT_1)
+    assert [(r.attempt, r.outcome) for r in runs] == [(1, manager_pb2.TASK_OUTCOME_SUCCEEDED)]
+
+    # The rest of the pipeline on the new leader; the proof verifies.
+    p2 = fleet.stub().SealPreCommit2(
+        manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1.pre_commit1_output), timeout=60
+    )
+    commit(fleet, ref, piece, p2.commitments)
+
+    # The old leader comes back as a standby and forwards to the new one.
+    fleet.use_manager(first_port)
+    fleet.start_manager()
+    fleet.use_manager(standby_port)
+    back = manager_pb2_grpc.ManagerServiceStub(sync_channel(fleet.manager.address, token()))
+    _until(
+        "the restarted manager forwards the API",
+        lambda: len(back.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs) >= 0,
+        30,
+    )
+    assert standby.metrics_address and fleet.manager.metrics_address
+    leading, standing_by = gauges(standby.metrics_address), gauges(fleet.manager.metrics_address)
+    assert leading["sectorstorage_manager_leader"] == 1 and leading["sectorstorage_manager_leader_epoch"] == 2
+    assert leading["sectorstorage_manager_failovers"] == 1
+    assert standing_by["sectorstorage_manager_leader"] == 0
+
+
+def test_a_second_manager_on_a_held_sqlite_file_is_refused(start_service: StartService, tmp_path: Path) -> None:
+    start_service("manager", data_dir=tmp_path / "m")
+    result = subprocess.run(
+        [console_script("sectorstorage-manager"), "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SECTORSTORAGE_AUTH_SECRET": TEST_SECRET},
+    )
+    assert result.returncode == 2, result.stderr
+    # One line says what to do (the JSON log lines before it are the start-up's own).
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("sectorstorage-manager: cannot start: another manager process holds the SQLite database")
+    assert "single-manager default" in last and "PostgreSQL" in last and "Traceback" not in result.stderr
