@@ -107,6 +107,7 @@ class ManagerApp(Service):
         self.ownership: FileOwnership | None = None
         self.campaign: Campaign | None = None
         self._campaign_task: asyncio.Task[str] | None = None
+        self._database_watch: asyncio.Task[None] | None = None
         # Why this manager stopped leading, once it did.
         self.deposed: str | None = None
         self._index_problem: str | None = None
@@ -169,6 +170,7 @@ class ManagerApp(Service):
                 extra={"leader": current.holder, "leader_address": current.address},
             )
         self._campaign_task = asyncio.create_task(self.campaign.run())
+        self._database_watch = asyncio.create_task(self._every(2.0, self._check_database, "database"))
 
     def _holder(self, runtime: Runtime) -> str:
         """This manager's name in the lease: host, address and session (unique per process)."""
@@ -193,6 +195,18 @@ class ManagerApp(Service):
             asyncio.create_task(self._every(3600.0, self._purge, "retention")),
             asyncio.create_task(self._every(min(2.0, settings.heartbeat_interval_s), self._check_index, "readiness")),
         ]
+
+    async def _check_database(self) -> None:
+        """Readiness follows the database, on the leader and on a standby alike (a standby that
+        cannot read the lease cannot find the leader to forward to)."""
+        if self.leadership is None or self.runtime is None:
+            return
+        try:
+            await self.leadership.current()
+            problem = None
+        except DatabaseUnavailable as exc:
+            problem = f"the manager's database does not answer: {exc}"
+        await self.runtime.dependency("database", problem)
 
     async def _deposed(self, reason: str) -> None:
         """No longer the leader: stop at once (the process exits and comes back as a standby;
@@ -238,10 +252,11 @@ class ManagerApp(Service):
                 log.exception("manager loop step failed", extra={"loop": name})
 
     async def stop(self) -> None:
-        if self._campaign_task is not None:
-            self._campaign_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._campaign_task
+        for background in (self._campaign_task, self._database_watch):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         for task in self._loops:
             task.cancel()
         for task in self._loops:

@@ -699,8 +699,9 @@ class InProcessManager:
         self.task.cancel()
         for loop_task in self.app._loops:
             loop_task.cancel()
-        if self.app._campaign_task is not None:
-            self.app._campaign_task.cancel()
+        for background in (self.app._campaign_task, self.app._database_watch):
+            if background is not None:
+                background.cancel()
         await self.host.server.stop(0)
         await self.app.runner.close()
         self.app.db.close()

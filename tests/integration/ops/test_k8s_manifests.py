@@ -421,11 +421,19 @@ def test_postgres_overlay(rendered: dict[str, Rendered], tmp_path: Path) -> None
     assert index.spec["replicas"] >= 2, "PostgreSQL makes several index replicas safe"
     assert not index.spec.get("volumeClaimTemplates")
     manager = pg.workload("manager")
-    assert manager.spec["replicas"] == 1 and manager.spec["strategy"]["type"] == "Recreate"
+    # A leader and a standby; a rolling update adds a manager before it removes one.
+    assert manager.spec["replicas"] == 2
+    assert manager.spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     assert not pg.of_kind("PersistentVolumeClaim"), "no SQLite claims left on PostgreSQL"
-    (pdb,) = pg.of_kind("PodDisruptionBudget")
-    assert all(index.pod_labels.get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items())
-    assert pdb["spec"]["minAvailable"] < index.spec["replicas"]
+    budgets = {pdb["metadata"]["name"]: pdb for pdb in pg.of_kind("PodDisruptionBudget")}
+    assert set(budgets) == {"sectorstorage-index", "sectorstorage-manager"}
+    for workload in (index, manager):
+        (pdb,) = [
+            b
+            for b in budgets.values()
+            if all(workload.pod_labels.get(k) == v for k, v in b["spec"]["selector"]["matchLabels"].items())
+        ]
+        assert 1 <= pdb["spec"]["minAvailable"] < workload.spec["replicas"]
     # Workers are unchanged from the base.
     assert pg.workload("worker").obj == rendered["base"].workload("worker").obj
 
