@@ -14,7 +14,7 @@ use rust_core::porep::labels::{label_layer, label_layer_with_producer, zeroed_la
 use rust_core::porep::params::SectorParams;
 use rust_core::porep::parents_cache::{self, ParentsStream};
 use rust_core::porep::pieces::Piece;
-use rust_core::porep::{c1, merkle, pc1, pc2};
+use rust_core::porep::{binary_tree, c1, pc1, pc2};
 use rust_core::Cancel;
 use sha2::digest::generic_array::{typenum::U64, GenericArray};
 
@@ -211,7 +211,7 @@ fn main() {
         *n = rust_core::porep::ids::hash_parts_trunc254(&[b"data", &(i as u64).to_le_bytes()]);
     }
     std::fs::write(&unsealed, data.as_flattened()).expect("write unsealed");
-    let comm_p = merkle::root(data);
+    let comm_p = binary_tree::root(data);
     let pieces = [Piece {
         padded_size: size,
         comm_p,

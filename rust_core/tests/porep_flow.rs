@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use rust_core::gpu::cpu::CpuBackend;
 use rust_core::hash::Node;
+use rust_core::porep::binary_tree;
 use rust_core::porep::c2::{seal_commit_phase2, verify_seal, SealPublic};
-use rust_core::porep::merkle;
 use rust_core::porep::pieces::Piece;
 use rust_core::porep::post::{self, CheckSector, PostKind, ProvingSector, PublicSector};
 use rust_core::porep::unseal::{unseal_range, UnsealInputs};
@@ -41,7 +41,7 @@ fn seal(name: &str, number: u64) -> Sealed {
     let data = padded_data(2048, number as u8);
     std::fs::write(dir.join("unsealed"), &data).unwrap();
     let leaves: Vec<Node> = data.chunks(32).map(|c| c.try_into().unwrap()).collect();
-    let comm_p = merkle::root(leaves);
+    let comm_p = binary_tree::root(leaves);
     let pieces = [Piece {
         padded_size: 2048,
         comm_p,
