@@ -197,6 +197,20 @@ fn seal_verify_tamper_unseal_post() {
     assert!(
         post::verify_post(2048, PostKind::Window, &[3; 32], &PROVER, &publics, &proof).unwrap()
     );
+    // The same proof assembled from the sector's vanilla proof, as the manager does.
+    let vanilla = post::generate_single_vanilla_proof(
+        2048,
+        PostKind::Window,
+        &[3; 32],
+        &PROVER,
+        &sector,
+        &Cancel::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        post::assemble_post(2048, PostKind::Window, &[&vanilla]).unwrap(),
+        proof
+    );
     assert!(
         !post::verify_post(2048, PostKind::Window, &[4; 32], &PROVER, &publics, &proof).unwrap()
     );

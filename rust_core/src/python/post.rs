@@ -1,9 +1,10 @@
-//! PoSt bindings: Window and Winning PoSt (whole proofs and single vanilla proofs), the winning
-//! sector challenge, and CheckProvable.
+//! PoSt bindings: Window and Winning PoSt (whole proofs, single vanilla proofs and their
+//! assembly into a PoSt proof), the winning sector challenge, and CheckProvable.
 
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::args::{bytes, node};
@@ -270,6 +271,22 @@ fn check_provable(
     Ok(d.unbind())
 }
 
+/// The PoSt proof made of per-sector vanilla proofs (from `generate_single_vanilla_proof`, same
+/// kind, size and randomness), in order. ValueError naming the first proof whose header does not
+/// match; the sections themselves are checked by `verify_*_post`.
+#[pyfunction]
+fn assemble_post<'py>(
+    py: Python<'py>,
+    kind: &str,
+    sector_size: u64,
+    vanilla_proofs: Vec<PyBackedBytes>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let kind = PostKind::parse(kind)?;
+    let proofs: Vec<&[u8]> = vanilla_proofs.iter().map(|p| p.as_ref()).collect();
+    let out = py.detach(|| post::assemble_post(sector_size, kind, &proofs))?;
+    Ok(PyBytes::new(py, &out))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(generate_window_post, m)?)?;
     m.add_function(wrap_pyfunction!(verify_window_post, m)?)?;
@@ -278,6 +295,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(generate_winning_post_sector_challenge, m)?)?;
     m.add_function(wrap_pyfunction!(generate_single_vanilla_proof, m)?)?;
     m.add_function(wrap_pyfunction!(verify_single_vanilla_proof, m)?)?;
+    m.add_function(wrap_pyfunction!(assemble_post, m)?)?;
     m.add_function(wrap_pyfunction!(check_provable, m)?)?;
     Ok(())
 }
