@@ -537,6 +537,31 @@ mod tests {
     }
 
     #[test]
+    fn streaming_pad_at_every_line_offset() {
+        // The streaming AVX2 pad writes whole lines across block boundaries: every output offset
+        // mod 64 (16-byte steps, plus unaligned ones, which take plain stores), block counts
+        // around the stream count; output equal to the portable lanes, bytes around untouched.
+        for blocks_n in [1usize, 3, 4, 5, 7, 8, 9, 12, 13, 63, 64, 65, 1001] {
+            let data = pseudo_random(127 * blocks_n, 7 + blocks_n as u64);
+            let mut want = vec![0u8; 128 * blocks_n];
+            pad_serial_portable(&data, &mut want, false);
+            let mut buf = vec![0xeeu8; 128 * blocks_n + 256];
+            let base = buf.as_ptr().align_offset(64);
+            for offset in [0usize, 16, 32, 48, 8, 40, 1] {
+                let at = base + offset;
+                buf.fill(0xee);
+                pad_serial(&data, &mut buf[at..at + 128 * blocks_n], true);
+                assert!(
+                    buf[at..at + 128 * blocks_n] == want[..],
+                    "{blocks_n} blocks at offset {offset}"
+                );
+                assert!(buf[..at].iter().all(|&b| b == 0xee));
+                assert!(buf[at + 128 * blocks_n..].iter().all(|&b| b == 0xee));
+            }
+        }
+    }
+
+    #[test]
     fn simd_unpad_finds_every_pad_bit() {
         let blocks_n = 40;
         let padded = pad(&pseudo_random(127 * blocks_n, 21)).unwrap_or_default();
