@@ -117,6 +117,25 @@ pub fn compress_lanes_portable<const N: usize>(
     }
 }
 
+/// [`compress_lanes`] with each lane's `B` blocks given by reference, so a message whose blocks
+/// repeat (a PoRep label's parent slots) is hashed without copying them into place.
+pub fn compress_lanes_refs<const N: usize, const B: usize>(
+    states: &mut [[u32; 8]; N],
+    blocks: &[[&[u8; 64]; B]; N],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: the CPU features were checked just above.
+        unsafe { shani::compress_lanes_refs::<N, B>(states, blocks) };
+        return;
+    }
+    for (state, lane) in states.iter_mut().zip(blocks) {
+        for block in lane {
+            sha2::compress256(state, &[GenericArray::from(**block)]);
+        }
+    }
+}
+
 /// Big-endian bytes of a SHA-256 state: the digest.
 #[inline]
 pub fn digest_bytes(state: &[u32; 8]) -> Node {
@@ -388,6 +407,32 @@ mod shani {
         }
         for b in 0..count {
             // In bounds: every lane has `count` blocks (checked by the caller).
+            let ptrs: [*const u8; N] = core::array::from_fn(|l| blocks[l][b].as_ptr());
+            block(&mut abef, &mut cdgh, ptrs);
+        }
+        for l in 0..N {
+            let (abcd, efgh) = from_abef(abef[l], cdgh[l]);
+            let p = states[l].as_mut_ptr();
+            _mm_storeu_si128(p.cast(), abcd);
+            _mm_storeu_si128(p.add(4).cast(), efgh);
+        }
+    }
+
+    /// [`super::compress_lanes_refs`] on SHA-NI.
+    ///
+    /// # Safety
+    /// The CPU has SHA-NI and SSE4.1 (see [`super::available`]).
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub unsafe fn compress_lanes_refs<const N: usize, const B: usize>(
+        states: &mut [[u32; 8]; N],
+        blocks: &[[&[u8; 64]; B]; N],
+    ) {
+        let mut abef = [_mm_setzero_si128(); N];
+        let mut cdgh = [_mm_setzero_si128(); N];
+        for l in 0..N {
+            (abef[l], cdgh[l]) = to_abef(&states[l]);
+        }
+        for b in 0..B {
             let ptrs: [*const u8; N] = core::array::from_fn(|l| blocks[l][b].as_ptr());
             block(&mut abef, &mut cdgh, ptrs);
         }
