@@ -534,6 +534,33 @@ mod tests {
         assert_eq!(uneven[1], one);
     }
 
+    #[test]
+    fn compress_lanes_refs_equals_sha2() {
+        // Lanes of repeated and shared block references, 1 to 4 lanes, against sha2 per lane.
+        let data = pseudo_random(64 * 8, 11);
+        let blocks: Vec<[u8; 64]> = data
+            .chunks_exact(64)
+            .map(|c| c.try_into().unwrap_or([0; 64]))
+            .collect();
+        fn check<const N: usize>(blocks: &[[u8; 64]]) {
+            let refs: [[&[u8; 64]; 20]; N] =
+                std::array::from_fn(|l| std::array::from_fn(|b| &blocks[(b * (l + 1) + l) % 8]));
+            let mut states: [[u32; 8]; N] = std::array::from_fn(|l| [l as u32 + 1; 8]);
+            let mut want = states;
+            compress_lanes_refs(&mut states, &refs);
+            for (state, lane) in want.iter_mut().zip(&refs) {
+                for block in lane {
+                    sha2::compress256(state, &[GenericArray::from(**block)]);
+                }
+            }
+            assert_eq!(states, want, "{N} lanes");
+        }
+        check::<1>(&blocks);
+        check::<2>(&blocks);
+        check::<3>(&blocks);
+        check::<4>(&blocks);
+    }
+
     /// Root of a tree, level by level, one `hash_pair` (the sha2 crate) per node.
     fn root_portable(leaves: &[Node]) -> Node {
         let mut level = leaves.to_vec();
