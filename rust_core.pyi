@@ -395,6 +395,11 @@ def verify_single_vanilla_proof(
     proof: bytes,
     kind: str = "window",
 ) -> bool: ...
+def assemble_post(kind: str, sector_size: int, vanilla_proofs: list[bytes]) -> bytes:
+    """The PoSt proof made of per-sector vanilla proofs (from generate_single_vanilla_proof, same
+    kind, sector size and randomness), in order: their sections under one PoSt header. ValueError
+    names the first proof whose header does not match; verify_*_post checks the rest."""
+
 def check_provable(
     sector_size: int,
     prover_id: bytes,

@@ -18,9 +18,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use rust_core::commp::{piece_commitment, piece_commitment_file};
+use rust_core::commitments::commp::{piece_commitment, piece_commitment_file};
+use rust_core::commitments::piece_size::PieceTarget;
 use rust_core::hash::{PAD_BLOCK_64, SHA256_IV};
-use rust_core::piece_size::PieceTarget;
 use sha2::digest::generic_array::GenericArray;
 
 /// Rounds; each measurement reports its best round (least disturbed by other load).
@@ -69,7 +69,7 @@ fn kernel_alone(pool: &[[u8; 64]], messages: usize) -> u32 {
     let mut left = messages;
     while left > 0 {
         let n = left.min(pool.len());
-        rust_core::sha256_mb::hash_nodes(&flat[..64 * n], &mut out[..n]);
+        rust_core::hash::sha256_mb::hash_nodes(&flat[..64 * n], &mut out[..n]);
         acc ^= u32::from(out[0][0]);
         left -= n;
     }
@@ -169,12 +169,12 @@ fn main() {
     );
     println!(
         "node hashing: {} (sha256_mb, {} lanes)",
-        if rust_core::sha256_mb::available() {
+        if rust_core::hash::sha256_mb::available() {
             "multi-buffer SHA-NI"
         } else {
             "portable (no SHA-NI on this CPU)"
         },
-        rust_core::sha256_mb::NODE_LANES
+        rust_core::hash::sha256_mb::NODE_LANES
     );
     println!("throughput = padded piece bytes per second");
     println!();

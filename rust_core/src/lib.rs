@@ -1,36 +1,36 @@
 //! `rust_core`: the sectorstorage hot path.
 //!
-//! Pure Rust modules hold the computation; the `python` module (behind the `python`
-//! feature, which maturin enables) only converts types and maps errors.
+//! Pure Rust modules hold the computation; `python` (behind the `python` feature, which maturin
+//! enables) holds every pyo3 binding: type conversion, error mapping and GIL release only.
+//!
+//! - `fr32`: pad and unpad (portable and AVX2 kernels, files and streams);
+//! - `commitments`: piece sizes, commP, commD, zero pieces, CIDs;
+//! - `hash`: the tree node hash and multi-buffer SHA-256;
+//! - `porep`: the PoRep emulation (PC1, PC2, C1, C2, unseal, PoSt);
+//! - `gpu`: the CPU and CUDA backends of tree building and C2;
+//! - `io`, `cancel`, `error`: shared helpers, cancellation, the crate's error type.
 
 pub mod cancel;
-pub mod commd;
-pub mod commp;
+pub mod commitments;
 pub mod error;
 pub mod fr32;
-#[cfg(target_arch = "x86_64")]
-pub mod fr32_avx2;
-pub mod fr32_file;
 pub mod gpu;
 pub mod hash;
 pub mod io;
-pub mod merkle;
-pub mod piece_cid;
-pub mod piece_size;
 pub mod porep;
-pub mod sha256_mb;
-pub mod stream_store;
-pub mod zero_comm;
 
 #[cfg(feature = "python")]
 mod python;
-#[cfg(feature = "python")]
-mod python_cancel;
-#[cfg(feature = "python")]
-mod python_porep;
 
 pub use cancel::{Cancel, Cancelled};
 pub use error::{Error, Result};
 
 /// Version of this crate, reported by the services at start-up.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The extension module `rust_core`: every binding is registered by `python::register`.
+#[cfg(feature = "python")]
+#[pyo3::pymodule]
+fn rust_core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+    python::register(m)
+}

@@ -9,9 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rust_core::commitments::piece_size::PieceTarget;
+use rust_core::commitments::zero_comm::zero_piece_commitment;
+use rust_core::fr32::file as fr32_file;
 use rust_core::gpu::cpu::CpuBackend;
 use rust_core::hash::Node;
-use rust_core::piece_size::PieceTarget;
 use rust_core::porep::c1::Commit1Output;
 use rust_core::porep::params::SectorParams;
 use rust_core::porep::pieces::Piece;
@@ -19,8 +21,7 @@ use rust_core::porep::post::{self, CheckSector, PostKind, ProvingSector};
 use rust_core::porep::unseal::{unseal_range, UnsealInputs};
 use rust_core::porep::vanilla::{ChallengeProof, ColumnProof};
 use rust_core::porep::{c1, c2, files, pc1, pc2};
-use rust_core::zero_comm::zero_piece_commitment;
-use rust_core::{fr32_file, Cancel, Error, Result};
+use rust_core::{Cancel, Error, Result};
 
 const MIB: u64 = 1 << 20;
 /// The promise: a cancelled call returns within this long of the flag being set.
@@ -223,7 +224,7 @@ fn piece_commitment_file_cancelled() {
     let src = d.0.join("piece");
     sparse(&src, 127 * 4 * MIB); // a 512 MiB piece: about a second of hashing here
     cancel_after(Duration::from_millis(100), |c| {
-        rust_core::commp::piece_commitment_file(&src, PieceTarget::Exact, c)
+        rust_core::commitments::commp::piece_commitment_file(&src, PieceTarget::Exact, c)
     });
 }
 

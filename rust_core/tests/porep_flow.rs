@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use rust_core::gpu::cpu::CpuBackend;
 use rust_core::hash::Node;
+use rust_core::porep::binary_tree;
 use rust_core::porep::c2::{seal_commit_phase2, verify_seal, SealPublic};
-use rust_core::porep::merkle;
 use rust_core::porep::pieces::Piece;
 use rust_core::porep::post::{self, CheckSector, PostKind, ProvingSector, PublicSector};
 use rust_core::porep::unseal::{unseal_range, UnsealInputs};
@@ -41,7 +41,7 @@ fn seal(name: &str, number: u64) -> Sealed {
     let data = padded_data(2048, number as u8);
     std::fs::write(dir.join("unsealed"), &data).unwrap();
     let leaves: Vec<Node> = data.chunks(32).map(|c| c.try_into().unwrap()).collect();
-    let comm_p = merkle::root(leaves);
+    let comm_p = binary_tree::root(leaves);
     let pieces = [Piece {
         padded_size: 2048,
         comm_p,
@@ -196,6 +196,20 @@ fn seal_verify_tamper_unseal_post() {
     .unwrap();
     assert!(
         post::verify_post(2048, PostKind::Window, &[3; 32], &PROVER, &publics, &proof).unwrap()
+    );
+    // The same proof assembled from the sector's vanilla proof, as the manager does.
+    let vanilla = post::generate_single_vanilla_proof(
+        2048,
+        PostKind::Window,
+        &[3; 32],
+        &PROVER,
+        &sector,
+        &Cancel::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        post::assemble_post(2048, PostKind::Window, &[&vanilla]).unwrap(),
+        proof
     );
     assert!(
         !post::verify_post(2048, PostKind::Window, &[4; 32], &PROVER, &publics, &proof).unwrap()

@@ -8,15 +8,17 @@ mod go_math_rand;
 use std::path::PathBuf;
 
 use go_math_rand::GoRand;
-use rust_core::commd::unsealed_commitment;
-use rust_core::commp::{piece_commitment, PieceHasher};
-use rust_core::fr32;
-use rust_core::hash::{hash_block, hash_pair, Node};
-use rust_core::piece_cid::{commp_from_cid, piece_cid, piece_cid_v2, piece_cid_v2_info};
-use rust_core::piece_size::{
+use rust_core::commitments::commd::unsealed_commitment;
+use rust_core::commitments::commp::{piece_commitment, PieceHasher};
+use rust_core::commitments::piece_cid::{
+    commp_from_cid, piece_cid, piece_cid_v2, piece_cid_v2_info,
+};
+use rust_core::commitments::piece_size::{
     padded_to_unpadded, unpadded_size_for, unpadded_to_padded, PieceTarget,
 };
-use rust_core::zero_comm::zero_piece_commitment;
+use rust_core::commitments::zero_comm::zero_piece_commitment;
+use rust_core::fr32;
+use rust_core::hash::{hash_block, hash_pair, Node};
 use serde_json::Value;
 
 fn vectors_dir() -> PathBuf {

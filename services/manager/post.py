@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,11 +41,6 @@ from services.manager.validation import RpcFailure, bytes32, invalid, sector_ref
 log = logging.getLogger(__name__)
 
 
-VANILLA_MAGIC = b"SSPV"
-POST_MAGIC = b"SSPT"
-POST_VERSION = 1
-_HEADER = struct.Struct("<4sHBQ")
-KIND_CODE = {"window": 1, "winning": 2}
 _RPC_TIMEOUT_S = 60.0
 
 
@@ -60,20 +54,9 @@ def post_proof_info(proof_type: int) -> tuple[str, SealProof]:
 
 
 def assemble(kind: str, sector_size: int, vanilla: Sequence[bytes]) -> bytes:
-    """The PoSt proof from per-sector vanilla proofs, in order."""
-    sections = []
-    for i, proof in enumerate(vanilla):
-        if len(proof) < _HEADER.size:
-            raise ValueError(f"vanilla proof {i} is truncated")
-        magic, version, code, size = _HEADER.unpack_from(proof)
-        if magic != VANILLA_MAGIC or version != POST_VERSION or code != KIND_CODE[kind] or size != sector_size:
-            raise ValueError(f"vanilla proof {i} is not a {kind} proof for {sector_size}-byte sectors")
-        sections.append(proof[_HEADER.size :])
-    return (
-        POST_MAGIC
-        + struct.pack("<HBQI", POST_VERSION, KIND_CODE[kind], sector_size, len(sections))
-        + b"".join(sections)
-    )
+    """The PoSt proof from per-sector vanilla proofs, in order (rust_core owns the byte format);
+    ValueError names the first unusable one."""
+    return rust_core.assemble_post(kind, sector_size, list(vanilla))
 
 
 @dataclass

@@ -103,7 +103,7 @@ pub fn witness_chunk_root(transcript: &[u8; 32], chunk_log2: u32, chunk: u64) ->
 mod tests {
     use super::*;
     use crate::hash::hash_pair;
-    use crate::porep::merkle;
+    use crate::porep::binary_tree;
 
     #[test]
     fn level_and_columns_match_the_scalar_definitions() {
@@ -143,7 +143,7 @@ mod tests {
         for (m, r) in roots.iter().enumerate() {
             let base = (2 + m as u64) * 16;
             let leaves = (0..16).map(|j| witness_leaf(&t, base + j)).collect();
-            assert_eq!(*r, merkle::root(leaves));
+            assert_eq!(*r, binary_tree::root(leaves));
         }
     }
 

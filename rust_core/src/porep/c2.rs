@@ -17,11 +17,11 @@ use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::gpu::{witness_leaf, Backend};
 use crate::hash::{hash_pair, Node};
+use crate::porep::binary_tree;
 use crate::porep::c1::Commit1Output;
 use crate::porep::codec::{Reader, Writer};
 use crate::porep::graph::Graph;
 use crate::porep::ids::{le_u64, porep_challenge, replica_id, sha256_parts};
-use crate::porep::merkle;
 use crate::porep::params::{SectorParams, C2_CHUNK_LOG2, C2_SPOT_CHECKS};
 use crate::porep::vanilla::ChallengeProof;
 
@@ -102,8 +102,9 @@ fn witness_path(params: &SectorParams, t: &[u8; 32], top: &[Vec<Node>], pos: u64
         .into_par_iter()
         .map(|j| witness_leaf(t, (chunk << c) + j))
         .collect();
-    let mut path = merkle::path_from_levels(&merkle::build_levels(leaves), pos & ((1 << c) - 1));
-    path.extend(merkle::path_from_levels(top, chunk));
+    let mut path =
+        binary_tree::path_from_levels(&binary_tree::build_levels(leaves), pos & ((1 << c) - 1));
+    path.extend(binary_tree::path_from_levels(top, chunk));
     path
 }
 
@@ -139,7 +140,7 @@ pub fn seal_commit_phase2(
         seed: &c1.seed,
     };
     let t = transcript(&public, &c1.comm_c, &c1.comm_r_last, &vanilla);
-    let top = merkle::build_levels(witness_chunk_roots(params, &t, backend, cancel)?);
+    let top = binary_tree::build_levels(witness_chunk_roots(params, &t, backend, cancel)?);
     let witness_root = top
         .last()
         .and_then(|l| l.first().copied())
@@ -222,7 +223,7 @@ pub fn check_seal(public: &SealPublic, proof: &[u8]) -> std::result::Result<(), 
     let t = transcript(public, &comm_c, &comm_r_last, vanilla);
     for (s, path) in paths.iter().enumerate() {
         let pos = spot_position(&t, &witness_root, s as u32, params.c2_witness_log2);
-        if !merkle::verify_path(&witness_leaf(&t, pos), pos, path, &witness_root) {
+        if !binary_tree::verify_path(&witness_leaf(&t, pos), pos, path, &witness_root) {
             return Err(format!("witness opening {s} (leaf {pos}) does not verify"));
         }
     }

@@ -291,6 +291,150 @@ pub fn label_layer(
     Ok(())
 }
 
+/// Label hashers of `N` sectors of one size (`N` replica ids), hashed together on one core: the
+/// `N` messages of a node are independent, so [`compress_lanes`](crate::hash::sha256_mb::compress_lanes)
+/// interleaves their SHA-256 rounds (SHA-NI), which keeps the SHA unit busier than one dependent
+/// chain of rounds. Each lane's label equals [`LabelHasher`]'s for its replica id.
+pub struct LaneHashers<const N: usize> {
+    /// Per lane, the padded message of a node with parents (as [`LabelHasher`]'s).
+    blocks: [[[u8; 64]; MESSAGE_BLOCKS]; N],
+    /// Per lane, for node 0 (no parents).
+    singles: [LabelHasher; N],
+}
+
+impl<const N: usize> LaneHashers<N> {
+    pub fn new(replica_ids: &[Node; N]) -> Self {
+        let blocks = replica_ids.map(|id| {
+            let mut lane = [[0u8; 64]; MESSAGE_BLOCKS];
+            lane[0][..32].copy_from_slice(&id);
+            lane[MESSAGE_BLOCKS - 1][32] = 0x80;
+            lane[MESSAGE_BLOCKS - 1][56..].copy_from_slice(&MESSAGE_BITS.to_be_bytes());
+            lane
+        });
+        Self {
+            blocks,
+            singles: replica_ids.each_ref().map(LabelHasher::new),
+        }
+    }
+
+    /// The label of `node` in `layer` in every lane, lane `l` with its own `D` (even) parents'
+    /// labels `parents[l]`.
+    pub fn labels_with<const D: usize>(
+        &mut self,
+        layer: u32,
+        node: u64,
+        parents: &[[&Node; D]; N],
+    ) -> [Node; N] {
+        const { assert!(D % 2 == 0 && D > 0 && D <= LABEL_PARENT_SLOTS) };
+        let period = D / 2;
+        let last = (LABEL_PARENT_SLOTS - 1) % D;
+        for (lane, p) in self.blocks.iter_mut().zip(parents) {
+            lane[0][32..36].copy_from_slice(&layer.to_le_bytes());
+            lane[0][36..44].copy_from_slice(&node.to_le_bytes());
+            for (k, label) in p.iter().enumerate() {
+                let at = (k % 2) * 32;
+                lane[1 + k / 2][at..at + 32].copy_from_slice(*label);
+            }
+            lane[MESSAGE_BLOCKS - 1][..32].copy_from_slice(p[last]);
+        }
+        // Parent blocks repeat every `period` blocks: referenced, not copied.
+        let refs: [[&[u8; 64]; MESSAGE_BLOCKS]; N] = std::array::from_fn(|l| {
+            let lane = &self.blocks[l];
+            std::array::from_fn(|b| match b {
+                0 => &lane[0],
+                _ if b == MESSAGE_BLOCKS - 1 => &lane[b],
+                _ => &lane[1 + (b - 1) % period],
+            })
+        });
+        let mut states = [IV; N];
+        crate::hash::sha256_mb::compress_lanes_refs::<N, MESSAGE_BLOCKS>(&mut states, &refs);
+        states.map(finish)
+    }
+}
+
+/// [`label_layer`] for `N` sectors of one size at once on one core (see [`LaneHashers`]): `outs[l]`
+/// gets layer `layer` of lane `l`, whose previous layer is `prev[l]` (None for layer 1). The
+/// parents stream is shared, since the graph depends on the size only. Equal, lane by lane, to
+/// [`label_layer`] with that lane's hasher.
+pub fn label_layer_lanes<const N: usize>(
+    hashers: &mut LaneHashers<N>,
+    layer: u32,
+    parents: &mut ParentsStream,
+    prev: Option<[&[Node]; N]>,
+    outs: &mut [&mut [Node]; N],
+    cancel: &Cancel,
+) -> Result<()> {
+    let nodes = outs.first().map_or(0, |o| o.len());
+    if outs.iter().any(|o| o.len() != nodes)
+        || prev.is_some_and(|p| p.iter().any(|l| l.len() != nodes))
+    {
+        return Err(Error::invalid(
+            "label_layer_lanes: every lane's layers must have the same size",
+        ));
+    }
+    for i in 0..nodes {
+        if i % CANCEL_EVERY == 0 {
+            cancel.check()?;
+        }
+        if let Some(ahead) = parents.peek(PREFETCH_AHEAD) {
+            for (k, &p) in ahead.iter().enumerate() {
+                for l in 0..N {
+                    let layer_nodes = match prev {
+                        _ if k < BASE_DEGREE => Some(&*outs[l]),
+                        Some(prev) => Some(prev[l]),
+                        None => None,
+                    };
+                    if let Some(n) = layer_nodes.and_then(|n| n.get(p as usize)) {
+                        prefetch(n);
+                    }
+                }
+            }
+        }
+        let record = parents.next_parents()?;
+        if i == 0 {
+            for (out, hasher) in outs.iter_mut().zip(&mut hashers.singles) {
+                out[0] = hasher.label(layer, 0, &[]);
+            }
+            continue;
+        }
+        // The same input checks as label_layer.
+        let bad = record[..BASE_DEGREE].iter().any(|&p| p as usize >= i)
+            || (prev.is_some() && record[BASE_DEGREE..].iter().any(|&p| p as usize >= nodes));
+        if bad {
+            return Err(Error::invalid(format!(
+                "parents cache is corrupt at node {i}: {record:?} (delete it to regenerate)"
+            )));
+        }
+        let labels = {
+            let done: [&[Node]; N] = std::array::from_fn(|l| &outs[l][..i]);
+            match prev {
+                None => {
+                    let p: [[&Node; BASE_DEGREE]; N] = std::array::from_fn(|l| {
+                        std::array::from_fn(|k| &done[l][record[k] as usize])
+                    });
+                    hashers.labels_with(layer, i as u64, &p)
+                }
+                Some(prev) => {
+                    let p: [[&Node; TOTAL_PARENTS]; N] = std::array::from_fn(|l| {
+                        std::array::from_fn(|k| {
+                            if k < BASE_DEGREE {
+                                &done[l][record[k] as usize]
+                            } else {
+                                &prev[l][record[k] as usize]
+                            }
+                        })
+                    });
+                    hashers.labels_with(layer, i as u64, &p)
+                }
+            }
+        };
+        for (out, label) in outs.iter_mut().zip(labels) {
+            out[i] = label;
+        }
+    }
+    Ok(())
+}
+
 /// Nodes per batch handed from the parent producer to the hashing thread.
 const PRODUCER_BATCH: usize = 1024;
 
@@ -566,6 +710,88 @@ mod tests {
             assert_eq!(label_from_parents(&rid, 1, i, &b1, &e), l1[i as usize]);
             assert_eq!(label_from_parents(&rid, 2, i, &b2, &e), l2[i as usize]);
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Layers 1 and 2 of `N` sectors labeled together equal each sector labeled alone.
+    fn lanes_equal_single<const N: usize>(size: u64, dir: &Path) {
+        let graph = Graph::new(size);
+        let nodes = graph.nodes() as usize;
+        let path = parents_cache::ensure_at(
+            dir.join(format!("p{size}.cache")),
+            &graph,
+            size,
+            &Cancel::default(),
+        )
+        .unwrap();
+        let ids: [Node; N] = std::array::from_fn(|l| [l as u8 * 37 + 1; 32]);
+        let prev: [Vec<Node>; N] = std::array::from_fn(|l| {
+            (0..nodes)
+                .map(|i| hash_parts_trunc254(&[&[l as u8], &(i as u64).to_le_bytes()]))
+                .collect()
+        });
+        for layer in [1u32, 2] {
+            let mut got: [Vec<Node>; N] = std::array::from_fn(|_| vec![[0u8; 32]; nodes]);
+            let mut stream = ParentsStream::open(&path, nodes as u64).unwrap();
+            let prev_refs = (layer > 1).then(|| prev.each_ref().map(|p| &p[..]));
+            let mut outs = got.each_mut().map(|g| &mut g[..]);
+            label_layer_lanes(
+                &mut LaneHashers::new(&ids),
+                layer,
+                &mut stream,
+                prev_refs,
+                &mut outs,
+                &Cancel::default(),
+            )
+            .unwrap();
+            for l in 0..N {
+                let mut want = vec![[0u8; 32]; nodes];
+                let mut stream = ParentsStream::open(&path, nodes as u64).unwrap();
+                let p = (layer > 1).then_some(&prev[l][..]);
+                label_layer(
+                    &mut LabelHasher::new(&ids[l]),
+                    layer,
+                    &mut stream,
+                    p,
+                    &mut want,
+                    &Cancel::default(),
+                )
+                .unwrap();
+                assert!(
+                    got[l] == want,
+                    "{N} lanes, lane {l}, layer {layer}, {size} bytes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn interleaved_sectors_label_as_each_alone() {
+        let dir = std::env::temp_dir().join(format!("ss-labels-lanes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        lanes_equal_single::<1>(2048, &dir);
+        lanes_equal_single::<2>(2048, &dir);
+        lanes_equal_single::<3>(2048, &dir);
+        lanes_equal_single::<4>(2048, &dir);
+        if !cfg!(debug_assertions) {
+            lanes_equal_single::<4>(8 << 20, &dir);
+        }
+        // Lanes of different sizes are refused.
+        let graph = Graph::new(2048);
+        let path =
+            parents_cache::ensure_at(dir.join("p2048.cache"), &graph, 2048, &Cancel::default())
+                .unwrap();
+        let (mut a, mut b) = (vec![[0u8; 32]; 64], vec![[0u8; 32]; 32]);
+        let mut stream = ParentsStream::open(&path, 64).unwrap();
+        let r = label_layer_lanes(
+            &mut LaneHashers::new(&[[1; 32], [2; 32]]),
+            1,
+            &mut stream,
+            None,
+            &mut [&mut a[..], &mut b[..]],
+            &Cancel::default(),
+        );
+        assert!(matches!(r, Err(Error::InvalidInput(_))));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

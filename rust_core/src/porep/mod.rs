@@ -4,9 +4,10 @@
 //!
 //! One module per job: `params` (the per-size table), `ids` (replica_id, challenges), `graph` and
 //! `parents_cache` (the parent graph), `labels` (SDR labeling), `field` (encoding arithmetic),
-//! `merkle` / `tree_file` / `replica_tree` (trees and paths), `pieces` (commD check), `codec`
+//! `binary_tree` / `tree_file` / `replica_tree` (trees and paths), `pieces` (commD check), `codec`
 //! (blob byte layouts), and one module per step.
 
+pub mod binary_tree;
 pub mod c1;
 pub mod c2;
 pub mod codec;
@@ -15,7 +16,6 @@ pub mod files;
 pub mod graph;
 pub mod ids;
 pub mod labels;
-pub mod merkle;
 pub mod params;
 pub mod parents_cache;
 pub mod pc1;

@@ -9,9 +9,9 @@ use crate::cancel::{Cancel, Scratch};
 use crate::error::{Error, Result};
 use crate::gpu::Backend;
 use crate::hash::{hash_pair, Node};
+use crate::porep::binary_tree;
 use crate::porep::field;
 use crate::porep::files;
-use crate::porep::merkle;
 use crate::porep::params::SectorParams;
 use crate::porep::pc1::{tree_d_layout, Phase1Output};
 use crate::porep::tree_file::{self, Layout, StoredTree};
@@ -145,7 +145,7 @@ pub fn seal_pre_commit_phase2(
     // Bounded by the cancel flag: a stop does not wait for the replica's writeback.
     files::sync_cancellable(&sealed, sealed_path, cancel)?;
     cancel.check()?;
-    let comm_r_last = merkle::root(part_roots);
+    let comm_r_last = binary_tree::root(part_roots);
     files::write_p_aux(cache_dir, &comm_c, &comm_r_last)?;
     scratch.keep();
     Ok((hash_pair(&comm_c, &comm_r_last), p1.comm_d))

@@ -90,7 +90,7 @@ fn hex(n: &Node) -> String {
 /// equal tree_d's root. When it does not, the per-piece comparison below names the culprit.
 pub fn check_pieces(params: &SectorParams, pieces: &[Piece], tree_d: &StoredTree) -> Result<()> {
     let pairs: Vec<(u64, Node)> = pieces.iter().map(|p| (p.padded_size, p.comm_p)).collect();
-    let comm_d = crate::commd::unsealed_commitment(params.sector_size, &pairs)?;
+    let comm_d = crate::commitments::commd::unsealed_commitment(params.sector_size, &pairs)?;
     let root = tree_d.root()?;
     if comm_d == root {
         return Ok(());

@@ -11,6 +11,9 @@
 //! PoSt proof: magic "SSPT" ‖ version u16 = 1 ‖ kind u8 (1 window, 2 winning) ‖ sector_size u64
 //! ‖ sector count u32 ‖ sector sections, in the order of the public sector list.
 //! Single vanilla proof: magic "SSPV" ‖ version u16 = 1 ‖ kind u8 ‖ sector_size u64 ‖ one section.
+//! A PoSt proof is therefore its sectors' vanilla proofs, headers swapped ([`assemble_post`]):
+//! the node that aggregates needs no sector files. This module is the only place that writes or
+//! reads these layouts (the manager assembles through `rust_core.assemble_post`).
 
 use std::path::{Path, PathBuf};
 
@@ -19,10 +22,10 @@ use rayon::prelude::*;
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::hash::{hash_pair, Node};
+use crate::porep::binary_tree::verify_path;
 use crate::porep::codec::{Reader, Writer};
 use crate::porep::files;
 use crate::porep::ids::{post_challenge, sha256_parts, winning_sector_index};
-use crate::porep::merkle::verify_path;
 use crate::porep::params::SectorParams;
 use crate::porep::pc2::tree_r_last_part_layout;
 use crate::porep::replica_tree::ReplicaTree;
@@ -30,6 +33,8 @@ use crate::porep::replica_tree::ReplicaTree;
 const POST_MAGIC: &[u8; 4] = b"SSPT";
 const VANILLA_MAGIC: &[u8; 4] = b"SSPV";
 const VERSION: u16 = 1;
+/// Bytes of the header both proofs start with: magic ‖ version ‖ kind ‖ sector_size.
+const HEADER_LEN: usize = 4 + 2 + 1 + 8;
 /// Upper bound on sectors in one proof, checked before allocating on decode.
 const MAX_SECTORS: usize = 1 << 20;
 
@@ -45,6 +50,13 @@ impl PostKind {
         match self {
             PostKind::Window => 1,
             PostKind::Winning => 2,
+        }
+    }
+    /// "window" or "winning".
+    pub fn name(self) -> &'static str {
+        match self {
+            PostKind::Window => "window",
+            PostKind::Winning => "winning",
         }
     }
     fn challenges(self, params: &SectorParams) -> usize {
@@ -255,6 +267,42 @@ fn check_sector_count(params: &SectorParams, kind: PostKind, n: usize) -> Result
     Ok(())
 }
 
+/// A writer holding the header of a proof: `magic` ‖ version ‖ kind ‖ sector_size.
+fn header(magic: &[u8; 4], kind: PostKind, sector_size: u64) -> Writer {
+    let mut w = Writer::new();
+    w.bytes(magic).u16(VERSION).u8(kind.code()).u64(sector_size);
+    w
+}
+
+/// The PoSt proof made of per-sector vanilla proofs (from [`generate_single_vanilla_proof`]
+/// with the same kind, sector size and randomness), in order: their sector sections under one
+/// PoSt header. Equal to [`generate_post`] over the same sectors. Only the headers are checked
+/// here (InvalidInput naming the first bad proof); [`verify_post`] checks the rest.
+pub fn assemble_post(sector_size: u64, kind: PostKind, vanilla: &[&[u8]]) -> Result<Vec<u8>> {
+    if vanilla.len() > MAX_SECTORS {
+        return Err(Error::invalid(format!(
+            "{} vanilla proofs, at most {MAX_SECTORS} fit in one PoSt",
+            vanilla.len()
+        )));
+    }
+    let want = header(VANILLA_MAGIC, kind, sector_size).into_bytes();
+    let mut w = header(POST_MAGIC, kind, sector_size);
+    w.u32(vanilla.len() as u32);
+    for (i, proof) in vanilla.iter().enumerate() {
+        let (head, section) = proof
+            .split_at_checked(HEADER_LEN)
+            .ok_or_else(|| Error::invalid(format!("vanilla proof {i} is truncated")))?;
+        if head != want.as_slice() {
+            return Err(Error::invalid(format!(
+                "vanilla proof {i} is not a {} proof for {sector_size}-byte sectors",
+                kind.name()
+            )));
+        }
+        w.bytes(section);
+    }
+    Ok(w.into_bytes())
+}
+
 /// Generates a Window or Winning PoSt over `sectors`, in parallel across sectors; cancellable per
 /// sector and challenge.
 pub fn generate_post(
@@ -271,12 +319,8 @@ pub fn generate_post(
         .par_iter()
         .map(|s| prove_sector(params, kind, randomness, prover_id, s, cancel))
         .collect::<Result<Vec<_>>>()?;
-    let mut w = Writer::new();
-    w.bytes(POST_MAGIC)
-        .u16(VERSION)
-        .u8(kind.code())
-        .u64(sector_size)
-        .u32(proofs.len() as u32);
+    let mut w = header(POST_MAGIC, kind, sector_size);
+    w.u32(proofs.len() as u32);
     for p in &proofs {
         p.encode(&mut w);
     }
@@ -360,11 +404,7 @@ pub fn generate_single_vanilla_proof(
 ) -> Result<Vec<u8>> {
     let params = SectorParams::lookup(sector_size)?;
     let p = prove_sector(params, kind, randomness, prover_id, sector, cancel)?;
-    let mut w = Writer::new();
-    w.bytes(VANILLA_MAGIC)
-        .u16(VERSION)
-        .u8(kind.code())
-        .u64(sector_size);
+    let mut w = header(VANILLA_MAGIC, kind, sector_size);
     p.encode(&mut w);
     Ok(w.into_bytes())
 }
@@ -487,4 +527,59 @@ fn check_one(
         comm_r,
     };
     proof.check(params, PostKind::Window, randomness, prover_id, &public)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vanilla(kind: PostKind, sector_size: u64, section: &[u8]) -> Vec<u8> {
+        let mut w = header(VANILLA_MAGIC, kind, sector_size);
+        w.bytes(section);
+        w.into_bytes()
+    }
+
+    #[test]
+    fn assemble_post_concatenates_sections_under_one_header() {
+        let (a, b) = (
+            vanilla(PostKind::Window, 2048, b"first"),
+            vanilla(PostKind::Window, 2048, b"2"),
+        );
+        let out = assemble_post(2048, PostKind::Window, &[&a, &b]).unwrap();
+        let mut want = b"SSPT".to_vec();
+        want.extend_from_slice(&1u16.to_le_bytes());
+        want.push(1);
+        want.extend_from_slice(&2048u64.to_le_bytes());
+        want.extend_from_slice(&2u32.to_le_bytes());
+        want.extend_from_slice(b"first2");
+        assert_eq!(out, want);
+        let empty = assemble_post(2048, PostKind::Winning, &[]).unwrap();
+        assert_eq!(empty.len(), HEADER_LEN + 4);
+        assert_eq!(empty[6], 2);
+    }
+
+    #[test]
+    fn assemble_post_names_the_first_bad_vanilla_proof() {
+        let good = vanilla(PostKind::Window, 2048, b"x");
+        let err = |proofs: &[&[u8]]| match assemble_post(2048, PostKind::Window, proofs) {
+            Err(Error::InvalidInput(msg)) => msg,
+            other => panic!("expected InvalidInput, got {other:?}"),
+        };
+        assert_eq!(
+            err(&[&good, &good[..HEADER_LEN - 1]]),
+            "vanilla proof 1 is truncated"
+        );
+        let other_kind = vanilla(PostKind::Winning, 2048, b"x");
+        let other_size = vanilla(PostKind::Window, 4096, b"x");
+        let mut other_version = good.clone();
+        other_version[4] = 2;
+        let mut post_magic = good.clone();
+        post_magic[..4].copy_from_slice(POST_MAGIC);
+        for bad in [&other_kind, &other_size, &other_version, &post_magic] {
+            assert_eq!(
+                err(&[bad]),
+                "vanilla proof 0 is not a window proof for 2048-byte sectors"
+            );
+        }
+    }
 }

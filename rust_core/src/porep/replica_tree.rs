@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::hash::Node;
+use crate::porep::binary_tree;
 use crate::porep::files;
-use crate::porep::merkle;
 use crate::porep::params::SectorParams;
 use crate::porep::pc2::tree_r_last_part_layout;
 use crate::porep::tree_file::StoredTree;
@@ -48,7 +48,7 @@ impl ReplicaTree {
         }
         Ok(Self {
             parts,
-            top: merkle::build_levels(roots),
+            top: binary_tree::build_levels(roots),
             part_leaves: layout.leaves,
             sealed: files::open_read(sealed_path)?,
             sealed_path: sealed_path.to_path_buf(),
@@ -74,7 +74,7 @@ impl ReplicaTree {
         let (leaf, mut path) = part.path(index - base, |first, buf| {
             files::read_nodes_at(&self.sealed, &self.sealed_path, base + first, buf)
         })?;
-        path.extend(merkle::path_from_levels(&self.top, k));
+        path.extend(binary_tree::path_from_levels(&self.top, k));
         Ok((leaf, path))
     }
 }

@@ -19,8 +19,8 @@ use crate::cancel::{Cancel, Scratch};
 use crate::error::{Error, Result};
 use crate::gpu::Backend;
 use crate::hash::{hash_level, Node, NODE_SIZE};
+use crate::porep::binary_tree;
 use crate::porep::files;
-use crate::porep::merkle;
 
 /// Leaves hashed per chunk while building.
 const BUILD_CHUNK_LOG2: u32 = 20;
@@ -191,8 +191,8 @@ impl StoredTree {
             let first = index >> skip << skip;
             let mut block = vec![[0u8; 32]; 1 << skip];
             read_block(first, &mut block)?;
-            let levels = merkle::build_levels(block);
-            path.extend(merkle::path_from_levels(&levels, index - first));
+            let levels = binary_tree::build_levels(block);
+            path.extend(binary_tree::path_from_levels(&levels, index - first));
             levels
                 .first()
                 .and_then(|l| l.get((index - first) as usize))
@@ -226,7 +226,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ss-tree-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let data = leaves(256);
-        let want_root = merkle::root(data.clone());
+        let want_root = binary_tree::root(data.clone());
         for skip in [0u32, 3, 8] {
             let layout = Layout { leaves: 256, skip };
             let path = dir.join(format!("t{skip}"));
@@ -253,7 +253,7 @@ mod tests {
                     })
                     .unwrap();
                 assert_eq!(leaf, data[i as usize]);
-                assert!(merkle::verify_path(&leaf, i, &p, &want_root));
+                assert!(binary_tree::verify_path(&leaf, i, &p, &want_root));
             }
             assert!(t.path(256, |_, _| Ok(())).is_err());
             let wrong = Layout { leaves: 512, skip };

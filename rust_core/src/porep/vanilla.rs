@@ -10,11 +10,11 @@
 use crate::error::Result;
 use crate::gpu::cpu::column_hash;
 use crate::hash::Node;
+use crate::porep::binary_tree::verify_path;
 use crate::porep::codec::{Reader, Writer};
 use crate::porep::field;
 use crate::porep::graph::Graph;
 use crate::porep::labels::label_from_parents;
-use crate::porep::merkle::verify_path;
 use crate::porep::params::{SectorParams, BASE_DEGREE, EXPANDER_DEGREE, TOTAL_PARENTS};
 
 /// Labels of one node in every layer, with the tree_c path of its column hash.

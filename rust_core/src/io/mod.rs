@@ -1,4 +1,7 @@
-//! Small I/O helpers shared by the streaming forms of fr32 and commP.
+//! Small I/O helpers shared by the streaming forms of fr32 and commP, and the cache-bypassing
+//! stores of the fr32 kernels (`stream_store`).
+
+pub mod stream_store;
 
 use std::io::{ErrorKind, Read};
 

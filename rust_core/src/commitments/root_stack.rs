@@ -3,8 +3,8 @@
 //! zero pieces). Only O(log n) roots are held, one per set bit of the position, like a binary
 //! counter: pushing a subtree merges it with the top while both have the same height.
 
+use crate::commitments::zero_comm::zero_root;
 use crate::hash::{hash_pair, Node};
-use crate::zero_comm::zero_root;
 
 /// Pending subtree roots, heights strictly decreasing from bottom to top.
 #[derive(Clone, Debug, Default)]
@@ -55,7 +55,7 @@ impl MerkleStack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zero_comm::ZERO_COMMITMENTS;
+    use crate::commitments::zero_comm::ZERO_COMMITMENTS;
 
     fn leaf(i: u8) -> Node {
         [i; 32]

@@ -9,11 +9,15 @@
 //! output does not depend on the split. Outputs far larger than the caches are written with
 //! streaming stores (`stream_store`), which saves the read-for-ownership of every output line.
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+pub mod file;
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::hash::Node;
-use crate::stream_store;
+use crate::io::stream_store;
 
 /// Unpadded bytes in one fr32 block.
 pub const UNPADDED_BLOCK: usize = 127;
@@ -153,12 +157,12 @@ pub(crate) fn blocks_mut<const N: usize>(data: &mut [u8]) -> impl Iterator<Item 
 }
 
 /// Pads whole blocks; `streaming` writes around the caches (see [`STREAMING_MIN_BYTES`]). AVX2
-/// when the CPU has it (`fr32_avx2`), the `u64` lanes otherwise.
+/// when the CPU has it (`avx2`), the `u64` lanes otherwise.
 fn pad_serial(input: &[u8], out: &mut [u8], streaming: bool) {
     #[cfg(target_arch = "x86_64")]
-    if crate::fr32_avx2::available() {
+    if crate::fr32::avx2::available() {
         // SAFETY: the CPU has AVX2 (checked just above); the kernel stays inside both slices.
-        unsafe { crate::fr32_avx2::pad(input, out, streaming) };
+        unsafe { crate::fr32::avx2::pad(input, out, streaming) };
         if streaming {
             stream_store::fence();
         }
@@ -191,7 +195,7 @@ fn unpad_run(input: &[u8], out: &mut [u8], simd: bool) -> u64 {
     if simd {
         // SAFETY: `simd` is true only when the CPU has AVX2; `out` holds 127·blocks + 1 bytes
         // (the callers' contract), and the kernel stays inside both slices.
-        return unsafe { crate::fr32_avx2::unpad(input, out) };
+        return unsafe { crate::fr32::avx2::unpad(input, out) };
     }
     let _ = simd;
     let mut bad = 0u64;
@@ -224,7 +228,7 @@ fn unpad_exact(input: &[u8], out: &mut [u8], simd: bool) -> u64 {
 /// stores) at a time. AVX2 when the CPU has it.
 fn unpad_serial(input: &[u8], out: &mut [u8], streaming: bool) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let simd = crate::fr32_avx2::available();
+    let simd = crate::fr32::avx2::available();
     #[cfg(not(target_arch = "x86_64"))]
     let simd = false;
     unpad_serial_with(input, out, streaming, simd)
@@ -499,7 +503,7 @@ mod tests {
         // block counts around the streaming group size; the portable lanes are the reference.
         let simd = cfg!(target_arch = "x86_64") && {
             #[cfg(target_arch = "x86_64")]
-            let a = crate::fr32_avx2::available();
+            let a = crate::fr32::avx2::available();
             #[cfg(not(target_arch = "x86_64"))]
             let a = false;
             a
@@ -528,6 +532,31 @@ mod tests {
                     assert!(back[..shift].iter().all(|&b| b == 0xee));
                     assert!(back[shift + 127 * blocks_n..].iter().all(|&b| b == 0xee));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_pad_at_every_line_offset() {
+        // The streaming AVX2 pad writes whole lines across block boundaries: every output offset
+        // mod 64 (16-byte steps, plus unaligned ones, which take plain stores), block counts
+        // around the stream count; output equal to the portable lanes, bytes around untouched.
+        for blocks_n in [1usize, 3, 4, 5, 7, 8, 9, 12, 13, 63, 64, 65, 1001] {
+            let data = pseudo_random(127 * blocks_n, 7 + blocks_n as u64);
+            let mut want = vec![0u8; 128 * blocks_n];
+            pad_serial_portable(&data, &mut want, false);
+            let mut buf = vec![0xeeu8; 128 * blocks_n + 256];
+            let base = buf.as_ptr().align_offset(64);
+            for offset in [0usize, 16, 32, 48, 8, 40, 1] {
+                let at = base + offset;
+                buf.fill(0xee);
+                pad_serial(&data, &mut buf[at..at + 128 * blocks_n], true);
+                assert!(
+                    buf[at..at + 128 * blocks_n] == want[..],
+                    "{blocks_n} blocks at offset {offset}"
+                );
+                assert!(buf[..at].iter().all(|&b| b == 0xee));
+                assert!(buf[at + 128 * blocks_n..].iter().all(|&b| b == 0xee));
             }
         }
     }

@@ -1,18 +1,11 @@
 //! Python side of cancellation: the `CancelToken` class (a handle on a [`Cancel`] flag) and the
-//! `Cancelled` exception every cancellable function raises once its token is cancelled.
+//! `Cancelled` exception (defined in `errors`) every cancellable function raises once its token
+//! is cancelled; the trash functions of `discard`.
 
-use pyo3::create_exception;
-use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
+use super::errors::Cancelled;
 use crate::cancel::Cancel;
-
-create_exception!(
-    rust_core,
-    Cancelled,
-    PyException,
-    "A rust_core call was cancelled through its CancelToken; what it half-wrote was removed."
-);
 
 /// `CancelToken()`: pass it as `cancel=` to a long call, then `cancel()` it from any thread; the
 /// call raises `Cancelled` within 100 ms. A token stays cancelled; use a new one per call.

@@ -7,11 +7,11 @@
 //! current offset), so everything is pushed onto one [`MerkleStack`] and the result equals the root
 //! of the full padded sector.
 
+use crate::commitments::piece_size::{check_padded, tree_height};
+use crate::commitments::root_stack::MerkleStack;
+use crate::commitments::zero_comm::zero_root;
 use crate::error::{Error, Result};
 use crate::hash::Node;
-use crate::merkle::MerkleStack;
-use crate::piece_size::{check_padded, tree_height};
-use crate::zero_comm::zero_root;
 
 /// commD of a sector of `sector_size` padded bytes holding `pieces` = (padded size, commP) in
 /// order. Fails if a size is not a valid padded piece size or the pieces, aligned, overflow the
@@ -69,9 +69,9 @@ fn push_zeros(stack: &mut MerkleStack, mut from: u64, to: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commp::piece_commitment;
-    use crate::piece_size::PieceTarget;
-    use crate::zero_comm::ZERO_COMMITMENTS;
+    use crate::commitments::commp::piece_commitment;
+    use crate::commitments::piece_size::PieceTarget;
+    use crate::commitments::zero_comm::ZERO_COMMITMENTS;
 
     #[test]
     fn empty_sector_is_zero_commitment() {

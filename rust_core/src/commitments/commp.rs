@@ -16,13 +16,13 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
+use crate::commitments::piece_size::{tree_height, unpadded_to_padded, PieceTarget, MAX_UNPADDED};
+use crate::commitments::root_stack::MerkleStack;
 use crate::error::{Error, Result};
 use crate::fr32::{blocks, blocks_mut, pad_block, PADDED_BLOCK, UNPADDED_BLOCK};
+use crate::hash::sha256_mb::hash_nodes;
 use crate::hash::{hash_level, Node};
 use crate::io::read_full;
-use crate::merkle::MerkleStack;
-use crate::piece_size::{tree_height, unpadded_to_padded, PieceTarget, MAX_UNPADDED};
-use crate::sha256_mb::hash_nodes;
 
 /// Unpadded bytes per parallel task: 127·2^12 = 520 192, padding to 512 KiB.
 pub const CHUNK_UNPADDED: usize = UNPADDED_BLOCK << 12;
@@ -219,9 +219,9 @@ pub fn piece_commitment_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commitments::zero_comm::ZERO_COMMITMENTS;
     use crate::fr32;
     use crate::hash::hash_pair;
-    use crate::zero_comm::ZERO_COMMITMENTS;
 
     /// Reference: pad everything, then hash level by level.
     fn commp_naive(unpadded: &[u8]) -> Node {

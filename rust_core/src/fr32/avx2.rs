@@ -62,9 +62,100 @@ unsafe fn pad4(src: *const u8) -> [__m256i; 4] {
     ]
 }
 
-/// Pads `blocks` whole blocks from `input` into `out`. `streaming` writes around the caches
-/// (`MOVNTDQ`, 32- or 16-byte, as `out`'s alignment allows; plain stores otherwise); the caller
-/// fences.
+/// Output streams the streaming pad interleaves (see [`pad`]).
+const PAD_STREAMS: usize = 4;
+
+#[inline(always)]
+unsafe fn store_block(dst: *mut u8, nodes: &[__m256i; 4]) {
+    for (k, n) in nodes.iter().enumerate() {
+        _mm256_storeu_si256(dst.add(32 * k).cast(), *n);
+    }
+}
+
+/// `a`'s high 16 bytes then `b`'s low 16.
+#[inline(always)]
+unsafe fn cat(a: __m256i, b: __m256i) -> __m256i {
+    _mm256_permute2x128_si256::<0x21>(a, b)
+}
+
+/// A non-temporal 32-byte store; `p` is 32-byte aligned.
+#[inline(always)]
+unsafe fn nt(p: *mut u8, v: __m256i) {
+    _mm256_stream_si256(p.cast(), v);
+}
+
+/// Writes the whole 64-byte lines from `16·D` bytes into a block (`prev`, output at `p`) to
+/// `16·D` bytes into the next one (`next`, at `p + 128`), with non-temporal stores; `p + 16·D` is
+/// 64-byte aligned. Each line is two 32-byte stores of one call, so a write-combining buffer
+/// always fills at once; successive calls cover the output without gap.
+#[inline(always)]
+unsafe fn store_lines<const D: usize>(p: *mut u8, prev: &[__m256i; 4], next: &[__m256i; 4]) {
+    let (c, n) = (prev, next);
+    match D {
+        0 => {
+            nt(p, c[0]);
+            nt(p.add(32), c[1]);
+            nt(p.add(64), c[2]);
+            nt(p.add(96), c[3]);
+        }
+        1 => {
+            nt(p.add(16), cat(c[0], c[1]));
+            nt(p.add(48), cat(c[1], c[2]));
+            nt(p.add(80), cat(c[2], c[3]));
+            nt(p.add(112), cat(c[3], n[0]));
+        }
+        2 => {
+            nt(p.add(32), c[1]);
+            nt(p.add(64), c[2]);
+            nt(p.add(96), c[3]);
+            nt(p.add(128), n[0]);
+        }
+        _ => {
+            nt(p.add(48), cat(c[1], c[2]));
+            nt(p.add(80), cat(c[2], c[3]));
+            nt(p.add(112), cat(c[3], n[0]));
+            nt(p.add(144), cat(n[0], n[1]));
+        }
+    }
+}
+
+/// The streaming pad of `PAD_STREAMS · per` blocks: stream `s` is blocks `[s·per, (s+1)·per)`,
+/// and each step pads the next block of every stream. Each block's lines are written once the
+/// next block of its stream is padded (a line straddles two blocks unless the output is 64-byte
+/// aligned); a stream's first and last blocks are written with plain stores.
+///
+/// # Safety
+/// AVX2; `src` holds `127·PAD_STREAMS·per` readable bytes, `dst` `128·PAD_STREAMS·per` writable
+/// ones with `dst + 16·D` 64-byte aligned; `per ≥ 1`.
+#[target_feature(enable = "avx2")]
+unsafe fn pad_streams<const D: usize>(src: *const u8, dst: *mut u8, per: usize) {
+    let mut prev = [[_mm256_setzero_si256(); 4]; PAD_STREAMS];
+    for (s, p) in prev.iter_mut().enumerate() {
+        let b = s * per;
+        *p = pad4(src.add(127 * b));
+        store_block(dst.add(128 * b), p);
+    }
+    for i in 1..per {
+        for (s, p) in prev.iter_mut().enumerate() {
+            // In bounds: block b reads [127b, 127b + 127); the lines written lie in blocks
+            // b - 1 and b, i.e. [128(b - 1), 128b + 128).
+            let b = s * per + i;
+            let next = pad4(src.add(127 * b));
+            store_lines::<D>(dst.add(128 * (b - 1)), p, &next);
+            *p = next;
+        }
+    }
+    for (s, p) in prev.iter().enumerate() {
+        store_block(dst.add(128 * (s * per + per - 1)), p);
+    }
+}
+
+/// Pads `blocks` whole blocks from `input` into `out`. `streaming` (for outputs far larger than
+/// the caches) writes around the caches with non-temporal stores of whole 64-byte lines, and
+/// pads [`PAD_STREAMS`] separate runs of the input at once, which keeps more memory reads in
+/// flight than one sequential run (as glibc's large `memcpy` does with four pages): on one core
+/// that raised the 256 MiB pad from ~0.7x to ~1x of `memcpy` (docs/benchmarks.md, issue 20).
+/// Plain stores otherwise, or when `out` is not 16-byte aligned. The caller fences.
 ///
 /// # Safety
 /// The CPU has AVX2 (see [`available`]); `input` holds `127·blocks` bytes and `out`
@@ -73,25 +164,24 @@ unsafe fn pad4(src: *const u8) -> [__m256i; 4] {
 pub unsafe fn pad(input: &[u8], out: &mut [u8], streaming: bool) {
     let blocks = (input.len() / 127).min(out.len() / 128);
     let (src, dst) = (input.as_ptr(), out.as_mut_ptr());
-    let align = dst as usize % 32;
-    for b in 0..blocks {
-        // In bounds: block b reads [127b, 127b + 127) and writes [128b, 128b + 128).
-        let nodes = pad4(src.add(127 * b));
-        let d = dst.add(128 * b);
-        if streaming && align == 0 {
-            for (k, n) in nodes.iter().enumerate() {
-                _mm256_stream_si256(d.add(32 * k).cast(), *n);
+    let mut done = 0;
+    if streaming && dst as usize % 16 == 0 {
+        let per = blocks / PAD_STREAMS;
+        if per > 0 {
+            // 16-byte units from the output's start to its first 64-byte boundary; every block
+            // starts at the same offset within a line (128 is two lines).
+            match (64 - dst as usize % 64) % 64 / 16 {
+                0 => pad_streams::<0>(src, dst, per),
+                1 => pad_streams::<1>(src, dst, per),
+                2 => pad_streams::<2>(src, dst, per),
+                _ => pad_streams::<3>(src, dst, per),
             }
-        } else if streaming && align == 16 {
-            for (k, n) in nodes.iter().enumerate() {
-                _mm_stream_si128(d.add(32 * k).cast(), _mm256_castsi256_si128(*n));
-                _mm_stream_si128(d.add(32 * k + 16).cast(), _mm256_extracti128_si256(*n, 1));
-            }
-        } else {
-            for (k, n) in nodes.iter().enumerate() {
-                _mm256_storeu_si256(d.add(32 * k).cast(), *n);
-            }
+            done = PAD_STREAMS * per;
         }
+    }
+    for b in done..blocks {
+        // In bounds: block b reads [127b, 127b + 127) and writes [128b, 128b + 128).
+        store_block(dst.add(128 * b), &pad4(src.add(127 * b)));
     }
 }
 

@@ -9,12 +9,12 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::cancel::{Cancel, Scratch};
-use crate::commp::PieceHasher;
+use crate::commitments::commp::PieceHasher;
+use crate::commitments::piece_size::PieceTarget;
 use crate::error::{Error, Result};
 use crate::fr32::{pad_into, unpad_into_at, PADDED_BLOCK, UNPADDED_BLOCK};
 use crate::hash::Node;
 use crate::io::read_full;
-use crate::piece_size::PieceTarget;
 
 /// Blocks per batch: 2^14 blocks, 2 MiB padded (also the cancellation step: a batch takes about
 /// 10 ms of hashing, and a write the kernel throttles under writeback stays well below 100 ms).
@@ -477,7 +477,7 @@ mod tests {
             let mut full = input.clone();
             full.resize(piece as usize, 0);
             assert!(fr32::pad(&full).ok() == Some(padded));
-            let want = crate::commp::piece_commitment(&input, target).ok();
+            let want = crate::commitments::commp::piece_commitment(&input, target).ok();
             assert_eq!(Some(commp), want);
         }
         let src = dir.file("src", &data(127 * 3));

@@ -117,6 +117,25 @@ pub fn compress_lanes_portable<const N: usize>(
     }
 }
 
+/// [`compress_lanes`] with each lane's `B` blocks given by reference, so a message whose blocks
+/// repeat (a PoRep label's parent slots) is hashed without copying them into place.
+pub fn compress_lanes_refs<const N: usize, const B: usize>(
+    states: &mut [[u32; 8]; N],
+    blocks: &[[&[u8; 64]; B]; N],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: the CPU features were checked just above.
+        unsafe { shani::compress_lanes_refs::<N, B>(states, blocks) };
+        return;
+    }
+    for (state, lane) in states.iter_mut().zip(blocks) {
+        for block in lane {
+            sha2::compress256(state, &[GenericArray::from(**block)]);
+        }
+    }
+}
+
 /// Big-endian bytes of a SHA-256 state: the digest.
 #[inline]
 pub fn digest_bytes(state: &[u32; 8]) -> Node {
@@ -398,6 +417,32 @@ mod shani {
             _mm_storeu_si128(p.add(4).cast(), efgh);
         }
     }
+
+    /// [`super::compress_lanes_refs`] on SHA-NI.
+    ///
+    /// # Safety
+    /// The CPU has SHA-NI and SSE4.1 (see [`super::available`]).
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub unsafe fn compress_lanes_refs<const N: usize, const B: usize>(
+        states: &mut [[u32; 8]; N],
+        blocks: &[[&[u8; 64]; B]; N],
+    ) {
+        let mut abef = [_mm_setzero_si128(); N];
+        let mut cdgh = [_mm_setzero_si128(); N];
+        for l in 0..N {
+            (abef[l], cdgh[l]) = to_abef(&states[l]);
+        }
+        for b in 0..B {
+            let ptrs: [*const u8; N] = core::array::from_fn(|l| blocks[l][b].as_ptr());
+            block(&mut abef, &mut cdgh, ptrs);
+        }
+        for l in 0..N {
+            let (abcd, efgh) = from_abef(abef[l], cdgh[l]);
+            let p = states[l].as_mut_ptr();
+            _mm_storeu_si128(p.cast(), abcd);
+            _mm_storeu_si128(p.add(4).cast(), efgh);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -487,6 +532,33 @@ mod tests {
         let mut one = SHA256_IV;
         sha2::compress256(&mut one, &[GenericArray::from(blocks[0])]);
         assert_eq!(uneven[1], one);
+    }
+
+    #[test]
+    fn compress_lanes_refs_equals_sha2() {
+        // Lanes of repeated and shared block references, 1 to 4 lanes, against sha2 per lane.
+        let data = pseudo_random(64 * 8, 11);
+        let blocks: Vec<[u8; 64]> = data
+            .chunks_exact(64)
+            .map(|c| c.try_into().unwrap_or([0; 64]))
+            .collect();
+        fn check<const N: usize>(blocks: &[[u8; 64]]) {
+            let refs: [[&[u8; 64]; 20]; N] =
+                std::array::from_fn(|l| std::array::from_fn(|b| &blocks[(b * (l + 1) + l) % 8]));
+            let mut states: [[u32; 8]; N] = std::array::from_fn(|l| [l as u32 + 1; 8]);
+            let mut want = states;
+            compress_lanes_refs(&mut states, &refs);
+            for (state, lane) in want.iter_mut().zip(&refs) {
+                for block in lane {
+                    sha2::compress256(state, &[GenericArray::from(**block)]);
+                }
+            }
+            assert_eq!(states, want, "{N} lanes");
+        }
+        check::<1>(&blocks);
+        check::<2>(&blocks);
+        check::<3>(&blocks);
+        check::<4>(&blocks);
     }
 
     /// Root of a tree, level by level, one `hash_pair` (the sha2 crate) per node.

@@ -2,6 +2,8 @@
 //! with the top two bits of the last byte cleared so that every node is a valid BLS12-381 field
 //! element (fits in 254 bits). The `sha2` crate picks SHA-NI at run time when the CPU has it.
 
+pub mod sha256_mb;
+
 use sha2::digest::generic_array::GenericArray;
 use sha2::{Digest, Sha256};
 
@@ -73,7 +75,7 @@ pub fn hash_trunc254(data: &[u8]) -> Node {
 #[inline]
 pub fn hash_level(children: &[Node], out: &mut [Node]) {
     debug_assert_eq!(children.len(), out.len() * 2);
-    crate::sha256_mb::hash_nodes(children.as_flattened(), out);
+    sha256_mb::hash_nodes(children.as_flattened(), out);
 }
 
 /// One tree level in place: the first `n / 2` nodes of `level` become the parents of its first

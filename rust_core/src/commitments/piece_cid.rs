@@ -12,9 +12,11 @@
 
 use data_encoding::BASE32_NOPAD;
 
+use crate::commitments::piece_size::{
+    padded_to_unpadded, tree_height, unpadded_size_for, unpadded_to_padded,
+};
 use crate::error::{Error, Result};
 use crate::hash::Node;
-use crate::piece_size::{padded_to_unpadded, tree_height, unpadded_size_for, unpadded_to_padded};
 
 const CID_VERSION: u64 = 1;
 const FIL_COMMITMENT_UNSEALED: u64 = 0xf101;
