@@ -8,7 +8,7 @@ DEPS_STAMP  := $(VENV)/.deps-installed
 CARGO_DIR   := rust_core
 comma       := ,
 
-.PHONY: help venv develop protos check-protos postgres test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep bench-scheduler clean
+.PHONY: help venv develop protos check-protos postgres test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep bench-scheduler bench-failover clean
 
 help:
 	@echo "make demo   - build, start index + manager + workers locally, run the main job"
@@ -98,6 +98,7 @@ bench:
 	@echo "  make bench-porep       PoRep labeling vs SHA-256 limit; sector pipeline (ARGS=\"--size 512MiB\")"
 	@echo "  make bench-index       index FindSector/DeclareSector over gRPC vs the database"
 	@echo "  make bench-worker      fetch between workers vs cp; AddPiece vs rust_core"
+	@echo "  make bench-failover    manager failover time (kill -9 of the leader), 20 tries"
 	@echo "  make bench-scheduler   scheduler placement with simulated workers"
 
 # rust_core hot paths against their limits (bench/README.md; figures in docs/benchmarks.md).
@@ -121,6 +122,10 @@ bench-worker: develop
 # The manager's scheduler with simulated workers (bench/README.md; figures in docs/benchmarks.md).
 bench-scheduler: develop
 	$(VPY) bench/scheduler.py $(ARGS)
+
+# Manager failover: kill -9 of the leader to the first task done through the other (PostgreSQL).
+bench-failover: develop postgres
+	$(VPY) bench/failover.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(CARGO_DIR)/target .pytest_cache .mypy_cache .demo

@@ -75,8 +75,9 @@ class ManagerSection(BaseModel):
     # Leadership (several managers on one PostgreSQL database; docs/manager.md, "Failover"): the
     # leader's lease lasts this long without a renewal. It renews every third of it; a standby
     # asks every sixth of it. After kill -9 of the leader a standby leads within about
-    # leader_lease_s, plus a poll.
-    leader_lease_s: float = Field(default=6.0, ge=0.5, le=300)
+    # leader_lease_s, plus a poll (bench/failover.py). A leader that cannot reach the database
+    # for two thirds of it stops leading.
+    leader_lease_s: float = Field(default=4.0, ge=0.5, le=300)
 
     @field_validator("task_timeouts")
     @classmethod
