@@ -30,6 +30,8 @@ from services.manager.leadership import Lease
 log = logging.getLogger(__name__)
 
 SERVICE_PREFIX = "/sectorstorage.v1.ManagerService/"
+# Calls every manager answers itself (what it sees of the leadership).
+LOCAL_METHODS = frozenset({SERVICE_PREFIX + "Managers"})
 FORWARDED_HEADER = "x-sectorstorage-forwarded-by"
 # Metadata passed on to the leader: the caller's credentials and nothing transport-specific.
 _PASSED = ("authorization",)
@@ -67,7 +69,7 @@ class LeaderForwarder(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
-        if handler is None or not details.method.startswith(SERVICE_PREFIX):
+        if handler is None or not details.method.startswith(SERVICE_PREFIX) or details.method in LOCAL_METHODS:
             return handler
         await self.decided.wait()
         if self.leading():

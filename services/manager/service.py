@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.auth import Permission
 from services.common.db import Database, DatabaseRefused, DatabaseUnavailable, SchemaTooNew, open_database
@@ -155,6 +156,7 @@ class ManagerApp(Service):
             self.db, self._holder(runtime), runtime.address, lease_s, exclusive=self.ownership is not None
         )
         self.forwarder.holder = self.leadership.holder
+        self.servicer.managers_view = self._managers_view
         self.campaign = Campaign(
             self.leadership, self._lead, self._deposed, renew_every_s=lease_s / 3, poll_every_s=lease_s / 6
         )
@@ -195,6 +197,11 @@ class ManagerApp(Service):
             asyncio.create_task(self._every(3600.0, self._purge, "retention")),
             asyncio.create_task(self._every(min(2.0, settings.heartbeat_interval_s), self._check_index, "readiness")),
         ]
+
+    async def _managers_view(self) -> manager_pb2.ManagersResponse:
+        assert self.leadership is not None and self.runtime is not None
+        lease = await self.leadership.current()
+        return managers_reply(lease, self.leadership.holder, self.runtime.address, self.leading(), time.time())
 
     async def _check_database(self) -> None:
         """Readiness follows the database, on the leader and on a standby alike (a standby that
@@ -275,3 +282,25 @@ class ManagerApp(Service):
         self.db.close()
         if self.ownership is not None:
             self.ownership.close()
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    if seconds > 0:
+        ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def managers_reply(lease: Lease, holder: str, address: str, leading: bool, now: float) -> manager_pb2.ManagersResponse:
+    """The Managers reply: the lease as read, and who answers."""
+    return manager_pb2.ManagersResponse(
+        leader=manager_pb2.ManagerInfo(holder=lease.holder, address=lease.address),
+        epoch=lease.epoch,
+        since=_timestamp(lease.acquired_at),
+        renewed_at=_timestamp(lease.renewed_at),
+        expires_at=_timestamp(lease.expires_at),
+        live=lease.live(now),
+        failovers=lease.failovers,
+        answered_by=manager_pb2.ManagerInfo(holder=holder, address=address),
+        answered_by_leader=leading,
+    )

@@ -82,6 +82,8 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self.session_id = session_id
         self.ready = ready
         self.operator_states: dict[str, WorkerOperatorState] = {}
+        # Builds the Managers reply (set by the app once it knows its lease).
+        self.managers_view: Callable[[], Awaitable[manager_pb2.ManagersResponse]] | None = None
 
     # --- sealing API -------------------------------------------------------------------------
 
@@ -385,6 +387,17 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     @handled
     async def SchedDiag(self, request: manager_pb2.SchedDiagRequest, context: Context) -> manager_pb2.SchedDiagResponse:
         return views.sched_diag(self.runner, request.force_sched)
+
+    async def Managers(self, request: manager_pb2.ManagersRequest, context: Context) -> manager_pb2.ManagersResponse:
+        """Answered by this manager itself, leader or standby: never forwarded (forward.py) and
+        never waiting for this manager to lead, so it shows what each manager sees."""
+        if self.managers_view is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the manager is still starting: retry")
+        try:
+            return await self.managers_view()
+        except DatabaseUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the manager's database is unavailable: {exc}")
+        raise AssertionError("unreachable")  # pragma: no cover - abort raises
 
     @handled
     async def Abort(self, request: manager_pb2.AbortRequest, context: Context) -> manager_pb2.AbortResponse:

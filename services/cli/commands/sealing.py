@@ -200,6 +200,32 @@ def sched_diag(args: argparse.Namespace, conn: Connection) -> int:
     return 0
 
 
+def managers(args: argparse.Namespace, conn: Connection) -> int:
+    reply = conn.manager().Managers(manager_pb2.ManagersRequest(), timeout=conn.timeout)
+    if args.json:
+        render.emit_json(render.message_dict(reply))
+        return 0
+    now = time.time()
+    role = "leader" if reply.answered_by_leader else "standby"
+    lines = [f"Answered by: {reply.answered_by.holder} at {reply.answered_by.address} ({role})"]
+    if not reply.leader.holder:
+        lines.append("Leader: none yet (no manager has led)")
+    else:
+        state = "live" if reply.live else "EXPIRED: no manager leads until a standby takes the lease"
+        lines += [
+            f"Leader: {reply.leader.holder} at {reply.leader.address}",
+            f"  epoch {reply.epoch}, leading for {_age(reply.since, now)}, lease {state}"
+            + (
+                f" (runs {reply.expires_at.ToNanoseconds() / 1e9 - now:.1f} s more unless renewed)"
+                if reply.live
+                else ""
+            ),
+            f"Failovers so far: {reply.failovers}",
+        ]
+    render.emit("\n".join(lines))
+    return 0
+
+
 def _outcome(value: manager_pb2.TaskOutcome.ValueType) -> str:
     return render.enum_name("TASK_OUTCOME_", manager_pb2.TaskOutcome.Name(value)).lower().replace("_", "-")
 
@@ -282,6 +308,11 @@ def register(groups: Any, common: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("sched-diag", parents=[common], help="the scheduler's queue and why each request waits")
     p.add_argument("--force-sched", action="store_true", help="run a scheduling pass first")
     p.set_defaults(func=sched_diag)
+
+    p = verbs.add_parser(
+        "managers", parents=[common], help="which manager leads, since when, failovers (managers sharing a database)"
+    )
+    p.set_defaults(func=managers)
 
     p = verbs.add_parser("history", parents=[common], help="task runs, newest first")
     p.add_argument("--sector", type=int, help="only runs on this sector number (of --miner)")

@@ -132,6 +132,18 @@ def test_kill_9_of_the_leader_fails_over_without_lost_or_doubled_work(
         lambda: len(back.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs) >= 0,
         30,
     )
+    # Each manager says who leads and in what role it answers; sectorctl shows the same.
+    seen = [stub.Managers(manager_pb2.ManagersRequest(), timeout=5) for stub in (standby_stub, back)]
+    assert [m.answered_by_leader for m in seen] == [True, False]
+    assert all(m.leader.address == standby.address and m.epoch == 2 and m.failovers == 1 and m.live for m in seen)
+    assert seen[1].answered_by.address == fleet.manager.address
+    env = {**os.environ, "SECTORSTORAGE_MANAGER": fleet.manager.address, "SECTORSTORAGE_TOKEN": token()}
+    shown = subprocess.run(
+        [console_script("sectorctl"), "sealing", "managers"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"Leader: {seen[0].leader.holder} at {standby.address}" in shown.stdout
+    assert "(standby)" in shown.stdout and "epoch 2" in shown.stdout and "Failovers so far: 1" in shown.stdout
     assert standby.metrics_address and fleet.manager.metrics_address
     leading, standing_by = gauges(standby.metrics_address), gauges(fleet.manager.metrics_address)
     assert leading["sectorstorage_manager_leader"] == 1 and leading["sectorstorage_manager_leader_epoch"] == 2

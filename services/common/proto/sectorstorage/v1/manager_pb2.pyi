@@ -2755,6 +2755,104 @@ class SchedWorker(_message.Message):
 Global___SchedWorker: _TypeAlias = SchedWorker  # noqa: Y015
 
 @_typing.final
+class ManagersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ManagersRequest: _TypeAlias = ManagersRequest  # noqa: Y015
+
+@_typing.final
+class ManagerInfo(_message.Message):
+    """One manager as the lease shows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDER_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    holder: _builtins.str
+    """The manager's name in the lease: host, address and a session prefix (unique per process)."""
+    address: _builtins.str
+    """Where it serves the API."""
+    def __init__(
+        self,
+        *,
+        holder: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "holder", b"holder"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ManagerInfo: _TypeAlias = ManagerInfo  # noqa: Y015
+
+@_typing.final
+class ManagersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEADER_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    RENEWED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    LIVE_FIELD_NUMBER: _builtins.int
+    FAILOVERS_FIELD_NUMBER: _builtins.int
+    ANSWERED_BY_FIELD_NUMBER: _builtins.int
+    ANSWERED_BY_LEADER_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """The lease's epoch: it rises at every change of leader; every write of the leader is fenced by it."""
+    live: _builtins.bool
+    """Whether the lease is live now (false: the leader died or stopped and no one took over yet)."""
+    failovers: _builtins.int
+    """Changes of leader so far (the first leader counts none)."""
+    answered_by_leader: _builtins.bool
+    @_builtins.property
+    def leader(self) -> Global___ManagerInfo:
+        """The leader; empty when no manager has led yet."""
+
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """When the leader took the lease, last renewed it, and when the lease runs out unless renewed."""
+
+    @_builtins.property
+    def renewed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def answered_by(self) -> Global___ManagerInfo:
+        """The manager that answered this call, and whether it is the leader."""
+
+    def __init__(
+        self,
+        *,
+        leader: Global___ManagerInfo | None = ...,
+        epoch: _builtins.int = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        renewed_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        live: _builtins.bool = ...,
+        failovers: _builtins.int = ...,
+        answered_by: Global___ManagerInfo | None = ...,
+        answered_by_leader: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answered_by", b"answered_by", "expires_at", b"expires_at", "leader", b"leader", "renewed_at", b"renewed_at", "since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_by", b"answered_by", "answered_by_leader", b"answered_by_leader", "epoch", b"epoch", "expires_at", b"expires_at", "failovers", b"failovers", "leader", b"leader", "live", b"live", "renewed_at", b"renewed_at", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ManagersResponse: _TypeAlias = ManagersResponse  # noqa: Y015
+
+@_typing.final
 class SchedDiagRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

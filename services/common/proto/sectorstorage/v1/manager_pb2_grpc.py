@@ -266,6 +266,11 @@ class ManagerServiceStub:
                 request_serializer=sectorstorage_dot_v1_dot_manager__pb2.SchedDiagRequest.SerializeToString,
                 response_deserializer=sectorstorage_dot_v1_dot_manager__pb2.SchedDiagResponse.FromString,
                 _registered_method=True)
+        self.Managers = channel.unary_unary(
+                '/sectorstorage.v1.ManagerService/Managers',
+                request_serializer=sectorstorage_dot_v1_dot_manager__pb2.ManagersRequest.SerializeToString,
+                response_deserializer=sectorstorage_dot_v1_dot_manager__pb2.ManagersResponse.FromString,
+                _registered_method=True)
         self.Abort = channel.unary_unary(
                 '/sectorstorage.v1.ManagerService/Abort',
                 request_serializer=sectorstorage_dot_v1_dot_manager__pb2.AbortRequest.SerializeToString,
@@ -706,6 +711,16 @@ class ManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Managers(self, request, context):
+        """Which manager leads (several managers may share one PostgreSQL database; docs/manager.md,
+        "Failover"), since when, how many failovers there were, and which manager answered and in
+        what role. Answered by the manager called, never forwarded to the leader, so it also shows
+        what a standby sees. Errors: UNAVAILABLE (the manager's database does not answer).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Abort(self, request, context):
         """Aborts one call (queued or running): a running task is stopped on its worker
         (WorkerService.AbortCall), and the waiting caller gets ABORTED; the work is not retried.
@@ -948,6 +963,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.SchedDiag,
                     request_deserializer=sectorstorage_dot_v1_dot_manager__pb2.SchedDiagRequest.FromString,
                     response_serializer=sectorstorage_dot_v1_dot_manager__pb2.SchedDiagResponse.SerializeToString,
+            ),
+            'Managers': grpc.unary_unary_rpc_method_handler(
+                    servicer.Managers,
+                    request_deserializer=sectorstorage_dot_v1_dot_manager__pb2.ManagersRequest.FromString,
+                    response_serializer=sectorstorage_dot_v1_dot_manager__pb2.ManagersResponse.SerializeToString,
             ),
             'Abort': grpc.unary_unary_rpc_method_handler(
                     servicer.Abort,
@@ -2009,6 +2029,33 @@ class ManagerService:
             '/sectorstorage.v1.ManagerService/SchedDiag',
             sectorstorage_dot_v1_dot_manager__pb2.SchedDiagRequest.SerializeToString,
             sectorstorage_dot_v1_dot_manager__pb2.SchedDiagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Managers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sectorstorage.v1.ManagerService/Managers',
+            sectorstorage_dot_v1_dot_manager__pb2.ManagersRequest.SerializeToString,
+            sectorstorage_dot_v1_dot_manager__pb2.ManagersResponse.FromString,
             options,
             channel_credentials,
             insecure,

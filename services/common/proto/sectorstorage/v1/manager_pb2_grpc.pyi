@@ -277,6 +277,12 @@ class ManagerServiceStub:
     requests that no worker could ever serve, and calls awaiting a return. force_sched only
     triggers a scheduling pass first, hence READ.
     """
+    Managers: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ManagersRequest, _manager_pb2.ManagersResponse]
+    """Which manager leads (several managers may share one PostgreSQL database; docs/manager.md,
+    "Failover"), since when, how many failovers there were, and which manager answered and in
+    what role. Answered by the manager called, never forwarded to the leader, so it also shows
+    what a standby sees. Errors: UNAVAILABLE (the manager's database does not answer).
+    """
     Abort: _grpc.UnaryUnaryMultiCallable[_manager_pb2.AbortRequest, _manager_pb2.AbortResponse]
     """Aborts one call (queued or running): a running task is stopped on its worker
     (WorkerService.AbortCall), and the waiting caller gets ABORTED; the work is not retried.
@@ -556,6 +562,12 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     """The scheduler's view: the queue in order, why each request is still waiting (per worker),
     requests that no worker could ever serve, and calls awaiting a return. force_sched only
     triggers a scheduling pass first, hence READ.
+    """
+    Managers: _aio.UnaryUnaryMultiCallable[_manager_pb2.ManagersRequest, _manager_pb2.ManagersResponse]  # type: ignore[assignment]
+    """Which manager leads (several managers may share one PostgreSQL database; docs/manager.md,
+    "Failover"), since when, how many failovers there were, and which manager answered and in
+    what role. Answered by the manager called, never forwarded to the leader, so it also shows
+    what a standby sees. Errors: UNAVAILABLE (the manager's database does not answer).
     """
     Abort: _aio.UnaryUnaryMultiCallable[_manager_pb2.AbortRequest, _manager_pb2.AbortResponse]  # type: ignore[assignment]
     """Aborts one call (queued or running): a running task is stopped on its worker
@@ -1049,6 +1061,18 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         """The scheduler's view: the queue in order, why each request is still waiting (per worker),
         requests that no worker could ever serve, and calls awaiting a return. force_sched only
         triggers a scheduling pass first, hence READ.
+        """
+
+    @_abc_1.abstractmethod
+    def Managers(
+        self,
+        request: _manager_pb2.ManagersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.ManagersResponse, _abc.Awaitable[_manager_pb2.ManagersResponse]]:
+        """Which manager leads (several managers may share one PostgreSQL database; docs/manager.md,
+        "Failover"), since when, how many failovers there were, and which manager answered and in
+        what role. Answered by the manager called, never forwarded to the leader, so it also shows
+        what a standby sees. Errors: UNAVAILABLE (the manager's database does not answer).
         """
 
     @_abc_1.abstractmethod
