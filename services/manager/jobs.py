@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from services.common.errors import DomainError
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2
 from services.manager import metrics
 from services.manager.calls import BY_CALL_TYPE, BY_METHOD, CallSpec
@@ -61,10 +62,12 @@ _RPC_TIMEOUT_S = 10.0
 class DispatchFailed(Exception):
     """A custom dispatcher (AddPiece's relay) failed in a way that decides the call's outcome."""
 
-    def __init__(self, code: ErrorCode, message: str, status: grpc.StatusCode | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, caller_error: type[DomainError] | None = None) -> None:
         super().__init__(message)
         self.code = code
-        self.status = status
+        # What the waiting caller gets instead of the outcome's generic error (e.g. InvalidArgument
+        # for a malformed piece stream, which is the client's mistake, not the worker's).
+        self.caller_error = caller_error
 
 
 # A custom dispatch: (worker, assignment) -> sends the task. Raises DispatchFailed or AioRpcError.

@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 
 import rust_core
+from services.common.errors import Internal, Unavailable
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from services.common.vocabulary import prover_id
 from services.manager.index_client import FileType, StorageIndex
@@ -37,7 +38,7 @@ from services.manager.resources import SealProof
 from services.manager.sealing import SEALED_CACHE, Deadline, Sealing, sector_name
 from services.manager.selectors import Candidates, SectorKey
 from services.manager.tasks import TaskType
-from services.manager.validation import RpcFailure, bytes32, invalid, sector_ref
+from services.manager.validation import bytes32, invalid, sector_ref
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,7 @@ class Proving:
         skipped.sort(key=lambda b: b.sector.number)
         proven = [s for s in sectors if s.sector.id.number in vanilla]
         if kind == "winning" and skipped:
-            raise RpcFailure(
-                grpc.StatusCode.UNAVAILABLE,
+            raise Unavailable(
                 "winning PoSt needs every challenged sector: "
                 + "; ".join(f"{b.sector.number}: {b.reason}" for b in skipped),
             )
@@ -175,7 +175,7 @@ class Proving:
         try:
             proof = assemble(kind, seal.sector_size, [vanilla[s.sector.id.number] for s in proven])
         except ValueError as exc:
-            raise RpcFailure(grpc.StatusCode.INTERNAL, f"workers returned unusable vanilla proofs: {exc}") from None
+            raise Internal(f"workers returned unusable vanilla proofs: {exc}") from None
         return [
             common_pb2.PoStProof(proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type), proof=proof)
         ], skipped
@@ -380,7 +380,7 @@ class Proving:
                     sid.miner, sid.number, [FileType.SEALED, FileType.CACHE], "manager:check-provable"
                 )
             except grpc.aio.AioRpcError as exc:
-                raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"the index is unavailable: {exc.details()}") from None
+                raise Unavailable(f"the index is unavailable: {exc.details()}") from None
             if lease is None:
                 return "can't acquire read lock"
         try:

@@ -30,6 +30,17 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.cid import CidError, parse_unsealed_cid, sealed_cid, unsealed_cid
+from services.common.errors import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from services.manager import lifecycle
 from services.manager.calls import BY_METHOD, CallSpec
@@ -49,7 +60,6 @@ from services.manager.selectors import (
 from services.manager.store import ManagerStore, piece_refs
 from services.manager.tasks import TaskType
 from services.manager.validation import (
-    RpcFailure,
     byte_range,
     bytes32,
     failure_of,
@@ -122,21 +132,21 @@ class PieceRelay:
                         raise DispatchFailed(
                             ErrorCode.PERMANENT,
                             "only the first AddPiece message may be a header",
-                            grpc.StatusCode.INVALID_ARGUMENT,
+                            InvalidArgument,
                         )
                     chunk = message.chunk
                     if chunk.offset != received:
                         raise DispatchFailed(
                             ErrorCode.PERMANENT,
                             f"chunk offset {chunk.offset} but {received} bytes were sent so far",
-                            grpc.StatusCode.INVALID_ARGUMENT,
+                            InvalidArgument,
                         )
                     received += len(chunk.data)
                     if received > self.size:
                         raise DispatchFailed(
                             ErrorCode.PERMANENT,
                             f"more than piece_size ({self.size}) bytes were sent; nothing was written",
-                            grpc.StatusCode.INVALID_ARGUMENT,
+                            InvalidArgument,
                         )
                     if chunk.data:
                         await call.write(worker_pb2.WorkerServiceAddPieceRequest(chunk=chunk))
@@ -146,13 +156,13 @@ class PieceRelay:
                 raise DispatchFailed(
                     ErrorCode.PERMANENT,
                     "the client's piece stream ended early; nothing was written",
-                    grpc.StatusCode.CANCELLED,
+                    Cancelled,
                 ) from None
             if received != self.size:
                 raise DispatchFailed(
                     ErrorCode.PERMANENT,
                     f"only {received} of piece_size {self.size} bytes were sent; nothing was written",
-                    grpc.StatusCode.INVALID_ARGUMENT,
+                    InvalidArgument,
                 )
             await call.done_writing()
             reply = await call
@@ -163,15 +173,17 @@ class PieceRelay:
             raise
 
 
-_REFUSAL_STATUS = {
-    lifecycle.Refusal.PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
-    lifecycle.Refusal.CLAIMED: grpc.StatusCode.ALREADY_EXISTS,
-    lifecycle.Refusal.CONFLICT: grpc.StatusCode.ABORTED,
+_REFUSAL_ERROR: dict[lifecycle.Refusal, type[DomainError]] = {
+    lifecycle.Refusal.PRECONDITION: FailedPrecondition,
+    lifecycle.Refusal.CLAIMED: AlreadyExists,
+    lifecycle.Refusal.CONFLICT: Aborted,
 }
 
 
-def refused(exc: lifecycle.LifecycleRefused) -> RpcFailure:
-    return RpcFailure(_REFUSAL_STATUS[exc.kind], exc.message)
+def refused(exc: lifecycle.LifecycleRefused) -> DomainError:
+    """The caller's error for a step the sector's lifecycle refuses (a precondition not met, the
+    sector claimed by another caller, or a conflicting call in flight)."""
+    return _REFUSAL_ERROR[exc.kind](exc.message)
 
 
 # Decides a step from the sector's record, its work in flight and the work id the call maps to.
@@ -256,15 +268,14 @@ class Sealing:
         try:
             outcome = await self.runner.tracker.wait(live, deadline.remaining())
         except TimeoutError:
-            raise RpcFailure(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
+            raise DeadlineExceeded(
                 f"{spec.method} of {sector_name(sector)} is still in progress (work {live.work_id}); it goes on: "
                 "repeat the same request to wait for (or collect) its result",
             ) from None
         if not outcome.ok:
             error = live.extra.get("dispatch_error")
-            if isinstance(error, DispatchFailed) and error.status is not None:
-                raise RpcFailure(error.status, str(error))
+            if isinstance(error, DispatchFailed) and error.caller_error is not None:
+                raise error.caller_error(str(error))
             raise failure_of(outcome)
         return spec.decode_result(outcome.result)
 
@@ -593,13 +604,11 @@ class Sealing:
         did_unseal = False
         if source is None:
             if self.index is not None and not await self.find(_key(req.sector), frozenset({FileType.SEALED})):
-                raise RpcFailure(
-                    grpc.StatusCode.NOT_FOUND,
+                raise NotFound(
                     f"{sector_name(req.sector)} has neither unsealed data nor a sealed replica anywhere",
                 )
             if not req.unsealed_cid:
-                raise RpcFailure(
-                    grpc.StatusCode.FAILED_PRECONDITION,
+                raise FailedPrecondition(
                     f"the range of {sector_name(req.sector)} is not unsealed anywhere: unsealing needs unsealed_cid (and ticket)",
                 )
             bytes32(req.ticket, "ticket")
@@ -608,8 +617,7 @@ class Sealing:
             did_unseal = True
             source = await self._unsealed_copy(req.sector, req.range)
             if source is None:
-                raise RpcFailure(
-                    grpc.StatusCode.UNAVAILABLE,
+                raise Unavailable(
                     f"{sector_name(req.sector)} was unsealed but no worker serves the range now; retry",
                 )
         stub, storage_id = source
@@ -634,13 +642,11 @@ class Sealing:
         async for reply in stream:
             chunk = reply.chunk
             if chunk.offset != sent:
-                raise RpcFailure(
-                    grpc.StatusCode.UNAVAILABLE, f"worker sent a chunk at {chunk.offset}, expected {sent}; retry"
-                )
+                raise Unavailable(f"worker sent a chunk at {chunk.offset}, expected {sent}; retry")
             sent += len(chunk.data)
             yield manager_pb2.ReadPieceResponse(chunk=chunk)
         if sent != req.range.size:
-            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"worker sent {sent} of {req.range.size} bytes; retry")
+            raise Unavailable(f"worker sent {sent} of {req.range.size} bytes; retry")
 
     async def _unsealed_copy(
         self, sector: common_pb2.SectorRef, r: common_pb2.UnpaddedByteRange
@@ -711,10 +717,10 @@ class Sealing:
             return
         try:
             removed = await self._remove_files(sector)
-        except RpcFailure as exc:
+        except DomainError as exc:
             log.warning(
                 "could not remove what a stopped task wrote; Remove again",
-                extra={"sector": sector_name(sector), "error": exc.message},
+                extra={"sector": sector_name(sector), "error": str(exc)},
             )
             return
         if removed:
@@ -773,8 +779,7 @@ class Sealing:
             except grpc.aio.AioRpcError as exc:
                 failed.append(f"{', '.join(paths) or name} on {name}: {exc.code().name} {exc.details()}")
         if failed:
-            raise RpcFailure(
-                grpc.StatusCode.UNAVAILABLE,
+            raise Unavailable(
                 f"could not remove every file of {sector_name(req.sector)}; still declared: {'; '.join(failed)}"
                 + (f" (removed {len(removed)} other files)" if removed else ""),
             )
@@ -791,8 +796,7 @@ class Sealing:
         sector_id(req.sector)
         rec = await self.store.sector_commitments(req.sector.miner, req.sector.number)
         if rec is None:
-            raise RpcFailure(
-                grpc.StatusCode.NOT_FOUND,
+            raise NotFound(
                 f"no SealPreCommit2 result is known for {sector_name(req.sector)} "
                 "(never pre-committed through this manager, or removed since)",
             )
@@ -822,7 +826,7 @@ class Sealing:
             ]
         except Exception as exc:
             if is_unavailable(exc):
-                raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"the index is unavailable: {exc}") from None
+                raise Unavailable(f"the index is unavailable: {exc}") from None
             raise
 
     async def _holder_workers(self, key: SectorKey, types: frozenset[FileType], task_type: TaskType) -> list[str]:

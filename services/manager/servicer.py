@@ -1,10 +1,12 @@
-"""ManagerService over grpc.aio: unpacks requests, calls the domain code, packs replies. Errors
-raised as `RpcFailure` become the RPC's status."""
+"""ManagerService over grpc.aio: unpacks requests, calls the domain code, packs replies. The
+domain's errors (services/common/errors.py) become the RPC's status in one decorator,
+`status_errors`; a database outage is UNAVAILABLE."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -12,7 +14,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from services.common.db import DatabaseUnavailable
+from services.common.errors import FailedPrecondition, NotFound, Unavailable, status_errors
 from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc
 from services.manager import views
 from services.manager.calls import BY_METHOD, SPECS
@@ -22,7 +24,6 @@ from services.manager.post import Proving
 from services.manager.sealing import Deadline, Sealing
 from services.manager.store import ManagerStore, WorkerOperatorState
 from services.manager.validation import (
-    RpcFailure,
     call_id,
     duration_seconds,
     invalid,
@@ -35,7 +36,6 @@ from services.manager.workers import WorkerHandle
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
-R = TypeVar("R")
 J = manager_pb2.JobState
 _STATE_NAMES = {"queued": J.JOB_STATE_QUEUED, "assigned": J.JOB_STATE_ASSIGNED, "running": J.JOB_STATE_RUNNING}
 
@@ -44,21 +44,29 @@ def _duration(seconds: float) -> Duration:
     return Duration(seconds=int(seconds), nanos=int(round((seconds % 1) * 1e9)))
 
 
-def handled(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-    """Maps domain failures to statuses; waits until the manager finished starting."""
+_statuses = status_errors(database="the manager's")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handled(fn: F) -> F:
+    """Waits until the manager finished starting (it recovers its works first: a call before that
+    would not find them), then runs the handler; its domain errors become statuses."""
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def stream(self: ManagerServicer, request: Any, context: Context) -> AsyncIterator[Any]:
+            await self.ready.wait()
+            async for item in fn(self, request, context):
+                yield item
+
+        return _statuses(stream)  # type: ignore[return-value]
 
     @functools.wraps(fn)
-    async def wrapper(self: ManagerServicer, request: Any, context: Context) -> R:
+    async def unary(self: ManagerServicer, request: Any, context: Context) -> Any:
         await self.ready.wait()
-        try:
-            return await fn(self, request, context)
-        except RpcFailure as failure:
-            await context.abort(failure.code, failure.message)
-        except DatabaseUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the manager's database is unavailable: {exc}")
-        raise AssertionError("unreachable")  # pragma: no cover - abort raises
+        return await fn(self, request, context)
 
-    return wrapper
+    return _statuses(unary)  # type: ignore[return-value]
 
 
 def _deadline(context: Context) -> Deadline:
@@ -161,8 +169,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         sector_id(request.sector)
         record = await self.store.sector(request.sector.miner, request.sector.number)
         if record is None:
-            raise RpcFailure(
-                grpc.StatusCode.NOT_FOUND,
+            raise NotFound(
                 f"the manager has no lifecycle record of s-t0{request.sector.miner}-{request.sector.number} "
                 "(no AddPiece or Remove of it was recorded)",
             )
@@ -209,20 +216,16 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         await self.sealing.unseal_piece(request, _deadline(context))
         return manager_pb2.UnsealPieceResponse()
 
+    @handled
     async def ReadPiece(
         self, request: manager_pb2.ReadPieceRequest, context: Context
     ) -> AsyncIterator[manager_pb2.ReadPieceResponse]:
-        await self.ready.wait()
         try:
             stream = await self.sealing.read_piece(request, _deadline(context))
             async for message in stream:
                 yield message
-        except RpcFailure as failure:
-            await context.abort(failure.code, failure.message)
         except grpc.aio.AioRpcError as exc:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"reading from the worker failed: {exc.code().name}: {exc.details()}"
-            )
+            raise Unavailable(f"reading from the worker failed: {exc.code().name}: {exc.details()}") from None
 
     @handled
     async def IsUnsealed(
@@ -328,8 +331,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             request.shutting_down,
         )
         if result is None:
-            raise RpcFailure(
-                grpc.StatusCode.NOT_FOUND,
+            raise NotFound(
                 f"worker {request.worker_id} with session {request.session_id} is not registered (or was marked gone): register again",
             )
         handle, unknown = result
@@ -352,11 +354,9 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             timestamp_seconds("meta.finished_at", meta.finished_at),
         )
         if status is ReturnStatus.NOT_FOUND:
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no record of call {cid}: drop its result")
+            raise NotFound(f"no record of call {cid}: drop its result")
         if status is ReturnStatus.WRONG_METHOD:
-            raise RpcFailure(
-                grpc.StatusCode.FAILED_PRECONDITION, f"call {cid} was not dispatched as {method}: drop its result"
-            )
+            raise FailedPrecondition(f"call {cid} was not dispatched as {method}: drop its result")
 
     # --- operator ----------------------------------------------------------------------------
 
@@ -375,7 +375,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         if request.worker_id:
             handles = [h for h in handles if h.worker_id == request.worker_id]
             if not handles:
-                raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"unknown worker {request.worker_id}")
+                raise NotFound(f"unknown worker {request.worker_id}")
         stats = [views.worker_stat(h, self.runner) for h in handles]
         if request.include_resources:
             for stat, handle in zip(stats, handles, strict=True):
@@ -391,13 +391,13 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         cid = call_id(request.call_id, request.HasField("call_id"))
         result = await self.runner.abort(cid, request.reason)
         if result is None:
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no live call {cid} (unknown or already finished)")
+            raise NotFound(f"no live call {cid} (unknown or already finished)")
         return manager_pb2.AbortResponse(previous_state=_STATE_NAMES.get(result[0], J.JOB_STATE_UNSPECIFIED))
 
     def _handle(self, wid: str) -> WorkerHandle:
         handle = self.runner.registry.get(worker_id(wid))
         if handle is None:
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"unknown worker {wid}")
+            raise NotFound(f"unknown worker {wid}")
         return handle
 
     async def _set_state(self, handle: WorkerHandle, **changes: bool) -> manager_pb2.WorkerState:

@@ -1,17 +1,26 @@
-"""Request checks shared by the manager's RPCs, and the error they (and the domain code) raise:
-`RpcFailure` carries the gRPC status and a message saying what to fix; the servicer turns it
-into the RPC's status."""
+"""Request checks shared by the manager's RPCs. They raise the fleet's domain errors
+(services/common/errors.py: InvalidArgument, ...), whose message says what to fix; the servicer's
+one decorator turns them into the RPC's status."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import wellknown
 from services.common.cid import CidError, parse_unsealed_cid, unsealed_cid
+from services.common.errors import (
+    Aborted,
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from services.common.pieces import is_unpadded_piece_size, next_piece
 from services.common.pieces import padded_size as padded
 from services.common.proto.sectorstorage.v1 import common_pb2
@@ -21,15 +30,9 @@ from services.manager.resources import SealProof
 MAX_SECTOR_NUMBER = 2**63 - 1
 
 
-class RpcFailure(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def invalid(message: str) -> RpcFailure:
-    return RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, message)
+def invalid(message: str) -> InvalidArgument:
+    """The error for a request field that cannot be served as sent (INVALID_ARGUMENT)."""
+    return InvalidArgument(message)
 
 
 def timestamp_seconds(name: str, ts: Timestamp) -> float:
@@ -56,23 +59,23 @@ def duration_seconds(name: str, d: Duration) -> float:
 
 
 # TaskErrorCode -> the sealing call's status (manager.proto, ManagerService comment).
-_STATUS_OF_ERROR = {
-    ErrorCode.UNSPECIFIED: grpc.StatusCode.FAILED_PRECONDITION,
-    ErrorCode.PERMANENT: grpc.StatusCode.FAILED_PRECONDITION,
-    ErrorCode.SECTOR_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorCode.ALLOCATE_SPACE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorCode.TEMPORARY: grpc.StatusCode.UNAVAILABLE,
-    ErrorCode.WORKER_RESTARTED: grpc.StatusCode.UNAVAILABLE,
-    ErrorCode.TIMED_OUT: grpc.StatusCode.DEADLINE_EXCEEDED,
-    ErrorCode.ABORTED: grpc.StatusCode.ABORTED,
+_ERROR_OF_CODE: dict[ErrorCode, type[DomainError]] = {
+    ErrorCode.UNSPECIFIED: FailedPrecondition,
+    ErrorCode.PERMANENT: FailedPrecondition,
+    ErrorCode.SECTOR_NOT_FOUND: NotFound,
+    ErrorCode.ALLOCATE_SPACE: ResourceExhausted,
+    ErrorCode.TEMPORARY: Unavailable,
+    ErrorCode.WORKER_RESTARTED: Unavailable,
+    ErrorCode.TIMED_OUT: DeadlineExceeded,
+    ErrorCode.ABORTED: Aborted,
 }
 
 
-def failure_of(outcome: Outcome) -> RpcFailure:
+def failure_of(outcome: Outcome) -> DomainError:
     """The status a caller gets for a work that failed for good; the message starts with the
     TaskErrorCode name."""
     name = common_pb2.TaskErrorCode.Name(common_pb2.TaskErrorCode.ValueType(outcome.error_code))
-    return RpcFailure(_STATUS_OF_ERROR[outcome.error_code], f"{name}: {outcome.error_message}")
+    return _ERROR_OF_CODE[outcome.error_code](f"{name}: {outcome.error_message}")
 
 
 def sector_id(sid: common_pb2.SectorId, what: str = "sector") -> None:
