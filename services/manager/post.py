@@ -32,13 +32,14 @@ import rust_core
 from services.common.errors import Internal, Unavailable
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
 from services.common.vocabulary import prover_id
+from services.manager.convert import sector_ref
 from services.manager.index_client import FileType, StorageIndex
 from services.manager.jobs import JobRunner
 from services.manager.resources import SealProof
 from services.manager.sealing import SEALED_CACHE, Deadline, Sealing, sector_name
 from services.manager.selectors import Candidates, SectorKey
 from services.manager.tasks import TaskType
-from services.manager.validation import bytes32, invalid, sector_ref
+from services.manager.validation import bytes32, invalid
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Proving:
             raise invalid("sectors is required (non-empty)")
         miners = set()
         for i, s in enumerate(sectors):
-            proof = sector_ref(s.sector, s.HasField("sector"), f"sectors[{i}].sector")
+            proof = sector_ref(s.sector, s.HasField("sector"), f"sectors[{i}].sector").proof
             if proof is not seal:
                 raise invalid(f"sectors[{i}] is a {proof.label} sector, the proof type is for {seal.label}")
             if need_comm_r:
@@ -330,7 +331,7 @@ class Proving:
         return ok, "" if ok else "the proof does not verify against these sectors and randomness"
 
     def verify_seal(self, req: manager_pb2.VerifySealRequest) -> tuple[bool, str]:
-        proof = sector_ref(req.sector, req.HasField("sector"))
+        proof = sector_ref(req.sector, req.HasField("sector")).proof
         for name in ("comm_r", "comm_d", "ticket", "seed"):
             bytes32(getattr(req, name), name)
         fn = rust_core.verify_seal

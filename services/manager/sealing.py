@@ -45,6 +45,7 @@ from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, work
 from services.manager import lifecycle
 from services.manager.calls import BY_METHOD, CallSpec
 from services.manager.calltracker import ErrorCode, LiveWork
+from services.manager.convert import byte_range, piece_info_msg, pieces, sector_id, sector_ref
 from services.manager.index_client import FileType, PathType, StorageIndex, is_unavailable
 from services.manager.jobs import DispatchFailed, JobRunner
 from services.manager.pipelines import Pipelines
@@ -57,19 +58,9 @@ from services.manager.selectors import (
     Selector,
     TaskSelector,
 )
-from services.manager.store import ManagerStore, piece_refs
+from services.manager.store import ManagerStore
 from services.manager.tasks import TaskType
-from services.manager.validation import (
-    byte_range,
-    bytes32,
-    failure_of,
-    invalid,
-    piece_layout,
-    pieces,
-    sector_id,
-    sector_ref,
-    unpadded_capacity,
-)
+from services.manager.validation import bytes32, failure_of, invalid, piece_layout, unpadded_capacity
 from services.manager.workers import WorkerClient, WorkerHandle
 
 log = logging.getLogger(__name__)
@@ -284,7 +275,7 @@ class Sealing:
     async def add_piece(
         self, header: manager_pb2.AddPieceHeader, chunks: AsyncIterator[manager_pb2.AddPieceRequest], deadline: Deadline
     ) -> common_pb2.PieceInfo:
-        proof = sector_ref(header.sector, header.HasField("sector"))
+        proof = sector_ref(header.sector, header.HasField("sector")).proof
         piece_layout(list(header.existing_piece_sizes), header.piece_size, proof)
         worker_header = worker_pb2.WorkerServiceAddPieceHeader(
             sector=header.sector, existing_piece_sizes=header.existing_piece_sizes, piece_size=header.piece_size
@@ -328,14 +319,14 @@ class Sealing:
         return result
 
     async def seal_pre_commit1(self, req: manager_pb2.SealPreCommit1Request, deadline: Deadline) -> bytes:
-        proof = sector_ref(req.sector, req.HasField("sector"))
+        proof = sector_ref(req.sector, req.HasField("sector")).proof
         bytes32(req.ticket, "ticket")
-        normalized = pieces(req.pieces, proof, full=True)
+        refs = pieces(req.pieces, proof, full=True)
+        normalized = [piece_info_msg(p) for p in refs]
         worker_req = worker_pb2.WorkerServiceSealPreCommit1Request(
             sector=req.sector, ticket=req.ticket, pieces=normalized
         )
         selector = AllocSelector(_key(req.sector), SEALED_CACHE, PathType.SEALING, prefer_holders_of=UNSEALED)
-        refs = piece_refs(normalized)
 
         def decide(
             record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str
@@ -399,15 +390,15 @@ class Sealing:
         return out
 
     async def seal_commit1(self, req: manager_pb2.SealCommit1Request, deadline: Deadline) -> bytes:
-        proof = sector_ref(req.sector, req.HasField("sector"))
+        proof = sector_ref(req.sector, req.HasField("sector")).proof
         for name in ("ticket", "seed", "comm_r", "comm_d"):
             bytes32(getattr(req, name), name)
-        normalized = pieces(req.pieces, proof, full=True)
+        refs = pieces(req.pieces, proof, full=True)
+        normalized = [piece_info_msg(p) for p in refs]
         worker_req = worker_pb2.WorkerServiceSealCommit1Request(
             sector=req.sector, ticket=req.ticket, seed=req.seed, pieces=normalized, comm_r=req.comm_r, comm_d=req.comm_d
         )
         selector = ExistingSelector(_key(req.sector), SEALED_CACHE, allow_fetch=False)
-        refs = piece_refs(normalized)
 
         def decide(
             record: lifecycle.SectorRecord | None, busy: list[lifecycle.InFlight], work_id: str
@@ -447,7 +438,7 @@ class Sealing:
         return out
 
     async def finalize_sector(self, req: manager_pb2.FinalizeSectorRequest, deadline: Deadline) -> None:
-        proof = sector_ref(req.sector, req.HasField("sector"))
+        proof = sector_ref(req.sector, req.HasField("sector")).proof
         for i, r in enumerate(req.keep_unsealed):
             byte_range(r, True, proof, f"keep_unsealed[{i}]")
         key = _key(req.sector)
@@ -484,7 +475,7 @@ class Sealing:
         await self.step(BY_METHOD["MoveStorage"], req.sector, move, req.priority, selector, deadline, decide_move)
 
     async def release_unsealed(self, req: manager_pb2.ReleaseUnsealedRequest, deadline: Deadline) -> None:
-        proof = sector_ref(req.sector, req.HasField("sector"))
+        proof = sector_ref(req.sector, req.HasField("sector")).proof
         if bool(req.ranges) == req.all:
             raise invalid("give exactly one of ranges (non-empty) and all")
         for i, r in enumerate(req.ranges):
@@ -509,7 +500,7 @@ class Sealing:
         )
 
     async def unseal_piece(self, req: manager_pb2.UnsealPieceRequest, deadline: Deadline) -> None:
-        proof = sector_ref(req.sector, req.HasField("sector"))
+        proof = sector_ref(req.sector, req.HasField("sector")).proof
         byte_range(req.range, req.HasField("range"), proof)
         bytes32(req.ticket, "ticket")
         generation = await self._require_sealed(req.sector, "UnsealPiece")
@@ -590,7 +581,7 @@ class Sealing:
     # --- reading pieces ----------------------------------------------------------------------
 
     async def is_unsealed(self, req: manager_pb2.IsUnsealedRequest) -> bool:
-        proof = sector_ref(req.sector, req.HasField("sector"))
+        proof = sector_ref(req.sector, req.HasField("sector")).proof
         byte_range(req.range, req.HasField("range"), proof)
         return await self._unsealed_copy(req.sector, req.range) is not None
 
@@ -598,7 +589,7 @@ class Sealing:
         self, req: manager_pb2.ReadPieceRequest, deadline: Deadline
     ) -> AsyncIterator[manager_pb2.ReadPieceResponse]:
         """Streams the range; unseals the sector first when no worker holds the range unsealed."""
-        proof = sector_ref(req.sector, req.HasField("sector"))
+        proof = sector_ref(req.sector, req.HasField("sector")).proof
         byte_range(req.range, req.HasField("range"), proof)
         source = await self._unsealed_copy(req.sector, req.range)
         did_unseal = False

@@ -12,25 +12,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
 
 from services.common.errors import FailedPrecondition, NotFound, Unavailable, status_errors
 from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc
-from services.manager import views
+from services.manager import convert, views
 from services.manager.calls import BY_METHOD, SPECS
 from services.manager.calltracker import ReturnStatus
 from services.manager.jobs import JobRunner
 from services.manager.post import Proving
 from services.manager.sealing import Deadline, Sealing
 from services.manager.store import ManagerStore, WorkerOperatorState
-from services.manager.validation import (
-    call_id,
-    duration_seconds,
-    invalid,
-    sector_id,
-    timestamp_seconds,
-    worker_id,
-)
+from services.manager.validation import invalid
 from services.manager.workers import WorkerHandle
 
 log = logging.getLogger(__name__)
@@ -38,10 +30,6 @@ log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 J = manager_pb2.JobState
 _STATE_NAMES = {"queued": J.JOB_STATE_QUEUED, "assigned": J.JOB_STATE_ASSIGNED, "running": J.JOB_STATE_RUNNING}
-
-
-def _duration(seconds: float) -> Duration:
-    return Duration(seconds=int(seconds), nanos=int(round((seconds % 1) * 1e9)))
 
 
 _statuses = status_errors(database="the manager's")
@@ -164,14 +152,11 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     async def SectorStatus(
         self, request: manager_pb2.SectorStatusRequest, context: Context
     ) -> manager_pb2.SectorStatusResponse:
-        if not request.HasField("sector"):
-            raise invalid("sector is required")
-        sector_id(request.sector)
-        record = await self.store.sector(request.sector.miner, request.sector.number)
+        sector = convert.required_sector_id(request.sector, request.HasField("sector"))
+        record = await self.store.sector(sector.miner, sector.number)
         if record is None:
             raise NotFound(
-                f"the manager has no lifecycle record of s-t0{request.sector.miner}-{request.sector.number} "
-                "(no AddPiece or Remove of it was recorded)",
+                f"the manager has no lifecycle record of {sector.name} (no AddPiece or Remove of it was recorded)",
             )
         return views.sector_status(record, self.runner)
 
@@ -179,15 +164,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     async def ListSectors(
         self, request: manager_pb2.ListSectorsRequest, context: Context
     ) -> manager_pb2.ListSectorsResponse:
-        size = request.page_size or 100
-        if size > 1000:
-            raise invalid(f"page_size is at most 1000, got {size}")
-        after: tuple[int, int] | None = None
-        if request.page_token:
-            miner, _, number = request.page_token.partition("-")
-            if not (miner.isdigit() and number.isdigit()):
-                raise invalid("page_token is not one this RPC returned")
-            after = (int(miner), int(number))
+        size, after = convert.list_sectors_page(request.page_size, request.page_token)
         wanted = {int(st) for st in request.states}
         out = manager_pb2.ListSectorsResponse()
         last: tuple[int, int] | None = None
@@ -302,9 +279,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         wid = request.info.worker_id
         if not wid or not request.session_id or not request.address:
             raise invalid("info.worker_id, session_id and address are required")
-        address = request.address
-        if " " in address or (":" not in address and "/" not in address):
-            raise invalid(f"address {address!r} is not a gRPC target (HOST:PORT, dns:///host:port, unix:path)")
+        address = convert.worker_address(request.address)
         state = self.operator_states.get(wid) or WorkerOperatorState(wid)
         handle = await self.runner.register_worker(
             wid, request.session_id, address, request.info, state.enabled, state.cordoned
@@ -312,8 +287,8 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         settings = self.runner.settings
         return manager_pb2.RegisterWorkerResponse(
             manager_session_id=self.session_id,
-            heartbeat_interval=_duration(settings.heartbeat_interval_s),
-            heartbeat_timeout=_duration(settings.heartbeat_timeout_s),
+            heartbeat_interval=convert.duration_msg(settings.heartbeat_interval_s),
+            heartbeat_timeout=convert.duration_msg(settings.heartbeat_timeout_s),
             state=views.worker_state(handle),
         )
 
@@ -340,7 +315,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         )
 
     async def _return(self, method: str, request: Any, context: Context) -> None:
-        cid = call_id(request.call_id, request.HasField("call_id"))
+        cid = convert.call_id(request.call_id, request.HasField("call_id"))
         spec = BY_METHOD[method]
         outcome = spec.outcome_of(request)
         if outcome is None:
@@ -350,8 +325,8 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             method,
             cid,
             outcome,
-            timestamp_seconds("meta.started_at", meta.started_at),
-            timestamp_seconds("meta.finished_at", meta.finished_at),
+            convert.timestamp_seconds("meta.started_at", meta.started_at),
+            convert.timestamp_seconds("meta.finished_at", meta.finished_at),
         )
         if status is ReturnStatus.NOT_FOUND:
             raise NotFound(f"no record of call {cid}: drop its result")
@@ -388,14 +363,14 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
 
     @handled
     async def Abort(self, request: manager_pb2.AbortRequest, context: Context) -> manager_pb2.AbortResponse:
-        cid = call_id(request.call_id, request.HasField("call_id"))
+        cid = convert.call_id(request.call_id, request.HasField("call_id"))
         result = await self.runner.abort(cid, request.reason)
         if result is None:
             raise NotFound(f"no live call {cid} (unknown or already finished)")
         return manager_pb2.AbortResponse(previous_state=_STATE_NAMES.get(result[0], J.JOB_STATE_UNSPECIFIED))
 
     def _handle(self, wid: str) -> WorkerHandle:
-        handle = self.runner.registry.get(worker_id(wid))
+        handle = self.runner.registry.get(convert.worker_id(wid))
         if handle is None:
             raise NotFound(f"unknown worker {wid}")
         return handle
@@ -451,7 +426,9 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     ) -> manager_pb2.DrainWorkerResponse:
         handle = self._handle(request.worker_id)
         limit = (
-            duration_seconds("timeout", request.timeout) if request.HasField("timeout") else context.time_remaining()
+            convert.duration_seconds("timeout", request.timeout)
+            if request.HasField("timeout")
+            else context.time_remaining()
         )
         await self._set_state(handle, cordoned=True, draining=True)
         loop = asyncio.get_running_loop()
@@ -486,9 +463,9 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         size = request.page_size or 100
         size = min(size, 1000)
         if request.HasField("sector"):
-            sector_id(request.sector, "sector")
-        filters = views.history_filters(request)
-        before = views.decode_page_token(request.page_token, filters) if request.page_token else None
+            convert.sector_id(request.sector, "sector")
+        filters = convert.history_filters(request)
+        before = convert.decode_page_token(request.page_token, filters) if request.page_token else None
         calls = await self.store.history(
             size + 1,
             before=before,
@@ -497,12 +474,12 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             failed_only=request.failed_only,
             task_type=int(request.task_type) or None,
             worker_id=request.worker_id or None,
-            since=timestamp_seconds("since", request.since) if request.HasField("since") else None,
+            since=convert.timestamp_seconds("since", request.since) if request.HasField("since") else None,
         )
         page, more = calls[:size], len(calls) > size
         return manager_pb2.TaskHistoryResponse(
-            runs=[views.task_run(c) for c in page],
-            next_page_token=views.encode_page_token(page[-1], filters) if more else "",
+            runs=[convert.task_run(c) for c in page],
+            next_page_token=convert.encode_page_token(page[-1], filters) if more else "",
         )
 
 
