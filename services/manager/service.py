@@ -21,6 +21,7 @@ from services.manager.calltracker import CallTracker, RetryPolicy
 from services.manager.config import ManagerConfig
 from services.manager.index_client import GrpcStorageIndex, StorageIndex
 from services.manager.jobs import JobRunner
+from services.manager.operators import Operators
 from services.manager.post import Proving
 from services.manager.sealing import Sealing
 from services.manager.selectors import SelectorContext
@@ -91,8 +92,9 @@ class ManagerApp(Service):
         self.proving = Proving(self.runner, self.sealing, None)
         self.ready = asyncio.Event()
         # Unimplemented RPCs are filled in by registration(), so the class is complete at run time.
+        self.operators = Operators(self.runner, self.store)
         self.servicer = ManagerServicer(
-            self.runner, self.sealing, self.proving, self.store, self.session_id, self.ready
+            self.runner, self.sealing, self.proving, self.store, self.operators, self.session_id, self.ready
         )  # type: ignore[abstract]
         self._loops: list[asyncio.Task[None]] = []
         self._index_problem: str | None = None
@@ -117,7 +119,7 @@ class ManagerApp(Service):
         self.selectors.index = self.index
         self.sealing.index = self.index
         self.proving.index = self.index
-        self.servicer.operator_states = await self.store.worker_states()
+        await self.operators.load()
         self.runner.started_at = time.monotonic()
         await self.runner.recover()
         metrics.register_collector(lambda: views.snapshot(self.runner))

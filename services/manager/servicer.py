@@ -19,9 +19,10 @@ from services.manager import convert, views
 from services.manager.calls import BY_METHOD, SPECS
 from services.manager.calltracker import ReturnStatus
 from services.manager.jobs import JobRunner
+from services.manager.operators import Operators
 from services.manager.post import Proving
 from services.manager.sealing import Deadline, Sealing
-from services.manager.store import ManagerStore, WorkerOperatorState
+from services.manager.store import ManagerStore
 from services.manager.validation import invalid
 from services.manager.workers import WorkerHandle
 
@@ -68,6 +69,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         sealing: Sealing,
         proving: Proving,
         store: ManagerStore,
+        operators: Operators,
         session_id: str,
         ready: asyncio.Event,
     ) -> None:
@@ -77,7 +79,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self.store = store
         self.session_id = session_id
         self.ready = ready
-        self.operator_states: dict[str, WorkerOperatorState] = {}
+        self.operators = operators
 
     # --- sealing API -------------------------------------------------------------------------
 
@@ -280,7 +282,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         if not wid or not request.session_id or not request.address:
             raise invalid("info.worker_id, session_id and address are required")
         address = convert.worker_address(request.address)
-        state = self.operator_states.get(wid) or WorkerOperatorState(wid)
+        state = self.operators.state_of(wid)
         handle = await self.runner.register_worker(
             wid, request.session_id, address, request.info, state.enabled, state.cordoned
         )
@@ -369,31 +371,18 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             raise NotFound(f"no live call {cid} (unknown or already finished)")
         return manager_pb2.AbortResponse(previous_state=_STATE_NAMES.get(result[0], J.JOB_STATE_UNSPECIFIED))
 
-    def _handle(self, wid: str) -> WorkerHandle:
-        handle = self.runner.registry.get(convert.worker_id(wid))
-        if handle is None:
-            raise NotFound(f"unknown worker {wid}")
-        return handle
+    def _worker(self, wid: str) -> WorkerHandle:
+        return self.operators.worker(convert.worker_id(wid))
 
     async def _set_state(self, handle: WorkerHandle, **changes: bool) -> manager_pb2.WorkerState:
-        for name, value in changes.items():
-            setattr(handle, name, value)
-        state = WorkerOperatorState(handle.worker_id, handle.enabled, handle.cordoned)
-        await self.store.set_worker_state(state)
-        self.operator_states[handle.worker_id] = state
-        self.runner.set_operator_state(handle)
-        log.info(
-            "worker state changed",
-            extra={"worker": handle.worker_id, "enabled": handle.enabled, "cordoned": handle.cordoned},
-        )
-        return views.worker_state(handle)
+        return views.worker_state(await self.operators.set_state(handle, **changes))
 
     @handled
     async def EnableWorker(
         self, request: manager_pb2.EnableWorkerRequest, context: Context
     ) -> manager_pb2.EnableWorkerResponse:
         return manager_pb2.EnableWorkerResponse(
-            state=await self._set_state(self._handle(request.worker_id), enabled=True)
+            state=await self._set_state(self._worker(request.worker_id), enabled=True)
         )
 
     @handled
@@ -401,7 +390,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: manager_pb2.DisableWorkerRequest, context: Context
     ) -> manager_pb2.DisableWorkerResponse:
         return manager_pb2.DisableWorkerResponse(
-            state=await self._set_state(self._handle(request.worker_id), enabled=False)
+            state=await self._set_state(self._worker(request.worker_id), enabled=False)
         )
 
     @handled
@@ -409,7 +398,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: manager_pb2.CordonWorkerRequest, context: Context
     ) -> manager_pb2.CordonWorkerResponse:
         return manager_pb2.CordonWorkerResponse(
-            state=await self._set_state(self._handle(request.worker_id), cordoned=True)
+            state=await self._set_state(self._worker(request.worker_id), cordoned=True)
         )
 
     @handled
@@ -417,44 +406,26 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: manager_pb2.UncordonWorkerRequest, context: Context
     ) -> manager_pb2.UncordonWorkerResponse:
         return manager_pb2.UncordonWorkerResponse(
-            state=await self._set_state(self._handle(request.worker_id), cordoned=False, draining=False)
+            state=await self._set_state(self._worker(request.worker_id), cordoned=False, draining=False)
         )
 
     @handled
     async def DrainWorker(
         self, request: manager_pb2.DrainWorkerRequest, context: Context
     ) -> manager_pb2.DrainWorkerResponse:
-        handle = self._handle(request.worker_id)
+        handle = self._worker(request.worker_id)
         limit = (
             convert.duration_seconds("timeout", request.timeout)
             if request.HasField("timeout")
             else context.time_remaining()
         )
-        await self._set_state(handle, cordoned=True, draining=True)
-        loop = asyncio.get_running_loop()
-        until = None if limit is None else loop.time() + limit
-        try:
-            while self._busy(handle):
-                if until is not None and loop.time() >= until:
-                    break
-                await asyncio.sleep(0.2)
-            if self._busy(handle) and request.abort_remaining:
-                await self.runner.requeue_worker_calls(handle.worker_id, "drained")
-        finally:
-            handle.draining = False
-            self.runner.set_operator_state(handle)
+        drained = await self.operators.drain(handle, limit, request.abort_remaining)
         remaining = [
             j
             for j in views.sealing_jobs(self.runner, manager_pb2.SealingJobsRequest(worker_id=handle.worker_id), [])
             if j.state in (J.JOB_STATE_ASSIGNED, J.JOB_STATE_RUNNING)
         ]
-        return manager_pb2.DrainWorkerResponse(
-            drained=not self._busy(handle), remaining=remaining, state=views.worker_state(handle)
-        )
-
-    def _busy(self, handle: WorkerHandle) -> bool:
-        sched = self.runner.scheduler.workers.get(handle.worker_id)
-        return bool(sched and sched.assigned)
+        return manager_pb2.DrainWorkerResponse(drained=drained, remaining=remaining, state=views.worker_state(handle))
 
     @handled
     async def TaskHistory(
