@@ -8,13 +8,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import wellknown
-from services.common.cid import CidError, parse_unsealed_cid, unsealed_cid
+from services.common.cid import CidError, parse_unsealed_cid, sealed_cid, unsealed_cid
 from services.common.pieces import is_unpadded_piece_size
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager.domain import (
@@ -23,17 +23,20 @@ from services.manager.domain import (
     Commit1Input,
     Commit2Input,
     FinalizeInput,
+    PieceChunk,
     PieceRef,
     PreCommit1Input,
     PreCommit2Input,
     ReadPieceInput,
     ReleaseUnsealedInput,
+    RemovedFile,
     SectorId,
     SectorRef,
     UnsealInput,
 )
 from services.manager.records import CallRecord, CallStatus
 from services.manager.resources import SealProof
+from services.manager.store import SectorCommitmentsRecord
 from services.manager.validation import (
     MAX_SECTOR_NUMBER,
     bytes32,
@@ -365,3 +368,28 @@ def task_run(call: CallRecord) -> manager_pb2.TaskRun:
             common_pb2.TaskError(code=common_pb2.TaskErrorCode.ValueType(call.error_code), message=call.error_message)
         )
     return run
+
+
+async def piece_chunks(messages: AsyncIterator[manager_pb2.AddPieceRequest]) -> AsyncIterator[PieceChunk]:
+    """The chunks of an AddPiece stream after its header; InvalidArgument at a second header."""
+    async for message in messages:
+        if message.WhichOneof("payload") != "chunk":
+            raise invalid("only the first AddPiece message may be a header")
+        yield PieceChunk(message.chunk.offset, message.chunk.data)
+
+
+def sector_commitments(rec: SectorCommitmentsRecord) -> manager_pb2.SectorCommitmentsResponse:
+    recorded_at = Timestamp()
+    recorded_at.FromNanoseconds(int(rec.recorded_at * 1e9))
+    return manager_pb2.SectorCommitmentsResponse(
+        sector=ref_msg(rec.miner, rec.number, rec.proof_type),
+        comm_r=rec.comm_r,
+        comm_d=rec.comm_d,
+        recorded_at=recorded_at,
+        sealed_cid=sealed_cid(rec.comm_r),
+        unsealed_cid=unsealed_cid(rec.comm_d),
+    )
+
+
+def removed_file(f: RemovedFile) -> common_pb2.RemovedSectorFile:
+    return common_pb2.RemovedSectorFile(storage_id=f.storage_id, type=common_pb2.SectorFileType.ValueType(f.file_type))

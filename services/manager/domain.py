@@ -4,6 +4,7 @@ the sealing code can be called and tested without messages."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from services.manager.lifecycle import PieceRef
@@ -15,11 +16,14 @@ __all__ = [
     "Commit1Input",
     "Commit2Input",
     "FinalizeInput",
+    "PieceChunk",
     "PieceRef",
+    "PieceStream",
     "PreCommit1Input",
     "PreCommit2Input",
     "ReadPieceInput",
     "ReleaseUnsealedInput",
+    "RemovedFile",
     "SectorId",
     "SectorRef",
     "UnsealInput",
@@ -143,3 +147,29 @@ class ReadPieceInput:
     ticket: bytes
     unsealed_cid: str
     priority: int = 0
+
+
+@dataclass(frozen=True)
+class PieceChunk:
+    """Bytes of a piece stream at `offset`, counted from the stream's first byte."""
+
+    offset: int
+    data: bytes
+
+
+@dataclass
+class PieceStream:
+    """ReadPiece's answer: whether the sector was unsealed for it, the size that follows, and
+    the bytes (checked to come in order and in full; a worker that breaks off is Unavailable)."""
+
+    did_unseal: bool
+    size: int
+    chunks: AsyncIterator[PieceChunk]
+
+
+@dataclass(frozen=True)
+class RemovedFile:
+    """A sector file a worker removed: the path it was in and its file type."""
+
+    storage_id: str
+    file_type: int

@@ -30,6 +30,7 @@ from services.manager import metrics
 from services.manager.calls import BY_CALL_TYPE, BY_METHOD, CallSpec
 from services.manager.calltracker import CallTracker, Decision, ErrorCode, LiveWork, Outcome, ReturnStatus, SectorRefKey
 from services.manager.config import ManagerSection
+from services.manager.domain import SectorRef
 from services.manager.queue import RequestState, SchedRequest
 from services.manager.records import CallRecord, CallStatus, WorkRecord, WorkStatus, new_call_id
 from services.manager.resources import SealProof
@@ -157,7 +158,7 @@ class JobRunner:
     async def open(
         self,
         spec: CallSpec,
-        sector: common_pb2.SectorRef,
+        sector: SectorRef,
         request: Any,
         priority: int,
         selector: Selector,
@@ -167,7 +168,7 @@ class JobRunner:
         generation: int = 0,
     ) -> tuple[LiveWork, bool]:
         """Finds or starts the work for a worker request; True when it was started now."""
-        key = SectorRefKey(sector.id.miner, sector.id.number, sector.proof_type)
+        key = SectorRefKey(sector.miner, sector.number, int(sector.proof))
         live, created = await self.tracker.open(
             spec.method,
             int(spec.task_type),

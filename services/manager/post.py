@@ -36,10 +36,11 @@ from services.manager.convert import sector_ref
 from services.manager.index_client import FileType, StorageIndex
 from services.manager.jobs import JobRunner
 from services.manager.resources import SealProof
-from services.manager.sealing import SEALED_CACHE, Deadline, Sealing, sector_name
+from services.manager.sealing import SEALED_CACHE, Deadline, Sealing
 from services.manager.selectors import Candidates, SectorKey
 from services.manager.tasks import TaskType
 from services.manager.validation import bytes32, invalid
+from services.manager.worker_link import sector_name
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +406,7 @@ class Proving:
             key = SectorKey(sid.miner, sid.number, seal.sector_size)
             for loc in await self.sealing.find(key, SEALED_CACHE):
                 if SEALED_CACHE <= loc.types:
-                    holders.extend((stub, loc.storage_id) for stub in self.sealing.stubs_for(loc.storage_id, loc.urls))
+                    holders.extend((c.stub, loc.storage_id) for c in self.sealing.clients_for(loc.storage_id, loc.urls))
         if not holders:
             return f"cache and/or sealed paths not found for {name}"
         # Every holder's copy is checked: the sector is provable when one copy is whole; the

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from services.common.errors import FailedPrecondition, NotFound, Unavailable, status_errors
-from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc
+from services.common.errors import FailedPrecondition, NotFound, status_errors
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 from services.manager import convert, views
 from services.manager.calls import BY_METHOD, SPECS
 from services.manager.calltracker import ReturnStatus
@@ -93,7 +93,9 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             break
         if first is None or first.WhichOneof("payload") != "header":
             raise invalid("the first AddPiece message must be a header")
-        piece = await self.sealing.add_piece(first.header, request_iterator, _deadline(context))
+        piece = await self.sealing.add_piece(
+            convert.add_piece(first.header), convert.piece_chunks(request_iterator), _deadline(context)
+        )
         return manager_pb2.AddPieceResponse(piece=piece)
 
     @handled
@@ -101,7 +103,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: manager_pb2.SealPreCommit1Request, context: Context
     ) -> manager_pb2.SealPreCommit1Response:
         return manager_pb2.SealPreCommit1Response(
-            pre_commit1_output=await self.sealing.seal_pre_commit1(request, _deadline(context))
+            pre_commit1_output=await self.sealing.seal_pre_commit1(convert.pre_commit1(request), _deadline(context))
         )
 
     @handled
@@ -109,7 +111,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: manager_pb2.SealPreCommit2Request, context: Context
     ) -> manager_pb2.SealPreCommit2Response:
         return manager_pb2.SealPreCommit2Response(
-            commitments=await self.sealing.seal_pre_commit2(request, _deadline(context))
+            commitments=await self.sealing.seal_pre_commit2(convert.pre_commit2(request), _deadline(context))
         )
 
     @handled
@@ -117,38 +119,42 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: manager_pb2.SealCommit1Request, context: Context
     ) -> manager_pb2.SealCommit1Response:
         return manager_pb2.SealCommit1Response(
-            commit1_output=await self.sealing.seal_commit1(request, _deadline(context))
+            commit1_output=await self.sealing.seal_commit1(convert.commit1(request), _deadline(context))
         )
 
     @handled
     async def SealCommit2(
         self, request: manager_pb2.SealCommit2Request, context: Context
     ) -> manager_pb2.SealCommit2Response:
-        return manager_pb2.SealCommit2Response(proof=await self.sealing.seal_commit2(request, _deadline(context)))
+        return manager_pb2.SealCommit2Response(
+            proof=await self.sealing.seal_commit2(convert.commit2(request), _deadline(context))
+        )
 
     @handled
     async def FinalizeSector(
         self, request: manager_pb2.FinalizeSectorRequest, context: Context
     ) -> manager_pb2.FinalizeSectorResponse:
-        await self.sealing.finalize_sector(request, _deadline(context))
+        await self.sealing.finalize_sector(convert.finalize(request), _deadline(context))
         return manager_pb2.FinalizeSectorResponse()
 
     @handled
     async def ReleaseUnsealed(
         self, request: manager_pb2.ReleaseUnsealedRequest, context: Context
     ) -> manager_pb2.ReleaseUnsealedResponse:
-        await self.sealing.release_unsealed(request, _deadline(context))
+        await self.sealing.release_unsealed(convert.release_unsealed(request), _deadline(context))
         return manager_pb2.ReleaseUnsealedResponse()
 
     @handled
     async def Remove(self, request: manager_pb2.RemoveRequest, context: Context) -> manager_pb2.RemoveResponse:
-        return manager_pb2.RemoveResponse(removed=await self.sealing.remove(request))
+        removed = await self.sealing.remove(convert.required_sector_id(request.sector, request.HasField("sector")))
+        return manager_pb2.RemoveResponse(removed=[convert.removed_file(f) for f in removed])
 
     @handled
     async def SectorCommitments(
         self, request: manager_pb2.SectorCommitmentsRequest, context: Context
     ) -> manager_pb2.SectorCommitmentsResponse:
-        return await self.sealing.sector_commitments(request)
+        sector = convert.required_sector_id(request.sector, request.HasField("sector"))
+        return convert.sector_commitments(await self.sealing.sector_commitments(sector))
 
     @handled
     async def SectorStatus(
@@ -192,25 +198,26 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     async def UnsealPiece(
         self, request: manager_pb2.UnsealPieceRequest, context: Context
     ) -> manager_pb2.UnsealPieceResponse:
-        await self.sealing.unseal_piece(request, _deadline(context))
+        await self.sealing.unseal_piece(convert.unseal(request), _deadline(context))
         return manager_pb2.UnsealPieceResponse()
 
     @handled
     async def ReadPiece(
         self, request: manager_pb2.ReadPieceRequest, context: Context
     ) -> AsyncIterator[manager_pb2.ReadPieceResponse]:
-        try:
-            stream = await self.sealing.read_piece(request, _deadline(context))
-            async for message in stream:
-                yield message
-        except grpc.aio.AioRpcError as exc:
-            raise Unavailable(f"reading from the worker failed: {exc.code().name}: {exc.details()}") from None
+        stream = await self.sealing.read_piece(convert.read_piece(request), _deadline(context))
+        yield manager_pb2.ReadPieceResponse(
+            header=manager_pb2.ReadPieceHeader(did_unseal=stream.did_unseal, size=stream.size)
+        )
+        async for chunk in stream.chunks:
+            yield manager_pb2.ReadPieceResponse(chunk=common_pb2.Chunk(offset=chunk.offset, data=chunk.data))
 
     @handled
     async def IsUnsealed(
         self, request: manager_pb2.IsUnsealedRequest, context: Context
     ) -> manager_pb2.IsUnsealedResponse:
-        return manager_pb2.IsUnsealedResponse(unsealed=await self.sealing.is_unsealed(request))
+        sector, r = convert.sector_range(request)
+        return manager_pb2.IsUnsealedResponse(unsealed=await self.sealing.is_unsealed(sector, r))
 
     @handled
     async def CheckProvable(

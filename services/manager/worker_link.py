@@ -1,0 +1,266 @@
+"""The manager's edge to its workers for the sealing calls: builds the WorkerService requests a
+work runs (their serialized form, less the assignment, is the work's params and identity, so
+these builders must stay byte-for-byte stable), relays AddPiece's stream, reads pieces, asks
+IsAllocated and Remove, and turns a worker's gRPC errors into the fleet's domain errors, so
+that sealing.py deals in domain values only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+
+import grpc
+
+from services.common.cid import unsealed_cid
+from services.common.errors import Cancelled, DomainError, InvalidArgument, Unavailable, from_status
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.manager.calltracker import ErrorCode
+from services.manager.domain import (
+    AddPieceInput,
+    ByteRange,
+    Commit1Input,
+    Commit2Input,
+    FinalizeInput,
+    PieceChunk,
+    PieceRef,
+    PreCommit1Input,
+    PreCommit2Input,
+    ReleaseUnsealedInput,
+    RemovedFile,
+    SectorId,
+    SectorRef,
+)
+from services.manager.jobs import DispatchFailed
+from services.manager.workers import WorkerClient, WorkerHandle
+
+RPC_TIMEOUT_S = 30.0
+
+
+class FetchMode(IntEnum):
+    """How a FETCH task brings files: MOVE leaves no copy behind, COPY keeps the source."""
+
+    MOVE = worker_pb2.FETCH_MODE_MOVE
+    COPY = worker_pb2.FETCH_MODE_COPY
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+
+def sector_msg(ref: SectorRef) -> common_pb2.SectorRef:
+    return common_pb2.SectorRef(
+        id=sector_id_msg(ref.id), proof_type=common_pb2.RegisteredSealProof.ValueType(int(ref.proof))
+    )
+
+
+def sector_name(ref: common_pb2.SectorRef | common_pb2.SectorId) -> str:
+    """A sector message's name in messages and logs (as domain.SectorId.name spells it)."""
+    sid = ref.id if isinstance(ref, common_pb2.SectorRef) else ref
+    return SectorId(sid.miner, sid.number).name
+
+
+def sector_id_msg(sid: SectorId) -> common_pb2.SectorId:
+    return common_pb2.SectorId(miner=sid.miner, number=sid.number)
+
+
+def _range(r: ByteRange) -> common_pb2.UnpaddedByteRange:
+    return common_pb2.UnpaddedByteRange(offset=r.offset, size=r.size)
+
+
+def _pieces(pieces: Iterable[PieceRef]) -> list[common_pb2.PieceInfo]:
+    # All three fields, as a client's normalized PieceInfo (part of the work's identity).
+    return [common_pb2.PieceInfo(size=p.size, piece_cid=unsealed_cid(p.commp), commp=p.commp) for p in pieces]
+
+
+def _types(types: Iterable[int]) -> list[common_pb2.SectorFileType.ValueType]:
+    return [common_pb2.SectorFileType.ValueType(int(t)) for t in types]
+
+
+def add_piece_header(inp: AddPieceInput) -> worker_pb2.WorkerServiceAddPieceHeader:
+    return worker_pb2.WorkerServiceAddPieceHeader(
+        sector=sector_msg(inp.sector), existing_piece_sizes=inp.existing_piece_sizes, piece_size=inp.piece_size
+    )
+
+
+def pre_commit1(inp: PreCommit1Input) -> worker_pb2.WorkerServiceSealPreCommit1Request:
+    return worker_pb2.WorkerServiceSealPreCommit1Request(
+        sector=sector_msg(inp.sector), ticket=inp.ticket, pieces=_pieces(inp.pieces)
+    )
+
+
+def pre_commit2(inp: PreCommit2Input) -> worker_pb2.WorkerServiceSealPreCommit2Request:
+    return worker_pb2.WorkerServiceSealPreCommit2Request(
+        sector=sector_msg(inp.sector), pre_commit1_output=inp.pre_commit1_output
+    )
+
+
+def commit1(inp: Commit1Input) -> worker_pb2.WorkerServiceSealCommit1Request:
+    return worker_pb2.WorkerServiceSealCommit1Request(
+        sector=sector_msg(inp.sector),
+        ticket=inp.ticket,
+        seed=inp.seed,
+        pieces=_pieces(inp.pieces),
+        comm_r=inp.comm_r,
+        comm_d=inp.comm_d,
+    )
+
+
+def commit2(inp: Commit2Input) -> worker_pb2.WorkerServiceSealCommit2Request:
+    return worker_pb2.WorkerServiceSealCommit2Request(sector=sector_msg(inp.sector), commit1_output=inp.commit1_output)
+
+
+def finalize(inp: FinalizeInput) -> worker_pb2.WorkerServiceFinalizeSectorRequest:
+    return worker_pb2.WorkerServiceFinalizeSectorRequest(
+        sector=sector_msg(inp.sector), keep_unsealed=[_range(r) for r in inp.keep_unsealed]
+    )
+
+
+def move_storage(sector: SectorRef, types: Iterable[int]) -> worker_pb2.MoveStorageRequest:
+    return worker_pb2.MoveStorageRequest(sector=sector_msg(sector), types=_types(types))
+
+
+def release_unsealed(inp: ReleaseUnsealedInput) -> worker_pb2.WorkerServiceReleaseUnsealedRequest:
+    return worker_pb2.WorkerServiceReleaseUnsealedRequest(
+        sector=sector_msg(inp.sector), ranges=[_range(r) for r in inp.ranges], all=inp.all
+    )
+
+
+def unseal(
+    sector: SectorRef, whole: ByteRange, ticket: bytes, comm_d: bytes
+) -> worker_pb2.WorkerServiceUnsealPieceRequest:
+    return worker_pb2.WorkerServiceUnsealPieceRequest(
+        sector=sector_msg(sector), range=_range(whole), ticket=ticket, comm_d=comm_d
+    )
+
+
+def fetch(sector: SectorRef, types: Iterable[int], mode: FetchMode) -> worker_pb2.FetchRequest:
+    return worker_pb2.FetchRequest(
+        sector=sector_msg(sector),
+        types=_types(sorted(int(t) for t in types)),
+        path_type=common_pb2.PATH_TYPE_SEALING,
+        mode=worker_pb2.FetchMode.ValueType(int(mode)),
+    )
+
+
+def commitments_of(output: bytes) -> tuple[bytes, bytes]:
+    """(comm_r, comm_d) of a SealPreCommit2 result as a work stores it."""
+    out = common_pb2.SectorCommitments.FromString(output)
+    return bytes(out.comm_r), bytes(out.comm_d)
+
+
+def _failure(exc: grpc.aio.AioRpcError) -> DomainError:
+    """A worker call's failure as a domain error whose message is `CODE details`."""
+    return from_status(exc.code(), f"{exc.code().name} {exc.details()}")
+
+
+# --- AddPiece ----------------------------------------------------------------------------------
+
+
+@dataclass
+class PieceRelay:
+    """AddPiece's dispatch: relays the client's chunks to the chosen worker as they arrive. Each
+    write waits for the worker's flow control, and the next chunk is read from the client only
+    then, so the manager holds at most one chunk of the piece. A malformed client stream (the
+    `chunks` iterator raises InvalidArgument) fails the work for good and the caller gets
+    INVALID_ARGUMENT; a client that goes away, CANCELLED."""
+
+    chunks: AsyncIterator[PieceChunk]
+    header: worker_pb2.WorkerServiceAddPieceHeader
+    size: int
+
+    async def __call__(self, handle: WorkerHandle, assignment: worker_pb2.TaskAssignment) -> None:
+        assert handle.client is not None
+        header = worker_pb2.WorkerServiceAddPieceHeader()
+        header.CopyFrom(self.header)
+        header.assignment.CopyFrom(assignment)
+        call = handle.client.stub.AddPiece()
+        try:
+            await call.write(worker_pb2.WorkerServiceAddPieceRequest(header=header))
+            received = 0
+            try:
+                async for chunk in self.chunks:
+                    if chunk.offset != received:
+                        raise DispatchFailed(
+                            ErrorCode.PERMANENT,
+                            f"chunk offset {chunk.offset} but {received} bytes were sent so far",
+                            InvalidArgument,
+                        )
+                    received += len(chunk.data)
+                    if received > self.size:
+                        raise DispatchFailed(
+                            ErrorCode.PERMANENT,
+                            f"more than piece_size ({self.size}) bytes were sent; nothing was written",
+                            InvalidArgument,
+                        )
+                    if chunk.data:
+                        await call.write(
+                            worker_pb2.WorkerServiceAddPieceRequest(
+                                chunk=common_pb2.Chunk(offset=chunk.offset, data=chunk.data)
+                            )
+                        )
+            except InvalidArgument as exc:
+                raise DispatchFailed(ErrorCode.PERMANENT, str(exc), InvalidArgument) from None
+            except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+                if isinstance(exc, grpc.aio.AioRpcError) and call.done():
+                    raise  # the worker failed the stream: handled as a dispatch failure
+                raise DispatchFailed(
+                    ErrorCode.PERMANENT,
+                    "the client's piece stream ended early; nothing was written",
+                    Cancelled,
+                ) from None
+            if received != self.size:
+                raise DispatchFailed(
+                    ErrorCode.PERMANENT,
+                    f"only {received} of piece_size {self.size} bytes were sent; nothing was written",
+                    InvalidArgument,
+                )
+            await call.done_writing()
+            reply = await call
+            if reply.call_id.id and reply.call_id.id != assignment.call_id.id:
+                raise DispatchFailed(ErrorCode.TEMPORARY, f"worker answered with call {reply.call_id.id}")
+        except BaseException:
+            call.cancel()
+            raise
+
+
+# --- reading, checking and removing files ------------------------------------------------------
+
+
+async def is_allocated(client: WorkerClient, sector: SectorRef, r: ByteRange, storage_id: str) -> bool:
+    """Whether the worker holds the range unsealed (in `storage_id`, or any of its paths for "")."""
+    try:
+        reply = await client.stub.IsAllocated(
+            worker_pb2.IsAllocatedRequest(sector=sector_msg(sector), range=_range(r), storage_id=storage_id),
+            timeout=RPC_TIMEOUT_S,
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise from_status(exc.code(), exc.details() or exc.code().name) from None
+    return bool(reply.allocated)
+
+
+async def read_piece(
+    client: WorkerClient, sector: SectorRef, r: ByteRange, storage_id: str, timeout: float | None
+) -> AsyncIterator[PieceChunk]:
+    """The range's bytes as the worker sends them; a failed read is Unavailable (retry)."""
+    stream = client.stub.ReadPiece(
+        worker_pb2.WorkerServiceReadPieceRequest(sector=sector_msg(sector), range=_range(r), storage_id=storage_id),
+        timeout=timeout,
+    )
+    try:
+        async for reply in stream:
+            yield PieceChunk(reply.chunk.offset, reply.chunk.data)
+    except grpc.aio.AioRpcError as exc:
+        raise Unavailable(f"reading from the worker failed: {exc.code().name}: {exc.details()}") from None
+
+
+async def remove(client: WorkerClient, sector: SectorId, types: Iterable[int]) -> list[RemovedFile]:
+    """Removes the sector's files of `types` on the worker; its failure's message is `CODE details`."""
+    try:
+        reply = await client.stub.Remove(
+            worker_pb2.WorkerServiceRemoveRequest(sector=sector_id_msg(sector), types=_types(sorted(types))),
+            timeout=RPC_TIMEOUT_S,
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise _failure(exc) from None
+    return [RemovedFile(f.storage_id, int(f.type)) for f in reply.removed]
