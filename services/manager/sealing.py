@@ -24,8 +24,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from google.protobuf.message import Message
-
 from services.common.cid import CidError, parse_unsealed_cid
 from services.common.errors import (
     Aborted,
@@ -70,7 +68,7 @@ from services.manager.selectors import (
 from services.manager.store import ManagerStore, SectorCommitmentsRecord
 from services.manager.tasks import TaskType
 from services.manager.validation import bytes32, failure_of, invalid, piece_layout, unpadded_capacity
-from services.manager.worker_link import FetchMode, PieceRelay
+from services.manager.worker_link import FetchMode, PieceRelay, WorkerRequest
 from services.manager.workers import WorkerClient
 
 log = logging.getLogger(__name__)
@@ -140,7 +138,7 @@ class Sealing:
         self,
         spec: CallSpec,
         sector: SectorRef,
-        request: Message,
+        request: WorkerRequest,
         priority: int,
         selector: Selector,
         deadline: Deadline,
@@ -168,7 +166,7 @@ class Sealing:
         self,
         spec: CallSpec,
         sector: SectorRef,
-        request: Message,
+        request: WorkerRequest,
         priority: int,
         selector: Selector,
         deadline: Deadline,

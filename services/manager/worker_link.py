@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 import grpc
+from google.protobuf.message import Message
 
 from services.common.cid import unsealed_cid
 from services.common.errors import Cancelled, DomainError, InvalidArgument, Unavailable, from_status
@@ -36,6 +37,10 @@ from services.manager.jobs import DispatchFailed
 from services.manager.workers import WorkerClient, WorkerHandle
 
 RPC_TIMEOUT_S = 30.0
+
+# A worker request as the builders below make it: opaque to the sealing code, which hands it to
+# the job runner (its serialized form is the work's params).
+WorkerRequest = Message
 
 
 class FetchMode(IntEnum):

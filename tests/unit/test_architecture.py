@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -28,3 +29,22 @@ def test_the_checker_sees_every_import_form() -> None:
     project = ["services.common", "services.manager", "services.worker", "services.index"]
     assert check_imports.owner("services.worker.tasks", project) == "services.worker"
     assert check_imports.owner("servicesx", project) is None
+
+
+def test_the_grpc_free_check_sees_a_stub_import_and_a_stale_glob(tmp_path: Path) -> None:
+    domain = tmp_path / "domain.py"
+    domain.write_text(
+        "import asyncio\nfrom services.common.proto.sectorstorage.v1 import common_pb2\nimport grpc.aio\n"
+    )
+    edge = tmp_path / "edge.py"
+    edge.write_text("import grpc\n")
+    table = {
+        "forbid": ["grpc", "grpc.*", "services.common.proto.*"],
+        "modules": ["pkg.domain", "pkg.gone.*"],
+    }
+    violations, covered = check_imports.grpc_free_violations(table, [("pkg.domain", domain), ("pkg.edge", edge)])
+    assert covered == 1  # the edge module is not listed: it may speak gRPC
+    assert any(":2: pkg.domain imports services.common.proto.sectorstorage.v1" in v for v in violations)
+    assert any(":3: pkg.domain imports grpc.aio" in v for v in violations)
+    assert any("'pkg.gone.*', which names no module" in v for v in violations)
+    assert not any("edge" in v for v in violations)
