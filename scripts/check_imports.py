@@ -65,8 +65,10 @@ def grpc_free_violations(table: dict[str, list[str]], modules: list[tuple[str, P
         covered.update(matched)
     for module, path in sorted(covered.items()):
         rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        reported: set[int] = set()
         for line, name in imported(ast.parse(path.read_text(), str(rel)), module):
-            if any(fnmatch.fnmatchcase(name, f) for f in forbid):
+            if line not in reported and any(fnmatch.fnmatchcase(name, f) for f in forbid):
+                reported.add(line)  # one line per import statement (`from X import a` names X and X.a)
                 violations.append(
                     f"{rel}:{line}: {module} imports {name}, but [grpc_free] in architecture.toml says it must not"
                 )
