@@ -64,7 +64,7 @@ def run(test: Callable[[Sealing, FakeWorker], Awaitable[None]], tmp_path: Path) 
     async def main() -> None:
         index = FakeIndex()
         manager = await InProcessManager(tmp_path).start(index)
-        worker = await FakeWorker("a", manager.address, index).start()
+        worker = await FakeWorker("a", manager.address, index).start()  # type: ignore[abstract]
         try:
             assert manager.app is not None
             await test(manager.app.sealing, worker)
