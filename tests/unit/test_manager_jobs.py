@@ -15,6 +15,7 @@ from services.common.errors import Aborted, FailedPrecondition, NotFound
 from services.common.proto.sectorstorage.v1 import common_pb2
 from services.manager.calltracker import Outcome, ReturnStatus
 from services.manager.domain import AddPieceInput, PieceChunk, PieceRef, PreCommit1Input, SectorId, SectorRef
+from services.manager.records import CallStatus
 from services.manager.resources import SealProof
 from services.manager.sealing import Deadline
 from services.manager.service import ManagerApp
@@ -95,6 +96,9 @@ def test_an_aborted_running_call_fails_its_caller_with_aborted_and_tells_the_wor
         pc1 = asyncio.create_task(app.sealing.seal_pre_commit1(PreCommit1Input(ref(2), TICKET, (piece,)), Deadline(20)))
         await asyncio.wait_for(worker.gate.reached.wait(), 10)
         call_id = live_call(app, "SealPreCommit1", 2)
+        # The worker has the task; the manager knows it runs once the dispatch was answered.
+        live = app.runner.tracker.by_call[call_id]
+        await until(lambda: live.call.status is CallStatus.RUNNING, "the call to be running")
         result = await app.runner.abort(call_id, "operator says stop")
         assert result is not None and result[0] == "running"
         with pytest.raises(Aborted, match="TASK_ERROR_CODE_ABORTED: operator says stop"):
