@@ -23,8 +23,8 @@ from tests.unit.manager_fakes import FakeIndex, FakeWorker, InProcessManager
 
 MINER = 1000
 P2K = SealProof.STACKED_DRG_2KIB_V1_1
-WINDOW_2K = 5
-WINNING_2K = 10
+WINDOW_2K = common_pb2.RegisteredPoStProof.ValueType(5)  # StackedDrgWindow2KiBV1
+WINNING_2K = common_pb2.RegisteredPoStProof.ValueType(10)  # StackedDrgWinning2KiBV1
 RANDOMNESS = bytes([0x33] * 32)
 TICKET = bytes([0x11] * 32)
 
@@ -148,9 +148,9 @@ def test_verifications_answer_why_a_proof_is_not_valid(tmp_path: Path) -> None:
         proving = app.proving
         sectors = [proving_sector(1)]
         assert proving.verify_post("window", RANDOMNESS, sectors, []) == (False, "no proof")
-        two = [common_pb2.PoStProof(proof_type=WINDOW_2K, proof=b"x")] * 2  # type: ignore[arg-type]
+        two = [common_pb2.PoStProof(proof_type=WINDOW_2K, proof=b"x")] * 2
         assert proving.verify_post("window", RANDOMNESS, sectors, two) == (False, "expected one proof, got 2")
-        winning = [common_pb2.PoStProof(proof_type=WINNING_2K, proof=b"x")]  # type: ignore[arg-type]
+        winning = [common_pb2.PoStProof(proof_type=WINNING_2K, proof=b"x")]
         assert proving.verify_post("window", RANDOMNESS, sectors, winning) == (
             False,
             f"proof_type {WINNING_2K} is a winning PoSt",
