@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.client import aio_channel
+from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, index_pb2_grpc
 
 INDEX_RPC_TIMEOUT_S = 10.0
@@ -161,3 +162,14 @@ def is_unavailable(exc: BaseException) -> bool:
 
 def file_types(values: Sequence[int]) -> frozenset[FileType]:
     return frozenset(FileType(v) for v in values)
+
+
+def describe_index_failure(address: str, exc: Exception, action: str) -> tuple[str, dict[str, Any]]:
+    """(message, extra) for a log line about a failed index call: a gRPC error names its status
+    (services/common/dependency.py); anything else (an in-process index) its text."""
+    if isinstance(exc, grpc.RpcError):
+        return describe_failure("index", address, exc, action)
+    return (
+        f"index {address or '(in process)'} unavailable: {action}",
+        {"dependency": "index", "address": address, "error": str(exc)},
+    )
