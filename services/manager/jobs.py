@@ -21,12 +21,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-import grpc
-from google.protobuf.duration_pb2 import Duration
-
-from services.common.errors import DomainError
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2
-from services.manager import metrics
+from services.manager import metrics, worker_link
 from services.manager.calls import BY_CALL_TYPE, BY_METHOD, CallSpec
 from services.manager.calltracker import CallTracker, Decision, ErrorCode, LiveWork, Outcome, ReturnStatus, SectorRefKey
 from services.manager.config import ManagerSection
@@ -37,6 +33,7 @@ from services.manager.resources import SealProof
 from services.manager.scheduler import Scheduler, SchedWorker
 from services.manager.selectors import Candidates, Selector, SelectorContext, selector_from_json, selector_to_json
 from services.manager.tasks import TaskType
+from services.manager.worker_link import DispatchFailed, WorkerCallFailed
 from services.manager.workers import (
     Registration,
     WorkerHandle,
@@ -49,29 +46,8 @@ from services.manager.workers import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Dispatch RPC codes after which the worker may or may not have the call: retried (same call id,
-# the worker deduplicates) before the call is given up.
-_UNKNOWN_DELIVERY = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.UNKNOWN,
-)
-_RPC_TIMEOUT_S = 10.0
-
-
-class DispatchFailed(Exception):
-    """A custom dispatcher (AddPiece's relay) failed in a way that decides the call's outcome."""
-
-    def __init__(self, code: ErrorCode, message: str, caller_error: type[DomainError] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        # What the waiting caller gets instead of the outcome's generic error (e.g. InvalidArgument
-        # for a malformed piece stream, which is the client's mistake, not the worker's).
-        self.caller_error = caller_error
-
-
-# A custom dispatch: (worker, assignment) -> sends the task. Raises DispatchFailed or AioRpcError.
+# A custom dispatch: (worker, assignment) -> sends the task. Raises DispatchFailed or
+# WorkerCallFailed (worker_link.py).
 CustomDispatch = Callable[[WorkerHandle, worker_pb2.TaskAssignment], Awaitable[None]]
 WorkGuard = Callable[[WorkRecord], Awaitable[str | None]]
 
@@ -254,19 +230,16 @@ class JobRunner:
     def assignment(self, live: LiveWork, request: SchedRequest) -> worker_pb2.TaskAssignment:
         record = live.record
         grant = request.grant
-        assignment = worker_pb2.TaskAssignment(
-            call_id=common_pb2.CallId(
-                sector=common_pb2.SectorId(miner=record.miner, number=record.number), id=request.id
-            ),
-            work_id=record.work_id,
-            attempt=record.attempt,
-            gpu_ordinals=list(grant.gpu_ordinals) if grant else [],
-            threads=grant.threads if grant else 0,
+        return worker_link.assignment(
+            record.miner,
+            record.number,
+            request.id,
+            record.work_id,
+            record.attempt,
+            grant.gpu_ordinals if grant else (),
+            grant.threads if grant else 0,
+            self.settings.timeout_of(TaskType(record.task_type)) or 0.0,
         )
-        timeout = self.settings.timeout_of(TaskType(record.task_type))
-        if timeout:
-            assignment.timeout.CopyFrom(Duration(seconds=int(timeout), nanos=int((timeout % 1) * 1e9)))
-        return assignment
 
     async def _dispatch(self, live: LiveWork, request: SchedRequest, worker: SchedWorker) -> None:
         call_id = request.id
@@ -311,22 +284,21 @@ class JobRunner:
                 live.extra["dispatch_error"] = exc
                 await self._fail(live, call_id, CallStatus.FAILED, exc.code, str(exc))
                 return
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code()
+            except WorkerCallFailed as exc:
                 same_call = live.call.call_id == call_id and live.call.status is CallStatus.DISPATCHING
                 same_worker = handle.connected and handle.session_id == session
-                if code in _UNKNOWN_DELIVERY and custom is None and same_call and same_worker and tries < 3:
+                if exc.maybe_delivered and custom is None and same_call and same_worker and tries < 3:
                     tries += 1
                     await asyncio.sleep(0.2 * 2**tries)
                     continue
                 self.scheduler.release(call_id)
                 if not same_call:
                     return
-                message = f"dispatch to worker {handle.worker_id} failed: {code.name}: {exc.details()}"
-                if code is grpc.StatusCode.INVALID_ARGUMENT:
+                message = f"dispatch to worker {handle.worker_id} failed: {exc.code}: {exc.details}"
+                if exc.refused:
                     await self._fail(live, call_id, CallStatus.FAILED, ErrorCode.PERMANENT, message)
                 else:
-                    status = CallStatus.REQUEUED if code in _UNKNOWN_DELIVERY else CallStatus.FAILED
+                    status = CallStatus.REQUEUED if exc.maybe_delivered else CallStatus.FAILED
                     await self._fail(live, call_id, status, ErrorCode.TEMPORARY, message)
                 return
         await self.tracker.mark_running(live, call_id)
@@ -352,13 +324,7 @@ class JobRunner:
     async def _send(
         self, handle: WorkerHandle, spec: CallSpec, params: bytes, assignment: worker_pb2.TaskAssignment
     ) -> None:
-        assert handle.client is not None and spec.worker_rpc is not None
-        rpc = getattr(handle.client.stub, spec.worker_rpc)
-        reply = await rpc(spec.worker_request(params, assignment), timeout=self.settings.dispatch_timeout_s)
-        if reply.call_id.id and reply.call_id.id != assignment.call_id.id:
-            raise DispatchFailed(
-                ErrorCode.TEMPORARY, f"worker answered with call {reply.call_id.id}, expected {assignment.call_id.id}"
-            )
+        await worker_link.send_task(handle, spec, params, assignment, self.settings.dispatch_timeout_s)
 
     async def _fail(self, live: LiveWork, call_id: str, status: CallStatus, code: ErrorCode, message: str) -> None:
         decision = await self.tracker.fail_call(live, call_id, status, code, message)
@@ -390,19 +356,11 @@ class JobRunner:
             handle = self.registry.get(call.worker_id)
             if handle is not None and handle.client is not None and handle.connected:
                 try:
-                    await handle.client.stub.AbortCall(
-                        worker_pb2.AbortCallRequest(
-                            call_id=common_pb2.CallId(
-                                sector=common_pb2.SectorId(miner=call.miner, number=call.number), id=call.call_id
-                            ),
-                            reason=reason,
-                        ),
-                        timeout=_RPC_TIMEOUT_S,
-                    )
-                except grpc.aio.AioRpcError as exc:
+                    await worker_link.abort_call(handle.client, call.miner, call.number, call.call_id, reason)
+                except WorkerCallFailed as exc:
                     log.warning(
                         "could not stop a call on its worker",
-                        extra={"call_id": call.call_id, "worker": call.worker_id, "error": exc.details()},
+                        extra={"call_id": call.call_id, "worker": call.worker_id, "error": exc.details},
                     )
 
     # --- returns -----------------------------------------------------------------------------
@@ -503,9 +461,7 @@ class JobRunner:
             return 0
         acked: list[common_pb2.CallId] = []
         try:
-            stream = handle.client.stub.ListCallResults(worker_pb2.ListCallResultsRequest(), timeout=_RPC_TIMEOUT_S * 3)
-            async for reply in stream:
-                stored = reply.result
+            async for stored in worker_link.stored_results(handle.client):
                 spec = BY_CALL_TYPE.get(stored.call_type)
                 outcome = spec.outcome_of(stored) if spec is not None else None
                 if spec is None or outcome is None:
@@ -523,22 +479,20 @@ class JobRunner:
                     stored.finished_at.ToNanoseconds() / 1e9 if stored.HasField("finished_at") else 0.0,
                 )
                 acked.append(stored.call_id)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+        except WorkerCallFailed as exc:
+            if exc.code != "UNIMPLEMENTED":
                 log.warning(
                     "could not list a worker's stored results",
-                    extra={"worker": handle.worker_id, "error": exc.details()},
+                    extra={"worker": handle.worker_id, "error": exc.details},
                 )
             return -1 if not acked else len(acked)
         if acked:
             try:
-                await handle.client.stub.AckCallResult(
-                    worker_pb2.AckCallResultRequest(call_ids=acked), timeout=_RPC_TIMEOUT_S
-                )
-            except grpc.aio.AioRpcError as exc:
+                await worker_link.ack_results(handle.client, acked)
+            except WorkerCallFailed as exc:
                 log.warning(
                     "could not acknowledge results; the worker will return them again",
-                    extra={"worker": handle.worker_id, "error": exc.details()},
+                    extra={"worker": handle.worker_id, "error": exc.details},
                 )
         return len(acked)
 

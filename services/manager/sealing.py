@@ -55,7 +55,7 @@ from services.manager.domain import (
     UnsealInput,
 )
 from services.manager.index_client import FileType, PathType, StorageIndex, is_unavailable
-from services.manager.jobs import DispatchFailed, JobRunner
+from services.manager.jobs import JobRunner
 from services.manager.pipelines import Pipelines
 from services.manager.selectors import (
     AllocSelector,
@@ -68,7 +68,7 @@ from services.manager.selectors import (
 from services.manager.store import ManagerStore, SectorCommitmentsRecord
 from services.manager.tasks import TaskType
 from services.manager.validation import bytes32, failure_of, invalid, piece_layout, unpadded_capacity
-from services.manager.worker_link import FetchMode, PieceRelay, WorkerRequest
+from services.manager.worker_link import DispatchFailed, FetchMode, PieceRelay, WorkerRequest
 from services.manager.workers import WorkerClient
 
 log = logging.getLogger(__name__)

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
 from services.common.cid import unsealed_cid
 from services.common.errors import Cancelled, DomainError, InvalidArgument, Unavailable, from_status
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.manager.calls import CallSpec
 from services.manager.calltracker import ErrorCode
 from services.manager.domain import (
     AddPieceInput,
@@ -33,14 +35,58 @@ from services.manager.domain import (
     SectorId,
     SectorRef,
 )
-from services.manager.jobs import DispatchFailed
 from services.manager.workers import WorkerClient, WorkerHandle
 
 RPC_TIMEOUT_S = 30.0
+# AbortCall, ListCallResults (x3) and AckCallResult, as the job runner always had them.
+DISPATCH_RPC_TIMEOUT_S = 10.0
 
 # A worker request as the builders below make it: opaque to the sealing code, which hands it to
 # the job runner (its serialized form is the work's params).
 WorkerRequest = Message
+
+
+# Dispatch RPC codes after which the worker may or may not have the call: the runner retries
+# them (same call id, the worker deduplicates) before the call is given up.
+_UNKNOWN_DELIVERY = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+)
+
+
+class DispatchFailed(Exception):
+    """A custom dispatcher (AddPiece's relay) failed in a way that decides the call's outcome."""
+
+    def __init__(self, code: ErrorCode, message: str, caller_error: type[DomainError] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        # What the waiting caller gets instead of the outcome's generic error (e.g. InvalidArgument
+        # for a malformed piece stream, which is the client's mistake, not the worker's).
+        self.caller_error = caller_error
+
+
+class WorkerCallFailed(Exception):
+    """A call to a worker answered a gRPC error: the status's name and details, and what the
+    job runner needs to know to decide (retry, requeue, fail for good)."""
+
+    def __init__(self, code: str, details: str, maybe_delivered: bool, refused: bool) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+        # The call may have reached the worker (a timeout, a lost connection): resending it with
+        # the same call id is safe.
+        self.maybe_delivered = maybe_delivered
+        # The worker refused the request as invalid: sending it again cannot help.
+        self.refused = refused
+
+
+def _call_failed(exc: grpc.aio.AioRpcError) -> WorkerCallFailed:
+    code = exc.code()
+    return WorkerCallFailed(
+        code.name, exc.details() or "", code in _UNKNOWN_DELIVERY, code is grpc.StatusCode.INVALID_ARGUMENT
+    )
 
 
 class FetchMode(IntEnum):
@@ -175,6 +221,12 @@ class PieceRelay:
     size: int
 
     async def __call__(self, handle: WorkerHandle, assignment: worker_pb2.TaskAssignment) -> None:
+        try:
+            await self._relay(handle, assignment)
+        except grpc.aio.AioRpcError as exc:
+            raise _call_failed(exc) from None
+
+    async def _relay(self, handle: WorkerHandle, assignment: worker_pb2.TaskAssignment) -> None:
         assert handle.client is not None
         header = worker_pb2.WorkerServiceAddPieceHeader()
         header.CopyFrom(self.header)
@@ -227,6 +279,85 @@ class PieceRelay:
         except BaseException:
             call.cancel()
             raise
+
+
+# --- dispatching tasks and collecting their results -------------------------------------------
+
+
+def assignment(
+    miner: int,
+    number: int,
+    call_id: str,
+    work_id: str,
+    attempt: int,
+    gpu_ordinals: Iterable[int],
+    threads: int,
+    timeout_s: float,
+) -> worker_pb2.TaskAssignment:
+    """The TaskAssignment a dispatched task carries (its call, the resources granted to it, and
+    its time limit; 0: none)."""
+    out = worker_pb2.TaskAssignment(
+        call_id=common_pb2.CallId(sector=common_pb2.SectorId(miner=miner, number=number), id=call_id),
+        work_id=work_id,
+        attempt=attempt,
+        gpu_ordinals=list(gpu_ordinals),
+        threads=threads,
+    )
+    if timeout_s:
+        out.timeout.CopyFrom(Duration(seconds=int(timeout_s), nanos=int((timeout_s % 1) * 1e9)))
+    return out
+
+
+async def send_task(
+    handle: WorkerHandle, spec: CallSpec, params: bytes, assignment: worker_pb2.TaskAssignment, timeout: float
+) -> None:
+    """Sends a work's task to its worker (the work's params with the assignment). Raises
+    WorkerCallFailed, or DispatchFailed when the worker accepted another call."""
+    assert handle.client is not None and spec.worker_rpc is not None
+    rpc = getattr(handle.client.stub, spec.worker_rpc)
+    try:
+        reply = await rpc(spec.worker_request(params, assignment), timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        raise _call_failed(exc) from None
+    if reply.call_id.id and reply.call_id.id != assignment.call_id.id:
+        raise DispatchFailed(
+            ErrorCode.TEMPORARY, f"worker answered with call {reply.call_id.id}, expected {assignment.call_id.id}"
+        )
+
+
+async def abort_call(client: WorkerClient, miner: int, number: int, call_id: str, reason: str) -> None:
+    """Tells a worker to stop a call (AbortCall). Raises WorkerCallFailed."""
+    try:
+        await client.stub.AbortCall(
+            worker_pb2.AbortCallRequest(
+                call_id=common_pb2.CallId(sector=common_pb2.SectorId(miner=miner, number=number), id=call_id),
+                reason=reason,
+            ),
+            timeout=DISPATCH_RPC_TIMEOUT_S,
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise _call_failed(exc) from None
+
+
+async def stored_results(client: WorkerClient) -> AsyncIterator[worker_pb2.StoredCallResult]:
+    """The call results a worker holds (ListCallResults). Raises WorkerCallFailed (UNIMPLEMENTED
+    from a worker that keeps none)."""
+    try:
+        stream = client.stub.ListCallResults(worker_pb2.ListCallResultsRequest(), timeout=DISPATCH_RPC_TIMEOUT_S * 3)
+        async for reply in stream:
+            yield reply.result
+    except grpc.aio.AioRpcError as exc:
+        raise _call_failed(exc) from None
+
+
+async def ack_results(client: WorkerClient, call_ids: list[common_pb2.CallId]) -> None:
+    """Lets a worker forget results the manager recorded (AckCallResult). Raises WorkerCallFailed."""
+    try:
+        await client.stub.AckCallResult(
+            worker_pb2.AckCallResultRequest(call_ids=call_ids), timeout=DISPATCH_RPC_TIMEOUT_S
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise _call_failed(exc) from None
 
 
 # --- reading, checking and removing files ------------------------------------------------------
