@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.client import aio_channel
 from services.common.dependency import describe_failure
+from services.common.errors import from_rpc_error
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, index_pb2_grpc
 
 INDEX_RPC_TIMEOUT_S = 10.0
@@ -133,18 +134,29 @@ class GrpcStorageIndex:
         return [p.id for p in reply.paths]
 
     async def try_read_lock(self, miner: int, number: int, types: Iterable[FileType], owner: str) -> str | None:
-        reply = await self._stub.StorageTryLock(
-            index_pb2.StorageTryLockRequest(
-                sector=common_pb2.SectorId(miner=miner, number=number),
-                read_types=[common_pb2.SectorFileType.ValueType(t) for t in types],
-                owner=owner,
-            ),
-            timeout=INDEX_RPC_TIMEOUT_S,
-        )
+        """A read lease on the sector's files, or None when they are write-locked. A failed call
+        raises the domain error of its status (services/common/errors.py)."""
+        try:
+            reply = await self._stub.StorageTryLock(
+                index_pb2.StorageTryLockRequest(
+                    sector=common_pb2.SectorId(miner=miner, number=number),
+                    read_types=[common_pb2.SectorFileType.ValueType(t) for t in types],
+                    owner=owner,
+                ),
+                timeout=INDEX_RPC_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
         return reply.lease.lease_id if reply.acquired else None
 
     async def unlock(self, lease_id: str) -> None:
-        await self._stub.StorageUnlock(index_pb2.StorageUnlockRequest(lease_id=lease_id), timeout=INDEX_RPC_TIMEOUT_S)
+        """Releases a lease; a failed call raises the domain error of its status."""
+        try:
+            await self._stub.StorageUnlock(
+                index_pb2.StorageUnlockRequest(lease_id=lease_id), timeout=INDEX_RPC_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
 
     async def close(self) -> None:
         await self._channel.close()

@@ -26,12 +26,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 import rust_core
-from services.common.errors import Internal, Unavailable
-from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
+from services.common.errors import DomainError, Internal, Unavailable
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.common.vocabulary import prover_id
+from services.manager import worker_link
 from services.manager.convert import sector_ref
 from services.manager.index_client import FileType, StorageIndex
 from services.manager.jobs import JobRunner
@@ -40,7 +39,8 @@ from services.manager.sealing import SEALED_CACHE, Deadline, Sealing
 from services.manager.selectors import Candidates, SectorKey
 from services.manager.tasks import TaskType
 from services.manager.validation import bytes32, invalid
-from services.manager.worker_link import sector_name
+from services.manager.worker_link import WorkerCallFailed, sector_name
+from services.manager.workers import WorkerClient
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def assemble(kind: str, sector_size: int, vanilla: Sequence[bytes]) -> bytes:
 @dataclass
 class _Group:
     worker_id: str
-    stub: worker_pb2_grpc.WorkerServiceAsyncStub
+    client: WorkerClient
     sectors: list[common_pb2.ProvingSector]
 
 
@@ -138,7 +138,7 @@ class Proving:
                 if handle is None or handle.client is None:
                     reasons.setdefault(s.sector.id.number, []).append(f"worker {worker_id} went away")
                     continue
-                groups.setdefault(worker_id, _Group(worker_id, handle.client.stub, [])).sectors.append(s)
+                groups.setdefault(worker_id, _Group(worker_id, handle.client, [])).sectors.append(s)
 
             async def prove(group: _Group) -> tuple[_Group, dict[int, bytes | str]]:
                 async with reads:
@@ -254,20 +254,23 @@ class Proving:
         try:
             request = self.runner.scheduler.assigned.get(call_id)
             grant = request.grant if request is not None else None
-            assignment = worker_pb2.TaskAssignment(
-                call_id=common_pb2.CallId(sector=first.id, id=call_id),
-                attempt=1,
-                gpu_ordinals=list(grant.gpu_ordinals) if grant else [],
-                threads=grant.threads if grant else 0,
+            assignment = worker_link.assignment(
+                first.id.miner,
+                first.id.number,
+                call_id,
+                "",
+                1,
+                grant.gpu_ordinals if grant else (),
+                grant.threads if grant else 0,
+                0.0,
             )
-            stream = group.stub.GenerateVanillaProofs(
-                worker_pb2.GenerateVanillaProofsRequest(
-                    assignment=assignment,
-                    proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type),
-                    randomness=randomness,
-                    sectors=group.sectors,
-                ),
-                timeout=deadline.remaining() or _RPC_TIMEOUT_S * 10,
+            stream = worker_link.vanilla_proofs(
+                group.client,
+                assignment,
+                proof_type,
+                randomness,
+                group.sectors,
+                deadline.remaining() or _RPC_TIMEOUT_S * 10,
             )
             replies = stream.__aiter__()
             while True:
@@ -285,13 +288,13 @@ class Proving:
             reason = f"worker {group.worker_id} gave no vanilla proof within {read_timeout_s:g}s (post_read_timeout_s)"
             for s in group.sectors:
                 out.setdefault(s.sector.id.number, reason)
-        except grpc.aio.AioRpcError as exc:
-            reason = f"worker {group.worker_id} failed: {exc.code().name}: {exc.details()}"
+        except WorkerCallFailed as exc:
+            reason = f"worker {group.worker_id} failed: {exc.code}: {exc.details}"
             for s in group.sectors:
                 out.setdefault(s.sector.id.number, reason)
         finally:
             if stream is not None:
-                stream.cancel()
+                await stream.aclose()  # cancels the worker call if it still runs
             self.runner.release(call_id)
         return out
 
@@ -381,8 +384,8 @@ class Proving:
                 lease = await self.index.try_read_lock(
                     sid.miner, sid.number, [FileType.SEALED, FileType.CACHE], "manager:check-provable"
                 )
-            except grpc.aio.AioRpcError as exc:
-                raise Unavailable(f"the index is unavailable: {exc.details()}") from None
+            except DomainError as exc:
+                raise Unavailable(f"the index is unavailable: {exc}") from None
             if lease is None:
                 return "can't acquire read lock"
         try:
@@ -391,7 +394,7 @@ class Proving:
             if lease is not None and self.index is not None:
                 try:
                     await self.index.unlock(lease)
-                except grpc.aio.AioRpcError:
+                except DomainError:
                     pass  # the lease expires on its own
 
     async def _check_files(
@@ -399,24 +402,24 @@ class Proving:
     ) -> str | None:
         sid = s.sector.id
         name = sector_name(sid)
-        holders: list[tuple[worker_pb2_grpc.WorkerServiceAsyncStub, str]] = []
+        holders: list[tuple[WorkerClient, str]] = []
         if self.index is None:
-            holders = [(h.client.stub, "") for h in self.runner.registry.workers.values() if h.connected and h.client]
+            holders = [(h.client, "") for h in self.runner.registry.workers.values() if h.connected and h.client]
         else:
             key = SectorKey(sid.miner, sid.number, seal.sector_size)
             for loc in await self.sealing.find(key, SEALED_CACHE):
                 if SEALED_CACHE <= loc.types:
-                    holders.extend((c.stub, loc.storage_id) for c in self.sealing.clients_for(loc.storage_id, loc.urls))
+                    holders.extend((c, loc.storage_id) for c in self.sealing.clients_for(loc.storage_id, loc.urls))
         if not holders:
             return f"cache and/or sealed paths not found for {name}"
         # Every holder's copy is checked: the sector is provable when one copy is whole; the
         # reason lists each copy's problem otherwise, and a bad copy beside a good one is logged.
         problems: list[str] = []
-        good: list[worker_pb2_grpc.WorkerServiceAsyncStub] = []
-        for stub, storage_id in holders:
-            problem = await self._check_copy(stub, sid, storage_id, name, seal)
+        good: list[WorkerClient] = []
+        for client, storage_id in holders:
+            problem = await self._check_copy(client, sid, storage_id, name, seal)
             if problem is None:
-                good.append(stub)
+                good.append(client)
             else:
                 problems.append(f"{storage_id or 'a holder'}: {problem}" if len(holders) > 1 else problem)
         if not good:
@@ -429,7 +432,7 @@ class Proving:
 
     async def _check_copy(
         self,
-        stub: worker_pb2_grpc.WorkerServiceAsyncStub,
+        client: WorkerClient,
         sid: common_pb2.SectorId,
         storage_id: str,
         name: str,
@@ -437,22 +440,12 @@ class Proving:
     ) -> str | None:
         """What is wrong with one holder's sealed file and cache, or None."""
         try:
-            sealed = await stub.StatSectorFile(
-                worker_pb2.StatSectorFileRequest(
-                    sector=sid, type=common_pb2.SECTOR_FILE_TYPE_SEALED, storage_id=storage_id
-                ),
-                timeout=_RPC_TIMEOUT_S,
-            )
-            cache = await stub.StatSectorFile(
-                worker_pb2.StatSectorFileRequest(
-                    sector=sid, type=common_pb2.SECTOR_FILE_TYPE_CACHE, storage_id=storage_id
-                ),
-                timeout=_RPC_TIMEOUT_S,
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is grpc.StatusCode.NOT_FOUND:
+            sealed = await worker_link.stat_sector_file(client, sid, common_pb2.SECTOR_FILE_TYPE_SEALED, storage_id)
+            cache = await worker_link.stat_sector_file(client, sid, common_pb2.SECTOR_FILE_TYPE_CACHE, storage_id)
+        except WorkerCallFailed as exc:
+            if exc.code == "NOT_FOUND":
                 return f"cache and/or sealed paths not found for {name}"
-            return f"stat failed on a holder: {exc.code().name}: {exc.details()}"
+            return f"stat failed on a holder: {exc.code}: {exc.details}"
         if sealed.size != seal.sector_size:
             return f"sealed/{name} is wrong size (got {sealed.size}, expect {seal.sector_size})"
         entries = {e.name: e.size for e in cache.entries}
@@ -471,7 +464,7 @@ class Proving:
 
     async def _check_vanilla(
         self,
-        stub: worker_pb2_grpc.WorkerServiceAsyncStub,
+        client: WorkerClient,
         s: common_pb2.ProvingSector,
         seal: SealProof,
         proof_type: int,
@@ -479,18 +472,11 @@ class Proving:
     ) -> str | None:
         randomness = bytearray(os.urandom(32))
         randomness[31] &= 0x3F
+        assignment = worker_link.assignment(s.sector.id.miner, s.sector.id.number, _uuid(), "", 1, (), 0, 0.0)
+        stream = worker_link.vanilla_proofs(
+            client, assignment, proof_type, bytes(randomness), [s], deadline.remaining() or _RPC_TIMEOUT_S
+        )
         try:
-            stream = stub.GenerateVanillaProofs(
-                worker_pb2.GenerateVanillaProofsRequest(
-                    assignment=worker_pb2.TaskAssignment(
-                        call_id=common_pb2.CallId(sector=s.sector.id, id=_uuid()), attempt=1
-                    ),
-                    proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type),
-                    randomness=bytes(randomness),
-                    sectors=[s],
-                ),
-                timeout=deadline.remaining() or _RPC_TIMEOUT_S,
-            )
             async for reply in stream:
                 if reply.WhichOneof("outcome") == "error":
                     return f"generating vanilla proof: {reply.error.message}"
@@ -503,8 +489,10 @@ class Proving:
                     "window",
                 ):
                     return "generating vanilla proof: the proof does not verify against comm_r"
-        except grpc.aio.AioRpcError as exc:
-            return f"generating vanilla proof: {exc.code().name}: {exc.details()}"
+        except WorkerCallFailed as exc:
+            return f"generating vanilla proof: {exc.code}: {exc.details}"
+        finally:
+            await stream.aclose()
         return None
 
 

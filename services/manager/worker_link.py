@@ -7,7 +7,7 @@ that sealing.py deals in domain values only."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -38,6 +38,8 @@ from services.manager.domain import (
 from services.manager.workers import WorkerClient, WorkerHandle
 
 RPC_TIMEOUT_S = 30.0
+# StatSectorFile, and a vanilla proof call without a deadline, as Proving always had them.
+POST_RPC_TIMEOUT_S = 60.0
 # AbortCall, ListCallResults (x3) and AckCallResult, as the job runner always had them.
 DISPATCH_RPC_TIMEOUT_S = 10.0
 
@@ -358,6 +360,53 @@ async def ack_results(client: WorkerClient, call_ids: list[common_pb2.CallId]) -
         )
     except grpc.aio.AioRpcError as exc:
         raise _call_failed(exc) from None
+
+
+# --- proving ----------------------------------------------------------------------------------
+
+
+async def vanilla_proofs(
+    client: WorkerClient,
+    assignment: worker_pb2.TaskAssignment,
+    proof_type: int,
+    randomness: bytes,
+    sectors: Iterable[common_pb2.ProvingSector],
+    timeout: float,
+) -> AsyncGenerator[worker_pb2.GenerateVanillaProofsResponse, None]:
+    """A worker's vanilla proofs (or per-sector errors) as they come (GenerateVanillaProofs);
+    the call is cancelled when the caller stops reading. Raises WorkerCallFailed."""
+    stream = client.stub.GenerateVanillaProofs(
+        worker_pb2.GenerateVanillaProofsRequest(
+            assignment=assignment,
+            proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type),
+            randomness=randomness,
+            sectors=sectors,
+        ),
+        timeout=timeout,
+    )
+    try:
+        async for reply in stream:
+            yield reply
+    except grpc.aio.AioRpcError as exc:
+        raise _call_failed(exc) from None
+    finally:
+        stream.cancel()
+
+
+async def stat_sector_file(
+    client: WorkerClient, sector: common_pb2.SectorId, file_type: int, storage_id: str
+) -> worker_pb2.StatSectorFileResponse:
+    """What a worker's copy of one sector file is like (StatSectorFile). Raises WorkerCallFailed."""
+    try:
+        reply: worker_pb2.StatSectorFileResponse = await client.stub.StatSectorFile(
+            worker_pb2.StatSectorFileRequest(
+                sector=sector, type=common_pb2.SectorFileType.ValueType(file_type), storage_id=storage_id
+            ),
+            timeout=POST_RPC_TIMEOUT_S,
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise _call_failed(exc) from None
+    return reply
 
 
 # --- reading, checking and removing files ------------------------------------------------------
