@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -19,6 +19,7 @@ from services.common.pieces import is_unpadded_piece_size
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager.domain import (
     AddPieceInput,
+    BadSector,
     ByteRange,
     Commit1Input,
     Commit2Input,
@@ -27,13 +28,17 @@ from services.manager.domain import (
     PieceRef,
     PreCommit1Input,
     PreCommit2Input,
+    ProvingSector,
     ReadPieceInput,
     ReleaseUnsealedInput,
     RemovedFile,
+    SealVerification,
     SectorId,
     SectorRef,
     UnsealInput,
+    WinningChallenge,
 )
+from services.manager.post import post_proof_info
 from services.manager.records import CallRecord, CallStatus
 from services.manager.resources import SealProof
 from services.manager.store import SectorCommitmentsRecord
@@ -393,3 +398,62 @@ def sector_commitments(rec: SectorCommitmentsRecord) -> manager_pb2.SectorCommit
 
 def removed_file(f: RemovedFile) -> common_pb2.RemovedSectorFile:
     return common_pb2.RemovedSectorFile(storage_id=f.storage_id, type=common_pb2.SectorFileType.ValueType(f.file_type))
+
+
+# --- proving -----------------------------------------------------------------------------------
+
+
+def post_request(
+    proof_type: int,
+    randomness: bytes,
+    sectors: Sequence[common_pb2.ProvingSector],
+    need_comm_r: bool = True,
+) -> tuple[str, SealProof, tuple[ProvingSector, ...]]:
+    """Checks a PoSt request (the proof type, randomness, then each sector: present, of the proof
+    type's sector size, with a 32-byte CommR where needed; all of one miner), in that order;
+    returns the PoSt kind, the sectors' seal proof and the sectors."""
+    kind, seal = post_proof_info(proof_type)
+    bytes32(randomness, "randomness")
+    if not sectors:
+        raise invalid("sectors is required (non-empty)")
+    out = []
+    for i, s in enumerate(sectors):
+        ref = sector_ref(s.sector, s.HasField("sector"), f"sectors[{i}].sector")
+        if ref.proof is not seal:
+            raise invalid(f"sectors[{i}] is a {ref.proof.label} sector, the proof type is for {seal.label}")
+        if need_comm_r:
+            bytes32(s.comm_r, f"sectors[{i}].comm_r")
+        out.append(ProvingSector(ref, bytes(s.comm_r)))
+    if len({s.sector.miner for s in out}) > 1:
+        raise invalid("all sectors must belong to one miner")
+    return kind, seal, tuple(out)
+
+
+def bad_sector_msg(bad: BadSector) -> common_pb2.BadSector:
+    return common_pb2.BadSector(sector=sector_id_msg(bad.sector), reason=bad.reason)
+
+
+def post_proofs(proof_type: int, proof: bytes | None) -> list[common_pb2.PoStProof]:
+    """A PoSt reply's proofs: the one proof, or none when no sector could be proven."""
+    if proof is None:
+        return []
+    return [common_pb2.PoStProof(proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type), proof=proof)]
+
+
+def winning_challenge(req: manager_pb2.GenerateWinningPoStSectorChallengeRequest) -> WinningChallenge:
+    kind, seal = post_proof_info(req.proof_type)
+    if kind != "winning":
+        raise invalid("proof_type must be a Winning PoSt type")
+    if req.miner == 0:
+        raise invalid("miner is required")
+    bytes32(req.randomness, "randomness")
+    if req.eligible_sector_count == 0:
+        raise invalid("eligible_sector_count must be > 0")
+    return WinningChallenge(seal, req.randomness, req.miner, req.eligible_sector_count)
+
+
+def seal_verification(req: manager_pb2.VerifySealRequest) -> SealVerification:
+    sector = sector_ref(req.sector, req.HasField("sector"))
+    for name in ("comm_r", "comm_d", "ticket", "seed"):
+        bytes32(getattr(req, name), name)
+    return SealVerification(sector, req.comm_r, req.comm_d, req.ticket, req.seed, req.proof)

@@ -12,6 +12,7 @@ from services.manager.resources import SealProof
 
 __all__ = [
     "AddPieceInput",
+    "BadSector",
     "ByteRange",
     "Commit1Input",
     "Commit2Input",
@@ -21,12 +22,15 @@ __all__ = [
     "PieceStream",
     "PreCommit1Input",
     "PreCommit2Input",
+    "ProvingSector",
     "ReadPieceInput",
     "ReleaseUnsealedInput",
     "RemovedFile",
     "SectorId",
+    "SealVerification",
     "SectorRef",
     "UnsealInput",
+    "WinningChallenge",
 ]
 
 
@@ -173,3 +177,41 @@ class RemovedFile:
 
     storage_id: str
     file_type: int
+
+
+@dataclass(frozen=True)
+class ProvingSector:
+    """A sector to prove or check: its ref and CommR (checked to be 32 bytes where needed)."""
+
+    sector: SectorRef
+    comm_r: bytes
+
+
+@dataclass(frozen=True)
+class BadSector:
+    """A sector that cannot be proven (skipped by a PoSt, or failing CheckProvable), and why."""
+
+    sector: SectorId
+    reason: str
+
+
+@dataclass(frozen=True)
+class WinningChallenge:
+    """GenerateWinningPoStSectorChallenge's input: which of a miner's eligible sectors to prove."""
+
+    seal: SealProof
+    randomness: bytes
+    miner: int
+    eligible_sector_count: int
+
+
+@dataclass(frozen=True)
+class SealVerification:
+    """VerifySeal's input: a sector's commitments, ticket, seed and the proof to check."""
+
+    sector: SectorRef
+    comm_r: bytes
+    comm_d: bytes
+    ticket: bytes
+    seed: bytes
+    proof: bytes

@@ -59,7 +59,7 @@ class Ephemeral:
 
     future: asyncio.Future[SchedWorker]
     task_type: TaskType
-    sector: common_pb2.SectorRef
+    sector: SectorRef
     priority: int
     queued_at: float
     call_id: str
@@ -651,7 +651,7 @@ class JobRunner:
     async def place(
         self,
         task_type: TaskType,
-        sector: common_pb2.SectorRef,
+        sector: SectorRef,
         priority: int,
         candidates: Candidates,
         timeout: float | None,
@@ -664,8 +664,8 @@ class JobRunner:
         self.ephemeral[call_id] = job
         request = SchedRequest(
             id=call_id,
-            shape=(task_type, SealProof(sector.proof_type)),
-            sector_number=sector.id.number,
+            shape=(task_type, sector.proof),
+            sector_number=sector.number,
             priority=priority,
             candidates=candidates,
             payload=job,

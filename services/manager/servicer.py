@@ -8,7 +8,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -223,8 +223,13 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     async def CheckProvable(
         self, request: manager_pb2.CheckProvableRequest, context: Context
     ) -> manager_pb2.CheckProvableResponse:
-        bad = await self.proving.check_provable(request, _deadline(context))
-        return manager_pb2.CheckProvableResponse(bad_sectors=bad)
+        kind, _, sectors = convert.post_request(
+            request.proof_type, bytes(32), request.sectors, need_comm_r=request.expensive
+        )
+        if kind != "window":
+            raise invalid("proof_type must be a Window PoSt type")
+        bad = await self.proving.check_provable(request.proof_type, sectors, request.expensive, _deadline(context))
+        return manager_pb2.CheckProvableResponse(bad_sectors=[convert.bad_sector_msg(b) for b in bad])
 
     @handled
     async def GenerateWindowPoSt(
@@ -232,10 +237,14 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     ) -> manager_pb2.GenerateWindowPoStResponse:
         if not 5 <= request.proof_type <= 9:
             raise invalid("proof_type must be a Window PoSt type")
-        proofs, skipped = await self.proving.generate_post(
-            request.proof_type, request.randomness, request.sectors, _deadline(context)
+        _, _, sectors = convert.post_request(request.proof_type, request.randomness, request.sectors)
+        proof, skipped = await self.proving.generate_post(
+            request.proof_type, request.randomness, sectors, _deadline(context)
         )
-        return manager_pb2.GenerateWindowPoStResponse(proofs=proofs, skipped=skipped)
+        return manager_pb2.GenerateWindowPoStResponse(
+            proofs=convert.post_proofs(request.proof_type, proof),
+            skipped=[convert.bad_sector_msg(b) for b in skipped],
+        )
 
     @handled
     async def GenerateWinningPoSt(
@@ -243,41 +252,60 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     ) -> manager_pb2.GenerateWinningPoStResponse:
         if not 10 <= request.proof_type <= 14:
             raise invalid("proof_type must be a Winning PoSt type")
-        proofs, skipped = await self.proving.generate_post(
-            request.proof_type, request.randomness, request.sectors, _deadline(context)
+        _, _, sectors = convert.post_request(request.proof_type, request.randomness, request.sectors)
+        proof, skipped = await self.proving.generate_post(
+            request.proof_type, request.randomness, sectors, _deadline(context)
         )
-        return manager_pb2.GenerateWinningPoStResponse(proofs=proofs, skipped=skipped)
+        return manager_pb2.GenerateWinningPoStResponse(
+            proofs=convert.post_proofs(request.proof_type, proof),
+            skipped=[convert.bad_sector_msg(b) for b in skipped],
+        )
 
     @handled
     async def GenerateWinningPoStSectorChallenge(
         self, request: manager_pb2.GenerateWinningPoStSectorChallengeRequest, context: Context
     ) -> manager_pb2.GenerateWinningPoStSectorChallengeResponse:
-        return manager_pb2.GenerateWinningPoStSectorChallengeResponse(indices=self.proving.winning_challenge(request))
+        return manager_pb2.GenerateWinningPoStSectorChallengeResponse(
+            indices=self.proving.winning_challenge(convert.winning_challenge(request))
+        )
 
     @handled
     async def VerifySeal(
         self, request: manager_pb2.VerifySealRequest, context: Context
     ) -> manager_pb2.VerifySealResponse:
-        valid, reason = await asyncio.to_thread(self.proving.verify_seal, request)
+        valid, reason = await asyncio.to_thread(self.proving.verify_seal, convert.seal_verification(request))
         return manager_pb2.VerifySealResponse(valid=valid, reason=reason)
 
     @handled
     async def VerifyWindowPoSt(
         self, request: manager_pb2.VerifyWindowPoStRequest, context: Context
     ) -> manager_pb2.VerifyWindowPoStResponse:
-        valid, reason = await asyncio.to_thread(
-            self.proving.verify_post, "window", request.randomness, request.sectors, request.proofs
-        )
+        valid, reason = await self._verify_post("window", request.randomness, request.sectors, request.proofs)
         return manager_pb2.VerifyWindowPoStResponse(valid=valid, reason=reason)
 
     @handled
     async def VerifyWinningPoSt(
         self, request: manager_pb2.VerifyWinningPoStRequest, context: Context
     ) -> manager_pb2.VerifyWinningPoStResponse:
-        valid, reason = await asyncio.to_thread(
-            self.proving.verify_post, "winning", request.randomness, request.sectors, request.proofs
-        )
+        valid, reason = await self._verify_post("winning", request.randomness, request.sectors, request.proofs)
         return manager_pb2.VerifyWinningPoStResponse(valid=valid, reason=reason)
+
+    async def _verify_post(
+        self,
+        kind: str,
+        randomness: bytes,
+        sectors: Sequence[common_pb2.ProvingSector],
+        proofs: Sequence[common_pb2.PoStProof],
+    ) -> tuple[bool, str]:
+        """A Verify*PoSt: the proofs are looked at before the sectors (a request without a proof
+        of this kind answers not valid, whatever its sectors)."""
+        pairs = [(int(p.proof_type), bytes(p.proof)) for p in proofs]
+        problem = self.proving.proof_problem(kind, pairs)
+        if problem is not None:
+            return False, problem
+        proof_type, proof = pairs[0]
+        _, _, checked = convert.post_request(proof_type, randomness, sectors)
+        return await asyncio.to_thread(self.proving.verify_post, kind, proof_type, randomness, checked, proof)
 
     # --- worker side -------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager import lifecycle, metrics
 from services.manager.calltracker import LiveWork
-from services.manager.convert import call_id_msg, ref_msg, set_ts, ts
+from services.manager.convert import call_id_msg, ref_msg, sector_ref_msg, set_ts, ts
 from services.manager.jobs import Ephemeral, JobRunner, job_state_of
 from services.manager.queue import SchedRequest
 from services.manager.records import CallStatus, WorkRecord, WorkStatus
@@ -69,8 +69,8 @@ def _job_of_live(live: LiveWork, runner: JobRunner) -> manager_pb2.SealingJob:
 def _job_of_ephemeral(job: Ephemeral, runner: JobRunner) -> manager_pb2.SealingJob:
     handle = runner.registry.get(job.worker_id) if job.worker_id else None
     out = manager_pb2.SealingJob(
-        call_id=common_pb2.CallId(sector=job.sector.id, id=job.call_id),
-        sector=job.sector,
+        call_id=call_id_msg(job.sector.miner, job.sector.number, job.call_id),
+        sector=sector_ref_msg(job.sector),
         task_type=common_pb2.TaskType.ValueType(int(job.task_type)),
         worker_id=job.worker_id,
         hostname=handle.hostname if handle else "",
@@ -198,7 +198,7 @@ def _queued(request: SchedRequest, runner: JobRunner, with_rejections: bool) -> 
         sector = ref_msg(record.miner, record.number, record.seal_proof)
         work_id = record.work_id
     elif isinstance(payload, Ephemeral):
-        sector, work_id = payload.sector, ""
+        sector, work_id = sector_ref_msg(payload.sector), ""
     else:
         sector, work_id = ref_msg(0, request.sector_number, int(request.shape[1])), ""
     diagnosis = runner.scheduler.diagnose(request, with_rejections)

@@ -30,6 +30,7 @@ from services.manager.domain import (
     PieceRef,
     PreCommit1Input,
     PreCommit2Input,
+    ProvingSector,
     ReleaseUnsealedInput,
     RemovedFile,
     SectorId,
@@ -365,14 +366,33 @@ async def ack_results(client: WorkerClient, call_ids: list[common_pb2.CallId]) -
 # --- proving ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class VanillaReply:
+    """One sector's answer to GenerateVanillaProofs: its vanilla proof, or why not (the
+    TaskErrorCode's name and the message)."""
+
+    number: int
+    proof: bytes | None
+    error_code: str = ""
+    error_message: str = ""
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """A worker's copy of a sector file (StatSectorFile): its size, and a directory's entries."""
+
+    size: int
+    entries: dict[str, int]
+
+
 async def vanilla_proofs(
     client: WorkerClient,
     assignment: worker_pb2.TaskAssignment,
     proof_type: int,
     randomness: bytes,
-    sectors: Iterable[common_pb2.ProvingSector],
+    sectors: Iterable[ProvingSector],
     timeout: float,
-) -> AsyncGenerator[worker_pb2.GenerateVanillaProofsResponse, None]:
+) -> AsyncGenerator[VanillaReply, None]:
     """A worker's vanilla proofs (or per-sector errors) as they come (GenerateVanillaProofs);
     the call is cancelled when the caller stops reading. Raises WorkerCallFailed."""
     stream = client.stub.GenerateVanillaProofs(
@@ -380,33 +400,37 @@ async def vanilla_proofs(
             assignment=assignment,
             proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type),
             randomness=randomness,
-            sectors=sectors,
+            sectors=[common_pb2.ProvingSector(sector=sector_msg(s.sector), comm_r=s.comm_r) for s in sectors],
         ),
         timeout=timeout,
     )
     try:
         async for reply in stream:
-            yield reply
+            if reply.WhichOneof("outcome") == "vanilla_proof":
+                yield VanillaReply(reply.sector.number, reply.vanilla_proof)
+            else:
+                code = common_pb2.TaskErrorCode.Name(reply.error.code)
+                yield VanillaReply(reply.sector.number, None, code, reply.error.message)
     except grpc.aio.AioRpcError as exc:
         raise _call_failed(exc) from None
     finally:
         stream.cancel()
 
 
-async def stat_sector_file(
-    client: WorkerClient, sector: common_pb2.SectorId, file_type: int, storage_id: str
-) -> worker_pb2.StatSectorFileResponse:
+async def stat_sector_file(client: WorkerClient, sector: SectorId, file_type: int, storage_id: str) -> FileStat:
     """What a worker's copy of one sector file is like (StatSectorFile). Raises WorkerCallFailed."""
     try:
-        reply: worker_pb2.StatSectorFileResponse = await client.stub.StatSectorFile(
+        reply = await client.stub.StatSectorFile(
             worker_pb2.StatSectorFileRequest(
-                sector=sector, type=common_pb2.SectorFileType.ValueType(file_type), storage_id=storage_id
+                sector=sector_id_msg(sector),
+                type=common_pb2.SectorFileType.ValueType(int(file_type)),
+                storage_id=storage_id,
             ),
             timeout=POST_RPC_TIMEOUT_S,
         )
     except grpc.aio.AioRpcError as exc:
         raise _call_failed(exc) from None
-    return reply
+    return FileStat(reply.size, {e.name: e.size for e in reply.entries})
 
 
 # --- reading, checking and removing files ------------------------------------------------------
