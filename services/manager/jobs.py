@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.manager import metrics, worker_link
-from services.manager.calls import BY_CALL_TYPE, BY_METHOD, CallSpec
+from services.manager.calls import BY_METHOD, CallSpec
 from services.manager.calltracker import CallTracker, Decision, ErrorCode, LiveWork, Outcome, ReturnStatus, SectorRefKey
 from services.manager.config import ManagerSection
 from services.manager.domain import SectorRef
@@ -459,26 +459,20 @@ class JobRunner:
         Returns how many it processed; 0 when the worker cannot list them."""
         if handle.client is None:
             return 0
-        acked: list[common_pb2.CallId] = []
+        acked: list[worker_link.StoredResult] = []
         try:
             async for stored in worker_link.stored_results(handle.client):
-                spec = BY_CALL_TYPE.get(stored.call_type)
-                outcome = spec.outcome_of(stored) if spec is not None else None
-                if spec is None or outcome is None:
+                if stored.method is None or stored.outcome is None:
                     log.warning(
                         "worker holds an unreadable call result; dropping it",
-                        extra={"worker": handle.worker_id, "call_id": stored.call_id.id},
+                        extra={"worker": handle.worker_id, "call_id": stored.call_id},
                     )
-                    acked.append(stored.call_id)
+                    acked.append(stored)
                     continue
                 await self.handle_return(
-                    spec.method,
-                    stored.call_id.id,
-                    outcome,
-                    stored.started_at.ToNanoseconds() / 1e9 if stored.HasField("started_at") else 0.0,
-                    stored.finished_at.ToNanoseconds() / 1e9 if stored.HasField("finished_at") else 0.0,
+                    stored.method, stored.call_id, stored.outcome, stored.started_at, stored.finished_at
                 )
-                acked.append(stored.call_id)
+                acked.append(stored)
         except WorkerCallFailed as exc:
             if exc.code != "UNIMPLEMENTED":
                 log.warning(
@@ -500,13 +494,13 @@ class JobRunner:
         self,
         worker_id: str,
         session_id: str,
-        running: list[common_pb2.CallId],
+        running: list[str],
         info: common_pb2.WorkerInfo | None,
         shutting_down: bool = False,
-    ) -> tuple[WorkerHandle, list[common_pb2.CallId]] | None:
-        """Records a heartbeat; returns the handle and the running calls the manager has no live
-        record of (the worker should stop them), or None for an unknown worker/session. A worker
-        that reports it is shutting down becomes unschedulable at once (its SIGTERM drain)."""
+    ) -> tuple[WorkerHandle, list[str]] | None:
+        """Records a heartbeat; returns the handle and the ids of the running calls the manager has
+        no live record of (the worker should stop them), or None for an unknown worker/session. A
+        worker that reports it is shutting down becomes unschedulable at once (its SIGTERM drain)."""
         known = self.registry.get(worker_id)
         paths_before = set(known.path_ids) if known is not None else set()
         handle = self.registry.heartbeat(worker_id, session_id, info)
@@ -525,14 +519,14 @@ class JobRunner:
             self.scheduler.upsert_worker(
                 worker_id, handle.hostname, hardware_of(info), task_types_of(info), table_of(info), handle.schedulable
             )
-        reported = {c.id for c in running}
+        reported = set(running)
         unknown = []
-        for call in running:
-            live = self.tracker.by_call.get(call.id)
+        for call_id in running:
+            live = self.tracker.by_call.get(call_id)
             if (
                 live is None or live.call.worker_id != worker_id or live.call.status.final
-            ) and call.id not in self.scheduler.assigned:
-                unknown.append(call)
+            ) and call_id not in self.scheduler.assigned:
+                unknown.append(call_id)
         # Calls holding resources here that the worker did not report.
         sched = self.scheduler.workers.get(worker_id)
         suspects = []
@@ -827,22 +821,3 @@ def avoid_full_workers(candidates: Candidates, live: LiveWork) -> Candidates:
     if not preferred and not pool:
         return candidates
     return replace(candidates, preferred=preferred, pool=pool)
-
-
-def job_state_of(live: LiveWork, runner: JobRunner) -> int:
-    """The JobState (manager.proto) of a live work."""
-    J = manager_pb2.JobState
-    status = live.record.status
-    call = live.call
-    if status is WorkStatus.DONE:
-        return J.JOB_STATE_RETURNED
-    if status is WorkStatus.DELIVERED:
-        return J.JOB_STATE_DELIVERED
-    if call.status is CallStatus.QUEUED:
-        return J.JOB_STATE_ASSIGNED if call.call_id in runner.scheduler.assigned else J.JOB_STATE_QUEUED
-    if call.status is CallStatus.DISPATCHING:
-        return J.JOB_STATE_ASSIGNED
-    handle = runner.registry.get(call.worker_id)
-    if handle is None or not handle.connected or call.call_id not in runner.scheduler.assigned:
-        return J.JOB_STATE_RET_WAIT
-    return J.JOB_STATE_RUNNING

@@ -338,7 +338,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         result = self.runner.heartbeat(
             request.worker_id,
             request.session_id,
-            list(request.running_calls),
+            [c.id for c in request.running_calls],
             request.info if request.HasField("info") else None,
             request.shutting_down,
         )
@@ -347,8 +347,11 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
                 f"worker {request.worker_id} with session {request.session_id} is not registered (or was marked gone): register again",
             )
         handle, unknown = result
+        stale = set(unknown)
         return manager_pb2.WorkerHeartbeatResponse(
-            manager_session_id=self.session_id, state=views.worker_state(handle), unknown_calls=unknown
+            manager_session_id=self.session_id,
+            state=views.worker_state(handle),
+            unknown_calls=[c for c in request.running_calls if c.id in stale],
         )
 
     async def _return(self, method: str, request: Any, context: Context) -> None:

@@ -14,7 +14,7 @@ from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager import lifecycle, metrics
 from services.manager.calltracker import LiveWork
 from services.manager.convert import call_id_msg, ref_msg, sector_ref_msg, set_ts, ts
-from services.manager.jobs import Ephemeral, JobRunner, job_state_of
+from services.manager.jobs import Ephemeral, JobRunner
 from services.manager.queue import SchedRequest
 from services.manager.records import CallStatus, WorkRecord, WorkStatus
 from services.manager.resources import DEFAULT_TABLE
@@ -38,6 +38,25 @@ DIAG_REJECTIONS_FOR = 200
 
 def mono_to_wall(value: float) -> float:
     return time.time() - (time.monotonic() - value) if value else 0.0
+
+
+def job_state_of(live: LiveWork, runner: JobRunner) -> int:
+    """The JobState (manager.proto) of a live work, from its record, its call and the scheduler."""
+    J = manager_pb2.JobState
+    status = live.record.status
+    call = live.call
+    if status is WorkStatus.DONE:
+        return J.JOB_STATE_RETURNED
+    if status is WorkStatus.DELIVERED:
+        return J.JOB_STATE_DELIVERED
+    if call.status is CallStatus.QUEUED:
+        return J.JOB_STATE_ASSIGNED if call.call_id in runner.scheduler.assigned else J.JOB_STATE_QUEUED
+    if call.status is CallStatus.DISPATCHING:
+        return J.JOB_STATE_ASSIGNED
+    handle = runner.registry.get(call.worker_id)
+    if handle is None or not handle.connected or call.call_id not in runner.scheduler.assigned:
+        return J.JOB_STATE_RET_WAIT
+    return J.JOB_STATE_RUNNING
 
 
 # --- SealingJobs -------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from google.protobuf.message import Message
 from services.common.cid import unsealed_cid
 from services.common.errors import Cancelled, DomainError, InvalidArgument, Unavailable, from_status
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
-from services.manager.calls import CallSpec
-from services.manager.calltracker import ErrorCode
+from services.manager.calls import BY_CALL_TYPE, CallSpec
+from services.manager.calltracker import ErrorCode, Outcome
 from services.manager.domain import (
     AddPieceInput,
     ByteRange,
@@ -342,19 +342,48 @@ async def abort_call(client: WorkerClient, miner: int, number: int, call_id: str
         raise _call_failed(exc) from None
 
 
-async def stored_results(client: WorkerClient) -> AsyncIterator[worker_pb2.StoredCallResult]:
+@dataclass(frozen=True)
+class StoredResult:
+    """A call result a worker holds until the manager acknowledges it (ListCallResults): which
+    call (and its sector, to acknowledge it), the method and outcome (None: unreadable, e.g. an
+    unknown call type: dropped), and when the task ran (0.0: unknown)."""
+
+    miner: int
+    number: int
+    call_id: str
+    method: str | None
+    outcome: Outcome | None
+    started_at: float
+    finished_at: float
+
+
+async def stored_results(client: WorkerClient) -> AsyncIterator[StoredResult]:
     """The call results a worker holds (ListCallResults). Raises WorkerCallFailed (UNIMPLEMENTED
     from a worker that keeps none)."""
     try:
         stream = client.stub.ListCallResults(worker_pb2.ListCallResultsRequest(), timeout=DISPATCH_RPC_TIMEOUT_S * 3)
         async for reply in stream:
-            yield reply.result
+            stored = reply.result
+            spec = BY_CALL_TYPE.get(stored.call_type)
+            outcome = spec.outcome_of(stored) if spec is not None else None
+            yield StoredResult(
+                stored.call_id.sector.miner,
+                stored.call_id.sector.number,
+                stored.call_id.id,
+                spec.method if spec is not None and outcome is not None else None,
+                outcome,
+                stored.started_at.ToNanoseconds() / 1e9 if stored.HasField("started_at") else 0.0,
+                stored.finished_at.ToNanoseconds() / 1e9 if stored.HasField("finished_at") else 0.0,
+            )
     except grpc.aio.AioRpcError as exc:
         raise _call_failed(exc) from None
 
 
-async def ack_results(client: WorkerClient, call_ids: list[common_pb2.CallId]) -> None:
+async def ack_results(client: WorkerClient, results: Iterable[StoredResult]) -> None:
     """Lets a worker forget results the manager recorded (AckCallResult). Raises WorkerCallFailed."""
+    call_ids = [
+        common_pb2.CallId(sector=common_pb2.SectorId(miner=r.miner, number=r.number), id=r.call_id) for r in results
+    ]
     try:
         await client.stub.AckCallResult(
             worker_pb2.AckCallResultRequest(call_ids=call_ids), timeout=DISPATCH_RPC_TIMEOUT_S
