@@ -634,6 +634,40 @@ class Sealing:
         await self.store.forget_sector_commitments(sector.miner, sector.number)
         return removed
 
+    # --- what the manager knows of sectors ----------------------------------------------------
+
+    async def sector_record(self, sector: SectorId) -> lifecycle.SectorRecord:
+        """The sector's lifecycle record (SectorStatus); NotFound when the manager has none."""
+        record = await self.store.sector(sector.miner, sector.number)
+        if record is None:
+            raise NotFound(
+                f"the manager has no lifecycle record of {sector.name} (no AddPiece or Remove of it was recorded)",
+            )
+        return record
+
+    async def list_sectors(
+        self, after: tuple[int, int] | None, size: int, states: frozenset[int]
+    ) -> tuple[list[lifecycle.SectorRecord], tuple[int, int] | None]:
+        """A page of sector records in (miner, number) order after `after`, only those in `states`
+        (all when empty), and the (miner, number) the next page starts after (None: no more).
+        Records are read in batches of `size` until the page is full or the table ends."""
+        page: list[lifecycle.SectorRecord] = []
+        last: tuple[int, int] | None = None
+        while len(page) < size:
+            batch = await self.store.sectors(after, size)
+            if not batch:
+                break
+            for record in batch:
+                after = (record.miner, record.number)
+                if not states or int(record.state) in states:
+                    page.append(record)
+                    last = after
+                    if len(page) == size:
+                        break
+            if len(batch) < size:
+                break
+        return page, (last if len(page) == size else None)
+
     # --- what a sector was sealed with ---------------------------------------------------------
 
     async def sector_commitments(self, sector: SectorId) -> SectorCommitmentsRecord:

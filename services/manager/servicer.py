@@ -161,38 +161,18 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: manager_pb2.SectorStatusRequest, context: Context
     ) -> manager_pb2.SectorStatusResponse:
         sector = convert.required_sector_id(request.sector, request.HasField("sector"))
-        record = await self.store.sector(sector.miner, sector.number)
-        if record is None:
-            raise NotFound(
-                f"the manager has no lifecycle record of {sector.name} (no AddPiece or Remove of it was recorded)",
-            )
-        return views.sector_status(record, self.runner)
+        return views.sector_status(await self.sealing.sector_record(sector), self.runner)
 
     @handled
     async def ListSectors(
         self, request: manager_pb2.ListSectorsRequest, context: Context
     ) -> manager_pb2.ListSectorsResponse:
         size, after = convert.list_sectors_page(request.page_size, request.page_token)
-        wanted = {int(st) for st in request.states}
-        out = manager_pb2.ListSectorsResponse()
-        last: tuple[int, int] | None = None
-        while len(out.sectors) < size:
-            batch = await self.store.sectors(after, size)
-            if not batch:
-                break
-            for record in batch:
-                after = (record.miner, record.number)
-                if not wanted or int(record.state) in wanted:
-                    out.sectors.append(views.sector_status(record, self.runner, with_jobs=False))
-                    last = after
-                    if len(out.sectors) == size:
-                        break
-            if len(batch) < size:
-                after = None
-                break
-        if len(out.sectors) == size and last is not None:
-            out.next_page_token = f"{last[0]}-{last[1]}"
-        return out
+        records, following = await self.sealing.list_sectors(after, size, frozenset(int(st) for st in request.states))
+        return manager_pb2.ListSectorsResponse(
+            sectors=[views.sector_status(record, self.runner, with_jobs=False) for record in records],
+            next_page_token=f"{following[0]}-{following[1]}" if following is not None else "",
+        )
 
     @handled
     async def UnsealPiece(
