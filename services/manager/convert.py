@@ -176,11 +176,6 @@ def pieces(infos: Iterable[common_pb2.PieceInfo], proof: SealProof | None, full:
     return tuple(out)
 
 
-def piece_info_msg(piece: PieceRef) -> common_pb2.PieceInfo:
-    """A PieceInfo with all three fields set (size, the piece CID and the commP it wraps)."""
-    return common_pb2.PieceInfo(size=piece.size, piece_cid=unsealed_cid(piece.commp), commp=piece.commp)
-
-
 def byte_range(r: common_pb2.UnpaddedByteRange, present: bool, proof: SealProof, what: str = "range") -> ByteRange:
     if not present:
         raise invalid(f"{what} is required")
@@ -193,10 +188,6 @@ def byte_range(r: common_pb2.UnpaddedByteRange, present: bool, proof: SealProof,
             f"{what} ends at {r.offset + r.size}, beyond the sector's {unpadded_capacity(proof)} unpadded bytes"
         )
     return ByteRange(r.offset, r.size)
-
-
-def range_msg(r: ByteRange) -> common_pb2.UnpaddedByteRange:
-    return common_pb2.UnpaddedByteRange(offset=r.offset, size=r.size)
 
 
 # --- sealing requests --------------------------------------------------------------------------

@@ -14,6 +14,10 @@ are not gets a FETCH task first on the worker that will run it (`_fetch_stage`).
 | UnsealPiece     | (GET), UNS (whole sector)  | existing(sealed+cache); no holder can run UNS: GET, then UNS   |
 | ReadPiece       | (UNS when needed), read    | a worker holding the range unsealed                            |
 | Remove          | WorkerService.Remove       | every worker holding a file                                    |
+
+The calls take domain values (domain.py; the servicer decodes requests through convert.py) and
+raise the fleet's domain errors; the worker requests a work runs, and every call to a worker, are
+worker_link.py's.
 """
 
 from __future__ import annotations
