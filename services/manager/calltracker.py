@@ -180,6 +180,8 @@ class CallTracker:
         self.clock = clock
         # Live works by work id, and by the id of their current call.
         self.works: dict[str, LiveWork] = {}
+        # The same works by sector (miner, number), kept with `works` by _add and _forget.
+        self._by_sector: dict[tuple[int, int], dict[str, LiveWork]] = {}
         self.by_call: dict[str, LiveWork] = {}
         # Successful works delivered less than redelivery_window_s ago, oldest first: work id ->
         # (work, forget at).
@@ -214,8 +216,7 @@ class CallTracker:
             live = LiveWork(record, call)
             if record.status is WorkStatus.DONE:
                 live.done.set()
-            self.works[record.work_id] = live
-            self.by_call[call.call_id] = live
+            self._add(live)
             recovered.append(live)
         window = self.policy.redelivery_window_s
         if window > 0:
@@ -298,8 +299,7 @@ class CallTracker:
         )
         live = LiveWork(record, call)
         # Registered before the write so that a concurrent identical request attaches to it.
-        self.works[work_id] = live
-        self.by_call[call_id] = live
+        self._add(live)
         try:
             await self.store.save(record, [call])
         except BaseException:
@@ -551,16 +551,32 @@ class CallTracker:
         entry = self.recent.get(work_id)
         return entry[0] if entry is not None else None
 
+    def _add(self, live: LiveWork) -> None:
+        self.works[live.work_id] = live
+        self.by_call[live.call.call_id] = live
+        self._by_sector.setdefault((live.record.miner, live.record.number), {})[live.work_id] = live
+
     def _forget(self, live: LiveWork) -> None:
         if self.works.get(live.work_id) is live:
             del self.works[live.work_id]
         if self.by_call.get(live.call.call_id) is live:
             del self.by_call[live.call.call_id]
+        key = (live.record.miner, live.record.number)
+        of_sector = self._by_sector.get(key)
+        if of_sector is not None and of_sector.get(live.work_id) is live:
+            del of_sector[live.work_id]
+            if not of_sector:
+                del self._by_sector[key]
 
     # --- views -------------------------------------------------------------------------------
 
     def live(self) -> list[LiveWork]:
         return list(self.works.values())
+
+    def live_of(self, miner: int, number: int) -> list[LiveWork]:
+        """The live works of one sector, without scanning the others (the lifecycle checks
+        this on every sealing call)."""
+        return list(self._by_sector.get((miner, number), {}).values())
 
     def running_on(self, worker_id: str) -> list[LiveWork]:
         return [

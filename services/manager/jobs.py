@@ -21,20 +21,19 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-import grpc
-from google.protobuf.duration_pb2 import Duration
-
-from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2
-from services.manager import metrics
-from services.manager.calls import BY_CALL_TYPE, BY_METHOD, CallSpec
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.manager import metrics, worker_link
+from services.manager.calls import BY_METHOD, CallSpec
 from services.manager.calltracker import CallTracker, Decision, ErrorCode, LiveWork, Outcome, ReturnStatus, SectorRefKey
 from services.manager.config import ManagerSection
+from services.manager.domain import SectorRef
 from services.manager.queue import RequestState, SchedRequest
 from services.manager.records import CallRecord, CallStatus, WorkRecord, WorkStatus, new_call_id
 from services.manager.resources import SealProof
 from services.manager.scheduler import Scheduler, SchedWorker
 from services.manager.selectors import Candidates, Selector, SelectorContext, selector_from_json, selector_to_json
 from services.manager.tasks import TaskType
+from services.manager.worker_link import DispatchFailed, WorkerCallFailed
 from services.manager.workers import (
     Registration,
     WorkerHandle,
@@ -47,27 +46,8 @@ from services.manager.workers import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Dispatch RPC codes after which the worker may or may not have the call: retried (same call id,
-# the worker deduplicates) before the call is given up.
-_UNKNOWN_DELIVERY = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.UNKNOWN,
-)
-_RPC_TIMEOUT_S = 10.0
-
-
-class DispatchFailed(Exception):
-    """A custom dispatcher (AddPiece's relay) failed in a way that decides the call's outcome."""
-
-    def __init__(self, code: ErrorCode, message: str, status: grpc.StatusCode | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-
-
-# A custom dispatch: (worker, assignment) -> sends the task. Raises DispatchFailed or AioRpcError.
+# A custom dispatch: (worker, assignment) -> sends the task. Raises DispatchFailed or
+# WorkerCallFailed (worker_link.py).
 CustomDispatch = Callable[[WorkerHandle, worker_pb2.TaskAssignment], Awaitable[None]]
 WorkGuard = Callable[[WorkRecord], Awaitable[str | None]]
 
@@ -79,7 +59,7 @@ class Ephemeral:
 
     future: asyncio.Future[SchedWorker]
     task_type: TaskType
-    sector: common_pb2.SectorRef
+    sector: SectorRef
     priority: int
     queued_at: float
     call_id: str
@@ -154,7 +134,7 @@ class JobRunner:
     async def open(
         self,
         spec: CallSpec,
-        sector: common_pb2.SectorRef,
+        sector: SectorRef,
         request: Any,
         priority: int,
         selector: Selector,
@@ -164,7 +144,7 @@ class JobRunner:
         generation: int = 0,
     ) -> tuple[LiveWork, bool]:
         """Finds or starts the work for a worker request; True when it was started now."""
-        key = SectorRefKey(sector.id.miner, sector.id.number, sector.proof_type)
+        key = SectorRefKey(sector.miner, sector.number, int(sector.proof))
         live, created = await self.tracker.open(
             spec.method,
             int(spec.task_type),
@@ -250,19 +230,16 @@ class JobRunner:
     def assignment(self, live: LiveWork, request: SchedRequest) -> worker_pb2.TaskAssignment:
         record = live.record
         grant = request.grant
-        assignment = worker_pb2.TaskAssignment(
-            call_id=common_pb2.CallId(
-                sector=common_pb2.SectorId(miner=record.miner, number=record.number), id=request.id
-            ),
-            work_id=record.work_id,
-            attempt=record.attempt,
-            gpu_ordinals=list(grant.gpu_ordinals) if grant else [],
-            threads=grant.threads if grant else 0,
+        return worker_link.assignment(
+            record.miner,
+            record.number,
+            request.id,
+            record.work_id,
+            record.attempt,
+            grant.gpu_ordinals if grant else (),
+            grant.threads if grant else 0,
+            self.settings.timeout_of(TaskType(record.task_type)) or 0.0,
         )
-        timeout = self.settings.timeout_of(TaskType(record.task_type))
-        if timeout:
-            assignment.timeout.CopyFrom(Duration(seconds=int(timeout), nanos=int((timeout % 1) * 1e9)))
-        return assignment
 
     async def _dispatch(self, live: LiveWork, request: SchedRequest, worker: SchedWorker) -> None:
         call_id = request.id
@@ -307,22 +284,21 @@ class JobRunner:
                 live.extra["dispatch_error"] = exc
                 await self._fail(live, call_id, CallStatus.FAILED, exc.code, str(exc))
                 return
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code()
+            except WorkerCallFailed as exc:
                 same_call = live.call.call_id == call_id and live.call.status is CallStatus.DISPATCHING
                 same_worker = handle.connected and handle.session_id == session
-                if code in _UNKNOWN_DELIVERY and custom is None and same_call and same_worker and tries < 3:
+                if exc.maybe_delivered and custom is None and same_call and same_worker and tries < 3:
                     tries += 1
                     await asyncio.sleep(0.2 * 2**tries)
                     continue
                 self.scheduler.release(call_id)
                 if not same_call:
                     return
-                message = f"dispatch to worker {handle.worker_id} failed: {code.name}: {exc.details()}"
-                if code is grpc.StatusCode.INVALID_ARGUMENT:
+                message = f"dispatch to worker {handle.worker_id} failed: {exc.code}: {exc.details}"
+                if exc.refused:
                     await self._fail(live, call_id, CallStatus.FAILED, ErrorCode.PERMANENT, message)
                 else:
-                    status = CallStatus.REQUEUED if code in _UNKNOWN_DELIVERY else CallStatus.FAILED
+                    status = CallStatus.REQUEUED if exc.maybe_delivered else CallStatus.FAILED
                     await self._fail(live, call_id, status, ErrorCode.TEMPORARY, message)
                 return
         await self.tracker.mark_running(live, call_id)
@@ -348,13 +324,7 @@ class JobRunner:
     async def _send(
         self, handle: WorkerHandle, spec: CallSpec, params: bytes, assignment: worker_pb2.TaskAssignment
     ) -> None:
-        assert handle.client is not None and spec.worker_rpc is not None
-        rpc = getattr(handle.client.stub, spec.worker_rpc)
-        reply = await rpc(spec.worker_request(params, assignment), timeout=self.settings.dispatch_timeout_s)
-        if reply.call_id.id and reply.call_id.id != assignment.call_id.id:
-            raise DispatchFailed(
-                ErrorCode.TEMPORARY, f"worker answered with call {reply.call_id.id}, expected {assignment.call_id.id}"
-            )
+        await worker_link.send_task(handle, spec, params, assignment, self.settings.dispatch_timeout_s)
 
     async def _fail(self, live: LiveWork, call_id: str, status: CallStatus, code: ErrorCode, message: str) -> None:
         decision = await self.tracker.fail_call(live, call_id, status, code, message)
@@ -386,19 +356,11 @@ class JobRunner:
             handle = self.registry.get(call.worker_id)
             if handle is not None and handle.client is not None and handle.connected:
                 try:
-                    await handle.client.stub.AbortCall(
-                        worker_pb2.AbortCallRequest(
-                            call_id=common_pb2.CallId(
-                                sector=common_pb2.SectorId(miner=call.miner, number=call.number), id=call.call_id
-                            ),
-                            reason=reason,
-                        ),
-                        timeout=_RPC_TIMEOUT_S,
-                    )
-                except grpc.aio.AioRpcError as exc:
+                    await worker_link.abort_call(handle.client, call.miner, call.number, call.call_id, reason)
+                except WorkerCallFailed as exc:
                     log.warning(
                         "could not stop a call on its worker",
-                        extra={"call_id": call.call_id, "worker": call.worker_id, "error": exc.details()},
+                        extra={"call_id": call.call_id, "worker": call.worker_id, "error": exc.details},
                     )
 
     # --- returns -----------------------------------------------------------------------------
@@ -497,44 +459,34 @@ class JobRunner:
         Returns how many it processed; 0 when the worker cannot list them."""
         if handle.client is None:
             return 0
-        acked: list[common_pb2.CallId] = []
+        acked: list[worker_link.StoredResult] = []
         try:
-            stream = handle.client.stub.ListCallResults(worker_pb2.ListCallResultsRequest(), timeout=_RPC_TIMEOUT_S * 3)
-            async for reply in stream:
-                stored = reply.result
-                spec = BY_CALL_TYPE.get(stored.call_type)
-                outcome = spec.outcome_of(stored) if spec is not None else None
-                if spec is None or outcome is None:
+            async for stored in worker_link.stored_results(handle.client):
+                if stored.method is None or stored.outcome is None:
                     log.warning(
                         "worker holds an unreadable call result; dropping it",
-                        extra={"worker": handle.worker_id, "call_id": stored.call_id.id},
+                        extra={"worker": handle.worker_id, "call_id": stored.call_id},
                     )
-                    acked.append(stored.call_id)
+                    acked.append(stored)
                     continue
                 await self.handle_return(
-                    spec.method,
-                    stored.call_id.id,
-                    outcome,
-                    stored.started_at.ToNanoseconds() / 1e9 if stored.HasField("started_at") else 0.0,
-                    stored.finished_at.ToNanoseconds() / 1e9 if stored.HasField("finished_at") else 0.0,
+                    stored.method, stored.call_id, stored.outcome, stored.started_at, stored.finished_at
                 )
-                acked.append(stored.call_id)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                acked.append(stored)
+        except WorkerCallFailed as exc:
+            if exc.code != "UNIMPLEMENTED":
                 log.warning(
                     "could not list a worker's stored results",
-                    extra={"worker": handle.worker_id, "error": exc.details()},
+                    extra={"worker": handle.worker_id, "error": exc.details},
                 )
             return -1 if not acked else len(acked)
         if acked:
             try:
-                await handle.client.stub.AckCallResult(
-                    worker_pb2.AckCallResultRequest(call_ids=acked), timeout=_RPC_TIMEOUT_S
-                )
-            except grpc.aio.AioRpcError as exc:
+                await worker_link.ack_results(handle.client, acked)
+            except WorkerCallFailed as exc:
                 log.warning(
                     "could not acknowledge results; the worker will return them again",
-                    extra={"worker": handle.worker_id, "error": exc.details()},
+                    extra={"worker": handle.worker_id, "error": exc.details},
                 )
         return len(acked)
 
@@ -542,13 +494,13 @@ class JobRunner:
         self,
         worker_id: str,
         session_id: str,
-        running: list[common_pb2.CallId],
+        running: list[str],
         info: common_pb2.WorkerInfo | None,
         shutting_down: bool = False,
-    ) -> tuple[WorkerHandle, list[common_pb2.CallId]] | None:
-        """Records a heartbeat; returns the handle and the running calls the manager has no live
-        record of (the worker should stop them), or None for an unknown worker/session. A worker
-        that reports it is shutting down becomes unschedulable at once (its SIGTERM drain)."""
+    ) -> tuple[WorkerHandle, list[str]] | None:
+        """Records a heartbeat; returns the handle and the ids of the running calls the manager has
+        no live record of (the worker should stop them), or None for an unknown worker/session. A
+        worker that reports it is shutting down becomes unschedulable at once (its SIGTERM drain)."""
         known = self.registry.get(worker_id)
         paths_before = set(known.path_ids) if known is not None else set()
         handle = self.registry.heartbeat(worker_id, session_id, info)
@@ -567,14 +519,14 @@ class JobRunner:
             self.scheduler.upsert_worker(
                 worker_id, handle.hostname, hardware_of(info), task_types_of(info), table_of(info), handle.schedulable
             )
-        reported = {c.id for c in running}
+        reported = set(running)
         unknown = []
-        for call in running:
-            live = self.tracker.by_call.get(call.id)
+        for call_id in running:
+            live = self.tracker.by_call.get(call_id)
             if (
                 live is None or live.call.worker_id != worker_id or live.call.status.final
-            ) and call.id not in self.scheduler.assigned:
-                unknown.append(call)
+            ) and call_id not in self.scheduler.assigned:
+                unknown.append(call_id)
         # Calls holding resources here that the worker did not report.
         sched = self.scheduler.workers.get(worker_id)
         suspects = []
@@ -693,7 +645,7 @@ class JobRunner:
     async def place(
         self,
         task_type: TaskType,
-        sector: common_pb2.SectorRef,
+        sector: SectorRef,
         priority: int,
         candidates: Candidates,
         timeout: float | None,
@@ -706,8 +658,8 @@ class JobRunner:
         self.ephemeral[call_id] = job
         request = SchedRequest(
             id=call_id,
-            shape=(task_type, SealProof(sector.proof_type)),
-            sector_number=sector.id.number,
+            shape=(task_type, sector.proof),
+            sector_number=sector.number,
             priority=priority,
             candidates=candidates,
             payload=job,
@@ -869,22 +821,3 @@ def avoid_full_workers(candidates: Candidates, live: LiveWork) -> Candidates:
     if not preferred and not pool:
         return candidates
     return replace(candidates, preferred=preferred, pool=pool)
-
-
-def job_state_of(live: LiveWork, runner: JobRunner) -> int:
-    """The JobState (manager.proto) of a live work."""
-    J = manager_pb2.JobState
-    status = live.record.status
-    call = live.call
-    if status is WorkStatus.DONE:
-        return J.JOB_STATE_RETURNED
-    if status is WorkStatus.DELIVERED:
-        return J.JOB_STATE_DELIVERED
-    if call.status is CallStatus.QUEUED:
-        return J.JOB_STATE_ASSIGNED if call.call_id in runner.scheduler.assigned else J.JOB_STATE_QUEUED
-    if call.status is CallStatus.DISPATCHING:
-        return J.JOB_STATE_ASSIGNED
-    handle = runner.registry.get(call.worker_id)
-    if handle is None or not handle.connected or call.call_id not in runner.scheduler.assigned:
-        return J.JOB_STATE_RET_WAIT
-    return J.JOB_STATE_RUNNING

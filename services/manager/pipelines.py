@@ -40,12 +40,8 @@ class Pipelines:
                 del self._locks[key]
 
     def live_works(self, miner: int, number: int) -> list[LiveWork]:
-        """The sector's works not finished yet (any generation)."""
-        return [
-            w
-            for w in self.tracker.live()
-            if w.record.miner == miner and w.record.number == number and w.record.status in _LIVE
-        ]
+        """The sector's works not finished yet (any generation); O(the sector's live works)."""
+        return [w for w in self.tracker.live_of(miner, number) if w.record.status in _LIVE]
 
     def in_flight(self, record: lifecycle.SectorRecord | None, miner: int, number: int) -> list[lifecycle.InFlight]:
         """The work of the sector's current generation still queued or running."""

@@ -25,18 +25,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 import rust_core
-from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2, worker_pb2_grpc
+from services.common.errors import DomainError, Internal, Unavailable
 from services.common.vocabulary import prover_id
+from services.manager import worker_link
+from services.manager.domain import BadSector, ProvingSector, SealVerification, SectorId, WinningChallenge
 from services.manager.index_client import FileType, StorageIndex
 from services.manager.jobs import JobRunner
 from services.manager.resources import SealProof
-from services.manager.sealing import SEALED_CACHE, Deadline, Sealing, sector_name
+from services.manager.sealing import SEALED_CACHE, Deadline, Sealing
 from services.manager.selectors import Candidates, SectorKey
 from services.manager.tasks import TaskType
-from services.manager.validation import RpcFailure, bytes32, invalid, sector_ref
+from services.manager.validation import invalid
+from services.manager.worker_link import WorkerCallFailed
+from services.manager.workers import WorkerClient
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,8 @@ def assemble(kind: str, sector_size: int, vanilla: Sequence[bytes]) -> bytes:
 @dataclass
 class _Group:
     worker_id: str
-    stub: worker_pb2_grpc.WorkerServiceAsyncStub
-    sectors: list[common_pb2.ProvingSector]
+    client: WorkerClient
+    sectors: list[ProvingSector]
 
 
 class Proving:
@@ -74,51 +76,33 @@ class Proving:
 
     # --- PoSt --------------------------------------------------------------------------------
 
-    def _check_post_request(
-        self, proof_type: int, randomness: bytes, sectors: Sequence[common_pb2.ProvingSector], need_comm_r: bool = True
-    ) -> tuple[str, SealProof]:
-        kind, seal = post_proof_info(proof_type)
-        bytes32(randomness, "randomness")
-        if not sectors:
-            raise invalid("sectors is required (non-empty)")
-        miners = set()
-        for i, s in enumerate(sectors):
-            proof = sector_ref(s.sector, s.HasField("sector"), f"sectors[{i}].sector")
-            if proof is not seal:
-                raise invalid(f"sectors[{i}] is a {proof.label} sector, the proof type is for {seal.label}")
-            if need_comm_r:
-                bytes32(s.comm_r, f"sectors[{i}].comm_r")
-            miners.add(s.sector.id.miner)
-        if len(miners) > 1:
-            raise invalid("all sectors must belong to one miner")
-        return kind, seal
-
     async def generate_post(
-        self, proof_type: int, randomness: bytes, sectors: Sequence[common_pb2.ProvingSector], deadline: Deadline
-    ) -> tuple[list[common_pb2.PoStProof], list[common_pb2.BadSector]]:
+        self, proof_type: int, randomness: bytes, sectors: Sequence[ProvingSector], deadline: Deadline
+    ) -> tuple[bytes | None, list[BadSector]]:
         """Vanilla proofs from the sectors' holders, assembled here. Each sector is tried on its
         holders in turn (a holder that fails, or does not answer within `post_read_timeout_s`,
         hands its sectors to the next copy); a Window PoSt is then made over the sectors that
         could be proven, and the rest are returned as skipped with every holder's reason, as
         the chain expects faulty sectors to be declared. A Winning PoSt cannot skip: it fails
-        with the reasons."""
-        kind, seal = self._check_post_request(proof_type, randomness, sectors)
+        with the reasons. The request was checked (convert.post_request); returns the proof
+        (None when no sector could be proven) and the skipped sectors."""
+        kind, seal = post_proof_info(proof_type)
         task = TaskType.GENERATE_WINNING_POST if kind == "winning" else TaskType.GENERATE_WINDOW_POST
         settings = self.runner.settings
         candidates, skipped = await self._holders(sectors, seal, task)
         vanilla: dict[int, bytes] = {}
         reasons: dict[int, list[str]] = {}
         reads = asyncio.Semaphore(max(1, settings.post_parallel_reads))
-        pending = [s for s in sectors if s.sector.id.number in candidates]
+        pending = [s for s in sectors if s.sector.number in candidates]
         while pending:
             groups: dict[str, _Group] = {}
             for s in pending:
-                worker_id = candidates[s.sector.id.number].pop(0)
+                worker_id = candidates[s.sector.number].pop(0)
                 handle = self.runner.registry.get(worker_id)
                 if handle is None or handle.client is None:
-                    reasons.setdefault(s.sector.id.number, []).append(f"worker {worker_id} went away")
+                    reasons.setdefault(s.sector.number, []).append(f"worker {worker_id} went away")
                     continue
-                groups.setdefault(worker_id, _Group(worker_id, handle.client.stub, [])).sectors.append(s)
+                groups.setdefault(worker_id, _Group(worker_id, handle.client, [])).sectors.append(s)
 
             async def prove(group: _Group) -> tuple[_Group, dict[int, bytes | str]]:
                 async with reads:
@@ -128,67 +112,64 @@ class Proving:
 
             for group, outcome in await asyncio.gather(*[prove(g) for g in groups.values()]):
                 for s in group.sectors:
-                    got = outcome.get(s.sector.id.number)
+                    got = outcome.get(s.sector.number)
                     if isinstance(got, bytes):
-                        vanilla[s.sector.id.number] = got
+                        vanilla[s.sector.number] = got
                     else:
-                        reasons.setdefault(s.sector.id.number, []).append(
+                        reasons.setdefault(s.sector.number, []).append(
                             f"on {group.worker_id}: {got or 'no vanilla proof returned'}"
                         )
-                        if candidates[s.sector.id.number]:
+                        if candidates[s.sector.number]:
                             log.warning(
                                 "PoSt: a holder could not prove a sector; trying its next copy",
-                                extra={"sector": sector_name(s.sector), "worker": group.worker_id, "error": got},
+                                extra={"sector": s.sector.name, "worker": group.worker_id, "error": got},
                             )
-            pending = [s for s in pending if s.sector.id.number not in vanilla and candidates[s.sector.id.number]]
+            pending = [s for s in pending if s.sector.number not in vanilla and candidates[s.sector.number]]
         for s in sectors:
-            number = s.sector.id.number
+            number = s.sector.number
             if number in reasons and number not in vanilla:
-                skipped.append(common_pb2.BadSector(sector=s.sector.id, reason="; ".join(reasons[number])))
+                skipped.append(BadSector(sector=s.sector.id, reason="; ".join(reasons[number])))
         skipped.sort(key=lambda b: b.sector.number)
-        proven = [s for s in sectors if s.sector.id.number in vanilla]
+        proven = [s for s in sectors if s.sector.number in vanilla]
         if kind == "winning" and skipped:
-            raise RpcFailure(
-                grpc.StatusCode.UNAVAILABLE,
+            raise Unavailable(
                 "winning PoSt needs every challenged sector: "
                 + "; ".join(f"{b.sector.number}: {b.reason}" for b in skipped),
             )
         if not proven:
-            return [], skipped
+            return None, skipped
         try:
-            proof = assemble(kind, seal.sector_size, [vanilla[s.sector.id.number] for s in proven])
+            proof = assemble(kind, seal.sector_size, [vanilla[s.sector.number] for s in proven])
         except ValueError as exc:
-            raise RpcFailure(grpc.StatusCode.INTERNAL, f"workers returned unusable vanilla proofs: {exc}") from None
-        return [
-            common_pb2.PoStProof(proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type), proof=proof)
-        ], skipped
+            raise Internal(f"workers returned unusable vanilla proofs: {exc}") from None
+        return proof, skipped
 
     async def _holders(
-        self, sectors: Sequence[common_pb2.ProvingSector], seal: SealProof, task: TaskType
-    ) -> tuple[dict[int, list[str]], list[common_pb2.BadSector]]:
+        self, sectors: Sequence[ProvingSector], seal: SealProof, task: TaskType
+    ) -> tuple[dict[int, list[str]], list[BadSector]]:
         """Per sector, the workers to prove it on, best first; the sectors nobody can prove."""
         registry = self.runner.registry
         out: dict[int, list[str]] = {}
-        skipped: list[common_pb2.BadSector] = []
+        skipped: list[BadSector] = []
         for s in sectors:
             holders: list[str] = []
             if self.index is None:
                 holders = list(registry.workers)
             else:
-                key = SectorKey(s.sector.id.miner, s.sector.id.number, seal.sector_size)
+                key = SectorKey(s.sector.miner, s.sector.number, seal.sector_size)
                 for loc in await self.sealing.find(key, SEALED_CACHE):
                     if SEALED_CACHE <= loc.types:
                         holders.extend(w for w in registry.workers_of_path(loc.storage_id) if w not in holders)
             ranked = self._provers(holders, task)
             if not ranked:
                 skipped.append(
-                    common_pb2.BadSector(
+                    BadSector(
                         sector=s.sector.id,
-                        reason=f"no connected worker running {task.short} holds the sealed and cache files of {sector_name(s.sector)}",
+                        reason=f"no connected worker running {task.short} holds the sealed and cache files of {s.sector.name}",
                     )
                 )
                 continue
-            out[s.sector.id.number] = ranked
+            out[s.sector.number] = ranked
         return out, skipped
 
     def _provers(self, holders: Sequence[str], task: TaskType) -> list[str]:
@@ -226,29 +207,32 @@ class Proving:
             )
         except TimeoutError:
             return {
-                s.sector.id.number: f"no room for {task.short} on worker {group.worker_id} before the deadline"
+                s.sector.number: f"no room for {task.short} on worker {group.worker_id} before the deadline"
                 for s in group.sectors
             }
         except asyncio.CancelledError:
-            return {s.sector.id.number: "aborted" for s in group.sectors}
+            return {s.sector.number: "aborted" for s in group.sectors}
         stream = None
         try:
             request = self.runner.scheduler.assigned.get(call_id)
             grant = request.grant if request is not None else None
-            assignment = worker_pb2.TaskAssignment(
-                call_id=common_pb2.CallId(sector=first.id, id=call_id),
-                attempt=1,
-                gpu_ordinals=list(grant.gpu_ordinals) if grant else [],
-                threads=grant.threads if grant else 0,
+            assignment = worker_link.assignment(
+                first.id.miner,
+                first.id.number,
+                call_id,
+                "",
+                1,
+                grant.gpu_ordinals if grant else (),
+                grant.threads if grant else 0,
+                0.0,
             )
-            stream = group.stub.GenerateVanillaProofs(
-                worker_pb2.GenerateVanillaProofsRequest(
-                    assignment=assignment,
-                    proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type),
-                    randomness=randomness,
-                    sectors=group.sectors,
-                ),
-                timeout=deadline.remaining() or _RPC_TIMEOUT_S * 10,
+            stream = worker_link.vanilla_proofs(
+                group.client,
+                assignment,
+                proof_type,
+                randomness,
+                group.sectors,
+                deadline.remaining() or _RPC_TIMEOUT_S * 10,
             )
             replies = stream.__aiter__()
             while True:
@@ -256,78 +240,69 @@ class Proving:
                     reply = await asyncio.wait_for(replies.__anext__(), read_timeout_s)
                 except StopAsyncIteration:
                     break
-                if reply.WhichOneof("outcome") == "vanilla_proof":
-                    out[reply.sector.number] = reply.vanilla_proof
+                if reply.proof is not None:
+                    out[reply.number] = reply.proof
                 else:
-                    out[reply.sector.number] = (
-                        f"{common_pb2.TaskErrorCode.Name(reply.error.code)}: {reply.error.message}"
-                    )
+                    out[reply.number] = f"{reply.error_code}: {reply.error_message}"
         except TimeoutError:
             reason = f"worker {group.worker_id} gave no vanilla proof within {read_timeout_s:g}s (post_read_timeout_s)"
             for s in group.sectors:
-                out.setdefault(s.sector.id.number, reason)
-        except grpc.aio.AioRpcError as exc:
-            reason = f"worker {group.worker_id} failed: {exc.code().name}: {exc.details()}"
+                out.setdefault(s.sector.number, reason)
+        except WorkerCallFailed as exc:
+            reason = f"worker {group.worker_id} failed: {exc.code}: {exc.details}"
             for s in group.sectors:
-                out.setdefault(s.sector.id.number, reason)
+                out.setdefault(s.sector.number, reason)
         finally:
             if stream is not None:
-                stream.cancel()
+                await stream.aclose()  # cancels the worker call if it still runs
             self.runner.release(call_id)
         return out
 
-    def winning_challenge(self, req: manager_pb2.GenerateWinningPoStSectorChallengeRequest) -> list[int]:
-        kind, seal = post_proof_info(req.proof_type)
-        if kind != "winning":
-            raise invalid("proof_type must be a Winning PoSt type")
-        if req.miner == 0:
-            raise invalid("miner is required")
-        bytes32(req.randomness, "randomness")
-        if req.eligible_sector_count == 0:
-            raise invalid("eligible_sector_count must be > 0")
+    def winning_challenge(self, ch: WinningChallenge) -> list[int]:
+        """Which of the miner's eligible sectors (indices) a winning PoSt must prove."""
         fn = rust_core.generate_winning_post_sector_challenge
-        return [int(i) for i in fn(seal.sector_size, req.randomness, prover_id(req.miner), req.eligible_sector_count)]
+        return [int(i) for i in fn(ch.seal.sector_size, ch.randomness, prover_id(ch.miner), ch.eligible_sector_count)]
+
+    @staticmethod
+    def proof_problem(kind: str, proofs: Sequence[tuple[int, bytes]]) -> str | None:
+        """Why the (proof type, proof) pairs of a Verify*PoSt request cannot verify as a `kind`
+        PoSt before its sectors are even looked at, or None (one proof of that kind)."""
+        if not proofs:
+            return "no proof"
+        if len(proofs) != 1:
+            return f"expected one proof, got {len(proofs)}"
+        proof_type = proofs[0][0]
+        got_kind, _ = post_proof_info(proof_type)
+        if got_kind != kind:
+            return f"proof_type {proof_type} is a {got_kind} PoSt"
+        return None
 
     def verify_post(
-        self,
-        kind: str,
-        randomness: bytes,
-        sectors: Sequence[common_pb2.ProvingSector],
-        proofs: Sequence[common_pb2.PoStProof],
+        self, kind: str, proof_type: int, randomness: bytes, sectors: Sequence[ProvingSector], proof: bytes
     ) -> tuple[bool, str]:
-        if not proofs:
-            return False, "no proof"
-        if len(proofs) != 1:
-            return False, f"expected one proof, got {len(proofs)}"
-        proof = proofs[0]
-        got_kind, seal = post_proof_info(proof.proof_type)
-        if got_kind != kind:
-            return False, f"proof_type {proof.proof_type} is a {got_kind} PoSt"
-        self._check_post_request(proof.proof_type, randomness, sectors)
+        """Whether `proof` proves the (checked) sectors for this randomness; the reason if not."""
+        _, seal = post_proof_info(proof_type)
         fn = rust_core.verify_window_post if kind == "window" else rust_core.verify_winning_post
-        public = [(s.sector.id.number, bytes(s.comm_r)) for s in sectors]
+        public = [(s.sector.number, bytes(s.comm_r)) for s in sectors]
         try:
-            ok = bool(fn(seal.sector_size, randomness, prover_id(sectors[0].sector.id.miner), public, proof.proof))
+            ok = bool(fn(seal.sector_size, randomness, prover_id(sectors[0].sector.miner), public, proof))
         except ValueError as exc:
             raise invalid(str(exc)) from None
         return ok, "" if ok else "the proof does not verify against these sectors and randomness"
 
-    def verify_seal(self, req: manager_pb2.VerifySealRequest) -> tuple[bool, str]:
-        proof = sector_ref(req.sector, req.HasField("sector"))
-        for name in ("comm_r", "comm_d", "ticket", "seed"):
-            bytes32(getattr(req, name), name)
+    def verify_seal(self, v: SealVerification) -> tuple[bool, str]:
         fn = rust_core.verify_seal
         try:
             ok = bool(
                 fn(
-                    proof.sector_size,
-                    req.comm_r,
-                    req.comm_d,
-                    prover_id(req.sector.id.miner),
-                    req.sector.id.number,
-                    req.ticket,
-                    req.seed,
-                    req.proof,
+                    v.sector.proof.sector_size,
+                    v.comm_r,
+                    v.comm_d,
+                    prover_id(v.sector.miner),
+                    v.sector.number,
+                    v.ticket,
+                    v.seed,
+                    v.proof,
                 )
             )
         except ValueError as exc:
@@ -337,23 +312,23 @@ class Proving:
     # --- CheckProvable -----------------------------------------------------------------------
 
     async def check_provable(
-        self, req: manager_pb2.CheckProvableRequest, deadline: Deadline
-    ) -> list[common_pb2.BadSector]:
-        kind, seal = self._check_post_request(req.proof_type, bytes(32), req.sectors, need_comm_r=req.expensive)
-        if kind != "window":
-            raise invalid("proof_type must be a Window PoSt type")
+        self, proof_type: int, sectors: Sequence[ProvingSector], expensive: bool, deadline: Deadline
+    ) -> list[BadSector]:
+        """The sectors (checked, of a Window PoSt type) whose files are missing or damaged on
+        every holder, or (expensive) whose holder cannot make a vanilla proof that verifies."""
+        _, seal = post_proof_info(proof_type)
         semaphore = asyncio.Semaphore(16)
 
-        async def one(s: common_pb2.ProvingSector) -> common_pb2.BadSector | None:
+        async def one(s: ProvingSector) -> BadSector | None:
             async with semaphore:
-                reason = await self._check_one(s, seal, req.proof_type, req.expensive, deadline)
-            return None if reason is None else common_pb2.BadSector(sector=s.sector.id, reason=reason)
+                reason = await self._check_one(s, seal, proof_type, expensive, deadline)
+            return None if reason is None else BadSector(sector=s.sector.id, reason=reason)
 
-        results = await asyncio.gather(*[one(s) for s in req.sectors])
+        results = await asyncio.gather(*[one(s) for s in sectors])
         return [r for r in results if r is not None]
 
     async def _check_one(
-        self, s: common_pb2.ProvingSector, seal: SealProof, proof_type: int, expensive: bool, deadline: Deadline
+        self, s: ProvingSector, seal: SealProof, proof_type: int, expensive: bool, deadline: Deadline
     ) -> str | None:
         sid = s.sector.id
         lease: str | None = None
@@ -362,8 +337,8 @@ class Proving:
                 lease = await self.index.try_read_lock(
                     sid.miner, sid.number, [FileType.SEALED, FileType.CACHE], "manager:check-provable"
                 )
-            except grpc.aio.AioRpcError as exc:
-                raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"the index is unavailable: {exc.details()}") from None
+            except DomainError as exc:
+                raise Unavailable(f"the index is unavailable: {exc}") from None
             if lease is None:
                 return "can't acquire read lock"
         try:
@@ -372,32 +347,32 @@ class Proving:
             if lease is not None and self.index is not None:
                 try:
                     await self.index.unlock(lease)
-                except grpc.aio.AioRpcError:
+                except DomainError:
                     pass  # the lease expires on its own
 
     async def _check_files(
-        self, s: common_pb2.ProvingSector, seal: SealProof, proof_type: int, expensive: bool, deadline: Deadline
+        self, s: ProvingSector, seal: SealProof, proof_type: int, expensive: bool, deadline: Deadline
     ) -> str | None:
         sid = s.sector.id
-        name = sector_name(sid)
-        holders: list[tuple[worker_pb2_grpc.WorkerServiceAsyncStub, str]] = []
+        name = sid.name
+        holders: list[tuple[WorkerClient, str]] = []
         if self.index is None:
-            holders = [(h.client.stub, "") for h in self.runner.registry.workers.values() if h.connected and h.client]
+            holders = [(h.client, "") for h in self.runner.registry.workers.values() if h.connected and h.client]
         else:
             key = SectorKey(sid.miner, sid.number, seal.sector_size)
             for loc in await self.sealing.find(key, SEALED_CACHE):
                 if SEALED_CACHE <= loc.types:
-                    holders.extend((stub, loc.storage_id) for stub in self.sealing.stubs_for(loc.storage_id, loc.urls))
+                    holders.extend((c, loc.storage_id) for c in self.sealing.clients_for(loc.storage_id, loc.urls))
         if not holders:
             return f"cache and/or sealed paths not found for {name}"
         # Every holder's copy is checked: the sector is provable when one copy is whole; the
         # reason lists each copy's problem otherwise, and a bad copy beside a good one is logged.
         problems: list[str] = []
-        good: list[worker_pb2_grpc.WorkerServiceAsyncStub] = []
-        for stub, storage_id in holders:
-            problem = await self._check_copy(stub, sid, storage_id, name, seal)
+        good: list[WorkerClient] = []
+        for client, storage_id in holders:
+            problem = await self._check_copy(client, sid, storage_id, name, seal)
             if problem is None:
-                good.append(stub)
+                good.append(client)
             else:
                 problems.append(f"{storage_id or 'a holder'}: {problem}" if len(holders) > 1 else problem)
         if not good:
@@ -410,33 +385,23 @@ class Proving:
 
     async def _check_copy(
         self,
-        stub: worker_pb2_grpc.WorkerServiceAsyncStub,
-        sid: common_pb2.SectorId,
+        client: WorkerClient,
+        sid: SectorId,
         storage_id: str,
         name: str,
         seal: SealProof,
     ) -> str | None:
         """What is wrong with one holder's sealed file and cache, or None."""
         try:
-            sealed = await stub.StatSectorFile(
-                worker_pb2.StatSectorFileRequest(
-                    sector=sid, type=common_pb2.SECTOR_FILE_TYPE_SEALED, storage_id=storage_id
-                ),
-                timeout=_RPC_TIMEOUT_S,
-            )
-            cache = await stub.StatSectorFile(
-                worker_pb2.StatSectorFileRequest(
-                    sector=sid, type=common_pb2.SECTOR_FILE_TYPE_CACHE, storage_id=storage_id
-                ),
-                timeout=_RPC_TIMEOUT_S,
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is grpc.StatusCode.NOT_FOUND:
+            sealed = await worker_link.stat_sector_file(client, sid, FileType.SEALED, storage_id)
+            cache = await worker_link.stat_sector_file(client, sid, FileType.CACHE, storage_id)
+        except WorkerCallFailed as exc:
+            if exc.code == "NOT_FOUND":
                 return f"cache and/or sealed paths not found for {name}"
-            return f"stat failed on a holder: {exc.code().name}: {exc.details()}"
+            return f"stat failed on a holder: {exc.code}: {exc.details}"
         if sealed.size != seal.sector_size:
             return f"sealed/{name} is wrong size (got {sealed.size}, expect {seal.sector_size})"
-        entries = {e.name: e.size for e in cache.entries}
+        entries = cache.entries
         if "p_aux" not in entries:
             return f"cache/{name}/p_aux is missing"
         params = rust_core.sector_params(seal.sector_size)
@@ -452,40 +417,35 @@ class Proving:
 
     async def _check_vanilla(
         self,
-        stub: worker_pb2_grpc.WorkerServiceAsyncStub,
-        s: common_pb2.ProvingSector,
+        client: WorkerClient,
+        s: ProvingSector,
         seal: SealProof,
         proof_type: int,
         deadline: Deadline,
     ) -> str | None:
         randomness = bytearray(os.urandom(32))
         randomness[31] &= 0x3F
+        assignment = worker_link.assignment(s.sector.miner, s.sector.number, _uuid(), "", 1, (), 0, 0.0)
+        stream = worker_link.vanilla_proofs(
+            client, assignment, proof_type, bytes(randomness), [s], deadline.remaining() or _RPC_TIMEOUT_S
+        )
         try:
-            stream = stub.GenerateVanillaProofs(
-                worker_pb2.GenerateVanillaProofsRequest(
-                    assignment=worker_pb2.TaskAssignment(
-                        call_id=common_pb2.CallId(sector=s.sector.id, id=_uuid()), attempt=1
-                    ),
-                    proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type),
-                    randomness=bytes(randomness),
-                    sectors=[s],
-                ),
-                timeout=deadline.remaining() or _RPC_TIMEOUT_S,
-            )
             async for reply in stream:
-                if reply.WhichOneof("outcome") == "error":
-                    return f"generating vanilla proof: {reply.error.message}"
+                if reply.proof is None:
+                    return f"generating vanilla proof: {reply.error_message}"
                 if not rust_core.verify_single_vanilla_proof(
                     seal.sector_size,
                     bytes(randomness),
-                    prover_id(s.sector.id.miner),
-                    (s.sector.id.number, bytes(s.comm_r)),
-                    reply.vanilla_proof,
+                    prover_id(s.sector.miner),
+                    (s.sector.number, bytes(s.comm_r)),
+                    reply.proof,
                     "window",
                 ):
                     return "generating vanilla proof: the proof does not verify against comm_r"
-        except grpc.aio.AioRpcError as exc:
-            return f"generating vanilla proof: {exc.code().name}: {exc.details()}"
+        except WorkerCallFailed as exc:
+            return f"generating vanilla proof: {exc.code}: {exc.details}"
+        finally:
+            await stream.aclose()
         return None
 
 

@@ -29,11 +29,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import grpc
-
-from services.common.dependency import describe_failure
 from services.manager.accounting import WaitReason
-from services.manager.index_client import FileType, PathType, StorageIndex, is_unavailable
+from services.manager.index_client import FileType, PathType, StorageIndex, describe_index_failure, is_unavailable
 from services.manager.tasks import TaskType
 
 log = logging.getLogger(__name__)
@@ -237,16 +234,9 @@ class AllocSelector:
 
 
 def _log_index_failure(ctx: SelectorContext, exc: Exception, action: str) -> None:
-    """One line naming the index and its address (is_unavailable: exc is a gRPC error)."""
-    address = str(getattr(ctx.index, "address", ""))
-    if isinstance(exc, grpc.RpcError):
-        message, extra = describe_failure("index", address, exc, action)
-        log.warning(message, extra=extra)
-    else:
-        log.warning(
-            f"index {address or '(in process)'} unavailable: {action}",
-            extra={"dependency": "index", "address": address, "error": str(exc)},
-        )
+    """One line naming the index and its address (index_client.describe_index_failure)."""
+    message, extra = describe_index_failure(str(getattr(ctx.index, "address", "")), exc, action)
+    log.warning(message, extra=extra)
 
 
 def selector_to_json(selector: Selector) -> str:

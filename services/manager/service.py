@@ -28,6 +28,7 @@ from services.manager.forward import LeaderForwarder
 from services.manager.index_client import GrpcStorageIndex, StorageIndex
 from services.manager.jobs import JobRunner
 from services.manager.leadership import Campaign, FileOwnership, HeldElsewhere, Leadership, Lease
+from services.manager.operators import Operators
 from services.manager.post import Proving
 from services.manager.sealing import Sealing
 from services.manager.selectors import SelectorContext
@@ -98,8 +99,9 @@ class ManagerApp(Service):
         self.proving = Proving(self.runner, self.sealing, None)
         self.ready = asyncio.Event()
         # Unimplemented RPCs are filled in by registration(), so the class is complete at run time.
+        self.operators = Operators(self.runner, self.store)
         self.servicer = ManagerServicer(
-            self.runner, self.sealing, self.proving, self.store, self.session_id, self.ready
+            self.runner, self.sealing, self.proving, self.store, self.operators, self.session_id, self.ready
         )  # type: ignore[abstract]
         self._loops: list[asyncio.Task[None]] = []
         # A standby forwards the API to the leader (forward.py); the holder is set at start.
@@ -186,7 +188,7 @@ class ManagerApp(Service):
         metrics.LEADER_EPOCH.set(lease.epoch)
         metrics.LEADER_SINCE.set(lease.acquired_at)
         metrics.FAILOVERS.set(lease.failovers)
-        self.servicer.operator_states = await self.store.worker_states()
+        await self.operators.load()
         self.runner.started_at = time.monotonic()
         await self.runner.recover()
         metrics.register_collector(lambda: views.snapshot(self.runner))

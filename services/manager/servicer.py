@@ -1,64 +1,61 @@
-"""ManagerService over grpc.aio: unpacks requests, calls the domain code, packs replies. Errors
-raised as `RpcFailure` become the RPC's status."""
+"""ManagerService over grpc.aio: unpacks requests, calls the domain code, packs replies. The
+domain's errors (services/common/errors.py) become the RPC's status in one decorator,
+`status_errors`; a database outage is UNAVAILABLE."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
 
-from services.common.db import DatabaseUnavailable
-from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc
-from services.manager import views
+from services.common.errors import FailedPrecondition, NotFound, Unavailable, status_errors
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+from services.manager import convert, views
 from services.manager.calls import BY_METHOD, SPECS
 from services.manager.calltracker import ReturnStatus
 from services.manager.jobs import JobRunner
+from services.manager.operators import Operators
 from services.manager.post import Proving
 from services.manager.sealing import Deadline, Sealing
-from services.manager.store import ManagerStore, WorkerOperatorState
-from services.manager.validation import (
-    RpcFailure,
-    call_id,
-    duration_seconds,
-    invalid,
-    sector_id,
-    timestamp_seconds,
-    worker_id,
-)
+from services.manager.store import ManagerStore
+from services.manager.validation import invalid
 from services.manager.workers import WorkerHandle
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
-R = TypeVar("R")
 J = manager_pb2.JobState
 _STATE_NAMES = {"queued": J.JOB_STATE_QUEUED, "assigned": J.JOB_STATE_ASSIGNED, "running": J.JOB_STATE_RUNNING}
 
 
-def _duration(seconds: float) -> Duration:
-    return Duration(seconds=int(seconds), nanos=int(round((seconds % 1) * 1e9)))
+_statuses = status_errors(database="the manager's")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def handled(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-    """Maps domain failures to statuses; waits until the manager finished starting."""
+def handled(fn: F) -> F:
+    """Waits until the manager finished starting (it recovers its works first: a call before that
+    would not find them), then runs the handler; its domain errors become statuses."""
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def stream(self: ManagerServicer, request: Any, context: Context) -> AsyncIterator[Any]:
+            await self.ready.wait()
+            async for item in fn(self, request, context):
+                yield item
+
+        return _statuses(stream)  # type: ignore[return-value]
 
     @functools.wraps(fn)
-    async def wrapper(self: ManagerServicer, request: Any, context: Context) -> R:
+    async def unary(self: ManagerServicer, request: Any, context: Context) -> Any:
         await self.ready.wait()
-        try:
-            return await fn(self, request, context)
-        except RpcFailure as failure:
-            await context.abort(failure.code, failure.message)
-        except DatabaseUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the manager's database is unavailable: {exc}")
-        raise AssertionError("unreachable")  # pragma: no cover - abort raises
+        return await fn(self, request, context)
 
-    return wrapper
+    return _statuses(unary)  # type: ignore[return-value]
 
 
 def _deadline(context: Context) -> Deadline:
@@ -72,6 +69,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         sealing: Sealing,
         proving: Proving,
         store: ManagerStore,
+        operators: Operators,
         session_id: str,
         ready: asyncio.Event,
     ) -> None:
@@ -81,7 +79,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self.store = store
         self.session_id = session_id
         self.ready = ready
-        self.operator_states: dict[str, WorkerOperatorState] = {}
+        self.operators = operators
         # Builds the Managers reply (set by the app once it knows its lease).
         self.managers_view: Callable[[], Awaitable[manager_pb2.ManagersResponse]] | None = None
 
@@ -97,7 +95,9 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             break
         if first is None or first.WhichOneof("payload") != "header":
             raise invalid("the first AddPiece message must be a header")
-        piece = await self.sealing.add_piece(first.header, request_iterator, _deadline(context))
+        piece = await self.sealing.add_piece(
+            convert.add_piece(first.header), convert.piece_chunks(request_iterator), _deadline(context)
+        )
         return manager_pb2.AddPieceResponse(piece=piece)
 
     @handled
@@ -105,7 +105,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: manager_pb2.SealPreCommit1Request, context: Context
     ) -> manager_pb2.SealPreCommit1Response:
         return manager_pb2.SealPreCommit1Response(
-            pre_commit1_output=await self.sealing.seal_pre_commit1(request, _deadline(context))
+            pre_commit1_output=await self.sealing.seal_pre_commit1(convert.pre_commit1(request), _deadline(context))
         )
 
     @handled
@@ -113,7 +113,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: manager_pb2.SealPreCommit2Request, context: Context
     ) -> manager_pb2.SealPreCommit2Response:
         return manager_pb2.SealPreCommit2Response(
-            commitments=await self.sealing.seal_pre_commit2(request, _deadline(context))
+            commitments=await self.sealing.seal_pre_commit2(convert.pre_commit2(request), _deadline(context))
         )
 
     @handled
@@ -121,123 +121,97 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: manager_pb2.SealCommit1Request, context: Context
     ) -> manager_pb2.SealCommit1Response:
         return manager_pb2.SealCommit1Response(
-            commit1_output=await self.sealing.seal_commit1(request, _deadline(context))
+            commit1_output=await self.sealing.seal_commit1(convert.commit1(request), _deadline(context))
         )
 
     @handled
     async def SealCommit2(
         self, request: manager_pb2.SealCommit2Request, context: Context
     ) -> manager_pb2.SealCommit2Response:
-        return manager_pb2.SealCommit2Response(proof=await self.sealing.seal_commit2(request, _deadline(context)))
+        return manager_pb2.SealCommit2Response(
+            proof=await self.sealing.seal_commit2(convert.commit2(request), _deadline(context))
+        )
 
     @handled
     async def FinalizeSector(
         self, request: manager_pb2.FinalizeSectorRequest, context: Context
     ) -> manager_pb2.FinalizeSectorResponse:
-        await self.sealing.finalize_sector(request, _deadline(context))
+        await self.sealing.finalize_sector(convert.finalize(request), _deadline(context))
         return manager_pb2.FinalizeSectorResponse()
 
     @handled
     async def ReleaseUnsealed(
         self, request: manager_pb2.ReleaseUnsealedRequest, context: Context
     ) -> manager_pb2.ReleaseUnsealedResponse:
-        await self.sealing.release_unsealed(request, _deadline(context))
+        await self.sealing.release_unsealed(convert.release_unsealed(request), _deadline(context))
         return manager_pb2.ReleaseUnsealedResponse()
 
     @handled
     async def Remove(self, request: manager_pb2.RemoveRequest, context: Context) -> manager_pb2.RemoveResponse:
-        return manager_pb2.RemoveResponse(removed=await self.sealing.remove(request))
+        removed = await self.sealing.remove(convert.required_sector_id(request.sector, request.HasField("sector")))
+        return manager_pb2.RemoveResponse(removed=[convert.removed_file(f) for f in removed])
 
     @handled
     async def SectorCommitments(
         self, request: manager_pb2.SectorCommitmentsRequest, context: Context
     ) -> manager_pb2.SectorCommitmentsResponse:
-        return await self.sealing.sector_commitments(request)
+        sector = convert.required_sector_id(request.sector, request.HasField("sector"))
+        return convert.sector_commitments(await self.sealing.sector_commitments(sector))
 
     @handled
     async def SectorStatus(
         self, request: manager_pb2.SectorStatusRequest, context: Context
     ) -> manager_pb2.SectorStatusResponse:
-        if not request.HasField("sector"):
-            raise invalid("sector is required")
-        sector_id(request.sector)
-        record = await self.store.sector(request.sector.miner, request.sector.number)
-        if record is None:
-            raise RpcFailure(
-                grpc.StatusCode.NOT_FOUND,
-                f"the manager has no lifecycle record of s-t0{request.sector.miner}-{request.sector.number} "
-                "(no AddPiece or Remove of it was recorded)",
-            )
-        return views.sector_status(record, self.runner)
+        sector = convert.required_sector_id(request.sector, request.HasField("sector"))
+        return views.sector_status(await self.sealing.sector_record(sector), self.runner)
 
     @handled
     async def ListSectors(
         self, request: manager_pb2.ListSectorsRequest, context: Context
     ) -> manager_pb2.ListSectorsResponse:
-        size = request.page_size or 100
-        if size > 1000:
-            raise invalid(f"page_size is at most 1000, got {size}")
-        after: tuple[int, int] | None = None
-        if request.page_token:
-            miner, _, number = request.page_token.partition("-")
-            if not (miner.isdigit() and number.isdigit()):
-                raise invalid("page_token is not one this RPC returned")
-            after = (int(miner), int(number))
-        wanted = {int(st) for st in request.states}
-        out = manager_pb2.ListSectorsResponse()
-        last: tuple[int, int] | None = None
-        while len(out.sectors) < size:
-            batch = await self.store.sectors(after, size)
-            if not batch:
-                break
-            for record in batch:
-                after = (record.miner, record.number)
-                if not wanted or int(record.state) in wanted:
-                    out.sectors.append(views.sector_status(record, self.runner, with_jobs=False))
-                    last = after
-                    if len(out.sectors) == size:
-                        break
-            if len(batch) < size:
-                after = None
-                break
-        if len(out.sectors) == size and last is not None:
-            out.next_page_token = f"{last[0]}-{last[1]}"
-        return out
+        size, after = convert.list_sectors_page(request.page_size, request.page_token)
+        records, following = await self.sealing.list_sectors(after, size, frozenset(int(st) for st in request.states))
+        return manager_pb2.ListSectorsResponse(
+            sectors=[views.sector_status(record, self.runner, with_jobs=False) for record in records],
+            next_page_token=f"{following[0]}-{following[1]}" if following is not None else "",
+        )
 
     @handled
     async def UnsealPiece(
         self, request: manager_pb2.UnsealPieceRequest, context: Context
     ) -> manager_pb2.UnsealPieceResponse:
-        await self.sealing.unseal_piece(request, _deadline(context))
+        await self.sealing.unseal_piece(convert.unseal(request), _deadline(context))
         return manager_pb2.UnsealPieceResponse()
 
+    @handled
     async def ReadPiece(
         self, request: manager_pb2.ReadPieceRequest, context: Context
     ) -> AsyncIterator[manager_pb2.ReadPieceResponse]:
-        await self.ready.wait()
-        try:
-            stream = await self.sealing.read_piece(request, _deadline(context))
-            async for message in stream:
-                yield message
-        except RpcFailure as failure:
-            await context.abort(failure.code, failure.message)
-        except grpc.aio.AioRpcError as exc:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"reading from the worker failed: {exc.code().name}: {exc.details()}"
-            )
+        stream = await self.sealing.read_piece(convert.read_piece(request), _deadline(context))
+        yield manager_pb2.ReadPieceResponse(
+            header=manager_pb2.ReadPieceHeader(did_unseal=stream.did_unseal, size=stream.size)
+        )
+        async for chunk in stream.chunks:
+            yield manager_pb2.ReadPieceResponse(chunk=common_pb2.Chunk(offset=chunk.offset, data=chunk.data))
 
     @handled
     async def IsUnsealed(
         self, request: manager_pb2.IsUnsealedRequest, context: Context
     ) -> manager_pb2.IsUnsealedResponse:
-        return manager_pb2.IsUnsealedResponse(unsealed=await self.sealing.is_unsealed(request))
+        sector, r = convert.sector_range(request)
+        return manager_pb2.IsUnsealedResponse(unsealed=await self.sealing.is_unsealed(sector, r))
 
     @handled
     async def CheckProvable(
         self, request: manager_pb2.CheckProvableRequest, context: Context
     ) -> manager_pb2.CheckProvableResponse:
-        bad = await self.proving.check_provable(request, _deadline(context))
-        return manager_pb2.CheckProvableResponse(bad_sectors=bad)
+        kind, _, sectors = convert.post_request(
+            request.proof_type, bytes(32), request.sectors, need_comm_r=request.expensive
+        )
+        if kind != "window":
+            raise invalid("proof_type must be a Window PoSt type")
+        bad = await self.proving.check_provable(request.proof_type, sectors, request.expensive, _deadline(context))
+        return manager_pb2.CheckProvableResponse(bad_sectors=[convert.bad_sector_msg(b) for b in bad])
 
     @handled
     async def GenerateWindowPoSt(
@@ -245,10 +219,14 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     ) -> manager_pb2.GenerateWindowPoStResponse:
         if not 5 <= request.proof_type <= 9:
             raise invalid("proof_type must be a Window PoSt type")
-        proofs, skipped = await self.proving.generate_post(
-            request.proof_type, request.randomness, request.sectors, _deadline(context)
+        _, _, sectors = convert.post_request(request.proof_type, request.randomness, request.sectors)
+        proof, skipped = await self.proving.generate_post(
+            request.proof_type, request.randomness, sectors, _deadline(context)
         )
-        return manager_pb2.GenerateWindowPoStResponse(proofs=proofs, skipped=skipped)
+        return manager_pb2.GenerateWindowPoStResponse(
+            proofs=convert.post_proofs(request.proof_type, proof),
+            skipped=[convert.bad_sector_msg(b) for b in skipped],
+        )
 
     @handled
     async def GenerateWinningPoSt(
@@ -256,41 +234,60 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     ) -> manager_pb2.GenerateWinningPoStResponse:
         if not 10 <= request.proof_type <= 14:
             raise invalid("proof_type must be a Winning PoSt type")
-        proofs, skipped = await self.proving.generate_post(
-            request.proof_type, request.randomness, request.sectors, _deadline(context)
+        _, _, sectors = convert.post_request(request.proof_type, request.randomness, request.sectors)
+        proof, skipped = await self.proving.generate_post(
+            request.proof_type, request.randomness, sectors, _deadline(context)
         )
-        return manager_pb2.GenerateWinningPoStResponse(proofs=proofs, skipped=skipped)
+        return manager_pb2.GenerateWinningPoStResponse(
+            proofs=convert.post_proofs(request.proof_type, proof),
+            skipped=[convert.bad_sector_msg(b) for b in skipped],
+        )
 
     @handled
     async def GenerateWinningPoStSectorChallenge(
         self, request: manager_pb2.GenerateWinningPoStSectorChallengeRequest, context: Context
     ) -> manager_pb2.GenerateWinningPoStSectorChallengeResponse:
-        return manager_pb2.GenerateWinningPoStSectorChallengeResponse(indices=self.proving.winning_challenge(request))
+        return manager_pb2.GenerateWinningPoStSectorChallengeResponse(
+            indices=self.proving.winning_challenge(convert.winning_challenge(request))
+        )
 
     @handled
     async def VerifySeal(
         self, request: manager_pb2.VerifySealRequest, context: Context
     ) -> manager_pb2.VerifySealResponse:
-        valid, reason = await asyncio.to_thread(self.proving.verify_seal, request)
+        valid, reason = await asyncio.to_thread(self.proving.verify_seal, convert.seal_verification(request))
         return manager_pb2.VerifySealResponse(valid=valid, reason=reason)
 
     @handled
     async def VerifyWindowPoSt(
         self, request: manager_pb2.VerifyWindowPoStRequest, context: Context
     ) -> manager_pb2.VerifyWindowPoStResponse:
-        valid, reason = await asyncio.to_thread(
-            self.proving.verify_post, "window", request.randomness, request.sectors, request.proofs
-        )
+        valid, reason = await self._verify_post("window", request.randomness, request.sectors, request.proofs)
         return manager_pb2.VerifyWindowPoStResponse(valid=valid, reason=reason)
 
     @handled
     async def VerifyWinningPoSt(
         self, request: manager_pb2.VerifyWinningPoStRequest, context: Context
     ) -> manager_pb2.VerifyWinningPoStResponse:
-        valid, reason = await asyncio.to_thread(
-            self.proving.verify_post, "winning", request.randomness, request.sectors, request.proofs
-        )
+        valid, reason = await self._verify_post("winning", request.randomness, request.sectors, request.proofs)
         return manager_pb2.VerifyWinningPoStResponse(valid=valid, reason=reason)
+
+    async def _verify_post(
+        self,
+        kind: str,
+        randomness: bytes,
+        sectors: Sequence[common_pb2.ProvingSector],
+        proofs: Sequence[common_pb2.PoStProof],
+    ) -> tuple[bool, str]:
+        """A Verify*PoSt: the proofs are looked at before the sectors (a request without a proof
+        of this kind answers not valid, whatever its sectors)."""
+        pairs = [(int(p.proof_type), bytes(p.proof)) for p in proofs]
+        problem = self.proving.proof_problem(kind, pairs)
+        if problem is not None:
+            return False, problem
+        proof_type, proof = pairs[0]
+        _, _, checked = convert.post_request(proof_type, randomness, sectors)
+        return await asyncio.to_thread(self.proving.verify_post, kind, proof_type, randomness, checked, proof)
 
     # --- worker side -------------------------------------------------------------------------
 
@@ -301,18 +298,16 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         wid = request.info.worker_id
         if not wid or not request.session_id or not request.address:
             raise invalid("info.worker_id, session_id and address are required")
-        address = request.address
-        if " " in address or (":" not in address and "/" not in address):
-            raise invalid(f"address {address!r} is not a gRPC target (HOST:PORT, dns:///host:port, unix:path)")
-        state = self.operator_states.get(wid) or WorkerOperatorState(wid)
+        address = convert.worker_address(request.address)
+        state = self.operators.state_of(wid)
         handle = await self.runner.register_worker(
             wid, request.session_id, address, request.info, state.enabled, state.cordoned
         )
         settings = self.runner.settings
         return manager_pb2.RegisterWorkerResponse(
             manager_session_id=self.session_id,
-            heartbeat_interval=_duration(settings.heartbeat_interval_s),
-            heartbeat_timeout=_duration(settings.heartbeat_timeout_s),
+            heartbeat_interval=convert.duration_msg(settings.heartbeat_interval_s),
+            heartbeat_timeout=convert.duration_msg(settings.heartbeat_timeout_s),
             state=views.worker_state(handle),
         )
 
@@ -325,22 +320,24 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         result = self.runner.heartbeat(
             request.worker_id,
             request.session_id,
-            list(request.running_calls),
+            [c.id for c in request.running_calls],
             request.info if request.HasField("info") else None,
             request.shutting_down,
         )
         if result is None:
-            raise RpcFailure(
-                grpc.StatusCode.NOT_FOUND,
+            raise NotFound(
                 f"worker {request.worker_id} with session {request.session_id} is not registered (or was marked gone): register again",
             )
         handle, unknown = result
+        stale = set(unknown)
         return manager_pb2.WorkerHeartbeatResponse(
-            manager_session_id=self.session_id, state=views.worker_state(handle), unknown_calls=unknown
+            manager_session_id=self.session_id,
+            state=views.worker_state(handle),
+            unknown_calls=[c for c in request.running_calls if c.id in stale],
         )
 
     async def _return(self, method: str, request: Any, context: Context) -> None:
-        cid = call_id(request.call_id, request.HasField("call_id"))
+        cid = convert.call_id(request.call_id, request.HasField("call_id"))
         spec = BY_METHOD[method]
         outcome = spec.outcome_of(request)
         if outcome is None:
@@ -350,15 +347,13 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             method,
             cid,
             outcome,
-            timestamp_seconds("meta.started_at", meta.started_at),
-            timestamp_seconds("meta.finished_at", meta.finished_at),
+            convert.timestamp_seconds("meta.started_at", meta.started_at),
+            convert.timestamp_seconds("meta.finished_at", meta.finished_at),
         )
         if status is ReturnStatus.NOT_FOUND:
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no record of call {cid}: drop its result")
+            raise NotFound(f"no record of call {cid}: drop its result")
         if status is ReturnStatus.WRONG_METHOD:
-            raise RpcFailure(
-                grpc.StatusCode.FAILED_PRECONDITION, f"call {cid} was not dispatched as {method}: drop its result"
-            )
+            raise FailedPrecondition(f"call {cid} was not dispatched as {method}: drop its result")
 
     # --- operator ----------------------------------------------------------------------------
 
@@ -377,7 +372,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         if request.worker_id:
             handles = [h for h in handles if h.worker_id == request.worker_id]
             if not handles:
-                raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"unknown worker {request.worker_id}")
+                raise NotFound(f"unknown worker {request.worker_id}")
         stats = [views.worker_stat(h, self.runner) for h in handles]
         if request.include_resources:
             for stat, handle in zip(stats, handles, strict=True):
@@ -388,50 +383,34 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     async def SchedDiag(self, request: manager_pb2.SchedDiagRequest, context: Context) -> manager_pb2.SchedDiagResponse:
         return views.sched_diag(self.runner, request.force_sched)
 
+    @_statuses
     async def Managers(self, request: manager_pb2.ManagersRequest, context: Context) -> manager_pb2.ManagersResponse:
         """Answered by this manager itself, leader or standby: never forwarded (forward.py) and
-        never waiting for this manager to lead, so it shows what each manager sees."""
+        never waiting for this manager to lead (no `handled`), so it shows what each one sees."""
         if self.managers_view is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the manager is still starting: retry")
-        try:
-            return await self.managers_view()
-        except DatabaseUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the manager's database is unavailable: {exc}")
-        raise AssertionError("unreachable")  # pragma: no cover - abort raises
+            raise Unavailable("the manager is still starting: retry")
+        return await self.managers_view()
 
     @handled
     async def Abort(self, request: manager_pb2.AbortRequest, context: Context) -> manager_pb2.AbortResponse:
-        cid = call_id(request.call_id, request.HasField("call_id"))
+        cid = convert.call_id(request.call_id, request.HasField("call_id"))
         result = await self.runner.abort(cid, request.reason)
         if result is None:
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no live call {cid} (unknown or already finished)")
+            raise NotFound(f"no live call {cid} (unknown or already finished)")
         return manager_pb2.AbortResponse(previous_state=_STATE_NAMES.get(result[0], J.JOB_STATE_UNSPECIFIED))
 
-    def _handle(self, wid: str) -> WorkerHandle:
-        handle = self.runner.registry.get(worker_id(wid))
-        if handle is None:
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"unknown worker {wid}")
-        return handle
+    def _worker(self, wid: str) -> WorkerHandle:
+        return self.operators.worker(convert.worker_id(wid))
 
     async def _set_state(self, handle: WorkerHandle, **changes: bool) -> manager_pb2.WorkerState:
-        for name, value in changes.items():
-            setattr(handle, name, value)
-        state = WorkerOperatorState(handle.worker_id, handle.enabled, handle.cordoned)
-        await self.store.set_worker_state(state)
-        self.operator_states[handle.worker_id] = state
-        self.runner.set_operator_state(handle)
-        log.info(
-            "worker state changed",
-            extra={"worker": handle.worker_id, "enabled": handle.enabled, "cordoned": handle.cordoned},
-        )
-        return views.worker_state(handle)
+        return views.worker_state(await self.operators.set_state(handle, **changes))
 
     @handled
     async def EnableWorker(
         self, request: manager_pb2.EnableWorkerRequest, context: Context
     ) -> manager_pb2.EnableWorkerResponse:
         return manager_pb2.EnableWorkerResponse(
-            state=await self._set_state(self._handle(request.worker_id), enabled=True)
+            state=await self._set_state(self._worker(request.worker_id), enabled=True)
         )
 
     @handled
@@ -439,7 +418,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: manager_pb2.DisableWorkerRequest, context: Context
     ) -> manager_pb2.DisableWorkerResponse:
         return manager_pb2.DisableWorkerResponse(
-            state=await self._set_state(self._handle(request.worker_id), enabled=False)
+            state=await self._set_state(self._worker(request.worker_id), enabled=False)
         )
 
     @handled
@@ -447,7 +426,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: manager_pb2.CordonWorkerRequest, context: Context
     ) -> manager_pb2.CordonWorkerResponse:
         return manager_pb2.CordonWorkerResponse(
-            state=await self._set_state(self._handle(request.worker_id), cordoned=True)
+            state=await self._set_state(self._worker(request.worker_id), cordoned=True)
         )
 
     @handled
@@ -455,42 +434,26 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: manager_pb2.UncordonWorkerRequest, context: Context
     ) -> manager_pb2.UncordonWorkerResponse:
         return manager_pb2.UncordonWorkerResponse(
-            state=await self._set_state(self._handle(request.worker_id), cordoned=False, draining=False)
+            state=await self._set_state(self._worker(request.worker_id), cordoned=False, draining=False)
         )
 
     @handled
     async def DrainWorker(
         self, request: manager_pb2.DrainWorkerRequest, context: Context
     ) -> manager_pb2.DrainWorkerResponse:
-        handle = self._handle(request.worker_id)
+        handle = self._worker(request.worker_id)
         limit = (
-            duration_seconds("timeout", request.timeout) if request.HasField("timeout") else context.time_remaining()
+            convert.duration_seconds("timeout", request.timeout)
+            if request.HasField("timeout")
+            else context.time_remaining()
         )
-        await self._set_state(handle, cordoned=True, draining=True)
-        loop = asyncio.get_running_loop()
-        until = None if limit is None else loop.time() + limit
-        try:
-            while self._busy(handle):
-                if until is not None and loop.time() >= until:
-                    break
-                await asyncio.sleep(0.2)
-            if self._busy(handle) and request.abort_remaining:
-                await self.runner.requeue_worker_calls(handle.worker_id, "drained")
-        finally:
-            handle.draining = False
-            self.runner.set_operator_state(handle)
+        drained = await self.operators.drain(handle, limit, request.abort_remaining)
         remaining = [
             j
             for j in views.sealing_jobs(self.runner, manager_pb2.SealingJobsRequest(worker_id=handle.worker_id), [])
             if j.state in (J.JOB_STATE_ASSIGNED, J.JOB_STATE_RUNNING)
         ]
-        return manager_pb2.DrainWorkerResponse(
-            drained=not self._busy(handle), remaining=remaining, state=views.worker_state(handle)
-        )
-
-    def _busy(self, handle: WorkerHandle) -> bool:
-        sched = self.runner.scheduler.workers.get(handle.worker_id)
-        return bool(sched and sched.assigned)
+        return manager_pb2.DrainWorkerResponse(drained=drained, remaining=remaining, state=views.worker_state(handle))
 
     @handled
     async def TaskHistory(
@@ -499,9 +462,9 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         size = request.page_size or 100
         size = min(size, 1000)
         if request.HasField("sector"):
-            sector_id(request.sector, "sector")
-        filters = views.history_filters(request)
-        before = views.decode_page_token(request.page_token, filters) if request.page_token else None
+            convert.sector_id(request.sector, "sector")
+        filters = convert.history_filters(request)
+        before = convert.decode_page_token(request.page_token, filters) if request.page_token else None
         calls = await self.store.history(
             size + 1,
             before=before,
@@ -510,12 +473,12 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             failed_only=request.failed_only,
             task_type=int(request.task_type) or None,
             worker_id=request.worker_id or None,
-            since=timestamp_seconds("since", request.since) if request.HasField("since") else None,
+            since=convert.timestamp_seconds("since", request.since) if request.HasField("since") else None,
         )
         page, more = calls[:size], len(calls) > size
         return manager_pb2.TaskHistoryResponse(
-            runs=[views.task_run(c) for c in page],
-            next_page_token=views.encode_page_token(page[-1], filters) if more else "",
+            runs=[convert.task_run(c) for c in page],
+            next_page_token=convert.encode_page_token(page[-1], filters) if more else "",
         )
 
 

@@ -1,26 +1,24 @@
-"""What operators see: SealingJobs, WorkerStats, SchedDiag and TaskHistory, built from the live
-state (tracker, scheduler, registry) and, for delivered jobs and history, the database."""
+"""What operators see: the SealingJobs, WorkerStats, SchedDiag and SectorStatus replies, built
+from the live state (tracker, scheduler, registry) and, for delivered jobs, the database. Like
+convert.py this is the edge's encoding side (it builds messages; the domain modules do not), kept
+apart because each reply reads the runner's live state; message leaves (timestamps, SectorRefs,
+TaskRuns) come from convert.py. `snapshot` feeds the metrics gauges."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import time
 from collections import Counter
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager import lifecycle, metrics
 from services.manager.calltracker import LiveWork
-from services.manager.jobs import Ephemeral, JobRunner, job_state_of
+from services.manager.convert import call_id_msg, ref_msg, sector_ref_msg, set_ts, ts
+from services.manager.jobs import Ephemeral, JobRunner
 from services.manager.queue import SchedRequest
-from services.manager.records import CallRecord, CallStatus, WorkRecord, WorkStatus
+from services.manager.records import CallStatus, WorkRecord, WorkStatus
 from services.manager.resources import DEFAULT_TABLE
 from services.manager.tasks import TaskType
-from services.manager.validation import invalid
 from services.manager.workers import WorkerHandle, table_of
 
 J = manager_pb2.JobState
@@ -38,30 +36,27 @@ _STATE_ORDER = {
 DIAG_REJECTIONS_FOR = 200
 
 
-def ts(seconds: float) -> Timestamp:
-    out = Timestamp()
-    if seconds:
-        out.FromNanoseconds(int(seconds * 1e9))
-    return out
-
-
-def _set_ts(field: Timestamp, seconds: float) -> None:
-    if seconds:
-        field.FromNanoseconds(int(seconds * 1e9))
-
-
 def mono_to_wall(value: float) -> float:
     return time.time() - (time.monotonic() - value) if value else 0.0
 
 
-def sector_ref(miner: int, number: int, proof: int) -> common_pb2.SectorRef:
-    return common_pb2.SectorRef(
-        id=common_pb2.SectorId(miner=miner, number=number), proof_type=common_pb2.RegisteredSealProof.ValueType(proof)
-    )
-
-
-def call_id_msg(miner: int, number: int, call_id: str) -> common_pb2.CallId:
-    return common_pb2.CallId(sector=common_pb2.SectorId(miner=miner, number=number), id=call_id)
+def job_state_of(live: LiveWork, runner: JobRunner) -> int:
+    """The JobState (manager.proto) of a live work, from its record, its call and the scheduler."""
+    J = manager_pb2.JobState
+    status = live.record.status
+    call = live.call
+    if status is WorkStatus.DONE:
+        return J.JOB_STATE_RETURNED
+    if status is WorkStatus.DELIVERED:
+        return J.JOB_STATE_DELIVERED
+    if call.status is CallStatus.QUEUED:
+        return J.JOB_STATE_ASSIGNED if call.call_id in runner.scheduler.assigned else J.JOB_STATE_QUEUED
+    if call.status is CallStatus.DISPATCHING:
+        return J.JOB_STATE_ASSIGNED
+    handle = runner.registry.get(call.worker_id)
+    if handle is None or not handle.connected or call.call_id not in runner.scheduler.assigned:
+        return J.JOB_STATE_RET_WAIT
+    return J.JOB_STATE_RUNNING
 
 
 # --- SealingJobs -------------------------------------------------------------------------------
@@ -72,7 +67,7 @@ def _job_of_live(live: LiveWork, runner: JobRunner) -> manager_pb2.SealingJob:
     job = manager_pb2.SealingJob(
         call_id=call_id_msg(record.miner, record.number, call.call_id),
         work_id=record.work_id,
-        sector=sector_ref(record.miner, record.number, record.seal_proof),
+        sector=ref_msg(record.miner, record.number, record.seal_proof),
         task_type=common_pb2.TaskType.ValueType(record.task_type),
         worker_id=call.worker_id,
         hostname=call.hostname,
@@ -85,16 +80,16 @@ def _job_of_live(live: LiveWork, runner: JobRunner) -> manager_pb2.SealingJob:
         job.worker_id = placed.worker_id
         handle = runner.registry.get(placed.worker_id)
         job.hostname = handle.hostname if handle else ""
-    _set_ts(job.queued_at, call.queued_at)
-    _set_ts(job.started_at, call.started_at or call.dispatched_at)
+    set_ts(job.queued_at, call.queued_at)
+    set_ts(job.started_at, call.started_at or call.dispatched_at)
     return job
 
 
 def _job_of_ephemeral(job: Ephemeral, runner: JobRunner) -> manager_pb2.SealingJob:
     handle = runner.registry.get(job.worker_id) if job.worker_id else None
     out = manager_pb2.SealingJob(
-        call_id=common_pb2.CallId(sector=job.sector.id, id=job.call_id),
-        sector=job.sector,
+        call_id=call_id_msg(job.sector.miner, job.sector.number, job.call_id),
+        sector=sector_ref_msg(job.sector),
         task_type=common_pb2.TaskType.ValueType(int(job.task_type)),
         worker_id=job.worker_id,
         hostname=handle.hostname if handle else "",
@@ -102,8 +97,8 @@ def _job_of_ephemeral(job: Ephemeral, runner: JobRunner) -> manager_pb2.SealingJ
         priority=job.priority,
         attempt=1,
     )
-    _set_ts(out.queued_at, job.queued_at)
-    _set_ts(out.started_at, job.started_at)
+    set_ts(out.queued_at, job.queued_at)
+    set_ts(out.started_at, job.started_at)
     return out
 
 
@@ -111,13 +106,13 @@ def _job_of_delivered(record: WorkRecord) -> manager_pb2.SealingJob:
     job = manager_pb2.SealingJob(
         call_id=call_id_msg(record.miner, record.number, record.call_id),
         work_id=record.work_id,
-        sector=sector_ref(record.miner, record.number, record.seal_proof),
+        sector=ref_msg(record.miner, record.number, record.seal_proof),
         task_type=common_pb2.TaskType.ValueType(record.task_type),
         state=J.JOB_STATE_DELIVERED,
         priority=record.priority,
         attempt=record.attempt,
     )
-    _set_ts(job.queued_at, record.created_at)
+    set_ts(job.queued_at, record.created_at)
     return job
 
 
@@ -156,8 +151,8 @@ def worker_stat(handle: WorkerHandle, runner: JobRunner) -> manager_pb2.WorkerSt
         session_id=handle.session_id if handle.connected else "",
         state=worker_state(handle),
     )
-    _set_ts(stat.registered_at, mono_to_wall(handle.registered_at))
-    _set_ts(stat.last_heartbeat, mono_to_wall(handle.last_heartbeat))
+    set_ts(stat.registered_at, mono_to_wall(handle.registered_at))
+    set_ts(stat.last_heartbeat, mono_to_wall(handle.last_heartbeat))
     sched = runner.scheduler.workers.get(handle.worker_id)
     gpus = list(handle.info.resources.gpus)
     if sched is None:
@@ -219,12 +214,12 @@ def _queued(request: SchedRequest, runner: JobRunner, with_rejections: bool) -> 
     payload = request.payload
     if isinstance(payload, LiveWork):
         record = payload.record
-        sector = sector_ref(record.miner, record.number, record.seal_proof)
+        sector = ref_msg(record.miner, record.number, record.seal_proof)
         work_id = record.work_id
     elif isinstance(payload, Ephemeral):
-        sector, work_id = payload.sector, ""
+        sector, work_id = sector_ref_msg(payload.sector), ""
     else:
-        sector, work_id = sector_ref(0, request.sector_number, int(request.shape[1])), ""
+        sector, work_id = ref_msg(0, request.sector_number, int(request.shape[1])), ""
     diagnosis = runner.scheduler.diagnose(request, with_rejections)
     out = manager_pb2.QueuedRequest(
         call_id=common_pb2.CallId(sector=sector.id, id=request.id),
@@ -241,7 +236,7 @@ def _queued(request: SchedRequest, runner: JobRunner, with_rejections: bool) -> 
             for wid, reason, detail in diagnosis.rejections
         ],
     )
-    _set_ts(out.queued_at, mono_to_wall(request.queued_at))
+    set_ts(out.queued_at, mono_to_wall(request.queued_at))
     return out
 
 
@@ -317,67 +312,7 @@ def snapshot(runner: JobRunner) -> metrics.Snapshot:
     return snap
 
 
-# --- TaskHistory -------------------------------------------------------------------------------
-
-_OUTCOME_OF = {
-    CallStatus.QUEUED: manager_pb2.TASK_OUTCOME_RUNNING,
-    CallStatus.DISPATCHING: manager_pb2.TASK_OUTCOME_RUNNING,
-    CallStatus.RUNNING: manager_pb2.TASK_OUTCOME_RUNNING,
-    CallStatus.SUCCEEDED: manager_pb2.TASK_OUTCOME_SUCCEEDED,
-    CallStatus.FAILED: manager_pb2.TASK_OUTCOME_FAILED,
-    CallStatus.ABORTED: manager_pb2.TASK_OUTCOME_ABORTED,
-    CallStatus.TIMED_OUT: manager_pb2.TASK_OUTCOME_TIMED_OUT,
-    CallStatus.REQUEUED: manager_pb2.TASK_OUTCOME_REQUEUED,
-    CallStatus.CANCELLED: manager_pb2.TASK_OUTCOME_ABORTED,
-}
-
-
-def task_run(call: CallRecord) -> manager_pb2.TaskRun:
-    run = manager_pb2.TaskRun(
-        call_id=call_id_msg(call.miner, call.number, call.call_id),
-        work_id=call.work_id,
-        sector=sector_ref(call.miner, call.number, call.seal_proof),
-        task_type=common_pb2.TaskType.ValueType(call.task_type),
-        attempt=call.attempt,
-        worker_id=call.worker_id,
-        hostname=call.hostname,
-        outcome=_OUTCOME_OF[call.status],
-    )
-    _set_ts(run.queued_at, call.queued_at)
-    _set_ts(run.started_at, call.started_at or call.dispatched_at)
-    _set_ts(run.finished_at, call.finished_at if call.status.final else 0.0)
-    if call.error_message:
-        run.error.CopyFrom(
-            common_pb2.TaskError(code=common_pb2.TaskErrorCode.ValueType(call.error_code), message=call.error_message)
-        )
-    return run
-
-
-def history_filters(req: manager_pb2.TaskHistoryRequest) -> str:
-    copy = manager_pb2.TaskHistoryRequest()
-    copy.CopyFrom(req)
-    copy.ClearField("page_token")
-    copy.ClearField("page_size")
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:16]
-
-
-def encode_page_token(last: CallRecord, filters: str) -> str:
-    return base64.urlsafe_b64encode(
-        json.dumps({"q": last.queued_at, "c": last.call_id, "f": filters}).encode()
-    ).decode()
-
-
-def decode_page_token(token: str, filters: str) -> tuple[float, str]:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        position = (float(data["q"]), str(data["c"]))
-        same = data["f"] == filters
-    except (ValueError, KeyError, TypeError):
-        raise invalid("page_token is not one TaskHistory returned") from None
-    if not same:
-        raise invalid("the filters changed since the first page: start again without page_token")
-    return position
-
+# --- SectorStatus ------------------------------------------------------------------------------
 
 _STEP_PROTO = {
     lifecycle.Step.PRE_COMMIT_1: manager_pb2.SECTOR_STEP_PRE_COMMIT_1,
@@ -395,7 +330,7 @@ def sector_status(
     """A sector's lifecycle record and (with_jobs) its work not finished yet, for SectorStatus
     and ListSectors (which leaves the jobs out: each would scan every live job)."""
     out = manager_pb2.SectorStatusResponse(
-        sector=sector_ref(record.miner, record.number, record.proof_type),
+        sector=ref_msg(record.miner, record.number, record.proof_type),
         state=manager_pb2.SectorLifecycleState.ValueType(int(record.state)),
         generation=record.generation,
         last_error=record.last_error,
@@ -407,14 +342,14 @@ def sector_status(
         if done is not None:
             out.steps.append(manager_pb2.SectorStepDone(step=_STEP_PROTO[step], done_at=ts(done.done_at)))
     if not with_jobs:
-        _set_ts(out.created_at, record.created_at)
-        _set_ts(out.updated_at, record.updated_at)
+        set_ts(out.created_at, record.created_at)
+        set_ts(out.updated_at, record.updated_at)
         return out
     request = manager_pb2.SealingJobsRequest(sector=common_pb2.SectorId(miner=record.miner, number=record.number))
     J = manager_pb2.JobState
     out.jobs.extend(
         j for j in sealing_jobs(runner, request, []) if j.state not in (J.JOB_STATE_RETURNED, J.JOB_STATE_DELIVERED)
     )
-    _set_ts(out.created_at, record.created_at)
-    _set_ts(out.updated_at, record.updated_at)
+    set_ts(out.created_at, record.created_at)
+    set_ts(out.updated_at, record.updated_at)
     return out

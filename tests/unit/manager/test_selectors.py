@@ -7,11 +7,11 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-import grpc
 import pytest
 
+from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from services.manager.accounting import WaitReason
-from services.manager.index_client import FileType, PathType
+from services.manager.index_client import FileType, PathType, describe_index_failure, is_unavailable
 from services.manager.selectors import (
     ANYWHERE,
     AllocSelector,
@@ -135,10 +135,10 @@ def test_index_outage_places_nothing_that_needs_locality() -> None:
 
     class Down(FakeIndex):
         async def find_sector(self, *args: Any) -> Any:
-            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down")
+            raise Unavailable("down")  # what the index client raises for UNAVAILABLE
 
         async def best_alloc(self, *args: Any) -> Any:
-            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down")
+            raise Unavailable("down")  # what the index client raises for UNAVAILABLE
 
     for selector in (
         ExistingSelector(KEY, SEALED_CACHE, allow_fetch=False),
@@ -153,11 +153,9 @@ def test_index_outage_places_nothing_that_needs_locality() -> None:
 def test_index_errors_that_are_bugs_propagate() -> None:
     class Broken(FakeIndex):
         async def find_sector(self, *args: Any) -> Any:
-            raise grpc.aio.AioRpcError(
-                grpc.StatusCode.INVALID_ARGUMENT, grpc.aio.Metadata(), grpc.aio.Metadata(), "bad"
-            )
+            raise InvalidArgument("bad")  # what the index client raises for INVALID_ARGUMENT
 
-    with pytest.raises(grpc.aio.AioRpcError):
+    with pytest.raises(InvalidArgument, match="bad"):
         run(ExistingSelector(KEY, SEALED_CACHE, allow_fetch=False).resolve(context(Broken(), {})))
 
 
@@ -178,3 +176,15 @@ def test_selectors_round_trip_through_json(selector: Any) -> None:
 def test_fixed_selector() -> None:
     cand = run(FixedSelector(("w1",)).resolve(context(None, {})))
     assert cand == Candidates(preferred=("w1",), reason=WaitReason.SECTOR_FILES_ELSEWHERE)
+
+
+def test_the_index_client_s_errors_say_whether_to_wait_and_what_failed() -> None:
+    assert is_unavailable(Unavailable("down")) and is_unavailable(DeadlineExceeded("slow"))
+    assert not is_unavailable(InvalidArgument("bad")) and not is_unavailable(RuntimeError("bug"))
+    message, extra = describe_index_failure("10.0.0.1:7000", Unavailable("connection refused"), "FindSector failed")
+    assert message == "index 10.0.0.1:7000 unavailable (UNAVAILABLE): FindSector failed"
+    assert extra["code"] == "UNAVAILABLE" and extra["error"] == "connection refused"
+    message, _ = describe_index_failure("10.0.0.1:7000", InvalidArgument("bad"), "FindSector failed")
+    assert message == "index 10.0.0.1:7000 answered (INVALID_ARGUMENT): FindSector failed"
+    message, _ = describe_index_failure("", RuntimeError("boom"), "FindSector failed")
+    assert message == "index (in process) unavailable: FindSector failed"

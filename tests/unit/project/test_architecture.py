@@ -7,6 +7,7 @@ import ast
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 from tests.support.paths import REPO
 
@@ -47,3 +48,22 @@ def test_bench_may_use_public_entry_points_but_not_private_sql() -> None:
     assert len(sql) == 3 and all("forbids" in v for v in sql), sql
     assert violations("from services.index.schema import COMPONENT, MIGRATIONS\n")
     assert violations("from services.index import locks\n")  # a module bench was not given
+
+
+def test_the_grpc_free_check_sees_a_stub_import_and_a_stale_glob(tmp_path: Path) -> None:
+    domain = tmp_path / "domain.py"
+    domain.write_text(
+        "import asyncio\nfrom services.common.proto.sectorstorage.v1 import common_pb2\nimport grpc.aio\n"
+    )
+    edge = tmp_path / "edge.py"
+    edge.write_text("import grpc\n")
+    table = {
+        "forbid": ["grpc", "grpc.*", "services.common.proto.*"],
+        "modules": ["pkg.domain", "pkg.gone.*"],
+    }
+    violations, covered = check_imports.grpc_free_violations(table, [("pkg.domain", domain), ("pkg.edge", edge)])
+    assert covered == 1  # the edge module is not listed: it may speak gRPC
+    assert any(":2: pkg.domain imports services.common.proto.sectorstorage.v1" in v for v in violations)
+    assert any(":3: pkg.domain imports grpc.aio" in v for v in violations)
+    assert any("'pkg.gone.*', which names no module" in v for v in violations)
+    assert not any("edge" in v for v in violations)

@@ -10,7 +10,7 @@ import pytest
 
 import rust_core
 from services.manager.post import assemble
-from tests.unit.porep_helpers import PROVER, Sector, seal_sector
+from tests.unit.rust_core.porep_helpers import PROVER, Sector, seal_sector
 
 KIB2 = 2048
 RAND = bytes([0x21] * 32)

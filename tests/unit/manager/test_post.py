@@ -1,0 +1,195 @@
+"""Proving (services/manager/post.py) through its domain API, with the manager in-process and a
+TEST-ONLY fake worker (tests/support/fake_worker.py) that holds sealed sectors but implements none
+of the PoSt RPCs: what PoSt and CheckProvable answer when sectors have no holder or a holder
+cannot prove, the PoSt requests convert.py refuses (in order), and the pure checks (winning
+challenge, verifications). The proof bytes themselves are rust_core's (tests/unit/test_porep.py,
+the e2e tests)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.common.errors import InvalidArgument, Unavailable
+from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
+from services.manager import convert
+from services.manager.domain import (
+    AddPieceInput,
+    PieceChunk,
+    PieceRef,
+    PreCommit1Input,
+    ProvingSector,
+    SealVerification,
+    SectorId,
+    SectorRef,
+    WinningChallenge,
+)
+from services.manager.post import Proving, post_proof_info
+from services.manager.resources import SealProof
+from services.manager.sealing import Deadline
+from services.manager.service import ManagerApp
+from tests.support.fake_worker import FakeIndex, FakeWorker, InProcessManager
+
+MINER = 1000
+P2K = SealProof.STACKED_DRG_2KIB_V1_1
+WINDOW_2K = common_pb2.RegisteredPoStProof.ValueType(5)  # StackedDrgWindow2KiBV1
+WINNING_2K = common_pb2.RegisteredPoStProof.ValueType(10)  # StackedDrgWinning2KiBV1
+RANDOMNESS = bytes([0x33] * 32)
+TICKET = bytes([0x11] * 32)
+
+
+def proving(number: int) -> ProvingSector:
+    return ProvingSector(SectorRef(SectorId(MINER, number), P2K), bytes([number]) * 32)
+
+
+def proving_sector(
+    number: int, miner: int = MINER, proof: int = int(P2K), comm_r: bytes | None = None
+) -> common_pb2.ProvingSector:
+    return common_pb2.ProvingSector(
+        sector=common_pb2.SectorRef(
+            id=common_pb2.SectorId(miner=miner, number=number),
+            proof_type=common_pb2.RegisteredSealProof.ValueType(proof),
+        ),
+        comm_r=bytes([number]) * 32 if comm_r is None else comm_r,
+    )
+
+
+def run(test: Callable[[InProcessManager, ManagerApp, FakeWorker], Awaitable[None]], tmp_path: Path) -> None:
+    async def main() -> None:
+        index = FakeIndex()
+        manager = await InProcessManager(tmp_path).start(index)
+        worker = await FakeWorker("a", manager.address, index).start()  # type: ignore[abstract]
+        try:
+            assert manager.app is not None
+            await test(manager, manager.app, worker)
+        finally:
+            await worker.stop()
+            await manager.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+async def sealed_on_worker(app: ManagerApp, number: int) -> None:
+    """Runs AddPiece and PC1, after which the fake index lists the worker's sealed and cache files."""
+    ref = SectorRef(SectorId(MINER, number), P2K)
+
+    async def chunks() -> AsyncIterator[PieceChunk]:
+        yield PieceChunk(0, bytes([number]) * 2032)
+
+    info = await app.sealing.add_piece(AddPieceInput(ref, (), 2032), chunks(), Deadline(20))
+    piece = PieceRef(int(info.size), bytes(info.commp))
+    await app.sealing.seal_pre_commit1(PreCommit1Input(ref, TICKET, (piece,)), Deadline(20))
+
+
+def test_window_post_skips_sectors_nobody_holds_or_can_prove_with_every_reason(tmp_path: Path) -> None:
+    async def test(manager: InProcessManager, app: ManagerApp, worker: FakeWorker) -> None:
+        await sealed_on_worker(app, 1)
+        proof, skipped = await app.proving.generate_post(WINDOW_2K, RANDOMNESS, [proving(9), proving(1)], Deadline(20))
+        assert proof is None
+        assert [b.sector.number for b in skipped] == [1, 9]
+        assert skipped[0].reason.startswith(f"on {worker.worker_id}: worker {worker.worker_id} failed: UNIMPLEMENTED")
+        assert skipped[1].reason == "no connected worker running WDP holds the sealed and cache files of s-t01000-9"
+        # A winning PoSt cannot skip a challenged sector.
+        with pytest.raises(Unavailable, match="winning PoSt needs every challenged sector: 1: on worker-a"):
+            await app.proving.generate_post(WINNING_2K, RANDOMNESS, [proving(1)], Deadline(20))
+
+    run(test, tmp_path)
+
+
+def test_check_provable_names_what_is_wrong_with_each_sector(tmp_path: Path) -> None:
+    async def test(manager: InProcessManager, app: ManagerApp, worker: FakeWorker) -> None:
+        await sealed_on_worker(app, 2)
+        found = await app.proving.check_provable(WINDOW_2K, [proving(2), proving(8)], False, Deadline(20))
+        bad = {b.sector.number: b.reason for b in found}
+        assert bad[8] == "cache and/or sealed paths not found for s-t01000-8"
+        assert bad[2].startswith("stat failed on a holder: UNIMPLEMENTED")
+        # Through the service: the same reasons, and a winning proof type refused.
+        assert manager.stub is not None
+        reply = await manager.stub.CheckProvable(
+            manager_pb2.CheckProvableRequest(proof_type=WINDOW_2K, sectors=[proving_sector(8)]), timeout=20
+        )
+        assert [(b.sector.number, b.reason) for b in reply.bad_sectors] == [(8, bad[8])]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await manager.stub.CheckProvable(
+                manager_pb2.CheckProvableRequest(proof_type=WINNING_2K, sectors=[proving_sector(2)]), timeout=20
+            )
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details() == "proof_type must be a Window PoSt type"
+
+    run(test, tmp_path)
+
+
+def test_post_requests_are_checked_in_order_before_any_worker_is_asked() -> None:
+    cases = [
+        (WINDOW_2K, RANDOMNESS[:31], [proving_sector(1)], "randomness must be 32 bytes, got 31"),
+        (WINDOW_2K, RANDOMNESS, [], r"sectors is required \(non-empty\)"),
+        (
+            WINDOW_2K,
+            RANDOMNESS,
+            [proving_sector(1), proving_sector(2, miner=7)],
+            "all sectors must belong to one miner",
+        ),
+        (WINDOW_2K, RANDOMNESS, [proving_sector(1, proof=int(SealProof.STACKED_DRG_8MIB_V1_1))], r"sectors\[0\] is a"),
+        (99, RANDOMNESS, [proving_sector(1)], "proof_type must be a supported Window or Winning PoSt type, got 99"),
+    ]
+    for proof_type, randomness, sectors, message in cases:
+        with pytest.raises(InvalidArgument, match=message):
+            convert.post_request(proof_type, randomness, sectors)
+    # Bad randomness is named before a bad sector.
+    with pytest.raises(InvalidArgument, match="randomness"):
+        convert.post_request(WINDOW_2K, b"", [common_pb2.ProvingSector()])
+    # CheckProvable's cheap check needs no CommR; a PoSt does.
+    kind, seal, checked = convert.post_request(WINDOW_2K, bytes(32), [proving_sector(1, comm_r=b"")], False)
+    assert (kind, seal, checked) == ("window", P2K, (ProvingSector(SectorRef(SectorId(MINER, 1), P2K), b""),))
+    with pytest.raises(InvalidArgument, match=r"sectors\[0\].comm_r must be 32 bytes, got 0"):
+        convert.post_request(WINDOW_2K, bytes(32), [proving_sector(1, comm_r=b"")])
+
+
+def test_the_winning_challenge_is_deterministic_and_within_the_eligible_sectors(tmp_path: Path) -> None:
+    async def test(manager: InProcessManager, app: ManagerApp, worker: FakeWorker) -> None:
+        req = manager_pb2.GenerateWinningPoStSectorChallengeRequest(
+            proof_type=WINNING_2K, randomness=RANDOMNESS, miner=MINER, eligible_sector_count=10
+        )
+        challenge = convert.winning_challenge(req)
+        assert challenge == WinningChallenge(P2K, RANDOMNESS, MINER, 10)
+        first = app.proving.winning_challenge(challenge)
+        assert first == app.proving.winning_challenge(challenge)
+        assert first and all(0 <= i < 10 for i in first)
+        req.proof_type = WINDOW_2K
+        with pytest.raises(InvalidArgument, match="proof_type must be a Winning PoSt type"):
+            convert.winning_challenge(req)
+        req.proof_type, req.eligible_sector_count = WINNING_2K, 0
+        with pytest.raises(InvalidArgument, match="eligible_sector_count must be > 0"):
+            convert.winning_challenge(req)
+
+    run(test, tmp_path)
+
+
+def test_verifications_answer_why_a_proof_is_not_valid(tmp_path: Path) -> None:
+    async def test(manager: InProcessManager, app: ManagerApp, worker: FakeWorker) -> None:
+        proving_: Proving = app.proving
+        assert proving_.proof_problem("window", []) == "no proof"
+        assert proving_.proof_problem("window", [(WINDOW_2K, b"x")] * 2) == "expected one proof, got 2"
+        assert proving_.proof_problem("window", [(WINNING_2K, b"x")]) == f"proof_type {WINNING_2K} is a winning PoSt"
+        assert proving_.proof_problem("window", [(WINDOW_2K, b"x")]) is None
+        valid, reason = proving_.verify_post("window", WINDOW_2K, RANDOMNESS, [proving(1)], b"not a proof")
+        assert not valid and reason
+        seal = SealVerification(
+            SectorRef(SectorId(MINER, 1), P2K), bytes(32), bytes(32), TICKET, RANDOMNESS, b"not a proof"
+        )
+        valid, reason = proving_.verify_seal(seal)
+        assert not valid and reason
+        assert post_proof_info(WINDOW_2K) == ("window", P2K)
+        assert post_proof_info(WINNING_2K) == ("winning", P2K)
+        # Through the service, a request without proofs is not valid whatever its sectors.
+        assert manager.stub is not None
+        reply = await manager.stub.VerifyWindowPoSt(
+            manager_pb2.VerifyWindowPoStRequest(randomness=b"", sectors=[common_pb2.ProvingSector()]), timeout=20
+        )
+        assert (reply.valid, reply.reason) == (False, "no proof")
+
+    run(test, tmp_path)
