@@ -72,9 +72,12 @@ def _handshake(sock: socket.socket, ticket: bytes, length: int) -> None:
     try:
         sock.sendall(ticket)
         _fill(sock, memoryview(header), HEADER.size, 0, HEADER.size)
-    except TransferError:
+    except (TransferError, ConnectionResetError, BrokenPipeError) as exc:
+        # A close before the header, seen as an end of stream or (when the ticket reached a
+        # socket already closed) as a reset: the same refusal either way.
+        how = "" if isinstance(exc, TransferError) else f" ({exc.strerror or exc})"
         raise ChannelRefused(
-            "the side channel closed the connection unserved (the ticket was refused: expired or used, "
+            f"the side channel closed the connection unserved{how} (the ticket was refused: expired or used, "
             "or the channel was full)"
         ) from None
     except OSError as exc:
