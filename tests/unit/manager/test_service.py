@@ -196,6 +196,8 @@ def test_manager_crash_mid_pc2_then_restart(tmp_path: Path) -> None:
         pc2 = manager_pb2.SealPreCommit2Request(sector=ref(9), pre_commit1_output=b"p1o")
         caller = asyncio.ensure_future(first.stub.SealPreCommit2(pc2, timeout=30))
         await asyncio.wait_for(worker.gate.reached.wait(), 5)
+        # Dispatches carry the manager's lease epoch (the first manager on this file: 1).
+        assert {a.leader_epoch for a in worker.assignments.values()} == {1}
         # A second PC2 that cannot fit (PC2 takes all threads) waits in the queue.
         queued = asyncio.ensure_future(
             first.stub.SealPreCommit2(
@@ -224,6 +226,9 @@ def test_manager_crash_mid_pc2_then_restart(tmp_path: Path) -> None:
             counts = Counter_of(worker)
             assert counts["SealPreCommit2"] == 2  # sector 9 once, sector 10 once
             assert sorted(n for (m, _, n) in worker.ran if m == "SealPreCommit2") == [9, 10]
+            # The restarted manager took the lease over with the next epoch.
+            epochs = {a.call_id.sector.number: a.leader_epoch for a in worker.assignments.values()}
+            assert epochs == {9: 1, 10: 2}
             jobs = await second.stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5)
             assert not jobs.jobs
         finally:
