@@ -287,6 +287,12 @@ class PieceRelay:
 # --- dispatching tasks and collecting their results -------------------------------------------
 
 
+def piece_result(padded_size: int, commp: bytes) -> bytes:
+    """An AddPiece result as a worker returns it (the stored result format), for a piece the
+    lifecycle already recorded."""
+    return common_pb2.PieceInfo(size=padded_size, commp=commp, piece_cid=unsealed_cid(commp)).SerializeToString()
+
+
 def assignment(
     miner: int,
     number: int,

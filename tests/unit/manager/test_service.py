@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
+import rust_core
 from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager.config import ManagerSection
@@ -450,7 +451,7 @@ def test_add_piece_relays_stream_and_checks_sizes(tmp_path: Path) -> None:
             assert manager.stub is not None
             data = (bytes(range(254)) * 8)[:2032]
             piece = await add_piece(manager.stub, 1, data, chunk=100)
-            assert piece.size == 2048 and piece.commp == hashlib.sha256(data).digest()
+            assert piece.size == 2048 and piece.commp == rust_core.piece_commitment(data, 2048)
             assert worker.piece_bytes == data
             # Too few bytes: INVALID_ARGUMENT, nothing dispatched as a task on the worker.
             before = Counter_of(worker).get("AddPiece", 0)
