@@ -96,6 +96,9 @@ class JobRunner:
         self._resolved_at: dict[str, float] = {}
         self._warned_unsatisfiable: set[tuple[TaskType, SealProof]] = set()
         self._closing = False
+        # The lease epoch this manager leads with (set by the app; 0: not known), sent with every
+        # dispatch so that workers refuse a deposed manager's.
+        self.leader_epoch: Callable[[], int] = lambda: 0
         # Says why a work is no longer wanted (its sector was removed, or a newer pipeline
         # started on it: lifecycle.py), or None; asked before it is queued and again before it
         # is dispatched.
@@ -239,6 +242,7 @@ class JobRunner:
             grant.gpu_ordinals if grant else (),
             grant.threads if grant else 0,
             self.settings.timeout_of(TaskType(record.task_type)) or 0.0,
+            self.leader_epoch(),
         )
 
     async def _dispatch(self, live: LiveWork, request: SchedRequest, worker: SchedWorker) -> None:

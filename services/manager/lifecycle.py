@@ -306,6 +306,21 @@ def _live(record: SectorRecord | None, what: str) -> SectorRecord:
     return record
 
 
+def added_piece(record: SectorRecord | None, existing_sizes: Sequence[int], piece_size: int) -> PieceRef | None:
+    """The recorded piece a repeated AddPiece would be (its existing sizes are a prefix of the
+    recorded pieces, and the next recorded piece has its size), or None. A client whose AddPiece
+    was cut (a manager died after the piece was written) sends it again; if the bytes are the
+    same (Sealing compares their commP) it gets that piece back instead of a refusal."""
+    if record is None or record.removed:
+        return None
+    recorded = record.pieces
+    asked = tuple(_padded(s) for s in existing_sizes)
+    if len(recorded) <= len(asked) or tuple(p.size for p in recorded[: len(asked)]) != asked:
+        return None
+    following = recorded[len(asked)]
+    return following if following.size == _padded(piece_size) else None
+
+
 def decide_add_piece(
     record: SectorRecord | None, proof_type: int, existing_sizes: Sequence[int], in_flight: Sequence[InFlight]
 ) -> bool:

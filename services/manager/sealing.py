@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import rust_core
 from services.common.cid import CidError, parse_unsealed_cid
 from services.common.errors import (
     Aborted,
@@ -227,9 +228,18 @@ class Sealing:
             if inp.existing_piece_sizes
             else AllocSelector(key, UNSEALED, PathType.SEALING)
         )
-        relay = PieceRelay(chunks, worker_header, inp.piece_size)
         miner, number = sector.miner, sector.number
         spec = BY_METHOD["AddPiece"]
+        record = await self.store.sector(miner, number)
+        earlier = lifecycle.added_piece(record, inp.existing_piece_sizes, inp.piece_size)
+        if earlier is not None:
+            # Perhaps this very AddPiece again (its reply was lost): the same bytes answer the
+            # recorded piece and run nothing; other bytes meet the lifecycle's refusal below.
+            commp, chunks = await _commp_of(chunks, inp.piece_size, earlier.size)
+            if commp == earlier.commp:
+                log.info("a repeated AddPiece answered with its recorded piece", extra={"sector": sector.name})
+                return spec.decode_result(worker_link.piece_result(earlier.size, earlier.commp))
+        relay = PieceRelay(chunks, worker_header, inp.piece_size)
         async with self.pipelines.locked(miner, number):
             record = await self.store.sector(miner, number)
             try:
@@ -740,3 +750,27 @@ class Sealing:
         for peer in self._peers.values():
             await peer.close()
         self._peers.clear()
+
+
+async def _commp_of(
+    chunks: AsyncIterator[PieceChunk], piece_size: int, padded_size: int
+) -> tuple[bytes | None, AsyncIterator[PieceChunk]]:
+    """commP of a piece stream (None when it is not `piece_size` bytes in order), and the
+    stream for whoever comes next: it was consumed, so that is an empty one."""
+    hasher = rust_core.PieceHasher()
+    received = 0
+    async for chunk in chunks:
+        if chunk.offset != received:
+            return None, _empty()
+        received += len(chunk.data)
+        if received > piece_size:
+            return None, _empty()
+        await asyncio.to_thread(hasher.update, chunk.data)
+    if received != piece_size:
+        return None, _empty()
+    return hasher.finish(padded_size), _empty()
+
+
+async def _empty() -> AsyncIterator[PieceChunk]:
+    return
+    yield  # pragma: no cover - makes this an async generator

@@ -158,6 +158,8 @@ class ManagerApp(Service):
             self.db, self._holder(runtime), runtime.address, lease_s, exclusive=self.ownership is not None
         )
         self.forwarder.holder = self.leadership.holder
+        leadership = self.leadership
+        self.runner.leader_epoch = lambda: leadership.epoch or 0
         self.servicer.managers_view = self._managers_view
         self.campaign = Campaign(
             self.leadership, self._lead, self._deposed, renew_every_s=lease_s / 3, poll_every_s=lease_s / 6

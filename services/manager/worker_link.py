@@ -287,6 +287,12 @@ class PieceRelay:
 # --- dispatching tasks and collecting their results -------------------------------------------
 
 
+def piece_result(padded_size: int, commp: bytes) -> bytes:
+    """An AddPiece result as a worker returns it (the stored result format), for a piece the
+    lifecycle already recorded."""
+    return common_pb2.PieceInfo(size=padded_size, commp=commp, piece_cid=unsealed_cid(commp)).SerializeToString()
+
+
 def assignment(
     miner: int,
     number: int,
@@ -296,15 +302,17 @@ def assignment(
     gpu_ordinals: Iterable[int],
     threads: int,
     timeout_s: float,
+    leader_epoch: int = 0,
 ) -> worker_pb2.TaskAssignment:
-    """The TaskAssignment a dispatched task carries (its call, the resources granted to it, and
-    its time limit; 0: none)."""
+    """The TaskAssignment a dispatched task carries (its call, the resources granted to it, its
+    time limit, 0: none; and the dispatching manager's lease epoch, which workers fence on)."""
     out = worker_pb2.TaskAssignment(
         call_id=common_pb2.CallId(sector=common_pb2.SectorId(miner=miner, number=number), id=call_id),
         work_id=work_id,
         attempt=attempt,
         gpu_ordinals=list(gpu_ordinals),
         threads=threads,
+        leader_epoch=leader_epoch,
     )
     if timeout_s:
         out.timeout.CopyFrom(Duration(seconds=int(timeout_s), nanos=int((timeout_s % 1) * 1e9)))

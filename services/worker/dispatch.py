@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from services.common.errors import FailedPrecondition
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker import tasks
 from services.worker.callstore import call_key
@@ -40,6 +41,8 @@ class Assignment:
     gpu_ordinals: tuple[int, ...]
     attempt: int
     timeout_s: float | None
+    # The dispatching manager's lease epoch (0: not given).
+    leader_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class AddPieceCall:
     existing: list[int]
     piece_size: int
     attempt: int
+    # The dispatching manager's lease epoch (0: not given).
+    leader_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,11 +86,36 @@ class ProofsCall:
     gpu_ordinals: list[int]
 
 
+class StaleManager(FailedPrecondition):
+    """An assignment from a manager whose lease epoch is below one this worker has seen."""
+
+
+class EpochFence:
+    """The highest manager lease epoch this worker has been dispatched with. A manager that was
+    deposed (its lease taken over, a higher epoch since) and wakes up must not start work here;
+    the manager side refuses its writes too (docs/manager.md, "Failover"). Kept in memory: a
+    restarted worker learns the current epoch from the first dispatch it gets."""
+
+    def __init__(self) -> None:
+        self.highest = 0
+
+    def admit(self, epoch: int) -> None:
+        if not epoch:
+            return  # not given (a manager from before leadership): nothing to check
+        if epoch < self.highest:
+            raise StaleManager(
+                f"assignment from a deposed manager (lease epoch {epoch}; a manager with epoch {self.highest} "
+                "leads now): refused"
+            )
+        self.highest = epoch
+
+
 class Dispatcher:
     """Starts the calls the servicer decodes; see the module docstring for the steps."""
 
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
+        self.epochs = EpochFence()
 
     def check_enabled(self, task_type: int) -> None:
         if self.parts.runner.shutting_down:
@@ -104,6 +134,7 @@ class Dispatcher:
         assigned = call.assignment
         runner = self.parts.runner
         self.check_gpus(assigned.gpu_ordinals)
+        self.epochs.admit(assigned.leader_epoch)
         if runner.known(assigned.call_id):
             return assigned.call_id
         self.check_enabled(call.task_type)
@@ -129,6 +160,7 @@ class Dispatcher:
         stream (tasks.BadStream) fails the RPC and records nothing; any other failure is the
         task's outcome, and the RPC still answers with the call id."""
         runner = self.parts.runner
+        self.epochs.admit(call.leader_epoch)
         if runner.known(call.call_id):
             return call.call_id
         task_type = TaskType.TASK_TYPE_ADD_PIECE

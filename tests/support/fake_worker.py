@@ -28,6 +28,7 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+import rust_core
 from services.common.auth import Permission
 from services.common.cid import sealed_cid, unsealed_cid
 from services.common.client import aio_channel
@@ -556,7 +557,7 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         if len(data) != header.piece_size:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"got {len(data)} of {header.piece_size} bytes")
         padded = header.piece_size // 127 * 128
-        commp = hashlib.sha256(bytes(data)).digest()
+        commp = rust_core.piece_commitment(bytes(data), padded)  # the real commP, as a worker's
         piece = common_pb2.PieceInfo(size=padded, piece_cid=unsealed_cid(commp), commp=commp)
         wrapped = worker_pb2.WorkerServiceAddPieceRequest(header=header)
         self.piece_bytes = bytes(data)

@@ -151,6 +151,67 @@ def test_kill_9_of_the_leader_fails_over_without_lost_or_doubled_work(
     assert standing_by["sectorstorage_manager_leader"] == 0
 
 
+@pytest.mark.postgres
+def test_a_frozen_leader_that_wakes_up_after_a_takeover_changes_nothing(
+    start_service: StartService, tmp_path: Path, postgres: object
+) -> None:
+    """The leader is frozen (SIGSTOP: a long pause, or its network cut) while a PC1 runs; the
+    standby takes over and the work completes once. When the old leader wakes up it believes
+    it still leads for a moment: its writes are refused by the database, it finds its lease
+    gone, and it stops, having dispatched and recorded nothing."""
+    url = postgres.new_database()  # type: ignore[attr-defined]
+    fleet = make_fleet(
+        start_service,
+        tmp_path,
+        {"SECTORSTORAGE_DATABASE_URL": url, "SECTORSTORAGE_MANAGER_LEADER_LEASE_S": str(LEASE_S)},
+    )
+    standby = fleet.add_manager()
+    standby_port = fleet.standbys[0][0]
+    fleet.add_worker(WorkerSpec("a", cpus=2, env={"SECTORSTORAGE_TEST_FAULT_TASK_DELAY": "PC1=3"}))
+    fleet.wait_registered()
+    standby_stub = manager_pb2_grpc.ManagerServiceStub(sync_channel(standby.address, token()))
+    ref = sector(2)
+    piece = add_piece(standby_stub, ref, piece_data(2, ref.proof_type))
+    request = manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece])
+    leader = fleet.manager.proc
+    assert leader is not None
+    with ThreadPoolExecutor(1) as pool:
+        cut = pool.submit(fleet.stub().SealPreCommit1, request, timeout=60)
+
+        def pc1_running() -> bool:
+            jobs = standby_stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
+            return any(
+                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == J.JOB_STATE_RUNNING for j in jobs
+            )
+
+        _until("PC1 runs on the worker", pc1_running, 30)
+        os.kill(leader.pid, signal.SIGSTOP)
+        try:
+            _until(
+                "the standby leads",
+                lambda: standby_stub.Managers(manager_pb2.ManagersRequest(), timeout=2).answered_by_leader,
+                FAILOVER_BUDGET_S,
+            )
+            fleet.use_manager(standby_port)
+            p1 = retrying(lambda: fleet.stub().SealPreCommit1(request, timeout=60), timeout=60)
+        finally:
+            os.kill(leader.pid, signal.SIGCONT)
+        # The client's call to the frozen leader never succeeds with a second result: it fails
+        # (the woken leader stops) or returns the one result.
+        try:
+            first = cut.result(timeout=30)
+            assert first.pre_commit1_output == p1.pre_commit1_output
+        except grpc.RpcError:
+            pass
+    # The woken leader notices it was deposed and exits.
+    assert leader.wait(timeout=30) is not None
+    assert any("this manager no longer leads" in line for line in fleet.manager.output)
+    runs = fleet.history(sector=ref.id, task_type=common_pb2.TASK_TYPE_PRE_COMMIT_1)
+    assert [(r.attempt, r.outcome) for r in runs] == [(1, manager_pb2.TASK_OUTCOME_SUCCEEDED)]
+    answer = fleet.stub().Managers(manager_pb2.ManagersRequest(), timeout=5)
+    assert answer.answered_by_leader and answer.epoch == 2
+
+
 def test_a_second_manager_on_a_held_sqlite_file_is_refused(start_service: StartService, tmp_path: Path) -> None:
     start_service("manager", data_dir=tmp_path / "m")
     result = subprocess.run(

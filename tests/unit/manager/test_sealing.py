@@ -115,6 +115,29 @@ def test_a_sector_seals_through_the_domain_api_and_a_repeated_step_answers_its_r
     run(test, tmp_path)
 
 
+def test_an_add_piece_sent_again_gets_its_recorded_piece_and_other_bytes_are_refused(tmp_path: Path) -> None:
+    """A client whose AddPiece reply was lost (its manager died after the piece was written)
+    sends the same stream again, to any manager: the same bytes answer the recorded piece and
+    nothing runs; different bytes at that position are another pipeline's, refused as before."""
+
+    async def test(sealing: Sealing, worker: FakeWorker) -> None:
+        half = 1016
+        first, second = b"a" * half, b"b" * half
+        p1 = await sealing.add_piece(AddPieceInput(ref(5), (), half), chunks_of(first), deadline())
+        p2 = await sealing.add_piece(AddPieceInput(ref(5), (1016,), half), chunks_of(second), deadline())
+        again2 = await sealing.add_piece(AddPieceInput(ref(5), (1016,), half), chunks_of(second, 100), deadline())
+        again1 = await sealing.add_piece(AddPieceInput(ref(5), (), half), chunks_of(first), deadline())
+        assert (again1, again2) == (p1, p2) and p1 != p2
+        assert [m for m, _, _ in worker.ran] == ["AddPiece", "AddPiece"]
+        with pytest.raises(AlreadyExists, match="another pipeline already added 2 piece"):
+            await sealing.add_piece(AddPieceInput(ref(5), (), half), chunks_of(b"c" * half), deadline())
+        with pytest.raises(FailedPrecondition):
+            await sealing.add_piece(AddPieceInput(ref(5), (1016,), half), chunks_of(first), deadline())
+        assert [m for m, _, _ in worker.ran] == ["AddPiece", "AddPiece"]
+
+    run(test, tmp_path)
+
+
 def test_out_of_order_steps_are_refused_with_the_lifecycle_s_error_before_anything_runs(tmp_path: Path) -> None:
     async def test(sealing: Sealing, worker: FakeWorker) -> None:
         with pytest.raises(FailedPrecondition, match="no AddPiece was recorded"):

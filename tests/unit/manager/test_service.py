@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
+import rust_core
 from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager.config import ManagerSection
@@ -196,6 +197,8 @@ def test_manager_crash_mid_pc2_then_restart(tmp_path: Path) -> None:
         pc2 = manager_pb2.SealPreCommit2Request(sector=ref(9), pre_commit1_output=b"p1o")
         caller = asyncio.ensure_future(first.stub.SealPreCommit2(pc2, timeout=30))
         await asyncio.wait_for(worker.gate.reached.wait(), 5)
+        # Dispatches carry the manager's lease epoch (the first manager on this file: 1).
+        assert {a.leader_epoch for a in worker.assignments.values()} == {1}
         # A second PC2 that cannot fit (PC2 takes all threads) waits in the queue.
         queued = asyncio.ensure_future(
             first.stub.SealPreCommit2(
@@ -224,6 +227,9 @@ def test_manager_crash_mid_pc2_then_restart(tmp_path: Path) -> None:
             counts = Counter_of(worker)
             assert counts["SealPreCommit2"] == 2  # sector 9 once, sector 10 once
             assert sorted(n for (m, _, n) in worker.ran if m == "SealPreCommit2") == [9, 10]
+            # The restarted manager took the lease over with the next epoch.
+            epochs = {a.call_id.sector.number: a.leader_epoch for a in worker.assignments.values()}
+            assert epochs == {9: 1, 10: 2}
             jobs = await second.stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5)
             assert not jobs.jobs
         finally:
@@ -445,7 +451,7 @@ def test_add_piece_relays_stream_and_checks_sizes(tmp_path: Path) -> None:
             assert manager.stub is not None
             data = (bytes(range(254)) * 8)[:2032]
             piece = await add_piece(manager.stub, 1, data, chunk=100)
-            assert piece.size == 2048 and piece.commp == hashlib.sha256(data).digest()
+            assert piece.size == 2048 and piece.commp == rust_core.piece_commitment(data, 2048)
             assert worker.piece_bytes == data
             # Too few bytes: INVALID_ARGUMENT, nothing dispatched as a task on the worker.
             before = Counter_of(worker).get("AddPiece", 0)

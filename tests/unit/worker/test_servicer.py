@@ -232,6 +232,33 @@ def test_without_an_index_tasks_and_storage_are_unavailable(tmp_path: Path) -> N
     serve(tmp_path, scenario)
 
 
+def test_a_deposed_managers_assignments_are_refused(tmp_path: Path) -> None:
+    """Managers fence their dispatches by lease epoch: once a worker saw epoch 5, an assignment
+    of epoch 4 (a manager deposed since) is refused before anything starts, a task's or an
+    AddPiece's; epoch 0 (not given) is not checked, and a higher epoch is taken."""
+
+    def from_epoch(epoch: int) -> worker_pb2.TaskAssignment:
+        return assignment(leader_epoch=epoch)
+
+    async def scenario(w: Stub, parts: Parts) -> None:
+        unavailable, stale = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION
+        # Admitted (then refused for the missing index, which comes after the fence).
+        await refused(w.SealPreCommit2(pc2(from_epoch(5))), unavailable, "no index configured")
+        await refused(
+            w.SealPreCommit2(pc2(from_epoch(4))), stale, "deposed manager (lease epoch 4; a manager with epoch 5"
+        )
+        await refused(w.SealPreCommit2(pc2(from_epoch(0))), unavailable, "no index configured")
+        piece = worker_pb2.WorkerServiceAddPieceRequest(
+            header=worker_pb2.WorkerServiceAddPieceHeader(sector=SECTOR, piece_size=1016, assignment=from_epoch(3))
+        )
+        await refused(add_piece(w, piece), stale, "lease epoch 3")
+        await refused(w.SealPreCommit2(pc2(from_epoch(6))), unavailable, "no index configured")
+        await refused(w.SealPreCommit2(pc2(from_epoch(5))), stale, "a manager with epoch 6 leads now")
+        assert parts.runner.running_call_ids() == []
+
+    serve(tmp_path, scenario)
+
+
 def test_file_serving_refusals(tmp_path: Path) -> None:
     async def scenario(w: Stub, parts: Parts) -> None:
         cache = worker_pb2.ReadSectorFileRequest(sector=SECTOR.id, type=common_pb2.SECTOR_FILE_TYPE_CACHE)

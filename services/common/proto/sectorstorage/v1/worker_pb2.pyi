@@ -108,6 +108,7 @@ class TaskAssignment(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     GPU_ORDINALS_FIELD_NUMBER: _builtins.int
     THREADS_FIELD_NUMBER: _builtins.int
+    LEADER_EPOCH_FIELD_NUMBER: _builtins.int
     work_id: _builtins.str
     """The manager's id of the logical work (method + hash of parameters), for logs; may be empty."""
     attempt: _builtins.int
@@ -115,6 +116,12 @@ class TaskAssignment(_message.Message):
     threads: _builtins.int
     """CPU threads the scheduler accounted for the task; the task should not use more.
     0 = not specified.
+    """
+    leader_epoch: _builtins.int
+    """The lease epoch of the manager that dispatches (several managers on one database: the
+    leader's epoch rises at every failover; docs/manager.md, "Failover"). A worker refuses an
+    assignment whose epoch is below the highest it has seen, with FAILED_PRECONDITION, so a
+    deposed manager that wakes up cannot start work. 0: not given (checked by nothing).
     """
     @_builtins.property
     def call_id(self) -> _common_pb2.CallId:
@@ -141,10 +148,11 @@ class TaskAssignment(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         gpu_ordinals: _abc.Iterable[_builtins.int] | None = ...,
         threads: _builtins.int = ...,
+        leader_epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "call_id", b"call_id", "gpu_ordinals", b"gpu_ordinals", "threads", b"threads", "timeout", b"timeout", "work_id", b"work_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "call_id", b"call_id", "gpu_ordinals", b"gpu_ordinals", "leader_epoch", b"leader_epoch", "threads", b"threads", "timeout", b"timeout", "work_id", b"work_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
