@@ -225,6 +225,7 @@ class Proving:
                 grant.gpu_ordinals if grant else (),
                 grant.threads if grant else 0,
                 0.0,
+                self.runner.leader_epoch(),
             )
             stream = worker_link.vanilla_proofs(
                 group.client,
