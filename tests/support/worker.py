@@ -268,3 +268,25 @@ def prove_on(
     )
     proof = w.ok(call.call_id)
     assert rust_core.verify_seal(size, cids.comm_r, cids.comm_d, prover_id(MINER), number, TICKET, SEED, proof)
+
+
+def precommit_on(
+    w: WorkerHandle, number: int, size: int, data: bytes, pc2_worker: WorkerHandle | None = None
+) -> tuple[list[common_pb2.PieceInfo], Any]:
+    """AddPiece and PC1 on `w`, then PC2 on `pc2_worker` (default `w`): the sector's pieces and
+    its SectorCommitments."""
+    ref = sector_ref(number, size)
+    piece = w.ok(add_piece(w, number, size, data))
+    pieces = [common_pb2.PieceInfo(size=size, commp=piece.commp)]
+    call = assignment(number)
+    w.stub.SealPreCommit1(
+        worker_pb2.WorkerServiceSealPreCommit1Request(assignment=call, sector=ref, ticket=TICKET, pieces=pieces),
+        timeout=10,
+    )
+    p1 = w.ok(call.call_id)
+    second = pc2_worker or w
+    call = assignment(number)
+    second.stub.SealPreCommit2(
+        worker_pb2.WorkerServiceSealPreCommit2Request(assignment=call, sector=ref, pre_commit1_output=p1), timeout=10
+    )
+    return pieces, second.ok(call.call_id)

@@ -20,14 +20,13 @@ import pytest
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker.faults import ENV_SERVE_EXIT
 from tests.support.fleet import StartService, start_worker
-from tests.support.sectors import MINER, TICKET, sector_ref
+from tests.support.sectors import MINER, sector_ref
 from tests.support.worker import (
     ManagerEndpoint,
     WorkerHandle,
-    add_piece,
-    assignment,
     find,
     log_entries,
+    precommit_on,
     prove_on,
     routes,
     tree,
@@ -48,20 +47,7 @@ def test_fetch_sealed_and_cache_between_workers(
     size, number = 2048, 1
     name = f"s-t0{MINER}-{number}"
     ref = sector_ref(number, size)
-    data = os.urandom(2032)
-    piece = a.ok(add_piece(a, number, size, data))
-    pieces = [common_pb2.PieceInfo(size=size, commp=piece.commp)]
-    call = assignment(number)
-    a.stub.SealPreCommit1(
-        worker_pb2.WorkerServiceSealPreCommit1Request(assignment=call, sector=ref, ticket=TICKET, pieces=pieces),
-        timeout=10,
-    )
-    p1 = a.ok(call.call_id)
-    call = assignment(number)
-    a.stub.SealPreCommit2(
-        worker_pb2.WorkerServiceSealPreCommit2Request(assignment=call, sector=ref, pre_commit1_output=p1), timeout=10
-    )
-    cids = a.ok(call.call_id)
+    pieces, cids = precommit_on(a, number, size, os.urandom(2032))
 
     # Reads by range, straight from A.
     sealed_a = (tmp_path / "a" / "sealed" / name).read_bytes()
@@ -134,19 +120,7 @@ def test_pc2_on_another_worker_than_pc1(start_service: StartService, manager: Ma
     size, number = 2048, 2
     name = f"s-t0{MINER}-{number}"
     ref = sector_ref(number, size)
-    piece = a.ok(add_piece(a, number, size, os.urandom(2032)))
-    pieces = [common_pb2.PieceInfo(size=size, commp=piece.commp)]
-    call = assignment(number)
-    a.stub.SealPreCommit1(
-        worker_pb2.WorkerServiceSealPreCommit1Request(assignment=call, sector=ref, ticket=TICKET, pieces=pieces),
-        timeout=10,
-    )
-    p1 = a.ok(call.call_id)
-    call = assignment(number)
-    b.stub.SealPreCommit2(
-        worker_pb2.WorkerServiceSealPreCommit2Request(assignment=call, sector=ref, pre_commit1_output=p1), timeout=10
-    )
-    cids = b.ok(call.call_id)
+    pieces, cids = precommit_on(a, number, size, os.urandom(2032), pc2_worker=b)
     assert not (tmp_path / "a" / "cache" / name).exists() and not (tmp_path / "a" / "sealed" / name).exists()
     assert (tmp_path / "b" / "sealed" / name).stat().st_size == size
     assert [(loc.id, loc.primary) for loc in find(index, number, ST.SECTOR_FILE_TYPE_CACHE)] == [(b.ids["seal"], True)]

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.common.proto.sectorstorage.v1 import common_pb2
 from tests.support.fleet import StartService, start_worker
-from tests.support.sectors import TICKET, sector_ref
+from tests.support.sectors import sector_ref
 from tests.support.worker import (
     ManagerEndpoint,
     WorkerHandle,
-    add_piece,
-    assignment,
     find,
     log_entries,
+    precommit_on,
     prove_on,
     tree,
 )
@@ -27,24 +25,6 @@ from tests.support.worker import fetch_files as fetch
 ST = common_pb2.SectorFileType
 SIZE, NUMBER = 2048, 1
 COMM_R_LAST = 32  # offset of comm_r_last in p_aux (comm_c, then comm_r_last)
-
-
-def seal(w: WorkerHandle) -> tuple[list[common_pb2.PieceInfo], Any]:
-    """AP, PC1 and PC2 on one worker: its sealed file and a cache with p_aux."""
-    ref = sector_ref(NUMBER, SIZE)
-    piece = w.ok(add_piece(w, NUMBER, SIZE, os.urandom(2032)))
-    pieces = [common_pb2.PieceInfo(size=SIZE, commp=piece.commp)]
-    call = assignment(NUMBER)
-    w.stub.SealPreCommit1(
-        worker_pb2.WorkerServiceSealPreCommit1Request(assignment=call, sector=ref, ticket=TICKET, pieces=pieces),
-        timeout=10,
-    )
-    p1 = w.ok(call.call_id)
-    call = assignment(NUMBER)
-    w.stub.SealPreCommit2(
-        worker_pb2.WorkerServiceSealPreCommit2Request(assignment=call, sector=ref, pre_commit1_output=p1), timeout=10
-    )
-    return pieces, w.ok(call.call_id)
 
 
 def flip_bit(path: Path, offset: int) -> None:
@@ -74,7 +54,7 @@ def test_a_rotten_copy_is_passed_over_and_never_declared(
     a.attach("seal", tmp_path / "a", seal=True, store=False, weight=100)
     for label, w in (("c", c), ("b", b), ("d", d)):
         w.attach("seal", tmp_path / label, seal=True, store=False)
-    pieces, cids = seal(a)
+    pieces, cids = precommit_on(a, NUMBER, SIZE, os.urandom(2032))
     name = f"s-t0{sector_ref(NUMBER, SIZE).id.miner}-{NUMBER}"
     sealed, cache = ST.SECTOR_FILE_TYPE_SEALED, ST.SECTOR_FILE_TYPE_CACHE
 
