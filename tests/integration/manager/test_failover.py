@@ -132,6 +132,12 @@ def test_kill_9_of_the_leader_fails_over_without_lost_or_doubled_work(
         lambda: len(back.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs) >= 0,
         30,
     )
+    # A server stream through the standby: the piece read back is the piece uploaded.
+    stream = back.ReadPiece(
+        manager_pb2.ReadPieceRequest(sector=ref, range=common_pb2.UnpaddedByteRange(offset=0, size=2032)), timeout=60
+    )
+    assert next(stream).header.size == 2032
+    assert b"".join(m.chunk.data for m in stream) == piece_data(1, ref.proof_type)
     # Each manager says who leads and in what role it answers; sectorctl shows the same.
     seen = [stub.Managers(manager_pb2.ManagersRequest(), timeout=5) for stub in (standby_stub, back)]
     assert [m.answered_by_leader for m in seen] == [True, False]
