@@ -301,17 +301,21 @@ class Campaign:
         renewed = self.monotonic()
         while True:
             await asyncio.sleep(self.renew_every_s)
+            started = self.monotonic()
+            # A renewal that hangs (a partition that drops packets rather than refusing them)
+            # counts as failed once waiting longer could outlast the lease.
+            budget = max(0.05, self.leadership.ttl_s - (started - renewed) - self.renew_every_s)
             try:
-                self.lease = await self.leadership.renew()
-                renewed = self.monotonic()
+                self.lease = await asyncio.wait_for(self.leadership.renew(), timeout=budget)
+                renewed = started  # the database's expiry counts from before this renewal
             except NotLeader as exc:
                 log.error("this manager lost the lease", extra={"error": str(exc)})
                 return str(exc)
-            except DatabaseUnavailable as exc:
+            except (DatabaseUnavailable, TimeoutError) as exc:
                 left = self.leadership.ttl_s - (self.monotonic() - renewed)
                 log.warning(
                     "cannot renew the lease: the database is unreachable",
-                    extra={"error": str(exc), "lease_left_s": round(left, 2)},
+                    extra={"error": str(exc) or "no answer in time", "lease_left_s": round(left, 2)},
                 )
                 if left <= self.renew_every_s:
                     self.leadership.epoch = None

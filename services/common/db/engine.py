@@ -63,6 +63,20 @@ _SQLITE_LOCKED = 6
 _INT32 = 2**31
 
 
+# libpq connection settings: a server that stops answering (a partition that drops packets, a
+# host that died without closing its sockets) fails the query within seconds instead of leaving
+# it blocked for the kernel's default retransmission time (~15 min): unacknowledged data times
+# out after tcp_user_timeout, an idle link is probed by keepalives.
+PG_LINK_TIMEOUTS: dict[str, int] = {
+    "connect_timeout": 10,
+    "tcp_user_timeout": 10_000,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+}
+
+
 class Mode(Enum):
     """What a transaction does; picks its BEGIN and, on SQLite, whether it takes the write lock."""
 
@@ -225,7 +239,7 @@ class _Postgres:
         psycopg = self._psycopg
         try:
             conn = psycopg.connect(
-                self.target.dsn, autocommit=True, connect_timeout=10, application_name=self.application_name
+                self.target.dsn, autocommit=True, application_name=self.application_name, **PG_LINK_TIMEOUTS
             )
             # A stuck peer must not hold row locks forever; waits on locks are bounded.
             conn.execute("SET lock_timeout = '15s'")
@@ -645,7 +659,7 @@ class _AsyncPool:
         psycopg = self._psycopg
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self._target.dsn, autocommit=True, connect_timeout=10, application_name=self._application_name
+                self._target.dsn, autocommit=True, application_name=self._application_name, **PG_LINK_TIMEOUTS
             )
             await conn.execute("SET TIME ZONE 'UTC'")
         except psycopg.Error as exc:

@@ -232,3 +232,34 @@ def test_a_leader_cut_off_from_its_database_stops_before_its_lease_could_lapse(
         assert "unreachable" in reason and lead.epoch is None
 
     asyncio.run(run())
+
+
+def test_a_leader_whose_renewal_hangs_stops_before_its_lease_could_lapse(
+    tmp_path: Path,
+    databases: list[Database],  # noqa: F811
+) -> None:
+    """A partition that drops packets leaves a renewal hanging, neither failing nor answering:
+    the campaign gives up on it in time and stops leading while the lease certainly holds."""
+    store = open_store(f"sqlite:///{tmp_path / 'manager.db'}", databases)
+
+    class Hung(Leadership):
+        hang = False
+
+        async def renew(self) -> Lease:
+            if self.hang:
+                await asyncio.Event().wait()  # never answers
+            return await super().renew()
+
+    lead = Hung(store.db, "a", "a:1", 1.0)
+    rec = Recorder()
+
+    async def run() -> None:
+        task = asyncio.create_task(campaign(lead, rec).run())
+        await asyncio.wait_for(rec.elected.wait(), 5)
+        lead.hang = True
+        cut = time.monotonic()
+        reason = await asyncio.wait_for(task, 5)
+        assert time.monotonic() - cut < 1.0  # before the 1 s lease could have lapsed
+        assert "unreachable" in reason and lead.epoch is None
+
+    asyncio.run(run())
