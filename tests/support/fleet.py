@@ -204,18 +204,19 @@ class Fleet:
     @property
     def manager_addresses(self) -> str:
         """What workers are given: every manager of the fleet, comma-separated."""
-        return ",".join([self.address, *(f"{self.host('manager')}:{port}" for port, _ in self.standbys)])
+        return ",".join([self.address, *(proc.address for _, proc in self.standbys)])
 
-    def add_manager(self) -> ServiceProcess:
-        """Another manager on the same database and index (it stands by while one leads)."""
+    def add_manager(self, host: str | None = None, env: dict[str, str] | None = None) -> ServiceProcess:
+        """Another manager on the same database and index (it stands by while one leads); by
+        default on the first manager's host and with its environment."""
         port = free_port()
         proc = self.start_service(
             "manager",
             "--listen",
-            f"{self.host('manager')}:{port}",
+            f"{host or self.host('manager')}:{port}",
             "--index",
             self.index.address,
-            env=self.manager_env,
+            env=env if env is not None else self.manager_env,
             data_dir=self.tmp / f"manager-{len(self.standbys) + 2}",
         )
         self.standbys.append((port, proc))

@@ -127,6 +127,15 @@ class PostgresServer:
             time.sleep(0.2)
         raise AssertionError("unreachable")
 
+    def trust_network(self, cidr: str) -> None:
+        """Lets clients of a network in without a password (a test's own hosts, e.g. network
+        namespaces on a bridge; the server must listen there too: settings' listen_addresses)."""
+        with (self.data_dir / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {cidr} trust\n")
+        reloaded = self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "reload")
+        if reloaded.returncode != 0:
+            raise PostgresUnavailable(f"pg_ctl reload failed: {reloaded.stderr.strip()}")
+
     def halt(self) -> None:
         """Stops the server abruptly, keeping its data (to test outages); `resume()` restarts it."""
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop", timeout=60)
