@@ -184,6 +184,19 @@ class JobRunner:
             return
         if await self._dropped(live, call_id):
             return
+        if live.record.method == "AddPiece" and "dispatch" not in live.extra:
+            # An AddPiece carries its bytes in the client's stream, relayed as they come; a
+            # manager that restarted (or took over) has no stream to send, so the work cannot run
+            # again here. It fails at once, so the lifecycle lets the client's AddPiece sent again
+            # through (or answers it from the record, when the worker wrote the piece before).
+            await self._fail(
+                live,
+                call_id,
+                CallStatus.FAILED,
+                ErrorCode.PERMANENT,
+                "the piece's bytes were lost with the manager that was relaying them: send the AddPiece again",
+            )
+            return
         candidates = avoid_full_workers(await self._resolve(live), live)
         if live.call.call_id != call_id or live.call.status is not CallStatus.QUEUED or call_id in self.scheduler.queue:
             return

@@ -334,10 +334,12 @@ def decide_add_piece(
     assert record is not None
     _check_proof(record, proof_type, what)
     if any(w.method == "AddPiece" for w in in_flight):
+        # ABORTED, not ALREADY_EXISTS: this may be the same AddPiece sent again after its
+        # manager died (its work is still being cleared up); retrying tells them apart.
         raise LifecycleRefused(
-            Refusal.CLAIMED if not existing_sizes and not record.pieces else Refusal.CONFLICT,
+            Refusal.CONFLICT,
             f"{what}: another AddPiece of {record.name} is in progress; one piece is added at a time "
-            "(wait for it and send its size in existing_piece_sizes)",
+            "(wait for it and send its size in existing_piece_sizes, or retry the same AddPiece)",
         )
     if record.steps or any(w.method != "AddPiece" for w in in_flight):
         raise _refuse(record, what, "pieces can only be added before SealPreCommit1 (Remove the sector to start over)")

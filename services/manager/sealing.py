@@ -230,16 +230,11 @@ class Sealing:
         )
         miner, number = sector.miner, sector.number
         spec = BY_METHOD["AddPiece"]
-        record = await self.store.sector(miner, number)
-        earlier = lifecycle.added_piece(record, inp.existing_piece_sizes, inp.piece_size)
-        if earlier is not None:
-            # Perhaps this very AddPiece again (its reply was lost): the same bytes answer the
-            # recorded piece and run nothing; other bytes meet the lifecycle's refusal below.
-            commp, chunks = await _commp_of(chunks, inp.piece_size, earlier.size)
-            if commp == earlier.commp:
-                log.info("a repeated AddPiece answered with its recorded piece", extra={"sector": sector.name})
-                return spec.decode_result(worker_link.piece_result(earlier.size, earlier.commp))
+        replayed = await self._replayed_piece(inp, chunks, await self.store.sector(miner, number))
+        if replayed is not None:
+            return spec.decode_result(replayed)
         relay = PieceRelay(chunks, worker_header, inp.piece_size)
+        late: lifecycle.LifecycleRefused | None = None
         async with self.pipelines.locked(miner, number):
             record = await self.store.sector(miner, number)
             try:
@@ -254,19 +249,43 @@ class Sealing:
                         miner, number, int(sector.proof), record.generation if record else 0
                     )
             except lifecycle.LifecycleRefused as exc:
-                raise refused(exc) from None
-            assert record is not None
-            live, _ = await self.runner.open(
-                spec,
-                sector,
-                worker_header,
-                inp.priority,
-                selector,
-                dedup=False,
-                dispatch=relay,
-                generation=record.generation,
-            )
+                late = exc
+            if late is None:
+                assert record is not None
+                live, _ = await self.runner.open(
+                    spec,
+                    sector,
+                    worker_header,
+                    inp.priority,
+                    selector,
+                    dedup=False,
+                    dispatch=relay,
+                    generation=record.generation,
+                )
+        if late is not None:
+            # The first look found no piece, but one was recorded meanwhile (this AddPiece sent
+            # again while its first try finished): the same bytes answer it.
+            again = await self._replayed_piece(inp, chunks, record)
+            if again is not None:
+                return spec.decode_result(again)
+            raise refused(late) from None
         return await self.wait(spec, sector, live, deadline)
+
+    async def _replayed_piece(
+        self, inp: AddPieceInput, chunks: AsyncIterator[PieceChunk], record: lifecycle.SectorRecord | None
+    ) -> bytes | None:
+        """The stored result to answer when this AddPiece repeats one the record holds (same
+        position and size, and its bytes have the recorded commP), else None. Reads the stream
+        only when a recorded piece could match (then it is used up either way: a mismatch is
+        refused by the lifecycle, which never relays it)."""
+        earlier = lifecycle.added_piece(record, inp.existing_piece_sizes, inp.piece_size)
+        if earlier is None:
+            return None
+        commp = await _commp_of(chunks, inp.piece_size, earlier.size)
+        if commp != earlier.commp:
+            return None
+        log.info("a repeated AddPiece answered with its recorded piece", extra={"sector": inp.sector.name})
+        return worker_link.piece_result(earlier.size, earlier.commp)
 
     async def seal_pre_commit1(self, inp: PreCommit1Input, deadline: Deadline) -> bytes:
         sector = inp.sector
@@ -752,25 +771,17 @@ class Sealing:
         self._peers.clear()
 
 
-async def _commp_of(
-    chunks: AsyncIterator[PieceChunk], piece_size: int, padded_size: int
-) -> tuple[bytes | None, AsyncIterator[PieceChunk]]:
-    """commP of a piece stream (None when it is not `piece_size` bytes in order), and the
-    stream for whoever comes next: it was consumed, so that is an empty one."""
+async def _commp_of(chunks: AsyncIterator[PieceChunk], piece_size: int, padded_size: int) -> bytes | None:
+    """commP of a piece stream, or None when it is not `piece_size` bytes in order."""
     hasher = rust_core.PieceHasher()
     received = 0
     async for chunk in chunks:
         if chunk.offset != received:
-            return None, _empty()
+            return None
         received += len(chunk.data)
         if received > piece_size:
-            return None, _empty()
+            return None
         await asyncio.to_thread(hasher.update, chunk.data)
     if received != piece_size:
-        return None, _empty()
-    return hasher.finish(padded_size), _empty()
-
-
-async def _empty() -> AsyncIterator[PieceChunk]:
-    return
-    yield  # pragma: no cover - makes this an async generator
+        return None
+    return hasher.finish(padded_size)

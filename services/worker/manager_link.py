@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 10.0
 
 
+def heartbeat_timeout(interval_s: float) -> float:
+    """How long one heartbeat may take: two intervals (at least 2 s, at most RPC_TIMEOUT_S). A
+    manager that froze (a long pause, a cut link that drops packets) neither answers nor refuses;
+    the worker must notice within about the time the next leader gives workers to come back
+    after a failover (its startup grace), or the calls it runs are started again elsewhere."""
+    return min(RPC_TIMEOUT_S, max(2.0, 2 * interval_s))
+
+
 async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(stopping.wait(), timeout=seconds)
@@ -150,7 +158,7 @@ class ManagerLink:
         info = await self.worker_info()
         reply = await stub.RegisterWorker(
             manager_pb2.RegisterWorkerRequest(info=info, address=self.address, session_id=self.session_id),
-            timeout=RPC_TIMEOUT_S,
+            timeout=heartbeat_timeout(self.heartbeat_interval_s),
         )
         if self.manager_session and reply.manager_session_id != self.manager_session:
             await self.on_manager_restart()
@@ -174,7 +182,7 @@ class ManagerLink:
             if now != version:
                 request.info.CopyFrom(await self.worker_info())
             try:
-                beat = await stub.WorkerHeartbeat(request, timeout=RPC_TIMEOUT_S)
+                beat = await stub.WorkerHeartbeat(request, timeout=heartbeat_timeout(interval))
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     log.info("manager does not know this session; registering again", extra={"manager": self.manager})

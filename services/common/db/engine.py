@@ -241,9 +241,13 @@ class _Postgres:
             conn = psycopg.connect(
                 self.target.dsn, autocommit=True, application_name=self.application_name, **PG_LINK_TIMEOUTS
             )
-            # A stuck peer must not hold row locks forever; waits on locks are bounded.
+            # A stuck peer must not hold row locks forever; waits on locks are bounded. Our
+            # transactions run their statements back to back, so one idle for 5 s belongs to a
+            # process that froze or lost its link: ending it frees its locks, e.g. the share lock
+            # a manager's write holds on the leader's lease, which a takeover waits for
+            # (services/manager/leadership.py), well within the failover budget.
             conn.execute("SET lock_timeout = '15s'")
-            conn.execute("SET idle_in_transaction_session_timeout = '60s'")
+            conn.execute("SET idle_in_transaction_session_timeout = '5s'")
             conn.execute("SET TIME ZONE 'UTC'")
         except psycopg.Error as exc:
             raise DatabaseUnavailable(f"cannot connect to {self.target.describe()}: {exc}".strip()) from exc

@@ -111,9 +111,12 @@ def test_rules_name_the_state_and_what_to_do() -> None:
     with pytest.raises(lc.LifecycleRefused) as err:
         lc.decide_add_piece(_record(), P2K, [], [])
     assert err.value.kind is lc.Refusal.CLAIMED
+    # An AddPiece while another is in flight: a conflict to retry (ABORTED), since it may be the
+    # same AddPiece sent again after its manager died; the retry then finds the piece recorded
+    # (answered if the bytes match, ALREADY_EXISTS if not) or the sector free.
     with pytest.raises(lc.LifecycleRefused) as err:
         lc.decide_add_piece(lc.SectorRecord(MINER, NUMBER, P2K, 1), P2K, [], [lc.InFlight("AddPiece", "a")])
-    assert err.value.kind is lc.Refusal.CLAIMED
+    assert err.value.kind is lc.Refusal.CONFLICT
     assert lc.decide_add_piece(None, P2K, [], []) is True
     removed = _record()
     removed.removed = True
