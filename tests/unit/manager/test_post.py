@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from services.common.config import DatabaseConfig
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager import convert
@@ -34,6 +35,7 @@ from services.manager.resources import SealProof
 from services.manager.sealing import Deadline
 from services.manager.service import ManagerApp
 from tests.support.fake_worker import FakeIndex, FakeWorker, InProcessManager, fake_vanilla_proof
+from tests.unit.manager.db import db_url  # noqa: F401 - fixture
 
 MINER = 1000
 P2K = SealProof.STACKED_DRG_2KIB_V1_1
@@ -196,8 +198,11 @@ def test_verifications_answer_why_a_proof_is_not_valid(tmp_path: Path) -> None:
     run(test, tmp_path)
 
 
-def test_a_retried_post_reuses_the_stored_vanilla_proofs_and_asks_only_for_the_rest(tmp_path: Path) -> None:
-    """With a fake holder that serves made-up vanilla proofs and counts what it is asked: a PoSt
+def test_a_retried_post_reuses_the_stored_vanilla_proofs_and_asks_only_for_the_rest(
+    tmp_path: Path,
+    db_url: str,  # noqa: F811 - fixture
+) -> None:
+    """On SQLite and PostgreSQL, with a fake holder that serves made-up vanilla proofs and counts what it is asked: a PoSt
     stores each proof as it arrives (before the holder's stream ends, by the timed flush); a
     manager killed in the middle of it, started again on its database, proves the same request
     asking the holder only for what was not stored; another randomness, proof type or comm_r
@@ -214,9 +219,14 @@ def test_a_retried_post_reuses_the_stored_vanilla_proofs_and_asks_only_for_the_r
         got = await app.store.vanilla_proofs(int(WINDOW_2K), randomness, MINER, [(n, bytes([n]) * 32) for n in numbers])
         return set(got)
 
+    def manager() -> InProcessManager:
+        m = InProcessManager(tmp_path)
+        m.config.database = DatabaseConfig(url=db_url)
+        return m
+
     async def main() -> None:
         index = FakeIndex()
-        first = await InProcessManager(tmp_path).start(index)
+        first = await manager().start(index)
         worker = await FakeWorker("a", first.address, index).start()  # type: ignore[abstract]
         worker.vanilla_enabled = True
         second: InProcessManager | None = None
@@ -238,7 +248,7 @@ def test_a_retried_post_reuses_the_stored_vanilla_proofs_and_asks_only_for_the_r
             await first.close_client()
 
             worker.vanilla_delays = {}
-            second = await InProcessManager(tmp_path).start(index)
+            second = await manager().start(index)
             await worker.point_to(second.address)
             assert second.stub is not None and second.app is not None
             reply = await second.stub.GenerateWindowPoSt(window([1, 2, 3, 4]), timeout=30)
