@@ -48,6 +48,9 @@ class ManagerSection(BaseModel):
     # their next copy, and how many holders are read at once.
     post_read_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     post_parallel_reads: int = Field(default=16, ge=1, le=1024)
+    # PoSt vanilla proofs are stored as they arrive (a retried PoSt with the same proof type and
+    # randomness asks the workers only for the rest) and forgotten after this long.
+    post_proof_retention_s: float = Field(default=DAY_S, gt=0)
     # Retry budget and back-off per task type (short names), overriding max_attempts and the
     # retry_backoff_* values for that type, e.g. {"PC1" = {max_attempts = 2}, "C2" =
     # {max_attempts = 8, backoff_initial_s = 5}}: a 32 GiB PC1 is costly to retry blindly, a GPU

@@ -4,10 +4,14 @@ sector challenge) through rust_core.
 
 PoSt work is placed through the scheduler like any task, but in the queue's first classes
 (Winning, then Window, ahead of every sealing task), never waiting for resources sealing tasks
-hold (accounting.py), and it is not tracked durably: a PoSt is only worth anything before its
-deadline, so the caller's call is the whole life of the job. Among the workers that hold a
-sector, dedicated PoSt workers (fewest task types: e.g. only WDP/WNP, on shared storage) are
-chosen first, then any schedulable holder.
+hold (accounting.py), and it is not tracked as a work: a PoSt is only worth anything before its
+deadline, so the caller's call is the whole life of the job. What the workers proved is kept,
+though: each vanilla proof is stored as it arrives (batched, _ProofLog), keyed by proof type,
+randomness, miner, sector number and comm_r, so a PoSt retried with the same proof type and
+randomness (after a manager restart, or a client that gave up) asks the workers only for the
+sectors not proven yet; the retention loop forgets them (post_proof_retention_s). Among the
+workers that hold a sector, dedicated PoSt workers (fewest task types: e.g. only WDP/WNP, on
+shared storage) are chosen first, then any schedulable holder.
 
 The proof format is rust_core's PoSt emulation (rust_core/src/porep/post.rs): a worker's vanilla
 proof is `"SSPV" | u16 version | u8 kind | u64 sector size | sector section`; a PoSt proof is
@@ -21,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import rust_core
 from services.common.errors import DomainError, Internal, Unavailable
@@ -44,6 +49,73 @@ log = logging.getLogger(__name__)
 
 
 _RPC_TIMEOUT_S = 60.0
+# Stored vanilla proofs are written in batches: every this many proofs, this long after the first
+# unwritten one arrived, and at the end of each holder's stream (a kill loses at most this long).
+PROOF_FLUSH_EVERY = 64
+PROOF_FLUSH_INTERVAL_S = 0.5
+
+
+class VanillaProofStore(Protocol):
+    """Where vanilla proofs are kept between tries of a PoSt (ManagerStore)."""
+
+    async def put_vanilla_proofs(
+        self, proof_type: int, randomness: bytes, proofs: Sequence[tuple[int, int, bytes, bytes]], stored_at: float
+    ) -> None: ...
+
+    async def vanilla_proofs(
+        self, proof_type: int, randomness: bytes, miner: int, sectors: Sequence[tuple[int, bytes]]
+    ) -> dict[int, bytes]: ...
+
+
+class _ProofLog:
+    """The vanilla proofs of one PoSt written to the store as they arrive, in batches (every
+    PROOF_FLUSH_EVERY proofs, PROOF_FLUSH_INTERVAL_S after the first unwritten one, and when
+    flushed). A failed write is logged and dropped: the PoSt goes on, a retry proves those again."""
+
+    def __init__(self, store: VanillaProofStore | None, proof_type: int, randomness: bytes) -> None:
+        self.store = store
+        self.proof_type = proof_type
+        self.randomness = randomness
+        self.stored = 0
+        self._pending: list[tuple[int, int, bytes, bytes]] = []
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.Task[None] | None = None
+
+    async def add(self, s: ProvingSector, proof: bytes) -> None:
+        if self.store is None:
+            return
+        self._pending.append((s.sector.miner, s.sector.number, bytes(s.comm_r), proof))
+        if len(self._pending) >= PROOF_FLUSH_EVERY:
+            await self.flush()
+        elif self._timer is None or self._timer.done():
+            self._timer = asyncio.create_task(self._later())
+
+    async def _later(self) -> None:
+        await asyncio.sleep(PROOF_FLUSH_INTERVAL_S)
+        await self.flush()
+
+    async def flush(self) -> None:
+        if self.store is None:
+            return
+        async with self._lock:
+            rows, self._pending = self._pending, []
+            if not rows:
+                return
+            try:
+                await self.store.put_vanilla_proofs(self.proof_type, self.randomness, rows, time.time())
+            except Exception as exc:  # noqa: BLE001 - storing is an optimization; the PoSt goes on
+                log.warning("PoSt: could not store vanilla proofs", extra={"count": len(rows), "error": str(exc)})
+                return
+            self.stored += len(rows)
+            log.info("PoSt: stored vanilla proofs", extra={"count": len(rows), "stored": self.stored})
+
+    async def close(self) -> None:
+        """Writes what is left (even when the PoSt is being cancelled)."""
+        try:
+            await asyncio.shield(self.flush())
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
 
 
 def post_proof_info(proof_type: int) -> tuple[str, SealProof]:
@@ -69,10 +141,17 @@ class _Group:
 
 
 class Proving:
-    def __init__(self, runner: JobRunner, sealing: Sealing, index: StorageIndex | None) -> None:
+    def __init__(
+        self,
+        runner: JobRunner,
+        sealing: Sealing,
+        index: StorageIndex | None,
+        store: VanillaProofStore | None = None,
+    ) -> None:
         self.runner = runner
         self.sealing = sealing
         self.index = index
+        self.store = store
 
     # --- PoSt --------------------------------------------------------------------------------
 
@@ -85,15 +164,69 @@ class Proving:
         could be proven, and the rest are returned as skipped with every holder's reason, as
         the chain expects faulty sectors to be declared. A Winning PoSt cannot skip: it fails
         with the reasons. The request was checked (convert.post_request); returns the proof
-        (None when no sector could be proven) and the skipped sectors."""
+        (None when no sector could be proven) and the skipped sectors.
+
+        Vanilla proofs stored by an earlier try with the same proof type and randomness (for
+        the same comm_r) are used as they are; the workers are asked only for the others, and
+        what they return is stored as it arrives."""
         kind, seal = post_proof_info(proof_type)
+        vanilla = await self._stored(proof_type, randomness, sectors)
+        proofs = _ProofLog(self.store, proof_type, randomness)
+        try:
+            skipped = await self._prove(proof_type, randomness, sectors, deadline, kind, seal, vanilla, proofs)
+        finally:
+            await proofs.close()
+        skipped.sort(key=lambda b: b.sector.number)
+        proven = [s for s in sectors if s.sector.number in vanilla]
+        if kind == "winning" and skipped:
+            raise Unavailable(
+                "winning PoSt needs every challenged sector: "
+                + "; ".join(f"{b.sector.number}: {b.reason}" for b in skipped),
+            )
+        if not proven:
+            return None, skipped
+        try:
+            proof = assemble(kind, seal.sector_size, [vanilla[s.sector.number] for s in proven])
+        except ValueError as exc:
+            raise Internal(f"workers returned unusable vanilla proofs: {exc}") from None
+        return proof, skipped
+
+    async def _stored(self, proof_type: int, randomness: bytes, sectors: Sequence[ProvingSector]) -> dict[int, bytes]:
+        """The sectors' vanilla proofs an earlier try of this PoSt stored, by sector number."""
+        if self.store is None:
+            return {}
+        out: dict[int, bytes] = {}
+        miners = sorted({s.sector.miner for s in sectors})
+        try:
+            for miner in miners:
+                wanted = [(s.sector.number, bytes(s.comm_r)) for s in sectors if s.sector.miner == miner]
+                out.update(await self.store.vanilla_proofs(proof_type, randomness, miner, wanted))
+        except Exception as exc:  # noqa: BLE001 - the workers can prove them all again
+            log.warning("PoSt: could not read stored vanilla proofs", extra={"error": str(exc)})
+            return {}
+        if out:
+            log.info("PoSt: reusing stored vanilla proofs", extra={"reused": len(out), "sectors": len(sectors)})
+        return out
+
+    async def _prove(
+        self,
+        proof_type: int,
+        randomness: bytes,
+        sectors: Sequence[ProvingSector],
+        deadline: Deadline,
+        kind: str,
+        seal: SealProof,
+        vanilla: dict[int, bytes],
+        proofs: _ProofLog,
+    ) -> list[BadSector]:
+        """Fills `vanilla` from the holders for the sectors it lacks; the sectors skipped."""
         task = TaskType.GENERATE_WINNING_POST if kind == "winning" else TaskType.GENERATE_WINDOW_POST
         settings = self.runner.settings
-        candidates, skipped = await self._holders(sectors, seal, task)
-        vanilla: dict[int, bytes] = {}
+        missing = [s for s in sectors if s.sector.number not in vanilla]
+        candidates, skipped = await self._holders(missing, seal, task)
         reasons: dict[int, list[str]] = {}
         reads = asyncio.Semaphore(max(1, settings.post_parallel_reads))
-        pending = [s for s in sectors if s.sector.number in candidates]
+        pending = [s for s in missing if s.sector.number in candidates]
         while pending:
             groups: dict[str, _Group] = {}
             for s in pending:
@@ -107,7 +240,7 @@ class Proving:
             async def prove(group: _Group) -> tuple[_Group, dict[int, bytes | str]]:
                 async with reads:
                     return group, await self._vanilla(
-                        group, task, proof_type, randomness, deadline, settings.post_read_timeout_s
+                        group, task, proof_type, randomness, deadline, settings.post_read_timeout_s, proofs
                     )
 
             for group, outcome in await asyncio.gather(*[prove(g) for g in groups.values()]):
@@ -125,24 +258,11 @@ class Proving:
                                 extra={"sector": s.sector.name, "worker": group.worker_id, "error": got},
                             )
             pending = [s for s in pending if s.sector.number not in vanilla and candidates[s.sector.number]]
-        for s in sectors:
+        for s in missing:
             number = s.sector.number
             if number in reasons and number not in vanilla:
                 skipped.append(BadSector(sector=s.sector.id, reason="; ".join(reasons[number])))
-        skipped.sort(key=lambda b: b.sector.number)
-        proven = [s for s in sectors if s.sector.number in vanilla]
-        if kind == "winning" and skipped:
-            raise Unavailable(
-                "winning PoSt needs every challenged sector: "
-                + "; ".join(f"{b.sector.number}: {b.reason}" for b in skipped),
-            )
-        if not proven:
-            return None, skipped
-        try:
-            proof = assemble(kind, seal.sector_size, [vanilla[s.sector.number] for s in proven])
-        except ValueError as exc:
-            raise Internal(f"workers returned unusable vanilla proofs: {exc}") from None
-        return proof, skipped
+        return skipped
 
     async def _holders(
         self, sectors: Sequence[ProvingSector], seal: SealProof, task: TaskType
@@ -197,9 +317,12 @@ class Proving:
         randomness: bytes,
         deadline: Deadline,
         read_timeout_s: float,
+        proofs: _ProofLog,
     ) -> dict[int, bytes | str]:
-        """The group's vanilla proofs (or why not), each reply within read_timeout_s."""
+        """The group's vanilla proofs (or why not), each reply within read_timeout_s; each proof
+        goes to `proofs` as it arrives, and they are flushed when the stream ends."""
         first = group.sectors[0].sector
+        asked = {s.sector.number: s for s in group.sectors}
         out: dict[int, bytes | str] = {}
         try:
             call_id, worker = await self.runner.place(
@@ -243,6 +366,8 @@ class Proving:
                     break
                 if reply.proof is not None:
                     out[reply.number] = reply.proof
+                    if reply.number in asked:
+                        await proofs.add(asked[reply.number], reply.proof)
                 else:
                     out[reply.number] = f"{reply.error_code}: {reply.error_message}"
         except TimeoutError:
@@ -257,6 +382,7 @@ class Proving:
             if stream is not None:
                 await stream.aclose()  # cancels the worker call if it still runs
             self.runner.release(call_id)
+            await asyncio.shield(proofs.flush())
         return out
 
     def winning_challenge(self, ch: WinningChallenge) -> list[int]:

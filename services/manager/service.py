@@ -96,7 +96,7 @@ class ManagerApp(Service):
         self.runner = JobRunner(self.tracker, self.registry, self.selectors, settings)
         self.selectors.can_run = self.runner.can_run
         self.sealing = Sealing(self.runner, None, self._worker_token, self.store)
-        self.proving = Proving(self.runner, self.sealing, None)
+        self.proving = Proving(self.runner, self.sealing, None, self.store)
         self.ready = asyncio.Event()
         # Unimplemented RPCs are filled in by registration(), so the class is complete at run time.
         self.operators = Operators(self.runner, self.store)
@@ -250,6 +250,9 @@ class ManagerApp(Service):
         works, calls = await self.store.purge(now - settings.result_retention_s, now - settings.history_retention_s)
         if works or calls:
             log.info("retention: forgot old works and calls", extra={"works": works, "calls": calls})
+        proofs = await self.store.purge_vanilla_proofs(now - settings.post_proof_retention_s)
+        if proofs:
+            log.info("retention: forgot old PoSt vanilla proofs", extra={"proofs": proofs})
 
     @staticmethod
     async def _every(seconds: float, step: object, name: str) -> None:

@@ -148,6 +148,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO manager_leadership VALUES (1, '', '', 0, 0, 0, 0, 0)",
         ),
     ),
+    Migration(
+        5,
+        "PoSt vanilla proofs as they arrive, so a retried PoSt asks workers only for the rest (post.py)",
+        (
+            # comm_r is in the key: a sector removed and sealed again is a new sector to prove.
+            """CREATE TABLE manager_vanilla_proofs (
+                proof_type INTEGER NOT NULL,
+                randomness BYTEA NOT NULL,
+                miner BIGINT NOT NULL,
+                number BIGINT NOT NULL,
+                comm_r BYTEA NOT NULL,
+                proof BYTEA NOT NULL,
+                stored_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (proof_type, randomness, miner, number, comm_r)
+            )""",
+            "CREATE INDEX manager_vanilla_proofs_by_age ON manager_vanilla_proofs (stored_at)",
+        ),
+    ),
 )
 
 _WORK_COLUMNS = (
@@ -487,6 +505,12 @@ def _call(row: Sequence[Any]) -> CallRecord:
     )
 
 
+_INSERT_VANILLA = (
+    "INSERT INTO manager_vanilla_proofs (proof_type, randomness, miner, number, comm_r, proof, stored_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (proof_type, randomness, miner, number, comm_r) DO NOTHING"
+)
+
+
 @dataclass(frozen=True)
 class WorkerOperatorState:
     worker_id: str
@@ -641,6 +665,50 @@ class ManagerStore:
                 (CallStatus.QUEUED.value, CallStatus.DISPATCHING.value, CallStatus.RUNNING.value, calls_before),
             )
             return works, calls
+
+        return await self.db.run(run)
+
+    # --- PoSt vanilla proofs -----------------------------------------------------------------
+
+    async def put_vanilla_proofs(
+        self, proof_type: int, randomness: bytes, proofs: Sequence[tuple[int, int, bytes, bytes]], stored_at: float
+    ) -> None:
+        """Records (miner, number, comm_r, proof) vanilla proofs of one PoSt challenge in one
+        transaction; a proof already recorded (an identical request beside this one) is kept."""
+        rows = [
+            (proof_type, randomness, miner, number, comm_r, proof, stored_at) for miner, number, comm_r, proof in proofs
+        ]
+
+        def run(tx: Tx) -> None:
+            tx.executemany(_INSERT_VANILLA, rows)
+
+        if rows:
+            await self.db.run(run)
+
+    async def vanilla_proofs(
+        self, proof_type: int, randomness: bytes, miner: int, sectors: Sequence[tuple[int, bytes]]
+    ) -> dict[int, bytes]:
+        """The recorded vanilla proofs of these (number, comm_r) sectors for this challenge, by
+        sector number (a proof recorded for another comm_r of the number is not one of them)."""
+        wanted = {number: bytes(comm_r) for number, comm_r in sectors}
+
+        def run(tx: Tx) -> dict[int, bytes]:
+            rows = tx.query(
+                "SELECT number, comm_r, proof FROM manager_vanilla_proofs"
+                " WHERE proof_type = ? AND randomness = ? AND miner = ?",
+                (proof_type, randomness, miner),
+            )
+            return {int(r[0]): bytes(r[2]) for r in rows if wanted.get(int(r[0])) == bytes(r[1])}
+
+        if not wanted:
+            return {}
+        return await self.db.run(run, Mode.READ)
+
+    async def purge_vanilla_proofs(self, stored_before: float) -> int:
+        """Drops the vanilla proofs recorded before `stored_before`; how many."""
+
+        def run(tx: Tx) -> int:
+            return tx.execute("DELETE FROM manager_vanilla_proofs WHERE stored_at < ?", (stored_before,))
 
         return await self.db.run(run)
 

@@ -199,4 +199,5 @@ class Dispatcher:
         async for sector, outcome in tasks.vanilla_proofs(
             env, ctx, call.kind, call.sector_size, call.randomness, call.sectors
         ):
+            await self.parts.task_fault.vanilla_proof(sector.number)
             yield sector, outcome

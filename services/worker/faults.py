@@ -24,8 +24,17 @@ ENV_TASK_DELAY = "SECTORSTORAGE_TEST_FAULT_TASK_DELAY"
 ENV_TASK_HANG = "SECTORSTORAGE_TEST_FAULT_TASK_HANG"
 ENV_TASK_FAIL_P = "SECTORSTORAGE_TEST_FAULT_TASK_FAIL_P"
 ENV_TASK_SEED = "SECTORSTORAGE_TEST_FAULT_TASK_SEED"
+ENV_VANILLA_DELAY = "SECTORSTORAGE_TEST_FAULT_VANILLA_DELAY"
 ENV_ARM = "SECTORSTORAGE_TEST_FAULTS"
-FAULT_VARS = (ENV_SERVE_EXIT, ENV_SERVE_RATE, ENV_TASK_DELAY, ENV_TASK_HANG, ENV_TASK_FAIL_P, ENV_TASK_SEED)
+FAULT_VARS = (
+    ENV_SERVE_EXIT,
+    ENV_SERVE_RATE,
+    ENV_TASK_DELAY,
+    ENV_TASK_HANG,
+    ENV_TASK_FAIL_P,
+    ENV_TASK_SEED,
+    ENV_VANILLA_DELAY,
+)
 # Imported by name, only when armed: no production code path refers to it.
 TEST_MODULE = "services.worker.testing.faults"
 
@@ -55,6 +64,10 @@ class TaskFault:
 
     def should_fail(self) -> bool:
         return False
+
+    async def vanilla_proof(self, number: int) -> None:
+        """Runs before a sector's vanilla proof is sent on a GenerateVanillaProofs stream."""
+        return None
 
 
 def load(env: Mapping[str, str] | None = None) -> tuple[ServeFault, TaskFault]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import struct
 import time
 import uuid
 from collections import Counter
@@ -291,6 +292,13 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         self._tasks: set[asyncio.Task[None]] = set()
         # The last piece AddPiece received (ReadPiece serves it back).
         self.piece_bytes = b""
+        # GenerateVanillaProofs is served only once a test turns it on (it is UNIMPLEMENTED
+        # otherwise, as for the tests that expect a holder that cannot prove); then each sector
+        # asked counts here, waits its delay in vanilla_delays first, and gets a proof of the
+        # right header (rust_core's assemble_post accepts it; nothing verifies it).
+        self.vanilla_enabled = False
+        self.vanilla_asked: Counter[int] = Counter()
+        self.vanilla_delays: dict[int, float] = {}
         self._beat: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -613,6 +621,22 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
             present = self.storage_id in entry.get(FileType.UNSEALED, set())
         return worker_pb2.IsAllocatedResponse(allocated=present, file_present=present)
 
+    async def GenerateVanillaProofs(
+        self, request: W.GenerateVanillaProofsRequest, context: Context
+    ) -> AsyncIterator[W.GenerateVanillaProofsResponse]:
+        if not self.vanilla_enabled:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GenerateVanillaProofs is off on this fake")
+        for s in request.sectors:
+            number = s.sector.id.number
+            self.vanilla_asked[number] += 1
+            delay = self.vanilla_delays.get(number, 0.0)
+            if delay:
+                await asyncio.sleep(delay)
+            yield worker_pb2.GenerateVanillaProofsResponse(
+                sector=s.sector.id,
+                vanilla_proof=fake_vanilla_proof(int(request.proof_type), int(s.sector.proof_type), s),
+            )
+
     async def ReadPiece(
         self, request: W.WorkerServiceReadPieceRequest, context: Context
     ) -> AsyncIterator[W.WorkerServiceReadPieceResponse]:
@@ -622,6 +646,14 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
             yield worker_pb2.WorkerServiceReadPieceResponse(
                 chunk=common_pb2.Chunk(offset=start, data=data[start : start + 1000])
             )
+
+
+def fake_vanilla_proof(post_proof: int, seal_proof: int, s: common_pb2.ProvingSector) -> bytes:
+    """A vanilla proof's header (rust_core/src/porep/post.rs: "SSPV", version 1, kind 1 window or
+    2 winning, sector size) over a section naming the sector and its comm_r."""
+    kind = 1 if post_proof <= 9 else 2
+    head = b"SSPV" + struct.pack("<HBQ", 1, kind, SealProof(seal_proof).sector_size)
+    return head + struct.pack("<Q", s.sector.id.number) + s.comm_r
 
 
 # --- the manager in-process -------------------------------------------------------------------

@@ -20,6 +20,11 @@ SECTORSTORAGE_TEST_FAULT_TASK_HANG="PC1=1": attempts 1..N of each task of this t
 they are stopped: a timeout, an abort, a drain), later attempts run normally. Lets the tests
 make a task hang on its first attempt and see it timed out and retried.
 
+SECTORSTORAGE_TEST_FAULT_VANILLA_DELAY="3=5,7=2": the vanilla proof of these sector numbers
+waits that many seconds before it is sent on a GenerateVanillaProofs stream (a slow disk: lets
+the tests kill the manager while a PoSt is half proven); each sector's proof is then logged
+("test fault: vanilla proof", with its number), so a test counts what the worker was asked.
+
 SECTORSTORAGE_TEST_FAULT_TASK_FAIL_P=p: each asynchronous task fails at its start with
 probability p, as a TEMPORARY error saying it was injected (the manager retries it, here or
 elsewhere); SECTORSTORAGE_TEST_FAULT_TASK_SEED=n seeds the draws, so a soak run can be replayed.
@@ -42,6 +47,7 @@ from services.worker.faults import (
     ENV_TASK_FAIL_P,
     ENV_TASK_HANG,
     ENV_TASK_SEED,
+    ENV_VANILLA_DELAY,
     ServeFault,
     TaskFault,
 )
@@ -113,6 +119,11 @@ class ArmedTaskFault(TaskFault):
         raw_seed = env.get(ENV_TASK_SEED, "")
         self.random = random.Random(int(raw_seed) if raw_seed else None)
         self.injected = 0
+        self.vanilla_delays = {
+            int(number): delay for number, delay in _per_type(env.get(ENV_VANILLA_DELAY, ""), ENV_VANILLA_DELAY).items()
+        }
+        if self.vanilla_delays:
+            log.warning("test fault armed: slow vanilla proofs", extra={"delays": self.vanilla_delays})
         if self.delays or self.hangs or self.fail_p:
             log.warning(
                 "test fault armed: slow, hanging or failing tasks",
@@ -129,6 +140,14 @@ class ArmedTaskFault(TaskFault):
 
     def delay_of(self, task: str) -> float:
         return self.delays.get(task, 0.0)
+
+    async def vanilla_proof(self, number: int) -> None:
+        if not self.vanilla_delays:
+            return
+        delay = self.vanilla_delays.get(number, 0.0)
+        log.warning("test fault: vanilla proof", extra={"number": number, "delay": delay})
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     def should_fail(self) -> bool:
         """Draws whether the task starting now fails; counts the failures injected."""

@@ -361,6 +361,9 @@ def test_post_and_check_provable(fleet: Fleet) -> None:
     assert [(b.sector.number, b.reason) for b in bad] == [
         (2, "sealed/s-t01000-2 is wrong size (got 1024, expect 2048)")
     ]
+    # Another challenge: with the same randomness the manager would use the vanilla proofs it
+    # stored for the first PoSt (docs/manager.md, "PoSt").
+    randomness = bytes(range(1, 33))
     post = stub.GenerateWindowPoSt(
         manager_pb2.GenerateWindowPoStRequest(proof_type=window, randomness=randomness, sectors=proving), timeout=60
     )

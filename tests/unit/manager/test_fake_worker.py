@@ -26,11 +26,12 @@ from tests.support.paths import REPO
 
 SERVICE = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"]
 RPCS = {method.name: method for method in SERVICE.methods}
-# Worker RPCs the manager calls that the fake does not serve. PoSt (vanilla proofs read from the
-# sealed and cache files, the files' stat for CheckProvable) needs real sector files: the
-# manager's PoSt is tested against real workers (tests/integration/manager/test_e2e.py,
-# test_post_failover.py). The manager's unit tests must not reach these RPCs.
-NOT_FAKED = {"GenerateVanillaProofs", "StatSectorFile"}
+# Worker RPCs the manager calls that the fake does not serve. CheckProvable's stat of the files
+# needs real sector files: the manager's PoSt is tested against real workers
+# (tests/integration/manager/test_e2e.py, test_post_failover.py). The manager's unit tests must
+# not reach these RPCs. (GenerateVanillaProofs is served with made-up proofs when a test turns
+# it on, to count what a PoSt asks for; real proofs are the integration tests'.)
+NOT_FAKED = {"StatSectorFile"}
 
 
 def fake_rpcs() -> dict[str, Callable[..., object]]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
+from services.common.config import DatabaseConfig
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager import convert
@@ -28,11 +30,12 @@ from services.manager.domain import (
     SectorRef,
     WinningChallenge,
 )
-from services.manager.post import Proving, post_proof_info
+from services.manager.post import Proving, assemble, post_proof_info
 from services.manager.resources import SealProof
 from services.manager.sealing import Deadline
 from services.manager.service import ManagerApp
-from tests.support.fake_worker import FakeIndex, FakeWorker, InProcessManager
+from tests.support.fake_worker import FakeIndex, FakeWorker, InProcessManager, fake_vanilla_proof
+from tests.unit.manager.db import db_url  # noqa: F401 - fixture
 
 MINER = 1000
 P2K = SealProof.STACKED_DRG_2KIB_V1_1
@@ -193,3 +196,100 @@ def test_verifications_answer_why_a_proof_is_not_valid(tmp_path: Path) -> None:
         assert (reply.valid, reply.reason) == (False, "no proof")
 
     run(test, tmp_path)
+
+
+def test_a_retried_post_reuses_the_stored_vanilla_proofs_and_asks_only_for_the_rest(
+    tmp_path: Path,
+    db_url: str,  # noqa: F811 - fixture
+) -> None:
+    """On SQLite and PostgreSQL, with a fake holder that serves made-up vanilla proofs and counts what it is asked: a PoSt
+    stores each proof as it arrives (before the holder's stream ends, by the timed flush); a
+    manager killed in the middle of it, started again on its database, proves the same request
+    asking the holder only for what was not stored; another randomness, proof type or comm_r
+    is proven afresh; two identical requests at once both succeed."""
+
+    def window(numbers: list[int], randomness: bytes = RANDOMNESS, comm_r: dict[int, bytes] | None = None) -> Any:
+        return manager_pb2.GenerateWindowPoStRequest(
+            proof_type=WINDOW_2K,
+            randomness=randomness,
+            sectors=[proving_sector(n, comm_r=(comm_r or {}).get(n)) for n in numbers],
+        )
+
+    async def stored(app: ManagerApp, numbers: list[int], randomness: bytes = RANDOMNESS) -> set[int]:
+        got = await app.store.vanilla_proofs(int(WINDOW_2K), randomness, MINER, [(n, bytes([n]) * 32) for n in numbers])
+        return set(got)
+
+    def manager() -> InProcessManager:
+        m = InProcessManager(tmp_path)
+        m.config.database = DatabaseConfig(url=db_url)
+        return m
+
+    async def main() -> None:
+        index = FakeIndex()
+        first = await manager().start(index)
+        worker = await FakeWorker("a", first.address, index).start()  # type: ignore[abstract]
+        worker.vanilla_enabled = True
+        second: InProcessManager | None = None
+        try:
+            assert first.app is not None and first.stub is not None
+            for n in (1, 2, 3, 4):
+                await sealed_on_worker(first.app, n)
+            # Sector 4 is slow: the three before it are stored while the holder still works on it.
+            worker.vanilla_delays = {4: 30.0}
+            caller = asyncio.ensure_future(first.stub.GenerateWindowPoSt(window([1, 2, 3, 4]), timeout=60))
+            deadline = asyncio.get_running_loop().time() + 10
+            while await stored(first.app, [1, 2, 3, 4]) != {1, 2, 3}:
+                assert asyncio.get_running_loop().time() < deadline, await stored(first.app, [1, 2, 3, 4])
+                await asyncio.sleep(0.05)
+            assert dict(worker.vanilla_asked) == {1: 1, 2: 1, 3: 1, 4: 1}
+            await first.crash()
+            with pytest.raises(grpc.aio.AioRpcError):
+                await caller
+            await first.close_client()
+
+            worker.vanilla_delays = {}
+            second = await manager().start(index)
+            await worker.point_to(second.address)
+            assert second.stub is not None and second.app is not None
+            reply = await second.stub.GenerateWindowPoSt(window([1, 2, 3, 4]), timeout=30)
+            assert not reply.skipped and len(reply.proofs) == 1
+            assert dict(worker.vanilla_asked) == {1: 1, 2: 1, 3: 1, 4: 2}  # only the one not stored
+            # The proof is the one a single uninterrupted run makes (the proofs in request order).
+            proofs = [fake_vanilla_proof(int(WINDOW_2K), int(P2K), proving_sector(n)) for n in (1, 2, 3, 4)]
+            assert reply.proofs[0].proof == assemble("window", P2K.sector_size, proofs)
+
+            # Everything stored now: a retry asks nobody.
+            again = await second.stub.GenerateWindowPoSt(window([4, 1]), timeout=30)
+            assert not again.skipped and dict(worker.vanilla_asked) == {1: 1, 2: 1, 3: 1, 4: 2}
+            # Another randomness is another challenge; a re-sealed sector (new comm_r) is another
+            # sector; two identical requests at once both succeed (one stored copy).
+            other = bytes([0x21] * 32)
+            twice = await asyncio.gather(
+                *[second.stub.GenerateWindowPoSt(window([1, 2], other), timeout=30) for _ in range(2)]
+            )
+            assert twice[0].proofs == twice[1].proofs and not twice[0].skipped
+            assert (worker.vanilla_asked[1], worker.vanilla_asked[2]) in ((2, 2), (3, 3))
+            asked = dict(worker.vanilla_asked)
+            await second.stub.GenerateWindowPoSt(window([1, 2], comm_r={2: bytes([0x99]) * 32}), timeout=30)
+            assert worker.vanilla_asked[2] == asked[2] + 1 and worker.vanilla_asked[1] == asked[1]
+            # A Winning PoSt keeps its own proofs the same way.
+            winning = manager_pb2.GenerateWinningPoStRequest(
+                proof_type=WINNING_2K, randomness=RANDOMNESS, sectors=[proving_sector(3)]
+            )
+            asked = dict(worker.vanilla_asked)
+            for _ in range(2):
+                won = await second.stub.GenerateWinningPoSt(winning, timeout=30)
+                assert len(won.proofs) == 1
+            assert worker.vanilla_asked[3] == asked[3] + 1
+
+            # The retention loop forgets them.
+            assert second.app is not None
+            second.app.config.manager.post_proof_retention_s = 1e-9
+            await second.app._purge()
+            assert await stored(second.app, [1, 2, 3, 4]) == set()
+        finally:
+            await worker.stop()
+            if second is not None:
+                await second.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -3,6 +3,8 @@ even then), seeded draws, delays per task type, a clear error for a bad probabil
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
 
 import pytest
@@ -13,6 +15,7 @@ from services.worker.faults import (
     ENV_TASK_DELAY,
     ENV_TASK_FAIL_P,
     ENV_TASK_SEED,
+    ENV_VANILLA_DELAY,
     ServeFault,
     TaskFault,
     load,
@@ -61,3 +64,20 @@ def test_delays_and_bad_probability() -> None:
     assert armed_task_fault({ENV_TASK_DELAY: "pc1=2, C2=0.5", **ARMED}).delays == {"PC1": 2.0, "C2": 0.5}
     with pytest.raises(ValueError, match="probability"):
         load({ENV_TASK_FAIL_P: "1.5", **ARMED})
+
+
+def test_vanilla_proof_delays_per_sector_number(caplog: pytest.LogCaptureFixture) -> None:
+    async def timed(fault: TaskFault, number: int) -> float:
+        started = time.monotonic()
+        await fault.vanilla_proof(number)
+        return time.monotonic() - started
+
+    fault = armed_task_fault({**ARMED, ENV_VANILLA_DELAY: "3=0.2, 5=0"})
+    assert fault.vanilla_delays == {3: 0.2, 5: 0.0}
+    assert asyncio.run(timed(fault, 3)) >= 0.2
+    assert asyncio.run(timed(fault, 4)) < 0.1
+    logged = [r.__dict__.get("number") for r in caplog.records if r.getMessage() == "test fault: vanilla proof"]
+    assert logged == [3, 4]
+    assert asyncio.run(timed(TaskFault(), 3)) < 0.1  # the production hook does nothing
+    with pytest.raises(ValueError, match=ENV_VANILLA_DELAY):
+        armed_task_fault({**ARMED, ENV_VANILLA_DELAY: "3"})
