@@ -612,22 +612,38 @@ mod vl {
         let mut w = load(msgs);
         let iv: [__m256i; 8] = core::array::from_fn(|i| _mm256_set1_epi32(SHA256_IV[i] as i32));
         let mut s = iv;
-        for t in 0..64 {
-            if t >= 16 {
-                let w15 = w[(t - 15) & 15];
-                let w2 = w[(t - 2) & 15];
-                let s0 = xor3(ror7(w15), ror18(w15), _mm256_srli_epi32::<3>(w15));
-                let s1 = xor3(ror17(w2), ror19(w2), _mm256_srli_epi32::<10>(w2));
-                w[t & 15] = add(add(w[t & 15], s0), add(w[(t - 7) & 15], s1));
+        // Unrolled by 16 (data block: the schedule ring's indices become constants) and by 8
+        // (padding block), so the state's rotation is register renaming, not moves.
+        macro_rules! unrolled {
+            ($m:ident; $($j:literal)*) => { $($m!($j);)* };
+        }
+        for g in 0..4 {
+            macro_rules! data_round {
+                ($j:literal) => {{
+                    let t = 16 * g + $j;
+                    if g > 0 {
+                        let w15 = w[($j + 1) & 15];
+                        let w2 = w[($j + 14) & 15];
+                        let s0 = xor3(ror7(w15), ror18(w15), _mm256_srli_epi32::<3>(w15));
+                        let s1 = xor3(ror17(w2), ror19(w2), _mm256_srli_epi32::<10>(w2));
+                        w[$j] = add(add(w[$j], s0), add(w[($j + 9) & 15], s1));
+                    }
+                    round(&mut s, add(w[$j], _mm256_set1_epi32(K[t] as i32)));
+                }};
             }
-            round(&mut s, add(w[t & 15], _mm256_set1_epi32(K[t] as i32)));
+            unrolled!(data_round; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
         }
         for i in 0..8 {
             s[i] = add(s[i], iv[i]);
         }
         let mid = s;
-        for t in 0..64 {
-            round(&mut s, _mm256_set1_epi32(PAD_WK[t] as i32));
+        for g in 0..8 {
+            macro_rules! pad_round {
+                ($j:literal) => {
+                    round(&mut s, _mm256_set1_epi32(PAD_WK[8 * g + $j] as i32))
+                };
+            }
+            unrolled!(pad_round; 0 1 2 3 4 5 6 7);
         }
         let mask = _mm256_set_epi64x(
             0x0C0D_0E0F_0809_0A0Bu64 as i64,
