@@ -10,7 +10,9 @@
 //! - [`hash_nodes`]: the tree node hash (`hash::hash_block`) of many 64-byte messages. The second
 //!   block of every such message is the constant padding block, whose message schedule plus round
 //!   constants (`W + K`) are computed at compile time, so that block costs the 32 round
-//!   instructions only.
+//!   instructions only. Where the CPU has AVX-512VL, batches of 8 messages go through a software
+//!   kernel instead (one message per 32-bit lane, `vprord` and `vpternlogd`), which outruns the
+//!   SHA unit (1.6x the single-stream limit against 1.2x; docs/benchmarks.md, issue 20).
 //! - [`compress_lanes`]: `N` independent `compress256` calls of equal block counts (labeling).
 //!
 //! The SHA-NI kernels are selected at run time (`is_x86_feature_detected!("sha")`, plus the SSE
