@@ -106,12 +106,15 @@ pub fn vl_available() -> bool {
 /// AVX-512VL. For benchmarks and tests.
 pub fn hash_nodes_vl(msgs: &[u8], out: &mut [Node]) {
     let count = (msgs.len() / 64).min(out.len());
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if vl_available() {
+    let done = if vl_available() {
         // SAFETY: AVX2, AVX-512F and AVX-512VL were checked just above.
-        done = unsafe { vl::hash_nodes(msgs, out) };
-    }
+        unsafe { vl::hash_nodes(msgs, out) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     hash_nodes_lanes(
         NODE_LANES,
         &msgs[64 * done..64 * count],
