@@ -4,7 +4,8 @@
 //! messages the tree needs, one per internal node, each two compressions (the message and its
 //! padding block), with no tree around them, one message after another: the single-stream
 //! SHA-256 limit. commP goes past it by hashing several independent node pairs at once
-//! (`sha256_mb`, multi-buffer SHA-NI) with the constant padding block's schedule precomputed; the
+//! (`sha256_mb`: 8 messages per AVX-512VL software kernel call where the CPU has AVX-512VL, else
+//! multi-buffer SHA-NI) with the constant padding block's schedule precomputed; the
 //! bench also prints that kernel alone, commP's own ceiling.
 //!
 //! ```text
@@ -59,8 +60,8 @@ fn sha256_limit(pool: &[[u8; 64]], messages: usize) -> u32 {
     acc
 }
 
-/// The multi-buffer node-hash kernel alone (`sha256_mb::hash_nodes`, `NODE_LANES` messages
-/// interleaved) on the same message count, from an in-cache pool: what commP could reach with no
+/// The multi-buffer node-hash kernel alone (`sha256_mb::hash_nodes`: 8-lane AVX-512VL or
+/// `NODE_LANES` SHA-NI messages interleaved) on the same message count, from an in-cache pool: what commP could reach with no
 /// padding or tree around the hashing.
 fn kernel_alone(pool: &[[u8; 64]], messages: usize) -> u32 {
     let flat = pool.as_flattened();
@@ -168,13 +169,14 @@ fn main() {
         "SHA-256 limit = {nodes} 64-byte messages x 2 compressions (sha2 crate, same backend)"
     );
     println!(
-        "node hashing: {} (sha256_mb, {} lanes)",
-        if rust_core::hash::sha256_mb::available() {
-            "multi-buffer SHA-NI"
+        "node hashing: {}",
+        if rust_core::hash::sha256_mb::vl_available() {
+            "8-lane software SHA-256, AVX-512VL (sha256_mb::hash_nodes_vl)"
+        } else if rust_core::hash::sha256_mb::available() {
+            "multi-buffer SHA-NI, 4 lanes (sha256_mb)"
         } else {
             "portable (no SHA-NI on this CPU)"
-        },
-        rust_core::hash::sha256_mb::NODE_LANES
+        }
     );
     println!("throughput = padded piece bytes per second");
     println!();

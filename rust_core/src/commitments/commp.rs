@@ -34,20 +34,26 @@ const BATCH_CHUNKS: usize = 32;
 pub const BATCH_UNPADDED: usize = CHUNK_UNPADDED * BATCH_CHUNKS;
 /// Blocks per in-cache group: 64 blocks → 128 level-1 nodes (4 KiB).
 const GROUP_BLOCKS: usize = 64;
+/// Blocks padded before their leaf pairs are hashed in one call.
+const LEAF_BLOCKS: usize = 4;
 
 /// Root of the subtree over fr32(`unpadded`); `unpadded.len()` is `127·2^k`.
 fn subtree_root(unpadded: &[u8]) -> Node {
     let mut stack = MerkleStack::new();
-    // The padded leaves of two blocks, then the group's levels alternating between two buffers:
+    // The padded leaves of `LEAF_BLOCKS` blocks, then the group's levels alternating between two buffers:
     // all in L1. Every level's pairs are independent, so `hash_level` hashes several at once.
-    let mut leaves = [0u8; 2 * PADDED_BLOCK];
+    let mut leaves = [0u8; LEAF_BLOCKS * PADDED_BLOCK];
     let mut a = [[0u8; 32]; 2 * GROUP_BLOCKS];
     let mut b = [[0u8; 32]; GROUP_BLOCKS];
     for group in unpadded.chunks(GROUP_BLOCKS * UNPADDED_BLOCK) {
-        // Two blocks are padded, then their four leaf pairs hashed, so that the out-of-order core
-        // overlaps the (scalar) padding of the next blocks with the SHA rounds of these.
+        // A few blocks are padded, then their leaf pairs hashed (`2 · LEAF_BLOCKS`: one batch of
+        // the 8-lane kernel, two of the 4-lane SHA-NI one), so that the out-of-order core
+        // overlaps the padding of the next blocks with the rounds of these.
         let mut n = 0;
-        for (pair, parents) in group.chunks(2 * UNPADDED_BLOCK).zip(a.chunks_exact_mut(4)) {
+        for (pair, parents) in group
+            .chunks(LEAF_BLOCKS * UNPADDED_BLOCK)
+            .zip(a.chunks_exact_mut(2 * LEAF_BLOCKS))
+        {
             let mut k = 0;
             for (block, padded) in blocks(pair).zip(blocks_mut(&mut leaves)) {
                 pad_block(block, padded);

@@ -69,8 +69,8 @@ pub fn hash_trunc254(data: &[u8]) -> Node {
 
 /// Parents of many node pairs at once: `out[i] = H(children[2i], children[2i+1])`.
 /// `children.len()` must be `2 * out.len()` nodes (extra children are ignored). The pairs are
-/// independent, so they go through the multi-buffer kernel (`sha256_mb`: several messages
-/// interleaved per core with SHA-NI, the `sha2` crate one by one elsewhere); bit-exact with
+/// independent, so they go through the multi-buffer kernel (`sha256_mb`: 8 messages at once with
+/// AVX-512VL, else several interleaved with SHA-NI, else the `sha2` crate one by one); bit-exact with
 /// [`hash_pair`] either way.
 #[inline]
 pub fn hash_level(children: &[Node], out: &mut [Node]) {

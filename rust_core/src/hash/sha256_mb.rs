@@ -10,7 +10,9 @@
 //! - [`hash_nodes`]: the tree node hash (`hash::hash_block`) of many 64-byte messages. The second
 //!   block of every such message is the constant padding block, whose message schedule plus round
 //!   constants (`W + K`) are computed at compile time, so that block costs the 32 round
-//!   instructions only.
+//!   instructions only. Where the CPU has AVX-512VL, batches of 8 messages go through a software
+//!   kernel instead (one message per 32-bit lane, `vprord` and `vpternlogd`), which outruns the
+//!   SHA unit (1.6x the single-stream limit against 1.2x; docs/benchmarks.md, issue 20).
 //! - [`compress_lanes`]: `N` independent `compress256` calls of equal block counts (labeling).
 //!
 //! The SHA-NI kernels are selected at run time (`is_x86_feature_detected!("sha")`, plus the SSE
@@ -42,12 +44,18 @@ pub fn available() -> bool {
     }
 }
 
-/// `out[i] = hash_block(msgs[i])`: the trimmed SHA-256 of each 64-byte message, `NODE_LANES` at a
-/// time with SHA-NI when the CPU has it. `msgs` is a byte slice of `64 · out.len()` bytes (two
+/// `out[i] = hash_block(msgs[i])`: the trimmed SHA-256 of each 64-byte message, 8 at a time
+/// with the AVX-512VL software kernel when the CPU has it (faster than SHA-NI here: see
+/// docs/benchmarks.md, issue 20), else `NODE_LANES` at a time with SHA-NI when the CPU has it. `msgs` is a byte slice of `64 · out.len()` bytes (two
 /// children side by side per parent, as a tree level lies in memory). Panics never; a length
 /// mismatch hashes `min(msgs.len() / 64, out.len())` messages (callers check lengths first).
 #[inline]
 pub fn hash_nodes(msgs: &[u8], out: &mut [Node]) {
+    #[cfg(target_arch = "x86_64")]
+    if out.len() >= vl::LANES && msgs.len() >= 64 * vl::LANES && vl_available() {
+        hash_nodes_vl(msgs, out);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: the CPU has SHA-NI, SSE2, SSSE3 and SSE4.1 (checked just above), which is all
@@ -76,6 +84,42 @@ pub fn hash_nodes_lanes(lanes: usize, msgs: &[u8], out: &mut [Node]) {
     }
     let _ = lanes;
     hash_nodes_portable(msgs, out);
+}
+
+/// Whether the 8-lane AVX-512VL software kernel runs on this CPU (AVX2, AVX-512F, AVX-512VL).
+#[inline]
+pub fn vl_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`hash_nodes`] through the 8-lane AVX-512VL software kernel, whole batches of 8, the rest
+/// through the SHA-NI kernel (or the portable path); the SHA-NI kernel alone where the CPU lacks
+/// AVX-512VL. For benchmarks and tests.
+pub fn hash_nodes_vl(msgs: &[u8], out: &mut [Node]) {
+    let count = (msgs.len() / 64).min(out.len());
+    #[cfg(target_arch = "x86_64")]
+    let done = if vl_available() {
+        // SAFETY: AVX2, AVX-512F and AVX-512VL were checked just above.
+        unsafe { vl::hash_nodes(msgs, out) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    hash_nodes_lanes(
+        NODE_LANES,
+        &msgs[64 * done..64 * count],
+        &mut out[done..count],
+    );
 }
 
 /// The portable path of [`hash_nodes`]: one message after another through `sha2` (which itself
@@ -445,6 +489,206 @@ mod shani {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod vl {
+    //! Software SHA-256 of 8 messages at once, one per 32-bit lane of a 256-bit register, with
+    //! two AVX-512VL instructions: `vprord` (a rotation in one instruction, AVX2 needs three)
+    //! and `vpternlogd` (any function of three inputs: `Ch`, `Maj`, a three-way `xor`). About
+    //! 16 vector instructions a round for 8 messages, against 34 with plain AVX2; on this CPU
+    //! it outruns the SHA-NI unit (docs/benchmarks.md, issue 20, third round).
+    //!
+    //! The two instructions are written with `asm!` (the crate's MSRV, 1.80, predates the
+    //! AVX-512 intrinsics); their operands are ordinary `ymm` registers (ymm0-15, which EVEX
+    //! encodes like VEX), so everything else is AVX2 intrinsics. Callers check
+    //! [`super::vl_available`] (AVX2, AVX-512F and AVX-512VL) first. No SHA-NI instruction
+    //! runs in this kernel: SHA-NI is legacy SSE only, and on this CPU legacy SSE next to dirty
+    //! 256-bit registers is 25-100x slower (see the docs).
+    #![allow(clippy::needless_range_loop)]
+
+    use core::arch::asm;
+    use core::arch::x86_64::*;
+
+    use super::{K, PAD_WK};
+    use crate::hash::{Node, SHA256_IV};
+
+    /// Messages per batch.
+    pub const LANES: usize = 8;
+
+    // Immediates are spliced into the template as literals: `const` operands of `asm!` need
+    // Rust 1.82, above the crate's MSRV.
+    macro_rules! vl_fns {
+        ($($ror:ident = $r:literal),*; $($tern:ident = $imm:literal),*) => {
+            $(
+                /// Rotation right of every 32-bit lane (`vprord`).
+                #[inline]
+                #[target_feature(enable = "avx,avx2")]
+                unsafe fn $ror(x: __m256i) -> __m256i {
+                    let out: __m256i;
+                    asm!(concat!("vprord {o}, {i}, ", $r), o = lateout(ymm_reg) out,
+                         i = in(ymm_reg) x, options(pure, nomem, nostack, preserves_flags));
+                    out
+                }
+            )*
+            $(
+                /// A bitwise function of three vectors (`vpternlogd`, `a` is bit 2 of the
+                /// truth table's index, `c` bit 0).
+                #[inline]
+                #[target_feature(enable = "avx,avx2")]
+                unsafe fn $tern(a: __m256i, b: __m256i, c: __m256i) -> __m256i {
+                    let mut a = a;
+                    asm!(concat!("vpternlogd {a}, {b}, {c}, ", $imm), a = inout(ymm_reg) a,
+                         b = in(ymm_reg) b, c = in(ymm_reg) c,
+                         options(pure, nomem, nostack, preserves_flags));
+                    a
+                }
+            )*
+        };
+    }
+    vl_fns!(
+        ror2 = "2", ror6 = "6", ror7 = "7", ror11 = "11", ror13 = "13", ror17 = "17",
+        ror18 = "18", ror19 = "19", ror22 = "22", ror25 = "25";
+        xor3 = "0x96", ch = "0xCA", maj = "0xE8"
+    );
+
+    #[inline(always)]
+    unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(a, b)
+    }
+
+    #[inline(always)]
+    unsafe fn round(s: &mut [__m256i; 8], wk: __m256i) {
+        let [a, b, c, d, e, f, g, h] = *s;
+        let s1 = xor3(ror6(e), ror11(e), ror25(e));
+        let t1 = add(add(h, s1), add(ch(e, f, g), wk));
+        let s0 = xor3(ror2(a), ror13(a), ror22(a));
+        let t2 = add(s0, maj(a, b, c));
+        *s = [add(t1, t2), a, b, c, add(d, t1), e, f, g];
+    }
+
+    /// Big-endian words `w[t]` of 8 messages (64 readable bytes each at `msgs[l]`), transposed.
+    #[inline(always)]
+    unsafe fn load(msgs: [*const u8; LANES]) -> [__m256i; 16] {
+        let mask = _mm256_set_epi64x(
+            0x0C0D_0E0F_0809_0A0Bu64 as i64,
+            0x0405_0607_0001_0203u64 as i64,
+            0x0C0D_0E0F_0809_0A0Bu64 as i64,
+            0x0405_0607_0001_0203u64 as i64,
+        );
+        let mut w = [_mm256_setzero_si256(); 16];
+        for half in 0..2 {
+            let r: [__m256i; 8] =
+                core::array::from_fn(|l| _mm256_loadu_si256(msgs[l].add(32 * half).cast()));
+            let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+            let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+            let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+            let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+            let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+            let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+            let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+            let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+            let u0 = _mm256_unpacklo_epi64(t0, t2);
+            let u1 = _mm256_unpackhi_epi64(t0, t2);
+            let u2 = _mm256_unpacklo_epi64(t1, t3);
+            let u3 = _mm256_unpackhi_epi64(t1, t3);
+            let u4 = _mm256_unpacklo_epi64(t4, t6);
+            let u5 = _mm256_unpackhi_epi64(t4, t6);
+            let u6 = _mm256_unpacklo_epi64(t5, t7);
+            let u7 = _mm256_unpackhi_epi64(t5, t7);
+            let cols = [
+                _mm256_permute2x128_si256::<0x20>(u0, u4),
+                _mm256_permute2x128_si256::<0x20>(u1, u5),
+                _mm256_permute2x128_si256::<0x20>(u2, u6),
+                _mm256_permute2x128_si256::<0x20>(u3, u7),
+                _mm256_permute2x128_si256::<0x31>(u0, u4),
+                _mm256_permute2x128_si256::<0x31>(u1, u5),
+                _mm256_permute2x128_si256::<0x31>(u2, u6),
+                _mm256_permute2x128_si256::<0x31>(u3, u7),
+            ];
+            for (j, col) in cols.into_iter().enumerate() {
+                w[8 * half + j] = _mm256_shuffle_epi8(col, mask);
+            }
+        }
+        w
+    }
+
+    /// Node hashes of 8 messages, written to `out[..8]` (big-endian, top two bits cleared).
+    #[inline(always)]
+    unsafe fn nodes(msgs: [*const u8; LANES], out: &mut [Node]) {
+        let mut w = load(msgs);
+        let iv: [__m256i; 8] = core::array::from_fn(|i| _mm256_set1_epi32(SHA256_IV[i] as i32));
+        let mut s = iv;
+        // Unrolled by 16 (data block: the schedule ring's indices become constants) and by 8
+        // (padding block), so the state's rotation is register renaming, not moves.
+        macro_rules! unrolled {
+            ($m:ident; $($j:literal)*) => { $($m!($j);)* };
+        }
+        for g in 0..4 {
+            macro_rules! data_round {
+                ($j:literal) => {{
+                    let t = 16 * g + $j;
+                    if g > 0 {
+                        let w15 = w[($j + 1) & 15];
+                        let w2 = w[($j + 14) & 15];
+                        let s0 = xor3(ror7(w15), ror18(w15), _mm256_srli_epi32::<3>(w15));
+                        let s1 = xor3(ror17(w2), ror19(w2), _mm256_srli_epi32::<10>(w2));
+                        w[$j] = add(add(w[$j], s0), add(w[($j + 9) & 15], s1));
+                    }
+                    round(&mut s, add(w[$j], _mm256_set1_epi32(K[t] as i32)));
+                }};
+            }
+            unrolled!(data_round; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+        }
+        for i in 0..8 {
+            s[i] = add(s[i], iv[i]);
+        }
+        let mid = s;
+        for g in 0..8 {
+            macro_rules! pad_round {
+                ($j:literal) => {
+                    round(&mut s, _mm256_set1_epi32(PAD_WK[8 * g + $j] as i32))
+                };
+            }
+            unrolled!(pad_round; 0 1 2 3 4 5 6 7);
+        }
+        let mask = _mm256_set_epi64x(
+            0x0C0D_0E0F_0809_0A0Bu64 as i64,
+            0x0405_0607_0001_0203u64 as i64,
+            0x0C0D_0E0F_0809_0A0Bu64 as i64,
+            0x0405_0607_0001_0203u64 as i64,
+        );
+        let mut words = [[0u32; LANES]; 8];
+        for i in 0..8 {
+            let v = _mm256_shuffle_epi8(add(s[i], mid[i]), mask);
+            _mm256_storeu_si256(words[i].as_mut_ptr().cast(), v);
+        }
+        for (l, node) in out.iter_mut().enumerate().take(LANES) {
+            for i in 0..8 {
+                node[4 * i..4 * i + 4].copy_from_slice(&words[i][l].to_ne_bytes());
+            }
+            node[31] &= 0x3f;
+        }
+    }
+
+    /// `out[i] = hash_block(msgs[64i..64i+64])` for whole batches of 8 messages; returns how
+    /// many messages it hashed (a multiple of 8; the caller hashes the rest).
+    ///
+    /// # Safety
+    /// The CPU has AVX2, AVX-512F and AVX-512VL.
+    #[target_feature(enable = "avx,avx2")]
+    pub unsafe fn hash_nodes(msgs: &[u8], out: &mut [Node]) -> usize {
+        let count = (msgs.len() / 64).min(out.len());
+        let base = msgs.as_ptr();
+        let mut i = 0;
+        while i + LANES <= count {
+            // In bounds: message i + l < count ends at 64·count ≤ msgs.len().
+            let ptrs: [*const u8; LANES] = core::array::from_fn(|l| base.add(64 * (i + l)));
+            nodes(ptrs, &mut out[i..i + LANES]);
+            i += LANES;
+        }
+        i
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,6 +730,56 @@ mod tests {
                 assert_eq!(got, want, "{count} messages, {lanes} lanes");
             }
         }
+    }
+
+    #[test]
+    fn vl_kernel_equals_portable() {
+        // Whole batches of 8 and every remainder, through the AVX-512VL kernel where the CPU
+        // has it (the SHA-NI or portable path elsewhere: then this compares those).
+        for count in (0..=41).chain([64, 100, 257]) {
+            let msgs = pseudo_random(64 * count, 1000 + count as u64);
+            let mut want = vec![[0u8; 32]; count];
+            hash_nodes_portable(&msgs, &mut want);
+            let mut got = vec![[1u8; 32]; count];
+            hash_nodes_vl(&msgs, &mut got);
+            assert_eq!(got, want, "{count} messages");
+            let mut got = vec![[2u8; 32]; count];
+            hash_nodes(&msgs, &mut got);
+            assert_eq!(got, want, "{count} messages, hash_nodes");
+        }
+        // All-zero, all-one and single-bit messages in every one of the 8 lanes.
+        for lane in 0..8 {
+            for fill in [0x00u8, 0xff] {
+                let mut msgs = pseudo_random(64 * 8, lane as u64 + 7);
+                msgs[64 * lane..64 * lane + 64].fill(fill);
+                msgs[64 * ((lane + 1) % 8)..64 * ((lane + 1) % 8) + 64].fill(0);
+                msgs[64 * ((lane + 1) % 8) + lane] = 1 << (lane % 8);
+                let mut want = vec![[0u8; 32]; 8];
+                hash_nodes_portable(&msgs, &mut want);
+                let mut got = vec![[0u8; 32]; 8];
+                hash_nodes_vl(&msgs, &mut got);
+                assert_eq!(got, want, "lane {lane}, fill {fill:#x}");
+                assert!(got.iter().all(|n| n[31] & 0xc0 == 0));
+            }
+        }
+        // A length mismatch hashes min(msgs / 64, out) messages, as the other paths do.
+        let msgs = pseudo_random(64 * 20, 5);
+        let mut want = vec![[0u8; 32]; 12];
+        hash_nodes_portable(&msgs[..64 * 12], &mut want);
+        let mut got = vec![[0u8; 32]; 12];
+        hash_nodes(&msgs, &mut got);
+        assert_eq!(got, want);
+        let mut got = vec![[3u8; 32]; 20];
+        hash_nodes(&msgs[..64 * 9], &mut got);
+        assert_eq!(
+            got[..9],
+            {
+                let mut w = vec![[0u8; 32]; 9];
+                hash_nodes_portable(&msgs[..64 * 9], &mut w);
+                w
+            }[..]
+        );
+        assert!(got[9..].iter().all(|n| *n == [3u8; 32]));
     }
 
     #[test]
