@@ -268,6 +268,10 @@ class Peers:
                 with contextlib.suppress(BaseException):
                     await job
                 raise
+            log.info(
+                "received over the side channel",
+                extra={"source": target, "type": file_type.dirname, "bytes": total, "connections": len(parts)},
+            )
         except bulk_client.ChannelRefused as exc:
             # Refused before the first byte (full, flooded, the ticket too late): the gRPC
             # stream from the same source is the fallback.
