@@ -133,7 +133,7 @@ class Peers:
     are read as raw bytes and parsed by wire.py (one copy less per chunk than the generated
     classes; the bytes on the wire are the same)."""
 
-    def __init__(self, token: str, bulk: bool = True, bulk_streams: int = 2) -> None:
+    def __init__(self, token: str, bulk: bool = True, bulk_streams: int = 1) -> None:
         self.token = token
         # Try the peers' bulk side channel before the gRPC stream.
         self.bulk = bulk

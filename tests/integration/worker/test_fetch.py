@@ -255,13 +255,13 @@ def sha256_of(path: Path) -> bytes:
 def test_a_large_sealed_file_comes_over_two_connections(
     start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
 ) -> None:
-    """A 512 MiB sealed file (64 MiB and more: split) comes in two ranges over two side channel
-    connections, byte for byte; a source dying in the middle of such a transfer fails the fetch
-    as a whole and leaves nothing."""
+    """With worker.bulk_streams = 2, a 512 MiB sealed file (64 MiB and more: split) comes in two ranges over two
+    side channel connections, byte for byte; a source dying in the middle of such a transfer fails the
+    fetch as a whole and leaves nothing."""
     size = 512 << 20
     index = start_service("index")
     source = start_worker(start_service, index, manager)
-    dest = start_worker(start_service, index, manager)
+    dest = start_worker(start_service, index, manager, env={"SECTORSTORAGE_WORKER_BULK_STREAMS": "2"})
     source.attach("p", tmp_path / "source", seal=True, store=True)
     dest.attach("p", tmp_path / "dest", seal=True, store=False)
     digest = plant_large(source, "p", 30, size)
