@@ -132,7 +132,7 @@ class WorkerApp(Service):
             log.info("bulk side channel off: TLS is configured and the channel is plaintext")
         if bulk_on:
             self._start_bulk(address)
-        p.peers = Peers(runtime.token(Permission.ADMIN), bulk=bulk_on)
+        p.peers = Peers(runtime.token(Permission.ADMIN), bulk=bulk_on, bulk_streams=section.bulk_streams)
         if section.index:
             # ADMIN: detaching a path (StorageDetach) needs it; everything else WRITE.
             channel = aio_channel(section.index, runtime.token(Permission.ADMIN))

@@ -17,6 +17,8 @@ import fcntl
 import os
 import socket
 import struct
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.config import parse_host_port
@@ -177,28 +179,102 @@ def receive(sock: socket.socket, ticket: bytes, dest: Path, length: int, sparse:
     the byte count. With `sparse`, all-zero blocks are not written (the file keeps its holes, as
     partial files have); otherwise the bytes are spliced (a file system that cannot take a
     splice gets them copied)."""
-    _handshake(sock, ticket, length)
+    return receive_parts([Part(sock, ticket, 0, length)], dest, length, sparse)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One connection of a transfer: its socket, its ticket, and the range of the file it carries."""
+
+    sock: socket.socket
+    ticket: bytes
+    offset: int
+    length: int
+
+
+def receive_parts(parts: list[Part], dest: Path, length: int, sparse: bool = False) -> int:
+    """As receive, with the file's bytes split over several connections (each its own ticket
+    and range; together they cover [0, length) exactly), received by one thread each into the
+    one file: the receiving side's TCP work and page-cache copy are then spread over cores
+    (docs/benchmarks.md, issue 20). Every ticket is sent and its header read before the file is
+    created, so a refusal (ChannelRefused) leaves nothing. Once bytes flow, the first part that
+    fails breaks every other connection and its error is raised; the file is then the caller's
+    to delete, as with one connection."""
+    if sorted((p.offset, p.offset + p.length) for p in parts) != _tiling(parts, length):
+        raise ValueError(f"the parts do not cover the {length} bytes exactly once")
+    for part in parts:
+        _handshake(part.sock, part.ticket, part.length)
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
-        progress = _Progress(fd)
-        try:
-            if not sparse:
-                # All the file's extents at once rather than 1 MiB at a time as the pipe drains
-                # (measured: 0.31 -> 0.28 s for 512 MiB); a full disk fails here, before any
-                # byte moves. File systems without fallocate just skip it.
-                try:
-                    os.posix_fallocate(fd, 0, length)
-                except OSError as exc:
-                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                        raise
-                with contextlib.suppress(_NoSplice):
-                    _splice(sock, fd, length, progress)
-            if progress.received < length:
-                _copy(sock, fd, length, sparse, progress)
-        except OSError as exc:
-            raise TransferError(f"side channel broken after {progress.received} of {length} bytes: {exc}") from None
+        if not sparse:
+            # All the file's extents at once rather than 1 MiB at a time as the pipe drains
+            # (measured: 0.31 -> 0.28 s for 512 MiB); a full disk fails here, before any
+            # byte moves. File systems without fallocate just skip it.
+            try:
+                os.posix_fallocate(fd, 0, length)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+        if len(parts) == 1:
+            _receive_part(parts[0], fd, sparse)
+        else:
+            _receive_in_threads(parts, fd, sparse)
         os.ftruncate(fd, length)
         os.fsync(fd)
         return length
     finally:
         os.close(fd)
+
+
+def _tiling(parts: list[Part], length: int) -> list[tuple[int, int]]:
+    """The ranges parts must have, sorted, to cover [0, length) exactly once."""
+    ranges, at = [], 0
+    for part in sorted(parts, key=lambda p: p.offset):
+        ranges.append((at, at + part.length))
+        at += part.length
+    return ranges if at == length else []
+
+
+def _receive_part(part: Part, fd: int, sparse: bool) -> None:
+    end = part.offset + part.length
+    progress = _Progress(fd, part.offset)
+    try:
+        if not sparse:
+            with contextlib.suppress(_NoSplice):
+                _splice(part.sock, fd, end, progress)
+        if progress.received < end:
+            _copy(part.sock, fd, end, sparse, progress)
+    except OSError as exc:
+        raise TransferError(
+            f"side channel broken after {progress.received - part.offset} of {part.length} bytes"
+            f" (range from {part.offset}): {exc}"
+        ) from None
+
+
+def _receive_in_threads(parts: list[Part], fd: int, sparse: bool) -> None:
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run(part: Part) -> None:
+        try:
+            _receive_part(part, fd, sparse)
+        except BaseException as exc:
+            with lock:
+                first = not failures
+                failures.append(exc)
+            if first:
+                # The other connections would go on to their end (or their idle timeout):
+                # break them, so the failure is over at once.
+                for other in parts:
+                    if other is not part:
+                        with contextlib.suppress(OSError):
+                            other.sock.shutdown(socket.SHUT_RDWR)
+
+    threads = [threading.Thread(target=run, args=(part,), name="bulk-receive", daemon=True) for part in parts[1:]]
+    for thread in threads:
+        thread.start()
+    run(parts[0])
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]

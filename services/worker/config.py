@@ -28,6 +28,9 @@ drain_timeout_s         On SIGTERM, how long running tasks may go on before they
 bulk_transfer           Serve sector files over the bulk side channel (OpenTransfer: a one-time
                         ticket, then a plain TCP connection fed by sendfile) and use peers'
                         channels when fetching; false: gRPC streams only, both ways.
+bulk_streams            Connections a large fetched file (64 MiB and over, size known) is split
+                        over on the side channel, one receiving thread each; 1 (the default):
+                        one connection. docs/benchmarks.md, issue 20, has the measurements.
 bulk_listen             HOST:PORT the side channel binds; default: the listen host, a free port.
 bulk_advertise          HOST:PORT peers are told to connect to; default: the advertised host
                         (advertise, else the listen address) with the bound port.
@@ -72,6 +75,7 @@ class WorkerSection(BaseModel):
     fetch_chunk_bytes: int = Field(default=1 << 20, ge=4096, le=4 << 20)
     drain_timeout_s: float = Field(default=60.0, ge=0, le=86400)
     bulk_transfer: bool = True
+    bulk_streams: int = Field(default=1, ge=1, le=16)
     bulk_listen: str = ""
     bulk_advertise: str = ""
 

@@ -43,6 +43,11 @@ SERVICE_NAME = "sectorstorage.v1.WorkerService"
 WRITEBACK_BYTES = 32 << 20
 # How long a peer whose side channel could not be connected is fetched from over gRPC only.
 UNREACHABLE_RETRY_S = 300.0
+# A file of known size at least this large comes over the side channel in `bulk_streams` ranges
+# (worker.bulk_streams), one connection (and ticket) each, received by one thread each: the
+# receiver's TCP work and page-cache copy, which bound a single connection, can then use more
+# than one core (docs/benchmarks.md, issue 20).
+BULK_SPLIT_BYTES = 64 << 20
 
 
 class TransferError(Exception):
@@ -128,10 +133,12 @@ class Peers:
     are read as raw bytes and parsed by wire.py (one copy less per chunk than the generated
     classes; the bytes on the wire are the same)."""
 
-    def __init__(self, token: str, bulk: bool = True) -> None:
+    def __init__(self, token: str, bulk: bool = True, bulk_streams: int = 1) -> None:
         self.token = token
         # Try the peers' bulk side channel before the gRPC stream.
         self.bulk = bulk
+        # Connections a large file is split over on the side channel.
+        self.bulk_streams = bulk_streams
         # Peer -> until when its side channel is not tried again (it could not be connected:
         # each try would cost the connect timeout).
         self._unreachable: dict[str, float] = {}
@@ -193,49 +200,78 @@ class Peers:
     ) -> bool:
         """The side channel; False (nothing left at `dest`) when the peer has none, it cannot be
         reached or it refuses the ticket, so the caller uses the gRPC stream."""
-        request = worker_pb2.OpenTransferRequest(
-            sector=sector.to_proto(), type=common_pb2.SectorFileType.ValueType(int(file_type)), storage_id=storage_id
-        )
-        try:
-            grant = await self.stub(target).OpenTransfer(request, timeout=30)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (
-                grpc.StatusCode.UNIMPLEMENTED,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-            ):
-                log.info(
-                    "no side channel; using the gRPC stream",
-                    extra={"source": target, "reason": f"{exc.code().name}: {exc.details()}"},
+        # The file's ranges, one connection each: the whole file (length 0: to its end) unless
+        # its size is known and large.
+        ranges = [(0, 0)]
+        if expect_size is not None and not sparse and expect_size >= BULK_SPLIT_BYTES and self.bulk_streams > 1:
+            n = self.bulk_streams
+            bounds = [expect_size * i // n for i in range(n + 1)]
+            ranges = [(bounds[i], bounds[i + 1] - bounds[i]) for i in range(n)]
+        grants: list[worker_pb2.OpenTransferResponse] = []
+        for offset, length in ranges:
+            request = worker_pb2.OpenTransferRequest(
+                sector=sector.to_proto(),
+                type=common_pb2.SectorFileType.ValueType(int(file_type)),
+                storage_id=storage_id,
+                offset=offset,
+                length=length,
+            )
+            try:
+                grant = await self.stub(target).OpenTransfer(request, timeout=30)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                ):
+                    # (Tickets granted already expire unused at the source.)
+                    log.info(
+                        "no side channel; using the gRPC stream",
+                        extra={"source": target, "reason": f"{exc.code().name}: {exc.details()}"},
+                    )
+                    return False
+                raise
+            if expect_size is not None and grant.file_size != expect_size:
+                raise TransferError(
+                    f"{target}: {file_type.dirname} file is {grant.file_size} bytes, expected {expect_size}"
                 )
-                return False
-            raise
-        if expect_size is not None and grant.file_size != expect_size:
-            raise TransferError(
-                f"{target}: {file_type.dirname} file is {grant.file_size} bytes, expected {expect_size}"
-            )
+            if grant.offset != offset or (length and grant.length != length):
+                raise TransferError(
+                    f"{target}: OpenTransfer granted {grant.length} bytes from {grant.offset}, "
+                    f"asked {length} from {offset}"
+                )
+            grants.append(grant)
+        socks: list[socket.socket] = []
         try:
-            sock = await asyncio.to_thread(bulk_client.connect, grant.address)
-        except bulk_client.ChannelUnreachable as exc:
-            self._unreachable[target] = time.monotonic() + UNREACHABLE_RETRY_S
-            log.warning(
-                "side channel unreachable; using the gRPC stream",
-                extra={"source": target, "error": str(exc), "retry_in_s": UNREACHABLE_RETRY_S},
-            )
-            return False
-        try:
-            job = asyncio.ensure_future(
-                asyncio.to_thread(bulk_client.receive, sock, grant.ticket, dest, grant.length, sparse)
-            )
+            for grant in grants:
+                try:
+                    socks.append(await asyncio.to_thread(bulk_client.connect, grant.address))
+                except bulk_client.ChannelUnreachable as exc:
+                    self._unreachable[target] = time.monotonic() + UNREACHABLE_RETRY_S
+                    log.warning(
+                        "side channel unreachable; using the gRPC stream",
+                        extra={"source": target, "error": str(exc), "retry_in_s": UNREACHABLE_RETRY_S},
+                    )
+                    return False
+            parts = [
+                bulk_client.Part(sock, g.ticket, g.offset, g.length) for sock, g in zip(socks, grants, strict=True)
+            ]
+            total = sum(g.length for g in grants)
+            job = asyncio.ensure_future(asyncio.to_thread(bulk_client.receive_parts, parts, dest, total, sparse))
             try:
                 await asyncio.shield(job)
             except asyncio.CancelledError:
-                # The thread is blocked in recv or write: break the connection and wait for it.
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+                # The threads are blocked in recv or write: break the connections and wait.
+                for sock in socks:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(BaseException):
                     await job
                 raise
+            log.info(
+                "received over the side channel",
+                extra={"source": target, "type": file_type.dirname, "bytes": total, "connections": len(parts)},
+            )
         except bulk_client.ChannelRefused as exc:
             # Refused before the first byte (full, flooded, the ticket too late): the gRPC
             # stream from the same source is the fallback.
@@ -249,7 +285,8 @@ class Peers:
             # Broken off in the middle: the source may be gone; the caller tries the next one.
             raise TransferError(f"{target}: {exc}") from None
         finally:
-            sock.close()
+            for sock in socks:
+                sock.close()
         return True
 
     async def _download_stream(

@@ -7,16 +7,19 @@ cleanly or goes on from another source, and never leaves a partial file)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import socket
 import struct
 import tarfile
+import time
 from pathlib import Path
 
 import grpc
 import pytest
 
+import rust_core
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.worker.faults import ENV_SERVE_EXIT
 from tests.support.fleet import StartService, start_worker
@@ -90,7 +93,7 @@ def test_fetch_sealed_and_cache_between_workers(
     assert kind == "done"
     assert (tmp_path / "b" / "sealed" / name).read_bytes() == sealed_a
     assert tree(tmp_path / "b" / "cache" / name) == tree(tmp_path / "a" / "cache" / name)
-    assert os.listdir(tmp_path / "b" / "sealed" / "fetching") == []
+    nothing_left(tmp_path / "b" / "sealed" / "fetching")
     holders = {loc.id: loc for loc in find(index, number, ST.SECTOR_FILE_TYPE_SEALED)}
     assert set(holders) == {a.ids["seal"], b.ids["seal"]} and not holders[b.ids["seal"]].primary
     assert routes(b) == [("sealed", "bulk"), ("cache", "tar")]
@@ -202,6 +205,57 @@ def test_source_dying_mid_stream(start_service: StartService, manager: ManagerEn
     assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_SECTOR_NOT_FOUND
 
 
+def plant_large(w: WorkerHandle, label: str, number: int, size: int) -> bytes:
+    """A sealed file of `size` bytes, sparse but for random MiBs at the start, across the middle
+    and at the end (where connections' ranges meet and end); returns its SHA-256."""
+    path = w.paths[label] / "sealed" / f"s-t0{MINER}-{number}"
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset in (0, size // 2 - (1 << 19), size - (1 << 20)):
+            f.seek(offset)
+            f.write(os.urandom(1 << 20))
+    w.stub.StorageRedeclareLocal(worker_pb2.StorageRedeclareLocalRequest(storage_id=w.ids[label]), timeout=30)
+    return sha256_of(path)
+
+
+def sha256_of(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def test_a_large_sealed_file_comes_over_two_connections(
+    start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
+) -> None:
+    """With worker.bulk_streams = 2, a 512 MiB sealed file (64 MiB and more: split) comes in two ranges over two
+    side channel connections, byte for byte; a source dying in the middle of such a transfer fails the
+    fetch as a whole and leaves nothing."""
+    size = 512 << 20
+    index = start_service("index")
+    source = start_worker(start_service, index, manager)
+    dest = start_worker(start_service, index, manager, env={"SECTORSTORAGE_WORKER_BULK_STREAMS": "2"})
+    source.attach("p", tmp_path / "source", seal=True, store=True)
+    dest.attach("p", tmp_path / "dest", seal=True, store=False)
+    digest = plant_large(source, "p", 30, size)
+    assert fetch(dest, 30, size, [ST.SECTOR_FILE_TYPE_SEALED])[0] == "done"
+    assert sha256_of(tmp_path / "dest" / "sealed" / f"s-t0{MINER}-30") == digest
+    assert routes(dest) == [("sealed", "bulk")]
+    received = log_entries(dest, "received over the side channel")
+    assert [(e["connections"], e["bytes"]) for e in received] == [(2, size)]
+
+    lone = start_worker(start_service, index, manager, env={ENV_SERVE_EXIT: str(300 << 20)})
+    lone.attach("p", tmp_path / "lone", seal=True, store=True)
+    plant_large(lone, "p", 31, size)
+    kind, error = fetch(dest, 31, size, [ST.SECTOR_FILE_TYPE_SEALED])
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_TEMPORARY, error
+    assert lone.proc.proc is not None and lone.proc.proc.wait(10) == 17
+    assert not (tmp_path / "dest" / "sealed" / f"s-t0{MINER}-31").exists()
+    nothing_left(tmp_path / "dest" / "sealed" / "fetching")
+    assert dest.ids["p"] not in {loc.id for loc in find(index, 31, ST.SECTOR_FILE_TYPE_SEALED)}
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -242,7 +296,18 @@ def test_side_channel_off_or_unreachable_falls_back_to_grpc(
     assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_TEMPORARY, error
     assert dying.proc.proc is not None and dying.proc.proc.wait(10) == 17
     assert not (tmp_path / "dest" / "sealed" / f"s-t0{MINER}-22").exists()
-    assert os.listdir(tmp_path / "dest" / "sealed" / "fetching") == []
+    nothing_left(tmp_path / "dest" / "sealed" / "fetching")
+
+
+def nothing_left(fetching: Path) -> None:
+    """A failed fetch leaves nothing: no partial file under its own name at once, and the trash
+    name it was discarded under (renamed at once, deleted by a background thread) goes soon
+    after; on a loaded machine that deletion can still be running when the task's error is in."""
+    assert [n for n in os.listdir(fetching) if not n.startswith(rust_core.TRASH_PREFIX)] == []
+    deadline = time.monotonic() + 30
+    while os.listdir(fetching) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.listdir(fetching) == []
 
 
 def bulk_read(address: str, ticket: bytes) -> bytes:
@@ -367,7 +432,7 @@ def test_fetches_go_through_a_flood_of_idle_and_garbage_connections(
     )
     assert opened[0] >= 200
     assert flooded <= 2 * quiet + 1.0, (quiet, flooded)
-    assert os.listdir(tmp_path / "dest" / "sealed" / "fetching") == []
+    nothing_left(tmp_path / "dest" / "sealed" / "fetching")
 
 
 def test_a_side_channel_that_refuses_falls_back_to_grpc(

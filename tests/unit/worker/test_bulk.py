@@ -176,3 +176,79 @@ def test_a_flood_of_idle_and_garbage_connections_does_not_starve_tickets(tmp_pat
         for s in flood:
             s.close()
         server.stop()
+
+
+def served_parts(
+    tmp_path: Path, data: bytes, ranges: list[tuple[int, int]]
+) -> tuple[bulk.BulkServer, list[bulk_client.Part]]:
+    """A side channel serving `data`, and one connected Part (ticket, range) per range."""
+    src = tmp_path / "src"
+    src.write_bytes(data)
+    server = bulk.BulkServer(TicketBook(), ServeFault(), "127.0.0.1", 0)
+    server.start()
+    parts = []
+    for offset, length in ranges:
+        ticket, _ = server.book.issue(os.open(src, os.O_RDONLY), offset, length)
+        parts.append(bulk_client.Part(bulk_client.connect(f"127.0.0.1:{server.port}"), ticket, offset, length))
+    return server, parts
+
+
+def test_a_file_in_several_ranges_over_several_connections(tmp_path: Path) -> None:
+    """Ranges of unequal sizes, listed out of order: the file is exactly the source's bytes."""
+    data = os.urandom(5 * (1 << 20) + 777)
+    cut = [0, 1 << 20, 3 * (1 << 20) + 5, len(data)]
+    ranges = [(cut[i], cut[i + 1] - cut[i]) for i in (2, 0, 1)]
+    server, parts = served_parts(tmp_path, data, ranges)
+    try:
+        assert bulk_client.receive_parts(parts, tmp_path / "got", len(data)) == len(data)
+        assert (tmp_path / "got").read_bytes() == data
+    finally:
+        for part in parts:
+            part.sock.close()
+        server.stop()
+
+
+def test_parts_that_do_not_tile_the_file_are_refused(tmp_path: Path) -> None:
+    data = os.urandom(4096)
+    server, parts = served_parts(tmp_path, data, [(0, 2048), (1024, 2048)])
+    try:
+        with pytest.raises(ValueError):
+            bulk_client.receive_parts(parts, tmp_path / "got", len(data))
+        assert not (tmp_path / "got").exists()
+    finally:
+        for part in parts:
+            part.sock.close()
+        server.stop()
+
+
+def test_one_range_breaking_off_breaks_the_others_at_once(tmp_path: Path) -> None:
+    """One connection closes half-way (its source died): receive_parts raises that failure at
+    once, the other connection, still streaming, is broken rather than waited for."""
+    size = 64 << 20
+    src = tmp_path / "src"
+    with open(src, "wb") as f:
+        f.truncate(size)
+    server = bulk.BulkServer(TicketBook(), ServeFault(), "127.0.0.1", 0)
+    server.start()
+    good_ticket, _ = server.book.issue(os.open(src, os.O_RDONLY), size // 2, size // 2)
+    good = bulk_client.Part(bulk_client.connect(f"127.0.0.1:{server.port}"), good_ticket, size // 2, size // 2)
+    client, dying = socket.socketpair()
+
+    def serve_half() -> None:
+        with dying:
+            assert len(dying.recv(32, socket.MSG_WAITALL)) == 32
+            dying.sendall(bulk.HEADER.pack(size // 2) + bytes(1 << 20))  # then closes
+
+    sender = threading.Thread(target=serve_half)
+    sender.start()
+    broken = bulk_client.Part(client, os.urandom(32), 0, size // 2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(bulk_client.TransferError, match="closed after"):
+            bulk_client.receive_parts([broken, good], tmp_path / "got", size)
+        assert time.monotonic() - started < bulk.IDLE_TIMEOUT_S / 2
+    finally:
+        sender.join(10)
+        client.close()
+        good.sock.close()
+        server.stop()
