@@ -30,11 +30,12 @@ RPC_TIMEOUT_S = 10.0
 
 
 def heartbeat_timeout(interval_s: float) -> float:
-    """How long one heartbeat may take: two intervals (at least 2 s, at most RPC_TIMEOUT_S). A
-    manager that froze (a long pause, a cut link that drops packets) neither answers nor refuses;
-    the worker must notice within about the time the next leader gives workers to come back
-    after a failover (its startup grace), or the calls it runs are started again elsewhere."""
-    return min(RPC_TIMEOUT_S, max(2.0, 2 * interval_s))
+    """How long one heartbeat may take: two intervals, at least 5 s (a busy manager is not a dead
+    one: giving up on it too soon makes the worker register again for nothing), at most
+    RPC_TIMEOUT_S. A manager that froze (a long pause, a cut link that drops packets) neither
+    answers nor refuses; the worker must notice well within the time the next leader gives
+    workers to come back after a failover (its startup grace)."""
+    return min(RPC_TIMEOUT_S, max(5.0, 2 * interval_s))
 
 
 async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import struct
-import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
@@ -34,7 +33,6 @@ from services.common.auth import Permission
 from services.common.cid import sealed_cid, unsealed_cid
 from services.common.client import aio_channel
 from services.common.config import AuthConfig, MetricsConfig
-from services.common.db import Tx
 from services.common.proto.sectorstorage.v1 import (
     common_pb2,
     manager_pb2,
@@ -46,11 +44,11 @@ from services.common.server import ServiceHost
 from services.manager.config import ManagerConfig, ManagerSection
 from services.manager.index_client import FileType, PathType, SectorLocation, StorageIndex
 from services.manager.jobs import JobRunner
-from services.manager.records import OutcomeKind, WorkRecord, WorkStatus
 from services.manager.resources import GiB, SealProof
 from services.manager.service import ManagerApp
 from services.manager.tasks import TaskType
 from tests.support.auth import TEST_SECRET, token
+from tests.support.records import record_steps
 
 ALL_TASKS = [t for t in TaskType]
 C = worker_pb2.CallType
@@ -797,31 +795,7 @@ class InProcessManager:
             ("SealCommit2", worker_pb2.WorkerServiceSealCommit2Request(sector=ref, commit1_output=c1_output), c2_proof),
         ]
         last = ["pieces", "pc1", "pc2", "c1", "c2"].index(through)
-        now = time.time()
-        for method, params, result in steps[: last + 1]:
-            work = WorkRecord(
-                work_id=f"seed:{method}:{uuid.uuid4()}",
-                method=method,
-                task_type=0,
-                miner=miner,
-                number=number,
-                seal_proof=proof,
-                priority=0,
-                params=params.SerializeToString(deterministic=True),
-                status=WorkStatus.DONE,
-                outcome=OutcomeKind.RESULT,
-                result=result,
-                generation=record.generation,
-                created_at=now,
-                updated_at=now,
-            )
-            await store.save(work)
-
-            # Only the step stays recorded: the stand-in work is no job to list.
-            def forget(tx: Tx, work_id: str = work.work_id) -> None:
-                tx.execute("DELETE FROM manager_works WHERE work_id = ?", (work_id,))
-
-            await store.db.run(forget)
+        await record_steps(store, miner, number, proof, record.generation, steps[: last + 1])
         return out
 
     async def close_client(self) -> None:

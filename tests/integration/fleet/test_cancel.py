@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,12 +40,12 @@ from services.cli.sealing import add_piece_stream
 from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2
 from services.manager.config import ManagerConfig
-from services.manager.records import OutcomeKind, WorkRecord, WorkStatus
 from services.manager.service import open_manager_database
 from tests.support import fleet as fleet_helpers
 from tests.support.fleet import Fleet, StartService, WorkerSpec
 from tests.support.inputs import fabricated_pc1_output
 from tests.support.procstat import cpu_cores
+from tests.support.records import record_steps
 from tests.support.sectors import MINER, TICKET, sector
 from tests.support.worker import index_stub
 
@@ -253,31 +252,7 @@ def seed_through_pc1(data_dir: Path, number: int, pc1_output: bytes) -> None:
                     pc1_output,
                 ),
             ]
-            now = time.time()
-            for method, params, result in steps:
-                work = WorkRecord(
-                    work_id=f"seed:{method}:{uuid.uuid4()}",
-                    method=method,
-                    task_type=0,
-                    miner=MINER,
-                    number=number,
-                    seal_proof=P512,
-                    priority=0,
-                    params=params.SerializeToString(deterministic=True),
-                    status=WorkStatus.DONE,
-                    outcome=OutcomeKind.RESULT,
-                    result=result,
-                    generation=record.generation,
-                    created_at=now,
-                    updated_at=now,
-                )
-                await store.save(work)
-
-                def forget(tx: Any, wid: str = work.work_id) -> None:
-                    tx.execute("DELETE FROM manager_works WHERE work_id = ?", (wid,))
-
-                # Only the step stays recorded: the stand-in work is no job to list.
-                await store.db.run(forget)
+            await record_steps(store, MINER, number, P512, record.generation, steps)
         finally:
             db.close()
 

@@ -149,12 +149,16 @@ def test_resent_and_wrong_steps_leave_a_finalized_sector_intact(fleet: Fleet) ->
             ),
             timeout=10,
         ),
-        lambda: add_piece_stream(stub, ref, [], 2032, iter([data])),
+        # Other bytes as the sector's first piece: another pipeline's.
+        lambda: add_piece_stream(stub, ref, [], 2032, iter([bytes(2032)])),
     ]
     for call in refusals:
         code, details, took = code_of(call)
         assert code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS), details
         assert "FINALIZED" in details and took < 2, details
+    # The same AddPiece sent again (its reply lost) is answered with the recorded piece, and
+    # nothing runs (checked with the files and task count below).
+    assert add_piece_stream(stub, ref, [], 2032, iter([data])) == piece
 
     assert sector_files(root, 1) == files
     assert task_count(fleet, 1) == tasks
