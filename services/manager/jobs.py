@@ -701,17 +701,20 @@ class JobRunner:
         recovered = await self.tracker.recover()
         queued = 0
         for live in recovered:
+            if not live.record.dedup:
+                # An AddPiece: its bytes were a client stream relayed by the old process, which
+                # died with it (queued or mid-relay alike; a worker that was writing it stopped
+                # when the stream broke). Failed at once, so the client's AddPiece sent again is
+                # not held up by it; a piece the worker did finish is written again by that retry.
+                await self.tracker.fail_call(
+                    live,
+                    live.call.call_id,
+                    CallStatus.FAILED,
+                    ErrorCode.PERMANENT,
+                    "the manager restarted before the piece data was all sent; add the piece again",
+                )
+                continue
             if live.record.status is WorkStatus.QUEUED:
-                if not live.record.dedup:
-                    # Its data was a client stream that died with the old process.
-                    await self.tracker.fail_call(
-                        live,
-                        live.call.call_id,
-                        CallStatus.FAILED,
-                        ErrorCode.PERMANENT,
-                        "the manager restarted before the piece data was sent; add the piece again",
-                    )
-                    continue
                 await self.schedule(live)
                 queued += 1
         log.info("recovered work", extra={"works": len(recovered), "requeued": queued})
