@@ -38,6 +38,7 @@ from services.manager.domain import (
     UnsealInput,
     WinningChallenge,
 )
+from services.manager.leadership import Lease
 from services.manager.post import post_proof_info
 from services.manager.records import CallRecord, CallStatus
 from services.manager.resources import SealProof
@@ -448,3 +449,18 @@ def seal_verification(req: manager_pb2.VerifySealRequest) -> SealVerification:
     for name in ("comm_r", "comm_d", "ticket", "seed"):
         bytes32(getattr(req, name), name)
     return SealVerification(sector, req.comm_r, req.comm_d, req.ticket, req.seed, req.proof)
+
+
+def managers_reply(lease: Lease, holder: str, address: str, leading: bool, now: float) -> manager_pb2.ManagersResponse:
+    """The Managers reply: the lease as read, and who answers."""
+    return manager_pb2.ManagersResponse(
+        leader=manager_pb2.ManagerInfo(holder=lease.holder, address=lease.address),
+        epoch=lease.epoch,
+        since=ts(lease.acquired_at),
+        renewed_at=ts(lease.renewed_at),
+        expires_at=ts(lease.expires_at),
+        live=lease.live(now),
+        failovers=lease.failovers,
+        answered_by=manager_pb2.ManagerInfo(holder=holder, address=address),
+        answered_by_leader=leading,
+    )

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 
 from services.common import tls
+from services.common.db import DatabaseUnavailable
 from services.common.grpc_options import client_options
 from services.manager.leadership import Lease
 
@@ -90,7 +91,12 @@ class LeaderForwarder(grpc.aio.ServerInterceptor):
                 f"manager {self.holder} does not lead either (the call was forwarded by {metadata[FORWARDED_HEADER]}): "
                 "the leadership is changing, retry"
             )
-        lease = await self.leader()
+        try:
+            lease = await self.leader()
+        except DatabaseUnavailable as exc:
+            raise NoLeader(
+                f"manager {self.holder} cannot read who leads (its database is unavailable): {exc}"
+            ) from None
         now = self.clock()
         if not lease.live(now) or lease.holder == self.holder or not lease.address:
             left = max(0.0, lease.expires_at - now) if lease.holder else 0.0

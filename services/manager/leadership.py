@@ -258,7 +258,6 @@ class Campaign:
         self.poll_every_s = poll_every_s
         self.monotonic = monotonic
         self.lease: Lease | None = None
-        self.standing_by_since = monotonic()
 
     async def run(self) -> str:
         """Campaigns until deposed; returns why it stopped leading."""

@@ -14,14 +14,13 @@ import uuid
 from collections.abc import Sequence
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.auth import Permission
 from services.common.db import Database, DatabaseRefused, DatabaseUnavailable, SchemaTooNew, open_database
 from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc
 from services.common.server import Registration, Runtime, Service, registration
 from services.common.startup import StartupError
-from services.manager import metrics, views
+from services.manager import convert, metrics, views
 from services.manager.calltracker import CallTracker, RetryPolicy
 from services.manager.config import ManagerConfig
 from services.manager.forward import LeaderForwarder
@@ -205,7 +204,7 @@ class ManagerApp(Service):
     async def _managers_view(self) -> manager_pb2.ManagersResponse:
         assert self.leadership is not None and self.runtime is not None
         lease = await self.leadership.current()
-        return managers_reply(lease, self.leadership.holder, self.runtime.address, self.leading(), time.time())
+        return convert.managers_reply(lease, self.leadership.holder, self.runtime.address, self.leading(), time.time())
 
     async def _check_database(self) -> None:
         """Readiness follows the database, on the leader and on a standby alike (a standby that
@@ -289,25 +288,3 @@ class ManagerApp(Service):
         self.db.close()
         if self.ownership is not None:
             self.ownership.close()
-
-
-def _timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    if seconds > 0:
-        ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
-def managers_reply(lease: Lease, holder: str, address: str, leading: bool, now: float) -> manager_pb2.ManagersResponse:
-    """The Managers reply: the lease as read, and who answers."""
-    return manager_pb2.ManagersResponse(
-        leader=manager_pb2.ManagerInfo(holder=lease.holder, address=lease.address),
-        epoch=lease.epoch,
-        since=_timestamp(lease.acquired_at),
-        renewed_at=_timestamp(lease.renewed_at),
-        expires_at=_timestamp(lease.expires_at),
-        live=lease.live(now),
-        failovers=lease.failovers,
-        answered_by=manager_pb2.ManagerInfo(holder=holder, address=address),
-        answered_by_leader=leading,
-    )
