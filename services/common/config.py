@@ -163,6 +163,11 @@ class GrpcConfig(BaseModel):
     # of one fleet must use the same value (services/common/grpc_options.py).
     keepalive_time_s: float = Field(default=30.0, ge=0.1, le=7200)
     keepalive_timeout_s: float = Field(default=10.0, ge=0.1, le=600)
+    # Longest wait between two attempts of a channel to connect again to a peer it lost. gRPC's
+    # own cap is 120 s: a manager or worker restarted on the same address was then refused for up
+    # to two minutes by every process that had seen it go (its channel kept failing calls at once
+    # while it waited), which turned a seconds-long failover into minutes.
+    reconnect_backoff_max_s: float = Field(default=2.0, ge=0.1, le=300)
 
 
 class ServiceConfig(BaseModel):

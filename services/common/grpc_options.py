@@ -9,6 +9,9 @@ always matches what its clients do.
   connection with GOAWAY ENHANCE_YOUR_CALM "too_many_pings" after `max_ping_strikes`; gRPC's
   default minimum is 5 minutes, which every 30 s client ping broke. Servers here accept a ping
   every half keep-alive interval (slack for timers), without calls too.
+- Reconnection: a channel that lost its peer tries again after 0.25 s, backing off to
+  `grpc.reconnect_backoff_max_s` (2 s), not gRPC's 120 s: a peer restarted on its address is
+  reached again within seconds (a channel in back-off fails every call at once).
 - Port binding: exclusive unless `grpc.reuse_port` asks to share it (gRPC's default is to set
   SO_REUSEPORT, which let a second service bind a port already in use).
 
@@ -60,7 +63,14 @@ def _common(config: GrpcConfig) -> list[tuple[str, Any]]:
 
 def client_options(config: GrpcConfig | None = None) -> list[tuple[str, Any]]:
     """Options of every channel to a service (sectorctl, tests, services calling each other)."""
-    return _common(config or current())
+    config = config or current()
+    cap_ms = int(config.reconnect_backoff_max_s * 1000)
+    return [
+        *_common(config),
+        ("grpc.initial_reconnect_backoff_ms", min(250, cap_ms)),
+        ("grpc.min_reconnect_backoff_ms", min(250, cap_ms)),
+        ("grpc.max_reconnect_backoff_ms", cap_ms),
+    ]
 
 
 def server_options(config: GrpcConfig | None = None) -> list[tuple[str, Any]]:

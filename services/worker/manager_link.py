@@ -23,7 +23,7 @@ from services.common.backoff import Backoff
 from services.common.client import aio_channel
 from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc
-from services.worker.managers import ManagerAddresses
+from services.worker.managers import FailoverPacer, ManagerAddresses
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 10.0
@@ -87,6 +87,7 @@ class ManagerLink:
         self.session_id = session_id
         self.worker_info = worker_info
         self.backoff = backoff
+        self.pacer = FailoverPacer(managers, backoff)
         self.heartbeat_interval_s = heartbeat_interval_s
         self.info_version = info_version
         self.on_dependency = on_dependency
@@ -119,9 +120,8 @@ class ManagerLink:
                 except grpc.aio.AioRpcError as exc:
                     failure = exc
             self.registered = False
-            following = self.managers.failed(address)
-            # Another manager to try: at once (it may be the new leader); the same one: back off.
-            delay = self.backoff.next_delay() if following == address else 0.0
+            # Another manager to try: at once (it may be the new leader); all failed: back off.
+            following, delay = self.pacer.failed(address)
             message, extra = describe_failure(
                 "manager", address, failure, f"manager registration failed; retrying in {delay:.1f} s"
             )
@@ -166,7 +166,7 @@ class ManagerLink:
         self.manager_session = reply.manager_session_id
         self.registered = True
         await self.on_dependency("manager", None)
-        self.backoff.reset()
+        self.pacer.succeeded()
         interval = reply.heartbeat_interval.ToTimedelta().total_seconds() or self.heartbeat_interval_s
         log.info("registered with manager", extra={"manager": self.manager, "heartbeat_s": interval})
         while not stopping.is_set():

@@ -19,7 +19,7 @@ from services.common.client import aio_channel
 from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc, worker_pb2
 from services.worker.callstore import CallStore, call_key
-from services.worker.managers import ManagerAddresses
+from services.worker.managers import FailoverPacer, ManagerAddresses
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 15.0
@@ -70,6 +70,7 @@ class ReturnSender:
         self.managers = managers
         self.token = token
         self.backoff = backoff
+        self.pacer = FailoverPacer(managers, backoff)
         self._wake = asyncio.Event()
         self.delivered = 0
         # When a delivery last failed (monotonic; 0: never): a stopping worker waits for its
@@ -114,9 +115,9 @@ class ReturnSender:
                     failed = True
                     break
             if failed:
-                if self.managers.failed(address) != address:
+                _, delay = self.pacer.failed(address)
+                if delay == 0.0:
                     return  # another manager to try at once: it may be the new leader
-                delay = self.backoff.next_delay()
                 self._retry_now.clear()
                 retry = asyncio.ensure_future(self._retry_now.wait())
                 stopper = asyncio.ensure_future(stopping.wait())
@@ -124,7 +125,7 @@ class ReturnSender:
                 retry.cancel()
                 stopper.cancel()
             else:
-                self.backoff.reset()
+                self.pacer.succeeded()
                 waiter = asyncio.ensure_future(self._wake.wait())
                 stopper = asyncio.ensure_future(stopping.wait())
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
