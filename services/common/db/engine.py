@@ -95,6 +95,11 @@ class RetryExhausted(DatabaseUnavailable):
     """A transaction kept conflicting with others beyond the retry budget."""
 
 
+class LockWaitExpired(DatabaseUnavailable):
+    """A row lock was not granted within the session's lock_timeout: another session holds it
+    (a process that froze mid-transaction, until the server ends it). Worth trying again."""
+
+
 class _Cursor(Protocol):
     rowcount: int
 
@@ -179,6 +184,7 @@ class _Backend(Protocol):
     def begin(self, mode: Mode) -> str: ...
     def retryable(self, exc: BaseException) -> bool: ...
     def lost(self, exc: BaseException, conn: Any) -> bool: ...
+    def lock_wait_expired(self, exc: BaseException) -> bool: ...
 
 
 class _Sqlite:
@@ -219,6 +225,9 @@ class _Sqlite:
 
     def lost(self, exc: BaseException, conn: Any) -> bool:
         return False
+
+    def lock_wait_expired(self, exc: BaseException) -> bool:
+        return False  # a busy SQLite database is retryable, then RetryExhausted
 
 
 class _Postgres:
@@ -261,8 +270,16 @@ class _Postgres:
         return isinstance(exc, (errors.SerializationFailure, errors.DeadlockDetected))
 
     def lost(self, exc: BaseException, conn: Any) -> bool:
+        """The connection is gone, whatever the error says: e.g. the server ended a session that
+        sat idle in its transaction (the process froze), which psycopg reports as an
+        InternalError (SQLSTATE 25P03), not an OperationalError."""
         psycopg = self._psycopg
-        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and bool(conn.closed or conn.broken)
+        if isinstance(exc, psycopg.errors.IdleInTransactionSessionTimeout):
+            return True
+        return isinstance(exc, psycopg.Error) and bool(conn.closed or conn.broken)
+
+    def lock_wait_expired(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._psycopg.errors.LockNotAvailable)
 
 
 class Database:
@@ -270,12 +287,23 @@ class Database:
 
     max_attempts = 30
 
-    def __init__(self, target: DatabaseTarget, *, threads: int = 4, application_name: str = "sectorstorage") -> None:
+    def __init__(
+        self,
+        target: DatabaseTarget,
+        *,
+        threads: int = 4,
+        application_name: str = "sectorstorage",
+        session_name: str | None = None,
+    ) -> None:
+        """`application_name` names the service (thread names, metric labels); `session_name`,
+        when given, is what PostgreSQL shows as this process's sessions' application_name, so
+        another process can find them (a takeover ends the sessions of a frozen leader)."""
         self.target = target
         self.name = application_name
         self.dialect = target.dialect
+        session_name = session_name or application_name
         self._backend: _Backend = (
-            _Sqlite(target) if target.dialect is Dialect.SQLITE else _Postgres(target, application_name)
+            _Sqlite(target) if target.dialect is Dialect.SQLITE else _Postgres(target, session_name)
         )
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"db-{application_name}")
         self._local = threading.local()
@@ -289,7 +317,7 @@ class Database:
         self._listeners: list[_Listener] = []
         self.inline_reads = self.dialect is Dialect.SQLITE and target.inline_reads
         self._inline_conn: Any = None
-        self._async_pool = _AsyncPool(target, application_name, threads) if self.dialect is Dialect.POSTGRESQL else None
+        self._async_pool = _AsyncPool(target, session_name, threads) if self.dialect is Dialect.POSTGRESQL else None
         # Runs first in every write transaction and may refuse it by raising (a fenced-out
         # leader's writes: services/manager/leadership.py); None: every write goes ahead.
         self.write_guard: Callable[[Tx], None] | None = None
@@ -375,6 +403,8 @@ class Database:
                     if attempt < 3:
                         continue
                     raise DatabaseUnavailable(f"lost the database connection: {exc}") from exc
+                if self._backend.lock_wait_expired(exc):
+                    raise LockWaitExpired(f"waited too long for a row lock another session holds: {exc}") from exc
                 raise
 
     def _once(self, conn: Any, fn: Callable[[Tx], T], mode: Mode) -> T:
@@ -841,7 +871,15 @@ def _check_sqlite_file_once(path: Path, component: str, *, init: bool) -> None:
         )
 
 
-def open_database(url: str, data_dir: Path, default_name: str, *, threads: int = 4, init: bool = False) -> Database:
+def open_database(
+    url: str,
+    data_dir: Path,
+    default_name: str,
+    *,
+    threads: int = 4,
+    init: bool = False,
+    session_name: str | None = None,
+) -> Database:
     """The service's database from its `database.url` (see `url.py`). Connects lazily: call
     `apply_migrations` (which connects) to fail fast on a bad DSN. An existing SQLite file is
     checked first (`check_sqlite_file`; DatabaseRefused), so an empty or foreign file is never
@@ -849,4 +887,6 @@ def open_database(url: str, data_dir: Path, default_name: str, *, threads: int =
     target = parse_database_url(url, data_dir, default_name)
     if target.path is not None:
         check_sqlite_file(target.path, default_name, init=init)
-    return Database(target, threads=threads, application_name=f"sectorstorage-{default_name}")
+    return Database(
+        target, threads=threads, application_name=f"sectorstorage-{default_name}", session_name=session_name
+    )
