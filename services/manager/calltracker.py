@@ -183,6 +183,9 @@ class CallTracker:
         # The same works by sector (miner, number), kept with `works` by _add and _forget.
         self._by_sector: dict[tuple[int, int], dict[str, LiveWork]] = {}
         self.by_call: dict[str, LiveWork] = {}
+        # Set by stop_waiting: callers waiting for a work get this error instead of its outcome.
+        self._stopped_waiting: Callable[[], Exception] | None = None
+        self._stop_waiting = asyncio.Event()
         # Successful works delivered less than redelivery_window_s ago, oldest first: work id ->
         # (work, forget at).
         self.recent: dict[str, tuple[LiveWork, float]] = {}
@@ -510,12 +513,29 @@ class CallTracker:
 
     # --- delivery ----------------------------------------------------------------------------
 
+    def stop_waiting(self, error: Callable[[], Exception]) -> None:
+        """Every caller waiting for a work, now or later, gets `error()` instead (this manager
+        hands its lead over: the outcome will reach the next leader, where the same request
+        sent again attaches to the same work). The works themselves go on."""
+        self._stopped_waiting = error
+        self._stop_waiting.set()
+
     async def wait(self, live: LiveWork, timeout: float | None) -> Outcome:
         """Waits for the work's outcome (raises TimeoutError; the work goes on), then delivers it."""
         live.waiters += 1
         try:
             if not live.done.is_set():
-                await asyncio.wait_for(live.done.wait(), timeout)
+                done = asyncio.ensure_future(live.done.wait())
+                stopped = asyncio.ensure_future(self._stop_waiting.wait())
+                try:
+                    await asyncio.wait({done, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    done.cancel()
+                    stopped.cancel()
+                if not live.done.is_set():
+                    if self._stopped_waiting is not None:
+                        raise self._stopped_waiting()
+                    raise TimeoutError
         finally:
             live.waiters -= 1
         outcome = live.outcome()

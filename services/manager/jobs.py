@@ -132,6 +132,24 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    def stand_down(self, why: Callable[[], Exception]) -> None:
+        """Stops placing, re-queuing and waiting (the leader hands its lead over on SIGTERM): the
+        next leader places what is queued and settles what runs, from the database and the
+        workers' own reports. Nothing this process would still decide could be recorded once the
+        lease is gone, and a call it gave up on here would run again there. Calls already
+        dispatched and results already arriving end normally. Callers waiting for a work, or for
+        a place for a PoSt read, get `why()`: sent again, to any manager, the same request
+        attaches to the same work."""
+        self._closing = True
+        self.scheduler.freeze()
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for job in self.ephemeral.values():
+            if not job.worker_id and not job.future.done():
+                job.future.set_exception(why())
+        self.tracker.stop_waiting(why)
+
     # --- submitting work ---------------------------------------------------------------------
 
     async def open(
@@ -457,7 +475,7 @@ class JobRunner:
         """Collects the results a (re)registered worker holds, then settles the calls of its
         previous sessions that it did not return."""
         await self.collect_results(handle)
-        if handle.session_id != session_id:
+        if handle.session_id != session_id or self._closing:
             return
         for live in self.tracker.running_on(handle.worker_id):
             if live.call.session_id != session_id:
@@ -565,8 +583,8 @@ class JobRunner:
     async def _confirm_lost(self, handle: WorkerHandle, session_id: str, call_ids: list[str]) -> None:
         """Calls a worker stopped reporting: take any stored results, then give up on the rest."""
         listed = await self.collect_results(handle)
-        if listed < 0 or handle.session_id != session_id:
-            return  # cannot confirm: keep waiting for the Return
+        if listed < 0 or handle.session_id != session_id or self._closing:
+            return  # cannot confirm: keep waiting for the Return (or the next leader decides)
         for call_id in call_ids:
             if handle.missing.get(call_id, 0) < 2 or call_id not in self.scheduler.assigned:
                 continue
@@ -588,6 +606,8 @@ class JobRunner:
 
     async def worker_gone(self, handle: WorkerHandle, reason: str) -> None:
         """A worker missed its heartbeats: its calls go back to the queue."""
+        if self._closing:
+            return  # handing the lead over: the next leader decides, when the worker reports
         self.registry.mark_gone(handle)
         metrics.WORKERS_LOST.inc()
         held = self.scheduler.remove_worker(handle.worker_id)
@@ -722,6 +742,8 @@ class JobRunner:
 
     async def tick(self) -> None:
         """One round of upkeep: gone workers, orphaned and overdue calls, stale selectors."""
+        if self._closing:
+            return
         for handle in self.registry.expired():
             await self.worker_gone(handle, f"no heartbeat for {self.settings.heartbeat_timeout_s:g}s")
         now = self.clock.mono()

@@ -14,6 +14,12 @@ deposed leader that wakes up from a pause, or whose network comes back, cannot r
 (The lease's expiry uses the candidates' clocks, which must be roughly in sync, as NTP keeps
 them; a skewed clock can make a takeover early, never two writers.)
 
+A leader that froze in the middle of sending a statement leaves its session "active" on the
+server, holding its share lock on the lease row with no timeout that ends it (PostgreSQL's
+idle-in-transaction timeout only ends sessions waiting between statements). So a standby that
+finds the lease expired first ends the expired holder's sessions that are inside a transaction
+(each manager names its sessions after itself: `db_session_name`), then takes the row.
+
 SQLite is the single-manager default: a second manager pointed at a SQLite file whose lease
 another live manager holds is refused at start (`HeldElsewhere`), naming the holder and saying
 to use PostgreSQL for several managers.
@@ -39,6 +45,20 @@ log = logging.getLogger(__name__)
 _ROW = (
     "SELECT holder, address, epoch, acquired_at, renewed_at, expires_at, failovers FROM manager_leadership WHERE id = 1"
 )
+
+
+def holder_name(host: str, address: str, session: str) -> str:
+    """A manager's name in the lease: host, serving address and process session (unique)."""
+    return f"{host}/{address}/{session}"
+
+
+def db_session_name(session: str) -> str:
+    """The application_name of a manager process's database sessions (fits PostgreSQL's 63)."""
+    return f"sectorstorage-manager/{session}"[:63]
+
+
+def _session_of(holder: str) -> str:
+    return holder.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -140,6 +160,14 @@ class Leadership:
         returns it when this manager now leads, else None. On SQLite a live lease of another
         manager is refused with HeldElsewhere (one manager per SQLite file)."""
         now = self.clock()
+        if self.epoch is None and self.db.dialect is Dialect.POSTGRESQL:
+            # Look before locking: a standby polling a live lease must not queue behind the
+            # leader's writes (they hold the row's share lock).
+            seen = await self.current()
+            if seen.live(now):
+                return None
+            if seen.holder and seen.holder != self.holder:
+                await self._end_sessions_of(seen.holder)
 
         def take(tx: Tx) -> Lease | None:
             row = tx.one(_ROW + "{for_update}")
@@ -177,6 +205,26 @@ class Leadership:
             self.epoch = lease.epoch
             self.db.write_guard = self.fence
         return lease
+
+    async def _end_sessions_of(self, holder: str) -> None:
+        """Ends the database sessions of a holder whose lease expired that are inside a
+        transaction: a frozen process's, which would hold the takeover up indefinitely. Its
+        other sessions hold no lock and are left alone."""
+        name = db_session_name(_session_of(holder))
+        ended = await self.db.run(
+            lambda tx: tx.query(
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?"
+                " AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')"
+                " AND pid <> pg_backend_pid()",
+                (name,),
+            ),
+            unguarded=True,
+        )
+        if ended:
+            log.warning(
+                "ended the database sessions of the manager whose lease expired",
+                extra={"holder": holder, "sessions": [int(r[0]) for r in ended]},
+            )
 
     async def renew(self) -> Lease:
         """Extends this manager's lease; NotLeader when it was taken over meanwhile (this
@@ -275,6 +323,11 @@ class Campaign:
                 lease = await self.leadership.try_acquire()
             except DatabaseUnavailable as exc:
                 log.warning("cannot reach the database to campaign for the lease", extra={"error": str(exc)})
+                lease = None
+            except HeldElsewhere:
+                raise
+            except Exception:  # a standby that stopped campaigning would never take over
+                log.exception("campaigning for the lease failed; trying again")
                 lease = None
             if lease is not None:
                 log.info(

@@ -152,6 +152,13 @@ class Scheduler:
         # (shape, pool or None for "anywhere") -> generation at which nothing in it fitted.
         self._exhausted: dict[tuple[Shape, frozenset[str] | None], int] = {}
         self._generation = 0
+        # Set when this manager hands its lead over: nothing more is placed (the next leader
+        # places what is queued), while what is placed keeps its resources until it ends.
+        self.frozen = False
+
+    def freeze(self) -> None:
+        """Places nothing from now on."""
+        self.frozen = True
 
     # --- workers -----------------------------------------------------------------------------
 
@@ -298,6 +305,8 @@ class Scheduler:
     # --- placement ---------------------------------------------------------------------------
 
     def _try_place(self, request: SchedRequest) -> bool:
+        if self.frozen:
+            return False
         shape = request.shape
         task_type = shape[0]
         candidates = request.candidates
@@ -377,7 +386,7 @@ class Scheduler:
 
     def _fill(self, worker: SchedWorker) -> None:
         """Offers a worker the requests that accept it, in queue order, while they fit."""
-        if not worker.schedulable or not self.queue:
+        if not worker.schedulable or not self.queue or self.frozen:
             return
         self.stats.fills += 1
         anchors: list[Anchor] = [("w", worker.id)]

@@ -26,7 +26,16 @@ from services.manager.config import ManagerConfig
 from services.manager.forward import LeaderForwarder
 from services.manager.index_client import GrpcStorageIndex, StorageIndex
 from services.manager.jobs import JobRunner
-from services.manager.leadership import Campaign, FileOwnership, HeldElsewhere, Leadership, Lease
+from services.manager.leadership import (
+    Campaign,
+    FileOwnership,
+    HeldElsewhere,
+    Leadership,
+    Lease,
+    NotLeader,
+    db_session_name,
+    holder_name,
+)
 from services.manager.operators import Operators
 from services.manager.post import Proving
 from services.manager.sealing import Sealing
@@ -39,7 +48,7 @@ from services.manager.workers import WorkerRegistry
 log = logging.getLogger(__name__)
 
 
-def open_manager_database(config: ManagerConfig) -> tuple[Database, ManagerStore]:
+def open_manager_database(config: ManagerConfig, session: str = "") -> tuple[Database, ManagerStore]:
     """Opens and migrates the manager's database; raises OSError (start-up fails with the
     message) when it cannot be reached, was written by a newer build, or is an SQLite file that
     is corrupt or empty where data is expected (see check_sqlite_file)."""
@@ -50,6 +59,7 @@ def open_manager_database(config: ManagerConfig) -> tuple[Database, ManagerStore
             "manager",
             threads=config.manager.db_threads,
             init=config.database.init,
+            session_name=db_session_name(session) if session else None,
         )
     except DatabaseRefused as exc:
         raise OSError(str(exc)) from None
@@ -78,8 +88,8 @@ class ManagerApp(Service):
         self.config = config
         self._injected_index = index
         settings = config.manager
-        self.db, self.store = open_manager_database(config)
         self.session_id = str(uuid.uuid4())
+        self.db, self.store = open_manager_database(config, self.session_id[:8])
         self.runtime: Runtime | None = None
         self.index: StorageIndex | None = None
         self.registry = WorkerRegistry(self._worker_token, settings.heartbeat_timeout_s)
@@ -175,11 +185,25 @@ class ManagerApp(Service):
                 extra={"leader": current.holder, "leader_address": current.address},
             )
         self._campaign_task = asyncio.create_task(self.campaign.run())
+        self._campaign_task.add_done_callback(self._campaign_ended)
         self._database_watch = asyncio.create_task(self._every(2.0, self._check_database, "database"))
+
+    def _campaign_ended(self, task: asyncio.Task[str]) -> None:
+        """A campaign only ends when deposed (handled) or cancelled (stopping); one that failed
+        leaves a manager that neither leads nor can take over, so it stops (and restarts clean)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("the leadership campaign failed: stopping", exc_info=error)
+        if self.leadership is not None:
+            self.leadership.epoch = None
+        self.deposed = self.deposed or f"the leadership campaign failed: {error}"
+        if self.runtime is not None:
+            self.runtime.stopping.set()
 
     def _holder(self, runtime: Runtime) -> str:
         """This manager's name in the lease: host, address and session (unique per process)."""
-        return f"{socket.gethostname()}/{runtime.address}/{self.session_id[:8]}"
+        return holder_name(socket.gethostname(), runtime.address, self.session_id[:8])
 
     async def _lead(self, lease: Lease) -> None:
         """Becomes the leader: recovers the tracker's state and starts scheduling."""
@@ -264,11 +288,44 @@ class ManagerApp(Service):
             except Exception:
                 log.exception("manager loop step failed", extra={"loop": name})
 
+    async def drain(self) -> None:
+        """SIGTERM: a leader hands its lead over now, not after its calls in flight end. While
+        the server drains it accepts no new connection, so workers could not reach it: a leader
+        that went on leading would take their silence for death and re-queue what they run
+        (which the next leader would then run a second time), and no sector would be placed
+        until it exited. So it stops campaigning, placing and re-queuing, gives the lease up
+        (a standby takes over within a poll), and cuts its waiting callers with UNAVAILABLE:
+        sent again, to any manager, a request attaches to the same work. A standby only stops
+        campaigning."""
+        campaign = self._campaign_task
+        if campaign is not None:
+            campaign.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # a failure was logged when it ended
+                await campaign
+        if not self.leading():
+            return
+        for task in self._loops:
+            task.cancel()
+        self.runner.stand_down(
+            lambda: NotLeader(
+                "this manager is stopping and handed the lead over: send the same request again (to any "
+                "manager); it attaches to the same work"
+            )
+        )
+        assert self.leadership is not None
+        epoch = self.leadership.epoch
+        try:
+            await self.leadership.release()
+        except DatabaseUnavailable as exc:
+            log.warning("could not hand the lease over: it expires by itself", extra={"error": str(exc)})
+        metrics.LEADER.set(0)
+        log.info("stepped down: the lease is handed over", extra={"epoch": epoch})
+
     async def stop(self) -> None:
         for background in (self._campaign_task, self._database_watch):
             if background is not None:
                 background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(Exception, asyncio.CancelledError):
                     await background
         for task in self._loops:
             task.cancel()

@@ -218,6 +218,67 @@ def test_a_frozen_leader_that_wakes_up_after_a_takeover_changes_nothing(
     assert answer.answered_by_leader and answer.epoch == 2
 
 
+@pytest.mark.postgres
+def test_sigterm_of_the_leader_hands_the_lead_over_at_once_and_runs_nothing_twice(
+    start_service: StartService, tmp_path: Path, postgres: object
+) -> None:
+    """A rolling upgrade: SIGTERM of the leader while a PC1 runs and a client waits for it. The
+    leader gives its lease up at once (the standby leads well before the old process exits), its
+    waiting caller is cut with UNAVAILABLE saying to send the call again, it places and re-queues
+    nothing more while it drains (the worker, which cannot reach it any more, is not taken for
+    dead), and the same request sent again gets the one PC1 result."""
+    url = postgres.new_database()  # type: ignore[attr-defined]
+    fleet = make_fleet(
+        start_service,
+        tmp_path,
+        {"SECTORSTORAGE_DATABASE_URL": url, "SECTORSTORAGE_MANAGER_LEADER_LEASE_S": str(LEASE_S)},
+    )
+    standby = fleet.add_manager()
+    standby_port = fleet.standbys[0][0]
+    fleet.add_worker(WorkerSpec("a", cpus=2, env={"SECTORSTORAGE_TEST_FAULT_TASK_DELAY": "PC1=6"}))
+    fleet.wait_registered()
+    leader_stub = fleet.stub()
+    standby_stub = manager_pb2_grpc.ManagerServiceStub(sync_channel(standby.address, token()))
+    ref = sector(3)
+    piece = add_piece(leader_stub, ref, piece_data(3, ref.proof_type))
+    request = manager_pb2.SealPreCommit1Request(sector=ref, ticket=TICKET, pieces=[piece])
+    first = fleet.manager
+    leader = first.proc
+    assert leader is not None
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(leader_stub.SealPreCommit1, request, timeout=60)
+
+        def pc1_running() -> bool:
+            jobs = leader_stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
+            return any(
+                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == J.JOB_STATE_RUNNING for j in jobs
+            )
+
+        _until("PC1 runs on the worker", pc1_running, 30)
+        leader.send_signal(signal.SIGTERM)
+        took = _until(
+            "the standby leads",
+            lambda: standby_stub.Managers(manager_pb2.ManagersRequest(), timeout=2).answered_by_leader,
+            FAILOVER_BUDGET_S,
+        )
+        assert took < 1.5, f"the standby led {took:.2f} s after the SIGTERM: the lease was not handed over"
+        with pytest.raises(grpc.RpcError) as info:
+            waiting.result(timeout=15)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "send the same request again" in (info.value.details() or "")
+    assert leader.wait(timeout=30) == 0
+    fleet.use_manager(standby_port)
+    p1 = retrying(lambda: fleet.stub().SealPreCommit1(request, timeout=60), timeout=60)
+    assert p1.pre_commit1_output
+    runs = fleet.history(sector=ref.id, task_type=common_pb2.TASK_TYPE_PRE_COMMIT_1)
+    assert [(r.attempt, r.outcome) for r in runs] == [(1, manager_pb2.TASK_OUTCOME_SUCCEEDED)]
+    started = [e for _, e in fleet.worker_log_events("task started") if e["task"] == "TASK_TYPE_PRE_COMMIT_1"]
+    assert len(started) == 1, started
+    drained = first.log()
+    assert "stepped down: the lease is handed over" in drained
+    assert "worker gone" not in drained and "call failed temporarily" not in drained
+
+
 def test_a_second_manager_on_a_held_sqlite_file_is_refused(start_service: StartService, tmp_path: Path) -> None:
     start_service("manager", data_dir=tmp_path / "m")
     result = subprocess.run(

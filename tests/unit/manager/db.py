@@ -27,8 +27,8 @@ def databases() -> Iterator[list[Database]]:
         db.close()
 
 
-def open_store(db_url: str, databases: list[Database]) -> ManagerStore:
-    db = open_database(db_url, Path("/nonexistent"), "manager")
+def open_store(db_url: str, databases: list[Database], session_name: str | None = None) -> ManagerStore:
+    db = open_database(db_url, Path("/nonexistent"), "manager", session_name=session_name)
     databases.append(db)
     store = ManagerStore(db)
     store.migrate()

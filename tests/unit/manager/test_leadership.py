@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from services.common.db import Database, DatabaseUnavailable, Tx
-from services.manager.leadership import Campaign, Fenced, HeldElsewhere, Leadership, Lease, NotLeader
+from services.manager.leadership import (
+    Campaign,
+    Fenced,
+    HeldElsewhere,
+    Leadership,
+    Lease,
+    NotLeader,
+    db_session_name,
+    holder_name,
+)
 from services.manager.store import ManagerStore, WorkerOperatorState
 from tests.unit.manager.db import databases, db_url, open_store  # noqa: F401
 
@@ -149,6 +158,51 @@ def test_a_write_racing_the_takeover_commits_before_it_or_not_at_all(
         assert "slow" in await b_store.worker_states()
         with pytest.raises(Fenced):
             await a_store.set_worker_state(WorkerOperatorState("late"))
+        assert "late" not in await b_store.worker_states()
+
+    asyncio.run(run())
+
+
+@pytest.mark.postgres
+def test_a_takeover_ends_the_transaction_a_frozen_leader_left_open(
+    postgres: object,
+    databases: list[Database],  # noqa: F811
+) -> None:
+    """A leader froze inside a write transaction (it holds the lease row's share lock). Once its
+    lease expired, the standby ends that session instead of waiting for the server's timeouts
+    (none ends a session frozen mid-statement), takes over at once, and the frozen write never
+    lands."""
+    url = postgres.new_database()  # type: ignore[attr-defined]
+    clock = Clock()
+    a_store = open_store(url, databases, session_name=db_session_name("froze123"))
+    b_store = open_store(url, databases, session_name=db_session_name("standby1"))
+    a = Leadership(a_store.db, holder_name("h", "a:9000", "froze123"), "a:9000", TTL, clock)
+    b = Leadership(b_store.db, holder_name("h", "b:9000", "standby1"), "b:9000", TTL, clock)
+    inside = threading.Event()
+    thaw = threading.Event()
+
+    def frozen_write(tx: Tx) -> None:
+        inside.set()  # the fence's share lock is held from here on
+        thaw.wait(30)
+        tx.execute(
+            "INSERT INTO manager_worker_state (worker_id, enabled, cordoned, updated_at) VALUES ('late', TRUE, FALSE, 0)"
+        )
+
+    async def run() -> None:
+        assert await a.try_acquire() is not None
+        loop = asyncio.get_running_loop()
+        writing = loop.run_in_executor(None, a_store.db.transact, frozen_write)
+        await loop.run_in_executor(None, inside.wait)
+        clock.now += TTL + 1
+        started = time.monotonic()
+        lease = await b.try_acquire()
+        took = time.monotonic() - started
+        assert lease is not None and lease.epoch == 2
+        # Far below the 5 s after which the server ends a session idle in its transaction.
+        assert took < 2.0, f"the takeover waited {took:.1f} s for the frozen leader"
+        thaw.set()
+        with pytest.raises(Fenced):  # its session was ended; tried again, the write is fenced
+            await writing
         assert "late" not in await b_store.worker_states()
 
     asyncio.run(run())
