@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 BIN_DIR = Path(sys.executable).parent
 _LISTENING = re.compile(r"listening on (\S+)(?: metrics on (\S+))?")
@@ -24,6 +25,16 @@ def console_script(name: str) -> str:
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: install the package (make develop)")
     return str(path)
+
+
+def _log_copy(name: str, pid: int) -> TextIO | None:
+    """A file that gets a copy of the service's output when SECTORSTORAGE_DEVFLEET_LOG_DIR names a
+    folder: the output otherwise lives only in the test's memory, which a failed soak discards."""
+    folder = os.environ.get("SECTORSTORAGE_DEVFLEET_LOG_DIR")
+    if not folder:
+        return None
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return open(Path(folder) / f"{name}-{pid}.log", "a", encoding="utf-8")  # noqa: SIM115 - lives with the pump
 
 
 @dataclass
@@ -58,11 +69,15 @@ class ServiceProcess:
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         found = threading.Event()
+        copy = _log_copy(self.name, self.proc.pid)
 
         def pump() -> None:
             assert self.proc is not None and self.proc.stdout is not None
             for line in self.proc.stdout:
                 self.output.append(line)
+                if copy is not None:
+                    copy.write(line)
+                    copy.flush()
                 match = _LISTENING.search(line)
                 if match and not found.is_set():
                     self.address, self.metrics_address = match.group(1), match.group(2)
