@@ -19,10 +19,11 @@ from services.worker.cleanup import Orphan
 from services.worker.dispatch import AddPieceCall, Assignment, ProofsCall, TaskCall
 from services.worker.index_client import fs_stat_msg, storage_info_msg
 from services.worker.local_store import FsStat, LocalPath
+from services.worker.messages import file_type_msg, sector_id_msg, sector_id_of
 from services.worker.parts import Parts
 from services.worker.paths import PathMeta
 from services.worker.reads import Chunk
-from services.worker.resources import ALL_TASK_TYPES
+from services.worker.resources import ALL_TASK_TYPES, OVERRIDE_FIELDS, ResourceOverride
 from services.worker.sealer import Piece
 from services.worker.sectors import (
     FileType,
@@ -33,7 +34,6 @@ from services.worker.sectors import (
     post_proof_info,
     sector_size_of,
     types_from_proto,
-    types_to_proto,
 )
 from services.worker.serving import FileStat
 from services.worker.tasks import SectorRef
@@ -49,7 +49,7 @@ def sector_id(msg: common_pb2.SectorId, has: bool = True) -> SectorId:
     if not has:
         raise Invalid("sector is required")
     try:
-        return SectorId.from_proto(msg)
+        return sector_id_of(msg)
     except ValueError as exc:
         raise Invalid(str(exc)) from None
 
@@ -406,10 +406,22 @@ def worker_info(parts: Parts, paths: Iterable[tuple[LocalPath, FsStat]]) -> comm
         version=rust_core.__version__,
         ignore_resources=parts.config.worker.ignore_resources,
         task_types=task_types(parts.task_types.sorted()),
-        resource_overrides=parts.overrides,
+        resource_overrides=[task_resources(r) for r in parts.overrides],
         transfer_address=parts.bulk_address,
         paths=[storage_path(path, urls, stat) for path, stat in paths],
     )
+
+
+def task_resources(row: ResourceOverride) -> common_pb2.TaskResources:
+    """An override row as TaskResources: the fields the operator set, the others unset."""
+    msg = common_pb2.TaskResources(
+        task_type=TaskType.ValueType(row.task_type), seal_proof=common_pb2.RegisteredSealProof.ValueType(row.seal_proof)
+    )
+    for name in OVERRIDE_FIELDS:
+        value = getattr(row, name)
+        if value is not None:
+            setattr(msg, name, value)
+    return msg
 
 
 def task_types(values: Iterable[int]) -> list[common_pb2.TaskType.ValueType]:
@@ -417,10 +429,7 @@ def task_types(values: Iterable[int]) -> list[common_pb2.TaskType.ValueType]:
 
 
 def removed_files(removed: Iterable[tuple[str, FileType]]) -> list[common_pb2.RemovedSectorFile]:
-    return [
-        common_pb2.RemovedSectorFile(storage_id=sid, type=common_pb2.SectorFileType.ValueType(int(t)))
-        for sid, t in removed
-    ]
+    return [common_pb2.RemovedSectorFile(storage_id=sid, type=file_type_msg(t)) for sid, t in removed]
 
 
 def cleanup_reply(found: Iterable[Orphan], apply: bool) -> worker_pb2.StorageCleanupResponse:
@@ -429,13 +438,13 @@ def cleanup_reply(found: Iterable[Orphan], apply: bool) -> worker_pb2.StorageCle
         entry = reply.entries.add(
             storage_id=o.storage_id,
             path=str(o.path),
-            type=types_to_proto(o.file_type)[0],
+            type=file_type_msg(o.file_type.singles()[0]),
             size=o.size,
             removed=o.removed,
             skipped=o.skipped,
         )
         if o.sector is not None:
-            entry.sector.CopyFrom(o.sector.to_proto())
+            entry.sector.CopyFrom(sector_id_msg(o.sector))
         if o.removed or (not apply and not o.skipped):
             reply.reclaimable_bytes += o.size
     return reply
@@ -453,7 +462,7 @@ def stat_reply(st: FileStat) -> worker_pb2.StatSectorFileResponse:
 
 
 def vanilla_reply(sector: SectorId, outcome: bytes | tasks.TaskFailure) -> worker_pb2.GenerateVanillaProofsResponse:
-    reply = worker_pb2.GenerateVanillaProofsResponse(sector=sector.to_proto())
+    reply = worker_pb2.GenerateVanillaProofsResponse(sector=sector_id_msg(sector))
     if isinstance(outcome, tasks.TaskFailure):
         reply.error.CopyFrom(common_pb2.TaskError(code=outcome.code, message=outcome.message))
     else:

@@ -24,7 +24,8 @@ from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, index_
 from services.worker.edge import call_failed, translated
 from services.worker.failures import CallFailed
 from services.worker.local_store import FsStat, LocalPath
-from services.worker.sectors import FileType, PathType, SectorId, types_to_proto
+from services.worker.messages import file_types_msg, sector_id_msg, sector_id_of
+from services.worker.sectors import FileType, PathType, SectorId
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 15.0
@@ -90,8 +91,8 @@ def storage_info_msg(path: LocalPath, urls: list[str]) -> common_pb2.StorageInfo
         can_store=m.can_store,
         groups=list(m.groups),
         allow_to=list(m.allow_to),
-        allow_types=types_to_proto(m.allow_types),
-        deny_types=types_to_proto(m.deny_types),
+        allow_types=file_types_msg(m.allow_types),
+        deny_types=file_types_msg(m.deny_types),
         allow_miners=list(m.allow_miners),
         deny_miners=list(m.deny_miners),
     )
@@ -184,7 +185,7 @@ class IndexClient:
             return
         await self.stub.StorageDeclareSector(
             index_pb2.StorageDeclareSectorRequest(
-                storage_id=storage_id, sector=sector.to_proto(), types=types_to_proto(types), primary=primary
+                storage_id=storage_id, sector=sector_id_msg(sector), types=file_types_msg(types), primary=primary
             ),
             timeout=RPC_TIMEOUT_S,
         )
@@ -195,7 +196,7 @@ class IndexClient:
             return
         await self.stub.StorageDropSector(
             index_pb2.StorageDropSectorRequest(
-                storage_id=storage_id, sector=sector.to_proto(), types=types_to_proto(types)
+                storage_id=storage_id, sector=sector_id_msg(sector), types=file_types_msg(types)
             ),
             timeout=RPC_TIMEOUT_S,
         )
@@ -218,7 +219,7 @@ class IndexClient:
                 batch = [
                     index_pb2.SectorDeclaration(
                         storage_id=storage_id,
-                        sector=d.sector.to_proto(),
+                        sector=sector_id_msg(d.sector),
                         type=common_pb2.SectorFileType.ValueType(int(d.file_type)),
                         primary=d.primary,
                     )
@@ -239,10 +240,10 @@ class IndexClient:
         while True:
             request = index_pb2.StorageListSectorsRequest(storage_id=storage_id, page_size=10_000, page_token=token)
             if sector is not None:
-                request.sector.CopyFrom(sector.to_proto())
+                request.sector.CopyFrom(sector_id_msg(sector))
             reply = await self.stub.StorageListSectors(request, timeout=RPC_TIMEOUT_S)
             for d in reply.declarations:
-                out.add((SectorId.from_proto(d.sector), _types([d.type])))
+                out.add((sector_id_of(d.sector), _types([d.type])))
             token = reply.next_page_token
             if not token:
                 return out
@@ -251,7 +252,7 @@ class IndexClient:
     async def locked_sectors(self) -> dict[SectorId, str]:
         """Sectors with a live lease in the index, and who holds one."""
         reply = await self.stub.StorageGetLocks(index_pb2.StorageGetLocksRequest(), timeout=RPC_TIMEOUT_S)
-        return {SectorId.from_proto(lease.sector): lease.owner for lease in reply.locks}
+        return {sector_id_of(lease.sector): lease.owner for lease in reply.locks}
 
     @_translated
     async def find_sector(
@@ -259,7 +260,10 @@ class IndexClient:
     ) -> list[SectorLocation]:
         reply = await self.stub.StorageFindSector(
             index_pb2.StorageFindSectorRequest(
-                sector=sector.to_proto(), types=types_to_proto(types), sector_size=sector_size, allow_fetch=allow_fetch
+                sector=sector_id_msg(sector),
+                types=file_types_msg(types),
+                sector_size=sector_size,
+                allow_fetch=allow_fetch,
             ),
             timeout=RPC_TIMEOUT_S,
         )
@@ -283,7 +287,7 @@ class IndexClient:
     ) -> list[str]:
         reply = await self.stub.StorageBestAlloc(
             index_pb2.StorageBestAllocRequest(
-                types=types_to_proto(types),
+                types=file_types_msg(types),
                 sector_size=sector_size,
                 path_type=common_pb2.PathType.ValueType(int(path_type)),
                 storage_ids=list(storage_ids),
@@ -312,9 +316,9 @@ class IndexClient:
             return
         lease_id = str(uuid.uuid4())
         request = index_pb2.StorageLockRequest(
-            sector=sector.to_proto(),
-            read_types=types_to_proto(read),
-            write_types=types_to_proto(write),
+            sector=sector_id_msg(sector),
+            read_types=file_types_msg(read),
+            write_types=file_types_msg(write),
             owner=f"{self.owner_prefix}/{owner}",
             ttl=Duration(seconds=int(ttl_s)),
             lease_id=lease_id,
@@ -347,9 +351,9 @@ class IndexClient:
         """A lease id when granted at once, else None (never waits)."""
         reply = await self.stub.StorageTryLock(
             index_pb2.StorageTryLockRequest(
-                sector=sector.to_proto(),
-                read_types=types_to_proto(read & ~write),
-                write_types=types_to_proto(write),
+                sector=sector_id_msg(sector),
+                read_types=file_types_msg(read & ~write),
+                write_types=file_types_msg(write),
                 owner=f"{self.owner_prefix}/{owner}",
                 ttl=Duration(seconds=int(ttl_s)),
                 lease_id=str(uuid.uuid4()),

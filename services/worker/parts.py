@@ -8,7 +8,6 @@ import logging
 from dataclasses import dataclass
 
 from services.common import errors
-from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker import bulk, tasks
 from services.worker.callstore import CallStore
 from services.worker.config import WorkerConfig
@@ -18,10 +17,7 @@ from services.worker.index_client import IndexClient
 from services.worker.local_store import FsStat, LocalPath, LocalStore
 from services.worker.peers import Peers
 from services.worker.remote_store import RemoteStore
-from services.worker.resources import (
-    EnabledTaskTypes,
-    Resources,
-)
+from services.worker.resources import EnabledTaskTypes, ResourceOverride, Resources
 from services.worker.returns import ReturnSender
 from services.worker.runner import CallRunner
 from services.worker.storage_control import StorageControl
@@ -45,7 +41,7 @@ class Parts:
     config: WorkerConfig
     identity: WorkerIdentity
     resources: Resources
-    overrides: list[common_pb2.TaskResources]
+    overrides: list[ResourceOverride]
     task_types: EnabledTaskTypes
     local: LocalStore
     calls: CallStore

@@ -31,6 +31,7 @@ from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worke
 from services.worker import bulk_client
 from services.worker.edge import translated
 from services.worker.fsutil import start_writeback
+from services.worker.messages import file_type_msg, sector_id_msg
 from services.worker.sectors import FileType, SectorId
 from services.worker.tarstream import TarExtractor
 from services.worker.wire import ChunkResponse, WireError, decode_chunk_response
@@ -210,8 +211,8 @@ class Peers:
         grants: list[worker_pb2.OpenTransferResponse] = []
         for offset, length in ranges:
             request = worker_pb2.OpenTransferRequest(
-                sector=sector.to_proto(),
-                type=common_pb2.SectorFileType.ValueType(int(file_type)),
+                sector=sector_id_msg(sector),
+                type=file_type_msg(file_type),
                 storage_id=storage_id,
                 offset=offset,
                 length=length,
@@ -301,7 +302,7 @@ class Peers:
         timeout: float | None,
     ) -> int:
         request = worker_pb2.ReadSectorFileRequest(
-            sector=sector.to_proto(), type=common_pb2.SectorFileType.ValueType(int(file_type)), storage_id=storage_id
+            sector=sector_id_msg(sector), type=file_type_msg(file_type), storage_id=storage_id
         )
         call = self._raw_stream(target, "ReadSectorFile", request, timeout)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
@@ -354,7 +355,7 @@ class Peers:
         """Streams a cache directory as tar into the (new, empty) directory `dest`; returns the
         archive size after checking it matches the announced one."""
         request = worker_pb2.ReadSectorDirRequest(
-            sector=sector.to_proto(), type=common_pb2.SECTOR_FILE_TYPE_CACHE, storage_id=storage_id
+            sector=sector_id_msg(sector), type=common_pb2.SECTOR_FILE_TYPE_CACHE, storage_id=storage_id
         )
         call = self._raw_stream(target, "ReadSectorDir", request, timeout)
         extractor = TarExtractor(dest)
@@ -385,8 +386,8 @@ class Peers:
     async def remove(self, target: str, sector: SectorId, file_type: FileType, storage_id: str) -> None:
         await self.stub(target).RemoveSectorFile(
             worker_pb2.RemoveSectorFileRequest(
-                sector=sector.to_proto(),
-                type=common_pb2.SectorFileType.ValueType(int(file_type)),
+                sector=sector_id_msg(sector),
+                type=file_type_msg(file_type),
                 storage_id=storage_id,
             ),
             timeout=30,

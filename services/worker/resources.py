@@ -16,13 +16,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import rust_core
 from services.common import vocabulary
-from services.common.proto.sectorstorage.v1 import common_pb2
 from services.common.vocabulary import TASK_BY_SHORT
 from services.worker.cgroup import CgroupLimits, read_limits
 from services.worker.sectors import SEAL_PROOF_SIZES, SIZE_LABELS
@@ -69,10 +68,30 @@ def is_override_key(key: str) -> bool:
     return bool(_KEY.match(key.upper()))
 
 
-def parse_overrides(values: Mapping[str, Any]) -> list[common_pb2.TaskResources]:
-    """TaskResources overrides from `NAME: value` pairs; names that do not match the pattern are
+@dataclass(frozen=True)
+class ResourceOverride:
+    """One row of overrides (the TaskResources message of WorkerInfo.resource_overrides): for a
+    task type and a sector size (seal proof value; 0 = every size), the fields the operator set
+    (None: not set, the manager's table applies)."""
+
+    task_type: int
+    seal_proof: int = 0
+    min_memory: int | None = None
+    max_memory: int | None = None
+    max_parallelism: int | None = None
+    max_parallelism_gpu: int | None = None
+    gpu_utilization: float | None = None
+    base_min_memory: int | None = None
+    max_concurrent: int | None = None
+
+
+OVERRIDE_FIELDS = tuple(f.name for f in fields(ResourceOverride) if f.name not in ("task_type", "seal_proof"))
+
+
+def parse_overrides(values: Mapping[str, Any]) -> list[ResourceOverride]:
+    """Resource overrides from `NAME: value` pairs; names that do not match the pattern are
     ignored (the environment has many other variables), bad values are ValueError."""
-    rows: dict[tuple[int, int], common_pb2.TaskResources] = {}
+    rows: dict[tuple[int, int], dict[str, Any]] = {}
     for key, raw in values.items():
         match = _KEY.match(key.upper())
         if not match:
@@ -80,40 +99,34 @@ def parse_overrides(values: Mapping[str, Any]) -> list[common_pb2.TaskResources]
         task = TASK_SHORT_NAMES[match.group(1)]
         proof = _PROOF_BY_LABEL[match.group(2)] if match.group(2) else 0
         attr = _FIELDS[match.group(3)]
-        row = rows.setdefault(
-            (task, proof),
-            common_pb2.TaskResources(
-                task_type=common_pb2.TaskType.ValueType(task),
-                seal_proof=common_pb2.RegisteredSealProof.ValueType(proof),
-            ),
-        )
+        row = rows.setdefault((task, proof), {})
         text = str(raw)
         try:
             if attr in ("min_memory", "max_memory", "base_min_memory"):
-                setattr(row, attr, _memory(text))
+                row[attr] = _memory(text)
             elif attr == "gpu_utilization":
                 value = float(text)
                 if value < 0:
                     raise ValueError("must not be negative")
-                row.gpu_utilization = value
+                row[attr] = value
             elif attr in ("max_parallelism", "max_parallelism_gpu"):
                 value_i = int(text)
                 if value_i < -1:
                     raise ValueError("must be -1 (all but 8% of the CPUs), 0 or more")
-                setattr(row, attr, value_i)
+                row[attr] = value_i
             else:
                 value_u = int(text)
                 if value_u < 0:
                     raise ValueError("must not be negative")
-                row.max_concurrent = value_u
+                row["max_concurrent"] = value_u
         except ValueError as exc:
             raise ValueError(f"resource override {key}={raw!r}: {exc}") from None
-    return [rows[k] for k in sorted(rows)]
+    return [ResourceOverride(task, proof, **rows[(task, proof)]) for task, proof in sorted(rows)]
 
 
-def concurrency_caps(overrides: list[common_pb2.TaskResources]) -> dict[tuple[int, int], int]:
+def concurrency_caps(overrides: list[ResourceOverride]) -> dict[tuple[int, int], int]:
     """(task type, seal proof or 0 for every size) -> most tasks at once."""
-    return {(r.task_type, r.seal_proof): r.max_concurrent for r in overrides if r.HasField("max_concurrent")}
+    return {(r.task_type, r.seal_proof): r.max_concurrent for r in overrides if r.max_concurrent is not None}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Sector vocabulary the worker's modules share: sector ids and file names, file types, proof
 types and their sizes, piece-size rules, and the prover id the PoRep emulation is keyed by.
 
-Kept free of gRPC so the stores and the partial-file code can be used (and tested) alone.
+Kept free of gRPC so the stores and the partial-file code can be used (and tested) alone; their
+message forms are in messages.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from enum import IntEnum, IntFlag
 
 from services.common.pieces import is_unpadded_piece_size
 from services.common.pieces import padded_size as padded
-from services.common.proto.sectorstorage.v1 import common_pb2
 from services.common.vocabulary import SECTOR_SIZES, prover_id
 
 __all__ = ["is_unpadded_piece_size", "padded", "prover_id"]
@@ -90,10 +90,6 @@ def types_from_proto(values: list[int] | tuple[int, ...]) -> FileType:
     return out
 
 
-def types_to_proto(types: FileType) -> list[common_pb2.SectorFileType.ValueType]:
-    return [common_pb2.SectorFileType.ValueType(int(t)) for t in types.singles()]
-
-
 class PathType(IntEnum):
     SEALING = 1
     STORAGE = 2
@@ -135,13 +131,6 @@ class SectorId:
         if not match:
             raise ValueError(f"{name!r} is not a sector file name (s-t0<miner>-<number>)")
         return cls(int(match.group(1)), int(match.group(2)))
-
-    @classmethod
-    def from_proto(cls, msg: common_pb2.SectorId) -> SectorId:
-        return cls(msg.miner, msg.number)
-
-    def to_proto(self) -> common_pb2.SectorId:
-        return common_pb2.SectorId(miner=self.miner, number=self.number)
 
     def __str__(self) -> str:
         return f"{self.miner}-{self.number}"
