@@ -16,9 +16,10 @@ from services.common.auth import Permission
 from services.common.backoff import Backoff
 from services.common.client import aio_channel
 from services.common.config import parse_host_port
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from services.common.proto.sectorstorage.v1 import worker_pb2, worker_pb2_grpc
 from services.common.server import Registration, Runtime, Service, format_address, registration
 from services.worker import bulk, faults, tasks
+from services.worker.calls import CallId, CallType
 from services.worker.callstore import CallStore
 from services.worker.config import WorkerConfig
 from services.worker.drain import drain_for_stop
@@ -27,6 +28,7 @@ from services.worker.index_client import IndexClient
 from services.worker.local_store import LocalStore
 from services.worker.manager_link import ManagerLink
 from services.worker.managers import ManagerAddresses
+from services.worker.messages import RESULT_CODEC
 from services.worker.parts import Parts
 from services.worker.paths import STORAGE_FILE, StorageList
 from services.worker.peers import Peers
@@ -41,9 +43,7 @@ from services.worker.resources import (
 )
 from services.worker.returns import ReturnSender
 from services.worker.runner import CallRunner
-from services.worker.sectors import (
-    SectorId,
-)
+from services.worker.sectors import SectorId
 from services.worker.servicer import WorkerServicer, add_worker_service
 from services.worker.storage_control import StorageControl
 
@@ -64,7 +64,7 @@ class WorkerApp(Service):
         enabled = [parse_task_type(t) for t in section.task_types] or list(ALL_TASK_TYPES)
         local = LocalStore(StorageList.load(config.data_dir / STORAGE_FILE))
         local.open_configured()
-        calls = CallStore(config.data_dir / "calls.db")
+        calls = CallStore(config.data_dir / "calls.db", RESULT_CODEC)
         serve_fault, task_fault = faults.load()
         self.parts = Parts(
             config=config,
@@ -91,7 +91,7 @@ class WorkerApp(Service):
                 "calls interrupted by the last stop will be returned as WORKER_RESTARTED", extra={"calls": restarted}
             )
         for miner, number, call_type in self.parts.runner.interrupted:
-            if call_type == worker_pb2.CALL_TYPE_SEAL_PRE_COMMIT_1:
+            if call_type == CallType.SEAL_PRE_COMMIT_1:
                 removed = tasks.discard_interrupted_pre_commit1(local, SectorId(miner, number))
                 if removed:
                     log.warning(
@@ -161,7 +161,7 @@ class WorkerApp(Service):
             if p.storage is not None and p.index is not None:
                 await p.storage.redeclare("", drop_missing=False)
 
-        def unknown_calls(calls: list[common_pb2.CallId]) -> None:
+        def unknown_calls(calls: list[CallId]) -> None:
             for call in calls:
                 p.runner.abort(call, "the manager does not know this call")
 

@@ -1,7 +1,8 @@
 """The worker's durable record of calls: a small SQLite file in the data dir.
 
 A call is recorded before its task starts (state `running`) and its outcome is written (state
-`done`, the StoredCallResult bytes) before the worker tries to deliver it with the manager's
+`done`, the result as bytes: the StoredCallResult encoding, which the edge hands in as the store's
+ResultCodec (messages.RESULT_CODEC), so this module reads no message itself) before the worker tries to deliver it with the manager's
 Return<Method>; it is deleted only once the manager acknowledged it (state `acked`, result
 dropped). So a result is never lost between finishing and delivery, and a crash while a task
 runs becomes a WORKER_RESTARTED outcome at the next start. The reference meant to do this but
@@ -16,10 +17,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.worker.calls import CallId, CallResult
 
 TOMBSTONE_TTL_S = 7 * 24 * 3600
 
@@ -36,9 +38,17 @@ CREATE INDEX IF NOT EXISTS calls_state ON calls(state, finished_at);
 """
 
 
-def call_key(call_id: common_pb2.CallId) -> str:
+def call_key(call_id: CallId) -> str:
     """The reference's string form `<miner>-<number>-<uuid>`."""
-    return f"{call_id.sector.miner}-{call_id.sector.number}-{call_id.id}"
+    return call_id.key
+
+
+@dataclass(frozen=True)
+class ResultCodec:
+    """How a result is kept as bytes (and read back): the edge's encoding, given by app.py."""
+
+    encode: Callable[[CallResult], bytes]
+    decode: Callable[[bytes], CallResult]
 
 
 @dataclass(frozen=True)
@@ -46,11 +56,12 @@ class CallRecord:
     key: str
     call_type: int
     state: str
-    result: worker_pb2.StoredCallResult | None
+    result: CallResult | None
 
 
 class CallStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, codec: ResultCodec) -> None:
+        self.codec = codec
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -70,7 +81,7 @@ class CallStore:
             ).fetchone()
         if row is None:
             return None
-        result = worker_pb2.StoredCallResult.FromString(row[3]) if row[3] is not None else None
+        result = self.codec.decode(row[3]) if row[3] is not None else None
         return CallRecord(row[0], row[1], row[2], result)
 
     def start(self, key: str, call_type: int, started_at: float) -> bool:
@@ -82,20 +93,21 @@ class CallStore:
             )
             return cur.rowcount == 1
 
-    def finish(self, key: str, result: worker_pb2.StoredCallResult) -> None:
+    def finish(self, key: str, result: CallResult) -> None:
+        data = self.codec.encode(result)
         with self._lock:
             self._db.execute(
                 "UPDATE calls SET state = 'done', finished_at = ?, result = ? WHERE call_key = ? AND state = 'running'",
-                (time.time(), result.SerializeToString(), key),
+                (time.time(), data, key),
             )
 
-    def pending(self) -> list[worker_pb2.StoredCallResult]:
+    def pending(self) -> list[CallResult]:
         """Finished, unacknowledged results, oldest first."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT result FROM calls WHERE state = 'done' ORDER BY finished_at, call_key"
             ).fetchall()
-        return [worker_pb2.StoredCallResult.FromString(r[0]) for r in rows]
+        return [self.codec.decode(r[0]) for r in rows]
 
     def running_keys(self) -> list[str]:
         with self._lock:

@@ -14,12 +14,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 import rust_core
 from services.common import wellknown
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.common.vocabulary import TaskType
 from services.worker import sealer, tasks
+from services.worker.calls import CallId, CallType, TaskFailure
 from services.worker.cleanup import Orphan
 from services.worker.dispatch import AddPieceCall, Assignment, ProofsCall, TaskCall
 from services.worker.index_client import fs_stat_msg, storage_info_msg
 from services.worker.local_store import FsStat, LocalPath
-from services.worker.messages import file_type_msg, sector_id_msg, sector_id_of
+from services.worker.messages import call_id_of, file_type_msg, sector_id_msg, sector_id_of, task_error_msg
 from services.worker.parts import Parts
 from services.worker.paths import PathMeta
 from services.worker.reads import Chunk
@@ -38,9 +40,6 @@ from services.worker.sectors import (
 from services.worker.serving import FileStat
 from services.worker.tasks import SectorRef
 from services.worker.validation import Invalid, bytes32, piece_fits, piece_sizes
-
-TaskType = common_pb2.TaskType
-CallType = worker_pb2.CallType
 
 # -- fields shared by many requests -------------------------------------------------------------
 
@@ -65,7 +64,7 @@ def sector_ref(msg: common_pb2.SectorRef, has: bool = True) -> SectorRef:
     return SectorRef(sid, size)
 
 
-def assignment_call(assignment: worker_pb2.TaskAssignment, has: bool, sector: SectorId) -> common_pb2.CallId:
+def assignment_call(assignment: worker_pb2.TaskAssignment, has: bool, sector: SectorId) -> CallId:
     if not has or not assignment.HasField("call_id"):
         raise Invalid("assignment.call_id is required")
     call = assignment.call_id
@@ -75,7 +74,7 @@ def assignment_call(assignment: worker_pb2.TaskAssignment, has: bool, sector: Se
         raise Invalid(f"call_id.id {call.id!r} is not a UUID") from None
     if not call.HasField("sector") or sector_id(call.sector) != sector:
         raise Invalid(f"call_id.sector differs from the request's sector {sector}")
-    return call
+    return call_id_of(call)
 
 
 def timeout_s(assignment: worker_pb2.TaskAssignment) -> float | None:
@@ -188,8 +187,8 @@ def pre_commit1(request: worker_pb2.WorkerServiceSealPreCommit1Request) -> TaskC
     if total != sector.size:
         raise Invalid(f"the pieces' padded sizes add up to {total}, not the sector size {sector.size}")
     return TaskCall(
-        CallType.CALL_TYPE_SEAL_PRE_COMMIT_1,
-        TaskType.TASK_TYPE_PRE_COMMIT_1,
+        CallType.SEAL_PRE_COMMIT_1,
+        TaskType.PRE_COMMIT_1,
         request.sector.proof_type,
         assignment(request.assignment, request.HasField("assignment"), sector.id),
         lambda env, ctx: tasks.pre_commit1(env, ctx, sector, ticket, pieces_),
@@ -202,8 +201,8 @@ def pre_commit2(request: worker_pb2.WorkerServiceSealPreCommit2Request) -> TaskC
         raise Invalid("pre_commit1_output is required")
     p1 = bytes(request.pre_commit1_output)
     return TaskCall(
-        CallType.CALL_TYPE_SEAL_PRE_COMMIT_2,
-        TaskType.TASK_TYPE_PRE_COMMIT_2,
+        CallType.SEAL_PRE_COMMIT_2,
+        TaskType.PRE_COMMIT_2,
         request.sector.proof_type,
         assignment(request.assignment, request.HasField("assignment"), sector.id),
         lambda env, ctx: tasks.pre_commit2(env, ctx, sector, p1),
@@ -218,8 +217,8 @@ def commit1(request: worker_pb2.WorkerServiceSealCommit1Request) -> TaskCall:
     comm_d = bytes32("comm_d", request.comm_d)
     pieces_ = pieces(request.pieces)
     return TaskCall(
-        CallType.CALL_TYPE_SEAL_COMMIT_1,
-        TaskType.TASK_TYPE_COMMIT_1,
+        CallType.SEAL_COMMIT_1,
+        TaskType.COMMIT_1,
         request.sector.proof_type,
         assignment(request.assignment, request.HasField("assignment"), sector.id),
         lambda env, ctx: tasks.commit1(env, ctx, sector, ticket, seed, pieces_, comm_r, comm_d),
@@ -232,8 +231,8 @@ def commit2(request: worker_pb2.WorkerServiceSealCommit2Request) -> TaskCall:
         raise Invalid("commit1_output is required")
     c1 = bytes(request.commit1_output)
     return TaskCall(
-        CallType.CALL_TYPE_SEAL_COMMIT_2,
-        TaskType.TASK_TYPE_COMMIT_2,
+        CallType.SEAL_COMMIT_2,
+        TaskType.COMMIT_2,
         request.sector.proof_type,
         assignment(request.assignment, request.HasField("assignment"), sector.id),
         lambda env, ctx: tasks.commit2(env, ctx, sector, c1),
@@ -244,8 +243,8 @@ def finalize(request: worker_pb2.WorkerServiceFinalizeSectorRequest) -> TaskCall
     sector = sector_ref(request.sector, request.HasField("sector"))
     keep = [unpadded_range(r, sector.size) for r in request.keep_unsealed]
     return TaskCall(
-        CallType.CALL_TYPE_FINALIZE_SECTOR,
-        TaskType.TASK_TYPE_FINALIZE,
+        CallType.FINALIZE_SECTOR,
+        TaskType.FINALIZE,
         request.sector.proof_type,
         assignment(request.assignment, request.HasField("assignment"), sector.id),
         lambda env, ctx: tasks.finalize(env, ctx, sector, keep),
@@ -259,8 +258,8 @@ def release_unsealed(request: worker_pb2.WorkerServiceReleaseUnsealedRequest) ->
     ranges = [unpadded_range(r, sector.size) for r in request.ranges]
     everything = request.all
     return TaskCall(
-        CallType.CALL_TYPE_RELEASE_UNSEALED,
-        TaskType.TASK_TYPE_FINALIZE,
+        CallType.RELEASE_UNSEALED,
+        TaskType.FINALIZE,
         request.sector.proof_type,
         assignment(request.assignment, request.HasField("assignment"), sector.id),
         lambda env, ctx: tasks.release_unsealed(env, ctx, sector, ranges, everything),
@@ -271,8 +270,8 @@ def move_storage(request: worker_pb2.MoveStorageRequest) -> TaskCall:
     sector = sector_ref(request.sector, request.HasField("sector"))
     types = file_types(request.types)
     return TaskCall(
-        CallType.CALL_TYPE_MOVE_STORAGE,
-        TaskType.TASK_TYPE_FETCH,
+        CallType.MOVE_STORAGE,
+        TaskType.FETCH,
         request.sector.proof_type,
         assignment(request.assignment, request.HasField("assignment"), sector.id),
         lambda env, ctx: tasks.move_storage(env, ctx, sector, types),
@@ -287,8 +286,8 @@ def unseal_piece(request: worker_pb2.WorkerServiceUnsealPieceRequest) -> TaskCal
     ticket = bytes32("ticket", request.ticket)
     comm_d = bytes32("comm_d", request.comm_d)
     return TaskCall(
-        CallType.CALL_TYPE_UNSEAL_PIECE,
-        TaskType.TASK_TYPE_UNSEAL,
+        CallType.UNSEAL_PIECE,
+        TaskType.UNSEAL,
         request.sector.proof_type,
         assignment(request.assignment, request.HasField("assignment"), sector.id),
         lambda env, ctx: tasks.unseal_piece(env, ctx, sector, offset, size, ticket, comm_d),
@@ -305,8 +304,8 @@ def fetch(request: worker_pb2.FetchRequest) -> TaskCall:
     path_type = PathType(request.path_type)
     move = request.mode == worker_pb2.FETCH_MODE_MOVE
     return TaskCall(
-        CallType.CALL_TYPE_FETCH,
-        TaskType.TASK_TYPE_FETCH,
+        CallType.FETCH,
+        TaskType.FETCH,
         request.sector.proof_type,
         assignment(request.assignment, request.HasField("assignment"), sector.id),
         lambda env, ctx: tasks.fetch(env, ctx, sector, types, path_type, move),
@@ -337,9 +336,7 @@ def vanilla_proofs(request: worker_pb2.GenerateVanillaProofsRequest) -> ProofsCa
         miners.add(ref.id.miner)
     if len(miners) > 1:
         raise Invalid("all sectors must belong to one miner")
-    task_type = (
-        TaskType.TASK_TYPE_GENERATE_WINDOW_POST if kind == PostKind.WINDOW else TaskType.TASK_TYPE_GENERATE_WINNING_POST
-    )
+    task_type = TaskType.GENERATE_WINDOW_POST if kind == PostKind.WINDOW else TaskType.GENERATE_WINNING_POST
     return ProofsCall(
         request.assignment.call_id.id,
         task_type,
@@ -415,7 +412,8 @@ def worker_info(parts: Parts, paths: Iterable[tuple[LocalPath, FsStat]]) -> comm
 def task_resources(row: ResourceOverride) -> common_pb2.TaskResources:
     """An override row as TaskResources: the fields the operator set, the others unset."""
     msg = common_pb2.TaskResources(
-        task_type=TaskType.ValueType(row.task_type), seal_proof=common_pb2.RegisteredSealProof.ValueType(row.seal_proof)
+        task_type=common_pb2.TaskType.ValueType(row.task_type),
+        seal_proof=common_pb2.RegisteredSealProof.ValueType(row.seal_proof),
     )
     for name in OVERRIDE_FIELDS:
         value = getattr(row, name)
@@ -425,7 +423,7 @@ def task_resources(row: ResourceOverride) -> common_pb2.TaskResources:
 
 
 def task_types(values: Iterable[int]) -> list[common_pb2.TaskType.ValueType]:
-    return [TaskType.ValueType(t) for t in values]
+    return [common_pb2.TaskType.ValueType(t) for t in values]
 
 
 def removed_files(removed: Iterable[tuple[str, FileType]]) -> list[common_pb2.RemovedSectorFile]:
@@ -461,10 +459,10 @@ def stat_reply(st: FileStat) -> worker_pb2.StatSectorFileResponse:
     )
 
 
-def vanilla_reply(sector: SectorId, outcome: bytes | tasks.TaskFailure) -> worker_pb2.GenerateVanillaProofsResponse:
+def vanilla_reply(sector: SectorId, outcome: bytes | TaskFailure) -> worker_pb2.GenerateVanillaProofsResponse:
     reply = worker_pb2.GenerateVanillaProofsResponse(sector=sector_id_msg(sector))
-    if isinstance(outcome, tasks.TaskFailure):
-        reply.error.CopyFrom(common_pb2.TaskError(code=outcome.code, message=outcome.message))
+    if isinstance(outcome, TaskFailure):
+        reply.error.CopyFrom(task_error_msg(outcome))
     else:
         reply.vanilla_proof = outcome
     return reply

@@ -18,8 +18,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass
 
 from services.common.errors import FailedPrecondition
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.common.vocabulary import TaskType
 from services.worker import tasks
+from services.worker.calls import CallId, CallType, Outcome, TaskFailure
 from services.worker.callstore import call_key
 from services.worker.parts import Disabled, Parts
 from services.worker.resources import SHORT_NAME_OF
@@ -27,9 +28,12 @@ from services.worker.sectors import PostKind, SectorId
 from services.worker.validation import Invalid
 
 log = logging.getLogger(__name__)
-TaskType = common_pb2.TaskType
-CallType = worker_pb2.CallType
-Work = Callable[[tasks.TaskEnv, tasks.TaskContext], Awaitable[tasks.Outcome]]
+Work = Callable[[tasks.TaskEnv, tasks.TaskContext], Awaitable[Outcome]]
+
+
+def _name(task_type: int) -> str:
+    """The task type's wire name (TASK_TYPE_PRE_COMMIT_1), as the logs and errors give it."""
+    return f"TASK_TYPE_{TaskType(task_type).name}"
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class Assignment:
     """The manager's assignment of one call: its id, the GPUs granted, which attempt this is,
     and how long it may run (None: no limit)."""
 
-    call_id: common_pb2.CallId
+    call_id: CallId
     gpu_ordinals: tuple[int, ...]
     attempt: int
     timeout_s: float | None
@@ -62,7 +66,7 @@ class AddPieceCall:
     """The header of an AddPiece stream: the call, the sector, the pieces already in it and the
     new piece's unpadded size."""
 
-    call_id: common_pb2.CallId
+    call_id: CallId
     sector: tasks.SectorRef
     seal_proof: int
     existing: list[int]
@@ -121,7 +125,7 @@ class Dispatcher:
         if self.parts.runner.shutting_down:
             raise Disabled("the worker is shutting down")
         if task_type not in self.parts.task_types:
-            raise Disabled(f"task type {TaskType.Name(TaskType.ValueType(task_type))} is disabled on this worker")
+            raise Disabled(f"task type {_name(task_type)} is disabled on this worker")
 
     def check_gpus(self, ordinals: Sequence[int]) -> None:
         have = {g.ordinal for g in self.parts.resources.gpus}
@@ -129,7 +133,7 @@ class Dispatcher:
             if o not in have:
                 raise Invalid(f"GPU ordinal {o} does not exist on this worker (it has {sorted(have) or 'none'})")
 
-    def start(self, call: TaskCall) -> common_pb2.CallId:
+    def start(self, call: TaskCall) -> CallId:
         """Starts `call` in the background (or finds it already known) and returns its id."""
         assigned = call.assignment
         runner = self.parts.runner
@@ -143,18 +147,18 @@ class Dispatcher:
         ctx = runner.context_for(assigned.call_id, list(assigned.gpu_ordinals))
         fault, short = self.parts.task_fault, SHORT_NAME_OF.get(call.task_type, "")
 
-        async def run(c: tasks.TaskContext) -> tasks.Outcome:
+        async def run(c: tasks.TaskContext) -> Outcome:
             await fault.before(short, assigned.attempt)
             return await call.work(env, c)
 
         runner.start(assigned.call_id, call.call_type, call.task_type, call.seal_proof, assigned.timeout_s, ctx, run)
         log.info(
             "task started",
-            extra={"call": call_key(assigned.call_id), "task": TaskType.Name(TaskType.ValueType(call.task_type))},
+            extra={"call": call_key(assigned.call_id), "task": _name(call.task_type)},
         )
         return assigned.call_id
 
-    async def add_piece(self, call: AddPieceCall, chunks: AsyncIterator[tuple[int, bytes]]) -> common_pb2.CallId:
+    async def add_piece(self, call: AddPieceCall, chunks: AsyncIterator[tuple[int, bytes]]) -> CallId:
         """Writes the piece the stream carries (`chunks`: offset and bytes) into the sector's
         unsealed file while the RPC lasts, and stores the outcome like any call's. A malformed
         stream (tasks.BadStream) fails the RPC and records nothing; any other failure is the
@@ -163,12 +167,12 @@ class Dispatcher:
         self.epochs.admit(call.leader_epoch)
         if runner.known(call.call_id):
             return call.call_id
-        task_type = TaskType.TASK_TYPE_ADD_PIECE
+        task_type = TaskType.ADD_PIECE
         self.check_enabled(task_type)
         env = self.parts.env()
         runner.admit(task_type, call.seal_proof)
         ctx = runner.context_for(call.call_id, [])
-        with runner.inline(call.call_id, CallType.CALL_TYPE_ADD_PIECE, task_type, call.seal_proof, ctx) as running:
+        with runner.inline(call.call_id, CallType.ADD_PIECE, task_type, call.seal_proof, ctx) as running:
             try:
                 await self.parts.task_fault.before(SHORT_NAME_OF[task_type], call.attempt)
                 async with tasks.add_piece(env, ctx, call.sector, call.existing, call.piece_size) as sink:
@@ -185,9 +189,7 @@ class Dispatcher:
             runner.record(running, ("piece", piece))
         return call.call_id
 
-    async def vanilla_proofs(
-        self, call: ProofsCall
-    ) -> AsyncGenerator[tuple[SectorId, bytes | tasks.TaskFailure], None]:
+    async def vanilla_proofs(self, call: ProofsCall) -> AsyncGenerator[tuple[SectorId, bytes | TaskFailure], None]:
         """One vanilla proof (or the failure) per sector, in order, from local files only."""
         self.check_enabled(call.task_type)
         env = self.parts.env()

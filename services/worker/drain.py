@@ -22,9 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.common.proto.sectorstorage.v1 import common_pb2
+from services.worker.calls import ErrorCode, TaskFailure
 from services.worker.runner import CallRunner
-from services.worker.tasks import TaskFailure
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05
@@ -67,7 +66,7 @@ async def drain_for_stop(
     if not finished:
         reason = f"the worker is stopping and its drain_timeout_s ({timeout_s:g} s) ran out; run it elsewhere"
         for key in list(runner.running):
-            if runner.stop(key, TaskFailure(common_pb2.TASK_ERROR_CODE_TEMPORARY, reason)):
+            if runner.stop(key, TaskFailure(ErrorCode.TEMPORARY, reason)):
                 aborted += 1
         log.warning("stopping: drain timeout, calls stopped for the manager to retry", extra={"aborted": aborted})
         # Cancelled tasks record their outcome as soon as they see the cancellation.

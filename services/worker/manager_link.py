@@ -23,7 +23,9 @@ from services.common.backoff import Backoff
 from services.common.client import aio_channel
 from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+from services.worker.calls import CallId
 from services.worker.managers import FailoverPacer, ManagerAddresses
+from services.worker.messages import call_id_msg, call_id_of
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 10.0
@@ -76,8 +78,8 @@ class ManagerLink:
         heartbeat_interval_s: float,
         info_version: Callable[[], int] = lambda: 0,
         on_dependency: Callable[[str, str | None], Awaitable[None]] = _no_dependency_report,
-        running_calls: Callable[[], list[common_pb2.CallId]] = list,
-        on_unknown_calls: Callable[[list[common_pb2.CallId]], None] = lambda calls: None,
+        running_calls: Callable[[], list[CallId]] = list,
+        on_unknown_calls: Callable[[list[CallId]], None] = lambda calls: None,
         on_manager_restart: Callable[[], Awaitable[None]] = _nothing,
         shutting_down: Callable[[], bool] = lambda: False,
     ) -> None:
@@ -176,7 +178,7 @@ class ManagerLink:
             request = manager_pb2.WorkerHeartbeatRequest(
                 worker_id=info.worker_id,
                 session_id=self.session_id,
-                running_calls=self.running_calls(),
+                running_calls=[call_id_msg(c) for c in self.running_calls()],
                 shutting_down=self.shutting_down(),
             )
             now = self.info_version()
@@ -191,7 +193,7 @@ class ManagerLink:
                 raise
             version = now
             if beat.unknown_calls:
-                self.on_unknown_calls(list(beat.unknown_calls))
+                self.on_unknown_calls([call_id_of(c) for c in beat.unknown_calls])
             if beat.manager_session_id != reply.manager_session_id:
                 log.info("manager restarted; registering again", extra={"manager": self.manager})
                 return

@@ -18,8 +18,10 @@ from services.common.backoff import Backoff
 from services.common.client import aio_channel
 from services.common.dependency import describe_failure
 from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc, worker_pb2
+from services.worker.calls import CallResult
 from services.worker.callstore import CallStore, call_key
 from services.worker.managers import FailoverPacer, ManagerAddresses
+from services.worker.messages import stored_result_msg
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 15.0
@@ -42,13 +44,14 @@ RETURN_METHODS: dict[int, tuple[str, type[Any]]] = {
 FINAL_CODES = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}
 
 
-def return_request(result: worker_pb2.StoredCallResult, worker_id: str) -> tuple[str, Any]:
+def return_request(stored: CallResult, worker_id: str) -> tuple[str, Any]:
     """The Return<Method> name and request for a stored result (the outcome fields of
     StoredCallResult and of the Return requests have the same names)."""
+    result = stored_result_msg(stored)
     method, request_type = RETURN_METHODS[result.call_type]
     field = result.WhichOneof("outcome")
     if field is None:
-        raise ValueError(f"stored result of {call_key(result.call_id)} has no outcome")
+        raise ValueError(f"stored result of {call_key(stored.call_id)} has no outcome")
     request = request_type(
         call_id=result.call_id,
         meta=manager_pb2.ReturnMeta(worker_id=worker_id, started_at=result.started_at, finished_at=result.finished_at),
@@ -132,7 +135,7 @@ class ReturnSender:
                 waiter.cancel()
                 stopper.cancel()
 
-    async def _deliver(self, stub: manager_pb2_grpc.ManagerServiceStub, result: worker_pb2.StoredCallResult) -> bool:
+    async def _deliver(self, stub: manager_pb2_grpc.ManagerServiceStub, result: CallResult) -> bool:
         key = call_key(result.call_id)
         try:
             method, request = return_request(result, self.worker_id)

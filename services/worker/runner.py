@@ -22,17 +22,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from services.common import errors
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.common.vocabulary import TaskType
+from services.worker.calls import CallId, CallResult, Outcome, TaskFailure
+from services.worker.calls import ErrorCode as Code
 from services.worker.callstore import CallStore, call_key
 from services.worker.faults import TaskFault
-from services.worker.tasks import Outcome, TaskContext, TaskFailure, classify
+from services.worker.tasks import TaskContext, classify
 
 log = logging.getLogger(__name__)
-Code = common_pb2.TaskErrorCode
 
 
 class Exhausted(errors.ResourceExhausted):
@@ -46,35 +44,14 @@ def _deadline_mono(deadline: asyncio.Timeout) -> float:
     return when if when is not None else time.monotonic()
 
 
-def _ts(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
-def stored_result(
-    call_id: common_pb2.CallId, call_type: int, started_at: float, outcome: Outcome | TaskFailure
-) -> worker_pb2.StoredCallResult:
-    result = worker_pb2.StoredCallResult(
-        call_id=call_id,
-        call_type=worker_pb2.CallType.ValueType(call_type),
-        started_at=_ts(started_at),
-        finished_at=_ts(time.time()),
-    )
-    if isinstance(outcome, TaskFailure):
-        result.error.CopyFrom(common_pb2.TaskError(code=outcome.code, message=outcome.message or "task failed"))
-    else:
-        name, value = outcome
-        if isinstance(value, Message):
-            getattr(result, name).CopyFrom(value)
-        else:
-            setattr(result, name, value)
-    return result
+def stored_result(call_id: CallId, call_type: int, started_at: float, outcome: Outcome | TaskFailure) -> CallResult:
+    """The result to store of a call that started at `started_at` (Unix seconds) and ends now."""
+    return CallResult(call_id, call_type, outcome, started_ns=int(started_at * 1e9), finished_ns=int(time.time() * 1e9))
 
 
 @dataclass
 class RunningCall:
-    call_id: common_pb2.CallId
+    call_id: CallId
     call_type: int
     task_type: int
     seal_proof: int
@@ -114,17 +91,14 @@ class CallRunner:
             record = self.store.get(key)
             if record is None:
                 continue
-            miner, number, uuid_ = key.split("-", 2)
-            self.interrupted.append((int(miner), int(number), record.call_type))
-            call_id = common_pb2.CallId(sector=common_pb2.SectorId(miner=int(miner), number=int(number)), id=uuid_)
-            failure = TaskFailure(
-                Code.TASK_ERROR_CODE_WORKER_RESTARTED, "the worker restarted while the call was running"
-            )
+            call_id = CallId.parse_key(key)
+            self.interrupted.append((call_id.miner, call_id.number, record.call_type))
+            failure = TaskFailure(Code.WORKER_RESTARTED, "the worker restarted while the call was running")
             self.store.finish(key, stored_result(call_id, record.call_type, time.time(), failure))
         self.store.prune()
         return len(keys)
 
-    def known(self, call_id: common_pb2.CallId) -> bool:
+    def known(self, call_id: CallId) -> bool:
         key = call_key(call_id)
         return key in self.running or self.store.get(key) is not None
 
@@ -133,7 +107,7 @@ class CallRunner:
         worker's total limit or a MAX_CONCURRENT cap (per size, or for every size)."""
         if self.max_tasks and len(self.running) >= self.max_tasks:
             raise Exhausted(f"{len(self.running)} tasks running, the worker's limit is {self.max_tasks}")
-        name = common_pb2.TaskType.Name(common_pb2.TaskType.ValueType(task_type))
+        name = f"TASK_TYPE_{TaskType(task_type).name}"
         for proof in {seal_proof, 0}:
             cap = self.type_caps.get((task_type, proof))
             if cap is None:
@@ -145,17 +119,17 @@ class CallRunner:
                 scope = "" if proof == 0 else " of this sector size"
                 raise Exhausted(f"{same} {name} tasks{scope} running, the worker's cap is {cap}")
 
-    def context_for(self, call_id: common_pb2.CallId, gpu_ordinals: list[int]) -> TaskContext:
+    def context_for(self, call_id: CallId, gpu_ordinals: list[int]) -> TaskContext:
         key = call_key(call_id)
 
         def lost(why: str) -> None:
-            self._stop(key, TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, why))
+            self._stop(key, TaskFailure(Code.TEMPORARY, why))
 
         return TaskContext(owner=f"call:{key}", gpu_ordinals=list(gpu_ordinals), on_lost=lost)
 
     def start(
         self,
-        call_id: common_pb2.CallId,
+        call_id: CallId,
         call_type: int,
         task_type: int,
         seal_proof: int,
@@ -175,7 +149,7 @@ class CallRunner:
     @contextlib.contextmanager
     def inline(
         self,
-        call_id: common_pb2.CallId,
+        call_id: CallId,
         call_type: int,
         task_type: int,
         seal_proof: int,
@@ -218,17 +192,17 @@ class CallRunner:
             except TimeoutError:
                 running.stop_requested = running.stop_requested or _deadline_mono(deadline)
                 outcome = TaskFailure(
-                    Code.TASK_ERROR_CODE_TIMED_OUT,
+                    Code.TIMED_OUT,
                     f"the task ran past its timeout of {timeout_s:g} s and was stopped after {self._ran(running)}",
                 )
             except asyncio.CancelledError:
                 if self.shutting_down and running.stop_reason is None:
                     raise  # left `running`: the next start reports WORKER_RESTARTED
-                reason = running.stop_reason or TaskFailure(Code.TASK_ERROR_CODE_ABORTED, "task cancelled")
+                reason = running.stop_reason or TaskFailure(Code.ABORTED, "task cancelled")
                 outcome = TaskFailure(reason.code, f"{reason.message} (stopped after {self._ran(running)})")
             except Exception as exc:  # noqa: BLE001 - every failure becomes a TaskError
                 outcome = classify(exc)
-                if outcome.code in (Code.TASK_ERROR_CODE_UNSPECIFIED,):
+                if outcome.code in (Code.UNSPECIFIED,):
                     log.exception("task failed unexpectedly", extra={"call": key})
             # From the stop request to here: the rust_core call returned, files discarded, locks
             # and the reservation released (the `async with` blocks have exited).
@@ -243,7 +217,7 @@ class CallRunner:
                     "task stopped",
                     extra={
                         "call": key,
-                        "code": Code.Name(outcome.code),
+                        "code": Code(outcome.code).wire_name,
                         "error": outcome.message,
                         # Stop request to the outcome recorded (and the Return under way).
                         "stop_latency_s": round(time.monotonic() - running.stop_requested, 4),
@@ -256,7 +230,7 @@ class CallRunner:
                 )
             elif isinstance(outcome, TaskFailure):
                 log.warning(
-                    "task failed", extra={"call": key, "code": Code.Name(outcome.code), "error": outcome.message}
+                    "task failed", extra={"call": key, "code": Code(outcome.code).wire_name, "error": outcome.message}
                 )
             else:
                 log.info("task done", extra={"call": key, "seconds": round(time.time() - running.started_at, 3)})
@@ -275,9 +249,7 @@ class CallRunner:
         """The test-only failure injection (a no-op unless services/worker/faults.py loaded the
         test hooks; delays and hangs run in the task's own `before` hook)."""
         if self.fault.should_fail():
-            raise TaskFailure(
-                Code.TASK_ERROR_CODE_TEMPORARY, f"test fault injected ({self.fault.injected} so far in this process)"
-            )
+            raise TaskFailure(Code.TEMPORARY, f"test fault injected ({self.fault.injected} so far in this process)")
 
     def _stop(self, key: str, reason: TaskFailure) -> bool:
         running = self.running.get(key)
@@ -298,12 +270,10 @@ class CallRunner:
         running.task.cancel()
         return True
 
-    def abort(self, call_id: common_pb2.CallId, reason: str) -> bool:
-        return self._stop(
-            call_key(call_id), TaskFailure(Code.TASK_ERROR_CODE_ABORTED, f"task aborted: {reason or 'by an operator'}")
-        )
+    def abort(self, call_id: CallId, reason: str) -> bool:
+        return self._stop(call_key(call_id), TaskFailure(Code.ABORTED, f"task aborted: {reason or 'by an operator'}"))
 
-    def running_call_ids(self) -> list[common_pb2.CallId]:
+    def running_call_ids(self) -> list[CallId]:
         return [r.call_id for r in self.running.values()]
 
     async def shutdown(self, wait_s: float) -> bool:

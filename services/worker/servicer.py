@@ -19,6 +19,7 @@ from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worke
 from services.worker import bulk, cleanup, convert, reads, serving, tasks, validation
 from services.worker.callstore import call_key
 from services.worker.dispatch import Dispatcher
+from services.worker.messages import call_id_msg, call_id_of, stored_result_msg
 from services.worker.parts import Parts
 from services.worker.sectors import FileType
 from services.worker.wire import encode_chunk_response
@@ -54,60 +55,72 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         except StopAsyncIteration:
             raise validation.Invalid("empty stream: the first message must be the header") from None
         call = await self.dispatch.add_piece(convert.add_piece(first), convert.piece_bytes(request_iterator))
-        return worker_pb2.WorkerServiceAddPieceResponse(call_id=call)
+        return worker_pb2.WorkerServiceAddPieceResponse(call_id=call_id_msg(call))
 
     @_handled
     async def SealPreCommit1(
         self, request: worker_pb2.WorkerServiceSealPreCommit1Request, context: Context
     ) -> worker_pb2.WorkerServiceSealPreCommit1Response:
-        return worker_pb2.WorkerServiceSealPreCommit1Response(call_id=self.dispatch.start(convert.pre_commit1(request)))
+        return worker_pb2.WorkerServiceSealPreCommit1Response(
+            call_id=call_id_msg(self.dispatch.start(convert.pre_commit1(request)))
+        )
 
     @_handled
     async def SealPreCommit2(
         self, request: worker_pb2.WorkerServiceSealPreCommit2Request, context: Context
     ) -> worker_pb2.WorkerServiceSealPreCommit2Response:
-        return worker_pb2.WorkerServiceSealPreCommit2Response(call_id=self.dispatch.start(convert.pre_commit2(request)))
+        return worker_pb2.WorkerServiceSealPreCommit2Response(
+            call_id=call_id_msg(self.dispatch.start(convert.pre_commit2(request)))
+        )
 
     @_handled
     async def SealCommit1(
         self, request: worker_pb2.WorkerServiceSealCommit1Request, context: Context
     ) -> worker_pb2.WorkerServiceSealCommit1Response:
-        return worker_pb2.WorkerServiceSealCommit1Response(call_id=self.dispatch.start(convert.commit1(request)))
+        return worker_pb2.WorkerServiceSealCommit1Response(
+            call_id=call_id_msg(self.dispatch.start(convert.commit1(request)))
+        )
 
     @_handled
     async def SealCommit2(
         self, request: worker_pb2.WorkerServiceSealCommit2Request, context: Context
     ) -> worker_pb2.WorkerServiceSealCommit2Response:
-        return worker_pb2.WorkerServiceSealCommit2Response(call_id=self.dispatch.start(convert.commit2(request)))
+        return worker_pb2.WorkerServiceSealCommit2Response(
+            call_id=call_id_msg(self.dispatch.start(convert.commit2(request)))
+        )
 
     @_handled
     async def FinalizeSector(
         self, request: worker_pb2.WorkerServiceFinalizeSectorRequest, context: Context
     ) -> worker_pb2.WorkerServiceFinalizeSectorResponse:
-        return worker_pb2.WorkerServiceFinalizeSectorResponse(call_id=self.dispatch.start(convert.finalize(request)))
+        return worker_pb2.WorkerServiceFinalizeSectorResponse(
+            call_id=call_id_msg(self.dispatch.start(convert.finalize(request)))
+        )
 
     @_handled
     async def ReleaseUnsealed(
         self, request: worker_pb2.WorkerServiceReleaseUnsealedRequest, context: Context
     ) -> worker_pb2.WorkerServiceReleaseUnsealedResponse:
         call = self.dispatch.start(convert.release_unsealed(request))
-        return worker_pb2.WorkerServiceReleaseUnsealedResponse(call_id=call)
+        return worker_pb2.WorkerServiceReleaseUnsealedResponse(call_id=call_id_msg(call))
 
     @_handled
     async def MoveStorage(
         self, request: worker_pb2.MoveStorageRequest, context: Context
     ) -> worker_pb2.MoveStorageResponse:
-        return worker_pb2.MoveStorageResponse(call_id=self.dispatch.start(convert.move_storage(request)))
+        return worker_pb2.MoveStorageResponse(call_id=call_id_msg(self.dispatch.start(convert.move_storage(request))))
 
     @_handled
     async def UnsealPiece(
         self, request: worker_pb2.WorkerServiceUnsealPieceRequest, context: Context
     ) -> worker_pb2.WorkerServiceUnsealPieceResponse:
-        return worker_pb2.WorkerServiceUnsealPieceResponse(call_id=self.dispatch.start(convert.unseal_piece(request)))
+        return worker_pb2.WorkerServiceUnsealPieceResponse(
+            call_id=call_id_msg(self.dispatch.start(convert.unseal_piece(request)))
+        )
 
     @_handled
     async def Fetch(self, request: worker_pb2.FetchRequest, context: Context) -> worker_pb2.FetchResponse:
-        return worker_pb2.FetchResponse(call_id=self.dispatch.start(convert.fetch(request)))
+        return worker_pb2.FetchResponse(call_id=call_id_msg(self.dispatch.start(convert.fetch(request))))
 
     # --- synchronous work ----------------------------------------------------------------------
 
@@ -133,7 +146,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def AbortCall(self, request: worker_pb2.AbortCallRequest, context: Context) -> worker_pb2.AbortCallResponse:
         if not request.HasField("call_id"):
             raise validation.Invalid("call_id is required")
-        return worker_pb2.AbortCallResponse(found=self.parts.runner.abort(request.call_id, request.reason))
+        return worker_pb2.AbortCallResponse(found=self.parts.runner.abort(call_id_of(request.call_id), request.reason))
 
     # --- call results --------------------------------------------------------------------------
 
@@ -142,7 +155,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self, request: worker_pb2.ListCallResultsRequest, context: Context
     ) -> AsyncIterator[worker_pb2.ListCallResultsResponse]:
         for result in await asyncio.to_thread(self.parts.calls.pending):
-            yield worker_pb2.ListCallResultsResponse(result=result)
+            yield worker_pb2.ListCallResultsResponse(result=stored_result_msg(result))
 
     @_handled
     async def AckCallResult(
@@ -152,7 +165,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             raise validation.Invalid("call_ids must not be empty")
         deleted = 0
         for call in request.call_ids:
-            deleted += await asyncio.to_thread(self.parts.calls.ack, call_key(call))
+            deleted += await asyncio.to_thread(self.parts.calls.ack, call_key(call_id_of(call)))
         return worker_pb2.AckCallResultResponse(deleted=deleted)
 
     # --- information and control --------------------------------------------------------------

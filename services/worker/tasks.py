@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from google.protobuf.empty_pb2 import Empty
-
 import rust_core
 from services.common import errors
 from services.common.pieces import next_piece
-from services.common.proto.sectorstorage.v1 import common_pb2
 from services.worker import sealer
+from services.worker.calls import DONE, AddedPiece, Commitments, Outcome, TaskFailure
+from services.worker.calls import ErrorCode as Code
 from services.worker.failures import CallFailed
 from services.worker.index_client import IndexClient, IndexUnavailable, LockLost
 from services.worker.local_store import (
@@ -52,16 +51,6 @@ from services.worker.sectors import FileType, PathType, PostKind, SectorId, padd
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Outcome = tuple[str, Any]
-DONE: Outcome = ("done", Empty())
-Code = common_pb2.TaskErrorCode
-
-
-class TaskFailure(Exception):
-    def __init__(self, code: common_pb2.TaskErrorCode.ValueType, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def classify(exc: BaseException) -> TaskFailure:
@@ -71,25 +60,25 @@ def classify(exc: BaseException) -> TaskFailure:
     if isinstance(exc, rust_core.Cancelled):
         # Only a stopped task cancels its token, and the runner records why it stopped; this is
         # the fallback should the error surface on its own.
-        return TaskFailure(Code.TASK_ERROR_CODE_ABORTED, "the rust_core call was cancelled")
+        return TaskFailure(Code.ABORTED, "the rust_core call was cancelled")
     if isinstance(exc, NoSpace):
-        return TaskFailure(Code.TASK_ERROR_CODE_ALLOCATE_SPACE, str(exc))
+        return TaskFailure(Code.ALLOCATE_SPACE, str(exc))
     if isinstance(exc, SectorNotFound):
-        return TaskFailure(Code.TASK_ERROR_CODE_SECTOR_NOT_FOUND, str(exc))
+        return TaskFailure(Code.SECTOR_NOT_FOUND, str(exc))
     if isinstance(exc, (FetchFailed, IndexUnavailable, LockLost)):
-        return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, str(exc))
+        return TaskFailure(Code.TEMPORARY, str(exc))
     if isinstance(exc, CallFailed):
-        return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, f"index or peer call failed: {exc.status}: {exc.details}")
+        return TaskFailure(Code.TEMPORARY, f"index or peer call failed: {exc.status}: {exc.details}")
     if isinstance(exc, (ValueError, PartialFileError)):
-        return TaskFailure(Code.TASK_ERROR_CODE_PERMANENT, str(exc))
+        return TaskFailure(Code.PERMANENT, str(exc))
     if isinstance(exc, OSError) and disk_full(exc):
         return TaskFailure(
-            Code.TASK_ERROR_CODE_ALLOCATE_SPACE,
+            Code.ALLOCATE_SPACE,
             f"the disk filled up while the task wrote its files ({exc}); they were removed: free space there or retry elsewhere",
         )
     if isinstance(exc, OSError):
-        return TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, f"I/O error: {exc}")
-    return TaskFailure(Code.TASK_ERROR_CODE_UNSPECIFIED, f"{type(exc).__name__}: {exc}")
+        return TaskFailure(Code.TEMPORARY, f"I/O error: {exc}")
+    return TaskFailure(Code.UNSPECIFIED, f"{type(exc).__name__}: {exc}")
 
 
 def disk_full(exc: OSError) -> bool:
@@ -266,7 +255,7 @@ class PieceSink:
         if not self.reader.offer(batch):
             await asyncio.to_thread(self.reader.put, batch)
 
-    async def finish(self) -> common_pb2.PieceInfo:
+    async def finish(self) -> AddedPiece:
         if self.received != unpadded(self.size):
             raise BadStream(f"the stream carried {self.received} bytes, the piece has {unpadded(self.size)}")
         if self.pending:
@@ -279,7 +268,7 @@ class PieceSink:
         if written != self.size:
             raise RuntimeError(f"AddPiece wrote {written} padded bytes, expected {self.size}")
         await blocking(self.target.mark_allocated, self.offset, self.size)
-        return common_pb2.PieceInfo(size=self.size, commp=commp, piece_cid=sealer.piece_cid(commp))
+        return AddedPiece(size=self.size, commp=commp, piece_cid=sealer.piece_cid(commp))
 
     async def abort(self) -> None:
         """Stops the rust_core thread (its token is cancelled and its next read fails) and waits
@@ -420,7 +409,7 @@ async def pre_commit2(env: TaskEnv, ctx: TaskContext, sector: SectorRef, p1_outp
             await env.index.declare(acq.storage[FileType.SEALED].id, sector.id, FileType.SEALED, primary=False)
     return (
         "commitments",
-        common_pb2.SectorCommitments(
+        Commitments(
             comm_d=comm_d, comm_r=comm_r, unsealed_cid=sealer.piece_cid(comm_d), sealed_cid=sealer.sealed_cid(comm_r)
         ),
     )
@@ -655,7 +644,7 @@ async def vanilla_proofs(
                 sector, FileType.SEALED | FileType.CACHE, FileType(0), ctx.owner, env.lock_ttl_s
             )
             if lease is None:
-                raise TaskFailure(Code.TASK_ERROR_CODE_TEMPORARY, "can't acquire read lock")
+                raise TaskFailure(Code.TEMPORARY, "can't acquire read lock")
             try:
                 sealed = await blocking(find_local_or_fail, env.local, sector, FileType.SEALED)
                 cache = await blocking(find_local_or_fail, env.local, sector, FileType.CACHE)
@@ -677,5 +666,5 @@ async def vanilla_proofs(
         except Exception as exc:  # noqa: BLE001 - one sector's failure does not stop the others
             failure = classify(exc)
             if isinstance(exc, FileNotFoundError):
-                failure = TaskFailure(Code.TASK_ERROR_CODE_SECTOR_NOT_FOUND, str(exc))
+                failure = TaskFailure(Code.SECTOR_NOT_FOUND, str(exc))
             yield sector, failure

@@ -22,6 +22,7 @@ from services.worker.config import WorkerConfig
 from services.worker.faults import ServeFault, TaskFault
 from services.worker.identity import WorkerIdentity
 from services.worker.local_store import LocalStore
+from services.worker.messages import RESULT_CODEC, call_id_of
 from services.worker.parts import Parts
 from services.worker.paths import StorageList
 from services.worker.resources import ALL_TASK_TYPES, EnabledTaskTypes, Gpu, Resources
@@ -38,7 +39,7 @@ SECTOR = common_pb2.SectorRef(
 
 
 def make_parts(root: Path, task_types: tuple[int, ...], gpus: tuple[Gpu, ...]) -> Parts:
-    calls = CallStore(root / "calls.db")
+    calls = CallStore(root / "calls.db", RESULT_CODEC)
     return Parts(
         config=WorkerConfig(data_dir=root),
         identity=WorkerIdentity(worker_id=str(uuid.uuid4()), name="w"),
@@ -207,7 +208,7 @@ def test_a_known_call_is_answered_with_its_id_and_not_run_again(tmp_path: Path) 
 
     async def scenario(w: Stub, parts: Parts) -> None:
         request = pc2()
-        parts.calls.start(call_key(request.assignment.call_id), worker_pb2.CALL_TYPE_SEAL_PRE_COMMIT_2, 0.0)
+        parts.calls.start(call_key(call_id_of(request.assignment.call_id)), worker_pb2.CALL_TYPE_SEAL_PRE_COMMIT_2, 0.0)
         reply = await w.SealPreCommit2(request)
         assert reply.call_id == request.assignment.call_id
         assert not parts.runner.running

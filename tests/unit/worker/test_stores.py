@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 import rust_core
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.common.vocabulary import SealProof, TaskType
+from services.worker.calls import CallId, CallResult, CallType
 from services.worker.callstore import CallStore, call_key
 from services.worker.cleanup import _on_disk
 from services.worker.local_store import LocalStore, NoSpace, PathExists
+from services.worker.messages import RESULT_CODEC
 from services.worker.paths import TRASH_PREFIX, PathMeta, ScannedFile, StorageList, scan_path, trash_entries
 from services.worker.resources import concurrency_caps, parse_overrides, parse_task_type
 from services.worker.sectors import FileType, PathType, SectorId, prover_id, space_needed
@@ -263,23 +265,19 @@ def test_tar_carries_long_names_in_pax_headers_and_leaves_out_untravelable_ones(
 
 
 def test_call_store_survives_reopen(tmp_path: Path) -> None:
-    call = common_pb2.CallId(
-        sector=common_pb2.SectorId(miner=1000, number=3), id="7f6d1c2e-0000-4000-8000-000000000001"
-    )
+    call = CallId(miner=1000, number=3, id="7f6d1c2e-0000-4000-8000-000000000001")
     key = call_key(call)
     assert key == "1000-3-7f6d1c2e-0000-4000-8000-000000000001"
-    store = CallStore(tmp_path / "calls.db")
-    assert store.start(key, worker_pb2.CALL_TYPE_SEAL_COMMIT_2, 1.0)
-    assert not store.start(key, worker_pb2.CALL_TYPE_SEAL_COMMIT_2, 1.0)
+    store = CallStore(tmp_path / "calls.db", RESULT_CODEC)
+    assert store.start(key, CallType.SEAL_COMMIT_2, 1.0)
+    assert not store.start(key, CallType.SEAL_COMMIT_2, 1.0)
     store.close()
-    store = CallStore(tmp_path / "calls.db")
+    store = CallStore(tmp_path / "calls.db", RESULT_CODEC)
     assert store.running_keys() == [key]
-    store.finish(
-        key, worker_pb2.StoredCallResult(call_id=call, call_type=worker_pb2.CALL_TYPE_SEAL_COMMIT_2, proof=b"p")
-    )
+    store.finish(key, CallResult(call, CallType.SEAL_COMMIT_2, ("proof", b"p")))
     store.close()
-    store = CallStore(tmp_path / "calls.db")
-    assert [r.proof for r in store.pending()] == [b"p"]
+    store = CallStore(tmp_path / "calls.db", RESULT_CODEC)
+    assert [r.outcome for r in store.pending()] == [("proof", b"p")]
     assert store.ack(key) and not store.ack(key)
     assert store.pending() == [] and store.get(key) is not None  # tombstone: a repeat is recognised
 
@@ -295,17 +293,14 @@ def test_resource_overrides() -> None:
         }
     )
     by = {(r.task_type, r.seal_proof): r for r in rows}
-    TT = common_pb2.TaskType
-    assert by[(TT.TASK_TYPE_PRE_COMMIT_1, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1)].max_concurrent == 4
-    assert by[(TT.TASK_TYPE_PRE_COMMIT_2, 0)].gpu_utilization == 0.5
-    assert by[(TT.TASK_TYPE_COMMIT_2, 0)].min_memory == 2 << 30
-    assert by[(TT.TASK_TYPE_ADD_PIECE, 0)].max_parallelism == -1
-    assert concurrency_caps(rows) == {
-        (TT.TASK_TYPE_PRE_COMMIT_1, common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1): 4
-    }
+    assert by[(TaskType.PRE_COMMIT_1, SealProof.STACKED_DRG_32GIB_V1_1)].max_concurrent == 4
+    assert by[(TaskType.PRE_COMMIT_2, 0)].gpu_utilization == 0.5
+    assert by[(TaskType.COMMIT_2, 0)].min_memory == 2 << 30
+    assert by[(TaskType.ADD_PIECE, 0)].max_parallelism == -1
+    assert concurrency_caps(rows) == {(TaskType.PRE_COMMIT_1, SealProof.STACKED_DRG_32GIB_V1_1): 4}
     with pytest.raises(ValueError, match="C2_MIN_MEMORY"):
         parse_overrides({"C2_MIN_MEMORY": "lots"})
-    assert parse_task_type("pc1") == parse_task_type("PRE_COMMIT_1") == TT.TASK_TYPE_PRE_COMMIT_1
+    assert parse_task_type("pc1") == parse_task_type("PRE_COMMIT_1") == TaskType.PRE_COMMIT_1
     with pytest.raises(ValueError):
         parse_task_type("PC3")
 
@@ -338,13 +333,14 @@ def test_runner_admission_caps(tmp_path: Path) -> None:
     from services.worker.runner import CallRunner, Exhausted
     from services.worker.tasks import TaskContext
 
-    TT = common_pb2.TaskType
-    p32 = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_32GIB_V1_1
-    p2k = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_2KIB_V1_1
-    caps = {(TT.TASK_TYPE_PRE_COMMIT_1, p32): 1, (TT.TASK_TYPE_COMMIT_2, 0): 0}
+    p32 = SealProof.STACKED_DRG_32GIB_V1_1
+    p2k = SealProof.STACKED_DRG_2KIB_V1_1
+    caps = {(TaskType.PRE_COMMIT_1, p32): 1, (TaskType.COMMIT_2, 0): 0}
 
     async def scenario() -> None:
-        runner = CallRunner(CallStore(tmp_path / "calls.db"), lambda: None, "w", max_tasks=3, type_caps=caps)
+        runner = CallRunner(
+            CallStore(tmp_path / "calls.db", RESULT_CODEC), lambda: None, "w", max_tasks=3, type_caps=caps
+        )
         gate = asyncio.Event()
 
         async def work(ctx: TaskContext) -> tuple[str, object]:
@@ -352,21 +348,19 @@ def test_runner_admission_caps(tmp_path: Path) -> None:
             return ("proof", b"x")
 
         def start(n: int, task: int, proof: int) -> None:
-            call = common_pb2.CallId(
-                sector=common_pb2.SectorId(miner=1000, number=n), id=f"00000000-0000-4000-8000-{n:012d}"
-            )
+            call = CallId(miner=1000, number=n, id=f"00000000-0000-4000-8000-{n:012d}")
             runner.admit(task, proof)
-            runner.start(call, worker_pb2.CALL_TYPE_SEAL_PRE_COMMIT_1, task, proof, None, TaskContext(owner="t"), work)
+            runner.start(call, CallType.SEAL_PRE_COMMIT_1, task, proof, None, TaskContext(owner="t"), work)
 
         with pytest.raises(Exhausted, match="cap is 0"):
-            runner.admit(TT.TASK_TYPE_COMMIT_2, p2k)  # MAX_CONCURRENT = 0 for every size
-        start(1, TT.TASK_TYPE_PRE_COMMIT_1, p32)
+            runner.admit(TaskType.COMMIT_2, p2k)  # MAX_CONCURRENT = 0 for every size
+        start(1, TaskType.PRE_COMMIT_1, p32)
         with pytest.raises(Exhausted, match="of this sector size"):
-            runner.admit(TT.TASK_TYPE_PRE_COMMIT_1, p32)
-        start(2, TT.TASK_TYPE_PRE_COMMIT_1, p2k)  # the cap is for 32 GiB only
-        start(3, TT.TASK_TYPE_PRE_COMMIT_1, p2k)
+            runner.admit(TaskType.PRE_COMMIT_1, p32)
+        start(2, TaskType.PRE_COMMIT_1, p2k)  # the cap is for 32 GiB only
+        start(3, TaskType.PRE_COMMIT_1, p2k)
         with pytest.raises(Exhausted, match="limit is 3"):
-            runner.admit(TT.TASK_TYPE_PRE_COMMIT_1, p2k)
+            runner.admit(TaskType.PRE_COMMIT_1, p2k)
         gate.set()
         while runner.running:
             await asyncio.sleep(0.01)
