@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from services.common.vocabulary import TaskType
+
 
 class CallType(IntEnum):
     """Mirrors `sectorstorage.v1.CallType`: which task RPC a call was (and so its Return RPC)."""
@@ -42,6 +44,12 @@ class ErrorCode(IntEnum):
     def wire_name(self) -> str:
         """The name the protos (and the logs) give it: TASK_ERROR_CODE_<NAME>."""
         return f"TASK_ERROR_CODE_{self.name}"
+
+
+def task_type_name(task_type: int) -> str:
+    """A task type's wire name (TASK_TYPE_PRE_COMMIT_1), as the worker's logs and errors give it;
+    ValueError for an unknown value."""
+    return f"TASK_TYPE_{TaskType(task_type).name}"
 
 
 class TaskFailure(Exception):

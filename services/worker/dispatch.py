@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from services.common.errors import FailedPrecondition
 from services.common.vocabulary import TaskType
 from services.worker import tasks
-from services.worker.calls import CallId, CallType, Outcome, TaskFailure
+from services.worker.calls import CallId, CallType, Outcome, TaskFailure, task_type_name
 from services.worker.callstore import call_key
 from services.worker.parts import Disabled, Parts
 from services.worker.resources import SHORT_NAME_OF
@@ -29,11 +29,6 @@ from services.worker.validation import Invalid
 
 log = logging.getLogger(__name__)
 Work = Callable[[tasks.TaskEnv, tasks.TaskContext], Awaitable[Outcome]]
-
-
-def _name(task_type: int) -> str:
-    """The task type's wire name (TASK_TYPE_PRE_COMMIT_1), as the logs and errors give it."""
-    return f"TASK_TYPE_{TaskType(task_type).name}"
 
 
 @dataclass(frozen=True)
@@ -125,7 +120,7 @@ class Dispatcher:
         if self.parts.runner.shutting_down:
             raise Disabled("the worker is shutting down")
         if task_type not in self.parts.task_types:
-            raise Disabled(f"task type {_name(task_type)} is disabled on this worker")
+            raise Disabled(f"task type {task_type_name(task_type)} is disabled on this worker")
 
     def check_gpus(self, ordinals: Sequence[int]) -> None:
         have = {g.ordinal for g in self.parts.resources.gpus}
@@ -154,7 +149,7 @@ class Dispatcher:
         runner.start(assigned.call_id, call.call_type, call.task_type, call.seal_proof, assigned.timeout_s, ctx, run)
         log.info(
             "task started",
-            extra={"call": call_key(assigned.call_id), "task": _name(call.task_type)},
+            extra={"call": call_key(assigned.call_id), "task": task_type_name(call.task_type)},
         )
         return assigned.call_id
 

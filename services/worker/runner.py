@@ -23,8 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from services.common import errors
-from services.common.vocabulary import TaskType
-from services.worker.calls import CallId, CallResult, Outcome, TaskFailure
+from services.worker.calls import CallId, CallResult, Outcome, TaskFailure, task_type_name
 from services.worker.calls import ErrorCode as Code
 from services.worker.callstore import CallStore, call_key
 from services.worker.faults import TaskFault
@@ -107,7 +106,7 @@ class CallRunner:
         worker's total limit or a MAX_CONCURRENT cap (per size, or for every size)."""
         if self.max_tasks and len(self.running) >= self.max_tasks:
             raise Exhausted(f"{len(self.running)} tasks running, the worker's limit is {self.max_tasks}")
-        name = f"TASK_TYPE_{TaskType(task_type).name}"
+        name = task_type_name(task_type)
         for proof in {seal_proof, 0}:
             cap = self.type_caps.get((task_type, proof))
             if cap is None:
