@@ -1,12 +1,13 @@
 """The worker's durable record of calls: a small SQLite file in the data dir.
 
 A call is recorded before its task starts (state `running`) and its outcome is written (state
-`done`, the result as bytes: the StoredCallResult encoding, which the edge hands in as the store's
-ResultCodec (messages.RESULT_CODEC), so this module reads no message itself) before the worker tries to deliver it with the manager's
+`done`, the result's bytes) before the worker tries to deliver it with the manager's
 Return<Method>; it is deleted only once the manager acknowledged it (state `acked`, result
 dropped). So a result is never lost between finishing and delivery, and a crash while a task
 runs becomes a WORKER_RESTARTED outcome at the next start. The reference meant to do this but
 stored results only for failed calls (an inverted condition); here every outcome is stored.
+The bytes are a StoredCallResult message, encoded and decoded by the ResultCodec the edge hands
+in (app.py: messages.RESULT_CODEC), so this module reads no message itself.
 
 Acknowledged calls stay as tombstones for a while so that a repeated dispatch of the same
 CallId is recognised ("starts nothing and answers as the first one did").
