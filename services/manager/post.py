@@ -347,7 +347,7 @@ class Proving:
             request = self.runner.scheduler.assigned.get(call_id)
             grant = request.grant if request is not None else None
             assignment = TaskAssignment(
-                SectorId(first.id.miner, first.id.number),
+                first.id,
                 call_id,
                 "",
                 1,
