@@ -90,8 +90,8 @@ def index_config(url: str, data_dir: Path, threads: int = 4) -> Any:
 
 def open_store(url: str, data_dir: Path, threads: int = 4) -> Any:
     """The index's store on this database, opened and migrated the way the service does it
-    (services/index/service.py), so the bench uses the index's public entry points only."""
-    from services.index.service import open_index_database
+    (services/index/app.py), so the bench uses the index's public entry points only."""
+    from services.index.app import open_index_database
     from services.index.store import IndexStore
 
     config = index_config(url, data_dir, threads)

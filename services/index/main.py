@@ -6,8 +6,8 @@ import sys
 from collections.abc import Sequence
 
 from services.common.launcher import INIT_DATABASE, launch
+from services.index.app import IndexApp
 from services.index.config import IndexConfig
-from services.index.service import IndexApp
 
 
 def main(argv: Sequence[str] | None = None) -> int:

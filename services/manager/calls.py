@@ -1,162 +1,62 @@
-"""The worker task calls, as data: for each, its task type, the worker request it sends, the
-Return RPC and outcome field it comes back with, and how its result is stored.
+"""The worker task calls, as data: for each, its call type, task type, the worker RPC that
+dispatches it, and the Return RPC and outcome field it comes back with.
 
 A work's parameters are the worker request message without its `assignment` (deterministically
 serialized): exactly what will run, so hashing them gives the work id, and a manager that
-restarted can dispatch the work again from its database row alone.
+restarted can dispatch the work again from its database row alone. The messages themselves
+(which request each call sends, how its result is encoded) are the edge's: worker_link.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from enum import IntEnum
 
-from google.protobuf.empty_pb2 import Empty
-from google.protobuf.message import Message
-
-from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2
-from services.manager.calltracker import ErrorCode, Outcome
 from services.manager.tasks import TaskType
+
+
+class CallType(IntEnum):
+    """Mirrors `sectorstorage.v1.CallType` value for value (pinned by tests/unit/manager/test_worker_link.py)."""
+
+    ADD_PIECE = 1
+    SEAL_PRE_COMMIT_1 = 2
+    SEAL_PRE_COMMIT_2 = 3
+    SEAL_COMMIT_1 = 4
+    SEAL_COMMIT_2 = 5
+    FINALIZE_SECTOR = 6
+    RELEASE_UNSEALED = 7
+    MOVE_STORAGE = 8
+    UNSEAL_PIECE = 9
+    FETCH = 10
 
 
 @dataclass(frozen=True)
 class CallSpec:
     method: str
-    call_type: int
+    call_type: CallType
     task_type: TaskType
-    # The WorkerService request message (without assignment = the work's params).
-    request_type: type[Message]
     # The worker RPC (None: dispatched by custom code, e.g. AddPiece's stream).
     worker_rpc: str | None
     # The oneof field of Return<method>Request / StoredCallResult carrying a success.
     result_field: str
-    # Its message type; None when it is raw bytes.
-    result_type: type[Message] | None
 
     @property
     def return_rpc(self) -> str:
         return f"Return{self.method}"
 
-    def encode_result(self, value: Message | bytes) -> bytes:
-        if isinstance(value, bytes):
-            return value
-        return value.SerializeToString(deterministic=True)
 
-    def decode_result(self, blob: bytes) -> Any:
-        if self.result_type is None:
-            return blob
-        return self.result_type.FromString(blob)
-
-    def params(self, request: Message) -> bytes:
-        """A work's params: the worker request without its assignment."""
-        copy = type(request)()
-        copy.CopyFrom(request)
-        if copy.DESCRIPTOR.fields_by_name.get("assignment") is not None:
-            copy.ClearField("assignment")
-        return copy.SerializeToString(deterministic=True)
-
-    def worker_request(self, params: bytes, assignment: worker_pb2.TaskAssignment) -> Message:
-        request = self.request_type.FromString(params)
-        request.assignment.CopyFrom(assignment)  # type: ignore[attr-defined]
-        return request
-
-    def outcome_of(self, message: Message) -> Outcome | None:
-        """The outcome carried by a Return request or a StoredCallResult; None when it carries
-        neither a result nor an error (or the wrong result field)."""
-        which = message.WhichOneof("outcome")
-        if which == "error":
-            error = message.error  # type: ignore[attr-defined]
-            code = ErrorCode(error.code) if error.code in ErrorCode._value2member_map_ else ErrorCode.UNSPECIFIED
-            return Outcome.failure(code, error.message)
-        if which != self.result_field:
-            return None
-        return Outcome.success(self.encode_result(getattr(message, which)))
-
-
-W = worker_pb2
-C = W.CallType
+C = CallType
 SPECS: tuple[CallSpec, ...] = (
-    CallSpec(
-        "AddPiece",
-        C.CALL_TYPE_ADD_PIECE,
-        TaskType.ADD_PIECE,
-        W.WorkerServiceAddPieceHeader,
-        None,
-        "piece",
-        common_pb2.PieceInfo,
-    ),
-    CallSpec(
-        "SealPreCommit1",
-        C.CALL_TYPE_SEAL_PRE_COMMIT_1,
-        TaskType.PRE_COMMIT_1,
-        W.WorkerServiceSealPreCommit1Request,
-        "SealPreCommit1",
-        "pre_commit1_output",
-        None,
-    ),
-    CallSpec(
-        "SealPreCommit2",
-        C.CALL_TYPE_SEAL_PRE_COMMIT_2,
-        TaskType.PRE_COMMIT_2,
-        W.WorkerServiceSealPreCommit2Request,
-        "SealPreCommit2",
-        "commitments",
-        common_pb2.SectorCommitments,
-    ),
-    CallSpec(
-        "SealCommit1",
-        C.CALL_TYPE_SEAL_COMMIT_1,
-        TaskType.COMMIT_1,
-        W.WorkerServiceSealCommit1Request,
-        "SealCommit1",
-        "commit1_output",
-        None,
-    ),
-    CallSpec(
-        "SealCommit2",
-        C.CALL_TYPE_SEAL_COMMIT_2,
-        TaskType.COMMIT_2,
-        W.WorkerServiceSealCommit2Request,
-        "SealCommit2",
-        "proof",
-        None,
-    ),
-    CallSpec(
-        "FinalizeSector",
-        C.CALL_TYPE_FINALIZE_SECTOR,
-        TaskType.FINALIZE,
-        W.WorkerServiceFinalizeSectorRequest,
-        "FinalizeSector",
-        "done",
-        Empty,
-    ),
-    CallSpec(
-        "ReleaseUnsealed",
-        C.CALL_TYPE_RELEASE_UNSEALED,
-        TaskType.FINALIZE,
-        W.WorkerServiceReleaseUnsealedRequest,
-        "ReleaseUnsealed",
-        "done",
-        Empty,
-    ),
-    CallSpec(
-        "MoveStorage", C.CALL_TYPE_MOVE_STORAGE, TaskType.FETCH, W.MoveStorageRequest, "MoveStorage", "done", Empty
-    ),
-    CallSpec(
-        "UnsealPiece",
-        C.CALL_TYPE_UNSEAL_PIECE,
-        TaskType.UNSEAL,
-        W.WorkerServiceUnsealPieceRequest,
-        "UnsealPiece",
-        "done",
-        Empty,
-    ),
-    CallSpec("Fetch", C.CALL_TYPE_FETCH, TaskType.FETCH, W.FetchRequest, "Fetch", "done", Empty),
+    CallSpec("AddPiece", C.ADD_PIECE, TaskType.ADD_PIECE, None, "piece"),
+    CallSpec("SealPreCommit1", C.SEAL_PRE_COMMIT_1, TaskType.PRE_COMMIT_1, "SealPreCommit1", "pre_commit1_output"),
+    CallSpec("SealPreCommit2", C.SEAL_PRE_COMMIT_2, TaskType.PRE_COMMIT_2, "SealPreCommit2", "commitments"),
+    CallSpec("SealCommit1", C.SEAL_COMMIT_1, TaskType.COMMIT_1, "SealCommit1", "commit1_output"),
+    CallSpec("SealCommit2", C.SEAL_COMMIT_2, TaskType.COMMIT_2, "SealCommit2", "proof"),
+    CallSpec("FinalizeSector", C.FINALIZE_SECTOR, TaskType.FINALIZE, "FinalizeSector", "done"),
+    CallSpec("ReleaseUnsealed", C.RELEASE_UNSEALED, TaskType.FINALIZE, "ReleaseUnsealed", "done"),
+    CallSpec("MoveStorage", C.MOVE_STORAGE, TaskType.FETCH, "MoveStorage", "done"),
+    CallSpec("UnsealPiece", C.UNSEAL_PIECE, TaskType.UNSEAL, "UnsealPiece", "done"),
+    CallSpec("Fetch", C.FETCH, TaskType.FETCH, "Fetch", "done"),
 )
 BY_METHOD: dict[str, CallSpec] = {s.method: s for s in SPECS}
 BY_CALL_TYPE: dict[int, CallSpec] = {s.call_type: s for s in SPECS}
-
-# Return<Method>Request message types, for the servicer.
-RETURN_REQUESTS: dict[str, type[Message]] = {
-    spec.method: getattr(manager_pb2, f"Return{spec.method}Request") for spec in SPECS
-}

@@ -17,6 +17,7 @@ from services.common import wellknown
 from services.common.cid import CidError, parse_unsealed_cid, sealed_cid, unsealed_cid
 from services.common.pieces import is_unpadded_piece_size
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
+from services.manager.accounting import Hardware
 from services.manager.domain import (
     AddPieceInput,
     BadSector,
@@ -41,8 +42,9 @@ from services.manager.domain import (
 from services.manager.leadership import Lease
 from services.manager.post import post_proof_info
 from services.manager.records import CallRecord, CallStatus
-from services.manager.resources import SealProof
+from services.manager.resources import RowOverride, SealProof
 from services.manager.store import SectorCommitmentsRecord
+from services.manager.tasks import TaskType
 from services.manager.validation import (
     MAX_SECTOR_NUMBER,
     bytes32,
@@ -50,6 +52,7 @@ from services.manager.validation import (
     is_padded_piece_size,
     unpadded_capacity,
 )
+from services.manager.workers import Gpu, WorkerInfo
 
 # --- scalars -----------------------------------------------------------------------------------
 
@@ -390,6 +393,59 @@ def sector_commitments(rec: SectorCommitmentsRecord) -> manager_pb2.SectorCommit
 
 def removed_file(f: RemovedFile) -> common_pb2.RemovedSectorFile:
     return common_pb2.RemovedSectorFile(storage_id=f.storage_id, type=common_pb2.SectorFileType.ValueType(f.file_type))
+
+
+# --- workers -----------------------------------------------------------------------------------
+
+
+def worker_info(info: common_pb2.WorkerInfo) -> WorkerInfo:
+    """What a worker says about itself, as the registry and the scheduler read it (and the message
+    itself, serialized, for WorkerStats)."""
+    r = info.resources
+    return WorkerInfo(
+        name=info.name,
+        hostname=info.hostname,
+        path_ids=tuple(p.info.id for p in info.paths if p.info.id),
+        hardware=Hardware(
+            mem_physical=r.mem_physical,
+            mem_swap=r.mem_swap,
+            mem_reserved=r.mem_reserved,
+            cpus=r.cpus,
+            gpu_ordinals=tuple(g.ordinal for g in r.gpus),
+            ignore_resources=info.ignore_resources,
+        ),
+        gpus=tuple(Gpu(g.ordinal, g.name) for g in r.gpus),
+        task_types=tuple(int(t) for t in info.task_types),
+        overrides=tuple(_overrides(info)),
+        wire=info.SerializeToString(),
+    )
+
+
+def _overrides(info: common_pb2.WorkerInfo) -> list[RowOverride]:
+    out = []
+    for o in info.resource_overrides:
+        if o.task_type not in TaskType._value2member_map_:
+            continue
+        proof = SealProof(o.seal_proof) if o.seal_proof in SealProof._value2member_map_ else None
+        out.append(
+            RowOverride(
+                task_type=TaskType(o.task_type),
+                proof=proof,
+                min_memory=o.min_memory if o.HasField("min_memory") else None,
+                max_memory=o.max_memory if o.HasField("max_memory") else None,
+                max_parallelism=o.max_parallelism if o.HasField("max_parallelism") else None,
+                max_parallelism_gpu=o.max_parallelism_gpu if o.HasField("max_parallelism_gpu") else None,
+                gpu_utilization=o.gpu_utilization if o.HasField("gpu_utilization") else None,
+                base_min_memory=o.base_min_memory if o.HasField("base_min_memory") else None,
+                max_concurrent=o.max_concurrent if o.HasField("max_concurrent") else None,
+            )
+        )
+    return out
+
+
+def worker_info_msg(info: WorkerInfo) -> common_pb2.WorkerInfo:
+    """The WorkerInfo message as the worker sent it."""
+    return common_pb2.WorkerInfo.FromString(info.wire)
 
 
 # --- proving -----------------------------------------------------------------------------------

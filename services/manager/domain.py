@@ -29,6 +29,7 @@ __all__ = [
     "SectorId",
     "SealVerification",
     "SectorRef",
+    "TaskAssignment",
     "UnsealInput",
     "WinningChallenge",
 ]
@@ -215,3 +216,19 @@ class SealVerification:
     ticket: bytes
     seed: bytes
     proof: bytes
+
+
+@dataclass(frozen=True)
+class TaskAssignment:
+    """What a dispatched task carries besides its params (worker_link.py sends it as worker.proto's
+    TaskAssignment): its call, the work and attempt it belongs to, the resources granted to it, its
+    time limit (0: none) and the dispatching manager's lease epoch, which workers fence on."""
+
+    sector: SectorId
+    call_id: str
+    work_id: str
+    attempt: int
+    gpu_ordinals: tuple[int, ...] = ()
+    threads: int = 0
+    timeout_s: float = 0.0
+    leader_epoch: int = 0

@@ -21,22 +21,22 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.manager import metrics, worker_link
 from services.manager.calls import BY_METHOD, CallSpec
 from services.manager.calltracker import CallTracker, Decision, ErrorCode, LiveWork, Outcome, ReturnStatus, SectorRefKey
 from services.manager.config import ManagerSection
-from services.manager.domain import SectorRef
+from services.manager.domain import SectorId, SectorRef, TaskAssignment
 from services.manager.queue import RequestState, SchedRequest
 from services.manager.records import CallRecord, CallStatus, WorkRecord, WorkStatus, new_call_id
 from services.manager.resources import SealProof
 from services.manager.scheduler import Scheduler, SchedWorker
 from services.manager.selectors import Candidates, Selector, SelectorContext, selector_from_json, selector_to_json
 from services.manager.tasks import TaskType
-from services.manager.worker_link import DispatchFailed, WorkerCallFailed
+from services.manager.worker_link import DispatchFailed, WorkerCallFailed, WorkerRequest
 from services.manager.workers import (
     Registration,
     WorkerHandle,
+    WorkerInfo,
     WorkerRegistry,
     hardware_of,
     table_of,
@@ -48,7 +48,7 @@ T = TypeVar("T")
 
 # A custom dispatch: (worker, assignment) -> sends the task. Raises DispatchFailed or
 # WorkerCallFailed (worker_link.py).
-CustomDispatch = Callable[[WorkerHandle, worker_pb2.TaskAssignment], Awaitable[None]]
+CustomDispatch = Callable[[WorkerHandle, TaskAssignment], Awaitable[None]]
 WorkGuard = Callable[[WorkRecord], Awaitable[str | None]]
 
 
@@ -156,7 +156,7 @@ class JobRunner:
         self,
         spec: CallSpec,
         sector: SectorRef,
-        request: Any,
+        request: WorkerRequest,
         priority: int,
         selector: Selector,
         dedup: bool = True,
@@ -170,7 +170,7 @@ class JobRunner:
             spec.method,
             int(spec.task_type),
             key,
-            spec.params(request),
+            worker_link.params(spec, request),
             priority,
             dedup=dedup,
             key_extra=key_extra,
@@ -261,12 +261,11 @@ class JobRunner:
         assert isinstance(payload, LiveWork)
         self.spawn(self._dispatch(payload, request, worker), "dispatch")
 
-    def assignment(self, live: LiveWork, request: SchedRequest) -> worker_pb2.TaskAssignment:
+    def assignment(self, live: LiveWork, request: SchedRequest) -> TaskAssignment:
         record = live.record
         grant = request.grant
-        return worker_link.assignment(
-            record.miner,
-            record.number,
+        return TaskAssignment(
+            SectorId(record.miner, record.number),
             request.id,
             record.work_id,
             record.attempt,
@@ -356,9 +355,7 @@ class JobRunner:
         await self._fail(live, call_id, CallStatus.CANCELLED, ErrorCode.ABORTED, reason)
         return True
 
-    async def _send(
-        self, handle: WorkerHandle, spec: CallSpec, params: bytes, assignment: worker_pb2.TaskAssignment
-    ) -> None:
+    async def _send(self, handle: WorkerHandle, spec: CallSpec, params: bytes, assignment: TaskAssignment) -> None:
         await worker_link.send_task(handle, spec, params, assignment, self.settings.dispatch_timeout_s)
 
     async def _fail(self, live: LiveWork, call_id: str, status: CallStatus, code: ErrorCode, message: str) -> None:
@@ -428,7 +425,7 @@ class JobRunner:
     # --- workers -----------------------------------------------------------------------------
 
     async def register_worker(
-        self, worker_id: str, session_id: str, address: str, info: common_pb2.WorkerInfo, enabled: bool, cordoned: bool
+        self, worker_id: str, session_id: str, address: str, info: WorkerInfo, enabled: bool, cordoned: bool
     ) -> WorkerHandle:
         handle, kind, stale = self.registry.register(worker_id, session_id, address, info, enabled, cordoned)
         if stale is not None:
@@ -530,7 +527,7 @@ class JobRunner:
         worker_id: str,
         session_id: str,
         running: list[str],
-        info: common_pb2.WorkerInfo | None,
+        info: WorkerInfo | None,
         shutting_down: bool = False,
     ) -> tuple[WorkerHandle, list[str]] | None:
         """Records a heartbeat; returns the handle and the ids of the running calls the manager has

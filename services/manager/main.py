@@ -6,8 +6,8 @@ import sys
 from collections.abc import Sequence
 
 from services.common.launcher import INIT_DATABASE, Flag, launch
+from services.manager.app import ManagerApp
 from services.manager.config import ManagerConfig
-from services.manager.service import ManagerApp
 
 FLAGS = (Flag("--index", "manager.index", "HOST:PORT of the index service", metavar="HOST:PORT"), INIT_DATABASE)
 

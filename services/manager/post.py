@@ -34,7 +34,14 @@ import rust_core
 from services.common.errors import DomainError, Internal, Unavailable
 from services.common.vocabulary import prover_id
 from services.manager import worker_link
-from services.manager.domain import BadSector, ProvingSector, SealVerification, SectorId, WinningChallenge
+from services.manager.domain import (
+    BadSector,
+    ProvingSector,
+    SealVerification,
+    SectorId,
+    TaskAssignment,
+    WinningChallenge,
+)
 from services.manager.index_client import FileType, StorageIndex
 from services.manager.jobs import JobRunner
 from services.manager.resources import SealProof
@@ -43,7 +50,7 @@ from services.manager.selectors import Candidates, SectorKey
 from services.manager.tasks import TaskType
 from services.manager.validation import invalid
 from services.manager.worker_link import WorkerCallFailed
-from services.manager.workers import WorkerClient
+from services.manager.workers import WorkerConnection
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +143,7 @@ def assemble(kind: str, sector_size: int, vanilla: Sequence[bytes]) -> bytes:
 @dataclass
 class _Group:
     worker_id: str
-    client: WorkerClient
+    client: WorkerConnection
     sectors: list[ProvingSector]
 
 
@@ -339,9 +346,8 @@ class Proving:
         try:
             request = self.runner.scheduler.assigned.get(call_id)
             grant = request.grant if request is not None else None
-            assignment = worker_link.assignment(
-                first.id.miner,
-                first.id.number,
+            assignment = TaskAssignment(
+                first.id,
                 call_id,
                 "",
                 1,
@@ -482,7 +488,7 @@ class Proving:
     ) -> str | None:
         sid = s.sector.id
         name = sid.name
-        holders: list[tuple[WorkerClient, str]] = []
+        holders: list[tuple[WorkerConnection, str]] = []
         if self.index is None:
             holders = [(h.client, "") for h in self.runner.registry.workers.values() if h.connected and h.client]
         else:
@@ -495,7 +501,7 @@ class Proving:
         # Every holder's copy is checked: the sector is provable when one copy is whole; the
         # reason lists each copy's problem otherwise, and a bad copy beside a good one is logged.
         problems: list[str] = []
-        good: list[WorkerClient] = []
+        good: list[WorkerConnection] = []
         for client, storage_id in holders:
             problem = await self._check_copy(client, sid, storage_id, name, seal)
             if problem is None:
@@ -512,7 +518,7 @@ class Proving:
 
     async def _check_copy(
         self,
-        client: WorkerClient,
+        client: WorkerConnection,
         sid: SectorId,
         storage_id: str,
         name: str,
@@ -544,7 +550,7 @@ class Proving:
 
     async def _check_vanilla(
         self,
-        client: WorkerClient,
+        client: WorkerConnection,
         s: ProvingSector,
         seal: SealProof,
         proof_type: int,
@@ -552,7 +558,7 @@ class Proving:
     ) -> str | None:
         randomness = bytearray(os.urandom(32))
         randomness[31] &= 0x3F
-        assignment = worker_link.assignment(s.sector.miner, s.sector.number, _uuid(), "", 1, (), 0, 0.0)
+        assignment = TaskAssignment(s.sector.id, _uuid(), "", 1)
         stream = worker_link.vanilla_proofs(
             client, assignment, proof_type, bytes(randomness), [s], deadline.remaining() or _RPC_TIMEOUT_S
         )

@@ -74,7 +74,7 @@ from services.manager.store import ManagerStore, SectorCommitmentsRecord
 from services.manager.tasks import TaskType
 from services.manager.validation import bytes32, failure_of, invalid, piece_layout, unpadded_capacity
 from services.manager.worker_link import DispatchFailed, FetchMode, PieceRelay, WorkerRequest
-from services.manager.workers import WorkerClient
+from services.manager.workers import WorkerConnection
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class Sealing:
         self.pipelines = Pipelines(store, runner.tracker)
         runner.work_guard = self.pipelines.unwanted
         self._token = token
-        self._peers: dict[str, WorkerClient] = {}
+        self._peers: dict[str, WorkerConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- running one task --------------------------------------------------------------------
@@ -185,13 +185,15 @@ class Sealing:
         async with self.pipelines.locked(miner, number):
             record = await self.store.sector(miner, number)
             generation = record.generation if record is not None else 0
-            work_id = self.runner.tracker.work_id_of(spec.method, spec.params(request), key_extra, generation)
+            work_id = self.runner.tracker.work_id_of(
+                spec.method, worker_link.params(spec, request), key_extra, generation
+            )
             try:
                 decision = decide(record, self.pipelines.in_flight(record, miner, number), work_id)
             except lifecycle.LifecycleRefused as exc:
                 raise refused(exc) from None
             if isinstance(decision, lifecycle.Recorded):
-                return spec.decode_result(decision.output)
+                return worker_link.decode_result(spec, decision.output)
             live, _ = await self.runner.open(
                 spec, sector, request, priority, selector, key_extra=key_extra, generation=generation
             )
@@ -212,7 +214,7 @@ class Sealing:
             if isinstance(error, DispatchFailed) and error.caller_error is not None:
                 raise error.caller_error(str(error))
             raise failure_of(outcome)
-        return spec.decode_result(outcome.result)
+        return worker_link.decode_result(spec, outcome.result)
 
     # --- sealing calls -----------------------------------------------------------------------
 
@@ -232,7 +234,7 @@ class Sealing:
         spec = BY_METHOD["AddPiece"]
         replayed = await self._replayed_piece(inp, chunks, await self.store.sector(miner, number))
         if replayed is not None:
-            return spec.decode_result(replayed)
+            return worker_link.decode_result(spec, replayed)
         relay = PieceRelay(chunks, worker_header, inp.piece_size)
         late: lifecycle.LifecycleRefused | None = None
         async with self.pipelines.locked(miner, number):
@@ -267,7 +269,7 @@ class Sealing:
             # again while its first try finished): the same bytes answer it.
             again = await self._replayed_piece(inp, chunks, record)
             if again is not None:
-                return spec.decode_result(again)
+                return worker_link.decode_result(spec, again)
             raise refused(late) from None
         return await self.wait(spec, sector, live, deadline)
 
@@ -322,7 +324,7 @@ class Sealing:
         spec = BY_METHOD["SealPreCommit2"]
         record = await self.store.sector(sector.miner, sector.number)
         generation = record.generation if record is not None else 0
-        work_id = self.runner.tracker.work_id_of(spec.method, spec.params(worker_req), b"", generation)
+        work_id = self.runner.tracker.work_id_of(spec.method, worker_link.params(spec, worker_req), b"", generation)
         try:
             first = decide(record, self.pipelines.in_flight(record, sector.miner, sector.number), work_id)
         except lifecycle.LifecycleRefused as exc:
@@ -533,7 +535,7 @@ class Sealing:
         return PieceStream(did_unseal, inp.range.size, self._stream_piece(client, inp, storage_id, deadline))
 
     async def _stream_piece(
-        self, client: WorkerClient, inp: ReadPieceInput, storage_id: str, deadline: Deadline
+        self, client: WorkerConnection, inp: ReadPieceInput, storage_id: str, deadline: Deadline
     ) -> AsyncIterator[PieceChunk]:
         """The worker's chunks, checked to come in order and add up to the range."""
         sent = 0
@@ -545,9 +547,9 @@ class Sealing:
         if sent != inp.range.size:
             raise Unavailable(f"worker sent {sent} of {inp.range.size} bytes; retry")
 
-    async def _unsealed_copy(self, sector: SectorRef, r: ByteRange) -> tuple[WorkerClient, str] | None:
+    async def _unsealed_copy(self, sector: SectorRef, r: ByteRange) -> tuple[WorkerConnection, str] | None:
         """A worker (and path) that holds the range unsealed."""
-        candidates: list[tuple[WorkerClient, str]] = []
+        candidates: list[tuple[WorkerConnection, str]] = []
         if self.index is None:
             candidates = [(h.client, "") for h in self.runner.registry.workers.values() if h.connected and h.client]
         else:
@@ -633,7 +635,7 @@ class Sealing:
         return record.generation if record is not None else 0
 
     async def _remove_files(self, sector: SectorId) -> list[RemovedFile]:
-        targets: dict[str, tuple[WorkerClient | None, set[int], list[str]]] = {}
+        targets: dict[str, tuple[WorkerConnection | None, set[int], list[str]]] = {}
         if self.index is None:
             for h in self.runner.registry.workers.values():
                 if h.connected and h.client:
@@ -739,7 +741,7 @@ class Sealing:
                 out.setdefault(wid, None)
         return list(out)
 
-    def _owners(self, storage_id: str, urls: tuple[str, ...]) -> list[tuple[str, WorkerClient]]:
+    def _owners(self, storage_id: str, urls: tuple[str, ...]) -> list[tuple[str, WorkerConnection]]:
         registry = self.runner.registry
         out = []
         for wid in registry.workers_of_path(storage_id):
@@ -755,11 +757,11 @@ class Sealing:
             else:
                 peer = self._peers.get(url)
                 if peer is None:
-                    peer = self._peers[url] = WorkerClient(url, self._token())
+                    peer = self._peers[url] = worker_link.WorkerClient(url, self._token())
                 out.append((url, peer))
         return out
 
-    def clients_for(self, storage_id: str, urls: tuple[str, ...]) -> list[WorkerClient]:
+    def clients_for(self, storage_id: str, urls: tuple[str, ...]) -> list[WorkerConnection]:
         """Channels to the workers that serve a path (registered ones first, else its URLs)."""
         return [client for _, client in self._owners(storage_id, urls)]
 

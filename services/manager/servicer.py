@@ -15,7 +15,7 @@ import grpc
 
 from services.common.errors import FailedPrecondition, NotFound, Unavailable, status_errors
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc
-from services.manager import convert, views
+from services.manager import convert, views, worker_link
 from services.manager.calls import BY_METHOD, SPECS
 from services.manager.calltracker import ReturnStatus
 from services.manager.jobs import JobRunner
@@ -301,7 +301,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         address = convert.worker_address(request.address)
         state = self.operators.state_of(wid)
         handle = await self.runner.register_worker(
-            wid, request.session_id, address, request.info, state.enabled, state.cordoned
+            wid, request.session_id, address, convert.worker_info(request.info), state.enabled, state.cordoned
         )
         settings = self.runner.settings
         return manager_pb2.RegisterWorkerResponse(
@@ -321,7 +321,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             request.worker_id,
             request.session_id,
             [c.id for c in request.running_calls],
-            request.info if request.HasField("info") else None,
+            convert.worker_info(request.info) if request.HasField("info") else None,
             request.shutting_down,
         )
         if result is None:
@@ -339,7 +339,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     async def _return(self, method: str, request: Any, context: Context) -> None:
         cid = convert.call_id(request.call_id, request.HasField("call_id"))
         spec = BY_METHOD[method]
-        outcome = spec.outcome_of(request)
+        outcome = worker_link.outcome_of(spec, request)
         if outcome is None:
             raise invalid(f"Return{method} needs exactly one of {spec.result_field} or error")
         meta = request.meta

@@ -2,6 +2,9 @@
 calls, and the operator state of workers. SQLite by default, PostgreSQL as an option.
 
 Every change is one transaction that upserts whole rows; the tracker decides what the rows say.
+A work's params and result are kept as the worker messages' serialized bytes (calls.py); what the
+store reads in them (a finished step's inputs, PC2's commitments) the edge decodes for it: the
+`WorkCodec` it is given (worker_link.CODEC).
 """
 
 from __future__ import annotations
@@ -10,12 +13,9 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from google.protobuf.message import DecodeError
+from typing import Any, Protocol
 
 from services.common.db import Database, Migration, Mode, Tx, apply_migrations
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
 from services.manager import lifecycle
 from services.manager.calltracker import ErrorCode
 from services.manager.records import CallRecord, CallStatus, OutcomeKind, WorkRecord, WorkStatus
@@ -235,6 +235,40 @@ _UPSERT_COMMITMENTS = (
 PRE_COMMIT_2 = "SealPreCommit2"
 
 
+class WorkCodec(Protocol):
+    """Reads what the store needs from a work's stored params and result (the worker messages'
+    serialized form, which only the edge knows: worker_link.CODEC). Each raises ValueError for
+    bytes it cannot read."""
+
+    def added_piece(self, params: bytes, result: bytes) -> tuple[tuple[int, ...], lifecycle.PieceRef]:
+        """An AddPiece's existing piece sizes and the piece it added."""
+        ...
+
+    def pre_commit1(self, params: bytes) -> tuple[bytes, tuple[lifecycle.PieceRef, ...]]:
+        """A PC1's ticket and pieces."""
+        ...
+
+    def pre_commit2(self, params: bytes) -> bytes:
+        """A PC2's input: the PC1 output."""
+        ...
+
+    def commit1(self, params: bytes) -> tuple[bytes, bytes, tuple[lifecycle.PieceRef, ...], bytes, bytes]:
+        """A C1's ticket, seed, pieces, CommR and CommD."""
+        ...
+
+    def commit2(self, params: bytes) -> bytes:
+        """A C2's input: the C1 output."""
+        ...
+
+    def finalize(self, params: bytes) -> tuple[tuple[int, int], ...]:
+        """A FinalizeSector's unsealed ranges to keep, as (offset, size)."""
+        ...
+
+    def commitments(self, result: bytes) -> tuple[bytes, bytes]:
+        """A PC2 result's (CommR, CommD)."""
+        ...
+
+
 @dataclass(frozen=True)
 class SectorCommitmentsRecord:
     """A sector's commitments, as its last successful SealPreCommit2 returned them."""
@@ -247,18 +281,18 @@ class SectorCommitmentsRecord:
     recorded_at: float
 
 
-def _commitments_row(w: WorkRecord) -> tuple[Any, ...] | None:
+def _commitments_row(w: WorkRecord, codec: WorkCodec) -> tuple[Any, ...] | None:
     """The commitments row a work's outcome records: only a SealPreCommit2 that just succeeded
     (status DONE with a result; the later DELIVERED save writes nothing again)."""
     if w.method != PRE_COMMIT_2 or w.status is not WorkStatus.DONE or w.outcome is not OutcomeKind.RESULT:
         return None
     try:
-        out = common_pb2.SectorCommitments.FromString(w.result)
-    except DecodeError:
+        comm_r, comm_d = codec.commitments(w.result)
+    except ValueError:
         return None
-    if len(out.comm_r) != 32 or len(out.comm_d) != 32:
+    if len(comm_r) != 32 or len(comm_d) != 32:
         return None
-    return (w.miner, w.number, w.seal_proof, out.comm_r, out.comm_d, w.updated_at or time.time())
+    return (w.miner, w.number, w.seal_proof, comm_r, comm_d, w.updated_at or time.time())
 
 
 # --- the sector lifecycle ------------------------------------------------------------------------
@@ -266,7 +300,7 @@ def _commitments_row(w: WorkRecord) -> tuple[Any, ...] | None:
 _FINAL_ERRORS_NOT_RECORDED = (int(ErrorCode.ABORTED),)
 
 
-def lifecycle_effect(w: WorkRecord) -> lifecycle.Effect | None:
+def lifecycle_effect(w: WorkRecord, codec: WorkCodec) -> lifecycle.Effect | None:
     """What a work that just finished records in its sector's lifecycle (lifecycle.apply), from
     its parameters and result alone; None for works that record nothing."""
     if w.status is not WorkStatus.DONE:
@@ -281,42 +315,30 @@ def lifecycle_effect(w: WorkRecord) -> lifecycle.Effect | None:
     if w.outcome is not OutcomeKind.RESULT:
         return None
     try:
-        return _step_effect(w, step)
-    except (DecodeError, ValueError):
+        return _step_effect(w, step, codec)
+    except ValueError:
         return None
 
 
-def _step_effect(w: WorkRecord, step: lifecycle.Step | None) -> lifecycle.Effect | None:
+def _step_effect(w: WorkRecord, step: lifecycle.Step | None, codec: WorkCodec) -> lifecycle.Effect | None:
     if step is None:
-        header = worker_pb2.WorkerServiceAddPieceHeader.FromString(w.params)
-        info = common_pb2.PieceInfo.FromString(w.result)
-        return lifecycle.PieceAdded(
-            tuple(header.existing_piece_sizes), lifecycle.PieceRef(info.size, bytes(info.commp))
-        )
+        existing, piece = codec.added_piece(w.params, w.result)
+        return lifecycle.PieceAdded(existing, piece)
     if step is lifecycle.Step.PRE_COMMIT_1:
-        pc1 = worker_pb2.WorkerServiceSealPreCommit1Request.FromString(w.params)
-        digest = lifecycle.digest_pc1(pc1.ticket, piece_refs(pc1.pieces))
+        ticket, pieces = codec.pre_commit1(w.params)
+        digest = lifecycle.digest_pc1(ticket, pieces)
     elif step is lifecycle.Step.PRE_COMMIT_2:
-        digest = lifecycle.digest_blob(
-            step, worker_pb2.WorkerServiceSealPreCommit2Request.FromString(w.params).pre_commit1_output
-        )
+        digest = lifecycle.digest_blob(step, codec.pre_commit2(w.params))
     elif step is lifecycle.Step.COMMIT_1:
-        c1 = worker_pb2.WorkerServiceSealCommit1Request.FromString(w.params)
-        digest = lifecycle.digest_c1(c1.ticket, c1.seed, piece_refs(c1.pieces), c1.comm_r, c1.comm_d)
+        ticket, seed, pieces, comm_r, comm_d = codec.commit1(w.params)
+        digest = lifecycle.digest_c1(ticket, seed, pieces, comm_r, comm_d)
     elif step is lifecycle.Step.COMMIT_2:
-        digest = lifecycle.digest_blob(
-            step, worker_pb2.WorkerServiceSealCommit2Request.FromString(w.params).commit1_output
-        )
+        digest = lifecycle.digest_blob(step, codec.commit2(w.params))
     elif step is lifecycle.Step.FINALIZE:
-        fin = worker_pb2.WorkerServiceFinalizeSectorRequest.FromString(w.params)
-        digest = lifecycle.digest_finalize([(r.offset, r.size) for r in fin.keep_unsealed])
+        digest = lifecycle.digest_finalize(codec.finalize(w.params))
     else:
         digest = lifecycle.digest_blob(step, w.params)
     return lifecycle.StepDone(step, digest, w.result)
-
-
-def piece_refs(infos: Sequence[common_pb2.PieceInfo]) -> tuple[lifecycle.PieceRef, ...]:
-    return tuple(lifecycle.PieceRef(int(p.size), bytes(p.commp)) for p in infos)
 
 
 def _pieces_of(blob: bytes) -> tuple[lifecycle.PieceRef, ...]:
@@ -521,8 +543,9 @@ class WorkerOperatorState:
 class ManagerStore:
     """Works, calls and worker operator state in the manager's database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, codec: WorkCodec) -> None:
         self.db = db
+        self.codec = codec
 
     def migrate(self) -> int:
         return apply_migrations(self.db, COMPONENT, MIGRATIONS)
@@ -530,8 +553,8 @@ class ManagerStore:
     async def save(self, work: WorkRecord | None = None, calls: Sequence[CallRecord] = ()) -> None:
         """Upserts a work and calls in one transaction."""
         work_row = _work_row(work) if work is not None else None
-        commitments_row = _commitments_row(work) if work is not None else None
-        effect = lifecycle_effect(work) if work is not None else None
+        commitments_row = _commitments_row(work, self.codec) if work is not None else None
+        effect = lifecycle_effect(work, self.codec) if work is not None else None
         call_rows = [_call_row(c) for c in calls]
 
         def run(tx: Tx) -> None:

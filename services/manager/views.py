@@ -1,8 +1,9 @@
 """What operators see: the SealingJobs, WorkerStats, SchedDiag and SectorStatus replies, built
-from the live state (tracker, scheduler, registry) and, for delivered jobs, the database. Like
-convert.py this is the edge's encoding side (it builds messages; the domain modules do not), kept
-apart because each reply reads the runner's live state; message leaves (timestamps, SectorRefs,
-TaskRuns) come from convert.py. `snapshot` feeds the metrics gauges."""
+from the live state (tracker, scheduler, registry) and, for delivered jobs, the database. An edge
+module, like convert.py: it builds messages (the domain modules do not), and stays apart from
+convert.py because each reply reads the runner's live state where convert.py only maps values;
+message leaves (timestamps, SectorRefs, TaskRuns, the WorkerInfo a worker sent) come from
+convert.py. `snapshot` feeds the metrics gauges."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager import lifecycle, metrics
 from services.manager.calltracker import LiveWork
-from services.manager.convert import call_id_msg, ref_msg, sector_ref_msg, set_ts, ts
+from services.manager.convert import call_id_msg, ref_msg, sector_ref_msg, set_ts, ts, worker_info_msg
 from services.manager.jobs import Ephemeral, JobRunner
 from services.manager.queue import SchedRequest
 from services.manager.records import CallStatus, WorkRecord, WorkStatus
 from services.manager.resources import DEFAULT_TABLE
 from services.manager.tasks import TaskType
-from services.manager.workers import WorkerHandle, table_of
+from services.manager.workers import WorkerHandle, WorkerInfo, table_of
 
 J = manager_pb2.JobState
 _STATE_ORDER = {
@@ -146,7 +147,7 @@ def worker_state(handle: WorkerHandle) -> manager_pb2.WorkerState:
 
 def worker_stat(handle: WorkerHandle, runner: JobRunner) -> manager_pb2.WorkerStat:
     stat = manager_pb2.WorkerStat(
-        info=handle.info,
+        info=worker_info_msg(handle.info),
         address=handle.address,
         session_id=handle.session_id if handle.connected else "",
         state=worker_state(handle),
@@ -154,7 +155,7 @@ def worker_stat(handle: WorkerHandle, runner: JobRunner) -> manager_pb2.WorkerSt
     set_ts(stat.registered_at, mono_to_wall(handle.registered_at))
     set_ts(stat.last_heartbeat, mono_to_wall(handle.last_heartbeat))
     sched = runner.scheduler.workers.get(handle.worker_id)
-    gpus = list(handle.info.resources.gpus)
+    gpus = list(handle.info.gpus)
     if sched is None:
         stat.gpus.extend(manager_pb2.GpuUsage(ordinal=g.ordinal, name=g.name, used=0.0) for g in gpus)
         return stat
@@ -183,7 +184,7 @@ def worker_stat(handle: WorkerHandle, runner: JobRunner) -> manager_pb2.WorkerSt
     return stat
 
 
-def resource_rows(info: common_pb2.WorkerInfo, default: bool) -> list[manager_pb2.ResourceTableRow]:
+def resource_rows(info: WorkerInfo, default: bool) -> list[manager_pb2.ResourceTableRow]:
     """A worker's resource table (or the built-in one), each row flagged where the worker's
     configuration changed it."""
     effective = DEFAULT_TABLE if default else table_of(info)

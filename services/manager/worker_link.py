@@ -1,8 +1,12 @@
-"""The manager's edge to its workers for the sealing calls: builds the WorkerService requests a
-work runs (their serialized form, less the assignment, is the work's params and identity, so
-these builders must stay byte-for-byte stable), relays AddPiece's stream, reads pieces, asks
-IsAllocated and Remove, and turns a worker's gRPC errors into the fleet's domain errors, so
-that sealing.py deals in domain values only."""
+"""The manager's edge to its workers: the only manager module (with convert.py, views.py,
+servicer.py, forward.py and index_client.py) that knows the WorkerService messages. It holds
+the channel to each worker (WorkerClient, which the registry opens through the app), builds the
+WorkerService requests a work runs (their serialized form, less the assignment, is the work's
+params and identity, so these builders must stay byte-for-byte stable) and the TaskAssignment
+they carry, decodes stored params and results for the store (CODEC) and the outcomes workers
+return, relays AddPiece's stream, reads pieces, asks IsAllocated and Remove, and turns a worker's
+gRPC errors into the fleet's domain errors, so that sealing.py, jobs.py and post.py deal in
+domain values only."""
 
 from __future__ import annotations
 
@@ -10,14 +14,17 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.message import Message
+from google.protobuf.empty_pb2 import Empty
+from google.protobuf.message import DecodeError, Message
 
 from services.common.cid import unsealed_cid
+from services.common.client import aio_channel
 from services.common.errors import Cancelled, DomainError, InvalidArgument, Unavailable, from_status
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from services.manager.calls import BY_CALL_TYPE, CallSpec
 from services.manager.calltracker import ErrorCode, Outcome
 from services.manager.domain import (
@@ -35,8 +42,11 @@ from services.manager.domain import (
     RemovedFile,
     SectorId,
     SectorRef,
+    TaskAssignment,
 )
-from services.manager.workers import WorkerClient, WorkerHandle
+from services.manager.workers import WorkerConnection, WorkerHandle
+
+M = TypeVar("M", bound=Message)
 
 RPC_TIMEOUT_S = 30.0
 # StatSectorFile, and a vanilla proof call without a deadline, as Proving always had them.
@@ -85,6 +95,25 @@ class WorkerCallFailed(Exception):
         self.refused = refused
 
 
+class WorkerClient:
+    """The manager's channel to one worker (workers.py's WorkerConnection: the registry opens one
+    per registered worker through the factory the app gives it)."""
+
+    def __init__(self, address: str, token: str) -> None:
+        self.address = address
+        self.channel: grpc.aio.Channel = aio_channel(address, token)
+        self.stub: worker_pb2_grpc.WorkerServiceAsyncStub = worker_pb2_grpc.WorkerServiceStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+def _stub(client: WorkerConnection) -> worker_pb2_grpc.WorkerServiceAsyncStub:
+    """The stub of a worker connection (the registry's connections are WorkerClients)."""
+    assert isinstance(client, WorkerClient), client
+    return client.stub
+
+
 def _call_failed(exc: grpc.aio.AioRpcError) -> WorkerCallFailed:
     code = exc.code()
     return WorkerCallFailed(
@@ -100,6 +129,79 @@ class FetchMode(IntEnum):
 
 
 # --- messages ----------------------------------------------------------------------------------
+
+
+# Each call's WorkerService request message (without assignment: the work's params), and the
+# message its result is (None: raw bytes), by method (calls.py).
+_W = worker_pb2
+REQUEST_TYPES: dict[str, type[Message]] = {
+    "AddPiece": _W.WorkerServiceAddPieceHeader,
+    "SealPreCommit1": _W.WorkerServiceSealPreCommit1Request,
+    "SealPreCommit2": _W.WorkerServiceSealPreCommit2Request,
+    "SealCommit1": _W.WorkerServiceSealCommit1Request,
+    "SealCommit2": _W.WorkerServiceSealCommit2Request,
+    "FinalizeSector": _W.WorkerServiceFinalizeSectorRequest,
+    "ReleaseUnsealed": _W.WorkerServiceReleaseUnsealedRequest,
+    "MoveStorage": _W.MoveStorageRequest,
+    "UnsealPiece": _W.WorkerServiceUnsealPieceRequest,
+    "Fetch": _W.FetchRequest,
+}
+RESULT_TYPES: dict[str, type[Message] | None] = {
+    "AddPiece": common_pb2.PieceInfo,
+    "SealPreCommit1": None,
+    "SealPreCommit2": common_pb2.SectorCommitments,
+    "SealCommit1": None,
+    "SealCommit2": None,
+    "FinalizeSector": Empty,
+    "ReleaseUnsealed": Empty,
+    "MoveStorage": Empty,
+    "UnsealPiece": Empty,
+    "Fetch": Empty,
+}
+
+
+def params(spec: CallSpec, request: WorkerRequest) -> bytes:
+    """A work's params: the worker request without its assignment."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    if copy.DESCRIPTOR.fields_by_name.get("assignment") is not None:
+        copy.ClearField("assignment")
+    return copy.SerializeToString(deterministic=True)
+
+
+def worker_request(spec: CallSpec, params: bytes, assignment: TaskAssignment) -> Message:
+    """The request a work's task is dispatched with: its params and the assignment."""
+    request = REQUEST_TYPES[spec.method].FromString(params)
+    request.assignment.CopyFrom(assignment_msg(assignment))  # type: ignore[attr-defined]
+    return request
+
+
+def encode_result(value: Message | bytes) -> bytes:
+    """A result as a work stores it: raw bytes as they are, a message serialized."""
+    if isinstance(value, bytes):
+        return value
+    return value.SerializeToString(deterministic=True)
+
+
+def decode_result(spec: CallSpec, blob: bytes) -> Any:
+    """A stored result as the reply carries it: its message (raw bytes for a bytes result)."""
+    result_type = RESULT_TYPES[spec.method]
+    if result_type is None:
+        return blob
+    return result_type.FromString(blob)
+
+
+def outcome_of(spec: CallSpec, message: Message) -> Outcome | None:
+    """The outcome carried by a Return request or a StoredCallResult; None when it carries
+    neither a result nor an error (or the wrong result field)."""
+    which = message.WhichOneof("outcome")
+    if which == "error":
+        error = message.error  # type: ignore[attr-defined]
+        code = ErrorCode(error.code) if error.code in ErrorCode._value2member_map_ else ErrorCode.UNSPECIFIED
+        return Outcome.failure(code, error.message)
+    if which != spec.result_field:
+        return None
+    return Outcome.success(encode_result(getattr(message, which)))
 
 
 def sector_msg(ref: SectorRef) -> common_pb2.SectorRef:
@@ -203,6 +305,52 @@ def commitments_of(output: bytes) -> tuple[bytes, bytes]:
     return bytes(out.comm_r), bytes(out.comm_d)
 
 
+def _decoded(message_type: type[M], blob: bytes) -> M:
+    try:
+        return message_type.FromString(blob)
+    except DecodeError as exc:
+        raise ValueError(f"unreadable {message_type.DESCRIPTOR.name}: {exc}") from None
+
+
+def _piece_refs(infos: Iterable[common_pb2.PieceInfo]) -> tuple[PieceRef, ...]:
+    return tuple(PieceRef(int(p.size), bytes(p.commp)) for p in infos)
+
+
+class WorkCodec:
+    """What the store reads in a work's stored params and result (store.WorkCodec): they are the
+    worker messages above, serialized. Unreadable bytes raise ValueError."""
+
+    def added_piece(self, params: bytes, result: bytes) -> tuple[tuple[int, ...], PieceRef]:
+        header = _decoded(worker_pb2.WorkerServiceAddPieceHeader, params)
+        info = _decoded(common_pb2.PieceInfo, result)
+        return tuple(header.existing_piece_sizes), PieceRef(info.size, bytes(info.commp))
+
+    def pre_commit1(self, params: bytes) -> tuple[bytes, tuple[PieceRef, ...]]:
+        pc1 = _decoded(worker_pb2.WorkerServiceSealPreCommit1Request, params)
+        return pc1.ticket, _piece_refs(pc1.pieces)
+
+    def pre_commit2(self, params: bytes) -> bytes:
+        return _decoded(worker_pb2.WorkerServiceSealPreCommit2Request, params).pre_commit1_output
+
+    def commit1(self, params: bytes) -> tuple[bytes, bytes, tuple[PieceRef, ...], bytes, bytes]:
+        c1 = _decoded(worker_pb2.WorkerServiceSealCommit1Request, params)
+        return c1.ticket, c1.seed, _piece_refs(c1.pieces), c1.comm_r, c1.comm_d
+
+    def commit2(self, params: bytes) -> bytes:
+        return _decoded(worker_pb2.WorkerServiceSealCommit2Request, params).commit1_output
+
+    def finalize(self, params: bytes) -> tuple[tuple[int, int], ...]:
+        fin = _decoded(worker_pb2.WorkerServiceFinalizeSectorRequest, params)
+        return tuple((r.offset, r.size) for r in fin.keep_unsealed)
+
+    def commitments(self, result: bytes) -> tuple[bytes, bytes]:
+        out = _decoded(common_pb2.SectorCommitments, result)
+        return out.comm_r, out.comm_d
+
+
+CODEC = WorkCodec()
+
+
 def _failure(exc: grpc.aio.AioRpcError) -> DomainError:
     """A worker call's failure as a domain error whose message is `CODE details`."""
     return from_status(exc.code(), f"{exc.code().name} {exc.details()}")
@@ -223,18 +371,19 @@ class PieceRelay:
     header: worker_pb2.WorkerServiceAddPieceHeader
     size: int
 
-    async def __call__(self, handle: WorkerHandle, assignment: worker_pb2.TaskAssignment) -> None:
+    async def __call__(self, handle: WorkerHandle, assignment: TaskAssignment) -> None:
         try:
             await self._relay(handle, assignment)
         except grpc.aio.AioRpcError as exc:
             raise _call_failed(exc) from None
 
-    async def _relay(self, handle: WorkerHandle, assignment: worker_pb2.TaskAssignment) -> None:
+    async def _relay(self, handle: WorkerHandle, assignment: TaskAssignment) -> None:
         assert handle.client is not None
         header = worker_pb2.WorkerServiceAddPieceHeader()
         header.CopyFrom(self.header)
-        header.assignment.CopyFrom(assignment)
-        call = handle.client.stub.AddPiece()
+        header.assignment.CopyFrom(assignment_msg(assignment))
+        stub = _stub(handle.client)
+        call = stub.AddPiece()
         try:
             await call.write(worker_pb2.WorkerServiceAddPieceRequest(header=header))
             received = 0
@@ -277,7 +426,7 @@ class PieceRelay:
                 )
             await call.done_writing()
             reply = await call
-            if reply.call_id.id and reply.call_id.id != assignment.call_id.id:
+            if reply.call_id.id and reply.call_id.id != assignment.call_id:
                 raise DispatchFailed(ErrorCode.TEMPORARY, f"worker answered with call {reply.call_id.id}")
         except BaseException:
             call.cancel()
@@ -293,53 +442,43 @@ def piece_result(padded_size: int, commp: bytes) -> bytes:
     return common_pb2.PieceInfo(size=padded_size, commp=commp, piece_cid=unsealed_cid(commp)).SerializeToString()
 
 
-def assignment(
-    miner: int,
-    number: int,
-    call_id: str,
-    work_id: str,
-    attempt: int,
-    gpu_ordinals: Iterable[int],
-    threads: int,
-    timeout_s: float,
-    leader_epoch: int = 0,
-) -> worker_pb2.TaskAssignment:
-    """The TaskAssignment a dispatched task carries (its call, the resources granted to it, its
-    time limit, 0: none; and the dispatching manager's lease epoch, which workers fence on)."""
+def assignment_msg(a: TaskAssignment) -> worker_pb2.TaskAssignment:
+    """The TaskAssignment message a dispatched task carries."""
     out = worker_pb2.TaskAssignment(
-        call_id=common_pb2.CallId(sector=common_pb2.SectorId(miner=miner, number=number), id=call_id),
-        work_id=work_id,
-        attempt=attempt,
-        gpu_ordinals=list(gpu_ordinals),
-        threads=threads,
-        leader_epoch=leader_epoch,
+        call_id=common_pb2.CallId(sector=sector_id_msg(a.sector), id=a.call_id),
+        work_id=a.work_id,
+        attempt=a.attempt,
+        gpu_ordinals=list(a.gpu_ordinals),
+        threads=a.threads,
+        leader_epoch=a.leader_epoch,
     )
-    if timeout_s:
-        out.timeout.CopyFrom(Duration(seconds=int(timeout_s), nanos=int((timeout_s % 1) * 1e9)))
+    if a.timeout_s:
+        out.timeout.CopyFrom(Duration(seconds=int(a.timeout_s), nanos=int((a.timeout_s % 1) * 1e9)))
     return out
 
 
 async def send_task(
-    handle: WorkerHandle, spec: CallSpec, params: bytes, assignment: worker_pb2.TaskAssignment, timeout: float
+    handle: WorkerHandle, spec: CallSpec, params: bytes, assignment: TaskAssignment, timeout: float
 ) -> None:
     """Sends a work's task to its worker (the work's params with the assignment). Raises
     WorkerCallFailed, or DispatchFailed when the worker accepted another call."""
     assert handle.client is not None and spec.worker_rpc is not None
-    rpc = getattr(handle.client.stub, spec.worker_rpc)
+    rpc = getattr(_stub(handle.client), spec.worker_rpc)
     try:
-        reply = await rpc(spec.worker_request(params, assignment), timeout=timeout)
+        reply = await rpc(worker_request(spec, params, assignment), timeout=timeout)
     except grpc.aio.AioRpcError as exc:
         raise _call_failed(exc) from None
-    if reply.call_id.id and reply.call_id.id != assignment.call_id.id:
+    if reply.call_id.id and reply.call_id.id != assignment.call_id:
         raise DispatchFailed(
-            ErrorCode.TEMPORARY, f"worker answered with call {reply.call_id.id}, expected {assignment.call_id.id}"
+            ErrorCode.TEMPORARY, f"worker answered with call {reply.call_id.id}, expected {assignment.call_id}"
         )
 
 
-async def abort_call(client: WorkerClient, miner: int, number: int, call_id: str, reason: str) -> None:
+async def abort_call(client: WorkerConnection, miner: int, number: int, call_id: str, reason: str) -> None:
     """Tells a worker to stop a call (AbortCall). Raises WorkerCallFailed."""
     try:
-        await client.stub.AbortCall(
+        stub = _stub(client)
+        await stub.AbortCall(
             worker_pb2.AbortCallRequest(
                 call_id=common_pb2.CallId(sector=common_pb2.SectorId(miner=miner, number=number), id=call_id),
                 reason=reason,
@@ -365,15 +504,16 @@ class StoredResult:
     finished_at: float
 
 
-async def stored_results(client: WorkerClient) -> AsyncIterator[StoredResult]:
+async def stored_results(client: WorkerConnection) -> AsyncIterator[StoredResult]:
     """The call results a worker holds (ListCallResults). Raises WorkerCallFailed (UNIMPLEMENTED
     from a worker that keeps none)."""
     try:
-        stream = client.stub.ListCallResults(worker_pb2.ListCallResultsRequest(), timeout=DISPATCH_RPC_TIMEOUT_S * 3)
+        stub = _stub(client)
+        stream = stub.ListCallResults(worker_pb2.ListCallResultsRequest(), timeout=DISPATCH_RPC_TIMEOUT_S * 3)
         async for reply in stream:
             stored = reply.result
             spec = BY_CALL_TYPE.get(stored.call_type)
-            outcome = spec.outcome_of(stored) if spec is not None else None
+            outcome = outcome_of(spec, stored) if spec is not None else None
             yield StoredResult(
                 stored.call_id.sector.miner,
                 stored.call_id.sector.number,
@@ -387,15 +527,14 @@ async def stored_results(client: WorkerClient) -> AsyncIterator[StoredResult]:
         raise _call_failed(exc) from None
 
 
-async def ack_results(client: WorkerClient, results: Iterable[StoredResult]) -> None:
+async def ack_results(client: WorkerConnection, results: Iterable[StoredResult]) -> None:
     """Lets a worker forget results the manager recorded (AckCallResult). Raises WorkerCallFailed."""
     call_ids = [
         common_pb2.CallId(sector=common_pb2.SectorId(miner=r.miner, number=r.number), id=r.call_id) for r in results
     ]
     try:
-        await client.stub.AckCallResult(
-            worker_pb2.AckCallResultRequest(call_ids=call_ids), timeout=DISPATCH_RPC_TIMEOUT_S
-        )
+        stub = _stub(client)
+        await stub.AckCallResult(worker_pb2.AckCallResultRequest(call_ids=call_ids), timeout=DISPATCH_RPC_TIMEOUT_S)
     except grpc.aio.AioRpcError as exc:
         raise _call_failed(exc) from None
 
@@ -423,8 +562,8 @@ class FileStat:
 
 
 async def vanilla_proofs(
-    client: WorkerClient,
-    assignment: worker_pb2.TaskAssignment,
+    client: WorkerConnection,
+    assignment: TaskAssignment,
     proof_type: int,
     randomness: bytes,
     sectors: Iterable[ProvingSector],
@@ -432,9 +571,10 @@ async def vanilla_proofs(
 ) -> AsyncGenerator[VanillaReply, None]:
     """A worker's vanilla proofs (or per-sector errors) as they come (GenerateVanillaProofs);
     the call is cancelled when the caller stops reading. Raises WorkerCallFailed."""
-    stream = client.stub.GenerateVanillaProofs(
+    stub = _stub(client)
+    stream = stub.GenerateVanillaProofs(
         worker_pb2.GenerateVanillaProofsRequest(
-            assignment=assignment,
+            assignment=assignment_msg(assignment),
             proof_type=common_pb2.RegisteredPoStProof.ValueType(proof_type),
             randomness=randomness,
             sectors=[common_pb2.ProvingSector(sector=sector_msg(s.sector), comm_r=s.comm_r) for s in sectors],
@@ -454,10 +594,11 @@ async def vanilla_proofs(
         stream.cancel()
 
 
-async def stat_sector_file(client: WorkerClient, sector: SectorId, file_type: int, storage_id: str) -> FileStat:
+async def stat_sector_file(client: WorkerConnection, sector: SectorId, file_type: int, storage_id: str) -> FileStat:
     """What a worker's copy of one sector file is like (StatSectorFile). Raises WorkerCallFailed."""
     try:
-        reply = await client.stub.StatSectorFile(
+        stub = _stub(client)
+        reply = await stub.StatSectorFile(
             worker_pb2.StatSectorFileRequest(
                 sector=sector_id_msg(sector),
                 type=common_pb2.SectorFileType.ValueType(int(file_type)),
@@ -473,10 +614,11 @@ async def stat_sector_file(client: WorkerClient, sector: SectorId, file_type: in
 # --- reading, checking and removing files ------------------------------------------------------
 
 
-async def is_allocated(client: WorkerClient, sector: SectorRef, r: ByteRange, storage_id: str) -> bool:
+async def is_allocated(client: WorkerConnection, sector: SectorRef, r: ByteRange, storage_id: str) -> bool:
     """Whether the worker holds the range unsealed (in `storage_id`, or any of its paths for "")."""
     try:
-        reply = await client.stub.IsAllocated(
+        stub = _stub(client)
+        reply = await stub.IsAllocated(
             worker_pb2.IsAllocatedRequest(sector=sector_msg(sector), range=_range(r), storage_id=storage_id),
             timeout=RPC_TIMEOUT_S,
         )
@@ -486,10 +628,11 @@ async def is_allocated(client: WorkerClient, sector: SectorRef, r: ByteRange, st
 
 
 async def read_piece(
-    client: WorkerClient, sector: SectorRef, r: ByteRange, storage_id: str, timeout: float | None
+    client: WorkerConnection, sector: SectorRef, r: ByteRange, storage_id: str, timeout: float | None
 ) -> AsyncIterator[PieceChunk]:
     """The range's bytes as the worker sends them; a failed read is Unavailable (retry)."""
-    stream = client.stub.ReadPiece(
+    stub = _stub(client)
+    stream = stub.ReadPiece(
         worker_pb2.WorkerServiceReadPieceRequest(sector=sector_msg(sector), range=_range(r), storage_id=storage_id),
         timeout=timeout,
     )
@@ -500,10 +643,11 @@ async def read_piece(
         raise Unavailable(f"reading from the worker failed: {exc.code().name}: {exc.details()}") from None
 
 
-async def remove(client: WorkerClient, sector: SectorId, types: Iterable[int]) -> list[RemovedFile]:
+async def remove(client: WorkerConnection, sector: SectorId, types: Iterable[int]) -> list[RemovedFile]:
     """Removes the sector's files of `types` on the worker; its failure's message is `CODE details`."""
     try:
-        reply = await client.stub.Remove(
+        stub = _stub(client)
+        reply = await stub.Remove(
             worker_pb2.WorkerServiceRemoveRequest(sector=sector_id_msg(sector), types=_types(sorted(types))),
             timeout=RPC_TIMEOUT_S,
         )

@@ -5,6 +5,10 @@ A worker is identified by its stable worker id; its session id changes with ever
 which is how a restart is told apart from a reconnect. A worker that misses heartbeats for the
 timeout is marked gone: it stays listed (disconnected) but its session is dropped, so its next
 heartbeat answers NOT_FOUND and it registers again.
+
+Plain values only: what a worker says about itself arrives decoded (`WorkerInfo`, built by
+convert.py), and the channel to each worker is opened by the factory the app passes in
+(worker_link.WorkerClient).
 """
 
 from __future__ import annotations
@@ -13,26 +17,45 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
-import grpc
-
-from services.common.client import aio_channel
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2_grpc
 from services.manager.accounting import Hardware
-from services.manager.resources import ResourceTable, RowOverride, SealProof
+from services.manager.resources import ResourceTable, RowOverride
 from services.manager.tasks import TaskType
 
 
-class WorkerClient:
-    """The manager's channel to one worker."""
+class WorkerConnection(Protocol):
+    """The manager's channel to one worker (worker_link.WorkerClient), opened by the registry's
+    `connect` for a worker's address and closed when the worker moves or restarts."""
 
-    def __init__(self, address: str, token: str) -> None:
-        self.address = address
-        self.channel: grpc.aio.Channel = aio_channel(address, token)
-        self.stub: worker_pb2_grpc.WorkerServiceAsyncStub = worker_pb2_grpc.WorkerServiceStub(self.channel)
+    address: str
 
-    async def close(self) -> None:
-        await self.channel.close()
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Gpu:
+    ordinal: int
+    name: str
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a worker says about itself when it registers and in its heartbeats (common.proto's
+    WorkerInfo, decoded by convert.worker_info), as far as the manager reads it. `wire` is the
+    message as the worker sent it (serialized), which WorkerStats shows operators as is."""
+
+    name: str = ""
+    hostname: str = ""
+    # Its storage paths' ids (those that have one), in the worker's order.
+    path_ids: tuple[str, ...] = ()
+    hardware: Hardware = Hardware(0, 0, 0, 0)
+    gpus: tuple[Gpu, ...] = ()
+    # The task types it runs, as sent (values this manager does not know included).
+    task_types: tuple[int, ...] = ()
+    # Its changes to the resource table (rows of task types this manager does not know left out).
+    overrides: tuple[RowOverride, ...] = ()
+    wire: bytes = b""
 
 
 class Registration(Enum):
@@ -48,7 +71,7 @@ class WorkerHandle:
     worker_id: str
     session_id: str
     address: str
-    info: common_pb2.WorkerInfo
+    info: WorkerInfo
     registered_at: float
     last_heartbeat: float
     connected: bool = True
@@ -58,7 +81,7 @@ class WorkerHandle:
     # The worker process reported it is stopping (SIGTERM): nothing new goes to it. Not an
     # operator state: the next process's registration clears it.
     shutting_down: bool = False
-    client: WorkerClient | None = None
+    client: WorkerConnection | None = None
     # When the heartbeat before the last one arrived (calls dispatched before it must show up
     # in the worker's running list).
     previous_heartbeat: float = 0.0
@@ -76,56 +99,29 @@ class WorkerHandle:
 
     @property
     def path_ids(self) -> list[str]:
-        return [p.info.id for p in self.info.paths if p.info.id]
+        return list(self.info.path_ids)
 
 
-def hardware_of(info: common_pb2.WorkerInfo) -> Hardware:
-    r = info.resources
-    return Hardware(
-        mem_physical=r.mem_physical,
-        mem_swap=r.mem_swap,
-        mem_reserved=r.mem_reserved,
-        cpus=r.cpus,
-        gpu_ordinals=tuple(g.ordinal for g in r.gpus),
-        ignore_resources=info.ignore_resources,
-    )
+def hardware_of(info: WorkerInfo) -> Hardware:
+    return info.hardware
 
 
-def task_types_of(info: common_pb2.WorkerInfo) -> frozenset[TaskType]:
+def task_types_of(info: WorkerInfo) -> frozenset[TaskType]:
     return frozenset(TaskType(t) for t in info.task_types if t in TaskType._value2member_map_)
 
 
-def overrides_of(info: common_pb2.WorkerInfo) -> list[RowOverride]:
-    out = []
-    for o in info.resource_overrides:
-        if o.task_type not in TaskType._value2member_map_:
-            continue
-        proof = SealProof(o.seal_proof) if o.seal_proof in SealProof._value2member_map_ else None
-        out.append(
-            RowOverride(
-                task_type=TaskType(o.task_type),
-                proof=proof,
-                min_memory=o.min_memory if o.HasField("min_memory") else None,
-                max_memory=o.max_memory if o.HasField("max_memory") else None,
-                max_parallelism=o.max_parallelism if o.HasField("max_parallelism") else None,
-                max_parallelism_gpu=o.max_parallelism_gpu if o.HasField("max_parallelism_gpu") else None,
-                gpu_utilization=o.gpu_utilization if o.HasField("gpu_utilization") else None,
-                base_min_memory=o.base_min_memory if o.HasField("base_min_memory") else None,
-                max_concurrent=o.max_concurrent if o.HasField("max_concurrent") else None,
-            )
-        )
-    return out
-
-
-def table_of(info: common_pb2.WorkerInfo) -> ResourceTable:
-    return ResourceTable(overrides=overrides_of(info))
+def table_of(info: WorkerInfo) -> ResourceTable:
+    return ResourceTable(overrides=list(info.overrides))
 
 
 class WorkerRegistry:
     def __init__(
-        self, token: Callable[[], str], heartbeat_timeout_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        connect: Callable[[str], WorkerConnection],
+        heartbeat_timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._token = token
+        self._connect = connect
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.clock = clock
         self.workers: dict[str, WorkerHandle] = {}
@@ -135,13 +131,13 @@ class WorkerRegistry:
         return self.workers.get(worker_id)
 
     def register(
-        self, worker_id: str, session_id: str, address: str, info: common_pb2.WorkerInfo, enabled: bool, cordoned: bool
-    ) -> tuple[WorkerHandle, Registration, WorkerClient | None]:
+        self, worker_id: str, session_id: str, address: str, info: WorkerInfo, enabled: bool, cordoned: bool
+    ) -> tuple[WorkerHandle, Registration, WorkerConnection | None]:
         """Records a registration; returns the handle, what kind it was, and a client that the
         caller must close (the old one, when the address changed or the worker restarted)."""
         now = self.clock()
         handle = self.workers.get(worker_id)
-        stale: WorkerClient | None = None
+        stale: WorkerConnection | None = None
         if handle is None:
             handle = WorkerHandle(worker_id, session_id, address, info, now, now, enabled=enabled, cordoned=cordoned)
             kind = Registration.NEW
@@ -165,11 +161,11 @@ class WorkerRegistry:
             self._unindex(handle)
             handle.info = info
         if handle.client is None:
-            handle.client = WorkerClient(address, self._token())
+            handle.client = self._connect(address)
         self._index(handle)
         return handle, kind, stale
 
-    def heartbeat(self, worker_id: str, session_id: str, info: common_pb2.WorkerInfo | None) -> WorkerHandle | None:
+    def heartbeat(self, worker_id: str, session_id: str, info: WorkerInfo | None) -> WorkerHandle | None:
         handle = self.workers.get(worker_id)
         if handle is None or not handle.connected or handle.session_id != session_id:
             return None

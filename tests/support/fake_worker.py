@@ -41,11 +41,11 @@ from services.common.proto.sectorstorage.v1 import (
     worker_pb2_grpc,
 )
 from services.common.server import ServiceHost
+from services.manager.app import ManagerApp
 from services.manager.config import ManagerConfig, ManagerSection
 from services.manager.index_client import FileType, PathType, SectorLocation, StorageIndex
 from services.manager.jobs import JobRunner
 from services.manager.resources import GiB, SealProof
-from services.manager.service import ManagerApp
 from services.manager.tasks import TaskType
 from tests.support.auth import TEST_SECRET, token
 from tests.support.records import record_steps

@@ -39,8 +39,8 @@ import rust_core
 from services.cli.sealing import add_piece_stream
 from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, manager_pb2, worker_pb2
+from services.manager.app import open_manager_database
 from services.manager.config import ManagerConfig
-from services.manager.service import open_manager_database
 from tests.support import fleet as fleet_helpers
 from tests.support.fleet import Fleet, StartService, WorkerSpec
 from tests.support.inputs import fabricated_pc1_output

@@ -10,6 +10,7 @@ import pytest
 
 from services.common.db import Database, open_database
 from services.manager.store import ManagerStore
+from services.manager.worker_link import CODEC
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -30,6 +31,6 @@ def databases() -> Iterator[list[Database]]:
 def open_store(db_url: str, databases: list[Database], session_name: str | None = None) -> ManagerStore:
     db = open_database(db_url, Path("/nonexistent"), "manager", session_name=session_name)
     databases.append(db)
-    store = ManagerStore(db)
+    store = ManagerStore(db, CODEC)
     store.migrate()
     return store

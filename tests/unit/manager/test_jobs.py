@@ -13,12 +13,12 @@ import pytest
 
 from services.common.errors import Aborted, FailedPrecondition, NotFound
 from services.common.proto.sectorstorage.v1 import common_pb2
+from services.manager.app import ManagerApp
 from services.manager.calltracker import Outcome, ReturnStatus
 from services.manager.domain import AddPieceInput, PieceChunk, PieceRef, PreCommit1Input, SectorId, SectorRef
 from services.manager.records import CallStatus
 from services.manager.resources import SealProof
 from services.manager.sealing import Deadline
-from services.manager.service import ManagerApp
 from services.manager.tasks import TaskType
 from tests.support.fake_worker import FakeIndex, FakeWorker, InProcessManager
 

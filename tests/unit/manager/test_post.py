@@ -19,6 +19,7 @@ from services.common.config import DatabaseConfig
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager import convert
+from services.manager.app import ManagerApp
 from services.manager.domain import (
     AddPieceInput,
     PieceChunk,
@@ -33,7 +34,6 @@ from services.manager.domain import (
 from services.manager.post import Proving, assemble, post_proof_info
 from services.manager.resources import SealProof
 from services.manager.sealing import Deadline
-from services.manager.service import ManagerApp
 from tests.support.fake_worker import FakeIndex, FakeWorker, InProcessManager, fake_vanilla_proof
 from tests.unit.manager.db import db_url  # noqa: F401 - fixture
 

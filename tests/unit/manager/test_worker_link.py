@@ -10,7 +10,7 @@ import hashlib
 from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, worker_pb2
 from services.manager import convert, worker_link
-from services.manager.calls import BY_METHOD
+from services.manager.calls import BY_METHOD, SPECS, CallType
 from services.manager.domain import ByteRange, SectorId
 from services.manager.index_client import FileType
 
@@ -23,8 +23,8 @@ COMMP = hashlib.sha256(b"piece").digest()
 NORMALIZED = common_pb2.PieceInfo(size=2048, piece_cid=unsealed_cid(COMMP), commp=COMMP)
 
 
-def params(method: str, request: object) -> bytes:
-    return BY_METHOD[method].params(request)  # type: ignore[arg-type]
+def params(method: str, request: worker_link.WorkerRequest) -> bytes:
+    return worker_link.params(BY_METHOD[method], request)
 
 
 def test_sealing_step_params_are_the_ones_built_from_the_client_request() -> None:
@@ -91,3 +91,11 @@ def test_the_manager_s_own_tasks_params_are_unchanged() -> None:
         "ReleaseUnsealed", worker_pb2.WorkerServiceReleaseUnsealedRequest(sector=REF, all=True)
     )
     assert worker_link.sector_name(REF) == SectorId(1000, 7).name == "s-t01000-7"
+
+
+def test_call_types_are_the_wire_enum() -> None:
+    # calls.CallType mirrors worker.proto's CallType value for value (StoredCallResult.call_type).
+    wire = {name: value for name, value in worker_pb2.CallType.items() if value}
+    assert {f"CALL_TYPE_{t.name}": int(t) for t in CallType} == wire
+    assert {s.call_type for s in SPECS} == set(CallType)
+    assert set(worker_link.REQUEST_TYPES) == set(worker_link.RESULT_TYPES) == {s.method for s in SPECS}

@@ -43,6 +43,7 @@ from services.manager.selectors import SelectorContext
 from services.manager.servicer import ManagerServicer
 from services.manager.store import ManagerStore
 from services.manager.tasks import TaskType
+from services.manager.worker_link import CODEC, WorkerClient
 from services.manager.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def open_manager_database(config: ManagerConfig, session: str = "") -> tuple[Dat
         )
     except DatabaseRefused as exc:
         raise OSError(str(exc)) from None
-    store = ManagerStore(db)
+    store = ManagerStore(db, CODEC)
     try:
         store.migrate()
     except (DatabaseUnavailable, SchemaTooNew) as exc:
@@ -92,7 +93,7 @@ class ManagerApp(Service):
         self.db, self.store = open_manager_database(config, self.session_id[:8])
         self.runtime: Runtime | None = None
         self.index: StorageIndex | None = None
-        self.registry = WorkerRegistry(self._worker_token, settings.heartbeat_timeout_s)
+        self.registry = WorkerRegistry(self._connect_worker, settings.heartbeat_timeout_s)
         self.selectors = SelectorContext(index=None, workers_of_path=self.registry.workers_of_path)
         policy = RetryPolicy(
             settings.max_attempts,
@@ -128,6 +129,9 @@ class ManagerApp(Service):
     def _worker_token(self) -> str:
         assert self.runtime is not None
         return self.runtime.token(Permission.ADMIN)
+
+    def _connect_worker(self, address: str) -> WorkerClient:
+        return WorkerClient(address, self._worker_token())
 
     def registrations(self) -> Sequence[Registration]:
         return [registration(manager_pb2, manager_pb2_grpc, "ManagerService", self.servicer)]
