@@ -193,6 +193,12 @@ class Sealing:
             except lifecycle.LifecycleRefused as exc:
                 raise refused(exc) from None
             if isinstance(decision, lifecycle.Recorded):
+                finished = self.runner.tracker.works.get(work_id)
+                if finished is not None and finished.done.is_set():
+                    # The step's work finished with nobody waiting (its caller was cut by a
+                    # restart) and this caller got its result from the record: it is delivered,
+                    # not left live (SealingJobs would show it forever).
+                    await self.runner.tracker.deliver(finished)
                 return worker_link.decode_result(spec, decision.output)
             live, _ = await self.runner.open(
                 spec, sector, request, priority, selector, key_extra=key_extra, generation=generation
