@@ -1,0 +1,68 @@
+//! Checksum bindings: CRC32C of buffers and of file ranges (fetch transfers; see
+//! `crate::checksum`).
+
+use std::path::PathBuf;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyInt};
+
+use super::args::size_arg;
+use super::buffer::Buffer;
+use crate::checksum;
+
+/// Buffers below this are checksummed without releasing the GIL (the hand-over would cost more
+/// than the work).
+const DETACH_BYTES: usize = 64 << 10;
+
+/// `seed`: a CRC32C value (an int in [0, 2^32)).
+fn seed_arg(seed: &Bound<'_, PyAny>) -> PyResult<u32> {
+    if !seed.is_instance_of::<PyInt>() || seed.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err("seed must be an int"));
+    }
+    seed.extract::<u32>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "seed must be a CRC32C value in [0, 2^32), got {seed}"
+        ))
+    })
+}
+
+/// CRC32C of `data` (any bytes-like object, read in place), continuing from `seed`.
+#[pyfunction]
+#[pyo3(signature = (data, seed=None))]
+fn crc32c(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    seed: Option<&Bound<'_, PyAny>>,
+) -> PyResult<u32> {
+    let seed = seed.map(seed_arg).transpose()?.unwrap_or(0);
+    let data = Buffer::get(data, "data", false)?;
+    let bytes = data.bytes();
+    if bytes.len() < DETACH_BYTES {
+        return Ok(checksum::crc32c(seed, bytes));
+    }
+    Ok(py.detach(|| checksum::crc32c(seed, bytes)))
+}
+
+/// CRC32C of `length` bytes of the file at `path` from `offset`, continuing from `seed`; read in
+/// 1 MiB chunks without the GIL. A file shorter than the range raises OSError.
+#[pyfunction]
+#[pyo3(signature = (path, offset, length, seed=None))]
+fn crc32c_file(
+    py: Python<'_>,
+    path: PathBuf,
+    offset: &Bound<'_, PyAny>,
+    length: &Bound<'_, PyAny>,
+    seed: Option<&Bound<'_, PyAny>>,
+) -> PyResult<u32> {
+    let offset = size_arg(offset, "offset")?;
+    let length = size_arg(length, "length")?;
+    let seed = seed.map(seed_arg).transpose()?.unwrap_or(0);
+    Ok(py.detach(|| checksum::crc32c_file(&path, offset, length, seed))?)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(crc32c, m)?)?;
+    m.add_function(wrap_pyfunction!(crc32c_file, m)?)?;
+    Ok(())
+}
