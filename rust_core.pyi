@@ -239,9 +239,10 @@ def crc32c(data: _Buffer, seed: int = 0) -> int:
     ``crc32`` instruction where the CPU has it, a table elsewhere; the same values either way.
     """
 
-def crc32c_file(path: _Path, offset: int, length: int, seed: int = 0) -> int:
+def crc32c_file(path: _Path | int, offset: int, length: int, seed: int = 0) -> int:
     """CRC32C of ``length`` bytes of the file at ``path`` from ``offset``, continuing from ``seed``.
 
+    ``path`` may also be an open file descriptor (read with pread, never closed by the call).
     Read in 1 MiB chunks with the GIL released. A file that ends before ``offset + length``
     raises OSError.
     """

@@ -102,8 +102,21 @@ const FILE_CHUNK: usize = 1 << 20;
 /// CRC32C of `length` bytes of the file at `path` from `offset` (continuing from `seed`). A file
 /// that ends before `offset + length` is an error, not a shorter checksum.
 pub fn crc32c_file(path: &Path, offset: u64, length: u64, seed: u32) -> Result<u32> {
-    let context = || format!("checksumming {}", path.display());
-    let file = File::open(path).map_err(|e| Error::io(context(), e))?;
+    let file =
+        File::open(path).map_err(|e| Error::io(format!("checksumming {}", path.display()), e))?;
+    crc32c_open_file(&file, &path.display().to_string(), offset, length, seed)
+}
+
+/// As [`crc32c_file`], of a file already open (`name` is for error messages). Reads with
+/// `pread`: the file position is left alone.
+pub fn crc32c_open_file(
+    file: &File,
+    name: &str,
+    offset: u64,
+    length: u64,
+    seed: u32,
+) -> Result<u32> {
+    let context = || format!("checksumming {name}");
     let end = offset
         .checked_add(length)
         .ok_or_else(|| Error::invalid("offset + length overflows"))?;

@@ -1,9 +1,11 @@
 //! Checksum bindings: CRC32C of buffers and of file ranges (fetch transfers; see
 //! `crate::checksum`).
 
+use std::fs::File;
+use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt};
 
@@ -44,21 +46,54 @@ fn crc32c(
     Ok(py.detach(|| checksum::crc32c(seed, bytes)))
 }
 
-/// CRC32C of `length` bytes of the file at `path` from `offset`, continuing from `seed`; read in
-/// 1 MiB chunks without the GIL. A file shorter than the range raises OSError.
+/// A file named by path, or an open file descriptor of the caller's.
+#[derive(FromPyObject)]
+enum FileArg {
+    Fd(i32),
+    Path(PathBuf),
+}
+
+/// CRC32C of `length` bytes of the file at `path` (or of the open file descriptor `path`, which
+/// stays the caller's) from `offset`, continuing from `seed`; read in 1 MiB chunks without the
+/// GIL. A file shorter than the range raises OSError.
 #[pyfunction]
 #[pyo3(signature = (path, offset, length, seed=None))]
 fn crc32c_file(
     py: Python<'_>,
-    path: PathBuf,
+    path: &Bound<'_, PyAny>,
     offset: &Bound<'_, PyAny>,
     length: &Bound<'_, PyAny>,
     seed: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<u32> {
+    let wrong = || PyTypeError::new_err("path must be a path or a file descriptor");
+    if path.is_instance_of::<PyBool>() {
+        return Err(wrong());
+    }
+    let file = path.extract::<FileArg>().map_err(|_| wrong())?;
     let offset = size_arg(offset, "offset")?;
     let length = size_arg(length, "length")?;
     let seed = seed.map(seed_arg).transpose()?.unwrap_or(0);
-    Ok(py.detach(|| checksum::crc32c_file(&path, offset, length, seed))?)
+    match file {
+        FileArg::Path(path) => {
+            Ok(py.detach(|| checksum::crc32c_file(&path, offset, length, seed))?)
+        }
+        FileArg::Fd(fd) => {
+            // A duplicate, owned here: an invalid descriptor fails in dup (EBADF), and the
+            // caller's descriptor is never closed by this call.
+            // SAFETY: dup only reads the descriptor table; any int is a valid argument.
+            let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+            if dup < 0 {
+                return Err(PyOSError::new_err(format!(
+                    "checksumming file descriptor {fd}: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            // SAFETY: `dup` is a new descriptor that nothing else owns.
+            let owned = unsafe { File::from_raw_fd(dup) };
+            let name = format!("file descriptor {fd}");
+            Ok(py.detach(|| checksum::crc32c_open_file(&owned, &name, offset, length, seed))?)
+        }
+    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -97,3 +97,21 @@ def test_bad_input(tmp_path: Path) -> None:
         rust_core.crc32c_file(tmp_path / "missing", 0, 1)
     with pytest.raises(ValueError, match="offset"):
         rust_core.crc32c_file(path, -1, 1)
+
+
+def test_file_descriptor(tmp_path: Path) -> None:
+    """An open descriptor is read with pread (its position untouched) and stays open."""
+    data = os.urandom(70_000)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert rust_core.crc32c_file(fd, 100, 60_000) == rust_core.crc32c(data[100:60_100])
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 0
+        assert os.fstat(fd).st_size == len(data)  # still open
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError, match="file descriptor"):
+        rust_core.crc32c_file(fd, 0, 1)
+    with pytest.raises(TypeError, match="path or a file descriptor"):
+        rust_core.crc32c_file(True, 0, 1)  # type: ignore[arg-type]
