@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyInt};
+use pyo3::types::PyBool;
 
 use super::args::size_arg;
 use super::buffer::Buffer;
@@ -17,12 +17,10 @@ use crate::checksum;
 /// than the work).
 const DETACH_BYTES: usize = 64 << 10;
 
-/// `seed`: a CRC32C value (an int in [0, 2^32)).
-fn seed_arg(seed: &Bound<'_, PyAny>) -> PyResult<u32> {
-    if !seed.is_instance_of::<PyInt>() || seed.is_instance_of::<PyBool>() {
-        return Err(PyTypeError::new_err("seed must be an int"));
-    }
-    seed.extract::<u32>().map_err(|_| {
+/// `seed`: a CRC32C value (an int in [0, 2^32)), else ValueError (rather than pyo3's
+/// OverflowError).
+fn seed_arg(seed: i128) -> PyResult<u32> {
+    u32::try_from(seed).map_err(|_| {
         PyValueError::new_err(format!(
             "seed must be a CRC32C value in [0, 2^32), got {seed}"
         ))
@@ -31,13 +29,9 @@ fn seed_arg(seed: &Bound<'_, PyAny>) -> PyResult<u32> {
 
 /// CRC32C of `data` (any bytes-like object, read in place), continuing from `seed`.
 #[pyfunction]
-#[pyo3(signature = (data, seed=None))]
-fn crc32c(
-    py: Python<'_>,
-    data: &Bound<'_, PyAny>,
-    seed: Option<&Bound<'_, PyAny>>,
-) -> PyResult<u32> {
-    let seed = seed.map(seed_arg).transpose()?.unwrap_or(0);
+#[pyo3(signature = (data, seed=0))]
+fn crc32c(py: Python<'_>, data: &Bound<'_, PyAny>, seed: i128) -> PyResult<u32> {
+    let seed = seed_arg(seed)?;
     let data = Buffer::get(data, "data", false)?;
     let bytes = data.bytes();
     if bytes.len() < DETACH_BYTES {
@@ -57,13 +51,13 @@ enum FileArg {
 /// stays the caller's) from `offset`, continuing from `seed`; read in 1 MiB chunks without the
 /// GIL. A file shorter than the range raises OSError.
 #[pyfunction]
-#[pyo3(signature = (path, offset, length, seed=None))]
+#[pyo3(signature = (path, offset, length, seed=0))]
 fn crc32c_file(
     py: Python<'_>,
     path: &Bound<'_, PyAny>,
     offset: &Bound<'_, PyAny>,
     length: &Bound<'_, PyAny>,
-    seed: Option<&Bound<'_, PyAny>>,
+    seed: i128,
 ) -> PyResult<u32> {
     let wrong = || PyTypeError::new_err("path must be a path or a file descriptor");
     if path.is_instance_of::<PyBool>() {
@@ -72,7 +66,7 @@ fn crc32c_file(
     let file = path.extract::<FileArg>().map_err(|_| wrong())?;
     let offset = size_arg(offset, "offset")?;
     let length = size_arg(length, "length")?;
-    let seed = seed.map(seed_arg).transpose()?.unwrap_or(0);
+    let seed = seed_arg(seed)?;
     match file {
         FileArg::Path(path) => {
             Ok(py.detach(|| checksum::crc32c_file(&path, offset, length, seed))?)
