@@ -230,6 +230,23 @@ def padded_to_unpadded(size: int) -> int:
 def padded_size_for_payload(payload_size: int) -> int:
     """Padded size of the smallest piece that holds ``payload_size`` bytes (at least 128)."""
 
+# --- checksums (fetch transfers) --------------------------------------------------------------
+
+def crc32c(data: _Buffer, seed: int = 0) -> int:
+    """CRC32C (Castagnoli) of ``data``, read in place, continuing from ``seed``.
+
+    ``crc32c(b, crc32c(a)) == crc32c(a + b)``: a stream is checksummed chunk by chunk. The SSE4.2
+    ``crc32`` instruction where the CPU has it, a table elsewhere; the same values either way.
+    """
+
+def crc32c_file(path: _Path | int, offset: int, length: int, seed: int = 0) -> int:
+    """CRC32C of ``length`` bytes of the file at ``path`` from ``offset``, continuing from ``seed``.
+
+    ``path`` may also be an open file descriptor (read with pread, never closed by the call).
+    Read in 1 MiB chunks with the GIL released. A file that ends before ``offset + length``
+    raises OSError.
+    """
+
 # --- PoRep emulation and GPU dispatch (docs/porep-emulation.md) ---------------------------------
 # Ids, tickets, seeds, randomness and commitments are 32-byte `bytes`; a wrong length is a
 # ValueError. Paths are str or os.PathLike. Heavy calls release the GIL.

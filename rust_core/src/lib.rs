@@ -8,9 +8,11 @@
 //! - `hash`: the tree node hash and multi-buffer SHA-256;
 //! - `porep`: the PoRep emulation (PC1, PC2, C1, C2, unseal, PoSt);
 //! - `gpu`: the CPU and CUDA backends of tree building and C2;
+//! - `checksum`: CRC32C of buffers and file ranges (fetch transfers);
 //! - `io`, `cancel`, `error`: shared helpers, cancellation, the crate's error type.
 
 pub mod cancel;
+pub mod checksum;
 pub mod commitments;
 pub mod error;
 pub mod fr32;

@@ -6,9 +6,14 @@ Nothing is reachable through the channel without the authenticated gRPC API: Ope
 (permission READ, as ReadSectorFile) opens the file, checks the range and issues a one-time
 random ticket for exactly that open file and range, valid for a short time. A connection must
 send a live ticket first; anything else is closed without a byte. Wire format, after the
-client's 32-byte ticket: an 8-byte big-endian length, then that many bytes of the file; then
-the server closes. The client checks the length against what OpenTransfer announced and
-counts every byte (the channel adds no framing of its own to get wrong).
+client's 32-byte ticket: an 8-byte big-endian length, then that many bytes of the file, then
+(when OpenTransfer asked for it and granted it: `checksum`) a 4-byte big-endian CRC32C of those
+bytes; then the server closes. The client checks the length against what OpenTransfer announced,
+counts every byte, and compares the CRC32C with its own over the bytes it wrote (checksum.py).
+
+The bytes still never enter this process: sendfile sends them from the page cache while a second
+thread checksums the same range with rust_core.crc32c_file (one pass over pages the send makes
+hot anyway, in parallel with it); the trailer goes out once both are done.
 
 The port needs no token, so a connection holds nothing but its socket until its ticket is
 in: one thread reads every waiting connection's ticket (a selector; at most MAX_PENDING wait, at
@@ -35,12 +40,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import rust_core
 from services.common import errors
 from services.worker.faults import ServeFault
 
 log = logging.getLogger(__name__)
 TICKET_BYTES = 32
 HEADER = struct.Struct(">Q")
+# The CRC32C trailer after the bytes (OpenTransfer `checksum`).
+TRAILER = struct.Struct(">I")
 # Bytes per sendfile call (the fault hook counts between calls).
 SEND_STEP = 64 << 20
 # A connection that sends no ticket, or stops reading, for this long is dropped.
@@ -68,12 +76,14 @@ class TooManyTickets(errors.ResourceExhausted):
 
 @dataclass
 class Ticket:
-    """What one ticket grants: `length` bytes of the open file `fd` from `offset`."""
+    """What one ticket grants: `length` bytes of the open file `fd` from `offset`, followed by
+    their CRC32C when `checksum`."""
 
     fd: int
     offset: int
     length: int
     deadline: float  # time.monotonic()
+    checksum: bool = False
 
 
 def _key(ticket: bytes) -> bytes:
@@ -91,9 +101,9 @@ class TicketBook:
         self._lock = threading.Lock()
         self._tickets: dict[bytes, Ticket] = {}
 
-    def issue(self, fd: int, offset: int, length: int) -> tuple[bytes, float]:
+    def issue(self, fd: int, offset: int, length: int, checksum: bool = False) -> tuple[bytes, float]:
         """(ticket, expiry as wall-clock time); the book owns `fd` from now on (also when this
-        raises)."""
+        raises). With `checksum`, the transfer ends with the CRC32C trailer."""
         self.sweep()
         ticket = secrets.token_bytes(TICKET_BYTES)
         with self._lock:
@@ -102,7 +112,7 @@ class TicketBook:
                 raise TooManyTickets(
                     f"{len(self._tickets)} transfer tickets are open; retry later or use ReadSectorFile"
                 )
-            self._tickets[_key(ticket)] = Ticket(fd, offset, length, time.monotonic() + self.ttl_s)
+            self._tickets[_key(ticket)] = Ticket(fd, offset, length, time.monotonic() + self.ttl_s, checksum)
         return ticket, time.time() + self.ttl_s
 
     def redeem(self, ticket: bytes) -> Ticket | None:
@@ -299,7 +309,10 @@ class BulkServer:
                 started = time.monotonic()
                 try:
                     conn.sendall(HEADER.pack(grant.length))
-                    self._send(conn, grant)
+                    if grant.checksum:
+                        self._send_checked(conn, grant)
+                    else:
+                        self._send(conn, grant)
                     log.debug(
                         "bulk channel: sent",
                         extra={"peer": peer, "bytes": grant.length, "seconds": round(time.monotonic() - started, 3)},
@@ -310,12 +323,44 @@ class BulkServer:
             os.close(grant.fd)
             self._slots.release()
 
+    def _send_checked(self, conn: socket.socket, grant: Ticket) -> None:
+        """The bytes, then their CRC32C, computed from the file in a second thread while
+        sendfile sends them."""
+        result: list[int | BaseException] = []
+
+        def checksum() -> None:
+            try:
+                result.append(rust_core.crc32c_file(grant.fd, grant.offset, grant.length))
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the sender
+                result.append(exc)
+
+        summer = threading.Thread(target=checksum, name="bulk-crc32c", daemon=True)
+        summer.start()
+        try:
+            self._send(conn, grant)
+        finally:
+            summer.join()
+        crc = result[0]
+        if isinstance(crc, BaseException):
+            raise OSError(f"could not checksum the range sent: {crc}")
+        conn.sendall(TRAILER.pack(crc))
+
     def _send(self, conn: socket.socket, grant: Ticket) -> None:
         step = self.fault.step(SEND_STEP)
+        flip = self.fault.flip_at(grant.length)
         with open(grant.fd, "rb", closefd=False) as file:
             sent = 0
             while sent < grant.length:
-                n = conn.sendfile(file, grant.offset + sent, min(step, grant.length - sent))
+                want = min(step, grant.length - sent)
+                if flip is not None and sent <= flip < sent + want:
+                    want = flip - sent
+                    if want == 0:  # the test fault: this one byte goes out inverted
+                        byte = os.pread(grant.fd, 1, grant.offset + sent)
+                        conn.sendall(bytes([byte[0] ^ 0xFF]))
+                        sent += 1
+                        self.fault.count(1)
+                        continue
+                n = conn.sendfile(file, grant.offset + sent, want)
                 if n == 0:
                     raise OSError(f"file ended at {grant.offset + sent}, {grant.length - sent} bytes early")
                 sent += n

@@ -3,7 +3,10 @@ into a new file (see bulk.py for the wire format). Blocking functions; callers r
 thread.
 
 A receive either returns having written exactly the announced bytes (and fsynced them), or
-raises TransferError; the caller owns the destination name and deletes it on failure. Only
+raises TransferError (or ChecksumMismatch: a part whose server sent a CRC32C trailer is checked
+against the bytes it wrote, read back from the page cache with rust_core.crc32c_file, so the
+bytes still never pass through this process on the way in); the caller owns the destination
+name and deletes it on failure. Only
 ChannelUnreachable (the connection could not be made: channel behind a firewall, wrong
 advertised address) means "use the gRPC stream instead": once bytes flow, a broken connection
 is the source's failure, as it would be on the gRPC stream.
@@ -18,11 +21,14 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import rust_core
 from services.common.config import parse_host_port
-from services.worker.bulk import HEADER, IDLE_TIMEOUT_S
+from services.worker.bulk import HEADER, IDLE_TIMEOUT_S, TRAILER
+from services.worker.checksum import verify
 from services.worker.fsutil import start_writeback
 
 # Bytes received before each write: large writes, few system calls.
@@ -174,22 +180,28 @@ def _copy(sock: socket.socket, fd: int, length: int, sparse: bool, progress: _Pr
         progress.add(n)
 
 
-def receive(sock: socket.socket, ticket: bytes, dest: Path, length: int, sparse: bool = False) -> int:
+def receive(
+    sock: socket.socket, ticket: bytes, dest: Path, length: int, sparse: bool = False, checksum: bool = False
+) -> int:
     """Sends the ticket, receives `length` bytes into the new file `dest`, fsyncs it; returns
     the byte count. With `sparse`, all-zero blocks are not written (the file keeps its holes, as
     partial files have); otherwise the bytes are spliced (a file system that cannot take a
     splice gets them copied)."""
-    return receive_parts([Part(sock, ticket, 0, length)], dest, length, sparse)
+    return receive_parts([Part(sock, ticket, 0, length, checksum)], dest, length, sparse)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Part:
-    """One connection of a transfer: its socket, its ticket, and the range of the file it carries."""
+    """One connection of a transfer: its socket, its ticket, the range of the file it carries,
+    and whether the server ends it with a CRC32C trailer (OpenTransfer granted `checksum`)."""
 
     sock: socket.socket
     ticket: bytes
     offset: int
     length: int
+    checksum: bool = False
+    # The trailer's CRC32C, once received.
+    sent_crc32c: int | None = None
 
 
 def receive_parts(parts: list[Part], dest: Path, length: int, sparse: bool = False) -> int:
@@ -204,9 +216,14 @@ def receive_parts(parts: list[Part], dest: Path, length: int, sparse: bool = Fal
         raise ValueError(f"the parts do not cover the {length} bytes exactly once")
     for part in parts:
         _handshake(part.sock, part.ticket, part.length)
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    # Read-write: each range is read back for its checksum.
+    fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
-        if not sparse:
+        if sparse:
+            # Its full length at once (the holes read as zeros): each part's range can be read
+            # back for its checksum as soon as it is in.
+            os.ftruncate(fd, length)
+        else:
             # All the file's extents at once rather than 1 MiB at a time as the pipe drains
             # (measured: 0.31 -> 0.28 s for 512 MiB); a full disk fails here, before any
             # byte moves. File systems without fallocate just skip it.
@@ -220,10 +237,46 @@ def receive_parts(parts: list[Part], dest: Path, length: int, sparse: bool = Fal
         else:
             _receive_in_threads(parts, fd, sparse)
         os.ftruncate(fd, length)
-        os.fsync(fd)
+        checked = [p for p in parts if p.checksum]
+        if not checked:
+            os.fsync(fd)
+            return length
+        # The read-back runs while fsync waits on the disk: it costs the fetch little more
+        # than the fsync alone (docs/benchmarks.md, "Fetch checksum").
+        syncing = _Background(os.fsync, fd)
+        try:
+            for part in checked:
+                verify(
+                    rust_core.crc32c_file(fd, part.offset, part.length),
+                    part.sent_crc32c,
+                    f"the side channel's range from {part.offset}",
+                )
+        finally:
+            syncing.join()
         return length
     finally:
         os.close(fd)
+
+
+class _Background:
+    """A call in a thread, its exception re-raised by join()."""
+
+    def __init__(self, fn: Callable[[int], None], arg: int) -> None:
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn(arg)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by join
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="bulk-fsync", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _tiling(parts: list[Part], length: int) -> list[tuple[int, int]]:
@@ -244,11 +297,29 @@ def _receive_part(part: Part, fd: int, sparse: bool) -> None:
                 _splice(part.sock, fd, end, progress)
         if progress.received < end:
             _copy(part.sock, fd, end, sparse, progress)
+        if part.checksum:
+            _read_trailer(part)
     except OSError as exc:
         raise TransferError(
             f"side channel broken after {progress.received - part.offset} of {part.length} bytes"
             f" (range from {part.offset}): {exc}"
         ) from None
+
+
+def _read_trailer(part: Part) -> None:
+    """Reads the part's CRC32C trailer into `part.sent_crc32c` (compared by receive_parts with
+    the range as written, read back from the page cache)."""
+    trailer = bytearray(TRAILER.size)
+    view = memoryview(trailer)
+    filled = 0
+    while filled < TRAILER.size:
+        n = part.sock.recv_into(view[filled:])
+        if n == 0:
+            raise TransferError(
+                f"the side channel closed before the checksum trailer (range from {part.offset}, {part.length} bytes)"
+            )
+        filled += n
+    (part.sent_crc32c,) = TRAILER.unpack(trailer)
 
 
 def _receive_in_threads(parts: list[Part], fd: int, sparse: bool) -> None:

@@ -1,7 +1,9 @@
 """What a fetched sealed file or cache must prove before it is declared: that the sealed replica
-and the cache's tree-r-last agree with the commitment in p_aux. A size check (all the transfer
-itself verifies) lets through a copy that was corrupted at rest on its holder, and declaring it
-would spread the damage: every later C1, PoSt or fetch would read it.
+and the cache's tree-r-last agree with the commitment in p_aux. The transfer itself verifies the
+size and a CRC32C the serving worker computes as it reads its file (checksum.py): that catches
+bytes changed in flight, but not a copy that was corrupted at rest on its holder (it is
+checksummed as it is read, rot included), and declaring that copy would spread the damage: every
+later C1, PoSt or fetch would read it. Only this check catches rot at rest.
 
 The check is a vanilla Window PoSt proof of the one sector over fresh randomness
 (`rust_core.check_provable`): it reads the challenged leaves of the sealed file and their
@@ -10,8 +12,9 @@ it; a changed leaf or lower level fails it when a challenge lands on it. It read
 the sector, not the sector, so it costs milliseconds even for 32 GiB.
 
 It needs both halves: the sealed file and a cache with p_aux. A fetch that brings one half while
-the other is local is checked; a cache from before PC2 (no p_aux yet: layers only, nothing to
-check them against) and a half whose partner is elsewhere pass with the transfer's size check.
+the other is local is checked; an unsealed file, a cache from before PC2 (no p_aux yet: layers
+only, nothing to check them against) and a half whose partner is elsewhere pass with the
+transfer's size and checksum checks alone (so rot at rest on their holder is not caught).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 log = logging.getLogger(__name__)
 ENV_SERVE_EXIT = "SECTORSTORAGE_TEST_FAULT_SERVE_EXIT_AFTER_BYTES"
 ENV_SERVE_RATE = "SECTORSTORAGE_TEST_FAULT_SERVE_BYTES_PER_S"
+ENV_SERVE_FLIP = "SECTORSTORAGE_TEST_FAULT_SERVE_FLIP_BYTE"
 ENV_TASK_DELAY = "SECTORSTORAGE_TEST_FAULT_TASK_DELAY"
 ENV_TASK_HANG = "SECTORSTORAGE_TEST_FAULT_TASK_HANG"
 ENV_TASK_FAIL_P = "SECTORSTORAGE_TEST_FAULT_TASK_FAIL_P"
@@ -29,6 +30,7 @@ ENV_ARM = "SECTORSTORAGE_TEST_FAULTS"
 FAULT_VARS = (
     ENV_SERVE_EXIT,
     ENV_SERVE_RATE,
+    ENV_SERVE_FLIP,
     ENV_TASK_DELAY,
     ENV_TASK_HANG,
     ENV_TASK_FAIL_P,
@@ -48,6 +50,11 @@ class ServeFault:
 
     def count(self, n: int) -> None:
         """Called after each `n` bytes sent."""
+
+    def flip_at(self, length: int) -> int | None:
+        """The offset, in a stream of `length` bytes about to be served, of a byte to send
+        inverted after the stream's checksum was computed (corruption in flight); None: none."""
+        return None
 
 
 class TaskFault:

@@ -5,9 +5,11 @@ Files go over the peer's bulk side channel when it offers one (OpenTransfer, bul
 else (channel off, not reachable) over the ReadSectorFile gRPC stream; cache directories go
 as tar over ReadSectorDir.
 
-A download either returns having written exactly the bytes the peer announced, or raises (a
-failed call as failures.CallFailed, never a gRPC error); the caller owns the temporary name and
-deletes it on failure.
+A download either returns having written exactly the bytes the peer announced, with the CRC32C
+the peer sent for them (checksum.py; a peer from before it sends none and gets the size check
+only), or raises (a failed call as failures.CallFailed, a corrupted transfer as
+ChecksumMismatch, never a gRPC error); the caller owns the temporary name and deletes it on
+failure.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+import rust_core
 from services.common.client import aio_channel
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from services.worker import bulk_client
+from services.worker.checksum import Unchecked, verify
 from services.worker.edge import translated
 from services.worker.fsutil import start_writeback
 from services.worker.messages import file_type_msg, sector_id_msg
@@ -77,11 +81,14 @@ def _is_zero(data: memoryview) -> bool:
 class FileWriter:
     """Writes a download's chunks from a thread, so the event loop keeps receiving while a
     write waits on the page cache (the kernel throttles writers once enough pages are dirty),
-    and asks the kernel to start writeback every WRITEBACK_BYTES so the final fsync is short."""
+    and asks the kernel to start writeback every WRITEBACK_BYTES so the final fsync is short.
+    It also keeps the CRC32C of every byte given to it, in order (`crc32c`, final after
+    close()): the chunks arrive in order, so the thread that writes them sums them too."""
 
     def __init__(self, fd: int, sparse: bool, depth: int = 32) -> None:
         self.fd = fd
         self.sparse = sparse
+        self.crc32c = 0
         self._queue: queue.Queue[tuple[int, memoryview] | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="download-writer", daemon=True)
@@ -98,6 +105,7 @@ class FileWriter:
             offset, data = item
             end = offset + len(data)
             try:
+                self.crc32c = rust_core.crc32c(data, self.crc32c)
                 if not (self.sparse and _is_zero(data)):
                     view = data
                     while view:
@@ -143,6 +151,8 @@ class Peers:
         # Peer -> until when its side channel is not tried again (it could not be connected:
         # each try would cost the connect timeout).
         self._unreachable: dict[str, float] = {}
+        # Peers that sent no checksum (older versions), logged once each.
+        self._unchecked = Unchecked()
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _channel(self, target: str) -> grpc.aio.Channel:
@@ -216,6 +226,7 @@ class Peers:
                 storage_id=storage_id,
                 offset=offset,
                 length=length,
+                checksum=True,
             )
             try:
                 grant = await self.stub(target).OpenTransfer(request, timeout=30)
@@ -255,8 +266,11 @@ class Peers:
                     )
                     return False
             parts = [
-                bulk_client.Part(sock, g.ticket, g.offset, g.length) for sock, g in zip(socks, grants, strict=True)
+                bulk_client.Part(sock, g.ticket, g.offset, g.length, g.checksum)
+                for sock, g in zip(socks, grants, strict=True)
             ]
+            if not all(g.checksum for g in grants):
+                self._unchecked.note(target, "side channel")
             total = sum(g.length for g in grants)
             job = asyncio.ensure_future(asyncio.to_thread(bulk_client.receive_parts, parts, dest, total, sparse))
             try:
@@ -310,9 +324,12 @@ class Peers:
         started = time.monotonic()
         received = 0
         size: int | None = None
+        sent_crc: int | None = None
         try:
             async for raw in call:
                 msg = _decode(target, raw)
+                if msg.crc32c is not None:
+                    sent_crc = msg.crc32c
                 if size is None:
                     if msg.size is None:
                         raise TransferError(f"{target}: first message carries no file_size")
@@ -331,6 +348,8 @@ class Peers:
             if size is None or received != size:
                 raise TransferError(f"{target}: stream ended after {received} of {size} bytes")
             await writer.close()
+            if not verify(writer.crc32c, sent_crc, f"{target}: the {file_type.dirname} file's stream"):
+                self._unchecked.note(target, "ReadSectorFile")
             os.ftruncate(fd, size)
             streamed = time.monotonic()
             await asyncio.to_thread(os.fsync, fd)
@@ -353,17 +372,21 @@ class Peers:
         self, target: str, sector: SectorId, storage_id: str, dest: Path, timeout: float | None = None
     ) -> int:
         """Streams a cache directory as tar into the (new, empty) directory `dest`; returns the
-        archive size after checking it matches the announced one."""
+        archive size after checking it matches the announced one and its CRC32C the one the
+        peer sent (ChecksumMismatch)."""
         request = worker_pb2.ReadSectorDirRequest(
             sector=sector_id_msg(sector), type=common_pb2.SECTOR_FILE_TYPE_CACHE, storage_id=storage_id
         )
         call = self._raw_stream(target, "ReadSectorDir", request, timeout)
         extractor = TarExtractor(dest)
-        received = 0
+        received = crc = 0
         size: int | None = None
+        sent_crc: int | None = None
         try:
             async for raw in call:
                 msg = _decode(target, raw)
+                if msg.crc32c is not None:
+                    sent_crc = msg.crc32c
                 if size is None:
                     if msg.size is None:
                         raise TransferError(f"{target}: first message carries no tar_size")
@@ -373,9 +396,12 @@ class Peers:
                 received += len(msg.data)
                 if received > size:
                     raise TransferError(f"{target}: sent more than the announced {size} bytes")
+                crc = rust_core.crc32c(msg.data, crc)
                 extractor.feed(msg.data)
             if size is None or received != size:
                 raise TransferError(f"{target}: archive ended after {received} of {size} bytes")
+            if not verify(crc, sent_crc, f"{target}: the cache's archive"):
+                self._unchecked.note(target, "ReadSectorDir")
             extractor.finish()
             return size
         finally:

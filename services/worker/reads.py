@@ -1,7 +1,9 @@
 """The byte streams the worker serves (ReadSectorFile, ReadSectorDir, ReadPiece), as async
 iterators of `Chunk`s: which local file the bytes come from (serving.py's checks), reading in
 threads so the event loop keeps serving other calls, and the serve-fault hook counted after each
-chunk is handed on. The servicer only encodes the chunks; close an iterator with
+chunk is handed on. File and cache streams carry the CRC32C of all their bytes on their last
+chunk, computed in the reading threads from what was read (the fetching worker recomputes it over
+what it received: peers.py). The servicer only encodes the chunks; close an iterator with
 `contextlib.aclosing` so its file and lock are released when the client goes away.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 
 import rust_core
@@ -31,11 +33,35 @@ BATCH_CHUNKS = 8
 @dataclass(frozen=True)
 class Chunk:
     """Bytes at `offset` of the stream; `total` (the stream's length) on the first chunk of a
-    file or directory stream only."""
+    file or directory stream only, `crc32c` (of the whole stream) on its last chunk only."""
 
     offset: int
     data: bytes
     total: int | None = None
+    crc32c: int | None = None
+
+
+def _flipped(data: bytes, at: int | None, offset: int) -> bytes:
+    """`data` (at `offset` of its stream) with the byte at stream offset `at` inverted, if it
+    holds it: the in-flight corruption of the test fault hook (ServeFault.flip_at)."""
+    if at is None or not offset <= at < offset + len(data):
+        return data
+    out = bytearray(data)
+    out[at - offset] ^= 0xFF
+    return bytes(out)
+
+
+def _read_batch(fd: int, offset: int, length: int, chunk: int, crc: int) -> tuple[list[bytes], int]:
+    """A batch of chunks and the stream's CRC32C through them (continued from `crc`)."""
+    datas = serving.read_all_chunks(fd, offset, length, chunk)
+    for data in datas:
+        crc = rust_core.crc32c(data, crc)
+    return datas, crc
+
+
+def _next_with_crc(chunks: Iterator[bytes], crc: int) -> tuple[bytes | None, int]:
+    data = next(chunks, None)
+    return data, crc if data is None else rust_core.crc32c(data, crc)
 
 
 def _not_a_directory(file_type: FileType) -> None:
@@ -64,26 +90,31 @@ async def file_chunks(
     fault: ServeFault,
 ) -> AsyncGenerator[Chunk, None]:
     """A range of a sector file, double-buffered: the next batch of chunks is read in a thread
-    while this one is sent. An empty range is one empty chunk (it still carries the size)."""
+    while this one is sent. An empty range is one empty chunk (it still carries the size, and
+    the checksum of nothing)."""
     fd, size, length = await open_range(local, sector, file_type, storage_id, offset, length)
-    pending: asyncio.Future[list[bytes]] | None = None
+    pending: asyncio.Future[tuple[list[bytes], int]] | None = None
+    flip = fault.flip_at(length)
     try:
         if length == 0:
-            yield Chunk(0, b"", size)
+            yield Chunk(0, b"", size, 0)
         batch = chunk * BATCH_CHUNKS
 
-        def read(start: int) -> asyncio.Future[list[bytes]]:
+        def read(start: int, crc: int) -> asyncio.Future[tuple[list[bytes], int]]:
+            # A batch is read (and checksummed, continuing the last one's CRC) once the one
+            # before it is in: the chain needs no combining.
             want = min(length - start, batch)
-            return asyncio.ensure_future(asyncio.to_thread(serving.read_all_chunks, fd, offset + start, want, chunk))
+            return asyncio.ensure_future(asyncio.to_thread(_read_batch, fd, offset + start, want, chunk, crc))
 
-        pending = read(0) if length else None
+        pending = read(0, 0) if length else None
         sent = 0
         while pending is not None:
-            datas = await pending
+            datas, crc = await pending
             queued = sent + sum(len(d) for d in datas)
-            pending = read(queued) if queued < length else None
+            pending = read(queued, crc) if queued < length else None
             for data in datas:
-                yield Chunk(sent, data, size if sent == 0 else None)
+                last = sent + len(data) == length
+                yield Chunk(sent, _flipped(data, flip, sent), size if sent == 0 else None, crc if last else None)
                 sent += len(data)
                 fault.count(len(data))
     finally:
@@ -104,12 +135,14 @@ async def dir_chunks(
     except (FileNotFoundError, TarError) as exc:
         raise serving.NotServed(str(exc)) from None
     chunks = stream_tar(entries, chunk)
-    sent = 0
+    flip = fault.flip_at(total)
+    sent = crc = 0
     while True:
-        data = await asyncio.to_thread(next, chunks, None)
+        data, crc = await asyncio.to_thread(_next_with_crc, chunks, crc)
         if data is None:
             break
-        yield Chunk(sent, data, total if sent == 0 else None)
+        last = sent + len(data) >= total
+        yield Chunk(sent, _flipped(data, flip, sent), total if sent == 0 else None, crc if last else None)
         sent += len(data)
         fault.count(len(data))
 

@@ -4,9 +4,11 @@ index names, plus new files allocated (with reserved space) in local paths.
 Fetching (the reference's Remote store, over gRPC streams instead of HTTP): for each missing
 type, the holders from StorageFindSector are tried best first (healthy, then highest weight);
 each download goes to `<type>/fetching/<name>` in the destination path, is checked against the
-size the peer announced and, for a sealed file or cache whose other half is local, against the
-sector's commitments (content_check), and only then renamed into place and declared in the index. A failed
-source leaves nothing behind and the next one is tried. A semaphore bounds parallel fetches.
+size the peer announced and the CRC32C it sent for the bytes (checksum.py: corruption in flight),
+and, for a sealed file or cache whose other half is local, against the sector's commitments
+(content_check: corruption at rest), and only then renamed into place and declared in the index.
+A failed source leaves nothing behind and the next one is tried. A semaphore bounds parallel
+fetches.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from services.common import errors
 from services.worker import content_check
+from services.worker.checksum import ChecksumMismatch
 from services.worker.content_check import ContentMismatch
 from services.worker.failures import CallFailed
 from services.worker.fsutil import fsync_dir
@@ -220,7 +223,9 @@ class RemoteStore:
                     if missing:
                         break  # the path has no copy: its other urls would say the same
                     continue
-                except (TransferError, TarError, OSError, ContentMismatch) as exc:
+                except (TransferError, TarError, OSError, ContentMismatch, ChecksumMismatch) as exc:
+                    # (A checksum mismatch is the transfer's fault, not evidence against the other
+                    # half: it does not count towards ContentFetchFailed.)
                     checked_out += isinstance(exc, ContentMismatch)
                     detail = str(exc)
                     log.warning(

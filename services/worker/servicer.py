@@ -273,7 +273,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         )
         async with contextlib.aclosing(chunks):
             async for c in chunks:
-                yield encode_chunk_response(c.offset, c.data, c.total)
+                yield encode_chunk_response(c.offset, c.data, c.total, c.crc32c)
 
     @_handled
     async def OpenTransfer(
@@ -291,7 +291,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         fd, size, length = await reads.open_range(
             self.parts.local, sector, file_type, request.storage_id, request.offset, request.length
         )
-        ticket, expires = server.book.issue(fd, request.offset, length)
+        ticket, expires = server.book.issue(fd, request.offset, length, checksum=request.checksum)
         return worker_pb2.OpenTransferResponse(
             ticket=ticket,
             address=self.parts.bulk_address,
@@ -299,6 +299,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             length=length,
             file_size=size,
             expires_at=convert.timestamp(expires),
+            checksum=request.checksum,
         )
 
     @_handled
@@ -327,7 +328,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         )
         async with contextlib.aclosing(chunks):
             async for c in chunks:
-                yield encode_chunk_response(c.offset, c.data, c.total)
+                yield encode_chunk_response(c.offset, c.data, c.total, c.crc32c)
 
     @_handled
     async def StatPath(self, request: worker_pb2.StatPathRequest, context: Context) -> worker_pb2.StatPathResponse:

@@ -1,5 +1,5 @@
 """Hand-coded protobuf encoding of the two file-streaming responses (ReadSectorFileResponse and
-ReadSectorDirResponse: `Chunk chunk = 1; optional uint64 size = 2;`).
+ReadSectorDirResponse: `Chunk chunk = 1; optional uint64 size = 2; optional fixed32 crc32c = 3;`).
 
 Why: with the generated classes every 1 MiB chunk is copied into a message, copied again when
 serialised, copied when parsed, and once more each time `.chunk.data` is read; on a small
@@ -10,7 +10,12 @@ so peers using the generated classes interoperate unchanged.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+
+# Field 3 (crc32c), wire type 5 (fixed32, little-endian).
+_CRC_KEY = b"\x1d"
+_FIXED32 = struct.Struct("<I")
 
 
 class WireError(ValueError):
@@ -30,9 +35,9 @@ def varint(value: int) -> bytes:
             return bytes(out)
 
 
-def encode_chunk_response(offset: int, data: bytes, size: int | None = None) -> bytes:
-    """The serialised response: field 1 (Chunk{offset = 1, data = 2}), then field 2 (size) when
-    given; fields at their default value are omitted, as protobuf does."""
+def encode_chunk_response(offset: int, data: bytes, size: int | None = None, crc32c: int | None = None) -> bytes:
+    """The serialised response: field 1 (Chunk{offset = 1, data = 2}), then field 2 (size) and
+    field 3 (crc32c) when given; fields at their default value are omitted, as protobuf does."""
     inner = b""
     if offset:
         inner += b"\x08" + varint(offset)
@@ -40,7 +45,8 @@ def encode_chunk_response(offset: int, data: bytes, size: int | None = None) -> 
         inner += b"\x12" + varint(len(data))
     head = b"\x0a" + varint(len(inner) + len(data)) + inner
     tail = b"\x10" + varint(size) if size is not None else b""
-    return b"".join((head, data, tail))
+    crc = _CRC_KEY + _FIXED32.pack(crc32c) if crc32c is not None else b""
+    return b"".join((head, data, tail, crc))
 
 
 def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
@@ -77,6 +83,7 @@ class ChunkResponse:
     offset: int
     data: memoryview
     size: int | None
+    crc32c: int | None = None
 
 
 def decode_chunk_response(raw: bytes) -> ChunkResponse:
@@ -87,6 +94,7 @@ def decode_chunk_response(raw: bytes) -> ChunkResponse:
     offset = 0
     data = buf[0:0]
     size: int | None = None
+    crc32c: int | None = None
     while pos < len(buf):
         key, pos = _read_varint(buf, pos)
         field, wire_type = key >> 3, key & 7
@@ -112,8 +120,13 @@ def decode_chunk_response(raw: bytes) -> ChunkResponse:
                 raise WireError("malformed chunk")
         elif field == 2 and wire_type == 0:
             size, pos = _read_varint(buf, pos)
+        elif field == 3 and wire_type == 5:
+            if pos + 4 > len(buf):
+                raise WireError("truncated crc32c")
+            (crc32c,) = _FIXED32.unpack_from(buf, pos)
+            pos += 4
         else:
             pos = _skip(buf, pos, wire_type)
     if pos != len(buf):
         raise WireError("malformed message")
-    return ChunkResponse(offset, data, size)
+    return ChunkResponse(offset, data, size, crc32c)

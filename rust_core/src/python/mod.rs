@@ -4,12 +4,13 @@
 //! the pure Rust modules beneath. The long calls take an optional `cancel=` token (`cancel`).
 //!
 //! One submodule per area of the pure Rust crate (`fr32`, `commitments`, `porep`, `post`, `gpu`,
-//! `cancel`), each with a `register` that adds its functions to the extension module; `args` and
-//! `buffer` hold the argument conversions they share.
+//! `cancel`, `checksum`), each with a `register` that adds its functions to the extension module;
+//! `args` and `buffer` hold the argument conversions they share.
 
 mod args;
 mod buffer;
 mod cancel;
+mod checksum;
 mod commitments;
 mod errors;
 mod fr32;
@@ -28,5 +29,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     post::register(m)?;
     gpu::register(m)?;
     cancel::register(m)?;
+    checksum::register(m)?;
     Ok(())
 }

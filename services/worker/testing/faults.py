@@ -13,6 +13,11 @@ SECTORSTORAGE_TEST_FAULT_SERVE_BYTES_PER_S=N: files are served to peers at about
 second (1 MiB steps, a sleep after each; on the side channel that is the connection's own
 thread). Lets the tests keep a 512 MiB fetch running long enough to abort it in the middle.
 
+SECTORSTORAGE_TEST_FAULT_SERVE_FLIP_BYTE=N: in every file or cache stream served to peers (gRPC
+streams and the bulk side channel), the byte at offset N (the last byte, in a shorter stream) is
+sent inverted, after the server computed the stream's checksum from its file: a transfer
+corrupted in flight, which the fetching worker must refuse. The file itself is not changed.
+
 SECTORSTORAGE_TEST_FAULT_TASK_DELAY="PC1=0.5,AP=0.2": each task of these types waits that many
 seconds before it runs (a slow task: lets the tests keep a worker busy, or make tasks overlap).
 
@@ -42,6 +47,7 @@ from collections.abc import Mapping
 
 from services.worker.faults import (
     ENV_SERVE_EXIT,
+    ENV_SERVE_FLIP,
     ENV_SERVE_RATE,
     ENV_TASK_DELAY,
     ENV_TASK_FAIL_P,
@@ -56,19 +62,23 @@ log = logging.getLogger(__name__)
 
 
 class ArmedServeFault(ServeFault):
-    """Exits mid-stream or serves slowly (module docstring)."""
+    """Exits mid-stream, serves slowly or corrupts what it serves (module docstring)."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         raw = env.get(ENV_SERVE_EXIT, "")
         self.limit = int(raw) if raw.isdigit() else None
         raw_rate = env.get(ENV_SERVE_RATE, "")
         self.rate = int(raw_rate) if raw_rate.isdigit() and int(raw_rate) > 0 else None
+        raw_flip = env.get(ENV_SERVE_FLIP, "")
+        self.flip = int(raw_flip) if raw_flip.isdigit() else None
         self.sent = 0
         self._lock = threading.Lock()  # side channel connections count from their threads
         if self.limit is not None:
             log.warning("test fault armed: exit after serving bytes", extra={"bytes": self.limit})
         if self.rate is not None:
             log.warning("test fault armed: serving files slowly", extra={"bytes_per_s": self.rate})
+        if self.flip is not None:
+            log.warning("test fault armed: corrupting served streams", extra={"offset": self.flip})
 
     def step(self, default: int) -> int:
         """The most bytes to send between two count() calls."""
@@ -85,6 +95,13 @@ class ArmedServeFault(ServeFault):
         if over:
             log.error("test fault: exiting in the middle of a stream", extra={"sent": self.sent})
             os._exit(17)
+
+    def flip_at(self, length: int) -> int | None:
+        if self.flip is None or length == 0:
+            return None
+        at = min(self.flip, length - 1)
+        log.warning("test fault: a byte of a served stream is sent inverted", extra={"offset": at, "length": length})
+        return at
 
 
 def _per_type(raw: str, name: str) -> dict[str, float]:

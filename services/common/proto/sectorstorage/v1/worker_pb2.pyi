@@ -1733,8 +1733,15 @@ class ReadSectorFileResponse(_message.Message):
 
     CHUNK_FIELD_NUMBER: _builtins.int
     FILE_SIZE_FIELD_NUMBER: _builtins.int
+    CRC32C_FIELD_NUMBER: _builtins.int
     file_size: _builtins.int
     """Total size of the file in bytes; set in the first message only."""
+    crc32c: _builtins.int
+    """CRC32C (Castagnoli) of every chunk.data byte of the stream, in order (the requested range,
+    as the server read it from its file); set in the last message only. The receiver refuses a
+    copy that does not match. Not set by servers from before it: the receiver then has the size
+    check only.
+    """
     @_builtins.property
     def chunk(self) -> _common_pb2.Chunk:
         """Bytes of the file; chunk.offset counts from the requested offset."""
@@ -1744,13 +1751,19 @@ class ReadSectorFileResponse(_message.Message):
         *,
         chunk: _common_pb2.Chunk | None = ...,
         file_size: _builtins.int | None = ...,
+        crc32c: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_file_size", b"_file_size", "chunk", b"chunk", "file_size", b"file_size"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_crc32c", b"_crc32c", "_file_size", b"_file_size", "chunk", b"chunk", "crc32c", b"crc32c", "file_size", b"file_size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_file_size", b"_file_size", "chunk", b"chunk", "file_size", b"file_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_crc32c", b"_crc32c", "_file_size", b"_file_size", "chunk", b"chunk", "crc32c", b"crc32c", "file_size", b"file_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__crc32c: _TypeAlias = _typing.Literal["crc32c"]  # noqa: Y015
+    _WhichOneofArgType__crc32c: _TypeAlias = _typing.Literal["_crc32c", b"_crc32c"]  # noqa: Y015
     _WhichOneofReturnType__file_size: _TypeAlias = _typing.Literal["file_size"]  # noqa: Y015
     _WhichOneofArgType__file_size: _TypeAlias = _typing.Literal["_file_size", b"_file_size"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__crc32c) -> _WhichOneofReturnType__crc32c | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__file_size) -> _WhichOneofReturnType__file_size | None: ...
 
 Global___ReadSectorFileResponse: _TypeAlias = ReadSectorFileResponse  # noqa: Y015
@@ -1764,6 +1777,7 @@ class OpenTransferRequest(_message.Message):
     STORAGE_ID_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     LENGTH_FIELD_NUMBER: _builtins.int
+    CHECKSUM_FIELD_NUMBER: _builtins.int
     type: _common_pb2.SectorFileType.ValueType
     """UNSEALED or SEALED. Required."""
     storage_id: _builtins.str
@@ -1772,6 +1786,10 @@ class OpenTransferRequest(_message.Message):
     """First byte to send (raw file offset)."""
     length: _builtins.int
     """Bytes to send; 0 = up to the end of the file."""
+    checksum: _builtins.bool
+    """Ask for the CRC32C trailer after the bytes (OpenTransferResponse.checksum says whether it
+    comes: a server from before it ignores this field and sends none).
+    """
     @_builtins.property
     def sector(self) -> _common_pb2.SectorId:
         """Required."""
@@ -1784,10 +1802,11 @@ class OpenTransferRequest(_message.Message):
         storage_id: _builtins.str = ...,
         offset: _builtins.int = ...,
         length: _builtins.int = ...,
+        checksum: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sector", b"sector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "offset", b"offset", "sector", b"sector", "storage_id", b"storage_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "length", b"length", "offset", b"offset", "sector", b"sector", "storage_id", b"storage_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1803,6 +1822,7 @@ class OpenTransferResponse(_message.Message):
     LENGTH_FIELD_NUMBER: _builtins.int
     FILE_SIZE_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CHECKSUM_FIELD_NUMBER: _builtins.int
     ticket: _builtins.bytes
     """One-time secret (32 bytes) the client sends first on the side channel connection."""
     address: _builtins.str
@@ -1814,6 +1834,10 @@ class OpenTransferResponse(_message.Message):
     length: _builtins.int
     file_size: _builtins.int
     """Total size of the file in bytes."""
+    checksum: _builtins.bool
+    """The connection ends with a 4-byte big-endian CRC32C of the `length` bytes it carried (set
+    when the request asked for it).
+    """
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """The ticket is refused after this time."""
@@ -1827,10 +1851,11 @@ class OpenTransferResponse(_message.Message):
         length: _builtins.int = ...,
         file_size: _builtins.int = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        checksum: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "expires_at", b"expires_at", "file_size", b"file_size", "length", b"length", "offset", b"offset", "ticket", b"ticket"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "checksum", b"checksum", "expires_at", b"expires_at", "file_size", b"file_size", "length", b"length", "offset", b"offset", "ticket", b"ticket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1978,8 +2003,13 @@ class ReadSectorDirResponse(_message.Message):
 
     CHUNK_FIELD_NUMBER: _builtins.int
     TAR_SIZE_FIELD_NUMBER: _builtins.int
+    CRC32C_FIELD_NUMBER: _builtins.int
     tar_size: _builtins.int
     """Exact size of the whole archive in bytes; set in the first message only."""
+    crc32c: _builtins.int
+    """CRC32C (Castagnoli) of the whole archive (every chunk.data byte, in order); set in the last
+    message only, as in ReadSectorFileResponse.
+    """
     @_builtins.property
     def chunk(self) -> _common_pb2.Chunk:
         """Bytes of the tar archive; chunk.offset counts from the start of the archive."""
@@ -1989,13 +2019,19 @@ class ReadSectorDirResponse(_message.Message):
         *,
         chunk: _common_pb2.Chunk | None = ...,
         tar_size: _builtins.int | None = ...,
+        crc32c: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_tar_size", b"_tar_size", "chunk", b"chunk", "tar_size", b"tar_size"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_crc32c", b"_crc32c", "_tar_size", b"_tar_size", "chunk", b"chunk", "crc32c", b"crc32c", "tar_size", b"tar_size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tar_size", b"_tar_size", "chunk", b"chunk", "tar_size", b"tar_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_crc32c", b"_crc32c", "_tar_size", b"_tar_size", "chunk", b"chunk", "crc32c", b"crc32c", "tar_size", b"tar_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__crc32c: _TypeAlias = _typing.Literal["crc32c"]  # noqa: Y015
+    _WhichOneofArgType__crc32c: _TypeAlias = _typing.Literal["_crc32c", b"_crc32c"]  # noqa: Y015
     _WhichOneofReturnType__tar_size: _TypeAlias = _typing.Literal["tar_size"]  # noqa: Y015
     _WhichOneofArgType__tar_size: _TypeAlias = _typing.Literal["_tar_size", b"_tar_size"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__crc32c) -> _WhichOneofReturnType__crc32c | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__tar_size) -> _WhichOneofReturnType__tar_size | None: ...
 
 Global___ReadSectorDirResponse: _TypeAlias = ReadSectorDirResponse  # noqa: Y015

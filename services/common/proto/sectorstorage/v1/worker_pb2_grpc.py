@@ -495,7 +495,7 @@ class WorkerServiceServicer:
 
         Streams the raw bytes of one sector file (UNSEALED: the partial file including its trailer;
         SEALED: the replica), optionally a byte range of it. Server-streaming Chunks; the first
-        message also carries the file's size.
+        message also carries the file's size, the last the CRC32C of the bytes sent (crc32c).
         Errors: NOT_FOUND (no local copy), FAILED_PRECONDITION (the type is a directory: use
         ReadSectorDir), OUT_OF_RANGE (offset or offset+length beyond the end of the file).
         """
@@ -511,7 +511,9 @@ class WorkerServiceServicer:
         the file from `offset`; the server then closes the connection. A ticket is valid for one
         connection until `expires_at`; an unknown, used or expired ticket gets the connection closed
         without a byte. The file is opened when the ticket is issued, so the bytes sent are those of
-        the file this answer describes. Callers fall back to ReadSectorFile when this fails with
+        the file this answer describes. When the request asks for a checksum and the answer grants
+        it (`checksum`), the bytes are followed by a 4-byte big-endian CRC32C of exactly those bytes,
+        computed by the server from its file. Callers fall back to ReadSectorFile when this fails with
         FAILED_PRECONDITION or UNIMPLEMENTED, or when `address` cannot be reached (firewall).
         Errors: NOT_FOUND (no local copy), FAILED_PRECONDITION (the type is a directory, or the side
         channel is off on this worker: worker.bulk_transfer), OUT_OF_RANGE (offset or offset+length
@@ -532,7 +534,8 @@ class WorkerServiceServicer:
     def ReadSectorDir(self, request, context):
         """Streams a sector's cache directory as a POSIX ustar archive of its regular files (flat: names
         only, sorted by name, ending with the two zero end-of-archive blocks). No ranges. The first
-        message also carries the exact archive size, so a receiver can verify it got everything.
+        message also carries the exact archive size, so a receiver can verify it got everything, and
+        the last the CRC32C of the archive bytes (crc32c).
         Errors: NOT_FOUND (no local copy, or a name in `names` is not in the directory),
         INVALID_ARGUMENT (type is not a directory type).
         """
