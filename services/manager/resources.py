@@ -74,51 +74,50 @@ def _small(size: int, threads: int, gpu: float = 0.0) -> ResourceRow:
     return ResourceRow(size, size, threads, size, gpu)
 
 
-P = SealProof
 _TABLE: dict[TaskType, dict[SealProof, ResourceRow]] = {
     TaskType.ADD_PIECE: _by_size(
         {
-            P.STACKED_DRG_2KIB_V1_1: _small(2 * KiB, 1),
-            P.STACKED_DRG_8MIB_V1_1: _small(8 * MiB, 1),
-            P.STACKED_DRG_512MIB_V1_1: ResourceRow(1 * GiB, 1 * GiB, 1, 1 * GiB),
-            P.STACKED_DRG_32GIB_V1_1: ResourceRow(4 * GiB, 4 * GiB, 1, 1 * GiB),
-            P.STACKED_DRG_64GIB_V1_1: ResourceRow(8 * GiB, 8 * GiB, 1, 1 * GiB),
+            SealProof.STACKED_DRG_2KIB_V1_1: _small(2 * KiB, 1),
+            SealProof.STACKED_DRG_8MIB_V1_1: _small(8 * MiB, 1),
+            SealProof.STACKED_DRG_512MIB_V1_1: ResourceRow(1 * GiB, 1 * GiB, 1, 1 * GiB),
+            SealProof.STACKED_DRG_32GIB_V1_1: ResourceRow(4 * GiB, 4 * GiB, 1, 1 * GiB),
+            SealProof.STACKED_DRG_64GIB_V1_1: ResourceRow(8 * GiB, 8 * GiB, 1, 1 * GiB),
         }
     ),
     TaskType.PRE_COMMIT_1: _by_size(
         {
-            P.STACKED_DRG_2KIB_V1_1: _small(2 * KiB, 1),
-            P.STACKED_DRG_8MIB_V1_1: _small(8 * MiB, 1),
-            P.STACKED_DRG_512MIB_V1_1: ResourceRow(768 * MiB, 1 * GiB, 1, 1 * MiB),
-            P.STACKED_DRG_32GIB_V1_1: ResourceRow(56 * GiB, 64 * GiB, 1, 10 * MiB),
-            P.STACKED_DRG_64GIB_V1_1: ResourceRow(112 * GiB, 128 * GiB, 1, 10 * MiB),
+            SealProof.STACKED_DRG_2KIB_V1_1: _small(2 * KiB, 1),
+            SealProof.STACKED_DRG_8MIB_V1_1: _small(8 * MiB, 1),
+            SealProof.STACKED_DRG_512MIB_V1_1: ResourceRow(768 * MiB, 1 * GiB, 1, 1 * MiB),
+            SealProof.STACKED_DRG_32GIB_V1_1: ResourceRow(56 * GiB, 64 * GiB, 1, 10 * MiB),
+            SealProof.STACKED_DRG_64GIB_V1_1: ResourceRow(112 * GiB, 128 * GiB, 1, 10 * MiB),
         }
     ),
     TaskType.PRE_COMMIT_2: _by_size(
         {
-            P.STACKED_DRG_2KIB_V1_1: _small(2 * KiB, -1),
-            P.STACKED_DRG_8MIB_V1_1: _small(8 * MiB, -1),
-            P.STACKED_DRG_512MIB_V1_1: ResourceRow(1 * GiB, 3 << 29, -1, 1 * GiB),
-            P.STACKED_DRG_32GIB_V1_1: ResourceRow(15 * GiB, 15 * GiB, -1, 1 * GiB, 1.0),
-            P.STACKED_DRG_64GIB_V1_1: ResourceRow(30 * GiB, 30 * GiB, -1, 1 * GiB, 1.0),
+            SealProof.STACKED_DRG_2KIB_V1_1: _small(2 * KiB, -1),
+            SealProof.STACKED_DRG_8MIB_V1_1: _small(8 * MiB, -1),
+            SealProof.STACKED_DRG_512MIB_V1_1: ResourceRow(1 * GiB, 3 << 29, -1, 1 * GiB),
+            SealProof.STACKED_DRG_32GIB_V1_1: ResourceRow(15 * GiB, 15 * GiB, -1, 1 * GiB, 1.0),
+            SealProof.STACKED_DRG_64GIB_V1_1: ResourceRow(30 * GiB, 30 * GiB, -1, 1 * GiB, 1.0),
         }
     ),
     TaskType.COMMIT_1: _by_size(
         {
-            P.STACKED_DRG_2KIB_V1_1: _small(2 * KiB, 0),
-            P.STACKED_DRG_8MIB_V1_1: _small(8 * MiB, 0),
-            P.STACKED_DRG_512MIB_V1_1: ResourceRow(1 * GiB, 1 * GiB, 0, 1 * GiB),
-            P.STACKED_DRG_32GIB_V1_1: ResourceRow(1 * GiB, 1 * GiB, 0, 1 * GiB),
-            P.STACKED_DRG_64GIB_V1_1: ResourceRow(1 * GiB, 1 * GiB, 0, 1 * GiB),
+            SealProof.STACKED_DRG_2KIB_V1_1: _small(2 * KiB, 0),
+            SealProof.STACKED_DRG_8MIB_V1_1: _small(8 * MiB, 0),
+            SealProof.STACKED_DRG_512MIB_V1_1: ResourceRow(1 * GiB, 1 * GiB, 0, 1 * GiB),
+            SealProof.STACKED_DRG_32GIB_V1_1: ResourceRow(1 * GiB, 1 * GiB, 0, 1 * GiB),
+            SealProof.STACKED_DRG_64GIB_V1_1: ResourceRow(1 * GiB, 1 * GiB, 0, 1 * GiB),
         }
     ),
     TaskType.COMMIT_2: _by_size(
         {
-            P.STACKED_DRG_2KIB_V1_1: _small(2 * KiB, 1, 1.0),
-            P.STACKED_DRG_8MIB_V1_1: _small(8 * MiB, 1, 1.0),
-            P.STACKED_DRG_512MIB_V1_1: ResourceRow(1 * GiB, 3 << 29, 1, 10 * GiB, 1.0),
-            P.STACKED_DRG_32GIB_V1_1: ResourceRow(30 * GiB, 150 * GiB, -1, 32 * GiB, 1.0),
-            P.STACKED_DRG_64GIB_V1_1: ResourceRow(60 * GiB, 190 * GiB, -1, 64 * GiB, 1.0),
+            SealProof.STACKED_DRG_2KIB_V1_1: _small(2 * KiB, 1, 1.0),
+            SealProof.STACKED_DRG_8MIB_V1_1: _small(8 * MiB, 1, 1.0),
+            SealProof.STACKED_DRG_512MIB_V1_1: ResourceRow(1 * GiB, 3 << 29, 1, 10 * GiB, 1.0),
+            SealProof.STACKED_DRG_32GIB_V1_1: ResourceRow(30 * GiB, 150 * GiB, -1, 32 * GiB, 1.0),
+            SealProof.STACKED_DRG_64GIB_V1_1: ResourceRow(60 * GiB, 190 * GiB, -1, 64 * GiB, 1.0),
         }
     ),
     # FIN is not in the reference table: an all-zero row, so it always fits.
@@ -126,11 +125,11 @@ _TABLE: dict[TaskType, dict[SealProof, ResourceRow]] = {
     TaskType.FETCH: {p: ResourceRow(1 * MiB, 1 * MiB, 0, 0) for p in SealProof},
     TaskType.GENERATE_WINDOW_POST: _by_size(
         {
-            P.STACKED_DRG_2KIB_V1_1: _small(2 * KiB, 1),
-            P.STACKED_DRG_8MIB_V1_1: _small(8 * MiB, 1),
-            P.STACKED_DRG_512MIB_V1_1: ResourceRow(64 * MiB, 64 * MiB, 1, 0),
-            P.STACKED_DRG_32GIB_V1_1: ResourceRow(1 * GiB, 1 * GiB, 1, 0),
-            P.STACKED_DRG_64GIB_V1_1: ResourceRow(1 * GiB, 1 * GiB, 1, 0),
+            SealProof.STACKED_DRG_2KIB_V1_1: _small(2 * KiB, 1),
+            SealProof.STACKED_DRG_8MIB_V1_1: _small(8 * MiB, 1),
+            SealProof.STACKED_DRG_512MIB_V1_1: ResourceRow(64 * MiB, 64 * MiB, 1, 0),
+            SealProof.STACKED_DRG_32GIB_V1_1: ResourceRow(1 * GiB, 1 * GiB, 1, 0),
+            SealProof.STACKED_DRG_64GIB_V1_1: ResourceRow(1 * GiB, 1 * GiB, 1, 0),
         }
     ),
 }

@@ -29,8 +29,12 @@ from services.manager.workers import WorkerHandle
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
-J = manager_pb2.JobState
-_STATE_NAMES = {"queued": J.JOB_STATE_QUEUED, "assigned": J.JOB_STATE_ASSIGNED, "running": J.JOB_STATE_RUNNING}
+JobState = manager_pb2.JobState
+_STATE_NAMES = {
+    "queued": JobState.JOB_STATE_QUEUED,
+    "assigned": JobState.JOB_STATE_ASSIGNED,
+    "running": JobState.JOB_STATE_RUNNING,
+}
 
 
 _statuses = status_errors(database="the manager's")
@@ -397,7 +401,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         result = await self.runner.abort(cid, request.reason)
         if result is None:
             raise NotFound(f"no live call {cid} (unknown or already finished)")
-        return manager_pb2.AbortResponse(previous_state=_STATE_NAMES.get(result[0], J.JOB_STATE_UNSPECIFIED))
+        return manager_pb2.AbortResponse(previous_state=_STATE_NAMES.get(result[0], JobState.JOB_STATE_UNSPECIFIED))
 
     def _worker(self, wid: str) -> WorkerHandle:
         return self.operators.worker(convert.worker_id(wid))
@@ -451,7 +455,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         remaining = [
             j
             for j in views.sealing_jobs(self.runner, manager_pb2.SealingJobsRequest(worker_id=handle.worker_id), [])
-            if j.state in (J.JOB_STATE_ASSIGNED, J.JOB_STATE_RUNNING)
+            if j.state in (JobState.JOB_STATE_ASSIGNED, JobState.JOB_STATE_RUNNING)
         ]
         return manager_pb2.DrainWorkerResponse(drained=drained, remaining=remaining, state=views.worker_state(handle))
 

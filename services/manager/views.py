@@ -22,15 +22,15 @@ from services.manager.resources import DEFAULT_TABLE
 from services.manager.tasks import TaskType
 from services.manager.workers import WorkerHandle, WorkerInfo, table_of
 
-J = manager_pb2.JobState
+JobState = manager_pb2.JobState
 _STATE_ORDER = {
-    J.JOB_STATE_RUNNING: 0,
-    J.JOB_STATE_PREPARING: 1,
-    J.JOB_STATE_ASSIGNED: 1,
-    J.JOB_STATE_QUEUED: 2,
-    J.JOB_STATE_RET_WAIT: 3,
-    J.JOB_STATE_RETURNED: 4,
-    J.JOB_STATE_DELIVERED: 5,
+    JobState.JOB_STATE_RUNNING: 0,
+    JobState.JOB_STATE_PREPARING: 1,
+    JobState.JOB_STATE_ASSIGNED: 1,
+    JobState.JOB_STATE_QUEUED: 2,
+    JobState.JOB_STATE_RET_WAIT: 3,
+    JobState.JOB_STATE_RETURNED: 4,
+    JobState.JOB_STATE_DELIVERED: 5,
 }
 # SchedDiag lists per-worker rejections for this many requests at the head of the queue (each
 # costs one line per worker; 10,000 requests x 200 workers would not fit in a message).
@@ -43,21 +43,20 @@ def mono_to_wall(value: float) -> float:
 
 def job_state_of(live: LiveWork, runner: JobRunner) -> int:
     """The JobState (manager.proto) of a live work, from its record, its call and the scheduler."""
-    J = manager_pb2.JobState
     status = live.record.status
     call = live.call
     if status is WorkStatus.DONE:
-        return J.JOB_STATE_RETURNED
+        return JobState.JOB_STATE_RETURNED
     if status is WorkStatus.DELIVERED:
-        return J.JOB_STATE_DELIVERED
+        return JobState.JOB_STATE_DELIVERED
     if call.status is CallStatus.QUEUED:
-        return J.JOB_STATE_ASSIGNED if call.call_id in runner.scheduler.assigned else J.JOB_STATE_QUEUED
+        return JobState.JOB_STATE_ASSIGNED if call.call_id in runner.scheduler.assigned else JobState.JOB_STATE_QUEUED
     if call.status is CallStatus.DISPATCHING:
-        return J.JOB_STATE_ASSIGNED
+        return JobState.JOB_STATE_ASSIGNED
     handle = runner.registry.get(call.worker_id)
     if handle is None or not handle.connected or call.call_id not in runner.scheduler.assigned:
-        return J.JOB_STATE_RET_WAIT
-    return J.JOB_STATE_RUNNING
+        return JobState.JOB_STATE_RET_WAIT
+    return JobState.JOB_STATE_RUNNING
 
 
 # --- SealingJobs -------------------------------------------------------------------------------
@@ -94,7 +93,7 @@ def _job_of_ephemeral(job: Ephemeral, runner: JobRunner) -> manager_pb2.SealingJ
         task_type=common_pb2.TaskType.ValueType(int(job.task_type)),
         worker_id=job.worker_id,
         hostname=handle.hostname if handle else "",
-        state=J.JOB_STATE_RUNNING if job.worker_id else J.JOB_STATE_QUEUED,
+        state=JobState.JOB_STATE_RUNNING if job.worker_id else JobState.JOB_STATE_QUEUED,
         priority=job.priority,
         attempt=1,
     )
@@ -109,7 +108,7 @@ def _job_of_delivered(record: WorkRecord) -> manager_pb2.SealingJob:
         work_id=record.work_id,
         sector=ref_msg(record.miner, record.number, record.seal_proof),
         task_type=common_pb2.TaskType.ValueType(record.task_type),
-        state=J.JOB_STATE_DELIVERED,
+        state=JobState.JOB_STATE_DELIVERED,
         priority=record.priority,
         attempt=record.attempt,
     )
@@ -284,7 +283,7 @@ def snapshot(runner: JobRunner) -> metrics.Snapshot:
         for request in list(runner.scheduler.queue.values()):
             if request.shape in unsatisfiable:
                 snap.unsatisfiable[request.shape[0].short] += 1
-    state_names: dict[int, str] = {int(v): k.removeprefix("JOB_STATE_").lower() for k, v in J.items()}
+    state_names: dict[int, str] = {int(v): k.removeprefix("JOB_STATE_").lower() for k, v in JobState.items()}
     for live in list(runner.tracker.works.values()):
         snap.jobs[(TaskType(live.record.task_type).short, state_names[job_state_of(live, runner)])] += 1
     counts: Counter[str] = Counter()
@@ -347,9 +346,10 @@ def sector_status(
         set_ts(out.updated_at, record.updated_at)
         return out
     request = manager_pb2.SealingJobsRequest(sector=common_pb2.SectorId(miner=record.miner, number=record.number))
-    J = manager_pb2.JobState
     out.jobs.extend(
-        j for j in sealing_jobs(runner, request, []) if j.state not in (J.JOB_STATE_RETURNED, J.JOB_STATE_DELIVERED)
+        j
+        for j in sealing_jobs(runner, request, [])
+        if j.state not in (JobState.JOB_STATE_RETURNED, JobState.JOB_STATE_DELIVERED)
     )
     set_ts(out.created_at, record.created_at)
     set_ts(out.updated_at, record.updated_at)

@@ -27,7 +27,7 @@ from tests.support.auth import token
 from tests.support.fleet import MANAGER_ENV, StartService, WorkerSpec, make_fleet, retrying
 from tests.support.sectors import TICKET, piece_data, sector
 
-J = manager_pb2.JobState
+JobState = manager_pb2.JobState
 LEASE_S = 2.0
 FAILOVER_BUDGET_S = 10.0
 
@@ -92,7 +92,7 @@ def test_the_leaders_network_cut_mid_pc1(
             pending = pool.submit(standby_stub.SealPreCommit1, request, timeout=8)
             deadline = time.monotonic() + 30
             while not any(
-                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == J.JOB_STATE_RUNNING
+                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == JobState.JOB_STATE_RUNNING
                 for j in standby_stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
             ):
                 assert time.monotonic() < deadline, "PC1 never ran"

@@ -55,7 +55,7 @@ P512 = common_pb2.REGISTERED_SEAL_PROOF_STACKED_DRG_512MIB_V1_1
 SIZE = 512 << 20
 PC1 = common_pb2.TASK_TYPE_PRE_COMMIT_1
 PC2 = common_pb2.TASK_TYPE_PRE_COMMIT_2
-J = manager_pb2.JobState
+JobState = manager_pb2.JobState
 TIMEOUT_S = 6.0
 
 
@@ -95,7 +95,7 @@ def jobs(fleet: Fleet, number: int, task_type: int = PC1) -> list[manager_pb2.Se
 
 
 def running(fleet: Fleet, number: int, task_type: int = PC1) -> manager_pb2.SealingJob | None:
-    return next((j for j in jobs(fleet, number, task_type) if j.state == J.JOB_STATE_RUNNING), None)
+    return next((j for j in jobs(fleet, number, task_type) if j.state == JobState.JOB_STATE_RUNNING), None)
 
 
 def stat(fleet: Fleet) -> manager_pb2.WorkerStat:
@@ -164,7 +164,9 @@ def test_abort_and_timeout_through_the_manager_free_the_worker_for_the_queued_pc
     wait_for(lambda: cpu_cores(pid) > 0.5, "the first PC1 using a core", step=0)
     time.sleep(1.0)
     # Behind the first, on the only worker (its PC1 cap is 1).
-    assert [j.state for j in jobs(fleet, 2)] in ([J.JOB_STATE_QUEUED], [J.JOB_STATE_ASSIGNED]), jobs(fleet, 2)
+    assert [j.state for j in jobs(fleet, 2)] in ([JobState.JOB_STATE_QUEUED], [JobState.JOB_STATE_ASSIGNED]), jobs(
+        fleet, 2
+    )
     assert stat(fleet).tasks_running == 1
 
     # --- Abort through the manager ------------------------------------------------------------
@@ -289,7 +291,9 @@ def test_abort_during_pc2_through_the_manager_frees_the_worker_and_keeps_pc1_out
     wait_for(lambda: jobs(f, 4, PC2), "the second PC2 queued")
     wait_for(lambda: cpu_cores(pid) > 0.5, "the first PC2 using a core", step=0)
     time.sleep(1.0)
-    assert [j.state for j in jobs(f, 4, PC2)] in ([J.JOB_STATE_QUEUED], [J.JOB_STATE_ASSIGNED]), jobs(f, 4, PC2)
+    assert [j.state for j in jobs(f, 4, PC2)] in ([JobState.JOB_STATE_QUEUED], [JobState.JOB_STATE_ASSIGNED]), jobs(
+        f, 4, PC2
+    )
 
     aborted_at = time.monotonic()
     f.stub().Abort(manager_pb2.AbortRequest(call_id=job3.call_id, reason="fleet test pc2"), timeout=10)

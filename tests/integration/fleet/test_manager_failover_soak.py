@@ -34,7 +34,7 @@ from tests.support.auth import token
 from tests.support.fleet import Fleet, StartService, WorkerSpec, make_fleet
 from tests.support.sectors import SEED, TICKET, piece_data, sector
 
-J = manager_pb2.JobState
+JobState = manager_pb2.JobState
 T = TypeVar("T")
 LEASE_S = 2.0
 SECTORS = 30
@@ -117,7 +117,7 @@ class Managers:
         while time.monotonic() - start < timeout:
             try:
                 jobs = self.call(lambda s: s.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs)
-                if any(j.task_type == task and j.state == J.JOB_STATE_RUNNING for j in jobs):
+                if any(j.task_type == task and j.state == JobState.JOB_STATE_RUNNING for j in jobs):
                     return
             except grpc.RpcError:
                 pass

@@ -38,7 +38,7 @@ from tests.support.fleet import FAST_WORKER_ENV, Fleet, StartService, WorkerSpec
 from tests.support.sealing import check_no_overcommit, precommit, seal_sector
 from tests.support.sectors import P2K, TICKET, piece_data, sector
 
-J = manager_pb2.JobState
+JobState = manager_pb2.JobState
 PC1 = common_pb2.TASK_TYPE_PRE_COMMIT_1
 
 
@@ -95,7 +95,7 @@ def test_sigterm_drains_the_worker_then_exits(start_service: StartService, tmp_p
     fleet = fleet_with_workers(start_service, tmp_path, {}, [WorkerSpec("a", cpus=2, env=slow)])
     piece = add_piece(fleet.stub(), sector(1), piece_data(1, P2K))
     pc1 = pc1_future(fleet, 1, piece)
-    wait_for(lambda: jobs_on(fleet, "a", J.JOB_STATE_RUNNING), "PC1 running on a")
+    wait_for(lambda: jobs_on(fleet, "a", JobState.JOB_STATE_RUNNING), "PC1 running on a")
     fleet.add_worker(WorkerSpec("b", cpus=2))
     fleet.wait_registered()
 
@@ -130,7 +130,7 @@ def test_task_timeout_stops_a_hung_task_and_the_retry_seals(start_service: Start
     fleet = fleet_with_workers(start_service, tmp_path, manager_env, [WorkerSpec("a", cpus=2, env=hang)])
     with ThreadPoolExecutor(1) as pool:
         sealed = pool.submit(seal_sector, fleet, sector(1))
-        wait_for(lambda: jobs_on(fleet, "a", J.JOB_STATE_RUNNING), "PC1 running")
+        wait_for(lambda: jobs_on(fleet, "a", JobState.JOB_STATE_RUNNING), "PC1 running")
         started = time.monotonic()
         timed_out = wait_for(
             lambda: [r for r in fleet.history(task_type=PC1) if r.outcome == manager_pb2.TASK_OUTCOME_TIMED_OUT],
@@ -243,11 +243,11 @@ def test_post_is_answered_within_its_deadline_behind_a_sealing_backlog(
     start_worker(fleet, "seal", hang, tmp_path / "w-seal")
     fleet.wait_registered()
     backlog = [pc1_future(fleet, n, pieces[n], timeout=120) for n in backlog_sectors]
-    wait_for(lambda: len(jobs_on(fleet, "seal", J.JOB_STATE_RUNNING)) == 2, "2 PC1s holding the CPUs")
+    wait_for(lambda: len(jobs_on(fleet, "seal", JobState.JOB_STATE_RUNNING)) == 2, "2 PC1s holding the CPUs")
     wait_for(
         lambda: (
             sum(
-                j.state == J.JOB_STATE_QUEUED
+                j.state == JobState.JOB_STATE_QUEUED
                 for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs
             )
             == 100
@@ -279,7 +279,10 @@ def test_post_is_answered_within_its_deadline_behind_a_sealing_backlog(
     window_post(deadline_s=5, randomness=bytes(range(1, 33)))  # another challenge: nothing stored for it
     assert [name for name, _ in fleet.worker_log_events("vanilla proofs")] == ["seal", "post"]
     assert (
-        sum(j.state == J.JOB_STATE_QUEUED for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs)
+        sum(
+            j.state == JobState.JOB_STATE_QUEUED
+            for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=10).jobs
+        )
         == 100
     )
     for future in backlog:
@@ -307,11 +310,13 @@ def test_drain_during_a_batch_loses_nothing(start_service: StartService, tmp_pat
 
     with ThreadPoolExecutor(12) as pool:
         batch = [pool.submit(pc1, n) for n in range(1, 13)]
-        wait_for(lambda: jobs_on(fleet, "a", J.JOB_STATE_RUNNING), "a busy with the batch")
+        wait_for(lambda: jobs_on(fleet, "a", JobState.JOB_STATE_RUNNING), "a busy with the batch")
         reply = stub.DrainWorker(manager_pb2.DrainWorkerRequest(worker_id=fleet.worker_ids["a"]), timeout=60)
         drained_at = time.time()
         assert reply.drained and not reply.remaining and reply.state.cordoned
-        assert not jobs_on(fleet, "a", J.JOB_STATE_RUNNING) and not jobs_on(fleet, "a", J.JOB_STATE_ASSIGNED)
+        assert not jobs_on(fleet, "a", JobState.JOB_STATE_RUNNING) and not jobs_on(
+            fleet, "a", JobState.JOB_STATE_ASSIGNED
+        )
         outputs = [f.result() for f in batch]
     assert all(outputs)
     runs = fleet.history()

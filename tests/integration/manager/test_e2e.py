@@ -32,7 +32,7 @@ from tests.support.fleet import FAST_WORKER_ENV, Fleet, WorkerSpec, fleet, log_t
 from tests.support.sealing import check_no_overcommit, commit, precommit, seal_sector
 from tests.support.sectors import MINER, P2K, P8M, SEED, TICKET, piece_data, sector
 
-J = manager_pb2.JobState
+JobState = manager_pb2.JobState
 
 
 def test_batch_of_20_sectors(fleet: Fleet) -> None:
@@ -133,7 +133,9 @@ def test_manager_killed_mid_pc2_restarts_and_every_sector_completes(fleet: Fleet
     deadline = time.monotonic() + 60
     while True:
         jobs = fleet.stub().SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
-        if any(j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_2 and j.state == J.JOB_STATE_RUNNING for j in jobs):
+        if any(
+            j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_2 and j.state == JobState.JOB_STATE_RUNNING for j in jobs
+        ):
             break
         assert time.monotonic() < deadline, "no PC2 started"
         time.sleep(0.01)
@@ -196,7 +198,9 @@ def test_worker_killed_mid_task_reruns_elsewhere(fleet: Fleet) -> None:
     deadline = time.monotonic() + 60
     while True:
         jobs = fleet.stub().SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
-        running = [j for j in jobs if j.task_type == common_pb2.TASK_TYPE_COMMIT_2 and j.state == J.JOB_STATE_RUNNING]
+        running = [
+            j for j in jobs if j.task_type == common_pb2.TASK_TYPE_COMMIT_2 and j.state == JobState.JOB_STATE_RUNNING
+        ]
         if running:
             break
         assert time.monotonic() < deadline and not future.done(), "C2 never seen running"
@@ -465,7 +469,7 @@ def test_worker_restart_mid_task_is_retried(fleet: Fleet) -> None:
     )
     deadline = time.monotonic() + 60
     while not any(
-        j.task_type == common_pb2.TASK_TYPE_COMMIT_2 and j.state == J.JOB_STATE_RUNNING
+        j.task_type == common_pb2.TASK_TYPE_COMMIT_2 and j.state == JobState.JOB_STATE_RUNNING
         for j in stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
     ):
         assert time.monotonic() < deadline and not future.done(), "C2 never seen running"

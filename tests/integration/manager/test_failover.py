@@ -26,7 +26,7 @@ from tests.support.fleet import StartService, WorkerSpec, make_fleet, retrying
 from tests.support.sealing import commit
 from tests.support.sectors import TICKET, piece_data, sector
 
-J = manager_pb2.JobState
+JobState = manager_pb2.JobState
 LEASE_S = 2.0
 FAILOVER_BUDGET_S = 10.0
 
@@ -87,7 +87,7 @@ def test_kill_9_of_the_leader_fails_over_without_lost_or_doubled_work(
         def pc1_running() -> bool:
             jobs = leader_stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
             return any(
-                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == J.JOB_STATE_RUNNING for j in jobs
+                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == JobState.JOB_STATE_RUNNING for j in jobs
             )
 
         _until("PC1 runs on the worker", pc1_running, 30)
@@ -187,7 +187,7 @@ def test_a_frozen_leader_that_wakes_up_after_a_takeover_changes_nothing(
         def pc1_running() -> bool:
             jobs = standby_stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
             return any(
-                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == J.JOB_STATE_RUNNING for j in jobs
+                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == JobState.JOB_STATE_RUNNING for j in jobs
             )
 
         _until("PC1 runs on the worker", pc1_running, 30)
@@ -251,7 +251,7 @@ def test_sigterm_of_the_leader_hands_the_lead_over_at_once_and_runs_nothing_twic
         def pc1_running() -> bool:
             jobs = leader_stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
             return any(
-                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == J.JOB_STATE_RUNNING for j in jobs
+                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == JobState.JOB_STATE_RUNNING for j in jobs
             )
 
         _until("PC1 runs on the worker", pc1_running, 30)

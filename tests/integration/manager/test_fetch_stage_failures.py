@@ -17,7 +17,7 @@ from tests.support.fleet import Fleet, WorkerSpec, fleet  # noqa: F401
 from tests.support.sealing import commit, precommit
 from tests.support.sectors import sector
 
-J = manager_pb2.JobState
+JobState = manager_pb2.JobState
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
@@ -51,7 +51,7 @@ def test_pc2_survives_its_fetched_to_worker_dying_after_the_fetch(fleet: Fleet) 
         def pc2_running() -> bool:
             jobs = fleet.stub().SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
             return any(
-                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_2 and j.state == J.JOB_STATE_RUNNING for j in jobs
+                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_2 and j.state == JobState.JOB_STATE_RUNNING for j in jobs
             )
 
         _wait_for("PC2 runs on the fetched-to worker", pc2_running)

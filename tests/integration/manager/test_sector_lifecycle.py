@@ -280,7 +280,7 @@ def _no_files_left(fleet: Fleet, number: int) -> None:
 
 
 def _running(fleet: Fleet, number: int, task: int) -> bool:
-    J = manager_pb2.JobState
+    JobState = manager_pb2.JobState
     try:
         jobs = status(fleet, number).jobs
     except grpc.RpcError as exc:
@@ -289,7 +289,8 @@ def _running(fleet: Fleet, number: int, task: int) -> bool:
         raise
     # AddPiece stays ASSIGNED while its data streams to the worker.
     return any(
-        j.task_type == task and j.state in (J.JOB_STATE_RUNNING, J.JOB_STATE_ASSIGNED) and j.worker_id for j in jobs
+        j.task_type == task and j.state in (JobState.JOB_STATE_RUNNING, JobState.JOB_STATE_ASSIGNED) and j.worker_id
+        for j in jobs
     )
 
 

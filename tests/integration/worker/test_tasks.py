@@ -20,7 +20,7 @@ from tests.support.sectors import MINER, SEED, TICKET, sector_ref
 from tests.support.worker import ManagerEndpoint, WorkerHandle, add_piece, assignment, find
 
 PROVER = prover_id(MINER)
-TT = common_pb2.TaskType
+TaskType = common_pb2.TaskType
 ST = common_pb2.SectorFileType
 
 
@@ -292,15 +292,17 @@ def test_dispatch_contract(fleet: tuple[object, WorkerHandle]) -> None:
     assert code(gpu) == grpc.StatusCode.INVALID_ARGUMENT  # no such GPU here
 
     # Disabled task type: FAILED_PRECONDITION, and visible in TaskTypes/Info.
-    w.stub.DisableTaskType(worker_pb2.DisableTaskTypeRequest(task_types=[TT.TASK_TYPE_COMMIT_2]), timeout=10)
-    assert TT.TASK_TYPE_COMMIT_2 not in w.stub.TaskTypes(worker_pb2.TaskTypesRequest(), timeout=10).task_types
+    w.stub.DisableTaskType(worker_pb2.DisableTaskTypeRequest(task_types=[TaskType.TASK_TYPE_COMMIT_2]), timeout=10)
+    assert TaskType.TASK_TYPE_COMMIT_2 not in w.stub.TaskTypes(worker_pb2.TaskTypesRequest(), timeout=10).task_types
     ok = worker_pb2.WorkerServiceSealCommit2Request(assignment=assignment(5), sector=ref, commit1_output=b"c1")
     assert code(ok) == grpc.StatusCode.FAILED_PRECONDITION
     info = w.stub.Info(worker_pb2.InfoRequest(), timeout=10).info
-    assert TT.TASK_TYPE_COMMIT_2 not in info.task_types and len(info.paths) == 2
+    assert TaskType.TASK_TYPE_COMMIT_2 not in info.task_types and len(info.paths) == 2
     assert all(p.stat.capacity > 0 for p in info.paths)
-    enabled = w.stub.EnableTaskType(worker_pb2.EnableTaskTypeRequest(task_types=[TT.TASK_TYPE_COMMIT_2]), timeout=10)
-    assert TT.TASK_TYPE_COMMIT_2 in enabled.task_types
+    enabled = w.stub.EnableTaskType(
+        worker_pb2.EnableTaskTypeRequest(task_types=[TaskType.TASK_TYPE_COMMIT_2]), timeout=10
+    )
+    assert TaskType.TASK_TYPE_COMMIT_2 in enabled.task_types
 
     # Idempotent per CallId: the same dispatch twice starts one task and returns once.
     first = w.stub.SealCommit2(ok, timeout=10).call_id

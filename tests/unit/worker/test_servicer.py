@@ -29,7 +29,7 @@ from services.worker.resources import ALL_TASK_TYPES, EnabledTaskTypes, Gpu, Res
 from services.worker.runner import CallRunner
 from services.worker.servicer import WorkerServicer, add_worker_service
 
-TT = common_pb2.TaskType
+TaskType = common_pb2.TaskType
 if TYPE_CHECKING:  # the asynchronous stub's type exists in the type stubs only
     Stub = worker_pb2_grpc.WorkerServiceAsyncStub
     Scenario = Callable[[Stub, Parts], Awaitable[None]]
@@ -120,13 +120,15 @@ def test_a_disabled_task_type_is_refused(tmp_path: Path) -> None:
             "task type TASK_TYPE_PRE_COMMIT_2 is disabled on this worker",
         )
         # Disabled at run time too, and enabled again.
-        await w.DisableTaskType(worker_pb2.DisableTaskTypeRequest(task_types=[TT.TASK_TYPE_FINALIZE]))
+        await w.DisableTaskType(worker_pb2.DisableTaskTypeRequest(task_types=[TaskType.TASK_TYPE_FINALIZE]))
         finalize = worker_pb2.WorkerServiceFinalizeSectorRequest(sector=SECTOR, assignment=assignment())
         await refused(w.FinalizeSector(finalize), grpc.StatusCode.FAILED_PRECONDITION, "TASK_TYPE_FINALIZE is disabled")
-        reply = await w.EnableTaskType(worker_pb2.EnableTaskTypeRequest(task_types=[TT.TASK_TYPE_FINALIZE]))
-        assert TT.TASK_TYPE_FINALIZE in reply.task_types and TT.TASK_TYPE_PRE_COMMIT_2 not in reply.task_types
+        reply = await w.EnableTaskType(worker_pb2.EnableTaskTypeRequest(task_types=[TaskType.TASK_TYPE_FINALIZE]))
+        assert (
+            TaskType.TASK_TYPE_FINALIZE in reply.task_types and TaskType.TASK_TYPE_PRE_COMMIT_2 not in reply.task_types
+        )
 
-    serve(tmp_path, scenario, task_types=tuple(t for t in ALL_TASK_TYPES if t != TT.TASK_TYPE_PRE_COMMIT_2))
+    serve(tmp_path, scenario, task_types=tuple(t for t in ALL_TASK_TYPES if t != TaskType.TASK_TYPE_PRE_COMMIT_2))
 
 
 def test_a_worker_shutting_down_refuses_new_tasks(tmp_path: Path) -> None:
@@ -182,7 +184,7 @@ def test_malformed_task_requests_are_invalid_argument(tmp_path: Path) -> None:
         await refused(w.AckCallResult(worker_pb2.AckCallResultRequest()), invalid, "call_ids must not be empty")
         await refused(w.EnableTaskType(worker_pb2.EnableTaskTypeRequest()), invalid, "task_types must not be empty")
         await refused(
-            w.DisableTaskType(worker_pb2.DisableTaskTypeRequest(task_types=[TT.ValueType(999)])),
+            w.DisableTaskType(worker_pb2.DisableTaskTypeRequest(task_types=[TaskType.ValueType(999)])),
             invalid,
             "unknown task type 999",
         )
@@ -281,7 +283,7 @@ def test_information_answers(tmp_path: Path) -> None:
         session = await w.Session(worker_pb2.SessionRequest())
         assert session.worker_id == parts.identity.worker_id and session.session_id == parts.identity.session_id
         types = await w.TaskTypes(worker_pb2.TaskTypesRequest())
-        assert list(types.task_types) == [TT.TASK_TYPE_ADD_PIECE, TT.TASK_TYPE_FETCH]
+        assert list(types.task_types) == [TaskType.TASK_TYPE_ADD_PIECE, TaskType.TASK_TYPE_FETCH]
         assert (await w.Paths(worker_pb2.PathsRequest())).paths == []
 
-    serve(tmp_path, scenario, task_types=(TT.TASK_TYPE_FETCH, TT.TASK_TYPE_ADD_PIECE))
+    serve(tmp_path, scenario, task_types=(TaskType.TASK_TYPE_FETCH, TaskType.TASK_TYPE_ADD_PIECE))
