@@ -226,12 +226,19 @@ def test_sigterm_of_the_leader_hands_the_lead_over_at_once_and_runs_nothing_twic
     leader gives its lease up at once (the standby leads well before the old process exits), its
     waiting caller is cut with UNAVAILABLE saying to send the call again, it places and re-queues
     nothing more while it drains (the worker, which cannot reach it any more, is not taken for
-    dead), and the same request sent again gets the one PC1 result."""
+    dead), and the same request sent again gets the one PC1 result. The worker heartbeats only
+    every 5 s here (the default), yet it is registered with the new leader within moments: it
+    notices the connection drop and heartbeats at once."""
     url = postgres.new_database()  # type: ignore[attr-defined]
     fleet = make_fleet(
         start_service,
         tmp_path,
-        {"SECTORSTORAGE_DATABASE_URL": url, "SECTORSTORAGE_MANAGER_LEADER_LEASE_S": str(LEASE_S)},
+        {
+            "SECTORSTORAGE_DATABASE_URL": url,
+            "SECTORSTORAGE_MANAGER_LEADER_LEASE_S": str(LEASE_S),
+            "SECTORSTORAGE_MANAGER_HEARTBEAT_INTERVAL_S": "5",
+            "SECTORSTORAGE_MANAGER_HEARTBEAT_TIMEOUT_S": "30",
+        },
     )
     standby = fleet.add_manager()
     standby_port = fleet.standbys[0][0]
@@ -262,6 +269,13 @@ def test_sigterm_of_the_leader_hands_the_lead_over_at_once_and_runs_nothing_twic
             FAILOVER_BUDGET_S,
         )
         assert took < 1.5, f"the standby led {took:.2f} s after the SIGTERM: the lease was not handed over"
+
+        def worker_with_new_leader() -> bool:
+            workers = standby_stub.WorkerStats(manager_pb2.WorkerStatsRequest(), timeout=2).workers
+            return [w.state.connected for w in workers] == [True]
+
+        followed = took + _until("the worker registered with the new leader", worker_with_new_leader, 10)
+        assert followed < 3.0, f"the worker followed the new leader {followed:.2f} s after the SIGTERM"
         with pytest.raises(grpc.RpcError) as info:
             waiting.result(timeout=15)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
