@@ -1,8 +1,10 @@
 """The fleet's one vocabulary for what every service names the same way: seal proof types and
 their sector sizes, task types with their short names (AP, PC1, ... as operators and the
-reference write them) and how to parse them, and a miner's prover id. The values are the wire
-enums' (`sectorstorage.v1.RegisteredSealProof`, `TaskType`), so they convert to and from protos
-without a table; tests/unit/common/test_vocabulary.py pins them against the protos and rust_core."""
+reference write them) and how to parse them, a miner's prover id, and what manager and worker
+say of a task call (its CallType, and the TaskErrorCode that decides whether it is retried). The
+values are the wire enums' (`sectorstorage.v1.RegisteredSealProof`, `TaskType`, `CallType`,
+`TaskErrorCode`), so they convert to and from protos without a table;
+tests/unit/common/test_vocabulary.py pins them against the protos and rust_core."""
 
 from __future__ import annotations
 
@@ -133,3 +135,48 @@ def prover_id(miner: int) -> bytes:
         if not value:
             break
     return bytes(out).ljust(32, b"\0")
+
+
+class CallType(IntEnum):
+    """Mirrors `sectorstorage.v1.CallType`: which task RPC a call was (and so its Return RPC)."""
+
+    UNSPECIFIED = 0
+    ADD_PIECE = 1
+    SEAL_PRE_COMMIT_1 = 2
+    SEAL_PRE_COMMIT_2 = 3
+    SEAL_COMMIT_1 = 4
+    SEAL_COMMIT_2 = 5
+    FINALIZE_SECTOR = 6
+    RELEASE_UNSEALED = 7
+    MOVE_STORAGE = 8
+    UNSEAL_PIECE = 9
+    FETCH = 10
+
+
+class TaskErrorCode(IntEnum):
+    """Mirrors `sectorstorage.v1.TaskErrorCode`: why a task failed, which decides whether the
+    manager retries it."""
+
+    UNSPECIFIED = 0
+    PERMANENT = 1
+    TEMPORARY = 2
+    WORKER_RESTARTED = 3
+    ALLOCATE_SPACE = 4
+    ABORTED = 5
+    TIMED_OUT = 6
+    SECTOR_NOT_FOUND = 7
+
+    @property
+    def wire_name(self) -> str:
+        """The name the protos (and the logs) give it: TASK_ERROR_CODE_<NAME>."""
+        return f"TASK_ERROR_CODE_{self.name}"
+
+    @property
+    def temporary(self) -> bool:
+        """Worth another attempt (elsewhere, or later): the failure was the worker's moment, not the request's."""
+        return self in (
+            TaskErrorCode.TEMPORARY,
+            TaskErrorCode.WORKER_RESTARTED,
+            TaskErrorCode.ALLOCATE_SPACE,
+            TaskErrorCode.TIMED_OUT,
+        )

@@ -10,24 +10,9 @@ restarted can dispatch the work again from its database row alone. The messages 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
+from services.common.vocabulary import CallType as CallType
 from services.manager.tasks import TaskType
-
-
-class CallType(IntEnum):
-    """Mirrors `sectorstorage.v1.CallType` value for value (pinned by tests/unit/manager/test_worker_link.py)."""
-
-    ADD_PIECE = 1
-    SEAL_PRE_COMMIT_1 = 2
-    SEAL_PRE_COMMIT_2 = 3
-    SEAL_COMMIT_1 = 4
-    SEAL_COMMIT_2 = 5
-    FINALIZE_SECTOR = 6
-    RELEASE_UNSEALED = 7
-    MOVE_STORAGE = 8
-    UNSEAL_PIECE = 9
-    FETCH = 10
 
 
 @dataclass(frozen=True)

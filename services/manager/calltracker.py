@@ -26,9 +26,10 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from enum import Enum, IntEnum
+from enum import Enum
 from typing import Protocol
 
+from services.common.vocabulary import TaskErrorCode as ErrorCode
 from services.manager.records import (
     CallRecord,
     CallStatus,
@@ -40,23 +41,6 @@ from services.manager.records import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class ErrorCode(IntEnum):
-    """Mirrors `sectorstorage.v1.TaskErrorCode`."""
-
-    UNSPECIFIED = 0
-    PERMANENT = 1
-    TEMPORARY = 2
-    WORKER_RESTARTED = 3
-    ALLOCATE_SPACE = 4
-    ABORTED = 5
-    TIMED_OUT = 6
-    SECTOR_NOT_FOUND = 7
-
-    @property
-    def temporary(self) -> bool:
-        return self in (ErrorCode.TEMPORARY, ErrorCode.WORKER_RESTARTED, ErrorCode.ALLOCATE_SPACE, ErrorCode.TIMED_OUT)
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from services.common.vocabulary import TaskErrorCode as ErrorCode
 from services.manager import metrics, worker_link
 from services.manager.calls import BY_METHOD, CallSpec
-from services.manager.calltracker import CallTracker, Decision, ErrorCode, LiveWork, Outcome, ReturnStatus, SectorRefKey
+from services.manager.calltracker import CallTracker, Decision, LiveWork, Outcome, ReturnStatus, SectorRefKey
 from services.manager.config import ManagerSection
 from services.manager.domain import SectorId, SectorRef, TaskAssignment
 from services.manager.queue import RequestState, SchedRequest

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.common.db import Database, Migration, Mode, Tx, apply_migrations
+from services.common.vocabulary import TaskErrorCode as ErrorCode
 from services.manager import lifecycle
-from services.manager.calltracker import ErrorCode
 from services.manager.records import CallRecord, CallStatus, OutcomeKind, WorkRecord, WorkStatus
 
 COMPONENT = "manager"

@@ -19,7 +19,8 @@ from services.common.errors import (
 )
 from services.common.pieces import is_unpadded_piece_size, next_piece
 from services.common.pieces import padded_size as padded
-from services.manager.calltracker import ErrorCode, Outcome
+from services.common.vocabulary import TaskErrorCode as ErrorCode
+from services.manager.calltracker import Outcome
 from services.manager.resources import SealProof
 
 MAX_SECTOR_NUMBER = 2**63 - 1

@@ -25,8 +25,9 @@ from services.common.cid import unsealed_cid
 from services.common.client import aio_channel
 from services.common.errors import Cancelled, DomainError, InvalidArgument, Unavailable, from_status
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from services.common.vocabulary import TaskErrorCode as ErrorCode
 from services.manager.calls import BY_CALL_TYPE, CallSpec
-from services.manager.calltracker import ErrorCode, Outcome
+from services.manager.calltracker import Outcome
 from services.manager.domain import (
     AddPieceInput,
     ByteRange,

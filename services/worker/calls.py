@@ -1,49 +1,14 @@
 """A call's domain values: its id, its type, how it ended (an outcome, or a TaskFailure with its
-code) and the result the call store keeps until the manager has it. The enums mirror the wire's
-(`sectorstorage.v1.CallType`, `TaskErrorCode`) value for value, so messages.py converts them
-without a table; nothing here knows a message."""
+code) and the result the call store keeps until the manager has it. The enums are the fleet's
+(services/common/vocabulary.py: CallType, TaskErrorCode as ErrorCode), which mirror the wire's
+value for value, so messages.py converts them without a table; nothing here knows a message."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
+from services.common.vocabulary import CallType as CallType
 from services.common.vocabulary import TaskType
-
-
-class CallType(IntEnum):
-    """Mirrors `sectorstorage.v1.CallType`: which task RPC a call was (and so its Return RPC)."""
-
-    UNSPECIFIED = 0
-    ADD_PIECE = 1
-    SEAL_PRE_COMMIT_1 = 2
-    SEAL_PRE_COMMIT_2 = 3
-    SEAL_COMMIT_1 = 4
-    SEAL_COMMIT_2 = 5
-    FINALIZE_SECTOR = 6
-    RELEASE_UNSEALED = 7
-    MOVE_STORAGE = 8
-    UNSEAL_PIECE = 9
-    FETCH = 10
-
-
-class ErrorCode(IntEnum):
-    """Mirrors `sectorstorage.v1.TaskErrorCode`: why a task failed, which decides whether the
-    manager retries it."""
-
-    UNSPECIFIED = 0
-    PERMANENT = 1
-    TEMPORARY = 2
-    WORKER_RESTARTED = 3
-    ALLOCATE_SPACE = 4
-    ABORTED = 5
-    TIMED_OUT = 6
-    SECTOR_NOT_FOUND = 7
-
-    @property
-    def wire_name(self) -> str:
-        """The name the protos (and the logs) give it: TASK_ERROR_CODE_<NAME>."""
-        return f"TASK_ERROR_CODE_{self.name}"
 
 
 def task_type_name(task_type: int) -> str:

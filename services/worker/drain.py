@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.worker.calls import ErrorCode, TaskFailure
+from services.common.vocabulary import TaskErrorCode as ErrorCode
+from services.worker.calls import TaskFailure
 from services.worker.runner import CallRunner
 
 log = logging.getLogger(__name__)

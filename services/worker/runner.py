@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from services.common import errors
+from services.common.vocabulary import TaskErrorCode as Code
 from services.worker.calls import CallId, CallResult, Outcome, TaskFailure, task_type_name
-from services.worker.calls import ErrorCode as Code
 from services.worker.callstore import CallStore, call_key
 from services.worker.faults import TaskFault
 from services.worker.tasks import TaskContext, classify

@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 import rust_core
 from services.common import errors
 from services.common.pieces import next_piece
+from services.common.vocabulary import TaskErrorCode as Code
 from services.worker import sealer
 from services.worker.calls import DONE, AddedPiece, Commitments, Outcome, TaskFailure
-from services.worker.calls import ErrorCode as Code
 from services.worker.failures import CallFailed
 from services.worker.index_client import IndexClient, IndexUnavailable, LockLost
 from services.worker.local_store import (

@@ -55,3 +55,18 @@ def test_prover_id_is_the_id_address_payload() -> None:
     assert prover_id(2**63 - 1)[:9] == bytes([0xFF] * 8 + [0x7F])
     with pytest.raises(ValueError):
         prover_id(-1)
+
+
+def test_call_types_and_task_error_codes_are_the_wire_enums() -> None:
+    from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+    from services.common.vocabulary import CallType, TaskErrorCode
+
+    assert {f"CALL_TYPE_{c.name}": int(c) for c in CallType} == dict(worker_pb2.CallType.items())
+    assert {c.wire_name: int(c) for c in TaskErrorCode} == dict(common_pb2.TaskErrorCode.items())
+    # What the manager retries: the worker's moment, never the request's.
+    assert {c for c in TaskErrorCode if c.temporary} == {
+        TaskErrorCode.TEMPORARY,
+        TaskErrorCode.WORKER_RESTARTED,
+        TaskErrorCode.ALLOCATE_SPACE,
+        TaskErrorCode.TIMED_OUT,
+    }

@@ -9,7 +9,8 @@ import asyncio
 import pytest
 
 from services.common.db import Database
-from services.manager.calltracker import CallTracker, ErrorCode, Outcome, RetryPolicy, ReturnStatus, SectorRefKey
+from services.common.vocabulary import TaskErrorCode as ErrorCode
+from services.manager.calltracker import CallTracker, Outcome, RetryPolicy, ReturnStatus, SectorRefKey
 from services.manager.records import CallStatus, WorkStatus, work_id_for
 from tests.unit.manager.db import databases, db_url, open_store  # noqa: F401 - fixtures
 

@@ -8,7 +8,8 @@ import asyncio
 
 from services.common.db import Database
 from services.common.proto.sectorstorage.v1 import common_pb2
-from services.manager.calltracker import CallTracker, ErrorCode, Outcome, RetryPolicy, SectorRefKey
+from services.common.vocabulary import TaskErrorCode as ErrorCode
+from services.manager.calltracker import CallTracker, Outcome, RetryPolicy, SectorRefKey
 from services.manager.store import ManagerStore
 from tests.unit.manager.db import databases, db_url, open_store  # noqa: F401 - fixtures
 

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from services.common.db import Database
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.common.vocabulary import TaskErrorCode as ErrorCode
 from services.manager import lifecycle as lc
-from services.manager.calltracker import CallTracker, ErrorCode, Outcome, RetryPolicy, SectorRefKey
+from services.manager.calltracker import CallTracker, Outcome, RetryPolicy, SectorRefKey
 from tests.unit.manager.db import databases, db_url, open_store  # noqa: F401 - fixtures
 
 MINER, NUMBER, P2K = 1000, 7, 5

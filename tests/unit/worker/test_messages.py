@@ -8,7 +8,8 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
-from services.worker.calls import AddedPiece, CallId, CallResult, CallType, Commitments, ErrorCode, TaskFailure
+from services.common.vocabulary import TaskErrorCode as ErrorCode
+from services.worker.calls import AddedPiece, CallId, CallResult, CallType, Commitments, TaskFailure
 from services.worker.messages import RESULT_CODEC, call_id_msg, call_id_of, stored_result_msg
 from services.worker.returns import return_request
 
