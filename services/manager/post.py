@@ -26,7 +26,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -147,6 +147,10 @@ class _Group:
     sectors: list[ProvingSector]
 
 
+# Checks one vanilla proof: (sector size, randomness, prover id, (number, comm_r), proof, kind).
+VanillaVerifier = Callable[[int, bytes, bytes, tuple[int, bytes], bytes, str], bool]
+
+
 class Proving:
     def __init__(
         self,
@@ -154,11 +158,29 @@ class Proving:
         sealing: Sealing,
         index: StorageIndex | None,
         store: VanillaProofStore | None = None,
+        verify_vanilla: VanillaVerifier = rust_core.verify_single_vanilla_proof,
     ) -> None:
         self.runner = runner
         self.sealing = sealing
         self.index = index
         self.store = store
+        # Every vanilla proof is checked against its sector's comm_r before it is stored or
+        # used: one bad proof (a holder's rotten sealed file, a faulty worker) would make the
+        # whole PoSt invalid, and, stored, every retry of it too. A bad one counts as that
+        # holder failing the sector: its next copy is tried, else the sector is skipped.
+        self.verify_vanilla = verify_vanilla
+
+    def _vanilla_problem(
+        self, kind: str, seal: SealProof, randomness: bytes, s: ProvingSector, proof: bytes
+    ) -> str | None:
+        """Why a vanilla proof of sector `s` is unusable, or None."""
+        try:
+            ok = self.verify_vanilla(
+                seal.sector_size, randomness, prover_id(s.sector.miner), (s.sector.number, bytes(s.comm_r)), proof, kind
+            )
+        except ValueError as exc:
+            return f"its vanilla proof is malformed: {exc}"
+        return None if ok else "its vanilla proof does not verify against the sector's comm_r"
 
     # --- PoSt --------------------------------------------------------------------------------
 
@@ -211,6 +233,20 @@ class Proving:
         except Exception as exc:  # noqa: BLE001 - the workers can prove them all again
             log.warning("PoSt: could not read stored vanilla proofs", extra={"error": str(exc)})
             return {}
+        kind, seal = post_proof_info(proof_type)
+        by_number = {s.sector.number: s for s in sectors}
+        for number, proof in list(out.items()):
+            problem = (
+                self._vanilla_problem(kind, seal, randomness, by_number[number], proof)
+                if number in by_number
+                else "not asked"
+            )
+            if problem is not None:
+                log.warning(
+                    "PoSt: a stored vanilla proof is unusable; proving again",
+                    extra={"sector": number, "error": problem},
+                )
+                del out[number]
         if out:
             log.info("PoSt: reusing stored vanilla proofs", extra={"reused": len(out), "sectors": len(sectors)})
         return out
@@ -371,9 +407,16 @@ class Proving:
                 except StopAsyncIteration:
                     break
                 if reply.proof is not None:
+                    sector = asked.get(reply.number)
+                    if sector is None:
+                        continue  # not asked of this holder: nothing to use it for
+                    kind, seal = post_proof_info(proof_type)
+                    problem = self._vanilla_problem(kind, seal, randomness, sector, reply.proof)
+                    if problem is not None:
+                        out[reply.number] = problem
+                        continue
                     out[reply.number] = reply.proof
-                    if reply.number in asked:
-                        await proofs.add(asked[reply.number], reply.proof)
+                    await proofs.add(sector, reply.proof)
                 else:
                     out[reply.number] = f"{reply.error_code}: {reply.error_message}"
         except TimeoutError:

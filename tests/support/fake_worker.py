@@ -297,6 +297,9 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         self.vanilla_enabled = False
         self.vanilla_asked: Counter[int] = Counter()
         self.vanilla_delays: dict[int, float] = {}
+        # Sectors whose vanilla proof this fake gets wrong (another comm_r in it), as a holder
+        # with a rotten sealed file would: the manager's check must refuse it.
+        self.vanilla_bad: set[int] = set()
         self._beat: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -630,10 +633,10 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
             delay = self.vanilla_delays.get(number, 0.0)
             if delay:
                 await asyncio.sleep(delay)
-            yield worker_pb2.GenerateVanillaProofsResponse(
-                sector=s.sector.id,
-                vanilla_proof=fake_vanilla_proof(int(request.proof_type), int(s.sector.proof_type), s),
-            )
+            proof = fake_vanilla_proof(int(request.proof_type), int(s.sector.proof_type), s)
+            if number in self.vanilla_bad:
+                proof = proof[:-32] + bytes(b ^ 0xFF for b in proof[-32:])
+            yield worker_pb2.GenerateVanillaProofsResponse(sector=s.sector.id, vanilla_proof=proof)
 
     async def ReadPiece(
         self, request: W.WorkerServiceReadPieceRequest, context: Context
@@ -652,6 +655,15 @@ def fake_vanilla_proof(post_proof: int, seal_proof: int, s: common_pb2.ProvingSe
     kind = 1 if post_proof <= 9 else 2
     head = b"SSPV" + struct.pack("<HBQ", 1, kind, SealProof(seal_proof).sector_size)
     return head + struct.pack("<Q", s.sector.id.number) + s.comm_r
+
+
+def verify_fake_vanilla_proof(
+    sector_size: int, randomness: bytes, prover: bytes, sector: tuple[int, bytes], proof: bytes, kind: str
+) -> bool:
+    """The manager's per-proof check for the fake's proofs (they carry no Merkle paths for
+    rust_core to verify): the header's kind and size, and the sector's number and comm_r."""
+    expected = b"SSPV" + struct.pack("<HBQ", 1, 1 if kind == "window" else 2, sector_size)
+    return proof == expected + struct.pack("<Q", sector[0]) + sector[1]
 
 
 # --- the manager in-process -------------------------------------------------------------------
@@ -705,6 +717,7 @@ class InProcessManager:
 
     async def start(self, index: FakeIndex | None = None) -> InProcessManager:
         self.app = ManagerApp(self.config, index=index)
+        self.app.proving.verify_vanilla = verify_fake_vanilla_proof
         self.host = ServiceHost(self.app, self.config)
         self.task = asyncio.create_task(self.host.run())
         while self.host.runtime is None or not self.app.ready.is_set():

@@ -120,6 +120,25 @@ def test_a_lost_replica_is_skipped_and_the_rest_proven(start_service: StartServi
     assert (err.value.details() or "").startswith("winning PoSt needs every challenged sector: 2: ")  # type: ignore[attr-defined]
 
 
+def test_a_rotten_replica_is_skipped_because_its_vanilla_proof_does_not_verify(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """Sector 2's sealed file is still there, its size right, but its bytes rotted: the holders
+    make vanilla proofs from it without an error. The manager checks each proof against comm_r,
+    so the sector is skipped with that reason (instead of the whole PoSt being invalid), and the
+    proof covers the other two and verifies."""
+    fleet, proving = sealed_fleet(start_service, tmp_path)
+    sealed = tmp_path / "store-seal" / "sealed" / "s-t01000-2"
+    rotten = bytes(b ^ 0xFF for b in sealed.read_bytes())
+    sealed.write_bytes(rotten)
+    reply = window_post(fleet, proving)
+    [bad] = reply.skipped
+    assert bad.sector.number == 2
+    assert "does not verify against the sector's comm_r" in bad.reason, bad.reason
+    rest = [p for p in proving if p.sector.id.number != 2]
+    assert len(reply.proofs) == 1 and verifies(fleet, rest, list(reply.proofs))
+
+
 def manager_log_events(fleet: Fleet, msg: str) -> list[dict[str, Any]]:
     out = []
     for line in fleet.manager.output:

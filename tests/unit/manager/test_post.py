@@ -103,6 +103,48 @@ def test_window_post_skips_sectors_nobody_holds_or_can_prove_with_every_reason(t
     run(test, tmp_path)
 
 
+def test_a_vanilla_proof_that_does_not_verify_skips_its_sector_and_is_never_stored(tmp_path: Path) -> None:
+    """The holder of sector 2 returns a proof that does not verify against its comm_r (a rotten
+    sealed file): sector 2 is skipped with that reason, the PoSt is made over sectors 1 and 3 and
+    is exactly the proof of those two, and the bad proof is not stored, so a retry asks for it
+    again (and uses it once it is right). A stored proof that does not verify is proven again."""
+
+    async def test(manager: InProcessManager, app: ManagerApp, worker: FakeWorker) -> None:
+        worker.vanilla_enabled = True
+        for n in (1, 2, 3):
+            await sealed_on_worker(app, n)
+        worker.vanilla_bad = {2}
+        sectors = [proving(1), proving(2), proving(3)]
+        proof, skipped = await app.proving.generate_post(WINDOW_2K, RANDOMNESS, sectors, Deadline(20))
+        assert [(b.sector.number, b.reason) for b in skipped] == [
+            (2, f"on {worker.worker_id}: its vanilla proof does not verify against the sector's comm_r")
+        ]
+        good = [fake_vanilla_proof(int(WINDOW_2K), int(P2K), proving_sector(n)) for n in (1, 3)]
+        assert proof == assemble("window", P2K.sector_size, good)
+        stored = await app.store.vanilla_proofs(
+            int(WINDOW_2K), RANDOMNESS, MINER, [(n, bytes([n]) * 32) for n in (1, 2, 3)]
+        )
+        assert set(stored) == {1, 3}
+        # The holder is right again: the retry asks only for sector 2 and proves all three.
+        worker.vanilla_bad = set()
+        worker.vanilla_asked.clear()
+        proof, skipped = await app.proving.generate_post(WINDOW_2K, RANDOMNESS, sectors, Deadline(20))
+        assert not skipped and dict(worker.vanilla_asked) == {2: 1}
+        # A stored proof that went bad (written by an older manager, or damaged) is not reused.
+        await app.store.db.run(
+            lambda tx: tx.execute(
+                "UPDATE manager_vanilla_proofs SET proof = ? WHERE number = 3", (b"SSPV-not-a-proof",)
+            )
+        )
+        worker.vanilla_asked.clear()
+        proof, skipped = await app.proving.generate_post(WINDOW_2K, RANDOMNESS, sectors, Deadline(20))
+        assert not skipped and dict(worker.vanilla_asked) == {3: 1}
+        every = [fake_vanilla_proof(int(WINDOW_2K), int(P2K), proving_sector(n)) for n in (1, 2, 3)]
+        assert proof == assemble("window", P2K.sector_size, every)
+
+    run(test, tmp_path)
+
+
 def test_check_provable_names_what_is_wrong_with_each_sector(tmp_path: Path) -> None:
     async def test(manager: InProcessManager, app: ManagerApp, worker: FakeWorker) -> None:
         await sealed_on_worker(app, 2)
