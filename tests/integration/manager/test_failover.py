@@ -55,6 +55,12 @@ def _until(what: str, check: object, timeout: float) -> float:
         time.sleep(0.05)
 
 
+def pc1_running(stub: manager_pb2_grpc.ManagerServiceStub) -> bool:
+    """A PC1 runs on a worker, as the manager behind `stub` sees its jobs."""
+    jobs = stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
+    return any(j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == JobState.JOB_STATE_RUNNING for j in jobs)
+
+
 @pytest.mark.postgres
 def test_kill_9_of_the_leader_fails_over_without_lost_or_doubled_work(
     start_service: StartService, tmp_path: Path, postgres: object
@@ -84,13 +90,7 @@ def test_kill_9_of_the_leader_fails_over_without_lost_or_doubled_work(
     with ThreadPoolExecutor(1) as pool:
         cut = pool.submit(leader_stub.SealPreCommit1, request, timeout=60)
 
-        def pc1_running() -> bool:
-            jobs = leader_stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
-            return any(
-                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == JobState.JOB_STATE_RUNNING for j in jobs
-            )
-
-        _until("PC1 runs on the worker", pc1_running, 30)
+        _until("PC1 runs on the worker", lambda: pc1_running(leader_stub), 30)
         leader = fleet.manager.proc
         assert leader is not None
         os.kill(leader.pid, signal.SIGKILL)
@@ -184,13 +184,7 @@ def test_a_frozen_leader_that_wakes_up_after_a_takeover_changes_nothing(
     with ThreadPoolExecutor(1) as pool:
         cut = pool.submit(fleet.stub().SealPreCommit1, request, timeout=60)
 
-        def pc1_running() -> bool:
-            jobs = standby_stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
-            return any(
-                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == JobState.JOB_STATE_RUNNING for j in jobs
-            )
-
-        _until("PC1 runs on the worker", pc1_running, 30)
+        _until("PC1 runs on the worker", lambda: pc1_running(standby_stub), 30)
         os.kill(leader.pid, signal.SIGSTOP)
         try:
             _until(
@@ -255,13 +249,7 @@ def test_sigterm_of_the_leader_hands_the_lead_over_at_once_and_runs_nothing_twic
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(leader_stub.SealPreCommit1, request, timeout=60)
 
-        def pc1_running() -> bool:
-            jobs = leader_stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5).jobs
-            return any(
-                j.task_type == common_pb2.TASK_TYPE_PRE_COMMIT_1 and j.state == JobState.JOB_STATE_RUNNING for j in jobs
-            )
-
-        _until("PC1 runs on the worker", pc1_running, 30)
+        _until("PC1 runs on the worker", lambda: pc1_running(leader_stub), 30)
         leader.send_signal(signal.SIGTERM)
         took = _until(
             "the standby leads",
