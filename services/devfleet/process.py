@@ -73,15 +73,19 @@ class ServiceProcess:
 
         def pump() -> None:
             assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.output.append(line)
+            try:
+                for line in self.proc.stdout:
+                    self.output.append(line)
+                    if copy is not None:
+                        copy.write(line)
+                        copy.flush()
+                    match = _LISTENING.search(line)
+                    if match and not found.is_set():
+                        self.address, self.metrics_address = match.group(1), match.group(2)
+                        found.set()
+            finally:
                 if copy is not None:
-                    copy.write(line)
-                    copy.flush()
-                match = _LISTENING.search(line)
-                if match and not found.is_set():
-                    self.address, self.metrics_address = match.group(1), match.group(2)
-                    found.set()
+                    copy.close()
 
         threading.Thread(target=pump, daemon=True).start()
         deadline = time.monotonic() + timeout

@@ -211,7 +211,25 @@ class Leadership:
         transaction: a frozen process's, which would hold the takeover up indefinitely. Its
         other sessions hold no lock and are left alone."""
         name = db_session_name(_session_of(holder))
-        ended = await self.db.run(
+        try:
+            ended = await self._terminate(name)
+        except Exception as exc:  # noqa: BLE001 - e.g. no right to end another role's sessions
+            # Ending them only spares the wait; the takeover itself does not need it (it waits
+            # for the sessions' own timeouts instead), so it must never stop the takeover.
+            log.warning(
+                "could not end the database sessions of the manager whose lease expired; taking over anyway",
+                extra={"holder": holder, "error": str(exc)},
+            )
+            return
+        if ended:
+            log.warning(
+                "ended the database sessions of the manager whose lease expired",
+                extra={"holder": holder, "sessions": ended},
+            )
+
+    async def _terminate(self, name: str) -> list[int]:
+        """Ends the sessions named `name` that are inside a transaction; returns their pids."""
+        rows = await self.db.run(
             lambda tx: tx.query(
                 "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?"
                 " AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')"
@@ -220,11 +238,7 @@ class Leadership:
             ),
             unguarded=True,
         )
-        if ended:
-            log.warning(
-                "ended the database sessions of the manager whose lease expired",
-                extra={"holder": holder, "sessions": [int(r[0]) for r in ended]},
-            )
+        return [int(r[0]) for r in rows]
 
     async def renew(self) -> Lease:
         """Extends this manager's lease; NotLeader when it was taken over meanwhile (this

@@ -173,7 +173,9 @@ class Proving:
     def _vanilla_problem(
         self, kind: str, seal: SealProof, randomness: bytes, s: ProvingSector, proof: bytes
     ) -> str | None:
-        """Why a vanilla proof of sector `s` is unusable, or None."""
+        """Why a vanilla proof of sector `s` is unusable, or None. It reads Merkle paths (a
+        window PoSt has thousands of sectors): callers run it off the event loop, and rust_core
+        releases the GIL while it verifies."""
         try:
             ok = self.verify_vanilla(
                 seal.sector_size, randomness, prover_id(s.sector.miner), (s.sector.number, bytes(s.comm_r)), proof, kind
@@ -235,18 +237,21 @@ class Proving:
             return {}
         kind, seal = post_proof_info(proof_type)
         by_number = {s.sector.number: s for s in sectors}
-        for number, proof in list(out.items()):
-            problem = (
-                self._vanilla_problem(kind, seal, randomness, by_number[number], proof)
+
+        def unusable() -> dict[int, str]:
+            problems = {
+                number: self._vanilla_problem(kind, seal, randomness, by_number[number], proof)
                 if number in by_number
                 else "not asked"
+                for number, proof in out.items()
+            }
+            return {number: problem for number, problem in problems.items() if problem is not None}
+
+        for number, problem in (await asyncio.to_thread(unusable)).items():
+            log.warning(
+                "PoSt: a stored vanilla proof is unusable; proving again", extra={"sector": number, "error": problem}
             )
-            if problem is not None:
-                log.warning(
-                    "PoSt: a stored vanilla proof is unusable; proving again",
-                    extra={"sector": number, "error": problem},
-                )
-                del out[number]
+            del out[number]
         if out:
             log.info("PoSt: reusing stored vanilla proofs", extra={"reused": len(out), "sectors": len(sectors)})
         return out
@@ -411,7 +416,9 @@ class Proving:
                     if sector is None:
                         continue  # not asked of this holder: nothing to use it for
                     kind, seal = post_proof_info(proof_type)
-                    problem = self._vanilla_problem(kind, seal, randomness, sector, reply.proof)
+                    problem = await asyncio.to_thread(
+                        self._vanilla_problem, kind, seal, randomness, sector, reply.proof
+                    )
                     if problem is not None:
                         out[reply.number] = problem
                         continue

@@ -190,29 +190,22 @@ def test_three_managers_survive_kill_9_and_a_rolling_restart_under_load(
             unfinished = sum(not f.done() for f in sealing)
             assert unfinished >= 5, f"only {unfinished} sectors were still being sealed at {what}"
 
-        # 1. kill -9 of the leader while a PC1 runs.
-        managers.wait_job(common_pb2.TASK_TYPE_PRE_COMMIT_1)
-        under_load("the first kill")
-        old = managers.leader_port()
-        victim = managers.procs[old].proc
-        assert victim is not None
-        os.kill(victim.pid, signal.SIGKILL)
-        managers.procs[old].kill()
-        _, took = managers.wait_leader(other_than=old)
-        failovers.append(("kill -9 during PC1", took))
-        managers.restart(old)
+        def kill_leader_during(task: int, what: str) -> None:
+            """kill -9 of the leader while a `task` runs; the next leader's time is recorded."""
+            managers.wait_job(task)
+            under_load(what)
+            old = managers.leader_port()
+            victim = managers.procs[old].proc
+            assert victim is not None
+            os.kill(victim.pid, signal.SIGKILL)
+            managers.procs[old].kill()
+            _, took = managers.wait_leader(other_than=old)
+            failovers.append((what, took))
+            managers.restart(old)
 
-        # 2. kill -9 of the leader again, while a C2 runs.
-        managers.wait_job(common_pb2.TASK_TYPE_COMMIT_2)
-        under_load("the second kill")
-        old = managers.leader_port()
-        victim = managers.procs[old].proc
-        assert victim is not None
-        os.kill(victim.pid, signal.SIGKILL)
-        managers.procs[old].kill()
-        _, took = managers.wait_leader(other_than=old)
-        failovers.append(("kill -9 during C2", took))
-        managers.restart(old)
+        # 1. kill -9 of the leader while a PC1 runs; 2. again, while a C2 runs.
+        kill_leader_during(common_pb2.TASK_TYPE_PRE_COMMIT_1, "kill -9 during PC1")
+        kill_leader_during(common_pb2.TASK_TYPE_COMMIT_2, "kill -9 during C2")
 
         # 3. The leader frozen (SIGSTOP) during a C2 for longer than its lease, woken up after
         # the takeover: it finds itself deposed and exits, having recorded nothing more.

@@ -208,6 +208,37 @@ def test_a_takeover_ends_the_transaction_a_frozen_leader_left_open(
     asyncio.run(run())
 
 
+@pytest.mark.postgres
+def test_a_takeover_goes_ahead_when_the_old_sessions_cannot_be_ended(
+    postgres: object,
+    databases: list[Database],  # noqa: F811
+) -> None:
+    """Ending the expired holder's sessions only spares a wait: when the database refuses it
+    (a role without the right to end another role's sessions), the standby still takes over."""
+    url = postgres.new_database()  # type: ignore[attr-defined]
+    clock = Clock()
+    a_store = open_store(url, databases, session_name=db_session_name("gone1234"))
+    b_store = open_store(url, databases, session_name=db_session_name("standby2"))
+    a = Leadership(a_store.db, holder_name("h", "a:9000", "gone1234"), "a:9000", TTL, clock)
+    b = Leadership(b_store.db, holder_name("h", "b:9000", "standby2"), "b:9000", TTL, clock)
+    refused: list[str] = []
+
+    async def no_right(name: str) -> list[int]:
+        refused.append(name)
+        raise RuntimeError("permission denied to terminate process")
+
+    b._terminate = no_right  # type: ignore[method-assign]
+
+    async def run() -> None:
+        assert await a.try_acquire() is not None
+        clock.now += TTL + 1
+        lease = await b.try_acquire()
+        assert lease is not None and lease.holder == b.holder and lease.epoch == 2
+        assert refused == [db_session_name("gone1234")]
+
+    asyncio.run(run())
+
+
 class Recorder:
     """What a campaign told its manager, in order."""
 
