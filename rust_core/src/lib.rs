@@ -23,6 +23,8 @@ pub mod porep;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(test)]
+mod test_data;
 
 pub use cancel::{Cancel, Cancelled};
 pub use error::{Error, Result};

@@ -253,19 +253,7 @@ mod hw {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A deterministic byte pattern (xorshift), so failures replay.
-    fn pattern(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::test_data::pseudo_random as pattern;
 
     /// Bit by bit, straight from the definition.
     fn reference(data: &[u8]) -> u32 {

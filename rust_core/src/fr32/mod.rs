@@ -439,6 +439,7 @@ pub fn unpad(input: &[u8]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_data::pseudo_random;
 
     /// Reference: the bit-by-bit definition (254 bits per node, little-endian).
     fn pad_bitwise(input: &[u8]) -> Vec<u8> {
@@ -454,18 +455,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     #[test]

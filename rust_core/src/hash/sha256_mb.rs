@@ -693,18 +693,7 @@ mod vl {
 mod tests {
     use super::*;
     use crate::hash::hash_block;
-
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
+    use crate::test_data::pseudo_random;
 
     #[test]
     fn pad_schedule_is_the_padding_block() {
