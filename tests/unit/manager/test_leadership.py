@@ -163,6 +163,17 @@ def test_a_write_racing_the_takeover_commits_before_it_or_not_at_all(
     asyncio.run(run())
 
 
+def named_manager(
+    url: str,
+    databases: list[Database],  # noqa: F811
+    session: str,
+    clock: Clock,
+) -> tuple[ManagerStore, Leadership]:
+    """A manager's store and lease, its database sessions named after it as a real one's are."""
+    store = open_store(url, databases, session_name=db_session_name(session))
+    return store, Leadership(store.db, holder_name("h", f"{session}:9000", session), f"{session}:9000", TTL, clock)
+
+
 @pytest.mark.postgres
 def test_a_takeover_ends_the_transaction_a_frozen_leader_left_open(
     postgres: object,
@@ -174,10 +185,10 @@ def test_a_takeover_ends_the_transaction_a_frozen_leader_left_open(
     lands."""
     url = postgres.new_database()  # type: ignore[attr-defined]
     clock = Clock()
-    a_store = open_store(url, databases, session_name=db_session_name("froze123"))
-    b_store = open_store(url, databases, session_name=db_session_name("standby1"))
-    a = Leadership(a_store.db, holder_name("h", "a:9000", "froze123"), "a:9000", TTL, clock)
-    b = Leadership(b_store.db, holder_name("h", "b:9000", "standby1"), "b:9000", TTL, clock)
+    (a_store, a), (b_store, b) = (
+        named_manager(url, databases, "froze123", clock),
+        named_manager(url, databases, "standby1", clock),
+    )
     inside = threading.Event()
     thaw = threading.Event()
 
@@ -217,10 +228,10 @@ def test_a_takeover_goes_ahead_when_the_old_sessions_cannot_be_ended(
     (a role without the right to end another role's sessions), the standby still takes over."""
     url = postgres.new_database()  # type: ignore[attr-defined]
     clock = Clock()
-    a_store = open_store(url, databases, session_name=db_session_name("gone1234"))
-    b_store = open_store(url, databases, session_name=db_session_name("standby2"))
-    a = Leadership(a_store.db, holder_name("h", "a:9000", "gone1234"), "a:9000", TTL, clock)
-    b = Leadership(b_store.db, holder_name("h", "b:9000", "standby2"), "b:9000", TTL, clock)
+    (_, a), (_, b) = (
+        named_manager(url, databases, "gone1234", clock),
+        named_manager(url, databases, "standby2", clock),
+    )
     refused: list[str] = []
 
     async def no_right(name: str) -> list[int]:
