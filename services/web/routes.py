@@ -309,4 +309,3 @@ def routes(pages: Pages) -> list[web.RouteDef]:
         web.post("/login", pages.login),
         web.post("/logout", pages.logout),
     ]
-

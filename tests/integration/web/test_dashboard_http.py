@@ -264,4 +264,3 @@ def test_start_up_refuses_a_token_that_can_write_and_a_missing_password(web_flee
     )
     assert proc.returncode == 2 and "may only listen on loopback" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
-
