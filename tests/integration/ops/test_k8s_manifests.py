@@ -274,7 +274,9 @@ def test_services_target_container_ports(overlay: Rendered) -> None:
             if all(w.pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
         ]
         container_ports = {p["name"]: p["containerPort"] for p in main_container(workload)["ports"]}
-        assert any(p["name"] == "grpc" for p in service["spec"]["ports"]), name
+        # Every service serves gRPC; the dashboard (component web) serves HTTP instead.
+        main_port = "http" if workload.pod_labels.get("app.kubernetes.io/component") == "web" else "grpc"
+        assert any(p["name"] == main_port for p in service["spec"]["ports"]), name
         for port in service["spec"]["ports"]:
             target = port.get("targetPort", port["port"])
             number = container_ports.get(target) if isinstance(target, str) else target
