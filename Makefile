@@ -11,7 +11,7 @@ comma       := ,
 .PHONY: help venv develop protos check-protos postgres browser test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep bench-scheduler bench-failover clean
 
 help:
-	@echo "make demo   - build, start index + manager + workers locally, run the main job"
+	@echo "make demo   - build, start index + manager + workers locally, run the main job (DASHBOARD=1: and the dashboard, up until Ctrl-C)"
 	@echo "make test   - cargo test + pytest (installs everything it needs)"
 	@echo "make protos - regenerate services/common/proto from protos/"
 	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, ruff format --check, ruff check, mypy, stubtest (rust_core.pyi), the import rules (architecture.toml)"
@@ -97,8 +97,10 @@ fmt: $(DEPS_STAMP)
 	$(VPY) -m ruff format services tests bench scripts
 	$(VPY) -m ruff check --fix services tests bench scripts
 
+# DASHBOARD=1: also start the dashboard (docs/dashboard.md), print its URL, and keep the fleet up
+# after the job until Ctrl-C.
 demo: develop
-	$(VPY) -m services.cli.demo
+	$(VPY) -m services.cli.demo $(if $(filter 1,$(DASHBOARD)),--dashboard)
 
 # Each benchmark prints its figures and ratios against its baseline (bench/README.md);
 # recorded results are in docs/benchmarks.md.
