@@ -75,9 +75,15 @@ def start_dashboard(
     *,
     args: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    keep_token: bool = False,
 ) -> Dashboard:
-    """A dashboard on the fleet at `manager` and `index`, refreshing every second."""
+    """A dashboard on the fleet at `manager` and `index`, refreshing every second (`keep_token`:
+    with the token file already in `folder`)."""
+    kept = (folder / "web.token").read_text() if keep_token else None
     token_file, password_file, read_token = write_secrets(folder)
+    if kept is not None:
+        token_file.write_text(kept)
+        read_token = kept.strip()
     proc = start(
         "web",
         "--manager",

@@ -264,3 +264,100 @@ def test_start_up_refuses_a_token_that_can_write_and_a_missing_password(web_flee
     )
     assert proc.returncode == 2 and "may only listen on loopback" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_token_the_services_refuse_is_named_on_the_page(web_fleet: WebFleet) -> None:
+    """A read token signed with another fleet's key: the manager refuses it, and the page says so
+    (not 'down'), naming the service and its answer."""
+    from services.common.auth import Permission, create_token
+
+    folder = web_fleet.tmp / "dash-foreign"
+    other = start_dashboard(web_fleet.start, web_fleet.fleet.address, web_fleet.fleet.index.address, folder)  # type: ignore[arg-type]
+    other.proc.stop()
+    (folder / "web.token").write_text(create_token(b"k" * 40, Permission.READ, subject="dashboard") + "\n")
+    other = start_dashboard(
+        web_fleet.start, web_fleet.fleet.address, web_fleet.fleet.index.address, folder, keep_token=True
+    )  # type: ignore[arg-type]
+    page = other.get("/fleet")
+    assert page.status == 503
+    assert f"The manager at {web_fleet.fleet.address} refused the dashboard's call (UNAUTHENTICATED" in text(page)
+    other.proc.stop()
+
+
+def test_concurrent_pages_and_a_manager_that_dies_and_comes_back(web_fleet: WebFleet, sealed: str) -> None:
+    """Forty pages at once from eight threads all answer; then the manager is killed: the pages say
+    it is down and the dashboard keeps answering; it comes back on its address and the pages
+    recover without a dashboard restart."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [
+        "/fleet",
+        "/queue",
+        "/storage",
+        "/sectors",
+        "/history",
+        f"/sectors/1000/{SEALED}",
+        "/history?failed=1",
+        "/nope",
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        pages = list(pool.map(web_fleet.dashboard.get, paths * 5))
+    assert [p.status for p in pages] == [404 if p == "/nope" else 200 for p in paths * 5]
+    assert all("Traceback" not in p.body for p in pages)
+
+    fleet = web_fleet.fleet
+    fleet.manager.kill()
+    try:
+        page = wait_page_status(web_fleet, "/fleet", 503)
+        assert f"The manager at {fleet.address} is not answering" in text(page)
+        storage_page = web_fleet.dashboard.get("/storage")
+        assert storage_page.status == 200 and "Workers unknown (the manager did not answer)" in text(storage_page)
+        assert web_fleet.dashboard.get("/healthz").status == 200
+    finally:
+        fleet.start_manager()
+    fleet.wait_registered()
+    page = wait_page(web_fleet, "/fleet", lambda t: "2 worker(s), 2 connected" in t)
+    assert "not answering" not in page.body
+
+
+def wait_page_status(web: WebFleet, path: str, status: int, timeout: float = 30.0) -> Page:
+    deadline = time.monotonic() + timeout
+    while True:
+        page = web.dashboard.get(path)
+        if page.status == status:
+            return page
+        assert time.monotonic() < deadline, (page.status, text(page))
+        time.sleep(0.3)
+
+
+def test_login_form_sets_a_cookie_and_never_redirects_elsewhere(web_fleet: WebFleet) -> None:
+    import http.client
+    from urllib.parse import urlencode
+
+    host, port = web_fleet.dashboard.proc.address.rsplit(":", 1)
+
+    def post(form: dict[str, str]) -> http.client.HTTPResponse:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request(
+            "POST", "/login", body=urlencode(form), headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        response = conn.getresponse()
+        response.read()
+        return response
+
+    for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+        response = post({"password": PASSWORD, "next": target})
+        assert response.status == 303 and response.headers["Location"] == "/", target
+    response = post({"password": PASSWORD, "next": "/history?failed=1"})
+    assert response.headers["Location"] == "/history?failed=1"
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie  # plain HTTP here
+    wrong = post({"password": "not-the-password", "next": "/"})
+    assert wrong.status == 401 and wrong.headers.get("Set-Cookie") is None
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", "/queue", headers={"Cookie": cookie.split(";")[0]})
+    assert conn.getresponse().status == 200
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    forged = cookie.split(";")[0].split("=", 1)[1].split(".")[0] + ".0000"
+    conn.request("GET", "/queue", headers={"Cookie": f"sectorstorage_dashboard={forged}", "Accept": "text/html"})
+    assert conn.getresponse().status == 303
