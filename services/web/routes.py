@@ -176,7 +176,17 @@ class Pages:
             f.get(self.services.history(filters, limit=500)),
             f.get(self.services.history(HistoryFilter(since=now - history.HOURS * 3600))),
         )
-        page = history.build(runs[0], runs[1], chart_runs[0] if chart_runs else None, now) if runs is not None else None
+        page = (
+            history.build(
+                runs[0],
+                runs[1],
+                chart_runs[0] if chart_runs else None,
+                now,
+                chart_truncated=bool(chart_runs and chart_runs[1]),
+            )
+            if runs is not None
+            else None
+        )
         return self.render(
             request,
             "history.html",

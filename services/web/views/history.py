@@ -94,6 +94,8 @@ class HistoryPage:
     runs: tuple[RunRow, ...]
     truncated: bool
     chart: Chart | None
+    # The chart counts only the newest runs the page read (clients.HISTORY_LIMIT).
+    chart_truncated: bool
 
 
 def row(r: TaskRun) -> RunRow:
@@ -179,11 +181,18 @@ def chart(runs: Sequence[TaskRun], now: float) -> Chart | None:
     )
 
 
-def build(runs: Sequence[TaskRun], truncated: bool, chart_runs: Sequence[TaskRun] | None, now: float) -> HistoryPage:
+def build(
+    runs: Sequence[TaskRun],
+    truncated: bool,
+    chart_runs: Sequence[TaskRun] | None,
+    now: float,
+    chart_truncated: bool = False,
+) -> HistoryPage:
     rows = [row(r) for r in runs]
     return HistoryPage(
         failures=tuple(r for r in rows if r.failed),
         runs=tuple(rows),
         truncated=truncated,
         chart=chart(chart_runs, now) if chart_runs is not None else None,
+        chart_truncated=chart_truncated,
     )
