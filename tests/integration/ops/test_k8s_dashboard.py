@@ -8,6 +8,7 @@ validation of its objects is test_k8s_manifests.py's, which covers every object.
 from __future__ import annotations
 
 import base64
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,15 +24,21 @@ from services.web.config import AuthMode, WebConfig
 from tests.integration.ops.k8s_render import (
     Rendered,
     config_env_names,
+    config_mount,
     find_kubectl,
     host_of,
     kustomize,
+    main_container,
     port_of,
     resolve_env,
 )
-from tests.integration.ops.test_k8s_manifests import OVERLAYS, SCRIPTS, config_mount, main_container
 from tests.support.auth import token
+from tests.support.paths import REPO
 
+K8S = REPO / "k8s"
+OVERLAYS = {"base": K8S / "base", "postgres": K8S / "overlays" / "postgres", "gpu": K8S / "overlays" / "gpu"}
+with open(REPO / "pyproject.toml", "rb") as _f:
+    SCRIPTS = tomllib.load(_f)["project"]["scripts"]
 WEB_SECRET = "sectorstorage-web"
 PASSWORD = "k8s-dashboard-password"
 

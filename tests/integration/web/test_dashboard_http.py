@@ -361,3 +361,21 @@ def test_login_form_sets_a_cookie_and_never_redirects_elsewhere(web_fleet: WebFl
     forged = cookie.split(";")[0].split("=", 1)[1].split(".")[0] + ".0000"
     conn.request("GET", "/queue", headers={"Cookie": f"sectorstorage_dashboard={forged}", "Accept": "text/html"})
     assert conn.getresponse().status == 303
+
+
+def test_proxy_mode_on_loopback_has_no_login_of_its_own(web_fleet: WebFleet) -> None:
+    """auth = proxy: the operator's proxy authenticates, so the dashboard (on loopback) serves
+    every page without a password, shows no log-out button, and still never shows its token."""
+    folder = web_fleet.tmp / "dash-proxy"
+    proxied = start_dashboard(
+        web_fleet.start,  # type: ignore[arg-type]
+        web_fleet.fleet.address,
+        web_fleet.fleet.index.address,
+        folder,
+        env={"SECTORSTORAGE_WEB_AUTH": "proxy"},
+    )
+    page = proxied.get("/fleet", auth=False)
+    assert page.status == 200 and "dash-w1" in page.body and "Log out" not in page.body
+    assert proxied.read_token not in page.body
+    assert proxied.get("/login", auth=False).status == 200  # harmless: logging in sets nothing needed
+    proxied.proc.stop()
