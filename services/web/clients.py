@@ -21,7 +21,7 @@ from services.common.proto.sectorstorage.v1 import (
     manager_pb2,
     manager_pb2_grpc,
 )
-from services.common.vocabulary import SealProof, TaskType
+from services.common.vocabulary import TASK_BY_SHORT, SealProof, TaskType
 from services.web import model
 
 T = TypeVar("T")
@@ -316,10 +316,10 @@ class Services:
         """None when the sector's files check out (CheckProvable, not expensive), else why not."""
         ref = common_pb2.SectorRef(
             id=common_pb2.SectorId(miner=status.sector.miner, number=status.sector.number),
-            proof_type=status.proof_value,  # type: ignore[arg-type]
+            proof_type=common_pb2.RegisteredSealProof.ValueType(status.proof_value),
         )
         request = manager_pb2.CheckProvableRequest(
-            proof_type=_window_post(status.proof_value),  # type: ignore[arg-type]
+            proof_type=common_pb2.RegisteredPoStProof.ValueType(_window_post(status.proof_value)),
             sectors=[common_pb2.ProvingSector(sector=ref)],
         )
         reply = await self._call("manager", self._m("CheckProvable", request))
@@ -335,7 +335,7 @@ class Services:
         if filters.sector is not None:
             request.sector.CopyFrom(common_pb2.SectorId(miner=filters.sector.miner, number=filters.sector.number))
         if filters.task is not None:
-            request.task_type = int(TaskType[_task_enum(filters.task)])  # type: ignore[assignment]
+            request.task_type = common_pb2.TaskType.Value(f"TASK_TYPE_{TASK_BY_SHORT[filters.task].name}")
         if filters.since is not None:
             request.since.FromNanoseconds(int(filters.since * 1e9))
         out: list[model.TaskRun] = []
@@ -345,10 +345,3 @@ class Services:
             if not reply.next_page_token or len(out) >= limit:
                 return out[:limit], bool(reply.next_page_token)
             request.page_token = reply.next_page_token
-
-
-def _task_enum(short: str) -> str:
-    for tt in TaskType:
-        if tt.short == short:
-            return tt.name
-    raise ValueError(f"unknown task type {short!r}")

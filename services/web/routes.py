@@ -19,7 +19,7 @@ from aiohttp import web
 
 from services.web.clients import NotFound, ServiceError, Services
 from services.web.login import COOKIE, Gate
-from services.web.model import HistoryFilter
+from services.web.model import HistoryFilter, SectorStatus
 from services.web.views import fleet, history, queue, sectors, storage
 from services.web.views.params import BadRequest, history_filter, sector_key
 
@@ -71,7 +71,11 @@ class Pages:
     secure_cookie: bool
 
     def render(self, request: web.Request, name: str, status: int = 200, **context: Any) -> web.Response:
-        errors = context.pop("fetch").errors if "fetch" in context else []
+        errors: list[ServiceError] = []
+        for e in context.pop("fetch").errors if "fetch" in context else []:
+            # One banner per service (a page may have asked it several things).
+            if all(e.service != seen.service for seen in errors):
+                errors.append(e)
         text = self.templates.get_template(name).render(
             nav=NAV,
             active=context.pop("active", ""),
@@ -156,7 +160,7 @@ class Pages:
         page = sectors.build_sector(status, runs[0] if runs else None, locations, provable, time.time())
         return self.render(request, "sector.html", active="sectors", page=page, fetch=f, key=str(key))
 
-    async def _provable(self, f: Fetch, status: Any) -> tuple[bool | None, str]:
+    async def _provable(self, f: Fetch, status: SectorStatus) -> tuple[bool | None, str]:
         if status.state not in SEALED_STATES:
             return None, f"not checked: the sector is {status.state}, not sealed yet"
         try:

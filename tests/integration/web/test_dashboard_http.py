@@ -313,6 +313,8 @@ def test_concurrent_pages_and_a_manager_that_dies_and_comes_back(web_fleet: WebF
         storage_page = web_fleet.dashboard.get("/storage")
         assert storage_page.status == 200 and "Workers unknown (the manager did not answer)" in text(storage_page)
         assert web_fleet.dashboard.get("/healthz").status == 200
+        history_page = web_fleet.dashboard.get("/history?task=PC1")
+        assert history_page.status == 503 and text(history_page).count(f"The manager at {fleet.address}") == 1
     finally:
         fleet.start_manager()
     fleet.wait_registered()
