@@ -61,7 +61,7 @@ RUN mkdir -p /etc/sectorstorage /var/lib/sectorstorage/data /var/lib/sectorstora
  && chown -R 10001:10001 /var/lib/sectorstorage
 WORKDIR /var/lib/sectorstorage
 USER 10001:10001
-# gRPC and Prometheus /metrics, as in k8s/base/config/*.toml.
-EXPOSE 9090 9100
+# gRPC and Prometheus /metrics, as in k8s/base/config/*.toml; the dashboard's HTTP (web.toml).
+EXPOSE 9090 9100 8080
 ENTRYPOINT ["tini", "--"]
 CMD ["sectorctl", "--help"]

@@ -8,10 +8,10 @@ DEPS_STAMP  := $(VENV)/.deps-installed
 CARGO_DIR   := rust_core
 comma       := ,
 
-.PHONY: help venv develop protos check-protos postgres test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep bench-scheduler bench-failover clean
+.PHONY: help venv develop protos check-protos postgres browser test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep bench-scheduler bench-failover clean
 
 help:
-	@echo "make demo   - build, start index + manager + workers locally, run the main job"
+	@echo "make demo   - build, start index + manager + workers locally, run the main job (DASHBOARD=1: and the dashboard, up until Ctrl-C)"
 	@echo "make test   - cargo test + pytest (installs everything it needs)"
 	@echo "make protos - regenerate services/common/proto from protos/"
 	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, ruff format --check, ruff check, mypy, stubtest (rust_core.pyi), the import rules (architecture.toml)"
@@ -65,7 +65,18 @@ postgres:
 		sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
 	else echo "PostgreSQL is not installed and cannot be installed here: its tests will be skipped"; fi
 
-test-python: develop postgres
+# Headless Chromium and its driver for the dashboard's browser tests (tests/integration/web):
+# Debian's chromium and chromium-driver, installed like PostgreSQL above; otherwise those tests
+# skip, saying why. (About 40 s with apt-get on a warm mirror.)
+browser:
+	@if command -v chromedriver >/dev/null 2>&1 && { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else echo "Chromium is not installed and cannot be installed here: the dashboard's browser tests will be skipped"; fi
+
+test-python: develop postgres browser
 	$(VPY) -m pytest
 
 test: lint test-rust test-python
@@ -86,8 +97,10 @@ fmt: $(DEPS_STAMP)
 	$(VPY) -m ruff format services tests bench scripts
 	$(VPY) -m ruff check --fix services tests bench scripts
 
+# DASHBOARD=1: also start the dashboard (docs/dashboard.md), print its URL, and keep the fleet up
+# after the job until Ctrl-C.
 demo: develop
-	$(VPY) -m services.cli.demo
+	$(VPY) -m services.cli.demo $(if $(filter 1,$(DASHBOARD)),--dashboard)
 
 # Each benchmark prints its figures and ratios against its baseline (bench/README.md);
 # recorded results are in docs/benchmarks.md.

@@ -2,12 +2,18 @@
 default (SQLite), storage under ./.demo — then the main job: two 8 MiB sectors sealed through the
 manager (AddPiece → PC1 → PC2 → C1 → C2, proofs verified, finalized), a piece read back and
 compared, CheckProvable and a Window PoSt; then a summary and a clean stop.
+
+With `--dashboard` (`make demo DASHBOARD=1`) it also starts the fleet dashboard
+(`sectorstorage-web`, docs/dashboard.md) before the job, prints its URL and password, and after
+the job leaves the fleet and the dashboard up until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
+import secrets
 import shutil
 import sys
 import time
@@ -160,10 +166,56 @@ def run_job(manager: ServiceProcess, workers: list[ServiceProcess], token: str, 
     return ok
 
 
+def start_dashboard(fleet: LocalFleet, manager: ServiceProcess, index: ServiceProcess, root: Path) -> ServiceProcess:
+    """The dashboard on the demo fleet, with a read token and a fresh password (both in files
+    under the demo's root, mode 0600, as an operator would keep them)."""
+    files = {
+        "web.token": create_token(fleet.secret.encode(), Permission.READ, subject="dashboard"),
+        "web.password": secrets.token_urlsafe(12),
+    }
+    for name, value in files.items():
+        path = root / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(value + "\n")
+    web = fleet.start(
+        "web",
+        "web",
+        "--manager",
+        manager.address,
+        "--index",
+        index.address,
+        "--token-file",
+        str((root / "web.token").resolve()),
+        "--password-file",
+        str((root / "web.password").resolve()),
+    )
+    print(
+        f"dashboard: http://{web.address}/  (password {files['web.password']}, also in {root}/web.password)", flush=True
+    )
+    return web
+
+
+def wait_for_ctrl_c(fleet: LocalFleet) -> None:
+    """Until Ctrl-C (or a service of the fleet exits on its own)."""
+    print("the fleet and the dashboard stay up: press Ctrl-C to stop them", flush=True)
+    try:
+        while all(p.proc is not None and p.proc.poll() is None for p in fleet.processes):
+            time.sleep(0.5)
+        print("a service stopped on its own: stopping the others", flush=True)
+    except KeyboardInterrupt:
+        print("\nCtrl-C: stopping the fleet", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sectorstorage-demo", description=__doc__)
     parser.add_argument(
         "--root", type=Path, default=Path(".demo"), help="where the fleet keeps its state (wiped first)"
+    )
+    parser.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="also start the dashboard, print its URL, and keep everything up after the job until Ctrl-C",
     )
     args = parser.parse_args(argv)
     if args.root.exists():
@@ -193,8 +245,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{proc.data_dir.name:<10} {proc.address:<22} {proc.metrics_address or '-':<22} {health_of(proc.address)}"
             )
         ok &= all(health_of(p.address) == "SERVING" for p in fleet.processes)
+        if args.dashboard:
+            start_dashboard(fleet, manager, index, args.root)
         token = create_token(fleet.secret.encode(), Permission.ADMIN, subject="demo")
         ok &= run_job(manager, workers, token, args.root)
+        if args.dashboard:
+            print("demo job OK" if ok else "demo job FAILED", flush=True)
+            wait_for_ctrl_c(fleet)
     except (Exception, grpc.RpcError) as exc:  # the demo must always stop what it started
         print(f"demo failed: {exc}", file=sys.stderr)
         ok = False

@@ -197,6 +197,8 @@ class ServiceConfig(BaseModel):
 
 ConfigT = TypeVar("ConfigT", bound=ServiceConfig)
 SectionT = TypeVar("SectionT", bound=BaseModel)
+# Any validated config model (the services' ServiceConfig subclasses, the dashboard's WebConfig).
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def _env_value(text: str) -> Any:
@@ -286,11 +288,11 @@ def _sources(data: Mapping[str, Any], label: str, prefix: str = "") -> dict[str,
 
 
 def load_config(
-    model: type[ConfigT],
+    model: type[ModelT],
     config_file: Path | None = None,
     flags: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
-) -> ConfigT:
+) -> ModelT:
     """Builds a validated config; raises ConfigError naming every bad key."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}

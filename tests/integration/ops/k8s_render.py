@@ -1,6 +1,6 @@
 """Rendering the kustomize tree in k8s/ with a real kubectl and reading the result the way the
 kubelet would: pod templates, mounted ConfigMaps, env with `$(VAR)` expansion, the downward API
-and Secret references. Used by test_k8s_manifests.py."""
+and Secret references. Used by test_k8s_manifests.py and test_k8s_dashboard.py."""
 
 from __future__ import annotations
 
@@ -273,3 +273,20 @@ def quantity_bytes(text: str | int) -> float:
         if value.endswith(suffix):
             return float(value[: -len(suffix)]) * factor
     return float(value)
+
+
+def main_container(workload: Workload) -> dict[str, Any]:
+    containers = workload.containers()
+    assert len(containers) == 1, f"{workload.name}: one container per pod expected"
+    return containers[0]
+
+
+def config_mount(rendered: Rendered, workload: Workload, container: dict[str, Any], path: str) -> tuple[str, str]:
+    """(ConfigMap name, key) that a file path inside the container comes from."""
+    for mount in container.get("volumeMounts", []):
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        if path.startswith(prefix):
+            volume = workload.volume(mount["name"])
+            assert volume is not None and "configMap" in volume, f"{path} is not on a ConfigMap volume"
+            return volume["configMap"]["name"], path[len(prefix) :]
+    raise AssertionError(f"{workload.name}: --config {path} is on no mounted volume")

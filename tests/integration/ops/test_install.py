@@ -31,6 +31,12 @@ def test_pip_install_into_fresh_venv(tmp_path: Path) -> None:
         timeout=60,
     )
     assert check.returncode == 0, check.stderr
-    for script in ("sectorstorage-index", "sectorstorage-manager", "sectorstorage-worker", "sectorctl"):
+    for script in (
+        "sectorstorage-index",
+        "sectorstorage-manager",
+        "sectorstorage-worker",
+        "sectorstorage-web",
+        "sectorctl",
+    ):
         result = subprocess.run([str(env_dir / "bin" / script), "--help"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage" in result.stdout, (script, result.stderr)

@@ -37,9 +37,11 @@ from tests.integration.ops.k8s_render import (
     Rendered,
     Workload,
     config_env_names,
+    config_mount,
     find_kubectl,
     host_of,
     kustomize,
+    main_container,
     parse_service_args,
     port_of,
     quantity_bytes,
@@ -101,23 +103,6 @@ def overlay(request: pytest.FixtureRequest, rendered: dict[str, Rendered]) -> Re
 
 # ---------------------------------------------------------------------------------------------
 # What the kubelet would hand each service: args, config file, env; loaded like the service does.
-
-
-def main_container(workload: Workload) -> dict[str, Any]:
-    containers = workload.containers()
-    assert len(containers) == 1, f"{workload.name}: one container per pod expected"
-    return containers[0]
-
-
-def config_mount(rendered: Rendered, workload: Workload, container: dict[str, Any], path: str) -> tuple[str, str]:
-    """(ConfigMap name, key) that a file path inside the container comes from."""
-    for mount in container.get("volumeMounts", []):
-        prefix = mount["mountPath"].rstrip("/") + "/"
-        if path.startswith(prefix):
-            volume = workload.volume(mount["name"])
-            assert volume is not None and "configMap" in volume, f"{path} is not on a ConfigMap volume"
-            return volume["configMap"]["name"], path[len(prefix) :]
-    raise AssertionError(f"{workload.name}: --config {path} is on no mounted volume")
 
 
 def service_inputs(
@@ -274,7 +259,9 @@ def test_services_target_container_ports(overlay: Rendered) -> None:
             if all(w.pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
         ]
         container_ports = {p["name"]: p["containerPort"] for p in main_container(workload)["ports"]}
-        assert any(p["name"] == "grpc" for p in service["spec"]["ports"]), name
+        # Every service serves gRPC; the dashboard (component web) serves HTTP instead.
+        main_port = "http" if workload.pod_labels.get("app.kubernetes.io/component") == "web" else "grpc"
+        assert any(p["name"] == main_port for p in service["spec"]["ports"]), name
         for port in service["spec"]["ports"]:
             target = port.get("targetPort", port["port"])
             number = container_ports.get(target) if isinstance(target, str) else target
