@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import rust_core
-from tests.unit.rust_core.porep_helpers import PROVER, TICKET, make_unsealed
+from tests.unit.rust_core.porep_helpers import PROVER, make_unsealed
 
 KIB2 = 2048
 MIB8 = 8 << 20
