@@ -45,6 +45,13 @@ def wait_until(cond: Callable[[], Any], what: str, timeout: float = 30.0, step: 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def calls_of(entry: dict[str, object]) -> list[str]:
+    """The calls a "pc1 batch ..." log entry names, sorted."""
+    calls = entry["calls"]
+    assert isinstance(calls, list)
+    return sorted(str(c) for c in calls)
+
+
 def key(call: common_pb2.CallId) -> str:
     return f"call:{call.sector.miner}-{call.sector.number}-{call.id}"
 
@@ -100,7 +107,7 @@ def test_two_pc1_calls_run_as_one_batch_and_both_sectors_prove(
     done = log_entries(w, "pc1 batch done")
     batched = [e for e in done if e["sectors"] == 2]
     assert len(batched) == 1, done
-    assert sorted(batched[0]["calls"]) == sorted(key(c) for c in calls.values())  # type: ignore[arg-type]
+    assert calls_of(batched[0]) == sorted(key(c) for c in calls.values())
     # The 2 KiB call waited out the window and ran alone: never with the 8 MiB ones.
     w.ok(lone)
     assert [e["calls"] for e in log_entries(w, "pc1 batch done") if e["sectors"] == 1] == [[key(lone)]]
@@ -138,10 +145,10 @@ def test_abort_of_one_call_in_a_running_batch_ends_it_and_the_rest_restart(
     restarted = log_entries(w, "pc1 batch restarted without its stopped calls")
     assert len(restarted) == 1, "the abort came after the batch had finished: use bigger sectors"
     rest = sorted(key(calls[n]) for n in (2, 3, 4))
-    assert sorted(restarted[0]["calls"]) == rest  # type: ignore[arg-type]
+    assert calls_of(restarted[0]) == rest
     p1 = {n: w.ok(calls[n]) for n in (2, 3, 4)}
     done = log_entries(w, "pc1 batch done")
-    assert [sorted(e["calls"]) for e in done] == [rest]  # type: ignore[arg-type]
+    assert [calls_of(e) for e in done] == [rest]
     time.sleep(0.5)
     assert cache_files(tmp_path / "seal", 1) == []
     for n in (2, 3, 4):
