@@ -6,6 +6,8 @@ index, a worker with batching on, and the test's ManagerEndpoint receiving each 
   C2 with proofs that verify; a 2 KiB PC1 sent alongside is never put with them.
 - AbortCall of one call of a running batch of four: it comes back ABORTED within a second, its
   cache holds no file, and the three others restart as a batch of three and prove.
+- a batch with one bad sector (pieces that are not its data) is rerun one by one: only that call
+  fails (PERMANENT, its cache removed), its partner completes and proves.
 - kill -9 of the worker mid-batch: after the restart each call comes back WORKER_RESTARTED and
   the half-written caches are removed, as for a lone PC1.
 """
@@ -173,3 +175,21 @@ def test_worker_killed_mid_batch_returns_each_call_as_worker_restarted(
         assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_WORKER_RESTARTED, error
     for n in (1, 2):
         assert cache_files(tmp_path / "seal", n) == []
+
+
+def test_a_bad_sector_fails_alone_and_its_batch_partner_completes(
+    start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
+) -> None:
+    index = start_service("index")
+    w = start_worker(start_service, index, manager, env=batching(2, 60_000))
+    w.attach("seal", tmp_path / "seal", seal=True, store=True)
+    pieces = pieces_for(w, [1, 2], 2048)
+    wrong = [common_pb2.PieceInfo(size=2048, commp=bytes(31) + b"\x01")]  # not sector 2's data
+    calls = {1: start_pc1(w, 1, 2048, pieces[1]), 2: start_pc1(w, 2, 2048, wrong)}
+    kind, error = w.result(calls[2])
+    assert kind == "error" and error.code == common_pb2.TASK_ERROR_CODE_PERMANENT, error
+    p1 = w.ok(calls[1])
+    failed = log_entries(w, "pc1 batch failed; its sectors run one by one")
+    assert len(failed) == 1 and "sector number 2" in str(failed[0]["error"])
+    assert cache_files(tmp_path / "seal", 2) == []
+    pc2_and_prove(w, 1, 2048, p1, pieces[1])
