@@ -190,7 +190,7 @@ def pre_commit1(request: worker_pb2.WorkerServiceSealPreCommit1Request) -> TaskC
     return TaskCall(
         CallType.SEAL_PRE_COMMIT_1,
         TaskType.PRE_COMMIT_1,
-        request.sector.proof_type,
+        proof,
         assignment(request.assignment, request.HasField("assignment"), sector.id),
         lambda env, ctx: tasks.pre_commit1(env, ctx, sector, ticket, pieces_, proof),
     )

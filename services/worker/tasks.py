@@ -386,9 +386,11 @@ async def pre_commit1(
                         ticket,
                         pieces,
                     )
-                    out = await env.pc1_batcher.run(
-                        (sector.size, seal_proof), job, lambda s: setattr(ctx, "call_return_s", s)
-                    )
+
+                    def returned(seconds: float) -> None:
+                        ctx.call_return_s = seconds
+
+                    out = await env.pc1_batcher.run((sector.size, seal_proof), job, returned)
             except BaseException:
                 await asyncio.shield(blocking(discard, cache))
                 raise
