@@ -97,7 +97,7 @@ def test_cancelled_batch_stops_promptly_and_releases_the_gil(tmp_path: Path) -> 
         nonlocal ticks
         while not stop.is_set():
             ticks += 1
-            time.sleep(0.005)
+            time.sleep(0.001)
 
     def fire() -> None:
         time.sleep(0.2)
