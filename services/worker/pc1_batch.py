@@ -5,7 +5,8 @@ their sectors together on one core (rust_core.seal_pre_commit_phase1_batch: the 
 the sectors interleaved, each sector's files and phase-1 blob exactly the single call's).
 
 Each call stays a call: it holds its own locks, space and cache directory (tasks.pre_commit1),
-is recorded and returned on its own, and only its labeling step is shared. What can go wrong
+is recorded and returned on its own; only the rust_core PC1 call (tree_d of each sector, then the
+labeling of all) is shared. What can go wrong
 with one member of a batch is kept to that member:
 
 - Stopped (AbortCall, its timeout, a lost lock, the drain deadline): while it waits for the

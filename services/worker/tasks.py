@@ -351,8 +351,8 @@ async def pre_commit1(
     """Labels the unsealed data into a fresh cache directory. Unlike Lotus's PC1 it creates no
     empty sealed file: a declared zero-byte placeholder would be fetched (and rejected, or worse,
     used) by a PC2 or C1 placed on another worker; PC2 creates the sealed file where it runs.
-    With `[worker] pc1_batch_size` > 1 (env.pc1_batcher) the labeling is shared with other PC1
-    calls of the same size and proof type (services/worker/pc1_batch.py); all else is per call."""
+    With `[worker] pc1_batch_size` > 1 (env.pc1_batcher) the rust_core call is shared with other
+    PC1 calls of the same size and proof type (services/worker/pc1_batch.py); all else is per call."""
     _check_pieces(pieces, sector.size)
     async with _lock(env, ctx, sector.id, FileType.UNSEALED, FileType.SEALED | FileType.CACHE):
         # Leftovers of an earlier attempt, wherever they are, would be stale copies.
