@@ -293,6 +293,20 @@ def seal_pre_commit_phase1(
 
     Cancelled or failed, it removes the tree_d and layer files it wrote."""
 
+def seal_pre_commit_phase1_batch(
+    sector_size: int,
+    sectors: list[tuple[_Path, _Path, bytes, int, bytes, list[tuple[int, bytes]]]],
+    *,
+    cancel: CancelToken | None = None,
+) -> list[bytes]:
+    """PC1 of 1 to 4 sectors of one size as one call, their labeling interleaved on one core.
+
+    Each entry of `sectors` is (cache_dir, unsealed_path, prover_id, sector_number, ticket,
+    pieces), the single call's arguments; returns one phase-1 blob per entry, in order. Every
+    file and blob equals what `seal_pre_commit_phase1` gives for that sector alone. A bad entry
+    fails the whole call (ValueError or OSError starting "sectors[i] (sector number n)");
+    cancelled or failed, it removes every file it wrote for every sector."""
+
 def seal_pre_commit_phase2(
     phase1_output: bytes,
     cache_dir: _Path,

@@ -2,7 +2,10 @@
 //! cores, a full PC1/PC2/C1/C2/verify run of one sector with wall time and peak memory, and 32 GiB
 //! figures extrapolated from the measured rates.
 //!
-//! `cargo run --release --example bench_porep -- [--size 8MiB|512MiB] [--workdir DIR] [--labeling-only]`
+//! `cargo run --release --example bench_porep -- [--size 8MiB|512MiB] [--workdir DIR] [--labeling-only | --pc1-batch-only]`
+//!
+//! Also PC1 of two sectors as two single calls against one batch call (`--pc1-batch-only`: that
+//! alone).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -117,6 +120,88 @@ fn label_rate_lanes<const N: usize>(size: u64) -> f64 {
     (N * nodes) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// PC1 of two sectors of `size` as two single calls, then as one batch call
+/// (`seal_pre_commit_phase1_batch`: tree_d of each, then their labeling interleaved on one core),
+/// `rounds` times interleaved; the best total labels per second of each (every layer of both
+/// sectors over the whole PC1's wall time, tree_d and the layer writes included).
+fn pc1_batch_rates(size: u64, workdir: &std::path::Path, rounds: usize) -> (f64, f64) {
+    let params = SectorParams::lookup(size).expect("size");
+    let dir = workdir.join("pc1-batch");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("workdir");
+    let mut inputs = Vec::new();
+    for k in 0..2u8 {
+        let mut data = vec![[0u8; 32]; params.nodes() as usize];
+        for (i, n) in data.iter_mut().enumerate() {
+            *n = rust_core::porep::ids::hash_parts_trunc254(&[&[k], &(i as u64).to_le_bytes()]);
+        }
+        let path = dir.join(format!("unsealed-{k}"));
+        std::fs::write(&path, data.as_flattened()).expect("write unsealed");
+        let piece = Piece {
+            padded_size: size,
+            comm_p: binary_tree::root(data),
+        };
+        inputs.push((path, dir.join(format!("cache-{k}")), vec![piece]));
+    }
+    let labels = (2 * params.layers as u64 * params.nodes()) as f64;
+    let clear = || {
+        for (_, cache, _) in &inputs {
+            let _ = std::fs::remove_dir_all(cache);
+        }
+    };
+    let (mut single, mut batch) = (0.0f64, 0.0f64);
+    for _ in 0..rounds {
+        clear();
+        let start = Instant::now();
+        for (k, (unsealed, cache, pieces)) in inputs.iter().enumerate() {
+            pc1::seal_pre_commit_phase1(
+                size,
+                cache,
+                unsealed,
+                &[1; 32],
+                k as u64,
+                &[2; 32],
+                pieces,
+                &Cancel::default(),
+            )
+            .expect("pc1");
+        }
+        single = single.max(labels / start.elapsed().as_secs_f64());
+        clear();
+        let batch_inputs: Vec<pc1::Pc1Input<'_>> = inputs
+            .iter()
+            .enumerate()
+            .map(|(k, (unsealed, cache, pieces))| pc1::Pc1Input {
+                cache_dir: cache,
+                unsealed_path: unsealed,
+                prover_id: [1; 32],
+                sector_number: k as u64,
+                ticket: [2; 32],
+                pieces,
+            })
+            .collect();
+        let start = Instant::now();
+        pc1::seal_pre_commit_phase1_batch(size, &batch_inputs, &Cancel::default())
+            .expect("pc1 batch");
+        batch = batch.max(labels / start.elapsed().as_secs_f64());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    (single, batch)
+}
+
+fn print_pc1_batch(size: u64, workdir: &std::path::Path) {
+    // 512 MiB sectors take minutes per round on a small machine: one round there.
+    let rounds = if size <= 8 << 20 { 3 } else { 1 };
+    let (single, batch) = pc1_batch_rates(size, workdir, rounds);
+    println!(
+        "PC1, 2 sectors of {} MiB, whole PC1 on 1 core: two single calls {:.3} M labels/s total, one batch call {:.3} M labels/s total = {:.2}x (best of {rounds})",
+        size >> 20,
+        single / 1e6,
+        batch / 1e6,
+        batch / single
+    );
+}
+
 fn peak_rss_reset() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
@@ -174,6 +259,11 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     println!("# PoRep emulation benchmark (sector {size} bytes, {cores} cores)");
+    if args.iter().any(|a| a == "--pc1-batch-only") {
+        print_pc1_batch(size, &workdir);
+        let _ = std::fs::remove_dir_all(&workdir);
+        return;
+    }
     // The machine may be shared: measure the limit and the labeling rate interleaved, three
     // times, and keep the best of each, so both see the same conditions.
     let mut label_sizes = vec![8u64 << 20];
@@ -252,6 +342,7 @@ fn main() {
     if args.iter().any(|a| a == "--labeling-only") {
         return;
     }
+    print_pc1_batch(size, &workdir);
 
     // Full pipeline.
     let _ = std::fs::remove_dir_all(&workdir);

@@ -31,6 +31,7 @@ from services.worker.managers import ManagerAddresses
 from services.worker.messages import RESULT_CODEC
 from services.worker.parts import Parts
 from services.worker.paths import STORAGE_FILE, StorageList
+from services.worker.pc1_batch import Pc1Batcher, capacity_warnings
 from services.worker.peers import Peers
 from services.worker.remote_store import RemoteStore
 from services.worker.resources import (
@@ -85,6 +86,10 @@ class WorkerApp(Service):
             fault=serve_fault,
             task_fault=task_fault,
         )
+        if section.pc1_batch_size > 1:
+            self.parts.pc1_batcher = Pc1Batcher(section.pc1_batch_size, section.pc1_batch_wait_ms / 1000)
+            for why in capacity_warnings(section.pc1_batch_size, section.max_tasks, concurrency_caps(overrides)):
+                log.warning("PC1 batches cannot fill on this worker", extra={"why": why})
         restarted = self.parts.runner.recover()
         if restarted:
             log.warning(

@@ -186,12 +186,13 @@ def pre_commit1(request: worker_pb2.WorkerServiceSealPreCommit1Request) -> TaskC
     total = sum(p.padded_size for p in pieces_)
     if total != sector.size:
         raise Invalid(f"the pieces' padded sizes add up to {total}, not the sector size {sector.size}")
+    proof = int(request.sector.proof_type)
     return TaskCall(
         CallType.SEAL_PRE_COMMIT_1,
         TaskType.PRE_COMMIT_1,
-        request.sector.proof_type,
+        proof,
         assignment(request.assignment, request.HasField("assignment"), sector.id),
-        lambda env, ctx: tasks.pre_commit1(env, ctx, sector, ticket, pieces_),
+        lambda env, ctx: tasks.pre_commit1(env, ctx, sector, ticket, pieces_, proof),
     )
 
 

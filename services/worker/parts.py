@@ -15,6 +15,7 @@ from services.worker.faults import ServeFault, TaskFault
 from services.worker.identity import WorkerIdentity
 from services.worker.index_client import IndexClient
 from services.worker.local_store import FsStat, LocalPath, LocalStore
+from services.worker.pc1_batch import Pc1Batcher
 from services.worker.peers import Peers
 from services.worker.remote_store import RemoteStore
 from services.worker.resources import EnabledTaskTypes, ResourceOverride, Resources
@@ -56,13 +57,21 @@ class Parts:
     # The bulk side channel and the HOST:PORT peers reach it at; None/"" when off.
     bulk_server: bulk.BulkServer | None = None
     bulk_address: str = ""
+    # PC1 batching ([worker] pc1_batch_size > 1); None: each PC1 runs alone (the default).
+    pc1_batcher: Pc1Batcher | None = None
 
     def env(self) -> tasks.TaskEnv:
         if self.index is None or self.remote is None or self.peers is None:
             raise Unavailable("no index configured (worker.index): this worker cannot run tasks")
         section = self.config.worker
         return tasks.TaskEnv(
-            self.local, self.remote, self.index, self.peers, section.compute_backend, section.lock_ttl_s
+            self.local,
+            self.remote,
+            self.index,
+            self.peers,
+            section.compute_backend,
+            section.lock_ttl_s,
+            self.pc1_batcher,
         )
 
     def storage_control(self) -> StorageControl:

@@ -128,6 +128,24 @@ def pre_commit1(
     )
 
 
+def pre_commit1_batch(
+    sector_size: int,
+    sectors: list[tuple[Path, Path, bytes, int, bytes, list[Piece]]],
+    cancel: Token = None,
+) -> list[bytes]:
+    """PC1 of 1 to 4 sectors of one size as one call (cache, unsealed, prover, number, ticket,
+    pieces each); one phase-1 blob per sector, each what pre_commit1 gives for it alone."""
+    outs = rust_core.seal_pre_commit_phase1_batch(
+        sector_size,
+        [
+            (str(cache), str(unsealed), prover, number, ticket, [p.as_tuple() for p in pieces])
+            for cache, unsealed, prover, number, ticket, pieces in sectors
+        ],
+        cancel=cancel,
+    )
+    return [bytes(o) for o in outs]
+
+
 def pre_commit2(p1_output: bytes, cache: Path, sealed: Path, backend: str, cancel: Token = None) -> tuple[bytes, bytes]:
     """(comm_r, comm_d). Cancelled, the PC1 files in the cache stay as they were."""
     comm_r, comm_d = rust_core.seal_pre_commit_phase2(p1_output, str(cache), str(sealed), backend, cancel=cancel)

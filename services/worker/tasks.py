@@ -43,6 +43,7 @@ from services.worker.local_store import (
     remove_file_or_dir,
 )
 from services.worker.partialfile import PartialFile, PartialFileError
+from services.worker.pc1_batch import Pc1Batcher, Pc1Job
 from services.worker.peers import Peers
 from services.worker.remote_store import FetchFailed, RemoteStore, SectorNotFound
 from services.worker.rleplus import Runs, complement, normalize
@@ -140,6 +141,8 @@ class TaskEnv:
     peers: Peers
     compute_backend: str = "auto"
     lock_ttl_s: float = 60.0
+    # PC1 calls gathered into batches ([worker] pc1_batch_size > 1); None: each PC1 alone.
+    pc1_batcher: Pc1Batcher | None = None
 
 
 @dataclass
@@ -342,10 +345,14 @@ def _check_pieces(pieces: list[Piece], sector_size: int) -> None:
         raise ValueError(f"the pieces' padded sizes add up to {total}, not the sector size {sector_size}")
 
 
-async def pre_commit1(env: TaskEnv, ctx: TaskContext, sector: SectorRef, ticket: bytes, pieces: list[Piece]) -> Outcome:
+async def pre_commit1(
+    env: TaskEnv, ctx: TaskContext, sector: SectorRef, ticket: bytes, pieces: list[Piece], seal_proof: int = 0
+) -> Outcome:
     """Labels the unsealed data into a fresh cache directory. Unlike Lotus's PC1 it creates no
     empty sealed file: a declared zero-byte placeholder would be fetched (and rejected, or worse,
-    used) by a PC2 or C1 placed on another worker; PC2 creates the sealed file where it runs."""
+    used) by a PC2 or C1 placed on another worker; PC2 creates the sealed file where it runs.
+    With `[worker] pc1_batch_size` > 1 (env.pc1_batcher) the rust_core call is shared with other
+    PC1 calls of the same size and proof type (services/worker/pc1_batch.py); all else is per call."""
     _check_pieces(pieces, sector.size)
     async with _lock(env, ctx, sector.id, FileType.UNSEALED, FileType.SEALED | FileType.CACHE):
         # Leftovers of an earlier attempt, wherever they are, would be stale copies.
@@ -357,17 +364,33 @@ async def pre_commit1(env: TaskEnv, ctx: TaskContext, sector: SectorRef, ticket:
             cache = acq.path(FileType.CACHE)
             await blocking(_fresh_cache, cache)
             try:
-                out = await cancellable(
-                    ctx,
-                    sealer.pre_commit1,
-                    sector.size,
-                    cache,
-                    acq.path(FileType.UNSEALED),
-                    prover_id(sector.id.miner),
-                    sector.id.number,
-                    ticket,
-                    pieces,
-                )
+                if env.pc1_batcher is None:
+                    out = await cancellable(
+                        ctx,
+                        sealer.pre_commit1,
+                        sector.size,
+                        cache,
+                        acq.path(FileType.UNSEALED),
+                        prover_id(sector.id.miner),
+                        sector.id.number,
+                        ticket,
+                        pieces,
+                    )
+                else:
+                    job = Pc1Job(
+                        ctx.owner,
+                        cache,
+                        acq.path(FileType.UNSEALED),
+                        prover_id(sector.id.miner),
+                        sector.id.number,
+                        ticket,
+                        pieces,
+                    )
+
+                    def returned(seconds: float) -> None:
+                        ctx.call_return_s = seconds
+
+                    out = await env.pc1_batcher.run((sector.size, seal_proof), job, returned)
             except BaseException:
                 await asyncio.shield(blocking(discard, cache))
                 raise

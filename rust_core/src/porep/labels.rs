@@ -623,6 +623,70 @@ fn label_layers_into(
     Ok(cur)
 }
 
+/// [`label_all_layers`] for `N` sectors of one size labeled together on one core
+/// ([`label_layer_lanes`]): lane `l` has replica id `replica_ids[l]` and its layers are written to
+/// `cache_dirs[l]` as `sc-02-data-layer-<layer>.dat`, each file byte for byte what
+/// [`label_all_layers`] writes for that sector alone. Holds two layers per lane in memory. On an
+/// error or a cancellation every lane's layer files it wrote are removed.
+pub fn label_all_layers_lanes<const N: usize>(
+    params: &SectorParams,
+    replica_ids: &[Node; N],
+    cache_dirs: [&Path; N],
+    cancel: &Cancel,
+) -> Result<()> {
+    let mut scratch = Scratch::new();
+    label_lanes_into(params, replica_ids, cache_dirs, cancel, &mut scratch)?;
+    scratch.keep();
+    Ok(())
+}
+
+fn label_lanes_into<const N: usize>(
+    params: &SectorParams,
+    replica_ids: &[Node; N],
+    cache_dirs: [&Path; N],
+    cancel: &Cancel,
+    scratch: &mut Scratch,
+) -> Result<()> {
+    let graph = Graph::new(params.sector_size);
+    let cache = parents_cache::ensure(&graph, params.sector_size, cancel)?;
+    let nodes = params.nodes() as usize;
+    let mut hashers = LaneHashers::new(replica_ids);
+    let mut prev: [Vec<Node>; N] = std::array::from_fn(|_| Vec::new());
+    let mut cur: [Vec<Node>; N] = std::array::from_fn(|_| Vec::new());
+    for lane in cur.iter_mut() {
+        *lane = zeroed_layer_cancellable(nodes, cancel)?;
+    }
+    for layer in 1..=params.layers as u32 {
+        let mut stream = ParentsStream::open(&cache, params.nodes())?;
+        {
+            let prev_refs = (layer > 1).then(|| prev.each_ref().map(|p| &p[..]));
+            let mut outs = cur.each_mut().map(|c| &mut c[..]);
+            label_layer_lanes(
+                &mut hashers,
+                layer,
+                &mut stream,
+                prev_refs,
+                &mut outs,
+                cancel,
+            )?;
+        }
+        for (dir, labels) in cache_dirs.iter().zip(&cur) {
+            let path = files::layer_path(dir, layer);
+            scratch.add(&path);
+            files::write_nodes_cancellable(&path, labels, cancel)?;
+        }
+        if layer < params.layers as u32 {
+            std::mem::swap(&mut prev, &mut cur);
+            for lane in cur.iter_mut() {
+                if lane.len() != nodes {
+                    *lane = zeroed_layer_cancellable(nodes, cancel)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Recomputes the label of `node` in `layer` from its parents' labels (the verifier's path).
 /// `base` are labels in `layer`, `expander` labels in `layer − 1` (ignored in layer 1).
 pub fn label_from_parents(

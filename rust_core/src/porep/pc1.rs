@@ -16,7 +16,7 @@ use crate::hash::Node;
 use crate::porep::codec::{Reader, Writer};
 use crate::porep::files;
 use crate::porep::ids::replica_id;
-use crate::porep::labels::label_all_layers;
+use crate::porep::labels::{label_all_layers, label_all_layers_lanes};
 use crate::porep::params::SectorParams;
 use crate::porep::pieces::{check_pieces, Piece};
 use crate::porep::tree_file::{self, Layout, StoredTree};
@@ -115,7 +115,113 @@ pub fn seal_pre_commit_phase1(
     pieces: &[Piece],
     cancel: &Cancel,
 ) -> Result<Vec<u8>> {
+    let input = Pc1Input {
+        cache_dir,
+        unsealed_path,
+        prover_id: *prover_id,
+        sector_number,
+        ticket: *ticket,
+        pieces,
+    };
     let params = SectorParams::lookup(sector_size)?;
+    let mut scratch = Scratch::new();
+    let out = prepare(params, &input, cancel, &mut scratch)?;
+    label_all_layers(params, &out.replica_id, Some(cache_dir), cancel)?;
+    scratch.keep();
+    Ok(out.encode())
+}
+
+/// One sector's PC1 arguments (all but the size, which a batch shares).
+#[derive(Debug, Clone)]
+pub struct Pc1Input<'a> {
+    pub cache_dir: &'a Path,
+    pub unsealed_path: &'a Path,
+    pub prover_id: [u8; 32],
+    pub sector_number: u64,
+    pub ticket: [u8; 32],
+    pub pieces: &'a [Piece],
+}
+
+/// Most sectors [`seal_pre_commit_phase1_batch`] labels together (the lanes of one core; more
+/// did not pay in the lanes measurement, docs/benchmarks.md).
+pub const MAX_BATCH: usize = 4;
+
+/// PC1 of several sectors of one size as one call: each sector's tree_d and pieces check in turn,
+/// then all their layers labeled together on one core ([`label_all_layers_lanes`], the SHA-256
+/// rounds of the sectors interleaved), and one phase-1 output blob per sector, in input order.
+/// Every file written and every blob is byte for byte what [`seal_pre_commit_phase1`] gives for
+/// that sector alone. A bad input fails the whole call with an error naming it
+/// (`sectors[i] (sector number n): ...`); failed or cancelled, the call removes every file it
+/// wrote for every sector. One sector is the single-sector path; more than [`MAX_BATCH`] is an
+/// error.
+pub fn seal_pre_commit_phase1_batch(
+    sector_size: u64,
+    inputs: &[Pc1Input<'_>],
+    cancel: &Cancel,
+) -> Result<Vec<Vec<u8>>> {
+    let params = SectorParams::lookup(sector_size)?;
+    if inputs.is_empty() || inputs.len() > MAX_BATCH {
+        return Err(Error::invalid(format!(
+            "a PC1 batch takes 1 to {MAX_BATCH} sectors, got {}",
+            inputs.len()
+        )));
+    }
+    for (i, a) in inputs.iter().enumerate() {
+        for (j, b) in inputs.iter().enumerate().take(i) {
+            if a.cache_dir == b.cache_dir {
+                return Err(Error::invalid(format!(
+                    "sectors[{i}] (sector number {}): same cache directory {} as sectors[{j}]",
+                    a.sector_number,
+                    a.cache_dir.display()
+                )));
+            }
+        }
+    }
+    let mut scratch = Scratch::new();
+    let mut outs = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.iter().enumerate() {
+        outs.push(prepare(params, input, cancel, &mut scratch).map_err(|e| naming(i, input, e))?);
+    }
+    let ids: Vec<Node> = outs.iter().map(|o| o.replica_id).collect();
+    let dirs: Vec<&Path> = inputs.iter().map(|i| i.cache_dir).collect();
+    match (&ids[..], &dirs[..]) {
+        ([id], [dir]) => label_all_layers(params, id, Some(dir), cancel).map(|_| ())?,
+        ([a, b], [da, db]) => label_all_layers_lanes(params, &[*a, *b], [*da, *db], cancel)?,
+        ([a, b, c], [da, db, dc]) => {
+            label_all_layers_lanes(params, &[*a, *b, *c], [*da, *db, *dc], cancel)?
+        }
+        ([a, b, c, d], [da, db, dc, dd]) => {
+            label_all_layers_lanes(params, &[*a, *b, *c, *d], [*da, *db, *dc, *dd], cancel)?
+        }
+        _ => return Err(Error::invalid("a PC1 batch takes 1 to 4 sectors")),
+    }
+    scratch.keep();
+    Ok(outs.iter().map(Phase1Output::encode).collect())
+}
+
+/// Puts which input failed in front of an error's message (a cancellation stays as it is).
+fn naming(i: usize, input: &Pc1Input<'_>, e: Error) -> Error {
+    let who = format!("sectors[{i}] (sector number {})", input.sector_number);
+    match e {
+        Error::InvalidInput(m) => Error::InvalidInput(format!("{who}: {m}")),
+        Error::Io { context, source } => Error::Io {
+            context: format!("{who}: {context}"),
+            source,
+        },
+        Error::Cancelled => Error::Cancelled,
+    }
+}
+
+/// The part of PC1 before the labeling: the cache directory, tree_d over the unsealed file (into
+/// `scratch`, removed if the call fails later), the pieces check and replica_id.
+fn prepare(
+    params: &SectorParams,
+    input: &Pc1Input<'_>,
+    cancel: &Cancel,
+    scratch: &mut Scratch,
+) -> Result<Phase1Output> {
+    let (cache_dir, unsealed_path) = (input.cache_dir, input.unsealed_path);
+    let sector_size = params.sector_size;
     cancel.check()?;
     std::fs::create_dir_all(cache_dir)
         .map_err(|e| Error::io(format!("create cache dir {}", cache_dir.display()), e))?;
@@ -128,7 +234,6 @@ pub fn seal_pre_commit_phase1(
         )));
     }
     let tree_d_path = cache_dir.join(files::TREE_D);
-    let mut scratch = Scratch::new();
     scratch.add(&tree_d_path);
     let layout = tree_d_layout(params);
     let comm_d = tree_file::build(&tree_d_path, layout, &CpuBackend, cancel, |first, buf| {
@@ -143,20 +248,23 @@ pub fn seal_pre_commit_phase1(
         }
     })?;
     let tree_d = StoredTree::open(&tree_d_path, layout)?;
-    check_pieces(params, pieces, &tree_d)?;
-    let rid = replica_id(sector_size, prover_id, sector_number, ticket, &comm_d);
-    label_all_layers(params, &rid, Some(cache_dir), cancel)?;
-    scratch.keep();
+    check_pieces(params, input.pieces, &tree_d)?;
+    let rid = replica_id(
+        sector_size,
+        &input.prover_id,
+        input.sector_number,
+        &input.ticket,
+        &comm_d,
+    );
     Ok(Phase1Output {
         sector_size,
-        prover_id: *prover_id,
-        sector_number,
-        ticket: *ticket,
+        prover_id: input.prover_id,
+        sector_number: input.sector_number,
+        ticket: input.ticket,
         comm_d,
         replica_id: rid,
-        pieces: pieces.to_vec(),
-    }
-    .encode())
+        pieces: input.pieces.to_vec(),
+    })
 }
 
 #[cfg(test)]

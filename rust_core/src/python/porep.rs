@@ -89,6 +89,60 @@ fn seal_pre_commit_phase1(
     Ok(bytes(py, &out))
 }
 
+/// One sector of a PC1 batch as Python passes it: (cache_dir, unsealed_path, prover_id,
+/// sector_number, ticket, pieces).
+type BatchSector = (PathBuf, PathBuf, Vec<u8>, u64, Vec<u8>, Vec<(u64, Vec<u8>)>);
+
+#[pyfunction]
+#[pyo3(signature = (sector_size, sectors, *, cancel = None))]
+fn seal_pre_commit_phase1_batch(
+    py: Python<'_>,
+    sector_size: u64,
+    sectors: Vec<BatchSector>,
+    cancel: Option<&Bound<'_, PyCancelToken>>,
+) -> PyResult<Vec<Py<PyBytes>>> {
+    struct Owned {
+        cache_dir: PathBuf,
+        unsealed: PathBuf,
+        prover_id: crate::hash::Node,
+        number: u64,
+        ticket: crate::hash::Node,
+        pieces: Vec<Piece>,
+    }
+    let owned = sectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, (cache_dir, unsealed, prover, number, ticket, list))| {
+            let who = format!("sectors[{i}] (sector number {number})");
+            Ok(Owned {
+                cache_dir,
+                unsealed,
+                prover_id: node(&format!("{who} prover_id"), &prover)?,
+                number,
+                ticket: node(&format!("{who} ticket"), &ticket)?,
+                pieces: pieces(list)
+                    .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("{who}: {e}")))?,
+            })
+        })
+        .collect::<PyResult<Vec<Owned>>>()?;
+    let cancel = flag(cancel);
+    let outs = py.detach(|| {
+        let inputs: Vec<pc1::Pc1Input<'_>> = owned
+            .iter()
+            .map(|o| pc1::Pc1Input {
+                cache_dir: &o.cache_dir,
+                unsealed_path: &o.unsealed,
+                prover_id: o.prover_id,
+                sector_number: o.number,
+                ticket: o.ticket,
+                pieces: &o.pieces,
+            })
+            .collect();
+        pc1::seal_pre_commit_phase1_batch(sector_size, &inputs, &cancel)
+    })?;
+    Ok(outs.iter().map(|o| bytes(py, o)).collect())
+}
+
 #[pyfunction]
 #[pyo3(signature = (phase1_output, cache_dir, sealed_path, backend = "auto", *, cancel = None))]
 fn seal_pre_commit_phase2(
@@ -263,6 +317,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sector_params, m)?)?;
     m.add_function(wrap_pyfunction!(supported_sector_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(seal_pre_commit_phase1, m)?)?;
+    m.add_function(wrap_pyfunction!(seal_pre_commit_phase1_batch, m)?)?;
     m.add_function(wrap_pyfunction!(seal_pre_commit_phase2, m)?)?;
     m.add_function(wrap_pyfunction!(seal_commit_phase1, m)?)?;
     m.add_function(wrap_pyfunction!(seal_commit_phase2, m)?)?;

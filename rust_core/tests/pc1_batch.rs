@@ -1,0 +1,228 @@
+//! PC1 of several sectors as one call (`pc1::seal_pre_commit_phase1_batch`): every file and blob
+//! equals the single-sector call's, bad inputs are named, a cancelled batch leaves nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rust_core::hash::Node;
+use rust_core::porep::binary_tree;
+use rust_core::porep::pc1::{self, Pc1Input};
+use rust_core::porep::pieces::Piece;
+use rust_core::{Cancel, Error};
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("ss-pc1-batch-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An fr32-valid unsealed file of `size` bytes (different per `salt`) and its one piece.
+fn unsealed(dir: &Path, size: u64, salt: u8) -> (PathBuf, Vec<Piece>) {
+    let mut d: Vec<u8> = (0..size as usize)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt) ^ (i >> 8) as u8)
+        .collect();
+    for node in d.chunks_mut(32) {
+        node[31] &= 0x3f;
+    }
+    let path = dir.join(format!("unsealed-{salt}"));
+    std::fs::write(&path, &d).unwrap();
+    let leaves: Vec<Node> = d.chunks(32).map(|c| c.try_into().unwrap()).collect();
+    let pieces = vec![Piece {
+        padded_size: size,
+        comm_p: binary_tree::root(leaves),
+    }];
+    (path, pieces)
+}
+
+/// Every file of a directory: name → contents.
+fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| {
+                    let e = e.unwrap();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap(),
+                    )
+                })
+                .filter(|(n, _)| !n.starts_with(rust_core::cancel::TRASH_PREFIX))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+struct Sector {
+    unsealed: PathBuf,
+    pieces: Vec<Piece>,
+    number: u64,
+    ticket: [u8; 32],
+}
+
+fn sectors(dir: &Path, size: u64, n: usize) -> Vec<Sector> {
+    (0..n)
+        .map(|k| {
+            let (unsealed, pieces) = unsealed(dir, size, k as u8 + 1);
+            Sector {
+                unsealed,
+                pieces,
+                number: 100 + k as u64,
+                ticket: [k as u8 + 50; 32],
+            }
+        })
+        .collect()
+}
+
+fn inputs<'a>(s: &'a [Sector], caches: &'a [PathBuf]) -> Vec<Pc1Input<'a>> {
+    s.iter()
+        .zip(caches)
+        .map(|(s, cache)| Pc1Input {
+            cache_dir: cache,
+            unsealed_path: &s.unsealed,
+            prover_id: [7; 32],
+            sector_number: s.number,
+            ticket: s.ticket,
+            pieces: &s.pieces,
+        })
+        .collect()
+}
+
+fn batch_equals_single(size: u64, n: usize) {
+    let d = Dir::new(&format!("eq-{size}-{n}"));
+    let s = sectors(&d.0, size, n);
+    let batch_caches: Vec<PathBuf> = (0..n).map(|k| d.0.join(format!("batch-{k}"))).collect();
+    let blobs =
+        pc1::seal_pre_commit_phase1_batch(size, &inputs(&s, &batch_caches), &Cancel::default())
+            .unwrap();
+    assert_eq!(blobs.len(), n);
+    for (k, sector) in s.iter().enumerate() {
+        let single_cache = d.0.join(format!("single-{k}"));
+        let blob = pc1::seal_pre_commit_phase1(
+            size,
+            &single_cache,
+            &sector.unsealed,
+            &[7; 32],
+            sector.number,
+            &sector.ticket,
+            &sector.pieces,
+            &Cancel::default(),
+        )
+        .unwrap();
+        assert_eq!(blobs[k], blob, "{n} sectors of {size}: blob of sector {k}");
+        let (got, want) = (contents(&batch_caches[k]), contents(&single_cache));
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{n} sectors of {size}: files of sector {k}"
+        );
+        for (name, bytes) in &want {
+            assert!(
+                got[name] == *bytes,
+                "{n} sectors of {size}: {name} of sector {k} differs"
+            );
+        }
+    }
+    // The sectors really differ (else equal files would prove little).
+    for k in 1..n {
+        assert_ne!(blobs[k], blobs[k - 1]);
+    }
+}
+
+#[test]
+fn batch_of_one_to_four_writes_what_single_calls_write() {
+    for n in 1..=4 {
+        batch_equals_single(2048, n);
+    }
+    if !cfg!(debug_assertions) {
+        batch_equals_single(8 << 20, 2);
+    }
+}
+
+#[test]
+fn bad_inputs_are_named_and_leave_no_files() {
+    let d = Dir::new("bad");
+    let mut s = sectors(&d.0, 2048, 3);
+    let caches: Vec<PathBuf> = (0..3).map(|k| d.0.join(format!("c{k}"))).collect();
+    // sectors[1]'s piece commitment is wrong.
+    s[1].pieces[0].comm_p = [1; 32];
+    let e = pc1::seal_pre_commit_phase1_batch(2048, &inputs(&s, &caches), &Cancel::default())
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("sectors[1] (sector number 101): "),
+        "{e}"
+    );
+    assert!(rust_core::cancel::wait_trash(Duration::from_secs(30)));
+    for c in &caches {
+        assert!(contents(c).is_empty(), "{} kept files", c.display());
+    }
+    // A missing unsealed file is an I/O error naming the sector and the file.
+    let mut s = sectors(&d.0, 2048, 2);
+    s[1].unsealed = d.0.join("missing");
+    let e = pc1::seal_pre_commit_phase1_batch(2048, &inputs(&s, &caches), &Cancel::default())
+        .unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+    assert!(
+        e.to_string().contains("sectors[1] (sector number 101)"),
+        "{e}"
+    );
+    // Two sectors with one cache directory, five sectors, none, an unknown size.
+    let same = vec![caches[0].clone(), caches[0].clone()];
+    let e = pc1::seal_pre_commit_phase1_batch(2048, &inputs(&s, &same), &Cancel::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sectors[1]") && e.contains("same cache directory"),
+        "{e}"
+    );
+    let five = sectors(&d.0, 2048, 5);
+    let caches5: Vec<PathBuf> = (0..5).map(|k| d.0.join(format!("c{k}"))).collect();
+    let e = pc1::seal_pre_commit_phase1_batch(2048, &inputs(&five, &caches5), &Cancel::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1 to 4 sectors, got 5"), "{e}");
+    assert!(pc1::seal_pre_commit_phase1_batch(2048, &[], &Cancel::default()).is_err());
+    let e = pc1::seal_pre_commit_phase1_batch(4096, &inputs(&s, &caches), &Cancel::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unsupported sector size"), "{e}");
+}
+
+#[test]
+fn cancelled_batch_removes_every_sectors_files() {
+    let d = Dir::new("cancel");
+    let s = sectors(&d.0, 2048, 2);
+    let caches: Vec<PathBuf> = (0..2).map(|k| d.0.join(format!("c{k}"))).collect();
+    let cancel = Cancel::default();
+    cancel.cancel();
+    let e = pc1::seal_pre_commit_phase1_batch(2048, &inputs(&s, &caches), &cancel).unwrap_err();
+    assert!(e.is_cancelled(), "{e}");
+    // Cancelled mid-way on a sector big enough to be caught labeling (release builds only: a
+    // debug 8 MiB batch takes minutes).
+    if !cfg!(debug_assertions) {
+        let s = sectors(&d.0, 8 << 20, 2);
+        let cancel = Cancel::default();
+        let stopper = cancel.cancel_after(Duration::from_millis(300));
+        let e =
+            pc1::seal_pre_commit_phase1_batch(8 << 20, &inputs(&s, &caches), &cancel).unwrap_err();
+        stopper.join().unwrap();
+        assert!(e.is_cancelled(), "{e}");
+    }
+    assert!(rust_core::cancel::wait_trash(Duration::from_secs(30)));
+    for c in &caches {
+        assert!(contents(c).is_empty(), "{} kept files", c.display());
+    }
+}

@@ -1,0 +1,123 @@
+"""rust_core.seal_pre_commit_phase1_batch: PC1 of several sectors as one call writes, for every
+sector, the files and the blob the single-sector call writes; bad entries are named; a cancelled
+batch stops promptly and leaves no file; the GIL is released while it runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rust_core
+from tests.unit.rust_core.porep_helpers import PROVER, make_unsealed
+
+KIB2 = 2048
+MIB8 = 8 << 20
+
+
+def _inputs(tmp: Path, size: int, n: int, prefix: str) -> list[tuple[Any, ...]]:
+    out = []
+    for k in range(n):
+        padded, pieces = make_unsealed(size, [size // 2, size // 2], rng_seed=10 + k)
+        unsealed = tmp / f"unsealed-{k}"
+        if not unsealed.exists():
+            unsealed.write_bytes(padded)
+        ticket = bytes([k + 1] * 31 + [0x05])
+        out.append((str(tmp / f"{prefix}-{k}"), str(unsealed), PROVER, 40 + k, ticket, pieces))
+    return out
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if not p.name.startswith(rust_core.TRASH_PREFIX)}
+
+
+def _names(d: Path) -> list[str]:
+    if not d.exists():
+        return []
+    return sorted(p.name for p in d.iterdir() if not p.name.startswith(rust_core.TRASH_PREFIX))
+
+
+@pytest.mark.parametrize(("size", "n"), [(KIB2, 1), (KIB2, 2), (KIB2, 3), (KIB2, 4), (MIB8, 2)])
+def test_batch_writes_byte_for_byte_what_single_calls_write(tmp_path: Path, size: int, n: int) -> None:
+    batch = _inputs(tmp_path, size, n, "batch")
+    blobs = rust_core.seal_pre_commit_phase1_batch(size, batch)
+    assert len(blobs) == n
+    assert len(set(blobs)) == n
+    for k, args in enumerate(_inputs(tmp_path, size, n, "single")):
+        single = rust_core.seal_pre_commit_phase1(size, *args)
+        assert blobs[k] == single, f"blob of sector {k}"
+        got, want = _files(Path(batch[k][0])), _files(Path(args[0]))
+        assert sorted(got) == sorted(want)
+        assert len(want) == 1 + rust_core.sector_params(size)["layers"]
+        for name in want:
+            assert got[name] == want[name], f"{name} of sector {k}"
+
+
+def test_bad_entries_are_named_and_leave_no_files(tmp_path: Path) -> None:
+    entries = _inputs(tmp_path, KIB2, 3, "c")
+    # The third sector's second piece commitment is wrong: ValueError naming it.
+    cache, unsealed, prover, number, ticket, pieces = entries[2]
+    entries[2] = (cache, unsealed, prover, number, ticket, [pieces[0], (pieces[1][0], bytes(32))])
+    with pytest.raises(ValueError, match=r"^sectors\[2\] \(sector number 42\): "):
+        rust_core.seal_pre_commit_phase1_batch(KIB2, entries)
+    assert rust_core.wait_trash(30)
+    for e in entries:
+        assert _names(Path(e[0])) == []
+    # A missing unsealed file: OSError naming the sector.
+    good = _inputs(tmp_path, KIB2, 2, "d")
+    missing = (good[1][0], str(tmp_path / "nope"), *good[1][2:])
+    with pytest.raises(OSError, match=r"sectors\[1\] \(sector number 41\)"):
+        rust_core.seal_pre_commit_phase1_batch(KIB2, [good[0], missing])
+    # A short ticket, before any work.
+    short = (*good[1][:4], b"\x01" * 5, good[1][5])
+    with pytest.raises(ValueError, match=r"sectors\[1\] \(sector number 41\) ticket"):
+        rust_core.seal_pre_commit_phase1_batch(KIB2, [good[0], short])
+    with pytest.raises(ValueError, match=r"1 to 4 sectors, got 5"):
+        rust_core.seal_pre_commit_phase1_batch(KIB2, _inputs(tmp_path, KIB2, 5, "e"))
+    with pytest.raises(ValueError, match="same cache directory"):
+        rust_core.seal_pre_commit_phase1_batch(KIB2, [good[0], good[0]])
+    with pytest.raises(ValueError, match="unsupported sector size"):
+        rust_core.seal_pre_commit_phase1_batch(4096, good)
+
+
+def test_cancelled_batch_stops_promptly_and_releases_the_gil(tmp_path: Path) -> None:
+    entries = _inputs(tmp_path, MIB8, 2, "c")
+    rust_core.seal_pre_commit_phase1_batch(MIB8, entries)  # warm the parents cache
+    for e in entries:
+        rust_core.discard(e[0])
+    token = rust_core.CancelToken()
+    ticks = 0
+    stop = threading.Event()
+    set_at: list[float] = []
+
+    def tick() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            time.sleep(0.001)
+
+    def fire() -> None:
+        time.sleep(0.2)
+        token.cancel()
+        set_at.append(time.monotonic())
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    firer = threading.Thread(target=fire)
+    firer.start()
+    try:
+        with pytest.raises(rust_core.Cancelled):
+            rust_core.seal_pre_commit_phase1_batch(MIB8, entries, cancel=token)
+        raised = time.monotonic()
+    finally:
+        stop.set()
+        ticker.join()
+        firer.join()
+    assert raised - set_at[0] < 0.1, f"raised {raised - set_at[0]:.3f} s after cancel()"
+    assert ticks > 20, "another Python thread could not run: the GIL was held"
+    assert rust_core.wait_trash(30)
+    for e in entries:
+        assert _names(Path(e[0])) == []

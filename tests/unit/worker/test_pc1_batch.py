@@ -1,0 +1,239 @@
+"""The worker's PC1 gathering (services/worker/pc1_batch.py) as a pure domain: calls of one key
+batched up to the size or the window, other keys never mixed, a stopped member leaving the group
+or stopping the batch (and the rest restarted), a failed batch rerun one by one. A stand-in
+RunBatch records what ran; one test runs the real rust_core batch through it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+import rust_core
+from services.common.vocabulary import TaskType
+from services.worker.pc1_batch import Pc1Batcher, Pc1Job, capacity_warnings
+from services.worker.sealer import Piece
+
+T = TypeVar("T")
+KEY_2K = (2048, 5)
+KEY_8M = (8 << 20, 6)
+
+
+def job(number: int) -> Pc1Job:
+    return Pc1Job(f"call:{number}", Path(f"/c/{number}"), Path(f"/u/{number}"), b"p" * 32, number, b"t" * 32, [])
+
+
+@dataclass
+class FakeRun:
+    """A RunBatch that records each call (sector numbers), blocks while `hold` is clear (giving
+    up when its token is cancelled, as rust_core does) and fails for the numbers in `bad`."""
+
+    hold: threading.Event = field(default_factory=threading.Event)
+    bad: set[int] = field(default_factory=set)
+    calls: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
+    ended: list[tuple[tuple[int, ...], str, float]] = field(default_factory=list)
+    started: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.hold.set()
+
+    def __call__(self, size: int, jobs: list[Pc1Job], cancel: rust_core.CancelToken) -> list[bytes]:
+        numbers = tuple(j.number for j in jobs)
+        self.calls.append((size, numbers))
+        self.started.set()
+        while not self.hold.wait(0.01):
+            if cancel.cancelled:
+                self.ended.append((numbers, "cancelled", time.monotonic()))
+                raise rust_core.Cancelled("cancelled")
+        bad = [n for n in numbers if n in self.bad]
+        if bad:
+            self.ended.append((numbers, "failed", time.monotonic()))
+            raise ValueError(f"sectors[{numbers.index(bad[0])}] (sector number {bad[0]}): bad pieces")
+        self.ended.append((numbers, "done", time.monotonic()))
+        return [f"blob-{n}".encode() for n in numbers]
+
+
+def run(coro: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(asyncio.wait_for(coro(), 30))
+
+
+def test_calls_of_one_key_run_as_one_batch_and_each_gets_its_blob() -> None:
+    fake = FakeRun()
+    b = Pc1Batcher(2, wait_s=60, run_fn=fake)
+
+    async def main() -> list[bytes]:
+        return list(await asyncio.gather(b.run(KEY_2K, job(1)), b.run(KEY_2K, job(2))))
+
+    start = time.monotonic()
+    assert run(main) == [b"blob-1", b"blob-2"]
+    assert time.monotonic() - start < 5, "a full batch must not wait for the window"
+    assert fake.calls == [(2048, (1, 2))]
+    assert [(r.calls, r.outcome) for r in b.history] == [(("call:1", "call:2"), "done")]
+
+
+def test_a_lone_call_runs_when_the_window_ends() -> None:
+    fake = FakeRun()
+    b = Pc1Batcher(3, wait_s=0.3, run_fn=fake)
+
+    async def main() -> tuple[bytes, float]:
+        start = time.monotonic()
+        out = await b.run(KEY_2K, job(7))
+        return out, time.monotonic() - start
+
+    out, took = run(main)
+    assert out == b"blob-7" and took >= 0.29
+    assert fake.calls == [(2048, (7,))]
+
+
+def test_more_calls_than_the_size_make_several_batches_and_keys_never_mix() -> None:
+    fake = FakeRun()
+    b = Pc1Batcher(2, wait_s=0.2, run_fn=fake)
+
+    async def main() -> list[bytes]:
+        return list(
+            await asyncio.gather(
+                b.run(KEY_2K, job(1)),
+                b.run(KEY_8M, job(2)),
+                b.run((2048, 99), job(3)),  # same size, another proof type
+                b.run(KEY_2K, job(4)),
+                b.run(KEY_2K, job(5)),
+            )
+        )
+
+    assert run(main) == [b"blob-1", b"blob-2", b"blob-3", b"blob-4", b"blob-5"]
+    assert sorted(fake.calls) == sorted([(2048, (1, 4)), (8 << 20, (2,)), (2048, (3,)), (2048, (5,))])
+
+
+def test_a_call_stopped_while_waiting_leaves_the_group() -> None:
+    fake = FakeRun()
+    b = Pc1Batcher(2, wait_s=0.3, run_fn=fake)
+
+    async def main() -> bytes:
+        first = asyncio.create_task(b.run(KEY_2K, job(1)))
+        await asyncio.sleep(0.05)
+        assert b.waiting(KEY_2K) == 1
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert b.waiting(KEY_2K) == 0
+        return await b.run(KEY_2K, job(2))
+
+    assert run(main) == b"blob-2"
+    assert fake.calls == [(2048, (2,))]
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_a_call_stopped_in_a_running_batch_ends_after_the_batch_stopped_and_the_rest_restart(size: int) -> None:
+    fake = FakeRun()
+    fake.hold.clear()
+    b = Pc1Batcher(size, wait_s=60, run_fn=fake)
+    returned: list[float] = []
+
+    async def main() -> tuple[list[Any], float]:
+        tasks = [asyncio.create_task(b.run(KEY_2K, job(n), returned.append)) for n in range(1, size + 1)]
+        await asyncio.to_thread(fake.started.wait, 10)
+        tasks[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[0]
+        stopped_at = time.monotonic()
+        fake.hold.set()
+        return await asyncio.gather(*tasks[1:]), stopped_at
+
+    outs, stopped_at = run(main)
+    assert outs == [f"blob-{n}".encode() for n in range(2, size + 1)]
+    everyone = tuple(range(1, size + 1))
+    rest = everyone[1:]
+    assert fake.calls == [(2048, everyone), (2048, rest)]
+    # The first batch had returned (cancelled) before the stopped call reported its stop.
+    assert fake.ended[0][:2] == (everyone, "cancelled") and fake.ended[0][2] <= stopped_at
+    assert len(returned) == 1 and returned[0] < 1.0
+    assert [r.outcome for r in b.history] == ["cancelled", "done"]
+
+
+def test_every_call_of_a_batch_stopped_runs_nothing_more() -> None:
+    fake = FakeRun()
+    fake.hold.clear()
+    b = Pc1Batcher(2, wait_s=60, run_fn=fake)
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(b.run(KEY_2K, job(n))) for n in (1, 2)]
+        await asyncio.to_thread(fake.started.wait, 10)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with pytest.raises(asyncio.CancelledError):
+                await t
+        await asyncio.sleep(0.1)
+
+    run(main)
+    assert fake.calls == [(2048, (1, 2))]
+    assert [e[1] for e in fake.ended] == ["cancelled"]
+
+
+def test_a_failed_batch_reruns_each_call_alone_so_only_the_bad_one_fails() -> None:
+    fake = FakeRun(bad={2})
+    b = Pc1Batcher(3, wait_s=60, run_fn=fake)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(b.run(KEY_2K, job(n)) for n in (1, 2, 3)), return_exceptions=True)
+
+    outs = run(main)
+    assert outs[0] == b"blob-1" and outs[2] == b"blob-3"
+    assert isinstance(outs[1], ValueError) and "sector number 2" in str(outs[1])
+    assert fake.calls == [(2048, (1, 2, 3)), (2048, (1,)), (2048, (2,)), (2048, (3,))]
+
+
+def test_capacity_warnings_name_what_keeps_a_batch_from_filling() -> None:
+    pc1 = int(TaskType.PRE_COMMIT_1)
+    assert capacity_warnings(2, 0, {}) == []
+    assert capacity_warnings(2, 4, {(pc1, 0): 2, (int(TaskType.PRE_COMMIT_2), 0): 1}) == []
+    got = capacity_warnings(3, 2, {(pc1, 0): 1, (pc1, 5): 2})
+    assert len(got) == 3
+    assert "max_tasks = 2" in got[0] and "every size is 1" in got[1] and "seal proof 5 is 2" in got[2]
+
+
+def test_the_real_batch_through_the_batcher_equals_single_calls(tmp_path: Path) -> None:
+    from tests.unit.rust_core.porep_helpers import PROVER, TICKET, make_unsealed
+
+    jobs = []
+    for n in (1, 2):
+        padded, pieces = make_unsealed(2048, [2048], rng_seed=n)
+        (tmp_path / f"u{n}").write_bytes(padded)
+        (tmp_path / f"c{n}").mkdir()
+        jobs.append(
+            Pc1Job(f"call:{n}", tmp_path / f"c{n}", tmp_path / f"u{n}", PROVER, n, TICKET, [Piece(*p) for p in pieces])
+        )
+    b = Pc1Batcher(2, wait_s=60)
+
+    async def main() -> list[bytes]:
+        return await asyncio.gather(*(b.run(KEY_2K, j) for j in jobs))
+
+    outs = run(main)
+    assert [r.outcome for r in b.history] == ["done"] and len(b.history[0].calls) == 2
+    for j, out in zip(jobs, outs, strict=True):
+        single = tmp_path / f"single{j.number}"
+        want = rust_core.seal_pre_commit_phase1(
+            2048, str(single), str(j.unsealed), PROVER, j.number, TICKET, [p.as_tuple() for p in j.pieces]
+        )
+        assert out == want
+        assert {p.name: p.read_bytes() for p in j.cache.iterdir()} == {p.name: p.read_bytes() for p in single.iterdir()}
+
+
+def test_config_defaults_to_no_batching_and_takes_the_environment() -> None:
+    from services.common.config import ConfigError, load_config
+    from services.worker.config import WorkerConfig
+
+    config = load_config(WorkerConfig, env={})
+    assert (config.worker.pc1_batch_size, config.worker.pc1_batch_wait_ms) == (1, 5000)
+    env = {"SECTORSTORAGE_WORKER_PC1_BATCH_SIZE": "3", "SECTORSTORAGE_WORKER_PC1_BATCH_WAIT_MS": "250"}
+    config = load_config(WorkerConfig, env=env)
+    assert (config.worker.pc1_batch_size, config.worker.pc1_batch_wait_ms) == (3, 250)
+    for bad in ("0", "5"):
+        with pytest.raises(ConfigError, match="worker.pc1_batch_size"):
+            load_config(WorkerConfig, env={"SECTORSTORAGE_WORKER_PC1_BATCH_SIZE": bad})
