@@ -150,3 +150,10 @@ def sector_challenges(
     kind: str, sector_size: int, randomness: bytes, prover_id: bytes, sector_numbers: list[int]
 ) -> dict[int, list[int]]:
     """The leaf (node) indices each sector is challenged at by a ``"window"`` or ``"winning"`` PoSt."""
+
+def check_provable(
+    sector_size: int, prover_id: bytes, sectors: list[_ProvingSector], randomness: bytes | None = None
+) -> dict[int, str | None]:
+    """For each sector number: None when a Window PoSt could prove it, else the fault (sealed file
+    missing or of the wrong size, p_aux/tree_r_last unreadable, p_aux not hashing to comm_r,
+    ``corrupt: ...`` when a challenged leaf does not verify). ``randomness`` None: fresh."""

@@ -7,6 +7,7 @@
 
 pub mod blob;
 pub mod error;
+pub mod faults;
 pub mod params;
 pub mod post;
 pub mod seal;

@@ -488,6 +488,32 @@ fn sector_challenges(
     })
 }
 
+#[pyfunction]
+#[pyo3(signature = (sector_size, prover_id, sectors, randomness = None))]
+fn check_provable(
+    py: Python<'_>,
+    sector_size: u64,
+    prover_id: &[u8],
+    sectors: Vec<PySector>,
+    randomness: Option<&[u8]>,
+) -> PyResult<BTreeMap<u64, Option<String>>> {
+    let prover_id = b32("prover_id", prover_id)?;
+    let sectors = proving(sectors)?;
+    // Fresh randomness by default: a check of the whole sector over time, not of fixed leaves.
+    let randomness = match randomness {
+        Some(r) => b32("randomness", r)?,
+        None => {
+            // A field element, as the chain's randomness is: the top two bits cleared.
+            let mut r: Bytes32 = rand::random();
+            r[31] &= 0x3f;
+            r
+        }
+    };
+    run(py, || {
+        crate::faults::check_provable(sector_size, prover_id, &sectors, randomness)
+    })
+}
+
 #[pymodule]
 fn rust_filecoin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -515,5 +541,6 @@ fn rust_filecoin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_winning_post, m)?)?;
     m.add_function(wrap_pyfunction!(generate_winning_post_sector_challenge, m)?)?;
     m.add_function(wrap_pyfunction!(sector_challenges, m)?)?;
+    m.add_function(wrap_pyfunction!(check_provable, m)?)?;
     Ok(())
 }

@@ -276,4 +276,13 @@ fn sector_2kib_end_to_end() {
     fs::write(&b.sealed, &bytes).unwrap();
     let err = post::generate(PostKind::Window, SIZE, randomness, PROVER, &proving).unwrap_err();
     assert!(err.to_string().to_lowercase().contains("faulty"), "{err}");
+    // The fault check names b, and only b, with the same randomness.
+    let faults = rust_filecoin::faults::check_provable(SIZE, PROVER, &proving, randomness).unwrap();
+    assert_eq!(faults[&a.number], None);
+    assert!(
+        faults[&b.number]
+            .as_deref()
+            .is_some_and(|r| r.starts_with("corrupt:")),
+        "{faults:?}"
+    );
 }

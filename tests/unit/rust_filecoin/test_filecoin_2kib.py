@@ -168,6 +168,37 @@ def test_window_post_over_two_sectors_then_a_corrupted_challenged_byte(
     b.sealed.write_bytes(bytes(replica))
     with pytest.raises(OSError, match="(?i)faulty"):
         rust_filecoin.generate_window_post(SIZE, RANDOMNESS, PROVER, proving)
+    # The fault check names sector b (and only b) with the same challenges.
+    faults = rust_filecoin.check_provable(SIZE, PROVER, proving, RANDOMNESS)
+    assert faults[a.number] is None
+    assert faults[b.number] is not None and faults[b.number].startswith("corrupt:"), faults
+
+
+def test_check_provable_reports_each_kind_of_fault(sector: tuple[Sealed, bytes], tmp_path: Path) -> None:
+    s, _ = sector
+    good = (s.number, s.comm_r, s.sealed, s.cache)
+    assert rust_filecoin.check_provable(SIZE, PROVER, [good]) == {s.number: None}  # fresh randomness
+    short = tmp_path / "short"
+    short.write_bytes(s.sealed.read_bytes()[:1024])
+    wrong_r = bytes([s.comm_r[0] ^ 1]) + s.comm_r[1:]
+    faults = rust_filecoin.check_provable(
+        SIZE,
+        PROVER,
+        [
+            (5, s.comm_r, tmp_path / "missing", s.cache),
+            (6, s.comm_r, short, s.cache),
+            (7, s.comm_r, s.sealed, tmp_path / "no-cache"),
+            (8, wrong_r, s.sealed, s.cache),
+        ],
+        RANDOMNESS,
+    )
+    assert faults[5] is not None and "No such file" in faults[5]
+    assert faults[6] == f"sealed file {short}: got 1024 bytes, expect 2048"
+    assert faults[7] is not None and "no-cache" in faults[7]
+    assert faults[8] is not None and "does not hash to comm_r" in faults[8]
+    # Randomness that is not a field element is the caller's error, not a sector's fault.
+    with pytest.raises(ValueError, match="randomness"):
+        rust_filecoin.check_provable(SIZE, PROVER, [good], bytes([0xFF] * 32))
 
 
 def test_winning_post(sector: tuple[Sealed, bytes]) -> None:
