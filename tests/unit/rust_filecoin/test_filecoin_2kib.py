@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,3 +259,14 @@ def test_missing_parameters_name_the_file_and_size(configured: Path) -> None:
         rust_filecoin.ensure_parameters(512 << 20, "seal")
     message = str(err.value)
     assert params in message and "512 MiB" in message and "\n" not in message
+
+
+def test_concurrent_verifications_agree(sector: tuple[Sealed, bytes]) -> None:
+    """verify_seal from many threads at once (the GIL is released): each answer is its own."""
+    s, proof = sector
+    bad = bytearray(proof)
+    bad[40] ^= 0x01
+    cases = [(proof, SEED, True), (bytes(bad), SEED, False), (proof, bytes([0x23] * 32), False)] * 8
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda case: verify(s, case[0], seed=case[1]), cases))
+    assert answers == [expected for _, _, expected in cases]
