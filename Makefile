@@ -20,7 +20,7 @@ help:
 	@echo "make test   - cargo test + pytest (installs everything it needs)"
 	@echo "make develop-filecoin - build rust_filecoin, the optional real Filecoin proofs backend (docs/filecoin-backend.md)"
 	@echo "make protos - regenerate services/common/proto from protos/"
-	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, ruff format --check, ruff check, mypy, stubtest (rust_core.pyi), the import rules (architecture.toml)"
+	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, ruff format --check, ruff check, mypy, stubtest (rust_core.pyi), the import rules (architecture.toml); the same for rust_filecoin (builds it)"
 	@echo "make fmt    - cargo fmt and ruff format"
 	@echo "make bench  - benchmark figures (see docs/benchmarks.md)"
 
@@ -51,10 +51,10 @@ venv: $(DEPS_STAMP)
 develop: $(DEPS_STAMP)
 	$(call step,building rust_core (release; first build: a few minutes),VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q,build)
 
-# The real proofs backend as the extension module rust_filecoin (first build: about 5 minutes on
+# The real proofs backend as the extension module rust_filecoin (first build: about 3 minutes on
 # 2 cores; later builds reuse $(FILECOIN_TARGET)). Never part of `make develop` or `make demo`.
 develop-filecoin: $(DEPS_STAMP)
-	$(call step,building rust_filecoin (real Filecoin proofs; first build: about 5 minutes),CARGO_TARGET_DIR=$(FILECOIN_TARGET) VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q -m $(FILECOIN_DIR)/Cargo.toml,build-filecoin)
+	$(call step,building rust_filecoin (real Filecoin proofs; first build: about 3 minutes),CARGO_TARGET_DIR=$(FILECOIN_TARGET) VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q -m $(FILECOIN_DIR)/Cargo.toml,build-filecoin)
 
 protos: $(DEPS_STAMP)
 	$(VPY) scripts/gen_protos.py
