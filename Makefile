@@ -6,15 +6,21 @@ VENV        ?= .venv
 VPY         := $(VENV)/bin/python
 DEPS_STAMP  := $(VENV)/.deps-installed
 CARGO_DIR   := rust_core
+# The optional real Filecoin proofs backend (docs/filecoin-backend.md): its own crate, built into
+# a target directory outside the clone so that later builds (and CI on the same machine) reuse it.
+FILECOIN_DIR    := rust_filecoin
+FILECOIN_TARGET ?= $(HOME)/.cache/sectorstorage/rust_filecoin-target
+FILECOIN_CARGO  := CARGO_TARGET_DIR=$(FILECOIN_TARGET) cargo
 comma       := ,
 
-.PHONY: help venv develop protos check-protos postgres browser test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep bench-scheduler bench-failover clean
+.PHONY: help venv develop develop-filecoin test-rust-filecoin lint-filecoin protos check-protos postgres browser test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep bench-scheduler bench-failover clean
 
 help:
 	@echo "make demo   - build, start index + manager + workers locally, run the main job (DASHBOARD=1: and the dashboard, up until Ctrl-C)"
 	@echo "make test   - cargo test + pytest (installs everything it needs)"
+	@echo "make develop-filecoin - build rust_filecoin, the optional real Filecoin proofs backend (docs/filecoin-backend.md)"
 	@echo "make protos - regenerate services/common/proto from protos/"
-	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, ruff format --check, ruff check, mypy, stubtest (rust_core.pyi), the import rules (architecture.toml)"
+	@echo "make lint   - cargo fmt --check, cargo clippy -D warnings, ruff format --check, ruff check, mypy, stubtest (rust_core.pyi), the import rules (architecture.toml); the same for rust_filecoin (builds it)"
 	@echo "make fmt    - cargo fmt and ruff format"
 	@echo "make bench  - benchmark figures (see docs/benchmarks.md)"
 
@@ -45,14 +51,24 @@ venv: $(DEPS_STAMP)
 develop: $(DEPS_STAMP)
 	$(call step,building rust_core (release; first build: a few minutes),VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q,build)
 
+# The real proofs backend as the extension module rust_filecoin (first build: about 3 minutes on
+# 2 cores; later builds reuse $(FILECOIN_TARGET)). Never part of `make develop` or `make demo`.
+develop-filecoin: $(DEPS_STAMP)
+	$(call step,building rust_filecoin (real Filecoin proofs; first build: about 3 minutes),CARGO_TARGET_DIR=$(FILECOIN_TARGET) VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q -m $(FILECOIN_DIR)/Cargo.toml,build-filecoin)
+
 protos: $(DEPS_STAMP)
 	$(VPY) scripts/gen_protos.py
 
 check-protos: $(DEPS_STAMP)
 	$(VPY) scripts/gen_protos.py --check
 
-test-rust:
+test-rust: test-rust-filecoin
 	cd $(CARGO_DIR) && cargo test --release
+
+# A 2 KiB sector through the real proofs; Groth16 parameters are generated once (about 17 minutes
+# on 2 cores) into ~/.cache/sectorstorage/filecoin-params ($$SECTORSTORAGE_FIL_PARAMS) and reused.
+test-rust-filecoin:
+	cd $(FILECOIN_DIR) && $(FILECOIN_CARGO) test --release
 
 # PostgreSQL for the database tests (index, manager): the fixtures start a throwaway server from
 # its binaries. Installed with apt-get when missing and we may (root or passwordless sudo), as in
@@ -76,12 +92,12 @@ browser:
 		sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
 	else echo "Chromium is not installed and cannot be installed here: the dashboard's browser tests will be skipped"; fi
 
-test-python: develop postgres browser
+test-python: develop develop-filecoin postgres browser
 	$(VPY) -m pytest
 
 test: lint test-rust test-python
 
-lint: $(DEPS_STAMP)
+lint: $(DEPS_STAMP) lint-filecoin
 	cd $(CARGO_DIR) && cargo fmt --check
 	cd $(CARGO_DIR) && cargo clippy --all-targets -- -D warnings
 	cd $(CARGO_DIR) && cargo clippy --all-targets --features python -- -D warnings
@@ -92,8 +108,16 @@ lint: $(DEPS_STAMP)
 	$(VPY) -m mypy.stubtest rust_core --allowlist stubtest_allowlist.txt
 	$(VPY) scripts/check_imports.py
 
+# rust_filecoin: rustfmt, clippy with and without the bindings, and its stub against the module.
+lint-filecoin: develop-filecoin
+	cd $(FILECOIN_DIR) && cargo fmt --check
+	cd $(FILECOIN_DIR) && $(FILECOIN_CARGO) clippy --release --all-targets -- -D warnings
+	cd $(FILECOIN_DIR) && $(FILECOIN_CARGO) clippy --release --all-targets --features python -- -D warnings
+	$(VPY) -m mypy.stubtest rust_filecoin --allowlist stubtest_allowlist_filecoin.txt
+
 fmt: $(DEPS_STAMP)
 	cd $(CARGO_DIR) && cargo fmt
+	cd $(FILECOIN_DIR) && cargo fmt
 	$(VPY) -m ruff format services tests bench scripts
 	$(VPY) -m ruff check --fix services tests bench scripts
 

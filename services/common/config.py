@@ -170,6 +170,32 @@ class GrpcConfig(BaseModel):
     reconnect_backoff_max_s: float = Field(default=2.0, ge=0.1, le=300)
 
 
+class ProofsBackend(StrEnum):
+    """Which proofs implementation seals, proves and verifies: the whole fleet uses one."""
+
+    # rust_core's PoRep emulation (docs/porep-emulation.md): fast, no parameters, not Filecoin's proofs.
+    EMULATED = "emulated"
+    # Filecoin's own proofs through rust_filecoin (docs/filecoin-backend.md).
+    FILECOIN = "filecoin"
+
+
+class ProofsConfig(BaseModel):
+    """`[proofs]`: the proofs backend, the same on every worker and manager (a worker of another
+    backend is refused at registration), and where the filecoin backend finds its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: ProofsBackend = ProofsBackend.EMULATED
+    # FIL_PROOFS_PARAMETER_CACHE for the filecoin backend; empty: the library's default
+    # (/var/tmp/filecoin-proof-parameters/).
+    parameter_cache: str = ""
+    # FIL_PROOFS_PARENT_CACHE (SDR parents cache); empty: the library's default.
+    parent_cache: str = ""
+    # Largest sector size whose Groth16 parameters may be generated here when missing: random
+    # parameters, NOT the network's trusted setup (tests only). 0: never (production).
+    generate_parameters_up_to: int = Field(default=0, ge=0)
+
+
 class ServiceConfig(BaseModel):
     """What every service shares; each service extends it with its own section."""
 
@@ -184,6 +210,7 @@ class ServiceConfig(BaseModel):
     auth: AuthConfig = AuthConfig()
     tls: TlsConfig = TlsConfig()
     grpc: GrpcConfig = GrpcConfig()
+    proofs: ProofsConfig = ProofsConfig()
 
     @field_validator("listen")
     @classmethod

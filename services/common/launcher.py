@@ -13,7 +13,14 @@ from services.common import grpc_options
 from services.common.config import ConfigError, ConfigT, load_config
 from services.common.log import setup_logging
 from services.common.server import Service, run_service
-from services.common.startup import EXIT_STARTUP, StartupError, check_data_dir, check_ports, load_secret
+from services.common.startup import (
+    EXIT_STARTUP,
+    StartupError,
+    check_data_dir,
+    check_ports,
+    check_proofs_backend,
+    load_secret,
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ def launch(
     try:
         # Everything that can be checked before the service opens its state: a second
         # instance on a port in use must not touch the first one's database.
+        check_proofs_backend(config.proofs)
         check_data_dir(config.data_dir)
         load_secret(config)
         check_ports(config)

@@ -5,12 +5,14 @@ line naming the config key (or the path) and what to do; the launcher prints it 
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from services.common.auth import AuthError, load_or_create_secret
-from services.common.config import ServiceConfig, parse_host_port
+from services.common.config import ProofsBackend, ProofsConfig, ServiceConfig, parse_host_port
 
 # The exit code of every start-up failure (a configuration or environment problem, not a crash).
 EXIT_STARTUP = 2
@@ -22,6 +24,26 @@ class StartupError(Exception):
 
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def check_proofs_backend(proofs: ProofsConfig, installed: Callable[[str], bool] = _installed) -> None:
+    """`[proofs] backend`: the emulated backend always starts; the filecoin one needs the
+    rust_filecoin extension, and is refused for now because the worker tasks and the manager's
+    verifier do not call it yet (docs/filecoin-backend.md): a fleet configured for real proofs
+    must not silently run the emulation."""
+    if proofs.backend is ProofsBackend.EMULATED:
+        return
+    if not installed("rust_filecoin"):
+        raise StartupError(
+            "proofs.backend / SECTORSTORAGE_PROOFS_BACKEND = filecoin needs the rust_filecoin extension, which is not installed: build it with `make develop-filecoin` (docs/filecoin-backend.md)"
+        )
+    raise StartupError(
+        "proofs.backend / SECTORSTORAGE_PROOFS_BACKEND = filecoin: the real proofs backend is not wired into the worker tasks and the manager's verifier yet (docs/filecoin-backend.md, What is left); use emulated"
+    )
 
 
 def check_data_dir(path: Path) -> None:

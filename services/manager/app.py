@@ -111,7 +111,14 @@ class ManagerApp(Service):
         # Unimplemented RPCs are filled in by registration(), so the class is complete at run time.
         self.operators = Operators(self.runner, self.store)
         self.servicer = ManagerServicer(
-            self.runner, self.sealing, self.proving, self.store, self.operators, self.session_id, self.ready
+            self.runner,
+            self.sealing,
+            self.proving,
+            self.store,
+            self.operators,
+            self.session_id,
+            self.ready,
+            proofs_backend=config.proofs.backend,
         )  # type: ignore[abstract]
         self._loops: list[asyncio.Task[None]] = []
         # A standby forwards the API to the leader (forward.py); the holder is set at start.

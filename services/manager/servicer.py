@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 
 import grpc
 
+from services.common.config import ProofsBackend
 from services.common.errors import FailedPrecondition, NotFound, Unavailable, status_errors
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2, manager_pb2_grpc
-from services.manager import convert, views, worker_link
+from services.manager import convert, proofs_backend, views, worker_link
 from services.manager.calls import BY_METHOD, SPECS
 from services.manager.calltracker import ReturnStatus
 from services.manager.jobs import JobRunner
@@ -76,8 +77,10 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         operators: Operators,
         session_id: str,
         ready: asyncio.Event,
+        proofs_backend: ProofsBackend = ProofsBackend.EMULATED,
     ) -> None:
         self.runner = runner
+        self.proofs_backend = proofs_backend
         self.sealing = sealing
         self.proving = proving
         self.store = store
@@ -302,6 +305,9 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         wid = request.info.worker_id
         if not wid or not request.session_id or not request.address:
             raise invalid("info.worker_id, session_id and address are required")
+        refused = proofs_backend.mismatch(self.proofs_backend, request.proofs_backend, wid)
+        if refused:
+            raise FailedPrecondition(refused)
         address = convert.worker_address(request.address)
         state = self.operators.state_of(wid)
         handle = await self.runner.register_worker(

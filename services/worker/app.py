@@ -184,6 +184,7 @@ class WorkerApp(Service):
             on_manager_restart=manager_restarted,
             shutting_down=lambda: p.runner.shutting_down,
             on_dependency=runtime.dependency,
+            proofs_backend=self.config.proofs.backend.value,
         )
         self._loops.append(asyncio.create_task(self.link.run(self._quit), name="manager-link"))
 

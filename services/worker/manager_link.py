@@ -82,6 +82,7 @@ class ManagerLink:
         on_unknown_calls: Callable[[list[CallId]], None] = lambda calls: None,
         on_manager_restart: Callable[[], Awaitable[None]] = _nothing,
         shutting_down: Callable[[], bool] = lambda: False,
+        proofs_backend: str = "emulated",
     ) -> None:
         self.managers = managers
         self.token = token
@@ -97,6 +98,8 @@ class ManagerLink:
         self.on_unknown_calls = on_unknown_calls
         self.on_manager_restart = on_manager_restart
         self.shutting_down = shutting_down
+        # Sent at registration: the manager refuses a worker of another backend.
+        self.proofs_backend = proofs_backend
         self._wake = asyncio.Event()
         self.registered = False
         self.attempts = 0
@@ -176,7 +179,9 @@ class ManagerLink:
         version = self.info_version()
         info = await self.worker_info()
         reply = await stub.RegisterWorker(
-            manager_pb2.RegisterWorkerRequest(info=info, address=self.address, session_id=self.session_id),
+            manager_pb2.RegisterWorkerRequest(
+                info=info, address=self.address, session_id=self.session_id, proofs_backend=self.proofs_backend
+            ),
             timeout=heartbeat_timeout(self.heartbeat_interval_s),
         )
         if self.manager_session and reply.manager_session_id != self.manager_session:

@@ -3,6 +3,7 @@ or path and what to do, exit code 2, no traceback, and nothing left listening.""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -174,3 +175,22 @@ def test_unreadable_or_corrupt_database_is_refused(tmp_path: Path) -> None:
             f"{service} database {db} is not an SQLite database (or is corrupt): "
             f"restore it from a backup, or move it away to start with an empty {service}",
         )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_proofs_backend_is_checked_at_start(service: str, tmp_path: Path) -> None:
+    """`[proofs] backend`: a name neither backend has is a config error; `filecoin` needs the
+    rust_filecoin extension, and is refused until the tasks and the verifier call it, rather than
+    running the emulation under a fleet configured for real proofs (docs/filecoin-backend.md)."""
+    result = run_once(service, tmp_path / "bad", env={"SECTORSTORAGE_PROOFS_BACKEND": "groth16"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(
+        f"sectorstorage-{service}: cannot start: invalid configuration: config key 'proofs.backend' / SECTORSTORAGE_PROOFS_BACKEND (from environment): "
+    ), result.stderr
+    assert "'emulated' or 'filecoin'" in result.stderr and result.stderr.count("\n") == 1
+    result = run_once(service, tmp_path / "filecoin", env={"SECTORSTORAGE_PROOFS_BACKEND": "filecoin"})
+    if importlib.util.find_spec("rust_filecoin") is None:
+        line = "proofs.backend / SECTORSTORAGE_PROOFS_BACKEND = filecoin needs the rust_filecoin extension, which is not installed: build it with `make develop-filecoin` (docs/filecoin-backend.md)"
+    else:
+        line = "proofs.backend / SECTORSTORAGE_PROOFS_BACKEND = filecoin: the real proofs backend is not wired into the worker tasks and the manager's verifier yet (docs/filecoin-backend.md, What is left); use emulated"
+    assert_refused(result, service, line)

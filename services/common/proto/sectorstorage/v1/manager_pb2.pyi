@@ -1569,10 +1569,17 @@ class RegisterWorkerRequest(_message.Message):
     INFO_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    PROOFS_BACKEND_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """gRPC target at which the manager reaches this worker's WorkerService. Required."""
     session_id: _builtins.str
     """The worker process's session id (WorkerService.Session). Required."""
+    proofs_backend: _builtins.str
+    """The worker's proofs backend, its config's [proofs] backend: "emulated" or "filecoin" (empty
+    is "emulated", what workers older than this field run). The manager answers
+    FAILED_PRECONDITION when it differs from its own: one fleet never mixes proof systems, whose
+    blobs and proofs the other cannot read.
+    """
     @_builtins.property
     def info(self) -> _common_pb2.WorkerInfo:
         """The worker's description; info.worker_id is required."""
@@ -1583,10 +1590,11 @@ class RegisterWorkerRequest(_message.Message):
         info: _common_pb2.WorkerInfo | None = ...,
         address: _builtins.str = ...,
         session_id: _builtins.str = ...,
+        proofs_backend: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "info", b"info", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "info", b"info", "proofs_backend", b"proofs_backend", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
