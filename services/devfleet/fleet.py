@@ -5,6 +5,8 @@ together, last started first: what `make demo`, bench and the tests' launcher
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +47,24 @@ class LocalFleet:
         self.processes.append(proc)
         return proc
 
-    def stop(self) -> list[tuple[str, int]]:
+    def stop(self, timeout: float = 15.0) -> list[tuple[str, int]]:
         """Stops every process gracefully, last started first (workers before their manager and
-        index), and returns (label, exit code) for each: a clean stop is exit 0 everywhere."""
+        index), and returns (label, exit code) for each: a clean stop is exit 0 everywhere. A
+        process that does not stop within `timeout` is killed (its code is then -9), its last
+        output goes to stderr so that the hang can be read, and the others are still stopped:
+        one stuck service must not leave the rest of the fleet running."""
         codes = []
         for proc in reversed(self.processes):
-            codes.append((proc.data_dir.name, proc.stop()))
+            try:
+                code = proc.stop(timeout)
+            except subprocess.TimeoutExpired:
+                code = proc.proc.returncode if proc.proc is not None and proc.proc.returncode is not None else -9
+                tail = "".join(proc.output[-20:])
+                print(
+                    f"{proc.data_dir.name} did not stop within {timeout:g} s: killed; its last output:\n{tail}",
+                    file=sys.stderr,
+                )
+            codes.append((proc.data_dir.name, code))
         return codes
 
     def close(self, timeout: float = 15.0) -> None:
