@@ -211,8 +211,10 @@ class Pages:
         target = _safe_next(str(form.get("next", "/")))
         if self.gate is None:
             raise web.HTTPSeeOther(target)
+        _refuse_if_guessing(self.gate, request)
         if not self.gate.password_ok(str(form.get("password", ""))):
             # Slows down guessing; the dashboard is read-only, so there is nothing else to lock.
+            self.gate.failures.failed(request.remote or "")
             await asyncio.sleep(0.5)
             return self.render(request, "login.html", status=401, next=target, failed=True)
         response = web.HTTPSeeOther(target)
@@ -242,6 +244,17 @@ def _filter_form(query: Mapping[str, str]) -> dict[str, str]:
     return {k: query.get(k, "") for k in ("sector", "task", "worker", "since", "failed")}
 
 
+def _refuse_if_guessing(gate: Gate, request: web.Request) -> None:
+    """429 for an address with too many wrong passwords of late (login.FailedLogins)."""
+    wait = gate.failures.blocked(request.remote or "")
+    if wait > 0:
+        raise ErrorPage(
+            429,
+            "Too many wrong passwords",
+            f"too many wrong passwords from your address: try again in {int(wait) + 1} s",
+        )
+
+
 def auth_middleware(gate: Gate | None) -> Any:
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -249,8 +262,13 @@ def auth_middleware(gate: Gate | None) -> Any:
             return await handler(request)
         cookie = request.cookies.get(COOKIE, "")
         header = request.headers.get("Authorization", "")
-        if (cookie and gate.cookie_ok(cookie)) or (header and gate.basic_ok(header)):
+        if cookie and gate.cookie_ok(cookie):
             return await handler(request)
+        if header:
+            _refuse_if_guessing(gate, request)
+            if gate.basic_ok(header):
+                return await handler(request)
+            gate.failures.failed(request.remote or "")
         if request.method == "GET" and "text/html" in request.headers.get("Accept", "text/html"):
             raise web.HTTPSeeOther("/login?next=" + quote(request.path_qs, safe=""))
         raise web.HTTPUnauthorized(

@@ -276,8 +276,12 @@ def test_a_token_the_services_refuse_is_named_on_the_page(web_fleet: WebFleet) -
     other.proc.stop()
     (folder / "web.token").write_text(create_token(b"k" * 40, Permission.READ, subject="dashboard") + "\n")
     other = start_dashboard(
-        web_fleet.start, web_fleet.fleet.address, web_fleet.fleet.index.address, folder, keep_token=True
-    )  # type: ignore[arg-type]
+        web_fleet.start,  # type: ignore[arg-type]
+        web_fleet.fleet.address,
+        web_fleet.fleet.index.address,
+        folder,
+        keep_token=True,
+    )
     page = other.get("/fleet")
     assert page.status == 503
     assert f"The manager at {web_fleet.fleet.address} refused the dashboard's call (UNAUTHENTICATED" in text(page)
@@ -381,3 +385,42 @@ def test_proxy_mode_on_loopback_has_no_login_of_its_own(web_fleet: WebFleet) -> 
     assert proxied.read_token not in page.body
     assert proxied.get("/login", auth=False).status == 200  # harmless: logging in sets nothing needed
     proxied.proc.stop()
+
+
+def test_password_guessing_is_refused_without_locking_out_a_logged_in_user(web_fleet: WebFleet) -> None:
+    """Ten wrong passwords from one address: the next try is 429 without its password being
+    checked (even the right one), by basic auth and by the form, while a cookie issued before
+    still opens every page. (Its own dashboard: the block would hold the other tests up.)"""
+    import http.client
+    from urllib.parse import urlencode
+
+    guarded = start_dashboard(
+        web_fleet.start,  # type: ignore[arg-type]
+        web_fleet.fleet.address,
+        web_fleet.fleet.index.address,
+        web_fleet.tmp / "dash-guessing",
+    )
+    host, port = guarded.proc.address.rsplit(":", 1)
+
+    def send(
+        method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, str, str]:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read().decode(), response.headers.get("Set-Cookie", "")
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    try:
+        status, _, cookie = send("POST", "/login", urlencode({"password": guarded.password}), form)
+        assert status == 303 and cookie
+        for _ in range(10):
+            assert guarded.get("/fleet", password="not-the-password", accept="application/json").status == 401
+        refused = guarded.get("/fleet", accept="application/json")  # the right password, too late
+        assert refused.status == 429 and "too many wrong passwords" in refused.body
+        status, body, cookie_set = send("POST", "/login", urlencode({"password": guarded.password}), form)
+        assert status == 429 and "too many wrong passwords" in body and not cookie_set
+        status, body, _ = send("GET", "/fleet", headers={"Cookie": cookie.split(";")[0]})
+        assert status == 200 and "dash-w1" in body
+    finally:
+        guarded.proc.stop()

@@ -9,7 +9,7 @@ import base64
 import pytest
 
 from services.web import model
-from services.web.login import Gate
+from services.web.login import FailedLogins, Gate
 from services.web.views import fleet, history, params, queue, sectors, storage
 from services.web.views.format import Bar, duration, size
 
@@ -209,3 +209,25 @@ def test_login_cookie_and_basic_auth() -> None:
     good = base64.b64encode(b"anyone:correct horse").decode()
     assert gate.basic_ok(f"Basic {good}") and not gate.basic_ok("Basic !!!") and not gate.basic_ok(f"Bearer {good}")
     assert not gate.basic_ok("Basic " + base64.b64encode(b"anyone:wrong").decode())
+
+
+def test_a_new_password_ends_every_session() -> None:
+    cookie = Gate("correct horse", b"k" * 32, ttl_s=60).issue(now=NOW)
+    assert Gate("correct horse", b"k" * 32, ttl_s=60).cookie_ok(cookie, now=NOW)
+    assert not Gate("battery staple", b"k" * 32, ttl_s=60).cookie_ok(cookie, now=NOW)
+
+
+def test_failed_logins_block_an_address_for_the_rest_of_its_window() -> None:
+    failures = FailedLogins(limit=3, window_s=10, max_addresses=2)
+    for t in (0.0, 1.0, 2.0):
+        assert failures.blocked("a", now=t) == 0
+        failures.failed("a", now=t)
+    assert failures.blocked("a", now=2.5) == pytest.approx(7.5)  # the oldest of the 3 leaves at 10
+    assert failures.blocked("b", now=2.5) == 0  # another address is not affected
+    assert failures.blocked("a", now=10.0) == 0  # one failure aged out: one more try
+    failures.failed("a", now=10.0)
+    assert failures.blocked("a", now=10.5) == pytest.approx(0.5)
+    # At most max_addresses are remembered, oldest first out: a flood cannot grow it.
+    failures.failed("b", now=11.0)
+    failures.failed("c", now=11.0)
+    assert set(failures._failures) == {"b", "c"}
