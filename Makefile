@@ -10,7 +10,11 @@ CARGO_DIR   := rust_core
 # a target directory outside the clone so that later builds (and CI on the same machine) reuse it.
 FILECOIN_DIR    := rust_filecoin
 FILECOIN_TARGET ?= $(HOME)/.cache/sectorstorage/rust_filecoin-target
-FILECOIN_CARGO  := CARGO_TARGET_DIR=$(FILECOIN_TARGET) cargo
+# Builds from several checkouts share that directory (the final .so has one name there), so each
+# one holds a lock while it builds and installs: two checkouts never mix their builds.
+FILECOIN_LOCK   := flock $(FILECOIN_TARGET).lock env CARGO_TARGET_DIR=$(FILECOIN_TARGET)
+FILECOIN_CARGO  := $(FILECOIN_LOCK) cargo
+FILECOIN_CACHE  := $(patsubst %/,%,$(dir $(FILECOIN_TARGET)))
 comma       := ,
 
 .PHONY: help venv develop develop-filecoin test-rust-filecoin lint-filecoin protos check-protos postgres browser test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep bench-scheduler bench-failover clean
@@ -53,8 +57,8 @@ develop: $(DEPS_STAMP)
 
 # The real proofs backend as the extension module rust_filecoin (first build: about 3 minutes on
 # 2 cores; later builds reuse $(FILECOIN_TARGET)). Never part of `make develop` or `make demo`.
-develop-filecoin: $(DEPS_STAMP)
-	$(call step,building rust_filecoin (real Filecoin proofs; first build: about 3 minutes),CARGO_TARGET_DIR=$(FILECOIN_TARGET) VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q -m $(FILECOIN_DIR)/Cargo.toml,build-filecoin)
+develop-filecoin: $(DEPS_STAMP) | $(FILECOIN_CACHE)
+	$(call step,building rust_filecoin (real Filecoin proofs; first build: about 3 minutes),VIRTUAL_ENV=$(abspath $(VENV)) $(FILECOIN_LOCK) $(VENV)/bin/maturin develop --release -q -m $(FILECOIN_DIR)/Cargo.toml,build-filecoin)
 
 protos: $(DEPS_STAMP)
 	$(VPY) scripts/gen_protos.py
@@ -67,7 +71,7 @@ test-rust: test-rust-filecoin
 
 # A 2 KiB sector through the real proofs; Groth16 parameters are generated once (about 17 minutes
 # on 2 cores) into ~/.cache/sectorstorage/filecoin-params ($$SECTORSTORAGE_FIL_PARAMS) and reused.
-test-rust-filecoin:
+test-rust-filecoin: | $(FILECOIN_CACHE)
 	cd $(FILECOIN_DIR) && $(FILECOIN_CARGO) test --release
 
 # PostgreSQL for the database tests (index, manager): the fixtures start a throwaway server from
@@ -109,6 +113,9 @@ lint: $(DEPS_STAMP) lint-filecoin
 	$(VPY) scripts/check_imports.py
 
 # rust_filecoin: rustfmt, clippy with and without the bindings, and its stub against the module.
+$(FILECOIN_CACHE):
+	mkdir -p $@
+
 lint-filecoin: develop-filecoin
 	cd $(FILECOIN_DIR) && cargo fmt --check
 	cd $(FILECOIN_DIR) && $(FILECOIN_CARGO) clippy --release --all-targets -- -D warnings
