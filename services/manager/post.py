@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import rust_core
 from services.common.config import ProofsBackend
-from services.common.errors import DomainError, FailedPrecondition, Internal, Unavailable
+from services.common.errors import DomainError, Internal, Unavailable
 from services.common.vocabulary import prover_id
 from services.manager import worker_link
 from services.manager.domain import (
@@ -140,7 +140,7 @@ def post_proof_info(proof_type: int) -> tuple[str, SealProof]:
 def assemble(kind: str, sector_size: int, vanilla: Sequence[bytes]) -> bytes:
     """The emulated PoSt proof from per-sector vanilla proofs, in order (rust_core owns the byte
     format); ValueError names the first unusable one."""
-    return EmulatedVerifier().assemble(kind, sector_size, vanilla)
+    return bytes(rust_core.assemble_post(kind, sector_size, list(vanilla)))
 
 
 @dataclass
@@ -206,11 +206,6 @@ class Proving:
         the same comm_r) are used as they are; the workers are asked only for the others, and
         what they return is stored as it arrives."""
         kind, seal = post_proof_info(proof_type)
-        if not self.verifier.assembles_post:
-            raise FailedPrecondition(
-                f"{kind} PoSt generation is not wired for proofs.backend = {self.verifier.name.value} "
-                "(the manager assembles a PoSt from the workers' vanilla proofs; docs/filecoin-backend.md)"
-            )
         vanilla = await self._stored(proof_type, randomness, sectors)
         proofs = _ProofLog(self.store, proof_type, randomness)
         try:
@@ -227,8 +222,16 @@ class Proving:
         if not proven:
             return None, skipped
         try:
-            proof = self.verifier.assemble(kind, seal.sector_size, [vanilla[s.sector.number] for s in proven])
-        except ValueError as exc:
+            # Off the event loop: the filecoin backend makes the SNARK here.
+            proof = await asyncio.to_thread(
+                self.verifier.assemble,
+                kind,
+                seal.sector_size,
+                randomness,
+                prover_id(proven[0].sector.miner),
+                [(s.sector.number, vanilla[s.sector.number]) for s in proven],
+            )
+        except (ValueError, OSError) as exc:
             raise Internal(f"workers returned unusable vanilla proofs: {exc}") from None
         return proof, skipped
 

@@ -4,9 +4,8 @@ challenge, and the PoSt made of the workers' vanilla proofs. One object, chosen 
 is wired (app.py), used by post.Proving. Grpc-free.
 
 - `EmulatedVerifier`: rust_core's emulation, the calls post.py made before this seam.
-- `FilecoinVerifier` (verifier_filecoin.py): rust_filecoin, imported only when chosen. It does
-  not assemble a PoSt from vanilla proofs (`assembles_post` False): GenerateWindowPoSt /
-  GenerateWinningPoSt fail FAILED_PRECONDITION naming the backend.
+- `FilecoinVerifier` (verifier_filecoin.py): rust_filecoin, imported only when chosen; it makes
+  the PoSt SNARK from the workers' Filecoin vanilla proofs, as Lotus' miner does.
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ from services.common.config import ProofsBackend, ProofsConfig
 
 class ProofVerifier(Protocol):
     name: ProofsBackend
-    # Whether generate_post can build a PoSt from the workers' vanilla proofs.
-    assembles_post: bool
 
     def verify_seal(
         self,
@@ -51,12 +48,16 @@ class ProofVerifier(Protocol):
         self, sector_size: int, randomness: bytes, prover: bytes, sector: tuple[int, bytes], proof: bytes, kind: str
     ) -> bool: ...
 
-    def assemble(self, kind: str, sector_size: int, vanilla: Sequence[bytes]) -> bytes: ...
+    def assemble(
+        self, kind: str, sector_size: int, randomness: bytes, prover: bytes, vanilla: Sequence[tuple[int, bytes]]
+    ) -> bytes:
+        """The PoSt proof of (sector number, vanilla proof) pairs given in the request's order;
+        ValueError or OSError when one is unusable."""
+        ...
 
 
 class EmulatedVerifier:
     name = ProofsBackend.EMULATED
-    assembles_post = True
 
     def verify_seal(
         self,
@@ -93,10 +94,12 @@ class EmulatedVerifier:
     ) -> bool:
         return bool(rust_core.verify_single_vanilla_proof(sector_size, randomness, prover, sector, proof, kind))
 
-    def assemble(self, kind: str, sector_size: int, vanilla: Sequence[bytes]) -> bytes:
-        """The emulated PoSt is the vanilla proofs' sections under one header (rust_core owns
-        the byte format); ValueError names the first unusable one."""
-        return bytes(rust_core.assemble_post(kind, sector_size, list(vanilla)))
+    def assemble(
+        self, kind: str, sector_size: int, randomness: bytes, prover: bytes, vanilla: Sequence[tuple[int, bytes]]
+    ) -> bytes:
+        """The emulated PoSt is the vanilla proofs' sections under one header, in the request's
+        order (rust_core owns the byte format); ValueError names the first unusable one."""
+        return bytes(rust_core.assemble_post(kind, sector_size, [proof for _, proof in vanilla]))
 
 
 def for_config(proofs: ProofsConfig) -> ProofVerifier:

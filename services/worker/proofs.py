@@ -19,8 +19,9 @@ Where the filecoin library has no equivalent:
 - PC1 writes a copy of the data next to the labels (`STAGED_REPLICA` in the cache: the library
   seals a replica file in place) and PC2 seals a copy of it into the sealed file, so PC2 can be
   retried; Finalize removes it;
-- vanilla PoSt proofs (the manager's split PoSt) are not wired: the task fails PERMANENT naming
-  the backend;
+- vanilla PoSt proofs are Filecoin's (`FCPV` blobs) and the manager makes the SNARK from them;
+  the library does not check the leaves a vanilla proof reads, so a Window PoSt's sector is
+  checked first (check_provable over the same challenges) and a corrupted one fails here;
 - a fetched sealed file or cache is not content-checked (rust_filecoin's check needs the comm_r,
   which a fetch does not know): the transfer's size and CRC32C checks remain.
 """

@@ -2,9 +2,10 @@
 and worker processes with `[proofs] backend = "filecoin"`, a 2 KiB sector sealed through the
 manager from AddPiece to VerifySeal with a real Groth16 proof (rust_filecoin on the worker, the
 manager's verifier on rust_filecoin too), the proofs that must not verify, commD against the
-emulated backend for the same data, ReadPiece unsealing the finalized sector, and what is not
-wired (a PoSt assembled from vanilla proofs) refused with a clear status. And a mixed fleet: a
-filecoin worker is refused by an emulated manager.
+emulated backend for the same data, ReadPiece unsealing the finalized sector, Window and Winning
+PoSt over two sectors (vanilla proofs from the worker, the SNARK made by the manager), and a
+corrupted challenged byte making its sector faulty. And a mixed fleet: a filecoin worker is
+refused by an emulated manager.
 
 One sector is sealed for the whole module (C2 loads 1.1 GB of parameters: about a minute). The
 Groth16 parameters are those of tests/unit/rust_filecoin (random, NOT the network's trusted
@@ -21,8 +22,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import grpc
 import pytest
 
 import rust_core
@@ -236,21 +237,95 @@ def test_read_piece_unseals_the_finalized_sector(sealed: Sealed) -> None:
     assert b"".join(m.chunk.data for m in again) == piece_data(NUMBER, P2K)[127 * 4 : 127 * 12]
 
 
-def test_post_is_refused_as_not_wired(sealed: Sealed) -> None:
-    """The manager assembles a PoSt from the workers' vanilla proofs, which the filecoin backend
-    does not do yet: FAILED_PRECONDITION naming it, not an emulated proof."""
-    proving = [common_pb2.ProvingSector(sector=sealed.ref, comm_r=sealed.commitments.comm_r)]
-    with pytest.raises(grpc.RpcError) as err:
-        sealed.fleet.stub().GenerateWindowPoSt(
-            manager_pb2.GenerateWindowPoStRequest(
-                proof_type=common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_2KIB_V1,
-                randomness=bytes(31) + b"\x00",
-                sectors=proving,
-            ),
-            timeout=60,
+WINDOW = common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINDOW_2KIB_V1
+WINNING = common_pb2.REGISTERED_PO_ST_PROOF_STACKED_DRG_WINNING_2KIB_V1
+
+
+@pytest.fixture(scope="module")
+def proving(sealed: Sealed) -> list[common_pb2.ProvingSector]:
+    """The sealed sector and a second one taken to PC2 (a PoSt needs no seal proof): both as
+    PoSt requests name them."""
+    ref = sector(2, P2K)
+    _, p1o = precommit(sealed.fleet, ref)
+    p2 = sealed.fleet.stub().SealPreCommit2(
+        manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=120
+    )
+    return [
+        common_pb2.ProvingSector(sector=sealed.ref, comm_r=sealed.commitments.comm_r),
+        common_pb2.ProvingSector(sector=ref, comm_r=p2.commitments.comm_r),
+    ]
+
+
+def window_post(sealed: Sealed, proving: list[common_pb2.ProvingSector], randomness: bytes) -> Any:
+    return sealed.fleet.stub().GenerateWindowPoSt(
+        manager_pb2.GenerateWindowPoStRequest(proof_type=WINDOW, randomness=randomness, sectors=proving), timeout=300
+    )
+
+
+def verify_window(sealed: Sealed, sectors: list[common_pb2.ProvingSector], randomness: bytes, post: Any) -> bool:
+    return bool(
+        sealed.fleet.stub()
+        .VerifyWindowPoSt(
+            manager_pb2.VerifyWindowPoStRequest(randomness=randomness, sectors=sectors, proofs=post.proofs), timeout=60
         )
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "filecoin" in (err.value.details() or "")
+        .valid
+    )
+
+
+def test_window_and_winning_post_over_two_sectors(sealed: Sealed, proving: list[common_pb2.ProvingSector]) -> None:
+    """The worker sends Filecoin vanilla proofs, the manager makes the SNARK and verifies it."""
+    randomness = bytes(range(32))
+    post = window_post(sealed, proving, randomness)
+    assert len(post.proofs) == 1 and not post.skipped
+    assert rust_filecoin.blob_backend(post.proofs[0].proof) == "filecoin"
+    assert verify_window(sealed, proving, randomness, post)
+    assert not verify_window(sealed, proving, bytes(range(1, 33)), post)
+    # The same proof checks in this process too.
+    public = [(p.sector.id.number, bytes(p.comm_r)) for p in proving]
+    assert rust_filecoin.verify_window_post(SIZE, randomness, prover_id(MINER), public, post.proofs[0].proof)
+
+    stub = sealed.fleet.stub()
+    challenge = stub.GenerateWinningPoStSectorChallenge(
+        manager_pb2.GenerateWinningPoStSectorChallengeRequest(
+            proof_type=WINNING, miner=MINER, randomness=randomness, eligible_sector_count=2
+        ),
+        timeout=30,
+    )
+    assert list(challenge.indices) == rust_filecoin.generate_winning_post_sector_challenge(
+        SIZE, randomness, prover_id(MINER), 2
+    )
+    chosen = [proving[i] for i in challenge.indices]
+    won = stub.GenerateWinningPoSt(
+        manager_pb2.GenerateWinningPoStRequest(proof_type=WINNING, randomness=randomness, sectors=chosen), timeout=300
+    )
+    assert stub.VerifyWinningPoSt(
+        manager_pb2.VerifyWinningPoStRequest(randomness=randomness, sectors=chosen, proofs=won.proofs), timeout=60
+    ).valid
+    assert not stub.VerifyWinningPoSt(
+        manager_pb2.VerifyWinningPoStRequest(randomness=bytes(32), sectors=chosen, proofs=won.proofs), timeout=60
+    ).valid
+
+
+def test_a_corrupted_challenged_byte_makes_the_sector_faulty(
+    sealed: Sealed, proving: list[common_pb2.ProvingSector]
+) -> None:
+    """A byte of sector 2's sealed file that this randomness challenges is flipped on the
+    worker: the Window PoSt skips sector 2 with the worker's reason, and its proof covers sector
+    1 only (it does not verify for both). Last in the module: it damages the sector."""
+    randomness = bytes(range(2, 34))
+    leaves = rust_filecoin.sector_challenges("window", SIZE, randomness, prover_id(MINER), [2])[2]
+    replica = sealed.fleet.tmp / "store-fc" / "sealed" / f"s-t0{MINER}-2"
+    with open(replica, "r+b") as f:
+        f.seek(leaves[0] * 32)
+        byte = f.read(1)
+        f.seek(leaves[0] * 32)
+        f.write(bytes([byte[0] ^ 0x01]))
+    post = window_post(sealed, proving, randomness)
+    assert [s.sector.number for s in post.skipped] == [2], post.skipped
+    assert "corrupt" in post.skipped[0].reason, post.skipped[0].reason
+    assert len(post.proofs) == 1
+    assert verify_window(sealed, proving[:1], randomness, post)
+    assert not verify_window(sealed, proving, randomness, post)
 
 
 def test_a_filecoin_worker_is_refused_by_an_emulated_manager(
