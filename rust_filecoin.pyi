@@ -155,8 +155,8 @@ def generate_single_vanilla_proof(
     kind: str, sector_size: int, randomness: bytes, prover_id: bytes, sector: _ProvingSector
 ) -> bytes:
     """One sector's tagged (``FCPV``) vanilla proof for a ``"window"`` or ``"winning"`` PoSt of
-    this randomness: what a worker holding the sector sends. Its Merkle paths are not checked
-    here (a corrupted challenged leaf shows when the PoSt is made)."""
+    this randomness: what a worker holding the sector sends. OSError ("... is invalid") when a
+    challenged leaf does not verify (a corrupted sector)."""
 
 def generate_post_with_vanilla(
     kind: str, sector_size: int, randomness: bytes, prover_id: bytes, vanilla_proofs: list[bytes]

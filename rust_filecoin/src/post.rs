@@ -137,8 +137,8 @@ pub fn verify(
 
 /// One sector's vanilla proof for a PoSt of this kind and randomness: the Merkle paths of its
 /// challenged leaves, what a worker holding the sector sends to whoever makes the SNARK
-/// (`from_vanilla`). Tagged (`FCPV`). The library does not check the paths here: a corrupted
-/// leaf gives a proof that `from_vanilla` refuses.
+/// (`from_vanilla`). Tagged (`FCPV`). The library checks the proof it made: a corrupted
+/// challenged leaf fails here ("Generated vanilla proof for sector ... is invalid").
 pub fn single_vanilla_proof(
     kind: PostKind,
     sector_size: u64,

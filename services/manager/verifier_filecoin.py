@@ -51,8 +51,8 @@ class FilecoinVerifier:
         self, sector_size: int, randomness: bytes, prover: bytes, sector: tuple[int, bytes], proof: bytes, kind: str
     ) -> bool:
         """Only that it is a filecoin vanilla proof (the API has no check of one alone): the
-        library checks each of them when it makes the SNARK (assemble), and the worker checked
-        the sector's challenged leaves before sending a Window PoSt's (proofs_filecoin.py)."""
+        library checked each one as the worker made it, and checks them all again when it makes
+        the SNARK (assemble)."""
         backend = rust_filecoin.blob_backend(proof)
         if backend == "emulated":
             raise ValueError("it was made by the emulated proofs backend; this manager runs the filecoin one")

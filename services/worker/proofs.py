@@ -20,8 +20,7 @@ Where the filecoin library has no equivalent:
   seals a replica file in place) and PC2 seals a copy of it into the sealed file, so PC2 can be
   retried; Finalize removes it;
 - vanilla PoSt proofs are Filecoin's (`FCPV` blobs) and the manager makes the SNARK from them;
-  the library does not check the leaves a vanilla proof reads, so a Window PoSt's sector is
-  checked first (check_provable over the same challenges) and a corrupted one fails here;
+  the library checks each one as it makes it, so a corrupted sector fails on its worker;
 - a fetched sealed file or cache is not content-checked (rust_filecoin's check needs the comm_r,
   which a fetch does not know): the transfer's size and CRC32C checks remain.
 """

@@ -134,14 +134,9 @@ class FilecoinProofs:
         cache: Path,
         cancel: Token = None,
     ) -> bytes:
-        """Filecoin's vanilla proof of the sector's challenged leaves. The library does not check
-        the leaves it reads, so for a Window PoSt the sector is first checked against the same
-        challenges (rust_filecoin.check_provable): a corrupted one fails here, and the manager
-        skips it as faulty instead of failing the whole PoSt when it makes the SNARK."""
-        sector = (number, comm_r, sealed, cache)
-        if kind == PostKind.WINDOW:
-            fault = rust_filecoin.check_provable(sector_size, prover, [sector], randomness).get(number)
-            if fault is not None:
-                raise ValueError(f"sector {number} cannot be proven: {fault}")
+        """Filecoin's vanilla proof of the sector's challenged leaves. The library checks the
+        proof it made: a corrupted sector fails here with OSError ("... is invalid"), and the
+        manager skips it as faulty (Window PoSt) instead of failing the SNARK."""
         name = "window" if kind == PostKind.WINDOW else "winning"
+        sector = (number, comm_r, sealed, cache)
         return bytes(rust_filecoin.generate_single_vanilla_proof(name, sector_size, randomness, prover, sector))
