@@ -84,7 +84,11 @@ class FilecoinProofs:
         )
 
     def commit2(self, c1_output: bytes, prover: bytes, number: int, backend: str, cancel: Token = None) -> bytes:
-        return bytes(rust_filecoin.seal_commit_phase2(c1_output, prover, number))
+        try:
+            return bytes(rust_filecoin.seal_commit_phase2(c1_output, prover, number))
+        except rust_filecoin.MissingParameters as exc:
+            # Not transient: no retry here or elsewhere in a fleet sharing one configuration helps.
+            raise ValueError(str(exc)) from None
 
     def unseal(
         self,
