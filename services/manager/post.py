@@ -232,7 +232,7 @@ class Proving:
                 [(s.sector.number, vanilla[s.sector.number]) for s in proven],
             )
         except (ValueError, OSError) as exc:
-            raise Internal(f"workers returned unusable vanilla proofs: {exc}") from None
+            raise Internal(f"the PoSt could not be made from the workers' vanilla proofs: {exc}") from None
         return proof, skipped
 
     async def _stored(self, proof_type: int, randomness: bytes, sectors: Sequence[ProvingSector]) -> dict[int, bytes]:

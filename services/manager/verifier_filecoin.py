@@ -5,12 +5,24 @@ ValueError, which the callers report as an invalid proof / argument."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import rust_filecoin
 from services.common.config import ProofsBackend
+from services.common.errors import FailedPrecondition
 
 VANILLA_MAGIC = b"FCPV"
+
+
+@contextlib.contextmanager
+def _parameters() -> Iterator[None]:
+    """A Groth16 parameter or verifying-key file missing from the manager's parameter cache is
+    the operator's to fix (FAILED_PRECONDITION naming the file), not a bad proof."""
+    try:
+        yield
+    except rust_filecoin.MissingParameters as exc:
+        raise FailedPrecondition(f"{exc} (this manager's proofs.parameter_cache)") from None
 
 
 class FilecoinVerifier:
@@ -27,7 +39,8 @@ class FilecoinVerifier:
         seed: bytes,
         proof: bytes,
     ) -> bool:
-        return bool(rust_filecoin.verify_seal(sector_size, comm_r, comm_d, prover, number, ticket, seed, proof))
+        with _parameters():
+            return bool(rust_filecoin.verify_seal(sector_size, comm_r, comm_d, prover, number, ticket, seed, proof))
 
     def verify_post(
         self,
@@ -39,7 +52,8 @@ class FilecoinVerifier:
         proof: bytes,
     ) -> bool:
         fn = rust_filecoin.verify_window_post if kind == "window" else rust_filecoin.verify_winning_post
-        return bool(fn(sector_size, randomness, prover, sectors, proof))
+        with _parameters():
+            return bool(fn(sector_size, randomness, prover, sectors, proof))
 
     def winning_challenge(self, sector_size: int, randomness: bytes, prover: bytes, eligible: int) -> list[int]:
         return [
@@ -67,4 +81,5 @@ class FilecoinVerifier:
         ascending sector number, as the verifier orders the sectors). Loads the PoSt circuit's
         parameters (11.5 MB / 47 MB at 2 KiB). OSError when one does not verify."""
         ordered = [proof for _, proof in sorted(vanilla, key=lambda item: item[0])]
-        return bytes(rust_filecoin.generate_post_with_vanilla(kind, sector_size, randomness, prover, ordered))
+        with _parameters():
+            return bytes(rust_filecoin.generate_post_with_vanilla(kind, sector_size, randomness, prover, ordered))
