@@ -151,6 +151,20 @@ def sector_challenges(
 ) -> dict[int, list[int]]:
     """The leaf (node) indices each sector is challenged at by a ``"window"`` or ``"winning"`` PoSt."""
 
+def generate_single_vanilla_proof(
+    kind: str, sector_size: int, randomness: bytes, prover_id: bytes, sector: _ProvingSector
+) -> bytes:
+    """One sector's tagged (``FCPV``) vanilla proof for a ``"window"`` or ``"winning"`` PoSt of
+    this randomness: what a worker holding the sector sends. OSError ("... is invalid") when a
+    challenged leaf does not verify (a corrupted sector)."""
+
+def generate_post_with_vanilla(
+    kind: str, sector_size: int, randomness: bytes, prover_id: bytes, vanilla_proofs: list[bytes]
+) -> bytes:
+    """The tagged PoSt proof (as generate_window_post / generate_winning_post give) made of the
+    sectors' vanilla proofs in ascending sector number. OSError ("partitioned vanilla proofs
+    failed to verify") when one does not verify; BackendMismatch for an emulated one."""
+
 def check_provable(
     sector_size: int, prover_id: bytes, sectors: list[_ProvingSector], randomness: bytes | None = None
 ) -> dict[int, str | None]:

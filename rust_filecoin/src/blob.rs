@@ -14,6 +14,7 @@ pub enum Kind {
     Commit1,
     SealProof,
     PostProof,
+    VanillaProof,
 }
 
 impl Kind {
@@ -23,6 +24,7 @@ impl Kind {
             Kind::Commit1 => b"FCC1",
             Kind::SealProof => b"FCPF",
             Kind::PostProof => b"FCPT",
+            Kind::VanillaProof => b"FCPV",
         }
     }
 
@@ -33,6 +35,7 @@ impl Kind {
             Kind::Commit1 => b"SSC1",
             Kind::SealProof => b"SSPF",
             Kind::PostProof => b"SSPT",
+            Kind::VanillaProof => b"SSPV",
         }
     }
 
@@ -42,6 +45,7 @@ impl Kind {
             Kind::Commit1 => "commit phase-1 (C1) output",
             Kind::SealProof => "seal proof",
             Kind::PostProof => "PoSt proof",
+            Kind::VanillaProof => "vanilla PoSt proof",
         }
     }
 }
@@ -87,6 +91,7 @@ pub fn backend_of(blob: &[u8]) -> Option<&'static str> {
         Kind::Commit1,
         Kind::SealProof,
         Kind::PostProof,
+        Kind::VanillaProof,
     ];
     let head = blob.get(..4)?;
     if kinds.iter().any(|k| head == k.magic()) {

@@ -135,6 +135,69 @@ pub fn verify(
     Ok(result.unwrap_or(false))
 }
 
+/// One sector's vanilla proof for a PoSt of this kind and randomness: the Merkle paths of its
+/// challenged leaves, what a worker holding the sector sends to whoever makes the SNARK
+/// (`from_vanilla`). Tagged (`FCPV`). The library checks the proof it made: a corrupted
+/// challenged leaf fails here ("Generated vanilla proof for sector ... is invalid").
+pub fn single_vanilla_proof(
+    kind: PostKind,
+    sector_size: u64,
+    randomness: Bytes32,
+    prover_id: Bytes32,
+    sector: &ProvingSector,
+) -> Result<Vec<u8>> {
+    let proof = kind.proof(sector_size)?;
+    let (number, comm_r, sealed, cache) = sector;
+    let id = SectorId::from(*number);
+    let replica = PrivateReplicaInfo::new(proof, *comm_r, cache.clone(), sealed.clone());
+    let challenges =
+        post::generate_fallback_sector_challenges(proof, &randomness, &[id], prover_id)?;
+    let mine = challenges.get(&id).ok_or_else(|| {
+        Error::Proofs(format!(
+            "the library gave no challenges for sector {number}"
+        ))
+    })?;
+    let bytes = post::generate_single_vanilla_proof(proof, id, &replica, mine)?;
+    Ok(blob::wrap(Kind::VanillaProof, &bytes))
+}
+
+/// The PoSt SNARK made of the sectors' vanilla proofs (`single_vanilla_proof`, same kind and
+/// randomness), given in ascending sector number as the verifier orders the sectors. The library
+/// checks every vanilla proof first: one that does not verify fails the whole call ("partitioned
+/// vanilla proofs failed to verify"). Tagged PoSt proof, as `generate` returns.
+pub fn from_vanilla(
+    kind: PostKind,
+    sector_size: u64,
+    randomness: Bytes32,
+    prover_id: Bytes32,
+    vanilla: &[Vec<u8>],
+) -> Result<Vec<u8>> {
+    let proof = kind.proof(sector_size)?;
+    if vanilla.is_empty() {
+        return Err(Error::Invalid("no vanilla proofs to make a PoSt of".into()));
+    }
+    let raw = vanilla
+        .iter()
+        .map(|b| blob::unwrap(Kind::VanillaProof, b).map(<[u8]>::to_vec))
+        .collect::<Result<Vec<_>>>()?;
+    params::ensure(Circuit::Post(proof), true)?;
+    let proofs = match kind {
+        PostKind::Window => {
+            post::generate_window_post_with_vanilla(proof, &randomness, prover_id, &raw)?
+        }
+        PostKind::Winning => {
+            post::generate_winning_post_with_vanilla(proof, &randomness, prover_id, &raw)?
+        }
+    };
+    match proofs.as_slice() {
+        [(_, bytes)] => Ok(blob::wrap(Kind::PostProof, bytes)),
+        other => Err(Error::Proofs(format!(
+            "expected one PoSt proof, the library returned {}",
+            other.len()
+        ))),
+    }
+}
+
 /// Indices into the eligible sector list that a Winning PoSt must prove.
 pub fn winning_post_sector_challenge(
     sector_size: u64,

@@ -489,6 +489,46 @@ fn sector_challenges(
 }
 
 #[pyfunction]
+fn generate_single_vanilla_proof(
+    py: Python<'_>,
+    kind: &str,
+    sector_size: u64,
+    randomness: &[u8],
+    prover_id: &[u8],
+    sector: PySector,
+) -> PyResult<Py<PyBytes>> {
+    let kind = PostKind::parse(kind).map_err(to_py)?;
+    let randomness = b32("randomness", randomness)?;
+    let prover_id = b32("prover_id", prover_id)?;
+    let mut sectors = proving(vec![sector])?;
+    let sector = sectors
+        .pop()
+        .ok_or_else(|| PyValueError::new_err("no sector"))?;
+    let out = run(py, || {
+        post::single_vanilla_proof(kind, sector_size, randomness, prover_id, &sector)
+    })?;
+    Ok(PyBytes::new(py, &out).unbind())
+}
+
+#[pyfunction]
+fn generate_post_with_vanilla(
+    py: Python<'_>,
+    kind: &str,
+    sector_size: u64,
+    randomness: &[u8],
+    prover_id: &[u8],
+    vanilla_proofs: Vec<Vec<u8>>,
+) -> PyResult<Py<PyBytes>> {
+    let kind = PostKind::parse(kind).map_err(to_py)?;
+    let randomness = b32("randomness", randomness)?;
+    let prover_id = b32("prover_id", prover_id)?;
+    let out = run(py, || {
+        post::from_vanilla(kind, sector_size, randomness, prover_id, &vanilla_proofs)
+    })?;
+    Ok(PyBytes::new(py, &out).unbind())
+}
+
+#[pyfunction]
 #[pyo3(signature = (sector_size, prover_id, sectors, randomness = None))]
 fn check_provable(
     py: Python<'_>,
@@ -542,5 +582,7 @@ fn rust_filecoin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(generate_winning_post_sector_challenge, m)?)?;
     m.add_function(wrap_pyfunction!(sector_challenges, m)?)?;
     m.add_function(wrap_pyfunction!(check_provable, m)?)?;
+    m.add_function(wrap_pyfunction!(generate_single_vanilla_proof, m)?)?;
+    m.add_function(wrap_pyfunction!(generate_post_with_vanilla, m)?)?;
     Ok(())
 }

@@ -32,18 +32,16 @@ def _installed(module: str) -> bool:
 
 def check_proofs_backend(proofs: ProofsConfig, installed: Callable[[str], bool] = _installed) -> None:
     """`[proofs] backend`: the emulated backend always starts; the filecoin one needs the
-    rust_filecoin extension, and is refused for now because the worker tasks and the manager's
-    verifier do not call it yet (docs/filecoin-backend.md): a fleet configured for real proofs
-    must not silently run the emulation."""
+    rust_filecoin extension (the worker's tasks and the manager's verifier call it:
+    docs/filecoin-backend.md), so a fleet configured for real proofs never silently runs the
+    emulation. What the filecoin backend does not wire (a PoSt assembled from vanilla proofs,
+    PC1 batches) is refused where it is asked for."""
     if proofs.backend is ProofsBackend.EMULATED:
         return
     if not installed("rust_filecoin"):
         raise StartupError(
             "proofs.backend / SECTORSTORAGE_PROOFS_BACKEND = filecoin needs the rust_filecoin extension, which is not installed: build it with `make develop-filecoin` (docs/filecoin-backend.md)"
         )
-    raise StartupError(
-        "proofs.backend / SECTORSTORAGE_PROOFS_BACKEND = filecoin: the real proofs backend is not wired into the worker tasks and the manager's verifier yet (docs/filecoin-backend.md, What is left); use emulated"
-    )
 
 
 def check_data_dir(path: Path) -> None:

@@ -20,7 +20,7 @@ from services.common.db import Database, DatabaseRefused, DatabaseUnavailable, S
 from services.common.proto.sectorstorage.v1 import manager_pb2, manager_pb2_grpc
 from services.common.server import Registration, Runtime, Service, registration
 from services.common.startup import StartupError
-from services.manager import convert, metrics, views
+from services.manager import convert, metrics, verifier, views
 from services.manager.calltracker import CallTracker, RetryPolicy
 from services.manager.config import ManagerConfig
 from services.manager.forward import LeaderForwarder
@@ -106,7 +106,7 @@ class ManagerApp(Service):
         self.runner = JobRunner(self.tracker, self.registry, self.selectors, settings)
         self.selectors.can_run = self.runner.can_run
         self.sealing = Sealing(self.runner, None, self._worker_token, self.store)
-        self.proving = Proving(self.runner, self.sealing, None, self.store)
+        self.proving = Proving(self.runner, self.sealing, None, self.store, verifier=verifier.for_config(config.proofs))
         self.ready = asyncio.Event()
         # Unimplemented RPCs are filled in by registration(), so the class is complete at run time.
         self.operators = Operators(self.runner, self.store)

@@ -1,6 +1,7 @@
 """Proving: Window/Winning PoSt fanned out to the workers that hold the sectors, the proof
 assembled here; CheckProvable; and the pure verifications (VerifySeal, Verify*PoSt, the winning
-sector challenge) through rust_core.
+sector challenge) through the proofs backend's verifier (verifier.py: rust_core's emulation, or
+rust_filecoin with `[proofs] backend = "filecoin"`).
 
 PoSt work is placed through the scheduler like any task, but in the queue's first classes
 (Winning, then Window, ahead of every sealing task), never waiting for resources sealing tasks
@@ -13,7 +14,7 @@ sectors not proven yet; the retention loop forgets them (post_proof_retention_s)
 workers that hold a sector, dedicated PoSt workers (fewest task types: e.g. only WDP/WNP, on
 shared storage) are chosen first, then any schedulable holder.
 
-The proof format is rust_core's PoSt emulation (rust_core/src/porep/post.rs): a worker's vanilla
+With the emulated backend the proof format is rust_core's PoSt emulation (rust_core/src/porep/post.rs): a worker's vanilla
 proof is `"SSPV" | u16 version | u8 kind | u64 sector size | sector section`; a PoSt proof is
 `"SSPT" | u16 version | u8 kind | u64 sector size | u32 count | sections` in the order of the
 request's sectors, all little endian. Assembling is concatenation, so the manager needs no
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import rust_core
+from services.common.config import ProofsBackend
 from services.common.errors import DomainError, Internal, Unavailable
 from services.common.vocabulary import prover_id
 from services.manager import worker_link
@@ -49,6 +51,7 @@ from services.manager.sealing import SEALED_CACHE, Deadline, Sealing
 from services.manager.selectors import Candidates, SectorKey
 from services.manager.tasks import TaskType
 from services.manager.validation import invalid
+from services.manager.verifier import EmulatedVerifier, ProofVerifier
 from services.manager.worker_link import WorkerCallFailed
 from services.manager.workers import WorkerConnection
 
@@ -135,9 +138,9 @@ def post_proof_info(proof_type: int) -> tuple[str, SealProof]:
 
 
 def assemble(kind: str, sector_size: int, vanilla: Sequence[bytes]) -> bytes:
-    """The PoSt proof from per-sector vanilla proofs, in order (rust_core owns the byte format);
-    ValueError names the first unusable one."""
-    return rust_core.assemble_post(kind, sector_size, list(vanilla))
+    """The emulated PoSt proof from per-sector vanilla proofs, in order (rust_core owns the byte
+    format); ValueError names the first unusable one."""
+    return bytes(rust_core.assemble_post(kind, sector_size, list(vanilla)))
 
 
 @dataclass
@@ -158,9 +161,11 @@ class Proving:
         sealing: Sealing,
         index: StorageIndex | None,
         store: VanillaProofStore | None = None,
-        verify_vanilla: VanillaVerifier = rust_core.verify_single_vanilla_proof,
+        verify_vanilla: VanillaVerifier | None = None,
+        verifier: ProofVerifier | None = None,
     ) -> None:
         self.runner = runner
+        self.verifier: ProofVerifier = verifier or EmulatedVerifier()
         self.sealing = sealing
         self.index = index
         self.store = store
@@ -168,7 +173,7 @@ class Proving:
         # used: one bad proof (a holder's rotten sealed file, a faulty worker) would make the
         # whole PoSt invalid, and, stored, every retry of it too. A bad one counts as that
         # holder failing the sector: its next copy is tried, else the sector is skipped.
-        self.verify_vanilla = verify_vanilla
+        self.verify_vanilla: VanillaVerifier = verify_vanilla or self.verifier.verify_vanilla
 
     def _vanilla_problem(
         self, kind: str, seal: SealProof, randomness: bytes, s: ProvingSector, proof: bytes
@@ -217,9 +222,17 @@ class Proving:
         if not proven:
             return None, skipped
         try:
-            proof = assemble(kind, seal.sector_size, [vanilla[s.sector.number] for s in proven])
-        except ValueError as exc:
-            raise Internal(f"workers returned unusable vanilla proofs: {exc}") from None
+            # Off the event loop: the filecoin backend makes the SNARK here.
+            proof = await asyncio.to_thread(
+                self.verifier.assemble,
+                kind,
+                seal.sector_size,
+                randomness,
+                prover_id(proven[0].sector.miner),
+                [(s.sector.number, vanilla[s.sector.number]) for s in proven],
+            )
+        except (ValueError, OSError) as exc:
+            raise Internal(f"the PoSt could not be made from the workers' vanilla proofs: {exc}") from None
         return proof, skipped
 
     async def _stored(self, proof_type: int, randomness: bytes, sectors: Sequence[ProvingSector]) -> dict[int, bytes]:
@@ -443,8 +456,9 @@ class Proving:
 
     def winning_challenge(self, ch: WinningChallenge) -> list[int]:
         """Which of the miner's eligible sectors (indices) a winning PoSt must prove."""
-        fn = rust_core.generate_winning_post_sector_challenge
-        return [int(i) for i in fn(ch.seal.sector_size, ch.randomness, prover_id(ch.miner), ch.eligible_sector_count)]
+        return self.verifier.winning_challenge(
+            ch.seal.sector_size, ch.randomness, prover_id(ch.miner), ch.eligible_sector_count
+        )
 
     @staticmethod
     def proof_problem(kind: str, proofs: Sequence[tuple[int, bytes]]) -> str | None:
@@ -465,19 +479,19 @@ class Proving:
     ) -> tuple[bool, str]:
         """Whether `proof` proves the (checked) sectors for this randomness; the reason if not."""
         _, seal = post_proof_info(proof_type)
-        fn = rust_core.verify_window_post if kind == "window" else rust_core.verify_winning_post
         public = [(s.sector.number, bytes(s.comm_r)) for s in sectors]
         try:
-            ok = bool(fn(seal.sector_size, randomness, prover_id(sectors[0].sector.miner), public, proof))
+            ok = self.verifier.verify_post(
+                kind, seal.sector_size, randomness, prover_id(sectors[0].sector.miner), public, proof
+            )
         except ValueError as exc:
             raise invalid(str(exc)) from None
         return ok, "" if ok else "the proof does not verify against these sectors and randomness"
 
     def verify_seal(self, v: SealVerification) -> tuple[bool, str]:
-        fn = rust_core.verify_seal
         try:
             ok = bool(
-                fn(
+                self.verifier.verify_seal(
                     v.sector.proof.sector_size,
                     v.comm_r,
                     v.comm_d,
@@ -587,6 +601,9 @@ class Proving:
         entries = cache.entries
         if "p_aux" not in entries:
             return f"cache/{name}/p_aux is missing"
+        if self.verifier.name is not ProofsBackend.EMULATED:
+            # The tree-r-last layout below is rust_core's; the filecoin library's differs.
+            return None
         params = rust_core.sector_params(seal.sector_size)
         trees = sorted(n for n in entries if n.startswith("sc-02-data-tree-r-last"))
         parts = int(params["tree_r_last_parts"])
@@ -616,7 +633,7 @@ class Proving:
             async for reply in stream:
                 if reply.proof is None:
                     return f"generating vanilla proof: {reply.error_message}"
-                if not rust_core.verify_single_vanilla_proof(
+                if not self.verify_vanilla(
                     seal.sector_size,
                     bytes(randomness),
                     prover_id(s.sector.miner),

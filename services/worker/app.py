@@ -15,10 +15,11 @@ import grpc
 from services.common.auth import Permission
 from services.common.backoff import Backoff
 from services.common.client import aio_channel
-from services.common.config import parse_host_port
+from services.common.config import ProofsBackend, parse_host_port
 from services.common.proto.sectorstorage.v1 import worker_pb2, worker_pb2_grpc
 from services.common.server import Registration, Runtime, Service, format_address, registration
-from services.worker import bulk, faults, tasks
+from services.common.startup import StartupError
+from services.worker import bulk, faults, proofs, tasks
 from services.worker.calls import CallId, CallType
 from services.worker.callstore import CallStore
 from services.worker.config import WorkerConfig
@@ -86,6 +87,11 @@ class WorkerApp(Service):
             fault=serve_fault,
             task_fault=task_fault,
         )
+        if section.pc1_batch_size > 1 and config.proofs.backend is not ProofsBackend.EMULATED:
+            raise StartupError(
+                f"worker.pc1_batch_size / SECTORSTORAGE_WORKER_PC1_BATCH_SIZE = {section.pc1_batch_size}: PC1 batches are the emulated backend's only, not proofs.backend = {config.proofs.backend.value}; set it to 1"
+            )
+        self.parts.proofs = proofs.for_config(config.proofs)
         if section.pc1_batch_size > 1:
             self.parts.pc1_batcher = Pc1Batcher(section.pc1_batch_size, section.pc1_batch_wait_ms / 1000)
             for why in capacity_warnings(section.pc1_batch_size, section.max_tasks, concurrency_caps(overrides)):
@@ -143,7 +149,14 @@ class WorkerApp(Service):
             channel = aio_channel(section.index, runtime.token(Permission.ADMIN))
             self._channels.append(channel)
             p.index = IndexClient(channel, owner_prefix=f"worker:{p.identity.worker_id}", address=section.index)
-            p.remote = RemoteStore(p.local, p.index, p.peers, section.parallel_fetch_limit, owner=p.identity.worker_id)
+            p.remote = RemoteStore(
+                p.local,
+                p.index,
+                p.peers,
+                section.parallel_fetch_limit,
+                owner=p.identity.worker_id,
+                check_content=p.proofs.checks_fetched_content,
+            )
         else:
             log.warning("no index configured (worker.index): serving, but storage and tasks are unavailable")
         p.storage = StorageControl(p.local, p.index, [address])

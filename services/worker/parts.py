@@ -5,7 +5,7 @@ each other only through this."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.common import errors
 from services.worker import bulk, tasks
@@ -17,6 +17,7 @@ from services.worker.index_client import IndexClient
 from services.worker.local_store import FsStat, LocalPath, LocalStore
 from services.worker.pc1_batch import Pc1Batcher
 from services.worker.peers import Peers
+from services.worker.proofs import EmulatedProofs, SealingProofs
 from services.worker.remote_store import RemoteStore
 from services.worker.resources import EnabledTaskTypes, ResourceOverride, Resources
 from services.worker.returns import ReturnSender
@@ -59,6 +60,8 @@ class Parts:
     bulk_address: str = ""
     # PC1 batching ([worker] pc1_batch_size > 1); None: each PC1 runs alone (the default).
     pc1_batcher: Pc1Batcher | None = None
+    # The proofs backend the tasks call ([proofs] backend; proofs.py).
+    proofs: SealingProofs = field(default_factory=EmulatedProofs)
 
     def env(self) -> tasks.TaskEnv:
         if self.index is None or self.remote is None or self.peers is None:
@@ -72,6 +75,7 @@ class Parts:
             section.compute_backend,
             section.lock_ttl_s,
             self.pc1_batcher,
+            self.proofs,
         )
 
     def storage_control(self) -> StorageControl:

@@ -88,6 +88,11 @@ def add_piece_stream(reader: QueueReader, out: BinaryIO, cancel: Token = None) -
     return written, bytes(commp)
 
 
+def pad_stream(reader: BinaryIO, writer: BinaryIO) -> int:
+    """fr32-pads everything `reader` yields into `writer` (at its position); padded bytes written."""
+    return int(rust_core.fr32_pad_stream(reader, writer))
+
+
 def zero_commp(padded_size: int) -> bytes:
     return rust_core.zero_piece_commitment(padded_size)
 

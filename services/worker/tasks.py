@@ -45,6 +45,7 @@ from services.worker.local_store import (
 from services.worker.partialfile import PartialFile, PartialFileError
 from services.worker.pc1_batch import Pc1Batcher, Pc1Job
 from services.worker.peers import Peers
+from services.worker.proofs import EmulatedProofs, SealingProofs
 from services.worker.remote_store import FetchFailed, RemoteStore, SectorNotFound
 from services.worker.rleplus import Runs, complement, normalize
 from services.worker.sealer import Piece
@@ -143,6 +144,8 @@ class TaskEnv:
     lock_ttl_s: float = 60.0
     # PC1 calls gathered into batches ([worker] pc1_batch_size > 1); None: each PC1 alone.
     pc1_batcher: Pc1Batcher | None = None
+    # The proofs backend the tasks call ([proofs] backend; proofs.py).
+    proofs: SealingProofs = field(default_factory=EmulatedProofs)
 
 
 @dataclass
@@ -367,7 +370,7 @@ async def pre_commit1(
                 if env.pc1_batcher is None:
                     out = await cancellable(
                         ctx,
-                        sealer.pre_commit1,
+                        env.proofs.pre_commit1,
                         sector.size,
                         cache,
                         acq.path(FileType.UNSEALED),
@@ -424,7 +427,7 @@ async def pre_commit2(env: TaskEnv, ctx: TaskContext, sector: SectorRef, p1_outp
             backend = sealer.backend_for(ctx.gpu_ordinals, env.compute_backend)
             try:
                 comm_r, comm_d = await cancellable(
-                    ctx, sealer.pre_commit2, p1_output, acq.path(FileType.CACHE), sealed, backend
+                    ctx, env.proofs.pre_commit2, p1_output, acq.path(FileType.CACHE), sealed, backend
                 )
             except BaseException:
                 await asyncio.shield(blocking(discard, sealed))
@@ -453,7 +456,7 @@ async def commit1(
         async with env.remote.acquire(sector.id, sector.size, types, FileType(0), PathType.SEALING) as acq:
             out = await cancellable(
                 ctx,
-                sealer.commit1,
+                env.proofs.commit1,
                 sector.size,
                 acq.path(FileType.CACHE),
                 acq.path(FileType.SEALED),
@@ -470,7 +473,7 @@ async def commit1(
 
 async def commit2(env: TaskEnv, ctx: TaskContext, sector: SectorRef, c1_output: bytes) -> Outcome:
     backend = sealer.backend_for(ctx.gpu_ordinals, env.compute_backend)
-    proof = await cancellable(ctx, sealer.commit2, c1_output, prover_id(sector.id.miner), sector.id.number, backend)
+    proof = await cancellable(ctx, env.proofs.commit2, c1_output, prover_id(sector.id.miner), sector.id.number, backend)
     return ("proof", proof)
 
 
@@ -490,7 +493,7 @@ def _free_runs(path: Path, sector_size: int, runs: Runs) -> None:
 async def finalize(env: TaskEnv, ctx: TaskContext, sector: SectorRef, keep_unsealed: list[tuple[int, int]]) -> Outcome:
     async with _lock(env, ctx, sector.id, FileType(0), FileType.UNSEALED | FileType.SEALED | FileType.CACHE):
         async with env.remote.acquire(sector.id, sector.size, FileType.CACHE, FileType(0), PathType.SEALING) as acq:
-            await blocking(sealer.clear_cache, acq.path(FileType.CACHE), sector.size)
+            await blocking(env.proofs.clear_cache, acq.path(FileType.CACHE), sector.size)
         if keep_unsealed:
             # Free what is not kept, in padded bytes over the whole data area (the reference mixed
             # unpadded ranges with a padded length here).
@@ -568,7 +571,7 @@ async def unseal_piece(
                 ) as acq:
                     await cancellable(
                         ctx,
-                        sealer.unseal,
+                        env.proofs.unseal,
                         sector.size,
                         acq.path(FileType.CACHE),
                         acq.path(FileType.SEALED),
@@ -673,7 +676,7 @@ async def vanilla_proofs(
                 cache = await blocking(find_local_or_fail, env.local, sector, FileType.CACHE)
                 proof = await cancellable(
                     ctx,
-                    sealer.vanilla_proof,
+                    env.proofs.vanilla_proof,
                     kind,
                     sector_size,
                     randomness,

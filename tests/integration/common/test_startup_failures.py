@@ -180,17 +180,50 @@ def test_unreadable_or_corrupt_database_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("service", SERVICES)
 def test_proofs_backend_is_checked_at_start(service: str, tmp_path: Path) -> None:
     """`[proofs] backend`: a name neither backend has is a config error; `filecoin` needs the
-    rust_filecoin extension, and is refused until the tasks and the verifier call it, rather than
-    running the emulation under a fleet configured for real proofs (docs/filecoin-backend.md)."""
+    rust_filecoin extension rather than running the emulation under a fleet configured for real
+    proofs (docs/filecoin-backend.md); with it, the proofs check passes (the service goes on to
+    its next check: here a port in use)."""
     result = run_once(service, tmp_path / "bad", env={"SECTORSTORAGE_PROOFS_BACKEND": "groth16"})
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(
         f"sectorstorage-{service}: cannot start: invalid configuration: config key 'proofs.backend' / SECTORSTORAGE_PROOFS_BACKEND (from environment): "
     ), result.stderr
     assert "'emulated' or 'filecoin'" in result.stderr and result.stderr.count("\n") == 1
-    result = run_once(service, tmp_path / "filecoin", env={"SECTORSTORAGE_PROOFS_BACKEND": "filecoin"})
     if importlib.util.find_spec("rust_filecoin") is None:
+        result = run_once(service, tmp_path / "filecoin", env={"SECTORSTORAGE_PROOFS_BACKEND": "filecoin"})
         line = "proofs.backend / SECTORSTORAGE_PROOFS_BACKEND = filecoin needs the rust_filecoin extension, which is not installed: build it with `make develop-filecoin` (docs/filecoin-backend.md)"
-    else:
-        line = "proofs.backend / SECTORSTORAGE_PROOFS_BACKEND = filecoin: the real proofs backend is not wired into the worker tasks and the manager's verifier yet (docs/filecoin-backend.md, What is left); use emulated"
-    assert_refused(result, service, line)
+        assert_refused(result, service, line)
+        return
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_once(
+            service,
+            tmp_path / "filecoin",
+            "--listen",
+            f"127.0.0.1:{port}",
+            env={"SECTORSTORAGE_PROOFS_BACKEND": "filecoin"},
+        )
+    assert result.returncode == 2, result.stderr
+    assert "proofs.backend" not in result.stderr and str(port) in result.stderr, result.stderr
+
+
+def test_a_filecoin_worker_refuses_pc1_batches(tmp_path: Path) -> None:
+    """PC1 batches are the emulation's: a filecoin worker asked for them does not start (one line)."""
+    if importlib.util.find_spec("rust_filecoin") is None:
+        pytest.skip("rust_filecoin (the real proofs backend) is not built: run `make develop-filecoin`")
+    result = run_once(
+        "worker",
+        tmp_path / "w",
+        env={
+            "SECTORSTORAGE_PROOFS_BACKEND": "filecoin",
+            "SECTORSTORAGE_PROOFS_PARAMETER_CACHE": str(tmp_path / "params"),
+            "SECTORSTORAGE_WORKER_PC1_BATCH_SIZE": "2",
+        },
+    )
+    assert_refused(
+        result,
+        "worker",
+        "worker.pc1_batch_size / SECTORSTORAGE_WORKER_PC1_BATCH_SIZE = 2: PC1 batches are the emulated backend's only, not proofs.backend = filecoin; set it to 1",
+    )

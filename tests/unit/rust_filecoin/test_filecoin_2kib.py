@@ -270,3 +270,47 @@ def test_concurrent_verifications_agree(sector: tuple[Sealed, bytes]) -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
         answers = list(pool.map(lambda case: verify(s, case[0], seed=case[1]), cases))
     assert answers == [expected for _, _, expected in cases]
+
+
+def test_post_made_from_vanilla_proofs(configured: Path, tmp_path: Path) -> None:
+    """The split PoSt the fleet runs: each sector's vanilla proof where the sector is (a worker),
+    the SNARK made from them elsewhere (the manager). It verifies like a PoSt made in one call;
+    the library refuses to make a vanilla proof over a corrupted challenged leaf; an emulated
+    vanilla proof is a BackendMismatch."""
+    a, b = seal_to_pc2(tmp_path, 11), seal_to_pc2(tmp_path, 12)
+    sectors = [(s.number, s.comm_r, s.sealed, s.cache) for s in (a, b)]
+    public = [(s.number, s.comm_r) for s in (a, b)]
+    vanilla = [rust_filecoin.generate_single_vanilla_proof("window", SIZE, RANDOMNESS, PROVER, s) for s in sectors]
+    assert all(v[:4] == b"FCPV" and rust_filecoin.blob_backend(v) == "filecoin" for v in vanilla)
+    proof = rust_filecoin.generate_post_with_vanilla("window", SIZE, RANDOMNESS, PROVER, vanilla)
+    assert rust_filecoin.verify_window_post(SIZE, RANDOMNESS, PROVER, public, proof)
+    assert not rust_filecoin.verify_window_post(SIZE, bytes([0x34] * 32), PROVER, public, proof)
+
+    eligible = rust_filecoin.generate_winning_post_sector_challenge(SIZE, RANDOMNESS, PROVER, 2)
+    chosen = [sectors[i] for i in eligible]
+    won = rust_filecoin.generate_post_with_vanilla(
+        "winning",
+        SIZE,
+        RANDOMNESS,
+        PROVER,
+        [rust_filecoin.generate_single_vanilla_proof("winning", SIZE, RANDOMNESS, PROVER, s) for s in chosen],
+    )
+    assert rust_filecoin.verify_winning_post(SIZE, RANDOMNESS, PROVER, [(s[0], s[1]) for s in chosen], won)
+
+    emulated = b"SSPV" + bytes(40)
+    with pytest.raises(rust_filecoin.BackendMismatch):
+        rust_filecoin.generate_post_with_vanilla("window", SIZE, RANDOMNESS, PROVER, [vanilla[0], emulated])
+    with pytest.raises(ValueError, match="no vanilla proofs"):
+        rust_filecoin.generate_post_with_vanilla("window", SIZE, RANDOMNESS, PROVER, [])
+
+    leaf = rust_filecoin.sector_challenges("window", SIZE, RANDOMNESS, PROVER, [b.number])[b.number][0]
+    with open(b.sealed, "r+b") as f:
+        f.seek(leaf * 32)
+        byte = f.read(1)
+        f.seek(leaf * 32)
+        f.write(bytes([byte[0] ^ 0x01]))
+    with pytest.raises(OSError, match="is invalid"):
+        rust_filecoin.generate_single_vanilla_proof("window", SIZE, RANDOMNESS, PROVER, sectors[1])
+    # The proof read before the damage still makes a valid PoSt (it carries its own leaves).
+    again = rust_filecoin.generate_post_with_vanilla("window", SIZE, RANDOMNESS, PROVER, vanilla)
+    assert rust_filecoin.verify_window_post(SIZE, RANDOMNESS, PROVER, public, again)

@@ -1,0 +1,212 @@
+"""The proofs backend the sealing tasks call (`[proofs] backend`, docs/filecoin-backend.md): one
+object chosen when the worker is wired (app.py) and handed to every task in TaskEnv, so the
+tasks never test which backend runs.
+
+- `EmulatedProofs`: rust_core's PoRep emulation, exactly the functions of sealer.py (the
+  default; nothing about it changes with this seam).
+- `FilecoinProofs` (proofs_filecoin.py): Filecoin's own proofs through the optional
+  rust_filecoin extension, imported only when chosen, so a worker without it runs as before.
+
+What the two share is not here: AddPiece (fr32 padding and commP are Filecoin's in both, so the
+unsealed file and commP/commD are byte-identical), the CIDs, and reading pieces back (fr32
+unpadding of the unsealed file).
+
+Where the filecoin library has no equivalent:
+- no cancel tokens: a stopped task waits for the library call to end before its locks and
+  reservations are released (tasks.cancellable waits for the thread; C2 of 2 KiB: about a
+  minute, parameters loading included);
+- PC1 batching is the emulation's (app.py refuses `pc1_batch_size` > 1 with this backend);
+- PC1 writes a copy of the data next to the labels (`STAGED_REPLICA` in the cache: the library
+  seals a replica file in place) and PC2 seals a copy of it into the sealed file, so PC2 can be
+  retried; Finalize removes it;
+- vanilla PoSt proofs are Filecoin's (`FCPV` blobs) and the manager makes the SNARK from them;
+  the library checks each one as it makes it, so a corrupted sector fails on its worker;
+- a fetched sealed file or cache is not content-checked (rust_filecoin's check needs the comm_r,
+  which a fetch does not know): the transfer's size and CRC32C checks remain.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from services.common.config import ProofsBackend, ProofsConfig
+from services.worker import sealer
+from services.worker.sealer import Piece, Token
+from services.worker.sectors import PostKind
+
+
+# The library's PC1 copies the unsealed data here (inside the cache, so it moves with the cache
+class SealingProofs(Protocol):
+    """The PoRep operations of one backend: blocking calls, run by the tasks in a thread, each
+    taking the task's cancel token (honoured by the emulation only)."""
+
+    name: ProofsBackend
+    # Whether a fetched sealed file or cache is checked against its partner (content_check).
+    checks_fetched_content: bool
+
+    def pre_commit1(
+        self,
+        sector_size: int,
+        cache: Path,
+        unsealed: Path,
+        prover: bytes,
+        number: int,
+        ticket: bytes,
+        pieces: list[Piece],
+        cancel: Token = None,
+    ) -> bytes: ...
+
+    def pre_commit2(
+        self, p1_output: bytes, cache: Path, sealed: Path, backend: str, cancel: Token = None
+    ) -> tuple[bytes, bytes]: ...
+
+    def commit1(
+        self,
+        sector_size: int,
+        cache: Path,
+        sealed: Path,
+        prover: bytes,
+        number: int,
+        ticket: bytes,
+        seed: bytes,
+        pieces: list[Piece],
+        comm_r: bytes,
+        comm_d: bytes,
+        cancel: Token = None,
+    ) -> bytes: ...
+
+    def commit2(self, c1_output: bytes, prover: bytes, number: int, backend: str, cancel: Token = None) -> bytes: ...
+
+    def unseal(
+        self,
+        sector_size: int,
+        cache: Path,
+        sealed: Path,
+        unsealed: Path,
+        prover: bytes,
+        number: int,
+        ticket: bytes,
+        comm_d: bytes,
+        unpadded_offset: int,
+        unpadded_length: int,
+        cancel: Token = None,
+    ) -> None: ...
+
+    def clear_cache(self, cache: Path, sector_size: int) -> None: ...
+
+    def vanilla_proof(
+        self,
+        kind: PostKind,
+        sector_size: int,
+        randomness: bytes,
+        prover: bytes,
+        number: int,
+        comm_r: bytes,
+        sealed: Path,
+        cache: Path,
+        cancel: Token = None,
+    ) -> bytes: ...
+
+
+class EmulatedProofs:
+    """rust_core's emulation: the sealer.py functions, unchanged."""
+
+    name = ProofsBackend.EMULATED
+    checks_fetched_content = True
+
+    def pre_commit1(
+        self,
+        sector_size: int,
+        cache: Path,
+        unsealed: Path,
+        prover: bytes,
+        number: int,
+        ticket: bytes,
+        pieces: list[Piece],
+        cancel: Token = None,
+    ) -> bytes:
+        return sealer.pre_commit1(sector_size, cache, unsealed, prover, number, ticket, pieces, cancel=cancel)
+
+    def pre_commit2(
+        self, p1_output: bytes, cache: Path, sealed: Path, backend: str, cancel: Token = None
+    ) -> tuple[bytes, bytes]:
+        return sealer.pre_commit2(p1_output, cache, sealed, backend, cancel=cancel)
+
+    def commit1(
+        self,
+        sector_size: int,
+        cache: Path,
+        sealed: Path,
+        prover: bytes,
+        number: int,
+        ticket: bytes,
+        seed: bytes,
+        pieces: list[Piece],
+        comm_r: bytes,
+        comm_d: bytes,
+        cancel: Token = None,
+    ) -> bytes:
+        return sealer.commit1(
+            sector_size, cache, sealed, prover, number, ticket, seed, pieces, comm_r, comm_d, cancel=cancel
+        )
+
+    def commit2(self, c1_output: bytes, prover: bytes, number: int, backend: str, cancel: Token = None) -> bytes:
+        return sealer.commit2(c1_output, prover, number, backend, cancel=cancel)
+
+    def unseal(
+        self,
+        sector_size: int,
+        cache: Path,
+        sealed: Path,
+        unsealed: Path,
+        prover: bytes,
+        number: int,
+        ticket: bytes,
+        comm_d: bytes,
+        unpadded_offset: int,
+        unpadded_length: int,
+        cancel: Token = None,
+    ) -> None:
+        sealer.unseal(
+            sector_size,
+            cache,
+            sealed,
+            unsealed,
+            prover,
+            number,
+            ticket,
+            comm_d,
+            unpadded_offset,
+            unpadded_length,
+            cancel=cancel,
+        )
+
+    def clear_cache(self, cache: Path, sector_size: int) -> None:
+        sealer.clear_cache(cache, sector_size)
+
+    def vanilla_proof(
+        self,
+        kind: PostKind,
+        sector_size: int,
+        randomness: bytes,
+        prover: bytes,
+        number: int,
+        comm_r: bytes,
+        sealed: Path,
+        cache: Path,
+        cancel: Token = None,
+    ) -> bytes:
+        return sealer.vanilla_proof(kind, sector_size, randomness, prover, number, comm_r, sealed, cache, cancel=cancel)
+
+
+def for_config(proofs: ProofsConfig) -> SealingProofs:
+    """The backend `[proofs]` names; for filecoin, rust_filecoin configured with its parameter
+    and parent caches (the start-up check made sure it is installed)."""
+    if proofs.backend is ProofsBackend.EMULATED:
+        return EmulatedProofs()
+    from services.common.filecoin import configure
+    from services.worker.proofs_filecoin import FilecoinProofs
+
+    configure(proofs)
+    return FilecoinProofs()
