@@ -15,6 +15,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import signal
 import sys
 import time
 from collections import Counter
@@ -196,8 +197,17 @@ def start_dashboard(fleet: LocalFleet, manager: ServiceProcess, index: ServicePr
     return web
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def wait_for_ctrl_c(fleet: LocalFleet) -> None:
-    """Until Ctrl-C (or a service of the fleet exits on its own)."""
+    """Until Ctrl-C or SIGTERM (or a service of the fleet exits on its own). Both handlers are
+    set here rather than inherited: a process started in the background by a non-interactive
+    shell inherits SIGINT *ignored*, and Python then installs no KeyboardInterrupt for it, so
+    Ctrl-C (a `kill -INT`) would never stop the demo."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     print("the fleet and the dashboard stay up: press Ctrl-C to stop them", flush=True)
     try:
         while all(p.proc is not None and p.proc.poll() is None for p in fleet.processes):

@@ -20,7 +20,14 @@ from tests.support.paths import REPO
 pytestmark = pytest.mark.slow
 
 
-def test_demo_with_the_dashboard_stays_up_until_ctrl_c(tmp_path: Path) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_demo_with_the_dashboard_stays_up_until_ctrl_c(tmp_path: Path, inherited: str) -> None:
+    """`inherited = ignored`: started as a background job of a non-interactive shell (`make demo
+    DASHBOARD=1 &` in a script, or CI), the demo inherits SIGINT ignored; Ctrl-C must still stop it."""
     root = tmp_path / "demo"
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli.demo", "--root", str(root), "--dashboard"],
@@ -28,6 +35,7 @@ def test_demo_with_the_dashboard_stays_up_until_ctrl_c(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_ignore_sigint if inherited == "ignored" else None,  # noqa: PLW1509 - before exec only
     )
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True).start()
