@@ -23,6 +23,7 @@ worker_link.py's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -193,17 +194,27 @@ class Sealing:
             except lifecycle.LifecycleRefused as exc:
                 raise refused(exc) from None
             if isinstance(decision, lifecycle.Recorded):
+                recorded: lifecycle.Recorded | None = decision
                 finished = self.runner.tracker.works.get(work_id)
-                if finished is not None and finished.done.is_set():
-                    # The step's work finished with nobody waiting (its caller was cut by a
-                    # restart) and this caller got its result from the record: it is delivered,
-                    # not left live (SealingJobs would show it forever).
-                    await self.runner.tracker.deliver(finished)
-                return worker_link.decode_result(spec, decision.output)
-            live, _ = await self.runner.open(
-                spec, sector, request, priority, selector, key_extra=key_extra, generation=generation
-            )
-        return await self.wait(spec, sector, live, deadline)
+            else:
+                recorded, finished = None, None
+                live, _ = await self.runner.open(
+                    spec, sector, request, priority, selector, key_extra=key_extra, generation=generation
+                )
+        if recorded is None:
+            return await self.wait(spec, sector, live, deadline)
+        if finished is not None:
+            # The step's work finished with nobody waiting (its caller was cut by a restart) and
+            # this caller got its result from the record: it is delivered, not left live
+            # (SealingJobs would show it forever). Its completion writes the record before it
+            # marks the work done, so a caller can read the record inside that moment: wait it
+            # out (outside the sector's lock) rather than leave the work undelivered.
+            left = deadline.remaining()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.done.wait(), timeout=5.0 if left is None else min(5.0, left))
+            if finished.done.is_set():
+                await self.runner.tracker.deliver(finished)
+        return worker_link.decode_result(spec, recorded.output)
 
     async def wait(self, spec: CallSpec, sector: SectorRef, live: LiveWork, deadline: Deadline) -> Any:
         """The work's decoded result (the worker's result message, which the reply carries as

@@ -20,6 +20,7 @@ import rust_core
 from services.common.cid import unsealed_cid
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.manager.config import ManagerSection
+from services.manager.records import WorkStatus
 from services.manager.tasks import TaskType
 from tests.support.fake_worker import FakeIndex, FakeWorker, InProcessManager
 
@@ -865,6 +866,47 @@ def test_list_sectors_pages_and_filters_by_state(tmp_path: Path) -> None:
                     await stub.ListSectors(bad, timeout=5)
                 assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         finally:
+            await manager.stop()
+
+    run(test)
+
+
+def test_a_retry_reading_the_record_while_the_return_finishes_delivers_the_work(tmp_path: Path) -> None:
+    """The Return of a work whose caller gave up writes the sector's record, then marks the work
+    done. A retry that reads the record in between is answered from it; the work must still be
+    delivered, not left live in SealingJobs forever (seen as a flaky restart test in CI)."""
+
+    async def test() -> None:
+        manager = await InProcessManager(tmp_path).start()
+        worker = await FakeWorker("w", manager.address, cpus=1).start()
+        worker.gate.methods.add("SealPreCommit2")
+        try:
+            assert manager.stub is not None
+            await manager.seed(ref(9), "pc1", pc1_output=b"p1o")
+            pc2 = manager_pb2.SealPreCommit2Request(sector=ref(9), pre_commit1_output=b"p1o")
+            with pytest.raises(grpc.aio.AioRpcError) as cut:
+                await manager.stub.SealPreCommit2(pc2, timeout=0.5)  # the caller gives up; PC2 goes on
+            assert cut.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            store = manager.runner.tracker.store
+            save = store.save
+            saved_done = asyncio.Event()
+
+            async def slow_save(record: Any, calls: Any = ()) -> None:
+                await save(record, calls)
+                if record.method == "SealPreCommit2" and record.status is WorkStatus.DONE:
+                    saved_done.set()
+                    await asyncio.sleep(1.0)  # the record is written; the work not yet done
+
+            store.save = slow_save  # type: ignore[method-assign]
+            worker.gate.event.set()
+            await asyncio.wait_for(saved_done.wait(), 10)
+            again = await manager.stub.SealPreCommit2(pc2, timeout=30)  # answered from the record
+            assert again.commitments.comm_r
+            jobs = await manager.stub.SealingJobs(manager_pb2.SealingJobsRequest(), timeout=5)
+            assert not jobs.jobs, jobs
+            assert sum(1 for (m, _, n) in worker.ran if m == "SealPreCommit2") == 1
+        finally:
+            await worker.stop()
             await manager.stop()
 
     run(test)
