@@ -238,6 +238,7 @@ class WorkerApp(Service):
         self._quit.set()
         finished = await self.parts.runner.shutdown(max(1.0, self.config.shutdown_grace))
         self._abandon_threads = not finished
+        self.parts.proofs.close()
         for task in self._loops:
             task.cancel()
         for task in self._loops:

@@ -332,6 +332,87 @@ def test_a_corrupted_challenged_byte_makes_the_sector_faulty(
     assert not verify_window(sealed, proving, randomness, post)
 
 
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is `pid`, from /proc (the worker's proofs processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+    return found
+
+
+def cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return -1
+    return int(fields[11]) + int(fields[12])
+
+
+def test_an_aborted_c2_stops_its_proofs_process_at_once(sealed: Sealed) -> None:
+    """The library has no cancellation point; the worker runs the C2 in a child process and
+    kills it when the manager's Abort arrives: within a second the process is gone from /proc,
+    the worker is free in WorkerStats, the caller gets the abort and the run is ABORTED, long
+    before the C2 (about a minute) would have ended."""
+    fleet = sealed.fleet
+    proc = fleet.workers["fc"].proc
+    assert proc is not None
+    ref = sector(5, P2K)
+    piece, p1o = precommit(fleet, ref)
+    stub = fleet.stub()
+    p2 = stub.SealPreCommit2(manager_pb2.SealPreCommit2Request(sector=ref, pre_commit1_output=p1o), timeout=120)
+    c1 = stub.SealCommit1(
+        manager_pb2.SealCommit1Request(
+            sector=ref,
+            ticket=TICKET,
+            seed=SEED,
+            pieces=[piece],
+            comm_r=p2.commitments.comm_r,
+            comm_d=p2.commitments.comm_d,
+        ),
+        timeout=120,
+    )
+    before = {pid: cpu_ticks(pid) for pid in children_of(proc.pid)}
+    c2 = stub.SealCommit2.future(
+        manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=600
+    )
+    deadline = time.monotonic() + 60
+    busy: int | None = None
+    while busy is None and time.monotonic() < deadline:
+        # The child that runs the C2: one that has worked for 0.3 s since the C2 was sent.
+        busy = next((p for p in children_of(proc.pid) if cpu_ticks(p) - before.get(p, 0) > 30), None)
+        time.sleep(0.05)
+    assert busy is not None, "no proofs process of the worker started the C2"
+    jobs = stub.SealingJobs(manager_pb2.SealingJobsRequest(sector=ref.id), timeout=10).jobs
+    [job] = [j for j in jobs if j.task_type == common_pb2.TASK_TYPE_COMMIT_2]
+    aborted_at = time.monotonic()
+    stub.Abort(manager_pb2.AbortRequest(call_id=job.call_id, reason="filecoin abort test"), timeout=10)
+    while busy in children_of(proc.pid) and time.monotonic() - aborted_at < 5:
+        time.sleep(0.01)
+    gone_s = time.monotonic() - aborted_at
+    assert busy not in children_of(proc.pid), "the C2's proofs process still runs 5 s after the abort"
+    assert gone_s < 1.0, f"the C2's proofs process ran {gone_s:.2f} s after the abort"
+
+    def free() -> bool:
+        [w] = stub.WorkerStats(manager_pb2.WorkerStatsRequest(worker_id=fleet.worker_ids["fc"]), timeout=10).workers
+        return w.tasks_running == 0 and w.cpu_used == 0 and w.mem_used_min == 0
+
+    while not free() and time.monotonic() - aborted_at < 5:
+        time.sleep(0.01)
+    free_s = time.monotonic() - aborted_at
+    assert free_s < 1.0, f"the worker was busy {free_s:.2f} s after the abort"
+    with pytest.raises(Exception) as caught:
+        c2.result(timeout=30)
+    assert "filecoin abort test" in str(caught.value)
+    runs = [r for r in fleet.history(task_type=common_pb2.TASK_TYPE_COMMIT_2) if r.sector.id.number == 5]
+    assert [r.outcome for r in runs] == [manager_pb2.TASK_OUTCOME_ABORTED], runs
+    print(f"filecoin C2 aborted: its process gone {gone_s:.3f} s, the worker free {free_s:.3f} s after the abort")
+
+
 def test_a_filecoin_worker_is_refused_by_an_emulated_manager(
     start_service: StartService,  # noqa: F811
     tmp_path: Path,
