@@ -23,6 +23,15 @@ pub enum Error {
         circuit: String,
         size: String,
     },
+    /// A parameter file an interrupted generation left behind (its `.partial` marker is still
+    /// there), in a process that may not generate it again: MissingParameters in Python.
+    #[error("incomplete Groth16 parameters file {} for {circuit} ({size}): a generation was interrupted while writing it ({} exists); delete both, or allow local generation here to redo it", path.display(), marker.display())]
+    IncompleteParameters {
+        path: PathBuf,
+        marker: PathBuf,
+        circuit: String,
+        size: String,
+    },
     /// Files and the proofs library's own failures (I/O, a tree that does not verify...): OSError.
     #[error("{0}")]
     Proofs(String),

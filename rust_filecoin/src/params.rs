@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use fs2::FileExt;
+
 use filecoin_proofs::constants::DefaultPieceHasher;
 use filecoin_proofs::parameters::{
     public_params, window_post_public_params, winning_post_public_params,
@@ -120,19 +122,34 @@ pub fn generate_up_to() -> u64 {
 /// else the verifying key (which the library can also derive from the parameters). Generates
 /// them when the policy allows this size; otherwise a one-line error naming the file.
 /// Returns how long generation took, if it ran.
+///
+/// The library writes a generated file in place, so a process killed while generating (the
+/// worker kills the child process of a stopped task) would leave a truncated `.params` that
+/// every later load fails on. Generation is therefore bracketed by a `<params>.partial` marker
+/// and runs under a cross-process lock (`<params>.lock`): whoever finds the marker with the
+/// lock free knows the writer died, removes the remains and generates again.
 pub fn ensure(circuit: Circuit, proving: bool) -> Result<Option<Duration>> {
     let params = circuit.params_path()?;
     let vk = circuit.verifying_key_path()?;
+    let marker = sibling(&params, "partial");
     let present = if proving {
         params.exists()
     } else {
         vk.exists() || params.exists()
     };
-    if present {
+    if present && !marker.exists() {
         return Ok(None);
     }
     let size = circuit.sector_size();
     if size > generate_up_to() {
+        if marker.exists() && !generation_running(&params)? {
+            return Err(Error::IncompleteParameters {
+                path: params,
+                marker,
+                circuit: circuit.name(),
+                size: sizes::human(size),
+            });
+        }
         let (what, path) = if proving {
             ("parameters", params)
         } else {
@@ -148,12 +165,61 @@ pub fn ensure(circuit: Circuit, proving: bool) -> Result<Option<Duration>> {
     let _guard = GENERATING
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if circuit.params_path()?.exists() {
+    let lock = lock_file(&params)?;
+    lock.lock_exclusive()?;
+    if marker.exists() {
+        // The lock is ours, so whoever wrote the marker is gone: what it wrote is incomplete.
+        for path in [&params, &vk, &marker] {
+            remove_if_present(path)?;
+        }
+    } else if params.exists() {
         return Ok(None);
     }
+    std::fs::File::create(&marker)?.sync_all()?;
     let start = Instant::now();
     generate(circuit)?;
+    for path in [&params, &vk] {
+        std::fs::File::open(path)?.sync_all()?;
+    }
+    std::fs::remove_file(&marker)?;
     Ok(Some(start.elapsed()))
+}
+
+/// `<file>.<suffix>` beside `file`.
+fn sibling(file: &Path, suffix: &str) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn lock_file(params: &Path) -> Result<std::fs::File> {
+    let path = sibling(params, "lock");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    Ok(std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?)
+}
+
+/// Whether another process holds the generation lock of `params` right now.
+fn generation_running(params: &Path) -> Result<bool> {
+    let lock = lock_file(params)?;
+    match lock.try_lock_exclusive() {
+        // Closing the file (dropping it) releases the lock just taken.
+        Ok(()) => Ok(false),
+        Err(_) => Ok(true),
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Random (NOT the network's) Groth16 parameters and verifying key for `circuit`, written to the

@@ -38,7 +38,9 @@ fn to_py(err: Error) -> PyErr {
     match err {
         Error::Invalid(_) => PyValueError::new_err(msg),
         Error::BackendMismatch { .. } => BackendMismatch::new_err(msg),
-        Error::MissingParameters { .. } => MissingParameters::new_err(msg),
+        Error::MissingParameters { .. } | Error::IncompleteParameters { .. } => {
+            MissingParameters::new_err(msg)
+        }
         Error::Proofs(_) => PyOSError::new_err(msg),
     }
 }
