@@ -50,6 +50,11 @@ def ensure_parameters(sector_size: int, circuit_name: str, proving: bool = True)
 def supported_sector_sizes() -> list[int]:
     """2 KiB, 8 MiB, 512 MiB."""
 
+def tree_r_last_files(sector_size: int) -> list[tuple[str, int]]:
+    """(file name, size in bytes) of each tree-r-last file PC2 leaves in a sector's cache (and
+    clear_cache keeps), by the library's own layout functions for the size's tree shape; one
+    file at the sizes served here. ValueError for an unsupported size."""
+
 def blob_backend(blob: bytes) -> str | None:
     """"filecoin" or "emulated" from a blob's tag; None for neither."""
 

@@ -129,6 +129,11 @@ fn supported_sector_sizes() -> Vec<u64> {
 }
 
 #[pyfunction]
+fn tree_r_last_files(sector_size: u64) -> PyResult<Vec<(String, u64)>> {
+    crate::layout::tree_r_last_files(sector_size).map_err(to_py)
+}
+
+#[pyfunction]
 fn blob_backend(blob: &[u8]) -> Option<&'static str> {
     blob::backend_of(blob)
 }
@@ -567,6 +572,7 @@ fn rust_filecoin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parameter_files, m)?)?;
     m.add_function(wrap_pyfunction!(ensure_parameters, m)?)?;
     m.add_function(wrap_pyfunction!(supported_sector_sizes, m)?)?;
+    m.add_function(wrap_pyfunction!(tree_r_last_files, m)?)?;
     m.add_function(wrap_pyfunction!(blob_backend, m)?)?;
     m.add_function(wrap_pyfunction!(add_piece, m)?)?;
     m.add_function(wrap_pyfunction!(seal_pre_commit_phase1, m)?)?;

@@ -29,10 +29,9 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import rust_core
-from services.common.config import ProofsBackend
 from services.common.errors import DomainError, Internal, Unavailable
 from services.common.vocabulary import prover_id
 from services.manager import worker_link
@@ -52,6 +51,7 @@ from services.manager.selectors import Candidates, SectorKey
 from services.manager.tasks import TaskType
 from services.manager.validation import invalid
 from services.manager.verifier import EmulatedVerifier, ProofVerifier
+from services.manager.verifier import tree_r_last_part_bytes as tree_r_last_part_bytes  # test_e2e's import
 from services.manager.worker_link import WorkerCallFailed
 from services.manager.workers import WorkerConnection
 
@@ -126,6 +126,11 @@ class _ProofLog:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+
+
+# Both backends name the tree-r-last files as Lotus does (`sc-02-data-tree-r-last[-k].dat`): a
+# file with this prefix that the layout does not list is counted, as a stray copy would be.
+TREE_R_LAST_PREFIX = "sc-02-data-tree-r-last"
 
 
 def post_proof_info(proof_type: int) -> tuple[str, SealProof]:
@@ -514,18 +519,28 @@ class Proving:
         """The sectors (checked, of a Window PoSt type) whose files are missing or damaged on
         every holder, or (expensive) whose holder cannot make a vanilla proof that verifies."""
         _, seal = post_proof_info(proof_type)
+        try:
+            trees = dict(self.verifier.tree_r_last_files(seal.sector_size))
+        except ValueError as exc:
+            raise invalid(f"proof_type {proof_type}: {exc}") from None
         semaphore = asyncio.Semaphore(16)
 
         async def one(s: ProvingSector) -> BadSector | None:
             async with semaphore:
-                reason = await self._check_one(s, seal, proof_type, expensive, deadline)
+                reason = await self._check_one(s, seal, trees, proof_type, expensive, deadline)
             return None if reason is None else BadSector(sector=s.sector.id, reason=reason)
 
         results = await asyncio.gather(*[one(s) for s in sectors])
         return [r for r in results if r is not None]
 
     async def _check_one(
-        self, s: ProvingSector, seal: SealProof, proof_type: int, expensive: bool, deadline: Deadline
+        self,
+        s: ProvingSector,
+        seal: SealProof,
+        trees: dict[str, int],
+        proof_type: int,
+        expensive: bool,
+        deadline: Deadline,
     ) -> str | None:
         sid = s.sector.id
         lease: str | None = None
@@ -539,7 +554,7 @@ class Proving:
             if lease is None:
                 return "can't acquire read lock"
         try:
-            return await self._check_files(s, seal, proof_type, expensive, deadline)
+            return await self._check_files(s, seal, trees, proof_type, expensive, deadline)
         finally:
             if lease is not None and self.index is not None:
                 try:
@@ -548,7 +563,13 @@ class Proving:
                     pass  # the lease expires on its own
 
     async def _check_files(
-        self, s: ProvingSector, seal: SealProof, proof_type: int, expensive: bool, deadline: Deadline
+        self,
+        s: ProvingSector,
+        seal: SealProof,
+        trees: dict[str, int],
+        proof_type: int,
+        expensive: bool,
+        deadline: Deadline,
     ) -> str | None:
         sid = s.sector.id
         name = sid.name
@@ -567,7 +588,7 @@ class Proving:
         problems: list[str] = []
         good: list[WorkerConnection] = []
         for client, storage_id in holders:
-            problem = await self._check_copy(client, sid, storage_id, name, seal)
+            problem = await self._check_copy(client, sid, storage_id, name, seal, trees)
             if problem is None:
                 good.append(client)
             else:
@@ -587,8 +608,10 @@ class Proving:
         storage_id: str,
         name: str,
         seal: SealProof,
+        trees: dict[str, int],
     ) -> str | None:
-        """What is wrong with one holder's sealed file and cache, or None."""
+        """What is wrong with one holder's sealed file and cache, or None. `trees` is the
+        backend's tree-r-last layout, {file name: size} (the verifier's tree_r_last_files)."""
         try:
             sealed = await worker_link.stat_sector_file(client, sid, FileType.SEALED, storage_id)
             cache = await worker_link.stat_sector_file(client, sid, FileType.CACHE, storage_id)
@@ -601,16 +624,12 @@ class Proving:
         entries = cache.entries
         if "p_aux" not in entries:
             return f"cache/{name}/p_aux is missing"
-        if self.verifier.name is not ProofsBackend.EMULATED:
-            # The tree-r-last layout below is rust_core's; the filecoin library's differs.
-            return None
-        params = rust_core.sector_params(seal.sector_size)
-        trees = sorted(n for n in entries if n.startswith("sc-02-data-tree-r-last"))
-        parts = int(params["tree_r_last_parts"])
-        if len(trees) != parts:
-            return f"cache/{name}: tree-r-last files missing (found {len(trees)}, expect {parts})"
-        want = tree_r_last_part_bytes(params)
-        for tree in trees:
+        found = sorted(n for n in entries if n.startswith(TREE_R_LAST_PREFIX))
+        if len(found) != len(trees):
+            return f"cache/{name}: tree-r-last files missing (found {len(found)}, expect {len(trees)})"
+        for tree, want in sorted(trees.items()):
+            if tree not in entries:
+                return f"cache/{name}/{tree} is missing"
             if entries[tree] != want:
                 return f"cache/{name}/{tree} is wrong size (got {entries[tree]}, expect {want})"
         return None
@@ -647,16 +666,6 @@ class Proving:
         finally:
             await stream.aclose()
         return None
-
-
-def tree_r_last_part_bytes(params: Any) -> int:
-    """The size of one tree-r-last part file: a binary tree over the part's leaves, stored from
-    level `tree_r_rows_to_discard` up to the root, 32 bytes a node (rust_core's tree file
-    layout, porep/tree_file.rs)."""
-    leaves = int(params["nodes"]) // int(params["tree_r_last_parts"])
-    height = leaves.bit_length() - 1
-    skip = min(int(params["tree_r_rows_to_discard"]), height)
-    return sum(leaves >> level for level in range(skip, height + 1)) * int(params["node_size"])
 
 
 def _uuid() -> str:

@@ -1,7 +1,8 @@
 """The checks the manager makes with the proofs backend (`[proofs] backend`,
 docs/filecoin-backend.md): VerifySeal, Verify{Window,Winning}PoSt, the winning sector
-challenge, and the PoSt made of the workers' vanilla proofs. One object, chosen when the manager
-is wired (app.py), used by post.Proving. Grpc-free.
+challenge, the PoSt made of the workers' vanilla proofs, and the backend's cache layout that
+CheckProvable's cheap check compares a holder's files with (the tree-r-last files). One object,
+chosen when the manager is wired (app.py), used by post.Proving. Grpc-free.
 
 - `EmulatedVerifier`: rust_core's emulation, the calls post.py made before this seam.
 - `FilecoinVerifier` (verifier_filecoin.py): rust_filecoin, imported only when chosen; it makes
@@ -10,8 +11,8 @@ is wired (app.py), used by post.Proving. Grpc-free.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import rust_core
 from services.common.config import ProofsBackend, ProofsConfig
@@ -53,6 +54,12 @@ class ProofVerifier(Protocol):
     ) -> bytes:
         """The PoSt proof of (sector number, vanilla proof) pairs given in the request's order;
         ValueError or OSError when one is unusable."""
+        ...
+
+    def tree_r_last_files(self, sector_size: int) -> Mapping[str, int]:
+        """{file name: size in bytes} of the tree-r-last files a sealed sector's cache holds
+        with this backend (PC2 writes them, Finalize keeps them, PoSt reads them); ValueError for
+        a size the backend does not serve."""
         ...
 
 
@@ -100,6 +107,26 @@ class EmulatedVerifier:
         """The emulated PoSt is the vanilla proofs' sections under one header, in the request's
         order (rust_core owns the byte format); ValueError names the first unusable one."""
         return bytes(rust_core.assemble_post(kind, sector_size, [proof for _, proof in vanilla]))
+
+    def tree_r_last_files(self, sector_size: int) -> Mapping[str, int]:
+        """rust_core's layout (porep/files.rs, porep/tree_file.rs): `tree_r_last_parts` files,
+        one unnumbered when there is one part, each of `tree_r_last_part_bytes`."""
+        params = rust_core.sector_params(sector_size)
+        parts = int(params["tree_r_last_parts"])
+        size = tree_r_last_part_bytes(params)
+        if parts == 1:
+            return {"sc-02-data-tree-r-last.dat": size}
+        return {f"sc-02-data-tree-r-last-{k}.dat": size for k in range(parts)}
+
+
+def tree_r_last_part_bytes(params: Any) -> int:
+    """The size of one tree-r-last part file: a binary tree over the part's leaves, stored from
+    level `tree_r_rows_to_discard` up to the root, 32 bytes a node (rust_core's tree file
+    layout, porep/tree_file.rs)."""
+    leaves = int(params["nodes"]) // int(params["tree_r_last_parts"])
+    height = leaves.bit_length() - 1
+    skip = min(int(params["tree_r_rows_to_discard"]), height)
+    return sum(leaves >> level for level in range(skip, height + 1)) * int(params["node_size"])
 
 
 def for_config(proofs: ProofsConfig) -> ProofVerifier:

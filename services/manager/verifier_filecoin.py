@@ -6,7 +6,7 @@ ValueError, which the callers report as an invalid proof / argument."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import rust_filecoin
 from services.common.config import ProofsBackend
@@ -83,3 +83,10 @@ class FilecoinVerifier:
         ordered = [proof for _, proof in sorted(vanilla, key=lambda item: item[0])]
         with _parameters():
             return bytes(rust_filecoin.generate_post_with_vanilla(kind, sector_size, randomness, prover, ordered))
+
+    def tree_r_last_files(self, sector_size: int) -> Mapping[str, int]:
+        """The library's layout for the size's tree shape (rust_filecoin.tree_r_last_files: its
+        base tree count, file names, rows to discard and merkle cache size; one file at the sizes
+        served here). It follows FIL_PROOFS_ROWS_TO_DISCARD as the workers' PC2 does, so the
+        setting must be the same on the manager as on the workers (the default is)."""
+        return dict(rust_filecoin.tree_r_last_files(sector_size))

@@ -3,8 +3,9 @@ and worker processes with `[proofs] backend = "filecoin"`, a 2 KiB sector sealed
 manager from AddPiece to VerifySeal with a real Groth16 proof (rust_filecoin on the worker, the
 manager's verifier on rust_filecoin too), the proofs that must not verify, commD against the
 emulated backend for the same data, ReadPiece unsealing the finalized sector, Window and Winning
-PoSt over two sectors (vanilla proofs from the worker, the SNARK made by the manager), and a
-corrupted challenged byte making its sector faulty. And a mixed fleet: a filecoin worker is
+PoSt over two sectors (vanilla proofs from the worker, the SNARK made by the manager),
+CheckProvable's tree-r-last file checks with the library's layout, and a corrupted challenged
+byte making its sector faulty. And a mixed fleet: a filecoin worker is
 refused by an emulated manager.
 
 One sector is sealed for the whole module (C2 loads 1.1 GB of parameters: about a minute). The
@@ -308,6 +309,50 @@ def test_window_and_winning_post_over_two_sectors(sealed: Sealed, proving: list[
     assert not stub.VerifyWinningPoSt(
         manager_pb2.VerifyWinningPoStRequest(randomness=bytes(32), sectors=chosen, proofs=won.proofs), timeout=60
     ).valid
+
+
+def check_provable(sealed: Sealed, sectors: list[common_pb2.ProvingSector], expensive: bool = False) -> list[Any]:
+    reply = sealed.fleet.stub().CheckProvable(
+        manager_pb2.CheckProvableRequest(proof_type=WINDOW, sectors=sectors, expensive=expensive), timeout=120
+    )
+    return [(b.sector.number, b.reason) for b in reply.bad_sectors]
+
+
+def test_check_provable_checks_the_librarys_tree_r_last_files(
+    sealed: Sealed, proving: list[common_pb2.ProvingSector]
+) -> None:
+    """CheckProvable's cheap check compares the holder's tree-r-last files with the library's
+    layout (rust_filecoin.tree_r_last_files through the manager's verifier): the finalized
+    sector 1 and the PC2-only sector 2 are provable; sector 1's tree-r-last file on the worker's
+    disk truncated is the wrong-size reason, removed the missing reason; restored (it is put
+    back even when an assertion fails, for the next test), provable again, and a vanilla proof
+    of it verifies."""
+    assert check_provable(sealed, proving) == []
+    [(file, size)] = rust_filecoin.tree_r_last_files(SIZE)
+    name = f"s-t0{MINER}-{NUMBER}"
+    cache = sealed.fleet.tmp / "store-fc" / "cache" / name
+    # The worker's cache holds exactly the library's layout (finalized: sealing scratch gone).
+    assert {p.name: p.stat().st_size for p in cache.iterdir() if "tree-r-last" in p.name} == {file: size}
+    tree = cache / file
+    original = tree.read_bytes()
+    try:
+        with open(tree, "r+b") as f:
+            f.truncate(size // 2)
+        assert check_provable(sealed, proving) == [
+            (NUMBER, f"cache/{name}/{file} is wrong size (got {size // 2}, expect {size})")
+        ]
+        tree.write_bytes(original + bytes(32))
+        assert check_provable(sealed, proving[:1]) == [
+            (NUMBER, f"cache/{name}/{file} is wrong size (got {size + 32}, expect {size})")
+        ]
+        tree.unlink()
+        assert check_provable(sealed, proving) == [
+            (NUMBER, f"cache/{name}: tree-r-last files missing (found 0, expect 1)")
+        ]
+    finally:
+        tree.write_bytes(original)
+    assert check_provable(sealed, proving) == []
+    assert check_provable(sealed, proving, expensive=True) == []
 
 
 def test_a_corrupted_challenged_byte_makes_the_sector_faulty(

@@ -15,6 +15,7 @@ rust_filecoin = pytest.importorskip(
     reason="rust_filecoin (the real proofs backend) is not built: run `make develop-filecoin`",
 )
 
+from services.manager.verifier import EmulatedVerifier  # noqa: E402
 from services.manager.verifier_filecoin import FilecoinVerifier  # noqa: E402
 
 MIB8 = 8 << 20
@@ -33,3 +34,14 @@ def test_vanilla_proofs_of_the_other_backend_are_refused() -> None:
     with pytest.raises(ValueError, match="FCPV"):
         v.verify_vanilla(2048, bytes(32), bytes(32), (1, bytes(32)), b"junk", "window")
     assert v.verify_vanilla(2048, bytes(32), bytes(32), (1, bytes(32)), b"FCPV\x01\x00" + bytes(40), "window")
+
+
+def test_tree_r_last_layout_is_the_librarys() -> None:
+    """CheckProvable's expected tree-r-last files: the library's layout (rust_filecoin, checked
+    against a real PC2 in tests/unit/rust_filecoin), not the emulation's, which differs at 8 MiB."""
+    v = FilecoinVerifier()
+    assert v.tree_r_last_files(2048) == {"sc-02-data-tree-r-last.dat": 32}
+    assert v.tree_r_last_files(MIB8) == {"sc-02-data-tree-r-last.dat": 18_720}
+    assert v.tree_r_last_files(MIB8) != EmulatedVerifier().tree_r_last_files(MIB8)
+    with pytest.raises(ValueError, match="unsupported sector size"):
+        v.tree_r_last_files(32 << 30)

@@ -314,3 +314,44 @@ def test_post_made_from_vanilla_proofs(configured: Path, tmp_path: Path) -> None
     # The proof read before the damage still makes a valid PoSt (it carries its own leaves).
     again = rust_filecoin.generate_post_with_vanilla("window", SIZE, RANDOMNESS, PROVER, vanilla)
     assert rust_filecoin.verify_window_post(SIZE, RANDOMNESS, PROVER, public, again)
+
+
+def _tree_r_last_on_disk(cache: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in cache.iterdir() if "tree-r-last" in p.name}
+
+
+def _oct_cache_bytes(sector_size: int) -> int:
+    """One 8-ary tree over the sector's 32-byte nodes, stored without its leaves (the sealed
+    file) and the two rows above them (the library's default rows to discard; at most the one
+    row between leaves and root for a 3-row tree): counted row by row, independently of the
+    library's functions."""
+    height = (sector_size // 32).bit_length() // 3
+    kept = max(height - 1 - 2, 0)
+    return sum(8**k for k in range(kept + 1)) * 32
+
+
+def test_tree_r_last_files_are_what_pc2_writes(configured: Path, tmp_path: Path) -> None:
+    """The listed tree-r-last files are exactly those a sealed 2 KiB cache holds, with their
+    sizes, before and after clear_cache; a shorter one is a fault the library sees too."""
+    listed = rust_filecoin.tree_r_last_files(SIZE)
+    assert listed == [("sc-02-data-tree-r-last.dat", _oct_cache_bytes(SIZE))]
+    s = seal_to_pc2(tmp_path, 21)
+    assert _tree_r_last_on_disk(s.cache) == dict(listed)
+    rust_filecoin.clear_cache(s.cache)
+    assert _tree_r_last_on_disk(s.cache) == dict(listed)
+    sector = (s.number, s.comm_r, s.sealed, s.cache)
+    assert rust_filecoin.check_provable(SIZE, PROVER, [sector]) == {s.number: None}
+    name, size = listed[0]
+    with open(s.cache / name, "r+b") as f:
+        f.truncate(size - 32)
+    fault = rust_filecoin.check_provable(SIZE, PROVER, [sector])[s.number]
+    assert fault is not None and "tree" in fault.lower(), fault
+
+
+def test_tree_r_last_files_of_each_served_size(configured: Path) -> None:
+    for size in rust_filecoin.supported_sector_sizes():
+        assert rust_filecoin.tree_r_last_files(size) == [("sc-02-data-tree-r-last.dat", _oct_cache_bytes(size))]
+    assert _oct_cache_bytes(8 << 20) == 18_720 and _oct_cache_bytes(512 << 20) == 1_198_368
+    for bad in (0, 4096, 32 << 30):
+        with pytest.raises(ValueError, match=f"unsupported sector size {bad}"):
+            rust_filecoin.tree_r_last_files(bad)
