@@ -1,7 +1,7 @@
 """Typed interface of the rust_filecoin extension: the optional real Filecoin proofs backend.
 
 Built by ``make develop-filecoin`` (not by the default build); see docs/filecoin-backend.md.
-Thin bindings over filecoin-proofs-api 19.1 (CPU only) for 2 KiB, 8 MiB and 512 MiB sectors.
+Thin bindings over filecoin-proofs-api 19.1 (CPU only) for 2 KiB, 8 MiB, 512 MiB, 32 GiB and 64 GiB sectors.
 
 Sizes are bytes; commitments, ids, tickets, seeds and randomness are 32 raw bytes. A piece is
 ``(padded size, commP)`` as in rust_core. Every blob that travels between processes (PC1 and C1
@@ -48,7 +48,8 @@ def ensure_parameters(sector_size: int, circuit_name: str, proving: bool = True)
     when allowed. Returns the seconds generation took, None when they were there."""
 
 def supported_sector_sizes() -> list[int]:
-    """2 KiB, 8 MiB, 512 MiB."""
+    """2 KiB, 8 MiB, 512 MiB (the test sizes, whose parameters may be generated) and 32 GiB,
+    64 GiB (the network's: its parameter files only)."""
 
 def tree_r_last_files(sector_size: int) -> list[tuple[str, int]]:
     """(file name, size in bytes) of each tree-r-last file PC2 leaves in a sector's cache (and

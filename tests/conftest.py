@@ -14,6 +14,19 @@ from tests.support.paths import VECTORS_DIR
 os.environ["SECTORSTORAGE_TEST_FAULTS"] = "1"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The proofs library (rust_filecoin, when built) reads its parameter cache once per process,
+    at its first use: point it at the tests' cache before any test can touch it, so no test's
+    outcome depends on which filecoin test happened to run first in this process."""
+    try:
+        import rust_filecoin
+    except ImportError:
+        return
+    env = os.environ.get("SECTORSTORAGE_FIL_PARAMS")
+    cache = Path(env) if env else Path.home() / ".cache" / "sectorstorage" / "filecoin-params"
+    rust_filecoin.configure(cache, cache / "parents")
+
+
 @pytest.fixture(scope="session")
 def vectors_dir() -> Path:
     """The shared known-answer vectors (fr32, commP, commD, CIDs); fails if they are missing."""

@@ -102,9 +102,9 @@ mod tests {
 
     #[test]
     fn the_production_shapes_split_into_base_trees() {
-        // Not served here (sizes.rs), but the same functions give Lotus' layout: 8 files of
-        // 9 586 976 bytes for 32 GiB, 16 for 64 GiB.
+        // Lotus' layout: 8 files of 9 586 976 bytes for 32 GiB, 16 for 64 GiB.
         let files = files_for_shape::<SectorShape32GiB>(32 << 30).unwrap();
+        assert_eq!(tree_r_last_files(32 << 30).unwrap(), files);
         let names: Vec<String> = (0..8)
             .map(|k| format!("sc-02-data-tree-r-last-{k}.dat"))
             .collect();
@@ -115,11 +115,12 @@ mod tests {
         assert_eq!(files.len(), 16);
         assert_eq!(files[15].0, "sc-02-data-tree-r-last-15.dat");
         assert!(files.iter().all(|f| f.1 == 9_586_976));
+        assert_eq!(tree_r_last_files(64 << 30).unwrap(), files);
     }
 
     #[test]
     fn other_sizes_are_refused() {
-        for size in [0, 4096, 32 << 30] {
+        for size in [0, 4096, 16 << 30] {
             let err = tree_r_last_files(size).unwrap_err();
             assert!(matches!(err, Error::Invalid(_)), "{err}");
         }

@@ -141,7 +141,7 @@ pub fn ensure(circuit: Circuit, proving: bool) -> Result<Option<Duration>> {
         return Ok(None);
     }
     let size = circuit.sector_size();
-    if size > generate_up_to() {
+    if size > generate_up_to() || size > sizes::LARGEST_GENERATED {
         if marker.exists() && !generation_running(&params)? {
             return Err(Error::IncompleteParameters {
                 path: params,
@@ -226,8 +226,12 @@ fn remove_if_present(path: &Path) -> Result<()> {
 /// parameter cache.
 pub fn generate(circuit: Circuit) -> Result<()> {
     match circuit {
-        Circuit::Seal(proof) => crate::with_sizes!(circuit.sector_size(), generate_seal, proof)?,
-        Circuit::Post(proof) => crate::with_sizes!(circuit.sector_size(), generate_post, proof)?,
+        Circuit::Seal(proof) => {
+            crate::with_generated_sizes!(circuit.sector_size(), generate_seal, proof)?
+        }
+        Circuit::Post(proof) => {
+            crate::with_generated_sizes!(circuit.sector_size(), generate_post, proof)?
+        }
     }
     .map_err(Error::from)
 }

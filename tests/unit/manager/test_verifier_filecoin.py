@@ -43,5 +43,6 @@ def test_tree_r_last_layout_is_the_librarys() -> None:
     assert v.tree_r_last_files(2048) == {"sc-02-data-tree-r-last.dat": 32}
     assert v.tree_r_last_files(MIB8) == {"sc-02-data-tree-r-last.dat": 18_720}
     assert v.tree_r_last_files(MIB8) != EmulatedVerifier().tree_r_last_files(MIB8)
+    assert len(v.tree_r_last_files(32 << 30)) == 8
     with pytest.raises(ValueError, match="unsupported sector size"):
-        v.tree_r_last_files(32 << 30)
+        v.tree_r_last_files(16 << 30)

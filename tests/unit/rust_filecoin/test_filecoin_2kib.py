@@ -349,9 +349,15 @@ def test_tree_r_last_files_are_what_pc2_writes(configured: Path, tmp_path: Path)
 
 
 def test_tree_r_last_files_of_each_served_size(configured: Path) -> None:
-    for size in rust_filecoin.supported_sector_sizes():
+    for size in (2048, 8 << 20, 512 << 20):
         assert rust_filecoin.tree_r_last_files(size) == [("sc-02-data-tree-r-last.dat", _oct_cache_bytes(size))]
     assert _oct_cache_bytes(8 << 20) == 18_720 and _oct_cache_bytes(512 << 20) == 1_198_368
-    for bad in (0, 4096, 32 << 30):
+    # The production sizes: 8 and 16 base trees of 9 586 976 bytes (Lotus' caches).
+    assert rust_filecoin.tree_r_last_files(32 << 30) == [
+        (f"sc-02-data-tree-r-last-{k}.dat", 9_586_976) for k in range(8)
+    ]
+    assert len(rust_filecoin.tree_r_last_files(64 << 30)) == 16
+    assert rust_filecoin.supported_sector_sizes() == [2048, 8 << 20, 512 << 20, 32 << 30, 64 << 30]
+    for bad in (0, 4096, 16 << 30):
         with pytest.raises(ValueError, match=f"unsupported sector size {bad}"):
             rust_filecoin.tree_r_last_files(bad)

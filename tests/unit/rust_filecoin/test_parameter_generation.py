@@ -106,3 +106,34 @@ def test_complete_files_without_a_marker_are_used_as_they_are(tmp_path: Path) ->
     assert out.stdout is not None and out.stdout.read().strip() == "None"
     assert not marker.exists() and not Path(f"{params}.lock").exists()
     os.remove(params)
+
+
+def test_the_production_sizes_use_the_networks_files_and_are_never_generated(tmp_path: Path) -> None:
+    """32 and 64 GiB sectors are the network's proof types: their parameter files have the names
+    `paramfetch` downloads (the circuit's hash), and no setting makes this process generate
+    them (random parameters are for tests; these would take days)."""
+    out = run(
+        tmp_path,
+        1 << 40,
+        """
+        for size in (32 << 30, 64 << 30):
+            print(f.parameter_files(size, "seal")[0].rsplit("/", 1)[1])
+            try:
+                f.ensure_parameters(size, "seal")
+            except f.MissingParameters as e:
+                print("refused:", e)
+        """,
+    )
+    assert out.stdout is not None
+    lines = out.stdout.read().splitlines()
+    assert lines[0] == (
+        "v28-stacked-proof-of-replication-merkletree-poseidon_hasher-8-8-0-sha256_hasher-"
+        "82a357d2f2ca81dc61bb45f4a762807aedee1b0a53fd6c4e77b46a01bfef7820.params"
+    )
+    assert lines[2] == (
+        "v28-stacked-proof-of-replication-merkletree-poseidon_hasher-8-8-2-sha256_hasher-"
+        "96f1b4a04c5c51e4759bbf224bbc2ef5a42c7100f16ec0637123f16a845ddfb2.params"
+    )
+    for refusal, size in ((lines[1], "32 GiB"), (lines[3], "64 GiB")):
+        assert refusal.startswith("refused: missing Groth16 parameters file") and f"({size})" in refusal, refusal
+    assert not list(tmp_path.glob("*.params"))
