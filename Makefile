@@ -14,6 +14,9 @@ FILECOIN_TARGET ?= $(HOME)/.cache/sectorstorage/rust_filecoin-target
 # one holds a lock while it builds and installs: two checkouts never mix their builds.
 FILECOIN_LOCK   := flock $(FILECOIN_TARGET).lock env CARGO_TARGET_DIR=$(FILECOIN_TARGET)
 FILECOIN_CARGO  := $(FILECOIN_LOCK) cargo
+# `make develop-filecoin FILECOIN_FEATURES=cuda` (or opencl): the proofs library's GPU code, off by
+# default (it needs the CUDA toolkit / an OpenCL ICD to build).
+FILECOIN_FEATURES ?=
 FILECOIN_CACHE  := $(patsubst %/,%,$(dir $(FILECOIN_TARGET)))
 comma       := ,
 
@@ -58,7 +61,7 @@ develop: $(DEPS_STAMP)
 # The real proofs backend as the extension module rust_filecoin (first build: about 3 minutes on
 # 2 cores; later builds reuse $(FILECOIN_TARGET)). Never part of `make develop` or `make demo`.
 develop-filecoin: $(DEPS_STAMP) | $(FILECOIN_CACHE)
-	$(call step,building rust_filecoin (real Filecoin proofs; first build: about 3 minutes),VIRTUAL_ENV=$(abspath $(VENV)) $(FILECOIN_LOCK) $(VENV)/bin/maturin develop --release -q -m $(FILECOIN_DIR)/Cargo.toml,build-filecoin)
+	$(call step,building rust_filecoin (real Filecoin proofs; first build: about 3 minutes),VIRTUAL_ENV=$(abspath $(VENV)) $(FILECOIN_LOCK) $(VENV)/bin/maturin develop --release -q -m $(FILECOIN_DIR)/Cargo.toml $(if $(FILECOIN_FEATURES),--features $(FILECOIN_FEATURES)),build-filecoin)
 
 protos: $(DEPS_STAMP)
 	$(VPY) scripts/gen_protos.py
