@@ -40,9 +40,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from services.common.resource_override import ResourceOverride
 from services.manager.accounting import Hardware  # noqa: E402
 from services.manager.queue import SchedRequest  # noqa: E402
-from services.manager.resources import GiB, ResourceTable, RowOverride, SealProof  # noqa: E402
+from services.manager.resources import GiB, ResourceTable, SealProof  # noqa: E402
 from services.manager.scheduler import Scheduler, SchedWorker  # noqa: E402
 from services.manager.selectors import ANYWHERE, Candidates  # noqa: E402
 from services.manager.tasks import TaskType  # noqa: E402
@@ -64,7 +65,7 @@ SIZES = [
 # Concurrency caps keep 2 KiB/8 MiB tasks (which need almost nothing) from piling up by the
 # thousand on one worker, as an operator would configure.
 CAPS = [
-    RowOverride(tt, p, max_concurrent=8)
+    ResourceOverride(tt, p, max_concurrent=8)
     for tt in T
     for p in (SealProof.STACKED_DRG_2KIB_V1_1, SealProof.STACKED_DRG_8MIB_V1_1)
 ]

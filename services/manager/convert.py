@@ -17,6 +17,7 @@ from services.common import wellknown
 from services.common.cid import CidError, parse_unsealed_cid, sealed_cid, unsealed_cid
 from services.common.pieces import is_unpadded_piece_size
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
+from services.common.resource_override import ResourceOverride
 from services.manager.accounting import Hardware
 from services.manager.domain import (
     AddPieceInput,
@@ -42,7 +43,7 @@ from services.manager.domain import (
 from services.manager.leadership import Lease
 from services.manager.post import post_proof_info
 from services.manager.records import CallRecord, CallStatus
-from services.manager.resources import RowOverride, SealProof
+from services.manager.resources import SealProof
 from services.manager.store import SectorCommitmentsRecord
 from services.manager.tasks import TaskType
 from services.manager.validation import (
@@ -421,14 +422,14 @@ def worker_info(info: common_pb2.WorkerInfo) -> WorkerInfo:
     )
 
 
-def _overrides(info: common_pb2.WorkerInfo) -> list[RowOverride]:
+def _overrides(info: common_pb2.WorkerInfo) -> list[ResourceOverride]:
     out = []
     for o in info.resource_overrides:
         if o.task_type not in TaskType._value2member_map_:
             continue
         proof = SealProof(o.seal_proof) if o.seal_proof in SealProof._value2member_map_ else None
         out.append(
-            RowOverride(
+            ResourceOverride(
                 task_type=TaskType(o.task_type),
                 proof=proof,
                 min_memory=o.min_memory if o.HasField("min_memory") else None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from services.common.resource_override import ResourceOverride
 from services.common.vocabulary import SECTOR_SIZES, SIZE_LABELS, GiB, KiB, MiB, SealProof
 from services.manager.tasks import TaskType
 
@@ -140,38 +141,6 @@ _TABLE[TaskType.GENERATE_WINNING_POST] = dict(_TABLE[TaskType.GENERATE_WINDOW_PO
 DEFAULT_ROWS: dict[Shape, ResourceRow] = {(tt, p): row for tt, rows in _TABLE.items() for p, row in rows.items()}
 
 
-@dataclass(frozen=True)
-class RowOverride:
-    """A worker's change to the table: the fields that are not None replace the built-in ones,
-    for one sector size or (proof None) for every size."""
-
-    task_type: TaskType
-    proof: SealProof | None = None
-    min_memory: int | None = None
-    max_memory: int | None = None
-    max_parallelism: int | None = None
-    max_parallelism_gpu: int | None = None
-    gpu_utilization: float | None = None
-    base_min_memory: int | None = None
-    max_concurrent: int | None = None
-
-    def apply(self, row: ResourceRow) -> ResourceRow:
-        changes = {
-            name: getattr(self, name)
-            for name in (
-                "min_memory",
-                "max_memory",
-                "max_parallelism",
-                "max_parallelism_gpu",
-                "gpu_utilization",
-                "base_min_memory",
-                "max_concurrent",
-            )
-            if getattr(self, name) is not None
-        }
-        return replace(row, **changes) if changes else row
-
-
 class ResourceTable:
     """The rows one worker is scheduled with: the defaults plus that worker's overrides.
 
@@ -181,14 +150,16 @@ class ResourceTable:
 
     __slots__ = ("_rows",)
 
-    def __init__(self, rows: Mapping[Shape, ResourceRow] | None = None, overrides: Iterable[RowOverride] = ()) -> None:
+    def __init__(
+        self, rows: Mapping[Shape, ResourceRow] | None = None, overrides: Iterable[ResourceOverride] = ()
+    ) -> None:
         table = dict(DEFAULT_ROWS if rows is None else rows)
         ordered = sorted(overrides, key=lambda o: o.proof is not None)
         for override in ordered:
             proofs = list(SealProof) if override.proof is None else [override.proof]
             for proof in proofs:
                 key = (override.task_type, proof)
-                table[key] = override.apply(table.get(key, ZERO))
+                table[key] = replace(table.get(key, ZERO), **override.set_fields())
         self._rows = table
 
     def row(self, shape: Shape) -> ResourceRow:

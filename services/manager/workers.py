@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
+from services.common.resource_override import ResourceOverride
 from services.manager.accounting import Hardware
-from services.manager.resources import ResourceTable, RowOverride
+from services.manager.resources import ResourceTable
 from services.manager.tasks import TaskType
 
 
@@ -54,7 +55,7 @@ class WorkerInfo:
     # The task types it runs, as sent (values this manager does not know included).
     task_types: tuple[int, ...] = ()
     # Its changes to the resource table (rows of task types this manager does not know left out).
-    overrides: tuple[RowOverride, ...] = ()
+    overrides: tuple[ResourceOverride, ...] = ()
     wire: bytes = b""
 
 

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 import rust_core
 from services.common import wellknown
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.common.resource_override import ResourceOverride
 from services.common.vocabulary import TaskType
 from services.worker import sealer, tasks
 from services.worker.calls import CallId, CallType, TaskFailure
@@ -25,7 +26,7 @@ from services.worker.messages import call_id_of, file_type_msg, sector_id_msg, s
 from services.worker.parts import Parts
 from services.worker.paths import PathMeta
 from services.worker.reads import Chunk
-from services.worker.resources import ALL_TASK_TYPES, OVERRIDE_FIELDS, ResourceOverride
+from services.worker.resources import ALL_TASK_TYPES
 from services.worker.sealer import Piece
 from services.worker.sectors import (
     FileType,
@@ -414,12 +415,10 @@ def task_resources(row: ResourceOverride) -> common_pb2.TaskResources:
     """An override row as TaskResources: the fields the operator set, the others unset."""
     msg = common_pb2.TaskResources(
         task_type=common_pb2.TaskType.ValueType(row.task_type),
-        seal_proof=common_pb2.RegisteredSealProof.ValueType(row.seal_proof),
+        seal_proof=common_pb2.RegisteredSealProof.ValueType(row.proof or 0),
     )
-    for name in OVERRIDE_FIELDS:
-        value = getattr(row, name)
-        if value is not None:
-            setattr(msg, name, value)
+    for name, value in row.set_fields().items():
+        setattr(msg, name, value)
     return msg
 
 

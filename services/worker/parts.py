@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 
 from services.common import errors
+from services.common.resource_override import ResourceOverride
 from services.worker import bulk, tasks
 from services.worker.callstore import CallStore
 from services.worker.config import WorkerConfig
@@ -19,7 +20,7 @@ from services.worker.pc1_batch import Pc1Batcher
 from services.worker.peers import Peers
 from services.worker.proofs import EmulatedProofs, SealingProofs
 from services.worker.remote_store import RemoteStore
-from services.worker.resources import EnabledTaskTypes, ResourceOverride, Resources
+from services.worker.resources import EnabledTaskTypes, Resources
 from services.worker.returns import ReturnSender
 from services.worker.runner import CallRunner
 from services.worker.storage_control import StorageControl

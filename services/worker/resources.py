@@ -16,13 +16,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import rust_core
 from services.common import vocabulary
-from services.common.vocabulary import TASK_BY_SHORT
+from services.common.resource_override import ResourceOverride
+from services.common.vocabulary import TASK_BY_SHORT, SealProof, TaskType
 from services.worker.cgroup import CgroupLimits, read_limits
 from services.worker.sectors import SEAL_PROOF_SIZES, SIZE_LABELS
 
@@ -68,26 +69,6 @@ def is_override_key(key: str) -> bool:
     return bool(_KEY.match(key.upper()))
 
 
-@dataclass(frozen=True)
-class ResourceOverride:
-    """One row of overrides (the TaskResources message of WorkerInfo.resource_overrides): for a
-    task type and a sector size (seal proof value; 0 = every size), the fields the operator set
-    (None: not set, the manager's table applies)."""
-
-    task_type: int
-    seal_proof: int = 0
-    min_memory: int | None = None
-    max_memory: int | None = None
-    max_parallelism: int | None = None
-    max_parallelism_gpu: int | None = None
-    gpu_utilization: float | None = None
-    base_min_memory: int | None = None
-    max_concurrent: int | None = None
-
-
-OVERRIDE_FIELDS = tuple(f.name for f in fields(ResourceOverride) if f.name not in ("task_type", "seal_proof"))
-
-
 def parse_overrides(values: Mapping[str, Any]) -> list[ResourceOverride]:
     """Resource overrides from `NAME: value` pairs; names that do not match the pattern are
     ignored (the environment has many other variables), bad values are ValueError."""
@@ -121,12 +102,15 @@ def parse_overrides(values: Mapping[str, Any]) -> list[ResourceOverride]:
                 row["max_concurrent"] = value_u
         except ValueError as exc:
             raise ValueError(f"resource override {key}={raw!r}: {exc}") from None
-    return [ResourceOverride(task, proof, **rows[(task, proof)]) for task, proof in sorted(rows)]
+    return [
+        ResourceOverride(TaskType(task), SealProof(proof) if proof else None, **rows[(task, proof)])
+        for task, proof in sorted(rows)
+    ]
 
 
 def concurrency_caps(overrides: list[ResourceOverride]) -> dict[tuple[int, int], int]:
     """(task type, seal proof or 0 for every size) -> most tasks at once."""
-    return {(r.task_type, r.seal_proof): r.max_concurrent for r in overrides if r.max_concurrent is not None}
+    return {(int(r.task_type), int(r.proof or 0)): r.max_concurrent for r in overrides if r.max_concurrent is not None}
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ registry and the scheduler read; WorkerStats shows operators the message exactly
 from __future__ import annotations
 
 from services.common.proto.sectorstorage.v1 import common_pb2
+from services.common.resource_override import ResourceOverride
 from services.manager import convert
 from services.manager.accounting import Hardware
-from services.manager.resources import RowOverride, SealProof
+from services.manager.resources import SealProof
 from services.manager.tasks import TaskType
 from services.manager.workers import Gpu, WorkerHandle, hardware_of, table_of, task_types_of
 
@@ -51,8 +52,8 @@ def test_worker_info_decodes_what_the_manager_reads() -> None:
     assert info.path_ids == ("p1",)
     # Optional fields: set (even to 0) is an override, unset is not; unknown task types are dropped.
     assert info.overrides == (
-        RowOverride(TaskType.PRE_COMMIT_1, None, max_concurrent=3),
-        RowOverride(TaskType.PRE_COMMIT_1, SealProof.STACKED_DRG_2KIB_V1_1, min_memory=0),
+        ResourceOverride(TaskType.PRE_COMMIT_1, None, max_concurrent=3),
+        ResourceOverride(TaskType.PRE_COMMIT_1, SealProof.STACKED_DRG_2KIB_V1_1, min_memory=0),
     )
     assert table_of(info).row((TaskType.PRE_COMMIT_1, SealProof.STACKED_DRG_2KIB_V1_1)).min_memory == 0
     handle = WorkerHandle("w-1", "s", "addr", info, 0.0, 0.0)

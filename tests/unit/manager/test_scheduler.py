@@ -7,9 +7,10 @@ import random
 
 import pytest
 
+from services.common.resource_override import ResourceOverride
 from services.manager.accounting import Hardware, WaitReason, WorkerCapacity
 from services.manager.queue import RequestState
-from services.manager.resources import DEFAULT_TABLE, GiB, KiB, MiB, ResourceRow, ResourceTable, RowOverride, SealProof
+from services.manager.resources import DEFAULT_TABLE, GiB, KiB, MiB, ResourceRow, ResourceTable, SealProof
 from services.manager.scheduler import Scheduler
 from services.manager.selectors import Candidates
 from services.manager.tasks import TaskType, parse_task_type, queue_key
@@ -104,8 +105,8 @@ def test_multithreaded_is_92_percent(cpus: int, threads: int) -> None:
 def test_overrides_per_size_beat_all_sizes() -> None:
     table = ResourceTable(
         overrides=[
-            RowOverride(T.PRE_COMMIT_1, P32G, max_concurrent=4),
-            RowOverride(T.PRE_COMMIT_1, None, max_concurrent=2, max_parallelism=2),
+            ResourceOverride(T.PRE_COMMIT_1, P32G, max_concurrent=4),
+            ResourceOverride(T.PRE_COMMIT_1, None, max_concurrent=2, max_parallelism=2),
         ]
     )
     assert table.row((T.PRE_COMMIT_1, P32G)).max_concurrent == 4
@@ -128,7 +129,7 @@ def test_worked_example_two_pc1_fit_third_waits() -> None:
 
 def test_pc1_blocks_multithreaded_pc2_and_back() -> None:
     """With all threads going to PC2 (ParallelNum = ParallelDenom), a running PC1 blocks PC2."""
-    table = ResourceTable(overrides=[RowOverride(T.PRE_COMMIT_2, P32G, max_parallelism=32, gpu_utilization=0.0)])
+    table = ResourceTable(overrides=[ResourceOverride(T.PRE_COMMIT_2, P32G, max_parallelism=32, gpu_utilization=0.0)])
     sched = Scheduler(Recorder())
     add_worker(sched, "w", table=table)
     pc1 = request(T.PRE_COMMIT_1)
@@ -178,7 +179,7 @@ def test_gpu_slots_one_task_per_gpu_and_ordinals() -> None:
     rec = Recorder()
     sched = Scheduler(rec)
     hw = Hardware(mem_physical=1024 * GiB, mem_swap=0, mem_reserved=0, cpus=256, gpu_ordinals=(2, 5))
-    table = ResourceTable(overrides=[RowOverride(T.COMMIT_2, None, max_parallelism=1)])
+    table = ResourceTable(overrides=[ResourceOverride(T.COMMIT_2, None, max_parallelism=1)])
     add_worker(sched, "g", hardware=hw, table=table)
     c2s = [request(T.COMMIT_2, number=i) for i in range(3)]
     placed = [sched.submit(r) for r in c2s]
@@ -191,7 +192,7 @@ def test_gpu_slots_one_task_per_gpu_and_ordinals() -> None:
 def test_fractional_gpu_shares_pair_up() -> None:
     sched = Scheduler(Recorder())
     hw = Hardware(mem_physical=1024 * GiB, mem_swap=0, mem_reserved=0, cpus=64, gpu_ordinals=(0, 1))
-    table = ResourceTable(overrides=[RowOverride(T.PRE_COMMIT_2, None, gpu_utilization=0.5, max_parallelism=1)])
+    table = ResourceTable(overrides=[ResourceOverride(T.PRE_COMMIT_2, None, gpu_utilization=0.5, max_parallelism=1)])
     add_worker(sched, "g", hardware=hw, table=table)
     reqs = [request(T.PRE_COMMIT_2, number=i) for i in range(5)]
     assert [sched.submit(r) for r in reqs] == [True, True, True, True, False]
@@ -202,7 +203,7 @@ def test_fractional_gpu_shares_pair_up() -> None:
 def test_gpu_less_worker_runs_gpu_tasks_without_gpu_limit() -> None:
     sched = Scheduler(Recorder())
     hw = Hardware(mem_physical=1024 * GiB, mem_swap=0, mem_reserved=0, cpus=64)
-    table = ResourceTable(overrides=[RowOverride(T.COMMIT_2, None, max_parallelism=1)])
+    table = ResourceTable(overrides=[ResourceOverride(T.COMMIT_2, None, max_parallelism=1)])
     add_worker(sched, "cpu", hardware=hw, table=table)
     reqs = [request(T.COMMIT_2, P2K, number=i) for i in range(5)]
     assert all(sched.submit(r) for r in reqs)
@@ -225,7 +226,7 @@ def test_base_memory_held_once_per_type() -> None:
 
 def test_caps_limit_concurrent_tasks() -> None:
     sched = Scheduler(Recorder())
-    table = ResourceTable(overrides=[RowOverride(T.PRE_COMMIT_1, P2K, max_concurrent=2)])
+    table = ResourceTable(overrides=[ResourceOverride(T.PRE_COMMIT_1, P2K, max_concurrent=2)])
     add_worker(sched, "w", table=table)
     reqs = [request(T.PRE_COMMIT_1, P2K, number=i) for i in range(4)]
     assert [sched.submit(r) for r in reqs] == [True, True, False, False]
@@ -301,7 +302,7 @@ def test_holder_preferred_over_idle_pool_worker() -> None:
 def test_existing_without_fetch_waits_for_holder() -> None:
     rec = Recorder()
     sched = Scheduler(rec)
-    table = ResourceTable(overrides=[RowOverride(T.COMMIT_1, None, max_concurrent=1)])
+    table = ResourceTable(overrides=[ResourceOverride(T.COMMIT_1, None, max_concurrent=1)])
     add_worker(sched, "a", table=table)
     add_worker(sched, "b", table=table)
     first = request(T.COMMIT_1, P2K, candidates=Candidates(preferred=("a",)))

@@ -1,6 +1,6 @@
 """The manager's filecoin verifier (services/manager/verifier_filecoin.py) in-process, for what
 the fleet test cannot reach cheaply: a verifying key missing from the manager's parameter cache
-(8 MiB: never generated here) is FAILED_PRECONDITION naming the file, not an invalid proof; an
+(64 GiB: the network's files only, never generated) is FAILED_PRECONDITION naming the file, not an invalid proof; an
 emulated vanilla proof is refused before it is stored. Real proofs through the manager:
 tests/integration/fleet/test_filecoin_fleet.py."""
 
@@ -24,7 +24,7 @@ MIB8 = 8 << 20
 def test_a_missing_verifying_key_is_the_operators_to_fix() -> None:
     proof = b"FCPT\x01\x00" + bytes(192)
     with pytest.raises(FailedPrecondition, match=r"\.vk.*parameter_cache"):
-        FilecoinVerifier().verify_post("window", MIB8, bytes(32), bytes(32), [(1, bytes(32))], proof)
+        FilecoinVerifier().verify_post("window", 64 << 30, bytes(32), bytes(32), [(1, bytes(32))], proof)
 
 
 def test_vanilla_proofs_of_the_other_backend_are_refused() -> None:

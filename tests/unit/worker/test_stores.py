@@ -292,11 +292,11 @@ def test_resource_overrides() -> None:
             "AP_MAX_PARALLELISM": -1,
         }
     )
-    by = {(r.task_type, r.seal_proof): r for r in rows}
+    by = {(r.task_type, r.proof): r for r in rows}
     assert by[(TaskType.PRE_COMMIT_1, SealProof.STACKED_DRG_32GIB_V1_1)].max_concurrent == 4
-    assert by[(TaskType.PRE_COMMIT_2, 0)].gpu_utilization == 0.5
-    assert by[(TaskType.COMMIT_2, 0)].min_memory == 2 << 30
-    assert by[(TaskType.ADD_PIECE, 0)].max_parallelism == -1
+    assert by[(TaskType.PRE_COMMIT_2, None)].gpu_utilization == 0.5
+    assert by[(TaskType.COMMIT_2, None)].min_memory == 2 << 30
+    assert by[(TaskType.ADD_PIECE, None)].max_parallelism == -1
     assert concurrency_caps(rows) == {(TaskType.PRE_COMMIT_1, SealProof.STACKED_DRG_32GIB_V1_1): 4}
     with pytest.raises(ValueError, match="C2_MIN_MEMORY"):
         parse_overrides({"C2_MIN_MEMORY": "lots"})
