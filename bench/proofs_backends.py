@@ -249,6 +249,7 @@ class Row:
     process_wall_s: float | None  # the child from fork to exit (interpreter start included)
     process_cpu_s: float | None
     skipped: str | None = None
+    load_avg: float | None = None  # 1-minute load average as the step started (a shared machine)
 
 
 def measure(args: StepArgs) -> Row:
@@ -256,7 +257,7 @@ def measure(args: StepArgs) -> Row:
     cmd = [sys.executable, "-m", "bench.proofs_backends", "--step", args.step, "--backend", args.backend]
     cmd += ["--size", str(args.size), "--workdir", str(args.workdir), "--piece", str(args.piece)]
     cmd += ["--params", str(args.params)] + (["--generate-parameters"] if args.generate else [])
-    t0 = time.perf_counter()
+    load, t0 = os.getloadavg()[0], time.perf_counter()
     child = subprocess.Popen(cmd, cwd=ROOT)
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
@@ -273,6 +274,7 @@ def measure(args: StepArgs) -> Row:
         peak_rss_bytes=usage.ru_maxrss * 1024,
         process_wall_s=elapsed,
         process_cpu_s=usage.ru_utime + usage.ru_stime,
+        load_avg=load,
     )
 
 
@@ -460,7 +462,9 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(root, ignore_errors=True)
     print()
     print(table(rows, backends))
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    loads = [r.load_avg for r in rows if r.load_avg is not None]
+    if loads:
+        print(f"1-min load average as the steps started: {min(loads):.2f} to {max(loads):.2f} ({os.cpu_count()} CPUs)")
     print("wall and CPU: the call alone, in a fresh process; peak RSS: that process's (see the 'start' row)")
     if a.json:
         a.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
