@@ -3,7 +3,7 @@ emulation (rust_core) and by Filecoin's proofs (rust_filecoin), PC1, PC2, C1, C2
 VerifySeal, optionally unseal) each timed in a fresh child process.
 
     python -m bench.proofs_backends [--sizes 2KiB,8MiB,512MiB] [--backends emulated,filecoin]
-        [--unseal] [--json PATH] [--workdir DIR] [--keep] [--generate-parameters]
+        [--unseal] [--json PATH] [--workdir DIR] [--keep] [--steps pc1,pc2,...] [--generate-parameters]
 
 Why a child per step: each step's peak RSS is then its own (ru_maxrss of that process, from
 os.wait4), and C2 includes loading the Groth16 parameters, as a worker's first C2 does. The steps
@@ -291,14 +291,23 @@ def missing_parameters(size: int, params: Path) -> list[str]:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def bench_backend(
-    size: int, backend: str, root: Path, params: Path, generate: bool, unseal: bool
-) -> tuple[list[Row], str]:
-    """One sector through every step, each in its own child; the rows and the sector's commD."""
+@dataclass(frozen=True)
+class Options:
+    params: Path
+    generate: bool = False
+    steps: tuple[str, ...] = STEPS  # in STEPS' order; "unseal" may follow
+    # Keep each sector's files (`<workdir>/<size>-<backend>/`): a later run with the same
+    # --workdir and --steps (say c2,verify once the parameters exist) continues that sector.
+    keep: bool = False
+
+
+def bench_backend(size: int, backend: str, root: Path, opts: Options) -> tuple[list[Row], str]:
+    """One sector through the steps, each in its own child; the rows and the sector's commD."""
+    params, generate = opts.params, opts.generate
     workdir = root / f"{size_name(size)}-{backend}"
-    workdir.mkdir()
-    steps = [*STEPS, *(["unseal"] if unseal else [])]
-    missing = missing_parameters(size, params) if backend == "filecoin" else []
+    workdir.mkdir(exist_ok=opts.keep)
+    steps = list(opts.steps)
+    missing = missing_parameters(size, params) if backend == "filecoin" and "c2" in steps else []
     if missing and generate:
         steps.insert(steps.index("c2"), "params")
     skipped: set[str] = set()
@@ -317,9 +326,10 @@ def bench_backend(
                 rows.append(Row(size_name(size), step, backend, None, None, None, None, None, "parameters missing"))
             else:
                 rows.append(measure(StepArgs(step, backend, size, workdir, root / PIECE, params, generate)))
-        comm_d = str(json.loads((workdir / "state.json").read_text())["comm_d"])
+        comm_d = _state(StepArgs("", backend, size, workdir, root / PIECE, params, generate)).get("comm_d", "")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not opts.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
     return rows, comm_d
 
 
@@ -389,26 +399,27 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
-def bench(sizes: list[int], backends: list[str], root: Path, params: Path, generate: bool, unseal: bool) -> list[Row]:
+def bench(sizes: list[int], backends: list[str], root: Path, opts: Options) -> list[Row]:
     """Every size through every backend; the backends must agree on each sector's commD (same
     data, and fr32 and commD are Filecoin's in both)."""
     rows: list[Row] = []
     for size in sizes:
         piece = root / PIECE
-        with open(piece, "wb") as f:
-            left = size // 128 * 127
-            while left:
-                chunk = min(left, 64 << 20)
-                f.write(os.urandom(chunk))
-                left -= chunk
+        if "addpiece" in opts.steps:
+            with open(piece, "wb") as f:
+                left = size // 128 * 127
+                while left:
+                    chunk = min(left, 64 << 20)
+                    f.write(os.urandom(chunk))
+                    left -= chunk
         comm_ds = {}
         try:
             for backend in backends:
                 print(f"{size_name(size)} {backend} ...", flush=True)
-                more, comm_ds[backend] = bench_backend(size, backend, root, params, generate, unseal)
+                more, comm_ds[backend] = bench_backend(size, backend, root, opts)
                 rows += more
         finally:
-            piece.unlink()
+            piece.unlink(missing_ok=True)
         if len(set(comm_ds.values())) > 1:
             raise RuntimeError(f"the backends' commD differ for {size_name(size)}: {comm_ds}")
         print(f"{size_name(size)}: commD {next(iter(comm_ds.values()))} (the same in {', '.join(comm_ds)})", flush=True)
@@ -422,7 +433,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--unseal", action="store_true", help="also time unsealing the whole sector (and check it)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     ap.add_argument("--workdir", type=Path, help="scratch directory (default: a new one under /var/tmp, removed)")
-    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--steps", default=",".join(STEPS[1:]), help="comma-separated subset (default: all)")
+    ap.add_argument("--keep", action="store_true", help="keep the sectors in --workdir, to run later --steps on them")
     ap.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="Groth16 parameter cache (parents/ inside)")
     ap.add_argument("--generate-parameters", action="store_true", help="generate missing (random, test) parameters")
     # The child's side (what the parent passes; not for people).
@@ -452,11 +464,16 @@ def main(argv: list[str]) -> int:
         except ImportError:
             print("the filecoin backend is not built: run `make develop-filecoin`", file=sys.stderr)
             return 2
+    steps = [s.strip() for s in a.steps.split(",")] + (["unseal"] if a.unseal else [])
+    if bad := [s for s in steps if s not in (*STEPS, "unseal")]:
+        print(f"unknown step {bad[0]!r}: use {', '.join((*STEPS, 'unseal'))}", file=sys.stderr)
+        return 2
+    ordered = tuple(s for s in (*STEPS, "unseal") if s in ["start", *steps])
     root = a.workdir or Path(tempfile.mkdtemp(prefix="bench-proofs-", dir="/var/tmp"))
     root.mkdir(parents=True, exist_ok=True)
     print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}", flush=True)
     try:
-        rows = bench(sizes, backends, root, a.params, a.generate_parameters, a.unseal)
+        rows = bench(sizes, backends, root, Options(a.params, a.generate_parameters, ordered, a.keep))
     finally:
         if not a.keep and a.workdir is None:
             shutil.rmtree(root, ignore_errors=True)

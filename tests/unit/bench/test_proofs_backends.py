@@ -15,7 +15,7 @@ SIZE = 2048
 
 
 def test_a_2kib_emulated_sector_goes_through_every_step_in_children(tmp_path: Path) -> None:
-    rows = pb.bench([SIZE], ["emulated"], tmp_path, tmp_path / "no-params", generate=False, unseal=True)
+    rows = pb.bench([SIZE], ["emulated"], tmp_path, pb.Options(tmp_path / "no-params", steps=(*pb.STEPS, "unseal")))
     assert [r.step for r in rows] == [*pb.STEPS, "unseal"]
     for r in rows:
         assert (r.size, r.backend, r.skipped) == ("2KiB", "emulated", None)
@@ -41,7 +41,7 @@ def test_missing_parameters_skip_c2_and_verify_naming_the_file(
     pytest.importorskip("rust_filecoin", reason="rust_filecoin is not built: run `make develop-filecoin`")
     params, work = tmp_path / "empty-params", tmp_path / "work"
     work.mkdir()
-    rows = pb.bench([SIZE], ["emulated", "filecoin"], work, params, generate=False, unseal=False)
+    rows = pb.bench([SIZE], ["emulated", "filecoin"], work, pb.Options(params))
     out = capsys.readouterr().out
     assert "missing Groth16 parameters" in out and "v28-stacked-proof-of-replication" in out and "2KiB" in out
     fc = {r.step: r for r in rows if r.backend == "filecoin"}
@@ -50,3 +50,12 @@ def test_missing_parameters_skip_c2_and_verify_naming_the_file(
     assert not list(params.glob("*.params"))  # nothing generated
     text = pb.table(rows, ["emulated", "filecoin"])
     assert "skipped (parameters missing)" in text and "wall fc/emu" in text
+
+
+def test_kept_sectors_go_on_with_later_steps(tmp_path: Path) -> None:
+    """What a run does once the parameters exist: C2 and VerifySeal of the sector sealed before."""
+    first = pb.bench([SIZE], ["emulated"], tmp_path, pb.Options(tmp_path, steps=pb.STEPS[:5], keep=True))
+    assert [r.step for r in first] == ["start", "addpiece", "pc1", "pc2", "c1"]
+    assert not (tmp_path / pb.PIECE).exists() and (tmp_path / "2KiB-emulated" / "c1.bin").is_file()
+    later = pb.bench([SIZE], ["emulated"], tmp_path, pb.Options(tmp_path, steps=("start", "c2", "verify"), keep=True))
+    assert [(r.step, r.skipped) for r in later] == [("start", None), ("c2", None), ("verify", None)]
