@@ -351,7 +351,8 @@ def fmt_time(s: float | None) -> str:
         return f"{s * 1000:.1f} ms"
     if s < 120:
         return f"{s:.2f} s"
-    return f"{int(s // 60)} min {s % 60:.0f} s"
+    whole = round(s)
+    return f"{whole // 60} min {whole % 60} s"
 
 
 def fmt_rss(b: int | None) -> str:

@@ -59,3 +59,8 @@ def test_kept_sectors_go_on_with_later_steps(tmp_path: Path) -> None:
     assert not (tmp_path / pb.PIECE).exists() and (tmp_path / "2KiB-emulated" / "c1.bin").is_file()
     later = pb.bench([SIZE], ["emulated"], tmp_path, pb.Options(tmp_path, steps=("start", "c2", "verify"), keep=True))
     assert [(r.step, r.skipped) for r in later] == [("start", None), ("c2", None), ("verify", None)]
+
+
+def test_times_print_in_the_unit_a_reader_wants() -> None:
+    assert [pb.fmt_time(s) for s in (0.0021, 1.5, 179.6, 362.08)] == ["2.1 ms", "1.50 s", "3 min 0 s", "6 min 2 s"]
+    assert pb.fmt_time(None) == "-"
