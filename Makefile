@@ -20,7 +20,7 @@ FILECOIN_FEATURES ?=
 FILECOIN_CACHE  := $(patsubst %/,%,$(dir $(FILECOIN_TARGET)))
 comma       := ,
 
-.PHONY: help venv develop develop-filecoin test-rust-filecoin lint-filecoin protos check-protos postgres browser test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep bench-scheduler bench-failover clean
+.PHONY: help venv develop develop-filecoin test-rust-filecoin lint-filecoin protos check-protos postgres browser test test-rust test-python lint fmt demo bench bench-fr32 bench-commp bench-porep bench-scheduler bench-failover bench-proofs clean
 
 help:
 	@echo "make demo   - build, start index + manager + workers locally, run the main job (DASHBOARD=1: and the dashboard, up until Ctrl-C)"
@@ -147,6 +147,7 @@ bench:
 	@echo "  make bench-worker      fetch between workers vs cp; AddPiece vs rust_core"
 	@echo "  make bench-failover    manager failover time (kill -9 of the leader), 20 tries"
 	@echo "  make bench-scheduler   scheduler placement with simulated workers"
+	@echo "  make bench-proofs      PC1/PC2/C1/C2 wall, CPU, peak RSS: emulated vs filecoin (ARGS=\"--sizes 2KiB,8MiB,512MiB --unseal\")"
 
 # rust_core hot paths against their limits (bench/README.md; figures in docs/benchmarks.md).
 bench-fr32:
@@ -173,6 +174,10 @@ bench-scheduler: develop
 # Manager failover: kill -9 of the leader to the first task done through the other (PostgreSQL).
 bench-failover: develop postgres
 	$(VPY) bench/failover.py $(ARGS)
+
+# The two proofs backends side by side, each step in a fresh process (issue 21).
+bench-proofs: develop develop-filecoin
+	$(VPY) -m bench.proofs_backends $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(CARGO_DIR)/target .pytest_cache .mypy_cache .demo
