@@ -139,10 +139,13 @@ def _step_call(args: StepArgs) -> Callable[[], object]:
     d, prover = args.workdir, prover_id(MINER)
     if args.step == "start":
         config = _config(args)
-        return lambda: proofs_for(config)
+        return lambda: proofs_for(config, isolate_calls=False)
     if args.step == "addpiece":
         return lambda: _add_piece(args)
-    p = proofs_for(_config(args))  # what the worker's tasks call (TaskEnv.proofs)
+    # What the worker's tasks call (TaskEnv.proofs), with the library in this process: the worker
+    # runs each filecoin call in a child process of its own (proofs_process.py), and this child
+    # already is one, whose CPU time and peak RSS must be the call's.
+    p = proofs_for(_config(args), isolate_calls=False)
     if args.step == "pc1":
         (d / "cache").mkdir(exist_ok=True)
         pieces = _pieces(args)

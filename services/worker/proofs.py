@@ -132,9 +132,11 @@ class EmulatedProofs:
         """Nothing to stop: the calls run in the worker's threads and honour their tokens."""
 
 
-def for_config(proofs: ProofsConfig) -> SealingProofs:
+def for_config(proofs: ProofsConfig, isolate_calls: bool = True) -> SealingProofs:
     """The backend `[proofs]` names; for filecoin, rust_filecoin configured with its parameter
-    and parent caches (the start-up check made sure it is installed)."""
+    and parent caches (the start-up check made sure it is installed), its long calls run in
+    killable child processes unless `isolate_calls` is False (a bench measuring the library in
+    the process it already runs each step in)."""
     if proofs.backend is ProofsBackend.EMULATED:
         return EmulatedProofs()
     from services.common.filecoin import configure
@@ -142,5 +144,7 @@ def for_config(proofs: ProofsConfig) -> SealingProofs:
     from services.worker.proofs_process import ChildSettings, ProofsProcesses
 
     configure(proofs)
+    if not isolate_calls:
+        return FilecoinProofs()
     settings = ChildSettings(proofs.parameter_cache, proofs.parent_cache, proofs.generate_parameters_up_to)
     return FilecoinProofs(ProofsProcesses(settings))
