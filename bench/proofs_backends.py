@@ -143,7 +143,7 @@ def _step_call(args: StepArgs) -> Callable[[], object]:
     if args.step == "addpiece":
         return lambda: _add_piece(args)
     # What the worker's tasks call (TaskEnv.proofs), with the library in this process: the worker
-    # runs each filecoin call in a child process of its own (proofs_process.py), and this child
+    # runs each filecoin call in a child process of its own (services/common/proofs_process.py), and this child
     # already is one, whose CPU time and peak RSS must be the call's.
     p = proofs_for(_config(args), isolate_calls=False)
     if args.step == "pc1":

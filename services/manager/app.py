@@ -344,6 +344,7 @@ class ManagerApp(Service):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.forwarder.close()
+        self.proving.verifier.close()  # a PoSt SNARK still running in a child process is killed
         await self.runner.close()
         await self.sealing.close()
         await self.registry.close()

@@ -24,6 +24,8 @@ sector files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import time
@@ -227,14 +229,17 @@ class Proving:
         if not proven:
             return None, skipped
         try:
-            # Off the event loop: the filecoin backend makes the SNARK here.
-            proof = await asyncio.to_thread(
-                self.verifier.assemble,
-                kind,
-                seal.sector_size,
-                randomness,
-                prover_id(proven[0].sector.miner),
-                [(s.sector.number, vanilla[s.sector.number]) for s in proven],
+            # Off the event loop: the filecoin backend makes the SNARK here, in a child process
+            # that is killed if this request is cancelled (the caller gone, the manager stopping).
+            proof = await _stoppable(
+                functools.partial(
+                    self.verifier.assemble,
+                    kind,
+                    seal.sector_size,
+                    randomness,
+                    prover_id(proven[0].sector.miner),
+                    [(s.sector.number, vanilla[s.sector.number]) for s in proven],
+                )
             )
         except (ValueError, OSError) as exc:
             raise Internal(f"the PoSt could not be made from the workers' vanilla proofs: {exc}") from None
@@ -672,3 +677,18 @@ def _uuid() -> str:
     import uuid
 
     return str(uuid.uuid4())
+
+
+async def _stoppable(call: Callable[..., bytes]) -> bytes:
+    """`call(cancel=token)` in a thread; when the awaiting request is cancelled the token is
+    cancelled too, and this waits for the call to return (within moments: the backend kills
+    what it runs) before the cancellation goes on."""
+    token = rust_core.CancelToken()
+    future = asyncio.ensure_future(asyncio.to_thread(call, cancel=token))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        token.cancel()
+        with contextlib.suppress(BaseException):
+            await future
+        raise

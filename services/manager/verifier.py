@@ -50,10 +50,21 @@ class ProofVerifier(Protocol):
     ) -> bool: ...
 
     def assemble(
-        self, kind: str, sector_size: int, randomness: bytes, prover: bytes, vanilla: Sequence[tuple[int, bytes]]
+        self,
+        kind: str,
+        sector_size: int,
+        randomness: bytes,
+        prover: bytes,
+        vanilla: Sequence[tuple[int, bytes]],
+        cancel: rust_core.CancelToken | None = None,
     ) -> bytes:
         """The PoSt proof of (sector number, vanilla proof) pairs given in the request's order;
-        ValueError or OSError when one is unusable."""
+        ValueError or OSError when one is unusable, rust_core.Cancelled soon after `cancel` is
+        cancelled (the caller gave up) when the backend can stop it."""
+        ...
+
+    def close(self) -> None:
+        """The manager is stopping: whatever still runs is stopped."""
         ...
 
     def tree_r_last_files(self, sector_size: int) -> Mapping[str, int]:
@@ -102,11 +113,21 @@ class EmulatedVerifier:
         return bool(rust_core.verify_single_vanilla_proof(sector_size, randomness, prover, sector, proof, kind))
 
     def assemble(
-        self, kind: str, sector_size: int, randomness: bytes, prover: bytes, vanilla: Sequence[tuple[int, bytes]]
+        self,
+        kind: str,
+        sector_size: int,
+        randomness: bytes,
+        prover: bytes,
+        vanilla: Sequence[tuple[int, bytes]],
+        cancel: rust_core.CancelToken | None = None,
     ) -> bytes:
         """The emulated PoSt is the vanilla proofs' sections under one header, in the request's
-        order (rust_core owns the byte format); ValueError names the first unusable one."""
+        order (rust_core owns the byte format; a copy, over in moments, so `cancel` is not
+        needed); ValueError names the first unusable one."""
         return bytes(rust_core.assemble_post(kind, sector_size, [proof for _, proof in vanilla]))
+
+    def close(self) -> None:
+        """Nothing runs outside the calls themselves."""
 
     def tree_r_last_files(self, sector_size: int) -> Mapping[str, int]:
         """rust_core's layout (porep/files.rs, porep/tree_file.rs): `tree_r_last_parts` files,
@@ -131,11 +152,14 @@ def tree_r_last_part_bytes(params: Any) -> int:
 
 def for_config(proofs: ProofsConfig) -> ProofVerifier:
     """The verifier `[proofs]` names; for filecoin, rust_filecoin configured with its caches (the
-    start-up check made sure it is installed)."""
+    start-up check made sure it is installed), its PoSt SNARKs made in killable child processes
+    (services/common/proofs_process.py) so that a caller who gives up stops its SNARK."""
     if proofs.backend is ProofsBackend.EMULATED:
         return EmulatedVerifier()
     from services.common.filecoin import configure
+    from services.common.proofs_process import ChildSettings, ProofsProcesses
     from services.manager.verifier_filecoin import FilecoinVerifier
 
     configure(proofs)
-    return FilecoinVerifier()
+    settings = ChildSettings(proofs.parameter_cache, proofs.parent_cache, proofs.generate_parameters_up_to)
+    return FilecoinVerifier(ProofsProcesses(settings, max_idle=1, stopped=rust_core.Cancelled))

@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 
+import rust_core
 import rust_filecoin
 from services.common.config import ProofsBackend
 from services.common.errors import FailedPrecondition
+from services.common.proofs_process import ProofsProcesses
 
 VANILLA_MAGIC = b"FCPV"
 
@@ -26,7 +28,17 @@ def _parameters() -> Iterator[None]:
 
 
 class FilecoinVerifier:
+    """Checks run in this process (milliseconds); the PoSt SNARK (seconds to minutes) in a child
+    process when `processes` is given, so that it can be stopped."""
+
     name = ProofsBackend.FILECOIN
+
+    def __init__(self, processes: ProofsProcesses | None = None) -> None:
+        self.processes = processes
+
+    def close(self) -> None:
+        if self.processes is not None:
+            self.processes.close()
 
     def verify_seal(
         self,
@@ -75,14 +87,24 @@ class FilecoinVerifier:
         return True
 
     def assemble(
-        self, kind: str, sector_size: int, randomness: bytes, prover: bytes, vanilla: Sequence[tuple[int, bytes]]
+        self,
+        kind: str,
+        sector_size: int,
+        randomness: bytes,
+        prover: bytes,
+        vanilla: Sequence[tuple[int, bytes]],
+        cancel: rust_core.CancelToken | None = None,
     ) -> bytes:
         """The PoSt SNARK, made here from the workers' vanilla proofs (the library wants them in
         ascending sector number, as the verifier orders the sectors). Loads the PoSt circuit's
-        parameters (11.5 MB / 47 MB at 2 KiB). OSError when one does not verify."""
+        parameters (11.5 MB / 47 MB at 2 KiB). OSError when one does not verify;
+        rust_core.Cancelled once `cancel` is cancelled (its child process killed)."""
         ordered = [proof for _, proof in sorted(vanilla, key=lambda item: item[0])]
+        args = (kind, sector_size, randomness, prover, ordered)
         with _parameters():
-            return bytes(rust_filecoin.generate_post_with_vanilla(kind, sector_size, randomness, prover, ordered))
+            if self.processes is None:
+                return bytes(rust_filecoin.generate_post_with_vanilla(*args))
+            return bytes(self.processes.call("generate_post_with_vanilla", *args, cancel=cancel))
 
     def tree_r_last_files(self, sector_size: int) -> Mapping[str, int]:
         """The library's layout for the size's tree shape (rust_filecoin.tree_r_last_files: its

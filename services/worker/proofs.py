@@ -13,7 +13,7 @@ unpadding of the unsealed file).
 
 Where the filecoin library has no equivalent:
 - no cancel tokens: the worker runs its long calls in child processes instead
-  (proofs_process.py) and kills the child when the task's token is cancelled, so a stopped
+  (services/common/proofs_process.py) and kills the child when the task's token is cancelled, so a stopped
   task's locks and reservations are released within about 50 ms, as with the emulation;
 - PC1 batching is the emulation's (app.py refuses `pc1_batch_size` > 1 with this backend);
 - PC1 writes a copy of the data next to the labels (`STAGED_REPLICA` in the cache: the library
@@ -30,6 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+import rust_core
 from services.common.config import ProofsBackend, ProofsConfig
 from services.worker import sealer
 from services.worker.sealer import Piece, Token
@@ -140,11 +141,11 @@ def for_config(proofs: ProofsConfig, isolate_calls: bool = True) -> SealingProof
     if proofs.backend is ProofsBackend.EMULATED:
         return EmulatedProofs()
     from services.common.filecoin import configure
+    from services.common.proofs_process import ChildSettings, ProofsProcesses
     from services.worker.proofs_filecoin import FilecoinProofs
-    from services.worker.proofs_process import ChildSettings, ProofsProcesses
 
     configure(proofs)
     if not isolate_calls:
         return FilecoinProofs()
     settings = ChildSettings(proofs.parameter_cache, proofs.parent_cache, proofs.generate_parameters_up_to)
-    return FilecoinProofs(ProofsProcesses(settings))
+    return FilecoinProofs(ProofsProcesses(settings, stopped=rust_core.Cancelled))

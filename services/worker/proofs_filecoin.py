@@ -1,6 +1,6 @@
 """The filecoin proofs backend of the sealing tasks (proofs.py says what differs from the
 emulation): rust_filecoin, which only this module, services/common/filecoin.py and the child
-processes of proofs_process.py import, and only once `[proofs] backend = "filecoin"` chose it.
+processes of services/common/proofs_process.py import, and only once `[proofs] backend = "filecoin"` chose it.
 
 The long calls (PC1, PC2, C1, C2, unseal, vanilla proofs) run through a `Caller`: in the worker,
 ProofsProcesses, whose child processes are killed when the task's cancel token is cancelled

@@ -335,3 +335,33 @@ def test_a_retried_post_reuses_the_stored_vanilla_proofs_and_asks_only_for_the_r
                 await second.stop()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_cancelled_request_cancels_its_snark_and_waits_for_it() -> None:
+    """post._stoppable: the request's cancellation reaches the SNARK's token, and the request
+    ends only once the call has returned (nothing keeps running behind a finished request)."""
+    import threading
+
+    import rust_core
+    from services.manager.post import _stoppable
+
+    seen: dict[str, Any] = {}
+    started = threading.Event()
+
+    def snark(cancel: rust_core.CancelToken) -> bytes:
+        started.set()
+        while not cancel.cancelled:
+            threading.Event().wait(0.01)
+        seen["returned"] = True
+        raise rust_core.Cancelled("stopped")
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(_stoppable(snark))
+        await asyncio.to_thread(started.wait, 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        seen["after"] = seen.get("returned", False)
+
+    asyncio.run(scenario())
+    assert seen["after"] is True

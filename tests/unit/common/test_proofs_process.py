@@ -1,4 +1,4 @@
-"""The filecoin backend's calls in killable child processes (services/worker/proofs_process.py):
+"""The filecoin backend's calls in killable child processes (services/common/proofs_process.py):
 the same results as the library in-process, a cancelled C2 really stopped (its process gone from
 /proc within moments, not after the minute the call takes), a child killed from outside failing
 only its call, the library's exceptions keeping their types, and no proving process outliving
@@ -32,8 +32,8 @@ rust_filecoin = pytest.importorskip(
     reason="rust_filecoin (the real proofs backend) is not built: run `make develop-filecoin`",
 )
 
+from services.common.proofs_process import CALLS, ChildDied, ChildSettings, ProofsProcesses  # noqa: E402
 from services.worker.proofs_filecoin import STAGED_REPLICA, FilecoinProofs  # noqa: E402
-from services.worker.proofs_process import CALLS, ChildDied, ChildSettings, ProofsProcesses  # noqa: E402
 from services.worker.sealer import Piece  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def settings() -> ChildSettings:
 
 @pytest.fixture
 def processes(settings: ChildSettings) -> Iterator[ProofsProcesses]:
-    p = ProofsProcesses(settings)
+    p = ProofsProcesses(settings, stopped=rust_core.Cancelled)  # as the worker makes them
     yield p
     p.close()
 
@@ -232,7 +232,7 @@ def test_close_kills_a_running_call(processes: ProofsProcesses, tmp_path: Path) 
     run.thread.join(5)
     assert run.error is not None and run.ended_at is not None
     assert gone(pid, 0.5)
-    with pytest.raises(rust_core.Cancelled, match="stopping"):
+    with pytest.raises(rust_core.Cancelled, match="service is stopping"):
         processes.call("seal_commit_phase2", c1, PROVER, 11)
 
 
@@ -243,7 +243,7 @@ def test_a_killed_worker_leaves_no_proofs_process(settings: ChildSettings, tmp_p
         f"""
         import sys, threading, time
         from pathlib import Path
-        from services.worker.proofs_process import ChildSettings, ProofsProcesses
+        from services.common.proofs_process import ChildSettings, ProofsProcesses
         p = ProofsProcesses(ChildSettings({settings.parameter_cache!r}, {settings.parent_cache!r}, 0))
         c1 = Path({str(tmp_path / "c1")!r}).read_bytes()
         threading.Thread(target=p.call, args=("seal_commit_phase2", c1, bytes(range(32)), 12), daemon=True).start()

@@ -1,12 +1,16 @@
-"""Filecoin proofs calls in child processes, so that a stopped task really stops.
+"""Filecoin proofs calls in child processes, so that a stopped call really stops.
 
 The proofs library has no cancellation point: in-process, an aborted C2 or a timed-out 512 MiB
 PC1 would keep its thread, its cores and its memory until the call ended, and the task's locks
-and reservations with it. Each call here runs in a child process the worker can kill: when the
-task's cancel token is cancelled (abort, timeout, drain deadline, lost lock, shutdown) the child
-gets SIGKILL and the call raises rust_core.Cancelled within about 50 ms. It also keeps the
-worker alive when the library aborts or the kernel's OOM killer picks the call: the task fails
-with the child's signal, the worker goes on.
+and reservations with it; a PoSt SNARK whose caller gave up would go on using the manager's
+cores. Each call here runs in a child process that can be killed: once the call's token is
+cancelled (the worker's: abort, timeout, drain deadline, lost lock, shutdown; the manager's: its
+caller gone) the child gets SIGKILL and the call raises the owner's "stopped" exception within
+about 50 ms. It also keeps the service alive when the library aborts or the kernel's OOM killer
+picks the call: the call fails with the child's signal, the service goes on.
+
+Used by the worker's filecoin backend (services/worker/proofs_filecoin.py, which stops with
+rust_core.Cancelled) and the manager's filecoin verifier (the PoSt SNARK).
 
 Children are reused one call at a time (at most `max_idle` wait), so the library's in-memory
 caches (Groth16 parameters after a C2, the SDR parents) survive between calls as they would
@@ -14,8 +18,8 @@ in-process. A child serves one compute device, fixed in its environment when it 
 library reads its GPU settings once per process): `cuda:N` children see only GPU N
 (CUDA_VISIBLE_DEVICES) and build PC2's trees on it, `cpu` children are told to use no GPU. With
 the default CPU-only build of rust_filecoin these variables change nothing; with a CUDA build
-they are how the scheduler's GPU grant reaches the library, as Curio's ffiselect does. A child watches its parent and exits when the worker is gone, so a killed worker
-leaves no proving process behind.
+they are how the scheduler's GPU grant reaches the library, as Curio's ffiselect does. A child watches its parent and exits when its service is gone, so a
+killed worker or manager leaves no proving process behind.
 
 The wire between them is this module's: length-prefixed pickles on the child's stdin and on a
 duplicate of its stdout (fd 1 itself is pointed at stderr, so whatever the library prints cannot
@@ -36,12 +40,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import rust_core
+from typing import IO, Any, Protocol
 
 # What a child may be asked to run: the library's long calls (clear_cache and the parameter
-# checks stay in the worker's process).
+# checks stay in the service's process).
 CALLS = frozenset(
     {
         "seal_pre_commit_phase1",
@@ -50,6 +52,7 @@ CALLS = frozenset(
         "seal_commit_phase2",
         "unseal_range",
         "generate_single_vanilla_proof",
+        "generate_post_with_vanilla",
     }
 )
 
@@ -61,7 +64,7 @@ _PARENT_CHECK_S = 0.5
 
 @dataclass(frozen=True)
 class ChildSettings:
-    """What every child configures the library with: the worker's `[proofs]` caches."""
+    """What every child configures the library with: the service's `[proofs]` caches."""
 
     parameter_cache: str = ""
     parent_cache: str = ""
@@ -79,7 +82,7 @@ class ChildSettings:
 
 
 def device_env(device: str) -> dict[str, str]:
-    """The environment a child for `device` ("cpu" or "cuda:N") starts with, over the worker's."""
+    """The environment a child for `device` ("cpu" or "cuda:N") starts with, over the service's."""
     if device == "cpu":
         return {
             "BELLMAN_NO_GPU": "1",
@@ -95,6 +98,17 @@ def device_env(device: str) -> dict[str, str]:
         "FIL_PROOFS_USE_GPU_COLUMN_BUILDER": "1",
         "FIL_PROOFS_USE_GPU_TREE_BUILDER": "1",
     }
+
+
+class Stoppable(Protocol):
+    """A call's cancel token (rust_core.CancelToken: this module does not import rust_core)."""
+
+    @property
+    def cancelled(self) -> bool: ...
+
+
+class CallStopped(Exception):
+    """The default "stopped" exception: the call's token was cancelled and its process killed."""
 
 
 class ChildDied(OSError):
@@ -142,7 +156,7 @@ class _Child:
         env.update(device_env(device))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.worker.proofs_process", "--parent", str(os.getpid()), *settings.argv()],
+            [sys.executable, "-m", "services.common.proofs_process", "--parent", str(os.getpid()), *settings.argv()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -159,7 +173,7 @@ class _Child:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def run(self, name: str, args: tuple[Any, ...], cancel: rust_core.CancelToken | None) -> Any:
+    def run(self, name: str, args: tuple[Any, ...], cancel: Stoppable | None, stopped: type[Exception]) -> Any:
         """Sends one call and waits for its answer, checking the token meanwhile."""
         try:
             _write_frame(self.requests, (name, args))
@@ -169,7 +183,7 @@ class _Child:
         while True:
             if cancel is not None and cancel.cancelled:
                 self.kill()
-                raise rust_core.Cancelled(f"{name} was stopped: its proofs process (pid {self.pid}) was killed")
+                raise stopped(f"{name} was stopped: its proofs process (pid {self.pid}) was killed")
             ready, _, _ = select.select([fd], [], [], _POLL_S)
             if ready:
                 break
@@ -183,7 +197,7 @@ class _Child:
         if code < 0:
             sig = signal.Signals(-code)
             hint = (
-                " (the kernel's OOM killer sends SIGKILL: check the worker's memory)" if sig is signal.SIGKILL else ""
+                " (the kernel's OOM killer sends SIGKILL: check the service's memory)" if sig is signal.SIGKILL else ""
             )
             return ChildDied(f"{name}: its proofs process (pid {self.pid}) died of {sig.name}{hint}")
         return ChildDied(f"{name}: its proofs process (pid {self.pid}) exited with code {code} before answering")
@@ -202,28 +216,30 @@ class _Child:
 
 class ProofsProcesses:
     """Runs rust_filecoin calls in killable child processes (see the module docstring). Safe to
-    use from several threads: each call has a child of its own while it runs."""
+    use from several threads: each call has a child of its own while it runs. A stopped call
+    raises `stopped` (the worker's is rust_core.Cancelled)."""
 
-    def __init__(self, settings: ChildSettings, max_idle: int = 2) -> None:
+    def __init__(self, settings: ChildSettings, max_idle: int = 2, stopped: type[Exception] = CallStopped) -> None:
         self.settings = settings
+        self.stopped = stopped
         self.max_idle = max_idle
         self._lock = threading.Lock()
         self._idle: list[_Child] = []
         self._busy: set[_Child] = set()
         self._closed = False
 
-    def call(self, name: str, *args: Any, cancel: rust_core.CancelToken | None = None, device: str = "cpu") -> Any:
+    def call(self, name: str, *args: Any, cancel: Stoppable | None = None, device: str = "cpu") -> Any:
         """`rust_filecoin.<name>(*args)` in a child for `device`: its result, or the exception it
-        raised there (same type), rust_core.Cancelled once `cancel` is cancelled, ChildDied when
-        the child was killed by something else."""
+        raised there (same type), `self.stopped` once `cancel` is cancelled, ChildDied when the
+        child was killed by something else."""
         if name not in CALLS:
             raise ValueError(f"{name} is not a call the proofs processes run")
         device_env(device)  # a malformed device is the caller's ValueError, before any child
         if cancel is not None and cancel.cancelled:
-            raise rust_core.Cancelled(f"{name} was stopped before it started")
+            raise self.stopped(f"{name} was stopped before it started")
         child = self._take(device)
         try:
-            reply = child.run(name, args, cancel)
+            reply = child.run(name, args, cancel, self.stopped)
         except BaseException:
             child.kill()
             self._forget(child)
@@ -240,7 +256,7 @@ class ProofsProcesses:
             return [c.pid for c in (*self._idle, *self._busy)]
 
     def close(self) -> None:
-        """Kills every child, busy or idle: the worker is stopping."""
+        """Kills every child, busy or idle: the service is stopping."""
         with self._lock:
             self._closed = True
             everyone = [*self._idle, *self._busy]
@@ -251,7 +267,7 @@ class ProofsProcesses:
     def _take(self, device: str) -> _Child:
         with self._lock:
             if self._closed:
-                raise rust_core.Cancelled("the worker is stopping")
+                raise self.stopped("the service is stopping")
             for child in [c for c in self._idle if c.device == device]:
                 self._idle.remove(child)
                 if child.alive():
@@ -280,7 +296,7 @@ class ProofsProcesses:
 
 
 def _watch_parent(parent: int) -> None:
-    """Exits the child once the worker that started it is gone (the library call running in
+    """Exits the child once the service that started it is gone (the library call running in
     the main thread releases the GIL, so this thread runs during it)."""
     while True:
         if os.getppid() != parent:
@@ -320,7 +336,7 @@ def _portable(exc: Exception) -> Exception:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="a sectorstorage worker's proofs process (not for direct use)")
+    parser = argparse.ArgumentParser(description="a sectorstorage service's proofs process (not for direct use)")
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--parameter-cache", default="")
     parser.add_argument("--parent-cache", default="")
@@ -329,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     if os.getppid() != ns.parent:
         return
     threading.Thread(target=_watch_parent, args=(ns.parent,), daemon=True).start()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the worker's terminal: the worker decides
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the service's terminal: it decides
     _serve(ChildSettings(ns.parameter_cache, ns.parent_cache, ns.generate_up_to))
 
 
