@@ -458,6 +458,43 @@ def test_an_aborted_c2_stops_its_proofs_process_at_once(sealed: Sealed) -> None:
     print(f"filecoin C2 aborted: its process gone {gone_s:.3f} s, the worker free {free_s:.3f} s after the abort")
 
 
+def test_a_cancelled_winning_post_request_stops_the_managers_snark(
+    sealed: Sealed, proving: list[common_pb2.ProvingSector]
+) -> None:
+    """The manager makes the PoSt SNARK in a child process: when the caller cancels its
+    GenerateWinningPoSt (a few seconds of SNARK at 2 KiB) the process is gone from /proc within a
+    second, and the next request is served as usual."""
+    manager = sealed.fleet.manager.proc
+    assert manager is not None
+    stub = sealed.fleet.stub()
+    randomness = bytes(range(5, 37))
+    chosen = [proving[0]]
+    before = {pid: cpu_ticks(pid) for pid in children_of(manager.pid)}
+    call = stub.GenerateWinningPoSt.future(
+        manager_pb2.GenerateWinningPoStRequest(proof_type=WINNING, randomness=randomness, sectors=chosen), timeout=300
+    )
+    deadline = time.monotonic() + 60
+    busy: int | None = None
+    while busy is None and time.monotonic() < deadline and not call.done():
+        busy = next((p for p in children_of(manager.pid) if cpu_ticks(p) - before.get(p, 0) > 20), None)
+        time.sleep(0.02)
+    assert busy is not None, "the manager's SNARK process never started working"
+    cancelled_at = time.monotonic()
+    call.cancel()
+    while busy in children_of(manager.pid) and time.monotonic() - cancelled_at < 5:
+        time.sleep(0.01)
+    gone_s = time.monotonic() - cancelled_at
+    assert busy not in children_of(manager.pid), "the SNARK process still runs 5 s after the cancel"
+    assert gone_s < 1.0, f"the SNARK process ran {gone_s:.2f} s after the cancel"
+    won = stub.GenerateWinningPoSt(
+        manager_pb2.GenerateWinningPoStRequest(proof_type=WINNING, randomness=randomness, sectors=chosen), timeout=300
+    )
+    assert stub.VerifyWinningPoSt(
+        manager_pb2.VerifyWinningPoStRequest(randomness=randomness, sectors=chosen, proofs=won.proofs), timeout=60
+    ).valid
+    print(f"GenerateWinningPoSt cancelled: the manager's SNARK process gone {gone_s:.3f} s later")
+
+
 def test_a_filecoin_worker_is_refused_by_an_emulated_manager(
     start_service: StartService,  # noqa: F811
     tmp_path: Path,
