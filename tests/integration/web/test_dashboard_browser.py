@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 
 from services.common.proto.sectorstorage.v1 import manager_pb2
 from tests.integration.web.conftest import WebFleet
@@ -32,12 +33,21 @@ def shot(driver: Driver, name: str) -> None:
 def until(driver: Driver, check: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, driver.find_element("tag name", "body").text
+        assert time.monotonic() < deadline, body(driver)
         time.sleep(0.2)
 
 
 def body(driver: Driver) -> str:
-    return str(driver.find_element("tag name", "body").text)
+    """The page's text. A click that submits a form returns before the next page replaces this
+    one, so an element found just then can go stale: look again (at most 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return str(driver.find_element("tag name", "body").text)
+        except StaleElementReferenceException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def cards(driver: Driver, selector: str) -> dict[str, Any]:
@@ -56,7 +66,8 @@ def session(web_fleet: WebFleet, browser: Driver) -> Iterator[Driver]:  # noqa: 
     shot(browser, "login")
     browser.find_element("id", "password").send_keys("wrong password")
     browser.find_element("id", "login").click()
-    assert "Wrong password" in body(browser)
+    # The click returns before the answer replaces the login page: wait for it.
+    until(browser, lambda: "Wrong password" in body(browser))
     browser.find_element("id", "password").send_keys(web_fleet.dashboard.password)
     browser.find_element("id", "login").click()
     until(browser, lambda: browser.current_url.endswith("/fleet"))
