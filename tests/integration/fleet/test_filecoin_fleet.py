@@ -31,6 +31,7 @@ import rust_core
 from services.common.proto.sectorstorage.v1 import common_pb2, manager_pb2
 from services.common.vocabulary import prover_id
 from services.devfleet import ServiceProcess
+from tests.support import procstat
 from tests.support.fleet import (
     Fleet,
     StartService,
@@ -377,25 +378,12 @@ def test_a_corrupted_challenged_byte_makes_the_sector_faulty(
     assert not verify_window(sealed, proving, randomness, post)
 
 
-def children_of(pid: int) -> list[int]:
-    """The pids whose parent is `pid`, from /proc (the worker's proofs processes)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-    return found
-
-
 def cpu_ticks(pid: int) -> int:
+    """procstat's, -1 once the process is gone (it may end between listing and reading)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return procstat.cpu_ticks(pid)
     except (FileNotFoundError, ProcessLookupError):
         return -1
-    return int(fields[11]) + int(fields[12])
 
 
 def test_an_aborted_c2_stops_its_proofs_process_at_once(sealed: Sealed) -> None:
@@ -421,7 +409,7 @@ def test_an_aborted_c2_stops_its_proofs_process_at_once(sealed: Sealed) -> None:
         ),
         timeout=120,
     )
-    before = {pid: cpu_ticks(pid) for pid in children_of(proc.pid)}
+    before = {pid: cpu_ticks(pid) for pid in procstat.children(proc.pid)}
     c2 = stub.SealCommit2.future(
         manager_pb2.SealCommit2Request(sector=ref, commit1_output=c1.commit1_output), timeout=600
     )
@@ -429,17 +417,17 @@ def test_an_aborted_c2_stops_its_proofs_process_at_once(sealed: Sealed) -> None:
     busy: int | None = None
     while busy is None and time.monotonic() < deadline:
         # The child that runs the C2: one that has worked for 0.3 s since the C2 was sent.
-        busy = next((p for p in children_of(proc.pid) if cpu_ticks(p) - before.get(p, 0) > 30), None)
+        busy = next((p for p in procstat.children(proc.pid) if cpu_ticks(p) - before.get(p, 0) > 30), None)
         time.sleep(0.05)
     assert busy is not None, "no proofs process of the worker started the C2"
     jobs = stub.SealingJobs(manager_pb2.SealingJobsRequest(sector=ref.id), timeout=10).jobs
     [job] = [j for j in jobs if j.task_type == common_pb2.TASK_TYPE_COMMIT_2]
     aborted_at = time.monotonic()
     stub.Abort(manager_pb2.AbortRequest(call_id=job.call_id, reason="filecoin abort test"), timeout=10)
-    while busy in children_of(proc.pid) and time.monotonic() - aborted_at < 5:
+    while busy in procstat.children(proc.pid) and time.monotonic() - aborted_at < 5:
         time.sleep(0.01)
     gone_s = time.monotonic() - aborted_at
-    assert busy not in children_of(proc.pid), "the C2's proofs process still runs 5 s after the abort"
+    assert busy not in procstat.children(proc.pid), "the C2's proofs process still runs 5 s after the abort"
     assert gone_s < 1.0, f"the C2's proofs process ran {gone_s:.2f} s after the abort"
 
     def free() -> bool:
@@ -469,22 +457,22 @@ def test_a_cancelled_winning_post_request_stops_the_managers_snark(
     stub = sealed.fleet.stub()
     randomness = bytes(range(5, 37))
     chosen = [proving[0]]
-    before = {pid: cpu_ticks(pid) for pid in children_of(manager.pid)}
+    before = {pid: cpu_ticks(pid) for pid in procstat.children(manager.pid)}
     call = stub.GenerateWinningPoSt.future(
         manager_pb2.GenerateWinningPoStRequest(proof_type=WINNING, randomness=randomness, sectors=chosen), timeout=300
     )
     deadline = time.monotonic() + 60
     busy: int | None = None
     while busy is None and time.monotonic() < deadline and not call.done():
-        busy = next((p for p in children_of(manager.pid) if cpu_ticks(p) - before.get(p, 0) > 20), None)
+        busy = next((p for p in procstat.children(manager.pid) if cpu_ticks(p) - before.get(p, 0) > 20), None)
         time.sleep(0.02)
     assert busy is not None, "the manager's SNARK process never started working"
     cancelled_at = time.monotonic()
     call.cancel()
-    while busy in children_of(manager.pid) and time.monotonic() - cancelled_at < 5:
+    while busy in procstat.children(manager.pid) and time.monotonic() - cancelled_at < 5:
         time.sleep(0.01)
     gone_s = time.monotonic() - cancelled_at
-    assert busy not in children_of(manager.pid), "the SNARK process still runs 5 s after the cancel"
+    assert busy not in procstat.children(manager.pid), "the SNARK process still runs 5 s after the cancel"
     assert gone_s < 1.0, f"the SNARK process ran {gone_s:.2f} s after the cancel"
     won = stub.GenerateWinningPoSt(
         manager_pb2.GenerateWinningPoStRequest(proof_type=WINNING, randomness=randomness, sectors=chosen), timeout=300

@@ -35,6 +35,7 @@ rust_filecoin = pytest.importorskip(
 from services.common.proofs_process import CALLS, ChildDied, ChildSettings, ProofsProcesses  # noqa: E402
 from services.worker.proofs_filecoin import STAGED_REPLICA, FilecoinProofs  # noqa: E402
 from services.worker.sealer import Piece  # noqa: E402
+from tests.support.procstat import cpu_ticks, gone  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -62,24 +63,6 @@ def processes(settings: ChildSettings) -> Iterator[ProofsProcesses]:
     p = ProofsProcesses(settings, stopped=rust_core.Cancelled)  # as the worker makes them
     yield p
     p.close()
-
-
-def gone(pid: int, within_s: float) -> bool:
-    """Whether /proc has no (non-zombie) process `pid` within `within_s`."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        if state == "Z" or time.monotonic() > deadline:
-            return state == "Z"
-        time.sleep(0.02)
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def seal(root: Path, proofs: FilecoinProofs, number: int) -> tuple[list[Piece], bytes, bytes, Path, Path]:

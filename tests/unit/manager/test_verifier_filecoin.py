@@ -18,6 +18,7 @@ import pytest
 import rust_core
 from services.common.errors import FailedPrecondition
 from services.common.proofs_process import ChildSettings, ProofsProcesses
+from tests.support.procstat import cpu_ticks, gone
 
 rust_filecoin = pytest.importorskip(
     "rust_filecoin",
@@ -101,7 +102,7 @@ def test_a_post_snark_whose_caller_gave_up_is_stopped(tmp_path: Path) -> None:
         thread.join(5)
         assert isinstance(outcome[0], rust_core.Cancelled), outcome
         assert time.monotonic() - stopped_at < 0.5
-        assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split(") ")[1][:1]
+        assert gone(child, 0.5)
         proof = verifier.assemble("winning", 2048, randomness, prover, [(number, vanilla)])
         assert verifier.verify_post("winning", 2048, randomness, prover, [(number, comm_r)], proof)
     finally:
@@ -121,8 +122,7 @@ def _busy_child(processes: ProofsProcesses) -> int:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         for pid in processes.children():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[11]) + int(fields[12]) > 20:
+            if cpu_ticks(pid) > 20:
                 return pid
         time.sleep(0.02)
     raise AssertionError("the SNARK's process never started working")
