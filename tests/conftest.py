@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.paths import VECTORS_DIR
+from tests.support.paths import VECTORS_DIR, filecoin_param_cache
 
 # The worker's fault hooks (services/worker/faults.py) act only when this flag arms them; the
 # service processes the tests start inherit it, and each test still sets the faults it wants.
@@ -22,8 +22,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         import rust_filecoin
     except ImportError:
         return
-    env = os.environ.get("SECTORSTORAGE_FIL_PARAMS")
-    cache = Path(env) if env else Path.home() / ".cache" / "sectorstorage" / "filecoin-params"
+    cache = filecoin_param_cache()
     rust_filecoin.configure(cache, cache / "parents")
 
 

@@ -18,7 +18,6 @@ fleet starts.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from tests.support.fleet import (
     service_group,
     start_service,  # noqa: F401
 )
+from tests.support.paths import filecoin_param_cache as param_cache
 from tests.support.sealing import precommit
 from tests.support.sectors import MINER, P2K, SEED, TICKET, piece_data, sector
 
@@ -53,11 +53,6 @@ pytestmark = pytest.mark.slow
 
 SIZE = 2048
 NUMBER = 1
-
-
-def param_cache() -> Path:
-    env = os.environ.get("SECTORSTORAGE_FIL_PARAMS")
-    return Path(env) if env else Path.home() / ".cache" / "sectorstorage" / "filecoin-params"
 
 
 def filecoin_env(cache: Path) -> dict[str, str]:

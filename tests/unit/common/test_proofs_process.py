@@ -35,6 +35,7 @@ rust_filecoin = pytest.importorskip(
 from services.common.proofs_process import CALLS, ChildDied, ChildSettings, ProofsProcesses  # noqa: E402
 from services.worker.proofs_filecoin import STAGED_REPLICA, FilecoinProofs  # noqa: E402
 from services.worker.sealer import Piece  # noqa: E402
+from tests.support.paths import filecoin_param_cache as param_cache
 from tests.support.procstat import cpu_ticks, gone  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -43,11 +44,6 @@ SIZE = 2048
 PROVER = bytes(range(32))
 TICKET = bytes([0x11] * 32)
 SEED = bytes([0x22] * 32)
-
-
-def param_cache() -> Path:
-    env = os.environ.get("SECTORSTORAGE_FIL_PARAMS")
-    return Path(env) if env else Path.home() / ".cache" / "sectorstorage" / "filecoin-params"
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ tests/integration/fleet/test_filecoin_fleet.py."""
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -18,6 +17,7 @@ import pytest
 import rust_core
 from services.common.errors import FailedPrecondition
 from services.common.proofs_process import ChildSettings, ProofsProcesses
+from tests.support.paths import filecoin_param_cache as param_cache
 from tests.support.procstat import cpu_ticks, gone
 
 rust_filecoin = pytest.importorskip(
@@ -29,11 +29,6 @@ from services.manager.verifier import EmulatedVerifier  # noqa: E402
 from services.manager.verifier_filecoin import FilecoinVerifier  # noqa: E402
 
 MIB8 = 8 << 20
-
-
-def param_cache() -> Path:
-    env = os.environ.get("SECTORSTORAGE_FIL_PARAMS")
-    return Path(env) if env else Path.home() / ".cache" / "sectorstorage" / "filecoin-params"
 
 
 def test_a_missing_verifying_key_is_the_operators_to_fix() -> None:

@@ -10,7 +10,6 @@ time on a 2-core machine, then reused (shared with `cargo test` in rust_filecoin
 
 from __future__ import annotations
 
-import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import rust_core
+from tests.support.paths import filecoin_param_cache as param_cache
 
 rust_filecoin = pytest.importorskip(
     "rust_filecoin",
@@ -32,11 +32,6 @@ PROVER = bytes(range(32))
 TICKET = bytes([0x11] * 32)
 SEED = bytes([0x22] * 32)
 RANDOMNESS = bytes([0x33] * 32)
-
-
-def param_cache() -> Path:
-    env = os.environ.get("SECTORSTORAGE_FIL_PARAMS")
-    return Path(env) if env else Path.home() / ".cache" / "sectorstorage" / "filecoin-params"
 
 
 @dataclass
