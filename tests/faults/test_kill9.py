@@ -142,7 +142,14 @@ def test_kill9_index_manager_and_worker_mid_batch(start_service: StartService, t
         assert read_back(fleet, s) == s.data, s.ref.id.number
     after = file_digests(roots)
     kept = {p: d for p, d in before.items() if "/sealed/" in p or "/cache/" in p}
-    assert {p: after.get(p) for p in kept} == kept
+    changed = sorted(p for p in kept if after.get(p) != kept[p])
+    assert not changed, "\n".join(
+        [
+            f"changed by the read-back: {changed}",
+            "sealed files now: " + str(sorted(p for p in after if "/sealed/" in p)),
+        ]
+        + [describe(fleet, sector=s.ref.id) for s in sealed if any(p.endswith(f"-{s.ref.id.number}") for p in changed)]
+    )
 
     print(
         f"kill -9: {len(killed)} faults {killed}, {SECTORS} sectors sealed in {wall:.1f} s, "
