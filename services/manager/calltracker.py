@@ -41,6 +41,9 @@ from services.manager.records import (
 )
 
 log = logging.getLogger(__name__)
+# A call in one of these was ended by the manager, not by its worker's Return: the worker must
+# not go on running it.
+_STOPPED = frozenset({CallStatus.ABORTED, CallStatus.CANCELLED, CallStatus.TIMED_OUT})
 
 
 @dataclass(frozen=True)
@@ -330,13 +333,18 @@ class CallTracker:
             live.record, live.call = record, call
             return True
 
-    async def mark_running(self, live: LiveWork, call_id: str) -> None:
+    async def mark_running(self, live: LiveWork, call_id: str) -> bool:
+        """False when the call was stopped (aborted, cancelled, superseded by a late result)
+        while its dispatch RPC was on the wire: the worker has it now and must be told to stop
+        it again (the first abort may have arrived before the dispatch). A call that returned
+        (or failed) before the dispatch RPC answered is left alone."""
         async with live.lock:
             if live.call.call_id != call_id or live.call.status is not CallStatus.DISPATCHING:
-                return  # returned (or failed) before the dispatch RPC answered
+                return not (live.call.call_id == call_id and live.call.status in _STOPPED)
             call = replace(live.call, status=CallStatus.RUNNING, started_at=self.clock())
             await self.store.save(None, [call])
             live.call = call
+            return True
 
     # --- outcomes ----------------------------------------------------------------------------
 

@@ -336,7 +336,10 @@ class JobRunner:
                     status = CallStatus.REQUEUED if exc.maybe_delivered else CallStatus.FAILED
                     await self._fail(live, call_id, status, ErrorCode.TEMPORARY, message)
                 return
-        await self.tracker.mark_running(live, call_id)
+        if not await self.tracker.mark_running(live, call_id):
+            # Stopped while the dispatch was on the wire: an abort sent meanwhile may have
+            # reached the worker before the call did, so it is sent again now that it is there.
+            await self._abort_on(handle, live.call, "stopped while it was being dispatched")
 
     async def _dropped(self, live: LiveWork, call_id: str) -> bool:
         """Ends the call (CANCELLED, the work ABORTED with the reason, which TaskHistory shows)
@@ -387,14 +390,19 @@ class JobRunner:
             return
         if call.worker_id:
             handle = self.registry.get(call.worker_id)
-            if handle is not None and handle.client is not None and handle.connected:
-                try:
-                    await worker_link.abort_call(handle.client, call.miner, call.number, call.call_id, reason)
-                except WorkerCallFailed as exc:
-                    log.warning(
-                        "could not stop a call on its worker",
-                        extra={"call_id": call.call_id, "worker": call.worker_id, "error": exc.details},
-                    )
+            if handle is not None:
+                await self._abort_on(handle, call, reason)
+
+    async def _abort_on(self, handle: WorkerHandle, call: CallRecord, reason: str) -> None:
+        if handle.client is None or not handle.connected:
+            return
+        try:
+            await worker_link.abort_call(handle.client, call.miner, call.number, call.call_id, reason)
+        except WorkerCallFailed as exc:
+            log.warning(
+                "could not stop a call on its worker",
+                extra={"call_id": call.call_id, "worker": call.worker_id, "error": exc.details},
+            )
 
     # --- returns -----------------------------------------------------------------------------
 

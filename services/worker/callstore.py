@@ -10,7 +10,8 @@ The bytes are a StoredCallResult message, encoded and decoded by the ResultCodec
 in (app.py: messages.RESULT_CODEC), so this module reads no message itself.
 
 Acknowledged calls stay as tombstones for a while so that a repeated dispatch of the same
-CallId is recognised ("starts nothing and answers as the first one did").
+CallId is recognised ("starts nothing and answers as the first one did"); so do calls aborted
+before their dispatch arrived (`forbid`), so that the late dispatch does not run them.
 """
 
 from __future__ import annotations
@@ -101,6 +102,19 @@ class CallStore:
                 "UPDATE calls SET state = 'done', finished_at = ?, result = ? WHERE call_key = ? AND state = 'running'",
                 (time.time(), data, key),
             )
+
+    def forbid(self, key: str) -> bool:
+        """Records a call that was aborted before it arrived, as a tombstone: a dispatch of it
+        that comes later (the abort and the dispatch crossed on the wire) is recognised as known
+        and starts nothing. False when the call is already known."""
+        now = time.time()
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO calls (call_key, call_type, state, started_at, finished_at) "
+                "VALUES (?, 0, 'acked', ?, ?)",
+                (key, now, now),
+            )
+            return cur.rowcount == 1
 
     def pending(self) -> list[CallResult]:
         """Finished, unacknowledged results, oldest first."""

@@ -270,7 +270,16 @@ class CallRunner:
         return True
 
     def abort(self, call_id: CallId, reason: str) -> bool:
-        return self._stop(call_key(call_id), TaskFailure(Code.ABORTED, f"task aborted: {reason or 'by an operator'}"))
+        """Stops a running call (True). A call this worker has never seen is recorded as
+        aborted, so that its dispatch, should it come after the abort (the manager aborted it
+        while the dispatch was on the wire), starts nothing: a stale PC1 or PC2 that ran late
+        would remove the sector's newer files everywhere."""
+        key = call_key(call_id)
+        if self._stop(key, TaskFailure(Code.ABORTED, f"task aborted: {reason or 'by an operator'}")):
+            return True
+        if key not in self.running and self.store.forbid(key):
+            log.info("a call was aborted before its dispatch arrived: it will not run", extra={"call": key})
+        return False
 
     def running_call_ids(self) -> list[CallId]:
         return [r.call_id for r in self.running.values()]

@@ -284,6 +284,9 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         self.results: dict[str, worker_pb2.StoredCallResult] = {}
         self.fail_next: dict[str, common_pb2.TaskError] = {}
         self.gate = Gate()
+        # Holds the dispatch RPCs of its methods before the call is accepted (a dispatch slow on
+        # the wire), until its event is set.
+        self.dispatch_gate = Gate()
         self.return_enabled = True
         self.heartbeats = True
         self.aborted: list[str] = []
@@ -489,6 +492,9 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
     async def SealPreCommit1(
         self, request: W.WorkerServiceSealPreCommit1Request, context: Context
     ) -> W.WorkerServiceSealPreCommit1Response:
+        if "SealPreCommit1" in self.dispatch_gate.methods:
+            self.dispatch_gate.reached.set()
+            await self.dispatch_gate.event.wait()
         return worker_pb2.WorkerServiceSealPreCommit1Response(
             call_id=self._accept("SealPreCommit1", request, context).call_id
         )

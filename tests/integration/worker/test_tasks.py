@@ -17,7 +17,7 @@ from services.worker.partialfile import PartialFile
 from services.worker.sectors import prover_id
 from tests.support.fleet import StartService, start_worker
 from tests.support.sectors import MINER, SEED, TICKET, sector_ref
-from tests.support.worker import ManagerEndpoint, WorkerHandle, add_piece, assignment, find
+from tests.support.worker import ManagerEndpoint, WorkerHandle, add_piece, assignment, find, log_entries, precommit_on
 
 PROVER = prover_id(MINER)
 TaskType = common_pb2.TaskType
@@ -316,3 +316,33 @@ def test_dispatch_contract(fleet: tuple[object, WorkerHandle]) -> None:
 
 # Timeouts and AbortCall are tested in tests/integration/worker/test_cancel.py, from outside the worker: the call
 # really stops (CPU, RSS, locks, files), not only its status code.
+
+
+def test_a_call_aborted_before_its_dispatch_arrives_never_runs(
+    fleet: tuple[object, WorkerHandle], tmp_path: Path
+) -> None:
+    """The manager aborts a call while its dispatch is still on the wire, and the abort arrives
+    first (a PC1 superseded by the late result of an earlier attempt, say). The dispatch that
+    follows must start nothing: a stale PC1 begins by removing the sector's sealed file and cache
+    everywhere, which would wipe a sector sealed since."""
+    _, w = fleet
+    number = 9
+    pieces, _ = precommit_on(w, number, 2048, bytes(2032))
+    name = f"s-t0{MINER}-{number}"
+    files = {p: p.read_bytes() for p in (tmp_path / "seal").rglob("*") if name in str(p) and p.is_file()}
+    assert any("sealed" in str(p) for p in files) and any("cache" in str(p) for p in files)
+
+    stale = assignment(number)
+    aborted = w.stub.AbortCall(worker_pb2.AbortCallRequest(call_id=stale.call_id, reason="superseded"), timeout=10)
+    assert not aborted.found  # nothing was running under that id
+    request = worker_pb2.WorkerServiceSealPreCommit1Request(
+        assignment=stale, sector=sector_ref(number, 2048), ticket=TICKET, pieces=pieces
+    )
+    for _ in range(2):  # the dispatch, and its retry
+        assert w.stub.SealPreCommit1(request, timeout=10).call_id.id == stale.call_id.id
+    with pytest.raises(TimeoutError):
+        w.result(stale.call_id, timeout=2.0)
+    started = [e for e in log_entries(w, "task started") if stale.call_id.id in str(e.get("call"))]
+    assert not started
+    assert {p: p.read_bytes() for p in files if p.exists()} == files
+    assert [loc.id for loc in find(fleet[0], number, ST.SECTOR_FILE_TYPE_SEALED)] == [w.ids["seal"]]  # type: ignore[arg-type]

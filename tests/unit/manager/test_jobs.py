@@ -110,6 +110,29 @@ def test_an_aborted_running_call_fails_its_caller_with_aborted_and_tells_the_wor
     run(test, tmp_path)
 
 
+def test_a_call_aborted_while_its_dispatch_is_on_the_wire_is_aborted_again_once_it_arrived(tmp_path: Path) -> None:
+    """The abort the manager sends at once can reach the worker before the dispatch does (and
+    find nothing to stop); once the dispatch has been answered the manager sends it again, so the
+    worker never goes on running a call its manager ended."""
+
+    async def test(app: ManagerApp, worker: FakeWorker) -> None:
+        piece = await piece_of(app, 5)
+        worker.dispatch_gate.methods.add("SealPreCommit1")
+        pc1 = asyncio.create_task(app.sealing.seal_pre_commit1(PreCommit1Input(ref(5), TICKET, (piece,)), Deadline(20)))
+        await asyncio.wait_for(worker.dispatch_gate.reached.wait(), 10)
+        call_id = live_call(app, "SealPreCommit1", 5)
+        assert app.runner.tracker.by_call[call_id].call.status is CallStatus.DISPATCHING
+        result = await app.runner.abort(call_id, "operator says stop")
+        assert result is not None and result[0] == "assigned"
+        with pytest.raises(Aborted):
+            await pc1
+        assert worker.aborted == [call_id] and call_id not in worker.running  # it found nothing
+        worker.dispatch_gate.event.set()  # now the dispatch arrives, and the call starts there
+        await until(lambda: worker.aborted == [call_id, call_id], "the abort to be sent again")
+
+    run(test, tmp_path)
+
+
 def test_a_temporary_failure_is_retried_and_a_permanent_one_reaches_the_caller(tmp_path: Path) -> None:
     async def test(app: ManagerApp, worker: FakeWorker) -> None:
         piece = await piece_of(app, 3)
