@@ -589,12 +589,12 @@ async def unseal_piece(
                             pf.mark_allocated(start, end - start)
 
                     await blocking(mark)
-                    fetched = acq.fetched
-                # The working copies of sealed/cache fetched for this unseal are not kept.
-                for t in fetched.singles():
-                    copies = await blocking(env.local.find, sector.id, t)
-                    for copy in copies:
-                        await remove_local(env, sector.id, t, copy.path.id)
+                    fetched = {t: acq.storage[t].id for t in acq.fetched.singles()}
+                # The working copies of sealed/cache fetched for this unseal are not kept: only
+                # those, in the path they were fetched into; a replica this worker holds in
+                # another path (declared or found by a rescan meanwhile) is not a working copy.
+                for t, storage_id in fetched.items():
+                    await remove_local(env, sector.id, t, storage_id)
             if created:
                 await env.index.declare(unsealed_store.id, sector.id, FileType.UNSEALED, primary=True)
         except BaseException:
@@ -604,7 +604,29 @@ async def unseal_piece(
         finally:
             if reservation is not None:
                 reservation.release()
+    if todo:
+        await _drop_sealing_copies(env, ctx, sector.id)
     return DONE
+
+
+async def _drop_sealing_copies(env: TaskEnv, ctx: TaskContext, sector: SectorId) -> None:
+    """After an unseal: this worker's copies of the sealed file and cache that are not primary,
+    where a primary copy is declared in another path (the reference's RemoveCopies). They are
+    what a FETCH task copied here for the unseal (when no holder could run it), or a sealing
+    leftover; the primary replica stays where it is. A sector not finalized yet has no primary
+    copy, so its sealing copies are all kept. Under the write lock: nobody reads them meanwhile."""
+    types = FileType.SEALED | FileType.CACHE
+    async with _lock(env, ctx, sector, FileType(0), types):
+        for t in types.singles():
+            locations = await env.index.find_sector(sector, t)
+            primary = {loc.storage_id for loc in locations if loc.primary}
+            for copy in await blocking(env.local.find, sector, t):
+                if copy.path.id not in primary and primary - {copy.path.id}:
+                    log.info(
+                        "removing a non-primary copy left by an unseal",
+                        extra={"sector": str(sector), "type": t.dirname, "path": copy.path.id},
+                    )
+                    await remove_local(env, sector, t, copy.path.id)
 
 
 async def _unsealed_for_unseal(env: TaskEnv, sector: SectorRef) -> tuple[Path, LocalPath, bool]:
