@@ -456,7 +456,15 @@ class CallTracker:
         if not (outcome.ok and old.status is CallStatus.REQUEUED and live is not None):
             return Decision(ReturnStatus.DUPLICATE, live)
         async with live.lock:
-            if live.record.status not in (WorkStatus.QUEUED, WorkStatus.RUNNING) or live.call.call_id == call_id:
+            if (
+                live.record.status not in (WorkStatus.QUEUED, WorkStatus.RUNNING)
+                or live.call.call_id == call_id
+                or live.call.status is not CallStatus.QUEUED
+            ):
+                # Used only while the rerun is still queued here: a rerun given to a worker may
+                # have begun by removing what the late call wrote (a PC1 removes the sector's
+                # sealed file and cache everywhere first, a PC2 its sealed file), so the late
+                # result could name files that are gone. The rerun's own result counts then.
                 return Decision(ReturnStatus.DUPLICATE, live)
             # The worker we gave up on finished after all: its result is as good as a rerun's.
             now = self.clock()
@@ -471,7 +479,7 @@ class CallTracker:
             current = live.call
             superseded = replace(
                 current,
-                status=CallStatus.CANCELLED if current.status is CallStatus.QUEUED else CallStatus.ABORTED,
+                status=CallStatus.CANCELLED,
                 finished_at=now,
                 error_code=int(ErrorCode.ABORTED),
                 error_message=f"superseded by the late result of call {call_id}",

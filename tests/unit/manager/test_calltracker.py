@@ -308,6 +308,28 @@ def test_late_result_of_requeued_call_is_used(db_url: str, databases: list[Datab
     run(main())
 
 
+def test_late_result_is_not_used_once_the_rerun_was_given_to_a_worker(db_url: str, databases: list[Database]) -> None:
+    """The rerun may already have removed what the late call wrote (a PC1 starts by removing the
+    sector's sealed file and cache everywhere), so its own result counts, not the late one."""
+
+    async def main() -> None:
+        tracker = make_tracker(db_url, databases)
+        live, _ = await tracker.open(PC1, 2, SECTOR, b"p", 0)
+        lost_call = live.call.call_id
+        await tracker.mark_dispatching(live, "w1", "h", "s", (), 1)
+        await tracker.fail_call(live, lost_call, CallStatus.REQUEUED, ErrorCode.WORKER_RESTARTED, "worker gone")
+        rerun = live.call.call_id
+        assert await tracker.mark_dispatching(live, "w2", "h2", "s2", (), 1)
+        late = await tracker.complete(lost_call, PC1, Outcome.success(b"late"))
+        assert late.status is ReturnStatus.DUPLICATE and late.superseded is None
+        assert live.call.call_id == rerun and live.call.status is CallStatus.DISPATCHING
+        await tracker.mark_running(live, rerun)
+        assert (await tracker.complete(rerun, PC1, Outcome.success(b"rerun"))).status is ReturnStatus.STORED
+        assert (await tracker.wait(live, 1)).result == b"rerun"
+
+    run(main())
+
+
 def test_non_dedup_work_never_retried(db_url: str, databases: list[Database]) -> None:
     async def main() -> None:
         tracker = make_tracker(db_url, databases)
