@@ -24,6 +24,7 @@ from services.worker.calls import CallId, CallType
 from services.worker.callstore import CallStore
 from services.worker.config import WorkerConfig
 from services.worker.drain import drain_for_stop
+from services.worker.failures import CallFailed
 from services.worker.identity import WorkerIdentity, load_or_create_worker_id
 from services.worker.index_client import IndexClient
 from services.worker.local_store import LocalStore
@@ -176,8 +177,10 @@ class WorkerApp(Service):
         self._loops.append(asyncio.create_task(p.sender.run(self._quit), name="return-sender"))
 
         async def manager_restarted() -> None:
+            # In the background, until the index takes it: the index may be down at the same
+            # moment (both restarted), and registration must not wait for it or fail with it.
             if p.storage is not None and p.index is not None:
-                await p.storage.redeclare("", drop_missing=False)
+                self._loops.append(asyncio.create_task(self._redeclare_until_done(), name="redeclare"))
 
         def unknown_calls(calls: list[CallId]) -> None:
             for call in calls:
@@ -233,6 +236,25 @@ class WorkerApp(Service):
             retry_deliveries=p.sender.retry_now,
             last_delivery_failure=lambda: p.sender.last_failure if p.sender is not None else 0.0,
         )
+
+    async def _redeclare_until_done(self) -> None:
+        """Announces the paths and their sector files to the index again (after a manager
+        restart), retrying with back-off while the index cannot be reached."""
+        storage = self.parts.storage
+        assert storage is not None
+        backoff = Backoff(0.5, 10.0)
+        while not self._quit.is_set():
+            try:
+                await storage.redeclare("", drop_missing=False)
+                return
+            except CallFailed as exc:
+                delay = backoff.next_delay()
+                log.warning(
+                    "could not announce the storage paths again after the manager restarted; retrying",
+                    extra={"error": exc.details, "retry_in_s": round(delay, 2)},
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._quit.wait(), delay)
 
     async def stop(self) -> None:
         self._quit.set()

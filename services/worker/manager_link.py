@@ -124,6 +124,13 @@ class ManagerLink:
                     continue
                 except grpc.aio.AioRpcError as exc:
                     failure = exc
+                except Exception:  # noqa: BLE001 - the link must outlive any one failure
+                    # Not the manager's answer (a hook that called the index, a bug): without this
+                    # the task ended and the worker served on, never registered again.
+                    log.exception("the session with the manager failed; registering again", extra={"manager": address})
+                    self.registered = False
+                    await _sleep_unless(stopping, self.pacer.failed(address)[1])
+                    continue
             self.registered = False
             # Another manager to try: at once (it may be the new leader); all failed: back off.
             following, delay = self.pacer.failed(address)
