@@ -263,14 +263,14 @@ fn a_syntax_error_fails_with_its_line() {
         return;
     }
     let from = "u32 t2 = (ROTR(a, 2)";
-    // e.g. "kernels.cu(57): error: expected an expression"
+    // NVRTC says: "kernels.cu(LINE): error: expected an expression"
     let src = broken(from, "u32 t2 = = (ROTR(a, 2)");
     let line = line_of(KERNELS, from);
     for arch in ARCHES {
-        let err = compile_kernels(&src, arch)
-            .err()
-            .expect("a syntax error must not compile")
-            .to_string();
+        let Err(err) = compile_kernels(&src, arch) else {
+            panic!("a syntax error must not compile");
+        };
+        let err = err.to_string();
         eprintln!("{err}");
         assert!(
             err.starts_with("NVRTC could not compile kernels.cu for"),
@@ -291,10 +291,10 @@ fn an_undeclared_name_fails_with_nvrtc_log() {
     let from = "out[31] &= 0x3f;";
     let src = broken(from, "out[31] &= trunc_mask;");
     let line = line_of(KERNELS, from);
-    let err = compile_kernels(&src, None)
-        .err()
-        .expect("an undeclared identifier must not compile")
-        .to_string();
+    let Err(err) = compile_kernels(&src, None) else {
+        panic!("an undeclared identifier must not compile");
+    };
+    let err = err.to_string();
     assert!(
         err.contains(&format!("kernels.cu({line}): error"))
             && err.contains("\"trunc_mask\" is undefined"),
@@ -322,14 +322,14 @@ fn bad_input_is_an_error_not_a_crash() {
     if !nvrtc_available("bad_input_is_an_error_not_a_crash") {
         return;
     }
-    let err = compile_kernels(KERNELS, Some("compute_1"))
-        .err()
-        .expect("no such architecture")
-        .to_string();
+    let Err(err) = compile_kernels(KERNELS, Some("compute_1")) else {
+        panic!("no such architecture");
+    };
+    let err = err.to_string();
     assert!(err.contains("compute_1"), "{err}");
-    let err = compile_kernels("int x;\0", None)
-        .err()
-        .expect("NUL byte")
-        .to_string();
+    let Err(err) = compile_kernels("int x;\0", None) else {
+        panic!("a NUL byte must not compile");
+    };
+    let err = err.to_string();
     assert!(err.contains("NUL"), "{err}");
 }
