@@ -317,6 +317,53 @@ fn a_renamed_kernel_compiles_but_fails_the_entry_point_check() {
     assert_eq!(extra, ["hash_column"]);
 }
 
+/// This test binary run again on one test, with libnvrtc hidden (`LD_LIBRARY_PATH` pointing at
+/// nothing) and `SECTORSTORAGE_REQUIRE_NVRTC` set as given.
+fn run_without_nvrtc(require: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args([
+        "--exact",
+        "kernels_compile_to_ptx_with_every_launched_entry_point",
+        "--test-threads=1",
+    ])
+    .env("LD_LIBRARY_PATH", "/nonexistent-nvrtc-dir")
+    .env_remove(REQUIRE_VAR);
+    if let Some(v) = require {
+        cmd.env(REQUIRE_VAR, v);
+    }
+    cmd.output().expect("run the test binary")
+}
+
+#[test]
+fn a_missing_nvrtc_fails_when_required_and_skips_aloud_otherwise() {
+    let optional = run_without_nvrtc(None);
+    let stderr = String::from_utf8_lossy(&optional.stderr);
+    assert!(optional.status.success(), "{stderr}");
+    if !stderr.contains("SKIPPED kernels_compile_to_ptx_with_every_launched_entry_point") {
+        // It compiled: the loader found a libnvrtc of the system (ld.so.cache), which the
+        // variable cannot hide, so a missing library cannot be staged here.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED a_missing_nvrtc_fails_when_required_and_skips_aloud_otherwise: a system \
+             libnvrtc is visible without LD_LIBRARY_PATH"
+        );
+        return;
+    }
+    let required = run_without_nvrtc(Some("1"));
+    let out = String::from_utf8_lossy(&required.stderr).into_owned()
+        + &String::from_utf8_lossy(&required.stdout);
+    assert!(
+        !required.status.success(),
+        "passed without libnvrtc under {REQUIRE_VAR}=1:\n{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{REQUIRE_VAR}=1 but libnvrtc.so.12 cannot be loaded"
+        )),
+        "{out}"
+    );
+}
+
 #[test]
 fn bad_input_is_an_error_not_a_crash() {
     if !nvrtc_available("bad_input_is_an_error_not_a_crash") {
