@@ -7,8 +7,10 @@
 //!
 //! What it proves: the source is valid CUDA for NVRTC's default architecture (what the backend
 //! compiles), for compute_80 (A100) and compute_90 (H100/H200); the PTX has exactly the entry
-//! points the launch code loads ([`Kernel::ALL`]); and the check fails, with NVRTC's log pointing
-//! at the line, when the source is broken. What it does not prove: that a kernel runs or gives
+//! points the launch code loads ([`Kernel::ALL`]); it assembles to sm_80 and sm_90 machine code
+//! with every kernel in it and no register spills; and the check fails, with NVRTC's log pointing
+//! at the line, when the source is broken. Build cost and figures: docs/benchmarks.md, "The CUDA
+//! compile check". What it does not prove: that a kernel runs or gives
 //! the right bytes on a GPU (`cuda_matches_cpu_when_a_device_exists`, ignored without a device).
 
 use std::collections::BTreeSet;
