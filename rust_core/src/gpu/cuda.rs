@@ -10,13 +10,17 @@
 //! copy back; a single launch covers at most one tree chunk (2^20 nodes) or one witness batch
 //! level, milliseconds on a GPU, so a cancelled call stops well within 100 ms.
 //!
-//! Status: compiled and its kernel source unit-tested as C on the host; not yet run on a GPU.
+//! Status: `make test` compiles the kernels with NVRTC (the `nvidia-cuda-nvrtc-cu12` wheel, no GPU
+//! needed) to PTX and to sm_80/sm_90 machine code and checks every kernel the backend loads is
+//! there (`tests/nvrtc_compile.rs`); their hashing is unit-tested as C on the host. No kernel has
+//! run on a GPU yet.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
@@ -35,9 +39,82 @@ fn driver_present() -> bool {
     catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false)
 }
 
-fn nvrtc_present() -> bool {
+/// Whether libnvrtc can be opened (cudarc looks it up by name, so through `LD_LIBRARY_PATH`
+/// and the loader's cache: `make test` puts the `nvidia-cuda-nvrtc-cu12` wheel's lib there).
+pub fn nvrtc_present() -> bool {
     // SAFETY: as above, for libnvrtc.
     catch_unwind(|| unsafe { cudarc::nvrtc::sys::is_culib_present() }).unwrap_or(false)
+}
+
+/// The kernels of `kernels.cu` that the host code launches, each by its `extern "C"` entry
+/// point. The backend loads its functions from this list, so a test that finds every entry
+/// point in the PTX checks exactly what the launch code will ask the module for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    HashLevel,
+    HashColumns,
+    WitnessLeaves,
+}
+
+impl Kernel {
+    /// Every kernel, in the order of the discriminants (the backend indexes its functions so).
+    pub const ALL: [Kernel; 3] = [
+        Kernel::HashLevel,
+        Kernel::HashColumns,
+        Kernel::WitnessLeaves,
+    ];
+
+    /// The symbol in the PTX (`.entry <name>`) and in `module.load_function`.
+    pub const fn entry_point(self) -> &'static str {
+        match self {
+            Kernel::HashLevel => "hash_level",
+            Kernel::HashColumns => "hash_columns",
+            Kernel::WitnessLeaves => "witness_leaves",
+        }
+    }
+}
+
+/// The program name NVRTC puts in its diagnostics (`kernels.cu(LINE): error: ...`).
+const PROGRAM_NAME: &str = "kernels.cu";
+
+/// Compiles CUDA `source` to PTX with NVRTC, for the virtual architecture `arch`
+/// (`"compute_90"`; `None`: NVRTC's default, which the driver JIT-compiles for any newer GPU).
+///
+/// Needs libnvrtc only, no GPU or driver. Errors say what to fix: a missing library names the
+/// package and the variable to set; a failed compile carries NVRTC's log, whose lines point
+/// into the source (`kernels.cu(LINE): error: ...`).
+pub fn compile_kernels(source: &str, arch: Option<&'static str>) -> Result<Ptx> {
+    if !nvrtc_present() {
+        return Err(Error::invalid(
+            "NVRTC (libnvrtc.so.12) not found: install the CUDA toolkit or the \
+             nvidia-cuda-nvrtc-cu12 wheel and put its lib directory on LD_LIBRARY_PATH",
+        ));
+    }
+    if source.contains('\0') {
+        return Err(Error::invalid("CUDA source contains a NUL byte"));
+    }
+    let opts = CompileOptions {
+        arch,
+        name: Some(PROGRAM_NAME.into()),
+        ..Default::default()
+    };
+    let target = arch.unwrap_or("NVRTC's default architecture");
+    // cudarc panics when the library lacks a symbol; that is an error here, not a crash.
+    let compiled = catch_unwind(AssertUnwindSafe(|| {
+        cudarc::nvrtc::compile_ptx_with_opts(source, opts)
+    }))
+    .map_err(|_| {
+        Error::invalid(format!(
+            "NVRTC panicked compiling {PROGRAM_NAME} for {target}"
+        ))
+    })?;
+    compiled.map_err(|e| match e {
+        CompileError::CompileError { log, .. } => Error::invalid(format!(
+            "NVRTC could not compile {PROGRAM_NAME} for {target}:\n{}",
+            log.to_string_lossy().trim_end()
+        )),
+        other => Error::invalid(format!("NVRTC failed for {target}: {other:?}")),
+    })
 }
 
 /// Lists the CUDA devices; empty when the driver is missing or reports none.
@@ -83,9 +160,8 @@ fn cuda_err(what: &str, e: impl std::fmt::Debug) -> Error {
 pub struct CudaBackend {
     ordinal: usize,
     stream: Arc<CudaStream>,
-    hash_level: CudaFunction,
-    hash_columns: CudaFunction,
-    witness_leaves: CudaFunction,
+    /// One function per [`Kernel`], indexed by its discriminant.
+    functions: [CudaFunction; Kernel::ALL.len()],
     /// One launch sequence at a time on the stream.
     lock: Mutex<()>,
 }
@@ -111,25 +187,32 @@ impl CudaBackend {
         }
         catch_unwind(|| {
             let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err("context", e))?;
-            let ptx = cudarc::nvrtc::compile_ptx(KERNELS).map_err(|e| cuda_err("NVRTC", e))?;
+            let ptx = compile_kernels(KERNELS, None)?;
             let module = ctx
                 .load_module(ptx)
                 .map_err(|e| cuda_err("load module", e))?;
-            let f = |name: &str| {
-                module
-                    .load_function(name)
-                    .map_err(|e| cuda_err("load function", e))
-            };
+            let functions = Kernel::ALL
+                .iter()
+                .map(|k| {
+                    module
+                        .load_function(k.entry_point())
+                        .map_err(|e| cuda_err(&format!("load function {}", k.entry_point()), e))
+                })
+                .collect::<Result<Vec<_>>>()?
+                .try_into()
+                .map_err(|_| Error::invalid("CUDA: wrong number of kernel functions"))?;
             Ok(Self {
                 ordinal,
                 stream: ctx.default_stream(),
-                hash_level: f("hash_level")?,
-                hash_columns: f("hash_columns")?,
-                witness_leaves: f("witness_leaves")?,
+                functions,
                 lock: Mutex::new(()),
             })
         })
         .unwrap_or_else(|_| Err(Error::invalid("CUDA initialisation panicked")))
+    }
+
+    fn function(&self, kernel: Kernel) -> &CudaFunction {
+        &self.functions[kernel as usize]
     }
 
     fn guarded<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -166,7 +249,7 @@ impl Backend for CudaBackend {
                 .alloc_zeros::<u8>(out.len() * 32)
                 .map_err(|e| cuda_err("alloc", e))?;
             let n = out.len() as u64;
-            let mut b = s.launch_builder(&self.hash_level);
+            let mut b = s.launch_builder(self.function(Kernel::HashLevel));
             b.arg(&d_in).arg(&mut d_out).arg(&n);
             cancel.check()?;
             // SAFETY: the kernel reads 64·n bytes of d_in and writes 32·n bytes of d_out.
@@ -199,7 +282,7 @@ impl Backend for CudaBackend {
                 .map_err(|e| cuda_err("alloc", e))?;
             let n = out.len() as u64;
             let num_layers = layers.len() as u32;
-            let mut b = s.launch_builder(&self.hash_columns);
+            let mut b = s.launch_builder(self.function(Kernel::HashColumns));
             b.arg(&d_in).arg(&mut d_out).arg(&n).arg(&num_layers);
             cancel.check()?;
             // SAFETY: reads L·n nodes of d_in, writes n nodes of d_out.
@@ -242,7 +325,7 @@ impl Backend for CudaBackend {
                 .map_err(|e| cuda_err("alloc", e))?;
             let first = first_chunk << chunk_log2;
             let n = leaves as u64;
-            let mut b = s.launch_builder(&self.witness_leaves);
+            let mut b = s.launch_builder(self.function(Kernel::WitnessLeaves));
             b.arg(&d_t).arg(&mut cur).arg(&first).arg(&n);
             // SAFETY: writes n nodes of cur.
             unsafe { b.launch(grid(leaves)) }.map_err(|e| cuda_err("launch", e))?;
@@ -251,7 +334,7 @@ impl Backend for CudaBackend {
             for _ in 0..chunk_log2 {
                 cancel.check()?;
                 let half = (len / 2) as u64;
-                let mut b = s.launch_builder(&self.hash_level);
+                let mut b = s.launch_builder(self.function(Kernel::HashLevel));
                 b.arg(&cur).arg(&mut next).arg(&half);
                 // SAFETY: reads 2·half nodes of cur, writes half nodes of next.
                 unsafe { b.launch(grid(len / 2)) }.map_err(|e| cuda_err("launch", e))?;

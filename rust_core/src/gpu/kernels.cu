@@ -3,7 +3,9 @@
 // The same source also compiles as plain C (without __CUDACC__), where each kernel is an
 // ordinary function of one thread index: tests/unit/rust_core/test_porep_cuda_source.py builds it with the
 // host C compiler and checks every kernel against hashlib, so the hashing logic is tested on
-// machines without a GPU. One thread computes one output node.
+// machines without a GPU. rust_core/tests/nvrtc_compile.rs compiles it with NVRTC (PTX and sm_80 /
+// sm_90 machine code) and checks every kernel the host launches is there. One thread computes one
+// output node.
 
 typedef unsigned char u8;
 typedef unsigned int u32;
