@@ -81,13 +81,15 @@ test-rust: test-rust-filecoin test-rust-nvrtc
 # the next plain `cargo test --release` rebuild every test binary (measured: 131 s each way round).
 # First run about 55 s on 2 cores (cudarc and a second release build of the small dependencies),
 # then 7 s.
-NVRTC_TARGET := target/nvrtc-check
-test-rust-nvrtc: $(DEPS_STAMP)
+# Outside the clone, like the Filecoin build, so that later runs on this machine reuse it; under a
+# lock, since several checkouts share it.
+NVRTC_TARGET ?= $(HOME)/.cache/sectorstorage/rust_core-nvrtc-target
+test-rust-nvrtc: $(DEPS_STAMP) | $(FILECOIN_CACHE)
 	@lib=$$($(VPY) -c 'import os, nvidia.cuda_nvrtc as m; print(os.path.join(list(m.__path__)[0], "lib"))') \
 		|| { echo "nvidia-cuda-nvrtc-cu12 is not installed in $(VENV): run make venv"; exit 1; }; \
 	echo "==> CUDA compile check with NVRTC from $$lib"; \
 	cd $(CARGO_DIR) && LD_LIBRARY_PATH="$$lib$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" SECTORSTORAGE_REQUIRE_NVRTC=1 \
-		CARGO_TARGET_DIR=$(NVRTC_TARGET) cargo test --release --features cuda --test nvrtc_compile
+		flock $(NVRTC_TARGET).lock env CARGO_TARGET_DIR=$(NVRTC_TARGET) cargo test --release --features cuda --test nvrtc_compile
 
 # A 2 KiB sector through the real proofs; Groth16 parameters are generated once (about 17 minutes
 # on 2 cores) into ~/.cache/sectorstorage/filecoin-params ($$SECTORSTORAGE_FIL_PARAMS) and reused.
