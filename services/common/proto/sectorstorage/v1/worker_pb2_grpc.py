@@ -368,7 +368,9 @@ class WorkerServiceServicer:
     def AbortCall(self, request, context):
         """Stops a running task. The worker cancels it, releases its resources and locks, and returns it
         through the usual Return<Method> with TASK_ERROR_CODE_ABORTED. Aborting an unknown or finished
-        call is not an error (found = false).
+        call is not an error (found = false). An unknown call is remembered as aborted: a dispatch of
+        it that arrives later (the abort overtook it on the wire) starts nothing and is answered with
+        its call_id, like a repeated dispatch; no result is returned for it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

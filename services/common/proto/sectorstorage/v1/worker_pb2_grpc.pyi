@@ -134,7 +134,9 @@ class WorkerServiceStub:
     AbortCall: _grpc.UnaryUnaryMultiCallable[_worker_pb2.AbortCallRequest, _worker_pb2.AbortCallResponse]
     """Stops a running task. The worker cancels it, releases its resources and locks, and returns it
     through the usual Return<Method> with TASK_ERROR_CODE_ABORTED. Aborting an unknown or finished
-    call is not an error (found = false).
+    call is not an error (found = false). An unknown call is remembered as aborted: a dispatch of
+    it that arrives later (the abort overtook it on the wire) starts nothing and is answered with
+    its call_id, like a repeated dispatch; no result is returned for it.
     """
     ListCallResults: _grpc.UnaryStreamMultiCallable[_worker_pb2.ListCallResultsRequest, _worker_pb2.ListCallResultsResponse]
     """--- Durable call results (pull side of the Return protocol) ---------------------------------
@@ -359,7 +361,9 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     AbortCall: _aio.UnaryUnaryMultiCallable[_worker_pb2.AbortCallRequest, _worker_pb2.AbortCallResponse]  # type: ignore[assignment]
     """Stops a running task. The worker cancels it, releases its resources and locks, and returns it
     through the usual Return<Method> with TASK_ERROR_CODE_ABORTED. Aborting an unknown or finished
-    call is not an error (found = false).
+    call is not an error (found = false). An unknown call is remembered as aborted: a dispatch of
+    it that arrives later (the abort overtook it on the wire) starts nothing and is answered with
+    its call_id, like a repeated dispatch; no result is returned for it.
     """
     ListCallResults: _aio.UnaryStreamMultiCallable[_worker_pb2.ListCallResultsRequest, _worker_pb2.ListCallResultsResponse]  # type: ignore[assignment]
     """--- Durable call results (pull side of the Return protocol) ---------------------------------
@@ -659,7 +663,9 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_worker_pb2.AbortCallResponse, _abc.Awaitable[_worker_pb2.AbortCallResponse]]:
         """Stops a running task. The worker cancels it, releases its resources and locks, and returns it
         through the usual Return<Method> with TASK_ERROR_CODE_ABORTED. Aborting an unknown or finished
-        call is not an error (found = false).
+        call is not an error (found = false). An unknown call is remembered as aborted: a dispatch of
+        it that arrives later (the abort overtook it on the wire) starts nothing and is answered with
+        its call_id, like a repeated dispatch; no result is returned for it.
         """
 
     @_abc_1.abstractmethod
