@@ -2,10 +2,11 @@
 //! cores, a full PC1/PC2/C1/C2/verify run of one sector with wall time and peak memory, and 32 GiB
 //! figures extrapolated from the measured rates.
 //!
-//! `cargo run --release --example bench_porep -- [--size 8MiB|512MiB] [--workdir DIR] [--labeling-only | --pc1-batch-only]`
+//! `cargo run --release --example bench_porep -- [--size 8MiB|512MiB] [--workdir DIR] [--labeling-only | --pc1-batch-only] [--with-8]`
 //!
-//! Also PC1 of two sectors as two single calls against one batch call (`--pc1-batch-only`: that
-//! alone).
+//! Also PC1 of 2 and of 8 sectors as single calls against one batch call (`--pc1-batch-only`:
+//! that alone; the 8-sector batch above 8 MiB only with `--with-8`). Figures over wall clock and
+//! over on-CPU time: the machine may be shared.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,19 +30,19 @@ use sha2::digest::generic_array::{typenum::U64, GenericArray};
 /// Compressions per label of a node with parents (64 + 37·32 bytes, padded).
 const COMPRESSIONS_PER_LABEL: f64 = 20.0;
 
-/// On-CPU seconds of the calling thread (`CLOCK_THREAD_CPUTIME_ID`): on a shared machine, the
+/// On-CPU seconds of this process, all threads (`CLOCK_PROCESS_CPUTIME_ID`): on a shared machine, the
 /// time the work itself ran, without the time other processes held the core.
-fn thread_cpu_secs() -> f64 {
+fn cpu_secs() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid timespec to write to.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
-/// A rate over wall-clock time and over on-CPU time of the measuring thread.
+/// A rate over wall-clock time and over on-CPU time of the process.
 #[derive(Clone, Copy, Default)]
 struct Rate {
     wall: f64,
@@ -50,11 +51,11 @@ struct Rate {
 
 impl Rate {
     fn measure(work: f64, f: impl FnOnce()) -> Self {
-        let (start, cpu0) = (Instant::now(), thread_cpu_secs());
+        let (start, cpu0) = (Instant::now(), cpu_secs());
         f();
         Self {
             wall: work / start.elapsed().as_secs_f64(),
-            cpu: work / (thread_cpu_secs() - cpu0),
+            cpu: work / (cpu_secs() - cpu0),
         }
     }
 
@@ -71,7 +72,7 @@ impl Rate {
 fn sha_limit_wall_cpu() -> (f64, f64) {
     let blocks = vec![GenericArray::<u8, U64>::default(); 1024];
     let mut state = [0u32; 8];
-    let (start, cpu0) = (Instant::now(), thread_cpu_secs());
+    let (start, cpu0) = (Instant::now(), cpu_secs());
     let mut n = 0u64;
     while start.elapsed() < Duration::from_secs(1) {
         sha2::compress256(&mut state, &blocks);
@@ -80,7 +81,7 @@ fn sha_limit_wall_cpu() -> (f64, f64) {
     std::hint::black_box(state);
     (
         n as f64 / start.elapsed().as_secs_f64(),
-        n as f64 / (thread_cpu_secs() - cpu0),
+        n as f64 / (cpu_secs() - cpu0),
     )
 }
 
@@ -205,17 +206,19 @@ fn label_rate_lanes<const N: usize>(size: u64) -> f64 {
     (N * nodes) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// PC1 of two sectors of `size` as two single calls, then as one batch call
-/// (`seal_pre_commit_phase1_batch`: tree_d of each, then their labeling interleaved on one core),
-/// `rounds` times interleaved; the best total labels per second of each (every layer of both
-/// sectors over the whole PC1's wall time, tree_d and the layer writes included).
-fn pc1_batch_rates(size: u64, workdir: &std::path::Path, rounds: usize) -> (f64, f64) {
+/// PC1 of `n` sectors of `size` as `n` single calls, then as one batch call
+/// (`seal_pre_commit_phase1_batch`: tree_d of each, then their labeling interleaved on one core:
+/// SHA-NI lanes for 2-4, the AVX-512VL 8-lane kernel for 5-8 where the CPU has it), `rounds`
+/// times interleaved; the best total labels per second of each (every layer of every sector over
+/// the whole PC1's time, tree_d and the layer writes included), over wall clock and over the
+/// process's on-CPU time (tree_d runs on every core: the on-CPU figure counts all of it).
+fn pc1_batch_rates(size: u64, workdir: &std::path::Path, rounds: usize, n: usize) -> (Rate, Rate) {
     let params = SectorParams::lookup(size).expect("size");
     let dir = workdir.join("pc1-batch");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("workdir");
     let mut inputs = Vec::new();
-    for k in 0..2u8 {
+    for k in 0..n as u8 {
         let mut data = vec![[0u8; 32]; params.nodes() as usize];
         for (i, n) in data.iter_mut().enumerate() {
             *n = rust_core::porep::ids::hash_parts_trunc254(&[&[k], &(i as u64).to_le_bytes()]);
@@ -228,30 +231,31 @@ fn pc1_batch_rates(size: u64, workdir: &std::path::Path, rounds: usize) -> (f64,
         };
         inputs.push((path, dir.join(format!("cache-{k}")), vec![piece]));
     }
-    let labels = (2 * params.layers as u64 * params.nodes()) as f64;
+    let labels = (n as u64 * params.layers as u64 * params.nodes()) as f64;
     let clear = || {
         for (_, cache, _) in &inputs {
             let _ = std::fs::remove_dir_all(cache);
         }
     };
-    let (mut single, mut batch) = (0.0f64, 0.0f64);
+    let (mut single, mut batch) = (Rate::default(), Rate::default());
     for _ in 0..rounds {
         clear();
-        let start = Instant::now();
-        for (k, (unsealed, cache, pieces)) in inputs.iter().enumerate() {
-            pc1::seal_pre_commit_phase1(
-                size,
-                cache,
-                unsealed,
-                &[1; 32],
-                k as u64,
-                &[2; 32],
-                pieces,
-                &Cancel::default(),
-            )
-            .expect("pc1");
-        }
-        single = single.max(labels / start.elapsed().as_secs_f64());
+        let one_by_one = Rate::measure(labels, || {
+            for (k, (unsealed, cache, pieces)) in inputs.iter().enumerate() {
+                pc1::seal_pre_commit_phase1(
+                    size,
+                    cache,
+                    unsealed,
+                    &[1; 32],
+                    k as u64,
+                    &[2; 32],
+                    pieces,
+                    &Cancel::default(),
+                )
+                .expect("pc1");
+            }
+        });
+        single = single.max(one_by_one);
         clear();
         let batch_inputs: Vec<pc1::Pc1Input<'_>> = inputs
             .iter()
@@ -265,26 +269,45 @@ fn pc1_batch_rates(size: u64, workdir: &std::path::Path, rounds: usize) -> (f64,
                 pieces,
             })
             .collect();
-        let start = Instant::now();
-        pc1::seal_pre_commit_phase1_batch(size, &batch_inputs, &Cancel::default())
-            .expect("pc1 batch");
-        batch = batch.max(labels / start.elapsed().as_secs_f64());
+        let together = Rate::measure(labels, || {
+            pc1::seal_pre_commit_phase1_batch(size, &batch_inputs, &Cancel::default())
+                .expect("pc1 batch");
+        });
+        batch = batch.max(together);
     }
     let _ = std::fs::remove_dir_all(&dir);
     (single, batch)
 }
 
-fn print_pc1_batch(size: u64, workdir: &std::path::Path) {
+/// The PC1 batch lines: 2 sectors, and 8 (the AVX-512VL kernel where the CPU has it) up to
+/// 8 MiB or with `with_8` (8 × 512 MiB sectors need ~8 GiB of memory and ~12 GiB of disk).
+fn print_pc1_batch(size: u64, workdir: &std::path::Path, with_8: bool) {
     // 512 MiB sectors take minutes per round on a small machine: one round there.
     let rounds = if size <= 8 << 20 { 3 } else { 1 };
-    let (single, batch) = pc1_batch_rates(size, workdir, rounds);
-    println!(
-        "PC1, 2 sectors of {} MiB, whole PC1 on 1 core: two single calls {:.3} M labels/s total, one batch call {:.3} M labels/s total = {:.2}x (best of {rounds})",
-        size >> 20,
-        single / 1e6,
-        batch / 1e6,
-        batch / single
-    );
+    let mut counts = vec![2];
+    if with_8 || size <= 8 << 20 {
+        counts.push(8);
+    }
+    for n in counts {
+        let (single, batch) = pc1_batch_rates(size, workdir, rounds, n);
+        let how = if n >= pc1::MIN_VL8_BATCH && labels_vl8::available() {
+            "AVX-512VL 8 lanes"
+        } else {
+            "SHA-NI lanes"
+        };
+        for (clock, one, all) in [
+            ("wall clock", single.wall, batch.wall),
+            ("on-CPU", single.cpu, batch.cpu),
+        ] {
+            println!(
+                "PC1, {n} sectors of {} MiB, whole PC1 on 1 core, {clock}: {n} single calls {:.3} M labels/s total, one batch call ({how}) {:.3} M labels/s total = {:.2}x (best of {rounds})",
+                size >> 20,
+                one / 1e6,
+                all / 1e6,
+                all / one
+            );
+        }
+    }
 }
 
 /// The 8-sector AVX-512VL line: total labels/s against the single-stream limit and one sector
@@ -369,7 +392,7 @@ fn main() {
 
     println!("# PoRep emulation benchmark (sector {size} bytes, {cores} cores)");
     if args.iter().any(|a| a == "--pc1-batch-only") {
-        print_pc1_batch(size, &workdir);
+        print_pc1_batch(size, &workdir, args.iter().any(|a| a == "--with-8"));
         let _ = std::fs::remove_dir_all(&workdir);
         return;
     }
@@ -458,7 +481,7 @@ fn main() {
     if args.iter().any(|a| a == "--labeling-only") {
         return;
     }
-    print_pc1_batch(size, &workdir);
+    print_pc1_batch(size, &workdir, args.iter().any(|a| a == "--with-8"));
 
     // Full pipeline.
     let _ = std::fs::remove_dir_all(&workdir);

@@ -40,7 +40,9 @@ def _names(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if not p.name.startswith(rust_core.TRASH_PREFIX))
 
 
-@pytest.mark.parametrize(("size", "n"), [(KIB2, 1), (KIB2, 2), (KIB2, 3), (KIB2, 4), (MIB8, 2)])
+@pytest.mark.parametrize(
+    ("size", "n"), [(KIB2, 1), (KIB2, 2), (KIB2, 3), (KIB2, 4), (KIB2, 5), (KIB2, 7), (KIB2, 8), (MIB8, 2), (MIB8, 8)]
+)
 def test_batch_writes_byte_for_byte_what_single_calls_write(tmp_path: Path, size: int, n: int) -> None:
     batch = _inputs(tmp_path, size, n, "batch")
     blobs = rust_core.seal_pre_commit_phase1_batch(size, batch)
@@ -75,8 +77,8 @@ def test_bad_entries_are_named_and_leave_no_files(tmp_path: Path) -> None:
     short = (*good[1][:4], b"\x01" * 5, good[1][5])
     with pytest.raises(ValueError, match=r"sectors\[1\] \(sector number 41\) ticket"):
         rust_core.seal_pre_commit_phase1_batch(KIB2, [good[0], short])
-    with pytest.raises(ValueError, match=r"1 to 4 sectors, got 5"):
-        rust_core.seal_pre_commit_phase1_batch(KIB2, _inputs(tmp_path, KIB2, 5, "e"))
+    with pytest.raises(ValueError, match=r"1 to 8 sectors, got 9"):
+        rust_core.seal_pre_commit_phase1_batch(KIB2, _inputs(tmp_path, KIB2, 9, "e"))
     with pytest.raises(ValueError, match="same cache directory"):
         rust_core.seal_pre_commit_phase1_batch(KIB2, [good[0], good[0]])
     with pytest.raises(ValueError, match="unsupported sector size"):

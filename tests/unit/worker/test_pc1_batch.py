@@ -234,6 +234,8 @@ def test_config_defaults_to_no_batching_and_takes_the_environment() -> None:
     env = {"SECTORSTORAGE_WORKER_PC1_BATCH_SIZE": "3", "SECTORSTORAGE_WORKER_PC1_BATCH_WAIT_MS": "250"}
     config = load_config(WorkerConfig, env=env)
     assert (config.worker.pc1_batch_size, config.worker.pc1_batch_wait_ms) == (3, 250)
-    for bad in ("0", "5"):
+    config = load_config(WorkerConfig, env={"SECTORSTORAGE_WORKER_PC1_BATCH_SIZE": "8"})
+    assert config.worker.pc1_batch_size == 8
+    for bad in ("0", "9"):
         with pytest.raises(ConfigError, match="worker.pc1_batch_size"):
             load_config(WorkerConfig, env={"SECTORSTORAGE_WORKER_PC1_BATCH_SIZE": bad})
