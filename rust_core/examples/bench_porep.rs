@@ -2,7 +2,7 @@
 //! cores, a full PC1/PC2/C1/C2/verify run of one sector with wall time and peak memory, and 32 GiB
 //! figures extrapolated from the measured rates.
 //!
-//! `cargo run --release --example bench_porep -- [--size 8MiB|512MiB] [--workdir DIR] [--labeling-only | --pc1-batch-only] [--with-8]`
+//! `cargo run --release --example bench_porep -- [--size 8MiB|512MiB] [--workdir DIR] [--labeling-only | --pc1-batch-only | --vl8-only] [--with-8]`
 //!
 //! Also PC1 of 2 and of 8 sectors as single calls against one batch call (`--pc1-batch-only`:
 //! that alone; the 8-sector batch above 8 MiB only with `--with-8`). Figures over wall clock and
@@ -124,6 +124,26 @@ fn label_rate_vl8(size: u64) -> Rate {
     });
     std::hint::black_box(&out);
     rate
+}
+
+/// The 8-lane kernel alone (parents in L1, no stream): total labels per second.
+fn kernel_rate_vl8() -> Rate {
+    let ids: [Node; labels_vl8::LANES] = std::array::from_fn(|l| [l as u8 + 20; 32]);
+    let mut hashers = Vl8Hashers::new(&ids);
+    let parents: [Node8; 14] = std::array::from_fn(|k| {
+        let mut n = Node8::default();
+        for l in 0..labels_vl8::LANES {
+            n.set_lane(
+                l,
+                &rust_core::porep::ids::hash_parts_trunc254(&[&[k as u8, l as u8]]),
+            );
+        }
+        n
+    });
+    let count = 200_000u64;
+    Rate::measure((labels_vl8::LANES as u64 * count) as f64, || {
+        std::hint::black_box(labels_vl8::kernel_only(&mut hashers, &parents, count));
+    })
 }
 
 /// Labels layer 2 of a sector of `size` (layer 1 given as random labels), single-threaded, or
@@ -334,6 +354,16 @@ fn print_vl8(limit: Rate, single: Rate, vl8: Rate) {
     }
 }
 
+/// The 8-lane kernel alone against the limit, and the share of it the 8 MiB layer reaches.
+fn print_vl8_kernel(limit: Rate, vl8: Rate, kernel: Rate) {
+    println!(
+        "labeling, the 8-lane kernel alone (parents in L1, no stream), on-CPU: {:.3} M labels/s = {:.2}x the limit; the 8 MiB layer reaches {:.0}% of it (best of 3)",
+        kernel.cpu / 1e6,
+        kernel.cpu * COMPRESSIONS_PER_LABEL / limit.cpu,
+        100.0 * vl8.cpu / kernel.cpu
+    );
+}
+
 fn peak_rss_reset() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
@@ -409,12 +439,18 @@ fn main() {
     let largest = label_sizes.last().copied().unwrap_or(size);
     let (mut limit_r, mut single_r, mut vl8_r) =
         (Rate::default(), Rate::default(), Rate::default());
+    let mut kernel_r = Rate::default();
+    let vl8_only = args.iter().any(|a| a == "--vl8-only");
     for _ in 0..3 {
         let (wall, cpu) = sha_limit_wall_cpu();
         limit_r = limit_r.max(Rate { wall, cpu });
         limit = limit.max(wall);
         single_r = single_r.max(label_rate_with(8 << 20, 1, false));
         vl8_r = vl8_r.max(label_rate_vl8(8 << 20));
+        kernel_r = kernel_r.max(kernel_rate_vl8());
+        if vl8_only {
+            continue;
+        }
         for (b, &label_size) in best.iter_mut().zip(&label_sizes) {
             *b = b.max(label_rate(label_size, 1));
         }
@@ -424,6 +460,11 @@ fn main() {
         best_lanes[0] = best_lanes[0].max(label_rate_lanes::<2>(8 << 20));
         best_lanes[1] = best_lanes[1].max(label_rate_lanes::<3>(8 << 20));
         best_lanes[2] = best_lanes[2].max(label_rate_lanes::<4>(8 << 20));
+    }
+    if vl8_only {
+        print_vl8(limit_r, single_r, vl8_r);
+        print_vl8_kernel(limit_r, vl8_r, kernel_r);
+        return;
     }
     println!(
         "sha256 limit, 1 core: {:.2} M compressions/s (best of 3)",
@@ -449,6 +490,7 @@ fn main() {
         );
     }
     print_vl8(limit_r, single_r, vl8_r);
+    print_vl8_kernel(limit_r, vl8_r, kernel_r);
     if cores > 1 {
         let comp = best_producer * COMPRESSIONS_PER_LABEL;
         println!(

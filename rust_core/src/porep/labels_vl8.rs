@@ -257,6 +257,26 @@ fn label_node<const D: usize>(
     }
 }
 
+/// The kernel alone, for the benchmark's "where the time goes": `count` nodes of layer 2 labeled
+/// with the same 14 parents (in L1 cache, no parents stream, no bounds checks), the last result
+/// returned. Against [`label_layer_vl8`]'s rate it shows what the parents' gather and the stream
+/// cost.
+#[doc(hidden)]
+pub fn kernel_only(
+    hashers: &mut Vl8Hashers,
+    parents: &[Node8; TOTAL_PARENTS],
+    count: u64,
+) -> Node8 {
+    let fast = available();
+    let p: [&Node8; TOTAL_PARENTS] = std::array::from_fn(|k| &parents[k]);
+    let mut out = Node8::default();
+    for node in 1..=count {
+        label_node(hashers, fast, 2, node, &p, &mut out);
+        std::hint::black_box(&mut out);
+    }
+    out
+}
+
 #[cfg(target_arch = "x86_64")]
 mod kernel {
     //! The 8-lane label kernel. `unsafe` only for the CPU features (checked by the caller) and
@@ -295,8 +315,8 @@ mod kernel {
         core::array::from_fn(|j| _mm256_load_si256(n.w[j].as_ptr().cast()))
     }
 
-    /// Rounds `FROM..64` of one block whose words are `w` (the schedule computed on the way),
-    /// writing `W[t] + K[t]` to `wk[t]` when `STORE`.
+    /// Rounds `FROM..64` (`FROM` ≤ 16) of one block whose words are `w` (the schedule computed
+    /// on the way), writing `W[t] + K[t]` to `wk[t]` when `STORE`.
     #[inline(always)]
     unsafe fn rounds<const FROM: usize, const STORE: bool>(
         s: &mut [__m256i; 8],
@@ -306,24 +326,34 @@ mod kernel {
         macro_rules! unrolled {
             ($m:ident; $($j:literal)*) => { $($m!($j);)* };
         }
-        for g in 0..4 {
+        // Rounds 0-15 read the block's words as they are; from round 16 on, each first extends
+        // the schedule ring. Separate loops, so that no round tests `g` at run time.
+        macro_rules! word_round {
+            ($j:literal) => {{
+                if $j >= FROM {
+                    let x = add(w[$j], splat(K[$j]));
+                    if STORE {
+                        _mm256_store_si256(wk.add($j), x);
+                    }
+                    round(s, x);
+                }
+            }};
+        }
+        unrolled!(word_round; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+        for g in 1..4 {
             macro_rules! data_round {
                 ($j:literal) => {{
                     let t = 16 * g + $j;
-                    if g > 0 {
-                        let w15 = w[($j + 1) & 15];
-                        let w2 = w[($j + 14) & 15];
-                        let s0 = xor3(ror7(w15), ror18(w15), _mm256_srli_epi32::<3>(w15));
-                        let s1 = xor3(ror17(w2), ror19(w2), _mm256_srli_epi32::<10>(w2));
-                        w[$j] = add(add(w[$j], s0), add(w[($j + 9) & 15], s1));
+                    let w15 = w[($j + 1) & 15];
+                    let w2 = w[($j + 14) & 15];
+                    let s0 = xor3(ror7(w15), ror18(w15), _mm256_srli_epi32::<3>(w15));
+                    let s1 = xor3(ror17(w2), ror19(w2), _mm256_srli_epi32::<10>(w2));
+                    w[$j] = add(add(w[$j], s0), add(w[($j + 9) & 15], s1));
+                    let x = add(w[$j], splat(K[t]));
+                    if STORE {
+                        _mm256_store_si256(wk.add(t), x);
                     }
-                    if t >= FROM {
-                        let x = add(w[$j], splat(K[t]));
-                        if STORE {
-                            _mm256_store_si256(wk.add(t), x);
-                        }
-                        round(s, x);
-                    }
+                    round(s, x);
                 }};
             }
             unrolled!(data_round; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
