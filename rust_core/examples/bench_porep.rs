@@ -6,7 +6,8 @@
 //!
 //! Also PC1 of 2 and of 8 sectors as single calls against one batch call (`--pc1-batch-only`:
 //! that alone; the 8-sector batch above 8 MiB only with `--with-8`). Figures over wall clock and
-//! over on-CPU time: the machine may be shared.
+//! over on-CPU time: the machine may be shared. `--vl8-only`: the limit, one sector, 8 sectors on
+//! the AVX-512VL lanes and that kernel alone, nothing else (a quick look at `labels_vl8`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
