@@ -452,9 +452,11 @@ mod kernel {
 /// Writes lane `l` of `layer` to `paths[l]` for every lane that has a path (`None`: a padding
 /// lane), each file byte for byte what [`files::write_nodes_cancellable`] writes for that lane's
 /// labels. One pass over the layer, de-interleaving a chunk at a time; `cancel` is checked
-/// before each chunk.
+/// before each chunk (1 MiB written in all).
 pub fn write_lane_files(layer: &[Node8], paths: &[Option<&Path>], cancel: &Cancel) -> Result<()> {
-    const CHUNK: usize = files::WRITE_STEP / 32;
+    // Nodes per chunk: one `WRITE_STEP` written in all between two cancel checks, as the
+    // single-sector writer (a throttled write can block for long).
+    const CHUNK: usize = files::WRITE_STEP / (32 * LANES);
     let mut outs = Vec::new();
     for (l, p) in paths.iter().enumerate().take(LANES) {
         if let Some(p) = p {
