@@ -93,8 +93,10 @@ pub struct Vl8Hashers {
     /// Per lane, the plain hasher (node 0, and the whole path where the CPU lacks AVX-512VL).
     singles: Vec<LabelHasher>,
     /// Words 0-7 of the prefix block (the replica ids), per word the 8 lanes.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     rid: [[u32; LANES]; 8],
     /// The state after rounds 0-7 of the prefix block, which read only the replica id words.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     s8: [[u32; LANES]; 8],
 }
 
