@@ -2,10 +2,12 @@
 //! cores, a full PC1/PC2/C1/C2/verify run of one sector with wall time and peak memory, and 32 GiB
 //! figures extrapolated from the measured rates.
 //!
-//! `cargo run --release --example bench_porep -- [--size 8MiB|512MiB] [--workdir DIR] [--labeling-only | --pc1-batch-only]`
+//! `cargo run --release --example bench_porep -- [--size 8MiB|512MiB] [--workdir DIR] [--labeling-only | --pc1-batch-only | --vl8-only] [--with-8]`
 //!
-//! Also PC1 of two sectors as two single calls against one batch call (`--pc1-batch-only`: that
-//! alone).
+//! Also PC1 of 2 and of 8 sectors as single calls against one batch call (`--pc1-batch-only`:
+//! that alone; the 8-sector batch above 8 MiB only with `--with-8`). Figures over wall clock and
+//! over on-CPU time: the machine may be shared. `--vl8-only`: the limit, one sector, 8 sectors on
+//! the AVX-512VL lanes and that kernel alone, nothing else (a quick look at `labels_vl8`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use rust_core::porep::labels::{
     label_layer, label_layer_lanes, label_layer_with_producer, zeroed_layer, LabelHasher,
     LaneHashers,
 };
+use rust_core::porep::labels_vl8::{self, label_layer_vl8, Node8, Vl8Hashers};
 use rust_core::porep::params::SectorParams;
 use rust_core::porep::parents_cache::{self, ParentsStream};
 use rust_core::porep::pieces::Piece;
@@ -28,26 +31,129 @@ use sha2::digest::generic_array::{typenum::U64, GenericArray};
 /// Compressions per label of a node with parents (64 + 37·32 bytes, padded).
 const COMPRESSIONS_PER_LABEL: f64 = 20.0;
 
-fn sha_limit_single_core() -> f64 {
+/// On-CPU seconds of this process, all threads (`CLOCK_PROCESS_CPUTIME_ID`): on a shared machine, the
+/// time the work itself ran, without the time other processes held the core.
+fn cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// A rate over wall-clock time and over on-CPU time of the process.
+#[derive(Clone, Copy, Default)]
+struct Rate {
+    wall: f64,
+    cpu: f64,
+}
+
+impl Rate {
+    fn measure(work: f64, f: impl FnOnce()) -> Self {
+        let (start, cpu0) = (Instant::now(), cpu_secs());
+        f();
+        Self {
+            wall: work / start.elapsed().as_secs_f64(),
+            cpu: work / (cpu_secs() - cpu0),
+        }
+    }
+
+    fn max(self, o: Self) -> Self {
+        Self {
+            wall: self.wall.max(o.wall),
+            cpu: self.cpu.max(o.cpu),
+        }
+    }
+}
+
+/// The single-stream SHA-256 limit (`sha2::compress256`, SHA-NI where the CPU has it), in
+/// compressions per second of wall clock and of on-CPU time, over about one second.
+fn sha_limit_wall_cpu() -> (f64, f64) {
     let blocks = vec![GenericArray::<u8, U64>::default(); 1024];
     let mut state = [0u32; 8];
-    let start = Instant::now();
+    let (start, cpu0) = (Instant::now(), cpu_secs());
     let mut n = 0u64;
     while start.elapsed() < Duration::from_secs(1) {
         sha2::compress256(&mut state, &blocks);
         n += blocks.len() as u64;
     }
     std::hint::black_box(state);
-    n as f64 / start.elapsed().as_secs_f64()
+    (
+        n as f64 / start.elapsed().as_secs_f64(),
+        n as f64 / (cpu_secs() - cpu0),
+    )
+}
+
+/// Labels layer 2 of 8 sectors of `size` at once on one core with the AVX-512VL software lanes
+/// (`label_layer_vl8`, lane-interleaved layers); total labels per second.
+fn label_rate_vl8(size: u64) -> Rate {
+    let graph = Graph::new(size);
+    let cache = parents_cache::ensure(&graph, size, &Cancel::default()).expect("parents cache");
+    let nodes = graph.nodes() as usize;
+    let mut prev =
+        rust_core::porep::labels::zeroed_cancellable(nodes, Node8::default(), &Cancel::default())
+            .expect("layer");
+    for (i, n) in prev.iter_mut().enumerate() {
+        for l in 0..labels_vl8::LANES {
+            n.set_lane(
+                l,
+                &rust_core::porep::ids::hash_parts_trunc254(&[
+                    &[l as u8],
+                    &(i as u64).to_le_bytes(),
+                ]),
+            );
+        }
+    }
+    let mut out =
+        rust_core::porep::labels::zeroed_cancellable(nodes, Node8::default(), &Cancel::default())
+            .expect("layer");
+    let ids: [Node; labels_vl8::LANES] = std::array::from_fn(|l| [l as u8 + 20; 32]);
+    let mut hashers = Vl8Hashers::new(&ids);
+    let mut stream = ParentsStream::open(&cache, graph.nodes()).expect("stream");
+    let rate = Rate::measure((labels_vl8::LANES * nodes) as f64, || {
+        label_layer_vl8(
+            &mut hashers,
+            2,
+            &mut stream,
+            Some(&prev),
+            &mut out,
+            &Cancel::default(),
+        )
+        .expect("label");
+    });
+    std::hint::black_box(&out);
+    rate
+}
+
+/// The 8-lane kernel alone (parents in L1, no stream): total labels per second.
+fn kernel_rate_vl8() -> Rate {
+    let ids: [Node; labels_vl8::LANES] = std::array::from_fn(|l| [l as u8 + 20; 32]);
+    let mut hashers = Vl8Hashers::new(&ids);
+    let parents: [Node8; 14] = std::array::from_fn(|k| {
+        let mut n = Node8::default();
+        for l in 0..labels_vl8::LANES {
+            n.set_lane(
+                l,
+                &rust_core::porep::ids::hash_parts_trunc254(&[&[k as u8, l as u8]]),
+            );
+        }
+        n
+    });
+    let count = 200_000u64;
+    Rate::measure((labels_vl8::LANES as u64 * count) as f64, || {
+        std::hint::black_box(labels_vl8::kernel_only(&mut hashers, &parents, count));
+    })
 }
 
 /// Labels layer 2 of a sector of `size` (layer 1 given as random labels), single-threaded, or
 /// with a parent-producer thread (`producer`: one hashing core + one producer core).
 fn label_rate(size: u64, replica: u8) -> f64 {
-    label_rate_with(size, replica, false)
+    label_rate_with(size, replica, false).wall
 }
 
-fn label_rate_with(size: u64, replica: u8, producer: bool) -> f64 {
+fn label_rate_with(size: u64, replica: u8, producer: bool) -> Rate {
     let graph = Graph::new(size);
     let cache = parents_cache::ensure(&graph, size, &Cancel::default()).expect("parents cache");
     let nodes = graph.nodes() as usize;
@@ -58,30 +164,31 @@ fn label_rate_with(size: u64, replica: u8, producer: bool) -> f64 {
     let mut out = zeroed_layer(nodes);
     let mut hasher = LabelHasher::new(&[replica; 32]);
     let mut stream = ParentsStream::open(&cache, graph.nodes()).expect("stream");
-    let start = Instant::now();
-    if producer {
-        label_layer_with_producer(
-            &mut hasher,
-            2,
-            &mut stream,
-            &prev,
-            &mut out,
-            &Cancel::default(),
-        )
-        .expect("label");
-    } else {
-        label_layer(
-            &mut hasher,
-            2,
-            &mut stream,
-            Some(&prev),
-            &mut out,
-            &Cancel::default(),
-        )
-        .expect("label");
-    }
+    let rate = Rate::measure(nodes as f64, || {
+        if producer {
+            label_layer_with_producer(
+                &mut hasher,
+                2,
+                &mut stream,
+                &prev,
+                &mut out,
+                &Cancel::default(),
+            )
+            .expect("label");
+        } else {
+            label_layer(
+                &mut hasher,
+                2,
+                &mut stream,
+                Some(&prev),
+                &mut out,
+                &Cancel::default(),
+            )
+            .expect("label");
+        }
+    });
     std::hint::black_box(&out);
-    nodes as f64 / start.elapsed().as_secs_f64()
+    rate
 }
 
 /// Labels layer 2 of `N` sectors of `size` at once on one core (`label_layer_lanes`: their SHA-256
@@ -120,17 +227,19 @@ fn label_rate_lanes<const N: usize>(size: u64) -> f64 {
     (N * nodes) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// PC1 of two sectors of `size` as two single calls, then as one batch call
-/// (`seal_pre_commit_phase1_batch`: tree_d of each, then their labeling interleaved on one core),
-/// `rounds` times interleaved; the best total labels per second of each (every layer of both
-/// sectors over the whole PC1's wall time, tree_d and the layer writes included).
-fn pc1_batch_rates(size: u64, workdir: &std::path::Path, rounds: usize) -> (f64, f64) {
+/// PC1 of `n` sectors of `size` as `n` single calls, then as one batch call
+/// (`seal_pre_commit_phase1_batch`: tree_d of each, then their labeling interleaved on one core:
+/// SHA-NI lanes for 2-4, the AVX-512VL 8-lane kernel for 5-8 where the CPU has it), `rounds`
+/// times interleaved; the best total labels per second of each (every layer of every sector over
+/// the whole PC1's time, tree_d and the layer writes included), over wall clock and over the
+/// process's on-CPU time (tree_d runs on every core: the on-CPU figure counts all of it).
+fn pc1_batch_rates(size: u64, workdir: &std::path::Path, rounds: usize, n: usize) -> (Rate, Rate) {
     let params = SectorParams::lookup(size).expect("size");
     let dir = workdir.join("pc1-batch");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("workdir");
     let mut inputs = Vec::new();
-    for k in 0..2u8 {
+    for k in 0..n as u8 {
         let mut data = vec![[0u8; 32]; params.nodes() as usize];
         for (i, n) in data.iter_mut().enumerate() {
             *n = rust_core::porep::ids::hash_parts_trunc254(&[&[k], &(i as u64).to_le_bytes()]);
@@ -143,30 +252,31 @@ fn pc1_batch_rates(size: u64, workdir: &std::path::Path, rounds: usize) -> (f64,
         };
         inputs.push((path, dir.join(format!("cache-{k}")), vec![piece]));
     }
-    let labels = (2 * params.layers as u64 * params.nodes()) as f64;
+    let labels = (n as u64 * params.layers as u64 * params.nodes()) as f64;
     let clear = || {
         for (_, cache, _) in &inputs {
             let _ = std::fs::remove_dir_all(cache);
         }
     };
-    let (mut single, mut batch) = (0.0f64, 0.0f64);
+    let (mut single, mut batch) = (Rate::default(), Rate::default());
     for _ in 0..rounds {
         clear();
-        let start = Instant::now();
-        for (k, (unsealed, cache, pieces)) in inputs.iter().enumerate() {
-            pc1::seal_pre_commit_phase1(
-                size,
-                cache,
-                unsealed,
-                &[1; 32],
-                k as u64,
-                &[2; 32],
-                pieces,
-                &Cancel::default(),
-            )
-            .expect("pc1");
-        }
-        single = single.max(labels / start.elapsed().as_secs_f64());
+        let one_by_one = Rate::measure(labels, || {
+            for (k, (unsealed, cache, pieces)) in inputs.iter().enumerate() {
+                pc1::seal_pre_commit_phase1(
+                    size,
+                    cache,
+                    unsealed,
+                    &[1; 32],
+                    k as u64,
+                    &[2; 32],
+                    pieces,
+                    &Cancel::default(),
+                )
+                .expect("pc1");
+            }
+        });
+        single = single.max(one_by_one);
         clear();
         let batch_inputs: Vec<pc1::Pc1Input<'_>> = inputs
             .iter()
@@ -180,25 +290,78 @@ fn pc1_batch_rates(size: u64, workdir: &std::path::Path, rounds: usize) -> (f64,
                 pieces,
             })
             .collect();
-        let start = Instant::now();
-        pc1::seal_pre_commit_phase1_batch(size, &batch_inputs, &Cancel::default())
-            .expect("pc1 batch");
-        batch = batch.max(labels / start.elapsed().as_secs_f64());
+        let together = Rate::measure(labels, || {
+            pc1::seal_pre_commit_phase1_batch(size, &batch_inputs, &Cancel::default())
+                .expect("pc1 batch");
+        });
+        batch = batch.max(together);
     }
     let _ = std::fs::remove_dir_all(&dir);
     (single, batch)
 }
 
-fn print_pc1_batch(size: u64, workdir: &std::path::Path) {
+/// The PC1 batch lines: 2 sectors, and 8 (the AVX-512VL kernel where the CPU has it) up to
+/// 8 MiB or with `with_8` (8 × 512 MiB sectors need ~8 GiB of memory and ~12 GiB of disk).
+fn print_pc1_batch(size: u64, workdir: &std::path::Path, with_8: bool) {
     // 512 MiB sectors take minutes per round on a small machine: one round there.
     let rounds = if size <= 8 << 20 { 3 } else { 1 };
-    let (single, batch) = pc1_batch_rates(size, workdir, rounds);
+    let mut counts = vec![2];
+    if with_8 || size <= 8 << 20 {
+        counts.push(8);
+    }
+    for n in counts {
+        let (single, batch) = pc1_batch_rates(size, workdir, rounds, n);
+        let how = if n >= pc1::MIN_VL8_BATCH && labels_vl8::available() {
+            "AVX-512VL 8 lanes"
+        } else {
+            "SHA-NI lanes"
+        };
+        for (clock, one, all) in [
+            ("wall clock", single.wall, batch.wall),
+            ("on-CPU", single.cpu, batch.cpu),
+        ] {
+            println!(
+                "PC1, {n} sectors of {} MiB, whole PC1 on 1 core, {clock}: {n} single calls {:.3} M labels/s total, one batch call ({how}) {:.3} M labels/s total = {:.2}x (best of {rounds})",
+                size >> 20,
+                one / 1e6,
+                all / 1e6,
+                all / one
+            );
+        }
+    }
+}
+
+/// The 8-sector AVX-512VL line: total labels/s against the single-stream limit and one sector
+/// labeled alone, each over wall clock and over on-CPU time (all measured interleaved).
+fn print_vl8(limit: Rate, single: Rate, vl8: Rate) {
+    let kernel = if labels_vl8::available() {
+        "AVX-512VL software lanes"
+    } else {
+        "no AVX-512VL on this CPU: the portable path"
+    };
+    for (clock, l, one, v) in [
+        ("wall clock", limit.wall, single.wall, vl8.wall),
+        ("on-CPU", limit.cpu, single.cpu, vl8.cpu),
+    ] {
+        println!(
+            "labeling, 8 sectors interleaved on 1 core ({kernel}), 8 MiB layers, {clock}: {:.3} M labels/s total = {:.2}x the limit ({:.2} M compressions/s), {:.2}x one sector alone ({:.3} M labels/s = {:.2}x the limit) (best of 3)",
+            v / 1e6,
+            v * COMPRESSIONS_PER_LABEL / l,
+            l / 1e6,
+            v / one,
+            one / 1e6,
+            one * COMPRESSIONS_PER_LABEL / l
+        );
+    }
+}
+
+/// The 8-lane kernel alone against the limit, and the share of it the 8 MiB layer reaches.
+fn print_vl8_kernel(limit: Rate, vl8: Rate, kernel: Rate) {
     println!(
-        "PC1, 2 sectors of {} MiB, whole PC1 on 1 core: two single calls {:.3} M labels/s total, one batch call {:.3} M labels/s total = {:.2}x (best of {rounds})",
-        size >> 20,
-        single / 1e6,
-        batch / 1e6,
-        batch / single
+        "labeling, the 8-lane kernel alone (parents in L1, no stream), on-CPU: {:.3} M labels/s = {:.2}x the limit; the 8 MiB layer reaches {:.0}% of it (best of 3)",
+        kernel.cpu / 1e6,
+        kernel.cpu * COMPRESSIONS_PER_LABEL / limit.cpu,
+        100.0 * vl8.cpu / kernel.cpu
     );
 }
 
@@ -260,7 +423,7 @@ fn main() {
 
     println!("# PoRep emulation benchmark (sector {size} bytes, {cores} cores)");
     if args.iter().any(|a| a == "--pc1-batch-only") {
-        print_pc1_batch(size, &workdir);
+        print_pc1_batch(size, &workdir, args.iter().any(|a| a == "--with-8"));
         let _ = std::fs::remove_dir_all(&workdir);
         return;
     }
@@ -275,17 +438,34 @@ fn main() {
     let mut best_producer = 0.0f64;
     let mut best_lanes = [0.0f64; 3];
     let largest = label_sizes.last().copied().unwrap_or(size);
+    let (mut limit_r, mut single_r, mut vl8_r) =
+        (Rate::default(), Rate::default(), Rate::default());
+    let mut kernel_r = Rate::default();
+    let vl8_only = args.iter().any(|a| a == "--vl8-only");
     for _ in 0..3 {
-        limit = limit.max(sha_limit_single_core());
+        let (wall, cpu) = sha_limit_wall_cpu();
+        limit_r = limit_r.max(Rate { wall, cpu });
+        limit = limit.max(wall);
+        single_r = single_r.max(label_rate_with(8 << 20, 1, false));
+        vl8_r = vl8_r.max(label_rate_vl8(8 << 20));
+        kernel_r = kernel_r.max(kernel_rate_vl8());
+        if vl8_only {
+            continue;
+        }
         for (b, &label_size) in best.iter_mut().zip(&label_sizes) {
             *b = b.max(label_rate(label_size, 1));
         }
         if cores > 1 {
-            best_producer = best_producer.max(label_rate_with(largest, 1, true));
+            best_producer = best_producer.max(label_rate_with(largest, 1, true).wall);
         }
         best_lanes[0] = best_lanes[0].max(label_rate_lanes::<2>(8 << 20));
         best_lanes[1] = best_lanes[1].max(label_rate_lanes::<3>(8 << 20));
         best_lanes[2] = best_lanes[2].max(label_rate_lanes::<4>(8 << 20));
+    }
+    if vl8_only {
+        print_vl8(limit_r, single_r, vl8_r);
+        print_vl8_kernel(limit_r, vl8_r, kernel_r);
+        return;
     }
     println!(
         "sha256 limit, 1 core: {:.2} M compressions/s (best of 3)",
@@ -310,6 +490,8 @@ fn main() {
             comp / limit
         );
     }
+    print_vl8(limit_r, single_r, vl8_r);
+    print_vl8_kernel(limit_r, vl8_r, kernel_r);
     if cores > 1 {
         let comp = best_producer * COMPRESSIONS_PER_LABEL;
         println!(
@@ -342,7 +524,7 @@ fn main() {
     if args.iter().any(|a| a == "--labeling-only") {
         return;
     }
-    print_pc1_batch(size, &workdir);
+    print_pc1_batch(size, &workdir, args.iter().any(|a| a == "--with-8"));
 
     // Full pipeline.
     let _ = std::fs::remove_dir_all(&workdir);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rust_core::hash::Node;
 use rust_core::porep::binary_tree;
-use rust_core::porep::pc1::{self, Pc1Input};
+use rust_core::porep::pc1::{self, BatchLanes, Pc1Input};
 use rust_core::porep::pieces::Piece;
 use rust_core::{Cancel, Error};
 
@@ -99,13 +99,17 @@ fn inputs<'a>(s: &'a [Sector], caches: &'a [PathBuf]) -> Vec<Pc1Input<'a>> {
         .collect()
 }
 
-fn batch_equals_single(size: u64, n: usize) {
-    let d = Dir::new(&format!("eq-{size}-{n}"));
+fn batch_equals_single(size: u64, n: usize, lanes: BatchLanes) {
+    let d = Dir::new(&format!("eq-{size}-{n}-{lanes:?}"));
     let s = sectors(&d.0, size, n);
     let batch_caches: Vec<PathBuf> = (0..n).map(|k| d.0.join(format!("batch-{k}"))).collect();
-    let blobs =
-        pc1::seal_pre_commit_phase1_batch(size, &inputs(&s, &batch_caches), &Cancel::default())
-            .unwrap();
+    let blobs = pc1::seal_pre_commit_phase1_batch_using(
+        size,
+        &inputs(&s, &batch_caches),
+        lanes,
+        &Cancel::default(),
+    )
+    .unwrap();
     assert_eq!(blobs.len(), n);
     for (k, sector) in s.iter().enumerate() {
         let single_cache = d.0.join(format!("single-{k}"));
@@ -141,12 +145,62 @@ fn batch_equals_single(size: u64, n: usize) {
 }
 
 #[test]
-fn batch_of_one_to_four_writes_what_single_calls_write() {
-    for n in 1..=4 {
-        batch_equals_single(2048, n);
+fn batch_of_one_to_eight_writes_what_single_calls_write() {
+    // 5-8 sectors take the AVX-512VL 8-lane path where the CPU has it (5-7 with idle lanes),
+    // and the SHA-NI groups of up to 4 when forced (the path of CPUs without it).
+    for n in 1..=8 {
+        batch_equals_single(2048, n, BatchLanes::Auto);
+    }
+    for n in [5, 8] {
+        batch_equals_single(2048, n, BatchLanes::ShaNi);
     }
     if !cfg!(debug_assertions) {
-        batch_equals_single(8 << 20, 2);
+        batch_equals_single(8 << 20, 2, BatchLanes::Auto);
+        batch_equals_single(8 << 20, 8, BatchLanes::Auto);
+        batch_equals_single(8 << 20, 6, BatchLanes::Auto);
+    }
+}
+
+#[test]
+fn a_failing_sector_late_in_the_labeling_removes_every_sectors_files() {
+    // Sector 5's layer-1 file cannot be created (a directory is in its place): the 8-lane path
+    // fails writing layer 1, the SHA-NI groups fail in the second group after the first group
+    // wrote all its layers. Either way nothing of any sector stays.
+    for lanes in [BatchLanes::Auto, BatchLanes::ShaNi] {
+        let d = Dir::new(&format!("late-{lanes:?}"));
+        let s = sectors(&d.0, 2048, 6);
+        let caches: Vec<PathBuf> = (0..6).map(|k| d.0.join(format!("c{k}"))).collect();
+        let blocker = caches[5].join("sc-02-data-layer-1.dat");
+        std::fs::create_dir_all(&blocker).unwrap();
+        let e = pc1::seal_pre_commit_phase1_batch_using(
+            2048,
+            &inputs(&s, &caches),
+            lanes,
+            &Cancel::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{lanes:?}: {e}");
+        assert!(e.to_string().contains("sc-02-data-layer-1.dat"), "{e}");
+        assert!(rust_core::cancel::wait_trash(Duration::from_secs(30)));
+        for c in &caches[..5] {
+            assert!(
+                contents(c).is_empty(),
+                "{lanes:?}: {} kept files",
+                c.display()
+            );
+        }
+        // Sector 5: its tree_d is gone too (the blocker itself may be cleared away as well).
+        let left: Vec<String> = std::fs::read_dir(&caches[5])
+            .map(|it| {
+                it.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| {
+                        !n.starts_with(rust_core::cancel::TRASH_PREFIX)
+                            && n != "sc-02-data-layer-1.dat"
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{lanes:?}: sector 5 kept {left:?}");
     }
 }
 
@@ -188,12 +242,12 @@ fn bad_inputs_are_named_and_leave_no_files() {
         e.contains("sectors[1]") && e.contains("same cache directory"),
         "{e}"
     );
-    let five = sectors(&d.0, 2048, 5);
-    let caches5: Vec<PathBuf> = (0..5).map(|k| d.0.join(format!("c{k}"))).collect();
-    let e = pc1::seal_pre_commit_phase1_batch(2048, &inputs(&five, &caches5), &Cancel::default())
+    let nine = sectors(&d.0, 2048, 9);
+    let caches9: Vec<PathBuf> = (0..9).map(|k| d.0.join(format!("c{k}"))).collect();
+    let e = pc1::seal_pre_commit_phase1_batch(2048, &inputs(&nine, &caches9), &Cancel::default())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("1 to 4 sectors, got 5"), "{e}");
+    assert!(e.contains("1 to 8 sectors, got 9"), "{e}");
     assert!(pc1::seal_pre_commit_phase1_batch(2048, &[], &Cancel::default()).is_err());
     let e = pc1::seal_pre_commit_phase1_batch(4096, &inputs(&s, &caches), &Cancel::default())
         .unwrap_err()
@@ -224,5 +278,27 @@ fn cancelled_batch_removes_every_sectors_files() {
     assert!(rust_core::cancel::wait_trash(Duration::from_secs(30)));
     for c in &caches {
         assert!(contents(c).is_empty(), "{} kept files", c.display());
+    }
+    // A batch of 8 (the 8-lane path where the CPU has it), cancelled while labeling: stopped
+    // within a short time of the cancel, nothing of any sector stays.
+    if !cfg!(debug_assertions) {
+        let s = sectors(&d.0, 8 << 20, 8);
+        let caches: Vec<PathBuf> = (0..8).map(|k| d.0.join(format!("e{k}"))).collect();
+        let cancel = Cancel::default();
+        let start = std::time::Instant::now();
+        let stopper = cancel.cancel_after(Duration::from_millis(1500));
+        let e =
+            pc1::seal_pre_commit_phase1_batch(8 << 20, &inputs(&s, &caches), &cancel).unwrap_err();
+        let took = start.elapsed();
+        stopper.join().unwrap();
+        assert!(e.is_cancelled(), "{e}");
+        assert!(
+            took < Duration::from_millis(2500),
+            "stopped {took:?} after the start"
+        );
+        assert!(rust_core::cancel::wait_trash(Duration::from_secs(30)));
+        for c in &caches {
+            assert!(contents(c).is_empty(), "{} kept files", c.display());
+        }
     }
 }

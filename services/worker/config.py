@@ -32,7 +32,7 @@ bulk_streams            Connections a large fetched file (64 MiB and over, size 
                         over on the side channel, one receiving thread each; 1 (the default):
                         one connection. docs/benchmarks.md, issue 20, has the measurements.
 pc1_batch_size          PC1 calls of one sector size and proof type labeled together as one task
-                        on one core (1 to 4; 1, the default: each PC1 alone, as before). The
+                        on one core (1 to 8; 1, the default: each PC1 alone, as before). The
                         worker must be able to take that many PC1 at once: see docs/worker.md,
                         "PC1 batches" (MAX_CONCURRENT, cpus, memory, max_tasks).
 pc1_batch_wait_ms       How long the first PC1 of a batch waits for the others before the batch
@@ -84,7 +84,7 @@ class WorkerSection(BaseModel):
     bulk_streams: int = Field(default=1, ge=1, le=16)
     bulk_listen: str = ""
     bulk_advertise: str = ""
-    pc1_batch_size: int = Field(default=1, ge=1, le=4)
+    pc1_batch_size: int = Field(default=1, ge=1, le=8)
     pc1_batch_wait_ms: int = Field(default=5000, ge=0, le=3_600_000)
 
     @field_validator("bulk_listen", "bulk_advertise")

@@ -138,7 +138,7 @@ def pre_commit1_batch(
     sectors: list[tuple[Path, Path, bytes, int, bytes, list[Piece]]],
     cancel: Token = None,
 ) -> list[bytes]:
-    """PC1 of 1 to 4 sectors of one size as one call (cache, unsealed, prover, number, ticket,
+    """PC1 of 1 to 8 sectors of one size as one call (cache, unsealed, prover, number, ticket,
     pieces each); one phase-1 blob per sector, each what pre_commit1 gives for it alone."""
     outs = rust_core.seal_pre_commit_phase1_batch(
         sector_size,

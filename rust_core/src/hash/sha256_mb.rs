@@ -192,7 +192,7 @@ pub fn digest_bytes(state: &[u32; 8]) -> Node {
 
 /// SHA-256 round constants (FIPS 180-4 §4.2.2).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-const K: [u32; 64] = [
+pub(crate) const K: [u32; 64] = [
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
     0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
@@ -490,7 +490,7 @@ mod shani {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod vl {
+pub(crate) mod vl {
     //! Software SHA-256 of 8 messages at once, one per 32-bit lane of a 256-bit register, with
     //! two AVX-512VL instructions: `vprord` (a rotation in one instruction, AVX2 needs three)
     //! and `vpternlogd` (any function of three inputs: `Ch`, `Maj`, a three-way `xor`). About
@@ -522,7 +522,7 @@ mod vl {
                 /// Rotation right of every 32-bit lane (`vprord`).
                 #[inline]
                 #[target_feature(enable = "avx,avx2")]
-                unsafe fn $ror(x: __m256i) -> __m256i {
+                pub(crate) unsafe fn $ror(x: __m256i) -> __m256i {
                     let out: __m256i;
                     asm!(concat!("vprord {o}, {i}, ", $r), o = lateout(ymm_reg) out,
                          i = in(ymm_reg) x, options(pure, nomem, nostack, preserves_flags));
@@ -534,7 +534,7 @@ mod vl {
                 /// truth table's index, `c` bit 0).
                 #[inline]
                 #[target_feature(enable = "avx,avx2")]
-                unsafe fn $tern(a: __m256i, b: __m256i, c: __m256i) -> __m256i {
+                pub(crate) unsafe fn $tern(a: __m256i, b: __m256i, c: __m256i) -> __m256i {
                     let mut a = a;
                     asm!(concat!("vpternlogd {a}, {b}, {c}, ", $imm), a = inout(ymm_reg) a,
                          b = in(ymm_reg) b, c = in(ymm_reg) c,
@@ -551,12 +551,13 @@ mod vl {
     );
 
     #[inline(always)]
-    unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
+    pub(crate) unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
         _mm256_add_epi32(a, b)
     }
 
+    /// One SHA-256 round of all 8 lanes; `wk` is `W[t] + K[t]`.
     #[inline(always)]
-    unsafe fn round(s: &mut [__m256i; 8], wk: __m256i) {
+    pub(crate) unsafe fn round(s: &mut [__m256i; 8], wk: __m256i) {
         let [a, b, c, d, e, f, g, h] = *s;
         let s1 = xor3(ror6(e), ror11(e), ror25(e));
         let t1 = add(add(h, s1), add(ch(e, f, g), wk));

@@ -182,13 +182,19 @@ pub fn zeroed_layer(nodes: usize) -> Vec<Node> {
 /// 512 MiB layer for the first time is page faults and zeroing that took 1-2 s of CPU on a busy
 /// 2-core machine, which a stop had to wait for.
 pub fn zeroed_layer_cancellable(nodes: usize, cancel: &Cancel) -> Result<Vec<Node>> {
-    const STEP: usize = (8 << 20) / std::mem::size_of::<Node>();
-    let mut layer: Vec<Node> = Vec::with_capacity(nodes);
+    zeroed_cancellable(nodes, [0u8; 32], cancel)
+}
+
+/// [`zeroed_layer_cancellable`] for any node type (`zero` is its zero value), e.g. the 8-lane
+/// interleaved nodes of [`crate::porep::labels_vl8`].
+pub fn zeroed_cancellable<T: Clone>(nodes: usize, zero: T, cancel: &Cancel) -> Result<Vec<T>> {
+    let step = ((8 << 20) / std::mem::size_of::<T>().max(1)).max(1);
+    let mut layer: Vec<T> = Vec::with_capacity(nodes);
     advise_huge_pages(layer.spare_capacity_mut());
     while layer.len() < nodes {
         cancel.check()?;
-        let next = (layer.len() + STEP).min(nodes);
-        layer.resize(next, [0u8; 32]);
+        let next = (layer.len() + step).min(nodes);
+        layer.resize(next, zero.clone());
     }
     Ok(layer)
 }

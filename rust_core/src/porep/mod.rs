@@ -16,6 +16,7 @@ pub mod files;
 pub mod graph;
 pub mod ids;
 pub mod labels;
+pub mod labels_vl8;
 pub mod params;
 pub mod parents_cache;
 pub mod pc1;

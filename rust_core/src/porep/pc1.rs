@@ -17,6 +17,7 @@ use crate::porep::codec::{Reader, Writer};
 use crate::porep::files;
 use crate::porep::ids::replica_id;
 use crate::porep::labels::{label_all_layers, label_all_layers_lanes};
+use crate::porep::labels_vl8::{self, label_all_layers_vl8};
 use crate::porep::params::SectorParams;
 use crate::porep::pieces::{check_pieces, Piece};
 use crate::porep::tree_file::{self, Layout, StoredTree};
@@ -142,21 +143,52 @@ pub struct Pc1Input<'a> {
     pub pieces: &'a [Piece],
 }
 
-/// Most sectors [`seal_pre_commit_phase1_batch`] labels together (the lanes of one core; more
-/// did not pay in the lanes measurement, docs/benchmarks.md).
-pub const MAX_BATCH: usize = 4;
+/// Most sectors [`seal_pre_commit_phase1_batch`] labels together: the 8 lanes of the AVX-512VL
+/// software kernel ([`label_all_layers_vl8`]).
+pub const MAX_BATCH: usize = 8;
+
+/// Most sectors the SHA-NI lanes ([`label_all_layers_lanes`]) take at once (more did not pay,
+/// docs/benchmarks.md); larger batches on a CPU without AVX-512VL are labeled in groups of this.
+pub const MAX_SHANI_LANES: usize = 4;
+
+/// Smallest batch labeled by the 8-lane kernel, idle lanes padded, when the CPU has AVX-512VL:
+/// 8 lanes at ~1.5x the single-stream limit beat 4 SHA-NI lanes plus the rest from 5 sectors
+/// on, not below (docs/benchmarks.md, "PC1 batches").
+pub const MIN_VL8_BATCH: usize = 5;
 
 /// PC1 of several sectors of one size as one call: each sector's tree_d and pieces check in turn,
-/// then all their layers labeled together on one core ([`label_all_layers_lanes`], the SHA-256
-/// rounds of the sectors interleaved), and one phase-1 output blob per sector, in input order.
-/// Every file written and every blob is byte for byte what [`seal_pre_commit_phase1`] gives for
-/// that sector alone. A bad input fails the whole call with an error naming it
-/// (`sectors[i] (sector number n): ...`); failed or cancelled, the call removes every file it
-/// wrote for every sector. One sector is the single-sector path; more than [`MAX_BATCH`] is an
-/// error.
+/// then all their layers labeled together on one core, and one phase-1 output blob per sector,
+/// in input order. The labeling: 1 sector alone; 2-4 with the SHA-NI lanes
+/// ([`label_all_layers_lanes`]); 5-8 with the AVX-512VL software lanes
+/// ([`label_all_layers_vl8`], idle lanes padded) where the CPU has them, else in groups of up to
+/// [`MAX_SHANI_LANES`]. Every file written and every blob is byte for byte what
+/// [`seal_pre_commit_phase1`] gives for that sector alone. A bad input fails the whole call with
+/// an error naming it (`sectors[i] (sector number n): ...`); failed or cancelled, the call
+/// removes every file it wrote for every sector. More than [`MAX_BATCH`] is an error.
 pub fn seal_pre_commit_phase1_batch(
     sector_size: u64,
     inputs: &[Pc1Input<'_>],
+    cancel: &Cancel,
+) -> Result<Vec<Vec<u8>>> {
+    seal_pre_commit_phase1_batch_using(sector_size, inputs, BatchLanes::Auto, cancel)
+}
+
+/// Which lanes label a PC1 batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchLanes {
+    /// The fastest this CPU has (what [`seal_pre_commit_phase1_batch`] uses).
+    Auto,
+    /// The SHA-NI lanes only, in groups of up to [`MAX_SHANI_LANES`]: the path of CPUs without
+    /// AVX-512VL, forced (for tests and benchmarks).
+    ShaNi,
+}
+
+/// [`seal_pre_commit_phase1_batch`] with the labeling lanes chosen (same files and blobs either
+/// way).
+pub fn seal_pre_commit_phase1_batch_using(
+    sector_size: u64,
+    inputs: &[Pc1Input<'_>],
+    lanes: BatchLanes,
     cancel: &Cancel,
 ) -> Result<Vec<Vec<u8>>> {
     let params = SectorParams::lookup(sector_size)?;
@@ -184,19 +216,41 @@ pub fn seal_pre_commit_phase1_batch(
     }
     let ids: Vec<Node> = outs.iter().map(|o| o.replica_id).collect();
     let dirs: Vec<&Path> = inputs.iter().map(|i| i.cache_dir).collect();
-    match (&ids[..], &dirs[..]) {
-        ([id], [dir]) => label_all_layers(params, id, Some(dir), cancel).map(|_| ())?,
-        ([a, b], [da, db]) => label_all_layers_lanes(params, &[*a, *b], [*da, *db], cancel)?,
-        ([a, b, c], [da, db, dc]) => {
-            label_all_layers_lanes(params, &[*a, *b, *c], [*da, *db, *dc], cancel)?
+    if lanes == BatchLanes::Auto && ids.len() >= MIN_VL8_BATCH && labels_vl8::available() {
+        label_all_layers_vl8(params, &ids, &dirs, cancel)?;
+    } else {
+        for (group_ids, group_dirs) in ids
+            .chunks(MAX_SHANI_LANES)
+            .zip(dirs.chunks(MAX_SHANI_LANES))
+        {
+            label_group(params, group_ids, group_dirs, cancel)?;
+            // A later group's failure must remove this group's layers too.
+            for dir in group_dirs {
+                for layer in 1..=params.layers as u32 {
+                    scratch.add(files::layer_path(dir, layer));
+                }
+            }
         }
-        ([a, b, c, d], [da, db, dc, dd]) => {
-            label_all_layers_lanes(params, &[*a, *b, *c, *d], [*da, *db, *dc, *dd], cancel)?
-        }
-        _ => return Err(Error::invalid("a PC1 batch takes 1 to 4 sectors")),
     }
     scratch.keep();
     Ok(outs.iter().map(Phase1Output::encode).collect())
+}
+
+/// Labels 1 to [`MAX_SHANI_LANES`] sectors together (one alone, more with the SHA-NI lanes).
+fn label_group(params: &SectorParams, ids: &[Node], dirs: &[&Path], cancel: &Cancel) -> Result<()> {
+    match (ids, dirs) {
+        ([id], [dir]) => label_all_layers(params, id, Some(dir), cancel).map(|_| ()),
+        ([a, b], [da, db]) => label_all_layers_lanes(params, &[*a, *b], [*da, *db], cancel),
+        ([a, b, c], [da, db, dc]) => {
+            label_all_layers_lanes(params, &[*a, *b, *c], [*da, *db, *dc], cancel)
+        }
+        ([a, b, c, d], [da, db, dc, dd]) => {
+            label_all_layers_lanes(params, &[*a, *b, *c, *d], [*da, *db, *dc, *dd], cancel)
+        }
+        _ => Err(Error::invalid(format!(
+            "a SHA-NI lane group takes 1 to {MAX_SHANI_LANES} sectors"
+        ))),
+    }
 }
 
 /// Puts which input failed in front of an error's message (a cancellation stays as it is).

@@ -198,24 +198,26 @@ def test_capacity_warnings_name_what_keeps_a_batch_from_filling() -> None:
     assert "max_tasks = 2" in got[0] and "every size is 1" in got[1] and "seal proof 5 is 2" in got[2]
 
 
-def test_the_real_batch_through_the_batcher_equals_single_calls(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [2, 8])
+def test_the_real_batch_through_the_batcher_equals_single_calls(tmp_path: Path, size: int) -> None:
+    # 8: the largest pc1_batch_size, the 8-lane AVX-512VL labeling where the CPU has it.
     from tests.unit.rust_core.porep_helpers import PROVER, TICKET, make_unsealed
 
     jobs = []
-    for n in (1, 2):
+    for n in range(1, size + 1):
         padded, pieces = make_unsealed(2048, [2048], rng_seed=n)
         (tmp_path / f"u{n}").write_bytes(padded)
         (tmp_path / f"c{n}").mkdir()
         jobs.append(
             Pc1Job(f"call:{n}", tmp_path / f"c{n}", tmp_path / f"u{n}", PROVER, n, TICKET, [Piece(*p) for p in pieces])
         )
-    b = Pc1Batcher(2, wait_s=60)
+    b = Pc1Batcher(size, wait_s=60)
 
     async def main() -> list[bytes]:
         return await asyncio.gather(*(b.run(KEY_2K, j) for j in jobs))
 
     outs = run(main)
-    assert [r.outcome for r in b.history] == ["done"] and len(b.history[0].calls) == 2
+    assert [r.outcome for r in b.history] == ["done"] and len(b.history[0].calls) == size
     for j, out in zip(jobs, outs, strict=True):
         single = tmp_path / f"single{j.number}"
         want = rust_core.seal_pre_commit_phase1(
@@ -234,6 +236,8 @@ def test_config_defaults_to_no_batching_and_takes_the_environment() -> None:
     env = {"SECTORSTORAGE_WORKER_PC1_BATCH_SIZE": "3", "SECTORSTORAGE_WORKER_PC1_BATCH_WAIT_MS": "250"}
     config = load_config(WorkerConfig, env=env)
     assert (config.worker.pc1_batch_size, config.worker.pc1_batch_wait_ms) == (3, 250)
-    for bad in ("0", "5"):
+    config = load_config(WorkerConfig, env={"SECTORSTORAGE_WORKER_PC1_BATCH_SIZE": "8"})
+    assert config.worker.pc1_batch_size == 8
+    for bad in ("0", "9"):
         with pytest.raises(ConfigError, match="worker.pc1_batch_size"):
             load_config(WorkerConfig, env={"SECTORSTORAGE_WORKER_PC1_BATCH_SIZE": bad})
