@@ -301,8 +301,8 @@ def seal_pre_commit_phase1_batch(
 ) -> list[bytes]:
     """PC1 of 1 to 8 sectors of one size as one call, their labeling interleaved on one core.
 
-    2-4 sectors: SHA-NI lanes; 5-8: the 8-lane AVX-512VL software kernel where the CPU has it
-    (idle lanes padded: 5-7 sectors hold the memory of 8), else SHA-NI groups of up to 4.
+    2-4 sectors: SHA-NI lanes; 8: the 8-lane AVX-512VL software kernel where the CPU has it;
+    5-7 (and 8 without AVX-512VL): SHA-NI groups of up to 4. Memory: two layers per sector.
 
     Each entry of `sectors` is (cache_dir, unsealed_path, prover_id, sector_number, ticket,
     pieces), the single call's arguments; returns one phase-1 blob per entry, in order. Every

@@ -146,8 +146,8 @@ fn batch_equals_single(size: u64, n: usize, lanes: BatchLanes) {
 
 #[test]
 fn batch_of_one_to_eight_writes_what_single_calls_write() {
-    // 5-8 sectors take the AVX-512VL 8-lane path where the CPU has it (5-7 with idle lanes),
-    // and the SHA-NI groups of up to 4 when forced (the path of CPUs without it).
+    // 8 sectors take the AVX-512VL 8-lane path where the CPU has it, 5-7 the SHA-NI groups of up
+    // to 4 (as 8 do when forced: the path of CPUs without AVX-512VL).
     for n in 1..=8 {
         batch_equals_single(2048, n, BatchLanes::Auto);
     }

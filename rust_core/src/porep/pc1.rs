@@ -151,17 +151,18 @@ pub const MAX_BATCH: usize = 8;
 /// docs/benchmarks.md); larger batches on a CPU without AVX-512VL are labeled in groups of this.
 pub const MAX_SHANI_LANES: usize = 4;
 
-/// Smallest batch labeled by the 8-lane kernel, idle lanes padded, when the CPU has AVX-512VL:
-/// 8 lanes at ~1.5x the single-stream limit beat 4 SHA-NI lanes plus the rest from 5 sectors
-/// on, not below (docs/benchmarks.md, "PC1 batches").
-pub const MIN_VL8_BATCH: usize = 5;
+/// The batch the 8-lane kernel labels, when the CPU has AVX-512VL: only a full one. Its layers
+/// are interleaved 8 lanes wide in memory, so a batch of 5-7 would hold 8 sectors' layers while
+/// the manager reserved memory for its calls only (3 sectors' two layers too many: 192 GiB at
+/// 32 GiB); 5-7 run as SHA-NI groups instead, within what was reserved. (Padded, 5-7 would
+/// also beat the groups on speed: docs/benchmarks.md, "PC1 batches".)
+pub const MIN_VL8_BATCH: usize = 8;
 
 /// PC1 of several sectors of one size as one call: each sector's tree_d and pieces check in turn,
 /// then all their layers labeled together on one core, and one phase-1 output blob per sector,
 /// in input order. The labeling: 1 sector alone; 2-4 with the SHA-NI lanes
-/// ([`label_all_layers_lanes`]); 5-8 with the AVX-512VL software lanes
-/// ([`label_all_layers_vl8`], idle lanes padded) where the CPU has them, else in groups of up to
-/// [`MAX_SHANI_LANES`]. Every file written and every blob is byte for byte what
+/// ([`label_all_layers_lanes`]); 8 with the AVX-512VL software lanes ([`label_all_layers_vl8`])
+/// where the CPU has them; 5-7 (and 8 without AVX-512VL) in groups of up to [`MAX_SHANI_LANES`]. Every file written and every blob is byte for byte what
 /// [`seal_pre_commit_phase1`] gives for that sector alone. A bad input fails the whole call with
 /// an error naming it (`sectors[i] (sector number n): ...`); failed or cancelled, the call
 /// removes every file it wrote for every sector. More than [`MAX_BATCH`] is an error.
