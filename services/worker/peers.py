@@ -409,6 +409,17 @@ class Peers:
             call.cancel()
 
     @_translated
+    async def stat(self, target: str, sector: SectorId, file_type: FileType, storage_id: str) -> tuple[bool, int]:
+        """(is a directory, apparent size) of a peer's copy; CallFailed (NOT_FOUND) when it has none."""
+        reply = await self.stub(target).StatSectorFile(
+            worker_pb2.StatSectorFileRequest(
+                sector=sector_id_msg(sector), type=file_type_msg(file_type), storage_id=storage_id
+            ),
+            timeout=30,
+        )
+        return reply.is_dir, reply.size
+
+    @_translated
     async def remove(self, target: str, sector: SectorId, file_type: FileType, storage_id: str) -> None:
         await self.stub(target).RemoveSectorFile(
             worker_pb2.RemoveSectorFileRequest(

@@ -32,7 +32,7 @@ from services.common.vocabulary import TaskErrorCode as Code
 from services.worker import sealer
 from services.worker.calls import DONE, AddedPiece, Commitments, Outcome, TaskFailure
 from services.worker.failures import CallFailed
-from services.worker.index_client import IndexClient, IndexUnavailable, LockLost
+from services.worker.index_client import IndexClient, IndexUnavailable, LockLost, SectorLocation
 from services.worker.local_store import (
     LocalPath,
     LocalStore,
@@ -606,7 +606,7 @@ async def unseal_piece(
                 reservation.release()
     if todo:
         try:
-            await _drop_sealing_copies(env, ctx, sector.id)
+            await _drop_sealing_copies(env, ctx, sector)
         except (CallFailed, IndexUnavailable, OSError, LockLost) as exc:
             # The unseal is done and declared: a copy left over wastes space until the next
             # unseal here (or an operator's cleanup), it does not fail the read.
@@ -617,24 +617,58 @@ async def unseal_piece(
     return DONE
 
 
-async def _drop_sealing_copies(env: TaskEnv, ctx: TaskContext, sector: SectorId) -> None:
+async def _drop_sealing_copies(env: TaskEnv, ctx: TaskContext, ref: SectorRef) -> None:
     """After an unseal: this worker's copies of the sealed file and cache that are not primary,
     where a primary copy is declared in another path (the reference's RemoveCopies). They are
     what a FETCH task copied here for the unseal (when no holder could run it), or a sealing
     leftover; the primary replica stays where it is. A sector not finalized yet has no primary
     copy, so its sealing copies are all kept. Under the write lock: nobody reads them meanwhile."""
+    sector = ref.id
     types = FileType.SEALED | FileType.CACHE
     async with _lock(env, ctx, sector, FileType(0), types):
         for t in types.singles():
             locations = await env.index.find_sector(sector, t)
-            primary = {loc.storage_id for loc in locations if loc.primary}
+            primary = [loc for loc in locations if loc.primary]
             for copy in await blocking(env.local.find, sector, t):
-                if copy.path.id not in primary and primary - {copy.path.id}:
-                    log.info(
-                        "removing a non-primary copy left by an unseal",
-                        extra={"sector": str(sector), "type": t.dirname, "path": copy.path.id},
-                    )
-                    await remove_local(env, sector, t, copy.path.id)
+                if any(loc.storage_id == copy.path.id for loc in primary):
+                    continue
+                others = [loc for loc in primary if loc.storage_id != copy.path.id]
+                if not others or not await _one_exists(env, sector, t, ref.size, others):
+                    continue
+                log.info(
+                    "removing a non-primary copy left by an unseal",
+                    extra={"sector": str(sector), "type": t.dirname, "path": copy.path.id},
+                )
+                await remove_local(env, sector, t, copy.path.id)
+
+
+async def _one_exists(
+    env: TaskEnv, sector: SectorId, file_type: FileType, sector_size: int, locations: list[SectorLocation]
+) -> bool:
+    """Whether one of these declared copies is really there (a declaration can outlive its file
+    when a disk is lost or a file removed by hand): asked of the path itself, locally or from the
+    peer serving it; a sealed file must also have the sector's size. A copy is removed only when
+    another one is known to exist, never on the word of the index alone."""
+    want_dir = file_type == FileType.CACHE
+
+    def fits(is_dir: bool, size: int) -> bool:
+        return is_dir == want_dir and (want_dir or size == sector_size)
+
+    for loc in locations:
+        if loc.storage_id in env.local.paths:
+            for copy in await blocking(env.local.find, sector, file_type, loc.storage_id):
+                if fits(want_dir, 0 if want_dir else (await blocking(copy.file.stat)).st_size):
+                    return True
+            continue
+        for url in loc.urls:
+            try:
+                is_dir, size = await env.peers.stat(url, sector, file_type, loc.storage_id)
+            except CallFailed:
+                continue  # that url is down, or the peer has no such copy: the next url says
+            if fits(is_dir, size):
+                return True
+            break
+    return False
 
 
 async def _unsealed_for_unseal(env: TaskEnv, sector: SectorRef) -> tuple[Path, LocalPath, bool]:
