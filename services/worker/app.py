@@ -202,6 +202,7 @@ class WorkerApp(Service):
             on_dependency=runtime.dependency,
             proofs_backend=self.config.proofs.backend.value,
         )
+        p.link = self.link
         self._loops.append(asyncio.create_task(self.link.run(self._quit), name="manager-link"))
 
     def _start_bulk(self, advertise: str) -> None:

@@ -140,6 +140,7 @@ class Dispatcher:
         env = self.parts.env()
         runner.admit(call.task_type, call.seal_proof)
         ctx = runner.context_for(assigned.call_id, list(assigned.gpu_ordinals))
+        ctx.link_session = self.parts.link.session_no if self.parts.link is not None else 0
         fault, short = self.parts.task_fault, SHORT_NAME_OF.get(call.task_type, "")
 
         async def run(c: tasks.TaskContext) -> Outcome:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -101,6 +102,14 @@ class ManagerLink:
         # Sent at registration: the manager refuses a worker of another backend.
         self.proofs_backend = proofs_backend
         self._wake = asyncio.Event()
+        # Registrations so far (a call remembers the one it was dispatched in: confirm()); when
+        # the manager last answered (registration or heartbeat, monotonic), and how long without
+        # an answer makes it declare this worker gone; set (and replaced) at each heartbeat the
+        # manager answers, after the calls it named unknown were aborted.
+        self.session_no = 0
+        self._last_answer = 0.0
+        self._gone_after_s = 3 * heartbeat_interval_s
+        self._answered = asyncio.Event()
         self.registered = False
         self.attempts = 0
         self.manager_session = ""
@@ -114,6 +123,40 @@ class ManagerLink:
         """The manager address in use now."""
         return self.managers.current
 
+    def in_touch(self, session_no: int) -> bool:
+        """Whether a call dispatched in registration `session_no` is surely still this worker's:
+        registered since, in that same registration, and answered recently enough that the
+        manager cannot have declared the worker gone (and requeued its calls elsewhere)."""
+        return (
+            self.registered
+            and session_no == self.session_no
+            # Half the manager's timeout: its clock starts when it got the heartbeat, ours when
+            # the answer came back.
+            and time.monotonic() - self._last_answer < self._gone_after_s / 2
+        )
+
+    async def confirm(self, session_no: int) -> None:
+        """Returns once the manager surely still wants a call dispatched in registration
+        `session_no`: at once when in_touch(), else after the next heartbeat it answers (which
+        lists the worker's running calls: one it ended or gave to another worker meanwhile is
+        aborted here before this returns, so the waiting task gets the cancellation). A task
+        calls it before a step that removes a sector's files everywhere (PC1, PC2): a call
+        received before a cut-off from the manager and left waiting for its lock must not go on
+        after the manager requeued it elsewhere. Waits while the manager cannot be reached."""
+        if self.in_touch(session_no):
+            return
+        log.info("waiting for the manager to confirm a call received before a break in contact")
+        while True:
+            await self._answered.wait()
+            if self.registered:
+                return
+
+    def _answer(self) -> None:
+        """The manager answered a heartbeat (after its unknown calls were aborted)."""
+        self._last_answer = time.monotonic()
+        answered, self._answered = self._answered, asyncio.Event()
+        answered.set()
+
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             address = self.managers.current
@@ -121,6 +164,7 @@ class ManagerLink:
                 stub = manager_pb2_grpc.ManagerServiceStub(channel)
                 try:
                     await self._session(stub, stopping, channel)
+                    self.registered = False  # the session ended: register again
                     continue
                 except grpc.aio.AioRpcError as exc:
                     failure = exc
@@ -194,6 +238,12 @@ class ManagerLink:
         if self.manager_session and reply.manager_session_id != self.manager_session:
             await self.on_manager_restart()
         self.manager_session = reply.manager_session_id
+        self.session_no += 1
+        self._last_answer = time.monotonic()
+        timeout = reply.heartbeat_timeout.ToTimedelta().total_seconds()
+        self._gone_after_s = timeout or 3 * (
+            reply.heartbeat_interval.ToTimedelta().total_seconds() or self.heartbeat_interval_s
+        )
         self.registered = True
         await self.on_dependency("manager", None)
         self.pacer.succeeded()
@@ -243,3 +293,4 @@ class ManagerLink:
             if beat.manager_session_id != reply.manager_session_id:
                 log.info("manager restarted; registering again", extra={"manager": self.manager})
                 return
+            self._answer()

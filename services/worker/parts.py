@@ -16,6 +16,7 @@ from services.worker.faults import ServeFault, TaskFault
 from services.worker.identity import WorkerIdentity
 from services.worker.index_client import IndexClient
 from services.worker.local_store import FsStat, LocalPath, LocalStore
+from services.worker.manager_link import ManagerLink
 from services.worker.pc1_batch import Pc1Batcher
 from services.worker.peers import Peers
 from services.worker.proofs import EmulatedProofs, SealingProofs
@@ -61,6 +62,8 @@ class Parts:
     bulk_address: str = ""
     # PC1 batching ([worker] pc1_batch_size > 1); None: each PC1 runs alone (the default).
     pc1_batcher: Pc1Batcher | None = None
+    # The link to the manager (app.py); None without a manager.
+    link: ManagerLink | None = None
     # The proofs backend the tasks call ([proofs] backend; proofs.py).
     proofs: SealingProofs = field(default_factory=EmulatedProofs)
 
@@ -77,6 +80,7 @@ class Parts:
             section.lock_ttl_s,
             self.pc1_batcher,
             self.proofs,
+            None if self.link is None else self.link.confirm,
         )
 
     def storage_control(self) -> StorageControl:

@@ -19,7 +19,7 @@ import errno
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +146,9 @@ class TaskEnv:
     pc1_batcher: Pc1Batcher | None = None
     # The proofs backend the tasks call ([proofs] backend; proofs.py).
     proofs: SealingProofs = field(default_factory=EmulatedProofs)
+    # Waits until the manager surely still wants a call dispatched in the given registration
+    # (ManagerLink.confirm); None without a manager.
+    confirm: Callable[[int], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -155,6 +158,8 @@ class TaskContext:
 
     owner: str
     gpu_ordinals: list[int] = field(default_factory=list)
+    # The worker's registration with the manager the call was dispatched in (ManagerLink).
+    link_session: int = 0
     on_lost: Callable[[str], None] | None = None
     cancel: rust_core.CancelToken = field(default_factory=rust_core.CancelToken)
     # Once stopped: how long the rust_core call took to return after its token was cancelled.
@@ -163,6 +168,15 @@ class TaskContext:
 
 def _lock(env: TaskEnv, ctx: TaskContext, sector: SectorId, read: FileType, write: FileType) -> Any:
     return env.index.lock(sector, read, write, ctx.owner, env.lock_ttl_s, ctx.on_lost)
+
+
+async def _still_wanted(env: TaskEnv, ctx: TaskContext) -> None:
+    """Before a step that removes a sector's files everywhere (under the sector's lock): a call
+    received before a break in contact with the manager waits until the manager has seen it
+    again; one it ended or gave to another worker meanwhile is aborted there instead of wiping
+    the files its replacement wrote since."""
+    if env.confirm is not None:
+        await env.confirm(ctx.link_session)
 
 
 # --- removal helpers ---------------------------------------------------------------------------
@@ -358,6 +372,7 @@ async def pre_commit1(
     PC1 calls of the same size and proof type (services/worker/pc1_batch.py); all else is per call."""
     _check_pieces(pieces, sector.size)
     async with _lock(env, ctx, sector.id, FileType.UNSEALED, FileType.SEALED | FileType.CACHE):
+        await _still_wanted(env, ctx)
         # Leftovers of an earlier attempt, wherever they are, would be stale copies.
         for t in (FileType.SEALED, FileType.CACHE):
             await remove_everywhere(env, sector.id, t)
@@ -419,6 +434,7 @@ async def pre_commit2(env: TaskEnv, ctx: TaskContext, sector: SectorRef, p1_outp
     copied so the stale copy without trees cannot serve a later C1; the sealed file is allocated
     here, and any older sealed copy in the fleet is removed first."""
     async with _lock(env, ctx, sector.id, FileType(0), FileType.SEALED | FileType.CACHE):
+        await _still_wanted(env, ctx)
         await remove_everywhere(env, sector.id, FileType.SEALED)
         async with env.remote.acquire(
             sector.id, sector.size, FileType.CACHE, FileType.SEALED, PathType.SEALING, move=True

@@ -50,6 +50,10 @@ class ManagerEndpoint(manager_pb2_grpc.ManagerServiceServicer):
         self.registrations: list[manager_pb2.RegisterWorkerRequest] = []
         self.heartbeats: list[manager_pb2.WorkerHeartbeatRequest] = []
         self.refuse_returns = False
+        # The next heartbeat is answered NOT_FOUND (the manager declared the worker gone), once.
+        self.forget_worker = False
+        # Call ids the heartbeats name as unknown (the manager ended them or gave them away).
+        self.unknown: set[str] = set()
         self.session = str(uuid.uuid4())
         self.cond = threading.Condition()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
@@ -76,7 +80,12 @@ class ManagerEndpoint(manager_pb2_grpc.ManagerServiceServicer):
     ) -> manager_pb2.WorkerHeartbeatResponse:
         with self.cond:
             self.heartbeats.append(request)
-        return manager_pb2.WorkerHeartbeatResponse(manager_session_id=self.session)
+            forget, self.forget_worker = self.forget_worker, False
+            self.cond.notify_all()
+        if forget:
+            context.abort(grpc.StatusCode.NOT_FOUND, "worker marked gone: register again")
+        unknown = [c for c in request.running_calls if c.id in self.unknown]
+        return manager_pb2.WorkerHeartbeatResponse(manager_session_id=self.session, unknown_calls=unknown)
 
     def _ret(self, method: str, request: Any, context: grpc.ServicerContext, response: Any) -> Any:
         if self.refuse_returns:

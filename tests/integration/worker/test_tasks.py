@@ -10,14 +10,24 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 import rust_core
-from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2
+from services.common.proto.sectorstorage.v1 import common_pb2, index_pb2, worker_pb2
 from services.worker.partialfile import PartialFile
 from services.worker.sectors import prover_id
 from tests.support.fleet import StartService, start_worker
 from tests.support.sectors import MINER, SEED, TICKET, sector_ref
-from tests.support.worker import ManagerEndpoint, WorkerHandle, add_piece, assignment, find, log_entries, precommit_on
+from tests.support.worker import (
+    ManagerEndpoint,
+    WorkerHandle,
+    add_piece,
+    assignment,
+    find,
+    index_stub,
+    log_entries,
+    precommit_on,
+)
 
 PROVER = prover_id(MINER)
 TaskType = common_pb2.TaskType
@@ -346,3 +356,48 @@ def test_a_call_aborted_before_its_dispatch_arrives_never_runs(
     assert not started
     assert {p: p.read_bytes() for p in files if p.exists()} == files
     assert [loc.id for loc in find(fleet[0], number, ST.SECTOR_FILE_TYPE_SEALED)] == [w.ids["seal"]]  # type: ignore[arg-type]
+
+
+def test_a_call_from_before_a_break_in_contact_waits_for_the_manager_before_removing_files(
+    fleet: tuple[object, WorkerHandle], manager: ManagerEndpoint, tmp_path: Path
+) -> None:
+    """The manager declared the worker gone (a heartbeat answered NOT_FOUND) and gave its calls
+    to another worker; a PC1 the worker had received before is still waiting for the sector's
+    lock. The worker registers again; the PC1 must not remove the sector's files before the
+    manager has seen it again, and the manager, which ended it, has it aborted then."""
+    _, w = fleet
+    number = 10
+    pieces, _ = precommit_on(w, number, 2048, bytes(2032))
+    name = f"s-t0{MINER}-{number}"
+    files = {p: p.read_bytes() for p in (tmp_path / "seal").rglob("*") if name in str(p) and p.is_file()}
+    assert any("sealed" in str(p) for p in files)
+    index = fleet[0]
+
+    # The sector's lock is held elsewhere, so the stale PC1 waits for it.
+    held = index_stub(index).StorageTryLock(  # type: ignore[arg-type]
+        index_pb2.StorageTryLockRequest(
+            sector=common_pb2.SectorId(miner=MINER, number=number),
+            write_types=[ST.SECTOR_FILE_TYPE_SEALED, ST.SECTOR_FILE_TYPE_CACHE],
+            owner="test:holder",
+            ttl=Duration(seconds=60),
+        ),
+        timeout=10,
+    )
+    assert held.acquired
+    stale = assignment(number)
+    request = worker_pb2.WorkerServiceSealPreCommit1Request(
+        assignment=stale, sector=sector_ref(number, 2048), ticket=TICKET, pieces=pieces
+    )
+    assert w.stub.SealPreCommit1(request, timeout=10).call_id.id == stale.call_id.id
+    # The manager forgets the worker: the next heartbeat says so, the worker registers again,
+    # and from then on the heartbeats name the PC1 unknown.
+    registered = len(manager.registrations)
+    manager.unknown.add(stale.call_id.id)
+    manager.forget_worker = True
+    with manager.cond:
+        assert manager.cond.wait_for(lambda: len(manager.registrations) > registered, 15)
+    index_stub(index).StorageUnlock(index_pb2.StorageUnlockRequest(lease_id=held.lease.lease_id), timeout=10)  # type: ignore[arg-type]
+
+    field_name, error = w.result(stale.call_id, timeout=30)
+    assert field_name == "error" and error.code == common_pb2.TASK_ERROR_CODE_ABORTED, (field_name, error)
+    assert {p: p.read_bytes() for p in files if p.exists()} == files
