@@ -130,9 +130,9 @@ class ManagerLink:
         return (
             self.registered
             and session_no == self.session_no
-            # Half the manager's timeout: its clock starts when it got the heartbeat, ours when
+            # With a margin: the manager's clock started when it got the heartbeat, ours when
             # the answer came back.
-            and time.monotonic() - self._last_answer < self._gone_after_s / 2
+            and time.monotonic() - self._last_answer < self._gone_after_s - max(1.0, self._gone_after_s / 4)
         )
 
     async def confirm(self, session_no: int) -> None:
