@@ -114,6 +114,7 @@ class WorkerApp(Service):
         self.servicer = WorkerServicer(self.parts)  # type: ignore[abstract]
         self.link: ManagerLink | None = None
         self._loops: list[asyncio.Task[None]] = []
+        self._redeclare: asyncio.Task[None] | None = None
         self._channels: list[grpc.aio.Channel] = []
         self._abandon_threads = False
         # The background loops (manager link, result sender, storage heartbeat) outlive the
@@ -179,8 +180,11 @@ class WorkerApp(Service):
         async def manager_restarted() -> None:
             # In the background, until the index takes it: the index may be down at the same
             # moment (both restarted), and registration must not wait for it or fail with it.
-            if p.storage is not None and p.index is not None:
-                self._loops.append(asyncio.create_task(self._redeclare_until_done(), name="redeclare"))
+            # One at a time: a manager restarting again while the index is still down finds the
+            # retrying one (it announces the paths as they are then) instead of starting another.
+            if p.storage is not None and p.index is not None and (self._redeclare is None or self._redeclare.done()):
+                self._redeclare = asyncio.create_task(self._redeclare_until_done(), name="redeclare")
+                self._loops.append(self._redeclare)
 
         def unknown_calls(calls: list[CallId]) -> None:
             for call in calls:
