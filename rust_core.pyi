@@ -18,7 +18,7 @@ call does not wait for the kernel to finish writing back files it has just writt
 """
 
 import os
-from typing import Protocol, Sequence, TypedDict, final
+from typing import Callable, Protocol, Sequence, TypedDict, final
 
 from typing_extensions import Buffer
 
@@ -298,7 +298,9 @@ def seal_pre_commit_phase1_batch(
     sectors: list[tuple[_Path, _Path, bytes, int, bytes, list[tuple[int, bytes]]]],
     *,
     cancel: CancelToken | None = None,
-) -> list[bytes]:
+    lane_cancels: list[CancelToken] | None = None,
+    on_lane_stopped: Callable[[int], object] | None = None,
+) -> list[bytes | None]:
     """PC1 of 1 to 8 sectors of one size as one call, their labeling interleaved on one core.
 
     2-4 sectors: SHA-NI lanes; 8: the 8-lane AVX-512VL software kernel where the CPU has it;
@@ -308,7 +310,13 @@ def seal_pre_commit_phase1_batch(
     pieces), the single call's arguments; returns one phase-1 blob per entry, in order. Every
     file and blob equals what `seal_pre_commit_phase1` gives for that sector alone. A bad entry
     fails the whole call (ValueError or OSError starting "sectors[i] (sector number n)");
-    cancelled or failed, it removes every file it wrote for every sector."""
+    cancelled or failed, it removes every file it wrote for every sector.
+
+    `lane_cancels` (one token per sector) stops one sector without the others: within 100 ms
+    the labeling is interrupted, that sector's files are removed and its memory freed, then
+    `on_lane_stopped(i)` is called (from the labeling thread, holding the GIL; an exception
+    there is reported as unraisable) and the others resume at the layer they were labeling.
+    A stopped sector's entry in the result is None; the others' are as without the stop."""
 
 def seal_pre_commit_phase2(
     phase1_output: bytes,

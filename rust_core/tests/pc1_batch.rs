@@ -51,14 +51,19 @@ fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
+                .map(|e| e.unwrap())
+                // Trash is deleted in the background: skipped before it is read.
+                .filter(|e| {
+                    !e.file_name()
+                        .to_string_lossy()
+                        .starts_with(rust_core::cancel::TRASH_PREFIX)
+                })
                 .map(|e| {
-                    let e = e.unwrap();
                     (
                         e.file_name().to_string_lossy().into_owned(),
                         std::fs::read(e.path()).unwrap(),
                     )
                 })
-                .filter(|(n, _)| !n.starts_with(rust_core::cancel::TRASH_PREFIX))
                 .collect()
         })
         .unwrap_or_default()
@@ -301,4 +306,207 @@ fn cancelled_batch_removes_every_sectors_files() {
             assert!(contents(c).is_empty(), "{} kept files", c.display());
         }
     }
+}
+
+/// Modification time and inode of a file (unchanged: not written again).
+fn stamp(path: &Path) -> (std::time::SystemTime, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.modified().unwrap(), m.ino())
+}
+
+/// What `on_stopped` saw: the index, whether that sector's cache was already empty, and when.
+type Seen = std::sync::Mutex<Vec<(usize, bool, std::time::Instant)>>;
+
+/// A batch of `n` 8 MiB sectors (2 layers) where sector `victim` is stopped as soon as the
+/// first 4 sectors' layer 1 is written whole: the victim leaves with nothing on disk, the others go on from
+/// layer 2 (their layer-1 files are not written again) and end with exactly the single calls'
+/// files and blobs.
+fn one_sector_stopped_mid_batch(n: usize, victim: usize, lanes: BatchLanes) {
+    let size = 8u64 << 20;
+    let d = Dir::new(&format!("stop-{n}-{victim}-{lanes:?}"));
+    let s = sectors(&d.0, size, n);
+    let caches: Vec<PathBuf> = (0..n).map(|k| d.0.join(format!("c{k}"))).collect();
+    let flags: Vec<Cancel> = (0..n).map(|_| Cancel::new()).collect();
+    let seen = Seen::default();
+    let layer1 = |k: usize| caches[k].join("sc-02-data-layer-1.dat");
+    let stopped_at = std::sync::Mutex::new(None);
+    // The survivors' whole layer-1 files when the stop is told, to show they are not labeled
+    // again.
+    let stamps = std::sync::Mutex::new(Vec::new());
+    let on_stopped = |i: usize| {
+        let empty = contents(&caches[i]).is_empty();
+        seen.lock()
+            .unwrap()
+            .push((i, empty, std::time::Instant::now()));
+        for k in (0..n).filter(|&k| k != i) {
+            if std::fs::metadata(layer1(k)).is_ok_and(|m| m.len() == size) {
+                stamps.lock().unwrap().push((k, stamp(&layer1(k))));
+            }
+        }
+    };
+    let stops = pc1::LaneStops {
+        flags: &flags,
+        on_stopped: &on_stopped,
+    };
+    let outs = std::thread::scope(|scope| {
+        scope.spawn(|| loop {
+            let whole = |k: usize| std::fs::metadata(layer1(k)).is_ok_and(|m| m.len() == size);
+            if (0..n.min(4)).all(whole) {
+                *stopped_at.lock().unwrap() = Some(std::time::Instant::now());
+                flags[victim].cancel();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        });
+        pc1::seal_pre_commit_phase1_batch_stoppable(
+            size,
+            &inputs(&s, &caches),
+            lanes,
+            &Cancel::default(),
+            &stops,
+        )
+        .unwrap()
+    });
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), 1, "{n}/{lanes:?}: told {seen:?}");
+    let (who, empty, when) = seen[0];
+    assert_eq!(who, victim);
+    assert!(
+        empty,
+        "{n}/{lanes:?}: the stopped sector still had files when told"
+    );
+    let latency = when - stopped_at.lock().unwrap().unwrap();
+    println!("{n} sectors, {lanes:?}: stopped sector out {latency:?} after its flag");
+    assert!(latency < Duration::from_secs(2), "{latency:?}");
+    assert!(outs[victim].is_none());
+    for (k, sector) in s.iter().enumerate() {
+        if k == victim {
+            continue;
+        }
+        let single = d.0.join(format!("single-{k}"));
+        let blob = pc1::seal_pre_commit_phase1(
+            size,
+            &single,
+            &sector.unsealed,
+            &[7; 32],
+            sector.number,
+            &sector.ticket,
+            &sector.pieces,
+            &Cancel::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            outs[k].as_deref(),
+            Some(&blob[..]),
+            "{n}/{lanes:?}: blob {k}"
+        );
+        assert!(
+            contents(&caches[k]) == contents(&single),
+            "{n}/{lanes:?}: files of {k}"
+        );
+    }
+    let stamps = stamps.into_inner().unwrap();
+    assert!(stamps.len() >= n.min(4) - 1, "{n}/{lanes:?}: {stamps:?}");
+    for (k, before) in stamps {
+        assert_eq!(
+            stamp(&layer1(k)),
+            before,
+            "{n}/{lanes:?}: layer 1 of {k} rewritten"
+        );
+    }
+    assert!(rust_core::cancel::wait_trash(Duration::from_secs(30)));
+    assert!(contents(&caches[victim]).is_empty());
+}
+
+#[test]
+fn a_stopped_sector_leaves_the_batch_and_the_others_resume_where_they_were() {
+    // Release builds only: the stop must land mid-labeling of an 8 MiB batch.
+    if cfg!(debug_assertions) {
+        return;
+    }
+    one_sector_stopped_mid_batch(3, 1, BatchLanes::Auto);
+    one_sector_stopped_mid_batch(2, 0, BatchLanes::Auto);
+    // 8: the 8-lane path where the CPU has it (the 7 left go on as SHA-NI groups), then the
+    // SHA-NI groups of 4 (the stop lands in the first group; the second starts later).
+    one_sector_stopped_mid_batch(8, 3, BatchLanes::Auto);
+    one_sector_stopped_mid_batch(8, 2, BatchLanes::ShaNi);
+}
+
+#[test]
+fn sectors_stopped_before_their_turn_are_told_at_once_and_a_batch_of_all_stopped_ends() {
+    let d = Dir::new("stop-early");
+    let s = sectors(&d.0, 2048, 3);
+    let caches: Vec<PathBuf> = (0..3).map(|k| d.0.join(format!("c{k}"))).collect();
+    let flags: Vec<Cancel> = (0..3).map(|_| Cancel::new()).collect();
+    flags[2].cancel();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let on_stopped = |i: usize| seen.lock().unwrap().push(i);
+    let stops = pc1::LaneStops {
+        flags: &flags,
+        on_stopped: &on_stopped,
+    };
+    let outs = pc1::seal_pre_commit_phase1_batch_stoppable(
+        2048,
+        &inputs(&s, &caches),
+        BatchLanes::Auto,
+        &Cancel::default(),
+        &stops,
+    )
+    .unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![2]);
+    assert!(outs[0].is_some() && outs[1].is_some() && outs[2].is_none());
+    assert!(contents(&caches[2]).is_empty());
+    assert!(contents(&caches[0]).contains_key("sc-02-data-layer-2.dat"));
+    // Every sector stopped: nothing runs, nothing stays, every one is told.
+    let caches: Vec<PathBuf> = (0..3).map(|k| d.0.join(format!("all{k}"))).collect();
+    for f in &flags {
+        f.cancel();
+    }
+    seen.lock().unwrap().clear();
+    let outs = pc1::seal_pre_commit_phase1_batch_stoppable(
+        2048,
+        &inputs(&s, &caches),
+        BatchLanes::Auto,
+        &Cancel::default(),
+        &stops,
+    )
+    .unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
+    assert!(outs.iter().all(Option::is_none));
+    for c in &caches {
+        assert!(contents(c).is_empty());
+    }
+    // The whole call cancelled still removes everything, stopped sectors or not.
+    let fresh: Vec<Cancel> = (0..3).map(|_| Cancel::new()).collect();
+    fresh[0].cancel();
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let stops = pc1::LaneStops {
+        flags: &fresh,
+        on_stopped: &on_stopped,
+    };
+    let e = pc1::seal_pre_commit_phase1_batch_stoppable(
+        2048,
+        &inputs(&s, &caches),
+        BatchLanes::Auto,
+        &cancel,
+        &stops,
+    )
+    .unwrap_err();
+    assert!(e.is_cancelled());
+    // One flag per sector, or a clear error.
+    let e = pc1::seal_pre_commit_phase1_batch_stoppable(
+        2048,
+        &inputs(&s, &caches),
+        BatchLanes::Auto,
+        &Cancel::new(),
+        &pc1::LaneStops {
+            flags: &fresh[..2],
+            on_stopped: &on_stopped,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("one stop flag per sector, got 2"), "{e}");
 }

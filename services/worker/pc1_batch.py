@@ -10,11 +10,12 @@ labeling of all) is shared. What can go wrong
 with one member of a batch is kept to that member:
 
 - Stopped (AbortCall, its timeout, a lost lock, the drain deadline): while it waits for the
-  batch to fill, it just leaves the group. Once the batch runs, the batch's own cancel token is
-  cancelled, the stopped call waits for the rust_core call to return (within 100 ms, having
-  removed what it wrote for every sector) and only then reports its stop, so nothing writes its
-  files after that. The other members are started again at once as a smaller batch (alone: the
-  single-sector path); their labeling so far is lost, which is the price of one core shared.
+  batch to fill, it just leaves the group. Once the batch runs, its own stop token in the batch
+  is cancelled and it waits until rust_core says it is out of the batch (within 100 ms: its
+  files removed, its layers' memory freed) and only then reports its stop, so nothing writes
+  its files after that. The rust_core call goes on with the others, which resume at the layer
+  they were labeling (its file is rewritten; the layers before it are kept): a stop costs them
+  at most one layer, not the whole labeling.
 - Failed (a bad unsealed file, pieces that do not match): the batch call fails as a whole, naming
   the sector; every member is then run alone, so each gets its own outcome, as without batching.
 - A worker restart: nothing is kept between processes; each call is `running` in the call store
@@ -33,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import rust_core
 from services.common.vocabulary import TaskType
@@ -43,8 +45,13 @@ log = logging.getLogger(__name__)
 
 # (sector size in bytes, seal proof type): only calls with one key share a batch.
 BatchKey = tuple[int, int]
-# The blocking call a batch runs: (sector size, jobs, cancel token) -> one phase-1 blob per job.
-RunBatch = Callable[[int, "list[Pc1Job]", rust_core.CancelToken], list[bytes]]
+# The blocking call a batch runs: (sector size, jobs, the batch's cancel token, one stop token per
+# job, told (from the call's thread) with a job's index once that job is out of the call) -> one
+# phase-1 blob per job, None for a stopped one.
+RunBatch = Callable[
+    [int, "list[Pc1Job]", rust_core.CancelToken, list[rust_core.CancelToken], Callable[[int], None]],
+    "list[bytes | None]",
+]
 
 
 @dataclass(frozen=True)
@@ -60,12 +67,20 @@ class Pc1Job:
     pieces: list[Piece]
 
 
-def run_batch(sector_size: int, jobs: list[Pc1Job], cancel: rust_core.CancelToken) -> list[bytes]:
+def run_batch(
+    sector_size: int,
+    jobs: list[Pc1Job],
+    cancel: rust_core.CancelToken,
+    lanes: list[rust_core.CancelToken],
+    on_stopped: Callable[[int], None],
+) -> list[bytes | None]:
     """The production RunBatch: rust_core's batch PC1."""
     return sealer.pre_commit1_batch(
         sector_size,
         [(j.cache, j.unsealed, j.prover, j.number, j.ticket, j.pieces) for j in jobs],
         cancel,
+        lanes,
+        on_stopped,
     )
 
 
@@ -75,7 +90,7 @@ class _Run:
 
     batch: int
     token: rust_core.CancelToken
-    thread: asyncio.Future[list[bytes]]
+    thread: asyncio.Future[list[bytes | None]]
 
 
 @dataclass(eq=False)
@@ -84,18 +99,22 @@ class _Entry:
     future: asyncio.Future[bytes]
     cancelled: bool = False
     run: _Run | None = None
+    # Its own stop token in a running batch, and set once the batch says it is out.
+    lane: rust_core.CancelToken = field(default_factory=rust_core.CancelToken)
+    out: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True)
 class BatchRecord:
     """A rust_core call that ran: its number, the calls in it, how it ended ("done",
-    "cancelled" or "failed") and how long it took."""
+    "cancelled" or "failed"), how long it took and the calls that left it stopped."""
 
     batch: int
     key: BatchKey
     calls: tuple[str, ...]
     outcome: str
     seconds: float
+    stopped: tuple[str, ...] = ()
 
 
 @dataclass
@@ -135,10 +154,16 @@ class Pc1Batcher:
             run = entry.run
             if run is not None and not run.thread.done():
                 stopping = time.monotonic()
-                run.token.cancel()
-                while not run.thread.done():
-                    with contextlib.suppress(BaseException):
-                        await asyncio.shield(run.thread)
+                entry.lane.cancel()
+                told: asyncio.Future[Any] = asyncio.ensure_future(entry.out.wait())
+                either: list[asyncio.Future[Any]] = [told, run.thread]
+                try:
+                    # Out of the batch, or the whole call over (finished or failed meanwhile).
+                    while not (entry.out.is_set() or run.thread.done()):
+                        with contextlib.suppress(BaseException):
+                            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    told.cancel()
                 if returned is not None:
                     returned(time.monotonic() - stopping)
             raise
@@ -175,7 +200,17 @@ class Pc1Batcher:
             batch = next(self._seq)
             token = rust_core.CancelToken()
             jobs = [e.job for e in group]
-            thread = asyncio.ensure_future(asyncio.to_thread(self.run_fn, key[0], jobs, token))
+            stopped: list[str] = []
+            loop = asyncio.get_running_loop()
+
+            def out_of_batch(i: int, members: list[_Entry] = group, stopped: list[str] = stopped) -> None:
+                stopped.append(members[i].job.call)
+                with contextlib.suppress(RuntimeError):  # the loop is closing: nobody waits
+                    loop.call_soon_threadsafe(members[i].out.set)
+
+            thread = asyncio.ensure_future(
+                asyncio.to_thread(self.run_fn, key[0], jobs, token, [e.lane for e in group], out_of_batch)
+            )
             run = _Run(batch, token, thread)
             for e in group:
                 e.run = run
@@ -193,7 +228,9 @@ class Pc1Batcher:
                     e.future.cancel()
                 raise
             except rust_core.Cancelled:
-                self._record(batch, key, calls, "cancelled", started)
+                # Only the batch's own token stops the whole call, and only above; kept so that
+                # a stop of any kind never loses the other members.
+                self._record(batch, key, calls, "cancelled", started, stopped)
                 rest = [e for e in group if not e.cancelled]
                 if rest:
                     log.warning(
@@ -203,7 +240,7 @@ class Pc1Batcher:
                     queue.insert(0, rest)
                 continue
             except Exception as exc:  # noqa: BLE001 - each member then gets its own outcome
-                self._record(batch, key, calls, "failed", started)
+                self._record(batch, key, calls, "failed", started, stopped)
                 if len(group) > 1:
                     log.warning(
                         "pc1 batch failed; its sectors run one by one",
@@ -213,22 +250,29 @@ class Pc1Batcher:
                 elif not group[0].cancelled:
                     group[0].future.set_exception(exc)
                 continue
-            self._record(batch, key, calls, "done", started)
+            self._record(batch, key, calls, "done", started, stopped)
             log.info(
                 "pc1 batch done",
                 extra={
                     "batch": batch,
                     "sectors": len(jobs),
                     "calls": list(calls),
+                    "stopped": stopped,
                     "seconds": round(time.monotonic() - started, 3),
                 },
             )
             for e, out in zip(group, outs, strict=True):
-                if not e.future.done():
+                if e.future.done() or e.cancelled:
+                    continue
+                if out is None:  # out without being stopped here: never expected; run it again
+                    queue.insert(0, [e])
+                else:
                     e.future.set_result(out)
 
-    def _record(self, batch: int, key: BatchKey, calls: tuple[str, ...], outcome: str, started: float) -> None:
-        self.history.append(BatchRecord(batch, key, calls, outcome, time.monotonic() - started))
+    def _record(
+        self, batch: int, key: BatchKey, calls: tuple[str, ...], outcome: str, started: float, stopped: list[str]
+    ) -> None:
+        self.history.append(BatchRecord(batch, key, calls, outcome, time.monotonic() - started, tuple(stopped)))
         del self.history[:-100]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -137,9 +138,13 @@ def pre_commit1_batch(
     sector_size: int,
     sectors: list[tuple[Path, Path, bytes, int, bytes, list[Piece]]],
     cancel: Token = None,
-) -> list[bytes]:
+    lanes: list[rust_core.CancelToken] | None = None,
+    on_stopped: Callable[[int], object] | None = None,
+) -> list[bytes | None]:
     """PC1 of 1 to 8 sectors of one size as one call (cache, unsealed, prover, number, ticket,
-    pieces each); one phase-1 blob per sector, each what pre_commit1 gives for it alone."""
+    pieces each); one phase-1 blob per sector, each what pre_commit1 gives for it alone. A
+    sector whose token in `lanes` is cancelled leaves the call (None; `on_stopped` is told its
+    index once its files are gone) and the others go on."""
     outs = rust_core.seal_pre_commit_phase1_batch(
         sector_size,
         [
@@ -147,8 +152,10 @@ def pre_commit1_batch(
             for cache, unsealed, prover, number, ticket, pieces in sectors
         ],
         cancel=cancel,
+        lane_cancels=lanes,
+        on_lane_stopped=on_stopped,
     )
-    return [bytes(o) for o in outs]
+    return [None if o is None else bytes(o) for o in outs]
 
 
 def pre_commit2(p1_output: bytes, cache: Path, sealed: Path, backend: str, cancel: Token = None) -> tuple[bytes, bytes]:

@@ -592,25 +592,80 @@ pub fn label_all_layers(
     cancel: &Cancel,
 ) -> Result<Vec<Node>> {
     let mut scratch = Scratch::new();
-    let key = label_layers_into(params, replica_id, cache_dir, cancel, &mut scratch)?;
+    let key = label_layers_from(
+        params,
+        replica_id,
+        cache_dir,
+        1,
+        cancel,
+        &mut scratch,
+        &mut 0,
+    )?;
     scratch.keep();
     Ok(key)
 }
 
-fn label_layers_into(
+/// Layer `layer` of a sector read back from its cache directory: the previous layer of a run
+/// resumed at `layer + 1` (a PC1 batch going on without a sector that was stopped mid-layer),
+/// written whole by the same PC1 call. Its size must be exactly `nodes` labels.
+pub fn load_layer(
+    cache_dir: &Path,
+    layer: u32,
+    nodes: usize,
+    cancel: &Cancel,
+) -> Result<Vec<Node>> {
+    let path = files::layer_path(cache_dir, layer);
+    let want = nodes as u64 * std::mem::size_of::<Node>() as u64;
+    match files::file_len(&path) {
+        Some(len) if len == want => {}
+        len => {
+            return Err(Error::invalid(format!(
+                "cannot resume labeling from {}: {} bytes, expected {want}",
+                path.display(),
+                len.map_or_else(|| "missing, not".to_owned(), |l| l.to_string())
+            )))
+        }
+    }
+    let f = files::open_read(&path)?;
+    let mut out = zeroed_layer_cancellable(nodes, cancel)?;
+    files::read_nodes_at_cancellable(&f, &path, 0, &mut out, cancel)?;
+    Ok(out)
+}
+
+/// The previous layer a run starting at layer `first` needs (nothing for layer 1).
+fn start_prev(
+    cache_dir: Option<&Path>,
+    first: u32,
+    nodes: usize,
+    cancel: &Cancel,
+) -> Result<Vec<Node>> {
+    match (first, cache_dir) {
+        (0 | 1, _) => Ok(Vec::new()),
+        (_, Some(dir)) => load_layer(dir, first - 1, nodes, cancel),
+        (_, None) => Err(Error::invalid(
+            "a labeling run can resume only from layers written to a cache directory",
+        )),
+    }
+}
+
+/// [`label_all_layers`] from layer `first` (see [`load_layer`]); `done` is set to each layer
+/// once its file is written whole, so a run stopped midway says where to resume.
+pub fn label_layers_from(
     params: &SectorParams,
     replica_id: &Node,
     cache_dir: Option<&Path>,
+    first: u32,
     cancel: &Cancel,
     scratch: &mut Scratch,
+    done: &mut u32,
 ) -> Result<Vec<Node>> {
     let graph = Graph::new(params.sector_size);
     let cache = parents_cache::ensure(&graph, params.sector_size, cancel)?;
     let nodes = params.nodes() as usize;
     let mut hasher = LabelHasher::new(replica_id);
-    let mut prev: Vec<Node> = Vec::new();
+    let mut prev: Vec<Node> = start_prev(cache_dir, first, nodes, cancel)?;
     let mut cur: Vec<Node> = zeroed_layer_cancellable(nodes, cancel)?;
-    for layer in 1..=params.layers as u32 {
+    for layer in first.max(1)..=params.layers as u32 {
         let mut stream = ParentsStream::open(&cache, params.nodes())?;
         let prev_ref = if layer == 1 { None } else { Some(&prev[..]) };
         label_layer(&mut hasher, layer, &mut stream, prev_ref, &mut cur, cancel)?;
@@ -619,6 +674,7 @@ fn label_layers_into(
             scratch.add(&path);
             files::write_nodes_cancellable(&path, &cur, cancel)?;
         }
+        *done = layer;
         if layer < params.layers as u32 {
             std::mem::swap(&mut prev, &mut cur);
             if cur.len() != nodes {
@@ -641,28 +697,43 @@ pub fn label_all_layers_lanes<const N: usize>(
     cancel: &Cancel,
 ) -> Result<()> {
     let mut scratch = Scratch::new();
-    label_lanes_into(params, replica_ids, cache_dirs, cancel, &mut scratch)?;
+    label_lanes_from(
+        params,
+        replica_ids,
+        cache_dirs,
+        1,
+        cancel,
+        &mut scratch,
+        &mut [0; N],
+    )?;
     scratch.keep();
     Ok(())
 }
 
-fn label_lanes_into<const N: usize>(
+/// [`label_all_layers_lanes`] from layer `first` (each lane's previous layer read back with
+/// [`load_layer`]); `done[l]` is set to each layer once lane `l`'s file is written whole.
+pub fn label_lanes_from<const N: usize>(
     params: &SectorParams,
     replica_ids: &[Node; N],
     cache_dirs: [&Path; N],
+    first: u32,
     cancel: &Cancel,
     scratch: &mut Scratch,
+    done: &mut [u32; N],
 ) -> Result<()> {
     let graph = Graph::new(params.sector_size);
     let cache = parents_cache::ensure(&graph, params.sector_size, cancel)?;
     let nodes = params.nodes() as usize;
     let mut hashers = LaneHashers::new(replica_ids);
     let mut prev: [Vec<Node>; N] = std::array::from_fn(|_| Vec::new());
+    for (lane, dir) in prev.iter_mut().zip(cache_dirs) {
+        *lane = start_prev(Some(dir), first, nodes, cancel)?;
+    }
     let mut cur: [Vec<Node>; N] = std::array::from_fn(|_| Vec::new());
     for lane in cur.iter_mut() {
         *lane = zeroed_layer_cancellable(nodes, cancel)?;
     }
-    for layer in 1..=params.layers as u32 {
+    for layer in first.max(1)..=params.layers as u32 {
         let mut stream = ParentsStream::open(&cache, params.nodes())?;
         {
             let prev_refs = (layer > 1).then(|| prev.each_ref().map(|p| &p[..]));
@@ -676,10 +747,11 @@ fn label_lanes_into<const N: usize>(
                 cancel,
             )?;
         }
-        for (dir, labels) in cache_dirs.iter().zip(&cur) {
+        for ((dir, labels), done) in cache_dirs.iter().zip(&cur).zip(done.iter_mut()) {
             let path = files::layer_path(dir, layer);
             scratch.add(&path);
             files::write_nodes_cancellable(&path, labels, cancel)?;
+            *done = layer;
         }
         if layer < params.layers as u32 {
             std::mem::swap(&mut prev, &mut cur);

@@ -492,7 +492,33 @@ pub fn label_all_layers_vl8(
     cache_dirs: &[&Path],
     cancel: &Cancel,
 ) -> Result<()> {
-    if replica_ids.is_empty() || replica_ids.len() > LANES || replica_ids.len() != cache_dirs.len()
+    let mut scratch = Scratch::new();
+    label_vl8_into(
+        params,
+        replica_ids,
+        cache_dirs,
+        cancel,
+        &mut scratch,
+        &mut vec![0; replica_ids.len()],
+    )?;
+    scratch.keep();
+    Ok(())
+}
+
+/// [`label_all_layers_vl8`] with the layer files it creates added to `scratch` (not removed
+/// here on an error) and `done[l]` set to each layer once lane `l`'s file is written whole.
+pub fn label_vl8_into(
+    params: &SectorParams,
+    replica_ids: &[Node],
+    cache_dirs: &[&Path],
+    cancel: &Cancel,
+    scratch: &mut Scratch,
+    done: &mut [u32],
+) -> Result<()> {
+    if replica_ids.is_empty()
+        || replica_ids.len() > LANES
+        || replica_ids.len() != cache_dirs.len()
+        || done.len() != replica_ids.len()
     {
         return Err(Error::invalid(format!(
             "label_all_layers_vl8: 1 to {LANES} sectors with one cache directory each, got {} ids and {} directories",
@@ -500,7 +526,6 @@ pub fn label_all_layers_vl8(
             cache_dirs.len()
         )));
     }
-    let mut scratch = Scratch::new();
     let ids: [Node; LANES] =
         std::array::from_fn(|l| replica_ids.get(l).copied().unwrap_or(replica_ids[0]));
     let mut hashers = Vl8Hashers::new(&ids);
@@ -522,6 +547,7 @@ pub fn label_all_layers_vl8(
         }
         let refs: Vec<Option<&Path>> = paths.iter().map(|p| Some(p.as_path())).collect();
         write_lane_files(&cur, &refs, cancel)?;
+        done.fill(layer);
         if layer < params.layers as u32 {
             std::mem::swap(&mut prev, &mut cur);
             if cur.len() != nodes {
@@ -529,7 +555,6 @@ pub fn label_all_layers_vl8(
             }
         }
     }
-    scratch.keep();
     Ok(())
 }
 

@@ -20,6 +20,7 @@ pub mod labels_vl8;
 pub mod params;
 pub mod parents_cache;
 pub mod pc1;
+pub mod pc1_batch;
 pub mod pc2;
 pub mod pieces;
 pub mod post;

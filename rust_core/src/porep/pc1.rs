@@ -16,9 +16,13 @@ use crate::hash::Node;
 use crate::porep::codec::{Reader, Writer};
 use crate::porep::files;
 use crate::porep::ids::replica_id;
-use crate::porep::labels::{label_all_layers, label_all_layers_lanes};
-use crate::porep::labels_vl8::{self, label_all_layers_vl8};
+use crate::porep::labels::label_all_layers;
 use crate::porep::params::SectorParams;
+pub use crate::porep::pc1_batch::{
+    seal_pre_commit_phase1_batch, seal_pre_commit_phase1_batch_stoppable,
+    seal_pre_commit_phase1_batch_using, BatchLanes, LaneStops, MAX_BATCH, MAX_SHANI_LANES,
+    MIN_VL8_BATCH,
+};
 use crate::porep::pieces::{check_pieces, Piece};
 use crate::porep::tree_file::{self, Layout, StoredTree};
 
@@ -143,133 +147,9 @@ pub struct Pc1Input<'a> {
     pub pieces: &'a [Piece],
 }
 
-/// Most sectors [`seal_pre_commit_phase1_batch`] labels together: the 8 lanes of the AVX-512VL
-/// software kernel ([`label_all_layers_vl8`]).
-pub const MAX_BATCH: usize = 8;
-
-/// Most sectors the SHA-NI lanes ([`label_all_layers_lanes`]) take at once (more did not pay,
-/// docs/benchmarks.md); larger batches on a CPU without AVX-512VL are labeled in groups of this.
-pub const MAX_SHANI_LANES: usize = 4;
-
-/// The batch the 8-lane kernel labels, when the CPU has AVX-512VL: only a full one. Its layers
-/// are interleaved 8 lanes wide in memory, so a batch of 5-7 would hold 8 sectors' layers while
-/// the manager reserved memory for its calls only (3 sectors' two layers too many: 192 GiB at
-/// 32 GiB); 5-7 run as SHA-NI groups instead, within what was reserved. (Padded, 5-7 would
-/// also beat the groups on speed: docs/benchmarks.md, "PC1 batches".)
-pub const MIN_VL8_BATCH: usize = 8;
-
-/// PC1 of several sectors of one size as one call: each sector's tree_d and pieces check in turn,
-/// then all their layers labeled together on one core, and one phase-1 output blob per sector,
-/// in input order. The labeling: 1 sector alone; 2-4 with the SHA-NI lanes
-/// ([`label_all_layers_lanes`]); 8 with the AVX-512VL software lanes ([`label_all_layers_vl8`])
-/// where the CPU has them; 5-7 (and 8 without AVX-512VL) in groups of up to [`MAX_SHANI_LANES`]. Every file written and every blob is byte for byte what
-/// [`seal_pre_commit_phase1`] gives for that sector alone. A bad input fails the whole call with
-/// an error naming it (`sectors[i] (sector number n): ...`); failed or cancelled, the call
-/// removes every file it wrote for every sector. More than [`MAX_BATCH`] is an error.
-pub fn seal_pre_commit_phase1_batch(
-    sector_size: u64,
-    inputs: &[Pc1Input<'_>],
-    cancel: &Cancel,
-) -> Result<Vec<Vec<u8>>> {
-    seal_pre_commit_phase1_batch_using(sector_size, inputs, BatchLanes::Auto, cancel)
-}
-
-/// Which lanes label a PC1 batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchLanes {
-    /// The fastest this CPU has (what [`seal_pre_commit_phase1_batch`] uses).
-    Auto,
-    /// The SHA-NI lanes only, in groups of up to [`MAX_SHANI_LANES`]: the path of CPUs without
-    /// AVX-512VL, forced (for tests and benchmarks).
-    ShaNi,
-}
-
-/// [`seal_pre_commit_phase1_batch`] with the labeling lanes chosen (same files and blobs either
-/// way).
-pub fn seal_pre_commit_phase1_batch_using(
-    sector_size: u64,
-    inputs: &[Pc1Input<'_>],
-    lanes: BatchLanes,
-    cancel: &Cancel,
-) -> Result<Vec<Vec<u8>>> {
-    let params = SectorParams::lookup(sector_size)?;
-    if inputs.is_empty() || inputs.len() > MAX_BATCH {
-        return Err(Error::invalid(format!(
-            "a PC1 batch takes 1 to {MAX_BATCH} sectors, got {}",
-            inputs.len()
-        )));
-    }
-    for (i, a) in inputs.iter().enumerate() {
-        for (j, b) in inputs.iter().enumerate().take(i) {
-            if a.cache_dir == b.cache_dir {
-                return Err(Error::invalid(format!(
-                    "sectors[{i}] (sector number {}): same cache directory {} as sectors[{j}]",
-                    a.sector_number,
-                    a.cache_dir.display()
-                )));
-            }
-        }
-    }
-    let mut scratch = Scratch::new();
-    let mut outs = Vec::with_capacity(inputs.len());
-    for (i, input) in inputs.iter().enumerate() {
-        outs.push(prepare(params, input, cancel, &mut scratch).map_err(|e| naming(i, input, e))?);
-    }
-    let ids: Vec<Node> = outs.iter().map(|o| o.replica_id).collect();
-    let dirs: Vec<&Path> = inputs.iter().map(|i| i.cache_dir).collect();
-    if lanes == BatchLanes::Auto && ids.len() >= MIN_VL8_BATCH && labels_vl8::available() {
-        label_all_layers_vl8(params, &ids, &dirs, cancel)?;
-    } else {
-        for (group_ids, group_dirs) in ids
-            .chunks(MAX_SHANI_LANES)
-            .zip(dirs.chunks(MAX_SHANI_LANES))
-        {
-            label_group(params, group_ids, group_dirs, cancel)?;
-            // A later group's failure must remove this group's layers too.
-            for dir in group_dirs {
-                for layer in 1..=params.layers as u32 {
-                    scratch.add(files::layer_path(dir, layer));
-                }
-            }
-        }
-    }
-    scratch.keep();
-    Ok(outs.iter().map(Phase1Output::encode).collect())
-}
-
-/// Labels 1 to [`MAX_SHANI_LANES`] sectors together (one alone, more with the SHA-NI lanes).
-fn label_group(params: &SectorParams, ids: &[Node], dirs: &[&Path], cancel: &Cancel) -> Result<()> {
-    match (ids, dirs) {
-        ([id], [dir]) => label_all_layers(params, id, Some(dir), cancel).map(|_| ()),
-        ([a, b], [da, db]) => label_all_layers_lanes(params, &[*a, *b], [*da, *db], cancel),
-        ([a, b, c], [da, db, dc]) => {
-            label_all_layers_lanes(params, &[*a, *b, *c], [*da, *db, *dc], cancel)
-        }
-        ([a, b, c, d], [da, db, dc, dd]) => {
-            label_all_layers_lanes(params, &[*a, *b, *c, *d], [*da, *db, *dc, *dd], cancel)
-        }
-        _ => Err(Error::invalid(format!(
-            "a SHA-NI lane group takes 1 to {MAX_SHANI_LANES} sectors"
-        ))),
-    }
-}
-
-/// Puts which input failed in front of an error's message (a cancellation stays as it is).
-fn naming(i: usize, input: &Pc1Input<'_>, e: Error) -> Error {
-    let who = format!("sectors[{i}] (sector number {})", input.sector_number);
-    match e {
-        Error::InvalidInput(m) => Error::InvalidInput(format!("{who}: {m}")),
-        Error::Io { context, source } => Error::Io {
-            context: format!("{who}: {context}"),
-            source,
-        },
-        Error::Cancelled => Error::Cancelled,
-    }
-}
-
 /// The part of PC1 before the labeling: the cache directory, tree_d over the unsealed file (into
 /// `scratch`, removed if the call fails later), the pieces check and replica_id.
-fn prepare(
+pub(crate) fn prepare(
     params: &SectorParams,
     input: &Pc1Input<'_>,
     cancel: &Cancel,

@@ -9,6 +9,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::args::{bytes, node};
 use super::cancel::{flag, PyCancelToken};
+use crate::cancel::Cancel;
 use crate::gpu;
 use crate::porep::c2::SealPublic;
 use crate::porep::params::{SectorParams, SECTOR_PARAMS};
@@ -94,13 +95,15 @@ fn seal_pre_commit_phase1(
 type BatchSector = (PathBuf, PathBuf, Vec<u8>, u64, Vec<u8>, Vec<(u64, Vec<u8>)>);
 
 #[pyfunction]
-#[pyo3(signature = (sector_size, sectors, *, cancel = None))]
+#[pyo3(signature = (sector_size, sectors, *, cancel = None, lane_cancels = None, on_lane_stopped = None))]
 fn seal_pre_commit_phase1_batch(
     py: Python<'_>,
     sector_size: u64,
     sectors: Vec<BatchSector>,
     cancel: Option<&Bound<'_, PyCancelToken>>,
-) -> PyResult<Vec<Py<PyBytes>>> {
+    lane_cancels: Option<Vec<Bound<'_, PyCancelToken>>>,
+    on_lane_stopped: Option<Py<PyAny>>,
+) -> PyResult<Vec<Option<Py<PyBytes>>>> {
     struct Owned {
         cache_dir: PathBuf,
         unsealed: PathBuf,
@@ -126,6 +129,26 @@ fn seal_pre_commit_phase1_batch(
         })
         .collect::<PyResult<Vec<Owned>>>()?;
     let cancel = flag(cancel);
+    let flags: Vec<Cancel> = match lane_cancels {
+        Some(tokens) => tokens.iter().map(|t| flag(Some(t))).collect(),
+        None => owned.iter().map(|_| Cancel::new()).collect(),
+    };
+    // Told from the labeling thread, which takes the GIL for it; an exception in the callback
+    // cannot stop a batch that is already going on without the sector, so it is reported as
+    // unraisable.
+    let on_stopped = |i: usize| {
+        if let Some(callback) = &on_lane_stopped {
+            Python::attach(|py| {
+                if let Err(e) = callback.call1(py, (i,)) {
+                    e.write_unraisable(py, Some(callback.bind(py)));
+                }
+            });
+        }
+    };
+    let stops = pc1::LaneStops {
+        flags: &flags,
+        on_stopped: &on_stopped,
+    };
     let outs = py.detach(|| {
         let inputs: Vec<pc1::Pc1Input<'_>> = owned
             .iter()
@@ -138,9 +161,18 @@ fn seal_pre_commit_phase1_batch(
                 pieces: &o.pieces,
             })
             .collect();
-        pc1::seal_pre_commit_phase1_batch(sector_size, &inputs, &cancel)
+        pc1::seal_pre_commit_phase1_batch_stoppable(
+            sector_size,
+            &inputs,
+            pc1::BatchLanes::Auto,
+            &cancel,
+            &stops,
+        )
     })?;
-    Ok(outs.iter().map(|o| bytes(py, o)).collect())
+    Ok(outs
+        .iter()
+        .map(|o| o.as_deref().map(|o| bytes(py, o)))
+        .collect())
 }
 
 #[pyfunction]

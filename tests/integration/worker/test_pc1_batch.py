@@ -4,8 +4,9 @@ index, a worker with batching on, and the test's ManagerEndpoint receiving each 
 - Two 8 MiB PC1 calls run as ONE rust_core batch (the worker's "pc1 batch done" log names both
   calls), each call returns its own phase-1 output, and both sectors then go through PC2, C1 and
   C2 with proofs that verify; a 2 KiB PC1 sent alongside is never put with them.
-- AbortCall of one call of a running batch of four: it comes back ABORTED within a second, its
-  cache holds no file, and the three others restart as a batch of three and prove.
+- AbortCall of one call of a running batch of four, once their layer 1 is written: it comes back
+  ABORTED within a second, its cache holds no file, and the one rust_core call goes on with the
+  three others, which resume at layer 2 (their layer-1 files are not written again) and prove.
 - a batch with one bad sector (pieces that are not its data) is rerun one by one: only that call
   fails (PERMANENT, its cache removed), its partner completes and proves.
 - kill -9 of the worker mid-batch: after the restart each call comes back WORKER_RESTARTED and
@@ -122,16 +123,35 @@ def test_two_pc1_calls_run_as_one_batch_and_both_sectors_prove(
         pc2_and_prove(w, n, MIB8, p1[n], pieces[n])
 
 
-def test_abort_of_one_call_in_a_running_batch_ends_it_and_the_rest_restart(
+def layer1_stamp(root: Path, number: int) -> tuple[int, int, int] | None:
+    """(size, inode, mtime ns) of a sector's layer-1 file, None while it is missing."""
+    path = root / "cache" / f"s-t0{MINER}-{number}" / "sc-02-data-layer-1.dat"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_ino, st.st_mtime_ns
+
+
+def test_abort_of_one_call_in_a_running_batch_ends_it_and_the_rest_go_on(
     start_service: StartService, manager: ManagerEndpoint, tmp_path: Path
 ) -> None:
     index = start_service("index")
     w = start_worker(start_service, index, manager, env=batching(4, 60_000))
-    w.attach("seal", tmp_path / "seal", seal=True, store=True)
+    seal = tmp_path / "seal"
+    w.attach("seal", seal, seal=True, store=True)
     numbers = [1, 2, 3, 4]
     pieces = pieces_for(w, numbers, MIB8)
     calls = {n: start_pc1(w, n, MIB8, pieces[n]) for n in numbers}
     wait_until(lambda: log_entries(w, "pc1 batch started"), "the batch of four to start")
+
+    def layer1_whole() -> dict[int, tuple[int, int, int]] | None:
+        stamps = {n: layer1_stamp(seal, n) for n in numbers}
+        if all(s is not None and s[0] == MIB8 for s in stamps.values()):
+            return {n: s for n, s in stamps.items() if s is not None}
+        return None
+
+    before = wait_until(layer1_whole, "layer 1 of the four sectors", step=0.002)
     aborted_at = time.monotonic()
     assert w.stub.AbortCall(
         worker_pb2.AbortCallRequest(call_id=calls[1], reason="operator says stop"), timeout=10
@@ -142,17 +162,20 @@ def test_abort_of_one_call_in_a_running_batch_ends_it_and_the_rest_restart(
     assert "operator says stop" in error.message
     assert returned_s < 1.0
     # Nothing of the stopped sector is left or written any more.
-    assert cache_files(tmp_path / "seal", 1) == []
+    assert cache_files(seal, 1) == []
+    assert not log_entries(w, "pc1 batch done"), "the abort came after the batch had finished: use bigger sectors"
 
-    restarted = log_entries(w, "pc1 batch restarted without its stopped calls")
-    assert len(restarted) == 1, "the abort came after the batch had finished: use bigger sectors"
-    rest = sorted(key(calls[n]) for n in (2, 3, 4))
-    assert calls_of(restarted[0]) == rest
     p1 = {n: w.ok(calls[n]) for n in (2, 3, 4)}
+    # One rust_core call for all four, never restarted; the stopped call left it.
+    assert len(log_entries(w, "pc1 batch started")) == 1
     done = log_entries(w, "pc1 batch done")
-    assert [calls_of(e) for e in done] == [rest]
+    assert [calls_of(e) for e in done] == [sorted(key(calls[n]) for n in numbers)]
+    assert done[0]["stopped"] == [key(calls[1])]
+    # The others resumed at layer 2: their layer-1 files are the ones written before the abort.
+    for n in (2, 3, 4):
+        assert layer1_stamp(seal, n) == before[n], f"sector {n}'s layer 1 was written again"
     time.sleep(0.5)
-    assert cache_files(tmp_path / "seal", 1) == []
+    assert cache_files(seal, 1) == []
     for n in (2, 3, 4):
         pc2_and_prove(w, n, MIB8, p1[n], pieces[n])
 

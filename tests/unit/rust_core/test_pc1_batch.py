@@ -1,9 +1,11 @@
 """rust_core.seal_pre_commit_phase1_batch: PC1 of several sectors as one call writes, for every
 sector, the files and the blob the single-sector call writes; bad entries are named; a cancelled
-batch stops promptly and leaves no file; the GIL is released while it runs."""
+batch stops promptly and leaves no file; the GIL is released while it runs; one sector stopped
+leaves the batch (told once its files are gone) while the others go on."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -126,3 +128,61 @@ def test_cancelled_batch_stops_promptly_and_releases_the_gil(tmp_path: Path, n: 
     assert rust_core.wait_trash(30)
     for e in entries:
         assert _names(Path(e[0])) == []
+
+
+def test_one_sector_stopped_leaves_the_batch_told_once_its_files_are_gone(tmp_path: Path) -> None:
+    """lane_cancels / on_lane_stopped: sector 1 of 3 is stopped once their layer 1 is written;
+    the callback (on the labeling thread, with the GIL) already finds its cache empty, its entry
+    is None, and the two others end byte for byte as alone, their layer-1 files not rewritten."""
+    entries = _inputs(tmp_path, MIB8, 3, "batch")
+    lanes = [rust_core.CancelToken() for _ in entries]
+    told: list[tuple[int, list[str], dict[int, tuple[int, int]]]] = []
+
+    def layer1(k: int) -> Path:
+        return Path(entries[k][0]) / "sc-02-data-layer-1.dat"
+
+    def on_stopped(i: int) -> None:
+        stamps = {k: (layer1(k).stat().st_ino, layer1(k).stat().st_mtime_ns) for k in (0, 2)}
+        told.append((i, _names(Path(entries[i][0])), stamps))
+
+    def stopper() -> None:
+        while not all(layer1(k).exists() and layer1(k).stat().st_size == MIB8 for k in range(3)):
+            time.sleep(0.001)
+        lanes[1].cancel()
+
+    t = threading.Thread(target=stopper, daemon=True)
+    t.start()
+    outs = rust_core.seal_pre_commit_phase1_batch(MIB8, entries, lane_cancels=lanes, on_lane_stopped=on_stopped)
+    t.join(5)
+    assert len(told) == 1
+    who, names, stamps = told[0]
+    assert who == 1 and names == []
+    assert outs[1] is None
+    for k, args in ((0, _inputs(tmp_path, MIB8, 3, "single")[0]), (2, _inputs(tmp_path, MIB8, 3, "single")[2])):
+        assert outs[k] == rust_core.seal_pre_commit_phase1(MIB8, *args)
+        assert _files(Path(entries[k][0])) == _files(Path(args[0]))
+        assert (layer1(k).stat().st_ino, layer1(k).stat().st_mtime_ns) == stamps[k]
+    assert rust_core.wait_trash(30)
+    assert _names(Path(entries[1][0])) == []
+
+
+def test_lane_tokens_are_checked_and_a_failing_callback_does_not_stop_the_batch(tmp_path: Path) -> None:
+    entries = _inputs(tmp_path, KIB2, 2, "c")
+    with pytest.raises(ValueError, match="one stop flag per sector, got 1"):
+        rust_core.seal_pre_commit_phase1_batch(KIB2, entries, lane_cancels=[rust_core.CancelToken()])
+    lanes = [rust_core.CancelToken(), rust_core.CancelToken()]
+    lanes[0].cancel()
+
+    def broken(i: int) -> None:
+        raise RuntimeError(f"callback for {i} broke")
+
+    unraisable: list[str] = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: unraisable.append(str(u.exc_value))
+    try:
+        outs = rust_core.seal_pre_commit_phase1_batch(KIB2, entries, lane_cancels=lanes, on_lane_stopped=broken)
+    finally:
+        sys.unraisablehook = old_hook
+    assert outs[0] is None and isinstance(outs[1], bytes)
+    assert unraisable == ["callback for 0 broke"]
+    assert outs[1] == rust_core.seal_pre_commit_phase1(KIB2, *_inputs(tmp_path, KIB2, 2, "single")[1])
