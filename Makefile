@@ -161,7 +161,7 @@ bench:
 	@echo "benchmarks (figures in docs/benchmarks.md):"
 	@echo "  make bench-fr32        fr32 pad/unpad vs memcpy and the fr32 crate"
 	@echo "  make bench-commp       commP vs the SHA-256 limit; 1 GiB file peak RSS"
-	@echo "  make bench-porep       PoRep labeling vs SHA-256 limit (8 sectors on the AVX-512VL lanes included); 2- and 8-sector PC1 batches vs single PC1s; sector pipeline (ARGS=\"--size 512MiB\", \"--pc1-batch-only\", \"--vl8-only\")"
+	@echo "  make bench-porep       PoRep labeling vs SHA-256 limit (8 sectors on the AVX-512VL lanes included); 2- and 8-sector PC1 batches vs single PC1s; sector pipeline (ARGS=\"--size 512MiB\", \"--pc1-batch-only\", \"--vl8-only\", \"--pc1-stop-only\": one sector of a batch stopped, the others resumed vs restarted)"
 	@echo "  make bench-index       index FindSector/DeclareSector over gRPC vs the database"
 	@echo "  make bench-worker      fetch between workers vs cp; AddPiece vs rust_core"
 	@echo "  make bench-failover    manager failover time (kill -9 of the leader), 20 tries"

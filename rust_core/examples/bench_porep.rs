@@ -2,12 +2,14 @@
 //! cores, a full PC1/PC2/C1/C2/verify run of one sector with wall time and peak memory, and 32 GiB
 //! figures extrapolated from the measured rates.
 //!
-//! `cargo run --release --example bench_porep -- [--size 8MiB|512MiB] [--workdir DIR] [--labeling-only | --pc1-batch-only | --vl8-only] [--with-8]`
+//! `cargo run --release --example bench_porep -- [--size 8MiB|512MiB] [--workdir DIR] [--labeling-only | --pc1-batch-only | --vl8-only | --pc1-stop-only [--sectors N]] [--with-8]`
 //!
 //! Also PC1 of 2 and of 8 sectors as single calls against one batch call (`--pc1-batch-only`:
 //! that alone; the 8-sector batch above 8 MiB only with `--with-8`). Figures over wall clock and
 //! over on-CPU time: the machine may be shared. `--vl8-only`: the limit, one sector, 8 sectors on
 //! the AVX-512VL lanes and that kernel alone, nothing else (a quick look at `labels_vl8`).
+//! `--pc1-stop-only`: what stopping one sector of a running batch of N (default 4) costs the
+//! others, resumed against restarted.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -236,22 +238,7 @@ fn label_rate_lanes<const N: usize>(size: u64) -> f64 {
 fn pc1_batch_rates(size: u64, workdir: &std::path::Path, rounds: usize, n: usize) -> (Rate, Rate) {
     let params = SectorParams::lookup(size).expect("size");
     let dir = workdir.join("pc1-batch");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("workdir");
-    let mut inputs = Vec::new();
-    for k in 0..n as u8 {
-        let mut data = vec![[0u8; 32]; params.nodes() as usize];
-        for (i, n) in data.iter_mut().enumerate() {
-            *n = rust_core::porep::ids::hash_parts_trunc254(&[&[k], &(i as u64).to_le_bytes()]);
-        }
-        let path = dir.join(format!("unsealed-{k}"));
-        std::fs::write(&path, data.as_flattened()).expect("write unsealed");
-        let piece = Piece {
-            padded_size: size,
-            comm_p: binary_tree::root(data),
-        };
-        inputs.push((path, dir.join(format!("cache-{k}")), vec![piece]));
-    }
+    let inputs = batch_files(size, &dir, n);
     let labels = (n as u64 * params.layers as u64 * params.nodes()) as f64;
     let clear = || {
         for (_, cache, _) in &inputs {
@@ -278,18 +265,7 @@ fn pc1_batch_rates(size: u64, workdir: &std::path::Path, rounds: usize, n: usize
         });
         single = single.max(one_by_one);
         clear();
-        let batch_inputs: Vec<pc1::Pc1Input<'_>> = inputs
-            .iter()
-            .enumerate()
-            .map(|(k, (unsealed, cache, pieces))| pc1::Pc1Input {
-                cache_dir: cache,
-                unsealed_path: unsealed,
-                prover_id: [1; 32],
-                sector_number: k as u64,
-                ticket: [2; 32],
-                pieces,
-            })
-            .collect();
+        let batch_inputs = batch_inputs(&inputs);
         let together = Rate::measure(labels, || {
             pc1::seal_pre_commit_phase1_batch(size, &batch_inputs, &Cancel::default())
                 .expect("pc1 batch");
@@ -298,6 +274,104 @@ fn pc1_batch_rates(size: u64, workdir: &std::path::Path, rounds: usize, n: usize
     }
     let _ = std::fs::remove_dir_all(&dir);
     (single, batch)
+}
+
+/// `n` unsealed files of `size` in a fresh `dir` (different data each) with their one piece,
+/// and a cache directory name each: (unsealed, cache, pieces).
+fn batch_files(size: u64, dir: &std::path::Path, n: usize) -> Vec<(PathBuf, PathBuf, Vec<Piece>)> {
+    let params = SectorParams::lookup(size).expect("size");
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("workdir");
+    let mut inputs = Vec::new();
+    for k in 0..n as u8 {
+        let mut data = vec![[0u8; 32]; params.nodes() as usize];
+        for (i, n) in data.iter_mut().enumerate() {
+            *n = rust_core::porep::ids::hash_parts_trunc254(&[&[k], &(i as u64).to_le_bytes()]);
+        }
+        let path = dir.join(format!("unsealed-{k}"));
+        std::fs::write(&path, data.as_flattened()).expect("write unsealed");
+        let piece = Piece {
+            padded_size: size,
+            comm_p: binary_tree::root(data),
+        };
+        inputs.push((path, dir.join(format!("cache-{k}")), vec![piece]));
+    }
+    inputs
+}
+
+fn batch_inputs(files: &[(PathBuf, PathBuf, Vec<Piece>)]) -> Vec<pc1::Pc1Input<'_>> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(k, (unsealed, cache, pieces))| pc1::Pc1Input {
+            cache_dir: cache,
+            unsealed_path: unsealed,
+            prover_id: [1; 32],
+            sector_number: k as u64,
+            ticket: [2; 32],
+            pieces,
+        })
+        .collect()
+}
+
+/// What a stop of one sector of a running batch costs the others (`--pc1-stop-only`): sector 0
+/// of `n` is stopped once every sector's layer `layers / 2` (at least 1) is written; the others
+/// resume there. Printed: the time from the stop to the end of the call, against a batch of the
+/// `n - 1` others from the start (what the batch did before it could resume: restart without
+/// the stopped sector).
+fn print_pc1_stop(size: u64, workdir: &std::path::Path, n: usize) {
+    let params = SectorParams::lookup(size).expect("size");
+    let at = (params.layers as u32 / 2).max(1);
+    let dir = workdir.join("pc1-stop");
+    let files = batch_files(size, &dir, n);
+    let inputs = batch_inputs(&files);
+    let flags: Vec<Cancel> = (0..n).map(|_| Cancel::new()).collect();
+    let stops = pc1::LaneStops {
+        flags: &flags,
+        on_stopped: &|_| {},
+    };
+    let layer = |k: usize| rust_core::porep::files::layer_path(&files[k].1, at);
+    let whole = |k: usize| std::fs::metadata(layer(k)).is_ok_and(|m| m.len() == size);
+    let (stopped_at, cpu_at) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            while !(0..n).all(whole) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let t = (Instant::now(), cpu_secs());
+            flags[0].cancel();
+            t
+        });
+        let outs = pc1::seal_pre_commit_phase1_batch_stoppable(
+            size,
+            &inputs,
+            pc1::BatchLanes::Auto,
+            &Cancel::default(),
+            &stops,
+        )
+        .expect("pc1 batch");
+        assert!(
+            outs[0].is_none(),
+            "the batch ended before the stop: use a bigger sector"
+        );
+        watcher.join().expect("watcher")
+    });
+    let (resumed, resumed_cpu) = (stopped_at.elapsed().as_secs_f64(), cpu_secs() - cpu_at);
+    for (_, cache, _) in &files {
+        let _ = std::fs::remove_dir_all(cache);
+    }
+    let (start, cpu0) = (Instant::now(), cpu_secs());
+    pc1::seal_pre_commit_phase1_batch(size, &inputs[1..], &Cancel::default()).expect("pc1 batch");
+    let (restart, restart_cpu) = (start.elapsed().as_secs_f64(), cpu_secs() - cpu0);
+    println!(
+        "PC1 batch of {n} sectors of {} MiB ({} layers), sector 0 stopped after layer {at}: the others done {resumed:.2} s ({resumed_cpu:.2} s on-CPU) after the stop, resumed at layer {}; a restart of the {} from layer 1 takes {restart:.2} s ({restart_cpu:.2} s on-CPU): {:.2}x the time left (on-CPU {:.2}x)",
+        size >> 20,
+        params.layers,
+        at + 1,
+        n - 1,
+        restart / resumed,
+        restart_cpu / resumed_cpu
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The PC1 batch lines: 2 sectors, and 8 (the AVX-512VL kernel where the CPU has it) up to
@@ -422,6 +496,12 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     println!("# PoRep emulation benchmark (sector {size} bytes, {cores} cores)");
+    if args.iter().any(|a| a == "--pc1-stop-only") {
+        let n = arg("--sectors").map_or(4, |s| s.parse().expect("--sectors N"));
+        print_pc1_stop(size, &workdir, n);
+        let _ = std::fs::remove_dir_all(&workdir);
+        return;
+    }
     if args.iter().any(|a| a == "--pc1-batch-only") {
         print_pc1_batch(size, &workdir, args.iter().any(|a| a == "--with-8"));
         let _ = std::fs::remove_dir_all(&workdir);
