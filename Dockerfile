@@ -49,12 +49,13 @@ RUN groupadd --system --gid 10001 sectorstorage \
  && useradd --system --uid 10001 --gid sectorstorage --no-create-home \
       --home-dir /var/lib/sectorstorage --shell /usr/sbin/nologin sectorstorage
 # The postgres extra (psycopg) is always in: the same image serves SQLite and PostgreSQL fleets.
-# A CUDA build also gets NVRTC (rust_core compiles its kernels at run time; libcuda comes from the
-# node's driver through the NVIDIA container toolkit).
+# A CUDA build also gets NVRTC (the cuda extra: the version CI compiles the kernels with; rust_core
+# compiles them at run time; libcuda comes from the node's driver through the NVIDIA container
+# toolkit).
 RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
     python -m venv "$VIRTUAL_ENV" \
  && pip install --no-cache-dir "$(ls /dist/sectorstorage-*.whl)[postgres]" \
- && case ",${RUST_CORE_FEATURES}," in *,cuda,*) pip install --no-cache-dir "nvidia-cuda-nvrtc-cu12>=12.2,<13" ;; esac \
+ && case ",${RUST_CORE_FEATURES}," in *,cuda,*) pip install --no-cache-dir "$(ls /dist/sectorstorage-*.whl)[postgres,cuda]" ;; esac \
  && sectorstorage-index --help > /dev/null
 # Mount points of the manifests' volumes; the services write nowhere else (read-only root works).
 RUN mkdir -p /etc/sectorstorage /var/lib/sectorstorage/data /var/lib/sectorstorage/seal /var/lib/sectorstorage/store \
