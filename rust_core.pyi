@@ -314,8 +314,10 @@ def seal_pre_commit_phase1_batch(
 
     `lane_cancels` (one token per sector) stops one sector without the others: within 100 ms
     the labeling is interrupted, that sector's files are removed and its memory freed, then
-    `on_lane_stopped(i)` is called (from the labeling thread, holding the GIL; an exception
-    there is reported as unraisable) and the others resume at the layer they were labeling.
+    `on_lane_stopped(i)` is called (once, from a thread of the call, holding the GIL; it must
+    not block; an exception there is reported as unraisable) and the others resume at the layer
+    they were labeling (a sector the running labeling does not work on, in a later SHA-NI
+    group or done, is taken out without interrupting it).
     A stopped sector's entry in the result is None; the others' are as without the stop."""
 
 def seal_pre_commit_phase2(

@@ -510,3 +510,72 @@ fn sectors_stopped_before_their_turn_are_told_at_once_and_a_batch_of_all_stopped
     .to_string();
     assert!(e.contains("one stop flag per sector, got 2"), "{e}");
 }
+
+#[test]
+fn a_sector_stopped_while_another_group_labels_is_taken_out_without_interrupting_it() {
+    // Release builds only (8 MiB sectors). 8 sectors on the SHA-NI groups: sector 6 (second
+    // group, idle) is stopped while the first group labels layer 2. The batch's watcher takes it
+    // out at once, without interrupting the first group: it is told from the watcher's thread
+    // (an interruption would tell it from the calling thread, between two steps).
+    if cfg!(debug_assertions) {
+        return;
+    }
+    let size = 8u64 << 20;
+    let d = Dir::new("stop-idle");
+    let s = sectors(&d.0, size, 8);
+    let caches: Vec<PathBuf> = (0..8).map(|k| d.0.join(format!("c{k}"))).collect();
+    let flags: Vec<Cancel> = (0..8).map(|_| Cancel::new()).collect();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let on_stopped = |i: usize| {
+        let thread = std::thread::current().name().map(str::to_owned);
+        seen.lock()
+            .unwrap()
+            .push((i, thread, contents(&caches[i]).is_empty()));
+    };
+    let stops = pc1::LaneStops {
+        flags: &flags,
+        on_stopped: &on_stopped,
+    };
+    let layer1 = |k: usize| caches[k].join("sc-02-data-layer-1.dat");
+    let outs = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !(0..4).all(|k| std::fs::metadata(layer1(k)).is_ok_and(|m| m.len() == size)) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            flags[6].cancel();
+        });
+        pc1::seal_pre_commit_phase1_batch_stoppable(
+            size,
+            &inputs(&s, &caches),
+            BatchLanes::ShaNi,
+            &Cancel::default(),
+            &stops,
+        )
+        .unwrap()
+    });
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(
+        seen,
+        vec![(6, Some("pc1-batch-stops".to_owned()), true)],
+        "told once, by the watcher, with its cache already empty"
+    );
+    assert!(outs[6].is_none());
+    for (k, sector) in s.iter().enumerate().filter(|&(k, _)| k != 6) {
+        let single = d.0.join(format!("single-{k}"));
+        let blob = pc1::seal_pre_commit_phase1(
+            size,
+            &single,
+            &sector.unsealed,
+            &[7; 32],
+            sector.number,
+            &sector.ticket,
+            &sector.pieces,
+            &Cancel::default(),
+        )
+        .unwrap();
+        assert_eq!(outs[k].as_deref(), Some(&blob[..]), "blob {k}");
+        assert!(contents(&caches[k]) == contents(&single), "files of {k}");
+    }
+    assert!(rust_core::cancel::wait_trash(Duration::from_secs(30)));
+    assert!(contents(&caches[6]).is_empty());
+}

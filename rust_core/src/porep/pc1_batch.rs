@@ -2,17 +2,21 @@
 //! check in turn, then their layers labeled together on one core, and what happens when one
 //! sector of a running batch is stopped.
 //!
-//! A stopped sector leaves the batch without costing the others their work: the labeling run is
-//! interrupted (within the labels' cancel interval), the stopped sector's files are removed and
-//! its layers' memory freed, the caller is told ([`LaneStops::on_stopped`]), and the others
-//! resume at the layer they were labeling, their previous layer read back from the file this
-//! call wrote whole ([`load_layer`](crate::porep::labels::load_layer)). They lose the part of one layer done since its start, not
-//! the layers before it. Resumed sectors are regrouped by how far they got, so a batch of 8
-//! (AVX-512VL lanes) goes on as SHA-NI groups: memory is never more than the remaining sectors'
-//! two layers each, which is what the caller still has reserved for them.
+//! A stopped sector leaves the batch without costing the others their work. If the running step
+//! works on it, the step is interrupted (within the labels' cancel interval), the stopped
+//! sector's files are removed and its layers' memory freed, the caller is told
+//! ([`LaneStops::on_stopped`]), and the others resume at the layer they were labeling, their
+//! previous layer read back from the file this call wrote whole
+//! ([`load_layer`](crate::porep::labels::load_layer)). They lose the part of one layer done since
+//! its start, not the layers before it. A sector the running step does not work on (waiting for
+//! its group, or done) is taken out by the step's watcher thread without interrupting anyone.
+//! Resumed sectors are regrouped by how far they got, so a batch of 8 (AVX-512VL lanes) goes on
+//! as SHA-NI groups: memory is never more than the remaining sectors' two layers each, which is
+//! what the caller still has reserved for them.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::cancel::{Cancel, Scratch};
@@ -44,8 +48,9 @@ pub struct LaneStops<'a> {
     /// One flag per input sector: once set, that sector leaves the batch.
     pub flags: &'a [Cancel],
     /// Called with a stopped sector's index once it is out: its files removed, its memory freed,
-    /// nothing of this call touches them any more. Called from the calling thread, between two
-    /// steps of the batch.
+    /// nothing of this call touches them any more. Called once per stopped sector, from the
+    /// calling thread between two steps of the batch or from the batch's watcher thread while a
+    /// step that does not work on that sector runs; it must not block.
     pub on_stopped: &'a (dyn Fn(usize) + Sync),
 }
 
@@ -134,46 +139,52 @@ pub fn seal_pre_commit_phase1_batch_stoppable(
             }
         }
     }
-    let mut sectors: Vec<Sector<'_>> = inputs
+    let shared: Vec<Shared<'_>> = stops
+        .flags
         .iter()
-        .zip(stops.flags)
-        .map(|(input, flag)| Sector {
-            input,
+        .map(|flag| Shared {
             flag,
-            files: Scratch::new(),
-            prepared: None,
-            layers_done: 0,
-            live: true,
+            live: AtomicBool::new(true),
+            files: Mutex::new(Scratch::new()),
         })
         .collect();
+    let mut progress: Vec<Progress> = inputs.iter().map(|_| Progress::default()).collect();
     loop {
-        for (i, s) in sectors.iter_mut().enumerate() {
-            if s.live && s.flag.is_cancelled() {
-                s.stop();
-                (stops.on_stopped)(i);
+        for (i, s) in shared.iter().enumerate() {
+            if s.flag.is_cancelled() {
+                s.leave(i, stops.on_stopped);
             }
         }
         // Returning drops every sector's `files`: all removed.
         cancel.check()?;
-        let Some(step) = next_step(params, &sectors, lanes) else {
+        let Some(step) = next_step(params, &shared, &progress, lanes) else {
             break;
         };
         let interrupt = Cancel::new();
-        let watched: Vec<&Cancel> = sectors.iter().filter(|s| s.live).map(|s| s.flag).collect();
-        match watching(&interrupt, cancel, &watched, || {
-            run_step(params, &mut sectors, &step, &interrupt)
-        })? {
+        let watch = Watch {
+            interrupt: &interrupt,
+            cancel,
+            shared: &shared,
+            members: step.members(),
+            on_stopped: stops.on_stopped,
+        };
+        match watch.run(|| run_step(params, inputs, &shared, &mut progress, &step, &interrupt))? {
             Ok(()) => {}
-            // A sector was stopped (dropped above) or the whole call was (returned above).
+            // A sector of the step was stopped (taken out above) or the whole call was
+            // (returned above).
             Err(Error::Cancelled) if interrupt.is_cancelled() => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(sectors
+    Ok(shared
         .into_iter()
-        .map(|s| match (s.live, s.prepared) {
+        .zip(progress)
+        .map(|(s, p)| match (s.live.into_inner(), p.prepared) {
             (true, Some(out)) => {
-                s.files.keep();
+                s.files
+                    .into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keep();
                 Some(out.encode())
             }
             _ => None,
@@ -181,46 +192,86 @@ pub fn seal_pre_commit_phase1_batch_stoppable(
         .collect())
 }
 
-/// One sector of a running batch.
-struct Sector<'a> {
-    input: &'a Pc1Input<'a>,
+/// What the batch shares with its watcher thread of each sector: its stop flag, whether it is
+/// still in the batch, and the files this call may have written for it (removed when it is
+/// stopped or the call fails). A sector is taken out by whoever sees its flag first: the batch
+/// between two steps, or the watcher while a step that does not touch the sector runs.
+struct Shared<'a> {
     flag: &'a Cancel,
-    /// Every file this call may have written for the sector: removed when it is stopped or the
-    /// call fails.
-    files: Scratch,
+    live: AtomicBool,
+    files: Mutex<Scratch>,
+}
+
+impl Shared<'_> {
+    fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Out of the batch, once: its files removed (renamed away at once, deleted in the
+    /// background), then the caller told.
+    fn leave(&self, i: usize, on_stopped: &(dyn Fn(usize) + Sync)) {
+        if self.live.swap(false, Ordering::AcqRel) {
+            let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            drop(std::mem::replace(&mut *files, Scratch::new()));
+            drop(files);
+            on_stopped(i);
+        }
+    }
+
+    fn add_file(&self, path: std::path::PathBuf) {
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(path);
+    }
+}
+
+/// What the batch itself tracks of each sector.
+#[derive(Default)]
+struct Progress {
     /// Its tree_d built and pieces checked.
     prepared: Option<Phase1Output>,
     /// Its layers written whole (where its labeling resumes after an interruption).
     layers_done: u32,
-    live: bool,
-}
-
-impl Sector<'_> {
-    /// Out of the batch: its files removed (renamed away at once, deleted in the background).
-    fn stop(&mut self) {
-        self.live = false;
-        self.prepared = None;
-        drop(std::mem::replace(&mut self.files, Scratch::new()));
-    }
 }
 
 /// What a batch does next: one sector's tree_d, or one labeling run of sectors that got
 /// equally far.
 enum Step {
-    Prepare(usize),
+    Prepare([usize; 1]),
     Vl8(Vec<usize>),
     Group(Vec<usize>),
 }
 
-fn next_step(params: &SectorParams, sectors: &[Sector<'_>], lanes: BatchLanes) -> Option<Step> {
-    let live = || sectors.iter().enumerate().filter(|(_, s)| s.live);
-    if let Some((i, _)) = live().find(|(_, s)| s.prepared.is_none()) {
-        return Some(Step::Prepare(i));
+impl Step {
+    /// The sectors the step works on (a stop of any other sector does not interrupt it).
+    fn members(&self) -> &[usize] {
+        match self {
+            Step::Prepare(i) => i,
+            Step::Vl8(members) | Step::Group(members) => members,
+        }
+    }
+}
+
+fn next_step(
+    params: &SectorParams,
+    shared: &[Shared<'_>],
+    progress: &[Progress],
+    lanes: BatchLanes,
+) -> Option<Step> {
+    let live = || {
+        progress
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| shared[i].is_live())
+    };
+    if let Some((i, _)) = live().find(|(_, p)| p.prepared.is_none()) {
+        return Some(Step::Prepare([i]));
     }
     let layers = params.layers as u32;
     let todo: Vec<(usize, u32)> = live()
-        .filter(|(_, s)| s.layers_done < layers)
-        .map(|(i, s)| (i, s.layers_done))
+        .filter(|(_, p)| p.layers_done < layers)
+        .map(|(i, p)| (i, p.layers_done))
         .collect();
     let &(_, from) = todo.first()?;
     if lanes == BatchLanes::Auto
@@ -241,38 +292,40 @@ fn next_step(params: &SectorParams, sectors: &[Sector<'_>], lanes: BatchLanes) -
 
 fn run_step(
     params: &SectorParams,
-    sectors: &mut [Sector<'_>],
+    inputs: &[Pc1Input<'_>],
+    shared: &[Shared<'_>],
+    progress: &mut [Progress],
     step: &Step,
     cancel: &Cancel,
 ) -> Result<()> {
     let members = match step {
-        Step::Prepare(i) => {
-            let s = &mut sectors[*i];
-            let out = prepare(params, s.input, cancel, &mut s.files)
-                .map_err(|e| naming(*i, s.input, e))?;
-            s.prepared = Some(out);
+        Step::Prepare([i]) => {
+            let input = &inputs[*i];
+            // prepare lists tree_d in a scratch of its own first, then the sector's files take
+            // it over whatever happens (the sector's removal is the one that counts).
+            let mut tree_d = Scratch::new();
+            let result = prepare(params, input, cancel, &mut tree_d);
+            tree_d.keep();
+            shared[*i].add_file(input.cache_dir.join(files::TREE_D));
+            progress[*i].prepared = Some(result.map_err(|e| naming(*i, input, e))?);
             return Ok(());
         }
         Step::Vl8(members) | Step::Group(members) => members,
     };
-    let first = members.first().map_or(1, |&i| sectors[i].layers_done + 1);
+    let first = members.first().map_or(1, |&i| progress[i].layers_done + 1);
     let mut ids: Vec<Node> = Vec::with_capacity(members.len());
     for &i in members {
-        let s = &mut sectors[i];
-        let Some(out) = &s.prepared else {
+        let Some(out) = &progress[i].prepared else {
             return Err(Error::invalid(format!(
                 "sectors[{i}] labeled before its tree_d"
             )));
         };
         ids.push(out.replica_id);
         for layer in first..=params.layers as u32 {
-            s.files.add(files::layer_path(s.input.cache_dir, layer));
+            shared[i].add_file(files::layer_path(inputs[i].cache_dir, layer));
         }
     }
-    let dirs: Vec<&Path> = members
-        .iter()
-        .map(|&i| sectors[i].input.cache_dir)
-        .collect();
+    let dirs: Vec<&Path> = members.iter().map(|&i| inputs[i].cache_dir).collect();
     let mut done = vec![first - 1; members.len()];
     // The sectors' own `files` list every layer file; this one is only what the runs take.
     let mut run_files = Scratch::new();
@@ -290,7 +343,7 @@ fn run_step(
     };
     run_files.keep();
     for (&i, done) in members.iter().zip(done) {
-        sectors[i].layers_done = done;
+        progress[i].layers_done = done;
     }
     result
 }
@@ -344,33 +397,55 @@ fn group<const N: usize>(
     }
 }
 
-/// Runs `run` with a watcher thread that sets `interrupt` as soon as `cancel` or any of `flags`
-/// is set (the labeling checks one flag; a stop of any sector must interrupt it).
-fn watching<T>(
-    interrupt: &Cancel,
-    cancel: &Cancel,
-    flags: &[&Cancel],
-    run: impl FnOnce() -> T,
-) -> Result<T> {
-    let finished = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let watcher = std::thread::Builder::new()
-            .name("pc1-batch-stops".into())
-            .spawn_scoped(scope, || {
-                while !finished.load(Ordering::Acquire) {
-                    if cancel.is_cancelled() || flags.iter().any(|f| f.is_cancelled()) {
-                        interrupt.cancel();
-                        return;
+/// A step's watcher: while the step runs, a thread that sets `interrupt` as soon as `cancel` or
+/// the stop flag of a sector of the step (`members`) is set (the labeling checks one flag), and
+/// takes out at once any other sector whose flag is set, without interrupting the step.
+struct Watch<'w, 'a> {
+    interrupt: &'w Cancel,
+    cancel: &'w Cancel,
+    shared: &'w [Shared<'a>],
+    members: &'w [usize],
+    on_stopped: &'w (dyn Fn(usize) + Sync),
+}
+
+impl Watch<'_, '_> {
+    fn run<T>(&self, run: impl FnOnce() -> T) -> Result<T> {
+        let finished = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let watcher = std::thread::Builder::new()
+                .name("pc1-batch-stops".into())
+                .spawn_scoped(scope, || {
+                    while !finished.load(Ordering::Acquire) {
+                        if self.look() {
+                            self.interrupt.cancel();
+                            return;
+                        }
+                        std::thread::park_timeout(WATCH_EVERY);
                     }
-                    std::thread::park_timeout(WATCH_EVERY);
+                })
+                .map_err(|e| Error::io("start the PC1 batch's stop watcher", e))?;
+            let out = run();
+            finished.store(true, Ordering::Release);
+            watcher.thread().unpark();
+            Ok(out)
+        })
+    }
+
+    /// Whether the step must stop; takes out the stopped sectors it does not work on.
+    fn look(&self) -> bool {
+        if self.cancel.is_cancelled() {
+            return true;
+        }
+        for (i, s) in self.shared.iter().enumerate() {
+            if s.is_live() && s.flag.is_cancelled() {
+                if self.members.contains(&i) {
+                    return true;
                 }
-            })
-            .map_err(|e| Error::io("start the PC1 batch's stop watcher", e))?;
-        let out = run();
-        finished.store(true, Ordering::Release);
-        watcher.thread().unpark();
-        Ok(out)
-    })
+                s.leave(i, self.on_stopped);
+            }
+        }
+        false
+    }
 }
 
 /// Puts which input failed in front of an error's message (a cancellation stays as it is).
