@@ -579,3 +579,122 @@ fn a_sector_stopped_while_another_group_labels_is_taken_out_without_interrupting
     assert!(rust_core::cancel::wait_trash(Duration::from_secs(30)));
     assert!(contents(&caches[6]).is_empty());
 }
+
+/// A single call's blob and files.
+type Single = (Vec<u8>, BTreeMap<String, Vec<u8>>);
+
+/// A small deterministic generator for the randomized test (no extra dependency).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+#[test]
+fn random_stops_at_random_moments_never_touch_the_others() {
+    // Stops of random sectors at random moments (during a tree_d, a layer, a layer write, as the
+    // call ends, several at once), 2 KiB sectors, SHA-NI groups and the default lanes. Whatever
+    // the moment: a sector whose result is None was stopped, told exactly once, and has nothing
+    // on disk; every other sector's blob and files are exactly the single call's; a sector never
+    // stopped is never told.
+    let size = 2048u64;
+    let d = Dir::new("random-stops");
+    let s = sectors(&d.0, size, 8);
+    let singles: Vec<Single> = s
+        .iter()
+        .enumerate()
+        .map(|(k, sector)| {
+            let cache = d.0.join(format!("single-{k}"));
+            let blob = pc1::seal_pre_commit_phase1(
+                size,
+                &cache,
+                &sector.unsealed,
+                &[7; 32],
+                sector.number,
+                &sector.ticket,
+                &sector.pieces,
+                &Cancel::default(),
+            )
+            .unwrap();
+            (blob, contents(&cache))
+        })
+        .collect();
+    let mut rng = Lcg(20);
+    let rounds = if cfg!(debug_assertions) { 40 } else { 300 };
+    let (mut stopped, mut late) = (0, 0);
+    for round in 0..rounds {
+        let n = 2 + rng.next(7) as usize;
+        let lanes = if rng.next(2) == 0 {
+            BatchLanes::Auto
+        } else {
+            BatchLanes::ShaNi
+        };
+        let caches: Vec<PathBuf> = (0..n).map(|k| d.0.join(format!("r{round}-{k}"))).collect();
+        let flags: Vec<Cancel> = (0..n).map(|_| Cancel::new()).collect();
+        let told = std::sync::Mutex::new(Vec::new());
+        let on_stopped = |i: usize| told.lock().unwrap().push(i);
+        let stops = pc1::LaneStops {
+            flags: &flags,
+            on_stopped: &on_stopped,
+        };
+        let plan: Vec<(u64, usize)> = (0..1 + rng.next(3))
+            .map(|_| (rng.next(4000), rng.next(n as u64) as usize))
+            .collect();
+        let outs = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for &(micros, k) in &plan {
+                    std::thread::sleep(Duration::from_micros(micros));
+                    flags[k].cancel();
+                }
+            });
+            pc1::seal_pre_commit_phase1_batch_stoppable(
+                size,
+                &inputs(&s[..n], &caches),
+                lanes,
+                &Cancel::default(),
+                &stops,
+            )
+            .unwrap()
+        });
+        let told = told.into_inner().unwrap();
+        for (k, out) in outs.iter().enumerate() {
+            let times_told = told.iter().filter(|&&i| i == k).count();
+            match out {
+                None => {
+                    stopped += 1;
+                    assert!(flags[k].is_cancelled(), "round {round}: {k} left unstopped");
+                    assert_eq!(times_told, 1, "round {round}: {k} told {times_told} times");
+                    assert!(
+                        contents(&caches[k]).is_empty(),
+                        "round {round}: stopped {k} kept files"
+                    );
+                }
+                Some(blob) => {
+                    late += usize::from(flags[k].is_cancelled());
+                    assert_eq!(times_told, 0, "round {round}: {k} told but kept");
+                    assert_eq!(*blob, singles[k].0, "round {round} ({lanes:?}): blob {k}");
+                    assert!(
+                        contents(&caches[k]) == singles[k].1,
+                        "round {round} ({lanes:?}): files of {k}"
+                    );
+                }
+            }
+        }
+    }
+    println!("{rounds} rounds: {stopped} sectors stopped mid-batch, {late} stops after their sector was done");
+    // The plan reaches every stage only if some stops land mid-batch and some after (timed for
+    // release builds, which CI runs).
+    if !cfg!(debug_assertions) {
+        assert!(
+            stopped > rounds / 4 && late > 0,
+            "{stopped} stopped, {late} late"
+        );
+    }
+    assert!(rust_core::cancel::wait_trash(Duration::from_secs(30)));
+}
