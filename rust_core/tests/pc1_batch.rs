@@ -104,6 +104,21 @@ fn inputs<'a>(s: &'a [Sector], caches: &'a [PathBuf]) -> Vec<Pc1Input<'a>> {
         .collect()
 }
 
+/// What the single-sector call writes for `sector` into `cache`: its blob.
+fn alone(size: u64, cache: &Path, sector: &Sector) -> Vec<u8> {
+    pc1::seal_pre_commit_phase1(
+        size,
+        cache,
+        &sector.unsealed,
+        &[7; 32],
+        sector.number,
+        &sector.ticket,
+        &sector.pieces,
+        &Cancel::default(),
+    )
+    .unwrap()
+}
+
 fn batch_equals_single(size: u64, n: usize, lanes: BatchLanes) {
     let d = Dir::new(&format!("eq-{size}-{n}-{lanes:?}"));
     let s = sectors(&d.0, size, n);
@@ -118,17 +133,7 @@ fn batch_equals_single(size: u64, n: usize, lanes: BatchLanes) {
     assert_eq!(blobs.len(), n);
     for (k, sector) in s.iter().enumerate() {
         let single_cache = d.0.join(format!("single-{k}"));
-        let blob = pc1::seal_pre_commit_phase1(
-            size,
-            &single_cache,
-            &sector.unsealed,
-            &[7; 32],
-            sector.number,
-            &sector.ticket,
-            &sector.pieces,
-            &Cancel::default(),
-        )
-        .unwrap();
+        let blob = alone(size, &single_cache, sector);
         assert_eq!(blobs[k], blob, "{n} sectors of {size}: blob of sector {k}");
         let (got, want) = (contents(&batch_caches[k]), contents(&single_cache));
         assert_eq!(
@@ -385,17 +390,7 @@ fn one_sector_stopped_mid_batch(n: usize, victim: usize, lanes: BatchLanes) {
             continue;
         }
         let single = d.0.join(format!("single-{k}"));
-        let blob = pc1::seal_pre_commit_phase1(
-            size,
-            &single,
-            &sector.unsealed,
-            &[7; 32],
-            sector.number,
-            &sector.ticket,
-            &sector.pieces,
-            &Cancel::default(),
-        )
-        .unwrap();
+        let blob = alone(size, &single, sector);
         assert_eq!(
             outs[k].as_deref(),
             Some(&blob[..]),
@@ -562,17 +557,7 @@ fn a_sector_stopped_while_another_group_labels_is_taken_out_without_interrupting
     assert!(outs[6].is_none());
     for (k, sector) in s.iter().enumerate().filter(|&(k, _)| k != 6) {
         let single = d.0.join(format!("single-{k}"));
-        let blob = pc1::seal_pre_commit_phase1(
-            size,
-            &single,
-            &sector.unsealed,
-            &[7; 32],
-            sector.number,
-            &sector.ticket,
-            &sector.pieces,
-            &Cancel::default(),
-        )
-        .unwrap();
+        let blob = alone(size, &single, sector);
         assert_eq!(outs[k].as_deref(), Some(&blob[..]), "blob {k}");
         assert!(contents(&caches[k]) == contents(&single), "files of {k}");
     }
@@ -611,17 +596,7 @@ fn random_stops_at_random_moments_never_touch_the_others() {
         .enumerate()
         .map(|(k, sector)| {
             let cache = d.0.join(format!("single-{k}"));
-            let blob = pc1::seal_pre_commit_phase1(
-                size,
-                &cache,
-                &sector.unsealed,
-                &[7; 32],
-                sector.number,
-                &sector.ticket,
-                &sector.pieces,
-                &Cancel::default(),
-            )
-            .unwrap();
+            let blob = alone(size, &cache, sector);
             (blob, contents(&cache))
         })
         .collect();

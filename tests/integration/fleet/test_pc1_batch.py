@@ -28,7 +28,8 @@ from tests.support.sectors import MINER, P8M, TICKET, piece_data, sector
 pytestmark = pytest.mark.slow
 
 
-def test_two_sectors_sealed_through_the_manager_share_one_pc1_batch(fleet: Fleet) -> None:  # noqa: F811
+def add_batcher(fleet: Fleet) -> None:  # noqa: F811
+    """The fleet's one worker: PC1 batches of 2, a window long enough for both calls."""
     fleet.add_worker(
         WorkerSpec(
             "batcher",
@@ -37,6 +38,10 @@ def test_two_sectors_sealed_through_the_manager_share_one_pc1_batch(fleet: Fleet
         )
     )
     fleet.wait_registered()
+
+
+def test_two_sectors_sealed_through_the_manager_share_one_pc1_batch(fleet: Fleet) -> None:  # noqa: F811
+    add_batcher(fleet)
     refs = [sector(n, P8M) for n in (1, 2)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(lambda r: seal_sector(fleet, r), refs))
@@ -52,14 +57,7 @@ def test_two_sectors_sealed_through_the_manager_share_one_pc1_batch(fleet: Fleet
 
 
 def test_a_client_aborting_one_sectors_pc1_mid_batch_leaves_the_other_sealing(fleet: Fleet, tmp_path: Path) -> None:  # noqa: F811
-    fleet.add_worker(
-        WorkerSpec(
-            "batcher",
-            cpus=4,
-            env={"SECTORSTORAGE_WORKER_PC1_BATCH_SIZE": "2", "SECTORSTORAGE_WORKER_PC1_BATCH_WAIT_MS": "60000"},
-        )
-    )
-    fleet.wait_registered()
+    add_batcher(fleet)
     refs = {n: sector(n, P8M) for n in (1, 2)}
     stub = fleet.stub()
     pieces = {n: add_piece(stub, ref, piece_data(n, P8M)) for n, ref in refs.items()}
