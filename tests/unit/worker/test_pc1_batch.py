@@ -6,6 +6,7 @@ stand-in RunBatch records what ran; two tests run the real rust_core batch throu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -289,3 +290,68 @@ def test_config_defaults_to_no_batching_and_takes_the_environment() -> None:
     for bad in ("0", "9"):
         with pytest.raises(ConfigError, match="worker.pc1_batch_size"):
             load_config(WorkerConfig, env={"SECTORSTORAGE_WORKER_PC1_BATCH_SIZE": bad})
+
+
+def test_real_batches_with_calls_stopped_at_random_moments(tmp_path: Path) -> None:
+    """The batcher on the real rust_core (4 × 8 MiB), 1-2 calls cancelled at random moments of
+    each round (before the batch starts, during a tree_d, while labeling, as it ends): a stopped
+    call raises only once its cache holds no file, the others get exactly the single-sector
+    blob and files, and the rust_core call is never restarted."""
+    import random
+
+    from tests.unit.rust_core.porep_helpers import PROVER, TICKET, make_unsealed
+
+    size = 8 << 20
+    rng = random.Random(20)
+    inputs = []
+    for n in range(1, 5):
+        padded, pieces = make_unsealed(size, [size], rng_seed=n)
+        (tmp_path / f"u{n}").write_bytes(padded)
+        single = tmp_path / f"single{n}"
+        blob = rust_core.seal_pre_commit_phase1(size, str(single), str(tmp_path / f"u{n}"), PROVER, n, TICKET, pieces)
+        files = {p.name: p.read_bytes() for p in single.iterdir()}
+        inputs.append((n, [Piece(*p) for p in pieces], blob, files))
+
+    def real_files(d: Path) -> list[str]:
+        return [p.name for p in d.iterdir() if not p.name.startswith(rust_core.TRASH_PREFIX)] if d.exists() else []
+
+    left_running = 0
+    for round_ in range(4):
+        jobs = []
+        for n, pieces, _, _ in inputs:
+            cache = tmp_path / f"r{round_}-c{n}"
+            cache.mkdir()
+            jobs.append(Pc1Job(f"call:{n}", cache, tmp_path / f"u{n}", PROVER, n, TICKET, pieces))
+        b = Pc1Batcher(4, wait_s=60)
+        victims = rng.sample(range(4), rng.choice([1, 2]))
+        delays = {v: rng.uniform(0, 1.5) for v in victims}
+        left_files: dict[int, list[str]] = {}
+
+        async def main(jobs: list[Pc1Job] = jobs, delays: dict[int, float] = delays) -> list[Any]:
+            tasks = [asyncio.create_task(b.run(KEY_8M, j)) for j in jobs]
+
+            async def stop(k: int, after: float) -> None:
+                await asyncio.sleep(after)
+                tasks[k].cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await tasks[k]
+                # What its cache holds the moment the stopped call has returned.
+                left_files[k] = real_files(jobs[k].cache)
+
+            await asyncio.gather(*(stop(k, t) for k, t in delays.items()))
+            return await asyncio.gather(*tasks, return_exceptions=True)
+
+        outs = run(main)
+        assert len(b.history) == 1, f"round {round_}: {b.history}"
+        left_running += len(b.history[0].stopped)
+        for k, (out, (_, _, blob, files)) in enumerate(zip(outs, inputs, strict=True)):
+            if isinstance(out, asyncio.CancelledError):
+                assert k in victims
+                assert left_files[k] == [], f"round {round_}: stopped call {k} returned with {left_files[k]}"
+            else:
+                # Not stopped, or stopped too late to matter: the single call's blob and files.
+                assert out == blob, f"round {round_}: call {k}"
+                assert {p.name: p.read_bytes() for p in jobs[k].cache.iterdir()} == files
+        assert rust_core.wait_trash(30)
+    # The moments must include stops of calls inside a running batch (the lane path).
+    assert left_running >= 2, left_running
