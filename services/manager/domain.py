@@ -222,7 +222,8 @@ class SealVerification:
 class TaskAssignment:
     """What a dispatched task carries besides its params (worker_link.py sends it as worker.proto's
     TaskAssignment): its call, the work and attempt it belongs to, the resources granted to it, its
-    time limit (0: none) and the dispatching manager's lease epoch, which workers fence on."""
+    time limit (0: none), the dispatching manager's lease epoch and the worker session it was
+    placed on, which workers fence on."""
 
     sector: SectorId
     call_id: str
@@ -232,3 +233,5 @@ class TaskAssignment:
     threads: int = 0
     timeout_s: float = 0.0
     leader_epoch: int = 0
+    # The worker session the call was placed on (the worker refuses another one); "": unchecked.
+    worker_session_id: str = ""

@@ -303,9 +303,9 @@ class JobRunner:
         self._dispatched_at[call_id] = self.clock.mono()
         spec = BY_METHOD[live.record.method]
         metrics.CALLS_DISPATCHED.labels(spec.task_type.short, handle.worker_id).inc()
-        assignment = self.assignment(live, request)
-        custom = live.extra.get("dispatch")
         session = handle.session_id
+        assignment = replace(self.assignment(live, request), worker_session_id=session)
+        custom = live.extra.get("dispatch")
         tries = 0
         while True:
             try:

@@ -452,6 +452,7 @@ def assignment_msg(a: TaskAssignment) -> worker_pb2.TaskAssignment:
         gpu_ordinals=list(a.gpu_ordinals),
         threads=a.threads,
         leader_epoch=a.leader_epoch,
+        worker_session_id=a.worker_session_id,
     )
     if a.timeout_s:
         out.timeout.CopyFrom(Duration(seconds=int(a.timeout_s), nanos=int((a.timeout_s % 1) * 1e9)))

@@ -91,7 +91,9 @@ def timeout_s(assignment: worker_pb2.TaskAssignment) -> float | None:
 def assignment(msg: worker_pb2.TaskAssignment, has: bool, sector: SectorId) -> Assignment:
     """The manager's assignment of a call: its id (for `sector`), GPUs, attempt and timeout."""
     call = assignment_call(msg, has, sector)
-    return Assignment(call, tuple(msg.gpu_ordinals), msg.attempt, timeout_s(msg), msg.leader_epoch)
+    return Assignment(
+        call, tuple(msg.gpu_ordinals), msg.attempt, timeout_s(msg), msg.leader_epoch, msg.worker_session_id
+    )
 
 
 def pieces(msgs: Sequence[common_pb2.PieceInfo]) -> list[Piece]:
@@ -166,7 +168,14 @@ def add_piece(first: worker_pb2.WorkerServiceAddPieceRequest) -> AddPieceCall:
     piece_sizes(existing, h.piece_size)
     piece_fits(existing, h.piece_size, sector.size)
     return AddPieceCall(
-        call, sector, h.sector.proof_type, existing, h.piece_size, h.assignment.attempt, h.assignment.leader_epoch
+        call,
+        sector,
+        h.sector.proof_type,
+        existing,
+        h.piece_size,
+        h.assignment.attempt,
+        h.assignment.leader_epoch,
+        h.assignment.worker_session_id,
     )
 
 

@@ -42,6 +42,8 @@ class Assignment:
     timeout_s: float | None
     # The dispatching manager's lease epoch (0: not given).
     leader_epoch: int = 0
+    # The worker session the manager placed the call on ("": not given).
+    worker_session: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class AddPieceCall:
     attempt: int
     # The dispatching manager's lease epoch (0: not given).
     leader_epoch: int = 0
+    # The worker session the manager placed the call on ("": not given).
+    worker_session: str = ""
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,10 @@ class ProofsCall:
 
 class StaleManager(FailedPrecondition):
     """An assignment from a manager whose lease epoch is below one this worker has seen."""
+
+
+class StaleSession(FailedPrecondition):
+    """An assignment placed on an earlier run of this worker process (another session)."""
 
 
 class EpochFence:
@@ -122,6 +130,17 @@ class Dispatcher:
         if task_type not in self.parts.task_types:
             raise Disabled(f"task type {task_type_name(task_type)} is disabled on this worker")
 
+    def check_session(self, placed_on: str) -> None:
+        """Refuses a call the manager placed on another run of this worker process: the manager
+        fails such calls as WORKER_RESTARTED and retries them as new calls, so a late dispatch of
+        one (a resend, or one held in a reconnecting channel) must start nothing."""
+        own = self.parts.identity.session_id
+        if placed_on and placed_on != own:
+            raise StaleSession(
+                f"assignment for worker session {placed_on}, but this worker process is session {own} "
+                "(it restarted after the manager placed the call, which the manager retries as a new call): refused"
+            )
+
     def check_gpus(self, ordinals: Sequence[int]) -> None:
         have = {g.ordinal for g in self.parts.resources.gpus}
         for o in ordinals:
@@ -134,6 +153,7 @@ class Dispatcher:
         runner = self.parts.runner
         self.check_gpus(assigned.gpu_ordinals)
         self.epochs.admit(assigned.leader_epoch)
+        self.check_session(assigned.worker_session)
         if runner.known(assigned.call_id):
             return assigned.call_id
         self.check_enabled(call.task_type)
@@ -161,6 +181,7 @@ class Dispatcher:
         task's outcome, and the RPC still answers with the call id."""
         runner = self.parts.runner
         self.epochs.admit(call.leader_epoch)
+        self.check_session(call.worker_session)
         if runner.known(call.call_id):
             return call.call_id
         task_type = TaskType.ADD_PIECE

@@ -198,8 +198,10 @@ def test_manager_crash_mid_pc2_then_restart(tmp_path: Path) -> None:
         pc2 = manager_pb2.SealPreCommit2Request(sector=ref(9), pre_commit1_output=b"p1o")
         caller = asyncio.ensure_future(first.stub.SealPreCommit2(pc2, timeout=30))
         await asyncio.wait_for(worker.gate.reached.wait(), 5)
-        # Dispatches carry the manager's lease epoch (the first manager on this file: 1).
+        # Dispatches carry the manager's lease epoch (the first manager on this file: 1) and the
+        # worker session they were placed on.
         assert {a.leader_epoch for a in worker.assignments.values()} == {1}
+        assert {a.worker_session_id for a in worker.assignments.values()} == {worker.session_id}
         # A second PC2 that cannot fit (PC2 takes all threads) waits in the queue.
         queued = asyncio.ensure_future(
             first.stub.SealPreCommit2(

@@ -17,6 +17,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from services.common.proto.sectorstorage.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from services.worker.calls import CallId
 from services.worker.callstore import CallStore, call_key
 from services.worker.config import WorkerConfig
 from services.worker.faults import ServeFault, TaskFault
@@ -258,6 +259,34 @@ def test_a_deposed_managers_assignments_are_refused(tmp_path: Path) -> None:
         await refused(w.SealPreCommit2(pc2(from_epoch(6))), unavailable, "no index configured")
         await refused(w.SealPreCommit2(pc2(from_epoch(5))), stale, "a manager with epoch 6 leads now")
         assert parts.runner.running_call_ids() == []
+
+    serve(tmp_path, scenario)
+
+
+def test_an_assignment_placed_on_another_session_of_this_worker_is_refused(tmp_path: Path) -> None:
+    """The manager names the worker session it placed a call on: a dispatch that reaches a later
+    run of the worker process (a resend, or one held in a reconnecting channel while the worker
+    restarted) is refused before anything starts, a task's or an AddPiece's, since the manager
+    retries that work as a new call; this session's own id and "" (not given) are admitted."""
+
+    async def scenario(w: Stub, parts: Parts) -> None:
+        unavailable, stale = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION
+        own = parts.identity.session_id
+        earlier = assignment()
+        earlier.worker_session_id = "an-earlier-session"
+        await refused(w.SealPreCommit2(pc2(earlier)), stale, "assignment for worker session an-earlier-session")
+        await refused(w.SealPreCommit2(pc2(earlier)), stale, f"this worker process is session {own}")
+        piece = worker_pb2.WorkerServiceAddPieceRequest(
+            header=worker_pb2.WorkerServiceAddPieceHeader(sector=SECTOR, piece_size=1016, assignment=earlier)
+        )
+        await refused(add_piece(w, piece), stale, "restarted after the manager placed the call")
+        assert parts.runner.running_call_ids() == []
+        assert not parts.runner.known(CallId(SECTOR.id.miner, SECTOR.id.number, earlier.call_id.id))
+        # Its own session, and none given: admitted (then refused for the missing index).
+        current = assignment()
+        current.worker_session_id = own
+        await refused(w.SealPreCommit2(pc2(current)), unavailable, "no index configured")
+        await refused(w.SealPreCommit2(pc2(assignment())), unavailable, "no index configured")
 
     serve(tmp_path, scenario)
 

@@ -109,6 +109,7 @@ class TaskAssignment(_message.Message):
     GPU_ORDINALS_FIELD_NUMBER: _builtins.int
     THREADS_FIELD_NUMBER: _builtins.int
     LEADER_EPOCH_FIELD_NUMBER: _builtins.int
+    WORKER_SESSION_ID_FIELD_NUMBER: _builtins.int
     work_id: _builtins.str
     """The manager's id of the logical work (method + hash of parameters), for logs; may be empty."""
     attempt: _builtins.int
@@ -122,6 +123,15 @@ class TaskAssignment(_message.Message):
     leader's epoch rises at every failover; docs/manager.md, "Failover"). A worker refuses an
     assignment whose epoch is below the highest it has seen, with FAILED_PRECONDITION, so a
     deposed manager that wakes up cannot start work. 0: not given (checked by nothing).
+    """
+    worker_session_id: _builtins.str
+    """The worker session (RegisterWorkerRequest.session_id) the manager placed this call on. A
+    worker refuses an assignment for another session with FAILED_PRECONDITION: the call was
+    placed on an earlier run of this worker process, which the manager fails as
+    WORKER_RESTARTED and retries as a new call once the worker registers again, so a dispatch of
+    it that reaches the new process late (a resend, or one held in a reconnecting channel) must
+    start nothing (a late PC2 would begin by removing the sector's sealed file). Empty: not
+    checked.
     """
     @_builtins.property
     def call_id(self) -> _common_pb2.CallId:
@@ -149,10 +159,11 @@ class TaskAssignment(_message.Message):
         gpu_ordinals: _abc.Iterable[_builtins.int] | None = ...,
         threads: _builtins.int = ...,
         leader_epoch: _builtins.int = ...,
+        worker_session_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "call_id", b"call_id", "gpu_ordinals", b"gpu_ordinals", "leader_epoch", b"leader_epoch", "threads", b"threads", "timeout", b"timeout", "work_id", b"work_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "call_id", b"call_id", "gpu_ordinals", b"gpu_ordinals", "leader_epoch", b"leader_epoch", "threads", b"threads", "timeout", b"timeout", "work_id", b"work_id", "worker_session_id", b"worker_session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
