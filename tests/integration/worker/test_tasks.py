@@ -358,6 +358,52 @@ def test_a_call_aborted_before_its_dispatch_arrives_never_runs(
     assert [loc.id for loc in find(fleet[0], number, ST.SECTOR_FILE_TYPE_SEALED)] == [w.ids["seal"]]  # type: ignore[arg-type]
 
 
+def test_a_dispatch_placed_on_an_earlier_run_of_the_worker_starts_nothing(
+    fleet: tuple[object, WorkerHandle], tmp_path: Path
+) -> None:
+    """A PC2 and a PC1 dispatch naming a worker session that is not this process's (the manager
+    placed them before the worker restarted, and the dispatch was held in the reconnecting
+    channel while the manager failed and retried that call) are refused with
+    FAILED_PRECONDITION: nothing starts and the sector's sealed file and cache stay byte for byte
+    (a stale PC2 would begin by removing the sealed file; docs/reliability.md, fix 9)."""
+    _, w = fleet
+    number = 11
+    pieces, _ = precommit_on(w, number, 2048, bytes(2032))
+    name = f"s-t0{MINER}-{number}"
+    files = {p: p.read_bytes() for p in (tmp_path / "seal").rglob("*") if name in str(p) and p.is_file()}
+    assert any("sealed" in str(p) for p in files) and any("cache" in str(p) for p in files)
+
+    stale_pc2 = assignment(number)
+    stale_pc2.worker_session_id = "the-run-before-the-restart"
+    with pytest.raises(grpc.RpcError) as refused:
+        w.stub.SealPreCommit2(
+            worker_pb2.WorkerServiceSealPreCommit2Request(
+                assignment=stale_pc2, sector=sector_ref(number, 2048), pre_commit1_output=b"p1"
+            ),
+            timeout=10,
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "assignment for worker session the-run-before-the-restart" in (refused.value.details() or "")
+    stale_pc1 = assignment(number)
+    stale_pc1.worker_session_id = "the-run-before-the-restart"
+    with pytest.raises(grpc.RpcError) as refused:
+        w.stub.SealPreCommit1(
+            worker_pb2.WorkerServiceSealPreCommit1Request(
+                assignment=stale_pc1, sector=sector_ref(number, 2048), ticket=TICKET, pieces=pieces
+            ),
+            timeout=10,
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    time.sleep(0.5)
+    started = [
+        e
+        for e in log_entries(w, "task started")
+        if stale_pc2.call_id.id in str(e.get("call")) or stale_pc1.call_id.id in str(e.get("call"))
+    ]
+    assert not started
+    assert {p: p.read_bytes() for p in files if p.exists()} == files
+
+
 def test_a_call_from_before_a_break_in_contact_waits_for_the_manager_before_removing_files(
     fleet: tuple[object, WorkerHandle], manager: ManagerEndpoint, tmp_path: Path
 ) -> None:
