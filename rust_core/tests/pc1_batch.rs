@@ -415,11 +415,11 @@ fn one_sector_stopped_mid_batch(n: usize, victim: usize, lanes: BatchLanes) {
 }
 
 #[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "release builds only (make test-rust): the stop must land mid-labeling of 8 MiB sectors"
+)]
 fn a_stopped_sector_leaves_the_batch_and_the_others_resume_where_they_were() {
-    // Release builds only: the stop must land mid-labeling of an 8 MiB batch.
-    if cfg!(debug_assertions) {
-        return;
-    }
     one_sector_stopped_mid_batch(3, 1, BatchLanes::Auto);
     one_sector_stopped_mid_batch(2, 0, BatchLanes::Auto);
     // 8: the 8-lane path where the CPU has it (the 7 left go on as SHA-NI groups), then the
@@ -507,14 +507,15 @@ fn sectors_stopped_before_their_turn_are_told_at_once_and_a_batch_of_all_stopped
 }
 
 #[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "release builds only (make test-rust): the stop must land mid-labeling of 8 MiB sectors"
+)]
 fn a_sector_stopped_while_another_group_labels_is_taken_out_without_interrupting_it() {
-    // Release builds only (8 MiB sectors). 8 sectors on the SHA-NI groups: sector 6 (second
-    // group, idle) is stopped while the first group labels layer 2. The batch's watcher takes it
-    // out at once, without interrupting the first group: it is told from the watcher's thread
-    // (an interruption would tell it from the calling thread, between two steps).
-    if cfg!(debug_assertions) {
-        return;
-    }
+    // 8 sectors on the SHA-NI groups: sector 6 (second group, idle) is stopped while the first
+    // group labels layer 2. The batch's watcher takes it out at once, without interrupting the
+    // first group: it is told from the watcher's thread (an interruption would tell it from the
+    // calling thread, between two steps).
     let size = 8u64 << 20;
     let d = Dir::new("stop-idle");
     let s = sectors(&d.0, size, 8);

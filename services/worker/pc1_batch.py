@@ -106,8 +106,8 @@ class _Entry:
 
 @dataclass(frozen=True)
 class BatchRecord:
-    """A rust_core call that ran: its number, the calls in it, how it ended ("done",
-    "cancelled" or "failed"), how long it took and the calls that left it stopped."""
+    """A rust_core call that ran: its number, the calls in it, how it ended ("done" or
+    "failed"), how long it took and the calls that left it stopped."""
 
     batch: int
     key: BatchKey
@@ -227,18 +227,6 @@ class Pc1Batcher:
                 for e in group:
                     e.future.cancel()
                 raise
-            except rust_core.Cancelled:
-                # Only the batch's own token stops the whole call, and only above; kept so that
-                # a stop of any kind never loses the other members.
-                self._record(batch, key, calls, "cancelled", started, stopped)
-                rest = [e for e in group if not e.cancelled]
-                if rest:
-                    log.warning(
-                        "pc1 batch restarted without its stopped calls",
-                        extra={"batch": batch, "sectors": len(rest), "calls": [e.job.call for e in rest]},
-                    )
-                    queue.insert(0, rest)
-                continue
             except Exception as exc:  # noqa: BLE001 - each member then gets its own outcome
                 self._record(batch, key, calls, "failed", started, stopped)
                 if len(group) > 1:

@@ -301,13 +301,12 @@ fn run_step(
     let members = match step {
         Step::Prepare([i]) => {
             let input = &inputs[*i];
-            // prepare lists tree_d in a scratch of its own first, then the sector's files take
-            // it over whatever happens (the sector's removal is the one that counts).
-            let mut tree_d = Scratch::new();
-            let result = prepare(params, input, cancel, &mut tree_d);
-            tree_d.keep();
-            shared[*i].add_file(input.cache_dir.join(files::TREE_D));
-            progress[*i].prepared = Some(result.map_err(|e| naming(*i, input, e))?);
+            // The sector's own files list tree_d; only a stop of this sector (which interrupts
+            // this step, never the watcher's business) takes them, so holding the lock is free.
+            let mut files = shared[*i].files.lock().unwrap_or_else(|e| e.into_inner());
+            let out =
+                prepare(params, input, cancel, &mut files).map_err(|e| naming(*i, input, e))?;
+            progress[*i].prepared = Some(out);
             return Ok(());
         }
         Step::Vl8(members) | Step::Group(members) => members,
